@@ -1,0 +1,453 @@
+//! Signed batches: the header, the builder that seals records into a batch line, and the parser
+//! that checks one batch line on its own (signature and records; the chain is `verify`'s job).
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::canon::canonicalize;
+use crate::crypto::{PublicKey, SigAlg};
+use crate::merkle::{leaf_hash, sha256, Digest, MerkleBuilder};
+use crate::record::{canonicalize_record, RecordError};
+use crate::timestamp::{format_rfc3339, parse_rfc3339, UnixNanos};
+
+/// The `v` of headers and envelopes this crate writes and reads.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Prepended to the header bytes before signing, so that a teelog key's signature can never be
+/// mistaken for a signature over anything else.
+pub const SIGNING_CONTEXT: &[u8] = b"teelog/batch-header/v1\n";
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The signed part of a batch. Written as RFC 8785 canonical JSON; the signature covers
+/// `SIGNING_CONTEXT || header bytes` exactly as they appear in the batch line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub v: u64,
+    pub stream: String,
+    /// 32 lower-case hex digits naming one run of one signing key.
+    pub epoch: String,
+    /// 1 for the first batch of an epoch, then +1 per batch.
+    pub seq: u64,
+    /// SHA-256 of the previous header's bytes: the previous batch of this epoch, or for seq 1 the
+    /// last batch of the previous epoch; null only at the very start of a stream.
+    pub prev: Option<String>,
+    pub count: u64,
+    /// RFC 6962 Merkle Tree Hash over the records' canonical bytes.
+    pub root: String,
+    /// Earliest and latest record `ts`; null in a heartbeat (count 0).
+    pub first_ts: Option<String>,
+    pub last_ts: Option<String>,
+    pub sealed_at: String,
+    /// The code measurement of the signer, lower-case hex, or null for an unmeasured signer.
+    pub measurement: Option<String>,
+    /// SHA-256 of the attestation document binding the key, or null.
+    pub attestation: Option<String>,
+    /// SHA-256 of the signing key's SubjectPublicKeyInfo DER.
+    pub key_id: String,
+    pub alg: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeaderError {
+    #[error("header field {0:?}: {1}")]
+    Field(&'static str, String),
+}
+
+fn field_err(name: &'static str, why: impl Into<String>) -> HeaderError {
+    HeaderError::Field(name, why.into())
+}
+
+fn check_hex(name: &'static str, value: &str, len: Option<usize>) -> Result<(), HeaderError> {
+    let lower_hex = value
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let len_ok = match len {
+        Some(n) => value.len() == n,
+        None => value.len() % 2 == 0 && value.len() <= 256,
+    };
+    if lower_hex && len_ok {
+        Ok(())
+    } else {
+        let expected = match len {
+            Some(n) => format!("expected {n} lower-case hex digits"),
+            None => "expected an even number (at most 256) of lower-case hex digits".to_string(),
+        };
+        Err(field_err(name, format!("{value:?}: {expected}")))
+    }
+}
+
+/// Stream names: 1 to 128 characters of `A-Z a-z 0-9 . _ : / -`.
+pub fn check_stream_name(name: &str) -> Result<(), HeaderError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:/".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(field_err(
+            "stream",
+            format!("{name:?}: use 1 to 128 characters of A-Z a-z 0-9 . _ : / -"),
+        ))
+    }
+}
+
+/// Measurements are lower-case hex; accept any case from people and normalise.
+pub fn normalize_measurement(text: &str) -> Result<String, HeaderError> {
+    let lower = text.trim().to_ascii_lowercase();
+    check_hex("measurement", &lower, None)?;
+    Ok(lower)
+}
+
+impl Header {
+    /// Checks every field's syntax; the signature is checked separately.
+    pub fn validate(&self) -> Result<(), HeaderError> {
+        if self.v != FORMAT_VERSION {
+            return Err(field_err(
+                "v",
+                format!(
+                    "version {} is not supported (this is {FORMAT_VERSION})",
+                    self.v
+                ),
+            ));
+        }
+        check_stream_name(&self.stream)?;
+        check_hex("epoch", &self.epoch, Some(32))?;
+        if self.seq == 0 {
+            return Err(field_err("seq", "sequence numbers start at 1"));
+        }
+        if let Some(prev) = &self.prev {
+            check_hex("prev", prev, Some(64))?;
+        }
+        check_hex("root", &self.root, Some(64))?;
+        match (&self.first_ts, &self.last_ts, self.count) {
+            (None, None, 0) => {}
+            (Some(first), Some(last), n) if n > 0 => {
+                let first =
+                    parse_rfc3339(first).map_err(|e| field_err("first_ts", e.to_string()))?;
+                let last = parse_rfc3339(last).map_err(|e| field_err("last_ts", e.to_string()))?;
+                if first > last {
+                    return Err(field_err("first_ts", "later than last_ts"));
+                }
+            }
+            _ => {
+                return Err(field_err(
+                    "first_ts",
+                    "must be null exactly when count is 0",
+                ))
+            }
+        }
+        parse_rfc3339(&self.sealed_at).map_err(|e| field_err("sealed_at", e.to_string()))?;
+        if let Some(m) = &self.measurement {
+            check_hex("measurement", m, None)?;
+        }
+        if let Some(a) = &self.attestation {
+            check_hex("attestation", a, Some(64))?;
+        }
+        check_hex("key_id", &self.key_id, Some(64))?;
+        self.sig_alg()?;
+        Ok(())
+    }
+
+    pub fn sig_alg(&self) -> Result<SigAlg, HeaderError> {
+        SigAlg::from_name(&self.alg)
+            .ok_or_else(|| field_err("alg", format!("{:?}: expected ES256 or ES384", self.alg)))
+    }
+
+    pub fn sealed_at_nanos(&self) -> Option<UnixNanos> {
+        parse_rfc3339(&self.sealed_at).ok()
+    }
+
+    /// The canonical bytes that are signed and stored.
+    pub fn to_canonical_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        // A struct of strings and small integers always serialises and canonicalises.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let _ = canonicalize(&json, &mut out);
+        out
+    }
+}
+
+/// The message a batch signature covers.
+pub fn signed_message(header_bytes: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SIGNING_CONTEXT.len() + header_bytes.len());
+    m.extend_from_slice(SIGNING_CONTEXT);
+    m.extend_from_slice(header_bytes);
+    m
+}
+
+/// What signs batch headers: a software key now, a TEE-held key with its attestation later.
+pub trait HeaderSigner {
+    fn public_key(&self) -> &PublicKey;
+    fn measurement(&self) -> Option<&str>;
+    /// SHA-256 (hex) of the attestation document that binds the key, if there is one.
+    fn attestation(&self) -> Option<&str>;
+    /// An r || s signature over `message`.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SealError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("the signer failed: {0}")]
+    Signer(String),
+    #[error("sequence numbers of stream {0:?} are exhausted")]
+    SeqExhausted(String),
+}
+
+/// Where a stream's chain stands: the next batch's seq and the hash it must link to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    pub stream: String,
+    pub epoch: String,
+    pub next_seq: u64,
+    pub prev: Option<String>,
+}
+
+impl ChainHead {
+    /// A new epoch, linking to `prev` (the last header of the previous epoch, if any).
+    pub fn new_epoch(stream: &str, prev: Option<String>) -> Self {
+        let mut id = [0u8; 16];
+        // An RNG failure leaves zeros; the epoch id still works, it is just not unique.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id);
+        Self {
+            stream: stream.to_string(),
+            epoch: hex::encode(id),
+            next_seq: 1,
+            prev,
+        }
+    }
+}
+
+/// Summary of one sealed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub seq: u64,
+    pub count: u64,
+    pub header_hash: Digest,
+}
+
+/// Accumulates canonical records and seals them into one batch line.
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    records: Vec<u8>,
+    merkle: MerkleBuilder,
+    first_ts: Option<UnixNanos>,
+    last_ts: Option<UnixNanos>,
+}
+
+impl BatchBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> u64 {
+        self.merkle.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.merkle.is_empty()
+    }
+
+    /// Bytes of record text held so far.
+    pub fn byte_len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Canonicalises one input record and adds it; a refused record leaves the batch unchanged.
+    pub fn push_input(&mut self, line: &[u8], now: UnixNanos) -> Result<(), RecordError> {
+        let mark = self.records.len();
+        if !self.is_empty() {
+            self.records.push(b',');
+        }
+        let start = self.records.len();
+        match canonicalize_record(line, now, &mut self.records) {
+            Ok(ts) => {
+                self.merkle.push_record(&self.records[start..]);
+                self.first_ts = Some(self.first_ts.map_or(ts, |t| t.min(ts)));
+                self.last_ts = Some(self.last_ts.map_or(ts, |t| t.max(ts)));
+                Ok(())
+            }
+            Err(e) => {
+                self.records.truncate(mark);
+                Err(e)
+            }
+        }
+    }
+
+    /// Signs what has been pushed (nothing: a heartbeat) as the next batch of `chain`, appends the
+    /// batch line (with its newline) to `out`, advances `chain` and empties the builder.
+    pub fn seal(
+        &mut self,
+        chain: &mut ChainHead,
+        signer: &dyn HeaderSigner,
+        sealed_at: UnixNanos,
+        out: &mut Vec<u8>,
+    ) -> Result<Sealed, SealError> {
+        let key = signer.public_key();
+        let header = Header {
+            v: FORMAT_VERSION,
+            stream: chain.stream.clone(),
+            epoch: chain.epoch.clone(),
+            seq: chain.next_seq,
+            prev: chain.prev.clone(),
+            count: self.len(),
+            root: hex::encode(self.merkle.root()),
+            first_ts: self.first_ts.map(format_rfc3339),
+            last_ts: self.last_ts.map(format_rfc3339),
+            sealed_at: format_rfc3339(sealed_at),
+            measurement: signer.measurement().map(str::to_string),
+            attestation: signer.attestation().map(str::to_string),
+            key_id: key.id_hex(),
+            alg: key.alg().name().to_string(),
+        };
+        let next_seq = chain
+            .next_seq
+            .checked_add(1)
+            .filter(|&n| n <= crate::canon::MAX_EXACT_INTEGER)
+            .ok_or_else(|| SealError::SeqExhausted(chain.stream.clone()))?;
+        let header_bytes = header.to_canonical_bytes();
+        let sig = signer.sign(&signed_message(&header_bytes))?;
+        out.reserve(header_bytes.len() + self.records.len() + 160);
+        out.extend_from_slice(b"{\"v\":1,\"header\":");
+        out.extend_from_slice(&header_bytes);
+        out.extend_from_slice(b",\"sig\":\"");
+        out.extend_from_slice(B64.encode(&sig).as_bytes());
+        out.extend_from_slice(b"\",\"records\":[");
+        out.extend_from_slice(&self.records);
+        out.extend_from_slice(b"]}\n");
+
+        let header_hash = sha256(&header_bytes);
+        let sealed = Sealed {
+            seq: header.seq,
+            count: header.count,
+            header_hash,
+        };
+        chain.next_seq = next_seq;
+        chain.prev = Some(hex::encode(header_hash));
+        self.records.clear();
+        self.merkle.reset();
+        self.first_ts = None;
+        self.last_ts = None;
+        Ok(sealed)
+    }
+}
+
+/// A line as the verifier meets it: a teelog batch or the seed's `SignedLogBatch`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LineFields<'a> {
+    pub v: Option<u64>,
+    #[serde(borrow)]
+    pub header: Option<&'a RawValue>,
+    pub sig: Option<String>,
+    #[serde(borrow)]
+    pub records: Option<Vec<&'a RawValue>>,
+    #[serde(rename = "Sequence")]
+    pub seed_sequence: Option<u64>,
+    #[serde(rename = "PayloadBase64")]
+    pub seed_payload: Option<String>,
+    #[serde(rename = "SignatureBase64")]
+    pub seed_signature: Option<String>,
+    #[serde(rename = "AttestationCertThumbprint")]
+    pub seed_thumbprint: Option<String>,
+}
+
+/// The outcome of checking one teelog batch line on its own.
+#[derive(Debug, Clone)]
+pub struct CheckedBatch {
+    pub header: Header,
+    pub header_hash: Digest,
+    pub signature: SignatureStatus,
+    pub records: RecordsStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureStatus {
+    Valid,
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordsStatus {
+    Intact,
+    /// The records do not match the signed count or root.
+    Tampered {
+        record_index: Option<u64>,
+        detail: String,
+    },
+}
+
+/// Checks a parsed teelog batch against the trusted keys.
+pub(crate) fn check_batch(
+    header_raw: &RawValue,
+    sig_b64: &str,
+    records: &[&RawValue],
+    trusted: &[PublicKey],
+) -> Result<CheckedBatch, String> {
+    let header_bytes = header_raw.get().as_bytes();
+    let header: Header =
+        serde_json::from_slice(header_bytes).map_err(|e| format!("header: {e}"))?;
+    header.validate().map_err(|e| e.to_string())?;
+    let header_hash = sha256(header_bytes);
+    let sig = B64
+        .decode(sig_b64)
+        .map_err(|e| format!("sig: not base64: {e}"))?;
+
+    let signature = match trusted.iter().find(|k| k.id_hex() == header.key_id) {
+        None => SignatureStatus::Invalid(format!(
+            "signed by key {}, which is not a trusted key",
+            header.key_id
+        )),
+        Some(key) if key.alg().name() != header.alg => SignatureStatus::Invalid(format!(
+            "header says {} but key {} is {}",
+            header.alg,
+            header.key_id,
+            key.alg().curve()
+        )),
+        Some(key) if key.verify_p1363(&signed_message(header_bytes), &sig) => {
+            SignatureStatus::Valid
+        }
+        Some(key) => SignatureStatus::Invalid(format!(
+            "signature does not verify under key {}",
+            key.id_hex()
+        )),
+    };
+
+    let records = if records.len() as u64 != header.count {
+        RecordsStatus::Tampered {
+            record_index: None,
+            detail: format!(
+                "{} records present, the signed header says {}: records were inserted or deleted",
+                records.len(),
+                header.count
+            ),
+        }
+    } else {
+        let mut merkle = MerkleBuilder::new();
+        for record in records {
+            merkle.push_leaf_hash(leaf_hash(record.get().as_bytes()));
+        }
+        let root = hex::encode(merkle.root());
+        if root == header.root {
+            RecordsStatus::Intact
+        } else {
+            RecordsStatus::Tampered {
+                record_index: None,
+                detail: format!(
+                    "Merkle root of the records is {root}, the signed header says {}: a record was modified or records were reordered",
+                    header.root
+                ),
+            }
+        }
+    };
+    Ok(CheckedBatch {
+        header,
+        header_hash,
+        signature,
+        records,
+    })
+}

@@ -1,0 +1,343 @@
+//! ECDSA keys and signatures: P-256 with SHA-256 (`ES256`, the default) and P-384 with SHA-384
+//! (`ES384`), signatures in IEEE P1363 form (r || s, fixed width), public keys as DER
+//! SubjectPublicKeyInfo with a named curve and an uncompressed point.
+
+use std::fmt;
+
+use ring::rand::SystemRandom;
+use ring::signature::{self, EcdsaKeyPair, KeyPair, UnparsedPublicKey};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{PrivatePkcs8KeyDer, SubjectPublicKeyInfoDer};
+
+use crate::merkle::{sha256, Digest};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SigAlg {
+    Es256,
+    Es384,
+}
+
+impl SigAlg {
+    pub fn name(self) -> &'static str {
+        match self {
+            SigAlg::Es256 => "ES256",
+            SigAlg::Es384 => "ES384",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "ES256" => Some(SigAlg::Es256),
+            "ES384" => Some(SigAlg::Es384),
+            _ => None,
+        }
+    }
+
+    pub fn curve(self) -> &'static str {
+        match self {
+            SigAlg::Es256 => "P-256",
+            SigAlg::Es384 => "P-384",
+        }
+    }
+
+    /// Length of an r || s signature.
+    pub fn signature_len(self) -> usize {
+        match self {
+            SigAlg::Es256 => 64,
+            SigAlg::Es384 => 96,
+        }
+    }
+
+    fn spki_prefix(self) -> &'static [u8] {
+        match self {
+            // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (65 bytes) }
+            SigAlg::Es256 => &[
+                0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+                0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+            ],
+            // SEQUENCE { SEQUENCE { id-ecPublicKey, secp384r1 }, BIT STRING (97 bytes) }
+            SigAlg::Es384 => &[
+                0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+                0x05, 0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+            ],
+        }
+    }
+
+    fn point_len(self) -> usize {
+        self.signature_len() + 1
+    }
+
+    fn fixed(self) -> &'static signature::EcdsaVerificationAlgorithm {
+        match self {
+            SigAlg::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
+            SigAlg::Es384 => &signature::ECDSA_P384_SHA384_FIXED,
+        }
+    }
+
+    fn signing(self) -> &'static signature::EcdsaSigningAlgorithm {
+        match self {
+            SigAlg::Es256 => &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            SigAlg::Es384 => &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+        }
+    }
+}
+
+impl fmt::Display for SigAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("no {0} PEM block found")]
+    NoPem(&'static str),
+    #[error("unreadable PEM: {0}")]
+    BadPem(String),
+    #[error("unsupported public key: expected an EC P-256 or P-384 SubjectPublicKeyInfo with a named curve and an uncompressed point")]
+    UnsupportedPublicKey,
+    #[error("private key rejected: {0} (expected PKCS#8 EC P-256 or P-384)")]
+    BadPrivateKey(String),
+    #[error("signing failed")]
+    SigningFailed,
+}
+
+/// A verification key and its identifier, the SHA-256 of its SubjectPublicKeyInfo DER.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    alg: SigAlg,
+    spki: Vec<u8>,
+    id: Digest,
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({} {})", self.alg.curve(), self.id_hex())
+    }
+}
+
+impl PublicKey {
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
+        for alg in [SigAlg::Es256, SigAlg::Es384] {
+            let prefix = alg.spki_prefix();
+            if der.len() == prefix.len() + alg.point_len()
+                && der.starts_with(prefix)
+                && der[prefix.len()] == 0x04
+            {
+                return Ok(Self {
+                    alg,
+                    spki: der.to_vec(),
+                    id: sha256(der),
+                });
+            }
+        }
+        Err(KeyError::UnsupportedPublicKey)
+    }
+
+    pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        let der = SubjectPublicKeyInfoDer::from_pem_slice(pem).map_err(|e| match e {
+            rustls_pki_types::pem::Error::NoItemsFound => KeyError::NoPem("PUBLIC KEY"),
+            other => KeyError::BadPem(other.to_string()),
+        })?;
+        Self::from_spki_der(der.as_ref())
+    }
+
+    fn from_point(alg: SigAlg, point: &[u8]) -> Self {
+        let mut spki = alg.spki_prefix().to_vec();
+        spki.extend_from_slice(point);
+        let id = sha256(&spki);
+        Self { alg, spki, id }
+    }
+
+    pub fn alg(&self) -> SigAlg {
+        self.alg
+    }
+
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki
+    }
+
+    pub fn id(&self) -> &Digest {
+        &self.id
+    }
+
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.id)
+    }
+
+    fn point(&self) -> &[u8] {
+        &self.spki[self.alg.spki_prefix().len()..]
+    }
+
+    pub fn to_pem(&self) -> String {
+        pem_encode("PUBLIC KEY", &self.spki)
+    }
+
+    /// Verifies an r || s signature over `message`, hashed with the key's own hash.
+    pub fn verify_p1363(&self, message: &[u8], sig: &[u8]) -> bool {
+        UnparsedPublicKey::new(self.alg.fixed(), self.point())
+            .verify(message, sig)
+            .is_ok()
+    }
+
+    /// Verifies a signature over SHA-256 of `message`, whatever the curve, in P1363 or DER form:
+    /// what .NET's `ECDsa.SignHash(SHA256(payload))` produces (the seed format).
+    pub fn verify_sha256_any_encoding(&self, message: &[u8], sig: &[u8]) -> bool {
+        let (fixed, der): (Option<&signature::EcdsaVerificationAlgorithm>, _) = match self.alg {
+            SigAlg::Es256 => (
+                Some(&signature::ECDSA_P256_SHA256_FIXED),
+                &signature::ECDSA_P256_SHA256_ASN1,
+            ),
+            SigAlg::Es384 => (None, &signature::ECDSA_P384_SHA256_ASN1),
+        };
+        let point = self.point();
+        // A 64- or 96-byte signature may be r || s, or (rarely) DER of that length: try both.
+        let as_fixed = sig.len() == self.alg.signature_len()
+            && match fixed {
+                Some(fixed) => UnparsedPublicKey::new(fixed, point)
+                    .verify(message, sig)
+                    .is_ok(),
+                None => UnparsedPublicKey::new(der, point)
+                    .verify(message, &p1363_to_der(sig))
+                    .is_ok(),
+            };
+        as_fixed
+            || UnparsedPublicKey::new(der, point)
+                .verify(message, sig)
+                .is_ok()
+    }
+}
+
+/// Re-encodes r || s as the DER `SEQUENCE { INTEGER r, INTEGER s }`.
+fn p1363_to_der(sig: &[u8]) -> Vec<u8> {
+    let (r, s) = sig.split_at(sig.len() / 2);
+    let integer = |v: &[u8]| {
+        let v = &v[v.iter().position(|&b| b != 0).unwrap_or(v.len())..];
+        let mut out = vec![0x02];
+        let pad = v.first().is_none_or(|&b| b & 0x80 != 0);
+        out.push((v.len() + usize::from(pad)) as u8);
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(v);
+        out
+    };
+    let (r, s) = (integer(r), integer(s));
+    let body_len = r.len() + s.len();
+    let mut out = vec![0x30];
+    if body_len >= 0x80 {
+        out.push(0x81);
+    }
+    out.push(body_len as u8);
+    out.extend(r);
+    out.extend(s);
+    out
+}
+
+/// A software ECDSA key, held in process memory.
+pub struct SoftwareKey {
+    pair: EcdsaKeyPair,
+    public: PublicKey,
+    rng: SystemRandom,
+}
+
+impl SoftwareKey {
+    /// A new key as PKCS#8 DER.
+    pub fn generate_pkcs8(alg: SigAlg) -> Result<Vec<u8>, KeyError> {
+        EcdsaKeyPair::generate_pkcs8(alg.signing(), &SystemRandom::new())
+            .map(|doc| doc.as_ref().to_vec())
+            .map_err(|_| KeyError::SigningFailed)
+    }
+
+    pub fn from_pkcs8(alg: SigAlg, der: &[u8]) -> Result<Self, KeyError> {
+        let rng = SystemRandom::new();
+        let pair = EcdsaKeyPair::from_pkcs8(alg.signing(), der, &rng)
+            .map_err(|e| KeyError::BadPrivateKey(e.to_string()))?;
+        let public = PublicKey::from_point(alg, pair.public_key().as_ref());
+        Ok(Self { pair, public, rng })
+    }
+
+    /// Reads a `PRIVATE KEY` (PKCS#8) PEM of either curve.
+    pub fn from_pkcs8_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem).map_err(|e| match e {
+            rustls_pki_types::pem::Error::NoItemsFound => KeyError::NoPem("PRIVATE KEY"),
+            other => KeyError::BadPem(other.to_string()),
+        })?;
+        Self::from_pkcs8(SigAlg::Es256, der.secret_pkcs8_der())
+            .or_else(|_| Self::from_pkcs8(SigAlg::Es384, der.secret_pkcs8_der()))
+    }
+
+    pub fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// An r || s signature over `message`.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.pair
+            .sign(&self.rng, message)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| KeyError::SigningFailed)
+    }
+}
+
+/// PEM with 64-column base64 lines, as RFC 7468 writes it.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_pem_round_trip_for_both_curves() {
+        for alg in [SigAlg::Es256, SigAlg::Es384] {
+            let der = SoftwareKey::generate_pkcs8(alg).unwrap();
+            let key =
+                SoftwareKey::from_pkcs8_pem(pem_encode("PRIVATE KEY", &der).as_bytes()).unwrap();
+            assert_eq!(key.public().alg(), alg);
+            let public = PublicKey::from_pem(key.public().to_pem().as_bytes()).unwrap();
+            assert_eq!(&public, key.public());
+            let sig = key.sign(b"message").unwrap();
+            assert_eq!(sig.len(), alg.signature_len());
+            assert!(public.verify_p1363(b"message", &sig));
+            assert!(!public.verify_p1363(b"messagf", &sig));
+        }
+    }
+
+    #[test]
+    fn rejects_foreign_keys_and_pem() {
+        // An Ed25519 SubjectPublicKeyInfo.
+        let ed25519 = hex::decode("302a300506032b6570032100d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a").unwrap();
+        assert_eq!(
+            PublicKey::from_spki_der(&ed25519),
+            Err(KeyError::UnsupportedPublicKey)
+        );
+        assert_eq!(
+            PublicKey::from_pem(b"hello"),
+            Err(KeyError::NoPem("PUBLIC KEY"))
+        );
+        assert!(matches!(
+            SoftwareKey::from_pkcs8_pem(b"junk"),
+            Err(KeyError::NoPem(_))
+        ));
+    }
+
+    #[test]
+    fn p1363_to_der_handles_high_bits_and_leading_zeros() {
+        let mut sig = vec![0u8; 64];
+        sig[0] = 0x80; // r needs a leading zero byte
+        sig[63] = 0x01; // s is 1
+        let der = p1363_to_der(&sig);
+        assert_eq!(&der[..4], &[0x30, 38, 0x02, 33]);
+        assert_eq!(&der[der.len() - 3..], &[0x02, 1, 1]);
+    }
+}

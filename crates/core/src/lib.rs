@@ -1,0 +1,17 @@
+//! teelog's sans-IO core: record canonicalisation (RFC 8785), Merkle trees (RFC 6962), signed
+//! batch headers, and the chain verifier. No file system, no network, no clock: time is always a
+//! parameter. The normative description of every byte is `docs/FORMAT.md`.
+#![forbid(unsafe_code)]
+
+pub mod batch;
+pub mod canon;
+pub mod crypto;
+pub mod merkle;
+pub mod record;
+mod seed;
+pub mod timestamp;
+pub mod verify;
+
+pub use batch::{BatchBuilder, ChainHead, Header, HeaderSigner, SealError, Sealed};
+pub use crypto::{KeyError, PublicKey, SigAlg, SoftwareKey};
+pub use verify::{Finding, FindingKind, Origin, Report, Verifier, VerifyOptions};

@@ -1,0 +1,514 @@
+//! The chain verifier: a state machine fed batch lines in any order, which checks each batch as
+//! it arrives (signature, records, measurement) and the chain once everything is in (order by
+//! stream, epoch and seq; gaps, links, equivocation, epoch hand-overs).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::batch::{check_batch, LineFields, RecordsStatus, SignatureStatus};
+use crate::crypto::PublicKey;
+use crate::merkle::{sha256, Digest};
+use crate::seed::check_seed_batch;
+
+/// The stream name under which seed-format (`SignedLogBatch`) batches are reported; their
+/// epoch is the `AttestationCertThumbprint`.
+pub const SEED_STREAM: &str = "seed";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    InvalidSignature,
+    RecordTampered,
+    UnexpectedMeasurement,
+    SequenceGap,
+    ChainBreak,
+    Equivocation,
+    Malformed,
+}
+
+impl FindingKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FindingKind::InvalidSignature => "invalid_signature",
+            FindingKind::RecordTampered => "record_tampered",
+            FindingKind::UnexpectedMeasurement => "unexpected_measurement",
+            FindingKind::SequenceGap => "sequence_gap",
+            FindingKind::ChainBreak => "chain_break",
+            FindingKind::Equivocation => "equivocation",
+            FindingKind::Malformed => "malformed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub stream: Option<String>,
+    pub epoch: Option<String>,
+    pub seq: Option<u64>,
+    pub record_index: Option<u64>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub batches: u64,
+    pub records: u64,
+    pub duplicates: u64,
+    pub findings: Vec<Finding>,
+}
+
+/// Where a line came from, for messages: `file:line`.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub source: &'a str,
+    pub line: u64,
+}
+
+impl std::fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.source, self.line)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    pub trusted_keys: Vec<PublicKey>,
+    /// Lower-case hex; batches with another measurement are `unexpected_measurement`.
+    pub expect_measurement: Option<String>,
+}
+
+/// A validly signed batch as the chain check needs it.
+#[derive(Debug, Clone)]
+struct Slot {
+    header_hash: Digest,
+    prev: Option<String>,
+    origin: String,
+}
+
+#[derive(Debug, Default)]
+struct EpochState {
+    seed: bool,
+    /// Validly signed batches by seq; more than one distinct header at a seq is equivocation.
+    slots: BTreeMap<u64, Vec<Slot>>,
+    /// Seqs claimed only by batches whose signature failed (already reported).
+    untrusted: BTreeSet<u64>,
+}
+
+pub struct Verifier {
+    options: VerifyOptions,
+    seen: HashSet<Digest>,
+    epochs: BTreeMap<(String, String), EpochState>,
+    findings: Vec<Finding>,
+    batches: u64,
+    records: u64,
+    duplicates: u64,
+}
+
+impl Verifier {
+    pub fn new(options: VerifyOptions) -> Self {
+        Self {
+            options,
+            seen: HashSet::new(),
+            epochs: BTreeMap::new(),
+            findings: Vec::new(),
+            batches: 0,
+            records: 0,
+            duplicates: 0,
+        }
+    }
+
+    /// Reports a line that could not even be read as a line (too long, not UTF-8, torn).
+    pub fn push_malformed(&mut self, origin: Origin<'_>, detail: &str) {
+        self.findings.push(Finding {
+            kind: FindingKind::Malformed,
+            stream: None,
+            epoch: None,
+            seq: None,
+            record_index: None,
+            detail: format!("{origin}: {detail}"),
+        });
+    }
+
+    /// Feeds one line (without its newline). Blank lines are ignored.
+    pub fn push_line(&mut self, origin: Origin<'_>, line: &[u8]) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let fields: LineFields<'_> = match serde_json::from_slice(line) {
+            Ok(fields) => fields,
+            Err(e) => return self.push_malformed(origin, &format!("not a batch line: {e}")),
+        };
+        let teelog = fields.v.is_some()
+            || fields.header.is_some()
+            || fields.sig.is_some()
+            || fields.records.is_some();
+        let seed = fields.seed_sequence.is_some()
+            || fields.seed_payload.is_some()
+            || fields.seed_signature.is_some()
+            || fields.seed_thumbprint.is_some();
+        match (teelog, seed) {
+            (true, false) => self.push_teelog(origin, line, fields),
+            (false, true) => self.push_seed(origin, fields),
+            _ => self.push_malformed(origin, "neither a teelog batch nor a SignedLogBatch"),
+        }
+    }
+
+    fn push_teelog(&mut self, origin: Origin<'_>, line: &[u8], fields: LineFields<'_>) {
+        let (Some(v), Some(header), Some(sig), Some(records)) =
+            (fields.v, fields.header, fields.sig, fields.records)
+        else {
+            return self.push_malformed(
+                origin,
+                "a teelog batch needs \"v\", \"header\", \"sig\" and \"records\"",
+            );
+        };
+        if v != crate::batch::FORMAT_VERSION {
+            return self.push_malformed(
+                origin,
+                &format!("batch format version {v} is not supported"),
+            );
+        }
+        let checked = match check_batch(header, &sig, &records, &self.options.trusted_keys) {
+            Ok(checked) => checked,
+            Err(detail) => return self.push_malformed(origin, &detail),
+        };
+        let h = &checked.header;
+        // An intact copy is identified by its signed header and signature; a tampered one by all
+        // of its bytes, so that each distinct tampering is reported once.
+        let identity = match checked.records {
+            RecordsStatus::Intact => {
+                let mut id = checked.header_hash.to_vec();
+                id.extend_from_slice(sig.as_bytes());
+                sha256(&id)
+            }
+            RecordsStatus::Tampered { .. } => sha256(line),
+        };
+        if !self.seen.insert(identity) {
+            self.duplicates += 1;
+            return;
+        }
+        self.batches += 1;
+        let key = (h.stream.clone(), h.epoch.clone());
+        let finding = |kind, record_index, detail: String| Finding {
+            kind,
+            stream: Some(h.stream.clone()),
+            epoch: Some(h.epoch.clone()),
+            seq: Some(h.seq),
+            record_index,
+            detail: format!("{origin}: {detail}"),
+        };
+        match &checked.signature {
+            SignatureStatus::Invalid(why) => {
+                self.findings
+                    .push(finding(FindingKind::InvalidSignature, None, why.clone()));
+                self.epochs.entry(key).or_default().untrusted.insert(h.seq);
+                return;
+            }
+            SignatureStatus::Valid => {}
+        }
+        if let RecordsStatus::Tampered {
+            record_index,
+            detail,
+        } = &checked.records
+        {
+            self.findings.push(finding(
+                FindingKind::RecordTampered,
+                *record_index,
+                detail.clone(),
+            ));
+        } else {
+            self.records += h.count;
+        }
+        if let Some(expected) = &self.options.expect_measurement {
+            if h.measurement.as_deref() != Some(expected.as_str()) {
+                let detail = format!(
+                    "signed by code measured {}, expected {expected}",
+                    h.measurement.as_deref().unwrap_or("(none)")
+                );
+                self.findings
+                    .push(finding(FindingKind::UnexpectedMeasurement, None, detail));
+            }
+        }
+        let slot = Slot {
+            header_hash: checked.header_hash,
+            prev: h.prev.clone(),
+            origin: origin.to_string(),
+        };
+        let slots = self
+            .epochs
+            .entry(key)
+            .or_default()
+            .slots
+            .entry(h.seq)
+            .or_default();
+        if !slots.iter().any(|s| s.header_hash == slot.header_hash) {
+            slots.push(slot);
+        }
+    }
+
+    fn push_seed(&mut self, origin: Origin<'_>, fields: LineFields<'_>) {
+        let (Some(sequence), Some(payload), Some(sig), Some(thumbprint)) = (
+            fields.seed_sequence,
+            fields.seed_payload,
+            fields.seed_signature,
+            fields.seed_thumbprint,
+        ) else {
+            return self.push_malformed(
+                origin,
+                "a SignedLogBatch needs Sequence, PayloadBase64, SignatureBase64 and AttestationCertThumbprint",
+            );
+        };
+        let checked = match check_seed_batch(
+            sequence,
+            &payload,
+            &sig,
+            &thumbprint,
+            &self.options.trusted_keys,
+        ) {
+            Ok(checked) => checked,
+            Err(detail) => return self.push_malformed(origin, &detail),
+        };
+        if !self.seen.insert(checked.identity) {
+            self.duplicates += 1;
+            return;
+        }
+        self.batches += 1;
+        let key = (SEED_STREAM.to_string(), checked.thumbprint.clone());
+        let finding = |kind, detail: String| Finding {
+            kind,
+            stream: Some(SEED_STREAM.to_string()),
+            epoch: Some(checked.thumbprint.clone()),
+            seq: Some(checked.sequence),
+            record_index: None,
+            detail: format!("{origin}: {detail}"),
+        };
+        let epoch = self.epochs.entry(key).or_default();
+        epoch.seed = true;
+        if let SignatureStatus::Invalid(why) = &checked.signature {
+            self.findings
+                .push(finding(FindingKind::InvalidSignature, why.clone()));
+            epoch.untrusted.insert(checked.sequence);
+            return;
+        }
+        if let RecordsStatus::Tampered { detail, .. } = &checked.records {
+            self.findings
+                .push(finding(FindingKind::RecordTampered, detail.clone()));
+        } else {
+            self.records += checked.record_count;
+        }
+        if let Some(expected) = &self.options.expect_measurement {
+            if !checked.measurement.eq_ignore_ascii_case(expected) {
+                let detail = format!(
+                    "tee_measurement is {}, expected {expected}",
+                    checked.measurement
+                );
+                self.findings
+                    .push(finding(FindingKind::UnexpectedMeasurement, detail));
+            }
+        }
+        let slot = Slot {
+            header_hash: checked.payload_hash,
+            prev: None,
+            origin: origin.to_string(),
+        };
+        let slots = epoch.slots.entry(checked.sequence).or_default();
+        if !slots.iter().any(|s| s.header_hash == slot.header_hash) {
+            slots.push(slot);
+        }
+    }
+
+    /// Runs the chain checks and returns the report, findings ordered by stream, epoch, seq.
+    pub fn finish(mut self) -> Report {
+        let mut by_stream: BTreeMap<&str, Vec<(&str, &EpochState)>> = BTreeMap::new();
+        for ((stream, epoch), state) in &self.epochs {
+            by_stream.entry(stream).or_default().push((epoch, state));
+        }
+        let mut chain_findings = Vec::new();
+        for (stream, epochs) in by_stream {
+            check_stream(stream, &epochs, &mut chain_findings);
+        }
+        self.findings.extend(chain_findings);
+        self.findings.sort_by(|a, b| {
+            (&a.stream, &a.epoch, a.seq, a.kind).cmp(&(&b.stream, &b.epoch, b.seq, b.kind))
+        });
+        Report {
+            ok: self.findings.is_empty(),
+            batches: self.batches,
+            records: self.records,
+            duplicates: self.duplicates,
+            findings: self.findings,
+        }
+    }
+}
+
+fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Finding>) {
+    let finding = |kind, epoch: &str, seq, detail: String| Finding {
+        kind,
+        stream: Some(stream.to_string()),
+        epoch: Some(epoch.to_string()),
+        seq: Some(seq),
+        record_index: None,
+        detail,
+    };
+    // Every validly signed header of the stream, by hash: the targets of epoch hand-over links.
+    let mut index: HashMap<String, (&str, u64)> = HashMap::new();
+    for (epoch, state) in epochs {
+        for (seq, slots) in &state.slots {
+            for slot in slots {
+                index.insert(hex::encode(slot.header_hash), (epoch, *seq));
+            }
+        }
+    }
+    let mut genesis: Vec<&str> = Vec::new();
+    let mut linked_to: HashMap<&str, &str> = HashMap::new();
+
+    for (epoch, state) in epochs {
+        // Equivocation: two different validly signed batches at one seq; report every one.
+        for (seq, slots) in &state.slots {
+            if slots.len() > 1 {
+                let all: Vec<String> = slots
+                    .iter()
+                    .map(|s| format!("header {} at {}", hex::encode(s.header_hash), s.origin))
+                    .collect();
+                for slot in slots {
+                    out.push(finding(
+                        FindingKind::Equivocation,
+                        epoch,
+                        *seq,
+                        format!(
+                            "{}: {} different batches are signed for this seq: {}",
+                            slot.origin,
+                            slots.len(),
+                            all.join("; ")
+                        ),
+                    ));
+                }
+            }
+        }
+
+        // Gaps: every seq from 1 to the highest one seen must be present.
+        let highest = state
+            .slots
+            .keys()
+            .chain(&state.untrusted)
+            .max()
+            .copied()
+            .unwrap_or(0);
+        let mut missing_from = None;
+        for seq in 1..=highest.saturating_add(1) {
+            let present =
+                seq > highest || state.slots.contains_key(&seq) || state.untrusted.contains(&seq);
+            match (present, missing_from) {
+                (false, None) => missing_from = Some(seq),
+                (true, Some(first)) => {
+                    let range = if first == seq - 1 {
+                        format!("batch {first} is")
+                    } else {
+                        format!("batches {first} to {} are", seq - 1)
+                    };
+                    out.push(finding(
+                        FindingKind::SequenceGap,
+                        epoch,
+                        first,
+                        format!("{range} missing"),
+                    ));
+                    missing_from = None;
+                }
+                _ => {}
+            }
+            if seq > highest {
+                break;
+            }
+        }
+        if state.seed {
+            continue;
+        }
+
+        // Links inside the epoch: seq n must name the header of seq n-1.
+        for (seq, slots) in &state.slots {
+            if *seq == 1 {
+                continue;
+            }
+            let Some(previous) = state.slots.get(&(seq - 1)) else {
+                continue;
+            };
+            for slot in slots {
+                let linked = slot
+                    .prev
+                    .as_deref()
+                    .is_some_and(|p| previous.iter().any(|s| hex::encode(s.header_hash) == p));
+                if !linked {
+                    out.push(finding(
+                        FindingKind::ChainBreak,
+                        epoch,
+                        *seq,
+                        format!(
+                            "{}: prev is {}, but batch {} has header {}",
+                            slot.origin,
+                            slot.prev.as_deref().unwrap_or("null"),
+                            seq - 1,
+                            previous
+                                .iter()
+                                .map(|s| hex::encode(s.header_hash))
+                                .collect::<Vec<_>>()
+                                .join(" / ")
+                        ),
+                    ));
+                }
+            }
+        }
+
+        // Hand-over: seq 1 either starts the stream or names the previous epoch's last header.
+        for slot in state.slots.get(&1).into_iter().flatten() {
+            let Some(prev) = slot.prev.as_deref() else {
+                genesis.push(epoch);
+                continue;
+            };
+            let detail = match index.get(prev) {
+                None => Some(format!(
+                    "{}: this epoch starts after header {prev}, which is not in the input: the end of the previous epoch is missing",
+                    slot.origin
+                )),
+                Some((target_epoch, _)) if target_epoch == epoch => {
+                    Some(format!("{}: the first batch links into its own epoch", slot.origin))
+                }
+                Some((target_epoch, target_seq)) => {
+                    let target_last = epochs
+                        .iter()
+                        .find(|(e, _)| e == target_epoch)
+                        .and_then(|(_, s)| s.slots.keys().next_back().copied())
+                        .unwrap_or(0);
+                    if let Some(other) = linked_to.insert(prev, epoch) {
+                        Some(format!("{}: epochs {other} and {epoch} both continue from header {prev}", slot.origin))
+                    } else if target_last > *target_seq {
+                        Some(format!(
+                            "{}: this epoch continues from batch {target_seq} of epoch {target_epoch}, but that epoch goes on to batch {target_last}",
+                            slot.origin
+                        ))
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(detail) = detail {
+                out.push(finding(FindingKind::ChainBreak, epoch, 1, detail));
+            }
+        }
+    }
+    if genesis.len() > 1 {
+        for epoch in &genesis {
+            out.push(finding(
+                FindingKind::ChainBreak,
+                epoch,
+                1,
+                format!(
+                    "stream {stream:?} starts more than once (epochs {}): a restart did not link to the previous head",
+                    genesis.join(", ")
+                ),
+            ));
+        }
+    }
+}
