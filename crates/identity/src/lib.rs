@@ -1,1 +1,241 @@
+//! Signing identities kept in a directory, and the per-stream chain state that lets a signer
+//! continue its stream across runs.
+//!
+//! Layout of an identity directory:
+//! - `identity.json`: kind, algorithm, key id, measurement
+//! - `private-key.pem`: PKCS#8, mode 0600 (software identities only)
+//! - `public-key.pem`: SubjectPublicKeyInfo
+//! - `state/<stream>.json`: where each stream's chain stands, replaced atomically
+//! - `LOCK`: held while a signer uses the identity, so two signers never fork a stream
 #![forbid(unsafe_code)]
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use teelog_core::batch::{normalize_measurement, SealError};
+use teelog_core::crypto::pem_encode;
+use teelog_core::{ChainHead, HeaderSigner, KeyError, PublicKey, SigAlg, SoftwareKey};
+
+const META_FILE: &str = "identity.json";
+const PRIVATE_KEY_FILE: &str = "private-key.pem";
+const PUBLIC_KEY_FILE: &str = "public-key.pem";
+const STATE_DIR: &str = "state";
+const LOCK_FILE: &str = "LOCK";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{0}: already holds an identity; choose another directory")]
+    Exists(PathBuf),
+    #[error("{path}: {source}")]
+    Key { path: PathBuf, source: KeyError },
+    #[error("{path}: {detail}")]
+    Invalid { path: PathBuf, detail: String },
+    #[error("{0}: another signer is using this identity")]
+    Locked(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io { path: path.to_path_buf(), source }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    v: u32,
+    kind: String,
+    alg: String,
+    key_id: String,
+    measurement: Option<String>,
+}
+
+/// A software identity: the key lives in a file. For development and for signers outside a TEE;
+/// hardware-bound identities implement the same `HeaderSigner`.
+pub struct SoftwareIdentity {
+    dir: PathBuf,
+    key: SoftwareKey,
+    measurement: Option<String>,
+    _lock: Option<File>,
+}
+
+impl SoftwareIdentity {
+    /// Creates a new identity in `dir` (which must not hold one) and returns its public key.
+    pub fn create(dir: &Path, alg: SigAlg, measurement: Option<&str>) -> Result<PublicKey, IdentityError> {
+        let meta_path = dir.join(META_FILE);
+        if meta_path.exists() {
+            return Err(IdentityError::Exists(dir.to_path_buf()));
+        }
+        let measurement = measurement
+            .map(normalize_measurement)
+            .transpose()
+            .map_err(|e| IdentityError::Invalid { path: dir.to_path_buf(), detail: e.to_string() })?;
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let key_path = dir.join(PRIVATE_KEY_FILE);
+        let pkcs8 = SoftwareKey::generate_pkcs8(alg).map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
+        let key = SoftwareKey::from_pkcs8(alg, &pkcs8).map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_path)
+            .map_err(io_err(&key_path))?;
+        file.write_all(pem_encode("PRIVATE KEY", &pkcs8).as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(&key_path))?;
+        let public = key.public().clone();
+        write_atomic(&dir.join(PUBLIC_KEY_FILE), public.to_pem().as_bytes())?;
+        let meta = Meta {
+            v: 1,
+            kind: "software".into(),
+            alg: alg.name().into(),
+            key_id: public.id_hex(),
+            measurement,
+        };
+        let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        write_atomic(&meta_path, &json)?;
+        Ok(public)
+    }
+
+    /// Loads an identity without locking it (for reading its public key).
+    pub fn load(dir: &Path) -> Result<Self, IdentityError> {
+        let meta_path = dir.join(META_FILE);
+        let text = fs::read(&meta_path).map_err(io_err(&meta_path))?;
+        let meta: Meta = serde_json::from_slice(&text)
+            .map_err(|e| IdentityError::Invalid { path: meta_path.clone(), detail: e.to_string() })?;
+        if meta.kind != "software" {
+            return Err(IdentityError::Invalid {
+                path: meta_path,
+                detail: format!("kind {:?} is not a software identity", meta.kind),
+            });
+        }
+        let key_path = dir.join(PRIVATE_KEY_FILE);
+        let pem = fs::read(&key_path).map_err(io_err(&key_path))?;
+        let key = SoftwareKey::from_pkcs8_pem(&pem).map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
+        if key.public().id_hex() != meta.key_id || key.public().alg().name() != meta.alg {
+            return Err(IdentityError::Invalid {
+                path: key_path,
+                detail: format!("this key does not match {META_FILE} (key id {})", meta.key_id),
+            });
+        }
+        Ok(Self { dir: dir.to_path_buf(), key, measurement: meta.measurement, _lock: None })
+    }
+
+    /// Loads an identity and takes its lock for as long as the value lives.
+    pub fn load_exclusive(dir: &Path) -> Result<Self, IdentityError> {
+        let mut identity = Self::load(dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        lock.try_lock().map_err(|e| match e {
+            fs::TryLockError::WouldBlock => IdentityError::Locked(dir.to_path_buf()),
+            fs::TryLockError::Error(source) => IdentityError::Io { path: lock_path.clone(), source },
+        })?;
+        identity._lock = Some(lock);
+        Ok(identity)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The chain state of `stream`, if this identity has signed it before.
+    pub fn load_state(&self, stream: &str) -> Result<Option<ChainHead>, IdentityError> {
+        let path = state_path(&self.dir, stream);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| IdentityError::Invalid { path, detail: e.to_string() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(IdentityError::Io { path, source }),
+        }
+    }
+
+    /// Durably records where `head.stream` stands (write, fsync, rename, fsync directory).
+    pub fn save_state(&self, head: &ChainHead) -> Result<(), IdentityError> {
+        let dir = self.dir.join(STATE_DIR);
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let json = serde_json::to_vec(head).unwrap_or_default();
+        write_atomic(&state_path(&self.dir, &head.stream), &json)
+    }
+}
+
+impl HeaderSigner for SoftwareIdentity {
+    fn public_key(&self) -> &PublicKey {
+        self.key.public()
+    }
+    fn measurement(&self) -> Option<&str> {
+        self.measurement.as_deref()
+    }
+    fn attestation(&self) -> Option<&str> {
+        None
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.key.sign(message).map_err(|e| SealError::Signer(e.to_string()))
+    }
+}
+
+/// Stream names may hold `/` and `:`; file names get them escaped.
+fn state_path(dir: &Path, stream: &str) -> PathBuf {
+    let name: String = stream
+        .chars()
+        .map(|c| match c {
+            '/' => "%2F".to_string(),
+            ':' => "%3A".to_string(),
+            '%' => "%25".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    dir.join(STATE_DIR).join(format!("{name}.json"))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    File::open(parent).and_then(|d| d.sync_all()).map_err(io_err(parent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn create_load_and_state_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let id_dir = dir.path().join("id");
+        let public = SoftwareIdentity::create(&id_dir, SigAlg::Es384, Some("ABCD")).unwrap();
+        let mode = fs::metadata(id_dir.join(PRIVATE_KEY_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(matches!(SoftwareIdentity::create(&id_dir, SigAlg::Es256, None), Err(IdentityError::Exists(_))));
+
+        let identity = SoftwareIdentity::load_exclusive(&id_dir).unwrap();
+        assert_eq!(identity.public_key(), &public);
+        assert_eq!(identity.measurement(), Some("abcd"));
+        assert!(matches!(SoftwareIdentity::load_exclusive(&id_dir), Err(IdentityError::Locked(_))));
+
+        assert_eq!(identity.load_state("a/b:c").unwrap(), None);
+        let head = ChainHead { stream: "a/b:c".into(), epoch: "00".repeat(16), next_seq: 7, prev: Some("11".repeat(32)) };
+        identity.save_state(&head).unwrap();
+        assert_eq!(identity.load_state("a/b:c").unwrap(), Some(head));
+    }
+
+    #[test]
+    fn wrong_key_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        SoftwareIdentity::create(dir.path(), SigAlg::Es256, None).unwrap();
+        fs::write(dir.path().join(PRIVATE_KEY_FILE), "not a key").unwrap();
+        let err = SoftwareIdentity::load(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("private-key.pem") && err.contains("no PRIVATE KEY PEM block"), "{err}");
+    }
+}
