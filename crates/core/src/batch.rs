@@ -222,6 +222,39 @@ impl ChainHead {
     }
 }
 
+impl ChainHead {
+    /// Where to continue `stream`, given the saved state and the validly signed headers of this
+    /// signer found in its output. The saved state may be stale (the process died after a batch
+    /// became durable but before the state was saved): the output then wins, so a seq is never
+    /// signed twice. Without saved state a new epoch starts, linked to the newest header found.
+    pub fn resume(
+        stream: &str,
+        saved: Option<ChainHead>,
+        found: impl IntoIterator<Item = (Header, Digest)>,
+    ) -> ChainHead {
+        let found = found.into_iter().filter(|(h, _)| h.stream == stream);
+        match saved {
+            Some(saved) => {
+                let newest = found
+                    .filter(|(h, _)| h.epoch == saved.epoch && h.seq >= saved.next_seq)
+                    .max_by_key(|(h, _)| h.seq);
+                match newest {
+                    Some((h, hash)) => ChainHead {
+                        next_seq: h.seq + 1,
+                        prev: Some(hex::encode(hash)),
+                        ..saved
+                    },
+                    None => saved,
+                }
+            }
+            None => {
+                let newest = found.max_by_key(|(h, _)| (h.sealed_at_nanos(), h.seq));
+                ChainHead::new_epoch(stream, newest.map(|(_, hash)| hex::encode(hash)))
+            }
+        }
+    }
+}
+
 /// Summary of one sealed batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
@@ -356,15 +389,6 @@ pub(crate) struct LineFields<'a> {
     pub seed_thumbprint: Option<String>,
 }
 
-/// The outcome of checking one teelog batch line on its own.
-#[derive(Debug, Clone)]
-pub struct CheckedBatch {
-    pub header: Header,
-    pub header_hash: Digest,
-    pub signature: SignatureStatus,
-    pub records: RecordsStatus,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignatureStatus {
     Valid,
@@ -381,54 +405,64 @@ pub enum RecordsStatus {
     },
 }
 
-/// Checks a parsed teelog batch against the trusted keys.
-pub(crate) fn check_batch(
-    header_raw: &RawValue,
-    sig_b64: &str,
-    records: &[&RawValue],
-    trusted: &[PublicKey],
-) -> Result<CheckedBatch, String> {
-    let header_bytes = header_raw.get().as_bytes();
-    let header: Header =
-        serde_json::from_slice(header_bytes).map_err(|e| format!("header: {e}"))?;
-    header.validate().map_err(|e| e.to_string())?;
-    let header_hash = sha256(header_bytes);
-    let sig = B64
-        .decode(sig_b64)
-        .map_err(|e| format!("sig: not base64: {e}"))?;
+/// A teelog batch line taken apart, before any check.
+pub struct ParsedBatch<'a> {
+    pub header: Header,
+    pub header_hash: Digest,
+    header_bytes: &'a [u8],
+    sig: Vec<u8>,
+    records: Vec<&'a RawValue>,
+}
 
-    let signature = match trusted.iter().find(|k| k.id_hex() == header.key_id) {
-        None => SignatureStatus::Invalid(format!(
-            "signed by key {}, which is not a trusted key",
-            header.key_id
-        )),
-        Some(key) if key.alg().name() != header.alg => SignatureStatus::Invalid(format!(
-            "header says {} but key {} is {}",
-            header.alg,
-            header.key_id,
-            key.alg().curve()
-        )),
-        Some(key) if key.verify_p1363(&signed_message(header_bytes), &sig) => {
-            SignatureStatus::Valid
+impl<'a> ParsedBatch<'a> {
+    /// Parses a whole line, which must be a teelog batch.
+    pub fn parse(line: &'a [u8]) -> Result<Self, String> {
+        let fields: LineFields<'a> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        match (fields.v, fields.header, fields.sig, fields.records) {
+            (Some(FORMAT_VERSION), Some(header), Some(sig), Some(records)) => Self::from_parts(header, &sig, records),
+            _ => Err("not a teelog batch line".into()),
         }
-        Some(key) => SignatureStatus::Invalid(format!(
-            "signature does not verify under key {}",
-            key.id_hex()
-        )),
-    };
+    }
 
-    let records = if records.len() as u64 != header.count {
-        RecordsStatus::Tampered {
-            record_index: None,
-            detail: format!(
-                "{} records present, the signed header says {}: records were inserted or deleted",
-                records.len(),
-                header.count
-            ),
+    pub(crate) fn from_parts(header_raw: &'a RawValue, sig_b64: &str, records: Vec<&'a RawValue>) -> Result<Self, String> {
+        let header_bytes = header_raw.get().as_bytes();
+        let header: Header = serde_json::from_slice(header_bytes).map_err(|e| format!("header: {e}"))?;
+        header.validate().map_err(|e| e.to_string())?;
+        let sig = B64.decode(sig_b64).map_err(|e| format!("sig: not base64: {e}"))?;
+        Ok(Self { header_hash: sha256(header_bytes), header, header_bytes, sig, records })
+    }
+
+    /// Checks the signature against the trusted key the header names.
+    pub fn signature_status(&self, trusted: &[PublicKey]) -> SignatureStatus {
+        let header = &self.header;
+        match trusted.iter().find(|k| k.id_hex() == header.key_id) {
+            None => SignatureStatus::Invalid(format!("signed by key {}, which is not a trusted key", header.key_id)),
+            Some(key) if key.alg().name() != header.alg => SignatureStatus::Invalid(format!(
+                "header says {} but key {} is {}",
+                header.alg,
+                header.key_id,
+                key.alg().curve()
+            )),
+            Some(key) if key.verify_p1363(&signed_message(self.header_bytes), &self.sig) => SignatureStatus::Valid,
+            Some(key) => SignatureStatus::Invalid(format!("signature does not verify under key {}", key.id_hex())),
         }
-    } else {
+    }
+
+    /// Checks the records against the signed count and Merkle root.
+    pub fn records_status(&self) -> RecordsStatus {
+        let header = &self.header;
+        if self.records.len() as u64 != header.count {
+            return RecordsStatus::Tampered {
+                record_index: None,
+                detail: format!(
+                    "{} records present, the signed header says {}: records were inserted or deleted",
+                    self.records.len(),
+                    header.count
+                ),
+            };
+        }
         let mut merkle = MerkleBuilder::new();
-        for record in records {
+        for record in &self.records {
             merkle.push_leaf_hash(leaf_hash(record.get().as_bytes()));
         }
         let root = hex::encode(merkle.root());
@@ -443,11 +477,9 @@ pub(crate) fn check_batch(
                 ),
             }
         }
-    };
-    Ok(CheckedBatch {
-        header,
-        header_hash,
-        signature,
-        records,
-    })
+    }
+
+    pub fn signature(&self) -> &[u8] {
+        &self.sig
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::batch::{check_batch, LineFields, RecordsStatus, SignatureStatus};
+use crate::batch::{LineFields, ParsedBatch, RecordsStatus, SignatureStatus};
 use crate::crypto::PublicKey;
 use crate::merkle::{sha256, Digest};
 use crate::seed::check_seed_batch;
@@ -171,17 +171,18 @@ impl Verifier {
                 &format!("batch format version {v} is not supported"),
             );
         }
-        let checked = match check_batch(header, &sig, &records, &self.options.trusted_keys) {
-            Ok(checked) => checked,
+        let batch = match ParsedBatch::from_parts(header, &sig, records) {
+            Ok(batch) => batch,
             Err(detail) => return self.push_malformed(origin, &detail),
         };
-        let h = &checked.header;
+        let records_status = batch.records_status();
+        let h = &batch.header;
         // An intact copy is identified by its signed header and signature; a tampered one by all
         // of its bytes, so that each distinct tampering is reported once.
-        let identity = match checked.records {
+        let identity = match records_status {
             RecordsStatus::Intact => {
-                let mut id = checked.header_hash.to_vec();
-                id.extend_from_slice(sig.as_bytes());
+                let mut id = batch.header_hash.to_vec();
+                id.extend_from_slice(batch.signature());
                 sha256(&id)
             }
             RecordsStatus::Tampered { .. } => sha256(line),
@@ -200,10 +201,10 @@ impl Verifier {
             record_index,
             detail: format!("{origin}: {detail}"),
         };
-        match &checked.signature {
+        match batch.signature_status(&self.options.trusted_keys) {
             SignatureStatus::Invalid(why) => {
                 self.findings
-                    .push(finding(FindingKind::InvalidSignature, None, why.clone()));
+                    .push(finding(FindingKind::InvalidSignature, None, why));
                 self.epochs.entry(key).or_default().untrusted.insert(h.seq);
                 return;
             }
@@ -212,7 +213,7 @@ impl Verifier {
         if let RecordsStatus::Tampered {
             record_index,
             detail,
-        } = &checked.records
+        } = &records_status
         {
             self.findings.push(finding(
                 FindingKind::RecordTampered,
@@ -233,7 +234,7 @@ impl Verifier {
             }
         }
         let slot = Slot {
-            header_hash: checked.header_hash,
+            header_hash: batch.header_hash,
             prev: h.prev.clone(),
             origin: origin.to_string(),
         };

@@ -1,0 +1,147 @@
+//! `teelog bench`: end-to-end sign and verify on generated records, next to SHA-256 over the
+//! same bytes measured in the same run, with each phase's peak RSS.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use teelog_store::lines::{Line, LineReader};
+
+const PEAK_RSS_ENV: &str = "TEELOG_REPORT_PEAK_RSS";
+const PEAK_RSS_PREFIX: &str = "teelog-peak-rss-kib: ";
+
+#[derive(clap::Args, Clone)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    #[arg(long, default_value_t = 200)]
+    pub record_bytes: usize,
+    #[arg(long, default_value_t = 4096)]
+    pub batch_size: u64,
+    /// Scratch directory (default: a new one under the system temp dir, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Called at exit: when the bench runs us as a child, tell it our peak RSS.
+pub fn report_peak_rss() {
+    if std::env::var_os(PEAK_RSS_ENV).is_none() {
+        return;
+    }
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(kib) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+        eprintln!("{PEAK_RSS_PREFIX}{}", kib.trim().trim_end_matches(" kB"));
+    }
+}
+
+struct Phase {
+    name: &'static str,
+    seconds: f64,
+    peak_rss_kib: Option<u64>,
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let (dir, remove) = match &args.dir {
+        Some(d) => (d.clone(), false),
+        None => (std::env::temp_dir().join(format!("teelog-bench-{}", std::process::id())), true),
+    };
+    if dir.exists() {
+        bail!("{} already exists", dir.display());
+    }
+    fs::create_dir_all(&dir)?;
+    let result = bench_in(args, &dir);
+    if remove {
+        let _ = fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    let input = dir.join("records.ndjson");
+    let mut out = BufWriter::new(File::create(&input)?);
+    crate::sample::write_records(&mut out, args.records, args.record_bytes)?;
+    out.flush()?;
+    drop(out);
+    let input_bytes = fs::metadata(&input)?.len();
+
+    let baseline = sha256_baseline(&input)?;
+    let exe = std::env::current_exe().context("cannot find the teelog executable")?;
+    let identity = dir.join("identity");
+    let store = dir.join("store");
+    run_child(&exe, &["keygen", "--out", &s(&identity)], None)?;
+    let sign = run_child(
+        &exe,
+        &["sign", "--identity", &s(&identity), "--store", &s(&store), "--batch-size", &args.batch_size.to_string()],
+        Some(&input),
+    )
+    .map(|(seconds, rss)| Phase { name: "sign (stdin → store)", seconds, peak_rss_kib: rss })?;
+    let verify = run_child(
+        &exe,
+        &["verify", "--store", &s(&store), "--pubkey", &s(&identity.join("public-key.pem")), "--json"],
+        None,
+    )
+    .map(|(seconds, rss)| Phase { name: "verify (store)", seconds, peak_rss_kib: rss })?;
+
+    let n = args.records as f64;
+    let mb = input_bytes as f64 / 1e6;
+    println!(
+        "teelog bench: {} records, {:.1} MB ({} bytes/record), batch size {}",
+        args.records,
+        mb,
+        input_bytes / args.records.max(1),
+        args.batch_size
+    );
+    println!("{:<24} {:>14} {:>10} {:>14} {:>12}", "phase", "records/s", "MB/s", "vs SHA-256", "peak RSS");
+    println!("{:<24} {:>14.0} {:>10.1} {:>14} {:>12}", "SHA-256 of each record", n / baseline, mb / baseline, "1.00", "-");
+    for phase in [sign, verify] {
+        let rss = phase.peak_rss_kib.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        println!(
+            "{:<24} {:>14.0} {:>10.1} {:>14.2} {:>12}",
+            phase.name,
+            n / phase.seconds,
+            mb / phase.seconds,
+            baseline / phase.seconds,
+            rss
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Seconds to read the records line by line and SHA-256 each one.
+fn sha256_baseline(input: &Path) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut reader = LineReader::new(BufReader::with_capacity(1 << 20, File::open(input)?), 1 << 20);
+    let mut acc = 0u8;
+    while let Some((_, line)) = reader.next_line()? {
+        if let Line::Complete(bytes) = line {
+            acc ^= teelog_core::merkle::sha256(bytes)[0];
+        }
+    }
+    std::hint::black_box(acc);
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Runs `teelog ARGS [< stdin]`, returning wall seconds and the child's peak RSS.
+fn run_child(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<(f64, Option<u64>)> {
+    let mut cmd = Command::new(exe);
+    cmd.args(args).env(PEAK_RSS_ENV, "1").stdout(Stdio::null()).stderr(Stdio::piped());
+    if let Some(path) = stdin {
+        cmd.stdin(File::open(path)?);
+    }
+    let start = Instant::now();
+    let output = cmd.output().with_context(|| format!("cannot run teelog {}", args[0]))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!("teelog {} failed ({}): {stderr}", args[0], output.status);
+    }
+    let rss = stderr.lines().find_map(|l| l.strip_prefix(PEAK_RSS_PREFIX)?.parse().ok());
+    Ok((seconds, rss))
+}

@@ -1,0 +1,121 @@
+//! `teelog verify`: check batch files and stores offline.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use teelog_core::batch::normalize_measurement;
+use teelog_core::{Origin, PublicKey, Report, Verifier, VerifyOptions};
+use teelog_store::lines::{Line, LineReader};
+
+use crate::sign::DEFAULT_MAX_BATCH_LINE;
+
+#[derive(clap::Args, Clone)]
+pub struct VerifyArgs {
+    /// Files of batch lines (`-` for stdin).
+    pub files: Vec<PathBuf>,
+    /// An embedded store directory.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Trusted signing key (SubjectPublicKeyInfo PEM); repeat for several.
+    #[arg(long, required = true)]
+    pub pubkey: Vec<PathBuf>,
+    /// The code measurement every batch must carry (hex).
+    #[arg(long)]
+    pub expect_measurement: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Longer lines are reported as malformed.
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_LINE)]
+    pub max_line_bytes: usize,
+}
+
+pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let report = verify(args)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_human(&report);
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
+    if args.files.is_empty() && args.store.is_none() {
+        bail!("nothing to verify: give batch files, `-` for stdin, or --store DIR");
+    }
+    let mut trusted_keys = Vec::new();
+    for path in &args.pubkey {
+        let pem = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        trusted_keys.push(PublicKey::from_pem(&pem).with_context(|| format!("{}", path.display()))?);
+    }
+    let expect_measurement = args
+        .expect_measurement
+        .as_deref()
+        .map(normalize_measurement)
+        .transpose()
+        .context("--expect-measurement")?;
+    let mut verifier = Verifier::new(VerifyOptions { trusted_keys, expect_measurement });
+
+    let mut sources: Vec<PathBuf> = args.files.clone();
+    if let Some(dir) = &args.store {
+        let segments = teelog_store::segments(dir)?;
+        if segments.is_empty() {
+            bail!("{}: no store segments here", dir.display());
+        }
+        sources.extend(segments);
+    }
+    for path in &sources {
+        let name = path.display().to_string();
+        if name == "-" {
+            feed(&mut verifier, io::stdin().lock(), "stdin", args.max_line_bytes)?;
+        } else {
+            let file = File::open(path).with_context(|| format!("cannot read {name}"))?;
+            feed(&mut verifier, BufReader::with_capacity(1 << 20, file), &name, args.max_line_bytes)?;
+        }
+    }
+    Ok(verifier.finish())
+}
+
+fn feed(verifier: &mut Verifier, input: impl BufRead, name: &str, max_line_bytes: usize) -> anyhow::Result<()> {
+    let mut reader = LineReader::new(input, max_line_bytes);
+    while let Some((n, line)) = reader.next_line().with_context(|| format!("cannot read {name}"))? {
+        let origin = Origin { source: name, line: n };
+        match line {
+            Line::Complete(bytes) | Line::Unterminated(bytes) => verifier.push_line(origin, bytes),
+            Line::TooLong => verifier.push_malformed(origin, &format!("line is longer than {max_line_bytes} bytes (--max-line-bytes)")),
+        }
+    }
+    Ok(())
+}
+
+pub fn print_human(report: &Report) {
+    for f in &report.findings {
+        let mut place = String::new();
+        if let Some(stream) = &f.stream {
+            place.push_str(&format!(" stream={stream}"));
+        }
+        if let Some(epoch) = &f.epoch {
+            place.push_str(&format!(" epoch={epoch}"));
+        }
+        if let Some(seq) = f.seq {
+            place.push_str(&format!(" seq={seq}"));
+        }
+        if let Some(index) = f.record_index {
+            place.push_str(&format!(" record={index}"));
+        }
+        println!("FAIL {}{place}\n     {}", f.kind.name(), f.detail);
+    }
+    let counts = format!(
+        "{} batches, {} records, {} duplicate lines",
+        report.batches, report.records, report.duplicates
+    );
+    if report.ok {
+        println!("OK   {counts}: every batch verified, no gaps, chain intact");
+    } else {
+        println!("FAIL {counts}: {} findings", report.findings.len());
+    }
+}
