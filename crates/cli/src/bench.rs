@@ -46,7 +46,10 @@ struct Phase {
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let (dir, remove) = match &args.dir {
         Some(d) => (d.clone(), false),
-        None => (std::env::temp_dir().join(format!("teelog-bench-{}", std::process::id())), true),
+        None => (
+            std::env::temp_dir().join(format!("teelog-bench-{}", std::process::id())),
+            true,
+        ),
     };
     if dir.exists() {
         bail!("{} already exists", dir.display());
@@ -74,16 +77,39 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     run_child(&exe, &["keygen", "--out", &s(&identity)], None)?;
     let sign = run_child(
         &exe,
-        &["sign", "--identity", &s(&identity), "--store", &s(&store), "--batch-size", &args.batch_size.to_string()],
+        &[
+            "sign",
+            "--identity",
+            &s(&identity),
+            "--store",
+            &s(&store),
+            "--batch-size",
+            &args.batch_size.to_string(),
+        ],
         Some(&input),
     )
-    .map(|(seconds, rss)| Phase { name: "sign (stdin → store)", seconds, peak_rss_kib: rss })?;
+    .map(|(seconds, rss)| Phase {
+        name: "sign (stdin → store)",
+        seconds,
+        peak_rss_kib: rss,
+    })?;
     let verify = run_child(
         &exe,
-        &["verify", "--store", &s(&store), "--pubkey", &s(&identity.join("public-key.pem")), "--json"],
+        &[
+            "verify",
+            "--store",
+            &s(&store),
+            "--pubkey",
+            &s(&identity.join("public-key.pem")),
+            "--json",
+        ],
         None,
     )
-    .map(|(seconds, rss)| Phase { name: "verify (store)", seconds, peak_rss_kib: rss })?;
+    .map(|(seconds, rss)| Phase {
+        name: "verify (store)",
+        seconds,
+        peak_rss_kib: rss,
+    })?;
 
     let n = args.records as f64;
     let mb = input_bytes as f64 / 1e6;
@@ -94,10 +120,22 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         input_bytes / args.records.max(1),
         args.batch_size
     );
-    println!("{:<24} {:>14} {:>10} {:>14} {:>12}", "phase", "records/s", "MB/s", "vs SHA-256", "peak RSS");
-    println!("{:<24} {:>14.0} {:>10.1} {:>14} {:>12}", "SHA-256 of each record", n / baseline, mb / baseline, "1.00", "-");
+    println!(
+        "{:<24} {:>14} {:>10} {:>14} {:>12}",
+        "phase", "records/s", "MB/s", "vs SHA-256", "peak RSS"
+    );
+    println!(
+        "{:<24} {:>14.0} {:>10.1} {:>14} {:>12}",
+        "SHA-256 of each record",
+        n / baseline,
+        mb / baseline,
+        "1.00",
+        "-"
+    );
     for phase in [sign, verify] {
-        let rss = phase.peak_rss_kib.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let rss = phase
+            .peak_rss_kib
+            .map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
         println!(
             "{:<24} {:>14.0} {:>10.1} {:>14.2} {:>12}",
             phase.name,
@@ -117,7 +155,10 @@ fn s(p: &Path) -> String {
 /// Seconds to read the records line by line and SHA-256 each one.
 fn sha256_baseline(input: &Path) -> anyhow::Result<f64> {
     let start = Instant::now();
-    let mut reader = LineReader::new(BufReader::with_capacity(1 << 20, File::open(input)?), 1 << 20);
+    let mut reader = LineReader::new(
+        BufReader::with_capacity(1 << 20, File::open(input)?),
+        1 << 20,
+    );
     let mut acc = 0u8;
     while let Some((_, line)) = reader.next_line()? {
         if let Line::Complete(bytes) = line {
@@ -129,19 +170,30 @@ fn sha256_baseline(input: &Path) -> anyhow::Result<f64> {
 }
 
 /// Runs `teelog ARGS [< stdin]`, returning wall seconds and the child's peak RSS.
-fn run_child(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<(f64, Option<u64>)> {
+fn run_child(
+    exe: &Path,
+    args: &[&str],
+    stdin: Option<&Path>,
+) -> anyhow::Result<(f64, Option<u64>)> {
     let mut cmd = Command::new(exe);
-    cmd.args(args).env(PEAK_RSS_ENV, "1").stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(args)
+        .env(PEAK_RSS_ENV, "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     if let Some(path) = stdin {
         cmd.stdin(File::open(path)?);
     }
     let start = Instant::now();
-    let output = cmd.output().with_context(|| format!("cannot run teelog {}", args[0]))?;
+    let output = cmd
+        .output()
+        .with_context(|| format!("cannot run teelog {}", args[0]))?;
     let seconds = start.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         bail!("teelog {} failed ({}): {stderr}", args[0], output.status);
     }
-    let rss = stderr.lines().find_map(|l| l.strip_prefix(PEAK_RSS_PREFIX)?.parse().ok());
+    let rss = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(PEAK_RSS_PREFIX)?.parse().ok());
     Ok((seconds, rss))
 }

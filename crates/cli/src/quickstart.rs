@@ -24,11 +24,15 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let input = dir.join("sample-logs.ndjson");
     let d = dir.display();
 
-    step(&format!("teelog keygen --out {d}/identity --measurement {}…", &MEASUREMENT[..16]));
+    step(&format!(
+        "teelog keygen --out {d}/identity --measurement {}…",
+        &MEASUREMENT[..16]
+    ));
     let public = SoftwareIdentity::create(&identity, SigAlg::Es256, Some(MEASUREMENT))?;
     println!("  a P-256 signing key, id {}", public.id_hex());
 
-    let mut file = fs::File::create(&input).with_context(|| format!("cannot write {}", input.display()))?;
+    let mut file =
+        fs::File::create(&input).with_context(|| format!("cannot write {}", input.display()))?;
     crate::sample::write_records(&mut file, RECORDS, 200)?;
     drop(file);
     step(&format!("teelog sign --identity {d}/identity --store {d}/store --batch-size {BATCH_SIZE} < {d}/sample-logs.ndjson"));
@@ -44,7 +48,10 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     };
     let reader = BufReader::new(fs::File::open(&input)?);
     let summary = sign_from(&sign_args, reader, &input.display().to_string())?;
-    println!("  {} records signed into {} chained batches", summary.records, summary.batches);
+    println!(
+        "  {} records signed into {} chained batches",
+        summary.records, summary.batches
+    );
 
     let verify_args = |store: PathBuf| VerifyArgs {
         files: Vec::new(),
@@ -82,12 +89,16 @@ fn step(command: &str) {
 fn prepare(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         if !dir.join(MARKER).exists() {
-            bail!("{} exists and is not an earlier quickstart; pass another --dir", dir.display());
+            bail!(
+                "{} exists and is not an earlier quickstart; pass another --dir",
+                dir.display()
+            );
         }
         fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    fs::write(dir.join(MARKER), b"").with_context(|| format!("cannot write in {}", dir.display()))?;
+    fs::write(dir.join(MARKER), b"")
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
     Ok(())
 }
 
@@ -102,7 +113,11 @@ fn tamper(store: &Path, tampered: &Path) -> anyhow::Result<()> {
                 continue;
             }
             if line.contains("\"seq\":5,") {
-                out.push_str(&line.replacen("\"outcome\":\"retried\"", "\"outcome\":\"completed\"", 1));
+                out.push_str(&line.replacen(
+                    "\"outcome\":\"retried\"",
+                    "\"outcome\":\"completed\"",
+                    1,
+                ));
             } else {
                 out.push_str(line);
             }

@@ -66,7 +66,7 @@ fn check_hex(name: &'static str, value: &str, len: Option<usize>) -> Result<(), 
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let len_ok = match len {
         Some(n) => value.len() == n,
-        None => value.len() % 2 == 0 && value.len() <= 256,
+        None => value.len().is_multiple_of(2) && value.len() <= 256,
     };
     if lower_hex && len_ok {
         Ok(())
@@ -419,32 +419,55 @@ impl<'a> ParsedBatch<'a> {
     pub fn parse(line: &'a [u8]) -> Result<Self, String> {
         let fields: LineFields<'a> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
         match (fields.v, fields.header, fields.sig, fields.records) {
-            (Some(FORMAT_VERSION), Some(header), Some(sig), Some(records)) => Self::from_parts(header, &sig, records),
+            (Some(FORMAT_VERSION), Some(header), Some(sig), Some(records)) => {
+                Self::from_parts(header, &sig, records)
+            }
             _ => Err("not a teelog batch line".into()),
         }
     }
 
-    pub(crate) fn from_parts(header_raw: &'a RawValue, sig_b64: &str, records: Vec<&'a RawValue>) -> Result<Self, String> {
+    pub(crate) fn from_parts(
+        header_raw: &'a RawValue,
+        sig_b64: &str,
+        records: Vec<&'a RawValue>,
+    ) -> Result<Self, String> {
         let header_bytes = header_raw.get().as_bytes();
-        let header: Header = serde_json::from_slice(header_bytes).map_err(|e| format!("header: {e}"))?;
+        let header: Header =
+            serde_json::from_slice(header_bytes).map_err(|e| format!("header: {e}"))?;
         header.validate().map_err(|e| e.to_string())?;
-        let sig = B64.decode(sig_b64).map_err(|e| format!("sig: not base64: {e}"))?;
-        Ok(Self { header_hash: sha256(header_bytes), header, header_bytes, sig, records })
+        let sig = B64
+            .decode(sig_b64)
+            .map_err(|e| format!("sig: not base64: {e}"))?;
+        Ok(Self {
+            header_hash: sha256(header_bytes),
+            header,
+            header_bytes,
+            sig,
+            records,
+        })
     }
 
     /// Checks the signature against the trusted key the header names.
     pub fn signature_status(&self, trusted: &[PublicKey]) -> SignatureStatus {
         let header = &self.header;
         match trusted.iter().find(|k| k.id_hex() == header.key_id) {
-            None => SignatureStatus::Invalid(format!("signed by key {}, which is not a trusted key", header.key_id)),
+            None => SignatureStatus::Invalid(format!(
+                "signed by key {}, which is not a trusted key",
+                header.key_id
+            )),
             Some(key) if key.alg().name() != header.alg => SignatureStatus::Invalid(format!(
                 "header says {} but key {} is {}",
                 header.alg,
                 header.key_id,
                 key.alg().curve()
             )),
-            Some(key) if key.verify_p1363(&signed_message(self.header_bytes), &self.sig) => SignatureStatus::Valid,
-            Some(key) => SignatureStatus::Invalid(format!("signature does not verify under key {}", key.id_hex())),
+            Some(key) if key.verify_p1363(&signed_message(self.header_bytes), &self.sig) => {
+                SignatureStatus::Valid
+            }
+            Some(key) => SignatureStatus::Invalid(format!(
+                "signature does not verify under key {}",
+                key.id_hex()
+            )),
         }
     }
 

@@ -40,7 +40,10 @@ pub enum IdentityError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io { path: path.to_path_buf(), source }
+    move |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,7 +67,11 @@ pub struct SoftwareIdentity {
 
 impl SoftwareIdentity {
     /// Creates a new identity in `dir` (which must not hold one) and returns its public key.
-    pub fn create(dir: &Path, alg: SigAlg, measurement: Option<&str>) -> Result<PublicKey, IdentityError> {
+    pub fn create(
+        dir: &Path,
+        alg: SigAlg,
+        measurement: Option<&str>,
+    ) -> Result<PublicKey, IdentityError> {
         let meta_path = dir.join(META_FILE);
         if meta_path.exists() {
             return Err(IdentityError::Exists(dir.to_path_buf()));
@@ -72,11 +79,20 @@ impl SoftwareIdentity {
         let measurement = measurement
             .map(normalize_measurement)
             .transpose()
-            .map_err(|e| IdentityError::Invalid { path: dir.to_path_buf(), detail: e.to_string() })?;
+            .map_err(|e| IdentityError::Invalid {
+                path: dir.to_path_buf(),
+                detail: e.to_string(),
+            })?;
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let key_path = dir.join(PRIVATE_KEY_FILE);
-        let pkcs8 = SoftwareKey::generate_pkcs8(alg).map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
-        let key = SoftwareKey::from_pkcs8(alg, &pkcs8).map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
+        let pkcs8 = SoftwareKey::generate_pkcs8(alg).map_err(|source| IdentityError::Key {
+            path: key_path.clone(),
+            source,
+        })?;
+        let key = SoftwareKey::from_pkcs8(alg, &pkcs8).map_err(|source| IdentityError::Key {
+            path: key_path.clone(),
+            source,
+        })?;
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -104,8 +120,10 @@ impl SoftwareIdentity {
     pub fn load(dir: &Path) -> Result<Self, IdentityError> {
         let meta_path = dir.join(META_FILE);
         let text = fs::read(&meta_path).map_err(io_err(&meta_path))?;
-        let meta: Meta = serde_json::from_slice(&text)
-            .map_err(|e| IdentityError::Invalid { path: meta_path.clone(), detail: e.to_string() })?;
+        let meta: Meta = serde_json::from_slice(&text).map_err(|e| IdentityError::Invalid {
+            path: meta_path.clone(),
+            detail: e.to_string(),
+        })?;
         if meta.kind != "software" {
             return Err(IdentityError::Invalid {
                 path: meta_path,
@@ -114,14 +132,25 @@ impl SoftwareIdentity {
         }
         let key_path = dir.join(PRIVATE_KEY_FILE);
         let pem = fs::read(&key_path).map_err(io_err(&key_path))?;
-        let key = SoftwareKey::from_pkcs8_pem(&pem).map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
+        let key = SoftwareKey::from_pkcs8_pem(&pem).map_err(|source| IdentityError::Key {
+            path: key_path.clone(),
+            source,
+        })?;
         if key.public().id_hex() != meta.key_id || key.public().alg().name() != meta.alg {
             return Err(IdentityError::Invalid {
                 path: key_path,
-                detail: format!("this key does not match {META_FILE} (key id {})", meta.key_id),
+                detail: format!(
+                    "this key does not match {META_FILE} (key id {})",
+                    meta.key_id
+                ),
             });
         }
-        Ok(Self { dir: dir.to_path_buf(), key, measurement: meta.measurement, _lock: None })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            key,
+            measurement: meta.measurement,
+            _lock: None,
+        })
     }
 
     /// Loads an identity and takes its lock for as long as the value lives.
@@ -136,7 +165,10 @@ impl SoftwareIdentity {
             .map_err(io_err(&lock_path))?;
         lock.try_lock().map_err(|e| match e {
             fs::TryLockError::WouldBlock => IdentityError::Locked(dir.to_path_buf()),
-            fs::TryLockError::Error(source) => IdentityError::Io { path: lock_path.clone(), source },
+            fs::TryLockError::Error(source) => IdentityError::Io {
+                path: lock_path.clone(),
+                source,
+            },
         })?;
         identity._lock = Some(lock);
         Ok(identity)
@@ -150,9 +182,14 @@ impl SoftwareIdentity {
     pub fn load_state(&self, stream: &str) -> Result<Option<ChainHead>, IdentityError> {
         let path = state_path(&self.dir, stream);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| IdentityError::Invalid { path, detail: e.to_string() }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| IdentityError::Invalid {
+                        path,
+                        detail: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(IdentityError::Io { path, source }),
         }
@@ -178,7 +215,9 @@ impl HeaderSigner for SoftwareIdentity {
         None
     }
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SealError> {
-        self.key.sign(message).map_err(|e| SealError::Signer(e.to_string()))
+        self.key
+            .sign(message)
+            .map_err(|e| SealError::Signer(e.to_string()))
     }
 }
 
@@ -200,9 +239,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io_err(&tmp))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))?;
-    File::open(parent).and_then(|d| d.sync_all()).map_err(io_err(parent))
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(parent))
 }
 
 #[cfg(test)]
@@ -215,17 +258,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id_dir = dir.path().join("id");
         let public = SoftwareIdentity::create(&id_dir, SigAlg::Es384, Some("ABCD")).unwrap();
-        let mode = fs::metadata(id_dir.join(PRIVATE_KEY_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(id_dir.join(PRIVATE_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(matches!(SoftwareIdentity::create(&id_dir, SigAlg::Es256, None), Err(IdentityError::Exists(_))));
+        assert!(matches!(
+            SoftwareIdentity::create(&id_dir, SigAlg::Es256, None),
+            Err(IdentityError::Exists(_))
+        ));
 
         let identity = SoftwareIdentity::load_exclusive(&id_dir).unwrap();
         assert_eq!(identity.public_key(), &public);
         assert_eq!(identity.measurement(), Some("abcd"));
-        assert!(matches!(SoftwareIdentity::load_exclusive(&id_dir), Err(IdentityError::Locked(_))));
+        assert!(matches!(
+            SoftwareIdentity::load_exclusive(&id_dir),
+            Err(IdentityError::Locked(_))
+        ));
 
         assert_eq!(identity.load_state("a/b:c").unwrap(), None);
-        let head = ChainHead { stream: "a/b:c".into(), epoch: "00".repeat(16), next_seq: 7, prev: Some("11".repeat(32)) };
+        let head = ChainHead {
+            stream: "a/b:c".into(),
+            epoch: "00".repeat(16),
+            next_seq: 7,
+            prev: Some("11".repeat(32)),
+        };
         identity.save_state(&head).unwrap();
         assert_eq!(identity.load_state("a/b:c").unwrap(), Some(head));
     }
@@ -235,7 +292,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         SoftwareIdentity::create(dir.path(), SigAlg::Es256, None).unwrap();
         fs::write(dir.path().join(PRIVATE_KEY_FILE), "not a key").unwrap();
-        let err = SoftwareIdentity::load(dir.path()).err().unwrap().to_string();
-        assert!(err.contains("private-key.pem") && err.contains("no PRIVATE KEY PEM block"), "{err}");
+        let err = SoftwareIdentity::load(dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("private-key.pem") && err.contains("no PRIVATE KEY PEM block"),
+            "{err}"
+        );
     }
 }
