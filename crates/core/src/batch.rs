@@ -5,7 +5,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::canon::canonicalize;
+use crate::canon::{canonicalize, Canonicalizer};
 use crate::crypto::{PublicKey, SigAlg};
 use crate::merkle::{leaf_hash, sha256, Digest, MerkleBuilder};
 use crate::record::{canonicalize_record, RecordError};
@@ -264,8 +264,9 @@ pub struct Sealed {
 }
 
 /// Accumulates canonical records and seals them into one batch line.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct BatchBuilder {
+    canon: Canonicalizer,
     records: Vec<u8>,
     merkle: MerkleBuilder,
     first_ts: Option<UnixNanos>,
@@ -297,7 +298,7 @@ impl BatchBuilder {
             self.records.push(b',');
         }
         let start = self.records.len();
-        match canonicalize_record(line, now, &mut self.records) {
+        match canonicalize_record(&mut self.canon, line, now, &mut self.records) {
             Ok(ts) => {
                 self.merkle.push_record(&self.records[start..]);
                 self.first_ts = Some(self.first_ts.map_or(ts, |t| t.min(ts)));

@@ -1,14 +1,16 @@
-//! RFC 8785 JSON Canonicalization Scheme (JCS).
+//! RFC 8785 JSON Canonicalization Scheme (JCS), in one pass over the input.
 //!
-//! Input is parsed by serde_json into a borrowed tree (strings without escapes are not copied),
-//! then written back with members sorted by their UTF-16 code units, strings escaped minimally
-//! and numbers in ECMAScript form. Duplicate member names are rejected (I-JSON, RFC 7493), and so
-//! are integers that an IEEE double cannot hold exactly: JCS would silently change them.
+//! The scanner validates the JSON text and writes its canonical form: members sorted by the
+//! UTF-16 code units of their names, strings escaped minimally, numbers in ECMAScript form,
+//! no white space. Duplicate member names are rejected (I-JSON, RFC 7493), and so are integers
+//! that an IEEE double cannot hold exactly, which JCS would otherwise silently change.
+//!
+//! Buffers are kept between calls, so canonicalising a stream of records allocates nothing in the
+//! steady state: this is the hot path of `teelog sign`.
 
-use std::borrow::Cow;
-use std::fmt;
+use std::cmp::Ordering;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use crate::timestamp::{parse_rfc3339, write_rfc3339, UnixNanos};
 
 /// Largest integer magnitude an IEEE 754 double represents exactly (2^53).
 pub const MAX_EXACT_INTEGER: u64 = 1 << 53;
@@ -26,101 +28,503 @@ pub enum CanonError {
     InexactInteger(String),
     #[error("nesting deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// Raised by a record hook (see [`Canonicalizer::record`]).
+    #[error("{0}")]
+    Record(String),
 }
 
-/// A parsed JSON value borrowing from its input where it can.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json<'a> {
-    Null,
-    Bool(bool),
-    /// An integer literal, kept exact until it is written (see [`MAX_EXACT_INTEGER`]).
-    Integer(i128),
-    Float(f64),
-    String(Cow<'a, str>),
-    Array(Vec<Json<'a>>),
-    Object(Vec<(Cow<'a, str>, Json<'a>)>),
+fn syntax(what: &str, at: usize) -> CanonError {
+    CanonError::Syntax(format!("{what} at byte {at}"))
 }
 
-impl<'a> Json<'a> {
-    /// Parses `input` strictly: one JSON value, nothing after it but white space.
-    pub fn parse(input: &'a [u8]) -> Result<Self, CanonError> {
-        // Validating UTF-8 once for the whole text is much faster than serde_json doing it
-        // string by string.
-        let text = std::str::from_utf8(input).map_err(|e| {
-            CanonError::Syntax(format!("invalid UTF-8 at byte {}", e.valid_up_to()))
-        })?;
-        let mut de = serde_json::Deserializer::from_str(text);
-        let value = Json::deserialize(&mut de).map_err(map_serde_error)?;
-        de.end().map_err(map_serde_error)?;
-        Ok(value)
+/// A member name: either a run of the input (it had no escapes, so raw equals decoded) or a
+/// run of the level's arena (decoded from escapes).
+#[derive(Clone, Copy)]
+enum Key {
+    Input(usize, usize),
+    Arena(usize, usize),
+}
+
+struct Member {
+    key: Key,
+    /// The canonical `"name":value` in the level's buffer.
+    start: usize,
+    end: usize,
+}
+
+#[derive(Default)]
+struct Level {
+    buf: Vec<u8>,
+    members: Vec<Member>,
+    arena: String,
+}
+
+/// What a record's top-level members need beyond canonicalisation (see `record.rs`).
+pub(crate) struct RecordRules<'a> {
+    pub now: UnixNanos,
+    /// Fields whose value must start with the given byte (`"` string, `{` object).
+    pub typed: &'a [(&'a str, u8, &'a str)],
+}
+
+/// A reusable canonicaliser.
+#[derive(Default)]
+pub struct Canonicalizer {
+    levels: Vec<Level>,
+    scratch: String,
+}
+
+impl Canonicalizer {
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Appends the canonical (RFC 8785) form of this value to `out`.
-    pub fn write_canonical(&self, out: &mut Vec<u8>) -> Result<(), CanonError> {
-        match self {
-            Json::Null => out.extend_from_slice(b"null"),
-            Json::Bool(true) => out.extend_from_slice(b"true"),
-            Json::Bool(false) => out.extend_from_slice(b"false"),
-            Json::Integer(n) => {
-                if n.unsigned_abs() > u128::from(MAX_EXACT_INTEGER) {
-                    return Err(CanonError::InexactInteger(n.to_string()));
-                }
-                out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
-            }
-            Json::Float(n) => write_number(*n, out),
-            Json::String(s) => write_string(s, out),
-            Json::Array(items) => {
-                out.push(b'[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    item.write_canonical(out)?;
-                }
-                out.push(b']');
-            }
-            Json::Object(members) => write_object(members, out)?,
+    /// Appends the canonical form of one JSON text to `out`; on error `out` is unchanged.
+    pub fn canonicalize(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), CanonError> {
+        let mark = out.len();
+        let result = self.run(input, out, None).map(|_| ());
+        if result.is_err() {
+            out.truncate(mark);
         }
+        result
+    }
+
+    /// Canonicalises a record: a JSON object whose `ts` becomes the canonical RFC 3339 spelling
+    /// (from RFC 3339 text or integer Unix nanoseconds; `rules.now` where absent). Returns `ts`.
+    pub(crate) fn record(&mut self, input: &[u8], out: &mut Vec<u8>, rules: &RecordRules<'_>) -> Result<UnixNanos, CanonError> {
+        let mark = out.len();
+        let result = self.run(input, out, Some(rules));
+        if result.is_err() {
+            out.truncate(mark);
+        }
+        result.and_then(|ts| ts.ok_or_else(|| CanonError::Record("a record must be a JSON object".into())))
+    }
+
+    fn run(&mut self, input: &[u8], out: &mut Vec<u8>, rules: Option<&RecordRules<'_>>) -> Result<Option<UnixNanos>, CanonError> {
+        // Validating UTF-8 once for the whole text lets the scanner copy strings as they are.
+        if let Err(e) = std::str::from_utf8(input) {
+            return Err(syntax("invalid UTF-8", e.valid_up_to()));
+        }
+        let mut p = Parser { input, pos: 0 };
+        p.skip_ws();
+        let mut ts = None;
+        match rules {
+            Some(rules) => {
+                if p.peek() != Some(b'{') {
+                    return Err(CanonError::Record("a record must be a JSON object".into()));
+                }
+                ts = Some(self.object(&mut p, 0, out, Some(rules))?.unwrap_or(rules.now));
+            }
+            None => self.value(&mut p, 0, out)?,
+        }
+        p.skip_ws();
+        if p.pos != input.len() {
+            return Err(syntax("trailing characters", p.pos));
+        }
+        Ok(ts)
+    }
+
+    fn value(&mut self, p: &mut Parser<'_>, depth: usize, out: &mut Vec<u8>) -> Result<(), CanonError> {
+        match p.peek() {
+            Some(b'{') => self.object(p, depth, out, None).map(|_| ()),
+            Some(b'[') => self.array(p, depth, out),
+            Some(b'"') => {
+                let start = p.pos;
+                match p.string(&mut self.scratch)? {
+                    None => out.extend_from_slice(&p.input[start..p.pos]),
+                    Some(()) => write_string(&self.scratch, out),
+                }
+                Ok(())
+            }
+            Some(b't') => p.literal(b"true", out),
+            Some(b'f') => p.literal(b"false", out),
+            Some(b'n') => p.literal(b"null", out),
+            Some(b'-' | b'0'..=b'9') => p.number(out),
+            Some(_) => Err(syntax("unexpected character", p.pos)),
+            None => Err(syntax("unexpected end of input", p.pos)),
+        }
+    }
+
+    fn array(&mut self, p: &mut Parser<'_>, depth: usize, out: &mut Vec<u8>) -> Result<(), CanonError> {
+        if depth >= MAX_DEPTH {
+            return Err(CanonError::TooDeep);
+        }
+        p.pos += 1;
+        out.push(b'[');
+        p.skip_ws();
+        if p.peek() == Some(b']') {
+            p.pos += 1;
+            out.push(b']');
+            return Ok(());
+        }
+        loop {
+            p.skip_ws();
+            self.value(p, depth + 1, out)?;
+            p.skip_ws();
+            match p.next() {
+                Some(b',') => out.push(b','),
+                Some(b']') => break,
+                _ => return Err(syntax("expected ',' or ']'", p.pos.saturating_sub(1))),
+            }
+        }
+        out.push(b']');
         Ok(())
     }
+
+    /// Returns the record timestamp when `rules` is given and the object has a `ts`.
+    fn object(
+        &mut self,
+        p: &mut Parser<'_>,
+        depth: usize,
+        out: &mut Vec<u8>,
+        rules: Option<&RecordRules<'_>>,
+    ) -> Result<Option<UnixNanos>, CanonError> {
+        if depth >= MAX_DEPTH {
+            return Err(CanonError::TooDeep);
+        }
+        if self.levels.len() <= depth {
+            self.levels.resize_with(depth + 1, Level::default);
+        }
+        // Taken out while in use so that nested objects can borrow `self`; no allocation.
+        let mut level = std::mem::take(&mut self.levels[depth]);
+        level.buf.clear();
+        level.members.clear();
+        level.arena.clear();
+        let result = self.object_members(p, depth, &mut level, rules);
+        if let (Ok(None), Some(rules)) = (&result, rules) {
+            // A record without `ts` gets the time it was received.
+            let start = level.buf.len();
+            level.buf.extend_from_slice(b"\"ts\":\"");
+            write_rfc3339(rules.now, &mut level.buf);
+            level.buf.push(b'"');
+            let a = level.arena.len();
+            level.arena.push_str("ts");
+            level.members.push(Member { key: Key::Arena(a, a + 2), start, end: level.buf.len() });
+        }
+        let result = result.and_then(|ts| {
+            emit_sorted(p.input, &mut level, out)?;
+            Ok(ts)
+        });
+        self.levels[depth] = level;
+        result
+    }
+
+    fn object_members(
+        &mut self,
+        p: &mut Parser<'_>,
+        depth: usize,
+        level: &mut Level,
+        rules: Option<&RecordRules<'_>>,
+    ) -> Result<Option<UnixNanos>, CanonError> {
+        let mut ts = None;
+        p.pos += 1;
+        p.skip_ws();
+        if p.peek() == Some(b'}') {
+            p.pos += 1;
+            return Ok(None);
+        }
+        loop {
+            p.skip_ws();
+            if p.peek() != Some(b'"') {
+                return Err(syntax("expected a member name", p.pos));
+            }
+            let raw_start = p.pos;
+            let start = level.buf.len();
+            let key = match p.string(&mut self.scratch)? {
+                None => {
+                    level.buf.extend_from_slice(&p.input[raw_start..p.pos]);
+                    Key::Input(raw_start + 1, p.pos - 1)
+                }
+                Some(()) => {
+                    write_string(&self.scratch, &mut level.buf);
+                    let a = level.arena.len();
+                    level.arena.push_str(&self.scratch);
+                    Key::Arena(a, level.arena.len())
+                }
+            };
+            p.skip_ws();
+            if p.next() != Some(b':') {
+                return Err(syntax("expected ':'", p.pos.saturating_sub(1)));
+            }
+            level.buf.push(b':');
+            p.skip_ws();
+            let name = key_bytes(p.input, &level.arena, key);
+            match rules {
+                Some(_) if name == b"ts" => ts = Some(self.record_ts(p, &mut level.buf)?),
+                Some(rules) => {
+                    if let Some((field, first, expected)) = rules.typed.iter().find(|(f, _, _)| f.as_bytes() == name) {
+                        if p.peek() != Some(*first) {
+                            return Err(CanonError::Record(format!("field {field:?} must be {expected}")));
+                        }
+                    }
+                    self.value(p, depth + 1, &mut level.buf)?;
+                }
+                None => self.value(p, depth + 1, &mut level.buf)?,
+            }
+            level.members.push(Member { key, start, end: level.buf.len() });
+            p.skip_ws();
+            match p.next() {
+                Some(b',') => {}
+                Some(b'}') => return Ok(ts),
+                _ => return Err(syntax("expected ',' or '}'", p.pos.saturating_sub(1))),
+            }
+        }
+    }
+
+    /// Reads a record's `ts` value and writes its canonical spelling.
+    fn record_ts(&mut self, p: &mut Parser<'_>, out: &mut Vec<u8>) -> Result<UnixNanos, CanonError> {
+        let bad_type = || CanonError::Record("field \"ts\" must be an RFC 3339 string or integer Unix nanoseconds".into());
+        let nanos = match p.peek() {
+            Some(b'"') => {
+                let start = p.pos;
+                let text = match p.string(&mut self.scratch)? {
+                    None => std::str::from_utf8(&p.input[start + 1..p.pos - 1]).unwrap_or_default(),
+                    Some(()) => self.scratch.as_str(),
+                };
+                parse_rfc3339(text).map_err(|e| CanonError::Record(format!("field \"ts\": {e}")))?
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let text = p.number_text()?;
+                text.parse::<UnixNanos>().map_err(|_| bad_type())?
+            }
+            _ => return Err(bad_type()),
+        };
+        out.push(b'"');
+        write_rfc3339(nanos, out);
+        out.push(b'"');
+        Ok(nanos)
+    }
 }
 
-/// Canonicalises one JSON text into `out`.
-pub fn canonicalize(input: &[u8], out: &mut Vec<u8>) -> Result<(), CanonError> {
-    Json::parse(input)?.write_canonical(out)
+/// A member name's UTF-8 bytes.
+fn key_bytes<'a>(input: &'a [u8], arena: &'a str, key: Key) -> &'a [u8] {
+    match key {
+        Key::Input(s, e) => &input[s..e],
+        Key::Arena(s, e) => &arena.as_bytes()[s..e],
+    }
 }
 
-/// Writes an object's members sorted by UTF-16 code units; members are given in any order.
-pub fn write_object(
-    members: &[(Cow<'_, str>, Json<'_>)],
-    out: &mut Vec<u8>,
-) -> Result<(), CanonError> {
-    let mut order: Vec<&(Cow<'_, str>, Json<'_>)> = members.iter().collect();
-    order.sort_unstable_by(|a, b| compare_utf16(&a.0, &b.0));
-    if let Some(pair) = order.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(CanonError::DuplicateKey(pair[0].0.to_string()));
+fn emit_sorted(input: &[u8], level: &mut Level, out: &mut Vec<u8>) -> Result<(), CanonError> {
+    let Level { buf, members, arena } = level;
+    let key = |m: &Member| key_bytes(input, arena, m.key);
+    members.sort_unstable_by(|a, b| compare_utf16(key(a), key(b)));
+    if let Some(pair) = members.windows(2).find(|w| key(&w[0]) == key(&w[1])) {
+        return Err(CanonError::DuplicateKey(String::from_utf8_lossy(key(&pair[0])).into_owned()));
     }
     out.push(b'{');
-    for (i, (key, value)) in order.into_iter().enumerate() {
+    for (i, m) in members.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_string(key, out);
-        out.push(b':');
-        value.write_canonical(out)?;
+        out.extend_from_slice(&buf[m.start..m.end]);
     }
     out.push(b'}');
     Ok(())
 }
 
+/// Canonicalises one JSON text into `out` (a convenience for one-off use).
+pub fn canonicalize(input: &[u8], out: &mut Vec<u8>) -> Result<(), CanonError> {
+    Canonicalizer::new().canonicalize(input, out)
+}
+
+struct Parser<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.input.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], out: &mut Vec<u8>) -> Result<(), CanonError> {
+        if self.input[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            out.extend_from_slice(word);
+            Ok(())
+        } else {
+            Err(syntax("unexpected character", self.pos))
+        }
+    }
+
+    /// Scans a string starting at its opening quote. Returns `None` when it has no escapes (the
+    /// raw text, quotes included, is then already canonical), or `Some(())` with the decoded
+    /// value in `decoded`.
+    fn string(&mut self, decoded: &mut String) -> Result<Option<()>, CanonError> {
+        let open = self.pos;
+        self.pos += 1;
+        let plain = self.pos;
+        loop {
+            let rest = &self.input[self.pos..];
+            let Some(offset) = rest.iter().position(|&b| NEEDS_ESCAPE[usize::from(b)]) else {
+                return Err(syntax("unterminated string", open));
+            };
+            self.pos += offset;
+            match self.input[self.pos] {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(None);
+                }
+                b'\\' => break,
+                _ => return Err(syntax("control character in string", self.pos)),
+            }
+        }
+        decoded.clear();
+        decoded.push_str(std::str::from_utf8(&self.input[plain..self.pos]).unwrap_or_default());
+        loop {
+            match self.next() {
+                None => return Err(syntax("unterminated string", open)),
+                Some(b'"') => return Ok(Some(())),
+                Some(b'\\') => {
+                    let at = self.pos - 1;
+                    let c = match self.next() {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => self.unicode_escape(at)?,
+                        _ => return Err(syntax("invalid escape", at)),
+                    };
+                    decoded.push(c);
+                }
+                Some(b) if b < 0x20 => return Err(syntax("control character in string", self.pos - 1)),
+                Some(_) => {
+                    // Copy the run of plain bytes up to the next quote, backslash or control.
+                    let start = self.pos - 1;
+                    let run = self.input[self.pos..].iter().position(|&b| NEEDS_ESCAPE[usize::from(b)]).unwrap_or(self.input.len() - self.pos);
+                    self.pos += run;
+                    decoded.push_str(std::str::from_utf8(&self.input[start..self.pos]).map_err(|_| syntax("invalid UTF-8", start))?);
+                }
+            }
+        }
+    }
+
+    fn hex4(&mut self, at: usize) -> Result<u32, CanonError> {
+        let digits = self.input.get(self.pos..self.pos + 4).ok_or_else(|| syntax("truncated \\u escape", at))?;
+        let text = std::str::from_utf8(digits).map_err(|_| syntax("invalid \\u escape", at))?;
+        let v = u32::from_str_radix(text, 16).map_err(|_| syntax("invalid \\u escape", at))?;
+        if !digits.iter().all(u8::is_ascii_hexdigit) {
+            return Err(syntax("invalid \\u escape", at));
+        }
+        self.pos += 4;
+        Ok(v)
+    }
+
+    fn unicode_escape(&mut self, at: usize) -> Result<char, CanonError> {
+        let first = self.hex4(at)?;
+        let code = match first {
+            0xD800..=0xDBFF => {
+                if self.input.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                    return Err(syntax("unpaired surrogate in \\u escape", at));
+                }
+                self.pos += 2;
+                let second = self.hex4(at)?;
+                if !(0xDC00..=0xDFFF).contains(&second) {
+                    return Err(syntax("unpaired surrogate in \\u escape", at));
+                }
+                0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+            }
+            0xDC00..=0xDFFF => return Err(syntax("unpaired surrogate in \\u escape", at)),
+            c => c,
+        };
+        char::from_u32(code).ok_or_else(|| syntax("invalid \\u escape", at))
+    }
+
+    /// Scans a number per the JSON grammar and returns its text.
+    fn number_text(&mut self) -> Result<&str, CanonError> {
+        let start = self.pos;
+        let digits = |p: &mut Self| {
+            let from = p.pos;
+            while p.peek().is_some_and(|b| b.is_ascii_digit()) {
+                p.pos += 1;
+            }
+            p.pos - from
+        };
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                digits(self);
+            }
+            _ => return Err(syntax("invalid number", start)),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if digits(self) == 0 {
+                return Err(syntax("invalid number", start));
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if digits(self) == 0 {
+                return Err(syntax("invalid number", start));
+            }
+        }
+        // ASCII only.
+        Ok(std::str::from_utf8(&self.input[start..self.pos]).unwrap_or_default())
+    }
+
+    fn number(&mut self, out: &mut Vec<u8>) -> Result<(), CanonError> {
+        let start = self.pos;
+        let text = self.number_text()?;
+        let integer = !text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
+        if integer {
+            let magnitude = text.trim_start_matches('-');
+            // Up to 15 digits is below 2^53 and already canonical (but for "-0").
+            if magnitude.len() <= 15 {
+                if magnitude == "0" {
+                    out.push(b'0');
+                } else {
+                    out.extend_from_slice(text.as_bytes());
+                }
+                return Ok(());
+            }
+            return match text.parse::<i64>() {
+                Ok(v) if v.unsigned_abs() <= MAX_EXACT_INTEGER => {
+                    out.extend_from_slice(text.as_bytes());
+                    Ok(())
+                }
+                _ => Err(CanonError::InexactInteger(text.to_string())),
+            };
+        }
+        let value: f64 = text.parse().map_err(|_| syntax("invalid number", start))?;
+        if !value.is_finite() {
+            return Err(syntax("number out of range", start));
+        }
+        write_number(value, out);
+        Ok(())
+    }
+}
+
 /// RFC 8785 §3.2.3: member names sort by their UTF-16 code units. UTF-8 byte order equals code
 /// point order, which differs from UTF-16 order only when a non-ASCII character is involved.
-fn compare_utf16(a: &str, b: &str) -> std::cmp::Ordering {
+fn compare_utf16(a: &[u8], b: &[u8]) -> Ordering {
     if a.is_ascii() && b.is_ascii() {
-        a.as_bytes().cmp(b.as_bytes())
-    } else {
-        a.encode_utf16().cmp(b.encode_utf16())
+        return a.cmp(b);
     }
+    // Names are runs of validated UTF-8 between character boundaries.
+    let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
+    a.encode_utf16().cmp(b.encode_utf16())
 }
 
 /// RFC 8785 §3.2.2.2: escape only `"`, `\` and control characters, the short forms where JSON
@@ -130,10 +534,7 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    while let Some(offset) = bytes[start..]
-        .iter()
-        .position(|&b| NEEDS_ESCAPE[usize::from(b)])
-    {
+    while let Some(offset) = bytes[start..].iter().position(|&b| NEEDS_ESCAPE[usize::from(b)]) {
         let i = start + offset;
         let b = bytes[i];
         out.extend_from_slice(&bytes[start..i]);
@@ -161,7 +562,7 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-/// Bytes that a canonical string must escape: control characters, `"` and `\`.
+/// Bytes that end a plain run inside a string: control characters, `"` and `\`.
 const NEEDS_ESCAPE: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
@@ -187,118 +588,6 @@ fn write_number(n: f64, out: &mut Vec<u8>) {
     }
 }
 
-fn map_serde_error(e: serde_json::Error) -> CanonError {
-    let message = e.to_string();
-    if message.starts_with(TOO_DEEP) || message.starts_with("recursion limit exceeded") {
-        return CanonError::TooDeep;
-    }
-    CanonError::Syntax(message)
-}
-
-// The depth error raised inside the visitor travels through serde_json as a custom message; this
-// marker lets `map_serde_error` turn it back into a typed error.
-const TOO_DEEP: &str = "teelog-too-deep";
-
-struct JsonVisitor {
-    depth: usize,
-}
-
-struct Seed {
-    depth: usize,
-}
-
-impl<'de> de::DeserializeSeed<'de> for Seed {
-    type Value = Json<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Json<'de>, D::Error> {
-        if self.depth > MAX_DEPTH {
-            return Err(de::Error::custom(TOO_DEEP));
-        }
-        d.deserialize_any(JsonVisitor { depth: self.depth })
-    }
-}
-
-impl<'de> Deserialize<'de> for Json<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de::DeserializeSeed::deserialize(Seed { depth: 0 }, d)
-    }
-}
-
-impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Json<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
-        Ok(Json::Null)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Json<'de>, E> {
-        Ok(Json::Bool(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
-        Ok(Json::Integer(i128::from(v)))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
-        Ok(Json::Integer(i128::from(v)))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Json<'de>, E> {
-        Ok(Json::Float(v))
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
-        Ok(Json::String(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Json<'de>, E> {
-        Ok(Json::String(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Json<'de>, E> {
-        Ok(Json::String(Cow::Owned(v)))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(item) = seq.next_element_seed(Seed {
-            depth: self.depth + 1,
-        })? {
-            items.push(item);
-        }
-        Ok(Json::Array(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
-        let mut members: Vec<(Cow<'de, str>, Json<'de>)> = Vec::with_capacity(8);
-        while let Some(key) = map.next_key::<CowStr<'de>>()? {
-            let value = map.next_value_seed(Seed {
-                depth: self.depth + 1,
-            })?;
-            members.push((key.0, value));
-        }
-        Ok(Json::Object(members))
-    }
-}
-
-/// A map key that borrows from the input when it has no escapes.
-struct CowStr<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for CowStr<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = CowStr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<CowStr<'de>, E> {
-                Ok(CowStr(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<CowStr<'de>, E> {
-                Ok(CowStr(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<CowStr<'de>, E> {
-                Ok(CowStr(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,7 +598,7 @@ mod tests {
         Ok(String::from_utf8(out).expect("canonical output is UTF-8"))
     }
 
-    // RFC 8785 §3.2.4 / Appendix: the worked example.
+    // RFC 8785 §3.2.4: the worked example.
     #[test]
     fn rfc8785_section_3_2_4_example() {
         let input = r#"{
@@ -328,22 +617,9 @@ mod tests {
     #[test]
     fn rfc8785_sorting_example() {
         let input = "{\"\\u20ac\":\"Euro Sign\",\"\\r\":\"Carriage Return\",\"\\ufb33\":\"Hebrew Letter Dalet With Dagesh\",\"1\":\"One\",\"\\ud83d\\ude00\":\"Emoji: Grinning Face\",\"\\u0080\":\"Control\",\"\\u00f6\":\"Latin Small Letter O With Diaeresis\"}";
-        let out = canon(input).unwrap();
-        let keys: Vec<String> = match Json::parse(out.as_bytes()).unwrap() {
-            Json::Object(m) => m.into_iter().map(|(k, _)| k.into_owned()).collect(),
-            _ => unreachable!(),
-        };
         assert_eq!(
-            keys,
-            [
-                "\r",
-                "1",
-                "\u{80}",
-                "\u{f6}",
-                "\u{20ac}",
-                "\u{1f600}",
-                "\u{fb33}"
-            ]
+            canon(input).unwrap(),
+            "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",\"\u{f6}\":\"Latin Small Letter O With Diaeresis\",\"\u{20ac}\":\"Euro Sign\",\"\u{1f600}\":\"Emoji: Grinning Face\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}"
         );
     }
 
@@ -379,46 +655,54 @@ mod tests {
         for &(bits, expected) in cases {
             let mut out = Vec::new();
             write_number(f64::from_bits(bits), &mut out);
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                expected,
-                "bits {bits:016x}"
-            );
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "bits {bits:016x}");
+            // And the same through the parser, from the shortest round-trip text.
+            let text = format!("{:e}", f64::from_bits(bits));
+            assert_eq!(canon(&text).unwrap(), expected, "text {text}");
         }
     }
 
     #[test]
-    fn literal_non_ascii_and_del_are_not_escaped() {
-        assert_eq!(
-            canon("\"\\u00e9\\u007f\\u2028\"").unwrap(),
-            "\"é\u{7f}\u{2028}\""
-        );
-    }
-
-    #[test]
-    fn rejects_duplicates_inexact_integers_depth_and_trailing_bytes() {
-        assert_eq!(
-            canon(r#"{"a":1,"a":2}"#),
-            Err(CanonError::DuplicateKey("a".into()))
-        );
-        assert!(matches!(
-            canon("12345678901234567890"),
-            Err(CanonError::InexactInteger(_))
-        ));
-        assert!(matches!(
-            canon("-9007199254740993"),
-            Err(CanonError::InexactInteger(_))
-        ));
+    fn integers_and_literals() {
+        assert_eq!(canon("-0").unwrap(), "0");
+        assert_eq!(canon("-0.0").unwrap(), "0");
+        assert_eq!(canon("1.0").unwrap(), "1");
         assert_eq!(canon("9007199254740992").unwrap(), "9007199254740992");
-        assert_eq!(canon(&"[".repeat(MAX_DEPTH + 2)), Err(CanonError::TooDeep));
-        assert!(matches!(canon("{} x"), Err(CanonError::Syntax(_))));
-        assert!(matches!(canon("\"\\ud800\""), Err(CanonError::Syntax(_))));
+        assert_eq!(canon("-9007199254740992").unwrap(), "-9007199254740992");
+        assert_eq!(canon(" [true , false,null ] ").unwrap(), "[true,false,null]");
+        assert_eq!(canon("{}").unwrap(), "{}");
+        assert_eq!(canon("[]").unwrap(), "[]");
     }
 
     #[test]
-    fn canonical_output_is_a_fixed_point() {
-        let once = canon(r#"{"b":[1.0,{"z":null,"a":"x"}],"a":-0.0}"#).unwrap();
-        assert_eq!(once, r#"{"a":0,"b":[1,{"a":"x","z":null}]}"#);
+    fn literal_non_ascii_and_del_are_not_escaped() {
+        assert_eq!(canon("\"\\u00e9\\u007f\\u2028\"").unwrap(), "\"é\u{7f}\u{2028}\"");
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert_eq!(canon(r#"{"a":1,"a":2}"#), Err(CanonError::DuplicateKey("a".into())));
+        assert_eq!(canon(r#"{"a":1,"\u0061":2}"#), Err(CanonError::DuplicateKey("a".into())));
+        assert!(matches!(canon("12345678901234567890"), Err(CanonError::InexactInteger(_))));
+        assert!(matches!(canon("-9007199254740993"), Err(CanonError::InexactInteger(_))));
+        assert_eq!(canon(&"[".repeat(MAX_DEPTH + 2)), Err(CanonError::TooDeep));
+        for bad in [
+            "", "{} x", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "01", "1.", ".5", "1e", "-", "+1",
+            "[1,]", "{\"a\"}", "{\"a\":}", "{,}", "\"a", "\"\t\"", "tru", "nul", "1e400", "\"\\x\"", "\"\\u12\"",
+            "\"\\u+123\"", "{\"a\":1 \"b\":2}", "[1 2]",
+        ] {
+            assert!(matches!(canon(bad), Err(CanonError::Syntax(_))), "{bad:?} gave {:?}", canon(bad));
+        }
+        assert!(matches!(canonicalize(b"\"\xff\"", &mut Vec::new()), Err(CanonError::Syntax(_))));
+    }
+
+    #[test]
+    fn output_is_a_fixed_point_and_errors_leave_output_alone() {
+        let once = canon(r#"{"b":[1.0,{"z":null,"a":"x\u0001"}],"a":-0.0}"#).unwrap();
+        assert_eq!(once, r#"{"a":0,"b":[1,{"a":"x\u0001","z":null}]}"#);
         assert_eq!(canon(&once).unwrap(), once);
+        let mut out = b"kept".to_vec();
+        assert!(Canonicalizer::new().canonicalize(br#"{"a":[1,2,{"b":"#, &mut out).is_err());
+        assert_eq!(out, b"kept");
     }
 }
