@@ -2,7 +2,7 @@
 //! same bytes measured in the same run, with each phase's peak RSS.
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
@@ -21,6 +21,9 @@ pub struct BenchArgs {
     pub record_bytes: usize,
     #[arg(long, default_value_t = 4096)]
     pub batch_size: u64,
+    /// Runs of each phase; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
     /// Scratch directory (default: a new one under the system temp dir, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -46,10 +49,7 @@ struct Phase {
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let (dir, remove) = match &args.dir {
         Some(d) => (d.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("teelog-bench-{}", std::process::id())),
-            true,
-        ),
+        None => (std::env::temp_dir().join(format!("teelog-bench-{}", std::process::id())), true),
     };
     if dir.exists() {
         bail!("{} already exists", dir.display());
@@ -66,64 +66,56 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let input = dir.join("records.ndjson");
     let mut out = BufWriter::new(File::create(&input)?);
     crate::sample::write_records(&mut out, args.records, args.record_bytes)?;
-    out.flush()?;
-    drop(out);
+    // Written back now, so that the kernel is not flushing it while sign runs.
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     let input_bytes = fs::metadata(&input)?.len();
 
-    let baseline = sha256_baseline(&input)?;
     let exe = std::env::current_exe().context("cannot find the teelog executable")?;
     let identity = dir.join("identity");
     let store = dir.join("store");
     run_child(&exe, &["keygen", "--out", &s(&identity)], None)?;
-    let sign = run_child(
-        &exe,
-        &[
+    let batch_size = args.batch_size.to_string();
+    let mut baseline = Vec::new();
+    let mut sign = Vec::new();
+    let mut verify = Vec::new();
+    for run in 0..args.runs {
+        baseline.push(sha256_baseline(&input)?);
+        if store.exists() {
+            fs::remove_dir_all(&store)?;
+        }
+        // Each run signs a stream of its own into a fresh store.
+        let stream = format!("bench-{run}");
+        let sign_args = [
             "sign",
             "--identity",
             &s(&identity),
             "--store",
             &s(&store),
+            "--stream",
+            &stream,
             "--batch-size",
-            &args.batch_size.to_string(),
-        ],
-        Some(&input),
-    )
-    .map(|(seconds, rss)| Phase {
-        name: "sign (stdin → store)",
-        seconds,
-        peak_rss_kib: rss,
-    })?;
-    let verify = run_child(
-        &exe,
-        &[
-            "verify",
-            "--store",
-            &s(&store),
-            "--pubkey",
-            &s(&identity.join("public-key.pem")),
-            "--json",
-        ],
-        None,
-    )
-    .map(|(seconds, rss)| Phase {
-        name: "verify (store)",
-        seconds,
-        peak_rss_kib: rss,
-    })?;
+            &batch_size,
+        ];
+        sign.push(run_child(&exe, &sign_args, Some(&input))?);
+        let verify_args =
+            ["verify", "--store", &s(&store), "--pubkey", &s(&identity.join("public-key.pem")), "--json"];
+        verify.push(run_child(&exe, &verify_args, None)?);
+    }
+    let baseline = median(baseline.iter().map(|&s| (s, None)).collect()).seconds;
+    let sign = Phase { name: "sign (stdin → store)", ..median(sign) };
+    let verify = Phase { name: "verify (store)", ..median(verify) };
 
     let n = args.records as f64;
     let mb = input_bytes as f64 / 1e6;
     println!(
-        "teelog bench: {} records, {:.1} MB ({} bytes/record), batch size {}",
+        "teelog bench: {} records, {:.1} MB ({} bytes/record), batch size {}, median of {} runs",
         args.records,
         mb,
         input_bytes / args.records.max(1),
-        args.batch_size
+        args.batch_size,
+        args.runs
     );
-    println!(
-        "{:<24} {:>14} {:>10} {:>14} {:>12}",
-        "phase", "records/s", "MB/s", "vs SHA-256", "peak RSS"
-    );
+    println!("{:<24} {:>14} {:>10} {:>14} {:>12}", "phase", "records/s", "MB/s", "vs SHA-256", "peak RSS");
     println!(
         "{:<24} {:>14.0} {:>10.1} {:>14} {:>12}",
         "SHA-256 of each record",
@@ -133,9 +125,7 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         "-"
     );
     for phase in [sign, verify] {
-        let rss = phase
-            .peak_rss_kib
-            .map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let rss = phase.peak_rss_kib.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
         println!(
             "{:<24} {:>14.0} {:>10.1} {:>14.2} {:>12}",
             phase.name,
@@ -148,6 +138,13 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The run with the median time; peak RSS is the largest seen in any run.
+fn median(mut runs: Vec<(f64, Option<u64>)>) -> Phase {
+    let peak_rss_kib = runs.iter().filter_map(|r| r.1).max();
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Phase { name: "", seconds: runs[runs.len() / 2].0, peak_rss_kib }
+}
+
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
@@ -155,10 +152,7 @@ fn s(p: &Path) -> String {
 /// Seconds to read the records line by line and SHA-256 each one.
 fn sha256_baseline(input: &Path) -> anyhow::Result<f64> {
     let start = Instant::now();
-    let mut reader = LineReader::new(
-        BufReader::with_capacity(1 << 20, File::open(input)?),
-        1 << 20,
-    );
+    let mut reader = LineReader::new(BufReader::with_capacity(1 << 20, File::open(input)?), 1 << 20);
     let mut acc = 0u8;
     while let Some((_, line)) = reader.next_line()? {
         if let Line::Complete(bytes) = line {
@@ -170,30 +164,19 @@ fn sha256_baseline(input: &Path) -> anyhow::Result<f64> {
 }
 
 /// Runs `teelog ARGS [< stdin]`, returning wall seconds and the child's peak RSS.
-fn run_child(
-    exe: &Path,
-    args: &[&str],
-    stdin: Option<&Path>,
-) -> anyhow::Result<(f64, Option<u64>)> {
+fn run_child(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<(f64, Option<u64>)> {
     let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .env(PEAK_RSS_ENV, "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args(args).env(PEAK_RSS_ENV, "1").stdout(Stdio::null()).stderr(Stdio::piped());
     if let Some(path) = stdin {
         cmd.stdin(File::open(path)?);
     }
     let start = Instant::now();
-    let output = cmd
-        .output()
-        .with_context(|| format!("cannot run teelog {}", args[0]))?;
+    let output = cmd.output().with_context(|| format!("cannot run teelog {}", args[0]))?;
     let seconds = start.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         bail!("teelog {} failed ({}): {stderr}", args[0], output.status);
     }
-    let rss = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix(PEAK_RSS_PREFIX)?.parse().ok());
+    let rss = stderr.lines().find_map(|l| l.strip_prefix(PEAK_RSS_PREFIX)?.parse().ok());
     Ok((seconds, rss))
 }

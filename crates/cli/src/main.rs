@@ -56,11 +56,7 @@ enum Curve {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Keygen {
-            out,
-            measurement,
-            curve,
-        } => keygen(&out, measurement.as_deref(), curve),
+        Command::Keygen { out, measurement, curve } => keygen(&out, measurement.as_deref(), curve),
         Command::Sign(args) => sign::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Verify(args) => verify::run(&args),
         Command::Quickstart { dir } => quickstart::run(&dir),
@@ -76,11 +72,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn keygen(
-    out: &std::path::Path,
-    measurement: Option<&str>,
-    curve: Curve,
-) -> anyhow::Result<ExitCode> {
+fn keygen(out: &std::path::Path, measurement: Option<&str>, curve: Curve) -> anyhow::Result<ExitCode> {
     let alg = match curve {
         Curve::P256 => teelog_core::SigAlg::Es256,
         Curve::P384 => teelog_core::SigAlg::Es384,

@@ -13,7 +13,8 @@ use crate::sign::{sign_from, SignArgs, DEFAULT_MAX_BATCH_LINE};
 use crate::verify::{print_human, verify, VerifyArgs};
 
 const MARKER: &str = ".teelog-quickstart";
-const MEASUREMENT: &str = "d8f114da658de5481f8d9ec73907feb553560787522f705c92d7d96beed8e15e2aa611984e098c576832c292e8dc469a";
+const MEASUREMENT: &str =
+    "d8f114da658de5481f8d9ec73907feb553560787522f705c92d7d96beed8e15e2aa611984e098c576832c292e8dc469a";
 const RECORDS: u64 = 10_000;
 const BATCH_SIZE: u64 = 500;
 
@@ -24,15 +25,11 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let input = dir.join("sample-logs.ndjson");
     let d = dir.display();
 
-    step(&format!(
-        "teelog keygen --out {d}/identity --measurement {}…",
-        &MEASUREMENT[..16]
-    ));
+    step(&format!("teelog keygen --out {d}/identity --measurement {}…", &MEASUREMENT[..16]));
     let public = SoftwareIdentity::create(&identity, SigAlg::Es256, Some(MEASUREMENT))?;
     println!("  a P-256 signing key, id {}", public.id_hex());
 
-    let mut file =
-        fs::File::create(&input).with_context(|| format!("cannot write {}", input.display()))?;
+    let mut file = fs::File::create(&input).with_context(|| format!("cannot write {}", input.display()))?;
     crate::sample::write_records(&mut file, RECORDS, 200)?;
     drop(file);
     step(&format!("teelog sign --identity {d}/identity --store {d}/store --batch-size {BATCH_SIZE} < {d}/sample-logs.ndjson"));
@@ -48,10 +45,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     };
     let reader = BufReader::new(fs::File::open(&input)?);
     let summary = sign_from(&sign_args, reader, &input.display().to_string())?;
-    println!(
-        "  {} records signed into {} chained batches",
-        summary.records, summary.batches
-    );
+    println!("  {} records signed into {} chained batches", summary.records, summary.batches);
 
     let verify_args = |store: PathBuf| VerifyArgs {
         files: Vec::new(),
@@ -61,7 +55,9 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         json: false,
         max_line_bytes: DEFAULT_MAX_BATCH_LINE,
     };
-    step(&format!("teelog verify --store {d}/store --pubkey {d}/identity/public-key.pem --expect-measurement …"));
+    step(&format!(
+        "teelog verify --store {d}/store --pubkey {d}/identity/public-key.pem --expect-measurement …"
+    ));
     let report = verify(&verify_args(store.clone()))?;
     print_human(&report);
     if !report.ok {
@@ -89,16 +85,12 @@ fn step(command: &str) {
 fn prepare(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         if !dir.join(MARKER).exists() {
-            bail!(
-                "{} exists and is not an earlier quickstart; pass another --dir",
-                dir.display()
-            );
+            bail!("{} exists and is not an earlier quickstart; pass another --dir", dir.display());
         }
         fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    fs::write(dir.join(MARKER), b"")
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    fs::write(dir.join(MARKER), b"").with_context(|| format!("cannot write in {}", dir.display()))?;
     Ok(())
 }
 
@@ -113,11 +105,7 @@ fn tamper(store: &Path, tampered: &Path) -> anyhow::Result<()> {
                 continue;
             }
             if line.contains("\"seq\":5,") {
-                out.push_str(&line.replacen(
-                    "\"outcome\":\"retried\"",
-                    "\"outcome\":\"completed\"",
-                    1,
-                ));
+                out.push_str(&line.replacen("\"outcome\":\"retried\"", "\"outcome\":\"completed\"", 1));
             } else {
                 out.push_str(line);
             }

@@ -54,17 +54,12 @@ pub struct SignSummary {
 pub fn run(args: &SignArgs) -> anyhow::Result<SignSummary> {
     let stdin = io::stdin().lock();
     let summary = sign_from(args, BufReader::with_capacity(1 << 20, stdin), "stdin")?;
-    eprintln!(
-        "teelog: signed {} records in {} batches",
-        summary.records, summary.batches
-    );
+    eprintln!("teelog: signed {} records in {} batches", summary.records, summary.batches);
     Ok(summary)
 }
 
 fn now() -> UnixNanos {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     UnixNanos::try_from(since.as_nanos()).unwrap_or(UnixNanos::MAX)
 }
 
@@ -89,18 +84,11 @@ impl Sink {
                     .open(path)
                     .with_context(|| format!("cannot open {}", path.display()))?;
                 let durable = file.metadata().is_ok_and(|m| m.is_file());
-                Sink::File {
-                    file,
-                    path: path.clone(),
-                    durable,
-                }
+                Sink::File { file, path: path.clone(), durable }
             }
-            (None, Some(dir)) => Sink::Store(Store::open(
-                dir,
-                StoreOptions {
-                    segment_bytes: args.segment_bytes,
-                },
-            )?),
+            (None, Some(dir)) => {
+                Sink::Store(Store::open(dir, StoreOptions { segment_bytes: args.segment_bytes })?)
+            }
             (None, None) => Sink::Stdout(io::stdout()),
         })
     }
@@ -116,15 +104,10 @@ impl Sink {
 
     fn write(&mut self, line: &[u8]) -> anyhow::Result<()> {
         match self {
-            Sink::Stdout(out) => out
-                .write_all(line)
-                .and_then(|()| out.flush())
-                .context("cannot write to stdout"),
-            Sink::File {
-                file,
-                path,
-                durable,
-            } => file
+            Sink::Stdout(out) => {
+                out.write_all(line).and_then(|()| out.flush()).context("cannot write to stdout")
+            }
+            Sink::File { file, path, durable } => file
                 .write_all(line)
                 .and_then(|()| if *durable { file.sync_data() } else { Ok(()) })
                 .with_context(|| format!("cannot write {}", path.display())),
@@ -142,20 +125,13 @@ impl Sink {
     ) -> anyhow::Result<Vec<(Header, Digest)>> {
         let paths = match self {
             Sink::Stdout(_) => return Ok(Vec::new()),
-            Sink::File {
-                path,
-                durable: true,
-                ..
-            } => vec![path.clone()],
+            Sink::File { path, durable: true, .. } => vec![path.clone()],
             Sink::File { .. } => return Ok(Vec::new()),
             Sink::Store(store) => teelog_store::segments(store.dir())?,
         };
         for path in paths.iter().rev() {
             let found = scan_signed_headers(path, stream, key)?;
-            if found
-                .iter()
-                .any(|(h, _)| epoch.is_none_or(|e| h.epoch == e))
-            {
+            if found.iter().any(|(h, _)| epoch.is_none_or(|e| h.epoch == e)) {
                 return Ok(found);
             }
         }
@@ -163,18 +139,13 @@ impl Sink {
     }
 }
 
-fn scan_signed_headers(
-    path: &Path,
-    stream: &str,
-    key: &PublicKey,
-) -> anyhow::Result<Vec<(Header, Digest)>> {
+fn scan_signed_headers(path: &Path, stream: &str, key: &PublicKey) -> anyhow::Result<Vec<(Header, Digest)>> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut reader = LineReader::new(BufReader::new(file), usize::MAX >> 1);
     let mut found = Vec::new();
     let trusted = std::slice::from_ref(key);
-    while let Some((_, line)) = reader
-        .next_line()
-        .with_context(|| format!("cannot read {}", path.display()))?
+    while let Some((_, line)) =
+        reader.next_line().with_context(|| format!("cannot read {}", path.display()))?
     {
         let (Line::Complete(bytes) | Line::Unterminated(bytes)) = line else {
             continue;
@@ -182,9 +153,7 @@ fn scan_signed_headers(
         let Ok(batch) = ParsedBatch::parse(bytes) else {
             continue;
         };
-        if batch.header.stream == stream
-            && batch.signature_status(trusted) == SignatureStatus::Valid
-        {
+        if batch.header.stream == stream && batch.signature_status(trusted) == SignatureStatus::Valid {
             found.push((batch.header.clone(), batch.header_hash));
         }
     }
@@ -192,20 +161,13 @@ fn scan_signed_headers(
 }
 
 /// Signs records from `input` according to `args`; `input_name` names it in errors.
-pub fn sign_from(
-    args: &SignArgs,
-    input: impl BufRead,
-    input_name: &str,
-) -> anyhow::Result<SignSummary> {
+pub fn sign_from(args: &SignArgs, input: impl BufRead, input_name: &str) -> anyhow::Result<SignSummary> {
     check_stream_name(&args.stream)?;
     let identity = SoftwareIdentity::load_exclusive(&args.identity)?;
     let sink = Sink::open(args)?;
     let saved = identity.load_state(&args.stream)?;
-    let found = sink.signed_headers(
-        &args.stream,
-        identity.public_key(),
-        saved.as_ref().map(|s| s.epoch.as_str()),
-    )?;
+    let found =
+        sink.signed_headers(&args.stream, identity.public_key(), saved.as_ref().map(|s| s.epoch.as_str()))?;
     let head = ChainHead::resume(&args.stream, saved, found);
     let mut signer = StreamSigner {
         identity,
@@ -232,17 +194,9 @@ struct StreamSigner {
 }
 
 impl StreamSigner {
-    fn consume(
-        &mut self,
-        args: &SignArgs,
-        input: impl BufRead,
-        input_name: &str,
-    ) -> anyhow::Result<()> {
+    fn consume(&mut self, args: &SignArgs, input: impl BufRead, input_name: &str) -> anyhow::Result<()> {
         let mut reader = LineReader::new(input, args.max_line_bytes);
-        while let Some((n, line)) = reader
-            .next_line()
-            .with_context(|| format!("cannot read {input_name}"))?
-        {
+        while let Some((n, line)) = reader.next_line().with_context(|| format!("cannot read {input_name}"))? {
             let bytes = match line {
                 Line::Complete(bytes) | Line::Unterminated(bytes) => bytes,
                 Line::TooLong => bail!(
@@ -253,11 +207,8 @@ impl StreamSigner {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            self.builder
-                .push_input(bytes, now())
-                .map_err(|e| anyhow::anyhow!("{input_name}:{n}: {e}"))?;
-            if self.builder.len() >= args.batch_size || self.builder.byte_len() >= args.batch_bytes
-            {
+            self.builder.push_input(bytes, &now).map_err(|e| anyhow::anyhow!("{input_name}:{n}: {e}"))?;
+            if self.builder.len() >= args.batch_size || self.builder.byte_len() >= args.batch_bytes {
                 self.seal()?;
             }
         }
@@ -266,9 +217,7 @@ impl StreamSigner {
 
     fn seal(&mut self) -> anyhow::Result<()> {
         self.line.clear();
-        let sealed = self
-            .builder
-            .seal(&mut self.head, &self.identity, now(), &mut self.line)?;
+        let sealed = self.builder.seal(&mut self.head, &self.identity, now(), &mut self.line)?;
         if !self.sink.is_readable() {
             // The next run cannot look at this output, so the state goes first: a crash in
             // between costs a reported gap, never a seq signed twice.

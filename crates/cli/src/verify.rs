@@ -40,11 +40,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_human(&report);
     }
-    Ok(if report.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
@@ -54,8 +50,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
     let mut trusted_keys = Vec::new();
     for path in &args.pubkey {
         let pem = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        trusted_keys
-            .push(PublicKey::from_pem(&pem).with_context(|| format!("{}", path.display()))?);
+        trusted_keys.push(PublicKey::from_pem(&pem).with_context(|| format!("{}", path.display()))?);
     }
     let expect_measurement = args
         .expect_measurement
@@ -63,10 +58,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         .map(normalize_measurement)
         .transpose()
         .context("--expect-measurement")?;
-    let mut verifier = Verifier::new(VerifyOptions {
-        trusted_keys,
-        expect_measurement,
-    });
+    let mut verifier = Verifier::new(VerifyOptions { trusted_keys, expect_measurement });
 
     let mut sources: Vec<PathBuf> = args.files.clone();
     if let Some(dir) = &args.store {
@@ -79,20 +71,10 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
     for path in &sources {
         let name = path.display().to_string();
         if name == "-" {
-            feed(
-                &mut verifier,
-                io::stdin().lock(),
-                "stdin",
-                args.max_line_bytes,
-            )?;
+            feed(&mut verifier, io::stdin().lock(), "stdin", args.max_line_bytes)?;
         } else {
             let file = File::open(path).with_context(|| format!("cannot read {name}"))?;
-            feed(
-                &mut verifier,
-                BufReader::with_capacity(1 << 20, file),
-                &name,
-                args.max_line_bytes,
-            )?;
+            feed(&mut verifier, BufReader::with_capacity(1 << 20, file), &name, args.max_line_bytes)?;
         }
     }
     Ok(verifier.finish())
@@ -105,14 +87,8 @@ fn feed(
     max_line_bytes: usize,
 ) -> anyhow::Result<()> {
     let mut reader = LineReader::new(input, max_line_bytes);
-    while let Some((n, line)) = reader
-        .next_line()
-        .with_context(|| format!("cannot read {name}"))?
-    {
-        let origin = Origin {
-            source: name,
-            line: n,
-        };
+    while let Some((n, line)) = reader.next_line().with_context(|| format!("cannot read {name}"))? {
+        let origin = Origin { source: name, line: n };
         match line {
             Line::Complete(bytes) | Line::Unterminated(bytes) => verifier.push_line(origin, bytes),
             Line::TooLong => verifier.push_malformed(

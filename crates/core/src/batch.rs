@@ -61,9 +61,7 @@ fn field_err(name: &'static str, why: impl Into<String>) -> HeaderError {
 }
 
 fn check_hex(name: &'static str, value: &str, len: Option<usize>) -> Result<(), HeaderError> {
-    let lower_hex = value
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let lower_hex = value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let len_ok = match len {
         Some(n) => value.len() == n,
         None => value.len().is_multiple_of(2) && value.len() <= 256,
@@ -83,16 +81,11 @@ fn check_hex(name: &'static str, value: &str, len: Option<usize>) -> Result<(), 
 pub fn check_stream_name(name: &str) -> Result<(), HeaderError> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-_:/".contains(&b));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:/".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(field_err(
-            "stream",
-            format!("{name:?}: use 1 to 128 characters of A-Z a-z 0-9 . _ : / -"),
-        ))
+        Err(field_err("stream", format!("{name:?}: use 1 to 128 characters of A-Z a-z 0-9 . _ : / -")))
     }
 }
 
@@ -109,10 +102,7 @@ impl Header {
         if self.v != FORMAT_VERSION {
             return Err(field_err(
                 "v",
-                format!(
-                    "version {} is not supported (this is {FORMAT_VERSION})",
-                    self.v
-                ),
+                format!("version {} is not supported (this is {FORMAT_VERSION})", self.v),
             ));
         }
         check_stream_name(&self.stream)?;
@@ -127,19 +117,13 @@ impl Header {
         match (&self.first_ts, &self.last_ts, self.count) {
             (None, None, 0) => {}
             (Some(first), Some(last), n) if n > 0 => {
-                let first =
-                    parse_rfc3339(first).map_err(|e| field_err("first_ts", e.to_string()))?;
+                let first = parse_rfc3339(first).map_err(|e| field_err("first_ts", e.to_string()))?;
                 let last = parse_rfc3339(last).map_err(|e| field_err("last_ts", e.to_string()))?;
                 if first > last {
                     return Err(field_err("first_ts", "later than last_ts"));
                 }
             }
-            _ => {
-                return Err(field_err(
-                    "first_ts",
-                    "must be null exactly when count is 0",
-                ))
-            }
+            _ => return Err(field_err("first_ts", "must be null exactly when count is 0")),
         }
         parse_rfc3339(&self.sealed_at).map_err(|e| field_err("sealed_at", e.to_string()))?;
         if let Some(m) = &self.measurement {
@@ -213,12 +197,7 @@ impl ChainHead {
         let mut id = [0u8; 16];
         // An RNG failure leaves zeros; the epoch id still works, it is just not unique.
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id);
-        Self {
-            stream: stream.to_string(),
-            epoch: hex::encode(id),
-            next_seq: 1,
-            prev,
-        }
+        Self { stream: stream.to_string(), epoch: hex::encode(id), next_seq: 1, prev }
     }
 }
 
@@ -239,11 +218,9 @@ impl ChainHead {
                     .filter(|(h, _)| h.epoch == saved.epoch && h.seq >= saved.next_seq)
                     .max_by_key(|(h, _)| h.seq);
                 match newest {
-                    Some((h, hash)) => ChainHead {
-                        next_seq: h.seq + 1,
-                        prev: Some(hex::encode(hash)),
-                        ..saved
-                    },
+                    Some((h, hash)) => {
+                        ChainHead { next_seq: h.seq + 1, prev: Some(hex::encode(hash)), ..saved }
+                    }
                     None => saved,
                 }
             }
@@ -292,7 +269,7 @@ impl BatchBuilder {
     }
 
     /// Canonicalises one input record and adds it; a refused record leaves the batch unchanged.
-    pub fn push_input(&mut self, line: &[u8], now: UnixNanos) -> Result<(), RecordError> {
+    pub fn push_input(&mut self, line: &[u8], now: &dyn Fn() -> UnixNanos) -> Result<(), RecordError> {
         let mark = self.records.len();
         if !self.is_empty() {
             self.records.push(b',');
@@ -355,11 +332,7 @@ impl BatchBuilder {
         out.extend_from_slice(b"]}\n");
 
         let header_hash = sha256(&header_bytes);
-        let sealed = Sealed {
-            seq: header.seq,
-            count: header.count,
-            header_hash,
-        };
+        let sealed = Sealed { seq: header.seq, count: header.count, header_hash };
         chain.next_seq = next_seq;
         chain.prev = Some(hex::encode(header_hash));
         self.records.clear();
@@ -433,19 +406,10 @@ impl<'a> ParsedBatch<'a> {
         records: Vec<&'a RawValue>,
     ) -> Result<Self, String> {
         let header_bytes = header_raw.get().as_bytes();
-        let header: Header =
-            serde_json::from_slice(header_bytes).map_err(|e| format!("header: {e}"))?;
+        let header: Header = serde_json::from_slice(header_bytes).map_err(|e| format!("header: {e}"))?;
         header.validate().map_err(|e| e.to_string())?;
-        let sig = B64
-            .decode(sig_b64)
-            .map_err(|e| format!("sig: not base64: {e}"))?;
-        Ok(Self {
-            header_hash: sha256(header_bytes),
-            header,
-            header_bytes,
-            sig,
-            records,
-        })
+        let sig = B64.decode(sig_b64).map_err(|e| format!("sig: not base64: {e}"))?;
+        Ok(Self { header_hash: sha256(header_bytes), header, header_bytes, sig, records })
     }
 
     /// Checks the signature against the trusted key the header names.
@@ -465,10 +429,9 @@ impl<'a> ParsedBatch<'a> {
             Some(key) if key.verify_p1363(&signed_message(self.header_bytes), &self.sig) => {
                 SignatureStatus::Valid
             }
-            Some(key) => SignatureStatus::Invalid(format!(
-                "signature does not verify under key {}",
-                key.id_hex()
-            )),
+            Some(key) => {
+                SignatureStatus::Invalid(format!("signature does not verify under key {}", key.id_hex()))
+            }
         }
     }
 

@@ -47,6 +47,10 @@ enum Key {
 
 struct Member {
     key: Key,
+    /// The name's first eight bytes, big-endian: for ASCII names, comparing these first is
+    /// comparing the names, unless they are equal.
+    prefix: u64,
+    ascii: bool,
     /// The canonical `"name":value` in the level's buffer.
     start: usize,
     end: usize,
@@ -61,7 +65,8 @@ struct Level {
 
 /// What a record's top-level members need beyond canonicalisation (see `record.rs`).
 pub(crate) struct RecordRules<'a> {
-    pub now: UnixNanos,
+    /// The time to give a record without `ts`; asked only then.
+    pub now: &'a dyn Fn() -> UnixNanos,
     /// Fields whose value must start with the given byte (`"` string, `{` object).
     pub typed: &'a [(&'a str, u8, &'a str)],
 }
@@ -90,7 +95,12 @@ impl Canonicalizer {
 
     /// Canonicalises a record: a JSON object whose `ts` becomes the canonical RFC 3339 spelling
     /// (from RFC 3339 text or integer Unix nanoseconds; `rules.now` where absent). Returns `ts`.
-    pub(crate) fn record(&mut self, input: &[u8], out: &mut Vec<u8>, rules: &RecordRules<'_>) -> Result<UnixNanos, CanonError> {
+    pub(crate) fn record(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        rules: &RecordRules<'_>,
+    ) -> Result<UnixNanos, CanonError> {
         let mark = out.len();
         let result = self.run(input, out, Some(rules));
         if result.is_err() {
@@ -99,7 +109,12 @@ impl Canonicalizer {
         result.and_then(|ts| ts.ok_or_else(|| CanonError::Record("a record must be a JSON object".into())))
     }
 
-    fn run(&mut self, input: &[u8], out: &mut Vec<u8>, rules: Option<&RecordRules<'_>>) -> Result<Option<UnixNanos>, CanonError> {
+    fn run(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        rules: Option<&RecordRules<'_>>,
+    ) -> Result<Option<UnixNanos>, CanonError> {
         // Validating UTF-8 once for the whole text lets the scanner copy strings as they are.
         if let Err(e) = std::str::from_utf8(input) {
             return Err(syntax("invalid UTF-8", e.valid_up_to()));
@@ -112,7 +127,7 @@ impl Canonicalizer {
                 if p.peek() != Some(b'{') {
                     return Err(CanonError::Record("a record must be a JSON object".into()));
                 }
-                ts = Some(self.object(&mut p, 0, out, Some(rules))?.unwrap_or(rules.now));
+                ts = self.object(&mut p, 0, out, Some(rules))?;
             }
             None => self.value(&mut p, 0, out)?,
         }
@@ -189,16 +204,23 @@ impl Canonicalizer {
         level.buf.clear();
         level.members.clear();
         level.arena.clear();
-        let result = self.object_members(p, depth, &mut level, rules);
+        let mut result = self.object_members(p, depth, &mut level, rules);
         if let (Ok(None), Some(rules)) = (&result, rules) {
             // A record without `ts` gets the time it was received.
+            let now = (rules.now)();
+            result = Ok(Some(now));
             let start = level.buf.len();
             level.buf.extend_from_slice(b"\"ts\":\"");
-            write_rfc3339(rules.now, &mut level.buf);
+            write_rfc3339(now, &mut level.buf);
             level.buf.push(b'"');
             let a = level.arena.len();
             level.arena.push_str("ts");
-            level.members.push(Member { key: Key::Arena(a, a + 2), start, end: level.buf.len() });
+            level.members.push(Member::new(
+                key_bytes(p.input, &level.arena, Key::Arena(a, a + 2)),
+                Key::Arena(a, a + 2),
+                start,
+                level.buf.len(),
+            ));
         }
         let result = result.and_then(|ts| {
             emit_sorted(p.input, &mut level, out)?;
@@ -251,7 +273,9 @@ impl Canonicalizer {
             match rules {
                 Some(_) if name == b"ts" => ts = Some(self.record_ts(p, &mut level.buf)?),
                 Some(rules) => {
-                    if let Some((field, first, expected)) = rules.typed.iter().find(|(f, _, _)| f.as_bytes() == name) {
+                    if let Some((field, first, expected)) =
+                        rules.typed.iter().find(|(f, _, _)| f.as_bytes() == name)
+                    {
                         if p.peek() != Some(*first) {
                             return Err(CanonError::Record(format!("field {field:?} must be {expected}")));
                         }
@@ -260,7 +284,7 @@ impl Canonicalizer {
                 }
                 None => self.value(p, depth + 1, &mut level.buf)?,
             }
-            level.members.push(Member { key, start, end: level.buf.len() });
+            level.members.push(Member::new(name, key, start, level.buf.len()));
             p.skip_ws();
             match p.next() {
                 Some(b',') => {}
@@ -272,7 +296,9 @@ impl Canonicalizer {
 
     /// Reads a record's `ts` value and writes its canonical spelling.
     fn record_ts(&mut self, p: &mut Parser<'_>, out: &mut Vec<u8>) -> Result<UnixNanos, CanonError> {
-        let bad_type = || CanonError::Record("field \"ts\" must be an RFC 3339 string or integer Unix nanoseconds".into());
+        let bad_type = || {
+            CanonError::Record("field \"ts\" must be an RFC 3339 string or integer Unix nanoseconds".into())
+        };
         let nanos = match p.peek() {
             Some(b'"') => {
                 let start = p.pos;
@@ -280,7 +306,16 @@ impl Canonicalizer {
                     None => std::str::from_utf8(&p.input[start + 1..p.pos - 1]).unwrap_or_default(),
                     Some(()) => self.scratch.as_str(),
                 };
-                parse_rfc3339(text).map_err(|e| CanonError::Record(format!("field \"ts\": {e}")))?
+                let nanos =
+                    parse_rfc3339(text).map_err(|e| CanonError::Record(format!("field \"ts\": {e}")))?;
+                if is_canonical_spelling(text) {
+                    // Already exactly what `write_rfc3339` would write.
+                    out.push(b'"');
+                    out.extend_from_slice(text.as_bytes());
+                    out.push(b'"');
+                    return Ok(nanos);
+                }
+                nanos
             }
             Some(b'-' | b'0'..=b'9') => {
                 let text = p.number_text()?;
@@ -295,6 +330,13 @@ impl Canonicalizer {
     }
 }
 
+/// Whether a timestamp that parsed is in the one spelling `write_rfc3339` produces:
+/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
+fn is_canonical_spelling(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 30 && b[10] == b'T' && b[19] == b'.' && b[29] == b'Z'
+}
+
 /// A member name's UTF-8 bytes.
 fn key_bytes<'a>(input: &'a [u8], arena: &'a str, key: Key) -> &'a [u8] {
     match key {
@@ -303,10 +345,25 @@ fn key_bytes<'a>(input: &'a [u8], arena: &'a str, key: Key) -> &'a [u8] {
     }
 }
 
+impl Member {
+    fn new(name: &[u8], key: Key, start: usize, end: usize) -> Self {
+        let mut first = [0u8; 8];
+        let n = name.len().min(8);
+        first[..n].copy_from_slice(&name[..n]);
+        Self { key, prefix: u64::from_be_bytes(first), ascii: name.is_ascii(), start, end }
+    }
+}
+
 fn emit_sorted(input: &[u8], level: &mut Level, out: &mut Vec<u8>) -> Result<(), CanonError> {
     let Level { buf, members, arena } = level;
     let key = |m: &Member| key_bytes(input, arena, m.key);
-    members.sort_unstable_by(|a, b| compare_utf16(key(a), key(b)));
+    members.sort_unstable_by(|a, b| {
+        if a.ascii && b.ascii {
+            a.prefix.cmp(&b.prefix).then_with(|| key(a).cmp(key(b)))
+        } else {
+            compare_utf16(key(a), key(b))
+        }
+    });
     if let Some(pair) = members.windows(2).find(|w| key(&w[0]) == key(&w[1])) {
         return Err(CanonError::DuplicateKey(String::from_utf8_lossy(key(&pair[0])).into_owned()));
     }
@@ -406,16 +463,23 @@ impl Parser<'_> {
                 Some(_) => {
                     // Copy the run of plain bytes up to the next quote, backslash or control.
                     let start = self.pos - 1;
-                    let run = self.input[self.pos..].iter().position(|&b| NEEDS_ESCAPE[usize::from(b)]).unwrap_or(self.input.len() - self.pos);
+                    let run = self.input[self.pos..]
+                        .iter()
+                        .position(|&b| NEEDS_ESCAPE[usize::from(b)])
+                        .unwrap_or(self.input.len() - self.pos);
                     self.pos += run;
-                    decoded.push_str(std::str::from_utf8(&self.input[start..self.pos]).map_err(|_| syntax("invalid UTF-8", start))?);
+                    decoded.push_str(
+                        std::str::from_utf8(&self.input[start..self.pos])
+                            .map_err(|_| syntax("invalid UTF-8", start))?,
+                    );
                 }
             }
         }
     }
 
     fn hex4(&mut self, at: usize) -> Result<u32, CanonError> {
-        let digits = self.input.get(self.pos..self.pos + 4).ok_or_else(|| syntax("truncated \\u escape", at))?;
+        let digits =
+            self.input.get(self.pos..self.pos + 4).ok_or_else(|| syntax("truncated \\u escape", at))?;
         let text = std::str::from_utf8(digits).map_err(|_| syntax("invalid \\u escape", at))?;
         let v = u32::from_str_radix(text, 16).map_err(|_| syntax("invalid \\u escape", at))?;
         if !digits.iter().all(u8::is_ascii_hexdigit) {
@@ -519,9 +583,6 @@ impl Parser<'_> {
 /// RFC 8785 §3.2.3: member names sort by their UTF-16 code units. UTF-8 byte order equals code
 /// point order, which differs from UTF-16 order only when a non-ASCII character is involved.
 fn compare_utf16(a: &[u8], b: &[u8]) -> Ordering {
-    if a.is_ascii() && b.is_ascii() {
-        return a.cmp(b);
-    }
     // Names are runs of validated UTF-8 between character boundaries.
     let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
     a.encode_utf16().cmp(b.encode_utf16())
@@ -687,9 +748,31 @@ mod tests {
         assert!(matches!(canon("-9007199254740993"), Err(CanonError::InexactInteger(_))));
         assert_eq!(canon(&"[".repeat(MAX_DEPTH + 2)), Err(CanonError::TooDeep));
         for bad in [
-            "", "{} x", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "01", "1.", ".5", "1e", "-", "+1",
-            "[1,]", "{\"a\"}", "{\"a\":}", "{,}", "\"a", "\"\t\"", "tru", "nul", "1e400", "\"\\x\"", "\"\\u12\"",
-            "\"\\u+123\"", "{\"a\":1 \"b\":2}", "[1 2]",
+            "",
+            "{} x",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud800\\u0041\"",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "-",
+            "+1",
+            "[1,]",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{,}",
+            "\"a",
+            "\"\t\"",
+            "tru",
+            "nul",
+            "1e400",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"\\u+123\"",
+            "{\"a\":1 \"b\":2}",
+            "[1 2]",
         ] {
             assert!(matches!(canon(bad), Err(CanonError::Syntax(_))), "{bad:?} gave {:?}", canon(bad));
         }

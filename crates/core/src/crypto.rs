@@ -52,13 +52,13 @@ impl SigAlg {
         match self {
             // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (65 bytes) }
             SigAlg::Es256 => &[
-                0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
-                0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+                0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+                0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
             ],
             // SEQUENCE { SEQUENCE { id-ecPublicKey, secp384r1 }, BIT STRING (97 bytes) }
             SigAlg::Es384 => &[
-                0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
-                0x05, 0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+                0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05,
+                0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
             ],
         }
     }
@@ -124,11 +124,7 @@ impl PublicKey {
                 && der.starts_with(prefix)
                 && der[prefix.len()] == 0x04
             {
-                return Ok(Self {
-                    alg,
-                    spki: der.to_vec(),
-                    id: sha256(der),
-                });
+                return Ok(Self { alg, spki: der.to_vec(), id: sha256(der) });
             }
         }
         Err(KeyError::UnsupportedPublicKey)
@@ -175,36 +171,24 @@ impl PublicKey {
 
     /// Verifies an r || s signature over `message`, hashed with the key's own hash.
     pub fn verify_p1363(&self, message: &[u8], sig: &[u8]) -> bool {
-        UnparsedPublicKey::new(self.alg.fixed(), self.point())
-            .verify(message, sig)
-            .is_ok()
+        UnparsedPublicKey::new(self.alg.fixed(), self.point()).verify(message, sig).is_ok()
     }
 
     /// Verifies a signature over SHA-256 of `message`, whatever the curve, in P1363 or DER form:
     /// what .NET's `ECDsa.SignHash(SHA256(payload))` produces (the seed format).
     pub fn verify_sha256_any_encoding(&self, message: &[u8], sig: &[u8]) -> bool {
         let (fixed, der): (Option<&signature::EcdsaVerificationAlgorithm>, _) = match self.alg {
-            SigAlg::Es256 => (
-                Some(&signature::ECDSA_P256_SHA256_FIXED),
-                &signature::ECDSA_P256_SHA256_ASN1,
-            ),
+            SigAlg::Es256 => (Some(&signature::ECDSA_P256_SHA256_FIXED), &signature::ECDSA_P256_SHA256_ASN1),
             SigAlg::Es384 => (None, &signature::ECDSA_P384_SHA256_ASN1),
         };
         let point = self.point();
         // A 64- or 96-byte signature may be r || s, or (rarely) DER of that length: try both.
         let as_fixed = sig.len() == self.alg.signature_len()
             && match fixed {
-                Some(fixed) => UnparsedPublicKey::new(fixed, point)
-                    .verify(message, sig)
-                    .is_ok(),
-                None => UnparsedPublicKey::new(der, point)
-                    .verify(message, &p1363_to_der(sig))
-                    .is_ok(),
+                Some(fixed) => UnparsedPublicKey::new(fixed, point).verify(message, sig).is_ok(),
+                None => UnparsedPublicKey::new(der, point).verify(message, &p1363_to_der(sig)).is_ok(),
             };
-        as_fixed
-            || UnparsedPublicKey::new(der, point)
-                .verify(message, sig)
-                .is_ok()
+        as_fixed || UnparsedPublicKey::new(der, point).verify(message, sig).is_ok()
     }
 }
 
@@ -273,10 +257,7 @@ impl SoftwareKey {
 
     /// An r || s signature over `message`.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        self.pair
-            .sign(&self.rng, message)
-            .map(|s| s.as_ref().to_vec())
-            .map_err(|_| KeyError::SigningFailed)
+        self.pair.sign(&self.rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| KeyError::SigningFailed)
     }
 }
 
@@ -301,8 +282,7 @@ mod tests {
     fn sign_verify_and_pem_round_trip_for_both_curves() {
         for alg in [SigAlg::Es256, SigAlg::Es384] {
             let der = SoftwareKey::generate_pkcs8(alg).unwrap();
-            let key =
-                SoftwareKey::from_pkcs8_pem(pem_encode("PRIVATE KEY", &der).as_bytes()).unwrap();
+            let key = SoftwareKey::from_pkcs8_pem(pem_encode("PRIVATE KEY", &der).as_bytes()).unwrap();
             assert_eq!(key.public().alg(), alg);
             let public = PublicKey::from_pem(key.public().to_pem().as_bytes()).unwrap();
             assert_eq!(&public, key.public());
@@ -316,19 +296,13 @@ mod tests {
     #[test]
     fn rejects_foreign_keys_and_pem() {
         // An Ed25519 SubjectPublicKeyInfo.
-        let ed25519 = hex::decode("302a300506032b6570032100d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a").unwrap();
-        assert_eq!(
-            PublicKey::from_spki_der(&ed25519),
-            Err(KeyError::UnsupportedPublicKey)
-        );
-        assert_eq!(
-            PublicKey::from_pem(b"hello"),
-            Err(KeyError::NoPem("PUBLIC KEY"))
-        );
-        assert!(matches!(
-            SoftwareKey::from_pkcs8_pem(b"junk"),
-            Err(KeyError::NoPem(_))
-        ));
+        let ed25519 = hex::decode(
+            "302a300506032b6570032100d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+        )
+        .unwrap();
+        assert_eq!(PublicKey::from_spki_der(&ed25519), Err(KeyError::UnsupportedPublicKey));
+        assert_eq!(PublicKey::from_pem(b"hello"), Err(KeyError::NoPem("PUBLIC KEY")));
+        assert!(matches!(SoftwareKey::from_pkcs8_pem(b"junk"), Err(KeyError::NoPem(_))));
     }
 
     #[test]

@@ -15,12 +15,12 @@ const TYPED_FIELDS: [(&str, u8, &str); 3] =
 /// Appends the canonical form of one input record to `out` and returns its timestamp.
 ///
 /// `ts` becomes the canonical RFC 3339 spelling (it may be given as RFC 3339 text with any
-/// offset, or as integer Unix nanoseconds); `now` fills it in where it is absent. Nothing is
+/// offset, or as integer Unix nanoseconds); `now()` fills it in where it is absent. Nothing is
 /// appended when the record is refused.
 pub fn canonicalize_record(
     canon: &mut Canonicalizer,
     line: &[u8],
-    now: UnixNanos,
+    now: &dyn Fn() -> UnixNanos,
     out: &mut Vec<u8>,
 ) -> Result<UnixNanos, RecordError> {
     canon.record(line, out, &RecordRules { now, typed: &TYPED_FIELDS })
@@ -32,7 +32,7 @@ mod tests {
 
     fn canon(line: &str, now: UnixNanos) -> Result<(String, UnixNanos), RecordError> {
         let mut out = Vec::new();
-        let ts = canonicalize_record(&mut Canonicalizer::new(), line.as_bytes(), now, &mut out)?;
+        let ts = canonicalize_record(&mut Canonicalizer::new(), line.as_bytes(), &|| now, &mut out)?;
         Ok((String::from_utf8(out).unwrap(), ts))
     }
 
@@ -76,7 +76,7 @@ mod tests {
             (r#"{"ts":1,"ts":2}"#, "duplicate member name \"ts\""),
             (r#"{"big":12345678901234567890}"#, "send it as a string"),
         ] {
-            let err = canonicalize_record(&mut canonicalizer, bad.as_bytes(), 0, &mut out).unwrap_err();
+            let err = canonicalize_record(&mut canonicalizer, bad.as_bytes(), &|| 0, &mut out).unwrap_err();
             assert!(err.to_string().contains(why), "{bad}: {err}");
         }
         assert_eq!(out, b"kept");

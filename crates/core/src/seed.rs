@@ -52,9 +52,7 @@ pub(crate) fn check_seed_batch(
             payload.sequence
         ));
     }
-    let valid = trusted
-        .iter()
-        .any(|k| k.verify_sha256_any_encoding(&payload_bytes, &sig));
+    let valid = trusted.iter().any(|k| k.verify_sha256_any_encoding(&payload_bytes, &sig));
     let signature = if valid {
         SignatureStatus::Valid
     } else {

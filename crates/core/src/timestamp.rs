@@ -1,8 +1,9 @@
 //! Timestamps: signed 64-bit nanoseconds since the Unix epoch (1677-09-21 .. 2262-04-11), written
 //! as RFC 3339 in UTC with exactly nine fractional digits so that every instant has one spelling.
-
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
+//!
+//! Parsing and formatting are done here rather than by a date library because they run once per
+//! record on the signing hot path; the calendar arithmetic is the proleptic Gregorian
+//! days-from-civil algorithm.
 
 /// Nanoseconds since 1970-01-01T00:00:00Z.
 pub type UnixNanos = i64;
@@ -15,29 +16,149 @@ pub enum TimestampError {
     OutOfRange(String),
 }
 
-/// Parses an RFC 3339 timestamp with any offset.
+const NANOS_PER_SEC: i128 = 1_000_000_000;
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date `days` after 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// Parses an RFC 3339 `date-time` (`T` or `t`, `Z`, `z` or a numeric offset; fractions beyond
+/// nanoseconds are truncated). Leap seconds (`:60`) have no Unix time and are refused.
 pub fn parse_rfc3339(text: &str) -> Result<UnixNanos, TimestampError> {
-    let parsed = OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|_| TimestampError::NotRfc3339(text.to_string()))?;
-    UnixNanos::try_from(parsed.unix_timestamp_nanos())
-        .map_err(|_| TimestampError::OutOfRange(text.to_string()))
+    let bad = || TimestampError::NotRfc3339(text.to_string());
+    let b = text.as_bytes();
+    let digits = |at: usize, n: usize| -> Result<u32, TimestampError> {
+        let part = b.get(at..at + n).ok_or_else(bad)?;
+        part.iter().try_fold(0u32, |acc, &d| {
+            if d.is_ascii_digit() {
+                Ok(acc * 10 + u32::from(d - b'0'))
+            } else {
+                Err(bad())
+            }
+        })
+    };
+    let expect = |at: usize, options: &[u8]| {
+        if b.get(at).is_some_and(|c| options.contains(c)) {
+            Ok(())
+        } else {
+            Err(bad())
+        }
+    };
+    let year = i64::from(digits(0, 4)?);
+    expect(4, b"-")?;
+    let month = digits(5, 2)?;
+    expect(7, b"-")?;
+    let day = digits(8, 2)?;
+    expect(10, b"Tt")?;
+    let hour = digits(11, 2)?;
+    expect(13, b":")?;
+    let minute = digits(14, 2)?;
+    expect(16, b":")?;
+    let second = digits(17, 2)?;
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return Err(bad());
+    }
+    let mut at = 19;
+    let mut fraction: i128 = 0;
+    if b.get(at) == Some(&b'.') {
+        at += 1;
+        let start = at;
+        while b.get(at).is_some_and(u8::is_ascii_digit) {
+            if at - start < 9 {
+                fraction = fraction * 10 + i128::from(b[at] - b'0');
+            }
+            at += 1;
+        }
+        if at == start {
+            return Err(bad());
+        }
+        for _ in (at - start)..9 {
+            fraction *= 10;
+        }
+    }
+    let offset_seconds: i64 = match b.get(at) {
+        Some(b'Z' | b'z') => {
+            at += 1;
+            0
+        }
+        Some(&sign @ (b'+' | b'-')) => {
+            let oh = digits(at + 1, 2)?;
+            expect(at + 3, b":")?;
+            let om = digits(at + 4, 2)?;
+            if oh > 23 || om > 59 {
+                return Err(bad());
+            }
+            at += 6;
+            let s = i64::from(oh * 3600 + om * 60);
+            if sign == b'-' {
+                -s
+            } else {
+                s
+            }
+        }
+        _ => return Err(bad()),
+    };
+    if at != b.len() {
+        return Err(bad());
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second)
+        - offset_seconds;
+    let nanos = i128::from(seconds) * NANOS_PER_SEC + fraction;
+    UnixNanos::try_from(nanos).map_err(|_| TimestampError::OutOfRange(text.to_string()))
 }
 
 /// Appends the canonical spelling, e.g. `2026-12-02T16:37:38.500000000Z`.
 pub fn write_rfc3339(nanos: UnixNanos, out: &mut Vec<u8>) {
-    // Every i64 of nanoseconds is a valid OffsetDateTime, so this cannot fail.
-    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    write_padded(out, t.year().unsigned_abs(), 4);
-    let fields = [
-        (b'-', u32::from(u8::from(t.month())), 2),
-        (b'-', u32::from(t.day()), 2),
-        (b'T', u32::from(t.hour()), 2),
-        (b':', u32::from(t.minute()), 2),
-        (b':', u32::from(t.second()), 2),
-        (b'.', t.nanosecond(), 9),
-    ];
-    for (separator, value, width) in fields {
+    let seconds = nanos.div_euclid(NANOS_PER_SEC as i64);
+    let fraction = nanos.rem_euclid(NANOS_PER_SEC as i64) as u32;
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    let of_day = seconds.rem_euclid(86_400) as u32;
+    // i64 nanoseconds span years 1677..2262: always four digits.
+    write_padded(out, year as u32, 4);
+    for (separator, value, width) in [
+        (b'-', month, 2),
+        (b'-', day, 2),
+        (b'T', of_day / 3600, 2),
+        (b':', of_day / 60 % 60, 2),
+        (b':', of_day % 60, 2),
+        (b'.', fraction, 9),
+    ] {
         out.push(separator);
         write_padded(out, value, width);
     }
@@ -64,6 +185,7 @@ pub fn format_rfc3339(nanos: UnixNanos) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn round_trips_and_normalises_offsets() {
@@ -73,21 +195,41 @@ mod tests {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
         assert_eq!(format_rfc3339(i64::MAX), "2262-04-11T23:47:16.854775807Z");
+        assert_eq!(format_rfc3339(i64::MIN), "1677-09-21T00:12:43.145224192Z");
+        assert_eq!(parse_rfc3339("2000-02-29t00:00:00.1234567899z").unwrap(), 951_782_400_123_456_789);
+        assert_eq!(parse_rfc3339("1969-12-31T19:00:00-05:00").unwrap(), 0);
     }
 
     #[test]
     fn rejects_junk_and_out_of_range() {
-        assert!(matches!(
-            parse_rfc3339("yesterday"),
-            Err(TimestampError::NotRfc3339(_))
-        ));
-        assert!(matches!(
-            parse_rfc3339("2026-12-02"),
-            Err(TimestampError::NotRfc3339(_))
-        ));
-        assert!(matches!(
-            parse_rfc3339("2300-01-01T00:00:00Z"),
-            Err(TimestampError::OutOfRange(_))
-        ));
+        for junk in [
+            "yesterday",
+            "2026-12-02",
+            "2026-12-02T16:37:38",
+            "2026-13-01T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-12-02T24:00:00Z",
+            "2026-12-02T16:37:60Z",
+            "2026-12-02T16:37:38.Z",
+            "2026-12-02T16:37:38Z ",
+            "2026-12-02 16:37:38Z",
+            "2026-12-02T16:37:38+0100",
+            "٢٠٢٦-12-02T16:37:38Z",
+        ] {
+            assert!(matches!(parse_rfc3339(junk), Err(TimestampError::NotRfc3339(_))), "{junk}");
+        }
+        assert!(matches!(parse_rfc3339("2300-01-01T00:00:00Z"), Err(TimestampError::OutOfRange(_))));
+    }
+
+    proptest! {
+        /// Agrees with the `time` crate's RFC 3339 formatting on every instant.
+        #[test]
+        fn matches_an_independent_calendar(nanos in any::<i64>()) {
+            let reference = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).unwrap();
+            let ours = format_rfc3339(nanos);
+            let theirs = time::OffsetDateTime::parse(&ours, &time::format_description::well_known::Rfc3339).unwrap();
+            prop_assert_eq!(theirs, reference);
+            prop_assert_eq!(parse_rfc3339(&ours).unwrap(), nanos);
+        }
     }
 }

@@ -141,10 +141,8 @@ impl Verifier {
             Ok(fields) => fields,
             Err(e) => return self.push_malformed(origin, &format!("not a batch line: {e}")),
         };
-        let teelog = fields.v.is_some()
-            || fields.header.is_some()
-            || fields.sig.is_some()
-            || fields.records.is_some();
+        let teelog =
+            fields.v.is_some() || fields.header.is_some() || fields.sig.is_some() || fields.records.is_some();
         let seed = fields.seed_sequence.is_some()
             || fields.seed_payload.is_some()
             || fields.seed_signature.is_some()
@@ -160,16 +158,11 @@ impl Verifier {
         let (Some(v), Some(header), Some(sig), Some(records)) =
             (fields.v, fields.header, fields.sig, fields.records)
         else {
-            return self.push_malformed(
-                origin,
-                "a teelog batch needs \"v\", \"header\", \"sig\" and \"records\"",
-            );
+            return self
+                .push_malformed(origin, "a teelog batch needs \"v\", \"header\", \"sig\" and \"records\"");
         };
         if v != crate::batch::FORMAT_VERSION {
-            return self.push_malformed(
-                origin,
-                &format!("batch format version {v} is not supported"),
-            );
+            return self.push_malformed(origin, &format!("batch format version {v} is not supported"));
         }
         let batch = match ParsedBatch::from_parts(header, &sig, records) {
             Ok(batch) => batch,
@@ -203,23 +196,14 @@ impl Verifier {
         };
         match batch.signature_status(&self.options.trusted_keys) {
             SignatureStatus::Invalid(why) => {
-                self.findings
-                    .push(finding(FindingKind::InvalidSignature, None, why));
+                self.findings.push(finding(FindingKind::InvalidSignature, None, why));
                 self.epochs.entry(key).or_default().untrusted.insert(h.seq);
                 return;
             }
             SignatureStatus::Valid => {}
         }
-        if let RecordsStatus::Tampered {
-            record_index,
-            detail,
-        } = &records_status
-        {
-            self.findings.push(finding(
-                FindingKind::RecordTampered,
-                *record_index,
-                detail.clone(),
-            ));
+        if let RecordsStatus::Tampered { record_index, detail } = &records_status {
+            self.findings.push(finding(FindingKind::RecordTampered, *record_index, detail.clone()));
         } else {
             self.records += h.count;
         }
@@ -229,49 +213,30 @@ impl Verifier {
                     "signed by code measured {}, expected {expected}",
                     h.measurement.as_deref().unwrap_or("(none)")
                 );
-                self.findings
-                    .push(finding(FindingKind::UnexpectedMeasurement, None, detail));
+                self.findings.push(finding(FindingKind::UnexpectedMeasurement, None, detail));
             }
         }
-        let slot = Slot {
-            header_hash: batch.header_hash,
-            prev: h.prev.clone(),
-            origin: origin.to_string(),
-        };
-        let slots = self
-            .epochs
-            .entry(key)
-            .or_default()
-            .slots
-            .entry(h.seq)
-            .or_default();
+        let slot = Slot { header_hash: batch.header_hash, prev: h.prev.clone(), origin: origin.to_string() };
+        let slots = self.epochs.entry(key).or_default().slots.entry(h.seq).or_default();
         if !slots.iter().any(|s| s.header_hash == slot.header_hash) {
             slots.push(slot);
         }
     }
 
     fn push_seed(&mut self, origin: Origin<'_>, fields: LineFields<'_>) {
-        let (Some(sequence), Some(payload), Some(sig), Some(thumbprint)) = (
-            fields.seed_sequence,
-            fields.seed_payload,
-            fields.seed_signature,
-            fields.seed_thumbprint,
-        ) else {
+        let (Some(sequence), Some(payload), Some(sig), Some(thumbprint)) =
+            (fields.seed_sequence, fields.seed_payload, fields.seed_signature, fields.seed_thumbprint)
+        else {
             return self.push_malformed(
                 origin,
                 "a SignedLogBatch needs Sequence, PayloadBase64, SignatureBase64 and AttestationCertThumbprint",
             );
         };
-        let checked = match check_seed_batch(
-            sequence,
-            &payload,
-            &sig,
-            &thumbprint,
-            &self.options.trusted_keys,
-        ) {
-            Ok(checked) => checked,
-            Err(detail) => return self.push_malformed(origin, &detail),
-        };
+        let checked =
+            match check_seed_batch(sequence, &payload, &sig, &thumbprint, &self.options.trusted_keys) {
+                Ok(checked) => checked,
+                Err(detail) => return self.push_malformed(origin, &detail),
+            };
         if !self.seen.insert(checked.identity) {
             self.duplicates += 1;
             return;
@@ -289,32 +254,22 @@ impl Verifier {
         let epoch = self.epochs.entry(key).or_default();
         epoch.seed = true;
         if let SignatureStatus::Invalid(why) = &checked.signature {
-            self.findings
-                .push(finding(FindingKind::InvalidSignature, why.clone()));
+            self.findings.push(finding(FindingKind::InvalidSignature, why.clone()));
             epoch.untrusted.insert(checked.sequence);
             return;
         }
         if let RecordsStatus::Tampered { detail, .. } = &checked.records {
-            self.findings
-                .push(finding(FindingKind::RecordTampered, detail.clone()));
+            self.findings.push(finding(FindingKind::RecordTampered, detail.clone()));
         } else {
             self.records += checked.record_count;
         }
         if let Some(expected) = &self.options.expect_measurement {
             if !checked.measurement.eq_ignore_ascii_case(expected) {
-                let detail = format!(
-                    "tee_measurement is {}, expected {expected}",
-                    checked.measurement
-                );
-                self.findings
-                    .push(finding(FindingKind::UnexpectedMeasurement, detail));
+                let detail = format!("tee_measurement is {}, expected {expected}", checked.measurement);
+                self.findings.push(finding(FindingKind::UnexpectedMeasurement, detail));
             }
         }
-        let slot = Slot {
-            header_hash: checked.payload_hash,
-            prev: None,
-            origin: origin.to_string(),
-        };
+        let slot = Slot { header_hash: checked.payload_hash, prev: None, origin: origin.to_string() };
         let slots = epoch.slots.entry(checked.sequence).or_default();
         if !slots.iter().any(|s| s.header_hash == slot.header_hash) {
             slots.push(slot);
@@ -332,9 +287,8 @@ impl Verifier {
             check_stream(stream, &epochs, &mut chain_findings);
         }
         self.findings.extend(chain_findings);
-        self.findings.sort_by(|a, b| {
-            (&a.stream, &a.epoch, a.seq, a.kind).cmp(&(&b.stream, &b.epoch, b.seq, b.kind))
-        });
+        self.findings
+            .sort_by(|a, b| (&a.stream, &a.epoch, a.seq, a.kind).cmp(&(&b.stream, &b.epoch, b.seq, b.kind)));
         Report {
             ok: self.findings.is_empty(),
             batches: self.batches,
@@ -391,17 +345,10 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
         }
 
         // Gaps: every seq from 1 to the highest one seen must be present.
-        let highest = state
-            .slots
-            .keys()
-            .chain(&state.untrusted)
-            .max()
-            .copied()
-            .unwrap_or(0);
+        let highest = state.slots.keys().chain(&state.untrusted).max().copied().unwrap_or(0);
         let mut missing_from = None;
         for seq in 1..=highest.saturating_add(1) {
-            let present =
-                seq > highest || state.slots.contains_key(&seq) || state.untrusted.contains(&seq);
+            let present = seq > highest || state.slots.contains_key(&seq) || state.untrusted.contains(&seq);
             match (present, missing_from) {
                 (false, None) => missing_from = Some(seq),
                 (true, Some(first)) => {
@@ -410,12 +357,7 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
                     } else {
                         format!("batches {first} to {} are", seq - 1)
                     };
-                    out.push(finding(
-                        FindingKind::SequenceGap,
-                        epoch,
-                        first,
-                        format!("{range} missing"),
-                    ));
+                    out.push(finding(FindingKind::SequenceGap, epoch, first, format!("{range} missing")));
                     missing_from = None;
                 }
                 _ => {}

@@ -40,10 +40,7 @@ pub enum IdentityError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| IdentityError::Io { path: path.to_path_buf(), source }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,11 +64,7 @@ pub struct SoftwareIdentity {
 
 impl SoftwareIdentity {
     /// Creates a new identity in `dir` (which must not hold one) and returns its public key.
-    pub fn create(
-        dir: &Path,
-        alg: SigAlg,
-        measurement: Option<&str>,
-    ) -> Result<PublicKey, IdentityError> {
+    pub fn create(dir: &Path, alg: SigAlg, measurement: Option<&str>) -> Result<PublicKey, IdentityError> {
         let meta_path = dir.join(META_FILE);
         if meta_path.exists() {
             return Err(IdentityError::Exists(dir.to_path_buf()));
@@ -79,20 +72,13 @@ impl SoftwareIdentity {
         let measurement = measurement
             .map(normalize_measurement)
             .transpose()
-            .map_err(|e| IdentityError::Invalid {
-                path: dir.to_path_buf(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| IdentityError::Invalid { path: dir.to_path_buf(), detail: e.to_string() })?;
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let key_path = dir.join(PRIVATE_KEY_FILE);
-        let pkcs8 = SoftwareKey::generate_pkcs8(alg).map_err(|source| IdentityError::Key {
-            path: key_path.clone(),
-            source,
-        })?;
-        let key = SoftwareKey::from_pkcs8(alg, &pkcs8).map_err(|source| IdentityError::Key {
-            path: key_path.clone(),
-            source,
-        })?;
+        let pkcs8 = SoftwareKey::generate_pkcs8(alg)
+            .map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
+        let key = SoftwareKey::from_pkcs8(alg, &pkcs8)
+            .map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -120,10 +106,8 @@ impl SoftwareIdentity {
     pub fn load(dir: &Path) -> Result<Self, IdentityError> {
         let meta_path = dir.join(META_FILE);
         let text = fs::read(&meta_path).map_err(io_err(&meta_path))?;
-        let meta: Meta = serde_json::from_slice(&text).map_err(|e| IdentityError::Invalid {
-            path: meta_path.clone(),
-            detail: e.to_string(),
-        })?;
+        let meta: Meta = serde_json::from_slice(&text)
+            .map_err(|e| IdentityError::Invalid { path: meta_path.clone(), detail: e.to_string() })?;
         if meta.kind != "software" {
             return Err(IdentityError::Invalid {
                 path: meta_path,
@@ -132,25 +116,15 @@ impl SoftwareIdentity {
         }
         let key_path = dir.join(PRIVATE_KEY_FILE);
         let pem = fs::read(&key_path).map_err(io_err(&key_path))?;
-        let key = SoftwareKey::from_pkcs8_pem(&pem).map_err(|source| IdentityError::Key {
-            path: key_path.clone(),
-            source,
-        })?;
+        let key = SoftwareKey::from_pkcs8_pem(&pem)
+            .map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
         if key.public().id_hex() != meta.key_id || key.public().alg().name() != meta.alg {
             return Err(IdentityError::Invalid {
                 path: key_path,
-                detail: format!(
-                    "this key does not match {META_FILE} (key id {})",
-                    meta.key_id
-                ),
+                detail: format!("this key does not match {META_FILE} (key id {})", meta.key_id),
             });
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            key,
-            measurement: meta.measurement,
-            _lock: None,
-        })
+        Ok(Self { dir: dir.to_path_buf(), key, measurement: meta.measurement, _lock: None })
     }
 
     /// Loads an identity and takes its lock for as long as the value lives.
@@ -165,10 +139,7 @@ impl SoftwareIdentity {
             .map_err(io_err(&lock_path))?;
         lock.try_lock().map_err(|e| match e {
             fs::TryLockError::WouldBlock => IdentityError::Locked(dir.to_path_buf()),
-            fs::TryLockError::Error(source) => IdentityError::Io {
-                path: lock_path.clone(),
-                source,
-            },
+            fs::TryLockError::Error(source) => IdentityError::Io { path: lock_path.clone(), source },
         })?;
         identity._lock = Some(lock);
         Ok(identity)
@@ -182,14 +153,9 @@ impl SoftwareIdentity {
     pub fn load_state(&self, stream: &str) -> Result<Option<ChainHead>, IdentityError> {
         let path = state_path(&self.dir, stream);
         match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| IdentityError::Invalid {
-                        path,
-                        detail: e.to_string(),
-                    })
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| IdentityError::Invalid { path, detail: e.to_string() }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(IdentityError::Io { path, source }),
         }
@@ -215,9 +181,7 @@ impl HeaderSigner for SoftwareIdentity {
         None
     }
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SealError> {
-        self.key
-            .sign(message)
-            .map_err(|e| SealError::Signer(e.to_string()))
+        self.key.sign(message).map_err(|e| SealError::Signer(e.to_string()))
     }
 }
 
@@ -239,13 +203,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io_err(&tmp))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))?;
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(parent))
+    File::open(parent).and_then(|d| d.sync_all()).map_err(io_err(parent))
 }
 
 #[cfg(test)]
@@ -258,10 +218,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id_dir = dir.path().join("id");
         let public = SoftwareIdentity::create(&id_dir, SigAlg::Es384, Some("ABCD")).unwrap();
-        let mode = fs::metadata(id_dir.join(PRIVATE_KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = fs::metadata(id_dir.join(PRIVATE_KEY_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(matches!(
             SoftwareIdentity::create(&id_dir, SigAlg::Es256, None),
@@ -271,10 +228,7 @@ mod tests {
         let identity = SoftwareIdentity::load_exclusive(&id_dir).unwrap();
         assert_eq!(identity.public_key(), &public);
         assert_eq!(identity.measurement(), Some("abcd"));
-        assert!(matches!(
-            SoftwareIdentity::load_exclusive(&id_dir),
-            Err(IdentityError::Locked(_))
-        ));
+        assert!(matches!(SoftwareIdentity::load_exclusive(&id_dir), Err(IdentityError::Locked(_))));
 
         assert_eq!(identity.load_state("a/b:c").unwrap(), None);
         let head = ChainHead {
@@ -292,13 +246,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         SoftwareIdentity::create(dir.path(), SigAlg::Es256, None).unwrap();
         fs::write(dir.path().join(PRIVATE_KEY_FILE), "not a key").unwrap();
-        let err = SoftwareIdentity::load(dir.path())
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("private-key.pem") && err.contains("no PRIVATE KEY PEM block"),
-            "{err}"
-        );
+        let err = SoftwareIdentity::load(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("private-key.pem") && err.contains("no PRIVATE KEY PEM block"), "{err}");
     }
 }

@@ -30,10 +30,7 @@ pub enum StoreError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -43,9 +40,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
-        }
+        Self { segment_bytes: DEFAULT_SEGMENT_BYTES }
     }
 }
 
@@ -65,10 +60,7 @@ pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 }
 
 fn segment_index(name: &str) -> Option<u64> {
-    name.strip_prefix(SEGMENT_PREFIX)?
-        .strip_suffix(SEGMENT_SUFFIX)?
-        .parse()
-        .ok()
+    name.strip_prefix(SEGMENT_PREFIX)?.strip_suffix(SEGMENT_SUFFIX)?.parse().ok()
 }
 
 fn segment_path(dir: &Path, index: u64) -> PathBuf {
@@ -98,16 +90,11 @@ impl Store {
             .map_err(io_err(&lock_path))?;
         lock.try_lock().map_err(|e| match e {
             fs::TryLockError::WouldBlock => StoreError::Locked(dir.to_path_buf()),
-            fs::TryLockError::Error(source) => StoreError::Io {
-                path: lock_path.clone(),
-                source,
-            },
+            fs::TryLockError::Error(source) => StoreError::Io { path: lock_path.clone(), source },
         })?;
 
         let existing = segments(dir)?;
-        let last = existing
-            .last()
-            .and_then(|p| Some((segment_index(p.file_name()?.to_str()?)?, p.clone())));
+        let last = existing.last().and_then(|p| Some((segment_index(p.file_name()?.to_str()?)?, p.clone())));
         let (index, reuse) = match last {
             None => (1, false),
             Some((index, path)) => {
@@ -122,15 +109,7 @@ impl Store {
         let path = segment_path(dir, index);
         let segment = open_segment(dir, &path, !reuse)?;
         let len = segment.metadata().map_err(io_err(&path))?.len();
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            options,
-            segment,
-            segment_path: path,
-            index,
-            len,
-            _lock: lock,
-        })
+        Ok(Self { dir: dir.to_path_buf(), options, segment, segment_path: path, index, len, _lock: lock })
     }
 
     pub fn dir(&self) -> &Path {
@@ -145,25 +124,14 @@ impl Store {
         if self.len > 0 && self.len + line.len() as u64 > self.options.segment_bytes {
             self.rotate()?;
         }
-        let result = self
-            .segment
-            .write_all(line)
-            .and_then(|()| self.segment.sync_data());
+        let result = self.segment.write_all(line).and_then(|()| self.segment.sync_data());
         if let Err(source) = result {
             // Cut back to the last whole line so that the next append starts clean; if even
             // that fails, move on to a new segment and leave the partial line as evidence.
-            if self
-                .segment
-                .set_len(self.len)
-                .and_then(|()| self.segment.sync_data())
-                .is_err()
-            {
+            if self.segment.set_len(self.len).and_then(|()| self.segment.sync_data()).is_err() {
                 self.rotate()?;
             }
-            return Err(StoreError::Io {
-                path: self.segment_path.clone(),
-                source,
-            });
+            return Err(StoreError::Io { path: self.segment_path.clone(), source });
         }
         self.len += line.len() as u64;
         Ok(())
@@ -179,16 +147,10 @@ impl Store {
 }
 
 fn open_segment(dir: &Path, path: &Path, new: bool) -> Result<File, StoreError> {
-    let file = OpenOptions::new()
-        .append(true)
-        .create(new)
-        .open(path)
-        .map_err(io_err(path))?;
+    let file = OpenOptions::new().append(true).create(new).open(path).map_err(io_err(path))?;
     if new {
         // Make the new directory entry durable too.
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
     }
     Ok(file)
 }
@@ -210,11 +172,7 @@ mod tests {
     use super::*;
 
     fn read(dir: &Path) -> Vec<String> {
-        segments(dir)
-            .unwrap()
-            .iter()
-            .map(|p| fs::read_to_string(p).unwrap())
-            .collect()
+        segments(dir).unwrap().iter().map(|p| fs::read_to_string(p).unwrap()).collect()
     }
 
     #[test]
@@ -225,10 +183,7 @@ mod tests {
         store.append(b"bbbb\n").unwrap();
         store.append(b"cccc\n").unwrap();
         assert!(matches!(store.append(b"x"), Err(StoreError::NotOneLine)));
-        assert!(matches!(
-            store.append(b"x\ny\n"),
-            Err(StoreError::NotOneLine)
-        ));
+        assert!(matches!(store.append(b"x\ny\n"), Err(StoreError::NotOneLine)));
         drop(store);
         let mut store = Store::open(dir.path(), StoreOptions { segment_bytes: 10 }).unwrap();
         store.append(b"dddd\n").unwrap();
@@ -242,12 +197,7 @@ mod tests {
         store.append(b"whole\n").unwrap();
         drop(store);
         let first = segments(dir.path()).unwrap().remove(0);
-        OpenOptions::new()
-            .append(true)
-            .open(&first)
-            .unwrap()
-            .write_all(b"{\"tor")
-            .unwrap();
+        OpenOptions::new().append(true).open(&first).unwrap().write_all(b"{\"tor").unwrap();
         let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         store.append(b"after\n").unwrap();
         assert_eq!(read(dir.path()), ["whole\n{\"tor", "after\n"]);
@@ -257,9 +207,6 @@ mod tests {
     fn one_writer_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let _first = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        assert!(matches!(
-            Store::open(dir.path(), StoreOptions::default()),
-            Err(StoreError::Locked(_))
-        ));
+        assert!(matches!(Store::open(dir.path(), StoreOptions::default()), Err(StoreError::Locked(_))));
     }
 }

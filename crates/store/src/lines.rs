@@ -22,21 +22,14 @@ pub struct LineReader<R> {
 
 impl<R: BufRead> LineReader<R> {
     pub fn new(inner: R, max_line_bytes: usize) -> Self {
-        Self {
-            inner,
-            max_line_bytes,
-            line_no: 0,
-            buf: Vec::new(),
-        }
+        Self { inner, max_line_bytes, line_no: 0, buf: Vec::new() }
     }
 
     /// The next line and its 1-based number, or `None` at the end of the input.
     pub fn next_line(&mut self) -> io::Result<Option<(u64, Line<'_>)>> {
         self.buf.clear();
         let limit = self.max_line_bytes as u64 + 1;
-        let n = (&mut self.inner)
-            .take(limit)
-            .read_until(b'\n', &mut self.buf)?;
+        let n = (&mut self.inner).take(limit).read_until(b'\n', &mut self.buf)?;
         if n == 0 {
             return Ok(None);
         }
@@ -61,30 +54,18 @@ mod tests {
     fn complete_too_long_and_unterminated_lines() {
         let input: &[u8] = b"ab\n0123456789\n\ncd\nlast";
         let mut reader = LineReader::new(input, 4);
-        assert_eq!(
-            reader.next_line().unwrap(),
-            Some((1, Line::Complete(b"ab")))
-        );
+        assert_eq!(reader.next_line().unwrap(), Some((1, Line::Complete(b"ab"))));
         assert_eq!(reader.next_line().unwrap(), Some((2, Line::TooLong)));
         assert_eq!(reader.next_line().unwrap(), Some((3, Line::Complete(b""))));
-        assert_eq!(
-            reader.next_line().unwrap(),
-            Some((4, Line::Complete(b"cd")))
-        );
-        assert_eq!(
-            reader.next_line().unwrap(),
-            Some((5, Line::Unterminated(b"last")))
-        );
+        assert_eq!(reader.next_line().unwrap(), Some((4, Line::Complete(b"cd"))));
+        assert_eq!(reader.next_line().unwrap(), Some((5, Line::Unterminated(b"last"))));
         assert_eq!(reader.next_line().unwrap(), None);
     }
 
     #[test]
     fn a_line_of_exactly_the_limit_is_accepted() {
         let mut reader = LineReader::new(&b"abcd\nabcde\n"[..], 4);
-        assert_eq!(
-            reader.next_line().unwrap(),
-            Some((1, Line::Complete(b"abcd")))
-        );
+        assert_eq!(reader.next_line().unwrap(), Some((1, Line::Complete(b"abcd"))));
         assert_eq!(reader.next_line().unwrap(), Some((2, Line::TooLong)));
     }
 }
