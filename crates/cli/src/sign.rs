@@ -166,8 +166,11 @@ pub fn sign_from(args: &SignArgs, input: impl BufRead, input_name: &str) -> anyh
     let identity = SoftwareIdentity::load_exclusive(&args.identity)?;
     let sink = Sink::open(args)?;
     let saved = identity.load_state(&args.stream)?;
-    let found =
-        sink.signed_headers(&args.stream, identity.public_key(), saved.as_ref().map(|s| s.epoch.as_str()))?;
+    let found = sink.signed_headers(
+        &args.stream,
+        identity.signer().public_key(),
+        saved.as_ref().map(|s| s.epoch.as_str()),
+    )?;
     let head = ChainHead::resume(&args.stream, saved, found);
     let mut signer = StreamSigner {
         identity,
@@ -217,7 +220,7 @@ impl StreamSigner {
 
     fn seal(&mut self) -> anyhow::Result<()> {
         self.line.clear();
-        let sealed = self.builder.seal(&mut self.head, &self.identity, now(), &mut self.line)?;
+        let sealed = self.builder.seal(&mut self.head, self.identity.signer(), now(), &mut self.line)?;
         if !self.sink.is_readable() {
             // The next run cannot look at this output, so the state goes first: a crash in
             // between costs a reported gap, never a seq signed twice.

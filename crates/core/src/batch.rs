@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::canon::{canonicalize, Canonicalizer};
-use crate::crypto::{PublicKey, SigAlg};
+use crate::crypto::{PublicKey, SigAlg, SoftwareKey};
 use crate::merkle::{leaf_hash, sha256, Digest, MerkleBuilder};
 use crate::record::{canonicalize_record, RecordError};
 use crate::timestamp::{format_rfc3339, parse_rfc3339, UnixNanos};
@@ -172,6 +172,34 @@ pub trait HeaderSigner {
     fn attestation(&self) -> Option<&str>;
     /// An r || s signature over `message`.
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SealError>;
+}
+
+/// A signer whose key is in process memory: a software identity, or a test key.
+pub struct SoftwareSigner {
+    key: SoftwareKey,
+    measurement: Option<String>,
+}
+
+impl SoftwareSigner {
+    /// `measurement` must already be normalised (see [`normalize_measurement`]).
+    pub fn new(key: SoftwareKey, measurement: Option<String>) -> Self {
+        Self { key, measurement }
+    }
+}
+
+impl HeaderSigner for SoftwareSigner {
+    fn public_key(&self) -> &PublicKey {
+        self.key.public()
+    }
+    fn measurement(&self) -> Option<&str> {
+        self.measurement.as_deref()
+    }
+    fn attestation(&self) -> Option<&str> {
+        None
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.key.sign(message).map_err(|e| SealError::Signer(e.to_string()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

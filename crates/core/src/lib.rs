@@ -12,6 +12,6 @@ mod seed;
 pub mod timestamp;
 pub mod verify;
 
-pub use batch::{BatchBuilder, ChainHead, Header, HeaderSigner, SealError, Sealed};
+pub use batch::{BatchBuilder, ChainHead, Header, HeaderSigner, SealError, Sealed, SoftwareSigner};
 pub use crypto::{KeyError, PublicKey, SigAlg, SoftwareKey};
 pub use verify::{Finding, FindingKind, Origin, Report, Verifier, VerifyOptions};

@@ -15,9 +15,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use teelog_core::batch::{normalize_measurement, SealError};
+use teelog_core::batch::{normalize_measurement, SoftwareSigner};
 use teelog_core::crypto::pem_encode;
-use teelog_core::{ChainHead, HeaderSigner, KeyError, PublicKey, SigAlg, SoftwareKey};
+use teelog_core::{ChainHead, KeyError, PublicKey, SigAlg, SoftwareKey};
 
 const META_FILE: &str = "identity.json";
 const PRIVATE_KEY_FILE: &str = "private-key.pem";
@@ -57,8 +57,7 @@ struct Meta {
 /// hardware-bound identities implement the same `HeaderSigner`.
 pub struct SoftwareIdentity {
     dir: PathBuf,
-    key: SoftwareKey,
-    measurement: Option<String>,
+    signer: SoftwareSigner,
     _lock: Option<File>,
 }
 
@@ -124,7 +123,7 @@ impl SoftwareIdentity {
                 detail: format!("this key does not match {META_FILE} (key id {})", meta.key_id),
             });
         }
-        Ok(Self { dir: dir.to_path_buf(), key, measurement: meta.measurement, _lock: None })
+        Ok(Self { dir: dir.to_path_buf(), signer: SoftwareSigner::new(key, meta.measurement), _lock: None })
     }
 
     /// Loads an identity and takes its lock for as long as the value lives.
@@ -149,6 +148,10 @@ impl SoftwareIdentity {
         &self.dir
     }
 
+    pub fn signer(&self) -> &SoftwareSigner {
+        &self.signer
+    }
+
     /// The chain state of `stream`, if this identity has signed it before.
     pub fn load_state(&self, stream: &str) -> Result<Option<ChainHead>, IdentityError> {
         let path = state_path(&self.dir, stream);
@@ -167,21 +170,6 @@ impl SoftwareIdentity {
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let json = serde_json::to_vec(head).unwrap_or_default();
         write_atomic(&state_path(&self.dir, &head.stream), &json)
-    }
-}
-
-impl HeaderSigner for SoftwareIdentity {
-    fn public_key(&self) -> &PublicKey {
-        self.key.public()
-    }
-    fn measurement(&self) -> Option<&str> {
-        self.measurement.as_deref()
-    }
-    fn attestation(&self) -> Option<&str> {
-        None
-    }
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SealError> {
-        self.key.sign(message).map_err(|e| SealError::Signer(e.to_string()))
     }
 }
 
@@ -212,6 +200,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use teelog_core::HeaderSigner;
 
     #[test]
     fn create_load_and_state_round_trip() {
@@ -226,8 +215,8 @@ mod tests {
         ));
 
         let identity = SoftwareIdentity::load_exclusive(&id_dir).unwrap();
-        assert_eq!(identity.public_key(), &public);
-        assert_eq!(identity.measurement(), Some("abcd"));
+        assert_eq!(identity.signer().public_key(), &public);
+        assert_eq!(identity.signer().measurement(), Some("abcd"));
         assert!(matches!(SoftwareIdentity::load_exclusive(&id_dir), Err(IdentityError::Locked(_))));
 
         assert_eq!(identity.load_state("a/b:c").unwrap(), None);
