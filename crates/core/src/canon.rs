@@ -145,8 +145,8 @@ impl Canonicalizer {
             Some(b'"') => {
                 let start = p.pos;
                 match p.string(&mut self.scratch)? {
-                    None => out.extend_from_slice(&p.input[start..p.pos]),
-                    Some(()) => write_string(&self.scratch, out),
+                    Scanned::Plain => out.extend_from_slice(&p.input[start..p.pos]),
+                    Scanned::Decoded => write_string(&self.scratch, out),
                 }
                 Ok(())
             }
@@ -252,11 +252,11 @@ impl Canonicalizer {
             let raw_start = p.pos;
             let start = level.buf.len();
             let key = match p.string(&mut self.scratch)? {
-                None => {
+                Scanned::Plain => {
                     level.buf.extend_from_slice(&p.input[raw_start..p.pos]);
                     Key::Input(raw_start + 1, p.pos - 1)
                 }
-                Some(()) => {
+                Scanned::Decoded => {
                     write_string(&self.scratch, &mut level.buf);
                     let a = level.arena.len();
                     level.arena.push_str(&self.scratch);
@@ -303,8 +303,8 @@ impl Canonicalizer {
             Some(b'"') => {
                 let start = p.pos;
                 let text = match p.string(&mut self.scratch)? {
-                    None => std::str::from_utf8(&p.input[start + 1..p.pos - 1]).unwrap_or_default(),
-                    Some(()) => self.scratch.as_str(),
+                    Scanned::Plain => std::str::from_utf8(&p.input[start + 1..p.pos - 1]).unwrap_or_default(),
+                    Scanned::Decoded => self.scratch.as_str(),
                 };
                 let nanos =
                     parse_rfc3339(text).map_err(|e| CanonError::Record(format!("field \"ts\": {e}")))?;
@@ -383,6 +383,11 @@ pub fn canonicalize(input: &[u8], out: &mut Vec<u8>) -> Result<(), CanonError> {
     Canonicalizer::new().canonicalize(input, out)
 }
 
+enum Scanned {
+    Plain,
+    Decoded,
+}
+
 struct Parser<'a> {
     input: &'a [u8],
     pos: usize,
@@ -415,34 +420,31 @@ impl Parser<'_> {
         }
     }
 
-    /// Scans a string starting at its opening quote. Returns `None` when it has no escapes (the
-    /// raw text, quotes included, is then already canonical), or `Some(())` with the decoded
-    /// value in `decoded`.
-    fn string(&mut self, decoded: &mut String) -> Result<Option<()>, CanonError> {
+    /// Scans a string starting at its opening quote. A string without escapes is `Plain`: its
+    /// raw text, quotes included, is already canonical. Otherwise its value is in `decoded`.
+    fn string(&mut self, decoded: &mut String) -> Result<Scanned, CanonError> {
         let open = self.pos;
         self.pos += 1;
         let plain = self.pos;
-        loop {
-            let rest = &self.input[self.pos..];
-            let Some(offset) = rest.iter().position(|&b| NEEDS_ESCAPE[usize::from(b)]) else {
-                return Err(syntax("unterminated string", open));
-            };
-            self.pos += offset;
-            match self.input[self.pos] {
-                b'"' => {
-                    self.pos += 1;
-                    return Ok(None);
-                }
-                b'\\' => break,
-                _ => return Err(syntax("control character in string", self.pos)),
+        let rest = &self.input[self.pos..];
+        let Some(offset) = rest.iter().position(|&b| NEEDS_ESCAPE[usize::from(b)]) else {
+            return Err(syntax("unterminated string", open));
+        };
+        self.pos += offset;
+        match self.input[self.pos] {
+            b'"' => {
+                self.pos += 1;
+                return Ok(Scanned::Plain);
             }
+            b'\\' => {}
+            _ => return Err(syntax("control character in string", self.pos)),
         }
         decoded.clear();
         decoded.push_str(std::str::from_utf8(&self.input[plain..self.pos]).unwrap_or_default());
         loop {
             match self.next() {
                 None => return Err(syntax("unterminated string", open)),
-                Some(b'"') => return Ok(Some(())),
+                Some(b'"') => return Ok(Scanned::Decoded),
                 Some(b'\\') => {
                     let at = self.pos - 1;
                     let c = match self.next() {
