@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use teelog_core::batch::normalize_measurement;
 use teelog_core::{Origin, PublicKey, Report, Verifier, VerifyOptions};
 use teelog_store::lines::{Line, LineReader};
 
@@ -22,7 +21,8 @@ pub struct VerifyArgs {
     /// Trusted signing key (SubjectPublicKeyInfo PEM); repeat for several.
     #[arg(long, required = true)]
     pub pubkey: Vec<PathBuf>,
-    /// The code measurement every batch must carry (hex).
+    /// The code measurement every batch must carry (hex; for seed-format batches, their
+    /// tee_measurement text).
     #[arg(long)]
     pub expect_measurement: Option<String>,
     /// Print one JSON object instead of text.
@@ -52,12 +52,11 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         let pem = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         trusted_keys.push(PublicKey::from_pem(&pem).with_context(|| format!("{}", path.display()))?);
     }
-    let expect_measurement = args
-        .expect_measurement
-        .as_deref()
-        .map(normalize_measurement)
-        .transpose()
-        .context("--expect-measurement")?;
+    // Hex for teelog headers (compared in lower case); any text for the seed's tee_measurement.
+    let expect_measurement = match args.expect_measurement.as_deref().map(str::trim) {
+        Some("") => bail!("--expect-measurement: give the measurement, in hex"),
+        other => other.map(str::to_ascii_lowercase),
+    };
     let mut verifier = Verifier::new(VerifyOptions { trusted_keys, expect_measurement });
 
     let mut sources: Vec<PathBuf> = args.files.clone();

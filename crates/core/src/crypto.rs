@@ -193,7 +193,7 @@ impl PublicKey {
 }
 
 /// Re-encodes r || s as the DER `SEQUENCE { INTEGER r, INTEGER s }`.
-fn p1363_to_der(sig: &[u8]) -> Vec<u8> {
+pub fn p1363_to_der(sig: &[u8]) -> Vec<u8> {
     let (r, s) = sig.split_at(sig.len() / 2);
     let integer = |v: &[u8]| {
         let v = &v[v.iter().position(|&b| b != 0).unwrap_or(v.len())..];

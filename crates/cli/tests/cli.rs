@@ -1,0 +1,410 @@
+//! The `teelog` binary end to end: exit codes, JSON output, error messages, stream continuation
+//! and crash recovery.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use base64::Engine;
+use serde_json::Value;
+use teelog_core::{SigAlg, SoftwareKey};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn teelog(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("teelog runs");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn records(range: std::ops::Range<u32>) -> Vec<u8> {
+    range
+        .map(|i| format!(r#"{{"ts":"2026-12-02T09:00:00.{i:03}Z","level":"info","message":"record {i}","attributes":{{"i":{i}}}}}"#) + "\n")
+        .collect::<String>()
+        .into_bytes()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    identity: PathBuf,
+    pubkey: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let identity = root.join("id");
+    let out = teelog(&["keygen", "--out", s(&identity), "--measurement", "ABCD01"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pubkey = identity.join("public-key.pem");
+    Fixture { _dir: dir, root, identity, pubkey }
+}
+
+fn verify_json(f: &Fixture, inputs: &[&str]) -> (i32, Value) {
+    let mut args = vec!["verify", "--pubkey", s(&f.pubkey), "--json"];
+    args.extend_from_slice(inputs);
+    let out = teelog(&args, b"");
+    let json: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("JSON: {}", stderr(&out)));
+    (out.status.code().unwrap(), json)
+}
+
+fn kinds(report: &Value) -> Vec<String> {
+    report["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn keygen_writes_a_private_key_only_its_owner_reads() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    let mode = std::fs::metadata(f.identity.join("private-key.pem")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&f.pubkey).unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
+    let again = teelog(&["keygen", "--out", s(&f.identity)], b"");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("already holds an identity"), "{}", stderr(&again));
+}
+
+#[test]
+fn sign_verify_and_continue_the_stream() {
+    let f = fixture();
+    let store = f.root.join("store");
+    let sign = |input: &[u8]| {
+        teelog(&["sign", "--identity", s(&f.identity), "--store", s(&store), "--batch-size", "7"], input)
+    };
+    assert!(sign(&records(0..20)).status.success());
+    assert!(sign(&records(20..30)).status.success());
+    let (code, report) = verify_json(&f, &["--store", s(&store), "--expect-measurement", "abcd01"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        report,
+        serde_json::json!({"ok": true, "batches": 5, "records": 30, "duplicates": 0, "findings": []})
+    );
+
+    // Both runs wrote one epoch, seq 1..5, each batch linked to the one before.
+    let text: String =
+        teelog_store::segments(&store).unwrap().iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    let headers: Vec<Value> =
+        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["header"].clone()).collect();
+    assert_eq!(headers.iter().map(|h| h["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert!(headers.iter().all(|h| h["epoch"] == headers[0]["epoch"]));
+
+    let (code, report) = verify_json(&f, &["--store", s(&store), "--expect-measurement", "ff"]);
+    assert_eq!(code, 1);
+    assert_eq!(kinds(&report), ["unexpected_measurement"; 5]);
+}
+
+#[test]
+fn stdout_output_verifies_from_stdin() {
+    let f = fixture();
+    let out = teelog(&["sign", "--identity", s(&f.identity)], &records(0..3));
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let verified = teelog(&["verify", "--pubkey", s(&f.pubkey), "-"], &out.stdout);
+    assert_eq!(verified.status.code(), Some(0), "{}", String::from_utf8_lossy(&verified.stdout));
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("OK   1 batches, 3 records"));
+}
+
+#[test]
+fn bad_input_names_the_line_and_keeps_what_came_before() {
+    let f = fixture();
+    let file = f.root.join("batches.ndjson");
+    let mut input = records(0..2);
+    input.extend_from_slice(b"{\"message\": 42}\n");
+    input.extend_from_slice(&records(2..4));
+    let out = teelog(&["sign", "--identity", s(&f.identity), "--out", s(&file)], &input);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("stdin:3: field \"message\" must be a string"), "{}", stderr(&out));
+    let (code, report) = verify_json(&f, &[s(&file)]);
+    assert_eq!((code, report["records"].as_u64()), (0, Some(2)), "{report}");
+
+    for (bad, message) in [
+        (b"not json\n".to_vec(), "stdin:1: a record must be a JSON object"),
+        (b"{\"a\":\n".to_vec(), "stdin:1: not valid JSON: unexpected end of input at byte 5"),
+        (
+            format!("{{\"message\":\"{}\"}}\n", "x".repeat(2000)).into_bytes(),
+            "stdin:1: line is longer than 1000 bytes",
+        ),
+        (b"{\"n\":12345678901234567890}\n".to_vec(), "send it as a string"),
+        (b"\"\xff\"\n".to_vec(), "invalid UTF-8"),
+    ] {
+        let out = teelog(
+            &["sign", "--identity", s(&f.identity), "--out", s(&file), "--max-line-bytes", "1000"],
+            &bad,
+        );
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains(message), "{message}: {}", stderr(&out));
+    }
+    let (code, report) = verify_json(&f, &[s(&file)]);
+    assert_eq!((code, report["batches"].as_u64()), (0, Some(1)), "{report}");
+}
+
+#[test]
+fn tampering_is_reported_with_exit_1_and_malformed_lines_name_file_and_line() {
+    let f = fixture();
+    let file = f.root.join("batches.ndjson");
+    let out = teelog(
+        &["sign", "--identity", s(&f.identity), "--out", s(&file), "--batch-size", "2"],
+        &records(0..6),
+    );
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let tampered =
+        format!("{}\nthis is not a batch\n{}\n", lines[0].replace("record 1", "record X"), lines[2]);
+    std::fs::write(&file, tampered).unwrap();
+    let (code, report) = verify_json(&f, &[s(&file)]);
+    assert_eq!(code, 1);
+    // Malformed lines belong to no stream, so they come first.
+    assert_eq!(kinds(&report), ["malformed", "record_tampered", "sequence_gap"]);
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings[1]["seq"], 1);
+    assert_eq!(findings[2]["seq"], 2);
+    let malformed = &findings[0];
+    assert!(
+        malformed["detail"].as_str().unwrap().starts_with(&format!("{}:2: ", file.display())),
+        "{malformed}"
+    );
+    assert_eq!(malformed["seq"], Value::Null);
+    for finding in findings {
+        let keys: Vec<&String> = finding.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["detail", "epoch", "kind", "record_index", "seq", "stream"]);
+    }
+
+    let human = teelog(&["verify", "--pubkey", s(&f.pubkey), s(&file)], b"");
+    assert_eq!(human.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&human.stdout).contains("FAIL record_tampered stream=default"));
+}
+
+#[test]
+fn usage_and_io_errors_exit_2_with_a_clear_message() {
+    let f = fixture();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["verify".into(), "--pubkey".into(), s(&f.pubkey).into()], "nothing to verify"),
+        (
+            vec!["verify".into(), "--pubkey".into(), s(&f.pubkey).into(), "/nonexistent/file".into()],
+            "cannot read /nonexistent/file",
+        ),
+        (
+            vec!["verify".into(), "--pubkey".into(), s(&f.identity.join("identity.json")).into(), "-".into()],
+            "no PUBLIC KEY PEM block",
+        ),
+        (
+            vec![
+                "verify".into(),
+                "--pubkey".into(),
+                s(&f.pubkey).into(),
+                "--expect-measurement".into(),
+                " ".into(),
+                "-".into(),
+            ],
+            "--expect-measurement",
+        ),
+        (vec!["sign".into(), "--identity".into(), s(&f.root.join("missing")).into()], "identity.json"),
+        (
+            vec![
+                "sign".into(),
+                "--identity".into(),
+                s(&f.identity).into(),
+                "--stream".into(),
+                "bad name".into(),
+            ],
+            "stream",
+        ),
+        (vec!["verify".into()], "--pubkey"),
+    ];
+    for (args, message) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = teelog(&args, b"");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+    // An Ed25519 key is refused by name.
+    let ed = f.root.join("ed.pem");
+    std::fs::write(&ed, "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n-----END PUBLIC KEY-----\n").unwrap();
+    let out = teelog(&["verify", "--pubkey", s(&ed), "-"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("ed.pem") && stderr(&out).contains("P-256 or P-384"), "{}", stderr(&out));
+}
+
+/// A crash after a batch became durable but before the chain state was saved: the next run must
+/// continue after the batch it finds in its output, never sign that seq again.
+#[test]
+fn a_stale_state_file_never_causes_equivocation() {
+    for output in ["--out", "--store"] {
+        let f = fixture();
+        let target = f.root.join("output");
+        let sign = |input: &[u8]| {
+            let out = teelog(&["sign", "--identity", s(&f.identity), output, s(&target)], input);
+            assert!(out.status.success(), "{}", stderr(&out));
+        };
+        sign(&records(0..5));
+        let state = f.identity.join("state/default.json");
+        let saved = std::fs::read(&state).unwrap();
+        sign(&records(5..10));
+        std::fs::write(&state, saved).unwrap();
+        sign(&records(10..15));
+        let input = if output == "--out" { vec![s(&target)] } else { vec!["--store", s(&target)] };
+        let (code, report) = verify_json(&f, &input);
+        assert_eq!(code, 0, "{output}: {report}");
+        assert_eq!(report["records"], 15);
+    }
+}
+
+/// A torn last line, as kill -9 mid-write leaves it, is reported and does not spoil later appends.
+#[test]
+fn a_torn_store_line_is_malformed_and_later_appends_are_clean() {
+    let f = fixture();
+    let store = f.root.join("store");
+    let sign = |input: &[u8]| teelog(&["sign", "--identity", s(&f.identity), "--store", s(&store)], input);
+    assert!(sign(&records(0..5)).status.success());
+    let segment = teelog_store::segments(&store).unwrap().pop().unwrap();
+    let whole = std::fs::read(&segment).unwrap();
+    // What a crash in the middle of writing the next batch line leaves.
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&whole[..whole.len() / 2]);
+    std::fs::write(&segment, torn).unwrap();
+    assert!(sign(&records(5..10)).status.success());
+    let (code, report) = verify_json(&f, &["--store", s(&store)]);
+    assert_eq!(code, 1);
+    assert_eq!(kinds(&report), ["malformed"], "{report}");
+    assert!(
+        report["findings"][0]["detail"].as_str().unwrap().contains("segment-000000000001.ndjson:2"),
+        "{report}"
+    );
+    assert_eq!((report["batches"].as_u64(), report["records"].as_u64()), (Some(2), Some(10)));
+}
+
+/// kill -9 at random moments while signing into the store: nothing verified is lost, the chain
+/// never breaks, and the only findings are torn last lines.
+#[test]
+fn kill_9_while_signing_never_breaks_the_chain() {
+    let f = fixture();
+    let store = f.root.join("store");
+    let mut completed = 0u64;
+    for round in 0..12u32 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
+            .args(["sign", "--identity", s(&f.identity), "--store", s(&store), "--batch-size", "50"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // Feed records until a pseudo-random moment, then kill without warning.
+        let chunks = 3 + (round * 7) % 11;
+        for chunk in 0..chunks {
+            if stdin.write_all(&records(chunk * 100..chunk * 100 + 100)).is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(u64::from(round % 4)));
+        }
+        if round % 3 == 0 {
+            drop(stdin);
+            if child.wait().unwrap().success() {
+                completed += 1;
+            }
+        } else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+    let (_, report) = verify_json(&f, &["--store", s(&store)]);
+    assert!(kinds(&report).iter().all(|k| k == "malformed"), "{report}");
+    assert!(completed >= 4 && report["records"].as_u64().unwrap() >= completed * 300, "{report}");
+}
+
+/// The seed's SignedLogBatch lines, signed as .NET's ECDsa.SignHash does (P1363) and as DER.
+#[test]
+fn seed_format_batches_are_verified() {
+    let f = fixture();
+    let key =
+        SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap()).unwrap();
+    let pubkey = f.root.join("seed.pem");
+    std::fs::write(&pubkey, key.public().to_pem()).unwrap();
+    let batch = |seq: u64, count: u64, measurement: &str, der: bool| {
+        let payload = serde_json::json!({
+            "sequence": seq,
+            "timestamp_utc": "2026-12-02T09:00:00.0000000+00:00",
+            "tee_measurement": measurement,
+            "record_count": count,
+            "records": [{"timestamp": "2026-12-02T09:00:00Z", "level": "Information", "message": "m", "attributes": {}}],
+        })
+        .to_string();
+        let mut sig = key.sign(payload.as_bytes()).unwrap();
+        if der {
+            sig = teelog_core::crypto::p1363_to_der(&sig);
+        }
+        serde_json::json!({
+            "Sequence": seq,
+            "PayloadBase64": B64.encode(payload),
+            "SignatureBase64": B64.encode(sig),
+            "AttestationCertThumbprint": "sha256:a1b2c3",
+        })
+        .to_string()
+    };
+    let file = f.root.join("seed.ndjson");
+    let good = [batch(1, 1, "PCR2", false), batch(2, 1, "pcr2", true), batch(3, 1, "pcr2", false)].join("\n");
+    std::fs::write(&file, format!("{good}\n")).unwrap();
+    let verify = || {
+        let out = teelog(
+            &["verify", "--pubkey", s(&pubkey), "--expect-measurement", "pcr2", "--json", s(&file)],
+            b"",
+        );
+        (out.status.code().unwrap(), serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    };
+    let (code, report) = verify();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["batches"], 3);
+
+    let bad = [
+        batch(1, 1, "pcr2", false),
+        batch(2, 2, "pcr2", false),
+        batch(4, 1, "other", false),
+        batch(1, 1, "pcr2", false)
+            .replace("Sequence\":1", "Sequence\":1 ")
+            .replace("\"SignatureBase64\":\"", "\"SignatureBase64\":\"A"),
+    ]
+    .join("\n");
+    std::fs::write(&file, format!("{bad}\n")).unwrap();
+    let (code, report) = verify();
+    assert_eq!(code, 1);
+    assert_eq!(
+        kinds(&report),
+        ["malformed", "record_tampered", "sequence_gap", "unexpected_measurement"],
+        "{report}"
+    );
+    assert_eq!(report["findings"][1]["stream"], "seed");
+    assert_eq!(report["findings"][1]["epoch"], "sha256:a1b2c3");
+}
+
+#[test]
+fn quickstart_runs_the_whole_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let qs = dir.path().join("qs");
+    let out = teelog(&["quickstart", "--dir", s(&qs)], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("OK   20 batches, 10000 records"), "{text}");
+    assert!(text.contains("FAIL record_tampered") && text.contains("FAIL sequence_gap"), "{text}");
+    // Running it again replaces its own directory, but refuses to touch anything else.
+    assert!(teelog(&["quickstart", "--dir", s(&qs)], b"").status.success());
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    assert_eq!(teelog(&["quickstart", "--dir", s(&other)], b"").status.code(), Some(2));
+}
