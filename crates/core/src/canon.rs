@@ -3,7 +3,8 @@
 //! The scanner validates the JSON text and writes its canonical form: members sorted by the
 //! UTF-16 code units of their names, strings escaped minimally, numbers in ECMAScript form,
 //! no white space. Duplicate member names are rejected (I-JSON, RFC 7493), and so are integers
-//! that an IEEE double cannot hold exactly, which JCS would otherwise silently change.
+//! beyond 2^53 that JCS would silently change (those that are not already the exact spelling of
+//! a double).
 //!
 //! Buffers are kept between calls, so canonicalising a stream of records allocates nothing in the
 //! steady state: this is the hot path of `teelog sign`.
@@ -24,7 +25,7 @@ pub enum CanonError {
     Syntax(String),
     #[error("duplicate member name {0:?}")]
     DuplicateKey(String),
-    #[error("integer {0} is beyond ±2^53 and cannot be represented exactly in canonical JSON; send it as a string")]
+    #[error("integer {0} is beyond ±2^53 and would be changed by canonical JSON; send it as a string")]
     InexactInteger(String),
     #[error("nesting deeper than {MAX_DEPTH} levels")]
     TooDeep,
@@ -565,13 +566,26 @@ impl Parser<'_> {
                 }
                 return Ok(());
             }
-            return match text.parse::<i64>() {
-                Ok(v) if v.unsigned_abs() <= MAX_EXACT_INTEGER => {
-                    out.extend_from_slice(text.as_bytes());
-                    Ok(())
-                }
-                _ => Err(CanonError::InexactInteger(text.to_string())),
+            // Beyond 2^53 an integer survives only if it is already the spelling of a double
+            // (as JCS itself writes large doubles); anything else would be silently changed.
+            let exact = match text.parse::<i64>() {
+                Ok(v) => v.unsigned_abs() <= MAX_EXACT_INTEGER,
+                Err(_) => false,
             };
+            let double_spelling = || {
+                let mut spelled = Vec::new();
+                text.parse::<f64>().is_ok_and(|v| {
+                    v.is_finite() && {
+                        write_number(v, &mut spelled);
+                        spelled == text.as_bytes()
+                    }
+                })
+            };
+            if exact || double_spelling() {
+                out.extend_from_slice(text.as_bytes());
+                return Ok(());
+            }
+            return Err(CanonError::InexactInteger(text.to_string()));
         }
         let value: f64 = text.parse().map_err(|_| syntax("invalid number", start))?;
         if !value.is_finite() {
@@ -792,6 +806,9 @@ mod tests {
         assert_eq!(canon(r#"{"a":1,"\u0061":2}"#), Err(CanonError::DuplicateKey("a".into())));
         assert!(matches!(canon("12345678901234567890"), Err(CanonError::InexactInteger(_))));
         assert!(matches!(canon("-9007199254740993"), Err(CanonError::InexactInteger(_))));
+        // A large integer that is exactly how JCS spells a double stays as it is.
+        assert_eq!(canon("33685569120962456").unwrap(), "33685569120962456");
+        assert_eq!(canon("1e21").unwrap(), "1e+21");
         assert_eq!(canon(&"[".repeat(MAX_DEPTH + 2)), Err(CanonError::TooDeep));
         for bad in [
             "",
