@@ -10,8 +10,9 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use teelog_store::lines::{Line, LineReader};
 
-const PEAK_RSS_ENV: &str = "TEELOG_REPORT_PEAK_RSS";
+const REPORT_ENV: &str = "TEELOG_REPORT_RESOURCES";
 const PEAK_RSS_PREFIX: &str = "teelog-peak-rss-kib: ";
+const CPU_PREFIX: &str = "teelog-cpu-ns: ";
 
 #[derive(clap::Args, Clone)]
 pub struct BenchArgs {
@@ -29,20 +30,27 @@ pub struct BenchArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// Called at exit: when the bench runs us as a child, tell it our peak RSS.
-pub fn report_peak_rss() {
-    if std::env::var_os(PEAK_RSS_ENV).is_none() {
+/// Called at exit: when the bench runs us as a child, tell it our peak RSS and CPU time.
+pub fn report_resources() {
+    if std::env::var_os(REPORT_ENV).is_none() {
         return;
     }
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(kib) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
         eprintln!("{PEAK_RSS_PREFIX}{}", kib.trim().trim_end_matches(" kB"));
     }
+    // The first field of schedstat is the time this (single-threaded) process ran, in ns.
+    let schedstat = fs::read_to_string("/proc/self/schedstat").unwrap_or_default();
+    if let Some(ns) = schedstat.split_whitespace().next() {
+        eprintln!("{CPU_PREFIX}{ns}");
+    }
 }
 
-struct Phase {
-    name: &'static str,
-    seconds: f64,
+/// One run of a phase.
+#[derive(Clone, Copy)]
+struct Run {
+    wall: f64,
+    cpu: Option<f64>,
     peak_rss_kib: Option<u64>,
 }
 
@@ -101,9 +109,8 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
             ["verify", "--store", &s(&store), "--pubkey", &s(&identity.join("public-key.pem")), "--json"];
         verify.push(run_child(&exe, &verify_args, None)?);
     }
-    let baseline = median(baseline.iter().map(|&s| (s, None)).collect()).seconds;
-    let sign = Phase { name: "sign (stdin → store)", ..median(sign) };
-    let verify = Phase { name: "verify (store)", ..median(verify) };
+    let baseline =
+        median(&baseline.iter().map(|&wall| Run { wall, cpu: None, peak_rss_kib: None }).collect::<Vec<_>>());
 
     let n = args.records as f64;
     let mb = input_bytes as f64 / 1e6;
@@ -115,34 +122,41 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         args.batch_size,
         args.runs
     );
-    println!("{:<24} {:>14} {:>10} {:>14} {:>12}", "phase", "records/s", "MB/s", "vs SHA-256", "peak RSS");
     println!(
-        "{:<24} {:>14.0} {:>10.1} {:>14} {:>12}",
+        "{:<24} {:>12} {:>14} {:>9} {:>11} {:>10}",
+        "phase", "records/s", "records/cpu-s", "MB/s", "vs SHA-256", "peak RSS"
+    );
+    println!(
+        "{:<24} {:>12.0} {:>14} {:>9.1} {:>11} {:>10}",
         "SHA-256 of each record",
-        n / baseline,
-        mb / baseline,
+        n / baseline.wall,
+        "-",
+        mb / baseline.wall,
         "1.00",
         "-"
     );
-    for phase in [sign, verify] {
-        let rss = phase.peak_rss_kib.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    for (name, runs) in [("sign (stdin → store)", &sign), ("verify (store)", &verify)] {
+        let run = median(runs);
+        let rss = run.peak_rss_kib.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let per_cpu = run.cpu.map_or("?".to_string(), |cpu| format!("{:.0}", n / cpu));
         println!(
-            "{:<24} {:>14.0} {:>10.1} {:>14.2} {:>12}",
-            phase.name,
-            n / phase.seconds,
-            mb / phase.seconds,
-            baseline / phase.seconds,
+            "{:<24} {:>12.0} {:>14} {:>9.1} {:>11.2} {:>10}",
+            name,
+            n / run.wall,
+            per_cpu,
+            mb / run.wall,
+            baseline.wall / run.wall,
             rss
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The run with the median time; peak RSS is the largest seen in any run.
-fn median(mut runs: Vec<(f64, Option<u64>)>) -> Phase {
-    let peak_rss_kib = runs.iter().filter_map(|r| r.1).max();
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Phase { name: "", seconds: runs[runs.len() / 2].0, peak_rss_kib }
+/// The run with the median wall time, with the largest peak RSS of all runs.
+fn median(runs: &[Run]) -> Run {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+    Run { peak_rss_kib: runs.iter().filter_map(|r| r.peak_rss_kib).max(), ..sorted[sorted.len() / 2] }
 }
 
 fn s(p: &Path) -> String {
@@ -163,20 +177,20 @@ fn sha256_baseline(input: &Path) -> anyhow::Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Runs `teelog ARGS [< stdin]`, returning wall seconds and the child's peak RSS.
-fn run_child(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<(f64, Option<u64>)> {
+/// Runs `teelog ARGS [< stdin]` and measures it.
+fn run_child(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<Run> {
     let mut cmd = Command::new(exe);
-    cmd.args(args).env(PEAK_RSS_ENV, "1").stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(args).env(REPORT_ENV, "1").stdout(Stdio::null()).stderr(Stdio::piped());
     if let Some(path) = stdin {
         cmd.stdin(File::open(path)?);
     }
     let start = Instant::now();
     let output = cmd.output().with_context(|| format!("cannot run teelog {}", args[0]))?;
-    let seconds = start.elapsed().as_secs_f64();
+    let wall = start.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         bail!("teelog {} failed ({}): {stderr}", args[0], output.status);
     }
-    let rss = stderr.lines().find_map(|l| l.strip_prefix(PEAK_RSS_PREFIX)?.parse().ok());
-    Ok((seconds, rss))
+    let field = |prefix: &str| stderr.lines().find_map(|l| l.strip_prefix(prefix)?.parse::<u64>().ok());
+    Ok(Run { wall, cpu: field(CPU_PREFIX).map(|ns| ns as f64 / 1e9), peak_rss_kib: field(PEAK_RSS_PREFIX) })
 }

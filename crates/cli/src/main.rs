@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         Command::Quickstart { dir } => quickstart::run(&dir),
         Command::Bench(args) => bench::run(&args),
     };
-    bench::report_peak_rss();
+    bench::report_resources();
     match result {
         Ok(code) => code,
         Err(e) => {
