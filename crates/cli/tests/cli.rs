@@ -174,6 +174,7 @@ fn tampering_is_reported_with_exit_1_and_malformed_lines_name_file_and_line() {
     assert_eq!(kinds(&report), ["malformed", "record_tampered", "sequence_gap"]);
     let findings = report["findings"].as_array().unwrap();
     assert_eq!(findings[1]["seq"], 1);
+    assert_eq!(findings[1]["record_index"], 1, "the edited record is located");
     assert_eq!(findings[2]["seq"], 2);
     let malformed = &findings[0];
     assert!(

@@ -14,6 +14,9 @@ use crate::timestamp::{format_rfc3339, parse_rfc3339, UnixNanos};
 /// The `v` of headers and envelopes this crate writes and reads.
 pub const FORMAT_VERSION: u64 = 1;
 
+/// Bytes of a leaf hash kept as that record's hint.
+pub const HINT_LEN: usize = 8;
+
 /// Prepended to the header bytes before signing, so that a teelog key's signature can never be
 /// mistaken for a signature over anything else.
 pub const SIGNING_CONTEXT: &[u8] = b"teelog/batch-header/v1\n";
@@ -37,6 +40,9 @@ pub struct Header {
     pub count: u64,
     /// RFC 6962 Merkle Tree Hash over the records' canonical bytes.
     pub root: String,
+    /// SHA-256 of the record hints (the first 8 bytes of each leaf hash, concatenated), which
+    /// authenticates the hints in the batch line so that a changed record can be located.
+    pub hints: String,
     /// Earliest and latest record `ts`; null in a heartbeat (count 0).
     pub first_ts: Option<String>,
     pub last_ts: Option<String>,
@@ -114,6 +120,7 @@ impl Header {
             check_hex("prev", prev, Some(64))?;
         }
         check_hex("root", &self.root, Some(64))?;
+        check_hex("hints", &self.hints, Some(64))?;
         match (&self.first_ts, &self.last_ts, self.count) {
             (None, None, 0) => {}
             (Some(first), Some(last), n) if n > 0 => {
@@ -273,6 +280,7 @@ pub struct Sealed {
 pub struct BatchBuilder {
     canon: Canonicalizer,
     records: Vec<u8>,
+    hints: Vec<u8>,
     merkle: MerkleBuilder,
     first_ts: Option<UnixNanos>,
     last_ts: Option<UnixNanos>,
@@ -305,7 +313,9 @@ impl BatchBuilder {
         let start = self.records.len();
         match canonicalize_record(&mut self.canon, line, now, &mut self.records) {
             Ok(ts) => {
-                self.merkle.push_record(&self.records[start..]);
+                let leaf = leaf_hash(&self.records[start..]);
+                self.merkle.push_leaf_hash(leaf);
+                self.hints.extend_from_slice(&leaf[..HINT_LEN]);
                 self.first_ts = Some(self.first_ts.map_or(ts, |t| t.min(ts)));
                 self.last_ts = Some(self.last_ts.map_or(ts, |t| t.max(ts)));
                 Ok(())
@@ -335,6 +345,7 @@ impl BatchBuilder {
             prev: chain.prev.clone(),
             count: self.len(),
             root: hex::encode(self.merkle.root()),
+            hints: hex::encode(sha256(&self.hints)),
             first_ts: self.first_ts.map(format_rfc3339),
             last_ts: self.last_ts.map(format_rfc3339),
             sealed_at: format_rfc3339(sealed_at),
@@ -355,6 +366,8 @@ impl BatchBuilder {
         out.extend_from_slice(&header_bytes);
         out.extend_from_slice(b",\"sig\":\"");
         out.extend_from_slice(B64.encode(&sig).as_bytes());
+        out.extend_from_slice(b"\",\"hints\":\"");
+        out.extend_from_slice(hex::encode(&self.hints).as_bytes());
         out.extend_from_slice(b"\",\"records\":[");
         out.extend_from_slice(&self.records);
         out.extend_from_slice(b"]}\n");
@@ -364,11 +377,58 @@ impl BatchBuilder {
         chain.next_seq = next_seq;
         chain.prev = Some(hex::encode(header_hash));
         self.records.clear();
+        self.hints.clear();
         self.merkle.reset();
         self.first_ts = None;
         self.last_ts = None;
         Ok(sealed)
     }
+}
+
+fn hint_of(record: &[u8]) -> [u8; HINT_LEN] {
+    let mut hint = [0u8; HINT_LEN];
+    hint.copy_from_slice(&leaf_hash(record)[..HINT_LEN]);
+    hint
+}
+
+/// Compares the signed hints with those of the records present: the index of the first record
+/// that differs from what was signed, and what happened there.
+fn locate(signed: &[[u8; HINT_LEN]], present: &[[u8; HINT_LEN]]) -> (Option<u64>, String) {
+    if signed.len() != present.len() {
+        let at =
+            signed.iter().zip(present).position(|(a, b)| a != b).unwrap_or(signed.len().min(present.len()));
+        let how = if present.len() > signed.len() {
+            format!(
+                "{} record(s) inserted, the first difference at record {at}",
+                present.len() - signed.len()
+            )
+        } else {
+            format!(
+                "{} signed record(s) deleted, the first difference at record {at}",
+                signed.len() - present.len()
+            )
+        };
+        return (Some(at as u64), how);
+    }
+    let changed: Vec<usize> =
+        signed.iter().zip(present).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect();
+    let Some(&first) = changed.first() else {
+        return (None, "every record matches its signed hint, so the change cannot be located".into());
+    };
+    let shown: Vec<String> = changed.iter().take(10).map(usize::to_string).collect();
+    let more = if changed.len() > 10 { format!(" and {} more", changed.len() - 10) } else { String::new() };
+    let mut sorted_signed = signed.to_vec();
+    let mut sorted_present = present.to_vec();
+    sorted_signed.sort_unstable();
+    sorted_present.sort_unstable();
+    let how = if sorted_signed == sorted_present {
+        format!("records were reordered (positions {}{more})", shown.join(", "))
+    } else if changed.len() == 1 {
+        format!("record {first} was modified")
+    } else {
+        format!("records {}{more} were modified", shown.join(", "))
+    };
+    (Some(first as u64), how)
 }
 
 /// A line as the verifier meets it: a teelog batch or the seed's `SignedLogBatch`.
@@ -379,6 +439,7 @@ pub(crate) struct LineFields<'a> {
     #[serde(borrow)]
     pub header: Option<&'a RawValue>,
     pub sig: Option<String>,
+    pub hints: Option<&'a str>,
     #[serde(borrow)]
     pub records: Option<Vec<&'a RawValue>>,
     #[serde(rename = "Sequence")]
@@ -413,6 +474,7 @@ pub struct ParsedBatch<'a> {
     pub header_hash: Digest,
     header_bytes: &'a [u8],
     sig: Vec<u8>,
+    hints: &'a str,
     records: Vec<&'a RawValue>,
 }
 
@@ -420,9 +482,9 @@ impl<'a> ParsedBatch<'a> {
     /// Parses a whole line, which must be a teelog batch.
     pub fn parse(line: &'a [u8]) -> Result<Self, String> {
         let fields: LineFields<'a> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-        match (fields.v, fields.header, fields.sig, fields.records) {
-            (Some(FORMAT_VERSION), Some(header), Some(sig), Some(records)) => {
-                Self::from_parts(header, &sig, records)
+        match (fields.v, fields.header, fields.sig, fields.hints, fields.records) {
+            (Some(FORMAT_VERSION), Some(header), Some(sig), Some(hints), Some(records)) => {
+                Self::from_parts(header, &sig, hints, records)
             }
             _ => Err("not a teelog batch line".into()),
         }
@@ -431,13 +493,14 @@ impl<'a> ParsedBatch<'a> {
     pub(crate) fn from_parts(
         header_raw: &'a RawValue,
         sig_b64: &str,
+        hints: &'a str,
         records: Vec<&'a RawValue>,
     ) -> Result<Self, String> {
         let header_bytes = header_raw.get().as_bytes();
         let header: Header = serde_json::from_slice(header_bytes).map_err(|e| format!("header: {e}"))?;
         header.validate().map_err(|e| e.to_string())?;
         let sig = B64.decode(sig_b64).map_err(|e| format!("sig: not base64: {e}"))?;
-        Ok(Self { header_hash: sha256(header_bytes), header, header_bytes, sig, records })
+        Ok(Self { header_hash: sha256(header_bytes), header, header_bytes, sig, hints, records })
     }
 
     /// Checks the signature against the trusted key the header names.
@@ -463,35 +526,49 @@ impl<'a> ParsedBatch<'a> {
         }
     }
 
-    /// Checks the records against the signed count and Merkle root.
+    /// Checks the records against the signed count and Merkle root, and when they do not
+    /// match, locates the changed records with the hints.
     pub fn records_status(&self) -> RecordsStatus {
         let header = &self.header;
-        if self.records.len() as u64 != header.count {
-            return RecordsStatus::Tampered {
-                record_index: None,
-                detail: format!(
-                    "{} records present, the signed header says {}: records were inserted or deleted",
-                    self.records.len(),
-                    header.count
-                ),
-            };
-        }
-        let mut merkle = MerkleBuilder::new();
-        for record in &self.records {
-            merkle.push_leaf_hash(leaf_hash(record.get().as_bytes()));
-        }
-        let root = hex::encode(merkle.root());
-        if root == header.root {
-            RecordsStatus::Intact
-        } else {
-            RecordsStatus::Tampered {
-                record_index: None,
-                detail: format!(
-                    "Merkle root of the records is {root}, the signed header says {}: a record was modified or records were reordered",
-                    header.root
-                ),
+        let count_ok = self.records.len() as u64 == header.count;
+        if count_ok {
+            let mut merkle = MerkleBuilder::new();
+            for record in &self.records {
+                merkle.push_leaf_hash(leaf_hash(record.get().as_bytes()));
+            }
+            if hex::encode(merkle.root()) == header.root {
+                return RecordsStatus::Intact;
             }
         }
+        let what = if count_ok {
+            "the records do not hash to the signed Merkle root".to_string()
+        } else {
+            format!("{} records present, the signed header says {}", self.records.len(), header.count)
+        };
+        match self.signed_hints() {
+            Some(signed) => {
+                let present: Vec<[u8; HINT_LEN]> =
+                    self.records.iter().map(|r| hint_of(r.get().as_bytes())).collect();
+                let (record_index, how) = locate(&signed, &present);
+                RecordsStatus::Tampered { record_index, detail: format!("{what}: {how}") }
+            }
+            None => RecordsStatus::Tampered {
+                record_index: None,
+                detail: format!(
+                    "{what}, and the record hints were altered too, so the change cannot be located"
+                ),
+            },
+        }
+    }
+
+    /// The hints of the line, if they are the ones the header signed.
+    fn signed_hints(&self) -> Option<Vec<[u8; HINT_LEN]>> {
+        let bytes = hex::decode(self.hints).ok()?;
+        let expected_len = self.header.count.checked_mul(HINT_LEN as u64)?;
+        if bytes.len() as u64 != expected_len || hex::encode(sha256(&bytes)) != self.header.hints {
+            return None;
+        }
+        Some(bytes.chunks_exact(HINT_LEN).map(|c| c.try_into().unwrap_or_default()).collect())
     }
 
     pub fn signature(&self) -> &[u8] {

@@ -141,8 +141,11 @@ impl Verifier {
             Ok(fields) => fields,
             Err(e) => return self.push_malformed(origin, &format!("not a batch line: {e}")),
         };
-        let teelog =
-            fields.v.is_some() || fields.header.is_some() || fields.sig.is_some() || fields.records.is_some();
+        let teelog = fields.v.is_some()
+            || fields.header.is_some()
+            || fields.sig.is_some()
+            || fields.hints.is_some()
+            || fields.records.is_some();
         let seed = fields.seed_sequence.is_some()
             || fields.seed_payload.is_some()
             || fields.seed_signature.is_some()
@@ -155,16 +158,16 @@ impl Verifier {
     }
 
     fn push_teelog(&mut self, origin: Origin<'_>, line: &[u8], fields: LineFields<'_>) {
-        let (Some(v), Some(header), Some(sig), Some(records)) =
-            (fields.v, fields.header, fields.sig, fields.records)
+        let (Some(v), Some(header), Some(sig), Some(hints), Some(records)) =
+            (fields.v, fields.header, fields.sig, fields.hints, fields.records)
         else {
-            return self
-                .push_malformed(origin, "a teelog batch needs \"v\", \"header\", \"sig\" and \"records\"");
+            let needs = "a teelog batch needs \"v\", \"header\", \"sig\", \"hints\" and \"records\"";
+            return self.push_malformed(origin, needs);
         };
         if v != crate::batch::FORMAT_VERSION {
             return self.push_malformed(origin, &format!("batch format version {v} is not supported"));
         }
-        let batch = match ParsedBatch::from_parts(header, &sig, records) {
+        let batch = match ParsedBatch::from_parts(header, &sig, hints, records) {
             Ok(batch) => batch,
             Err(detail) => return self.push_malformed(origin, &detail),
         };

@@ -243,6 +243,30 @@ fn record_mutation() -> impl Strategy<Value = RecordMutation> {
     ]
 }
 
+/// Where the verifier must locate the change, when it can say exactly.
+fn expected_index(mutation: &RecordMutation) -> Option<u64> {
+    match *mutation {
+        RecordMutation::Field { record, .. }
+        | RecordMutation::Delete { record }
+        | RecordMutation::Whitespace { record } => Some(record as u64),
+        RecordMutation::Swap { a, b } => Some(a.min(b) as u64),
+        // An inserted copy of the record already at that position shows up one later.
+        RecordMutation::Insert { .. } => None,
+    }
+}
+
+fn assert_located(report: &Report, mutation: &RecordMutation) {
+    let finding = report.findings.iter().find(|f| f.kind == FindingKind::RecordTampered).unwrap();
+    match (expected_index(mutation), mutation) {
+        (Some(index), _) => assert_eq!(finding.record_index, Some(index), "{finding:#?}"),
+        (None, RecordMutation::Insert { at, .. }) => {
+            let found = finding.record_index.expect("an insertion is located");
+            assert!(found == *at as u64 || found == *at as u64 + 1, "{finding:#?}");
+        }
+        (None, _) => unreachable!(),
+    }
+}
+
 fn mutate_records(log: &Log, batch: usize, mutation: &RecordMutation) -> String {
     let (prefix, mut records) = split(&log.lines[batch]);
     match *mutation {
@@ -276,7 +300,7 @@ fn mutate_records(log: &Log, batch: usize, mutation: &RecordMutation) -> String 
     join(&prefix, &records)
 }
 
-const HEADER_FIELDS: [&str; 14] = [
+const HEADER_FIELDS: [&str; 15] = [
     "v",
     "stream",
     "epoch",
@@ -284,6 +308,7 @@ const HEADER_FIELDS: [&str; 14] = [
     "prev",
     "count",
     "root",
+    "hints",
     "first_ts",
     "last_ts",
     "sealed_at",
@@ -328,7 +353,26 @@ proptest! {
         let mutated = mutate_records(&log, batch, &mutation);
         prop_assume!(mutated != lines[batch]);
         lines[batch] = mutated;
-        assert_detected(&verify(&lines, &log.keys), FindingKind::RecordTampered, Some(log.ids[batch].1), &[]);
+        let report = verify(&lines, &log.keys);
+        assert_detected(&report, FindingKind::RecordTampered, Some(log.ids[batch].1), &[]);
+        assert_located(&report, &mutation);
+    }
+
+    #[test]
+    fn altered_hints_cannot_misdirect_the_locator(batch in 0..7usize, mutation in record_mutation(), salt in 0..16usize) {
+        let log = make_log();
+        let mut lines = log.lines.clone();
+        let mutated = mutate_records(&log, batch, &mutation);
+        prop_assume!(mutated != lines[batch]);
+        // The attacker also edits the hints; the header's digest of them no longer matches.
+        let start = mutated.rfind(",\"hints\":\"").unwrap() + 10 + salt;
+        let mut bytes = mutated.into_bytes();
+        bytes[start] = if bytes[start] == b'0' { b'1' } else { b'0' };
+        lines[batch] = String::from_utf8(bytes).unwrap();
+        let report = verify(&lines, &log.keys);
+        assert_detected(&report, FindingKind::RecordTampered, Some(log.ids[batch].1), &[]);
+        prop_assert_eq!(report.findings[0].record_index, None);
+        prop_assert!(report.findings[0].detail.contains("hints were altered"));
     }
 
     #[test]
@@ -384,7 +428,9 @@ proptest! {
         prop_assume!(mutated != lines[batch]);
         lines.remove(batch);
         lines.push(mutated);
-        assert_detected(&verify(&lines, &log.keys), FindingKind::RecordTampered, Some(log.ids[batch].1), &[]);
+        let report = verify(&lines, &log.keys);
+        assert_detected(&report, FindingKind::RecordTampered, Some(log.ids[batch].1), &[]);
+        assert_located(&report, &mutation);
     }
 
     #[test]

@@ -26,6 +26,8 @@ struct BatchVector {
     records: Vec<String>,
     leaves: Vec<String>,
     root: String,
+    /// The first 8 bytes of each leaf, concatenated, in hex: the line's `hints`.
+    hints: String,
     header: String,
     header_sha256: String,
     signed_message_hex: String,
@@ -58,6 +60,13 @@ struct SeedVector {
 
 fn vectors_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors")
+}
+
+/// The published test key, read loosely so that it survives changes to the vector layout.
+fn test_key_pem() -> Option<String> {
+    let bytes = std::fs::read(vectors_dir().join("batch-v1.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some(value["private_key_pem"].as_str()?.to_string())
 }
 
 fn writing() -> bool {
@@ -122,6 +131,7 @@ fn build(key: &SoftwareKey, recorded: Option<&Vectors>) -> Vectors {
             leaves.push(hex::encode(leaf_hash(record.as_bytes())));
             records.push(record);
         }
+        let hints: String = leaves.iter().map(|l: &String| &l[..16]).collect();
         let mut line = Vec::new();
         let sealed = builder.seal(&mut chain, &signer, sealed_at, &mut line).unwrap();
         let line = String::from_utf8(line).unwrap().trim_end().to_string();
@@ -138,6 +148,7 @@ fn build(key: &SoftwareKey, recorded: Option<&Vectors>) -> Vectors {
             records,
             leaves,
             root: header_value["root"].as_str().unwrap().to_string(),
+            hints,
             header: header.to_string(),
             header_sha256: hex::encode(sealed.header_hash),
             signed_message_hex: hex::encode(&message),
@@ -165,10 +176,10 @@ fn seed_payload() -> String {
 #[test]
 fn batch_vectors_rebuild_byte_for_byte() {
     let path = vectors_dir().join("batch-v1.json");
-    let recorded: Option<Vectors> = std::fs::read(&path).ok().map(|b| serde_json::from_slice(&b).unwrap());
     if writing() {
-        let pem = match &recorded {
-            Some(r) => r.private_key_pem.clone(),
+        // Keep the published test key; everything else is rebuilt.
+        let pem = match test_key_pem() {
+            Some(pem) => pem,
             None => pem_encode("PRIVATE KEY", &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap()),
         };
         let key = SoftwareKey::from_pkcs8_pem(pem.as_bytes()).unwrap();
@@ -178,7 +189,12 @@ fn batch_vectors_rebuild_byte_for_byte() {
         std::fs::write(&path, serde_json::to_string_pretty(&fresh).unwrap() + "\n").unwrap();
         return;
     }
-    let recorded = recorded.expect("docs/vectors/batch-v1.json is missing: run with TEELOG_WRITE_VECTORS=1");
+    let recorded: Vectors = serde_json::from_slice(
+        &std::fs::read(&path).expect("docs/vectors/batch-v1.json"),
+    )
+    .expect(
+        "batch-v1.json has the vector layout; after a format change rewrite it with TEELOG_WRITE_VECTORS=1",
+    );
     let key = SoftwareKey::from_pkcs8_pem(recorded.private_key_pem.as_bytes()).unwrap();
     let rebuilt = build(&key, Some(&recorded));
     assert_eq!(rebuilt, recorded, "the implementation no longer produces the recorded bytes");
@@ -213,9 +229,9 @@ fn batch_vectors_rebuild_byte_for_byte() {
 #[test]
 fn seed_vector_verifies() {
     let path = vectors_dir().join("seed-v1.json");
-    let batch_vectors: Vectors =
-        serde_json::from_slice(&std::fs::read(vectors_dir().join("batch-v1.json")).unwrap()).unwrap();
-    let key = SoftwareKey::from_pkcs8_pem(batch_vectors.private_key_pem.as_bytes()).unwrap();
+    let key =
+        SoftwareKey::from_pkcs8_pem(test_key_pem().expect("batch-v1.json holds the test key").as_bytes())
+            .unwrap();
     let payload = seed_payload();
     if writing() {
         let sig = key.sign(payload.as_bytes()).unwrap();
