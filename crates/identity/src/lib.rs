@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 use teelog_core::batch::{normalize_measurement, SoftwareSigner};
 use teelog_core::crypto::pem_encode;
 use teelog_core::{ChainHead, KeyError, PublicKey, SigAlg, SoftwareKey};
+use teelog_store::DirLockError;
 
 const META_FILE: &str = "identity.json";
 const PRIVATE_KEY_FILE: &str = "private-key.pem";
 const PUBLIC_KEY_FILE: &str = "public-key.pem";
 const STATE_DIR: &str = "state";
-const LOCK_FILE: &str = "LOCK";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -129,16 +129,9 @@ impl SoftwareIdentity {
     /// Loads an identity and takes its lock for as long as the value lives.
     pub fn load_exclusive(dir: &Path) -> Result<Self, IdentityError> {
         let mut identity = Self::load(dir)?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        lock.try_lock().map_err(|e| match e {
-            fs::TryLockError::WouldBlock => IdentityError::Locked(dir.to_path_buf()),
-            fs::TryLockError::Error(source) => IdentityError::Io { path: lock_path.clone(), source },
+        let lock = teelog_store::lock_dir(dir).map_err(|e| match e {
+            DirLockError::Held => IdentityError::Locked(dir.to_path_buf()),
+            DirLockError::Io { path, source } => IdentityError::Io { path, source },
         })?;
         identity._lock = Some(lock);
         Ok(identity)

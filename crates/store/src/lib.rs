@@ -44,6 +44,29 @@ impl Default for StoreOptions {
     }
 }
 
+#[derive(Debug)]
+pub enum DirLockError {
+    /// Another process holds the lock.
+    Held,
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// Takes the exclusive advisory lock on `dir/LOCK` (created if need be); it is held until the
+/// returned file is dropped, and released by the kernel if the process dies.
+pub fn lock_dir(dir: &Path) -> Result<File, DirLockError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |source| DirLockError::Io { path: path.clone(), source };
+    let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    lock.try_lock().map_err(|e| match e {
+        fs::TryLockError::WouldBlock => DirLockError::Held,
+        fs::TryLockError::Error(source) => io(source),
+    })?;
+    Ok(lock)
+}
+
 /// The segment files of a store, oldest first.
 pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut found: Vec<(u64, PathBuf)> = Vec::new();
@@ -81,16 +104,9 @@ pub struct Store {
 impl Store {
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        lock.try_lock().map_err(|e| match e {
-            fs::TryLockError::WouldBlock => StoreError::Locked(dir.to_path_buf()),
-            fs::TryLockError::Error(source) => StoreError::Io { path: lock_path.clone(), source },
+        let lock = lock_dir(dir).map_err(|e| match e {
+            DirLockError::Held => StoreError::Locked(dir.to_path_buf()),
+            DirLockError::Io { path, source } => StoreError::Io { path, source },
         })?;
 
         let existing = segments(dir)?;
