@@ -1,0 +1,127 @@
+//! Verification of TEE attestation documents that bind a teelog signing key to measured code.
+//! Sans-IO: bytes and a verification time in, a verdict out. Roots of trust are pinned by the
+//! caller; the AWS Nitro Enclaves root G1 ships here, pinned by its SHA-256.
+#![forbid(unsafe_code)]
+
+pub mod nitro;
+
+use base64::Engine;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use teelog_core::merkle::{sha256, Digest};
+
+/// SHA-256 of the DER of the AWS Nitro Enclaves root G1 (CN=aws.nitro-enclaves), as AWS
+/// publishes it.
+pub const AWS_NITRO_ROOT_G1_SHA256: &str = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b";
+
+const AWS_NITRO_ROOT_G1_PEM: &[u8] = include_bytes!("../roots/aws_nitro_enclaves_root_g1.pem");
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AttestError {
+    #[error("not an attestation document: expected raw CBOR, base64 or hex ({0})")]
+    Encoding(String),
+    #[error("document of {len} bytes is larger than the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed COSE_Sign1: {0}")]
+    Cose(String),
+    #[error("malformed payload: field {field:?} {reason}")]
+    Payload { field: String, reason: String },
+    #[error("PCR{0} is missing; it is required")]
+    MissingPcr(u64),
+    #[error("debug-mode enclave (PCR0, PCR1 and PCR2 are all zero): its memory is readable by the host; pass --allow-debug to accept it")]
+    DebugMode,
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("certificate chain rejected: {0}")]
+    Chain(String),
+    #[error("the document's signature does not verify under its signing certificate")]
+    Signature,
+    #[error("trust root: {0}")]
+    Root(String),
+}
+
+/// A root certificate the caller trusts, identified by the SHA-256 of its DER.
+#[derive(Debug, Clone)]
+pub struct TrustRoot {
+    der: Vec<u8>,
+    sha256: Digest,
+    dev: bool,
+}
+
+impl TrustRoot {
+    /// The AWS Nitro Enclaves root G1, checked against its pinned SHA-256.
+    pub fn aws_nitro() -> Self {
+        let der =
+            CertificateDer::from_pem_slice(AWS_NITRO_ROOT_G1_PEM).map(|d| d.to_vec()).unwrap_or_default();
+        let sha256 = sha256(&der);
+        Self { der, sha256, dev: false }
+    }
+
+    /// A root given by the user (a dev root from `teelog keygen --dev`), from PEM or DER. Any
+    /// root other than AWS's is marked dev.
+    pub fn from_pem_or_der(bytes: &[u8]) -> Result<Self, AttestError> {
+        let der = match CertificateDer::from_pem_slice(bytes) {
+            Ok(der) => der.to_vec(),
+            Err(_) if bytes.first() == Some(&0x30) => bytes.to_vec(),
+            Err(e) => return Err(AttestError::Root(format!("not a PEM or DER certificate: {e}"))),
+        };
+        webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
+            .map_err(|e| AttestError::Root(format!("not a usable root certificate: {e}")))?;
+        let sha256 = sha256(&der);
+        let dev = hex::encode(sha256) != AWS_NITRO_ROOT_G1_SHA256;
+        Ok(Self { der, sha256, dev })
+    }
+
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    pub fn sha256(&self) -> &Digest {
+        &self.sha256
+    }
+
+    pub fn is_dev(&self) -> bool {
+        self.dev
+    }
+}
+
+/// Attestation documents travel as raw CBOR, base64 or hex text; this accepts all three.
+pub fn decode_document(bytes: &[u8]) -> Result<Vec<u8>, AttestError> {
+    // COSE_Sign1 starts with an array of four (0x84) or tag 18 (0xd2).
+    if matches!(bytes.first(), Some(0x84 | 0xd2)) {
+        return Ok(bytes.to_vec());
+    }
+    let text: String = String::from_utf8_lossy(bytes).split_whitespace().collect();
+    if text.is_empty() {
+        return Err(AttestError::Encoding("the input is empty".into()));
+    }
+    if text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return hex::decode(&text).map_err(|e| AttestError::Encoding(format!("hex: {e}")));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(&text)
+        .map_err(|e| AttestError::Encoding(format!("base64: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_aws_root_matches_its_pin() {
+        let root = TrustRoot::aws_nitro();
+        assert_eq!(hex::encode(root.sha256()), AWS_NITRO_ROOT_G1_SHA256);
+        assert!(!root.is_dev());
+        let again = TrustRoot::from_pem_or_der(AWS_NITRO_ROOT_G1_PEM).unwrap();
+        assert!(!again.is_dev());
+    }
+
+    #[test]
+    fn decodes_raw_hex_and_base64() {
+        assert_eq!(decode_document(&[0x84, 1]).unwrap(), [0x84, 1]);
+        assert_eq!(decode_document(b"84 01\n").unwrap(), [0x84, 1]);
+        assert_eq!(decode_document(b"hAE=").unwrap(), [0x84, 1]);
+        assert!(matches!(decode_document(b"  "), Err(AttestError::Encoding(_))));
+        assert!(matches!(decode_document(b"not base64!"), Err(AttestError::Encoding(_))));
+    }
+}

@@ -1,0 +1,292 @@
+//! AWS Nitro Enclaves attestation documents: COSE_Sign1 (ES384) over a CBOR map, signed by a
+//! leaf certificate that chains through `cabundle` to the AWS Nitro root.
+//!
+//! Parsing is strict (exact protected header, known fields with checked types and sizes, no
+//! duplicate keys, nothing after the document); verification builds the chain only to roots the
+//! caller pins — never to whatever `cabundle[0]` says — at a time the caller gives, by default the
+//! document's own timestamp.
+
+use std::collections::BTreeMap;
+
+use ciborium::Value;
+use coset::{iana, CborSerializable, CoseSign1, RegisteredLabelWithPrivate, TaggedCborSerializable};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use teelog_core::crypto::p1363_to_der;
+use teelog_core::merkle::Digest;
+
+use crate::{AttestError, TrustRoot};
+
+/// Attestation documents are a few KiB; anything much larger is refused before parsing.
+pub const MAX_DOCUMENT_BYTES: usize = 64 << 10;
+/// Nesting allowed in the payload (the real layout needs 3).
+const MAX_CBOR_DEPTH: usize = 8;
+const MAX_CABUNDLE: usize = 16;
+const MAX_CERT_BYTES: usize = 8 << 10;
+/// Limits from the Nitro Enclaves NSM API.
+const MAX_PUBLIC_KEY: usize = 1024;
+const MAX_USER_DATA: usize = 512;
+const MAX_NONCE: usize = 512;
+const MAX_PCR_INDEX: u64 = 31;
+
+/// A parsed, not yet verified, Nitro attestation document.
+#[derive(Debug, Clone)]
+pub struct NitroDocument {
+    pub module_id: String,
+    pub digest: String,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    pub pcrs: BTreeMap<u64, Vec<u8>>,
+    pub certificate: Vec<u8>,
+    pub cabundle: Vec<Vec<u8>>,
+    pub public_key: Option<Vec<u8>>,
+    pub user_data: Option<Vec<u8>>,
+    pub nonce: Option<Vec<u8>>,
+    sign1: CoseSign1,
+}
+
+/// What a verified document proves.
+#[derive(Debug, Clone)]
+pub struct NitroVerified {
+    pub document: NitroDocument,
+    /// SHA-256 of the DER of the pinned root the chain reached.
+    pub root_sha256: Digest,
+    /// Whether that root is a local dev root rather than AWS's.
+    pub dev: bool,
+    /// PCR0, PCR1 and PCR2 are all zero: an enclave started in debug mode, whose memory the
+    /// parent instance can read. Only returned when the caller allowed it.
+    pub debug_mode: bool,
+    /// The time the chain was checked at, in seconds since the Unix epoch.
+    pub checked_at: u64,
+}
+
+fn payload_err(field: &str, why: impl Into<String>) -> AttestError {
+    AttestError::Payload { field: field.to_string(), reason: why.into() }
+}
+
+impl NitroDocument {
+    /// Parses a COSE_Sign1 document, tagged (18) or not.
+    pub fn parse(bytes: &[u8]) -> Result<Self, AttestError> {
+        if bytes.len() > MAX_DOCUMENT_BYTES {
+            return Err(AttestError::TooLarge { len: bytes.len(), max: MAX_DOCUMENT_BYTES });
+        }
+        let sign1 = if bytes.first() == Some(&0xd2) {
+            CoseSign1::from_tagged_slice(bytes)
+        } else {
+            CoseSign1::from_slice(bytes)
+        }
+        .map_err(|e| AttestError::Cose(e.to_string()))?;
+
+        let protected = &sign1.protected.header;
+        let es384 = Some(RegisteredLabelWithPrivate::Assigned(iana::Algorithm::ES384));
+        let only_alg = coset::Header { alg: protected.alg.clone(), ..Default::default() };
+        if protected.alg != es384 || *protected != only_alg {
+            return Err(AttestError::Cose(format!(
+                "protected header must be exactly {{1: -35}} (ES384), found {protected:?}"
+            )));
+        }
+        if !sign1.unprotected.is_empty() {
+            return Err(AttestError::Cose("the unprotected header must be empty".into()));
+        }
+        if sign1.signature.len() != 96 {
+            return Err(AttestError::Cose(format!(
+                "an ES384 signature is 96 bytes (r || s), this one is {}",
+                sign1.signature.len()
+            )));
+        }
+        let payload = sign1.payload.as_deref().ok_or_else(|| AttestError::Cose("no payload".into()))?;
+        let mut doc = parse_payload(payload)?;
+        doc.sign1 = sign1;
+        Ok(doc)
+    }
+
+    /// The PCRs that mark a debug-mode enclave: 0, 1 and 2 all zero.
+    pub fn is_debug_mode(&self) -> bool {
+        [0, 1, 2].iter().all(|i| self.pcrs.get(i).is_some_and(|v| v.iter().all(|&b| b == 0)))
+    }
+
+    /// Verifies the signature and the chain to one of `roots`, at `at` (seconds since the Unix
+    /// epoch; `None` means the document's own timestamp).
+    pub fn verify(
+        self,
+        roots: &[TrustRoot],
+        at: Option<u64>,
+        allow_debug: bool,
+    ) -> Result<NitroVerified, AttestError> {
+        for pcr in [0, 1, 2] {
+            if !self.pcrs.contains_key(&pcr) {
+                return Err(AttestError::MissingPcr(pcr));
+            }
+        }
+        let debug_mode = self.is_debug_mode();
+        if debug_mode && !allow_debug {
+            return Err(AttestError::DebugMode);
+        }
+        let checked_at = at.unwrap_or(self.timestamp_ms / 1000);
+        let leaf_der = CertificateDer::from(self.certificate.as_slice());
+        let leaf = webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| {
+            AttestError::Certificate(format!("the signing certificate is not valid X.509: {e}"))
+        })?;
+        let intermediates: Vec<CertificateDer<'_>> =
+            self.cabundle.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+        let root_ders: Vec<CertificateDer<'_>> =
+            roots.iter().map(|r| CertificateDer::from(r.der())).collect();
+        let anchors = root_ders
+            .iter()
+            .map(|der| {
+                webpki::anchor_from_trusted_cert(der).map_err(|e| AttestError::Certificate(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let algs = [webpki::ring::ECDSA_P384_SHA384, webpki::ring::ECDSA_P256_SHA256];
+        let path = leaf
+            .verify_for_usage(
+                &algs,
+                &anchors,
+                &intermediates,
+                UnixTime::since_unix_epoch(std::time::Duration::from_secs(checked_at)),
+                webpki::KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .map_err(|e| chain_error(e, checked_at))?;
+        let anchor = path.anchor();
+        let root = roots
+            .iter()
+            .zip(&root_ders)
+            .find(|(_, der)| webpki::anchor_from_trusted_cert(der).is_ok_and(|a| a.subject == anchor.subject))
+            .map(|(root, _)| root)
+            .ok_or_else(|| AttestError::Certificate("the chain ended at an unknown anchor".into()))?;
+
+        let tbs = self.sign1.tbs_data(&[]);
+        leaf.verify_signature(webpki::ring::ECDSA_P384_SHA384, &tbs, &p1363_to_der(&self.sign1.signature))
+            .map_err(|_| AttestError::Signature)?;
+        Ok(NitroVerified {
+            root_sha256: *root.sha256(),
+            dev: root.is_dev(),
+            debug_mode,
+            checked_at,
+            document: self,
+        })
+    }
+}
+
+fn chain_error(e: webpki::Error, at: u64) -> AttestError {
+    use webpki::Error as E;
+    let why = match e {
+        E::CertExpired { .. } | E::CertNotValidYet { .. } => {
+            format!("a certificate of the chain is not valid at {at} (Unix seconds): {e:?}")
+        }
+        E::UnknownIssuer => "the chain does not reach a pinned root (re-signed by another CA?)".to_string(),
+        E::InvalidSignatureForPublicKey | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            format!("a certificate signature in the chain does not verify: {e:?}")
+        }
+        other => format!("{other:?}"),
+    };
+    AttestError::Chain(why)
+}
+
+fn parse_payload(payload: &[u8]) -> Result<NitroDocument, AttestError> {
+    let mut reader = payload;
+    let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut reader, MAX_CBOR_DEPTH)
+        .map_err(|e| AttestError::Cose(format!("payload is not CBOR: {e}")))?;
+    if !reader.is_empty() {
+        return Err(AttestError::Cose(format!("{} bytes after the payload map", reader.len())));
+    }
+    let Value::Map(entries) = value else {
+        return Err(AttestError::Cose("payload is not a CBOR map".into()));
+    };
+    let mut fields: BTreeMap<String, Value> = BTreeMap::new();
+    for (key, value) in entries {
+        let Value::Text(key) = key else {
+            return Err(payload_err("(key)", format!("keys are text, found {key:?}")));
+        };
+        if fields.insert(key.clone(), value).is_some() {
+            return Err(payload_err(&key, "appears twice"));
+        }
+    }
+    let mut take = |name: &str| fields.remove(name);
+    let text = |name: &str, v: Option<Value>| match v {
+        Some(Value::Text(t)) if !t.is_empty() => Ok(t),
+        Some(other) => Err(payload_err(name, format!("must be non-empty text, found {other:?}"))),
+        None => Err(payload_err(name, "is missing")),
+    };
+    let bytes = |name: &str, v: Option<Value>, max: usize| match v {
+        Some(Value::Bytes(b)) if b.len() <= max => Ok(b),
+        Some(Value::Bytes(b)) => {
+            Err(payload_err(name, format!("is {} bytes, at most {max} allowed", b.len())))
+        }
+        Some(other) => Err(payload_err(name, format!("must be a byte string, found {other:?}"))),
+        None => Err(payload_err(name, "is missing")),
+    };
+    let optional_bytes = |name: &str, v: Option<Value>, max: usize| match v {
+        None | Some(Value::Null) => Ok(None),
+        v => bytes(name, v, max).map(Some),
+    };
+
+    let module_id = text("module_id", take("module_id"))?;
+    let digest = text("digest", take("digest"))?;
+    if digest != "SHA384" {
+        return Err(payload_err("digest", format!("must be SHA384, found {digest:?}")));
+    }
+    let timestamp_ms = match take("timestamp") {
+        Some(Value::Integer(i)) => u64::try_from(i).ok().filter(|&t| t > 0),
+        _ => None,
+    }
+    .ok_or_else(|| payload_err("timestamp", "must be a positive integer (milliseconds)"))?;
+    let pcrs = match take("pcrs") {
+        Some(Value::Map(entries)) => {
+            let mut pcrs = BTreeMap::new();
+            for (k, v) in entries {
+                let index = match k {
+                    Value::Integer(i) => u64::try_from(i).ok().filter(|&i| i <= MAX_PCR_INDEX),
+                    _ => None,
+                }
+                .ok_or_else(|| payload_err("pcrs", format!("index must be 0..={MAX_PCR_INDEX}")))?;
+                let value = match v {
+                    Value::Bytes(b) if [32, 48, 64].contains(&b.len()) => b,
+                    other => {
+                        return Err(payload_err(
+                            "pcrs",
+                            format!("PCR{index} must be 32, 48 or 64 bytes, found {other:?}"),
+                        ))
+                    }
+                };
+                if pcrs.insert(index, value).is_some() {
+                    return Err(payload_err("pcrs", format!("PCR{index} appears twice")));
+                }
+            }
+            pcrs
+        }
+        _ => return Err(payload_err("pcrs", "must be a map of index to bytes")),
+    };
+    let certificate = bytes("certificate", take("certificate"), MAX_CERT_BYTES)?;
+    let cabundle = match take("cabundle") {
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_CABUNDLE => items
+            .into_iter()
+            .map(|item| bytes("cabundle", Some(item), MAX_CERT_BYTES))
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => {
+            return Err(payload_err(
+                "cabundle",
+                format!("must be an array of 1 to {MAX_CABUNDLE} certificates"),
+            ))
+        }
+    };
+    let public_key = optional_bytes("public_key", take("public_key"), MAX_PUBLIC_KEY)?;
+    let user_data = optional_bytes("user_data", take("user_data"), MAX_USER_DATA)?;
+    let nonce = optional_bytes("nonce", take("nonce"), MAX_NONCE)?;
+    if let Some(unknown) = fields.keys().next() {
+        return Err(payload_err(unknown, "is not a field of a Nitro attestation document"));
+    }
+    Ok(NitroDocument {
+        module_id,
+        digest,
+        timestamp_ms,
+        pcrs,
+        certificate,
+        cabundle,
+        public_key,
+        user_data,
+        nonce,
+        sign1: CoseSign1::default(),
+    })
+}

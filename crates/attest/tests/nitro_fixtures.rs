@@ -1,0 +1,107 @@
+//! The real Nitro documents in shared/fixtures/attestation: they verify at their own time, fail
+//! today, and fail with any single flipped byte.
+
+use std::path::PathBuf;
+
+use teelog_attest::nitro::NitroDocument;
+use teelog_attest::{decode_document, AttestError, TrustRoot};
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation").join(name);
+    let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    decode_document(&raw).unwrap()
+}
+
+const BETA: &str = "nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor";
+const FASTCRYPTO: &str = "nitro/nitro_fastcrypto_prod-pcrs_pcr16_pubkey.hex";
+const GA_DEBUG: &str = "nitro/nitro_evervault_ga_userdata-spki_nonce.b64";
+
+/// 2026-12-02T00:00:00Z.
+const TODAY: u64 = 1_796_169_600;
+
+fn verify(
+    bytes: &[u8],
+    at: Option<u64>,
+    allow_debug: bool,
+) -> Result<teelog_attest::nitro::NitroVerified, AttestError> {
+    NitroDocument::parse(bytes)?.verify(&[TrustRoot::aws_nitro()], at, allow_debug)
+}
+
+#[test]
+fn production_documents_verify_at_their_own_time() {
+    let beta = verify(&fixture(BETA), None, false).unwrap();
+    assert_eq!(beta.document.module_id, "i-020b6af9246d90e92-enc0183d09086c24190");
+    assert_eq!(beta.document.timestamp_ms, 1_665_651_482_136);
+    assert_eq!(
+        hex::encode(&beta.document.pcrs[&0]),
+        "f4d48b81a460c9916d1e685119074bf24660afd3e34fae9fca0a0d28d9d5599936332687e6f66fc890ac8cf150142d8b"
+    );
+    assert_eq!(beta.document.nonce.as_ref().map(Vec::len), Some(256));
+    assert!(beta.document.public_key.is_none() && !beta.dev && !beta.debug_mode);
+    assert_eq!(beta.checked_at, 1_665_651_482);
+
+    // An indefinite-length payload map, 17 PCRs, a 32-byte raw public key.
+    let fastcrypto = verify(&fixture(FASTCRYPTO), None, false).unwrap();
+    assert_eq!(fastcrypto.document.pcrs.len(), 17);
+    assert_eq!(fastcrypto.document.public_key.as_ref().map(Vec::len), Some(32));
+    assert_eq!(fastcrypto.document.user_data.as_deref(), Some(&[][..]));
+}
+
+#[test]
+fn a_debug_mode_enclave_is_refused_unless_allowed() {
+    let bytes = fixture(GA_DEBUG);
+    assert_eq!(verify(&bytes, None, false).unwrap_err(), AttestError::DebugMode);
+    let verified = verify(&bytes, None, true).unwrap();
+    assert!(verified.debug_mode);
+    // Its user_data is the DER SubjectPublicKeyInfo of a P-256 key.
+    let spki = verified.document.user_data.as_ref().unwrap();
+    assert!(teelog_core::PublicKey::from_spki_der(spki).is_ok());
+}
+
+#[test]
+fn every_document_is_expired_today() {
+    for name in [BETA, FASTCRYPTO, GA_DEBUG] {
+        let err = verify(&fixture(name), Some(TODAY), true).unwrap_err();
+        assert!(matches!(&err, AttestError::Chain(why) if why.contains("not valid at")), "{name}: {err}");
+    }
+}
+
+#[test]
+fn another_root_is_not_trusted() {
+    let intel = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fixtures/attestation/roots/intel_sgx_root_ca.pem"),
+    )
+    .unwrap();
+    let root = TrustRoot::from_pem_or_der(&intel).unwrap();
+    assert!(root.is_dev());
+    let err = NitroDocument::parse(&fixture(BETA)).unwrap().verify(&[root], None, false).unwrap_err();
+    assert!(matches!(&err, AttestError::Chain(why) if why.contains("does not reach a pinned root")), "{err}");
+}
+
+#[test]
+fn any_flipped_byte_is_refused() {
+    for name in [BETA, FASTCRYPTO] {
+        let bytes = fixture(name);
+        // Every byte of the first 600 (structure, headers, module id, PCRs) and every 17th after.
+        let positions = (0..bytes.len()).filter(|&i| i < 600 || i % 17 == 0);
+        for i in positions {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x01;
+            assert!(verify(&flipped, None, false).is_err(), "{name}: flipping byte {i} went unnoticed");
+        }
+    }
+}
+
+#[test]
+fn truncated_and_garbage_documents_are_refused_without_panicking() {
+    let bytes = fixture(BETA);
+    for len in (0..bytes.len()).step_by(97) {
+        assert!(NitroDocument::parse(&bytes[..len]).is_err(), "truncated to {len}");
+    }
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(matches!(NitroDocument::parse(&trailing), Err(AttestError::Cose(_))));
+    assert!(matches!(NitroDocument::parse(&vec![0x84; 100_000]), Err(AttestError::TooLarge { .. })));
+}
