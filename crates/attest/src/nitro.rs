@@ -172,9 +172,16 @@ impl NitroDocument {
 fn chain_error(e: webpki::Error, at: u64) -> AttestError {
     use webpki::Error as E;
     let why = match e {
-        E::CertExpired { .. } | E::CertNotValidYet { .. } => {
-            format!("a certificate of the chain is not valid at {at} (Unix seconds): {e:?}")
-        }
+        E::CertExpired { not_after, .. } => format!(
+            "a certificate of the chain is not valid at {}: it expired at {}",
+            rfc3339(at),
+            rfc3339(not_after.as_secs())
+        ),
+        E::CertNotValidYet { not_before, .. } => format!(
+            "a certificate of the chain is not valid at {}: it is valid only from {}",
+            rfc3339(at),
+            rfc3339(not_before.as_secs())
+        ),
         E::UnknownIssuer => "the chain does not reach a pinned root (re-signed by another CA?)".to_string(),
         E::InvalidSignatureForPublicKey | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
             format!("a certificate signature in the chain does not verify: {e:?}")
@@ -182,6 +189,12 @@ fn chain_error(e: webpki::Error, at: u64) -> AttestError {
         other => format!("{other:?}"),
     };
     AttestError::Chain(why)
+}
+
+fn rfc3339(seconds: u64) -> String {
+    teelog_core::timestamp::format_rfc3339(
+        i64::try_from(seconds).unwrap_or(i64::MAX).saturating_mul(1_000_000_000),
+    )
 }
 
 fn parse_payload(payload: &[u8]) -> Result<NitroDocument, AttestError> {

@@ -1,6 +1,7 @@
 //! `teelog`: sign logs into tamper-evident batches and verify them offline.
 #![forbid(unsafe_code)]
 
+mod attest;
 mod bench;
 mod quickstart;
 mod sample;
@@ -37,6 +38,11 @@ enum Command {
     Sign(sign::SignArgs),
     /// Verify signed batches; exit 0 if all verify, 1 on any finding, 2 on errors.
     Verify(verify::VerifyArgs),
+    /// Attestation documents: verify what binds a signing key to measured code.
+    Attest {
+        #[command(subcommand)]
+        command: attest::AttestCommand,
+    },
     /// Show the whole job on a local store: keygen, sign, verify, tamper, verify again.
     Quickstart {
         /// Working directory (recreated if it holds an earlier quickstart).
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
         Command::Keygen { out, measurement, curve } => keygen(&out, measurement.as_deref(), curve),
         Command::Sign(args) => sign::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Verify(args) => verify::run(&args),
+        Command::Attest { command } => attest::run(&command),
         Command::Quickstart { dir } => quickstart::run(&dir),
         Command::Bench(args) => bench::run(&args),
     };

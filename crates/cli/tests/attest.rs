@@ -1,0 +1,77 @@
+//! `teelog attest verify` on the real Nitro fixtures: verdicts, exit codes and JSON.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation")
+}
+
+fn attest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_teelog")).arg("attest").arg("verify").args(args).output().unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn raw_hex_and_base64_documents_verify_at_their_own_time() {
+    let nitro = fixtures().join("nitro");
+    let beta = attest(&[nitro.join("nitro_evervault_beta_prod-pcrs_nonce.cbor").to_str().unwrap(), "--json"]);
+    assert_eq!(beta.status.code(), Some(0));
+    let report = json(&beta);
+    assert_eq!(report["verified"], true);
+    assert_eq!(report["platform"], "aws-nitro");
+    assert_eq!(report["timestamp"], "2022-10-13T08:58:02.136000000Z");
+    assert_eq!(
+        report["pcrs"]["2"],
+        "d8f114da658de5481f8d9ec73907feb553560787522f705c92d7d96beed8e15e2aa611984e098c576832c292e8dc469a"
+    );
+
+    let hex = attest(&[nitro.join("nitro_fastcrypto_prod-pcrs_pcr16_pubkey.hex").to_str().unwrap()]);
+    assert_eq!(hex.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&hex.stdout).starts_with("VERIFIED\nplatform      aws-nitro"));
+
+    let debug = nitro.join("nitro_evervault_ga_userdata-spki_nonce.b64");
+    let refused = attest(&[debug.to_str().unwrap(), "--json"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(json(&refused)["error"].as_str().unwrap().contains("debug-mode enclave"));
+    let allowed = attest(&[debug.to_str().unwrap(), "--allow-debug"]);
+    assert_eq!(allowed.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&allowed.stdout).contains("WARNING: debug-mode enclave"));
+}
+
+#[test]
+fn expired_today_forged_and_unreadable_documents() {
+    let doc = fixtures().join("nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor");
+    let today = attest(&[doc.to_str().unwrap(), "--at", "2026-12-02T00:00:00Z"]);
+    assert_eq!(today.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&today.stdout).contains("expired at"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let forged = dir.path().join("forged.cbor");
+    let mut bytes = std::fs::read(&doc).unwrap();
+    // A byte inside the PCR map of the signed payload.
+    let at = bytes.windows(4).position(|w| w == b"pcrs").unwrap() + 12;
+    bytes[at] ^= 0xff;
+    std::fs::write(&forged, &bytes).unwrap();
+    let out = attest(&[forged.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["verified"], false);
+
+    // Trusting another root does not help a document that chains to AWS; AWS stays pinned.
+    let intel = fixtures().join("roots/intel_sgx_root_ca.pem");
+    assert_eq!(
+        attest(&[doc.to_str().unwrap(), "--trust-root", intel.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+
+    assert_eq!(attest(&["/nonexistent"]).status.code(), Some(2));
+    assert_eq!(attest(&[doc.to_str().unwrap(), "--at", "noon"]).status.code(), Some(2));
+    let not_a_root = attest(&[doc.to_str().unwrap(), "--trust-root", doc.to_str().unwrap()]);
+    assert_eq!(not_a_root.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&not_a_root.stderr).contains("trust root"));
+}
