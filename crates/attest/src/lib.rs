@@ -10,6 +10,8 @@ use base64::Engine;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use teelog_core::merkle::{sha256, Digest};
+use teelog_core::verify::{AttestationVerifier, AttestedKey};
+use teelog_core::PublicKey;
 
 /// SHA-256 of the DER of the AWS Nitro Enclaves root G1 (CN=aws.nitro-enclaves), as AWS
 /// publishes it.
@@ -83,6 +85,26 @@ impl TrustRoot {
 
     pub fn is_dev(&self) -> bool {
         self.dev
+    }
+}
+
+/// The attestation provider for `teelog verify`: a batch's key is the SubjectPublicKeyInfo in
+/// the `public_key` of its verified document, its measurement the document's PCR0.
+pub struct BindingVerifier {
+    pub roots: Vec<TrustRoot>,
+    pub allow_debug: bool,
+}
+
+impl AttestationVerifier for BindingVerifier {
+    fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, String> {
+        let verified =
+            nitro::NitroDocument::parse(document).and_then(|d| d.verify(&self.roots, None, self.allow_debug));
+        let verified = verified.map_err(|e| e.to_string())?;
+        let spki =
+            verified.document.public_key.as_deref().ok_or("the document binds no key (no public_key)")?;
+        let key = PublicKey::from_spki_der(spki).map_err(|e| format!("the document's public_key: {e}"))?;
+        let measurement = verified.document.pcrs.get(&0).map(hex::encode).unwrap_or_default();
+        Ok(AttestedKey { key, measurement })
     }
 }
 

@@ -442,6 +442,8 @@ pub(crate) struct LineFields<'a> {
     pub hints: Option<&'a str>,
     #[serde(borrow)]
     pub records: Option<Vec<&'a RawValue>>,
+    /// An attestation document line: `{"v":1,"attestation":"<base64>"}`.
+    pub attestation: Option<String>,
     #[serde(rename = "Sequence")]
     pub seed_sequence: Option<u64>,
     #[serde(rename = "PayloadBase64")]
@@ -466,6 +468,42 @@ pub enum RecordsStatus {
         record_index: Option<u64>,
         detail: String,
     },
+}
+
+fn verify_header(header: &Header, header_bytes: &[u8], sig: &[u8], key: &PublicKey) -> SignatureStatus {
+    if key.id_hex() != header.key_id {
+        return SignatureStatus::Invalid(format!(
+            "signed by key {}, not by key {}",
+            header.key_id,
+            key.id_hex()
+        ));
+    }
+    if key.alg().name() != header.alg {
+        return SignatureStatus::Invalid(format!(
+            "header says {} but key {} is {}",
+            header.alg,
+            header.key_id,
+            key.alg().curve()
+        ));
+    }
+    if key.verify_p1363(&signed_message(header_bytes), sig) {
+        SignatureStatus::Valid
+    } else {
+        SignatureStatus::Invalid(format!("signature does not verify under key {}", key.id_hex()))
+    }
+}
+
+/// The signed bytes of a header and their signature, kept until the key is known.
+#[derive(Debug, Clone)]
+pub struct SignedHeader {
+    header_bytes: Vec<u8>,
+    sig: Vec<u8>,
+}
+
+impl SignedHeader {
+    pub fn verify_with(&self, header: &Header, key: &PublicKey) -> SignatureStatus {
+        verify_header(header, &self.header_bytes, &self.sig, key)
+    }
 }
 
 /// A teelog batch line taken apart, before any check.
@@ -505,25 +543,23 @@ impl<'a> ParsedBatch<'a> {
 
     /// Checks the signature against the trusted key the header names.
     pub fn signature_status(&self, trusted: &[PublicKey]) -> SignatureStatus {
-        let header = &self.header;
-        match trusted.iter().find(|k| k.id_hex() == header.key_id) {
+        match trusted.iter().find(|k| k.id_hex() == self.header.key_id) {
             None => SignatureStatus::Invalid(format!(
                 "signed by key {}, which is not a trusted key",
-                header.key_id
+                self.header.key_id
             )),
-            Some(key) if key.alg().name() != header.alg => SignatureStatus::Invalid(format!(
-                "header says {} but key {} is {}",
-                header.alg,
-                header.key_id,
-                key.alg().curve()
-            )),
-            Some(key) if key.verify_p1363(&signed_message(self.header_bytes), &self.sig) => {
-                SignatureStatus::Valid
-            }
-            Some(key) => {
-                SignatureStatus::Invalid(format!("signature does not verify under key {}", key.id_hex()))
-            }
+            Some(key) => self.verify_with(key),
         }
+    }
+
+    /// Checks the signature against one given key.
+    pub fn verify_with(&self, key: &PublicKey) -> SignatureStatus {
+        verify_header(&self.header, self.header_bytes, &self.sig, key)
+    }
+
+    /// An owned copy of the signed parts, for checking once the key is known.
+    pub fn signed_header(&self) -> SignedHeader {
+        SignedHeader { header_bytes: self.header_bytes.to_vec(), sig: self.sig.clone() }
     }
 
     /// Checks the records against the signed count and Merkle root, and when they do not

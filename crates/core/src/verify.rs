@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::batch::{LineFields, ParsedBatch, RecordsStatus, SignatureStatus};
+use crate::batch::{Header, LineFields, ParsedBatch, RecordsStatus, SignatureStatus, SignedHeader};
 use crate::crypto::PublicKey;
 use crate::merkle::{sha256, Digest};
 use crate::seed::check_seed_batch;
@@ -25,6 +25,7 @@ pub enum FindingKind {
     ChainBreak,
     Equivocation,
     Malformed,
+    UntrustedAttestation,
 }
 
 impl FindingKind {
@@ -37,6 +38,7 @@ impl FindingKind {
             FindingKind::ChainBreak => "chain_break",
             FindingKind::Equivocation => "equivocation",
             FindingKind::Malformed => "malformed",
+            FindingKind::UntrustedAttestation => "untrusted_attestation",
         }
     }
 }
@@ -80,6 +82,29 @@ pub struct VerifyOptions {
     pub expect_measurement: Option<String>,
 }
 
+/// What a verified attestation document says about the key it binds.
+#[derive(Debug, Clone)]
+pub struct AttestedKey {
+    pub key: PublicKey,
+    /// The code measurement the document attests, lower-case hex.
+    pub measurement: String,
+}
+
+/// Verifies attestation documents (chain to pinned roots, signature, binding): the attestation
+/// providers plug in here, so that the core stays free of any one TEE's formats.
+pub trait AttestationVerifier {
+    /// The key the document binds, or why the document is not trusted.
+    fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, String>;
+}
+
+/// A parsed batch, before its signature is checked.
+struct Candidate {
+    origin: String,
+    header: Header,
+    header_hash: Digest,
+    records: RecordsStatus,
+}
+
 /// A validly signed batch as the chain check needs it.
 #[derive(Debug, Clone)]
 struct Slot {
@@ -99,6 +124,11 @@ struct EpochState {
 
 pub struct Verifier {
     options: VerifyOptions,
+    attestation: Option<Box<dyn AttestationVerifier>>,
+    /// Attestation documents seen, by the SHA-256 of their bytes.
+    documents: HashMap<Digest, Vec<u8>>,
+    /// Batches bound to an attestation document, checked once every document is in.
+    attested: Vec<(Candidate, SignedHeader)>,
     seen: HashSet<Digest>,
     epochs: BTreeMap<(String, String), EpochState>,
     findings: Vec<Finding>,
@@ -111,6 +141,9 @@ impl Verifier {
     pub fn new(options: VerifyOptions) -> Self {
         Self {
             options,
+            attestation: None,
+            documents: HashMap::new(),
+            attested: Vec::new(),
             seen: HashSet::new(),
             epochs: BTreeMap::new(),
             findings: Vec::new(),
@@ -118,6 +151,12 @@ impl Verifier {
             records: 0,
             duplicates: 0,
         }
+    }
+
+    /// Batches that name an attestation document get their key from it, verified by `verifier`.
+    pub fn with_attestation(mut self, verifier: Box<dyn AttestationVerifier>) -> Self {
+        self.attestation = Some(verifier);
+        self
     }
 
     /// Reports a line that could not even be read as a line (too long, not UTF-8, torn).
@@ -150,6 +189,16 @@ impl Verifier {
             || fields.seed_payload.is_some()
             || fields.seed_signature.is_some()
             || fields.seed_thumbprint.is_some();
+        if let (Some(1), Some(document), false, false) =
+            (fields.v, &fields.attestation, fields.header.is_some(), seed)
+        {
+            return match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, document) {
+                Ok(bytes) => {
+                    self.documents.insert(sha256(&bytes), bytes);
+                }
+                Err(e) => self.push_malformed(origin, &format!("attestation: not base64: {e}")),
+            };
+        }
         match (teelog, seed) {
             (true, false) => self.push_teelog(origin, line, fields),
             (false, true) => self.push_seed(origin, fields),
@@ -172,7 +221,6 @@ impl Verifier {
             Err(detail) => return self.push_malformed(origin, &detail),
         };
         let records_status = batch.records_status();
-        let h = &batch.header;
         // An intact copy is identified by its signed header and signature; a tampered one by all
         // of its bytes, so that each distinct tampering is reported once.
         let identity = match records_status {
@@ -188,6 +236,24 @@ impl Verifier {
             return;
         }
         self.batches += 1;
+        let candidate = Candidate {
+            origin: origin.to_string(),
+            header: batch.header.clone(),
+            header_hash: batch.header_hash,
+            records: records_status,
+        };
+        if candidate.header.attestation.is_some() && self.attestation.is_some() {
+            self.attested.push((candidate, batch.signed_header()));
+        } else {
+            let signature = batch.signature_status(&self.options.trusted_keys);
+            self.accept(candidate, signature, None);
+        }
+    }
+
+    /// Records a checked batch: its findings, and if its signature holds, its place in the chain.
+    /// `attested` is the measurement its attestation document vouches for.
+    fn accept(&mut self, batch: Candidate, signature: SignatureStatus, attested: Option<&str>) {
+        let h = &batch.header;
         let key = (h.stream.clone(), h.epoch.clone());
         let finding = |kind, record_index, detail: String| Finding {
             kind,
@@ -195,35 +261,82 @@ impl Verifier {
             epoch: Some(h.epoch.clone()),
             seq: Some(h.seq),
             record_index,
-            detail: format!("{origin}: {detail}"),
+            detail: format!("{}: {detail}", batch.origin),
         };
-        match batch.signature_status(&self.options.trusted_keys) {
-            SignatureStatus::Invalid(why) => {
-                self.findings.push(finding(FindingKind::InvalidSignature, None, why));
-                self.epochs.entry(key).or_default().untrusted.insert(h.seq);
-                return;
-            }
-            SignatureStatus::Valid => {}
+        if let SignatureStatus::Invalid(why) = signature {
+            self.findings.push(finding(FindingKind::InvalidSignature, None, why));
+            self.epochs.entry(key).or_default().untrusted.insert(h.seq);
+            return;
         }
-        if let RecordsStatus::Tampered { record_index, detail } = &records_status {
+        if let RecordsStatus::Tampered { record_index, detail } = &batch.records {
             self.findings.push(finding(FindingKind::RecordTampered, *record_index, detail.clone()));
         } else {
             self.records += h.count;
         }
-        if let Some(expected) = &self.options.expect_measurement {
-            if h.measurement.as_deref() != Some(expected.as_str()) {
-                let detail = format!(
-                    "signed by code measured {}, expected {expected}",
-                    h.measurement.as_deref().unwrap_or("(none)")
-                );
-                self.findings.push(finding(FindingKind::UnexpectedMeasurement, None, detail));
-            }
+        let claimed = h.measurement.as_deref().unwrap_or("(none)");
+        if let Some(attested) = attested.filter(|a| *a != claimed) {
+            let detail =
+                format!("the header claims measurement {claimed}, the attestation document {attested}");
+            self.findings.push(finding(FindingKind::UnexpectedMeasurement, None, detail));
+        } else if let Some(expected) = self.options.expect_measurement.as_deref().filter(|e| *e != claimed) {
+            let detail = format!("signed by code measured {claimed}, expected {expected}");
+            self.findings.push(finding(FindingKind::UnexpectedMeasurement, None, detail));
         }
-        let slot = Slot { header_hash: batch.header_hash, prev: h.prev.clone(), origin: origin.to_string() };
+        let slot =
+            Slot { header_hash: batch.header_hash, prev: h.prev.clone(), origin: batch.origin.clone() };
         let slots = self.epochs.entry(key).or_default().slots.entry(h.seq).or_default();
         if !slots.iter().any(|s| s.header_hash == slot.header_hash) {
             slots.push(slot);
         }
+    }
+
+    /// Checks the batches bound to attestation documents, each document verified once.
+    fn check_attested(&mut self) {
+        let Some(verifier) = self.attestation.take() else { return };
+        let mut verdicts: HashMap<String, Result<AttestedKey, String>> = HashMap::new();
+        for (batch, signed) in std::mem::take(&mut self.attested) {
+            let digest = batch.header.attestation.clone().unwrap_or_default();
+            let verdict = verdicts.entry(digest.clone()).or_insert_with(|| {
+                let document = <[u8; 32]>::try_from(hex::decode(&digest).unwrap_or_default())
+                    .ok()
+                    .and_then(|d| self.documents.get(&d));
+                match document {
+                    None => Err(format!("attestation document {digest} is not in the input")),
+                    Some(bytes) => verifier.verify_document(bytes),
+                }
+            });
+            match verdict {
+                Err(why) => {
+                    let why = why.clone();
+                    let h = &batch.header;
+                    self.findings.push(Finding {
+                        kind: FindingKind::UntrustedAttestation,
+                        stream: Some(h.stream.clone()),
+                        epoch: Some(h.epoch.clone()),
+                        seq: Some(h.seq),
+                        record_index: None,
+                        detail: format!("{}: {why}", batch.origin),
+                    });
+                    let key = (h.stream.clone(), h.epoch.clone());
+                    self.epochs.entry(key).or_default().untrusted.insert(h.seq);
+                }
+                Ok(attested) => {
+                    let signature = match signed.verify_with(&batch.header, &attested.key) {
+                        SignatureStatus::Invalid(_) if attested.key.id_hex() != batch.header.key_id => {
+                            SignatureStatus::Invalid(format!(
+                                "signed by key {}, but its attestation document binds key {}",
+                                batch.header.key_id,
+                                attested.key.id_hex()
+                            ))
+                        }
+                        status => status,
+                    };
+                    let measurement = attested.measurement.clone();
+                    self.accept(batch, signature, Some(&measurement));
+                }
+            }
+        }
+        self.attestation = Some(verifier);
     }
 
     fn push_seed(&mut self, origin: Origin<'_>, fields: LineFields<'_>) {
@@ -281,6 +394,7 @@ impl Verifier {
 
     /// Runs the chain checks and returns the report, findings ordered by stream, epoch, seq.
     pub fn finish(mut self) -> Report {
+        self.check_attested();
         let mut by_stream: BTreeMap<&str, Vec<(&str, &EpochState)>> = BTreeMap::new();
         for ((stream, epoch), state) in &self.epochs {
             by_stream.entry(stream).or_default().push((epoch, state));
