@@ -34,6 +34,21 @@ pub struct DevClaims<'a> {
     pub nonce: Option<&'a [u8]>,
 }
 
+/// PCR0, PCR1 and PCR2 of a dev document when none are given: SHA-384 of "teelog dev PCR<i>",
+/// plainly not a real measurement, and never the all-zero debug pattern.
+pub fn default_pcrs() -> BTreeMap<u64, Vec<u8>> {
+    (0..3)
+        .map(|i| {
+            (
+                i,
+                ring::digest::digest(&ring::digest::SHA384, format!("teelog dev PCR{i}").as_bytes())
+                    .as_ref()
+                    .to_vec(),
+            )
+        })
+        .collect()
+}
+
 fn cert_err(e: impl std::fmt::Display) -> AttestError {
     AttestError::Certificate(format!("cannot issue the dev certificate: {e}"))
 }

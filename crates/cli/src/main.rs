@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use teelog_identity::{Provider, SoftwareIdentity};
 
 /// Tamper-evident, TEE-signed logs: sign records into chained Merkle batches, verify them offline.
 #[derive(Parser)]
@@ -23,16 +24,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a software signing identity (private key mode 0600, public key PEM).
+    /// Create a signing identity: a software key (private key mode 0600, public key PEM), or
+    /// with --dev one bound by a dev attestation document in the Nitro layout.
     Keygen {
         /// Directory to create the identity in.
         #[arg(long)]
         out: PathBuf,
         /// Code measurement to put in every batch header (hex).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "dev")]
         measurement: Option<String>,
         #[arg(long, value_enum, default_value_t = Curve::P256)]
         curve: Curve,
+        /// Bind the key with a dev attestation document issued by a new local root
+        /// (dev-root.pem); auditors accept it only with --trust-root dev-root.pem.
+        #[arg(long)]
+        dev: bool,
+        /// A PCR of the dev document, IDX=HEX (32, 48 or 64 bytes); repeat for several.
+        /// Default: PCR0..2 derived from their index. The measurement is PCR0.
+        #[arg(long, requires = "dev", value_parser = parse_pcr)]
+        pcr: Vec<(u64, Vec<u8>)>,
     },
     /// Read NDJSON records on stdin and write signed batches, one per line.
     Sign(sign::SignArgs),
@@ -62,7 +72,19 @@ enum Curve {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Keygen { out, measurement, curve } => keygen(&out, measurement.as_deref(), curve),
+        Command::Keygen { out, measurement, curve, dev, pcr } => {
+            let provider = if dev {
+                let pcrs = if pcr.is_empty() {
+                    teelog_attest::dev::default_pcrs()
+                } else {
+                    pcr.into_iter().collect()
+                };
+                Provider::Dev { pcrs }
+            } else {
+                Provider::Software { measurement: measurement.as_deref() }
+            };
+            keygen(&out, provider, curve)
+        }
         Command::Sign(args) => sign::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Verify(args) => verify::run(&args),
         Command::Attest { command } => attest::run(&command),
@@ -79,14 +101,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn keygen(out: &std::path::Path, measurement: Option<&str>, curve: Curve) -> anyhow::Result<ExitCode> {
+fn keygen(out: &std::path::Path, provider: Provider<'_>, curve: Curve) -> anyhow::Result<ExitCode> {
     let alg = match curve {
         Curve::P256 => teelog_core::SigAlg::Es256,
         Curve::P384 => teelog_core::SigAlg::Es384,
     };
-    let public = teelog_identity::SoftwareIdentity::create(out, alg, measurement)?;
+    let dev = matches!(provider, Provider::Dev { .. });
+    let public = SoftwareIdentity::create(out, alg, provider)?;
     println!("created {} identity in {}", alg.curve(), out.display());
     println!("key id     {}", public.id_hex());
     println!("public key {}", out.join("public-key.pem").display());
+    if dev {
+        println!("dev root   {} (give it to auditors: --trust-root)", out.join("dev-root.pem").display());
+        println!("document   {}", out.join("attestation.cbor").display());
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `IDX=HEX` for --pcr.
+fn parse_pcr(text: &str) -> Result<(u64, Vec<u8>), String> {
+    let (index, value) = text.split_once('=').ok_or("expected IDX=HEX, e.g. 0=ab12…")?;
+    let index: u64 = index.parse().map_err(|_| format!("{index:?} is not a PCR index"))?;
+    let value = hex::decode(value).map_err(|e| format!("PCR{index}: {e}"))?;
+    if index > 31 || ![32, 48, 64].contains(&value.len()) {
+        return Err(format!("PCR{index}: indexes run 0..=31 and values are 32, 48 or 64 bytes"));
+    }
+    Ok((index, value))
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use teelog_core::batch::{check_stream_name, ParsedBatch, SignatureStatus};
+use teelog_core::batch::{attestation_line, check_stream_name, ParsedBatch, SignatureStatus};
 use teelog_core::merkle::Digest;
 use teelog_core::timestamp::UnixNanos;
 use teelog_core::{BatchBuilder, ChainHead, Header, HeaderSigner, PublicKey};
@@ -164,7 +164,11 @@ fn scan_signed_headers(path: &Path, stream: &str, key: &PublicKey) -> anyhow::Re
 pub fn sign_from(args: &SignArgs, input: impl BufRead, input_name: &str) -> anyhow::Result<SignSummary> {
     check_stream_name(&args.stream)?;
     let identity = SoftwareIdentity::load_exclusive(&args.identity)?;
-    let sink = Sink::open(args)?;
+    let mut sink = Sink::open(args)?;
+    if let Some(document) = identity.attestation_document() {
+        // Stored with every run: duplicates are harmless, a batch without its document is not.
+        sink.write(&attestation_line(document))?;
+    }
     let saved = identity.load_state(&args.stream)?;
     let found = sink.signed_headers(
         &args.stream,

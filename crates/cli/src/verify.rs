@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use teelog_attest::BindingVerifier;
 use teelog_core::{Origin, PublicKey, Report, Verifier, VerifyOptions};
 use teelog_store::lines::{Line, LineReader};
 
@@ -18,9 +19,18 @@ pub struct VerifyArgs {
     /// An embedded store directory.
     #[arg(long)]
     pub store: Option<PathBuf>,
-    /// Trusted signing key (SubjectPublicKeyInfo PEM); repeat for several.
-    #[arg(long, required = true)]
+    /// Trusted signing key (SubjectPublicKeyInfo PEM) for batches without an attestation
+    /// document; repeat for several.
+    #[arg(long)]
     pub pubkey: Vec<PathBuf>,
+    /// Trust attestation documents that chain to this root (PEM or DER), e.g. a dev root; the
+    /// AWS Nitro root G1 is always trusted, pinned by its SHA-256. Attested batches take their
+    /// key from their verified document.
+    #[arg(long)]
+    pub trust_root: Vec<PathBuf>,
+    /// Accept documents of debug-mode enclaves (PCR0, PCR1 and PCR2 all zero).
+    #[arg(long)]
+    pub allow_debug: bool,
     /// The code measurement every batch must carry (hex; for seed-format batches, their
     /// tee_measurement text).
     #[arg(long)]
@@ -57,7 +67,9 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         Some("") => bail!("--expect-measurement: give the measurement, in hex"),
         other => other.map(str::to_ascii_lowercase),
     };
-    let mut verifier = Verifier::new(VerifyOptions { trusted_keys, expect_measurement });
+    let roots = crate::attest::trust_roots(&args.trust_root)?;
+    let mut verifier = Verifier::new(VerifyOptions { trusted_keys, expect_measurement })
+        .with_attestation(Box::new(BindingVerifier { roots, allow_debug: args.allow_debug }));
 
     let mut sources: Vec<PathBuf> = args.files.clone();
     if let Some(dir) = &args.store {
@@ -120,6 +132,12 @@ pub fn print_human(report: &Report) {
         "{} batches, {} records, {} duplicate lines",
         report.batches, report.records, report.duplicates
     );
+    if report.dev_attested > 0 {
+        println!(
+            "NOTE {} batches are attested by a dev root given with --trust-root: not hardware-backed",
+            report.dev_attested
+        );
+    }
     if report.ok {
         println!("OK   {counts}: every batch verified, no gaps, chain intact");
     } else {

@@ -227,7 +227,7 @@ fn usage_and_io_errors_exit_2_with_a_clear_message() {
             ],
             "stream",
         ),
-        (vec!["verify".into()], "--pubkey"),
+        (vec!["verify".into()], "nothing to verify"),
     ];
     for (args, message) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -185,12 +185,18 @@ pub trait HeaderSigner {
 pub struct SoftwareSigner {
     key: SoftwareKey,
     measurement: Option<String>,
+    attestation: Option<String>,
 }
 
 impl SoftwareSigner {
     /// `measurement` must already be normalised (see [`normalize_measurement`]).
     pub fn new(key: SoftwareKey, measurement: Option<String>) -> Self {
-        Self { key, measurement }
+        Self { key, measurement, attestation: None }
+    }
+
+    /// Names the attestation document (its SHA-256, hex) that binds this key.
+    pub fn with_attestation(self, document_sha256: String) -> Self {
+        Self { attestation: Some(document_sha256), ..self }
     }
 }
 
@@ -202,7 +208,7 @@ impl HeaderSigner for SoftwareSigner {
         self.measurement.as_deref()
     }
     fn attestation(&self) -> Option<&str> {
-        None
+        self.attestation.as_deref()
     }
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SealError> {
         self.key.sign(message).map_err(|e| SealError::Signer(e.to_string()))
@@ -429,6 +435,11 @@ fn locate(signed: &[[u8; HINT_LEN]], present: &[[u8; HINT_LEN]]) -> (Option<u64>
         format!("records {}{more} were modified", shown.join(", "))
     };
     (Some(first as u64), how)
+}
+
+/// The line that stores an attestation document alongside the batches that name it.
+pub fn attestation_line(document: &[u8]) -> Vec<u8> {
+    format!("{{\"v\":1,\"attestation\":\"{}\"}}\n", B64.encode(document)).into_bytes()
 }
 
 /// A line as the verifier meets it: a teelog batch or the seed's `SignedLogBatch`.

@@ -60,6 +60,10 @@ pub struct Report {
     pub records: u64,
     pub duplicates: u64,
     pub findings: Vec<Finding>,
+    /// Batches whose key a dev root vouches for (not hardware-backed); shown to people, not in
+    /// the JSON report.
+    #[serde(skip)]
+    pub dev_attested: u64,
 }
 
 /// Where a line came from, for messages: `file:line`.
@@ -88,6 +92,8 @@ pub struct AttestedKey {
     pub key: PublicKey,
     /// The code measurement the document attests, lower-case hex.
     pub measurement: String,
+    /// The document chains to a dev root, not to a hardware vendor's.
+    pub dev: bool,
 }
 
 /// Verifies attestation documents (chain to pinned roots, signature, binding): the attestation
@@ -135,6 +141,7 @@ pub struct Verifier {
     batches: u64,
     records: u64,
     duplicates: u64,
+    dev_attested: u64,
 }
 
 impl Verifier {
@@ -150,6 +157,7 @@ impl Verifier {
             batches: 0,
             records: 0,
             duplicates: 0,
+            dev_attested: 0,
         }
     }
 
@@ -332,6 +340,9 @@ impl Verifier {
                         status => status,
                     };
                     let measurement = attested.measurement.clone();
+                    if attested.dev && signature == SignatureStatus::Valid {
+                        self.dev_attested += 1;
+                    }
                     self.accept(batch, signature, Some(&measurement));
                 }
             }
@@ -412,6 +423,7 @@ impl Verifier {
             records: self.records,
             duplicates: self.duplicates,
             findings: self.findings,
+            dev_attested: self.dev_attested,
         }
     }
 }

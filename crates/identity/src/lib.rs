@@ -5,18 +5,24 @@
 //! - `identity.json`: kind, algorithm, key id, measurement
 //! - `private-key.pem`: PKCS#8, mode 0600 (software identities only)
 //! - `public-key.pem`: SubjectPublicKeyInfo
+//! - `attestation.cbor`, `dev-root.pem`: dev identities only, the document binding the key and
+//!   the root an auditor must be given
 //! - `state/<stream>.json`: where each stream's chain stands, replaced atomically
 //! - `LOCK`: held while a signer uses the identity, so two signers never fork a stream
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use teelog_attest::dev::DevClaims;
 use teelog_core::batch::{normalize_measurement, SoftwareSigner};
 use teelog_core::crypto::pem_encode;
+use teelog_core::merkle::sha256;
 use teelog_core::{ChainHead, KeyError, PublicKey, SigAlg, SoftwareKey};
 use teelog_store::DirLockError;
 
@@ -24,6 +30,10 @@ const META_FILE: &str = "identity.json";
 const PRIVATE_KEY_FILE: &str = "private-key.pem";
 const PUBLIC_KEY_FILE: &str = "public-key.pem";
 const STATE_DIR: &str = "state";
+const ATTESTATION_FILE: &str = "attestation.cbor";
+const DEV_ROOT_FILE: &str = "dev-root.pem";
+const SOFTWARE: &str = "software";
+const DEV: &str = "dev";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -58,20 +68,36 @@ struct Meta {
 pub struct SoftwareIdentity {
     dir: PathBuf,
     signer: SoftwareSigner,
+    /// The dev provider's attestation document binding the key, if this is a dev identity.
+    attestation: Option<Vec<u8>>,
     _lock: Option<File>,
+}
+
+/// How a new identity vouches for its key.
+pub enum Provider<'a> {
+    /// A plain software key, with an optional measurement the user asserts.
+    Software { measurement: Option<&'a str> },
+    /// A software key bound by a dev attestation document (Nitro layout, local root) to these
+    /// PCRs; the measurement is PCR0.
+    Dev { pcrs: BTreeMap<u64, Vec<u8>> },
 }
 
 impl SoftwareIdentity {
     /// Creates a new identity in `dir` (which must not hold one) and returns its public key.
-    pub fn create(dir: &Path, alg: SigAlg, measurement: Option<&str>) -> Result<PublicKey, IdentityError> {
+    pub fn create(dir: &Path, alg: SigAlg, provider: Provider<'_>) -> Result<PublicKey, IdentityError> {
         let meta_path = dir.join(META_FILE);
         if meta_path.exists() {
             return Err(IdentityError::Exists(dir.to_path_buf()));
         }
-        let measurement = measurement
-            .map(normalize_measurement)
-            .transpose()
-            .map_err(|e| IdentityError::Invalid { path: dir.to_path_buf(), detail: e.to_string() })?;
+        let invalid = |detail: String| IdentityError::Invalid { path: dir.to_path_buf(), detail };
+        let measurement = match &provider {
+            Provider::Software { measurement } => {
+                measurement.map(normalize_measurement).transpose().map_err(|e| invalid(e.to_string()))?
+            }
+            Provider::Dev { pcrs } => Some(
+                pcrs.get(&0).map(hex::encode).ok_or_else(|| invalid("a dev identity needs PCR0".into()))?,
+            ),
+        };
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let key_path = dir.join(PRIVATE_KEY_FILE);
         let pkcs8 = SoftwareKey::generate_pkcs8(alg)
@@ -89,13 +115,29 @@ impl SoftwareIdentity {
             .map_err(io_err(&key_path))?;
         let public = key.public().clone();
         write_atomic(&dir.join(PUBLIC_KEY_FILE), public.to_pem().as_bytes())?;
-        let meta = Meta {
-            v: 1,
-            kind: "software".into(),
-            alg: alg.name().into(),
-            key_id: public.id_hex(),
-            measurement,
+        let kind = match &provider {
+            Provider::Software { .. } => SOFTWARE,
+            Provider::Dev { pcrs } => {
+                let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+                let module_id = format!("dev-{}", &public.id_hex()[..16]);
+                let issued = teelog_attest::dev::issue(&DevClaims {
+                    module_id: &module_id,
+                    timestamp_ms: u64::try_from(now_ms).unwrap_or(u64::MAX),
+                    pcrs,
+                    bound_key: &public,
+                    nonce: None,
+                })
+                .map_err(|e| invalid(e.to_string()))?;
+                write_atomic(&dir.join(ATTESTATION_FILE), &issued.document)?;
+                write_atomic(
+                    &dir.join(DEV_ROOT_FILE),
+                    pem_encode("CERTIFICATE", &issued.root_der).as_bytes(),
+                )?;
+                DEV
+            }
         };
+        let meta =
+            Meta { v: 1, kind: kind.into(), alg: alg.name().into(), key_id: public.id_hex(), measurement };
         let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
         write_atomic(&meta_path, &json)?;
         Ok(public)
@@ -107,10 +149,10 @@ impl SoftwareIdentity {
         let text = fs::read(&meta_path).map_err(io_err(&meta_path))?;
         let meta: Meta = serde_json::from_slice(&text)
             .map_err(|e| IdentityError::Invalid { path: meta_path.clone(), detail: e.to_string() })?;
-        if meta.kind != "software" {
+        if meta.kind != SOFTWARE && meta.kind != DEV {
             return Err(IdentityError::Invalid {
                 path: meta_path,
-                detail: format!("kind {:?} is not a software identity", meta.kind),
+                detail: format!("kind {:?} is not a software or dev identity", meta.kind),
             });
         }
         let key_path = dir.join(PRIVATE_KEY_FILE);
@@ -123,7 +165,16 @@ impl SoftwareIdentity {
                 detail: format!("this key does not match {META_FILE} (key id {})", meta.key_id),
             });
         }
-        Ok(Self { dir: dir.to_path_buf(), signer: SoftwareSigner::new(key, meta.measurement), _lock: None })
+        let mut signer = SoftwareSigner::new(key, meta.measurement);
+        let attestation = if meta.kind == DEV {
+            let path = dir.join(ATTESTATION_FILE);
+            let document = fs::read(&path).map_err(io_err(&path))?;
+            signer = signer.with_attestation(hex::encode(sha256(&document)));
+            Some(document)
+        } else {
+            None
+        };
+        Ok(Self { dir: dir.to_path_buf(), signer, attestation, _lock: None })
     }
 
     /// Loads an identity and takes its lock for as long as the value lives.
@@ -143,6 +194,11 @@ impl SoftwareIdentity {
 
     pub fn signer(&self) -> &SoftwareSigner {
         &self.signer
+    }
+
+    /// The attestation document that binds the key, to be stored alongside the batches.
+    pub fn attestation_document(&self) -> Option<&[u8]> {
+        self.attestation.as_deref()
     }
 
     /// The chain state of `stream`, if this identity has signed it before.
@@ -199,11 +255,16 @@ mod tests {
     fn create_load_and_state_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let id_dir = dir.path().join("id");
-        let public = SoftwareIdentity::create(&id_dir, SigAlg::Es384, Some("ABCD")).unwrap();
+        let public = SoftwareIdentity::create(
+            &id_dir,
+            SigAlg::Es384,
+            Provider::Software { measurement: Some("ABCD") },
+        )
+        .unwrap();
         let mode = fs::metadata(id_dir.join(PRIVATE_KEY_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(matches!(
-            SoftwareIdentity::create(&id_dir, SigAlg::Es256, None),
+            SoftwareIdentity::create(&id_dir, SigAlg::Es256, Provider::Software { measurement: None }),
             Err(IdentityError::Exists(_))
         ));
 
@@ -226,7 +287,8 @@ mod tests {
     #[test]
     fn wrong_key_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        SoftwareIdentity::create(dir.path(), SigAlg::Es256, None).unwrap();
+        SoftwareIdentity::create(dir.path(), SigAlg::Es256, Provider::Software { measurement: None })
+            .unwrap();
         fs::write(dir.path().join(PRIVATE_KEY_FILE), "not a key").unwrap();
         let err = SoftwareIdentity::load(dir.path()).err().unwrap().to_string();
         assert!(err.contains("private-key.pem") && err.contains("no PRIVATE KEY PEM block"), "{err}");
