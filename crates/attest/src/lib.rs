@@ -5,6 +5,7 @@
 
 pub mod dev;
 pub mod nitro;
+pub mod snp;
 
 use base64::Engine;
 use rustls_pki_types::pem::PemObject;
@@ -31,7 +32,7 @@ pub enum AttestError {
     Payload { field: String, reason: String },
     #[error("PCR{0} is missing; it is required")]
     MissingPcr(u64),
-    #[error("debug-mode enclave (PCR0, PCR1 and PCR2 are all zero): its memory is readable by the host; pass --allow-debug to accept it")]
+    #[error("debug mode (a Nitro enclave with PCR0, PCR1 and PCR2 all zero, or an SEV-SNP guest whose policy allows debugging): its memory is readable by the host; pass --allow-debug to accept it")]
     DebugMode,
     #[error("certificate: {0}")]
     Certificate(String),
@@ -41,6 +42,8 @@ pub enum AttestError {
     Signature,
     #[error("trust root: {0}")]
     Root(String),
+    #[error("malformed SEV-SNP report: {0}")]
+    Snp(String),
 }
 
 /// A root certificate the caller trusts, identified by the SHA-256 of its DER.
@@ -110,8 +113,9 @@ impl AttestationVerifier for BindingVerifier {
 
 /// Attestation documents travel as raw CBOR, base64 or hex text; this accepts all three.
 pub fn decode_document(bytes: &[u8]) -> Result<Vec<u8>, AttestError> {
-    // COSE_Sign1 starts with an array of four (0x84) or tag 18 (0xd2).
-    if matches!(bytes.first(), Some(0x84 | 0xd2)) {
+    // COSE_Sign1 starts with an array of four (0x84) or tag 18 (0xd2); an SEV-SNP report is
+    // binary of a fixed size.
+    if matches!(bytes.first(), Some(0x84 | 0xd2)) || bytes.len() == snp::REPORT_LEN {
         return Ok(bytes.to_vec());
     }
     let text: String = String::from_utf8_lossy(bytes).split_whitespace().collect();

@@ -4,16 +4,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use serde::Serialize;
 use teelog_attest::nitro::{NitroDocument, NitroVerified};
+use teelog_attest::snp::{AmdChain, SnpReport, SnpVerified, REPORT_LEN};
 use teelog_attest::{decode_document, AttestError, TrustRoot};
 use teelog_core::timestamp::{format_rfc3339, parse_rfc3339};
 use teelog_core::PublicKey;
 
 #[derive(clap::Subcommand, Clone)]
 pub enum AttestCommand {
-    /// Verify an attestation document (raw CBOR, base64 or hex); exit 0 verified, 1 rejected,
+    /// Verify an attestation document: an AWS Nitro (or dev) document as raw CBOR, base64 or
+    /// hex, or an AMD SEV-SNP report (1184 bytes, with --vcek). Exit 0 verified, 1 rejected,
     /// 2 on usage or I/O errors.
     Verify(AttestVerifyArgs),
 }
@@ -26,26 +28,37 @@ pub struct AttestVerifyArgs {
     /// always trusted, pinned by its SHA-256.
     #[arg(long)]
     pub trust_root: Vec<PathBuf>,
-    /// Check the chain at this time (RFC 3339) instead of the document's own timestamp.
+    /// Check the chain at this time (RFC 3339) instead of the document's own timestamp (for
+    /// SEV-SNP reports, which carry none, the default is now).
     #[arg(long, default_value = "doc")]
     pub at: String,
-    /// Accept debug-mode enclaves (PCR0, PCR1 and PCR2 all zero).
+    /// Accept debug-mode enclaves and guests.
     #[arg(long)]
     pub allow_debug: bool,
+    /// SEV-SNP: the VCEK certificate (DER or PEM) of the chip that signed the report.
+    #[arg(long)]
+    pub vcek: Option<PathBuf>,
+    /// SEV-SNP: AMD's ARK and ASK (PEM); the ARK must match the pinned SHA-256. Default: the
+    /// Milan chain that ships with teelog.
+    #[arg(long)]
+    pub amd_chain: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
-    let AttestCommand::Verify(args) = command;
-    let raw = if args.document.as_os_str() == "-" {
+fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf).context("cannot read stdin")?;
-        buf
+        Ok(buf)
     } else {
-        std::fs::read(&args.document).with_context(|| format!("cannot read {}", args.document.display()))?
-    };
-    let roots = trust_roots(&args.trust_root)?;
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}
+
+pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
+    let AttestCommand::Verify(args) = command;
+    let raw = read(&args.document)?;
     let at = match args.at.as_str() {
         "doc" => None,
         text => {
@@ -53,16 +66,36 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
             Some(u64::try_from(nanos.div_euclid(1_000_000_000)).context("--at: before 1970")?)
         }
     };
-    let outcome = decode_document(&raw)
-        .and_then(|bytes| NitroDocument::parse(&bytes))
-        .and_then(|doc| doc.verify(&roots, at, args.allow_debug));
-    let report = Report::new(&outcome);
+    let report = if raw.len() == REPORT_LEN {
+        let Some(vcek_path) = &args.vcek else {
+            bail!("this looks like an SEV-SNP report: give the chip's VCEK with --vcek");
+        };
+        let vcek = read(vcek_path)?;
+        let vcek = rustls_pki_types::pem::PemObject::from_pem_slice(&vcek)
+            .map(|c: rustls_pki_types::CertificateDer<'_>| c.to_vec())
+            .unwrap_or(vcek);
+        let chain = match &args.amd_chain {
+            Some(path) => AmdChain::from_pem(&read(path)?).with_context(|| path.display().to_string())?,
+            None => AmdChain::milan()?,
+        };
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let outcome =
+            SnpReport::parse(&raw).and_then(|r| r.verify(&vcek, &chain, at.unwrap_or(now), args.allow_debug));
+        Report::snp(&outcome)
+    } else {
+        let roots = trust_roots(&args.trust_root)?;
+        let outcome = decode_document(&raw)
+            .and_then(|bytes| NitroDocument::parse(&bytes))
+            .and_then(|doc| doc.verify(&roots, at, args.allow_debug));
+        Report::nitro(&outcome)
+    };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         report.print();
     }
-    Ok(if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.verified { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// The AWS root, plus the roots given with --trust-root.
@@ -80,48 +113,97 @@ struct Report {
     verified: bool,
     error: Option<String>,
     platform: Option<&'static str>,
-    module_id: Option<String>,
-    timestamp: Option<String>,
+    /// The code measurement teelog puts in batch headers (Nitro PCR0; SNP MEASUREMENT).
+    measurement: Option<String>,
+    /// When the chain was checked.
     checked_at: Option<String>,
-    debug_mode: Option<bool>,
-    pcrs: BTreeMap<u64, String>,
-    /// Key id of the teelog signing key bound in `public_key`, when it holds an EC SPKI.
+    /// Key id of the teelog signing key the document binds, where it binds one.
     bound_key_id: Option<String>,
-    public_key: Option<String>,
-    user_data: Option<String>,
-    nonce: Option<String>,
+    /// SHA-256 of the pinned root the chain reached.
     root_sha256: Option<String>,
+    debug_mode: bool,
+    pcrs: BTreeMap<u64, String>,
+    /// Platform-specific fields, as text.
+    details: BTreeMap<&'static str, String>,
+}
+
+fn time_text(seconds: u64, per: i64) -> String {
+    format_rfc3339(i64::try_from(seconds).unwrap_or(i64::MAX).saturating_mul(per))
 }
 
 impl Report {
-    fn new(outcome: &Result<NitroVerified, AttestError>) -> Self {
-        match outcome {
-            Err(e) => Report { error: Some(e.to_string()), ..Report::default() },
-            Ok(v) => {
-                let d = &v.document;
-                let nanos = |n: u64, per: i64| {
-                    format_rfc3339(i64::try_from(n).unwrap_or(i64::MAX).saturating_mul(per))
-                };
-                Report {
-                    verified: true,
-                    error: None,
-                    platform: Some(if v.dev { "dev (not hardware-backed)" } else { "aws-nitro" }),
-                    module_id: Some(d.module_id.clone()),
-                    timestamp: Some(nanos(d.timestamp_ms, 1_000_000)),
-                    checked_at: Some(nanos(v.checked_at, 1_000_000_000)),
-                    debug_mode: Some(v.debug_mode),
-                    pcrs: d.pcrs.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
-                    bound_key_id: d
-                        .public_key
-                        .as_deref()
-                        .and_then(|k| PublicKey::from_spki_der(k).ok())
-                        .map(|k| k.id_hex()),
-                    public_key: d.public_key.as_deref().map(hex::encode),
-                    user_data: d.user_data.as_deref().map(hex::encode),
-                    nonce: d.nonce.as_deref().map(hex::encode),
-                    root_sha256: Some(hex::encode(v.root_sha256)),
-                }
+    fn rejected(e: &AttestError) -> Self {
+        Report { error: Some(e.to_string()), ..Report::default() }
+    }
+
+    fn nitro(outcome: &Result<NitroVerified, AttestError>) -> Self {
+        let v = match outcome {
+            Err(e) => return Self::rejected(e),
+            Ok(v) => v,
+        };
+        let d = &v.document;
+        let mut details = BTreeMap::from([
+            ("module_id", d.module_id.clone()),
+            ("timestamp", time_text(d.timestamp_ms, 1_000_000)),
+        ]);
+        for (name, value) in [("public_key", &d.public_key), ("user_data", &d.user_data), ("nonce", &d.nonce)]
+        {
+            if let Some(value) = value {
+                details.insert(name, hex::encode(value));
             }
+        }
+        Report {
+            verified: true,
+            platform: Some(if v.dev { "dev (not hardware-backed)" } else { "aws-nitro" }),
+            measurement: d.pcrs.get(&0).map(hex::encode),
+            checked_at: Some(time_text(v.checked_at, 1_000_000_000)),
+            bound_key_id: d
+                .public_key
+                .as_deref()
+                .and_then(|k| PublicKey::from_spki_der(k).ok())
+                .map(|k| k.id_hex()),
+            root_sha256: Some(hex::encode(v.root_sha256)),
+            debug_mode: v.debug_mode,
+            pcrs: d.pcrs.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
+            details,
+            error: None,
+        }
+    }
+
+    fn snp(outcome: &Result<SnpVerified, AttestError>) -> Self {
+        let v = match outcome {
+            Err(e) => return Self::rejected(e),
+            Ok(v) => v,
+        };
+        let r = &v.report;
+        let tcb = r.reported_tcb;
+        Report {
+            verified: true,
+            platform: Some("amd-sev-snp"),
+            measurement: Some(hex::encode(r.measurement)),
+            checked_at: Some(time_text(v.checked_at, 1_000_000_000)),
+            // report_data[..32] is the bound key's id, when a teelog signer made the report.
+            bound_key_id: None,
+            root_sha256: Some(hex::encode(v.ark_sha256)),
+            debug_mode: r.debug_allowed(),
+            pcrs: BTreeMap::new(),
+            details: BTreeMap::from([
+                ("version", r.version.to_string()),
+                ("policy", format!("{:#x}", r.policy)),
+                ("vmpl", r.vmpl.to_string()),
+                ("guest_svn", r.guest_svn.to_string()),
+                ("report_data", hex::encode(r.report_data)),
+                ("host_data", hex::encode(r.host_data)),
+                ("chip_id", hex::encode(r.chip_id)),
+                (
+                    "reported_tcb",
+                    format!(
+                        "bootloader {} tee {} snp {} microcode {}",
+                        tcb.bootloader, tcb.tee, tcb.snp, tcb.microcode
+                    ),
+                ),
+            ]),
+            error: None,
         }
     }
 
@@ -130,29 +212,27 @@ impl Report {
             println!("REJECTED: {error}");
             return;
         }
-        let field = |name: &str, value: &Option<String>| {
-            if let Some(value) = value {
-                println!("{name:<13} {value}");
-            }
-        };
+        let line = |name: &str, value: &str| println!("{name:<13} {value}");
         println!("VERIFIED");
-        field("platform", &self.platform.map(str::to_string));
-        field("module", &self.module_id);
-        field("timestamp", &self.timestamp);
-        field("checked at", &self.checked_at);
-        field("root sha256", &self.root_sha256);
+        for (name, value) in [
+            ("platform", self.platform.map(str::to_string)),
+            ("measurement", self.measurement.clone()),
+            ("checked at", self.checked_at.clone()),
+            ("root sha256", self.root_sha256.clone()),
+            ("bound key", self.bound_key_id.clone()),
+        ] {
+            if let Some(value) = value {
+                line(name, &value);
+            }
+        }
+        for (name, value) in &self.details {
+            line(name, value);
+        }
         for (index, value) in &self.pcrs {
-            println!("{:<13} {value}", format!("PCR{index}"));
+            line(&format!("PCR{index}"), value);
         }
-        match (&self.bound_key_id, &self.public_key) {
-            (Some(id), _) => println!("{:<13} teelog key {id} (public_key)", "bound key"),
-            (None, Some(raw)) => println!("{:<13} {raw} (not an EC SubjectPublicKeyInfo)", "public_key"),
-            (None, None) => println!("{:<13} none", "bound key"),
-        }
-        field("user_data", &self.user_data);
-        field("nonce", &self.nonce);
-        if self.debug_mode == Some(true) {
-            println!("WARNING: debug-mode enclave (PCR0/1/2 all zero), accepted because of --allow-debug");
+        if self.debug_mode {
+            println!("WARNING: debug mode (the host can read this TEE's memory), accepted because of --allow-debug");
         }
         if self.platform.is_some_and(|p| p.starts_with("dev")) {
             println!("WARNING: this chain ends at a dev root given with --trust-root, not at AWS");

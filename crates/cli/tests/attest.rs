@@ -25,7 +25,8 @@ fn raw_hex_and_base64_documents_verify_at_their_own_time() {
     let report = json(&beta);
     assert_eq!(report["verified"], true);
     assert_eq!(report["platform"], "aws-nitro");
-    assert_eq!(report["timestamp"], "2022-10-13T08:58:02.136000000Z");
+    assert_eq!(report["details"]["timestamp"], "2022-10-13T08:58:02.136000000Z");
+    assert_eq!(report["measurement"], report["pcrs"]["0"]);
     assert_eq!(
         report["pcrs"]["2"],
         "d8f114da658de5481f8d9ec73907feb553560787522f705c92d7d96beed8e15e2aa611984e098c576832c292e8dc469a"
@@ -38,10 +39,36 @@ fn raw_hex_and_base64_documents_verify_at_their_own_time() {
     let debug = nitro.join("nitro_evervault_ga_userdata-spki_nonce.b64");
     let refused = attest(&[debug.to_str().unwrap(), "--json"]);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(json(&refused)["error"].as_str().unwrap().contains("debug-mode enclave"));
+    assert!(json(&refused)["error"].as_str().unwrap().contains("debug mode"));
     let allowed = attest(&[debug.to_str().unwrap(), "--allow-debug"]);
     assert_eq!(allowed.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&allowed.stdout).contains("WARNING: debug-mode enclave"));
+    assert!(String::from_utf8_lossy(&allowed.stdout).contains("WARNING: debug mode"));
+}
+
+#[test]
+fn an_sev_snp_report_needs_its_vcek_and_verifies_with_it() {
+    let snp = fixtures().join("snp");
+    let report = snp.join("snp_trustee_milan_report.bin");
+    let out = attest(&[report.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--vcek"));
+    let vcek = snp.join("snp_trustee_milan_vcek.der");
+    let out = attest(&[report.to_str().unwrap(), "--vcek", vcek.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let json = json(&out);
+    assert_eq!(json["platform"], "amd-sev-snp");
+    assert_eq!(json["details"]["policy"], "0x3001f");
+    assert!(json["measurement"].as_str().unwrap().starts_with("a1f3930413247bb3"));
+    // The Intel root is no ARK.
+    let intel = fixtures().join("roots/intel_sgx_root_ca.pem");
+    let out = attest(&[
+        report.to_str().unwrap(),
+        "--vcek",
+        vcek.to_str().unwrap(),
+        "--amd-chain",
+        intel.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

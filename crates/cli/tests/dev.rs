@@ -141,7 +141,7 @@ fn debug_pcrs_and_bad_pcr_arguments() {
     let (_, json, kinds) =
         report(&teelog(&["verify", "--store", s(&store), "--trust-root", s(&root), "--json"], b""));
     assert_eq!(kinds, ["untrusted_attestation"]);
-    assert!(json["findings"][0]["detail"].as_str().unwrap().contains("debug-mode enclave"));
+    assert!(json["findings"][0]["detail"].as_str().unwrap().contains("debug mode"));
     let (code, _, _) = report(&teelog(
         &["verify", "--store", s(&store), "--trust-root", s(&root), "--allow-debug", "--json"],
         b"",
