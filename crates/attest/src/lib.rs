@@ -6,6 +6,7 @@
 pub mod dev;
 pub mod nitro;
 pub mod snp;
+pub mod tdx;
 
 use base64::Engine;
 use rustls_pki_types::pem::PemObject;
@@ -44,6 +45,8 @@ pub enum AttestError {
     Root(String),
     #[error("malformed SEV-SNP report: {0}")]
     Snp(String),
+    #[error("TDX quote: {0}")]
+    Tdx(String),
 }
 
 /// A root certificate the caller trusts, identified by the SHA-256 of its DER.

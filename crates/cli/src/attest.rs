@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use teelog_attest::nitro::{NitroDocument, NitroVerified};
 use teelog_attest::snp::{AmdChain, SnpReport, SnpVerified, REPORT_LEN};
+use teelog_attest::tdx::{TdxQuote, TdxVerified};
 use teelog_attest::{decode_document, AttestError, TrustRoot};
 use teelog_core::timestamp::{format_rfc3339, parse_rfc3339};
 use teelog_core::PublicKey;
@@ -15,8 +16,8 @@ use teelog_core::PublicKey;
 #[derive(clap::Subcommand, Clone)]
 pub enum AttestCommand {
     /// Verify an attestation document: an AWS Nitro (or dev) document as raw CBOR, base64 or
-    /// hex, or an AMD SEV-SNP report (1184 bytes, with --vcek). Exit 0 verified, 1 rejected,
-    /// 2 on usage or I/O errors.
+    /// hex, an AMD SEV-SNP report (1184 bytes, with --vcek), or an Intel TDX DCAP v4 quote.
+    /// Exit 0 verified, 1 rejected, 2 on usage or I/O errors.
     Verify(AttestVerifyArgs),
 }
 
@@ -45,6 +46,9 @@ pub struct AttestVerifyArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// A TDX DCAP quote begins: version 4, ECDSA P-256 attestation key, TEE type 0x81.
+const TDX_V4_PREFIX: [u8; 8] = [4, 0, 2, 0, 0x81, 0, 0, 0];
 
 fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     if path.as_os_str() == "-" {
@@ -83,6 +87,13 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
         let outcome =
             SnpReport::parse(&raw).and_then(|r| r.verify(&vcek, &chain, at.unwrap_or(now), args.allow_debug));
         Report::snp(&outcome)
+    } else if raw.starts_with(&TDX_V4_PREFIX) {
+        let root = teelog_attest::tdx::intel_sgx_root()?;
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let outcome =
+            TdxQuote::parse(&raw).and_then(|q| q.verify(&root, at.unwrap_or(now), args.allow_debug));
+        Report::tdx(&outcome)
     } else {
         let roots = trust_roots(&args.trust_root)?;
         let outcome = decode_document(&raw)
@@ -203,6 +214,35 @@ impl Report {
                     ),
                 ),
             ]),
+            error: None,
+        }
+    }
+
+    fn tdx(outcome: &Result<TdxVerified, AttestError>) -> Self {
+        let v = match outcome {
+            Err(e) => return Self::rejected(e),
+            Ok(v) => v,
+        };
+        let q = &v.quote;
+        let mut details = BTreeMap::from([
+            ("td_attributes", hex::encode(q.td_attributes)),
+            ("mrconfigid", hex::encode(q.mrconfigid)),
+            ("report_data", hex::encode(q.report_data)),
+            ("tcb_status", "not evaluated: needs Intel's TCB info and QE identity collateral".to_string()),
+        ]);
+        for (name, rtmr) in ["rtmr0", "rtmr1", "rtmr2", "rtmr3"].into_iter().zip(&q.rtmrs) {
+            details.insert(name, hex::encode(rtmr));
+        }
+        Report {
+            verified: true,
+            platform: Some("intel-tdx"),
+            measurement: Some(hex::encode(q.mrtd)),
+            checked_at: Some(time_text(v.checked_at, 1_000_000_000)),
+            bound_key_id: None,
+            root_sha256: Some(hex::encode(v.root_sha256)),
+            debug_mode: q.debug(),
+            pcrs: BTreeMap::new(),
+            details,
             error: None,
         }
     }

@@ -72,6 +72,20 @@ fn an_sev_snp_report_needs_its_vcek_and_verifies_with_it() {
 }
 
 #[test]
+fn a_tdx_quote_of_a_debug_td_is_refused_unless_allowed() {
+    let quote = fixtures().join("tdx/tdx_trustee_quote_v4.dat");
+    let out = attest(&[quote.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json(&out)["error"].as_str().unwrap().contains("debug mode"));
+    let out = attest(&[quote.to_str().unwrap(), "--allow-debug", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report = json(&out);
+    assert_eq!(report["platform"], "intel-tdx");
+    assert!(report["measurement"].as_str().unwrap().starts_with("705ee9381b8633a9"));
+    assert!(report["details"]["tcb_status"].as_str().unwrap().starts_with("not evaluated"));
+}
+
+#[test]
 fn expired_today_forged_and_unreadable_documents() {
     let doc = fixtures().join("nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor");
     let today = attest(&[doc.to_str().unwrap(), "--at", "2026-12-02T00:00:00Z"]);

@@ -1,0 +1,238 @@
+//! Intel TDX DCAP quotes, version 4: the TD report signed by an attestation key, which the
+//! Quoting Enclave's report binds, which the platform's PCK certificate signs, which chains to
+//! the pinned Intel SGX Root CA.
+//!
+//! A quote binds a teelog key through `report_data`: its first 32 bytes are the key id (SHA-256
+//! of the DER SubjectPublicKeyInfo), the last 32 reserved for the previous epoch's head. The
+//! measurement is MRTD. TCB status needs Intel's TCB info and QE identity collateral, which a
+//! quote does not carry; this module does not evaluate it.
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, UnixTime};
+use teelog_core::crypto::{p1363_to_der, pem_encode};
+use teelog_core::merkle::{sha256, Digest};
+
+use crate::AttestError;
+
+/// SHA-256 of the DER of the Intel SGX Root CA, as Intel publishes it.
+pub const INTEL_SGX_ROOT_CA_SHA256: &str = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
+
+const INTEL_SGX_ROOT_PEM: &[u8] = include_bytes!("../roots/intel_sgx_root_ca.pem");
+
+const HEADER_LEN: usize = 48;
+const BODY_LEN: usize = 584;
+const SIGNED_LEN: usize = HEADER_LEN + BODY_LEN;
+const QE_REPORT_LEN: usize = 384;
+/// Quotes are a few KiB; the PCK chain dominates.
+pub const MAX_QUOTE_BYTES: usize = 64 << 10;
+const TEE_TYPE_TDX: u32 = 0x81;
+const CERT_DATA_QE_REPORT: u16 = 6;
+const CERT_DATA_PCK_CHAIN: u16 = 5;
+
+/// A parsed, not yet verified, TDX quote.
+#[derive(Debug, Clone)]
+pub struct TdxQuote {
+    pub td_attributes: [u8; 8],
+    pub mrtd: [u8; 48],
+    pub mrconfigid: [u8; 48],
+    pub rtmrs: [[u8; 48]; 4],
+    pub report_data: [u8; 64],
+    signed: Vec<u8>,
+    signature: [u8; 64],
+    attestation_key: [u8; 64],
+    qe_report: Vec<u8>,
+    qe_report_signature: [u8; 64],
+    qe_auth_data: Vec<u8>,
+    pck_chain: Vec<Vec<u8>>,
+}
+
+fn err(why: impl Into<String>) -> AttestError {
+    AttestError::Tdx(why.into())
+}
+
+/// A little-endian reader over the quote that refuses to run past its end.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], AttestError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| err(format!("truncated at {what} (offset {}, {n} bytes)", self.pos)))?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], AttestError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
+    }
+
+    fn u16(&mut self, what: &str) -> Result<u16, AttestError> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, AttestError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+}
+
+impl TdxQuote {
+    pub fn parse(bytes: &[u8]) -> Result<Self, AttestError> {
+        if bytes.len() > MAX_QUOTE_BYTES {
+            return Err(AttestError::TooLarge { len: bytes.len(), max: MAX_QUOTE_BYTES });
+        }
+        let mut r = Reader { bytes, pos: 0 };
+        let version = r.u16("version")?;
+        let key_type = r.u16("attestation key type")?;
+        let tee_type = r.u32("TEE type")?;
+        if version != 4 || key_type != 2 || tee_type != TEE_TYPE_TDX {
+            return Err(err(format!(
+                "expected a version 4 TDX quote with an ECDSA P-256 key (4, 2, 0x81), found ({version}, {key_type}, {tee_type:#x})"
+            )));
+        }
+        r.take(HEADER_LEN - 8, "header")?;
+        r.take(120, "TD report")?; // TEE_TCB_SVN, MRSEAM, MRSIGNERSEAM, SEAM_ATTRIBUTES
+        let td_attributes = r.array("TD_ATTRIBUTES")?;
+        r.take(8, "XFAM")?;
+        let mrtd = r.array("MRTD")?;
+        let mrconfigid = r.array("MRCONFIGID")?;
+        r.take(96, "MROWNER")?;
+        let rtmrs = [r.array("RTMR0")?, r.array("RTMR1")?, r.array("RTMR2")?, r.array("RTMR3")?];
+        let report_data = r.array("REPORTDATA")?;
+        let signature_len = r.u32("signature data length")? as usize;
+        if bytes.len() - r.pos != signature_len {
+            return Err(err(format!(
+                "signature data is {signature_len} bytes but {} follow",
+                bytes.len() - r.pos
+            )));
+        }
+        let signature = r.array("quote signature")?;
+        let attestation_key = r.array("attestation key")?;
+        let (kind, len) = (r.u16("certification data type")?, r.u32("certification data size")?);
+        if kind != CERT_DATA_QE_REPORT {
+            return Err(err(format!("certification data type {kind} is not a QE report (6)")));
+        }
+        let outer_end = r.pos + len as usize;
+        let qe_report = r.take(QE_REPORT_LEN, "QE report")?.to_vec();
+        let qe_report_signature = r.array("QE report signature")?;
+        let auth_len = r.u16("QE authentication data size")? as usize;
+        let qe_auth_data = r.take(auth_len, "QE authentication data")?.to_vec();
+        let (kind, len) = (r.u16("PCK certification data type")?, r.u32("PCK certification data size")?);
+        if kind != CERT_DATA_PCK_CHAIN {
+            return Err(err(format!("certification data type {kind} is not a PCK certificate chain (5)")));
+        }
+        let pem = r.take(len as usize, "PCK certificate chain")?;
+        if r.pos != outer_end || r.pos != bytes.len() {
+            return Err(err("certification data sizes do not add up to the quote"));
+        }
+        let pck_chain: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(pem.strip_suffix(b"\0").unwrap_or(pem))
+            .map(|c| c.map(|c| c.to_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(format!("PCK certificate chain: {e}")))?;
+        if pck_chain.len() < 2 {
+            return Err(err("the PCK certificate chain needs the PCK and its issuing CA"));
+        }
+        // Only one spelling of the chain is accepted, so that every byte of the quote matters.
+        let canonical: String = pck_chain.iter().map(|c| pem_encode("CERTIFICATE", c)).collect();
+        if canonical.as_bytes() != pem.strip_suffix(b"\0").unwrap_or(pem) {
+            return Err(err(
+                "the PCK certificate chain is not in canonical PEM (64-column base64, LF line ends)",
+            ));
+        }
+        Ok(TdxQuote {
+            td_attributes,
+            mrtd,
+            mrconfigid,
+            rtmrs,
+            report_data,
+            signed: bytes[..SIGNED_LEN].to_vec(),
+            signature,
+            attestation_key,
+            qe_report,
+            qe_report_signature,
+            qe_auth_data,
+            pck_chain,
+        })
+    }
+
+    /// TD_ATTRIBUTES bit 0: the TD is debuggable, its memory readable by the host.
+    pub fn debug(&self) -> bool {
+        self.td_attributes[0] & 1 != 0
+    }
+
+    /// Verifies the quote signature, the QE report's binding of the attestation key and its
+    /// signature by the PCK, and the PCK chain to `root` at `at` (Unix seconds).
+    pub fn verify(self, root_der: &[u8], at: u64, allow_debug: bool) -> Result<TdxVerified, AttestError> {
+        let root_sha256 = sha256(root_der);
+        if hex::encode(root_sha256) != INTEL_SGX_ROOT_CA_SHA256 {
+            return Err(AttestError::Root(format!(
+                "not the pinned Intel SGX Root CA ({INTEL_SGX_ROOT_CA_SHA256})"
+            )));
+        }
+        if self.debug() && !allow_debug {
+            return Err(AttestError::DebugMode);
+        }
+        // The quote carries its chain up to the root; that copy must be the pinned root itself.
+        if self.pck_chain.last().map(Vec::as_slice) != Some(root_der) {
+            return Err(AttestError::Chain(
+                "the quote's chain does not end at the pinned Intel SGX Root CA".into(),
+            ));
+        }
+        // The quote, signed by the attestation key (an uncompressed P-256 point without 0x04).
+        let key = [&[0x04][..], &self.attestation_key].concat();
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &key)
+            .verify(&self.signed, &self.signature)
+            .map_err(|_| err("the quote signature does not verify under its attestation key"))?;
+        // The QE report binds that key: REPORTDATA = SHA-256(key || QE authentication data) || 0^32.
+        let binding = sha256(&[&self.attestation_key[..], &self.qe_auth_data].concat());
+        let qe_report_data = &self.qe_report[320..384];
+        if qe_report_data[..32] != binding || qe_report_data[32..].iter().any(|&b| b != 0) {
+            return Err(err("the QE report does not bind the attestation key"));
+        }
+        let pck_der = CertificateDer::from(self.pck_chain[0].as_slice());
+        let pck = webpki::EndEntityCert::try_from(&pck_der)
+            .map_err(|e| AttestError::Certificate(format!("the PCK certificate is not valid X.509: {e}")))?;
+        let root = CertificateDer::from(root_der);
+        let anchor =
+            webpki::anchor_from_trusted_cert(&root).map_err(|e| AttestError::Certificate(e.to_string()))?;
+        let intermediates: Vec<CertificateDer<'_>> = self.pck_chain[1..self.pck_chain.len() - 1]
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        pck.verify_for_usage(
+            &[webpki::ring::ECDSA_P256_SHA256],
+            &[anchor],
+            &intermediates,
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(at)),
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| AttestError::Chain(format!("PCK ← Platform CA ← Intel SGX Root CA: {e:?}")))?;
+        pck.verify_signature(
+            webpki::ring::ECDSA_P256_SHA256,
+            &self.qe_report,
+            &p1363_to_der(&self.qe_report_signature),
+        )
+        .map_err(|_| err("the QE report signature does not verify under the PCK certificate"))?;
+        Ok(TdxVerified { root_sha256, checked_at: at, quote: self })
+    }
+}
+
+/// The Intel SGX Root CA that ships with teelog (pinned).
+pub fn intel_sgx_root() -> Result<Vec<u8>, AttestError> {
+    CertificateDer::from_pem_slice(INTEL_SGX_ROOT_PEM)
+        .map(|c| c.to_vec())
+        .map_err(|e| AttestError::Root(e.to_string()))
+}
+
+#[derive(Debug, Clone)]
+pub struct TdxVerified {
+    pub quote: TdxQuote,
+    pub root_sha256: Digest,
+    pub checked_at: u64,
+}
