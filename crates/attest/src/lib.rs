@@ -110,7 +110,8 @@ impl AttestationVerifier for BindingVerifier {
             verified.document.public_key.as_deref().ok_or("the document binds no key (no public_key)")?;
         let key = PublicKey::from_spki_der(spki).map_err(|e| format!("the document's public_key: {e}"))?;
         let measurement = verified.document.pcrs.get(&0).map(hex::encode).unwrap_or_default();
-        Ok(AttestedKey { key, measurement, dev: verified.dev })
+        let platform = if verified.dev { "dev" } else { "aws-nitro" }.to_string();
+        Ok(AttestedKey { key, measurement, platform })
     }
 }
 

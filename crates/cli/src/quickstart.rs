@@ -57,6 +57,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         pubkey: vec![identity.join("public-key.pem")],
         trust_root: Vec::new(),
         allow_debug: false,
+        policy: None,
         expect_measurement: Some(MEASUREMENT.into()),
         json: false,
         max_line_bytes: DEFAULT_MAX_BATCH_LINE,

@@ -115,8 +115,9 @@ impl Sink {
         }
     }
 
-    /// Headers of `stream` that `key` validly signed, from the newest part of the output that
-    /// holds any (the whole file; store segments newest first until one has a match).
+    /// Headers of `stream` from the newest part of the output that holds any (the whole file;
+    /// store segments newest first until one has a match): of `epoch` and validly signed by
+    /// `key` when continuing that epoch, of any signer when starting a new one.
     fn signed_headers(
         &self,
         stream: &str,
@@ -129,6 +130,10 @@ impl Sink {
             Sink::File { .. } => return Ok(Vec::new()),
             Sink::Store(store) => teelog_store::segments(store.dir())?,
         };
+        // Continuing an epoch, only this key's own batches count. A new epoch links to the
+        // newest header of the stream whoever signed it (a previous run's key, gone with its
+        // TEE); a forged one there would only earn the new epoch a reported chain_break.
+        let key = epoch.map(|_| key);
         for path in paths.iter().rev() {
             let found = scan_signed_headers(path, stream, key)?;
             if found.iter().any(|(h, _)| epoch.is_none_or(|e| h.epoch == e)) {
@@ -139,11 +144,15 @@ impl Sink {
     }
 }
 
-fn scan_signed_headers(path: &Path, stream: &str, key: &PublicKey) -> anyhow::Result<Vec<(Header, Digest)>> {
+/// Headers of `stream` in one file, signed by `key` when one is given.
+fn scan_signed_headers(
+    path: &Path,
+    stream: &str,
+    key: Option<&PublicKey>,
+) -> anyhow::Result<Vec<(Header, Digest)>> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut reader = LineReader::new(BufReader::new(file), usize::MAX >> 1);
     let mut found = Vec::new();
-    let trusted = std::slice::from_ref(key);
     while let Some((_, line)) =
         reader.next_line().with_context(|| format!("cannot read {}", path.display()))?
     {
@@ -153,7 +162,8 @@ fn scan_signed_headers(path: &Path, stream: &str, key: &PublicKey) -> anyhow::Re
         let Ok(batch) = ParsedBatch::parse(bytes) else {
             continue;
         };
-        if batch.header.stream == stream && batch.signature_status(trusted) == SignatureStatus::Valid {
+        let signed = key.is_none_or(|k| batch.verify_with(k) == SignatureStatus::Valid);
+        if batch.header.stream == stream && signed {
             found.push((batch.header.clone(), batch.header_hash));
         }
     }

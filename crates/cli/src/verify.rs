@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use teelog_attest::BindingVerifier;
+use teelog_core::policy::Policy;
 use teelog_core::{Origin, PublicKey, Report, Verifier, VerifyOptions};
 use teelog_store::lines::{Line, LineReader};
 
@@ -31,6 +32,10 @@ pub struct VerifyArgs {
     /// Accept documents of debug-mode enclaves (PCR0, PCR1 and PCR2 all zero).
     #[arg(long)]
     pub allow_debug: bool,
+    /// Measurement policy (TOML): the measurements allowed per platform, with version labels and
+    /// validity windows. Adds a timeline of which version produced which batches.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     /// The code measurement every batch must carry (hex; for seed-format batches, their
     /// tee_measurement text).
     #[arg(long)]
@@ -68,7 +73,15 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         other => other.map(str::to_ascii_lowercase),
     };
     let roots = crate::attest::trust_roots(&args.trust_root)?;
-    let mut verifier = Verifier::new(VerifyOptions { trusted_keys, expect_measurement })
+    let policy = match &args.policy {
+        None => None,
+        Some(path) => {
+            let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let policy: Policy = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+            Some(policy.validated().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+        }
+    };
+    let mut verifier = Verifier::new(VerifyOptions { trusted_keys, expect_measurement, policy })
         .with_attestation(Box::new(BindingVerifier { roots, allow_debug: args.allow_debug }));
 
     let mut sources: Vec<PathBuf> = args.files.clone();
@@ -132,6 +145,21 @@ pub fn print_human(report: &Report) {
         "{} batches, {} records, {} duplicate lines",
         report.batches, report.records, report.duplicates
     );
+    for run in report.timeline.iter().flatten() {
+        let verdict = if run.allowed { "allowed" } else { "NOT ALLOWED" };
+        println!(
+            "TIME {} {} .. {}  {} {} {}  {} batches ({} .. {})  {verdict}",
+            run.stream,
+            run.from,
+            run.to,
+            run.version.as_deref().unwrap_or("(unlisted)"),
+            run.platform,
+            run.measurement,
+            run.batches,
+            run.first,
+            run.last
+        );
+    }
     if report.dev_attested > 0 {
         println!(
             "NOTE {} batches are attested by a dev root given with --trust-root: not hardware-backed",

@@ -155,3 +155,96 @@ fn debug_pcrs_and_bad_pcr_arguments() {
     let out = teelog(&["keygen", "--out", s(&dir.path().join("y")), "--pcr", "0=00"], b"");
     assert_eq!(out.status.code(), Some(2), "--pcr needs --dev");
 }
+
+/// A restart: a new dev identity (new key, new document, new code version) takes over the
+/// stream. Its first batch links to the previous epoch's last; the policy's timeline shows which
+/// version produced which batches, and which change it does not allow.
+#[test]
+fn a_restart_with_new_code_is_linked_and_judged_by_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (old, new) = (dir.path().join("v122"), dir.path().join("v123"));
+    let pcr = |fill: &str| {
+        ["0", "1", "2"]
+            .iter()
+            .flat_map(|i| ["--pcr".to_string(), format!("{i}={}", fill.repeat(48))])
+            .collect::<Vec<_>>()
+    };
+    for (id, fill) in [(&old, "aa"), (&new, "bb")] {
+        let mut args = vec!["keygen".to_string(), "--dev".into(), "--out".into(), s(id).into()];
+        args.extend(pcr(fill));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert!(teelog(&args, b"").status.success());
+        let signed =
+            teelog(&["sign", "--identity", s(id), "--store", s(&store), "--batch-size", "2"], RECORDS);
+        assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+    }
+    let (old_root, new_root) = (old.join("dev-root.pem"), new.join("dev-root.pem"));
+    let roots = ["--trust-root", s(&old_root), "--trust-root", s(&new_root)];
+    let policy = dir.path().join("policy.toml");
+    let write_policy = |new_entry: &str| {
+        let text = format!(
+            "[[measurement]]\nplatform = \"dev\"\nversion = \"v1.2.2\"\nvalue = \"{}\"\nuntil = \"2099-01-01T00:00:00Z\"\n{new_entry}",
+            "aa".repeat(48)
+        );
+        std::fs::write(&policy, text).unwrap();
+    };
+    write_policy(&format!(
+        "[[measurement]]\nplatform = \"dev\"\nversion = \"v1.2.3\"\nvalue = \"{}\"\nfrom = \"2026-01-01T00:00:00Z\"\n",
+        "bb".repeat(48)
+    ));
+    let mut args = vec!["verify", "--store", s(&store), "--policy", s(&policy), "--json"];
+    args.extend_from_slice(&roots);
+    let (code, json, kinds) = report(&teelog(&args, b""));
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    let timeline = json["timeline"].as_array().unwrap();
+    assert_eq!(timeline.len(), 2, "{json}");
+    assert_eq!((timeline[0]["version"].as_str(), timeline[0]["batches"].as_u64()), (Some("v1.2.2"), Some(2)));
+    assert_eq!(
+        (timeline[1]["version"].as_str(), timeline[1]["allowed"].as_bool()),
+        (Some("v1.2.3"), Some(true))
+    );
+
+    // Without v1.2.3 in the policy, the new code's batches are not allowed.
+    write_policy("");
+    let (code, json, kinds) = report(&teelog(&args, b""));
+    assert_eq!((code, kinds), (1, vec!["unexpected_measurement".to_string(); 2]), "{json}");
+    assert!(json["findings"][0]["detail"].as_str().unwrap().contains("is not in the policy"));
+    assert_eq!(json["timeline"][1]["allowed"], false);
+    let mut human = args.clone();
+    human.retain(|a| *a != "--json");
+    let out = String::from_utf8_lossy(&teelog(&human, b"").stdout).into_owned();
+    assert!(
+        out.contains("v1.2.2 dev") && out.contains("(unlisted) dev") && out.contains("NOT ALLOWED"),
+        "{out}"
+    );
+
+    // Dropping the old epoch's last batch breaks the hand-over.
+    let segment = teelog_store::segments(&store).unwrap().remove(0);
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let old_last = text.lines().filter(|l| l.contains("\"seq\":2,")).next().unwrap().to_string();
+    std::fs::write(&segment, text.replace(&format!("{old_last}\n"), "")).unwrap();
+    let mut args = vec!["verify", "--store", s(&store), "--json"];
+    args.extend_from_slice(&roots);
+    let (_, json, kinds) = report(&teelog(&args, b""));
+    assert_eq!(kinds, ["chain_break"], "{json}");
+}
+
+#[test]
+fn a_bad_policy_names_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[[measurement]]\nplatform = \"azure\"\nversion = \"v1\"\nvalue = \"aa\"\n")
+        .unwrap();
+    let out = teelog(&["verify", "--policy", s(&policy), "-"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("entry 1 (v1): platform \"azure\""));
+    std::fs::write(&policy, "[[measurement]]\nplatfrom = \"dev\"\n").unwrap();
+    let out = teelog(&["verify", "--policy", s(&policy), "-"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("platfrom"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

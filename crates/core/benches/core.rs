@@ -69,7 +69,13 @@ fn per_record(c: &mut Criterion) {
     let key = teelog_core::HeaderSigner::public_key(&signer).clone();
     group.bench_function("verify_batch", |b| {
         b.iter_batched(
-            || Verifier::new(VerifyOptions { trusted_keys: vec![key.clone()], expect_measurement: None }),
+            || {
+                Verifier::new(VerifyOptions {
+                    trusted_keys: vec![key.clone()],
+                    expect_measurement: None,
+                    policy: None,
+                })
+            },
             |mut verifier| {
                 verifier.push_line(Origin { source: "bench", line: 1 }, &line[..line.len() - 1]);
                 let report = verifier.finish();

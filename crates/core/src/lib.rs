@@ -7,6 +7,7 @@ pub mod batch;
 pub mod canon;
 pub mod crypto;
 pub mod merkle;
+pub mod policy;
 pub mod record;
 mod seed;
 pub mod timestamp;

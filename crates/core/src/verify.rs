@@ -9,7 +9,9 @@ use serde::Serialize;
 use crate::batch::{Header, LineFields, ParsedBatch, RecordsStatus, SignatureStatus, SignedHeader};
 use crate::crypto::PublicKey;
 use crate::merkle::{sha256, Digest};
+use crate::policy::{Judgement, Policy};
 use crate::seed::check_seed_batch;
+use crate::timestamp::{format_rfc3339, UnixNanos};
 
 /// The stream name under which seed-format (`SignedLogBatch`) batches are reported; their
 /// epoch is the `AttestationCertThumbprint`.
@@ -64,6 +66,40 @@ pub struct Report {
     /// the JSON report.
     #[serde(skip)]
     pub dev_attested: u64,
+    /// Which code produced which batches, per stream in time order; present with a policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<TimelineEntry>>,
+}
+
+/// A run of consecutive batches of one stream signed by code with one measurement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimelineEntry {
+    pub stream: String,
+    pub platform: String,
+    pub measurement: String,
+    /// The policy's label for it, if the policy lists it.
+    pub version: Option<String>,
+    /// Whether the policy allows every batch of the run.
+    pub allowed: bool,
+    pub batches: u64,
+    /// `sealed_at` of the first and last batch.
+    pub from: String,
+    pub to: String,
+    /// `epoch:seq` of the first and last batch.
+    pub first: String,
+    pub last: String,
+}
+
+/// One accepted batch, as the timeline needs it.
+#[derive(Debug, Clone)]
+struct TimelinePoint {
+    stream: String,
+    epoch: String,
+    seq: u64,
+    sealed_at: UnixNanos,
+    platform: String,
+    measurement: String,
+    judgement: Option<Judgement>,
 }
 
 /// Where a line came from, for messages: `file:line`.
@@ -84,6 +120,8 @@ pub struct VerifyOptions {
     pub trusted_keys: Vec<PublicKey>,
     /// Lower-case hex; batches with another measurement are `unexpected_measurement`.
     pub expect_measurement: Option<String>,
+    /// Measurements allowed per platform and time; with one, the report carries a timeline.
+    pub policy: Option<Policy>,
 }
 
 /// What a verified attestation document says about the key it binds.
@@ -92,8 +130,8 @@ pub struct AttestedKey {
     pub key: PublicKey,
     /// The code measurement the document attests, lower-case hex.
     pub measurement: String,
-    /// The document chains to a dev root, not to a hardware vendor's.
-    pub dev: bool,
+    /// Which provider vouches for the key: one of [`PLATFORMS`] ("dev" for a dev root).
+    pub platform: String,
 }
 
 /// Verifies attestation documents (chain to pinned roots, signature, binding): the attestation
@@ -142,6 +180,7 @@ pub struct Verifier {
     records: u64,
     duplicates: u64,
     dev_attested: u64,
+    timeline: Vec<TimelinePoint>,
 }
 
 impl Verifier {
@@ -158,6 +197,7 @@ impl Verifier {
             records: 0,
             duplicates: 0,
             dev_attested: 0,
+            timeline: Vec::new(),
         }
     }
 
@@ -260,7 +300,8 @@ impl Verifier {
 
     /// Records a checked batch: its findings, and if its signature holds, its place in the chain.
     /// `attested` is the measurement its attestation document vouches for.
-    fn accept(&mut self, batch: Candidate, signature: SignatureStatus, attested: Option<&str>) {
+    /// `attested` is the platform and measurement the batch's attestation document vouches for.
+    fn accept(&mut self, batch: Candidate, signature: SignatureStatus, attested: Option<(&str, &str)>) {
         let h = &batch.header;
         let key = (h.stream.clone(), h.epoch.clone());
         let finding = |kind, record_index, detail: String| Finding {
@@ -282,14 +323,39 @@ impl Verifier {
             self.records += h.count;
         }
         let claimed = h.measurement.as_deref().unwrap_or("(none)");
-        if let Some(attested) = attested.filter(|a| *a != claimed) {
-            let detail =
-                format!("the header claims measurement {claimed}, the attestation document {attested}");
-            self.findings.push(finding(FindingKind::UnexpectedMeasurement, None, detail));
-        } else if let Some(expected) = self.options.expect_measurement.as_deref().filter(|e| *e != claimed) {
-            let detail = format!("signed by code measured {claimed}, expected {expected}");
+        let (platform, measurement) = attested.unwrap_or(("software", claimed));
+        let sealed_at = h.sealed_at_nanos().unwrap_or_default();
+        let judgement = self.options.policy.as_ref().map(|p| p.judge(platform, measurement, sealed_at));
+        let objection = if measurement != claimed {
+            Some(format!("the header claims measurement {claimed}, the attestation document {measurement}"))
+        } else if let Some(expected) =
+            self.options.expect_measurement.as_deref().filter(|e| *e != measurement)
+        {
+            Some(format!("signed by code measured {measurement}, expected {expected}"))
+        } else {
+            match &judgement {
+                Some(Judgement::NotListed) => {
+                    Some(format!("measurement {measurement} ({platform}) is not in the policy"))
+                }
+                Some(Judgement::OutsideWindow { version, window }) => Some(format!(
+                    "measurement {measurement} ({platform}, {version}) is allowed {window}, not at {}",
+                    h.sealed_at
+                )),
+                _ => None,
+            }
+        };
+        if let Some(detail) = objection {
             self.findings.push(finding(FindingKind::UnexpectedMeasurement, None, detail));
         }
+        self.timeline.push(TimelinePoint {
+            stream: h.stream.clone(),
+            epoch: h.epoch.clone(),
+            seq: h.seq,
+            sealed_at,
+            platform: platform.to_string(),
+            measurement: measurement.to_string(),
+            judgement,
+        });
         let slot =
             Slot { header_hash: batch.header_hash, prev: h.prev.clone(), origin: batch.origin.clone() };
         let slots = self.epochs.entry(key).or_default().slots.entry(h.seq).or_default();
@@ -339,11 +405,11 @@ impl Verifier {
                         }
                         status => status,
                     };
-                    let measurement = attested.measurement.clone();
-                    if attested.dev && signature == SignatureStatus::Valid {
+                    let (platform, measurement) = (attested.platform.clone(), attested.measurement.clone());
+                    if platform == "dev" && signature == SignatureStatus::Valid {
                         self.dev_attested += 1;
                     }
-                    self.accept(batch, signature, Some(&measurement));
+                    self.accept(batch, signature, Some((&platform, &measurement)));
                 }
             }
         }
@@ -424,8 +490,47 @@ impl Verifier {
             duplicates: self.duplicates,
             findings: self.findings,
             dev_attested: self.dev_attested,
+            timeline: self.options.policy.is_some().then(|| build_timeline(&mut self.timeline)),
         }
     }
+}
+
+/// Runs of batches with one (platform, measurement), per stream in `sealed_at` order.
+fn build_timeline(points: &mut [TimelinePoint]) -> Vec<TimelineEntry> {
+    points.sort_by(|a, b| {
+        (&a.stream, a.sealed_at, &a.epoch, a.seq).cmp(&(&b.stream, b.sealed_at, &b.epoch, b.seq))
+    });
+    let mut runs: Vec<TimelineEntry> = Vec::new();
+    for p in points.iter() {
+        let allowed = p.judgement.as_ref().is_none_or(Judgement::allowed);
+        let at = format_rfc3339(p.sealed_at);
+        let place = format!("{}:{}", p.epoch, p.seq);
+        match runs.last_mut() {
+            Some(run)
+                if run.stream == p.stream
+                    && run.platform == p.platform
+                    && run.measurement == p.measurement =>
+            {
+                run.batches += 1;
+                run.allowed &= allowed;
+                run.to = at;
+                run.last = place;
+            }
+            _ => runs.push(TimelineEntry {
+                stream: p.stream.clone(),
+                platform: p.platform.clone(),
+                measurement: p.measurement.clone(),
+                version: p.judgement.as_ref().and_then(|j| j.version().map(str::to_string)),
+                allowed,
+                batches: 1,
+                from: at.clone(),
+                to: at,
+                first: place.clone(),
+                last: place,
+            }),
+        }
+    }
+    runs
 }
 
 fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Finding>) {

@@ -81,6 +81,7 @@ fn verify(lines: &[String], keys: &[teelog_core::PublicKey]) -> Report {
     let mut verifier = Verifier::new(VerifyOptions {
         trusted_keys: keys.to_vec(),
         expect_measurement: Some(MEASUREMENT.into()),
+        policy: None,
     });
     for (i, line) in lines.iter().enumerate() {
         verifier.push_line(Origin { source: "log", line: i as u64 + 1 }, line.as_bytes());
@@ -195,6 +196,7 @@ fn a_foreign_key_and_a_wrong_measurement_are_caught() {
     let mut verifier = Verifier::new(VerifyOptions {
         trusted_keys: log.keys.clone(),
         expect_measurement: Some("ef".into()),
+        policy: None,
     });
     for (i, line) in log.lines.iter().enumerate() {
         verifier.push_line(Origin { source: "log", line: i as u64 + 1 }, line.as_bytes());
