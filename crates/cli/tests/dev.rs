@@ -222,7 +222,7 @@ fn a_restart_with_new_code_is_linked_and_judged_by_the_policy() {
     // Dropping the old epoch's last batch breaks the hand-over.
     let segment = teelog_store::segments(&store).unwrap().remove(0);
     let text = std::fs::read_to_string(&segment).unwrap();
-    let old_last = text.lines().filter(|l| l.contains("\"seq\":2,")).next().unwrap().to_string();
+    let old_last = text.lines().find(|l| l.contains("\"seq\":2,")).unwrap().to_string();
     std::fs::write(&segment, text.replace(&format!("{old_last}\n"), "")).unwrap();
     let mut args = vec!["verify", "--store", s(&store), "--json"];
     args.extend_from_slice(&roots);
