@@ -94,6 +94,58 @@ impl TrustRoot {
     }
 }
 
+/// Builds the chain from `leaf` through `intermediates` to one of `anchors` and checks it at `at`
+/// (Unix seconds); `chain` names it in errors ("VCEK ← ASK ← ARK").
+pub(crate) fn verify_chain<'p>(
+    leaf: &'p webpki::EndEntityCert<'p>,
+    algs: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm],
+    anchors: &'p [rustls_pki_types::TrustAnchor<'p>],
+    intermediates: &'p [CertificateDer<'p>],
+    at: u64,
+    chain: &str,
+) -> Result<webpki::VerifiedPath<'p>, AttestError> {
+    use webpki::Error as E;
+    let time = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(at));
+    leaf.verify_for_usage(algs, anchors, intermediates, time, webpki::KeyUsage::client_auth(), None, None)
+        .map_err(|e| {
+            let why = match e {
+                E::CertExpired { not_after, .. } => {
+                    format!(
+                        "a certificate is not valid at {}: it expired at {}",
+                        rfc3339(at),
+                        rfc3339(not_after.as_secs())
+                    )
+                }
+                E::CertNotValidYet { not_before, .. } => format!(
+                    "a certificate is not valid at {}: it is valid only from {}",
+                    rfc3339(at),
+                    rfc3339(not_before.as_secs())
+                ),
+                E::UnknownIssuer => {
+                    "the chain does not reach a pinned root (re-signed by another CA?)".to_string()
+                }
+                E::InvalidSignatureForPublicKey | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+                    format!("a certificate signature does not verify: {e:?}")
+                }
+                other => format!("{other:?}"),
+            };
+            AttestError::Chain(format!("{chain}: {why}"))
+        })
+}
+
+fn rfc3339(seconds: u64) -> String {
+    teelog_core::timestamp::format_rfc3339(
+        i64::try_from(seconds).unwrap_or(i64::MAX).saturating_mul(1_000_000_000),
+    )
+}
+
+/// A trust anchor from a root certificate the caller pinned.
+pub(crate) fn anchor<'a>(
+    root: &'a CertificateDer<'a>,
+) -> Result<rustls_pki_types::TrustAnchor<'a>, AttestError> {
+    webpki::anchor_from_trusted_cert(root).map_err(|e| AttestError::Certificate(e.to_string()))
+}
+
 /// The attestation provider for `teelog verify`: a batch's key is the SubjectPublicKeyInfo in
 /// the `public_key` of its verified document, its measurement the document's PCR0.
 pub struct BindingVerifier {

@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 
 use ciborium::Value;
 use coset::{iana, CborSerializable, CoseSign1, RegisteredLabelWithPrivate, TaggedCborSerializable};
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::CertificateDer;
 use teelog_core::crypto::p1363_to_der;
 use teelog_core::merkle::Digest;
 
-use crate::{AttestError, TrustRoot};
+use crate::{anchor, verify_chain, AttestError, TrustRoot};
 
 /// Attestation documents are a few KiB; anything much larger is refused before parsing.
 pub const MAX_DOCUMENT_BYTES: usize = 64 << 10;
@@ -130,29 +130,15 @@ impl NitroDocument {
             self.cabundle.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
         let root_ders: Vec<CertificateDer<'_>> =
             roots.iter().map(|r| CertificateDer::from(r.der())).collect();
-        let anchors = root_ders
-            .iter()
-            .map(|der| {
-                webpki::anchor_from_trusted_cert(der).map_err(|e| AttestError::Certificate(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let anchors = root_ders.iter().map(anchor).collect::<Result<Vec<_>, _>>()?;
         let algs = [webpki::ring::ECDSA_P384_SHA384, webpki::ring::ECDSA_P256_SHA256];
-        let path = leaf
-            .verify_for_usage(
-                &algs,
-                &anchors,
-                &intermediates,
-                UnixTime::since_unix_epoch(std::time::Duration::from_secs(checked_at)),
-                webpki::KeyUsage::client_auth(),
-                None,
-                None,
-            )
-            .map_err(|e| chain_error(e, checked_at))?;
-        let anchor = path.anchor();
+        let path =
+            verify_chain(&leaf, &algs, &anchors, &intermediates, checked_at, "certificate ← cabundle")?;
+        let reached = path.anchor();
         let root = roots
             .iter()
-            .zip(&root_ders)
-            .find(|(_, der)| webpki::anchor_from_trusted_cert(der).is_ok_and(|a| a.subject == anchor.subject))
+            .zip(&anchors)
+            .find(|(_, a)| a.subject == reached.subject)
             .map(|(root, _)| root)
             .ok_or_else(|| AttestError::Certificate("the chain ended at an unknown anchor".into()))?;
 
@@ -167,34 +153,6 @@ impl NitroDocument {
             document: self,
         })
     }
-}
-
-fn chain_error(e: webpki::Error, at: u64) -> AttestError {
-    use webpki::Error as E;
-    let why = match e {
-        E::CertExpired { not_after, .. } => format!(
-            "a certificate of the chain is not valid at {}: it expired at {}",
-            rfc3339(at),
-            rfc3339(not_after.as_secs())
-        ),
-        E::CertNotValidYet { not_before, .. } => format!(
-            "a certificate of the chain is not valid at {}: it is valid only from {}",
-            rfc3339(at),
-            rfc3339(not_before.as_secs())
-        ),
-        E::UnknownIssuer => "the chain does not reach a pinned root (re-signed by another CA?)".to_string(),
-        E::InvalidSignatureForPublicKey | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
-            format!("a certificate signature in the chain does not verify: {e:?}")
-        }
-        other => format!("{other:?}"),
-    };
-    AttestError::Chain(why)
-}
-
-fn rfc3339(seconds: u64) -> String {
-    teelog_core::timestamp::format_rfc3339(
-        i64::try_from(seconds).unwrap_or(i64::MAX).saturating_mul(1_000_000_000),
-    )
 }
 
 fn parse_payload(payload: &[u8]) -> Result<NitroDocument, AttestError> {

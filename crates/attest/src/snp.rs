@@ -7,12 +7,12 @@
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{
-    AlgorithmIdentifier, CertificateDer, InvalidSignature, SignatureVerificationAlgorithm, UnixTime,
+    AlgorithmIdentifier, CertificateDer, InvalidSignature, SignatureVerificationAlgorithm,
 };
 use teelog_core::crypto::p1363_to_der;
 use teelog_core::merkle::{sha256, Digest};
 
-use crate::AttestError;
+use crate::{anchor, verify_chain, AttestError};
 
 /// SHA-256 of the DER of AMD's ARK for Milan, as AMD publishes it.
 pub const AMD_ARK_MILAN_SHA256: &str = "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd";
@@ -131,19 +131,11 @@ impl SnpReport {
         let vcek = webpki::EndEntityCert::try_from(&vcek_der)
             .map_err(|e| AttestError::Certificate(format!("the VCEK is not valid X.509: {e}")))?;
         let ark = CertificateDer::from(chain.ark.as_slice());
-        let anchor =
-            webpki::anchor_from_trusted_cert(&ark).map_err(|e| AttestError::Certificate(e.to_string()))?;
+        let anchors = [anchor(&ark)?];
         let intermediates = [CertificateDer::from(chain.ask.as_slice())];
-        vcek.verify_for_usage(
-            &[&AMD_RSA_PSS_SHA384, webpki::ring::ECDSA_P384_SHA384],
-            &[anchor],
-            &intermediates,
-            UnixTime::since_unix_epoch(std::time::Duration::from_secs(at)),
-            webpki::KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .map_err(|e| AttestError::Chain(format!("VCEK ← ASK ← ARK: {e:?}")))?;
+        let algs: [&dyn SignatureVerificationAlgorithm; 2] =
+            [&AMD_RSA_PSS_SHA384, webpki::ring::ECDSA_P384_SHA384];
+        verify_chain(&vcek, &algs, &anchors, &intermediates, at, "VCEK ← ASK ← ARK")?;
         let signature = p1363_to_der(&self.signature_p1363()?);
         vcek.verify_signature(webpki::ring::ECDSA_P384_SHA384, &self.bytes[..SIGNED_LEN], &signature)
             .map_err(|_| AttestError::Signature)?;

@@ -8,11 +8,11 @@
 //! quote does not carry; this module does not evaluate it.
 
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::CertificateDer;
 use teelog_core::crypto::{p1363_to_der, pem_encode};
 use teelog_core::merkle::{sha256, Digest};
 
-use crate::AttestError;
+use crate::{anchor, verify_chain, AttestError};
 
 /// SHA-256 of the DER of the Intel SGX Root CA, as Intel publishes it.
 pub const INTEL_SGX_ROOT_CA_SHA256: &str = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
@@ -197,22 +197,13 @@ impl TdxQuote {
         let pck = webpki::EndEntityCert::try_from(&pck_der)
             .map_err(|e| AttestError::Certificate(format!("the PCK certificate is not valid X.509: {e}")))?;
         let root = CertificateDer::from(root_der);
-        let anchor =
-            webpki::anchor_from_trusted_cert(&root).map_err(|e| AttestError::Certificate(e.to_string()))?;
+        let anchors = [anchor(&root)?];
         let intermediates: Vec<CertificateDer<'_>> = self.pck_chain[1..self.pck_chain.len() - 1]
             .iter()
             .map(|c| CertificateDer::from(c.as_slice()))
             .collect();
-        pck.verify_for_usage(
-            &[webpki::ring::ECDSA_P256_SHA256],
-            &[anchor],
-            &intermediates,
-            UnixTime::since_unix_epoch(std::time::Duration::from_secs(at)),
-            webpki::KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .map_err(|e| AttestError::Chain(format!("PCK ← Platform CA ← Intel SGX Root CA: {e:?}")))?;
+        let algs = [webpki::ring::ECDSA_P256_SHA256];
+        verify_chain(&pck, &algs, &anchors, &intermediates, at, "PCK ← Platform CA ← Intel SGX Root CA")?;
         pck.verify_signature(
             webpki::ring::ECDSA_P256_SHA256,
             &self.qe_report,

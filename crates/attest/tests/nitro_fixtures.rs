@@ -1,16 +1,15 @@
 //! The real Nitro documents in shared/fixtures/attestation: they verify at their own time, fail
 //! today, and fail with any single flipped byte.
 
+mod common;
+
 use std::path::PathBuf;
 
 use teelog_attest::nitro::NitroDocument;
 use teelog_attest::{decode_document, AttestError, TrustRoot};
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation").join(name);
-    let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    decode_document(&raw).unwrap()
+    decode_document(&common::fixture(name)).unwrap()
 }
 
 const BETA: &str = "nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor";

@@ -1,17 +1,11 @@
 //! The real SEV-SNP report in shared/fixtures: its VCEK chains to the pinned Milan ARK and signs
 //! it; any flipped byte, a foreign root or a debug policy is refused.
 
-use std::path::PathBuf;
+mod common;
 
+use common::fixture;
 use teelog_attest::snp::{AmdChain, SnpReport};
 use teelog_attest::AttestError;
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation").join(name),
-    )
-    .unwrap()
-}
 
 /// 2026-12-02T00:00:00Z: reports carry no time, so the chain is checked now.
 const NOW: u64 = 1_796_169_600;

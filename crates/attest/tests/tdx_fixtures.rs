@@ -1,17 +1,11 @@
 //! The real TDX DCAP v4 quote in shared/fixtures: quote, QE report and PCK chain verify to the
 //! pinned Intel root; its debug bit is refused unless allowed; any flipped byte fails.
 
-use std::path::PathBuf;
+mod common;
 
+use common::fixture;
 use teelog_attest::tdx::{intel_sgx_root, TdxQuote};
 use teelog_attest::AttestError;
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation").join(name),
-    )
-    .unwrap()
-}
 
 const NOW: u64 = 1_796_169_600;
 

@@ -1,27 +1,13 @@
 //! The dev provider end to end: keygen --dev, sign into the store, verify with and without the
 //! dev root, and the ways a document can be missing or forged.
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::Output;
+
+use common::{s, teelog};
 
 use serde_json::Value;
-
-fn teelog(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn report(out: &Output) -> (i32, Value, Vec<String>) {
     let json: Value = serde_json::from_slice(&out.stdout)
