@@ -163,7 +163,9 @@ impl AttestationVerifier for BindingVerifier {
         let key = PublicKey::from_spki_der(spki).map_err(|e| format!("the document's public_key: {e}"))?;
         let measurement = verified.document.pcrs.get(&0).map(hex::encode).unwrap_or_default();
         let platform = if verified.dev { "dev" } else { "aws-nitro" }.to_string();
-        Ok(AttestedKey { key, measurement, platform })
+        // A 32-byte nonce is the previous epoch's head (docs/FORMAT.md §7a).
+        let previous_head = verified.document.nonce.as_deref().filter(|n| n.len() == 32).map(hex::encode);
+        Ok(AttestedKey { key, measurement, platform, previous_head })
     }
 }
 

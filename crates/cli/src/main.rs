@@ -43,6 +43,12 @@ enum Command {
         /// Default: PCR0..2 derived from their index. The measurement is PCR0.
         #[arg(long, requires = "dev", value_parser = parse_pcr)]
         pcr: Vec<(u64, Vec<u8>)>,
+        /// A restart: attest, in the document's nonce, the newest head of --stream in this
+        /// store, which the new identity's first batch will link to.
+        #[arg(long, requires = "dev")]
+        follow: Option<PathBuf>,
+        #[arg(long, default_value = "default", requires = "follow")]
+        stream: String,
     },
     /// Read NDJSON records on stdin and write signed batches, one per line.
     Sign(sign::SignArgs),
@@ -72,18 +78,22 @@ enum Curve {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Keygen { out, measurement, curve, dev, pcr } => {
+        Command::Keygen { out, measurement, curve, dev, pcr, follow, stream } => {
             let provider = if dev {
                 let pcrs = if pcr.is_empty() {
                     teelog_attest::dev::default_pcrs()
                 } else {
                     pcr.into_iter().collect()
                 };
-                Provider::Dev { pcrs }
+                follow
+                    .as_deref()
+                    .map(|store| previous_head(store, &stream))
+                    .transpose()
+                    .map(|previous_head| Provider::Dev { pcrs, previous_head })
             } else {
-                Provider::Software { measurement: measurement.as_deref() }
+                Ok(Provider::Software { measurement: measurement.as_deref() })
             };
-            keygen(&out, provider, curve)
+            provider.and_then(|provider| keygen(&out, provider, curve))
         }
         Command::Sign(args) => sign::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Verify(args) => verify::run(&args),
@@ -116,6 +126,14 @@ fn keygen(out: &std::path::Path, provider: Provider<'_>, curve: Curve) -> anyhow
         println!("document   {}", out.join("attestation.cbor").display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The head a new epoch of `stream` in `store` will link to, for --follow.
+fn previous_head(store: &std::path::Path, stream: &str) -> anyhow::Result<[u8; 32]> {
+    let Some(head) = sign::stream_head(store, stream)? else {
+        anyhow::bail!("--follow {}: no batch of stream {stream:?} there", store.display());
+    };
+    Ok(<[u8; 32]>::try_from(hex::decode(&head)?.as_slice())?)
 }
 
 /// `IDX=HEX` for --pcr.

@@ -133,15 +133,31 @@ impl Sink {
         // Continuing an epoch, only this key's own batches count. A new epoch links to the
         // newest header of the stream whoever signed it (a previous run's key, gone with its
         // TEE); a forged one there would only earn the new epoch a reported chain_break.
-        let key = epoch.map(|_| key);
-        for path in paths.iter().rev() {
-            let found = scan_signed_headers(path, stream, key)?;
-            if found.iter().any(|(h, _)| epoch.is_none_or(|e| h.epoch == e)) {
-                return Ok(found);
-            }
-        }
-        Ok(Vec::new())
+        newest_headers(&paths, stream, epoch.map(|_| key), epoch)
     }
+}
+
+/// Headers of `stream` from the newest of `paths` (oldest first) that holds any of `epoch`
+/// (any epoch if `None`), signed by `key` when one is given.
+fn newest_headers(
+    paths: &[PathBuf],
+    stream: &str,
+    key: Option<&PublicKey>,
+    epoch: Option<&str>,
+) -> anyhow::Result<Vec<(Header, Digest)>> {
+    for path in paths.iter().rev() {
+        let found = scan_signed_headers(path, stream, key)?;
+        if found.iter().any(|(h, _)| epoch.is_none_or(|e| h.epoch == e)) {
+            return Ok(found);
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// The header a new epoch of `stream` in `store` links to: its newest, by `sealed_at`.
+pub fn stream_head(store: &Path, stream: &str) -> anyhow::Result<Option<String>> {
+    let found = newest_headers(&teelog_store::segments(store)?, stream, None, None)?;
+    Ok(ChainHead::resume(stream, None, found).prev)
 }
 
 /// Headers of `stream` in one file, signed by `key` when one is given.

@@ -159,6 +159,10 @@ fn a_restart_with_new_code_is_linked_and_judged_by_the_policy() {
     for (id, fill) in [(&old, "aa"), (&new, "bb")] {
         let mut args = vec!["keygen".to_string(), "--dev".into(), "--out".into(), s(id).into()];
         args.extend(pcr(fill));
+        if id == &new {
+            // The restart attests the head it continues from.
+            args.extend(["--follow".to_string(), s(&store).to_string()]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         assert!(teelog(&args, b"").status.success());
         let signed =
@@ -233,4 +237,44 @@ fn a_bad_policy_names_the_entry() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A new identity whose document attests one head, but whose first batch links to another (the
+/// old epoch went on after the document was made): the hand-over is not the attested one.
+#[test]
+fn a_hand_over_other_than_the_attested_one_is_a_chain_break() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+    assert!(teelog(&["keygen", "--dev", "--out", s(&old)], b"").status.success());
+    assert!(teelog(&["sign", "--identity", s(&old), "--store", s(&store)], RECORDS).status.success());
+    let follow = teelog(&["keygen", "--dev", "--out", s(&new), "--follow", s(&store)], b"");
+    assert!(follow.status.success(), "{}", String::from_utf8_lossy(&follow.stderr));
+    assert!(teelog(&["sign", "--identity", s(&old), "--store", s(&store)], RECORDS).status.success());
+    assert!(teelog(&["sign", "--identity", s(&new), "--store", s(&store)], RECORDS).status.success());
+    let (old_root, new_root) = (old.join("dev-root.pem"), new.join("dev-root.pem"));
+    let args = [
+        "verify",
+        "--store",
+        s(&store),
+        "--trust-root",
+        s(&old_root),
+        "--trust-root",
+        s(&new_root),
+        "--json",
+    ];
+    let (code, json, kinds) = report(&teelog(&args, b""));
+    assert_eq!((code, kinds), (1, vec!["chain_break".to_string()]), "{json}");
+    assert!(json["findings"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("attests that this epoch continues from"));
+
+    // --follow needs a stream that is there.
+    let none = teelog(
+        &["keygen", "--dev", "--out", s(&dir.path().join("x")), "--follow", s(&store), "--stream", "other"],
+        b"",
+    );
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no batch of stream \"other\""));
 }

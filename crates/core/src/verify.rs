@@ -130,8 +130,11 @@ pub struct AttestedKey {
     pub key: PublicKey,
     /// The code measurement the document attests, lower-case hex.
     pub measurement: String,
-    /// Which provider vouches for the key: one of [`PLATFORMS`] ("dev" for a dev root).
+    /// Which provider vouches for the key: one of [`PLATFORMS`](crate::policy::PLATFORMS) ("dev" for a dev root).
     pub platform: String,
+    /// The header hash (hex) the document attests its epoch continues from, if it names one:
+    /// the first batch of the epoch must link to exactly that.
+    pub previous_head: Option<String>,
 }
 
 /// Verifies attestation documents (chain to pinned roots, signature, binding): the attestation
@@ -406,6 +409,23 @@ impl Verifier {
                         status => status,
                     };
                     let (platform, measurement) = (attested.platform.clone(), attested.measurement.clone());
+                    let h = &batch.header;
+                    if let Some(head) = attested.previous_head.as_deref().filter(|_| h.seq == 1) {
+                        if h.prev.as_deref() != Some(head) {
+                            self.findings.push(Finding {
+                                kind: FindingKind::ChainBreak,
+                                stream: Some(h.stream.clone()),
+                                epoch: Some(h.epoch.clone()),
+                                seq: Some(1),
+                                record_index: None,
+                                detail: format!(
+                                    "{}: the attestation document attests that this epoch continues from header {head}, but it links to {}",
+                                    batch.origin,
+                                    h.prev.as_deref().unwrap_or("nothing")
+                                ),
+                            });
+                        }
+                    }
                     if platform == "dev" && signature == SignatureStatus::Valid {
                         self.dev_attested += 1;
                     }

@@ -79,7 +79,9 @@ pub enum Provider<'a> {
     Software { measurement: Option<&'a str> },
     /// A software key bound by a dev attestation document (Nitro layout, local root) to these
     /// PCRs; the measurement is PCR0.
-    Dev { pcrs: BTreeMap<u64, Vec<u8>> },
+    /// `previous_head`, the header hash the new epoch will link to, goes into the document's
+    /// nonce, so that the hand-over from the previous epoch is attested too.
+    Dev { pcrs: BTreeMap<u64, Vec<u8>>, previous_head: Option<[u8; 32]> },
 }
 
 impl SoftwareIdentity {
@@ -94,7 +96,7 @@ impl SoftwareIdentity {
             Provider::Software { measurement } => {
                 measurement.map(normalize_measurement).transpose().map_err(|e| invalid(e.to_string()))?
             }
-            Provider::Dev { pcrs } => Some(
+            Provider::Dev { pcrs, .. } => Some(
                 pcrs.get(&0).map(hex::encode).ok_or_else(|| invalid("a dev identity needs PCR0".into()))?,
             ),
         };
@@ -117,7 +119,7 @@ impl SoftwareIdentity {
         write_atomic(&dir.join(PUBLIC_KEY_FILE), public.to_pem().as_bytes())?;
         let kind = match &provider {
             Provider::Software { .. } => SOFTWARE,
-            Provider::Dev { pcrs } => {
+            Provider::Dev { pcrs, previous_head } => {
                 let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
                 let module_id = format!("dev-{}", &public.id_hex()[..16]);
                 let issued = teelog_attest::dev::issue(&DevClaims {
@@ -125,7 +127,7 @@ impl SoftwareIdentity {
                     timestamp_ms: u64::try_from(now_ms).unwrap_or(u64::MAX),
                     pcrs,
                     bound_key: &public,
-                    nonce: None,
+                    nonce: previous_head.as_ref().map(|h| &h[..]),
                 })
                 .map_err(|e| invalid(e.to_string()))?;
                 write_atomic(&dir.join(ATTESTATION_FILE), &issued.document)?;
