@@ -55,6 +55,20 @@ pub struct Finding {
     pub detail: String,
 }
 
+impl Finding {
+    /// A finding about the batch with header `h`, found in the line at `origin`.
+    fn about(kind: FindingKind, h: &Header, record_index: Option<u64>, origin: &str, detail: &str) -> Self {
+        Finding {
+            kind,
+            stream: Some(h.stream.clone()),
+            epoch: Some(h.epoch.clone()),
+            seq: Some(h.seq),
+            record_index,
+            detail: format!("{origin}: {detail}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
     pub ok: bool,
@@ -307,13 +321,8 @@ impl Verifier {
     fn accept(&mut self, batch: Candidate, signature: SignatureStatus, attested: Option<(&str, &str)>) {
         let h = &batch.header;
         let key = (h.stream.clone(), h.epoch.clone());
-        let finding = |kind, record_index, detail: String| Finding {
-            kind,
-            stream: Some(h.stream.clone()),
-            epoch: Some(h.epoch.clone()),
-            seq: Some(h.seq),
-            record_index,
-            detail: format!("{}: {detail}", batch.origin),
+        let finding = |kind, record_index, detail: String| {
+            Finding::about(kind, h, record_index, &batch.origin, &detail)
         };
         if let SignatureStatus::Invalid(why) = signature {
             self.findings.push(finding(FindingKind::InvalidSignature, None, why));
@@ -384,16 +393,14 @@ impl Verifier {
             });
             match verdict {
                 Err(why) => {
-                    let why = why.clone();
                     let h = &batch.header;
-                    self.findings.push(Finding {
-                        kind: FindingKind::UntrustedAttestation,
-                        stream: Some(h.stream.clone()),
-                        epoch: Some(h.epoch.clone()),
-                        seq: Some(h.seq),
-                        record_index: None,
-                        detail: format!("{}: {why}", batch.origin),
-                    });
+                    self.findings.push(Finding::about(
+                        FindingKind::UntrustedAttestation,
+                        h,
+                        None,
+                        &batch.origin,
+                        why,
+                    ));
                     let key = (h.stream.clone(), h.epoch.clone());
                     self.epochs.entry(key).or_default().untrusted.insert(h.seq);
                 }
@@ -410,24 +417,24 @@ impl Verifier {
                     };
                     let (platform, measurement) = (attested.platform.clone(), attested.measurement.clone());
                     let h = &batch.header;
-                    if let Some(head) = attested.previous_head.as_deref().filter(|_| h.seq == 1) {
-                        if h.prev.as_deref() != Some(head) {
-                            self.findings.push(Finding {
-                                kind: FindingKind::ChainBreak,
-                                stream: Some(h.stream.clone()),
-                                epoch: Some(h.epoch.clone()),
-                                seq: Some(1),
-                                record_index: None,
-                                detail: format!(
-                                    "{}: the attestation document attests that this epoch continues from header {head}, but it links to {}",
-                                    batch.origin,
-                                    h.prev.as_deref().unwrap_or("nothing")
-                                ),
-                            });
+                    if signature == SignatureStatus::Valid {
+                        let attested_head = attested.previous_head.as_deref().filter(|_| h.seq == 1);
+                        if let Some(head) = attested_head.filter(|head| h.prev.as_deref() != Some(*head)) {
+                            let detail = format!(
+                                "the attestation document attests that this epoch continues from header {head}, but it links to {}",
+                                h.prev.as_deref().unwrap_or("nothing")
+                            );
+                            self.findings.push(Finding::about(
+                                FindingKind::ChainBreak,
+                                h,
+                                None,
+                                &batch.origin,
+                                &detail,
+                            ));
                         }
-                    }
-                    if platform == "dev" && signature == SignatureStatus::Valid {
-                        self.dev_attested += 1;
+                        if platform == "dev" {
+                            self.dev_attested += 1;
+                        }
                     }
                     self.accept(batch, signature, Some((&platform, &measurement)));
                 }
