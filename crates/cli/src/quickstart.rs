@@ -45,6 +45,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         max_line_bytes: 1 << 20,
         out: None,
         store: Some(store.clone()),
+        heartbeat: false,
         segment_bytes: teelog_store::DEFAULT_SEGMENT_BYTES,
     };
     let reader = BufReader::new(fs::File::open(&input)?);
@@ -58,6 +59,8 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         trust_root: Vec::new(),
         allow_debug: false,
         policy: None,
+        now: None,
+        max_silence: None,
         expect_measurement: Some(MEASUREMENT.into()),
         json: false,
         max_line_bytes: DEFAULT_MAX_BATCH_LINE,

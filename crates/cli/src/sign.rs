@@ -40,6 +40,10 @@ pub struct SignArgs {
     /// Append batches to this embedded store directory.
     #[arg(long)]
     pub store: Option<PathBuf>,
+    /// Read nothing: seal one empty batch, a heartbeat that proves the signer was alive with
+    /// nothing to log (run it from a timer so that `verify --max-silence` can spot a cut tail).
+    #[arg(long)]
+    pub heartbeat: bool,
     /// Rotate store segments at this size.
     #[arg(long, default_value_t = DEFAULT_SEGMENT_BYTES)]
     pub segment_bytes: u64,
@@ -58,7 +62,7 @@ pub fn run(args: &SignArgs) -> anyhow::Result<SignSummary> {
     Ok(summary)
 }
 
-fn now() -> UnixNanos {
+pub fn now() -> UnixNanos {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     UnixNanos::try_from(since.as_nanos()).unwrap_or(UnixNanos::MAX)
 }
@@ -210,7 +214,7 @@ pub fn sign_from(args: &SignArgs, input: impl BufRead, input_name: &str) -> anyh
         line: Vec::new(),
         summary: SignSummary::default(),
     };
-    let result = signer.consume(args, input, input_name);
+    let result = if args.heartbeat { signer.seal() } else { signer.consume(args, input, input_name) };
     // Whatever happened, what was accepted is sealed and the state saved.
     let finished = signer.finish();
     result.and(finished)?;

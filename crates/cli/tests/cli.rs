@@ -397,3 +397,32 @@ fn quickstart_runs_the_whole_job() {
     std::fs::create_dir(&other).unwrap();
     assert_eq!(teelog(&["quickstart", "--dir", s(&other)], b"").status.code(), Some(2));
 }
+
+/// Heartbeats and --max-silence: a stream whose newest batch is too old is stale.
+#[test]
+fn a_silent_stream_is_stale_and_heartbeats_count() {
+    let f = fixture();
+    let store = f.root.join("store");
+    assert!(teelog(&["sign", "--identity", s(&f.identity), "--store", s(&store)], &records(0..3))
+        .status
+        .success());
+    let (code, report) = verify_json(&f, &["--store", s(&store), "--max-silence", "1h"]);
+    assert_eq!(code, 0, "{report}");
+
+    let later = ["--store", s(&store), "--max-silence", "1h", "--now", "2200-01-01T00:00:00Z"];
+    let (code, report) = verify_json(&f, &later);
+    assert_eq!((code, kinds(&report)), (1, vec!["stale_stream".to_string()]), "{report}");
+    assert_eq!(report["findings"][0]["seq"], 1);
+
+    let beat =
+        teelog(&["sign", "--identity", s(&f.identity), "--store", s(&store), "--heartbeat"], b"ignored");
+    assert!(beat.status.success(), "{}", stderr(&beat));
+    let (_, report) = verify_json(&f, &later);
+    assert_eq!(report["findings"][0]["seq"], 2, "the heartbeat is now the newest batch: {report}");
+    assert_eq!((report["batches"].as_u64(), report["records"].as_u64()), (Some(2), Some(3)));
+
+    for bad in ["10", "5x", "-1h", "0s"] {
+        let out = teelog(&["verify", "--pubkey", s(&f.pubkey), "--max-silence", bad, "-"], b"");
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+    }
+}

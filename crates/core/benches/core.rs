@@ -74,6 +74,7 @@ fn per_record(c: &mut Criterion) {
                     trusted_keys: vec![key.clone()],
                     expect_measurement: None,
                     policy: None,
+                    freshness: None,
                 })
             },
             |mut verifier| {

@@ -15,4 +15,4 @@ pub mod verify;
 
 pub use batch::{BatchBuilder, ChainHead, Header, HeaderSigner, SealError, Sealed, SoftwareSigner};
 pub use crypto::{KeyError, PublicKey, SigAlg, SoftwareKey};
-pub use verify::{Finding, FindingKind, Origin, Report, Verifier, VerifyOptions};
+pub use verify::{Finding, FindingKind, Freshness, Origin, Report, Verifier, VerifyOptions};

@@ -28,6 +28,7 @@ pub enum FindingKind {
     Equivocation,
     Malformed,
     UntrustedAttestation,
+    StaleStream,
 }
 
 impl FindingKind {
@@ -41,6 +42,7 @@ impl FindingKind {
             FindingKind::Equivocation => "equivocation",
             FindingKind::Malformed => "malformed",
             FindingKind::UntrustedAttestation => "untrusted_attestation",
+            FindingKind::StaleStream => "stale_stream",
         }
     }
 }
@@ -136,6 +138,15 @@ pub struct VerifyOptions {
     pub expect_measurement: Option<String>,
     /// Measurements allowed per platform and time; with one, the report carries a timeline.
     pub policy: Option<Policy>,
+    /// A stream whose newest valid batch was sealed longer before `now` than `max_silence` is
+    /// `stale_stream`: signers send heartbeats, so silence means the tail may be cut off.
+    pub freshness: Option<Freshness>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    pub now: UnixNanos,
+    pub max_silence: UnixNanos,
 }
 
 /// What a verified attestation document says about the key it binds.
@@ -507,6 +518,9 @@ impl Verifier {
         for (stream, epochs) in by_stream {
             check_stream(stream, &epochs, &mut chain_findings);
         }
+        if let Some(freshness) = self.options.freshness {
+            chain_findings.extend(stale_streams(&self.timeline, freshness));
+        }
         self.findings.extend(chain_findings);
         self.findings
             .sort_by(|a, b| (&a.stream, &a.epoch, a.seq, a.kind).cmp(&(&b.stream, &b.epoch, b.seq, b.kind)));
@@ -520,6 +534,36 @@ impl Verifier {
             timeline: self.options.policy.is_some().then(|| build_timeline(&mut self.timeline)),
         }
     }
+}
+
+/// A finding for each stream whose newest validly signed batch is older than allowed.
+fn stale_streams(points: &[TimelinePoint], freshness: Freshness) -> Vec<Finding> {
+    let mut newest: BTreeMap<&str, &TimelinePoint> = BTreeMap::new();
+    for p in points {
+        let entry = newest.entry(&p.stream).or_insert(p);
+        if p.sealed_at > entry.sealed_at {
+            *entry = p;
+        }
+    }
+    let seconds = |ns: UnixNanos| ns / 1_000_000_000;
+    newest
+        .into_values()
+        .filter(|p| freshness.now.saturating_sub(p.sealed_at) > freshness.max_silence)
+        .map(|p| Finding {
+            kind: FindingKind::StaleStream,
+            stream: Some(p.stream.clone()),
+            epoch: Some(p.epoch.clone()),
+            seq: Some(p.seq),
+            record_index: None,
+            detail: format!(
+                "the newest batch was sealed at {}, {} s before {}, longer than the {} s allowed: batches after it may have been cut off",
+                format_rfc3339(p.sealed_at),
+                seconds(freshness.now.saturating_sub(p.sealed_at)),
+                format_rfc3339(freshness.now),
+                seconds(freshness.max_silence)
+            ),
+        })
+        .collect()
 }
 
 /// Runs of batches with one (platform, measurement), per stream in `sealed_at` order.

@@ -82,6 +82,7 @@ fn verify(lines: &[String], keys: &[teelog_core::PublicKey]) -> Report {
         trusted_keys: keys.to_vec(),
         expect_measurement: Some(MEASUREMENT.into()),
         policy: None,
+        freshness: None,
     });
     for (i, line) in lines.iter().enumerate() {
         verifier.push_line(Origin { source: "log", line: i as u64 + 1 }, line.as_bytes());
@@ -197,6 +198,7 @@ fn a_foreign_key_and_a_wrong_measurement_are_caught() {
         trusted_keys: log.keys.clone(),
         expect_measurement: Some("ef".into()),
         policy: None,
+        freshness: None,
     });
     for (i, line) in log.lines.iter().enumerate() {
         verifier.push_line(Origin { source: "log", line: i as u64 + 1 }, line.as_bytes());

@@ -217,6 +217,7 @@ fn batch_vectors_rebuild_byte_for_byte() {
         trusted_keys: vec![public],
         expect_measurement: Some(recorded.measurement.clone()),
         policy: None,
+        freshness: None,
     });
     for (i, batch) in recorded.batches.iter().enumerate() {
         verifier.push_line(Origin { source: "batch-v1.json", line: i as u64 + 1 }, batch.line.as_bytes());
@@ -264,6 +265,7 @@ fn seed_vector_verifies() {
         trusted_keys: vec![public],
         expect_measurement: Some("sha384:a1b2c3".into()),
         policy: None,
+        freshness: None,
     });
     verifier.push_line(Origin { source: "seed-v1.json", line: 1 }, vector.line.as_bytes());
     let report = verifier.finish();
