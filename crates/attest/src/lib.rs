@@ -7,6 +7,7 @@ pub mod dev;
 pub mod nitro;
 pub mod snp;
 pub mod tdx;
+pub mod tpm;
 
 use base64::Engine;
 use rustls_pki_types::pem::PemObject;
@@ -47,6 +48,8 @@ pub enum AttestError {
     Snp(String),
     #[error("TDX quote: {0}")]
     Tdx(String),
+    #[error("TPM evidence: {0}")]
+    Tpm(String),
 }
 
 /// A root certificate the caller trusts, identified by the SHA-256 of its DER.
