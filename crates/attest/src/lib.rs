@@ -5,6 +5,7 @@
 
 pub mod dev;
 pub mod nitro;
+mod reader;
 pub mod snp;
 pub mod tdx;
 pub mod tpm;

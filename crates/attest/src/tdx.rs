@@ -12,6 +12,7 @@ use rustls_pki_types::CertificateDer;
 use teelog_core::crypto::{p1363_to_der, pem_encode};
 use teelog_core::merkle::{sha256, Digest};
 
+use crate::reader::{Endian, Reader};
 use crate::{anchor, verify_chain, AttestError};
 
 /// SHA-256 of the DER of the Intel SGX Root CA, as Intel publishes it.
@@ -50,42 +51,12 @@ fn err(why: impl Into<String>) -> AttestError {
     AttestError::Tdx(why.into())
 }
 
-/// A little-endian reader over the quote that refuses to run past its end.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], AttestError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| err(format!("truncated at {what} (offset {}, {n} bytes)", self.pos)))?;
-        let out = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], AttestError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N, what)?);
-        Ok(out)
-    }
-
-    fn u16(&mut self, what: &str) -> Result<u16, AttestError> {
-        Ok(u16::from_le_bytes(self.array(what)?))
-    }
-
-    fn u32(&mut self, what: &str) -> Result<u32, AttestError> {
-        Ok(u32::from_le_bytes(self.array(what)?))
-    }
-}
-
 impl TdxQuote {
     pub fn parse(bytes: &[u8]) -> Result<Self, AttestError> {
         if bytes.len() > MAX_QUOTE_BYTES {
             return Err(AttestError::TooLarge { len: bytes.len(), max: MAX_QUOTE_BYTES });
         }
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader::new(bytes, Endian::Little, AttestError::Tdx);
         let version = r.u16("version")?;
         let key_type = r.u16("attestation key type")?;
         let tee_type = r.u32("TEE type")?;
@@ -104,11 +75,8 @@ impl TdxQuote {
         let rtmrs = [r.array("RTMR0")?, r.array("RTMR1")?, r.array("RTMR2")?, r.array("RTMR3")?];
         let report_data = r.array("REPORTDATA")?;
         let signature_len = r.u32("signature data length")? as usize;
-        if bytes.len() - r.pos != signature_len {
-            return Err(err(format!(
-                "signature data is {signature_len} bytes but {} follow",
-                bytes.len() - r.pos
-            )));
+        if r.remaining() != signature_len {
+            return Err(err(format!("signature data is {signature_len} bytes but {} follow", r.remaining())));
         }
         let signature = r.array("quote signature")?;
         let attestation_key = r.array("attestation key")?;
@@ -116,7 +84,7 @@ impl TdxQuote {
         if kind != CERT_DATA_QE_REPORT {
             return Err(err(format!("certification data type {kind} is not a QE report (6)")));
         }
-        let outer_end = r.pos + len as usize;
+        let outer_end = r.pos() + len as usize;
         let qe_report = r.take(QE_REPORT_LEN, "QE report")?.to_vec();
         let qe_report_signature = r.array("QE report signature")?;
         let auth_len = r.u16("QE authentication data size")? as usize;
@@ -126,7 +94,7 @@ impl TdxQuote {
             return Err(err(format!("certification data type {kind} is not a PCK certificate chain (5)")));
         }
         let pem = r.take(len as usize, "PCK certificate chain")?;
-        if r.pos != outer_end || r.pos != bytes.len() {
+        if r.pos() != outer_end || r.pos() != bytes.len() {
             return Err(err("certification data sizes do not add up to the quote"));
         }
         let pck_chain: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(pem.strip_suffix(b"\0").unwrap_or(pem))

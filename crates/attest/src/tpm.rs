@@ -12,6 +12,7 @@
 use teelog_core::merkle::sha256;
 use teelog_core::PublicKey;
 
+use crate::reader::{Endian, Reader};
 use crate::AttestError;
 
 const TPM_GENERATED: u32 = 0xff54_4347;
@@ -39,48 +40,9 @@ fn err(why: impl Into<String>) -> AttestError {
     AttestError::Tpm(why.into())
 }
 
-/// A big-endian reader that refuses to run past its end.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], AttestError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| err(format!("truncated at {what}")))?;
-        let out = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-    fn u8(&mut self, what: &str) -> Result<u8, AttestError> {
-        Ok(self.take(1, what)?[0])
-    }
-    fn u16(&mut self, what: &str) -> Result<u16, AttestError> {
-        let b = self.take(2, what)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self, what: &str) -> Result<u32, AttestError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    /// A TPM2B: a u16 size and that many bytes.
-    fn sized(&mut self, what: &str) -> Result<&'a [u8], AttestError> {
-        let n = self.u16(what)? as usize;
-        self.take(n, what)
-    }
-    fn end(&self, what: &str) -> Result<(), AttestError> {
-        if self.pos == self.bytes.len() {
-            Ok(())
-        } else {
-            Err(err(format!("{} bytes after {what}", self.bytes.len() - self.pos)))
-        }
-    }
-}
-
 /// The TPM name of any object from its TPM2B_PUBLIC: nameAlg || SHA-256(TPMT_PUBLIC).
 fn name_of(tpm2b: &[u8]) -> Result<Vec<u8>, AttestError> {
-    let mut r = Reader { bytes: tpm2b, pos: 0 };
+    let mut r = Reader::new(tpm2b, Endian::Big, AttestError::Tpm);
     let area = r.sized("TPM2B_PUBLIC")?;
     r.end("TPM2B_PUBLIC")?;
     if area.get(2..4) != Some(&ALG_SHA256.to_be_bytes()[..]) {
@@ -110,10 +72,10 @@ pub struct TpmPublic {
 impl TpmPublic {
     /// Parses a TPM2B_PUBLIC (as `tpm2_create -u` writes it).
     pub fn parse(tpm2b: &[u8]) -> Result<Self, AttestError> {
-        let mut outer = Reader { bytes: tpm2b, pos: 0 };
+        let mut outer = Reader::new(tpm2b, Endian::Big, AttestError::Tpm);
         let area = outer.sized("TPM2B_PUBLIC")?;
         outer.end("TPM2B_PUBLIC")?;
-        let mut r = Reader { bytes: area, pos: 0 };
+        let mut r = Reader::new(area, Endian::Big, AttestError::Tpm);
         let (kind, name_alg) = (r.u16("type")?, r.u16("nameAlg")?);
         if kind != ALG_ECC || name_alg != ALG_SHA256 {
             return Err(err(format!(
@@ -167,7 +129,7 @@ struct Attest {
 }
 
 fn parse_attest(bytes: &[u8]) -> Result<Attest, AttestError> {
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader::new(bytes, Endian::Big, AttestError::Tpm);
     if r.u32("magic")? != TPM_GENERATED {
         return Err(err("not TPM-generated (magic is not TPM_GENERATED_VALUE)"));
     }
@@ -189,7 +151,7 @@ fn parse_attest(bytes: &[u8]) -> Result<Attest, AttestError> {
             r.sized("qualified name")?;
         }
         ST_ATTEST_QUOTE => {
-            let start = r.pos;
+            let start = r.pos();
             let count = r.u32("PCR selection count")?;
             for _ in 0..count.min(16) {
                 r.u16("PCR bank")?;
@@ -199,7 +161,7 @@ fn parse_attest(bytes: &[u8]) -> Result<Attest, AttestError> {
             if count > 16 {
                 return Err(err("too many PCR banks"));
             }
-            attest.pcr_selection = bytes[start..r.pos].to_vec();
+            attest.pcr_selection = bytes[start..r.pos()].to_vec();
             attest.pcr_digest = r.sized("pcrDigest")?.to_vec();
         }
         other => return Err(err(format!("attestation type {other:#06x} is neither certify nor quote"))),
@@ -210,7 +172,7 @@ fn parse_attest(bytes: &[u8]) -> Result<Attest, AttestError> {
 
 /// Verifies a TPMT_SIGNATURE (ECDSA, SHA-256) by `ak` over `message`.
 fn verify_signature(ak: &PublicKey, message: &[u8], signature: &[u8], what: &str) -> Result<(), AttestError> {
-    let mut r = Reader { bytes: signature, pos: 0 };
+    let mut r = Reader::new(signature, Endian::Big, AttestError::Tpm);
     if r.u16("sigAlg")? != ALG_ECDSA || r.u16("hash")? != ALG_SHA256 {
         return Err(err(format!("{what}: the signature is not ECDSA with SHA-256")));
     }
