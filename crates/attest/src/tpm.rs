@@ -10,7 +10,7 @@
 //! and credential activation proving the AK lives beside it — is not checked here yet.
 
 use teelog_core::merkle::sha256;
-use teelog_core::PublicKey;
+use teelog_core::{PublicKey, SigAlg};
 
 use crate::reader::{Endian, Reader};
 use crate::AttestError;
@@ -97,16 +97,8 @@ impl TpmPublic {
         if x.len() != 32 || y.len() != 32 {
             return Err(err("P-256 coordinates are 32 bytes"));
         }
-        let spki = [
-            &[
-                0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-                0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04,
-            ][..],
-            x,
-            y,
-        ]
-        .concat();
-        let key = PublicKey::from_spki_der(&spki).map_err(|e| err(e.to_string()))?;
+        let key = PublicKey::from_uncompressed_point(SigAlg::Es256, &[&[0x04][..], x, y].concat())
+            .map_err(|e| err(e.to_string()))?;
         Ok(Self { area: area.to_vec(), attributes, auth_policy, key })
     }
 

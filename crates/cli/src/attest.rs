@@ -82,17 +82,13 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
             Some(path) => AmdChain::from_pem(&read(path)?).with_context(|| path.display().to_string())?,
             None => AmdChain::milan()?,
         };
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-        let outcome =
-            SnpReport::parse(&raw).and_then(|r| r.verify(&vcek, &chain, at.unwrap_or(now), args.allow_debug));
+        let outcome = SnpReport::parse(&raw)
+            .and_then(|r| r.verify(&vcek, &chain, at.unwrap_or_else(now_seconds), args.allow_debug));
         Report::snp(&outcome)
     } else if raw.starts_with(&TDX_V4_PREFIX) {
         let root = teelog_attest::tdx::intel_sgx_root()?;
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-        let outcome =
-            TdxQuote::parse(&raw).and_then(|q| q.verify(&root, at.unwrap_or(now), args.allow_debug));
+        let outcome = TdxQuote::parse(&raw)
+            .and_then(|q| q.verify(&root, at.unwrap_or_else(now_seconds), args.allow_debug));
         Report::tdx(&outcome)
     } else {
         let roots = trust_roots(&args.trust_root)?;
@@ -107,6 +103,11 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
         report.print();
     }
     Ok(if report.verified { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Reports without a time of their own are checked now, by default.
+fn now_seconds() -> u64 {
+    u64::try_from(crate::sign::now().div_euclid(1_000_000_000)).unwrap_or(0)
 }
 
 /// The AWS root, plus the roots given with --trust-root.

@@ -138,6 +138,11 @@ impl PublicKey {
         Self::from_spki_der(der.as_ref())
     }
 
+    /// A key from its uncompressed point (0x04 || x || y), as TPMs and other devices give it.
+    pub fn from_uncompressed_point(alg: SigAlg, point: &[u8]) -> Result<Self, KeyError> {
+        Self::from_spki_der(&[alg.spki_prefix(), point].concat())
+    }
+
     fn from_point(alg: SigAlg, point: &[u8]) -> Self {
         let mut spki = alg.spki_prefix().to_vec();
         spki.extend_from_slice(point);
