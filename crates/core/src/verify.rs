@@ -370,15 +370,18 @@ impl Verifier {
         if let Some(detail) = objection {
             self.findings.push(finding(FindingKind::UnexpectedMeasurement, None, detail));
         }
-        self.timeline.push(TimelinePoint {
-            stream: h.stream.clone(),
-            epoch: h.epoch.clone(),
-            seq: h.seq,
-            sealed_at,
-            platform: platform.to_string(),
-            measurement: measurement.to_string(),
-            judgement,
-        });
+        // Only the timeline (with a policy) and the freshness check read these.
+        if self.options.policy.is_some() || self.options.freshness.is_some() {
+            self.timeline.push(TimelinePoint {
+                stream: h.stream.clone(),
+                epoch: h.epoch.clone(),
+                seq: h.seq,
+                sealed_at,
+                platform: platform.to_string(),
+                measurement: measurement.to_string(),
+                judgement,
+            });
+        }
         let slot =
             Slot { header_hash: batch.header_hash, prev: h.prev.clone(), origin: batch.origin.clone() };
         let slots = self.epochs.entry(key).or_default().slots.entry(h.seq).or_default();
