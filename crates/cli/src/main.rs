@@ -130,7 +130,7 @@ fn keygen(out: &std::path::Path, provider: Provider<'_>, curve: Curve) -> anyhow
 
 /// The head a new epoch of `stream` in `store` will link to, for --follow.
 fn previous_head(store: &std::path::Path, stream: &str) -> anyhow::Result<[u8; 32]> {
-    let Some(head) = sign::stream_head(store, stream)? else {
+    let Some(head) = teelog_ship::stream_head(store, stream)? else {
         anyhow::bail!("--follow {}: no batch of stream {stream:?} there", store.display());
     };
     Ok(<[u8; 32]>::try_from(hex::decode(&head)?.as_slice())?)

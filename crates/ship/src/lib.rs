@@ -1,0 +1,12 @@
+//! The teelog signer as a library, and the `teelog ship` daemon built on it.
+//!
+//! [`StreamSigner`] turns records into signed, chained batches and writes each one durably to
+//! an [`Output`] before anything is acknowledged; after a crash the output is the authority on
+//! where the chain stands, so a sequence number is never signed twice.
+#![forbid(unsafe_code)]
+
+pub mod output;
+pub mod signer;
+
+pub use output::{stream_head, Output};
+pub use signer::{ShipError, SignSummary, StreamSigner};
