@@ -5,6 +5,7 @@ mod attest;
 mod bench;
 mod quickstart;
 mod sample;
+mod ship;
 mod sign;
 mod verify;
 
@@ -52,6 +53,9 @@ enum Command {
     },
     /// Read NDJSON records on stdin and write signed batches, one per line.
     Sign(sign::SignArgs),
+    /// Run the shipper daemon: receive records (OTLP, stdin), sign them in batches into a
+    /// durable spool, deliver the batches to sinks.
+    Ship(ship::ShipArgs),
     /// Verify signed batches; exit 0 if all verify, 1 on any finding, 2 on errors.
     Verify(verify::VerifyArgs),
     /// Attestation documents: verify what binds a signing key to measured code.
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             provider.and_then(|provider| keygen(&out, provider, curve))
         }
         Command::Sign(args) => sign::run(&args).map(|_| ExitCode::SUCCESS),
+        Command::Ship(args) => ship::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Attest { command } => attest::run(&command),
         Command::Quickstart { dir } => quickstart::run(&dir),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use teelog_attest::BindingVerifier;
 use teelog_core::policy::Policy;
-use teelog_core::timestamp::{parse_rfc3339, UnixNanos};
+use teelog_core::timestamp::parse_rfc3339;
 use teelog_core::{Freshness, Origin, PublicKey, Report, Verifier, VerifyOptions};
 use teelog_store::lines::{Line, LineReader};
 
@@ -42,7 +42,7 @@ pub struct VerifyArgs {
     pub now: Option<String>,
     /// A stream whose newest batch (heartbeats count) is older than this is `stale_stream`,
     /// e.g. 30s, 10m, 2h, 1d.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = teelog_core::timestamp::parse_duration)]
     pub max_silence: Option<i64>,
     /// The code measurement every batch must carry (hex; for seed-format batches, their
     /// tee_measurement text).
@@ -120,23 +120,6 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         }
     }
     Ok(verifier.finish())
-}
-
-/// `30s`, `10m`, `2h`, `1d` as nanoseconds.
-fn parse_duration(text: &str) -> Result<UnixNanos, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let seconds: i64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: expected a number and s, m, h or d, e.g. 10m")),
-    };
-    let n: i64 = number.parse().map_err(|_| format!("{text:?}: expected a number and s, m, h or d"))?;
-    n.checked_mul(seconds)
-        .and_then(|s| s.checked_mul(1_000_000_000))
-        .filter(|&ns| ns > 0)
-        .ok_or_else(|| format!("{text:?}: out of range"))
 }
 
 fn feed(

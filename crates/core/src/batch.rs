@@ -274,7 +274,7 @@ impl ChainHead {
 }
 
 /// Summary of one sealed batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sealed {
     pub seq: u64,
     pub count: u64,

@@ -182,6 +182,21 @@ pub fn format_rfc3339(nanos: UnixNanos) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// A duration such as `250ms`, `30s`, `10m`, `2h` or `1d`, as nanoseconds (more than zero).
+pub fn parse_duration(text: &str) -> Result<UnixNanos, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let nanos: i64 = match unit {
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "d" => 86_400_000_000_000,
+        _ => return Err(format!("{text:?}: expected a number and ms, s, m, h or d, e.g. 10s")),
+    };
+    let n: i64 = number.parse().map_err(|_| format!("{text:?}: expected a number and ms, s, m, h or d"))?;
+    n.checked_mul(nanos).filter(|&ns| ns > 0).ok_or_else(|| format!("{text:?}: out of range"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +245,15 @@ mod tests {
             let theirs = time::OffsetDateTime::parse(&ours, &time::format_description::well_known::Rfc3339).unwrap();
             prop_assert_eq!(theirs, reference);
             prop_assert_eq!(parse_rfc3339(&ours).unwrap(), nanos);
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(250_000_000));
+        assert_eq!(parse_duration("2h"), Ok(7_200_000_000_000));
+        for bad in ["", "10", "s", "0s", "1w", "-1s", "99999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 }

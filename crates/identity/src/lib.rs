@@ -239,12 +239,7 @@ fn state_path(dir: &Path, stream: &str) -> PathBuf {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))?;
-    File::open(parent).and_then(|d| d.sync_all()).map_err(io_err(parent))
+    teelog_store::write_atomic(path, bytes).map_err(|(path, source)| IdentityError::Io { path, source })
 }
 
 #[cfg(test)]

@@ -5,8 +5,14 @@
 //! where the chain stands, so a sequence number is never signed twice.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod daemon;
+pub mod delivery;
+pub mod metrics;
 pub mod output;
+pub mod pipeline;
 pub mod signer;
+pub mod sources;
 
 pub use output::{stream_head, Output};
 pub use signer::{ShipError, SignSummary, StreamSigner};

@@ -21,6 +21,8 @@ pub enum ShipError {
     Seal(#[from] SealError),
     #[error(transparent)]
     Stream(#[from] HeaderError),
+    #[error("the signer thread failed")]
+    SignerThread,
 }
 
 /// The wall clock as teelog timestamps.
@@ -41,6 +43,9 @@ pub struct StreamSigner {
     head: ChainHead,
     builder: BatchBuilder,
     line: Vec<u8>,
+    /// A sealed batch whose write failed: it must be written before the next is sealed.
+    unwritten: Option<Sealed>,
+    last_sealed: Option<Sealed>,
     summary: SignSummary,
 }
 
@@ -66,6 +71,8 @@ impl StreamSigner {
             head,
             builder: BatchBuilder::new(),
             line: Vec::new(),
+            unwritten: None,
+            last_sealed: None,
             summary: SignSummary::default(),
         })
     }
@@ -86,19 +93,39 @@ impl StreamSigner {
     }
 
     /// Signs the open batch (an empty one is a heartbeat) and writes it durably; when this
-    /// returns Ok, the batch is in the output.
+    /// returns Ok, the batch is in the output. If the write fails the signed batch is kept
+    /// and written first by the next `seal` or [`retry_write`](Self::retry_write): giving up
+    /// on it would leave a gap in the chain.
     pub fn seal(&mut self, sealed_at: UnixNanos) -> Result<Sealed, ShipError> {
+        self.retry_write()?;
         self.line.clear();
         let sealed = self.builder.seal(&mut self.head, self.identity.signer(), sealed_at, &mut self.line)?;
+        self.unwritten = Some(sealed);
+        self.retry_write()
+    }
+
+    /// Writes the batch whose write failed (a no-op returning the last batch if none did).
+    pub fn retry_write(&mut self) -> Result<Sealed, ShipError> {
+        let Some(sealed) = self.unwritten else {
+            return Ok(self.last_sealed.unwrap_or_default());
+        };
         if !self.output.is_readable() {
             // The next run cannot look at this output, so the state goes first: a crash in
             // between costs a reported gap, never a seq signed twice.
             self.identity.save_state(&self.head)?;
         }
         self.output.write(&self.line)?;
+        self.unwritten = None;
+        self.last_sealed = Some(sealed);
         self.summary.records += sealed.count;
         self.summary.batches += 1;
         Ok(sealed)
+    }
+
+    /// Durably records where the chain stands, so that it no longer depends on the output
+    /// holding the newest batch (before a spool deletes what its sinks have delivered).
+    pub fn save_state(&self) -> Result<(), ShipError> {
+        Ok(self.identity.save_state(&self.head)?)
     }
 
     /// The batch line written by the last `seal`, newline included.
@@ -108,6 +135,7 @@ impl StreamSigner {
 
     /// Seals what is pending and saves the chain state.
     pub fn finish(&mut self, sealed_at: UnixNanos) -> Result<(), ShipError> {
+        self.retry_write()?;
         if !self.builder.is_empty() {
             self.seal(sealed_at)?;
         }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod lines;
+pub mod reader;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -67,8 +68,24 @@ pub fn lock_dir(dir: &Path) -> Result<File, DirLockError> {
     Ok(lock)
 }
 
+/// Replaces `path` with `bytes` durably: write a temporary file, fsync, rename, fsync the
+/// directory; a crash leaves the old content or the new, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io::Error)> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(|e| (tmp.clone(), e))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| (tmp.clone(), e))?;
+    fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))?;
+    File::open(parent).and_then(|d| d.sync_all()).map_err(|e| (parent.to_path_buf(), e))
+}
+
 /// The segment files of a store, oldest first.
 pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    Ok(indexed_segments(dir)?.into_iter().map(|(_, p)| p).collect())
+}
+
+/// The segment files of a store with their indexes, oldest first.
+pub fn indexed_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let mut found: Vec<(u64, PathBuf)> = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
@@ -79,7 +96,7 @@ pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
         }
     }
     found.sort();
-    Ok(found.into_iter().map(|(_, p)| p).collect())
+    Ok(found)
 }
 
 fn segment_index(name: &str) -> Option<u64> {
@@ -130,6 +147,11 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where the next append goes: everything before it is durable.
+    pub fn position(&self) -> reader::Position {
+        reader::Position { segment: self.index, offset: self.len }
     }
 
     /// Appends one line (ending in `\n`) and fsyncs it. On error nothing of the line remains.

@@ -1,0 +1,148 @@
+//! `teelog ship`: the shipper daemon, configured by a TOML file and/or flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use teelog_ship::config::{Config, SinkConfig};
+
+#[derive(clap::Args)]
+pub struct ShipArgs {
+    /// TOML configuration (see docs/SHIP.md); the flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Identity directory made by `teelog keygen`.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Spool directory: every batch is fsynced here before it is acknowledged.
+    #[arg(long)]
+    pub spool: Option<PathBuf>,
+    /// Keep delivered spool segments (the spool is then also an embedded store).
+    #[arg(long)]
+    pub keep_spool: bool,
+    /// Read NDJSON records from stdin (the daemon ends with it if nothing else is configured).
+    #[arg(long)]
+    pub stdin: bool,
+    /// Receive OTLP logs over HTTP here (e.g. 127.0.0.1:4318).
+    #[arg(long)]
+    pub otlp_http: Option<SocketAddr>,
+    /// Receive OTLP logs over gRPC here (e.g. 127.0.0.1:4317).
+    #[arg(long)]
+    pub otlp_grpc: Option<SocketAddr>,
+    /// Deliver to this embedded store directory.
+    #[arg(long)]
+    pub sink_store: Vec<PathBuf>,
+    /// Serve Prometheus metrics here (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Heartbeat interval when idle (e.g. 10s), or `off`.
+    #[arg(long)]
+    pub heartbeat: Option<String>,
+    /// Seal a batch at most this long after its first record (e.g. 200ms).
+    #[arg(long)]
+    pub max_delay: Option<String>,
+    #[arg(long)]
+    pub max_records: Option<u64>,
+    /// The daemon's own log level: error, warn, info, debug.
+    #[arg(long, default_value = "info")]
+    pub log_level: tracing::Level,
+}
+
+pub fn run(args: &ShipArgs) -> anyhow::Result<ExitCode> {
+    let config = config(args)?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_max_level(args.log_level)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("teelog-ship")
+        .build()
+        .context("cannot start the runtime")?;
+    let summary = runtime.block_on(teelog_ship::daemon::run(config, shutdown_signal()))?;
+    eprintln!("teelog: shipped {} records in {} batches", summary.records, summary.batches);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config(args: &ShipArgs) -> anyhow::Result<Config> {
+    let mut text = String::new();
+    if let Some(path) = &args.config {
+        text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    let mut table: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("{}", args.config.as_deref().unwrap_or("flags".as_ref()).display()))?;
+    let path = |p: &PathBuf| toml::Value::String(p.display().to_string());
+    let mut set = |section: Option<&str>, key: &str, value: toml::Value| {
+        let table = match section {
+            None => &mut table,
+            Some(name) => table
+                .entry(name)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .expect("a section of the config"),
+        };
+        table.insert(key.into(), value);
+    };
+    if let Some(p) = &args.identity {
+        set(None, "identity", path(p));
+    }
+    if let Some(s) = &args.stream {
+        set(None, "stream", s.clone().into());
+    }
+    if let Some(p) = &args.spool {
+        set(Some("spool"), "dir", path(p));
+    }
+    if args.keep_spool {
+        set(Some("spool"), "keep", true.into());
+    }
+    if args.stdin {
+        set(Some("sources"), "stdin", true.into());
+    }
+    if let Some(a) = args.otlp_http {
+        set(Some("sources"), "otlp_http", a.to_string().into());
+    }
+    if let Some(a) = args.otlp_grpc {
+        set(Some("sources"), "otlp_grpc", a.to_string().into());
+    }
+    if let Some(a) = args.metrics {
+        set(Some("metrics"), "listen", a.to_string().into());
+    }
+    if let Some(d) = &args.heartbeat {
+        set(Some("batch"), "heartbeat", d.clone().into());
+    }
+    if let Some(d) = &args.max_delay {
+        set(Some("batch"), "max_delay", d.clone().into());
+    }
+    if let Some(n) = args.max_records {
+        set(Some("batch"), "max_records", toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
+    }
+    let origin = args.config.as_ref().map_or("the flags".to_string(), |p| p.display().to_string());
+    let mut config: Config = table.try_into().with_context(|| format!("{origin}: invalid configuration"))?;
+    for dir in &args.sink_store {
+        let name = format!("store-{}", config.sinks.len() + 1);
+        config.sinks.push(SinkConfig::Store { name: Some(name), dir: dir.clone() });
+    }
+    config.check().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

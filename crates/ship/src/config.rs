@@ -1,0 +1,287 @@
+//! `teelog ship --config FILE`: the daemon's TOML configuration. Unknown keys are errors, and
+//! every error names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::pipeline::{PipelineOptions, WhenFull};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Identity directory made by `teelog keygen`.
+    pub identity: PathBuf,
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub sources: SourcesConfig,
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+}
+
+fn default_stream() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    pub max_records: u64,
+    pub max_bytes: usize,
+    #[serde(deserialize_with = "duration")]
+    pub max_delay: Duration,
+    /// An empty signed batch after this long idle; `"off"` for none.
+    #[serde(deserialize_with = "optional_duration")]
+    pub heartbeat: Option<Duration>,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        let d = PipelineOptions::default();
+        Self {
+            max_records: d.max_records,
+            max_bytes: d.max_bytes,
+            max_delay: d.max_delay,
+            heartbeat: d.heartbeat,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    pub max_bytes: usize,
+    pub when_full: WhenFull,
+    #[serde(deserialize_with = "duration")]
+    pub max_wait: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        let d = PipelineOptions::default();
+        Self { max_bytes: d.queue_bytes, when_full: d.when_full, max_wait: d.max_wait }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// Undelivered bytes allowed before producers wait; 0 for no bound.
+    #[serde(default = "default_spool_bytes")]
+    pub max_bytes: u64,
+    /// Keep delivered segments: the spool is then also an embedded store.
+    #[serde(default)]
+    pub keep: bool,
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+}
+
+fn default_spool_bytes() -> u64 {
+    PipelineOptions::default().spool_bytes
+}
+
+fn default_segment_bytes() -> u64 {
+    teelog_store::DEFAULT_SEGMENT_BYTES
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// Read NDJSON records from standard input; the daemon ends when it closes and no other
+    /// source is configured.
+    pub stdin: bool,
+    /// OTLP logs over HTTP (`/v1/logs`, protobuf or JSON).
+    pub otlp_http: Option<SocketAddr>,
+    /// OTLP logs over gRPC.
+    pub otlp_grpc: Option<SocketAddr>,
+    /// Largest OTLP request body accepted (after decompression).
+    pub max_request_bytes: usize,
+    /// NDJSON files to follow (across rotation).
+    pub files: Vec<PathBuf>,
+    /// Refuse input lines longer than this.
+    pub max_line_bytes: usize,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        Self {
+            stdin: false,
+            otlp_http: None,
+            otlp_grpc: None,
+            max_request_bytes: 16 << 20,
+            files: Vec::new(),
+            max_line_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// Another embedded store directory.
+    Store {
+        #[serde(default)]
+        name: Option<String>,
+        dir: PathBuf,
+    },
+}
+
+impl SinkConfig {
+    /// The sink's name: its cursor file and its metrics label.
+    pub fn name(&self) -> String {
+        match self {
+            SinkConfig::Store { name, .. } => name.clone().unwrap_or_else(|| "store".into()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid { path: path.into(), message: e.to_string() })?;
+        config.check().map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
+        Ok(config)
+    }
+
+    /// What the types cannot say.
+    pub fn check(&self) -> Result<(), String> {
+        teelog_core::batch::check_stream_name(&self.stream).map_err(|e| format!("stream: {e}"))?;
+        if self.batch.max_records == 0 {
+            return Err("batch.max_records: must be at least 1".into());
+        }
+        let s = &self.sources;
+        if !s.stdin && s.otlp_http.is_none() && s.otlp_grpc.is_none() && s.files.is_empty() {
+            return Err("sources: nothing to read; set stdin, otlp_http, otlp_grpc or files".into());
+        }
+        if self.sinks.is_empty() && !self.spool.keep {
+            return Err("sinks: none configured, and spool.keep is false: delivered batches \
+                        would be deleted with nowhere to go (add a sink or set spool.keep = true)"
+                .into());
+        }
+        let mut names: Vec<String> = self.sinks.iter().map(SinkConfig::name).collect();
+        names.sort();
+        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("sinks: two sinks are named {:?}; give each a distinct `name`", pair[0]));
+        }
+        for name in &names {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(format!("sinks: name {name:?} must be letters, digits, - and _"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pipeline_options(&self) -> PipelineOptions {
+        PipelineOptions {
+            max_records: self.batch.max_records,
+            max_bytes: self.batch.max_bytes,
+            max_delay: self.batch.max_delay,
+            heartbeat: self.batch.heartbeat,
+            queue_bytes: self.queue.max_bytes,
+            when_full: self.queue.when_full,
+            max_wait: self.queue.max_wait,
+            spool_bytes: self.spool.max_bytes,
+            keep_spool: self.spool.keep,
+        }
+    }
+}
+
+fn parse(text: &str) -> Result<Duration, String> {
+    teelog_core::timestamp::parse_duration(text).map(|ns| Duration::from_nanos(ns.unsigned_abs()))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    parse(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn a_full_config_and_its_defaults() {
+        let config = load(
+            r#"
+            identity = "id"
+            [batch]
+            max_delay = "50ms"
+            heartbeat = "off"
+            [spool]
+            dir = "spool"
+            [sources]
+            stdin = true
+            otlp_http = "127.0.0.1:4318"
+            [[sinks]]
+            kind = "store"
+            dir = "archive"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.batch.max_delay, Duration::from_millis(50));
+        assert_eq!(config.batch.heartbeat, None);
+        assert_eq!(config.batch.max_records, 4096);
+        assert_eq!(config.queue.when_full, WhenFull::Block);
+        assert_eq!(config.sinks[0].name(), "store");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, expect) in [
+            ("identity='i'\n[spool]\ndir='s'\nkeep=true\n[sources]\nstdin=true\nbogus=1", "bogus"),
+            ("identity='i'\n[spool]\ndir='s'\nkeep=true\n[sources]\nstdin=true\n[batch]\nmax_delay='soon'", "max_delay"),
+            ("identity='i'\n[spool]\ndir='s'\nkeep=true\n[sources]\notlp_http='localhost'", "otlp_http"),
+            ("identity='i'\n[spool]\ndir='s'\nkeep=true", "sources: nothing to read"),
+            ("identity='i'\n[spool]\ndir='s'\n[sources]\nstdin=true", "spool.keep"),
+            ("identity='i'\n[spool]\ndir='s'\n[sources]\nstdin=true\n[queue]\nwhen_full='panic'", "when_full"),
+            ("[spool]\ndir='s'", "identity"),
+            (
+                "identity='i'\n[spool]\ndir='s'\n[sources]\nstdin=true\n[[sinks]]\nkind='store'\ndir='a'\n[[sinks]]\nkind='store'\ndir='b'",
+                "two sinks are named",
+            ),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(err.contains(expect), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `teelog ship`: sources → pipeline → spool → sinks, until a signal (or, with only finite
+//! sources such as stdin, until they end and the spool is delivered).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use teelog_identity::{IdentityError, SoftwareIdentity};
+use teelog_store::{Store, StoreError, StoreOptions};
+use tokio::sync::watch;
+
+use crate::config::{Config, SinkConfig};
+use crate::delivery::{self, Sink, StoreSink};
+use crate::metrics::Metrics;
+use crate::output::Output;
+use crate::pipeline::Pipeline;
+use crate::signer::{ShipError, SignSummary, StreamSigner};
+use crate::sources;
+
+/// How long a stopping daemon keeps delivering what is spooled before leaving it for the next run.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("identity {0}")]
+    Identity(#[from] IdentityError),
+    #[error("spool: {0}")]
+    Spool(#[from] StoreError),
+    #[error(transparent)]
+    Ship(#[from] ShipError),
+    #[error("sink {name:?}: {message}")]
+    Sink { name: String, message: String },
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Source(String),
+}
+
+/// Runs the daemon until `shutdown` resolves (a signal) or every finite source has ended.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<SignSummary, DaemonError> {
+    let identity = SoftwareIdentity::load_exclusive(&config.identity)?;
+    let spool = Store::open(&config.spool.dir, StoreOptions { segment_bytes: config.spool.segment_bytes })?;
+    let signer = StreamSigner::open(identity, &config.stream, Output::Store(spool))?;
+    let metrics = Arc::new(Metrics::default());
+    let pipeline = Pipeline::start(signer, config.pipeline_options(), metrics.clone());
+    let shared = pipeline.shared().clone();
+
+    // Sources stop first; the sinks once the pipeline has sealed everything.
+    let (stop_sources, sources_stop) = watch::channel(false);
+    let (stop_sinks, sinks_stop) = watch::channel(false);
+    let mut deliveries = Vec::new();
+    for sink_config in &config.sinks {
+        let name = sink_config.name();
+        let sink =
+            open_sink(sink_config).map_err(|message| DaemonError::Sink { name: name.clone(), message })?;
+        // Registered before anything runs, so that retention waits for every sink.
+        let cursor = delivery::register(&shared, &name);
+        deliveries.push(tokio::spawn(delivery::run(name, sink, cursor, shared.clone(), sinks_stop.clone())));
+    }
+
+    let submitter = pipeline.submitter();
+    let mut running = sources::start(&config, &submitter, &metrics, sources_stop).await?;
+    drop(submitter);
+    tracing::info!(target: "teelog::ship", stream = %config.stream, "shipping");
+
+    let ends_by_itself = running.only_finite();
+    tokio::select! {
+        () = shutdown => tracing::info!(target: "teelog::ship", "stopping on signal"),
+        () = running.finite_sources_ended(), if ends_by_itself => {
+            tracing::info!(target: "teelog::ship", "input ended");
+        }
+    }
+    let _ = stop_sources.send(true);
+    running.stop().await;
+    let summary = tokio::task::spawn_blocking(move || pipeline.close())
+        .await
+        .map_err(|_| ShipError::SignerThread)??;
+    let _ = stop_sinks.send(true);
+    for delivery in deliveries {
+        if tokio::time::timeout(DRAIN_TIMEOUT, delivery).await.is_err() {
+            tracing::warn!(target: "teelog::ship", "a sink is still behind; the rest stays spooled for the next run");
+        }
+    }
+    tracing::info!(target: "teelog::ship", records = summary.records, batches = summary.batches, "stopped");
+    Ok(summary)
+}
+
+fn open_sink(config: &SinkConfig) -> Result<Box<dyn Sink>, String> {
+    match config {
+        SinkConfig::Store { dir, .. } => Ok(Box::new(
+            StoreSink::open(dir, teelog_store::DEFAULT_SEGMENT_BYTES).map_err(|e| e.to_string())?,
+        )),
+    }
+}

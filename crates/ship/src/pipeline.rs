@@ -1,0 +1,574 @@
+//! The signing pipeline: producers submit records; one signer thread batches them (by count,
+//! bytes and delay), seals each batch into the spool with an fsync, and only then acknowledges
+//! the records in it. Idle, it seals heartbeats. Memory is bounded by a byte budget on the
+//! records in flight; the spool is bounded by how far its slowest sink lags.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use teelog_core::timestamp::{format_rfc3339, UnixNanos};
+use teelog_store::reader::{self, Position};
+use tokio::sync::{oneshot, watch, Notify};
+
+use crate::metrics::Metrics;
+use crate::signer::{now, ShipError, SignSummary, StreamSigner};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Producers wait (OTLP callers get a retryable error once they have waited too long).
+    Block,
+    /// Records that do not fit are counted and dropped, and a signed notice says how many.
+    Drop,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    pub max_records: u64,
+    pub max_bytes: usize,
+    /// Seal a batch at the latest this long after its first record arrived.
+    pub max_delay: Duration,
+    /// Seal an empty batch after this long without one.
+    pub heartbeat: Option<Duration>,
+    /// Bytes of submitted records held in memory, waiting to be sealed.
+    pub queue_bytes: usize,
+    pub when_full: WhenFull,
+    /// How long a blocked OTLP caller waits for room before it is told to retry.
+    pub max_wait: Duration,
+    /// Spool bytes not yet delivered to every sink; 0 for no bound.
+    pub spool_bytes: u64,
+    /// Keep delivered spool segments (the spool is then also the store).
+    pub keep_spool: bool,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            max_records: 4096,
+            max_bytes: 4 << 20,
+            max_delay: Duration::from_millis(200),
+            heartbeat: Some(Duration::from_secs(10)),
+            queue_bytes: 64 << 20,
+            when_full: WhenFull::Block,
+            max_wait: Duration::from_secs(5),
+            spool_bytes: 1 << 30,
+            keep_spool: false,
+        }
+    }
+}
+
+/// Records for one submission: JSON objects, each followed by a newline.
+#[derive(Debug, Default)]
+pub struct RecordBuf {
+    bytes: Vec<u8>,
+    count: u64,
+}
+
+impl RecordBuf {
+    pub fn push(&mut self, record: &[u8]) {
+        self.bytes.extend_from_slice(record);
+        self.bytes.push(b'\n');
+        self.count += 1;
+    }
+
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// What happened to the records of one submission, once they are in the spool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    pub accepted: u64,
+    /// Records refused (not valid records); `first_error` says why for the first.
+    pub rejected: u64,
+    pub first_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the signer's queue is full; retry later")]
+    Full,
+    #[error("the signer has stopped: {0}")]
+    Stopped(String),
+}
+
+/// Where records come from, for error messages: `stdin:17`, `otlp-http`.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub name: Arc<str>,
+    /// The line number of the first record, for line-oriented sources.
+    pub first_line: Option<u64>,
+}
+
+impl Origin {
+    pub fn named(name: &str) -> Self {
+        Self { name: name.into(), first_line: None }
+    }
+
+    fn locate(&self, index: u64) -> String {
+        match self.first_line {
+            Some(line) => format!("{}:{}", self.name, line + index),
+            None => format!("{} record {}", self.name, index + 1),
+        }
+    }
+}
+
+/// Bytes of records in flight: producers take from it, the signer gives back once sealed.
+struct Budget {
+    limit: usize,
+    used: Mutex<usize>,
+    freed: Condvar,
+    freed_async: Notify,
+}
+
+impl Budget {
+    /// A submission larger than the whole budget still passes when nothing else is in flight.
+    fn try_take(&self, n: usize) -> bool {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if *used == 0 || *used + n <= self.limit {
+            *used += n;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn take_blocking(&self, n: usize) {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used != 0 && *used + n > self.limit {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += n;
+    }
+
+    async fn take(&self, n: usize, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let freed = self.freed_async.notified();
+            if self.try_take(n) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return self.try_take(n);
+            }
+        }
+    }
+
+    fn give(&self, n: usize) {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used = used.saturating_sub(n);
+        self.freed.notify_all();
+        self.freed_async.notify_waiters();
+    }
+}
+
+/// Records dropped (in drop mode) since the last notice.
+#[derive(Debug, Clone, Copy)]
+struct Dropped {
+    count: u64,
+    first: UnixNanos,
+    last: UnixNanos,
+}
+
+struct Submission {
+    records: RecordBuf,
+    origin: Origin,
+    ack: Option<oneshot::Sender<Result<Receipt, String>>>,
+    receipt: Receipt,
+}
+
+enum Msg {
+    Records(Submission),
+    /// Seal what is pending now (used by `flush`).
+    Flush(oneshot::Sender<()>),
+    /// Seal what is pending and stop; later submissions fail.
+    Close,
+}
+
+/// What the signer thread shares with producers and the spool's readers.
+pub struct Shared {
+    budget: Budget,
+    dropped: Mutex<Option<Dropped>>,
+    pub metrics: Arc<Metrics>,
+    spool_dir: std::path::PathBuf,
+    /// The spool's durable end, published after every fsynced append.
+    written: watch::Sender<Position>,
+    /// Where each sink's delivery stands, for retention and the spool bound.
+    readers: Mutex<HashMap<String, Position>>,
+    reader_moved: Condvar,
+    reader_moved_lock: Mutex<()>,
+}
+
+impl Shared {
+    pub fn spool_dir(&self) -> &std::path::Path {
+        &self.spool_dir
+    }
+
+    pub fn written(&self) -> watch::Receiver<Position> {
+        self.written.subscribe()
+    }
+
+    /// A sink's delivery has reached `at`.
+    pub fn reader_at(&self, name: &str, at: Position) {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), at);
+        let _guard = self.reader_moved_lock.lock();
+        self.reader_moved.notify_all();
+    }
+
+    fn slowest_reader(&self) -> Option<Position> {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).values().min().copied()
+    }
+}
+
+/// The producers' side of a pipeline; cheap to clone.
+#[derive(Clone)]
+pub struct Submitter {
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    when_full: WhenFull,
+    max_wait: Duration,
+}
+
+impl Submitter {
+    /// Submits records and waits until they are in the spool.
+    pub async fn submit(&self, records: RecordBuf, origin: Origin) -> Result<Receipt, SubmitError> {
+        let n = records.byte_len();
+        let room = match self.when_full {
+            WhenFull::Block => self.shared.budget.take(n, self.max_wait).await,
+            WhenFull::Drop => self.shared.budget.try_take(n),
+        };
+        if !room {
+            return match self.when_full {
+                WhenFull::Block => Err(SubmitError::Full),
+                WhenFull::Drop => Ok(self.drop_records(&records)),
+            };
+        }
+        let (ack, receipt) = oneshot::channel();
+        self.send(records, origin, Some(ack))?;
+        match receipt.await {
+            Ok(result) => result.map_err(SubmitError::Stopped),
+            Err(_) => Err(SubmitError::Stopped("it ended before sealing these records".into())),
+        }
+    }
+
+    /// Submits records from a thread outside any runtime, without waiting for the seal; waits
+    /// for room in block mode.
+    pub fn submit_blocking(&self, records: RecordBuf, origin: Origin) -> Result<(), SubmitError> {
+        let n = records.byte_len();
+        match self.when_full {
+            WhenFull::Block => self.shared.budget.take_blocking(n),
+            WhenFull::Drop if !self.shared.budget.try_take(n) => {
+                self.drop_records(&records);
+                return Ok(());
+            }
+            WhenFull::Drop => {}
+        }
+        self.send(records, origin, None)
+    }
+
+    /// Asks the signer to seal what it holds now, and waits until it has.
+    pub async fn flush(&self) -> Result<(), SubmitError> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Msg::Flush(done)).map_err(|_| SubmitError::Stopped("flush".into()))?;
+        wait.await.map_err(|_| SubmitError::Stopped("flush".into()))
+    }
+
+    fn send(
+        &self,
+        records: RecordBuf,
+        origin: Origin,
+        ack: Option<oneshot::Sender<Result<Receipt, String>>>,
+    ) -> Result<(), SubmitError> {
+        let n = records.byte_len();
+        let submission = Submission { records, origin, ack, receipt: Receipt::default() };
+        self.tx.send(Msg::Records(submission)).map_err(|_| {
+            self.shared.budget.give(n);
+            SubmitError::Stopped("its thread has ended".into())
+        })
+    }
+
+    fn drop_records(&self, records: &RecordBuf) -> Receipt {
+        let at = now();
+        let mut dropped = self.shared.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        let d = dropped.get_or_insert(Dropped { count: 0, first: at, last: at });
+        d.count += records.len();
+        d.last = at;
+        self.shared.metrics.records_dropped.fetch_add(records.len(), Ordering::Relaxed);
+        Receipt::default()
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+pub struct Pipeline {
+    submitter: Option<Submitter>,
+    thread: Option<JoinHandle<Result<SignSummary, ShipError>>>,
+    shared: Arc<Shared>,
+}
+
+impl Pipeline {
+    /// Starts the signer thread on `signer`, whose output must be the spool store.
+    pub fn start(signer: StreamSigner, options: PipelineOptions, metrics: Arc<Metrics>) -> Self {
+        let (spool_dir, position) = match signer.output().store() {
+            Some(store) => (store.dir().to_path_buf(), store.position()),
+            None => (std::path::PathBuf::new(), Position::default()),
+        };
+        let shared = Arc::new(Shared {
+            budget: Budget {
+                limit: options.queue_bytes,
+                used: Mutex::new(0),
+                freed: Condvar::new(),
+                freed_async: Notify::new(),
+            },
+            dropped: Mutex::new(None),
+            metrics,
+            spool_dir,
+            written: watch::Sender::new(position),
+            readers: Mutex::new(HashMap::new()),
+            reader_moved: Condvar::new(),
+            reader_moved_lock: Mutex::new(()),
+        });
+        let (tx, rx) = mpsc::channel();
+        let submitter = Submitter {
+            tx,
+            shared: shared.clone(),
+            when_full: options.when_full,
+            max_wait: options.max_wait,
+        };
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("teelog-signer".into())
+            .spawn(move || SignerLoop::new(signer, options, thread_shared).run(rx))
+            .ok();
+        Self { submitter: Some(submitter), thread, shared }
+    }
+
+    pub fn submitter(&self) -> Submitter {
+        self.submitter.clone().expect("the pipeline's own submitter lives until close")
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops taking records, seals what is pending and saves the chain state. Records
+    /// submitted earlier are all sealed; later submissions fail.
+    pub fn close(mut self) -> Result<SignSummary, ShipError> {
+        if let Some(submitter) = self.submitter.take() {
+            let _ = submitter.tx.send(Msg::Close);
+        }
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) | None => Err(ShipError::SignerThread),
+        }
+    }
+}
+
+struct SignerLoop {
+    signer: StreamSigner,
+    options: PipelineOptions,
+    shared: Arc<Shared>,
+    /// Submissions with records in the open batch, acknowledged when it is in the spool.
+    waiting: Vec<Submission>,
+    opened_at: Option<Instant>,
+    last_seal: Instant,
+    oldest_segment: u64,
+    /// Spool bytes the slowest sink has still to deliver, as of the last seal.
+    spool_behind: u64,
+}
+
+impl SignerLoop {
+    fn new(signer: StreamSigner, options: PipelineOptions, shared: Arc<Shared>) -> Self {
+        let oldest_segment = teelog_store::indexed_segments(&shared.spool_dir)
+            .ok()
+            .and_then(|s| s.first().map(|(i, _)| *i))
+            .unwrap_or(0);
+        Self {
+            signer,
+            options,
+            shared,
+            waiting: Vec::new(),
+            opened_at: None,
+            last_seal: Instant::now(),
+            oldest_segment,
+            spool_behind: 0,
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Msg>) -> Result<SignSummary, ShipError> {
+        loop {
+            self.wait_for_spool_room();
+            let deadline = match self.opened_at {
+                Some(opened) => Some(opened + self.options.max_delay),
+                None => self.options.heartbeat.map(|h| self.last_seal + h),
+            };
+            let msg = match deadline {
+                Some(deadline) => rx.recv_timeout(deadline.saturating_duration_since(Instant::now())),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match msg {
+                Ok(Msg::Records(submission)) => self.take(submission)?,
+                Ok(Msg::Flush(done)) => {
+                    if self.signer.pending_records() > 0 || self.has_dropped() {
+                        self.seal()?;
+                    }
+                    let _ = done.send(());
+                }
+                Err(RecvTimeoutError::Timeout) => self.seal()?,
+                Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        if self.signer.pending_records() > 0 || self.has_dropped() {
+            self.seal()?;
+        }
+        self.signer.finish(now())?;
+        Ok(self.signer.summary())
+    }
+
+    fn take(&mut self, mut submission: Submission) -> Result<(), ShipError> {
+        let metrics = self.shared.metrics.clone();
+        let bytes = std::mem::take(&mut submission.records.bytes);
+        for (index, record) in bytes.split(|&b| b == b'\n').enumerate() {
+            if record.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match self.signer.push(record, &now) {
+                Ok(()) => {
+                    submission.receipt.accepted += 1;
+                    metrics.records_in.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    let error = format!("{}: {e}", submission.origin.locate(index as u64));
+                    tracing::warn!(target: "teelog::ship", "record refused: {error}");
+                    metrics.records_rejected.fetch_add(1, Ordering::Relaxed);
+                    submission.receipt.rejected += 1;
+                    submission.receipt.first_error.get_or_insert(error);
+                }
+            }
+            self.opened_at.get_or_insert_with(Instant::now);
+            if self.signer.pending_records() >= self.options.max_records
+                || self.signer.pending_bytes() >= self.options.max_bytes
+            {
+                self.seal()?;
+            }
+        }
+        // Its budget is returned when its records are sealed, not before: that is what bounds
+        // memory.
+        submission.records.bytes = bytes;
+        if self.signer.pending_records() == 0 {
+            self.done(submission);
+        } else {
+            self.waiting.push(submission);
+        }
+        Ok(())
+    }
+
+    fn has_dropped(&self) -> bool {
+        self.shared.dropped.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Seals the open batch (a heartbeat if empty) with a drop notice first if records were
+    /// dropped; retries a failed spool write until it succeeds, since a batch given up on
+    /// would be a gap in the chain.
+    fn seal(&mut self) -> Result<(), ShipError> {
+        if let Some(d) = self.shared.dropped.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let notice = serde_json::json!({
+                "level": "WARN",
+                "message": format!(
+                    "teelog dropped {} records between {} and {}: the signer's queue was full",
+                    d.count, format_rfc3339(d.first), format_rfc3339(d.last)
+                ),
+                "teelog_notice": "records_dropped",
+                "dropped": d.count,
+                "dropped_from": format_rfc3339(d.first),
+                "dropped_to": format_rfc3339(d.last),
+            });
+            // The notice is made here from known-good values; it cannot be refused.
+            let _ = self.signer.push(notice.to_string().as_bytes(), &now);
+        }
+        let mut result = self.signer.seal(now());
+        let mut backoff = Duration::from_millis(50);
+        while let Err(e) = result {
+            if !matches!(e, ShipError::Store(_)) {
+                return Err(e);
+            }
+            tracing::error!(target: "teelog::ship", "cannot write to the spool, retrying: {e}");
+            self.shared.metrics.spool_errors.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            result = self.signer.retry_write();
+        }
+        let sealed = result?;
+        let metrics = &self.shared.metrics;
+        metrics.batches_sealed.fetch_add(1, Ordering::Relaxed);
+        if sealed.count == 0 {
+            metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(store) = self.signer.output().store() {
+            self.shared.written.send_replace(store.position());
+        }
+        self.opened_at = None;
+        self.last_seal = Instant::now();
+        for submission in std::mem::take(&mut self.waiting) {
+            self.done(submission);
+        }
+        self.retire_delivered()?;
+        self.measure_spool();
+        Ok(())
+    }
+
+    fn measure_spool(&mut self) {
+        if let Some(slowest) = self.shared.slowest_reader() {
+            self.spool_behind = reader::bytes_from(&self.shared.spool_dir, slowest).unwrap_or(0);
+            self.shared.metrics.spool_bytes.store(self.spool_behind, Ordering::Relaxed);
+        }
+    }
+
+    fn done(&self, submission: Submission) {
+        self.shared.budget.give(submission.records.byte_len());
+        if let Some(ack) = submission.ack {
+            let _ = ack.send(Ok(submission.receipt));
+        }
+    }
+
+    /// Deletes spool segments every sink has delivered; the chain state is saved first, since
+    /// the next run could otherwise find no header to continue from.
+    fn retire_delivered(&mut self) -> Result<(), ShipError> {
+        if self.options.keep_spool {
+            return Ok(());
+        }
+        let Some(slowest) = self.shared.slowest_reader() else { return Ok(()) };
+        if slowest.segment <= self.oldest_segment {
+            return Ok(());
+        }
+        self.signer.save_state()?;
+        reader::remove_segments_before(&self.shared.spool_dir, slowest.segment)?;
+        self.oldest_segment = slowest.segment;
+        Ok(())
+    }
+
+    /// Waits while the spool holds more undelivered bytes than allowed: the sinks are behind,
+    /// so producers must wait too.
+    fn wait_for_spool_room(&mut self) {
+        while self.options.spool_bytes != 0 && self.spool_behind > self.options.spool_bytes {
+            let guard = self.shared.reader_moved_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = self.shared.reader_moved.wait_timeout(guard, Duration::from_millis(500));
+            self.measure_spool();
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Where the daemon's records come from: NDJSON on stdin, OTLP over HTTP and gRPC, followed files.
+
+use std::io::BufReader;
+use std::sync::Arc;
+
+use teelog_store::lines::{Line, LineReader};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::daemon::DaemonError;
+use crate::metrics::Metrics;
+use crate::pipeline::{Origin, RecordBuf, Submitter};
+
+/// Lines per submission from a line-oriented source.
+const LINES_PER_SUBMISSION: u64 = 1024;
+const BYTES_PER_SUBMISSION: usize = 1 << 20;
+
+/// The sources of a running daemon.
+pub struct Running {
+    /// Sources that end by themselves (stdin): each reports once it has.
+    finite: Vec<oneshot::Receiver<()>>,
+    /// Sources that run until stopped (servers, followed files).
+    endless: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Whether every source is finite, so that the daemon ends when they do.
+    pub fn only_finite(&self) -> bool {
+        self.endless.is_empty() && !self.finite.is_empty()
+    }
+
+    pub async fn finite_sources_ended(&mut self) {
+        for ended in &mut self.finite {
+            let _ = ended.await;
+        }
+    }
+
+    /// Waits for the servers to stop (they watch the daemon's stop signal and finish the
+    /// requests they hold).
+    pub async fn stop(self) {
+        for task in self.endless {
+            let _ = task.await;
+        }
+    }
+}
+
+pub async fn start(
+    config: &Config,
+    submitter: &Submitter,
+    metrics: &Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> Result<Running, DaemonError> {
+    let _ = (metrics, stop);
+    let mut running = Running { finite: Vec::new(), endless: Vec::new() };
+    if config.sources.stdin {
+        running.finite.push(stdin(submitter.clone(), config.sources.max_line_bytes));
+    }
+    Ok(running)
+}
+
+/// Reads stdin on a thread of its own (a blocked read must not hold up the runtime).
+fn stdin(submitter: Submitter, max_line_bytes: usize) -> oneshot::Receiver<()> {
+    let (ended, on_end) = oneshot::channel();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin().lock();
+        if let Err(e) =
+            read_lines(BufReader::with_capacity(1 << 20, stdin), "stdin", max_line_bytes, &submitter)
+        {
+            tracing::error!(target: "teelog::ship", "stdin: {e}");
+        }
+        let _ = ended.send(());
+    });
+    on_end
+}
+
+/// Submits NDJSON lines in chunks, numbered for error messages; an over-long line is
+/// reported and skipped.
+pub(crate) fn read_lines(
+    input: impl std::io::BufRead,
+    name: &str,
+    max_line_bytes: usize,
+    submitter: &Submitter,
+) -> Result<(), String> {
+    let mut reader = LineReader::new(input, max_line_bytes);
+    let mut chunk = RecordBuf::default();
+    let mut first_line = 1;
+    let name: Arc<str> = name.into();
+    while let Some((n, line)) = reader.next_line().map_err(|e| format!("cannot read: {e}"))? {
+        match line {
+            Line::Complete(bytes) | Line::Unterminated(bytes) => chunk.push(bytes),
+            Line::TooLong => {
+                tracing::error!(target: "teelog::ship", "{name}:{n}: line longer than {max_line_bytes} bytes, skipped");
+                submitter
+                    .shared()
+                    .metrics
+                    .records_rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // An empty line keeps the numbering of the lines after it.
+                chunk.push(b"");
+            }
+        }
+        if chunk.len() >= LINES_PER_SUBMISSION || chunk.byte_len() >= BYTES_PER_SUBMISSION {
+            let origin = Origin { name: name.clone(), first_line: Some(first_line) };
+            submitter.submit_blocking(std::mem::take(&mut chunk), origin).map_err(|e| e.to_string())?;
+            first_line = n + 1;
+        }
+    }
+    if !chunk.is_empty() {
+        submitter
+            .submit_blocking(chunk, Origin { name, first_line: Some(first_line) })
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
