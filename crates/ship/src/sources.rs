@@ -1,5 +1,7 @@
 //! Where the daemon's records come from: NDJSON on stdin, OTLP over HTTP and gRPC, followed files.
 
+pub mod otlp;
+
 use std::io::BufReader;
 use std::sync::Arc;
 
@@ -51,12 +53,50 @@ pub async fn start(
     metrics: &Arc<Metrics>,
     stop: watch::Receiver<bool>,
 ) -> Result<Running, DaemonError> {
-    let _ = (metrics, stop);
     let mut running = Running { finite: Vec::new(), endless: Vec::new() };
-    if config.sources.stdin {
-        running.finite.push(stdin(submitter.clone(), config.sources.max_line_bytes));
+    let sources = &config.sources;
+    if sources.stdin {
+        running.finite.push(stdin(submitter.clone(), sources.max_line_bytes));
+    }
+    let ingest = otlp::Ingest::new(submitter.clone(), metrics.clone(), sources.max_request_bytes);
+    if let Some(addr) = sources.otlp_http {
+        let listener = bind(addr, "OTLP/HTTP").await?;
+        let router = otlp::http_router(ingest.clone());
+        running.endless.push(tokio::spawn(otlp::serve_http(listener, router, stop.clone())));
+    }
+    if let Some(addr) = sources.otlp_grpc {
+        let listener = bind(addr, "OTLP/gRPC").await?;
+        running.endless.push(tokio::spawn(otlp::serve_grpc(listener, ingest.clone(), stop.clone())));
+    }
+    if let Some(metrics_config) = &config.metrics {
+        let listener = bind(metrics_config.listen, "metrics").await?;
+        let metrics = metrics.clone();
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = metrics.render();
+                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+            }),
+        );
+        // Metrics are served to the end, not counted as a source that keeps the daemon alive.
+        tokio::spawn(otlp::serve_http(listener, router, stop.clone()));
     }
     Ok(running)
+}
+
+async fn bind(
+    addr: std::net::SocketAddr,
+    what: &'static str,
+) -> Result<tokio::net::TcpListener, DaemonError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind {
+        what,
+        addr,
+        source,
+    })?;
+    if let Ok(local) = listener.local_addr() {
+        tracing::info!(target: "teelog::ship", "{what} listening on {local}");
+    }
+    Ok(listener)
 }
 
 /// Reads stdin on a thread of its own (a blocked read must not hold up the runtime).

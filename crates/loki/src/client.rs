@@ -1,0 +1,240 @@
+//! The async HTTP adapter: sends what the sans-IO modules build and hands the answers back to
+//! them. It never retries: the caller's spool decides when to send a body again.
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use rustls_platform_verifier::BuilderVerifierExt;
+
+use crate::push::{
+    body_text, classify_push_response, PushError, PushOutcome, RetryAfter, PUSH_CONTENT_TYPE, PUSH_PATH,
+};
+use crate::query::{
+    parse_query_response, QueryError, QueryRange, QueryResponse, CATEGORIZE_LABELS, ENCODING_FLAGS_HEADER,
+};
+
+/// A push answer is a status and at most a message; more than this is not read.
+const PUSH_RESPONSE_LIMIT: usize = 1 << 20;
+
+/// How to reach Loki.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Sent as `X-Scope-OrgID`, for a multi-tenant Loki.
+    pub tenant: Option<String>,
+    /// Sent as `Authorization: Bearer …`.
+    pub bearer_token: Option<String>,
+    /// For the whole request, connecting included.
+    pub timeout: Duration,
+    /// Added to every request (e.g. a gateway's own authentication header).
+    pub extra_headers: Vec<(String, String)>,
+    /// The largest query response read; a page of 5000 lines of up to 256 kB can be larger.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            tenant: None,
+            bearer_token: None,
+            timeout: Duration::from_secs(30),
+            extra_headers: Vec::new(),
+            max_response_bytes: 256 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LokiError {
+    #[error("Loki base URL {url:?}: {why}")]
+    BaseUrl { url: String, why: String },
+    #[error("HTTP header {name:?}: {why}")]
+    Header { name: String, why: String },
+    #[error("could not set up the HTTP client: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    Push(#[from] PushError),
+    #[error("could not reach Loki at {url}: {why}")]
+    Transport { url: String, why: String },
+    #[error("query_range failed with HTTP {status}: {message}")]
+    QueryStatus { status: u16, retry_after: Option<RetryAfter>, message: String },
+    #[error("the response is over {limit} bytes (ClientOptions::max_response_bytes): ask for fewer entries")]
+    TooLarge { limit: usize },
+    #[error(transparent)]
+    Query(#[from] QueryError),
+}
+
+impl LokiError {
+    /// Whether the same request may succeed later (an unreachable or overloaded Loki).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LokiError::Transport { .. } => true,
+            LokiError::QueryStatus { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// An error with its causes, which is where reqwest says what actually failed
+/// ("connection refused", "certificate expired").
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// A Loki client: one connection pool, the headers of `ClientOptions` on every request.
+#[derive(Debug, Clone)]
+pub struct LokiClient {
+    http: reqwest::Client,
+    base: String,
+    max_response_bytes: usize,
+}
+
+fn header(name: &str, value: &str, sensitive: bool) -> Result<(HeaderName, HeaderValue), LokiError> {
+    let bad = |why: String| LokiError::Header { name: name.to_string(), why };
+    let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let mut header_value = HeaderValue::from_str(value)
+        .map_err(|_| bad("the value must be visible ASCII (no control characters)".into()))?;
+    header_value.set_sensitive(sensitive);
+    Ok((header_name, header_value))
+}
+
+/// TLS with the ring provider (no aws-lc) and the system's trusted roots. A plain-http base URL
+/// gets a configuration that trusts nothing, so that a redirect to https cannot slip through.
+fn tls_config(https: bool) -> Result<rustls::ClientConfig, LokiError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LokiError::Setup(e.to_string()))?;
+    if https {
+        let verifier = builder.with_platform_verifier().map_err(|e| {
+            LokiError::Setup(format!("{e}: install the system's CA certificates (ca-certificates)"))
+        })?;
+        Ok(verifier.with_no_client_auth())
+    } else {
+        Ok(builder.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
+    }
+}
+
+impl LokiClient {
+    /// `base_url` is Loki's (or its gateway's) root, e.g. `https://loki.example:3100`; a path
+    /// prefix is kept.
+    pub fn new(base_url: &str, options: ClientOptions) -> Result<Self, LokiError> {
+        let bad_url = |why: String| LokiError::BaseUrl { url: base_url.to_string(), why };
+        let url = reqwest::Url::parse(base_url).map_err(|e| bad_url(e.to_string()))?;
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            other => return Err(bad_url(format!("scheme {other:?}: use http or https"))),
+        };
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad_url("give the root URL without a query or fragment".into()));
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(tenant) = &options.tenant {
+            let (name, value) = header("X-Scope-OrgID", tenant, false)?;
+            headers.insert(name, value);
+        }
+        if let Some(token) = &options.bearer_token {
+            let (_, value) = header(AUTHORIZATION.as_str(), &format!("Bearer {token}"), true)?;
+            headers.insert(AUTHORIZATION, value);
+        }
+        for (name, value) in &options.extra_headers {
+            let (name, value) = header(name, value, false)?;
+            headers.append(name, value);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .default_headers(headers)
+            // A redirected POST could land anywhere; Loki itself never redirects.
+            .redirect(reqwest::redirect::Policy::none())
+            .tls_backend_preconfigured(tls_config(https)?)
+            .build()
+            .map_err(|e| LokiError::Setup(error_chain(&e)))?;
+        Ok(Self {
+            http,
+            base: url.as_str().trim_end_matches('/').to_string(),
+            max_response_bytes: options.max_response_bytes,
+        })
+    }
+
+    /// Sends one push body (from [`crate::encode_push`]). An unreachable Loki is a
+    /// [`PushOutcome::Retry`], like a 429 or 5xx; only answers that repeating cannot change are
+    /// errors.
+    pub async fn push(&self, body: Vec<u8>) -> Result<PushOutcome, LokiError> {
+        let url = format!("{}{PUSH_PATH}", self.base);
+        let response =
+            match self.http.post(&url).header(CONTENT_TYPE, PUSH_CONTENT_TYPE).body(body).send().await {
+                Ok(response) => response,
+                Err(e) => {
+                    return Ok(PushOutcome::Retry {
+                        status: None,
+                        retry_after: None,
+                        reason: format!("could not reach Loki at {url}: {}", error_chain(&e)),
+                    })
+                }
+            };
+        let status = response.status().as_u16();
+        let retry_after =
+            response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
+        // The status decides; an unreadable message only makes the report poorer.
+        let body = match read_capped(response, PUSH_RESPONSE_LIMIT).await {
+            Ok(body) => body,
+            Err(ReadError::TooLarge) => b"(a message too long to read)".to_vec(),
+            Err(ReadError::Http(e)) => {
+                format!("(the message could not be read: {})", error_chain(&e)).into_bytes()
+            }
+        };
+        Ok(classify_push_response(status, retry_after.as_deref(), &body)?)
+    }
+
+    /// Runs one `query_range` call, asking for categorised labels.
+    pub async fn query_range(&self, query: &QueryRange) -> Result<QueryResponse, LokiError> {
+        let url = format!("{}{}", self.base, query.path_and_query());
+        let transport = |e: reqwest::Error| LokiError::Transport { url: url.clone(), why: error_chain(&e) };
+        let response = self
+            .http
+            .get(&url)
+            .header(ENCODING_FLAGS_HEADER, CATEGORIZE_LABELS)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let retry_after =
+            response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(RetryAfter::parse);
+        let body = read_capped(response, self.max_response_bytes).await.map_err(|e| match e {
+            ReadError::TooLarge => LokiError::TooLarge { limit: self.max_response_bytes },
+            ReadError::Http(e) => transport(e),
+        })?;
+        if status != 200 {
+            return Err(LokiError::QueryStatus { status, retry_after, message: body_text(&body) });
+        }
+        Ok(parse_query_response(&body)?)
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Http(reqwest::Error),
+}
+
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, ReadError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Http)? {
+        if body.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -1,0 +1,32 @@
+//! A thin Grafana Loki 3.x client for teelog.
+//!
+//! - [`layout`]: how signed batch lines become Loki entries in a few bounded streams, and how
+//!   the exact batch line is rebuilt from them (docs/LOKI.md);
+//! - [`proto`] and [`push`]: the push body (protobuf, raw snappy) and what Loki's answer means;
+//! - [`query`]: `query_range` requests, responses, and a forward pager that de-duplicates at
+//!   page boundaries;
+//! - `client` (feature `http`, on by default): [`LokiClient`], a small async reqwest adapter.
+//!
+//! Everything but the adapter is sans-IO: no sockets, no clock.
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "http")]
+mod client;
+pub mod labels;
+pub mod layout;
+pub mod proto;
+pub mod push;
+pub mod query;
+
+#[cfg(feature = "http")]
+pub use client::{ClientOptions, LokiClient, LokiError};
+pub use labels::{LabelError, LabelSet};
+pub use layout::{
+    batch_to_push, rebuild_batch_line, split_batch_line, AttestationInput, Kind, Layout, LayoutError,
+    LayoutOptions, PushBuilder, SplitBatch,
+};
+pub use proto::PushRequest;
+pub use push::{classify_push_response, encode_push, PushError, PushOutcome, RetryAfter};
+pub use query::{
+    parse_query_response, PagedEntry, Pager, QueryEntry, QueryError, QueryRange, QueryResponse, QueryStream,
+};
