@@ -63,7 +63,10 @@ pub fn run(args: &ShipArgs) -> anyhow::Result<ExitCode> {
         .thread_name("teelog-ship")
         .build()
         .context("cannot start the runtime")?;
-    let summary = runtime.block_on(teelog_ship::daemon::run(config, shutdown_signal()))?;
+    let summary = runtime.block_on(async {
+        let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
+        anyhow::Ok(teelog_ship::daemon::run(config, shutdown).await?)
+    })?;
     eprintln!("teelog: shipped {} records in {} batches", summary.records, summary.batches);
     Ok(ExitCode::SUCCESS)
 }
@@ -130,19 +133,24 @@ fn config(args: &ShipArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return std::future::pending().await,
-        };
+/// Installs the SIGINT and SIGTERM handlers now, before the daemon says it is ready, so that a
+/// signal arriving at any moment afterwards stops it cleanly.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

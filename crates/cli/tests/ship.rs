@@ -1,0 +1,600 @@
+//! `teelog ship` end to end: the real daemon, real sockets on 127.0.0.1, the store verified by
+//! `teelog verify` afterwards.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use common::{s, teelog};
+use serde_json::{json, Value};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    identity: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let identity = root.join("id");
+    let out = teelog(&["keygen", "--out", s(&identity)], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Fixture { _dir: dir, root, identity }
+}
+
+impl Fixture {
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// `teelog verify --json` over a store; returns the exit code and the report.
+    fn verify(&self, store: &Path, extra: &[&str]) -> (i32, Value) {
+        let pubkey = self.identity.join("public-key.pem");
+        let mut args = vec!["verify", "--json", "--store", s(store), "--pubkey", s(&pubkey)];
+        args.extend_from_slice(extra);
+        let out = teelog(&args, b"");
+        let report = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap(), report)
+    }
+}
+
+fn kinds(report: &Value) -> Vec<String> {
+    report["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Every record of every batch line in a store directory, in file order.
+fn stored_records(store: &Path) -> Vec<Value> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
+        .collect();
+    segments.sort();
+    let mut records = Vec::new();
+    for segment in segments {
+        for line in std::fs::read_to_string(segment).unwrap().lines() {
+            let Ok(batch) = serde_json::from_str::<Value>(line) else { continue };
+            if let Some(batch_records) = batch["records"].as_array() {
+                records.extend(batch_records.iter().cloned());
+            }
+        }
+    }
+    records
+}
+
+/// A running `teelog ship`, its listening addresses read from its own log.
+struct Daemon {
+    child: Child,
+    http: Option<SocketAddr>,
+    grpc: Option<SocketAddr>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
+            .arg("ship")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready, on_ready) = mpsc::channel();
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                for (what, key) in [("OTLP/HTTP", "http"), ("OTLP/gRPC", "grpc")] {
+                    if let Some(addr) = line.split(&format!("{what} listening on ")).nth(1) {
+                        let _ = ready.send((key, addr.trim().parse::<SocketAddr>().ok()));
+                    }
+                }
+                if line.contains("shipping stream=") {
+                    let _ = ready.send(("ready", None));
+                }
+                keep.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let mut daemon = Daemon { child, http: None, grpc: None, log };
+        loop {
+            match on_ready.recv_timeout(Duration::from_secs(30)) {
+                Ok(("http", addr)) => daemon.http = addr,
+                Ok(("grpc", addr)) => daemon.grpc = addr,
+                Ok(_) => return daemon,
+                Err(_) => panic!("the daemon did not start: {}", daemon.log()),
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        // Let the reader thread take the last lines.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(status.success(), "{status}: {}", self.log());
+        self.log()
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// One HTTP/1.1 POST over a fresh connection: the status and the body.
+fn post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut conn = TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body)?;
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response)?;
+    let text_end =
+        response.windows(4).position(|w| w == b"\r\n\r\n").ok_or(std::io::ErrorKind::UnexpectedEof)?;
+    let status = std::str::from_utf8(&response[9..12]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, response[text_end + 4..].to_vec()))
+}
+
+fn post_json(addr: SocketAddr, body: &Value) -> std::io::Result<(u16, Vec<u8>)> {
+    post(addr, "/v1/logs", &[("Content-Type", "application/json")], body.to_string().as_bytes())
+}
+
+/// An OTLP/JSON request of records numbered `range`, each with its number in attribute `n`.
+fn otlp_json(range: std::ops::Range<u64>) -> Value {
+    let records: Vec<Value> = range
+        .map(|n| {
+            json!({
+                "timeUnixNano": (1_700_000_000_000_000_000u64 + n).to_string(),
+                "severityNumber": 9,
+                "body": {"stringValue": format!("payment {n} approved")},
+                "attributes": [{"key": "n", "value": {"intValue": n.to_string()}}],
+            })
+        })
+        .collect();
+    json!({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "payments"}}]},
+        "scopeLogs": [{"scope": {"name": "audit"}, "logRecords": records}],
+    }]})
+}
+
+fn numbers(records: &[Value]) -> BTreeSet<u64> {
+    records.iter().filter_map(|r| r["attributes"]["n"].as_u64()).collect()
+}
+
+#[test]
+fn stdin_records_are_signed_spooled_and_delivered_to_the_store() {
+    let f = fixture();
+    let (spool, archive) = (f.path("spool"), f.path("archive"));
+    let mut input = Vec::new();
+    for n in 0..5000 {
+        writeln!(
+            input,
+            r#"{{"ts":"2026-12-01T10:00:00Z","level":"INFO","message":"m {n}","attributes":{{"n":{n}}}}}"#
+        )
+        .unwrap();
+        if n == 2500 {
+            input.extend_from_slice(b"not json\n");
+        }
+    }
+    // Small spool segments, so that delivered ones can be deleted while the daemon runs.
+    let config = f.path("ship.toml");
+    std::fs::write(
+        &config,
+        format!("identity = {:?}\n[spool]\ndir = {:?}\nsegment_bytes = 65536\n", s(&f.identity), s(&spool)),
+    )
+    .unwrap();
+    let out = teelog(
+        &[
+            "ship",
+            "--config",
+            s(&config),
+            "--stdin",
+            "--sink-store",
+            s(&archive),
+            "--heartbeat",
+            "off",
+            "--max-records",
+            "100",
+        ],
+        &input,
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    // The bad line is named by its line number and the records around it are kept.
+    assert!(log.contains("stdin:2502"), "{log}");
+    let (code, report) = f.verify(&archive, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["records"], 5000, "{report}");
+    assert_eq!(numbers(&stored_records(&archive)), (0..5000).collect());
+    // Delivered segments leave the spool (no --keep-spool), but the chain state stays.
+    assert!(stored_records(&spool).len() < 5000);
+}
+
+#[test]
+fn a_restarted_daemon_continues_the_chain() {
+    let f = fixture();
+    let (spool, archive) = (f.path("spool"), f.path("archive"));
+    for run in 0..3u64 {
+        let input: String = (run * 100..run * 100 + 100)
+            .map(|n| format!("{{\"message\":\"r\",\"attributes\":{{\"n\":{n}}}}}\n"))
+            .collect();
+        let out = teelog(
+            &[
+                "ship",
+                "--identity",
+                s(&f.identity),
+                "--spool",
+                s(&spool),
+                "--keep-spool",
+                "--stdin",
+                "--sink-store",
+                s(&archive),
+            ],
+            input.as_bytes(),
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for store in [&spool, &archive] {
+        let (code, report) = f.verify(store, &[]);
+        assert_eq!(code, 0, "{report}");
+        assert_eq!(report["records"], 300, "{report}");
+    }
+    let seqs: Vec<u64> = std::fs::read_to_string(archive.join("segment-000000000001.ndjson"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["header"]["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "one sequence across restarts");
+}
+
+#[test]
+fn an_idle_daemon_sends_heartbeats_and_a_silent_one_is_stale() {
+    let f = fixture();
+    let spool = f.path("spool");
+    let daemon = Daemon::start(&[
+        "--identity",
+        s(&f.identity),
+        "--spool",
+        s(&spool),
+        "--keep-spool",
+        "--otlp-http",
+        "127.0.0.1:0",
+        "--heartbeat",
+        "200ms",
+    ]);
+    let (status, _) = post_json(daemon.http.unwrap(), &otlp_json(0..3)).unwrap();
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    daemon.stop();
+    let (code, report) = f.verify(&spool, &["--max-silence", "1s"]);
+    assert_eq!(code, 0, "{report}");
+    assert!(report["batches"].as_u64().unwrap() >= 4, "a record batch and heartbeats: {report}");
+    let later = "2099-01-01T00:00:00Z";
+    let (code, report) = f.verify(&spool, &["--max-silence", "1s", "--now", later]);
+    assert_eq!((code, kinds(&report)), (1, vec!["stale_stream".to_owned()]), "{report}");
+}
+
+#[test]
+fn otlp_json_and_protobuf_records_keep_every_field() {
+    use prost::Message;
+    use teelog_otlp::common::{any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue};
+    use teelog_otlp::logs::{LogRecord, ResourceLogs, ScopeLogs};
+    use teelog_otlp::resource::Resource;
+
+    let f = fixture();
+    let spool = f.path("spool");
+    let daemon = Daemon::start(&[
+        "--identity",
+        s(&f.identity),
+        "--spool",
+        s(&spool),
+        "--keep-spool",
+        "--otlp-http",
+        "127.0.0.1:0",
+    ]);
+    let addr = daemon.http.unwrap();
+
+    let kv = |key: &str, value: any_value::Value| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    };
+    let request = teelog_otlp::ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", any_value::Value::StringValue("ledger".into()))],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "audit".into(),
+                    version: "1.2.3".into(),
+                    ..Default::default()
+                }),
+                log_records: vec![LogRecord {
+                    time_unix_nano: 1_764_000_000_123_456_789,
+                    observed_time_unix_nano: 1_764_000_000_223_456_789,
+                    severity_number: 17,
+                    severity_text: "ERROR".into(),
+                    body: Some(AnyValue {
+                        value: Some(any_value::Value::ArrayValue(ArrayValue {
+                            values: vec![
+                                AnyValue { value: Some(any_value::Value::IntValue(7)) },
+                                AnyValue { value: Some(any_value::Value::BoolValue(true)) },
+                            ],
+                        })),
+                    }),
+                    attributes: vec![
+                        kv("user", any_value::Value::StringValue("alice".into())),
+                        kv("amount", any_value::Value::DoubleValue(12.5)),
+                    ],
+                    trace_id: vec![0x11; 16],
+                    span_id: vec![0x22; 8],
+                    flags: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let (status, body) =
+        post(addr, "/v1/logs", &[("Content-Type", "application/x-protobuf")], &request.encode_to_vec())
+            .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let response = teelog_otlp::ExportLogsServiceResponse::decode(body.as_slice()).unwrap();
+    assert!(response.partial_success.is_none());
+
+    let (status, body) = post_json(addr, &otlp_json(41..42)).unwrap();
+    assert_eq!((status, body.as_slice()), (200, b"{}".as_slice()));
+    daemon.stop();
+
+    let (code, report) = f.verify(&spool, &[]);
+    assert_eq!(code, 0, "{report}");
+    let records = stored_records(&spool);
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        records[0],
+        json!({
+            "ts": "2025-11-24T16:00:00.123456789Z",
+            "observed_ts": "2025-11-24T16:00:00.223456789Z",
+            "level": "ERROR",
+            "severity_number": 17,
+            "body": [7, true],
+            "attributes": {"user": "alice", "amount": 12.5},
+            "trace_id": "11111111111111111111111111111111",
+            "span_id": "2222222222222222",
+            "flags": 1,
+            "resource": {"attributes": {"service.name": "ledger"}},
+            "scope": {"name": "audit", "version": "1.2.3"},
+        })
+    );
+    assert_eq!(records[1]["message"], "payment 41 approved");
+    assert_eq!(records[1]["attributes"]["n"], 41);
+}
+
+#[test]
+fn malformed_otlp_gets_the_protocols_error_and_loses_nothing() {
+    let f = fixture();
+    let (spool, config) = (f.path("spool"), f.path("ship.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "identity = {:?}\n[spool]\ndir = {:?}\nkeep = true\n[sources]\notlp_http = \"127.0.0.1:0\"\nmax_request_bytes = 65536\n",
+            s(&f.identity),
+            s(&spool)
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    let addr = daemon.http.unwrap();
+    let protobuf = [("Content-Type", "application/x-protobuf")];
+    assert_eq!(post_json(addr, &otlp_json(0..10)).unwrap().0, 200);
+
+    let (status, body) = post(addr, "/v1/logs", &[("Content-Type", "text/plain")], b"hello").unwrap();
+    assert_eq!(status, 415);
+    assert!(String::from_utf8_lossy(&body).contains("application/x-protobuf"));
+    assert_eq!(post(addr, "/v1/logs", &protobuf, b"\xff\xff\xff").unwrap().0, 400);
+    // A LogRecord whose severity_text (field 3) is not UTF-8.
+    let bad_utf8 = [0x0a, 0x09, 0x12, 0x07, 0x12, 0x05, 0x1a, 0x03, 0xff, 0xfe, 0xfd];
+    let (status, body) = post(addr, "/v1/logs", &protobuf, &bad_utf8).unwrap();
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        post(addr, "/v1/logs", &[("Content-Type", "application/json")], b"{\"resourceLogs\":[{").unwrap().0,
+        400
+    );
+    let (status, body) =
+        post_json(addr, &json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"traceId": "abcd"}]}]}]}))
+            .unwrap();
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("trace"), "{}", String::from_utf8_lossy(&body));
+    // Too large, plain and as a gzip bomb.
+    let big = otlp_json(0..2000).to_string();
+    assert_eq!(
+        post(addr, "/v1/logs", &[("Content-Type", "application/json")], big.as_bytes()).unwrap().0,
+        413
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![b' '; 10 << 20]).unwrap();
+    let bomb = gz.finish().unwrap();
+    let (status, _) =
+        post(addr, "/v1/logs", &[("Content-Type", "application/json"), ("Content-Encoding", "gzip")], &bomb)
+            .unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(
+        post(addr, "/v1/logs", &[("Content-Type", "application/json"), ("Content-Encoding", "br")], b"x")
+            .unwrap()
+            .0,
+        415
+    );
+    // A good gzip request still goes through after all that.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(otlp_json(10..20).to_string().as_bytes()).unwrap();
+    let (status, _) = post(
+        addr,
+        "/v1/logs",
+        &[("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
+        &gz.finish().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let log = daemon.stop();
+    assert!(log.contains("request refused"), "{log}");
+
+    let (code, report) = f.verify(&spool, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(numbers(&stored_records(&spool)), (0..20).collect());
+}
+
+/// kill -9 at 50 random moments while OTLP clients send: every acknowledged record is in the
+/// store afterwards, the chain never breaks; duplicates would be allowed, gaps are not.
+#[test]
+fn kill_9_under_otlp_load_loses_no_acknowledged_record() {
+    let f = fixture();
+    let (spool, archive) = (f.path("spool"), f.path("archive"));
+    let args = [
+        "--identity",
+        s(&f.identity),
+        "--spool",
+        s(&spool),
+        "--otlp-http",
+        "127.0.0.1:0",
+        "--sink-store",
+        s(&archive),
+        "--max-delay",
+        "5ms",
+        "--heartbeat",
+        "off",
+    ];
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut next = 0u64;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _round in 0..50 {
+        let daemon = Daemon::start(&args);
+        let addr = daemon.http.unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let run_for = Duration::from_millis(20 + seed % 300);
+        // Two clients, each numbering its records from its own block.
+        let clients: Vec<_> = (0..2)
+            .map(|client| {
+                let acked = acked.clone();
+                let first = next + client * 1_000_000;
+                std::thread::spawn(move || {
+                    let mut n = first;
+                    let until = std::time::Instant::now() + run_for + Duration::from_millis(200);
+                    while std::time::Instant::now() < until {
+                        let size = 1 + n % 50;
+                        // Refused and failed requests are the client's to retry; only a 200 is a promise.
+                        if let Ok((200, _)) = post_json(addr, &otlp_json(n..n + size)) {
+                            acked.lock().unwrap().extend(n..n + size);
+                        }
+                        n += size;
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(run_for);
+        daemon.kill_9();
+        for client in clients {
+            client.join().unwrap();
+        }
+        next += 2_000_000;
+    }
+    // A last, clean run delivers whatever the kills left in the spool.
+    Daemon::start(&args).stop();
+
+    let (code, report) = f.verify(&archive, &[]);
+    let acked = acked.lock().unwrap();
+    assert!(acked.len() > 1000, "the load was real: {} records acknowledged", acked.len());
+    // Torn tails left by a kill are reported as malformed lines; nothing else may be found.
+    assert!(kinds(&report).iter().all(|k| k == "malformed"), "{code} {report}");
+    let stored = numbers(&stored_records(&archive));
+    let lost: Vec<_> = acked.difference(&stored).take(10).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?} ({report})");
+}
+
+/// The OpenTelemetry Python SDK, exporting over OTLP/HTTP and OTLP/gRPC as applications do.
+#[test]
+fn the_opentelemetry_sdk_exports_over_http_and_grpc() {
+    let python =
+        std::env::var("TEELOG_OTEL_PYTHON").unwrap_or_else(|_| "/var/tmp/teelog-otel-venv/bin/python".into());
+    assert!(
+        Path::new(&python).exists(),
+        "{python} is missing: scripts/test installs the OpenTelemetry SDK there (or set TEELOG_OTEL_PYTHON)"
+    );
+    let f = fixture();
+    let spool = f.path("spool");
+    let daemon = Daemon::start(&[
+        "--identity",
+        s(&f.identity),
+        "--spool",
+        s(&spool),
+        "--keep-spool",
+        "--otlp-http",
+        "127.0.0.1:0",
+        "--otlp-grpc",
+        "127.0.0.1:0",
+    ]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel/send_logs.py");
+    for (protocol, addr) in [("http", daemon.http.unwrap()), ("grpc", daemon.grpc.unwrap())] {
+        let out = Command::new(&python).arg(&script).args([protocol, &addr.to_string()]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{protocol}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    daemon.stop();
+    let (code, report) = f.verify(&spool, &[]);
+    assert_eq!(code, 0, "{report}");
+    let records = stored_records(&spool);
+    for protocol in ["http", "grpc"] {
+        let sent: Vec<&Value> = records.iter().filter(|r| r["attributes"]["protocol"] == protocol).collect();
+        assert_eq!(sent.len(), 100, "{protocol}: {records:?}");
+        for (i, record) in sent.iter().enumerate() {
+            assert_eq!(record["message"], format!("transfer {i} booked"), "{record}");
+            assert_eq!(record["attributes"]["i"], i, "{record}");
+            assert_eq!(record["attributes"]["amount"], 100.25, "{record}");
+            assert_eq!(record["attributes"]["tags"], json!(["audit", "eu"]), "{record}");
+            assert_eq!(record["level"], "WARN", "{record}");
+            assert_eq!(record["severity_number"], 13, "{record}");
+            assert_eq!(record["ts"], format!("2026-12-01T10:00:{:02}.000000000Z", i % 60), "{record}");
+            assert_eq!(record["trace_id"], format!("{:032x}", 0xabc0 + i), "{record}");
+            assert_eq!(record["span_id"], format!("{:016x}", 0xde0 + i), "{record}");
+            assert_eq!(record["resource"]["attributes"]["service.name"], "core-banking", "{record}");
+            assert_eq!(record["scope"]["name"], "teelog.test", "{record}");
+        }
+    }
+}
