@@ -1,8 +1,9 @@
-//! `teelog bench`: end-to-end sign and verify on generated records, next to SHA-256 over the
-//! same bytes measured in the same run, with each phase's peak RSS.
+//! `teelog bench`: end-to-end sign, verify and ship on generated records, next to SHA-256 over
+//! the same bytes measured in the same run, with each phase's peak RSS and CPU time.
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
@@ -25,6 +26,12 @@ pub struct BenchArgs {
     /// Runs of each phase; the median is reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
+    /// Records per OTLP/HTTP request in the ship phase.
+    #[arg(long, default_value_t = 1000)]
+    pub otlp_request_records: u64,
+    /// Concurrent OTLP/HTTP clients in the ship phase.
+    #[arg(long, default_value_t = 4)]
+    pub otlp_clients: u64,
     /// Scratch directory (default: a new one under the system temp dir, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -39,10 +46,14 @@ pub fn report_resources() {
     if let Some(kib) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
         eprintln!("{PEAK_RSS_PREFIX}{}", kib.trim().trim_end_matches(" kB"));
     }
-    // The first field of schedstat is the time this (single-threaded) process ran, in ns.
-    let schedstat = fs::read_to_string("/proc/self/schedstat").unwrap_or_default();
-    if let Some(ns) = schedstat.split_whitespace().next() {
-        eprintln!("{CPU_PREFIX}{ns}");
+    // utime and stime (fields 14 and 15, after the parenthesised name) count every thread the
+    // process ever had, in USER_HZ ticks, which Linux fixes at 100 per second in /proc.
+    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: Option<u64> =
+        after_name.split_whitespace().skip(11).take(2).map(|t| t.parse::<u64>().ok()).sum();
+    if let Some(ticks) = ticks {
+        eprintln!("{CPU_PREFIX}{}", ticks * 10_000_000);
     }
 }
 
@@ -86,6 +97,8 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let mut baseline = Vec::new();
     let mut sign = Vec::new();
     let mut verify = Vec::new();
+    let mut ship_stdin = Vec::new();
+    let mut ship_otlp = Vec::new();
     for run in 0..args.runs {
         baseline.push(sha256_baseline(&input)?);
         if store.exists() {
@@ -108,6 +121,15 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         let verify_args =
             ["verify", "--store", &s(&store), "--pubkey", &s(&identity.join("public-key.pem")), "--json"];
         verify.push(run_child(&exe, &verify_args, None)?);
+
+        let spool = dir.join(format!("spool-{run}"));
+        let ship_args = ship_args(&identity, &spool, &batch_size);
+        let mut stdin_args: Vec<&str> = ship_args.iter().map(String::as_str).collect();
+        stdin_args.push("--stdin");
+        ship_stdin.push(run_child(&exe, &stdin_args, Some(&input))?);
+        fs::remove_dir_all(&spool)?;
+        ship_otlp.push(ship_otlp_run(&exe, &ship_args, args)?);
+        fs::remove_dir_all(&spool)?;
     }
     let baseline =
         median(&baseline.iter().map(|&wall| Run { wall, cpu: None, peak_rss_kib: None }).collect::<Vec<_>>());
@@ -135,7 +157,13 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         "1.00",
         "-"
     );
-    for (name, runs) in [("sign (stdin → store)", &sign), ("verify (store)", &verify)] {
+    let phases = [
+        ("sign (stdin → store)", &sign),
+        ("verify (store)", &verify),
+        ("ship (stdin → spool)", &ship_stdin),
+        ("ship (OTLP/HTTP → spool)", &ship_otlp),
+    ];
+    for (name, runs) in phases {
         let run = median(runs);
         let rss = run.peak_rss_kib.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
         let per_cpu = run.cpu.map_or("?".to_string(), |cpu| format!("{:.0}", n / cpu));
@@ -150,6 +178,145 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `teelog ship` into a fresh spool that keeps everything (an embedded store), without
+/// heartbeats.
+fn ship_args(identity: &Path, spool: &Path, batch_size: &str) -> Vec<String> {
+    ["ship", "--identity", &s(identity), "--spool", &s(spool), "--keep-spool", "--heartbeat", "off"]
+        .into_iter()
+        .chain(["--max-records", batch_size])
+        .map(String::from)
+        .collect()
+}
+
+/// The daemon pinned to one core (where `taskset` exists), fed OTLP/HTTP protobuf requests by
+/// clients on the others over keep-alive connections; timed from the first request to the last
+/// response, which the daemon sends only once the records are fsynced in the spool.
+fn ship_otlp_run(exe: &Path, ship_args: &[String], args: &BenchArgs) -> anyhow::Result<Run> {
+    // A few distinct bodies, sent in turn: encoding is the client's cost, not the daemon's.
+    let bodies: Vec<Vec<u8>> = (0..16)
+        .map(|k| {
+            let request = crate::sample::otlp_request(
+                k * args.otlp_request_records,
+                args.otlp_request_records,
+                args.record_bytes,
+            );
+            teelog_otlp::encode_protobuf(&request)
+        })
+        .collect();
+    let requests = args.records.div_ceil(args.otlp_request_records.max(1));
+
+    let pinned = Command::new("taskset").arg("--version").output().is_ok_and(|o| o.status.success());
+    let mut cmd = if pinned {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["--cpu-list", "0"]).arg(exe);
+        cmd
+    } else {
+        Command::new(exe)
+    };
+    cmd.args(ship_args)
+        .args(["--otlp-http", "127.0.0.1:0"])
+        .env(REPORT_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("cannot run teelog ship")?;
+    let mut stderr = BufReader::new(child.stderr.take().context("no stderr")?);
+    let mut log = String::new();
+    let addr: SocketAddr = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line)? == 0 {
+            let _ = child.wait();
+            bail!("teelog ship ended before listening: {log}");
+        }
+        if let Some(addr) = line.split("OTLP/HTTP listening on ").nth(1) {
+            break addr.trim().parse().context("the daemon's listening address")?;
+        }
+        log.push_str(&line);
+    };
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+
+    let start = Instant::now();
+    let clients = args.otlp_clients.max(1);
+    let bodies = std::sync::Arc::new(bodies);
+    let handles: Vec<_> = (0..clients)
+        .map(|client| {
+            let bodies = bodies.clone();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut conn = OtlpConnection::open(addr)?;
+                for n in (client..requests).step_by(clients as usize) {
+                    conn.export(&bodies[n as usize % bodies.len()])?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().map_err(|_| anyhow::anyhow!("a bench client panicked"))??;
+    }
+    let wall = start.elapsed().as_secs_f64();
+
+    let terminated = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+    let status = child.wait()?;
+    let stderr = drain.join().unwrap_or_default();
+    if !terminated.success() || !status.success() {
+        bail!("teelog ship failed ({status}): {stderr}");
+    }
+    let mut run = resources(&stderr);
+    run.wall = wall;
+    Ok(run)
+}
+
+/// One keep-alive HTTP/1.1 connection to `/v1/logs`.
+struct OtlpConnection {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl OtlpConnection {
+    fn open(addr: SocketAddr) -> anyhow::Result<Self> {
+        let writer = TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+        writer.set_nodelay(true)?;
+        Ok(Self { reader: BufReader::new(writer.try_clone()?), writer })
+    }
+
+    /// Sends one protobuf request and reads the response; anything but 200 is an error.
+    fn export(&mut self, body: &[u8]) -> anyhow::Result<()> {
+        let head = format!(
+            "POST /v1/logs HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.writer.write_all(head.as_bytes())?;
+        self.writer.write_all(body)?;
+        let mut status = String::new();
+        self.reader.read_line(&mut status)?;
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                bail!("the daemon closed the connection");
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().context("Content-Length")?;
+                }
+            }
+        }
+        let mut response = vec![0; length];
+        self.reader.read_exact(&mut response)?;
+        if status.split_whitespace().nth(1) != Some("200") {
+            bail!("the daemon answered {}: {}", status.trim(), String::from_utf8_lossy(&response));
+        }
+        Ok(())
+    }
 }
 
 /// The run with the median wall time, with the largest peak RSS of all runs.
@@ -191,6 +358,11 @@ fn run_child(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<
     if !output.status.success() {
         bail!("teelog {} failed ({}): {stderr}", args[0], output.status);
     }
+    Ok(Run { wall, ..resources(&stderr) })
+}
+
+/// The CPU time and peak RSS a child reported on its stderr.
+fn resources(stderr: &str) -> Run {
     let field = |prefix: &str| stderr.lines().find_map(|l| l.strip_prefix(prefix)?.parse::<u64>().ok());
-    Ok(Run { wall, cpu: field(CPU_PREFIX).map(|ns| ns as f64 / 1e9), peak_rss_kib: field(PEAK_RSS_PREFIX) })
+    Run { wall: 0.0, cpu: field(CPU_PREFIX).map(|ns| ns as f64 / 1e9), peak_rss_kib: field(PEAK_RSS_PREFIX) }
 }

@@ -411,18 +411,31 @@ impl SignerLoop {
     }
 
     fn run(mut self, rx: mpsc::Receiver<Msg>) -> Result<SignSummary, ShipError> {
+        // A message taken to see whether the queue was empty, handled next.
+        let mut queued = None;
         loop {
             self.wait_for_spool_room();
             let deadline = match self.opened_at {
                 Some(opened) => Some(opened + self.options.max_delay),
                 None => self.options.heartbeat.map(|h| self.last_seal + h),
             };
-            let msg = match deadline {
-                Some(deadline) => rx.recv_timeout(deadline.saturating_duration_since(Instant::now())),
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            let msg = match (queued.take(), deadline) {
+                (Some(msg), _) => Ok(msg),
+                (None, Some(deadline)) => rx.recv_timeout(deadline.saturating_duration_since(Instant::now())),
+                (None, None) => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match msg {
-                Ok(Msg::Records(submission)) => self.take(submission)?,
+                Ok(Msg::Records(submission)) => {
+                    self.take(submission)?;
+                    // Group commit: once nothing more is queued, a caller waiting for its
+                    // acknowledgement (OTLP) gets it now; waiting for max_delay would only add
+                    // latency, and under load the queue fills the next batch meanwhile.
+                    match rx.try_recv() {
+                        Ok(next) => queued = Some(next),
+                        Err(_) if self.waiting.iter().any(|w| w.ack.is_some()) => self.seal()?,
+                        Err(_) => {}
+                    }
+                }
                 Ok(Msg::Flush(done)) => {
                     if self.signer.pending_records() > 0 || self.has_dropped() {
                         self.seal()?;
