@@ -78,7 +78,7 @@ impl LokiError {
 
 /// An error with its causes, which is where reqwest says what actually failed
 /// ("connection refused", "certificate expired").
-fn error_chain(error: &reqwest::Error) -> String {
+pub fn error_chain(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(c) = cause {
@@ -123,41 +123,53 @@ fn tls_config(https: bool) -> Result<rustls::ClientConfig, LokiError> {
     }
 }
 
+/// A reqwest client for `url` (http or https) with the TLS setup of [`LokiClient`] and the
+/// headers, bearer token and timeout of `options`. Other teelog HTTP exporters (the ship
+/// daemon's OTLP sink) use it too, so that they all trust the same roots the same way.
+pub fn http_client(url: &reqwest::Url, options: &ClientOptions) -> Result<reqwest::Client, LokiError> {
+    let https = match url.scheme() {
+        "https" => true,
+        "http" => false,
+        other => {
+            return Err(LokiError::BaseUrl {
+                url: url.to_string(),
+                why: format!("scheme {other:?}: use http or https"),
+            })
+        }
+    };
+    let mut headers = HeaderMap::new();
+    if let Some(tenant) = &options.tenant {
+        let (name, value) = header("X-Scope-OrgID", tenant, false)?;
+        headers.insert(name, value);
+    }
+    if let Some(token) = &options.bearer_token {
+        let (_, value) = header(AUTHORIZATION.as_str(), &format!("Bearer {token}"), true)?;
+        headers.insert(AUTHORIZATION, value);
+    }
+    for (name, value) in &options.extra_headers {
+        let (name, value) = header(name, value, false)?;
+        headers.append(name, value);
+    }
+    reqwest::Client::builder()
+        .timeout(options.timeout)
+        .default_headers(headers)
+        // A redirected POST could land anywhere; Loki and OTLP receivers never redirect.
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_backend_preconfigured(tls_config(https)?)
+        .build()
+        .map_err(|e| LokiError::Setup(error_chain(&e)))
+}
+
 impl LokiClient {
     /// `base_url` is Loki's (or its gateway's) root, e.g. `https://loki.example:3100`; a path
     /// prefix is kept.
     pub fn new(base_url: &str, options: ClientOptions) -> Result<Self, LokiError> {
         let bad_url = |why: String| LokiError::BaseUrl { url: base_url.to_string(), why };
         let url = reqwest::Url::parse(base_url).map_err(|e| bad_url(e.to_string()))?;
-        let https = match url.scheme() {
-            "https" => true,
-            "http" => false,
-            other => return Err(bad_url(format!("scheme {other:?}: use http or https"))),
-        };
         if url.query().is_some() || url.fragment().is_some() {
             return Err(bad_url("give the root URL without a query or fragment".into()));
         }
-        let mut headers = HeaderMap::new();
-        if let Some(tenant) = &options.tenant {
-            let (name, value) = header("X-Scope-OrgID", tenant, false)?;
-            headers.insert(name, value);
-        }
-        if let Some(token) = &options.bearer_token {
-            let (_, value) = header(AUTHORIZATION.as_str(), &format!("Bearer {token}"), true)?;
-            headers.insert(AUTHORIZATION, value);
-        }
-        for (name, value) in &options.extra_headers {
-            let (name, value) = header(name, value, false)?;
-            headers.append(name, value);
-        }
-        let http = reqwest::Client::builder()
-            .timeout(options.timeout)
-            .default_headers(headers)
-            // A redirected POST could land anywhere; Loki itself never redirects.
-            .redirect(reqwest::redirect::Policy::none())
-            .tls_backend_preconfigured(tls_config(https)?)
-            .build()
-            .map_err(|e| LokiError::Setup(error_chain(&e)))?;
+        let http = http_client(&url, &options)?;
         Ok(Self {
             http,
             base: url.as_str().trim_end_matches('/').to_string(),
@@ -184,14 +196,7 @@ impl LokiClient {
         let status = response.status().as_u16();
         let retry_after =
             response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
-        // The status decides; an unreadable message only makes the report poorer.
-        let body = match read_capped(response, PUSH_RESPONSE_LIMIT).await {
-            Ok(body) => body,
-            Err(ReadError::TooLarge) => b"(a message too long to read)".to_vec(),
-            Err(ReadError::Http(e)) => {
-                format!("(the message could not be read: {})", error_chain(&e)).into_bytes()
-            }
-        };
+        let body = read_message(response, PUSH_RESPONSE_LIMIT).await;
         Ok(classify_push_response(status, retry_after.as_deref(), &body)?)
     }
 
@@ -217,6 +222,18 @@ impl LokiClient {
             return Err(LokiError::QueryStatus { status, retry_after, message: body_text(&body) });
         }
         Ok(parse_query_response(&body)?)
+    }
+}
+
+/// The body of an answer whose status has already decided the outcome: at most `limit` bytes,
+/// or a note saying why it could not be read (that only makes the report poorer).
+pub async fn read_message(response: reqwest::Response, limit: usize) -> Vec<u8> {
+    match read_capped(response, limit).await {
+        Ok(body) => body,
+        Err(ReadError::TooLarge) => b"(a message too long to read)".to_vec(),
+        Err(ReadError::Http(e)) => {
+            format!("(the message could not be read: {})", error_chain(&e)).into_bytes()
+        }
     }
 }
 

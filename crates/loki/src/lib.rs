@@ -19,7 +19,7 @@ pub mod push;
 pub mod query;
 
 #[cfg(feature = "http")]
-pub use client::{ClientOptions, LokiClient, LokiError};
+pub use client::{error_chain, http_client, read_message, ClientOptions, LokiClient, LokiError};
 pub use labels::{LabelError, LabelSet};
 pub use layout::{
     batch_to_push, rebuild_batch_line, split_batch_line, AttestationInput, Kind, Layout, LayoutError,
