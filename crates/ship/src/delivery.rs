@@ -20,18 +20,25 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 #[error("{message}")]
 pub struct SinkError {
     pub retryable: bool,
-    /// A short label for metrics: `connect`, `http_429`, `rejected`, `io`.
+    /// A short label for metrics: `connect`, `http_429`, `http_5xx`, `rejected`, `partial`, `io`.
     pub kind: String,
     pub message: String,
+    /// How long the sink asked to be left alone (`Retry-After`), if it said.
+    pub retry_after: Option<Duration>,
 }
 
 impl SinkError {
     pub fn retry(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { retryable: true, kind: kind.into(), message: message.into() }
+        Self { retryable: true, kind: kind.into(), message: message.into(), retry_after: None }
     }
 
     pub fn permanent(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { retryable: false, kind: kind.into(), message: message.into() }
+        Self { retryable: false, kind: kind.into(), message: message.into(), retry_after: None }
+    }
+
+    pub fn after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
     }
 }
 
@@ -162,14 +169,16 @@ pub async fn run(
                     break;
                 }
                 Err(e) if e.retryable => {
-                    tracing::warn!(target: "teelog::ship", sink = %name, "delivery failed, retrying in {backoff:?}: {e}");
+                    // The sink's own Retry-After is honoured, up to the longest backoff.
+                    let wait = e.retry_after.map_or(backoff, |asked| asked.max(backoff)).min(MAX_BACKOFF);
+                    tracing::warn!(target: "teelog::ship", sink = %name, "delivery failed, retrying in {wait:?}: {e}");
                     metrics.sink_error(&name, &e.kind);
                     if *stop.borrow() && backoff >= MAX_BACKOFF {
                         // Shutting down with the sink still unreachable: what is left stays in
                         // the spool for the next run.
                         return;
                     }
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => {
