@@ -1,6 +1,8 @@
 //! `teelog ship --config FILE`: the daemon's TOML configuration. Unknown keys are errors, and
 //! every error names the key.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -141,14 +143,108 @@ pub enum SinkConfig {
         name: Option<String>,
         dir: PathBuf,
     },
+    /// Grafana Loki's push API, in the teelog layout (docs/LOKI.md).
+    Loki(LokiSinkConfig),
+    /// An OTLP/HTTP logs endpoint (docs/FORMAT.md §13.3).
+    Otlp(OtlpSinkConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LokiSinkConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Loki's (or its gateway's) root, e.g. `http://127.0.0.1:3100`.
+    pub url: String,
+    #[serde(default = "default_job")]
+    pub job: String,
+    /// Sent as `X-Scope-OrgID`.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Static index labels added to every stream; keep them few and bounded.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    /// A file holding the bearer token (read at start-up, surrounding white space trimmed).
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default = "default_loki_timeout", deserialize_with = "timeout")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSinkConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The full endpoint, e.g. `http://127.0.0.1:4318/v1/logs` or Loki's `…/otlp/v1/logs`.
+    pub url: String,
+    /// Added to every request (e.g. a tenant or an API key header).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    #[serde(default = "default_otlp_timeout", deserialize_with = "timeout")]
+    pub timeout: Duration,
+}
+
+/// A credential from the configuration: shown as `***` wherever the configuration is printed.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+fn default_job() -> String {
+    teelog_loki::layout::DEFAULT_JOB.into()
+}
+
+fn default_loki_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The OTLP exporter default (OTEL_EXPORTER_OTLP_TIMEOUT).
+fn default_otlp_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl SinkConfig {
     /// The sink's name: its cursor file and its metrics label.
     pub fn name(&self) -> String {
+        let (name, default) = match self {
+            SinkConfig::Store { name, .. } => (name, "store"),
+            SinkConfig::Loki(c) => (&c.name, "loki"),
+            SinkConfig::Otlp(c) => (&c.name, "otlp"),
+        };
+        name.clone().unwrap_or_else(|| default.into())
+    }
+
+    /// What the types cannot say about one sink.
+    fn check(&self) -> Result<(), String> {
         match self {
-            SinkConfig::Store { name, .. } => name.clone().unwrap_or_else(|| "store".into()),
+            SinkConfig::Store { .. } => Ok(()),
+            SinkConfig::Loki(c) => {
+                check_url(&c.url)?;
+                if c.bearer_token.is_some() && c.bearer_token_file.is_some() {
+                    return Err("give bearer_token or bearer_token_file, not both".into());
+                }
+                crate::sinks::loki::layout(c).map(drop).map_err(|e| format!("labels: {e}"))
+            }
+            SinkConfig::Otlp(c) => check_url(&c.url),
         }
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+    match parsed.scheme() {
+        "http" | "https" => Ok(()),
+        other => Err(format!("url {url:?}: scheme {other:?}; use http or https")),
     }
 }
 
@@ -195,6 +291,9 @@ impl Config {
                 return Err(format!("sinks: name {name:?} must be letters, digits, - and _"));
             }
         }
+        for sink in &self.sinks {
+            sink.check().map_err(|e| format!("sinks: {:?}: {e}", sink.name()))?;
+        }
         Ok(())
     }
 
@@ -219,6 +318,12 @@ fn parse(text: &str) -> Result<Duration, String> {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+/// A sink's `timeout`. Errors inside an internally tagged sink table lose the key's name in
+/// serde's report, so the message carries it.
+fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    parse(&String::deserialize(d)?).map_err(|e| serde::de::Error::custom(format!("timeout: {e}")))
 }
 
 fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -263,6 +368,57 @@ mod tests {
         assert_eq!(config.batch.max_records, 4096);
         assert_eq!(config.queue.when_full, WhenFull::Block);
         assert_eq!(config.sinks[0].name(), "store");
+    }
+
+    const HEAD: &str = "identity='i'\n[spool]\ndir='s'\n[sources]\nstdin=true\n";
+
+    #[test]
+    fn loki_and_otlp_sinks_and_their_defaults() {
+        let config = load(&format!(
+            r#"{HEAD}
+            [[sinks]]
+            kind = "loki"
+            url = "http://127.0.0.1:3100"
+            tenant = "acme"
+            bearer_token = "s3cret"
+            timeout = "5s"
+            labels = {{ env = "prod" }}
+            [[sinks]]
+            kind = "otlp"
+            url = "https://collector:4318/v1/logs"
+            headers = {{ x-api-key = "k" }}
+            "#
+        ))
+        .unwrap();
+        let SinkConfig::Loki(loki) = &config.sinks[0] else { panic!("{:?}", config.sinks[0]) };
+        assert_eq!((loki.job.as_str(), loki.timeout), ("teelog", Duration::from_secs(5)));
+        assert_eq!(loki.labels["env"], "prod");
+        let SinkConfig::Otlp(otlp) = &config.sinks[1] else { panic!("{:?}", config.sinks[1]) };
+        assert_eq!(otlp.timeout, Duration::from_secs(10));
+        assert_eq!(otlp.headers["x-api-key"].0, "k");
+        assert_eq!(config.sinks.iter().map(SinkConfig::name).collect::<Vec<_>>(), ["loki", "otlp"]);
+        // Credentials never show in a printed configuration.
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("s3cret") && printed.contains("***"), "{printed}");
+    }
+
+    #[test]
+    fn sink_errors_name_the_sink_and_key() {
+        let loki = "[[sinks]]\nkind='loki'\n";
+        for (sink, expect) in [
+            (format!("{loki}url='ftp://x'"), r#"sinks: "loki": url "ftp://x": scheme "ftp""#),
+            (format!("{loki}url='not a url'"), "url \"not a url\""),
+            (format!("{loki}url='http://x'\nlabels={{'a-b'='v'}}"), "labels: label name \"a-b\""),
+            (format!("{loki}url='http://x'\nlabels={{teelog_kind='v'}}"), "reserved"),
+            (format!("{loki}url='http://x'\nbearer_token='a'\nbearer_token_file='f'"), "not both"),
+            (format!("{loki}url='http://x'\nbogus=1"), "bogus"),
+            (format!("{loki}url='http://x'\ntimeout='soon'"), "timeout"),
+            ("[[sinks]]\nkind='otlp'\nname='o'\nurl='grpc://x'".into(), r#"sinks: "o": url"#),
+            ("[[sinks]]\nkind='otlp'".into(), "url"),
+        ] {
+            let err = load(&format!("{HEAD}{sink}")).unwrap_err();
+            assert!(err.contains(expect), "{sink}: {err}");
+        }
     }
 
     #[test]

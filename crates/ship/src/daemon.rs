@@ -15,6 +15,8 @@ use crate::metrics::Metrics;
 use crate::output::Output;
 use crate::pipeline::Pipeline;
 use crate::signer::{ShipError, SignSummary, StreamSigner};
+use crate::sinks::loki::LokiSink;
+use crate::sinks::otlp::OtlpSink;
 use crate::sources;
 
 /// How long a stopping daemon keeps delivering what is spooled before leaving it for the next run.
@@ -51,8 +53,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let mut deliveries = Vec::new();
     for sink_config in &config.sinks {
         let name = sink_config.name();
-        let sink =
-            open_sink(sink_config).map_err(|message| DaemonError::Sink { name: name.clone(), message })?;
+        let sink = open_sink(sink_config, &config.stream)
+            .map_err(|message| DaemonError::Sink { name: name.clone(), message })?;
         // Registered before anything runs, so that retention waits for every sink.
         let cursor = delivery::register(&shared, &name);
         deliveries.push(tokio::spawn(delivery::run(name, sink, cursor, shared.clone(), sinks_stop.clone())));
@@ -85,10 +87,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     Ok(summary)
 }
 
-fn open_sink(config: &SinkConfig) -> Result<Box<dyn Sink>, String> {
+/// Opens the sink for the spool of `stream`.
+fn open_sink(config: &SinkConfig, stream: &str) -> Result<Box<dyn Sink>, String> {
     match config {
         SinkConfig::Store { dir, .. } => Ok(Box::new(
             StoreSink::open(dir, teelog_store::DEFAULT_SEGMENT_BYTES).map_err(|e| e.to_string())?,
         )),
+        SinkConfig::Loki(loki) => Ok(Box::new(LokiSink::open(loki, stream)?)),
+        SinkConfig::Otlp(otlp) => Ok(Box::new(OtlpSink::open(otlp)?)),
     }
 }

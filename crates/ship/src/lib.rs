@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod signer;
+pub mod sinks;
 pub mod sources;
 
 pub use output::{stream_head, Output};

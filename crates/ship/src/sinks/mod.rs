@@ -1,0 +1,93 @@
+//! Sinks that deliver over HTTP: Grafana Loki's push API ([`loki`]) and OTLP/HTTP ([`otlp`]).
+//!
+//! Both send a chunk in several requests. [`Progress`] remembers which were confirmed, so that a
+//! retry of the chunk resumes after them rather than sending them again, and collects what the
+//! far end refused for good, so that the rest of the chunk is still sent before the refusals
+//! are reported.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use teelog_loki::RetryAfter;
+use teelog_store::reader::{Chunk, Position};
+
+use crate::delivery::SinkError;
+
+pub mod loki;
+pub mod otlp;
+
+/// At most this many refusals are spelled out in one error; the rest are counted.
+const REFUSALS_SHOWN: usize = 3;
+
+/// Attestation document lines (docs/FORMAT.md §7a) start so; batch lines start with `"header"`.
+fn is_attestation_line(line: &[u8]) -> bool {
+    line.starts_with(b"{\"v\":1,\"attestation\":")
+}
+
+/// The metrics kind of a failed HTTP request; no status means no answer at all (connection
+/// refused, reset, timed out).
+fn http_kind(status: Option<u16>) -> &'static str {
+    match status {
+        None => "connect",
+        Some(429) => "http_429",
+        Some(500..=599) => "http_5xx",
+        // Loki answers blocked ingestion with a 2xx other than 200/204.
+        Some(200..=299) => "http_2xx",
+        Some(_) => "rejected",
+    }
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
+}
+
+/// How long from now the far end asked to be left alone.
+fn retry_delay(retry_after: Option<RetryAfter>) -> Option<Duration> {
+    retry_after.map(|r| r.delay(now_nanos()))
+}
+
+/// Where a sink stands in the chunk it is delivering.
+#[derive(Default)]
+struct Progress {
+    /// The chunk, by the position after it (positions never repeat).
+    chunk: Option<Position>,
+    /// Lines confirmed (or refused for good) from the chunk's start.
+    done: usize,
+    refused: Vec<SinkError>,
+}
+
+impl Progress {
+    /// The first line of `chunk` still to send: 0 for a new chunk, else where the last attempt
+    /// at it stopped.
+    fn resume(&mut self, chunk: &Chunk) -> usize {
+        if self.chunk != Some(chunk.next) {
+            *self = Progress { chunk: Some(chunk.next), ..Progress::default() };
+        }
+        self.done
+    }
+
+    /// Lines up to `end` (exclusive) need not be sent again.
+    fn settled(&mut self, end: usize) {
+        self.done = end;
+    }
+
+    fn refuse(&mut self, error: SinkError) {
+        self.refused.push(error);
+    }
+
+    /// The chunk has been sent through: Ok, or its refusals as one permanent error of the
+    /// first refusal's kind.
+    fn finish(&mut self) -> Result<(), SinkError> {
+        let refused = std::mem::take(&mut self.refused);
+        let Some(first) = refused.first() else { return Ok(()) };
+        let mut message =
+            refused.iter().take(REFUSALS_SHOWN).map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ");
+        if refused.len() > REFUSALS_SHOWN {
+            message.push_str(&format!("; and {} more refusals", refused.len() - REFUSALS_SHOWN));
+        }
+        Err(SinkError::permanent(first.kind.clone(), message))
+    }
+}
