@@ -35,6 +35,14 @@ pub struct ShipArgs {
     /// Deliver to this embedded store directory.
     #[arg(long)]
     pub sink_store: Vec<PathBuf>,
+    /// Deliver to Grafana Loki at this root URL (e.g. http://127.0.0.1:3100), with the defaults
+    /// of a `kind = "loki"` sink.
+    #[arg(long, value_name = "URL")]
+    pub sink_loki: Vec<String>,
+    /// Deliver over OTLP/HTTP to this endpoint (e.g. http://127.0.0.1:4318/v1/logs), with the
+    /// defaults of a `kind = "otlp"` sink.
+    #[arg(long, value_name = "URL")]
+    pub sink_otlp: Vec<String>,
     /// Serve Prometheus metrics here (e.g. 127.0.0.1:9464).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
@@ -128,6 +136,15 @@ fn config(args: &ShipArgs) -> anyhow::Result<Config> {
     for dir in &args.sink_store {
         let name = format!("store-{}", config.sinks.len() + 1);
         config.sinks.push(SinkConfig::Store { name: Some(name), dir: dir.clone() });
+    }
+    let urls = args.sink_loki.iter().map(|u| ("loki", u)).chain(args.sink_otlp.iter().map(|u| ("otlp", u)));
+    for (kind, url) in urls {
+        // Through the configuration's own deserializer, so that the flags get its defaults.
+        let mut sink = toml::Table::new();
+        sink.insert("kind".into(), kind.into());
+        sink.insert("name".into(), format!("{kind}-{}", config.sinks.len() + 1).into());
+        sink.insert("url".into(), url.clone().into());
+        config.sinks.push(sink.try_into().with_context(|| format!("--sink-{kind} {url}"))?);
     }
     config.check().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
     Ok(config)
