@@ -205,7 +205,7 @@ fn default_job() -> String {
 }
 
 fn default_loki_timeout() -> Duration {
-    Duration::from_secs(30)
+    teelog_loki::ClientOptions::default().timeout
 }
 
 /// The OTLP exporter default (OTEL_EXPORTER_OTLP_TIMEOUT).
