@@ -109,8 +109,11 @@ pub struct SourcesConfig {
     pub otlp_grpc: Option<SocketAddr>,
     /// Largest OTLP request body accepted (after decompression).
     pub max_request_bytes: usize,
-    /// NDJSON files to follow (across rotation).
+    /// NDJSON files to follow (across rotation); each one's position is kept in the spool.
     pub files: Vec<PathBuf>,
+    /// How often followed files are looked at for new lines and rotation.
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
     /// Refuse input lines longer than this.
     pub max_line_bytes: usize,
 }
@@ -123,6 +126,7 @@ impl Default for SourcesConfig {
             otlp_grpc: None,
             max_request_bytes: 16 << 20,
             files: Vec::new(),
+            poll_interval: Duration::from_millis(200),
             max_line_bytes: 1 << 20,
         }
     }

@@ -8,6 +8,8 @@
 pub mod config;
 pub mod daemon;
 pub mod delivery;
+#[cfg(feature = "tracing-layer")]
+pub mod layer;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;

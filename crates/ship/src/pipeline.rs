@@ -258,25 +258,41 @@ impl Submitter {
         }
         let (ack, receipt) = oneshot::channel();
         self.send(records, origin, Some(ack))?;
-        match receipt.await {
-            Ok(result) => result.map_err(SubmitError::Stopped),
-            Err(_) => Err(SubmitError::Stopped("it ended before sealing these records".into())),
-        }
+        sealed(receipt.await)
     }
 
     /// Submits records from a thread outside any runtime, without waiting for the seal; waits
     /// for room in block mode.
     pub fn submit_blocking(&self, records: RecordBuf, origin: Origin) -> Result<(), SubmitError> {
-        let n = records.byte_len();
-        match self.when_full {
-            WhenFull::Block => self.shared.budget.take_blocking(n),
-            WhenFull::Drop if !self.shared.budget.try_take(n) => {
-                self.drop_records(&records);
-                return Ok(());
-            }
-            WhenFull::Drop => {}
+        if !self.room_blocking(&records) {
+            self.drop_records(&records);
+            return Ok(());
         }
         self.send(records, origin, None)
+    }
+
+    /// Submits records from a thread outside any runtime and waits until they are in the
+    /// spool; in block mode it waits for room as long as it takes (for sources that can hold
+    /// their records meanwhile, such as files).
+    pub fn submit_sealed_blocking(&self, records: RecordBuf, origin: Origin) -> Result<Receipt, SubmitError> {
+        if !self.room_blocking(&records) {
+            return Ok(self.drop_records(&records));
+        }
+        let (ack, receipt) = oneshot::channel();
+        self.send(records, origin, Some(ack))?;
+        sealed(receipt.blocking_recv())
+    }
+
+    /// Takes budget for `records`, waiting in block mode; false if they are to be dropped.
+    fn room_blocking(&self, records: &RecordBuf) -> bool {
+        let n = records.byte_len();
+        match self.when_full {
+            WhenFull::Block => {
+                self.shared.budget.take_blocking(n);
+                true
+            }
+            WhenFull::Drop => self.shared.budget.try_take(n),
+        }
     }
 
     /// Asks the signer to seal what it holds now, and waits until it has.
@@ -312,6 +328,16 @@ impl Submitter {
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+}
+
+/// What the signer said about a submission it was to acknowledge.
+fn sealed(
+    receipt: Result<Result<Receipt, String>, oneshot::error::RecvError>,
+) -> Result<Receipt, SubmitError> {
+    match receipt {
+        Ok(result) => result.map_err(SubmitError::Stopped),
+        Err(_) => Err(SubmitError::Stopped("it ended before sealing these records".into())),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Where the daemon's records come from: NDJSON on stdin, OTLP over HTTP and gRPC, followed files.
 
+pub mod files;
 pub mod otlp;
 
 use std::io::BufReader;
@@ -57,6 +58,13 @@ pub async fn start(
     let sources = &config.sources;
     if sources.stdin {
         running.finite.push(stdin(submitter.clone(), sources.max_line_bytes));
+    }
+    for path in &sources.files {
+        let spool = submitter.shared().spool_dir();
+        let follower = files::Follower::new(path, spool, sources.max_line_bytes, submitter.clone());
+        let (stop, interval) = (stop.clone(), sources.poll_interval);
+        // A thread of the blocking pool: the follower reads files and waits for its receipts.
+        running.endless.push(tokio::task::spawn_blocking(move || follower.run(stop, interval)));
     }
     let ingest = otlp::Ingest::new(submitter.clone(), metrics.clone(), sources.max_request_bytes);
     if let Some(addr) = sources.otlp_http {
@@ -123,33 +131,59 @@ pub(crate) fn read_lines(
     submitter: &Submitter,
 ) -> Result<(), String> {
     let mut reader = LineReader::new(input, max_line_bytes);
-    let mut chunk = RecordBuf::default();
-    let mut first_line = 1;
-    let name: Arc<str> = name.into();
+    let mut chunker = Chunker::new(name, max_line_bytes);
+    let metrics = &submitter.shared().metrics;
     while let Some((n, line)) = reader.next_line().map_err(|e| format!("cannot read: {e}"))? {
-        match line {
-            Line::Complete(bytes) | Line::Unterminated(bytes) => chunk.push(bytes),
-            Line::TooLong => {
-                tracing::error!(target: "teelog::ship", "{name}:{n}: line longer than {max_line_bytes} bytes, skipped");
-                submitter
-                    .shared()
-                    .metrics
-                    .records_rejected
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // An empty line keeps the numbering of the lines after it.
-                chunk.push(b"");
-            }
-        }
-        if chunk.len() >= LINES_PER_SUBMISSION || chunk.byte_len() >= BYTES_PER_SUBMISSION {
-            let origin = Origin { name: name.clone(), first_line: Some(first_line) };
-            submitter.submit_blocking(std::mem::take(&mut chunk), origin).map_err(|e| e.to_string())?;
-            first_line = n + 1;
+        if let Some((records, origin)) = chunker.push(n, line, metrics) {
+            submitter.submit_blocking(records, origin).map_err(|e| e.to_string())?;
         }
     }
-    if !chunk.is_empty() {
-        submitter
-            .submit_blocking(chunk, Origin { name, first_line: Some(first_line) })
-            .map_err(|e| e.to_string())?;
+    if let Some((records, origin)) = chunker.take() {
+        submitter.submit_blocking(records, origin).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Gathers the lines of a line-oriented source into submissions of bounded size, each knowing
+/// the number of its first line.
+pub(crate) struct Chunker {
+    name: Arc<str>,
+    max_line_bytes: usize,
+    chunk: RecordBuf,
+    first_line: u64,
+}
+
+impl Chunker {
+    pub(crate) fn new(name: &str, max_line_bytes: usize) -> Self {
+        Self { name: name.into(), max_line_bytes, chunk: RecordBuf::default(), first_line: 1 }
+    }
+
+    /// Adds line `n`, and returns the submission once it is full. An over-long line is
+    /// reported and counted as refused.
+    pub(crate) fn push(&mut self, n: u64, line: Line<'_>, metrics: &Metrics) -> Option<(RecordBuf, Origin)> {
+        if self.chunk.is_empty() {
+            self.first_line = n;
+        }
+        match line {
+            Line::Complete(bytes) | Line::Unterminated(bytes) => self.chunk.push(bytes),
+            Line::TooLong => {
+                let (name, max) = (&self.name, self.max_line_bytes);
+                tracing::error!(target: "teelog::ship", "{name}:{n}: line longer than {max} bytes, skipped");
+                metrics.records_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // An empty line keeps the numbering of the lines after it.
+                self.chunk.push(b"");
+            }
+        }
+        let full = self.chunk.len() >= LINES_PER_SUBMISSION || self.chunk.byte_len() >= BYTES_PER_SUBMISSION;
+        full.then(|| self.take()).flatten()
+    }
+
+    /// The lines gathered so far, if there are any.
+    pub(crate) fn take(&mut self) -> Option<(RecordBuf, Origin)> {
+        if self.chunk.is_empty() {
+            return None;
+        }
+        let origin = Origin { name: self.name.clone(), first_line: Some(self.first_line) };
+        Some((std::mem::take(&mut self.chunk), origin))
+    }
 }

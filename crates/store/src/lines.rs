@@ -13,20 +13,37 @@ pub enum Line<'a> {
     TooLong,
 }
 
+/// Where a line ended in the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineEnd {
+    /// Bytes of the input up to the end of this line, skipped bytes and newline included.
+    pub offset: u64,
+    /// Whether a newline ended it; a [`Line::TooLong`] without one may still be growing.
+    pub terminated: bool,
+}
+
 pub struct LineReader<R> {
     inner: R,
     max_line_bytes: usize,
     line_no: u64,
+    /// Bytes of the input taken by the lines returned so far, skipped bytes included.
+    offset: u64,
     buf: Vec<u8>,
 }
 
 impl<R: BufRead> LineReader<R> {
     pub fn new(inner: R, max_line_bytes: usize) -> Self {
-        Self { inner, max_line_bytes, line_no: 0, buf: Vec::new() }
+        Self { inner, max_line_bytes, line_no: 0, offset: 0, buf: Vec::new() }
     }
 
     /// The next line and its 1-based number, or `None` at the end of the input.
     pub fn next_line(&mut self) -> io::Result<Option<(u64, Line<'_>)>> {
+        Ok(self.next_line_with_end()?.map(|(n, line, _)| (n, line)))
+    }
+
+    /// [`next_line`](Self::next_line), also saying where the line ended: for a follower of a
+    /// growing file, which resumes after the last complete line.
+    pub fn next_line_with_end(&mut self) -> io::Result<Option<(u64, Line<'_>, LineEnd)>> {
         self.buf.clear();
         let limit = self.max_line_bytes as u64 + 1;
         let n = (&mut self.inner).take(limit).read_until(b'\n', &mut self.buf)?;
@@ -34,15 +51,41 @@ impl<R: BufRead> LineReader<R> {
             return Ok(None);
         }
         self.line_no += 1;
+        self.offset += n as u64;
         if self.buf.last() == Some(&b'\n') {
             self.buf.pop();
-            return Ok(Some((self.line_no, Line::Complete(&self.buf))));
+            let end = LineEnd { offset: self.offset, terminated: true };
+            return Ok(Some((self.line_no, Line::Complete(&self.buf), end)));
         }
         if self.buf.len() as u64 >= limit {
-            self.inner.skip_until(b'\n')?;
-            return Ok(Some((self.line_no, Line::TooLong)));
+            let terminated = self.skip_line()?;
+            return Ok(Some((self.line_no, Line::TooLong, LineEnd { offset: self.offset, terminated })));
         }
-        Ok(Some((self.line_no, Line::Unterminated(&self.buf))))
+        let end = LineEnd { offset: self.offset, terminated: false };
+        Ok(Some((self.line_no, Line::Unterminated(&self.buf), end)))
+    }
+
+    /// Skips past the next newline; false if the input ended first.
+    fn skip_line(&mut self) -> io::Result<bool> {
+        loop {
+            let buf = match self.inner.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                return Ok(false);
+            }
+            let (n, found) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            self.inner.consume(n);
+            self.offset += n as u64;
+            if found {
+                return Ok(true);
+            }
+        }
     }
 }
 
@@ -60,6 +103,17 @@ mod tests {
         assert_eq!(reader.next_line().unwrap(), Some((4, Line::Complete(b"cd"))));
         assert_eq!(reader.next_line().unwrap(), Some((5, Line::Unterminated(b"last"))));
         assert_eq!(reader.next_line().unwrap(), None);
+    }
+
+    #[test]
+    fn offsets_count_every_byte_and_say_where_a_line_ended() {
+        let input: &[u8] = b"ab\n0123456789\ncd\n0123456789";
+        let mut reader = LineReader::new(input, 4);
+        let mut seen = Vec::new();
+        while let Some((n, _, end)) = reader.next_line_with_end().unwrap() {
+            seen.push((n, end.offset, end.terminated));
+        }
+        assert_eq!(seen, [(1, 3, true), (2, 14, true), (3, 17, true), (4, 27, false)]);
     }
 
     #[test]

@@ -1,0 +1,223 @@
+//! `teelog ship` following files end to end: rotation by rename and by copytruncate, a restart,
+//! and the store checked line by line afterwards.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{s, teelog};
+use serde_json::Value;
+
+/// A running `teelog ship --config FILE`, its log collected.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
+            .args(["ship", "--config", s(config)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready, on_ready) = mpsc::channel();
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("shipping stream=") {
+                    let _ = ready.send(());
+                }
+                keep.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let daemon = Daemon { child, log };
+        if on_ready.recv_timeout(Duration::from_secs(30)).is_err() {
+            panic!("the daemon did not start: {}", daemon.log());
+        }
+        daemon
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(status.success(), "{status}: {}", self.log());
+        self.log()
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// How many times each record number is in the store's batch lines.
+fn stored_numbers(store: &Path) -> BTreeMap<u64, u32> {
+    let mut counts = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(store) else { return counts };
+    for path in dir.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "ndjson")) {
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            // A batch line being written is skipped until it is whole.
+            let Ok(batch) = serde_json::from_str::<Value>(line) else { continue };
+            for record in batch["records"].as_array().into_iter().flatten() {
+                if let Some(n) = record["attributes"]["n"].as_u64() {
+                    *counts.entry(n).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    counts
+}
+
+fn wait_for(store: &Path, records: usize, daemon: &Daemon) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while stored_numbers(store).len() < records {
+        assert!(Instant::now() < until, "{records} records expected: {}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+fn lines(range: std::ops::Range<u64>) -> String {
+    range.map(|n| format!("{{\"message\":\"line {n}\",\"attributes\":{{\"n\":{n}}}}}\n")).collect()
+}
+
+#[test]
+fn files_are_followed_across_rotation_and_restarts_without_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let path = |name: &str| -> PathBuf { root.join(name) };
+    let (identity, spool, log) = (path("id"), path("spool"), path("app.log"));
+    let out = teelog(&["keygen", "--out", s(&identity)], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = path("ship.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "identity = {:?}\n[batch]\nmax_delay = \"20ms\"\nheartbeat = \"off\"\n[spool]\ndir = {:?}\nkeep = true\n\
+             [sources]\nfiles = [{:?}]\npoll_interval = \"50ms\"\nmax_line_bytes = 4096\n",
+            s(&identity),
+            s(&spool),
+            s(&log)
+        ),
+    )
+    .unwrap();
+
+    // The file does not exist yet: it is waited for.
+    let daemon = Daemon::start(&config);
+    std::thread::sleep(Duration::from_millis(200));
+    append(&log, &lines(0..100));
+    // A partial line is held back until its newline comes.
+    let partial = lines(100..101);
+    append(&log, &partial[..10]);
+    wait_for(&spool, 100, &daemon);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(stored_numbers(&spool).len(), 100, "the partial line waits");
+    append(&log, &partial[10..]);
+    wait_for(&spool, 101, &daemon);
+
+    // Rename + create: the writer still writes to the renamed file before it reopens.
+    std::fs::rename(&log, path("app.log.1")).unwrap();
+    append(&path("app.log.1"), &lines(101..150));
+    append(&log, &lines(150..200));
+    wait_for(&spool, 200, &daemon);
+
+    // copytruncate: the file is copied, then cut to nothing, and written from its start again.
+    std::fs::copy(&log, path("app.log.2")).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
+    append(&log, &lines(200..230));
+    wait_for(&spool, 230, &daemon);
+    let first_log = daemon.stop();
+    assert!(first_log.contains("truncated"), "{first_log}");
+
+    // Written while the daemon is down: the restart resumes where the spool ended, with the
+    // line numbers going on (lines 31..=45, then a bad line 46 and an over-long line 47).
+    append(&log, &lines(230..245));
+    append(&log, "not json\n");
+    append(&log, &format!("{{\"message\":\"{}\"}}\n", "x".repeat(5000)));
+    append(&log, &lines(245..260));
+    let daemon = Daemon::start(&config);
+    wait_for(&spool, 260, &daemon);
+    let log_text = daemon.stop();
+    assert!(log_text.contains("app.log:46"), "the bad line is named: {log_text}");
+    assert!(log_text.contains("app.log:47: line longer than 4096 bytes"), "{log_text}");
+
+    let counts = stored_numbers(&spool);
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), (0..260).collect::<Vec<_>>(), "no gaps");
+    assert!(counts.values().all(|&c| c == 1), "clean stops ship no line twice: {counts:?}");
+    let pubkey = identity.join("public-key.pem");
+    let out = teelog(&["verify", "--json", "--store", s(&spool), "--pubkey", s(&pubkey)], b"");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["records"], 260, "{report}");
+
+    // The resume point is the end of the file, in the file it names.
+    let cursors: Vec<PathBuf> =
+        std::fs::read_dir(spool.join("sources")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(cursors.len(), 1, "{cursors:?}");
+    let cursor: Value = serde_json::from_slice(&std::fs::read(&cursors[0]).unwrap()).unwrap();
+    let meta = std::fs::metadata(&log).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(cursor["offset"], meta.len(), "{cursor}");
+    assert_eq!(cursor["ino"], meta.ino(), "{cursor}");
+    assert_eq!(cursor["line"], 62, "{cursor}");
+}
+
+/// kill -9 while a file is being written and followed: after the restarts every line is in the
+/// spool; some may be there twice, none may be missing.
+#[test]
+fn kill_9_while_following_loses_no_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (identity, spool, log) = (root.join("id"), root.join("spool"), root.join("app.log"));
+    let out = teelog(&["keygen", "--out", s(&identity)], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = root.join("ship.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "identity = {:?}\n[batch]\nmax_delay = \"5ms\"\nheartbeat = \"off\"\n[spool]\ndir = {:?}\nkeep = true\n\
+             [sources]\nfiles = [{:?}]\npoll_interval = \"10ms\"\n",
+            s(&identity),
+            s(&spool),
+            s(&log)
+        ),
+    )
+    .unwrap();
+    let mut next = 0;
+    for round in 0..8u64 {
+        let daemon = Daemon::start(&config);
+        for _ in 0..20 {
+            append(&log, &lines(next..next + 50));
+            next += 50;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(10 + round * 15));
+        daemon.kill_9();
+    }
+    let daemon = Daemon::start(&config);
+    wait_for(&spool, next as usize, &daemon);
+    daemon.stop();
+    let counts = stored_numbers(&spool);
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), (0..next).collect::<Vec<_>>(), "no gaps");
+}

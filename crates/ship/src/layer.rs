@@ -1,0 +1,314 @@
+//! A [`tracing`] layer that signs an application's own events in-process, without the daemon:
+//! each event becomes one record, batched, signed and fsynced into a spool by the same
+//! [`Pipeline`] the daemon runs.
+//!
+//! A record holds `ts` (RFC 3339, nanoseconds), `level`, `target`, `message`, the event's other
+//! fields under `attributes`, and the spans it happened in, outermost first, under `spans`
+//! (`name` and `fields` of each).
+//!
+//! Nothing is lost silently. The layer waits for no seal: a record is sealed with its batch
+//! (after `max_delay` at the latest), and the [`TeelogGuard`] seals what is pending when it is
+//! dropped. When the queue is full, [`PipelineOptions::when_full`] decides. With `Block`, the
+//! thread emitting the event waits for room. With `Drop`, the event is dropped and counted, and a
+//! signed notice in the log says how many were. An event emitted after the pipeline has stopped
+//! can't be signed, so it goes to stderr.
+//!
+//! The pipeline's own events (target `teelog::ship`) are not signed: signing them would feed
+//! the signer its own reports, and with a full queue it would wait on itself.
+//!
+//! [`PipelineOptions::when_full`]: crate::pipeline::PipelineOptions::when_full
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use teelog_ship::layer::TeelogLayer;
+//! use teelog_ship::metrics::Metrics;
+//! use teelog_ship::pipeline::{Pipeline, PipelineOptions};
+//! use teelog_ship::{Output, StreamSigner};
+//! use tracing_subscriber::layer::SubscriberExt;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let identity = teelog_identity::SoftwareIdentity::load_exclusive("./id".as_ref())?;
+//! let spool = teelog_store::Store::open("./spool".as_ref(), Default::default())?;
+//! let signer = StreamSigner::open(identity, "payments", Output::Store(spool))?;
+//! let options = PipelineOptions { keep_spool: true, ..PipelineOptions::default() };
+//! let pipeline = Pipeline::start(signer, options, Arc::new(Metrics::default()));
+//!
+//! let (layer, guard) = TeelogLayer::new(pipeline);
+//! tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))?;
+//! tracing::info!(user = "alice", amount = 12.5, "payment approved");
+//! // Seals the pending batch; `guard.close()` does the same and reports errors.
+//! drop(guard);
+//! # Ok(())
+//! # }
+//! ```
+
+use serde_json::{Map, Value};
+use teelog_core::timestamp::format_rfc3339;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::pipeline::{Origin, Pipeline, RecordBuf, Submitter};
+use crate::signer::{now, ShipError, SignSummary};
+
+/// The pipeline's own target: events under it (and its submodules) are not signed.
+const OWN_TARGET: &str = "teelog::ship";
+
+/// Signs every event it sees; see the module documentation.
+pub struct TeelogLayer {
+    submitter: Submitter,
+    origin: Origin,
+}
+
+/// Keeps the pipeline running; dropping it seals what is pending and saves the chain state.
+#[must_use = "dropping the guard stops signing"]
+pub struct TeelogGuard {
+    pipeline: Option<Pipeline>,
+}
+
+impl TeelogLayer {
+    /// A layer feeding `pipeline`, and the guard that closes it.
+    pub fn new(pipeline: Pipeline) -> (Self, TeelogGuard) {
+        let layer = Self { submitter: pipeline.submitter(), origin: Origin::named("tracing") };
+        (layer, TeelogGuard { pipeline: Some(pipeline) })
+    }
+}
+
+impl TeelogGuard {
+    /// Seals what is pending, saves the chain state and stops; events after this go to stderr.
+    pub fn close(mut self) -> Result<SignSummary, ShipError> {
+        self.pipeline.take().map_or(Ok(SignSummary::default()), Pipeline::close)
+    }
+}
+
+impl Drop for TeelogGuard {
+    fn drop(&mut self) {
+        if let Some(pipeline) = self.pipeline.take() {
+            // stderr, since this layer may be the only one, and it is closing.
+            if let Err(e) = pipeline.close() {
+                eprintln!("teelog: closing the signer failed: {e}");
+            }
+        }
+    }
+}
+
+/// An event's or a span's fields as JSON; `message` is kept apart.
+#[derive(Default)]
+struct Fields {
+    message: Option<String>,
+    fields: Map<String, Value>,
+}
+
+impl Fields {
+    fn put(&mut self, field: &Field, value: Value) {
+        match (field.name(), value) {
+            ("message", Value::String(message)) => self.message = Some(message),
+            (name, value) => {
+                self.fields.insert(name.to_string(), value);
+            }
+        }
+    }
+}
+
+impl Visit for Fields {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // JSON has no NaN or infinities: those are kept as text.
+        let value =
+            serde_json::Number::from_f64(value).map_or_else(|| value.to_string().into(), Value::Number);
+        self.put(field, value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        let value = i64::try_from(value).map_or_else(|_| value.to_string().into(), Value::from);
+        self.put(field, value);
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        let value = u64::try_from(value).map_or_else(|_| value.to_string().into(), Value::from);
+        self.put(field, value);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.into());
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, value.to_string().into());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, format!("{value:?}").into());
+    }
+}
+
+/// A span's fields, kept in its extensions from creation on.
+struct SpanFields(Map<String, Value>);
+
+impl<S> tracing_subscriber::Layer<S> for TeelogLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        if let Some(message) = fields.message {
+            fields.fields.insert("message".into(), message.into());
+        }
+        span.extensions_mut().insert(SpanFields(fields.fields));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        let Some(SpanFields(known)) = extensions.get_mut::<SpanFields>() else { return };
+        let mut fields = Fields { message: None, fields: std::mem::take(known) };
+        values.record(&mut fields);
+        if let Some(message) = fields.message {
+            fields.fields.insert("message".into(), message.into());
+        }
+        *known = fields.fields;
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let own = meta.target().strip_prefix(OWN_TARGET);
+        if own.is_some_and(|rest| rest.is_empty() || rest.starts_with("::")) {
+            return;
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let mut record = Map::new();
+        record.insert("ts".into(), format_rfc3339(now()).into());
+        record.insert("level".into(), meta.level().as_str().into());
+        record.insert("target".into(), meta.target().into());
+        if let Some(message) = fields.message {
+            record.insert("message".into(), message.into());
+        }
+        if !fields.fields.is_empty() {
+            record.insert("attributes".into(), Value::Object(fields.fields));
+        }
+        if let Some(scope) = ctx.event_scope(event) {
+            let spans: Vec<Value> = scope
+                .from_root()
+                .map(|span| {
+                    let extensions = span.extensions();
+                    let fields = extensions.get::<SpanFields>().map(|f| f.0.clone()).unwrap_or_default();
+                    serde_json::json!({ "name": span.name(), "fields": fields })
+                })
+                .collect();
+            if !spans.is_empty() {
+                record.insert("spans".into(), spans.into());
+            }
+        }
+        let line = Value::Object(record).to_string();
+        let mut records = RecordBuf::default();
+        records.push(line.as_bytes());
+        if let Err(e) = self.submitter.submit_blocking(records, self.origin.clone()) {
+            eprintln!("teelog: not signed ({e}): {line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use teelog_core::crypto::SigAlg;
+    use teelog_core::{Origin as LineOrigin, Verifier, VerifyOptions};
+    use teelog_identity::{Provider, SoftwareIdentity};
+    use teelog_store::{Store, StoreOptions};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::output::Output;
+    use crate::pipeline::PipelineOptions;
+    use crate::signer::StreamSigner;
+
+    #[test]
+    fn events_are_signed_with_their_fields_and_spans() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id_dir, spool_dir) = (dir.path().join("id"), dir.path().join("spool"));
+        let public =
+            SoftwareIdentity::create(&id_dir, SigAlg::Es256, Provider::Software { measurement: None })
+                .unwrap();
+        let identity = SoftwareIdentity::load_exclusive(&id_dir).unwrap();
+        let spool = Store::open(&spool_dir, StoreOptions::default()).unwrap();
+        let signer = StreamSigner::open(identity, "app", Output::Store(spool)).unwrap();
+        let options = PipelineOptions { keep_spool: true, heartbeat: None, ..PipelineOptions::default() };
+        let pipeline = Pipeline::start(signer, options, Arc::new(Metrics::default()));
+
+        let (layer, guard) = TeelogLayer::new(pipeline);
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let request = tracing::info_span!("request", id = 7u64, path = "/pay");
+            let _in_request = request.enter();
+            let step = tracing::debug_span!("step", n = tracing::field::Empty);
+            step.record("n", 2);
+            let _in_step = step.enter();
+            tracing::info!(
+                user = "alice",
+                amount = 12.5,
+                ok = true,
+                delta = -3i64,
+                "payment {} approved",
+                41
+            );
+            tracing::warn!(target: "teelog::ship", "the pipeline's own: not signed");
+            let error = std::io::Error::other("disk full");
+            tracing::error!(error = &error as &dyn std::error::Error, big = u128::MAX, "write failed");
+        });
+        drop(guard);
+
+        let mut verifier =
+            Verifier::new(VerifyOptions { trusted_keys: vec![public], ..VerifyOptions::default() });
+        let mut records = Vec::new();
+        for segment in teelog_store::segments(&spool_dir).unwrap() {
+            let name = segment.display().to_string();
+            for (i, line) in std::fs::read_to_string(&segment).unwrap().lines().enumerate() {
+                verifier.push_line(LineOrigin { source: &name, line: i as u64 + 1 }, line.as_bytes());
+                let batch: Value = serde_json::from_str(line).unwrap();
+                records.extend(batch["records"].as_array().into_iter().flatten().cloned());
+            }
+        }
+        let report = verifier.finish();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.records, 2, "{report:?}");
+
+        let first = &records[0];
+        assert!(teelog_core::timestamp::parse_rfc3339(first["ts"].as_str().unwrap()).is_ok(), "{first}");
+        assert_eq!(first["level"], "INFO");
+        assert_eq!(first["target"], module_path!());
+        assert_eq!(first["message"], "payment 41 approved");
+        assert_eq!(
+            first["attributes"],
+            serde_json::json!({"user": "alice", "amount": 12.5, "ok": true, "delta": -3})
+        );
+        assert_eq!(
+            first["spans"],
+            serde_json::json!([
+                {"name": "request", "fields": {"id": 7, "path": "/pay"}},
+                {"name": "step", "fields": {"n": 2}},
+            ])
+        );
+        let second = &records[1];
+        assert_eq!(second["level"], "ERROR");
+        assert_eq!(second["message"], "write failed");
+        assert_eq!(second["attributes"]["error"], "disk full");
+        assert_eq!(second["attributes"]["big"], u128::MAX.to_string());
+    }
+}
