@@ -32,6 +32,9 @@ pub struct ShipArgs {
     /// Receive OTLP logs over gRPC here (e.g. 127.0.0.1:4317).
     #[arg(long)]
     pub otlp_grpc: Option<SocketAddr>,
+    /// Follow this NDJSON file, across rotation (repeatable; added to `sources.files`).
+    #[arg(long, value_name = "PATH")]
+    pub file: Vec<PathBuf>,
     /// Deliver to this embedded store directory.
     #[arg(long)]
     pub sink_store: Vec<PathBuf>,
@@ -133,6 +136,7 @@ fn config(args: &ShipArgs) -> anyhow::Result<Config> {
     }
     let origin = args.config.as_ref().map_or("the flags".to_string(), |p| p.display().to_string());
     let mut config: Config = table.try_into().with_context(|| format!("{origin}: invalid configuration"))?;
+    config.sources.files.extend(args.file.iter().cloned());
     for dir in &args.sink_store {
         let name = format!("store-{}", config.sinks.len() + 1);
         config.sinks.push(SinkConfig::Store { name: Some(name), dir: dir.clone() });

@@ -20,9 +20,10 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(config: &Path) -> Daemon {
+    fn start(config: &Path, flags: &[&str]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
             .args(["ship", "--config", s(config)])
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -124,7 +125,7 @@ fn files_are_followed_across_rotation_and_restarts_without_gaps() {
     .unwrap();
 
     // The file does not exist yet: it is waited for.
-    let daemon = Daemon::start(&config);
+    let daemon = Daemon::start(&config, &[]);
     std::thread::sleep(Duration::from_millis(200));
     append(&log, &lines(0..100));
     // A partial line is held back until its newline comes.
@@ -156,7 +157,7 @@ fn files_are_followed_across_rotation_and_restarts_without_gaps() {
     append(&log, "not json\n");
     append(&log, &format!("{{\"message\":\"{}\"}}\n", "x".repeat(5000)));
     append(&log, &lines(245..260));
-    let daemon = Daemon::start(&config);
+    let daemon = Daemon::start(&config, &[]);
     wait_for(&spool, 260, &daemon);
     let log_text = daemon.stop();
     assert!(log_text.contains("app.log:46"), "the bad line is named: {log_text}");
@@ -197,16 +198,16 @@ fn kill_9_while_following_loses_no_line() {
         &config,
         format!(
             "identity = {:?}\n[batch]\nmax_delay = \"5ms\"\nheartbeat = \"off\"\n[spool]\ndir = {:?}\nkeep = true\n\
-             [sources]\nfiles = [{:?}]\npoll_interval = \"10ms\"\n",
+             [sources]\npoll_interval = \"10ms\"\n",
             s(&identity),
             s(&spool),
-            s(&log)
         ),
     )
     .unwrap();
     let mut next = 0;
     for round in 0..8u64 {
-        let daemon = Daemon::start(&config);
+        // The file comes from the flag, the rest from the config.
+        let daemon = Daemon::start(&config, &["--file", s(&log)]);
         for _ in 0..20 {
             append(&log, &lines(next..next + 50));
             next += 50;
@@ -215,7 +216,7 @@ fn kill_9_while_following_loses_no_line() {
         std::thread::sleep(Duration::from_millis(10 + round * 15));
         daemon.kill_9();
     }
-    let daemon = Daemon::start(&config);
+    let daemon = Daemon::start(&config, &["--file", s(&log)]);
     wait_for(&spool, next as usize, &daemon);
     daemon.stop();
     let counts = stored_numbers(&spool);

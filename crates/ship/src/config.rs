@@ -280,6 +280,12 @@ impl Config {
         if !s.stdin && s.otlp_http.is_none() && s.otlp_grpc.is_none() && s.files.is_empty() {
             return Err("sources: nothing to read; set stdin, otlp_http, otlp_grpc or files".into());
         }
+        let mut files: Vec<&PathBuf> = s.files.iter().collect();
+        files.sort();
+        if let Some(pair) = files.windows(2).find(|w| w[0] == w[1]) {
+            // Two followers of one path would share one saved position and sign its lines twice.
+            return Err(format!("sources.files: {} is listed twice", pair[0].display()));
+        }
         if self.sinks.is_empty() && !self.spool.keep {
             return Err("sinks: none configured, and spool.keep is false: delivered batches \
                         would be deleted with nowhere to go (add a sink or set spool.keep = true)"
@@ -438,6 +444,10 @@ mod tests {
             (
                 "identity='i'\n[spool]\ndir='s'\n[sources]\nstdin=true\n[[sinks]]\nkind='store'\ndir='a'\n[[sinks]]\nkind='store'\ndir='b'",
                 "two sinks are named",
+            ),
+            (
+                "identity='i'\n[spool]\ndir='s'\nkeep=true\n[sources]\nfiles=['a.log','b.log','a.log']",
+                "sources.files: a.log is listed twice",
             ),
         ] {
             let err = load(text).unwrap_err();
