@@ -198,8 +198,14 @@ pub async fn run(
         }
         shared.reader_at(&name, cursor);
         let dir = shared.spool_dir().to_path_buf();
-        if let Ok(Ok(lag)) = tokio::task::spawn_blocking(move || reader::bytes_from(&dir, cursor)).await {
+        // The spool gauge follows the slowest sink, which may be this one or another.
+        let slowest = shared.slowest_reader().unwrap_or(cursor);
+        let lags = tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>((reader::bytes_from(&dir, cursor)?, reader::bytes_from(&dir, slowest)?))
+        });
+        if let Ok(Ok((lag, behind))) = lags.await {
             metrics.sink_lag(&name, lag);
+            metrics.spool_bytes.store(behind, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

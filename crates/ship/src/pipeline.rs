@@ -228,7 +228,7 @@ impl Shared {
         self.reader_moved.notify_all();
     }
 
-    fn slowest_reader(&self) -> Option<Position> {
+    pub(crate) fn slowest_reader(&self) -> Option<Position> {
         self.readers.lock().unwrap_or_else(|e| e.into_inner()).values().min().copied()
     }
 }

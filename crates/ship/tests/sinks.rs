@@ -232,7 +232,11 @@ fn check_loki_entries(signed: &Signed, pushes: &[PushRequest]) {
 async fn loki_gets_every_line_byte_for_byte() {
     let signed = Signed::new(&records(3, 4)).await;
     let (fake, url) = Fake::start("/loki/api/v1/push", Answer::status(204), vec![]).await;
+    // A stale reading from before: delivery must bring the gauge down to what is left.
+    signed.shared.metrics.spool_bytes.store(12_345, std::sync::atomic::Ordering::Relaxed);
     signed.deliver("loki", Box::new(loki_sink(&url))).await;
+    assert!(signed.metric("teelog_spool_bytes 0"), "{}", signed.shared.metrics.render());
+    assert!(signed.metric(r#"teelog_sink_lag_bytes{sink="loki"} 0"#));
 
     let requests = fake.requests();
     assert_eq!(requests.len(), 1, "one push for a small chunk");
