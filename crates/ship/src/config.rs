@@ -191,6 +191,10 @@ pub struct OtlpSinkConfig {
     pub bearer_token: Option<Secret>,
     #[serde(default = "default_otlp_timeout", deserialize_with = "timeout")]
     pub timeout: Duration,
+    /// Resource attributes of every request; `service.name` is `teelog` unless set here
+    /// (Loki's OTLP endpoint makes it the `service_name` label).
+    #[serde(default)]
+    pub resource: BTreeMap<String, String>,
 }
 
 /// A credential from the configuration: shown as `***` wherever the configuration is printed.

@@ -346,7 +346,9 @@ async fn a_retry_resumes_after_the_pushes_already_confirmed() {
 
 fn otlp_sink(url: &str) -> OtlpSink {
     let config: OtlpSinkConfig =
-        toml::from_str(&format!("url = '{url}/v1/logs'\nbearer_token = 'tok'\n[headers]\nx-tenant = 'acme'"))
+        toml::from_str(&format!(
+            "url = '{url}/v1/logs'\nbearer_token = 'tok'\n[headers]\nx-tenant = 'acme'\n[resource]\n'deployment.environment' = 'test'"
+        ))
             .unwrap();
     OtlpSink::open(&config).unwrap()
 }
@@ -369,6 +371,9 @@ fn check_otlp_request(request: &ExportLogsServiceRequest, line: &[u8]) -> u64 {
     let header = &batch.header;
     let parts: serde_json::Value = serde_json::from_slice(line).unwrap();
     let [resource_logs] = request.resource_logs.as_slice() else { panic!("one ResourceLogs") };
+    let resource = &resource_logs.resource.as_ref().expect("a resource").attributes;
+    assert_eq!(text(attribute(resource, "service.name")), "teelog", "the default service.name");
+    assert_eq!(text(attribute(resource, "deployment.environment")), "test");
     let [scope_logs] = resource_logs.scope_logs.as_slice() else { panic!("one ScopeLogs") };
     let logs = &scope_logs.log_records;
     assert_eq!(logs.len() as u64, header.count + 1, "the batch and each record");

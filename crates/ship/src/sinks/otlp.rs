@@ -33,6 +33,7 @@ struct Status {
 pub struct OtlpSink {
     http: reqwest::Client,
     url: String,
+    resource: Vec<(String, String)>,
     progress: Progress,
 }
 
@@ -46,7 +47,14 @@ impl OtlpSink {
             ..ClientOptions::default()
         };
         let http = http_client(&url, &options).map_err(|e| e.to_string())?;
-        Ok(Self { http, url: config.url.clone(), progress: Progress::default() })
+        let mut resource = config.resource.clone();
+        resource.entry("service.name".into()).or_insert_with(|| "teelog".into());
+        Ok(Self {
+            http,
+            url: config.url.clone(),
+            resource: resource.into_iter().collect(),
+            progress: Progress::default(),
+        })
     }
 
     async fn deliver_chunk(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
@@ -54,7 +62,7 @@ impl OtlpSink {
         let start = self.progress.resume(chunk);
         for (at, line) in lines.iter().enumerate().skip(start) {
             if !is_attestation_line(line) {
-                let sent = match export_batch(line, &[]) {
+                let sent = match export_batch(line, &self.resource) {
                     Ok(request) => self.export(encode_protobuf(&request)).await,
                     Err(e) => {
                         Err(SinkError::permanent("invalid_line", format!("a line cannot be exported: {e}")))
