@@ -2,17 +2,19 @@
 //! `teelog verify` afterwards.
 
 mod common;
+mod ship_harness;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{s, teelog};
 use serde_json::{json, Value};
+use ship_harness::{stored_records, Daemon};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -48,93 +50,6 @@ impl Fixture {
 
 fn kinds(report: &Value) -> Vec<String> {
     report["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap().to_owned()).collect()
-}
-
-/// Every record of every batch line in a store directory, in file order.
-fn stored_records(store: &Path) -> Vec<Value> {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(store)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
-        .collect();
-    segments.sort();
-    let mut records = Vec::new();
-    for segment in segments {
-        for line in std::fs::read_to_string(segment).unwrap().lines() {
-            let Ok(batch) = serde_json::from_str::<Value>(line) else { continue };
-            if let Some(batch_records) = batch["records"].as_array() {
-                records.extend(batch_records.iter().cloned());
-            }
-        }
-    }
-    records
-}
-
-/// A running `teelog ship`, its listening addresses read from its own log.
-struct Daemon {
-    child: Child,
-    http: Option<SocketAddr>,
-    grpc: Option<SocketAddr>,
-    log: Arc<Mutex<String>>,
-}
-
-impl Daemon {
-    fn start(args: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
-            .arg("ship")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (ready, on_ready) = mpsc::channel();
-        let keep = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for (what, key) in [("OTLP/HTTP", "http"), ("OTLP/gRPC", "grpc")] {
-                    if let Some(addr) = line.split(&format!("{what} listening on ")).nth(1) {
-                        let _ = ready.send((key, addr.trim().parse::<SocketAddr>().ok()));
-                    }
-                }
-                if line.contains("shipping stream=") {
-                    let _ = ready.send(("ready", None));
-                }
-                keep.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let mut daemon = Daemon { child, http: None, grpc: None, log };
-        loop {
-            match on_ready.recv_timeout(Duration::from_secs(30)) {
-                Ok(("http", addr)) => daemon.http = addr,
-                Ok(("grpc", addr)) => daemon.grpc = addr,
-                Ok(_) => return daemon,
-                Err(_) => panic!("the daemon did not start: {}", daemon.log()),
-            }
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = self.child.wait().unwrap();
-        // Let the reader thread take the last lines.
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(status.success(), "{status}: {}", self.log());
-        self.log()
-    }
-
-    fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
 }
 
 /// One HTTP/1.1 POST over a fresh connection: the status and the body.

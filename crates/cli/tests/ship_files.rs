@@ -2,85 +2,23 @@
 //! and the store checked line by line afterwards.
 
 mod common;
+mod ship_harness;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{s, teelog};
 use serde_json::Value;
-
-/// A running `teelog ship --config FILE`, its log collected.
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Daemon {
-    fn start(config: &Path, flags: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
-            .args(["ship", "--config", s(config)])
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (ready, on_ready) = mpsc::channel();
-        let keep = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("shipping stream=") {
-                    let _ = ready.send(());
-                }
-                keep.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let daemon = Daemon { child, log };
-        if on_ready.recv_timeout(Duration::from_secs(30)).is_err() {
-            panic!("the daemon did not start: {}", daemon.log());
-        }
-        daemon
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = self.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(status.success(), "{status}: {}", self.log());
-        self.log()
-    }
-
-    fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
+use ship_harness::{stored_records, Daemon};
 
 /// How many times each record number is in the store's batch lines.
 fn stored_numbers(store: &Path) -> BTreeMap<u64, u32> {
     let mut counts = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(store) else { return counts };
-    for path in dir.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "ndjson")) {
-        for line in std::fs::read_to_string(path).unwrap().lines() {
-            // A batch line being written is skipped until it is whole.
-            let Ok(batch) = serde_json::from_str::<Value>(line) else { continue };
-            for record in batch["records"].as_array().into_iter().flatten() {
-                if let Some(n) = record["attributes"]["n"].as_u64() {
-                    *counts.entry(n).or_insert(0) += 1;
-                }
-            }
+    for record in stored_records(store) {
+        if let Some(n) = record["attributes"]["n"].as_u64() {
+            *counts.entry(n).or_insert(0) += 1;
         }
     }
     counts
@@ -125,7 +63,7 @@ fn files_are_followed_across_rotation_and_restarts_without_gaps() {
     .unwrap();
 
     // The file does not exist yet: it is waited for.
-    let daemon = Daemon::start(&config, &[]);
+    let daemon = Daemon::start(&["--config", s(&config)]);
     std::thread::sleep(Duration::from_millis(200));
     append(&log, &lines(0..100));
     // A partial line is held back until its newline comes.
@@ -157,7 +95,7 @@ fn files_are_followed_across_rotation_and_restarts_without_gaps() {
     append(&log, "not json\n");
     append(&log, &format!("{{\"message\":\"{}\"}}\n", "x".repeat(5000)));
     append(&log, &lines(245..260));
-    let daemon = Daemon::start(&config, &[]);
+    let daemon = Daemon::start(&["--config", s(&config)]);
     wait_for(&spool, 260, &daemon);
     let log_text = daemon.stop();
     assert!(log_text.contains("app.log:46"), "the bad line is named: {log_text}");
@@ -207,7 +145,7 @@ fn kill_9_while_following_loses_no_line() {
     let mut next = 0;
     for round in 0..8u64 {
         // The file comes from the flag, the rest from the config.
-        let daemon = Daemon::start(&config, &["--file", s(&log)]);
+        let daemon = Daemon::start(&["--config", s(&config), "--file", s(&log)]);
         for _ in 0..20 {
             append(&log, &lines(next..next + 50));
             next += 50;
@@ -216,7 +154,7 @@ fn kill_9_while_following_loses_no_line() {
         std::thread::sleep(Duration::from_millis(10 + round * 15));
         daemon.kill_9();
     }
-    let daemon = Daemon::start(&config, &["--file", s(&log)]);
+    let daemon = Daemon::start(&["--config", s(&config), "--file", s(&log)]);
     wait_for(&spool, next as usize, &daemon);
     daemon.stop();
     let counts = stored_numbers(&spool);
