@@ -1,17 +1,14 @@
 //! Drop mode: records that find the queue full are dropped, and the signed stream says so.
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-use teelog_core::crypto::SigAlg;
-use teelog_core::{Origin as LineOrigin, Verifier, VerifyOptions};
-use teelog_identity::{Provider, SoftwareIdentity};
+use teelog_identity::Provider;
 use teelog_ship::metrics::Metrics;
-use teelog_ship::pipeline::{Origin, Pipeline, PipelineOptions, RecordBuf, WhenFull};
-use teelog_ship::{Output, StreamSigner};
-use teelog_store::{Store, StoreOptions};
+use teelog_ship::pipeline::{Origin, PipelineOptions, RecordBuf, WhenFull};
 
 fn records(first: usize, count: usize) -> RecordBuf {
     let mut buf = RecordBuf::default();
@@ -23,13 +20,6 @@ fn records(first: usize, count: usize) -> RecordBuf {
 
 #[test]
 fn a_full_queue_drops_records_and_a_signed_notice_counts_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let (id_dir, spool_dir) = (dir.path().join("id"), dir.path().join("spool"));
-    let public =
-        SoftwareIdentity::create(&id_dir, SigAlg::Es256, Provider::Software { measurement: None }).unwrap();
-    let identity = SoftwareIdentity::load_exclusive(&id_dir).unwrap();
-    let spool = Store::open(&spool_dir, StoreOptions::default()).unwrap();
-    let signer = StreamSigner::open(identity, "app", Output::Store(spool)).unwrap();
     let (kept, dropped) = (records(0, 6), [records(6, 3), records(9, 4)]);
     // Nothing is sealed before close (no ack waits, the delay is long), so the first chunk
     // holds the budget and the later ones cannot fit.
@@ -42,7 +32,8 @@ fn a_full_queue_drops_records_and_a_signed_notice_counts_them() {
         ..PipelineOptions::default()
     };
     let metrics = Arc::new(Metrics::default());
-    let pipeline = Pipeline::start(signer, options, metrics.clone());
+    let (spool, pipeline) =
+        common::start(Provider::Software { measurement: None }, "app", options, metrics.clone());
     let submitter = pipeline.submitter();
     submitter.submit_blocking(kept, Origin::named("test")).unwrap();
     for chunk in dropped {
@@ -52,18 +43,7 @@ fn a_full_queue_drops_records_and_a_signed_notice_counts_them() {
     pipeline.close().unwrap();
     assert_eq!(metrics.records_dropped.load(Ordering::Relaxed), 7);
 
-    let mut verifier =
-        Verifier::new(VerifyOptions { trusted_keys: vec![public], ..VerifyOptions::default() });
-    let mut signed = Vec::new();
-    for segment in teelog_store::segments(&spool_dir).unwrap() {
-        let name = segment.display().to_string();
-        for (i, line) in std::fs::read_to_string(&segment).unwrap().lines().enumerate() {
-            verifier.push_line(LineOrigin { source: &name, line: i as u64 + 1 }, line.as_bytes());
-            let batch: Value = serde_json::from_str(line).unwrap();
-            signed.extend(batch["records"].as_array().into_iter().flatten().cloned());
-        }
-    }
-    let report = verifier.finish();
+    let (report, signed) = common::verify(&spool);
     assert!(report.ok, "{report:?}");
     assert_eq!(report.records, 7, "six records and the notice: {report:?}");
     let messages: Vec<&str> = signed.iter().filter_map(|r| r["message"].as_str()).collect();

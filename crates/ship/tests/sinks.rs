@@ -2,6 +2,8 @@
 //! and compared byte for byte with the signed spool lines, and the servers' answers (retry,
 //! refusal, partial success) are followed through `delivery::run` to the cursor.
 
+mod common;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,8 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use prost::Message;
 use teelog_core::batch::ParsedBatch;
-use teelog_core::SigAlg;
-use teelog_identity::{Provider, SoftwareIdentity};
+use teelog_identity::Provider;
 use teelog_loki::rebuild_batch_line;
 use teelog_loki::PushRequest;
 use teelog_otlp::common::any_value::Value;
@@ -21,19 +22,17 @@ use teelog_otlp::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogs
 use teelog_ship::config::{LokiSinkConfig, OtlpSinkConfig};
 use teelog_ship::delivery::{self, Sink};
 use teelog_ship::metrics::Metrics;
-use teelog_ship::pipeline::{Origin, Pipeline, PipelineOptions, RecordBuf, Shared};
+use teelog_ship::pipeline::{Origin, PipelineOptions, RecordBuf, Shared};
 use teelog_ship::sinks::loki::LokiSink;
 use teelog_ship::sinks::otlp::OtlpSink;
-use teelog_ship::{Output, StreamSigner};
 use teelog_store::reader::{self, Chunk, Position};
-use teelog_store::{Store, StoreOptions};
 use tokio::sync::watch;
 
 const STREAM: &str = "app";
 
 /// A spool holding an attestation line and signed batches, its signer closed.
 struct Signed {
-    _dir: tempfile::TempDir,
+    _spool: common::Spool,
     shared: Arc<Shared>,
     /// Every spool line, with its newline.
     lines: Vec<Vec<u8>>,
@@ -43,16 +42,15 @@ struct Signed {
 impl Signed {
     /// One batch per element of `batches`.
     async fn new(batches: &[Vec<String>]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let id = dir.path().join("id");
         // A dev identity, so that the spool starts with an attestation document line.
         let pcrs = BTreeMap::from([(0, vec![0x11; 48])]);
-        SoftwareIdentity::create(&id, SigAlg::Es256, Provider::Dev { pcrs, previous_head: None }).unwrap();
-        let identity = SoftwareIdentity::load(&id).unwrap();
-        let spool = Store::open(&dir.path().join("spool"), StoreOptions::default()).unwrap();
-        let signer = StreamSigner::open(identity, STREAM, Output::Store(spool)).unwrap();
         let options = PipelineOptions { heartbeat: None, keep_spool: true, ..PipelineOptions::default() };
-        let pipeline = Pipeline::start(signer, options, Arc::new(Metrics::default()));
+        let (spool, pipeline) = common::start(
+            Provider::Dev { pcrs, previous_head: None },
+            STREAM,
+            options,
+            Arc::new(Metrics::default()),
+        );
         let submitter = pipeline.submitter();
         for batch in batches {
             let mut records = RecordBuf::default();
@@ -70,7 +68,7 @@ impl Signed {
         let lines: Vec<Vec<u8>> = chunk.lines().map(<[u8]>::to_vec).collect();
         assert!(lines[0].starts_with(b"{\"v\":1,\"attestation\":"), "{}", String::from_utf8_lossy(&lines[0]));
         assert_eq!(lines.len(), batches.len() + 1, "one batch per submission");
-        Self { _dir: dir, shared, lines, end }
+        Self { _spool: spool, shared, lines, end }
     }
 
     fn batch_lines(&self) -> impl Iterator<Item = &[u8]> {

@@ -1,0 +1,59 @@
+//! `TeelogLayer`: an application's `tracing` events signed in-process, every field kept.
+#![cfg(feature = "tracing-layer")]
+
+mod common;
+
+use std::sync::Arc;
+
+use teelog_identity::Provider;
+use teelog_ship::layer::TeelogLayer;
+use teelog_ship::metrics::Metrics;
+use teelog_ship::pipeline::PipelineOptions;
+use tracing_subscriber::layer::SubscriberExt;
+
+#[test]
+fn events_are_signed_with_their_fields_and_spans() {
+    let options = PipelineOptions { keep_spool: true, heartbeat: None, ..PipelineOptions::default() };
+    let (spool, pipeline) =
+        common::start(Provider::Software { measurement: None }, "app", options, Arc::new(Metrics::default()));
+
+    let (layer, guard) = TeelogLayer::new(pipeline);
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        let request = tracing::info_span!("request", id = 7u64, path = "/pay");
+        let _in_request = request.enter();
+        let step = tracing::debug_span!("step", n = tracing::field::Empty);
+        step.record("n", 2);
+        let _in_step = step.enter();
+        tracing::info!(user = "alice", amount = 12.5, ok = true, delta = -3i64, "payment {} approved", 41);
+        tracing::warn!(target: "teelog::ship", "the pipeline's own: not signed");
+        let error = std::io::Error::other("disk full");
+        tracing::error!(error = &error as &dyn std::error::Error, big = u128::MAX, "write failed");
+    });
+    drop(guard);
+
+    let (report, records) = common::verify(&spool);
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.records, 2, "{report:?}");
+
+    let first = &records[0];
+    assert!(teelog_core::timestamp::parse_rfc3339(first["ts"].as_str().unwrap()).is_ok(), "{first}");
+    assert_eq!(first["level"], "INFO");
+    assert_eq!(first["target"], module_path!());
+    assert_eq!(first["message"], "payment 41 approved");
+    assert_eq!(
+        first["attributes"],
+        serde_json::json!({"user": "alice", "amount": 12.5, "ok": true, "delta": -3})
+    );
+    assert_eq!(
+        first["spans"],
+        serde_json::json!([
+            {"name": "request", "fields": {"id": 7, "path": "/pay"}},
+            {"name": "step", "fields": {"n": 2}},
+        ])
+    );
+    let second = &records[1];
+    assert_eq!(second["level"], "ERROR");
+    assert_eq!(second["message"], "write failed");
+    assert_eq!(second["attributes"]["error"], "disk full");
+    assert_eq!(second["attributes"]["big"], u128::MAX.to_string());
+}
