@@ -11,9 +11,10 @@ use teelog_loki::{
 };
 use teelog_store::reader::Chunk;
 
-use super::{http_kind, is_attestation_line, now_nanos, retry_delay, Progress};
+use super::{http_kind, is_attestation_line, retry_delay, Progress};
 use crate::config::LokiSinkConfig;
 use crate::delivery::{Sink, SinkError};
+use crate::signer::now;
 
 /// Bytes of spool lines per push: well under Loki's default ingestion burst (6 MB) and gRPC
 /// message limits, whatever the chunk size.
@@ -71,7 +72,7 @@ impl LokiSink {
             let timestamp = following
                 .iter()
                 .find_map(|l| ParsedBatch::parse(l).ok()?.header.sealed_at_nanos())
-                .unwrap_or_else(now_nanos);
+                .unwrap_or_else(now);
             push.add_attestation(AttestationInput { stream: &self.stream, line, timestamp }, &[])
         } else {
             push.add_batch(line, &[])

@@ -5,12 +5,13 @@
 //! far end refused for good, so that the rest of the chunk is still sent before the refusals
 //! are reported.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use teelog_loki::RetryAfter;
 use teelog_store::reader::{Chunk, Position};
 
 use crate::delivery::SinkError;
+use crate::signer::now;
 
 pub mod loki;
 pub mod otlp;
@@ -36,17 +37,9 @@ fn http_kind(status: Option<u16>) -> &'static str {
     }
 }
 
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_nanos()).ok())
-        .unwrap_or(0)
-}
-
 /// How long from now the far end asked to be left alone.
 fn retry_delay(retry_after: Option<RetryAfter>) -> Option<Duration> {
-    retry_after.map(|r| r.delay(now_nanos()))
+    retry_after.map(|r| r.delay(now()))
 }
 
 /// Where a sink stands in the chunk it is delivering.
