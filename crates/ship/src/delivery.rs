@@ -201,7 +201,9 @@ pub async fn run(
         // The spool gauge follows the slowest sink, which may be this one or another.
         let slowest = shared.slowest_reader().unwrap_or(cursor);
         let lags = tokio::task::spawn_blocking(move || {
-            Ok::<_, StoreError>((reader::bytes_from(&dir, cursor)?, reader::bytes_from(&dir, slowest)?))
+            let lag = reader::bytes_from(&dir, cursor)?;
+            let behind = if slowest == cursor { lag } else { reader::bytes_from(&dir, slowest)? };
+            Ok::<_, StoreError>((lag, behind))
         });
         if let Ok(Ok((lag, behind))) = lags.await {
             metrics.sink_lag(&name, lag);
