@@ -107,13 +107,18 @@ fn load_cursor(path: &Path) -> Position {
 }
 
 fn save_cursor(path: &Path, at: Position) -> Result<(), SinkError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| SinkError::retry("io", format!("{}: {e}", dir.display())))?;
-    }
     let json = serde_json::json!({ "segment": at.segment, "offset": at.offset }).to_string();
-    teelog_store::write_atomic(path, json.as_bytes())
+    save_position(path, json.as_bytes())
         .map_err(|(path, e)| SinkError::retry("io", format!("{}: {e}", path.display())))
+}
+
+/// Writes a saved position (a sink's cursor, a followed file's offset) in the spool, making its
+/// directory on first use.
+pub(crate) fn save_position(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
+    }
+    teelog_store::write_atomic(path, bytes)
 }
 
 /// Registers sink `name` with the spool (so retention waits for it) and returns its cursor.

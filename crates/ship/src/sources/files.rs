@@ -341,15 +341,8 @@ impl Target {
     /// reported, and following goes on.
     fn save(&self, reading: &Reading, line: u64) {
         let cursor = Cursor { path: self.name.clone(), id: reading.id, offset: reading.offset, line };
-        let saved = self
-            .cursor_file
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .map_err(|e| (self.cursor_file.clone(), e))
-            .and_then(|()| {
-                let json = serde_json::to_vec(&cursor).unwrap_or_default();
-                teelog_store::write_atomic(&self.cursor_file, &json)
-            });
+        let json = serde_json::to_vec(&cursor).unwrap_or_default();
+        let saved = crate::delivery::save_position(&self.cursor_file, &json);
         if let Err((path, e)) = saved {
             tracing::warn!(target: "teelog::ship", "cannot save the position in {}: {}: {e}", self.name, path.display());
         }
