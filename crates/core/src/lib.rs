@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod canon;
 pub mod crypto;
+pub mod gate;
 pub mod merkle;
 pub mod policy;
 pub mod record;

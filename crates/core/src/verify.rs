@@ -327,7 +327,6 @@ impl Verifier {
     }
 
     /// Records a checked batch: its findings, and if its signature holds, its place in the chain.
-    /// `attested` is the measurement its attestation document vouches for.
     /// `attested` is the platform and measurement the batch's attestation document vouches for.
     fn accept(&mut self, batch: Candidate, signature: SignatureStatus, attested: Option<(&str, &str)>) {
         let h = &batch.header;
@@ -345,28 +344,9 @@ impl Verifier {
         } else {
             self.records += h.count;
         }
-        let claimed = h.measurement.as_deref().unwrap_or("(none)");
-        let (platform, measurement) = attested.unwrap_or(("software", claimed));
         let sealed_at = h.sealed_at_nanos().unwrap_or_default();
-        let judgement = self.options.policy.as_ref().map(|p| p.judge(platform, measurement, sealed_at));
-        let objection = if measurement != claimed {
-            Some(format!("the header claims measurement {claimed}, the attestation document {measurement}"))
-        } else if let Some(expected) =
-            self.options.expect_measurement.as_deref().filter(|e| *e != measurement)
-        {
-            Some(format!("signed by code measured {measurement}, expected {expected}"))
-        } else {
-            match &judgement {
-                Some(Judgement::NotListed) => {
-                    Some(format!("measurement {measurement} ({platform}) is not in the policy"))
-                }
-                Some(Judgement::OutsideWindow { version, window }) => Some(format!(
-                    "measurement {measurement} ({platform}, {version}) is allowed {window}, not at {}",
-                    h.sealed_at
-                )),
-                _ => None,
-            }
-        };
+        let MeasurementCheck { platform, measurement, judgement, objection } =
+            judge_measurement(&self.options, h, attested);
         if let Some(detail) = objection {
             self.findings.push(finding(FindingKind::UnexpectedMeasurement, None, detail));
         }
@@ -377,8 +357,8 @@ impl Verifier {
                 epoch: h.epoch.clone(),
                 seq: h.seq,
                 sealed_at,
-                platform: platform.to_string(),
-                measurement: measurement.to_string(),
+                platform,
+                measurement,
                 judgement,
             });
         }
@@ -419,25 +399,11 @@ impl Verifier {
                     self.epochs.entry(key).or_default().untrusted.insert(h.seq);
                 }
                 Ok(attested) => {
-                    let signature = match signed.verify_with(&batch.header, &attested.key) {
-                        SignatureStatus::Invalid(_) if attested.key.id_hex() != batch.header.key_id => {
-                            SignatureStatus::Invalid(format!(
-                                "signed by key {}, but its attestation document binds key {}",
-                                batch.header.key_id,
-                                attested.key.id_hex()
-                            ))
-                        }
-                        status => status,
-                    };
                     let (platform, measurement) = (attested.platform.clone(), attested.measurement.clone());
                     let h = &batch.header;
+                    let (signature, broken_link) = attested_signature(&signed, h, attested);
                     if signature == SignatureStatus::Valid {
-                        let attested_head = attested.previous_head.as_deref().filter(|_| h.seq == 1);
-                        if let Some(head) = attested_head.filter(|head| h.prev.as_deref() != Some(*head)) {
-                            let detail = format!(
-                                "the attestation document attests that this epoch continues from header {head}, but it links to {}",
-                                h.prev.as_deref().unwrap_or("nothing")
-                            );
+                        if let Some(detail) = broken_link {
                             self.findings.push(Finding::about(
                                 FindingKind::ChainBreak,
                                 h,
@@ -537,6 +503,77 @@ impl Verifier {
             timeline: self.options.policy.is_some().then(|| build_timeline(&mut self.timeline)),
         }
     }
+}
+
+/// The measurement check of one validly signed batch.
+pub(crate) struct MeasurementCheck {
+    pub platform: String,
+    pub measurement: String,
+    pub judgement: Option<Judgement>,
+    /// Why the measurement is not acceptable, if it is not.
+    pub objection: Option<String>,
+}
+
+/// Judges the measurement of batch `h`: the one its attestation document vouches for
+/// (`attested`: platform and measurement), else the one its header claims.
+pub(crate) fn judge_measurement(
+    options: &VerifyOptions,
+    h: &Header,
+    attested: Option<(&str, &str)>,
+) -> MeasurementCheck {
+    let claimed = h.measurement.as_deref().unwrap_or("(none)");
+    let (platform, measurement) = attested.unwrap_or(("software", claimed));
+    let sealed_at = h.sealed_at_nanos().unwrap_or_default();
+    let judgement = options.policy.as_ref().map(|p| p.judge(platform, measurement, sealed_at));
+    let objection = if measurement != claimed {
+        Some(format!("the header claims measurement {claimed}, the attestation document {measurement}"))
+    } else if let Some(expected) = options.expect_measurement.as_deref().filter(|e| *e != measurement) {
+        Some(format!("signed by code measured {measurement}, expected {expected}"))
+    } else {
+        match &judgement {
+            Some(Judgement::NotListed) => {
+                Some(format!("measurement {measurement} ({platform}) is not in the policy"))
+            }
+            Some(Judgement::OutsideWindow { version, window }) => Some(format!(
+                "measurement {measurement} ({platform}, {version}) is allowed {window}, not at {}",
+                h.sealed_at
+            )),
+            _ => None,
+        }
+    };
+    MeasurementCheck {
+        platform: platform.to_string(),
+        measurement: measurement.to_string(),
+        judgement,
+        objection,
+    }
+}
+
+/// The signature of batch `h` under the key its verified attestation document binds, and, for
+/// the first batch of an epoch, why its link contradicts the head the document attests.
+pub(crate) fn attested_signature(
+    signed: &SignedHeader,
+    h: &Header,
+    attested: &AttestedKey,
+) -> (SignatureStatus, Option<String>) {
+    let signature = match signed.verify_with(h, &attested.key) {
+        SignatureStatus::Invalid(_) if attested.key.id_hex() != h.key_id => {
+            SignatureStatus::Invalid(format!(
+                "signed by key {}, but its attestation document binds key {}",
+                h.key_id,
+                attested.key.id_hex()
+            ))
+        }
+        status => status,
+    };
+    let attested_head = attested.previous_head.as_deref().filter(|_| h.seq == 1);
+    let broken_link = attested_head.filter(|head| h.prev.as_deref() != Some(*head)).map(|head| {
+        format!(
+            "the attestation document attests that this epoch continues from header {head}, but it links to {}",
+            h.prev.as_deref().unwrap_or("nothing")
+        )
+    });
+    (signature, broken_link)
 }
 
 /// A finding for each stream whose newest validly signed batch is older than allowed.
