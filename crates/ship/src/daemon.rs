@@ -45,7 +45,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let signer = StreamSigner::open(identity, &config.stream, Output::Store(spool))?;
     let metrics = Arc::new(Metrics::default());
     let pipeline = Pipeline::start(signer, config.pipeline_options(), metrics.clone());
-    let shared = pipeline.shared().clone();
+    let spool = pipeline.shared().spool.clone();
 
     // Sources stop first; the sinks once the pipeline has sealed everything.
     let (stop_sources, sources_stop) = watch::channel(false);
@@ -56,8 +56,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         let sink = open_sink(sink_config, &config.stream)
             .map_err(|message| DaemonError::Sink { name: name.clone(), message })?;
         // Registered before anything runs, so that retention waits for every sink.
-        let cursor = delivery::register(&shared, &name);
-        deliveries.push(tokio::spawn(delivery::run(name, sink, cursor, shared.clone(), sinks_stop.clone())));
+        let cursor = delivery::register(&spool, &name);
+        let run = delivery::run(name, sink, cursor, spool.clone(), delivery::plain, sinks_stop.clone());
+        deliveries.push(tokio::spawn(run));
     }
 
     let submitter = pipeline.submitter();
@@ -93,7 +94,7 @@ fn open_sink(config: &SinkConfig, stream: &str) -> Result<Box<dyn Sink>, String>
         SinkConfig::Store { dir, .. } => Ok(Box::new(
             StoreSink::open(dir, teelog_store::DEFAULT_SEGMENT_BYTES).map_err(|e| e.to_string())?,
         )),
-        SinkConfig::Loki(loki) => Ok(Box::new(LokiSink::open(loki, stream)?)),
+        SinkConfig::Loki(loki) => Ok(Box::new(LokiSink::open(loki, Some(stream))?)),
         SinkConfig::Otlp(otlp) => Ok(Box::new(OtlpSink::open(otlp)?)),
     }
 }

@@ -9,7 +9,7 @@ use teelog_store::reader::{self, Chunk, Position};
 use teelog_store::{Store, StoreError};
 use tokio::sync::watch;
 
-use crate::pipeline::Shared;
+use crate::spool::SpoolState;
 
 /// Bytes of spool lines handed to a sink at once.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -48,12 +48,45 @@ impl From<StoreError> for SinkError {
     }
 }
 
-/// Where spooled lines go. Each takes whole spool lines (attestation and batch lines).
+/// A spool line as a sink sees it: a batch or attestation line, and what the spool's writer
+/// knows about it that the line does not say.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub line: &'a [u8],
+    /// The teelog stream of an attestation line (which names none); None: the sink's own.
+    pub stream: Option<&'a str>,
+    /// The gateway's verdict on the batch, for its `signature_valid` label; None where nobody
+    /// judged it (the shipper's own spool).
+    pub signature_valid: Option<bool>,
+}
+
+/// How the lines of a spool read: [`plain`] for the shipper's, the gateway's carry its verdict.
+pub type Decode = fn(&[u8]) -> Entry<'_>;
+
+/// A spool of bare batch and attestation lines.
+pub fn plain(line: &[u8]) -> Entry<'_> {
+    Entry { line, stream: None, signature_valid: None }
+}
+
+/// The entries of one chunk of the spool, delivered together.
+pub struct Delivery<'a> {
+    pub entries: Vec<Entry<'a>>,
+    /// Where the chunk ends: it names the chunk, since positions never repeat.
+    pub next: Position,
+}
+
+impl<'a> Delivery<'a> {
+    pub fn new(chunk: &'a Chunk, decode: Decode) -> Self {
+        Self { entries: chunk.lines().map(decode).collect(), next: chunk.next }
+    }
+}
+
+/// Where spooled lines go.
 pub trait Sink: Send + 'static {
-    /// Delivers the lines of `chunk`; Ok only once the sink has confirmed all of them.
+    /// Delivers the entries of `delivery`; Ok only once the sink has confirmed all of them.
     fn deliver<'a>(
         &'a mut self,
-        chunk: &'a Chunk,
+        delivery: &'a Delivery<'a>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>>;
 }
 
@@ -71,15 +104,13 @@ impl StoreSink {
 impl Sink for StoreSink {
     fn deliver<'a>(
         &'a mut self,
-        chunk: &'a Chunk,
+        delivery: &'a Delivery<'a>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>> {
         Box::pin(async move {
             let mut store = self.store.take().ok_or_else(|| SinkError::permanent("io", "store lost"))?;
-            let lines = chunk.bytes.clone();
+            let lines: Vec<Vec<u8>> = delivery.entries.iter().map(|e| e.line.to_vec()).collect();
             let (store, result) = tokio::task::spawn_blocking(move || {
-                let result = Chunk { bytes: lines, next: Position::default() }
-                    .lines()
-                    .try_for_each(|line| store.append(line));
+                let result = lines.iter().try_for_each(|line| store.append(line));
                 (store, result)
             })
             .await
@@ -122,22 +153,23 @@ pub(crate) fn save_position(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, s
 }
 
 /// Registers sink `name` with the spool (so retention waits for it) and returns its cursor.
-pub fn register(shared: &Shared, name: &str) -> Position {
-    let at = load_cursor(&cursor_path(shared.spool_dir(), name));
-    shared.reader_at(name, at);
+pub fn register(spool: &SpoolState, name: &str) -> Position {
+    let at = load_cursor(&cursor_path(spool.dir(), name));
+    spool.reader_at(name, at);
     at
 }
 
 /// Follows the spool into `sink` from `cursor` (what [`register`] returned) until `stop` turns
-/// true and everything written by then has been delivered.
+/// true and everything written by then has been delivered; `decode` reads its lines.
 pub async fn run(
     name: String,
     mut sink: Box<dyn Sink>,
     mut cursor: Position,
-    shared: Arc<Shared>,
+    shared: Arc<SpoolState>,
+    decode: Decode,
     mut stop: watch::Receiver<bool>,
 ) {
-    let cursor_file = cursor_path(shared.spool_dir(), &name);
+    let cursor_file = cursor_path(shared.dir(), &name);
     let mut written = shared.written();
     let metrics = shared.metrics.clone();
     loop {
@@ -152,7 +184,7 @@ pub async fn run(
             }
             continue;
         }
-        let dir = shared.spool_dir().to_path_buf();
+        let dir = shared.dir().to_path_buf();
         let from = cursor;
         let chunk =
             match tokio::task::spawn_blocking(move || reader::read_lines(&dir, from, end, CHUNK_BYTES)).await
@@ -166,11 +198,12 @@ pub async fn run(
                 }
                 Err(_) => return,
             };
+        let delivery = Delivery::new(&chunk, decode);
         let mut backoff = Duration::from_millis(100);
         loop {
-            match sink.deliver(&chunk).await {
+            match sink.deliver(&delivery).await {
                 Ok(()) => {
-                    metrics.sink_delivered(&name, chunk.lines().count() as u64);
+                    metrics.sink_delivered(&name, delivery.entries.len() as u64);
                     break;
                 }
                 Err(e) if e.retryable => {
@@ -202,7 +235,7 @@ pub async fn run(
             tracing::warn!(target: "teelog::ship", sink = %name, "cannot save the cursor: {e}");
         }
         shared.reader_at(&name, cursor);
-        let dir = shared.spool_dir().to_path_buf();
+        let dir = shared.dir().to_path_buf();
         // The spool gauge follows the slowest sink, which may be this one or another.
         let slowest = shared.slowest_reader().unwrap_or(cursor);
         let lags = tokio::task::spawn_blocking(move || {

@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod signer;
 pub mod sinks;
 pub mod sources;
+pub mod spool;
 
 pub use output::{stream_head, Output};
 pub use signer::{ShipError, SignSummary, StreamSigner};

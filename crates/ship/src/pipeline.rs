@@ -3,7 +3,6 @@
 //! the records in it. Idle, it seals heartbeats. Memory is bounded by a byte budget on the
 //! records in flight; the spool is bounded by how far its slowest sink lags.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
@@ -11,11 +10,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use teelog_core::timestamp::{format_rfc3339, UnixNanos};
-use teelog_store::reader::{self, Position};
-use tokio::sync::{oneshot, watch, Notify};
+use teelog_store::reader::Position;
+use tokio::sync::{oneshot, Notify};
 
 use crate::metrics::Metrics;
 use crate::signer::{now, ShipError, SignSummary, StreamSigner};
+use crate::spool::SpoolState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -203,34 +203,7 @@ pub struct Shared {
     budget: Budget,
     dropped: Mutex<Option<Dropped>>,
     pub metrics: Arc<Metrics>,
-    spool_dir: std::path::PathBuf,
-    /// The spool's durable end, published after every fsynced append.
-    written: watch::Sender<Position>,
-    /// Where each sink's delivery stands, for retention and the spool bound.
-    readers: Mutex<HashMap<String, Position>>,
-    reader_moved: Condvar,
-    reader_moved_lock: Mutex<()>,
-}
-
-impl Shared {
-    pub fn spool_dir(&self) -> &std::path::Path {
-        &self.spool_dir
-    }
-
-    pub fn written(&self) -> watch::Receiver<Position> {
-        self.written.subscribe()
-    }
-
-    /// A sink's delivery has reached `at`.
-    pub fn reader_at(&self, name: &str, at: Position) {
-        self.readers.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), at);
-        let _guard = self.reader_moved_lock.lock();
-        self.reader_moved.notify_all();
-    }
-
-    pub(crate) fn slowest_reader(&self) -> Option<Position> {
-        self.readers.lock().unwrap_or_else(|e| e.into_inner()).values().min().copied()
-    }
+    pub spool: Arc<SpoolState>,
 }
 
 /// The producers' side of a pipeline; cheap to clone.
@@ -362,12 +335,8 @@ impl Pipeline {
                 freed_async: Notify::new(),
             },
             dropped: Mutex::new(None),
+            spool: Arc::new(SpoolState::new(spool_dir, position, metrics.clone())),
             metrics,
-            spool_dir,
-            written: watch::Sender::new(position),
-            readers: Mutex::new(HashMap::new()),
-            reader_moved: Condvar::new(),
-            reader_moved_lock: Mutex::new(()),
         });
         let (tx, rx) = mpsc::channel();
         let submitter = Submitter {
@@ -420,7 +389,7 @@ struct SignerLoop {
 
 impl SignerLoop {
     fn new(signer: StreamSigner, options: PipelineOptions, shared: Arc<Shared>) -> Self {
-        let oldest_segment = teelog_store::indexed_segments(&shared.spool_dir)
+        let oldest_segment = teelog_store::indexed_segments(shared.spool.dir())
             .ok()
             .and_then(|s| s.first().map(|(i, _)| *i))
             .unwrap_or(0);
@@ -559,7 +528,7 @@ impl SignerLoop {
             metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(store) = self.signer.output().store() {
-            self.shared.written.send_replace(store.position());
+            self.shared.spool.publish(store.position());
         }
         self.opened_at = None;
         self.last_seal = Instant::now();
@@ -572,9 +541,8 @@ impl SignerLoop {
     }
 
     fn measure_spool(&mut self) {
-        if let Some(slowest) = self.shared.slowest_reader() {
-            self.spool_behind = reader::bytes_from(&self.shared.spool_dir, slowest).unwrap_or(0);
-            self.shared.metrics.spool_bytes.store(self.spool_behind, Ordering::Relaxed);
+        if let Some(behind) = self.shared.spool.measure() {
+            self.spool_behind = behind;
         }
     }
 
@@ -591,13 +559,11 @@ impl SignerLoop {
         if self.options.keep_spool {
             return Ok(());
         }
-        let Some(slowest) = self.shared.slowest_reader() else { return Ok(()) };
-        if slowest.segment <= self.oldest_segment {
+        if self.shared.spool.slowest_reader().is_none_or(|slowest| slowest.segment <= self.oldest_segment) {
             return Ok(());
         }
         self.signer.save_state()?;
-        reader::remove_segments_before(&self.shared.spool_dir, slowest.segment)?;
-        self.oldest_segment = slowest.segment;
+        self.oldest_segment = self.shared.spool.retire_delivered(self.oldest_segment)?;
         Ok(())
     }
 
@@ -605,8 +571,7 @@ impl SignerLoop {
     /// so producers must wait too.
     fn wait_for_spool_room(&mut self) {
         while self.options.spool_bytes != 0 && self.spool_behind > self.options.spool_bytes {
-            let guard = self.shared.reader_moved_lock.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = self.shared.reader_moved.wait_timeout(guard, Duration::from_millis(500));
+            self.shared.spool.wait_for_reader(Duration::from_millis(500));
             self.measure_spool();
         }
     }

@@ -60,7 +60,7 @@ pub async fn start(
         running.finite.push(stdin(submitter.clone(), sources.max_line_bytes));
     }
     for path in &sources.files {
-        let spool = submitter.shared().spool_dir();
+        let spool = submitter.shared().spool.dir();
         let follower = files::Follower::new(path, spool, sources.max_line_bytes, submitter.clone());
         let (stop, interval) = (stop.clone(), sources.poll_interval);
         // A thread of the blocking pool: the follower reads files and waits for its receipts.

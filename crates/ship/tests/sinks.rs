@@ -20,7 +20,7 @@ use teelog_otlp::common::any_value::Value;
 use teelog_otlp::common::KeyValue;
 use teelog_otlp::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
 use teelog_ship::config::{LokiSinkConfig, OtlpSinkConfig};
-use teelog_ship::delivery::{self, Sink};
+use teelog_ship::delivery::{self, Delivery, Sink};
 use teelog_ship::metrics::Metrics;
 use teelog_ship::pipeline::{Origin, PipelineOptions, RecordBuf, Shared};
 use teelog_ship::sinks::loki::LokiSink;
@@ -37,6 +37,7 @@ struct Signed {
     /// Every spool line, with its newline.
     lines: Vec<Vec<u8>>,
     end: Position,
+    chunk: Chunk,
 }
 
 impl Signed {
@@ -63,29 +64,30 @@ impl Signed {
         drop(submitter);
         let shared = pipeline.shared().clone();
         tokio::task::spawn_blocking(move || pipeline.close()).await.unwrap().unwrap();
-        let end = *shared.written().borrow();
-        let chunk = reader::read_lines(shared.spool_dir(), Position::default(), end, usize::MAX).unwrap();
+        let end = *shared.spool.written().borrow();
+        let chunk = reader::read_lines(shared.spool.dir(), Position::default(), end, usize::MAX).unwrap();
         let lines: Vec<Vec<u8>> = chunk.lines().map(<[u8]>::to_vec).collect();
         assert!(lines[0].starts_with(b"{\"v\":1,\"attestation\":"), "{}", String::from_utf8_lossy(&lines[0]));
         assert_eq!(lines.len(), batches.len() + 1, "one batch per submission");
-        Self { _spool: spool, shared, lines, end }
+        Self { _spool: spool, shared, lines, end, chunk }
     }
 
     fn batch_lines(&self) -> impl Iterator<Item = &[u8]> {
         self.lines[1..].iter().map(|l| l.strip_suffix(b"\n").unwrap())
     }
 
-    fn chunk(&self) -> Chunk {
-        Chunk { bytes: self.lines.concat(), next: self.end }
+    /// All of the spool, as the shipper's sinks get it.
+    fn delivery(&self) -> Delivery<'_> {
+        Delivery::new(&self.chunk, delivery::plain)
     }
 
     /// Runs delivery to `sink` until everything is delivered (or refused) and checks the cursor.
     async fn deliver(&self, name: &str, sink: Box<dyn Sink>) {
-        let cursor = delivery::register(&self.shared, name);
+        let cursor = delivery::register(&self.shared.spool, name);
         let (_stop_tx, stop) = watch::channel(true);
-        let run = delivery::run(name.into(), sink, cursor, self.shared.clone(), stop);
+        let run = delivery::run(name.into(), sink, cursor, self.shared.spool.clone(), delivery::plain, stop);
         tokio::time::timeout(Duration::from_secs(60), run).await.expect("delivery ends");
-        let path = self.shared.spool_dir().join("cursors").join(format!("{name}.json"));
+        let path = self.shared.spool.dir().join("cursors").join(format!("{name}.json"));
         let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         assert_eq!(saved["segment"], self.end.segment);
         assert_eq!(saved["offset"], self.end.offset, "the cursor moved past every line");
@@ -165,7 +167,7 @@ fn loki_sink(url: &str) -> LokiSink {
         "url = '{url}'\ntenant = 'acme'\nbearer_token = 's3cret'\ntimeout = '5s'\n[labels]\nenv = 'test'"
     ))
     .unwrap();
-    LokiSink::open(&config, STREAM).unwrap()
+    LokiSink::open(&config, Some(STREAM)).unwrap()
 }
 
 fn decode_push(body: &[u8]) -> PushRequest {
@@ -284,7 +286,7 @@ async fn loki_refusals_are_permanent_and_delivery_moves_on() {
     let (fake, url) = Fake::start("/loki/api/v1/push", Answer::status(204), script).await;
 
     let mut sink = loki_sink(&url);
-    let chunk = signed.chunk();
+    let chunk = signed.delivery();
     let err = sink.deliver(&chunk).await.unwrap_err();
     assert!(!err.retryable);
     assert_eq!(err.kind, "partial");
@@ -312,7 +314,7 @@ async fn loki_unreachable_is_retryable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let err = loki_sink(&url).deliver(&signed.chunk()).await.unwrap_err();
+    let err = loki_sink(&url).deliver(&signed.delivery()).await.unwrap_err();
     assert_eq!((err.kind.as_str(), err.retryable), ("connect", true));
     assert!(err.message.contains("could not reach Loki"), "{err}");
 }
@@ -440,7 +442,7 @@ struct RpcStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_answers_are_classified_as_the_spec_says() {
     let signed = Signed::new(&records(1, 1)).await;
-    let chunk = signed.chunk();
+    let chunk = signed.delivery();
     let status = RpcStatus { code: 3, message: "log record too large".into() };
     let refused = Answer {
         status: 400,

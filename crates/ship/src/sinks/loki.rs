@@ -9,11 +9,10 @@ use teelog_loki::{
     encode_push, AttestationInput, ClientOptions, LabelError, Layout, LayoutOptions, LokiClient, PushBuilder,
     PushOutcome,
 };
-use teelog_store::reader::Chunk;
 
 use super::{http_kind, is_attestation_line, retry_delay, Progress};
 use crate::config::LokiSinkConfig;
-use crate::delivery::{Sink, SinkError};
+use crate::delivery::{Delivery, Entry, Sink, SinkError};
 use crate::signer::now;
 
 /// Bytes of spool lines per push: well under Loki's default ingestion burst (6 MB) and gRPC
@@ -32,14 +31,14 @@ pub(crate) fn layout(config: &LokiSinkConfig) -> Result<Layout, LabelError> {
 pub struct LokiSink {
     client: LokiClient,
     layout: Layout,
-    /// The spool's stream, which attestation lines belong to.
-    stream: String,
+    /// The stream attestation lines belong to unless their entry names one: the shipper's.
+    stream: Option<String>,
     progress: Progress,
 }
 
 impl LokiSink {
-    /// A sink for the spool of `stream`.
-    pub fn open(config: &LokiSinkConfig, stream: &str) -> Result<Self, String> {
+    /// A sink for the spool of `stream` (None for the gateway's, whose entries name theirs).
+    pub fn open(config: &LokiSinkConfig, stream: Option<&str>) -> Result<Self, String> {
         let bearer_token = match (&config.bearer_token, &config.bearer_token_file) {
             (Some(token), _) => Some(token.0.clone()),
             (None, Some(path)) => Some(
@@ -59,37 +58,48 @@ impl LokiSink {
         Ok(Self {
             client: LokiClient::new(&config.url, options).map_err(|e| e.to_string())?,
             layout: layout(config).map_err(|e| format!("labels: {e}"))?,
-            stream: stream.to_string(),
+            stream: stream.map(str::to_string),
             progress: Progress::default(),
         })
     }
 
-    /// Adds one spool line to `push`; `following` are the lines after it in the chunk.
-    fn add(&self, push: &mut PushBuilder<'_>, line: &[u8], following: &[&[u8]]) -> Result<(), SinkError> {
-        let added = if is_attestation_line(line) {
+    /// Adds one spool entry to `push`; `following` are the entries after it in the chunk.
+    fn add(
+        &self,
+        push: &mut PushBuilder<'_>,
+        entry: &Entry<'_>,
+        following: &[Entry<'_>],
+    ) -> Result<(), SinkError> {
+        let verdict =
+            entry.signature_valid.map(|valid| [("signature_valid", if valid { "true" } else { "false" })]);
+        let extra: &[(&str, &str)] = verdict.as_ref().map_or(&[], |v| v.as_slice());
+        let added = if is_attestation_line(entry.line) {
+            let Some(stream) = entry.stream.or(self.stream.as_deref()) else {
+                return Err(SinkError::permanent("invalid_line", "an attestation line of no known stream"));
+            };
             // Stored at the sealed_at of the batch after it (the signer writes the document just
             // before the batches it signs), so that it sorts with them; with none yet, now.
             let timestamp = following
                 .iter()
-                .find_map(|l| ParsedBatch::parse(l).ok()?.header.sealed_at_nanos())
+                .find_map(|e| ParsedBatch::parse(e.line).ok()?.header.sealed_at_nanos())
                 .unwrap_or_else(now);
-            push.add_attestation(AttestationInput { stream: &self.stream, line, timestamp }, &[])
+            push.add_attestation(AttestationInput { stream, line: entry.line, timestamp }, &[])
         } else {
-            push.add_batch(line, &[])
+            push.add_batch(entry.line, extra)
         };
         added.map_err(|e| SinkError::permanent("invalid_line", format!("a line cannot go to Loki: {e}")))
     }
 
-    async fn deliver_chunk(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
-        let lines: Vec<&[u8]> = chunk.lines().collect();
+    async fn deliver_chunk(&mut self, chunk: &Delivery<'_>) -> Result<(), SinkError> {
+        let entries = &chunk.entries;
         let mut at = self.progress.resume(chunk);
-        while at < lines.len() {
+        while at < entries.len() {
             let mut push = PushBuilder::new(&self.layout);
             let mut bytes = 0;
             let first = at;
-            while at < lines.len() && (at == first || bytes + lines[at].len() <= PUSH_BYTES) {
-                bytes += lines[at].len();
-                if let Err(e) = self.add(&mut push, lines[at], &lines[at + 1..]) {
+            while at < entries.len() && (at == first || bytes + entries[at].line.len() <= PUSH_BYTES) {
+                bytes += entries[at].line.len();
+                if let Err(e) = self.add(&mut push, &entries[at], &entries[at + 1..]) {
                     self.progress.refuse(e);
                 }
                 at += 1;
@@ -147,7 +157,7 @@ fn ignored(message: &str) -> Option<(u64, u64)> {
 impl Sink for LokiSink {
     fn deliver<'a>(
         &'a mut self,
-        chunk: &'a Chunk,
+        chunk: &'a Delivery<'a>,
     ) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>> {
         Box::pin(self.deliver_chunk(chunk))
     }

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use teelog_loki::RetryAfter;
-use teelog_store::reader::{Chunk, Position};
+use teelog_store::reader::Position;
 
-use crate::delivery::SinkError;
+use crate::delivery::{Delivery, SinkError};
 use crate::signer::now;
 
 pub mod loki;
@@ -55,7 +55,7 @@ struct Progress {
 impl Progress {
     /// The first line of `chunk` still to send: 0 for a new chunk, else where the last attempt
     /// at it stopped.
-    fn resume(&mut self, chunk: &Chunk) -> usize {
+    fn resume(&mut self, chunk: &Delivery<'_>) -> usize {
         if self.chunk != Some(chunk.next) {
             *self = Progress { chunk: Some(chunk.next), ..Progress::default() };
         }

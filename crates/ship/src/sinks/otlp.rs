@@ -13,11 +13,10 @@ use prost::Message;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use teelog_loki::{error_chain, http_client, read_message, ClientOptions, RetryAfter};
 use teelog_otlp::{encode_protobuf, export_batch, ExportLogsServiceResponse};
-use teelog_store::reader::Chunk;
 
 use super::{http_kind, is_attestation_line, retry_delay, Progress};
 use crate::config::OtlpSinkConfig;
-use crate::delivery::{Sink, SinkError};
+use crate::delivery::{Delivery, Sink, SinkError};
 
 const PROTOBUF: &str = "application/x-protobuf";
 /// An answer is a status and a short message; more than this is not read.
@@ -57,10 +56,10 @@ impl OtlpSink {
         })
     }
 
-    async fn deliver_chunk(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
-        let lines: Vec<&[u8]> = chunk.lines().collect();
+    async fn deliver_chunk(&mut self, chunk: &Delivery<'_>) -> Result<(), SinkError> {
         let start = self.progress.resume(chunk);
-        for (at, line) in lines.iter().enumerate().skip(start) {
+        for (at, entry) in chunk.entries.iter().enumerate().skip(start) {
+            let line = entry.line;
             if !is_attestation_line(line) {
                 let sent = match export_batch(line, &self.resource) {
                     Ok(request) => self.export(encode_protobuf(&request)).await,
@@ -139,7 +138,7 @@ fn message(body: &[u8], protobuf: bool) -> String {
 impl Sink for OtlpSink {
     fn deliver<'a>(
         &'a mut self,
-        chunk: &'a Chunk,
+        chunk: &'a Delivery<'a>,
     ) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>> {
         Box::pin(self.deliver_chunk(chunk))
     }

@@ -1,0 +1,88 @@
+//! What a spool's writer shares with the sinks that read it: where its durable end is, and where
+//! each sink's delivery stands (for retention and the spool's bound). The shipper's signer and
+//! the gateway both write spools that [`crate::delivery`] follows.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use teelog_store::reader::Position;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+pub struct SpoolState {
+    pub metrics: Arc<Metrics>,
+    dir: PathBuf,
+    /// The spool's durable end, published after every fsynced append.
+    written: watch::Sender<Position>,
+    /// Where each sink's delivery stands.
+    readers: Mutex<HashMap<String, Position>>,
+    reader_moved: Condvar,
+    reader_moved_lock: Mutex<()>,
+}
+
+impl SpoolState {
+    /// The state of the spool in `dir`, durable up to `end`.
+    pub fn new(dir: PathBuf, end: Position, metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            dir,
+            written: watch::Sender::new(end),
+            readers: Mutex::new(HashMap::new()),
+            reader_moved: Condvar::new(),
+            reader_moved_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn written(&self) -> watch::Receiver<Position> {
+        self.written.subscribe()
+    }
+
+    /// Everything up to `end` is durable: sinks may read it.
+    pub fn publish(&self, end: Position) {
+        self.written.send_replace(end);
+    }
+
+    /// A sink's delivery has reached `at`.
+    pub fn reader_at(&self, name: &str, at: Position) {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), at);
+        let _guard = self.reader_moved_lock.lock();
+        self.reader_moved.notify_all();
+    }
+
+    pub fn slowest_reader(&self) -> Option<Position> {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).values().min().copied()
+    }
+
+    /// Blocks until a sink moves on or `timeout` passes.
+    pub fn wait_for_reader(&self, timeout: Duration) {
+        let guard = self.reader_moved_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.reader_moved.wait_timeout(guard, timeout);
+    }
+
+    /// Bytes the slowest sink has still to deliver, published as the spool gauge.
+    pub fn measure(&self) -> Option<u64> {
+        let slowest = self.slowest_reader()?;
+        let behind = teelog_store::reader::bytes_from(&self.dir, slowest).unwrap_or(0);
+        self.metrics.spool_bytes.store(behind, std::sync::atomic::Ordering::Relaxed);
+        Some(behind)
+    }
+
+    /// Deletes the segments before `oldest` that every sink has delivered; returns the new
+    /// oldest segment.
+    pub fn retire_delivered(&self, oldest: u64) -> Result<u64, teelog_store::StoreError> {
+        match self.slowest_reader() {
+            Some(slowest) if slowest.segment > oldest => {
+                teelog_store::reader::remove_segments_before(&self.dir, slowest.segment)?;
+                Ok(slowest.segment)
+            }
+            _ => Ok(oldest),
+        }
+    }
+}
