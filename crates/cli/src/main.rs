@@ -3,6 +3,8 @@
 
 mod attest;
 mod bench;
+mod daemon;
+mod gateway;
 mod quickstart;
 mod sample;
 mod ship;
@@ -56,6 +58,9 @@ enum Command {
     /// Run the shipper daemon: receive records (OTLP, stdin), sign them in batches into a
     /// durable spool, deliver the batches to sinks.
     Ship(ship::ShipArgs),
+    /// Run the gateway: receive signed batches from shippers (relay, HTTP), verify each one, and
+    /// store it, flagged signature_valid true or false, in Loki and/or the embedded store.
+    Gateway(gateway::GatewayArgs),
     /// Verify signed batches; exit 0 if all verify, 1 on any finding, 2 on errors.
     Verify(verify::VerifyArgs),
     /// Attestation documents: verify what binds a signing key to measured code.
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
         }
         Command::Sign(args) => sign::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Ship(args) => ship::run(&args),
+        Command::Gateway(args) => gateway::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Attest { command } => attest::run(&command),
         Command::Quickstart { dir } => quickstart::run(&dir),

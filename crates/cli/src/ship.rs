@@ -64,18 +64,7 @@ pub struct ShipArgs {
 
 pub fn run(args: &ShipArgs) -> anyhow::Result<ExitCode> {
     let config = config(args)?;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_max_level(args.log_level)
-        .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("teelog-ship")
-        .build()
-        .context("cannot start the runtime")?;
-    let summary = runtime.block_on(async {
-        let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
+    let summary = crate::daemon::run("teelog-ship", args.log_level, |shutdown| async move {
         anyhow::Ok(teelog_ship::daemon::run(config, shutdown).await?)
     })?;
     eprintln!("teelog: shipped {} records in {} batches", summary.records, summary.batches);
@@ -152,26 +141,4 @@ fn config(args: &ShipArgs) -> anyhow::Result<Config> {
     }
     config.check().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
     Ok(config)
-}
-
-/// Installs the SIGINT and SIGTERM handlers now, before the daemon says it is ready, so that a
-/// signal arriving at any moment afterwards stops it cleanly.
-#[cfg(unix)]
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-    })
-}
-
-#[cfg(not(unix))]
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }

@@ -2,7 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -70,25 +70,12 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
     if args.files.is_empty() && args.store.is_none() {
         bail!("nothing to verify: give batch files, `-` for stdin, or --store DIR");
     }
-    let mut trusted_keys = Vec::new();
-    for path in &args.pubkey {
-        let pem = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        trusted_keys.push(PublicKey::from_pem(&pem).with_context(|| format!("{}", path.display()))?);
-    }
     // Hex for teelog headers (compared in lower case); any text for the seed's tee_measurement.
     let expect_measurement = match args.expect_measurement.as_deref().map(str::trim) {
         Some("") => bail!("--expect-measurement: give the measurement, in hex"),
         other => other.map(str::to_ascii_lowercase),
     };
-    let roots = crate::attest::trust_roots(&args.trust_root)?;
-    let policy = match &args.policy {
-        None => None,
-        Some(path) => {
-            let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let policy: Policy = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
-            Some(policy.validated().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
-        }
-    };
+    let trust = Trust::load(&args.pubkey, &args.trust_root, args.policy.as_deref(), args.allow_debug)?;
     let freshness = match args.max_silence {
         None => None,
         Some(max_silence) => {
@@ -99,8 +86,9 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
             Some(Freshness { now, max_silence })
         }
     };
-    let mut verifier = Verifier::new(VerifyOptions { trusted_keys, expect_measurement, policy, freshness })
-        .with_attestation(Box::new(BindingVerifier { roots, allow_debug: args.allow_debug }));
+    let options =
+        VerifyOptions { trusted_keys: trust.keys, expect_measurement, policy: trust.policy, freshness };
+    let mut verifier = Verifier::new(options).with_attestation(Box::new(trust.attestation));
 
     let mut sources: Vec<PathBuf> = args.files.clone();
     if let Some(dir) = &args.store {
@@ -120,6 +108,40 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         }
     }
     Ok(verifier.finish())
+}
+
+/// What batches are verified against: trusted keys, attestation roots, a measurement policy.
+pub struct Trust {
+    pub keys: Vec<PublicKey>,
+    pub policy: Option<Policy>,
+    pub attestation: BindingVerifier,
+}
+
+impl Trust {
+    /// Reads the keys (PEM), roots (PEM or DER) and policy (TOML) from their files.
+    pub fn load(
+        pubkeys: &[PathBuf],
+        trust_roots: &[PathBuf],
+        policy: Option<&Path>,
+        allow_debug: bool,
+    ) -> anyhow::Result<Self> {
+        let mut keys = Vec::new();
+        for path in pubkeys {
+            let pem = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            keys.push(PublicKey::from_pem(&pem).with_context(|| format!("{}", path.display()))?);
+        }
+        let roots = crate::attest::trust_roots(trust_roots)?;
+        let policy = match policy {
+            None => None,
+            Some(path) => {
+                let text =
+                    fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let policy: Policy = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+                Some(policy.validated().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+            }
+        };
+        Ok(Self { keys, policy, attestation: BindingVerifier { roots, allow_debug } })
+    }
 }
 
 fn feed(

@@ -290,25 +290,7 @@ impl Config {
             // Two followers of one path would share one saved position and sign its lines twice.
             return Err(format!("sources.files: {} is listed twice", pair[0].display()));
         }
-        if self.sinks.is_empty() && !self.spool.keep {
-            return Err("sinks: none configured, and spool.keep is false: delivered batches \
-                        would be deleted with nowhere to go (add a sink or set spool.keep = true)"
-                .into());
-        }
-        let mut names: Vec<String> = self.sinks.iter().map(SinkConfig::name).collect();
-        names.sort();
-        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("sinks: two sinks are named {:?}; give each a distinct `name`", pair[0]));
-        }
-        for name in &names {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(format!("sinks: name {name:?} must be letters, digits, - and _"));
-            }
-        }
-        for sink in &self.sinks {
-            sink.check().map_err(|e| format!("sinks: {:?}: {e}", sink.name()))?;
-        }
-        Ok(())
+        check_sinks(&self.sinks, self.spool.keep)
     }
 
     pub fn pipeline_options(&self) -> PipelineOptions {
@@ -324,6 +306,30 @@ impl Config {
             keep_spool: self.spool.keep,
         }
     }
+}
+
+/// The sinks of a spool (the shipper's or the gateway's): names distinct and usable as file
+/// names, each sink's own settings valid, and somewhere for delivered lines to go.
+pub fn check_sinks(sinks: &[SinkConfig], keep_spool: bool) -> Result<(), String> {
+    if sinks.is_empty() && !keep_spool {
+        return Err("sinks: none configured, and spool.keep is false: delivered batches \
+                    would be deleted with nowhere to go (add a sink or set spool.keep = true)"
+            .into());
+    }
+    let mut names: Vec<String> = sinks.iter().map(SinkConfig::name).collect();
+    names.sort();
+    if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("sinks: two sinks are named {:?}; give each a distinct `name`", pair[0]));
+    }
+    for name in &names {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("sinks: name {name:?} must be letters, digits, - and _"));
+        }
+    }
+    for sink in sinks {
+        sink.check().map_err(|e| format!("sinks: {:?}: {e}", sink.name()))?;
+    }
+    Ok(())
 }
 
 fn parse(text: &str) -> Result<Duration, String> {

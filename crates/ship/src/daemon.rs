@@ -32,8 +32,8 @@ pub enum DaemonError {
     Ship(#[from] ShipError),
     #[error("sink {name:?}: {message}")]
     Sink { name: String, message: String },
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Bind(#[from] crate::serve::BindError),
     #[error("{0}")]
     Source(String),
 }
@@ -53,7 +53,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let mut deliveries = Vec::new();
     for sink_config in &config.sinks {
         let name = sink_config.name();
-        let sink = open_sink(sink_config, &config.stream)
+        let sink = open_sink(sink_config, Some(&config.stream))
             .map_err(|message| DaemonError::Sink { name: name.clone(), message })?;
         // Registered before anything runs, so that retention waits for every sink.
         let cursor = delivery::register(&spool, &name);
@@ -88,13 +88,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     Ok(summary)
 }
 
-/// Opens the sink for the spool of `stream`.
-fn open_sink(config: &SinkConfig, stream: &str) -> Result<Box<dyn Sink>, String> {
+/// Opens the sink for the spool of `stream` (None for a spool of many, whose entries name theirs).
+pub fn open_sink(config: &SinkConfig, stream: Option<&str>) -> Result<Box<dyn Sink>, String> {
     match config {
         SinkConfig::Store { dir, .. } => Ok(Box::new(
             StoreSink::open(dir, teelog_store::DEFAULT_SEGMENT_BYTES).map_err(|e| e.to_string())?,
         )),
-        SinkConfig::Loki(loki) => Ok(Box::new(LokiSink::open(loki, Some(stream))?)),
+        SinkConfig::Loki(loki) => Ok(Box::new(LokiSink::open(loki, stream)?)),
         SinkConfig::Otlp(otlp) => Ok(Box::new(OtlpSink::open(otlp)?)),
     }
 }

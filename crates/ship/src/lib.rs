@@ -13,6 +13,7 @@ pub mod layer;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;
+pub mod serve;
 pub mod signer;
 pub mod sinks;
 pub mod sources;

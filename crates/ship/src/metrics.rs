@@ -66,40 +66,57 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, value: &AtomicU64, kind: &str| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        };
-        counter("teelog_records_in_total", "Records accepted into a batch.", &self.records_in, "counter");
-        counter(
+        write_metric(
+            &mut out,
+            "teelog_records_in_total",
+            "Records accepted into a batch.",
+            &self.records_in,
+            "counter",
+        );
+        write_metric(
+            &mut out,
             "teelog_records_rejected_total",
             "Records refused as invalid.",
             &self.records_rejected,
             "counter",
         );
-        counter(
+        write_metric(
+            &mut out,
             "teelog_records_dropped_total",
             "Records dropped in drop mode (each drop is noticed in the signed stream).",
             &self.records_dropped,
             "counter",
         );
-        counter(
+        write_metric(
+            &mut out,
             "teelog_batches_sealed_total",
             "Batches signed and spooled, heartbeats included.",
             &self.batches_sealed,
             "counter",
         );
-        counter("teelog_heartbeats_total", "Empty batches sealed while idle.", &self.heartbeats, "counter");
-        counter(
+        write_metric(
+            &mut out,
+            "teelog_heartbeats_total",
+            "Empty batches sealed while idle.",
+            &self.heartbeats,
+            "counter",
+        );
+        out.push_str(&self.render_delivery());
+        out
+    }
+
+    /// The spool's and the sinks' part, which the gateway shares.
+    pub fn render_delivery(&self) -> String {
+        let mut out = String::new();
+        write_metric(
+            &mut out,
             "teelog_spool_bytes",
             "Spool bytes the slowest sink has not delivered yet.",
             &self.spool_bytes,
             "gauge",
         );
-        counter(
+        write_metric(
+            &mut out,
             "teelog_spool_write_errors_total",
             "Failed spool writes (each retried).",
             &self.spool_errors,
@@ -143,6 +160,12 @@ impl Metrics {
     }
 }
 
-fn escape(value: &str) -> String {
+/// One unlabelled metric with its help and type lines.
+fn write_metric(out: &mut String, name: &str, help: &str, value: &AtomicU64, kind: &str) {
+    let _ =
+        writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Ordering::Relaxed));
+}
+
+pub fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::daemon::DaemonError;
 use crate::metrics::Metrics;
 use crate::pipeline::{Origin, RecordBuf, Submitter};
+use crate::serve::{bind, metrics_router, serve_http};
 
 /// Lines per submission from a line-oriented source.
 const LINES_PER_SUBMISSION: u64 = 1024;
@@ -70,7 +71,7 @@ pub async fn start(
     if let Some(addr) = sources.otlp_http {
         let listener = bind(addr, "OTLP/HTTP").await?;
         let router = otlp::http_router(ingest.clone());
-        running.endless.push(tokio::spawn(otlp::serve_http(listener, router, stop.clone())));
+        running.endless.push(tokio::spawn(serve_http(listener, router, stop.clone())));
     }
     if let Some(addr) = sources.otlp_grpc {
         let listener = bind(addr, "OTLP/gRPC").await?;
@@ -79,32 +80,11 @@ pub async fn start(
     if let Some(metrics_config) = &config.metrics {
         let listener = bind(metrics_config.listen, "metrics").await?;
         let metrics = metrics.clone();
-        let router = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let text = metrics.render();
-                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
-            }),
-        );
+        let router = metrics_router(move || metrics.render());
         // Metrics are served to the end, not counted as a source that keeps the daemon alive.
-        tokio::spawn(otlp::serve_http(listener, router, stop.clone()));
+        tokio::spawn(serve_http(listener, router, stop.clone()));
     }
     Ok(running)
-}
-
-async fn bind(
-    addr: std::net::SocketAddr,
-    what: &'static str,
-) -> Result<tokio::net::TcpListener, DaemonError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind {
-        what,
-        addr,
-        source,
-    })?;
-    if let Ok(local) = listener.local_addr() {
-        tracing::info!(target: "teelog::ship", "{what} listening on {local}");
-    }
-    Ok(listener)
 }
 
 /// Reads stdin on a thread of its own (a blocked read must not hold up the runtime).

@@ -159,10 +159,19 @@ impl Store {
         if line.last() != Some(&b'\n') || line[..line.len() - 1].contains(&b'\n') {
             return Err(StoreError::NotOneLine);
         }
-        if self.len > 0 && self.len + line.len() as u64 > self.options.segment_bytes {
+        self.append_lines(line)
+    }
+
+    /// Appends whole lines (each ending in `\n`) with one fsync, into one segment. On error
+    /// nothing of them remains.
+    pub fn append_lines(&mut self, lines: &[u8]) -> Result<(), StoreError> {
+        if lines.last() != Some(&b'\n') {
+            return Err(StoreError::NotOneLine);
+        }
+        if self.len > 0 && self.len + lines.len() as u64 > self.options.segment_bytes {
             self.rotate()?;
         }
-        let result = self.segment.write_all(line).and_then(|()| self.segment.sync_data());
+        let result = self.segment.write_all(lines).and_then(|()| self.segment.sync_data());
         if let Err(source) = result {
             // Cut back to the last whole line so that the next append starts clean; if even
             // that fails, move on to a new segment and leave the partial line as evidence.
@@ -171,7 +180,7 @@ impl Store {
             }
             return Err(StoreError::Io { path: self.segment_path.clone(), source });
         }
-        self.len += line.len() as u64;
+        self.len += lines.len() as u64;
         Ok(())
     }
 

@@ -205,23 +205,6 @@ pub fn http_router(ingest: Ingest) -> axum::Router {
         .with_state(ingest)
 }
 
-/// Serves `router` on `listener` until `stop` turns true, finishing the requests in hand.
-pub async fn serve_http(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    let addr = listener.local_addr().ok();
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|&s| s).await;
-        })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(target: "teelog::ship", "HTTP server on {addr:?} failed: {e}");
-    }
-}
-
 // ---- gRPC ----
 
 #[tonic::async_trait]

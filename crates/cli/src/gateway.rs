@@ -1,0 +1,36 @@
+//! `teelog gateway`: verify batches from shippers before they are stored in Loki and/or the
+//! embedded store (docs/GATEWAY.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use teelog_core::gate::Gate;
+use teelog_core::VerifyOptions;
+use teelog_gateway::config::GatewayConfig;
+
+use crate::verify::Trust;
+
+#[derive(clap::Args)]
+pub struct GatewayArgs {
+    /// TOML configuration (see docs/GATEWAY.md).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The daemon's own log level: error, warn, info, debug. Findings are logged at warn.
+    #[arg(long, default_value = "info")]
+    pub log_level: tracing::Level,
+}
+
+pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
+    let config = GatewayConfig::load(&args.config)?;
+    let v = &config.verify;
+    let trust = Trust::load(&v.pubkeys, &v.trust_roots, v.policy.as_deref(), v.allow_debug)?;
+    crate::daemon::run("teelog-gateway", args.log_level, |shutdown| async move {
+        let gate = move |continuity| {
+            let options =
+                VerifyOptions { trusted_keys: trust.keys, policy: trust.policy, ..VerifyOptions::default() };
+            Gate::new(options, continuity).with_attestation(Box::new(trust.attestation))
+        };
+        anyhow::Ok(teelog_gateway::run(config, gate, shutdown).await?)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

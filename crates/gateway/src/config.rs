@@ -1,0 +1,160 @@
+//! `teelog gateway --config FILE`: the gateway's TOML configuration. Unknown keys are errors, and
+//! every error names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use teelog_ship::config::{check_sinks, ConfigError, MetricsConfig, SinkConfig};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub verify: VerifyConfig,
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// Keep delivered segments: the spool is then also an embedded store of everything received.
+    #[serde(default)]
+    pub keep: bool,
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+}
+
+fn default_segment_bytes() -> u64 {
+    teelog_store::DEFAULT_SEGMENT_BYTES
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// The relay protocol over TCP (docs/FORMAT.md §14).
+    pub relay: Option<SocketAddr>,
+    /// `POST /v1/batches` with NDJSON batch lines.
+    pub http: Option<SocketAddr>,
+    /// Largest HTTP request body, and largest relay frame (one line).
+    pub max_request_bytes: usize,
+    /// A file holding the bearer token clients must present (HTTP `Authorization: Bearer`,
+    /// relay hello `token`); none: no token is asked for.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self { relay: None, http: None, max_request_bytes: 64 << 20, bearer_token_file: None }
+    }
+}
+
+/// What a batch is verified against: the same inputs as `teelog verify`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// Trusted signing keys (SubjectPublicKeyInfo PEM) for batches without an attestation document.
+    pub pubkeys: Vec<PathBuf>,
+    /// Roots attestation documents may chain to besides the pinned AWS Nitro root (e.g. a dev root).
+    pub trust_roots: Vec<PathBuf>,
+    /// Measurement policy (TOML), as for `teelog verify --policy`.
+    pub policy: Option<PathBuf>,
+    pub allow_debug: bool,
+    /// A stream silent for longer than this is reported `stale_stream` (e.g. "30s"); none: never.
+    pub max_silence: Option<String>,
+}
+
+impl GatewayConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let invalid = |message: String| ConfigError::Invalid { path: path.into(), message };
+        let config: GatewayConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        config.check().map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// What the types cannot say.
+    pub fn check(&self) -> Result<(), String> {
+        if self.listen.relay.is_none() && self.listen.http.is_none() {
+            return Err("listen: give relay = \"ADDR:PORT\" or http = \"ADDR:PORT\" (or both)".into());
+        }
+        if let Some(text) = &self.verify.max_silence {
+            self.max_silence().map_err(|e| format!("verify.max_silence {text:?}: {e}"))?;
+        }
+        check_sinks(&self.sinks, self.spool.keep)
+    }
+
+    /// `verify.max_silence` in nanoseconds.
+    pub fn max_silence(&self) -> Result<Option<i64>, String> {
+        self.verify.max_silence.as_deref().map(teelog_core::timestamp::parse_duration).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<GatewayConfig, String> {
+        let config: GatewayConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn a_full_config_and_its_defaults() {
+        let config = load(
+            r#"
+            [spool]
+            dir = "/var/lib/teelog/gateway"
+            [listen]
+            relay = "127.0.0.1:7400"
+            http = "127.0.0.1:7401"
+            [verify]
+            trust_roots = ["dev-root.pem"]
+            max_silence = "30s"
+            [metrics]
+            listen = "127.0.0.1:9465"
+            [[sinks]]
+            kind = "loki"
+            url = "http://127.0.0.1:3100"
+            [[sinks]]
+            kind = "store"
+            dir = "/var/lib/teelog/store"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen.max_request_bytes, 64 << 20);
+        assert_eq!(config.max_silence().unwrap(), Some(30_000_000_000));
+        assert_eq!(config.sinks.len(), 2);
+        assert!(!config.spool.keep);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let spool = "[spool]\ndir = 's'\n";
+        let err = load(&format!("{spool}[[sinks]]\nkind = 'store'\ndir = 'x'\n")).unwrap_err();
+        assert!(err.contains("listen"), "{err}");
+        let err = load(&format!("{spool}[listen]\nhttp = '127.0.0.1:1'\n")).unwrap_err();
+        assert!(err.contains("sinks"), "{err}");
+        let err = load(&format!("{spool}[listen]\nrelay = 'nowhere'\n")).unwrap_err();
+        assert!(err.contains("relay"), "{err}");
+        let err = load(&format!(
+            "{spool}[listen]\nhttp = '127.0.0.1:1'\n[verify]\nmax_silence = 'soon'\n[spool2]\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("spool2"), "{err}");
+        let err = load(&format!(
+            "{spool}keep = true\n[listen]\nhttp = '127.0.0.1:1'\n[verify]\nmax_silence = 'soon'\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("max_silence"), "{err}");
+    }
+}

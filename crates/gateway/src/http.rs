@@ -1,0 +1,101 @@
+//! `POST /v1/batches`: NDJSON of batch and attestation lines, answered once they are durable with
+//! what the gateway found (`200` and a JSON summary). Requests that cannot be taken get a 4xx
+//! naming the problem, and a log line.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::ingest::Ingest;
+use crate::Access;
+
+pub const PATH: &str = "/v1/batches";
+/// The content types taken: one line per batch.
+const CONTENT_TYPES: [&str; 3] = ["application/x-ndjson", "application/jsonl", "application/json"];
+
+#[derive(Clone)]
+struct App {
+    ingest: Ingest,
+    access: Arc<Access>,
+    /// Requests so far: each request's lines are named `http request N:LINE`.
+    requests: Arc<std::sync::atomic::AtomicU64>,
+}
+
+pub fn router(ingest: Ingest, access: Arc<Access>) -> axum::Router {
+    let app = App { ingest, access, requests: Arc::default() };
+    axum::Router::new().route(PATH, axum::routing::post(batches)).with_state(app)
+}
+
+#[derive(Deserialize)]
+struct Params {
+    /// The stream of the attestation lines in the body (they name none); else they go with the
+    /// first batch that names them.
+    stream: Option<String>,
+}
+
+async fn batches(
+    State(app): State<App>,
+    headers: HeaderMap,
+    params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Response {
+    let refuse = |status: StatusCode, reason: &'static str, message: String| {
+        tracing::warn!(target: "teelog::gateway", status = status.as_u16(), "http: refused a request: {message}");
+        app.access.metrics.refused("http", reason);
+        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !app.access.token_ok(token) {
+        return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required".into());
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if !CONTENT_TYPES.contains(&essence.as_str()) {
+        let message =
+            format!("content type {content_type:?}: send batch lines as {}", CONTENT_TYPES.join(", "));
+        return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_type", message);
+    }
+    let stream = match params {
+        Ok(Query(Params { stream: Some(stream) })) => match teelog_core::batch::check_stream_name(&stream) {
+            Ok(()) => Some(Arc::<str>::from(stream.as_str())),
+            Err(e) => {
+                return refuse(StatusCode::BAD_REQUEST, "bad_request", format!("query parameter stream: {e}"))
+            }
+        },
+        Ok(Query(Params { stream: None })) => None,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "bad_request", format!("query: {e}")),
+    };
+    let max = app.access.max_frame_bytes;
+    let bytes = match axum::body::to_bytes(body, max).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let message = format!("the body is larger than {max} bytes or could not be read: {e}");
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message);
+        }
+    };
+    let lines: Vec<Vec<u8>> = bytes
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .map(<[u8]>::to_vec)
+        .collect();
+    if lines.is_empty() {
+        return refuse(StatusCode::BAD_REQUEST, "bad_request", "the body holds no lines".into());
+    }
+    let n = app.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let source: Arc<str> = format!("http request {n}").into();
+    match app.ingest.submit(lines, source, 1, stream).await {
+        Ok(outcome) => (StatusCode::OK, axum::Json(outcome)).into_response(),
+        Err(e) => {
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "error": e.to_string() })))
+                .into_response()
+        }
+    }
+}

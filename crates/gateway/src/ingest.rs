@@ -1,0 +1,382 @@
+//! The gateway's one writer: it takes received lines from every listener, judges each with the
+//! core [`Gate`], and appends them, flagged, to the spool with one fsync per group of
+//! submissions before any of them is acknowledged. Invalid batches are spooled like valid ones:
+//! they are evidence.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use teelog_core::gate::{Checked, Continuity, Gate};
+use teelog_core::merkle::Digest;
+use teelog_core::{Finding, Origin};
+use teelog_ship::spool::SpoolState;
+use teelog_store::Store;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::envelope;
+
+/// Submissions waiting for the writer; beyond this, senders wait (backpressure).
+const QUEUE: usize = 64;
+/// Bytes of lines taken into one group commit.
+const GROUP_BYTES: usize = 8 << 20;
+/// Findings returned to a client in one answer; the rest are counted.
+pub const FINDINGS_RETURNED: usize = 100;
+
+/// Lines received together from one client.
+pub struct Submission {
+    pub lines: Vec<Vec<u8>>,
+    /// Who sent them, for findings and the log: `relay 10.0.0.5:41234`, `http …`.
+    pub source: Arc<str>,
+    /// The number of the first line within its source (relay frame or request line).
+    pub first_line: u64,
+    /// The stream the client said it ships, for attestation lines (which name none).
+    pub stream: Option<Arc<str>>,
+    reply: oneshot::Sender<Result<Outcome, IngestError>>,
+}
+
+/// What became of a submission, once it is durable.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct Outcome {
+    pub lines: u64,
+    pub batches: u64,
+    pub valid: u64,
+    pub invalid: u64,
+    pub duplicates: u64,
+    pub documents: u64,
+    pub malformed: u64,
+    /// The findings, up to [`FINDINGS_RETURNED`].
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IngestError {
+    #[error("the gateway is stopping")]
+    Stopped,
+}
+
+/// The gateway's own counters.
+#[derive(Default)]
+pub struct GatewayMetrics {
+    pub lines_in: AtomicU64,
+    pub documents: AtomicU64,
+    pub malformed: AtomicU64,
+    pub duplicates: AtomicU64,
+    /// Batches by (stream, signature_valid).
+    batches: Mutex<BTreeMap<(String, bool), u64>>,
+    /// Findings by kind.
+    findings: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl GatewayMetrics {
+    fn batch(&self, stream: &str, valid: bool) {
+        let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        *batches.entry((stream.to_string(), valid)).or_default() += 1;
+    }
+
+    fn finding(&self, kind: &'static str) {
+        *self.findings.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_default() += 1;
+    }
+
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        for (name, help, value) in [
+            ("teelog_gateway_lines_total", "Lines received from shippers.", &self.lines_in),
+            ("teelog_gateway_documents_total", "Attestation document lines received.", &self.documents),
+            (
+                "teelog_gateway_malformed_total",
+                "Lines that are not batches (spooled, flagged invalid).",
+                &self.malformed,
+            ),
+            ("teelog_gateway_duplicates_total", "Batches received again (resends).", &self.duplicates),
+        ] {
+            let value = value.load(Ordering::Relaxed);
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+        out.push_str("# HELP teelog_gateway_batches_total Batches received, by stream and verdict.\n# TYPE teelog_gateway_batches_total counter\n");
+        for ((stream, valid), n) in self.batches.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let stream = teelog_ship::metrics::escape(stream);
+            let _ = writeln!(
+                out,
+                "teelog_gateway_batches_total{{stream=\"{stream}\",signature_valid=\"{valid}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP teelog_gateway_findings_total Verification findings, by kind.\n# TYPE teelog_gateway_findings_total counter\n");
+        for (kind, n) in self.findings.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "teelog_gateway_findings_total{{kind=\"{kind}\"}} {n}");
+        }
+        out
+    }
+
+    /// Reports a finding: a log line for alerting and a count.
+    pub fn report(&self, finding: &Finding) {
+        self.finding(finding.kind.name());
+        tracing::warn!(
+            target: "teelog::gateway",
+            finding = finding.kind.name(),
+            stream = finding.stream.as_deref().unwrap_or(""),
+            epoch = finding.epoch.as_deref().unwrap_or(""),
+            seq = finding.seq.unwrap_or(0),
+            "{}",
+            finding.detail
+        );
+    }
+}
+
+enum Msg {
+    Lines(Submission),
+    /// Look for streams silent for longer than `max_silence` (ns) at `now`.
+    Tick {
+        now: i64,
+        max_silence: i64,
+    },
+}
+
+/// The listeners' handle on the writer; cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Ingest {
+    /// Hands `lines` to the writer and waits until they are durable.
+    pub async fn submit(
+        &self,
+        lines: Vec<Vec<u8>>,
+        source: Arc<str>,
+        first_line: u64,
+        stream: Option<Arc<str>>,
+    ) -> Result<Outcome, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission { lines, source, first_line, stream, reply };
+        self.tx.send(Msg::Lines(submission)).await.map_err(|_| IngestError::Stopped)?;
+        answer.await.map_err(|_| IngestError::Stopped)?
+    }
+
+    /// Asks the writer to report the streams silent for longer than `max_silence` at `now`.
+    pub async fn check_silence(&self, now: i64, max_silence: i64) {
+        let _ = self.tx.send(Msg::Tick { now, max_silence }).await;
+    }
+}
+
+/// The spool's files besides its segments.
+fn continuity_path(spool: &Path) -> PathBuf {
+    spool.join("continuity.json")
+}
+
+fn documents_dir(spool: &Path) -> PathBuf {
+    spool.join("documents")
+}
+
+/// The continuity state saved by the last run, or a fresh one.
+pub fn load_continuity(spool: &Path) -> Result<Continuity, String> {
+    let path = continuity_path(spool);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Continuity::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The attestation document lines received by earlier runs.
+pub fn saved_documents(spool: &Path) -> Vec<Vec<u8>> {
+    let Ok(entries) = std::fs::read_dir(documents_dir(spool)) else { return Vec::new() };
+    entries.flatten().filter_map(|e| std::fs::read(e.path()).ok()).collect()
+}
+
+pub struct Writer {
+    gate: Gate,
+    store: Store,
+    spool: Arc<SpoolState>,
+    metrics: Arc<GatewayMetrics>,
+    keep: bool,
+    oldest_segment: u64,
+    /// Documents saved in the spool directory, by SHA-256.
+    saved: HashSet<Digest>,
+    /// (document, stream) pairs already in the spool this run.
+    emitted: HashSet<(Digest, String)>,
+}
+
+impl Writer {
+    /// A writer on `store` (the spool), whose earlier documents are fed to `gate` first.
+    pub fn new(
+        mut gate: Gate,
+        store: Store,
+        spool: Arc<SpoolState>,
+        metrics: Arc<GatewayMetrics>,
+        keep: bool,
+    ) -> Self {
+        let mut saved = HashSet::new();
+        for line in saved_documents(store.dir()) {
+            if let Checked::Document { sha256 } = gate.check_line(Origin { source: "saved", line: 0 }, &line)
+            {
+                saved.insert(sha256);
+            }
+        }
+        let oldest_segment = teelog_store::indexed_segments(store.dir())
+            .ok()
+            .and_then(|s| s.first().map(|(i, _)| *i))
+            .unwrap_or(0);
+        Self { gate, store, spool, metrics, keep, oldest_segment, saved, emitted: HashSet::new() }
+    }
+
+    /// Starts the writer thread; it ends when every [`Ingest`] handle is gone.
+    pub fn start(self) -> std::io::Result<(Ingest, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let thread =
+            std::thread::Builder::new().name("teelog-gateway-writer".into()).spawn(move || self.run(rx))?;
+        Ok((Ingest { tx }, thread))
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        while let Some(msg) = rx.blocking_recv() {
+            let Some(first) = self.take(msg) else { continue };
+            let mut group = vec![first];
+            let mut bytes: usize = group[0].lines.iter().map(Vec::len).sum();
+            while bytes < GROUP_BYTES {
+                let Ok(msg) = rx.try_recv() else { break };
+                if let Some(next) = self.take(msg) {
+                    bytes += next.lines.iter().map(Vec::len).sum::<usize>();
+                    group.push(next);
+                }
+            }
+            let mut spooled = Vec::with_capacity(bytes + bytes / 8);
+            let outcomes: Vec<Outcome> = group.iter().map(|s| self.judge(s, &mut spooled)).collect();
+            self.write(&spooled);
+            for (submission, outcome) in group.into_iter().zip(outcomes) {
+                let _ = submission.reply.send(Ok(outcome));
+            }
+        }
+    }
+
+    /// A submission to judge, or None for a message handled at once.
+    fn take(&mut self, msg: Msg) -> Option<Submission> {
+        match msg {
+            Msg::Lines(submission) => Some(submission),
+            Msg::Tick { now, max_silence } => {
+                for finding in self.gate.stale_streams(now, max_silence) {
+                    self.metrics.report(&finding);
+                }
+                None
+            }
+        }
+    }
+
+    /// Judges the lines of `submission`, appending their spool lines to `out`.
+    fn judge(&mut self, submission: &Submission, out: &mut Vec<u8>) -> Outcome {
+        let mut outcome = Outcome::default();
+        let hint = submission.stream.as_deref();
+        for (i, line) in submission.lines.iter().enumerate() {
+            outcome.lines += 1;
+            self.metrics.lines_in.fetch_add(1, Ordering::Relaxed);
+            let origin = Origin { source: &submission.source, line: submission.first_line + i as u64 };
+            let findings = match self.gate.check_line(origin, line) {
+                Checked::Document { sha256 } => {
+                    outcome.documents += 1;
+                    self.metrics.documents.fetch_add(1, Ordering::Relaxed);
+                    self.save_document(sha256, line);
+                    if let Some(stream) = hint {
+                        self.emit_document(sha256, stream, out);
+                    }
+                    Vec::new()
+                }
+                Checked::Batch(verdict) => {
+                    if let Some(document) = verdict.attestation {
+                        self.emit_document(document, &verdict.stream, out);
+                    }
+                    out.extend(envelope::encode(Some(&verdict.stream), Some(verdict.signature_valid), line));
+                    outcome.batches += 1;
+                    if verdict.signature_valid {
+                        outcome.valid += 1;
+                    } else {
+                        outcome.invalid += 1;
+                    }
+                    if verdict.duplicate {
+                        outcome.duplicates += 1;
+                        self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.metrics.batch(&verdict.stream, verdict.signature_valid);
+                    verdict.findings
+                }
+                Checked::Malformed(finding) => {
+                    out.extend(envelope::encode(hint, Some(false), line));
+                    outcome.malformed += 1;
+                    self.metrics.malformed.fetch_add(1, Ordering::Relaxed);
+                    vec![finding]
+                }
+            };
+            for finding in findings {
+                self.metrics.report(&finding);
+                if outcome.findings.len() < FINDINGS_RETURNED {
+                    outcome.findings.push(finding);
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Keeps a document beside the spool, so that batches naming it can be verified after a
+    /// restart; retried until it is saved, since acknowledging it unsaved could lose it.
+    fn save_document(&mut self, sha256: Digest, line: &[u8]) {
+        if self.saved.contains(&sha256) {
+            return;
+        }
+        let dir = documents_dir(self.store.dir());
+        let path = dir.join(format!("{}.line", hex::encode(sha256)));
+        retry(&self.spool, "save an attestation document", || {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| (dir.clone(), e))
+                .and_then(|()| teelog_store::write_atomic(&path, line))
+                .map_err(|(path, e)| format!("{}: {e}", path.display()))
+        });
+        self.saved.insert(sha256);
+    }
+
+    /// Puts document `sha256` in the spool for `stream`, once per run.
+    fn emit_document(&mut self, sha256: Digest, stream: &str, out: &mut Vec<u8>) {
+        let Some(document) = self.gate.document(&sha256) else { return };
+        if self.emitted.insert((sha256, stream.to_string())) {
+            let line = teelog_core::batch::attestation_line(document);
+            out.extend(envelope::encode(Some(stream), None, line.strip_suffix(b"\n").unwrap_or(&line)));
+        }
+    }
+
+    /// Appends the group's spool lines, then saves the continuity state; each is retried until
+    /// it is durable, since nothing may be acknowledged before.
+    fn write(&mut self, spooled: &[u8]) {
+        if !spooled.is_empty() {
+            let store = &mut self.store;
+            retry(&self.spool, "write to the spool", || {
+                store.append_lines(spooled).map_err(|e| e.to_string())
+            });
+        }
+        let state = serde_json::to_vec(self.gate.continuity()).unwrap_or_default();
+        let path = continuity_path(self.store.dir());
+        retry(&self.spool, "save the continuity state", || {
+            teelog_store::write_atomic(&path, &state).map_err(|(path, e)| format!("{}: {e}", path.display()))
+        });
+        self.spool.publish(self.store.position());
+        if !self.keep {
+            match self.spool.retire_delivered(self.oldest_segment) {
+                Ok(oldest) => self.oldest_segment = oldest,
+                Err(e) => tracing::warn!(target: "teelog::gateway", "cannot remove delivered segments: {e}"),
+            }
+        }
+        self.spool.measure();
+    }
+}
+
+/// Runs `f` until it succeeds, backing off and counting each failure as a spool error.
+fn retry(spool: &SpoolState, what: &str, mut f: impl FnMut() -> Result<(), String>) {
+    let mut backoff = Duration::from_millis(50);
+    while let Err(e) = f() {
+        tracing::error!(target: "teelog::gateway", "cannot {what}, retrying: {e}");
+        spool.metrics.spool_errors.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,173 @@
+//! `teelog gateway`: the collector between shippers and storage. It receives signed batches
+//! (the relay protocol over TCP, and NDJSON over HTTP), verifies each one as it arrives
+//! ([`teelog_core::gate::Gate`]: signature, records, attestation and policy, continuity per
+//! stream and epoch), and spools it flagged `signature_valid` true or false; invalid batches are
+//! kept, since they are evidence. Each sink (Loki, the embedded store, OTLP) follows the spool
+//! from its own durable cursor, so a sink that is down only falls behind.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod envelope;
+pub mod http;
+pub mod ingest;
+pub mod relay;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use teelog_core::gate::Gate;
+use teelog_core::merkle::sha256;
+use teelog_ship::delivery;
+use teelog_ship::metrics::Metrics;
+use teelog_ship::serve::{bind, metrics_router, serve_http, BindError};
+use teelog_ship::spool::SpoolState;
+use teelog_store::{Store, StoreError, StoreOptions};
+use tokio::sync::watch;
+
+use crate::config::GatewayConfig;
+use crate::ingest::{GatewayMetrics, Writer};
+
+/// How long sinks may take, once the gateway stops, to deliver what is spooled.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often streams are checked for silence.
+const SILENCE_CHECK: Duration = Duration::from_secs(1);
+
+/// Who may send, and how much at once.
+pub struct Access {
+    /// The gateway's name, sent in the relay welcome.
+    pub name: String,
+    pub bearer_token: Option<String>,
+    pub max_frame_bytes: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Access {
+    /// Whether `token` is the one asked for; true when none is. Their hashes are compared, so
+    /// that the time taken says nothing about how much of a guess was right.
+    pub fn token_ok(&self, token: Option<&str>) -> bool {
+        match (&self.bearer_token, token) {
+            (None, _) => true,
+            (Some(expected), Some(given)) => sha256(expected.as_bytes()) == sha256(given.as_bytes()),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&s| s).await;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("spool: {0}")]
+    Spool(#[from] StoreError),
+    #[error("spool: {0}")]
+    State(String),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("sink {name:?}: {message}")]
+    Sink { name: String, message: String },
+    #[error("listen.bearer_token_file {path}: {source}")]
+    Token { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot start the writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Runs the gateway until `shutdown` resolves, judging batches with `gate` (which the caller
+/// built from `config.verify`; its continuity state is loaded here from the spool).
+pub async fn run(
+    config: GatewayConfig,
+    gate: impl FnOnce(teelog_core::gate::Continuity) -> Gate,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    let store = Store::open(&config.spool.dir, StoreOptions { segment_bytes: config.spool.segment_bytes })?;
+    let continuity = ingest::load_continuity(store.dir()).map_err(GatewayError::State)?;
+    let metrics = Arc::new(Metrics::default());
+    let gateway_metrics = Arc::new(GatewayMetrics::default());
+    let spool = Arc::new(SpoolState::new(store.dir().to_path_buf(), store.position(), metrics.clone()));
+
+    let (stop_sinks, sinks_stop) = watch::channel(false);
+    let mut deliveries = Vec::new();
+    for sink_config in &config.sinks {
+        let name = sink_config.name();
+        let sink = teelog_ship::daemon::open_sink(sink_config, None)
+            .map_err(|message| GatewayError::Sink { name: name.clone(), message })?;
+        let cursor = delivery::register(&spool, &name);
+        let run = delivery::run(name, sink, cursor, spool.clone(), envelope::decode, sinks_stop.clone());
+        deliveries.push(tokio::spawn(run));
+    }
+
+    let bearer_token = match &config.listen.bearer_token_file {
+        None => None,
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| GatewayError::Token { path: path.clone(), source })?
+                .trim()
+                .to_string(),
+        ),
+    };
+    let access = Arc::new(Access {
+        name: format!("teelog-gateway {}", env!("CARGO_PKG_VERSION")),
+        bearer_token,
+        max_frame_bytes: config.listen.max_request_bytes,
+        metrics: metrics.clone(),
+    });
+    let writer =
+        Writer::new(gate(continuity), store, spool.clone(), gateway_metrics.clone(), config.spool.keep);
+    let (ingest, writer_thread) = writer.start().map_err(GatewayError::Thread)?;
+
+    let (stop_listeners, listeners_stop) = watch::channel(false);
+    let mut listeners = Vec::new();
+    if let Some(addr) = config.listen.relay {
+        let listener = bind(addr, "relay").await?;
+        listeners.push(tokio::spawn(relay::serve(
+            listener,
+            ingest.clone(),
+            access.clone(),
+            listeners_stop.clone(),
+        )));
+    }
+    if let Some(addr) = config.listen.http {
+        let listener = bind(addr, "HTTP").await?;
+        let router = http::router(ingest.clone(), access.clone());
+        listeners.push(tokio::spawn(serve_http(listener, router, listeners_stop.clone())));
+    }
+    if let Some(metrics_config) = &config.metrics {
+        let listener = bind(metrics_config.listen, "metrics").await?;
+        let (metrics, gateway_metrics) = (metrics.clone(), gateway_metrics.clone());
+        let router = metrics_router(move || gateway_metrics.render() + &metrics.render_delivery());
+        tokio::spawn(serve_http(listener, router, sinks_stop.clone()));
+    }
+    if let Some(max_silence) = config.max_silence().map_err(GatewayError::State)? {
+        let (ingest, mut stop) = (ingest.clone(), listeners_stop.clone());
+        listeners.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SILENCE_CHECK);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => ingest.check_silence(teelog_ship::signer::now(), max_silence).await,
+                    () = crate::stopped(&mut stop) => return,
+                }
+            }
+        }));
+    }
+    tracing::info!(target: "teelog::gateway", "gateway running");
+
+    shutdown.await;
+    tracing::info!(target: "teelog::gateway", "stopping");
+    let _ = stop_listeners.send(true);
+    for listener in listeners {
+        let _ = listener.await;
+    }
+    drop(ingest);
+    // The writer ends once the connections still finishing have dropped their handles.
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    let _ = stop_sinks.send(true);
+    for delivery in deliveries {
+        if tokio::time::timeout(DRAIN_TIMEOUT, delivery).await.is_err() {
+            tracing::warn!(target: "teelog::gateway", "a sink is still behind; the rest stays spooled for the next run");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! The relay listener (docs/FORMAT.md §14): each connection is one shipper sending its spool
+//! lines, one per frame; they are acknowledged once the writer has them durable.
+
+use std::sync::Arc;
+
+use teelog_relay::{check_line, FrameReader, Hello, RelayError, ServerMessage};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::ingest::Ingest;
+use crate::Access;
+
+/// Line frames taken from the socket before they are handed to the writer together.
+const FRAMES_PER_SUBMISSION: usize = 4096;
+const READ_BUFFER: usize = 256 << 10;
+
+/// Accepts relay connections on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ingest: Ingest,
+    access: Arc<Access>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let connections_stop = stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let (ingest, access, stop) = (ingest.clone(), access.clone(), connections_stop.clone());
+                    tokio::spawn(connection(socket, format!("relay {peer}"), ingest, access, stop));
+                }
+                Err(e) => {
+                    tracing::warn!(target: "teelog::gateway", "relay: cannot accept a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            () = crate::stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    #[error(transparent)]
+    Protocol(#[from] RelayError),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Stopping(#[from] crate::ingest::IngestError),
+    #[error("connection lost: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Ended {
+    /// The metrics reason.
+    fn reason(&self) -> &'static str {
+        match self {
+            Ended::Protocol(RelayError::TooLarge { .. }) => "too_large",
+            Ended::Protocol(_) => "bad_request",
+            Ended::Refused(_) => "unauthorized",
+            Ended::Stopping(_) => "stopping",
+            Ended::Io(_) => "io",
+        }
+    }
+}
+
+/// Serves one shipper until it closes the connection or breaks the protocol.
+pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
+    source: String,
+    ingest: Ingest,
+    access: Arc<Access>,
+    stop: watch::Receiver<bool>,
+) {
+    match relay(&mut socket, &source, &ingest, &access, stop).await {
+        Ok(()) => tracing::debug!(target: "teelog::gateway", "{source}: closed"),
+        Err(e) => {
+            if !matches!(e, Ended::Io(_)) {
+                access.metrics.refused("relay", e.reason());
+                let _ = socket.write_all(&ServerMessage::Error(e.to_string()).to_frame()).await;
+                let _ = socket.shutdown().await;
+            }
+            tracing::warn!(target: "teelog::gateway", "{source}: {e}");
+        }
+    }
+}
+
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut S,
+    source: &str,
+    ingest: &Ingest,
+    access: &Access,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Ended> {
+    let mut reader = FrameReader::server(access.max_frame_bytes);
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut stream: Option<Arc<str>> = None;
+    let mut acked: u64 = 0;
+    let source: Arc<str> = source.into();
+    loop {
+        let n = tokio::select! {
+            read = socket.read(&mut buf) => read?,
+            // Stopping: what was acknowledged is durable; the shipper sends the rest again.
+            () = crate::stopped(&mut stop) => return Ok(()),
+        };
+        if n == 0 {
+            return if reader.pending() == 0 { Ok(()) } else { Err(RelayError::Truncated.into()) };
+        }
+        reader.push(&buf[..n]);
+        if stream.is_none() {
+            let Some(frame) = reader.next_frame()? else { continue };
+            let hello = Hello::parse(frame)?;
+            teelog_core::batch::check_stream_name(&hello.stream)
+                .map_err(|e| RelayError::BadHello(e.to_string()))?;
+            if !access.token_ok(hello.token.as_deref()) {
+                return Err(Ended::Refused("the hello carries no valid bearer token".into()));
+            }
+            stream = Some(hello.stream.as_str().into());
+            socket.write_all(&ServerMessage::Welcome(access.name.clone()).to_frame()).await?;
+        }
+        loop {
+            let lines = take_lines(&mut reader)?;
+            if lines.is_empty() {
+                break;
+            }
+            let count = lines.len() as u64;
+            ingest.submit(lines, source.clone(), acked + 1, stream.clone()).await?;
+            acked += count;
+            socket.write_all(&ServerMessage::Ack(acked).to_frame()).await?;
+        }
+    }
+}
+
+/// The whole line frames received so far, up to a submission's worth.
+fn take_lines(reader: &mut FrameReader) -> Result<Vec<Vec<u8>>, RelayError> {
+    let mut lines = Vec::new();
+    while lines.len() < FRAMES_PER_SUBMISSION {
+        let Some(frame) = reader.next_frame()? else { break };
+        check_line(frame)?;
+        lines.push(frame.to_vec());
+    }
+    Ok(lines)
+}

@@ -1,0 +1,249 @@
+//! The relay protocol (docs/FORMAT.md §14), sans-IO: a shipper sends its spool lines to a
+//! `teelog gateway` over a byte stream (TCP, TLS or vsock), one line per frame, and the gateway
+//! acknowledges them once they are durable in its own spool.
+//!
+//! ```text
+//! client: MAGIC, frame(hello JSON), frame(line), frame(line), …
+//! server: frame({"welcome":…}), frame({"ack":N}), …   or frame({"error":…}) and close
+//! ```
+//!
+//! A frame is a 4-byte big-endian length and that many bytes. `ack` counts the line frames of
+//! the connection that are durable, so a client knows exactly which lines to send again on a
+//! new connection: those after the last ack.
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+
+/// The first bytes a client sends: they tell a relay client from anything else on the port.
+pub const MAGIC: &[u8; 8] = b"TEELOGR1";
+pub const VERSION: u32 = 1;
+/// The largest frame either side accepts unless configured otherwise.
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+/// The largest server message (welcome, ack, error) a client accepts.
+pub const MAX_SERVER_MESSAGE: usize = 64 << 10;
+
+/// The client's first frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    pub relay: u32,
+    /// The shipper's stream: where its attestation lines (which name no stream) belong.
+    pub stream: String,
+    /// A bearer token, when the gateway asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// What the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerMessage {
+    /// The hello was accepted; the text names the gateway.
+    Welcome(String),
+    /// The first N line frames of this connection are durable.
+    Ack(u64),
+    /// The connection is refused or ended; the text says why.
+    Error(String),
+}
+
+impl ServerMessage {
+    pub fn to_frame(&self) -> Vec<u8> {
+        // A enum of strings and numbers always serialises.
+        frame(serde_json::to_string(self).unwrap_or_default().as_bytes())
+    }
+
+    pub fn parse(payload: &[u8]) -> Result<Self, RelayError> {
+        serde_json::from_slice(payload).map_err(|e| RelayError::BadMessage(e.to_string()))
+    }
+}
+
+impl Hello {
+    /// The bytes a client opens a connection with: the magic and the hello frame.
+    pub fn opening(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend(frame(serde_json::to_string(self).unwrap_or_default().as_bytes()));
+        out
+    }
+
+    pub fn parse(payload: &[u8]) -> Result<Self, RelayError> {
+        let hello: Hello =
+            serde_json::from_slice(payload).map_err(|e| RelayError::BadHello(e.to_string()))?;
+        if hello.relay != VERSION {
+            return Err(RelayError::Version(hello.relay));
+        }
+        Ok(hello)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    #[error("not a teelog relay client: a connection must start with {:?}", std::str::from_utf8(MAGIC).unwrap_or_default())]
+    Magic,
+    #[error("a frame of {len} bytes is larger than the {max} allowed")]
+    TooLarge { len: u64, max: usize },
+    #[error("the hello frame is not valid: {0}")]
+    BadHello(String),
+    #[error("relay protocol version {0} is not supported (this side speaks {VERSION})")]
+    Version(u32),
+    #[error("a server message is not valid: {0}")]
+    BadMessage(String),
+    #[error("a line frame holds a newline: a frame carries exactly one line")]
+    Newline,
+    #[error("the connection ended in the middle of a frame")]
+    Truncated,
+}
+
+/// `payload` as a frame.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + payload.len());
+    push_frame(&mut out, payload);
+    out
+}
+
+/// Appends `payload` as a frame to `out`. Payloads are at most `u32::MAX` bytes (far above any
+/// frame limit); a longer one is a caller's bug.
+pub fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Splits a byte stream into frames as its bytes arrive.
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already handed out as frames.
+    start: usize,
+    max: usize,
+    /// Expect the magic before the first frame (the server's side).
+    expect_magic: bool,
+}
+
+impl FrameReader {
+    /// A reader for the server's side of a connection, which starts with the magic.
+    pub fn server(max_frame: usize) -> Self {
+        Self { buf: Vec::new(), start: 0, max: max_frame, expect_magic: true }
+    }
+
+    /// A reader for the client's side, which reads server messages.
+    pub fn client() -> Self {
+        Self { buf: Vec::new(), start: 0, max: MAX_SERVER_MESSAGE, expect_magic: false }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received that no frame has used yet.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The next whole frame, if its bytes are all here.
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, RelayError> {
+        let rest = &self.buf[self.start..];
+        if self.expect_magic {
+            let n = rest.len().min(MAGIC.len());
+            if rest[..n] != MAGIC[..n] {
+                return Err(RelayError::Magic);
+            }
+            if n < MAGIC.len() {
+                return Ok(None);
+            }
+            self.expect_magic = false;
+            self.start += MAGIC.len();
+            return self.next_frame();
+        }
+        let Some(len) = rest.get(..4) else { return Ok(None) };
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        if len as u64 > self.max as u64 {
+            return Err(RelayError::TooLarge { len: len.into(), max: self.max });
+        }
+        let end = 4 + len as usize;
+        if rest.len() < end {
+            return Ok(None);
+        }
+        let at = self.start;
+        self.start += end;
+        Ok(Some(&self.buf[at + 4..at + end]))
+    }
+}
+
+/// Checks a line frame's payload: one line, without its newline.
+pub fn check_line(payload: &[u8]) -> Result<(), RelayError> {
+    if payload.contains(&b'\n') {
+        return Err(RelayError::Newline);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_found_whatever_the_byte_boundaries() {
+        let hello = Hello { relay: 1, stream: "app".into(), token: None };
+        let mut stream = hello.opening();
+        stream.extend(frame(b"{\"line\":1}"));
+        stream.extend(frame(b""));
+        stream.extend(frame(b"{\"line\":2}"));
+        for step in [1, 3, 7, stream.len()] {
+            let mut reader = FrameReader::server(1024);
+            let mut frames: Vec<Vec<u8>> = Vec::new();
+            for piece in stream.chunks(step) {
+                reader.push(piece);
+                while let Some(f) = reader.next_frame().unwrap() {
+                    frames.push(f.to_vec());
+                }
+            }
+            assert_eq!(Hello::parse(&frames[0]).unwrap(), hello);
+            assert_eq!(frames[1..], [b"{\"line\":1}".to_vec(), Vec::new(), b"{\"line\":2}".to_vec()]);
+            assert_eq!(reader.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn bad_openings_and_frames_are_refused() {
+        let mut http = FrameReader::server(1024);
+        http.push(b"GET / HTTP/1.1\r\n");
+        assert_eq!(http.next_frame(), Err(RelayError::Magic));
+        let mut partial = FrameReader::server(1024);
+        partial.push(b"TEEL");
+        assert_eq!(partial.next_frame(), Ok(None));
+
+        let mut big = FrameReader::server(10);
+        big.push(MAGIC);
+        big.push(&11u32.to_be_bytes());
+        assert_eq!(big.next_frame(), Err(RelayError::TooLarge { len: 11, max: 10 }));
+
+        assert!(matches!(Hello::parse(b"{\"relay\":2,\"stream\":\"a\"}"), Err(RelayError::Version(2))));
+        assert!(matches!(Hello::parse(b"{\"relay\":1}"), Err(RelayError::BadHello(_))));
+        assert!(matches!(
+            Hello::parse(b"{\"relay\":1,\"stream\":\"a\",\"x\":1}"),
+            Err(RelayError::BadHello(_))
+        ));
+        assert_eq!(check_line(b"a\nb"), Err(RelayError::Newline));
+        assert!(matches!(ServerMessage::parse(b"{\"ack\":\"x\"}"), Err(RelayError::BadMessage(_))));
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        for message in [
+            ServerMessage::Welcome("teelog 0.1.0".into()),
+            ServerMessage::Ack(7),
+            ServerMessage::Error("no".into()),
+        ] {
+            let bytes = message.to_frame();
+            let mut reader = FrameReader::client();
+            reader.push(&bytes);
+            let payload = reader.next_frame().unwrap().unwrap().to_vec();
+            assert_eq!(ServerMessage::parse(&payload).unwrap(), message);
+        }
+        assert_eq!(ServerMessage::Ack(7).to_frame()[4..], *b"{\"ack\":7}");
+    }
+}
