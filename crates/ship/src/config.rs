@@ -151,6 +151,48 @@ pub enum SinkConfig {
     Loki(LokiSinkConfig),
     /// An OTLP/HTTP logs endpoint (docs/FORMAT.md §13.3).
     Otlp(OtlpSinkConfig),
+    /// A `teelog gateway`'s relay listener (docs/FORMAT.md §14).
+    Relay(RelaySinkConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySinkConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The gateway's relay listener, `host:port`.
+    pub address: String,
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    /// A file holding the bearer token (read at start-up, surrounding white space trimmed).
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// How long to wait for the connection, the welcome, or an acknowledgement.
+    #[serde(default = "default_relay_timeout", deserialize_with = "timeout")]
+    pub timeout: Duration,
+}
+
+fn default_relay_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn one_token(inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<(), String> {
+    if inline.is_some() && file.is_some() {
+        return Err("give bearer_token or bearer_token_file, not both".into());
+    }
+    Ok(())
+}
+
+/// The bearer token a sink is configured with, given inline or in a file.
+pub fn bearer_token(inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<Option<String>, String> {
+    one_token(inline, file)?;
+    match (inline, file) {
+        (Some(token), _) => Ok(Some(token.0.clone())),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|t| Some(t.trim().to_string()))
+            .map_err(|e| format!("bearer_token_file {}: {e}", path.display())),
+        (None, None) => Ok(None),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +270,7 @@ impl SinkConfig {
             SinkConfig::Store { name, .. } => (name, "store"),
             SinkConfig::Loki(c) => (&c.name, "loki"),
             SinkConfig::Otlp(c) => (&c.name, "otlp"),
+            SinkConfig::Relay(c) => (&c.name, "relay"),
         };
         name.clone().unwrap_or_else(|| default.into())
     }
@@ -238,12 +281,17 @@ impl SinkConfig {
             SinkConfig::Store { .. } => Ok(()),
             SinkConfig::Loki(c) => {
                 check_url(&c.url)?;
-                if c.bearer_token.is_some() && c.bearer_token_file.is_some() {
-                    return Err("give bearer_token or bearer_token_file, not both".into());
-                }
+                one_token(&c.bearer_token, &c.bearer_token_file)?;
                 crate::sinks::loki::layout(c).map(drop).map_err(|e| format!("labels: {e}"))
             }
             SinkConfig::Otlp(c) => check_url(&c.url),
+            SinkConfig::Relay(c) => {
+                one_token(&c.bearer_token, &c.bearer_token_file)?;
+                match c.address.rsplit_once(':') {
+                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+                    _ => Err(format!("address {:?}: give host:port", c.address)),
+                }
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::pipeline::Pipeline;
 use crate::signer::{ShipError, SignSummary, StreamSigner};
 use crate::sinks::loki::LokiSink;
 use crate::sinks::otlp::OtlpSink;
+use crate::sinks::relay::RelaySink;
 use crate::sources;
 
 /// How long a stopping daemon keeps delivering what is spooled before leaving it for the next run.
@@ -96,5 +97,10 @@ pub fn open_sink(config: &SinkConfig, stream: Option<&str>) -> Result<Box<dyn Si
         )),
         SinkConfig::Loki(loki) => Ok(Box::new(LokiSink::open(loki, stream)?)),
         SinkConfig::Otlp(otlp) => Ok(Box::new(OtlpSink::open(otlp)?)),
+        SinkConfig::Relay(relay) => {
+            let stream =
+                stream.ok_or("a relay sink forwards one shipper's stream; a gateway cannot relay")?;
+            Ok(Box::new(RelaySink::open(relay, stream)?))
+        }
     }
 }

@@ -39,16 +39,7 @@ pub struct LokiSink {
 impl LokiSink {
     /// A sink for the spool of `stream` (None for the gateway's, whose entries name theirs).
     pub fn open(config: &LokiSinkConfig, stream: Option<&str>) -> Result<Self, String> {
-        let bearer_token = match (&config.bearer_token, &config.bearer_token_file) {
-            (Some(token), _) => Some(token.0.clone()),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("bearer_token_file {}: {e}", path.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            (None, None) => None,
-        };
+        let bearer_token = crate::config::bearer_token(&config.bearer_token, &config.bearer_token_file)?;
         let options = ClientOptions {
             tenant: config.tenant.clone(),
             bearer_token,

@@ -1,4 +1,5 @@
-//! Sinks that deliver over HTTP: Grafana Loki's push API ([`loki`]) and OTLP/HTTP ([`otlp`]).
+//! Sinks that deliver over the network: Grafana Loki's push API ([`loki`]), OTLP/HTTP ([`otlp`])
+//! and a gateway's relay listener ([`relay`]).
 //!
 //! Both send a chunk in several requests. [`Progress`] remembers which were confirmed, so that a
 //! retry of the chunk resumes after them rather than sending them again, and collects what the
@@ -15,6 +16,7 @@ use crate::signer::now;
 
 pub mod loki;
 pub mod otlp;
+pub mod relay;
 
 /// At most this many refusals are spelled out in one error; the rest are counted.
 const REFUSALS_SHOWN: usize = 3;
