@@ -21,6 +21,20 @@ pub struct VerifyArgs {
     /// An embedded store directory.
     #[arg(long)]
     pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Longer lines are reported as malformed.
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_LINE)]
+    pub max_line_bytes: usize,
+}
+
+/// What the auditor trusts and expects, shared by `teelog verify` and `teelog audit` so that
+/// both judge batches the same way.
+#[derive(clap::Args, Clone, Default)]
+pub struct TrustArgs {
     /// Trusted signing key (SubjectPublicKeyInfo PEM) for batches without an attestation
     /// document; repeat for several.
     #[arg(long)]
@@ -48,12 +62,6 @@ pub struct VerifyArgs {
     /// tee_measurement text).
     #[arg(long)]
     pub expect_measurement: Option<String>,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Longer lines are reported as malformed.
-    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_LINE)]
-    pub max_line_bytes: usize,
 }
 
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -70,6 +78,29 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
     if args.files.is_empty() && args.store.is_none() {
         bail!("nothing to verify: give batch files, `-` for stdin, or --store DIR");
     }
+    let mut verifier = verifier(&args.trust)?;
+    let mut sources: Vec<PathBuf> = args.files.clone();
+    if let Some(dir) = &args.store {
+        let segments = teelog_store::segments(dir)?;
+        if segments.is_empty() {
+            bail!("{}: no store segments here", dir.display());
+        }
+        sources.extend(segments);
+    }
+    for path in &sources {
+        let name = path.display().to_string();
+        if name == "-" {
+            feed(&mut verifier, io::stdin().lock(), "stdin", args.max_line_bytes)?;
+        } else {
+            let file = File::open(path).with_context(|| format!("cannot read {name}"))?;
+            feed(&mut verifier, BufReader::with_capacity(1 << 20, file), &name, args.max_line_bytes)?;
+        }
+    }
+    Ok(verifier.finish())
+}
+
+/// The verifier for `args`: trusted keys, attestation roots, measurement policy, freshness.
+pub fn verifier(args: &TrustArgs) -> anyhow::Result<Verifier> {
     let mut trusted_keys = Vec::new();
     for path in &args.pubkey {
         let pem = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -99,27 +130,8 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
             Some(Freshness { now, max_silence })
         }
     };
-    let mut verifier = Verifier::new(VerifyOptions { trusted_keys, expect_measurement, policy, freshness })
-        .with_attestation(Box::new(BindingVerifier { roots, allow_debug: args.allow_debug }));
-
-    let mut sources: Vec<PathBuf> = args.files.clone();
-    if let Some(dir) = &args.store {
-        let segments = teelog_store::segments(dir)?;
-        if segments.is_empty() {
-            bail!("{}: no store segments here", dir.display());
-        }
-        sources.extend(segments);
-    }
-    for path in &sources {
-        let name = path.display().to_string();
-        if name == "-" {
-            feed(&mut verifier, io::stdin().lock(), "stdin", args.max_line_bytes)?;
-        } else {
-            let file = File::open(path).with_context(|| format!("cannot read {name}"))?;
-            feed(&mut verifier, BufReader::with_capacity(1 << 20, file), &name, args.max_line_bytes)?;
-        }
-    }
-    Ok(verifier.finish())
+    Ok(Verifier::new(VerifyOptions { trusted_keys, expect_measurement, policy, freshness })
+        .with_attestation(Box::new(BindingVerifier { roots, allow_debug: args.allow_debug })))
 }
 
 fn feed(
