@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod attest;
+mod audit;
 mod bench;
 mod quickstart;
 mod sample;
@@ -58,6 +59,9 @@ enum Command {
     Ship(ship::ShipArgs),
     /// Verify signed batches; exit 0 if all verify, 1 on any finding, 2 on errors.
     Verify(verify::VerifyArgs),
+    /// Read teelog streams back from Grafana Loki and verify them like `teelog verify`; exit 0
+    /// if all verify, 1 on any finding, 2 on errors.
+    Audit(Box<audit::AuditArgs>),
     /// Attestation documents: verify what binds a signing key to measured code.
     Attest {
         #[command(subcommand)]
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => sign::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Ship(args) => ship::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Audit(args) => audit::run(&args),
         Command::Attest { command } => attest::run(&command),
         Command::Quickstart { dir } => quickstart::run(&dir),
         Command::Bench(args) => bench::run(&args),
