@@ -263,7 +263,9 @@ impl Loki<'_> {
             match request().await {
                 Err(e) if e.is_retryable() && attempt < RETRIES => {
                     let asked = match &e {
-                        LokiError::QueryStatus { retry_after: Some(r), .. } => Some(r.delay(crate::sign::now())),
+                        LokiError::QueryStatus { retry_after: Some(r), .. } => {
+                            Some(r.delay(crate::sign::now()))
+                        }
                         _ => None,
                     };
                     let delay = asked.unwrap_or(FIRST_BACKOFF * 2u32.pow(attempt)).min(MAX_RETRY_DELAY);
@@ -279,7 +281,12 @@ impl Loki<'_> {
     }
 
     /// The teelog streams with entries under `selector` in `[from, to)`.
-    async fn streams(&mut self, selector: &str, from: UnixNanos, to: UnixNanos) -> anyhow::Result<Vec<String>> {
+    async fn streams(
+        &mut self,
+        selector: &str,
+        from: UnixNanos,
+        to: UnixNanos,
+    ) -> anyhow::Result<Vec<String>> {
         let (client, url) = (self.client, self.url);
         let mut found = BTreeSet::new();
         for (start, end) in windows(from, to) {
@@ -298,7 +305,12 @@ impl Loki<'_> {
 
     /// Every entry under `selector` in `[from, to)`, in timestamp order, each once even when
     /// several label sets hold it (e.g. a gateway's per-call labels).
-    async fn entries(&mut self, selector: &str, from: UnixNanos, to: UnixNanos) -> anyhow::Result<Vec<QueryEntry>> {
+    async fn entries(
+        &mut self,
+        selector: &str,
+        from: UnixNanos,
+        to: UnixNanos,
+    ) -> anyhow::Result<Vec<QueryEntry>> {
         let (client, url) = (self.client, self.url);
         let mut out = Vec::new();
         for (start, end) in windows(from, to) {
@@ -324,7 +336,11 @@ impl Loki<'_> {
             eprint!("\r\x1b[K");
         }
         out.sort_by(|a, b| {
-            (a.timestamp, &a.line, &a.structured_metadata).cmp(&(b.timestamp, &b.line, &b.structured_metadata))
+            (a.timestamp, &a.line, &a.structured_metadata).cmp(&(
+                b.timestamp,
+                &b.line,
+                &b.structured_metadata,
+            ))
         });
         out.dedup();
         Ok(out)
@@ -415,7 +431,11 @@ async fn audit_stream(
         audited.batch_lines += 1;
         audited.record_entries += members.len() as u64;
         if let Some((epoch, seq)) = key {
-            audited.batch_times.entry((stream.to_string(), epoch.clone())).or_default().insert(seq, entry.timestamp);
+            audited
+                .batch_times
+                .entry((stream.to_string(), epoch.clone()))
+                .or_default()
+                .insert(seq, entry.timestamp);
             used.insert((epoch, seq));
         }
     }
