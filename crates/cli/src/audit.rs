@@ -223,7 +223,21 @@ fn audit(args: &AuditArgs) -> anyhow::Result<(Report, Summary)> {
         runtime.block_on(audit_stream(&mut loki, &layout, stream, from, to, &mut verifier, &mut audited))?;
     }
     let report = verifier.finish();
-    let summary = audited.summary(args, &report, &streams, from, to, &loki, started.elapsed());
+    let loki_seconds = loki.waited.as_secs_f64();
+    let summary = Summary {
+        loki: args.loki.clone(),
+        from: format_rfc3339(from),
+        to: format_rfc3339(to),
+        batch_entries: audited.batch_lines.saturating_sub(report.duplicates),
+        batches_valid: valid_batches(&report),
+        record_entries: audited.record_entries,
+        orphan_records: audited.orphan_records,
+        gaps: audited.gaps(&report),
+        streams,
+        queries: loki.queries,
+        loki_seconds,
+        teelog_seconds: (started.elapsed().as_secs_f64() - loki_seconds).max(0.0),
+    };
     Ok((report, summary))
 }
 
@@ -469,34 +483,30 @@ async fn audit_stream(
     Ok(())
 }
 
+/// Batches that verified: a batch is valid unless a finding is about the batch itself; chain
+/// findings (gaps, links, equivocation, staleness) are about the stream.
+fn valid_batches(report: &Report) -> u64 {
+    let invalid: BTreeSet<(&str, &str, u64)> = report
+        .findings
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.kind,
+                FindingKind::InvalidSignature
+                    | FindingKind::RecordTampered
+                    | FindingKind::UnexpectedMeasurement
+                    | FindingKind::UntrustedAttestation
+            )
+        })
+        .filter_map(|f| Some((f.stream.as_deref()?, f.epoch.as_deref()?, f.seq?)))
+        .collect();
+    report.batches.saturating_sub(invalid.len() as u64)
+}
+
 impl Audited {
-    fn summary(
-        self,
-        args: &AuditArgs,
-        report: &Report,
-        streams: &[String],
-        from: UnixNanos,
-        to: UnixNanos,
-        loki: &Loki<'_>,
-        elapsed: Duration,
-    ) -> Summary {
-        // A batch is valid unless a finding is about the batch itself; chain findings (gaps,
-        // links, equivocation, staleness) are about the stream.
-        let invalid: BTreeSet<(&str, &str, u64)> = report
-            .findings
-            .iter()
-            .filter(|f| {
-                matches!(
-                    f.kind,
-                    FindingKind::InvalidSignature
-                        | FindingKind::RecordTampered
-                        | FindingKind::UnexpectedMeasurement
-                        | FindingKind::UntrustedAttestation
-                )
-            })
-            .filter_map(|f| Some((f.stream.as_deref()?, f.epoch.as_deref()?, f.seq?)))
-            .collect();
-        let gaps = report
+    /// The report's sequence gaps, placed between the batch entries around them.
+    fn gaps(&self, report: &Report) -> Vec<Gap> {
+        report
             .findings
             .iter()
             .filter(|f| f.kind == FindingKind::SequenceGap)
@@ -514,21 +524,6 @@ impl Audited {
                     before: next.map(|(_, ts)| format_rfc3339(*ts)),
                 })
             })
-            .collect();
-        let loki_seconds = loki.waited.as_secs_f64();
-        Summary {
-            loki: args.loki.clone(),
-            from: format_rfc3339(from),
-            to: format_rfc3339(to),
-            streams: streams.to_vec(),
-            batch_entries: self.batch_lines.saturating_sub(report.duplicates),
-            batches_valid: report.batches.saturating_sub(invalid.len() as u64),
-            record_entries: self.record_entries,
-            orphan_records: self.orphan_records,
-            gaps,
-            queries: loki.queries,
-            loki_seconds,
-            teelog_seconds: (elapsed.as_secs_f64() - loki_seconds).max(0.0),
-        }
+            .collect()
     }
 }

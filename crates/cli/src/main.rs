@@ -61,7 +61,7 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Read teelog streams back from Grafana Loki and verify them like `teelog verify`; exit 0
     /// if all verify, 1 on any finding, 2 on errors.
-    Audit(Box<audit::AuditArgs>),
+    Audit(audit::AuditArgs),
     /// Attestation documents: verify what binds a signing key to measured code.
     Attest {
         #[command(subcommand)]
