@@ -191,6 +191,9 @@ fn audit(args: &AuditArgs) -> anyhow::Result<(Report, Summary)> {
                 .to_string(),
         ),
     };
+    if bearer_token.as_deref() == Some("") {
+        bail!("--bearer-token-file: the file is empty");
+    }
     let options = ClientOptions { tenant: args.tenant.clone(), bearer_token, ..ClientOptions::default() };
     let client = LokiClient::new(&args.loki, options)?;
     let mut verifier = verifier(&args.trust)?;
@@ -525,5 +528,28 @@ impl Audited {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_ranges_are_read_in_windows_loki_accepts() {
+        assert_eq!(windows(5, 10), [(5, 10)]);
+        assert_eq!(windows(10, 10), []);
+        let w = windows(0, 2 * QUERY_WINDOW + 1);
+        assert_eq!(
+            w,
+            [(0, QUERY_WINDOW), (QUERY_WINDOW, 2 * QUERY_WINDOW), (2 * QUERY_WINDOW, 2 * QUERY_WINDOW + 1)]
+        );
+        assert_eq!(windows(UnixNanos::MAX - 1, UnixNanos::MAX), [(UnixNanos::MAX - 1, UnixNanos::MAX)]);
+    }
+
+    #[test]
+    fn labels_are_name_equals_value() {
+        assert_eq!(parse_label("env=prod=1"), Ok(("env".to_string(), "prod=1".to_string())));
+        assert!(parse_label("env").is_err());
     }
 }

@@ -131,6 +131,9 @@ fn untouched_streams_are_found_and_verify_with_counts() {
     f.push(&db, &[]);
     // A second push of the same batches (a spool replay) is folded by Loki.
     f.push(&db, &[]);
+    let stored: usize =
+        f.loki.streams().iter().filter(|(l, _)| l["teelog_stream"] == "db").map(|(_, e)| e.len()).sum();
+    assert_eq!(stored, 4 + 2);
 
     let (code, json, kinds) = f.audit_json(&[]);
     assert_eq!((code, kinds.len()), (0, 0), "{json}");
@@ -143,13 +146,14 @@ fn untouched_streams_are_found_and_verify_with_counts() {
     // One label values call, then three kinds per stream, each on one page.
     assert_eq!(audit["queries"].as_u64(), Some(7));
 
-    let only_db = f.audit(&["--stream", "db"]);
+    let before = f.loki.requests().len();
+    let only_db = f.audit(&["--stream", "db", "--tenant", "bank-eu"]);
     let text = String::from_utf8_lossy(&only_db.stdout);
     assert!(only_db.status.success(), "{text}");
     assert!(text.contains("OK   2 batches, 4 records") && text.contains("2 of 2 batches valid"), "{text}");
     assert!(String::from_utf8_lossy(&only_db.stderr).contains("s waiting on Loki"));
-    let tenants: Vec<_> = f.loki.requests().into_iter().map(|r| r.tenant).collect();
-    assert!(tenants.iter().all(Option::is_none));
+    let tenants: Vec<_> = f.loki.requests().into_iter().skip(before).map(|r| r.tenant).collect();
+    assert_eq!(tenants, vec![Some("bank-eu".to_string()); 3]);
 }
 
 #[test]
