@@ -175,6 +175,10 @@ fn enter(state: &Mutex<State>, method: &Method, uri: &Uri, headers: &HeaderMap) 
     Some(response)
 }
 
+fn json_response(body: &Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
 fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, message + "\n").into_response()
 }
@@ -234,7 +238,7 @@ async fn query_range(
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|f| f.trim() == "categorize-labels"));
     match answer_query_range(&lock(&state), &params(&uri), categorize) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response(),
+        Ok(body) => json_response(&body),
         Err(message) => bad_request(message),
     }
 }
@@ -312,10 +316,7 @@ async fn label_values(
         Ok::<_, String>(lock(&state).label_values(&name, &matchers, start, end))
     })();
     match answer {
-        Ok(values) => {
-            let body = json!({ "status": "success", "data": values });
-            ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-        }
+        Ok(values) => json_response(&json!({ "status": "success", "data": values })),
         Err(message) => bad_request(message),
     }
 }
@@ -561,6 +562,41 @@ mod tests {
         assert_eq!(lines(r#"{job="t", k="c"}"#, 0, 100, 100), Vec::<String>::new());
         assert_eq!(state.label_values("k", &sel(r#"{job="t"}"#), 13, 20), ["a"]);
         assert_eq!(state.label_values("k", &[], 0, 20), ["a", "b"]);
+    }
+
+    #[test]
+    fn answers_in_the_shape_loki_3_and_teelog_use() {
+        let mut state = State::default();
+        state.push(push_of(r#"{job="t"}"#, &[(7, "a", "1")])).unwrap();
+        state.streams.get_mut(&Labels::from([("job".into(), "t".into())])).unwrap().push(Entry {
+            timestamp: 8,
+            line: "b".into(),
+            structured_metadata: BTreeMap::new(),
+        });
+        let params = BTreeMap::from([
+            ("query".to_string(), r#"{job="t"}"#.to_string()),
+            ("start".into(), "0".into()),
+            ("end".into(), "10".into()),
+            ("direction".into(), "forward".into()),
+        ]);
+        let categorized = answer_query_range(&state, &params, true).unwrap();
+        assert_eq!(
+            categorized["data"],
+            json!({"resultType": "streams", "encodingFlags": ["categorize-labels"], "stats": {},
+                   "result": [{"stream": {"job": "t"},
+                               "values": [["7", "a", {"structuredMetadata": {"seq": "1"}}], ["8", "b", {}]]}]})
+        );
+        let parsed = teelog_loki::parse_query_response(categorized.to_string().as_bytes()).unwrap();
+        assert!(parsed.is_categorized());
+        assert_eq!(parsed.streams[0].entries[0].structured_metadata["seq"], "1");
+        // Without the flag, metadata is merged into the stream labels.
+        let plain = answer_query_range(&state, &params, false).unwrap();
+        assert_eq!(
+            plain["data"]["result"],
+            json!([{"stream": {"job": "t", "seq": "1"}, "values": [["7", "a"]]},
+                   {"stream": {"job": "t"}, "values": [["8", "b"]]}])
+        );
+        assert!(plain["data"].get("encodingFlags").is_none());
     }
 
     #[test]
