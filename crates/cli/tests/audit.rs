@@ -143,8 +143,9 @@ fn untouched_streams_are_found_and_verify_with_counts() {
     assert_eq!((audit["batch_entries"].as_u64(), audit["batches_valid"].as_u64()), (Some(9), Some(9)));
     assert_eq!((audit["record_entries"].as_u64(), audit["orphan_records"].as_u64()), (Some(24), Some(0)));
     assert!(audit["loki_seconds"].as_f64().is_some() && audit["teelog_seconds"].as_f64().is_some());
-    // One label values call, then three kinds per stream, each on one page.
-    assert_eq!(audit["queries"].as_u64(), Some(7));
+    // One label values call, then per stream the three kinds and the batches just before the
+    // range, each on one page.
+    assert_eq!(audit["queries"].as_u64(), Some(9));
 
     let before = f.loki.requests().len();
     let only_db = f.audit(&["--stream", "db", "--tenant", "bank-eu"]);
@@ -153,7 +154,7 @@ fn untouched_streams_are_found_and_verify_with_counts() {
     assert!(text.contains("OK   2 batches, 4 records") && text.contains("2 of 2 batches valid"), "{text}");
     assert!(String::from_utf8_lossy(&only_db.stderr).contains("s waiting on Loki"));
     let tenants: Vec<_> = f.loki.requests().into_iter().skip(before).map(|r| r.tenant).collect();
-    assert_eq!(tenants, vec![Some("bank-eu".to_string()); 3]);
+    assert_eq!(tenants, vec![Some("bank-eu".to_string()); 4]);
 }
 
 #[test]
@@ -221,6 +222,12 @@ fn records_whose_metadata_lies_do_not_verify() {
         moved.structured_metadata.insert("teelog_seq".into(), "3".into());
         let lost = entries_of(streams, "record").find(|e| seq_of(e) == "1").unwrap();
         lost.structured_metadata.insert("teelog_seq".into(), "99".into());
+        // A forged record whose index puts its batch long before the range.
+        let mut forged = lost.clone();
+        forged.line = r#"{"message":"forged"}"#.into();
+        forged.structured_metadata.insert("teelog_seq".into(), "7".into());
+        forged.structured_metadata.insert("teelog_index".into(), "100000000000000".into());
+        streams.iter_mut().find(|(l, _)| kind_of(l) == "record").unwrap().1.push(forged);
     });
     let (code, json, _) = f.audit_json(&[]);
     assert_eq!(code, 1, "{json}");
@@ -231,8 +238,37 @@ fn records_whose_metadata_lies_do_not_verify() {
         .filter_map(|f| f["seq"].as_u64())
         .collect();
     assert_eq!(tampered, [1, 2, 3], "{json}");
-    assert!(finding(&json, "malformed")["detail"].as_str().unwrap().contains("batch 99"), "{json}");
+    let malformed: Vec<&str> =
+        findings.iter().filter(|f| f["kind"] == "malformed").map(|f| f["detail"].as_str().unwrap()).collect();
+    assert_eq!(malformed.len(), 2, "{json}");
+    assert!(malformed.iter().any(|d| d.contains("name batch 99 ")), "{json}");
+    assert!(malformed.iter().any(|d| d.contains("name batch 7 ")), "{json}");
     assert_eq!(json["audit"]["batches_valid"].as_u64(), Some(0));
+}
+
+#[test]
+fn a_range_starting_inside_a_batch_leaves_that_batch_out_without_orphans() {
+    let f = fixture();
+    f.push(&f.sign("app", 9, 3), &[]);
+    let sealed = f
+        .loki
+        .streams()
+        .iter()
+        .filter(|(l, _)| kind_of(l) == "batch")
+        .flat_map(|(_, e)| e.iter().filter(|e| seq_of(e) == "1").map(|e| e.timestamp))
+        .next()
+        .unwrap();
+    // Records 1 and 2 of batch 1 are stored after --from, their batch entry before it.
+    let from = teelog_core::timestamp::format_rfc3339(sealed + 1);
+    let pubkey = f.identity.join("public-key.pem");
+    let (code, json, kinds) = report(&teelog(
+        &["audit", "--loki", f.loki.url(), "--from", &from, "--pubkey", s(&pubkey), "--json"],
+        b"",
+    ));
+    assert_eq!((code, kinds), (1, vec!["sequence_gap".to_string()]), "{json}");
+    assert_eq!(json["audit"]["orphan_records"].as_u64(), Some(0));
+    let gap = &json["audit"]["gaps"][0];
+    assert_eq!((gap["first_seq"].as_u64(), gap["after"].is_null()), (Some(1), true), "{json}");
 }
 
 #[test]
@@ -250,8 +286,9 @@ fn pages_of_equal_timestamps_across_label_sets_read_everything_once() {
         (Some(6), Some(12), Some(0))
     );
     // A page of 3 holds both copies of one timestamp and the first of the next, where the next
-    // page starts: one page per record and per batch, and one finding no attestation.
-    assert_eq!(json["audit"]["queries"].as_u64(), Some(12 + 6 + 1), "{json}");
+    // page starts: one page per record and per batch, and one each finding no attestation and
+    // no batch just before the range.
+    assert_eq!(json["audit"]["queries"].as_u64(), Some(12 + 6 + 2), "{json}");
     let pages = f.loki.requests().iter().filter(|r| r.target.contains("limit=3&")).count();
     assert_eq!(Some(pages as u64), json["audit"]["queries"].as_u64());
 
@@ -270,7 +307,7 @@ fn loki_errors_are_retried_and_then_reported_with_the_query() {
     f.loki.fail_next(1, 429, Some("0"));
     let (code, json, _) = f.audit_json(&[]);
     assert_eq!(code, 0, "{json}");
-    assert_eq!(json["audit"]["queries"].as_u64(), Some(6));
+    assert_eq!(json["audit"]["queries"].as_u64(), Some(1 + 2 + 4));
 
     f.loki.fail_next(5, 503, Some("0"));
     let out = f.audit(&["--stream", "app"]);
