@@ -138,18 +138,17 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
 
 fn print_summary(summary: &Summary) {
     println!(
-        "AUDIT {} from {} to {}: {} of {} batches valid, {} record entries, {} streams ({})",
+        "AUDIT {} {} .. {}, streams {}: {} of {} batches valid, {} record entries",
         summary.loki,
         summary.from,
         summary.to,
+        summary.streams.join(", "),
         summary.batches_valid,
         summary.batch_entries,
-        summary.record_entries,
-        summary.streams.len(),
-        summary.streams.join(", ")
+        summary.record_entries
     );
     if summary.orphan_records > 0 {
-        println!("AUDIT {} record entries belong to no batch entry in the range", summary.orphan_records);
+        println!("AUDIT {} record entries belong to no batch entry (see malformed)", summary.orphan_records);
     }
     for gap in &summary.gaps {
         let batches = match gap.last_seq {
@@ -454,7 +453,6 @@ async fn audit_stream(
             Err(e) => verifier.push_malformed(at, &e.to_string()),
         }
         audited.batch_lines += 1;
-        audited.record_entries += members.len() as u64;
         if let Some((epoch, seq)) = key {
             audited
                 .batch_times
@@ -465,6 +463,8 @@ async fn audit_stream(
         }
     }
 
+    audited.record_entries +=
+        used.iter().filter_map(|k| by_batch.get(k)).map(|m| m.len() as u64).sum::<u64>();
     for (key, members) in &by_batch {
         if used.contains(key) {
             continue;
