@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod attest;
+mod audit;
 mod bench;
 mod daemon;
 mod gateway;
@@ -63,6 +64,9 @@ enum Command {
     Gateway(gateway::GatewayArgs),
     /// Verify signed batches; exit 0 if all verify, 1 on any finding, 2 on errors.
     Verify(verify::VerifyArgs),
+    /// Read teelog streams back from Grafana Loki and verify them like `teelog verify`; exit 0
+    /// if all verify, 1 on any finding, 2 on errors.
+    Audit(audit::AuditArgs),
     /// Attestation documents: verify what binds a signing key to measured code.
     Attest {
         #[command(subcommand)]
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
         Command::Ship(args) => ship::run(&args),
         Command::Gateway(args) => gateway::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Audit(args) => audit::run(&args),
         Command::Attest { command } => attest::run(&command),
         Command::Quickstart { dir } => quickstart::run(&dir),
         Command::Bench(args) => bench::run(&args),

@@ -10,7 +10,7 @@ use teelog_core::{FindingKind, SigAlg};
 use teelog_identity::{Provider, SoftwareIdentity};
 
 use crate::sign::{sign_from, SignArgs, DEFAULT_MAX_BATCH_LINE};
-use crate::verify::{print_human, verify, VerifyArgs};
+use crate::verify::{print_human, verify, TrustArgs, VerifyArgs};
 
 const MARKER: &str = ".teelog-quickstart";
 const MEASUREMENT: &str =
@@ -55,13 +55,11 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let verify_args = |store: PathBuf| VerifyArgs {
         files: Vec::new(),
         store: Some(store),
-        pubkey: vec![identity.join("public-key.pem")],
-        trust_root: Vec::new(),
-        allow_debug: false,
-        policy: None,
-        now: None,
-        max_silence: None,
-        expect_measurement: Some(MEASUREMENT.into()),
+        trust: TrustArgs {
+            pubkey: vec![identity.join("public-key.pem")],
+            expect_measurement: Some(MEASUREMENT.into()),
+            ..TrustArgs::default()
+        },
         json: false,
         max_line_bytes: DEFAULT_MAX_BATCH_LINE,
     };

@@ -21,6 +21,20 @@ pub struct VerifyArgs {
     /// An embedded store directory.
     #[arg(long)]
     pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Longer lines are reported as malformed.
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_LINE)]
+    pub max_line_bytes: usize,
+}
+
+/// What the auditor trusts and expects, shared by `teelog verify` and `teelog audit` so that
+/// both judge batches the same way.
+#[derive(clap::Args, Clone, Default)]
+pub struct TrustArgs {
     /// Trusted signing key (SubjectPublicKeyInfo PEM) for batches without an attestation
     /// document; repeat for several.
     #[arg(long)]
@@ -48,12 +62,6 @@ pub struct VerifyArgs {
     /// tee_measurement text).
     #[arg(long)]
     pub expect_measurement: Option<String>,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Longer lines are reported as malformed.
-    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_LINE)]
-    pub max_line_bytes: usize,
 }
 
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -70,26 +78,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
     if args.files.is_empty() && args.store.is_none() {
         bail!("nothing to verify: give batch files, `-` for stdin, or --store DIR");
     }
-    // Hex for teelog headers (compared in lower case); any text for the seed's tee_measurement.
-    let expect_measurement = match args.expect_measurement.as_deref().map(str::trim) {
-        Some("") => bail!("--expect-measurement: give the measurement, in hex"),
-        other => other.map(str::to_ascii_lowercase),
-    };
-    let trust = Trust::load(&args.pubkey, &args.trust_root, args.policy.as_deref(), args.allow_debug)?;
-    let freshness = match args.max_silence {
-        None => None,
-        Some(max_silence) => {
-            let now = match &args.now {
-                Some(text) => parse_rfc3339(text).context("--now")?,
-                None => crate::sign::now(),
-            };
-            Some(Freshness { now, max_silence })
-        }
-    };
-    let options =
-        VerifyOptions { trusted_keys: trust.keys, expect_measurement, policy: trust.policy, freshness };
-    let mut verifier = Verifier::new(options).with_attestation(Box::new(trust.attestation));
-
+    let mut verifier = verifier(&args.trust)?;
     let mut sources: Vec<PathBuf> = args.files.clone();
     if let Some(dir) = &args.store {
         let segments = teelog_store::segments(dir)?;
@@ -110,7 +99,31 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
     Ok(verifier.finish())
 }
 
-/// What batches are verified against: trusted keys, attestation roots, a measurement policy.
+/// The verifier for `args`: trusted keys, attestation roots, measurement policy, freshness.
+pub fn verifier(args: &TrustArgs) -> anyhow::Result<Verifier> {
+    // Hex for teelog headers (compared in lower case); any text for the seed's tee_measurement.
+    let expect_measurement = match args.expect_measurement.as_deref().map(str::trim) {
+        Some("") => bail!("--expect-measurement: give the measurement, in hex"),
+        other => other.map(str::to_ascii_lowercase),
+    };
+    let trust = Trust::load(&args.pubkey, &args.trust_root, args.policy.as_deref(), args.allow_debug)?;
+    let freshness = match args.max_silence {
+        None => None,
+        Some(max_silence) => {
+            let now = match &args.now {
+                Some(text) => parse_rfc3339(text).context("--now")?,
+                None => crate::sign::now(),
+            };
+            Some(Freshness { now, max_silence })
+        }
+    };
+    let options =
+        VerifyOptions { trusted_keys: trust.keys, expect_measurement, policy: trust.policy, freshness };
+    Ok(Verifier::new(options).with_attestation(Box::new(trust.attestation)))
+}
+
+/// What batches are verified against: trusted keys, attestation roots, a measurement policy;
+/// `teelog verify`, `teelog audit` and `teelog gateway` all read them so.
 pub struct Trust {
     pub keys: Vec<PublicKey>,
     pub policy: Option<Policy>,

@@ -3,23 +3,7 @@
 
 mod common;
 
-use std::process::Output;
-
-use common::{s, teelog};
-
-use serde_json::Value;
-
-fn report(out: &Output) -> (i32, Value, Vec<String>) {
-    let json: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-    let kinds = json["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["kind"].as_str().unwrap().to_string())
-        .collect();
-    (out.status.code().unwrap(), json, kinds)
-}
+use common::{report, s, teelog};
 
 const RECORDS: &[u8] = b"{\"message\":\"a\"}\n{\"message\":\"b\"}\n{\"message\":\"c\"}\n";
 

@@ -12,8 +12,10 @@ use crate::push::{
     body_text, classify_push_response, PushError, PushOutcome, RetryAfter, PUSH_CONTENT_TYPE, PUSH_PATH,
 };
 use crate::query::{
-    parse_query_response, QueryError, QueryRange, QueryResponse, CATEGORIZE_LABELS, ENCODING_FLAGS_HEADER,
+    label_values_path, parse_label_values, parse_query_response, QueryError, QueryRange, QueryResponse,
+    CATEGORIZE_LABELS, ENCODING_FLAGS_HEADER,
 };
+use teelog_core::timestamp::UnixNanos;
 
 /// A push answer is a status and at most a message; more than this is not read.
 const PUSH_RESPONSE_LIMIT: usize = 1 << 20;
@@ -57,8 +59,8 @@ pub enum LokiError {
     Push(#[from] PushError),
     #[error("could not reach Loki at {url}: {why}")]
     Transport { url: String, why: String },
-    #[error("query_range failed with HTTP {status}: {message}")]
-    QueryStatus { status: u16, retry_after: Option<RetryAfter>, message: String },
+    #[error("{url}: HTTP {status}: {message}")]
+    QueryStatus { url: String, status: u16, retry_after: Option<RetryAfter>, message: String },
     #[error("the response is over {limit} bytes (ClientOptions::max_response_bytes): ask for fewer entries")]
     TooLarge { limit: usize },
     #[error(transparent)]
@@ -202,15 +204,30 @@ impl LokiClient {
 
     /// Runs one `query_range` call, asking for categorised labels.
     pub async fn query_range(&self, query: &QueryRange) -> Result<QueryResponse, LokiError> {
-        let url = format!("{}{}", self.base, query.path_and_query());
+        let body = self.get(&query.path_and_query(), &[(ENCODING_FLAGS_HEADER, CATEGORIZE_LABELS)]).await?;
+        Ok(parse_query_response(&body)?)
+    }
+
+    /// The values of label `name` in the streams `selector` matches within `[start, end)`.
+    pub async fn label_values(
+        &self,
+        name: &str,
+        selector: &str,
+        start: UnixNanos,
+        end: UnixNanos,
+    ) -> Result<Vec<String>, LokiError> {
+        Ok(parse_label_values(&self.get(&label_values_path(name, selector, start, end), &[]).await?)?)
+    }
+
+    /// A GET of `path_and_query` whose answer must be 200; returns the body.
+    async fn get(&self, path_and_query: &str, headers: &[(&str, &str)]) -> Result<Vec<u8>, LokiError> {
+        let url = format!("{}{path_and_query}", self.base);
         let transport = |e: reqwest::Error| LokiError::Transport { url: url.clone(), why: error_chain(&e) };
-        let response = self
-            .http
-            .get(&url)
-            .header(ENCODING_FLAGS_HEADER, CATEGORIZE_LABELS)
-            .send()
-            .await
-            .map_err(transport)?;
+        let mut request = self.http.get(&url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let retry_after =
             response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(RetryAfter::parse);
@@ -219,9 +236,9 @@ impl LokiClient {
             ReadError::Http(e) => transport(e),
         })?;
         if status != 200 {
-            return Err(LokiError::QueryStatus { status, retry_after, message: body_text(&body) });
+            return Err(LokiError::QueryStatus { url, status, retry_after, message: body_text(&body) });
         }
-        Ok(parse_query_response(&body)?)
+        Ok(body)
     }
 }
 

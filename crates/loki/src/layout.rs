@@ -138,6 +138,12 @@ impl Layout {
         Ok(labels)
     }
 
+    /// The selector of every stream of this layout, all teelog streams and kinds: the job and
+    /// the extra labels.
+    pub fn base_selector(&self) -> String {
+        self.base.to_string()
+    }
+
     /// The exact LogQL stream selector for one kind of entries of `stream`, without per-call
     /// labels, so that it matches whatever the gateway added (query one selector at a time).
     pub fn selector(&self, stream: &str, kind: Kind) -> Result<String, LabelError> {

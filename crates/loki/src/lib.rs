@@ -28,5 +28,6 @@ pub use layout::{
 pub use proto::PushRequest;
 pub use push::{classify_push_response, encode_push, PushError, PushOutcome, RetryAfter};
 pub use query::{
-    parse_query_response, PagedEntry, Pager, QueryEntry, QueryError, QueryRange, QueryResponse, QueryStream,
+    label_values_path, parse_label_values, parse_query_response, PagedEntry, Pager, QueryEntry, QueryError,
+    QueryRange, QueryResponse, QueryStream,
 };

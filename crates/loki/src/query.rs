@@ -235,6 +235,40 @@ pub fn parse_query_response(body: &[u8]) -> Result<QueryResponse, QueryError> {
     })
 }
 
+/// `/loki/api/v1/label/<name>/values?query=…&start=…&end=…`: the values `name` takes in the
+/// streams that `selector` matches within `[start, end)`, to append to the base URL.
+pub fn label_values_path(name: &str, selector: &str, start: UnixNanos, end: UnixNanos) -> String {
+    let mut out = String::from("/loki/api/v1/label/");
+    percent_encode(name, &mut out);
+    out.push_str("/values?query=");
+    percent_encode(selector, &mut out);
+    out.push_str(&format!("&start={start}&end={end}"));
+    out
+}
+
+#[derive(Deserialize)]
+struct RawLabelValues {
+    status: String,
+    #[serde(default)]
+    data: Option<Vec<String>>,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    error: Option<String>,
+}
+
+/// Parses the body of a successful label values answer, `{"status":"success","data":["a",…]}`
+/// (Loki leaves `data` out when no stream matches).
+pub fn parse_label_values(body: &[u8]) -> Result<Vec<String>, QueryError> {
+    let raw: RawLabelValues = serde_json::from_slice(body).map_err(|e| QueryError::Json(e.to_string()))?;
+    if raw.status != "success" {
+        return Err(QueryError::Failed {
+            error_type: raw.error_type.unwrap_or_else(|| raw.status.clone()),
+            message: raw.error.unwrap_or_else(|| "(no message)".into()),
+        });
+    }
+    Ok(raw.data.unwrap_or_default())
+}
+
 /// An entry with the labels of the stream it came in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PagedEntry {
@@ -339,6 +373,27 @@ mod tests {
         assert_eq!(QueryRange::new("{}", 5, 5, 1), Err(QueryError::EmptyRange { start: 5, end: 5 }));
         assert_eq!(QueryRange::new("{}", 0, 5, 0), Err(QueryError::Limit(0)));
         assert_eq!(QueryRange::new("{}", 0, 5, 5001), Err(QueryError::Limit(5001)));
+    }
+
+    #[test]
+    fn label_values_request_and_answers() {
+        assert_eq!(
+            label_values_path("teelog_stream", r#"{job="teelog"}"#, 10, 20),
+            "/loki/api/v1/label/teelog_stream/values?query=%7Bjob%3D%22teelog%22%7D&start=10&end=20"
+        );
+        assert_eq!(
+            parse_label_values(br#"{"status":"success","data":["a","payments"]}"#).unwrap(),
+            vec!["a".to_string(), "payments".to_string()]
+        );
+        assert_eq!(parse_label_values(br#"{"status":"success"}"#).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            parse_label_values(br#"{"status":"error","errorType":"bad_data","error":"no"}"#),
+            Err(QueryError::Failed { error_type: "bad_data".into(), message: "no".into() })
+        );
+        assert!(matches!(
+            parse_label_values(br#"{"status":"success","data":[1]}"#),
+            Err(QueryError::Json(_))
+        ));
     }
 
     #[test]

@@ -290,6 +290,32 @@ async fn queries_pages_in_the_categorize_labels_shape() {
 }
 
 #[tokio::test]
+async fn reads_label_values_and_names_the_url_on_errors() {
+    let loki = FakeLoki::start(vec![
+        answer(200, r#"{"status":"success","data":["app","payments"]}"#),
+        Answer { status: 429, headers: vec![("Retry-After", "3".into())], body: b"too many".to_vec() },
+    ])
+    .await;
+    let client = LokiClient::new(&loki.base, options()).unwrap();
+    let values = client.label_values("teelog_stream", r#"{job="teelog"}"#, 5, 10).await.unwrap();
+    assert_eq!(values, ["app", "payments"]);
+    let err = client.label_values("teelog_stream", r#"{job="teelog"}"#, 5, 10).await.unwrap_err();
+    assert!(err.is_retryable());
+    match &err {
+        LokiError::QueryStatus { status: 429, retry_after: Some(RetryAfter::Seconds(3)), url, .. } => {
+            assert!(url.starts_with(&loki.base) && url.contains("/label/teelog_stream/values"), "{url}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let requests = loki.requests();
+    assert_eq!(
+        requests[0].target,
+        "/loki/api/v1/label/teelog_stream/values?query=%7Bjob%3D%22teelog%22%7D&start=5&end=10"
+    );
+    assert_eq!(requests[0].headers["x-scope-orgid"], "bank-eu");
+}
+
+#[tokio::test]
 async fn refuses_bad_settings_and_oversized_responses() {
     for bad in ["ftp://loki", "not a url", "http://loki/?x=1"] {
         assert!(

@@ -182,6 +182,7 @@ fn pushes_the_documented_layout() {
         layout.selector("payments/eu-1", Kind::Batch).unwrap(),
         r#"{env="prod", job="teelog", teelog_kind="batch", teelog_stream="payments/eu-1"}"#
     );
+    assert_eq!(layout.base_selector(), r#"{env="prod", job="teelog"}"#);
 }
 
 #[test]

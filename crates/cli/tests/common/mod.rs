@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use serde_json::Value;
+
 /// Runs `teelog ARGS` with `stdin` and waits for it.
 pub fn teelog(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
@@ -19,4 +21,19 @@ pub fn teelog(args: &[&str], stdin: &[u8]) -> Output {
 
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// A `--json` report: the exit code, the report, the kinds of its findings.
+// Only the tests of JSON reports use it.
+#[allow(dead_code)]
+pub fn report(out: &Output) -> (i32, Value, Vec<String>) {
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let kinds = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_string())
+        .collect();
+    (out.status.code().unwrap(), json, kinds)
 }
