@@ -46,6 +46,10 @@ pub struct ShipArgs {
     /// defaults of a `kind = "otlp"` sink.
     #[arg(long, value_name = "URL")]
     pub sink_otlp: Vec<String>,
+    /// Relay to a `teelog gateway` at this address (host:port), with the defaults of a
+    /// `kind = "relay"` sink.
+    #[arg(long, value_name = "ADDR")]
+    pub sink_relay: Vec<String>,
     /// Serve Prometheus metrics here (e.g. 127.0.0.1:9464).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
@@ -130,14 +134,20 @@ fn config(args: &ShipArgs) -> anyhow::Result<Config> {
         let name = format!("store-{}", config.sinks.len() + 1);
         config.sinks.push(SinkConfig::Store { name: Some(name), dir: dir.clone() });
     }
-    let urls = args.sink_loki.iter().map(|u| ("loki", u)).chain(args.sink_otlp.iter().map(|u| ("otlp", u)));
-    for (kind, url) in urls {
+    let flagged = [
+        ("loki", "url", &args.sink_loki),
+        ("otlp", "url", &args.sink_otlp),
+        ("relay", "address", &args.sink_relay),
+    ];
+    for (kind, key, value) in
+        flagged.iter().flat_map(|(kind, key, values)| values.iter().map(move |v| (kind, key, v)))
+    {
         // Through the configuration's own deserializer, so that the flags get its defaults.
         let mut sink = toml::Table::new();
-        sink.insert("kind".into(), kind.into());
+        sink.insert("kind".into(), (*kind).into());
         sink.insert("name".into(), format!("{kind}-{}", config.sinks.len() + 1).into());
-        sink.insert("url".into(), url.clone().into());
-        config.sinks.push(sink.try_into().with_context(|| format!("--sink-{kind} {url}"))?);
+        sink.insert((*key).into(), value.clone().into());
+        config.sinks.push(sink.try_into().with_context(|| format!("--sink-{kind} {value}"))?);
     }
     config.check().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
     Ok(config)

@@ -232,7 +232,8 @@ fn ship_toml_deserializes_and_fits_compose() {
     // The relay sink names the gateway's relay listener, by compose service name.
     let gateway = toml_file("gateway.toml");
     let relay_listen = gateway["listen"]["relay"].as_str().expect("gateway listen.relay");
-    let config = Config::deserialize(toml::Value::Table(table.clone())).unwrap_or_else(|e| panic!("ship.toml: {e}"));
+    let config =
+        Config::deserialize(toml::Value::Table(table.clone())).unwrap_or_else(|e| panic!("ship.toml: {e}"));
     config.check().unwrap_or_else(|e| panic!("ship.toml: {e}"));
     let relays: Vec<_> = config
         .sinks

@@ -73,6 +73,11 @@ async fn batches(
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "bad_request", format!("query: {e}")),
     };
     let max = app.access.max_frame_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|&n| n > max as u64) {
+        let message = format!("the body is {declared} bytes, more than the {max} allowed");
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message);
+    }
     let bytes = match axum::body::to_bytes(body, max).await {
         Ok(bytes) => bytes,
         Err(e) => {

@@ -52,6 +52,7 @@ impl From<StoreError> for SinkError {
 /// knows about it that the line does not say.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
+    /// The line, with its newline as it stands in the spool.
     pub line: &'a [u8],
     /// The teelog stream of an attestation line (which names none); None: the sink's own.
     pub stream: Option<&'a str>,

@@ -3,6 +3,7 @@
 // Each test file uses a part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,18 +33,38 @@ pub fn stored_records(store: &Path) -> Vec<Value> {
     records
 }
 
-/// A running `teelog ship`, its listening addresses read from its own log.
+/// A running `teelog ship` or `teelog gateway`, its listening addresses read from its own log.
 pub struct Daemon {
     child: Child,
+    /// The shipper's OTLP listeners.
     pub http: Option<SocketAddr>,
     pub grpc: Option<SocketAddr>,
+    /// Every listener, by the name the daemon logs it with (`relay`, `HTTP`, `metrics`, …).
+    pub listening: BTreeMap<String, SocketAddr>,
     log: Arc<Mutex<String>>,
 }
 
 impl Daemon {
+    /// `teelog ship ARGS`, once it says it is shipping.
     pub fn start(args: &[&str]) -> Daemon {
+        let mut daemon = Self::spawn("ship", args, "shipping stream=");
+        daemon.http = daemon.listening.get("OTLP/HTTP").copied();
+        daemon.grpc = daemon.listening.get("OTLP/gRPC").copied();
+        daemon
+    }
+
+    /// `teelog gateway --config CONFIG`, once it is running.
+    pub fn gateway(config: &Path) -> Daemon {
+        Self::spawn("gateway", &["--config", config.to_str().unwrap()], "gateway running")
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        *self.listening.get(listener).unwrap_or_else(|| panic!("no {listener} listener: {}", self.log()))
+    }
+
+    fn spawn(command: &str, args: &[&str], ready_mark: &'static str) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
-            .arg("ship")
+            .arg(command)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -56,24 +77,27 @@ impl Daemon {
         let keep = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for (what, key) in [("OTLP/HTTP", "http"), ("OTLP/gRPC", "grpc")] {
-                    if let Some(addr) = line.split(&format!("{what} listening on ")).nth(1) {
-                        let _ = ready.send((key, addr.trim().parse::<SocketAddr>().ok()));
+                if let Some((before, addr)) = line.split_once(" listening on ") {
+                    // `… INFO teelog::serve: OTLP/HTTP listening on 127.0.0.1:4318`
+                    let name = before.rsplit(": ").next().unwrap_or(before).to_string();
+                    if let Ok(addr) = addr.trim().parse::<SocketAddr>() {
+                        let _ = ready.send(Some((name, addr)));
                     }
                 }
-                if line.contains("shipping stream=") {
-                    let _ = ready.send(("ready", None));
+                if line.contains(ready_mark) {
+                    let _ = ready.send(None);
                 }
                 keep.lock().unwrap().push_str(&(line + "\n"));
             }
         });
-        let mut daemon = Daemon { child, http: None, grpc: None, log };
+        let mut daemon = Daemon { child, http: None, grpc: None, listening: BTreeMap::new(), log };
         loop {
             match on_ready.recv_timeout(Duration::from_secs(30)) {
-                Ok(("http", addr)) => daemon.http = addr,
-                Ok(("grpc", addr)) => daemon.grpc = addr,
-                Ok(_) => return daemon,
-                Err(_) => panic!("the daemon did not start: {}", daemon.log()),
+                Ok(Some((name, addr))) => {
+                    daemon.listening.insert(name, addr);
+                }
+                Ok(None) => return daemon,
+                Err(_) => panic!("teelog {command} did not start: {}", daemon.log()),
             }
         }
     }
@@ -96,5 +120,13 @@ impl Daemon {
     pub fn kill_9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    /// A test that fails midway leaves no daemon behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -77,7 +77,8 @@ impl RelaySink {
             let (first, start) = (at, connection.sent);
             let mut frames = Vec::new();
             while at < chunk.entries.len() && (at == first || frames.len() < WRITE_BYTES) {
-                push_frame(&mut frames, chunk.entries[at].line);
+                let line = chunk.entries[at].line;
+                push_frame(&mut frames, line.strip_suffix(b"\n").unwrap_or(line));
                 at += 1;
             }
             let lost = |e: std::io::Error| {

@@ -1,0 +1,379 @@
+//! `teelog gateway` end to end: shippers relay to it, clients post to it, and what it stores in
+//! an in-memory Loki (teelog-fake-loki) and an embedded store is read back by `teelog audit` and
+//! `teelog verify`, which trust nothing the gateway said.
+
+mod common;
+mod ship_harness;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{report, s, teelog};
+use serde_json::Value;
+use ship_harness::Daemon;
+use teelog_fake_loki::FakeLoki;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    loki: FakeLoki,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    Fixture { root: dir.path().to_path_buf(), _dir: dir, loki: FakeLoki::start().unwrap() }
+}
+
+fn ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A day ago: before every batch a test signs.
+fn from() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    teelog_core::timestamp::format_rfc3339(i64::try_from(now.as_nanos()).unwrap() - 86_400_000_000_000)
+}
+
+fn records(range: std::ops::Range<u32>) -> Vec<u8> {
+    range.map(|i| format!("{{\"message\":\"record {i}\",\"n\":{i}}}\n")).collect::<String>().into_bytes()
+}
+
+impl Fixture {
+    fn dev_identity(&self) -> PathBuf {
+        let id = self.root.join("dev-id");
+        ok(&teelog(&["keygen", "--dev", "--out", s(&id)], b""));
+        id
+    }
+
+    fn software_identity(&self) -> PathBuf {
+        let id = self.root.join("sw-id");
+        ok(&teelog(&["keygen", "--out", s(&id)], b""));
+        id
+    }
+
+    /// A gateway configuration: listeners on free ports (or `relay` given), the fake Loki and a
+    /// store as sinks, and `verify` as given.
+    fn config(&self, relay: &str, verify: &str, extra: &str) -> PathBuf {
+        let text = format!(
+            "[spool]\ndir = '{spool}'\n[listen]\nrelay = '{relay}'\nhttp = '127.0.0.1:0'\n{extra}\n\
+             [verify]\n{verify}\n[metrics]\nlisten = '127.0.0.1:0'\n\
+             [[sinks]]\nkind = 'loki'\nurl = '{loki}'\n[[sinks]]\nkind = 'store'\ndir = '{store}'\n",
+            spool = s(&self.root.join("gw-spool")),
+            loki = self.loki.url(),
+            store = s(&self.store()),
+        );
+        let path = self.root.join("gateway.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn store(&self) -> PathBuf {
+        self.root.join("gw-store")
+    }
+
+    /// Waits until the fake Loki holds `n` batch entries.
+    fn wait_for_batches(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.batch_entries().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "Loki holds {} of {n} batch entries",
+                self.batch_entries().len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Each batch entry in Loki with its stream's `signature_valid` label.
+    fn batch_entries(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (labels, entries) in self.loki.streams() {
+            if labels.get("teelog_kind").map(String::as_str) == Some("batch") {
+                let valid = labels.get("signature_valid").cloned().unwrap_or_default();
+                out.extend(entries.into_iter().map(|e| (e.line, valid.clone())));
+            }
+        }
+        out
+    }
+
+    fn audit(&self, trust: &[&str]) -> (i32, Value, Vec<String>) {
+        let from = from();
+        let mut args = vec!["audit", "--loki", self.loki.url(), "--from", &from, "--json"];
+        args.extend_from_slice(trust);
+        report(&teelog(&args, b""))
+    }
+}
+
+fn metrics(addr: SocketAddr) -> String {
+    let (status, body) = http(addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    body
+}
+
+/// One HTTP/1.1 request; returns the status and the body.
+fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut socket = TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    socket.write_all(request.as_bytes()).unwrap();
+    let _ = socket.write_all(body);
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let status = answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn free_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+fn ship_stdin(identity: &Path, spool: &Path, relay: SocketAddr, input: &[u8]) {
+    ok(&teelog(
+        &[
+            "ship",
+            "--identity",
+            s(identity),
+            "--stream",
+            "app",
+            "--spool",
+            s(spool),
+            "--stdin",
+            "--sink-relay",
+            &relay.to_string(),
+            "--max-records",
+            "5",
+            "--heartbeat",
+            "off",
+        ],
+        input,
+    ));
+}
+
+#[test]
+fn shipped_batches_reach_loki_through_the_gateway_and_audit_clean() {
+    let f = fixture();
+    let id = f.dev_identity();
+    let root = id.join("dev-root.pem");
+    let gateway = Daemon::gateway(&f.config("127.0.0.1:0", &format!("trust_roots = ['{}']", s(&root)), ""));
+    ship_stdin(&id, &f.root.join("spool"), gateway.addr("relay"), &records(0..23));
+    // 23 records in batches of at most 5: 5 batches.
+    f.wait_for_batches(5);
+    assert!(f.batch_entries().iter().all(|(_, valid)| valid == "true"), "{:?}", f.batch_entries());
+
+    let (code, json, kinds) = f.audit(&["--trust-root", s(&root)]);
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    assert_eq!((json["batches"].as_u64(), json["records"].as_u64()), (Some(5), Some(23)), "{json}");
+    // Without the root the dev document is not trusted: the gateway's label counts for nothing.
+    let (code, _, kinds) = f.audit(&[]);
+    assert_eq!(code, 1);
+    assert!(kinds.iter().all(|k| k == "untrusted_attestation"), "{kinds:?}");
+
+    let text = metrics(gateway.addr("metrics"));
+    assert!(
+        text.contains("teelog_gateway_batches_total{stream=\"app\",signature_valid=\"true\"} 5"),
+        "{text}"
+    );
+    assert!(text.contains("teelog_gateway_documents_total 1"), "{text}");
+    gateway.stop();
+    // The store sink got the same lines, the document included.
+    let out = teelog(&["verify", "--store", s(&f.store()), "--trust-root", s(&root)], b"");
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 batches, 23 records"));
+}
+
+#[test]
+fn tampered_and_malformed_lines_are_stored_flagged_and_reported() {
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let batches = f.root.join("batches.ndjson");
+    ok(&teelog(
+        &["sign", "--identity", s(&id), "--stream", "pay", "--batch-size", "3", "--out", s(&batches)],
+        &records(0..9),
+    ));
+    let lines = std::fs::read_to_string(&batches).unwrap();
+    let tampered = lines.replace("record 4", "record 44");
+    let gateway = Daemon::gateway(&f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), ""));
+    let body = format!("{tampered}this is not a batch\n");
+    let ndjson = [("Content-Type", "application/x-ndjson")];
+    let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!((answer["batches"].as_u64(), answer["valid"].as_u64()), (Some(3), Some(2)), "{answer}");
+    assert_eq!((answer["invalid"].as_u64(), answer["malformed"].as_u64()), (Some(1), Some(1)), "{answer}");
+    let kinds: Vec<&str> =
+        answer["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["record_tampered", "malformed"], "{answer}");
+
+    // The invalid batch is in Loki, flagged; the malformed line cannot be laid out in Loki and
+    // stays in the store.
+    f.wait_for_batches(3);
+    let flagged: Vec<String> = f.batch_entries().into_iter().map(|(_, v)| v).collect();
+    assert_eq!(flagged.iter().filter(|v| *v == "false").count(), 1, "{flagged:?}");
+    let (code, json, kinds) = f.audit(&["--pubkey", s(&pubkey)]);
+    assert_eq!(code, 1, "{json}");
+    assert_eq!(kinds, ["record_tampered"], "{json}");
+    let log = gateway.stop();
+    assert!(log.contains("finding=\"record_tampered\" stream=\"pay\""), "{log}");
+    let out = teelog(&["verify", "--store", s(&f.store()), "--pubkey", s(&pubkey), "--json"], b"");
+    let (_, json, kinds) = report(&out);
+    assert_eq!(kinds, ["malformed", "record_tampered"], "{json}");
+}
+
+#[test]
+fn loki_down_and_the_gateway_killed_lose_no_batch() {
+    let f = fixture();
+    let id = f.dev_identity();
+    let root = id.join("dev-root.pem");
+    let relay = free_port();
+    let config = f.config(&relay, &format!("trust_roots = ['{}']", s(&root)), "");
+    // Loki refuses everything for a while: the gateway spools and retries.
+    f.loki.fail_next(6, 503, None);
+    let gateway = Daemon::gateway(&config);
+    let spool = f.root.join("spool");
+    ship_stdin(&id, &spool, relay.parse().unwrap(), &records(0..10));
+    f.wait_for_batches(2);
+    // Killed with batches acknowledged; the next shipper run finds a gateway again only after
+    // its restart, and nothing acknowledged before is lost.
+    gateway.kill_9();
+    let relay_addr: SocketAddr = relay.parse().unwrap();
+    let shipper = std::thread::spawn({
+        let (id, spool) = (id.clone(), spool.clone());
+        move || ship_stdin(&id, &spool, relay_addr, &records(10..30))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let gateway = Daemon::gateway(&config);
+    shipper.join().unwrap();
+    f.wait_for_batches(6);
+    let (code, json, kinds) = f.audit(&["--trust-root", s(&root)]);
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    assert_eq!(json["records"].as_u64(), Some(30), "{json}");
+    let text = metrics(gateway.addr("metrics"));
+    assert!(!text.contains("findings_total{kind="), "a restart is not a finding: {text}");
+    gateway.stop();
+}
+
+/// Frames of the relay protocol, written by hand.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Sends `bytes` on a new relay connection and returns the server's messages until it closes
+/// or goes quiet.
+fn relay_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<Value> {
+    let mut socket = TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket.write_all(bytes).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = socket.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if answer.ends_with(b"}") && answer.windows(6).any(|w| w == b"\"ack\":") {
+            break;
+        }
+    }
+    let mut messages = Vec::new();
+    let mut rest = &answer[..];
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        messages.push(serde_json::from_slice(&rest[4..4 + len]).unwrap());
+        rest = &rest[4 + len..];
+    }
+    messages
+}
+
+#[test]
+fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let batches = f.root.join("batches.ndjson");
+    ok(&teelog(&["sign", "--identity", s(&id), "--stream", "ops", "--out", s(&batches)], &records(0..4)));
+    let line = std::fs::read(&batches).unwrap();
+    std::fs::write(f.root.join("token"), "s3cret\n").unwrap();
+    let extra = format!("bearer_token_file = '{}'\nmax_request_bytes = 100000", s(&f.root.join("token")));
+    let gateway = Daemon::gateway(&f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), &extra));
+    let http_addr = gateway.addr("HTTP");
+    let ndjson = ("Content-Type", "application/x-ndjson");
+    let bearer = ("Authorization", "Bearer s3cret");
+
+    let (status, body) = http(http_addr, "POST", "/v1/batches", &[ndjson], &line);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) =
+        http(http_addr, "POST", "/v1/batches", &[ndjson, ("Authorization", "Bearer guess")], &line);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) =
+        http(http_addr, "POST", "/v1/batches", &[("Content-Type", "text/csv"), bearer], &line);
+    assert_eq!(status, 415, "{body}");
+    assert!(body.contains("application/x-ndjson"), "{body}");
+    // Refused on its declared length, before a byte of it is read.
+    let mut socket = TcpStream::connect(http_addr).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = "POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n\
+                Authorization: Bearer s3cret\r\nContent-Length: 200000\r\n\r\n";
+    socket.write_all(head.as_bytes()).unwrap();
+    let mut answer = [0u8; 12];
+    socket.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 413");
+    let (status, body) = http(http_addr, "POST", "/v1/batches?stream=bad%20name", &[ndjson, bearer], &line);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("stream"), "{body}");
+
+    let relay = gateway.addr("relay");
+    let answer = relay_exchange(relay, b"GET / HTTP/1.1\r\n\r\n");
+    assert!(answer[0]["error"].as_str().unwrap().contains("not a teelog relay client"), "{answer:?}");
+    let mut no_token = b"TEELOGR1".to_vec();
+    no_token.extend(frame(br#"{"relay":1,"stream":"ops"}"#));
+    let answer = relay_exchange(relay, &no_token);
+    assert!(answer[0]["error"].as_str().unwrap().contains("bearer token"), "{answer:?}");
+    let mut huge = b"TEELOGR1".to_vec();
+    huge.extend(frame(br#"{"relay":1,"stream":"ops","token":"s3cret"}"#));
+    huge.extend_from_slice(&1_000_000u32.to_be_bytes());
+    let answer = relay_exchange(relay, &huge);
+    assert!(answer[0]["welcome"].is_string(), "{answer:?}");
+    assert!(answer[1]["error"].as_str().unwrap().contains("larger than"), "{answer:?}");
+
+    // A well-behaved client is served all along.
+    let mut good = b"TEELOGR1".to_vec();
+    good.extend(frame(br#"{"relay":1,"stream":"ops","token":"s3cret"}"#));
+    good.extend(frame(line.strip_suffix(b"\n").unwrap()));
+    let answer = relay_exchange(relay, &good);
+    assert_eq!(answer[1]["ack"].as_u64(), Some(1), "{answer:?}");
+    let (status, body) = http(http_addr, "POST", "/v1/batches", &[ndjson, bearer], &line);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"duplicates\":1"), "{body}");
+
+    let text = metrics(gateway.addr("metrics"));
+    for reason in [
+        r#"source="http",reason="unauthorized"} 2"#,
+        r#"reason="content_type"} 1"#,
+        r#"reason="too_large"} 1"#,
+    ] {
+        assert!(text.contains(reason), "{reason}: {text}");
+    }
+    assert!(text.contains(r#"source="relay",reason="bad_request"} 1"#), "{text}");
+    let log = gateway.stop();
+    assert!(log.contains("refused a request") && log.contains("not a teelog relay client"), "{log}");
+}
