@@ -1,4 +1,4 @@
-//! `teelog bench`: end-to-end sign, verify and ship on generated records, next to SHA-256 over
+//! `teelog bench`: end-to-end sign, verify, ship and gateway on generated records, next to SHA-256 over
 //! the same bytes measured in the same run, with each phase's peak RSS and CPU time.
 
 use std::fs::{self, File};
@@ -99,6 +99,7 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let mut verify = Vec::new();
     let mut ship_stdin = Vec::new();
     let mut ship_otlp = Vec::new();
+    let mut gateway = Vec::new();
     for run in 0..args.runs {
         baseline.push(sha256_baseline(&input)?);
         if store.exists() {
@@ -130,6 +131,7 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         fs::remove_dir_all(&spool)?;
         ship_otlp.push(ship_otlp_run(&exe, &ship_args, args)?);
         fs::remove_dir_all(&spool)?;
+        gateway.push(gateway_run(&exe, dir, &identity, &store)?);
     }
     let baseline =
         median(&baseline.iter().map(|&wall| Run { wall, cpu: None, peak_rss_kib: None }).collect::<Vec<_>>());
@@ -162,6 +164,7 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         ("verify (store)", &verify),
         ("ship (stdin → spool)", &ship_stdin),
         ("ship (OTLP/HTTP → spool)", &ship_otlp),
+        ("gateway (relay → spool)", &gateway),
     ];
     for (name, runs) in phases {
         let run = median(runs);
@@ -207,40 +210,10 @@ fn ship_otlp_run(exe: &Path, ship_args: &[String], args: &BenchArgs) -> anyhow::
         .collect();
     let requests = args.records.div_ceil(args.otlp_request_records.max(1));
 
-    let pinned = Command::new("taskset").arg("--version").output().is_ok_and(|o| o.status.success());
-    let mut cmd = if pinned {
-        let mut cmd = Command::new("taskset");
-        cmd.args(["--cpu-list", "0"]).arg(exe);
-        cmd
-    } else {
-        Command::new(exe)
-    };
-    cmd.args(ship_args)
-        .args(["--otlp-http", "127.0.0.1:0"])
-        .env(REPORT_ENV, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("cannot run teelog ship")?;
-    let mut stderr = BufReader::new(child.stderr.take().context("no stderr")?);
-    let mut log = String::new();
-    let addr: SocketAddr = loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line)? == 0 {
-            let _ = child.wait();
-            bail!("teelog ship ended before listening: {log}");
-        }
-        if let Some(addr) = line.split("OTLP/HTTP listening on ").nth(1) {
-            break addr.trim().parse().context("the daemon's listening address")?;
-        }
-        log.push_str(&line);
-    };
-    let drain = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        rest
-    });
-
+    let mut daemon_args = ship_args.to_vec();
+    daemon_args.extend(["--otlp-http".to_string(), "127.0.0.1:0".to_string()]);
+    let daemon = PinnedDaemon::start(exe, &daemon_args, "OTLP/HTTP")?;
+    let addr = daemon.addr;
     let start = Instant::now();
     let clients = args.otlp_clients.max(1);
     let bodies = std::sync::Arc::new(bodies);
@@ -261,15 +234,117 @@ fn ship_otlp_run(exe: &Path, ship_args: &[String], args: &BenchArgs) -> anyhow::
     }
     let wall = start.elapsed().as_secs_f64();
 
-    let terminated = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
-    let status = child.wait()?;
-    let stderr = drain.join().unwrap_or_default();
-    if !terminated.success() || !status.success() {
-        bail!("teelog ship failed ({status}): {stderr}");
+    daemon.stop(wall)
+}
+
+/// A daemon pinned to one core (where `taskset` exists), so that its figures are per core while
+/// the bench's clients run on the others.
+struct PinnedDaemon {
+    child: std::process::Child,
+    addr: SocketAddr,
+    drain: std::thread::JoinHandle<String>,
+}
+
+impl PinnedDaemon {
+    /// Starts `teelog ARGS` and waits until its `listener` is listening.
+    fn start(exe: &Path, args: &[String], listener: &str) -> anyhow::Result<Self> {
+        let pinned = Command::new("taskset").arg("--version").output().is_ok_and(|o| o.status.success());
+        let mut cmd = if pinned {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["--cpu-list", "0"]).arg(exe);
+            cmd
+        } else {
+            Command::new(exe)
+        };
+        cmd.args(args).env(REPORT_ENV, "1").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| format!("cannot run teelog {}", args[0]))?;
+        let mut stderr = BufReader::new(child.stderr.take().context("no stderr")?);
+        let mut log = String::new();
+        let mark = format!("{listener} listening on ");
+        let addr: SocketAddr = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line)? == 0 {
+                let _ = child.wait();
+                bail!("teelog {} ended before listening: {log}", args[0]);
+            }
+            if let Some(addr) = line.split(&mark).nth(1) {
+                break addr.trim().parse().context("the daemon's listening address")?;
+            }
+            log.push_str(&line);
+        };
+        let drain = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            rest
+        });
+        Ok(Self { child, addr, drain })
     }
-    let mut run = resources(&stderr);
-    run.wall = wall;
-    Ok(run)
+
+    /// Stops it with SIGTERM; the run took `wall` seconds.
+    fn stop(mut self, wall: f64) -> anyhow::Result<Run> {
+        let terminated = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        let status = self.child.wait()?;
+        let stderr = self.drain.join().unwrap_or_default();
+        if !terminated.success() || !status.success() {
+            bail!("the daemon failed ({status}): {stderr}");
+        }
+        Ok(Run { wall, ..resources(&stderr) })
+    }
+}
+
+/// `teelog gateway` verifying every batch line of `store` (signed by `identity`) into a spool
+/// that keeps them: timed from the first byte sent on a relay connection to the last
+/// acknowledgement, which the gateway sends only once the lines are fsynced.
+fn gateway_run(exe: &Path, dir: &Path, identity: &Path, store: &Path) -> anyhow::Result<Run> {
+    let spool = dir.join("gateway-spool");
+    let config = dir.join("gateway.toml");
+    let text = format!(
+        "[spool]\ndir = {:?}\nkeep = true\n[listen]\nrelay = \"127.0.0.1:0\"\n[verify]\npubkeys = [{:?}]\n",
+        s(&spool),
+        s(&identity.join("public-key.pem"))
+    );
+    fs::write(&config, text)?;
+    let mut frames =
+        teelog_relay::Hello { relay: teelog_relay::VERSION, stream: "bench".into(), token: None }.opening();
+    let mut lines = 0u64;
+    for segment in teelog_store::segments(store)? {
+        for line in fs::read(&segment)?.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            teelog_relay::push_frame(&mut frames, line);
+            lines += 1;
+        }
+    }
+    let daemon = PinnedDaemon::start(exe, &["gateway".into(), "--config".into(), s(&config)], "relay")?;
+    let start = Instant::now();
+    let socket = TcpStream::connect(daemon.addr)?;
+    socket.set_nodelay(true)?;
+    let mut writer = socket.try_clone()?;
+    let send = std::thread::spawn(move || writer.write_all(&frames));
+    let mut replies = teelog_relay::FrameReader::client();
+    let mut reader = socket;
+    let mut buf = [0u8; 4096];
+    let mut acked = 0;
+    while acked < lines {
+        match replies.next_frame()? {
+            Some(frame) => match teelog_relay::ServerMessage::parse(frame)? {
+                teelog_relay::ServerMessage::Ack(n) => acked = n,
+                teelog_relay::ServerMessage::Welcome(_) => {}
+                teelog_relay::ServerMessage::Error(e) => bail!("the gateway refused: {e}"),
+            },
+            None => {
+                let n = reader.read(&mut buf)?;
+                if n == 0 {
+                    bail!("the gateway closed the connection after {acked} of {lines} lines");
+                }
+                replies.push(&buf[..n]);
+            }
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    send.join().map_err(|_| anyhow::anyhow!("the relay writer panicked"))??;
+    drop(reader);
+    let run = daemon.stop(wall);
+    fs::remove_dir_all(&spool)?;
+    run
 }
 
 /// One keep-alive HTTP/1.1 connection to `/v1/logs`.
