@@ -48,12 +48,26 @@ pub struct ListenConfig {
     /// A file holding the bearer token clients must present (HTTP `Authorization: Bearer`,
     /// relay hello `token`); none: no token is asked for.
     pub bearer_token_file: Option<PathBuf>,
+    /// TLS on both listeners; with `client_ca`, clients must present a certificate (mTLS).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { relay: None, http: None, max_request_bytes: 64 << 20, bearer_token_file: None }
+        Self { relay: None, http: None, max_request_bytes: 64 << 20, bearer_token_file: None, tls: None }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The gateway's certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PEM: PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+    /// Clients must present a certificate chaining to one of these (PEM).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// What a batch is verified against: the same inputs as `teelog verify`.

@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod http;
 pub mod ingest;
 pub mod relay;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +28,8 @@ use tokio::sync::watch;
 
 use crate::config::GatewayConfig;
 use crate::ingest::{GatewayMetrics, Writer};
+use crate::tls::TlsListener;
+use axum::serve::ListenerExt;
 
 /// How long sinks may take, once the gateway stops, to deliver what is spooled.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +76,8 @@ pub enum GatewayError {
     Token { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot start the writer thread: {0}")]
     Thread(std::io::Error),
+    #[error("listen.tls: {0}")]
+    Tls(String),
 }
 
 /// Runs the gateway until `shutdown` resolves, judging batches with `gate` (which the caller
@@ -120,19 +125,33 @@ pub async fn run(
 
     let (stop_listeners, listeners_stop) = watch::channel(false);
     let mut listeners = Vec::new();
+    let tls = |alpn: &[&[u8]]| config.listen.tls.as_ref().map(|t| tls::server_config(t, alpn)).transpose();
+    let tls_listener = |listener, tls, what| {
+        TlsListener::new(listener, tls, what, metrics.clone()).map_err(|e| GatewayError::Tls(e.to_string()))
+    };
     if let Some(addr) = config.listen.relay {
         let listener = bind(addr, "relay").await?;
-        listeners.push(tokio::spawn(relay::serve(
-            listener,
-            ingest.clone(),
-            access.clone(),
-            listeners_stop.clone(),
-        )));
+        let (ingest, access, stop) = (ingest.clone(), access.clone(), listeners_stop.clone());
+        listeners.push(match tls(&[]).map_err(GatewayError::Tls)? {
+            Some(tls) => {
+                tokio::spawn(relay::serve(tls_listener(listener, tls, "relay")?, ingest, access, stop))
+            }
+            None => {
+                let listener = listener.tap_io(|socket| {
+                    let _ = socket.set_nodelay(true);
+                });
+                tokio::spawn(relay::serve(listener, ingest, access, stop))
+            }
+        });
     }
     if let Some(addr) = config.listen.http {
         let listener = bind(addr, "HTTP").await?;
         let router = http::router(ingest.clone(), access.clone());
-        listeners.push(tokio::spawn(serve_http(listener, router, listeners_stop.clone())));
+        let stop = listeners_stop.clone();
+        listeners.push(match tls(&[b"http/1.1"]).map_err(GatewayError::Tls)? {
+            Some(tls) => tokio::spawn(serve_http(tls_listener(listener, tls, "http")?, router, stop)),
+            None => tokio::spawn(serve_http(listener, router, stop)),
+        });
     }
     if let Some(metrics_config) = &config.metrics {
         let listener = bind(metrics_config.listen, "metrics").await?;

@@ -14,9 +14,9 @@ use crate::Access;
 const FRAMES_PER_SUBMISSION: usize = 4096;
 const READ_BUFFER: usize = 256 << 10;
 
-/// Accepts relay connections on `listener` until `stop` turns true.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Accepts relay connections on `listener` (plain TCP or TLS) until `stop` turns true.
+pub async fn serve<L: axum::serve::Listener<Addr = std::net::SocketAddr>>(
+    mut listener: L,
     ingest: Ingest,
     access: Arc<Access>,
     mut stop: watch::Receiver<bool>,
@@ -24,17 +24,10 @@ pub async fn serve(
     let connections_stop = stop.clone();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    let _ = socket.set_nodelay(true);
-                    let (ingest, access, stop) = (ingest.clone(), access.clone(), connections_stop.clone());
-                    tokio::spawn(connection(socket, format!("relay {peer}"), ingest, access, stop));
-                }
-                Err(e) => {
-                    tracing::warn!(target: "teelog::gateway", "relay: cannot accept a connection: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            },
+            (socket, peer) = listener.accept() => {
+                let (ingest, access, stop) = (ingest.clone(), access.clone(), connections_stop.clone());
+                tokio::spawn(connection(socket, format!("relay {peer}"), ingest, access, stop));
+            }
             () = crate::stopped(&mut stop) => return,
         }
     }

@@ -170,6 +170,21 @@ pub struct RelaySinkConfig {
     /// How long to wait for the connection, the welcome, or an acknowledgement.
     #[serde(default = "default_relay_timeout", deserialize_with = "timeout")]
     pub timeout: Duration,
+    /// Speak TLS to the gateway (its `listen.tls`).
+    #[serde(default)]
+    pub tls: Option<RelayTlsConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayTlsConfig {
+    /// Trust gateway certificates that chain to these roots (PEM); default: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// This shipper's certificate chain and key (PEM), for a gateway that asks for one (mTLS).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// The name the gateway's certificate must carry; default: the host of `address`.
+    pub server_name: Option<String>,
 }
 
 fn default_relay_timeout() -> Duration {
@@ -287,6 +302,11 @@ impl SinkConfig {
             SinkConfig::Otlp(c) => check_url(&c.url),
             SinkConfig::Relay(c) => {
                 one_token(&c.bearer_token, &c.bearer_token_file)?;
+                if let Some(tls) = &c.tls {
+                    if tls.client_cert.is_some() != tls.client_key.is_some() {
+                        return Err("tls: give client_cert and client_key together".into());
+                    }
+                }
                 match c.address.rsplit_once(':') {
                     Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
                     _ => Err(format!("address {:?}: give host:port", c.address)),

@@ -24,11 +24,11 @@ pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::Tc
 }
 
 /// Serves `router` on `listener` until `stop` turns true, finishing the requests in hand.
-pub async fn serve_http(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn serve_http<L>(listener: L, router: axum::Router, mut stop: watch::Receiver<bool>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let addr = listener.local_addr().ok();
     let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move {

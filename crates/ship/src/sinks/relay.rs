@@ -7,12 +7,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_platform_verifier::BuilderVerifierExt;
 use teelog_relay::{push_frame, FrameReader, Hello, ServerMessage};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Progress;
-use crate::config::RelaySinkConfig;
+use crate::config::{RelaySinkConfig, RelayTlsConfig};
 use crate::delivery::{Delivery, Sink, SinkError};
 
 /// Bytes of frames written before the acknowledgements are read.
@@ -22,12 +27,18 @@ pub struct RelaySink {
     address: String,
     hello: Hello,
     timeout: Duration,
+    /// With TLS: the connector and the name the gateway's certificate must carry.
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     connection: Option<Connection>,
     progress: Progress,
 }
 
+/// A connection to the gateway, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
+
 struct Connection {
-    socket: TcpStream,
+    socket: Box<dyn Io>,
     replies: FrameReader,
     /// Line frames sent on this connection, and how many of them the gateway has acknowledged.
     sent: u64,
@@ -38,10 +49,22 @@ impl RelaySink {
     /// A sink for the spool of `stream`.
     pub fn open(config: &RelaySinkConfig, stream: &str) -> Result<Self, String> {
         let token = crate::config::bearer_token(&config.bearer_token, &config.bearer_token_file)?;
+        let tls = match &config.tls {
+            None => None,
+            Some(tls) => {
+                let host = config.address.rsplit_once(':').map_or(config.address.as_str(), |(host, _)| host);
+                let name =
+                    tls.server_name.as_deref().unwrap_or(host.trim_start_matches('[').trim_end_matches(']'));
+                let name = ServerName::try_from(name.to_string())
+                    .map_err(|e| format!("tls: server name {name:?}: {e}"))?;
+                Some((tokio_rustls::TlsConnector::from(client_config(tls)?), name))
+            }
+        };
         Ok(Self {
             address: config.address.clone(),
             hello: Hello { relay: teelog_relay::VERSION, stream: stream.to_string(), token },
             timeout: config.timeout,
+            tls,
             connection: None,
             progress: Progress::default(),
         })
@@ -56,6 +79,17 @@ impl RelaySink {
             .map_err(|_| unreachable(format!("no connection within {:?}", self.timeout)))?
             .map_err(|e| unreachable(e.to_string()))?;
         let _ = socket.set_nodelay(true);
+        let socket: Box<dyn Io> = match &self.tls {
+            None => Box::new(socket),
+            Some((connector, name)) => {
+                let handshake = connector.connect(name.clone(), socket);
+                let stream = tokio::time::timeout(self.timeout, handshake)
+                    .await
+                    .map_err(|_| unreachable(format!("no TLS handshake within {:?}", self.timeout)))?
+                    .map_err(|e| unreachable(format!("TLS: {e}")))?;
+                Box::new(stream)
+            }
+        };
         let mut connection = Connection { socket, replies: FrameReader::client(), sent: 0, acked: 0 };
         connection.socket.write_all(&self.hello.opening()).await.map_err(|e| unreachable(e.to_string()))?;
         match connection.reply(self.timeout, &self.address).await? {
@@ -99,6 +133,35 @@ impl RelaySink {
         }
         self.progress.finish()
     }
+}
+
+/// The TLS client configuration of a relay sink; errors name the file.
+fn client_config(tls: &RelayTlsConfig) -> Result<Arc<rustls::ClientConfig>, String> {
+    let named = |path: &std::path::Path, e: &dyn std::fmt::Display| format!("tls: {}: {e}", path.display());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?;
+    let builder = match &tls.ca {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| named(path, &e))? {
+                roots.add(cert.map_err(|e| named(path, &e))?).map_err(|e| named(path, &e))?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => builder.with_platform_verifier().map_err(|e| format!("tls: the system's roots: {e}"))?,
+    };
+    let config = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let certs: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_file_iter(cert).and_then(|c| c.collect()).map_err(|e| named(cert, &e))?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| named(key, &e))?;
+            builder.with_client_auth_cert(certs, key_der).map_err(|e| named(cert, &e))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
 }
 
 /// A gateway's answer that is not the one expected: its error, or a protocol violation. Both

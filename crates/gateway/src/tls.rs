@@ -1,0 +1,120 @@
+//! TLS on the gateway's listeners (rustls, ring), optionally asking clients for certificates
+//! (mTLS). Handshakes run off the accept loop, so a client that stalls one holds up nobody.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsConfig;
+
+/// Longest a client may take over its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server configuration for `config`; errors name the file and the problem.
+pub fn server_config(config: &TlsConfig, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, String> {
+    let named = |path: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| named(&config.cert, &e))?;
+    if certs.is_empty() {
+        return Err(named(&config.cert, &"no certificate in it"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| named(&config.key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &config.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| named(path, &e))? {
+                roots.add(cert.map_err(|e| named(path, &e))?).map_err(|e| named(path, &e))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| named(path, &e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut server = builder.with_single_cert(certs, key).map_err(|e| named(&config.cert, &e))?;
+    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(server))
+}
+
+/// Connections accepted on a TCP listener whose TLS handshake succeeded.
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    /// Takes over `listener`; failed handshakes are logged and counted under `what`.
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        what: &'static str,
+        metrics: Arc<teelog_ship::metrics::Metrics>,
+    ) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (tx, ready) = mpsc::channel(64);
+        let acceptor = TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            loop {
+                let (socket, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(target: "teelog::gateway", "{what}: cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, ready, metrics) = (acceptor.clone(), tx.clone(), metrics.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = ready.send((stream, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(target: "teelog::gateway", "{what} {peer}: TLS handshake failed: {e}");
+                            metrics.refused(what, "tls");
+                        }
+                        Err(_) => {
+                            tracing::warn!(target: "teelog::gateway", "{what} {peer}: TLS handshake timed out");
+                            metrics.refused(what, "tls");
+                        }
+                    }
+                });
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(Self { ready, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(accepted) => accepted,
+            // The accept loop only ends once this listener is gone.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
