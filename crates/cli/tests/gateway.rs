@@ -377,3 +377,126 @@ fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
     let log = gateway.stop();
     assert!(log.contains("refused a request") && log.contains("not a teelog relay client"), "{log}");
 }
+
+/// A test CA with a certificate for the gateway (`localhost`) and one for a shipper, as PEM files.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    ca_der: rustls::pki_types::CertificateDer<'static>,
+}
+
+fn pki(dir: &Path) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let mut issue = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+        (write(&format!("{name}.pem"), cert.pem()), write(&format!("{name}.key"), key.serialize_pem()))
+    };
+    let (server_cert, server_key) = issue("localhost");
+    let (client_cert, client_key) = issue("shipper");
+    Pki {
+        ca: write("ca.pem", ca_cert.pem()),
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+        ca_der: ca_cert.der().clone(),
+    }
+}
+
+/// An HTTPS request to the gateway, with the shipper's certificate or without one.
+fn https(addr: SocketAddr, pki: &Pki, client_cert: bool, request: &[u8]) -> std::io::Result<String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = if client_cert {
+        let certs = vec![CertificateDer::from_pem_file(&pki.client_cert).unwrap()];
+        builder.with_client_auth_cert(certs, PrivateKeyDer::from_pem_file(&pki.client_key).unwrap()).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    let connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let socket = TcpStream::connect(addr)?;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    tls.write_all(request)?;
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer)?;
+    Ok(String::from_utf8_lossy(&answer).to_string())
+}
+
+#[test]
+fn over_mtls_only_clients_with_a_certificate_get_in() {
+    let f = fixture();
+    let pki = pki(&f.root);
+    let id = f.dev_identity();
+    let root = id.join("dev-root.pem");
+    let tls = format!(
+        "[listen.tls]\ncert = '{}'\nkey = '{}'\nclient_ca = '{}'",
+        s(&pki.server_cert),
+        s(&pki.server_key),
+        s(&pki.ca)
+    );
+    let gateway = Daemon::gateway(&f.config("127.0.0.1:0", &format!("trust_roots = ['{}']", s(&root)), &tls));
+    let ship = f.root.join("ship.toml");
+    std::fs::write(
+        &ship,
+        format!(
+            "identity = '{}'\nstream = 'app'\n[batch]\nmax_records = 4\nheartbeat = 'off'\n[spool]\ndir = '{}'\n\
+             [sources]\nstdin = true\n[[sinks]]\nkind = 'relay'\naddress = '{}'\n\
+             [sinks.tls]\nca = '{}'\nclient_cert = '{}'\nclient_key = '{}'\nserver_name = 'localhost'\n",
+            s(&id),
+            s(&f.root.join("spool")),
+            gateway.addr("relay"),
+            s(&pki.ca),
+            s(&pki.client_cert),
+            s(&pki.client_key)
+        ),
+    )
+    .unwrap();
+    ok(&teelog(&["ship", "--config", s(&ship)], &records(0..10)));
+    f.wait_for_batches(3);
+    let (code, json, _) = f.audit(&["--trust-root", s(&root)]);
+    assert_eq!((code, json["records"].as_u64()), (0, Some(10)), "{json}");
+
+    // Plain TCP on the TLS port gets no welcome.
+    let mut plain = TcpStream::connect(gateway.addr("relay")).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut opening = b"TEELOGR1".to_vec();
+    opening.extend(frame(br#"{"relay":1,"stream":"app"}"#));
+    plain.write_all(&opening).unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("welcome"));
+
+    let request = b"POST /v1/batches HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nContent-Length: 7\r\n\r\nnot a\n\n";
+    let answer = https(gateway.addr("HTTP"), &pki, true, request).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(https(gateway.addr("HTTP"), &pki, false, request).is_err(), "no client certificate, no answer");
+
+    let text = metrics(gateway.addr("metrics"));
+    assert!(text.contains(r#"teelog_requests_refused_total{source="relay",reason="tls"} 1"#), "{text}");
+    assert!(text.contains(r#"teelog_requests_refused_total{source="http",reason="tls"} 1"#), "{text}");
+    let log = gateway.stop();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+}

@@ -131,8 +131,10 @@ impl FrameReader {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
+        // Frames handed out are dropped first, so that the buffer holds at most one partial
+        // frame and what just arrived, however long the stream.
+        if self.start > 0 {
+            self.buf.drain(..self.start);
             self.start = 0;
         }
         self.buf.extend_from_slice(bytes);
