@@ -400,7 +400,7 @@ fn pki(dir: &Path) -> Pki {
         std::fs::write(&path, pem).unwrap();
         path
     };
-    let mut issue = |name: &str| {
+    let issue = |name: &str| {
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
         (write(&format!("{name}.pem"), cert.pem()), write(&format!("{name}.key"), key.serialize_pem()))
