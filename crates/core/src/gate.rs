@@ -21,6 +21,9 @@ use crate::verify::{
 const RECENT_PER_EPOCH: usize = 1024;
 /// Gaps remembered per epoch, so that a batch arriving late is not reported again.
 const GAPS_PER_EPOCH: usize = 256;
+/// Epochs remembered per stream (each restart of a signer starts one); the longest-silent one
+/// is forgotten first.
+const EPOCHS_PER_STREAM: usize = 64;
 
 /// What one line turned out to be.
 #[derive(Debug)]
@@ -62,12 +65,16 @@ struct EpochTrack {
     recent: VecDeque<(u64, String)>,
     /// Seq ranges (inclusive) reported missing that have not arrived yet.
     gaps: VecDeque<(u64, u64)>,
+    /// `sealed_at` of batch `last_seq`.
+    #[serde(default)]
+    sealed_at: UnixNanos,
 }
 
 impl EpochTrack {
     /// Batch `seq` with header hash `hash` is the newest of the epoch.
-    fn advance(&mut self, seq: u64, hash: &str) {
+    fn advance(&mut self, seq: u64, hash: &str, sealed_at: UnixNanos) {
         self.last_seq = seq;
+        self.sealed_at = sealed_at;
         self.head = hash.to_string();
         self.recent.push_back((seq, hash.to_string()));
         if self.recent.len() > RECENT_PER_EPOCH {
@@ -357,7 +364,7 @@ impl Continuity {
                     ),
                 );
             }
-            epoch.advance(h.seq, hash);
+            epoch.advance(h.seq, hash, sealed_at);
             return false;
         }
         // The first batch of an epoch this gateway sees.
@@ -398,8 +405,19 @@ impl Continuity {
         if h.seq > 1 && known_stream {
             epoch.gaps.push_back((1, h.seq - 1));
         }
-        epoch.advance(h.seq, hash);
+        epoch.advance(h.seq, hash, sealed_at);
         stream.epochs.insert(h.epoch.clone(), epoch);
+        if stream.epochs.len() > EPOCHS_PER_STREAM {
+            let stalest = stream
+                .epochs
+                .iter()
+                .filter(|(id, _)| **id != h.epoch)
+                .min_by_key(|(_, e)| e.sealed_at)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = stalest {
+                stream.epochs.remove(&id);
+            }
+        }
         false
     }
 }
@@ -516,6 +534,20 @@ mod tests {
     fn lines_hash(line: &[u8]) -> Option<String> {
         let batch = ParsedBatch::parse(line).expect("batch");
         Some(hex::encode(batch.header_hash))
+    }
+
+    #[test]
+    fn many_restarts_keep_the_state_bounded() {
+        let a = signer();
+        let mut gate = gate(&[&a]);
+        let mut prev = None;
+        for _ in 0..EPOCHS_PER_STREAM + 6 {
+            let mut head = ChainHead::new_epoch("app", prev.take());
+            let lines = epoch(&mut head, &a, 1);
+            assert_eq!(kinds(&mut gate, &lines), vec![Vec::<&str>::new()], "each epoch continues the last");
+            prev = head.prev.clone();
+        }
+        assert_eq!(gate.continuity().streams["app"].epochs.len(), EPOCHS_PER_STREAM);
     }
 
     #[test]
