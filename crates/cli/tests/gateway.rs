@@ -281,7 +281,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 /// or goes quiet.
 fn relay_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<Value> {
     let mut socket = TcpStream::connect(addr).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     socket.write_all(bytes).unwrap();
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
@@ -342,6 +342,8 @@ fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
     assert!(body.contains("stream"), "{body}");
 
     let relay = gateway.addr("relay");
+    // A client that never says hello is let go after a while (checked at the end).
+    let silent = std::thread::spawn(move || relay_exchange(relay, b""));
     let answer = relay_exchange(relay, b"GET / HTTP/1.1\r\n\r\n");
     assert!(answer[0]["error"].as_str().unwrap().contains("not a teelog relay client"), "{answer:?}");
     let mut no_token = b"TEELOGR1".to_vec();
@@ -365,6 +367,8 @@ fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"duplicates\":1"), "{body}");
 
+    let answer = silent.join().unwrap();
+    assert!(answer[0]["error"].as_str().unwrap().contains("nothing received for 10s"), "{answer:?}");
     let text = metrics(gateway.addr("metrics"));
     for reason in [
         r#"source="http",reason="unauthorized"} 2"#,
@@ -374,6 +378,7 @@ fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
         assert!(text.contains(reason), "{reason}: {text}");
     }
     assert!(text.contains(r#"source="relay",reason="bad_request"} 1"#), "{text}");
+    assert!(text.contains(r#"source="relay",reason="timeout"} 1"#), "{text}");
     let log = gateway.stop();
     assert!(log.contains("refused a request") && log.contains("not a teelog relay client"), "{log}");
 }

@@ -13,6 +13,10 @@ use crate::Access;
 /// Line frames taken from the socket before they are handed to the writer together.
 const FRAMES_PER_SUBMISSION: usize = 4096;
 const READ_BUFFER: usize = 256 << 10;
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Shippers send heartbeats every 10 s by default; a connection silent this long is closed, and
+/// a shipper that is still there connects again.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Accepts relay connections on `listener` (plain TCP or TLS) until `stop` turns true.
 pub async fn serve<L: axum::serve::Listener<Addr = std::net::SocketAddr>>(
@@ -42,6 +46,8 @@ enum Ended {
     Refused(String),
     #[error(transparent)]
     Stopping(#[from] crate::ingest::IngestError),
+    #[error("nothing received for {0:?}")]
+    Silent(std::time::Duration),
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -54,6 +60,7 @@ impl Ended {
             Ended::Protocol(_) => "bad_request",
             Ended::Refused(_) => "unauthorized",
             Ended::Stopping(_) => "stopping",
+            Ended::Silent(_) => "timeout",
             Ended::Io(_) => "io",
         }
     }
@@ -93,8 +100,13 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     let mut acked: u64 = 0;
     let source: Arc<str> = source.into();
     loop {
+        // A client has a while to say who it is; after that, a shipper may be idle for long.
+        let patience = if stream.is_none() { HELLO_TIMEOUT } else { IDLE_TIMEOUT };
         let n = tokio::select! {
-            read = socket.read(&mut buf) => read?,
+            read = tokio::time::timeout(patience, socket.read(&mut buf)) => match read {
+                Ok(read) => read?,
+                Err(_) => return Err(Ended::Silent(patience)),
+            },
             // Stopping: what was acknowledged is durable; the shipper sends the rest again.
             () = crate::stopped(&mut stop) => return Ok(()),
         };
