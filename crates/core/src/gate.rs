@@ -536,6 +536,85 @@ mod tests {
         Some(hex::encode(batch.header_hash))
     }
 
+    /// Vouches for one key with measurement `abcd`, for any document.
+    struct Vouch(crate::PublicKey);
+
+    impl AttestationVerifier for Vouch {
+        fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, String> {
+            if document == b"forged" {
+                return Err("the document's chain does not reach a trusted root".into());
+            }
+            Ok(AttestedKey {
+                key: self.0.clone(),
+                measurement: "abcd".into(),
+                platform: "dev".into(),
+                previous_head: None,
+            })
+        }
+    }
+
+    #[test]
+    fn attested_batches_need_their_document_first_and_a_trusted_one() {
+        let document = b"a document".to_vec();
+        let key =
+            SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap())
+                .unwrap();
+        let attested = SoftwareSigner::new(key, Some("abcd".into()))
+            .with_attestation(hex::encode(crate::merkle::sha256(&document)));
+        let mut head = ChainHead::new_epoch("app", None);
+        let lines = epoch(&mut head, &attested, 2);
+        let document_line = crate::batch::attestation_line(&document);
+        let document_line = document_line.strip_suffix(b"\n").unwrap().to_vec();
+        let gate = || {
+            Gate::new(VerifyOptions::default(), Continuity::default())
+                .with_attestation(Box::new(Vouch(attested.public_key().clone())))
+        };
+        // Before its document, a batch cannot be trusted (nor placed in the chain); after it,
+        // the next one verifies.
+        let found = kinds(&mut gate(), &[lines[0].clone(), document_line.clone(), lines[1].clone()]);
+        assert_eq!(found, vec![vec!["untrusted_attestation"], vec!["document"], vec![]]);
+        assert_eq!(kinds(&mut gate(), &[document_line, lines[0].clone()]), vec![vec!["document"], vec![]]);
+        // A forged document (the same digest is named, so the batch points at it).
+        let mut forged_gate = gate();
+        let forged = crate::batch::attestation_line(b"forged");
+        forged_gate.check_line(Origin { source: "t", line: 1 }, forged.strip_suffix(b"\n").unwrap());
+        let named_forged = SoftwareSigner::new(
+            SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap())
+                .unwrap(),
+            Some("abcd".into()),
+        )
+        .with_attestation(hex::encode(crate::merkle::sha256(b"forged")));
+        let mut other = ChainHead::new_epoch("db", None);
+        let forged_batches = epoch(&mut other, &named_forged, 1);
+        match forged_gate.check_line(Origin { source: "t", line: 2 }, &forged_batches[0]) {
+            Checked::Batch(v) => {
+                assert!(!v.signature_valid);
+                assert_eq!(v.findings[0].kind, FindingKind::UntrustedAttestation, "{v:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_measurement_not_expected_is_found_but_the_batch_stays_valid() {
+        let a = signer();
+        let mut head = ChainHead::new_epoch("app", None);
+        let lines = epoch(&mut head, &a, 1);
+        let options = VerifyOptions {
+            trusted_keys: vec![a.public_key().clone()],
+            expect_measurement: Some("ffff".into()),
+            ..VerifyOptions::default()
+        };
+        match Gate::new(options, Continuity::default()).check_line(Origin { source: "t", line: 1 }, &lines[0])
+        {
+            Checked::Batch(v) => {
+                assert!(v.signature_valid);
+                assert_eq!(v.findings[0].kind, FindingKind::UnexpectedMeasurement, "{v:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn many_restarts_keep_the_state_bounded() {
         let a = signer();
