@@ -230,11 +230,31 @@ fn tampered_and_malformed_lines_are_stored_flagged_and_reported() {
     let (code, json, kinds) = f.audit(&["--pubkey", s(&pubkey)]);
     assert_eq!(code, 1, "{json}");
     assert_eq!(kinds, ["record_tampered"], "{json}");
+    // A batch under a key nobody trusts, naming a stream never seen: stored flagged, and
+    // counted without its (anyone's) stream name.
+    let stranger = f.root.join("stranger");
+    ok(&teelog(&["keygen", "--out", s(&stranger)], b""));
+    let forged = f.root.join("forged.ndjson");
+    ok(&teelog(
+        &["sign", "--identity", s(&stranger), "--stream", "x-1", "--out", s(&forged)],
+        &records(0..2),
+    ));
+    let (status, answer) =
+        http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, &std::fs::read(&forged).unwrap());
+    assert!(status == 200 && answer.contains("invalid_signature"), "{answer}");
+    let text = metrics(gateway.addr("metrics"));
+    for series in [
+        r#"{stream="pay",signature_valid="false"} 1"#,
+        r#"{stream="(unverified)",signature_valid="false"} 1"#,
+    ] {
+        assert!(text.contains(&format!("teelog_gateway_batches_total{series}")), "{series}: {text}");
+    }
+    assert!(!text.contains("x-1"), "{text}");
     let log = gateway.stop();
     assert!(log.contains("finding=\"record_tampered\" stream=\"pay\""), "{log}");
     let out = teelog(&["verify", "--store", s(&f.store()), "--pubkey", s(&pubkey), "--json"], b"");
     let (_, json, kinds) = report(&out);
-    assert_eq!(kinds, ["malformed", "record_tampered"], "{json}");
+    assert_eq!(kinds, ["malformed", "record_tampered", "invalid_signature"], "{json}");
 }
 
 #[test]

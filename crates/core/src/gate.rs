@@ -143,6 +143,12 @@ impl Gate {
         &self.continuity
     }
 
+    /// Whether a validly signed batch of `stream` has been seen: only those streams' names are
+    /// known not to come from whoever can reach the gateway.
+    pub fn knows_stream(&self, stream: &str) -> bool {
+        self.continuity.streams.contains_key(stream)
+    }
+
     /// The bytes of a document seen before, by SHA-256.
     pub fn document(&self, sha256: &Digest) -> Option<&[u8]> {
         self.documents.get(sha256).map(|d| d.bytes.as_slice())

@@ -23,6 +23,8 @@ use crate::envelope;
 const QUEUE: usize = 64;
 /// Bytes of lines taken into one group commit.
 const GROUP_BYTES: usize = 8 << 20;
+/// The metrics' stream label for batches of a stream no valid batch has named.
+pub const UNVERIFIED: &str = "(unverified)";
 /// Findings returned to a client in one answer; the rest are counted.
 pub const FINDINGS_RETURNED: usize = 100;
 
@@ -299,7 +301,14 @@ impl Writer {
                         outcome.duplicates += 1;
                         self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.metrics.batch(&verdict.stream, verdict.signature_valid);
+                    // A name no valid batch has carried could be anyone's: one series for all of
+                    // them keeps the metrics bounded.
+                    let label = if self.gate.knows_stream(&verdict.stream) {
+                        verdict.stream.as_str()
+                    } else {
+                        UNVERIFIED
+                    };
+                    self.metrics.batch(label, verdict.signature_valid);
                     verdict.findings
                 }
                 Checked::Malformed(finding) => {
