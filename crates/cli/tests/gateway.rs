@@ -388,7 +388,7 @@ fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
     assert!(body.contains("\"duplicates\":1"), "{body}");
 
     let answer = silent.join().unwrap();
-    assert!(answer[0]["error"].as_str().unwrap().contains("nothing received for 10s"), "{answer:?}");
+    assert!(answer[0]["error"].as_str().unwrap().contains("no hello within 10s"), "{answer:?}");
     let text = metrics(gateway.addr("metrics"));
     for reason in [
         r#"source="http",reason="unauthorized"} 2"#,

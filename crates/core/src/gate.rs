@@ -21,6 +21,9 @@ use crate::verify::{
 const RECENT_PER_EPOCH: usize = 1024;
 /// Gaps remembered per epoch, so that a batch arriving late is not reported again.
 const GAPS_PER_EPOCH: usize = 256;
+/// Attestation documents held (one per signer start, normally); beyond, one no batch has named
+/// is forgotten.
+const MAX_DOCUMENTS: usize = 4096;
 /// Epochs remembered per stream (each restart of a signer starts one); the longest-silent one
 /// is forgotten first.
 const EPOCHS_PER_STREAM: usize = 64;
@@ -76,6 +79,10 @@ impl EpochTrack {
         self.last_seq = seq;
         self.sealed_at = sealed_at;
         self.head = hash.to_string();
+        self.remember(seq, hash);
+    }
+
+    fn remember(&mut self, seq: u64, hash: &str) {
         self.recent.push_back((seq, hash.to_string()));
         if self.recent.len() > RECENT_PER_EPOCH {
             self.recent.pop_front();
@@ -174,6 +181,21 @@ impl Gate {
             return match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, document) {
                 Ok(bytes) => {
                     let digest = sha256(&bytes);
+                    if !self.documents.contains_key(&digest) && self.documents.len() >= MAX_DOCUMENTS {
+                        // Make room by forgetting one no batch has named yet.
+                        let unused =
+                            self.documents.iter().find(|(_, d)| d.verdict.is_none()).map(|(k, _)| *k);
+                        match unused {
+                            Some(key) => {
+                                self.documents.remove(&key);
+                            }
+                            None => {
+                                return malformed(
+                                    "attestation: too many documents held; this one is not kept",
+                                )
+                            }
+                        }
+                    }
                     self.documents.entry(digest).or_insert(Document { bytes, verdict: None });
                     Checked::Document { sha256: digest }
                 }
@@ -323,6 +345,8 @@ impl Continuity {
         if let Some(epoch) = stream.epochs.get_mut(&h.epoch) {
             if h.seq <= epoch.last_seq {
                 if epoch.fill(h.seq) {
+                    // Late, but now known: a second batch for this seq is then equivocation.
+                    epoch.remember(h.seq, hash);
                     return false;
                 }
                 return match epoch.recent.iter().find(|(seq, _)| *seq == h.seq) {
@@ -376,14 +400,21 @@ impl Continuity {
         // The first batch of an epoch this gateway sees.
         if h.seq == 1 {
             match h.prev.as_deref() {
-                None => match &stream.genesis {
-                    Some(first) => finding(
+                None if known_stream => {
+                    let first = stream
+                        .genesis
+                        .as_deref()
+                        .map_or(String::new(), |g| format!(" (it started with epoch {g})"));
+                    finding(
                         FindingKind::ChainBreak,
                         1,
-                        format!("stream {:?} starts again (it started with epoch {first}): a restart did not link to the previous head", h.stream),
-                    ),
-                    None => stream.genesis = Some(h.epoch.clone()),
-                },
+                        format!(
+                            "stream {:?} starts again{first}: a restart did not link to the previous head",
+                            h.stream
+                        ),
+                    );
+                }
+                None => stream.genesis = Some(h.epoch.clone()),
                 Some(prev) if known_stream => {
                     let continued = stream.epochs.values().any(|e| e.head == prev);
                     if !continued {
@@ -515,9 +546,31 @@ mod tests {
         // The next epoch starts afresh instead of continuing from the head.
         let mut again = ChainHead::new_epoch("app", None);
         lines.extend(epoch(&mut again, &a, 1));
-        let mut gate = gate(&[&a]);
-        let found = kinds(&mut gate, &lines);
+        let mut gate_from_start = gate(&[&a]);
+        let found = kinds(&mut gate_from_start, &lines);
         assert_eq!(found, vec![vec![], vec![], vec!["chain_break"]]);
+        // A gateway that joined mid-stream (at seq 2) sees the fresh start as a break too.
+        let mut joined_late = gate(&[&a]);
+        let found = kinds(&mut joined_late, &lines[1..]);
+        assert_eq!(found, vec![vec![], vec!["chain_break"]]);
+    }
+
+    #[test]
+    fn a_batch_that_fills_a_gap_is_remembered() {
+        let a = signer();
+        let mut head = ChainHead::new_epoch("app", None);
+        let lines = epoch(&mut head, &a, 3);
+        let mut fork = ChainHead {
+            stream: "app".into(),
+            epoch: head.epoch.clone(),
+            next_seq: 2,
+            prev: lines_hash(&lines[0]),
+        };
+        let forked = epoch(&mut fork, &a, 1);
+        let mut gate = gate(&[&a]);
+        let found =
+            kinds(&mut gate, &[lines[0].clone(), lines[2].clone(), lines[1].clone(), forked[0].clone()]);
+        assert_eq!(found, vec![vec![], vec!["sequence_gap"], vec![], vec!["equivocation"]]);
     }
 
     #[test]

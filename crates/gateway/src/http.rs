@@ -85,13 +85,12 @@ async fn batches(
             return refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message);
         }
     };
-    let lines: Vec<Vec<u8>> = bytes
-        .split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-        .map(<[u8]>::to_vec)
-        .collect();
-    if lines.is_empty() {
+    // Blank lines are kept here, so that findings name lines by their place in the body; the
+    // writer skips them.
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let lines: Vec<Vec<u8>> =
+        body.split(|&b| b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line).to_vec()).collect();
+    if lines.iter().all(|line| is_blank(line)) {
         return refuse(StatusCode::BAD_REQUEST, "bad_request", "the body holds no lines".into());
     }
     let n = app.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -103,4 +102,8 @@ async fn batches(
                 .into_response()
         }
     }
+}
+
+pub(crate) fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
 }

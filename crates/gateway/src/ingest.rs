@@ -273,6 +273,9 @@ impl Writer {
         let mut outcome = Outcome::default();
         let hint = submission.stream.as_deref();
         for (i, line) in submission.lines.iter().enumerate() {
+            if crate::http::is_blank(line) {
+                continue;
+            }
             outcome.lines += 1;
             self.metrics.lines_in.fetch_add(1, Ordering::Relaxed);
             let origin = Origin { source: &submission.source, line: submission.first_line + i as u64 };
@@ -287,7 +290,9 @@ impl Writer {
                     Vec::new()
                 }
                 Checked::Batch(verdict) => {
-                    if let Some(document) = verdict.attestation {
+                    // Only a batch its document vouches for places the document in a stream: an
+                    // unsigned one could name any stream and have the document copied there.
+                    if let Some(document) = verdict.attestation.filter(|_| verdict.signature_valid) {
                         self.emit_document(document, &verdict.stream, out);
                     }
                     out.extend(envelope::encode(Some(&verdict.stream), Some(verdict.signature_valid), line));

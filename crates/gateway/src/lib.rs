@@ -165,7 +165,11 @@ pub async fn run(
             let mut tick = tokio::time::interval(SILENCE_CHECK);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => ingest.check_silence(teelog_ship::signer::now(), max_silence).await,
+                    _ = tick.tick() => {}
+                    () = crate::stopped(&mut stop) => return,
+                }
+                tokio::select! {
+                    () = ingest.check_silence(teelog_ship::signer::now(), max_silence) => {}
                     () = crate::stopped(&mut stop) => return,
                 }
             }
@@ -181,7 +185,13 @@ pub async fn run(
     }
     drop(ingest);
     // The writer ends once the connections still finishing have dropped their handles.
-    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    let joined =
+        tokio::time::timeout(DRAIN_TIMEOUT, tokio::task::spawn_blocking(move || writer_thread.join()));
+    if joined.await.is_err() {
+        // A connection still in the writer's hands (a disk that will not take writes): what it
+        // sent is not acknowledged, so its shipper sends it again.
+        tracing::warn!(target: "teelog::gateway", "the writer did not finish in {DRAIN_TIMEOUT:?}; stopping anyway");
+    }
     let _ = stop_sinks.send(true);
     for delivery in deliveries {
         if tokio::time::timeout(DRAIN_TIMEOUT, delivery).await.is_err() {

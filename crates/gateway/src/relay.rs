@@ -14,6 +14,9 @@ use crate::Access;
 const FRAMES_PER_SUBMISSION: usize = 4096;
 const READ_BUFFER: usize = 256 << 10;
 const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Relay connections served at once; more are turned away until one ends.
+const MAX_CONNECTIONS: usize = 1024;
 /// Shippers send heartbeats every 10 s by default; a connection silent this long is closed, and
 /// a shipper that is still there connects again.
 const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -26,11 +29,20 @@ pub async fn serve<L: axum::serve::Listener<Addr = std::net::SocketAddr>>(
     mut stop: watch::Receiver<bool>,
 ) {
     let connections_stop = stop.clone();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             (socket, peer) = listener.accept() => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(target: "teelog::gateway", "relay {peer}: turned away, {MAX_CONNECTIONS} connections are open");
+                    access.metrics.refused("relay", "too_many");
+                    continue;
+                };
                 let (ingest, access, stop) = (ingest.clone(), access.clone(), connections_stop.clone());
-                tokio::spawn(connection(socket, format!("relay {peer}"), ingest, access, stop));
+                tokio::spawn(async move {
+                    connection(socket, format!("relay {peer}"), ingest, access, stop).await;
+                    drop(slot);
+                });
             }
             () = crate::stopped(&mut stop) => return,
         }
@@ -48,6 +60,8 @@ enum Ended {
     Stopping(#[from] crate::ingest::IngestError),
     #[error("nothing received for {0:?}")]
     Silent(std::time::Duration),
+    #[error("no hello within {0:?}")]
+    NoHello(std::time::Duration),
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -60,7 +74,7 @@ impl Ended {
             Ended::Protocol(_) => "bad_request",
             Ended::Refused(_) => "unauthorized",
             Ended::Stopping(_) => "stopping",
-            Ended::Silent(_) => "timeout",
+            Ended::Silent(_) | Ended::NoHello(_) => "timeout",
             Ended::Io(_) => "io",
         }
     }
@@ -79,7 +93,7 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         Err(e) => {
             if !matches!(e, Ended::Io(_)) {
                 access.metrics.refused("relay", e.reason());
-                let _ = socket.write_all(&ServerMessage::Error(e.to_string()).to_frame()).await;
+                let _ = send(&mut socket, &ServerMessage::Error(e.to_string())).await;
                 let _ = socket.shutdown().await;
             }
             tracing::warn!(target: "teelog::gateway", "{source}: {e}");
@@ -94,18 +108,23 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     access: &Access,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Ended> {
-    let mut reader = FrameReader::server(access.max_frame_bytes);
+    let mut reader = FrameReader::server();
+    let hello_deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
     let mut buf = vec![0u8; READ_BUFFER];
     let mut stream: Option<Arc<str>> = None;
     let mut acked: u64 = 0;
     let source: Arc<str> = source.into();
     loop {
         // A client has a while to say who it is; after that, a shipper may be idle for long.
-        let patience = if stream.is_none() { HELLO_TIMEOUT } else { IDLE_TIMEOUT };
+        let deadline = match stream {
+            None => hello_deadline,
+            Some(_) => tokio::time::Instant::now() + IDLE_TIMEOUT,
+        };
         let n = tokio::select! {
-            read = tokio::time::timeout(patience, socket.read(&mut buf)) => match read {
+            read = tokio::time::timeout_at(deadline, socket.read(&mut buf)) => match read {
                 Ok(read) => read?,
-                Err(_) => return Err(Ended::Silent(patience)),
+                Err(_) if stream.is_none() => return Err(Ended::NoHello(HELLO_TIMEOUT)),
+                Err(_) => return Err(Ended::Silent(IDLE_TIMEOUT)),
             },
             // Stopping: what was acknowledged is durable; the shipper sends the rest again.
             () = crate::stopped(&mut stop) => return Ok(()),
@@ -123,7 +142,8 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err(Ended::Refused("the hello carries no valid bearer token".into()));
             }
             stream = Some(hello.stream.as_str().into());
-            socket.write_all(&ServerMessage::Welcome(access.name.clone()).to_frame()).await?;
+            reader.set_max(access.max_frame_bytes);
+            send(socket, &ServerMessage::Welcome(access.name.clone())).await?;
         }
         loop {
             let lines = take_lines(&mut reader)?;
@@ -133,7 +153,17 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             let count = lines.len() as u64;
             ingest.submit(lines, source.clone(), acked + 1, stream.clone()).await?;
             acked += count;
-            socket.write_all(&ServerMessage::Ack(acked).to_frame()).await?;
+            send(socket, &ServerMessage::Ack(acked)).await?;
+        }
+    }
+}
+
+/// Writes one message; a client that does not read is given up on rather than waited for.
+async fn send<S: AsyncWrite + Unpin>(socket: &mut S, message: &ServerMessage) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&message.to_frame())).await {
+        Ok(written) => written,
+        Err(_) => {
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client does not read its answers"))
         }
     }
 }

@@ -69,7 +69,12 @@ impl TlsListener {
         let acceptor = TlsAcceptor::from(config);
         tokio::spawn(async move {
             loop {
-                let (socket, peer) = match listener.accept().await {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    // The server this listener fed is gone.
+                    () = tx.closed() => return,
+                };
+                let (socket, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         tracing::warn!(target: "teelog::gateway", "{what}: cannot accept a connection: {e}");
@@ -93,9 +98,6 @@ impl TlsListener {
                         }
                     }
                 });
-                if tx.is_closed() {
-                    return;
-                }
             }
         });
         Ok(Self { ready, local })

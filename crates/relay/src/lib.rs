@@ -19,6 +19,8 @@ pub const MAGIC: &[u8; 8] = b"TEELOGR1";
 pub const VERSION: u32 = 1;
 /// The largest frame either side accepts unless configured otherwise.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+/// The largest hello a server accepts: it is read before the client is known.
+pub const MAX_HELLO: usize = 64 << 10;
 /// The largest server message (welcome, ack, error) a client accepts.
 pub const MAX_SERVER_MESSAGE: usize = 64 << 10;
 
@@ -120,9 +122,15 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    /// A reader for the server's side of a connection, which starts with the magic.
-    pub fn server(max_frame: usize) -> Self {
-        Self { buf: Vec::new(), start: 0, max: max_frame, expect_magic: true }
+    /// A reader for the server's side of a connection, which starts with the magic and a hello
+    /// of at most [`MAX_HELLO`] bytes; [`FrameReader::set_max`] raises the limit once it is in.
+    pub fn server() -> Self {
+        Self { buf: Vec::new(), start: 0, max: MAX_HELLO, expect_magic: true }
+    }
+
+    /// Frames longer than `max` are refused from now on.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
     }
 
     /// A reader for the client's side, which reads server messages.
@@ -195,7 +203,7 @@ mod tests {
         stream.extend(frame(b""));
         stream.extend(frame(b"{\"line\":2}"));
         for step in [1, 3, 7, stream.len()] {
-            let mut reader = FrameReader::server(1024);
+            let mut reader = FrameReader::server();
             let mut frames: Vec<Vec<u8>> = Vec::new();
             for piece in stream.chunks(step) {
                 reader.push(piece);
@@ -211,15 +219,25 @@ mod tests {
 
     #[test]
     fn bad_openings_and_frames_are_refused() {
-        let mut http = FrameReader::server(1024);
+        let mut http = FrameReader::server();
         http.push(b"GET / HTTP/1.1\r\n");
         assert_eq!(http.next_frame(), Err(RelayError::Magic));
-        let mut partial = FrameReader::server(1024);
+        let mut partial = FrameReader::server();
         partial.push(b"TEEL");
         assert_eq!(partial.next_frame(), Ok(None));
 
-        let mut big = FrameReader::server(10);
+        let mut big_hello = FrameReader::server();
+        big_hello.push(MAGIC);
+        big_hello.push(&(MAX_HELLO as u32 + 1).to_be_bytes());
+        assert_eq!(
+            big_hello.next_frame(),
+            Err(RelayError::TooLarge { len: MAX_HELLO as u64 + 1, max: MAX_HELLO })
+        );
+        let mut big = FrameReader::server();
         big.push(MAGIC);
+        big.push(&frame(b"{}"));
+        assert!(big.next_frame().unwrap().is_some());
+        big.set_max(10);
         big.push(&11u32.to_be_bytes());
         assert_eq!(big.next_frame(), Err(RelayError::TooLarge { len: 11, max: 10 }));
 
