@@ -163,16 +163,7 @@ impl Gate {
 
     /// Judges one line (without its newline).
     pub fn check_line(&mut self, origin: Origin<'_>, line: &[u8]) -> Checked {
-        let malformed = |detail: &str| {
-            Checked::Malformed(Finding {
-                kind: FindingKind::Malformed,
-                stream: None,
-                epoch: None,
-                seq: None,
-                record_index: None,
-                detail: format!("{origin}: {detail}"),
-            })
-        };
+        let malformed = |detail: &str| Checked::Malformed(Finding::malformed(origin, detail));
         let fields: LineFields<'_> = match serde_json::from_slice(line) {
             Ok(fields) => fields,
             Err(e) => return malformed(&format!("not a batch line: {e}")),
@@ -218,14 +209,7 @@ impl Gate {
         let origin = origin.to_string();
         let mut findings = Vec::new();
         let mut finding = |kind, record_index, detail: &str| {
-            findings.push(Finding {
-                kind,
-                stream: Some(h.stream.clone()),
-                epoch: Some(h.epoch.clone()),
-                seq: Some(h.seq),
-                record_index,
-                detail: format!("{origin}: {detail}"),
-            })
+            findings.push(Finding::about(kind, h, record_index, &origin, detail))
         };
         let attestation =
             h.attestation.as_deref().and_then(|d| <[u8; 32]>::try_from(hex::decode(d).ok()?).ok());
@@ -560,16 +544,9 @@ mod tests {
         let a = signer();
         let mut head = ChainHead::new_epoch("app", None);
         let lines = epoch(&mut head, &a, 3);
-        let mut fork = ChainHead {
-            stream: "app".into(),
-            epoch: head.epoch.clone(),
-            next_seq: 2,
-            prev: lines_hash(&lines[0]),
-        };
-        let forked = epoch(&mut fork, &a, 1);
+        let forked = fork_after(&head, &lines[0], &a);
         let mut gate = gate(&[&a]);
-        let found =
-            kinds(&mut gate, &[lines[0].clone(), lines[2].clone(), lines[1].clone(), forked[0].clone()]);
+        let found = kinds(&mut gate, &[lines[0].clone(), lines[2].clone(), lines[1].clone(), forked]);
         assert_eq!(found, vec![vec![], vec!["sequence_gap"], vec![], vec!["equivocation"]]);
     }
 
@@ -578,21 +555,17 @@ mod tests {
         let a = signer();
         let mut head = ChainHead::new_epoch("app", None);
         let lines = epoch(&mut head, &a, 2);
-        let mut fork = ChainHead {
-            stream: "app".into(),
-            epoch: head.epoch.clone(),
-            next_seq: 2,
-            prev: lines_hash(&lines[0]),
-        };
-        let forked = epoch(&mut fork, &a, 1);
+        let forked = fork_after(&head, &lines[0], &a);
         let mut gate = gate(&[&a]);
-        let found = kinds(&mut gate, &[lines[0].clone(), lines[1].clone(), forked[0].clone()]);
+        let found = kinds(&mut gate, &[lines[0].clone(), lines[1].clone(), forked]);
         assert_eq!(found, vec![vec![], vec![], vec!["equivocation"]]);
     }
 
-    fn lines_hash(line: &[u8]) -> Option<String> {
-        let batch = ParsedBatch::parse(line).expect("batch");
-        Some(hex::encode(batch.header_hash))
+    /// A second batch for seq 2 of `head`'s epoch, after `first` (its batch 1).
+    fn fork_after(head: &ChainHead, first: &[u8], signer: &SoftwareSigner) -> Vec<u8> {
+        let prev = Some(hex::encode(ParsedBatch::parse(first).expect("batch").header_hash));
+        let mut fork = ChainHead { stream: "app".into(), epoch: head.epoch.clone(), next_seq: 2, prev };
+        epoch(&mut fork, signer, 1).remove(0)
     }
 
     /// Vouches for one key with measurement `abcd`, for any document.

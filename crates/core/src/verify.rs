@@ -58,8 +58,26 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// A line at `origin` that is not a batch that can be judged.
+    pub(crate) fn malformed(origin: Origin<'_>, detail: &str) -> Self {
+        Finding {
+            kind: FindingKind::Malformed,
+            stream: None,
+            epoch: None,
+            seq: None,
+            record_index: None,
+            detail: format!("{origin}: {detail}"),
+        }
+    }
+
     /// A finding about the batch with header `h`, found in the line at `origin`.
-    fn about(kind: FindingKind, h: &Header, record_index: Option<u64>, origin: &str, detail: &str) -> Self {
+    pub(crate) fn about(
+        kind: FindingKind,
+        h: &Header,
+        record_index: Option<u64>,
+        origin: &str,
+        detail: &str,
+    ) -> Self {
         Finding {
             kind,
             stream: Some(h.stream.clone()),
@@ -237,14 +255,7 @@ impl Verifier {
 
     /// Reports a line that could not even be read as a line (too long, not UTF-8, torn).
     pub fn push_malformed(&mut self, origin: Origin<'_>, detail: &str) {
-        self.findings.push(Finding {
-            kind: FindingKind::Malformed,
-            stream: None,
-            epoch: None,
-            seq: None,
-            record_index: None,
-            detail: format!("{origin}: {detail}"),
-        });
+        self.findings.push(Finding::malformed(origin, detail));
     }
 
     /// Feeds one line (without its newline). Blank lines are ignored.
