@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use teelog_core::batch::HEADER_FIELDS;
 
 use serde::Deserialize;
 use teelog_ship::config::{Config, SinkConfig};
@@ -438,25 +439,6 @@ fn check_logql(context: &str, expr: &str) {
         assert!(HEADER_FIELDS.contains(&header), "{context}: header.{header} is not a header member");
     }
 }
-
-/// Members of the batch header (docs/FORMAT.md §4).
-const HEADER_FIELDS: [&str; 15] = [
-    "v",
-    "stream",
-    "epoch",
-    "seq",
-    "prev",
-    "count",
-    "root",
-    "hints",
-    "first_ts",
-    "last_ts",
-    "sealed_at",
-    "measurement",
-    "attestation",
-    "key_id",
-    "alg",
-];
 
 fn matching(close: char) -> char {
     match close {

@@ -23,6 +23,25 @@ pub const SIGNING_CONTEXT: &[u8] = b"teelog/batch-header/v1\n";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// The members of a batch header, in the order of [`Header`]'s fields (docs/FORMAT.md §4).
+pub const HEADER_FIELDS: [&str; 15] = [
+    "v",
+    "stream",
+    "epoch",
+    "seq",
+    "prev",
+    "count",
+    "root",
+    "hints",
+    "first_ts",
+    "last_ts",
+    "sealed_at",
+    "measurement",
+    "attestation",
+    "key_id",
+    "alg",
+];
+
 /// The signed part of a batch. Written as RFC 8785 canonical JSON; the signature covers
 /// `SIGNING_CONTEXT || header bytes` exactly as they appear in the batch line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -620,5 +639,38 @@ impl<'a> ParsedBatch<'a> {
 
     pub fn signature(&self) -> &[u8] {
         &self.sig
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_fields_are_the_members_a_header_has() {
+        let header = Header {
+            v: 1,
+            stream: "s".into(),
+            epoch: "e".into(),
+            seq: 1,
+            prev: None,
+            count: 0,
+            root: String::new(),
+            hints: String::new(),
+            first_ts: None,
+            last_ts: None,
+            sealed_at: String::new(),
+            measurement: None,
+            attestation: None,
+            key_id: String::new(),
+            alg: String::new(),
+        };
+        let value = serde_json::to_value(&header).expect("a header serialises");
+        let mut members: Vec<&str> =
+            value.as_object().expect("an object").keys().map(String::as_str).collect();
+        let mut expected = HEADER_FIELDS.to_vec();
+        members.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(members, expected);
     }
 }

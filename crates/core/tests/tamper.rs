@@ -5,6 +5,7 @@
 //! verifier's findings: the expected kind is there, at the expected seq, and nothing unrelated is.
 
 use std::collections::BTreeSet;
+use teelog_core::batch::HEADER_FIELDS;
 
 use base64::Engine;
 use proptest::prelude::*;
@@ -303,24 +304,6 @@ fn mutate_records(log: &Log, batch: usize, mutation: &RecordMutation) -> String 
     }
     join(&prefix, &records)
 }
-
-const HEADER_FIELDS: [&str; 15] = [
-    "v",
-    "stream",
-    "epoch",
-    "seq",
-    "prev",
-    "count",
-    "root",
-    "hints",
-    "first_ts",
-    "last_ts",
-    "sealed_at",
-    "measurement",
-    "attestation",
-    "key_id",
-    "alg",
-];
 
 fn mutate_header_field(header: &mut serde_json::Value, field: &str, salt: u8) {
     let flip_hex = |s: &str| {
