@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use teelog_ship::config::{check_sinks, ConfigError, MetricsConfig, SinkConfig};
+use teelog_ship::config::{check_sinks, load_checked, ConfigError, MetricsConfig, SinkConfig};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,12 +87,7 @@ pub struct VerifyConfig {
 
 impl GatewayConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let invalid = |message: String| ConfigError::Invalid { path: path.into(), message };
-        let config: GatewayConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        config.check().map_err(invalid)?;
-        Ok(config)
+        load_checked(path, Self::check)
     }
 
     /// What the types cannot say.
@@ -115,11 +110,10 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use teelog_ship::config::parse_checked;
 
     fn load(text: &str) -> Result<GatewayConfig, String> {
-        let config: GatewayConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        config.check()?;
-        Ok(config)
+        parse_checked(text, GatewayConfig::check)
     }
 
     #[test]

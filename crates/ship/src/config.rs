@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use crate::pipeline::{PipelineOptions, WhenFull};
@@ -334,12 +335,7 @@ pub enum ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let config: Config = toml::from_str(&text)
-            .map_err(|e| ConfigError::Invalid { path: path.into(), message: e.to_string() })?;
-        config.check().map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
-        Ok(config)
+        load_checked(path, Self::check)
     }
 
     /// What the types cannot say.
@@ -374,6 +370,26 @@ impl Config {
             keep_spool: self.spool.keep,
         }
     }
+}
+
+/// A TOML configuration from `text`, checked by `check` for what its types cannot say.
+pub fn parse_checked<T: DeserializeOwned>(
+    text: &str,
+    check: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, String> {
+    let config: T = toml::from_str(text).map_err(|e| e.to_string())?;
+    check(&config)?;
+    Ok(config)
+}
+
+/// [`parse_checked`] on the file at `path`; errors name the file.
+pub fn load_checked<T: DeserializeOwned>(
+    path: &Path,
+    check: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    parse_checked(&text, check).map_err(|message| ConfigError::Invalid { path: path.into(), message })
 }
 
 /// The sinks of a spool (the shipper's or the gateway's): names distinct and usable as file
@@ -427,9 +443,7 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
-        config.check()?;
-        Ok(config)
+        parse_checked(text, Config::check)
     }
 
     #[test]
