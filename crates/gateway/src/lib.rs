@@ -125,16 +125,18 @@ pub async fn run(
 
     let (stop_listeners, listeners_stop) = watch::channel(false);
     let mut listeners = Vec::new();
-    let tls = |alpn: &[&[u8]]| config.listen.tls.as_ref().map(|t| tls::server_config(t, alpn)).transpose();
-    let tls_listener = |listener, tls, what| {
-        TlsListener::new(listener, tls, what, metrics.clone()).map_err(|e| GatewayError::Tls(e.to_string()))
+    // Read once, before anything listens; each listener offers its own protocol.
+    let tls = config.listen.tls.as_ref().map(tls::server_config).transpose().map_err(GatewayError::Tls)?;
+    let tls_listener = |listener, tls, alpn: &[&[u8]], what| {
+        TlsListener::new(listener, tls, alpn, what, metrics.clone())
+            .map_err(|e| GatewayError::Tls(e.to_string()))
     };
     if let Some(addr) = config.listen.relay {
         let listener = bind(addr, "relay").await?;
         let (ingest, access, stop) = (ingest.clone(), access.clone(), listeners_stop.clone());
-        listeners.push(match tls(&[]).map_err(GatewayError::Tls)? {
+        listeners.push(match &tls {
             Some(tls) => {
-                tokio::spawn(relay::serve(tls_listener(listener, tls, "relay")?, ingest, access, stop))
+                tokio::spawn(relay::serve(tls_listener(listener, tls, &[], "relay")?, ingest, access, stop))
             }
             None => {
                 let listener = listener.tap_io(|socket| {
@@ -148,8 +150,10 @@ pub async fn run(
         let listener = bind(addr, "HTTP").await?;
         let router = http::router(ingest.clone(), access.clone());
         let stop = listeners_stop.clone();
-        listeners.push(match tls(&[b"http/1.1"]).map_err(GatewayError::Tls)? {
-            Some(tls) => tokio::spawn(serve_http(tls_listener(listener, tls, "http")?, router, stop)),
+        listeners.push(match &tls {
+            Some(tls) => {
+                tokio::spawn(serve_http(tls_listener(listener, tls, &[b"http/1.1"], "http")?, router, stop))
+            }
             None => tokio::spawn(serve_http(listener, router, stop)),
         });
     }

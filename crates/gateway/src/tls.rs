@@ -19,7 +19,7 @@ use crate::config::TlsConfig;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server configuration for `config`; errors name the file and the problem.
-pub fn server_config(config: &TlsConfig, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(config: &TlsConfig) -> Result<rustls::ServerConfig, String> {
     let named = |path: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert)
         .and_then(|certs| certs.collect())
@@ -45,9 +45,7 @@ pub fn server_config(config: &TlsConfig, alpn: &[&[u8]]) -> Result<Arc<rustls::S
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut server = builder.with_single_cert(certs, key).map_err(|e| named(&config.cert, &e))?;
-    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(server))
+    builder.with_single_cert(certs, key).map_err(|e| named(&config.cert, &e))
 }
 
 /// Connections accepted on a TCP listener whose TLS handshake succeeded.
@@ -57,16 +55,20 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Takes over `listener`; failed handshakes are logged and counted under `what`.
+    /// Takes over `listener`, offering `alpn`; failed handshakes are logged and counted under
+    /// `what`.
     pub fn new(
         listener: TcpListener,
-        config: Arc<rustls::ServerConfig>,
+        config: &rustls::ServerConfig,
+        alpn: &[&[u8]],
         what: &'static str,
         metrics: Arc<teelog_ship::metrics::Metrics>,
     ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
-        let acceptor = TlsAcceptor::from(config);
+        let mut config = config.clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
