@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::{report, s, teelog};
+use common::{keygen, report, s, teelog};
 use serde_json::Value;
 use teelog_fake_loki::{Entry, FakeLoki, Labels, Streams};
 use teelog_loki::{encode_push, ClientOptions, Layout, LayoutOptions, LokiClient, PushBuilder, PushOutcome};
@@ -29,8 +29,7 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let identity = root.join("id");
-    let out = teelog(&["keygen", "--out", s(&identity)], b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    keygen(&identity, &[]);
     Fixture { _dir: dir, root, identity, loki: FakeLoki::start().unwrap() }
 }
 
@@ -349,8 +348,7 @@ fn an_empty_range_or_loki_is_an_error() {
 fn shipped_dev_attested_batches_verify_and_need_their_document() {
     let f = fixture();
     let id = f.root.join("dev-id");
-    let out = teelog(&["keygen", "--dev", "--out", s(&id)], b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    keygen(&id, &["--dev"]);
     let spool = f.root.join("spool");
     let out = teelog(
         &[

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use common::{s, teelog};
+use common::{keygen, s, teelog};
 
 use base64::Engine;
 use serde_json::Value;
@@ -37,8 +37,7 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let identity = root.join("id");
-    let out = teelog(&["keygen", "--out", s(&identity), "--measurement", "ABCD01"], b"");
-    assert!(out.status.success(), "{}", stderr(&out));
+    keygen(&identity, &["--measurement", "ABCD01"]);
     let pubkey = identity.join("public-key.pem");
     Fixture { _dir: dir, root, identity, pubkey }
 }

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{report, s, teelog};
+use common::{keygen, report, s, teelog};
 use serde_json::Value;
 use ship_harness::Daemon;
 use teelog_fake_loki::FakeLoki;
@@ -48,13 +48,13 @@ fn records(range: std::ops::Range<u32>) -> Vec<u8> {
 impl Fixture {
     fn dev_identity(&self) -> PathBuf {
         let id = self.root.join("dev-id");
-        ok(&teelog(&["keygen", "--dev", "--out", s(&id)], b""));
+        keygen(&id, &["--dev"]);
         id
     }
 
     fn software_identity(&self) -> PathBuf {
         let id = self.root.join("sw-id");
-        ok(&teelog(&["keygen", "--out", s(&id)], b""));
+        keygen(&id, &[]);
         id
     }
 
@@ -72,6 +72,15 @@ impl Fixture {
         let path = self.root.join("gateway.toml");
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// `teelog sign` of `records` into batches of `batch_size` for `stream`: the batch lines.
+    fn sign(&self, id: &Path, stream: &str, batch_size: u32, records: std::ops::Range<u32>) -> Vec<u8> {
+        let out = self.root.join(format!("{stream}.ndjson"));
+        let size = batch_size.to_string();
+        let args = ["sign", "--identity", s(id), "--stream", stream, "--batch-size", &size, "--out", s(&out)];
+        ok(&teelog(&args, &crate::records(records)));
+        std::fs::read(&out).unwrap()
     }
 
     fn store(&self) -> PathBuf {
@@ -203,12 +212,7 @@ fn tampered_and_malformed_lines_are_stored_flagged_and_reported() {
     let f = fixture();
     let id = f.software_identity();
     let pubkey = id.join("public-key.pem");
-    let batches = f.root.join("batches.ndjson");
-    ok(&teelog(
-        &["sign", "--identity", s(&id), "--stream", "pay", "--batch-size", "3", "--out", s(&batches)],
-        &records(0..9),
-    ));
-    let lines = std::fs::read_to_string(&batches).unwrap();
+    let lines = String::from_utf8(f.sign(&id, "pay", 3, 0..9)).unwrap();
     let tampered = lines.replace("record 4", "record 44");
     let gateway = Daemon::gateway(&f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), ""));
     let body = format!("{tampered}this is not a batch\n");
@@ -233,14 +237,9 @@ fn tampered_and_malformed_lines_are_stored_flagged_and_reported() {
     // A batch under a key nobody trusts, naming a stream never seen: stored flagged, and
     // counted without its (anyone's) stream name.
     let stranger = f.root.join("stranger");
-    ok(&teelog(&["keygen", "--out", s(&stranger)], b""));
-    let forged = f.root.join("forged.ndjson");
-    ok(&teelog(
-        &["sign", "--identity", s(&stranger), "--stream", "x-1", "--out", s(&forged)],
-        &records(0..2),
-    ));
-    let (status, answer) =
-        http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, &std::fs::read(&forged).unwrap());
+    keygen(&stranger, &[]);
+    let forged = f.sign(&stranger, "x-1", 4096, 0..2);
+    let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, &forged);
     assert!(status == 200 && answer.contains("invalid_signature"), "{answer}");
     let text = metrics(gateway.addr("metrics"));
     for series in [
@@ -329,9 +328,7 @@ fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
     let f = fixture();
     let id = f.software_identity();
     let pubkey = id.join("public-key.pem");
-    let batches = f.root.join("batches.ndjson");
-    ok(&teelog(&["sign", "--identity", s(&id), "--stream", "ops", "--out", s(&batches)], &records(0..4)));
-    let line = std::fs::read(&batches).unwrap();
+    let line = f.sign(&id, "ops", 4096, 0..4);
     std::fs::write(f.root.join("token"), "s3cret\n").unwrap();
     let extra = format!("bearer_token_file = '{}'\nmax_request_bytes = 100000", s(&f.root.join("token")));
     let gateway = Daemon::gateway(&f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), &extra));

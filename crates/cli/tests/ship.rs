@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{s, teelog};
+use common::{keygen, s, teelog};
 use serde_json::{json, Value};
 use ship_harness::{stored_records, Daemon};
 
@@ -26,8 +26,7 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let identity = root.join("id");
-    let out = teelog(&["keygen", "--out", s(&identity)], b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    keygen(&identity, &[]);
     Fixture { _dir: dir, root, identity }
 }
 

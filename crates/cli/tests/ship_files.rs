@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{s, teelog};
+use common::{keygen, s, teelog};
 use serde_json::Value;
 use ship_harness::{stored_records, Daemon};
 
@@ -47,8 +47,7 @@ fn files_are_followed_across_rotation_and_restarts_without_gaps() {
     let root = dir.path();
     let path = |name: &str| -> PathBuf { root.join(name) };
     let (identity, spool, log) = (path("id"), path("spool"), path("app.log"));
-    let out = teelog(&["keygen", "--out", s(&identity)], b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    keygen(&identity, &[]);
     let config = path("ship.toml");
     std::fs::write(
         &config,
@@ -129,8 +128,7 @@ fn kill_9_while_following_loses_no_line() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let (identity, spool, log) = (root.join("id"), root.join("spool"), root.join("app.log"));
-    let out = teelog(&["keygen", "--out", s(&identity)], b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    keygen(&identity, &[]);
     let config = root.join("ship.toml");
     std::fs::write(
         &config,

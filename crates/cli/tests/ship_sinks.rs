@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
-use common::{s, teelog};
+use common::{keygen, s, teelog};
 use prost::Message;
 
 /// One request as received: its path, its lower-cased header lines, its body.
@@ -62,8 +62,7 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>) {
 fn the_sink_flags_deliver_stdin_records_to_loki_and_over_otlp() {
     let dir = tempfile::tempdir().unwrap();
     let identity = dir.path().join("id");
-    let out = teelog(&["keygen", "--out", s(&identity)], b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    keygen(&identity, &[]);
     let (url, requests) = receiver();
     let input: String = (0..50).map(|n| format!("{{\"message\":\"m {n}\"}}\n")).collect();
     let out = teelog(

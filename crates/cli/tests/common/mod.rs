@@ -19,6 +19,16 @@ pub fn teelog(args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `teelog keygen --out DIR ARGS`, which must succeed.
+// Not every test file makes an identity this way.
+#[allow(dead_code)]
+pub fn keygen(dir: &Path, args: &[&str]) {
+    let mut all = vec!["keygen", "--out", s(dir)];
+    all.extend_from_slice(args);
+    let out = teelog(&all, b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
