@@ -96,8 +96,7 @@ impl GatewayMetrics {
             ),
             ("teelog_gateway_duplicates_total", "Batches received again (resends).", &self.duplicates),
         ] {
-            let value = value.load(Ordering::Relaxed);
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            teelog_ship::metrics::write_metric(&mut out, name, help, value, "counter");
         }
         out.push_str("# HELP teelog_gateway_batches_total Batches received, by stream and verdict.\n# TYPE teelog_gateway_batches_total counter\n");
         for ((stream, valid), n) in self.batches.lock().unwrap_or_else(|e| e.into_inner()).iter() {

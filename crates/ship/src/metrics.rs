@@ -161,7 +161,7 @@ impl Metrics {
 }
 
 /// One unlabelled metric with its help and type lines.
-fn write_metric(out: &mut String, name: &str, help: &str, value: &AtomicU64, kind: &str) {
+pub fn write_metric(out: &mut String, name: &str, help: &str, value: &AtomicU64, kind: &str) {
     let _ =
         writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Ordering::Relaxed));
 }
