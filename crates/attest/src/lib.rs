@@ -3,9 +3,10 @@
 //! caller; the AWS Nitro Enclaves root G1 ships here, pinned by its SHA-256.
 #![forbid(unsafe_code)]
 
+mod cbor;
 pub mod dev;
 pub mod nitro;
-mod reader;
+pub mod reader;
 pub mod snp;
 pub mod tdx;
 pub mod tpm;
@@ -85,6 +86,24 @@ impl TrustRoot {
         Ok(Self { der, sha256, dev })
     }
 
+    /// Every certificate of a PEM bundle (a maker's issuing CAs and root), or one DER
+    /// certificate.
+    pub fn all_from_pem_or_der(bytes: &[u8]) -> Result<Vec<Self>, AttestError> {
+        if bytes.first() == Some(&0x30) {
+            return Ok(vec![Self::from_pem_or_der(bytes)?]);
+        }
+        let roots = CertificateDer::pem_slice_iter(bytes)
+            .map(|der| {
+                let der = der.map_err(|e| AttestError::Root(format!("not a PEM certificate: {e}")))?;
+                Self::from_pem_or_der(&der)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if roots.is_empty() {
+            return Err(AttestError::Root("no CERTIFICATE in the PEM".into()));
+        }
+        Ok(roots)
+    }
+
     pub fn der(&self) -> &[u8] {
         &self.der
     }
@@ -108,39 +127,66 @@ pub(crate) fn verify_chain<'p>(
     at: u64,
     chain: &str,
 ) -> Result<webpki::VerifiedPath<'p>, AttestError> {
+    verify_chain_for(leaf, webpki::KeyUsage::client_auth(), algs, anchors, intermediates, at, chain)
+}
+
+/// [`verify_chain`] for a leaf with an extended key usage of its own (a TPM's EK certificate).
+pub(crate) fn verify_chain_for<'p>(
+    leaf: &'p webpki::EndEntityCert<'p>,
+    usage: webpki::KeyUsage,
+    algs: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm],
+    anchors: &'p [rustls_pki_types::TrustAnchor<'p>],
+    intermediates: &'p [CertificateDer<'p>],
+    at: u64,
+    chain: &str,
+) -> Result<webpki::VerifiedPath<'p>, AttestError> {
     use webpki::Error as E;
     let time = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(at));
-    leaf.verify_for_usage(algs, anchors, intermediates, time, webpki::KeyUsage::client_auth(), None, None)
-        .map_err(|e| {
-            let why = match e {
-                E::CertExpired { not_after, .. } => {
-                    format!(
-                        "a certificate is not valid at {}: it expired at {}",
-                        rfc3339(at),
-                        rfc3339(not_after.as_secs())
-                    )
-                }
-                E::CertNotValidYet { not_before, .. } => format!(
-                    "a certificate is not valid at {}: it is valid only from {}",
+    leaf.verify_for_usage(algs, anchors, intermediates, time, usage, None, None).map_err(|e| {
+        let why = match e {
+            E::CertExpired { not_after, .. } => {
+                format!(
+                    "a certificate is not valid at {}: it expired at {}",
                     rfc3339(at),
-                    rfc3339(not_before.as_secs())
-                ),
-                E::UnknownIssuer => {
-                    "the chain does not reach a pinned root (re-signed by another CA?)".to_string()
-                }
-                E::InvalidSignatureForPublicKey | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
-                    format!("a certificate signature does not verify: {e:?}")
-                }
-                other => format!("{other:?}"),
-            };
-            AttestError::Chain(format!("{chain}: {why}"))
-        })
+                    rfc3339(not_after.as_secs())
+                )
+            }
+            E::CertNotValidYet { not_before, .. } => format!(
+                "a certificate is not valid at {}: it is valid only from {}",
+                rfc3339(at),
+                rfc3339(not_before.as_secs())
+            ),
+            E::UnknownIssuer => {
+                "the chain does not reach a pinned root (re-signed by another CA?)".to_string()
+            }
+            E::InvalidSignatureForPublicKey | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+                format!("a certificate signature does not verify: {e:?}")
+            }
+            other => format!("{other:?}"),
+        };
+        AttestError::Chain(format!("{chain}: {why}"))
+    })
 }
 
 fn rfc3339(seconds: u64) -> String {
     teelog_core::timestamp::format_rfc3339(
         i64::try_from(seconds).unwrap_or(i64::MAX).saturating_mul(1_000_000_000),
     )
+}
+
+/// The pinned root a verified chain ended at.
+pub(crate) fn reached_root<'r>(
+    roots: &'r [TrustRoot],
+    anchors: &[rustls_pki_types::TrustAnchor<'_>],
+    path: &webpki::VerifiedPath<'_>,
+) -> Result<&'r TrustRoot, AttestError> {
+    let reached = path.anchor();
+    roots
+        .iter()
+        .zip(anchors)
+        .find(|(_, a)| a.subject == reached.subject)
+        .map(|(root, _)| root)
+        .ok_or_else(|| AttestError::Certificate("the chain ended at an unknown anchor".into()))
 }
 
 /// A trust anchor from a root certificate the caller pinned.

@@ -14,12 +14,11 @@ use rustls_pki_types::CertificateDer;
 use teelog_core::crypto::p1363_to_der;
 use teelog_core::merkle::Digest;
 
-use crate::{anchor, verify_chain, AttestError, TrustRoot};
+use crate::cbor::{bytes, payload_err, text_map};
+use crate::{anchor, reached_root, verify_chain, AttestError, TrustRoot};
 
 /// Attestation documents are a few KiB; anything much larger is refused before parsing.
 pub const MAX_DOCUMENT_BYTES: usize = 64 << 10;
-/// Nesting allowed in the payload (the real layout needs 3).
-const MAX_CBOR_DEPTH: usize = 8;
 const MAX_CABUNDLE: usize = 16;
 const MAX_CERT_BYTES: usize = 8 << 10;
 /// Limits from the Nitro Enclaves NSM API.
@@ -57,10 +56,6 @@ pub struct NitroVerified {
     pub debug_mode: bool,
     /// The time the chain was checked at, in seconds since the Unix epoch.
     pub checked_at: u64,
-}
-
-fn payload_err(field: &str, why: impl Into<String>) -> AttestError {
-    AttestError::Payload { field: field.to_string(), reason: why.into() }
 }
 
 impl NitroDocument {
@@ -134,13 +129,7 @@ impl NitroDocument {
         let algs = [webpki::ring::ECDSA_P384_SHA384, webpki::ring::ECDSA_P256_SHA256];
         let path =
             verify_chain(&leaf, &algs, &anchors, &intermediates, checked_at, "certificate ← cabundle")?;
-        let reached = path.anchor();
-        let root = roots
-            .iter()
-            .zip(&anchors)
-            .find(|(_, a)| a.subject == reached.subject)
-            .map(|(root, _)| root)
-            .ok_or_else(|| AttestError::Certificate("the chain ended at an unknown anchor".into()))?;
+        let root = reached_root(roots, &anchors, &path)?;
 
         let tbs = self.sign1.tbs_data(&[]);
         leaf.verify_signature(webpki::ring::ECDSA_P384_SHA384, &tbs, &p1363_to_der(&self.sign1.signature))
@@ -156,36 +145,11 @@ impl NitroDocument {
 }
 
 fn parse_payload(payload: &[u8]) -> Result<NitroDocument, AttestError> {
-    let mut reader = payload;
-    let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut reader, MAX_CBOR_DEPTH)
-        .map_err(|e| AttestError::Cose(format!("payload is not CBOR: {e}")))?;
-    if !reader.is_empty() {
-        return Err(AttestError::Cose(format!("{} bytes after the payload map", reader.len())));
-    }
-    let Value::Map(entries) = value else {
-        return Err(AttestError::Cose("payload is not a CBOR map".into()));
-    };
-    let mut fields: BTreeMap<String, Value> = BTreeMap::new();
-    for (key, value) in entries {
-        let Value::Text(key) = key else {
-            return Err(payload_err("(key)", format!("keys are text, found {key:?}")));
-        };
-        if fields.insert(key.clone(), value).is_some() {
-            return Err(payload_err(&key, "appears twice"));
-        }
-    }
+    let mut fields = text_map(payload, "payload")?;
     let mut take = |name: &str| fields.remove(name);
     let text = |name: &str, v: Option<Value>| match v {
         Some(Value::Text(t)) if !t.is_empty() => Ok(t),
         Some(other) => Err(payload_err(name, format!("must be non-empty text, found {other:?}"))),
-        None => Err(payload_err(name, "is missing")),
-    };
-    let bytes = |name: &str, v: Option<Value>, max: usize| match v {
-        Some(Value::Bytes(b)) if b.len() <= max => Ok(b),
-        Some(Value::Bytes(b)) => {
-            Err(payload_err(name, format!("is {} bytes, at most {max} allowed", b.len())))
-        }
-        Some(other) => Err(payload_err(name, format!("must be a byte string, found {other:?}"))),
         None => Err(payload_err(name, "is missing")),
     };
     let optional_bytes = |name: &str, v: Option<Value>, max: usize| match v {

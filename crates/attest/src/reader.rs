@@ -1,16 +1,16 @@
 //! A bounds-checked cursor over attacker-supplied binary structures (TDX quotes are
 //! little-endian, TPM structures big-endian): every read names what it reads, and none runs past
-//! the end.
+//! the end. Public so that the TPM client reads its device's responses the same way.
 
 use crate::AttestError;
 
 #[derive(Clone, Copy)]
-pub(crate) enum Endian {
+pub enum Endian {
     Little,
     Big,
 }
 
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
     endian: Endian,
@@ -19,19 +19,19 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(bytes: &'a [u8], endian: Endian, err: fn(String) -> AttestError) -> Self {
+    pub fn new(bytes: &'a [u8], endian: Endian, err: fn(String) -> AttestError) -> Self {
         Self { bytes, pos: 0, endian, err }
     }
 
-    pub(crate) fn pos(&self) -> usize {
+    pub fn pos(&self) -> usize {
         self.pos
     }
 
-    pub(crate) fn remaining(&self) -> usize {
+    pub fn remaining(&self) -> usize {
         self.bytes.len() - self.pos
     }
 
-    pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], AttestError> {
+    pub fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], AttestError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
         let end =
             end.ok_or_else(|| (self.err)(format!("truncated at {what} (offset {}, {n} bytes)", self.pos)))?;
@@ -40,17 +40,17 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    pub(crate) fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], AttestError> {
+    pub fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], AttestError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, what)?);
         Ok(out)
     }
 
-    pub(crate) fn u8(&mut self, what: &str) -> Result<u8, AttestError> {
+    pub fn u8(&mut self, what: &str) -> Result<u8, AttestError> {
         Ok(self.take(1, what)?[0])
     }
 
-    pub(crate) fn u16(&mut self, what: &str) -> Result<u16, AttestError> {
+    pub fn u16(&mut self, what: &str) -> Result<u16, AttestError> {
         let b = self.array(what)?;
         Ok(match self.endian {
             Endian::Little => u16::from_le_bytes(b),
@@ -58,7 +58,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    pub(crate) fn u32(&mut self, what: &str) -> Result<u32, AttestError> {
+    pub fn u32(&mut self, what: &str) -> Result<u32, AttestError> {
         let b = self.array(what)?;
         Ok(match self.endian {
             Endian::Little => u32::from_le_bytes(b),
@@ -67,13 +67,13 @@ impl<'a> Reader<'a> {
     }
 
     /// A u16 size and that many bytes (a TPM2B).
-    pub(crate) fn sized(&mut self, what: &str) -> Result<&'a [u8], AttestError> {
+    pub fn sized(&mut self, what: &str) -> Result<&'a [u8], AttestError> {
         let n = self.u16(what)? as usize;
         self.take(n, what)
     }
 
     /// Fails unless everything was read.
-    pub(crate) fn end(&self, what: &str) -> Result<(), AttestError> {
+    pub fn end(&self, what: &str) -> Result<(), AttestError> {
         match self.remaining() {
             0 => Ok(()),
             n => Err((self.err)(format!("{n} bytes after {what}"))),

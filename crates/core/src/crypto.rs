@@ -200,27 +200,28 @@ impl PublicKey {
 /// Re-encodes r || s as the DER `SEQUENCE { INTEGER r, INTEGER s }`.
 pub fn p1363_to_der(sig: &[u8]) -> Vec<u8> {
     let (r, s) = sig.split_at(sig.len() / 2);
-    let integer = |v: &[u8]| {
-        let v = &v[v.iter().position(|&b| b != 0).unwrap_or(v.len())..];
-        let mut out = vec![0x02];
-        let pad = v.first().is_none_or(|&b| b & 0x80 != 0);
-        out.push((v.len() + usize::from(pad)) as u8);
-        if pad {
-            out.push(0);
-        }
-        out.extend_from_slice(v);
-        out
-    };
-    let (r, s) = (integer(r), integer(s));
-    let body_len = r.len() + s.len();
-    let mut out = vec![0x30];
-    if body_len >= 0x80 {
-        out.push(0x81);
+    der_tlv(0x30, &[der_unsigned_integer(r), der_unsigned_integer(s)].concat())
+}
+
+/// A DER tag, length and content (content under 64 KiB, which is all teelog builds).
+pub fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let len = content.len();
+    let mut out = vec![tag];
+    match len {
+        0..=0x7f => out.push(len as u8),
+        0x80..=0xff => out.extend_from_slice(&[0x81, len as u8]),
+        _ => out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]),
     }
-    out.push(body_len as u8);
-    out.extend(r);
-    out.extend(s);
+    out.extend_from_slice(content);
     out
+}
+
+/// The DER INTEGER of a big-endian unsigned number: leading zeros dropped, one added when the
+/// top bit is set.
+pub fn der_unsigned_integer(v: &[u8]) -> Vec<u8> {
+    let v = &v[v.iter().position(|&b| b != 0).unwrap_or(v.len())..];
+    let pad = v.first().is_none_or(|&b| b & 0x80 != 0);
+    der_tlv(0x02, &[&[0u8][..usize::from(pad)], v].concat())
 }
 
 /// A software ECDSA key, held in process memory.

@@ -9,6 +9,10 @@
 //! signs into each attestation); how the EK is trusted — its certificate from the TPM vendor,
 //! and credential activation proving the AK lives beside it — is not checked here yet.
 
+pub mod bundle;
+pub mod enrollment;
+
+use teelog_core::crypto::{der_tlv, der_unsigned_integer};
 use teelog_core::merkle::sha256;
 use teelog_core::{PublicKey, SigAlg};
 
@@ -18,11 +22,13 @@ use crate::AttestError;
 const TPM_GENERATED: u32 = 0xff54_4347;
 const ST_ATTEST_CERTIFY: u16 = 0x8017;
 const ST_ATTEST_QUOTE: u16 = 0x8018;
+const ALG_RSA: u16 = 0x0001;
 const ALG_ECC: u16 = 0x0023;
 const ALG_SHA256: u16 = 0x000b;
 const ALG_ECDSA: u16 = 0x0018;
 const ALG_NULL: u16 = 0x0010;
 const ECC_NIST_P256: u16 = 0x0003;
+const ECC_NIST_P384: u16 = 0x0004;
 const CC_POLICY_PCR: u32 = 0x0000_017f;
 
 /// TPMA_OBJECT bits.
@@ -49,6 +55,64 @@ fn name_of(tpm2b: &[u8]) -> Result<Vec<u8>, AttestError> {
         return Err(err("the object is not named with SHA-256"));
     }
     Ok([&ALG_SHA256.to_be_bytes()[..], &sha256(area)].concat())
+}
+
+/// The DER SubjectPublicKeyInfo of an endorsement key from its TPM2B_PUBLIC (RSA, or ECC on
+/// P-256 or P-384), to compare with its certificate's.
+fn ek_spki(tpm2b: &[u8]) -> Result<Vec<u8>, AttestError> {
+    let mut outer = Reader::new(tpm2b, Endian::Big, AttestError::Tpm);
+    let area = outer.sized("EK TPM2B_PUBLIC")?;
+    outer.end("EK TPM2B_PUBLIC")?;
+    let mut r = Reader::new(area, Endian::Big, AttestError::Tpm);
+    let kind = r.u16("EK type")?;
+    r.u16("EK nameAlg")?;
+    r.u32("EK objectAttributes")?;
+    r.sized("EK authPolicy")?;
+    if r.u16("EK symmetric")? != ALG_NULL {
+        r.u16("EK symmetric keyBits")?;
+        r.u16("EK symmetric mode")?;
+    }
+    if r.u16("EK scheme")? != ALG_NULL {
+        r.u16("EK scheme hash")?;
+    }
+    let spki = match kind {
+        ALG_RSA => {
+            r.u16("EK keyBits")?;
+            let exponent = match r.u32("EK exponent")? {
+                0 => 65537,
+                e => e,
+            };
+            let modulus = r.sized("EK modulus")?;
+            // rsaEncryption with NULL parameters, then the RSAPublicKey as a BIT STRING.
+            let algorithm =
+                [0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
+            let key = der_tlv(
+                0x30,
+                &[der_unsigned_integer(modulus), der_unsigned_integer(&exponent.to_be_bytes())].concat(),
+            );
+            der_tlv(0x30, &[&algorithm[..], &der_tlv(0x03, &[&[0u8][..], &key].concat())].concat())
+        }
+        ALG_ECC => {
+            let curve = r.u16("EK curveID")?;
+            if r.u16("EK kdf")? != ALG_NULL {
+                r.u16("EK kdf hash")?;
+            }
+            let (x, y) = (r.sized("EK x")?, r.sized("EK y")?);
+            let alg = match curve {
+                ECC_NIST_P256 => SigAlg::Es256,
+                ECC_NIST_P384 => SigAlg::Es384,
+                other => return Err(err(format!("EK curve {other:#06x} is neither P-256 nor P-384"))),
+            };
+            let point = [&[0x04][..], x, y].concat();
+            PublicKey::from_uncompressed_point(alg, &point)
+                .map_err(|e| err(format!("EK: {e}")))?
+                .spki_der()
+                .to_vec()
+        }
+        other => return Err(err(format!("EK type {other:#06x} is neither RSA nor ECC"))),
+    };
+    r.end("EK TPMT_PUBLIC")?;
+    Ok(spki)
 }
 
 /// A qualified name one level down: nameAlg || SHA-256(parent's qualified name || name).
@@ -162,8 +226,9 @@ fn parse_attest(bytes: &[u8]) -> Result<Attest, AttestError> {
     Ok(attest)
 }
 
-/// Verifies a TPMT_SIGNATURE (ECDSA, SHA-256) by `ak` over `message`.
-fn verify_signature(ak: &PublicKey, message: &[u8], signature: &[u8], what: &str) -> Result<(), AttestError> {
+/// The r || s form of a TPMT_SIGNATURE (ECDSA with SHA-256 on P-256), as teelog stores
+/// signatures.
+pub fn signature_p1363(signature: &[u8], what: &str) -> Result<Vec<u8>, AttestError> {
     let mut r = Reader::new(signature, Endian::Big, AttestError::Tpm);
     if r.u16("sigAlg")? != ALG_ECDSA || r.u16("hash")? != ALG_SHA256 {
         return Err(err(format!("{what}: the signature is not ECDSA with SHA-256")));
@@ -177,8 +242,12 @@ fn verify_signature(ak: &PublicKey, message: &[u8], signature: &[u8], what: &str
         }
         Ok([vec![0; 32 - v.len()], v.to_vec()].concat())
     };
-    let p1363 = [fixed(sr)?, fixed(ss)?].concat();
-    if ak.verify_p1363(message, &p1363) {
+    Ok([fixed(sr)?, fixed(ss)?].concat())
+}
+
+/// Verifies a TPMT_SIGNATURE (ECDSA, SHA-256) by `ak` over `message`.
+fn verify_signature(ak: &PublicKey, message: &[u8], signature: &[u8], what: &str) -> Result<(), AttestError> {
+    if ak.verify_p1363(message, &signature_p1363(signature, what)?) {
         Ok(())
     } else {
         Err(err(format!("{what}: the signature does not verify under the attestation key")))
@@ -190,8 +259,12 @@ fn verify_signature(ak: &PublicKey, message: &[u8], signature: &[u8], what: &str
 pub struct TpmVerified {
     /// The signing key bound to the measured state.
     pub key: PublicKey,
+    /// The attestation key that certified and quoted it.
+    pub ak: PublicKey,
     /// The quote's PCR digest: SHA-256 over the quoted PCR values.
     pub measurement: [u8; 32],
+    /// The quote's extraData: teelog puts the previous epoch's head there, or nothing.
+    pub qualifying_data: Vec<u8>,
 }
 
 /// The evidence for one TPM-resident signing key.
@@ -214,8 +287,9 @@ pub struct TpmEvidence<'a> {
 }
 
 impl TpmEvidence<'_> {
-    /// Checks everything against the AK and the quote's qualifying data `nonce`.
-    pub fn verify(&self, nonce: &[u8]) -> Result<TpmVerified, AttestError> {
+    /// Checks everything against the AK, and the quote's qualifying data against `nonce` when
+    /// the verifier chose one.
+    pub fn verify(&self, nonce: Option<&[u8]>) -> Result<TpmVerified, AttestError> {
         use attr::*;
         let ak = TpmPublic::parse(self.ak_public)?;
         let ak_needs = FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | RESTRICTED | SIGN;
@@ -251,7 +325,7 @@ impl TpmEvidence<'_> {
         if certify.signer != ak_qualified || quote.signer != ak_qualified {
             return Err(err("the attestations were not signed by this AK under this EK"));
         }
-        if quote.extra_data != nonce {
+        if nonce.is_some_and(|nonce| quote.extra_data != nonce) {
             return Err(err("the quote's qualifying data is not the expected nonce (a replayed quote?)"));
         }
         let pcr_digest = sha256(self.pcr_values);
@@ -265,6 +339,11 @@ impl TpmEvidence<'_> {
         if key.auth_policy != policy {
             return Err(err("the signing key's policy is not PolicyPCR over the quoted PCRs"));
         }
-        Ok(TpmVerified { key: key.key, measurement: pcr_digest })
+        Ok(TpmVerified {
+            key: key.key,
+            ak: ak.key,
+            measurement: pcr_digest,
+            qualifying_data: quote.extra_data,
+        })
     }
 }

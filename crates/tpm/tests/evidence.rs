@@ -1,53 +1,14 @@
 //! TPM evidence produced by a real TPM 2.0 emulator (swtpm, driven with tpm2-tools): a signing
 //! key under a PCR policy, certified and quoted by an attestation key. `.ci/run` installs both.
+//! This checks the evidence alone, against an AK taken on faith; `identity.rs` checks the whole
+//! provisioned identity.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use teelog_attest::tpm::TpmEvidence;
 use teelog_attest::AttestError;
-
-struct Swtpm {
-    child: Child,
-    tcti: String,
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_swtpm(state: &Path) -> Swtpm {
-    // Two consecutive free loopback ports (the swtpm TCTI finds the control channel at port + 1).
-    let port = (0..100)
-        .find_map(|_| {
-            let first = std::net::TcpListener::bind(("127.0.0.1", 0)).ok()?;
-            let port = first.local_addr().ok()?.port();
-            std::net::TcpListener::bind(("127.0.0.1", port.checked_add(1)?)).ok().map(|_| port)
-        })
-        .expect("two free consecutive loopback ports");
-    let child = Command::new("swtpm")
-        .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-        .arg("--tpmstate")
-        .arg(format!("dir={}", state.display()))
-        .args(["--server", &format!("type=tcp,port={port},bindaddr=127.0.0.1")])
-        .args(["--ctrl", &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("swtpm runs (apt-get install swtpm tpm2-tools; .ci/run does)");
-    // From here on, Drop stops it whatever happens.
-    let tpm = Swtpm { child, tcti: format!("swtpm:host=127.0.0.1,port={port}") };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port + 1)).is_ok() {
-            return tpm;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("swtpm did not start on port {port}");
-}
+use teelog_tpm::swtpm::Swtpm;
 
 /// Runs one tpm2-tools command in `dir`, then flushes transient objects (swtpm has few slots).
 fn tpm2(tpm: &Swtpm, dir: &Path, args: &[&str]) {
@@ -55,7 +16,7 @@ fn tpm2(tpm: &Swtpm, dir: &Path, args: &[&str]) {
         let out = Command::new(cmd[0])
             .args(&cmd[1..])
             .current_dir(dir)
-            .env("TPM2TOOLS_TCTI", &tpm.tcti)
+            .env("TPM2TOOLS_TCTI", tpm.tcti.to_tools_string())
             .output()
             .unwrap();
         assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -86,8 +47,7 @@ fn read(dir: &Path, name: &str) -> Vec<u8> {
 fn a_pcr_bound_tpm_key_is_certified_and_quoted() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::create_dir(d.join("state")).unwrap();
-    let tpm = start_swtpm(&d.join("state"));
+    let tpm = Swtpm::manufacture_and_start(&d.join("tpm")).unwrap();
     tpm2(&tpm, d, &["tpm2_pcrextend", &format!("0:sha256={}", "ab".repeat(32))]);
     tpm2(
         &tpm,
@@ -188,22 +148,25 @@ fn a_pcr_bound_tpm_key_is_certified_and_quoted() {
 
     let files: Vec<Vec<u8>> = FILES.iter().map(|f| read(d, f)).collect();
     let nonce = [0x0a, 0x0b, 0x0c, 0x0d];
-    let verified = evidence(&files).verify(&nonce).unwrap();
+    let verified = evidence(&files).verify(Some(&nonce)).unwrap();
     assert_eq!(verified.measurement.to_vec(), teelog_core::merkle::sha256(&files[6]).to_vec());
     assert_eq!(verified.key.alg(), teelog_core::SigAlg::Es256);
 
     // A replayed quote, other PCR values, and any flipped byte are refused.
-    let err = evidence(&files).verify(&[1, 2, 3, 4]).unwrap_err();
+    let err = evidence(&files).verify(Some(&[1, 2, 3, 4])).unwrap_err();
     assert!(matches!(&err, AttestError::Tpm(why) if why.contains("nonce")), "{err}");
     for (index, name) in FILES.iter().enumerate() {
         for at in (0..files[index].len()).step_by(3) {
             let mut forged = files.clone();
             forged[index][at] ^= 0x01;
-            assert!(evidence(&forged).verify(&nonce).is_err(), "{name}: flipping byte {at} went unnoticed");
+            assert!(
+                evidence(&forged).verify(Some(&nonce)).is_err(),
+                "{name}: flipping byte {at} went unnoticed"
+            );
         }
     }
     // The certified key must be the one presented: the AK's own public area is not it.
     let mut swapped = files.clone();
     swapped[1] = files[0].clone();
-    assert!(evidence(&swapped).verify(&nonce).is_err());
+    assert!(evidence(&swapped).verify(Some(&nonce)).is_err());
 }

@@ -1,0 +1,139 @@
+//! The TPM evidence bundle: teelog's attestation document for a key that lives in a TPM
+//! (docs/FORMAT.md §7a). A CBOR map of byte strings, so it travels and is stored like any other
+//! document, and a verifier tells it from a COSE_Sign1 by its first byte.
+
+use ciborium::Value;
+use rustls_pki_types::CertificateDer;
+
+use super::{TpmEvidence, TpmVerified};
+use crate::cbor::{bytes, payload_err, text_map};
+use crate::{anchor, reached_root, verify_chain, AttestError, TrustRoot};
+
+/// The value of the bundle's `format` member.
+pub const FORMAT: &str = "teelog-tpm-evidence/1";
+/// A bundle is a certificate and a few small TPM structures.
+pub const MAX_BUNDLE_BYTES: usize = 32 << 10;
+const MAX_CERT_BYTES: usize = 8 << 10;
+const MAX_STRUCT_BYTES: usize = 2 << 10;
+
+/// Everything an auditor needs to trust a TPM-resident signing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpmBundle {
+    /// TPM2B_PUBLIC of the endorsement key. Its certificate from the TPM's maker is checked at
+    /// enrollment and vouched for by the AK certificate, so it is not carried here.
+    pub ek_public: Vec<u8>,
+    /// TPM2B_PUBLIC of the attestation key, and the certificate an enrollment CA issued for it
+    /// after credential activation proved it lives beside that EK (DER).
+    pub ak_public: Vec<u8>,
+    pub ak_certificate: Vec<u8>,
+    /// TPM2B_PUBLIC of the signing key.
+    pub key_public: Vec<u8>,
+    /// TPM2_Certify of the signing key by the AK: TPMS_ATTEST and TPMT_SIGNATURE.
+    pub certify: Vec<u8>,
+    pub certify_signature: Vec<u8>,
+    /// TPM2_Quote by the AK of the PCRs the key's policy names: TPMS_ATTEST and TPMT_SIGNATURE.
+    pub quote: Vec<u8>,
+    pub quote_signature: Vec<u8>,
+    /// The quoted SHA-256 PCR values, concatenated in selection order.
+    pub pcr_values: Vec<u8>,
+}
+
+/// What a verified bundle proves.
+#[derive(Debug, Clone)]
+pub struct TpmBundleVerified {
+    pub evidence: TpmVerified,
+    /// SHA-256 of the enrollment CA root the AK certificate chains to.
+    pub root_sha256: teelog_core::merkle::Digest,
+}
+
+impl TpmBundle {
+    fn members(&self) -> [(&'static str, &Vec<u8>, usize); 9] {
+        [
+            ("ek_public", &self.ek_public, MAX_STRUCT_BYTES),
+            ("ak_public", &self.ak_public, MAX_STRUCT_BYTES),
+            ("ak_certificate", &self.ak_certificate, MAX_CERT_BYTES),
+            ("key_public", &self.key_public, MAX_STRUCT_BYTES),
+            ("certify", &self.certify, MAX_STRUCT_BYTES),
+            ("certify_signature", &self.certify_signature, MAX_STRUCT_BYTES),
+            ("quote", &self.quote, MAX_STRUCT_BYTES),
+            ("quote_signature", &self.quote_signature, MAX_STRUCT_BYTES),
+            ("pcr_values", &self.pcr_values, MAX_STRUCT_BYTES),
+        ]
+    }
+
+    /// The document bytes: a definite-length CBOR map, `format` first, then the members in the
+    /// order of [`TpmBundle`]'s fields.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut entries = vec![(Value::Text("format".into()), Value::Text(FORMAT.into()))];
+        entries.extend(
+            self.members()
+                .into_iter()
+                .map(|(name, v, _)| (Value::Text(name.into()), Value::Bytes(v.clone()))),
+        );
+        let mut out = Vec::new();
+        // Writing a Value into a Vec cannot fail.
+        let _ = ciborium::ser::into_writer(&Value::Map(entries), &mut out);
+        out
+    }
+
+    pub fn parse(document: &[u8]) -> Result<Self, AttestError> {
+        if document.len() > MAX_BUNDLE_BYTES {
+            return Err(AttestError::TooLarge { len: document.len(), max: MAX_BUNDLE_BYTES });
+        }
+        let mut fields = text_map(document, "TPM evidence bundle")?;
+        match fields.remove("format") {
+            Some(Value::Text(f)) if f == FORMAT => {}
+            other => return Err(payload_err("format", format!("must be {FORMAT:?}, found {other:?}"))),
+        }
+        let mut take = |name: &str, max: usize| bytes(name, fields.remove(name), max);
+        let bundle = Self {
+            ek_public: take("ek_public", MAX_STRUCT_BYTES)?,
+            ak_public: take("ak_public", MAX_STRUCT_BYTES)?,
+            ak_certificate: take("ak_certificate", MAX_CERT_BYTES)?,
+            key_public: take("key_public", MAX_STRUCT_BYTES)?,
+            certify: take("certify", MAX_STRUCT_BYTES)?,
+            certify_signature: take("certify_signature", MAX_STRUCT_BYTES)?,
+            quote: take("quote", MAX_STRUCT_BYTES)?,
+            quote_signature: take("quote_signature", MAX_STRUCT_BYTES)?,
+            pcr_values: take("pcr_values", MAX_STRUCT_BYTES)?,
+        };
+        if let Some(unknown) = fields.keys().next() {
+            return Err(payload_err(unknown, "is not a member of a TPM evidence bundle"));
+        }
+        Ok(bundle)
+    }
+
+    pub fn evidence(&self) -> TpmEvidence<'_> {
+        TpmEvidence {
+            ek_public: &self.ek_public,
+            ak_public: &self.ak_public,
+            key_public: &self.key_public,
+            certify: &self.certify,
+            certify_signature: &self.certify_signature,
+            quote: &self.quote,
+            quote_signature: &self.quote_signature,
+            pcr_values: &self.pcr_values,
+        }
+    }
+
+    /// Checks the TPM's own evidence, then that the AK is the one an enrollment CA in `roots`
+    /// certified (at `at`, Unix seconds).
+    pub fn verify(&self, roots: &[TrustRoot], at: u64) -> Result<TpmBundleVerified, AttestError> {
+        let evidence = self.evidence().verify(None)?;
+        let ak_der = CertificateDer::from(self.ak_certificate.as_slice());
+        let ak_cert = webpki::EndEntityCert::try_from(&ak_der)
+            .map_err(|e| AttestError::Certificate(format!("the AK certificate is not valid X.509: {e}")))?;
+        let root_ders: Vec<CertificateDer<'_>> =
+            roots.iter().map(|r| CertificateDer::from(r.der())).collect();
+        let anchors = root_ders.iter().map(anchor).collect::<Result<Vec<_>, _>>()?;
+        let algs = [webpki::ring::ECDSA_P384_SHA384, webpki::ring::ECDSA_P256_SHA256];
+        let path = verify_chain(&ak_cert, &algs, &anchors, &[], at, "AK certificate ← enrollment CA")?;
+        if ak_cert.subject_public_key_info().as_ref() != evidence.ak.spki_der() {
+            return Err(AttestError::Tpm(
+                "the AK certificate is for another key than the AK that signed the evidence".into(),
+            ));
+        }
+        let root = *reached_root(roots, &anchors, &path)?.sha256();
+        Ok(TpmBundleVerified { evidence, root_sha256: root })
+    }
+}
