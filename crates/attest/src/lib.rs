@@ -196,15 +196,19 @@ pub(crate) fn anchor<'a>(
     webpki::anchor_from_trusted_cert(root).map_err(|e| AttestError::Certificate(e.to_string()))
 }
 
-/// The attestation provider for `teelog verify`: a batch's key is the SubjectPublicKeyInfo in
-/// the `public_key` of its verified document, its measurement the document's PCR0.
+/// The attestation provider for `teelog verify`: a batch's key is the one its verified
+/// document binds — the SubjectPublicKeyInfo in a Nitro (or dev) document's `public_key`, or the
+/// TPM key a TPM evidence bundle certifies — and its measurement the document's (PCR0, or the
+/// quoted PCR digest).
 pub struct BindingVerifier {
     pub roots: Vec<TrustRoot>,
     pub allow_debug: bool,
+    /// When documents without a time of their own (TPM evidence) are checked, in Unix seconds.
+    pub now: u64,
 }
 
-impl AttestationVerifier for BindingVerifier {
-    fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, String> {
+impl BindingVerifier {
+    fn nitro(&self, document: &[u8]) -> Result<AttestedKey, String> {
         let verified =
             nitro::NitroDocument::parse(document).and_then(|d| d.verify(&self.roots, None, self.allow_debug));
         let verified = verified.map_err(|e| e.to_string())?;
@@ -213,17 +217,57 @@ impl AttestationVerifier for BindingVerifier {
         let key = PublicKey::from_spki_der(spki).map_err(|e| format!("the document's public_key: {e}"))?;
         let measurement = verified.document.pcrs.get(&0).map(hex::encode).unwrap_or_default();
         let platform = if verified.dev { "dev" } else { "aws-nitro" }.to_string();
-        // A 32-byte nonce is the previous epoch's head (docs/FORMAT.md §7a).
-        let previous_head = verified.document.nonce.as_deref().filter(|n| n.len() == 32).map(hex::encode);
-        Ok(AttestedKey { key, measurement, platform, previous_head })
+        Ok(AttestedKey {
+            key,
+            measurement,
+            platform,
+            previous_head: previous_head(verified.document.nonce.as_deref()),
+        })
     }
+
+    fn tpm(&self, document: &[u8]) -> Result<AttestedKey, String> {
+        let verified = tpm::bundle::TpmBundle::parse(document)
+            .and_then(|b| b.verify(&self.roots, self.now))
+            .map_err(|e| e.to_string())?
+            .evidence;
+        Ok(AttestedKey {
+            previous_head: previous_head(Some(&verified.qualifying_data)),
+            key: verified.key,
+            measurement: hex::encode(verified.measurement),
+            platform: "tpm".to_string(),
+        })
+    }
+}
+
+/// A 32-byte nonce (Nitro) or quote qualifying data (TPM) is the previous epoch's head
+/// (docs/FORMAT.md §7a).
+fn previous_head(nonce: Option<&[u8]>) -> Option<String> {
+    nonce.filter(|n| n.len() == 32).map(hex::encode)
+}
+
+impl AttestationVerifier for BindingVerifier {
+    fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, String> {
+        match document.first() {
+            Some(0x84 | 0xd2) => self.nitro(document),
+            Some(&b) if is_cbor_map(b) => self.tpm(document),
+            _ => Err("neither a Nitro (COSE_Sign1) document nor a TPM evidence bundle".into()),
+        }
+    }
+}
+
+/// The first byte of a CBOR map (major type 5), as a TPM evidence bundle starts.
+pub fn is_cbor_map(first: u8) -> bool {
+    first >> 5 == 5
 }
 
 /// Attestation documents travel as raw CBOR, base64 or hex text; this accepts all three.
 pub fn decode_document(bytes: &[u8]) -> Result<Vec<u8>, AttestError> {
-    // COSE_Sign1 starts with an array of four (0x84) or tag 18 (0xd2); an SEV-SNP report is
-    // binary of a fixed size.
-    if matches!(bytes.first(), Some(0x84 | 0xd2)) || bytes.len() == snp::REPORT_LEN {
+    // COSE_Sign1 starts with an array of four (0x84) or tag 18 (0xd2), a TPM evidence bundle
+    // with a map; an SEV-SNP report is binary of a fixed size. None of these is ASCII text.
+    if matches!(bytes.first(), Some(0x84 | 0xd2))
+        || bytes.first().is_some_and(|&b| is_cbor_map(b))
+        || bytes.len() == snp::REPORT_LEN
+    {
         return Ok(bytes.to_vec());
     }
     let text: String = String::from_utf8_lossy(bytes).split_whitespace().collect();

@@ -47,8 +47,11 @@ fn attested_log(bound: &[u8], signer: &[u8]) -> (Vec<Vec<u8>>, TrustRoot) {
 }
 
 fn verify(lines: &[Vec<u8>], roots: Vec<TrustRoot>) -> Report {
-    let mut verifier = Verifier::new(VerifyOptions::default())
-        .with_attestation(Box::new(BindingVerifier { roots, allow_debug: false }));
+    let mut verifier = Verifier::new(VerifyOptions::default()).with_attestation(Box::new(BindingVerifier {
+        roots,
+        allow_debug: false,
+        now: 0,
+    }));
     for (i, line) in lines.iter().enumerate() {
         verifier.push_line(Origin { source: "log", line: i as u64 + 1 }, line.strip_suffix(b"\n").unwrap());
     }

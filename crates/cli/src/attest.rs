@@ -9,14 +9,16 @@ use serde::Serialize;
 use teelog_attest::nitro::{NitroDocument, NitroVerified};
 use teelog_attest::snp::{AmdChain, SnpReport, SnpVerified, REPORT_LEN};
 use teelog_attest::tdx::{TdxQuote, TdxVerified};
+use teelog_attest::tpm::bundle::{TpmBundle, TpmBundleVerified};
 use teelog_attest::{decode_document, AttestError, TrustRoot};
 use teelog_core::timestamp::{format_rfc3339, parse_rfc3339};
 use teelog_core::PublicKey;
 
 #[derive(clap::Subcommand, Clone)]
 pub enum AttestCommand {
-    /// Verify an attestation document: an AWS Nitro (or dev) document as raw CBOR, base64 or
-    /// hex, an AMD SEV-SNP report (1184 bytes, with --vcek), or an Intel TDX DCAP v4 quote.
+    /// Verify an attestation document: an AWS Nitro (or dev) document or a TPM evidence bundle
+    /// as raw CBOR, base64 or hex, an AMD SEV-SNP report (1184 bytes, with --vcek), or an Intel
+    /// TDX DCAP v4 quote.
     /// Exit 0 verified, 1 rejected, 2 on usage or I/O errors.
     Verify(AttestVerifyArgs),
 }
@@ -25,12 +27,12 @@ pub enum AttestCommand {
 pub struct AttestVerifyArgs {
     /// The document (`-` for stdin).
     pub document: PathBuf,
-    /// Also trust this root certificate (PEM or DER), e.g. a dev root; the AWS Nitro root G1 is
-    /// always trusted, pinned by its SHA-256.
+    /// Also trust this root certificate (PEM or DER), e.g. a dev root or a TPM enrollment CA;
+    /// the AWS Nitro root G1 is always trusted, pinned by its SHA-256.
     #[arg(long)]
     pub trust_root: Vec<PathBuf>,
     /// Check the chain at this time (RFC 3339) instead of the document's own timestamp (for
-    /// SEV-SNP reports, which carry none, the default is now).
+    /// SEV-SNP reports and TPM evidence, which carry none, the default is now).
     #[arg(long, default_value = "doc")]
     pub at: String,
     /// Accept debug-mode enclaves and guests.
@@ -92,10 +94,17 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
         Report::tdx(&outcome)
     } else {
         let roots = trust_roots(&args.trust_root)?;
-        let outcome = decode_document(&raw)
-            .and_then(|bytes| NitroDocument::parse(&bytes))
-            .and_then(|doc| doc.verify(&roots, at, args.allow_debug));
-        Report::nitro(&outcome)
+        let bytes = decode_document(&raw);
+        if bytes.as_ref().is_ok_and(|b| b.first().is_some_and(|&f| teelog_attest::is_cbor_map(f))) {
+            let at = at.unwrap_or_else(now_seconds);
+            let outcome = bytes.and_then(|b| TpmBundle::parse(&b)).and_then(|b| b.verify(&roots, at));
+            Report::tpm(&outcome, at)
+        } else {
+            let outcome = bytes
+                .and_then(|bytes| NitroDocument::parse(&bytes))
+                .and_then(|doc| doc.verify(&roots, at, args.allow_debug));
+            Report::nitro(&outcome)
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -106,7 +115,7 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Reports without a time of their own are checked now, by default.
-fn now_seconds() -> u64 {
+pub fn now_seconds() -> u64 {
     u64::try_from(crate::sign::now().div_euclid(1_000_000_000)).unwrap_or(0)
 }
 
@@ -179,6 +188,27 @@ impl Report {
             pcrs: d.pcrs.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
             details,
             error: None,
+        }
+    }
+
+    fn tpm(outcome: &Result<TpmBundleVerified, AttestError>, at: u64) -> Self {
+        let v = match outcome {
+            Err(e) => return Self::rejected(e),
+            Ok(v) => &v.evidence,
+        };
+        let mut details = BTreeMap::from([("attestation_key_id", v.ak.id_hex())]);
+        if !v.qualifying_data.is_empty() {
+            details.insert("qualifying_data", hex::encode(&v.qualifying_data));
+        }
+        Report {
+            verified: true,
+            platform: Some("tpm"),
+            measurement: Some(hex::encode(v.measurement)),
+            checked_at: Some(time_text(at, 1_000_000_000)),
+            bound_key_id: Some(v.key.id_hex()),
+            root_sha256: outcome.as_ref().ok().map(|v| hex::encode(v.root_sha256)),
+            details,
+            ..Report::default()
         }
     }
 

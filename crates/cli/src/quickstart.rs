@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use teelog_core::{FindingKind, SigAlg};
-use teelog_identity::{Provider, SoftwareIdentity};
+use teelog_identity::{Identity, Provider};
 
 use crate::sign::{sign_from, SignArgs, DEFAULT_MAX_BATCH_LINE};
 use crate::verify::{print_human, verify, TrustArgs, VerifyArgs};
@@ -26,11 +26,8 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let d = dir.display();
 
     step(&format!("teelog keygen --out {d}/identity --measurement {}…", &MEASUREMENT[..16]));
-    let public = SoftwareIdentity::create(
-        &identity,
-        SigAlg::Es256,
-        Provider::Software { measurement: Some(MEASUREMENT) },
-    )?;
+    let public =
+        Identity::create(&identity, SigAlg::Es256, Provider::Software { measurement: Some(MEASUREMENT) })?;
     println!("  a P-256 signing key, id {}", public.id_hex());
 
     let mut file = fs::File::create(&input).with_context(|| format!("cannot write {}", input.display()))?;

@@ -4,7 +4,7 @@ use std::io::{self, BufRead, BufReader};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use teelog_identity::SoftwareIdentity;
+use teelog_identity::Identity;
 pub use teelog_ship::signer::now;
 use teelog_ship::{Output, SignSummary, StreamSigner};
 use teelog_store::lines::{Line, LineReader};
@@ -64,7 +64,7 @@ fn open_output(args: &SignArgs) -> anyhow::Result<Output> {
 
 /// Signs records from `input` according to `args`; `input_name` names it in errors.
 pub fn sign_from(args: &SignArgs, input: impl BufRead, input_name: &str) -> anyhow::Result<SignSummary> {
-    let identity = SoftwareIdentity::load_exclusive(&args.identity)?;
+    let identity = Identity::load_exclusive(&args.identity)?;
     let mut signer = StreamSigner::open(identity, &args.stream, open_output(args)?)?;
     let result = if args.heartbeat {
         signer.seal(now()).map(drop).map_err(anyhow::Error::from)

@@ -153,7 +153,11 @@ impl Trust {
                 Some(policy.validated().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
             }
         };
-        Ok(Self { keys, policy, attestation: BindingVerifier { roots, allow_debug } })
+        Ok(Self {
+            keys,
+            policy,
+            attestation: BindingVerifier { roots, allow_debug, now: crate::attest::now_seconds() },
+        })
     }
 }
 

@@ -3,28 +3,35 @@
 //!
 //! Layout of an identity directory:
 //! - `identity.json`: kind, algorithm, key id, measurement
-//! - `private-key.pem`: PKCS#8, mode 0600 (software identities only)
+//! - `private-key.pem`: PKCS#8, mode 0600 (software and dev identities)
+//! - `tpm-private.bin`: TPM identities, the key as the TPM wrapped it (TPM2B_PRIVATE), loadable
+//!   only in that TPM; `ek-certificate.der`, the EK certificate enrollment checked
 //! - `public-key.pem`: SubjectPublicKeyInfo
-//! - `attestation.cbor`, `dev-root.pem`: dev identities only, the document binding the key and
-//!   the root an auditor must be given
+//! - `attestation.cbor`: dev and TPM identities, the document binding the key (a Nitro-layout
+//!   document, or a TPM evidence bundle); `dev-root.pem`: the dev root an auditor must be given
 //! - `state/<stream>.json`: where each stream's chain stands, replaced atomically
 //! - `LOCK`: held while a signer uses the identity, so two signers never fork a stream
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use teelog_attest::dev::DevClaims;
+use teelog_attest::tpm::bundle::TpmBundle;
+use teelog_attest::tpm::enrollment::EnrollmentCa;
+use teelog_attest::TrustRoot;
 use teelog_core::batch::{normalize_measurement, SoftwareSigner};
 use teelog_core::crypto::pem_encode;
 use teelog_core::merkle::sha256;
-use teelog_core::{ChainHead, KeyError, PublicKey, SigAlg, SoftwareKey};
+use teelog_core::{ChainHead, HeaderSigner, KeyError, PublicKey, SigAlg, SoftwareKey};
 use teelog_store::DirLockError;
+use teelog_tpm::provision::{provision, Request, SRK_HANDLE};
+use teelog_tpm::signer::KeyBlobs;
+use teelog_tpm::{Tcti, TpmSigner};
 
 const META_FILE: &str = "identity.json";
 const PRIVATE_KEY_FILE: &str = "private-key.pem";
@@ -32,8 +39,12 @@ const PUBLIC_KEY_FILE: &str = "public-key.pem";
 const STATE_DIR: &str = "state";
 const ATTESTATION_FILE: &str = "attestation.cbor";
 const DEV_ROOT_FILE: &str = "dev-root.pem";
+const TPM_PRIVATE_FILE: &str = "tpm-private.bin";
+const EK_CERTIFICATE_FILE: &str = "ek-certificate.der";
+const PROVISION_DIR: &str = ".tpm-provision";
 const SOFTWARE: &str = "software";
 const DEV: &str = "dev";
+const TPM: &str = "tpm";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -47,6 +58,8 @@ pub enum IdentityError {
     Invalid { path: PathBuf, detail: String },
     #[error("{0}: another signer is using this identity")]
     Locked(PathBuf),
+    #[error("{path}: {source}")]
+    Tpm { path: PathBuf, source: teelog_tpm::TpmError },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
@@ -61,13 +74,23 @@ struct Meta {
     alg: String,
     key_id: String,
     measurement: Option<String>,
+    /// TPM identities: where the TPM is, and the SHA-256 PCRs the key is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tpm: Option<TpmMeta>,
 }
 
-/// A software identity: the key lives in a file. For development and for signers outside a TEE;
-/// hardware-bound identities implement the same `HeaderSigner`.
-pub struct SoftwareIdentity {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TpmMeta {
+    tcti: String,
+    pcrs: Vec<u8>,
+}
+
+/// A signing identity: a software key in a file (for development and for signers outside a
+/// TEE), or a key that lives in a TPM.
+pub struct Identity {
     dir: PathBuf,
-    signer: SoftwareSigner,
+    signer: Box<dyn HeaderSigner + Send + Sync>,
     /// The dev provider's attestation document binding the key, if this is a dev identity.
     attestation: Option<Vec<u8>>,
     _lock: Option<File>,
@@ -82,9 +105,19 @@ pub enum Provider<'a> {
     /// `previous_head`, the header hash the new epoch will link to, goes into the document's
     /// nonce, so that the hand-over from the previous epoch is attested too.
     Dev { pcrs: BTreeMap<u64, Vec<u8>>, previous_head: Option<[u8; 32]> },
+    /// A key created inside a TPM, bound to its SHA-256 PCRs `pcrs`; its evidence bundle is the
+    /// attestation document, and the measurement is the quoted PCR digest. `previous_head` goes
+    /// into the quote.
+    Tpm {
+        tcti: Tcti,
+        pcrs: Vec<u8>,
+        ek_roots: Vec<TrustRoot>,
+        ca: &'a EnrollmentCa,
+        previous_head: Option<[u8; 32]>,
+    },
 }
 
-impl SoftwareIdentity {
+impl Identity {
     /// Creates a new identity in `dir` (which must not hold one) and returns its public key.
     pub fn create(dir: &Path, alg: SigAlg, provider: Provider<'_>) -> Result<PublicKey, IdentityError> {
         let meta_path = dir.join(META_FILE);
@@ -92,40 +125,24 @@ impl SoftwareIdentity {
             return Err(IdentityError::Exists(dir.to_path_buf()));
         }
         let invalid = |detail: String| IdentityError::Invalid { path: dir.to_path_buf(), detail };
-        let measurement = match &provider {
+        let (kind, public, measurement, tpm) = match provider {
             Provider::Software { measurement } => {
-                measurement.map(normalize_measurement).transpose().map_err(|e| invalid(e.to_string()))?
+                let measurement =
+                    measurement.map(normalize_measurement).transpose().map_err(|e| invalid(e.to_string()))?;
+                (SOFTWARE, create_software_key(dir, alg)?, measurement, None)
             }
-            Provider::Dev { pcrs, .. } => Some(
-                pcrs.get(&0).map(hex::encode).ok_or_else(|| invalid("a dev identity needs PCR0".into()))?,
-            ),
-        };
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let key_path = dir.join(PRIVATE_KEY_FILE);
-        let pkcs8 = SoftwareKey::generate_pkcs8(alg)
-            .map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
-        let key = SoftwareKey::from_pkcs8(alg, &pkcs8)
-            .map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&key_path)
-            .map_err(io_err(&key_path))?;
-        file.write_all(pem_encode("PRIVATE KEY", &pkcs8).as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io_err(&key_path))?;
-        let public = key.public().clone();
-        write_atomic(&dir.join(PUBLIC_KEY_FILE), public.to_pem().as_bytes())?;
-        let kind = match &provider {
-            Provider::Software { .. } => SOFTWARE,
             Provider::Dev { pcrs, previous_head } => {
+                let pcr0 = pcrs
+                    .get(&0)
+                    .map(hex::encode)
+                    .ok_or_else(|| invalid("a dev identity needs PCR0".into()))?;
+                let public = create_software_key(dir, alg)?;
                 let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
                 let module_id = format!("dev-{}", &public.id_hex()[..16]);
                 let issued = teelog_attest::dev::issue(&DevClaims {
                     module_id: &module_id,
                     timestamp_ms: u64::try_from(now_ms).unwrap_or(u64::MAX),
-                    pcrs,
+                    pcrs: &pcrs,
                     bound_key: &public,
                     nonce: previous_head.as_ref().map(|h| &h[..]),
                 })
@@ -135,57 +152,88 @@ impl SoftwareIdentity {
                     &dir.join(DEV_ROOT_FILE),
                     pem_encode("CERTIFICATE", &issued.root_der).as_bytes(),
                 )?;
-                DEV
+                (DEV, public, Some(pcr0), None)
+            }
+            Provider::Tpm { tcti, pcrs, ek_roots, ca, previous_head } => {
+                if alg != SigAlg::Es256 {
+                    return Err(invalid("a TPM key is P-256 (--curve p256)".into()));
+                }
+                let (public, measurement) = create_tpm_key(dir, &tcti, &pcrs, &ek_roots, ca, previous_head)?;
+                (TPM, public, Some(measurement), Some(TpmMeta { tcti: tcti.to_tools_string(), pcrs }))
             }
         };
-        let meta =
-            Meta { v: 1, kind: kind.into(), alg: alg.name().into(), key_id: public.id_hex(), measurement };
+        write_atomic(&dir.join(PUBLIC_KEY_FILE), public.to_pem().as_bytes())?;
+        let meta = Meta {
+            v: 1,
+            kind: kind.into(),
+            alg: alg.name().into(),
+            key_id: public.id_hex(),
+            measurement,
+            tpm,
+        };
         let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
         write_atomic(&meta_path, &json)?;
         Ok(public)
     }
 
-    /// Loads an identity without locking it (for reading its public key).
-    pub fn load(dir: &Path) -> Result<Self, IdentityError> {
+    fn load(dir: &Path) -> Result<Self, IdentityError> {
         let meta_path = dir.join(META_FILE);
         let text = fs::read(&meta_path).map_err(io_err(&meta_path))?;
         let meta: Meta = serde_json::from_slice(&text)
             .map_err(|e| IdentityError::Invalid { path: meta_path.clone(), detail: e.to_string() })?;
-        if meta.kind != SOFTWARE && meta.kind != DEV {
-            return Err(IdentityError::Invalid {
-                path: meta_path,
-                detail: format!("kind {:?} is not a software or dev identity", meta.kind),
-            });
-        }
-        let key_path = dir.join(PRIVATE_KEY_FILE);
-        let pem = fs::read(&key_path).map_err(io_err(&key_path))?;
-        let key = SoftwareKey::from_pkcs8_pem(&pem)
-            .map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
-        if key.public().id_hex() != meta.key_id || key.public().alg().name() != meta.alg {
-            return Err(IdentityError::Invalid {
-                path: key_path,
-                detail: format!("this key does not match {META_FILE} (key id {})", meta.key_id),
-            });
-        }
-        let mut signer = SoftwareSigner::new(key, meta.measurement);
-        let attestation = if meta.kind == DEV {
-            let path = dir.join(ATTESTATION_FILE);
-            let document = fs::read(&path).map_err(io_err(&path))?;
-            signer = signer.with_attestation(hex::encode(sha256(&document)));
-            Some(document)
-        } else {
-            None
+        let attestation = match meta.kind.as_str() {
+            SOFTWARE => None,
+            DEV | TPM => {
+                let path = dir.join(ATTESTATION_FILE);
+                Some(fs::read(&path).map_err(io_err(&path))?)
+            }
+            other => {
+                return Err(IdentityError::Invalid {
+                    path: meta_path,
+                    detail: format!("kind {other:?} is not a software, dev or tpm identity"),
+                })
+            }
         };
+        let attestation_sha256 = attestation.as_deref().map(|d| hex::encode(sha256(d)));
+        let signer: Box<dyn HeaderSigner + Send + Sync> = match &meta.tpm {
+            Some(tpm) if meta.kind == TPM => {
+                Box::new(open_tpm_key(dir, tpm, meta.measurement.clone(), attestation_sha256)?)
+            }
+            _ if meta.kind == TPM => {
+                return Err(IdentityError::Invalid {
+                    path: meta_path,
+                    detail: "a tpm identity needs its \"tpm\" member".into(),
+                })
+            }
+            _ => {
+                let key_path = dir.join(PRIVATE_KEY_FILE);
+                let pem = fs::read(&key_path).map_err(io_err(&key_path))?;
+                let key = SoftwareKey::from_pkcs8_pem(&pem)
+                    .map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
+                let signer = SoftwareSigner::new(key, meta.measurement.clone());
+                Box::new(match attestation_sha256 {
+                    Some(sha) => signer.with_attestation(sha),
+                    None => signer,
+                })
+            }
+        };
+        let public = signer.public_key();
+        if public.id_hex() != meta.key_id || public.alg().name() != meta.alg {
+            return Err(IdentityError::Invalid {
+                path: dir.to_path_buf(),
+                detail: format!("the key does not match {META_FILE} (key id {})", meta.key_id),
+            });
+        }
         Ok(Self { dir: dir.to_path_buf(), signer, attestation, _lock: None })
     }
 
     /// Loads an identity and takes its lock for as long as the value lives.
     pub fn load_exclusive(dir: &Path) -> Result<Self, IdentityError> {
-        let mut identity = Self::load(dir)?;
         let lock = teelog_store::lock_dir(dir).map_err(|e| match e {
             DirLockError::Held => IdentityError::Locked(dir.to_path_buf()),
             DirLockError::Io { path, source } => IdentityError::Io { path, source },
         })?;
+        let mut identity = Self::load(dir)?;
         identity._lock = Some(lock);
         Ok(identity)
     }
@@ -194,8 +242,8 @@ impl SoftwareIdentity {
         &self.dir
     }
 
-    pub fn signer(&self) -> &SoftwareSigner {
-        &self.signer
+    pub fn signer(&self) -> &dyn HeaderSigner {
+        self.signer.as_ref()
     }
 
     /// The attestation document that binds the key, to be stored alongside the batches.
@@ -224,6 +272,69 @@ impl SoftwareIdentity {
     }
 }
 
+/// A new software key in `dir/private-key.pem`, mode 0600.
+fn create_software_key(dir: &Path, alg: SigAlg) -> Result<PublicKey, IdentityError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let key_path = dir.join(PRIVATE_KEY_FILE);
+    let key_err = |source| IdentityError::Key { path: key_path.clone(), source };
+    let pkcs8 = SoftwareKey::generate_pkcs8(alg).map_err(key_err)?;
+    let key = SoftwareKey::from_pkcs8(alg, &pkcs8).map_err(key_err)?;
+    teelog_store::write_new_private(&key_path, pem_encode("PRIVATE KEY", &pkcs8).as_bytes())
+        .map_err(io_err(&key_path))?;
+    Ok(key.public().clone())
+}
+
+/// A new key inside the TPM, and its evidence as the identity's attestation document. Returns
+/// the key and the measurement (the quoted PCR digest).
+fn create_tpm_key(
+    dir: &Path,
+    tcti: &Tcti,
+    pcrs: &[u8],
+    ek_roots: &[TrustRoot],
+    ca: &EnrollmentCa,
+    previous_head: Option<[u8; 32]>,
+) -> Result<(PublicKey, String), IdentityError> {
+    let work = dir.join(PROVISION_DIR);
+    fs::create_dir_all(&work).map_err(io_err(&work))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let request = Request {
+        tcti,
+        pcrs,
+        qualifying_data: previous_head.as_ref().map_or(&[][..], |h| &h[..]),
+        ek_roots,
+        ca,
+        now,
+        work: &work,
+    };
+    let provisioned = provision(&request);
+    // tpm2-tools' scratch files hold nothing secret (the key blob is wrapped), but are clutter.
+    let _ = fs::remove_dir_all(&work);
+    let provisioned = provisioned.map_err(|source| IdentityError::Tpm { path: dir.to_path_buf(), source })?;
+    let private_path = dir.join(TPM_PRIVATE_FILE);
+    write_atomic(&private_path, &provisioned.key_private)?;
+    write_atomic(&dir.join(EK_CERTIFICATE_FILE), &provisioned.ek_certificate)?;
+    write_atomic(&dir.join(ATTESTATION_FILE), &provisioned.bundle.encode())?;
+    Ok((provisioned.verified.key, hex::encode(provisioned.verified.measurement)))
+}
+
+/// Loads the TPM key of the identity in `dir`, ready to sign.
+fn open_tpm_key(
+    dir: &Path,
+    meta: &TpmMeta,
+    measurement: Option<String>,
+    attestation_sha256: Option<String>,
+) -> Result<TpmSigner, IdentityError> {
+    let tpm_err = |source| IdentityError::Tpm { path: dir.to_path_buf(), source };
+    let tcti = Tcti::parse(&meta.tcti).map_err(tpm_err)?;
+    let private_path = dir.join(TPM_PRIVATE_FILE);
+    let private = fs::read(&private_path).map_err(io_err(&private_path))?;
+    let bundle_path = dir.join(ATTESTATION_FILE);
+    let bundle = fs::read(&bundle_path).map_err(io_err(&bundle_path))?;
+    let bundle = TpmBundle::parse(&bundle).map_err(|e| tpm_err(e.into()))?;
+    let key = KeyBlobs { private: &private, public: &bundle.key_public };
+    TpmSigner::open(&tcti, SRK_HANDLE, &key, &meta.pcrs, measurement, attestation_sha256).map_err(tpm_err)
+}
+
 /// Stream names may hold `/` and `:`; file names get them escaped.
 fn state_path(dir: &Path, stream: &str) -> PathBuf {
     let name: String = stream
@@ -246,29 +357,25 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use teelog_core::HeaderSigner;
 
     #[test]
     fn create_load_and_state_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let id_dir = dir.path().join("id");
-        let public = SoftwareIdentity::create(
-            &id_dir,
-            SigAlg::Es384,
-            Provider::Software { measurement: Some("ABCD") },
-        )
-        .unwrap();
+        let public =
+            Identity::create(&id_dir, SigAlg::Es384, Provider::Software { measurement: Some("ABCD") })
+                .unwrap();
         let mode = fs::metadata(id_dir.join(PRIVATE_KEY_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(matches!(
-            SoftwareIdentity::create(&id_dir, SigAlg::Es256, Provider::Software { measurement: None }),
+            Identity::create(&id_dir, SigAlg::Es256, Provider::Software { measurement: None }),
             Err(IdentityError::Exists(_))
         ));
 
-        let identity = SoftwareIdentity::load_exclusive(&id_dir).unwrap();
+        let identity = Identity::load_exclusive(&id_dir).unwrap();
         assert_eq!(identity.signer().public_key(), &public);
         assert_eq!(identity.signer().measurement(), Some("abcd"));
-        assert!(matches!(SoftwareIdentity::load_exclusive(&id_dir), Err(IdentityError::Locked(_))));
+        assert!(matches!(Identity::load_exclusive(&id_dir), Err(IdentityError::Locked(_))));
 
         assert_eq!(identity.load_state("a/b:c").unwrap(), None);
         let head = ChainHead {
@@ -284,10 +391,9 @@ mod tests {
     #[test]
     fn wrong_key_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        SoftwareIdentity::create(dir.path(), SigAlg::Es256, Provider::Software { measurement: None })
-            .unwrap();
+        Identity::create(dir.path(), SigAlg::Es256, Provider::Software { measurement: None }).unwrap();
         fs::write(dir.path().join(PRIVATE_KEY_FILE), "not a key").unwrap();
-        let err = SoftwareIdentity::load(dir.path()).err().unwrap().to_string();
+        let err = Identity::load(dir.path()).err().unwrap().to_string();
         assert!(err.contains("private-key.pem") && err.contains("no PRIVATE KEY PEM block"), "{err}");
     }
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use teelog_identity::{IdentityError, SoftwareIdentity};
+use teelog_identity::{Identity, IdentityError};
 use teelog_store::{Store, StoreError, StoreOptions};
 use tokio::sync::watch;
 
@@ -41,7 +41,7 @@ pub enum DaemonError {
 
 /// Runs the daemon until `shutdown` resolves (a signal) or every finite source has ended.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<SignSummary, DaemonError> {
-    let identity = SoftwareIdentity::load_exclusive(&config.identity)?;
+    let identity = Identity::load_exclusive(&config.identity)?;
     let spool = Store::open(&config.spool.dir, StoreOptions { segment_bytes: config.spool.segment_bytes })?;
     let signer = StreamSigner::open(identity, &config.stream, Output::Store(spool))?;
     let metrics = Arc::new(Metrics::default());

@@ -27,7 +27,7 @@
 //! use tracing_subscriber::layer::SubscriberExt;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let identity = teelog_identity::SoftwareIdentity::load_exclusive("./id".as_ref())?;
+//! let identity = teelog_identity::Identity::load_exclusive("./id".as_ref())?;
 //! let spool = teelog_store::Store::open("./spool".as_ref(), Default::default())?;
 //! let signer = StreamSigner::open(identity, "payments", Output::Store(spool))?;
 //! let options = PipelineOptions { keep_spool: true, ..PipelineOptions::default() };

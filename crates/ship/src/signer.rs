@@ -5,8 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use teelog_core::batch::{attestation_line, check_stream_name, HeaderError};
 use teelog_core::record::RecordError;
 use teelog_core::timestamp::UnixNanos;
-use teelog_core::{BatchBuilder, ChainHead, HeaderSigner, SealError, Sealed};
-use teelog_identity::{IdentityError, SoftwareIdentity};
+use teelog_core::{BatchBuilder, ChainHead, SealError, Sealed};
+use teelog_identity::{Identity, IdentityError};
 use teelog_store::StoreError;
 
 use crate::output::Output;
@@ -38,7 +38,7 @@ pub struct SignSummary {
 }
 
 pub struct StreamSigner {
-    identity: SoftwareIdentity,
+    identity: Identity,
     output: Output,
     head: ChainHead,
     builder: BatchBuilder,
@@ -52,7 +52,7 @@ pub struct StreamSigner {
 impl StreamSigner {
     /// Continues `stream` where this identity's state and the output say it stands (the
     /// output wins, so a crash between a write and a state save never reuses a seq).
-    pub fn open(identity: SoftwareIdentity, stream: &str, mut output: Output) -> Result<Self, ShipError> {
+    pub fn open(identity: Identity, stream: &str, mut output: Output) -> Result<Self, ShipError> {
         check_stream_name(stream)?;
         if let Some(document) = identity.attestation_document() {
             // Stored with every run: duplicates are harmless, a batch without its document is not.

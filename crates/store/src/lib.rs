@@ -79,6 +79,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io::Error
     File::open(parent).and_then(|d| d.sync_all()).map_err(|e| (parent.to_path_buf(), e))
 }
 
+/// Writes a new secret file (a private key): created, never replaced, mode 0600, fsynced.
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// The segment files of a store, oldest first.
 pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(indexed_segments(dir)?.into_iter().map(|(_, p)| p).collect())

@@ -8,6 +8,7 @@ use std::process::Command;
 use ring::rand::{SecureRandom, SystemRandom};
 use teelog_attest::tpm::bundle::TpmBundle;
 use teelog_attest::tpm::enrollment::{check_ek_certificate, EnrollmentCa};
+use teelog_attest::tpm::TpmVerified;
 use teelog_attest::TrustRoot;
 
 use crate::device::Tcti;
@@ -37,6 +38,8 @@ pub struct Request<'a> {
 
 pub struct Provisioned {
     pub bundle: TpmBundle,
+    /// What the bundle proves, as the auditor will find it.
+    pub verified: TpmVerified,
     /// The EK certificate the enrollment checked (DER), kept for the record.
     pub ek_certificate: Vec<u8>,
     /// The signing key's TPM2B_PRIVATE, wrapped by the storage root key: useless outside this TPM.
@@ -208,8 +211,8 @@ pub fn provision(request: &Request<'_>) -> Result<Provisioned, TpmError> {
         pcr_values: tools.read("pcrs.bin")?,
     };
     // What the auditor will check, checked now, so a bad key never reaches a log.
-    bundle.evidence().verify(Some(request.qualifying_data))?;
-    Ok(Provisioned { bundle, ek_certificate, key_private: tools.read("key.priv")? })
+    let verified = bundle.evidence().verify(Some(request.qualifying_data))?;
+    Ok(Provisioned { bundle, verified, ek_certificate, key_private: tools.read("key.priv")? })
 }
 
 /// Credential activation: a secret made for (EK, AK name) comes back only if the TPM holding

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use teelog_core::{Origin, PublicKey, Report, SigAlg, Verifier, VerifyOptions};
-use teelog_identity::{Provider, SoftwareIdentity};
+use teelog_identity::{Identity, Provider};
 use teelog_ship::metrics::Metrics;
 use teelog_ship::pipeline::{Pipeline, PipelineOptions};
 use teelog_ship::{Output, StreamSigner};
@@ -29,8 +29,8 @@ pub fn start(
 ) -> (Spool, Pipeline) {
     let dir = tempfile::tempdir().unwrap();
     let (id_dir, spool_dir) = (dir.path().join("id"), dir.path().join("spool"));
-    let public = SoftwareIdentity::create(&id_dir, SigAlg::Es256, provider).unwrap();
-    let identity = SoftwareIdentity::load_exclusive(&id_dir).unwrap();
+    let public = Identity::create(&id_dir, SigAlg::Es256, provider).unwrap();
+    let identity = Identity::load_exclusive(&id_dir).unwrap();
     let store = Store::open(&spool_dir, StoreOptions::default()).unwrap();
     let signer = StreamSigner::open(identity, stream, Output::Store(store)).unwrap();
     let pipeline = Pipeline::start(signer, options, metrics);
