@@ -47,17 +47,18 @@ pub struct TpmBundleVerified {
 }
 
 impl TpmBundle {
-    fn members(&self) -> [(&'static str, &Vec<u8>, usize); 9] {
+    /// The members after `format`, by name, in their encoding order.
+    pub fn members(&self) -> [(&'static str, &[u8]); 9] {
         [
-            ("ek_public", &self.ek_public, MAX_STRUCT_BYTES),
-            ("ak_public", &self.ak_public, MAX_STRUCT_BYTES),
-            ("ak_certificate", &self.ak_certificate, MAX_CERT_BYTES),
-            ("key_public", &self.key_public, MAX_STRUCT_BYTES),
-            ("certify", &self.certify, MAX_STRUCT_BYTES),
-            ("certify_signature", &self.certify_signature, MAX_STRUCT_BYTES),
-            ("quote", &self.quote, MAX_STRUCT_BYTES),
-            ("quote_signature", &self.quote_signature, MAX_STRUCT_BYTES),
-            ("pcr_values", &self.pcr_values, MAX_STRUCT_BYTES),
+            ("ek_public", &self.ek_public),
+            ("ak_public", &self.ak_public),
+            ("ak_certificate", &self.ak_certificate),
+            ("key_public", &self.key_public),
+            ("certify", &self.certify),
+            ("certify_signature", &self.certify_signature),
+            ("quote", &self.quote),
+            ("quote_signature", &self.quote_signature),
+            ("pcr_values", &self.pcr_values),
         ]
     }
 
@@ -66,9 +67,7 @@ impl TpmBundle {
     pub fn encode(&self) -> Vec<u8> {
         let mut entries = vec![(Value::Text("format".into()), Value::Text(FORMAT.into()))];
         entries.extend(
-            self.members()
-                .into_iter()
-                .map(|(name, v, _)| (Value::Text(name.into()), Value::Bytes(v.clone()))),
+            self.members().into_iter().map(|(name, v)| (Value::Text(name.into()), Value::Bytes(v.to_vec()))),
         );
         let mut out = Vec::new();
         // Writing a Value into a Vec cannot fail.
