@@ -136,3 +136,85 @@ impl TpmBundle {
         Ok(TpmBundleVerified { evidence, root_sha256: root })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> TpmBundle {
+        let part = |b: u8| vec![b; 4];
+        TpmBundle {
+            ek_public: part(1),
+            ak_public: part(2),
+            ak_certificate: part(3),
+            key_public: part(4),
+            certify: part(5),
+            certify_signature: part(6),
+            quote: part(7),
+            quote_signature: part(8),
+            pcr_values: part(9),
+        }
+    }
+
+    fn map(entries: Vec<(Value, Value)>) -> Vec<u8> {
+        let mut out = Vec::new();
+        ciborium::ser::into_writer(&Value::Map(entries), &mut out).unwrap();
+        out
+    }
+
+    fn entries(bundle: &TpmBundle) -> Vec<(Value, Value)> {
+        let mut entries = vec![(Value::Text("format".into()), Value::Text(FORMAT.into()))];
+        entries.extend(bundle.members().map(|(n, v)| (Value::Text(n.into()), Value::Bytes(v.to_vec()))));
+        entries
+    }
+
+    #[test]
+    fn round_trips_and_refuses_what_is_not_exactly_a_bundle() {
+        let bundle = sample();
+        assert_eq!(TpmBundle::parse(&bundle.encode()).unwrap(), bundle);
+        let refused = |bytes: &[u8], needle: &str| {
+            let err = TpmBundle::parse(bytes).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        };
+        let mut twice = entries(&bundle);
+        twice.push(twice[1].clone());
+        refused(&map(twice), "appears twice");
+        let mut unknown = entries(&bundle);
+        unknown.push((Value::Text("extra".into()), Value::Bytes(vec![])));
+        refused(&map(unknown), "\"extra\"");
+        let mut missing = entries(&bundle);
+        missing.pop();
+        refused(&map(missing), "pcr_values");
+        let mut wrong = entries(&bundle);
+        wrong[0].1 = Value::Text("teelog-tpm-evidence/2".into());
+        refused(&map(wrong), "format");
+        let mut typed = entries(&bundle);
+        typed[3].1 = Value::Text("not bytes".into());
+        refused(&map(typed), "byte string");
+        let mut huge = bundle.clone();
+        huge.quote = vec![0; MAX_STRUCT_BYTES + 1];
+        refused(&huge.encode(), "at most");
+        refused(&[0x81; MAX_BUNDLE_BYTES + 1], "limit");
+        let deep: Vec<u8> = std::iter::repeat_n(0xa1, 64).chain(std::iter::repeat_n(0x00, 64)).collect();
+        assert!(TpmBundle::parse(&deep).is_err());
+        refused(&[bundle.encode(), vec![0]].concat(), "after");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = TpmBundle::parse(&bytes);
+            let mut with_header = vec![0xaa];
+            with_header.extend_from_slice(&bytes);
+            let _ = TpmBundle::parse(&with_header);
+        }
+
+        #[test]
+        fn truncations_are_errors(cut in 0usize..200) {
+            let encoded = sample().encode();
+            let cut = cut.min(encoded.len() - 1);
+            prop_assert!(TpmBundle::parse(&encoded[..cut]).is_err());
+        }
+    }
+}
