@@ -71,6 +71,23 @@ fn tpm_identities_sign_only_in_their_measured_state_and_verify_with_the_enrollme
     let public =
         teelog_core::PublicKey::from_pem(&std::fs::read(id.join("public-key.pem")).unwrap()).unwrap();
     assert_eq!(json["bound_key_id"], public.id_hex());
+    // A measurement policy names the TPM's PCR digest.
+    let measurement = json["measurement"].as_str().unwrap().to_string();
+    let policy = dir.path().join("policy.toml");
+    let write_policy = |value: &str| {
+        std::fs::write(
+            &policy,
+            format!("[[measurement]]\nplatform = \"tpm\"\nversion = \"v1\"\nvalue = \"{value}\"\n"),
+        )
+        .unwrap()
+    };
+    write_policy(&measurement);
+    let (code, json, _) = verify(&["--trust-root", s(&root), "--policy", s(&policy)]);
+    assert_eq!(code, 0, "{json}");
+    write_policy(&"00".repeat(32));
+    let (_, _, kinds) = verify(&["--trust-root", s(&root), "--policy", s(&policy)]);
+    assert_eq!(kinds, vec!["unexpected_measurement".to_string(); 2]);
+
     let out = teelog(&["attest", "verify", s(&document)], b"");
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -9,7 +9,7 @@ use crate::timestamp::{format_rfc3339, parse_rfc3339, UnixNanos};
 
 /// Platforms a measurement can come from: the attestation providers, or a plain software key
 /// whose measurement is only asserted.
-pub const PLATFORMS: [&str; 5] = ["aws-nitro", "amd-sev-snp", "intel-tdx", "dev", "software"];
+pub const PLATFORMS: [&str; 6] = ["aws-nitro", "amd-sev-snp", "intel-tdx", "tpm", "dev", "software"];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
