@@ -3,10 +3,12 @@
 //! caller; the AWS Nitro Enclaves root G1 ships here, pinned by its SHA-256.
 #![forbid(unsafe_code)]
 
+mod der;
 pub mod dev;
 pub mod nitro;
 mod reader;
 pub mod snp;
+pub mod tcb;
 pub mod tdx;
 pub mod tpm;
 
@@ -49,6 +51,12 @@ pub enum AttestError {
     Snp(String),
     #[error("TDX quote: {0}")]
     Tdx(String),
+    #[error("TDX collateral: {0}")]
+    Collateral(String),
+    #[error("the TDX quote does not match Intel's collateral: {0}")]
+    TcbMismatch(String),
+    #[error("the platform's TCB status is {status}{}: {}; pass {} to accept it", advisories(advisory_ids), status.warning().unwrap_or_default(), status.allow_flag())]
+    TcbRefused { status: tcb::TcbStatus, advisory_ids: String },
     #[error("TPM evidence: {0}")]
     Tpm(String),
 }
@@ -137,7 +145,15 @@ pub(crate) fn verify_chain<'p>(
         })
 }
 
-fn rfc3339(seconds: u64) -> String {
+fn advisories(ids: &str) -> String {
+    if ids.is_empty() {
+        String::new()
+    } else {
+        format!(" ({ids})")
+    }
+}
+
+pub(crate) fn rfc3339(seconds: u64) -> String {
     teelog_core::timestamp::format_rfc3339(
         i64::try_from(seconds).unwrap_or(i64::MAX).saturating_mul(1_000_000_000),
     )
