@@ -1,13 +1,18 @@
 //! `teelog attest verify`: check one attestation document offline and show what it proves.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
 use teelog_attest::nitro::{NitroDocument, NitroVerified};
 use teelog_attest::snp::{AmdChain, SnpReport, SnpVerified, REPORT_LEN};
+use teelog_attest::tcb::{
+    CollateralFiles, TcbEvaluation, TcbPolicy, TcbStatus, TdxCollateral, MAX_COLLATERAL_JSON_BYTES,
+    MAX_ISSUER_CHAIN_BYTES,
+};
 use teelog_attest::tdx::{TdxQuote, TdxVerified};
 use teelog_attest::{decode_document, AttestError, TrustRoot};
 use teelog_core::timestamp::{format_rfc3339, parse_rfc3339};
@@ -43,6 +48,17 @@ pub struct AttestVerifyArgs {
     /// Milan chain that ships with teelog.
     #[arg(long)]
     pub amd_chain: Option<PathBuf>,
+    /// TDX: evaluate the TCB status with Intel's collateral saved in DIR: tcb_info.json and
+    /// qe_identity.json (PCS responses), tcb_info_issuer_chain.pem (the TCB-Info-Issuer-Chain
+    /// header, PEM or URL-encoded) and optionally qe_identity_issuer_chain.pem.
+    #[arg(long, value_name = "DIR")]
+    pub collateral: Option<PathBuf>,
+    /// TDX: accept a TCB status of OutOfDate or OutOfDateConfigurationNeeded (with a warning).
+    #[arg(long)]
+    pub allow_outdated_tcb: bool,
+    /// TDX: accept a TCB status of Revoked (with a warning).
+    #[arg(long)]
+    pub allow_revoked_tcb: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -50,7 +66,7 @@ pub struct AttestVerifyArgs {
 /// A TDX DCAP quote begins: version 4, ECDSA P-256 attestation key, TEE type 0x81.
 const TDX_V4_PREFIX: [u8; 8] = [4, 0, 2, 0, 0x81, 0, 0, 0];
 
-fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf).context("cannot read stdin")?;
@@ -70,6 +86,9 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
             Some(u64::try_from(nanos.div_euclid(1_000_000_000)).context("--at: before 1970")?)
         }
     };
+    if args.collateral.is_some() && !raw.starts_with(&TDX_V4_PREFIX) {
+        bail!("--collateral is Intel's TCB collateral, for TDX quotes only");
+    }
     let report = if raw.len() == REPORT_LEN {
         let Some(vcek_path) = &args.vcek else {
             bail!("this looks like an SEV-SNP report: give the chip's VCEK with --vcek");
@@ -87,8 +106,19 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
         Report::snp(&outcome)
     } else if raw.starts_with(&TDX_V4_PREFIX) {
         let root = teelog_attest::tdx::intel_sgx_root()?;
-        let outcome = TdxQuote::parse(&raw)
-            .and_then(|q| q.verify(&root, at.unwrap_or_else(now_seconds), args.allow_debug));
+        let at = at.unwrap_or_else(now_seconds);
+        let collateral = args.collateral.as_deref().map(Collateral::read).transpose()?;
+        let policy =
+            TcbPolicy { allow_out_of_date: args.allow_outdated_tcb, allow_revoked: args.allow_revoked_tcb };
+        let outcome =
+            TdxQuote::parse(&raw).and_then(|q| q.verify(&root, at, args.allow_debug)).and_then(|quote| {
+                let Some(collateral) = &collateral else { return Ok((quote, None)) };
+                let tcb = TdxCollateral::parse(collateral.files())
+                    .and_then(|c| c.verify(&root, at))
+                    .and_then(|c| c.evaluate(&quote))?;
+                tcb.check(policy)?;
+                Ok((quote, Some(tcb)))
+            });
         Report::tdx(&outcome)
     } else {
         let roots = trust_roots(&args.trust_root)?;
@@ -103,6 +133,50 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
         report.print();
     }
     Ok(if report.verified { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Intel's collateral as saved from the PCS into one directory.
+struct Collateral {
+    tcb_info: Vec<u8>,
+    tcb_info_issuer_chain: Vec<u8>,
+    qe_identity: Vec<u8>,
+    qe_identity_issuer_chain: Vec<u8>,
+}
+
+impl Collateral {
+    fn read(dir: &Path) -> anyhow::Result<Self> {
+        // At most one byte over each limit, so that a huge file is refused without being read.
+        let bounded = |name: &str, max: usize| -> std::io::Result<Vec<u8>> {
+            let mut buf = Vec::new();
+            std::fs::File::open(dir.join(name))?.take(max as u64 + 1).read_to_end(&mut buf)?;
+            Ok(buf)
+        };
+        let file = |name: &str, max: usize| {
+            bounded(name, max).with_context(|| format!("cannot read {}", dir.join(name).display()))
+        };
+        let tcb_info_issuer_chain = file("tcb_info_issuer_chain.pem", MAX_ISSUER_CHAIN_BYTES)?;
+        // Intel signs both documents with one certificate, so one chain file may serve both.
+        let qe_identity_issuer_chain = match bounded("qe_identity_issuer_chain.pem", MAX_ISSUER_CHAIN_BYTES) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => tcb_info_issuer_chain.clone(),
+            other => other
+                .with_context(|| format!("cannot read {}/qe_identity_issuer_chain.pem", dir.display()))?,
+        };
+        Ok(Collateral {
+            tcb_info: file("tcb_info.json", MAX_COLLATERAL_JSON_BYTES)?,
+            qe_identity: file("qe_identity.json", MAX_COLLATERAL_JSON_BYTES)?,
+            tcb_info_issuer_chain,
+            qe_identity_issuer_chain,
+        })
+    }
+
+    fn files(&self) -> CollateralFiles<'_> {
+        CollateralFiles {
+            tcb_info: &self.tcb_info,
+            tcb_info_issuer_chain: &self.tcb_info_issuer_chain,
+            qe_identity: &self.qe_identity,
+            qe_identity_issuer_chain: &self.qe_identity_issuer_chain,
+        }
+    }
 }
 
 /// Reports without a time of their own are checked now, by default.
@@ -137,6 +211,8 @@ struct Report {
     pcrs: BTreeMap<u64, String>,
     /// Platform-specific fields, as text.
     details: BTreeMap<&'static str, String>,
+    /// What was accepted with a reservation (a TDX TCB status other than UpToDate).
+    warnings: Vec<String>,
 }
 
 fn time_text(seconds: u64, per: i64) -> String {
@@ -178,6 +254,7 @@ impl Report {
             debug_mode: v.debug_mode,
             pcrs: d.pcrs.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
             details,
+            warnings: Vec::new(),
             error: None,
         }
     }
@@ -215,12 +292,13 @@ impl Report {
                     ),
                 ),
             ]),
+            warnings: Vec::new(),
             error: None,
         }
     }
 
-    fn tdx(outcome: &Result<TdxVerified, AttestError>) -> Self {
-        let v = match outcome {
+    fn tdx(outcome: &Result<(TdxVerified, Option<TcbEvaluation>), AttestError>) -> Self {
+        let (v, tcb) = match outcome {
             Err(e) => return Self::rejected(e),
             Ok(v) => v,
         };
@@ -229,10 +307,38 @@ impl Report {
             ("td_attributes", hex::encode(q.td_attributes)),
             ("mrconfigid", hex::encode(q.mrconfigid)),
             ("report_data", hex::encode(q.report_data)),
-            ("tcb_status", "not evaluated: needs Intel's TCB info and QE identity collateral".to_string()),
+            ("tee_tcb_svn", hex::encode(q.tee_tcb_svn)),
         ]);
         for (name, rtmr) in ["rtmr0", "rtmr1", "rtmr2", "rtmr3"].into_iter().zip(&q.rtmrs) {
             details.insert(name, hex::encode(rtmr));
+        }
+        let mut warnings = Vec::new();
+        match tcb {
+            None => {
+                details.insert(
+                    "tcb_status",
+                    "not evaluated: pass --collateral DIR with Intel's TCB info and QE identity".into(),
+                );
+            }
+            Some(tcb) => {
+                details.insert("tcb_status", tcb.status.name().into());
+                let module = tcb.module_status.map_or("none (TDX 1.0)", TcbStatus::name);
+                details.insert(
+                    "tcb_statuses",
+                    format!("platform {}, TDX module {module}, QE {}", tcb.platform_status, tcb.qe_status),
+                );
+                details.insert("tcb_date", time_text(tcb.tcb_date, 1_000_000_000));
+                details.insert(
+                    "advisories",
+                    if tcb.advisory_ids.is_empty() { "none".into() } else { tcb.advisory_ids.join(", ") },
+                );
+                details.insert("tcb_eval_num", tcb.tcb_evaluation_data_number.to_string());
+                details.insert("fmspc", hex::encode_upper(tcb.fmspc));
+                details.insert("tcb_valid_to", time_text(tcb.collateral_next_update, 1_000_000_000));
+                if let Some(warning) = tcb.status.warning() {
+                    warnings.push(format!("TCB status {}: {warning}", tcb.status));
+                }
+            }
         }
         Report {
             verified: true,
@@ -244,6 +350,7 @@ impl Report {
             debug_mode: q.debug(),
             pcrs: BTreeMap::new(),
             details,
+            warnings,
             error: None,
         }
     }
@@ -277,6 +384,9 @@ impl Report {
         }
         if self.platform.is_some_and(|p| p.starts_with("dev")) {
             println!("WARNING: this chain ends at a dev root given with --trust-root, not at AWS");
+        }
+        for warning in &self.warnings {
+            println!("WARNING: {warning}");
         }
     }
 }
