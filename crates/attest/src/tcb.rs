@@ -640,6 +640,7 @@ impl VerifiedCollateral {
             Some(level.tcb_status)
         };
 
+        // The QE report is an SGX report body, 384 bytes (the parser takes exactly that many).
         let qe = &self.collateral.qe_identity.value;
         let report = q.qe_report();
         let field = |at: usize, len: usize| &report[at..at + len];
