@@ -300,3 +300,25 @@ fn policy_accepts_up_to_date_and_hardening_and_refuses_out_of_date_and_revoked_u
     tcb.status = TcbStatus::Revoked;
     assert!(tcb.check(only_outdated).is_err());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Random bytes, and the real files with random bytes overwritten, never panic.
+    #[test]
+    fn arbitrary_collateral_never_panics(
+        garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        edits in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..8),
+    ) {
+        let mut set = Set::load("dcap-qvl");
+        for (at, byte) in &edits {
+            let len = set.tcb_info.len();
+            set.tcb_info[at % len] = *byte;
+            let len = set.tcb_chain.len();
+            set.tcb_chain[at % len] = *byte;
+        }
+        let _ = set.verify(dcap_qvl_time());
+        let garbage_set = Set { qe_identity: garbage.clone(), qe_chain: garbage, ..Set::load("dcap-qvl") };
+        proptest::prop_assert!(garbage_set.verify(dcap_qvl_time()).is_err());
+    }
+}
