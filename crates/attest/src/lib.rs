@@ -107,42 +107,72 @@ impl TrustRoot {
 }
 
 /// Builds the chain from `leaf` through `intermediates` to one of `anchors` and checks it at `at`
-/// (Unix seconds); `chain` names it in errors ("VCEK ← ASK ← ARK").
+/// (Unix seconds); `chain` names it in errors ("VCEK ← ASK ← ARK"). With `crls`, every
+/// certificate below the anchor must be covered by a current CRL of its issuer and not revoked.
 pub(crate) fn verify_chain<'p>(
     leaf: &'p webpki::EndEntityCert<'p>,
     algs: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm],
     anchors: &'p [rustls_pki_types::TrustAnchor<'p>],
     intermediates: &'p [CertificateDer<'p>],
     at: u64,
+    crls: &'p [&'p webpki::CertRevocationList<'p>],
     chain: &str,
 ) -> Result<webpki::VerifiedPath<'p>, AttestError> {
     use webpki::Error as E;
     let time = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(at));
-    leaf.verify_for_usage(algs, anchors, intermediates, time, webpki::KeyUsage::client_auth(), None, None)
-        .map_err(|e| {
-            let why = match e {
-                E::CertExpired { not_after, .. } => {
-                    format!(
-                        "a certificate is not valid at {}: it expired at {}",
-                        rfc3339(at),
-                        rfc3339(not_after.as_secs())
-                    )
-                }
-                E::CertNotValidYet { not_before, .. } => format!(
-                    "a certificate is not valid at {}: it is valid only from {}",
+    let revocation = webpki::RevocationOptionsBuilder::new(crls).ok().map(|options| {
+        options
+            .with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+            .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+            .build()
+    });
+    leaf.verify_for_usage(
+        algs,
+        anchors,
+        intermediates,
+        time,
+        webpki::KeyUsage::client_auth(),
+        revocation,
+        None,
+    )
+    .map_err(|e| {
+        let why = match e {
+            E::CertExpired { not_after, .. } => {
+                format!(
+                    "a certificate is not valid at {}: it expired at {}",
                     rfc3339(at),
-                    rfc3339(not_before.as_secs())
-                ),
-                E::UnknownIssuer => {
-                    "the chain does not reach a pinned root (re-signed by another CA?)".to_string()
-                }
-                E::InvalidSignatureForPublicKey | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
-                    format!("a certificate signature does not verify: {e:?}")
-                }
-                other => format!("{other:?}"),
-            };
-            AttestError::Chain(format!("{chain}: {why}"))
-        })
+                    rfc3339(not_after.as_secs())
+                )
+            }
+            E::CertNotValidYet { not_before, .. } => format!(
+                "a certificate is not valid at {}: it is valid only from {}",
+                rfc3339(at),
+                rfc3339(not_before.as_secs())
+            ),
+            E::UnknownIssuer => {
+                "the chain does not reach a pinned root (re-signed by another CA?)".to_string()
+            }
+            E::InvalidSignatureForPublicKey | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+                format!("a certificate signature does not verify: {e:?}")
+            }
+            E::CertRevoked => "a certificate is revoked by its issuer's CRL".to_string(),
+            E::UnknownRevocationStatus => {
+                "no CRL given covers a certificate of the chain (a CRL of its issuer is needed)".to_string()
+            }
+            E::CrlExpired { next_update, .. } => format!(
+                "a CRL is not current at {}: its nextUpdate was {}",
+                rfc3339(at),
+                rfc3339(next_update.as_secs())
+            ),
+            E::InvalidCrlSignatureForPublicKey
+            | E::UnsupportedCrlSignatureAlgorithmForPublicKeyContext(_) => {
+                "a CRL's signature does not verify under its issuer".to_string()
+            }
+            other => format!("{other:?}"),
+        };
+        AttestError::Chain(format!("{chain}: {why}"))
+    })
 }
 
 fn advisories(ids: &str) -> String {

@@ -30,6 +30,8 @@ use crate::{rfc3339, AttestError};
 pub const MAX_COLLATERAL_JSON_BYTES: usize = 256 << 10;
 /// An issuer chain: two certificates, a few KiB even URL-encoded.
 pub const MAX_ISSUER_CHAIN_BYTES: usize = 64 << 10;
+/// A CRL: Intel's PCK CA CRLs list some thousand serial numbers.
+pub const MAX_CRL_BYTES: usize = 1 << 20;
 
 const TCB_SIGNING_CN: &str = "Intel SGX TCB Signing";
 /// OID 1.2.840.113741.1.13.1, Intel's SGX extensions of PCK certificates, in DER.
@@ -304,6 +306,10 @@ pub struct CollateralFiles<'a> {
     pub tcb_info_issuer_chain: &'a [u8],
     pub qe_identity: &'a [u8],
     pub qe_identity_issuer_chain: &'a [u8],
+    /// The CRLs of the PCK CA that issued the quote's PCK certificate and of the Intel SGX Root
+    /// CA (DER or PEM): both, or neither to leave revocation unchecked.
+    pub pck_crl: Option<&'a [u8]>,
+    pub root_ca_crl: Option<&'a [u8]>,
 }
 
 /// TDX collateral, parsed and checked for shape; signatures not yet verified.
@@ -311,12 +317,15 @@ pub struct CollateralFiles<'a> {
 pub struct TdxCollateral {
     tcb_info: Signed<TcbInfo>,
     qe_identity: Signed<QeIdentity>,
+    /// DER of the PCK CA's and the root CA's CRLs, or empty.
+    crls: Vec<Vec<u8>>,
 }
 
 /// Collateral whose signatures, chains and validity were verified at `checked_at`.
 #[derive(Debug)]
 pub struct VerifiedCollateral {
     collateral: TdxCollateral,
+    root_der: Vec<u8>,
     pub root_sha256: Digest,
     pub checked_at: u64,
 }
@@ -339,6 +348,8 @@ pub struct TcbEvaluation {
     pub tcb_evaluation_data_number: u32,
     /// The earlier `nextUpdate` of the two documents (Unix seconds).
     pub collateral_next_update: u64,
+    /// Whether the PCK and TCB Signing chains were checked against CRLs.
+    pub crls_checked: bool,
 }
 
 impl TcbEvaluation {
@@ -356,6 +367,20 @@ impl TcbEvaluation {
             Err(AttestError::TcbRefused { status: self.status, advisory_ids: self.advisory_ids.join(", ") })
         }
     }
+}
+
+/// A CRL as DER or PEM, checked to parse.
+fn parse_crl(bytes: &[u8], what: &str) -> Result<Vec<u8>, AttestError> {
+    if bytes.len() > MAX_CRL_BYTES {
+        return Err(AttestError::TooLarge { len: bytes.len(), max: MAX_CRL_BYTES });
+    }
+    let der = match rustls_pki_types::CertificateRevocationListDer::from_pem_slice(bytes) {
+        Ok(der) => der.to_vec(),
+        Err(_) => bytes.to_vec(),
+    };
+    webpki::BorrowedCertRevocationList::from_der(&der)
+        .map_err(|e| err(format!("{what}: not a CRL ({e:?})")))?;
+    Ok(der)
 }
 
 /// The issuer chain as PEM, or as the URL-encoded header value the PCS sends.
@@ -451,26 +476,51 @@ impl TdxCollateral {
         }) {
             return Err(err(format!("a TDX module or QE level has status {}", level.tcb_status)));
         }
-        Ok(TdxCollateral { tcb_info, qe_identity })
+        let crls = match (files.pck_crl, files.root_ca_crl) {
+            (None, None) => Vec::new(),
+            (Some(pck), Some(root)) => vec![parse_crl(pck, "PCK CRL")?, parse_crl(root, "root CA CRL")?],
+            _ => return Err(err("give both CRLs, the PCK CA's and the root CA's, or neither")),
+        };
+        Ok(TdxCollateral { tcb_info, qe_identity, crls })
+    }
+
+    /// The CRLs to check chains against (borrowed from the checked DER).
+    fn crls(&self) -> Result<Vec<webpki::CertRevocationList<'_>>, AttestError> {
+        self.crls
+            .iter()
+            .map(|der| {
+                webpki::BorrowedCertRevocationList::from_der(der)
+                    .map(webpki::CertRevocationList::from)
+                    .map_err(|e| err(format!("CRL: {e:?}")))
+            })
+            .collect()
     }
 
     /// Verifies both signatures under the TCB Signing certificate, its chain to the pinned Intel
-    /// root at `at` (Unix seconds), and that `at` lies within both documents' issueDate and
-    /// nextUpdate.
+    /// root at `at` (Unix seconds; with CRLs, not revoked and the CRLs current), and that `at`
+    /// lies within both documents' issueDate and nextUpdate.
     pub fn verify(self, root_der: &[u8], at: u64) -> Result<VerifiedCollateral, AttestError> {
         let root_sha256 = pinned_intel_root(root_der)?;
-        verify_signed(&self.tcb_info, Kind::TcbInfo, root_der, at)?;
-        verify_signed(&self.qe_identity, Kind::QeIdentity, root_der, at)?;
-        Ok(VerifiedCollateral { collateral: self, root_sha256, checked_at: at })
+        let crls = self.crls()?;
+        let crls: Vec<_> = crls.iter().collect();
+        verify_signed(&self.tcb_info, Kind::TcbInfo, root_der, at, &crls)?;
+        verify_signed(&self.qe_identity, Kind::QeIdentity, root_der, at, &crls)?;
+        Ok(VerifiedCollateral { collateral: self, root_der: root_der.to_vec(), root_sha256, checked_at: at })
     }
 }
 
-fn verify_signed<T>(doc: &Signed<T>, kind: Kind, root_der: &[u8], at: u64) -> Result<(), AttestError> {
+fn verify_signed<T>(
+    doc: &Signed<T>,
+    kind: Kind,
+    root_der: &[u8],
+    at: u64,
+    crls: &[&webpki::CertRevocationList<'_>],
+) -> Result<(), AttestError> {
     let name = kind.name();
     let leaf_der = CertificateDer::from(doc.chain[0].as_slice());
     let leaf = webpki::EndEntityCert::try_from(&leaf_der)
         .map_err(|e| AttestError::Certificate(format!("the {name} signing certificate: {e}")))?;
-    verify_intel_chain(&leaf, &doc.chain[1..], root_der, at, "TCB Signing ← Intel SGX Root CA")?;
+    verify_intel_chain(&leaf, &doc.chain[1..], root_der, at, crls, "TCB Signing ← Intel SGX Root CA")?;
     let cn = der::subject_common_name(&doc.chain[0])?;
     if cn != TCB_SIGNING_CN {
         return Err(err(format!("{name} is signed by {cn:?}, not by the {TCB_SIGNING_CN:?} certificate")));
@@ -569,6 +619,13 @@ impl VerifiedCollateral {
     pub fn evaluate(&self, quote: &TdxVerified) -> Result<TcbEvaluation, AttestError> {
         let info = &self.collateral.tcb_info.value;
         let q = &quote.quote;
+        let crls = self.collateral.crls()?;
+        if !crls.is_empty() {
+            let pck_der = CertificateDer::from(q.pck_der());
+            let pck = webpki::EndEntityCert::try_from(&pck_der)
+                .map_err(|e| AttestError::Certificate(format!("the PCK certificate: {e}")))?;
+            q.verify_pck_chain(&pck, &self.root_der, self.checked_at, &crls.iter().collect::<Vec<_>>())?;
+        }
         let pck = PckTcb::from_certificate(q.pck_der())?;
         if pck.fmspc != info.fmspc.0 {
             return Err(mismatch(format!(
@@ -689,6 +746,7 @@ impl VerifiedCollateral {
                 .tcb_info
                 .next_update
                 .min(self.collateral.qe_identity.next_update),
+            crls_checked: !crls.is_empty(),
         })
     }
 }
@@ -724,10 +782,14 @@ mod tests {
             tcb_info_issuer_chain: &chain,
             qe_identity: &qe_identity,
             qe_identity_issuer_chain: &chain,
+            pck_crl: None,
+            root_ca_crl: None,
         })
         .unwrap();
         edit(&mut collateral.tcb_info.value, &mut collateral.qe_identity.value);
-        VerifiedCollateral { collateral, root_sha256: [0; 32], checked_at: AT }.evaluate(&quote.unwrap())
+        let root_der = intel_sgx_root().unwrap();
+        VerifiedCollateral { collateral, root_der, root_sha256: [0; 32], checked_at: AT }
+            .evaluate(&quote.unwrap())
     }
 
     fn mismatch_text(edit: impl FnOnce(&mut TcbInfo, &mut QeIdentity)) -> String {

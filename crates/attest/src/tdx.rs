@@ -153,6 +153,18 @@ impl TdxQuote {
         &self.pck_chain[0]
     }
 
+    /// The PCK chain to the pinned root at `at`, and with `crls` not revoked.
+    pub(crate) fn verify_pck_chain(
+        &self,
+        pck: &webpki::EndEntityCert<'_>,
+        root_der: &[u8],
+        at: u64,
+        crls: &[&webpki::CertRevocationList<'_>],
+    ) -> Result<(), AttestError> {
+        let intermediates = &self.pck_chain[1..self.pck_chain.len() - 1];
+        verify_intel_chain(pck, intermediates, root_der, at, crls, "PCK ← Platform CA ← Intel SGX Root CA")
+    }
+
     /// Verifies the quote signature, the QE report's binding of the attestation key and its
     /// signature by the PCK, and the PCK chain to `root` at `at` (Unix seconds).
     pub fn verify(self, root_der: &[u8], at: u64, allow_debug: bool) -> Result<TdxVerified, AttestError> {
@@ -180,8 +192,7 @@ impl TdxQuote {
         let pck_der = CertificateDer::from(self.pck_der());
         let pck = webpki::EndEntityCert::try_from(&pck_der)
             .map_err(|e| AttestError::Certificate(format!("the PCK certificate is not valid X.509: {e}")))?;
-        let intermediates = &self.pck_chain[1..self.pck_chain.len() - 1];
-        verify_intel_chain(&pck, intermediates, root_der, at, "PCK ← Platform CA ← Intel SGX Root CA")?;
+        self.verify_pck_chain(&pck, root_der, at, &[])?;
         pck.verify_signature(
             webpki::ring::ECDSA_P256_SHA256,
             &self.qe_report,
@@ -203,20 +214,22 @@ pub(crate) fn pinned_intel_root(root_der: &[u8]) -> Result<Digest, AttestError> 
     Ok(root_sha256)
 }
 
-/// Checks `leaf` through `intermediates` (DER) to the Intel root at `at`; `chain` names it in
-/// errors. Both Intel chains (PCK, TCB Signing) are ECDSA P-256 throughout.
+/// Checks `leaf` through `intermediates` (DER) to the Intel root at `at`, against `crls` if any;
+/// `chain` names it in errors. Both Intel chains (PCK, TCB Signing) are ECDSA P-256 throughout.
 pub(crate) fn verify_intel_chain(
     leaf: &webpki::EndEntityCert<'_>,
     intermediates: &[Vec<u8>],
     root_der: &[u8],
     at: u64,
+    crls: &[&webpki::CertRevocationList<'_>],
     chain: &str,
 ) -> Result<(), AttestError> {
     let root = CertificateDer::from(root_der);
     let anchors = [anchor(&root)?];
     let intermediates: Vec<CertificateDer<'_>> =
         intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
-    verify_chain(leaf, &[webpki::ring::ECDSA_P256_SHA256], &anchors, &intermediates, at, chain).map(|_| ())
+    let algs = [webpki::ring::ECDSA_P256_SHA256];
+    verify_chain(leaf, &algs, &anchors, &intermediates, at, crls, chain).map(|_| ())
 }
 
 /// The Intel SGX Root CA that ships with teelog (pinned).

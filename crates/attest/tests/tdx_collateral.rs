@@ -25,26 +25,32 @@ fn at(text: &str) -> u64 {
     u64::try_from(parse_rfc3339(text).unwrap() / 1_000_000_000).unwrap()
 }
 
-/// A set's four files; the QE Identity's chain is the TCB Info's where the set has one file.
+/// A set's files; the QE Identity's chain is the TCB Info's where the set has one file.
 struct Set {
     tcb_info: Vec<u8>,
     tcb_chain: Vec<u8>,
     qe_identity: Vec<u8>,
     qe_chain: Vec<u8>,
+    pck_crl: Option<Vec<u8>>,
+    root_ca_crl: Option<Vec<u8>>,
 }
 
 impl Set {
     fn load(dir: &str) -> Set {
         let tcb_chain = data(&format!("{dir}/tcb_info_issuer_chain.pem"));
-        let qe_chain = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/tdx")
-            .join(dir)
-            .join("qe_identity_issuer_chain.pem");
+        let optional = |name: &str| {
+            std::fs::read(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tdx").join(dir).join(name),
+            )
+            .ok()
+        };
         Set {
             tcb_info: data(&format!("{dir}/tcb_info.json")),
             qe_identity: data(&format!("{dir}/qe_identity.json")),
-            qe_chain: std::fs::read(qe_chain).unwrap_or_else(|_| tcb_chain.clone()),
+            qe_chain: optional("qe_identity_issuer_chain.pem").unwrap_or_else(|| tcb_chain.clone()),
             tcb_chain,
+            pck_crl: optional("pck_crl.der"),
+            root_ca_crl: optional("root_ca_crl.der"),
         }
     }
 
@@ -54,6 +60,8 @@ impl Set {
             tcb_info_issuer_chain: &self.tcb_chain,
             qe_identity: &self.qe_identity,
             qe_identity_issuer_chain: &self.qe_chain,
+            pck_crl: self.pck_crl.as_deref(),
+            root_ca_crl: self.root_ca_crl.as_deref(),
         }
     }
 
@@ -88,6 +96,7 @@ fn a_production_td_on_an_up_to_date_tdx_1_5_platform() {
     assert_eq!(tcb.tcb_date, at("2024-03-13T00:00:00Z"));
     assert_eq!(tcb.tcb_evaluation_data_number, 17);
     assert_eq!(tcb.collateral_next_update, at("2025-07-19T10:16:03Z"));
+    assert!(tcb.crls_checked);
     tcb.check(TcbPolicy::default()).unwrap();
 }
 
@@ -105,6 +114,32 @@ fn the_shared_debug_td_on_an_up_to_date_tdx_1_0_platform_with_pcs_files_as_downl
     assert_eq!(tcb.tcb_date, at("2023-02-15T00:00:00Z"));
     assert_eq!(tcb.tcb_evaluation_data_number, 15);
     assert_eq!(hex::encode_upper(tcb.fmspc), "50806F000000");
+    assert!(tcb.crls_checked);
+}
+
+#[test]
+fn with_crls_every_certificate_needs_a_current_crl_of_its_issuer() {
+    let verified = quote(&data("dcap-qvl/quote.dat"), dcap_qvl_time(), false);
+    let evaluate = |set: &Set, when: u64| set.verify(when).and_then(|c| c.evaluate(&verified));
+    // Without CRLs the chains are not checked for revocation, and that is said.
+    let none = Set { pck_crl: None, root_ca_crl: None, ..Set::load("dcap-qvl") };
+    assert!(!evaluate(&none, dcap_qvl_time()).unwrap().crls_checked);
+    // The PCK CRL's nextUpdate is 2025-07-19T10:00:35Z, before the collateral's.
+    let err = evaluate(&Set::load("dcap-qvl"), at("2025-07-19T10:10:00Z")).unwrap_err();
+    assert!(matches!(&err, AttestError::Chain(why) if why.contains("CRL is not current")), "{err}");
+    // The root CA's CRL twice: nothing covers the PCK certificate.
+    let root_twice = Set { pck_crl: Set::load("dcap-qvl").root_ca_crl, ..Set::load("dcap-qvl") };
+    let err = evaluate(&root_twice, dcap_qvl_time()).unwrap_err();
+    assert!(matches!(&err, AttestError::Chain(why) if why.contains("no CRL given covers")), "{err}");
+    // 2023's CRLs are not current in 2025.
+    let old = Set::load("go-tdx-guest");
+    let stale = Set { pck_crl: old.pck_crl, root_ca_crl: old.root_ca_crl, ..Set::load("dcap-qvl") };
+    assert!(matches!(stale.verify(dcap_qvl_time()), Err(AttestError::Chain(_))));
+    // One CRL alone, and a CRL that is not one, are refused as they are read.
+    let one = Set { root_ca_crl: None, ..Set::load("dcap-qvl") };
+    assert!(matches!(TdxCollateral::parse(one.files()), Err(AttestError::Collateral(_))));
+    let garbage = Set { pck_crl: Some(b"not a CRL".to_vec()), ..Set::load("dcap-qvl") };
+    assert!(matches!(TdxCollateral::parse(garbage.files()), Err(AttestError::Collateral(_))));
 }
 
 #[test]
