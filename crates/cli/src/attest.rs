@@ -11,7 +11,7 @@ use teelog_attest::nitro::{NitroDocument, NitroVerified};
 use teelog_attest::snp::{AmdChain, SnpReport, SnpVerified, REPORT_LEN};
 use teelog_attest::tcb::{
     CollateralFiles, TcbEvaluation, TcbPolicy, TcbStatus, TdxCollateral, MAX_COLLATERAL_JSON_BYTES,
-    MAX_ISSUER_CHAIN_BYTES,
+    MAX_CRL_BYTES, MAX_ISSUER_CHAIN_BYTES,
 };
 use teelog_attest::tdx::{TdxQuote, TdxVerified};
 use teelog_attest::{decode_document, AttestError, TrustRoot};
@@ -50,7 +50,8 @@ pub struct AttestVerifyArgs {
     pub amd_chain: Option<PathBuf>,
     /// TDX: evaluate the TCB status with Intel's collateral saved in DIR: tcb_info.json and
     /// qe_identity.json (PCS responses), tcb_info_issuer_chain.pem (the TCB-Info-Issuer-Chain
-    /// header, PEM or URL-encoded) and optionally qe_identity_issuer_chain.pem.
+    /// header, PEM or URL-encoded), optionally qe_identity_issuer_chain.pem, and optionally both
+    /// pck_crl.der and root_ca_crl.der (DER or PEM) to check the chains for revocation.
     #[arg(long, value_name = "DIR")]
     pub collateral: Option<PathBuf>,
     /// TDX: accept a TCB status of OutOfDate or OutOfDateConfigurationNeeded (with a warning).
@@ -141,31 +142,40 @@ struct Collateral {
     tcb_info_issuer_chain: Vec<u8>,
     qe_identity: Vec<u8>,
     qe_identity_issuer_chain: Vec<u8>,
+    pck_crl: Option<Vec<u8>>,
+    root_ca_crl: Option<Vec<u8>>,
 }
 
 impl Collateral {
     fn read(dir: &Path) -> anyhow::Result<Self> {
-        // At most one byte over each limit, so that a huge file is refused without being read.
-        let bounded = |name: &str, max: usize| -> std::io::Result<Vec<u8>> {
+        // The file `name` if it exists; at most one byte over `max`, so that a huge file is
+        // refused by size without being read whole.
+        let optional = |name: &str, max: usize| -> anyhow::Result<Option<Vec<u8>>> {
+            let path = dir.join(name);
+            let file = match std::fs::File::open(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                file => file.with_context(|| format!("cannot read {}", path.display()))?,
+            };
             let mut buf = Vec::new();
-            std::fs::File::open(dir.join(name))?.take(max as u64 + 1).read_to_end(&mut buf)?;
-            Ok(buf)
+            file.take(max as u64 + 1)
+                .read_to_end(&mut buf)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Ok(Some(buf))
         };
-        let file = |name: &str, max: usize| {
-            bounded(name, max).with_context(|| format!("cannot read {}", dir.join(name).display()))
+        let required = |name: &str, max: usize| {
+            optional(name, max)?.with_context(|| format!("{} is missing", dir.join(name).display()))
         };
-        let tcb_info_issuer_chain = file("tcb_info_issuer_chain.pem", MAX_ISSUER_CHAIN_BYTES)?;
+        let tcb_info_issuer_chain = required("tcb_info_issuer_chain.pem", MAX_ISSUER_CHAIN_BYTES)?;
         // Intel signs both documents with one certificate, so one chain file may serve both.
-        let qe_identity_issuer_chain = match bounded("qe_identity_issuer_chain.pem", MAX_ISSUER_CHAIN_BYTES) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => tcb_info_issuer_chain.clone(),
-            other => other
-                .with_context(|| format!("cannot read {}/qe_identity_issuer_chain.pem", dir.display()))?,
-        };
+        let qe_identity_issuer_chain = optional("qe_identity_issuer_chain.pem", MAX_ISSUER_CHAIN_BYTES)?
+            .unwrap_or_else(|| tcb_info_issuer_chain.clone());
         Ok(Collateral {
-            tcb_info: file("tcb_info.json", MAX_COLLATERAL_JSON_BYTES)?,
-            qe_identity: file("qe_identity.json", MAX_COLLATERAL_JSON_BYTES)?,
+            tcb_info: required("tcb_info.json", MAX_COLLATERAL_JSON_BYTES)?,
+            qe_identity: required("qe_identity.json", MAX_COLLATERAL_JSON_BYTES)?,
             tcb_info_issuer_chain,
             qe_identity_issuer_chain,
+            pck_crl: optional("pck_crl.der", MAX_CRL_BYTES)?,
+            root_ca_crl: optional("root_ca_crl.der", MAX_CRL_BYTES)?,
         })
     }
 
@@ -175,6 +185,8 @@ impl Collateral {
             tcb_info_issuer_chain: &self.tcb_info_issuer_chain,
             qe_identity: &self.qe_identity,
             qe_identity_issuer_chain: &self.qe_identity_issuer_chain,
+            pck_crl: self.pck_crl.as_deref(),
+            root_ca_crl: self.root_ca_crl.as_deref(),
         }
     }
 }
@@ -334,6 +346,8 @@ impl Report {
                 );
                 details.insert("tcb_eval_num", tcb.tcb_evaluation_data_number.to_string());
                 details.insert("fmspc", hex::encode_upper(tcb.fmspc));
+                let crls = if tcb.crls_checked { "checked" } else { "not given: PCK revocation not checked" };
+                details.insert("crls", crls.into());
                 details.insert("tcb_valid_to", time_text(tcb.collateral_next_update, 1_000_000_000));
                 if let Some(warning) = tcb.status.warning() {
                     warnings.push(format!("TCB status {}: {warning}", tcb.status));

@@ -138,6 +138,7 @@ fn a_tdx_quote_with_intel_collateral_reports_its_tcb_status() {
     assert_eq!(report["details"]["tcb_date"], "2024-03-13T00:00:00.000000000Z");
     assert_eq!(report["details"]["advisories"], "none");
     assert_eq!(report["warnings"], serde_json::json!([]));
+    assert_eq!(report["details"]["crls"], "checked");
 
     // After the collateral's nextUpdate, and for another platform's collateral: rejected.
     let late = attest(&[quote, "--collateral", collateral.to_str().unwrap(), "--at", "2025-08-01T00:00:00Z"]);
@@ -177,7 +178,7 @@ fn tdx_collateral_usage_and_io_errors_exit_2_and_a_forged_file_exits_1() {
     // A missing file of the directory is an I/O error.
     let out = attest(&[quote, "--collateral", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tcb_info_issuer_chain.pem"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tcb_info_issuer_chain.pem is missing"));
     // Collateral for a Nitro document is a usage error.
     let nitro = fixtures().join("nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor");
     let out = attest(&[nitro.to_str().unwrap(), "--collateral", data.join("dcap-qvl").to_str().unwrap()]);
