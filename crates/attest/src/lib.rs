@@ -4,10 +4,12 @@
 #![forbid(unsafe_code)]
 
 mod cbor;
+mod der;
 pub mod dev;
 pub mod nitro;
 pub mod reader;
 pub mod snp;
+pub mod tcb;
 pub mod tdx;
 pub mod tpm;
 
@@ -50,6 +52,12 @@ pub enum AttestError {
     Snp(String),
     #[error("TDX quote: {0}")]
     Tdx(String),
+    #[error("TDX collateral: {0}")]
+    Collateral(String),
+    #[error("the TDX quote does not match Intel's collateral: {0}")]
+    TcbMismatch(String),
+    #[error("the platform's TCB status is {status}{}: {}; pass {} to accept it", advisories(advisory_ids), status.warning().unwrap_or_default(), status.allow_flag())]
+    TcbRefused { status: tcb::TcbStatus, advisory_ids: String },
     #[error("TPM evidence: {0}")]
     Tpm(String),
 }
@@ -118,19 +126,38 @@ impl TrustRoot {
 }
 
 /// Builds the chain from `leaf` through `intermediates` to one of `anchors` and checks it at `at`
-/// (Unix seconds); `chain` names it in errors ("VCEK ← ASK ← ARK").
+/// (Unix seconds); `chain` names it in errors ("VCEK ← ASK ← ARK"). With `crls`, every
+/// certificate below the anchor must be covered by a current CRL of its issuer and not revoked.
 pub(crate) fn verify_chain<'p>(
     leaf: &'p webpki::EndEntityCert<'p>,
     algs: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm],
     anchors: &'p [rustls_pki_types::TrustAnchor<'p>],
     intermediates: &'p [CertificateDer<'p>],
     at: u64,
+    crls: &'p [&'p webpki::CertRevocationList<'p>],
     chain: &str,
 ) -> Result<webpki::VerifiedPath<'p>, AttestError> {
-    verify_chain_for(leaf, webpki::KeyUsage::client_auth(), algs, anchors, intermediates, at, chain)
+    let revocation = webpki::RevocationOptionsBuilder::new(crls).ok().map(|options| {
+        options
+            .with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+            .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+            .build()
+    });
+    leaf.verify_for_usage(
+        algs,
+        anchors,
+        intermediates,
+        unix_time(at),
+        webpki::KeyUsage::client_auth(),
+        revocation,
+        None,
+    )
+    .map_err(|e| chain_error(e, at, chain))
 }
 
-/// [`verify_chain`] for a leaf with an extended key usage of its own (a TPM's EK certificate).
+/// [`verify_chain`] for a leaf with an extended key usage of its own (a TPM's EK certificate),
+/// without CRLs.
 pub(crate) fn verify_chain_for<'p>(
     leaf: &'p webpki::EndEntityCert<'p>,
     usage: webpki::KeyUsage,
@@ -140,35 +167,60 @@ pub(crate) fn verify_chain_for<'p>(
     at: u64,
     chain: &str,
 ) -> Result<webpki::VerifiedPath<'p>, AttestError> {
-    use webpki::Error as E;
-    let time = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(at));
-    leaf.verify_for_usage(algs, anchors, intermediates, time, usage, None, None).map_err(|e| {
-        let why = match e {
-            E::CertExpired { not_after, .. } => {
-                format!(
-                    "a certificate is not valid at {}: it expired at {}",
-                    rfc3339(at),
-                    rfc3339(not_after.as_secs())
-                )
-            }
-            E::CertNotValidYet { not_before, .. } => format!(
-                "a certificate is not valid at {}: it is valid only from {}",
-                rfc3339(at),
-                rfc3339(not_before.as_secs())
-            ),
-            E::UnknownIssuer => {
-                "the chain does not reach a pinned root (re-signed by another CA?)".to_string()
-            }
-            E::InvalidSignatureForPublicKey | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
-                format!("a certificate signature does not verify: {e:?}")
-            }
-            other => format!("{other:?}"),
-        };
-        AttestError::Chain(format!("{chain}: {why}"))
-    })
+    leaf.verify_for_usage(algs, anchors, intermediates, unix_time(at), usage, None, None)
+        .map_err(|e| chain_error(e, at, chain))
 }
 
-fn rfc3339(seconds: u64) -> String {
+fn unix_time(seconds: u64) -> rustls_pki_types::UnixTime {
+    rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(seconds))
+}
+
+/// A chain failure in words, naming the chain and the time it was checked at.
+fn chain_error(e: webpki::Error, at: u64, chain: &str) -> AttestError {
+    use webpki::Error as E;
+    let why = match e {
+        E::CertExpired { not_after, .. } => {
+            format!(
+                "a certificate is not valid at {}: it expired at {}",
+                rfc3339(at),
+                rfc3339(not_after.as_secs())
+            )
+        }
+        E::CertNotValidYet { not_before, .. } => format!(
+            "a certificate is not valid at {}: it is valid only from {}",
+            rfc3339(at),
+            rfc3339(not_before.as_secs())
+        ),
+        E::UnknownIssuer => "the chain does not reach a pinned root (re-signed by another CA?)".to_string(),
+        E::InvalidSignatureForPublicKey | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            format!("a certificate signature does not verify: {e:?}")
+        }
+        E::CertRevoked => "a certificate is revoked by its issuer's CRL".to_string(),
+        E::UnknownRevocationStatus => {
+            "no CRL given covers a certificate of the chain (a CRL of its issuer is needed)".to_string()
+        }
+        E::CrlExpired { next_update, .. } => format!(
+            "a CRL is not current at {}: its nextUpdate was {}",
+            rfc3339(at),
+            rfc3339(next_update.as_secs())
+        ),
+        E::InvalidCrlSignatureForPublicKey | E::UnsupportedCrlSignatureAlgorithmForPublicKeyContext(_) => {
+            "a CRL's signature does not verify under its issuer".to_string()
+        }
+        other => format!("{other:?}"),
+    };
+    AttestError::Chain(format!("{chain}: {why}"))
+}
+
+fn advisories(ids: &str) -> String {
+    if ids.is_empty() {
+        String::new()
+    } else {
+        format!(" ({ids})")
+    }
+}
+
+pub(crate) fn rfc3339(seconds: u64) -> String {
     teelog_core::timestamp::format_rfc3339(
         i64::try_from(seconds).unwrap_or(i64::MAX).saturating_mul(1_000_000_000),
     )

@@ -135,7 +135,7 @@ impl SnpReport {
         let intermediates = [CertificateDer::from(chain.ask.as_slice())];
         let algs: [&dyn SignatureVerificationAlgorithm; 2] =
             [&AMD_RSA_PSS_SHA384, webpki::ring::ECDSA_P384_SHA384];
-        verify_chain(&vcek, &algs, &anchors, &intermediates, at, "VCEK ← ASK ← ARK")?;
+        verify_chain(&vcek, &algs, &anchors, &intermediates, at, &[], "VCEK ← ASK ← ARK")?;
         let signature = p1363_to_der(&self.signature_p1363()?);
         vcek.verify_signature(webpki::ring::ECDSA_P384_SHA384, &self.bytes[..SIGNED_LEN], &signature)
             .map_err(|_| AttestError::Signature)?;

@@ -5,7 +5,7 @@
 //! A quote binds a teelog key through `report_data`: its first 32 bytes are the key id (SHA-256
 //! of the DER SubjectPublicKeyInfo), the last 32 reserved for the previous epoch's head. The
 //! measurement is MRTD. TCB status needs Intel's TCB info and QE identity collateral, which a
-//! quote does not carry; this module does not evaluate it.
+//! quote does not carry: `crate::tcb` evaluates a verified quote against them.
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -33,6 +33,11 @@ const CERT_DATA_PCK_CHAIN: u16 = 5;
 /// A parsed, not yet verified, TDX quote.
 #[derive(Debug, Clone)]
 pub struct TdxQuote {
+    /// The TDX module's SVN (byte 0), its version (byte 1, 0 for TDX 1.0) and the TDX TCB
+    /// components that TCB levels compare.
+    pub tee_tcb_svn: [u8; 16],
+    pub mrsignerseam: [u8; 48],
+    pub seam_attributes: [u8; 8],
     pub td_attributes: [u8; 8],
     pub mrtd: [u8; 48],
     pub mrconfigid: [u8; 48],
@@ -66,7 +71,10 @@ impl TdxQuote {
             )));
         }
         r.take(HEADER_LEN - 8, "header")?;
-        r.take(120, "TD report")?; // TEE_TCB_SVN, MRSEAM, MRSIGNERSEAM, SEAM_ATTRIBUTES
+        let tee_tcb_svn = r.array("TEE_TCB_SVN")?;
+        r.take(48, "MRSEAM")?;
+        let mrsignerseam = r.array("MRSIGNERSEAM")?;
+        let seam_attributes = r.array("SEAM_ATTRIBUTES")?;
         let td_attributes = r.array("TD_ATTRIBUTES")?;
         r.take(8, "XFAM")?;
         let mrtd = r.array("MRTD")?;
@@ -112,6 +120,9 @@ impl TdxQuote {
             ));
         }
         Ok(TdxQuote {
+            tee_tcb_svn,
+            mrsignerseam,
+            seam_attributes,
             td_attributes,
             mrtd,
             mrconfigid,
@@ -132,15 +143,32 @@ impl TdxQuote {
         self.td_attributes[0] & 1 != 0
     }
 
+    /// The Quoting Enclave's report (an SGX report body, 384 bytes).
+    pub(crate) fn qe_report(&self) -> &[u8] {
+        &self.qe_report
+    }
+
+    /// The PCK certificate (DER), first in the quote's chain.
+    pub(crate) fn pck_der(&self) -> &[u8] {
+        &self.pck_chain[0]
+    }
+
+    /// The PCK chain to the pinned root at `at`, and with `crls` not revoked.
+    pub(crate) fn verify_pck_chain(
+        &self,
+        pck: &webpki::EndEntityCert<'_>,
+        root_der: &[u8],
+        at: u64,
+        crls: &[&webpki::CertRevocationList<'_>],
+    ) -> Result<(), AttestError> {
+        let intermediates = &self.pck_chain[1..self.pck_chain.len() - 1];
+        verify_intel_chain(pck, intermediates, root_der, at, crls, "PCK ← Platform CA ← Intel SGX Root CA")
+    }
+
     /// Verifies the quote signature, the QE report's binding of the attestation key and its
     /// signature by the PCK, and the PCK chain to `root` at `at` (Unix seconds).
     pub fn verify(self, root_der: &[u8], at: u64, allow_debug: bool) -> Result<TdxVerified, AttestError> {
-        let root_sha256 = sha256(root_der);
-        if hex::encode(root_sha256) != INTEL_SGX_ROOT_CA_SHA256 {
-            return Err(AttestError::Root(format!(
-                "not the pinned Intel SGX Root CA ({INTEL_SGX_ROOT_CA_SHA256})"
-            )));
-        }
+        let root_sha256 = pinned_intel_root(root_der)?;
         if self.debug() && !allow_debug {
             return Err(AttestError::DebugMode);
         }
@@ -161,17 +189,10 @@ impl TdxQuote {
         if qe_report_data[..32] != binding || qe_report_data[32..].iter().any(|&b| b != 0) {
             return Err(err("the QE report does not bind the attestation key"));
         }
-        let pck_der = CertificateDer::from(self.pck_chain[0].as_slice());
+        let pck_der = CertificateDer::from(self.pck_der());
         let pck = webpki::EndEntityCert::try_from(&pck_der)
             .map_err(|e| AttestError::Certificate(format!("the PCK certificate is not valid X.509: {e}")))?;
-        let root = CertificateDer::from(root_der);
-        let anchors = [anchor(&root)?];
-        let intermediates: Vec<CertificateDer<'_>> = self.pck_chain[1..self.pck_chain.len() - 1]
-            .iter()
-            .map(|c| CertificateDer::from(c.as_slice()))
-            .collect();
-        let algs = [webpki::ring::ECDSA_P256_SHA256];
-        verify_chain(&pck, &algs, &anchors, &intermediates, at, "PCK ← Platform CA ← Intel SGX Root CA")?;
+        self.verify_pck_chain(&pck, root_der, at, &[])?;
         pck.verify_signature(
             webpki::ring::ECDSA_P256_SHA256,
             &self.qe_report,
@@ -180,6 +201,35 @@ impl TdxQuote {
         .map_err(|_| err("the QE report signature does not verify under the PCK certificate"))?;
         Ok(TdxVerified { root_sha256, checked_at: at, quote: self })
     }
+}
+
+/// The SHA-256 of `root_der`, if it is the pinned Intel SGX Root CA.
+pub(crate) fn pinned_intel_root(root_der: &[u8]) -> Result<Digest, AttestError> {
+    let root_sha256 = sha256(root_der);
+    if hex::encode(root_sha256) != INTEL_SGX_ROOT_CA_SHA256 {
+        return Err(AttestError::Root(format!(
+            "not the pinned Intel SGX Root CA ({INTEL_SGX_ROOT_CA_SHA256})"
+        )));
+    }
+    Ok(root_sha256)
+}
+
+/// Checks `leaf` through `intermediates` (DER) to the Intel root at `at`, against `crls` if any;
+/// `chain` names it in errors. Both Intel chains (PCK, TCB Signing) are ECDSA P-256 throughout.
+pub(crate) fn verify_intel_chain(
+    leaf: &webpki::EndEntityCert<'_>,
+    intermediates: &[Vec<u8>],
+    root_der: &[u8],
+    at: u64,
+    crls: &[&webpki::CertRevocationList<'_>],
+    chain: &str,
+) -> Result<(), AttestError> {
+    let root = CertificateDer::from(root_der);
+    let anchors = [anchor(&root)?];
+    let intermediates: Vec<CertificateDer<'_>> =
+        intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    let algs = [webpki::ring::ECDSA_P256_SHA256];
+    verify_chain(leaf, &algs, &anchors, &intermediates, at, crls, chain).map(|_| ())
 }
 
 /// The Intel SGX Root CA that ships with teelog (pinned).

@@ -1,13 +1,18 @@
 //! `teelog attest verify`: check one attestation document offline and show what it proves.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
 use teelog_attest::nitro::{NitroDocument, NitroVerified};
 use teelog_attest::snp::{AmdChain, SnpReport, SnpVerified, REPORT_LEN};
+use teelog_attest::tcb::{
+    CollateralFiles, TcbEvaluation, TcbPolicy, TcbStatus, TdxCollateral, MAX_COLLATERAL_JSON_BYTES,
+    MAX_CRL_BYTES, MAX_ISSUER_CHAIN_BYTES,
+};
 use teelog_attest::tdx::{TdxQuote, TdxVerified};
 use teelog_attest::tpm::bundle::{TpmBundle, TpmBundleVerified};
 use teelog_attest::{decode_document, AttestError, TrustRoot};
@@ -45,6 +50,18 @@ pub struct AttestVerifyArgs {
     /// Milan chain that ships with teelog.
     #[arg(long)]
     pub amd_chain: Option<PathBuf>,
+    /// TDX: evaluate the TCB status with Intel's collateral saved in DIR: tcb_info.json and
+    /// qe_identity.json (PCS responses), tcb_info_issuer_chain.pem (the TCB-Info-Issuer-Chain
+    /// header, PEM or URL-encoded), optionally qe_identity_issuer_chain.pem, and optionally both
+    /// pck_crl.der and root_ca_crl.der (DER or PEM) to check the chains for revocation.
+    #[arg(long, value_name = "DIR")]
+    pub collateral: Option<PathBuf>,
+    /// TDX: accept a TCB status of OutOfDate or OutOfDateConfigurationNeeded (with a warning).
+    #[arg(long)]
+    pub allow_outdated_tcb: bool,
+    /// TDX: accept a TCB status of Revoked (with a warning).
+    #[arg(long)]
+    pub allow_revoked_tcb: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -52,7 +69,7 @@ pub struct AttestVerifyArgs {
 /// A TDX DCAP quote begins: version 4, ECDSA P-256 attestation key, TEE type 0x81.
 const TDX_V4_PREFIX: [u8; 8] = [4, 0, 2, 0, 0x81, 0, 0, 0];
 
-fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf).context("cannot read stdin")?;
@@ -72,6 +89,9 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
             Some(u64::try_from(nanos.div_euclid(1_000_000_000)).context("--at: before 1970")?)
         }
     };
+    if args.collateral.is_some() && !raw.starts_with(&TDX_V4_PREFIX) {
+        bail!("--collateral is Intel's TCB collateral, for TDX quotes only");
+    }
     let report = if raw.len() == REPORT_LEN {
         let Some(vcek_path) = &args.vcek else {
             bail!("this looks like an SEV-SNP report: give the chip's VCEK with --vcek");
@@ -89,8 +109,19 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
         Report::snp(&outcome)
     } else if raw.starts_with(&TDX_V4_PREFIX) {
         let root = teelog_attest::tdx::intel_sgx_root()?;
-        let outcome = TdxQuote::parse(&raw)
-            .and_then(|q| q.verify(&root, at.unwrap_or_else(now_seconds), args.allow_debug));
+        let at = at.unwrap_or_else(now_seconds);
+        let collateral = args.collateral.as_deref().map(Collateral::read).transpose()?;
+        let policy =
+            TcbPolicy { allow_out_of_date: args.allow_outdated_tcb, allow_revoked: args.allow_revoked_tcb };
+        let outcome =
+            TdxQuote::parse(&raw).and_then(|q| q.verify(&root, at, args.allow_debug)).and_then(|quote| {
+                let Some(collateral) = &collateral else { return Ok((quote, None)) };
+                let tcb = TdxCollateral::parse(collateral.files())
+                    .and_then(|c| c.verify(&root, at))
+                    .and_then(|c| c.evaluate(&quote))?;
+                tcb.check(policy)?;
+                Ok((quote, Some(tcb)))
+            });
         Report::tdx(&outcome)
     } else {
         let roots = trust_roots(&args.trust_root)?;
@@ -112,6 +143,61 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
         report.print();
     }
     Ok(if report.verified { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Intel's collateral as saved from the PCS into one directory.
+struct Collateral {
+    tcb_info: Vec<u8>,
+    tcb_info_issuer_chain: Vec<u8>,
+    qe_identity: Vec<u8>,
+    qe_identity_issuer_chain: Vec<u8>,
+    pck_crl: Option<Vec<u8>>,
+    root_ca_crl: Option<Vec<u8>>,
+}
+
+impl Collateral {
+    fn read(dir: &Path) -> anyhow::Result<Self> {
+        // The file `name` if it exists; at most one byte over `max`, so that a huge file is
+        // refused by size without being read whole.
+        let optional = |name: &str, max: usize| -> anyhow::Result<Option<Vec<u8>>> {
+            let path = dir.join(name);
+            let file = match std::fs::File::open(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                file => file.with_context(|| format!("cannot read {}", path.display()))?,
+            };
+            let mut buf = Vec::new();
+            file.take(max as u64 + 1)
+                .read_to_end(&mut buf)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Ok(Some(buf))
+        };
+        let required = |name: &str, max: usize| {
+            optional(name, max)?.with_context(|| format!("{} is missing", dir.join(name).display()))
+        };
+        let tcb_info_issuer_chain = required("tcb_info_issuer_chain.pem", MAX_ISSUER_CHAIN_BYTES)?;
+        // Intel signs both documents with one certificate, so one chain file may serve both.
+        let qe_identity_issuer_chain = optional("qe_identity_issuer_chain.pem", MAX_ISSUER_CHAIN_BYTES)?
+            .unwrap_or_else(|| tcb_info_issuer_chain.clone());
+        Ok(Collateral {
+            tcb_info: required("tcb_info.json", MAX_COLLATERAL_JSON_BYTES)?,
+            qe_identity: required("qe_identity.json", MAX_COLLATERAL_JSON_BYTES)?,
+            tcb_info_issuer_chain,
+            qe_identity_issuer_chain,
+            pck_crl: optional("pck_crl.der", MAX_CRL_BYTES)?,
+            root_ca_crl: optional("root_ca_crl.der", MAX_CRL_BYTES)?,
+        })
+    }
+
+    fn files(&self) -> CollateralFiles<'_> {
+        CollateralFiles {
+            tcb_info: &self.tcb_info,
+            tcb_info_issuer_chain: &self.tcb_info_issuer_chain,
+            qe_identity: &self.qe_identity,
+            qe_identity_issuer_chain: &self.qe_identity_issuer_chain,
+            pck_crl: self.pck_crl.as_deref(),
+            root_ca_crl: self.root_ca_crl.as_deref(),
+        }
+    }
 }
 
 /// Reports without a time of their own are checked now, by default.
@@ -146,6 +232,8 @@ struct Report {
     pcrs: BTreeMap<u64, String>,
     /// Platform-specific fields, as text.
     details: BTreeMap<&'static str, String>,
+    /// What was accepted with a reservation (a TDX TCB status other than UpToDate).
+    warnings: Vec<String>,
 }
 
 fn time_text(seconds: u64, per: i64) -> String {
@@ -187,6 +275,7 @@ impl Report {
             debug_mode: v.debug_mode,
             pcrs: d.pcrs.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
             details,
+            warnings: Vec::new(),
             error: None,
         }
     }
@@ -245,12 +334,13 @@ impl Report {
                     ),
                 ),
             ]),
+            warnings: Vec::new(),
             error: None,
         }
     }
 
-    fn tdx(outcome: &Result<TdxVerified, AttestError>) -> Self {
-        let v = match outcome {
+    fn tdx(outcome: &Result<(TdxVerified, Option<TcbEvaluation>), AttestError>) -> Self {
+        let (v, tcb) = match outcome {
             Err(e) => return Self::rejected(e),
             Ok(v) => v,
         };
@@ -259,10 +349,40 @@ impl Report {
             ("td_attributes", hex::encode(q.td_attributes)),
             ("mrconfigid", hex::encode(q.mrconfigid)),
             ("report_data", hex::encode(q.report_data)),
-            ("tcb_status", "not evaluated: needs Intel's TCB info and QE identity collateral".to_string()),
+            ("tee_tcb_svn", hex::encode(q.tee_tcb_svn)),
         ]);
         for (name, rtmr) in ["rtmr0", "rtmr1", "rtmr2", "rtmr3"].into_iter().zip(&q.rtmrs) {
             details.insert(name, hex::encode(rtmr));
+        }
+        let mut warnings = Vec::new();
+        match tcb {
+            None => {
+                details.insert(
+                    "tcb_status",
+                    "not evaluated: pass --collateral DIR with Intel's TCB info and QE identity".into(),
+                );
+            }
+            Some(tcb) => {
+                details.insert("tcb_status", tcb.status.name().into());
+                let module = tcb.module_status.map_or("none (TDX 1.0)", TcbStatus::name);
+                details.insert(
+                    "tcb_statuses",
+                    format!("platform {}, TDX module {module}, QE {}", tcb.platform_status, tcb.qe_status),
+                );
+                details.insert("tcb_date", time_text(tcb.tcb_date, 1_000_000_000));
+                details.insert(
+                    "advisories",
+                    if tcb.advisory_ids.is_empty() { "none".into() } else { tcb.advisory_ids.join(", ") },
+                );
+                details.insert("tcb_eval_num", tcb.tcb_evaluation_data_number.to_string());
+                details.insert("fmspc", hex::encode_upper(tcb.fmspc));
+                let crls = if tcb.crls_checked { "checked" } else { "not given: PCK revocation not checked" };
+                details.insert("crls", crls.into());
+                details.insert("tcb_valid_to", time_text(tcb.collateral_next_update, 1_000_000_000));
+                if let Some(warning) = tcb.status.warning() {
+                    warnings.push(format!("TCB status {}: {warning}", tcb.status));
+                }
+            }
         }
         Report {
             verified: true,
@@ -274,6 +394,7 @@ impl Report {
             debug_mode: q.debug(),
             pcrs: BTreeMap::new(),
             details,
+            warnings,
             error: None,
         }
     }
@@ -307,6 +428,9 @@ impl Report {
         }
         if self.platform.is_some_and(|p| p.starts_with("dev")) {
             println!("WARNING: this chain ends at a dev root given with --trust-root, not at AWS");
+        }
+        for warning in &self.warnings {
+            println!("WARNING: {warning}");
         }
     }
 }

@@ -116,3 +116,87 @@ fn expired_today_forged_and_unreadable_documents() {
     assert_eq!(not_a_root.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&not_a_root.stderr).contains("trust root"));
 }
+
+fn tdx_data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../attest/tests/data/tdx")
+}
+
+#[test]
+fn a_tdx_quote_with_intel_collateral_reports_its_tcb_status() {
+    let data = tdx_data();
+    let quote = data.join("dcap-qvl/quote.dat");
+    let (quote, collateral) = (quote.to_str().unwrap(), data.join("dcap-qvl"));
+    let args = [quote, "--collateral", collateral.to_str().unwrap(), "--at", "2025-07-01T00:00:00Z"];
+    let out = attest(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\ntcb_status    UpToDate\n"), "{text}");
+    assert!(text.contains("platform UpToDate, TDX module UpToDate, QE UpToDate"), "{text}");
+    assert!(!text.contains("WARNING"), "{text}");
+    let report = json(&attest(&[&args[..], &["--json"]].concat()));
+    assert_eq!(report["details"]["fmspc"], "B0C06F000000");
+    assert_eq!(report["details"]["tcb_date"], "2024-03-13T00:00:00.000000000Z");
+    assert_eq!(report["details"]["advisories"], "none");
+    assert_eq!(report["warnings"], serde_json::json!([]));
+    assert_eq!(report["details"]["crls"], "checked");
+
+    // After the collateral's nextUpdate, and for another platform's collateral: rejected.
+    let late = attest(&[quote, "--collateral", collateral.to_str().unwrap(), "--at", "2025-08-01T00:00:00Z"]);
+    assert_eq!(late.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&late.stdout).contains("nextUpdate"));
+    let other = data.join("trustee");
+    let out =
+        attest(&[quote, "--collateral", other.to_str().unwrap(), "--at", "2025-10-28T07:00:00Z", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json(&out)["error"].as_str().unwrap().contains("FMSPC 00A06D080000"));
+
+    // The shared debug TD, with PCS files as downloaded (URL-encoded chains).
+    let shared = fixtures().join("tdx/tdx_trustee_quote_v4.dat");
+    let pcs = data.join("go-tdx-guest");
+    let out = attest(&[
+        shared.to_str().unwrap(),
+        "--collateral",
+        pcs.to_str().unwrap(),
+        "--at",
+        "2023-06-20T00:00:00Z",
+        "--allow-debug",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        json(&out)["details"]["tcb_statuses"],
+        "platform UpToDate, TDX module none (TDX 1.0), QE UpToDate"
+    );
+}
+
+#[test]
+fn tdx_collateral_usage_and_io_errors_exit_2_and_a_forged_file_exits_1() {
+    let data = tdx_data();
+    let quote = data.join("dcap-qvl/quote.dat");
+    let quote = quote.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A missing file of the directory is an I/O error.
+    let out = attest(&[quote, "--collateral", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tcb_info_issuer_chain.pem is missing"));
+    // Collateral for a Nitro document is a usage error.
+    let nitro = fixtures().join("nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor");
+    let out = attest(&[nitro.to_str().unwrap(), "--collateral", data.join("dcap-qvl").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    // One changed digit of the signed TCB Info: rejected.
+    for name in ["tcb_info.json", "qe_identity.json", "tcb_info_issuer_chain.pem"] {
+        std::fs::copy(data.join("dcap-qvl").join(name), dir.path().join(name)).unwrap();
+    }
+    let tcb_info = dir.path().join("tcb_info.json");
+    let text = std::fs::read_to_string(&tcb_info).unwrap();
+    std::fs::write(&tcb_info, text.replacen("\"pcesvn\":11", "\"pcesvn\":10", 1)).unwrap();
+    let out = attest(&[quote, "--collateral", dir.path().to_str().unwrap(), "--at", "2025-07-01T00:00:00Z"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("signature does not verify"));
+    // A huge file is refused by size, not read whole.
+    let file = std::fs::File::create(&tcb_info).unwrap();
+    file.set_len(1 << 30).unwrap();
+    let out = attest(&[quote, "--collateral", dir.path().to_str().unwrap(), "--at", "2025-07-01T00:00:00Z"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("larger than"));
+}

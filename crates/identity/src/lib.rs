@@ -229,6 +229,9 @@ impl Identity {
 
     /// Loads an identity and takes its lock for as long as the value lives.
     pub fn load_exclusive(dir: &Path) -> Result<Self, IdentityError> {
+        // Named first: a directory that is no identity should say so, not fail on its lock.
+        let meta_path = dir.join(META_FILE);
+        fs::metadata(&meta_path).map_err(io_err(&meta_path))?;
         let lock = teelog_store::lock_dir(dir).map_err(|e| match e {
             DirLockError::Held => IdentityError::Locked(dir.to_path_buf()),
             DirLockError::Io { path, source } => IdentityError::Io { path, source },

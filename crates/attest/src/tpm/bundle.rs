@@ -126,7 +126,7 @@ impl TpmBundle {
             roots.iter().map(|r| CertificateDer::from(r.der())).collect();
         let anchors = root_ders.iter().map(anchor).collect::<Result<Vec<_>, _>>()?;
         let algs = [webpki::ring::ECDSA_P384_SHA384, webpki::ring::ECDSA_P256_SHA256];
-        let path = verify_chain(&ak_cert, &algs, &anchors, &[], at, "AK certificate ← enrollment CA")?;
+        let path = verify_chain(&ak_cert, &algs, &anchors, &[], at, &[], "AK certificate ← enrollment CA")?;
         if ak_cert.subject_public_key_info().as_ref() != evidence.ak.spki_der() {
             return Err(AttestError::Tpm(
                 "the AK certificate is for another key than the AK that signed the evidence".into(),
