@@ -226,6 +226,23 @@ pub(crate) fn rfc3339(seconds: u64) -> String {
     )
 }
 
+/// What an SEV-SNP or TDX report_data says of the teelog key it binds: its first 32 bytes are
+/// the key id (SHA-256 of the SubjectPublicKeyInfo), the last 32 the previous epoch's head, or
+/// zero when there is none.
+pub struct ReportDataBinding {
+    pub key_id: [u8; 32],
+    pub previous_head: Option<[u8; 32]>,
+}
+
+impl ReportDataBinding {
+    pub fn of(report_data: &[u8; 64]) -> Self {
+        let (mut key_id, mut head) = ([0u8; 32], [0u8; 32]);
+        key_id.copy_from_slice(&report_data[..32]);
+        head.copy_from_slice(&report_data[32..]);
+        Self { key_id, previous_head: (head != [0; 32]).then_some(head) }
+    }
+}
+
 /// The pinned root a verified chain ended at.
 pub(crate) fn reached_root<'r>(
     roots: &'r [TrustRoot],

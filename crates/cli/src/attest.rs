@@ -32,6 +32,10 @@ pub enum AttestCommand {
 pub struct AttestVerifyArgs {
     /// The document (`-` for stdin).
     pub document: PathBuf,
+    /// Also require that the document binds this teelog signing key (public key PEM): Nitro's
+    /// `public_key`, the TPM's certified key, or the key id in an SEV-SNP or TDX report_data.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
     /// Also trust this root certificate (PEM or DER), e.g. a dev root or a TPM enrollment CA;
     /// the AWS Nitro root G1 is always trusted, pinned by its SHA-256.
     #[arg(long)]
@@ -92,6 +96,10 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
     if args.collateral.is_some() && !raw.starts_with(&TDX_V4_PREFIX) {
         bail!("--collateral is Intel's TCB collateral, for TDX quotes only");
     }
+    let key = match &args.key {
+        Some(path) => Some(PublicKey::from_pem(&read(path)?).with_context(|| path.display().to_string())?),
+        None => None,
+    };
     let report = if raw.len() == REPORT_LEN {
         let Some(vcek_path) = &args.vcek else {
             bail!("this looks like an SEV-SNP report: give the chip's VCEK with --vcek");
@@ -136,6 +144,10 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
                 .and_then(|doc| doc.verify(&roots, at, args.allow_debug));
             Report::nitro(&outcome)
         }
+    };
+    let report = match &key {
+        Some(key) => report.requiring_key(key),
+        None => report,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -245,6 +257,29 @@ impl Report {
         Report { error: Some(e.to_string()), ..Report::default() }
     }
 
+    /// A verified document that binds another key than `key` (or none) is rejected.
+    fn requiring_key(mut self, key: &PublicKey) -> Self {
+        if self.verified && self.bound_key_id.as_deref() != Some(key.id_hex().as_str()) {
+            self.verified = false;
+            self.error = Some(match &self.bound_key_id {
+                Some(bound) => {
+                    format!("the document binds key id {bound}, not the given key ({})", key.id_hex())
+                }
+                None => format!("the document binds no key, not the given key ({})", key.id_hex()),
+            });
+        }
+        self
+    }
+
+    /// SEV-SNP and TDX reports bind a key by id in report_data (docs/FORMAT.md §7a).
+    fn report_data_binding(&mut self, report_data: &[u8; 64]) {
+        let binding = teelog_attest::ReportDataBinding::of(report_data);
+        self.bound_key_id = Some(hex::encode(binding.key_id));
+        if let Some(head) = binding.previous_head {
+            self.details.insert("previous_head", hex::encode(head));
+        }
+    }
+
     fn nitro(outcome: &Result<NitroVerified, AttestError>) -> Self {
         let v = match outcome {
             Err(e) => return Self::rejected(e),
@@ -308,12 +343,11 @@ impl Report {
         };
         let r = &v.report;
         let tcb = r.reported_tcb;
-        Report {
+        let mut report = Report {
             verified: true,
             platform: Some("amd-sev-snp"),
             measurement: Some(hex::encode(r.measurement)),
             checked_at: Some(time_text(v.checked_at, 1_000_000_000)),
-            // report_data[..32] is the bound key's id, when a teelog signer made the report.
             bound_key_id: None,
             root_sha256: Some(hex::encode(v.ark_sha256)),
             debug_mode: r.debug_allowed(),
@@ -336,7 +370,9 @@ impl Report {
             ]),
             warnings: Vec::new(),
             error: None,
-        }
+        };
+        report.report_data_binding(&r.report_data);
+        report
     }
 
     fn tdx(outcome: &Result<(TdxVerified, Option<TcbEvaluation>), AttestError>) -> Self {
@@ -384,7 +420,7 @@ impl Report {
                 }
             }
         }
-        Report {
+        let mut report = Report {
             verified: true,
             platform: Some("intel-tdx"),
             measurement: Some(hex::encode(q.mrtd)),
@@ -396,7 +432,9 @@ impl Report {
             details,
             warnings,
             error: None,
-        }
+        };
+        report.report_data_binding(&q.report_data);
+        report
     }
 
     fn print(&self) {

@@ -13,6 +13,47 @@ fn attest(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_teelog")).arg("attest").arg("verify").args(args).output().unwrap()
 }
 
+/// A dev identity in `dir`, whose document binds its key.
+fn dev_keygen(dir: &std::path::Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_teelog"))
+        .args(["keygen", "--dev", "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn key_names_the_key_a_document_must_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, other) = (dir.path().join("id"), dir.path().join("other"));
+    dev_keygen(&id);
+    dev_keygen(&other);
+    let doc = id.join("attestation.cbor");
+    let root = id.join("dev-root.pem");
+    let with_key = |key: &std::path::Path| {
+        attest(&[
+            doc.to_str().unwrap(),
+            "--trust-root",
+            root.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let out = with_key(&id.join("public-key.pem"));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = with_key(&other.join("public-key.pem"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json(&out)["error"].as_str().unwrap().contains("not the given key"));
+    // A document that binds no key (this Nitro fixture has no public_key) binds no given key.
+    let unbound = fixtures().join("nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor");
+    let key = id.join("public-key.pem");
+    let out = attest(&[unbound.to_str().unwrap(), "--key", key.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json(&out)["error"].as_str().unwrap().contains("binds no key"));
+}
+
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
 }
@@ -59,6 +100,24 @@ fn an_sev_snp_report_needs_its_vcek_and_verifies_with_it() {
     assert_eq!(json["platform"], "amd-sev-snp");
     assert_eq!(json["details"]["policy"], "0x3001f");
     assert!(json["measurement"].as_str().unwrap().starts_with("a1f3930413247bb3"));
+    // report_data binds a key by id; its zero second half names no previous epoch.
+    let bound = "ec6c52d7533cc2c4f45be7849cf112ab82b2009fe7bd43e71ed08c14400ad7e2";
+    assert_eq!(json["bound_key_id"], bound);
+    assert!(json["details"].get("previous_head").is_none());
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("id");
+    dev_keygen(&id);
+    let key = id.join("public-key.pem");
+    let out = attest(&[
+        report.to_str().unwrap(),
+        "--vcek",
+        vcek.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(crate::json(&out)["error"].as_str().unwrap().contains(&format!("binds key id {bound}")));
     // The Intel root is no ARK.
     let intel = fixtures().join("roots/intel_sgx_root_ca.pem");
     let out = attest(&[
@@ -83,6 +142,15 @@ fn a_tdx_quote_of_a_debug_td_is_refused_unless_allowed() {
     assert_eq!(report["platform"], "intel-tdx");
     assert!(report["measurement"].as_str().unwrap().starts_with("705ee9381b8633a9"));
     assert!(report["details"]["tcb_status"].as_str().unwrap().starts_with("not evaluated"));
+    let report_data = report["details"]["report_data"].as_str().unwrap();
+    assert_eq!(report["bound_key_id"].as_str().unwrap(), &report_data[..64]);
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("id");
+    dev_keygen(&id);
+    let key = id.join("public-key.pem");
+    let out = attest(&[quote.to_str().unwrap(), "--allow-debug", "--key", key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not the given key"));
 }
 
 #[test]

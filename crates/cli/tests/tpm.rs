@@ -71,6 +71,9 @@ fn tpm_identities_sign_only_in_their_measured_state_and_verify_with_the_enrollme
     let public =
         teelog_core::PublicKey::from_pem(&std::fs::read(id.join("public-key.pem")).unwrap()).unwrap();
     assert_eq!(json["bound_key_id"], public.id_hex());
+    let key = id.join("public-key.pem");
+    let out = teelog(&["attest", "verify", s(&document), "--trust-root", s(&root), "--key", s(&key)], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     // A measurement policy names the TPM's PCR digest.
     let measurement = json["measurement"].as_str().unwrap().to_string();
     let policy = dir.path().join("policy.toml");
