@@ -99,6 +99,12 @@ impl TpmBundle {
         if let Some(unknown) = fields.keys().next() {
             return Err(payload_err(unknown, "is not a member of a TPM evidence bundle"));
         }
+        // One encoding only, so the document's hash names exactly one bundle.
+        if bundle.encode() != document {
+            return Err(AttestError::Cose(
+                "the TPM evidence bundle is not in its one encoding (members in order, definite lengths, shortest forms)".into(),
+            ));
+        }
         Ok(bundle)
     }
 
@@ -199,6 +205,16 @@ mod tests {
         let deep: Vec<u8> = std::iter::repeat_n(0xa1, 64).chain(std::iter::repeat_n(0x00, 64)).collect();
         assert!(TpmBundle::parse(&deep).is_err());
         refused(&[bundle.encode(), vec![0]].concat(), "after");
+        let mut reordered = entries(&bundle);
+        reordered.swap(1, 2);
+        refused(&map(reordered), "one encoding");
+        let mut indefinite = vec![0xbf];
+        for (k, v) in entries(&bundle) {
+            ciborium::ser::into_writer(&k, &mut indefinite).unwrap();
+            ciborium::ser::into_writer(&v, &mut indefinite).unwrap();
+        }
+        indefinite.push(0xff);
+        refused(&indefinite, "one encoding");
     }
 
     proptest! {
