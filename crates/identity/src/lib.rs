@@ -270,7 +270,11 @@ impl Identity {
         let invalid = |detail: String| IdentityError::Invalid { path: meta_path.clone(), detail };
         let meta: Meta = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
         let (signer, attestation) = if meta.kind == NITRO {
-            let fixed = [("key_id", meta.key_id.is_some()), ("measurement", meta.measurement.is_some())];
+            let fixed = [
+                ("key_id", meta.key_id.is_some()),
+                ("measurement", meta.measurement.is_some()),
+                ("tpm", meta.tpm.is_some()),
+            ];
             if let Some((member, _)) = fixed.iter().find(|(_, present)| *present) {
                 return Err(invalid(format!(
                     "a nitro identity has no {member}: its key is new on every start"
@@ -733,6 +737,9 @@ mod tests {
             .unwrap();
         let err = Identity::load(&id_dir, Box::new(NsmDevice)).err().unwrap().to_string();
         assert!(err.contains("a nitro identity has no key_id"), "{err}");
+        fs::write(&meta_path, r#"{"v":1,"kind":"nitro","alg":"ES384","measurement":null,"tpm":{"tcti":"device:/dev/tpmrm0","pcrs":[0]}}"#).unwrap();
+        let err = Identity::load(&id_dir, Box::new(NsmDevice)).err().unwrap().to_string();
+        assert!(err.contains("a nitro identity has no tpm"), "{err}");
         fs::write(&meta_path, r#"{"v":1,"kind":"nitro","alg":"ES512","measurement":null}"#).unwrap();
         let err = Identity::load(&id_dir, Box::new(NsmDevice)).err().unwrap().to_string();
         assert!(err.contains("alg \"ES512\" is neither ES256 nor ES384"), "{err}");
