@@ -15,7 +15,7 @@ use teelog_attest::dev::DevClaims;
 use teelog_attest::nitro::NitroDocument;
 use teelog_core::batch::ParsedBatch;
 use teelog_core::PublicKey;
-use teelog_identity::{AttestationSource, Identity};
+use teelog_identity::{AttestationSource, Identity, SourceError};
 use teelog_ship::signer::now;
 use teelog_ship::{Output, StreamSigner};
 use teelog_store::{Store, StoreOptions};
@@ -28,11 +28,7 @@ struct DevNsm {
 }
 
 impl AttestationSource for DevNsm {
-    fn attest(
-        &self,
-        public_key: &[u8],
-        nonce: Option<&[u8]>,
-    ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    fn attest(&self, public_key: &[u8], nonce: Option<&[u8]>) -> Result<Vec<u8>, SourceError> {
         let key = PublicKey::from_spki_der(public_key)?;
         let issued = teelog_attest::dev::issue(&DevClaims {
             module_id: "i-0123456789abcdef0-enc0123456789abcd",

@@ -70,7 +70,7 @@ pub enum IdentityError {
     Tpm { path: PathBuf, source: teelog_tpm::TpmError },
     /// The NSM gave no document. (`error` is not a `source`: its text is already in the message.)
     #[error("{path}: {error}")]
-    Attestation { path: PathBuf, error: Box<dyn std::error::Error + Send + Sync> },
+    Attestation { path: PathBuf, error: SourceError },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
@@ -114,30 +114,25 @@ enum Signer {
     /// Software, dev and TPM identities: the identity's own key.
     Fixed(Box<dyn HeaderSigner + Send + Sync>),
     /// A nitro identity: this start's key, and the NSM that attests it.
-    Fresh { signer: FreshSigner, nsm: Box<dyn AttestationSource> },
+    Fresh { signer: Box<FreshSigner>, nsm: Box<dyn AttestationSource> },
 }
+
+/// Why an [`AttestationSource`] gave no document.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where a nitro identity's attestation documents come from: the enclave's NSM ([`NsmDevice`]),
 /// or a test double that answers like it.
 pub trait AttestationSource: Send + Sync {
     /// A Nitro attestation document (COSE_Sign1) whose `public_key` is `public_key` (DER
     /// SubjectPublicKeyInfo) and whose `nonce` is `nonce`.
-    fn attest(
-        &self,
-        public_key: &[u8],
-        nonce: Option<&[u8]>,
-    ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>>;
+    fn attest(&self, public_key: &[u8], nonce: Option<&[u8]>) -> Result<Vec<u8>, SourceError>;
 }
 
 /// The enclave's Nitro Secure Module, `/dev/nsm`, opened for each document (one per start).
 pub struct NsmDevice;
 
 impl AttestationSource for NsmDevice {
-    fn attest(
-        &self,
-        public_key: &[u8],
-        nonce: Option<&[u8]>,
-    ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    fn attest(&self, public_key: &[u8], nonce: Option<&[u8]>) -> Result<Vec<u8>, SourceError> {
         let request = teelog_nsm::proto::Attestation { user_data: None, nonce, public_key: Some(public_key) };
         Ok(teelog_nsm::Nsm::open()?.attest(&request)?)
     }
@@ -285,10 +280,9 @@ impl Identity {
             let key_err = |source| IdentityError::Key { path: dir.to_path_buf(), source };
             let key = SoftwareKey::from_pkcs8(alg, &SoftwareKey::generate_pkcs8(alg).map_err(key_err)?)
                 .map_err(key_err)?;
-            (Signer::Fresh { signer: FreshSigner { key, attested: None }, nsm }, None)
+            (Signer::Fresh { signer: Box::new(FreshSigner { key, attested: None }), nsm }, None)
         } else {
-            let (signer, attestation) = open_fixed_key(dir, &meta)?;
-            (Signer::Fixed(signer), attestation)
+            open_fixed_key(dir, &meta)?
         };
         Ok(Self { dir: dir.to_path_buf(), signer, attestation, _lock: None })
     }
@@ -359,7 +353,7 @@ impl Identity {
     pub fn signer(&self) -> &dyn HeaderSigner {
         match &self.signer {
             Signer::Fixed(signer) => signer.as_ref(),
-            Signer::Fresh { signer, .. } => signer,
+            Signer::Fresh { signer, .. } => signer.as_ref(),
         }
     }
 
@@ -391,10 +385,7 @@ impl Identity {
 
 /// The key of a software, dev or TPM identity, which must be the one `identity.json` names, and
 /// its attestation document.
-fn open_fixed_key(
-    dir: &Path,
-    meta: &Meta,
-) -> Result<(Box<dyn HeaderSigner + Send + Sync>, Option<Vec<u8>>), IdentityError> {
+fn open_fixed_key(dir: &Path, meta: &Meta) -> Result<(Signer, Option<Vec<u8>>), IdentityError> {
     let meta_path = dir.join(META_FILE);
     let invalid = |detail: String| IdentityError::Invalid { path: meta_path.clone(), detail };
     let key_id = meta.key_id.as_deref().ok_or_else(|| invalid("key_id is missing".into()))?;
@@ -433,7 +424,7 @@ fn open_fixed_key(
             detail: format!("the key does not match {META_FILE} (key id {key_id})"),
         });
     }
-    Ok((signer, attestation))
+    Ok((Signer::Fixed(signer), attestation))
 }
 
 /// The measurement (PCR0, hex) of the NSM's `document`, which must parse as a Nitro document and
@@ -592,11 +583,7 @@ mod tests {
     }
 
     impl AttestationSource for DevNsm {
-        fn attest(
-            &self,
-            public_key: &[u8],
-            nonce: Option<&[u8]>,
-        ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+        fn attest(&self, public_key: &[u8], nonce: Option<&[u8]>) -> Result<Vec<u8>, SourceError> {
             let requested = PublicKey::from_spki_der(public_key)?;
             let pcrs = self.pcrs.clone().unwrap_or_else(teelog_attest::dev::default_pcrs);
             let issued = teelog_attest::dev::issue(&DevClaims {
@@ -614,11 +601,7 @@ mod tests {
     struct Garbage(&'static [u8]);
 
     impl AttestationSource for Garbage {
-        fn attest(
-            &self,
-            _: &[u8],
-            _: Option<&[u8]>,
-        ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+        fn attest(&self, _: &[u8], _: Option<&[u8]>) -> Result<Vec<u8>, SourceError> {
             Ok(self.0.to_vec())
         }
     }
@@ -685,7 +668,9 @@ mod tests {
                 .public()
                 .clone();
         let no_pcr0 = BTreeMap::from([(1, vec![1; 48]), (2, vec![2; 48])]);
-        let cases: Vec<(Box<dyn AttestationSource>, Option<[u8; 32]>, &str)> = vec![
+        // The NSM's stand-in, the head the epoch links to, what the refusal says.
+        type Case = (Box<dyn AttestationSource>, Option<[u8; 32]>, &'static str);
+        let cases: Vec<Case> = vec![
             (Box::new(DevNsm { key: Some(stranger), ..DevNsm::default() }), None, "binds another public key"),
             (
                 Box::new(DevNsm { nonce: Some(Some(vec![8; 32])), ..DevNsm::default() }),
