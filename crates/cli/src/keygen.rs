@@ -1,5 +1,5 @@
-//! `teelog keygen`: create a signing identity — a software key, a dev-attested one, or a key
-//! inside a TPM 2.0.
+//! `teelog keygen`: create a signing identity — a software key, a dev-attested one, a key
+//! inside a TPM 2.0, or a nitro identity whose key each start makes inside the enclave.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,14 +19,19 @@ pub struct KeygenArgs {
     #[arg(long)]
     out: PathBuf,
     /// Code measurement to put in every batch header (hex).
-    #[arg(long, conflicts_with_all = ["dev", "tpm"])]
+    #[arg(long, conflicts_with_all = ["dev", "tpm", "nitro"])]
     measurement: Option<String>,
     #[arg(long, value_enum, default_value_t = Curve::P256)]
     curve: Curve,
     /// Bind the key with a dev attestation document issued by a new local root
     /// (dev-root.pem); auditors accept it only with --trust-root dev-root.pem.
-    #[arg(long, conflicts_with = "tpm")]
+    #[arg(long, conflicts_with_all = ["tpm", "nitro"])]
     dev: bool,
+    /// For signing inside an AWS Nitro Enclave: no key is kept. Every start makes one in enclave
+    /// memory, which /dev/nsm attests with the enclave's measurement and, as nonce, the head of
+    /// the stream it continues; so every start is a new epoch. Auditors need no extra root.
+    #[arg(long, conflicts_with_all = ["tpm", "follow"])]
+    nitro: bool,
     /// A PCR of the dev document, IDX=HEX (32, 48 or 64 bytes); repeat for several.
     /// Default: PCR0..2 derived from their index. The measurement is PCR0.
     #[arg(long, requires = "dev", value_parser = parse_pcr)]
@@ -91,14 +96,21 @@ pub fn run(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
         let ek_roots = TrustRoot::all_from_pem_or_der(&bytes).with_context(|| ek_ca.display().to_string())?;
         ca = enrollment_ca(ca_dir)?;
         Provider::Tpm { tcti, pcrs: args.tpm_pcrs.clone(), ek_roots, ca: &ca, previous_head }
+    } else if args.nitro {
+        Provider::Nitro
     } else {
         Provider::Software { measurement: args.measurement.as_deref() }
     };
     let public = Identity::create(&args.out, alg, provider)?;
     let out = &args.out;
     println!("created {} identity in {}", alg.curve(), out.display());
-    println!("key id     {}", public.id_hex());
-    println!("public key {}", out.join("public-key.pem").display());
+    match public {
+        Some(public) => {
+            println!("key id     {}", public.id_hex());
+            println!("public key {}", out.join("public-key.pem").display());
+        }
+        None => println!("key        made in enclave memory on every start, attested by /dev/nsm"),
+    }
     if args.dev {
         println!("dev root   {} (give it to auditors: --trust-root)", out.join("dev-root.pem").display());
     }

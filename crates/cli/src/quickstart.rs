@@ -27,7 +27,8 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
 
     step(&format!("teelog keygen --out {d}/identity --measurement {}…", &MEASUREMENT[..16]));
     let public =
-        Identity::create(&identity, SigAlg::Es256, Provider::Software { measurement: Some(MEASUREMENT) })?;
+        Identity::create(&identity, SigAlg::Es256, Provider::Software { measurement: Some(MEASUREMENT) })?
+            .context("a software identity has a key")?;
     println!("  a P-256 signing key, id {}", public.id_hex());
 
     let mut file = fs::File::create(&input).with_context(|| format!("cannot write {}", input.display()))?;

@@ -1,12 +1,18 @@
 //! Signing identities kept in a directory, and the per-stream chain state that lets a signer
 //! continue its stream across runs.
 //!
+//! Kinds: `software` (a key file), `dev` (a key file bound by a dev document), `tpm` (a key inside
+//! a TPM) and `nitro`: inside an AWS Nitro Enclave, a key generated in enclave memory on every
+//! start and never stored, which the enclave's NSM attests for the epoch that start begins
+//! ([`Identity::begin_epoch`]), its nonce the previous epoch's last header.
+//!
 //! Layout of an identity directory:
-//! - `identity.json`: kind, algorithm, key id, measurement
-//! - `private-key.pem`: PKCS#8, mode 0600 (software and dev identities)
+//! - `identity.json`: kind, algorithm, key id (not for nitro identities, whose key is new on
+//!   every start), measurement (nitro: none; each start's is its document's PCR0)
+//! - `private-key.pem`: PKCS#8, mode 0600 (software and dev identities; nothing for nitro)
 //! - `tpm-private.bin`: TPM identities, the key as the TPM wrapped it (TPM2B_PRIVATE), loadable
 //!   only in that TPM; `ek-certificate.der`, the EK certificate enrollment checked
-//! - `public-key.pem`: SubjectPublicKeyInfo
+//! - `public-key.pem`: SubjectPublicKeyInfo (not for nitro identities)
 //! - `attestation.cbor`: dev and TPM identities, the document binding the key (a Nitro-layout
 //!   document, or a TPM evidence bundle); `dev-root.pem`: the dev root an auditor must be given
 //! - `state/<stream>.json`: where each stream's chain stands, replaced atomically
@@ -21,10 +27,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use teelog_attest::dev::DevClaims;
+use teelog_attest::nitro::NitroDocument;
 use teelog_attest::tpm::bundle::TpmBundle;
 use teelog_attest::tpm::enrollment::EnrollmentCa;
 use teelog_attest::TrustRoot;
-use teelog_core::batch::{normalize_measurement, SoftwareSigner};
+use teelog_core::batch::{normalize_measurement, SealError, SoftwareSigner};
 use teelog_core::crypto::pem_encode;
 use teelog_core::merkle::sha256;
 use teelog_core::{ChainHead, HeaderSigner, KeyError, PublicKey, SigAlg, SoftwareKey};
@@ -45,6 +52,7 @@ const PROVISION_DIR: &str = ".tpm-provision";
 const SOFTWARE: &str = "software";
 const DEV: &str = "dev";
 const TPM: &str = "tpm";
+const NITRO: &str = "nitro";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -60,6 +68,9 @@ pub enum IdentityError {
     Locked(PathBuf),
     #[error("{path}: {source}")]
     Tpm { path: PathBuf, source: teelog_tpm::TpmError },
+    /// The NSM gave no document. (`error` is not a `source`: its text is already in the message.)
+    #[error("{path}: {error}")]
+    Attestation { path: PathBuf, error: SourceError },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
@@ -72,7 +83,9 @@ struct Meta {
     v: u32,
     kind: String,
     alg: String,
-    key_id: String,
+    /// Absent for a nitro identity, whose key is new on every start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
     measurement: Option<String>,
     /// TPM identities: where the TPM is, and the SHA-256 PCRs the key is bound to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,13 +100,69 @@ struct TpmMeta {
 }
 
 /// A signing identity: a software key in a file (for development and for signers outside a
-/// TEE), or a key that lives in a TPM.
+/// TEE), a key that lives in a TPM, or a nitro enclave's key of this start.
 pub struct Identity {
     dir: PathBuf,
-    signer: Box<dyn HeaderSigner + Send + Sync>,
-    /// The dev provider's attestation document binding the key, if this is a dev identity.
+    signer: Signer,
+    /// The attestation document binding the key (dev and TPM identities: made at keygen; nitro
+    /// identities: made by [`begin_epoch`](Self::begin_epoch)).
     attestation: Option<Vec<u8>>,
     _lock: Option<File>,
+}
+
+enum Signer {
+    /// Software, dev and TPM identities: the identity's own key.
+    Fixed(Box<dyn HeaderSigner + Send + Sync>),
+    /// A nitro identity: this start's key, and the NSM that attests it.
+    Fresh { signer: Box<FreshSigner>, nsm: Box<dyn AttestationSource> },
+}
+
+/// Why an [`AttestationSource`] gave no document.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where a nitro identity's attestation documents come from: the enclave's NSM ([`NsmDevice`]),
+/// or a test double that answers like it.
+pub trait AttestationSource: Send + Sync {
+    /// A Nitro attestation document (COSE_Sign1) whose `public_key` is `public_key` (DER
+    /// SubjectPublicKeyInfo) and whose `nonce` is `nonce`.
+    fn attest(&self, public_key: &[u8], nonce: Option<&[u8]>) -> Result<Vec<u8>, SourceError>;
+}
+
+/// The enclave's Nitro Secure Module, `/dev/nsm`, opened for each document (one per start).
+pub struct NsmDevice;
+
+impl AttestationSource for NsmDevice {
+    fn attest(&self, public_key: &[u8], nonce: Option<&[u8]>) -> Result<Vec<u8>, SourceError> {
+        let request = teelog_nsm::proto::Attestation { user_data: None, nonce, public_key: Some(public_key) };
+        Ok(teelog_nsm::Nsm::open()?.attest(&request)?)
+    }
+}
+
+/// A nitro identity's signer: a key made in memory for this start, which signs only once the NSM
+/// has attested it.
+struct FreshSigner {
+    key: SoftwareKey,
+    /// The measurement (PCR0, hex) and the document's SHA-256 (hex), once attested.
+    attested: Option<(String, String)>,
+}
+
+impl HeaderSigner for FreshSigner {
+    fn public_key(&self) -> &PublicKey {
+        self.key.public()
+    }
+    fn measurement(&self) -> Option<&str> {
+        self.attested.as_ref().map(|(measurement, _)| measurement.as_str())
+    }
+    fn attestation(&self) -> Option<&str> {
+        self.attested.as_ref().map(|(_, document)| document.as_str())
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SealError> {
+        if self.attested.is_none() {
+            // Unattested, its batches would pass for a software signer's.
+            return Err(SealError::Signer("a nitro key signs only once the NSM has attested it".into()));
+        }
+        self.key.sign(message).map_err(|e| SealError::Signer(e.to_string()))
+    }
 }
 
 /// How a new identity vouches for its key.
@@ -115,11 +184,19 @@ pub enum Provider<'a> {
         ca: &'a EnrollmentCa,
         previous_head: Option<[u8; 32]>,
     },
+    /// Inside an AWS Nitro Enclave: no key is made now. Each start makes one in memory, and the
+    /// NSM attests it with the measurement (PCR0) and the epoch's previous head as nonce.
+    Nitro,
 }
 
 impl Identity {
-    /// Creates a new identity in `dir` (which must not hold one) and returns its public key.
-    pub fn create(dir: &Path, alg: SigAlg, provider: Provider<'_>) -> Result<PublicKey, IdentityError> {
+    /// Creates a new identity in `dir` (which must not hold one) and returns its public key;
+    /// `None` for a nitro identity, whose key is made on every start.
+    pub fn create(
+        dir: &Path,
+        alg: SigAlg,
+        provider: Provider<'_>,
+    ) -> Result<Option<PublicKey>, IdentityError> {
         let meta_path = dir.join(META_FILE);
         if meta_path.exists() {
             return Err(IdentityError::Exists(dir.to_path_buf()));
@@ -129,7 +206,7 @@ impl Identity {
             Provider::Software { measurement } => {
                 let measurement =
                     measurement.map(normalize_measurement).transpose().map_err(|e| invalid(e.to_string()))?;
-                (SOFTWARE, create_software_key(dir, alg)?, measurement, None)
+                (SOFTWARE, Some(create_software_key(dir, alg)?), measurement, None)
             }
             Provider::Dev { pcrs, previous_head } => {
                 let pcr0 = pcrs
@@ -152,22 +229,28 @@ impl Identity {
                     &dir.join(DEV_ROOT_FILE),
                     pem_encode("CERTIFICATE", &issued.root_der).as_bytes(),
                 )?;
-                (DEV, public, Some(pcr0), None)
+                (DEV, Some(public), Some(pcr0), None)
             }
             Provider::Tpm { tcti, pcrs, ek_roots, ca, previous_head } => {
                 if alg != SigAlg::Es256 {
                     return Err(invalid("a TPM key is P-256 (--curve p256)".into()));
                 }
                 let (public, measurement) = create_tpm_key(dir, &tcti, &pcrs, &ek_roots, ca, previous_head)?;
-                (TPM, public, Some(measurement), Some(TpmMeta { tcti: tcti.to_tools_string(), pcrs }))
+                (TPM, Some(public), Some(measurement), Some(TpmMeta { tcti: tcti.to_tools_string(), pcrs }))
+            }
+            Provider::Nitro => {
+                fs::create_dir_all(dir).map_err(io_err(dir))?;
+                (NITRO, None, None, None)
             }
         };
-        write_atomic(&dir.join(PUBLIC_KEY_FILE), public.to_pem().as_bytes())?;
+        if let Some(public) = &public {
+            write_atomic(&dir.join(PUBLIC_KEY_FILE), public.to_pem().as_bytes())?;
+        }
         let meta = Meta {
             v: 1,
             kind: kind.into(),
             alg: alg.name().into(),
-            key_id: public.id_hex(),
+            key_id: public.as_ref().map(PublicKey::id_hex),
             measurement,
             tpm,
         };
@@ -176,59 +259,43 @@ impl Identity {
         Ok(public)
     }
 
-    fn load(dir: &Path) -> Result<Self, IdentityError> {
+    fn load(dir: &Path, nsm: Box<dyn AttestationSource>) -> Result<Self, IdentityError> {
         let meta_path = dir.join(META_FILE);
         let text = fs::read(&meta_path).map_err(io_err(&meta_path))?;
-        let meta: Meta = serde_json::from_slice(&text)
-            .map_err(|e| IdentityError::Invalid { path: meta_path.clone(), detail: e.to_string() })?;
-        let attestation = match meta.kind.as_str() {
-            SOFTWARE => None,
-            DEV | TPM => {
-                let path = dir.join(ATTESTATION_FILE);
-                Some(fs::read(&path).map_err(io_err(&path))?)
+        let invalid = |detail: String| IdentityError::Invalid { path: meta_path.clone(), detail };
+        let meta: Meta = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
+        let (signer, attestation) = if meta.kind == NITRO {
+            let fixed = [
+                ("key_id", meta.key_id.is_some()),
+                ("measurement", meta.measurement.is_some()),
+                ("tpm", meta.tpm.is_some()),
+            ];
+            if let Some((member, _)) = fixed.iter().find(|(_, present)| *present) {
+                return Err(invalid(format!(
+                    "a nitro identity has no {member}: its key is new on every start"
+                )));
             }
-            other => {
-                return Err(IdentityError::Invalid {
-                    path: meta_path,
-                    detail: format!("kind {other:?} is not a software, dev or tpm identity"),
-                })
-            }
+            let alg = SigAlg::from_name(&meta.alg)
+                .ok_or_else(|| invalid(format!("alg {:?} is neither ES256 nor ES384", meta.alg)))?;
+            let key_err = |source| IdentityError::Key { path: dir.to_path_buf(), source };
+            let key = SoftwareKey::from_pkcs8(alg, &SoftwareKey::generate_pkcs8(alg).map_err(key_err)?)
+                .map_err(key_err)?;
+            (Signer::Fresh { signer: Box::new(FreshSigner { key, attested: None }), nsm }, None)
+        } else {
+            open_fixed_key(dir, &meta)?
         };
-        let attestation_sha256 = attestation.as_deref().map(|d| hex::encode(sha256(d)));
-        let signer: Box<dyn HeaderSigner + Send + Sync> = match &meta.tpm {
-            Some(tpm) if meta.kind == TPM => {
-                Box::new(open_tpm_key(dir, tpm, meta.measurement.clone(), attestation_sha256)?)
-            }
-            _ if meta.kind == TPM => {
-                return Err(IdentityError::Invalid {
-                    path: meta_path,
-                    detail: "a tpm identity needs its \"tpm\" member".into(),
-                })
-            }
-            _ => {
-                let key_path = dir.join(PRIVATE_KEY_FILE);
-                let pem = fs::read(&key_path).map_err(io_err(&key_path))?;
-                let key = SoftwareKey::from_pkcs8_pem(&pem)
-                    .map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
-                let signer = SoftwareSigner::new(key, meta.measurement.clone());
-                Box::new(match attestation_sha256 {
-                    Some(sha) => signer.with_attestation(sha),
-                    None => signer,
-                })
-            }
-        };
-        let public = signer.public_key();
-        if public.id_hex() != meta.key_id || public.alg().name() != meta.alg {
-            return Err(IdentityError::Invalid {
-                path: dir.to_path_buf(),
-                detail: format!("the key does not match {META_FILE} (key id {})", meta.key_id),
-            });
-        }
         Ok(Self { dir: dir.to_path_buf(), signer, attestation, _lock: None })
     }
 
-    /// Loads an identity and takes its lock for as long as the value lives.
+    /// Loads an identity and takes its lock for as long as the value lives. A nitro identity
+    /// makes this start's key, which [`begin_epoch`](Self::begin_epoch) has `/dev/nsm` attest.
     pub fn load_exclusive(dir: &Path) -> Result<Self, IdentityError> {
+        Self::load_exclusive_with(dir, Box::new(NsmDevice))
+    }
+
+    /// As [`load_exclusive`](Self::load_exclusive), with `nsm` in place of the enclave's NSM
+    /// (asked by nitro identities only).
+    pub fn load_exclusive_with(dir: &Path, nsm: Box<dyn AttestationSource>) -> Result<Self, IdentityError> {
         // Named first: a directory that is no identity should say so, not fail on its lock.
         let meta_path = dir.join(META_FILE);
         fs::metadata(&meta_path).map_err(io_err(&meta_path))?;
@@ -236,9 +303,50 @@ impl Identity {
             DirLockError::Held => IdentityError::Locked(dir.to_path_buf()),
             DirLockError::Io { path, source } => IdentityError::Io { path, source },
         })?;
-        let mut identity = Self::load(dir)?;
+        let mut identity = Self::load(dir, nsm)?;
         identity._lock = Some(lock);
         Ok(identity)
+    }
+
+    /// Whether the key was made for this start (a nitro identity): it continues no epoch, so
+    /// every start begins a new one.
+    pub fn has_fresh_key(&self) -> bool {
+        matches!(self.signer, Signer::Fresh { .. })
+    }
+
+    /// Before the first batch of a new epoch, whose chain head is `head`: a nitro identity asks
+    /// the NSM for a document binding this start's key, with `head.prev` (the previous epoch's
+    /// last header) as its nonce, and signs from then on under that document's PCR0. Other
+    /// kinds' documents were made at keygen; for them this does nothing.
+    pub fn begin_epoch(&mut self, head: &ChainHead) -> Result<(), IdentityError> {
+        let Signer::Fresh { signer, nsm } = &mut self.signer else {
+            return Ok(());
+        };
+        let invalid = |detail: String| IdentityError::Invalid { path: self.dir.clone(), detail };
+        if signer.attested.is_some() || head.next_seq != 1 {
+            return Err(invalid("a nitro key is attested once, for the epoch its start begins".into()));
+        }
+        let nonce = head
+            .prev
+            .as_deref()
+            .map(|prev| {
+                hex::decode(prev).ok().and_then(|h| <[u8; 32]>::try_from(h).ok()).ok_or_else(|| {
+                    invalid(format!(
+                        "the previous head {prev:?} of stream {:?} is not a SHA-256",
+                        head.stream
+                    ))
+                })
+            })
+            .transpose()?;
+        let nonce = nonce.as_ref().map(|n| &n[..]);
+        let public = signer.key.public();
+        let document = nsm
+            .attest(public.spki_der(), nonce)
+            .map_err(|error| IdentityError::Attestation { path: self.dir.clone(), error })?;
+        let measurement = attested_measurement(&document, public, nonce).map_err(invalid)?;
+        signer.attested = Some((measurement, hex::encode(sha256(&document))));
+        self.attestation = Some(document);
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -246,7 +354,10 @@ impl Identity {
     }
 
     pub fn signer(&self) -> &dyn HeaderSigner {
-        self.signer.as_ref()
+        match &self.signer {
+            Signer::Fixed(signer) => signer.as_ref(),
+            Signer::Fresh { signer, .. } => signer.as_ref(),
+        }
     }
 
     /// The attestation document that binds the key, to be stored alongside the batches.
@@ -273,6 +384,68 @@ impl Identity {
         let json = serde_json::to_vec(head).unwrap_or_default();
         write_atomic(&state_path(&self.dir, &head.stream), &json)
     }
+}
+
+/// The key of a software, dev or TPM identity, which must be the one `identity.json` names, and
+/// its attestation document.
+fn open_fixed_key(dir: &Path, meta: &Meta) -> Result<(Signer, Option<Vec<u8>>), IdentityError> {
+    let meta_path = dir.join(META_FILE);
+    let invalid = |detail: String| IdentityError::Invalid { path: meta_path.clone(), detail };
+    let key_id = meta.key_id.as_deref().ok_or_else(|| invalid("key_id is missing".into()))?;
+    let attestation = match meta.kind.as_str() {
+        SOFTWARE => None,
+        DEV | TPM => {
+            let path = dir.join(ATTESTATION_FILE);
+            Some(fs::read(&path).map_err(io_err(&path))?)
+        }
+        other => {
+            return Err(invalid(format!("kind {other:?} is not a software, dev, tpm or nitro identity")))
+        }
+    };
+    let attestation_sha256 = attestation.as_deref().map(|d| hex::encode(sha256(d)));
+    let signer: Box<dyn HeaderSigner + Send + Sync> = match &meta.tpm {
+        Some(tpm) if meta.kind == TPM => {
+            Box::new(open_tpm_key(dir, tpm, meta.measurement.clone(), attestation_sha256)?)
+        }
+        _ if meta.kind == TPM => return Err(invalid("a tpm identity needs its \"tpm\" member".into())),
+        _ => {
+            let key_path = dir.join(PRIVATE_KEY_FILE);
+            let pem = fs::read(&key_path).map_err(io_err(&key_path))?;
+            let key = SoftwareKey::from_pkcs8_pem(&pem)
+                .map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
+            let signer = SoftwareSigner::new(key, meta.measurement.clone());
+            Box::new(match attestation_sha256 {
+                Some(sha) => signer.with_attestation(sha),
+                None => signer,
+            })
+        }
+    };
+    let public = signer.public_key();
+    if public.id_hex() != key_id || public.alg().name() != meta.alg {
+        return Err(IdentityError::Invalid {
+            path: dir.to_path_buf(),
+            detail: format!("the key does not match {META_FILE} (key id {key_id})"),
+        });
+    }
+    Ok((Signer::Fixed(signer), attestation))
+}
+
+/// The measurement (PCR0, hex) of the NSM's `document`, which must parse as a Nitro document and
+/// bind `key` and `nonce`. Its signature and chain are the auditor's to check, against the root
+/// the auditor trusts; here a mismatch means the wrong answer, caught before it is signed under.
+fn attested_measurement(document: &[u8], key: &PublicKey, nonce: Option<&[u8]>) -> Result<String, String> {
+    let document = NitroDocument::parse(document).map_err(|e| format!("the NSM's document: {e}"))?;
+    if document.public_key.as_deref() != Some(key.spki_der()) {
+        return Err("the NSM's document binds another public key than this start's".into());
+    }
+    if document.nonce.as_deref() != nonce {
+        return Err(match nonce {
+            Some(nonce) => format!("the NSM's document does not carry the nonce {}", hex::encode(nonce)),
+            None => "the NSM's document carries a nonce where the stream starts".into(),
+        });
+    }
+    let pcr0 = document.pcrs.get(&0).ok_or("the NSM's document has no PCR0")?;
+    Ok(hex::encode(pcr0))
 }
 
 /// A new software key in `dir/private-key.pem`, mode 0600.
@@ -367,6 +540,7 @@ mod tests {
         let id_dir = dir.path().join("id");
         let public =
             Identity::create(&id_dir, SigAlg::Es384, Provider::Software { measurement: Some("ABCD") })
+                .unwrap()
                 .unwrap();
         let mode = fs::metadata(id_dir.join(PRIVATE_KEY_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -378,6 +552,7 @@ mod tests {
         let identity = Identity::load_exclusive(&id_dir).unwrap();
         assert_eq!(identity.signer().public_key(), &public);
         assert_eq!(identity.signer().measurement(), Some("abcd"));
+        assert!(!identity.has_fresh_key());
         assert!(matches!(Identity::load_exclusive(&id_dir), Err(IdentityError::Locked(_))));
 
         assert_eq!(identity.load_state("a/b:c").unwrap(), None);
@@ -396,7 +571,168 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         Identity::create(dir.path(), SigAlg::Es256, Provider::Software { measurement: None }).unwrap();
         fs::write(dir.path().join(PRIVATE_KEY_FILE), "not a key").unwrap();
-        let err = Identity::load(dir.path()).err().unwrap().to_string();
+        let err = Identity::load(dir.path(), Box::new(NsmDevice)).err().unwrap().to_string();
         assert!(err.contains("private-key.pem") && err.contains("no PRIVATE KEY PEM block"), "{err}");
+    }
+
+    /// A test double, not the NSM: it answers an attestation request with a dev document (the
+    /// Nitro layout, under a new local root) binding `key` and `nonce` where they are set, and
+    /// the requested ones where not.
+    #[derive(Default)]
+    struct DevNsm {
+        key: Option<PublicKey>,
+        nonce: Option<Option<Vec<u8>>>,
+        pcrs: Option<BTreeMap<u64, Vec<u8>>>,
+    }
+
+    impl AttestationSource for DevNsm {
+        fn attest(&self, public_key: &[u8], nonce: Option<&[u8]>) -> Result<Vec<u8>, SourceError> {
+            let requested = PublicKey::from_spki_der(public_key)?;
+            let pcrs = self.pcrs.clone().unwrap_or_else(teelog_attest::dev::default_pcrs);
+            let issued = teelog_attest::dev::issue(&DevClaims {
+                module_id: "dev-nsm-double",
+                timestamp_ms: 1_800_000_000_000,
+                pcrs: &pcrs,
+                bound_key: self.key.as_ref().unwrap_or(&requested),
+                nonce: self.nonce.as_ref().map_or(nonce, |n| n.as_deref()),
+            })?;
+            Ok(issued.document)
+        }
+    }
+
+    /// A test double answering with fixed bytes.
+    struct Garbage(&'static [u8]);
+
+    impl AttestationSource for Garbage {
+        fn attest(&self, _: &[u8], _: Option<&[u8]>) -> Result<Vec<u8>, SourceError> {
+            Ok(self.0.to_vec())
+        }
+    }
+
+    fn nitro_identity(dir: &Path) -> PathBuf {
+        let id_dir = dir.join("id");
+        assert_eq!(Identity::create(&id_dir, SigAlg::Es384, Provider::Nitro).unwrap(), None);
+        id_dir
+    }
+
+    fn head_after(prev: Option<[u8; 32]>) -> ChainHead {
+        ChainHead::new_epoch("app", prev.map(hex::encode))
+    }
+
+    #[test]
+    fn a_nitro_identity_keeps_no_key_and_makes_one_per_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let id_dir = nitro_identity(dir.path());
+        let mut files: Vec<_> = fs::read_dir(&id_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        files.sort();
+        assert_eq!(files, [META_FILE]);
+        let meta: serde_json::Value =
+            serde_json::from_slice(&fs::read(id_dir.join(META_FILE)).unwrap()).unwrap();
+        assert_eq!(meta, serde_json::json!({"v": 1, "kind": "nitro", "alg": "ES384", "measurement": null}));
+
+        let mut identity = Identity::load_exclusive_with(&id_dir, Box::new(DevNsm::default())).unwrap();
+        assert!(identity.has_fresh_key());
+        assert_eq!(identity.signer().public_key().alg(), SigAlg::Es384);
+        assert_eq!((identity.signer().attestation(), identity.attestation_document()), (None, None));
+        let refused = identity.signer().sign(b"x").err().unwrap().to_string();
+        assert!(refused.contains("only once the NSM has attested it"), "{refused}");
+
+        let previous = [7u8; 32];
+        identity.begin_epoch(&head_after(Some(previous))).unwrap();
+        let document = identity.attestation_document().unwrap().to_vec();
+        let parsed = NitroDocument::parse(&document).unwrap();
+        assert_eq!(parsed.nonce.as_deref(), Some(&previous[..]));
+        assert_eq!(parsed.public_key.as_deref(), Some(identity.signer().public_key().spki_der()));
+        let pcr0 = hex::encode(&teelog_attest::dev::default_pcrs()[&0]);
+        assert_eq!(identity.signer().measurement(), Some(pcr0.as_str()));
+        assert_eq!(identity.signer().attestation(), Some(hex::encode(sha256(&document)).as_str()));
+        let signature = identity.signer().sign(b"x").unwrap();
+        assert!(identity.signer().public_key().verify_p1363(b"x", &signature));
+
+        let again = identity.begin_epoch(&head_after(Some(previous))).err().unwrap().to_string();
+        assert!(again.contains("attested once"), "{again}");
+        let first_key = identity.signer().public_key().clone();
+        drop(identity);
+
+        // The next start: another key, and a genesis head attests no nonce.
+        let mut identity = Identity::load_exclusive_with(&id_dir, Box::new(DevNsm::default())).unwrap();
+        assert_ne!(identity.signer().public_key(), &first_key);
+        identity.begin_epoch(&head_after(None)).unwrap();
+        assert_eq!(NitroDocument::parse(identity.attestation_document().unwrap()).unwrap().nonce, None);
+    }
+
+    #[test]
+    fn the_nsm_must_attest_this_key_and_this_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let id_dir = nitro_identity(dir.path());
+        let stranger =
+            SoftwareKey::from_pkcs8(SigAlg::Es384, &SoftwareKey::generate_pkcs8(SigAlg::Es384).unwrap())
+                .unwrap()
+                .public()
+                .clone();
+        let no_pcr0 = BTreeMap::from([(1, vec![1; 48]), (2, vec![2; 48])]);
+        // The NSM's stand-in, the head the epoch links to, what the refusal says.
+        type Case = (Box<dyn AttestationSource>, Option<[u8; 32]>, &'static str);
+        let cases: Vec<Case> = vec![
+            (Box::new(DevNsm { key: Some(stranger), ..DevNsm::default() }), None, "binds another public key"),
+            (
+                Box::new(DevNsm { nonce: Some(Some(vec![8; 32])), ..DevNsm::default() }),
+                Some([7; 32]),
+                "does not carry the nonce 0707",
+            ),
+            (
+                Box::new(DevNsm { nonce: Some(Some(vec![8; 32])), ..DevNsm::default() }),
+                None,
+                "carries a nonce where the stream starts",
+            ),
+            (Box::new(DevNsm { pcrs: Some(no_pcr0), ..DevNsm::default() }), None, "has no PCR0"),
+            (Box::new(Garbage(b"\xd2\x84")), None, "the NSM's document: malformed COSE_Sign1"),
+            (Box::new(Garbage(b"")), None, "the NSM's document"),
+        ];
+        for (nsm, previous, expected) in cases {
+            let mut identity = Identity::load_exclusive_with(&id_dir, nsm).unwrap();
+            let err = identity.begin_epoch(&head_after(previous)).err().unwrap().to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+            assert!(identity.signer().sign(b"x").is_err() && identity.attestation_document().is_none());
+        }
+        let mut identity = Identity::load_exclusive_with(&id_dir, Box::new(DevNsm::default())).unwrap();
+        let corrupt = ChainHead { prev: Some("abc".into()), ..head_after(None) };
+        let err = identity.begin_epoch(&corrupt).err().unwrap().to_string();
+        assert!(err.contains("previous head \"abc\" of stream \"app\" is not a SHA-256"), "{err}");
+    }
+
+    /// This machine is no enclave: the real device is asked, and its absence is said plainly.
+    #[test]
+    fn outside_an_enclave_a_nitro_identity_says_so() {
+        if Path::new(teelog_nsm::DEVICE).exists() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut identity = Identity::load_exclusive(&nitro_identity(dir.path())).unwrap();
+        let err = identity.begin_epoch(&head_after(None)).err().unwrap().to_string();
+        assert!(
+            err.contains("/dev/nsm not found: a nitro identity signs only inside an AWS Nitro Enclave"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn identity_json_must_fit_its_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let id_dir = nitro_identity(dir.path());
+        let meta_path = id_dir.join(META_FILE);
+        fs::write(&meta_path, r#"{"v":1,"kind":"nitro","alg":"ES384","key_id":"00","measurement":null}"#)
+            .unwrap();
+        let err = Identity::load(&id_dir, Box::new(NsmDevice)).err().unwrap().to_string();
+        assert!(err.contains("a nitro identity has no key_id"), "{err}");
+        fs::write(&meta_path, r#"{"v":1,"kind":"nitro","alg":"ES384","measurement":null,"tpm":{"tcti":"device:/dev/tpmrm0","pcrs":[0]}}"#).unwrap();
+        let err = Identity::load(&id_dir, Box::new(NsmDevice)).err().unwrap().to_string();
+        assert!(err.contains("a nitro identity has no tpm"), "{err}");
+        fs::write(&meta_path, r#"{"v":1,"kind":"nitro","alg":"ES512","measurement":null}"#).unwrap();
+        let err = Identity::load(&id_dir, Box::new(NsmDevice)).err().unwrap().to_string();
+        assert!(err.contains("alg \"ES512\" is neither ES256 nor ES384"), "{err}");
+        fs::write(&meta_path, r#"{"v":1,"kind":"software","alg":"ES256","measurement":null}"#).unwrap();
+        let err = Identity::load(&id_dir, Box::new(NsmDevice)).err().unwrap().to_string();
+        assert!(err.contains("key_id is missing"), "{err}");
     }
 }

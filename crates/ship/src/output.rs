@@ -61,11 +61,11 @@ impl Output {
 
     /// Headers of `stream` from the newest part of the output that holds any (the whole file;
     /// store segments newest first until one has a match): of `epoch` and validly signed by
-    /// `key` when continuing that epoch, of any signer when starting a new one.
+    /// `key` when continuing that epoch with that key, of any signer when starting a new one.
     pub(crate) fn signed_headers(
         &self,
         stream: &str,
-        key: &PublicKey,
+        key: Option<&PublicKey>,
         epoch: Option<&str>,
     ) -> Result<Vec<(Header, Digest)>, ShipError> {
         let paths = match self {
@@ -77,7 +77,7 @@ impl Output {
         // Continuing an epoch, only this key's own batches count. A new epoch links to the
         // newest header of the stream whoever signed it (a previous run's key, gone with its
         // TEE); a forged one there would only earn the new epoch a reported chain_break.
-        newest_headers(&paths, stream, epoch.map(|_| key), epoch)
+        newest_headers(&paths, stream, epoch.and(key), epoch)
     }
 }
 

@@ -51,20 +51,29 @@ pub struct StreamSigner {
 
 impl StreamSigner {
     /// Continues `stream` where this identity's state and the output say it stands (the
-    /// output wins, so a crash between a write and a state save never reuses a seq).
-    pub fn open(identity: Identity, stream: &str, mut output: Output) -> Result<Self, ShipError> {
+    /// output wins, so a crash between a write and a state save never reuses a seq). The
+    /// identity's attestation document is written before any batch.
+    pub fn open(mut identity: Identity, stream: &str, mut output: Output) -> Result<Self, ShipError> {
         check_stream_name(stream)?;
+        let saved = identity.load_state(stream)?;
+        let head = if identity.has_fresh_key() {
+            // A key made for this start (nitro) continues no epoch: it begins one linked to the
+            // newest header of the stream in the output, whoever signed it (the state may predate
+            // a start that crashed), or where the output keeps none (a pipe, a spool that deleted
+            // what it delivered) to the head the state saved. Its document attests that link.
+            let found = output.signed_headers(stream, None, None)?;
+            let newest = ChainHead::resume(stream, None, found).prev;
+            ChainHead::new_epoch(stream, newest.or(saved.and_then(|s| s.prev)))
+        } else {
+            let key = identity.signer().public_key();
+            let found = output.signed_headers(stream, Some(key), saved.as_ref().map(|s| s.epoch.as_str()))?;
+            ChainHead::resume(stream, saved, found)
+        };
+        identity.begin_epoch(&head)?;
         if let Some(document) = identity.attestation_document() {
             // Stored with every run: duplicates are harmless, a batch without its document is not.
             output.write(&attestation_line(document))?;
         }
-        let saved = identity.load_state(stream)?;
-        let found = output.signed_headers(
-            stream,
-            identity.signer().public_key(),
-            saved.as_ref().map(|s| s.epoch.as_str()),
-        )?;
-        let head = ChainHead::resume(stream, saved, found);
         Ok(Self {
             identity,
             output,

@@ -29,7 +29,7 @@ pub fn start(
 ) -> (Spool, Pipeline) {
     let dir = tempfile::tempdir().unwrap();
     let (id_dir, spool_dir) = (dir.path().join("id"), dir.path().join("spool"));
-    let public = Identity::create(&id_dir, SigAlg::Es256, provider).unwrap();
+    let public = Identity::create(&id_dir, SigAlg::Es256, provider).unwrap().expect("a keyed identity");
     let identity = Identity::load_exclusive(&id_dir).unwrap();
     let store = Store::open(&spool_dir, StoreOptions::default()).unwrap();
     let signer = StreamSigner::open(identity, stream, Output::Store(store)).unwrap();

@@ -1,0 +1,40 @@
+//! The Nitro Secure Module (NSM) of an AWS Nitro Enclave, which issues the enclave's attestation
+//! documents. It is reached through `/dev/nsm`: one ioctl carries a CBOR request in and a CBOR
+//! response out.
+//!
+//! - [`proto`]: the messages teelog sends and reads, as bytes (sans-IO), in the layout of AWS's
+//!   `aws-nitro-enclaves-nsm-api` crate.
+//! - [`Nsm`]: the device. Its ioctl is the only `unsafe` code in teelog; every other crate
+//!   forbids it.
+//!
+//! This crate is written instead of depending on `aws-nitro-enclaves-nsm-api`, which encodes with
+//! the unmaintained `serde_cbor` and needs a newer Rust than the workspace does; what teelog
+//! needs of it is one request and one response.
+#![deny(unsafe_code)]
+
+mod device;
+pub mod proto;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use device::{Nsm, DEVICE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NsmError {
+    #[error(
+        "{} not found: a nitro identity signs only inside an AWS Nitro Enclave; outside one, use a \
+         dev identity (teelog keygen --dev)",
+        .0.display()
+    )]
+    Missing(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("a request of {len} bytes is more than the NSM takes ({max})")]
+    RequestTooLarge { len: usize, max: usize },
+    /// The NSM answered with one of its error codes.
+    #[error("the NSM refused the request: {0}")]
+    Refused(&'static str),
+    #[error("malformed NSM response: {0}")]
+    Response(String),
+}
