@@ -56,25 +56,27 @@ const NITRO: &str = "nitro";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    // The causes are fields, not `source`s: their text is already in the message, and a
+    // source would print it twice at the binary's edge.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{0}: already holds an identity; choose another directory")]
     Exists(PathBuf),
-    #[error("{path}: {source}")]
-    Key { path: PathBuf, source: KeyError },
+    #[error("{path}: {error}")]
+    Key { path: PathBuf, error: KeyError },
     #[error("{path}: {detail}")]
     Invalid { path: PathBuf, detail: String },
     #[error("{0}: another signer is using this identity")]
     Locked(PathBuf),
-    #[error("{path}: {source}")]
-    Tpm { path: PathBuf, source: teelog_tpm::TpmError },
-    /// The NSM gave no document. (`error` is not a `source`: its text is already in the message.)
+    #[error("{path}: {error}")]
+    Tpm { path: PathBuf, error: teelog_tpm::TpmError },
+    /// The NSM gave no document.
     #[error("{path}: {error}")]
     Attestation { path: PathBuf, error: SourceError },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io { path: path.to_path_buf(), source }
+    move |error| IdentityError::Io { path: path.to_path_buf(), error }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -277,7 +279,7 @@ impl Identity {
             }
             let alg = SigAlg::from_name(&meta.alg)
                 .ok_or_else(|| invalid(format!("alg {:?} is neither ES256 nor ES384", meta.alg)))?;
-            let key_err = |source| IdentityError::Key { path: dir.to_path_buf(), source };
+            let key_err = |error| IdentityError::Key { path: dir.to_path_buf(), error };
             let key = SoftwareKey::from_pkcs8(alg, &SoftwareKey::generate_pkcs8(alg).map_err(key_err)?)
                 .map_err(key_err)?;
             (Signer::Fresh { signer: Box::new(FreshSigner { key, attested: None }), nsm }, None)
@@ -301,7 +303,7 @@ impl Identity {
         fs::metadata(&meta_path).map_err(io_err(&meta_path))?;
         let lock = teelog_store::lock_dir(dir).map_err(|e| match e {
             DirLockError::Held => IdentityError::Locked(dir.to_path_buf()),
-            DirLockError::Io { path, source } => IdentityError::Io { path, source },
+            DirLockError::Io { path, source } => IdentityError::Io { path, error: source },
         })?;
         let mut identity = Self::load(dir, nsm)?;
         identity._lock = Some(lock);
@@ -373,7 +375,7 @@ impl Identity {
                 .map(Some)
                 .map_err(|e| IdentityError::Invalid { path, detail: e.to_string() }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(IdentityError::Io { path, source }),
+            Err(error) => Err(IdentityError::Io { path, error }),
         }
     }
 
@@ -412,7 +414,7 @@ fn open_fixed_key(dir: &Path, meta: &Meta) -> Result<(Signer, Option<Vec<u8>>), 
             let key_path = dir.join(PRIVATE_KEY_FILE);
             let pem = fs::read(&key_path).map_err(io_err(&key_path))?;
             let key = SoftwareKey::from_pkcs8_pem(&pem)
-                .map_err(|source| IdentityError::Key { path: key_path.clone(), source })?;
+                .map_err(|error| IdentityError::Key { path: key_path.clone(), error })?;
             let signer = SoftwareSigner::new(key, meta.measurement.clone());
             Box::new(match attestation_sha256 {
                 Some(sha) => signer.with_attestation(sha),
@@ -452,7 +454,7 @@ fn attested_measurement(document: &[u8], key: &PublicKey, nonce: Option<&[u8]>) 
 fn create_software_key(dir: &Path, alg: SigAlg) -> Result<PublicKey, IdentityError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let key_path = dir.join(PRIVATE_KEY_FILE);
-    let key_err = |source| IdentityError::Key { path: key_path.clone(), source };
+    let key_err = |error| IdentityError::Key { path: key_path.clone(), error };
     let pkcs8 = SoftwareKey::generate_pkcs8(alg).map_err(key_err)?;
     let key = SoftwareKey::from_pkcs8(alg, &pkcs8).map_err(key_err)?;
     teelog_store::write_new_private(&key_path, pem_encode("PRIVATE KEY", &pkcs8).as_bytes())
@@ -485,7 +487,7 @@ fn create_tpm_key(
     let provisioned = provision(&request);
     // tpm2-tools' scratch files hold nothing secret (the key blob is wrapped), but are clutter.
     let _ = fs::remove_dir_all(&work);
-    let provisioned = provisioned.map_err(|source| IdentityError::Tpm { path: dir.to_path_buf(), source })?;
+    let provisioned = provisioned.map_err(|error| IdentityError::Tpm { path: dir.to_path_buf(), error })?;
     let private_path = dir.join(TPM_PRIVATE_FILE);
     write_atomic(&private_path, &provisioned.key_private)?;
     write_atomic(&dir.join(EK_CERTIFICATE_FILE), &provisioned.ek_certificate)?;
@@ -500,7 +502,7 @@ fn open_tpm_key(
     measurement: Option<String>,
     attestation_sha256: Option<String>,
 ) -> Result<TpmSigner, IdentityError> {
-    let tpm_err = |source| IdentityError::Tpm { path: dir.to_path_buf(), source };
+    let tpm_err = |error| IdentityError::Tpm { path: dir.to_path_buf(), error };
     let tcti = Tcti::parse(&meta.tcti).map_err(tpm_err)?;
     let private_path = dir.join(TPM_PRIVATE_FILE);
     let private = fs::read(&private_path).map_err(io_err(&private_path))?;
@@ -526,7 +528,7 @@ fn state_path(dir: &Path, stream: &str) -> PathBuf {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
-    teelog_store::write_atomic(path, bytes).map_err(|(path, source)| IdentityError::Io { path, source })
+    teelog_store::write_atomic(path, bytes).map_err(|(path, error)| IdentityError::Io { path, error })
 }
 
 #[cfg(test)]
