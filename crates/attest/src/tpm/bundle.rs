@@ -5,9 +5,10 @@
 use ciborium::Value;
 use rustls_pki_types::CertificateDer;
 
+use super::enrollment::EKU_AK_CERTIFICATE_DER;
 use super::{TpmEvidence, TpmVerified};
 use crate::cbor::{bytes, payload_err, text_map};
-use crate::{anchor, reached_root, verify_chain, AttestError, TrustRoot};
+use crate::{anchor, reached_root, verify_chain_for, AttestError, TrustRoot};
 
 /// The value of the bundle's `format` member.
 pub const FORMAT: &str = "teelog-tpm-evidence/1";
@@ -132,7 +133,9 @@ impl TpmBundle {
             roots.iter().map(|r| CertificateDer::from(r.der())).collect();
         let anchors = root_ders.iter().map(anchor).collect::<Result<Vec<_>, _>>()?;
         let algs = [webpki::ring::ECDSA_P384_SHA384, webpki::ring::ECDSA_P256_SHA256];
-        let path = verify_chain(&ak_cert, &algs, &anchors, &[], at, &[], "AK certificate ← enrollment CA")?;
+        let usage = webpki::KeyUsage::required(EKU_AK_CERTIFICATE_DER);
+        let path =
+            verify_chain_for(&ak_cert, usage, &algs, &anchors, &[], at, "AK certificate ← enrollment CA")?;
         if ak_cert.subject_public_key_info().as_ref() != evidence.ak.spki_der() {
             return Err(AttestError::Tpm(
                 "the AK certificate is for another key than the AK that signed the evidence".into(),

@@ -17,6 +17,10 @@ const CA_NAME: &str = "teelog TPM enrollment CA";
 const CA_LIFETIME: Duration = Duration::days(365 * 30);
 /// An AK certificate lasts as long as the logs it vouches for must stay verifiable.
 const AK_LIFETIME: Duration = Duration::days(365 * 30);
+/// tcg-kp-AIKCertificate (2.23.133.8.3), the extended key usage of AK certificates, as arcs
+/// and as DER.
+const EKU_AK_CERTIFICATE: &[u64] = &[2, 23, 133, 8, 3];
+pub(crate) const EKU_AK_CERTIFICATE_DER: &[u8] = &[0x67, 0x81, 0x05, 0x08, 0x03];
 /// tcg-kp-EKCertificate (2.23.133.8.1), the extended key usage of EK certificates, as DER.
 const EKU_EK_CERTIFICATE_DER: &[u8] = &[0x67, 0x81, 0x05, 0x08, 0x01];
 
@@ -83,7 +87,9 @@ impl EnrollmentCa {
         let name = hex::encode(name_of(ak_public)?);
         params.distinguished_name.push(DnType::CommonName, format!("teelog TPM attestation key {name}"));
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        // Only tcg-kp-AIKCertificate: a certificate that no TLS or Nitro document check accepts,
+        // so the AK (which signs what the TPM hands it) vouches for nothing but TPM evidence.
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(EKU_AK_CERTIFICATE.to_vec())];
         params.not_before = now - Duration::minutes(1);
         params.not_after = now + AK_LIFETIME;
         let cert = params.signed_by(&ForeignKey(ak.key.clone()), &self.issuer).map_err(cert_err)?;
@@ -133,4 +139,45 @@ pub fn check_ek_certificate(
         return Err(AttestError::Tpm("the EK certificate is for another key than this TPM's EK".into()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify_chain;
+
+    #[test]
+    fn an_ak_certificate_serves_tpm_evidence_only() {
+        // A real AK's public area, from the TPM evidence vector.
+        let vector: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/vectors/tpm-evidence-v1.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        let ak_public = hex::decode(vector["members"]["ak_public"].as_str().unwrap()).unwrap();
+        let now = 1_800_000_000;
+        let (ca, key_pem) = EnrollmentCa::generate(now).unwrap();
+        let cert = ca.certify_ak(&ak_public, now).unwrap();
+        let (root, leaf) =
+            (CertificateDer::from(ca.certificate_der()), CertificateDer::from(cert.as_slice()));
+        let anchors = [anchor(&root).unwrap()];
+        let leaf = webpki::EndEntityCert::try_from(&leaf).unwrap();
+        let algs = [webpki::ring::ECDSA_P384_SHA384];
+        let usage = webpki::KeyUsage::required(EKU_AK_CERTIFICATE_DER);
+        assert!(verify_chain_for(&leaf, usage, &algs, &anchors, &[], now, "AK").is_ok());
+        // Not as the leaf of a Nitro-layout document, nor as a TLS client.
+        let err = verify_chain(&leaf, &algs, &anchors, &[], now, &[], "as a Nitro leaf").err().unwrap();
+        assert!(err.to_string().contains("as a Nitro leaf"), "{err}");
+        // The CA comes back from its files with the same name and key.
+        let again = EnrollmentCa::load(&pem_encode(ca.certificate_der()), &key_pem).unwrap();
+        let cert = again.certify_ak(&ak_public, now).unwrap();
+        let leaf = CertificateDer::from(cert.as_slice());
+        let leaf = webpki::EndEntityCert::try_from(&leaf).unwrap();
+        let usage = webpki::KeyUsage::required(EKU_AK_CERTIFICATE_DER);
+        assert!(verify_chain_for(&leaf, usage, &algs, &anchors, &[], now, "AK").is_ok());
+    }
+
+    fn pem_encode(der: &[u8]) -> Vec<u8> {
+        teelog_core::crypto::pem_encode("CERTIFICATE", der).into_bytes()
+    }
 }
