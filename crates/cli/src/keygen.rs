@@ -89,8 +89,14 @@ pub fn run(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
         Provider::Dev { pcrs, previous_head }
     } else if let (Some(tcti), Some(ek_ca), Some(ca_dir)) = (&args.tpm, &args.ek_ca, &args.enrollment_ca) {
         let tcti = Tcti::parse(tcti).context("--tpm")?;
-        if let Some(bad) = args.tpm_pcrs.iter().find(|&&p| p > 23) {
-            bail!("--tpm-pcrs: PCR{bad} does not exist (a TPM has PCR0..=23)");
+        if let Some(bad) = args.tpm_pcrs.iter().find(|&&p| p > teelog_attest::tpm::MAX_BOUND_PCR) {
+            bail!(
+                "--tpm-pcrs: PCR{bad} can be reset by software or is not a boot measurement; bind to PCR0..={}",
+                teelog_attest::tpm::MAX_BOUND_PCR
+            );
+        }
+        if args.tpm_pcrs.is_empty() {
+            bail!("--tpm-pcrs: name at least one PCR, or the key signs in any state");
         }
         let bytes = std::fs::read(ek_ca).with_context(|| format!("cannot read {}", ek_ca.display()))?;
         let ek_roots = TrustRoot::all_from_pem_or_der(&bytes).with_context(|| ek_ca.display().to_string())?;

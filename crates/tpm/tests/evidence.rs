@@ -149,7 +149,10 @@ fn a_pcr_bound_tpm_key_is_certified_and_quoted() {
     let files: Vec<Vec<u8>> = FILES.iter().map(|f| read(d, f)).collect();
     let nonce = [0x0a, 0x0b, 0x0c, 0x0d];
     let verified = evidence(&files).verify(Some(&nonce)).unwrap();
-    assert_eq!(verified.measurement.to_vec(), teelog_core::merkle::sha256(&files[6]).to_vec());
+    let selection = teelog_tpm::command::pcr_selection(&[0, 1, 2]);
+    let digest = teelog_core::merkle::sha256(&files[6]);
+    assert_eq!(verified.measurement, teelog_attest::tpm::measurement(&selection, &digest));
+    assert_eq!(verified.pcrs, [0, 1, 2]);
     assert_eq!(verified.key.alg(), teelog_core::SigAlg::Es256);
 
     // A replayed quote, other PCR values, and any flipped byte are refused.
@@ -164,6 +167,32 @@ fn a_pcr_bound_tpm_key_is_certified_and_quoted() {
                 "{name}: flipping byte {at} went unnoticed"
             );
         }
+    }
+    // A quote that selects PCR16 or PCR23, which software can reset, binds nothing.
+    for (pcrs, expected) in [("sha256:16", "PCR16"), ("sha256:0,23", "PCR23")] {
+        tpm2(
+            &tpm,
+            d,
+            &[
+                "tpm2_quote",
+                "-c",
+                "ak.ctx",
+                "-l",
+                pcrs,
+                "-m",
+                "q.attest",
+                "-s",
+                "q.sig",
+                "-g",
+                "sha256",
+                "-Q",
+            ],
+        );
+        let mut other = files.clone();
+        other[4] = read(d, "q.attest");
+        other[5] = read(d, "q.sig");
+        let err = evidence(&other).verify(None).unwrap_err().to_string();
+        assert!(err.contains(expected), "{pcrs}: {err}");
     }
     // The certified key must be the one presented: the AK's own public area is not it.
     let mut swapped = files.clone();

@@ -46,7 +46,10 @@ fn a_provisioned_tpm_key_signs_only_in_its_measured_state() {
     let ca_root = TrustRoot::from_pem_or_der(ca.certificate_der()).unwrap();
     let verified = bundle.verify(std::slice::from_ref(&ca_root), now()).unwrap();
     assert_eq!(verified.evidence.qualifying_data, previous_head);
-    assert_eq!(verified.evidence.measurement, teelog_core::merkle::sha256(&bundle.pcr_values));
+    let selection = teelog_tpm::command::pcr_selection(&pcrs);
+    let digest = teelog_core::merkle::sha256(&bundle.pcr_values);
+    assert_eq!(verified.evidence.measurement, teelog_attest::tpm::measurement(&selection, &digest));
+    assert_eq!(verified.evidence.pcrs, pcrs);
     assert_eq!(verified.root_sha256, *ca_root.sha256());
 
     // Another enrollment CA did not certify this AK; the TPM maker's CA is not an enrollment CA.

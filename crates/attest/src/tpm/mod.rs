@@ -181,6 +181,8 @@ struct Attest {
     /// Certify: the certified object's name. Quote: the PCR selection and digest.
     certified_name: Vec<u8>,
     pcr_selection: Vec<u8>,
+    /// Quote: the selected PCRs.
+    pcrs: Vec<u8>,
     pcr_digest: Vec<u8>,
 }
 
@@ -199,6 +201,7 @@ fn parse_attest(bytes: &[u8]) -> Result<Attest, AttestError> {
         extra_data,
         certified_name: Vec::new(),
         pcr_selection: Vec::new(),
+        pcrs: Vec::new(),
         pcr_digest: Vec::new(),
     };
     match kind {
@@ -208,15 +211,7 @@ fn parse_attest(bytes: &[u8]) -> Result<Attest, AttestError> {
         }
         ST_ATTEST_QUOTE => {
             let start = r.pos();
-            let count = r.u32("PCR selection count")?;
-            for _ in 0..count.min(16) {
-                r.u16("PCR bank")?;
-                let n = r.u8("sizeofSelect")? as usize;
-                r.take(n, "pcrSelect")?;
-            }
-            if count > 16 {
-                return Err(err("too many PCR banks"));
-            }
+            attest.pcrs = pcr_selection(&mut r)?;
             attest.pcr_selection = bytes[start..r.pos()].to_vec();
             attest.pcr_digest = r.sized("pcrDigest")?.to_vec();
         }
@@ -245,6 +240,36 @@ pub fn signature_p1363(signature: &[u8], what: &str) -> Result<Vec<u8>, AttestEr
     Ok([fixed(sr)?, fixed(ss)?].concat())
 }
 
+/// PCRs a key may be bound to: 16 (debug) and 23 (application) can be reset by any software
+/// that reaches the TPM, and 17 to 22 belong to late launch; a key bound to them would sign
+/// wherever someone replays the right values into them.
+pub const MAX_BOUND_PCR: u8 = 15;
+
+/// A TPML_PCR_SELECTION as teelog accepts it in a quote: one SHA-256 bank, at least one PCR,
+/// none above [`MAX_BOUND_PCR`]. Returns the selected PCRs in order.
+fn pcr_selection(r: &mut Reader<'_>) -> Result<Vec<u8>, AttestError> {
+    if r.u32("PCR selection count")? != 1 || r.u16("PCR bank")? != ALG_SHA256 {
+        return Err(err("the quote must select PCRs of exactly one bank, SHA-256"));
+    }
+    let size = usize::from(r.u8("sizeofSelect")?);
+    let bitmap = r.take(size, "pcrSelect")?;
+    let pcrs: Vec<u8> = (0..size * 8)
+        .filter(|&i| bitmap[i / 8] & (1 << (i % 8)) != 0)
+        .map(|i| u8::try_from(i).unwrap_or(u8::MAX))
+        .collect();
+    match pcrs.iter().find(|&&p| p > MAX_BOUND_PCR) {
+        _ if pcrs.is_empty() => Err(err("the quote selects no PCR: the key would sign in any state")),
+        Some(p) => Err(err(format!("the quote selects PCR{p}, which software can reset; a key may be bound to PCR0..={MAX_BOUND_PCR} only"))),
+        None => Ok(pcrs),
+    }
+}
+
+/// The measurement of a TPM key: SHA-256 of the quoted TPML_PCR_SELECTION and PCR digest, so it
+/// names which PCRs as well as their values.
+pub fn measurement(pcr_selection: &[u8], pcr_digest: &[u8]) -> [u8; 32] {
+    sha256(&[pcr_selection, pcr_digest].concat())
+}
+
 /// Verifies a TPMT_SIGNATURE (ECDSA, SHA-256) by `ak` over `message`.
 fn verify_signature(ak: &PublicKey, message: &[u8], signature: &[u8], what: &str) -> Result<(), AttestError> {
     if ak.verify_p1363(message, &signature_p1363(signature, what)?) {
@@ -261,8 +286,10 @@ pub struct TpmVerified {
     pub key: PublicKey,
     /// The attestation key that certified and quoted it.
     pub ak: PublicKey,
-    /// The quote's PCR digest: SHA-256 over the quoted PCR values.
+    /// [`measurement`] of the quoted selection and PCR digest.
     pub measurement: [u8; 32],
+    /// The PCRs (SHA-256 bank) the key is bound to.
+    pub pcrs: Vec<u8>,
     /// The quote's extraData: teelog puts the previous epoch's head there, or nothing.
     pub qualifying_data: Vec<u8>,
 }
@@ -340,9 +367,10 @@ impl TpmEvidence<'_> {
             return Err(err("the signing key's policy is not PolicyPCR over the quoted PCRs"));
         }
         Ok(TpmVerified {
+            measurement: measurement(&quote.pcr_selection, &pcr_digest),
+            pcrs: quote.pcrs,
             key: key.key,
             ak: ak.key,
-            measurement: pcr_digest,
             qualifying_data: quote.extra_data,
         })
     }
