@@ -138,8 +138,14 @@ pub fn provision(request: &Request<'_>) -> Result<Provisioned, TpmError> {
         "ak.name",
         "-Q",
     ])?;
-    activate_credential(&tools)?;
     let ak_public = tools.read("ak.pub")?;
+    // Activation proves the object of this name is in the TPM; the certificate is for this area.
+    if tools.read("ak.name")? != teelog_attest::tpm::TpmPublic::parse(&ak_public)?.name() {
+        return Err(TpmError::Provision(
+            "tpm2_createak wrote an AK name that is not its public area's".into(),
+        ));
+    }
+    activate_credential(&tools)?;
     let ak_certificate = request.ca.certify_ak(&ak_public, request.now)?;
 
     let selection =

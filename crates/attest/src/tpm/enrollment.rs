@@ -79,9 +79,10 @@ impl EnrollmentCa {
     }
 
     /// Certifies the AK whose TPM2B_PUBLIC is `ak_public`, once the caller has seen credential
-    /// activation succeed for it. `now` is Unix seconds.
+    /// activation succeed for the name that area has. `now` is Unix seconds.
     pub fn certify_ak(&self, ak_public: &[u8], now: u64) -> Result<Vec<u8>, AttestError> {
         let ak = TpmPublic::parse(ak_public)?;
+        ak.check_attestation_key()?;
         let now = at_time(now)?;
         let mut params = CertificateParams::new(Vec::new()).map_err(cert_err)?;
         let name = hex::encode(name_of(ak_public)?);
@@ -158,6 +159,10 @@ mod tests {
         let now = 1_800_000_000;
         let (ca, key_pem) = EnrollmentCa::generate(now).unwrap();
         let cert = ca.certify_ak(&ak_public, now).unwrap();
+        // The signing key is no restricted key: the CA never certifies it as an AK.
+        let key_public = hex::decode(vector["members"]["key_public"].as_str().unwrap()).unwrap();
+        let err = ca.certify_ak(&key_public, now).unwrap_err().to_string();
+        assert!(err.contains("not a restricted"), "{err}");
         let (root, leaf) =
             (CertificateDer::from(ca.certificate_der()), CertificateDer::from(cert.as_slice()));
         let anchors = [anchor(&root).unwrap()];

@@ -166,6 +166,17 @@ impl TpmPublic {
         Ok(Self { area: area.to_vec(), attributes, auth_policy, key })
     }
 
+    /// An attestation key must be restricted (it signs only what the TPM itself produced or
+    /// checked) and TPM-resident.
+    pub fn check_attestation_key(&self) -> Result<(), AttestError> {
+        use attr::*;
+        let needs = FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | RESTRICTED | SIGN;
+        if self.attributes & needs != needs || self.attributes & DECRYPT != 0 {
+            return Err(err("the attestation key is not a restricted, TPM-resident signing key"));
+        }
+        Ok(())
+    }
+
     /// The TPM name: nameAlg || SHA-256(TPMT_PUBLIC).
     pub fn name(&self) -> Vec<u8> {
         [&ALG_SHA256.to_be_bytes()[..], &sha256(&self.area)].concat()
@@ -319,10 +330,7 @@ impl TpmEvidence<'_> {
     pub fn verify(&self, nonce: Option<&[u8]>) -> Result<TpmVerified, AttestError> {
         use attr::*;
         let ak = TpmPublic::parse(self.ak_public)?;
-        let ak_needs = FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | RESTRICTED | SIGN;
-        if ak.attributes & ak_needs != ak_needs || ak.attributes & DECRYPT != 0 {
-            return Err(err("the attestation key is not a restricted, TPM-resident signing key"));
-        }
+        ak.check_attestation_key()?;
         let key = TpmPublic::parse(self.key_public)?;
         let key_needs = FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | SIGN;
         if key.attributes & key_needs != key_needs {
