@@ -2,49 +2,31 @@
 //! credential activation, AK certified by an enrollment CA), the evidence bundle an auditor
 //! verifies, and signing that the TPM refuses once a bound PCR changes.
 
-use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
 
+use common::Lab;
 use teelog_attest::tpm::bundle::TpmBundle;
 use teelog_attest::tpm::enrollment::EnrollmentCa;
 use teelog_attest::{AttestError, TrustRoot};
 use teelog_core::HeaderSigner;
 use teelog_tpm::provision::{provision, Request, SRK_HANDLE};
 use teelog_tpm::signer::KeyBlobs;
-use teelog_tpm::swtpm::Swtpm;
 use teelog_tpm::TpmSigner;
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
 
 #[test]
 fn a_provisioned_tpm_key_signs_only_in_its_measured_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let tpm = Swtpm::manufacture_and_start(&dir.path().join("tpm")).unwrap();
-    let ek_roots = TrustRoot::all_from_pem_or_der(&std::fs::read(&tpm.ek_ca).unwrap()).unwrap();
-    let (ca, _key_pem) = EnrollmentCa::generate(now()).unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).unwrap();
+    let lab = Lab::new();
     let previous_head = [0xab; 32];
     let pcrs = [0, 1, 2, 7];
-    let request = Request {
-        tcti: &tpm.tcti,
-        pcrs: &pcrs,
-        qualifying_data: &previous_head,
-        ek_roots: &ek_roots,
-        ca: &ca,
-        now: now(),
-        work: &work,
-    };
+    let request = lab.request(&pcrs, &previous_head);
     let provisioned = provision(&request).unwrap();
 
     // The bundle as an auditor gets it.
     let document = provisioned.bundle.encode();
     let bundle = TpmBundle::parse(&document).unwrap();
     assert_eq!(bundle, provisioned.bundle);
-    let ca_root = TrustRoot::from_pem_or_der(ca.certificate_der()).unwrap();
-    let verified = bundle.verify(std::slice::from_ref(&ca_root), now()).unwrap();
+    let ca_root = TrustRoot::from_pem_or_der(lab.ca.certificate_der()).unwrap();
+    let verified = bundle.verify(std::slice::from_ref(&ca_root), lab.now).unwrap();
     assert_eq!(verified.evidence.qualifying_data, previous_head);
     let selection = teelog_tpm::command::pcr_selection(&pcrs);
     let digest = teelog_core::merkle::sha256(&bundle.pcr_values);
@@ -53,11 +35,11 @@ fn a_provisioned_tpm_key_signs_only_in_its_measured_state() {
     assert_eq!(verified.root_sha256, *ca_root.sha256());
 
     // Another enrollment CA did not certify this AK; the TPM maker's CA is not an enrollment CA.
-    let (other, _) = EnrollmentCa::generate(now()).unwrap();
+    let (other, _) = EnrollmentCa::generate(lab.now).unwrap();
     let other_root = TrustRoot::from_pem_or_der(other.certificate_der()).unwrap();
-    let err = bundle.verify(&[other_root], now()).unwrap_err();
+    let err = bundle.verify(&[other_root], lab.now).unwrap_err();
     assert!(matches!(&err, AttestError::Chain(why) if why.contains("AK certificate")), "{err}");
-    assert!(bundle.verify(&ek_roots, now()).is_err());
+    assert!(bundle.verify(&lab.ek_roots, lab.now).is_err());
     // An EK certificate from another maker is refused at enrollment.
     let foreign = Request { ek_roots: std::slice::from_ref(&ca_root), ..request };
     let err = provision(&foreign).err().unwrap();
@@ -66,12 +48,13 @@ fn a_provisioned_tpm_key_signs_only_in_its_measured_state() {
     for at in 0..document.len() {
         let mut forged = document.clone();
         forged[at] ^= 0x01;
-        let outcome = TpmBundle::parse(&forged).and_then(|b| b.verify(std::slice::from_ref(&ca_root), now()));
+        let outcome =
+            TpmBundle::parse(&forged).and_then(|b| b.verify(std::slice::from_ref(&ca_root), lab.now));
         assert!(outcome.is_err(), "flipping byte {at} went unnoticed");
     }
 
     let blobs = KeyBlobs { private: &provisioned.key_private, public: &bundle.key_public };
-    let signer = TpmSigner::open(&tpm.tcti, SRK_HANDLE, &blobs, &pcrs, None, None).unwrap();
+    let signer = TpmSigner::open(&lab.tpm.tcti, SRK_HANDLE, &blobs, &pcrs, None, None).unwrap();
     assert_eq!(signer.public_key(), &verified.evidence.key);
     for message in [&b"a batch header"[..], b"another"] {
         let signature = signer.sign(message).unwrap();
@@ -80,13 +63,8 @@ fn a_provisioned_tpm_key_signs_only_in_its_measured_state() {
     drop(signer);
 
     // Once PCR7 moves, the TPM itself refuses to sign.
-    let extend = Command::new("tpm2_pcrextend")
-        .arg(format!("7:sha256={}", "01".repeat(32)))
-        .env("TPM2TOOLS_TCTI", tpm.tcti.to_tools_string())
-        .output()
-        .unwrap();
-    assert!(extend.status.success(), "{}", String::from_utf8_lossy(&extend.stderr));
-    let signer = TpmSigner::open(&tpm.tcti, SRK_HANDLE, &blobs, &pcrs, None, None).unwrap();
+    lab.tpm2(&["tpm2_pcrextend", &format!("7:sha256={}", "01".repeat(32))]);
+    let signer = TpmSigner::open(&lab.tpm.tcti, SRK_HANDLE, &blobs, &pcrs, None, None).unwrap();
     let err = signer.sign(b"after the change").unwrap_err().to_string();
     assert!(err.contains("policy check failed"), "{err}");
 }

@@ -3,16 +3,16 @@
 //! `TEELOG_WRITE_VECTORS=1 cargo test -p teelog-tpm --test vectors` provisions a new identity
 //! and rewrites the file after a deliberate format change.
 
-use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::path::PathBuf;
+
+use common::Lab;
 use serde_json::{json, Value};
 use teelog_attest::tpm::bundle::TpmBundle;
-use teelog_attest::tpm::enrollment::EnrollmentCa;
 use teelog_attest::TrustRoot;
 use teelog_core::crypto::pem_encode;
-use teelog_tpm::provision::{provision, Request};
-use teelog_tpm::swtpm::Swtpm;
+use teelog_tpm::provision::provision;
 
 const PCRS: [u8; 2] = [0, 7];
 const PREVIOUS_HEAD: [u8; 32] = [0x5a; 32];
@@ -22,22 +22,8 @@ fn path() -> PathBuf {
 }
 
 fn write_vector() {
-    let dir = tempfile::tempdir().unwrap();
-    let tpm = Swtpm::manufacture_and_start(&dir.path().join("tpm")).unwrap();
-    let ek_roots = TrustRoot::all_from_pem_or_der(&std::fs::read(&tpm.ek_ca).unwrap()).unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let (ca, _) = EnrollmentCa::generate(now).unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).unwrap();
-    let request = Request {
-        tcti: &tpm.tcti,
-        pcrs: &PCRS,
-        qualifying_data: &PREVIOUS_HEAD,
-        ek_roots: &ek_roots,
-        ca: &ca,
-        now,
-        work: &work,
-    };
+    let lab = Lab::new();
+    let request = lab.request(&PCRS, &PREVIOUS_HEAD);
     let provisioned = provision(&request).unwrap();
     let b = &provisioned.bundle;
     let members: serde_json::Map<String, Value> =
@@ -46,8 +32,8 @@ fn write_vector() {
         "comment": "A teelog TPM evidence bundle (docs/FORMAT.md §7a) from a manufactured swtpm: a P-256 signing key bound to SHA-256 PCRs 0 and 7, certified and quoted by an AK that the enrollment CA below certified after credential activation. The quote's qualifying data is the previous epoch's head. Verify at checked_at.",
         "pcrs": PCRS,
         "qualifying_data_hex": hex::encode(PREVIOUS_HEAD),
-        "enrollment_ca_pem": pem_encode("CERTIFICATE", ca.certificate_der()),
-        "checked_at": now,
+        "enrollment_ca_pem": pem_encode("CERTIFICATE", lab.ca.certificate_der()),
+        "checked_at": lab.now,
         "members": members,
         "document_hex": hex::encode(b.encode()),
         "expected": {
