@@ -116,10 +116,8 @@ impl Canonicalizer {
         out: &mut Vec<u8>,
         rules: Option<&RecordRules<'_>>,
     ) -> Result<Option<UnixNanos>, CanonError> {
-        // Validating UTF-8 once for the whole text lets the scanner copy strings as they are.
-        if let Err(e) = std::str::from_utf8(input) {
-            return Err(syntax("invalid UTF-8", e.valid_up_to()));
-        }
+        // Outside strings the grammar admits only ASCII, so UTF-8 is checked in strings alone,
+        // and only where the scan saw a non-ASCII byte.
         let mut p = Parser { input, pos: 0 };
         p.skip_ws();
         let mut ts = None;
@@ -428,10 +426,13 @@ impl Parser<'_> {
         let open = self.pos;
         self.pos += 1;
         let plain = self.pos;
-        let Some(offset) = find_special(&self.input[self.pos..]) else {
+        let Some(Special { at, non_ascii }) = find_special(&self.input[self.pos..]) else {
             return Err(syntax("unterminated string", open));
         };
-        self.pos += offset;
+        self.pos += at;
+        if non_ascii {
+            check_utf8(self.input, plain, self.pos)?;
+        }
         match self.input[self.pos] {
             b'"' => {
                 self.pos += 1;
@@ -441,7 +442,7 @@ impl Parser<'_> {
             _ => return Err(syntax("control character in string", self.pos)),
         }
         decoded.clear();
-        decoded.push_str(std::str::from_utf8(&self.input[plain..self.pos]).unwrap_or_default());
+        decoded.push_str(check_utf8(self.input, plain, self.pos)?);
         loop {
             match self.next() {
                 None => return Err(syntax("unterminated string", open)),
@@ -471,10 +472,7 @@ impl Parser<'_> {
                         .position(|&b| NEEDS_ESCAPE[usize::from(b)])
                         .unwrap_or(self.input.len() - self.pos);
                     self.pos += run;
-                    decoded.push_str(
-                        std::str::from_utf8(&self.input[start..self.pos])
-                            .map_err(|_| syntax("invalid UTF-8", start))?,
-                    );
+                    decoded.push_str(check_utf8(self.input, start, self.pos)?);
                 }
             }
         }
@@ -611,8 +609,8 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    while let Some(offset) = find_special(&bytes[start..]) {
-        let i = start + offset;
+    while let Some(Special { at, .. }) = find_special(&bytes[start..]) {
+        let i = start + at;
         let b = bytes[i];
         out.extend_from_slice(&bytes[start..i]);
         let short = match b {
@@ -639,18 +637,35 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+/// `input[start..end]` as text, or where it stops being UTF-8.
+fn check_utf8(input: &[u8], start: usize, end: usize) -> Result<&str, CanonError> {
+    std::str::from_utf8(&input[start..end]).map_err(|e| syntax("invalid UTF-8", start + e.valid_up_to()))
+}
+
+/// Where a plain run inside a string ends.
+#[derive(Debug, PartialEq, Eq)]
+struct Special {
+    at: usize,
+    /// Whether a byte at or near the run is non-ASCII, so that the run must be checked as UTF-8.
+    /// It may be set by bytes just past `at`, never unset by one before it.
+    non_ascii: bool,
+}
+
 /// The index of the first byte that ends a plain run inside a string (`"`, `\` or a control
 /// character), eight bytes at a time: strings are most of a record, so this is the scanner's
-/// inner loop. The classic has-zero-byte bit trick finds the lowest such byte exactly.
-fn find_special(bytes: &[u8]) -> Option<usize> {
+/// inner loop. The classic has-zero-byte bit trick finds the lowest such byte exactly; the
+/// words' high bits, gathered on the way, say whether the run was all ASCII.
+fn find_special(bytes: &[u8]) -> Option<Special> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut chunks = bytes.chunks_exact(8);
     let mut base = 0;
+    let mut high = 0;
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let w = u64::from_le_bytes(word);
+        high |= w;
         let quote = w ^ (ONES * u64::from(b'"'));
         let backslash = w ^ (ONES * u64::from(b'\\'));
         let found = (quote.wrapping_sub(ONES) & !quote
@@ -658,11 +673,15 @@ fn find_special(bytes: &[u8]) -> Option<usize> {
             | w.wrapping_sub(ONES * 0x20) & !w)
             & HIGH;
         if found != 0 {
-            return Some(base + (found.trailing_zeros() / 8) as usize);
+            let at = base + (found.trailing_zeros() / 8) as usize;
+            return Some(Special { at, non_ascii: high & HIGH != 0 });
         }
         base += 8;
     }
-    chunks.remainder().iter().position(|&b| NEEDS_ESCAPE[usize::from(b)]).map(|i| base + i)
+    let rest = chunks.remainder();
+    let i = rest.iter().position(|&b| NEEDS_ESCAPE[usize::from(b)])?;
+    let non_ascii = high & HIGH != 0 || !rest[..i].is_ascii();
+    Some(Special { at: base + i, non_ascii })
 }
 
 /// Bytes that end a plain run inside a string: control characters, `"` and `\`.
@@ -778,9 +797,33 @@ mod tests {
                     })
                     .collect();
                 let expected = bytes.iter().position(|&b| NEEDS_ESCAPE[usize::from(b)]);
-                assert_eq!(find_special(&bytes), expected, "{bytes:02x?}");
+                let found = find_special(&bytes);
+                assert_eq!(found.as_ref().map(|s| s.at), expected, "{bytes:02x?}");
+                if let (Some(found), Some(at)) = (found, expected) {
+                    if !bytes[..at].is_ascii() {
+                        assert!(found.non_ascii, "missed non-ASCII before {at} in {bytes:02x?}");
+                    }
+                }
             }
         }
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_where_it_is() {
+        let mut out = Vec::new();
+        let mut canonicalizer = Canonicalizer::new();
+        for (bad, why) in [
+            (&b"\"\xff\""[..], "invalid UTF-8 at byte 1"),
+            (b"{\"caf\xc3\":1}", "invalid UTF-8 at byte 5"),
+            (b"[\"long enough to need words \xe2\x82\"]", "invalid UTF-8 at byte 28"),
+            (b"[\"esc\\n then \xc0\xaf\"]", "invalid UTF-8 at byte 13"),
+            (b"[\"\xc3\xa9\", \xc3\xa9]", "unexpected character at byte 7"),
+        ] {
+            let err = canonicalizer.canonicalize(bad, &mut out).unwrap_err();
+            assert_eq!(err.to_string(), format!("not valid JSON: {why}"), "{bad:02x?}");
+        }
+        canonicalizer.canonicalize("[\"caf\u{e9} \u{1f600}\\t\u{e9}\"]".as_bytes(), &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "[\"caf\u{e9} \u{1f600}\\t\u{e9}\"]");
     }
 
     #[test]

@@ -86,6 +86,16 @@ impl RecordBuf {
     pub fn byte_len(&self) -> usize {
         self.bytes.len()
     }
+
+    /// The records of a buffer's bytes, in order.
+    fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        memchr::memchr_iter(b'\n', bytes).map(move |end| {
+            let line = &bytes[start..end];
+            start = end + 1;
+            line
+        })
+    }
 }
 
 /// What happened to the records of one submission, once they are in the spool.
@@ -451,7 +461,7 @@ impl SignerLoop {
     fn take(&mut self, mut submission: Submission) -> Result<(), ShipError> {
         let metrics = self.shared.metrics.clone();
         let bytes = std::mem::take(&mut submission.records.bytes);
-        for (index, record) in bytes.split(|&b| b == b'\n').enumerate() {
+        for (index, record) in RecordBuf::lines(&bytes).enumerate() {
             if record.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }

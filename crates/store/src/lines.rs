@@ -29,11 +29,13 @@ pub struct LineReader<R> {
     /// Bytes of the input taken by the lines returned so far, skipped bytes included.
     offset: u64,
     buf: Vec<u8>,
+    /// Bytes of `inner`'s buffer lent out as the last line, consumed at the next call.
+    lent: usize,
 }
 
 impl<R: BufRead> LineReader<R> {
     pub fn new(inner: R, max_line_bytes: usize) -> Self {
-        Self { inner, max_line_bytes, line_no: 0, offset: 0, buf: Vec::new() }
+        Self { inner, max_line_bytes, line_no: 0, offset: 0, buf: Vec::new(), lent: 0 }
     }
 
     /// The next line and its 1-based number, or `None` at the end of the input.
@@ -44,8 +46,25 @@ impl<R: BufRead> LineReader<R> {
     /// [`next_line`](Self::next_line), also saying where the line ended: for a follower of a
     /// growing file, which resumes after the last complete line.
     pub fn next_line_with_end(&mut self) -> io::Result<Option<(u64, Line<'_>, LineEnd)>> {
-        self.buf.clear();
+        self.inner.consume(std::mem::take(&mut self.lent));
         let limit = self.max_line_bytes as u64 + 1;
+        // A line whole in the reader's buffer is lent from there rather than copied: reading
+        // is on the hot path of every command that takes NDJSON.
+        let newline = {
+            let buffered = fill_buf(&mut self.inner)?;
+            let window = buffered.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
+            memchr::memchr(b'\n', &buffered[..window])
+        };
+        if let Some(i) = newline {
+            self.lent = i + 1;
+            self.line_no += 1;
+            self.offset += self.lent as u64;
+            let end = LineEnd { offset: self.offset, terminated: true };
+            // Already buffered: this reads nothing.
+            let buffered = fill_buf(&mut self.inner)?;
+            return Ok(Some((self.line_no, Line::Complete(&buffered[..i]), end)));
+        }
+        self.buf.clear();
         let n = (&mut self.inner).take(limit).read_until(b'\n', &mut self.buf)?;
         if n == 0 {
             return Ok(None);
@@ -68,15 +87,11 @@ impl<R: BufRead> LineReader<R> {
     /// Skips past the next newline; false if the input ended first.
     fn skip_line(&mut self) -> io::Result<bool> {
         loop {
-            let buf = match self.inner.fill_buf() {
-                Ok(buf) => buf,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
+            let buf = fill_buf(&mut self.inner)?;
             if buf.is_empty() {
                 return Ok(false);
             }
-            let (n, found) = match buf.iter().position(|&b| b == b'\n') {
+            let (n, found) = match memchr::memchr(b'\n', buf) {
                 Some(i) => (i + 1, true),
                 None => (buf.len(), false),
             };
@@ -85,6 +100,18 @@ impl<R: BufRead> LineReader<R> {
             if found {
                 return Ok(true);
             }
+        }
+    }
+}
+
+/// `fill_buf`, retried when interrupted.
+fn fill_buf(inner: &mut impl BufRead) -> io::Result<&[u8]> {
+    loop {
+        match inner.fill_buf() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+            // Asked again so that the borrow returned is not one the loop still holds.
+            Ok(_) => return inner.fill_buf(),
         }
     }
 }
@@ -114,6 +141,26 @@ mod tests {
             seen.push((n, end.offset, end.terminated));
         }
         assert_eq!(seen, [(1, 3, true), (2, 14, true), (3, 17, true), (4, 27, false)]);
+    }
+
+    #[test]
+    fn lines_across_buffer_boundaries_read_as_lines_within_one() {
+        let input: &[u8] = b"ab\n0123456789\n\ncd\nabcd\nxyz\n0123456789\nlast";
+        let read_all = |reader: &mut LineReader<&mut dyn BufRead>| {
+            let mut seen = Vec::new();
+            while let Some((n, line, end)) = reader.next_line_with_end().unwrap() {
+                seen.push((n, format!("{line:?}"), end));
+            }
+            seen
+        };
+        let mut whole = input;
+        let expected = read_all(&mut LineReader::new(&mut whole, 4));
+        assert_eq!(expected.len(), 8);
+        // Small buffers split lines, newlines and over-long lines at every position.
+        for capacity in 1..=16 {
+            let mut buffered = io::BufReader::with_capacity(capacity, input);
+            assert_eq!(read_all(&mut LineReader::new(&mut buffered, 4)), expected, "capacity {capacity}");
+        }
     }
 
     #[test]
