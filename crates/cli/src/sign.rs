@@ -96,7 +96,9 @@ fn consume(
             continue;
         }
         signer.push(bytes, &now).map_err(|e| anyhow::anyhow!("{input_name}:{n}: {e}"))?;
-        if signer.pending_records() >= args.batch_size || signer.pending_bytes() >= args.batch_bytes {
+        if signer.sealer().pending_records() >= args.batch_size
+            || signer.sealer().pending_bytes() >= args.batch_bytes
+        {
             signer.seal(now())?;
         }
     }

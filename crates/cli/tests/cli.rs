@@ -128,7 +128,7 @@ fn bad_input_names_the_line_and_keeps_what_came_before() {
             "stdin:1: line is longer than 1000 bytes",
         ),
         (b"{\"n\":12345678901234567890}\n".to_vec(), "send it as a string"),
-        (b"\"\xff\"\n".to_vec(), "invalid UTF-8"),
+        (b"{\"m\":\"\xff\"}\n".to_vec(), "stdin:1: not valid JSON: invalid UTF-8 at byte 6"),
     ] {
         let out = teelog(
             &["sign", "--identity", s(&f.identity), "--out", s(&file), "--max-line-bytes", "1000"],

@@ -50,7 +50,7 @@ fn start(id: &Path, store: &Path, nsm: &DevNsm, records: usize, crashes: bool) {
     let mut signer = StreamSigner::open(identity, "app", Output::Store(store)).unwrap();
     for i in 0..records {
         signer.push(format!("{{\"message\":\"record {i}\"}}").as_bytes(), &now).unwrap();
-        if signer.pending_records() == 2 {
+        if signer.sealer().pending_records() == 2 {
             signer.seal(now()).unwrap();
         }
     }

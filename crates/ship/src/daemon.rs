@@ -45,7 +45,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let spool = Store::open(&config.spool.dir, StoreOptions { segment_bytes: config.spool.segment_bytes })?;
     let signer = StreamSigner::open(identity, &config.stream, Output::Store(spool))?;
     let metrics = Arc::new(Metrics::default());
-    let pipeline = Pipeline::start(signer, config.pipeline_options(), metrics.clone());
+    let pipeline = Pipeline::start(signer, config.pipeline_options(), metrics.clone())?;
     let spool = pipeline.shared().spool.clone();
 
     // Sources stop first; the sinks once the pipeline has sealed everything.

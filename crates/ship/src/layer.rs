@@ -31,7 +31,7 @@
 //! let spool = teelog_store::Store::open("./spool".as_ref(), Default::default())?;
 //! let signer = StreamSigner::open(identity, "payments", Output::Store(spool))?;
 //! let options = PipelineOptions { keep_spool: true, ..PipelineOptions::default() };
-//! let pipeline = Pipeline::start(signer, options, Arc::new(Metrics::default()));
+//! let pipeline = Pipeline::start(signer, options, Arc::new(Metrics::default()))?;
 //!
 //! let (layer, guard) = TeelogLayer::new(pipeline);
 //! tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))?;

@@ -1,6 +1,6 @@
 //! The signing pipeline: producers submit records; one signer thread batches them (by count,
-//! bytes and delay), seals each batch into the spool with an fsync, and only then acknowledges
-//! the records in it. Idle, it seals heartbeats. Memory is bounded by a byte budget on the
+//! bytes and delay) and seals each batch; the spool writer appends it with an fsync and only
+//! then acknowledges the records in it. Idle, the signer seals heartbeats. Memory is bounded by a byte budget on the
 //! records in flight; the spool is bounded by how far its slowest sink lags.
 
 use std::sync::atomic::Ordering;
@@ -10,12 +10,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use teelog_core::timestamp::{format_rfc3339, UnixNanos};
-use teelog_store::reader::Position;
 use tokio::sync::{oneshot, Notify};
 
 use crate::metrics::Metrics;
-use crate::signer::{now, ShipError, SignSummary, StreamSigner};
+use crate::signer::{now, BatchSealer, ShipError, SignSummary, StreamSigner};
 use crate::spool::SpoolState;
+
+mod writer;
+
+use writer::SpoolWriter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -216,6 +219,16 @@ pub struct Shared {
     pub spool: Arc<SpoolState>,
 }
 
+impl Shared {
+    /// Tells a submission's producer its records are in the spool, and frees their budget.
+    fn acknowledge(&self, submission: Submission) {
+        self.budget.give(submission.records.byte_len());
+        if let Some(ack) = submission.ack {
+            let _ = ack.send(Ok(submission.receipt));
+        }
+    }
+}
+
 /// The producers' side of a pipeline; cheap to clone.
 #[derive(Clone)]
 pub struct Submitter {
@@ -332,11 +345,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts the signer thread on `signer`, whose output must be the spool store.
-    pub fn start(signer: StreamSigner, options: PipelineOptions, metrics: Arc<Metrics>) -> Self {
-        let (spool_dir, position) = match signer.output().store() {
-            Some(store) => (store.dir().to_path_buf(), store.position()),
-            None => (std::path::PathBuf::new(), Position::default()),
-        };
+    pub fn start(
+        signer: StreamSigner,
+        options: PipelineOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ShipError> {
+        let (sealer, store) = signer.into_store_writer()?;
+        let (spool_dir, position) = (store.dir().to_path_buf(), store.position());
         let shared = Arc::new(Shared {
             budget: Budget {
                 limit: options.queue_bytes,
@@ -355,12 +370,13 @@ impl Pipeline {
             when_full: options.when_full,
             max_wait: options.max_wait,
         };
-        let thread_shared = shared.clone();
+        let writer = SpoolWriter::start(store, shared.clone())?;
+        let signer = SignerLoop::new(sealer, writer, options, shared.clone());
         let thread = std::thread::Builder::new()
             .name("teelog-signer".into())
-            .spawn(move || SignerLoop::new(signer, options, thread_shared).run(rx))
-            .ok();
-        Self { submitter: Some(submitter), thread, shared }
+            .spawn(move || signer.run(rx))
+            .map_err(|_| ShipError::SignerThread)?;
+        Ok(Self { submitter: Some(submitter), thread: Some(thread), shared })
     }
 
     pub fn submitter(&self) -> Submitter {
@@ -385,7 +401,8 @@ impl Pipeline {
 }
 
 struct SignerLoop {
-    signer: StreamSigner,
+    sealer: BatchSealer,
+    writer: SpoolWriter,
     options: PipelineOptions,
     shared: Arc<Shared>,
     /// Submissions with records in the open batch, acknowledged when it is in the spool.
@@ -398,13 +415,14 @@ struct SignerLoop {
 }
 
 impl SignerLoop {
-    fn new(signer: StreamSigner, options: PipelineOptions, shared: Arc<Shared>) -> Self {
+    fn new(sealer: BatchSealer, writer: SpoolWriter, options: PipelineOptions, shared: Arc<Shared>) -> Self {
         let oldest_segment = teelog_store::indexed_segments(shared.spool.dir())
             .ok()
             .and_then(|s| s.first().map(|(i, _)| *i))
             .unwrap_or(0);
         Self {
-            signer,
+            sealer,
+            writer,
             options,
             shared,
             waiting: Vec::new(),
@@ -442,20 +460,21 @@ impl SignerLoop {
                     }
                 }
                 Ok(Msg::Flush(done)) => {
-                    if self.signer.pending_records() > 0 || self.has_dropped() {
+                    if self.sealer.pending_records() > 0 || self.has_dropped() {
                         self.seal()?;
                     }
-                    let _ = done.send(());
+                    self.writer.tell_when_durable(done)?;
                 }
                 Err(RecvTimeoutError::Timeout) => self.seal()?,
                 Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        if self.signer.pending_records() > 0 || self.has_dropped() {
+        if self.sealer.pending_records() > 0 || self.has_dropped() {
             self.seal()?;
         }
-        self.signer.finish(now())?;
-        Ok(self.signer.summary())
+        let summary = self.writer.finish()?;
+        self.sealer.save_state()?;
+        Ok(summary)
     }
 
     fn take(&mut self, mut submission: Submission) -> Result<(), ShipError> {
@@ -465,7 +484,7 @@ impl SignerLoop {
             if record.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match self.signer.push(record, &now) {
+            match self.sealer.push(record, &now) {
                 Ok(()) => {
                     submission.receipt.accepted += 1;
                     metrics.records_in.fetch_add(1, Ordering::Relaxed);
@@ -479,8 +498,8 @@ impl SignerLoop {
                 }
             }
             self.opened_at.get_or_insert_with(Instant::now);
-            if self.signer.pending_records() >= self.options.max_records
-                || self.signer.pending_bytes() >= self.options.max_bytes
+            if self.sealer.pending_records() >= self.options.max_records
+                || self.sealer.pending_bytes() >= self.options.max_bytes
             {
                 self.seal()?;
             }
@@ -488,8 +507,9 @@ impl SignerLoop {
         // Its budget is returned when its records are sealed, not before: that is what bounds
         // memory.
         submission.records.bytes = bytes;
-        if self.signer.pending_records() == 0 {
-            self.done(submission);
+        if self.sealer.pending_records() == 0 {
+            // Its records are in batches already handed to the writer, if any.
+            self.writer.acknowledge(submission)?;
         } else {
             self.waiting.push(submission);
         }
@@ -501,8 +521,7 @@ impl SignerLoop {
     }
 
     /// Seals the open batch (a heartbeat if empty) with a drop notice first if records were
-    /// dropped; retries a failed spool write until it succeeds, since a batch given up on
-    /// would be a gap in the chain.
+    /// dropped, and hands it to the writer with the submissions it acknowledges.
     fn seal(&mut self) -> Result<(), ShipError> {
         if let Some(d) = self.shared.dropped.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let notice = serde_json::json!({
@@ -517,34 +536,13 @@ impl SignerLoop {
                 "dropped_to": format_rfc3339(d.last),
             });
             // The notice is made here from known-good values; it cannot be refused.
-            let _ = self.signer.push(notice.to_string().as_bytes(), &now);
+            let _ = self.sealer.push(notice.to_string().as_bytes(), &now);
         }
-        let mut result = self.signer.seal(now());
-        let mut backoff = Duration::from_millis(50);
-        while let Err(e) = result {
-            if !matches!(e, ShipError::Store(_)) {
-                return Err(e);
-            }
-            tracing::error!(target: "teelog::ship", "cannot write to the spool, retrying: {e}");
-            self.shared.metrics.spool_errors.fetch_add(1, Ordering::Relaxed);
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-            result = self.signer.retry_write();
-        }
-        let sealed = result?;
-        let metrics = &self.shared.metrics;
-        metrics.batches_sealed.fetch_add(1, Ordering::Relaxed);
-        if sealed.count == 0 {
-            metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(store) = self.signer.output().store() {
-            self.shared.spool.publish(store.position());
-        }
+        let mut line = self.writer.buffer();
+        let sealed = self.sealer.seal(now(), &mut line)?;
+        self.writer.write(line, sealed, std::mem::take(&mut self.waiting))?;
         self.opened_at = None;
         self.last_seal = Instant::now();
-        for submission in std::mem::take(&mut self.waiting) {
-            self.done(submission);
-        }
         self.retire_delivered()?;
         self.measure_spool();
         Ok(())
@@ -553,13 +551,6 @@ impl SignerLoop {
     fn measure_spool(&mut self) {
         if let Some(behind) = self.shared.spool.measure() {
             self.spool_behind = behind;
-        }
-    }
-
-    fn done(&self, submission: Submission) {
-        self.shared.budget.give(submission.records.byte_len());
-        if let Some(ack) = submission.ack {
-            let _ = ack.send(Ok(submission.receipt));
         }
     }
 
@@ -572,7 +563,9 @@ impl SignerLoop {
         if self.shared.spool.slowest_reader().is_none_or(|slowest| slowest.segment <= self.oldest_segment) {
             return Ok(());
         }
-        self.signer.save_state()?;
+        // The state must not be ahead of the spool.
+        self.writer.wait_written()?;
+        self.sealer.save_state()?;
         self.oldest_segment = self.shared.spool.retire_delivered(self.oldest_segment)?;
         Ok(())
     }

@@ -7,7 +7,7 @@ use teelog_core::record::RecordError;
 use teelog_core::timestamp::UnixNanos;
 use teelog_core::{BatchBuilder, ChainHead, SealError, Sealed};
 use teelog_identity::{Identity, IdentityError};
-use teelog_store::StoreError;
+use teelog_store::{Store, StoreError};
 
 use crate::output::Output;
 
@@ -23,6 +23,10 @@ pub enum ShipError {
     Stream(#[from] HeaderError),
     #[error("the signer thread failed")]
     SignerThread,
+    #[error("a pipeline writes into a spool store, not a file or stdout")]
+    NotAStore,
+    #[error("a batch sealed earlier has not been written yet")]
+    Unwritten,
 }
 
 /// The wall clock as teelog timestamps.
@@ -37,23 +41,27 @@ pub struct SignSummary {
     pub batches: u64,
 }
 
-pub struct StreamSigner {
-    identity: Identity,
-    output: Output,
-    head: ChainHead,
-    builder: BatchBuilder,
-    line: Vec<u8>,
-    /// A sealed batch whose write failed: it must be written before the next is sealed.
-    unwritten: Option<Sealed>,
-    last_sealed: Option<Sealed>,
-    summary: SignSummary,
+impl SignSummary {
+    /// Counts a batch once it is written.
+    pub fn add(&mut self, sealed: Sealed) {
+        self.records += sealed.count;
+        self.batches += 1;
+    }
 }
 
-impl StreamSigner {
-    /// Continues `stream` where this identity's state and the output say it stands (the
-    /// output wins, so a crash between a write and a state save never reuses a seq). The
-    /// identity's attestation document is written before any batch.
-    pub fn open(mut identity: Identity, stream: &str, mut output: Output) -> Result<Self, ShipError> {
+/// One stream's chain: records in, signed batch lines out. Writing the lines is its owner's
+/// job: [`StreamSigner`] writes each before sealing the next; the pipeline writes behind.
+pub struct BatchSealer {
+    identity: Identity,
+    head: ChainHead,
+    builder: BatchBuilder,
+}
+
+impl BatchSealer {
+    /// Continues `stream` where this identity's state and `output` say it stands (the output
+    /// wins, so a crash between a write and a state save never reuses a seq). The identity's
+    /// attestation document is written before any batch.
+    fn open(mut identity: Identity, stream: &str, output: &mut Output) -> Result<Self, ShipError> {
         check_stream_name(stream)?;
         let saved = identity.load_state(stream)?;
         let head = if identity.has_fresh_key() {
@@ -74,16 +82,7 @@ impl StreamSigner {
             // Stored with every run: duplicates are harmless, a batch without its document is not.
             output.write(&attestation_line(document))?;
         }
-        Ok(Self {
-            identity,
-            output,
-            head,
-            builder: BatchBuilder::new(),
-            line: Vec::new(),
-            unwritten: None,
-            last_sealed: None,
-            summary: SignSummary::default(),
-        })
+        Ok(Self { identity, head, builder: BatchBuilder::new() })
     }
 
     /// Canonicalises one record into the open batch; a refused record changes nothing.
@@ -101,6 +100,58 @@ impl StreamSigner {
         self.builder.byte_len()
     }
 
+    /// Signs the open batch (an empty one is a heartbeat) as the next of the chain and appends
+    /// its line to `line`. The caller must write it before any later batch.
+    pub fn seal(&mut self, sealed_at: UnixNanos, line: &mut Vec<u8>) -> Result<Sealed, ShipError> {
+        Ok(self.builder.seal(&mut self.head, self.identity.signer(), sealed_at, line)?)
+    }
+
+    /// Durably records where the chain stands; only once every sealed line is written, since a
+    /// state ahead of the output would point the next run past batches that never landed.
+    pub fn save_state(&self) -> Result<(), ShipError> {
+        Ok(self.identity.save_state(&self.head)?)
+    }
+
+    pub fn stream(&self) -> &str {
+        &self.head.stream
+    }
+}
+
+/// A [`BatchSealer`] that writes each batch durably to its output before it seals the next.
+pub struct StreamSigner {
+    sealer: BatchSealer,
+    output: Output,
+    line: Vec<u8>,
+    /// A sealed batch whose write failed: it must be written before the next is sealed.
+    unwritten: Option<Sealed>,
+    last_sealed: Option<Sealed>,
+    summary: SignSummary,
+}
+
+impl StreamSigner {
+    /// Continues `stream` in `output` (see [`BatchSealer`]).
+    pub fn open(identity: Identity, stream: &str, mut output: Output) -> Result<Self, ShipError> {
+        let sealer = BatchSealer::open(identity, stream, &mut output)?;
+        Ok(Self {
+            sealer,
+            output,
+            line: Vec::new(),
+            unwritten: None,
+            last_sealed: None,
+            summary: SignSummary::default(),
+        })
+    }
+
+    /// See [`BatchSealer::push`].
+    pub fn push(&mut self, record: &[u8], now: &dyn Fn() -> UnixNanos) -> Result<(), RecordError> {
+        self.sealer.push(record, now)
+    }
+
+    /// The open batch's records and bytes, as [`BatchSealer`] counts them.
+    pub fn sealer(&self) -> &BatchSealer {
+        &self.sealer
+    }
+
     /// Signs the open batch (an empty one is a heartbeat) and writes it durably; when this
     /// returns Ok, the batch is in the output. If the write fails the signed batch is kept
     /// and written first by the next `seal` or [`retry_write`](Self::retry_write): giving up
@@ -108,7 +159,7 @@ impl StreamSigner {
     pub fn seal(&mut self, sealed_at: UnixNanos) -> Result<Sealed, ShipError> {
         self.retry_write()?;
         self.line.clear();
-        let sealed = self.builder.seal(&mut self.head, self.identity.signer(), sealed_at, &mut self.line)?;
+        let sealed = self.sealer.seal(sealed_at, &mut self.line)?;
         self.unwritten = Some(sealed);
         self.retry_write()
     }
@@ -121,46 +172,35 @@ impl StreamSigner {
         if !self.output.is_readable() {
             // The next run cannot look at this output, so the state goes first: a crash in
             // between costs a reported gap, never a seq signed twice.
-            self.identity.save_state(&self.head)?;
+            self.sealer.save_state()?;
         }
         self.output.write(&self.line)?;
         self.unwritten = None;
         self.last_sealed = Some(sealed);
-        self.summary.records += sealed.count;
-        self.summary.batches += 1;
+        self.summary.add(sealed);
         Ok(sealed)
-    }
-
-    /// Durably records where the chain stands, so that it no longer depends on the output
-    /// holding the newest batch (before a spool deletes what its sinks have delivered).
-    pub fn save_state(&self) -> Result<(), ShipError> {
-        Ok(self.identity.save_state(&self.head)?)
-    }
-
-    /// The batch line written by the last `seal`, newline included.
-    pub fn last_batch_line(&self) -> &[u8] {
-        &self.line
     }
 
     /// Seals what is pending and saves the chain state.
     pub fn finish(&mut self, sealed_at: UnixNanos) -> Result<(), ShipError> {
         self.retry_write()?;
-        if !self.builder.is_empty() {
+        if self.sealer.pending_records() > 0 {
             self.seal(sealed_at)?;
         }
-        self.identity.save_state(&self.head)?;
-        Ok(())
+        self.sealer.save_state()
     }
 
     pub fn summary(&self) -> SignSummary {
         self.summary
     }
 
-    pub fn output(&self) -> &Output {
-        &self.output
-    }
-
-    pub fn stream(&self) -> &str {
-        &self.head.stream
+    /// The sealer and the store, for writing behind (the pipeline). Only a store will do: the
+    /// chain state is saved after the writes, so the output must be one the next run can read.
+    pub fn into_store_writer(self) -> Result<(BatchSealer, Store), ShipError> {
+        match (self.output, self.unwritten) {
+            (Output::Store(store), None) => Ok((self.sealer, store)),
+            (Output::Store(_), Some(_)) => Err(ShipError::Unwritten),
+            _ => Err(ShipError::NotAStore),
+        }
     }
 }

@@ -33,7 +33,7 @@ pub fn start(
     let identity = Identity::load_exclusive(&id_dir).unwrap();
     let store = Store::open(&spool_dir, StoreOptions::default()).unwrap();
     let signer = StreamSigner::open(identity, stream, Output::Store(store)).unwrap();
-    let pipeline = Pipeline::start(signer, options, metrics);
+    let pipeline = Pipeline::start(signer, options, metrics).unwrap();
     (Spool { _dir: dir, dir: spool_dir, public }, pipeline)
 }
 

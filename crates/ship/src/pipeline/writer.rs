@@ -1,0 +1,148 @@
+//! The spool writer: sealed batch lines go into the spool on a thread of their own, in order,
+//! so that the signer seals the next batch while this one is fsynced. Submissions are
+//! acknowledged here, once everything sealed before their acknowledgement is durable.
+
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use teelog_core::Sealed;
+use teelog_store::Store;
+use tokio::sync::oneshot;
+
+use super::{Shared, Submission};
+use crate::signer::{ShipError, SignSummary};
+
+/// Sealed batches the signer may be ahead of the spool by (queued, besides the one being
+/// written): enough to keep both busy, few enough that a failing disk stops the signer soon.
+const QUEUED_BATCHES: usize = 1;
+
+enum Job {
+    Batch {
+        line: Vec<u8>,
+        sealed: Sealed,
+        submissions: Vec<Submission>,
+    },
+    /// Acknowledged once every batch handed over before it is durable.
+    Ack(Submission),
+    /// Told once every batch handed over before it is durable.
+    Durable(oneshot::Sender<()>),
+}
+
+pub(super) struct SpoolWriter {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    /// Line buffers of written batches, back for reuse; one per batch written.
+    spent: mpsc::Receiver<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+    in_flight: usize,
+    thread: Option<JoinHandle<SignSummary>>,
+}
+
+impl SpoolWriter {
+    pub(super) fn start(store: Store, shared: Arc<Shared>) -> Result<Self, ShipError> {
+        let (jobs, queue) = mpsc::sync_channel(QUEUED_BATCHES);
+        let (give_back, spent) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("teelog-spool".into())
+            .spawn(move || write_all(store, &shared, queue, give_back))
+            .map_err(|_| ShipError::SignerThread)?;
+        Ok(Self { jobs: Some(jobs), spent, spare: Vec::new(), in_flight: 0, thread: Some(thread) })
+    }
+
+    /// An empty buffer to seal the next batch into, reusing a written batch's.
+    pub(super) fn buffer(&mut self) -> Vec<u8> {
+        while let Ok(line) = self.spent.try_recv() {
+            self.returned(line);
+        }
+        let mut line = self.spare.pop().unwrap_or_default();
+        line.clear();
+        line
+    }
+
+    pub(super) fn write(
+        &mut self,
+        line: Vec<u8>,
+        sealed: Sealed,
+        submissions: Vec<Submission>,
+    ) -> Result<(), ShipError> {
+        self.in_flight += 1;
+        self.send(Job::Batch { line, sealed, submissions })
+    }
+
+    pub(super) fn acknowledge(&mut self, submission: Submission) -> Result<(), ShipError> {
+        self.send(Job::Ack(submission))
+    }
+
+    pub(super) fn tell_when_durable(&mut self, done: oneshot::Sender<()>) -> Result<(), ShipError> {
+        self.send(Job::Durable(done))
+    }
+
+    /// Waits until every batch handed over is in the spool.
+    pub(super) fn wait_written(&mut self) -> Result<(), ShipError> {
+        while self.in_flight > 0 {
+            let line = self.spent.recv().map_err(|_| ShipError::SignerThread)?;
+            self.returned(line);
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued and stops; what was written.
+    pub(super) fn finish(mut self) -> Result<SignSummary, ShipError> {
+        self.jobs = None;
+        self.thread.take().ok_or(ShipError::SignerThread)?.join().map_err(|_| ShipError::SignerThread)
+    }
+
+    fn returned(&mut self, line: Vec<u8>) {
+        self.in_flight -= 1;
+        // Two spares cover the batch being written and the one queued.
+        if self.spare.len() < 2 {
+            self.spare.push(line);
+        }
+    }
+
+    fn send(&self, job: Job) -> Result<(), ShipError> {
+        let jobs = self.jobs.as_ref().ok_or(ShipError::SignerThread)?;
+        jobs.send(job).map_err(|_| ShipError::SignerThread)
+    }
+}
+
+/// The writer thread: each batch is appended with an fsync, retried until it succeeds, since a
+/// batch given up on would be a gap in the chain; then its submissions are acknowledged.
+fn write_all(
+    mut store: Store,
+    shared: &Shared,
+    queue: mpsc::Receiver<Job>,
+    give_back: mpsc::Sender<Vec<u8>>,
+) -> SignSummary {
+    let metrics = &shared.metrics;
+    let mut summary = SignSummary::default();
+    for job in queue {
+        match job {
+            Job::Batch { line, sealed, submissions } => {
+                let mut backoff = Duration::from_millis(50);
+                while let Err(e) = store.append(&line) {
+                    tracing::error!(target: "teelog::ship", "cannot write to the spool, retrying: {e}");
+                    metrics.spool_errors.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                summary.add(sealed);
+                metrics.batches_sealed.fetch_add(1, Ordering::Relaxed);
+                if sealed.count == 0 {
+                    metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                }
+                shared.spool.publish(store.position());
+                for submission in submissions {
+                    shared.acknowledge(submission);
+                }
+                let _ = give_back.send(line);
+            }
+            Job::Ack(submission) => shared.acknowledge(submission),
+            Job::Durable(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+    summary
+}
