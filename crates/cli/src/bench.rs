@@ -248,14 +248,7 @@ struct PinnedDaemon {
 impl PinnedDaemon {
     /// Starts `teelog ARGS` and waits until its `listener` is listening.
     fn start(exe: &Path, args: &[String], listener: &str) -> anyhow::Result<Self> {
-        let pinned = Command::new("taskset").arg("--version").output().is_ok_and(|o| o.status.success());
-        let mut cmd = if pinned {
-            let mut cmd = Command::new("taskset");
-            cmd.args(["--cpu-list", "0"]).arg(exe);
-            cmd
-        } else {
-            Command::new(exe)
-        };
+        let mut cmd = on_one_core(exe);
         cmd.args(args).env(REPORT_ENV, "1").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("cannot run teelog {}", args[0]))?;
         let mut stderr = BufReader::new(child.stderr.take().context("no stderr")?);
@@ -419,9 +412,22 @@ fn sha256_baseline(input: &Path) -> anyhow::Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Runs `teelog ARGS [< stdin]` and measures it.
+/// `exe` pinned to one core where `taskset` exists: the targets are per core, and the pipeline's
+/// threads must not make a second core look like speed.
+fn on_one_core(exe: &Path) -> Command {
+    let pinned = Command::new("taskset").arg("--version").output().is_ok_and(|o| o.status.success());
+    if pinned {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["--cpu-list", "0"]).arg(exe);
+        cmd
+    } else {
+        Command::new(exe)
+    }
+}
+
+/// Runs `teelog ARGS [< stdin]` on one core and measures it.
 fn run_child(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<Run> {
-    let mut cmd = Command::new(exe);
+    let mut cmd = on_one_core(exe);
     cmd.args(args).env(REPORT_ENV, "1").stdout(Stdio::null()).stderr(Stdio::piped());
     if let Some(path) = stdin {
         cmd.stdin(File::open(path)?);

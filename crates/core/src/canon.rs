@@ -11,7 +11,7 @@
 
 use std::cmp::Ordering;
 
-use crate::timestamp::{parse_rfc3339, write_rfc3339, UnixNanos};
+use crate::timestamp::{parse_rfc3339_bytes, write_rfc3339, UnixNanos};
 
 /// Largest integer magnitude an IEEE 754 double represents exactly (2^53).
 pub const MAX_EXACT_INTEGER: u64 = 1 << 53;
@@ -302,15 +302,15 @@ impl Canonicalizer {
             Some(b'"') => {
                 let start = p.pos;
                 let text = match p.string(&mut self.scratch)? {
-                    Scanned::Plain => std::str::from_utf8(&p.input[start + 1..p.pos - 1]).unwrap_or_default(),
-                    Scanned::Decoded => self.scratch.as_str(),
+                    Scanned::Plain => &p.input[start + 1..p.pos - 1],
+                    Scanned::Decoded => self.scratch.as_bytes(),
                 };
-                let nanos =
-                    parse_rfc3339(text).map_err(|e| CanonError::Record(format!("field \"ts\": {e}")))?;
+                let nanos = parse_rfc3339_bytes(text)
+                    .map_err(|e| CanonError::Record(format!("field \"ts\": {e}")))?;
                 if is_canonical_spelling(text) {
                     // Already exactly what `write_rfc3339` would write.
                     out.push(b'"');
-                    out.extend_from_slice(text.as_bytes());
+                    out.extend_from_slice(text);
                     out.push(b'"');
                     return Ok(nanos);
                 }
@@ -318,7 +318,7 @@ impl Canonicalizer {
             }
             Some(b'-' | b'0'..=b'9') => {
                 let text = p.number_text()?;
-                text.parse::<UnixNanos>().map_err(|_| bad_type())?
+                ascii(text).parse::<UnixNanos>().map_err(|_| bad_type())?
             }
             _ => return Err(bad_type()),
         };
@@ -331,8 +331,7 @@ impl Canonicalizer {
 
 /// Whether a timestamp that parsed is in the one spelling `write_rfc3339` produces:
 /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
-fn is_canonical_spelling(text: &str) -> bool {
-    let b = text.as_bytes();
+fn is_canonical_spelling(b: &[u8]) -> bool {
     b.len() == 30 && b[10] == b'T' && b[19] == b'.' && b[29] == b'Z'
 }
 
@@ -510,8 +509,8 @@ impl Parser<'_> {
         char::from_u32(code).ok_or_else(|| syntax("invalid \\u escape", at))
     }
 
-    /// Scans a number per the JSON grammar and returns its text.
-    fn number_text(&mut self) -> Result<&str, CanonError> {
+    /// Scans a number per the JSON grammar and returns its text (ASCII).
+    fn number_text(&mut self) -> Result<&[u8], CanonError> {
         let start = self.pos;
         let digits = |p: &mut Self| {
             let from = p.pos;
@@ -545,25 +544,27 @@ impl Parser<'_> {
                 return Err(syntax("invalid number", start));
             }
         }
-        // ASCII only.
-        Ok(std::str::from_utf8(&self.input[start..self.pos]).unwrap_or_default())
+        Ok(&self.input[start..self.pos])
     }
 
     fn number(&mut self, out: &mut Vec<u8>) -> Result<(), CanonError> {
         let start = self.pos;
-        let text = self.number_text()?;
-        let integer = !text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
+        let digits = self.number_text()?;
+        let integer = !digits.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
         if integer {
-            let magnitude = text.trim_start_matches('-');
+            let magnitude = digits.strip_prefix(b"-").unwrap_or(digits);
             // Up to 15 digits is below 2^53 and already canonical (but for "-0").
             if magnitude.len() <= 15 {
-                if magnitude == "0" {
+                if magnitude == b"0" {
                     out.push(b'0');
                 } else {
-                    out.extend_from_slice(text.as_bytes());
+                    out.extend_from_slice(digits);
                 }
                 return Ok(());
             }
+        }
+        let text = ascii(digits);
+        if integer {
             // Beyond 2^53 an integer survives only if it is already the spelling of a double
             // (as JCS itself writes large doubles); anything else would be silently changed.
             let exact = match text.parse::<i64>() {
@@ -592,6 +593,11 @@ impl Parser<'_> {
         write_number(value, out);
         Ok(())
     }
+}
+
+/// A number's text: the scanner admitted only ASCII.
+fn ascii(number: &[u8]) -> &str {
+    std::str::from_utf8(number).unwrap_or_default()
 }
 
 /// RFC 8785 §3.2.3: member names sort by their UTF-16 code units. UTF-8 byte order equals code

@@ -55,36 +55,14 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 /// Parses an RFC 3339 `date-time` (`T` or `t`, `Z`, `z` or a numeric offset; fractions beyond
 /// nanoseconds are truncated). Leap seconds (`:60`) have no Unix time and are refused.
 pub fn parse_rfc3339(text: &str) -> Result<UnixNanos, TimestampError> {
-    let bad = || TimestampError::NotRfc3339(text.to_string());
-    let b = text.as_bytes();
-    let digits = |at: usize, n: usize| -> Result<u32, TimestampError> {
-        let part = b.get(at..at + n).ok_or_else(bad)?;
-        part.iter().try_fold(0u32, |acc, &d| {
-            if d.is_ascii_digit() {
-                Ok(acc * 10 + u32::from(d - b'0'))
-            } else {
-                Err(bad())
-            }
-        })
-    };
-    let expect = |at: usize, options: &[u8]| {
-        if b.get(at).is_some_and(|c| options.contains(c)) {
-            Ok(())
-        } else {
-            Err(bad())
-        }
-    };
-    let year = i64::from(digits(0, 4)?);
-    expect(4, b"-")?;
-    let month = digits(5, 2)?;
-    expect(7, b"-")?;
-    let day = digits(8, 2)?;
-    expect(10, b"Tt")?;
-    let hour = digits(11, 2)?;
-    expect(13, b":")?;
-    let minute = digits(14, 2)?;
-    expect(16, b":")?;
-    let second = digits(17, 2)?;
+    parse_rfc3339_bytes(text.as_bytes())
+}
+
+/// [`parse_rfc3339`] of bytes, which need not be UTF-8 (anything else is refused anyway).
+pub fn parse_rfc3339_bytes(b: &[u8]) -> Result<UnixNanos, TimestampError> {
+    let bad = || TimestampError::NotRfc3339(String::from_utf8_lossy(b).into_owned());
+    let fields = canonical_fields(b).or_else(|| general_fields(b)).ok_or_else(bad)?;
+    let Fields { year, month, day, hour, minute, second, nanos, offset_seconds } = fields;
     if !(1..=12).contains(&month)
         || day == 0
         || day > days_in_month(year, month)
@@ -94,22 +72,88 @@ pub fn parse_rfc3339(text: &str) -> Result<UnixNanos, TimestampError> {
     {
         return Err(bad());
     }
+    let seconds = days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second)
+        - offset_seconds;
+    let total = i128::from(seconds) * NANOS_PER_SEC + i128::from(nanos);
+    UnixNanos::try_from(total)
+        .map_err(|_| TimestampError::OutOfRange(String::from_utf8_lossy(b).into_owned()))
+}
+
+/// A date-time as written, before its ranges are checked.
+struct Fields {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    nanos: u32,
+    offset_seconds: i64,
+}
+
+/// The digits of `b[at..at + n]` as a number, if they are all digits.
+fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
+    b.get(at..at + n)?
+        .iter()
+        .try_fold(0u32, |acc, &d| d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0')))
+}
+
+/// The fields of the one spelling [`write_rfc3339`] produces, `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`,
+/// read without the general grammar's branches: most records carry it.
+fn canonical_fields(b: &[u8]) -> Option<Fields> {
+    let layout = b.len() == 30
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'.'
+        && b[29] == b'Z';
+    if !layout {
+        return None;
+    }
+    Some(Fields {
+        year: i64::from(digits(b, 0, 4)?),
+        month: digits(b, 5, 2)?,
+        day: digits(b, 8, 2)?,
+        hour: digits(b, 11, 2)?,
+        minute: digits(b, 14, 2)?,
+        second: digits(b, 17, 2)?,
+        nanos: digits(b, 20, 9)?,
+        offset_seconds: 0,
+    })
+}
+
+/// The fields of any RFC 3339 `date-time`.
+fn general_fields(b: &[u8]) -> Option<Fields> {
+    let expect = |at: usize, options: &[u8]| b.get(at).is_some_and(|c| options.contains(c)).then_some(());
+    let year = i64::from(digits(b, 0, 4)?);
+    expect(4, b"-")?;
+    let month = digits(b, 5, 2)?;
+    expect(7, b"-")?;
+    let day = digits(b, 8, 2)?;
+    expect(10, b"Tt")?;
+    let hour = digits(b, 11, 2)?;
+    expect(13, b":")?;
+    let minute = digits(b, 14, 2)?;
+    expect(16, b":")?;
+    let second = digits(b, 17, 2)?;
     let mut at = 19;
-    let mut fraction: i128 = 0;
+    let mut nanos = 0u32;
     if b.get(at) == Some(&b'.') {
         at += 1;
         let start = at;
         while b.get(at).is_some_and(u8::is_ascii_digit) {
             if at - start < 9 {
-                fraction = fraction * 10 + i128::from(b[at] - b'0');
+                nanos = nanos * 10 + u32::from(b[at] - b'0');
             }
             at += 1;
         }
         if at == start {
-            return Err(bad());
+            return None;
         }
         for _ in (at - start)..9 {
-            fraction *= 10;
+            nanos *= 10;
         }
     }
     let offset_seconds: i64 = match b.get(at) {
@@ -118,11 +162,11 @@ pub fn parse_rfc3339(text: &str) -> Result<UnixNanos, TimestampError> {
             0
         }
         Some(&sign @ (b'+' | b'-')) => {
-            let oh = digits(at + 1, 2)?;
+            let oh = digits(b, at + 1, 2)?;
             expect(at + 3, b":")?;
-            let om = digits(at + 4, 2)?;
+            let om = digits(b, at + 4, 2)?;
             if oh > 23 || om > 59 {
-                return Err(bad());
+                return None;
             }
             at += 6;
             let s = i64::from(oh * 3600 + om * 60);
@@ -132,15 +176,9 @@ pub fn parse_rfc3339(text: &str) -> Result<UnixNanos, TimestampError> {
                 s
             }
         }
-        _ => return Err(bad()),
+        _ => return None,
     };
-    if at != b.len() {
-        return Err(bad());
-    }
-    let seconds = days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second)
-        - offset_seconds;
-    let nanos = i128::from(seconds) * NANOS_PER_SEC + fraction;
-    UnixNanos::try_from(nanos).map_err(|_| TimestampError::OutOfRange(text.to_string()))
+    (at == b.len()).then_some(Fields { year, month, day, hour, minute, second, nanos, offset_seconds })
 }
 
 /// Appends the canonical spelling, e.g. `2026-12-02T16:37:38.500000000Z`.
@@ -230,6 +268,15 @@ mod tests {
             "2026-12-02 16:37:38Z",
             "2026-12-02T16:37:38+0100",
             "٢٠٢٦-12-02T16:37:38Z",
+            // The canonical layout, with its ranges checked all the same.
+            "2026-13-01T00:00:00.000000000Z",
+            "2026-02-29T00:00:00.000000000Z",
+            "2026-12-02T24:00:00.000000000Z",
+            "2026-12-02T16:60:00.000000000Z",
+            "2026-12-02T16:37:60.000000000Z",
+            "2026-12-00T16:37:38.000000000Z",
+            "2026-12-02T16:37:38.00000000aZ",
+            "2026-12-02T16:37:38.000000000z ",
         ] {
             assert!(matches!(parse_rfc3339(junk), Err(TimestampError::NotRfc3339(_))), "{junk}");
         }

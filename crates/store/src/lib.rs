@@ -164,7 +164,7 @@ impl Store {
 
     /// Appends one line (ending in `\n`) and fsyncs it. On error nothing of the line remains.
     pub fn append(&mut self, line: &[u8]) -> Result<(), StoreError> {
-        if line.last() != Some(&b'\n') || line[..line.len() - 1].contains(&b'\n') {
+        if line.last() != Some(&b'\n') || memchr::memchr(b'\n', &line[..line.len() - 1]).is_some() {
             return Err(StoreError::NotOneLine);
         }
         self.append_lines(line)
