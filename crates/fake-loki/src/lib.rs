@@ -3,9 +3,10 @@
 //!
 //! - `POST /loki/api/v1/push`: a raw snappy block of `logproto.PushRequest`
 //!   (`Content-Type: application/x-protobuf`). Stream labels are stored sorted, as Loki
-//!   normalises them; an entry equal to one its stream already holds (timestamp, line and
-//!   structured metadata) is dropped, as Loki de-duplicates. Answers 204, or 400 with a message
-//!   and nothing stored.
+//!   normalises them; an entry with the timestamp and line of one its stream already holds is
+//!   dropped, whatever its structured metadata, as Loki 3.4 de-duplicates (the head block
+//!   compares timestamp and line only, so the first entry's metadata stays). Answers 204, or 400
+//!   with a message and nothing stored.
 //! - `GET /loki/api/v1/query_range` with `query` (a stream selector of equality matchers only),
 //!   `start` (inclusive) and `end` (exclusive) in Unix nanoseconds, `limit` (default 100, at most
 //!   5000) and `direction=forward` (required: the fake does not do backward). It answers the
@@ -343,8 +344,9 @@ impl State {
             let stored = self.streams.entry(labels).or_default();
             for entry in entries {
                 let at = stored.partition_point(|e| e.timestamp <= entry.timestamp);
+                // Loki folds on timestamp and line alone: metadata does not tell entries apart.
                 let same_time = stored[..at].iter().rev().take_while(|e| e.timestamp == entry.timestamp);
-                if !same_time.into_iter().any(|e| *e == entry) {
+                if !same_time.into_iter().any(|e| e.line == entry.line) {
                     stored.insert(at, entry);
                 }
             }
@@ -535,11 +537,15 @@ mod tests {
         state.push(push_of(r#"{job="t", b="x"}"#, &[(5, "a", "1"), (5, "a", "1"), (5, "a", "2")])).unwrap();
         state.push(push_of(r#"{b="x",job="t"}"#, &[(5, "a", "1"), (6, "a", "1"), (4, "z", "1")])).unwrap();
         state.push(push_of(r#"{job="t", b="y"}"#, &[(5, "a", "1")])).unwrap();
+        // A later push of the same timestamp and line does not replace the metadata either; a
+        // different line at the same timestamp is its own entry.
+        state.push(push_of(r#"{job="t", b="x"}"#, &[(5, "a", "3"), (5, "b", "1")])).unwrap();
         let x = &state.streams[&Labels::from([("b".into(), "x".into()), ("job".into(), "t".into())])];
         let got: Vec<(i64, &str, &str)> =
             x.iter().map(|e| (e.timestamp, e.line.as_str(), e.structured_metadata["seq"].as_str())).collect();
-        // Equal timestamp and line but other metadata is kept; the other label set is its own stream.
-        assert_eq!(got, [(4, "z", "1"), (5, "a", "1"), (5, "a", "2"), (6, "a", "1")]);
+        // Equal timestamp and line with other metadata is folded too, keeping the first entry's
+        // metadata, as Loki 3.4 does; the other label set is its own stream.
+        assert_eq!(got, [(4, "z", "1"), (5, "a", "1"), (5, "b", "1"), (6, "a", "1")]);
         assert_eq!(state.streams.len(), 2);
         assert!(state.push(push_of(r#"{job="t", job="u"}"#, &[(1, "a", "1")])).is_err());
         assert!(state.push(push_of("{}", &[(1, "a", "1")])).is_err());

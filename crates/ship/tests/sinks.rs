@@ -280,7 +280,10 @@ async fn loki_429_then_500_are_retried_until_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_refusals_are_permanent_and_delivery_moves_on() {
     let signed = Signed::new(&records(2, 3)).await;
-    let partial = "entry for stream '{job=\"teelog\"}' has timestamp too old, total ignored: 1 out of 9\n";
+    // Loki 3.4.6's answer when one entry of the push is older than reject_old_samples_max_age:
+    // it lists the refused entries without a total, and stores the others (here 8 of 9).
+    let partial = "entry for stream '{job=\"teelog\", teelog_kind=\"batch\"}' has timestamp too old: \
+                   2026-11-23T18:11:01Z, oldest acceptable timestamp is: 2026-11-26T18:11:04Z\n";
     let script =
         vec![Answer::with_body(400, partial), Answer::with_body(400, "invalid labels"), Answer::status(401)];
     let (fake, url) = Fake::start("/loki/api/v1/push", Answer::status(204), script).await;

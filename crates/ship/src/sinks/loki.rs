@@ -109,11 +109,12 @@ impl LokiSink {
     }
 
     async fn push(&self, push: PushBuilder<'_>) -> Result<(), SinkError> {
-        let body =
-            encode_push(&push.finish()).map_err(|e| SinkError::permanent("invalid_line", e.to_string()))?;
+        let request = push.finish();
+        let entries = request.streams.iter().map(|s| s.entries.len() as u64).sum();
+        let body = encode_push(&request).map_err(|e| SinkError::permanent("invalid_line", e.to_string()))?;
         match self.client.push(body).await {
             Ok(PushOutcome::Accepted) => Ok(()),
-            Ok(PushOutcome::Rejected { message }) => Err(rejected(&message)),
+            Ok(PushOutcome::Rejected { message }) => Err(rejected(&message, entries)),
             Ok(PushOutcome::Retry { status, retry_after, reason }) => {
                 let what = status.map_or(String::new(), |s| format!("Loki answered HTTP {s}: "));
                 Err(SinkError::retry(http_kind(status), format!("{what}{reason}"))
@@ -125,15 +126,26 @@ impl LokiSink {
     }
 }
 
-/// Loki's 400: some or all entries refused, and its message says which and why. It ends in
-/// `total ignored: N out of M` when it stored the others.
-fn rejected(message: &str) -> SinkError {
-    match ignored(message) {
-        Some((ignored, total)) if ignored < total => SinkError::permanent(
+/// Loki's 400 to a push of `entries` entries: some or all refused. Loki 3 words it in one of two
+/// ways, and says how many it refused in each:
+///
+/// - the distributor's checks (timestamp too old or too new, line too long) list every refused
+///   entry, grouped: `N errors like: <message>; M errors like: <message>` (a lone refusal has no
+///   count). It stored the entries they do not list.
+/// - the ingester's (out of order: "entry too far behind") end in `total ignored: N out of M for
+///   stream: {…}`, about one stream of the push only.
+fn rejected(message: &str, entries: u64) -> SinkError {
+    let partial = match (ignored(message), grouped_refusals(message)) {
+        (Some((ignored, total)), _) if ignored < total => Some((ignored, total)),
+        (None, Some(refused)) if refused < entries => Some((refused, entries)),
+        _ => None,
+    };
+    match partial {
+        Some((ignored, total)) => SinkError::permanent(
             "partial",
             format!("Loki refused {ignored} of {total} entries and stored the rest: {message}"),
         ),
-        _ => SinkError::permanent("rejected", format!("Loki refused the push (HTTP 400): {message}")),
+        None => SinkError::permanent("rejected", format!("Loki refused the push (HTTP 400): {message}")),
     }
 }
 
@@ -143,6 +155,27 @@ fn ignored(message: &str) -> Option<(u64, u64)> {
     let (ignored, rest) = rest.split_once(" out of ")?;
     let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
     Some((ignored.trim().parse().ok()?, rest[..digits].parse().ok()?))
+}
+
+/// The number of entries a distributor refusal lists, if every part of it is about single entries
+/// (a refused label set, say, refuses a whole stream under one message, and is not counted).
+fn grouped_refusals(message: &str) -> Option<u64> {
+    const GROUPED: &str = " errors like: ";
+    let mut refused = 0u64;
+    for part in message.trim().split("; ") {
+        let (count, text) = match part.split_once(GROUPED) {
+            Some((count, text)) if !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()) => {
+                (count.parse::<u64>().ok()?, text)
+            }
+            _ => (1, part),
+        };
+        let per_entry = text.starts_with("entry for stream '") || text.starts_with("Max entry size '");
+        if !per_entry {
+            return None;
+        }
+        refused = refused.checked_add(count)?;
+    }
+    Some(refused)
 }
 
 impl Sink for LokiSink {
@@ -158,16 +191,47 @@ impl Sink for LokiSink {
 mod tests {
     use super::*;
 
+    /// Loki 3.4.6's answers to pushes with entries older than reject_old_samples_max_age, as
+    /// received (stream labels shortened), and to an out-of-order entry.
+    const TOO_OLD_ONE: &str =
+        "entry for stream '{job=\"teelog\", teelog_kind=\"batch\"}' has timestamp too old: \
+        2026-11-23T18:11:01Z, oldest acceptable timestamp is: 2026-11-26T18:11:04Z";
+    const TOO_OLD_GROUPED: &str =
+        "1 errors like: entry for stream '{job=\"teelog\", teelog_kind=\"attestation\"}' \
+        has timestamp too old: 2026-11-23T18:11:13Z, oldest acceptable timestamp is: 2026-11-26T18:11:14Z; \
+        3 errors like: entry for stream '{job=\"teelog\", teelog_kind=\"batch\"}' has timestamp too old: \
+        2026-11-23T18:11:13Z, oldest acceptable timestamp is: 2026-11-26T18:11:14Z; 300 errors like: entry \
+        for stream '{job=\"teelog\", teelog_kind=\"record\"}' has timestamp too old: 2026-11-23T18:11:13Z, \
+        oldest acceptable timestamp is: 2026-11-26T18:11:14Z";
+    const TOO_FAR_BEHIND: &str =
+        "entry with timestamp 2026-12-03 16:41:37.226721113 +0000 UTC ignored, reason: \
+        'entry too far behind, entry timestamp is: 2026-12-03T16:41:37Z, oldest acceptable timestamp is: \
+        2026-12-03T17:11:14Z',\nuser 'fake', total ignored: 1 out of 3 for stream: {job=\"teelog\"}";
+
     #[test]
     fn a_partial_400_says_how_much_was_refused() {
-        let partial =
-            rejected("entry for stream '{job=\"teelog\"}' has timestamp too old, total ignored: 1 out of 3");
+        // The distributor's refusals: partial when fewer entries are listed than were pushed.
+        let partial = rejected(TOO_OLD_GROUPED, 611);
         assert_eq!(partial.kind, "partial");
         assert!(!partial.retryable);
-        assert!(partial.message.starts_with("Loki refused 1 of 3 entries"), "{}", partial.message);
+        assert!(partial.message.starts_with("Loki refused 304 of 611 entries"), "{}", partial.message);
         assert!(partial.message.contains("timestamp too old"));
-        assert_eq!(rejected("total ignored: 3 out of 3").kind, "rejected");
-        assert_eq!(rejected("bad request").kind, "rejected");
+        assert_eq!(rejected(TOO_OLD_GROUPED, 304).kind, "rejected");
+        assert_eq!(rejected(TOO_OLD_ONE, 2).kind, "partial");
+        assert_eq!(rejected(TOO_OLD_ONE, 1).kind, "rejected");
+        assert_eq!(grouped_refusals(TOO_OLD_GROUPED), Some(304));
+        assert_eq!(grouped_refusals(TOO_OLD_ONE), Some(1));
+        // A refused label set refuses a whole stream: the count says nothing then.
+        let labels = "2 errors like: entry for stream '{a=\"b\"}' has timestamp too new: x; 1 errors like: \
+            stream '{a=\"b\"}' has label value too long: 'v'";
+        assert_eq!(grouped_refusals(labels), None);
+        assert_eq!(rejected(labels, 100).kind, "rejected");
+        assert_eq!(rejected("Error parsing labels '{' with error: x", 100).kind, "rejected");
+        // The ingester's: about one stream, partial when that stream kept entries.
+        assert_eq!(rejected(TOO_FAR_BEHIND, 100).kind, "partial");
+        assert!(rejected(TOO_FAR_BEHIND, 100).message.starts_with("Loki refused 1 of 3 entries"));
+        assert_eq!(rejected("total ignored: 3 out of 3", 100).kind, "rejected");
+        assert_eq!(rejected("bad request", 100).kind, "rejected");
         assert_eq!(ignored("x, total ignored: 12 out of 40\n"), Some((12, 40)));
         assert_eq!(ignored("total ignored: many out of 40"), None);
     }
