@@ -225,7 +225,7 @@ pub async fn run(
                 Err(e) => {
                     // The sink refused these lines for good (e.g. Loki's 400): retrying would
                     // never succeed. They stay in the spool only if it is kept.
-                    tracing::error!(target: "teelog::ship", sink = %name, "sink refused lines at {from:?}: {e}");
+                    tracing::error!(target: "teelog::ship", sink = %name, "sink refused lines at {from}: {e}");
                     metrics.sink_error(&name, &e.kind);
                     break;
                 }

@@ -14,6 +14,14 @@ pub struct Position {
     pub offset: u64,
 }
 
+impl std::fmt::Display for Position {
+    /// As a person looks for it: the segment file and the byte in it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = crate::segment_path(std::path::Path::new(""), self.segment);
+        write!(f, "{} byte {}", file.display(), self.offset)
+    }
+}
+
 /// Whole lines read from a store, and the position just after them.
 #[derive(Debug, Default)]
 pub struct Chunk {
@@ -135,6 +143,12 @@ mod tests {
     use super::*;
     use crate::{Store, StoreOptions};
     use std::io::Write;
+
+    #[test]
+    fn positions_read_as_file_and_byte() {
+        let at = Position { segment: 3, offset: 1024 };
+        assert_eq!(at.to_string(), "segment-000000000003.ndjson byte 1024");
+    }
 
     fn all(dir: &Path, mut from: Position, until: Position, max: usize) -> (Vec<String>, usize) {
         let mut lines = Vec::new();
