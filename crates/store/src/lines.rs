@@ -52,6 +52,9 @@ impl<R: BufRead> LineReader<R> {
         // is on the hot path of every command that takes NDJSON.
         let newline = {
             let buffered = fill_buf(&mut self.inner)?;
+            if buffered.is_empty() {
+                return Ok(None);
+            }
             let window = buffered.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
             memchr::memchr(b'\n', &buffered[..window])
         };
@@ -110,10 +113,13 @@ fn fill_buf(inner: &mut impl BufRead) -> io::Result<&[u8]> {
         match inner.fill_buf() {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
-            // Asked again so that the borrow returned is not one the loop still holds.
-            Ok(_) => return inner.fill_buf(),
+            // The end of the input: asking again would read again (a terminal's second Ctrl-D).
+            Ok(buf) if buf.is_empty() => return Ok(&[]),
+            Ok(_) => break,
         }
     }
+    // Asked again so that the borrow returned is not one the loop holds; it reads nothing.
+    inner.fill_buf()
 }
 
 #[cfg(test)]
@@ -161,6 +167,32 @@ mod tests {
             let mut buffered = io::BufReader::with_capacity(capacity, input);
             assert_eq!(read_all(&mut LineReader::new(&mut buffered, 4)), expected, "capacity {capacity}");
         }
+    }
+
+    /// Input that ends, then would go on (a terminal after Ctrl-D), interrupted in between.
+    struct EndThenMore {
+        reads: usize,
+    }
+
+    impl Read for EndThenMore {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            let chunk: &[u8] = match self.reads {
+                1 => b"ab\n",
+                2 => b"",
+                3 => return Err(io::Error::new(io::ErrorKind::Interrupted, "signal")),
+                _ => b"late\n",
+            };
+            buf[..chunk.len()].copy_from_slice(chunk);
+            Ok(chunk.len())
+        }
+    }
+
+    #[test]
+    fn the_end_of_the_input_is_read_once() {
+        let mut reader = LineReader::new(io::BufReader::new(EndThenMore { reads: 0 }), 100);
+        assert_eq!(reader.next_line().unwrap(), Some((1, Line::Complete(b"ab"))));
+        assert_eq!(reader.next_line().unwrap(), None);
     }
 
     #[test]
