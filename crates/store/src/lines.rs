@@ -114,7 +114,7 @@ fn fill_buf(inner: &mut impl BufRead) -> io::Result<&[u8]> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
             // The end of the input: asking again would read again (a terminal's second Ctrl-D).
-            Ok(buf) if buf.is_empty() => return Ok(&[]),
+            Ok([]) => return Ok(&[]),
             Ok(_) => break,
         }
     }
