@@ -11,7 +11,7 @@
 
 use std::cmp::Ordering;
 
-use crate::timestamp::{parse_rfc3339_bytes, write_rfc3339, UnixNanos};
+use crate::timestamp::{is_canonical_spelling, parse_rfc3339_bytes, write_rfc3339, UnixNanos};
 
 /// Largest integer magnitude an IEEE 754 double represents exactly (2^53).
 pub const MAX_EXACT_INTEGER: u64 = 1 << 53;
@@ -327,12 +327,6 @@ impl Canonicalizer {
         out.push(b'"');
         Ok(nanos)
     }
-}
-
-/// Whether a timestamp that parsed is in the one spelling `write_rfc3339` produces:
-/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
-fn is_canonical_spelling(b: &[u8]) -> bool {
-    b.len() == 30 && b[10] == b'T' && b[19] == b'.' && b[29] == b'Z'
 }
 
 /// A member name's UTF-8 bytes.

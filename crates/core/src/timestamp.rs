@@ -98,18 +98,24 @@ fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
         .try_fold(0u32, |acc, &d| d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0')))
 }
 
-/// The fields of the one spelling [`write_rfc3339`] produces, `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`,
-/// read without the general grammar's branches: most records carry it.
-fn canonical_fields(b: &[u8]) -> Option<Fields> {
-    let layout = b.len() == 30
+/// Whether `b` is laid out as the one spelling [`write_rfc3339`] produces,
+/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (its digits aside): a timestamp that parses and has this
+/// layout is already canonical.
+pub(crate) fn is_canonical_spelling(b: &[u8]) -> bool {
+    b.len() == 30
         && b[4] == b'-'
         && b[7] == b'-'
         && b[10] == b'T'
         && b[13] == b':'
         && b[16] == b':'
         && b[19] == b'.'
-        && b[29] == b'Z';
-    if !layout {
+        && b[29] == b'Z'
+}
+
+/// The fields of a timestamp in the canonical spelling, read without the general grammar's
+/// branches: most records carry it.
+fn canonical_fields(b: &[u8]) -> Option<Fields> {
+    if !is_canonical_spelling(b) {
         return None;
     }
     Some(Fields {

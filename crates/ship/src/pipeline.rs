@@ -1,7 +1,8 @@
 //! The signing pipeline: producers submit records; one signer thread batches them (by count,
 //! bytes and delay) and seals each batch; the spool writer appends it with an fsync and only
-//! then acknowledges the records in it. Idle, the signer seals heartbeats. Memory is bounded by a byte budget on the
-//! records in flight; the spool is bounded by how far its slowest sink lags.
+//! then acknowledges the records in it. Idle, the signer seals heartbeats. Memory is bounded
+//! by a byte budget on the records in flight; the spool is bounded by how far its slowest sink
+//! lags.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};

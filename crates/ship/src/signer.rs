@@ -111,10 +111,6 @@ impl BatchSealer {
     pub fn save_state(&self) -> Result<(), ShipError> {
         Ok(self.identity.save_state(&self.head)?)
     }
-
-    pub fn stream(&self) -> &str {
-        &self.head.stream
-    }
 }
 
 /// A [`BatchSealer`] that writes each batch durably to its output before it seals the next.

@@ -55,7 +55,7 @@ impl<R: BufRead> LineReader<R> {
             if buffered.is_empty() {
                 return Ok(None);
             }
-            let window = buffered.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
+            let window = buffered.len().min(self.max_line_bytes.saturating_add(1));
             memchr::memchr(b'\n', &buffered[..window])
         };
         if let Some(i) = newline {

@@ -95,8 +95,8 @@ impl SpoolWriter {
 
     fn returned(&mut self, line: Vec<u8>) {
         self.in_flight -= 1;
-        // Two spares cover the batch being written and the one queued.
-        if self.spare.len() < 2 {
+        // Enough spares for the batch being written and those queued.
+        if self.spare.len() <= QUEUED_BATCHES {
             self.spare.push(line);
         }
     }
