@@ -17,7 +17,7 @@ use base64::Engine;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use teelog_core::merkle::{sha256, Digest};
-use teelog_core::verify::{AttestationVerifier, AttestedKey};
+use teelog_core::verify::{AttestationVerifier, AttestedKey, TrustBasis};
 use teelog_core::PublicKey;
 
 /// SHA-256 of the DER of the AWS Nitro Enclaves root G1 (CN=aws.nitro-enclaves), as AWS
@@ -291,6 +291,10 @@ impl BindingVerifier {
             measurement,
             platform,
             previous_head: previous_head(verified.document.nonce.as_deref()),
+            anchor: if verified.dev { TrustBasis::DevRoot } else { TrustBasis::PinnedVendorRoot },
+            attested_at: i64::try_from(verified.document.timestamp_ms)
+                .ok()
+                .map(|ms| ms.saturating_mul(1_000_000)),
         })
     }
 
@@ -304,6 +308,8 @@ impl BindingVerifier {
             key: verified.key,
             measurement: hex::encode(verified.measurement),
             platform: "tpm".to_string(),
+            anchor: TrustBasis::TpmEnrollmentCa,
+            attested_at: None,
         })
     }
 }

@@ -581,6 +581,8 @@ mod tests {
                 measurement: "abcd".into(),
                 platform: "dev".into(),
                 previous_head: None,
+                anchor: crate::verify::TrustBasis::DevRoot,
+                attested_at: None,
             })
         }
     }

@@ -178,6 +178,26 @@ pub struct AttestedKey {
     /// The header hash (hex) the document attests its epoch continues from, if it names one:
     /// the first batch of the epoch must link to exactly that.
     pub previous_head: Option<String>,
+    /// What the trust in the key finally rests on: the anchor the document's chain reached.
+    pub anchor: TrustBasis,
+    /// When the platform attests the document was made, if it says (a Nitro document's
+    /// `timestamp`); policy windows are judged at this time, and no batch of the key may be
+    /// sealed before it.
+    pub attested_at: Option<UnixNanos>,
+}
+
+/// What a batch's trust rests on, as `--json` reports it per stream and epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustBasis {
+    /// A vendor root pinned in teelog by the SHA-256 of its certificate (AWS Nitro G1, …).
+    PinnedVendorRoot,
+    /// A dev root the auditor passed with `--trust-root`: not hardware-backed.
+    DevRoot,
+    /// A TPM enrollment CA the auditor passed with `--trust-root`.
+    TpmEnrollmentCa,
+    /// A public key the auditor passed with `--pubkey`, with no attestation.
+    BarePublicKey,
 }
 
 /// Verifies attestation documents (chain to pinned roots, signature, binding): the attestation
