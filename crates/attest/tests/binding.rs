@@ -40,7 +40,8 @@ fn attested_log(bound: &[u8], signer: &[u8]) -> (Vec<Vec<u8>>, TrustRoot) {
     for i in 0..2 {
         builder.push_input(format!("{{\"message\":\"m{i}\"}}").as_bytes(), &|| 0).unwrap();
         let mut line = Vec::new();
-        builder.seal(&mut head, &signer, 0, &mut line).unwrap();
+        // Sealed after the document was made, as a key can only sign once it exists.
+        builder.seal(&mut head, &signer, 1_796_202_001_000_000_000 + i64::from(i), &mut line).unwrap();
         lines.push(line);
     }
     (lines, TrustRoot::from_pem_or_der(&issued.root_der).unwrap())

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use teelog_attest::BindingVerifier;
+use teelog_core::display::escape_controls;
 use teelog_core::policy::Policy;
 use teelog_core::timestamp::parse_rfc3339;
-use teelog_core::{Freshness, Origin, PublicKey, Report, Verifier, VerifyOptions};
+use teelog_core::{Freshness, Origin, PublicKey, Report, TrustBasis, Verifier, VerifyOptions};
 use teelog_store::lines::{Line, LineReader};
 
 use crate::sign::DEFAULT_MAX_BATCH_LINE;
@@ -51,9 +52,21 @@ pub struct TrustArgs {
     /// validity windows. Adds a timeline of which version produced which batches.
     #[arg(long)]
     pub policy: Option<PathBuf>,
-    /// With --max-silence: the time to judge freshness at (RFC 3339; default: now).
-    #[arg(long, requires = "max_silence")]
+    /// The verification time (RFC 3339; default: now): freshness is judged at it, and a batch
+    /// sealed later than it by more than --max-skew is a finding.
+    #[arg(long)]
     pub now: Option<String>,
+    /// How far a batch's sealed_at may lie after the verification time (signers' clocks drift),
+    /// e.g. 30s, 5m.
+    #[arg(long, default_value = "5m", value_parser = teelog_core::timestamp::parse_duration)]
+    pub max_skew: i64,
+    /// A stream that must be present; repeat for several. One with no batch that verifies is a
+    /// finding (`missing_stream`).
+    #[arg(long = "expect-stream")]
+    pub expect_streams: Vec<String>,
+    /// Input with no batch at all is OK (by default it is `nothing_verified`, exit 1).
+    #[arg(long)]
+    pub allow_empty: bool,
     /// A stream whose newest batch (heartbeats count) is older than this is `stale_stream`,
     /// e.g. 30s, 10m, 2h, 1d.
     #[arg(long, value_parser = teelog_core::timestamp::parse_duration)]
@@ -66,10 +79,25 @@ pub struct TrustArgs {
 
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let report = verify(args)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    finish(&report, args.json, &args.trust)
+}
+
+/// Prints `report` and gives the exit code: 0 OK, 1 findings, 2 when the batches need a trusted
+/// key the caller did not give (a usage error, not evidence of forgery).
+pub fn finish(report: &Report, json: bool, trust: &TrustArgs) -> anyhow::Result<ExitCode> {
+    if trust.pubkey.is_empty() && !report.keys_needed.is_empty() {
+        let mut keys = report.keys_needed.join(", ");
+        if report.keys_needed.len() >= teelog_core::verify::MAX_LISTED {
+            keys.push_str(", …");
+        }
+        bail!(
+            "batches are signed by keys that no attestation document binds ({keys}): pass --pubkey FILE with each signer's public key (e.g. public-key.pem of its identity), or --trust-root for attested batches"
+        );
+    }
+    if json {
+        println!("{}", serde_json::to_string(report)?);
     } else {
-        print_human(&report);
+        print_human(report);
     }
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -79,21 +107,32 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         bail!("nothing to verify: give batch files, `-` for stdin, or --store DIR");
     }
     let mut verifier = verifier(&args.trust)?;
-    let mut sources: Vec<PathBuf> = args.files.clone();
-    if let Some(dir) = &args.store {
-        let segments = teelog_store::segments(dir)?;
-        if segments.is_empty() {
-            bail!("{}: no store segments here", dir.display());
-        }
-        sources.extend(segments);
-    }
-    for path in &sources {
+    for path in &args.files {
         let name = path.display().to_string();
         if name == "-" {
             feed(&mut verifier, io::stdin().lock(), "stdin", args.max_line_bytes)?;
         } else {
             let file = File::open(path).with_context(|| format!("cannot read {name}"))?;
             feed(&mut verifier, BufReader::with_capacity(1 << 20, file), &name, args.max_line_bytes)?;
+        }
+    }
+    if let Some(dir) = &args.store {
+        let segments = teelog_store::segments(dir)?;
+        if segments.is_empty() {
+            bail!("{}: no store segments here", dir.display());
+        }
+        for path in &segments {
+            let name = path.display().to_string();
+            match teelog_store::open_segment_to_read(path) {
+                Ok(file) => {
+                    feed(&mut verifier, BufReader::with_capacity(1 << 20, file), &name, args.max_line_bytes)?
+                }
+                // Whoever controls the store can plant one; it is a finding, and the rest is read.
+                Err(e @ teelog_store::StoreError::NotRegular { .. }) => {
+                    verifier.push_malformed(Origin { source: &name, line: 0 }, &e.to_string())
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot read {name}")),
+            }
         }
     }
     Ok(verifier.finish())
@@ -107,18 +146,24 @@ pub fn verifier(args: &TrustArgs) -> anyhow::Result<Verifier> {
         other => other.map(str::to_ascii_lowercase),
     };
     let trust = Trust::load(&args.pubkey, &args.trust_root, args.policy.as_deref(), args.allow_debug)?;
-    let freshness = match args.max_silence {
-        None => None,
-        Some(max_silence) => {
-            let now = match &args.now {
-                Some(text) => parse_rfc3339(text).context("--now")?,
-                None => crate::sign::now(),
-            };
-            Some(Freshness { now, max_silence })
-        }
+    let now = match &args.now {
+        Some(text) => parse_rfc3339(text).context("--now")?,
+        None => crate::sign::now(),
     };
-    let options =
-        VerifyOptions { trusted_keys: trust.keys, expect_measurement, policy: trust.policy, freshness };
+    let freshness = args.max_silence.map(|max_silence| Freshness { now, max_silence });
+    for stream in &args.expect_streams {
+        teelog_core::batch::check_stream_name(stream).context("--expect-stream")?;
+    }
+    let options = VerifyOptions {
+        trusted_keys: trust.keys,
+        expect_measurement,
+        policy: trust.policy,
+        freshness,
+        now: Some(now),
+        max_skew: Some(args.max_skew),
+        allow_empty: args.allow_empty,
+        expect_streams: args.expect_streams.clone(),
+    };
     Ok(Verifier::new(options).with_attestation(Box::new(trust.attestation)))
 }
 
@@ -171,7 +216,8 @@ fn feed(
     while let Some((n, line)) = reader.next_line().with_context(|| format!("cannot read {name}"))? {
         let origin = Origin { source: name, line: n };
         match line {
-            Line::Complete(bytes) | Line::Unterminated(bytes) => verifier.push_line(origin, bytes),
+            Line::Complete(bytes) => verifier.push_line(origin, bytes),
+            Line::Unterminated(bytes) => verifier.push_unterminated(origin, bytes),
             Line::TooLong => verifier.push_malformed(
                 origin,
                 &format!("line is longer than {max_line_bytes} bytes (--max-line-bytes)"),
@@ -181,14 +227,17 @@ fn feed(
     Ok(())
 }
 
+/// The report as text. Every field that can carry text from the input is escaped, so that no
+/// input can start a line of its own or make one read like another.
 pub fn print_human(report: &Report) {
+    let safe = |text: &str| escape_controls(text).into_owned();
     for f in &report.findings {
         let mut place = String::new();
         if let Some(stream) = &f.stream {
-            place.push_str(&format!(" stream={stream}"));
+            place.push_str(&format!(" stream={}", safe(stream)));
         }
         if let Some(epoch) = &f.epoch {
-            place.push_str(&format!(" epoch={epoch}"));
+            place.push_str(&format!(" epoch={}", safe(epoch)));
         }
         if let Some(seq) = f.seq {
             place.push_str(&format!(" seq={seq}"));
@@ -196,7 +245,10 @@ pub fn print_human(report: &Report) {
         if let Some(index) = f.record_index {
             place.push_str(&format!(" record={index}"));
         }
-        println!("FAIL {}{place}\n     {}", f.kind.name(), f.detail);
+        println!("FAIL {}{place}\n     {}", f.kind.name(), safe(&f.detail));
+    }
+    for (kind, count) in &report.omitted_findings {
+        println!("FAIL {} … and {count} more not listed", kind.name());
     }
     let counts = format!(
         "{} batches, {} records, {} duplicate lines",
@@ -209,12 +261,41 @@ pub fn print_human(report: &Report) {
             run.stream,
             run.from,
             run.to,
-            run.version.as_deref().unwrap_or("(unlisted)"),
+            safe(run.version.as_deref().unwrap_or("(unlisted)")),
             run.platform,
             run.measurement,
             run.batches,
             run.first,
             run.last
+        );
+    }
+    for epoch in &report.trust {
+        let basis = match epoch.basis {
+            TrustBasis::PinnedVendorRoot => "a vendor root pinned in teelog",
+            TrustBasis::DevRoot => "a dev root given with --trust-root (not hardware-backed)",
+            TrustBasis::TpmEnrollmentCa => "a TPM enrollment CA given with --trust-root",
+            TrustBasis::BarePublicKey => "a public key given with --pubkey (no attestation)",
+        };
+        println!(
+            "KEY  stream={} epoch={}  {} batches  {}  key {}  rests on {basis}",
+            epoch.stream,
+            safe(&epoch.epoch),
+            epoch.batches,
+            epoch.platform,
+            epoch.key_id
+        );
+    }
+    if report.torn_writes > 0 {
+        println!(
+            "NOTE {} torn last lines (a crash mid-write) are the start of batches written again in full: nothing lost",
+            report.torn_writes
+        );
+    }
+    if !report.unreferenced_documents.is_empty() {
+        println!(
+            "NOTE {} attestation documents are named by no batch and prove nothing: {}",
+            report.unreferenced_documents.len(),
+            report.unreferenced_documents.join(", ")
         );
     }
     if report.dev_attested > 0 {
@@ -226,6 +307,7 @@ pub fn print_human(report: &Report) {
     if report.ok {
         println!("OK   {counts}: every batch verified, no gaps, chain intact");
     } else {
-        println!("FAIL {counts}: {} findings", report.findings.len());
+        let listed = report.findings.len() as u64 + report.omitted_findings.values().sum::<u64>();
+        println!("FAIL {counts}: {listed} findings");
     }
 }

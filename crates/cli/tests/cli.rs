@@ -78,9 +78,14 @@ fn sign_verify_and_continue_the_stream() {
     assert!(sign(&records(20..30)).status.success());
     let (code, report) = verify_json(&f, &["--store", s(&store), "--expect-measurement", "abcd01"]);
     assert_eq!(code, 0, "{report}");
+    let epoch = report["trust"][0]["epoch"].clone();
+    let key_id = report["trust"][0]["key_id"].clone();
     assert_eq!(
         report,
-        serde_json::json!({"ok": true, "batches": 5, "records": 30, "duplicates": 0, "findings": []})
+        serde_json::json!({"ok": true, "batches": 5, "records": 30, "duplicates": 0, "findings": [],
+            "torn_writes": 0, "unreferenced_documents": [],
+            "trust": [{"stream": "default", "epoch": epoch, "basis": "bare_public_key", "platform": "software",
+                       "key_id": key_id, "batches": 5}]})
     );
 
     // Both runs wrote one epoch, seq 1..5, each batch linked to the one before.

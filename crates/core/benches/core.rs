@@ -75,6 +75,7 @@ fn per_record(c: &mut Criterion) {
                     expect_measurement: None,
                     policy: None,
                     freshness: None,
+                    ..VerifyOptions::default()
                 })
             },
             |mut verifier| {

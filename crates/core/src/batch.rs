@@ -135,6 +135,9 @@ impl Header {
         if self.seq == 0 {
             return Err(field_err("seq", "sequence numbers start at 1"));
         }
+        if self.seq > crate::canon::MAX_EXACT_INTEGER {
+            return Err(field_err("seq", format!("{} is above the largest seq, 2^53", self.seq)));
+        }
         if let Some(prev) = &self.prev {
             check_hex("prev", prev, Some(64))?;
         }
@@ -471,7 +474,8 @@ pub(crate) struct LineFields<'a> {
     pub v: Option<u64>,
     #[serde(borrow)]
     pub header: Option<&'a RawValue>,
-    pub sig: Option<String>,
+    /// Borrowed, so that its exact spelling can be checked (a string with escapes is refused).
+    pub sig: Option<&'a str>,
     pub hints: Option<&'a str>,
     #[serde(borrow)]
     pub records: Option<Vec<&'a RawValue>>,
@@ -549,13 +553,22 @@ pub struct ParsedBatch<'a> {
     records: Vec<&'a RawValue>,
 }
 
+/// What the records of a batch line say against its signed header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsCheck {
+    pub status: RecordsStatus,
+    /// Why the line's `hints` are not exactly the ones the header's `hints` digest commits to,
+    /// if they are not: they are unsigned bytes otherwise.
+    pub hints_problem: Option<String>,
+}
+
 impl<'a> ParsedBatch<'a> {
     /// Parses a whole line, which must be a teelog batch.
     pub fn parse(line: &'a [u8]) -> Result<Self, String> {
         let fields: LineFields<'a> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
         match (fields.v, fields.header, fields.sig, fields.hints, fields.records) {
             (Some(FORMAT_VERSION), Some(header), Some(sig), Some(hints), Some(records)) => {
-                Self::from_parts(header, &sig, hints, records)
+                Self::from_parts(header, sig, hints, records)
             }
             _ => Err("not a teelog batch line".into()),
         }
@@ -563,15 +576,57 @@ impl<'a> ParsedBatch<'a> {
 
     pub(crate) fn from_parts(
         header_raw: &'a RawValue,
-        sig_b64: &str,
+        sig_text: &'a str,
         hints: &'a str,
         records: Vec<&'a RawValue>,
     ) -> Result<Self, String> {
         let header_bytes = header_raw.get().as_bytes();
         let header: Header = serde_json::from_slice(header_bytes).map_err(|e| format!("header: {e}"))?;
         header.validate().map_err(|e| e.to_string())?;
-        let sig = B64.decode(sig_b64).map_err(|e| format!("sig: not base64: {e}"))?;
+        let sig = B64.decode(sig_text).map_err(|e| format!("sig: not base64: {e}"))?;
         Ok(Self { header_hash: sha256(header_bytes), header, header_bytes, sig, hints, records })
+    }
+
+    /// Where `line` (the line this batch was parsed from) departs from the one layout of
+    /// docs/FORMAT.md §7, if it does. Every byte outside the signed header and the hashed records
+    /// must be the fixed framing, the signature's one base64 spelling or the hints (checked by
+    /// [`check_records`](Self::check_records)): white space, another member order or another
+    /// spelling would be bytes that nothing signs.
+    pub fn layout_deviation(&self, line: &[u8]) -> Option<String> {
+        let canonical_sig = B64.encode(&self.sig);
+        // (bytes, whether they are a part of the line itself, what they are)
+        let mut pieces: Vec<(&[u8], bool, &str)> = vec![
+            (b"{\"v\":1,\"header\":", false, "the line's opening"),
+            (self.header_bytes, true, "the header"),
+            (b",\"sig\":\"", false, "the sig member"),
+            (canonical_sig.as_bytes(), false, "the signature in its one base64 spelling"),
+            (b"\",\"hints\":\"", false, "the hints member"),
+            (self.hints.as_bytes(), true, "the hints"),
+            (b"\",\"records\":[", false, "the records member"),
+        ];
+        for (i, record) in self.records.iter().enumerate() {
+            if i > 0 {
+                pieces.push((b",", false, "a single comma between records"));
+            }
+            pieces.push((record.get().as_bytes(), true, "a record"));
+        }
+        pieces.push((b"]}", false, "the line's end"));
+        let mut at = 0;
+        for (piece, borrowed, what) in pieces {
+            // A piece taken from the line must be the bytes right here, not an equal copy elsewhere.
+            let here = if borrowed {
+                offset_in(line, piece) == Some(at)
+            } else {
+                line.get(at..).is_some_and(|rest| rest.starts_with(piece))
+            };
+            if !here {
+                return Some(format!(
+                    "byte {at} of the line is not {what} where docs/FORMAT.md §7 puts it: the line holds bytes no signature covers"
+                ));
+            }
+            at += piece.len();
+        }
+        (at != line.len()).then(|| format!("{} bytes follow the batch line's end", line.len() - at))
     }
 
     /// Checks the signature against the trusted key the header names.
@@ -595,18 +650,29 @@ impl<'a> ParsedBatch<'a> {
         SignedHeader { header_bytes: self.header_bytes.to_vec(), sig: self.sig.clone() }
     }
 
-    /// Checks the records against the signed count and Merkle root, and when they do not
-    /// match, locates the changed records with the hints.
-    pub fn records_status(&self) -> RecordsStatus {
+    /// Checks the records against the signed count and Merkle root, and the hints against the
+    /// signed hints digest; when the records do not match, locates the changed ones with the
+    /// hints.
+    pub fn check_records(&self) -> RecordsCheck {
         let header = &self.header;
         let count_ok = self.records.len() as u64 == header.count;
         if count_ok {
             let mut merkle = MerkleBuilder::new();
+            let mut hints = Vec::with_capacity(self.records.len() * HINT_LEN);
             for record in &self.records {
-                merkle.push_leaf_hash(leaf_hash(record.get().as_bytes()));
+                let leaf = leaf_hash(record.get().as_bytes());
+                merkle.push_leaf_hash(leaf);
+                hints.extend_from_slice(&leaf[..HINT_LEN]);
             }
             if hex::encode(merkle.root()) == header.root {
-                return RecordsStatus::Intact;
+                let hints_problem = if hex::encode(sha256(&hints)) != header.hints {
+                    Some("the header's hints digest does not match its own records".to_string())
+                } else if hex::encode(&hints) != self.hints {
+                    Some("the line's hints are not the records' hints that the header signs".to_string())
+                } else {
+                    None
+                };
+                return RecordsCheck { status: RecordsStatus::Intact, hints_problem };
             }
         }
         let what = if count_ok {
@@ -619,19 +685,27 @@ impl<'a> ParsedBatch<'a> {
                 let present: Vec<[u8; HINT_LEN]> =
                     self.records.iter().map(|r| hint_of(r.get().as_bytes())).collect();
                 let (record_index, how) = locate(&signed, &present);
-                RecordsStatus::Tampered { record_index, detail: format!("{what}: {how}") }
+                let status = RecordsStatus::Tampered { record_index, detail: format!("{what}: {how}") };
+                RecordsCheck { status, hints_problem: None }
             }
-            None => RecordsStatus::Tampered {
-                record_index: None,
-                detail: format!(
-                    "{what}, and the record hints were altered too, so the change cannot be located"
-                ),
+            None => RecordsCheck {
+                status: RecordsStatus::Tampered {
+                    record_index: None,
+                    detail: format!(
+                        "{what}, and the record hints were altered too, so the change cannot be located"
+                    ),
+                },
+                // Said in the record_tampered detail.
+                hints_problem: None,
             },
         }
     }
 
-    /// The hints of the line, if they are the ones the header signed.
+    /// The hints of the line, if they are the ones the header signed, in their one spelling.
     fn signed_hints(&self) -> Option<Vec<[u8; HINT_LEN]>> {
+        if !self.hints.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return None;
+        }
         let bytes = hex::decode(self.hints).ok()?;
         let expected_len = self.header.count.checked_mul(HINT_LEN as u64)?;
         if bytes.len() as u64 != expected_len || hex::encode(sha256(&bytes)) != self.header.hints {
@@ -643,6 +717,21 @@ impl<'a> ParsedBatch<'a> {
     pub fn signature(&self) -> &[u8] {
         &self.sig
     }
+
+    /// What identifies this batch among copies of it: the signed header and its signature in
+    /// the one low-S form, so that a copy whose signature was malleated is the same batch.
+    pub fn identity(&self) -> Digest {
+        let alg = self.header.sig_alg().unwrap_or(SigAlg::Es256);
+        let mut id = self.header_hash.to_vec();
+        id.extend_from_slice(&crate::crypto::normalize_signature(alg, &self.sig));
+        sha256(&id)
+    }
+}
+
+/// Where `piece` starts within `line`, if it is a part of it.
+fn offset_in(line: &[u8], piece: &[u8]) -> Option<usize> {
+    let (base, start) = (line.as_ptr() as usize, piece.as_ptr() as usize);
+    (start >= base && start + piece.len() <= base + line.len()).then(|| start - base)
 }
 
 #[cfg(test)]

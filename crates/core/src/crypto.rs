@@ -197,6 +197,101 @@ impl PublicKey {
     }
 }
 
+/// The order n of the P-256 group, big-endian.
+const P256_ORDER: [u8; 32] = hex_literal(b"ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
+/// The order n of the P-384 group, big-endian.
+const P384_ORDER: [u8; 48] = hex_literal(
+    b"ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973",
+);
+
+const fn hex_literal<const N: usize>(text: &[u8]) -> [u8; N] {
+    const fn nibble(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            _ => c - b'a' + 10,
+        }
+    }
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = nibble(text[2 * i]) << 4 | nibble(text[2 * i + 1]);
+        i += 1;
+    }
+    out
+}
+
+/// The one low-S form of an r || s ECDSA signature: `s` replaced by `n - s` when it is above
+/// `n / 2`. Both forms verify, so a copy of a batch with the other one is the same batch
+/// (docs/FORMAT.md §8). Anything that is not a signature of `alg`'s width comes back unchanged.
+pub fn normalize_signature(alg: SigAlg, sig: &[u8]) -> Vec<u8> {
+    let order: &[u8] = match alg {
+        SigAlg::Es256 => &P256_ORDER,
+        SigAlg::Es384 => &P384_ORDER,
+    };
+    let width = order.len();
+    let mut out = sig.to_vec();
+    if sig.len() != 2 * width {
+        return out;
+    }
+    let s = &sig[width..];
+    // s > n / 2 exactly when s > n - s.
+    if let Some(n_minus_s) = order_minus(order, s).filter(|n_minus_s| s > n_minus_s.as_slice()) {
+        out[width..].copy_from_slice(&n_minus_s);
+    }
+    out
+}
+
+/// `order - s` for big-endian numbers of one width, or `None` when `s` exceeds `order`.
+fn order_minus(order: &[u8], s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; order.len()];
+    let mut borrow = 0i16;
+    for i in (0..order.len()).rev() {
+        let d = i16::from(order[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(d < 0);
+        out[i] = d.rem_euclid(256) as u8;
+    }
+    (borrow == 0).then_some(out)
+}
+
+/// An r || s signature from the DER `SEQUENCE { INTEGER r, INTEGER s }` of a curve whose
+/// scalars are `width` bytes, or `None` if it is not one.
+pub fn der_to_p1363(der: &[u8], width: usize) -> Option<Vec<u8>> {
+    fn integer(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (&tag, rest) = bytes.split_first()?;
+        let (&len, rest) = rest.split_first()?;
+        let len = usize::from(len);
+        if tag != 0x02 || len > 0x7f || rest.len() < len {
+            return None;
+        }
+        Some(rest.split_at(len))
+    }
+    let (&tag, rest) = der.split_first()?;
+    let (&len, body) = rest.split_first()?;
+    let body = match len {
+        0x81 => body.split_first().filter(|(l, b)| usize::from(**l) == b.len()).map(|(_, b)| b)?,
+        l if l < 0x80 && usize::from(l) == body.len() => body,
+        _ => return None,
+    };
+    if tag != 0x30 {
+        return None;
+    }
+    let (r, rest) = integer(body)?;
+    let (s, rest) = integer(rest)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let mut out = vec![0u8; 2 * width];
+    let (r_slot, s_slot) = out.split_at_mut(width);
+    for (value, slot) in [(r, r_slot), (s, s_slot)] {
+        let value = &value[value.iter().position(|&b| b != 0).unwrap_or(value.len())..];
+        if value.len() > width {
+            return None;
+        }
+        slot[width - value.len()..].copy_from_slice(value);
+    }
+    Some(out)
+}
+
 /// Re-encodes r || s as the DER `SEQUENCE { INTEGER r, INTEGER s }`.
 pub fn p1363_to_der(sig: &[u8]) -> Vec<u8> {
     let (r, s) = sig.split_at(sig.len() / 2);
@@ -309,6 +404,28 @@ mod tests {
         assert_eq!(PublicKey::from_spki_der(&ed25519), Err(KeyError::UnsupportedPublicKey));
         assert_eq!(PublicKey::from_pem(b"hello"), Err(KeyError::NoPem("PUBLIC KEY")));
         assert!(matches!(SoftwareKey::from_pkcs8_pem(b"junk"), Err(KeyError::NoPem(_))));
+    }
+
+    #[test]
+    fn a_malleated_signature_normalises_to_the_original() {
+        for alg in [SigAlg::Es256, SigAlg::Es384] {
+            let key = SoftwareKey::from_pkcs8(alg, &SoftwareKey::generate_pkcs8(alg).unwrap()).unwrap();
+            let order: &[u8] = if alg == SigAlg::Es256 { &P256_ORDER } else { &P384_ORDER };
+            let width = order.len();
+            for _ in 0..8 {
+                let sig = key.sign(b"m").unwrap();
+                // The other signature that verifies: (r, n - s).
+                let mut other = sig.clone();
+                other[width..].copy_from_slice(&order_minus(order, &sig[width..]).unwrap());
+                assert!(key.public().verify_p1363(b"m", &other), "ring accepts both forms");
+                assert_ne!(sig, other);
+                assert_eq!(normalize_signature(alg, &sig), normalize_signature(alg, &other));
+                let der = p1363_to_der(&other);
+                assert_eq!(der_to_p1363(&der, width).as_deref(), Some(other.as_slice()));
+            }
+        }
+        assert_eq!(normalize_signature(SigAlg::Es256, b"short"), b"short");
+        assert_eq!(der_to_p1363(&[0x30, 0x00], 32), None);
     }
 
     #[test]

@@ -198,13 +198,13 @@ impl Gate {
         else {
             return malformed("not a teelog batch line (v 1 with header, sig, hints and records)");
         };
-        match ParsedBatch::from_parts(header, &sig, hints, records) {
-            Ok(batch) => Checked::Batch(self.check_batch(origin, &batch)),
+        match ParsedBatch::from_parts(header, sig, hints, records) {
+            Ok(batch) => Checked::Batch(self.check_batch(origin, line, &batch)),
             Err(detail) => malformed(&detail),
         }
     }
 
-    fn check_batch(&mut self, origin: Origin<'_>, batch: &ParsedBatch<'_>) -> BatchVerdict {
+    fn check_batch(&mut self, origin: Origin<'_>, line: &[u8], batch: &ParsedBatch<'_>) -> BatchVerdict {
         let h = &batch.header;
         let origin = origin.to_string();
         let mut findings = Vec::new();
@@ -233,7 +233,7 @@ impl Gate {
                             if let (SignatureStatus::Valid, Some(detail)) = (&status, broken_link) {
                                 finding(FindingKind::ChainBreak, None, &detail);
                             }
-                            (Some(status), Some((key.platform.clone(), key.measurement.clone())))
+                            (Some(status), Some(key.clone()))
                         }
                     }
                 }
@@ -246,12 +246,16 @@ impl Gate {
             Some(SignatureStatus::Invalid(why)) => finding(FindingKind::InvalidSignature, None, why),
             Some(SignatureStatus::Valid) => {
                 valid = true;
-                if let RecordsStatus::Tampered { record_index, detail } = batch.records_status() {
+                let checked = batch.check_records();
+                if let RecordsStatus::Tampered { record_index, detail } = checked.status {
                     finding(FindingKind::RecordTampered, record_index, &detail);
                     valid = false;
                 }
-                let measured = attested.as_ref().map(|(p, m)| (p.as_str(), m.as_str()));
-                if let Some(detail) = judge_measurement(&self.options, h, measured).objection {
+                for problem in [batch.layout_deviation(line), checked.hints_problem].into_iter().flatten() {
+                    finding(FindingKind::UnsignedContent, None, &problem);
+                    valid = false;
+                }
+                if let Some(detail) = judge_measurement(&self.options, h, attested.as_ref()).objection {
                     finding(FindingKind::UnexpectedMeasurement, None, &detail);
                 }
             }

@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod canon;
 pub mod crypto;
+pub mod display;
 pub mod gate;
 pub mod merkle;
 pub mod policy;
@@ -16,4 +17,4 @@ pub mod verify;
 
 pub use batch::{BatchBuilder, ChainHead, Header, HeaderSigner, SealError, Sealed, SoftwareSigner};
 pub use crypto::{KeyError, PublicKey, SigAlg, SoftwareKey};
-pub use verify::{Finding, FindingKind, Freshness, Origin, Report, Verifier, VerifyOptions};
+pub use verify::{Finding, FindingKind, Freshness, Origin, Report, TrustBasis, Verifier, VerifyOptions};

@@ -5,7 +5,8 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::batch::{RecordsStatus, SignatureStatus};
-use crate::crypto::PublicKey;
+use crate::canon::MAX_EXACT_INTEGER;
+use crate::crypto::{der_to_p1363, normalize_signature, PublicKey};
 use crate::merkle::{sha256, Digest};
 
 #[derive(Deserialize)]
@@ -20,8 +21,11 @@ struct Payload {
 pub(crate) struct CheckedSeedBatch {
     pub sequence: u64,
     pub thumbprint: String,
-    /// SHA-256 over payload and signature: identifies an exact copy.
+    /// SHA-256 over payload and the signature in its one low-S r || s form: identifies a copy,
+    /// whatever encoding of the signature it carries.
     pub identity: Digest,
+    /// Id of the trusted key the signature verifies under (empty when none).
+    pub key_id: String,
     pub payload_hash: Digest,
     pub measurement: String,
     pub record_count: u64,
@@ -30,9 +34,7 @@ pub(crate) struct CheckedSeedBatch {
 }
 
 fn decode_b64(field: &str, text: &str) -> Result<Vec<u8>, String> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| format!("{field}: not base64: {e}"))
+    base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("{field}: not base64: {e}"))
 }
 
 pub(crate) fn check_seed_batch(
@@ -46,17 +48,19 @@ pub(crate) fn check_seed_batch(
     let sig = decode_b64("SignatureBase64", signature_b64)?;
     let payload: Payload = serde_json::from_slice(&payload_bytes)
         .map_err(|e| format!("PayloadBase64: not a SignedLogBatch payload: {e}"))?;
+    if outer_sequence == 0 || outer_sequence > MAX_EXACT_INTEGER {
+        return Err(format!("Sequence {outer_sequence} is outside 1 to 2^53"));
+    }
     if payload.sequence != outer_sequence {
         return Err(format!(
             "Sequence {outer_sequence} does not match the signed payload's sequence {}",
             payload.sequence
         ));
     }
-    let valid = trusted.iter().any(|k| k.verify_sha256_any_encoding(&payload_bytes, &sig));
-    let signature = if valid {
-        SignatureStatus::Valid
-    } else {
-        SignatureStatus::Invalid("payload signature does not verify under any trusted key".into())
+    let signer = trusted.iter().find(|k| k.verify_sha256_any_encoding(&payload_bytes, &sig));
+    let signature = match signer {
+        Some(_) => SignatureStatus::Valid,
+        None => SignatureStatus::Invalid("payload signature does not verify under any trusted key".into()),
     };
     let records = if payload.records.len() as u64 == payload.record_count {
         RecordsStatus::Intact
@@ -75,11 +79,19 @@ pub(crate) fn check_seed_batch(
         other => other.to_string(),
     };
     let mut identity_input = payload_bytes.clone();
-    identity_input.extend_from_slice(&sig);
+    identity_input.extend_from_slice(&match signer {
+        Some(key) => {
+            let width = key.alg().signature_len() / 2;
+            let p1363 = if sig.len() == 2 * width { Some(sig.clone()) } else { der_to_p1363(&sig, width) };
+            p1363.map_or(sig, |p| normalize_signature(key.alg(), &p))
+        }
+        None => sig,
+    });
     Ok(CheckedSeedBatch {
         sequence: payload.sequence,
         thumbprint: thumbprint.to_string(),
         identity: sha256(&identity_input),
+        key_id: signer.map(PublicKey::id_hex).unwrap_or_default(),
         payload_hash: sha256(&payload_bytes),
         measurement,
         record_count: payload.record_count,

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use crate::batch::RecordsCheck;
+
 use serde::Serialize;
 
 use crate::batch::{Header, LineFields, ParsedBatch, RecordsStatus, SignatureStatus, SignedHeader};
@@ -29,6 +31,10 @@ pub enum FindingKind {
     Malformed,
     UntrustedAttestation,
     StaleStream,
+    UnsignedContent,
+    TimeAnomaly,
+    NothingVerified,
+    MissingStream,
 }
 
 impl FindingKind {
@@ -43,6 +49,10 @@ impl FindingKind {
             FindingKind::Malformed => "malformed",
             FindingKind::UntrustedAttestation => "untrusted_attestation",
             FindingKind::StaleStream => "stale_stream",
+            FindingKind::UnsignedContent => "unsigned_content",
+            FindingKind::TimeAnomaly => "time_anomaly",
+            FindingKind::NothingVerified => "nothing_verified",
+            FindingKind::MissingStream => "missing_stream",
         }
     }
 }
@@ -60,14 +70,12 @@ pub struct Finding {
 impl Finding {
     /// A line at `origin` that is not a batch that can be judged.
     pub(crate) fn malformed(origin: Origin<'_>, detail: &str) -> Self {
-        Finding {
-            kind: FindingKind::Malformed,
-            stream: None,
-            epoch: None,
-            seq: None,
-            record_index: None,
-            detail: format!("{origin}: {detail}"),
-        }
+        Self::unplaced(FindingKind::Malformed, format!("{origin}: {detail}"))
+    }
+
+    /// A finding that belongs to no batch.
+    pub(crate) fn unplaced(kind: FindingKind, detail: String) -> Self {
+        Finding { kind, stream: None, epoch: None, seq: None, record_index: None, detail }
     }
 
     /// A finding about the batch with header `h`, found in the line at `origin`.
@@ -96,13 +104,41 @@ pub struct Report {
     pub records: u64,
     pub duplicates: u64,
     pub findings: Vec<Finding>,
+    /// Findings beyond [`MAX_FINDINGS_PER_KIND`] of one kind: counted, not listed, so that
+    /// hostile input cannot make the report grow without bound.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub omitted_findings: BTreeMap<FindingKind, u64>,
+    /// Torn last lines (a crash mid-write) whose bytes are the start of a batch line that
+    /// verifies later in the input: the batch was written again, nothing was lost.
+    pub torn_writes: u64,
+    /// SHA-256 (hex) of attestation documents that no batch names: they are evidence of
+    /// nothing (at most [`MAX_LISTED`]).
+    pub unreferenced_documents: Vec<String>,
+    /// What the trust in each epoch's batches rests on.
+    pub trust: Vec<EpochTrust>,
     /// Batches whose key a dev root vouches for (not hardware-backed); shown to people, not in
     /// the JSON report.
     #[serde(skip)]
     pub dev_attested: u64,
+    /// Key ids of batches with no attestation document when no `--pubkey` was given: the
+    /// caller's usage error, not evidence of forgery (at most [`MAX_LISTED`]).
+    #[serde(skip)]
+    pub keys_needed: Vec<String>,
     /// Which code produced which batches, per stream in time order; present with a policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<TimelineEntry>>,
+}
+
+/// What one epoch's validly signed batches rest on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EpochTrust {
+    pub stream: String,
+    pub epoch: String,
+    pub basis: TrustBasis,
+    /// aws-nitro, tpm, dev, … or software for a bare key.
+    pub platform: String,
+    pub key_id: String,
+    pub batches: u64,
 }
 
 /// A run of consecutive batches of one stream signed by code with one measurement.
@@ -159,7 +195,38 @@ pub struct VerifyOptions {
     /// A stream whose newest valid batch was sealed longer before `now` than `max_silence` is
     /// `stale_stream`: signers send heartbeats, so silence means the tail may be cut off.
     pub freshness: Option<Freshness>,
+    /// The verification time: a batch sealed more than `max_skew` after it is `time_anomaly`
+    /// (a signer's clock belongs to the host). `None` skips the check.
+    pub now: Option<UnixNanos>,
+    /// How far ahead of `now` a `sealed_at` may be; `None` means [`DEFAULT_MAX_SKEW`].
+    pub max_skew: Option<UnixNanos>,
+    /// Input without any validly signed batch is OK (for scripts that expect none); otherwise it
+    /// is `nothing_verified`.
+    pub allow_empty: bool,
+    /// Streams that must be present: one without a validly signed batch is `missing_stream`.
+    pub expect_streams: Vec<String>,
 }
+
+/// How far a `sealed_at` may lie after the verification time by default: 5 minutes.
+pub const DEFAULT_MAX_SKEW: UnixNanos = 5 * 60 * 1_000_000_000;
+
+/// Findings listed per kind; the rest are counted in [`Report::omitted_findings`].
+pub const MAX_FINDINGS_PER_KIND: usize = 1000;
+/// Entries of the report's lists (unreferenced documents, keys needed).
+pub const MAX_LISTED: usize = 1000;
+/// Seqs of batches whose signature failed, remembered so that they are not reported again as
+/// gaps; beyond, they are (more findings, never fewer).
+const MAX_UNTRUSTED_SEQS: usize = 1 << 20;
+/// Identities of lines that did not verify, remembered to count their copies as duplicates;
+/// beyond, each copy is reported again (within the findings cap).
+const MAX_UNVERIFIED_IDENTITIES: usize = 1 << 16;
+/// Documents that did not verify, kept to name why in the findings of the batches that cite them.
+const MAX_FAILED_DOCUMENTS: usize = 4096;
+/// Bytes of batches held while they wait for an attestation document later in the input.
+const MAX_PENDING_BYTES: usize = 64 << 20;
+/// Torn last lines held until a batch that they begin turns up, and their bytes.
+const MAX_TORN: usize = 256;
+const MAX_TORN_BYTES: usize = 32 << 20;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Freshness {
@@ -201,7 +268,8 @@ pub enum TrustBasis {
 }
 
 /// Verifies attestation documents (chain to pinned roots, signature, binding): the attestation
-/// providers plug in here, so that the core stays free of any one TEE's formats.
+/// providers plug in here, so that the core stays free of any one TEE's formats. A verdict must
+/// depend on the document alone, so that it can be given as soon as the document is read.
 pub trait AttestationVerifier {
     /// The key the document binds, or why the document is not trusted.
     fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, String>;
@@ -212,7 +280,12 @@ struct Candidate {
     origin: String,
     header: Header,
     header_hash: Digest,
+    /// What tells copies of it apart: the signed header and low-S signature when the records are
+    /// intact, all of the line's bytes when they are not.
+    identity: Digest,
     records: RecordsStatus,
+    /// Why bytes of its line are covered by no signature; findings only if the signature holds.
+    unsigned: Vec<String>,
 }
 
 /// A validly signed batch as the chain check needs it.
@@ -221,6 +294,7 @@ struct Slot {
     header_hash: Digest,
     prev: Option<String>,
     origin: String,
+    sealed_at: UnixNanos,
 }
 
 #[derive(Debug, Default)]
@@ -230,22 +304,55 @@ struct EpochState {
     slots: BTreeMap<u64, Vec<Slot>>,
     /// Seqs claimed only by batches whose signature failed (already reported).
     untrusted: BTreeSet<u64>,
+    /// The keys of its validly signed batches, each with the lowest seq it signed: one, unless
+    /// someone else's key signed in this epoch.
+    keys: BTreeMap<String, u64>,
+    /// Whether its key is bound by an attestation document (a TEE key starts one epoch).
+    attested: bool,
+    trust: Option<(TrustBasis, String)>,
+}
+
+/// An attestation document from the input, verified as soon as it was read.
+struct Document {
+    verdict: Result<AttestedKey, String>,
+    named: bool,
+}
+
+/// A last line without its newline that is not a whole line: a write cut short, unless nothing
+/// in the input begins with it.
+struct Torn {
+    origin: String,
+    bytes: Vec<u8>,
+    /// The identity of the batch line it is the start of, once one turned up.
+    completed_by: Option<Digest>,
 }
 
 pub struct Verifier {
     options: VerifyOptions,
     attestation: Option<Box<dyn AttestationVerifier>>,
     /// Attestation documents seen, by the SHA-256 of their bytes.
-    documents: HashMap<Digest, Vec<u8>>,
-    /// Batches bound to an attestation document, checked once every document is in.
-    attested: Vec<(Candidate, SignedHeader)>,
+    documents: HashMap<Digest, Document>,
+    failed_documents: usize,
+    /// Batches that name a document not read yet, checked once every line is in.
+    pending: Vec<(Candidate, SignedHeader)>,
+    pending_bytes: usize,
+    /// Identities of validly signed, intact batches.
     seen: HashSet<Digest>,
+    /// Identities of the other batch lines, up to a bound.
+    seen_unverified: HashSet<Digest>,
+    untrusted_seqs: usize,
+    torn: Vec<Torn>,
+    torn_bytes: usize,
     epochs: BTreeMap<(String, String), EpochState>,
     findings: Vec<Finding>,
+    listed: BTreeMap<FindingKind, usize>,
+    omitted: BTreeMap<FindingKind, u64>,
     batches: u64,
     records: u64,
     duplicates: u64,
     dev_attested: u64,
+    torn_writes: u64,
+    keys_needed: BTreeSet<String>,
     timeline: Vec<TimelinePoint>,
 }
 
@@ -255,14 +362,24 @@ impl Verifier {
             options,
             attestation: None,
             documents: HashMap::new(),
-            attested: Vec::new(),
+            failed_documents: 0,
+            pending: Vec::new(),
+            pending_bytes: 0,
             seen: HashSet::new(),
+            seen_unverified: HashSet::new(),
+            untrusted_seqs: 0,
+            torn: Vec::new(),
+            torn_bytes: 0,
             epochs: BTreeMap::new(),
             findings: Vec::new(),
+            listed: BTreeMap::new(),
+            omitted: BTreeMap::new(),
             batches: 0,
             records: 0,
             duplicates: 0,
             dev_attested: 0,
+            torn_writes: 0,
+            keys_needed: BTreeSet::new(),
             timeline: Vec::new(),
         }
     }
@@ -273,9 +390,38 @@ impl Verifier {
         self
     }
 
-    /// Reports a line that could not even be read as a line (too long, not UTF-8, torn).
+    /// Keeps `finding`, unless [`MAX_FINDINGS_PER_KIND`] of its kind are kept already: then it
+    /// is only counted.
+    fn report(&mut self, finding: Finding) {
+        let listed = self.listed.entry(finding.kind).or_default();
+        if *listed < MAX_FINDINGS_PER_KIND {
+            *listed += 1;
+            self.findings.push(finding);
+        } else {
+            *self.omitted.entry(finding.kind).or_default() += 1;
+        }
+    }
+
+    /// Reports a line that could not even be read as a line (too long, not UTF-8, a file that
+    /// cannot be read).
     pub fn push_malformed(&mut self, origin: Origin<'_>, detail: &str) {
-        self.findings.push(Finding::malformed(origin, detail));
+        self.report(Finding::malformed(origin, detail));
+    }
+
+    /// Feeds the last line of an input that ends without a newline. A whole line is checked
+    /// like any other; anything else is a write cut short, which does no harm when a batch line
+    /// later in the input begins with exactly these bytes (the batch was written again), and is
+    /// `malformed` otherwise.
+    pub fn push_unterminated(&mut self, origin: Origin<'_>, line: &[u8]) {
+        let whole = serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok();
+        if whole || line.iter().all(u8::is_ascii_whitespace) {
+            return self.push_line(origin, line);
+        }
+        if self.torn.len() >= MAX_TORN || self.torn_bytes + line.len() > MAX_TORN_BYTES {
+            return self.push_malformed(origin, "a torn last line (more torn lines than the verifier holds)");
+        }
+        self.torn_bytes += line.len();
+        self.torn.push(Torn { origin: origin.to_string(), bytes: line.to_vec(), completed_by: None });
     }
 
     /// Feeds one line (without its newline). Blank lines are ignored.
@@ -296,21 +442,45 @@ impl Verifier {
             || fields.seed_payload.is_some()
             || fields.seed_signature.is_some()
             || fields.seed_thumbprint.is_some();
-        if let (Some(1), Some(document), false, false) =
-            (fields.v, &fields.attestation, fields.header.is_some(), seed)
-        {
-            return match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, document) {
-                Ok(bytes) => {
-                    self.documents.insert(sha256(&bytes), bytes);
-                }
-                Err(e) => self.push_malformed(origin, &format!("attestation: not base64: {e}")),
-            };
+        if let Some(document) = &fields.attestation {
+            return self.push_document(origin, line, document);
         }
         match (teelog, seed) {
             (true, false) => self.push_teelog(origin, line, fields),
             (false, true) => self.push_seed(origin, fields),
             _ => self.push_malformed(origin, "neither a teelog batch nor a SignedLogBatch"),
         }
+    }
+
+    /// An attestation line: exactly `{"v":1,"attestation":"<base64>"}`, and nothing else.
+    fn push_document(&mut self, origin: Origin<'_>, line: &[u8], document: &str) {
+        let bytes = match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, document) {
+            Ok(bytes) => bytes,
+            Err(e) => return self.push_malformed(origin, &format!("attestation: not base64: {e}")),
+        };
+        let exact = crate::batch::attestation_line(&bytes);
+        if exact.strip_suffix(b"\n") != Some(line) {
+            return self.push_malformed(
+                origin,
+                "an attestation line is exactly {\"v\":1,\"attestation\":\"<standard base64>\"}, with no other member, space or spelling",
+            );
+        }
+        let digest = sha256(&bytes);
+        if self.documents.contains_key(&digest) {
+            return;
+        }
+        let verdict = match &self.attestation {
+            Some(verifier) => verifier.verify_document(&bytes),
+            // Without a verifier, attested batches are judged by the trusted keys alone.
+            None => Err("no attestation verifier".into()),
+        };
+        if verdict.is_err() {
+            if self.failed_documents >= MAX_FAILED_DOCUMENTS {
+                return;
+            }
+            self.failed_documents += 1;
+        }
+        self.documents.insert(digest, Document { verdict, named: false });
     }
 
     fn push_teelog(&mut self, origin: Origin<'_>, line: &[u8], fields: LineFields<'_>) {
@@ -323,63 +493,198 @@ impl Verifier {
         if v != crate::batch::FORMAT_VERSION {
             return self.push_malformed(origin, &format!("batch format version {v} is not supported"));
         }
-        let batch = match ParsedBatch::from_parts(header, &sig, hints, records) {
+        let batch = match ParsedBatch::from_parts(header, sig, hints, records) {
             Ok(batch) => batch,
             Err(detail) => return self.push_malformed(origin, &detail),
         };
-        let records_status = batch.records_status();
-        // An intact copy is identified by its signed header and signature; a tampered one by all
-        // of its bytes, so that each distinct tampering is reported once.
-        let identity = match records_status {
-            RecordsStatus::Intact => {
-                let mut id = batch.header_hash.to_vec();
-                id.extend_from_slice(batch.signature());
-                sha256(&id)
-            }
+        let RecordsCheck { status, hints_problem } = batch.check_records();
+        let unsigned: Vec<String> =
+            [batch.layout_deviation(line), hints_problem].into_iter().flatten().collect();
+        let identity = match status {
+            RecordsStatus::Intact => batch.identity(),
             RecordsStatus::Tampered { .. } => sha256(line),
         };
-        if !self.seen.insert(identity) {
-            self.duplicates += 1;
-            return;
-        }
-        self.batches += 1;
+        self.complete_torn(line, identity);
         let candidate = Candidate {
             origin: origin.to_string(),
             header: batch.header.clone(),
             header_hash: batch.header_hash,
-            records: records_status,
+            identity,
+            records: status,
+            unsigned,
         };
-        if candidate.header.attestation.is_some() && self.attestation.is_some() {
-            self.attested.push((candidate, batch.signed_header()));
-        } else {
-            let signature = batch.signature_status(&self.options.trusted_keys);
-            self.accept(candidate, signature, None);
+        let named = candidate.header.attestation.as_deref().and_then(parse_digest);
+        match (named, &self.attestation) {
+            (Some(digest), Some(_)) if !self.documents.contains_key(&digest) => {
+                // Lines come in any order: wait for the document, within a bound.
+                let size = line.len().min(4096);
+                if self.pending_bytes + size > MAX_PENDING_BYTES {
+                    let why = "its attestation document was not in the input before it, and the verifier holds no more batches waiting for one: put the attestation lines first";
+                    return self.accept(candidate, None, Err(why.to_string()));
+                }
+                self.pending_bytes += size;
+                self.pending.push((candidate, batch.signed_header()));
+            }
+            (Some(digest), Some(_)) => {
+                let signed = batch.signed_header();
+                self.accept_attested(candidate, &signed, digest);
+            }
+            _ => {
+                let signature = batch.signature_status(&self.options.trusted_keys);
+                self.accept(candidate, None, Ok(signature));
+            }
         }
     }
 
+    /// Marks the torn lines that `line` (of batch `identity`) begins with.
+    fn complete_torn(&mut self, line: &[u8], identity: Digest) {
+        for torn in self.torn.iter_mut().filter(|t| t.completed_by.is_none()) {
+            if line.len() > torn.bytes.len() && line.starts_with(&torn.bytes) {
+                torn.completed_by = Some(identity);
+            }
+        }
+    }
+
+    /// Checks a batch against the document `digest` it names, now that every document it can
+    /// have is in.
+    fn accept_attested(&mut self, batch: Candidate, signed: &SignedHeader, digest: Digest) {
+        let document = self.documents.get_mut(&digest);
+        let verdict = match document {
+            None => Err(format!(
+                "attestation document {} is not in the input (or is one of more than {MAX_FAILED_DOCUMENTS} that did not verify)",
+                hex::encode(digest)
+            )),
+            Some(document) => {
+                document.named = true;
+                document.verdict.clone()
+            }
+        };
+        match verdict {
+            Err(why) => self.accept(batch, None, Err(why)),
+            Ok(attested) => {
+                let (signature, broken_link) = attested_signature(signed, &batch.header, &attested);
+                if let (SignatureStatus::Valid, Some(detail)) = (&signature, broken_link) {
+                    self.report(Finding::about(
+                        FindingKind::ChainBreak,
+                        &batch.header,
+                        None,
+                        &batch.origin,
+                        &detail,
+                    ));
+                }
+                self.accept(batch, Some(&attested), Ok(signature));
+            }
+        }
+    }
+
+    /// Remembers that `seq` of `key` was claimed by a batch that did not verify, so that it is
+    /// not reported again as a gap; beyond a bound it is, which only adds findings.
+    fn remember_untrusted(&mut self, key: (String, String), seq: u64) {
+        if self.untrusted_seqs < MAX_UNTRUSTED_SEQS {
+            self.untrusted_seqs += 1;
+            self.epochs.entry(key).or_default().untrusted.insert(seq);
+        }
+    }
+
+    /// Whether a copy of a line that did not verify was seen before (within a bound).
+    fn seen_unverified_before(&mut self, identity: Digest) -> bool {
+        if self.seen_unverified.contains(&identity) {
+            return true;
+        }
+        if self.seen_unverified.len() < MAX_UNVERIFIED_IDENTITIES {
+            self.seen_unverified.insert(identity);
+        }
+        false
+    }
+
     /// Records a checked batch: its findings, and if its signature holds, its place in the chain.
-    /// `attested` is the platform and measurement the batch's attestation document vouches for.
-    fn accept(&mut self, batch: Candidate, signature: SignatureStatus, attested: Option<(&str, &str)>) {
+    /// `attested` is what its verified attestation document says of its key; `signature` is the
+    /// signature's status, or why the document it names is not trusted.
+    fn accept(
+        &mut self,
+        batch: Candidate,
+        attested: Option<&AttestedKey>,
+        signature: Result<SignatureStatus, String>,
+    ) {
         let h = &batch.header;
         let key = (h.stream.clone(), h.epoch.clone());
-        let finding = |kind, record_index, detail: String| {
-            Finding::about(kind, h, record_index, &batch.origin, &detail)
+        let about =
+            |kind, record_index, detail: &str| Finding::about(kind, h, record_index, &batch.origin, detail);
+        let verified = matches!(signature, Ok(SignatureStatus::Valid));
+        let intact = matches!(batch.records, RecordsStatus::Intact);
+        if verified {
+            // Reported for every copy that carries them, duplicates too.
+            for problem in &batch.unsigned {
+                let finding = about(FindingKind::UnsignedContent, None, problem);
+                self.report(finding);
+            }
+        }
+        let first_copy = if verified && intact {
+            self.seen.insert(batch.identity)
+        } else {
+            !self.seen_unverified_before(batch.identity)
         };
-        if let SignatureStatus::Invalid(why) = signature {
-            self.findings.push(finding(FindingKind::InvalidSignature, None, why));
-            self.epochs.entry(key).or_default().untrusted.insert(h.seq);
+        if !first_copy {
+            self.duplicates += 1;
+            return;
+        }
+        self.batches += 1;
+        let failure = match signature {
+            Ok(SignatureStatus::Valid) => None,
+            Ok(SignatureStatus::Invalid(why)) => Some((FindingKind::InvalidSignature, why)),
+            Err(why) => Some((FindingKind::UntrustedAttestation, why)),
+        };
+        if let Some((kind, why)) = failure {
+            if kind == FindingKind::InvalidSignature
+                && self.options.trusted_keys.is_empty()
+                && attested.is_none()
+                && self.keys_needed.len() < MAX_LISTED
+            {
+                self.keys_needed.insert(h.key_id.clone());
+            }
+            let finding = about(kind, None, &why);
+            self.report(finding);
+            self.remember_untrusted(key, h.seq);
             return;
         }
         if let RecordsStatus::Tampered { record_index, detail } = &batch.records {
-            self.findings.push(finding(FindingKind::RecordTampered, *record_index, detail.clone()));
+            let finding = about(FindingKind::RecordTampered, *record_index, detail);
+            self.report(finding);
         } else {
             self.records += h.count;
         }
         let sealed_at = h.sealed_at_nanos().unwrap_or_default();
+        let mut objections = Vec::new();
+        if let Some(now) = self.options.now {
+            let skew = self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
+            if sealed_at > now.saturating_add(skew) {
+                objections.push(format!(
+                    "sealed at {}, later than the verification time {} by more than {} s (--max-skew): the signer's clock is wrong or the batch was made to look fresh",
+                    h.sealed_at,
+                    format_rfc3339(now),
+                    skew / 1_000_000_000
+                ));
+            }
+        }
+        if let Some(made) = attested.and_then(|a| a.attested_at).filter(|&made| sealed_at < made) {
+            objections.push(format!(
+                "sealed at {}, before its attestation document was made ({}): the key cannot have signed it then",
+                h.sealed_at,
+                format_rfc3339(made)
+            ));
+        }
+        for detail in objections {
+            let finding = about(FindingKind::TimeAnomaly, None, &detail);
+            self.report(finding);
+        }
         let MeasurementCheck { platform, measurement, judgement, objection } =
             judge_measurement(&self.options, h, attested);
         if let Some(detail) = objection {
-            self.findings.push(finding(FindingKind::UnexpectedMeasurement, None, detail));
+            let finding = about(FindingKind::UnexpectedMeasurement, None, &detail);
+            self.report(finding);
+        }
+        if attested.is_some_and(|a| a.anchor == TrustBasis::DevRoot) {
+            self.dev_attested += 1;
         }
         // Only the timeline (with a policy) and the freshness check read these.
         if self.options.policy.is_some() || self.options.freshness.is_some() {
@@ -388,70 +693,28 @@ impl Verifier {
                 epoch: h.epoch.clone(),
                 seq: h.seq,
                 sealed_at,
-                platform,
+                platform: platform.clone(),
                 measurement,
                 judgement,
             });
         }
-        let slot =
-            Slot { header_hash: batch.header_hash, prev: h.prev.clone(), origin: batch.origin.clone() };
-        let slots = self.epochs.entry(key).or_default().slots.entry(h.seq).or_default();
+        let slot = Slot {
+            header_hash: batch.header_hash,
+            prev: h.prev.clone(),
+            origin: batch.origin.clone(),
+            sealed_at,
+        };
+        let epoch = self.epochs.entry(key).or_default();
+        let lowest = epoch.keys.entry(h.key_id.clone()).or_insert(h.seq);
+        *lowest = (*lowest).min(h.seq);
+        epoch.attested |= attested.is_some();
+        epoch
+            .trust
+            .get_or_insert_with(|| (attested.map_or(TrustBasis::BarePublicKey, |a| a.anchor), platform));
+        let slots = epoch.slots.entry(h.seq).or_default();
         if !slots.iter().any(|s| s.header_hash == slot.header_hash) {
             slots.push(slot);
         }
-    }
-
-    /// Checks the batches bound to attestation documents, each document verified once.
-    fn check_attested(&mut self) {
-        let Some(verifier) = self.attestation.take() else { return };
-        let mut verdicts: HashMap<String, Result<AttestedKey, String>> = HashMap::new();
-        for (batch, signed) in std::mem::take(&mut self.attested) {
-            let digest = batch.header.attestation.clone().unwrap_or_default();
-            let verdict = verdicts.entry(digest.clone()).or_insert_with(|| {
-                let document = <[u8; 32]>::try_from(hex::decode(&digest).unwrap_or_default())
-                    .ok()
-                    .and_then(|d| self.documents.get(&d));
-                match document {
-                    None => Err(format!("attestation document {digest} is not in the input")),
-                    Some(bytes) => verifier.verify_document(bytes),
-                }
-            });
-            match verdict {
-                Err(why) => {
-                    let h = &batch.header;
-                    self.findings.push(Finding::about(
-                        FindingKind::UntrustedAttestation,
-                        h,
-                        None,
-                        &batch.origin,
-                        why,
-                    ));
-                    let key = (h.stream.clone(), h.epoch.clone());
-                    self.epochs.entry(key).or_default().untrusted.insert(h.seq);
-                }
-                Ok(attested) => {
-                    let (platform, measurement) = (attested.platform.clone(), attested.measurement.clone());
-                    let h = &batch.header;
-                    let (signature, broken_link) = attested_signature(&signed, h, attested);
-                    if signature == SignatureStatus::Valid {
-                        if let Some(detail) = broken_link {
-                            self.findings.push(Finding::about(
-                                FindingKind::ChainBreak,
-                                h,
-                                None,
-                                &batch.origin,
-                                &detail,
-                            ));
-                        }
-                        if platform == "dev" {
-                            self.dev_attested += 1;
-                        }
-                    }
-                    self.accept(batch, signature, Some((&platform, &measurement)));
-                }
-            }
-        }
-        self.attestation = Some(verifier);
     }
 
     fn push_seed(&mut self, origin: Origin<'_>, fields: LineFields<'_>) {
@@ -468,7 +731,13 @@ impl Verifier {
                 Ok(checked) => checked,
                 Err(detail) => return self.push_malformed(origin, &detail),
             };
-        if !self.seen.insert(checked.identity) {
+        let valid = checked.signature == SignatureStatus::Valid;
+        let first_copy = if valid && checked.records == RecordsStatus::Intact {
+            self.seen.insert(checked.identity)
+        } else {
+            !self.seen_unverified_before(checked.identity)
+        };
+        if !first_copy {
             self.duplicates += 1;
             return;
         }
@@ -480,27 +749,37 @@ impl Verifier {
             epoch: Some(checked.thumbprint.clone()),
             seq: Some(checked.sequence),
             record_index: None,
-            detail: format!("{origin}: {detail}"),
+            detail: format!(
+                "{origin}: {detail} (epoch is the AttestationCertThumbprint, which nothing signs)"
+            ),
         };
-        let epoch = self.epochs.entry(key).or_default();
-        epoch.seed = true;
         if let SignatureStatus::Invalid(why) = &checked.signature {
-            self.findings.push(finding(FindingKind::InvalidSignature, why.clone()));
-            epoch.untrusted.insert(checked.sequence);
+            if self.options.trusted_keys.is_empty() && self.keys_needed.len() < MAX_LISTED {
+                self.keys_needed.insert(format!("of the SignedLogBatch thumbprint {}", checked.thumbprint));
+            }
+            self.report(finding(FindingKind::InvalidSignature, why.clone()));
+            let key_for_untrusted = key.clone();
+            self.epochs.entry(key).or_default().seed = true;
+            self.remember_untrusted(key_for_untrusted, checked.sequence);
             return;
         }
         if let RecordsStatus::Tampered { detail, .. } = &checked.records {
-            self.findings.push(finding(FindingKind::RecordTampered, detail.clone()));
+            self.report(finding(FindingKind::RecordTampered, detail.clone()));
         } else {
             self.records += checked.record_count;
         }
         if let Some(expected) = &self.options.expect_measurement {
             if !checked.measurement.eq_ignore_ascii_case(expected) {
                 let detail = format!("tee_measurement is {}, expected {expected}", checked.measurement);
-                self.findings.push(finding(FindingKind::UnexpectedMeasurement, detail));
+                self.report(finding(FindingKind::UnexpectedMeasurement, detail));
             }
         }
-        let slot = Slot { header_hash: checked.payload_hash, prev: None, origin: origin.to_string() };
+        let slot =
+            Slot { header_hash: checked.payload_hash, prev: None, origin: origin.to_string(), sealed_at: 0 };
+        let epoch = self.epochs.entry(key).or_default();
+        epoch.seed = true;
+        epoch.keys.entry(checked.key_id.clone()).or_insert(checked.sequence);
+        epoch.trust.get_or_insert_with(|| (TrustBasis::BarePublicKey, "software".to_string()));
         let slots = epoch.slots.entry(checked.sequence).or_default();
         if !slots.iter().any(|s| s.header_hash == slot.header_hash) {
             slots.push(slot);
@@ -509,31 +788,107 @@ impl Verifier {
 
     /// Runs the chain checks and returns the report, findings ordered by stream, epoch, seq.
     pub fn finish(mut self) -> Report {
-        self.check_attested();
+        for (batch, signed) in std::mem::take(&mut self.pending) {
+            let digest = batch.header.attestation.as_deref().and_then(parse_digest).unwrap_or_default();
+            self.accept_attested(batch, &signed, digest);
+        }
+        for torn in std::mem::take(&mut self.torn) {
+            if torn.completed_by.is_some_and(|identity| self.seen.contains(&identity)) {
+                self.torn_writes += 1;
+            } else {
+                self.report(Finding::unplaced(
+                    FindingKind::Malformed,
+                    format!(
+                        "{}: the last line ends without a newline and is not a whole line (a torn write), and no batch line that verifies begins with its {} bytes",
+                        torn.origin,
+                        torn.bytes.len()
+                    ),
+                ));
+            }
+        }
+        let mut unreferenced: Vec<String> =
+            self.documents.iter().filter(|(_, d)| !d.named).map(|(digest, _)| hex::encode(digest)).collect();
+        unreferenced.sort_unstable();
+        unreferenced.truncate(MAX_LISTED);
+
         let mut by_stream: BTreeMap<&str, Vec<(&str, &EpochState)>> = BTreeMap::new();
         for ((stream, epoch), state) in &self.epochs {
             by_stream.entry(stream).or_default().push((epoch, state));
         }
         let mut chain_findings = Vec::new();
-        for (stream, epochs) in by_stream {
-            check_stream(stream, &epochs, &mut chain_findings);
+        for (stream, epochs) in &by_stream {
+            check_stream(stream, epochs, &mut chain_findings);
         }
         if let Some(freshness) = self.options.freshness {
-            chain_findings.extend(stale_streams(&self.timeline, freshness));
+            let skew = self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
+            chain_findings.extend(stale_streams(&self.timeline, freshness, skew));
         }
-        self.findings.extend(chain_findings);
+        let verified_in = |stream: &str| {
+            by_stream.get(stream).is_some_and(|epochs| epochs.iter().any(|(_, e)| !e.slots.is_empty()))
+        };
+        let anything_verified = self.epochs.values().any(|e| !e.slots.is_empty());
+        let nothing_else = chain_findings.is_empty() && self.findings.is_empty() && self.omitted.is_empty();
+        if !anything_verified && nothing_else && !self.options.allow_empty {
+            chain_findings.push(Finding::unplaced(
+                FindingKind::NothingVerified,
+                "no batch in the input verified, so nothing is proven: check the input's path, or pass --allow-empty where none is expected".into(),
+            ));
+        }
+        for stream in &self.options.expect_streams {
+            if !verified_in(stream) {
+                chain_findings.push(Finding {
+                    kind: FindingKind::MissingStream,
+                    stream: Some(stream.clone()),
+                    epoch: None,
+                    seq: None,
+                    record_index: None,
+                    detail: format!(
+                        "stream {stream:?} was expected (--expect-stream), but no batch of it verified"
+                    ),
+                });
+            }
+        }
+        let trust: Vec<EpochTrust> = self
+            .epochs
+            .iter()
+            .filter_map(|((stream, epoch), state)| {
+                let (basis, platform) = state.trust.clone()?;
+                Some(EpochTrust {
+                    stream: stream.clone(),
+                    epoch: epoch.clone(),
+                    basis,
+                    platform,
+                    key_id: state.keys.keys().next().cloned().unwrap_or_default(),
+                    batches: state.slots.values().map(|s| s.len() as u64).sum(),
+                })
+            })
+            .collect();
+        drop(by_stream);
+        for finding in chain_findings {
+            self.report(finding);
+        }
         self.findings
             .sort_by(|a, b| (&a.stream, &a.epoch, a.seq, a.kind).cmp(&(&b.stream, &b.epoch, b.seq, b.kind)));
         Report {
-            ok: self.findings.is_empty(),
+            ok: self.findings.is_empty() && self.omitted.is_empty(),
             batches: self.batches,
             records: self.records,
             duplicates: self.duplicates,
             findings: self.findings,
+            omitted_findings: self.omitted,
+            torn_writes: self.torn_writes,
+            unreferenced_documents: unreferenced,
+            trust,
             dev_attested: self.dev_attested,
+            keys_needed: self.keys_needed.into_iter().collect(),
             timeline: self.options.policy.is_some().then(|| build_timeline(&mut self.timeline)),
         }
     }
+}
+
+/// A SHA-256 named in hex.
+fn parse_digest(hex_text: &str) -> Option<Digest> {
+    <[u8; 32]>::try_from(hex::decode(hex_text).ok()?).ok()
 }
 
 /// The measurement check of one validly signed batch.
@@ -545,17 +900,19 @@ pub(crate) struct MeasurementCheck {
     pub objection: Option<String>,
 }
 
-/// Judges the measurement of batch `h`: the one its attestation document vouches for
-/// (`attested`: platform and measurement), else the one its header claims.
+/// Judges the measurement of batch `h`: the one its attestation document vouches for, else the
+/// one its header claims. The policy's windows are judged at the time the platform attests the
+/// document was made where it says (the signer's clock belongs to the host), else at `sealed_at`.
 pub(crate) fn judge_measurement(
     options: &VerifyOptions,
     h: &Header,
-    attested: Option<(&str, &str)>,
+    attested: Option<&AttestedKey>,
 ) -> MeasurementCheck {
     let claimed = h.measurement.as_deref().unwrap_or("(none)");
-    let (platform, measurement) = attested.unwrap_or(("software", claimed));
-    let sealed_at = h.sealed_at_nanos().unwrap_or_default();
-    let judgement = options.policy.as_ref().map(|p| p.judge(platform, measurement, sealed_at));
+    let (platform, measurement) =
+        attested.map_or(("software", claimed), |a| (a.platform.as_str(), a.measurement.as_str()));
+    let at = attested.and_then(|a| a.attested_at).unwrap_or_else(|| h.sealed_at_nanos().unwrap_or_default());
+    let judgement = options.policy.as_ref().map(|p| p.judge(platform, measurement, at));
     let objection = if measurement != claimed {
         Some(format!("the header claims measurement {claimed}, the attestation document {measurement}"))
     } else if let Some(expected) = options.expect_measurement.as_deref().filter(|e| *e != measurement) {
@@ -567,7 +924,7 @@ pub(crate) fn judge_measurement(
             }
             Some(Judgement::OutsideWindow { version, window }) => Some(format!(
                 "measurement {measurement} ({platform}, {version}) is allowed {window}, not at {}",
-                h.sealed_at
+                format_rfc3339(at)
             )),
             _ => None,
         }
@@ -597,42 +954,59 @@ pub(crate) fn attested_signature(
         }
         status => status,
     };
-    let attested_head = attested.previous_head.as_deref().filter(|_| h.seq == 1);
-    let broken_link = attested_head.filter(|head| h.prev.as_deref() != Some(*head)).map(|head| {
-        format!(
+    let broken_link = match (h.seq, attested.previous_head.as_deref(), h.prev.as_deref()) {
+        (1, Some(head), prev) if prev != Some(head) => Some(format!(
             "the attestation document attests that this epoch continues from header {head}, but it links to {}",
-            h.prev.as_deref().unwrap_or("nothing")
-        )
-    });
+            prev.unwrap_or("nothing")
+        )),
+        (1, None, Some(prev)) => Some(format!(
+            "the attestation document attests no previous head, so it can only start a stream, but this epoch continues from header {prev}"
+        )),
+        _ => None,
+    };
     (signature, broken_link)
 }
 
 /// A finding for each stream whose newest validly signed batch is older than allowed.
-fn stale_streams(points: &[TimelinePoint], freshness: Freshness) -> Vec<Finding> {
-    let mut newest: BTreeMap<&str, &TimelinePoint> = BTreeMap::new();
+/// A finding for each stream whose newest validly signed batch is older than allowed. A batch
+/// sealed in the future (beyond `skew`) proves nothing about freshness: a stream with only such
+/// batches is stale too.
+fn stale_streams(points: &[TimelinePoint], freshness: Freshness, skew: UnixNanos) -> Vec<Finding> {
+    let latest_credible = freshness.now.saturating_add(skew);
+    // Per stream: the newest credible batch, or else any batch to name.
+    let mut newest: BTreeMap<&str, (&TimelinePoint, bool)> = BTreeMap::new();
     for p in points {
-        let entry = newest.entry(&p.stream).or_insert(p);
-        if p.sealed_at > entry.sealed_at {
-            *entry = p;
+        let credible = p.sealed_at <= latest_credible;
+        let entry = newest.entry(&p.stream).or_insert((p, credible));
+        if credible && (!entry.1 || p.sealed_at > entry.0.sealed_at) {
+            *entry = (p, true);
         }
     }
     let seconds = |ns: UnixNanos| ns / 1_000_000_000;
     newest
         .into_values()
-        .filter(|p| freshness.now.saturating_sub(p.sealed_at) > freshness.max_silence)
-        .map(|p| Finding {
+        .filter(|(p, credible)| !credible || freshness.now.saturating_sub(p.sealed_at) > freshness.max_silence)
+        .map(|(p, credible)| Finding {
             kind: FindingKind::StaleStream,
             stream: Some(p.stream.clone()),
             epoch: Some(p.epoch.clone()),
             seq: Some(p.seq),
             record_index: None,
-            detail: format!(
-                "the newest batch was sealed at {}, {} s before {}, longer than the {} s allowed: batches after it may have been cut off",
-                format_rfc3339(p.sealed_at),
-                seconds(freshness.now.saturating_sub(p.sealed_at)),
-                format_rfc3339(freshness.now),
-                seconds(freshness.max_silence)
-            ),
+            detail: if credible {
+                format!(
+                    "the newest batch was sealed at {}, {} s before {}, longer than the {} s allowed: batches after it may have been cut off",
+                    format_rfc3339(p.sealed_at),
+                    seconds(freshness.now.saturating_sub(p.sealed_at)),
+                    format_rfc3339(freshness.now),
+                    seconds(freshness.max_silence)
+                )
+            } else {
+                format!(
+                    "every batch of the stream claims to be sealed after {} (this one at {}), so none shows it is alive: batches may have been cut off",
+                    format_rfc3339(latest_credible),
+                    format_rfc3339(p.sealed_at)
+                )
+            },
         })
         .collect()
 }
@@ -685,16 +1059,18 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
         detail,
     };
     // Every validly signed header of the stream, by hash: the targets of epoch hand-over links.
-    let mut index: HashMap<String, (&str, u64)> = HashMap::new();
+    let mut index: HashMap<String, (&str, u64, UnixNanos)> = HashMap::new();
     for (epoch, state) in epochs {
         for (seq, slots) in &state.slots {
             for slot in slots {
-                index.insert(hex::encode(slot.header_hash), (epoch, *seq));
+                index.insert(hex::encode(slot.header_hash), (epoch, *seq, slot.sealed_at));
             }
         }
     }
     let mut genesis: Vec<&str> = Vec::new();
     let mut linked_to: HashMap<&str, &str> = HashMap::new();
+    // Each epoch's predecessor: the epoch its first batch continues from.
+    let mut predecessor: HashMap<&str, &str> = HashMap::new();
 
     for (epoch, state) in epochs {
         // Equivocation: two different validly signed batches at one seq; report every one.
@@ -720,33 +1096,41 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
             }
         }
 
-        // Gaps: every seq from 1 to the highest one seen must be present.
-        let highest = state.slots.keys().chain(&state.untrusted).max().copied().unwrap_or(0);
-        let mut missing_from = None;
-        for seq in 1..=highest.saturating_add(1) {
-            let present = seq > highest || state.slots.contains_key(&seq) || state.untrusted.contains(&seq);
-            match (present, missing_from) {
-                (false, None) => missing_from = Some(seq),
-                (true, Some(first)) => {
-                    let range = if first == seq - 1 {
-                        format!("batch {first} is")
-                    } else {
-                        format!("batches {first} to {} are", seq - 1)
-                    };
-                    out.push(finding(FindingKind::SequenceGap, epoch, first, format!("{range} missing")));
-                    missing_from = None;
-                }
-                _ => {}
+        // Gaps: every seq from 1 to the highest one seen must be present. Walks the seqs
+        // present, never the numbers between them: a seq near 2^53 costs nothing.
+        let mut present = merge_sorted(state.slots.keys().copied(), state.untrusted.iter().copied());
+        let mut last = 0u64;
+        for seq in present.by_ref() {
+            if seq > last.saturating_add(1) {
+                let (first, end) = (last + 1, seq - 1);
+                let range = if first == end {
+                    format!("batch {first} is")
+                } else {
+                    format!("batches {first} to {end} are")
+                };
+                out.push(finding(FindingKind::SequenceGap, epoch, first, format!("{range} missing")));
             }
-            if seq > highest {
-                break;
-            }
+            last = last.max(seq);
         }
         if state.seed {
             continue;
         }
 
-        // Links inside the epoch: seq n must name the header of seq n-1.
+        // One epoch, one key.
+        if state.keys.len() > 1 {
+            let keys: Vec<&str> = state.keys.keys().map(String::as_str).collect();
+            for (key, seq) in state.keys.iter().skip(1) {
+                out.push(finding(
+                    FindingKind::ChainBreak,
+                    epoch,
+                    *seq,
+                    format!("the epoch is signed by {} keys ({}): an epoch is one run of one key, and key {key} signs here from this batch", keys.len(), keys.join(", ")),
+                ));
+            }
+        }
+
+        // Links inside the epoch: seq n must name the header of seq n-1, and be sealed no
+        // earlier than it.
         for (seq, slots) in &state.slots {
             if *seq == 1 {
                 continue;
@@ -777,6 +1161,22 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
                         ),
                     ));
                 }
+                if let Some(before) =
+                    previous.iter().map(|s| s.sealed_at).max().filter(|&b| slot.sealed_at < b)
+                {
+                    out.push(finding(
+                        FindingKind::TimeAnomaly,
+                        epoch,
+                        *seq,
+                        format!(
+                            "{}: sealed at {}, before batch {} (sealed at {}): sealed_at never goes backwards along a chain",
+                            slot.origin,
+                            format_rfc3339(slot.sealed_at),
+                            seq - 1,
+                            format_rfc3339(before)
+                        ),
+                    ));
+                }
             }
         }
 
@@ -791,10 +1191,24 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
                     "{}: this epoch starts after header {prev}, which is not in the input: the end of the previous epoch is missing",
                     slot.origin
                 )),
-                Some((target_epoch, _)) if target_epoch == epoch => {
+                Some((target_epoch, _, _)) if target_epoch == epoch => {
                     Some(format!("{}: the first batch links into its own epoch", slot.origin))
                 }
-                Some((target_epoch, target_seq)) => {
+                Some((target_epoch, target_seq, target_sealed_at)) => {
+                    predecessor.insert(epoch, target_epoch);
+                    if slot.sealed_at < *target_sealed_at {
+                        out.push(finding(
+                            FindingKind::TimeAnomaly,
+                            epoch,
+                            1,
+                            format!(
+                                "{}: sealed at {}, before the header it continues from (sealed at {}): sealed_at never goes backwards across a hand-over",
+                                slot.origin,
+                                format_rfc3339(slot.sealed_at),
+                                format_rfc3339(*target_sealed_at)
+                            ),
+                        ));
+                    }
                     let target_last = epochs
                         .iter()
                         .find(|(e, _)| e == target_epoch)
@@ -830,4 +1244,55 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
             ));
         }
     }
+    check_key_reuse(epochs, &predecessor, &mut |epoch, detail| {
+        out.push(finding(FindingKind::ChainBreak, epoch, 1, detail))
+    });
+}
+
+/// A key that handed the stream over to another key is retired: it never starts an epoch again.
+/// A key bound by an attestation document (a TEE key, made for one start) starts one epoch only.
+fn check_key_reuse(
+    epochs: &[(&str, &EpochState)],
+    predecessor: &HashMap<&str, &str>,
+    report: &mut dyn FnMut(&str, String),
+) {
+    let key_of: HashMap<&str, &str> = epochs
+        .iter()
+        .filter_map(|(epoch, state)| Some((*epoch, state.keys.keys().next()?.as_str())))
+        .collect();
+    for (epoch, state) in epochs {
+        let Some(key) = key_of.get(epoch) else { continue };
+        let mut current = *epoch;
+        let mut handed_over = false;
+        // Each step goes to an earlier epoch; a cycle (links are hashes, so only a forgery
+        // could make one) ends the walk.
+        for _ in 0..epochs.len() {
+            let Some(before) = predecessor.get(current) else { break };
+            match key_of.get(before) {
+                Some(k) if k == key && (handed_over || state.attested) => {
+                    let why = if handed_over {
+                        format!("key {key} signed epoch {before}, after which the stream passed to another key: a retired key cannot start a new epoch")
+                    } else {
+                        format!("key {key} already signed epoch {before}: a key bound by an attestation document starts one epoch only")
+                    };
+                    report(epoch, why);
+                    break;
+                }
+                Some(k) if k != key => handed_over = true,
+                _ => {}
+            }
+            current = before;
+        }
+    }
+}
+
+/// The union of two ascending sequences, ascending (duplicates kept).
+fn merge_sorted(a: impl Iterator<Item = u64>, b: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if x <= y => a.next(),
+        (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+        (Some(_), None) => a.next(),
+        (None, None) => None,
+    })
 }

@@ -218,6 +218,7 @@ fn batch_vectors_rebuild_byte_for_byte() {
         expect_measurement: Some(recorded.measurement.clone()),
         policy: None,
         freshness: None,
+        ..VerifyOptions::default()
     });
     for (i, batch) in recorded.batches.iter().enumerate() {
         verifier.push_line(Origin { source: "batch-v1.json", line: i as u64 + 1 }, batch.line.as_bytes());
@@ -266,6 +267,7 @@ fn seed_vector_verifies() {
         expect_measurement: Some("sha384:a1b2c3".into()),
         policy: None,
         freshness: None,
+        ..VerifyOptions::default()
     });
     verifier.push_line(Origin { source: "seed-v1.json", line: 1 }, vector.line.as_bytes());
     let report = verifier.finish();

@@ -332,6 +332,7 @@ fn entries_read_back_from_loki_rebuild_lines_that_verify() {
             expect_measurement: Some("abcd".into()),
             policy: None,
             freshness: None,
+            ..VerifyOptions::default()
         });
         for (i, line) in rebuilt.iter().enumerate() {
             verifier.push_line(Origin { source: "loki", line: i as u64 + 1 }, line);

@@ -517,6 +517,7 @@ fn exported_bodies_are_the_signed_bytes() {
         expect_measurement: None,
         policy: None,
         freshness: None,
+        ..VerifyOptions::default()
     });
     verifier.push_line(Origin { source: "export", line: 1 }, reassembled.as_bytes());
     let report = verifier.finish();

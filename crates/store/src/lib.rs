@@ -28,6 +28,8 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("a stored line must end with one newline and contain no other")]
     NotOneLine,
+    #[error("{path}: {what}, not a regular file: not read (a store holds regular segment files only)")]
+    NotRegular { path: PathBuf, what: &'static str },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -90,6 +92,31 @@ pub fn write_new_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// The segment files of a store, oldest first.
 pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(indexed_segments(dir)?.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Opens a segment for reading: a regular file only. A symbolic link is not followed and a FIFO
+/// or device is not read: whoever controls the store's directory could otherwise make a reader
+/// hang (a FIFO, `/dev/zero`) or read a file that is not part of the store.
+pub fn open_segment_to_read(path: &Path) -> Result<File, StoreError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let not_regular = |what| StoreError::NotRegular { path: path.to_path_buf(), what };
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular("a symbolic link")),
+        Err(source) => return Err(StoreError::Io { path: path.to_path_buf(), source }),
+    };
+    let kind = file.metadata().map_err(io_err(path))?.file_type();
+    match () {
+        _ if kind.is_file() => Ok(file),
+        _ if kind.is_fifo() => Err(not_regular("a FIFO")),
+        _ if kind.is_char_device() || kind.is_block_device() => Err(not_regular("a device")),
+        _ if kind.is_socket() => Err(not_regular("a socket")),
+        _ => Err(not_regular("a directory or other special file")),
+    }
 }
 
 /// The segment files of a store with their indexes, oldest first.

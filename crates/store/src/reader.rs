@@ -1,7 +1,7 @@
 //! Reading a store from a position onwards while it is being written: how a spool's sinks
 //! follow it. Positions only ever name the start of a line.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -128,10 +128,10 @@ fn file_len(path: &Path) -> Result<u64, StoreError> {
 }
 
 fn read_at(path: &Path, offset: u64, len: u64, out: &mut Vec<u8>) -> Result<(), StoreError> {
-    let mut file = match File::open(path) {
+    let mut file = match crate::open_segment_to_read(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(StoreError::Io { path: path.to_path_buf(), source }),
+        Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
     };
     file.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
     file.take(len).read_to_end(out).map_err(io_err(path))?;
