@@ -153,7 +153,7 @@ pub struct SnpVerified {
 /// AMD's ARK (pinned) and ASK for one product line.
 #[derive(Debug, Clone)]
 pub struct AmdChain {
-    ark: Vec<u8>,
+    pub(crate) ark: Vec<u8>,
     ask: Vec<u8>,
 }
 
