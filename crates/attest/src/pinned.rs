@@ -43,7 +43,7 @@ impl VendorRoot {
                 .map(|d| d.to_vec())
                 .map_err(|e| AttestError::Root(format!("{}: {e}", self.name())))?,
             Self::IntelSgxRootCa => crate::tdx::intel_sgx_root()?,
-            Self::AmdArkMilan => crate::snp::AmdChain::milan()?.ark,
+            Self::AmdArkMilan => crate::snp::milan_ark()?,
         };
         if hex::encode(sha256(&der)) != self.sha256_hex() {
             return Err(AttestError::Root(format!(
