@@ -7,6 +7,7 @@ use crate::AttestError;
 pub(crate) const SEQUENCE: u8 = 0x30;
 pub(crate) const SET: u8 = 0x31;
 pub(crate) const INTEGER: u8 = 0x02;
+const BIT_STRING: u8 = 0x03;
 pub(crate) const OCTET_STRING: u8 = 0x04;
 pub(crate) const OID: u8 = 0x06;
 const EXTENSIONS: u8 = 0xa3;
@@ -82,24 +83,65 @@ fn tbs_fields(cert_der: &[u8]) -> Result<Der<'_>, AttestError> {
     Ok(tbs)
 }
 
-/// The subject's common name, as text.
+/// The subject's first common name, as text.
 pub(crate) fn subject_common_name(cert_der: &[u8]) -> Result<String, AttestError> {
     let mut tbs = tbs_fields(cert_der)?;
     for what in ["serial", "signature algorithm", "issuer", "validity"] {
         tbs.any().map_err(|_| err(what))?;
     }
-    let mut subject = Der::new(tbs.expect(SEQUENCE, "subject")?);
-    while !subject.is_empty() {
-        let mut rdn = Der::new(subject.expect(SET, "relative distinguished name")?);
+    common_names(tbs.expect(SEQUENCE, "subject")?)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| AttestError::Certificate("the certificate's subject has no common name".into()))
+}
+
+/// Every common name in a Name (the contents of its SEQUENCE), as text, whichever string type
+/// spells it.
+pub(crate) fn common_names(name: &[u8]) -> Result<Vec<String>, AttestError> {
+    let mut names = Vec::new();
+    let mut rdns = Der::new(name);
+    while !rdns.is_empty() {
+        let mut rdn = Der::new(rdns.expect(SET, "relative distinguished name")?);
         while !rdn.is_empty() {
             let mut attribute = Der::new(rdn.expect(SEQUENCE, "attribute")?);
             if attribute.expect(OID, "attribute type")? == COMMON_NAME {
-                let (_, value) = attribute.any()?;
-                return String::from_utf8(value.to_vec()).map_err(|_| err("common name is not text"));
+                let (tag, value) = attribute.any()?;
+                names.push(text(tag, value)?);
             }
         }
     }
-    Err(AttestError::Certificate("the certificate's subject has no common name".into()))
+    Ok(names)
+}
+
+/// A directory string's text: UTF8String, PrintableString, IA5String, TeletexString (read as
+/// Latin-1), BMPString (UTF-16) or UniversalString (UTF-32).
+fn text(tag: u8, value: &[u8]) -> Result<String, AttestError> {
+    let not_text = || err("a name is not text");
+    match tag {
+        0x0c | 0x13 | 0x16 => String::from_utf8(value.to_vec()).map_err(|_| not_text()),
+        0x14 => Ok(value.iter().map(|&b| char::from(b)).collect()),
+        0x1e if value.len().is_multiple_of(2) => {
+            char::decode_utf16(value.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])))
+                .collect::<Result<String, _>>()
+                .map_err(|_| not_text())
+        }
+        0x1c if value.len().is_multiple_of(4) => value
+            .chunks_exact(4)
+            .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])).ok_or_else(not_text))
+            .collect(),
+        _ => Err(not_text()),
+    }
+}
+
+/// The key of a SubjectPublicKeyInfo (the contents of its SEQUENCE): the contents of its BIT
+/// STRING, without the unused-bits count.
+pub(crate) fn public_key_bits(spki: &[u8]) -> Result<&[u8], AttestError> {
+    let mut spki = Der::new(spki);
+    spki.expect(SEQUENCE, "key algorithm")?;
+    match spki.expect(BIT_STRING, "public key")? {
+        [0, key @ ..] if spki.is_empty() => Ok(key),
+        _ => Err(err("the public key is not a whole number of bytes, or something follows it")),
+    }
 }
 
 /// The contents of the extension `oid` (DER encoding of the OID, without tag and length), if

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use ciborium::Value;
 use coset::{iana, CborSerializable, CoseSign1Builder, HeaderBuilder};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use teelog_core::{PublicKey, SigAlg, SoftwareKey};
 use time::{Duration, OffsetDateTime};
@@ -55,12 +57,22 @@ fn cert_err(e: impl std::fmt::Display) -> AttestError {
 
 /// Issues a new dev root, a signing certificate under it, and a document carrying `claims`.
 pub fn issue(claims: &DevClaims<'_>) -> Result<DevAttestation, AttestError> {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, "teelog dev root (not hardware-backed)");
+    issue_under(name, claims)
+}
+
+/// [`issue`] under a new root named `root_name` (tests name one after a vendor root).
+pub(crate) fn issue_under(
+    root_name: DistinguishedName,
+    claims: &DevClaims<'_>,
+) -> Result<DevAttestation, AttestError> {
     let now =
         OffsetDateTime::from_unix_timestamp(i64::try_from(claims.timestamp_ms / 1000).map_err(cert_err)?)
             .map_err(cert_err)?;
     let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(cert_err)?;
     let mut root = CertificateParams::new(Vec::new()).map_err(cert_err)?;
-    root.distinguished_name.push(DnType::CommonName, "teelog dev root (not hardware-backed)");
+    root.distinguished_name = root_name;
     root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     root.not_before = now - Duration::days(1);

@@ -1,12 +1,14 @@
 //! Verification of TEE attestation documents that bind a teelog signing key to measured code.
 //! Sans-IO: bytes and a verification time in, a verdict out. Roots of trust are pinned by the
-//! caller; the AWS Nitro Enclaves root G1 ships here, pinned by its SHA-256.
+//! caller; the AWS Nitro Enclaves root G1 ships here, pinned by its SHA-256. Which root a chain
+//! reached is the very anchor it ended at, never one that merely shares its name.
 #![forbid(unsafe_code)]
 
 mod cbor;
 mod der;
 pub mod dev;
 pub mod nitro;
+mod pinned;
 pub mod reader;
 pub mod snp;
 pub mod tcb;
@@ -20,11 +22,13 @@ use teelog_core::merkle::{sha256, Digest};
 use teelog_core::verify::{AttestationVerifier, AttestedKey, TrustBasis};
 use teelog_core::PublicKey;
 
+pub use pinned::VendorRoot;
+
 /// SHA-256 of the DER of the AWS Nitro Enclaves root G1 (CN=aws.nitro-enclaves), as AWS
 /// publishes it.
 pub const AWS_NITRO_ROOT_G1_SHA256: &str = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b";
 
-const AWS_NITRO_ROOT_G1_PEM: &[u8] = include_bytes!("../roots/aws_nitro_enclaves_root_g1.pem");
+pub(crate) const AWS_NITRO_ROOT_G1_PEM: &[u8] = include_bytes!("../roots/aws_nitro_enclaves_root_g1.pem");
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AttestError {
@@ -62,25 +66,27 @@ pub enum AttestError {
     Tpm(String),
 }
 
-/// A root certificate the caller trusts, identified by the SHA-256 of its DER.
+/// A root certificate the caller trusts, identified by the SHA-256 of its DER: one of the pinned
+/// vendor roots, or a root the auditor gave (a dev root, a TPM enrollment CA).
 #[derive(Debug, Clone)]
 pub struct TrustRoot {
     der: Vec<u8>,
     sha256: Digest,
-    dev: bool,
+    vendor: Option<VendorRoot>,
 }
 
 impl TrustRoot {
-    /// The AWS Nitro Enclaves root G1, checked against its pinned SHA-256.
+    /// The AWS Nitro Enclaves root G1, checked against its pinned SHA-256 (a copy that failed
+    /// its pin would be empty, and no chain would reach it).
     pub fn aws_nitro() -> Self {
-        let der =
-            CertificateDer::from_pem_slice(AWS_NITRO_ROOT_G1_PEM).map(|d| d.to_vec()).unwrap_or_default();
+        let der = VendorRoot::AwsNitroG1.der().unwrap_or_default();
         let sha256 = sha256(&der);
-        Self { der, sha256, dev: false }
+        Self { der, sha256, vendor: Some(VendorRoot::AwsNitroG1) }
     }
 
-    /// A root given by the user (a dev root from `teelog keygen --dev`), from PEM or DER. Any
-    /// root other than AWS's is marked dev.
+    /// A root given by the user (a dev root from `teelog keygen --dev`, an enrollment CA), from
+    /// PEM or DER. A pinned vendor root given again is that root; a certificate that has a
+    /// pinned root's subject or key but other bytes is refused ([`VendorRoot::identify`]).
     pub fn from_pem_or_der(bytes: &[u8]) -> Result<Self, AttestError> {
         let der = match CertificateDer::from_pem_slice(bytes) {
             Ok(der) => der.to_vec(),
@@ -89,9 +95,9 @@ impl TrustRoot {
         };
         webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
             .map_err(|e| AttestError::Root(format!("not a usable root certificate: {e}")))?;
+        let vendor = VendorRoot::identify(&der)?;
         let sha256 = sha256(&der);
-        let dev = hex::encode(sha256) != AWS_NITRO_ROOT_G1_SHA256;
-        Ok(Self { der, sha256, dev })
+        Ok(Self { der, sha256, vendor })
     }
 
     /// Every certificate of a PEM bundle (a maker's issuing CAs and root), or one DER
@@ -100,16 +106,24 @@ impl TrustRoot {
         if bytes.first() == Some(&0x30) {
             return Ok(vec![Self::from_pem_or_der(bytes)?]);
         }
-        let roots = CertificateDer::pem_slice_iter(bytes)
-            .map(|der| {
-                let der = der.map_err(|e| AttestError::Root(format!("not a PEM certificate: {e}")))?;
-                Self::from_pem_or_der(&der)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if roots.is_empty() {
+        let ders = CertificateDer::pem_slice_iter(bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| AttestError::Root(format!("not a PEM certificate: {e}")))?;
+        if ders.is_empty() {
             return Err(AttestError::Root("no CERTIFICATE in the PEM".into()));
         }
-        Ok(roots)
+        let count = ders.len();
+        ders.iter()
+            .enumerate()
+            .map(|(i, der)| {
+                Self::from_pem_or_der(der).map_err(|e| match e {
+                    AttestError::Root(why) if count > 1 => {
+                        AttestError::Root(format!("certificate {} of {count} in the PEM: {why}", i + 1))
+                    }
+                    other => other,
+                })
+            })
+            .collect()
     }
 
     pub fn der(&self) -> &[u8] {
@@ -120,8 +134,9 @@ impl TrustRoot {
         &self.sha256
     }
 
-    pub fn is_dev(&self) -> bool {
-        self.dev
+    /// The pinned vendor root this is, or `None` for a root the auditor vouches for alone.
+    pub fn vendor(&self) -> Option<VendorRoot> {
+        self.vendor
     }
 }
 
@@ -243,19 +258,19 @@ impl ReportDataBinding {
     }
 }
 
-/// The pinned root a verified chain ended at.
+/// The root a verified chain ended at. webpki hands back a reference to the very element of
+/// `anchors` it reached, so its position names the root: not a name match, which every dev root
+/// (they share one subject) or a lookalike of a vendor root would pass, nor a key match, which
+/// two certificates of one key would.
 pub(crate) fn reached_root<'r>(
     roots: &'r [TrustRoot],
     anchors: &[rustls_pki_types::TrustAnchor<'_>],
     path: &webpki::VerifiedPath<'_>,
 ) -> Result<&'r TrustRoot, AttestError> {
     let reached = path.anchor();
-    roots
-        .iter()
-        .zip(anchors)
-        .find(|(_, a)| a.subject == reached.subject)
-        .map(|(root, _)| root)
-        .ok_or_else(|| AttestError::Certificate("the chain ended at an unknown anchor".into()))
+    anchors.iter().position(|a| std::ptr::eq(a, reached)).and_then(|i| roots.get(i)).ok_or_else(|| {
+        AttestError::Certificate("the chain ended at an anchor that is none of the roots".into())
+    })
 }
 
 /// A trust anchor from a root certificate the caller pinned.
@@ -291,7 +306,7 @@ impl BindingVerifier {
             measurement,
             platform,
             previous_head: previous_head(verified.document.nonce.as_deref()),
-            anchor: if verified.dev { TrustBasis::DevRoot } else { TrustBasis::PinnedVendorRoot },
+            anchor: verified.basis(),
             attested_at: i64::try_from(verified.document.timestamp_ms)
                 .ok()
                 .map(|ms| ms.saturating_mul(1_000_000)),
@@ -360,14 +375,208 @@ pub fn decode_document(bytes: &[u8]) -> Result<Vec<u8>, AttestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::{CertificateParams, DistinguishedName, DnType, DnValue};
+    use teelog_core::{SigAlg, SoftwareKey};
 
     #[test]
-    fn the_embedded_aws_root_matches_its_pin() {
+    fn the_embedded_vendor_roots_match_their_pins_and_are_themselves_again() {
         let root = TrustRoot::aws_nitro();
         assert_eq!(hex::encode(root.sha256()), AWS_NITRO_ROOT_G1_SHA256);
-        assert!(!root.is_dev());
+        assert_eq!(root.vendor(), Some(VendorRoot::AwsNitroG1));
+        // Giving a pinned root again (PEM or DER) is harmless: it is that root.
         let again = TrustRoot::from_pem_or_der(AWS_NITRO_ROOT_G1_PEM).unwrap();
-        assert!(!again.is_dev());
+        assert_eq!(again.vendor(), Some(VendorRoot::AwsNitroG1));
+        for vendor in VendorRoot::ALL {
+            let der = vendor.der().unwrap();
+            assert_eq!(hex::encode(sha256(&der)), vendor.sha256_hex());
+            assert_eq!(TrustRoot::from_pem_or_der(&der).unwrap().vendor(), Some(vendor));
+        }
+    }
+
+    const NOW_MS: u64 = 1_796_202_000_000;
+
+    /// A Nitro-layout document under a new root named `name`, and that root (DER).
+    fn document_under(name: DistinguishedName) -> (Vec<u8>, Vec<u8>) {
+        let key =
+            SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap())
+                .unwrap()
+                .public()
+                .clone();
+        let pcrs = dev::default_pcrs();
+        let claims = dev::DevClaims {
+            module_id: "i-0lookalike",
+            timestamp_ms: NOW_MS,
+            pcrs: &pcrs,
+            bound_key: &key,
+            nonce: None,
+        };
+        let issued = dev::issue_under(name, &claims).unwrap();
+        (issued.document, issued.root_der)
+    }
+
+    /// The AWS root's subject, attribute for attribute and string type for string type.
+    fn aws_name() -> DistinguishedName {
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CountryName, DnValue::PrintableString("US".try_into().unwrap()));
+        name.push(DnType::OrganizationName, "Amazon");
+        name.push(DnType::OrganizationalUnitName, "AWS");
+        name.push(DnType::CommonName, "aws.nitro-enclaves");
+        name
+    }
+
+    fn anchor_of(der: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let cert = CertificateDer::from(der);
+        let anchor = webpki::anchor_from_trusted_cert(&cert).unwrap();
+        (anchor.subject.to_vec(), anchor.subject_public_key_info.to_vec())
+    }
+
+    fn refused(der: &[u8], needles: &[&str]) {
+        match TrustRoot::from_pem_or_der(der) {
+            Err(AttestError::Root(why)) => {
+                for needle in needles.iter().chain(&["lookalike"]) {
+                    assert!(why.contains(needle), "{needle:?} in {why}");
+                }
+            }
+            other => panic!("a lookalike was not refused: {other:?}"),
+        }
+    }
+
+    /// A root the auditor gave, bypassing the lookalike check (as if it had slipped through).
+    fn given(der: Vec<u8>, vendor: Option<VendorRoot>) -> TrustRoot {
+        TrustRoot { sha256: sha256(&der), der, vendor }
+    }
+
+    #[test]
+    fn a_root_with_the_aws_subject_is_refused_and_could_never_pass_for_aws() {
+        let (document, lookalike) = document_under(aws_name());
+        let aws = VendorRoot::AwsNitroG1.der().unwrap();
+        assert_eq!(anchor_of(&lookalike).0, anchor_of(&aws).0, "AWS's subject, byte for byte");
+        refused(&lookalike, &["subject (CN \"aws.nitro-enclaves\") of the AWS Nitro Enclaves root G1"]);
+        // Were it trusted all the same, after AWS's as `--trust-root` lists it, the chain reaches
+        // it and not AWS's: a dev document, trust resting on a dev root.
+        let slipped = given(lookalike, None);
+        let verifier = BindingVerifier {
+            roots: vec![TrustRoot::aws_nitro(), slipped.clone()],
+            allow_debug: false,
+            now: 0,
+        };
+        let attested = verifier.verify_document(&document).unwrap();
+        assert_eq!((attested.platform.as_str(), attested.anchor), ("dev", TrustBasis::DevRoot));
+        let verified =
+            nitro::NitroDocument::parse(&document).unwrap().verify(&verifier.roots, None, false).unwrap();
+        assert!(verified.dev);
+        assert_eq!(verified.root_sha256, *slipped.sha256());
+    }
+
+    #[test]
+    fn a_common_name_in_another_case_spacing_or_string_type_is_the_same_name() {
+        let names = [
+            DnValue::Utf8String("AWS.Nitro-Enclaves".into()),
+            DnValue::PrintableString(" aws.nitro-enclaves ".try_into().unwrap()),
+            DnValue::BmpString("aws.nitro-enclaves".try_into().unwrap()),
+            DnValue::TeletexString("aws.nitro-enclaves".try_into().unwrap()),
+        ];
+        for value in names {
+            let mut name = DistinguishedName::new();
+            name.push(DnType::OrganizationName, "not Amazon");
+            name.push(DnType::CommonName, value.clone());
+            let (_, root) = document_under(name);
+            refused(&root, &["subject", "AWS Nitro Enclaves root G1"]);
+        }
+        // Intel's and AMD's roots are pinned too.
+        for (cn, vendor) in [("intel sgx root ca", "Intel SGX Root CA"), ("ARK-Milan", "AMD's ARK for Milan")]
+        {
+            let mut name = DistinguishedName::new();
+            name.push(DnType::CommonName, cn);
+            refused(&document_under(name).1, &[vendor]);
+        }
+    }
+
+    /// A public key certified by a throwaway CA, whose private half nobody here has.
+    struct ForeignKey(Vec<u8>);
+
+    impl rcgen::PublicKeyData for ForeignKey {
+        fn der_bytes(&self) -> &[u8] {
+            &self.0
+        }
+        fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+            &rcgen::PKCS_ECDSA_P384_SHA384
+        }
+    }
+
+    fn certifying(key: Vec<u8>, cn: &str) -> Vec<u8> {
+        let mut ca = CertificateParams::new(Vec::new()).unwrap();
+        ca.distinguished_name.push(DnType::CommonName, "throwaway CA");
+        let issuer =
+            rcgen::Issuer::new(ca, rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap());
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.signed_by(&ForeignKey(key), &issuer).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_certificate_of_a_pinned_key_is_refused_whatever_its_name_or_spelling() {
+        let aws = VendorRoot::AwsNitroG1.der().unwrap();
+        let (_, spki) = anchor_of(&aws);
+        let point = der::public_key_bits(&spki).unwrap().to_vec();
+        assert_eq!((point.len(), point[0]), (97, 0x04), "an uncompressed P-384 point");
+        let renamed = certifying(point.clone(), "not aws at all");
+        assert_eq!(anchor_of(&renamed).1, spki, "AWS's SubjectPublicKeyInfo, byte for byte");
+        refused(&renamed, &["public key of the AWS Nitro Enclaves root G1"]);
+        // The same point compressed.
+        let compressed = [&[0x02 | (point[96] & 1)][..], &point[1..49]].concat();
+        refused(&certifying(compressed, "not aws at all"), &["public key"]);
+        // AWS's own certificate with its signature edited: AWS's subject and key, other bytes.
+        // Every pinned root likewise.
+        for vendor in VendorRoot::ALL {
+            let mut edited = vendor.der().unwrap();
+            let last = edited.len() - 1;
+            edited[last] ^= 1;
+            refused(&edited, &["public key", vendor.name()]);
+        }
+    }
+
+    #[test]
+    fn dev_roots_sharing_a_subject_are_told_apart_by_the_one_reached() {
+        let name = || {
+            let mut name = DistinguishedName::new();
+            name.push(DnType::CommonName, "teelog dev root (not hardware-backed)");
+            name
+        };
+        let (_, first) = document_under(name());
+        let (document, second) = document_under(name());
+        let roots = vec![TrustRoot::aws_nitro(), given(first, None), given(second, None)];
+        let verified = nitro::NitroDocument::parse(&document).unwrap().verify(&roots, None, false).unwrap();
+        assert_eq!(verified.root_sha256, *roots[2].sha256());
+    }
+
+    #[test]
+    fn a_chain_to_a_vendor_root_of_another_kind_is_refused() {
+        // As if the root a Nitro-layout document or a TPM bundle chained to were Intel's or AWS's.
+        let (document, root) = document_under(aws_name());
+        let intel = given(root, Some(VendorRoot::IntelSgxRootCa));
+        let err = nitro::NitroDocument::parse(&document).unwrap().verify(&[intel], None, false).unwrap_err();
+        assert!(matches!(&err, AttestError::Root(why) if why.contains("Intel SGX Root CA")), "{err}");
+
+        let vector: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/vectors/tpm-evidence-v1.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        let document = hex::decode(vector["document_hex"].as_str().unwrap()).unwrap();
+        let ca =
+            TrustRoot::from_pem_or_der(vector["enrollment_ca_pem"].as_str().unwrap().as_bytes()).unwrap();
+        let verifier = |roots| BindingVerifier {
+            roots,
+            allow_debug: false,
+            now: vector["checked_at"].as_u64().unwrap(),
+        };
+        let attested = verifier(vec![TrustRoot::aws_nitro(), ca.clone()]).verify_document(&document).unwrap();
+        assert_eq!((attested.platform.as_str(), attested.anchor), ("tpm", TrustBasis::TpmEnrollmentCa));
+        let as_aws = given(ca.der().to_vec(), Some(VendorRoot::AwsNitroG1));
+        let err = verifier(vec![as_aws]).verify_document(&document).unwrap_err();
+        assert!(err.contains("AWS Nitro Enclaves root G1") && err.contains("enrollment CA"), "{err}");
     }
 
     #[test]

@@ -13,9 +13,10 @@ use coset::{iana, CborSerializable, CoseSign1, RegisteredLabelWithPrivate, Tagge
 use rustls_pki_types::CertificateDer;
 use teelog_core::crypto::p1363_to_der;
 use teelog_core::merkle::Digest;
+use teelog_core::verify::TrustBasis;
 
 use crate::cbor::{bytes, payload_err, text_map};
-use crate::{anchor, reached_root, verify_chain, AttestError, TrustRoot};
+use crate::{anchor, reached_root, verify_chain, AttestError, TrustRoot, VendorRoot};
 
 /// Attestation documents are a few KiB; anything much larger is refused before parsing.
 pub const MAX_DOCUMENT_BYTES: usize = 64 << 10;
@@ -49,13 +50,24 @@ pub struct NitroVerified {
     pub document: NitroDocument,
     /// SHA-256 of the DER of the pinned root the chain reached.
     pub root_sha256: Digest,
-    /// Whether that root is a local dev root rather than AWS's.
+    /// Whether that root is one the auditor gave (a dev root) rather than AWS's pinned root.
     pub dev: bool,
     /// PCR0, PCR1 and PCR2 are all zero: an enclave started in debug mode, whose memory the
     /// parent instance can read. Only returned when the caller allowed it.
     pub debug_mode: bool,
     /// The time the chain was checked at, in seconds since the Unix epoch.
     pub checked_at: u64,
+}
+
+impl NitroVerified {
+    /// What trust in the document rests on: AWS's pinned root, or a dev root the auditor gave.
+    pub fn basis(&self) -> TrustBasis {
+        if self.dev {
+            TrustBasis::DevRoot
+        } else {
+            TrustBasis::PinnedVendorRoot
+        }
+    }
 }
 
 impl NitroDocument {
@@ -130,17 +142,22 @@ impl NitroDocument {
         let path =
             verify_chain(&leaf, &algs, &anchors, &intermediates, checked_at, &[], "certificate ← cabundle")?;
         let root = reached_root(roots, &anchors, &path)?;
+        // The platform follows from the root reached: AWS's, or one the auditor vouches for alone.
+        let dev = match root.vendor() {
+            None => true,
+            Some(VendorRoot::AwsNitroG1) => false,
+            Some(other) => {
+                return Err(AttestError::Root(format!(
+                    "the signing certificate chains to {}, which vouches for no Nitro-layout document",
+                    other.name()
+                )))
+            }
+        };
 
         let tbs = self.sign1.tbs_data(&[]);
         leaf.verify_signature(webpki::ring::ECDSA_P384_SHA384, &tbs, &p1363_to_der(&self.sign1.signature))
             .map_err(|_| AttestError::Signature)?;
-        Ok(NitroVerified {
-            root_sha256: *root.sha256(),
-            dev: root.is_dev(),
-            debug_mode,
-            checked_at,
-            document: self,
-        })
+        Ok(NitroVerified { root_sha256: *root.sha256(), dev, debug_mode, checked_at, document: self })
     }
 }
 

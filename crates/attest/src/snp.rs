@@ -12,7 +12,7 @@ use rustls_pki_types::{
 use teelog_core::crypto::p1363_to_der;
 use teelog_core::merkle::{sha256, Digest};
 
-use crate::{anchor, verify_chain, AttestError};
+use crate::{anchor, verify_chain, AttestError, VendorRoot};
 
 /// SHA-256 of the DER of AMD's ARK for Milan, as AMD publishes it.
 pub const AMD_ARK_MILAN_SHA256: &str = "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd";
@@ -164,15 +164,14 @@ impl AmdChain {
     }
 
     /// Finds the ARK (by its pin) and the ASK (the certificate it issued that is not the VLEK
-    /// signer) in a PEM bundle such as AMD's `cert_chain`.
+    /// signer) in a PEM bundle such as AMD's `cert_chain`. A certificate that looks like a
+    /// pinned root without being it is refused ([`VendorRoot::identify`]).
     pub fn from_pem(pem: &[u8]) -> Result<Self, AttestError> {
-        let certs: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(pem)
-            .map(|c| c.map(|c| c.to_vec()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| AttestError::Root(format!("AMD certificate chain: {e}")))?;
-        let ark = certs.iter().find(|c| hex::encode(sha256(c)) == AMD_ARK_MILAN_SHA256).cloned().ok_or_else(
-            || AttestError::Root(format!("no ARK with the pinned SHA-256 {AMD_ARK_MILAN_SHA256}")),
-        )?;
+        let certs = certificates(pem)?;
+        for cert in &certs {
+            VendorRoot::identify(cert)?;
+        }
+        let ark = pinned_ark(&certs)?;
         // The ASK's subject CN is "SEV-Milan"; the ASVK's is "SEV-VLEK-Milan".
         let ask = certs
             .iter()
@@ -181,6 +180,27 @@ impl AmdChain {
             .ok_or_else(|| AttestError::Root("no ASK (CN=SEV-Milan) in the AMD chain".into()))?;
         Ok(Self { ark, ask })
     }
+}
+
+fn certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, AttestError> {
+    CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| AttestError::Root(format!("AMD certificate chain: {e}")))
+}
+
+/// The ARK among `certs`, by its pinned SHA-256.
+fn pinned_ark(certs: &[Vec<u8>]) -> Result<Vec<u8>, AttestError> {
+    certs
+        .iter()
+        .find(|c| hex::encode(sha256(c)) == AMD_ARK_MILAN_SHA256)
+        .cloned()
+        .ok_or_else(|| AttestError::Root(format!("no ARK with the pinned SHA-256 {AMD_ARK_MILAN_SHA256}")))
+}
+
+/// The Milan ARK that ships with teelog.
+pub(crate) fn milan_ark() -> Result<Vec<u8>, AttestError> {
+    pinned_ark(&certificates(AMD_MILAN_CHAIN_PEM)?)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -220,5 +240,26 @@ impl SignatureVerificationAlgorithm for AmdRsaPssSha384 {
 
     fn signature_alg_id(&self) -> AlgorithmIdentifier {
         AlgorithmIdentifier::from_slice(AMD_PSS_SHA384_ALG_ID)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lookalike_ark_in_a_given_chain_is_refused() {
+        assert!(AmdChain::from_pem(AMD_MILAN_CHAIN_PEM).is_ok());
+        let mut ark = milan_ark().unwrap();
+        let last = ark.len() - 1;
+        ark[last] ^= 1;
+        let lookalike = teelog_core::crypto::pem_encode("CERTIFICATE", &ark);
+        let chain = [AMD_MILAN_CHAIN_PEM, b"\n", lookalike.as_bytes()].concat();
+        match AmdChain::from_pem(&chain) {
+            Err(AttestError::Root(why)) => {
+                assert!(why.contains("AMD's ARK for Milan") && why.contains("lookalike"), "{why}")
+            }
+            other => panic!("a lookalike ARK was not refused: {other:?}"),
+        }
     }
 }

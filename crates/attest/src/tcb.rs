@@ -520,10 +520,15 @@ fn verify_signed<T>(
     let leaf_der = CertificateDer::from(doc.chain[0].as_slice());
     let leaf = webpki::EndEntityCert::try_from(&leaf_der)
         .map_err(|e| AttestError::Certificate(format!("the {name} signing certificate: {e}")))?;
-    verify_intel_chain(&leaf, &doc.chain[1..], root_der, at, crls, "TCB Signing ← Intel SGX Root CA")?;
+    let below =
+        verify_intel_chain(&leaf, &doc.chain[1..], root_der, at, crls, "TCB Signing ← Intel SGX Root CA")?;
+    // The TCB Signing certificate is the one the pinned root itself issued with that name; a
+    // certificate further down (a PCK, whose key lives in a platform) is not it, whatever its name.
     let cn = der::subject_common_name(&doc.chain[0])?;
-    if cn != TCB_SIGNING_CN {
-        return Err(err(format!("{name} is signed by {cn:?}, not by the {TCB_SIGNING_CN:?} certificate")));
+    if cn != TCB_SIGNING_CN || below != 0 {
+        return Err(err(format!(
+            "{name} is signed by {cn:?} ({below} certificates below the Intel SGX Root CA), not by the {TCB_SIGNING_CN:?} certificate the root issued"
+        )));
     }
     leaf.verify_signature(webpki::ring::ECDSA_P256_SHA256, &doc.body, &p1363_to_der(&doc.signature))
         .map_err(|_| {
@@ -880,6 +885,55 @@ mod tests {
         assert_eq!(tcb.advisory_ids, ["INTEL-SA-00615"]);
         let why = mismatch_text(|_, qe| qe.tcb_levels[0].tcb.isvsvn = 7);
         assert!(why.contains("ISVSVN 6"), "{why}");
+    }
+
+    #[test]
+    fn the_tcb_signing_certificate_is_the_one_the_root_issued() {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        use teelog_core::{SigAlg, SoftwareKey};
+        let p256 = &rcgen::PKCS_ECDSA_P256_SHA256;
+        let ca = |cn: &str| {
+            let mut params = CertificateParams::new(Vec::new()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+        };
+        let (root_key, root_params) = (KeyPair::generate_for(p256).unwrap(), ca("test root"));
+        let root_der = root_params.self_signed(&root_key).unwrap().der().to_vec();
+        let root = Issuer::new(root_params, root_key);
+        let (platform_key, platform_params) = (KeyPair::generate_for(p256).unwrap(), ca("test platform CA"));
+        let platform_der = platform_params.signed_by(&platform_key, &root).unwrap().der().to_vec();
+        let platform = Issuer::new(platform_params, platform_key);
+        // One key for the certificate (rcgen) and the r || s signature over the body (teelog).
+        let pkcs8 = SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap();
+        let signing_key = KeyPair::from_pkcs8_der_and_sign_algo(
+            &rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_slice()),
+            p256,
+        )
+        .unwrap();
+        let body = b"{}".to_vec();
+        let signature: [u8; 64] =
+            SoftwareKey::from_pkcs8(SigAlg::Es256, &pkcs8).unwrap().sign(&body).unwrap().try_into().unwrap();
+        let mut leaf = CertificateParams::new(Vec::new()).unwrap();
+        leaf.distinguished_name.push(DnType::CommonName, TCB_SIGNING_CN);
+        let signed = |chain: Vec<Vec<u8>>| Signed {
+            body: body.clone(),
+            signature,
+            chain,
+            value: (),
+            issue_date: 0,
+            next_update: u64::MAX,
+        };
+        let direct = leaf.signed_by(&signing_key, &root).unwrap().der().to_vec();
+        verify_signed(&signed(vec![direct, root_der.clone()]), Kind::TcbInfo, &root_der, AT, &[]).unwrap();
+        // The same name and key one level down, as a PCK's would be: not the TCB Signing certificate.
+        let below = leaf.signed_by(&signing_key, &platform).unwrap().der().to_vec();
+        let chain = vec![below, platform_der, root_der.clone()];
+        let err = verify_signed(&signed(chain), Kind::TcbInfo, &root_der, AT, &[]).unwrap_err();
+        assert!(
+            matches!(&err, AttestError::Collateral(why) if why.contains("1 certificates below")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -163,6 +163,7 @@ impl TdxQuote {
     ) -> Result<(), AttestError> {
         let intermediates = &self.pck_chain[1..self.pck_chain.len() - 1];
         verify_intel_chain(pck, intermediates, root_der, at, crls, "PCK ← Platform CA ← Intel SGX Root CA")
+            .map(|_| ())
     }
 
     /// Verifies the quote signature, the QE report's binding of the attestation key and its
@@ -216,6 +217,7 @@ pub(crate) fn pinned_intel_root(root_der: &[u8]) -> Result<Digest, AttestError> 
 
 /// Checks `leaf` through `intermediates` (DER) to the Intel root at `at`, against `crls` if any;
 /// `chain` names it in errors. Both Intel chains (PCK, TCB Signing) are ECDSA P-256 throughout.
+/// Returns how many intermediates the verified path took.
 pub(crate) fn verify_intel_chain(
     leaf: &webpki::EndEntityCert<'_>,
     intermediates: &[Vec<u8>],
@@ -223,13 +225,14 @@ pub(crate) fn verify_intel_chain(
     at: u64,
     crls: &[&webpki::CertRevocationList<'_>],
     chain: &str,
-) -> Result<(), AttestError> {
+) -> Result<usize, AttestError> {
     let root = CertificateDer::from(root_der);
     let anchors = [anchor(&root)?];
     let intermediates: Vec<CertificateDer<'_>> =
         intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
     let algs = [webpki::ring::ECDSA_P256_SHA256];
-    verify_chain(leaf, &algs, &anchors, &intermediates, at, crls, chain).map(|_| ())
+    let path = verify_chain(leaf, &algs, &anchors, &intermediates, at, crls, chain)?;
+    Ok(path.intermediate_certificates().count())
 }
 
 /// The Intel SGX Root CA that ships with teelog (pinned).

@@ -67,6 +67,16 @@ fn every_document_is_expired_today() {
 }
 
 #[test]
+fn the_aws_root_given_again_is_the_pinned_root() {
+    // As `--trust-root` would load it, and as the only root.
+    let pem = common::fixture("roots/aws_nitro_enclaves_root_g1.pem");
+    let root = TrustRoot::from_pem_or_der(&pem).unwrap();
+    let verified = NitroDocument::parse(&fixture(BETA)).unwrap().verify(&[root], None, false).unwrap();
+    assert!(!verified.dev);
+    assert_eq!(hex::encode(verified.root_sha256), teelog_attest::AWS_NITRO_ROOT_G1_SHA256);
+}
+
+#[test]
 fn another_root_is_not_trusted() {
     let intel = std::fs::read(
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -74,7 +84,7 @@ fn another_root_is_not_trusted() {
     )
     .unwrap();
     let root = TrustRoot::from_pem_or_der(&intel).unwrap();
-    assert!(root.is_dev());
+    assert_eq!(root.vendor(), Some(teelog_attest::VendorRoot::IntelSgxRootCa));
     let err = NitroDocument::parse(&fixture(BETA)).unwrap().verify(&[root], None, false).unwrap_err();
     assert!(matches!(&err, AttestError::Chain(why) if why.contains("does not reach a pinned root")), "{err}");
 }

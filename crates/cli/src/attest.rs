@@ -17,6 +17,7 @@ use teelog_attest::tdx::{TdxQuote, TdxVerified};
 use teelog_attest::tpm::bundle::{TpmBundle, TpmBundleVerified};
 use teelog_attest::{decode_document, AttestError, TrustRoot};
 use teelog_core::timestamp::{format_rfc3339, parse_rfc3339};
+use teelog_core::verify::TrustBasis;
 use teelog_core::PublicKey;
 
 #[derive(clap::Subcommand, Clone)]
@@ -36,8 +37,10 @@ pub struct AttestVerifyArgs {
     /// `public_key`, the TPM's certified key, or the key id in an SEV-SNP or TDX report_data.
     #[arg(long)]
     pub key: Option<PathBuf>,
-    /// Also trust this root certificate (PEM or DER), e.g. a dev root or a TPM enrollment CA;
-    /// the AWS Nitro root G1 is always trusted, pinned by its SHA-256.
+    /// Also trust this root certificate (PEM or DER; every certificate of a PEM file), e.g. a
+    /// dev root or a TPM enrollment CA; the AWS Nitro root G1 is always trusted, pinned by its
+    /// SHA-256. A certificate with a pinned vendor root's subject or key that is not that root
+    /// is refused.
     #[arg(long)]
     pub trust_root: Vec<PathBuf>,
     /// Check the chain at this time (RFC 3339) instead of the document's own timestamp (for
@@ -217,14 +220,25 @@ pub fn now_seconds() -> u64 {
     u64::try_from(crate::sign::now().div_euclid(1_000_000_000)).unwrap_or(0)
 }
 
-/// The AWS root, plus the roots given with --trust-root.
+/// The AWS root, plus every certificate of the files given with --trust-root (or a gateway's
+/// `trust_roots`). A lookalike of a pinned vendor root is an error naming its file.
 pub fn trust_roots(paths: &[PathBuf]) -> anyhow::Result<Vec<TrustRoot>> {
     let mut roots = vec![TrustRoot::aws_nitro()];
     for path in paths {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        roots.push(TrustRoot::from_pem_or_der(&bytes).with_context(|| path.display().to_string())?);
+        roots.extend(TrustRoot::all_from_pem_or_der(&bytes).with_context(|| path.display().to_string())?);
     }
     Ok(roots)
+}
+
+/// A trust basis in words, for the text report.
+fn trust_text(basis: TrustBasis) -> &'static str {
+    match basis {
+        TrustBasis::PinnedVendorRoot => "a vendor root pinned in teelog",
+        TrustBasis::DevRoot => "a dev root given with --trust-root (not hardware-backed)",
+        TrustBasis::TpmEnrollmentCa => "a TPM enrollment CA given with --trust-root",
+        TrustBasis::BarePublicKey => "a public key given with --pubkey",
+    }
 }
 
 #[derive(Serialize, Default)]
@@ -240,6 +254,8 @@ struct Report {
     bound_key_id: Option<String>,
     /// SHA-256 of the pinned root the chain reached.
     root_sha256: Option<String>,
+    /// What trust in the document rests on: the kind of that root.
+    trust: Option<TrustBasis>,
     debug_mode: bool,
     pcrs: BTreeMap<u64, String>,
     /// Platform-specific fields, as text.
@@ -307,6 +323,7 @@ impl Report {
                 .and_then(|k| PublicKey::from_spki_der(k).ok())
                 .map(|k| k.id_hex()),
             root_sha256: Some(hex::encode(v.root_sha256)),
+            trust: Some(v.basis()),
             debug_mode: v.debug_mode,
             pcrs: d.pcrs.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
             details,
@@ -331,6 +348,7 @@ impl Report {
             checked_at: Some(time_text(at, 1_000_000_000)),
             bound_key_id: Some(v.key.id_hex()),
             root_sha256: outcome.as_ref().ok().map(|v| hex::encode(v.root_sha256)),
+            trust: Some(TrustBasis::TpmEnrollmentCa),
             details,
             ..Report::default()
         }
@@ -350,6 +368,7 @@ impl Report {
             checked_at: Some(time_text(v.checked_at, 1_000_000_000)),
             bound_key_id: None,
             root_sha256: Some(hex::encode(v.ark_sha256)),
+            trust: Some(TrustBasis::PinnedVendorRoot),
             debug_mode: r.debug_allowed(),
             pcrs: BTreeMap::new(),
             details: BTreeMap::from([
@@ -427,6 +446,7 @@ impl Report {
             checked_at: Some(time_text(v.checked_at, 1_000_000_000)),
             bound_key_id: None,
             root_sha256: Some(hex::encode(v.root_sha256)),
+            trust: Some(TrustBasis::PinnedVendorRoot),
             debug_mode: q.debug(),
             pcrs: BTreeMap::new(),
             details,
@@ -449,6 +469,7 @@ impl Report {
             ("measurement", self.measurement.clone()),
             ("checked at", self.checked_at.clone()),
             ("root sha256", self.root_sha256.clone()),
+            ("trust", self.trust.map(|t| trust_text(t).to_string())),
             ("bound key", self.bound_key_id.clone()),
         ] {
             if let Some(value) = value {

@@ -141,8 +141,15 @@ impl TpmBundle {
                 "the AK certificate is for another key than the AK that signed the evidence".into(),
             ));
         }
-        let root = *reached_root(roots, &anchors, &path)?.sha256();
-        Ok(TpmBundleVerified { evidence, root_sha256: root })
+        let root = reached_root(roots, &anchors, &path)?;
+        // Only an enrollment CA the auditor gave certifies attestation keys; no vendor does.
+        if let Some(vendor) = root.vendor() {
+            return Err(AttestError::Root(format!(
+                "the AK certificate chains to {}, which certifies no TPM attestation key: TPM evidence must chain to an enrollment CA given with --trust-root",
+                vendor.name()
+            )));
+        }
+        Ok(TpmBundleVerified { evidence, root_sha256: *root.sha256() })
     }
 }
 
