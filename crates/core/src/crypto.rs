@@ -224,21 +224,26 @@ const fn hex_literal<const N: usize>(text: &[u8]) -> [u8; N] {
 /// `n / 2`. Both forms verify, so a copy of a batch with the other one is the same batch
 /// (docs/FORMAT.md §8). Anything that is not a signature of `alg`'s width comes back unchanged.
 pub fn normalize_signature(alg: SigAlg, sig: &[u8]) -> Vec<u8> {
+    match mirror_signature(alg, sig) {
+        // s > n / 2 exactly when s > n - s.
+        Some(mirror) if sig[sig.len() / 2..] > mirror[sig.len() / 2..] => mirror,
+        _ => sig.to_vec(),
+    }
+}
+
+/// The other r || s signature that verifies wherever `sig` does: (r, n - s); `None` if `sig` is
+/// not one of `alg`'s width.
+pub fn mirror_signature(alg: SigAlg, sig: &[u8]) -> Option<Vec<u8>> {
     let order: &[u8] = match alg {
         SigAlg::Es256 => &P256_ORDER,
         SigAlg::Es384 => &P384_ORDER,
     };
     let width = order.len();
-    let mut out = sig.to_vec();
     if sig.len() != 2 * width {
-        return out;
+        return None;
     }
-    let s = &sig[width..];
-    // s > n / 2 exactly when s > n - s.
-    if let Some(n_minus_s) = order_minus(order, s).filter(|n_minus_s| s > n_minus_s.as_slice()) {
-        out[width..].copy_from_slice(&n_minus_s);
-    }
-    out
+    let n_minus_s = order_minus(order, &sig[width..])?;
+    Some([&sig[..width], &n_minus_s[..]].concat())
 }
 
 /// `order - s` for big-endian numbers of one width, or `None` when `s` exceeds `order`.
@@ -410,13 +415,10 @@ mod tests {
     fn a_malleated_signature_normalises_to_the_original() {
         for alg in [SigAlg::Es256, SigAlg::Es384] {
             let key = SoftwareKey::from_pkcs8(alg, &SoftwareKey::generate_pkcs8(alg).unwrap()).unwrap();
-            let order: &[u8] = if alg == SigAlg::Es256 { &P256_ORDER } else { &P384_ORDER };
-            let width = order.len();
+            let width = alg.signature_len() / 2;
             for _ in 0..8 {
                 let sig = key.sign(b"m").unwrap();
-                // The other signature that verifies: (r, n - s).
-                let mut other = sig.clone();
-                other[width..].copy_from_slice(&order_minus(order, &sig[width..]).unwrap());
+                let other = mirror_signature(alg, &sig).unwrap();
                 assert!(key.public().verify_p1363(b"m", &other), "ring accepts both forms");
                 assert_ne!(sig, other);
                 assert_eq!(normalize_signature(alg, &sig), normalize_signature(alg, &other));
