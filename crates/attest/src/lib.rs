@@ -293,9 +293,20 @@ pub struct BindingVerifier {
 
 impl BindingVerifier {
     fn nitro(&self, document: &[u8]) -> Result<AttestedKey, String> {
-        let verified =
-            nitro::NitroDocument::parse(document).and_then(|d| d.verify(&self.roots, None, self.allow_debug));
-        let verified = verified.map_err(|e| e.to_string())?;
+        let parsed = nitro::NitroDocument::parse(document).map_err(|e| e.to_string())?;
+        let verified = match parsed.clone().verify(&self.roots, None, self.allow_debug) {
+            Ok(verified) => verified,
+            // A dev document whose root was not given is the auditor's omission, most likely
+            // (a restart with `keygen --dev` makes a new root): say which root, not "forged".
+            Err(e @ AttestError::Chain(_)) if parsed.module_id.starts_with("dev-") => {
+                let root = parsed.cabundle.first().map(|der| hex::encode(sha256(der))).unwrap_or_default();
+                return Err(format!(
+                    "{e}; this is a teelog dev document (module_id {}) whose bundle names a root with SHA-256 {root}: if you trust the identity that made it, pass its dev-root.pem with --trust-root",
+                    teelog_core::display::escape_controls(&parsed.module_id)
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let spki =
             verified.document.public_key.as_deref().ok_or("the document binds no key (no public_key)")?;
         let key = PublicKey::from_spki_der(spki).map_err(|e| format!("the document's public_key: {e}"))?;

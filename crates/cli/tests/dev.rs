@@ -49,6 +49,15 @@ fn dev_identities_verify_only_with_their_root() {
         b"",
     ));
     assert_eq!((code, kinds), (1, vec!["untrusted_attestation".to_string(); 2]));
+    // The text says which root is missing and which flag takes it, rather than "forged".
+    let human = String::from_utf8_lossy(
+        &teelog(&["verify", "--store", s(&store), "--pubkey", s(&id.join("public-key.pem"))], b"").stdout,
+    )
+    .into_owned();
+    assert!(
+        human.contains("teelog dev document") && human.contains("pass its dev-root.pem with --trust-root"),
+        "{human}"
+    );
 
     // Another dev root does not vouch for this document.
     let other = dir.path().join("other");
