@@ -12,11 +12,8 @@ pub fn run<T, F: Future<Output = anyhow::Result<T>>>(
     level: tracing::Level,
     daemon: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
 ) -> anyhow::Result<T> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_max_level(level)
-        .init();
+    // No colours: their escape sequences would be indistinguishable from ones in the input.
+    tracing_subscriber::fmt().with_writer(|| EscapedStderr).with_ansi(false).with_max_level(level).init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name(name)
@@ -26,6 +23,25 @@ pub fn run<T, F: Future<Output = anyhow::Result<T>>>(
         let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
         daemon(Box::pin(shutdown)).await
     })
+}
+
+/// Standard error for the log: each event arrives as one write ending in its newline, and every
+/// other control character in it is escaped, so that text from a client or a file can never
+/// start a log line of its own.
+struct EscapedStderr;
+
+impl std::io::Write for EscapedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (body, end) = text.strip_suffix('\n').map_or((&*text, ""), |body| (body, "\n"));
+        let line = format!("{}{end}", teelog_core::display::escape_controls(body));
+        std::io::stderr().lock().write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// Installs the SIGINT and SIGTERM handlers now, before the daemon says it is ready, so that a

@@ -77,7 +77,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("teelog: error: {e:#}");
+            // Errors quote input (file names, fields): nothing in them may pass for output.
+            eprintln!("teelog: error: {}", teelog_core::display::escape_controls(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

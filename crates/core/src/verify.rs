@@ -222,6 +222,8 @@ const MAX_UNTRUSTED_SEQS: usize = 1 << 20;
 const MAX_UNVERIFIED_IDENTITIES: usize = 1 << 16;
 /// Documents that did not verify, kept to name why in the findings of the batches that cite them.
 const MAX_FAILED_DOCUMENTS: usize = 4096;
+/// Bytes of documents held until a batch names them.
+const MAX_DOCUMENT_BYTES: usize = 64 << 20;
 /// Bytes of batches held while they wait for an attestation document later in the input.
 const MAX_PENDING_BYTES: usize = 64 << 20;
 /// Torn last lines held until a batch that they begin turns up, and their bytes.
@@ -312,9 +314,11 @@ struct EpochState {
     trust: Option<(TrustBasis, String)>,
 }
 
-/// An attestation document from the input, verified as soon as it was read.
+/// An attestation document from the input. It is verified when a batch first names it, so that
+/// documents nothing names cost no signature checks; past a bound on the bytes held, on arrival.
 struct Document {
-    verdict: Result<AttestedKey, String>,
+    bytes: Vec<u8>,
+    verdict: Option<Result<AttestedKey, String>>,
     named: bool,
 }
 
@@ -332,6 +336,7 @@ pub struct Verifier {
     attestation: Option<Box<dyn AttestationVerifier>>,
     /// Attestation documents seen, by the SHA-256 of their bytes.
     documents: HashMap<Digest, Document>,
+    document_bytes: usize,
     failed_documents: usize,
     /// Batches that name a document not read yet, checked once every line is in.
     pending: Vec<(Candidate, SignedHeader)>,
@@ -362,6 +367,7 @@ impl Verifier {
             options,
             attestation: None,
             documents: HashMap::new(),
+            document_bytes: 0,
             failed_documents: 0,
             pending: Vec::new(),
             pending_bytes: 0,
@@ -469,18 +475,25 @@ impl Verifier {
         if self.documents.contains_key(&digest) {
             return;
         }
-        let verdict = match &self.attestation {
-            Some(verifier) => verifier.verify_document(&bytes),
-            // Without a verifier, attested batches are judged by the trusted keys alone.
-            None => Err("no attestation verifier".into()),
+        let Some(verifier) = &self.attestation else {
+            // Without a verifier, attested batches are judged by the trusted keys alone; the
+            // document is kept only to say whether a batch names it.
+            self.documents.insert(digest, Document { bytes: Vec::new(), verdict: None, named: false });
+            return;
         };
+        if self.document_bytes + bytes.len() <= MAX_DOCUMENT_BYTES {
+            self.document_bytes += bytes.len();
+            self.documents.insert(digest, Document { bytes, verdict: None, named: false });
+            return;
+        }
+        let verdict = verifier.verify_document(&bytes);
         if verdict.is_err() {
             if self.failed_documents >= MAX_FAILED_DOCUMENTS {
                 return;
             }
             self.failed_documents += 1;
         }
-        self.documents.insert(digest, Document { verdict, named: false });
+        self.documents.insert(digest, Document { bytes: Vec::new(), verdict: Some(verdict), named: false });
     }
 
     fn push_teelog(&mut self, origin: Origin<'_>, line: &[u8], fields: LineFields<'_>) {
@@ -556,7 +569,16 @@ impl Verifier {
             )),
             Some(document) => {
                 document.named = true;
-                document.verdict.clone()
+                match (&document.verdict, &self.attestation) {
+                    (Some(verdict), _) => verdict.clone(),
+                    (None, Some(verifier)) => {
+                        let verdict = verifier.verify_document(&document.bytes);
+                        self.document_bytes -= document.bytes.len();
+                        document.bytes = Vec::new();
+                        document.verdict.insert(verdict).clone()
+                    }
+                    (None, None) => Err("no attestation verifier".into()),
+                }
             }
         };
         match verdict {
