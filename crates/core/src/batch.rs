@@ -594,8 +594,7 @@ impl<'a> ParsedBatch<'a> {
     /// spelling would be bytes that nothing signs.
     pub fn layout_deviation(&self, line: &[u8]) -> Option<String> {
         let canonical_sig = B64.encode(&self.sig);
-        // (bytes, whether they are a part of the line itself, what they are)
-        let mut pieces: Vec<(&[u8], bool, &str)> = vec![
+        let fixed: [(&[u8], bool, &str); 7] = [
             (b"{\"v\":1,\"header\":", false, "the line's opening"),
             (self.header_bytes, true, "the header"),
             (b",\"sig\":\"", false, "the sig member"),
@@ -604,13 +603,13 @@ impl<'a> ParsedBatch<'a> {
             (self.hints.as_bytes(), true, "the hints"),
             (b"\",\"records\":[", false, "the records member"),
         ];
-        for (i, record) in self.records.iter().enumerate() {
-            if i > 0 {
-                pieces.push((b",", false, "a single comma between records"));
-            }
-            pieces.push((record.get().as_bytes(), true, "a record"));
-        }
-        pieces.push((b"]}", false, "the line's end"));
+        // (bytes, whether they are a part of the line itself, what they are), in line order.
+        let records = self.records.iter().enumerate().flat_map(|(i, record)| {
+            let comma: Option<(&[u8], bool, &str)> =
+                (i > 0).then_some((b",", false, "a single comma between records"));
+            comma.into_iter().chain([(record.get().as_bytes(), true, "a record")])
+        });
+        let pieces = fixed.into_iter().chain(records).chain([(&b"]}"[..], false, "the line's end")]);
         let mut at = 0;
         for (piece, borrowed, what) in pieces {
             // A piece taken from the line must be the bytes right here, not an equal copy elsewhere.
@@ -667,7 +666,7 @@ impl<'a> ParsedBatch<'a> {
             if hex::encode(merkle.root()) == header.root {
                 let hints_problem = if hex::encode(sha256(&hints)) != header.hints {
                     Some("the header's hints digest does not match its own records".to_string())
-                } else if hex::encode(&hints) != self.hints {
+                } else if !is_hex_of(self.hints.as_bytes(), &hints) {
                     Some("the line's hints are not the records' hints that the header signs".to_string())
                 } else {
                     None
@@ -718,6 +717,11 @@ impl<'a> ParsedBatch<'a> {
         &self.sig
     }
 
+    /// Bytes of the signed header.
+    pub fn header_len(&self) -> usize {
+        self.header_bytes.len()
+    }
+
     /// What identifies this batch among copies of it: the signed header and its signature in
     /// the one low-S form, so that a copy whose signature was malleated is the same batch.
     pub fn identity(&self) -> Digest {
@@ -726,6 +730,15 @@ impl<'a> ParsedBatch<'a> {
         id.extend_from_slice(&crate::crypto::normalize_signature(alg, &self.sig));
         sha256(&id)
     }
+}
+
+/// Whether `text` is exactly the lower-case hex of `bytes`; no allocation, as it runs per record.
+fn is_hex_of(text: &[u8], bytes: &[u8]) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    text.len() == 2 * bytes.len()
+        && text.chunks_exact(2).zip(bytes).all(|(pair, &b)| {
+            pair[0] == DIGITS[usize::from(b >> 4)] && pair[1] == DIGITS[usize::from(b & 15)]
+        })
 }
 
 /// Where `piece` starts within `line`, if it is a part of it.

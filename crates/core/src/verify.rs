@@ -215,8 +215,9 @@ pub const MAX_FINDINGS_PER_KIND: usize = 1000;
 /// Entries of the report's lists (unreferenced documents, keys needed).
 pub const MAX_LISTED: usize = 1000;
 /// Seqs of batches whose signature failed, remembered so that they are not reported again as
-/// gaps; beyond, they are (more findings, never fewer).
-const MAX_UNTRUSTED_SEQS: usize = 1 << 20;
+/// gaps; beyond, they are (more findings, never fewer). Each may cost an epoch entry (forged
+/// lines can name a new epoch each), a few hundred bytes.
+const MAX_UNTRUSTED_SEQS: usize = 1 << 15;
 /// Identities of lines that did not verify, remembered to count their copies as duplicates;
 /// beyond, each copy is reported again (within the findings cap).
 const MAX_UNVERIFIED_IDENTITIES: usize = 1 << 16;
@@ -225,7 +226,7 @@ const MAX_FAILED_DOCUMENTS: usize = 4096;
 /// Bytes of documents held until a batch names them.
 const MAX_DOCUMENT_BYTES: usize = 64 << 20;
 /// Bytes of batches held while they wait for an attestation document later in the input.
-const MAX_PENDING_BYTES: usize = 64 << 20;
+const MAX_PENDING_BYTES: usize = 32 << 20;
 /// Torn last lines held until a batch that they begin turns up, and their bytes.
 const MAX_TORN: usize = 256;
 const MAX_TORN_BYTES: usize = 32 << 20;
@@ -529,8 +530,9 @@ impl Verifier {
         let named = candidate.header.attestation.as_deref().and_then(parse_digest);
         match (named, &self.attestation) {
             (Some(digest), Some(_)) if !self.documents.contains_key(&digest) => {
-                // Lines come in any order: wait for the document, within a bound.
-                let size = line.len().min(4096);
+                // Lines come in any order: wait for the document, within a bound. What is held
+                // is the parsed header, its bytes and the signature, not the records.
+                let size = 2048 + batch.header_len();
                 if self.pending_bytes + size > MAX_PENDING_BYTES {
                     let why = "its attestation document was not in the input before it, and the verifier holds no more batches waiting for one: put the attestation lines first";
                     return self.accept(candidate, None, Err(why.to_string()));
