@@ -631,7 +631,7 @@ impl<'a> ParsedBatch<'a> {
     }
 
     /// The hints of the line, if they are the ones the header signed.
-    fn signed_hints(&self) -> Option<Vec<[u8; HINT_LEN]>> {
+    pub fn signed_hints(&self) -> Option<Vec<[u8; HINT_LEN]>> {
         let bytes = hex::decode(self.hints).ok()?;
         let expected_len = self.header.count.checked_mul(HINT_LEN as u64)?;
         if bytes.len() as u64 != expected_len || hex::encode(sha256(&bytes)) != self.header.hints {
