@@ -452,7 +452,7 @@ async fn audit_stream(
 
     // From a second before the range: a batch sealed there may have records inside it.
     let batch_source = source(Kind::Batch);
-    let mut batch_entries = BatchEntries::new(from, to);
+    let mut batch_entries = BatchEntries::new(stream, from, to);
     loki.each(&selector(Kind::Batch)?, from.saturating_sub(RECORD_SPAN), to, |read| match read {
         Read::Entry(entry) => {
             let at = entry.timestamp;

@@ -287,8 +287,12 @@ fn details(json: &Value) -> Vec<&str> {
 fn planted_entries_are_foreign_and_the_genuine_batches_verify() {
     let f = fixture();
     f.push(&f.sign("app", 9, 3), &[]);
+    f.push(&f.sign("db", 2, 2), &[]);
     let stored = f.loki.streams();
     let (records, batches) = (&stored[&labels_of("record")], &stored[&labels_of("batch")]);
+    let db_batch =
+        stored.iter().find(|(l, _)| l["teelog_stream"] == "db" && kind_of(l) == "batch").unwrap().1[0]
+            .clone();
     let planted = |like: &Entry, line: &str| Entry { line: line.into(), ..like.clone() };
     f.loki.edit(|streams| {
         let mine = streams.get_mut(&labels_of("record")).unwrap();
@@ -302,10 +306,10 @@ fn planted_entries_are_foreign_and_the_genuine_batches_verify() {
         let mut forged = planted(&records[8], r#"{"message":"forged"}"#);
         forged.timestamp += 5_000;
         mine.push(forged);
-        // A copy of batch 1's entry stored elsewhere.
+        // A copy of batch 1's entry stored elsewhere, and one of stream db's under app.
         let mut copy = batches[0].clone();
         copy.timestamp += 500;
-        streams.get_mut(&labels_of("batch")).unwrap().push(copy);
+        streams.get_mut(&labels_of("batch")).unwrap().extend([copy, db_batch]);
         // An entry under a label set of the attacker's own, which the audit's selector matches.
         let mut evil = labels_of("record");
         evil.insert("evil".into(), "1".into());
@@ -314,24 +318,24 @@ fn planted_entries_are_foreign_and_the_genuine_batches_verify() {
     let (code, json, kinds) = f.audit_json(&[]);
     assert_eq!(code, 1, "{json}");
     assert!(kinds.iter().all(|k| k == "malformed"), "{json}");
-    let foreign = 1 + 10 + 1 + 1 + 1;
+    let foreign = 1 + 10 + 1 + 2 + 1;
     assert_eq!(json["audit"]["foreign_entries"].as_u64(), Some(foreign), "{json}");
     let listed: Vec<&str> = details(&json).into_iter().filter(|d| d.contains("foreign entry")).collect();
     assert_eq!(listed.len() as u64, foreign, "{json}");
     assert!(listed.iter().all(|d| d.starts_with("loki:app:record:") || d.starts_with("loki:app:batch:")));
-    assert_eq!(listed.iter().filter(|d| d.starts_with("loki:app:batch:")).count(), 1, "{json}");
-    // Every genuine batch verifies, with every record; the copy is a duplicate.
+    assert_eq!(listed.iter().filter(|d| d.starts_with("loki:app:batch:")).count(), 2, "{json}");
+    // Every genuine batch verifies, with every record; the copies are not verified again.
     assert_eq!(
         (json["batches"].as_u64(), json["records"].as_u64(), json["duplicates"].as_u64()),
-        (Some(3), Some(9), Some(1)),
+        (Some(4), Some(11), Some(0)),
         "{json}"
     );
     let audit = &json["audit"];
-    assert_eq!((audit["batches_valid"].as_u64(), audit["record_entries"].as_u64()), (Some(3), Some(9)));
+    assert_eq!((audit["batches_valid"].as_u64(), audit["record_entries"].as_u64()), (Some(4), Some(11)));
     let human = String::from_utf8_lossy(&f.audit(&[]).stdout).to_string();
     assert!(
-        human.contains("3 of 3 batches valid")
-            && human.contains("AUDIT 14 entries belong to no signed batch"),
+        human.contains("4 of 4 batches valid")
+            && human.contains("AUDIT 15 entries belong to no signed batch"),
         "{human}"
     );
 }

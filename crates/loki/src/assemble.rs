@@ -56,9 +56,10 @@ pub enum ForeignReason {
     Crowded,
     /// [`MAX_HELD_BYTES`] of competing record entries were held already; this one was dropped.
     OverBudget,
-    /// A batch entry stored at another time than its signed `sealed_at` (it is verified all
-    /// the same).
+    /// A batch entry stored at another time than its signed `sealed_at`.
     Misplaced { sealed_at: UnixNanos },
+    /// A batch entry of another teelog stream.
+    OtherStream,
 }
 
 impl fmt::Display for ForeignReason {
@@ -81,10 +82,13 @@ impl fmt::Display for ForeignReason {
             ),
             ForeignReason::Misplaced { sealed_at } => write!(
                 f,
-                "a batch entry stored at another time than its signed sealed_at {} (the shipper stores \
-                 it there; it is verified all the same)",
+                "a batch entry stored at another time than its signed sealed_at {}, where the shipper \
+                 stores it; not verified here",
                 format_rfc3339(*sealed_at)
             ),
+            ForeignReason::OtherStream => {
+                f.write_str("a batch entry of another teelog stream; not verified here")
+            }
         }
     }
 }
@@ -157,6 +161,7 @@ impl SameTime {
 /// records with [`BatchEntries::records`].
 #[derive(Debug)]
 pub struct BatchEntries {
+    stream: String,
     from: UnixNanos,
     to: UnixNanos,
     entries: Vec<(BatchEntry, Role)>,
@@ -165,8 +170,10 @@ pub struct BatchEntries {
 }
 
 impl BatchEntries {
-    pub fn new(from: UnixNanos, to: UnixNanos) -> Self {
+    /// For the entries of teelog stream `stream`.
+    pub fn new(stream: &str, from: UnixNanos, to: UnixNanos) -> Self {
         Self {
+            stream: stream.to_string(),
             from,
             to,
             entries: Vec::new(),
@@ -176,9 +183,11 @@ impl BatchEntries {
     }
 
     /// Adds an entry Loki stored at `timestamp`. An entry of the range that is not a batch
-    /// entry is returned as an error, to report. One stored before `from` is used only to claim
-    /// its records inside the range, and only if it is where the shipper stores it; nothing
-    /// about it is reported.
+    /// entry is returned as an error, to report. One that is not where the shipper stores it
+    /// (at its `sealed_at`, under its stream) is foreign: a copy someone planted there, which
+    /// verifying would only turn into a duplicate or into a batch without its records. One
+    /// stored before `from` is used only to claim its records inside the range; nothing about
+    /// it is reported.
     pub fn push(&mut self, timestamp: UnixNanos, line: String) -> Result<(), LayoutError> {
         if !self.same_time.first(timestamp, sha256(line.as_bytes())) {
             return Ok(());
@@ -189,22 +198,28 @@ impl BatchEntries {
             Err(e) if inside => return Err(e),
             Err(_) => return Ok(()),
         };
-        if !inside {
-            let reaches_in = entry
-                .hints
-                .as_ref()
-                .and_then(|h| span_end(entry.sealed_at, h.len()))
-                .is_some_and(|end| end > self.from);
-            if entry.timestamp == entry.sealed_at && reaches_in {
-                self.entries.push((entry, Role::LeadIn));
+        let misplaced = if entry.header.stream != self.stream {
+            Some(ForeignReason::OtherStream)
+        } else if entry.timestamp != entry.sealed_at {
+            Some(ForeignReason::Misplaced { sealed_at: entry.sealed_at })
+        } else {
+            None
+        };
+        match (misplaced, inside) {
+            (Some(reason), true) => self.foreign.push(Foreign { kind: Kind::Batch, timestamp, reason }),
+            (None, true) => self.entries.push((entry, Role::Verify)),
+            (Some(_), false) => {}
+            (None, false) => {
+                let reaches_in = entry
+                    .hints
+                    .as_ref()
+                    .and_then(|h| span_end(entry.sealed_at, h.len()))
+                    .is_some_and(|end| end > self.from);
+                if reaches_in {
+                    self.entries.push((entry, Role::LeadIn));
+                }
             }
-            return Ok(());
         }
-        if entry.timestamp != entry.sealed_at {
-            let reason = ForeignReason::Misplaced { sealed_at: entry.sealed_at };
-            self.foreign.push(Foreign { kind: Kind::Batch, timestamp, reason });
-        }
-        self.entries.push((entry, Role::Verify));
         Ok(())
     }
 

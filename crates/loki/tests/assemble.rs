@@ -19,13 +19,17 @@ struct Stored {
     records: Vec<String>,
 }
 
-/// Batches of the given records, sealed 1 ms apart from `SEALED_AT`.
+/// Batches of stream `app` with the given records, sealed 1 ms apart from `SEALED_AT`.
 fn batches(contents: &[&[&str]]) -> Vec<Stored> {
+    batches_of("app", contents)
+}
+
+fn batches_of(stream: &str, contents: &[&[&str]]) -> Vec<Stored> {
     let key =
         SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap()).unwrap();
     let signer = SoftwareSigner::new(key, None);
     let mut builder = BatchBuilder::new();
-    let mut head = ChainHead::new_epoch("app", None);
+    let mut head = ChainHead::new_epoch(stream, None);
     contents
         .iter()
         .enumerate()
@@ -61,7 +65,7 @@ fn assemble(
 ) -> (Vec<Assembled>, Finished) {
     let mut batch_entries = batch_entries.to_vec();
     batch_entries.sort_by_key(|(timestamp, _)| *timestamp);
-    let mut entries = BatchEntries::new(from, to);
+    let mut entries = BatchEntries::new("app", from, to);
     for (timestamp, line) in batch_entries {
         entries.push(timestamp, line).unwrap();
     }
@@ -188,7 +192,7 @@ fn held_bytes_are_bounded_and_the_record_still_fits() {
 fn batch_entries_are_judged_by_their_line_alone() {
     let stored = batches(&[&[r#"{"m":"a"}"#, r#"{"m":"b"}"#], &[r#"{"m":"c"}"#], &[r#"{"m":"d"}"#]]);
     let (mut entries, records) = genuine(&stored);
-    let mut batch_entries = BatchEntries::new(stored[1].sealed_at, RANGE.1);
+    let mut batch_entries = BatchEntries::new("app", stored[1].sealed_at, RANGE.1);
     // Not a batch entry: an error to report inside the range, nothing before it.
     assert!(matches!(
         batch_entries.push(stored[1].sealed_at, "{}".into()),
@@ -197,26 +201,37 @@ fn batch_entries_are_judged_by_their_line_alone() {
     batch_entries.push(stored[0].sealed_at, "{}".into()).unwrap();
     assert!(batch_entries.is_empty());
 
-    // Batch 0, before the range, claims its record inside it without being rebuilt; a copy of
-    // batch 2 stored elsewhere is rebuilt all the same, and reported.
+    // Batch 0, before the range, claims its record inside it without being rebuilt. A copy of
+    // batch 2 stored elsewhere, and a batch entry of another stream, are foreign and not
+    // rebuilt; the same entry from two label sets is one.
     let from = at(&stored[0], 1);
+    let others = batches_of("db", &[&[], &[r#"{"m":"e"}"#]]);
+    let other = &others[1];
     entries.push((stored[2].sealed_at + 7, stored[2].entry.clone()));
+    entries.push((other.sealed_at, other.entry.clone()));
     entries.push(entries[1].clone());
     let records_in_range: Vec<_> = records.into_iter().filter(|(t, _)| *t >= from).collect();
     let (lines, finished) = assemble(from, RANGE.1, &entries, records_in_range.clone());
     let seqs: Vec<(u64, UnixNanos)> = lines.iter().map(|a| (a.header.seq, a.timestamp)).collect();
-    assert_eq!(seqs, [(2, stored[1].sealed_at), (3, stored[2].sealed_at), (3, stored[2].sealed_at + 7)]);
+    assert_eq!(seqs, [(2, stored[1].sealed_at), (3, stored[2].sealed_at)]);
     assert!(lines.iter().all(|a| a.line == stored[a.header.seq as usize - 1].line));
     assert_eq!(
         reasons(&finished),
-        [(Kind::Batch, stored[2].sealed_at + 7, ForeignReason::Misplaced { sealed_at: stored[2].sealed_at })]
+        [
+            (Kind::Batch, other.sealed_at, ForeignReason::OtherStream),
+            (
+                Kind::Batch,
+                stored[2].sealed_at + 7,
+                ForeignReason::Misplaced { sealed_at: stored[2].sealed_at }
+            ),
+        ]
     );
     assert_eq!(finished.records, 2);
 
     // A batch entry before the range stored elsewhere than its sealed_at claims nothing.
     entries[0].0 -= 1;
     let (_, finished) = assemble(from, RANGE.1, &entries, records_in_range);
-    assert_eq!(reasons(&finished)[1], (Kind::Record, from, ForeignReason::NoBatch));
+    assert_eq!(reasons(&finished)[2], (Kind::Record, from, ForeignReason::NoBatch));
 }
 
 #[test]
@@ -237,7 +252,7 @@ fn without_its_signed_hints_a_batch_takes_no_records() {
 fn a_line_is_ready_once_its_record_times_have_passed() {
     let stored = batches(&[&[r#"{"m":"a"}"#, r#"{"m":"b"}"#], &[r#"{"m":"c"}"#]]);
     let (entries, records) = genuine(&stored);
-    let mut batch_entries = BatchEntries::new(RANGE.0, RANGE.1);
+    let mut batch_entries = BatchEntries::new("app", RANGE.0, RANGE.1);
     for (timestamp, line) in entries {
         batch_entries.push(timestamp, line).unwrap();
     }
@@ -291,7 +306,7 @@ mod planted {
             let mut records: Entries = planted.iter().cloned().chain(genuine_records.iter().cloned()).collect();
             if !sorted {
                 records.reverse();
-                let mut batch_entries = BatchEntries::new(RANGE.0, RANGE.1);
+                let mut batch_entries = BatchEntries::new("app", RANGE.0, RANGE.1);
                 for (timestamp, line) in &entries {
                     batch_entries.push(*timestamp, line.clone()).unwrap();
                 }

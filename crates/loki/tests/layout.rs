@@ -304,7 +304,7 @@ fn entries_read_back_from_loki_rebuild_lines_that_verify() {
     let record_entries = response(stream(&request.streams, "record"));
 
     let rebuild = |drop: Option<i64>| -> Vec<Vec<u8>> {
-        let mut entries = BatchEntries::new(SEALED_AT, SEALED_AT + 1_000_000_000);
+        let mut entries = BatchEntries::new("app", SEALED_AT, SEALED_AT + 1_000_000_000);
         for b in &batch_entries {
             entries.push(b.timestamp, b.line.clone()).unwrap();
         }
