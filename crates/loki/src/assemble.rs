@@ -387,9 +387,8 @@ impl Assembler {
     /// Moves to time `now`: opens the batches whose record times have begun, closes those whose
     /// record times have all passed, and lets go of the entries no open batch can take.
     fn advance(&mut self, now: UnixNanos) {
-        if now <= self.now {
-            return;
-        }
+        // An entry that comes out of order does not move time back.
+        let now = now.max(self.now);
         self.now = now;
         while self.pending.last().is_some_and(|b| b.entry.sealed_at <= now) {
             let Some(batch) = self.pending.pop() else { break };
