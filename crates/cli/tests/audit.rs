@@ -40,6 +40,11 @@ fn records(n: u32) -> Vec<u8> {
 impl Fixture {
     /// Signs `n` records of `stream` into batches of `batch_size` and returns the batch lines.
     fn sign(&self, stream: &str, n: u32, batch_size: u32) -> Vec<Vec<u8>> {
+        self.sign_input(stream, &records(n), batch_size)
+    }
+
+    /// Signs the records of `input` (NDJSON) into batches of `batch_size`.
+    fn sign_input(&self, stream: &str, input: &[u8], batch_size: u32) -> Vec<Vec<u8>> {
         let file = self.root.join(format!("{stream}.ndjson"));
         let out = teelog(
             &[
@@ -53,7 +58,7 @@ impl Fixture {
                 "--batch-size",
                 &batch_size.to_string(),
             ],
-            &records(n),
+            input,
         );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         std::fs::read(&file)
@@ -338,6 +343,37 @@ fn planted_entries_are_foreign_and_the_genuine_batches_verify() {
             && human.contains("AUDIT 15 entries belong to no signed batch"),
         "{human}"
     );
+}
+
+/// Someone who can get a record logged can make a second record with the same 8-byte hint
+/// (about 2^32 hashes; docs/vectors/hint-collision.json) and plant it at the first one's time.
+#[test]
+fn a_planted_hint_collision_does_not_fail_the_genuine_batch() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors/hint-collision.json");
+    let vector: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let colliding: Vec<&str> =
+        vector["records"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    let f = fixture();
+    let input = format!("{{\"message\":\"before\"}}\n{}\n{{\"message\":\"after\"}}\n", colliding[0]);
+    f.push(&f.sign_input("app", input.as_bytes(), 3), &[]);
+    let record = f.loki.streams()[&labels_of("record")][1].clone();
+    assert_eq!(record.line, colliding[0]);
+    f.loki.edit(|streams| {
+        let mine = streams.get_mut(&labels_of("record")).unwrap();
+        mine.insert(1, Entry { line: colliding[1].into(), ..record.clone() });
+    });
+    let (code, json, kinds) = f.audit_json(&[]);
+    assert_eq!((code, kinds), (1, vec!["malformed".to_string()]), "{json}");
+    assert!(
+        finding(&json, "malformed")["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("loki:app:record:{}: foreign entry", record.timestamp)),
+        "{json}"
+    );
+    assert_eq!((json["batches"].as_u64(), json["records"].as_u64()), (Some(1), Some(3)), "{json}");
+    assert_eq!(json["audit"]["batches_valid"].as_u64(), Some(1));
 }
 
 /// Loki hands out at most 5000 entries per query and has no offset: entries of one timestamp

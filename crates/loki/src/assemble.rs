@@ -29,7 +29,7 @@ pub const MAX_CANDIDATES: usize = 4;
 pub const MAX_HELD_BYTES: usize = 64 << 20;
 /// Foreign entries listed one by one per stream; the rest are counted.
 pub const FOREIGN_LISTED: usize = 20;
-/// Combinations tried when one hint names several entries (a forged 64-bit hint collision).
+/// Combinations tried when one hint names several entries (a hint collision).
 const MAX_COMBINATIONS: u64 = 64;
 
 type Hint = [u8; HINT_LEN];
@@ -469,8 +469,9 @@ impl Assembler {
     }
 
     /// One entry per slot: the first option of each, unless a slot has several (one hint naming
-    /// several entries, which takes about 2^64 hashes to forge, or a batch whose hints are not
-    /// signed) and another combination hashes to the signed Merkle root.
+    /// several entries: a pair of records with one hint takes about 2^32 hashes to make, and
+    /// someone who gets one logged can plant the other) and another combination hashes to the
+    /// signed Merkle root.
     fn choose(&self, batch: &Batch, slots: &[(UnixNanos, Vec<usize>)]) -> Vec<usize> {
         let first: Vec<usize> = slots.iter().map(|(_, options)| options[0]).collect();
         let combinations = slots.iter().try_fold(1u64, |n, (_, options)| n.checked_mul(options.len() as u64));

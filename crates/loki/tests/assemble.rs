@@ -171,6 +171,36 @@ fn a_crowd_at_a_record_time_cannot_push_the_record_out() {
     assert_eq!((finished.foreign.listed.len(), finished.foreign.total), (FOREIGN_LISTED, 1000));
 }
 
+/// Two records whose leaf hashes share their first 8 bytes, so one signed hint names both
+/// (docs/vectors/hint-collision.json).
+fn colliding() -> [String; 2] {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors/hint-collision.json");
+    let vector: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let record = |i: usize| vector["records"][i].as_str().unwrap().to_string();
+    [record(0), record(1)]
+}
+
+#[test]
+fn a_hint_collision_is_settled_by_the_signed_root() {
+    use teelog_core::merkle::leaf_hash;
+    let colliding = colliding();
+    let (a, b) = (leaf_hash(colliding[0].as_bytes()), leaf_hash(colliding[1].as_bytes()));
+    assert_eq!(a[..8], b[..8]);
+    assert_ne!(a, b);
+    for (record, planted) in [(0, 1), (1, 0)] {
+        let stored = batches(&[&[r#"{"m":"a"}"#, &colliding[record], r#"{"m":"b"}"#]]);
+        assert_eq!(stored[0].records[1], colliding[record]);
+        let (entries, records) = genuine(&stored);
+        // The twin is stored first, so the first entry the hint names is the wrong one.
+        let twin = (at(&stored[0], 1), colliding[planted].clone());
+        let planted = [twin.clone()].into_iter().chain(records).collect();
+        let (lines, finished) = assemble(RANGE.0, RANGE.1, &entries, planted);
+        assert_eq!(lines[0].line, stored[0].line);
+        assert_eq!(reasons(&finished), [(Kind::Record, twin.0, ForeignReason::NotTheRecord)]);
+    }
+}
+
 #[test]
 fn held_bytes_are_bounded_and_the_record_still_fits() {
     let stored = batches(&[&[r#"{"m":"a"}"#, r#"{"m":"b"}"#, r#"{"m":"c"}"#, r#"{"m":"d"}"#]]);
