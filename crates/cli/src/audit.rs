@@ -1,7 +1,8 @@
 //! `teelog audit`: read teelog streams back from Grafana Loki, rebuild every batch line from its
-//! entries (docs/LOKI.md) and verify them with the same verifier as `teelog verify`. Labels and
-//! structured metadata only find and group the entries: a lie in them makes a batch fail to
-//! rebuild into a line that verifies, which is a finding like any other.
+//! entries (docs/LOKI.md) and verify them with the same verifier as `teelog verify`. Labels only
+//! select the streams to read, and structured metadata is not read at all: each record is found
+//! by the time and the signed hint its batch entry gives (`teelog_loki::assemble`), and entries
+//! that no batch holds are reported as foreign.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -14,13 +15,16 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use teelog_core::timestamp::{format_rfc3339, parse_rfc3339, UnixNanos};
 use teelog_core::{FindingKind, Origin, Report, Verifier};
-use teelog_loki::layout::{DEFAULT_JOB, LABEL_STREAM, META_EPOCH, META_INDEX, META_SEQ};
+use teelog_loki::layout::{DEFAULT_JOB, LABEL_STREAM};
 use teelog_loki::query::MAX_QUERY_LIMIT;
 use teelog_loki::{
-    rebuild_batch_line, ClientOptions, Kind, Layout, LayoutOptions, LokiClient, LokiError, Pager, QueryEntry,
+    Assembled, BatchEntries, ClientOptions, ForeignEntries, Kind, Layout, LayoutOptions, LokiClient,
+    LokiError, Pager, QueryEntry,
 };
 
-use crate::verify::{print_human, verifier, TrustArgs};
+use teelog_core::display::escape_controls;
+
+use crate::verify::{finish, print_human, verifier, TrustArgs};
 
 /// Loki refuses a query longer than `max_query_length` (721h by default), so longer audits are
 /// read in windows of this length.
@@ -91,10 +95,11 @@ struct Summary {
     batch_entries: u64,
     /// Of those, the ones validly signed, intact, attested as required and allowed.
     batches_valid: u64,
-    /// Record entries read and put into a batch.
+    /// Record entries put into a batch line of the range.
     record_entries: u64,
-    /// Record entries in the range whose batch entry is not where they say.
-    orphan_records: u64,
+    /// Entries of the range that belong to no signed batch (each a `malformed` finding, the
+    /// first ones listed).
+    foreign_entries: u64,
     gaps: Vec<Gap>,
     queries: u64,
     /// Wall time waiting for Loki's answers (retry waits included), and the rest.
@@ -123,32 +128,38 @@ struct JsonReport<'a> {
 
 pub fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     let (report, summary) = audit(args)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&JsonReport { report: &report, audit: &summary })?);
-    } else {
-        print_human(&report);
-        print_summary(&summary);
-    }
     eprintln!(
         "teelog audit: {} queries; {:.2} s waiting on Loki, {:.2} s in teelog",
         summary.queries, summary.loki_seconds, summary.teelog_seconds
     );
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    finish(&report, &args.trust, || {
+        if args.json {
+            println!("{}", serde_json::to_string(&JsonReport { report: &report, audit: &summary })?);
+        } else {
+            print_human(&report);
+            print_summary(&summary);
+        }
+        Ok(())
+    })
 }
 
+/// The audit's own lines; stream names come from Loki, so they are escaped like any input.
 fn print_summary(summary: &Summary) {
     println!(
         "AUDIT {} {} .. {}, streams {}: {} of {} batches valid, {} record entries",
-        summary.loki,
+        escape_controls(&summary.loki),
         summary.from,
         summary.to,
-        summary.streams.join(", "),
+        escape_controls(&summary.streams.join(", ")),
         summary.batches_valid,
         summary.batch_entries,
         summary.record_entries
     );
-    if summary.orphan_records > 0 {
-        println!("AUDIT {} record entries belong to no batch entry (see malformed)", summary.orphan_records);
+    if summary.foreign_entries > 0 {
+        println!(
+            "AUDIT {} entries belong to no signed batch (foreign entries, see malformed)",
+            summary.foreign_entries
+        );
     }
     for gap in &summary.gaps {
         let batches = match gap.last_seq {
@@ -161,7 +172,11 @@ fn print_summary(summary: &Summary) {
             (Some(after), None) => format!("after {after}"),
             (None, None) => "at an unknown time".into(),
         };
-        println!("GAP   stream={} epoch={} {batches} missing, sealed {when}", gap.stream, gap.epoch);
+        println!(
+            "GAP   stream={} epoch={} {batches} missing, sealed {when}",
+            escape_controls(&gap.stream),
+            escape_controls(&gap.epoch)
+        );
     }
 }
 
@@ -207,13 +222,16 @@ fn audit(args: &AuditArgs) -> anyhow::Result<(Report, Summary)> {
     };
     let streams = if args.streams.is_empty() {
         let found = runtime.block_on(loki.streams(&layout.base_selector(), from, to))?;
-        if found.is_empty() {
-            bail!(
-                "Loki at {} has no teelog streams under {} from {} to {}",
-                args.loki,
-                layout.base_selector(),
-                format_rfc3339(from),
-                format_rfc3339(to)
+        if found.is_empty() && !args.trust.allow_empty {
+            verifier.push_malformed(
+                Origin { source: "loki", line: nanos(from) },
+                &format!(
+                    "Loki at {} has no teelog streams under {} from {} to {}: nothing was verified",
+                    args.loki,
+                    layout.base_selector(),
+                    format_rfc3339(from),
+                    format_rfc3339(to)
+                ),
             );
         }
         found
@@ -233,7 +251,7 @@ fn audit(args: &AuditArgs) -> anyhow::Result<(Report, Summary)> {
         batch_entries: audited.batch_lines.saturating_sub(report.duplicates),
         batches_valid: valid_batches(&report),
         record_entries: audited.record_entries,
-        orphan_records: audited.orphan_records,
+        foreign_entries: audited.foreign_entries,
         gaps: audited.gaps(&report),
         streams,
         queries: loki.queries,
@@ -285,7 +303,11 @@ impl Loki<'_> {
                         _ => None,
                     };
                     let delay = asked.unwrap_or(FIRST_BACKOFF * 2u32.pow(attempt)).min(MAX_RETRY_DELAY);
-                    eprintln!("teelog audit: {e}; trying again in {:.1} s", delay.as_secs_f64());
+                    eprintln!(
+                        "teelog audit: {}; trying again in {:.1} s",
+                        escape_controls(&e.to_string()),
+                        delay.as_secs_f64()
+                    );
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
@@ -319,18 +341,25 @@ impl Loki<'_> {
         Ok(found.into_iter().collect())
     }
 
-    /// Every entry under `selector` in `[from, to)`, in timestamp order, each once even when
-    /// several label sets hold it (e.g. a gateway's per-call labels).
-    async fn entries(
+    /// Hands every entry under `selector` in `[from, to)` to `take`, in timestamp order (an
+    /// entry that several label sets hold comes once per label set), and the timestamps too
+    /// crowded to read in full; returns how many entries were read.
+    async fn each(
         &mut self,
         selector: &str,
         from: UnixNanos,
         to: UnixNanos,
-    ) -> anyhow::Result<Vec<QueryEntry>> {
+        mut take: impl FnMut(Read),
+    ) -> anyhow::Result<u64> {
         let (client, url) = (self.client, self.url);
-        let mut out = Vec::new();
+        let mut read = 0u64;
         for (start, end) in windows(from, to) {
             let mut pager = Pager::new(selector, start, end, self.page_size)?;
+            // Below Loki's limit a crowded timestamp is a page size to raise; at it, nothing can
+            // be read past it, so the audit reports it and goes on.
+            if self.page_size == MAX_QUERY_LIMIT {
+                pager = pager.skip_crowded();
+            }
             while let Some(query) = pager.next_request() {
                 let what = || {
                     format!(
@@ -341,9 +370,15 @@ impl Loki<'_> {
                 };
                 let response = self.call(&what, || client.query_range(&query)).await?;
                 let page = pager.accept(response).with_context(what)?;
-                out.extend(page.into_iter().map(|e| e.entry));
+                read += page.len() as u64;
+                for paged in page {
+                    take(Read::Entry(paged.entry));
+                }
+                if let Some(at) = pager.crowded() {
+                    take(Read::Crowded(at));
+                }
                 if self.progress {
-                    eprint!("\r\x1b[Kteelog audit: {selector}: {} entries", out.len());
+                    eprint!("\r\x1b[Kteelog audit: {selector}: {read} entries");
                     let _ = std::io::stderr().flush();
                 }
             }
@@ -351,30 +386,25 @@ impl Loki<'_> {
         if self.progress {
             eprint!("\r\x1b[K");
         }
-        out.sort_by(|a, b| {
-            (a.timestamp, &a.line, &a.structured_metadata).cmp(&(
-                b.timestamp,
-                &b.line,
-                &b.structured_metadata,
-            ))
-        });
-        out.dedup();
-        Ok(out)
+        Ok(read)
     }
 }
 
-/// The (epoch, seq) a batch or record entry's metadata names.
-type BatchKey = (String, u64);
+/// What a query hands out.
+enum Read {
+    Entry(QueryEntry),
+    /// A timestamp that filled a whole page: entries stored there past the page were not read.
+    Crowded(UnixNanos),
+}
 
-fn batch_key(entry: &QueryEntry) -> Option<BatchKey> {
-    let epoch = entry.structured_metadata.get(META_EPOCH)?;
-    let seq = entry.structured_metadata.get(META_SEQ)?.parse().ok()?;
-    Some((epoch.clone(), seq))
+/// A Loki timestamp as an origin's line number.
+fn nanos(timestamp: UnixNanos) -> u64 {
+    u64::try_from(timestamp).unwrap_or(0)
 }
 
 /// Where an entry came from, for findings: `loki:STREAM:KIND` and the entry's timestamp.
-fn origin<'a>(source: &'a str, entry: &QueryEntry) -> Origin<'a> {
-    Origin { source, line: u64::try_from(entry.timestamp).unwrap_or(0) }
+fn origin(source: &str, timestamp: UnixNanos) -> Origin<'_> {
+    Origin { source, line: nanos(timestamp) }
 }
 
 /// What the streams held, for the summary.
@@ -382,10 +412,22 @@ fn origin<'a>(source: &'a str, entry: &QueryEntry) -> Origin<'a> {
 struct Audited {
     batch_lines: u64,
     record_entries: u64,
-    orphan_records: u64,
-    /// The Loki timestamp of each batch entry by stream, epoch and seq (from metadata: only for
-    /// placing gaps in time).
+    foreign_entries: u64,
+    /// The Loki timestamp of each batch entry by stream, epoch and seq, as its header says
+    /// (only for placing gaps in time).
     batch_times: BTreeMap<(String, String), BTreeMap<u64, UnixNanos>>,
+}
+
+impl Audited {
+    /// Hands a rebuilt batch line to the verifier.
+    fn verify(&mut self, verifier: &mut Verifier, stream: &str, source: &str, batch: Assembled) {
+        verifier.push_line(origin(source, batch.timestamp), &batch.line);
+        self.batch_lines += 1;
+        self.batch_times
+            .entry((stream.to_string(), batch.header.epoch))
+            .or_default()
+            .insert(batch.header.seq, batch.timestamp);
+    }
 }
 
 async fn audit_stream(
@@ -399,105 +441,105 @@ async fn audit_stream(
 ) -> anyhow::Result<()> {
     let selector = |kind| layout.selector(stream, kind).with_context(|| format!("stream {stream:?}"));
     let source = |kind: Kind| format!("loki:{stream}:{}", kind.as_str());
+    let page_size = loki.page_size;
+    let unread = |verifier: &mut Verifier, source: &str, at: UnixNanos| {
+        verifier.push_malformed(
+            origin(source, at),
+            &format!(
+                "at least {page_size} entries share this timestamp and Loki hands out at most \
+                 {page_size} per query, so the others were not read (a record among them is \
+                 reported missing from its batch)"
+            ),
+        )
+    };
 
     let attestation_source = source(Kind::Attestation);
-    for entry in loki.entries(&selector(Kind::Attestation)?, from, to).await? {
-        verifier.push_line(origin(&attestation_source, &entry), entry.line.as_bytes());
-    }
+    let attestations = loki
+        .each(&selector(Kind::Attestation)?, from, to, |read| match read {
+            Read::Entry(entry) => {
+                verifier.push_line(origin(&attestation_source, entry.timestamp), entry.line.as_bytes())
+            }
+            Read::Crowded(at) => unread(verifier, &attestation_source, at),
+        })
+        .await?;
 
-    let batches = loki.entries(&selector(Kind::Batch)?, from, to).await?;
-    // The batches sealed just before the range, whose records may lie inside it; they are not
-    // verified, only told apart from batches that are not there at all.
-    let lead_in: BTreeSet<(BatchKey, UnixNanos)> = loki
-        .entries(&selector(Kind::Batch)?, from.saturating_sub(RECORD_SPAN), from)
-        .await?
-        .iter()
-        .filter_map(|e| Some((batch_key(e)?, e.timestamp)))
-        .collect();
-    let records = loki.entries(&selector(Kind::Record)?, from, to.saturating_add(RECORD_SPAN)).await?;
-    let record_source = source(Kind::Record);
-    // Records by the batch and index their metadata names; the rebuilt line is the judge.
-    let mut by_batch: BTreeMap<BatchKey, Vec<(u64, &QueryEntry)>> = BTreeMap::new();
-    for entry in &records {
-        let index = entry.structured_metadata.get(META_INDEX).and_then(|i| i.parse::<u64>().ok());
-        match (batch_key(entry), index) {
-            (Some(key), Some(index)) => by_batch.entry(key).or_default().push((index, entry)),
-            // Past --to it may belong to a batch after the range.
-            _ if entry.timestamp >= to => {}
-            _ => verifier.push_malformed(
-                origin(&record_source, entry),
-                &format!(
-                    "a record entry without valid {META_EPOCH}, {META_SEQ} and {META_INDEX} metadata \
-                     belongs to no batch"
-                ),
-            ),
-        }
-    }
-
+    // From a second before the range: a batch sealed there may have records inside it.
     let batch_source = source(Kind::Batch);
-    let mut used: BTreeSet<BatchKey> = BTreeSet::new();
-    for entry in &batches {
-        let key = batch_key(entry);
-        let mut members: Vec<(u64, &str)> = key
-            .as_ref()
-            .and_then(|k| by_batch.get(k))
-            .map(|m| m.iter().map(|(i, e)| (*i, e.line.as_str())).collect())
-            .unwrap_or_default();
-        // Copies of a record in several label sets or at other timestamps rebuild the same line.
-        members.sort_unstable();
-        members.dedup();
-        let lines: Vec<&[u8]> = members.iter().map(|(_, line)| line.as_bytes()).collect();
-        let at = origin(&batch_source, entry);
-        match rebuild_batch_line(entry.line.as_bytes(), &lines) {
-            Ok(line) => verifier.push_line(at, &line),
-            Err(e) => verifier.push_malformed(at, &e.to_string()),
+    let mut batch_entries = BatchEntries::new(stream, from, to);
+    loki.each(&selector(Kind::Batch)?, from.saturating_sub(RECORD_SPAN), to, |read| match read {
+        Read::Entry(entry) => {
+            let at = entry.timestamp;
+            if let Err(e) = batch_entries.push(at, entry.line) {
+                verifier.push_malformed(origin(&batch_source, at), &e.to_string());
+            }
         }
-        audited.batch_lines += 1;
-        if let Some((epoch, seq)) = key {
-            audited
-                .batch_times
-                .entry((stream.to_string(), epoch.clone()))
-                .or_default()
-                .insert(seq, entry.timestamp);
-            used.insert((epoch, seq));
-        }
-    }
+        Read::Crowded(at) if at >= from => unread(verifier, &batch_source, at),
+        Read::Crowded(_) => {}
+    })
+    .await?;
+    let batches = batch_entries.len();
 
-    audited.record_entries +=
-        used.iter().filter_map(|k| by_batch.get(k)).map(|m| m.len() as u64).sum::<u64>();
-    for (key, members) in &by_batch {
-        if used.contains(key) {
-            continue;
-        }
-        // Records are stored at sealed_at + index. Those of a batch sealed after the range, or
-        // of one of the batches sealed just before it, are not the range's business; any other
-        // record without its batch is.
-        let inside: Vec<&QueryEntry> = members
-            .iter()
-            .filter(|(index, e)| {
-                let sealed = i64::try_from(*index).ok().and_then(|i| e.timestamp.checked_sub(i));
-                match sealed {
-                    Some(s) if s >= to => false,
-                    Some(s) if s < from => !lead_in.contains(&(key.clone(), s)),
-                    _ => true,
-                }
-            })
-            .map(|(_, e)| *e)
-            .collect();
-        let Some(first) = inside.first() else { continue };
-        audited.orphan_records += inside.len() as u64;
+    // A batch's records are stored up to a second after it was sealed.
+    let record_source = source(Kind::Record);
+    let mut assembler = batch_entries.records();
+    let records = loki
+        .each(&selector(Kind::Record)?, from, to.saturating_add(RECORD_SPAN), |read| {
+            match read {
+                Read::Entry(entry) => assembler.push(entry.timestamp, entry.line),
+                Read::Crowded(at) if at < to => unread(verifier, &record_source, at),
+                Read::Crowded(_) => {}
+            }
+            for batch in assembler.ready() {
+                audited.verify(verifier, stream, &batch_source, batch);
+            }
+        })
+        .await?;
+    let finished = assembler.finish();
+    for batch in finished.batches {
+        audited.verify(verifier, stream, &batch_source, batch);
+    }
+    audited.record_entries += finished.records;
+    report_foreign(verifier, stream, &finished.foreign);
+    audited.foreign_entries += finished.foreign.total;
+
+    if batches == 0 {
+        let held = if attestations + records == 0 {
+            "Loki has no entries of it at all".to_string()
+        } else {
+            format!(
+                "Loki has {attestations} attestation and {records} record entries of it, but no batch entry"
+            )
+        };
         verifier.push_malformed(
-            origin(&record_source, first),
+            origin(&batch_source, from),
             &format!(
-                "{} record entries name batch {} of epoch {}, which has no batch entry where they \
-                 say it was sealed",
-                inside.len(),
-                key.1,
-                key.0
+                "teelog stream {stream:?}: {held} under {} from {} to {}: nothing of it was verified",
+                layout.base_selector(),
+                format_rfc3339(from),
+                format_rfc3339(to)
             ),
         );
     }
     Ok(())
+}
+
+/// Each listed foreign entry is a `malformed` finding; the rest are counted in one more.
+fn report_foreign(verifier: &mut Verifier, stream: &str, foreign: &ForeignEntries) {
+    for entry in &foreign.listed {
+        let source = format!("loki:{stream}:{}", entry.kind.as_str());
+        verifier.push_malformed(
+            origin(&source, entry.timestamp),
+            &format!("foreign entry, part of no signed batch: {}", entry.reason),
+        );
+    }
+    let unlisted = foreign.total.saturating_sub(foreign.listed.len() as u64);
+    if let (Some(last), true) = (foreign.listed.last(), unlisted > 0) {
+        let source = format!("loki:{stream}:{}", last.kind.as_str());
+        verifier.push_malformed(
+            origin(&source, last.timestamp),
+            &format!("{unlisted} more foreign entries of stream {stream:?}, not listed one by one"),
+        );
+    }
 }
 
 /// Batches that verified: a batch is valid unless a finding is about the batch itself; chain

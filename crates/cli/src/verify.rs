@@ -79,12 +79,24 @@ pub struct TrustArgs {
 
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let report = verify(args)?;
-    finish(&report, args.json, &args.trust)
+    finish(&report, &args.trust, || {
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print_human(&report);
+        }
+        Ok(())
+    })
 }
 
-/// Prints `report` and gives the exit code: 0 OK, 1 findings, 2 when the batches need a trusted
-/// key the caller did not give (a usage error, not evidence of forgery).
-pub fn finish(report: &Report, json: bool, trust: &TrustArgs) -> anyhow::Result<ExitCode> {
+/// Prints `report` with `print` and gives the exit code: 0 OK, 1 findings, 2 when the batches
+/// need a trusted key the caller did not give (a usage error, not evidence of forgery), which is
+/// said instead.
+pub fn finish(
+    report: &Report,
+    trust: &TrustArgs,
+    print: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<ExitCode> {
     if trust.pubkey.is_empty() && !report.keys_needed.is_empty() {
         let mut keys = report.keys_needed.join(", ");
         if report.keys_needed.len() >= teelog_core::verify::MAX_LISTED {
@@ -94,11 +106,7 @@ pub fn finish(report: &Report, json: bool, trust: &TrustArgs) -> anyhow::Result<
             "batches are signed by keys that no attestation document binds ({keys}): pass --pubkey FILE with each signer's public key (e.g. public-key.pem of its identity), or --trust-root for attested batches"
         );
     }
-    if json {
-        println!("{}", serde_json::to_string(report)?);
-    } else {
-        print_human(report);
-    }
+    print()?;
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

@@ -701,7 +701,7 @@ impl<'a> ParsedBatch<'a> {
     }
 
     /// The hints of the line, if they are the ones the header signed, in their one spelling.
-    fn signed_hints(&self) -> Option<Vec<[u8; HINT_LEN]>> {
+    pub fn signed_hints(&self) -> Option<Vec<[u8; HINT_LEN]>> {
         if !self.hints.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return None;
         }

@@ -16,9 +16,9 @@
 //!   merged into the stream labels.
 //! - `GET /loki/api/v1/label/<name>/values` with optional `query`, `start` and `end`.
 //!
-//! Tests read and alter what is stored with [`FakeLoki::streams`] and [`FakeLoki::edit`], make
-//! the next requests fail with [`FakeLoki::fail_next`], and see what was asked with
-//! [`FakeLoki::requests`]. Tenants, authentication, limits other than the query limit, and
+//! Tests read and alter what is stored with [`FakeLoki::streams`], [`FakeLoki::edit`] and
+//! [`FakeLoki::delete_shifting_metadata`], make the next requests fail with
+//! [`FakeLoki::fail_next`], and see what was asked with [`FakeLoki::requests`]. Tenants, authentication, limits other than the query limit, and
 //! LogQL beyond a plain selector are not emulated.
 #![forbid(unsafe_code)]
 
@@ -138,6 +138,26 @@ impl FakeLoki {
             entries.sort_by_key(|e| e.timestamp);
         }
         out
+    }
+
+    /// Deletes the entries `doomed` picks the way an affected Loki does (grafana/loki issue
+    /// 24434, Loki 3.6.0 to 3.7.6: structured metadata shifted after a delete request): the
+    /// lines go, but each stream's metadata stays in place, so every entry after a deleted one
+    /// carries the metadata of an entry before it. Returns how many entries were deleted.
+    pub fn delete_shifting_metadata(&self, mut doomed: impl FnMut(&Labels, &Entry) -> bool) -> usize {
+        let mut state = lock(&self.state);
+        let mut deleted = 0;
+        for (labels, entries) in state.streams.iter_mut() {
+            let metadata: Vec<_> = entries.iter().map(|e| e.structured_metadata.clone()).collect();
+            let before = entries.len();
+            entries.retain(|e| !doomed(labels, e));
+            deleted += before - entries.len();
+            for (entry, metadata) in entries.iter_mut().zip(metadata) {
+                entry.structured_metadata = metadata;
+            }
+        }
+        state.streams.retain(|_, entries| !entries.is_empty());
+        deleted
     }
 
     /// Makes the next `n` requests, of any kind, fail with `status` (and `Retry-After`, if

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use teelog_core::batch::{check_stream_name, ParsedBatch};
+use teelog_core::batch::{check_stream_name, ParsedBatch, HINT_LEN};
 use teelog_core::merkle::sha256;
 use teelog_core::timestamp::{parse_rfc3339, UnixNanos};
 use teelog_core::Header;
@@ -254,7 +254,32 @@ pub fn rebuild_batch_line(batch_entry: &[u8], records: &[&[u8]]) -> Result<Vec<u
     Ok(rebuild_unchecked(batch_entry, records))
 }
 
-fn rebuild_unchecked(batch_entry: &[u8], records: &[&[u8]]) -> Vec<u8> {
+/// A batch entry read back from Loki, taken apart. Only its line counts: the time Loki stored it
+/// at and its metadata are no evidence of anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchEntry {
+    /// Where Loki stored it, in Unix nanoseconds (the shipper stores it at its `sealed_at`).
+    pub timestamp: UnixNanos,
+    pub line: String,
+    /// The header (validated; its signature is the verifier's to check).
+    pub header: Header,
+    /// `header.sealed_at` in Unix nanoseconds: record `i` is stored at `sealed_at + i`.
+    pub sealed_at: UnixNanos,
+    /// One hint per record, if the line's hints are those the header's `hints` digest signs.
+    pub hints: Option<Vec<[u8; HINT_LEN]>>,
+}
+
+/// Takes apart a batch entry Loki stored at `timestamp`.
+pub fn parse_batch_entry(timestamp: UnixNanos, line: String) -> Result<BatchEntry, LayoutError> {
+    let without_records = rebuild_batch_line(line.as_bytes(), &[])?;
+    let parsed = ParsedBatch::parse(&without_records).map_err(LayoutError::NotABatchEntry)?;
+    let sealed_at =
+        parse_rfc3339(&parsed.header.sealed_at).map_err(|e| LayoutError::NotABatchEntry(e.to_string()))?;
+    let hints = parsed.signed_hints();
+    Ok(BatchEntry { timestamp, line, header: parsed.header, sealed_at, hints })
+}
+
+pub(crate) fn rebuild_unchecked(batch_entry: &[u8], records: &[&[u8]]) -> Vec<u8> {
     let head = &batch_entry[..batch_entry.len().saturating_sub(1)];
     let body: usize = records.iter().map(|r| r.len() + 1).sum();
     let mut line = Vec::with_capacity(head.len() + RECORDS_OPEN.len() + body + 2);

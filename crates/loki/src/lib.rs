@@ -2,6 +2,8 @@
 //!
 //! - [`layout`]: how signed batch lines become Loki entries in a few bounded streams, and how
 //!   the exact batch line is rebuilt from them (docs/LOKI.md);
+//! - [`assemble`]: batch lines rebuilt from the entries a query returned, each record found by
+//!   its time and signed hint, and the entries no signed batch holds reported as foreign;
 //! - [`proto`] and [`push`]: the push body (protobuf, raw snappy) and what Loki's answer means;
 //! - [`query`]: `query_range` requests, responses, and a forward pager that de-duplicates at
 //!   page boundaries;
@@ -10,6 +12,7 @@
 //! Everything but the adapter is sans-IO: no sockets, no clock.
 #![forbid(unsafe_code)]
 
+pub mod assemble;
 #[cfg(feature = "http")]
 mod client;
 pub mod labels;
@@ -18,12 +21,13 @@ pub mod proto;
 pub mod push;
 pub mod query;
 
+pub use assemble::{Assembled, Assembler, BatchEntries, Finished, Foreign, ForeignEntries, ForeignReason};
 #[cfg(feature = "http")]
 pub use client::{error_chain, http_client, read_message, ClientOptions, LokiClient, LokiError};
 pub use labels::{LabelError, LabelSet};
 pub use layout::{
-    batch_to_push, rebuild_batch_line, split_batch_line, AttestationInput, Kind, Layout, LayoutError,
-    LayoutOptions, PushBuilder, SplitBatch,
+    batch_to_push, parse_batch_entry, rebuild_batch_line, split_batch_line, AttestationInput, BatchEntry,
+    Kind, Layout, LayoutError, LayoutOptions, PushBuilder, SplitBatch,
 };
 pub use proto::PushRequest;
 pub use push::{classify_push_response, encode_push, PushError, PushOutcome, RetryAfter};

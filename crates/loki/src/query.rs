@@ -282,6 +282,10 @@ pub struct PagedEntry {
 /// page can end in the middle of the entries sharing that timestamp; the entries of that
 /// timestamp already returned (same labels, timestamp, line and metadata) are dropped from the
 /// next page. A page with fewer than `limit` entries is the last.
+///
+/// A full page of one timestamp cannot be paged past (Loki has no offset): it is
+/// [`QueryError::Stuck`], or, with [`Pager::skip_crowded`], handed out with the rest of that
+/// timestamp left unread and reported by [`Pager::crowded`].
 #[derive(Debug, Clone)]
 pub struct Pager {
     query: String,
@@ -291,6 +295,9 @@ pub struct Pager {
     /// The entries at `start` already handed out.
     seen_at_start: HashSet<PagedEntry>,
     done: bool,
+    skip_crowded: bool,
+    /// The timestamp the last page filled, when skipped.
+    crowded: Option<UnixNanos>,
 }
 
 impl Pager {
@@ -301,7 +308,30 @@ impl Pager {
         limit: u32,
     ) -> Result<Self, QueryError> {
         let first = QueryRange::new(query, start, end, limit)?;
-        Ok(Self { query: first.query, start, end, limit, seen_at_start: HashSet::new(), done: false })
+        Ok(Self {
+            query: first.query,
+            start,
+            end,
+            limit,
+            seen_at_start: HashSet::new(),
+            done: false,
+            skip_crowded: false,
+            crowded: None,
+        })
+    }
+
+    /// Goes on past a timestamp that fills a whole page instead of failing: for a reader who
+    /// cannot raise the limit, and whose answer must not depend on how many entries someone
+    /// with push access stored at one timestamp.
+    pub fn skip_crowded(mut self) -> Self {
+        self.skip_crowded = true;
+        self
+    }
+
+    /// The timestamp the page just accepted was full of, if the pager skipped past it: entries
+    /// stored there beyond the `limit` handed out were not read.
+    pub fn crowded(&self) -> Option<UnixNanos> {
+        self.crowded
     }
 
     /// The next call to make, or None when the range has been read.
@@ -321,6 +351,7 @@ impl Pager {
     /// Takes the response to [`Pager::next_request`] and returns the entries not handed out
     /// before, in timestamp order.
     pub fn accept(&mut self, response: QueryResponse) -> Result<Vec<PagedEntry>, QueryError> {
+        self.crowded = None;
         if self.done {
             return Ok(Vec::new());
         }
@@ -345,10 +376,17 @@ impl Pager {
         let fresh: Vec<PagedEntry> =
             page.into_iter().filter(|e| !(e.entry.timestamp == previous_start && seen.contains(e))).collect();
         match newest {
-            Some(newest) if full => {
-                if newest == previous_start {
+            Some(newest) if full && newest == previous_start => {
+                if !self.skip_crowded {
                     return Err(QueryError::Stuck { timestamp: newest, limit: self.limit });
                 }
+                self.crowded = Some(newest);
+                match newest.checked_add(1).filter(|next| *next < self.end) {
+                    Some(next) => self.start = next,
+                    None => self.done = true,
+                }
+            }
+            Some(newest) if full => {
                 self.start = newest;
                 self.seen_at_start = fresh.iter().filter(|e| e.entry.timestamp == newest).cloned().collect();
             }
@@ -535,6 +573,29 @@ mod tests {
         // A full page of one timestamp cannot tell whether more follow; one more slot can.
         assert_eq!(read_all(&all, 0, 10, 6), Err(QueryError::Stuck { timestamp: 7, limit: 6 }));
         assert_eq!(read_all(&all, 0, 10, 7).unwrap().len(), 6);
+    }
+
+    #[test]
+    fn can_skip_past_a_crowded_timestamp() {
+        let all: Vec<QueryEntry> = (0..7)
+            .map(|i| entry(7, &format!("l{i}"), "1"))
+            .chain([entry(5, "before", "1"), entry(8, "after", "1")])
+            .collect();
+        let mut pager = Pager::new("{}", 0, 10, 3).unwrap().skip_crowded();
+        let mut got = Vec::new();
+        let mut crowded = Vec::new();
+        while let Some(q) = pager.next_request() {
+            got.extend(pager.accept(answer(&all, &q)).unwrap().into_iter().map(|e| e.entry.line));
+            crowded.extend(pager.crowded());
+        }
+        // The first page ends inside timestamp 7, the second is all 7: skipped, and 8 is read.
+        assert_eq!(got, ["before", "l0", "l1", "l2", "after"]);
+        assert_eq!(crowded, [7]);
+        // At the end of the range there is nothing after it to read.
+        let mut pager = Pager::new("{}", 7, 8, 3).unwrap().skip_crowded();
+        let q = pager.next_request().unwrap();
+        assert_eq!(pager.accept(answer(&all, &q)).unwrap().len(), 3);
+        assert_eq!((pager.crowded(), pager.is_done()), (Some(7), true));
     }
 
     #[test]
