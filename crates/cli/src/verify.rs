@@ -89,15 +89,17 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Prints `report` with `print` and gives the exit code: 0 OK, 1 findings, 2 when the batches
-/// need a trusted key the caller did not give (a usage error, not evidence of forgery), which is
-/// said instead.
+/// Prints `report` with `print` and gives the exit code: 0 OK, 1 findings, 2 when no batch
+/// verified and they need a trusted key the caller did not give (a usage error, not evidence of
+/// forgery), which is said instead.
 pub fn finish(
     report: &Report,
     trust: &TrustArgs,
     print: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<ExitCode> {
-    if trust.pubkey.is_empty() && !report.keys_needed.is_empty() {
+    // Only when nothing verified: a forged line among batches that do must stay a finding, not
+    // pass for the auditor's mistake.
+    if trust.pubkey.is_empty() && !report.keys_needed.is_empty() && report.trust.is_empty() {
         let mut keys = report.keys_needed.join(", ");
         if report.keys_needed.len() >= teelog_core::verify::MAX_LISTED {
             keys.push_str(", …");

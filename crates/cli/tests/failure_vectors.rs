@@ -351,6 +351,7 @@ fn generate() -> BTreeMap<&'static str, Vector> {
         ),
     );
     out.insert("a-genesis-document-starts-only-a-stream", genesis_document_vector(class4, t0));
+    out.insert("a-forged-line-among-verified-batches-is-not-a-usage-error", forged_among_attested_vector(t0));
 
     // 5. Nothing is OK by absence.
     out.insert(
@@ -474,6 +475,48 @@ fn genesis_document_vector(class: &str, t0: i64) -> Vector {
         1,
         vec![placed("chain_break", Some(EPOCH_B), Some(1))],
     );
+    vector
+        .files
+        .insert("dev-root.pem".into(), teelog_core::crypto::pem_encode("CERTIFICATE", &issued.root_der));
+    vector
+}
+
+/// An attested epoch that verifies with its dev root, and one line signed by a key nobody gave:
+/// with no `--pubkey`, that line is a finding, not the auditor's usage error.
+fn forged_among_attested_vector(t0: i64) -> Vector {
+    use teelog_attest::dev::{default_pcrs, issue, DevClaims};
+    let key =
+        SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap()).unwrap();
+    let pcrs = default_pcrs();
+    let made_ms = u64::try_from(t0 / 1_000_000).unwrap();
+    let issued = issue(&DevClaims {
+        module_id: "dev-forged-among",
+        timestamp_ms: made_ms,
+        pcrs: &pcrs,
+        bound_key: key.public(),
+        nonce: None,
+    })
+    .unwrap();
+    let attested = SoftwareSigner::new(key, Some(hex::encode(&pcrs[&0])))
+        .with_attestation(hex::encode(sha256(&issued.document)));
+    let a = batches(&mut head(EPOCH_A, 1, None), &attested, 2, t0 + 1_000_000_000);
+    let forged = batches(
+        &mut head(EPOCH_A, 3, Some(header_hash(&a[1]))),
+        &software(test_key().key),
+        1,
+        t0 + 5_000_000_000,
+    );
+    let document = String::from_utf8(attestation_line(&issued.document)).unwrap();
+    let mut vector = verify_vector(
+        "8. Reports cannot be spoofed, and mistakes are not attacks",
+        "Batch 3 of an attested epoch is signed by another key, with no document: the auditor gave no --pubkey, but the other batches verify, so it is a finding, not a usage error.",
+        [document, a.concat(), forged.concat()].concat(),
+        &["--trust-root", "$DIR/dev-root.pem"],
+        1,
+        vec![placed("invalid_signature", Some(EPOCH_A), Some(3))],
+    );
+    vector.args.retain(|a| a != "--pubkey" && a != "$DIR/key.pem");
+    vector.files.remove("key.pem");
     vector
         .files
         .insert("dev-root.pem".into(), teelog_core::crypto::pem_encode("CERTIFICATE", &issued.root_der));
