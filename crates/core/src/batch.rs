@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use crate::canon::{canonicalize, Canonicalizer};
 use crate::crypto::{PublicKey, SigAlg, SoftwareKey};
 use crate::merkle::{leaf_hash, sha256, Digest, MerkleBuilder};
-use crate::record::{canonicalize_record, RecordError};
+use crate::record::{canonicalize_record, refusal_notice, RecordError, Refused};
 use crate::timestamp::{format_rfc3339, parse_rfc3339, UnixNanos};
 
 /// The `v` of headers and envelopes this crate writes and reads.
@@ -16,6 +16,17 @@ pub const FORMAT_VERSION: u64 = 1;
 
 /// Bytes of a leaf hash kept as that record's hint.
 pub const HINT_LEN: usize = 8;
+
+/// The longest batch line `teelog verify` reads by default. No signer writes a longer one.
+pub const MAX_BATCH_LINE: usize = 8 << 20;
+
+/// The default bound on a batch line: a signer seals a batch before its line would grow past it.
+pub const DEFAULT_BATCH_BYTES: usize = 4 << 20;
+
+/// What a batch line holds besides its records and hints, at most: the header at its largest
+/// (a 128-character stream, a 256-digit measurement, 16-digit `seq` and `count`: about 1,100
+/// bytes), an ES384 signature in base64 (128), the member names and the newline.
+pub const LINE_OVERHEAD: usize = 2048;
 
 /// Prepended to the header bytes before signing, so that a teelog key's signature can never be
 /// mistaken for a signature over anything else.
@@ -300,8 +311,16 @@ pub struct Sealed {
     pub header_hash: Digest,
 }
 
+/// What became of an input given to [`BatchBuilder::take`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// It is a record of the open batch.
+    Accepted,
+    /// It was refused, for this reason; a notice saying so took its place (docs/FORMAT.md §2.4).
+    Refused(RecordError),
+}
+
 /// Accumulates canonical records and seals them into one batch line.
-#[derive(Default)]
 pub struct BatchBuilder {
     canon: Canonicalizer,
     records: Vec<u8>,
@@ -309,11 +328,38 @@ pub struct BatchBuilder {
     merkle: MerkleBuilder,
     first_ts: Option<UnixNanos>,
     last_ts: Option<UnixNanos>,
+    /// [`take`](Self::take) seals before the line would grow past this many bytes.
+    batch_bytes: usize,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self {
+            canon: Canonicalizer::default(),
+            records: Vec::new(),
+            hints: Vec::new(),
+            merkle: MerkleBuilder::default(),
+            first_ts: None,
+            last_ts: None,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+        }
+    }
 }
 
 impl BatchBuilder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A builder whose batch lines stay within `bytes` (at most [`MAX_BATCH_LINE`]), except that a
+    /// single record larger than that gets a line of its own within [`MAX_BATCH_LINE`].
+    pub fn with_batch_bytes(bytes: usize) -> Self {
+        Self { batch_bytes: bytes.min(MAX_BATCH_LINE), ..Self::default() }
+    }
+
+    /// An upper bound on the length of the batch line if it were sealed now, newline included.
+    pub fn line_len(&self) -> usize {
+        LINE_OVERHEAD + self.records.len() + 2 * self.hints.len()
     }
 
     pub fn len(&self) -> u64 {
@@ -324,32 +370,137 @@ impl BatchBuilder {
         self.merkle.is_empty()
     }
 
-    /// Bytes of record text held so far.
-    pub fn byte_len(&self) -> usize {
-        self.records.len()
+    /// Sets the bound of [`with_batch_bytes`](Self::with_batch_bytes) for the batches to come.
+    pub fn set_batch_bytes(&mut self, bytes: usize) {
+        self.batch_bytes = bytes.min(MAX_BATCH_LINE);
     }
 
     /// Canonicalises one input record and adds it; a refused record leaves the batch unchanged.
+    /// A record is refused as [`RecordError::TooLarge`] if the line would grow past
+    /// [`MAX_BATCH_LINE`] (signers use [`take`](Self::take), which seals first).
     pub fn push_input(&mut self, line: &[u8], now: &dyn Fn() -> UnixNanos) -> Result<(), RecordError> {
+        let mark = self.records.len();
+        let (start, ts) = self.append(line, now)?;
+        if self.line_len() + 2 * HINT_LEN > MAX_BATCH_LINE {
+            let bytes = self.records.len() - start;
+            self.records.truncate(mark);
+            return Err(RecordError::TooLarge { bytes, limit: MAX_BATCH_LINE });
+        }
+        self.commit(start, ts);
+        Ok(())
+    }
+
+    /// Takes one input into the batch, as a signer must: canonicalised as a record, or, where
+    /// the canonicaliser refuses it (or it would not fit in any batch line), a signed notice in
+    /// its place that says why and gives its length and SHA-256 (`source` says where it came
+    /// from). Where it would carry the line past the batch's byte bound, `seal` is called
+    /// first, and must seal the open batch (leaving this builder empty). Nothing is ever lost
+    /// without a notice, and no line grows past [`MAX_BATCH_LINE`].
+    pub fn take<E>(
+        &mut self,
+        input: &[u8],
+        source: &dyn Fn() -> String,
+        now: &dyn Fn() -> UnixNanos,
+        seal: impl FnOnce(&mut Self) -> Result<(), E>,
+    ) -> Result<Taken, E> {
+        let mark = self.records.len();
+        let refused = match self.append(input, now) {
+            Ok((start, ts)) => {
+                let bytes = self.records.len() - start;
+                if self.fits() {
+                    self.commit(start, ts);
+                    return Ok(Taken::Accepted);
+                }
+                if LINE_OVERHEAD + bytes + 2 * HINT_LEN <= MAX_BATCH_LINE {
+                    // Alone it fits: the open batch is sealed without it.
+                    self.seal_first(mark, start, ts, seal)?;
+                    return Ok(Taken::Accepted);
+                }
+                self.records.truncate(mark);
+                RecordError::TooLarge { bytes, limit: MAX_BATCH_LINE }
+            }
+            Err(e) => e,
+        };
+        let ts = now();
+        let notice = Refused {
+            source: &source(),
+            reason: &refused.to_string(),
+            bytes: input.len() as u64,
+            sha256: sha256(input),
+        };
+        let start = self.append_with(|out| refusal_notice(&notice, ts, out));
+        if self.fits() {
+            self.commit(start, ts);
+        } else {
+            // A notice is small: it fits in any empty batch.
+            self.seal_first(mark, start, ts, seal)?;
+        }
+        Ok(Taken::Refused(refused))
+    }
+
+    /// Moves the record appended at `records[start..]` (after the batch that ended at `mark`)
+    /// out, has `seal` seal the batch, and makes the record the first of the next. Only at a
+    /// batch's end is a record copied.
+    fn seal_first<E>(
+        &mut self,
+        mark: usize,
+        start: usize,
+        ts: UnixNanos,
+        seal: impl FnOnce(&mut Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let record = self.records.split_off(start);
+        self.records.truncate(mark);
+        seal(self)?;
+        let start = self.append_with(|out| out.extend_from_slice(&record));
+        self.commit(start, ts);
+        Ok(())
+    }
+
+    /// Whether the record just appended keeps the line within the batch's bound; a batch's
+    /// first record may go up to [`MAX_BATCH_LINE`].
+    fn fits(&self) -> bool {
+        let len = self.line_len() + 2 * HINT_LEN;
+        len <= self.batch_bytes || (self.is_empty() && len <= MAX_BATCH_LINE)
+    }
+
+    /// Appends the canonical form of `input` (after a comma if need be), not yet committed:
+    /// where it starts, and its `ts`. Nothing is appended if it is refused.
+    fn append(
+        &mut self,
+        input: &[u8],
+        now: &dyn Fn() -> UnixNanos,
+    ) -> Result<(usize, UnixNanos), RecordError> {
         let mark = self.records.len();
         if !self.is_empty() {
             self.records.push(b',');
         }
         let start = self.records.len();
-        match canonicalize_record(&mut self.canon, line, now, &mut self.records) {
-            Ok(ts) => {
-                let leaf = leaf_hash(&self.records[start..]);
-                self.merkle.push_leaf_hash(leaf);
-                self.hints.extend_from_slice(&leaf[..HINT_LEN]);
-                self.first_ts = Some(self.first_ts.map_or(ts, |t| t.min(ts)));
-                self.last_ts = Some(self.last_ts.map_or(ts, |t| t.max(ts)));
-                Ok(())
-            }
+        match canonicalize_record(&mut self.canon, input, now, &mut self.records) {
+            Ok(ts) => Ok((start, ts)),
             Err(e) => {
                 self.records.truncate(mark);
                 Err(e)
             }
         }
+    }
+
+    /// Appends a record `write` makes in canonical form, as [`append`](Self::append) does.
+    fn append_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> usize {
+        if !self.is_empty() {
+            self.records.push(b',');
+        }
+        let start = self.records.len();
+        write(&mut self.records);
+        start
+    }
+
+    /// Makes the record at `records[start..]` one of the batch.
+    fn commit(&mut self, start: usize, ts: UnixNanos) {
+        let leaf = leaf_hash(&self.records[start..]);
+        self.merkle.push_leaf_hash(leaf);
+        self.hints.extend_from_slice(&leaf[..HINT_LEN]);
+        self.first_ts = Some(self.first_ts.map_or(ts, |t| t.min(ts)));
+        self.last_ts = Some(self.last_ts.map_or(ts, |t| t.max(ts)));
     }
 
     /// Signs what has been pushed (nothing: a heartbeat) as the next batch of `chain`, appends the

@@ -2,9 +2,9 @@
 //!
 //! The scanner validates the JSON text and writes its canonical form: members sorted by the
 //! UTF-16 code units of their names, strings escaped minimally, numbers in ECMAScript form,
-//! no white space. Duplicate member names are rejected (I-JSON, RFC 7493), and so are integers
-//! beyond 2^53 that JCS would silently change (those that are not already the exact spelling of
-//! a double).
+//! no white space. Duplicate member names are rejected (I-JSON, RFC 7493). Integers beyond 2^53,
+//! which JCS would silently change, are refused in plain JSON (unless they are already the exact
+//! spelling of a double) and become strings of their digits in records.
 //!
 //! Buffers are kept between calls, so canonicalising a stream of records allocates nothing in the
 //! steady state: this is the hot path of `teelog sign`.
@@ -32,6 +32,9 @@ pub enum CanonError {
     /// Raised by a record hook (see [`Canonicalizer::record`]).
     #[error("{0}")]
     Record(String),
+    /// A record whose canonical form alone would make a batch line longer than a verifier reads.
+    #[error("its canonical form ({bytes} bytes) would make a batch line longer than {limit} bytes")]
+    TooLarge { bytes: usize, limit: usize },
 }
 
 fn syntax(what: &str, at: usize) -> CanonError {
@@ -118,7 +121,8 @@ impl Canonicalizer {
     ) -> Result<Option<UnixNanos>, CanonError> {
         // Outside strings the grammar admits only ASCII, so UTF-8 is checked in strings alone,
         // and only where the scan saw a non-ASCII byte.
-        let mut p = Parser { input, pos: 0 };
+        // In records, integers beyond ±2^53 become strings rather than a reason to refuse.
+        let mut p = Parser { input, pos: 0, big_integers_as_strings: rules.is_some() };
         p.skip_ws();
         let mut ts = None;
         match rules {
@@ -384,6 +388,8 @@ enum Scanned {
 struct Parser<'a> {
     input: &'a [u8],
     pos: usize,
+    /// Write an integer beyond ±2^53 as a string of its digits instead of refusing it.
+    big_integers_as_strings: bool,
 }
 
 impl Parser<'_> {
@@ -543,6 +549,7 @@ impl Parser<'_> {
 
     fn number(&mut self, out: &mut Vec<u8>) -> Result<(), CanonError> {
         let start = self.pos;
+        let big_integers_as_strings = self.big_integers_as_strings;
         let digits = self.number_text()?;
         let integer = !digits.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
         if integer {
@@ -574,7 +581,18 @@ impl Parser<'_> {
                     }
                 })
             };
-            if exact || double_spelling() {
+            if exact {
+                out.extend_from_slice(text.as_bytes());
+                return Ok(());
+            }
+            if big_integers_as_strings {
+                // Digits and an optional '-': nothing to escape.
+                out.push(b'"');
+                out.extend_from_slice(text.as_bytes());
+                out.push(b'"');
+                return Ok(());
+            }
+            if double_spelling() {
                 out.extend_from_slice(text.as_bytes());
                 return Ok(());
             }

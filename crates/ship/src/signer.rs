@@ -3,10 +3,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use teelog_core::batch::{attestation_line, check_stream_name, HeaderError};
-use teelog_core::record::RecordError;
+use teelog_core::record::{refusal_notice, Refused};
 use teelog_core::timestamp::UnixNanos;
-use teelog_core::{BatchBuilder, ChainHead, SealError, Sealed};
+use teelog_core::{BatchBuilder, ChainHead, SealError, Sealed, Taken};
 use teelog_identity::{Identity, IdentityError};
+use teelog_store::lines::Skipped;
 use teelog_store::{Store, StoreError};
 
 use crate::output::Output;
@@ -29,6 +30,20 @@ pub enum ShipError {
     Unwritten,
 }
 
+/// The notice that stands for an input line longer than `limit` bytes, which was skipped
+/// unread (docs/FORMAT.md §2.4); `source` names it (`stdin:17`). Taken as a record.
+pub fn too_long_notice(source: &str, limit: usize, skipped: Skipped) -> Vec<u8> {
+    let mut notice = Vec::new();
+    let refused = Refused {
+        source,
+        reason: &format!("the line is longer than {limit} bytes (the input line limit)"),
+        bytes: skipped.bytes,
+        sha256: skipped.sha256,
+    };
+    refusal_notice(&refused, now(), &mut notice);
+    notice
+}
+
 /// The wall clock as teelog timestamps.
 pub fn now() -> UnixNanos {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -37,8 +52,11 @@ pub fn now() -> UnixNanos {
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SignSummary {
+    /// Records in the batches written, notices included.
     pub records: u64,
     pub batches: u64,
+    /// Inputs refused, each signed as a notice in its place.
+    pub refused: u64,
 }
 
 impl SignSummary {
@@ -85,19 +103,34 @@ impl BatchSealer {
         Ok(Self { identity, head, builder: BatchBuilder::new() })
     }
 
-    /// Canonicalises one record into the open batch; a refused record changes nothing.
-    pub fn push(&mut self, record: &[u8], now: &dyn Fn() -> UnixNanos) -> Result<(), RecordError> {
-        self.builder.push_input(record, now)
+    /// Seal each batch before its line would grow past `bytes` (see
+    /// [`BatchBuilder::with_batch_bytes`]).
+    pub fn set_batch_bytes(&mut self, bytes: usize) {
+        self.builder.set_batch_bytes(bytes);
+    }
+
+    /// Takes one input record into the open batch, or a signed notice in its place if it is
+    /// refused (see [`BatchBuilder::take`]). Where the open batch had to be sealed first to stay
+    /// within its byte bound, its line is appended to `line` and returned: the caller must write
+    /// it before any later batch.
+    pub fn take(
+        &mut self,
+        record: &[u8],
+        source: &dyn Fn() -> String,
+        line: &mut Vec<u8>,
+    ) -> Result<(Taken, Option<Sealed>), ShipError> {
+        let mut sealed = None;
+        let (head, signer) = (&mut self.head, self.identity.signer());
+        let taken = self.builder.take(record, source, &now, |builder| {
+            sealed = Some(builder.seal(head, signer, now(), line)?);
+            Ok::<(), ShipError>(())
+        })?;
+        Ok((taken, sealed))
     }
 
     /// Records in the open batch.
     pub fn pending_records(&self) -> u64 {
         self.builder.len()
-    }
-
-    /// Bytes of canonical record text in the open batch.
-    pub fn pending_bytes(&self) -> usize {
-        self.builder.byte_len()
     }
 
     /// Signs the open batch (an empty one is a heartbeat) as the next of the chain and appends
@@ -138,9 +171,20 @@ impl StreamSigner {
         })
     }
 
-    /// See [`BatchSealer::push`].
-    pub fn push(&mut self, record: &[u8], now: &dyn Fn() -> UnixNanos) -> Result<(), RecordError> {
-        self.sealer.push(record, now)
+    /// Takes one input record (see [`BatchSealer::take`]); a batch sealed to make room is
+    /// written durably first.
+    pub fn push(&mut self, record: &[u8], source: &dyn Fn() -> String) -> Result<Taken, ShipError> {
+        self.retry_write()?;
+        self.line.clear();
+        let (taken, sealed) = self.sealer.take(record, source, &mut self.line)?;
+        if let Taken::Refused(_) = taken {
+            self.summary.refused += 1;
+        }
+        if let Some(sealed) = sealed {
+            self.unwritten = Some(sealed);
+            self.retry_write()?;
+        }
+        Ok(taken)
     }
 
     /// The open batch's records and bytes, as [`BatchSealer`] counts them.
@@ -188,6 +232,19 @@ impl StreamSigner {
 
     pub fn summary(&self) -> SignSummary {
         self.summary
+    }
+
+    /// Takes the notice that stands for an input line longer than `limit` bytes, which was
+    /// skipped (see [`too_long_notice`]), and counts it as refused.
+    pub fn push_too_long(&mut self, source: &str, limit: usize, skipped: Skipped) -> Result<(), ShipError> {
+        self.push(&too_long_notice(source, limit, skipped), &|| source.to_string())?;
+        self.summary.refused += 1;
+        Ok(())
+    }
+
+    /// Seal each batch before its line would grow past `bytes` (see [`BatchSealer::set_batch_bytes`]).
+    pub fn set_batch_bytes(&mut self, bytes: usize) {
+        self.sealer.set_batch_bytes(bytes);
     }
 
     /// The sealer and the store, for writing behind (the pipeline). Only a store will do: the
