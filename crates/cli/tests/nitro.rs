@@ -49,7 +49,7 @@ fn start(id: &Path, store: &Path, nsm: &DevNsm, records: usize, crashes: bool) {
     let store = Store::open(store, StoreOptions::default()).unwrap();
     let mut signer = StreamSigner::open(identity, "app", Output::Store(store)).unwrap();
     for i in 0..records {
-        signer.push(format!("{{\"message\":\"record {i}\"}}").as_bytes(), &now).unwrap();
+        signer.push(format!("{{\"message\":\"record {i}\"}}").as_bytes(), &|| "test".into()).unwrap();
         if signer.sealer().pending_records() == 2 {
             signer.seal(now()).unwrap();
         }

@@ -143,12 +143,19 @@ fn stdin_records_are_signed_spooled_and_delivered_to_the_store() {
     );
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
-    // The bad line is named by its line number and the records around it are kept.
+    // The bad line is named by its line number, a signed notice takes its place, and the
+    // records around it are kept.
     assert!(log.contains("stdin:2502"), "{log}");
     let (code, report) = f.verify(&archive, &[]);
     assert_eq!(code, 0, "{report}");
-    assert_eq!(report["records"], 5000, "{report}");
-    assert_eq!(numbers(&stored_records(&archive)), (0..5000).collect());
+    assert_eq!(report["records"], 5001, "{report}");
+    let stored = stored_records(&archive);
+    assert_eq!(numbers(&stored), (0..5000).collect());
+    let notices: Vec<&Value> = stored.iter().filter(|r| r["teelog_notice"] == "record_refused").collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["refused_source"], "stdin:2502");
+    assert_eq!(notices[0]["refused_bytes"], 8);
+    assert_eq!(notices[0]["refused_sha256"], hex::encode(teelog_core::merkle::sha256(b"not json")));
     // Delivered segments leave the spool (no --keep-spool), but the chain state stays.
     assert!(stored_records(&spool).len() < 5000);
 }
