@@ -45,6 +45,8 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         store: Some(store.clone()),
         heartbeat: false,
         heartbeat_every: None,
+        pubkey: Vec::new(),
+        trust_root: Vec::new(),
         segment_bytes: teelog_store::DEFAULT_SEGMENT_BYTES,
     };
     let reader = BufReader::new(fs::File::open(&input)?);

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use teelog_core::batch::{DEFAULT_BATCH_BYTES, MAX_BATCH_LINE};
-use teelog_core::Taken;
+use teelog_core::{PublicKey, Taken};
 use teelog_identity::Identity;
 pub use teelog_ship::signer::now;
-use teelog_ship::{Output, SignSummary, StreamSigner};
+use teelog_ship::{HeadTrust, Output, SignSummary, StreamSigner};
 use teelog_store::lines::{Line, LineReader, Skipped};
 use teelog_store::{Store, StoreOptions, DEFAULT_SEGMENT_BYTES};
 
@@ -51,6 +51,15 @@ pub struct SignArgs {
     /// open, where `--heartbeat` from a timer cannot run: this identity is in use.
     #[arg(long, value_parser = heartbeat_every, conflicts_with = "heartbeat")]
     pub heartbeat_every: Option<Duration>,
+    /// Trust this public key (PEM) for where the stream stands: a new epoch may link to the
+    /// batches it signed (the key of the signer that wrote the stream before). Repeatable. The
+    /// identity's own key, its saved state and documents under the AWS root are always trusted.
+    #[arg(long)]
+    pub pubkey: Vec<PathBuf>,
+    /// Trust attestation documents in the output that chain to this root (PEM or DER): a new
+    /// epoch may link to batches signed by the keys they bind. Repeatable.
+    #[arg(long)]
+    pub trust_root: Vec<PathBuf>,
     /// Rotate store segments at this size.
     #[arg(long, default_value_t = DEFAULT_SEGMENT_BYTES)]
     pub segment_bytes: u64,
@@ -103,8 +112,12 @@ pub fn sign_from(
     input: impl BufRead + Send + 'static,
     input_name: &str,
 ) -> anyhow::Result<SignSummary> {
+    let trust = head_trust(&args.pubkey, &args.trust_root)?;
     let identity = Identity::load_exclusive(&args.identity)?;
-    let mut signer = StreamSigner::open(identity, &args.stream, open_output(args)?)?;
+    let mut signer = StreamSigner::open_trusting(identity, &args.stream, open_output(args)?, &trust)?;
+    if let Some(note) = signer.note() {
+        eprintln!("teelog: {note}");
+    }
     signer.set_batch_bytes(args.batch_bytes);
     let result = if args.heartbeat {
         signer.seal(now()).map(drop).map_err(anyhow::Error::from)
@@ -115,6 +128,17 @@ pub fn sign_from(
     let finished = signer.finish(now());
     result.and(finished.map_err(anyhow::Error::from))?;
     Ok(signer.summary())
+}
+
+/// The keys (PEM files) and roots (PEM or DER files) a signer trusts, beyond its own, for where
+/// a stream stands when it starts a new epoch.
+pub fn head_trust(pubkeys: &[PathBuf], roots: &[PathBuf]) -> anyhow::Result<HeadTrust> {
+    let mut keys = Vec::new();
+    for path in pubkeys {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        keys.push(PublicKey::from_pem(&pem).with_context(|| path.display().to_string())?);
+    }
+    Ok(HeadTrust { keys, roots: crate::attest::trust_roots(roots)?, saved_head: None })
 }
 
 /// One line as the reader gave it, owned so that it can cross from a reader thread.

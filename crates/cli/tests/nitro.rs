@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use common::{keygen, report, s, teelog};
 use teelog_attest::dev::DevClaims;
 use teelog_attest::nitro::NitroDocument;
+use teelog_attest::TrustRoot;
 use teelog_core::batch::ParsedBatch;
 use teelog_core::PublicKey;
 use teelog_identity::{AttestationSource, Identity, SourceError};
@@ -39,6 +40,12 @@ impl AttestationSource for DevNsm {
         })?;
         self.roots.lock().map_err(|_| "poisoned")?.push(issued.root_der);
         Ok(issued.document)
+    }
+
+    /// As the NSM's documents chain to the AWS root, the double's chain to its dev roots.
+    fn roots(&self) -> Vec<TrustRoot> {
+        let roots = self.roots.lock().map(|r| r.clone()).unwrap_or_default();
+        roots.iter().filter_map(|der| TrustRoot::from_pem_or_der(der).ok()).collect()
     }
 }
 

@@ -260,6 +260,10 @@ pub struct ChainHead {
     pub epoch: String,
     pub next_seq: u64,
     pub prev: Option<String>,
+    /// When the header `prev` names was sealed, where known: a signer compares it with what it
+    /// finds in its output, to link a new epoch to the newer (docs/FORMAT.md §5.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_sealed_at: Option<UnixNanos>,
 }
 
 impl ChainHead {
@@ -268,37 +272,53 @@ impl ChainHead {
         let mut id = [0u8; 16];
         // An RNG failure leaves zeros; the epoch id still works, it is just not unique.
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id);
-        Self { stream: stream.to_string(), epoch: hex::encode(id), next_seq: 1, prev }
+        Self { stream: stream.to_string(), epoch: hex::encode(id), next_seq: 1, prev, prev_sealed_at: None }
     }
-}
 
-impl ChainHead {
-    /// Where to continue `stream`, given the saved state and the validly signed headers of this
-    /// signer found in its output. The saved state may be stale (the process died after a batch
-    /// became durable but before the state was saved): the output then wins, so a seq is never
-    /// signed twice. Without saved state a new epoch starts, linked to the newest header found.
-    pub fn resume(
+    /// A new epoch of `stream`, linked to the newer of two heads this signer trusts: the one its
+    /// saved state recorded (which it sealed, or linked its last epoch to) and `found`, the
+    /// newest header of the stream in its output that it can verify, with its `sealed_at`. A
+    /// saved head of unknown time (state written before teelog recorded it) yields to `found`.
+    pub fn new_epoch_after(
         stream: &str,
-        saved: Option<ChainHead>,
-        found: impl IntoIterator<Item = (Header, Digest)>,
-    ) -> ChainHead {
-        let found = found.into_iter().filter(|(h, _)| h.stream == stream);
-        match saved {
-            Some(saved) => {
-                let newest = found
-                    .filter(|(h, _)| h.epoch == saved.epoch && h.seq >= saved.next_seq)
-                    .max_by_key(|(h, _)| h.seq);
-                match newest {
-                    Some((h, hash)) => {
-                        ChainHead { next_seq: h.seq + 1, prev: Some(hex::encode(hash)), ..saved }
-                    }
-                    None => saved,
+        saved: Option<&ChainHead>,
+        found: Option<(Digest, UnixNanos)>,
+    ) -> Self {
+        let saved = saved.and_then(|s| s.prev.clone().map(|prev| (prev, s.prev_sealed_at)));
+        let found = found.map(|(hash, at)| (hex::encode(hash), Some(at)));
+        let newer = match (saved, found) {
+            (Some(saved), Some(found)) => {
+                if saved.1.is_some() && saved.1 >= found.1 {
+                    saved
+                } else {
+                    found
                 }
             }
-            None => {
-                let newest = found.max_by_key(|(h, _)| (h.sealed_at_nanos(), h.seq));
-                ChainHead::new_epoch(stream, newest.map(|(_, hash)| hex::encode(hash)))
-            }
+            (one, other) => match one.or(other) {
+                Some(head) => head,
+                None => return Self::new_epoch(stream, None),
+            },
+        };
+        Self { prev_sealed_at: newer.1, ..Self::new_epoch(stream, Some(newer.0)) }
+    }
+
+    /// Where to continue the saved epoch, given the headers of that epoch validly signed by this
+    /// signer's own key found in its output. The saved state may be stale (the process died
+    /// after a batch became durable but before the state was saved): the output then wins, so a
+    /// seq is never signed twice.
+    pub fn resume(saved: ChainHead, own: impl IntoIterator<Item = (Header, Digest)>) -> ChainHead {
+        let newest = own
+            .into_iter()
+            .filter(|(h, _)| h.stream == saved.stream && h.epoch == saved.epoch && h.seq >= saved.next_seq)
+            .max_by_key(|(h, _)| h.seq);
+        match newest {
+            Some((h, hash)) => ChainHead {
+                next_seq: h.seq + 1,
+                prev: Some(hex::encode(hash)),
+                prev_sealed_at: h.sealed_at_nanos(),
+                ..saved
+            },
+            None => saved,
         }
     }
 }
@@ -555,6 +575,7 @@ impl BatchBuilder {
         let sealed = Sealed { seq: header.seq, count: header.count, header_hash };
         chain.next_seq = next_seq;
         chain.prev = Some(hex::encode(header_hash));
+        chain.prev_sealed_at = Some(sealed_at);
         self.records.clear();
         self.hints.clear();
         self.merkle.reset();

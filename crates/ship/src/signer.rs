@@ -10,7 +10,7 @@ use teelog_identity::{Identity, IdentityError};
 use teelog_store::lines::Skipped;
 use teelog_store::{Store, StoreError};
 
-use crate::output::Output;
+use crate::output::{HeadTrust, Output};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
@@ -28,6 +28,10 @@ pub enum ShipError {
     NotAStore,
     #[error("a batch sealed earlier has not been written yet")]
     Unwritten,
+    #[error(
+        "stream {stream:?} already has {count} batch(es) in the output (the newest: seq {seq} of epoch {epoch}, signed by key {key_id}), none signed by a key this signer can verify, so it will not link a new epoch to them: give the key of the signer that wrote them (--pubkey) or the root its attestation documents chain to (--trust-root), or sign another stream"
+    )]
+    UntrustedHead { stream: String, count: u64, seq: u64, epoch: String, key_id: String },
 }
 
 /// The notice that stands for an input line longer than `limit` bytes, which was skipped
@@ -77,30 +81,67 @@ pub struct BatchSealer {
 
 impl BatchSealer {
     /// Continues `stream` where this identity's state and `output` say it stands (the output
-    /// wins, so a crash between a write and a state save never reuses a seq). The identity's
-    /// attestation document is written before any batch.
-    fn open(mut identity: Identity, stream: &str, output: &mut Output) -> Result<Self, ShipError> {
+    /// wins, so a crash between a write and a state save never reuses a seq), or starts a new
+    /// epoch linked to the newest head it can trust (docs/FORMAT.md §5.3; `trust` adds keys and
+    /// roots to the identity's own). The identity's attestation document is written before any
+    /// batch.
+    fn open(
+        mut identity: Identity,
+        stream: &str,
+        output: &mut Output,
+        trust: &HeadTrust,
+    ) -> Result<(Self, Option<String>), ShipError> {
         check_stream_name(stream)?;
         let saved = identity.load_state(stream)?;
-        let head = if identity.has_fresh_key() {
-            // A key made for this start (nitro) continues no epoch: it begins one linked to the
-            // newest header of the stream in the output, whoever signed it (the state may predate
-            // a start that crashed), or where the output keeps none (a pipe, a spool that deleted
-            // what it delivered) to the head the state saved. Its document attests that link.
-            let found = output.signed_headers(stream, None, None)?;
-            let newest = ChainHead::resume(stream, None, found).prev;
-            ChainHead::new_epoch(stream, newest.or(saved.and_then(|s| s.prev)))
-        } else {
-            let key = identity.signer().public_key();
-            let found = output.signed_headers(stream, Some(key), saved.as_ref().map(|s| s.epoch.as_str()))?;
-            ChainHead::resume(stream, saved, found)
+        let mut note = None;
+        let head = match (saved, identity.own_key()) {
+            // Its own epoch, with its own key: only its own batches count.
+            (Some(saved), Some(key)) => {
+                let own = output.own_headers(stream, key, &saved.epoch)?;
+                ChainHead::resume(saved, own)
+            }
+            // A key made to follow a head (keygen --follow, which checked that head): its
+            // document attests exactly that link, unless the key has signed since (its state
+            // lost), when it continues after its own newest batch.
+            (None, Some(key)) if identity.attested_previous_head().is_some() => {
+                let own = HeadTrust { keys: vec![key.clone()], ..HeadTrust::default() };
+                match output.trusted_head(stream, &own)?.head {
+                    Some(newest) => ChainHead::new_epoch_after(stream, None, Some(newest)),
+                    None => {
+                        ChainHead::new_epoch(stream, identity.attested_previous_head().map(str::to_string))
+                    }
+                }
+            }
+            (saved, own_key) => {
+                let mut trust = trust.clone();
+                trust.keys.extend(own_key.cloned());
+                trust.roots.extend(identity.attestation_roots());
+                trust.saved_head = saved.as_ref().and_then(|s| s.prev.clone());
+                let found = output.trusted_head(stream, &trust)?;
+                if let Some(newest) = &found.newest_passed_over {
+                    if found.head.is_none() && saved.is_none() {
+                        return Err(ShipError::UntrustedHead {
+                            stream: stream.to_string(),
+                            count: found.passed_over,
+                            seq: newest.seq,
+                            epoch: newest.epoch.clone(),
+                            key_id: newest.key_id.clone(),
+                        });
+                    }
+                    note = Some(format!(
+                        "stream {stream:?}: passed over {} batch(es) this signer cannot verify, the newest seq {} of epoch {} signed by key {}; the new epoch links to the newest it can",
+                        found.passed_over, newest.seq, newest.epoch, newest.key_id
+                    ));
+                }
+                ChainHead::new_epoch_after(stream, saved.as_ref(), found.head)
+            }
         };
         identity.begin_epoch(&head)?;
         if let Some(document) = identity.attestation_document() {
             // Stored with every run: duplicates are harmless, a batch without its document is not.
             output.write(&attestation_line(document))?;
         }
-        Ok(Self { identity, head, builder: BatchBuilder::new() })
+        Ok((Self { identity, head, builder: BatchBuilder::new() }, note))
     }
 
     /// Seal each batch before its line would grow past `bytes` (see
@@ -155,12 +196,27 @@ pub struct StreamSigner {
     unwritten: Option<Sealed>,
     last_sealed: Option<Sealed>,
     summary: SignSummary,
+    note: Option<String>,
 }
 
 impl StreamSigner {
-    /// Continues `stream` in `output` (see [`BatchSealer`]).
-    pub fn open(identity: Identity, stream: &str, mut output: Output) -> Result<Self, ShipError> {
-        let sealer = BatchSealer::open(identity, stream, &mut output)?;
+    /// Continues `stream` in `output` (see [`BatchSealer`]), trusting the identity's own key
+    /// and documents that chain to its roots for where the stream stands.
+    pub fn open(identity: Identity, stream: &str, output: Output) -> Result<Self, ShipError> {
+        Self::open_trusting(identity, stream, output, &HeadTrust::default())
+    }
+
+    /// [`open`](Self::open), trusting also the keys and roots of `trust` (an earlier signer's).
+    pub fn open_trusting(
+        identity: Identity,
+        stream: &str,
+        mut output: Output,
+        trust: &HeadTrust,
+    ) -> Result<Self, ShipError> {
+        let (sealer, note) = BatchSealer::open(identity, stream, &mut output, trust)?;
+        if let Some(note) = &note {
+            tracing::warn!(target: "teelog::ship", "{note}");
+        }
         Ok(Self {
             sealer,
             output,
@@ -168,7 +224,14 @@ impl StreamSigner {
             unwritten: None,
             last_sealed: None,
             summary: SignSummary::default(),
+            note,
         })
+    }
+
+    /// What the signer passed over in its output when it started, if anything: batches of its
+    /// stream it could not verify.
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
     }
 
     /// Takes one input record (see [`BatchSealer::take`]); a batch sealed to make room is
