@@ -472,3 +472,56 @@ fn a_silent_stream_is_stale_and_heartbeats_count() {
         assert_eq!(out.status.code(), Some(2), "{bad}");
     }
 }
+
+/// `sign --heartbeat-every`: a signer reading a pipe that stays open seals what is pending, then
+/// heartbeats, at the interval; `sign --heartbeat` from a timer cannot run next to it.
+#[test]
+fn heartbeats_come_from_a_running_sign_at_the_interval() {
+    let f = fixture();
+    let file = f.root.join("batches.ndjson");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
+        .args(["sign", "--identity", s(&f.identity), "--out", s(&file), "--heartbeat-every", "300ms"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&records(0..2)).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+
+    // The identity is in use: a one-shot heartbeat cannot be sealed beside it.
+    let out = teelog(&["sign", "--identity", s(&f.identity), "--heartbeat"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("another signer is using this identity"), "{}", stderr(&out));
+
+    let lines = std::fs::read_to_string(&file).unwrap();
+    let counts: Vec<u64> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["header"]["count"].as_u64().unwrap())
+        .collect();
+    // The two records within the first interval, then a heartbeat per interval: about four in
+    // the 1.2 s left (a loaded machine may fit fewer).
+    assert_eq!(counts.first(), Some(&2), "{counts:?}");
+    let heartbeats = counts[1..].iter().filter(|&&c| c == 0).count();
+    assert!((2..=5).contains(&heartbeats) && counts[1..].iter().all(|&c| c == 0), "{counts:?}");
+    let sealed: Vec<i64> = lines
+        .lines()
+        .map(|l| {
+            let header = &serde_json::from_str::<Value>(l).unwrap()["header"];
+            teelog_core::timestamp::parse_rfc3339(header["sealed_at"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    for pair in sealed.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= 290_000_000, "batches {} ms apart: {sealed:?}", gap / 1_000_000);
+    }
+
+    // More input is signed as before; the end of the input ends it, every batch verifying.
+    stdin.write_all(&records(2..3)).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, report) = verify_json(&f, &[s(&file)]);
+    assert_eq!((code, report["records"].as_u64()), (0, Some(3)), "{report}");
+}

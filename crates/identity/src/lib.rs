@@ -8,7 +8,8 @@
 //!
 //! Layout of an identity directory:
 //! - `identity.json`: kind, algorithm, key id (not for nitro identities, whose key is new on
-//!   every start), measurement (nitro: none; each start's is its document's PCR0)
+//!   every start), measurement (nitro: none; each start's is its document's PCR0), and for a dev
+//!   or TPM identity made to follow a stream, `previous_head`: the head its document attests
 //! - `private-key.pem`: PKCS#8, mode 0600 (software and dev identities; nothing for nitro)
 //! - `tpm-private.bin`: TPM identities, the key as the TPM wrapped it (TPM2B_PRIVATE), loadable
 //!   only in that TPM; `ek-certificate.der`, the EK certificate enrollment checked
