@@ -205,3 +205,129 @@ fn keygen_follow_attests_only_a_head_it_can_verify() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(attested(&path("d")), forged_head);
 }
+
+/// The failure vector of this class (docs/vectors/failures/planted-head.json): what a signer
+/// that trusted a planted line would have written, and what `verify` must say of it. Rewritten
+/// with TEELOG_WRITE_VECTORS=1 (signatures are randomised); otherwise run and checked.
+#[test]
+fn planted_head_failure_vector() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors/failures/planted-head.json");
+    if std::env::var_os("TEELOG_WRITE_VECTORS").is_some() {
+        write_planted_head_vector(&path);
+    }
+    let vector: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in vector["files"].as_object().unwrap() {
+        std::fs::write(dir.path().join(name), text.as_str().unwrap()).unwrap();
+    }
+    let args: Vec<String> = vector["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().replace("$DIR", s(dir.path())))
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, json, _) = report(&teelog(&args, b""));
+    assert_eq!(i64::from(code), vector["exit"].as_i64().unwrap(), "{json}");
+    let shape = |f: &Value| ["kind", "stream", "epoch", "seq", "record_index"].map(|m| f[m].clone()).to_vec();
+    let found: Vec<_> = json["findings"].as_array().unwrap().iter().map(shape).collect();
+    let expected: Vec<_> = vector["findings"].as_array().unwrap().iter().map(shape).collect();
+    assert_eq!(found, expected, "{json}");
+}
+
+fn write_planted_head_vector(path: &Path) {
+    use teelog_core::batch::SoftwareSigner;
+    use teelog_core::{BatchBuilder, ChainHead, HeaderSigner, SoftwareKey};
+    let batch_vectors: Value = serde_json::from_slice(
+        &std::fs::read(path.parent().unwrap().parent().unwrap().join("batch-v1.json")).unwrap(),
+    )
+    .unwrap();
+    let key =
+        SoftwareKey::from_pkcs8_pem(batch_vectors["private_key_pem"].as_str().unwrap().as_bytes()).unwrap();
+    let signer = SoftwareSigner::new(key, None);
+    let t = |s: &str| teelog_core::timestamp::parse_rfc3339(s).unwrap();
+    let mut lines = String::new();
+    let mut builder = BatchBuilder::new();
+    let seal = |builder: &mut BatchBuilder, chain: &mut ChainHead, at: &str, record: &str| {
+        builder.push_input(record.as_bytes(), &|| t(at)).unwrap();
+        let mut line = Vec::new();
+        builder.seal(chain, &signer, t(at), &mut line).unwrap();
+        String::from_utf8(line).unwrap()
+    };
+    let mut a = ChainHead {
+        stream: "app".into(),
+        epoch: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".into(),
+        next_seq: 1,
+        prev: None,
+        prev_sealed_at: None,
+    };
+    lines += &seal(&mut builder, &mut a, "2026-12-02T10:00:00Z", r#"{"message":"one"}"#);
+    lines += &seal(&mut builder, &mut a, "2026-12-02T10:01:00Z", r#"{"message":"two"}"#);
+    // The planted line: the epoch's next header, sealed later, its signature 64 zero bytes.
+    let empty = hex::encode(sha256(b""));
+    let planted = teelog_core::Header {
+        v: 1,
+        stream: "app".into(),
+        epoch: a.epoch.clone(),
+        seq: 3,
+        prev: a.prev.clone(),
+        count: 0,
+        root: empty.clone(),
+        hints: empty,
+        first_ts: None,
+        last_ts: None,
+        sealed_at: "2026-12-02T10:05:00.000000000Z".into(),
+        measurement: None,
+        attestation: None,
+        key_id: signer.public_key().id_hex(),
+        alg: "ES256".into(),
+    }
+    .to_canonical_bytes();
+    let sig = base64::engine::general_purpose::STANDARD.encode([0u8; 64]);
+    lines += &format!(
+        "{{\"v\":1,\"header\":{},\"sig\":\"{sig}\",\"hints\":\"\",\"records\":[]}}\n",
+        String::from_utf8(planted.clone()).unwrap()
+    );
+    // A new epoch linked to it, as a signer that believed the planted line would have made.
+    let mut b = ChainHead {
+        stream: "app".into(),
+        epoch: "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb".into(),
+        next_seq: 1,
+        prev: Some(hex::encode(sha256(&planted))),
+        prev_sealed_at: None,
+    };
+    lines += &seal(&mut builder, &mut b, "2026-12-02T10:10:00Z", r#"{"message":"three"}"#);
+    let vector = serde_json::json!({
+        "class": "4. Epoch hand-over rules",
+        "description": "A well-formed header with a bogus signature was planted after an epoch's last batch, and a new epoch links to it: the planted line is an invalid signature and the hand-over a chain break (teelog's own signers never link to a head they cannot verify, docs/FORMAT.md §5.3).",
+        "files": {
+            "input.ndjson": lines,
+            "key.pem": batch_vectors["public_key_pem"],
+        },
+        "args": ["verify", "$DIR/input.ndjson", "--pubkey", "$DIR/key.pem", "--json"],
+        "exit": 1,
+        "findings": [],
+    });
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // The findings are what the verifier says; filled in from a run of the binary.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in vector["files"].as_object().unwrap() {
+        std::fs::write(dir.path().join(name), text.as_str().unwrap()).unwrap();
+    }
+    let input = dir.path().join("input.ndjson");
+    let key = dir.path().join("key.pem");
+    let (_, json, _) = report(&teelog(&["verify", s(&input), "--pubkey", s(&key), "--json"], b""));
+    let findings: Vec<Value> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "kind": f["kind"], "stream": f["stream"], "epoch": f["epoch"], "seq": f["seq"], "record_index": f["record_index"],
+            })
+        })
+        .collect();
+    let mut vector = vector;
+    vector["findings"] = findings.into();
+    std::fs::write(path, serde_json::to_string_pretty(&vector).unwrap() + "\n").unwrap();
+}
