@@ -519,3 +519,54 @@ fn the_opentelemetry_sdk_exports_over_http_and_grpc() {
         }
     }
 }
+
+/// A daemon with a new identity links its epoch only to batches it can verify: a spool holding
+/// only another signer's batches (and a planted line) is refused until `trust_keys` names that
+/// signer's key; then the new epoch links to its newest batch, not to the planted line.
+#[test]
+fn a_new_identity_links_only_to_trusted_batches_in_its_spool() {
+    let f = fixture();
+    let (spool, newer) = (f.path("spool"), f.path("new-id"));
+    keygen(&newer, &[]);
+    let out =
+        teelog(&["sign", "--identity", s(&f.identity), "--store", s(&spool)], b"{\"message\":\"old\"}\n");
+    assert!(out.status.success());
+    let segment = teelog_store::segments(&spool).unwrap().pop().unwrap();
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let genuine = text.lines().find(|l| l.contains("\"header\"")).unwrap();
+    let batch = teelog_core::batch::ParsedBatch::parse(genuine.as_bytes()).unwrap();
+    let genuine_hash = hex::encode(batch.header_hash);
+    // A planted successor: the header's seq raised and its sealed_at moved on, the signature kept
+    // (it no longer verifies).
+    let planted =
+        genuine.replacen("\"seq\":1", "\"seq\":9", 1).replacen("\"sealed_at\":\"20", "\"sealed_at\":\"21", 1);
+    std::fs::write(&segment, format!("{text}{planted}\n")).unwrap();
+
+    let config = |trust: &str| {
+        let path = f.path("ship.toml");
+        std::fs::write(
+            &path,
+            format!("identity = {:?}\n{trust}\n[batch]\nheartbeat = \"off\"\n[spool]\ndir = {:?}\nkeep = true\n[sources]\nstdin = true\n", s(&newer), s(&spool)),
+        )
+        .unwrap();
+        path
+    };
+    let refused = teelog(&["ship", "--config", s(&config(""))], b"{\"message\":\"new\"}\n");
+    let log = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{log}");
+    assert!(log.contains("none signed by a key this signer can verify"), "{log}");
+
+    let old_key = f.identity.join("public-key.pem");
+    let trusted = config(&format!("trust_keys = [{:?}]", s(&old_key)));
+    let out = teelog(&["ship", "--config", s(&trusted)], b"{\"message\":\"new\"}\n");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("passed over 1 batch(es)"), "{log}");
+    let last = std::fs::read_to_string(teelog_store::segments(&spool).unwrap().pop().unwrap()).unwrap();
+    let first_new = last
+        .lines()
+        .filter_map(|l| teelog_core::batch::ParsedBatch::parse(l.as_bytes()).ok().map(|b| b.header))
+        .find(|h| h.key_id != batch.header.key_id)
+        .unwrap();
+    assert_eq!((first_new.seq, first_new.prev.as_deref()), (1, Some(genuine_hash.as_str())));
+}
