@@ -353,11 +353,16 @@ fn malformed_otlp_gets_the_protocols_error_and_loses_nothing() {
         post(addr, "/v1/logs", &[("Content-Type", "application/json")], b"{\"resourceLogs\":[{").unwrap().0,
         400
     );
-    let (status, body) =
-        post_json(addr, &json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"traceId": "abcd"}]}]}]}))
-            .unwrap();
-    assert_eq!(status, 400);
-    assert!(String::from_utf8_lossy(&body).contains("trace"), "{}", String::from_utf8_lossy(&body));
+    // A record the mapping refuses (a 2-byte trace id) refuses only itself: a signed notice takes
+    // its place, the records beside it are signed, and the client hears of it in partialSuccess.
+    let mut request = otlp_json(100..103);
+    request["resourceLogs"][0]["scopeLogs"][0]["logRecords"][1]["traceId"] = "abcd".into();
+    let (status, body) = post_json(addr, &request).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["partialSuccess"]["rejectedLogRecords"], "1", "{answer}");
+    let message = answer["partialSuccess"]["errorMessage"].as_str().unwrap();
+    assert!(message.contains("log_records[1].trace_id"), "{message}");
     // Too large, plain and as a gzip bomb.
     let big = otlp_json(0..2000).to_string();
     assert_eq!(
@@ -393,7 +398,19 @@ fn malformed_otlp_gets_the_protocols_error_and_loses_nothing() {
 
     let (code, report) = f.verify(&spool, &[]);
     assert_eq!(code, 0, "{report}");
-    assert_eq!(numbers(&stored_records(&spool)), (0..20).collect());
+    let stored = stored_records(&spool);
+    assert_eq!(numbers(&stored), (0..20).chain([100, 102]).collect());
+    let notices: Vec<&Value> = stored.iter().filter(|r| r["teelog_notice"] == "record_refused").collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(
+        notices[0]["refused_source"],
+        "otlp-http resource_logs[0].scope_logs[0].log_records[1].trace_id"
+    );
+    let position = stored.iter().position(|r| r["teelog_notice"] == "record_refused").unwrap();
+    assert_eq!(
+        (stored[position - 1]["attributes"]["n"].as_u64(), stored[position + 1]["attributes"]["n"].as_u64()),
+        (Some(100), Some(102))
+    );
 }
 
 /// kill -9 at 50 random moments while OTLP clients send: every acknowledged record is in the
