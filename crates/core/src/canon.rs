@@ -80,6 +80,8 @@ pub(crate) struct RecordRules<'a> {
 pub struct Canonicalizer {
     levels: Vec<Level>,
     scratch: String,
+    /// Write an integer beyond ±2^53 as a string of its digits instead of refusing it.
+    big_integers_as_strings: bool,
 }
 
 impl Canonicalizer {
@@ -122,7 +124,8 @@ impl Canonicalizer {
         // Outside strings the grammar admits only ASCII, so UTF-8 is checked in strings alone,
         // and only where the scan saw a non-ASCII byte.
         // In records, integers beyond ±2^53 become strings rather than a reason to refuse.
-        let mut p = Parser { input, pos: 0, big_integers_as_strings: rules.is_some() };
+        self.big_integers_as_strings = rules.is_some();
+        let mut p = Parser { input, pos: 0 };
         p.skip_ws();
         let mut ts = None;
         match rules {
@@ -156,7 +159,7 @@ impl Canonicalizer {
             Some(b't') => p.literal(b"true", out),
             Some(b'f') => p.literal(b"false", out),
             Some(b'n') => p.literal(b"null", out),
-            Some(b'-' | b'0'..=b'9') => p.number(out),
+            Some(b'-' | b'0'..=b'9') => p.number(out, self.big_integers_as_strings),
             Some(_) => Err(syntax("unexpected character", p.pos)),
             None => Err(syntax("unexpected end of input", p.pos)),
         }
@@ -388,8 +391,6 @@ enum Scanned {
 struct Parser<'a> {
     input: &'a [u8],
     pos: usize,
-    /// Write an integer beyond ±2^53 as a string of its digits instead of refusing it.
-    big_integers_as_strings: bool,
 }
 
 impl Parser<'_> {
@@ -547,9 +548,10 @@ impl Parser<'_> {
         Ok(&self.input[start..self.pos])
     }
 
-    fn number(&mut self, out: &mut Vec<u8>) -> Result<(), CanonError> {
+    /// `big_integers_as_strings`: write an integer beyond ±2^53 as a string of its digits
+    /// instead of refusing it.
+    fn number(&mut self, out: &mut Vec<u8>, big_integers_as_strings: bool) -> Result<(), CanonError> {
         let start = self.pos;
-        let big_integers_as_strings = self.big_integers_as_strings;
         let digits = self.number_text()?;
         let integer = !digits.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
         if integer {

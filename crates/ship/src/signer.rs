@@ -237,7 +237,10 @@ impl StreamSigner {
     /// Takes one input record (see [`BatchSealer::take`]); a batch sealed to make room is
     /// written durably first.
     pub fn push(&mut self, record: &[u8], source: &dyn Fn() -> String) -> Result<Taken, ShipError> {
-        self.retry_write()?;
+        if self.unwritten.is_some() {
+            // Its line is in `line`, which a seal here would overwrite.
+            self.retry_write()?;
+        }
         self.line.clear();
         let (taken, sealed) = self.sealer.take(record, source, &mut self.line)?;
         if let Taken::Refused(_) = taken {
