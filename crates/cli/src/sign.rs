@@ -142,7 +142,7 @@ pub fn head_trust(pubkeys: &[PathBuf], roots: &[PathBuf]) -> anyhow::Result<Head
 }
 
 /// One line as the reader gave it, owned so that it can cross from a reader thread.
-enum Read {
+enum ReadLine {
     Line(u64, Vec<u8>),
     TooLong(u64, Skipped),
 }
@@ -165,13 +165,14 @@ fn consume(
         }
         return Ok(());
     };
-    // A blocked read must not hold up the heartbeats: lines come from a thread of their own.
-    let (tx, rx) = mpsc::sync_channel(1024);
+    // A blocked read must not hold up the heartbeats: lines come from a thread of their own,
+    // a few at a time (each may be up to --max-line-bytes).
+    let (tx, rx) = mpsc::sync_channel(16);
     let thread = std::thread::spawn(move || -> io::Result<()> {
         while let Some((n, line)) = reader.next_line()? {
             let read = match line {
-                Line::Complete(bytes) | Line::Unterminated(bytes) => Read::Line(n, bytes.to_vec()),
-                Line::TooLong => Read::TooLong(n, reader.skipped()),
+                Line::Complete(bytes) | Line::Unterminated(bytes) => ReadLine::Line(n, bytes.to_vec()),
+                Line::TooLong => ReadLine::TooLong(n, reader.skipped()),
             };
             if tx.send(read).is_err() {
                 break;
@@ -184,8 +185,8 @@ fn consume(
     let result = loop {
         let timeout = (last_seal + every).saturating_duration_since(Instant::now());
         let step = match rx.recv_timeout(timeout) {
-            Ok(Read::Line(n, bytes)) => take(signer, args, input_name, n, &bytes),
-            Ok(Read::TooLong(n, skipped)) => too_long(signer, args, input_name, n, skipped),
+            Ok(ReadLine::Line(n, bytes)) => take(signer, args, input_name, n, &bytes),
+            Ok(ReadLine::TooLong(n, skipped)) => too_long(signer, args, input_name, n, skipped),
             Err(RecvTimeoutError::Timeout) => signer.seal(now()).map(drop).map_err(anyhow::Error::from),
             Err(RecvTimeoutError::Disconnected) => break Ok(()),
         };
