@@ -29,7 +29,7 @@ pub enum ShipError {
     #[error("a batch sealed earlier has not been written yet")]
     Unwritten,
     #[error(
-        "stream {stream:?} already has {count} batch(es) in the output (the newest: seq {seq} of epoch {epoch}, signed by key {key_id}), none signed by a key this signer can verify, so it will not link a new epoch to them: give the key of the signer that wrote them (--pubkey) or the root its attestation documents chain to (--trust-root), or sign another stream"
+        "stream {stream:?} already has {count} batch(es) in the output (the newest: seq {seq} of epoch {epoch}, signed by key {key_id}), none signed by a key this signer can verify, so it will not link a new epoch to them: give the key of the signer that wrote them (sign --pubkey; ship: trust_keys) or the root its attestation documents chain to (sign --trust-root; ship: trust_roots), or sign another stream"
     )]
     UntrustedHead { stream: String, count: u64, seq: u64, epoch: String, key_id: String },
 }
