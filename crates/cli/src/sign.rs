@@ -7,6 +7,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use teelog_attest::TrustRoot;
 use teelog_core::batch::{DEFAULT_BATCH_BYTES, MAX_BATCH_LINE};
 use teelog_core::{PublicKey, Taken};
 use teelog_identity::Identity;
@@ -138,7 +139,13 @@ pub fn head_trust(pubkeys: &[PathBuf], roots: &[PathBuf]) -> anyhow::Result<Head
         let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         keys.push(PublicKey::from_pem(&pem).with_context(|| path.display().to_string())?);
     }
-    Ok(HeadTrust { keys, roots: crate::attest::trust_roots(roots)?, saved_head: None })
+    let mut trusted_roots = Vec::new();
+    for path in roots {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        trusted_roots.push(TrustRoot::from_pem_or_der(&bytes).with_context(|| path.display().to_string())?);
+    }
+    // The AWS root is added where documents are checked, if ever.
+    Ok(HeadTrust { keys, roots: trusted_roots, saved_head: None })
 }
 
 /// One line as the reader gave it, owned so that it can cross from a reader thread.
