@@ -11,7 +11,10 @@ use teelog_attest::TrustRoot;
 use teelog_core::crypto::pem_encode;
 use teelog_core::SigAlg;
 use teelog_identity::{Identity, Provider};
+use teelog_ship::{trusted_head, HeadTrust};
 use teelog_tpm::Tcti;
+
+use crate::sign::head_trust;
 
 #[derive(clap::Args, Clone)]
 pub struct KeygenArgs {
@@ -58,6 +61,15 @@ pub struct KeygenArgs {
     follow: Option<PathBuf>,
     #[arg(long, default_value = "default", requires = "follow")]
     stream: String,
+    /// With --follow: trust this public key (PEM), the previous signer's, for where the stream
+    /// stands. The head followed must be signed by a key trusted so (repeatable), or bound by an
+    /// attestation document in the store that chains to the AWS root or a --trust-root.
+    #[arg(long, requires = "follow")]
+    pubkey: Vec<PathBuf>,
+    /// With --follow: trust attestation documents in the store that chain to this root (PEM or
+    /// DER), e.g. the previous dev identity's dev-root.pem. Repeatable.
+    #[arg(long, requires = "follow")]
+    trust_root: Vec<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -76,7 +88,9 @@ pub fn run(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
     };
     let previous_head = match &args.follow {
         Some(_) if !args.dev && args.tpm.is_none() => bail!("--follow needs --dev or --tpm"),
-        Some(store) => Some(previous_head(store, &args.stream)?),
+        Some(store) => {
+            Some(previous_head(store, &args.stream, &head_trust(&args.pubkey, &args.trust_root)?)?)
+        }
         None => None,
     };
     let ca;
@@ -150,12 +164,27 @@ fn enrollment_ca(dir: &Path) -> anyhow::Result<EnrollmentCa> {
     Ok(ca)
 }
 
-/// The head a new epoch of `stream` in `store` will link to, for --follow.
-fn previous_head(store: &Path, stream: &str) -> anyhow::Result<[u8; 32]> {
-    let Some(head) = teelog_ship::stream_head(store, stream)? else {
-        bail!("--follow {}: no batch of stream {stream:?} there", store.display());
-    };
-    Ok(<[u8; 32]>::try_from(hex::decode(&head)?.as_slice())?)
+/// The head a new epoch of `stream` in `store` will link to, for --follow: the newest there that
+/// `trust` vouches for (docs/FORMAT.md §5.3), never a line it cannot verify.
+fn previous_head(store: &Path, stream: &str, trust: &HeadTrust) -> anyhow::Result<[u8; 32]> {
+    let found = trusted_head(&teelog_store::segments(store)?, stream, trust)?;
+    let follow = store.display();
+    match (found.head, &found.newest_passed_over) {
+        (Some((head, _)), passed) => {
+            if let Some(newest) = passed {
+                eprintln!(
+                    "teelog: --follow {follow}: passed over {} batch(es) of stream {stream:?} that no trusted key signed, the newest seq {} of epoch {} signed by key {}",
+                    found.passed_over, newest.seq, newest.epoch, newest.key_id
+                );
+            }
+            Ok(head)
+        }
+        (None, Some(newest)) => bail!(
+            "--follow {follow}: stream {stream:?} has {} batch(es) there (the newest: seq {} of epoch {}, signed by key {}), none signed by a key you trust: give the previous signer's public key (--pubkey) or the root its attestation documents chain to (--trust-root)",
+            found.passed_over, newest.seq, newest.epoch, newest.key_id
+        ),
+        (None, None) => bail!("--follow {follow}: no batch of stream {stream:?} there"),
+    }
 }
 
 /// `IDX=HEX` for --pcr.

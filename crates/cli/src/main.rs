@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(&args),
-        Command::Sign(args) => sign::run(&args).map(|_| ExitCode::SUCCESS),
+        Command::Sign(args) => sign::run(&args),
         Command::Ship(args) => ship::run(&args),
         Command::Gateway(args) => gateway::run(&args),
         Command::Verify(args) => verify::run(&args),

@@ -39,11 +39,14 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         identity: identity.clone(),
         stream: "quickstart".into(),
         batch_size: BATCH_SIZE,
-        batch_bytes: 4 << 20,
+        batch_bytes: teelog_core::batch::DEFAULT_BATCH_BYTES,
         max_line_bytes: 1 << 20,
         out: None,
         store: Some(store.clone()),
         heartbeat: false,
+        heartbeat_every: None,
+        pubkey: Vec::new(),
+        trust_root: Vec::new(),
         segment_bytes: teelog_store::DEFAULT_SEGMENT_BYTES,
     };
     let reader = BufReader::new(fs::File::open(&input)?);

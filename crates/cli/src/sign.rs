@@ -2,17 +2,22 @@
 
 use std::io::{self, BufRead, BufReader};
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use teelog_attest::TrustRoot;
+use teelog_core::batch::{DEFAULT_BATCH_BYTES, MAX_BATCH_LINE};
+use teelog_core::{PublicKey, Taken};
 use teelog_identity::Identity;
 pub use teelog_ship::signer::now;
-use teelog_ship::{Output, SignSummary, StreamSigner};
-use teelog_store::lines::{Line, LineReader};
+use teelog_ship::{HeadTrust, Output, SignSummary, StreamSigner};
+use teelog_store::lines::{Line, LineReader, Skipped};
 use teelog_store::{Store, StoreOptions, DEFAULT_SEGMENT_BYTES};
 
-/// Largest batch line `teelog verify` reads by default: `--batch-bytes` plus one record and a
-/// header fit comfortably.
-pub const DEFAULT_MAX_BATCH_LINE: usize = 8 << 20;
+/// Largest batch line `teelog verify` reads by default; no signer writes a longer one.
+pub const DEFAULT_MAX_BATCH_LINE: usize = MAX_BATCH_LINE;
 
 #[derive(clap::Args, Clone)]
 pub struct SignArgs {
@@ -24,10 +29,12 @@ pub struct SignArgs {
     /// Seal a batch after this many records.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
-    /// Seal a batch once its records reach this many bytes.
-    #[arg(long, default_value_t = 4 << 20)]
+    /// Seal a batch before its line (header, hints and records) would grow past this many
+    /// bytes; at most 8 MiB, the longest line `teelog verify` reads by default.
+    #[arg(long, default_value_t = DEFAULT_BATCH_BYTES, value_parser = batch_bytes)]
     pub batch_bytes: usize,
-    /// Refuse input lines longer than this.
+    /// Input lines longer than this are not read: a signed notice with their length and
+    /// SHA-256 takes their place.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_line_bytes: usize,
     /// Append batches to this file (fsynced per batch) instead of stdout.
@@ -40,16 +47,54 @@ pub struct SignArgs {
     /// nothing to log (run it from a timer so that `verify --max-silence` can spot a cut tail).
     #[arg(long)]
     pub heartbeat: bool,
+    /// While reading: seal what is pending, or a heartbeat if nothing is, whenever this long
+    /// (e.g. 30s, 10m) has passed since the last batch. For a signer reading a pipe that stays
+    /// open, where `--heartbeat` from a timer cannot run: this identity is in use.
+    #[arg(long, value_parser = heartbeat_every, conflicts_with = "heartbeat")]
+    pub heartbeat_every: Option<Duration>,
+    /// Trust this public key (PEM) for where the stream stands: a new epoch may link to the
+    /// batches it signed (the key of the signer that wrote the stream before). Repeatable. The
+    /// identity's own key, its saved state and documents under the AWS root are always trusted.
+    #[arg(long)]
+    pub pubkey: Vec<PathBuf>,
+    /// Trust attestation documents in the output that chain to this root (PEM or DER): a new
+    /// epoch may link to batches signed by the keys they bind. Repeatable.
+    #[arg(long)]
+    pub trust_root: Vec<PathBuf>,
     /// Rotate store segments at this size.
     #[arg(long, default_value_t = DEFAULT_SEGMENT_BYTES)]
     pub segment_bytes: u64,
 }
 
-pub fn run(args: &SignArgs) -> anyhow::Result<SignSummary> {
-    let stdin = io::stdin().lock();
-    let summary = sign_from(args, BufReader::with_capacity(1 << 20, stdin), "stdin")?;
+/// Signs stdin; exits 1 if any record was refused (each is a signed notice in the stream).
+pub fn run(args: &SignArgs) -> anyhow::Result<ExitCode> {
+    // Not locked: the reader may run on a thread of its own (--heartbeat-every).
+    let stdin = BufReader::with_capacity(1 << 20, io::stdin());
+    let summary = sign_from(args, stdin, "stdin")?;
     eprintln!("teelog: signed {} records in {} batches", summary.records, summary.batches);
-    Ok(summary)
+    if summary.refused > 0 {
+        eprintln!(
+            "teelog: {} input records were refused; a signed notice stands in the stream for each (teelog_notice \"record_refused\")",
+            summary.refused
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn batch_bytes(text: &str) -> Result<usize, String> {
+    let bytes: usize = text.parse().map_err(|_| format!("{text:?} is not a number of bytes"))?;
+    if bytes > MAX_BATCH_LINE {
+        return Err(format!(
+            "{bytes} is more than {MAX_BATCH_LINE}, the longest batch line `teelog verify` reads by default"
+        ));
+    }
+    Ok(bytes)
+}
+
+fn heartbeat_every(text: &str) -> Result<Duration, String> {
+    let nanos = teelog_core::timestamp::parse_duration(text)?;
+    Ok(Duration::from_nanos(nanos.unsigned_abs()))
 }
 
 fn open_output(args: &SignArgs) -> anyhow::Result<Output> {
@@ -63,9 +108,18 @@ fn open_output(args: &SignArgs) -> anyhow::Result<Output> {
 }
 
 /// Signs records from `input` according to `args`; `input_name` names it in errors.
-pub fn sign_from(args: &SignArgs, input: impl BufRead, input_name: &str) -> anyhow::Result<SignSummary> {
+pub fn sign_from(
+    args: &SignArgs,
+    input: impl BufRead + Send + 'static,
+    input_name: &str,
+) -> anyhow::Result<SignSummary> {
+    let trust = head_trust(&args.pubkey, &args.trust_root)?;
     let identity = Identity::load_exclusive(&args.identity)?;
-    let mut signer = StreamSigner::open(identity, &args.stream, open_output(args)?)?;
+    let mut signer = StreamSigner::open_trusting(identity, &args.stream, open_output(args)?, &trust)?;
+    if let Some(note) = signer.note() {
+        eprintln!("teelog: {note}");
+    }
+    signer.set_batch_bytes(args.batch_bytes);
     let result = if args.heartbeat {
         signer.seal(now()).map(drop).map_err(anyhow::Error::from)
     } else {
@@ -77,30 +131,124 @@ pub fn sign_from(args: &SignArgs, input: impl BufRead, input_name: &str) -> anyh
     Ok(signer.summary())
 }
 
+/// The keys (PEM files) and roots (PEM or DER files) a signer trusts, beyond its own, for where
+/// a stream stands when it starts a new epoch.
+pub fn head_trust(pubkeys: &[PathBuf], roots: &[PathBuf]) -> anyhow::Result<HeadTrust> {
+    let mut keys = Vec::new();
+    for path in pubkeys {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        keys.push(PublicKey::from_pem(&pem).with_context(|| path.display().to_string())?);
+    }
+    let mut trusted_roots = Vec::new();
+    for path in roots {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        trusted_roots.push(TrustRoot::from_pem_or_der(&bytes).with_context(|| path.display().to_string())?);
+    }
+    // The AWS root is added where documents are checked, if ever.
+    Ok(HeadTrust { keys, roots: trusted_roots, saved_head: None })
+}
+
+/// One line as the reader gave it, owned so that it can cross from a reader thread.
+enum ReadLine {
+    Line(u64, Vec<u8>),
+    TooLong(u64, Skipped),
+}
+
 fn consume(
     signer: &mut StreamSigner,
     args: &SignArgs,
-    input: impl BufRead,
+    input: impl BufRead + Send + 'static,
     input_name: &str,
 ) -> anyhow::Result<()> {
     let mut reader = LineReader::new(input, args.max_line_bytes);
-    while let Some((n, line)) = reader.next_line().with_context(|| format!("cannot read {input_name}"))? {
-        let bytes = match line {
-            Line::Complete(bytes) | Line::Unterminated(bytes) => bytes,
-            Line::TooLong => bail!(
-                "{input_name}:{n}: line is longer than {} bytes (--max-line-bytes)",
-                args.max_line_bytes
-            ),
+    let Some(every) = args.heartbeat_every else {
+        while let Some((n, line)) = reader.next_line().with_context(|| format!("cannot read {input_name}"))? {
+            match line {
+                Line::Complete(bytes) | Line::Unterminated(bytes) => {
+                    take(signer, args, input_name, n, bytes)?
+                }
+                Line::TooLong => too_long(signer, args, input_name, n, reader.skipped())?,
+            }
+        }
+        return Ok(());
+    };
+    // A blocked read must not hold up the heartbeats: lines come from a thread of their own,
+    // a few at a time (each may be up to --max-line-bytes).
+    let (tx, rx) = mpsc::sync_channel(16);
+    let thread = std::thread::spawn(move || -> io::Result<()> {
+        while let Some((n, line)) = reader.next_line()? {
+            let read = match line {
+                Line::Complete(bytes) | Line::Unterminated(bytes) => ReadLine::Line(n, bytes.to_vec()),
+                Line::TooLong => ReadLine::TooLong(n, reader.skipped()),
+            };
+            if tx.send(read).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
+    let mut last_seal = Instant::now();
+    let mut batches = signer.summary().batches;
+    let result = loop {
+        let timeout = (last_seal + every).saturating_duration_since(Instant::now());
+        let step = match rx.recv_timeout(timeout) {
+            Ok(ReadLine::Line(n, bytes)) => take(signer, args, input_name, n, &bytes),
+            Ok(ReadLine::TooLong(n, skipped)) => too_long(signer, args, input_name, n, skipped),
+            Err(RecvTimeoutError::Timeout) => signer.seal(now()).map(drop).map_err(anyhow::Error::from),
+            Err(RecvTimeoutError::Disconnected) => break Ok(()),
         };
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            continue;
+        if let Err(e) = step {
+            break Err(e);
         }
-        signer.push(bytes, &now).map_err(|e| anyhow::anyhow!("{input_name}:{n}: {e}"))?;
-        if signer.sealer().pending_records() >= args.batch_size
-            || signer.sealer().pending_bytes() >= args.batch_bytes
-        {
-            signer.seal(now())?;
+        // Any batch written, full or heartbeat, restarts the interval.
+        if signer.summary().batches != batches {
+            batches = signer.summary().batches;
+            last_seal = Instant::now();
         }
+    };
+    // An error here leaves the reader blocked on its input; it ends with the process.
+    drop(rx);
+    result?;
+    match thread.join() {
+        Ok(read) => read.with_context(|| format!("cannot read {input_name}")),
+        Err(_) => anyhow::bail!("the thread reading {input_name} failed"),
+    }
+}
+
+/// Signs input line `n` (or a notice in its place), sealing the batch once it is full.
+fn take(
+    signer: &mut StreamSigner,
+    args: &SignArgs,
+    input_name: &str,
+    n: u64,
+    bytes: &[u8],
+) -> anyhow::Result<()> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    if let Taken::Refused(e) = signer.push(bytes, &|| format!("{input_name}:{n}"))? {
+        eprintln!("teelog: {input_name}:{n}: {e}; a signed notice stands in its place");
+    }
+    seal_if_full(signer, args)
+}
+
+fn seal_if_full(signer: &mut StreamSigner, args: &SignArgs) -> anyhow::Result<()> {
+    if signer.sealer().pending_records() >= args.batch_size {
+        signer.seal(now())?;
     }
     Ok(())
+}
+
+/// Signs the notice that stands for input line `n`, which was too long to read.
+fn too_long(
+    signer: &mut StreamSigner,
+    args: &SignArgs,
+    input_name: &str,
+    n: u64,
+    skipped: Skipped,
+) -> anyhow::Result<()> {
+    let max = args.max_line_bytes;
+    eprintln!("teelog: {input_name}:{n}: line longer than {max} bytes (--max-line-bytes); a signed notice stands in its place");
+    signer.push_too_long(&format!("{input_name}:{n}"), max, skipped)?;
+    seal_if_full(signer, args)
 }

@@ -112,38 +112,85 @@ fn stdout_output_verifies_from_stdin() {
     assert!(String::from_utf8_lossy(&verified.stdout).contains("OK   1 batches, 3 records"));
 }
 
+/// The records of every batch line in `file`, in order.
+fn signed_records(file: &std::path::Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(file).unwrap();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|l| l["records"].as_array().cloned())
+        .flatten()
+        .collect()
+}
+
 #[test]
-fn bad_input_names_the_line_and_keeps_what_came_before() {
+fn bad_input_leaves_a_signed_notice_and_the_stream_goes_on() {
     let f = fixture();
     let file = f.root.join("batches.ndjson");
+    let bad = b"{\"message\": 42}";
     let mut input = records(0..2);
-    input.extend_from_slice(b"{\"message\": 42}\n");
+    input.extend_from_slice(bad);
+    input.push(b'\n');
     input.extend_from_slice(&records(2..4));
     let out = teelog(&["sign", "--identity", s(&f.identity), "--out", s(&file)], &input);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("stdin:3: field \"message\" must be a string"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("stdin:3: field \"message\" must be a string; a signed notice stands in its place"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("1 input records were refused"), "{}", stderr(&out));
     let (code, report) = verify_json(&f, &[s(&file)]);
-    assert_eq!((code, report["records"].as_u64()), (0, Some(2)), "{report}");
+    assert_eq!((code, report["records"].as_u64()), (0, Some(5)), "{report}");
+    let records = signed_records(&file);
+    assert_eq!(records[3]["message"], "record 2");
+    let notice = &records[2];
+    assert_eq!(notice["teelog_notice"], "record_refused", "{notice}");
+    assert_eq!(notice["refused_source"], "stdin:3");
+    assert_eq!(notice["refused_bytes"], bad.len());
+    assert_eq!(notice["refused_sha256"], hex::encode(teelog_core::merkle::sha256(bad)));
+    assert_eq!(notice["refused_reason"], "field \"message\" must be a string");
 
+    let long = format!("{{\"message\":\"{}\"}}", "x".repeat(2000));
     for (bad, message) in [
-        (b"not json\n".to_vec(), "stdin:1: a record must be a JSON object"),
-        (b"{\"a\":\n".to_vec(), "stdin:1: not valid JSON: unexpected end of input at byte 5"),
-        (
-            format!("{{\"message\":\"{}\"}}\n", "x".repeat(2000)).into_bytes(),
-            "stdin:1: line is longer than 1000 bytes",
-        ),
-        (b"{\"n\":12345678901234567890}\n".to_vec(), "send it as a string"),
-        (b"{\"m\":\"\xff\"}\n".to_vec(), "stdin:1: not valid JSON: invalid UTF-8 at byte 6"),
+        (b"not json".to_vec(), "stdin:1: a record must be a JSON object"),
+        (b"{\"a\":".to_vec(), "stdin:1: not valid JSON: unexpected end of input at byte 5"),
+        (long.clone().into_bytes(), "stdin:1: line longer than 1000 bytes (--max-line-bytes)"),
+        (b"{\"m\":\"\xff\"}".to_vec(), "stdin:1: not valid JSON: invalid UTF-8 at byte 6"),
     ] {
+        let before = signed_records(&file).len();
+        let mut line = bad.clone();
+        line.push(b'\n');
         let out = teelog(
             &["sign", "--identity", s(&f.identity), "--out", s(&file), "--max-line-bytes", "1000"],
-            &bad,
+            &line,
         );
-        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(out.status.code(), Some(1), "{message}: {}", stderr(&out));
         assert!(stderr(&out).contains(message), "{message}: {}", stderr(&out));
+        let records = signed_records(&file);
+        assert_eq!(records.len(), before + 1);
+        let notice = &records[before];
+        assert_eq!(notice["teelog_notice"], "record_refused", "{notice}");
+        assert_eq!(notice["refused_bytes"], bad.len(), "{message}");
+        assert_eq!(notice["refused_sha256"], hex::encode(teelog_core::merkle::sha256(&bad)), "{message}");
     }
     let (code, report) = verify_json(&f, &[s(&file)]);
-    assert_eq!((code, report["batches"].as_u64()), (0, Some(1)), "{report}");
+    assert_eq!((code, report["batches"].as_u64()), (0, Some(5)), "{report}");
+
+    // Integers beyond 2^53 are no reason to refuse: they are kept as strings.
+    let out = teelog(
+        &["sign", "--identity", s(&f.identity), "--out", s(&file)],
+        b"{\"n\":12345678901234567890,\"m\":[-9007199254740993,9007199254740992]}\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let last = signed_records(&file).pop().unwrap();
+    assert_eq!(
+        (&last["n"], &last["m"]),
+        (
+            &Value::from("12345678901234567890"),
+            &serde_json::json!(["-9007199254740993", 9007199254740992_u64])
+        )
+    );
 }
 
 #[test]
@@ -429,4 +476,57 @@ fn a_silent_stream_is_stale_and_heartbeats_count() {
         let out = teelog(&["verify", "--pubkey", s(&f.pubkey), "--max-silence", bad, "-"], b"");
         assert_eq!(out.status.code(), Some(2), "{bad}");
     }
+}
+
+/// `sign --heartbeat-every`: a signer reading a pipe that stays open seals what is pending, then
+/// heartbeats, at the interval; `sign --heartbeat` from a timer cannot run next to it.
+#[test]
+fn heartbeats_come_from_a_running_sign_at_the_interval() {
+    let f = fixture();
+    let file = f.root.join("batches.ndjson");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
+        .args(["sign", "--identity", s(&f.identity), "--out", s(&file), "--heartbeat-every", "300ms"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&records(0..2)).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+
+    // The identity is in use: a one-shot heartbeat cannot be sealed beside it.
+    let out = teelog(&["sign", "--identity", s(&f.identity), "--heartbeat"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("another signer is using this identity"), "{}", stderr(&out));
+
+    let lines = std::fs::read_to_string(&file).unwrap();
+    let counts: Vec<u64> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["header"]["count"].as_u64().unwrap())
+        .collect();
+    // The two records within the first interval, then a heartbeat per interval: about four in
+    // the 1.2 s left (a loaded machine may fit fewer).
+    assert_eq!(counts.first(), Some(&2), "{counts:?}");
+    let heartbeats = counts[1..].iter().filter(|&&c| c == 0).count();
+    assert!((2..=5).contains(&heartbeats) && counts[1..].iter().all(|&c| c == 0), "{counts:?}");
+    let sealed: Vec<i64> = lines
+        .lines()
+        .map(|l| {
+            let header = &serde_json::from_str::<Value>(l).unwrap()["header"];
+            teelog_core::timestamp::parse_rfc3339(header["sealed_at"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    for pair in sealed.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= 290_000_000, "batches {} ms apart: {sealed:?}", gap / 1_000_000);
+    }
+
+    // More input is signed as before; the end of the input ends it, every batch verifying.
+    stdin.write_all(&records(2..3)).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, report) = verify_json(&f, &[s(&file)]);
+    assert_eq!((code, report["records"].as_u64()), (0, Some(3)), "{report}");
 }

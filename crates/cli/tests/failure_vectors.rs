@@ -130,7 +130,7 @@ fn batches(head: &mut ChainHead, signer: &SoftwareSigner, count: usize, sealed_a
 }
 
 fn head(epoch: &str, next_seq: u64, prev: Option<String>) -> ChainHead {
-    ChainHead { stream: "app".into(), epoch: epoch.into(), next_seq, prev }
+    ChainHead { stream: "app".into(), epoch: epoch.into(), next_seq, prev, prev_sealed_at: None }
 }
 
 fn header_hash(line: &str) -> String {

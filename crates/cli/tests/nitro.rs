@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use common::{keygen, report, s, teelog};
 use teelog_attest::dev::DevClaims;
 use teelog_attest::nitro::NitroDocument;
+use teelog_attest::TrustRoot;
 use teelog_core::batch::ParsedBatch;
 use teelog_core::PublicKey;
 use teelog_identity::{AttestationSource, Identity, SourceError};
@@ -40,6 +41,12 @@ impl AttestationSource for DevNsm {
         self.roots.lock().map_err(|_| "poisoned")?.push(issued.root_der);
         Ok(issued.document)
     }
+
+    /// As the NSM's documents chain to the AWS root, the double's chain to its dev roots.
+    fn roots(&self) -> Vec<TrustRoot> {
+        let roots = self.roots.lock().map(|r| r.clone()).unwrap_or_default();
+        roots.iter().filter_map(|der| TrustRoot::from_pem_or_der(der).ok()).collect()
+    }
 }
 
 /// One start of the nitro identity in `id`: signs `records` into `store`, two to a batch, and
@@ -49,7 +56,7 @@ fn start(id: &Path, store: &Path, nsm: &DevNsm, records: usize, crashes: bool) {
     let store = Store::open(store, StoreOptions::default()).unwrap();
     let mut signer = StreamSigner::open(identity, "app", Output::Store(store)).unwrap();
     for i in 0..records {
-        signer.push(format!("{{\"message\":\"record {i}\"}}").as_bytes(), &now).unwrap();
+        signer.push(format!("{{\"message\":\"record {i}\"}}").as_bytes(), &|| "test".into()).unwrap();
         if signer.sealer().pending_records() == 2 {
             signer.seal(now()).unwrap();
         }
@@ -170,6 +177,75 @@ fn every_start_is_a_new_epoch_attested_to_continue_the_last() {
     std::fs::write(&cut, text.replace(&format!("{first_last}\n"), "")).unwrap();
     let (code, json, kinds) = verify(&[&cut], None, &roots);
     assert_eq!((code, kinds), (1, vec!["chain_break".to_string()]), "{json}");
+}
+
+/// The header hashes of the batch lines of the store's segments, in order, with their headers.
+fn heads(store: &Path) -> Vec<(teelog_core::Header, String)> {
+    let mut found = Vec::new();
+    for segment in teelog_store::segments(store).unwrap() {
+        for line in std::fs::read_to_string(segment).unwrap().lines() {
+            if let Ok(batch) = ParsedBatch::parse(line.as_bytes()) {
+                found.push((batch.header.clone(), hex::encode(batch.header_hash)));
+            }
+        }
+    }
+    found
+}
+
+/// Appends, after the newest batch, a well-formed line of the same epoch with seq 99, sealed in
+/// 2099, whose signature is 64 zero bytes.
+fn plant(store: &Path) {
+    let (newest, hash) = heads(store).pop().unwrap();
+    let empty = hex::encode(teelog_core::merkle::sha256(b""));
+    let header = teelog_core::Header {
+        seq: 99,
+        prev: Some(hash),
+        count: 0,
+        root: empty.clone(),
+        hints: empty,
+        first_ts: None,
+        last_ts: None,
+        sealed_at: "2099-01-01T00:00:00.000000000Z".into(),
+        ..newest
+    };
+    let header = String::from_utf8(header.to_canonical_bytes()).unwrap();
+    let line = format!(
+        "{{\"v\":1,\"header\":{header},\"sig\":\"{}\",\"hints\":\"\",\"records\":[]}}\n",
+        "A".repeat(128)
+    );
+    let segment = teelog_store::segments(store).unwrap().pop().unwrap();
+    let mut file = std::fs::OpenOptions::new().append(true).open(segment).unwrap();
+    std::io::Write::write_all(&mut file, line.as_bytes()).unwrap();
+}
+
+/// A start links its epoch to the newest head it can verify — its previous start's batches,
+/// whose documents chain to its NSM's roots, or the head its state saved, whichever is newer —
+/// and never to a planted line, however new.
+#[test]
+fn a_start_never_links_to_a_planted_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, store) = (dir.path().join("id"), dir.path().join("store"));
+    keygen(&id, &["--nitro"]);
+    let nsm = DevNsm::default();
+    start(&id, &store, &nsm, 3, false);
+    // A start that crashes: its batches are newer than the state, and only its document
+    // vouches for its key.
+    start(&id, &store, &nsm, 3, true);
+    let genuine = heads(&store).pop().unwrap().1;
+    plant(&store);
+    start(&id, &store, &nsm, 1, false);
+    let (first, _) = heads(&store).pop().unwrap();
+    assert_eq!((first.seq, first.prev.as_deref()), (1, Some(genuine.as_str())));
+
+    // Its state is newer than anything in this output (the last start wrote elsewhere): the
+    // state wins over the older head found here, and over the planted line.
+    let elsewhere = dir.path().join("elsewhere");
+    start(&id, &elsewhere, &nsm, 1, false);
+    let saved = heads(&elsewhere).pop().unwrap().1;
+    plant(&store);
+    start(&id, &store, &nsm, 1, false);
+    let (first, _) = heads(&store).pop().unwrap();
+    assert_eq!((first.seq, first.prev.as_deref()), (1, Some(saved.as_str())));
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

@@ -143,12 +143,19 @@ fn stdin_records_are_signed_spooled_and_delivered_to_the_store() {
     );
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
-    // The bad line is named by its line number and the records around it are kept.
+    // The bad line is named by its line number, a signed notice takes its place, and the
+    // records around it are kept.
     assert!(log.contains("stdin:2502"), "{log}");
     let (code, report) = f.verify(&archive, &[]);
     assert_eq!(code, 0, "{report}");
-    assert_eq!(report["records"], 5000, "{report}");
-    assert_eq!(numbers(&stored_records(&archive)), (0..5000).collect());
+    assert_eq!(report["records"], 5001, "{report}");
+    let stored = stored_records(&archive);
+    assert_eq!(numbers(&stored), (0..5000).collect());
+    let notices: Vec<&Value> = stored.iter().filter(|r| r["teelog_notice"] == "record_refused").collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["refused_source"], "stdin:2502");
+    assert_eq!(notices[0]["refused_bytes"], 8);
+    assert_eq!(notices[0]["refused_sha256"], hex::encode(teelog_core::merkle::sha256(b"not json")));
     // Delivered segments leave the spool (no --keep-spool), but the chain state stays.
     assert!(stored_records(&spool).len() < 5000);
 }
@@ -346,11 +353,16 @@ fn malformed_otlp_gets_the_protocols_error_and_loses_nothing() {
         post(addr, "/v1/logs", &[("Content-Type", "application/json")], b"{\"resourceLogs\":[{").unwrap().0,
         400
     );
-    let (status, body) =
-        post_json(addr, &json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"traceId": "abcd"}]}]}]}))
-            .unwrap();
-    assert_eq!(status, 400);
-    assert!(String::from_utf8_lossy(&body).contains("trace"), "{}", String::from_utf8_lossy(&body));
+    // A record the mapping refuses (a 2-byte trace id) refuses only itself: a signed notice takes
+    // its place, the records beside it are signed, and the client hears of it in partialSuccess.
+    let mut request = otlp_json(100..103);
+    request["resourceLogs"][0]["scopeLogs"][0]["logRecords"][1]["traceId"] = "abcd".into();
+    let (status, body) = post_json(addr, &request).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["partialSuccess"]["rejectedLogRecords"], "1", "{answer}");
+    let message = answer["partialSuccess"]["errorMessage"].as_str().unwrap();
+    assert!(message.contains("log_records[1].trace_id"), "{message}");
     // Too large, plain and as a gzip bomb.
     let big = otlp_json(0..2000).to_string();
     assert_eq!(
@@ -386,7 +398,19 @@ fn malformed_otlp_gets_the_protocols_error_and_loses_nothing() {
 
     let (code, report) = f.verify(&spool, &[]);
     assert_eq!(code, 0, "{report}");
-    assert_eq!(numbers(&stored_records(&spool)), (0..20).collect());
+    let stored = stored_records(&spool);
+    assert_eq!(numbers(&stored), (0..20).chain([100, 102]).collect());
+    let notices: Vec<&Value> = stored.iter().filter(|r| r["teelog_notice"] == "record_refused").collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(
+        notices[0]["refused_source"],
+        "otlp-http resource_logs[0].scope_logs[0].log_records[1].trace_id"
+    );
+    let position = stored.iter().position(|r| r["teelog_notice"] == "record_refused").unwrap();
+    assert_eq!(
+        (stored[position - 1]["attributes"]["n"].as_u64(), stored[position + 1]["attributes"]["n"].as_u64()),
+        (Some(100), Some(102))
+    );
 }
 
 /// kill -9 at 50 random moments while OTLP clients send: every acknowledged record is in the
@@ -511,4 +535,55 @@ fn the_opentelemetry_sdk_exports_over_http_and_grpc() {
             assert_eq!(record["scope"]["name"], "teelog.test", "{record}");
         }
     }
+}
+
+/// A daemon with a new identity links its epoch only to batches it can verify: a spool holding
+/// only another signer's batches (and a planted line) is refused until `trust_keys` names that
+/// signer's key; then the new epoch links to its newest batch, not to the planted line.
+#[test]
+fn a_new_identity_links_only_to_trusted_batches_in_its_spool() {
+    let f = fixture();
+    let (spool, newer) = (f.path("spool"), f.path("new-id"));
+    keygen(&newer, &[]);
+    let out =
+        teelog(&["sign", "--identity", s(&f.identity), "--store", s(&spool)], b"{\"message\":\"old\"}\n");
+    assert!(out.status.success());
+    let segment = teelog_store::segments(&spool).unwrap().pop().unwrap();
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let genuine = text.lines().find(|l| l.contains("\"header\"")).unwrap();
+    let batch = teelog_core::batch::ParsedBatch::parse(genuine.as_bytes()).unwrap();
+    let genuine_hash = hex::encode(batch.header_hash);
+    // A planted successor: the header's seq raised and its sealed_at moved on, the signature kept
+    // (it no longer verifies).
+    let planted =
+        genuine.replacen("\"seq\":1", "\"seq\":9", 1).replacen("\"sealed_at\":\"20", "\"sealed_at\":\"21", 1);
+    std::fs::write(&segment, format!("{text}{planted}\n")).unwrap();
+
+    let config = |trust: &str| {
+        let path = f.path("ship.toml");
+        std::fs::write(
+            &path,
+            format!("identity = {:?}\n{trust}\n[batch]\nheartbeat = \"off\"\n[spool]\ndir = {:?}\nkeep = true\n[sources]\nstdin = true\n", s(&newer), s(&spool)),
+        )
+        .unwrap();
+        path
+    };
+    let refused = teelog(&["ship", "--config", s(&config(""))], b"{\"message\":\"new\"}\n");
+    let log = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{log}");
+    assert!(log.contains("none signed by a key this signer can verify"), "{log}");
+
+    let old_key = f.identity.join("public-key.pem");
+    let trusted = config(&format!("trust_keys = [{:?}]", s(&old_key)));
+    let out = teelog(&["ship", "--config", s(&trusted)], b"{\"message\":\"new\"}\n");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("passed over 1 batch(es)"), "{log}");
+    let last = std::fs::read_to_string(teelog_store::segments(&spool).unwrap().pop().unwrap()).unwrap();
+    let first_new = last
+        .lines()
+        .filter_map(|l| teelog_core::batch::ParsedBatch::parse(l.as_bytes()).ok().map(|b| b.header))
+        .find(|h| h.key_id != batch.header.key_id)
+        .unwrap();
+    assert_eq!((first_new.seq, first_new.prev.as_deref()), (1, Some(genuine_hash.as_str())));
 }

@@ -92,7 +92,8 @@ fn files_are_followed_across_rotation_and_restarts_without_gaps() {
     // line numbers going on (lines 31..=45, then a bad line 46 and an over-long line 47).
     append(&log, &lines(230..245));
     append(&log, "not json\n");
-    append(&log, &format!("{{\"message\":\"{}\"}}\n", "x".repeat(5000)));
+    let long = format!("{{\"message\":\"{}\"}}", "x".repeat(5000));
+    append(&log, &format!("{long}\n"));
     append(&log, &lines(245..260));
     let daemon = Daemon::start(&["--config", s(&config)]);
     wait_for(&spool, 260, &daemon);
@@ -107,7 +108,26 @@ fn files_are_followed_across_rotation_and_restarts_without_gaps() {
     let out = teelog(&["verify", "--json", "--store", s(&spool), "--pubkey", s(&pubkey)], b"");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{report}");
-    assert_eq!(report["records"], 260, "{report}");
+    // The bad and the over-long line each left a signed notice in their place.
+    assert_eq!(report["records"], 262, "{report}");
+    let notices: Vec<Value> =
+        stored_records(&spool).into_iter().filter(|r| r["teelog_notice"] == "record_refused").collect();
+    let described: Vec<(String, u64, String)> = notices
+        .iter()
+        .map(|n| {
+            let source = n["refused_source"].as_str().unwrap();
+            let source = source.rsplit('/').next().unwrap().to_string();
+            (source, n["refused_bytes"].as_u64().unwrap(), n["refused_sha256"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let sha = |b: &[u8]| hex::encode(teelog_core::merkle::sha256(b));
+    assert_eq!(
+        described,
+        [
+            ("app.log:46".to_string(), 8, sha(b"not json")),
+            ("app.log:47".to_string(), long.len() as u64, sha(long.as_bytes()))
+        ]
+    );
 
     // The resume point is the end of the file, in the file it names.
     let cursors: Vec<PathBuf> =

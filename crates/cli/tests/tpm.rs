@@ -101,7 +101,10 @@ fn tpm_identities_sign_only_in_their_measured_state_and_verify_with_the_enrollme
 
     // A restart: a new key and new evidence, whose quote attests the head the new epoch links to.
     let next = dir.path().join("id2");
-    keygen(&next, &["--follow", s(&store), "--stream", "default"]);
+    // The head followed is verified: signed by the key the old evidence certifies, under the
+    // enrollment CA's root.
+    let ca_root = ca.join("ca.pem");
+    keygen(&next, &["--follow", s(&store), "--stream", "default", "--trust-root", s(&ca_root)]);
     assert!(sign(&next).status.success());
     let (code, json, kinds) = verify(&["--trust-root", s(&root)]);
     assert_eq!((code, kinds.len()), (0, 0), "{json}");

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use crate::canon::{canonicalize, Canonicalizer};
 use crate::crypto::{PublicKey, SigAlg, SoftwareKey};
 use crate::merkle::{leaf_hash, sha256, Digest, MerkleBuilder};
-use crate::record::{canonicalize_record, RecordError};
+use crate::record::{canonicalize_record, refusal_notice, RecordError, Refused};
 use crate::timestamp::{format_rfc3339, parse_rfc3339, UnixNanos};
 
 /// The `v` of headers and envelopes this crate writes and reads.
@@ -16,6 +16,17 @@ pub const FORMAT_VERSION: u64 = 1;
 
 /// Bytes of a leaf hash kept as that record's hint.
 pub const HINT_LEN: usize = 8;
+
+/// The longest batch line `teelog verify` reads by default. No signer writes a longer one.
+pub const MAX_BATCH_LINE: usize = 8 << 20;
+
+/// The default bound on a batch line: a signer seals a batch before its line would grow past it.
+pub const DEFAULT_BATCH_BYTES: usize = 4 << 20;
+
+/// What a batch line holds besides its records and hints, at most: the header at its largest
+/// (a 128-character stream, a 256-digit measurement, 16-digit `seq` and `count`: about 1,100
+/// bytes), an ES384 signature in base64 (128), the member names and the newline.
+pub const LINE_OVERHEAD: usize = 2048;
 
 /// Prepended to the header bytes before signing, so that a teelog key's signature can never be
 /// mistaken for a signature over anything else.
@@ -252,6 +263,10 @@ pub struct ChainHead {
     pub epoch: String,
     pub next_seq: u64,
     pub prev: Option<String>,
+    /// When the header `prev` names was sealed, where known: a signer compares it with what it
+    /// finds in its output, to link a new epoch to the newer (docs/FORMAT.md §5.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_sealed_at: Option<UnixNanos>,
 }
 
 impl ChainHead {
@@ -260,37 +275,53 @@ impl ChainHead {
         let mut id = [0u8; 16];
         // An RNG failure leaves zeros; the epoch id still works, it is just not unique.
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id);
-        Self { stream: stream.to_string(), epoch: hex::encode(id), next_seq: 1, prev }
+        Self { stream: stream.to_string(), epoch: hex::encode(id), next_seq: 1, prev, prev_sealed_at: None }
     }
-}
 
-impl ChainHead {
-    /// Where to continue `stream`, given the saved state and the validly signed headers of this
-    /// signer found in its output. The saved state may be stale (the process died after a batch
-    /// became durable but before the state was saved): the output then wins, so a seq is never
-    /// signed twice. Without saved state a new epoch starts, linked to the newest header found.
-    pub fn resume(
+    /// A new epoch of `stream`, linked to the newer of two heads this signer trusts: the one its
+    /// saved state recorded (which it sealed, or linked its last epoch to) and `found`, the
+    /// newest header of the stream in its output that it can verify, with its `sealed_at`. A
+    /// saved head of unknown time (state written before teelog recorded it) yields to `found`.
+    pub fn new_epoch_after(
         stream: &str,
-        saved: Option<ChainHead>,
-        found: impl IntoIterator<Item = (Header, Digest)>,
-    ) -> ChainHead {
-        let found = found.into_iter().filter(|(h, _)| h.stream == stream);
-        match saved {
-            Some(saved) => {
-                let newest = found
-                    .filter(|(h, _)| h.epoch == saved.epoch && h.seq >= saved.next_seq)
-                    .max_by_key(|(h, _)| h.seq);
-                match newest {
-                    Some((h, hash)) => {
-                        ChainHead { next_seq: h.seq + 1, prev: Some(hex::encode(hash)), ..saved }
-                    }
-                    None => saved,
+        saved: Option<&ChainHead>,
+        found: Option<(Digest, UnixNanos)>,
+    ) -> Self {
+        let saved = saved.and_then(|s| s.prev.clone().map(|prev| (prev, s.prev_sealed_at)));
+        let found = found.map(|(hash, at)| (hex::encode(hash), Some(at)));
+        let newer = match (saved, found) {
+            (Some(saved), Some(found)) => {
+                if saved.1.is_some() && saved.1 >= found.1 {
+                    saved
+                } else {
+                    found
                 }
             }
-            None => {
-                let newest = found.max_by_key(|(h, _)| (h.sealed_at_nanos(), h.seq));
-                ChainHead::new_epoch(stream, newest.map(|(_, hash)| hex::encode(hash)))
-            }
+            (one, other) => match one.or(other) {
+                Some(head) => head,
+                None => return Self::new_epoch(stream, None),
+            },
+        };
+        Self { prev_sealed_at: newer.1, ..Self::new_epoch(stream, Some(newer.0)) }
+    }
+
+    /// Where to continue the saved epoch, given the headers of that epoch validly signed by this
+    /// signer's own key found in its output. The saved state may be stale (the process died
+    /// after a batch became durable but before the state was saved): the output then wins, so a
+    /// seq is never signed twice.
+    pub fn resume(saved: ChainHead, own: impl IntoIterator<Item = (Header, Digest)>) -> ChainHead {
+        let newest = own
+            .into_iter()
+            .filter(|(h, _)| h.stream == saved.stream && h.epoch == saved.epoch && h.seq >= saved.next_seq)
+            .max_by_key(|(h, _)| h.seq);
+        match newest {
+            Some((h, hash)) => ChainHead {
+                next_seq: h.seq + 1,
+                prev: Some(hex::encode(hash)),
+                prev_sealed_at: h.sealed_at_nanos(),
+                ..saved
+            },
+            None => saved,
         }
     }
 }
@@ -303,8 +334,16 @@ pub struct Sealed {
     pub header_hash: Digest,
 }
 
+/// What became of an input given to [`BatchBuilder::take`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// It is a record of the open batch.
+    Accepted,
+    /// It was refused, for this reason; a notice saying so took its place (docs/FORMAT.md §2.4).
+    Refused(RecordError),
+}
+
 /// Accumulates canonical records and seals them into one batch line.
-#[derive(Default)]
 pub struct BatchBuilder {
     canon: Canonicalizer,
     records: Vec<u8>,
@@ -312,11 +351,38 @@ pub struct BatchBuilder {
     merkle: MerkleBuilder,
     first_ts: Option<UnixNanos>,
     last_ts: Option<UnixNanos>,
+    /// [`take`](Self::take) seals before the line would grow past this many bytes.
+    batch_bytes: usize,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self {
+            canon: Canonicalizer::default(),
+            records: Vec::new(),
+            hints: Vec::new(),
+            merkle: MerkleBuilder::default(),
+            first_ts: None,
+            last_ts: None,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+        }
+    }
 }
 
 impl BatchBuilder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A builder whose batch lines stay within `bytes` (at most [`MAX_BATCH_LINE`]), except that a
+    /// single record larger than that gets a line of its own within [`MAX_BATCH_LINE`].
+    pub fn with_batch_bytes(bytes: usize) -> Self {
+        Self { batch_bytes: bytes.min(MAX_BATCH_LINE), ..Self::default() }
+    }
+
+    /// An upper bound on the length of the batch line if it were sealed now, newline included.
+    pub fn line_len(&self) -> usize {
+        LINE_OVERHEAD + self.records.len() + 2 * self.hints.len()
     }
 
     pub fn len(&self) -> u64 {
@@ -327,32 +393,137 @@ impl BatchBuilder {
         self.merkle.is_empty()
     }
 
-    /// Bytes of record text held so far.
-    pub fn byte_len(&self) -> usize {
-        self.records.len()
+    /// Sets the bound of [`with_batch_bytes`](Self::with_batch_bytes) for the batches to come.
+    pub fn set_batch_bytes(&mut self, bytes: usize) {
+        self.batch_bytes = bytes.min(MAX_BATCH_LINE);
     }
 
     /// Canonicalises one input record and adds it; a refused record leaves the batch unchanged.
+    /// A record is refused as [`RecordError::TooLarge`] if the line would grow past
+    /// [`MAX_BATCH_LINE`] (signers use [`take`](Self::take), which seals first).
     pub fn push_input(&mut self, line: &[u8], now: &dyn Fn() -> UnixNanos) -> Result<(), RecordError> {
+        let mark = self.records.len();
+        let (start, ts) = self.append(line, now)?;
+        if self.line_len() + 2 * HINT_LEN > MAX_BATCH_LINE {
+            let bytes = self.records.len() - start;
+            self.records.truncate(mark);
+            return Err(RecordError::TooLarge { bytes, limit: MAX_BATCH_LINE });
+        }
+        self.commit(start, ts);
+        Ok(())
+    }
+
+    /// Takes one input into the batch, as a signer must: canonicalised as a record, or, where
+    /// the canonicaliser refuses it (or it would not fit in any batch line), a signed notice in
+    /// its place that says why and gives its length and SHA-256 (`source` says where it came
+    /// from). Where it would carry the line past the batch's byte bound, `seal` is called
+    /// first, and must seal the open batch (leaving this builder empty). Nothing is ever lost
+    /// without a notice, and no line grows past [`MAX_BATCH_LINE`].
+    pub fn take<E>(
+        &mut self,
+        input: &[u8],
+        source: &dyn Fn() -> String,
+        now: &dyn Fn() -> UnixNanos,
+        seal: impl FnOnce(&mut Self) -> Result<(), E>,
+    ) -> Result<Taken, E> {
+        let mark = self.records.len();
+        let refused = match self.append(input, now) {
+            Ok((start, ts)) => {
+                let bytes = self.records.len() - start;
+                if self.fits() {
+                    self.commit(start, ts);
+                    return Ok(Taken::Accepted);
+                }
+                if LINE_OVERHEAD + bytes + 2 * HINT_LEN <= MAX_BATCH_LINE {
+                    // Alone it fits: the open batch is sealed without it.
+                    self.seal_first(mark, start, ts, seal)?;
+                    return Ok(Taken::Accepted);
+                }
+                self.records.truncate(mark);
+                RecordError::TooLarge { bytes, limit: MAX_BATCH_LINE }
+            }
+            Err(e) => e,
+        };
+        let ts = now();
+        let notice = Refused {
+            source: &source(),
+            reason: &refused.to_string(),
+            bytes: input.len() as u64,
+            sha256: sha256(input),
+        };
+        let start = self.append_with(|out| refusal_notice(&notice, ts, out));
+        if self.fits() {
+            self.commit(start, ts);
+        } else {
+            // A notice is small: it fits in any empty batch.
+            self.seal_first(mark, start, ts, seal)?;
+        }
+        Ok(Taken::Refused(refused))
+    }
+
+    /// Moves the record appended at `records[start..]` (after the batch that ended at `mark`)
+    /// out, has `seal` seal the batch, and makes the record the first of the next. Only at a
+    /// batch's end is a record copied.
+    fn seal_first<E>(
+        &mut self,
+        mark: usize,
+        start: usize,
+        ts: UnixNanos,
+        seal: impl FnOnce(&mut Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let record = self.records.split_off(start);
+        self.records.truncate(mark);
+        seal(self)?;
+        let start = self.append_with(|out| out.extend_from_slice(&record));
+        self.commit(start, ts);
+        Ok(())
+    }
+
+    /// Whether the record just appended keeps the line within the batch's bound; a batch's
+    /// first record may go up to [`MAX_BATCH_LINE`].
+    fn fits(&self) -> bool {
+        let len = self.line_len() + 2 * HINT_LEN;
+        len <= self.batch_bytes || (self.is_empty() && len <= MAX_BATCH_LINE)
+    }
+
+    /// Appends the canonical form of `input` (after a comma if need be), not yet committed:
+    /// where it starts, and its `ts`. Nothing is appended if it is refused.
+    fn append(
+        &mut self,
+        input: &[u8],
+        now: &dyn Fn() -> UnixNanos,
+    ) -> Result<(usize, UnixNanos), RecordError> {
         let mark = self.records.len();
         if !self.is_empty() {
             self.records.push(b',');
         }
         let start = self.records.len();
-        match canonicalize_record(&mut self.canon, line, now, &mut self.records) {
-            Ok(ts) => {
-                let leaf = leaf_hash(&self.records[start..]);
-                self.merkle.push_leaf_hash(leaf);
-                self.hints.extend_from_slice(&leaf[..HINT_LEN]);
-                self.first_ts = Some(self.first_ts.map_or(ts, |t| t.min(ts)));
-                self.last_ts = Some(self.last_ts.map_or(ts, |t| t.max(ts)));
-                Ok(())
-            }
+        match canonicalize_record(&mut self.canon, input, now, &mut self.records) {
+            Ok(ts) => Ok((start, ts)),
             Err(e) => {
                 self.records.truncate(mark);
                 Err(e)
             }
         }
+    }
+
+    /// Appends a record `write` makes in canonical form, as [`append`](Self::append) does.
+    fn append_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> usize {
+        if !self.is_empty() {
+            self.records.push(b',');
+        }
+        let start = self.records.len();
+        write(&mut self.records);
+        start
+    }
+
+    /// Makes the record at `records[start..]` one of the batch.
+    fn commit(&mut self, start: usize, ts: UnixNanos) {
+        let leaf = leaf_hash(&self.records[start..]);
+        self.merkle.push_leaf_hash(leaf);
+        self.hints.extend_from_slice(&leaf[..HINT_LEN]);
+        self.first_ts = Some(self.first_ts.map_or(ts, |t| t.min(ts)));
+        self.last_ts = Some(self.last_ts.map_or(ts, |t| t.max(ts)));
     }
 
     /// Signs what has been pushed (nothing: a heartbeat) as the next batch of `chain`, appends the
@@ -407,6 +578,7 @@ impl BatchBuilder {
         let sealed = Sealed { seq: header.seq, count: header.count, header_hash };
         chain.next_seq = next_seq;
         chain.prev = Some(hex::encode(header_hash));
+        chain.prev_sealed_at = Some(sealed_at);
         self.records.clear();
         self.hints.clear();
         self.merkle.reset();

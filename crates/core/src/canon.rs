@@ -2,9 +2,9 @@
 //!
 //! The scanner validates the JSON text and writes its canonical form: members sorted by the
 //! UTF-16 code units of their names, strings escaped minimally, numbers in ECMAScript form,
-//! no white space. Duplicate member names are rejected (I-JSON, RFC 7493), and so are integers
-//! beyond 2^53 that JCS would silently change (those that are not already the exact spelling of
-//! a double).
+//! no white space. Duplicate member names are rejected (I-JSON, RFC 7493). Integers beyond 2^53,
+//! which JCS would silently change, are refused in plain JSON (unless they are already the exact
+//! spelling of a double) and become strings of their digits in records.
 //!
 //! Buffers are kept between calls, so canonicalising a stream of records allocates nothing in the
 //! steady state: this is the hot path of `teelog sign`.
@@ -32,6 +32,9 @@ pub enum CanonError {
     /// Raised by a record hook (see [`Canonicalizer::record`]).
     #[error("{0}")]
     Record(String),
+    /// A record whose canonical form alone would make a batch line longer than a verifier reads.
+    #[error("its canonical form ({bytes} bytes) would make a batch line longer than {limit} bytes")]
+    TooLarge { bytes: usize, limit: usize },
 }
 
 fn syntax(what: &str, at: usize) -> CanonError {
@@ -77,6 +80,8 @@ pub(crate) struct RecordRules<'a> {
 pub struct Canonicalizer {
     levels: Vec<Level>,
     scratch: String,
+    /// Write an integer beyond ±2^53 as a string of its digits instead of refusing it.
+    big_integers_as_strings: bool,
 }
 
 impl Canonicalizer {
@@ -118,6 +123,8 @@ impl Canonicalizer {
     ) -> Result<Option<UnixNanos>, CanonError> {
         // Outside strings the grammar admits only ASCII, so UTF-8 is checked in strings alone,
         // and only where the scan saw a non-ASCII byte.
+        // In records, integers beyond ±2^53 become strings rather than a reason to refuse.
+        self.big_integers_as_strings = rules.is_some();
         let mut p = Parser { input, pos: 0 };
         p.skip_ws();
         let mut ts = None;
@@ -152,7 +159,7 @@ impl Canonicalizer {
             Some(b't') => p.literal(b"true", out),
             Some(b'f') => p.literal(b"false", out),
             Some(b'n') => p.literal(b"null", out),
-            Some(b'-' | b'0'..=b'9') => p.number(out),
+            Some(b'-' | b'0'..=b'9') => p.number(out, self.big_integers_as_strings),
             Some(_) => Err(syntax("unexpected character", p.pos)),
             None => Err(syntax("unexpected end of input", p.pos)),
         }
@@ -541,7 +548,9 @@ impl Parser<'_> {
         Ok(&self.input[start..self.pos])
     }
 
-    fn number(&mut self, out: &mut Vec<u8>) -> Result<(), CanonError> {
+    /// `big_integers_as_strings`: write an integer beyond ±2^53 as a string of its digits
+    /// instead of refusing it.
+    fn number(&mut self, out: &mut Vec<u8>, big_integers_as_strings: bool) -> Result<(), CanonError> {
         let start = self.pos;
         let digits = self.number_text()?;
         let integer = !digits.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
@@ -574,7 +583,18 @@ impl Parser<'_> {
                     }
                 })
             };
-            if exact || double_spelling() {
+            if exact {
+                out.extend_from_slice(text.as_bytes());
+                return Ok(());
+            }
+            if big_integers_as_strings {
+                // Digits and an optional '-': nothing to escape.
+                out.push(b'"');
+                out.extend_from_slice(text.as_bytes());
+                out.push(b'"');
+                return Ok(());
+            }
+            if double_spelling() {
                 out.extend_from_slice(text.as_bytes());
                 return Ok(());
             }

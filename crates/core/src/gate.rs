@@ -568,7 +568,13 @@ mod tests {
     /// A second batch for seq 2 of `head`'s epoch, after `first` (its batch 1).
     fn fork_after(head: &ChainHead, first: &[u8], signer: &SoftwareSigner) -> Vec<u8> {
         let prev = Some(hex::encode(ParsedBatch::parse(first).expect("batch").header_hash));
-        let mut fork = ChainHead { stream: "app".into(), epoch: head.epoch.clone(), next_seq: 2, prev };
+        let mut fork = ChainHead {
+            stream: "app".into(),
+            epoch: head.epoch.clone(),
+            next_seq: 2,
+            prev,
+            prev_sealed_at: None,
+        };
         epoch(&mut fork, signer, 1).remove(0)
     }
 

@@ -1,8 +1,9 @@
 //! Input records: one JSON object per NDJSON line, turned into the canonical bytes that are
 //! hashed, signed and stored.
 
-use crate::canon::{CanonError, Canonicalizer, RecordRules};
-use crate::timestamp::UnixNanos;
+use crate::canon::{write_string, CanonError, Canonicalizer, RecordRules};
+use crate::merkle::Digest;
+use crate::timestamp::{write_rfc3339, UnixNanos};
 
 /// Why a record was refused; the message names the field where there is one.
 pub type RecordError = CanonError;
@@ -24,6 +25,50 @@ pub fn canonicalize_record(
     out: &mut Vec<u8>,
 ) -> Result<UnixNanos, RecordError> {
     canon.record(line, out, &RecordRules { now, typed: &TYPED_FIELDS })
+}
+
+/// Bytes of a refusal's reason and source kept in its notice: a reason can quote the input (a
+/// member name), and a notice must stay small.
+const MAX_NOTICE_TEXT: usize = 256;
+
+/// An input the signer could not sign as a record, as its notice describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused<'a> {
+    /// Where it came from: `stdin:17`, `otlp-http record 3`.
+    pub source: &'a str,
+    pub reason: &'a str,
+    /// Its length and SHA-256 as received, so that a copy kept elsewhere can be matched.
+    pub bytes: u64,
+    pub sha256: Digest,
+}
+
+/// Appends the notice record that stands in a batch for a refused input (docs/FORMAT.md §2.4),
+/// already in canonical form (its members are written in sorted order), with `ts` as its time.
+pub fn refusal_notice(refused: &Refused<'_>, ts: UnixNanos, out: &mut Vec<u8>) {
+    let source = clip(refused.source);
+    let reason = clip(refused.reason);
+    out.extend_from_slice(b"{\"level\":\"WARN\",\"message\":");
+    write_string(&format!("teelog refused a record from {source}: {reason}"), out);
+    out.extend_from_slice(b",\"refused_bytes\":");
+    out.extend_from_slice(itoa::Buffer::new().format(refused.bytes).as_bytes());
+    out.extend_from_slice(b",\"refused_reason\":");
+    write_string(&reason, out);
+    out.extend_from_slice(b",\"refused_sha256\":\"");
+    out.extend_from_slice(hex::encode(refused.sha256).as_bytes());
+    out.extend_from_slice(b"\",\"refused_source\":");
+    write_string(&source, out);
+    out.extend_from_slice(b",\"teelog_notice\":\"record_refused\",\"ts\":\"");
+    write_rfc3339(ts, out);
+    out.extend_from_slice(b"\"}");
+}
+
+/// `text` cut to at most [`MAX_NOTICE_TEXT`] bytes, at a character boundary.
+fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_NOTICE_TEXT {
+        return text.into();
+    }
+    let end = (0..=MAX_NOTICE_TEXT).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    format!("{}…", &text[..end]).into()
 }
 
 #[cfg(test)]
@@ -61,6 +106,50 @@ mod tests {
     }
 
     #[test]
+    fn integers_beyond_2_pow_53_become_strings() {
+        let (text, _) = canon(
+            r#"{"ts":0,"a":[12345678901234567890,-9007199254740993,9007199254740992,33685569120962456,1e21]}"#,
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"{"a":["12345678901234567890","-9007199254740993",9007199254740992,"33685569120962456",1e+21],"ts":"1970-01-01T00:00:00.000000000Z"}"#
+        );
+        // Nested in objects too, and a number's string is not taken for `ts`.
+        let (text, _) = canon(r#"{"ts":1,"o":{"big":-100000000000000000000}}"#, 0).unwrap();
+        assert_eq!(text, r#"{"o":{"big":"-100000000000000000000"},"ts":"1970-01-01T00:00:00.000000001Z"}"#);
+    }
+
+    #[test]
+    fn a_refusal_notice_is_a_canonical_record() {
+        let refused = Refused {
+            source: "stdin:7",
+            reason: &format!("duplicate member name \"{}\"\n", "\u{e9}".repeat(200)),
+            bytes: 12,
+            sha256: [0xab; 32],
+        };
+        let mut notice = Vec::new();
+        refusal_notice(&refused, 1_796_227_200_000_000_000, &mut notice);
+        let mut again = Vec::new();
+        let ts = canonicalize_record(&mut Canonicalizer::new(), &notice, &|| 0, &mut again).unwrap();
+        assert_eq!(String::from_utf8(again).unwrap(), String::from_utf8(notice.clone()).unwrap());
+        assert_eq!(ts, 1_796_227_200_000_000_000);
+        let value: serde_json::Value = serde_json::from_slice(&notice).unwrap();
+        assert_eq!(value["teelog_notice"], "record_refused");
+        assert_eq!(value["refused_bytes"], 12);
+        assert_eq!(value["refused_sha256"], "ab".repeat(32));
+        assert_eq!(value["refused_source"], "stdin:7");
+        let reason = value["refused_reason"].as_str().unwrap();
+        // Cut at a character boundary, and said to be cut.
+        assert!(reason.len() <= MAX_NOTICE_TEXT + 3 && reason.ends_with('…'), "{reason}");
+        assert!(value["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("teelog refused a record from stdin:7: duplicate"));
+    }
+
+    #[test]
     fn refuses_bad_records_without_writing() {
         let mut out = b"kept".to_vec();
         let mut canonicalizer = Canonicalizer::new();
@@ -74,7 +163,6 @@ mod tests {
             (r#"{"attributes":"x"}"#, "field \"attributes\" must be an object"),
             (r#"{"a":1,"a":1}"#, "duplicate member name \"a\""),
             (r#"{"ts":1,"ts":2}"#, "duplicate member name \"ts\""),
-            (r#"{"big":12345678901234567890}"#, "send it as a string"),
         ] {
             let err = canonicalize_record(&mut canonicalizer, bad.as_bytes(), &|| 0, &mut out).unwrap_err();
             assert!(err.to_string().contains(why), "{bad}: {err}");

@@ -114,7 +114,13 @@ fn build(key: &SoftwareKey, recorded: Option<&Vectors>) -> Vectors {
     let epoch = "00112233445566778899aabbccddeeff".to_string();
     let measurement = "a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c".to_string();
     let now = parse_rfc3339("2026-12-02T12:00:00Z").unwrap();
-    let mut chain = ChainHead { stream: stream.clone(), epoch: epoch.clone(), next_seq: 1, prev: None };
+    let mut chain = ChainHead {
+        stream: stream.clone(),
+        epoch: epoch.clone(),
+        next_seq: 1,
+        prev: None,
+        prev_sealed_at: None,
+    };
     let mut builder = BatchBuilder::new();
     let mut batches = Vec::new();
     for (i, inputs) in INPUTS.iter().enumerate() {

@@ -8,7 +8,8 @@
 //!
 //! Layout of an identity directory:
 //! - `identity.json`: kind, algorithm, key id (not for nitro identities, whose key is new on
-//!   every start), measurement (nitro: none; each start's is its document's PCR0)
+//!   every start), measurement (nitro: none; each start's is its document's PCR0), and for a dev
+//!   or TPM identity made to follow a stream, `previous_head`: the head its document attests
 //! - `private-key.pem`: PKCS#8, mode 0600 (software and dev identities; nothing for nitro)
 //! - `tpm-private.bin`: TPM identities, the key as the TPM wrapped it (TPM2B_PRIVATE), loadable
 //!   only in that TPM; `ek-certificate.der`, the EK certificate enrollment checked
@@ -92,6 +93,10 @@ struct Meta {
     /// TPM identities: where the TPM is, and the SHA-256 PCRs the key is bound to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tpm: Option<TpmMeta>,
+    /// Dev and TPM identities made to follow a stream (`keygen --follow`): the header hash
+    /// their document attests, which their first epoch links to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_head: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +114,8 @@ pub struct Identity {
     /// The attestation document binding the key (dev and TPM identities: made at keygen; nitro
     /// identities: made by [`begin_epoch`](Self::begin_epoch)).
     attestation: Option<Vec<u8>>,
+    /// The head this identity's document attests its first epoch continues from (hex).
+    previous_head: Option<String>,
     _lock: Option<File>,
 }
 
@@ -128,6 +135,12 @@ pub trait AttestationSource: Send + Sync {
     /// A Nitro attestation document (COSE_Sign1) whose `public_key` is `public_key` (DER
     /// SubjectPublicKeyInfo) and whose `nonce` is `nonce`.
     fn attest(&self, public_key: &[u8], nonce: Option<&[u8]>) -> Result<Vec<u8>, SourceError>;
+
+    /// The roots this source's documents chain to: a document of an earlier start that chains
+    /// to one of them binds a key whose batches a new start may link to. The NSM's is AWS's.
+    fn roots(&self) -> Vec<TrustRoot> {
+        vec![TrustRoot::aws_nitro()]
+    }
 }
 
 /// The enclave's Nitro Secure Module, `/dev/nsm`, opened for each document (one per start).
@@ -204,6 +217,12 @@ impl Identity {
             return Err(IdentityError::Exists(dir.to_path_buf()));
         }
         let invalid = |detail: String| IdentityError::Invalid { path: dir.to_path_buf(), detail };
+        let previous_head = match &provider {
+            Provider::Dev { previous_head, .. } | Provider::Tpm { previous_head, .. } => {
+                previous_head.map(hex::encode)
+            }
+            Provider::Software { .. } | Provider::Nitro => None,
+        };
         let (kind, public, measurement, tpm) = match provider {
             Provider::Software { measurement } => {
                 let measurement =
@@ -255,6 +274,7 @@ impl Identity {
             key_id: public.as_ref().map(PublicKey::id_hex),
             measurement,
             tpm,
+            previous_head,
         };
         let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
         write_atomic(&meta_path, &json)?;
@@ -286,7 +306,13 @@ impl Identity {
         } else {
             open_fixed_key(dir, &meta)?
         };
-        Ok(Self { dir: dir.to_path_buf(), signer, attestation, _lock: None })
+        let previous_head = match &meta.previous_head {
+            Some(head) if !is_sha256_hex(head) => {
+                return Err(invalid(format!("previous_head {head:?} is not a SHA-256 in lower-case hex")))
+            }
+            head => head.clone(),
+        };
+        Ok(Self { dir: dir.to_path_buf(), signer, attestation, previous_head, _lock: None })
     }
 
     /// Loads an identity and takes its lock for as long as the value lives. A nitro identity
@@ -353,6 +379,30 @@ impl Identity {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The identity's own key, kept across starts (not a nitro identity's key of this start):
+    /// headers it validly signs are this signer's own.
+    pub fn own_key(&self) -> Option<&PublicKey> {
+        match &self.signer {
+            Signer::Fixed(signer) => Some(signer.public_key()),
+            Signer::Fresh { .. } => None,
+        }
+    }
+
+    /// The header hash (hex) this identity's document attests its first epoch links to, for an
+    /// identity made with `keygen --follow`.
+    pub fn attested_previous_head(&self) -> Option<&str> {
+        self.previous_head.as_deref()
+    }
+
+    /// Roots whose documents bind keys of this signer's earlier starts (a nitro identity's:
+    /// those of its NSM); none for identities with a key of their own.
+    pub fn attestation_roots(&self) -> Vec<TrustRoot> {
+        match &self.signer {
+            Signer::Fixed(_) => Vec::new(),
+            Signer::Fresh { nsm, .. } => nsm.roots(),
+        }
     }
 
     pub fn signer(&self) -> &dyn HeaderSigner {
@@ -448,6 +498,10 @@ fn attested_measurement(document: &[u8], key: &PublicKey, nonce: Option<&[u8]>) 
     }
     let pcr0 = document.pcrs.get(&0).ok_or("the NSM's document has no PCR0")?;
     Ok(hex::encode(pcr0))
+}
+
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A new software key in `dir/private-key.pem`, mode 0600.
@@ -563,6 +617,7 @@ mod tests {
             epoch: "00".repeat(16),
             next_seq: 7,
             prev: Some("11".repeat(32)),
+            prev_sealed_at: Some(1_796_227_200_000_000_000),
         };
         identity.save_state(&head).unwrap();
         assert_eq!(identity.load_state("a/b:c").unwrap(), Some(head));

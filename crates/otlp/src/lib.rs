@@ -15,7 +15,7 @@ use prost::Message;
 
 pub use export::{attributes, export_batch, ExportError};
 pub use json::decode_json;
-pub use map::{for_each_record, Fault, MapError};
+pub use map::{for_each_mapped, for_each_record, Fault, MapError, Mapped};
 
 /// `ExportLogsServiceRequest`, `ExportLogsServiceResponse`, `ExportLogsPartialSuccess` and the
 /// tonic `logs_service_server` (and `_client`).

@@ -54,33 +54,86 @@ pub fn for_each_record<E>(
     mut f: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<usize, MapError<E>> {
     let mut count = 0;
-    for (i, resource_logs) in request.resource_logs.iter().enumerate() {
-        let in_resource =
-            |bad: Box<Bad>| (*bad.at(Seg::Index(i)).at(Seg::Field("resource_logs"))).into_error();
-        out.clear();
-        write_resource(resource_logs, out).map_err(in_resource)?;
-        let resource_end = out.len();
-        for (j, scope_logs) in resource_logs.scope_logs.iter().enumerate() {
-            let in_scope = |bad: Box<Bad>| in_resource(bad.at(Seg::Index(j)).at(Seg::Field("scope_logs")));
-            out.truncate(resource_end);
-            write_scope(scope_logs, out).map_err(in_scope)?;
-            let scope_end = out.len();
-            for (k, record) in scope_logs.log_records.iter().enumerate() {
-                out.truncate(scope_end);
-                write_record(record, out, 0..resource_end, resource_end..scope_end)
-                    .map_err(|bad| in_scope(bad.at(Seg::Index(k)).at(Seg::Field("log_records"))))?;
-                f(&out[scope_end..]).map_err(|error| MapError::Sink {
-                    path: format!("resource_logs[{i}].scope_logs[{j}].log_records[{k}]"),
-                    error,
-                })?;
-                count += 1;
-            }
+    for_each_mapped(request, out, |mapped| match mapped {
+        Mapped::Record { record, path } => {
+            count += 1;
+            f(record).map_err(|error| MapError::Sink { path: path(), error })
         }
-    }
+        Mapped::Refused { path, fault, .. } | Mapped::Empty { path, fault } => {
+            Err(MapError::Invalid { path, fault })
+        }
+    })?;
     Ok(count)
 }
 
+/// One log record of a request, as the mapping made it.
+pub enum Mapped<'a> {
+    /// The teelog input record; `path` names the log record, for messages.
+    Record { record: &'a [u8], path: &'a dyn Fn() -> String },
+    /// A log record the mapping refused (a fault in it, or in its resource or scope, which
+    /// refuses each of their records): where the fault is and what it is, and the record.
+    Refused { path: String, fault: Fault, log_record: &'a LogRecord },
+    /// A fault in a resource or scope that has no log records: it refuses nothing.
+    Empty { path: String, fault: Fault },
+}
+
+/// As [`for_each_record`], but a refused record does not stop the mapping: `f` is told of it and
+/// the next is mapped, so that a sink can sign a notice in its place and go on. Stops at the
+/// first error of `f`.
+pub fn for_each_mapped<E>(
+    request: &ExportLogsServiceRequest,
+    out: &mut Vec<u8>,
+    mut f: impl FnMut(Mapped<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    for (i, resource_logs) in request.resource_logs.iter().enumerate() {
+        let in_resource = |bad: Box<Bad>| bad.at(Seg::Index(i)).at(Seg::Field("resource_logs"));
+        out.clear();
+        let resource = write_resource(resource_logs, out).map_err(in_resource);
+        let resource_end = out.len();
+        let mut records = 0;
+        for (j, scope_logs) in resource_logs.scope_logs.iter().enumerate() {
+            let in_scope = |bad: Box<Bad>| in_resource(bad.at(Seg::Index(j)).at(Seg::Field("scope_logs")));
+            out.truncate(resource_end);
+            let scope = match &resource {
+                // Each record of a refused resource is refused for the resource's fault.
+                Err(bad) => Err(bad.clone()),
+                Ok(()) => write_scope(scope_logs, out).map_err(in_scope),
+            };
+            let scope_end = out.len();
+            for (k, log_record) in scope_logs.log_records.iter().enumerate() {
+                out.truncate(scope_end);
+                let written = match &scope {
+                    Err(bad) => Err(bad.clone()),
+                    Ok(()) => write_record(log_record, out, 0..resource_end, resource_end..scope_end)
+                        .map_err(|bad| in_scope(bad.at(Seg::Index(k)).at(Seg::Field("log_records")))),
+                };
+                let path = || format!("resource_logs[{i}].scope_logs[{j}].log_records[{k}]");
+                records += 1;
+                match written {
+                    Ok(()) => f(Mapped::Record { record: &out[scope_end..], path: &path })?,
+                    Err(bad) => {
+                        let (path, fault) = bad.into_path();
+                        f(Mapped::Refused { path, fault, log_record })?
+                    }
+                }
+            }
+            if let (Ok(()), Err(bad)) = (&resource, scope) {
+                if scope_logs.log_records.is_empty() {
+                    let (path, fault) = bad.into_path();
+                    f(Mapped::Empty { path, fault })?;
+                }
+            }
+        }
+        if let (Err(bad), 0) = (resource, records) {
+            let (path, fault) = bad.into_path();
+            f(Mapped::Empty { path, fault })?;
+        }
+    }
+    Ok(())
+}
+
 /// One step of the path to a refused field.
+#[derive(Clone)]
 enum Seg {
     Field(&'static str),
     Index(usize),
@@ -89,6 +142,7 @@ enum Seg {
 
 /// A fault and its path, innermost step first (it is built while the error propagates, so that
 /// the success path does no work for it).
+#[derive(Clone)]
 struct Bad {
     fault: Fault,
     path: Vec<Seg>,
@@ -106,7 +160,8 @@ impl Bad {
         self
     }
 
-    fn into_error<E>(self) -> MapError<E> {
+    /// The path, outermost step first, and the fault.
+    fn into_path(self) -> (String, Fault) {
         let mut path = String::new();
         for seg in self.path.iter().rev() {
             match seg {
@@ -124,7 +179,7 @@ impl Bad {
                 }
             }
         }
-        MapError::Invalid { path, fault: self.fault }
+        (path, self.fault)
     }
 }
 

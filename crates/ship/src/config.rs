@@ -19,6 +19,15 @@ pub struct Config {
     pub identity: PathBuf,
     #[serde(default = "default_stream")]
     pub stream: String,
+    /// Public keys (PEM files) whose batches a new epoch may link to: an earlier signer's of
+    /// the stream (docs/FORMAT.md §5.3). The identity's own key is always trusted.
+    #[serde(default)]
+    pub trust_keys: Vec<PathBuf>,
+    /// Roots (PEM or DER files) under which an attestation document in the spool vouches for the
+    /// key it binds, beyond the pinned AWS root: an earlier dev identity's dev root, a TPM
+    /// enrollment CA.
+    #[serde(default)]
+    pub trust_roots: Vec<PathBuf>,
     #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default)]
@@ -343,6 +352,12 @@ impl Config {
         teelog_core::batch::check_stream_name(&self.stream).map_err(|e| format!("stream: {e}"))?;
         if self.batch.max_records == 0 {
             return Err("batch.max_records: must be at least 1".into());
+        }
+        let max_line = teelog_core::batch::MAX_BATCH_LINE;
+        if self.batch.max_bytes > max_line {
+            return Err(format!(
+                "batch.max_bytes: at most {max_line}, the longest batch line `teelog verify` reads by default"
+            ));
         }
         let s = &self.sources;
         if !s.stdin && s.otlp_http.is_none() && s.otlp_grpc.is_none() && s.files.is_empty() {

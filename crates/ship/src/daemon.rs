@@ -5,6 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use teelog_attest::TrustRoot;
+use teelog_core::PublicKey;
 use teelog_identity::{Identity, IdentityError};
 use teelog_store::{Store, StoreError, StoreOptions};
 use tokio::sync::watch;
@@ -12,7 +14,7 @@ use tokio::sync::watch;
 use crate::config::{Config, SinkConfig};
 use crate::delivery::{self, Sink, StoreSink};
 use crate::metrics::Metrics;
-use crate::output::Output;
+use crate::output::{HeadTrust, Output};
 use crate::pipeline::Pipeline;
 use crate::signer::{ShipError, SignSummary, StreamSigner};
 use crate::sinks::loki::LokiSink;
@@ -37,13 +39,35 @@ pub enum DaemonError {
     Bind(#[from] crate::serve::BindError),
     #[error("{0}")]
     Source(String),
+    #[error("trust_keys / trust_roots: {0}")]
+    Trust(String),
+}
+
+/// The keys and roots of `trust_keys` and `trust_roots`, read from their files.
+fn head_trust(config: &Config) -> Result<HeadTrust, DaemonError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| DaemonError::Trust(format!("{}: {e}", path.display())))
+    };
+    let mut trust = HeadTrust::default();
+    for path in &config.trust_keys {
+        let key = PublicKey::from_pem(&read(path)?)
+            .map_err(|e| DaemonError::Trust(format!("{}: {e}", path.display())))?;
+        trust.keys.push(key);
+    }
+    for path in &config.trust_roots {
+        let root = TrustRoot::from_pem_or_der(&read(path)?)
+            .map_err(|e| DaemonError::Trust(format!("{}: {e}", path.display())))?;
+        trust.roots.push(root);
+    }
+    Ok(trust)
 }
 
 /// Runs the daemon until `shutdown` resolves (a signal) or every finite source has ended.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<SignSummary, DaemonError> {
+    let trust = head_trust(&config)?;
     let identity = Identity::load_exclusive(&config.identity)?;
     let spool = Store::open(&config.spool.dir, StoreOptions { segment_bytes: config.spool.segment_bytes })?;
-    let signer = StreamSigner::open(identity, &config.stream, Output::Store(spool))?;
+    let signer = StreamSigner::open_trusting(identity, &config.stream, Output::Store(spool), &trust)?;
     let metrics = Arc::new(Metrics::default());
     let pipeline = Pipeline::start(signer, config.pipeline_options(), metrics.clone())?;
     let spool = pipeline.shared().spool.clone();

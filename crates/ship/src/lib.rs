@@ -19,5 +19,5 @@ pub mod sinks;
 pub mod sources;
 pub mod spool;
 
-pub use output::{stream_head, Output};
+pub use output::{trusted_head, HeadTrust, Output, TrustedHead};
 pub use signer::{ShipError, SignSummary, StreamSigner};

@@ -4,9 +4,15 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use teelog_core::batch::{ParsedBatch, SignatureStatus};
-use teelog_core::merkle::Digest;
-use teelog_core::{ChainHead, Header, PublicKey};
+use std::collections::{HashMap, HashSet};
+
+use base64::Engine;
+use teelog_attest::{BindingVerifier, TrustRoot};
+use teelog_core::batch::{ParsedBatch, SignatureStatus, SignedHeader, MAX_BATCH_LINE};
+use teelog_core::merkle::{sha256, Digest};
+use teelog_core::timestamp::UnixNanos;
+use teelog_core::verify::AttestationVerifier;
+use teelog_core::{Header, PublicKey};
 use teelog_store::lines::{Line, LineReader};
 use teelog_store::{Store, StoreError};
 
@@ -59,76 +65,219 @@ impl Output {
         }
     }
 
-    /// Headers of `stream` from the newest part of the output that holds any (the whole file;
-    /// store segments newest first until one has a match): of `epoch` and validly signed by
-    /// `key` when continuing that epoch with that key, of any signer when starting a new one.
-    pub(crate) fn signed_headers(
+    /// The files of the output a later run can read, oldest first.
+    fn readable_paths(&self) -> Result<Vec<PathBuf>, ShipError> {
+        Ok(match self {
+            Output::Stdout(_) | Output::File { durable: false, .. } => Vec::new(),
+            Output::File { path, durable: true, .. } => vec![path.clone()],
+            Output::Store(store) => teelog_store::segments(store.dir())?,
+        })
+    }
+
+    /// Headers of `stream` and `epoch` validly signed by `key`, from the newest part of the output
+    /// that holds any (the whole file; store segments newest first until one has a match): where
+    /// a signer continuing its own epoch stands.
+    pub(crate) fn own_headers(
         &self,
         stream: &str,
-        key: Option<&PublicKey>,
-        epoch: Option<&str>,
+        key: &PublicKey,
+        epoch: &str,
     ) -> Result<Vec<(Header, Digest)>, ShipError> {
-        let paths = match self {
-            Output::Stdout(_) => return Ok(Vec::new()),
-            Output::File { path, durable: true, .. } => vec![path.clone()],
-            Output::File { .. } => return Ok(Vec::new()),
-            Output::Store(store) => teelog_store::segments(store.dir())?,
-        };
-        // Continuing an epoch, only this key's own batches count. A new epoch links to the
-        // newest header of the stream whoever signed it (a previous run's key, gone with its
-        // TEE); a forged one there would only earn the new epoch a reported chain_break.
-        newest_headers(&paths, stream, epoch.and(key), epoch)
+        for path in self.readable_paths()?.iter().rev() {
+            let mut found = Vec::new();
+            for_each_line(path, |line| {
+                let Ok(batch) = ParsedBatch::parse(line) else { return };
+                let header = &batch.header;
+                if header.stream == stream
+                    && header.epoch == epoch
+                    && batch.verify_with(key) == SignatureStatus::Valid
+                {
+                    found.push((batch.header.clone(), batch.header_hash));
+                }
+            })?;
+            if !found.is_empty() {
+                return Ok(found);
+            }
+        }
+        Ok(Vec::new())
     }
+
+    /// The newest header of `stream` in the output that `trust` vouches for (see [`HeadTrust`]).
+    pub(crate) fn trusted_head(&self, stream: &str, trust: &HeadTrust) -> Result<TrustedHead, ShipError> {
+        trusted_head(&self.readable_paths()?, stream, trust)
+    }
+}
+
+/// Whom a signer believes about where a stream stands, when it links a new epoch to it
+/// (docs/FORMAT.md §5.3). A header of the stream in the output is trusted if its SHA-256 is
+/// `saved_head` (the head the signer's own state recorded), if it is validly signed by one of
+/// `keys` (the signer's own, and keys the operator gave), or if it is validly signed by the key
+/// an attestation document stored in the same output binds, where that document verifies
+/// under the pinned AWS Nitro root or one of `roots`. Nothing else is: a planted line, however
+/// well formed and however new, never becomes the head a new epoch links to.
+#[derive(Debug, Clone, Default)]
+pub struct HeadTrust {
+    pub keys: Vec<PublicKey>,
+    pub roots: Vec<TrustRoot>,
+    pub saved_head: Option<String>,
+}
+
+/// What a signer found of its stream in its output.
+#[derive(Debug, Default)]
+pub struct TrustedHead {
+    /// The newest trusted header (by `sealed_at`): its hash and `sealed_at`.
+    pub head: Option<(Digest, UnixNanos)>,
+    /// Headers of the stream read and not trusted.
+    pub passed_over: u64,
+    /// The newest of them, if it is newer than `head` (or there is no `head`).
+    pub newest_passed_over: Option<Header>,
+}
+
+impl TrustedHead {
+    fn trusted(&mut self, hash: Digest, at: UnixNanos) {
+        if self.head.is_none_or(|(_, newest)| at > newest) {
+            self.head = Some((hash, at));
+        }
+    }
+
+    fn passed_over(&mut self, header: Header) {
+        self.passed_over += 1;
+        let newer = |h: &Header| (h.sealed_at_nanos(), h.seq);
+        if self.newest_passed_over.as_ref().is_none_or(|n| newer(&header) > newer(n)) {
+            self.newest_passed_over = Some(header);
+        }
+    }
+
+    /// Forgets the newest header passed over if it is not newer than the trusted head.
+    fn settle(&mut self) {
+        let Some((_, head)) = self.head else { return };
+        if self
+            .newest_passed_over
+            .as_ref()
+            .is_some_and(|h| h.sealed_at_nanos().unwrap_or(UnixNanos::MIN) <= head)
+        {
+            self.newest_passed_over = None;
+        }
+    }
+}
+
+/// Headers waiting for the document they name, kept at most this many (the newest): a store
+/// full of planted headers must not fill memory.
+const MAX_PENDING: usize = 64;
+
+/// A header naming a document not yet read, with what it takes to check it once it is.
+struct Pending {
+    header: Header,
+    hash: Digest,
+    at: UnixNanos,
+    signed: SignedHeader,
+}
+
+/// See [`HeadTrust`]; `paths` are the output's files, oldest first. They are read newest first
+/// until one holds a trusted header and no header waits for a document in an older one.
+pub fn trusted_head(paths: &[PathBuf], stream: &str, trust: &HeadTrust) -> Result<TrustedHead, ShipError> {
+    let mut roots = vec![TrustRoot::aws_nitro()];
+    roots.extend(trust.roots.iter().cloned());
+    let verifier = BindingVerifier { roots, allow_debug: false, now: unix_seconds() };
+    // Documents read so far that a header named: the key each binds, if it verifies.
+    let mut documents: HashMap<String, Option<PublicKey>> = HashMap::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut found = TrustedHead::default();
+    for path in paths.iter().rev() {
+        for_each_line(path, |line| {
+            let Ok(batch) = ParsedBatch::parse(line) else { return };
+            if batch.header.stream != stream {
+                return;
+            }
+            let at = batch.header.sealed_at_nanos().unwrap_or(UnixNanos::MIN);
+            let by_hash = trust.saved_head.as_deref() == Some(hex::encode(batch.header_hash).as_str());
+            let by_key = trust.keys.iter().any(|k| batch.verify_with(k) == SignatureStatus::Valid);
+            if by_hash || by_key {
+                return found.trusted(batch.header_hash, at);
+            }
+            let named = batch.header.attestation.clone();
+            match named.as_ref().map(|d| documents.get(d)) {
+                Some(Some(Some(key))) if batch.verify_with(key) == SignatureStatus::Valid => {
+                    found.trusted(batch.header_hash, at)
+                }
+                Some(None) => {
+                    let signed = batch.signed_header();
+                    pending.push(Pending { header: batch.header, hash: batch.header_hash, at, signed });
+                    if pending.len() > MAX_PENDING {
+                        pending.sort_by_key(|p| std::cmp::Reverse(p.at));
+                        if let Some(oldest) = pending.pop() {
+                            found.passed_over(oldest.header);
+                        }
+                    }
+                }
+                _ => found.passed_over(batch.header),
+            }
+        })?;
+        if !pending.is_empty() {
+            let wanted: HashSet<String> =
+                pending.iter().filter_map(|p| p.header.attestation.clone()).collect();
+            for_each_line(path, |line| {
+                let Some(document) = attestation_document(line) else { return };
+                let name = hex::encode(sha256(&document));
+                if wanted.contains(&name) && !documents.contains_key(&name) {
+                    let key = verifier.verify_document(&document).ok().map(|attested| attested.key);
+                    documents.insert(name, key);
+                }
+            })?;
+            for p in std::mem::take(&mut pending) {
+                let named = p.header.attestation.as_ref().and_then(|d| documents.get(d));
+                match named {
+                    None => pending.push(p),
+                    Some(Some(key)) if p.signed.verify_with(&p.header, key) == SignatureStatus::Valid => {
+                        found.trusted(p.hash, p.at)
+                    }
+                    Some(_) => found.passed_over(p.header),
+                }
+            }
+        }
+        let head = found.head.map(|(_, at)| at);
+        if head.is_some() && pending.iter().all(|p| Some(p.at) <= head) {
+            break;
+        }
+    }
+    for p in pending {
+        found.passed_over(p.header);
+    }
+    found.settle();
+    Ok(found)
+}
+
+/// The document of an attestation line (`{"v":1,"attestation":"<base64>"}`), if `line` is one.
+fn attestation_document(line: &[u8]) -> Option<Vec<u8>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct AttestationLine {
+        v: u64,
+        attestation: String,
+    }
+    let parsed: AttestationLine = serde_json::from_slice(line).ok()?;
+    (parsed.v == 1).then_some(())?;
+    base64::engine::general_purpose::STANDARD.decode(parsed.attestation).ok()
+}
+
+fn unix_seconds() -> u64 {
+    u64::try_from(crate::signer::now().div_euclid(1_000_000_000)).unwrap_or(0)
+}
+
+/// Calls `f` with each line of the file at `path` that is at most a batch line long; longer
+/// lines are skipped, so that a planted one cannot fill memory.
+fn for_each_line(path: &Path, mut f: impl FnMut(&[u8])) -> Result<(), ShipError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut reader = LineReader::new(BufReader::new(file), MAX_BATCH_LINE);
+    while let Some((_, line)) = reader.next_line().map_err(io_err(path))? {
+        if let Line::Complete(bytes) | Line::Unterminated(bytes) = line {
+            f(bytes);
+        }
+    }
+    Ok(())
 }
 
 fn io_err(what: impl AsRef<Path>) -> impl FnOnce(io::Error) -> ShipError {
     let path = what.as_ref().to_path_buf();
     move |source| ShipError::Store(StoreError::Io { path, source })
-}
-
-/// Headers of `stream` from the newest of `paths` (oldest first) that holds any of `epoch`
-/// (any epoch if `None`), signed by `key` when one is given.
-fn newest_headers(
-    paths: &[PathBuf],
-    stream: &str,
-    key: Option<&PublicKey>,
-    epoch: Option<&str>,
-) -> Result<Vec<(Header, Digest)>, ShipError> {
-    for path in paths.iter().rev() {
-        let found = scan_signed_headers(path, stream, key)?;
-        if found.iter().any(|(h, _)| epoch.is_none_or(|e| h.epoch == e)) {
-            return Ok(found);
-        }
-    }
-    Ok(Vec::new())
-}
-
-/// The header a new epoch of `stream` in the store at `dir` links to: its newest, by `sealed_at`.
-pub fn stream_head(dir: &Path, stream: &str) -> Result<Option<String>, ShipError> {
-    let found = newest_headers(&teelog_store::segments(dir)?, stream, None, None)?;
-    Ok(ChainHead::resume(stream, None, found).prev)
-}
-
-/// Headers of `stream` in one file, signed by `key` when one is given.
-fn scan_signed_headers(
-    path: &Path,
-    stream: &str,
-    key: Option<&PublicKey>,
-) -> Result<Vec<(Header, Digest)>, ShipError> {
-    let file = File::open(path).map_err(io_err(path))?;
-    let mut reader = LineReader::new(BufReader::new(file), usize::MAX >> 1);
-    let mut found = Vec::new();
-    while let Some((_, line)) = reader.next_line().map_err(io_err(path))? {
-        let (Line::Complete(bytes) | Line::Unterminated(bytes)) = line else {
-            continue;
-        };
-        let Ok(batch) = ParsedBatch::parse(bytes) else {
-            continue;
-        };
-        let signed = key.is_none_or(|k| batch.verify_with(k) == SignatureStatus::Valid);
-        if batch.header.stream == stream && signed {
-            found.push((batch.header.clone(), batch.header_hash));
-        }
-    }
-    Ok(found)
 }

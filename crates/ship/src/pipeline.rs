@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use teelog_core::timestamp::{format_rfc3339, UnixNanos};
+use teelog_core::{Sealed, Taken};
 use tokio::sync::{oneshot, Notify};
 
 use crate::metrics::Metrics;
@@ -351,7 +352,8 @@ impl Pipeline {
         options: PipelineOptions,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ShipError> {
-        let (sealer, store) = signer.into_store_writer()?;
+        let (mut sealer, store) = signer.into_store_writer()?;
+        sealer.set_batch_bytes(options.max_bytes);
         let (spool_dir, position) = (store.dir().to_path_buf(), store.position());
         let shared = Arc::new(Shared {
             budget: Budget {
@@ -485,23 +487,22 @@ impl SignerLoop {
             if record.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match self.sealer.push(record, &now) {
-                Ok(()) => {
+            let origin = &submission.origin;
+            match self.push(record, &|| origin.locate(index as u64))? {
+                Taken::Accepted => {
                     submission.receipt.accepted += 1;
                     metrics.records_in.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => {
+                Taken::Refused(e) => {
                     let error = format!("{}: {e}", submission.origin.locate(index as u64));
-                    tracing::warn!(target: "teelog::ship", "record refused: {error}");
+                    tracing::warn!(target: "teelog::ship", "record refused, a signed notice stands in its place: {error}");
                     metrics.records_rejected.fetch_add(1, Ordering::Relaxed);
                     submission.receipt.rejected += 1;
                     submission.receipt.first_error.get_or_insert(error);
                 }
             }
             self.opened_at.get_or_insert_with(Instant::now);
-            if self.sealer.pending_records() >= self.options.max_records
-                || self.sealer.pending_bytes() >= self.options.max_bytes
-            {
+            if self.sealer.pending_records() >= self.options.max_records {
                 self.seal()?;
             }
         }
@@ -524,7 +525,8 @@ impl SignerLoop {
     /// Seals the open batch (a heartbeat if empty) with a drop notice first if records were
     /// dropped, and hands it to the writer with the submissions it acknowledges.
     fn seal(&mut self) -> Result<(), ShipError> {
-        if let Some(d) = self.shared.dropped.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let dropped = self.shared.dropped.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(d) = dropped {
             let notice = serde_json::json!({
                 "level": "WARN",
                 "message": format!(
@@ -536,11 +538,28 @@ impl SignerLoop {
                 "dropped_from": format_rfc3339(d.first),
                 "dropped_to": format_rfc3339(d.last),
             });
-            // The notice is made here from known-good values; it cannot be refused.
-            let _ = self.sealer.push(notice.to_string().as_bytes(), &now);
+            // Made here from known-good values, it is taken as a record, never refused.
+            self.push(notice.to_string().as_bytes(), &|| "teelog".to_string())?;
         }
         let mut line = self.writer.buffer();
         let sealed = self.sealer.seal(now(), &mut line)?;
+        self.write_sealed(line, sealed)
+    }
+
+    /// Takes one record into the open batch (see [`BatchSealer::take`]); a batch sealed first to
+    /// make room is handed to the writer.
+    fn push(&mut self, record: &[u8], source: &dyn Fn() -> String) -> Result<Taken, ShipError> {
+        // Allocated only if a batch is sealed here (rarely: at a byte bound).
+        let mut line = Vec::new();
+        let (taken, sealed) = self.sealer.take(record, source, &mut line)?;
+        if let Some(sealed) = sealed {
+            self.write_sealed(line, sealed)?;
+        }
+        Ok(taken)
+    }
+
+    /// Hands a sealed batch to the writer with the submissions it acknowledges.
+    fn write_sealed(&mut self, line: Vec<u8>, sealed: Sealed) -> Result<(), ShipError> {
         self.writer.write(line, sealed, std::mem::take(&mut self.waiting))?;
         self.opened_at = None;
         self.last_seal = Instant::now();

@@ -3,13 +3,14 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use teelog_core::batch::{attestation_line, check_stream_name, HeaderError};
-use teelog_core::record::RecordError;
+use teelog_core::record::{refusal_notice, Refused};
 use teelog_core::timestamp::UnixNanos;
-use teelog_core::{BatchBuilder, ChainHead, SealError, Sealed};
+use teelog_core::{BatchBuilder, ChainHead, SealError, Sealed, Taken};
 use teelog_identity::{Identity, IdentityError};
+use teelog_store::lines::Skipped;
 use teelog_store::{Store, StoreError};
 
-use crate::output::Output;
+use crate::output::{HeadTrust, Output};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
@@ -27,6 +28,24 @@ pub enum ShipError {
     NotAStore,
     #[error("a batch sealed earlier has not been written yet")]
     Unwritten,
+    #[error(
+        "stream {stream:?} already has {count} batch(es) in the output (the newest: seq {seq} of epoch {epoch}, signed by key {key_id}), none signed by a key this signer can verify, so it will not link a new epoch to them: give the key of the signer that wrote them (sign --pubkey; ship: trust_keys) or the root its attestation documents chain to (sign --trust-root; ship: trust_roots), or sign another stream"
+    )]
+    UntrustedHead { stream: String, count: u64, seq: u64, epoch: String, key_id: String },
+}
+
+/// The notice that stands for an input line longer than `limit` bytes, which was skipped
+/// unread (docs/FORMAT.md §2.4); `source` names it (`stdin:17`). Taken as a record.
+pub fn too_long_notice(source: &str, limit: usize, skipped: Skipped) -> Vec<u8> {
+    let mut notice = Vec::new();
+    let refused = Refused {
+        source,
+        reason: &format!("the line is longer than {limit} bytes (the input line limit)"),
+        bytes: skipped.bytes,
+        sha256: skipped.sha256,
+    };
+    refusal_notice(&refused, now(), &mut notice);
+    notice
 }
 
 /// The wall clock as teelog timestamps.
@@ -37,8 +56,11 @@ pub fn now() -> UnixNanos {
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SignSummary {
+    /// Records in the batches written, notices included.
     pub records: u64,
     pub batches: u64,
+    /// Inputs refused, each signed as a notice in its place.
+    pub refused: u64,
 }
 
 impl SignSummary {
@@ -59,45 +81,97 @@ pub struct BatchSealer {
 
 impl BatchSealer {
     /// Continues `stream` where this identity's state and `output` say it stands (the output
-    /// wins, so a crash between a write and a state save never reuses a seq). The identity's
-    /// attestation document is written before any batch.
-    fn open(mut identity: Identity, stream: &str, output: &mut Output) -> Result<Self, ShipError> {
+    /// wins, so a crash between a write and a state save never reuses a seq), or starts a new
+    /// epoch linked to the newest head it can trust (docs/FORMAT.md §5.3; `trust` adds keys and
+    /// roots to the identity's own). The identity's attestation document is written before any
+    /// batch.
+    fn open(
+        mut identity: Identity,
+        stream: &str,
+        output: &mut Output,
+        trust: &HeadTrust,
+    ) -> Result<(Self, Option<String>), ShipError> {
         check_stream_name(stream)?;
         let saved = identity.load_state(stream)?;
-        let head = if identity.has_fresh_key() {
-            // A key made for this start (nitro) continues no epoch: it begins one linked to the
-            // newest header of the stream in the output, whoever signed it (the state may predate
-            // a start that crashed), or where the output keeps none (a pipe, a spool that deleted
-            // what it delivered) to the head the state saved. Its document attests that link.
-            let found = output.signed_headers(stream, None, None)?;
-            let newest = ChainHead::resume(stream, None, found).prev;
-            ChainHead::new_epoch(stream, newest.or(saved.and_then(|s| s.prev)))
-        } else {
-            let key = identity.signer().public_key();
-            let found = output.signed_headers(stream, Some(key), saved.as_ref().map(|s| s.epoch.as_str()))?;
-            ChainHead::resume(stream, saved, found)
+        let mut note = None;
+        let head = match (saved, identity.own_key()) {
+            // Its own epoch, with its own key: only its own batches count.
+            (Some(saved), Some(key)) => {
+                let own = output.own_headers(stream, key, &saved.epoch)?;
+                ChainHead::resume(saved, own)
+            }
+            // A key made to follow a head (keygen --follow, which checked that head): its
+            // document attests exactly that link, unless the key has signed since (its state
+            // lost), when it continues after its own newest batch.
+            (None, Some(key)) if identity.attested_previous_head().is_some() => {
+                let own = HeadTrust { keys: vec![key.clone()], ..HeadTrust::default() };
+                match output.trusted_head(stream, &own)?.head {
+                    Some(newest) => ChainHead::new_epoch_after(stream, None, Some(newest)),
+                    None => {
+                        ChainHead::new_epoch(stream, identity.attested_previous_head().map(str::to_string))
+                    }
+                }
+            }
+            (saved, own_key) => {
+                let mut trust = trust.clone();
+                trust.keys.extend(own_key.cloned());
+                trust.roots.extend(identity.attestation_roots());
+                trust.saved_head = saved.as_ref().and_then(|s| s.prev.clone());
+                let found = output.trusted_head(stream, &trust)?;
+                if let Some(newest) = &found.newest_passed_over {
+                    if found.head.is_none() && saved.is_none() {
+                        return Err(ShipError::UntrustedHead {
+                            stream: stream.to_string(),
+                            count: found.passed_over,
+                            seq: newest.seq,
+                            epoch: newest.epoch.clone(),
+                            key_id: newest.key_id.clone(),
+                        });
+                    }
+                    note = Some(format!(
+                        "stream {stream:?}: passed over {} batch(es) this signer cannot verify, the newest seq {} of epoch {} signed by key {}; the new epoch links to the newest it can",
+                        found.passed_over, newest.seq, newest.epoch, newest.key_id
+                    ));
+                }
+                ChainHead::new_epoch_after(stream, saved.as_ref(), found.head)
+            }
         };
         identity.begin_epoch(&head)?;
         if let Some(document) = identity.attestation_document() {
             // Stored with every run: duplicates are harmless, a batch without its document is not.
             output.write(&attestation_line(document))?;
         }
-        Ok(Self { identity, head, builder: BatchBuilder::new() })
+        Ok((Self { identity, head, builder: BatchBuilder::new() }, note))
     }
 
-    /// Canonicalises one record into the open batch; a refused record changes nothing.
-    pub fn push(&mut self, record: &[u8], now: &dyn Fn() -> UnixNanos) -> Result<(), RecordError> {
-        self.builder.push_input(record, now)
+    /// Seal each batch before its line would grow past `bytes` (see
+    /// [`BatchBuilder::with_batch_bytes`]).
+    pub fn set_batch_bytes(&mut self, bytes: usize) {
+        self.builder.set_batch_bytes(bytes);
+    }
+
+    /// Takes one input record into the open batch, or a signed notice in its place if it is
+    /// refused (see [`BatchBuilder::take`]). Where the open batch had to be sealed first to stay
+    /// within its byte bound, its line is appended to `line` and returned: the caller must write
+    /// it before any later batch.
+    pub fn take(
+        &mut self,
+        record: &[u8],
+        source: &dyn Fn() -> String,
+        line: &mut Vec<u8>,
+    ) -> Result<(Taken, Option<Sealed>), ShipError> {
+        let mut sealed = None;
+        let (head, signer) = (&mut self.head, self.identity.signer());
+        let taken = self.builder.take(record, source, &now, |builder| {
+            sealed = Some(builder.seal(head, signer, now(), line)?);
+            Ok::<(), ShipError>(())
+        })?;
+        Ok((taken, sealed))
     }
 
     /// Records in the open batch.
     pub fn pending_records(&self) -> u64 {
         self.builder.len()
-    }
-
-    /// Bytes of canonical record text in the open batch.
-    pub fn pending_bytes(&self) -> usize {
-        self.builder.byte_len()
     }
 
     /// Signs the open batch (an empty one is a heartbeat) as the next of the chain and appends
@@ -122,12 +196,27 @@ pub struct StreamSigner {
     unwritten: Option<Sealed>,
     last_sealed: Option<Sealed>,
     summary: SignSummary,
+    note: Option<String>,
 }
 
 impl StreamSigner {
-    /// Continues `stream` in `output` (see [`BatchSealer`]).
-    pub fn open(identity: Identity, stream: &str, mut output: Output) -> Result<Self, ShipError> {
-        let sealer = BatchSealer::open(identity, stream, &mut output)?;
+    /// Continues `stream` in `output` (see [`BatchSealer`]), trusting the identity's own key
+    /// and documents that chain to its roots for where the stream stands.
+    pub fn open(identity: Identity, stream: &str, output: Output) -> Result<Self, ShipError> {
+        Self::open_trusting(identity, stream, output, &HeadTrust::default())
+    }
+
+    /// [`open`](Self::open), trusting also the keys and roots of `trust` (an earlier signer's).
+    pub fn open_trusting(
+        identity: Identity,
+        stream: &str,
+        mut output: Output,
+        trust: &HeadTrust,
+    ) -> Result<Self, ShipError> {
+        let (sealer, note) = BatchSealer::open(identity, stream, &mut output, trust)?;
+        if let Some(note) = &note {
+            tracing::warn!(target: "teelog::ship", "{note}");
+        }
         Ok(Self {
             sealer,
             output,
@@ -135,12 +224,33 @@ impl StreamSigner {
             unwritten: None,
             last_sealed: None,
             summary: SignSummary::default(),
+            note,
         })
     }
 
-    /// See [`BatchSealer::push`].
-    pub fn push(&mut self, record: &[u8], now: &dyn Fn() -> UnixNanos) -> Result<(), RecordError> {
-        self.sealer.push(record, now)
+    /// What the signer passed over in its output when it started, if anything: batches of its
+    /// stream it could not verify.
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+
+    /// Takes one input record (see [`BatchSealer::take`]); a batch sealed to make room is
+    /// written durably first.
+    pub fn push(&mut self, record: &[u8], source: &dyn Fn() -> String) -> Result<Taken, ShipError> {
+        if self.unwritten.is_some() {
+            // Its line is in `line`, which a seal here would overwrite.
+            self.retry_write()?;
+        }
+        self.line.clear();
+        let (taken, sealed) = self.sealer.take(record, source, &mut self.line)?;
+        if let Taken::Refused(_) = taken {
+            self.summary.refused += 1;
+        }
+        if let Some(sealed) = sealed {
+            self.unwritten = Some(sealed);
+            self.retry_write()?;
+        }
+        Ok(taken)
     }
 
     /// The open batch's records and bytes, as [`BatchSealer`] counts them.
@@ -188,6 +298,19 @@ impl StreamSigner {
 
     pub fn summary(&self) -> SignSummary {
         self.summary
+    }
+
+    /// Takes the notice that stands for an input line longer than `limit` bytes, which was
+    /// skipped (see [`too_long_notice`]), and counts it as refused.
+    pub fn push_too_long(&mut self, source: &str, limit: usize, skipped: Skipped) -> Result<(), ShipError> {
+        self.push(&too_long_notice(source, limit, skipped), &|| source.to_string())?;
+        self.summary.refused += 1;
+        Ok(())
+    }
+
+    /// Seal each batch before its line would grow past `bytes` (see [`BatchSealer::set_batch_bytes`]).
+    pub fn set_batch_bytes(&mut self, bytes: usize) {
+        self.sealer.set_batch_bytes(bytes);
     }
 
     /// The sealer and the store, for writing behind (the pipeline). Only a store will do: the

@@ -6,7 +6,7 @@ pub mod otlp;
 use std::io::BufReader;
 use std::sync::Arc;
 
-use teelog_store::lines::{Line, LineReader};
+use teelog_store::lines::{Line, LineReader, Skipped};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -15,6 +15,7 @@ use crate::daemon::DaemonError;
 use crate::metrics::Metrics;
 use crate::pipeline::{Origin, RecordBuf, Submitter};
 use crate::serve::{bind, metrics_router, serve_http};
+use crate::signer::too_long_notice;
 
 /// Lines per submission from a line-oriented source.
 const LINES_PER_SUBMISSION: u64 = 1024;
@@ -114,7 +115,11 @@ pub(crate) fn read_lines(
     let mut chunker = Chunker::new(name, max_line_bytes);
     let metrics = &submitter.shared().metrics;
     while let Some((n, line)) = reader.next_line().map_err(|e| format!("cannot read: {e}"))? {
-        if let Some((records, origin)) = chunker.push(n, line, metrics) {
+        let full = match line {
+            Line::Complete(bytes) | Line::Unterminated(bytes) => chunker.push(n, bytes),
+            Line::TooLong => chunker.push_too_long(n, reader.skipped(), metrics),
+        };
+        if let Some((records, origin)) = full {
             submitter.submit_blocking(records, origin).map_err(|e| e.to_string())?;
         }
     }
@@ -138,24 +143,29 @@ impl Chunker {
         Self { name: name.into(), max_line_bytes, chunk: RecordBuf::default(), first_line: 1 }
     }
 
-    /// Adds line `n`, and returns the submission once it is full. An over-long line is
-    /// reported and counted as refused.
-    pub(crate) fn push(&mut self, n: u64, line: Line<'_>, metrics: &Metrics) -> Option<(RecordBuf, Origin)> {
+    /// Adds line `n`, and returns the submission once it is full.
+    pub(crate) fn push(&mut self, n: u64, line: &[u8]) -> Option<(RecordBuf, Origin)> {
         if self.chunk.is_empty() {
             self.first_line = n;
         }
-        match line {
-            Line::Complete(bytes) | Line::Unterminated(bytes) => self.chunk.push(bytes),
-            Line::TooLong => {
-                let (name, max) = (&self.name, self.max_line_bytes);
-                tracing::error!(target: "teelog::ship", "{name}:{n}: line longer than {max} bytes, skipped");
-                metrics.records_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // An empty line keeps the numbering of the lines after it.
-                self.chunk.push(b"");
-            }
-        }
+        self.chunk.push(line);
         let full = self.chunk.len() >= LINES_PER_SUBMISSION || self.chunk.byte_len() >= BYTES_PER_SUBMISSION;
         full.then(|| self.take()).flatten()
+    }
+
+    /// Adds, as line `n`, the signed notice that stands for an over-long line, which was
+    /// skipped; see [`push`](Self::push).
+    pub(crate) fn push_too_long(
+        &mut self,
+        n: u64,
+        skipped: Skipped,
+        metrics: &Metrics,
+    ) -> Option<(RecordBuf, Origin)> {
+        let (name, max) = (&self.name, self.max_line_bytes);
+        tracing::warn!(target: "teelog::ship", "{name}:{n}: line longer than {max} bytes; a signed notice stands in its place");
+        metrics.records_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let notice = too_long_notice(&format!("{name}:{n}"), max, skipped);
+        self.push(n, &notice)
     }
 
     /// The lines gathered so far, if there are any.

@@ -57,3 +57,39 @@ fn events_are_signed_with_their_fields_and_spans() {
     assert_eq!(second["attributes"]["error"], "disk full");
     assert_eq!(second["attributes"]["big"], u128::MAX.to_string());
 }
+
+/// Integers beyond ±2^53, which canonical JSON cannot hold exactly, are signed as strings:
+/// the event is never refused, and never lost.
+#[test]
+fn integers_beyond_2_pow_53_are_signed_as_strings() {
+    let options = PipelineOptions { keep_spool: true, heartbeat: None, ..PipelineOptions::default() };
+    let (spool, pipeline) =
+        common::start(Provider::Software { measurement: None }, "app", options, Arc::new(Metrics::default()));
+    let (layer, guard) = TeelogLayer::new(pipeline);
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        let span = tracing::info_span!("job", id = u64::MAX);
+        let _in = span.enter();
+        tracing::info!(
+            u = u64::MAX,
+            i = i64::MIN,
+            edge = 9_007_199_254_740_992u64,
+            past = 9_007_199_254_740_993i128,
+            "big"
+        );
+    });
+    drop(guard);
+
+    let (report, records) = common::verify(&spool);
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.records, 1, "{report:?}");
+    assert_eq!(
+        records[0]["attributes"],
+        serde_json::json!({
+            "u": u64::MAX.to_string(),
+            "i": i64::MIN.to_string(),
+            "edge": 9_007_199_254_740_992u64,
+            "past": "9007199254740993",
+        })
+    );
+    assert_eq!(records[0]["spans"][0]["fields"]["id"], u64::MAX.to_string());
+}

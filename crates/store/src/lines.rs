@@ -3,6 +3,8 @@
 
 use std::io::{self, BufRead, Read};
 
+use sha2::{Digest, Sha256};
+
 /// One line as read, without its newline.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
@@ -22,6 +24,15 @@ pub struct LineEnd {
     pub terminated: bool,
 }
 
+/// What is known of a line too long to be returned: enough for a notice that names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Its length, without the newline.
+    pub bytes: u64,
+    /// The SHA-256 of those bytes.
+    pub sha256: [u8; 32],
+}
+
 pub struct LineReader<R> {
     inner: R,
     max_line_bytes: usize,
@@ -31,11 +42,21 @@ pub struct LineReader<R> {
     buf: Vec<u8>,
     /// Bytes of `inner`'s buffer lent out as the last line, consumed at the next call.
     lent: usize,
+    /// The last line returned as [`Line::TooLong`].
+    skipped: Skipped,
 }
 
 impl<R: BufRead> LineReader<R> {
     pub fn new(inner: R, max_line_bytes: usize) -> Self {
-        Self { inner, max_line_bytes, line_no: 0, offset: 0, buf: Vec::new(), lent: 0 }
+        Self {
+            inner,
+            max_line_bytes,
+            line_no: 0,
+            offset: 0,
+            buf: Vec::new(),
+            lent: 0,
+            skipped: Skipped::default(),
+        }
     }
 
     /// The next line and its 1-based number, or `None` at the end of the input.
@@ -87,23 +108,38 @@ impl<R: BufRead> LineReader<R> {
         Ok(Some((self.line_no, Line::Unterminated(&self.buf), end)))
     }
 
-    /// Skips past the next newline; false if the input ended first.
+    /// The length and SHA-256 of the line last returned as [`Line::TooLong`] (as far as the
+    /// input went, if it ended without a newline); zero before any.
+    pub fn skipped(&self) -> Skipped {
+        self.skipped
+    }
+
+    /// Skips past the next newline, hashing what it skips after the bytes read into `buf`;
+    /// false if the input ended first.
     fn skip_line(&mut self) -> io::Result<bool> {
-        loop {
+        let mut hash = Sha256::new();
+        hash.update(&self.buf);
+        let mut bytes = self.buf.len() as u64;
+        let found = loop {
             let buf = fill_buf(&mut self.inner)?;
             if buf.is_empty() {
-                return Ok(false);
+                break false;
             }
             let (n, found) = match memchr::memchr(b'\n', buf) {
                 Some(i) => (i + 1, true),
                 None => (buf.len(), false),
             };
+            let kept = n - usize::from(found);
+            hash.update(&buf[..kept]);
+            bytes += kept as u64;
             self.inner.consume(n);
             self.offset += n as u64;
             if found {
-                return Ok(true);
+                break true;
             }
-        }
+        };
+        self.skipped = Skipped { bytes, sha256: hash.finalize().into() };
+        Ok(found)
     }
 }
 
@@ -136,6 +172,21 @@ mod tests {
         assert_eq!(reader.next_line().unwrap(), Some((4, Line::Complete(b"cd"))));
         assert_eq!(reader.next_line().unwrap(), Some((5, Line::Unterminated(b"last"))));
         assert_eq!(reader.next_line().unwrap(), None);
+    }
+
+    #[test]
+    fn a_skipped_line_is_measured_and_hashed_whole() {
+        // A reader buffer smaller than the line, so that the skip spans several reads.
+        let line = b"0123456789abcdefghij";
+        let input = [&line[..], b"\nok\n", &line[..7]].concat();
+        let mut reader = LineReader::new(io::BufReader::with_capacity(3, &input[..]), 4);
+        assert_eq!(reader.next_line().unwrap(), Some((1, Line::TooLong)));
+        let expected: [u8; 32] = Sha256::digest(line).into();
+        assert_eq!(reader.skipped(), Skipped { bytes: 20, sha256: expected });
+        assert_eq!(reader.next_line().unwrap(), Some((2, Line::Complete(b"ok"))));
+        assert_eq!(reader.next_line().unwrap(), Some((3, Line::TooLong)));
+        let expected: [u8; 32] = Sha256::digest(&line[..7]).into();
+        assert_eq!(reader.skipped(), Skipped { bytes: 7, sha256: expected });
     }
 
     #[test]

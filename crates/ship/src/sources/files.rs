@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use teelog_store::lines::LineReader;
+use teelog_store::lines::{Line, LineReader};
 use tokio::sync::watch;
 
 use super::Chunker;
@@ -298,7 +298,11 @@ impl Follower {
                 break;
             }
             taken = (read_to, first + n);
-            if let Some((records, origin)) = chunker.push(first + n, line, &target.metrics) {
+            let full = match line {
+                Line::Complete(bytes) | Line::Unterminated(bytes) => chunker.push(first + n, bytes),
+                Line::TooLong => chunker.push_too_long(first + n, reader.skipped(), &target.metrics),
+            };
+            if let Some((records, origin)) = full {
                 target.commit(records, origin, &mut open.reading, &mut open.line, taken)?;
                 // A long backlog does not hold up a stop, since the next run resumes here; a
                 // rotated file is finished, since the next run would not find it.

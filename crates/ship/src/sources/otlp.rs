@@ -14,8 +14,15 @@ use teelog_otlp::collector::logs_service_server::{LogsService, LogsServiceServer
 use teelog_otlp::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
 use tokio::sync::watch;
 
+use std::sync::atomic::Ordering;
+
+use teelog_core::merkle::sha256;
+use teelog_core::record::{refusal_notice, Refused};
+use teelog_otlp::Mapped;
+
 use crate::metrics::Metrics;
 use crate::pipeline::{Origin, Receipt, RecordBuf, SubmitError, Submitter};
+use crate::signer::now;
 
 /// What the HTTP and gRPC endpoints share.
 #[derive(Clone)]
@@ -25,13 +32,9 @@ pub struct Ingest {
     max_request_bytes: usize,
 }
 
-/// Why a request was not taken, as each protocol reports it.
-enum Refusal {
-    /// The request is wrong; retrying it unchanged will fail again.
-    Invalid(String),
-    /// The signer is busy or stopping; retry later.
-    Busy(String),
-}
+/// Why a request was not taken: the signer is busy or stopping; retry later. (A record the
+/// mapping refuses does not refuse its request: a notice takes its place.)
+struct Busy(String);
 
 impl Ingest {
     pub fn new(submitter: Submitter, metrics: Arc<Metrics>, max_request_bytes: usize) -> Self {
@@ -39,35 +42,60 @@ impl Ingest {
     }
 
     /// Maps every record of the request and submits them together.
-    async fn take(
-        &self,
-        request: &ExportLogsServiceRequest,
-        source: &'static str,
-    ) -> Result<Receipt, Refusal> {
+    async fn take(&self, request: &ExportLogsServiceRequest, source: &'static str) -> Result<Receipt, Busy> {
         let mut records = RecordBuf::default();
         let mut scratch = Vec::new();
-        teelog_otlp::for_each_record(request, &mut scratch, |record| {
-            records.push(record);
+        // A record the mapping refuses is not lost: a signed notice takes its place, and the
+        // client is told in `partial_success`.
+        let mut refused = Receipt::default();
+        let mut notice = Vec::new();
+        let mapped = teelog_otlp::for_each_mapped(request, &mut scratch, |mapped| {
+            match mapped {
+                Mapped::Record { record, .. } => records.push(record),
+                Mapped::Refused { path, fault, log_record } => {
+                    let error = format!("{path}: {fault}");
+                    tracing::warn!(target: "teelog::ship", "{source}: record refused, a signed notice stands in its place: {error}");
+                    let raw = log_record.encode_to_vec();
+                    let refusal = Refused {
+                        source: &format!("{source} {path}"),
+                        reason: &fault.to_string(),
+                        bytes: raw.len() as u64,
+                        sha256: sha256(&raw),
+                    };
+                    notice.clear();
+                    refusal_notice(&refusal, now(), &mut notice);
+                    records.push(&notice);
+                    self.metrics.records_rejected.fetch_add(1, Ordering::Relaxed);
+                    refused.rejected += 1;
+                    refused.first_error.get_or_insert(error);
+                }
+                // No record to stand for.
+                Mapped::Empty { path, fault } => {
+                    tracing::warn!(target: "teelog::ship", "{source}: {path}: {fault}; it has no log records");
+                }
+            }
             Ok::<(), std::convert::Infallible>(())
-        })
-        .map_err(|e| self.refuse(source, "invalid_record", Refusal::Invalid(e.to_string())))?;
+        });
+        let Ok(()) = mapped;
         if records.is_empty() {
             return Ok(Receipt::default());
         }
         match self.submitter.submit(records, Origin::named(source)).await {
-            Ok(receipt) => Ok(receipt),
-            Err(e @ SubmitError::Full) => {
-                Err(self.refuse(source, "queue_full", Refusal::Busy(e.to_string())))
-            }
-            Err(e) => Err(self.refuse(source, "stopped", Refusal::Busy(e.to_string()))),
+            Ok(receipt) => Ok(Receipt {
+                // The notices were taken as records; they stand for refused ones.
+                accepted: receipt.accepted - refused.rejected.min(receipt.accepted),
+                rejected: receipt.rejected + refused.rejected,
+                first_error: refused.first_error.or(receipt.first_error),
+            }),
+            Err(e @ SubmitError::Full) => Err(self.refuse(source, "queue_full", e.to_string())),
+            Err(e) => Err(self.refuse(source, "stopped", e.to_string())),
         }
     }
 
-    fn refuse(&self, source: &'static str, reason: &str, refusal: Refusal) -> Refusal {
+    fn refuse(&self, source: &'static str, reason: &str, why: String) -> Busy {
         self.metrics.refused(source, reason);
-        let (Refusal::Invalid(why) | Refusal::Busy(why)) = &refusal;
         tracing::warn!(target: "teelog::ship", "{source}: request refused ({reason}): {why}");
-        refusal
+        Busy(why)
     }
 }
 
@@ -175,8 +203,7 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Byt
             let protobuf = ExportLogsServiceResponse { partial_success: partial }.encode_to_vec();
             respond(encoding, StatusCode::OK, protobuf, json.to_string())
         }
-        Err(Refusal::Invalid(message)) => error(encoding, StatusCode::BAD_REQUEST, 3, message),
-        Err(Refusal::Busy(message)) => {
+        Err(Busy(message)) => {
             let mut response = error(encoding, StatusCode::SERVICE_UNAVAILABLE, 14, message);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
@@ -217,9 +244,8 @@ impl LogsService for Ingest {
             Ok(receipt) => Ok(tonic::Response::new(ExportLogsServiceResponse {
                 partial_success: partial_success(&receipt),
             })),
-            Err(Refusal::Invalid(message)) => Err(tonic::Status::invalid_argument(message)),
             // UNAVAILABLE is what OTLP exporters retry.
-            Err(Refusal::Busy(message)) => Err(tonic::Status::unavailable(message)),
+            Err(Busy(message)) => Err(tonic::Status::unavailable(message)),
         }
     }
 }
