@@ -265,9 +265,11 @@ fn unix_seconds() -> u64 {
 }
 
 /// Calls `f` with each line of the file at `path` that is at most a batch line long; longer
-/// lines are skipped, so that a planted one cannot fill memory.
+/// lines are skipped, so that a planted one cannot fill memory. Only a regular file is read: a
+/// symbolic link, FIFO or device planted in the output stops the signer rather than making it
+/// hang or read something else (skipping it could hide the signer's own batches from it).
 fn for_each_line(path: &Path, mut f: impl FnMut(&[u8])) -> Result<(), ShipError> {
-    let file = File::open(path).map_err(io_err(path))?;
+    let file = teelog_store::open_segment_to_read(path)?;
     let mut reader = LineReader::new(BufReader::new(file), MAX_BATCH_LINE);
     while let Some((_, line)) = reader.next_line().map_err(io_err(path))? {
         if let Line::Complete(bytes) | Line::Unterminated(bytes) = line {
