@@ -765,39 +765,31 @@ impl<'a> ParsedBatch<'a> {
     /// [`check_records`](Self::check_records)): white space, another member order or another
     /// spelling would be bytes that nothing signs.
     pub fn layout_deviation(&self, line: &[u8]) -> Option<String> {
-        let canonical_sig = B64.encode(&self.sig);
-        let fixed: [(&[u8], bool, &str); 7] = [
-            (b"{\"v\":1,\"header\":", false, "the line's opening"),
-            (self.header_bytes, true, "the header"),
-            (b",\"sig\":\"", false, "the sig member"),
-            (canonical_sig.as_bytes(), false, "the signature in its one base64 spelling"),
-            (b"\",\"hints\":\"", false, "the hints member"),
-            (self.hints.as_bytes(), true, "the hints"),
-            (b"\",\"records\":[", false, "the records member"),
-        ];
-        // (bytes, whether they are a part of the line itself, what they are), in line order.
-        let records = self.records.iter().enumerate().flat_map(|(i, record)| {
-            let comma: Option<(&[u8], bool, &str)> =
-                (i > 0).then_some((b",", false, "a single comma between records"));
-            comma.into_iter().chain([(record.get().as_bytes(), true, "a record")])
-        });
-        let pieces = fixed.into_iter().chain(records).chain([(&b"]}"[..], false, "the line's end")]);
-        let mut at = 0;
-        for (piece, borrowed, what) in pieces {
-            // A piece taken from the line must be the bytes right here, not an equal copy elsewhere.
-            let here = if borrowed {
-                offset_in(line, piece) == Some(at)
-            } else {
-                line.get(at..).is_some_and(|rest| rest.starts_with(piece))
-            };
-            if !here {
-                return Some(format!(
-                    "byte {at} of the line is not {what} where docs/FORMAT.md §7 puts it: the line holds bytes no signature covers"
-                ));
+        let mut cursor = LayoutCursor { line, at: 0 };
+        let checked = (|| {
+            cursor.fixed(b"{\"v\":1,\"header\":", "the line's opening")?;
+            cursor.part(self.header_bytes, "the header")?;
+            cursor.fixed(b",\"sig\":\"", "the sig member")?;
+            cursor.fixed(B64.encode(&self.sig).as_bytes(), "the signature in its one base64 spelling")?;
+            cursor.fixed(b"\",\"hints\":\"", "the hints member")?;
+            cursor.part(self.hints.as_bytes(), "the hints")?;
+            cursor.fixed(b"\",\"records\":[", "the records member")?;
+            for (i, record) in self.records.iter().enumerate() {
+                if i > 0 {
+                    cursor.fixed(b",", "a single comma between records")?;
+                }
+                cursor.part(record.get().as_bytes(), "a record")?;
             }
-            at += piece.len();
+            cursor.fixed(b"]}", "the line's end")
+        })();
+        match checked {
+            Err(what) => Some(format!(
+                "byte {} of the line is not {what} where docs/FORMAT.md §7 puts it: the line holds bytes no signature covers",
+                cursor.at
+            )),
+            Ok(()) => (cursor.at != line.len())
+                .then(|| format!("{} bytes follow the batch line's end", line.len() - cursor.at)),
         }
-        (at != line.len()).then(|| format!("{} bytes follow the batch line's end", line.len() - at))
     }
 
     /// Checks the signature against the trusted key the header names.
@@ -904,13 +896,53 @@ impl<'a> ParsedBatch<'a> {
     }
 }
 
-/// Whether `text` is exactly the lower-case hex of `bytes`; no allocation, as it runs per record.
-fn is_hex_of(text: &[u8], bytes: &[u8]) -> bool {
+/// Walks a batch line in the order of its layout (docs/FORMAT.md §7).
+struct LayoutCursor<'l> {
+    line: &'l [u8],
+    at: usize,
+}
+
+impl LayoutCursor<'_> {
+    /// The next bytes must be `expected`.
+    fn fixed(&mut self, expected: &[u8], what: &'static str) -> Result<(), &'static str> {
+        if !self.line.get(self.at..).is_some_and(|rest| rest.starts_with(expected)) {
+            return Err(what);
+        }
+        self.at += expected.len();
+        Ok(())
+    }
+
+    /// The next bytes must be `piece` itself, a part parsed out of this line right here (an
+    /// equal copy elsewhere would leave these bytes unchecked).
+    fn part(&mut self, piece: &[u8], what: &'static str) -> Result<(), &'static str> {
+        if offset_in(self.line, piece) != Some(self.at) {
+            return Err(what);
+        }
+        self.at += piece.len();
+        Ok(())
+    }
+}
+
+/// Each byte's two lower-case hex digits, as one little-endian u16.
+const HEX_PAIRS: [u16; 256] = {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [0u16; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = u16::from_le_bytes([DIGITS[b >> 4], DIGITS[b & 15]]);
+        b += 1;
+    }
+    pairs
+};
+
+/// Whether `text` is exactly the lower-case hex of `bytes`; no allocation and one comparison per
+/// byte, as it runs for every record.
+fn is_hex_of(text: &[u8], bytes: &[u8]) -> bool {
     text.len() == 2 * bytes.len()
-        && text.chunks_exact(2).zip(bytes).all(|(pair, &b)| {
-            pair[0] == DIGITS[usize::from(b >> 4)] && pair[1] == DIGITS[usize::from(b & 15)]
-        })
+        && text
+            .chunks_exact(2)
+            .zip(bytes)
+            .all(|(pair, &b)| u16::from_le_bytes([pair[0], pair[1]]) == HEX_PAIRS[usize::from(b)])
 }
 
 /// Where `piece` starts within `line`, if it is a part of it.
