@@ -118,6 +118,12 @@ fn remove(streams: &mut Streams, kind: &str, seq: &str) {
     }
 }
 
+/// The detail of an audit whose one finding is `malformed`, exit 1.
+fn only_malformed((code, json, kinds): (i32, Value, Vec<String>)) -> String {
+    assert_eq!((code, kinds), (1, vec!["malformed".to_string()]), "{json}");
+    finding(&json, "malformed")["detail"].as_str().unwrap().to_string()
+}
+
 fn finding<'a>(json: &'a Value, kind: &str) -> &'a Value {
     json["findings"]
         .as_array()
@@ -363,15 +369,10 @@ fn a_planted_hint_collision_does_not_fail_the_genuine_batch() {
         let mine = streams.get_mut(&labels_of("record")).unwrap();
         mine.insert(1, Entry { line: colliding[1].into(), ..record.clone() });
     });
-    let (code, json, kinds) = f.audit_json(&[]);
-    assert_eq!((code, kinds), (1, vec!["malformed".to_string()]), "{json}");
-    assert!(
-        finding(&json, "malformed")["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("loki:app:record:{}: foreign entry", record.timestamp)),
-        "{json}"
-    );
+    let audited = f.audit_json(&[]);
+    let json = audited.1.clone();
+    let detail = only_malformed(audited);
+    assert!(detail.starts_with(&format!("loki:app:record:{}: foreign entry", record.timestamp)), "{json}");
     assert_eq!((json["batches"].as_u64(), json["records"].as_u64()), (Some(1), Some(3)), "{json}");
     assert_eq!(json["audit"]["batches_valid"].as_u64(), Some(1));
 }
@@ -505,15 +506,8 @@ fn loki_errors_are_retried_and_then_reported_with_the_query() {
 #[test]
 fn nothing_to_audit_is_not_ok() {
     let f = fixture();
-    let (code, json, kinds) = f.audit_json(&[]);
-    assert_eq!((code, kinds), (1, vec!["malformed".to_string()]), "{json}");
-    assert!(
-        finding(&json, "malformed")["detail"]
-            .as_str()
-            .unwrap()
-            .contains("no teelog streams under {job=\"teelog\"}"),
-        "{json}"
-    );
+    let detail = only_malformed(f.audit_json(&[]));
+    assert!(detail.contains("no teelog streams under {job=\"teelog\"}"), "{detail}");
     let out = f.audit(&["--to", "2019-01-01T00:00:00Z"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be before --to"));

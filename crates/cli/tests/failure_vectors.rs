@@ -446,27 +446,29 @@ fn generate() -> BTreeMap<&'static str, Vector> {
     out
 }
 
-/// A dev document that attests no previous head (a genesis document) used to start a second
-/// epoch after the stream's head.
-fn genesis_document_vector(class: &str, t0: i64) -> Vector {
+/// A new key bound by a dev document made at `t0` that attests no previous head: its signer,
+/// the document's line and its root's PEM.
+fn dev_attested(module_id: &str, t0: i64) -> (SoftwareSigner, String, String) {
     use teelog_attest::dev::{default_pcrs, issue, DevClaims};
     let key =
         SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap()).unwrap();
     let pcrs = default_pcrs();
     let made_ms = u64::try_from(t0 / 1_000_000).unwrap();
-    let issued = issue(&DevClaims {
-        module_id: "dev-genesis",
-        timestamp_ms: made_ms,
-        pcrs: &pcrs,
-        bound_key: key.public(),
-        nonce: None,
-    })
-    .unwrap();
-    let attested = SoftwareSigner::new(key, Some(hex::encode(&pcrs[&0])))
+    let claims =
+        DevClaims { module_id, timestamp_ms: made_ms, pcrs: &pcrs, bound_key: key.public(), nonce: None };
+    let issued = issue(&claims).unwrap();
+    let signer = SoftwareSigner::new(key, Some(hex::encode(&pcrs[&0])))
         .with_attestation(hex::encode(sha256(&issued.document)));
+    let document = String::from_utf8(attestation_line(&issued.document)).unwrap();
+    (signer, document, teelog_core::crypto::pem_encode("CERTIFICATE", &issued.root_der))
+}
+
+/// A dev document that attests no previous head (a genesis document) used to start a second
+/// epoch after the stream's head.
+fn genesis_document_vector(class: &str, t0: i64) -> Vector {
+    let (attested, document, root) = dev_attested("dev-genesis", t0);
     let a = batches(&mut head(EPOCH_A, 1, None), &software(test_key().key), 1, t0);
     let b = batches(&mut head(EPOCH_B, 1, Some(header_hash(&a[0]))), &attested, 1, t0 + 10_000_000_000);
-    let document = String::from_utf8(attestation_line(&issued.document)).unwrap();
     let mut vector = verify_vector(
         class,
         "Epoch B's document attests no previous head (it may only start a stream), yet B continues from epoch A's head.",
@@ -475,30 +477,14 @@ fn genesis_document_vector(class: &str, t0: i64) -> Vector {
         1,
         vec![placed("chain_break", Some(EPOCH_B), Some(1))],
     );
-    vector
-        .files
-        .insert("dev-root.pem".into(), teelog_core::crypto::pem_encode("CERTIFICATE", &issued.root_der));
+    vector.files.insert("dev-root.pem".into(), root);
     vector
 }
 
 /// An attested epoch that verifies with its dev root, and one line signed by a key nobody gave:
 /// with no `--pubkey`, that line is a finding, not the auditor's usage error.
 fn forged_among_attested_vector(t0: i64) -> Vector {
-    use teelog_attest::dev::{default_pcrs, issue, DevClaims};
-    let key =
-        SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap()).unwrap();
-    let pcrs = default_pcrs();
-    let made_ms = u64::try_from(t0 / 1_000_000).unwrap();
-    let issued = issue(&DevClaims {
-        module_id: "dev-forged-among",
-        timestamp_ms: made_ms,
-        pcrs: &pcrs,
-        bound_key: key.public(),
-        nonce: None,
-    })
-    .unwrap();
-    let attested = SoftwareSigner::new(key, Some(hex::encode(&pcrs[&0])))
-        .with_attestation(hex::encode(sha256(&issued.document)));
+    let (attested, document, root) = dev_attested("dev-forged-among", t0);
     let a = batches(&mut head(EPOCH_A, 1, None), &attested, 2, t0 + 1_000_000_000);
     let forged = batches(
         &mut head(EPOCH_A, 3, Some(header_hash(&a[1]))),
@@ -506,7 +492,6 @@ fn forged_among_attested_vector(t0: i64) -> Vector {
         1,
         t0 + 5_000_000_000,
     );
-    let document = String::from_utf8(attestation_line(&issued.document)).unwrap();
     let mut vector = verify_vector(
         "8. Reports cannot be spoofed, and mistakes are not attacks",
         "Batch 3 of an attested epoch is signed by another key, with no document: the auditor gave no --pubkey, but the other batches verify, so it is a finding, not a usage error.",
@@ -517,9 +502,7 @@ fn forged_among_attested_vector(t0: i64) -> Vector {
     );
     vector.args.retain(|a| a != "--pubkey" && a != "$DIR/key.pem");
     vector.files.remove("key.pem");
-    vector
-        .files
-        .insert("dev-root.pem".into(), teelog_core::crypto::pem_encode("CERTIFICATE", &issued.root_der));
+    vector.files.insert("dev-root.pem".into(), root);
     vector
 }
 
