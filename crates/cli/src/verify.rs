@@ -286,8 +286,9 @@ pub fn print_human(report: &Report) {
             TrustBasis::TpmEnrollmentCa => "a TPM enrollment CA given with --trust-root",
             TrustBasis::BarePublicKey => "a public key given with --pubkey (no attestation)",
         };
+        let unsigned = if epoch.epoch_unsigned { " (an AttestationCertThumbprint: not signed)" } else { "" };
         println!(
-            "KEY  stream={} epoch={}  {} batches  {}  key {}  rests on {basis}",
+            "KEY  stream={} epoch={}{unsigned}  {} batches  {}  key {}  rests on {basis}",
             epoch.stream,
             safe(&epoch.epoch),
             epoch.batches,

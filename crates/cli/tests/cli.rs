@@ -411,6 +411,9 @@ fn seed_format_batches_are_verified() {
     let (code, report) = verify();
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["batches"], 3);
+    // The thumbprint groups the batches, but nothing signs it, and the report says so.
+    assert_eq!(report["trust"][0]["epoch"], "sha256:a1b2c3");
+    assert_eq!(report["trust"][0]["epoch_unsigned"], true);
 
     let bad = [
         batch(1, 1, "pcr2", false),
@@ -431,6 +434,8 @@ fn seed_format_batches_are_verified() {
     );
     assert_eq!(report["findings"][1]["stream"], "seed");
     assert_eq!(report["findings"][1]["epoch"], "sha256:a1b2c3");
+    let detail = report["findings"][1]["detail"].as_str().unwrap();
+    assert!(detail.ends_with("(epoch is the AttestationCertThumbprint, which nothing signs)"), "{detail}");
 }
 
 #[test]

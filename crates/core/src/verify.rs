@@ -139,6 +139,9 @@ pub struct EpochTrust {
     pub platform: String,
     pub key_id: String,
     pub batches: u64,
+    /// The epoch is a seed-format `AttestationCertThumbprint`, which nothing signs.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub epoch_unsigned: bool,
 }
 
 /// A run of consecutive batches of one stream signed by code with one measurement.
@@ -884,6 +887,7 @@ impl Verifier {
                     platform,
                     key_id: state.keys.keys().next().cloned().unwrap_or_default(),
                     batches: state.slots.values().map(|s| s.len() as u64).sum(),
+                    epoch_unsigned: state.seed,
                 })
             })
             .collect();
