@@ -2,10 +2,10 @@
 //! network Grafana Loki's push API ([`loki`]), OTLP/HTTP ([`otlp`]) and a gateway's relay
 //! listener ([`relay`]). [`open`] makes the one a configuration names.
 //!
-//! The network sinks send a chunk in several requests. [`Progress`] remembers which were confirmed, so that a
-//! retry of the chunk resumes after them rather than sending them again, and collects what the
-//! far end refused for good, so that the rest of the chunk is still sent before the refusals
-//! are reported.
+//! The network sinks send a chunk in several requests. Each remembers which were confirmed
+//! (`Progress`), so that a retry of the chunk resumes after them rather than sending them again,
+//! and collects what the far end refused for good, so that the rest of the chunk is still sent
+//! before the refusals are reported.
 
 use std::time::Duration;
 
