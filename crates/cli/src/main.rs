@@ -3,12 +3,10 @@
 
 mod attest;
 mod audit;
-mod bench;
 mod daemon;
 mod gateway;
 mod keygen;
 mod quickstart;
-mod sample;
 mod ship;
 mod sign;
 mod verify;
@@ -56,8 +54,6 @@ enum Command {
         #[arg(long, default_value = "teelog-quickstart")]
         dir: PathBuf,
     },
-    /// Measure end-to-end sign and verify throughput against SHA-256 over the same records.
-    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,9 +67,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit::run(&args),
         Command::Attest { command } => attest::run(&command),
         Command::Quickstart { dir } => quickstart::run(&dir),
-        Command::Bench(args) => bench::run(&args),
     };
-    bench::report_resources();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -32,7 +32,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     println!("  a P-256 signing key, id {}", public.id_hex());
 
     let mut file = fs::File::create(&input).with_context(|| format!("cannot write {}", input.display()))?;
-    crate::sample::write_records(&mut file, RECORDS, 200)?;
+    teelog_sample::write_records(&mut file, RECORDS, 200)?;
     drop(file);
     step(&format!("teelog sign --identity {d}/identity --store {d}/store --batch-size {BATCH_SIZE} < {d}/sample-logs.ndjson"));
     let sign_args = SignArgs {

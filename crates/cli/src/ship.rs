@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use teelog_ship::config::{Config, SinkConfig};
+use teelog_deliver::config::SinkConfig;
+use teelog_ship::config::Config;
 
 #[derive(clap::Args)]
 pub struct ShipArgs {

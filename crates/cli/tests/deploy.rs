@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use teelog_core::batch::HEADER_FIELDS;
 
 use serde::Deserialize;
-use teelog_ship::config::{Config, SinkConfig};
+use teelog_deliver::config::SinkConfig;
+use teelog_ship::config::Config;
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")

@@ -16,8 +16,8 @@ use teelog_attest::nitro::NitroDocument;
 use teelog_attest::TrustRoot;
 use teelog_core::batch::ParsedBatch;
 use teelog_core::PublicKey;
+use teelog_deliver::clock::now;
 use teelog_identity::{AttestationSource, Identity, SourceError};
-use teelog_ship::signer::now;
 use teelog_ship::{Output, StreamSigner};
 use teelog_store::{Store, StoreOptions};
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use teelog_ship::config::{check_sinks, load_checked, ConfigError, MetricsConfig, SinkConfig};
+use teelog_deliver::config::{check_sinks, load_checked, ConfigError, MetricsConfig, SinkConfig};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,7 +110,7 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use teelog_ship::config::parse_checked;
+    use teelog_deliver::config::parse_checked;
 
     fn load(text: &str) -> Result<GatewayConfig, String> {
         parse_checked(text, GatewayConfig::check)

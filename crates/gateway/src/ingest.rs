@@ -13,7 +13,7 @@ use serde::Serialize;
 use teelog_core::gate::{Checked, Continuity, Gate};
 use teelog_core::merkle::Digest;
 use teelog_core::{Finding, Origin};
-use teelog_ship::spool::SpoolState;
+use teelog_deliver::spool::SpoolState;
 use teelog_store::Store;
 use tokio::sync::{mpsc, oneshot};
 
@@ -96,11 +96,11 @@ impl GatewayMetrics {
             ),
             ("teelog_gateway_duplicates_total", "Batches received again (resends).", &self.duplicates),
         ] {
-            teelog_ship::metrics::write_metric(&mut out, name, help, value, "counter");
+            teelog_deliver::metrics::write_metric(&mut out, name, help, value, "counter");
         }
         out.push_str("# HELP teelog_gateway_batches_total Batches received, by stream and verdict.\n# TYPE teelog_gateway_batches_total counter\n");
         for ((stream, valid), n) in self.batches.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let stream = teelog_ship::metrics::escape(stream);
+            let stream = teelog_deliver::metrics::escape(stream);
             let _ = writeln!(
                 out,
                 "teelog_gateway_batches_total{{stream=\"{stream}\",signature_valid=\"{valid}\"}} {n}"

@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use teelog_core::gate::Gate;
 use teelog_core::merkle::sha256;
-use teelog_ship::delivery;
-use teelog_ship::metrics::Metrics;
-use teelog_ship::serve::{bind, metrics_router, serve_http, BindError};
-use teelog_ship::spool::SpoolState;
+use teelog_deliver::metrics::Metrics;
+use teelog_deliver::serve::{bind, metrics_router, serve_http, BindError};
+use teelog_deliver::spool::SpoolState;
+use teelog_deliver::{delivery, sinks};
 use teelog_store::{Store, StoreError, StoreOptions};
 use tokio::sync::watch;
 
@@ -97,7 +97,7 @@ pub async fn run(
     let mut deliveries = Vec::new();
     for sink_config in &config.sinks {
         let name = sink_config.name();
-        let sink = teelog_ship::daemon::open_sink(sink_config, None)
+        let sink = sinks::open(sink_config, None)
             .map_err(|message| GatewayError::Sink { name: name.clone(), message })?;
         let cursor = delivery::register(&spool, &name);
         let run = delivery::run(name, sink, cursor, spool.clone(), envelope::decode, sinks_stop.clone());
@@ -160,7 +160,7 @@ pub async fn run(
     if let Some(metrics_config) = &config.metrics {
         let listener = bind(metrics_config.listen, "metrics").await?;
         let (metrics, gateway_metrics) = (metrics.clone(), gateway_metrics.clone());
-        let router = metrics_router(move || gateway_metrics.render() + &metrics.render_delivery());
+        let router = metrics_router(move || gateway_metrics.render() + &metrics.render());
         tokio::spawn(serve_http(listener, router, sinks_stop.clone()));
     }
     if let Some(max_silence) = config.max_silence().map_err(GatewayError::State)? {
@@ -173,7 +173,7 @@ pub async fn run(
                     () = crate::stopped(&mut stop) => return,
                 }
                 tokio::select! {
-                    () = ingest.check_silence(teelog_ship::signer::now(), max_silence) => {}
+                    () = ingest.check_silence(teelog_deliver::clock::now(), max_silence) => {}
                     () = crate::stopped(&mut stop) => return,
                 }
             }

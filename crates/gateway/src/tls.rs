@@ -62,7 +62,7 @@ impl TlsListener {
         config: &rustls::ServerConfig,
         alpn: &[&[u8]],
         what: &'static str,
-        metrics: Arc<teelog_ship::metrics::Metrics>,
+        metrics: Arc<teelog_deliver::metrics::Metrics>,
     ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);

@@ -4,8 +4,8 @@
 //!
 //! - [`proto`]: the messages teelog sends and reads, as bytes (sans-IO), in the layout of AWS's
 //!   `aws-nitro-enclaves-nsm-api` crate.
-//! - [`Nsm`]: the device. Its ioctl is the only `unsafe` code in teelog; every other crate
-//!   forbids it.
+//! - [`Nsm`]: the device. Its ioctl is the only `unsafe` code in the `teelog` binary; every
+//!   other crate of it forbids it (the separate bench program has one `wait4` call).
 //!
 //! This crate is written instead of depending on `aws-nitro-enclaves-nsm-api`, which encodes with
 //! the unmaintained `serde_cbor` and needs a newer Rust than the workspace does; what teelog

@@ -11,15 +11,13 @@ use teelog_identity::{Identity, IdentityError};
 use teelog_store::{Store, StoreError, StoreOptions};
 use tokio::sync::watch;
 
-use crate::config::{Config, SinkConfig};
-use crate::delivery::{self, Sink, StoreSink};
-use crate::metrics::Metrics;
+use teelog_deliver::{delivery, sinks};
+
+use crate::config::Config;
+use crate::metrics::ShipMetrics;
 use crate::output::{HeadTrust, Output};
 use crate::pipeline::Pipeline;
 use crate::signer::{ShipError, SignSummary, StreamSigner};
-use crate::sinks::loki::LokiSink;
-use crate::sinks::otlp::OtlpSink;
-use crate::sinks::relay::RelaySink;
 use crate::sources;
 
 /// How long a stopping daemon keeps delivering what is spooled before leaving it for the next run.
@@ -36,7 +34,7 @@ pub enum DaemonError {
     #[error("sink {name:?}: {message}")]
     Sink { name: String, message: String },
     #[error(transparent)]
-    Bind(#[from] crate::serve::BindError),
+    Bind(#[from] teelog_deliver::serve::BindError),
     #[error("{0}")]
     Source(String),
     #[error("trust_keys / trust_roots: {0}")]
@@ -68,8 +66,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let identity = Identity::load_exclusive(&config.identity)?;
     let spool = Store::open(&config.spool.dir, StoreOptions { segment_bytes: config.spool.segment_bytes })?;
     let signer = StreamSigner::open_trusting(identity, &config.stream, Output::Store(spool), &trust)?;
-    let metrics = Arc::new(Metrics::default());
-    let pipeline = Pipeline::start(signer, config.pipeline_options(), metrics.clone())?;
+    let pipeline = Pipeline::start(signer, config.pipeline_options(), Arc::new(ShipMetrics::default()))?;
     let spool = pipeline.shared().spool.clone();
 
     // Sources stop first; the sinks once the pipeline has sealed everything.
@@ -78,7 +75,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let mut deliveries = Vec::new();
     for sink_config in &config.sinks {
         let name = sink_config.name();
-        let sink = open_sink(sink_config, Some(&config.stream))
+        let sink = sinks::open(sink_config, Some(&config.stream))
             .map_err(|message| DaemonError::Sink { name: name.clone(), message })?;
         // Registered before anything runs, so that retention waits for every sink.
         let cursor = delivery::register(&spool, &name);
@@ -87,7 +84,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     }
 
     let submitter = pipeline.submitter();
-    let mut running = sources::start(&config, &submitter, &metrics, sources_stop).await?;
+    let mut running = sources::start(&config, &submitter, sources_stop).await?;
     drop(submitter);
     tracing::info!(target: "teelog::ship", stream = %config.stream, "shipping");
 
@@ -111,20 +108,4 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     }
     tracing::info!(target: "teelog::ship", records = summary.records, batches = summary.batches, "stopped");
     Ok(summary)
-}
-
-/// Opens the sink for the spool of `stream` (None for a spool of many, whose entries name theirs).
-pub fn open_sink(config: &SinkConfig, stream: Option<&str>) -> Result<Box<dyn Sink>, String> {
-    match config {
-        SinkConfig::Store { dir, .. } => Ok(Box::new(
-            StoreSink::open(dir, teelog_store::DEFAULT_SEGMENT_BYTES).map_err(|e| e.to_string())?,
-        )),
-        SinkConfig::Loki(loki) => Ok(Box::new(LokiSink::open(loki, stream)?)),
-        SinkConfig::Otlp(otlp) => Ok(Box::new(OtlpSink::open(otlp)?)),
-        SinkConfig::Relay(relay) => {
-            let stream =
-                stream.ok_or("a relay sink forwards one shipper's stream; a gateway cannot relay")?;
-            Ok(Box::new(RelaySink::open(relay, stream)?))
-        }
-    }
 }

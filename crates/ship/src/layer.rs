@@ -13,15 +13,16 @@
 //! signed notice in the log says how many were. An event emitted after the pipeline has stopped
 //! can't be signed, so it goes to stderr.
 //!
-//! The pipeline's own events (target `teelog::ship`) are not signed: signing them would feed
-//! the signer its own reports, and with a full queue it would wait on itself.
+//! The pipeline's own events (target `teelog::ship`), and the delivery's from the spool (target
+//! `teelog::deliver`), are not signed: signing them would feed the signer its own reports, and
+//! with a full queue it would wait on itself.
 //!
 //! [`PipelineOptions::when_full`]: crate::pipeline::PipelineOptions::when_full
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use teelog_ship::layer::TeelogLayer;
-//! use teelog_ship::metrics::Metrics;
+//! use teelog_ship::metrics::ShipMetrics;
 //! use teelog_ship::pipeline::{Pipeline, PipelineOptions};
 //! use teelog_ship::{Output, StreamSigner};
 //! use tracing_subscriber::layer::SubscriberExt;
@@ -31,7 +32,7 @@
 //! let spool = teelog_store::Store::open("./spool".as_ref(), Default::default())?;
 //! let signer = StreamSigner::open(identity, "payments", Output::Store(spool))?;
 //! let options = PipelineOptions { keep_spool: true, ..PipelineOptions::default() };
-//! let pipeline = Pipeline::start(signer, options, Arc::new(Metrics::default()))?;
+//! let pipeline = Pipeline::start(signer, options, Arc::new(ShipMetrics::default()))?;
 //!
 //! let (layer, guard) = TeelogLayer::new(pipeline);
 //! tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))?;
@@ -51,10 +52,12 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::pipeline::{Origin, Pipeline, RecordBuf, Submitter};
-use crate::signer::{now, ShipError, SignSummary};
+use crate::signer::{ShipError, SignSummary};
+use teelog_deliver::clock::now;
 
-/// The pipeline's own target: events under it (and its submodules) are not signed.
-const OWN_TARGET: &str = "teelog::ship";
+/// The pipeline's and the delivery's targets: events under them (and their submodules) are not
+/// signed.
+const OWN_TARGETS: [&str; 2] = ["teelog::ship", "teelog::deliver"];
 
 /// Signs every event it sees; see the module documentation.
 pub struct TeelogLayer {
@@ -186,8 +189,8 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let own = meta.target().strip_prefix(OWN_TARGET);
-        if own.is_some_and(|rest| rest.is_empty() || rest.starts_with("::")) {
+        let own = OWN_TARGETS.iter().filter_map(|own| meta.target().strip_prefix(own));
+        if own.into_iter().any(|rest| rest.is_empty() || rest.starts_with("::")) {
             return;
         }
         let mut fields = Fields::default();

@@ -1,4 +1,5 @@
-//! The teelog signer as a library, and the `teelog ship` daemon built on it.
+//! The teelog signer as a library, and the `teelog ship` daemon built on it. Delivery from the
+//! spool to the sinks is `teelog_deliver`'s, shared with the gateway.
 //!
 //! [`StreamSigner`] turns records into signed, chained batches and writes each one durably to
 //! an [`Output`] before anything is acknowledged; after a crash the output is the authority on
@@ -7,17 +8,13 @@
 
 pub mod config;
 pub mod daemon;
-pub mod delivery;
 #[cfg(feature = "tracing-layer")]
 pub mod layer;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;
-pub mod serve;
 pub mod signer;
-pub mod sinks;
 pub mod sources;
-pub mod spool;
 
 pub use output::{trusted_head, HeadTrust, Output, TrustedHead};
 pub use signer::{ShipError, SignSummary, StreamSigner};

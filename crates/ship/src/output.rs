@@ -261,7 +261,7 @@ fn attestation_document(line: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn unix_seconds() -> u64 {
-    u64::try_from(crate::signer::now().div_euclid(1_000_000_000)).unwrap_or(0)
+    u64::try_from(teelog_deliver::clock::now().div_euclid(1_000_000_000)).unwrap_or(0)
 }
 
 /// Calls `f` with each line of the file at `path` that is at most a batch line long; longer

@@ -14,9 +14,11 @@ use teelog_core::timestamp::{format_rfc3339, UnixNanos};
 use teelog_core::{Sealed, Taken};
 use tokio::sync::{oneshot, Notify};
 
-use crate::metrics::Metrics;
-use crate::signer::{now, BatchSealer, ShipError, SignSummary, StreamSigner};
-use crate::spool::SpoolState;
+use teelog_deliver::clock::now;
+use teelog_deliver::spool::SpoolState;
+
+use crate::metrics::ShipMetrics;
+use crate::signer::{BatchSealer, ShipError, SignSummary, StreamSigner};
 
 mod writer;
 
@@ -217,7 +219,8 @@ enum Msg {
 pub struct Shared {
     budget: Budget,
     dropped: Mutex<Option<Dropped>>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<ShipMetrics>,
+    /// The spool's state, with the delivery's metrics.
     pub spool: Arc<SpoolState>,
 }
 
@@ -350,7 +353,7 @@ impl Pipeline {
     pub fn start(
         signer: StreamSigner,
         options: PipelineOptions,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ShipMetrics>,
     ) -> Result<Self, ShipError> {
         let (mut sealer, store) = signer.into_store_writer()?;
         sealer.set_batch_bytes(options.max_bytes);
@@ -363,7 +366,7 @@ impl Pipeline {
                 freed_async: Notify::new(),
             },
             dropped: Mutex::new(None),
-            spool: Arc::new(SpoolState::new(spool_dir, position, metrics.clone())),
+            spool: Arc::new(SpoolState::new(spool_dir, position, Arc::default())),
             metrics,
         });
         let (tx, rx) = mpsc::channel();

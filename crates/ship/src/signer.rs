@@ -1,11 +1,10 @@
 //! One stream's signer: records in, each sealed batch written durably to its output.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use teelog_core::batch::{attestation_line, check_stream_name, HeaderError};
 use teelog_core::record::{refusal_notice, Refused};
 use teelog_core::timestamp::UnixNanos;
 use teelog_core::{BatchBuilder, ChainHead, SealError, Sealed, Taken};
+use teelog_deliver::clock::now;
 use teelog_identity::{Identity, IdentityError};
 use teelog_store::lines::Skipped;
 use teelog_store::{Store, StoreError};
@@ -46,12 +45,6 @@ pub fn too_long_notice(source: &str, limit: usize, skipped: Skipped) -> Vec<u8> 
     };
     refusal_notice(&refused, now(), &mut notice);
     notice
-}
-
-/// The wall clock as teelog timestamps.
-pub fn now() -> UnixNanos {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    UnixNanos::try_from(since.as_nanos()).unwrap_or(UnixNanos::MAX)
 }
 
 #[derive(Debug, Default, Clone, Copy)]

@@ -6,15 +6,15 @@ pub mod otlp;
 use std::io::BufReader;
 use std::sync::Arc;
 
+use teelog_deliver::serve::{bind, metrics_router, serve_http};
 use teelog_store::lines::{Line, LineReader, Skipped};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::daemon::DaemonError;
-use crate::metrics::Metrics;
+use crate::metrics::ShipMetrics;
 use crate::pipeline::{Origin, RecordBuf, Submitter};
-use crate::serve::{bind, metrics_router, serve_http};
 use crate::signer::too_long_notice;
 
 /// Lines per submission from a line-oriented source.
@@ -53,7 +53,6 @@ impl Running {
 pub async fn start(
     config: &Config,
     submitter: &Submitter,
-    metrics: &Arc<Metrics>,
     stop: watch::Receiver<bool>,
 ) -> Result<Running, DaemonError> {
     let mut running = Running { finite: Vec::new(), endless: Vec::new() };
@@ -68,7 +67,7 @@ pub async fn start(
         // A thread of the blocking pool: the follower reads files and waits for its receipts.
         running.endless.push(tokio::task::spawn_blocking(move || follower.run(stop, interval)));
     }
-    let ingest = otlp::Ingest::new(submitter.clone(), metrics.clone(), sources.max_request_bytes);
+    let ingest = otlp::Ingest::new(submitter.clone(), sources.max_request_bytes);
     if let Some(addr) = sources.otlp_http {
         let listener = bind(addr, "OTLP/HTTP").await?;
         let router = otlp::http_router(ingest.clone());
@@ -80,8 +79,8 @@ pub async fn start(
     }
     if let Some(metrics_config) = &config.metrics {
         let listener = bind(metrics_config.listen, "metrics").await?;
-        let metrics = metrics.clone();
-        let router = metrics_router(move || metrics.render());
+        let shared = submitter.shared().clone();
+        let router = metrics_router(move || shared.metrics.render() + &shared.spool.metrics.render());
         // Metrics are served to the end, not counted as a source that keeps the daemon alive.
         tokio::spawn(serve_http(listener, router, stop.clone()));
     }
@@ -159,7 +158,7 @@ impl Chunker {
         &mut self,
         n: u64,
         skipped: Skipped,
-        metrics: &Metrics,
+        metrics: &ShipMetrics,
     ) -> Option<(RecordBuf, Origin)> {
         let (name, max) = (&self.name, self.max_line_bytes);
         tracing::warn!(target: "teelog::ship", "{name}:{n}: line longer than {max} bytes; a signed notice stands in its place");

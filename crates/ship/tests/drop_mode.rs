@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use teelog_identity::Provider;
-use teelog_ship::metrics::Metrics;
+use teelog_ship::metrics::ShipMetrics;
 use teelog_ship::pipeline::{Origin, PipelineOptions, RecordBuf, WhenFull};
 
 fn records(first: usize, count: usize) -> RecordBuf {
@@ -31,7 +31,7 @@ fn a_full_queue_drops_records_and_a_signed_notice_counts_them() {
         keep_spool: true,
         ..PipelineOptions::default()
     };
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(ShipMetrics::default());
     let (spool, pipeline) =
         common::start(Provider::Software { measurement: None }, "app", options, metrics.clone());
     let submitter = pipeline.submitter();

@@ -7,15 +7,19 @@ use std::sync::Arc;
 
 use teelog_identity::Provider;
 use teelog_ship::layer::TeelogLayer;
-use teelog_ship::metrics::Metrics;
+use teelog_ship::metrics::ShipMetrics;
 use teelog_ship::pipeline::PipelineOptions;
 use tracing_subscriber::layer::SubscriberExt;
 
 #[test]
 fn events_are_signed_with_their_fields_and_spans() {
     let options = PipelineOptions { keep_spool: true, heartbeat: None, ..PipelineOptions::default() };
-    let (spool, pipeline) =
-        common::start(Provider::Software { measurement: None }, "app", options, Arc::new(Metrics::default()));
+    let (spool, pipeline) = common::start(
+        Provider::Software { measurement: None },
+        "app",
+        options,
+        Arc::new(ShipMetrics::default()),
+    );
 
     let (layer, guard) = TeelogLayer::new(pipeline);
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
@@ -26,6 +30,8 @@ fn events_are_signed_with_their_fields_and_spans() {
         let _in_step = step.enter();
         tracing::info!(user = "alice", amount = 12.5, ok = true, delta = -3i64, "payment {} approved", 41);
         tracing::warn!(target: "teelog::ship", "the pipeline's own: not signed");
+        tracing::warn!(target: "teelog::deliver", "the delivery's own: not signed");
+        tracing::warn!(target: "teelog::delivery", "another target that only starts alike");
         let error = std::io::Error::other("disk full");
         tracing::error!(error = &error as &dyn std::error::Error, big = u128::MAX, "write failed");
     });
@@ -33,7 +39,7 @@ fn events_are_signed_with_their_fields_and_spans() {
 
     let (report, records) = common::verify(&spool);
     assert!(report.ok, "{report:?}");
-    assert_eq!(report.records, 2, "{report:?}");
+    assert_eq!(report.records, 3, "{report:?}");
 
     let first = &records[0];
     assert!(teelog_core::timestamp::parse_rfc3339(first["ts"].as_str().unwrap()).is_ok(), "{first}");
@@ -51,7 +57,8 @@ fn events_are_signed_with_their_fields_and_spans() {
             {"name": "step", "fields": {"n": 2}},
         ])
     );
-    let second = &records[1];
+    assert_eq!(records[1]["target"], "teelog::delivery");
+    let second = &records[2];
     assert_eq!(second["level"], "ERROR");
     assert_eq!(second["message"], "write failed");
     assert_eq!(second["attributes"]["error"], "disk full");
@@ -63,8 +70,12 @@ fn events_are_signed_with_their_fields_and_spans() {
 #[test]
 fn integers_beyond_2_pow_53_are_signed_as_strings() {
     let options = PipelineOptions { keep_spool: true, heartbeat: None, ..PipelineOptions::default() };
-    let (spool, pipeline) =
-        common::start(Provider::Software { measurement: None }, "app", options, Arc::new(Metrics::default()));
+    let (spool, pipeline) = common::start(
+        Provider::Software { measurement: None },
+        "app",
+        options,
+        Arc::new(ShipMetrics::default()),
+    );
     let (layer, guard) = TeelogLayer::new(pipeline);
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
         let span = tracing::info_span!("job", id = u64::MAX);

@@ -123,7 +123,7 @@ fn write_all(
                 let mut backoff = Duration::from_millis(50);
                 while let Err(e) = store.append(&line) {
                     tracing::error!(target: "teelog::ship", "cannot write to the spool, retrying: {e}");
-                    metrics.spool_errors.fetch_add(1, Ordering::Relaxed);
+                    shared.spool.metrics.spool_errors.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }

@@ -24,7 +24,7 @@ use teelog_store::lines::{Line, LineReader};
 use tokio::sync::watch;
 
 use super::Chunker;
-use crate::metrics::Metrics;
+use crate::metrics::ShipMetrics;
 use crate::pipeline::{Origin, RecordBuf, SubmitError, Submitter};
 
 /// A file's identity, which survives renames.
@@ -157,7 +157,7 @@ struct Target {
     cursor_file: PathBuf,
     max_line_bytes: usize,
     submitter: Submitter,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ShipMetrics>,
 }
 
 struct OpenFile {
@@ -346,7 +346,7 @@ impl Target {
     fn save(&self, reading: &Reading, line: u64) {
         let cursor = Cursor { path: self.name.clone(), id: reading.id, offset: reading.offset, line };
         let json = serde_json::to_vec(&cursor).unwrap_or_default();
-        let saved = crate::delivery::save_position(&self.cursor_file, &json);
+        let saved = teelog_deliver::delivery::save_position(&self.cursor_file, &json);
         if let Err((path, e)) = saved {
             tracing::warn!(target: "teelog::ship", "cannot save the position in {}: {}: {e}", self.name, path.display());
         }

@@ -3,7 +3,6 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -20,15 +19,13 @@ use teelog_core::merkle::sha256;
 use teelog_core::record::{refusal_notice, Refused};
 use teelog_otlp::Mapped;
 
-use crate::metrics::Metrics;
 use crate::pipeline::{Origin, Receipt, RecordBuf, SubmitError, Submitter};
-use crate::signer::now;
+use teelog_deliver::clock::now;
 
 /// What the HTTP and gRPC endpoints share.
 #[derive(Clone)]
 pub struct Ingest {
     submitter: Submitter,
-    metrics: Arc<Metrics>,
     max_request_bytes: usize,
 }
 
@@ -37,8 +34,13 @@ pub struct Ingest {
 struct Busy(String);
 
 impl Ingest {
-    pub fn new(submitter: Submitter, metrics: Arc<Metrics>, max_request_bytes: usize) -> Self {
-        Self { submitter, metrics, max_request_bytes }
+    pub fn new(submitter: Submitter, max_request_bytes: usize) -> Self {
+        Self { submitter, max_request_bytes }
+    }
+
+    /// Counts a request refused for `reason`, among the listeners' metrics the spool keeps.
+    fn count_refused(&self, source: &str, reason: &str) {
+        self.submitter.shared().spool.metrics.refused(source, reason);
     }
 
     /// Maps every record of the request and submits them together.
@@ -65,7 +67,7 @@ impl Ingest {
                     notice.clear();
                     refusal_notice(&refusal, now(), &mut notice);
                     records.push(&notice);
-                    self.metrics.records_rejected.fetch_add(1, Ordering::Relaxed);
+                    self.submitter.shared().metrics.records_rejected.fetch_add(1, Ordering::Relaxed);
                     refused.rejected += 1;
                     refused.first_error.get_or_insert(error);
                 }
@@ -93,7 +95,7 @@ impl Ingest {
     }
 
     fn refuse(&self, source: &'static str, reason: &str, why: String) -> Busy {
-        self.metrics.refused(source, reason);
+        self.count_refused(source, reason);
         tracing::warn!(target: "teelog::ship", "{source}: request refused ({reason}): {why}");
         Busy(why)
     }
@@ -153,7 +155,7 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Byt
         Some("application/x-protobuf") => Encoding::Protobuf,
         Some("application/json") => Encoding::Json,
         _ => {
-            ingest.metrics.refused(SOURCE, "content_type");
+            ingest.count_refused(SOURCE, "content_type");
             let message = format!(
                 "Content-Type {content_type:?} is not supported: send application/x-protobuf or application/json"
             );
@@ -165,12 +167,12 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Byt
         Some(b"gzip") => match gunzip(&body, ingest.max_request_bytes) {
             Ok(body) => body,
             Err(message) => {
-                ingest.metrics.refused(SOURCE, "bad_body");
+                ingest.count_refused(SOURCE, "bad_body");
                 return error(encoding, StatusCode::BAD_REQUEST, 3, message);
             }
         },
         Some(other) => {
-            ingest.metrics.refused(SOURCE, "content_encoding");
+            ingest.count_refused(SOURCE, "content_encoding");
             let message = format!(
                 "Content-Encoding {:?} is not supported: use gzip or none",
                 String::from_utf8_lossy(other)
@@ -185,7 +187,7 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Byt
     let request = match request {
         Ok(request) => request,
         Err(e) => {
-            ingest.metrics.refused(SOURCE, "bad_body");
+            ingest.count_refused(SOURCE, "bad_body");
             tracing::warn!(target: "teelog::ship", "{SOURCE}: request refused: {e}");
             return error(encoding, StatusCode::BAD_REQUEST, 3, e.to_string());
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use teelog_core::{Origin, PublicKey, Report, SigAlg, Verifier, VerifyOptions};
 use teelog_identity::{Identity, Provider};
-use teelog_ship::metrics::Metrics;
+use teelog_ship::metrics::ShipMetrics;
 use teelog_ship::pipeline::{Pipeline, PipelineOptions};
 use teelog_ship::{Output, StreamSigner};
 use teelog_store::{Store, StoreOptions};
@@ -25,7 +25,7 @@ pub fn start(
     provider: Provider<'_>,
     stream: &str,
     options: PipelineOptions,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ShipMetrics>,
 ) -> (Spool, Pipeline) {
     let dir = tempfile::tempdir().unwrap();
     let (id_dir, spool_dir) = (dir.path().join("id"), dir.path().join("spool"));

@@ -1,22 +1,41 @@
-//! Sinks that deliver over the network: Grafana Loki's push API ([`loki`]), OTLP/HTTP ([`otlp`])
-//! and a gateway's relay listener ([`relay`]).
+//! The sinks a spool is delivered to: another embedded store ([`StoreSink`]), and over the
+//! network Grafana Loki's push API ([`loki`]), OTLP/HTTP ([`otlp`]) and a gateway's relay
+//! listener ([`relay`]). [`open`] makes the one a configuration names.
 //!
-//! Both send a chunk in several requests. [`Progress`] remembers which were confirmed, so that a
-//! retry of the chunk resumes after them rather than sending them again, and collects what the
-//! far end refused for good, so that the rest of the chunk is still sent before the refusals
-//! are reported.
+//! The network sinks send a chunk in several requests. Each remembers which were confirmed
+//! (`Progress`), so that a retry of the chunk resumes after them rather than sending them again,
+//! and collects what the far end refused for good, so that the rest of the chunk is still sent
+//! before the refusals are reported.
 
 use std::time::Duration;
 
 use teelog_loki::RetryAfter;
 use teelog_store::reader::Position;
 
-use crate::delivery::{Delivery, SinkError};
-use crate::signer::now;
+use crate::clock::now;
+use crate::config::SinkConfig;
+use crate::delivery::{Delivery, Sink, SinkError, StoreSink};
 
 pub mod loki;
 pub mod otlp;
 pub mod relay;
+
+/// Opens the sink `config` describes, for the spool of `stream` (None for a spool of many
+/// streams, whose entries name theirs, as the gateway's does).
+pub fn open(config: &SinkConfig, stream: Option<&str>) -> Result<Box<dyn Sink>, String> {
+    match config {
+        SinkConfig::Store { dir, .. } => Ok(Box::new(
+            StoreSink::open(dir, teelog_store::DEFAULT_SEGMENT_BYTES).map_err(|e| e.to_string())?,
+        )),
+        SinkConfig::Loki(loki) => Ok(Box::new(loki::LokiSink::open(loki, stream)?)),
+        SinkConfig::Otlp(otlp) => Ok(Box::new(otlp::OtlpSink::open(otlp)?)),
+        SinkConfig::Relay(relay) => {
+            let stream =
+                stream.ok_or("a relay sink forwards one shipper's stream; a gateway cannot relay")?;
+            Ok(Box::new(relay::RelaySink::open(relay, stream)?))
+        }
+    }
+}
 
 /// At most this many refusals are spelled out in one error; the rest are counted.
 const REFUSALS_SHOWN: usize = 3;

@@ -2,8 +2,6 @@
 //! and compared byte for byte with the signed spool lines, and the servers' answers (retry,
 //! refusal, partial success) are followed through `delivery::run` to the cursor.
 
-mod common;
-
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,28 +10,33 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use prost::Message;
-use teelog_core::batch::ParsedBatch;
-use teelog_identity::Provider;
+use teelog_attest::dev::{self, DevClaims};
+use teelog_core::batch::{attestation_line, ParsedBatch};
+use teelog_core::merkle::sha256;
+use teelog_core::{BatchBuilder, ChainHead, SigAlg, SoftwareKey, SoftwareSigner};
+use teelog_deliver::config::{LokiSinkConfig, OtlpSinkConfig};
+use teelog_deliver::delivery::{self, Delivery, Sink};
+use teelog_deliver::metrics::Metrics;
+use teelog_deliver::sinks::loki::LokiSink;
+use teelog_deliver::sinks::otlp::OtlpSink;
+use teelog_deliver::spool::SpoolState;
 use teelog_loki::rebuild_batch_line;
 use teelog_loki::PushRequest;
 use teelog_otlp::common::any_value::Value;
 use teelog_otlp::common::KeyValue;
 use teelog_otlp::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
-use teelog_ship::config::{LokiSinkConfig, OtlpSinkConfig};
-use teelog_ship::delivery::{self, Delivery, Sink};
-use teelog_ship::metrics::Metrics;
-use teelog_ship::pipeline::{Origin, PipelineOptions, RecordBuf, Shared};
-use teelog_ship::sinks::loki::LokiSink;
-use teelog_ship::sinks::otlp::OtlpSink;
 use teelog_store::reader::{self, Chunk, Position};
+use teelog_store::{Store, StoreOptions};
 use tokio::sync::watch;
 
 const STREAM: &str = "app";
+/// 2026-12-01T00:00:00Z: batches are sealed a second apart from here.
+const SEALED_FROM: i64 = 1_796_083_200_000_000_000;
 
-/// A spool holding an attestation line and signed batches, its signer closed.
+/// A spool holding an attestation line and signed batches, as a shipper's signer writes it.
 struct Signed {
-    _spool: common::Spool,
-    shared: Arc<Shared>,
+    _dir: tempfile::TempDir,
+    spool: Arc<SpoolState>,
     /// Every spool line, with its newline.
     lines: Vec<Vec<u8>>,
     end: Position,
@@ -41,35 +44,44 @@ struct Signed {
 }
 
 impl Signed {
-    /// One batch per element of `batches`.
-    async fn new(batches: &[Vec<String>]) -> Self {
-        // A dev identity, so that the spool starts with an attestation document line.
+    /// One batch per element of `batches`, signed by a key that a dev attestation document
+    /// binds, the document's line first.
+    fn new(batches: &[Vec<String>]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("spool"), StoreOptions::default()).unwrap();
+        let key =
+            SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap())
+                .unwrap();
         let pcrs = BTreeMap::from([(0, vec![0x11; 48])]);
-        let options = PipelineOptions { heartbeat: None, keep_spool: true, ..PipelineOptions::default() };
-        let (spool, pipeline) = common::start(
-            Provider::Dev { pcrs, previous_head: None },
-            STREAM,
-            options,
-            Arc::new(Metrics::default()),
-        );
-        let submitter = pipeline.submitter();
-        for batch in batches {
-            let mut records = RecordBuf::default();
+        let claims = DevClaims {
+            module_id: "sinks-test",
+            timestamp_ms: u64::try_from(SEALED_FROM / 1_000_000).unwrap(),
+            pcrs: &pcrs,
+            bound_key: key.public(),
+            nonce: None,
+        };
+        let document = dev::issue(&claims).unwrap().document;
+        store.append(&attestation_line(&document)).unwrap();
+        let signer = SoftwareSigner::new(key, None).with_attestation(hex::encode(sha256(&document)));
+        let mut head = ChainHead::new_epoch(STREAM, None);
+        let mut line = Vec::new();
+        for (i, batch) in batches.iter().enumerate() {
+            let sealed_at = SEALED_FROM + i as i64 * 1_000_000_000;
+            let mut builder = BatchBuilder::new();
             for record in batch {
-                records.push(record.as_bytes());
+                builder.push_input(record.as_bytes(), &|| sealed_at).unwrap();
             }
-            let receipt = submitter.submit(records, Origin::named("test")).await.unwrap();
-            assert_eq!(receipt.accepted, batch.len() as u64);
+            line.clear();
+            builder.seal(&mut head, &signer, sealed_at, &mut line).unwrap();
+            store.append(&line).unwrap();
         }
-        drop(submitter);
-        let shared = pipeline.shared().clone();
-        tokio::task::spawn_blocking(move || pipeline.close()).await.unwrap().unwrap();
-        let end = *shared.spool.written().borrow();
-        let chunk = reader::read_lines(shared.spool.dir(), Position::default(), end, usize::MAX).unwrap();
+        let end = store.position();
+        let spool = Arc::new(SpoolState::new(store.dir().to_path_buf(), end, Arc::new(Metrics::default())));
+        let chunk = reader::read_lines(spool.dir(), Position::default(), end, usize::MAX).unwrap();
         let lines: Vec<Vec<u8>> = chunk.lines().map(<[u8]>::to_vec).collect();
         assert!(lines[0].starts_with(b"{\"v\":1,\"attestation\":"), "{}", String::from_utf8_lossy(&lines[0]));
-        assert_eq!(lines.len(), batches.len() + 1, "one batch per submission");
-        Self { _spool: spool, shared, lines, end, chunk }
+        assert_eq!(lines.len(), batches.len() + 1, "one line per batch");
+        Self { _dir: dir, spool, lines, end, chunk }
     }
 
     fn batch_lines(&self) -> impl Iterator<Item = &[u8]> {
@@ -83,18 +95,18 @@ impl Signed {
 
     /// Runs delivery to `sink` until everything is delivered (or refused) and checks the cursor.
     async fn deliver(&self, name: &str, sink: Box<dyn Sink>) {
-        let cursor = delivery::register(&self.shared.spool, name);
+        let cursor = delivery::register(&self.spool, name);
         let (_stop_tx, stop) = watch::channel(true);
-        let run = delivery::run(name.into(), sink, cursor, self.shared.spool.clone(), delivery::plain, stop);
+        let run = delivery::run(name.into(), sink, cursor, self.spool.clone(), delivery::plain, stop);
         tokio::time::timeout(Duration::from_secs(60), run).await.expect("delivery ends");
-        let path = self.shared.spool.dir().join("cursors").join(format!("{name}.json"));
+        let path = self.spool.dir().join("cursors").join(format!("{name}.json"));
         let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         assert_eq!(saved["segment"], self.end.segment);
         assert_eq!(saved["offset"], self.end.offset, "the cursor moved past every line");
     }
 
     fn metric(&self, line: &str) -> bool {
-        self.shared.metrics.render().lines().any(|l| l == line)
+        self.spool.metrics.render().lines().any(|l| l == line)
     }
 }
 
@@ -230,12 +242,12 @@ fn check_loki_entries(signed: &Signed, pushes: &[PushRequest]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_gets_every_line_byte_for_byte() {
-    let signed = Signed::new(&records(3, 4)).await;
+    let signed = Signed::new(&records(3, 4));
     let (fake, url) = Fake::start("/loki/api/v1/push", Answer::status(204), vec![]).await;
     // A stale reading from before: delivery must bring the gauge down to what is left.
-    signed.shared.metrics.spool_bytes.store(12_345, std::sync::atomic::Ordering::Relaxed);
+    signed.spool.metrics.spool_bytes.store(12_345, std::sync::atomic::Ordering::Relaxed);
     signed.deliver("loki", Box::new(loki_sink(&url))).await;
-    assert!(signed.metric("teelog_spool_bytes 0"), "{}", signed.shared.metrics.render());
+    assert!(signed.metric("teelog_spool_bytes 0"), "{}", signed.spool.metrics.render());
     assert!(signed.metric(r#"teelog_sink_lag_bytes{sink="loki"} 0"#));
 
     let requests = fake.requests();
@@ -253,7 +265,7 @@ async fn loki_gets_every_line_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_429_then_500_are_retried_until_delivered() {
-    let signed = Signed::new(&records(2, 3)).await;
+    let signed = Signed::new(&records(2, 3));
     let too_many = Answer {
         status: 429,
         headers: vec![("retry-after", "1".into())],
@@ -279,7 +291,7 @@ async fn loki_429_then_500_are_retried_until_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_refusals_are_permanent_and_delivery_moves_on() {
-    let signed = Signed::new(&records(2, 3)).await;
+    let signed = Signed::new(&records(2, 3));
     // Loki 3.4.6's answer when one entry of the push is older than reject_old_samples_max_age:
     // it lists the refused entries without a total, and stores the others (here 8 of 9).
     let partial = "entry for stream '{job=\"teelog\", teelog_kind=\"batch\"}' has timestamp too old: \
@@ -313,7 +325,7 @@ async fn loki_refusals_are_permanent_and_delivery_moves_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_unreachable_is_retryable() {
-    let signed = Signed::new(&records(1, 1)).await;
+    let signed = Signed::new(&records(1, 1));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
@@ -327,7 +339,7 @@ async fn a_retry_resumes_after_the_pushes_already_confirmed() {
     // Records of 200 kB: the chunk needs several pushes of at most 1 MiB.
     let big: Vec<Vec<String>> =
         (0..6).map(|b| vec![format!(r#"{{"message":"{}","b":{b}}}"#, "x".repeat(200_000))]).collect();
-    let signed = Signed::new(&big).await;
+    let signed = Signed::new(&big);
     let script = vec![Answer::status(204), Answer::with_body(503, "busy")];
     let (fake, url) = Fake::start("/loki/api/v1/push", Answer::status(204), script).await;
     signed.deliver("loki", Box::new(loki_sink(&url))).await;
@@ -403,7 +415,7 @@ fn check_otlp_request(request: &ExportLogsServiceRequest, line: &[u8]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_exports_each_batch_with_audit_attributes() {
-    let signed = Signed::new(&records(3, 2)).await;
+    let signed = Signed::new(&records(3, 2));
     let partial = ExportLogsServiceResponse {
         partial_success: Some(ExportLogsPartialSuccess {
             rejected_log_records: 2,
@@ -444,7 +456,7 @@ struct RpcStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_answers_are_classified_as_the_spec_says() {
-    let signed = Signed::new(&records(1, 1)).await;
+    let signed = Signed::new(&records(1, 1));
     let chunk = signed.delivery();
     let status = RpcStatus { code: 3, message: "log record too large".into() };
     let refused = Answer {

@@ -94,7 +94,7 @@ impl RelaySink {
         connection.socket.write_all(&self.hello.opening()).await.map_err(|e| unreachable(e.to_string()))?;
         match connection.reply(self.timeout, &self.address).await? {
             ServerMessage::Welcome(gateway) => {
-                tracing::info!(target: "teelog::ship", "relay: connected to {gateway} at {}", self.address);
+                tracing::info!(target: "teelog::deliver", "relay: connected to {gateway} at {}", self.address);
                 Ok(connection)
             }
             other => Err(unexpected(&self.address, &other)),

@@ -1,5 +1,7 @@
-//! Sample audit records in the shape of the seed's example, for the quickstart and the bench:
-//! as NDJSON lines, and as the same records in an OTLP request.
+//! Sample audit records in the shape of the seed's example, for `teelog quickstart` and
+//! `teelog-bench`: as NDJSON lines, and as the same records in an OTLP request. Record `i` is
+//! the same in every run, so that runs are comparable.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 

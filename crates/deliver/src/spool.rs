@@ -1,6 +1,7 @@
-//! What a spool's writer shares with the sinks that read it: where its durable end is, and where
-//! each sink's delivery stands (for retention and the spool's bound). The shipper's signer and
-//! the gateway both write spools that [`crate::delivery`] follows.
+//! What a spool's writer shares with the sinks that read it: where its durable end is, where
+//! each sink's delivery stands (for retention and the spool's bound), and the delivery's
+//! metrics. The shipper's signer and the gateway both write spools that [`crate::delivery`]
+//! follows.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,60 +1,47 @@
-//! `teelog bench`: end-to-end sign, verify, ship and gateway on generated records, next to SHA-256 over
-//! the same bytes measured in the same run, with each phase's peak RSS and CPU time.
+//! `teelog-bench`: the `teelog` binary end to end (sign, verify, ship, gateway) on generated
+//! records, each phase a child process, next to SHA-256 over the same bytes measured in the same
+//! run, with each child's peak RSS and CPU time as the kernel accounts them when it is reaped.
+// The one exception, `wait4`, says why it is sound where it is allowed.
+#![deny(unsafe_code)]
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use clap::Parser;
 use teelog_store::lines::{Line, LineReader};
 
-const REPORT_ENV: &str = "TEELOG_REPORT_RESOURCES";
-const PEAK_RSS_PREFIX: &str = "teelog-peak-rss-kib: ";
-const CPU_PREFIX: &str = "teelog-cpu-ns: ";
-
-#[derive(clap::Args, Clone)]
-pub struct BenchArgs {
+/// Measures the teelog binary end to end against SHA-256 over the same records (docs/PERFORMANCE.md).
+#[derive(Parser, Clone)]
+#[command(name = "teelog-bench", version, about)]
+struct BenchArgs {
+    /// The teelog binary to measure (default: the `teelog` beside this program, as cargo builds
+    /// them).
+    #[arg(long, value_name = "PATH")]
+    teelog: Option<PathBuf>,
     #[arg(long, default_value_t = 1_000_000)]
-    pub records: u64,
+    records: u64,
     #[arg(long, default_value_t = 200)]
-    pub record_bytes: usize,
+    record_bytes: usize,
     #[arg(long, default_value_t = 4096)]
-    pub batch_size: u64,
+    batch_size: u64,
     /// Runs of each phase; the median is reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    pub runs: u32,
+    runs: u32,
     /// Records per OTLP/HTTP request in the ship phase.
     #[arg(long, default_value_t = 1000)]
-    pub otlp_request_records: u64,
+    otlp_request_records: u64,
     /// Concurrent OTLP/HTTP clients in the ship phase.
     #[arg(long, default_value_t = 4)]
-    pub otlp_clients: u64,
+    otlp_clients: u64,
     /// Scratch directory (default: a new one under the system temp dir, removed afterwards).
     #[arg(long)]
-    pub dir: Option<PathBuf>,
-}
-
-/// Called at exit: when the bench runs us as a child, tell it our peak RSS and CPU time.
-pub fn report_resources() {
-    if std::env::var_os(REPORT_ENV).is_none() {
-        return;
-    }
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if let Some(kib) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-        eprintln!("{PEAK_RSS_PREFIX}{}", kib.trim().trim_end_matches(" kB"));
-    }
-    // utime and stime (fields 14 and 15, after the parenthesised name) count every thread the
-    // process ever had, in USER_HZ ticks, which Linux fixes at 100 per second in /proc.
-    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: Option<u64> =
-        after_name.split_whitespace().skip(11).take(2).map(|t| t.parse::<u64>().ok()).sum();
-    if let Some(ticks) = ticks {
-        eprintln!("{CPU_PREFIX}{}", ticks * 10_000_000);
-    }
+    dir: Option<PathBuf>,
 }
 
 /// One run of a phase.
@@ -65,7 +52,35 @@ struct Run {
     peak_rss_kib: Option<u64>,
 }
 
-pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
+    let args = BenchArgs::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("teelog-bench: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The binary to measure: `--teelog`, or the `teelog` beside this program.
+fn teelog_binary(args: &BenchArgs) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &args.teelog {
+        return Ok(path.clone());
+    }
+    let bench = std::env::current_exe().context("cannot find this program's own path")?;
+    let beside = bench.with_file_name(format!("teelog{}", std::env::consts::EXE_SUFFIX));
+    if !beside.is_file() {
+        bail!(
+            "no teelog binary at {}: build it with `cargo build --release --bin teelog --bin teelog-bench`, or give --teelog PATH",
+            beside.display()
+        );
+    }
+    Ok(beside)
+}
+
+fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let exe = teelog_binary(args)?;
     let (dir, remove) = match &args.dir {
         Some(d) => (d.clone(), false),
         None => (std::env::temp_dir().join(format!("teelog-bench-{}", std::process::id())), true),
@@ -74,25 +89,24 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         bail!("{} already exists", dir.display());
     }
     fs::create_dir_all(&dir)?;
-    let result = bench_in(args, &dir);
+    let result = bench_in(args, &exe, &dir);
     if remove {
         let _ = fs::remove_dir_all(&dir);
     }
     result
 }
 
-fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
     let input = dir.join("records.ndjson");
     let mut out = BufWriter::new(File::create(&input)?);
-    crate::sample::write_records(&mut out, args.records, args.record_bytes)?;
+    teelog_sample::write_records(&mut out, args.records, args.record_bytes)?;
     // Written back now, so that the kernel is not flushing it while sign runs.
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     let input_bytes = fs::metadata(&input)?.len();
 
-    let exe = std::env::current_exe().context("cannot find the teelog executable")?;
     let identity = dir.join("identity");
     let store = dir.join("store");
-    run_child(&exe, &["keygen", "--out", &s(&identity)], None)?;
+    run_child(exe, &["keygen", "--out", &s(&identity)], None)?;
     let batch_size = args.batch_size.to_string();
     let mut baseline = Vec::new();
     let mut sign = Vec::new();
@@ -118,20 +132,20 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
             "--batch-size",
             &batch_size,
         ];
-        sign.push(run_child(&exe, &sign_args, Some(&input))?);
+        sign.push(run_child(exe, &sign_args, Some(&input))?);
         let verify_args =
             ["verify", "--store", &s(&store), "--pubkey", &s(&identity.join("public-key.pem")), "--json"];
-        verify.push(run_child(&exe, &verify_args, None)?);
+        verify.push(run_child(exe, &verify_args, None)?);
 
         let spool = dir.join(format!("spool-{run}"));
         let ship_args = ship_args(&identity, &spool, &batch_size);
         let mut stdin_args: Vec<&str> = ship_args.iter().map(String::as_str).collect();
         stdin_args.push("--stdin");
-        ship_stdin.push(run_child(&exe, &stdin_args, Some(&input))?);
+        ship_stdin.push(run_child(exe, &stdin_args, Some(&input))?);
         fs::remove_dir_all(&spool)?;
-        ship_otlp.push(ship_otlp_run(&exe, &ship_args, args)?);
+        ship_otlp.push(ship_otlp_run(exe, &ship_args, args)?);
         fs::remove_dir_all(&spool)?;
-        gateway.push(gateway_run(&exe, dir, &identity, &store)?);
+        gateway.push(gateway_run(exe, dir, &identity, &store)?);
     }
     let baseline =
         median(&baseline.iter().map(|&wall| Run { wall, cpu: None, peak_rss_kib: None }).collect::<Vec<_>>());
@@ -139,7 +153,7 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let n = args.records as f64;
     let mb = input_bytes as f64 / 1e6;
     println!(
-        "teelog bench: {} records, {:.1} MB ({} bytes/record), batch size {}, median of {} runs",
+        "teelog-bench: {} records, {:.1} MB ({} bytes/record), batch size {}, median of {} runs",
         args.records,
         mb,
         input_bytes / args.records.max(1),
@@ -180,7 +194,7 @@ fn bench_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
             rss
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// `teelog ship` into a fresh spool that keeps everything (an embedded store), without
@@ -200,7 +214,7 @@ fn ship_otlp_run(exe: &Path, ship_args: &[String], args: &BenchArgs) -> anyhow::
     // A few distinct bodies, sent in turn: encoding is the client's cost, not the daemon's.
     let bodies: Vec<Vec<u8>> = (0..16)
         .map(|k| {
-            let request = crate::sample::otlp_request(
+            let request = teelog_sample::otlp_request(
                 k * args.otlp_request_records,
                 args.otlp_request_records,
                 args.record_bytes,
@@ -249,7 +263,7 @@ impl PinnedDaemon {
     /// Starts `teelog ARGS` and waits until its `listener` is listening.
     fn start(exe: &Path, args: &[String], listener: &str) -> anyhow::Result<Self> {
         let mut cmd = on_one_core(exe);
-        cmd.args(args).env(REPORT_ENV, "1").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("cannot run teelog {}", args[0]))?;
         let mut stderr = BufReader::new(child.stderr.take().context("no stderr")?);
         let mut log = String::new();
@@ -257,7 +271,7 @@ impl PinnedDaemon {
         let addr: SocketAddr = loop {
             let mut line = String::new();
             if stderr.read_line(&mut line)? == 0 {
-                let _ = child.wait();
+                let _ = reap(child);
                 bail!("teelog {} ended before listening: {log}", args[0]);
             }
             if let Some(addr) = line.split(&mark).nth(1) {
@@ -274,14 +288,14 @@ impl PinnedDaemon {
     }
 
     /// Stops it with SIGTERM; the run took `wall` seconds.
-    fn stop(mut self, wall: f64) -> anyhow::Result<Run> {
+    fn stop(self, wall: f64) -> anyhow::Result<Run> {
         let terminated = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
-        let status = self.child.wait()?;
+        let (status, usage) = reap(self.child)?;
         let stderr = self.drain.join().unwrap_or_default();
         if !terminated.success() || !status.success() {
             bail!("the daemon failed ({status}): {stderr}");
         }
-        Ok(Run { wall, ..resources(&stderr) })
+        Ok(Run { wall, cpu: Some(usage.cpu), peak_rss_kib: Some(usage.peak_rss_kib) })
     }
 }
 
@@ -428,22 +442,62 @@ fn on_one_core(exe: &Path) -> Command {
 /// Runs `teelog ARGS [< stdin]` on one core and measures it.
 fn run_child(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<Run> {
     let mut cmd = on_one_core(exe);
-    cmd.args(args).env(REPORT_ENV, "1").stdout(Stdio::null()).stderr(Stdio::piped());
-    if let Some(path) = stdin {
-        cmd.stdin(File::open(path)?);
-    }
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    match stdin {
+        Some(path) => cmd.stdin(File::open(path)?),
+        None => cmd.stdin(Stdio::null()),
+    };
     let start = Instant::now();
-    let output = cmd.output().with_context(|| format!("cannot run teelog {}", args[0]))?;
+    let mut child = cmd.spawn().with_context(|| format!("cannot run teelog {}", args[0]))?;
+    let mut stderr = String::new();
+    // Read to its end, which comes when the child exits: only then is it reaped.
+    child.stderr.take().context("no stderr")?.read_to_string(&mut stderr)?;
+    let (status, usage) = reap(child)?;
     let wall = start.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        bail!("teelog {} failed ({}): {stderr}", args[0], output.status);
+    if !status.success() {
+        bail!("teelog {} failed ({status}): {stderr}", args[0]);
     }
-    Ok(Run { wall, ..resources(&stderr) })
+    Ok(Run { wall, cpu: Some(usage.cpu), peak_rss_kib: Some(usage.peak_rss_kib) })
 }
 
-/// The CPU time and peak RSS a child reported on its stderr.
-fn resources(stderr: &str) -> Run {
-    let field = |prefix: &str| stderr.lines().find_map(|l| l.strip_prefix(prefix)?.parse::<u64>().ok());
-    Run { wall: 0.0, cpu: field(CPU_PREFIX).map(|ns| ns as f64 / 1e9), peak_rss_kib: field(PEAK_RSS_PREFIX) }
+/// What a child used, as the kernel accounted it when the child was reaped.
+struct Usage {
+    /// User and system CPU seconds of all its threads.
+    cpu: f64,
+    /// Its peak resident set (Linux counts `ru_maxrss` in KiB). Under `taskset`, which execs
+    /// teelog in the same process, it is teelog's, taskset's own being far smaller.
+    peak_rss_kib: u64,
+}
+
+/// Waits for `child` to end and reaps it, with what it used. `std::process::Child::wait` gives
+/// only the status, and `/proc/<pid>` is gone by the time a child can be seen to have ended, so
+/// the child is reaped with `wait4`, which returns the status and the usage together. `child`
+/// is consumed: std must not wait for it again.
+fn reap(child: Child) -> anyhow::Result<(ExitStatus, Usage)> {
+    let pid = libc::pid_t::try_from(child.id()).context("a child's pid out of range")?;
+    let mut status: libc::c_int = 0;
+    loop {
+        #[allow(unsafe_code)]
+        // SAFETY: `libc::rusage` is integers and `timeval`s of integers, for which all-zero
+        // bytes are a valid value; `wait4` writes only into `status` and `usage`, both live
+        // locals of the right types, and keeps neither pointer past the call. `pid` is our own
+        // child, not yet reaped (std reaps only in `wait`, `try_wait` and `output`, which are
+        // not called on it).
+        let (reaped, usage) = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            (libc::wait4(pid, &mut status, 0, &mut usage), usage)
+        };
+        if reaped == pid {
+            let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            let usage = Usage {
+                cpu: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+                peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+            };
+            return Ok((ExitStatus::from_raw(status), usage));
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error).with_context(|| format!("cannot wait for child {pid}"));
+        }
+    }
 }

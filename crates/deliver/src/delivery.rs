@@ -1,5 +1,7 @@
 //! Delivery: each sink follows the spool from its own durable cursor, retrying until the sink
-//! confirms, so a sink that is down only falls behind and catches up later.
+//! confirms, so a sink that is down only falls behind and catches up later. The shipper's spool
+//! holds bare lines ([`plain`]); the gateway's carry its verdict on each, which it decodes
+//! itself.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -148,7 +150,7 @@ fn save_cursor(path: &Path, at: Position) -> Result<(), SinkError> {
 
 /// Writes a saved position (a sink's cursor, a followed file's offset) in the spool, making its
 /// directory on first use.
-pub(crate) fn save_position(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
+pub fn save_position(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
     }
@@ -194,7 +196,7 @@ pub async fn run(
             {
                 Ok(Ok(chunk)) => chunk,
                 Ok(Err(e)) => {
-                    tracing::error!(target: "teelog::ship", sink = %name, "cannot read the spool: {e}");
+                    tracing::error!(target: "teelog::deliver", sink = %name, "cannot read the spool: {e}");
                     metrics.sink_error(&name, "spool_read");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
@@ -212,7 +214,7 @@ pub async fn run(
                 Err(e) if e.retryable => {
                     // The sink's own Retry-After is honoured, up to the longest backoff.
                     let wait = e.retry_after.map_or(backoff, |asked| asked.max(backoff)).min(MAX_BACKOFF);
-                    tracing::warn!(target: "teelog::ship", sink = %name, "delivery failed, retrying in {wait:?}: {e}");
+                    tracing::warn!(target: "teelog::deliver", sink = %name, "delivery failed, retrying in {wait:?}: {e}");
                     metrics.sink_error(&name, &e.kind);
                     if *stop.borrow() && backoff >= MAX_BACKOFF {
                         // Shutting down with the sink still unreachable: what is left stays in
@@ -225,7 +227,7 @@ pub async fn run(
                 Err(e) => {
                     // The sink refused these lines for good (e.g. Loki's 400): retrying would
                     // never succeed. They stay in the spool only if it is kept.
-                    tracing::error!(target: "teelog::ship", sink = %name, "sink refused lines at {from}: {e}");
+                    tracing::error!(target: "teelog::deliver", sink = %name, "sink refused lines at {from}: {e}");
                     metrics.sink_error(&name, &e.kind);
                     break;
                 }
@@ -235,7 +237,7 @@ pub async fn run(
         let path = cursor_file.clone();
         let saved = tokio::task::spawn_blocking(move || save_cursor(&path, cursor)).await;
         if let Ok(Err(e)) = saved {
-            tracing::warn!(target: "teelog::ship", sink = %name, "cannot save the cursor: {e}");
+            tracing::warn!(target: "teelog::deliver", sink = %name, "cannot save the cursor: {e}");
         }
         shared.reader_at(&name, cursor);
         let dir = shared.dir().to_path_buf();

@@ -11,9 +11,9 @@ use teelog_loki::{
 };
 
 use super::{http_kind, is_attestation_line, retry_delay, Progress};
+use crate::clock::now;
 use crate::config::LokiSinkConfig;
 use crate::delivery::{Delivery, Entry, Sink, SinkError};
-use crate::signer::now;
 
 /// Bytes of spool lines per push: well under Loki's default ingestion burst (6 MB) and gRPC
 /// message limits, whatever the chunk size.

@@ -1,0 +1,65 @@
+//! `teelog-bench` on a few records against the `teelog` binary built beside it (as
+//! `cargo nextest run --workspace` builds both): every phase runs, and each child's CPU time and
+//! peak RSS are measured from outside it.
+
+use std::process::Command;
+
+const PHASES: [&str; 5] = [
+    "sign (stdin → store)",
+    "verify (store)",
+    "ship (stdin → spool)",
+    "ship (OTLP/HTTP → spool)",
+    "gateway (relay → spool)",
+];
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_teelog-bench")).args(args).output().expect("teelog-bench runs")
+}
+
+#[test]
+fn every_phase_is_measured_from_outside_the_child() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("bench");
+    let output = bench(&[
+        "--records",
+        "2000",
+        "--runs",
+        "1",
+        "--otlp-request-records",
+        "250",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("teelog-bench: 2000 records"), "{stdout}");
+    for phase in PHASES {
+        let row =
+            stdout.lines().find_map(|l| l.strip_prefix(phase)).unwrap_or_else(|| panic!("{phase}: {stdout}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        // records/s, records/cpu-s, MB/s, vs SHA-256, peak RSS in MiB.
+        let [per_second, per_cpu_second, _, _, rss, "MiB"] = cells.as_slice() else {
+            panic!("{phase}: {row}")
+        };
+        let number =
+            |cell: &str| cell.parse::<f64>().unwrap_or_else(|_| panic!("{phase}: {cell:?} in {row}"));
+        assert!(number(per_second) > 0.0, "{row}");
+        // Finite: the child's CPU time was measured, and was not zero.
+        assert!(number(per_cpu_second) > 0.0 && number(per_cpu_second).is_finite(), "{row}");
+        // The child's own peak, not the bench's nor a sum: a few MiB, never hundreds.
+        let rss = number(rss);
+        assert!((1.0..500.0).contains(&rss), "{phase}: peak RSS {rss} MiB");
+    }
+}
+
+#[test]
+fn a_binary_that_is_not_teelog_fails_with_what_it_ran() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("bench");
+    let output =
+        bench(&["--teelog", "/bin/false", "--records", "10", "--runs", "1", "--dir", dir.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("teelog-bench: error: teelog keygen failed"), "{stderr}");
+}
