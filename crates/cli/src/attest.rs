@@ -1,7 +1,6 @@
 //! `teelog attest verify`: check one attestation document offline and show what it proves.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -9,16 +8,14 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use teelog_attest::nitro::{NitroDocument, NitroVerified};
 use teelog_attest::snp::{AmdChain, SnpReport, SnpVerified, REPORT_LEN};
-use teelog_attest::tcb::{
-    CollateralFiles, TcbEvaluation, TcbPolicy, TcbStatus, TdxCollateral, MAX_COLLATERAL_JSON_BYTES,
-    MAX_CRL_BYTES, MAX_ISSUER_CHAIN_BYTES,
-};
+use teelog_attest::tcb::{TcbEvaluation, TcbPolicy, TcbStatus, TdxCollateral};
 use teelog_attest::tdx::{TdxQuote, TdxVerified};
 use teelog_attest::tpm::bundle::{TpmBundle, TpmBundleVerified};
-use teelog_attest::{decode_document, AttestError, TrustRoot};
+use teelog_attest::{decode_document, AttestError};
 use teelog_core::timestamp::{format_rfc3339, parse_rfc3339};
 use teelog_core::verify::TrustBasis;
 use teelog_core::PublicKey;
+use teelog_trust::CollateralDir;
 
 #[derive(clap::Subcommand, Clone)]
 pub enum AttestCommand {
@@ -100,19 +97,16 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
         bail!("--collateral is Intel's TCB collateral, for TDX quotes only");
     }
     let key = match &args.key {
-        Some(path) => Some(PublicKey::from_pem(&read(path)?).with_context(|| path.display().to_string())?),
+        Some(path) => Some(teelog_trust::public_key(path)?),
         None => None,
     };
     let report = if raw.len() == REPORT_LEN {
         let Some(vcek_path) = &args.vcek else {
             bail!("this looks like an SEV-SNP report: give the chip's VCEK with --vcek");
         };
-        let vcek = read(vcek_path)?;
-        let vcek = rustls_pki_types::pem::PemObject::from_pem_slice(&vcek)
-            .map(|c: rustls_pki_types::CertificateDer<'_>| c.to_vec())
-            .unwrap_or(vcek);
+        let vcek = teelog_trust::certificate(vcek_path)?;
         let chain = match &args.amd_chain {
-            Some(path) => AmdChain::from_pem(&read(path)?).with_context(|| path.display().to_string())?,
+            Some(path) => teelog_trust::amd_chain(path)?,
             None => AmdChain::milan()?,
         };
         let outcome = SnpReport::parse(&raw)
@@ -121,7 +115,7 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
     } else if raw.starts_with(&TDX_V4_PREFIX) {
         let root = teelog_attest::tdx::intel_sgx_root()?;
         let at = at.unwrap_or_else(now_seconds);
-        let collateral = args.collateral.as_deref().map(Collateral::read).transpose()?;
+        let collateral = args.collateral.as_deref().map(CollateralDir::read).transpose()?;
         let policy =
             TcbPolicy { allow_out_of_date: args.allow_outdated_tcb, allow_revoked: args.allow_revoked_tcb };
         let outcome =
@@ -135,7 +129,7 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
             });
         Report::tdx(&outcome)
     } else {
-        let roots = trust_roots(&args.trust_root)?;
+        let roots = teelog_trust::trust_roots(&args.trust_root)?;
         let bytes = decode_document(&raw);
         if bytes.as_ref().is_ok_and(|b| b.first().is_some_and(|&f| teelog_attest::is_cbor_map(f))) {
             let at = at.unwrap_or_else(now_seconds);
@@ -160,75 +154,9 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
     Ok(if report.verified { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// Intel's collateral as saved from the PCS into one directory.
-struct Collateral {
-    tcb_info: Vec<u8>,
-    tcb_info_issuer_chain: Vec<u8>,
-    qe_identity: Vec<u8>,
-    qe_identity_issuer_chain: Vec<u8>,
-    pck_crl: Option<Vec<u8>>,
-    root_ca_crl: Option<Vec<u8>>,
-}
-
-impl Collateral {
-    fn read(dir: &Path) -> anyhow::Result<Self> {
-        // The file `name` if it exists; at most one byte over `max`, so that a huge file is
-        // refused by size without being read whole.
-        let optional = |name: &str, max: usize| -> anyhow::Result<Option<Vec<u8>>> {
-            let path = dir.join(name);
-            let file = match std::fs::File::open(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                file => file.with_context(|| format!("cannot read {}", path.display()))?,
-            };
-            let mut buf = Vec::new();
-            file.take(max as u64 + 1)
-                .read_to_end(&mut buf)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            Ok(Some(buf))
-        };
-        let required = |name: &str, max: usize| {
-            optional(name, max)?.with_context(|| format!("{} is missing", dir.join(name).display()))
-        };
-        let tcb_info_issuer_chain = required("tcb_info_issuer_chain.pem", MAX_ISSUER_CHAIN_BYTES)?;
-        // Intel signs both documents with one certificate, so one chain file may serve both.
-        let qe_identity_issuer_chain = optional("qe_identity_issuer_chain.pem", MAX_ISSUER_CHAIN_BYTES)?
-            .unwrap_or_else(|| tcb_info_issuer_chain.clone());
-        Ok(Collateral {
-            tcb_info: required("tcb_info.json", MAX_COLLATERAL_JSON_BYTES)?,
-            qe_identity: required("qe_identity.json", MAX_COLLATERAL_JSON_BYTES)?,
-            tcb_info_issuer_chain,
-            qe_identity_issuer_chain,
-            pck_crl: optional("pck_crl.der", MAX_CRL_BYTES)?,
-            root_ca_crl: optional("root_ca_crl.der", MAX_CRL_BYTES)?,
-        })
-    }
-
-    fn files(&self) -> CollateralFiles<'_> {
-        CollateralFiles {
-            tcb_info: &self.tcb_info,
-            tcb_info_issuer_chain: &self.tcb_info_issuer_chain,
-            qe_identity: &self.qe_identity,
-            qe_identity_issuer_chain: &self.qe_identity_issuer_chain,
-            pck_crl: self.pck_crl.as_deref(),
-            root_ca_crl: self.root_ca_crl.as_deref(),
-        }
-    }
-}
-
 /// Reports without a time of their own are checked now, by default.
 pub fn now_seconds() -> u64 {
     u64::try_from(crate::sign::now().div_euclid(1_000_000_000)).unwrap_or(0)
-}
-
-/// The AWS root, plus every certificate of the files given with --trust-root (or a gateway's
-/// `trust_roots`). A lookalike of a pinned vendor root is an error naming its file.
-pub fn trust_roots(paths: &[PathBuf]) -> anyhow::Result<Vec<TrustRoot>> {
-    let mut roots = vec![TrustRoot::aws_nitro()];
-    for path in paths {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        roots.extend(TrustRoot::all_from_pem_or_der(&bytes).with_context(|| path.display().to_string())?);
-    }
-    Ok(roots)
 }
 
 /// A trust basis in words, for the text report.
