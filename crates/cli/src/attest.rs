@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use serde::Serialize;
 use teelog_attest::nitro::{NitroDocument, NitroVerified};
-use teelog_attest::snp::{AmdChain, SnpReport, SnpVerified, REPORT_LEN};
+use teelog_attest::snp::{SnpReport, SnpVerified, REPORT_LEN};
 use teelog_attest::tcb::{TcbEvaluation, TcbPolicy, TcbStatus, TdxCollateral};
 use teelog_attest::tdx::{TdxQuote, TdxVerified};
 use teelog_attest::tpm::bundle::{TpmBundle, TpmBundleVerified};
@@ -20,7 +20,7 @@ use teelog_trust::CollateralDir;
 #[derive(clap::Subcommand, Clone)]
 pub enum AttestCommand {
     /// Verify an attestation document: an AWS Nitro (or dev) document or a TPM evidence bundle
-    /// as raw CBOR, base64 or hex, an AMD SEV-SNP report (1184 bytes, with --vcek), or an Intel
+    /// as raw CBOR, base64 or hex, an AMD SEV-SNP report (1184 bytes, with --vcek and --amd-chain), or an Intel
     /// TDX DCAP v4 quote.
     /// Exit 0 verified, 1 rejected, 2 on usage or I/O errors.
     Verify(AttestVerifyArgs),
@@ -36,7 +36,7 @@ pub struct AttestVerifyArgs {
     pub key: Option<PathBuf>,
     /// Also trust this root certificate (PEM or DER; every certificate of a PEM file), e.g. a
     /// dev root or a TPM enrollment CA; the AWS Nitro root G1 is always trusted, pinned by its
-    /// SHA-256. A certificate with a pinned vendor root's subject or key that is not that root
+    /// SHA-256 (the document carries it). A certificate with a pinned vendor root's subject or key that is not that root
     /// is refused.
     #[arg(long)]
     pub trust_root: Vec<PathBuf>,
@@ -50,8 +50,8 @@ pub struct AttestVerifyArgs {
     /// SEV-SNP: the VCEK certificate (DER or PEM) of the chip that signed the report.
     #[arg(long)]
     pub vcek: Option<PathBuf>,
-    /// SEV-SNP: AMD's ARK and ASK (PEM); the ARK must match the pinned SHA-256. Default: the
-    /// Milan chain that ships with teelog.
+    /// SEV-SNP: AMD's ARK and ASK (PEM), as AMD's key server serves them (e.g.
+    /// https://kdsintf.amd.com/vcek/v1/Milan/cert_chain); the ARK must match its pinned SHA-256.
     #[arg(long)]
     pub amd_chain: Option<PathBuf>,
     /// TDX: evaluate the TCB status with Intel's collateral saved in DIR: tcb_info.json and
@@ -105,28 +105,29 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
             bail!("this looks like an SEV-SNP report: give the chip's VCEK with --vcek");
         };
         let vcek = teelog_trust::certificate(vcek_path)?;
-        let chain = match &args.amd_chain {
-            Some(path) => teelog_trust::amd_chain(path)?,
-            None => AmdChain::milan()?,
+        let Some(chain_path) = &args.amd_chain else {
+            bail!(
+                "this looks like an SEV-SNP report: give AMD's ARK and ASK with --amd-chain FILE (the cert_chain AMD's key server serves for the chip's product, e.g. https://kdsintf.amd.com/vcek/v1/Milan/cert_chain); a report carries no certificates, and teelog ships none"
+            );
         };
+        let chain = teelog_trust::amd_chain(chain_path)?;
         let outcome = SnpReport::parse(&raw)
             .and_then(|r| r.verify(&vcek, &chain, at.unwrap_or_else(now_seconds), args.allow_debug));
         Report::snp(&outcome)
     } else if raw.starts_with(&TDX_V4_PREFIX) {
-        let root = teelog_attest::tdx::intel_sgx_root()?;
         let at = at.unwrap_or_else(now_seconds);
         let collateral = args.collateral.as_deref().map(CollateralDir::read).transpose()?;
         let policy =
             TcbPolicy { allow_out_of_date: args.allow_outdated_tcb, allow_revoked: args.allow_revoked_tcb };
-        let outcome =
-            TdxQuote::parse(&raw).and_then(|q| q.verify(&root, at, args.allow_debug)).and_then(|quote| {
-                let Some(collateral) = &collateral else { return Ok((quote, None)) };
-                let tcb = TdxCollateral::parse(collateral.files())
-                    .and_then(|c| c.verify(&root, at))
-                    .and_then(|c| c.evaluate(&quote))?;
-                tcb.check(policy)?;
-                Ok((quote, Some(tcb)))
-            });
+        let outcome = TdxQuote::parse(&raw).and_then(|q| q.verify(at, args.allow_debug)).and_then(|quote| {
+            let Some(collateral) = &collateral else { return Ok((quote, None)) };
+            // Intel's collateral must chain to the pinned root the quote carried.
+            let tcb = TdxCollateral::parse(collateral.files())
+                .and_then(|c| c.verify(quote.root_der(), at))
+                .and_then(|c| c.evaluate(&quote))?;
+            tcb.check(policy)?;
+            Ok((quote, Some(tcb)))
+        });
         Report::tdx(&outcome)
     } else {
         let roots = teelog_trust::trust_roots(&args.trust_root)?;
