@@ -8,6 +8,7 @@
 mod cbor;
 mod der;
 pub mod dev;
+pub mod document;
 pub mod nitro;
 mod pinned;
 pub mod reader;
@@ -63,6 +64,8 @@ pub enum AttestError {
     TcbRefused { status: tcb::TcbStatus, advisory_ids: String },
     #[error("TPM evidence: {0}")]
     Tpm(String),
+    #[error("the document binds {}, not the given key ({given})", bound.as_ref().map_or("no key".to_string(), |id| format!("key id {id}")))]
+    OtherKey { bound: Option<String>, given: String },
 }
 
 /// A root the caller trusts, identified by the SHA-256 of its DER: a pinned vendor root, or a

@@ -1,4 +1,5 @@
-//! `teelog attest verify`: check one attestation document offline and show what it proves.
+//! `teelog attest verify`: its arguments, and what a document proves in text or JSON. The
+//! verification is `teelog_attest::document`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -6,22 +7,22 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use teelog_attest::nitro::{NitroDocument, NitroVerified};
-use teelog_attest::snp::{SnpReport, SnpVerified, REPORT_LEN};
-use teelog_attest::tcb::{TcbEvaluation, TcbPolicy, TcbStatus, TdxCollateral};
-use teelog_attest::tdx::{TdxQuote, TdxVerified};
-use teelog_attest::tpm::bundle::{TpmBundle, TpmBundleVerified};
-use teelog_attest::{decode_document, AttestError};
+use teelog_attest::document::{Inputs, Kind, Verified};
+use teelog_attest::nitro::NitroVerified;
+use teelog_attest::snp::SnpVerified;
+use teelog_attest::tcb::{TcbEvaluation, TcbPolicy, TcbStatus};
+use teelog_attest::tdx::TdxVerified;
+use teelog_attest::tpm::bundle::TpmBundleVerified;
+use teelog_attest::AttestError;
 use teelog_core::timestamp::{format_rfc3339, parse_rfc3339};
 use teelog_core::verify::TrustBasis;
-use teelog_core::PublicKey;
 use teelog_trust::CollateralDir;
 
 #[derive(clap::Subcommand, Clone)]
 pub enum AttestCommand {
     /// Verify an attestation document: an AWS Nitro (or dev) document or a TPM evidence bundle
-    /// as raw CBOR, base64 or hex, an AMD SEV-SNP report (1184 bytes, with --vcek and --amd-chain), or an Intel
-    /// TDX DCAP v4 quote.
+    /// as raw CBOR, base64 or hex, an AMD SEV-SNP report (1184 bytes, with --vcek and
+    /// --amd-chain), or an Intel TDX DCAP v4 quote.
     /// Exit 0 verified, 1 rejected, 2 on usage or I/O errors.
     Verify(AttestVerifyArgs),
 }
@@ -70,9 +71,6 @@ pub struct AttestVerifyArgs {
     pub json: bool,
 }
 
-/// A TDX DCAP quote begins: version 4, ECDSA P-256 attestation key, TEE type 0x81.
-const TDX_V4_PREFIX: [u8; 8] = [4, 0, 2, 0, 0x81, 0, 0, 0];
-
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
@@ -93,59 +91,43 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
             Some(u64::try_from(nanos.div_euclid(1_000_000_000)).context("--at: before 1970")?)
         }
     };
-    if args.collateral.is_some() && !raw.starts_with(&TDX_V4_PREFIX) {
+    let key = args.key.as_deref().map(teelog_trust::public_key).transpose()?;
+    let kind = Kind::of(&raw);
+    if args.collateral.is_some() && kind != Kind::Tdx {
         bail!("--collateral is Intel's TCB collateral, for TDX quotes only");
     }
-    let key = match &args.key {
-        Some(path) => Some(teelog_trust::public_key(path)?),
-        None => None,
-    };
-    let report = if raw.len() == REPORT_LEN {
-        let Some(vcek_path) = &args.vcek else {
-            bail!("this looks like an SEV-SNP report: give the chip's VCEK with --vcek");
-        };
-        let vcek = teelog_trust::certificate(vcek_path)?;
-        let Some(chain_path) = &args.amd_chain else {
-            bail!(
-                "this looks like an SEV-SNP report: give AMD's ARK and ASK with --amd-chain FILE (the cert_chain AMD's key server serves for the chip's product, e.g. https://kdsintf.amd.com/vcek/v1/Milan/cert_chain); a report carries no certificates, and teelog ships none"
-            );
-        };
-        let chain = teelog_trust::amd_chain(chain_path)?;
-        let outcome = SnpReport::parse(&raw)
-            .and_then(|r| r.verify(&vcek, &chain, at.unwrap_or_else(now_seconds), args.allow_debug));
-        Report::snp(&outcome)
-    } else if raw.starts_with(&TDX_V4_PREFIX) {
-        let at = at.unwrap_or_else(now_seconds);
-        let collateral = args.collateral.as_deref().map(CollateralDir::read).transpose()?;
-        let policy =
-            TcbPolicy { allow_out_of_date: args.allow_outdated_tcb, allow_revoked: args.allow_revoked_tcb };
-        let outcome = TdxQuote::parse(&raw).and_then(|q| q.verify(at, args.allow_debug)).and_then(|quote| {
-            let Some(collateral) = &collateral else { return Ok((quote, None)) };
-            // Intel's collateral must chain to the pinned root the quote carried.
-            let tcb = TdxCollateral::parse(collateral.files())
-                .and_then(|c| c.verify(quote.root_der(), at))
-                .and_then(|c| c.evaluate(&quote))?;
-            tcb.check(policy)?;
-            Ok((quote, Some(tcb)))
-        });
-        Report::tdx(&outcome)
-    } else {
-        let roots = teelog_trust::trust_roots(&args.trust_root)?;
-        let bytes = decode_document(&raw);
-        if bytes.as_ref().is_ok_and(|b| b.first().is_some_and(|&f| teelog_attest::is_cbor_map(f))) {
-            let at = at.unwrap_or_else(now_seconds);
-            let outcome = bytes.and_then(|b| TpmBundle::parse(&b)).and_then(|b| b.verify(&roots, at));
-            Report::tpm(&outcome, at)
-        } else {
-            let outcome = bytes
-                .and_then(|bytes| NitroDocument::parse(&bytes))
-                .and_then(|doc| doc.verify(&roots, at, args.allow_debug));
-            Report::nitro(&outcome)
+    let sev_snp = match (kind, &args.vcek, &args.amd_chain) {
+        (Kind::SevSnp, None, _) => bail!("this looks like an SEV-SNP report: give the chip's VCEK with --vcek"),
+        (Kind::SevSnp, _, None) => bail!(
+            "this looks like an SEV-SNP report: give AMD's ARK and ASK with --amd-chain FILE (the cert_chain AMD's key server serves for the chip's product, e.g. https://kdsintf.amd.com/vcek/v1/Milan/cert_chain); a report carries no certificates, and teelog ships none"
+        ),
+        (Kind::SevSnp, Some(vcek), Some(chain)) => {
+            Some((teelog_trust::certificate(vcek)?, teelog_trust::amd_chain(chain)?))
         }
+        _ => None,
     };
-    let report = match &key {
-        Some(key) => report.requiring_key(key),
-        None => report,
+    let collateral = args.collateral.as_deref().map(CollateralDir::read).transpose()?;
+    let policy =
+        TcbPolicy { allow_out_of_date: args.allow_outdated_tcb, allow_revoked: args.allow_revoked_tcb };
+    let roots = teelog_trust::trust_roots(&args.trust_root)?;
+    let inputs = Inputs {
+        roots: &roots,
+        at,
+        now: now_seconds(),
+        allow_debug: args.allow_debug,
+        sev_snp: sev_snp.as_ref().map(|(vcek, chain)| (vcek.as_slice(), chain)),
+        collateral: collateral.as_ref().map(|c| (c.files(), policy)),
+    };
+    let report = match teelog_attest::document::verify(&raw, &inputs) {
+        Err(e) => Report::rejected(&e),
+        Ok(verified) => {
+            let mut report = Report::of(&verified);
+            if let Some(Err(e)) = key.as_ref().map(|key| verified.require_key(key)) {
+                report.verified = false;
+                report.error = Some(e.to_string());
+            }
+            report
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -202,34 +184,25 @@ impl Report {
         Report { error: Some(e.to_string()), ..Report::default() }
     }
 
-    /// A verified document that binds another key than `key` (or none) is rejected.
-    fn requiring_key(mut self, key: &PublicKey) -> Self {
-        if self.verified && self.bound_key_id.as_deref() != Some(key.id_hex().as_str()) {
-            self.verified = false;
-            self.error = Some(match &self.bound_key_id {
-                Some(bound) => {
-                    format!("the document binds key id {bound}, not the given key ({})", key.id_hex())
-                }
-                None => format!("the document binds no key, not the given key ({})", key.id_hex()),
-            });
-        }
-        self
+    fn of(verified: &Verified) -> Self {
+        let mut report = match verified {
+            Verified::Nitro(v) => Self::nitro(v),
+            Verified::Tpm { bundle, checked_at } => Self::tpm(bundle, *checked_at),
+            Verified::SevSnp(v) => Self::snp(v),
+            Verified::Tdx { quote, tcb } => Self::tdx(quote, tcb.as_ref()),
+        };
+        report.bound_key_id = verified.bound_key_id().map(hex::encode);
+        report
     }
 
-    /// SEV-SNP and TDX reports bind a key by id in report_data (docs/FORMAT.md §7a).
-    fn report_data_binding(&mut self, report_data: &[u8; 64]) {
-        let binding = teelog_attest::ReportDataBinding::of(report_data);
-        self.bound_key_id = Some(hex::encode(binding.key_id));
-        if let Some(head) = binding.previous_head {
+    /// SEV-SNP and TDX reports name the previous epoch's head in report_data (docs/FORMAT.md §7a).
+    fn previous_head(&mut self, report_data: &[u8; 64]) {
+        if let Some(head) = teelog_attest::ReportDataBinding::of(report_data).previous_head {
             self.details.insert("previous_head", hex::encode(head));
         }
     }
 
-    fn nitro(outcome: &Result<NitroVerified, AttestError>) -> Self {
-        let v = match outcome {
-            Err(e) => return Self::rejected(e),
-            Ok(v) => v,
-        };
+    fn nitro(v: &NitroVerified) -> Self {
         let d = &v.document;
         let mut details = BTreeMap::from([
             ("module_id", d.module_id.clone()),
@@ -246,11 +219,7 @@ impl Report {
             platform: Some(if v.dev { "dev (not hardware-backed)" } else { "aws-nitro" }),
             measurement: d.pcrs.get(&0).map(hex::encode),
             checked_at: Some(time_text(v.checked_at, 1_000_000_000)),
-            bound_key_id: d
-                .public_key
-                .as_deref()
-                .and_then(|k| PublicKey::from_spki_der(k).ok())
-                .map(|k| k.id_hex()),
+            bound_key_id: None,
             root_sha256: Some(hex::encode(v.root_sha256)),
             trust: Some(v.basis()),
             debug_mode: v.debug_mode,
@@ -261,11 +230,8 @@ impl Report {
         }
     }
 
-    fn tpm(outcome: &Result<TpmBundleVerified, AttestError>, at: u64) -> Self {
-        let v = match outcome {
-            Err(e) => return Self::rejected(e),
-            Ok(v) => &v.evidence,
-        };
+    fn tpm(bundle: &TpmBundleVerified, at: u64) -> Self {
+        let v = &bundle.evidence;
         let mut details = BTreeMap::from([("attestation_key_id", v.ak.id_hex())]);
         if !v.qualifying_data.is_empty() {
             details.insert("qualifying_data", hex::encode(&v.qualifying_data));
@@ -275,19 +241,14 @@ impl Report {
             platform: Some("tpm"),
             measurement: Some(hex::encode(v.measurement)),
             checked_at: Some(time_text(at, 1_000_000_000)),
-            bound_key_id: Some(v.key.id_hex()),
-            root_sha256: outcome.as_ref().ok().map(|v| hex::encode(v.root_sha256)),
+            root_sha256: Some(hex::encode(bundle.root_sha256)),
             trust: Some(TrustBasis::TpmEnrollmentCa),
             details,
             ..Report::default()
         }
     }
 
-    fn snp(outcome: &Result<SnpVerified, AttestError>) -> Self {
-        let v = match outcome {
-            Err(e) => return Self::rejected(e),
-            Ok(v) => v,
-        };
+    fn snp(v: &SnpVerified) -> Self {
         let r = &v.report;
         let tcb = r.reported_tcb;
         let mut report = Report {
@@ -319,15 +280,11 @@ impl Report {
             warnings: Vec::new(),
             error: None,
         };
-        report.report_data_binding(&r.report_data);
+        report.previous_head(&r.report_data);
         report
     }
 
-    fn tdx(outcome: &Result<(TdxVerified, Option<TcbEvaluation>), AttestError>) -> Self {
-        let (v, tcb) = match outcome {
-            Err(e) => return Self::rejected(e),
-            Ok(v) => v,
-        };
+    fn tdx(v: &TdxVerified, tcb: Option<&TcbEvaluation>) -> Self {
         let q = &v.quote;
         let mut details = BTreeMap::from([
             ("td_attributes", hex::encode(q.td_attributes)),
@@ -382,7 +339,7 @@ impl Report {
             warnings,
             error: None,
         };
-        report.report_data_binding(&q.report_data);
+        report.previous_head(&q.report_data);
         report
     }
 
