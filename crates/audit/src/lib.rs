@@ -91,10 +91,12 @@ pub fn verifier(trust: Trust, expect: &Expectations) -> Result<Verifier, AuditEr
     Ok(Verifier::new(options).with_attestation(Box::new(trust.attestation)))
 }
 
-/// A report whose batches need trusted keys when the auditor gave none is the auditor's usage
-/// error, not evidence of forgery: an error that says which keys to pass, instead of a verdict.
+/// A report in which no batch verified, whose batches need trusted keys the auditor did not
+/// give, is the auditor's usage error, not evidence of forgery: an error that says which keys to
+/// pass, instead of a verdict. Where some batches verified, a line signed by an unknown key stays
+/// a finding: forged lines must not pass for the auditor's mistake.
 pub fn require_keys(report: &Report, pubkeys_given: bool) -> Result<(), AuditError> {
-    if pubkeys_given || report.keys_needed.is_empty() {
+    if pubkeys_given || report.keys_needed.is_empty() || !report.trust.is_empty() {
         return Ok(());
     }
     let mut keys = report.keys_needed.join(", ");

@@ -86,9 +86,9 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Prints `report` with `print` and gives the exit code: 0 OK, 1 findings, 2 when the batches
-/// need a trusted key the caller did not give (a usage error, not evidence of forgery), which is
-/// said instead.
+/// Prints `report` with `print` and gives the exit code: 0 OK, 1 findings, 2 when no batch
+/// verified and they need a trusted key the caller did not give (a usage error, not evidence of
+/// forgery), which is said instead.
 pub fn finish(
     report: &Report,
     trust: &TrustArgs,
