@@ -1,12 +1,14 @@
 //! Verification of TEE attestation documents that bind a teelog signing key to measured code.
-//! Sans-IO: bytes and a verification time in, a verdict out. Roots of trust are pinned by the
-//! caller; the AWS Nitro Enclaves root G1 ships here, pinned by its SHA-256. Which root a chain
-//! reached is the very anchor it ended at, never one that merely shares its name.
+//! Sans-IO: bytes and a verification time in, a verdict out. Roots of trust are given by the
+//! caller, or pinned here by the SHA-256 of their certificate, which then comes with the document
+//! ([`pinned`]). Which root a chain reached is the very anchor it ended at, never one that merely
+//! shares its name.
 #![forbid(unsafe_code)]
 
 mod cbor;
 mod der;
 pub mod dev;
+pub mod document;
 pub mod nitro;
 mod pinned;
 pub mod reader;
@@ -27,8 +29,6 @@ pub use pinned::VendorRoot;
 /// SHA-256 of the DER of the AWS Nitro Enclaves root G1 (CN=aws.nitro-enclaves), as AWS
 /// publishes it.
 pub const AWS_NITRO_ROOT_G1_SHA256: &str = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b";
-
-pub(crate) const AWS_NITRO_ROOT_G1_PEM: &[u8] = include_bytes!("../roots/aws_nitro_enclaves_root_g1.pem");
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AttestError {
@@ -64,24 +64,26 @@ pub enum AttestError {
     TcbRefused { status: tcb::TcbStatus, advisory_ids: String },
     #[error("TPM evidence: {0}")]
     Tpm(String),
+    #[error("the document binds {}, not the given key ({given})", bound.as_ref().map_or("no key".to_string(), |id| format!("key id {id}")))]
+    OtherKey { bound: Option<String>, given: String },
 }
 
-/// A root certificate the caller trusts, identified by the SHA-256 of its DER: one of the pinned
-/// vendor roots, or a root the auditor gave (a dev root, a TPM enrollment CA).
+/// A root the caller trusts, identified by the SHA-256 of its DER: a pinned vendor root, or a
+/// root the auditor gave (a dev root, a TPM enrollment CA).
 #[derive(Debug, Clone)]
 pub struct TrustRoot {
-    der: Vec<u8>,
+    /// The certificate; `None` for a pinned root whose certificate comes with each document.
+    der: Option<Vec<u8>>,
     sha256: Digest,
     vendor: Option<VendorRoot>,
 }
 
 impl TrustRoot {
-    /// The AWS Nitro Enclaves root G1, checked against its pinned SHA-256 (a copy that failed
-    /// its pin would be empty, and no chain would reach it).
+    /// The AWS Nitro Enclaves root G1, pinned: a document's `cabundle[0]` stands for it when its
+    /// SHA-256 is the pin.
     pub fn aws_nitro() -> Self {
-        let der = VendorRoot::AwsNitroG1.der().unwrap_or_default();
-        let sha256 = sha256(&der);
-        Self { der, sha256, vendor: Some(VendorRoot::AwsNitroG1) }
+        let vendor = VendorRoot::AwsNitroG1;
+        Self { der: None, sha256: vendor.sha256(), vendor: Some(vendor) }
     }
 
     /// A root given by the user (a dev root from `teelog keygen --dev`, an enrollment CA), from
@@ -97,7 +99,7 @@ impl TrustRoot {
             .map_err(|e| AttestError::Root(format!("not a usable root certificate: {e}")))?;
         let vendor = VendorRoot::identify(&der)?;
         let sha256 = sha256(&der);
-        Ok(Self { der, sha256, vendor })
+        Ok(Self { der: Some(der), sha256, vendor })
     }
 
     /// Every certificate of a PEM bundle (a maker's issuing CAs and root), or one DER
@@ -126,8 +128,9 @@ impl TrustRoot {
             .collect()
     }
 
-    pub fn der(&self) -> &[u8] {
-        &self.der
+    /// The certificate, where the caller gave it; a pinned root's comes with each document.
+    pub fn der(&self) -> Option<&[u8]> {
+        self.der.as_deref()
     }
 
     pub fn sha256(&self) -> &Digest {
@@ -258,19 +261,44 @@ impl ReportDataBinding {
     }
 }
 
-/// The root a verified chain ended at. webpki hands back a reference to the very element of
-/// `anchors` it reached, so its position names the root: not a name match, which every dev root
-/// (they share one subject) or a lookalike of a vendor root would pass, nor a key match, which
-/// two certificates of one key would.
+/// The certificates `roots` stand for in one document: a given root's own, and a pinned root's
+/// copy among `carried` (what the document carries for it), if one has its SHA-256. A pinned root
+/// the document carries no copy of anchors nothing.
+pub(crate) fn root_certificates<'a>(
+    roots: &'a [TrustRoot],
+    carried: &'a [Vec<u8>],
+) -> Vec<(&'a TrustRoot, CertificateDer<'a>)> {
+    roots
+        .iter()
+        .filter_map(|root| {
+            let der = match root.der() {
+                Some(der) => der,
+                None => carried.iter().find(|c| sha256(c) == root.sha256)?,
+            };
+            Some((root, CertificateDer::from(der)))
+        })
+        .collect()
+}
+
+/// The root a verified chain ended at, of the `roots` the `anchors` were made from in order.
+/// webpki hands back a reference to the very element of `anchors` it reached, so its position
+/// names the root: not a name match, which every dev root (they share one subject) or a
+/// lookalike of a vendor root would pass, nor a key match, which two certificates of one key
+/// would.
 pub(crate) fn reached_root<'r>(
-    roots: &'r [TrustRoot],
+    roots: &[(&'r TrustRoot, CertificateDer<'_>)],
     anchors: &[rustls_pki_types::TrustAnchor<'_>],
     path: &webpki::VerifiedPath<'_>,
 ) -> Result<&'r TrustRoot, AttestError> {
     let reached = path.anchor();
-    anchors.iter().position(|a| std::ptr::eq(a, reached)).and_then(|i| roots.get(i)).ok_or_else(|| {
-        AttestError::Certificate("the chain ended at an anchor that is none of the roots".into())
-    })
+    anchors
+        .iter()
+        .position(|a| std::ptr::eq(a, reached))
+        .and_then(|i| roots.get(i))
+        .map(|(root, _)| *root)
+        .ok_or_else(|| {
+            AttestError::Certificate("the chain ended at an anchor that is none of the roots".into())
+        })
 }
 
 /// A trust anchor from a root certificate the caller pinned.
@@ -390,17 +418,18 @@ mod tests {
     use teelog_core::{SigAlg, SoftwareKey};
 
     #[test]
-    fn the_embedded_vendor_roots_match_their_pins_and_are_themselves_again() {
+    fn the_pinned_roots_are_pins_and_given_again_are_themselves() {
         let root = TrustRoot::aws_nitro();
         assert_eq!(hex::encode(root.sha256()), AWS_NITRO_ROOT_G1_SHA256);
-        assert_eq!(root.vendor(), Some(VendorRoot::AwsNitroG1));
+        assert_eq!((root.vendor(), root.der()), (Some(VendorRoot::AwsNitroG1), None));
         // Giving a pinned root again (PEM or DER) is harmless: it is that root.
-        let again = TrustRoot::from_pem_or_der(AWS_NITRO_ROOT_G1_PEM).unwrap();
-        assert_eq!(again.vendor(), Some(VendorRoot::AwsNitroG1));
         for vendor in VendorRoot::ALL {
-            let der = vendor.der().unwrap();
-            assert_eq!(hex::encode(sha256(&der)), vendor.sha256_hex());
-            assert_eq!(TrustRoot::from_pem_or_der(&der).unwrap().vendor(), Some(vendor));
+            let Some(der) = pinned::fixture_der(vendor) else { return };
+            let pem = teelog_core::crypto::pem_encode("CERTIFICATE", &der);
+            for given in [&der[..], pem.as_bytes()] {
+                let again = TrustRoot::from_pem_or_der(given).unwrap();
+                assert_eq!((again.vendor(), again.sha256()), (Some(vendor), &vendor.sha256()));
+            }
         }
     }
 
@@ -454,14 +483,15 @@ mod tests {
 
     /// A root the auditor gave, bypassing the lookalike check (as if it had slipped through).
     fn given(der: Vec<u8>, vendor: Option<VendorRoot>) -> TrustRoot {
-        TrustRoot { sha256: sha256(&der), der, vendor }
+        TrustRoot { sha256: sha256(&der), der: Some(der), vendor }
     }
 
     #[test]
     fn a_root_with_the_aws_subject_is_refused_and_could_never_pass_for_aws() {
         let (document, lookalike) = document_under(aws_name());
-        let aws = VendorRoot::AwsNitroG1.der().unwrap();
-        assert_eq!(anchor_of(&lookalike).0, anchor_of(&aws).0, "AWS's subject, byte for byte");
+        if let Some(aws) = pinned::fixture_der(VendorRoot::AwsNitroG1) {
+            assert_eq!(anchor_of(&lookalike).0, anchor_of(&aws).0, "AWS's subject, byte for byte");
+        }
         refused(&lookalike, &["subject (CN \"aws.nitro-enclaves\") of the AWS Nitro Enclaves root G1"]);
         // Were it trusted all the same, after AWS's as `--trust-root` lists it, the chain reaches
         // it and not AWS's: a dev document, trust resting on a dev root.
@@ -528,7 +558,7 @@ mod tests {
 
     #[test]
     fn a_certificate_of_a_pinned_key_is_refused_whatever_its_name_or_spelling() {
-        let aws = VendorRoot::AwsNitroG1.der().unwrap();
+        let Some(aws) = pinned::fixture_der(VendorRoot::AwsNitroG1) else { return };
         let (_, spki) = anchor_of(&aws);
         let point = der::public_key_bits(&spki).unwrap().to_vec();
         assert_eq!((point.len(), point[0]), (97, 0x04), "an uncompressed P-384 point");
@@ -541,7 +571,7 @@ mod tests {
         // AWS's own certificate with its signature edited: AWS's subject and key, other bytes.
         // Every pinned root likewise.
         for vendor in VendorRoot::ALL {
-            let mut edited = vendor.der().unwrap();
+            let Some(mut edited) = pinned::fixture_der(vendor) else { return };
             let last = edited.len() - 1;
             edited[last] ^= 1;
             refused(&edited, &["public key", vendor.name()]);
@@ -585,7 +615,7 @@ mod tests {
         };
         let attested = verifier(vec![TrustRoot::aws_nitro(), ca.clone()]).verify_document(&document).unwrap();
         assert_eq!((attested.platform.as_str(), attested.anchor), ("tpm", TrustBasis::TpmEnrollmentCa));
-        let as_aws = given(ca.der().to_vec(), Some(VendorRoot::AwsNitroG1));
+        let as_aws = given(ca.der().unwrap().to_vec(), Some(VendorRoot::AwsNitroG1));
         let err = verifier(vec![as_aws]).verify_document(&document).unwrap_err();
         assert!(err.contains("AWS Nitro Enclaves root G1") && err.contains("enrollment CA"), "{err}");
     }

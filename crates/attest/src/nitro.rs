@@ -3,8 +3,8 @@
 //!
 //! Parsing is strict (exact protected header, known fields with checked types and sizes, no
 //! duplicate keys, nothing after the document); verification builds the chain only to roots the
-//! caller pins — never to whatever `cabundle[0]` says — at a time the caller gives, by default the
-//! document's own timestamp.
+//! caller trusts — `cabundle[0]` only where its SHA-256 is the pin of AWS's root — at a time the
+//! caller gives, by default the document's own timestamp.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +16,7 @@ use teelog_core::merkle::Digest;
 use teelog_core::verify::TrustBasis;
 
 use crate::cbor::{bytes, payload_err, text_map};
-use crate::{anchor, reached_root, verify_chain, AttestError, TrustRoot, VendorRoot};
+use crate::{anchor, reached_root, root_certificates, verify_chain, AttestError, TrustRoot, VendorRoot};
 
 /// Attestation documents are a few KiB; anything much larger is refused before parsing.
 pub const MAX_DOCUMENT_BYTES: usize = 64 << 10;
@@ -135,13 +135,13 @@ impl NitroDocument {
         })?;
         let intermediates: Vec<CertificateDer<'_>> =
             self.cabundle.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
-        let root_ders: Vec<CertificateDer<'_>> =
-            roots.iter().map(|r| CertificateDer::from(r.der())).collect();
-        let anchors = root_ders.iter().map(anchor).collect::<Result<Vec<_>, _>>()?;
+        // AWS puts its root first in the bundle: that copy stands for the pinned root if it is it.
+        let roots = root_certificates(roots, self.cabundle.get(..1).unwrap_or_default());
+        let anchors = roots.iter().map(|(_, der)| anchor(der)).collect::<Result<Vec<_>, _>>()?;
         let algs = [webpki::ring::ECDSA_P384_SHA384, webpki::ring::ECDSA_P256_SHA256];
         let path =
             verify_chain(&leaf, &algs, &anchors, &intermediates, checked_at, &[], "certificate ← cabundle")?;
-        let root = reached_root(roots, &anchors, &path)?;
+        let root = reached_root(&roots, &anchors, &path)?;
         // The platform follows from the root reached: AWS's, or one the auditor vouches for alone.
         let dev = match root.vendor() {
             None => true,

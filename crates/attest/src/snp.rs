@@ -1,5 +1,7 @@
 //! AMD SEV-SNP attestation reports: a fixed 1184-byte structure signed (ECDSA P-384, SHA-384) by
-//! the chip's VCEK, whose certificate chains VCEK ← ASK ← ARK with the ARK pinned.
+//! the chip's VCEK, whose certificate chains VCEK ← ASK ← ARK with the ARK pinned. A report
+//! carries none of these certificates: the caller gives the VCEK, and the ARK and ASK as AMD's key
+//! server serves them (`cert_chain`).
 //!
 //! A report binds a teelog key through `report_data`: its first 32 bytes are the SHA-256 of the
 //! key's DER SubjectPublicKeyInfo (its key id); the last 32 are reserved for the previous epoch's
@@ -16,8 +18,6 @@ use crate::{anchor, verify_chain, AttestError, VendorRoot};
 
 /// SHA-256 of the DER of AMD's ARK for Milan, as AMD publishes it.
 pub const AMD_ARK_MILAN_SHA256: &str = "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd";
-
-const AMD_MILAN_CHAIN_PEM: &[u8] = include_bytes!("../roots/amd_milan_ask_ark_asvk.pem");
 
 pub const REPORT_LEN: usize = 0x4A0;
 const SIGNED_LEN: usize = 0x2A0;
@@ -158,11 +158,6 @@ pub struct AmdChain {
 }
 
 impl AmdChain {
-    /// The Milan ARK and ASK that ship with teelog.
-    pub fn milan() -> Result<Self, AttestError> {
-        Self::from_pem(AMD_MILAN_CHAIN_PEM)
-    }
-
     /// Finds the ARK (by its pin) and the ASK (the certificate it issued that is not the VLEK
     /// signer) in a PEM bundle such as AMD's `cert_chain`. A certificate that looks like a
     /// pinned root without being it is refused ([`VendorRoot::identify`]).
@@ -191,16 +186,11 @@ fn certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, AttestError> {
 
 /// The ARK among `certs`, by its pinned SHA-256.
 fn pinned_ark(certs: &[Vec<u8>]) -> Result<Vec<u8>, AttestError> {
-    certs
-        .iter()
-        .find(|c| hex::encode(sha256(c)) == AMD_ARK_MILAN_SHA256)
-        .cloned()
-        .ok_or_else(|| AttestError::Root(format!("no ARK with the pinned SHA-256 {AMD_ARK_MILAN_SHA256}")))
-}
-
-/// The Milan ARK that ships with teelog.
-pub(crate) fn milan_ark() -> Result<Vec<u8>, AttestError> {
-    pinned_ark(&certificates(AMD_MILAN_CHAIN_PEM)?)
+    certs.iter().find(|c| VendorRoot::AmdArkMilan.is(c)).cloned().ok_or_else(|| {
+        AttestError::Root(format!(
+            "no ARK with the pinned SHA-256 {AMD_ARK_MILAN_SHA256} (AMD's ARK for Milan) in the AMD chain"
+        ))
+    })
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -249,12 +239,14 @@ mod tests {
 
     #[test]
     fn a_lookalike_ark_in_a_given_chain_is_refused() {
-        assert!(AmdChain::from_pem(AMD_MILAN_CHAIN_PEM).is_ok());
-        let mut ark = milan_ark().unwrap();
+        let Some(fixtures) = teelog_fixtures::open("attestation") else { return };
+        let milan = fixtures.read("roots/amd_milan_ask_ark_asvk.pem");
+        assert!(AmdChain::from_pem(&milan).is_ok());
+        let mut ark = pinned_ark(&certificates(&milan).unwrap()).unwrap();
         let last = ark.len() - 1;
         ark[last] ^= 1;
         let lookalike = teelog_core::crypto::pem_encode("CERTIFICATE", &ark);
-        let chain = [AMD_MILAN_CHAIN_PEM, b"\n", lookalike.as_bytes()].concat();
+        let chain = [&milan[..], b"\n", lookalike.as_bytes()].concat();
         match AmdChain::from_pem(&chain) {
             Err(AttestError::Root(why)) => {
                 assert!(why.contains("AMD's ARK for Milan") && why.contains("lookalike"), "{why}")

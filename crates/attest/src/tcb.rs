@@ -764,73 +764,85 @@ fn isv_level(levels: &[IsvLevel], svn: u16) -> Option<&IsvLevel> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tdx::{intel_sgx_root, TdxQuote};
+    use crate::tdx::TdxQuote;
 
     /// 2025-07-01, when dcap-qvl's quote and collateral are both valid.
     const AT: u64 = 1_751_328_000;
 
-    fn read(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/tests/data/tdx/dcap-qvl/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    /// dcap-qvl's real quote and collateral (in the shared fixtures).
+    struct Dcap(std::path::PathBuf);
+
+    fn dcap() -> Option<Dcap> {
+        teelog_fixtures::open("attestation").map(|f| Dcap(f.path("tdx-collateral/dcap-qvl")))
     }
 
-    /// dcap-qvl's real quote against its real collateral as `edit` changes it (so no longer as
-    /// Intel signed it: this tests the matching alone).
-    fn evaluate_edited(
-        edit: impl FnOnce(&mut TcbInfo, &mut QeIdentity),
-    ) -> Result<TcbEvaluation, AttestError> {
-        let quote =
-            TdxQuote::parse(&read("quote.dat")).unwrap().verify(&intel_sgx_root().unwrap(), AT, false);
-        let (tcb_info, qe_identity, chain) =
-            (read("tcb_info.json"), read("qe_identity.json"), read("tcb_info_issuer_chain.pem"));
-        let mut collateral = TdxCollateral::parse(CollateralFiles {
-            tcb_info: &tcb_info,
-            tcb_info_issuer_chain: &chain,
-            qe_identity: &qe_identity,
-            qe_identity_issuer_chain: &chain,
-            pck_crl: None,
-            root_ca_crl: None,
-        })
-        .unwrap();
-        edit(&mut collateral.tcb_info.value, &mut collateral.qe_identity.value);
-        let root_der = intel_sgx_root().unwrap();
-        VerifiedCollateral { collateral, root_der, root_sha256: [0; 32], checked_at: AT }
-            .evaluate(&quote.unwrap())
-    }
+    impl Dcap {
+        fn read(&self, name: &str) -> Vec<u8> {
+            std::fs::read(self.0.join(name)).unwrap()
+        }
 
-    fn mismatch_text(edit: impl FnOnce(&mut TcbInfo, &mut QeIdentity)) -> String {
-        match evaluate_edited(edit) {
-            Err(AttestError::TcbMismatch(why)) => why,
-            other => panic!("{other:?}"),
+        /// The quote against the collateral as `edit` changes it (so no longer as Intel signed
+        /// it: this tests the matching alone).
+        fn evaluate(
+            &self,
+            edit: impl FnOnce(&mut TcbInfo, &mut QeIdentity),
+        ) -> Result<TcbEvaluation, AttestError> {
+            let quote = TdxQuote::parse(&self.read("quote.dat")).unwrap().verify(AT, false).unwrap();
+            let (tcb_info, qe_identity, chain) = (
+                self.read("tcb_info.json"),
+                self.read("qe_identity.json"),
+                self.read("tcb_info_issuer_chain.pem"),
+            );
+            let mut collateral = TdxCollateral::parse(CollateralFiles {
+                tcb_info: &tcb_info,
+                tcb_info_issuer_chain: &chain,
+                qe_identity: &qe_identity,
+                qe_identity_issuer_chain: &chain,
+                pck_crl: None,
+                root_ca_crl: None,
+            })
+            .unwrap();
+            edit(&mut collateral.tcb_info.value, &mut collateral.qe_identity.value);
+            let root_der = quote.root_der().to_vec();
+            VerifiedCollateral { collateral, root_der, root_sha256: [0; 32], checked_at: AT }.evaluate(&quote)
+        }
+
+        fn mismatch(&self, edit: impl FnOnce(&mut TcbInfo, &mut QeIdentity)) -> String {
+            match self.evaluate(edit) {
+                Err(AttestError::TcbMismatch(why)) => why,
+                other => panic!("{other:?}"),
+            }
         }
     }
 
     #[test]
     fn the_first_level_met_decides_with_its_advisories() {
-        let untouched = evaluate_edited(|_, _| {}).unwrap();
+        let Some(dcap) = dcap() else { return };
+        let untouched = dcap.evaluate(|_, _| {}).unwrap();
         assert_eq!((untouched.status, untouched.platform_status), (TcbStatus::UpToDate, TcbStatus::UpToDate));
         // The PCK certificate's PCESVN is 11: a first level asking for 12 is not met.
-        let tcb = evaluate_edited(|info, _| info.tcb_levels[0].tcb.pcesvn = 12).unwrap();
+        let tcb = dcap.evaluate(|info, _| info.tcb_levels[0].tcb.pcesvn = 12).unwrap();
         assert_eq!(tcb.status, TcbStatus::OutOfDate);
         assert_eq!(tcb.advisory_ids.len(), 14);
         assert_eq!(tcb.advisory_ids.last().map(String::as_str), Some("INTEL-SA-00837"));
         assert_eq!(tcb.tcb_date, 1_515_024_000); // 2018-01-04
                                                  // SGX component 8 is 5: a first level asking for 6 is not met either.
-        let tcb = evaluate_edited(|info, _| info.tcb_levels[0].tcb.sgxtcbcomponents[7].svn = 6).unwrap();
+        let tcb = dcap.evaluate(|info, _| info.tcb_levels[0].tcb.sgxtcbcomponents[7].svn = 6).unwrap();
         assert_eq!(tcb.status, TcbStatus::OutOfDate);
-        let why = mismatch_text(|info, _| info.tcb_levels.iter_mut().for_each(|l| l.tcb.pcesvn = 12));
+        let why = dcap.mismatch(|info, _| info.tcb_levels.iter_mut().for_each(|l| l.tcb.pcesvn = 12));
         assert!(why.contains("SGX TCB") && why.contains("not supported"), "{why}");
     }
 
     #[test]
     fn tdx_components_from_the_third_on_for_a_tdx_1_5_module() {
+        let Some(dcap) = dcap() else { return };
         // TEE_TCB_SVN is 06 01 03 ...: bytes 0 and 1 are the module's, judged by its identity.
-        let tcb = evaluate_edited(|info, _| info.tcb_levels[0].tcb.tdxtcbcomponents[0].svn = 200).unwrap();
+        let tcb = dcap.evaluate(|info, _| info.tcb_levels[0].tcb.tdxtcbcomponents[0].svn = 200).unwrap();
         assert_eq!(tcb.status, TcbStatus::UpToDate);
-        let tcb = evaluate_edited(|info, _| info.tcb_levels[0].tcb.tdxtcbcomponents[2].svn = 4).unwrap();
+        let tcb = dcap.evaluate(|info, _| info.tcb_levels[0].tcb.tdxtcbcomponents[2].svn = 4).unwrap();
         assert_eq!(tcb.status, TcbStatus::OutOfDate);
-        let why = mismatch_text(|info, _| {
-            info.tcb_levels.iter_mut().for_each(|l| l.tcb.tdxtcbcomponents[2].svn = 4)
-        });
+        let why = dcap
+            .mismatch(|info, _| info.tcb_levels.iter_mut().for_each(|l| l.tcb.tdxtcbcomponents[2].svn = 4));
         assert!(why.contains("TEE_TCB_SVN 06010300"), "{why}");
     }
 
@@ -840,24 +852,26 @@ mod tests {
 
     #[test]
     fn the_tdx_module_identity_and_its_levels() {
+        let Some(dcap) = dcap() else { return };
         // The module's SVN is 6; TDX_01 lists 4 (UpToDate) and 2 (OutOfDate).
-        let tcb = evaluate_edited(|info, _| module(info).tcb_levels[0].tcb.isvsvn = 7).unwrap();
+        let tcb = dcap.evaluate(|info, _| module(info).tcb_levels[0].tcb.isvsvn = 7).unwrap();
         assert_eq!(
             (tcb.status, tcb.platform_status, tcb.module_status),
             (TcbStatus::OutOfDate, TcbStatus::UpToDate, Some(TcbStatus::OutOfDate))
         );
-        let why = mismatch_text(|info, _| module(info).tcb_levels.iter_mut().for_each(|l| l.tcb.isvsvn = 7));
+        let why = dcap.mismatch(|info, _| module(info).tcb_levels.iter_mut().for_each(|l| l.tcb.isvsvn = 7));
         assert!(why.contains("TDX module's SVN 6"), "{why}");
-        let why = mismatch_text(|info, _| module(info).id = "TDX_02".into());
+        let why = dcap.mismatch(|info, _| module(info).id = "TDX_02".into());
         assert!(why.contains("no identity TDX_01"), "{why}");
-        let why = mismatch_text(|info, _| module(info).mrsigner.0[0] = 1);
+        let why = dcap.mismatch(|info, _| module(info).mrsigner.0[0] = 1);
         assert!(why.contains("MRSIGNERSEAM"), "{why}");
-        let why = mismatch_text(|info, _| module(info).attributes.0[7] = 1);
+        let why = dcap.mismatch(|info, _| module(info).attributes.0[7] = 1);
         assert!(why.contains("SEAM attributes"), "{why}");
     }
 
     #[test]
     fn the_quoting_enclave_identity_and_its_levels() {
+        let Some(dcap) = dcap() else { return };
         for (field, edit) in [
             (
                 "MRSIGNER",
@@ -868,22 +882,23 @@ mod tests {
             ("MISCSELECT", |_, qe| qe.miscselect.0[3] = 1),
             ("ATTRIBUTES", |_, qe| qe.attributes.0[0] = 0),
         ] {
-            let why = mismatch_text(edit);
+            let why = dcap.mismatch(edit);
             assert!(why.contains(field), "{field}: {why}");
         }
         // The QE's ISVSVN is 6 (Intel lists 4): a level of 7 first leaves the next one.
-        let tcb = evaluate_edited(|_, qe| {
-            qe.tcb_levels[0].tcb.isvsvn = 7;
-            qe.tcb_levels.push(IsvLevel {
-                tcb: IsvSvn { isvsvn: 4 },
-                tcb_status: TcbStatus::OutOfDate,
-                advisory_ids: vec!["INTEL-SA-00615".into()],
-            });
-        })
-        .unwrap();
+        let tcb = dcap
+            .evaluate(|_, qe| {
+                qe.tcb_levels[0].tcb.isvsvn = 7;
+                qe.tcb_levels.push(IsvLevel {
+                    tcb: IsvSvn { isvsvn: 4 },
+                    tcb_status: TcbStatus::OutOfDate,
+                    advisory_ids: vec!["INTEL-SA-00615".into()],
+                });
+            })
+            .unwrap();
         assert_eq!((tcb.status, tcb.qe_status), (TcbStatus::OutOfDate, TcbStatus::OutOfDate));
         assert_eq!(tcb.advisory_ids, ["INTEL-SA-00615"]);
-        let why = mismatch_text(|_, qe| qe.tcb_levels[0].tcb.isvsvn = 7);
+        let why = dcap.mismatch(|_, qe| qe.tcb_levels[0].tcb.isvsvn = 7);
         assert!(why.contains("ISVSVN 6"), "{why}");
     }
 

@@ -1,6 +1,7 @@
 //! Intel TDX DCAP quotes, version 4: the TD report signed by an attestation key, which the
 //! Quoting Enclave's report binds, which the platform's PCK certificate signs, which chains to
-//! the pinned Intel SGX Root CA.
+//! the Intel SGX Root CA: the copy at the end of the quote's own chain, taken only if its SHA-256
+//! is the pin.
 //!
 //! A quote binds a teelog key through `report_data`: its first 32 bytes are the key id (SHA-256
 //! of the DER SubjectPublicKeyInfo), the last 32 reserved for the previous epoch's head. The
@@ -17,8 +18,6 @@ use crate::{anchor, verify_chain, AttestError};
 
 /// SHA-256 of the DER of the Intel SGX Root CA, as Intel publishes it.
 pub const INTEL_SGX_ROOT_CA_SHA256: &str = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
-
-const INTEL_SGX_ROOT_PEM: &[u8] = include_bytes!("../roots/intel_sgx_root_ca.pem");
 
 const HEADER_LEN: usize = 48;
 const BODY_LEN: usize = 584;
@@ -167,17 +166,18 @@ impl TdxQuote {
     }
 
     /// Verifies the quote signature, the QE report's binding of the attestation key and its
-    /// signature by the PCK, and the PCK chain to `root` at `at` (Unix seconds).
-    pub fn verify(self, root_der: &[u8], at: u64, allow_debug: bool) -> Result<TdxVerified, AttestError> {
-        let root_sha256 = pinned_intel_root(root_der)?;
+    /// signature by the PCK, and the PCK chain at `at` (Unix seconds) to the Intel SGX Root CA at
+    /// its end, which must be the pinned root.
+    pub fn verify(self, at: u64, allow_debug: bool) -> Result<TdxVerified, AttestError> {
+        let root_der = self.pck_chain.last().map(Vec::as_slice).unwrap_or_default();
+        let root_sha256 = pinned_intel_root(root_der).map_err(|_| {
+            AttestError::Chain(format!(
+                "the quote's chain does not end at the pinned Intel SGX Root CA (SHA-256 {INTEL_SGX_ROOT_CA_SHA256}); it ends at a certificate with SHA-256 {}",
+                hex::encode(sha256(root_der))
+            ))
+        })?;
         if self.debug() && !allow_debug {
             return Err(AttestError::DebugMode);
-        }
-        // The quote carries its chain up to the root; that copy must be the pinned root itself.
-        if self.pck_chain.last().map(Vec::as_slice) != Some(root_der) {
-            return Err(AttestError::Chain(
-                "the quote's chain does not end at the pinned Intel SGX Root CA".into(),
-            ));
         }
         // The quote, signed by the attestation key (an uncompressed P-256 point without 0x04).
         let key = [&[0x04][..], &self.attestation_key].concat();
@@ -235,16 +235,17 @@ pub(crate) fn verify_intel_chain(
     Ok(path.intermediate_certificates().count())
 }
 
-/// The Intel SGX Root CA that ships with teelog (pinned).
-pub fn intel_sgx_root() -> Result<Vec<u8>, AttestError> {
-    CertificateDer::from_pem_slice(INTEL_SGX_ROOT_PEM)
-        .map(|c| c.to_vec())
-        .map_err(|e| AttestError::Root(e.to_string()))
-}
-
 #[derive(Debug, Clone)]
 pub struct TdxVerified {
     pub quote: TdxQuote,
     pub root_sha256: Digest,
     pub checked_at: u64,
+}
+
+impl TdxVerified {
+    /// The pinned Intel SGX Root CA (DER), as the quote carried it: the root Intel's collateral
+    /// must chain to as well.
+    pub fn root_der(&self) -> &[u8] {
+        self.quote.pck_chain.last().map(Vec::as_slice).unwrap_or_default()
+    }
 }

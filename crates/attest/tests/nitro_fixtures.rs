@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use teelog_attest::nitro::NitroDocument;
 use teelog_attest::{decode_document, AttestError, TrustRoot};
+use teelog_fixtures::Fixtures;
 
-fn fixture(name: &str) -> Vec<u8> {
-    decode_document(&common::fixture(name)).unwrap()
+fn fixture(f: &Fixtures, name: &str) -> Vec<u8> {
+    decode_document(&f.read(name)).unwrap()
 }
 
 const BETA: &str = "nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor";
@@ -29,7 +28,8 @@ fn verify(
 
 #[test]
 fn production_documents_verify_at_their_own_time() {
-    let beta = verify(&fixture(BETA), None, false).unwrap();
+    let Some(f) = common::fixtures() else { return };
+    let beta = verify(&fixture(&f, BETA), None, false).unwrap();
     assert_eq!(beta.document.module_id, "i-020b6af9246d90e92-enc0183d09086c24190");
     assert_eq!(beta.document.timestamp_ms, 1_665_651_482_136);
     assert_eq!(
@@ -41,7 +41,7 @@ fn production_documents_verify_at_their_own_time() {
     assert_eq!(beta.checked_at, 1_665_651_482);
 
     // An indefinite-length payload map, 17 PCRs, a 32-byte raw public key.
-    let fastcrypto = verify(&fixture(FASTCRYPTO), None, false).unwrap();
+    let fastcrypto = verify(&fixture(&f, FASTCRYPTO), None, false).unwrap();
     assert_eq!(fastcrypto.document.pcrs.len(), 17);
     assert_eq!(fastcrypto.document.public_key.as_ref().map(Vec::len), Some(32));
     assert_eq!(fastcrypto.document.user_data.as_deref(), Some(&[][..]));
@@ -49,7 +49,8 @@ fn production_documents_verify_at_their_own_time() {
 
 #[test]
 fn a_debug_mode_enclave_is_refused_unless_allowed() {
-    let bytes = fixture(GA_DEBUG);
+    let Some(f) = common::fixtures() else { return };
+    let bytes = fixture(&f, GA_DEBUG);
     assert_eq!(verify(&bytes, None, false).unwrap_err(), AttestError::DebugMode);
     let verified = verify(&bytes, None, true).unwrap();
     assert!(verified.debug_mode);
@@ -60,39 +61,39 @@ fn a_debug_mode_enclave_is_refused_unless_allowed() {
 
 #[test]
 fn every_document_is_expired_today() {
+    let Some(f) = common::fixtures() else { return };
     for name in [BETA, FASTCRYPTO, GA_DEBUG] {
-        let err = verify(&fixture(name), Some(TODAY), true).unwrap_err();
+        let err = verify(&fixture(&f, name), Some(TODAY), true).unwrap_err();
         assert!(matches!(&err, AttestError::Chain(why) if why.contains("not valid at")), "{name}: {err}");
     }
 }
 
 #[test]
 fn the_aws_root_given_again_is_the_pinned_root() {
+    let Some(f) = common::fixtures() else { return };
     // As `--trust-root` would load it, and as the only root.
-    let pem = common::fixture("roots/aws_nitro_enclaves_root_g1.pem");
+    let pem = f.read("roots/aws_nitro_enclaves_root_g1.pem");
     let root = TrustRoot::from_pem_or_der(&pem).unwrap();
-    let verified = NitroDocument::parse(&fixture(BETA)).unwrap().verify(&[root], None, false).unwrap();
+    let verified = NitroDocument::parse(&fixture(&f, BETA)).unwrap().verify(&[root], None, false).unwrap();
     assert!(!verified.dev);
     assert_eq!(hex::encode(verified.root_sha256), teelog_attest::AWS_NITRO_ROOT_G1_SHA256);
 }
 
 #[test]
 fn another_root_is_not_trusted() {
-    let intel = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/fixtures/attestation/roots/intel_sgx_root_ca.pem"),
-    )
-    .unwrap();
+    let Some(f) = common::fixtures() else { return };
+    let intel = f.read("roots/intel_sgx_root_ca.pem");
     let root = TrustRoot::from_pem_or_der(&intel).unwrap();
     assert_eq!(root.vendor(), Some(teelog_attest::VendorRoot::IntelSgxRootCa));
-    let err = NitroDocument::parse(&fixture(BETA)).unwrap().verify(&[root], None, false).unwrap_err();
+    let err = NitroDocument::parse(&fixture(&f, BETA)).unwrap().verify(&[root], None, false).unwrap_err();
     assert!(matches!(&err, AttestError::Chain(why) if why.contains("does not reach a pinned root")), "{err}");
 }
 
 #[test]
 fn any_flipped_byte_is_refused() {
+    let Some(f) = common::fixtures() else { return };
     for name in [BETA, FASTCRYPTO] {
-        let bytes = fixture(name);
+        let bytes = fixture(&f, name);
         // Every byte of the first 600 (structure, headers, module id, PCRs) and every 17th after.
         let positions = (0..bytes.len()).filter(|&i| i < 600 || i % 17 == 0);
         for i in positions {
@@ -105,7 +106,8 @@ fn any_flipped_byte_is_refused() {
 
 #[test]
 fn truncated_and_garbage_documents_are_refused_without_panicking() {
-    let bytes = fixture(BETA);
+    let Some(f) = common::fixtures() else { return };
+    let bytes = fixture(&f, BETA);
     for len in (0..bytes.len()).step_by(97) {
         assert!(NitroDocument::parse(&bytes[..len]).is_err(), "truncated to {len}");
     }

@@ -3,16 +3,22 @@
 
 mod common;
 
-use common::fixture;
 use teelog_attest::snp::{AmdChain, SnpReport};
 use teelog_attest::AttestError;
+use teelog_fixtures::Fixtures;
+
+/// AMD's Milan ARK and ASK, as its key server serves them.
+fn milan(f: &Fixtures) -> AmdChain {
+    AmdChain::from_pem(&f.read("roots/amd_milan_ask_ark_asvk.pem")).unwrap()
+}
 
 /// 2026-12-02T00:00:00Z: reports carry no time, so the chain is checked now.
 const NOW: u64 = 1_796_169_600;
 
 #[test]
 fn the_fixture_report_verifies_under_its_vcek() {
-    let report = SnpReport::parse(&fixture("snp/snp_trustee_milan_report.bin")).unwrap();
+    let Some(f) = common::fixtures() else { return };
+    let report = SnpReport::parse(&f.read("snp/snp_trustee_milan_report.bin")).unwrap();
     assert_eq!(report.version, 2);
     assert_eq!(report.policy, 0x3001f);
     assert!(!report.debug_allowed());
@@ -27,17 +33,16 @@ fn the_fixture_report_verifies_under_its_vcek() {
     );
     let tcb = report.reported_tcb;
     assert_eq!((tcb.bootloader, tcb.tee, tcb.snp, tcb.microcode), (3, 0, 8, 115));
-    let verified = report
-        .verify(&fixture("snp/snp_trustee_milan_vcek.der"), &AmdChain::milan().unwrap(), NOW, false)
-        .unwrap();
+    let verified = report.verify(&f.read("snp/snp_trustee_milan_vcek.der"), &milan(&f), NOW, false).unwrap();
     assert_eq!(hex::encode(verified.ark_sha256), teelog_attest::snp::AMD_ARK_MILAN_SHA256);
 }
 
 #[test]
 fn any_flipped_byte_of_the_signed_report_or_signature_fails() {
-    let bytes = fixture("snp/snp_trustee_milan_report.bin");
-    let vcek = fixture("snp/snp_trustee_milan_vcek.der");
-    let chain = AmdChain::milan().unwrap();
+    let Some(f) = common::fixtures() else { return };
+    let bytes = f.read("snp/snp_trustee_milan_report.bin");
+    let vcek = f.read("snp/snp_trustee_milan_vcek.der");
+    let chain = milan(&f);
     // The signed part (0x000..0x2a0, every 5th byte) and the significant signature bytes.
     let positions = (0..0x2a0).step_by(5).chain(0x2a0..0x2a0 + 48).chain(0x2e8..0x2e8 + 48);
     for i in positions {
@@ -50,23 +55,24 @@ fn any_flipped_byte_of_the_signed_report_or_signature_fails() {
 
 #[test]
 fn a_foreign_vcek_root_or_policy_is_refused() {
-    let report = || SnpReport::parse(&fixture("snp/snp_trustee_milan_report.bin")).unwrap();
-    let chain = AmdChain::milan().unwrap();
-    let mut vcek = fixture("snp/snp_trustee_milan_vcek.der");
+    let Some(f) = common::fixtures() else { return };
+    let report = || SnpReport::parse(&f.read("snp/snp_trustee_milan_report.bin")).unwrap();
+    let chain = milan(&f);
+    let mut vcek = f.read("snp/snp_trustee_milan_vcek.der");
     let last = vcek.len() - 1;
     vcek[last] ^= 1; // the ASK's signature over the VCEK
     assert!(matches!(report().verify(&vcek, &chain, NOW, false), Err(AttestError::Chain(_))));
 
-    let intel = fixture("roots/intel_sgx_root_ca.pem");
+    let intel = f.read("roots/intel_sgx_root_ca.pem");
     assert!(matches!(AmdChain::from_pem(&intel), Err(AttestError::Root(_))));
 
     // Before the VCEK was issued.
-    let vcek = fixture("snp/snp_trustee_milan_vcek.der");
+    let vcek = f.read("snp/snp_trustee_milan_vcek.der");
     assert!(matches!(report().verify(&vcek, &chain, 1_500_000_000, false), Err(AttestError::Chain(_))));
 
     // A guest whose policy allows debugging (bit 19): refused unless allowed, whatever the
     // signature says.
-    let mut debug = fixture("snp/snp_trustee_milan_report.bin");
+    let mut debug = f.read("snp/snp_trustee_milan_report.bin");
     debug[0x08 + 2] |= 0x08;
     let parsed = SnpReport::parse(&debug).unwrap();
     assert!(parsed.debug_allowed());

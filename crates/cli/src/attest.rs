@@ -1,30 +1,28 @@
-//! `teelog attest verify`: check one attestation document offline and show what it proves.
+//! `teelog attest verify`: its arguments, and what a document proves in text or JSON. The
+//! verification is `teelog_attest::document`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use teelog_attest::nitro::{NitroDocument, NitroVerified};
-use teelog_attest::snp::{AmdChain, SnpReport, SnpVerified, REPORT_LEN};
-use teelog_attest::tcb::{
-    CollateralFiles, TcbEvaluation, TcbPolicy, TcbStatus, TdxCollateral, MAX_COLLATERAL_JSON_BYTES,
-    MAX_CRL_BYTES, MAX_ISSUER_CHAIN_BYTES,
-};
-use teelog_attest::tdx::{TdxQuote, TdxVerified};
-use teelog_attest::tpm::bundle::{TpmBundle, TpmBundleVerified};
-use teelog_attest::{decode_document, AttestError, TrustRoot};
+use teelog_attest::document::{Inputs, Kind, Verified};
+use teelog_attest::nitro::NitroVerified;
+use teelog_attest::snp::SnpVerified;
+use teelog_attest::tcb::{TcbEvaluation, TcbPolicy, TcbStatus};
+use teelog_attest::tdx::TdxVerified;
+use teelog_attest::tpm::bundle::TpmBundleVerified;
+use teelog_attest::AttestError;
 use teelog_core::timestamp::{format_rfc3339, parse_rfc3339};
 use teelog_core::verify::TrustBasis;
-use teelog_core::PublicKey;
+use teelog_trust::CollateralDir;
 
 #[derive(clap::Subcommand, Clone)]
 pub enum AttestCommand {
     /// Verify an attestation document: an AWS Nitro (or dev) document or a TPM evidence bundle
-    /// as raw CBOR, base64 or hex, an AMD SEV-SNP report (1184 bytes, with --vcek), or an Intel
-    /// TDX DCAP v4 quote.
+    /// as raw CBOR, base64 or hex, an AMD SEV-SNP report (1184 bytes, with --vcek and
+    /// --amd-chain), or an Intel TDX DCAP v4 quote.
     /// Exit 0 verified, 1 rejected, 2 on usage or I/O errors.
     Verify(AttestVerifyArgs),
 }
@@ -39,7 +37,7 @@ pub struct AttestVerifyArgs {
     pub key: Option<PathBuf>,
     /// Also trust this root certificate (PEM or DER; every certificate of a PEM file), e.g. a
     /// dev root or a TPM enrollment CA; the AWS Nitro root G1 is always trusted, pinned by its
-    /// SHA-256. A certificate with a pinned vendor root's subject or key that is not that root
+    /// SHA-256 (the document carries it). A certificate with a pinned vendor root's subject or key that is not that root
     /// is refused.
     #[arg(long)]
     pub trust_root: Vec<PathBuf>,
@@ -53,8 +51,8 @@ pub struct AttestVerifyArgs {
     /// SEV-SNP: the VCEK certificate (DER or PEM) of the chip that signed the report.
     #[arg(long)]
     pub vcek: Option<PathBuf>,
-    /// SEV-SNP: AMD's ARK and ASK (PEM); the ARK must match the pinned SHA-256. Default: the
-    /// Milan chain that ships with teelog.
+    /// SEV-SNP: AMD's ARK and ASK (PEM), as AMD's key server serves them (e.g.
+    /// https://kdsintf.amd.com/vcek/v1/Milan/cert_chain); the ARK must match its pinned SHA-256.
     #[arg(long)]
     pub amd_chain: Option<PathBuf>,
     /// TDX: evaluate the TCB status with Intel's collateral saved in DIR: tcb_info.json and
@@ -72,9 +70,6 @@ pub struct AttestVerifyArgs {
     #[arg(long)]
     pub json: bool,
 }
-
-/// A TDX DCAP quote begins: version 4, ECDSA P-256 attestation key, TEE type 0x81.
-const TDX_V4_PREFIX: [u8; 8] = [4, 0, 2, 0, 0x81, 0, 0, 0];
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     if path.as_os_str() == "-" {
@@ -96,61 +91,43 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
             Some(u64::try_from(nanos.div_euclid(1_000_000_000)).context("--at: before 1970")?)
         }
     };
-    if args.collateral.is_some() && !raw.starts_with(&TDX_V4_PREFIX) {
+    let key = args.key.as_deref().map(teelog_trust::public_key).transpose()?;
+    let kind = Kind::of(&raw);
+    if args.collateral.is_some() && kind != Kind::Tdx {
         bail!("--collateral is Intel's TCB collateral, for TDX quotes only");
     }
-    let key = match &args.key {
-        Some(path) => Some(PublicKey::from_pem(&read(path)?).with_context(|| path.display().to_string())?),
-        None => None,
-    };
-    let report = if raw.len() == REPORT_LEN {
-        let Some(vcek_path) = &args.vcek else {
-            bail!("this looks like an SEV-SNP report: give the chip's VCEK with --vcek");
-        };
-        let vcek = read(vcek_path)?;
-        let vcek = rustls_pki_types::pem::PemObject::from_pem_slice(&vcek)
-            .map(|c: rustls_pki_types::CertificateDer<'_>| c.to_vec())
-            .unwrap_or(vcek);
-        let chain = match &args.amd_chain {
-            Some(path) => AmdChain::from_pem(&read(path)?).with_context(|| path.display().to_string())?,
-            None => AmdChain::milan()?,
-        };
-        let outcome = SnpReport::parse(&raw)
-            .and_then(|r| r.verify(&vcek, &chain, at.unwrap_or_else(now_seconds), args.allow_debug));
-        Report::snp(&outcome)
-    } else if raw.starts_with(&TDX_V4_PREFIX) {
-        let root = teelog_attest::tdx::intel_sgx_root()?;
-        let at = at.unwrap_or_else(now_seconds);
-        let collateral = args.collateral.as_deref().map(Collateral::read).transpose()?;
-        let policy =
-            TcbPolicy { allow_out_of_date: args.allow_outdated_tcb, allow_revoked: args.allow_revoked_tcb };
-        let outcome =
-            TdxQuote::parse(&raw).and_then(|q| q.verify(&root, at, args.allow_debug)).and_then(|quote| {
-                let Some(collateral) = &collateral else { return Ok((quote, None)) };
-                let tcb = TdxCollateral::parse(collateral.files())
-                    .and_then(|c| c.verify(&root, at))
-                    .and_then(|c| c.evaluate(&quote))?;
-                tcb.check(policy)?;
-                Ok((quote, Some(tcb)))
-            });
-        Report::tdx(&outcome)
-    } else {
-        let roots = trust_roots(&args.trust_root)?;
-        let bytes = decode_document(&raw);
-        if bytes.as_ref().is_ok_and(|b| b.first().is_some_and(|&f| teelog_attest::is_cbor_map(f))) {
-            let at = at.unwrap_or_else(now_seconds);
-            let outcome = bytes.and_then(|b| TpmBundle::parse(&b)).and_then(|b| b.verify(&roots, at));
-            Report::tpm(&outcome, at)
-        } else {
-            let outcome = bytes
-                .and_then(|bytes| NitroDocument::parse(&bytes))
-                .and_then(|doc| doc.verify(&roots, at, args.allow_debug));
-            Report::nitro(&outcome)
+    let sev_snp = match (kind, &args.vcek, &args.amd_chain) {
+        (Kind::SevSnp, None, _) => bail!("this looks like an SEV-SNP report: give the chip's VCEK with --vcek"),
+        (Kind::SevSnp, _, None) => bail!(
+            "this looks like an SEV-SNP report: give AMD's ARK and ASK with --amd-chain FILE (the cert_chain AMD's key server serves for the chip's product, e.g. https://kdsintf.amd.com/vcek/v1/Milan/cert_chain); a report carries no certificates, and teelog ships none"
+        ),
+        (Kind::SevSnp, Some(vcek), Some(chain)) => {
+            Some((teelog_trust::certificate(vcek)?, teelog_trust::amd_chain(chain)?))
         }
+        _ => None,
     };
-    let report = match &key {
-        Some(key) => report.requiring_key(key),
-        None => report,
+    let collateral = args.collateral.as_deref().map(CollateralDir::read).transpose()?;
+    let policy =
+        TcbPolicy { allow_out_of_date: args.allow_outdated_tcb, allow_revoked: args.allow_revoked_tcb };
+    let roots = teelog_trust::trust_roots(&args.trust_root)?;
+    let inputs = Inputs {
+        roots: &roots,
+        at,
+        now: now_seconds(),
+        allow_debug: args.allow_debug,
+        sev_snp: sev_snp.as_ref().map(|(vcek, chain)| (vcek.as_slice(), chain)),
+        collateral: collateral.as_ref().map(|c| (c.files(), policy)),
+    };
+    let report = match teelog_attest::document::verify(&raw, &inputs) {
+        Err(e) => Report::rejected(&e),
+        Ok(verified) => {
+            let mut report = Report::of(&verified);
+            if let Some(Err(e)) = key.as_ref().map(|key| verified.require_key(key)) {
+                report.verified = false;
+                report.error = Some(e.to_string());
+            }
+            report
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -160,75 +137,9 @@ pub fn run(command: &AttestCommand) -> anyhow::Result<ExitCode> {
     Ok(if report.verified { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// Intel's collateral as saved from the PCS into one directory.
-struct Collateral {
-    tcb_info: Vec<u8>,
-    tcb_info_issuer_chain: Vec<u8>,
-    qe_identity: Vec<u8>,
-    qe_identity_issuer_chain: Vec<u8>,
-    pck_crl: Option<Vec<u8>>,
-    root_ca_crl: Option<Vec<u8>>,
-}
-
-impl Collateral {
-    fn read(dir: &Path) -> anyhow::Result<Self> {
-        // The file `name` if it exists; at most one byte over `max`, so that a huge file is
-        // refused by size without being read whole.
-        let optional = |name: &str, max: usize| -> anyhow::Result<Option<Vec<u8>>> {
-            let path = dir.join(name);
-            let file = match std::fs::File::open(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                file => file.with_context(|| format!("cannot read {}", path.display()))?,
-            };
-            let mut buf = Vec::new();
-            file.take(max as u64 + 1)
-                .read_to_end(&mut buf)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            Ok(Some(buf))
-        };
-        let required = |name: &str, max: usize| {
-            optional(name, max)?.with_context(|| format!("{} is missing", dir.join(name).display()))
-        };
-        let tcb_info_issuer_chain = required("tcb_info_issuer_chain.pem", MAX_ISSUER_CHAIN_BYTES)?;
-        // Intel signs both documents with one certificate, so one chain file may serve both.
-        let qe_identity_issuer_chain = optional("qe_identity_issuer_chain.pem", MAX_ISSUER_CHAIN_BYTES)?
-            .unwrap_or_else(|| tcb_info_issuer_chain.clone());
-        Ok(Collateral {
-            tcb_info: required("tcb_info.json", MAX_COLLATERAL_JSON_BYTES)?,
-            qe_identity: required("qe_identity.json", MAX_COLLATERAL_JSON_BYTES)?,
-            tcb_info_issuer_chain,
-            qe_identity_issuer_chain,
-            pck_crl: optional("pck_crl.der", MAX_CRL_BYTES)?,
-            root_ca_crl: optional("root_ca_crl.der", MAX_CRL_BYTES)?,
-        })
-    }
-
-    fn files(&self) -> CollateralFiles<'_> {
-        CollateralFiles {
-            tcb_info: &self.tcb_info,
-            tcb_info_issuer_chain: &self.tcb_info_issuer_chain,
-            qe_identity: &self.qe_identity,
-            qe_identity_issuer_chain: &self.qe_identity_issuer_chain,
-            pck_crl: self.pck_crl.as_deref(),
-            root_ca_crl: self.root_ca_crl.as_deref(),
-        }
-    }
-}
-
 /// Reports without a time of their own are checked now, by default.
 pub fn now_seconds() -> u64 {
     u64::try_from(crate::sign::now().div_euclid(1_000_000_000)).unwrap_or(0)
-}
-
-/// The AWS root, plus every certificate of the files given with --trust-root (or a gateway's
-/// `trust_roots`). A lookalike of a pinned vendor root is an error naming its file.
-pub fn trust_roots(paths: &[PathBuf]) -> anyhow::Result<Vec<TrustRoot>> {
-    let mut roots = vec![TrustRoot::aws_nitro()];
-    for path in paths {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        roots.extend(TrustRoot::all_from_pem_or_der(&bytes).with_context(|| path.display().to_string())?);
-    }
-    Ok(roots)
 }
 
 /// A trust basis in words, for the text report.
@@ -273,34 +184,25 @@ impl Report {
         Report { error: Some(e.to_string()), ..Report::default() }
     }
 
-    /// A verified document that binds another key than `key` (or none) is rejected.
-    fn requiring_key(mut self, key: &PublicKey) -> Self {
-        if self.verified && self.bound_key_id.as_deref() != Some(key.id_hex().as_str()) {
-            self.verified = false;
-            self.error = Some(match &self.bound_key_id {
-                Some(bound) => {
-                    format!("the document binds key id {bound}, not the given key ({})", key.id_hex())
-                }
-                None => format!("the document binds no key, not the given key ({})", key.id_hex()),
-            });
-        }
-        self
+    fn of(verified: &Verified) -> Self {
+        let mut report = match verified {
+            Verified::Nitro(v) => Self::nitro(v),
+            Verified::Tpm { bundle, checked_at } => Self::tpm(bundle, *checked_at),
+            Verified::SevSnp(v) => Self::snp(v),
+            Verified::Tdx { quote, tcb } => Self::tdx(quote, tcb.as_ref()),
+        };
+        report.bound_key_id = verified.bound_key_id().map(hex::encode);
+        report
     }
 
-    /// SEV-SNP and TDX reports bind a key by id in report_data (docs/FORMAT.md §7a).
-    fn report_data_binding(&mut self, report_data: &[u8; 64]) {
-        let binding = teelog_attest::ReportDataBinding::of(report_data);
-        self.bound_key_id = Some(hex::encode(binding.key_id));
-        if let Some(head) = binding.previous_head {
+    /// SEV-SNP and TDX reports name the previous epoch's head in report_data (docs/FORMAT.md §7a).
+    fn previous_head(&mut self, report_data: &[u8; 64]) {
+        if let Some(head) = teelog_attest::ReportDataBinding::of(report_data).previous_head {
             self.details.insert("previous_head", hex::encode(head));
         }
     }
 
-    fn nitro(outcome: &Result<NitroVerified, AttestError>) -> Self {
-        let v = match outcome {
-            Err(e) => return Self::rejected(e),
-            Ok(v) => v,
-        };
+    fn nitro(v: &NitroVerified) -> Self {
         let d = &v.document;
         let mut details = BTreeMap::from([
             ("module_id", d.module_id.clone()),
@@ -317,11 +219,7 @@ impl Report {
             platform: Some(if v.dev { "dev (not hardware-backed)" } else { "aws-nitro" }),
             measurement: d.pcrs.get(&0).map(hex::encode),
             checked_at: Some(time_text(v.checked_at, 1_000_000_000)),
-            bound_key_id: d
-                .public_key
-                .as_deref()
-                .and_then(|k| PublicKey::from_spki_der(k).ok())
-                .map(|k| k.id_hex()),
+            bound_key_id: None,
             root_sha256: Some(hex::encode(v.root_sha256)),
             trust: Some(v.basis()),
             debug_mode: v.debug_mode,
@@ -332,11 +230,8 @@ impl Report {
         }
     }
 
-    fn tpm(outcome: &Result<TpmBundleVerified, AttestError>, at: u64) -> Self {
-        let v = match outcome {
-            Err(e) => return Self::rejected(e),
-            Ok(v) => &v.evidence,
-        };
+    fn tpm(bundle: &TpmBundleVerified, at: u64) -> Self {
+        let v = &bundle.evidence;
         let mut details = BTreeMap::from([("attestation_key_id", v.ak.id_hex())]);
         if !v.qualifying_data.is_empty() {
             details.insert("qualifying_data", hex::encode(&v.qualifying_data));
@@ -346,19 +241,14 @@ impl Report {
             platform: Some("tpm"),
             measurement: Some(hex::encode(v.measurement)),
             checked_at: Some(time_text(at, 1_000_000_000)),
-            bound_key_id: Some(v.key.id_hex()),
-            root_sha256: outcome.as_ref().ok().map(|v| hex::encode(v.root_sha256)),
+            root_sha256: Some(hex::encode(bundle.root_sha256)),
             trust: Some(TrustBasis::TpmEnrollmentCa),
             details,
             ..Report::default()
         }
     }
 
-    fn snp(outcome: &Result<SnpVerified, AttestError>) -> Self {
-        let v = match outcome {
-            Err(e) => return Self::rejected(e),
-            Ok(v) => v,
-        };
+    fn snp(v: &SnpVerified) -> Self {
         let r = &v.report;
         let tcb = r.reported_tcb;
         let mut report = Report {
@@ -390,15 +280,11 @@ impl Report {
             warnings: Vec::new(),
             error: None,
         };
-        report.report_data_binding(&r.report_data);
+        report.previous_head(&r.report_data);
         report
     }
 
-    fn tdx(outcome: &Result<(TdxVerified, Option<TcbEvaluation>), AttestError>) -> Self {
-        let (v, tcb) = match outcome {
-            Err(e) => return Self::rejected(e),
-            Ok(v) => v,
-        };
+    fn tdx(v: &TdxVerified, tcb: Option<&TcbEvaluation>) -> Self {
         let q = &v.quote;
         let mut details = BTreeMap::from([
             ("td_attributes", hex::encode(q.td_attributes)),
@@ -453,7 +339,7 @@ impl Report {
             warnings,
             error: None,
         };
-        report.report_data_binding(&q.report_data);
+        report.previous_head(&q.report_data);
         report
     }
 

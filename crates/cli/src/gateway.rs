@@ -7,8 +7,7 @@ use std::process::ExitCode;
 use teelog_core::gate::Gate;
 use teelog_core::VerifyOptions;
 use teelog_gateway::config::GatewayConfig;
-
-use crate::verify::Trust;
+use teelog_trust::{Trust, TrustFiles};
 
 #[derive(clap::Args)]
 pub struct GatewayArgs {
@@ -23,7 +22,13 @@ pub struct GatewayArgs {
 pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
     let config = GatewayConfig::load(&args.config)?;
     let v = &config.verify;
-    let trust = Trust::load(&v.pubkeys, &v.trust_roots, v.policy.as_deref(), v.allow_debug)?;
+    let files = TrustFiles {
+        pubkeys: v.pubkeys.clone(),
+        trust_roots: v.trust_roots.clone(),
+        policy: v.policy.clone(),
+        allow_debug: v.allow_debug,
+    };
+    let trust = Trust::load(&files, crate::attest::now_seconds())?;
     crate::daemon::run("teelog-gateway", args.log_level, |shutdown| async move {
         let gate = move |continuity| {
             let options =

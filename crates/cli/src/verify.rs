@@ -1,17 +1,14 @@
 //! `teelog verify`: check batch files and stores offline.
 
-use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
-use teelog_attest::BindingVerifier;
+use anyhow::Context;
+use teelog_audit::{Expectations, Source};
 use teelog_core::display::escape_controls;
-use teelog_core::policy::Policy;
 use teelog_core::timestamp::parse_rfc3339;
-use teelog_core::{Freshness, Origin, PublicKey, Report, TrustBasis, Verifier, VerifyOptions};
-use teelog_store::lines::{Line, LineReader};
+use teelog_core::{Report, TrustBasis, Verifier};
+use teelog_trust::{Trust, TrustFiles};
 
 use crate::sign::DEFAULT_MAX_BATCH_LINE;
 
@@ -97,144 +94,47 @@ pub fn finish(
     trust: &TrustArgs,
     print: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<ExitCode> {
-    // Only when nothing verified: a forged line among batches that do must stay a finding, not
-    // pass for the auditor's mistake.
-    if trust.pubkey.is_empty() && !report.keys_needed.is_empty() && report.trust.is_empty() {
-        let mut keys = report.keys_needed.join(", ");
-        if report.keys_needed.len() >= teelog_core::verify::MAX_LISTED {
-            keys.push_str(", …");
-        }
-        bail!(
-            "batches are signed by keys that no attestation document binds ({keys}): pass --pubkey FILE with each signer's public key (e.g. public-key.pem of its identity), or --trust-root for attested batches"
-        );
-    }
+    teelog_audit::require_keys(report, !trust.pubkey.is_empty())?;
     print()?;
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
-    if args.files.is_empty() && args.store.is_none() {
-        bail!("nothing to verify: give batch files, `-` for stdin, or --store DIR");
-    }
-    let mut verifier = verifier(&args.trust)?;
-    for path in &args.files {
-        let name = path.display().to_string();
-        if name == "-" {
-            feed(&mut verifier, io::stdin().lock(), "stdin", args.max_line_bytes)?;
-        } else {
-            let file = File::open(path).with_context(|| format!("cannot read {name}"))?;
-            feed(&mut verifier, BufReader::with_capacity(1 << 20, file), &name, args.max_line_bytes)?;
-        }
-    }
-    if let Some(dir) = &args.store {
-        let segments = teelog_store::segments(dir)?;
-        if segments.is_empty() {
-            bail!("{}: no store segments here", dir.display());
-        }
-        for path in &segments {
-            let name = path.display().to_string();
-            match teelog_store::open_segment_to_read(path) {
-                Ok(file) => {
-                    feed(&mut verifier, BufReader::with_capacity(1 << 20, file), &name, args.max_line_bytes)?
-                }
-                // Whoever controls the store can plant one; it is a finding, and the rest is read.
-                Err(e @ teelog_store::StoreError::NotRegular { .. }) => {
-                    verifier.push_malformed(Origin { source: &name, line: 0 }, &e.to_string())
-                }
-                Err(e) => return Err(e).with_context(|| format!("cannot read {name}")),
-            }
-        }
-    }
-    Ok(verifier.finish())
+    let files = args.files.iter().map(|path| match path.as_os_str() == "-" {
+        true => Source::Stdin,
+        false => Source::File(path.clone()),
+    });
+    let sources: Vec<Source> = files.chain(args.store.clone().map(Source::Store)).collect();
+    Ok(teelog_audit::files::verify(verifier(&args.trust)?, &sources, args.max_line_bytes)?)
 }
 
 /// The verifier for `args`: trusted keys, attestation roots, measurement policy, freshness.
 pub fn verifier(args: &TrustArgs) -> anyhow::Result<Verifier> {
-    // Hex for teelog headers (compared in lower case); any text for the seed's tee_measurement.
-    let expect_measurement = match args.expect_measurement.as_deref().map(str::trim) {
-        Some("") => bail!("--expect-measurement: give the measurement, in hex"),
-        other => other.map(str::to_ascii_lowercase),
-    };
-    let trust = Trust::load(&args.pubkey, &args.trust_root, args.policy.as_deref(), args.allow_debug)?;
     let now = match &args.now {
         Some(text) => parse_rfc3339(text).context("--now")?,
         None => crate::sign::now(),
     };
-    let freshness = args.max_silence.map(|max_silence| Freshness { now, max_silence });
-    for stream in &args.expect_streams {
-        teelog_core::batch::check_stream_name(stream).context("--expect-stream")?;
-    }
-    let options = VerifyOptions {
-        trusted_keys: trust.keys,
-        expect_measurement,
-        policy: trust.policy,
-        freshness,
-        now: Some(now),
-        max_skew: Some(args.max_skew),
+    let expect = Expectations {
+        measurement: args.expect_measurement.clone(),
+        now,
+        max_skew: args.max_skew,
+        max_silence: args.max_silence,
+        streams: args.expect_streams.clone(),
         allow_empty: args.allow_empty,
-        expect_streams: args.expect_streams.clone(),
     };
-    Ok(Verifier::new(options).with_attestation(Box::new(trust.attestation)))
+    Ok(teelog_audit::verifier(Trust::load(&args.files(), crate::attest::now_seconds())?, &expect)?)
 }
 
-/// What batches are verified against: trusted keys, attestation roots, a measurement policy;
-/// `teelog verify`, `teelog audit` and `teelog gateway` all read them so.
-pub struct Trust {
-    pub keys: Vec<PublicKey>,
-    pub policy: Option<Policy>,
-    pub attestation: BindingVerifier,
-}
-
-impl Trust {
-    /// Reads the keys (PEM), roots (PEM or DER) and policy (TOML) from their files.
-    pub fn load(
-        pubkeys: &[PathBuf],
-        trust_roots: &[PathBuf],
-        policy: Option<&Path>,
-        allow_debug: bool,
-    ) -> anyhow::Result<Self> {
-        let mut keys = Vec::new();
-        for path in pubkeys {
-            let pem = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            keys.push(PublicKey::from_pem(&pem).with_context(|| format!("{}", path.display()))?);
-        }
-        let roots = crate::attest::trust_roots(trust_roots)?;
-        let policy = match policy {
-            None => None,
-            Some(path) => {
-                let text =
-                    fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-                let policy: Policy = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
-                Some(policy.validated().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
-            }
-        };
-        Ok(Self {
-            keys,
-            policy,
-            attestation: BindingVerifier { roots, allow_debug, now: crate::attest::now_seconds() },
-        })
-    }
-}
-
-fn feed(
-    verifier: &mut Verifier,
-    input: impl BufRead,
-    name: &str,
-    max_line_bytes: usize,
-) -> anyhow::Result<()> {
-    let mut reader = LineReader::new(input, max_line_bytes);
-    while let Some((n, line)) = reader.next_line().with_context(|| format!("cannot read {name}"))? {
-        let origin = Origin { source: name, line: n };
-        match line {
-            Line::Complete(bytes) => verifier.push_line(origin, bytes),
-            Line::Unterminated(bytes) => verifier.push_unterminated(origin, bytes),
-            Line::TooLong => verifier.push_malformed(
-                origin,
-                &format!("line is longer than {max_line_bytes} bytes (--max-line-bytes)"),
-            ),
+impl TrustArgs {
+    /// The files naming what is trusted.
+    pub fn files(&self) -> TrustFiles {
+        TrustFiles {
+            pubkeys: self.pubkey.clone(),
+            trust_roots: self.trust_root.clone(),
+            policy: self.policy.clone(),
+            allow_debug: self.allow_debug,
         }
     }
-    Ok(())
 }
 
 /// The report as text. Every field that can carry text from the input is escaped, so that no

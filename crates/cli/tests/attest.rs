@@ -5,8 +5,10 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation")
+/// The shared attestation fixtures, or `None` (the test skipped, said on stderr) where they are
+/// absent.
+fn fixtures() -> Option<PathBuf> {
+    teelog_fixtures::open("attestation").map(|f| f.dir().to_path_buf())
 }
 
 fn attest(args: &[&str]) -> Output {
@@ -47,7 +49,8 @@ fn key_names_the_key_a_document_must_bind() {
     assert_eq!(out.status.code(), Some(1));
     assert!(json(&out)["error"].as_str().unwrap().contains("not the given key"));
     // A document that binds no key (this Nitro fixture has no public_key) binds no given key.
-    let unbound = fixtures().join("nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor");
+    let Some(fixtures) = fixtures() else { return };
+    let unbound = fixtures.join("nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor");
     let key = id.join("public-key.pem");
     let out = attest(&[unbound.to_str().unwrap(), "--key", key.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(1));
@@ -60,7 +63,8 @@ fn json(out: &Output) -> Value {
 
 #[test]
 fn raw_hex_and_base64_documents_verify_at_their_own_time() {
-    let nitro = fixtures().join("nitro");
+    let Some(fixtures) = fixtures() else { return };
+    let nitro = fixtures.join("nitro");
     let beta = attest(&[nitro.join("nitro_evervault_beta_prod-pcrs_nonce.cbor").to_str().unwrap(), "--json"]);
     assert_eq!(beta.status.code(), Some(0));
     let report = json(&beta);
@@ -88,13 +92,20 @@ fn raw_hex_and_base64_documents_verify_at_their_own_time() {
 
 #[test]
 fn an_sev_snp_report_needs_its_vcek_and_verifies_with_it() {
-    let snp = fixtures().join("snp");
+    let Some(fixtures) = fixtures() else { return };
+    let snp = fixtures.join("snp");
     let report = snp.join("snp_trustee_milan_report.bin");
     let out = attest(&[report.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--vcek"));
     let vcek = snp.join("snp_trustee_milan_vcek.der");
-    let out = attest(&[report.to_str().unwrap(), "--vcek", vcek.to_str().unwrap(), "--json"]);
+    // A report carries no certificates and teelog ships none: AMD's chain is given too.
+    let out = attest(&[report.to_str().unwrap(), "--vcek", vcek.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--amd-chain"));
+    let milan = fixtures.join("roots/amd_milan_ask_ark_asvk.pem");
+    let (vcek, milan) = (vcek.to_str().unwrap(), milan.to_str().unwrap());
+    let out = attest(&[report.to_str().unwrap(), "--vcek", vcek, "--amd-chain", milan, "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     let json = json(&out);
     assert_eq!(json["platform"], "amd-sev-snp");
@@ -111,7 +122,9 @@ fn an_sev_snp_report_needs_its_vcek_and_verifies_with_it() {
     let out = attest(&[
         report.to_str().unwrap(),
         "--vcek",
-        vcek.to_str().unwrap(),
+        vcek,
+        "--amd-chain",
+        milan,
         "--key",
         key.to_str().unwrap(),
         "--json",
@@ -119,20 +132,16 @@ fn an_sev_snp_report_needs_its_vcek_and_verifies_with_it() {
     assert_eq!(out.status.code(), Some(1));
     assert!(crate::json(&out)["error"].as_str().unwrap().contains(&format!("binds key id {bound}")));
     // The Intel root is no ARK.
-    let intel = fixtures().join("roots/intel_sgx_root_ca.pem");
-    let out = attest(&[
-        report.to_str().unwrap(),
-        "--vcek",
-        vcek.to_str().unwrap(),
-        "--amd-chain",
-        intel.to_str().unwrap(),
-    ]);
+    let intel = fixtures.join("roots/intel_sgx_root_ca.pem");
+    let out = attest(&[report.to_str().unwrap(), "--vcek", vcek, "--amd-chain", intel.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no ARK with the pinned SHA-256"));
 }
 
 #[test]
 fn a_tdx_quote_of_a_debug_td_is_refused_unless_allowed() {
-    let quote = fixtures().join("tdx/tdx_trustee_quote_v4.dat");
+    let Some(fixtures) = fixtures() else { return };
+    let quote = fixtures.join("tdx/tdx_trustee_quote_v4.dat");
     let out = attest(&[quote.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(json(&out)["error"].as_str().unwrap().contains("debug mode"));
@@ -155,7 +164,8 @@ fn a_tdx_quote_of_a_debug_td_is_refused_unless_allowed() {
 
 #[test]
 fn expired_today_forged_and_unreadable_documents() {
-    let doc = fixtures().join("nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor");
+    let Some(fixtures) = fixtures() else { return };
+    let doc = fixtures.join("nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor");
     let today = attest(&[doc.to_str().unwrap(), "--at", "2026-12-02T00:00:00Z"]);
     assert_eq!(today.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&today.stdout).contains("expired at"));
@@ -172,7 +182,7 @@ fn expired_today_forged_and_unreadable_documents() {
     assert_eq!(json(&out)["verified"], false);
 
     // Trusting another root does not help a document that chains to AWS; AWS stays pinned.
-    let intel = fixtures().join("roots/intel_sgx_root_ca.pem");
+    let intel = fixtures.join("roots/intel_sgx_root_ca.pem");
     assert_eq!(
         attest(&[doc.to_str().unwrap(), "--trust-root", intel.to_str().unwrap()]).status.code(),
         Some(0)
@@ -185,13 +195,10 @@ fn expired_today_forged_and_unreadable_documents() {
     assert!(String::from_utf8_lossy(&not_a_root.stderr).contains("trust root"));
 }
 
-fn tdx_data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../attest/tests/data/tdx")
-}
-
 #[test]
 fn a_tdx_quote_with_intel_collateral_reports_its_tcb_status() {
-    let data = tdx_data();
+    let Some(fixtures) = fixtures() else { return };
+    let data = fixtures.join("tdx-collateral");
     let quote = data.join("dcap-qvl/quote.dat");
     let (quote, collateral) = (quote.to_str().unwrap(), data.join("dcap-qvl"));
     let args = [quote, "--collateral", collateral.to_str().unwrap(), "--at", "2025-07-01T00:00:00Z"];
@@ -219,7 +226,7 @@ fn a_tdx_quote_with_intel_collateral_reports_its_tcb_status() {
     assert!(json(&out)["error"].as_str().unwrap().contains("FMSPC 00A06D080000"));
 
     // The shared debug TD, with PCS files as downloaded (URL-encoded chains).
-    let shared = fixtures().join("tdx/tdx_trustee_quote_v4.dat");
+    let shared = fixtures.join("tdx/tdx_trustee_quote_v4.dat");
     let pcs = data.join("go-tdx-guest");
     let out = attest(&[
         shared.to_str().unwrap(),
@@ -239,7 +246,8 @@ fn a_tdx_quote_with_intel_collateral_reports_its_tcb_status() {
 
 #[test]
 fn tdx_collateral_usage_and_io_errors_exit_2_and_a_forged_file_exits_1() {
-    let data = tdx_data();
+    let Some(fixtures) = fixtures() else { return };
+    let data = fixtures.join("tdx-collateral");
     let quote = data.join("dcap-qvl/quote.dat");
     let quote = quote.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -248,7 +256,7 @@ fn tdx_collateral_usage_and_io_errors_exit_2_and_a_forged_file_exits_1() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tcb_info_issuer_chain.pem is missing"));
     // Collateral for a Nitro document is a usage error.
-    let nitro = fixtures().join("nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor");
+    let nitro = fixtures.join("nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor");
     let out = attest(&[nitro.to_str().unwrap(), "--collateral", data.join("dcap-qvl").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     // One changed digit of the signed TCB Info: rejected.

@@ -11,20 +11,25 @@ use common::{report, s, teelog};
 use rcgen::{CertificateParams, DistinguishedName, DnType, DnValue, KeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use teelog_fixtures::Fixtures;
 
 const RECORDS: &[u8] = b"{\"message\":\"a\"}\n{\"message\":\"b\"}\n";
 
-fn aws_root_pem() -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../attest/roots/aws_nitro_enclaves_root_g1.pem"),
-    )
-    .unwrap()
+/// The shared attestation fixtures, or `None` (the test skipped, said on stderr) where they are
+/// absent.
+fn fixtures() -> Option<Fixtures> {
+    teelog_fixtures::open("attestation")
+}
+
+/// The genuine AWS Nitro root, as AWS publishes it.
+fn aws_root_pem(f: &Fixtures) -> Vec<u8> {
+    f.read("roots/aws_nitro_enclaves_root_g1.pem")
 }
 
 /// Two lookalikes of the AWS root in `dir`: its own certificate with one signature byte changed
 /// (AWS's subject and key), and a new self-signed root with AWS's subject and another key.
-fn lookalikes(dir: &Path) -> [PathBuf; 2] {
-    let mut edited = CertificateDer::from_pem_slice(&aws_root_pem()).unwrap().to_vec();
+fn lookalikes(f: &Fixtures, dir: &Path) -> [PathBuf; 2] {
+    let mut edited = CertificateDer::from_pem_slice(&aws_root_pem(f)).unwrap().to_vec();
     let last = edited.len() - 1;
     edited[last] ^= 1;
     let edited_path = dir.join("aws-edited.der");
@@ -55,6 +60,7 @@ fn assert_refused(out: &std::process::Output, file: &Path, what: &str) {
 
 #[test]
 fn a_lookalike_of_the_aws_root_stops_every_command_that_loads_roots() {
+    let Some(f) = fixtures() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (id, store) = (dir.path().join("id"), dir.path().join("store"));
     common::keygen(&id, &["--dev"]);
@@ -62,7 +68,7 @@ fn a_lookalike_of_the_aws_root_stops_every_command_that_loads_roots() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (dev_root, document) = (id.join("dev-root.pem"), id.join("attestation.cbor"));
 
-    for (file, what) in lookalikes(dir.path()).iter().zip(["public key", "subject"]) {
+    for (file, what) in lookalikes(&f, dir.path()).iter().zip(["public key", "subject"]) {
         let verify = ["verify", "--store", s(&store), "--trust-root", s(&dev_root), "--trust-root", s(file)];
         assert_refused(&teelog(&verify, b""), file, what);
         let attest = ["attest", "verify", s(&document), "--trust-root", s(file), "--json"];
@@ -85,7 +91,7 @@ fn a_lookalike_of_the_aws_root_stops_every_command_that_loads_roots() {
             CertificateDer::from_pem_slice(&lookalike).map(|der| der.to_vec()).unwrap_or(lookalike);
         let pem = format!(
             "{}\n{}",
-            String::from_utf8(aws_root_pem()).unwrap(),
+            String::from_utf8(aws_root_pem(&f)).unwrap(),
             teelog_core::crypto::pem_encode("CERTIFICATE", &lookalike)
         );
         std::fs::write(&bundle, pem).unwrap();
@@ -108,7 +114,7 @@ fn a_lookalike_of_the_aws_root_stops_every_command_that_loads_roots() {
 
     // The genuine root given again is harmless: the dev batches still rest on their dev root.
     let aws = dir.path().join("aws.pem");
-    std::fs::write(&aws, aws_root_pem()).unwrap();
+    std::fs::write(&aws, aws_root_pem(&f)).unwrap();
     let (code, json, kinds) = report(&teelog(
         &["verify", "--store", s(&store), "--trust-root", s(&aws), "--trust-root", s(&dev_root), "--json"],
         b"",
@@ -128,15 +134,11 @@ fn a_lookalike_of_the_aws_root_stops_every_command_that_loads_roots() {
 
 #[test]
 fn a_real_nitro_document_rests_on_the_pinned_root_even_when_it_is_given_again() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation");
-    if !fixtures.is_dir() {
-        eprintln!("SKIPPED: {} is missing: the real Nitro document is not checked", fixtures.display());
-        return;
-    }
+    let Some(f) = fixtures() else { return };
     let dir = tempfile::tempdir().unwrap();
     let aws = dir.path().join("aws.pem");
-    std::fs::write(&aws, aws_root_pem()).unwrap();
-    let document = fixtures.join("nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor");
+    std::fs::write(&aws, aws_root_pem(&f)).unwrap();
+    let document = f.path("nitro/nitro_evervault_beta_prod-pcrs_nonce.cbor");
     let out = teelog(&["attest", "verify", s(&document), "--trust-root", s(&aws), "--json"], b"");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{json}");

@@ -8,7 +8,7 @@ use rustls_pki_types::CertificateDer;
 use super::enrollment::EKU_AK_CERTIFICATE_DER;
 use super::{TpmEvidence, TpmVerified};
 use crate::cbor::{bytes, payload_err, text_map};
-use crate::{anchor, reached_root, verify_chain_for, AttestError, TrustRoot};
+use crate::{anchor, reached_root, root_certificates, verify_chain_for, AttestError, TrustRoot};
 
 /// The value of the bundle's `format` member.
 pub const FORMAT: &str = "teelog-tpm-evidence/1";
@@ -129,9 +129,8 @@ impl TpmBundle {
         let ak_der = CertificateDer::from(self.ak_certificate.as_slice());
         let ak_cert = webpki::EndEntityCert::try_from(&ak_der)
             .map_err(|e| AttestError::Certificate(format!("the AK certificate is not valid X.509: {e}")))?;
-        let root_ders: Vec<CertificateDer<'_>> =
-            roots.iter().map(|r| CertificateDer::from(r.der())).collect();
-        let anchors = root_ders.iter().map(anchor).collect::<Result<Vec<_>, _>>()?;
+        let roots = root_certificates(roots, &[]);
+        let anchors = roots.iter().map(|(_, der)| anchor(der)).collect::<Result<Vec<_>, _>>()?;
         let algs = [webpki::ring::ECDSA_P384_SHA384, webpki::ring::ECDSA_P256_SHA256];
         let usage = webpki::KeyUsage::required(EKU_AK_CERTIFICATE_DER);
         let path =
@@ -141,7 +140,7 @@ impl TpmBundle {
                 "the AK certificate is for another key than the AK that signed the evidence".into(),
             ));
         }
-        let root = reached_root(roots, &anchors, &path)?;
+        let root = reached_root(&roots, &anchors, &path)?;
         // Only an enrollment CA the auditor gave certifies attestation keys; no vendor does.
         if let Some(vendor) = root.vendor() {
             return Err(AttestError::Root(format!(

@@ -11,7 +11,7 @@ use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
 use super::{ek_spki, name_of, TpmPublic};
-use crate::{anchor, verify_chain_for, AttestError, TrustRoot};
+use crate::{anchor, root_certificates, verify_chain_for, AttestError, TrustRoot};
 
 const CA_NAME: &str = "teelog TPM enrollment CA";
 const CA_LIFETIME: Duration = Duration::days(365 * 30);
@@ -61,17 +61,19 @@ impl EnrollmentCa {
     /// A CA saved earlier: its certificate (PEM or DER) and PKCS#8 PEM key, which must match.
     pub fn load(certificate: &[u8], key_pem: &str) -> Result<Self, AttestError> {
         let root = TrustRoot::from_pem_or_der(certificate)?;
+        // A root read from bytes always holds them; only pinned roots come without.
+        let certificate_der = root.der().map(<[u8]>::to_vec).ok_or_else(|| cert_err("no certificate"))?;
         let der = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes()).map_err(cert_err)?;
         let key =
             KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ECDSA_P384_SHA384).map_err(cert_err)?;
-        let root_der = CertificateDer::from(root.der());
+        let root_der = CertificateDer::from(certificate_der.as_slice());
         let cert = webpki::EndEntityCert::try_from(&root_der).map_err(cert_err)?;
         if cert.subject_public_key_info().as_ref() != key.subject_public_key_info() {
             return Err(cert_err("the key is not the certificate's"));
         }
         // The issuer is named by the certificate's subject, which these parameters rebuild.
         let params = ca_params(OffsetDateTime::now_utc())?;
-        Ok(Self { issuer: Issuer::new(params, key), certificate_der: root.der().to_vec() })
+        Ok(Self { issuer: Issuer::new(params, key), certificate_der })
     }
 
     pub fn certificate_der(&self) -> &[u8] {
@@ -124,8 +126,8 @@ pub fn check_ek_certificate(
     let der = CertificateDer::from(ek_certificate);
     let cert = webpki::EndEntityCert::try_from(&der)
         .map_err(|e| AttestError::Certificate(format!("the EK certificate is not valid X.509: {e}")))?;
-    let root_ders: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.der())).collect();
-    let anchors = root_ders.iter().map(anchor).collect::<Result<Vec<_>, _>>()?;
+    let roots = root_certificates(roots, &[]);
+    let anchors = roots.iter().map(|(_, der)| anchor(der)).collect::<Result<Vec<_>, _>>()?;
     let intermediates: Vec<CertificateDer<'_>> =
         intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
     let algs = [

@@ -1,10 +1,10 @@
-//! Shared by the fixture tests: the real documents in shared/fixtures/attestation.
+//! Shared by the fixture tests: the real documents in the shared fixtures' `attestation` folder.
+//! Every test that reads them starts with `let Some(f) = common::fixtures() else { return };`,
+//! so that it is skipped, loudly, where they are absent (see `teelog_fixtures`).
 
-use std::path::PathBuf;
+use teelog_fixtures::Fixtures;
 
-/// The bytes of `shared/fixtures/attestation/<name>`, beside the repository.
-pub fn fixture(name: &str) -> Vec<u8> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+/// The attestation fixtures, or `None` (the test skipped, said on stderr) where they are absent.
+pub fn fixtures() -> Option<Fixtures> {
+    teelog_fixtures::open("attestation")
 }

@@ -1,0 +1,107 @@
+//! Reads teelog batches back from where they are kept and verifies them with the chain verifier
+//! of `teelog-core`: batch files and the embedded store ([`files`]), and Grafana Loki
+//! ([`loki`]). Both judge batches the same way: one [`Verifier`] built by [`verifier`] from what
+//! the auditor trusts and expects, and one rule ([`require_keys`]) for when the auditor, not the
+//! input, is at fault. The caller prints the report.
+#![forbid(unsafe_code)]
+
+pub mod files;
+pub mod loki;
+
+use teelog_core::batch::HeaderError;
+use teelog_core::timestamp::UnixNanos;
+use teelog_core::{Freshness, Report, Verifier, VerifyOptions};
+use teelog_trust::{Trust, TrustError};
+
+pub use files::Source;
+pub use loki::{LokiAudit, Progress, Summary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error("--expect-measurement: give the measurement, in hex")]
+    EmptyMeasurement,
+    #[error("--expect-stream")]
+    StreamName(#[source] HeaderError),
+    #[error("nothing to verify: give batch files, `-` for stdin, or --store DIR")]
+    NothingToVerify,
+    #[error("cannot read {name}")]
+    Read {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    StoreDir(teelog_store::StoreError),
+    #[error("{dir}: no store segments here")]
+    NoSegments { dir: String },
+    #[error("cannot read {name}")]
+    Store {
+        name: String,
+        #[source]
+        source: teelog_store::StoreError,
+    },
+    /// The batches need keys that the auditor did not give: a usage error, not evidence of
+    /// forgery.
+    #[error("batches are signed by keys that no attestation document binds ({keys}): pass --pubkey FILE with each signer's public key (e.g. public-key.pem of its identity), or --trust-root for attested batches")]
+    KeysNeeded { keys: String },
+    #[error(transparent)]
+    Loki(#[from] loki::LokiAuditError),
+}
+
+/// What the auditor expects of the batches, besides what they trust.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations {
+    /// The code measurement every batch must carry (hex; for seed-format batches, their
+    /// tee_measurement text).
+    pub measurement: Option<String>,
+    /// The verification time: freshness is judged at it, and a batch sealed later than it by
+    /// more than `max_skew` is a finding.
+    pub now: UnixNanos,
+    pub max_skew: UnixNanos,
+    /// A stream whose newest batch is older than this (at `now`) is `stale_stream`.
+    pub max_silence: Option<UnixNanos>,
+    /// Streams that must be present.
+    pub streams: Vec<String>,
+    /// Input with no batch at all is OK.
+    pub allow_empty: bool,
+}
+
+/// The verifier for `trust` and `expect`, as `teelog verify` and `teelog audit` use it.
+pub fn verifier(trust: Trust, expect: &Expectations) -> Result<Verifier, AuditError> {
+    // Hex for teelog headers (compared in lower case); any text for the seed's tee_measurement.
+    let measurement = match expect.measurement.as_deref().map(str::trim) {
+        Some("") => return Err(AuditError::EmptyMeasurement),
+        other => other.map(str::to_ascii_lowercase),
+    };
+    for stream in &expect.streams {
+        teelog_core::batch::check_stream_name(stream).map_err(AuditError::StreamName)?;
+    }
+    let options = VerifyOptions {
+        trusted_keys: trust.keys,
+        expect_measurement: measurement,
+        policy: trust.policy,
+        freshness: expect.max_silence.map(|max_silence| Freshness { now: expect.now, max_silence }),
+        now: Some(expect.now),
+        max_skew: Some(expect.max_skew),
+        allow_empty: expect.allow_empty,
+        expect_streams: expect.streams.clone(),
+    };
+    Ok(Verifier::new(options).with_attestation(Box::new(trust.attestation)))
+}
+
+/// A report in which no batch verified, whose batches need trusted keys the auditor did not
+/// give, is the auditor's usage error, not evidence of forgery: an error that says which keys to
+/// pass, instead of a verdict. Where some batches verified, a line signed by an unknown key stays
+/// a finding: forged lines must not pass for the auditor's mistake.
+pub fn require_keys(report: &Report, pubkeys_given: bool) -> Result<(), AuditError> {
+    if pubkeys_given || report.keys_needed.is_empty() || !report.trust.is_empty() {
+        return Ok(());
+    }
+    let mut keys = report.keys_needed.join(", ");
+    if report.keys_needed.len() >= teelog_core::verify::MAX_LISTED {
+        keys.push_str(", …");
+    }
+    Err(AuditError::KeysNeeded { keys })
+}

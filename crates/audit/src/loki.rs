@@ -1,0 +1,543 @@
+//! teelog streams read back from Grafana Loki: every batch line is rebuilt from its entries
+//! (docs/LOKI.md) and verified like a line of a batch file. Labels only select the streams to
+//! read, and structured metadata is not read at all: each record is found by the time and the
+//! signed hint its batch entry gives (`teelog_loki::assemble`), and entries that no batch holds
+//! are reported as foreign.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use teelog_core::timestamp::{format_rfc3339, UnixNanos};
+use teelog_core::{FindingKind, Origin, Report, Verifier};
+use teelog_loki::layout::LABEL_STREAM;
+use teelog_loki::query::{QueryError, MAX_QUERY_LIMIT};
+use teelog_loki::{
+    Assembled, BatchEntries, ClientOptions, ForeignEntries, Kind, LabelError, Layout, LayoutOptions,
+    LokiClient, LokiError, Pager, QueryEntry,
+};
+
+/// Loki refuses a query longer than `max_query_length` (721h by default), so longer audits are
+/// read in windows of this length.
+const QUERY_WINDOW: UnixNanos = 720 * 3600 * 1_000_000_000;
+/// A batch's records are stored at `sealed_at + index` ns, so the records of a batch sealed
+/// just before `to` lie after it; one second covers any batch.
+const RECORD_SPAN: UnixNanos = 1_000_000_000;
+/// A query answered 429 or 5xx, or not at all, is tried this many times more.
+const RETRIES: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest wait between tries, whatever Loki's `Retry-After` asks.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LokiAuditError {
+    #[error("--from {from} must be before --to {to}")]
+    Range { from: String, to: String },
+    #[error("labels")]
+    Labels(#[source] LabelError),
+    #[error("stream {stream:?}")]
+    Stream {
+        stream: String,
+        #[source]
+        source: LabelError,
+    },
+    #[error(transparent)]
+    Client(#[from] LokiError),
+    /// A query Loki did not answer, or answered with an error, after the retries.
+    #[error("{what}")]
+    Query {
+        what: String,
+        #[source]
+        source: LokiError,
+    },
+    /// An answer that cannot be the complete answer to the query.
+    #[error("{what}")]
+    Answer {
+        what: String,
+        #[source]
+        source: QueryError,
+    },
+}
+
+/// What to read from which Loki.
+#[derive(Debug, Clone)]
+pub struct LokiAudit {
+    /// Loki's (or its gateway's) base URL.
+    pub url: String,
+    /// The teelog streams to audit; none: every teelog stream with entries in the range.
+    pub streams: Vec<String>,
+    /// The `job` label and the static labels the batches were pushed with.
+    pub job: String,
+    pub labels: Vec<(String, String)>,
+    /// Sent as X-Scope-OrgID, for a multi-tenant Loki.
+    pub tenant: Option<String>,
+    pub bearer_token: Option<String>,
+    /// The range, `[from, to)`.
+    pub from: UnixNanos,
+    pub to: UnixNanos,
+    /// Entries per query, at most [`MAX_QUERY_LIMIT`].
+    pub page_size: u32,
+    /// Finding no teelog stream at all is not a finding.
+    pub allow_empty: bool,
+    /// The wall clock, for Loki's `Retry-After` dates.
+    pub clock: fn() -> UnixNanos,
+}
+
+/// What the caller hears while the audit runs.
+pub trait Progress {
+    /// A query failed and is tried again after `delay`.
+    fn retrying(&mut self, error: &LokiError, delay: Duration);
+    /// `read` entries of `selector` have been read so far.
+    fn reading(&mut self, selector: &str, read: u64);
+    /// Every entry of `selector` has been read.
+    fn read_all(&mut self, selector: &str);
+}
+
+/// What the audit read and how long it took, besides the verifier's report.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub loki: String,
+    pub from: String,
+    pub to: String,
+    pub streams: Vec<String>,
+    /// Batch lines rebuilt from batch entries and verified (copies of one batch count once).
+    pub batch_entries: u64,
+    /// Of those, the ones validly signed, intact, attested as required and allowed.
+    pub batches_valid: u64,
+    /// Record entries put into a batch line of the range.
+    pub record_entries: u64,
+    /// Entries of the range that belong to no signed batch (each a `malformed` finding, the
+    /// first ones listed).
+    pub foreign_entries: u64,
+    pub gaps: Vec<Gap>,
+    pub queries: u64,
+    /// Wall time waiting for Loki's answers (retry waits included), and the rest.
+    pub loki_seconds: f64,
+    pub teelog_seconds: f64,
+}
+
+/// Missing batches of one epoch, with the Loki timestamps of the batches around them (a hint
+/// for where to look, not evidence).
+#[derive(Debug, Serialize)]
+pub struct Gap {
+    pub stream: String,
+    pub epoch: String,
+    pub first_seq: u64,
+    pub last_seq: Option<u64>,
+    pub after: Option<String>,
+    pub before: Option<String>,
+}
+
+/// Reads the streams `options` names from Loki into `verifier`; returns its report and what
+/// was read.
+pub async fn audit(
+    mut verifier: Verifier,
+    options: &LokiAudit,
+    progress: &mut dyn Progress,
+) -> Result<(Report, Summary), LokiAuditError> {
+    let started = Instant::now();
+    let (from, to) = (options.from, options.to);
+    if from >= to {
+        return Err(LokiAuditError::Range { from: format_rfc3339(from), to: format_rfc3339(to) });
+    }
+    let layout = Layout::new(LayoutOptions {
+        job: options.job.clone(),
+        extra_labels: options.labels.clone(),
+        ..LayoutOptions::default()
+    })
+    .map_err(LokiAuditError::Labels)?;
+    let client_options = ClientOptions {
+        tenant: options.tenant.clone(),
+        bearer_token: options.bearer_token.clone(),
+        ..ClientOptions::default()
+    };
+    let client = LokiClient::new(&options.url, client_options)?;
+    let mut loki = Loki {
+        client: &client,
+        url: &options.url,
+        page_size: options.page_size,
+        clock: options.clock,
+        progress,
+        queries: 0,
+        waited: Duration::ZERO,
+    };
+    let streams = if options.streams.is_empty() {
+        let found = loki.streams(&layout.base_selector(), from, to).await?;
+        if found.is_empty() && !options.allow_empty {
+            verifier.push_malformed(
+                Origin { source: "loki", line: nanos(from) },
+                &format!(
+                    "Loki at {} has no teelog streams under {} from {} to {}: nothing was verified",
+                    options.url,
+                    layout.base_selector(),
+                    format_rfc3339(from),
+                    format_rfc3339(to)
+                ),
+            );
+        }
+        found
+    } else {
+        options.streams.clone()
+    };
+    let mut audited = Audited::default();
+    for stream in &streams {
+        audit_stream(&mut loki, &layout, stream, from, to, &mut verifier, &mut audited).await?;
+    }
+    let report = verifier.finish();
+    let loki_seconds = loki.waited.as_secs_f64();
+    let summary = Summary {
+        loki: options.url.clone(),
+        from: format_rfc3339(from),
+        to: format_rfc3339(to),
+        batch_entries: audited.batch_lines.saturating_sub(report.duplicates),
+        batches_valid: valid_batches(&report),
+        record_entries: audited.record_entries,
+        foreign_entries: audited.foreign_entries,
+        gaps: audited.gaps(&report),
+        streams,
+        queries: loki.queries,
+        loki_seconds,
+        teelog_seconds: (started.elapsed().as_secs_f64() - loki_seconds).max(0.0),
+    };
+    Ok((report, summary))
+}
+
+/// The Loki side of an audit: paged, retried queries, timed.
+struct Loki<'a> {
+    client: &'a LokiClient,
+    url: &'a str,
+    page_size: u32,
+    clock: fn() -> UnixNanos,
+    progress: &'a mut dyn Progress,
+    queries: u64,
+    waited: Duration,
+}
+
+/// `[from, to)` in windows no longer than Loki allows one query to be.
+fn windows(from: UnixNanos, to: UnixNanos) -> Vec<(UnixNanos, UnixNanos)> {
+    let mut out = Vec::new();
+    let mut start = from;
+    while start < to {
+        let end = start.saturating_add(QUERY_WINDOW).min(to);
+        out.push((start, end));
+        start = end;
+    }
+    out
+}
+
+impl Loki<'_> {
+    /// Runs `request`, again after a wait while Loki is overloaded or unreachable.
+    async fn call<T, F, Fut>(&mut self, what: &dyn Fn() -> String, request: F) -> Result<T, LokiAuditError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, LokiError>>,
+    {
+        let started = Instant::now();
+        let mut attempt = 0;
+        let result = loop {
+            self.queries += 1;
+            match request().await {
+                Err(e) if e.is_retryable() && attempt < RETRIES => {
+                    let asked = match &e {
+                        LokiError::QueryStatus { retry_after: Some(r), .. } => Some(r.delay((self.clock)())),
+                        _ => None,
+                    };
+                    let delay = asked.unwrap_or(FIRST_BACKOFF * 2u32.pow(attempt)).min(MAX_RETRY_DELAY);
+                    self.progress.retrying(&e, delay);
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        self.waited += started.elapsed();
+        result.map_err(|source| LokiAuditError::Query { what: what(), source })
+    }
+
+    /// The teelog streams with entries under `selector` in `[from, to)`.
+    async fn streams(
+        &mut self,
+        selector: &str,
+        from: UnixNanos,
+        to: UnixNanos,
+    ) -> Result<Vec<String>, LokiAuditError> {
+        let (client, url) = (self.client, self.url);
+        let mut found = BTreeSet::new();
+        for (start, end) in windows(from, to) {
+            let what = || {
+                format!(
+                    "Loki at {url}: the values of label {LABEL_STREAM} under {selector} from {} to {}",
+                    format_rfc3339(start),
+                    format_rfc3339(end)
+                )
+            };
+            let values = self.call(&what, || client.label_values(LABEL_STREAM, selector, start, end)).await?;
+            found.extend(values);
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    /// Hands every entry under `selector` in `[from, to)` to `take`, in timestamp order (an
+    /// entry that several label sets hold comes once per label set), and the timestamps too
+    /// crowded to read in full; returns how many entries were read.
+    async fn each(
+        &mut self,
+        selector: &str,
+        from: UnixNanos,
+        to: UnixNanos,
+        mut take: impl FnMut(Read),
+    ) -> Result<u64, LokiAuditError> {
+        let (client, url) = (self.client, self.url);
+        let mut read = 0u64;
+        for (start, end) in windows(from, to) {
+            let mut pager = Pager::new(selector, start, end, self.page_size).map_err(|source| {
+                LokiAuditError::Answer { what: format!("Loki at {url}: query {selector}"), source }
+            })?;
+            // Below Loki's limit a crowded timestamp is a page size to raise; at it, nothing can
+            // be read past it, so the audit reports it and goes on.
+            if self.page_size == MAX_QUERY_LIMIT {
+                pager = pager.skip_crowded();
+            }
+            while let Some(query) = pager.next_request() {
+                let what = || {
+                    format!(
+                        "Loki at {url}: query {selector} from {} to {}",
+                        format_rfc3339(query.start),
+                        format_rfc3339(query.end)
+                    )
+                };
+                let response = self.call(&what, || client.query_range(&query)).await?;
+                let page = pager
+                    .accept(response)
+                    .map_err(|source| LokiAuditError::Answer { what: what(), source })?;
+                read += page.len() as u64;
+                for paged in page {
+                    take(Read::Entry(paged.entry));
+                }
+                if let Some(at) = pager.crowded() {
+                    take(Read::Crowded(at));
+                }
+                self.progress.reading(selector, read);
+            }
+        }
+        self.progress.read_all(selector);
+        Ok(read)
+    }
+}
+
+/// What a query hands out.
+enum Read {
+    Entry(QueryEntry),
+    /// A timestamp that filled a whole page: entries stored there past the page were not read.
+    Crowded(UnixNanos),
+}
+
+/// A Loki timestamp as an origin's line number.
+fn nanos(timestamp: UnixNanos) -> u64 {
+    u64::try_from(timestamp).unwrap_or(0)
+}
+
+/// Where an entry came from, for findings: `loki:STREAM:KIND` and the entry's timestamp.
+fn origin(source: &str, timestamp: UnixNanos) -> Origin<'_> {
+    Origin { source, line: nanos(timestamp) }
+}
+
+/// What the streams held, for the summary.
+#[derive(Default)]
+struct Audited {
+    batch_lines: u64,
+    record_entries: u64,
+    foreign_entries: u64,
+    /// The Loki timestamp of each batch entry by stream, epoch and seq, as its header says
+    /// (only for placing gaps in time).
+    batch_times: BTreeMap<(String, String), BTreeMap<u64, UnixNanos>>,
+}
+
+impl Audited {
+    /// Hands a rebuilt batch line to the verifier.
+    fn verify(&mut self, verifier: &mut Verifier, stream: &str, source: &str, batch: Assembled) {
+        verifier.push_line(origin(source, batch.timestamp), &batch.line);
+        self.batch_lines += 1;
+        self.batch_times
+            .entry((stream.to_string(), batch.header.epoch))
+            .or_default()
+            .insert(batch.header.seq, batch.timestamp);
+    }
+
+    /// The report's sequence gaps, placed between the batch entries around them.
+    fn gaps(&self, report: &Report) -> Vec<Gap> {
+        report
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::SequenceGap)
+            .filter_map(|f| {
+                let (stream, epoch, first_seq) = (f.stream.clone()?, f.epoch.clone()?, f.seq?);
+                let times = self.batch_times.get(&(stream.clone(), epoch.clone()));
+                let after = times.and_then(|t| t.range(..first_seq).next_back());
+                let next = times.and_then(|t| t.range(first_seq..).next());
+                Some(Gap {
+                    stream,
+                    epoch,
+                    first_seq,
+                    last_seq: next.map(|(seq, _)| seq - 1),
+                    after: after.map(|(_, ts)| format_rfc3339(*ts)),
+                    before: next.map(|(_, ts)| format_rfc3339(*ts)),
+                })
+            })
+            .collect()
+    }
+}
+
+async fn audit_stream(
+    loki: &mut Loki<'_>,
+    layout: &Layout,
+    stream: &str,
+    from: UnixNanos,
+    to: UnixNanos,
+    verifier: &mut Verifier,
+    audited: &mut Audited,
+) -> Result<(), LokiAuditError> {
+    let selector = |kind| {
+        layout
+            .selector(stream, kind)
+            .map_err(|source| LokiAuditError::Stream { stream: stream.to_string(), source })
+    };
+    let source = |kind: Kind| format!("loki:{stream}:{}", kind.as_str());
+    let page_size = loki.page_size;
+    let unread = |verifier: &mut Verifier, source: &str, at: UnixNanos| {
+        verifier.push_malformed(
+            origin(source, at),
+            &format!(
+                "at least {page_size} entries share this timestamp and Loki hands out at most \
+                 {page_size} per query, so the others were not read (a record among them is \
+                 reported missing from its batch)"
+            ),
+        )
+    };
+
+    let attestation_source = source(Kind::Attestation);
+    let attestations = loki
+        .each(&selector(Kind::Attestation)?, from, to, |read| match read {
+            Read::Entry(entry) => {
+                verifier.push_line(origin(&attestation_source, entry.timestamp), entry.line.as_bytes())
+            }
+            Read::Crowded(at) => unread(verifier, &attestation_source, at),
+        })
+        .await?;
+
+    // From a second before the range: a batch sealed there may have records inside it.
+    let batch_source = source(Kind::Batch);
+    let mut batch_entries = BatchEntries::new(stream, from, to);
+    loki.each(&selector(Kind::Batch)?, from.saturating_sub(RECORD_SPAN), to, |read| match read {
+        Read::Entry(entry) => {
+            let at = entry.timestamp;
+            if let Err(e) = batch_entries.push(at, entry.line) {
+                verifier.push_malformed(origin(&batch_source, at), &e.to_string());
+            }
+        }
+        Read::Crowded(at) if at >= from => unread(verifier, &batch_source, at),
+        Read::Crowded(_) => {}
+    })
+    .await?;
+    let batches = batch_entries.len();
+
+    // A batch's records are stored up to a second after it was sealed.
+    let record_source = source(Kind::Record);
+    let mut assembler = batch_entries.records();
+    let records = loki
+        .each(&selector(Kind::Record)?, from, to.saturating_add(RECORD_SPAN), |read| {
+            match read {
+                Read::Entry(entry) => assembler.push(entry.timestamp, entry.line),
+                Read::Crowded(at) if at < to => unread(verifier, &record_source, at),
+                Read::Crowded(_) => {}
+            }
+            for batch in assembler.ready() {
+                audited.verify(verifier, stream, &batch_source, batch);
+            }
+        })
+        .await?;
+    let finished = assembler.finish();
+    for batch in finished.batches {
+        audited.verify(verifier, stream, &batch_source, batch);
+    }
+    audited.record_entries += finished.records;
+    report_foreign(verifier, stream, &finished.foreign);
+    audited.foreign_entries += finished.foreign.total;
+
+    if batches == 0 {
+        let held = if attestations + records == 0 {
+            "Loki has no entries of it at all".to_string()
+        } else {
+            format!(
+                "Loki has {attestations} attestation and {records} record entries of it, but no batch entry"
+            )
+        };
+        verifier.push_malformed(
+            origin(&batch_source, from),
+            &format!(
+                "teelog stream {stream:?}: {held} under {} from {} to {}: nothing of it was verified",
+                layout.base_selector(),
+                format_rfc3339(from),
+                format_rfc3339(to)
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Each listed foreign entry is a `malformed` finding; the rest are counted in one more.
+fn report_foreign(verifier: &mut Verifier, stream: &str, foreign: &ForeignEntries) {
+    for entry in &foreign.listed {
+        let source = format!("loki:{stream}:{}", entry.kind.as_str());
+        verifier.push_malformed(
+            origin(&source, entry.timestamp),
+            &format!("foreign entry, part of no signed batch: {}", entry.reason),
+        );
+    }
+    let unlisted = foreign.total.saturating_sub(foreign.listed.len() as u64);
+    if let (Some(last), true) = (foreign.listed.last(), unlisted > 0) {
+        let source = format!("loki:{stream}:{}", last.kind.as_str());
+        verifier.push_malformed(
+            origin(&source, last.timestamp),
+            &format!("{unlisted} more foreign entries of stream {stream:?}, not listed one by one"),
+        );
+    }
+}
+
+/// Batches that verified: a batch is valid unless a finding is about the batch itself; chain
+/// findings (gaps, links, equivocation, staleness) are about the stream.
+fn valid_batches(report: &Report) -> u64 {
+    let invalid: BTreeSet<(&str, &str, u64)> = report
+        .findings
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.kind,
+                FindingKind::InvalidSignature
+                    | FindingKind::RecordTampered
+                    | FindingKind::UnexpectedMeasurement
+                    | FindingKind::UntrustedAttestation
+            )
+        })
+        .filter_map(|f| Some((f.stream.as_deref()?, f.epoch.as_deref()?, f.seq?)))
+        .collect();
+    report.batches.saturating_sub(invalid.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_ranges_are_read_in_windows_loki_accepts() {
+        assert_eq!(windows(5, 10), [(5, 10)]);
+        assert_eq!(windows(10, 10), []);
+        let w = windows(0, 2 * QUERY_WINDOW + 1);
+        assert_eq!(
+            w,
+            [(0, QUERY_WINDOW), (QUERY_WINDOW, 2 * QUERY_WINDOW), (2 * QUERY_WINDOW, 2 * QUERY_WINDOW + 1)]
+        );
+        assert_eq!(windows(UnixNanos::MAX - 1, UnixNanos::MAX), [(UnixNanos::MAX - 1, UnixNanos::MAX)]);
+    }
+}

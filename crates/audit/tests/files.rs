@@ -1,0 +1,90 @@
+//! Batch files and stores read back through the library, as `teelog verify` reads them.
+
+use std::path::{Path, PathBuf};
+
+use teelog_audit::{files, require_keys, verifier, AuditError, Expectations, Source};
+use teelog_core::{BatchBuilder, ChainHead, FindingKind, SigAlg, SoftwareKey, SoftwareSigner};
+use teelog_trust::{Trust, TrustFiles};
+
+const SEALED_AT: i64 = 1_796_202_000_000_000_000;
+
+/// Two signed batches in `dir/batches.ndjson`, and the signer's public key in `dir/key.pem`.
+fn signed_file(dir: &Path) -> (PathBuf, PathBuf) {
+    let key =
+        SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap()).unwrap();
+    let key_path = dir.join("key.pem");
+    std::fs::write(&key_path, key.public().to_pem()).unwrap();
+    let signer = SoftwareSigner::new(key, None);
+    let (mut head, mut builder, mut out) =
+        (ChainHead::new_epoch("app", None), BatchBuilder::new(), Vec::new());
+    for i in 0..2 {
+        builder.push_input(format!("{{\"message\":\"m{i}\"}}").as_bytes(), &|| 0).unwrap();
+        builder.seal(&mut head, &signer, SEALED_AT + i64::from(i), &mut out).unwrap();
+    }
+    let path = dir.join("batches.ndjson");
+    std::fs::write(&path, out).unwrap();
+    (path, key_path)
+}
+
+fn expectations() -> Expectations {
+    Expectations { now: SEALED_AT, max_skew: 1_000_000_000, ..Expectations::default() }
+}
+
+fn trust(pubkeys: Vec<PathBuf>) -> Trust {
+    Trust::load(&TrustFiles { pubkeys, ..TrustFiles::default() }, 0).unwrap()
+}
+
+#[test]
+fn a_file_verifies_with_its_key_and_without_it_the_auditor_is_told_which_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, key) = signed_file(dir.path());
+    let sources = [Source::File(file)];
+
+    let with_key =
+        files::verify(verifier(trust(vec![key]), &expectations()).unwrap(), &sources, 1 << 20).unwrap();
+    assert!(with_key.ok, "{:?}", with_key.findings);
+    assert_eq!((with_key.batches, with_key.records), (2, 2));
+    require_keys(&with_key, true).unwrap();
+
+    let mut report =
+        files::verify(verifier(trust(Vec::new()), &expectations()).unwrap(), &sources, 1 << 20).unwrap();
+    assert!(!report.ok);
+    assert!(!report.keys_needed.is_empty());
+    let err = require_keys(&report, false).unwrap_err();
+    assert!(
+        matches!(&err, AuditError::KeysNeeded { keys } if keys.contains(&report.keys_needed[0])),
+        "{err}"
+    );
+    // Where other batches verified (say, attested ones), an unknown key is a finding, not the
+    // auditor's omission.
+    report.trust.push(with_key.trust[0].clone());
+    require_keys(&report, false).unwrap();
+}
+
+#[test]
+fn long_lines_are_findings_and_unreadable_sources_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, key) = signed_file(dir.path());
+    let run = |sources: &[Source], max: usize| {
+        files::verify(verifier(trust(vec![key.clone()]), &expectations()).unwrap(), sources, max)
+    };
+    let report = run(&[Source::File(file)], 16).unwrap();
+    assert!(report.findings.iter().all(|f| f.kind == FindingKind::Malformed) && report.findings.len() == 2);
+    assert!(report.findings[0].detail.contains("longer than 16 bytes"), "{}", report.findings[0].detail);
+
+    let absent = dir.path().join("absent.ndjson");
+    let err = run(&[Source::File(absent.clone())], 1 << 20).unwrap_err();
+    assert!(matches!(&err, AuditError::Read { name, .. } if name == &absent.display().to_string()), "{err}");
+    assert!(matches!(run(&[], 1 << 20), Err(AuditError::NothingToVerify)));
+    let empty_store = dir.path().join("store");
+    std::fs::create_dir(&empty_store).unwrap();
+    assert!(matches!(run(&[Source::Store(empty_store)], 1 << 20), Err(AuditError::NoSegments { .. })));
+}
+
+#[test]
+fn expectations_are_checked_before_anything_is_read() {
+    let blank = Expectations { measurement: Some("  ".into()), ..expectations() };
+    assert!(matches!(verifier(trust(Vec::new()), &blank), Err(AuditError::EmptyMeasurement)));
+    let bad_stream = Expectations { streams: vec!["no spaces".into()], ..expectations() };
+    assert!(matches!(verifier(trust(Vec::new()), &bad_stream), Err(AuditError::StreamName(_))));
+}
