@@ -1,4 +1,5 @@
 //! Batches bound to attestation documents, through the core verifier and the binding verifier.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use teelog_attest::dev::{default_pcrs, issue, DevClaims};
 use teelog_attest::{BindingVerifier, TrustRoot};

@@ -1,4 +1,5 @@
 //! Dev documents go through the Nitro parser and checks; forgeries are refused with a reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,6 @@
 //! Attacker-controlled bytes: CBOR bombs, deep nesting, huge declared lengths, truncated
 //! structures, duplicate keys and random garbage each get a typed error, never a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use ciborium::Value;
 use coset::{iana, CborSerializable, CoseSign1Builder, HeaderBuilder};

@@ -1,5 +1,6 @@
 //! The real SEV-SNP report in shared/fixtures: its VCEK chains to the pinned Milan ARK and signs
 //! it; any flipped byte, a foreign root or a debug policy is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Batch files and stores read back through the library, as `teelog verify` reads them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::path::{Path, PathBuf};
 

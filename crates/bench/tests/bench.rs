@@ -1,6 +1,7 @@
 //! `teelog-bench` on a few records against the `teelog` binary built beside it (as
 //! `cargo nextest run --workspace` builds both): every phase runs, and each child's CPU time and
 //! peak RSS are measured from outside it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::process::Command;
 

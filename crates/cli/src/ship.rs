@@ -84,49 +84,55 @@ fn config(args: &ShipArgs) -> anyhow::Result<Config> {
     let mut table: toml::Table = toml::from_str(&text)
         .with_context(|| format!("{}", args.config.as_deref().unwrap_or("flags".as_ref()).display()))?;
     let path = |p: &PathBuf| toml::Value::String(p.display().to_string());
-    let mut set = |section: Option<&str>, key: &str, value: toml::Value| {
+    let mut set = |section: Option<&str>, key: &str, value: toml::Value| -> anyhow::Result<()> {
         let table = match section {
             None => &mut table,
+            // A config that made the section a value (`spool = "…"`) cannot take the flag's key.
             Some(name) => table
                 .entry(name)
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                 .as_table_mut()
-                .expect("a section of the config"),
+                .with_context(|| {
+                    format!(
+                        "the config's {name:?} is not a table ([{name}]), so a flag cannot set {name}.{key}"
+                    )
+                })?,
         };
         table.insert(key.into(), value);
+        Ok(())
     };
     if let Some(p) = &args.identity {
-        set(None, "identity", path(p));
+        set(None, "identity", path(p))?;
     }
     if let Some(s) = &args.stream {
-        set(None, "stream", s.clone().into());
+        set(None, "stream", s.clone().into())?;
     }
     if let Some(p) = &args.spool {
-        set(Some("spool"), "dir", path(p));
+        set(Some("spool"), "dir", path(p))?;
     }
     if args.keep_spool {
-        set(Some("spool"), "keep", true.into());
+        set(Some("spool"), "keep", true.into())?;
     }
     if args.stdin {
-        set(Some("sources"), "stdin", true.into());
+        set(Some("sources"), "stdin", true.into())?;
     }
     if let Some(a) = args.otlp_http {
-        set(Some("sources"), "otlp_http", a.to_string().into());
+        set(Some("sources"), "otlp_http", a.to_string().into())?;
     }
     if let Some(a) = args.otlp_grpc {
-        set(Some("sources"), "otlp_grpc", a.to_string().into());
+        set(Some("sources"), "otlp_grpc", a.to_string().into())?;
     }
     if let Some(a) = args.metrics {
-        set(Some("metrics"), "listen", a.to_string().into());
+        set(Some("metrics"), "listen", a.to_string().into())?;
     }
     if let Some(d) = &args.heartbeat {
-        set(Some("batch"), "heartbeat", d.clone().into());
+        set(Some("batch"), "heartbeat", d.clone().into())?;
     }
     if let Some(d) = &args.max_delay {
-        set(Some("batch"), "max_delay", d.clone().into());
+        set(Some("batch"), "max_delay", d.clone().into())?;
     }
     if let Some(n) = args.max_records {
-        set(Some("batch"), "max_records", toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
+        set(Some("batch"), "max_records", toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)))?;
     }
     let origin = args.config.as_ref().map_or("the flags".to_string(), |p| p.display().to_string());
     let mut config: Config = table.try_into().with_context(|| format!("{origin}: invalid configuration"))?;

@@ -1,4 +1,5 @@
 //! `teelog attest verify` on the real Nitro fixtures: verdicts, exit codes and JSON.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -1,5 +1,6 @@
 //! `teelog audit --loki URL` end to end: signed batches pushed into an in-memory Loki
 //! (teelog-fake-loki), audited by the real binary, then tampered with in Loki's storage.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! ones compose provides, every dashboard query uses the provisioned datasource, and the alert
 //! rules and dashboard query only the labels docs/LOKI.md defines. Docker is not needed: compose
 //! and the YAML files are read as text, in the plain layout the kit keeps to.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! The dev provider end to end: keygen --dev, sign into the store, verify with and without the
 //! dev root, and the ways a document can be missing or forged.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! the `teelog` command to run on it, and the exit code and findings it must give. Every class
 //! of what "OK" must never hide has at least one. `TEELOG_WRITE_VECTORS=1` rewrites the vectors
 //! this file generates (signed with the published test key of batch-v1.json).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! `teelog gateway` end to end: shippers relay to it, clients post to it, and what it stores in
 //! an in-memory Loki (teelog-fake-loki) and an embedded store is read back by `teelog audit` and
 //! `teelog verify`, which trust nothing the gateway said.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 mod ship_harness;

@@ -1,6 +1,7 @@
 //! `teelog verify` on input made by whoever controls the storage (issue 14, classes 1 and 8):
 //! files that are not files, floods of garbage, and text meant to fool a terminal. Every run
 //! finishes, names what it refused, and never reads OK.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 
@@ -60,5 +61,19 @@ fn findings_are_capped_per_kind_and_the_rest_counted() {
     assert!(
         text.contains("FAIL malformed … and 1500 more not listed") && text.contains(": 2500 findings"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_ship_config_whose_section_is_a_value_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ship.toml");
+    std::fs::write(&config, "spool = \"not a table\"\n").unwrap();
+    let out = teelog(&["ship", "--config", s(&config), "--spool", s(&dir.path().join("spool"))], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("\"spool\" is not a table ([spool]), so a flag cannot set spool.dir"),
+        "{stderr}"
     );
 }

@@ -4,6 +4,7 @@
 //! with a document in the Nitro layout binding exactly the requested key and nonce, issued by
 //! the dev provider under a local root. `teelog verify`, given those roots, checks the documents
 //! with the real Nitro verifier, and each epoch's link to the previous one through its nonce.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! `teelog ship` end to end: the real daemon, real sockets on 127.0.0.1, the store verified by
 //! `teelog verify` afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 mod ship_harness;

@@ -1,5 +1,6 @@
 //! `teelog ship` following files end to end: rotation by rename and by copytruncate, a restart,
 //! and the store checked line by line afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 mod ship_harness;

@@ -1,5 +1,6 @@
 //! `teelog ship --sink-loki URL --sink-otlp URL` end to end: the real daemon delivers stdin
 //! records to a minimal HTTP receiver on 127.0.0.1 standing in for Loki and a collector.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! checked, credential activation, AK certified by the enrollment CA), sign into the store,
 //! verify with the CA root, a restart into a new epoch, and the TPM refusing to sign once a bound
 //! PCR moves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

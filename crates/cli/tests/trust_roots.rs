@@ -2,6 +2,7 @@
 //! `--trust-root` or gateway `trust_roots` certificate that looks like a pinned vendor root but is
 //! not it stops `verify`, `attest verify`, `audit` and `gateway` with exit 2, naming the file;
 //! the pinned root itself given again changes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! A signer's batch lines stay within their byte bound whatever the input does to its size, and
 //! a record it cannot sign becomes a notice in the stream, never a silent loss.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use teelog_core::batch::{
     ParsedBatch, RecordsCheck, RecordsStatus, SignatureStatus, Taken, DEFAULT_BATCH_BYTES, LINE_OVERHEAD,

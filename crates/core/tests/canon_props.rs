@@ -1,4 +1,5 @@
 //! Differential and robustness properties of the RFC 8785 canonicaliser against serde_json.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use proptest::prelude::*;
 use serde_json::Value;

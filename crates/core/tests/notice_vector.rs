@@ -1,6 +1,7 @@
 //! The refusal notice and big-integer vectors of docs/FORMAT.md §2.2 and §2.4
 //! (`docs/vectors/notice-v1.json`), rebuilt through the signer's own path and compared byte for
 //! byte. `TEELOG_WRITE_VECTORS=1` rewrites the file after a deliberate format change.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use serde::{Deserialize, Serialize};
 use teelog_core::batch::{ParsedBatch, Taken};

@@ -3,6 +3,7 @@
 //! The log: stream "app", epoch A (4 batches, key A) then, after a "restart", epoch B (3 batches,
 //! key B) whose first batch links to A's last. Each property applies one mutation and checks the
 //! verifier's findings: the expected kind is there, at the expected seq, and nothing unrelated is.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::collections::BTreeSet;
 use teelog_core::batch::HEADER_FIELDS;

@@ -1,6 +1,7 @@
 //! The test vectors of docs/FORMAT.md §12, rebuilt from their inputs and compared byte for byte.
 //! `TEELOG_WRITE_VECTORS=1 cargo test -p teelog-core --test vectors` rewrites them (new signatures,
 //! same key) after a deliberate format change.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::path::PathBuf;
 

@@ -1,5 +1,6 @@
 //! Wycheproof ECDSA vectors through the exact verification calls the verifier makes: P1363 for
 //! teelog batches (ES256, ES384) and SHA-256 in either encoding for the seed format.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use teelog_core::PublicKey;
 use wycheproof::ecdsa::{TestName, TestSet};

@@ -1,6 +1,7 @@
 //! The Loki and OTLP sinks against in-process fake servers on 127.0.0.1: what arrives is decoded
 //! and compared byte for byte with the signed spool lines, and the servers' answers (retry,
 //! refusal, partial success) are followed through `delivery::run` to the cursor.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};

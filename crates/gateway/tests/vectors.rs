@@ -1,5 +1,6 @@
 //! The gateway spool vectors of docs/FORMAT.md §15, rebuilt and compared byte for byte, and read
 //! back. `TEELOG_WRITE_VECTORS=1 cargo test -p teelog-gateway --test vectors` rewrites them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::path::PathBuf;
 

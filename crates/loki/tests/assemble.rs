@@ -1,6 +1,7 @@
 //! Rebuilding batch lines from Loki entries that an attacker with push access added to:
 //! records are found by time and signed hint alone, the genuine lines come back byte for byte,
 //! and every planted entry is counted as foreign.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use teelog_core::timestamp::UnixNanos;
 use teelog_core::{BatchBuilder, ChainHead, SigAlg, SoftwareKey, SoftwareSigner};

@@ -1,5 +1,6 @@
 //! `LokiClient` against a small HTTP/1.1 server on 127.0.0.1 that plays Loki: it decodes the
 //! snappy+protobuf push body and answers with scripted responses.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,7 @@
 //! The storage layout on real batch lines made by `teelog_core::BatchBuilder`: splitting and
 //! rebuilding is the identity, the pushed entries are what docs/LOKI.md says, and what comes
 //! back from Loki rebuilds lines that verify.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::collections::{BTreeMap, HashSet};
 

@@ -1,4 +1,5 @@
 //! Decoding OTLP/JSON and OTLP/protobuf request bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

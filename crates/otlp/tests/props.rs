@@ -1,5 +1,6 @@
 //! Properties: no input panics the decoders or the mapping; every mapped record is accepted by the
 //! canonicaliser; OTLP/JSON decodes to the request it encodes; exported bodies are the signed bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The OTLP test vector of docs/FORMAT.md §13.4, rebuilt from its request and compared byte for
 //! byte. `TEELOG_WRITE_VECTORS=1 cargo test -p teelog-otlp --test vectors` rewrites it after a
 //! deliberate change of the mapping.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! back. `TEELOG_WRITE_VECTORS=1 cargo test -p teelog-relay --test vectors` rewrites the file
 //! after a deliberate format change (the gateway's spool part is written by teelog-gateway's
 //! vectors test).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::path::PathBuf;
 

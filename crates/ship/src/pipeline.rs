@@ -343,8 +343,8 @@ fn sealed(
 }
 
 pub struct Pipeline {
-    submitter: Option<Submitter>,
-    thread: Option<JoinHandle<Result<SignSummary, ShipError>>>,
+    submitter: Submitter,
+    thread: JoinHandle<Result<SignSummary, ShipError>>,
     shared: Arc<Shared>,
 }
 
@@ -382,11 +382,11 @@ impl Pipeline {
             .name("teelog-signer".into())
             .spawn(move || signer.run(rx))
             .map_err(|_| ShipError::SignerThread)?;
-        Ok(Self { submitter: Some(submitter), thread: Some(thread), shared })
+        Ok(Self { submitter, thread, shared })
     }
 
     pub fn submitter(&self) -> Submitter {
-        self.submitter.clone().expect("the pipeline's own submitter lives until close")
+        self.submitter.clone()
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -395,14 +395,11 @@ impl Pipeline {
 
     /// Stops taking records, seals what is pending and saves the chain state. Records
     /// submitted earlier are all sealed; later submissions fail.
-    pub fn close(mut self) -> Result<SignSummary, ShipError> {
-        if let Some(submitter) = self.submitter.take() {
-            let _ = submitter.tx.send(Msg::Close);
-        }
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) | None => Err(ShipError::SignerThread),
-        }
+    pub fn close(self) -> Result<SignSummary, ShipError> {
+        let Self { submitter, thread, .. } = self;
+        let _ = submitter.tx.send(Msg::Close);
+        drop(submitter);
+        thread.join().unwrap_or(Err(ShipError::SignerThread))
     }
 }
 

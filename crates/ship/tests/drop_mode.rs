@@ -1,4 +1,5 @@
 //! Drop mode: records that find the queue full are dropped, and the signed stream says so.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

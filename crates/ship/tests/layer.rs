@@ -1,4 +1,5 @@
 //! `TeelogLayer`: an application's `tracing` events signed in-process, every field kept.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 #![cfg(feature = "tracing-layer")]
 
 mod common;

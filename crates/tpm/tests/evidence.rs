@@ -2,6 +2,7 @@
 //! (swtpm, driven with tpm2-tools; `.ci/run` installs both): a signing key under a PCR policy,
 //! certified and quoted by an attestation key. This checks the evidence alone, against the AK
 //! it names; `identity.rs` checks the AK certificate and signing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! A whole TPM identity against a manufactured swtpm: provisioning (EK certificate checked,
 //! credential activation, AK certified by an enrollment CA), the evidence bundle an auditor
 //! verifies, and signing that the TPM refuses once a bound PCR changes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

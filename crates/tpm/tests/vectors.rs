@@ -2,6 +2,7 @@
 //! swtpm, with the enrollment CA root it verifies under, read back and checked member by member.
 //! `TEELOG_WRITE_VECTORS=1 cargo test -p teelog-tpm --test vectors` provisions a new identity
 //! and rewrites the file after a deliberate format change.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Shared by the end-to-end tests: running the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::io::Write;
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! Shared by the `teelog ship` end-to-end tests: the daemon as a child process, and what it
 //! stored.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 // Each test file uses a part of it.
 #![allow(dead_code)]
 

@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 #![allow(dead_code)] // each test binary uses a different part
 
 use teelog_core::canon::Canonicalizer;

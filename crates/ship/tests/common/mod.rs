@@ -1,4 +1,5 @@
 //! Shared by the shipper's tests: a pipeline signing into a fresh spool, and the spool verified.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 // Each test file uses a part of it.
 #![allow(dead_code)]
 

@@ -1,5 +1,6 @@
 //! A manufactured swtpm, an enrollment CA and a scratch directory: what every TPM test starts
 //! from.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::path::PathBuf;
 use std::process::Command;
