@@ -36,7 +36,7 @@ pub struct DevClaims<'a> {
     pub nonce: Option<&'a [u8]>,
 }
 
-/// PCR0, PCR1 and PCR2 of a dev document when none are given: SHA-384 of "teelog dev PCR<i>",
+/// PCR0, PCR1 and PCR2 of a dev document when none are given: SHA-384 of `"teelog dev PCR<i>"`,
 /// plainly not a real measurement, and never the all-zero debug pattern.
 pub fn default_pcrs() -> BTreeMap<u64, Vec<u8>> {
     (0..3)

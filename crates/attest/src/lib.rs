@@ -1,8 +1,8 @@
 //! Verification of TEE attestation documents that bind a teelog signing key to measured code.
 //! Sans-IO: bytes and a verification time in, a verdict out. Roots of trust are given by the
 //! caller, or pinned here by the SHA-256 of their certificate, which then comes with the document
-//! ([`pinned`]). Which root a chain reached is the very anchor it ended at, never one that merely
-//! shares its name.
+//! ([`VendorRoot`]). Which root a chain reached is the very anchor it ended at, never one that
+//! merely shares its name.
 #![forbid(unsafe_code)]
 
 mod cbor;

@@ -53,6 +53,8 @@ pub struct AttestVerifyArgs {
     pub vcek: Option<PathBuf>,
     /// SEV-SNP: AMD's ARK and ASK (PEM), as AMD's key server serves them (e.g.
     /// https://kdsintf.amd.com/vcek/v1/Milan/cert_chain); the ARK must match its pinned SHA-256.
+    // This doc comment is clap's help text, which renders no markdown: the URL stays bare there.
+    #[allow(rustdoc::bare_urls)]
     #[arg(long)]
     pub amd_chain: Option<PathBuf>,
     /// TDX: evaluate the TCB status with Intel's collateral saved in DIR: tcb_info.json and

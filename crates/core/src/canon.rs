@@ -29,7 +29,7 @@ pub enum CanonError {
     InexactInteger(String),
     #[error("nesting deeper than {MAX_DEPTH} levels")]
     TooDeep,
-    /// Raised by a record hook (see [`Canonicalizer::record`]).
+    /// Raised by a record hook (see `Canonicalizer::record`, crate-internal).
     #[error("{0}")]
     Record(String),
     /// A record whose canonical form alone would make a batch line longer than a verifier reads.
