@@ -99,7 +99,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     running.stop().await;
     let summary = tokio::task::spawn_blocking(move || pipeline.close())
         .await
-        .map_err(|_| ShipError::SignerThread)??;
+        .map_err(|_| ShipError::ThreadPanicked("closing"))??;
     let _ = stop_sinks.send(true);
     for delivery in deliveries {
         if tokio::time::timeout(DRAIN_TIMEOUT, delivery).await.is_err() {

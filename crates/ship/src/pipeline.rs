@@ -342,6 +342,9 @@ fn sealed(
     }
 }
 
+/// How errors name the signer's thread.
+const SIGNER_THREAD: &str = "signer";
+
 pub struct Pipeline {
     submitter: Submitter,
     thread: JoinHandle<Result<SignSummary, ShipError>>,
@@ -381,7 +384,7 @@ impl Pipeline {
         let thread = std::thread::Builder::new()
             .name("teelog-signer".into())
             .spawn(move || signer.run(rx))
-            .map_err(|_| ShipError::SignerThread)?;
+            .map_err(|source| ShipError::ThreadStart { thread: SIGNER_THREAD, source })?;
         Ok(Self { submitter, thread, shared })
     }
 
@@ -399,7 +402,7 @@ impl Pipeline {
         let Self { submitter, thread, .. } = self;
         let _ = submitter.tx.send(Msg::Close);
         drop(submitter);
-        thread.join().unwrap_or(Err(ShipError::SignerThread))
+        thread.join().unwrap_or(Err(ShipError::ThreadPanicked(SIGNER_THREAD)))
     }
 }
 

@@ -21,8 +21,12 @@ pub enum ShipError {
     Seal(#[from] SealError),
     #[error(transparent)]
     Stream(#[from] HeaderError),
-    #[error("the signer thread failed")]
-    SignerThread,
+    #[error("cannot start the {thread} thread: {source}")]
+    ThreadStart { thread: &'static str, source: std::io::Error },
+    #[error("the {0} thread stopped unexpectedly (it panicked; its message is above)")]
+    ThreadPanicked(&'static str),
+    #[error("the {0} thread has already stopped, so it takes no more work")]
+    ThreadGone(&'static str),
     #[error("a pipeline writes into a spool store, not a file or stdout")]
     NotAStore,
     #[error("a batch sealed earlier has not been written yet")]

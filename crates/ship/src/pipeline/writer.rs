@@ -39,6 +39,9 @@ pub(super) struct SpoolWriter {
     thread: Option<JoinHandle<SignSummary>>,
 }
 
+/// How errors name the spool writer's thread.
+const SPOOL_THREAD: &str = "spool writer";
+
 impl SpoolWriter {
     pub(super) fn start(store: Store, shared: Arc<Shared>) -> Result<Self, ShipError> {
         let (jobs, queue) = mpsc::sync_channel(QUEUED_BATCHES);
@@ -46,7 +49,7 @@ impl SpoolWriter {
         let thread = std::thread::Builder::new()
             .name("teelog-spool".into())
             .spawn(move || write_all(store, &shared, queue, give_back))
-            .map_err(|_| ShipError::SignerThread)?;
+            .map_err(|source| ShipError::ThreadStart { thread: SPOOL_THREAD, source })?;
         Ok(Self { jobs: Some(jobs), spent, spare: Vec::new(), in_flight: 0, thread: Some(thread) })
     }
 
@@ -81,7 +84,7 @@ impl SpoolWriter {
     /// Waits until every batch handed over is in the spool.
     pub(super) fn wait_written(&mut self) -> Result<(), ShipError> {
         while self.in_flight > 0 {
-            let line = self.spent.recv().map_err(|_| ShipError::SignerThread)?;
+            let line = self.spent.recv().map_err(|_| ShipError::ThreadGone(SPOOL_THREAD))?;
             self.returned(line);
         }
         Ok(())
@@ -90,7 +93,8 @@ impl SpoolWriter {
     /// Writes what is queued and stops; what was written.
     pub(super) fn finish(mut self) -> Result<SignSummary, ShipError> {
         self.jobs = None;
-        self.thread.take().ok_or(ShipError::SignerThread)?.join().map_err(|_| ShipError::SignerThread)
+        let thread = self.thread.take().ok_or(ShipError::ThreadGone(SPOOL_THREAD))?;
+        thread.join().map_err(|_| ShipError::ThreadPanicked(SPOOL_THREAD))
     }
 
     fn returned(&mut self, line: Vec<u8>) {
@@ -102,8 +106,8 @@ impl SpoolWriter {
     }
 
     fn send(&self, job: Job) -> Result<(), ShipError> {
-        let jobs = self.jobs.as_ref().ok_or(ShipError::SignerThread)?;
-        jobs.send(job).map_err(|_| ShipError::SignerThread)
+        let jobs = self.jobs.as_ref().ok_or(ShipError::ThreadGone(SPOOL_THREAD))?;
+        jobs.send(job).map_err(|_| ShipError::ThreadGone(SPOOL_THREAD))
     }
 }
 
