@@ -734,15 +734,30 @@ pub struct RecordsCheck {
     pub hints_problem: Option<String>,
 }
 
+/// Why a line could not be taken apart as a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("{0}")]
+    Json(serde_json::Error),
+    #[error("not a teelog batch line")]
+    NotABatch,
+    #[error("header: {0}")]
+    HeaderJson(serde_json::Error),
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    #[error("sig: not base64: {0}")]
+    Signature(base64::DecodeError),
+}
+
 impl<'a> ParsedBatch<'a> {
     /// Parses a whole line, which must be a teelog batch.
-    pub fn parse(line: &'a [u8]) -> Result<Self, String> {
-        let fields: LineFields<'a> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    pub fn parse(line: &'a [u8]) -> Result<Self, BatchError> {
+        let fields: LineFields<'a> = serde_json::from_slice(line).map_err(BatchError::Json)?;
         match (fields.v, fields.header, fields.sig, fields.hints, fields.records) {
             (Some(FORMAT_VERSION), Some(header), Some(sig), Some(hints), Some(records)) => {
                 Self::from_parts(header, sig, hints, records)
             }
-            _ => Err("not a teelog batch line".into()),
+            _ => Err(BatchError::NotABatch),
         }
     }
 
@@ -751,11 +766,11 @@ impl<'a> ParsedBatch<'a> {
         sig_text: &'a str,
         hints: &'a str,
         records: Vec<&'a RawValue>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BatchError> {
         let header_bytes = header_raw.get().as_bytes();
-        let header: Header = serde_json::from_slice(header_bytes).map_err(|e| format!("header: {e}"))?;
-        header.validate().map_err(|e| e.to_string())?;
-        let sig = B64.decode(sig_text).map_err(|e| format!("sig: not base64: {e}"))?;
+        let header: Header = serde_json::from_slice(header_bytes).map_err(BatchError::HeaderJson)?;
+        header.validate()?;
+        let sig = B64.decode(sig_text).map_err(BatchError::Signature)?;
         Ok(Self { header_hash: sha256(header_bytes), header, header_bytes, sig, hints, records })
     }
 

@@ -200,7 +200,7 @@ impl Gate {
         };
         match ParsedBatch::from_parts(header, sig, hints, records) {
             Ok(batch) => Checked::Batch(self.check_batch(origin, line, &batch)),
-            Err(detail) => malformed(&detail),
+            Err(e) => malformed(&e.to_string()),
         }
     }
 

@@ -512,7 +512,7 @@ impl Verifier {
         }
         let batch = match ParsedBatch::from_parts(header, sig, hints, records) {
             Ok(batch) => batch,
-            Err(detail) => return self.push_malformed(origin, &detail),
+            Err(e) => return self.push_malformed(origin, &e.to_string()),
         };
         let RecordsCheck { status, hints_problem } = batch.check_records();
         let unsigned: Vec<String> =

@@ -216,7 +216,7 @@ fn strip_newline(line: &[u8]) -> &[u8] {
 pub fn split_batch_line(line: &[u8]) -> Result<SplitBatch<'_>, LayoutError> {
     let line = strip_newline(line);
     let text = utf8(line)?;
-    let parsed = ParsedBatch::parse(line).map_err(LayoutError::NotABatch)?;
+    let parsed = ParsedBatch::parse(line).map_err(|e| LayoutError::NotABatch(e.to_string()))?;
     let raw: RawBatch<'_> = serde_json::from_str(text).map_err(|e| LayoutError::NotABatch(e.to_string()))?;
     let header = parsed.header;
     let not_canonical = || LayoutError::NotCanonical { stream: header.stream.clone(), seq: header.seq };
@@ -272,7 +272,8 @@ pub struct BatchEntry {
 /// Takes apart a batch entry Loki stored at `timestamp`.
 pub fn parse_batch_entry(timestamp: UnixNanos, line: String) -> Result<BatchEntry, LayoutError> {
     let without_records = rebuild_batch_line(line.as_bytes(), &[])?;
-    let parsed = ParsedBatch::parse(&without_records).map_err(LayoutError::NotABatchEntry)?;
+    let parsed =
+        ParsedBatch::parse(&without_records).map_err(|e| LayoutError::NotABatchEntry(e.to_string()))?;
     let sealed_at =
         parse_rfc3339(&parsed.header.sealed_at).map_err(|e| LayoutError::NotABatchEntry(e.to_string()))?;
     let hints = parsed.signed_hints();

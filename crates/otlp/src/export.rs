@@ -105,7 +105,7 @@ pub fn export_batch(
 ) -> Result<ExportLogsServiceRequest, ExportError> {
     use attributes::*;
 
-    let batch = ParsedBatch::parse(batch_line).map_err(ExportError::NotABatch)?;
+    let batch = ParsedBatch::parse(batch_line).map_err(|e| ExportError::NotABatch(e.to_string()))?;
     let parts: LineParts<'_> =
         serde_json::from_slice(batch_line).map_err(|e| ExportError::NotABatch(e.to_string()))?;
     let header = &batch.header;
