@@ -9,12 +9,28 @@ use crate::canon::MAX_EXACT_INTEGER;
 use crate::crypto::{der_to_p1363, normalize_signature, PublicKey};
 use crate::merkle::{sha256, Digest};
 
+/// The members of the signed payload that are checked. Records are only counted and the
+/// measurement kept as its text, so that a large payload is never built into a tree in memory.
 #[derive(Deserialize)]
-struct Payload {
+struct Payload<'a> {
     sequence: u64,
-    tee_measurement: serde_json::Value,
+    #[serde(borrow)]
+    tee_measurement: &'a serde_json::value::RawValue,
     record_count: u64,
-    records: Vec<serde_json::Value>,
+    records: Vec<serde::de::IgnoredAny>,
+}
+
+/// Why a line is not a `SignedLogBatch` that can be judged.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SeedError {
+    #[error("{field}: not base64: {source}")]
+    Base64 { field: &'static str, source: base64::DecodeError },
+    #[error("PayloadBase64: not a SignedLogBatch payload: {0}")]
+    Payload(serde_json::Error),
+    #[error("Sequence {0} is outside 1 to 2^53")]
+    SequenceRange(u64),
+    #[error("Sequence {outer} does not match the signed payload's sequence {signed}")]
+    SequenceMismatch { outer: u64, signed: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -33,8 +49,10 @@ pub(crate) struct CheckedSeedBatch {
     pub records: RecordsStatus,
 }
 
-fn decode_b64(field: &str, text: &str) -> Result<Vec<u8>, String> {
-    base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("{field}: not base64: {e}"))
+fn decode_b64(field: &'static str, text: &str) -> Result<Vec<u8>, SeedError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|source| SeedError::Base64 { field, source })
 }
 
 pub(crate) fn check_seed_batch(
@@ -43,19 +61,15 @@ pub(crate) fn check_seed_batch(
     signature_b64: &str,
     thumbprint: &str,
     trusted: &[PublicKey],
-) -> Result<CheckedSeedBatch, String> {
+) -> Result<CheckedSeedBatch, SeedError> {
     let payload_bytes = decode_b64("PayloadBase64", payload_b64)?;
     let sig = decode_b64("SignatureBase64", signature_b64)?;
-    let payload: Payload = serde_json::from_slice(&payload_bytes)
-        .map_err(|e| format!("PayloadBase64: not a SignedLogBatch payload: {e}"))?;
+    let payload: Payload<'_> = serde_json::from_slice(&payload_bytes).map_err(SeedError::Payload)?;
     if outer_sequence == 0 || outer_sequence > MAX_EXACT_INTEGER {
-        return Err(format!("Sequence {outer_sequence} is outside 1 to 2^53"));
+        return Err(SeedError::SequenceRange(outer_sequence));
     }
     if payload.sequence != outer_sequence {
-        return Err(format!(
-            "Sequence {outer_sequence} does not match the signed payload's sequence {}",
-            payload.sequence
-        ));
+        return Err(SeedError::SequenceMismatch { outer: outer_sequence, signed: payload.sequence });
     }
     let signer = trusted.iter().find(|k| k.verify_sha256_any_encoding(&payload_bytes, &sig));
     let signature = match signer {
@@ -74,10 +88,10 @@ pub(crate) fn check_seed_batch(
             ),
         }
     };
-    let measurement = match &payload.tee_measurement {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    // A string compares as its text, anything else as its JSON.
+    let raw_measurement = payload.tee_measurement.get();
+    let measurement =
+        serde_json::from_str::<String>(raw_measurement).unwrap_or_else(|_| raw_measurement.to_string());
     let mut identity_input = payload_bytes.clone();
     identity_input.extend_from_slice(&match signer {
         Some(key) => {

@@ -756,7 +756,7 @@ impl Verifier {
         let checked =
             match check_seed_batch(sequence, &payload, &sig, &thumbprint, &self.options.trusted_keys) {
                 Ok(checked) => checked,
-                Err(detail) => return self.push_malformed(origin, &detail),
+                Err(e) => return self.push_malformed(origin, &e.to_string()),
             };
         let valid = checked.signature == SignatureStatus::Valid;
         let first_copy = if valid && checked.records == RecordsStatus::Intact {
