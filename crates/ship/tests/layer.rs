@@ -12,15 +12,15 @@ use teelog_ship::metrics::ShipMetrics;
 use teelog_ship::pipeline::PipelineOptions;
 use tracing_subscriber::layer::SubscriberExt;
 
+/// A pipeline of a software identity on stream `app` that keeps its spool, without heartbeats.
+fn software_pipeline() -> (common::Spool, teelog_ship::pipeline::Pipeline) {
+    let options = PipelineOptions { keep_spool: true, heartbeat: None, ..PipelineOptions::default() };
+    common::start(Provider::Software { measurement: None }, "app", options, Arc::new(ShipMetrics::default()))
+}
+
 #[test]
 fn events_are_signed_with_their_fields_and_spans() {
-    let options = PipelineOptions { keep_spool: true, heartbeat: None, ..PipelineOptions::default() };
-    let (spool, pipeline) = common::start(
-        Provider::Software { measurement: None },
-        "app",
-        options,
-        Arc::new(ShipMetrics::default()),
-    );
+    let (spool, pipeline) = software_pipeline();
 
     let (layer, guard) = TeelogLayer::new(pipeline);
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
@@ -70,13 +70,7 @@ fn events_are_signed_with_their_fields_and_spans() {
 /// the event is never refused, and never lost.
 #[test]
 fn integers_beyond_2_pow_53_are_signed_as_strings() {
-    let options = PipelineOptions { keep_spool: true, heartbeat: None, ..PipelineOptions::default() };
-    let (spool, pipeline) = common::start(
-        Provider::Software { measurement: None },
-        "app",
-        options,
-        Arc::new(ShipMetrics::default()),
-    );
+    let (spool, pipeline) = software_pipeline();
     let (layer, guard) = TeelogLayer::new(pipeline);
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
         let span = tracing::info_span!("job", id = u64::MAX);
