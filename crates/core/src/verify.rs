@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::batch::RecordsCheck;
-
 use serde::Serialize;
 
-use crate::batch::{Header, LineFields, ParsedBatch, RecordsStatus, SignatureStatus, SignedHeader};
+use crate::batch::{
+    Header, LineFields, ParsedBatch, RecordsCheck, RecordsStatus, SignatureStatus, SignedHeader,
+};
 use crate::crypto::PublicKey;
 use crate::merkle::{sha256, Digest};
 use crate::policy::{Judgement, Policy};
@@ -613,15 +613,33 @@ impl Verifier {
         }
     }
 
-    /// Whether a copy of a line that did not verify was seen before (within a bound).
-    fn seen_unverified_before(&mut self, identity: Digest) -> bool {
-        if self.seen_unverified.contains(&identity) {
-            return true;
+    /// Counts the batch `identity` (of a line that verified intact, or not): true for its first
+    /// copy, false for a duplicate. Lines that did not verify are told apart within a bound.
+    fn count_copy(&mut self, identity: Digest, verified_intact: bool) -> bool {
+        let first = if verified_intact {
+            self.seen.insert(identity)
+        } else if self.seen_unverified.contains(&identity) {
+            false
+        } else {
+            if self.seen_unverified.len() < MAX_UNVERIFIED_IDENTITIES {
+                self.seen_unverified.insert(identity);
+            }
+            true
+        };
+        if first {
+            self.batches += 1;
+        } else {
+            self.duplicates += 1;
         }
-        if self.seen_unverified.len() < MAX_UNVERIFIED_IDENTITIES {
-            self.seen_unverified.insert(identity);
+        first
+    }
+
+    /// Remembers, when the caller gave no trusted key at all, which key a batch without an
+    /// attestation document needed (a usage error to report, within a bound).
+    fn note_key_needed(&mut self, key: impl FnOnce() -> String) {
+        if self.options.trusted_keys.is_empty() && self.keys_needed.len() < MAX_LISTED {
+            self.keys_needed.insert(key());
         }
-        false
     }
 
     /// Records a checked batch: its findings, and if its signature holds, its place in the chain.
@@ -646,28 +664,17 @@ impl Verifier {
                 self.report(finding);
             }
         }
-        let first_copy = if verified && intact {
-            self.seen.insert(batch.identity)
-        } else {
-            !self.seen_unverified_before(batch.identity)
-        };
-        if !first_copy {
-            self.duplicates += 1;
+        if !self.count_copy(batch.identity, verified && intact) {
             return;
         }
-        self.batches += 1;
         let failure = match signature {
             Ok(SignatureStatus::Valid) => None,
             Ok(SignatureStatus::Invalid(why)) => Some((FindingKind::InvalidSignature, why)),
             Err(why) => Some((FindingKind::UntrustedAttestation, why)),
         };
         if let Some((kind, why)) = failure {
-            if kind == FindingKind::InvalidSignature
-                && self.options.trusted_keys.is_empty()
-                && attested.is_none()
-                && self.keys_needed.len() < MAX_LISTED
-            {
-                self.keys_needed.insert(h.key_id.clone());
+            if kind == FindingKind::InvalidSignature && attested.is_none() {
+                self.note_key_needed(|| h.key_id.clone());
             }
             let finding = about(kind, None, &why);
             self.report(finding);
@@ -758,17 +765,11 @@ impl Verifier {
                 Ok(checked) => checked,
                 Err(e) => return self.push_malformed(origin, &e.to_string()),
             };
-        let valid = checked.signature == SignatureStatus::Valid;
-        let first_copy = if valid && checked.records == RecordsStatus::Intact {
-            self.seen.insert(checked.identity)
-        } else {
-            !self.seen_unverified_before(checked.identity)
-        };
-        if !first_copy {
-            self.duplicates += 1;
+        let verified_intact =
+            checked.signature == SignatureStatus::Valid && checked.records == RecordsStatus::Intact;
+        if !self.count_copy(checked.identity, verified_intact) {
             return;
         }
-        self.batches += 1;
         let key = (SEED_STREAM.to_string(), checked.thumbprint.clone());
         let finding = |kind, detail: String| Finding {
             kind,
@@ -781,13 +782,11 @@ impl Verifier {
             ),
         };
         if let SignatureStatus::Invalid(why) = &checked.signature {
-            if self.options.trusted_keys.is_empty() && self.keys_needed.len() < MAX_LISTED {
-                self.keys_needed.insert(format!("of the SignedLogBatch thumbprint {}", checked.thumbprint));
-            }
+            self.note_key_needed(|| format!("of the SignedLogBatch thumbprint {}", checked.thumbprint));
             self.report(finding(FindingKind::InvalidSignature, why.clone()));
-            let key_for_untrusted = key.clone();
-            self.epochs.entry(key).or_default().seed = true;
-            self.remember_untrusted(key_for_untrusted, checked.sequence);
+            // Within the bound, like any batch that did not verify: an epoch entry made here for
+            // every forged line would not be.
+            self.remember_untrusted(key, checked.sequence);
             return;
         }
         if let RecordsStatus::Tampered { detail, .. } = &checked.records {
@@ -995,7 +994,6 @@ pub(crate) fn attested_signature(
     (signature, broken_link)
 }
 
-/// A finding for each stream whose newest validly signed batch is older than allowed.
 /// A finding for each stream whose newest validly signed batch is older than allowed. A batch
 /// sealed in the future (beyond `skew`) proves nothing about freshness: a stream with only such
 /// batches is stale too.
