@@ -100,9 +100,12 @@ pub fn finish(
 }
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
-    let files = args.files.iter().map(|path| match path.as_os_str() == "-" {
-        true => Source::Stdin,
-        false => Source::File(path.clone()),
+    let files = args.files.iter().map(|path| {
+        if path.as_os_str() == "-" {
+            Source::Stdin
+        } else {
+            Source::File(path.clone())
+        }
     });
     let sources: Vec<Source> = files.chain(args.store.clone().map(Source::Store)).collect();
     Ok(teelog_audit::files::verify(verifier(&args.trust)?, &sources, args.max_line_bytes)?)

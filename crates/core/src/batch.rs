@@ -96,8 +96,13 @@ fn field_err(name: &'static str, why: impl Into<String>) -> HeaderError {
     HeaderError::Field(name, why.into())
 }
 
+/// Whether `text` is written only in lower-case hex digits, the one spelling teelog accepts.
+fn is_lower_hex(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 fn check_hex(name: &'static str, value: &str, len: Option<usize>) -> Result<(), HeaderError> {
-    let lower_hex = value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let lower_hex = is_lower_hex(value);
     let len_ok = match len {
         Some(n) => value.len() == n,
         None => value.len().is_multiple_of(2) && value.len() <= 256,
@@ -881,7 +886,7 @@ impl<'a> ParsedBatch<'a> {
 
     /// The hints of the line, if they are the ones the header signed, in their one spelling.
     pub fn signed_hints(&self) -> Option<Vec<[u8; HINT_LEN]>> {
-        if !self.hints.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !is_lower_hex(self.hints) {
             return None;
         }
         let bytes = hex::decode(self.hints).ok()?;
