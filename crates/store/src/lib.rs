@@ -110,13 +110,18 @@ pub fn open_segment_to_read(path: &Path) -> Result<File, StoreError> {
         Err(source) => return Err(StoreError::Io { path: path.to_path_buf(), source }),
     };
     let kind = file.metadata().map_err(io_err(path))?.file_type();
-    match () {
-        _ if kind.is_file() => Ok(file),
-        _ if kind.is_fifo() => Err(not_regular("a FIFO")),
-        _ if kind.is_char_device() || kind.is_block_device() => Err(not_regular("a device")),
-        _ if kind.is_socket() => Err(not_regular("a socket")),
-        _ => Err(not_regular("a directory or other special file")),
+    if kind.is_file() {
+        return Ok(file);
     }
+    Err(not_regular(if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a directory or other special file"
+    }))
 }
 
 /// The segment files of a store with their indexes, oldest first.
