@@ -12,8 +12,8 @@ use crate::batch::{Header, LineFields, ParsedBatch, RecordsStatus, SignatureStat
 use crate::merkle::{sha256, Digest};
 use crate::timestamp::{format_rfc3339, UnixNanos};
 use crate::verify::{
-    attested_signature, judge_measurement, AttestationVerifier, AttestedKey, Finding, FindingKind, Origin,
-    VerifyOptions,
+    attested_signature, document_of, foreign_key, fork_at, judge_measurement, reused_key, time_objections,
+    AttestationVerifier, AttestedKey, Finding, FindingKind, Origin, VerifyOptions,
 };
 
 /// Header hashes remembered per epoch, to tell a resent batch from a second, different batch
@@ -21,12 +21,20 @@ use crate::verify::{
 const RECENT_PER_EPOCH: usize = 1024;
 /// Gaps remembered per epoch, so that a batch arriving late is not reported again.
 const GAPS_PER_EPOCH: usize = 256;
-/// Attestation documents held (one per signer start, normally); beyond, one no batch has named
-/// is forgotten.
-const MAX_DOCUMENTS: usize = 4096;
+/// Attestation documents held that no validly signed batch has used yet (anyone can send one),
+/// and their bytes; beyond either, the oldest is forgotten.
+const MAX_UNUSED_DOCUMENTS: usize = 1024;
+const MAX_UNUSED_DOCUMENT_BYTES: usize = 64 << 20;
+/// Documents in use (a validly signed batch verified under them: one per signer start), per
+/// stream and in total; beyond, the one whose batches are the oldest is forgotten, so that a
+/// new epoch always finds room.
+const DOCUMENTS_IN_USE_PER_STREAM: usize = EPOCHS_PER_STREAM;
+const MAX_DOCUMENTS_IN_USE: usize = 4096;
 /// Epochs remembered per stream (each restart of a signer starts one); the longest-silent one
 /// is forgotten first.
 const EPOCHS_PER_STREAM: usize = 64;
+/// Keys other than its own remembered per epoch, so that each is reported once.
+const MAX_FOREIGN_KEYS: usize = 8;
 
 /// What one line turned out to be.
 #[derive(Debug)]
@@ -49,11 +57,24 @@ pub struct BatchVerdict {
     pub sealed_at: UnixNanos,
     /// The SHA-256 of the attestation document the batch names, if it names one.
     pub attestation: Option<Digest>,
+    /// The batch is the first whose signature verifies under the document it names: the
+    /// document is now in use, worth keeping across a restart.
+    pub document_now_in_use: bool,
     /// Signed by a trusted (or attested) key, records intact, attestation trusted.
     pub signature_valid: bool,
     /// The same batch was seen just before (a resend): nothing new.
     pub duplicate: bool,
     pub findings: Vec<Finding>,
+}
+
+/// One validly signed batch of an epoch, as remembered for the chain checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    seq: u64,
+    /// Header hash, hex.
+    hash: String,
+    prev: Option<String>,
+    sealed_at: UnixNanos,
 }
 
 /// Where one epoch of a stream stands, as far as the gateway has seen it.
@@ -62,31 +83,52 @@ struct EpochTrack {
     last_seq: u64,
     /// The header hash (hex) of batch `last_seq`.
     head: String,
-    /// `(seq, header hash hex)` of the newest batches, oldest first; not saved, since after a
-    /// restart only duplicates become harder to tell from equivocation.
+    /// The newest batches (and every second batch for a seq among them), oldest first; not
+    /// saved, since after a restart only duplicates become harder to tell from equivocation.
     #[serde(skip)]
-    recent: VecDeque<(u64, String)>,
+    recent: VecDeque<Seen>,
     /// Seq ranges (inclusive) reported missing that have not arrived yet.
     gaps: VecDeque<(u64, u64)>,
     /// `sealed_at` of batch `last_seq`.
     #[serde(default)]
     sealed_at: UnixNanos,
+    /// The key of the first batch seen: an epoch is one run of one key.
+    #[serde(default)]
+    key_id: String,
+    /// Other keys seen signing in it (reported once each).
+    #[serde(default)]
+    foreign_keys: Vec<String>,
+    /// Its key is bound by an attestation document.
+    #[serde(default)]
+    attested: bool,
+    /// The epoch its first batch continues from, if seen.
+    #[serde(default)]
+    predecessor: Option<String>,
+    /// The epoch that continues from its head and has not been reported yet: this epoch must end
+    /// there, so a later batch of it breaks that hand-over.
+    #[serde(default)]
+    continued_by: Option<String>,
 }
 
 impl EpochTrack {
-    /// Batch `seq` with header hash `hash` is the newest of the epoch.
-    fn advance(&mut self, seq: u64, hash: &str, sealed_at: UnixNanos) {
-        self.last_seq = seq;
-        self.sealed_at = sealed_at;
-        self.head = hash.to_string();
-        self.remember(seq, hash);
+    /// Batch `seen` is the newest of the epoch.
+    fn advance(&mut self, seen: Seen) {
+        self.last_seq = seen.seq;
+        self.sealed_at = seen.sealed_at;
+        self.head = seen.hash.clone();
+        self.remember(seen);
     }
 
-    fn remember(&mut self, seq: u64, hash: &str) {
-        self.recent.push_back((seq, hash.to_string()));
+    fn remember(&mut self, seen: Seen) {
+        self.recent.push_back(seen);
         if self.recent.len() > RECENT_PER_EPOCH {
             self.recent.pop_front();
         }
+    }
+
+    /// The remembered batches at `seq`.
+    fn at(&self, seq: u64) -> impl Iterator<Item = &Seen> {
+        self.recent.iter().filter(move |s| s.seq == seq)
     }
 
     /// Takes `seq` out of the open gaps; false if it was not missing.
@@ -111,6 +153,9 @@ struct StreamTrack {
     epochs: BTreeMap<String, EpochTrack>,
     /// The epoch that started the stream (its first batch links to nothing).
     genesis: Option<String>,
+    /// A second start has been reported against `genesis` as well.
+    #[serde(default)]
+    genesis_reported: bool,
     newest_sealed_at: UnixNanos,
     newest: (String, u64),
     /// Reported stale and not heard from since.
@@ -126,19 +171,100 @@ pub struct Continuity {
 pub struct Gate {
     options: VerifyOptions,
     attestation: Option<Box<dyn AttestationVerifier + Send + Sync>>,
-    /// Documents seen, by SHA-256, with the verdict on each once a batch has needed it.
-    documents: HashMap<Digest, Document>,
+    documents: Documents,
     continuity: Continuity,
+}
+
+/// The attestation documents the gate holds, by SHA-256. What unauthenticated senders can fill
+/// (documents no valid batch has used) is kept apart from the documents genuine epochs use, so
+/// that a flood of the first can never push out the second or refuse a new epoch.
+#[derive(Default)]
+struct Documents {
+    by_digest: HashMap<Digest, Document>,
+    /// Unused documents, oldest first, and their bytes.
+    unused: VecDeque<Digest>,
+    unused_bytes: usize,
+    in_use: usize,
 }
 
 struct Document {
     bytes: Vec<u8>,
     verdict: Option<Result<AttestedKey, String>>,
+    /// Set once a validly signed batch verifies under it.
+    used: Option<DocumentUse>,
+}
+
+/// Which stream uses a document, and the newest `sealed_at` among its batches.
+struct DocumentUse {
+    stream: String,
+    sealed_at: UnixNanos,
+}
+
+impl Documents {
+    /// Holds `bytes` as an unused document, forgetting the oldest unused ones beyond the bounds.
+    fn add(&mut self, digest: Digest, bytes: Vec<u8>) {
+        if self.by_digest.contains_key(&digest) {
+            return;
+        }
+        self.unused_bytes += bytes.len();
+        self.unused.push_back(digest);
+        self.by_digest.insert(digest, Document { bytes, verdict: None, used: None });
+        while self.unused.len() > MAX_UNUSED_DOCUMENTS || self.unused_bytes > MAX_UNUSED_DOCUMENT_BYTES {
+            let Some(oldest) = self.unused.pop_front() else { break };
+            if let Some(gone) = self.by_digest.remove(&oldest) {
+                self.unused_bytes -= gone.bytes.len();
+            }
+        }
+    }
+
+    /// Marks `digest` in use by a validly signed batch of `stream` sealed at `sealed_at`; true
+    /// if it was not in use before. Beyond the bounds, the stalest other document in use (of
+    /// the stream, then of all) is forgotten.
+    fn use_by(&mut self, digest: Digest, stream: &str, sealed_at: UnixNanos) -> bool {
+        let Some(document) = self.by_digest.get_mut(&digest) else { return false };
+        if let Some(used) = &mut document.used {
+            used.sealed_at = used.sealed_at.max(sealed_at);
+            return false;
+        }
+        document.used = Some(DocumentUse { stream: stream.to_string(), sealed_at });
+        let size = document.bytes.len();
+        if let Some(i) = self.unused.iter().position(|d| *d == digest) {
+            self.unused.remove(i);
+            self.unused_bytes -= size;
+        }
+        self.in_use += 1;
+        let of_stream = |u: &DocumentUse| u.stream == stream;
+        if self.count_in_use(of_stream) > DOCUMENTS_IN_USE_PER_STREAM {
+            self.forget_stalest_in_use(digest, of_stream);
+        }
+        if self.in_use > MAX_DOCUMENTS_IN_USE {
+            self.forget_stalest_in_use(digest, |_| true);
+        }
+        true
+    }
+
+    fn count_in_use(&self, filter: impl Fn(&DocumentUse) -> bool) -> usize {
+        self.by_digest.values().filter(|d| d.used.as_ref().is_some_and(&filter)).count()
+    }
+
+    fn forget_stalest_in_use(&mut self, keep: Digest, filter: impl Fn(&DocumentUse) -> bool) {
+        let stalest = self
+            .by_digest
+            .iter()
+            .filter(|(digest, _)| **digest != keep)
+            .filter_map(|(digest, d)| Some((digest, d.used.as_ref().filter(|u| filter(u))?.sealed_at)))
+            .min_by_key(|(_, sealed_at)| *sealed_at)
+            .map(|(digest, _)| *digest);
+        if let Some(digest) = stalest {
+            self.by_digest.remove(&digest);
+            self.in_use -= 1;
+        }
+    }
 }
 
 impl Gate {
     pub fn new(options: VerifyOptions, continuity: Continuity) -> Self {
-        Self { options, attestation: None, documents: HashMap::new(), continuity }
+        Self { options, attestation: None, documents: Documents::default(), continuity }
     }
 
     pub fn with_attestation(mut self, verifier: Box<dyn AttestationVerifier + Send + Sync>) -> Self {
@@ -156,42 +282,39 @@ impl Gate {
         self.continuity.streams.contains_key(stream)
     }
 
-    /// The bytes of a document seen before, by SHA-256.
+    /// The bytes of a document held, by SHA-256.
     pub fn document(&self, sha256: &Digest) -> Option<&[u8]> {
-        self.documents.get(sha256).map(|d| d.bytes.as_slice())
+        self.documents.by_digest.get(sha256).map(|d| d.bytes.as_slice())
     }
 
-    /// Judges one line (without its newline).
-    pub fn check_line(&mut self, origin: Origin<'_>, line: &[u8]) -> Checked {
+    /// Takes back the attestation line of a document that was in use before a restart (the
+    /// gateway saves those), so that the epochs using it go on verifying whatever unused
+    /// documents arrive meanwhile. None if `line` is not an attestation line.
+    pub fn restore_document(&mut self, line: &[u8]) -> Option<Digest> {
+        let fields: LineFields<'_> = serde_json::from_slice(line).ok()?;
+        let bytes = document_of(&fields, line)?.ok()?;
+        let digest = sha256(&bytes);
+        self.documents.add(digest, bytes);
+        self.documents.use_by(digest, "", 0);
+        Some(digest)
+    }
+
+    /// Judges one line (without its newline) that arrived at `now`: a batch sealed too far after
+    /// `now` is a `time_anomaly`.
+    pub fn check_line(&mut self, origin: Origin<'_>, line: &[u8], now: UnixNanos) -> Checked {
         let malformed = |detail: &str| Checked::Malformed(Finding::malformed(origin, detail));
         let fields: LineFields<'_> = match serde_json::from_slice(line) {
             Ok(fields) => fields,
             Err(e) => return malformed(&format!("not a batch line: {e}")),
         };
-        if let (Some(1), Some(document), None) = (fields.v, &fields.attestation, fields.header) {
-            return match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, document) {
-                Ok(bytes) => {
-                    let digest = sha256(&bytes);
-                    if !self.documents.contains_key(&digest) && self.documents.len() >= MAX_DOCUMENTS {
-                        // Make room by forgetting one no batch has named yet.
-                        let unused =
-                            self.documents.iter().find(|(_, d)| d.verdict.is_none()).map(|(k, _)| *k);
-                        match unused {
-                            Some(key) => {
-                                self.documents.remove(&key);
-                            }
-                            None => {
-                                return malformed(
-                                    "attestation: too many documents held; this one is not kept",
-                                )
-                            }
-                        }
-                    }
-                    self.documents.entry(digest).or_insert(Document { bytes, verdict: None });
-                    Checked::Document { sha256: digest }
-                }
-                Err(e) => malformed(&format!("attestation: not base64: {e}")),
-            };
+        match document_of(&fields, line) {
+            Some(Err(e)) => return malformed(&e),
+            Some(Ok(bytes)) => {
+                let digest = sha256(&bytes);
+                self.documents.add(digest, bytes);
+                return Checked::Document { sha256: digest };
+            }
+            None => {}
         }
         let (Some(crate::batch::FORMAT_VERSION), Some(header), Some(sig), Some(hints), Some(records)) =
             (fields.v, fields.header, fields.sig, fields.hints, fields.records)
@@ -199,12 +322,18 @@ impl Gate {
             return malformed("not a teelog batch line (v 1 with header, sig, hints and records)");
         };
         match ParsedBatch::from_parts(header, sig, hints, records) {
-            Ok(batch) => Checked::Batch(self.check_batch(origin, line, &batch)),
+            Ok(batch) => Checked::Batch(self.check_batch(origin, line, &batch, now)),
             Err(e) => malformed(&e.to_string()),
         }
     }
 
-    fn check_batch(&mut self, origin: Origin<'_>, line: &[u8], batch: &ParsedBatch<'_>) -> BatchVerdict {
+    fn check_batch(
+        &mut self,
+        origin: Origin<'_>,
+        line: &[u8],
+        batch: &ParsedBatch<'_>,
+        now: UnixNanos,
+    ) -> BatchVerdict {
         let h = &batch.header;
         let origin = origin.to_string();
         let mut findings = Vec::new();
@@ -214,38 +343,47 @@ impl Gate {
         let attestation =
             h.attestation.as_deref().and_then(|d| <[u8; 32]>::try_from(hex::decode(d).ok()?).ok());
         let (signature, attested) = match (&h.attestation, &self.attestation) {
-            (Some(named), Some(verifier)) => match attestation.and_then(|d| self.documents.get_mut(&d)) {
-                None => {
-                    let why = format!("attestation document {named} has not been received before this batch");
-                    finding(FindingKind::UntrustedAttestation, None, &why);
-                    (None, None)
-                }
-                Some(document) => {
-                    let verdict =
-                        document.verdict.get_or_insert_with(|| verifier.verify_document(&document.bytes));
-                    match verdict {
-                        Err(why) => {
-                            finding(FindingKind::UntrustedAttestation, None, why);
-                            (None, None)
-                        }
-                        Ok(key) => {
-                            let (status, broken_link) = attested_signature(&batch.signed_header(), h, key);
-                            if let (SignatureStatus::Valid, Some(detail)) = (&status, broken_link) {
-                                finding(FindingKind::ChainBreak, None, &detail);
+            (Some(named), Some(verifier)) => {
+                match attestation.and_then(|d| self.documents.by_digest.get_mut(&d)) {
+                    None => {
+                        let why =
+                            format!("attestation document {named} has not been received before this batch");
+                        finding(FindingKind::UntrustedAttestation, None, &why);
+                        (None, None)
+                    }
+                    Some(document) => {
+                        let verdict =
+                            document.verdict.get_or_insert_with(|| verifier.verify_document(&document.bytes));
+                        match verdict {
+                            Err(why) => {
+                                finding(FindingKind::UntrustedAttestation, None, why);
+                                (None, None)
                             }
-                            (Some(status), Some(key.clone()))
+                            Ok(key) => {
+                                let (status, broken_link) =
+                                    attested_signature(&batch.signed_header(), h, key);
+                                if let (SignatureStatus::Valid, Some(detail)) = (&status, broken_link) {
+                                    finding(FindingKind::ChainBreak, None, &detail);
+                                }
+                                (Some(status), Some(key.clone()))
+                            }
                         }
                     }
                 }
-            },
+            }
             _ => (Some(batch.signature_status(&self.options.trusted_keys)), None),
         };
         let mut valid = false;
+        let mut document_now_in_use = false;
         match &signature {
             None => {}
             Some(SignatureStatus::Invalid(why)) => finding(FindingKind::InvalidSignature, None, why),
             Some(SignatureStatus::Valid) => {
                 valid = true;
+                let sealed_at = h.sealed_at_nanos().unwrap_or_default();
+                if let (Some(digest), Some(_)) = (attestation, &attested) {
+                    document_now_in_use = self.documents.use_by(digest, &h.stream, sealed_at);
+                }
                 let checked = batch.check_records();
                 if let RecordsStatus::Tampered { record_index, detail } = checked.status {
                     finding(FindingKind::RecordTampered, record_index, &detail);
@@ -255,6 +393,9 @@ impl Gate {
                     finding(FindingKind::UnsignedContent, None, &problem);
                     valid = false;
                 }
+                for detail in time_objections(&self.options, Some(now), h, attested.as_ref()) {
+                    finding(FindingKind::TimeAnomaly, None, &detail);
+                }
                 if let Some(detail) = judge_measurement(&self.options, h, attested.as_ref()).objection {
                     finding(FindingKind::UnexpectedMeasurement, None, &detail);
                 }
@@ -263,7 +404,9 @@ impl Gate {
         // Only a signed header says where a batch belongs in the chain.
         let duplicate = match &signature {
             Some(SignatureStatus::Valid) => {
-                self.continuity.follow(h, &hex::encode(batch.header_hash), &origin, &mut findings)
+                let arrival =
+                    Arrival { header: h, hash: hex::encode(batch.header_hash), attested: attested.is_some() };
+                self.continuity.follow(&arrival, &origin, &mut findings)
             }
             _ => false,
         };
@@ -274,6 +417,7 @@ impl Gate {
             count: h.count,
             sealed_at: h.sealed_at_nanos().unwrap_or_default(),
             attestation,
+            document_now_in_use,
             signature_valid: valid,
             duplicate,
             findings,
@@ -308,51 +452,83 @@ impl Gate {
     }
 }
 
+/// A validly signed batch as the chain rules need it.
+struct Arrival<'a> {
+    header: &'a Header,
+    /// Header hash, hex.
+    hash: String,
+    /// Its key is bound by an attestation document.
+    attested: bool,
+}
+
 impl Continuity {
-    /// Takes the validly signed header `h` (hash `hash`) into the chain state; chain findings go
-    /// to `out`. True if it is a resend of a batch seen recently.
-    fn follow(&mut self, h: &Header, hash: &str, origin: &str, out: &mut Vec<Finding>) -> bool {
-        let mut finding = |kind, seq, detail: String| {
+    /// Takes the validly signed batch `batch` into the chain state; chain findings go to `out`.
+    /// True if it is a resend of a batch seen recently. The rules are the offline verifier's
+    /// (docs/FORMAT.md §8), judged in arrival order with bounded memory (§15).
+    fn follow(&mut self, batch: &Arrival<'_>, origin: &str, out: &mut Vec<Finding>) -> bool {
+        let h = batch.header;
+        let mut finding = |kind, epoch: &str, seq, detail: String| {
             out.push(Finding {
                 kind,
                 stream: Some(h.stream.clone()),
-                epoch: Some(h.epoch.clone()),
+                epoch: Some(epoch.to_string()),
                 seq: Some(seq),
                 record_index: None,
                 detail: format!("{origin}: {detail}"),
             })
         };
+        let seen = Seen {
+            seq: h.seq,
+            hash: batch.hash.clone(),
+            prev: h.prev.clone(),
+            sealed_at: h.sealed_at_nanos().unwrap_or_default(),
+        };
         let known_stream = self.streams.contains_key(&h.stream);
         let stream = self.streams.entry(h.stream.clone()).or_default();
-        let sealed_at = h.sealed_at_nanos().unwrap_or_default();
-        if sealed_at >= stream.newest_sealed_at {
-            stream.newest_sealed_at = sealed_at;
+        if seen.sealed_at >= stream.newest_sealed_at {
+            stream.newest_sealed_at = seen.sealed_at;
             stream.newest = (h.epoch.clone(), h.seq);
             stream.stale = false;
         }
         if let Some(epoch) = stream.epochs.get_mut(&h.epoch) {
+            if h.key_id != epoch.key_id && !epoch.foreign_keys.contains(&h.key_id) {
+                finding(FindingKind::ChainBreak, &h.epoch, h.seq, foreign_key(&epoch.key_id, &h.key_id));
+                if epoch.foreign_keys.len() < MAX_FOREIGN_KEYS {
+                    epoch.foreign_keys.push(h.key_id.clone());
+                }
+            }
             if h.seq <= epoch.last_seq {
                 if epoch.fill(h.seq) {
-                    // Late, but now known: a second batch for this seq is then equivocation.
-                    epoch.remember(h.seq, hash);
+                    // Late, but it must fit between its neighbours like any batch.
+                    for (kind, at, detail) in link_problems(epoch, &seen) {
+                        finding(kind, &h.epoch, at, detail);
+                    }
+                    epoch.remember(seen);
                     return false;
                 }
-                return match epoch.recent.iter().find(|(seq, _)| *seq == h.seq) {
-                    Some((_, seen)) if seen == hash => true,
-                    Some((_, seen)) => {
-                        let seen = seen.clone();
-                        finding(
-                            FindingKind::Equivocation,
-                            h.seq,
-                            format!(
-                                "header {hash} differs from header {seen}, signed earlier for the same seq"
-                            ),
-                        );
-                        false
-                    }
+                let mut earlier = epoch.at(h.seq).peekable();
+                if earlier.peek().is_none() {
                     // Older than the recent history: only a full verification can tell.
-                    None => true,
-                };
+                    return true;
+                }
+                let others: Vec<String> =
+                    earlier.filter(|s| s.hash != seen.hash).map(|s| s.hash.clone()).collect();
+                if others.len() < epoch.at(h.seq).count() {
+                    return true;
+                }
+                finding(
+                    FindingKind::Equivocation,
+                    &h.epoch,
+                    h.seq,
+                    format!(
+                        "header {} differs from header {}, signed earlier for the same seq",
+                        seen.hash,
+                        others.join(" / ")
+                    ),
+                );
+                // Remembered, so that a batch continuing this fork is judged against it too.
+                epoch.remember(seen);
+                return false;
             }
             let expected = epoch.last_seq + 1;
             if h.seq > expected {
@@ -363,6 +539,7 @@ impl Continuity {
                 };
                 finding(
                     FindingKind::SequenceGap,
+                    &h.epoch,
                     expected,
                     format!("{range} missing: not received before seq {}", h.seq),
                 );
@@ -370,22 +547,28 @@ impl Continuity {
                 if epoch.gaps.len() > GAPS_PER_EPOCH {
                     epoch.gaps.pop_front();
                 }
-            } else if h.prev.as_deref() != Some(epoch.head.as_str()) {
+            } else {
+                for (kind, at, detail) in link_problems(epoch, &seen) {
+                    finding(kind, &h.epoch, at, detail);
+                }
+            }
+            if let Some(successor) = epoch.continued_by.take() {
                 finding(
                     FindingKind::ChainBreak,
-                    h.seq,
+                    &successor,
+                    1,
                     format!(
-                        "prev is {}, but batch {} has header {}",
-                        h.prev.as_deref().unwrap_or("null"),
-                        h.seq - 1,
-                        epoch.head
+                        "epoch {successor} continues from batch {} of epoch {}, but that epoch goes on to batch {}",
+                        epoch.last_seq, h.epoch, h.seq
                     ),
                 );
             }
-            epoch.advance(h.seq, hash, sealed_at);
+            epoch.advance(seen);
             return false;
         }
         // The first batch of an epoch this gateway sees.
+        let mut track =
+            EpochTrack { key_id: h.key_id.clone(), attested: batch.attested, ..EpochTrack::default() };
         if h.seq == 1 {
             match h.prev.as_deref() {
                 None if known_stream => {
@@ -393,31 +576,30 @@ impl Continuity {
                         .genesis
                         .as_deref()
                         .map_or(String::new(), |g| format!(" (it started with epoch {g})"));
-                    finding(
-                        FindingKind::ChainBreak,
-                        1,
-                        format!(
-                            "stream {:?} starts again{first}: a restart did not link to the previous head",
-                            h.stream
-                        ),
+                    let why = format!(
+                        "stream {:?} starts again{first}: a restart did not link to the previous head",
+                        h.stream
                     );
+                    finding(FindingKind::ChainBreak, &h.epoch, 1, why.clone());
+                    if let Some(genesis) = stream.genesis.as_deref().filter(|_| !stream.genesis_reported) {
+                        finding(FindingKind::ChainBreak, genesis, 1, format!("epoch {} {why}", h.epoch));
+                        stream.genesis_reported = true;
+                    }
                 }
                 None => stream.genesis = Some(h.epoch.clone()),
                 Some(prev) if known_stream => {
-                    let continued = stream.epochs.values().any(|e| e.head == prev);
-                    if !continued {
-                        finding(
-                            FindingKind::ChainBreak,
-                            1,
-                            format!("this epoch continues from header {prev}, which is not the newest batch of any epoch of the stream seen here: the previous epoch's tail may have been dropped"),
-                        );
+                    let (predecessor, problems) = hand_over(stream, &h.epoch, prev, &seen, batch);
+                    for (kind, detail) in problems {
+                        finding(kind, &h.epoch, 1, detail);
                     }
+                    track.predecessor = predecessor;
                 }
                 Some(_) => {}
             }
         } else if known_stream {
             finding(
                 FindingKind::SequenceGap,
+                &h.epoch,
                 1,
                 format!(
                     "the epoch's batches 1 to {} are missing: not received before seq {}",
@@ -425,13 +607,14 @@ impl Continuity {
                     h.seq
                 ),
             );
+            track.gaps.push_back((1, h.seq - 1));
         }
-        let mut epoch = EpochTrack::default();
-        if h.seq > 1 && known_stream {
-            epoch.gaps.push_back((1, h.seq - 1));
+        track.advance(seen);
+        let successor_of = track.predecessor.clone();
+        stream.epochs.insert(h.epoch.clone(), track);
+        if let Some(target) = successor_of.and_then(|t| stream.epochs.get_mut(&t)) {
+            target.continued_by = Some(h.epoch.clone());
         }
-        epoch.advance(h.seq, hash, sealed_at);
-        stream.epochs.insert(h.epoch.clone(), epoch);
         if stream.epochs.len() > EPOCHS_PER_STREAM {
             let stalest = stream
                 .epochs
@@ -447,15 +630,137 @@ impl Continuity {
     }
 }
 
+/// What is wrong with how the batch `seen` sits between its remembered neighbours in `epoch`:
+/// each (kind, seq, detail). A batch must name the header of the one before it (any of them,
+/// if that seq was equivocated) and be sealed no earlier; the one after must name it.
+fn link_problems(epoch: &EpochTrack, seen: &Seen) -> Vec<(FindingKind, u64, String)> {
+    let mut problems = Vec::new();
+    if seen.seq > 1 && epoch.at(seen.seq - 1).next().is_some() {
+        let before: Vec<&Seen> = epoch.at(seen.seq - 1).collect();
+        if !before.iter().any(|b| seen.prev.as_deref() == Some(b.hash.as_str())) {
+            let heads: Vec<&str> = before.iter().map(|b| b.hash.as_str()).collect();
+            problems.push((
+                FindingKind::ChainBreak,
+                seen.seq,
+                format!(
+                    "prev is {}, but batch {} has header {}",
+                    seen.prev.as_deref().unwrap_or("null"),
+                    seen.seq - 1,
+                    heads.join(" / ")
+                ),
+            ));
+        }
+        if let Some(latest) = before.iter().map(|b| b.sealed_at).max().filter(|&b| seen.sealed_at < b) {
+            problems.push((
+                FindingKind::TimeAnomaly,
+                seen.seq,
+                backwards(seen.sealed_at, seen.seq - 1, latest),
+            ));
+        }
+    }
+    for after in epoch.at(seen.seq + 1) {
+        if after.prev.as_deref() != Some(seen.hash.as_str()) {
+            let detail = format!(
+                "prev is {}, but batch {} has header {}",
+                after.prev.as_deref().unwrap_or("null"),
+                seen.seq,
+                seen.hash
+            );
+            problems.push((FindingKind::ChainBreak, after.seq, detail));
+        }
+        if after.sealed_at < seen.sealed_at {
+            problems.push((
+                FindingKind::TimeAnomaly,
+                after.seq,
+                backwards(after.sealed_at, seen.seq, seen.sealed_at),
+            ));
+        }
+    }
+    problems
+}
+
+/// Why a batch sealed at `sealed_at` cannot follow batch `seq`, sealed at `before`.
+fn backwards(sealed_at: UnixNanos, seq: u64, before: UnixNanos) -> String {
+    format!(
+        "sealed at {}, before batch {seq} (sealed at {}): sealed_at never goes backwards along a chain",
+        format_rfc3339(sealed_at),
+        format_rfc3339(before)
+    )
+}
+
+/// The epoch that a new epoch `epoch` of a known stream continues from, and the findings on it:
+/// its first batch `seen` must continue from the head of an epoch no other epoch continues from,
+/// sealed no later than `seen`, and the key rule across epochs must hold.
+fn hand_over(
+    stream: &StreamTrack,
+    epoch: &str,
+    prev: &str,
+    seen: &Seen,
+    batch: &Arrival<'_>,
+) -> (Option<String>, Vec<(FindingKind, String)>) {
+    let mut problems = Vec::new();
+    let Some((target_id, target)) = stream.epochs.iter().find(|(_, e)| e.head == prev) else {
+        let inside = stream.epochs.iter().find_map(|(id, e)| {
+            e.recent.iter().find(|s| s.hash == prev).map(|s| (id.clone(), s.seq, e.last_seq))
+        });
+        problems.push((FindingKind::ChainBreak, match inside {
+            Some((target, seq, last)) => format!(
+                "this epoch continues from batch {seq} of epoch {target}, but that epoch goes on to batch {last}"
+            ),
+            None => format!("this epoch continues from header {prev}, which is not the newest batch of any epoch of the stream seen here: the previous epoch's tail may have been dropped"),
+        }));
+        return (None, problems);
+    };
+    let forks: Vec<&str> = stream
+        .epochs
+        .iter()
+        .filter(|(id, e)| e.predecessor.as_deref() == Some(target_id.as_str()) && id.as_str() != epoch)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if !forks.is_empty() {
+        problems.push((FindingKind::ChainBreak, fork_at(prev, &forks)));
+    }
+    if seen.sealed_at < target.sealed_at {
+        problems.push((
+            FindingKind::TimeAnomaly,
+            format!(
+                "sealed at {}, before the header it continues from (sealed at {}): sealed_at never goes backwards across a hand-over",
+                format_rfc3339(seen.sealed_at),
+                format_rfc3339(target.sealed_at)
+            ),
+        ));
+    }
+    let mut current = Some(target_id.as_str());
+    let ancestors = std::iter::from_fn(|| {
+        let id = current?;
+        let track = stream.epochs.get(id)?;
+        current = track.predecessor.as_deref();
+        Some((id, Some(track.key_id.as_str())))
+    })
+    .take(EPOCHS_PER_STREAM);
+    if let Some(why) = reused_key(&batch.header.key_id, batch.attested, ancestors) {
+        problems.push((FindingKind::ChainBreak, why));
+    }
+    (Some(target_id.clone()), problems)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
     use crate::{BatchBuilder, ChainHead, HeaderSigner, SigAlg, SoftwareKey, SoftwareSigner};
+
+    /// When the test lines arrive: a minute after the first is sealed.
+    const NOW: UnixNanos = 1_796_292_060_000_000_000;
 
     fn signer() -> SoftwareSigner {
         let pkcs8 = SoftwareKey::generate_pkcs8(SigAlg::Es256).expect("key");
         SoftwareSigner::new(SoftwareKey::from_pkcs8(SigAlg::Es256, &pkcs8).expect("key"), None)
     }
+
+    /// Batches sealed so far: each is sealed a nanosecond after the one before.
+    static SEALED: AtomicI64 = AtomicI64::new(0);
 
     /// Lines of `n` batches of one epoch, each with two records.
     fn epoch(head: &mut ChainHead, signer: &SoftwareSigner, n: u64) -> Vec<Vec<u8>> {
@@ -467,7 +772,8 @@ mod tests {
                     builder.push_input(record.as_bytes(), &|| 0).expect("record");
                 }
                 let mut line = Vec::new();
-                builder.seal(head, signer, 1_796_292_000_000_000_000 + i as i64, &mut line).expect("seal");
+                let sealed_at = 1_796_292_000_000_000_000 + SEALED.fetch_add(1, Ordering::Relaxed);
+                builder.seal(head, signer, sealed_at, &mut line).expect("seal");
                 line.pop();
                 line
             })
@@ -484,10 +790,12 @@ mod tests {
         lines
             .iter()
             .enumerate()
-            .map(|(i, line)| match gate.check_line(Origin { source: "test", line: i as u64 + 1 }, line) {
-                Checked::Batch(v) => v.findings.iter().map(|f| f.kind.name()).collect(),
-                Checked::Malformed(f) => vec![f.kind.name()],
-                Checked::Document { .. } => vec!["document"],
+            .map(|(i, line)| {
+                match gate.check_line(Origin { source: "test", line: i as u64 + 1 }, line, NOW) {
+                    Checked::Batch(v) => v.findings.iter().map(|f| f.kind.name()).collect(),
+                    Checked::Malformed(f) => vec![f.kind.name()],
+                    Checked::Document { .. } => vec!["document"],
+                }
             })
             .collect()
     }
@@ -502,7 +810,7 @@ mod tests {
         let mut gate = gate(&[&a, &b]);
         assert!(kinds(&mut gate, &lines).iter().all(Vec::is_empty));
         // A resend is a duplicate, not a finding.
-        match gate.check_line(Origin { source: "again", line: 1 }, &lines[4]) {
+        match gate.check_line(Origin { source: "again", line: 1 }, &lines[4], NOW) {
             Checked::Batch(v) => assert!(v.duplicate && v.signature_valid && v.findings.is_empty(), "{v:?}"),
             other => panic!("{other:?}"),
         }
@@ -535,8 +843,19 @@ mod tests {
         let mut again = ChainHead::new_epoch("app", None);
         lines.extend(epoch(&mut again, &a, 1));
         let mut gate_from_start = gate(&[&a]);
-        let found = kinds(&mut gate_from_start, &lines);
-        assert_eq!(found, vec![vec![], vec![], vec!["chain_break"]]);
+        let found = kinds(&mut gate_from_start, &lines[..2]);
+        assert_eq!(found, vec![Vec::<&str>::new(); 2]);
+        // Both starts are reported, as the offline verifier reports them.
+        match gate_from_start.check_line(Origin { source: "t", line: 3 }, &lines[2], NOW) {
+            Checked::Batch(v) => {
+                let at: Vec<_> =
+                    v.findings.iter().map(|f| (f.kind, f.epoch.clone().unwrap_or_default())).collect();
+                let expected =
+                    [again.epoch.clone(), head.epoch.clone()].map(|e| (FindingKind::ChainBreak, e));
+                assert_eq!(at, expected, "{v:?}");
+            }
+            other => panic!("{other:?}"),
+        }
         // A gateway that joined mid-stream (at seq 2) sees the fresh start as a break too.
         let mut joined_late = gate(&[&a]);
         let found = kinds(&mut joined_late, &lines[1..]);
@@ -621,7 +940,7 @@ mod tests {
         // A forged document (the same digest is named, so the batch points at it).
         let mut forged_gate = gate();
         let forged = crate::batch::attestation_line(b"forged");
-        forged_gate.check_line(Origin { source: "t", line: 1 }, forged.strip_suffix(b"\n").unwrap());
+        forged_gate.check_line(Origin { source: "t", line: 1 }, forged.strip_suffix(b"\n").unwrap(), NOW);
         let named_forged = SoftwareSigner::new(
             SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap())
                 .unwrap(),
@@ -630,7 +949,7 @@ mod tests {
         .with_attestation(hex::encode(crate::merkle::sha256(b"forged")));
         let mut other = ChainHead::new_epoch("db", None);
         let forged_batches = epoch(&mut other, &named_forged, 1);
-        match forged_gate.check_line(Origin { source: "t", line: 2 }, &forged_batches[0]) {
+        match forged_gate.check_line(Origin { source: "t", line: 2 }, &forged_batches[0], NOW) {
             Checked::Batch(v) => {
                 assert!(!v.signature_valid);
                 assert_eq!(v.findings[0].kind, FindingKind::UntrustedAttestation, "{v:?}");
@@ -649,8 +968,11 @@ mod tests {
             expect_measurement: Some("ffff".into()),
             ..VerifyOptions::default()
         };
-        match Gate::new(options, Continuity::default()).check_line(Origin { source: "t", line: 1 }, &lines[0])
-        {
+        match Gate::new(options, Continuity::default()).check_line(
+            Origin { source: "t", line: 1 },
+            &lines[0],
+            NOW,
+        ) {
             Checked::Batch(v) => {
                 assert!(v.signature_valid);
                 assert_eq!(v.findings[0].kind, FindingKind::UnexpectedMeasurement, "{v:?}");

@@ -318,6 +318,13 @@ struct EpochState {
     trust: Option<(TrustBasis, String)>,
 }
 
+impl EpochState {
+    /// The epoch's key: the one that signed its lowest validly signed seq.
+    fn key(&self) -> Option<&str> {
+        self.keys.iter().min_by_key(|(_, seq)| **seq).map(|(key, _)| key.as_str())
+    }
+}
+
 /// An attestation document from the input. It is verified when a batch first names it, so that
 /// documents nothing names cost no signature checks; past a bound on the bytes held, on arrival.
 struct Document {
@@ -452,8 +459,8 @@ impl Verifier {
             || fields.seed_payload.is_some()
             || fields.seed_signature.is_some()
             || fields.seed_thumbprint.is_some();
-        if let Some(document) = &fields.attestation {
-            return self.push_document(origin, line, document);
+        if fields.attestation.is_some() {
+            return self.push_document(origin, line, &fields);
         }
         match (teelog, seed) {
             (true, false) => self.push_teelog(origin, line, fields),
@@ -462,19 +469,13 @@ impl Verifier {
         }
     }
 
-    /// An attestation line: exactly `{"v":1,"attestation":"<base64>"}`, and nothing else.
-    fn push_document(&mut self, origin: Origin<'_>, line: &[u8], document: &str) {
-        let bytes = match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, document) {
-            Ok(bytes) => bytes,
-            Err(e) => return self.push_malformed(origin, &format!("attestation: not base64: {e}")),
+    /// An attestation line (`fields` of `line`), kept until a batch names its document.
+    fn push_document(&mut self, origin: Origin<'_>, line: &[u8], fields: &LineFields<'_>) {
+        let bytes = match document_of(fields, line) {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(e)) => return self.push_malformed(origin, &e),
+            None => return,
         };
-        let exact = crate::batch::attestation_line(&bytes);
-        if exact.strip_suffix(b"\n") != Some(line) {
-            return self.push_malformed(
-                origin,
-                "an attestation line is exactly {\"v\":1,\"attestation\":\"<standard base64>\"}, with no other member, space or spelling",
-            );
-        }
         let digest = sha256(&bytes);
         if self.documents.contains_key(&digest) {
             return;
@@ -688,26 +689,7 @@ impl Verifier {
             self.records += h.count;
         }
         let sealed_at = h.sealed_at_nanos().unwrap_or_default();
-        let mut objections = Vec::new();
-        if let Some(now) = self.options.now {
-            let skew = self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
-            if sealed_at > now.saturating_add(skew) {
-                objections.push(format!(
-                    "sealed at {}, later than the verification time {} by more than {} s (--max-skew): the signer's clock is wrong or the batch was made to look fresh",
-                    h.sealed_at,
-                    format_rfc3339(now),
-                    skew / 1_000_000_000
-                ));
-            }
-        }
-        if let Some(made) = attested.and_then(|a| a.attested_at).filter(|&made| sealed_at < made) {
-            objections.push(format!(
-                "sealed at {}, before its attestation document was made ({}): the key cannot have signed it then",
-                h.sealed_at,
-                format_rfc3339(made)
-            ));
-        }
-        for detail in objections {
+        for detail in time_objections(&self.options, self.options.now, h, attested) {
             let finding = about(FindingKind::TimeAnomaly, None, &detail);
             self.report(finding);
         }
@@ -884,7 +866,7 @@ impl Verifier {
                     epoch: epoch.clone(),
                     basis,
                     platform,
-                    key_id: state.keys.keys().next().cloned().unwrap_or_default(),
+                    key_id: state.key().unwrap_or_default().to_string(),
                     batches: state.slots.values().map(|s| s.len() as u64).sum(),
                     epoch_unsigned: state.seed,
                 })
@@ -913,9 +895,58 @@ impl Verifier {
     }
 }
 
+/// The document of an attestation line: exactly `{"v":1,"attestation":"<standard base64>"}`
+/// (docs/FORMAT.md §7a), or why a line with an `attestation` member is not one; None for a line
+/// without that member.
+pub(crate) fn document_of(fields: &LineFields<'_>, line: &[u8]) -> Option<Result<Vec<u8>, String>> {
+    let document = fields.attestation.as_deref()?;
+    let bytes = match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, document) {
+        Ok(bytes) => bytes,
+        Err(e) => return Some(Err(format!("attestation: not base64: {e}"))),
+    };
+    let exact = crate::batch::attestation_line(&bytes);
+    Some(if exact.strip_suffix(b"\n") == Some(line) {
+        Ok(bytes)
+    } else {
+        Err("an attestation line is exactly {\"v\":1,\"attestation\":\"<standard base64>\"}, with no other member, space or spelling".into())
+    })
+}
+
 /// A SHA-256 named in hex.
 fn parse_digest(hex_text: &str) -> Option<Digest> {
     <[u8; 32]>::try_from(hex::decode(hex_text).ok()?).ok()
+}
+
+/// Why the `sealed_at` of the validly signed batch `h` cannot be believed, judged on the batch
+/// alone: later than `now` (the verification or arrival time, if known) by more than the allowed
+/// skew, or before the attestation document that binds its key was made.
+pub(crate) fn time_objections(
+    options: &VerifyOptions,
+    now: Option<UnixNanos>,
+    h: &Header,
+    attested: Option<&AttestedKey>,
+) -> Vec<String> {
+    let sealed_at = h.sealed_at_nanos().unwrap_or_default();
+    let mut objections = Vec::new();
+    if let Some(now) = now {
+        let skew = options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
+        if sealed_at > now.saturating_add(skew) {
+            objections.push(format!(
+                "sealed at {}, later than the verification time {} by more than {} s (--max-skew): the signer's clock is wrong or the batch was made to look fresh",
+                h.sealed_at,
+                format_rfc3339(now),
+                skew / 1_000_000_000
+            ));
+        }
+    }
+    if let Some(made) = attested.and_then(|a| a.attested_at).filter(|&made| sealed_at < made) {
+        objections.push(format!(
+            "sealed at {}, before its attestation document was made ({}): the key cannot have signed it then",
+            h.sealed_at,
+            format_rfc3339(made)
+        ));
+    }
+    objections
 }
 
 /// The measurement check of one validly signed batch.
@@ -1094,7 +1125,16 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
         }
     }
     let mut genesis: Vec<&str> = Vec::new();
-    let mut linked_to: HashMap<&str, &str> = HashMap::new();
+    // The epochs whose first batch continues from each header: more than one forks the stream.
+    let mut successors: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (epoch, state) in epochs {
+        for prev in state.slots.get(&1).into_iter().flatten().filter_map(|s| s.prev.as_deref()) {
+            let list = successors.entry(prev).or_default();
+            if !list.contains(epoch) {
+                list.push(epoch);
+            }
+        }
+    }
     // Each epoch's predecessor: the epoch its first batch continues from.
     let mut predecessor: HashMap<&str, &str> = HashMap::new();
 
@@ -1144,16 +1184,10 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
             continue;
         }
 
-        // One epoch, one key.
-        if state.keys.len() > 1 {
-            let keys: Vec<&str> = state.keys.keys().map(String::as_str).collect();
-            for (key, seq) in state.keys.iter().skip(1) {
-                out.push(finding(
-                    FindingKind::ChainBreak,
-                    epoch,
-                    *seq,
-                    format!("the epoch is signed by {} keys ({}): an epoch is one run of one key, and key {key} signs here from this batch", keys.len(), keys.join(", ")),
-                ));
+        // One epoch, one key: the key of its lowest seq.
+        if let Some(own) = state.key() {
+            for (key, seq) in state.keys.iter().filter(|(key, _)| *key != own) {
+                out.push(finding(FindingKind::ChainBreak, epoch, *seq, foreign_key(own, key)));
             }
         }
 
@@ -1242,8 +1276,10 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
                         .find(|(e, _)| e == target_epoch)
                         .and_then(|(_, s)| s.slots.keys().next_back().copied())
                         .unwrap_or(0);
-                    if let Some(other) = linked_to.insert(prev, epoch) {
-                        Some(format!("{}: epochs {other} and {epoch} both continue from header {prev}", slot.origin))
+                    let forks: Vec<&str> =
+                        successors.get(prev).into_iter().flatten().copied().filter(|e| e != epoch).collect();
+                    if !forks.is_empty() {
+                        Some(format!("{}: {}", slot.origin, fork_at(prev, &forks)))
                     } else if target_last > *target_seq {
                         Some(format!(
                             "{}: this epoch continues from batch {target_seq} of epoch {target_epoch}, but that epoch goes on to batch {target_last}",
@@ -1277,41 +1313,63 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
     });
 }
 
-/// A key that handed the stream over to another key is retired: it never starts an epoch again.
-/// A key bound by an attestation document (a TEE key, made for one start) starts one epoch only.
+/// The key rule across epochs for every epoch of a stream that continues from another.
 fn check_key_reuse(
     epochs: &[(&str, &EpochState)],
     predecessor: &HashMap<&str, &str>,
     report: &mut dyn FnMut(&str, String),
 ) {
-    let key_of: HashMap<&str, &str> = epochs
-        .iter()
-        .filter_map(|(epoch, state)| Some((*epoch, state.keys.keys().next()?.as_str())))
-        .collect();
+    let key_of: HashMap<&str, &str> =
+        epochs.iter().filter_map(|(epoch, state)| Some((*epoch, state.key()?))).collect();
     for (epoch, state) in epochs {
         let Some(key) = key_of.get(epoch) else { continue };
-        let mut current = *epoch;
-        let mut handed_over = false;
         // Each step goes to an earlier epoch; a cycle (links are hashes, so only a forgery
         // could make one) ends the walk.
-        for _ in 0..epochs.len() {
-            let Some(before) = predecessor.get(current) else { break };
-            match key_of.get(before) {
-                Some(k) if k == key && (handed_over || state.attested) => {
-                    let why = if handed_over {
-                        format!("key {key} signed epoch {before}, after which the stream passed to another key: a retired key cannot start a new epoch")
-                    } else {
-                        format!("key {key} already signed epoch {before}: a key bound by an attestation document starts one epoch only")
-                    };
-                    report(epoch, why);
-                    break;
-                }
-                Some(k) if k != key => handed_over = true,
-                _ => {}
-            }
-            current = before;
+        let mut current = *epoch;
+        let ancestors = std::iter::from_fn(|| {
+            current = predecessor.get(current)?;
+            Some((current, key_of.get(current).copied()))
+        })
+        .take(epochs.len());
+        if let Some(why) = reused_key(key, state.attested, ancestors) {
+            report(epoch, why);
         }
     }
+}
+
+/// The key rule across epochs (docs/FORMAT.md §8): a key that handed its stream over to another
+/// key is retired and never starts an epoch again, and a key bound by an attestation document (a
+/// TEE key, made for one start) starts one epoch only. `ancestors` are the epochs this one
+/// continues from, nearest first, each with its key where known.
+pub(crate) fn reused_key<'a>(
+    key: &str,
+    attested: bool,
+    ancestors: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> Option<String> {
+    let mut handed_over = false;
+    for (before, ancestor_key) in ancestors {
+        match ancestor_key {
+            Some(k) if k == key && handed_over => return Some(format!(
+                "key {key} signed epoch {before}, after which the stream passed to another key: a retired key cannot start a new epoch"
+            )),
+            Some(k) if k == key && attested => return Some(format!(
+                "key {key} already signed epoch {before}: a key bound by an attestation document starts one epoch only"
+            )),
+            Some(k) if k != key => handed_over = true,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Why an epoch that continues from header `prev` forks the stream: `others` continue from it too.
+pub(crate) fn fork_at(prev: &str, others: &[&str]) -> String {
+    format!("epoch(s) {} continue from header {prev} as well: the stream forks there", others.join(", "))
+}
+
+/// Why a batch signed by `key` breaks an epoch whose key is `own`: an epoch is one run of one key.
+pub(crate) fn foreign_key(own: &str, key: &str) -> String {
+    format!("the epoch is signed by key {own}, and key {key} signs here: an epoch is one run of one key")
 }
 
 /// The union of two ascending sequences, ascending (duplicates kept).

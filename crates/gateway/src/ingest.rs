@@ -213,8 +213,7 @@ impl Writer {
     ) -> Self {
         let mut saved = HashSet::new();
         for line in saved_documents(store.dir()) {
-            if let Checked::Document { sha256 } = gate.check_line(Origin { source: "saved", line: 0 }, &line)
-            {
+            if let Some(sha256) = gate.restore_document(&line) {
                 saved.insert(sha256);
             }
         }
@@ -271,6 +270,7 @@ impl Writer {
     fn judge(&mut self, submission: &Submission, out: &mut Vec<u8>) -> Outcome {
         let mut outcome = Outcome::default();
         let hint = submission.stream.as_deref();
+        let now = teelog_deliver::clock::now();
         for (i, line) in submission.lines.iter().enumerate() {
             if crate::http::is_blank(line) {
                 continue;
@@ -278,11 +278,10 @@ impl Writer {
             outcome.lines += 1;
             self.metrics.lines_in.fetch_add(1, Ordering::Relaxed);
             let origin = Origin { source: &submission.source, line: submission.first_line + i as u64 };
-            let findings = match self.gate.check_line(origin, line) {
+            let findings = match self.gate.check_line(origin, line, now) {
                 Checked::Document { sha256 } => {
                     outcome.documents += 1;
                     self.metrics.documents.fetch_add(1, Ordering::Relaxed);
-                    self.save_document(sha256, line);
                     if let Some(stream) = hint {
                         self.emit_document(sha256, stream, out);
                     }
@@ -291,6 +290,9 @@ impl Writer {
                 Checked::Batch(verdict) => {
                     // Only a batch its document vouches for places the document in a stream: an
                     // unsigned one could name any stream and have the document copied there.
+                    if let Some(document) = verdict.attestation.filter(|_| verdict.document_now_in_use) {
+                        self.save_document(document);
+                    }
                     if let Some(document) = verdict.attestation.filter(|_| verdict.signature_valid) {
                         self.emit_document(document, &verdict.stream, out);
                     }
@@ -332,18 +334,22 @@ impl Writer {
         outcome
     }
 
-    /// Keeps a document beside the spool, so that batches naming it can be verified after a
-    /// restart; retried until it is saved, since acknowledging it unsaved could lose it.
-    fn save_document(&mut self, sha256: Digest, line: &[u8]) {
+    /// Keeps a document that a valid batch uses beside the spool, so that batches naming it can
+    /// be verified after a restart; retried until it is saved, since acknowledging it unsaved
+    /// could lose it. Documents no valid batch uses are not saved: anyone can send those.
+    fn save_document(&mut self, sha256: Digest) {
         if self.saved.contains(&sha256) {
             return;
         }
+        let Some(document) = self.gate.document(&sha256) else { return };
+        let mut line = teelog_core::batch::attestation_line(document);
+        line.pop();
         let dir = documents_dir(self.store.dir());
         let path = dir.join(format!("{}.line", hex::encode(sha256)));
         retry(&self.spool, "save an attestation document", || {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| (dir.clone(), e))
-                .and_then(|()| teelog_store::write_atomic(&path, line))
+                .and_then(|()| teelog_store::write_atomic(&path, &line))
                 .map_err(|(path, e)| format!("{}: {e}", path.display()))
         });
         self.saved.insert(sha256);
@@ -353,7 +359,8 @@ impl Writer {
     fn emit_document(&mut self, sha256: Digest, stream: &str, out: &mut Vec<u8>) {
         let Some(document) = self.gate.document(&sha256) else { return };
         if self.emitted.insert((sha256, stream.to_string())) {
-            let line = teelog_core::batch::attestation_line(document);
+            let mut line = teelog_core::batch::attestation_line(document);
+            line.pop();
             out.extend(envelope::encode(Some(stream), None, line.strip_suffix(b"\n").unwrap_or(&line)));
         }
     }
