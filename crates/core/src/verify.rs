@@ -217,10 +217,6 @@ pub const DEFAULT_MAX_SKEW: UnixNanos = 5 * 60 * 1_000_000_000;
 pub const MAX_FINDINGS_PER_KIND: usize = 1000;
 /// Entries of the report's lists (unreferenced documents, keys needed).
 pub const MAX_LISTED: usize = 1000;
-/// Seqs of batches whose signature failed, remembered so that they are not reported again as
-/// gaps; beyond, they are (more findings, never fewer). Each may cost an epoch entry (forged
-/// lines can name a new epoch each), a few hundred bytes.
-const MAX_UNTRUSTED_SEQS: usize = 1 << 15;
 /// Identities of lines that did not verify, remembered to count their copies as duplicates;
 /// beyond, each copy is reported again (within the findings cap).
 const MAX_UNVERIFIED_IDENTITIES: usize = 1 << 16;
@@ -308,8 +304,6 @@ struct EpochState {
     seed: bool,
     /// Validly signed batches by seq; more than one distinct header at a seq is equivocation.
     slots: BTreeMap<u64, Vec<Slot>>,
-    /// Seqs claimed only by batches whose signature failed (already reported).
-    untrusted: BTreeSet<u64>,
     /// The keys of its validly signed batches, each with the lowest seq it signed: one, unless
     /// someone else's key signed in this epoch.
     keys: BTreeMap<String, u64>,
@@ -356,7 +350,6 @@ pub struct Verifier {
     seen: HashSet<Digest>,
     /// Identities of the other batch lines, up to a bound.
     seen_unverified: HashSet<Digest>,
-    untrusted_seqs: usize,
     torn: Vec<Torn>,
     torn_bytes: usize,
     epochs: BTreeMap<(String, String), EpochState>,
@@ -384,7 +377,6 @@ impl Verifier {
             pending_bytes: 0,
             seen: HashSet::new(),
             seen_unverified: HashSet::new(),
-            untrusted_seqs: 0,
             torn: Vec::new(),
             torn_bytes: 0,
             epochs: BTreeMap::new(),
@@ -605,15 +597,6 @@ impl Verifier {
         }
     }
 
-    /// Remembers that `seq` of `key` was claimed by a batch that did not verify, so that it is
-    /// not reported again as a gap; beyond a bound it is, which only adds findings.
-    fn remember_untrusted(&mut self, key: (String, String), seq: u64) {
-        if self.untrusted_seqs < MAX_UNTRUSTED_SEQS {
-            self.untrusted_seqs += 1;
-            self.epochs.entry(key).or_default().untrusted.insert(seq);
-        }
-    }
-
     /// Counts the batch `identity` (of a line that verified intact, or not): true for its first
     /// copy, false for a duplicate. Lines that did not verify are told apart within a bound.
     fn count_copy(&mut self, identity: Digest, verified_intact: bool) -> bool {
@@ -679,7 +662,6 @@ impl Verifier {
             }
             let finding = about(kind, None, &why);
             self.report(finding);
-            self.remember_untrusted(key, h.seq);
             return;
         }
         if let RecordsStatus::Tampered { record_index, detail } = &batch.records {
@@ -766,9 +748,6 @@ impl Verifier {
         if let SignatureStatus::Invalid(why) = &checked.signature {
             self.note_key_needed(|| format!("of the SignedLogBatch thumbprint {}", checked.thumbprint));
             self.report(finding(FindingKind::InvalidSignature, why.clone()));
-            // Within the bound, like any batch that did not verify: an epoch entry made here for
-            // every forged line would not be.
-            self.remember_untrusted(key, checked.sequence);
             return;
         }
         if let RecordsStatus::Tampered { detail, .. } = &checked.records {
@@ -1162,13 +1141,11 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
             }
         }
 
-        // Gaps: every seq from 1 to the highest validly signed one must be present (a forged
-        // line cannot make a gap up to a seq of its choosing). Walks the seqs present, never the
-        // numbers between them: a seq near 2^53 costs nothing.
-        let highest = state.slots.keys().next_back().copied().unwrap_or(0);
-        let present = merge_sorted(state.slots.keys().copied(), state.untrusted.iter().copied());
+        // Gaps: every seq from 1 to the highest validly signed one must be validly signed (a
+        // forged line neither fills a gap nor makes one up to a seq of its choosing). Walks the
+        // seqs present, never the numbers between them: a seq near 2^53 costs nothing.
         let mut last = 0u64;
-        for seq in present.take_while(|&seq| seq <= highest) {
+        for &seq in state.slots.keys() {
             if seq > last.saturating_add(1) {
                 let (first, end) = (last + 1, seq - 1);
                 let range = if first == end {
@@ -1370,15 +1347,4 @@ pub(crate) fn fork_at(prev: &str, others: &[&str]) -> String {
 /// Why a batch signed by `key` breaks an epoch whose key is `own`: an epoch is one run of one key.
 pub(crate) fn foreign_key(own: &str, key: &str) -> String {
     format!("the epoch is signed by key {own}, and key {key} signs here: an epoch is one run of one key")
-}
-
-/// The union of two ascending sequences, ascending (duplicates kept).
-fn merge_sorted(a: impl Iterator<Item = u64>, b: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
-    let (mut a, mut b) = (a.peekable(), b.peekable());
-    std::iter::from_fn(move || match (a.peek(), b.peek()) {
-        (Some(x), Some(y)) if x <= y => a.next(),
-        (Some(_), Some(_)) | (None, Some(_)) => b.next(),
-        (Some(_), None) => a.next(),
-        (None, None) => None,
-    })
 }

@@ -377,8 +377,9 @@ proptest! {
             "v" => assert_detected(&report, FindingKind::Malformed, None, &[FindingKind::SequenceGap, FindingKind::ChainBreak]),
             // The batch now claims another place in the chain, so its real place is empty.
             "stream" | "epoch" | "seq" => assert_detected(&report, FindingKind::InvalidSignature, None, &[FindingKind::SequenceGap, FindingKind::ChainBreak]),
-            // A forged last batch of epoch A also leaves B's hand-over link without a target.
-            _ => assert_detected(&report, FindingKind::InvalidSignature, Some(log.ids[batch].1), &[FindingKind::ChainBreak]),
+            // A forged batch leaves its place empty (a gap before the next one), and a forged
+            // last batch of epoch A also leaves B's hand-over link without a target.
+            _ => assert_detected(&report, FindingKind::InvalidSignature, Some(log.ids[batch].1), &[FindingKind::SequenceGap, FindingKind::ChainBreak]),
         }
     }
 
@@ -391,7 +392,7 @@ proptest! {
         let mut sig = B64.decode(&lines[batch][start..end]).unwrap();
         sig[byte] ^= 1 << bit;
         lines[batch].replace_range(start..end, &B64.encode(&sig));
-        assert_detected(&verify(&lines, &log.keys), FindingKind::InvalidSignature, Some(log.ids[batch].1), &[FindingKind::ChainBreak]);
+        assert_detected(&verify(&lines, &log.keys), FindingKind::InvalidSignature, Some(log.ids[batch].1), &[FindingKind::SequenceGap, FindingKind::ChainBreak]);
     }
 
     #[test]
