@@ -4,7 +4,7 @@
 //! it can judge what this one can only suspect (an equivocation older than the recent history, a
 //! gap that a late batch fills after all).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -101,9 +101,9 @@ struct EpochTrack {
     /// Its key is bound by an attestation document.
     #[serde(default)]
     attested: bool,
-    /// The epoch its first batch continues from, if seen.
+    /// The header (hex) its first batch continues from, once that batch is seen.
     #[serde(default)]
-    predecessor: Option<String>,
+    starts_after: Option<String>,
     /// The epoch that continues from its head and has not been reported yet: this epoch must end
     /// there, so a later batch of it breaks that hand-over.
     #[serde(default)]
@@ -490,165 +490,225 @@ impl Continuity {
             stream.newest = (h.epoch.clone(), h.seq);
             stream.stale = false;
         }
-        if let Some(epoch) = stream.epochs.get_mut(&h.epoch) {
-            if h.key_id != epoch.key_id && !epoch.foreign_keys.contains(&h.key_id) {
-                finding(FindingKind::ChainBreak, &h.epoch, h.seq, foreign_key(&epoch.key_id, &h.key_id));
-                if epoch.foreign_keys.len() < MAX_FOREIGN_KEYS {
-                    epoch.foreign_keys.push(h.key_id.clone());
-                }
+        // The first batch of an epoch (new here, or late): where the epoch comes from.
+        let first_of_epoch = h.seq == 1
+            && stream.epochs.get(&h.epoch).is_none_or(|e| e.gaps.iter().any(|&(from, _)| from == 1));
+        let mut predecessor = None;
+        if first_of_epoch {
+            let problems;
+            (predecessor, problems) = start(stream, known_stream, &seen, batch);
+            for (kind, epoch, detail) in problems {
+                finding(kind, &epoch, 1, detail);
             }
-            if h.seq <= epoch.last_seq {
-                if epoch.fill(h.seq) {
-                    // Late, but it must fit between its neighbours like any batch.
-                    for (kind, at, detail) in link_problems(epoch, &seen) {
-                        finding(kind, &h.epoch, at, detail);
-                    }
-                    epoch.remember(seen);
-                    return false;
-                }
-                let mut earlier = epoch.at(h.seq).peekable();
-                if earlier.peek().is_none() {
-                    // Older than the recent history: only a full verification can tell.
-                    return true;
-                }
-                let others: Vec<String> =
-                    earlier.filter(|s| s.hash != seen.hash).map(|s| s.hash.clone()).collect();
-                if others.len() < epoch.at(h.seq).count() {
-                    return true;
-                }
-                finding(
-                    FindingKind::Equivocation,
-                    &h.epoch,
-                    h.seq,
-                    format!(
-                        "header {} differs from header {}, signed earlier for the same seq",
-                        seen.hash,
-                        others.join(" / ")
-                    ),
-                );
-                // Remembered, so that a batch continuing this fork is judged against it too.
-                epoch.remember(seen);
-                return false;
-            }
-            let expected = epoch.last_seq + 1;
-            if h.seq > expected {
-                let range = if h.seq - 1 == expected {
-                    format!("batch {expected} is")
-                } else {
-                    format!("batches {expected} to {} are", h.seq - 1)
-                };
+        }
+        let Some(epoch) = stream.epochs.get_mut(&h.epoch) else {
+            // The first batch of an epoch this gateway sees.
+            let mut track = EpochTrack {
+                key_id: h.key_id.clone(),
+                attested: batch.attested,
+                starts_after: h.prev.clone().filter(|_| first_of_epoch),
+                ..EpochTrack::default()
+            };
+            if h.seq > 1 && known_stream {
                 finding(
                     FindingKind::SequenceGap,
                     &h.epoch,
-                    expected,
-                    format!("{range} missing: not received before seq {}", h.seq),
-                );
-                epoch.gaps.push_back((expected, h.seq - 1));
-                if epoch.gaps.len() > GAPS_PER_EPOCH {
-                    epoch.gaps.pop_front();
-                }
-            } else {
-                for (kind, at, detail) in link_problems(epoch, &seen) {
-                    finding(kind, &h.epoch, at, detail);
-                }
-            }
-            if let Some(successor) = epoch.continued_by.take() {
-                finding(
-                    FindingKind::ChainBreak,
-                    &successor,
                     1,
                     format!(
-                        "epoch {successor} continues from batch {} of epoch {}, but that epoch goes on to batch {}",
-                        epoch.last_seq, h.epoch, h.seq
+                        "the epoch's batches 1 to {} are missing: not received before seq {}",
+                        h.seq - 1,
+                        h.seq
                     ),
                 );
+                track.gaps.push_back((1, h.seq - 1));
             }
-            epoch.advance(seen);
+            track.advance(seen);
+            stream.epochs.insert(h.epoch.clone(), track);
+            stream.hand_over(predecessor, &h.epoch);
+            return false;
+        };
+        if h.key_id != epoch.key_id && !epoch.foreign_keys.contains(&h.key_id) {
+            finding(FindingKind::ChainBreak, &h.epoch, h.seq, foreign_key(&epoch.key_id, &h.key_id));
+            if epoch.foreign_keys.len() < MAX_FOREIGN_KEYS {
+                epoch.foreign_keys.push(h.key_id.clone());
+            }
+        }
+        if h.seq <= epoch.last_seq {
+            let filled = epoch.fill(h.seq);
+            if !filled {
+                let earlier: Vec<&Seen> = epoch.at(h.seq).collect();
+                if earlier.is_empty() || earlier.iter().any(|s| s.hash == seen.hash) {
+                    // A resend, or older than the recent history (only a full verification can
+                    // tell which).
+                    return true;
+                }
+                let others: Vec<&str> = earlier.iter().map(|s| s.hash.as_str()).collect();
+                let detail = format!(
+                    "header {} differs from header {}, signed earlier for the same seq",
+                    seen.hash,
+                    others.join(" / ")
+                );
+                finding(FindingKind::Equivocation, &h.epoch, h.seq, detail);
+            }
+            // Late or forked, it must fit between its neighbours like any batch; remembered, so
+            // that a batch continuing it is judged against it too.
+            for (kind, at, detail) in link_problems(epoch, &seen) {
+                finding(kind, &h.epoch, at, detail);
+            }
+            epoch.remember(seen);
+            if filled && first_of_epoch {
+                epoch.starts_after.clone_from(&h.prev);
+                stream.hand_over(predecessor, &h.epoch);
+                for (descendant, why) in stream.recheck_descendants(&h.epoch) {
+                    finding(FindingKind::ChainBreak, &descendant, 1, why);
+                }
+            }
             return false;
         }
-        // The first batch of an epoch this gateway sees.
-        let mut track =
-            EpochTrack { key_id: h.key_id.clone(), attested: batch.attested, ..EpochTrack::default() };
-        if h.seq == 1 {
-            match h.prev.as_deref() {
-                None if known_stream => {
-                    let first = stream
-                        .genesis
-                        .as_deref()
-                        .map_or(String::new(), |g| format!(" (it started with epoch {g})"));
-                    let why = format!(
-                        "stream {:?} starts again{first}: a restart did not link to the previous head",
-                        h.stream
-                    );
-                    finding(FindingKind::ChainBreak, &h.epoch, 1, why.clone());
-                    if let Some(genesis) = stream.genesis.as_deref().filter(|_| !stream.genesis_reported) {
-                        finding(FindingKind::ChainBreak, genesis, 1, format!("epoch {} {why}", h.epoch));
-                        stream.genesis_reported = true;
-                    }
-                }
-                None => stream.genesis = Some(h.epoch.clone()),
-                Some(prev) if known_stream => {
-                    let (predecessor, problems) = hand_over(stream, &h.epoch, prev, &seen, batch);
-                    for (kind, detail) in problems {
-                        finding(kind, &h.epoch, 1, detail);
-                    }
-                    track.predecessor = predecessor;
-                }
-                Some(_) => {}
-            }
-        } else if known_stream {
+        let expected = epoch.last_seq + 1;
+        if h.seq > expected {
+            let range = if h.seq - 1 == expected {
+                format!("batch {expected} is")
+            } else {
+                format!("batches {expected} to {} are", h.seq - 1)
+            };
             finding(
                 FindingKind::SequenceGap,
                 &h.epoch,
-                1,
-                format!(
-                    "the epoch's batches 1 to {} are missing: not received before seq {}",
-                    h.seq - 1,
-                    h.seq
-                ),
+                expected,
+                format!("{range} missing: not received before seq {}", h.seq),
             );
-            track.gaps.push_back((1, h.seq - 1));
-        }
-        track.advance(seen);
-        let successor_of = track.predecessor.clone();
-        stream.epochs.insert(h.epoch.clone(), track);
-        if let Some(target) = successor_of.and_then(|t| stream.epochs.get_mut(&t)) {
-            target.continued_by = Some(h.epoch.clone());
-        }
-        if stream.epochs.len() > EPOCHS_PER_STREAM {
-            let stalest = stream
-                .epochs
-                .iter()
-                .filter(|(id, _)| **id != h.epoch)
-                .min_by_key(|(_, e)| e.sealed_at)
-                .map(|(id, _)| id.clone());
-            if let Some(id) = stalest {
-                stream.epochs.remove(&id);
+            epoch.gaps.push_back((expected, h.seq - 1));
+            if epoch.gaps.len() > GAPS_PER_EPOCH {
+                epoch.gaps.pop_front();
+            }
+        } else {
+            for (kind, at, detail) in link_problems(epoch, &seen) {
+                finding(kind, &h.epoch, at, detail);
             }
         }
+        if let Some(successor) = epoch.continued_by.take() {
+            finding(
+                FindingKind::ChainBreak,
+                &successor,
+                1,
+                format!(
+                    "epoch {successor} continues from batch {} of epoch {}, but that epoch goes on to batch {}",
+                    epoch.last_seq, h.epoch, h.seq
+                ),
+            );
+        }
+        epoch.advance(seen);
         false
     }
 }
 
+impl StreamTrack {
+    /// The key rule across epochs for an epoch signed by `key` (bound by an attestation document
+    /// if `attested`) that continues from epoch `from`. The epochs before are found through each
+    /// one's first link, so an epoch whose predecessor arrived after it is found all the same.
+    fn reused_key_after(&self, from: (&String, &EpochTrack), key: &str, attested: bool) -> Option<String> {
+        let mut current = Some(from);
+        let ancestors = std::iter::from_fn(|| {
+            let (id, track) = current?;
+            current = track.starts_after.as_deref().and_then(|prev| holder(self, prev));
+            Some((id.as_str(), Some(track.key_id.as_str())))
+        })
+        .take(EPOCHS_PER_STREAM);
+        reused_key(key, attested, ancestors)
+    }
+
+    /// The key rule again for the epochs that descend from `epoch`, whose first batch has just
+    /// arrived late and linked it to the epochs before: (epoch, why) for each that breaks it.
+    fn recheck_descendants(&self, epoch: &str) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        let mut visited = BTreeSet::new();
+        let mut frontier = vec![epoch.to_string()];
+        while let Some(id) = frontier.pop() {
+            let Some(track) = self.epochs.get(&id) else { continue };
+            let holds = |hash: &str| track.head == hash || track.recent.iter().any(|s| s.hash == hash);
+            for (child_id, child) in &self.epochs {
+                let continues_here = child.starts_after.as_deref().is_some_and(holds);
+                if !continues_here || visited.len() >= EPOCHS_PER_STREAM || !visited.insert(child_id.clone())
+                {
+                    continue;
+                }
+                if let Some(why) = self.reused_key_after((&id, track), &child.key_id, child.attested) {
+                    found.push((child_id.clone(), why));
+                }
+                frontier.push(child_id.clone());
+            }
+        }
+        found
+    }
+
+    /// Epoch `successor` continues from the head of epoch `predecessor` (if known); beyond the
+    /// bound on epochs, the longest-silent other one is forgotten.
+    fn hand_over(&mut self, predecessor: Option<String>, successor: &str) {
+        if let Some(target) = predecessor.and_then(|t| self.epochs.get_mut(&t)) {
+            target.continued_by = Some(successor.to_string());
+        }
+        if self.epochs.len() > EPOCHS_PER_STREAM {
+            let stalest = self
+                .epochs
+                .iter()
+                .filter(|(id, _)| *id != successor)
+                .min_by_key(|(_, e)| e.sealed_at)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = stalest {
+                self.epochs.remove(&id);
+            }
+        }
+    }
+}
+
+/// The checks on the first batch `seen` of an epoch: the epoch it continues from (if known) and
+/// the findings (kind, epoch, detail; all at seq 1). A stream starts once; an epoch of a stream
+/// seen before continues from the head of another epoch (see [`continues`]).
+fn start(
+    stream: &mut StreamTrack,
+    known_stream: bool,
+    seen: &Seen,
+    batch: &Arrival<'_>,
+) -> (Option<String>, Vec<(FindingKind, String, String)>) {
+    let h = batch.header;
+    match h.prev.as_deref() {
+        None if known_stream => {
+            let first =
+                stream.genesis.as_deref().map_or(String::new(), |g| format!(" (it started with epoch {g})"));
+            let why = format!(
+                "stream {:?} starts again{first}: a restart did not link to the previous head",
+                h.stream
+            );
+            let mut problems = vec![(FindingKind::ChainBreak, h.epoch.clone(), why.clone())];
+            if let Some(genesis) =
+                stream.genesis.clone().filter(|g| !stream.genesis_reported && *g != h.epoch)
+            {
+                problems.push((FindingKind::ChainBreak, genesis, format!("epoch {} {why}", h.epoch)));
+                stream.genesis_reported = true;
+            }
+            (None, problems)
+        }
+        None => {
+            stream.genesis = Some(h.epoch.clone());
+            (None, Vec::new())
+        }
+        Some(prev) if known_stream => continues(stream, &h.epoch, prev, seen, batch),
+        // Nothing is known of the stream before this batch.
+        Some(_) => (None, Vec::new()),
+    }
+}
+
 /// What is wrong with how the batch `seen` sits between its remembered neighbours in `epoch`:
-/// each (kind, seq, detail). A batch must name the header of the one before it (any of them,
-/// if that seq was equivocated) and be sealed no earlier; the one after must name it.
+/// each (kind, seq, detail). A batch must name the header of the one before it (any of them, if
+/// that seq was equivocated) and be sealed no earlier; the one after must name one of the
+/// headers at `seen`'s seq (its own or another's) and be sealed no earlier than `seen`.
 fn link_problems(epoch: &EpochTrack, seen: &Seen) -> Vec<(FindingKind, u64, String)> {
     let mut problems = Vec::new();
-    if seen.seq > 1 && epoch.at(seen.seq - 1).next().is_some() {
-        let before: Vec<&Seen> = epoch.at(seen.seq - 1).collect();
+    let before: Vec<&Seen> = if seen.seq > 1 { epoch.at(seen.seq - 1).collect() } else { Vec::new() };
+    if !before.is_empty() {
         if !before.iter().any(|b| seen.prev.as_deref() == Some(b.hash.as_str())) {
-            let heads: Vec<&str> = before.iter().map(|b| b.hash.as_str()).collect();
-            problems.push((
-                FindingKind::ChainBreak,
-                seen.seq,
-                format!(
-                    "prev is {}, but batch {} has header {}",
-                    seen.prev.as_deref().unwrap_or("null"),
-                    seen.seq - 1,
-                    heads.join(" / ")
-                ),
-            ));
+            problems.push((FindingKind::ChainBreak, seen.seq, unlinked(seen, &before)));
         }
         if let Some(latest) = before.iter().map(|b| b.sealed_at).max().filter(|&b| seen.sealed_at < b) {
             problems.push((
@@ -658,15 +718,11 @@ fn link_problems(epoch: &EpochTrack, seen: &Seen) -> Vec<(FindingKind, u64, Stri
             ));
         }
     }
+    let mut here: Vec<&Seen> = epoch.at(seen.seq).collect();
+    here.push(seen);
     for after in epoch.at(seen.seq + 1) {
-        if after.prev.as_deref() != Some(seen.hash.as_str()) {
-            let detail = format!(
-                "prev is {}, but batch {} has header {}",
-                after.prev.as_deref().unwrap_or("null"),
-                seen.seq,
-                seen.hash
-            );
-            problems.push((FindingKind::ChainBreak, after.seq, detail));
+        if !here.iter().any(|h| after.prev.as_deref() == Some(h.hash.as_str())) {
+            problems.push((FindingKind::ChainBreak, after.seq, unlinked(after, &here)));
         }
         if after.sealed_at < seen.sealed_at {
             problems.push((
@@ -679,6 +735,17 @@ fn link_problems(epoch: &EpochTrack, seen: &Seen) -> Vec<(FindingKind, u64, Stri
     problems
 }
 
+/// Why `batch` does not continue from any of `before` (the batches one seq lower).
+fn unlinked(batch: &Seen, before: &[&Seen]) -> String {
+    let heads: Vec<&str> = before.iter().map(|b| b.hash.as_str()).collect();
+    format!(
+        "prev is {}, but batch {} has header {}",
+        batch.prev.as_deref().unwrap_or("null"),
+        batch.seq - 1,
+        heads.join(" / ")
+    )
+}
+
 /// Why a batch sealed at `sealed_at` cannot follow batch `seq`, sealed at `before`.
 fn backwards(sealed_at: UnixNanos, seq: u64, before: UnixNanos) -> String {
     format!(
@@ -688,22 +755,22 @@ fn backwards(sealed_at: UnixNanos, seq: u64, before: UnixNanos) -> String {
     )
 }
 
-/// The epoch that a new epoch `epoch` of a known stream continues from, and the findings on it:
-/// its first batch `seen` must continue from the head of an epoch no other epoch continues from,
-/// sealed no later than `seen`, and the key rule across epochs must hold.
-fn hand_over(
+/// The epoch that an epoch `epoch` of a known stream continues from, and the findings (kind,
+/// epoch, detail; all at seq 1): its first batch `seen` must continue from the head of an epoch
+/// no other epoch continues from (else each of them forks the stream), sealed no later than
+/// `seen`, and the key rule across epochs must hold.
+fn continues(
     stream: &StreamTrack,
     epoch: &str,
     prev: &str,
     seen: &Seen,
     batch: &Arrival<'_>,
-) -> (Option<String>, Vec<(FindingKind, String)>) {
+) -> (Option<String>, Vec<(FindingKind, String, String)>) {
     let mut problems = Vec::new();
     let Some((target_id, target)) = stream.epochs.iter().find(|(_, e)| e.head == prev) else {
-        let inside = stream.epochs.iter().find_map(|(id, e)| {
-            e.recent.iter().find(|s| s.hash == prev).map(|s| (id.clone(), s.seq, e.last_seq))
-        });
-        problems.push((FindingKind::ChainBreak, match inside {
+        let inside = holder(stream, prev)
+            .and_then(|(id, e)| e.recent.iter().find(|s| s.hash == prev).map(|s| (id, s.seq, e.last_seq)));
+        problems.push((FindingKind::ChainBreak, epoch.to_string(), match inside {
             Some((target, seq, last)) => format!(
                 "this epoch continues from batch {seq} of epoch {target}, but that epoch goes on to batch {last}"
             ),
@@ -714,15 +781,21 @@ fn hand_over(
     let forks: Vec<&str> = stream
         .epochs
         .iter()
-        .filter(|(id, e)| e.predecessor.as_deref() == Some(target_id.as_str()) && id.as_str() != epoch)
+        .filter(|(id, e)| e.starts_after.as_deref() == Some(prev) && id.as_str() != epoch)
         .map(|(id, _)| id.as_str())
         .collect();
+    for (i, fork) in forks.iter().enumerate() {
+        let mut others = forks.clone();
+        others[i] = epoch;
+        problems.push((FindingKind::ChainBreak, fork.to_string(), fork_at(prev, &others)));
+    }
     if !forks.is_empty() {
-        problems.push((FindingKind::ChainBreak, fork_at(prev, &forks)));
+        problems.push((FindingKind::ChainBreak, epoch.to_string(), fork_at(prev, &forks)));
     }
     if seen.sealed_at < target.sealed_at {
         problems.push((
             FindingKind::TimeAnomaly,
+            epoch.to_string(),
             format!(
                 "sealed at {}, before the header it continues from (sealed at {}): sealed_at never goes backwards across a hand-over",
                 format_rfc3339(seen.sealed_at),
@@ -730,18 +803,19 @@ fn hand_over(
             ),
         ));
     }
-    let mut current = Some(target_id.as_str());
-    let ancestors = std::iter::from_fn(|| {
-        let id = current?;
-        let track = stream.epochs.get(id)?;
-        current = track.predecessor.as_deref();
-        Some((id, Some(track.key_id.as_str())))
-    })
-    .take(EPOCHS_PER_STREAM);
-    if let Some(why) = reused_key(&batch.header.key_id, batch.attested, ancestors) {
-        problems.push((FindingKind::ChainBreak, why));
+    if let Some(why) = stream.reused_key_after((target_id, target), &batch.header.key_id, batch.attested) {
+        problems.push((FindingKind::ChainBreak, epoch.to_string(), why));
     }
     (Some(target_id.clone()), problems)
+}
+
+/// The epoch of `stream` that holds the batch with header `hash` (its head, or a recent batch).
+fn holder<'a>(stream: &'a StreamTrack, hash: &str) -> Option<(&'a String, &'a EpochTrack)> {
+    let mut epochs = stream.epochs.iter();
+    epochs
+        .clone()
+        .find(|(_, e)| e.head == hash)
+        .or_else(|| epochs.find(|(_, e)| e.recent.iter().any(|s| s.hash == hash)))
 }
 
 #[cfg(test)]
@@ -870,7 +944,8 @@ mod tests {
         let forked = fork_after(&head, &lines[0], &a);
         let mut gate = gate(&[&a]);
         let found = kinds(&mut gate, &[lines[0].clone(), lines[2].clone(), lines[1].clone(), forked]);
-        assert_eq!(found, vec![vec![], vec!["sequence_gap"], vec![], vec!["equivocation"]]);
+        // The fork is sealed after batch 3, which therefore follows a batch 2 sealed later than it.
+        assert_eq!(found, vec![vec![], vec!["sequence_gap"], vec![], vec!["equivocation", "time_anomaly"]]);
     }
 
     #[test]

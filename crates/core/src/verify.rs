@@ -1222,7 +1222,10 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
         // Hand-over: seq 1 either starts the stream or names the previous epoch's last header.
         for slot in state.slots.get(&1).into_iter().flatten() {
             let Some(prev) = slot.prev.as_deref() else {
-                genesis.push(epoch);
+                // Two first batches of one epoch are equivocation, not two starts.
+                if genesis.last() != Some(epoch) {
+                    genesis.push(epoch);
+                }
                 continue;
             };
             let detail = match index.get(prev) {
