@@ -1034,6 +1034,65 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_documents_and_forged_batches_neither_pushes_out_a_document_in_use_nor_refuses_a_new_one() {
+        let attested_signer = |document: &[u8]| {
+            let pkcs8 = SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap();
+            SoftwareSigner::new(SoftwareKey::from_pkcs8(SigAlg::Es256, &pkcs8).unwrap(), Some("abcd".into()))
+                .with_attestation(hex::encode(crate::merkle::sha256(document)))
+        };
+        let line_of = |document: &[u8]| {
+            let mut line = crate::batch::attestation_line(document);
+            line.pop();
+            line
+        };
+        let genuine = attested_signer(b"genuine document");
+        let mut gate = Gate::new(VerifyOptions::default(), Continuity::default())
+            .with_attestation(Box::new(Vouch(genuine.public_key().clone())));
+        let mut head = ChainHead::new_epoch("app", None);
+        let lines = epoch(&mut head, &genuine, 2);
+        let found = kinds(&mut gate, &[line_of(b"genuine document"), lines[0].clone()]);
+        assert_eq!(found, vec![vec!["document"], vec![]]);
+
+        // More documents than the gate holds unused, some named by batches a stranger signed.
+        let stranger_lines: Vec<Vec<u8>> = (0..MAX_UNUSED_DOCUMENTS + 100)
+            .flat_map(|i| {
+                let document = format!("junk {i}").into_bytes();
+                let mut lines = vec![line_of(&document)];
+                if i % 10 == 0 {
+                    let mut other = ChainHead::new_epoch(&format!("s{i}"), None);
+                    lines.extend(epoch(&mut other, &attested_signer(&document), 1));
+                }
+                lines
+            })
+            .collect();
+        let found = kinds(&mut gate, &stranger_lines);
+        assert!(found.iter().flatten().all(|k| ["document", "invalid_signature"].contains(k)), "{found:?}");
+        // A batch that does not verify under a document does not put it in use.
+        assert_eq!(gate.documents.in_use, 1);
+        assert!(
+            gate.documents.by_digest.len() <= MAX_UNUSED_DOCUMENTS + 1,
+            "{}",
+            gate.documents.by_digest.len()
+        );
+        assert!(gate.documents.unused_bytes <= MAX_UNUSED_DOCUMENT_BYTES);
+
+        // The epoch in use goes on verifying, and a new stream's document finds room.
+        let next = attested_signer(b"next document");
+        let mut next_head = ChainHead::new_epoch("db", None);
+        let next_lines = epoch(&mut next_head, &next, 1);
+        let mut gate = Gate { attestation: Some(Box::new(Vouch(next.public_key().clone()))), ..gate };
+        assert_eq!(
+            kinds(&mut gate, &[line_of(b"next document"), next_lines[0].clone()]),
+            vec![vec!["document"], vec![]]
+        );
+        gate.attestation = Some(Box::new(Vouch(genuine.public_key().clone())));
+        match gate.check_line(Origin { source: "t", line: 9 }, &lines[1], NOW) {
+            Checked::Batch(v) => assert!(v.signature_valid, "{v:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_measurement_not_expected_is_found_but_the_batch_stays_valid() {
         let a = signer();
         let mut head = ChainHead::new_epoch("app", None);
