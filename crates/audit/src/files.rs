@@ -21,6 +21,38 @@ pub enum Source {
     Store(PathBuf),
 }
 
+/// What takes the lines read: the verifier, or an evidence exporter.
+pub trait LineSink {
+    fn push_line(&mut self, origin: Origin<'_>, line: &[u8]);
+    /// The last line of an input, without its newline.
+    fn push_unterminated(&mut self, origin: Origin<'_>, line: &[u8]);
+    /// Something that could not be read as a line.
+    fn push_malformed(&mut self, origin: Origin<'_>, detail: &str);
+}
+
+impl LineSink for Verifier {
+    fn push_line(&mut self, origin: Origin<'_>, line: &[u8]) {
+        Verifier::push_line(self, origin, line)
+    }
+    fn push_unterminated(&mut self, origin: Origin<'_>, line: &[u8]) {
+        Verifier::push_unterminated(self, origin, line)
+    }
+    fn push_malformed(&mut self, origin: Origin<'_>, detail: &str) {
+        Verifier::push_malformed(self, origin, detail)
+    }
+}
+
+/// An exporter takes whole lines only: what is not one is the verifier's to report.
+impl LineSink for teelog_core::evidence::Exporter {
+    fn push_line(&mut self, _: Origin<'_>, line: &[u8]) {
+        teelog_core::evidence::Exporter::push_line(self, line)
+    }
+    fn push_unterminated(&mut self, _: Origin<'_>, line: &[u8]) {
+        teelog_core::evidence::Exporter::push_line(self, line)
+    }
+    fn push_malformed(&mut self, _: Origin<'_>, _: &str) {}
+}
+
 /// Feeds every line of `sources` to `verifier`, lines longer than `max_line_bytes` as malformed,
 /// and returns its report.
 pub fn verify(
@@ -28,17 +60,23 @@ pub fn verify(
     sources: &[Source],
     max_line_bytes: usize,
 ) -> Result<Report, AuditError> {
+    read(&mut verifier, sources, max_line_bytes)?;
+    Ok(verifier.finish())
+}
+
+/// Feeds every line of `sources` to `sink`, lines longer than `max_line_bytes` as malformed.
+pub fn read(sink: &mut impl LineSink, sources: &[Source], max_line_bytes: usize) -> Result<(), AuditError> {
     if sources.is_empty() {
         return Err(AuditError::NothingToVerify);
     }
     for source in sources {
         match source {
-            Source::Stdin => feed(&mut verifier, std::io::stdin().lock(), "stdin", max_line_bytes)?,
+            Source::Stdin => feed(sink, std::io::stdin().lock(), "stdin", max_line_bytes)?,
             Source::File(path) => {
                 let name = path.display().to_string();
                 let file =
                     File::open(path).map_err(|source| AuditError::Read { name: name.clone(), source })?;
-                feed(&mut verifier, BufReader::with_capacity(1 << 20, file), &name, max_line_bytes)?;
+                feed(sink, BufReader::with_capacity(1 << 20, file), &name, max_line_bytes)?;
             }
             Source::Store(dir) => {
                 let dir_name = dir.display().to_string();
@@ -49,16 +87,13 @@ pub fn verify(
                 for path in &segments {
                     let name = path.display().to_string();
                     match teelog_store::open_segment_to_read(path) {
-                        Ok(file) => feed(
-                            &mut verifier,
-                            BufReader::with_capacity(1 << 20, file),
-                            &name,
-                            max_line_bytes,
-                        )?,
+                        Ok(file) => {
+                            feed(sink, BufReader::with_capacity(1 << 20, file), &name, max_line_bytes)?
+                        }
                         // Whoever controls the store can plant one; it is a finding, and the rest
                         // is read.
                         Err(e @ StoreError::NotRegular { .. }) => {
-                            verifier.push_malformed(Origin { source: &name, line: 0 }, &e.to_string())
+                            sink.push_malformed(Origin { source: &name, line: 0 }, &e.to_string())
                         }
                         Err(source) => return Err(AuditError::Store { name, source }),
                     }
@@ -66,12 +101,12 @@ pub fn verify(
             }
         }
     }
-    Ok(verifier.finish())
+    Ok(())
 }
 
-/// Feeds the lines of `input`, named `name` in findings, to `verifier`.
+/// Feeds the lines of `input`, named `name` in findings, to `sink`.
 pub fn feed(
-    verifier: &mut Verifier,
+    sink: &mut impl LineSink,
     input: impl BufRead,
     name: &str,
     max_line_bytes: usize,
@@ -83,9 +118,9 @@ pub fn feed(
         let Some((n, line)) = next else { return Ok(()) };
         let origin = Origin { source: name, line: n };
         match line {
-            Line::Complete(bytes) => verifier.push_line(origin, bytes),
-            Line::Unterminated(bytes) => verifier.push_unterminated(origin, bytes),
-            Line::TooLong => verifier.push_malformed(
+            Line::Complete(bytes) => sink.push_line(origin, bytes),
+            Line::Unterminated(bytes) => sink.push_unterminated(origin, bytes),
+            Line::TooLong => sink.push_malformed(
                 origin,
                 &format!("line is longer than {max_line_bytes} bytes (--max-line-bytes)"),
             ),

@@ -70,6 +70,16 @@ pub struct Expectations {
 
 /// The verifier for `trust` and `expect`, as `teelog verify` and `teelog audit` use it.
 pub fn verifier(trust: Trust, expect: &Expectations) -> Result<Verifier, AuditError> {
+    let Trust { keys, policy, attestation } = trust;
+    Ok(Verifier::new(options(keys, policy, expect)?).with_attestation(Box::new(attestation)))
+}
+
+/// The verify options for the trusted `keys`, the measurement `policy` and `expect`.
+pub fn options(
+    keys: Vec<teelog_core::PublicKey>,
+    policy: Option<teelog_core::policy::Policy>,
+    expect: &Expectations,
+) -> Result<VerifyOptions, AuditError> {
     // Hex for teelog headers (compared in lower case); any text for the seed's tee_measurement.
     let measurement = match expect.measurement.as_deref().map(str::trim) {
         Some("") => return Err(AuditError::EmptyMeasurement),
@@ -79,16 +89,16 @@ pub fn verifier(trust: Trust, expect: &Expectations) -> Result<Verifier, AuditEr
         teelog_core::batch::check_stream_name(stream).map_err(AuditError::StreamName)?;
     }
     let options = VerifyOptions {
-        trusted_keys: trust.keys,
+        trusted_keys: keys,
         expect_measurement: measurement,
-        policy: trust.policy,
+        policy,
         freshness: expect.max_silence.map(|max_silence| Freshness { now: expect.now, max_silence }),
         now: Some(expect.now),
         max_skew: Some(expect.max_skew),
         allow_empty: expect.allow_empty,
         expect_streams: expect.streams.clone(),
     };
-    Ok(Verifier::new(options).with_attestation(Box::new(trust.attestation)))
+    Ok(options)
 }
 
 /// A report in which no batch verified, whose batches need trusted keys the auditor did not

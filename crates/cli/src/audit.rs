@@ -16,7 +16,7 @@ use teelog_loki::layout::DEFAULT_JOB;
 use teelog_loki::query::MAX_QUERY_LIMIT;
 use teelog_loki::LokiError;
 
-use crate::verify::{finish, print_human, verifier, TrustArgs};
+use crate::verify::{finish, print_human, verifier, StreamArgs, TrustArgs};
 
 #[derive(clap::Args)]
 pub struct AuditArgs {
@@ -50,6 +50,8 @@ pub struct AuditArgs {
     pub to: Option<String>,
     #[command(flatten)]
     pub trust: TrustArgs,
+    #[command(flatten)]
+    pub expect: StreamArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -153,10 +155,10 @@ fn audit(args: &AuditArgs) -> anyhow::Result<(Report, Summary)> {
         from,
         to,
         page_size: args.page_size,
-        allow_empty: args.trust.allow_empty,
+        allow_empty: args.expect.allow_empty,
         clock: crate::sign::now,
     };
-    let verifier = verifier(&args.trust)?;
+    let verifier = verifier(&args.trust, &args.expect)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut progress = Stderr { live: std::io::stderr().is_terminal() };
     Ok(runtime.block_on(teelog_audit::loki::audit(verifier, &options, &mut progress))?)

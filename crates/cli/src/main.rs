@@ -4,6 +4,7 @@
 mod attest;
 mod audit;
 mod daemon;
+mod evidence;
 mod gateway;
 mod keygen;
 mod quickstart;
@@ -43,6 +44,12 @@ enum Command {
     /// Read teelog streams back from Grafana Loki and verify them like `teelog verify`; exit 0
     /// if all verify, 1 on any finding, 2 on errors.
     Audit(audit::AuditArgs),
+    /// Evidence for chosen records: export a bundle that proves them without the rest of the
+    /// log, and check one offline.
+    Evidence {
+        #[command(subcommand)]
+        command: evidence::EvidenceCommand,
+    },
     /// Attestation documents: verify what binds a signing key to measured code.
     Attest {
         #[command(subcommand)]
@@ -65,6 +72,7 @@ fn main() -> ExitCode {
         Command::Gateway(args) => gateway::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Audit(args) => audit::run(&args),
+        Command::Evidence { command } => evidence::run(&command),
         Command::Attest { command } => attest::run(&command),
         Command::Quickstart { dir } => quickstart::run(&dir),
     };

@@ -10,7 +10,7 @@ use teelog_core::{FindingKind, SigAlg};
 use teelog_identity::{Identity, Provider};
 
 use crate::sign::{sign_from, SignArgs, DEFAULT_MAX_BATCH_LINE};
-use crate::verify::{print_human, verify, TrustArgs, VerifyArgs};
+use crate::verify::{print_human, verify, StreamArgs, TrustArgs, VerifyArgs};
 
 const MARKER: &str = ".teelog-quickstart";
 const MEASUREMENT: &str =
@@ -61,6 +61,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             expect_measurement: Some(MEASUREMENT.into()),
             ..TrustArgs::default()
         },
+        expect: StreamArgs::default(),
         json: false,
         max_line_bytes: DEFAULT_MAX_BATCH_LINE,
     };

@@ -21,6 +21,8 @@ pub struct VerifyArgs {
     pub store: Option<PathBuf>,
     #[command(flatten)]
     pub trust: TrustArgs,
+    #[command(flatten)]
+    pub expect: StreamArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -29,8 +31,8 @@ pub struct VerifyArgs {
     pub max_line_bytes: usize,
 }
 
-/// What the auditor trusts and expects, shared by `teelog verify` and `teelog audit` so that
-/// both judge batches the same way.
+/// What the auditor trusts and expects of each batch, shared by `teelog verify`, `teelog audit`
+/// and `teelog evidence verify` so that all judge batches the same way.
 #[derive(clap::Args, Clone, Default)]
 pub struct TrustArgs {
     /// Trusted signing key (SubjectPublicKeyInfo PEM) for batches without an attestation
@@ -57,6 +59,15 @@ pub struct TrustArgs {
     /// e.g. 30s, 5m.
     #[arg(long, default_value = "5m", value_parser = teelog_core::timestamp::parse_duration)]
     pub max_skew: i64,
+    /// The code measurement every batch must carry (hex; for seed-format batches, their
+    /// tee_measurement text).
+    #[arg(long)]
+    pub expect_measurement: Option<String>,
+}
+
+/// What the auditor expects of whole streams, shared by `teelog verify` and `teelog audit`.
+#[derive(clap::Args, Clone, Default)]
+pub struct StreamArgs {
     /// A stream that must be present; repeat for several. One with no batch that verifies is a
     /// finding (`missing_stream`).
     #[arg(long = "expect-stream")]
@@ -68,10 +79,6 @@ pub struct TrustArgs {
     /// e.g. 30s, 10m, 2h, 1d.
     #[arg(long, value_parser = teelog_core::timestamp::parse_duration)]
     pub max_silence: Option<i64>,
-    /// The code measurement every batch must carry (hex; for seed-format batches, their
-    /// tee_measurement text).
-    #[arg(long)]
-    pub expect_measurement: Option<String>,
 }
 
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -108,11 +115,18 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         }
     });
     let sources: Vec<Source> = files.chain(args.store.clone().map(Source::Store)).collect();
-    Ok(teelog_audit::files::verify(verifier(&args.trust)?, &sources, args.max_line_bytes)?)
+    Ok(teelog_audit::files::verify(verifier(&args.trust, &args.expect)?, &sources, args.max_line_bytes)?)
 }
 
-/// The verifier for `args`: trusted keys, attestation roots, measurement policy, freshness.
-pub fn verifier(args: &TrustArgs) -> anyhow::Result<Verifier> {
+/// The verifier for `args` and `streams`: trusted keys, attestation roots, measurement policy,
+/// freshness.
+pub fn verifier(args: &TrustArgs, streams: &StreamArgs) -> anyhow::Result<Verifier> {
+    let (trust, expect) = expectations(args, streams)?;
+    Ok(teelog_audit::verifier(trust, &expect)?)
+}
+
+/// What `args` and `streams` say is trusted and expected.
+pub fn expectations(args: &TrustArgs, streams: &StreamArgs) -> anyhow::Result<(Trust, Expectations)> {
     let now = match &args.now {
         Some(text) => parse_rfc3339(text).context("--now")?,
         None => crate::sign::now(),
@@ -121,11 +135,11 @@ pub fn verifier(args: &TrustArgs) -> anyhow::Result<Verifier> {
         measurement: args.expect_measurement.clone(),
         now,
         max_skew: args.max_skew,
-        max_silence: args.max_silence,
-        streams: args.expect_streams.clone(),
-        allow_empty: args.allow_empty,
+        max_silence: streams.max_silence,
+        streams: streams.expect_streams.clone(),
+        allow_empty: streams.allow_empty,
     };
-    Ok(teelog_audit::verifier(Trust::load(&args.files(), crate::attest::now_seconds())?, &expect)?)
+    Ok((Trust::load(&args.files(), crate::attest::now_seconds())?, expect))
 }
 
 impl TrustArgs {
@@ -137,6 +151,16 @@ impl TrustArgs {
             policy: self.policy.clone(),
             allow_debug: self.allow_debug,
         }
+    }
+}
+
+/// What trust resting on `basis` means, for people.
+pub fn basis_text(basis: TrustBasis) -> &'static str {
+    match basis {
+        TrustBasis::PinnedVendorRoot => "a vendor root pinned in teelog",
+        TrustBasis::DevRoot => "a dev root given with --trust-root (not hardware-backed)",
+        TrustBasis::TpmEnrollmentCa => "a TPM enrollment CA given with --trust-root",
+        TrustBasis::BarePublicKey => "a public key given with --pubkey (no attestation)",
     }
 }
 
@@ -183,12 +207,7 @@ pub fn print_human(report: &Report) {
         );
     }
     for epoch in &report.trust {
-        let basis = match epoch.basis {
-            TrustBasis::PinnedVendorRoot => "a vendor root pinned in teelog",
-            TrustBasis::DevRoot => "a dev root given with --trust-root (not hardware-backed)",
-            TrustBasis::TpmEnrollmentCa => "a TPM enrollment CA given with --trust-root",
-            TrustBasis::BarePublicKey => "a public key given with --pubkey (no attestation)",
-        };
+        let basis = basis_text(epoch.basis);
         let unsigned = if epoch.epoch_unsigned { " (an AttestationCertThumbprint: not signed)" } else { "" };
         println!(
             "KEY  stream={} epoch={}{unsigned}  {} batches  {}  key {}  rests on {basis}",

@@ -715,6 +715,17 @@ pub struct SignedHeader {
 }
 
 impl SignedHeader {
+    /// A header as signed (its JSON text, byte for byte) and its signature (standard base64),
+    /// taken apart without the batch's records: what an evidence bundle carries. Gives the
+    /// validated header and its hash as well.
+    pub fn from_parts(header_json: &str, sig: &str) -> Result<(Header, Digest, Self), BatchError> {
+        let header: Header = serde_json::from_str(header_json).map_err(BatchError::HeaderJson)?;
+        header.validate()?;
+        let sig = B64.decode(sig).map_err(BatchError::Signature)?;
+        let header_bytes = header_json.as_bytes().to_vec();
+        Ok((header, sha256(&header_bytes), Self { header_bytes, sig }))
+    }
+
     pub fn verify_with(&self, header: &Header, key: &PublicKey) -> SignatureStatus {
         verify_header(header, &self.header_bytes, &self.sig, key)
     }
@@ -899,6 +910,16 @@ impl<'a> ParsedBatch<'a> {
 
     pub fn signature(&self) -> &[u8] {
         &self.sig
+    }
+
+    /// The signed header's bytes, as the line carries them.
+    pub fn header_bytes(&self) -> &[u8] {
+        self.header_bytes
+    }
+
+    /// Each record's canonical bytes, in batch order.
+    pub fn records(&self) -> impl Iterator<Item = &[u8]> {
+        self.records.iter().map(|r| r.get().as_bytes())
     }
 
     /// Bytes of the signed header.

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod canon;
 pub mod crypto;
 pub mod display;
+pub mod evidence;
 pub mod gate;
 pub mod merkle;
 pub mod policy;

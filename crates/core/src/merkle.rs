@@ -61,6 +61,15 @@ impl MerkleBuilder {
         self.count == 0
     }
 
+    /// The tree over `leaves` (leaf hashes).
+    pub fn from_leaves(leaves: &[Digest]) -> Self {
+        let mut builder = Self::new();
+        for leaf in leaves {
+            builder.push_leaf_hash(*leaf);
+        }
+        builder
+    }
+
     pub fn push_record(&mut self, record: &[u8]) {
         self.push_leaf_hash(leaf_hash(record));
     }
@@ -104,6 +113,64 @@ pub fn merkle_root<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Digest {
         builder.push_record(record);
     }
     builder.root()
+}
+
+/// The RFC 9162 §2.1.3.1 inclusion proof of leaf `index` among `leaves` (leaf hashes): the
+/// sibling subtree hashes from the leaf up. None if `index` is not a leaf.
+pub fn inclusion_proof(leaves: &[Digest], index: usize) -> Option<Vec<Digest>> {
+    if index >= leaves.len() {
+        return None;
+    }
+    let mut proof = Vec::new();
+    audit_path(leaves, index, &mut proof);
+    Some(proof)
+}
+
+/// Appends `PATH(m, D[n])` to `out`, nearest sibling first. Each level hashes the half the leaf
+/// is not in, so the whole proof costs one pass over the leaves.
+fn audit_path(leaves: &[Digest], m: usize, out: &mut Vec<Digest>) {
+    let n = leaves.len();
+    if n <= 1 {
+        return;
+    }
+    let k = largest_power_of_two_below(n);
+    let (inner, other, m) =
+        if m < k { (&leaves[..k], &leaves[k..], m) } else { (&leaves[k..], &leaves[..k], m - k) };
+    audit_path(inner, m, out);
+    out.push(MerkleBuilder::from_leaves(other).root());
+}
+
+/// The largest power of two strictly below `n` (n ≥ 2): where RFC 6962 splits a tree.
+fn largest_power_of_two_below(n: usize) -> usize {
+    1usize << (usize::BITS - 1 - (n - 1).leading_zeros())
+}
+
+/// The root that `proof` leads to from `leaf` at `index` in a tree of `size` leaves, by the
+/// algorithm of RFC 9162 §2.1.3.2; None if the proof cannot belong to such a leaf (too long,
+/// too short, or an index outside the tree). Its work is bounded by the proof's length.
+pub fn root_from_inclusion_proof(leaf: Digest, index: u64, size: u64, proof: &[Digest]) -> Option<Digest> {
+    if index >= size {
+        return None;
+    }
+    let (mut f, mut s) = (index, size - 1);
+    let mut root = leaf;
+    for sibling in proof {
+        if s == 0 {
+            return None;
+        }
+        if f & 1 == 1 || f == s {
+            root = node_hash(sibling, &root);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            root = node_hash(&root, sibling);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    (s == 0).then_some(root)
 }
 
 #[cfg(test)]
@@ -166,5 +233,56 @@ mod tests {
             builder.push_leaf_hash(leaf);
             assert_eq!(builder.root(), reference(&leaves), "size {}", i + 1);
         }
+    }
+
+    /// RFC 9162 §2.1.3.1 by its recursive definition: an independent reference for the proofs.
+    fn reference_path(leaves: &[Digest], m: usize) -> Vec<Digest> {
+        if leaves.len() <= 1 {
+            return Vec::new();
+        }
+        let k = 1usize << (usize::BITS - 1 - (leaves.len() - 1).leading_zeros());
+        if m < k {
+            let mut path = reference_path(&leaves[..k], m);
+            path.push(reference(&leaves[k..]));
+            path
+        } else {
+            let mut path = reference_path(&leaves[k..], m - k);
+            path.push(reference(&leaves[..k]));
+            path
+        }
+    }
+
+    #[test]
+    fn every_inclusion_proof_leads_to_the_root_and_no_altered_one_does() {
+        let leaves: Vec<Digest> = (0u32..70).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        for n in 1..leaves.len() {
+            let tree = &leaves[..n];
+            let root = reference(tree);
+            for m in 0..n {
+                let proof = inclusion_proof(tree, m).unwrap();
+                assert_eq!(proof, reference_path(tree, m), "n={n} m={m}");
+                let (index, size) = (m as u64, n as u64);
+                assert_eq!(
+                    root_from_inclusion_proof(tree[m], index, size, &proof),
+                    Some(root),
+                    "n={n} m={m}"
+                );
+                // Another leaf, index, size, a changed, missing or extra hash: not this root.
+                assert_ne!(root_from_inclusion_proof(leaf_hash(b"other"), index, size, &proof), Some(root));
+                if n > 1 {
+                    let other = (m + 1) % n;
+                    assert_ne!(root_from_inclusion_proof(tree[m], other as u64, size, &proof), Some(root));
+                    let mut changed = proof.clone();
+                    changed[m % proof.len()][0] ^= 1;
+                    assert_ne!(root_from_inclusion_proof(tree[m], index, size, &changed), Some(root));
+                    assert_ne!(root_from_inclusion_proof(tree[m], index, size, &proof[1..]), Some(root));
+                }
+                let mut longer = proof.clone();
+                longer.push(root);
+                assert_eq!(root_from_inclusion_proof(tree[m], index, size, &longer), None);
+                assert_eq!(root_from_inclusion_proof(tree[m], size, size, &proof), None);
+            }
+        }
+        assert_eq!(inclusion_proof(&leaves[..3], 3), None);
     }
 }

@@ -1,0 +1,225 @@
+//! `teelog evidence` end to end: a record of a dev-attested store is exported as a bundle, proven
+//! offline with only the dev root and a policy, and refused, naming what, once any part of the
+//! bundle is changed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+
+use base64::Engine as _;
+use common::{report, s, teelog};
+use serde_json::Value;
+
+/// A change made to a bundle.
+type Change = Box<dyn Fn(&mut Value)>;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A dev identity (PCR0 `11…`), 5000 records signed into batches of up to 4096; the dev root.
+fn attested_store(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let id = dir.join("id");
+    let pcr0 = "11".repeat(48);
+    let pcrs = [format!("0={pcr0}"), format!("1={}", "22".repeat(48)), format!("2={}", "33".repeat(48))];
+    let mut args = vec!["keygen", "--dev", "--out", s(&id)];
+    for pcr in &pcrs {
+        args.extend(["--pcr", pcr.as_str()]);
+    }
+    let out = teelog(&args, b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records: String = (0..5000)
+        .map(|i| {
+            format!(
+                "{{\"ts\":\"2026-12-07T10:00:00Z\",\"message\":\"step {i}\",\"executionId\":\"exec-{i}\"}}\n"
+            )
+        })
+        .collect();
+    let store = dir.join("store");
+    let out = teelog(
+        &["sign", "--identity", s(&id), "--store", s(&store), "--batch-size", "4096"],
+        records.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (store, id.join("dev-root.pem"), pcr0)
+}
+
+fn verify(bundle: &Path, args: &[&str]) -> (i32, Value, Vec<String>) {
+    let mut all = vec!["evidence", "verify", s(bundle), "--json"];
+    all.extend_from_slice(args);
+    report(&teelog(&all, b""))
+}
+
+#[test]
+fn a_record_is_proven_offline_and_every_change_to_its_bundle_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, root, pcr0) = attested_store(dir.path());
+    let bundle = dir.path().join("exec-1234.json");
+    let out = teelog(
+        &[
+            "evidence",
+            "export",
+            "--store",
+            s(&store),
+            "--match",
+            "executionId=exec-1234",
+            "--out",
+            s(&bundle),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read(&bundle).unwrap();
+    eprintln!("bundle for one record of a 4096-record batch: {} bytes", text.len());
+
+    // Offline: only the bundle, the dev root and the auditor's policy.
+    let auditor = tempfile::tempdir().unwrap();
+    let (offline, offline_root) = (auditor.path().join("bundle.json"), auditor.path().join("root.pem"));
+    std::fs::copy(&bundle, &offline).unwrap();
+    std::fs::copy(&root, &offline_root).unwrap();
+    drop(dir);
+    let policy = auditor.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!("[[measurement]]\nplatform = \"dev\"\nversion = \"v1.2.3\"\nvalue = \"{pcr0}\"\n"),
+    )
+    .unwrap();
+    let trust = ["--trust-root", s(&offline_root), "--policy", s(&policy)];
+    let (code, json, kinds) = verify(&offline, &trust);
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    let proven = &json["proven"][0];
+    assert_eq!(proven["index"], 1234);
+    assert_eq!(proven["batch_records"], 4096);
+    assert_eq!(proven["version"], "v1.2.3");
+    assert_eq!(proven["basis"], "dev_root");
+    assert_eq!(proven["platform"], "dev");
+    assert!(proven["record"].as_str().unwrap().contains("\"executionId\":\"exec-1234\""));
+    let human = String::from_utf8(
+        teelog(
+            &["evidence", "verify", s(&offline), "--trust-root", s(&offline_root), "--policy", s(&policy)],
+            b"",
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert!(
+        human.contains("RECORD 1234 of 4096")
+            && human.contains("version v1.2.3 in the policy")
+            && human.ends_with("OK   1 records proven\n"),
+        "{human}"
+    );
+    // Neighbouring records are not disclosed.
+    let bundle_text = String::from_utf8(text).unwrap();
+    assert!(!bundle_text.contains("exec-1233") && !bundle_text.contains("exec-1235"));
+
+    // Without the dev root nothing is proven; a policy without the measurement objects.
+    assert_eq!(verify(&offline, &[]).2, vec!["untrusted_attestation"]);
+    std::fs::write(&policy, "[[measurement]]\nplatform = \"dev\"\nversion = \"v9\"\nvalue = \"aa\"\n")
+        .unwrap();
+    assert_eq!(verify(&offline, &trust).2, vec!["unexpected_measurement"]);
+    std::fs::write(
+        &policy,
+        format!("[[measurement]]\nplatform = \"dev\"\nversion = \"v1.2.3\"\nvalue = \"{pcr0}\"\n"),
+    )
+    .unwrap();
+
+    // Each part changed: the finding names it.
+    let original: Value = serde_json::from_str(&bundle_text).unwrap();
+    let changes: Vec<(&str, Change, &str)> = vec![
+        (
+            "record",
+            Box::new(|b| {
+                b["records"][0]["record"] =
+                    b["records"][0]["record"].as_str().unwrap().replace("exec-1234", "exec-1235").into()
+            }),
+            "record_tampered",
+        ),
+        (
+            "proof",
+            Box::new(|b| {
+                let hash = b["records"][0]["proof"][3].as_str().unwrap().to_string();
+                b["records"][0]["proof"][3] =
+                    format!("{}{}", if hash.starts_with('0') { "1" } else { "0" }, &hash[1..]).into();
+            }),
+            "record_tampered",
+        ),
+        ("index", Box::new(|b| b["records"][0]["index"] = 1235.into()), "record_tampered"),
+        (
+            "header",
+            Box::new(|b| {
+                b["batches"][0]["header"] = b["batches"][0]["header"]
+                    .as_str()
+                    .unwrap()
+                    .replace("\"count\":4096", "\"count\":4097")
+                    .into()
+            }),
+            "invalid_signature",
+        ),
+        (
+            "document",
+            Box::new(|b| {
+                let mut document = B64.decode(b["batches"][0]["attestation"].as_str().unwrap()).unwrap();
+                let middle = document.len() / 2;
+                document[middle] ^= 1;
+                b["batches"][0]["attestation"] = B64.encode(document).into();
+            }),
+            "untrusted_attestation",
+        ),
+        (
+            "document removed",
+            Box::new(|b| {
+                b["batches"][0].as_object_mut().unwrap().remove("attestation");
+            }),
+            "untrusted_attestation",
+        ),
+    ];
+    for (what, change, kind) in changes {
+        let mut changed = original.clone();
+        change(&mut changed);
+        std::fs::write(&offline, serde_json::to_vec(&changed).unwrap()).unwrap();
+        let (code, json, kinds) = verify(&offline, &trust);
+        assert_eq!((code, kinds), (1, vec![kind.to_string()]), "{what}: {json}");
+        assert_eq!(json["proven"].as_array().unwrap().len(), 0, "{what}");
+    }
+    // A member the format does not have is refused before anything is judged.
+    let mut extra = original.clone();
+    extra["note"] = "trust me".into();
+    std::fs::write(&offline, serde_json::to_vec(&extra).unwrap()).unwrap();
+    let out = teelog(&["evidence", "verify", s(&offline), "--trust-root", s(&offline_root)], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an evidence bundle"));
+}
+
+#[test]
+fn export_says_what_it_could_not_select() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = attested_store(dir.path());
+    let out_path = dir.path().join("b.json");
+    let export = |args: &[&str]| {
+        let mut all = vec!["evidence", "export", "--store", s(&store), "--out", s(&out_path)];
+        all.extend_from_slice(args);
+        teelog(&all, b"")
+    };
+    let out = export(&["--match", "executionId=nobody"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no record matched"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = export(&["--stream", "default", "--seq", "2", "--index", "904"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("beyond batch"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = export(&["--match", "no-equals-sign"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KEY=VALUE"));
+    // A whole batch by place: its 904 records.
+    let out = export(&["--stream", "default", "--seq", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bundle: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    assert_eq!(bundle["records"].as_array().unwrap().len(), 904);
+    assert!(!out_path.with_extension("json.tmp").exists());
+}
