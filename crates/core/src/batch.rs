@@ -86,7 +86,7 @@ pub struct Header {
     pub alg: String,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HeaderError {
     #[error("header field {0:?}: {1}")]
     Field(&'static str, String),

@@ -256,7 +256,9 @@ pub fn check_sinks(sinks: &[SinkConfig], keep_spool: bool) -> Result<(), String>
 }
 
 fn parse(text: &str) -> Result<Duration, String> {
-    teelog_core::timestamp::parse_duration(text).map(|ns| Duration::from_nanos(ns.unsigned_abs()))
+    teelog_core::timestamp::parse_duration(text)
+        .map(|ns| Duration::from_nanos(ns.unsigned_abs()))
+        .map_err(|e| e.to_string())
 }
 
 /// For `#[serde(deserialize_with)]`: a duration given as text (`"200ms"`, `"10s"`).

@@ -103,7 +103,12 @@ impl GatewayConfig {
 
     /// `verify.max_silence` in nanoseconds.
     pub fn max_silence(&self) -> Result<Option<i64>, String> {
-        self.verify.max_silence.as_deref().map(teelog_core::timestamp::parse_duration).transpose()
+        self.verify
+            .max_silence
+            .as_deref()
+            .map(teelog_core::timestamp::parse_duration)
+            .transpose()
+            .map_err(|e| e.to_string())
     }
 }
 

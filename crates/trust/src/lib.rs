@@ -13,7 +13,7 @@ use rustls_pki_types::CertificateDer;
 use teelog_attest::snp::AmdChain;
 use teelog_attest::tcb::{CollateralFiles, MAX_COLLATERAL_JSON_BYTES, MAX_CRL_BYTES, MAX_ISSUER_CHAIN_BYTES};
 use teelog_attest::{AttestError, BindingVerifier, TrustRoot};
-use teelog_core::policy::Policy;
+use teelog_core::policy::{Policy, PolicyError};
 use teelog_core::{KeyError, PublicKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +45,12 @@ pub enum TrustError {
         #[source]
         source: toml::de::Error,
     },
-    #[error("{}: {why}", path.display())]
-    Policy { path: PathBuf, why: String },
+    #[error("{}", path.display())]
+    Policy {
+        path: PathBuf,
+        #[source]
+        source: PolicyError,
+    },
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TrustError> {
@@ -97,7 +101,7 @@ pub fn policy(path: &Path) -> Result<Policy, TrustError> {
         .map_err(|source| TrustError::Read { path: path.to_path_buf(), source })?;
     let policy: Policy = toml::from_str(&text)
         .map_err(|source| TrustError::PolicySyntax { path: path.to_path_buf(), source })?;
-    policy.validated().map_err(|why| TrustError::Policy { path: path.to_path_buf(), why })
+    policy.validated().map_err(|source| TrustError::Policy { path: path.to_path_buf(), source })
 }
 
 /// The pinned AWS Nitro root, plus every certificate of the files given with --trust-root (or a
