@@ -20,8 +20,10 @@ pub mod tpm;
 use base64::Engine;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
 use teelog_core::merkle::{sha256, Digest};
-use teelog_core::verify::{AttestationVerifier, AttestedKey, TrustBasis};
+
+use teelog_core::verify::{AttestationVerifier, AttestedKey, DocumentError, TrustBasis};
 use teelog_core::PublicKey;
 
 pub use pinned::VendorRoot;
@@ -320,24 +322,27 @@ pub struct BindingVerifier {
 }
 
 impl BindingVerifier {
-    fn nitro(&self, document: &[u8]) -> Result<AttestedKey, String> {
-        let parsed = nitro::NitroDocument::parse(document).map_err(|e| e.to_string())?;
+    fn nitro(&self, document: &[u8]) -> Result<AttestedKey, DocumentError> {
+        let parsed = nitro::NitroDocument::parse(document).map_err(rejected)?;
         let verified = match parsed.clone().verify(&self.roots, None, self.allow_debug) {
             Ok(verified) => verified,
             // A dev document whose root was not given is the auditor's omission, most likely
             // (a restart with `keygen --dev` makes a new root): say which root, not "forged".
             Err(e @ AttestError::Chain(_)) if parsed.module_id.starts_with("dev-") => {
-                let root = parsed.cabundle.first().map(|der| hex::encode(sha256(der))).unwrap_or_default();
-                return Err(format!(
-                    "{e}; this is a teelog dev document (module_id {}) whose bundle names a root with SHA-256 {root}: if you trust the identity that made it, pass its dev-root.pem with --trust-root",
-                    teelog_core::display::escape_controls(&parsed.module_id)
-                ));
+                return Err(DocumentError::DevRootNotGiven {
+                    error: Arc::new(e),
+                    root_sha256: parsed
+                        .cabundle
+                        .first()
+                        .map(|der| hex::encode(sha256(der)))
+                        .unwrap_or_default(),
+                    module_id: parsed.module_id,
+                });
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(rejected(e)),
         };
-        let spki =
-            verified.document.public_key.as_deref().ok_or("the document binds no key (no public_key)")?;
-        let key = PublicKey::from_spki_der(spki).map_err(|e| format!("the document's public_key: {e}"))?;
+        let spki = verified.document.public_key.as_deref().ok_or(DocumentError::NoKey)?;
+        let key = PublicKey::from_spki_der(spki).map_err(DocumentError::Key)?;
         let measurement = verified.document.pcrs.get(&0).map(hex::encode).unwrap_or_default();
         let platform = if verified.dev { "dev" } else { "aws-nitro" }.to_string();
         Ok(AttestedKey {
@@ -352,10 +357,10 @@ impl BindingVerifier {
         })
     }
 
-    fn tpm(&self, document: &[u8]) -> Result<AttestedKey, String> {
+    fn tpm(&self, document: &[u8]) -> Result<AttestedKey, DocumentError> {
         let verified = tpm::bundle::TpmBundle::parse(document)
             .and_then(|b| b.verify(&self.roots, self.now))
-            .map_err(|e| e.to_string())?
+            .map_err(rejected)?
             .evidence;
         Ok(AttestedKey {
             previous_head: previous_head(Some(&verified.qualifying_data)),
@@ -368,6 +373,12 @@ impl BindingVerifier {
     }
 }
 
+/// A document refused for a reason of this crate's, kept as the source so that the caller can
+/// downcast it to [`AttestError`].
+fn rejected(e: AttestError) -> DocumentError {
+    DocumentError::Rejected(Arc::new(e))
+}
+
 /// A 32-byte nonce (Nitro) or quote qualifying data (TPM) is the previous epoch's head
 /// (docs/FORMAT.md §7a).
 fn previous_head(nonce: Option<&[u8]>) -> Option<String> {
@@ -375,11 +386,13 @@ fn previous_head(nonce: Option<&[u8]>) -> Option<String> {
 }
 
 impl AttestationVerifier for BindingVerifier {
-    fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, String> {
+    fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, DocumentError> {
         match document.first() {
             Some(0x84 | 0xd2) => self.nitro(document),
             Some(&b) if is_cbor_map(b) => self.tpm(document),
-            _ => Err("neither a Nitro (COSE_Sign1) document nor a TPM evidence bundle".into()),
+            _ => Err(DocumentError::UnknownKind {
+                expected: "a Nitro (COSE_Sign1) document nor a TPM evidence bundle",
+            }),
         }
     }
 }
@@ -617,7 +630,16 @@ mod tests {
         assert_eq!((attested.platform.as_str(), attested.anchor), ("tpm", TrustBasis::TpmEnrollmentCa));
         let as_aws = given(ca.der().unwrap().to_vec(), Some(VendorRoot::AwsNitroG1));
         let err = verifier(vec![as_aws]).verify_document(&document).unwrap_err();
-        assert!(err.contains("AWS Nitro Enclaves root G1") && err.contains("enrollment CA"), "{err}");
+        // The caller can tell the cause apart by the provider's own error.
+        let DocumentError::Rejected(cause) = &err else { panic!("{err:?}") };
+        assert!(
+            matches!(cause.downcast_ref::<AttestError>(), Some(AttestError::Root(why))
+                if why.contains("AWS Nitro Enclaves root G1") && why.contains("enrollment CA")),
+            "{err}"
+        );
+        let err = verifier(vec![ca]).verify_document(b"not a document").unwrap_err();
+        assert!(matches!(err, DocumentError::UnknownKind { .. }), "{err:?}");
+        assert!(err.to_string().starts_with("neither a Nitro (COSE_Sign1) document nor a TPM"), "{err}");
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl fmt::Display for SigAlg {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     #[error("no {0} PEM block found")]
     NoPem(&'static str),

@@ -12,8 +12,8 @@ use crate::batch::{Header, LineFields, ParsedBatch, RecordsStatus, SignatureStat
 use crate::merkle::{sha256, Digest};
 use crate::timestamp::{format_rfc3339, UnixNanos};
 use crate::verify::{
-    attested_signature, judge_measurement, AttestationVerifier, AttestedKey, Finding, FindingKind, Origin,
-    VerifyOptions,
+    attested_signature, judge_measurement, AttestationVerifier, AttestedKey, DocumentError, Finding,
+    FindingKind, Origin, VerifyOptions,
 };
 
 /// Header hashes remembered per epoch, to tell a resent batch from a second, different batch
@@ -133,7 +133,7 @@ pub struct Gate {
 
 struct Document {
     bytes: Vec<u8>,
-    verdict: Option<Result<AttestedKey, String>>,
+    verdict: Option<Result<AttestedKey, DocumentError>>,
 }
 
 impl Gate {
@@ -225,7 +225,7 @@ impl Gate {
                         document.verdict.get_or_insert_with(|| verifier.verify_document(&document.bytes));
                     match verdict {
                         Err(why) => {
-                            finding(FindingKind::UntrustedAttestation, None, why);
+                            finding(FindingKind::UntrustedAttestation, None, &why.to_string());
                             (None, None)
                         }
                         Ok(key) => {
@@ -582,9 +582,11 @@ mod tests {
     struct Vouch(crate::PublicKey);
 
     impl AttestationVerifier for Vouch {
-        fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, String> {
+        fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, DocumentError> {
             if document == b"forged" {
-                return Err("the document's chain does not reach a trusted root".into());
+                return Err(DocumentError::Rejected(std::sync::Arc::new(std::io::Error::other(
+                    "the document's chain does not reach a trusted root",
+                ))));
             }
             Ok(AttestedKey {
                 key: self.0.clone(),

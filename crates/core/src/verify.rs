@@ -3,6 +3,7 @@
 //! stream, epoch and seq; gaps, links, equivocation, epoch hand-overs).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -278,7 +279,43 @@ pub enum TrustBasis {
 /// depend on the document alone, so that it can be given as soon as the document is read.
 pub trait AttestationVerifier {
     /// The key the document binds, or why the document is not trusted.
-    fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, String>;
+    fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, DocumentError>;
+}
+
+/// Why an [`AttestationVerifier`] did not trust a document. Verdicts are kept and shared per
+/// document, so the error is cheap to clone.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DocumentError {
+    /// Not a kind of document this verifier reads.
+    #[error("neither {expected}")]
+    UnknownKind {
+        /// The kinds it reads, as a phrase ("a Nitro (COSE_Sign1) document nor a TPM evidence
+        /// bundle").
+        expected: &'static str,
+    },
+    /// The document did not verify (malformed, a chain that does not reach a trusted root, a bad
+    /// signature, debug mode, a refused TCB, …). The provider's own error is the source: downcast
+    /// it (e.g. to `teelog_attest::AttestError`) to tell these apart.
+    #[error(transparent)]
+    Rejected(Arc<dyn std::error::Error + Send + Sync>),
+    /// A teelog dev document whose chain does not reach any root given: most likely the auditor
+    /// did not pass the dev root of the identity that made it (each `keygen --dev` makes a new
+    /// one), rather than a forgery.
+    #[error("{error}; this is a teelog dev document (module_id {}) whose bundle names a root with SHA-256 {root_sha256}: if you trust the identity that made it, pass its dev-root.pem with --trust-root", crate::display::escape_controls(module_id))]
+    DevRootNotGiven {
+        /// Why the chain was refused.
+        error: Arc<dyn std::error::Error + Send + Sync>,
+        /// The document's `module_id`, as it gives it.
+        module_id: String,
+        /// SHA-256 (hex) of the root certificate the document carries.
+        root_sha256: String,
+    },
+    /// The document verified but binds no signing key.
+    #[error("the document binds no key (no public_key)")]
+    NoKey,
+    /// The document verified but the key it binds is not one teelog can verify with.
+    #[error("the document's public_key: {0}")]
+    Key(crate::KeyError),
 }
 
 /// A parsed batch, before its signature is checked.
@@ -322,7 +359,7 @@ struct EpochState {
 /// documents nothing names cost no signature checks; past a bound on the bytes held, on arrival.
 struct Document {
     bytes: Vec<u8>,
-    verdict: Option<Result<AttestedKey, String>>,
+    verdict: Option<Result<AttestedKey, DocumentError>>,
     named: bool,
 }
 
@@ -575,12 +612,12 @@ impl Verifier {
             Some(document) => {
                 document.named = true;
                 match (&document.verdict, &self.attestation) {
-                    (Some(verdict), _) => verdict.clone(),
+                    (Some(verdict), _) => verdict.clone().map_err(|e| e.to_string()),
                     (None, Some(verifier)) => {
                         let verdict = verifier.verify_document(&document.bytes);
                         self.document_bytes -= document.bytes.len();
                         document.bytes = Vec::new();
-                        document.verdict.insert(verdict).clone()
+                        document.verdict.insert(verdict).clone().map_err(|e| e.to_string())
                     }
                     (None, None) => Err("no attestation verifier".into()),
                 }
