@@ -74,6 +74,9 @@ pub enum IdentityError {
     /// The NSM gave no document.
     #[error("{path}: {error}")]
     Attestation { path: PathBuf, error: SourceError },
+    /// The NSM's document does not answer this start's request.
+    #[error("{path}: {error}")]
+    NsmDocument { path: PathBuf, error: NsmDocumentError },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
@@ -371,7 +374,8 @@ impl Identity {
         let document = nsm
             .attest(public.spki_der(), nonce)
             .map_err(|error| IdentityError::Attestation { path: self.dir.clone(), error })?;
-        let measurement = attested_measurement(&document, public, nonce).map_err(invalid)?;
+        let measurement = attested_measurement(&document, public, nonce)
+            .map_err(|error| IdentityError::NsmDocument { path: self.dir.clone(), error })?;
         signer.attested = Some((measurement, hex::encode(sha256(&document))));
         self.attestation = Some(document);
         Ok(())
@@ -482,21 +486,47 @@ fn open_fixed_key(dir: &Path, meta: &Meta) -> Result<(Signer, Option<Vec<u8>>), 
     Ok((Signer::Fixed(signer), attestation))
 }
 
+/// Why the NSM's answer to this start's request cannot be signed under. Its signature and chain
+/// are the auditor's to check; these are the answers to another question than the one asked.
+#[derive(Debug, thiserror::Error)]
+pub enum NsmDocumentError {
+    /// Not a Nitro attestation document.
+    #[error("the NSM's document: {0}")]
+    Parse(teelog_attest::AttestError),
+    /// It binds no key, or another key than the one this start generated.
+    #[error("the NSM's document binds another public key than this start's")]
+    OtherKey,
+    /// Its nonce is not the previous epoch's head that was asked for (hex), or it carries one
+    /// where the stream starts (`expected` is `None`).
+    #[error("{}", match expected {
+        Some(nonce) => format!("the NSM's document does not carry the nonce {nonce}"),
+        None => "the NSM's document carries a nonce where the stream starts".to_string(),
+    })]
+    Nonce {
+        /// The nonce asked for, hex.
+        expected: Option<String>,
+    },
+    /// It has no PCR0, the measurement batches are signed under.
+    #[error("the NSM's document has no PCR0")]
+    NoPcr0,
+}
+
 /// The measurement (PCR0, hex) of the NSM's `document`, which must parse as a Nitro document and
 /// bind `key` and `nonce`. Its signature and chain are the auditor's to check, against the root
 /// the auditor trusts; here a mismatch means the wrong answer, caught before it is signed under.
-fn attested_measurement(document: &[u8], key: &PublicKey, nonce: Option<&[u8]>) -> Result<String, String> {
-    let document = NitroDocument::parse(document).map_err(|e| format!("the NSM's document: {e}"))?;
+fn attested_measurement(
+    document: &[u8],
+    key: &PublicKey,
+    nonce: Option<&[u8]>,
+) -> Result<String, NsmDocumentError> {
+    let document = NitroDocument::parse(document).map_err(NsmDocumentError::Parse)?;
     if document.public_key.as_deref() != Some(key.spki_der()) {
-        return Err("the NSM's document binds another public key than this start's".into());
+        return Err(NsmDocumentError::OtherKey);
     }
     if document.nonce.as_deref() != nonce {
-        return Err(match nonce {
-            Some(nonce) => format!("the NSM's document does not carry the nonce {}", hex::encode(nonce)),
-            None => "the NSM's document carries a nonce where the stream starts".into(),
-        });
+        return Err(NsmDocumentError::Nonce { expected: nonce.map(hex::encode) });
     }
-    let pcr0 = document.pcrs.get(&0).ok_or("the NSM's document has no PCR0")?;
+    let pcr0 = document.pcrs.get(&0).ok_or(NsmDocumentError::NoPcr0)?;
     Ok(hex::encode(pcr0))
 }
 
@@ -728,27 +758,48 @@ mod tests {
                 .public()
                 .clone();
         let no_pcr0 = BTreeMap::from([(1, vec![1; 48]), (2, vec![2; 48])]);
-        // The NSM's stand-in, the head the epoch links to, what the refusal says.
-        type Case = (Box<dyn AttestationSource>, Option<[u8; 32]>, &'static str);
+        // The NSM's stand-in, the head the epoch links to, the cause, what the refusal says.
+        type Case =
+            (Box<dyn AttestationSource>, Option<[u8; 32]>, fn(&NsmDocumentError) -> bool, &'static str);
+        use NsmDocumentError as E;
         let cases: Vec<Case> = vec![
-            (Box::new(DevNsm { key: Some(stranger), ..DevNsm::default() }), None, "binds another public key"),
+            (
+                Box::new(DevNsm { key: Some(stranger), ..DevNsm::default() }),
+                None,
+                |e| matches!(e, E::OtherKey),
+                "binds another public key",
+            ),
             (
                 Box::new(DevNsm { nonce: Some(Some(vec![8; 32])), ..DevNsm::default() }),
                 Some([7; 32]),
+                |e| matches!(e, E::Nonce { expected: Some(n) } if n == &"07".repeat(32)),
                 "does not carry the nonce 0707",
             ),
             (
                 Box::new(DevNsm { nonce: Some(Some(vec![8; 32])), ..DevNsm::default() }),
                 None,
+                |e| matches!(e, E::Nonce { expected: None }),
                 "carries a nonce where the stream starts",
             ),
-            (Box::new(DevNsm { pcrs: Some(no_pcr0), ..DevNsm::default() }), None, "has no PCR0"),
-            (Box::new(Garbage(b"\xd2\x84")), None, "the NSM's document: malformed COSE_Sign1"),
-            (Box::new(Garbage(b"")), None, "the NSM's document"),
+            (
+                Box::new(DevNsm { pcrs: Some(no_pcr0), ..DevNsm::default() }),
+                None,
+                |e| matches!(e, E::NoPcr0),
+                "has no PCR0",
+            ),
+            (
+                Box::new(Garbage(b"\xd2\x84")),
+                None,
+                |e| matches!(e, E::Parse(_)),
+                "the NSM's document: malformed COSE_Sign1",
+            ),
+            (Box::new(Garbage(b"")), None, |e| matches!(e, E::Parse(_)), "the NSM's document"),
         ];
-        for (nsm, previous, expected) in cases {
+        for (nsm, previous, cause, expected) in cases {
             let mut identity = Identity::load_exclusive_with(&id_dir, nsm).unwrap();
-            let err = identity.begin_epoch(&head_after(previous)).err().unwrap().to_string();
+            let err = identity.begin_epoch(&head_after(previous)).err().unwrap();
+            assert!(matches!(&err, IdentityError::NsmDocument { error, .. } if cause(error)), "{err:?}");
+            let err = err.to_string();
             assert!(err.contains(expected), "{expected}: {err}");
             assert!(identity.signer().sign(b"x").is_err() && identity.attestation_document().is_none());
         }
