@@ -4,6 +4,7 @@
 //! their edge to the file system, so that `teelog verify`, `teelog audit`, `teelog attest` and
 //! the gateway read trust the same way. Errors name the file they are about.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -16,38 +17,58 @@ use teelog_attest::{AttestError, BindingVerifier, TrustRoot};
 use teelog_core::policy::{Policy, PolicyError};
 use teelog_core::{KeyError, PublicKey};
 
+/// Why a trust file was refused. Each variant names the file; the cause, where there is one, is
+/// the [`std::error::Error::source`], so print the chain to show both.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
+    /// The file could not be read.
     #[error("cannot read {}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// A collateral file that must be there is not.
     #[error("{} is missing", path.display())]
-    Missing { path: PathBuf },
+    Missing {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// Not a public key teelog verifies with.
     #[error("{}", path.display())]
     Key {
+        /// The key file.
         path: PathBuf,
+        /// What is wrong with it.
         #[source]
         source: KeyError,
     },
     /// A root, a certificate or a certificate chain that is not usable as one.
     #[error("{}", path.display())]
     Certificate {
+        /// The certificate file.
         path: PathBuf,
+        /// What is wrong with it, e.g. a lookalike of a pinned vendor root.
         #[source]
         source: AttestError,
     },
+    /// The policy file is not TOML of the policy's shape.
     #[error("{}", path.display())]
     PolicySyntax {
+        /// The policy file.
         path: PathBuf,
+        /// The TOML parser's error, with line and column.
         #[source]
         source: toml::de::Error,
     },
+    /// The policy parses but an entry is wrong (unknown platform, bad value or window).
     #[error("{}", path.display())]
     Policy {
+        /// The policy file.
         path: PathBuf,
+        /// Which entry and what is wrong with it.
         #[source]
         source: PolicyError,
     },
@@ -74,8 +95,11 @@ pub struct TrustFiles {
 
 /// What batches are verified against: trusted keys, attestation roots, a measurement policy.
 pub struct Trust {
+    /// Keys that batches without an attestation document may be signed with.
     pub keys: Vec<PublicKey>,
+    /// The measurement policy, checked; without one, measurements are reported but not judged.
     pub policy: Option<Policy>,
+    /// The verifier of attestation documents: the pinned vendor roots and the given ones.
     pub attestation: BindingVerifier,
 }
 
