@@ -19,6 +19,7 @@
 //! - `state/<stream>.json`: where each stream's chain stands, replaced atomically
 //! - `LOCK`: held while a signer uses the identity, so two signers never fork a stream
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -55,28 +56,68 @@ const DEV: &str = "dev";
 const TPM: &str = "tpm";
 const NITRO: &str = "nitro";
 
+/// Why an identity could not be created, loaded or used. Each variant names the identity's
+/// directory or the file concerned (`path`).
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     // The causes are fields, not `source`s: their text is already in the message, and a
     // source would print it twice at the binary's edge.
+    /// A file of the identity could not be read or written.
     #[error("{path}: {error}")]
-    Io { path: PathBuf, error: io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        error: io::Error,
+    },
+    /// [`Identity::create`] was pointed at a directory that already holds an identity; it is
+    /// never overwritten.
     #[error("{0}: already holds an identity; choose another directory")]
     Exists(PathBuf),
+    /// The private key could not be made, read or used.
     #[error("{path}: {error}")]
-    Key { path: PathBuf, error: KeyError },
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: KeyError,
+    },
+    /// The identity's files do not fit together (e.g. `identity.json` does not fit its kind, the
+    /// key does not match its key id, a stream's state is corrupt); `detail` says what.
     #[error("{path}: {detail}")]
-    Invalid { path: PathBuf, detail: String },
+    Invalid {
+        /// The file or directory.
+        path: PathBuf,
+        /// What does not fit, in words.
+        detail: String,
+    },
+    /// Another signer holds the identity's lock: two signers would fork its streams.
     #[error("{0}: another signer is using this identity")]
     Locked(PathBuf),
+    /// The TPM could not create or load the key, or refused to sign.
     #[error("{path}: {error}")]
-    Tpm { path: PathBuf, error: teelog_tpm::TpmError },
+    Tpm {
+        /// The identity's directory.
+        path: PathBuf,
+        /// What the TPM (or tpm2-tools) said.
+        error: teelog_tpm::TpmError,
+    },
     /// The NSM gave no document.
     #[error("{path}: {error}")]
-    Attestation { path: PathBuf, error: SourceError },
+    Attestation {
+        /// The identity's directory.
+        path: PathBuf,
+        /// Why the NSM gave none.
+        error: SourceError,
+    },
     /// The NSM's document does not answer this start's request.
     #[error("{path}: {error}")]
-    NsmDocument { path: PathBuf, error: NsmDocumentError },
+    NsmDocument {
+        /// The identity's directory.
+        path: PathBuf,
+        /// How the document differs from the request.
+        error: NsmDocumentError,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
@@ -186,20 +227,33 @@ impl HeaderSigner for FreshSigner {
 /// How a new identity vouches for its key.
 pub enum Provider<'a> {
     /// A plain software key, with an optional measurement the user asserts.
-    Software { measurement: Option<&'a str> },
+    Software {
+        /// The asserted measurement (hex); nothing vouches for it.
+        measurement: Option<&'a str>,
+    },
     /// A software key bound by a dev attestation document (Nitro layout, local root) to these
     /// PCRs; the measurement is PCR0.
     /// `previous_head`, the header hash the new epoch will link to, goes into the document's
     /// nonce, so that the hand-over from the previous epoch is attested too.
-    Dev { pcrs: BTreeMap<u64, Vec<u8>>, previous_head: Option<[u8; 32]> },
+    Dev {
+        /// PCR index to value, as a Nitro document carries them.
+        pcrs: BTreeMap<u64, Vec<u8>>,
+        /// The header hash the new epoch links to, if it follows a stream.
+        previous_head: Option<[u8; 32]>,
+    },
     /// A key created inside a TPM, bound to its SHA-256 PCRs `pcrs`; its evidence bundle is the
     /// attestation document, and the measurement is the quoted PCR digest. `previous_head` goes
     /// into the quote.
     Tpm {
+        /// The TPM, as tpm2-tools names it.
         tcti: Tcti,
+        /// The SHA-256 PCR indices the key is bound to.
         pcrs: Vec<u8>,
+        /// The TPM maker's roots (and issuing CAs), which the EK certificate must chain to.
         ek_roots: Vec<TrustRoot>,
+        /// The enrollment CA that certifies the attestation key.
         ca: &'a EnrollmentCa,
+        /// The header hash the new epoch links to, if it follows a stream.
         previous_head: Option<[u8; 32]>,
     },
     /// Inside an AWS Nitro Enclave: no key is made now. Each start makes one in memory, and the
@@ -381,6 +435,7 @@ impl Identity {
         Ok(())
     }
 
+    /// The identity's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -409,6 +464,8 @@ impl Identity {
         }
     }
 
+    /// What signs this identity's headers. A nitro identity's signer refuses to sign until
+    /// [`Identity::begin_epoch`] has had its key attested.
     pub fn signer(&self) -> &dyn HeaderSigner {
         match &self.signer {
             Signer::Fixed(signer) => signer.as_ref(),
