@@ -15,7 +15,9 @@ use crate::AuditError;
 /// Where batch lines are read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
+    /// Standard input, read to its end.
     Stdin,
+    /// A batch file (NDJSON).
     File(PathBuf),
     /// An embedded store directory: its segments, oldest first.
     Store(PathBuf),
