@@ -2,17 +2,21 @@
 //! batch headers, and the chain verifier. No file system, no network, no clock: time is always a
 //! parameter. The normative description of every byte is `docs/FORMAT.md`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod batch;
 pub mod canon;
 pub mod crypto;
 pub mod display;
+// Documented separately: the lead is editing these two (issue 19).
+#[allow(missing_docs)]
 pub mod gate;
 pub mod merkle;
 pub mod policy;
 pub mod record;
 mod seed;
 pub mod timestamp;
+#[allow(missing_docs)]
 pub mod verify;
 
 pub use batch::{BatchBuilder, ChainHead, Header, HeaderSigner, SealError, Sealed, SoftwareSigner, Taken};
