@@ -21,6 +21,7 @@
 //! [`FakeLoki::fail_next`], and see what was asked with [`FakeLoki::requests`]. Tenants, authentication, limits other than the query limit, and
 //! LogQL beyond a plain selector are not emulated.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -50,13 +51,16 @@ pub type Streams = BTreeMap<Labels, Vec<Entry>>;
 pub struct Entry {
     /// Unix nanoseconds.
     pub timestamp: i64,
+    /// The log line, as pushed.
     pub line: String,
+    /// The entry's structured metadata, name to value.
     pub structured_metadata: BTreeMap<String, String>,
 }
 
 /// A request as received, for tests to count pages and retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The HTTP method.
     pub method: String,
     /// Path and query string.
     pub target: String,
