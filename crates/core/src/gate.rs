@@ -33,19 +33,27 @@ const EPOCHS_PER_STREAM: usize = 64;
 pub enum Checked {
     /// An attestation document (docs/FORMAT.md §7a), kept for the batches that name it.
     Document {
+        /// SHA-256 of the decoded document: what batches name it by.
         sha256: Digest,
     },
+    /// A batch line, judged.
     Batch(BatchVerdict),
     /// Not a line the gateway can judge; stored anyway, flagged invalid.
     Malformed(Finding),
 }
 
+/// The gateway's judgement of one batch line.
 #[derive(Debug)]
 pub struct BatchVerdict {
+    /// The header's stream (as the line says, whether or not its signature holds).
     pub stream: String,
+    /// The header's epoch.
     pub epoch: String,
+    /// The header's seq.
     pub seq: u64,
+    /// The header's record count.
     pub count: u64,
+    /// The header's `sealed_at`, Unix nanoseconds.
     pub sealed_at: UnixNanos,
     /// The SHA-256 of the attestation document the batch names, if it names one.
     pub attestation: Option<Digest>,
@@ -53,6 +61,7 @@ pub struct BatchVerdict {
     pub signature_valid: bool,
     /// The same batch was seen just before (a resend): nothing new.
     pub duplicate: bool,
+    /// What is wrong with it, or with the stream as far as it shows (gaps, forks, staleness).
     pub findings: Vec<Finding>,
 }
 
@@ -123,6 +132,8 @@ pub struct Continuity {
     streams: BTreeMap<String, StreamTrack>,
 }
 
+/// Judges lines one at a time, with memory bounded per stream and epoch; see the module's
+/// documentation for what it can and cannot tell.
 pub struct Gate {
     options: VerifyOptions,
     attestation: Option<Box<dyn AttestationVerifier + Send + Sync>>,
@@ -137,15 +148,20 @@ struct Document {
 }
 
 impl Gate {
+    /// A gate judging with `options`, continuing from `continuity` (the state a previous run
+    /// saved, or the default for a first run).
     pub fn new(options: VerifyOptions, continuity: Continuity) -> Self {
         Self { options, attestation: None, documents: HashMap::new(), continuity }
     }
 
+    /// The same gate, verifying attestation documents with `verifier`; without one, attested
+    /// batches are judged by the trusted keys alone.
     pub fn with_attestation(mut self, verifier: Box<dyn AttestationVerifier + Send + Sync>) -> Self {
         self.attestation = Some(verifier);
         self
     }
 
+    /// Where each stream stands now: what the gateway saves, to continue after a restart.
     pub fn continuity(&self) -> &Continuity {
         &self.continuity
     }

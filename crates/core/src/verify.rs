@@ -20,25 +20,41 @@ use crate::timestamp::{format_rfc3339, UnixNanos};
 /// epoch is the `AttestationCertThumbprint`.
 pub const SEED_STREAM: &str = "seed";
 
+/// What a finding is about (docs/FORMAT.md §8 says when each is reported).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
+    /// The header is not signed by a trusted (or attested) key: nothing in the batch is trusted.
     InvalidSignature,
+    /// The records do not match the signed count or Merkle root.
     RecordTampered,
+    /// The code measurement is not the one expected, or not one the policy allows.
     UnexpectedMeasurement,
+    /// Seqs of an epoch are missing: batches were dropped.
     SequenceGap,
+    /// A batch does not link to the one before it, or an epoch does not continue its stream.
     ChainBreak,
+    /// Two different batches claim one seq: the stream was forked.
     Equivocation,
+    /// A line that is not a batch that can be judged (or a file that cannot be read as one).
     Malformed,
+    /// The attestation document a batch names is missing or does not verify.
     UntrustedAttestation,
+    /// A stream has been silent for longer than the freshness bound: its tail may be cut off.
     StaleStream,
+    /// A validly signed batch whose line departs from the layout its signed parts determine
+    /// (extra white space, other hints): bytes no signature covers.
     UnsignedContent,
+    /// A `sealed_at` out of order with what it follows, or too far ahead of the verification time.
     TimeAnomaly,
+    /// No batch verified, and nothing else was found: "nothing found" is not "OK".
     NothingVerified,
+    /// A stream the caller expects has no validly signed batch.
     MissingStream,
 }
 
 impl FindingKind {
+    /// Its snake_case name, as the JSON report spells it.
     pub fn name(self) -> &'static str {
         match self {
             FindingKind::InvalidSignature => "invalid_signature",
@@ -58,13 +74,20 @@ impl FindingKind {
     }
 }
 
+/// One thing wrong with the input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    /// What it is about.
     pub kind: FindingKind,
+    /// The batch's stream, where the finding is about a batch or a stream.
     pub stream: Option<String>,
+    /// The batch's epoch, where it is about a batch.
     pub epoch: Option<String>,
+    /// The batch's seq, where it is about a batch (the first missing one for a gap).
     pub seq: Option<u64>,
+    /// The first record found changed, where it is about records.
     pub record_index: Option<u64>,
+    /// What was found, in words; starts with `file:line:` where it is about a line.
     pub detail: String,
 }
 
@@ -98,12 +121,18 @@ impl Finding {
     }
 }
 
+/// The verdict on the whole input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
+    /// No finding at all (listed or omitted): every line verified and the chains are whole.
     pub ok: bool,
+    /// Distinct batch lines (copies counted once), whether or not they verified.
     pub batches: u64,
+    /// Records of the batches whose records are intact.
     pub records: u64,
+    /// Copies of batch lines seen before.
     pub duplicates: u64,
+    /// The findings, ordered by stream, epoch and seq (malformed lines first).
     pub findings: Vec<Finding>,
     /// Findings beyond [`MAX_FINDINGS_PER_KIND`] of one kind: counted, not listed, so that
     /// hostile input cannot make the report grow without bound.
@@ -133,12 +162,17 @@ pub struct Report {
 /// What one epoch's validly signed batches rest on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EpochTrust {
+    /// The stream.
     pub stream: String,
+    /// The epoch.
     pub epoch: String,
+    /// What vouches for its key.
     pub basis: TrustBasis,
     /// aws-nitro, tpm, dev, … or software for a bare key.
     pub platform: String,
+    /// The id (hex) of the key that signed them.
     pub key_id: String,
+    /// Its validly signed batches.
     pub batches: u64,
     /// The epoch is a seed-format `AttestationCertThumbprint`, which nothing signs.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -148,19 +182,25 @@ pub struct EpochTrust {
 /// A run of consecutive batches of one stream signed by code with one measurement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TimelineEntry {
+    /// The stream.
     pub stream: String,
+    /// Which provider attested (or `software`).
     pub platform: String,
+    /// The measurement (hex).
     pub measurement: String,
     /// The policy's label for it, if the policy lists it.
     pub version: Option<String>,
     /// Whether the policy allows every batch of the run.
     pub allowed: bool,
+    /// Batches in the run.
     pub batches: u64,
-    /// `sealed_at` of the first and last batch.
+    /// `sealed_at` of the first batch.
     pub from: String,
+    /// `sealed_at` of the last batch.
     pub to: String,
-    /// `epoch:seq` of the first and last batch.
+    /// `epoch:seq` of the first batch.
     pub first: String,
+    /// `epoch:seq` of the last batch.
     pub last: String,
 }
 
@@ -179,7 +219,9 @@ struct TimelinePoint {
 /// Where a line came from, for messages: `file:line`.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
+    /// The file's path, `-` for stdin, or another source's name.
     pub source: &'a str,
+    /// The line's number, from 1.
     pub line: u64,
 }
 
@@ -189,8 +231,10 @@ impl std::fmt::Display for Origin<'_> {
     }
 }
 
+/// What the caller trusts and expects.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
+    /// Keys that batches without an attestation document may be signed with.
     pub trusted_keys: Vec<PublicKey>,
     /// Lower-case hex; batches with another measurement are `unexpected_measurement`.
     pub expect_measurement: Option<String>,
@@ -235,15 +279,19 @@ const MAX_PENDING_BYTES: usize = 32 << 20;
 const MAX_TORN: usize = 256;
 const MAX_TORN_BYTES: usize = 32 << 20;
 
+/// The freshness bound: how long a stream may be silent, judged at a given time.
 #[derive(Debug, Clone, Copy)]
 pub struct Freshness {
+    /// The time silence is measured to, Unix nanoseconds.
     pub now: UnixNanos,
+    /// The longest silence allowed, nanoseconds.
     pub max_silence: UnixNanos,
 }
 
 /// What a verified attestation document says about the key it binds.
 #[derive(Debug, Clone)]
 pub struct AttestedKey {
+    /// The key the document binds.
     pub key: PublicKey,
     /// The code measurement the document attests, lower-case hex.
     pub measurement: String,
@@ -372,6 +420,9 @@ struct Torn {
     completed_by: Option<Digest>,
 }
 
+/// The chain verifier: every line of the input is pushed as it is read ([`Verifier::push_line`]),
+/// and [`Verifier::finish`] judges the chains once all are in. What it holds is bounded by this
+/// module's limits, whatever the input.
 pub struct Verifier {
     options: VerifyOptions,
     attestation: Option<Box<dyn AttestationVerifier>>,
@@ -403,6 +454,7 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// A verifier with no line yet, judging by `options`.
     pub fn new(options: VerifyOptions) -> Self {
         Self {
             options,
