@@ -4,7 +4,6 @@
 //! ([`VendorRoot`]). Which root a chain reached is the very anchor it ended at, never one that
 //! merely shares its name.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 mod cbor;
 mod der;

@@ -2,7 +2,6 @@
 //! batch headers, and the chain verifier. No file system, no network, no clock: time is always a
 //! parameter. The normative description of every byte is `docs/FORMAT.md`.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod batch;
 pub mod canon;

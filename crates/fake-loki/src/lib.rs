@@ -21,7 +21,6 @@
 //! [`FakeLoki::fail_next`], and see what was asked with [`FakeLoki::requests`]. Tenants, authentication, limits other than the query limit, and
 //! LogQL beyond a plain selector are not emulated.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -5,7 +5,6 @@
 //! kept, since they are evidence. Each sink (Loki, the embedded store, OTLP) follows the spool
 //! from its own durable cursor, so a sink that is down only falls behind.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod config;
 pub mod envelope;

@@ -19,7 +19,6 @@
 //! - `state/<stream>.json`: where each stream's chain stands, replaced atomically
 //! - `LOCK`: held while a signer uses the identity, so two signers never fork a stream
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -11,7 +11,6 @@
 //!
 //! Everything but the adapter is sans-IO: no sockets, no clock.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod assemble;
 #[cfg(feature = "http")]

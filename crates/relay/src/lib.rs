@@ -11,7 +11,6 @@
 //! the connection that are durable, so a client knows exactly which lines to send again on a
 //! new connection: those after the last ack.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 use serde::{Deserialize, Serialize};
 

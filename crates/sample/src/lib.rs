@@ -2,7 +2,6 @@
 //! `teelog-bench`: as NDJSON lines, and as the same records in an OTLP request. Record `i` is
 //! the same in every run, so that runs are comparable.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 use std::io::Write;
 

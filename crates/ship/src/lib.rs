@@ -5,7 +5,6 @@
 //! an [`Output`] before anything is acknowledged; after a crash the output is the authority on
 //! where the chain stands, so a sequence number is never signed twice.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod config;
 pub mod daemon;

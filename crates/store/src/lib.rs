@@ -5,7 +5,6 @@
 //! repaired or removed — it is evidence, and the verifier reports it as malformed — and it never
 //! corrupts later appends: a store reopened over a torn segment starts a new segment.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod lines;
 pub mod reader;

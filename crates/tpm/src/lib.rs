@@ -9,7 +9,6 @@
 //! - [`provision`]: creating the key and its evidence, with tpm2-tools.
 //! - [`swtpm`]: a manufactured software TPM for development and tests.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod command;
 pub mod device;

@@ -4,7 +4,6 @@
 //! their edge to the file system, so that `teelog verify`, `teelog audit`, `teelog attest` and
 //! the gateway read trust the same way. Errors name the file they are about.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
