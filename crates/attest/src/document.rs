@@ -26,6 +26,8 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind `raw` is, judged by length and prefix only: any bytes are some kind, and
+    /// [`verify`] refuses what does not parse as that kind.
     pub fn of(raw: &[u8]) -> Self {
         if raw.len() == REPORT_LEN {
             Kind::SevSnp
@@ -44,6 +46,7 @@ pub struct Inputs<'a> {
     /// When the chain is checked (Unix seconds); `None`: a Nitro document's own time, and `now`
     /// for the kinds that carry none.
     pub at: Option<u64>,
+    /// The current time (Unix seconds), for kinds that carry no time of their own.
     pub now: u64,
     /// Accept debug-mode enclaves and guests.
     pub allow_debug: bool,
@@ -55,10 +58,25 @@ pub struct Inputs<'a> {
 
 /// What a verified document proves.
 pub enum Verified {
+    /// A Nitro or dev document.
     Nitro(NitroVerified),
-    Tpm { bundle: TpmBundleVerified, checked_at: u64 },
+    /// A TPM evidence bundle.
+    Tpm {
+        /// What the bundle proves.
+        bundle: TpmBundleVerified,
+        /// When its chains were checked (Unix seconds): the bundle carries no time of its own.
+        checked_at: u64,
+    },
+    /// An SEV-SNP report.
     SevSnp(SnpVerified),
-    Tdx { quote: TdxVerified, tcb: Option<TcbEvaluation> },
+    /// A TDX quote.
+    Tdx {
+        /// What the quote proves.
+        quote: TdxVerified,
+        /// The platform's TCB level per Intel's collateral; `None` when no collateral was given,
+        /// so the platform's patch level is unjudged.
+        tcb: Option<TcbEvaluation>,
+    },
 }
 
 /// Verifies `raw` as the document of its [`Kind`].

@@ -20,8 +20,10 @@ pub mod tpm;
 use base64::Engine;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
 use teelog_core::merkle::{sha256, Digest};
-use teelog_core::verify::{AttestationVerifier, AttestedKey, TrustBasis};
+
+use teelog_core::verify::{AttestationVerifier, AttestedKey, DocumentError, TrustBasis};
 use teelog_core::PublicKey;
 
 pub use pinned::VendorRoot;
@@ -30,42 +32,84 @@ pub use pinned::VendorRoot;
 /// publishes it.
 pub const AWS_NITRO_ROOT_G1_SHA256: &str = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b";
 
+/// Why a document, certificate, root or collateral was not accepted. The variants say at which
+/// step; the text in each says what exactly, in words an auditor can act on.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AttestError {
+    /// The input is not raw CBOR, hex or base64 ([`decode_document`]).
     #[error("not an attestation document: expected raw CBOR, base64 or hex ({0})")]
     Encoding(String),
+    /// The input is over a size limit; it was not parsed.
     #[error("document of {len} bytes is larger than the {max}-byte limit")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// Not a COSE_Sign1 structure as Nitro (and dev) documents are.
     #[error("malformed COSE_Sign1: {0}")]
     Cose(String),
+    /// A field of a document's payload is missing, of the wrong type or out of range.
     #[error("malformed payload: field {field:?} {reason}")]
-    Payload { field: String, reason: String },
+    Payload {
+        /// The field's name.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A PCR the verifier needs (PCR0, the measurement) is absent.
     #[error("PCR{0} is missing; it is required")]
     MissingPcr(u64),
+    /// The document comes from a debuggable TEE and debug mode was not allowed.
     #[error("debug mode (a Nitro enclave with PCR0, PCR1 and PCR2 all zero, or an SEV-SNP guest whose policy allows debugging): its memory is readable by the host; pass --allow-debug to accept it")]
     DebugMode,
+    /// A certificate that does not parse, or is not usable where it is used.
     #[error("certificate: {0}")]
     Certificate(String),
+    /// The certificate chain does not verify to a trusted root at the time it is checked
+    /// (expired, revoked, unknown issuer, bad signature); names the chain.
     #[error("certificate chain rejected: {0}")]
     Chain(String),
+    /// The document's own signature does not verify: it was altered or forged.
     #[error("the document's signature does not verify under its signing certificate")]
     Signature,
+    /// A root the caller gave is not usable, or a chain reached a root of the wrong kind (a
+    /// lookalike of a pinned vendor root).
     #[error("trust root: {0}")]
     Root(String),
+    /// An SEV-SNP attestation report that does not parse or is of an unsupported version.
     #[error("malformed SEV-SNP report: {0}")]
     Snp(String),
+    /// A TDX quote that does not parse, or whose signatures or QE report do not verify.
     #[error("TDX quote: {0}")]
     Tdx(String),
+    /// Intel's collateral (TCB info, QE identity, CRLs) does not parse or verify.
     #[error("TDX collateral: {0}")]
     Collateral(String),
+    /// The quote is not covered by the collateral (another FMSPC, QE identity mismatch, …).
     #[error("the TDX quote does not match Intel's collateral: {0}")]
     TcbMismatch(String),
+    /// The platform's TCB level is below what the caller accepts (out of date, needs
+    /// configuration, revoked); the message names the flag that accepts it, where one does.
     #[error("the platform's TCB status is {status}{}: {}; pass {} to accept it", advisories(advisory_ids), status.warning().unwrap_or_default(), status.allow_flag())]
-    TcbRefused { status: tcb::TcbStatus, advisory_ids: String },
+    TcbRefused {
+        /// The platform's TCB status per the collateral.
+        status: tcb::TcbStatus,
+        /// Intel's advisory ids for that level, comma-separated (may be empty).
+        advisory_ids: String,
+    },
+    /// A TPM evidence bundle, quote or certification that does not parse or verify.
     #[error("TPM evidence: {0}")]
     Tpm(String),
+    /// The document verifies but binds another key than the one it was checked against.
     #[error("the document binds {}, not the given key ({given})", bound.as_ref().map_or("no key".to_string(), |id| format!("key id {id}")))]
-    OtherKey { bound: Option<String>, given: String },
+    OtherKey {
+        /// The key id (hex) the document binds, if any.
+        bound: Option<String>,
+        /// The key id (hex) of the key given.
+        given: String,
+    },
 }
 
 /// A root the caller trusts, identified by the SHA-256 of its DER: a pinned vendor root, or a
@@ -133,6 +177,7 @@ impl TrustRoot {
         self.der.as_deref()
     }
 
+    /// The SHA-256 of the root's certificate DER: what identifies it.
     pub fn sha256(&self) -> &Digest {
         &self.sha256
     }
@@ -248,11 +293,15 @@ pub(crate) fn rfc3339(seconds: u64) -> String {
 /// the key id (SHA-256 of the SubjectPublicKeyInfo), the last 32 the previous epoch's head, or
 /// zero when there is none.
 pub struct ReportDataBinding {
+    /// The bound key's id: SHA-256 of its SubjectPublicKeyInfo DER.
     pub key_id: [u8; 32],
+    /// The header hash of the previous epoch's last batch, when the report says one.
     pub previous_head: Option<[u8; 32]>,
 }
 
 impl ReportDataBinding {
+    /// Splits a 64-byte report_data. All 64-byte inputs are taken: whether the key id is the
+    /// batch's key is for the caller to compare.
     pub fn of(report_data: &[u8; 64]) -> Self {
         let (mut key_id, mut head) = ([0u8; 32], [0u8; 32]);
         key_id.copy_from_slice(&report_data[..32]);
@@ -313,31 +362,36 @@ pub(crate) fn anchor<'a>(
 /// TPM key a TPM evidence bundle certifies — and its measurement the document's (PCR0, or the
 /// quoted PCR digest).
 pub struct BindingVerifier {
+    /// The roots a document's chain may end at: pinned vendor roots and those the auditor gave.
     pub roots: Vec<TrustRoot>,
+    /// Accept documents of debug-mode enclaves, whose memory the host can read.
     pub allow_debug: bool,
     /// When documents without a time of their own (TPM evidence) are checked, in Unix seconds.
     pub now: u64,
 }
 
 impl BindingVerifier {
-    fn nitro(&self, document: &[u8]) -> Result<AttestedKey, String> {
-        let parsed = nitro::NitroDocument::parse(document).map_err(|e| e.to_string())?;
+    fn nitro(&self, document: &[u8]) -> Result<AttestedKey, DocumentError> {
+        let parsed = nitro::NitroDocument::parse(document).map_err(rejected)?;
         let verified = match parsed.clone().verify(&self.roots, None, self.allow_debug) {
             Ok(verified) => verified,
             // A dev document whose root was not given is the auditor's omission, most likely
             // (a restart with `keygen --dev` makes a new root): say which root, not "forged".
             Err(e @ AttestError::Chain(_)) if parsed.module_id.starts_with("dev-") => {
-                let root = parsed.cabundle.first().map(|der| hex::encode(sha256(der))).unwrap_or_default();
-                return Err(format!(
-                    "{e}; this is a teelog dev document (module_id {}) whose bundle names a root with SHA-256 {root}: if you trust the identity that made it, pass its dev-root.pem with --trust-root",
-                    teelog_core::display::escape_controls(&parsed.module_id)
-                ));
+                return Err(DocumentError::DevRootNotGiven {
+                    error: Arc::new(e),
+                    root_sha256: parsed
+                        .cabundle
+                        .first()
+                        .map(|der| hex::encode(sha256(der)))
+                        .unwrap_or_default(),
+                    module_id: parsed.module_id,
+                });
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(rejected(e)),
         };
-        let spki =
-            verified.document.public_key.as_deref().ok_or("the document binds no key (no public_key)")?;
-        let key = PublicKey::from_spki_der(spki).map_err(|e| format!("the document's public_key: {e}"))?;
+        let spki = verified.document.public_key.as_deref().ok_or(DocumentError::NoKey)?;
+        let key = PublicKey::from_spki_der(spki).map_err(DocumentError::Key)?;
         let measurement = verified.document.pcrs.get(&0).map(hex::encode).unwrap_or_default();
         let platform = if verified.dev { "dev" } else { "aws-nitro" }.to_string();
         Ok(AttestedKey {
@@ -352,10 +406,10 @@ impl BindingVerifier {
         })
     }
 
-    fn tpm(&self, document: &[u8]) -> Result<AttestedKey, String> {
+    fn tpm(&self, document: &[u8]) -> Result<AttestedKey, DocumentError> {
         let verified = tpm::bundle::TpmBundle::parse(document)
             .and_then(|b| b.verify(&self.roots, self.now))
-            .map_err(|e| e.to_string())?
+            .map_err(rejected)?
             .evidence;
         Ok(AttestedKey {
             previous_head: previous_head(Some(&verified.qualifying_data)),
@@ -368,6 +422,12 @@ impl BindingVerifier {
     }
 }
 
+/// A document refused for a reason of this crate's, kept as the source so that the caller can
+/// downcast it to [`AttestError`].
+fn rejected(e: AttestError) -> DocumentError {
+    DocumentError::Rejected(Arc::new(e))
+}
+
 /// A 32-byte nonce (Nitro) or quote qualifying data (TPM) is the previous epoch's head
 /// (docs/FORMAT.md §7a).
 fn previous_head(nonce: Option<&[u8]>) -> Option<String> {
@@ -375,11 +435,13 @@ fn previous_head(nonce: Option<&[u8]>) -> Option<String> {
 }
 
 impl AttestationVerifier for BindingVerifier {
-    fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, String> {
+    fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, DocumentError> {
         match document.first() {
             Some(0x84 | 0xd2) => self.nitro(document),
             Some(&b) if is_cbor_map(b) => self.tpm(document),
-            _ => Err("neither a Nitro (COSE_Sign1) document nor a TPM evidence bundle".into()),
+            _ => Err(DocumentError::UnknownKind {
+                expected: "a Nitro (COSE_Sign1) document nor a TPM evidence bundle",
+            }),
         }
     }
 }
@@ -617,7 +679,16 @@ mod tests {
         assert_eq!((attested.platform.as_str(), attested.anchor), ("tpm", TrustBasis::TpmEnrollmentCa));
         let as_aws = given(ca.der().unwrap().to_vec(), Some(VendorRoot::AwsNitroG1));
         let err = verifier(vec![as_aws]).verify_document(&document).unwrap_err();
-        assert!(err.contains("AWS Nitro Enclaves root G1") && err.contains("enrollment CA"), "{err}");
+        // The caller can tell the cause apart by the provider's own error.
+        let DocumentError::Rejected(cause) = &err else { panic!("{err:?}") };
+        assert!(
+            matches!(cause.downcast_ref::<AttestError>(), Some(AttestError::Root(why))
+                if why.contains("AWS Nitro Enclaves root G1") && why.contains("enrollment CA")),
+            "{err}"
+        );
+        let err = verifier(vec![ca]).verify_document(b"not a document").unwrap_err();
+        assert!(matches!(err, DocumentError::UnknownKind { .. }), "{err:?}");
+        assert!(err.to_string().starts_with("neither a Nitro (COSE_Sign1) document nor a TPM"), "{err}");
     }
 
     #[test]

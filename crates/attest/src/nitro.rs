@@ -31,15 +31,24 @@ const MAX_PCR_INDEX: u64 = 31;
 /// A parsed, not yet verified, Nitro attestation document.
 #[derive(Debug, Clone)]
 pub struct NitroDocument {
+    /// The enclave's id as the NSM gives it (`i-…-enc…`); teelog's dev documents' ids start with
+    /// `dev-`. Not checked against anything: it names, it does not prove.
     pub module_id: String,
+    /// The PCRs' hash algorithm: always `SHA384` (checked when parsed).
     pub digest: String,
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
+    /// PCR index (0..=31) to value: PCR0 is the enclave image's measurement.
     pub pcrs: BTreeMap<u64, Vec<u8>>,
+    /// The signing certificate (DER), issued for this document by the bundle's chain.
     pub certificate: Vec<u8>,
+    /// The chain above `certificate` (DER), root first.
     pub cabundle: Vec<Vec<u8>>,
+    /// The key the enclave asked to bind (teelog: its signing key's SubjectPublicKeyInfo DER).
     pub public_key: Option<Vec<u8>>,
+    /// Opaque bytes the enclave asked to include.
     pub user_data: Option<Vec<u8>>,
+    /// The nonce the enclave asked to include (teelog: the previous epoch's head).
     pub nonce: Option<Vec<u8>>,
     sign1: CoseSign1,
 }
@@ -47,6 +56,7 @@ pub struct NitroDocument {
 /// What a verified document proves.
 #[derive(Debug, Clone)]
 pub struct NitroVerified {
+    /// The document, now known to be signed under a trusted chain.
     pub document: NitroDocument,
     /// SHA-256 of the DER of the pinned root the chain reached.
     pub root_sha256: Digest,

@@ -15,14 +15,20 @@ use crate::{der, AttestError, AWS_NITRO_ROOT_G1_SHA256};
 /// A vendor root teelog pins by the SHA-256 of its certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VendorRoot {
+    /// The AWS Nitro Enclaves root G1: Nitro documents carry it as `cabundle[0]`.
     AwsNitroG1,
+    /// The Intel SGX Root CA: TDX quotes carry it at the top of their PCK chain.
     IntelSgxRootCa,
+    /// AMD's ARK for Milan: SEV-SNP reports carry none, so the auditor gives it (AMD's key
+    /// server's `cert_chain`).
     AmdArkMilan,
 }
 
 impl VendorRoot {
+    /// Every pinned root.
     pub const ALL: [Self; 3] = [Self::AwsNitroG1, Self::IntelSgxRootCa, Self::AmdArkMilan];
 
+    /// Its name in words, for messages.
     pub fn name(self) -> &'static str {
         match self {
             Self::AwsNitroG1 => "the AWS Nitro Enclaves root G1",

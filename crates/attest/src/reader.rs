@@ -4,12 +4,17 @@
 
 use crate::AttestError;
 
+/// The byte order of the integers of a format.
 #[derive(Clone, Copy)]
 pub enum Endian {
+    /// Least significant byte first (TDX quotes).
     Little,
+    /// Most significant byte first (TPM structures).
     Big,
 }
 
+/// A cursor over `bytes`: each read either returns what was asked or fails with the format's
+/// error, naming the field and offset; it never panics or reads past the end.
 pub struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -19,18 +24,23 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A cursor at the start of `bytes`; `err` wraps a message into the format's error (e.g.
+    /// [`AttestError::Tdx`]).
     pub fn new(bytes: &'a [u8], endian: Endian, err: fn(String) -> AttestError) -> Self {
         Self { bytes, pos: 0, endian, err }
     }
 
+    /// Bytes read so far.
     pub fn pos(&self) -> usize {
         self.pos
     }
 
+    /// Bytes not read yet.
     pub fn remaining(&self) -> usize {
         self.bytes.len() - self.pos
     }
 
+    /// The next `n` bytes (`what` names them in the error if fewer are left).
     pub fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], AttestError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
         let end =
@@ -40,16 +50,19 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// The next `N` bytes, as an array.
     pub fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], AttestError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, what)?);
         Ok(out)
     }
 
+    /// The next byte.
     pub fn u8(&mut self, what: &str) -> Result<u8, AttestError> {
         Ok(self.take(1, what)?[0])
     }
 
+    /// The next two bytes, as an integer in the reader's byte order.
     pub fn u16(&mut self, what: &str) -> Result<u16, AttestError> {
         let b = self.array(what)?;
         Ok(match self.endian {
@@ -58,6 +71,7 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// The next four bytes, as an integer in the reader's byte order.
     pub fn u32(&mut self, what: &str) -> Result<u32, AttestError> {
         let b = self.array(what)?;
         Ok(match self.endian {

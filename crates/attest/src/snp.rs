@@ -19,6 +19,7 @@ use crate::{anchor, verify_chain, AttestError, VendorRoot};
 /// SHA-256 of the DER of AMD's ARK for Milan, as AMD publishes it.
 pub const AMD_ARK_MILAN_SHA256: &str = "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd";
 
+/// An attestation report's length in bytes (the same for versions 2 to 5).
 pub const REPORT_LEN: usize = 0x4A0;
 const SIGNED_LEN: usize = 0x2A0;
 /// Guest policy bit 19: the hypervisor may debug the guest (read and write its memory).
@@ -27,9 +28,13 @@ const POLICY_DEBUG: u64 = 1 << 19;
 /// A TCB version as the report lists it (Milan and Genoa layout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tcb {
+    /// The security version of the boot loader.
     pub bootloader: u8,
+    /// The security version of the PSP operating system.
     pub tee: u8,
+    /// The security version of the SNP firmware.
     pub snp: u8,
+    /// The microcode patch level.
     pub microcode: u8,
 }
 
@@ -43,14 +48,23 @@ impl Tcb {
 /// A parsed, not yet verified, SEV-SNP attestation report.
 #[derive(Debug, Clone)]
 pub struct SnpReport {
+    /// The report format's version (2 to 5 are read).
     pub version: u32,
+    /// The guest's security version, as its owner set it.
     pub guest_svn: u32,
+    /// The guest policy; bit 19 allows the hypervisor to debug it ([`SnpReport::debug_allowed`]).
     pub policy: u64,
+    /// The VM privilege level that asked for the report (0 is the most privileged).
     pub vmpl: u32,
+    /// What the guest asked to bind: for teelog, see [`crate::ReportDataBinding`].
     pub report_data: [u8; 64],
+    /// The launch measurement of the guest's initial memory: teelog's measurement.
     pub measurement: [u8; 48],
+    /// Data the host gave at launch; not the guest's to choose.
     pub host_data: [u8; 32],
+    /// The chip's unique id, which its VCEK is issued for.
     pub chip_id: [u8; 64],
+    /// The TCB version the firmware reports.
     pub reported_tcb: Tcb,
     bytes: Vec<u8>,
 }
@@ -70,6 +84,8 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 }
 
 impl SnpReport {
+    /// Reads a report of exactly [`REPORT_LEN`] bytes, of version 2 to 5, signed with ECDSA
+    /// P-384. Nothing is verified yet: see [`SnpReport::verify`].
     pub fn parse(bytes: &[u8]) -> Result<Self, AttestError> {
         if bytes.len() != REPORT_LEN {
             return Err(AttestError::Snp(format!("a report is {REPORT_LEN} bytes, this is {}", bytes.len())));
@@ -98,6 +114,7 @@ impl SnpReport {
         })
     }
 
+    /// Whether the guest's policy lets the hypervisor read and write its memory.
     pub fn debug_allowed(&self) -> bool {
         self.policy & POLICY_DEBUG != 0
     }
@@ -143,10 +160,14 @@ impl SnpReport {
     }
 }
 
+/// What a verified report proves.
 #[derive(Debug, Clone)]
 pub struct SnpVerified {
+    /// The report, signed by a VCEK that chains to the ARK.
     pub report: SnpReport,
+    /// SHA-256 of the ARK the chain ended at.
     pub ark_sha256: Digest,
+    /// When the chain was checked (Unix seconds).
     pub checked_at: u64,
 }
 

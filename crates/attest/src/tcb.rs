@@ -48,18 +48,26 @@ fn mismatch(why: impl Into<String>) -> AttestError {
 /// A TCB status as Intel names it in TCB Info, TDX module and QE Identity levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum TcbStatus {
+    /// Patched to the latest level Intel lists.
     UpToDate,
+    /// Patched, but software mitigations are needed that the quote cannot show.
     #[serde(rename = "SWHardeningNeeded")]
     SwHardeningNeeded,
+    /// Patched, but the platform's configuration (e.g. BIOS settings) needs changes.
     ConfigurationNeeded,
+    /// Both of the above.
     #[serde(rename = "ConfigurationAndSWHardeningNeeded")]
     ConfigurationAndSwHardeningNeeded,
+    /// Below the latest level: known vulnerabilities are unpatched.
     OutOfDate,
+    /// Out of date, and the configuration needs changes too.
     OutOfDateConfigurationNeeded,
+    /// The level's keys are revoked: its quotes prove nothing.
     Revoked,
 }
 
 impl TcbStatus {
+    /// Intel's spelling of the status.
     pub fn name(self) -> &'static str {
         match self {
             Self::UpToDate => "UpToDate",
@@ -121,6 +129,7 @@ impl fmt::Display for TcbStatus {
 pub struct TcbPolicy {
     /// Accept OutOfDate and OutOfDateConfigurationNeeded.
     pub allow_out_of_date: bool,
+    /// Accept Revoked (for diagnosis only: such a quote proves nothing).
     pub allow_revoked: bool,
 }
 
@@ -302,13 +311,18 @@ struct Signed<T> {
 /// came with it.
 #[derive(Debug, Clone, Copy)]
 pub struct CollateralFiles<'a> {
+    /// The PCS's TCB info response (JSON), at most [`MAX_COLLATERAL_JSON_BYTES`].
     pub tcb_info: &'a [u8],
+    /// The issuer chain the PCS sent with it (PEM), at most [`MAX_ISSUER_CHAIN_BYTES`].
     pub tcb_info_issuer_chain: &'a [u8],
+    /// The PCS's QE identity response (JSON), at most [`MAX_COLLATERAL_JSON_BYTES`].
     pub qe_identity: &'a [u8],
+    /// The issuer chain the PCS sent with it (PEM), at most [`MAX_ISSUER_CHAIN_BYTES`].
     pub qe_identity_issuer_chain: &'a [u8],
     /// The CRLs of the PCK CA that issued the quote's PCK certificate and of the Intel SGX Root
     /// CA (DER or PEM): both, or neither to leave revocation unchecked.
     pub pck_crl: Option<&'a [u8]>,
+    /// The Intel SGX Root CA's CRL; see `pck_crl`.
     pub root_ca_crl: Option<&'a [u8]>,
 }
 
@@ -326,7 +340,9 @@ pub struct TdxCollateral {
 pub struct VerifiedCollateral {
     collateral: TdxCollateral,
     root_der: Vec<u8>,
+    /// SHA-256 of the root both issuer chains ended at: the quote's own root.
     pub root_sha256: Digest,
+    /// When it was verified (Unix seconds).
     pub checked_at: u64,
 }
 
@@ -339,12 +355,15 @@ pub struct TcbEvaluation {
     pub platform_status: TcbStatus,
     /// The TDX module identity's status (TDX 1.5 and later; 1.0 modules have none).
     pub module_status: Option<TcbStatus>,
+    /// The quoting enclave's status per the QE identity.
     pub qe_status: TcbStatus,
     /// Intel security advisories of the matched levels, without repeats.
     pub advisory_ids: Vec<String>,
     /// The date of the matched TCB level (Unix seconds).
     pub tcb_date: u64,
+    /// The platform family and model, from the PCK certificate; the TCB info is for it.
     pub fmspc: [u8; 6],
+    /// The collateral's TCB evaluation data number: higher is newer.
     pub tcb_evaluation_data_number: u32,
     /// The earlier `nextUpdate` of the two documents (Unix seconds).
     pub collateral_next_update: u64,
@@ -457,6 +476,8 @@ fn parse_signed<T: for<'de> Deserialize<'de> + Header>(
 }
 
 impl TdxCollateral {
+    /// Parses the files and checks their size limits and shape (TCB info `TDX` version 3, QE
+    /// identity `TD_QE` version 2); signatures and chains are checked by `verify`.
     pub fn parse(files: CollateralFiles<'_>) -> Result<Self, AttestError> {
         let tcb_info: Signed<TcbInfo> =
             parse_signed(Kind::TcbInfo, files.tcb_info, files.tcb_info_issuer_chain)?;

@@ -35,12 +35,19 @@ pub struct TdxQuote {
     /// The TDX module's SVN (byte 0), its version (byte 1, 0 for TDX 1.0) and the TDX TCB
     /// components that TCB levels compare.
     pub tee_tcb_svn: [u8; 16],
+    /// The measurement of the TDX module's signer (zero for Intel's own module).
     pub mrsignerseam: [u8; 48],
+    /// The TDX module's attributes.
     pub seam_attributes: [u8; 8],
+    /// The TD's attributes; bit 0 is debug mode, in which the host can read the TD's memory.
     pub td_attributes: [u8; 8],
+    /// The measurement of the TD's initial memory: teelog's measurement.
     pub mrtd: [u8; 48],
+    /// An id the TD's owner set at launch; not measured by the TDX module.
     pub mrconfigid: [u8; 48],
+    /// The runtime measurement registers 0 to 3, extended by the TD's firmware and OS.
     pub rtmrs: [[u8; 48]; 4],
+    /// What the TD asked to bind: for teelog, see [`crate::ReportDataBinding`].
     pub report_data: [u8; 64],
     signed: Vec<u8>,
     signature: [u8; 64],
@@ -56,6 +63,9 @@ fn err(why: impl Into<String>) -> AttestError {
 }
 
 impl TdxQuote {
+    /// Reads a DCAP v4 quote with an ECDSA P-256 attestation key and its PCK chain (at most
+    /// [`MAX_QUOTE_BYTES`]); every length is checked against the bytes there. Nothing is verified
+    /// yet.
     pub fn parse(bytes: &[u8]) -> Result<Self, AttestError> {
         if bytes.len() > MAX_QUOTE_BYTES {
             return Err(AttestError::TooLarge { len: bytes.len(), max: MAX_QUOTE_BYTES });
@@ -235,10 +245,15 @@ pub(crate) fn verify_intel_chain(
     Ok(path.intermediate_certificates().count())
 }
 
+/// What a verified quote proves: its PCK chain reaches the pinned Intel root, the QE report is
+/// signed by the PCK and binds the attestation key, which signs the quote.
 #[derive(Debug, Clone)]
 pub struct TdxVerified {
+    /// The quote.
     pub quote: TdxQuote,
+    /// SHA-256 of the root the PCK chain ended at.
     pub root_sha256: Digest,
+    /// When the chain was checked (Unix seconds).
     pub checked_at: u64,
 }
 

@@ -15,7 +15,9 @@ use crate::AuditError;
 /// Where batch lines are read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
+    /// Standard input, read to its end.
     Stdin,
+    /// A batch file (NDJSON).
     File(PathBuf),
     /// An embedded store directory: its segments, oldest first.
     Store(PathBuf),
@@ -23,6 +25,7 @@ pub enum Source {
 
 /// What takes the lines read: the verifier, or an evidence exporter.
 pub trait LineSink {
+    /// A whole line, without its newline.
     fn push_line(&mut self, origin: Origin<'_>, line: &[u8]);
     /// The last line of an input, without its newline.
     fn push_unterminated(&mut self, origin: Origin<'_>, line: &[u8]);

@@ -16,36 +16,57 @@ use teelog_trust::{Trust, TrustError};
 pub use files::Source;
 pub use loki::{LokiAudit, Progress, Summary};
 
+/// Why an audit could not be carried out: the auditor's usage errors and unreadable input. What
+/// the batches themselves get wrong is never an error here but a finding in the [`Report`].
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// A file of what the auditor trusts could not be loaded.
     #[error(transparent)]
     Trust(#[from] TrustError),
+    /// `--expect-measurement` was given empty.
     #[error("--expect-measurement: give the measurement, in hex")]
     EmptyMeasurement,
+    /// An `--expect-stream` name is not a valid stream name.
     #[error("--expect-stream")]
     StreamName(#[source] HeaderError),
+    /// No input was named.
     #[error("nothing to verify: give batch files, `-` for stdin, or --store DIR")]
     NothingToVerify,
+    /// A batch file (or stdin) could not be read.
     #[error("cannot read {name}")]
     Read {
+        /// The file's path, or `-` for stdin.
         name: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// A store directory could not be listed.
     #[error(transparent)]
     StoreDir(teelog_store::StoreError),
+    /// A store directory holds no segment file: most likely the wrong directory.
     #[error("{dir}: no store segments here")]
-    NoSegments { dir: String },
+    NoSegments {
+        /// The directory, as given.
+        dir: String,
+    },
+    /// A store segment could not be opened or read (or is not a regular file).
     #[error("cannot read {name}")]
     Store {
+        /// The segment's path.
         name: String,
+        /// What the store said.
         #[source]
         source: teelog_store::StoreError,
     },
     /// The batches need keys that the auditor did not give: a usage error, not evidence of
     /// forgery.
     #[error("batches are signed by keys that no attestation document binds ({keys}): pass --pubkey FILE with each signer's public key (e.g. public-key.pem of its identity), or --trust-root for attested batches")]
-    KeysNeeded { keys: String },
+    KeysNeeded {
+        /// The ids of the keys needed, comma-separated (the first ones, then "…").
+        keys: String,
+    },
+    /// Reading from Loki failed.
     #[error(transparent)]
     Loki(#[from] loki::LokiAuditError),
 }
@@ -59,6 +80,7 @@ pub struct Expectations {
     /// The verification time: freshness is judged at it, and a batch sealed later than it by
     /// more than `max_skew` is a finding.
     pub now: UnixNanos,
+    /// How far (nanoseconds) a batch's seal time may lie after `now` before it is a finding.
     pub max_skew: UnixNanos,
     /// A stream whose newest batch is older than this (at `now`) is `stale_stream`.
     pub max_silence: Option<UnixNanos>,

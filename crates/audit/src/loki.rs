@@ -30,31 +30,47 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest wait between tries, whatever Loki's `Retry-After` asks.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
+/// Why an audit from Loki could not be carried out (as opposed to findings about what it read).
 #[derive(Debug, thiserror::Error)]
 pub enum LokiAuditError {
+    /// The time range is empty or reversed.
     #[error("--from {from} must be before --to {to}")]
-    Range { from: String, to: String },
+    Range {
+        /// `from`, RFC 3339.
+        from: String,
+        /// `to`, RFC 3339.
+        to: String,
+    },
+    /// The job and static labels do not make a valid Loki layout.
     #[error("labels")]
     Labels(#[source] LabelError),
+    /// A stream name cannot be put into a Loki selector.
     #[error("stream {stream:?}")]
     Stream {
+        /// The stream, as given.
         stream: String,
+        /// Why it is not a valid label value.
         #[source]
         source: LabelError,
     },
+    /// The HTTP client could not be built (e.g. a bad URL or TLS setting).
     #[error(transparent)]
     Client(#[from] LokiError),
     /// A query Loki did not answer, or answered with an error, after the retries.
     #[error("{what}")]
     Query {
+        /// The query, in words (Loki's URL, what was asked, the time range).
         what: String,
+        /// The last error.
         #[source]
         source: LokiError,
     },
     /// An answer that cannot be the complete answer to the query.
     #[error("{what}")]
     Answer {
+        /// The query, in words.
         what: String,
+        /// What is wrong with the answer.
         #[source]
         source: QueryError,
     },
@@ -69,12 +85,15 @@ pub struct LokiAudit {
     pub streams: Vec<String>,
     /// The `job` label and the static labels the batches were pushed with.
     pub job: String,
+    /// The static labels (name, value), as the shipper's Loki sink was configured.
     pub labels: Vec<(String, String)>,
     /// Sent as X-Scope-OrgID, for a multi-tenant Loki.
     pub tenant: Option<String>,
+    /// Sent as `Authorization: Bearer`, when Loki (or its gateway) asks for one.
     pub bearer_token: Option<String>,
     /// The range, `[from, to)`.
     pub from: UnixNanos,
+    /// The end of the range (exclusive).
     pub to: UnixNanos,
     /// Entries per query, at most [`MAX_QUERY_LIMIT`].
     pub page_size: u32,
@@ -97,9 +116,13 @@ pub trait Progress {
 /// What the audit read and how long it took, besides the verifier's report.
 #[derive(Debug, Serialize)]
 pub struct Summary {
+    /// Loki's base URL.
     pub loki: String,
+    /// The range's start, RFC 3339.
     pub from: String,
+    /// The range's end (exclusive), RFC 3339.
     pub to: String,
+    /// The teelog streams read.
     pub streams: Vec<String>,
     /// Batch lines rebuilt from batch entries and verified (copies of one batch count once).
     pub batch_entries: u64,
@@ -110,10 +133,13 @@ pub struct Summary {
     /// Entries of the range that belong to no signed batch (each a `malformed` finding, the
     /// first ones listed).
     pub foreign_entries: u64,
+    /// The verifier's sequence gaps, with where in Loki to look for them.
     pub gaps: Vec<Gap>,
+    /// Queries sent to Loki, retries included.
     pub queries: u64,
     /// Wall time waiting for Loki's answers (retry waits included), and the rest.
     pub loki_seconds: f64,
+    /// Wall time spent rebuilding and verifying.
     pub teelog_seconds: f64,
 }
 
@@ -121,11 +147,17 @@ pub struct Summary {
 /// for where to look, not evidence).
 #[derive(Debug, Serialize)]
 pub struct Gap {
+    /// The stream.
     pub stream: String,
+    /// The epoch (hex).
     pub epoch: String,
+    /// The first missing seq.
     pub first_seq: u64,
+    /// The last missing seq; `None` when no later batch of the epoch was read.
     pub last_seq: Option<u64>,
+    /// The Loki timestamp (RFC 3339) of the batch entry before the gap, if one was read.
     pub after: Option<String>,
+    /// The Loki timestamp (RFC 3339) of the batch entry after the gap, if one was read.
     pub before: Option<String>,
 }
 

@@ -93,7 +93,7 @@ fn batch_bytes(text: &str) -> Result<usize, String> {
 }
 
 fn heartbeat_every(text: &str) -> Result<Duration, String> {
-    let nanos = teelog_core::timestamp::parse_duration(text)?;
+    let nanos = teelog_core::timestamp::parse_duration(text).map_err(|e| e.to_string())?;
     Ok(Duration::from_nanos(nanos.unsigned_abs()))
 }
 

@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the core's per-record work, each next to SHA-256 over the same bytes.
 //! `cargo bench -p teelog-core`; end-to-end figures come from `teelog bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
+#![allow(missing_docs)] // criterion_group! makes a public fn of a crate nobody links to
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use teelog_core::canon::Canonicalizer;

@@ -58,7 +58,9 @@ pub const HEADER_FIELDS: [&str; 15] = [
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Header {
+    /// The format version: [`FORMAT_VERSION`].
     pub v: u64,
+    /// The stream's name: 1 to 128 characters of `A-Z a-z 0-9 . _ : / -`.
     pub stream: String,
     /// 32 lower-case hex digits naming one run of one signing key.
     pub epoch: String,
@@ -67,6 +69,7 @@ pub struct Header {
     /// SHA-256 of the previous header's bytes: the previous batch of this epoch, or for seq 1 the
     /// last batch of the previous epoch; null only at the very start of a stream.
     pub prev: Option<String>,
+    /// The number of records; 0 for a heartbeat.
     pub count: u64,
     /// RFC 6962 Merkle Tree Hash over the records' canonical bytes.
     pub root: String,
@@ -75,7 +78,9 @@ pub struct Header {
     pub hints: String,
     /// Earliest and latest record `ts`; null in a heartbeat (count 0).
     pub first_ts: Option<String>,
+    /// See `first_ts`.
     pub last_ts: Option<String>,
+    /// When the signer sealed the batch, by its own clock (RFC 3339, nine fractional digits).
     pub sealed_at: String,
     /// The code measurement of the signer, lower-case hex, or null for an unmeasured signer.
     pub measurement: Option<String>,
@@ -83,11 +88,14 @@ pub struct Header {
     pub attestation: Option<String>,
     /// SHA-256 of the signing key's SubjectPublicKeyInfo DER.
     pub key_id: String,
+    /// The signature algorithm's JOSE name: `ES256` or `ES384`.
     pub alg: String,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// A header field that is not of its one accepted spelling.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HeaderError {
+    /// The field's name and what is wrong with it.
     #[error("header field {0:?}: {1}")]
     Field(&'static str, String),
 }
@@ -182,11 +190,14 @@ impl Header {
         Ok(())
     }
 
+    /// The signature algorithm `alg` names.
     pub fn sig_alg(&self) -> Result<SigAlg, HeaderError> {
         SigAlg::from_name(&self.alg)
             .ok_or_else(|| field_err("alg", format!("{:?}: expected ES256 or ES384", self.alg)))
     }
 
+    /// `sealed_at` as nanoseconds; `None` if it is not a timestamp ([`Header::validate`]
+    /// refuses such a header).
     pub fn sealed_at_nanos(&self) -> Option<UnixNanos> {
         parse_rfc3339(&self.sealed_at).ok()
     }
@@ -211,7 +222,10 @@ pub fn signed_message(header_bytes: &[u8]) -> Vec<u8> {
 
 /// What signs batch headers: a software key now, a TEE-held key with its attestation later.
 pub trait HeaderSigner {
+    /// The key its signatures verify under; its id goes into every header.
     fn public_key(&self) -> &PublicKey;
+    /// The code measurement (lower-case hex) that headers carry: attested where the key is, else
+    /// only asserted; `None` for an unmeasured signer.
     fn measurement(&self) -> Option<&str>;
     /// SHA-256 (hex) of the attestation document that binds the key, if there is one.
     fn attestation(&self) -> Option<&str>;
@@ -253,10 +267,14 @@ impl HeaderSigner for SoftwareSigner {
     }
 }
 
+/// Why a batch could not be sealed; the builder keeps its records and the chain head is not
+/// advanced, so sealing can be retried.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
+    /// The [`HeaderSigner`] did not sign; its own words.
     #[error("the signer failed: {0}")]
     Signer(String),
+    /// The epoch has used every seq a JSON number holds exactly (2^53): a new epoch must start.
     #[error("sequence numbers of stream {0:?} are exhausted")]
     SeqExhausted(String),
 }
@@ -264,9 +282,13 @@ pub enum SealError {
 /// Where a stream's chain stands: the next batch's seq and the hash it must link to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainHead {
+    /// The stream.
     pub stream: String,
+    /// The epoch its next batch is sealed in (32 lower-case hex digits).
     pub epoch: String,
+    /// The next batch's seq.
     pub next_seq: u64,
+    /// SHA-256 (hex) of the header the next batch links to; `None` only at a stream's start.
     pub prev: Option<String>,
     /// When the header `prev` names was sealed, where known: a signer compares it with what it
     /// finds in its output, to link a new epoch to the newer (docs/FORMAT.md §5.3).
@@ -334,8 +356,11 @@ impl ChainHead {
 /// Summary of one sealed batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sealed {
+    /// Its seq.
     pub seq: u64,
+    /// Its number of records.
     pub count: u64,
+    /// SHA-256 of its header's bytes: what the next batch's `prev` names.
     pub header_hash: Digest,
 }
 
@@ -375,6 +400,7 @@ impl Default for BatchBuilder {
 }
 
 impl BatchBuilder {
+    /// A builder whose lines stay within the default size ([`DEFAULT_BATCH_BYTES`]).
     pub fn new() -> Self {
         Self::default()
     }
@@ -390,10 +416,12 @@ impl BatchBuilder {
         LINE_OVERHEAD + self.records.len() + 2 * self.hints.len()
     }
 
+    /// Records in the open batch (notices included).
     pub fn len(&self) -> u64 {
         self.merkle.len()
     }
 
+    /// Whether the open batch has no record: sealing it makes a heartbeat.
     pub fn is_empty(&self) -> bool {
         self.merkle.is_empty()
     }
@@ -668,18 +696,25 @@ pub(crate) struct LineFields<'a> {
     pub seed_thumbprint: Option<String>,
 }
 
+/// Whether a header's signature verifies under a given key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignatureStatus {
+    /// It does: the header is the key holder's.
     Valid,
+    /// It does not (another key id, another algorithm, a bad signature); says which.
     Invalid(String),
 }
 
+/// Whether a line's records are the ones its header commits to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordsStatus {
+    /// The count and the Merkle root match.
     Intact,
     /// The records do not match the signed count or root.
     Tampered {
+        /// The first record found changed, where the signed hints locate it.
         record_index: Option<u64>,
+        /// What was found: dropped, added, modified or reordered records.
         detail: String,
     },
 }
@@ -726,6 +761,8 @@ impl SignedHeader {
         Ok((header, sha256(&header_bytes), Self { header_bytes, sig }))
     }
 
+    /// Verifies the signature over the header's bytes under `key`; `header` is the parse of
+    /// those bytes, whose `key_id` and `alg` must name `key`.
     pub fn verify_with(&self, header: &Header, key: &PublicKey) -> SignatureStatus {
         verify_header(header, &self.header_bytes, &self.sig, key)
     }
@@ -733,7 +770,9 @@ impl SignedHeader {
 
 /// A teelog batch line taken apart, before any check.
 pub struct ParsedBatch<'a> {
+    /// The header, parsed and validated; its signature is not checked yet.
     pub header: Header,
+    /// SHA-256 of the header's bytes as they appear in the line.
     pub header_hash: Digest,
     header_bytes: &'a [u8],
     sig: Vec<u8>,
@@ -744,6 +783,7 @@ pub struct ParsedBatch<'a> {
 /// What the records of a batch line say against its signed header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordsCheck {
+    /// Whether the records match the header.
     pub status: RecordsStatus,
     /// Why the line's `hints` are not exactly the ones the header's `hints` digest commits to,
     /// if they are not: they are unsigned bytes otherwise.
@@ -753,14 +793,19 @@ pub struct RecordsCheck {
 /// Why a line could not be taken apart as a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
+    /// The line is not a JSON object of the batch line's members (or has others).
     #[error("{0}")]
     Json(serde_json::Error),
+    /// A JSON line without the members of a batch (`v`, `header`, `sig`, `hints`, `records`).
     #[error("not a teelog batch line")]
     NotABatch,
+    /// The header is not a JSON object of the header's fields.
     #[error("header: {0}")]
     HeaderJson(serde_json::Error),
+    /// A header field is not of its one accepted spelling.
     #[error(transparent)]
     Header(#[from] HeaderError),
+    /// The signature is not standard base64.
     #[error("sig: not base64: {0}")]
     Signature(base64::DecodeError),
 }
@@ -908,6 +953,7 @@ impl<'a> ParsedBatch<'a> {
         Some(bytes.chunks_exact(HINT_LEN).map(|c| c.try_into().unwrap_or_default()).collect())
     }
 
+    /// The signature's bytes (r || s), decoded.
     pub fn signature(&self) -> &[u8] {
         &self.sig
     }

@@ -19,14 +19,19 @@ pub const MAX_EXACT_INTEGER: u64 = 1 << 53;
 /// Nesting limit: deeper input is refused before it can exhaust the stack.
 pub const MAX_DEPTH: usize = 64;
 
+/// Why an input has no canonical form; nothing was written to the output.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CanonError {
+    /// Not JSON (RFC 8259): says what was expected and at which byte.
     #[error("not valid JSON: {0}")]
     Syntax(String),
+    /// An object names a member twice: which one would count is ambiguous, so neither does.
     #[error("duplicate member name {0:?}")]
     DuplicateKey(String),
+    /// An integer a double cannot hold exactly (plain JSON only; records keep it as a string).
     #[error("integer {0} is beyond ±2^53 and would be changed by canonical JSON; send it as a string")]
     InexactInteger(String),
+    /// Nested deeper than [`MAX_DEPTH`].
     #[error("nesting deeper than {MAX_DEPTH} levels")]
     TooDeep,
     /// Raised by a record hook (see `Canonicalizer::record`, crate-internal).
@@ -34,7 +39,12 @@ pub enum CanonError {
     Record(String),
     /// A record whose canonical form alone would make a batch line longer than a verifier reads.
     #[error("its canonical form ({bytes} bytes) would make a batch line longer than {limit} bytes")]
-    TooLarge { bytes: usize, limit: usize },
+    TooLarge {
+        /// The canonical form's length.
+        bytes: usize,
+        /// The longest batch line a verifier reads.
+        limit: usize,
+    },
 }
 
 fn syntax(what: &str, at: usize) -> CanonError {
@@ -85,6 +95,7 @@ pub struct Canonicalizer {
 }
 
 impl Canonicalizer {
+    /// A canonicaliser with empty buffers; integers beyond ±2^53 are refused.
     pub fn new() -> Self {
         Self::default()
     }

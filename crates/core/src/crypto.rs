@@ -11,13 +11,17 @@ use rustls_pki_types::{PrivatePkcs8KeyDer, SubjectPublicKeyInfoDer};
 
 use crate::merkle::{sha256, Digest};
 
+/// The signature algorithms of batch headers: ECDSA with the curve's own hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SigAlg {
+    /// ECDSA P-256 with SHA-256.
     Es256,
+    /// ECDSA P-384 with SHA-384.
     Es384,
 }
 
 impl SigAlg {
+    /// Its JOSE name, as headers carry it: `ES256` or `ES384`.
     pub fn name(self) -> &'static str {
         match self {
             SigAlg::Es256 => "ES256",
@@ -25,6 +29,7 @@ impl SigAlg {
         }
     }
 
+    /// The algorithm a JOSE name stands for; `None` for any other name (case matters).
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "ES256" => Some(SigAlg::Es256),
@@ -33,6 +38,7 @@ impl SigAlg {
         }
     }
 
+    /// Its curve's name, for messages: `P-256` or `P-384`.
     pub fn curve(self) -> &'static str {
         match self {
             SigAlg::Es256 => "P-256",
@@ -88,17 +94,26 @@ impl fmt::Display for SigAlg {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why a key could not be read, made or used.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
+    /// The text holds no PEM block of the label named (`PUBLIC KEY`, `PRIVATE KEY`).
     #[error("no {0} PEM block found")]
     NoPem(&'static str),
+    /// A PEM block that does not decode.
     #[error("unreadable PEM: {0}")]
     BadPem(String),
+    /// A public key of another algorithm, curve or encoding than teelog verifies with.
     #[error("unsupported public key: expected an EC P-256 or P-384 SubjectPublicKeyInfo with a named curve and an uncompressed point")]
     UnsupportedPublicKey,
+    /// A private key that is not PKCS#8 EC P-256 or P-384, or whose public key does not match.
     #[error("private key rejected: {0} (expected PKCS#8 EC P-256 or P-384)")]
     BadPrivateKey(String),
-    #[error("signing failed")]
+    /// No new key could be generated (the system's random source failed).
+    #[error("key generation failed: the system's random source failed")]
+    GenerationFailed,
+    /// The signature could not be made (the system's random source failed).
+    #[error("signing failed: the system's random source failed")]
     SigningFailed,
 }
 
@@ -117,6 +132,9 @@ impl fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
+    /// A key from its SubjectPublicKeyInfo DER: EC P-256 or P-384, named curve, uncompressed
+    /// point; anything else is [`KeyError::UnsupportedPublicKey`]. The point is checked to be on
+    /// the curve only when a signature is verified.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
         for alg in [SigAlg::Es256, SigAlg::Es384] {
             let prefix = alg.spki_prefix();
@@ -130,6 +148,7 @@ impl PublicKey {
         Err(KeyError::UnsupportedPublicKey)
     }
 
+    /// A key from the first `PUBLIC KEY` PEM block of `pem`.
     pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
         let der = SubjectPublicKeyInfoDer::from_pem_slice(pem).map_err(|e| match e {
             rustls_pki_types::pem::Error::NoItemsFound => KeyError::NoPem("PUBLIC KEY"),
@@ -150,18 +169,22 @@ impl PublicKey {
         Self { alg, spki, id }
     }
 
+    /// The algorithm its signatures use.
     pub fn alg(&self) -> SigAlg {
         self.alg
     }
 
+    /// Its SubjectPublicKeyInfo DER.
     pub fn spki_der(&self) -> &[u8] {
         &self.spki
     }
 
+    /// Its key id: SHA-256 of the SubjectPublicKeyInfo DER, as headers name it.
     pub fn id(&self) -> &Digest {
         &self.id
     }
 
+    /// [`PublicKey::id`] in lower-case hex.
     pub fn id_hex(&self) -> String {
         hex::encode(self.id)
     }
@@ -170,6 +193,7 @@ impl PublicKey {
         &self.spki[self.alg.spki_prefix().len()..]
     }
 
+    /// As a `PUBLIC KEY` PEM block, as `public-key.pem` holds it.
     pub fn to_pem(&self) -> String {
         pem_encode("PUBLIC KEY", &self.spki)
     }
@@ -336,9 +360,10 @@ impl SoftwareKey {
     pub fn generate_pkcs8(alg: SigAlg) -> Result<Vec<u8>, KeyError> {
         EcdsaKeyPair::generate_pkcs8(alg.signing(), &SystemRandom::new())
             .map(|doc| doc.as_ref().to_vec())
-            .map_err(|_| KeyError::SigningFailed)
+            .map_err(|_| KeyError::GenerationFailed)
     }
 
+    /// A signing key from PKCS#8 DER of `alg`'s curve.
     pub fn from_pkcs8(alg: SigAlg, der: &[u8]) -> Result<Self, KeyError> {
         let rng = SystemRandom::new();
         let pair = EcdsaKeyPair::from_pkcs8(alg.signing(), der, &rng)
@@ -357,6 +382,7 @@ impl SoftwareKey {
             .or_else(|_| Self::from_pkcs8(SigAlg::Es384, der.secret_pkcs8_der()))
     }
 
+    /// Its public key.
     pub fn public(&self) -> &PublicKey {
         &self.public
     }

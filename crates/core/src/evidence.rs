@@ -27,8 +27,11 @@ pub const MAX_BUNDLE_RECORDS: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bundle {
+    /// The format's version, [`BUNDLE_VERSION`].
     pub teelog_evidence: u64,
+    /// The signed headers the records are in.
     pub batches: Vec<BundleBatch>,
+    /// The disclosed records.
     pub records: Vec<BundleRecord>,
 }
 
@@ -64,23 +67,56 @@ pub struct BundleRecord {
 pub enum Selection {
     /// Records of one batch: by stream, seq and (if several epochs have that seq) epoch; every
     /// record of it, or one index.
-    Place { stream: String, epoch: Option<String>, seq: u64, index: Option<u64> },
+    Place {
+        /// The batch's stream.
+        stream: String,
+        /// Its epoch, where several epochs have the seq.
+        epoch: Option<String>,
+        /// Its seq.
+        seq: u64,
+        /// One record of it, by index from 0; None for all.
+        index: Option<u64>,
+    },
     /// Every record in which a member named `key` (at any depth) has the value `value` (a
     /// string, or a number or literal as written), optionally of one stream.
-    Match { stream: Option<String>, key: String, value: String },
+    Match {
+        /// Only records of this stream.
+        stream: Option<String>,
+        /// The member's name.
+        key: String,
+        /// Its value, as text.
+        value: String,
+    },
 }
 
 /// Why no bundle could be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ExportError {
+    /// No batch line held a record the selection names.
     #[error("no record matched the selection")]
     NothingMatched,
+    /// More records match than one bundle carries.
     #[error("more than {MAX_BUNDLE_RECORDS} records match: narrow the selection (e.g. --stream)")]
     TooMany,
+    /// A seq was selected without an epoch, and several epochs have it.
     #[error("the batch {place} was selected in several epochs ({epochs}): name one with --epoch")]
-    Ambiguous { place: String, epochs: String },
+    Ambiguous {
+        /// The stream and seq selected.
+        place: String,
+        /// The epochs that have it.
+        epochs: String,
+    },
+    /// The index is beyond the selected batch.
     #[error("record index {index} is beyond batch {place}, which has {count} records")]
-    NoSuchRecord { place: String, index: u64, count: u64 },
+    NoSuchRecord {
+        /// stream/epoch/seq of the batch.
+        place: String,
+        /// The index asked for.
+        index: u64,
+        /// The batch's record count.
+        count: u64,
+    },
+    /// A selected batch names a document the input does not hold.
     #[error("attestation document {0} named by a selected batch is not in the input")]
     MissingDocument(String),
 }
@@ -98,6 +134,7 @@ pub struct Exporter {
 }
 
 impl Exporter {
+    /// An exporter of the records `selection` names.
     pub fn new(selection: Selection) -> Self {
         Self {
             selection,
@@ -260,21 +297,30 @@ fn has_member(record: &[u8], key: &str, value: &str) -> bool {
 /// What a bundle proves about one of its records, once checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProvenRecord {
+    /// Its batch's stream, epoch and seq, and its index in the batch.
     pub stream: String,
+    /// See `stream`.
     pub epoch: String,
+    /// See `stream`.
     pub seq: u64,
+    /// See `stream`.
     pub index: u64,
     /// Records in the batch (all but this one disclosed only as hashes).
     pub batch_records: u64,
+    /// The record's canonical bytes.
     pub record: String,
+    /// The signing key's id.
     pub key_id: String,
     /// When the signer says it sealed the batch (its clock).
     pub sealed_at: String,
+    /// The platform that vouches for the key ("software" for a bare key).
     pub platform: String,
+    /// The code measurement, as attested (or as the header claims, for a bare key).
     pub measurement: String,
     /// The policy's label for the measurement, when a policy was given and lists it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// What the trust in the key rests on.
     pub basis: TrustBasis,
     /// SHA-256 of the attestation document that binds the key, if one does.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,6 +333,7 @@ pub struct ProvenRecord {
 /// The verdict on a bundle: what it proves, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BundleReport {
+    /// Every record proven, nothing found.
     pub ok: bool,
     /// Records whose every check passed.
     pub proven: Vec<ProvenRecord>,
@@ -484,7 +531,7 @@ fn check_batch(
         }
         (Some(bytes), Some(verifier)) => match verifier.verify_document(&bytes) {
             Err(why) => {
-                findings.push(about(FindingKind::UntrustedAttestation, why));
+                findings.push(about(FindingKind::UntrustedAttestation, why.to_string()));
                 return None;
             }
             Ok(key) => {

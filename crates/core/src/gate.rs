@@ -13,7 +13,7 @@ use crate::merkle::{sha256, Digest};
 use crate::timestamp::{format_rfc3339, UnixNanos};
 use crate::verify::{
     attested_signature, document_of, foreign_key, fork_at, judge_measurement, reused_key, time_objections,
-    AttestationVerifier, AttestedKey, Finding, FindingKind, Origin, VerifyOptions,
+    AttestationVerifier, AttestedKey, DocumentError, Finding, FindingKind, Origin, VerifyOptions,
 };
 
 /// Header hashes remembered per epoch, to tell a resent batch from a second, different batch
@@ -41,19 +41,27 @@ const MAX_FOREIGN_KEYS: usize = 8;
 pub enum Checked {
     /// An attestation document (docs/FORMAT.md §7a), kept for the batches that name it.
     Document {
+        /// SHA-256 of the decoded document: what batches name it by.
         sha256: Digest,
     },
+    /// A batch line, judged.
     Batch(BatchVerdict),
     /// Not a line the gateway can judge; stored anyway, flagged invalid.
     Malformed(Finding),
 }
 
+/// The gateway's judgement of one batch line.
 #[derive(Debug)]
 pub struct BatchVerdict {
+    /// The header's stream (as the line says, whether or not its signature holds).
     pub stream: String,
+    /// The header's epoch.
     pub epoch: String,
+    /// The header's seq.
     pub seq: u64,
+    /// The header's record count.
     pub count: u64,
+    /// The header's `sealed_at`, Unix nanoseconds.
     pub sealed_at: UnixNanos,
     /// The SHA-256 of the attestation document the batch names, if it names one.
     pub attestation: Option<Digest>,
@@ -64,6 +72,7 @@ pub struct BatchVerdict {
     pub signature_valid: bool,
     /// The same batch was seen just before (a resend): nothing new.
     pub duplicate: bool,
+    /// What is wrong with it, or with the stream as far as it shows (gaps, forks, staleness).
     pub findings: Vec<Finding>,
 }
 
@@ -168,6 +177,8 @@ pub struct Continuity {
     streams: BTreeMap<String, StreamTrack>,
 }
 
+/// Judges lines one at a time, with memory bounded per stream and epoch; see the module's
+/// documentation for what it can and cannot tell.
 pub struct Gate {
     options: VerifyOptions,
     attestation: Option<Box<dyn AttestationVerifier + Send + Sync>>,
@@ -189,7 +200,7 @@ struct Documents {
 
 struct Document {
     bytes: Vec<u8>,
-    verdict: Option<Result<AttestedKey, String>>,
+    verdict: Option<Result<AttestedKey, DocumentError>>,
     /// Set once a validly signed batch verifies under it.
     used: Option<DocumentUse>,
 }
@@ -263,15 +274,20 @@ impl Documents {
 }
 
 impl Gate {
+    /// A gate judging with `options`, continuing from `continuity` (the state a previous run
+    /// saved, or the default for a first run).
     pub fn new(options: VerifyOptions, continuity: Continuity) -> Self {
         Self { options, attestation: None, documents: Documents::default(), continuity }
     }
 
+    /// The same gate, verifying attestation documents with `verifier`; without one, attested
+    /// batches are judged by the trusted keys alone.
     pub fn with_attestation(mut self, verifier: Box<dyn AttestationVerifier + Send + Sync>) -> Self {
         self.attestation = Some(verifier);
         self
     }
 
+    /// Where each stream stands now: what the gateway saves, to continue after a restart.
     pub fn continuity(&self) -> &Continuity {
         &self.continuity
     }
@@ -356,7 +372,7 @@ impl Gate {
                             document.verdict.get_or_insert_with(|| verifier.verify_document(&document.bytes));
                         match verdict {
                             Err(why) => {
-                                finding(FindingKind::UntrustedAttestation, None, why);
+                                finding(FindingKind::UntrustedAttestation, None, &why.to_string());
                                 (None, None)
                             }
                             Ok(key) => {
@@ -976,9 +992,11 @@ mod tests {
     struct Vouch(crate::PublicKey);
 
     impl AttestationVerifier for Vouch {
-        fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, String> {
+        fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, DocumentError> {
             if document == b"forged" {
-                return Err("the document's chain does not reach a trusted root".into());
+                return Err(DocumentError::Rejected(std::sync::Arc::new(std::io::Error::other(
+                    "the document's chain does not reach a trusted root",
+                ))));
             }
             Ok(AttestedKey {
                 key: self.0.clone(),

@@ -3,11 +3,13 @@
 
 use sha2::Digest as _;
 
+/// A SHA-256 output.
 pub type Digest = [u8; 32];
 
 const LEAF_PREFIX: u8 = 0x00;
 const NODE_PREFIX: u8 = 0x01;
 
+/// `SHA-256(data)`.
 pub fn sha256(data: &[u8]) -> Digest {
     sha2::Sha256::digest(data).into()
 }
@@ -49,14 +51,17 @@ pub struct MerkleBuilder {
 }
 
 impl MerkleBuilder {
+    /// An empty tree.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Leaves pushed so far.
     pub fn len(&self) -> u64 {
         self.count
     }
 
+    /// Whether no leaf was pushed.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -70,10 +75,12 @@ impl MerkleBuilder {
         builder
     }
 
+    /// Adds a record (its canonical bytes) as the next leaf.
     pub fn push_record(&mut self, record: &[u8]) {
         self.push_leaf_hash(leaf_hash(record));
     }
 
+    /// Adds the next leaf by its [`leaf_hash`], for a caller that already computed it.
     pub fn push_leaf_hash(&mut self, leaf: Digest) {
         let mut hash = leaf;
         let mut size = 1u64;
@@ -99,6 +106,7 @@ impl MerkleBuilder {
         }
     }
 
+    /// Empties the tree, keeping its allocations for the next batch.
     pub fn reset(&mut self) {
         self.roots.clear();
         self.sizes.clear();

@@ -4,27 +4,35 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::batch::normalize_measurement;
-use crate::timestamp::{format_rfc3339, parse_rfc3339, UnixNanos};
+use crate::batch::{normalize_measurement, HeaderError};
+use crate::timestamp::{format_rfc3339, parse_rfc3339, TimestampError, UnixNanos};
 
 /// Platforms a measurement can come from: the attestation providers, or a plain software key
 /// whose measurement is only asserted.
 pub const PLATFORMS: [&str; 6] = ["aws-nitro", "amd-sev-snp", "intel-tdx", "tpm", "dev", "software"];
 
+/// An auditor's measurement policy: the `[[measurement]]` entries of its TOML file, in file
+/// order. Deserialising does not check the entries: call [`Policy::validated`] before
+/// [`Policy::judge`], which relies on normalised values and well-formed windows.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// The accepted measurements. Several entries may name one measurement (e.g. one per
+    /// validity window); a batch is allowed if any of them allows it.
     #[serde(rename = "measurement", default)]
     pub entries: Vec<PolicyEntry>,
 }
 
+/// One accepted measurement, as written in the policy file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyEntry {
+    /// Where the measurement comes from: one of [`PLATFORMS`]. A measurement only matches
+    /// batches whose key was attested (or, for `software`, asserted) by this platform.
     pub platform: String,
     /// A label for people, e.g. "v1.2.3".
     pub version: String,
-    /// The measurement, hex.
+    /// The measurement, hex; [`Policy::validated`] lower-cases it, as batch headers carry it.
     pub value: String,
     /// Allowed from this time (RFC 3339), inclusive.
     pub from: Option<String>,
@@ -36,22 +44,30 @@ pub struct PolicyEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "verdict")]
 pub enum Judgement {
+    /// An entry lists the measurement and its window holds the batch's seal time.
     Allowed {
+        /// The entry's version label.
         version: String,
     },
     /// Listed, but the batch was sealed outside the entry's window.
     OutsideWindow {
+        /// The version label of the first matching entry.
         version: String,
+        /// That entry's window, as `from .. until` in RFC 3339, for the auditor to read.
         window: String,
     },
+    /// No entry names this measurement on this platform.
     NotListed,
 }
 
 impl Judgement {
+    /// Whether the batch may be accepted: only [`Judgement::Allowed`] is.
     pub fn allowed(&self) -> bool {
         matches!(self, Judgement::Allowed { .. })
     }
 
+    /// The version label of the entry that matched, if any entry listed the measurement (even
+    /// outside its window).
     pub fn version(&self) -> Option<&str> {
         match self {
             Judgement::Allowed { version } | Judgement::OutsideWindow { version, .. } => Some(version),
@@ -60,30 +76,56 @@ impl Judgement {
     }
 }
 
+/// Why a policy was refused: which entry (1-based, with its version label, as the auditor wrote
+/// them) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("measurement entry {entry} ({version}): {problem}")]
+pub struct PolicyError {
+    /// The entry's position in the file, counting from 1.
+    pub entry: usize,
+    /// The entry's version label.
+    pub version: String,
+    /// What is wrong with it.
+    pub problem: EntryProblem,
+}
+
+/// What is wrong with one policy entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryProblem {
+    /// `platform` is not one of [`PLATFORMS`].
+    #[error("platform {0:?} is not one of {platforms}", platforms = PLATFORMS.join(", "))]
+    UnknownPlatform(String),
+    /// `value` is not a measurement (hex of a supported length).
+    #[error("value: {0}")]
+    Value(HeaderError),
+    /// `from` or `until` is not an RFC 3339 timestamp in range.
+    #[error("{field}: {error}")]
+    Time {
+        /// `from` or `until`.
+        field: &'static str,
+        /// What the timestamp parser refused.
+        error: TimestampError,
+    },
+    /// The window is empty: `from` is not before `until`.
+    #[error("from must be before until")]
+    EmptyWindow,
+}
+
 struct Window {
     from: Option<UnixNanos>,
     until: Option<UnixNanos>,
 }
 
 impl Policy {
-    /// Checks every entry and normalises its measurement; errors name the entry and field.
-    pub fn validated(mut self) -> Result<Self, String> {
+    /// Checks every entry and normalises its measurement; the error names the first bad entry
+    /// and what is wrong with it.
+    pub fn validated(mut self) -> Result<Self, PolicyError> {
         for (i, entry) in self.entries.iter_mut().enumerate() {
-            let at = format!("measurement entry {} ({})", i + 1, entry.version);
-            if !PLATFORMS.contains(&entry.platform.as_str()) {
-                return Err(format!(
-                    "{at}: platform {:?} is not one of {}",
-                    entry.platform,
-                    PLATFORMS.join(", ")
-                ));
-            }
-            entry.value = normalize_measurement(&entry.value).map_err(|e| format!("{at}: value: {e}"))?;
-            let window = entry.window().map_err(|e| format!("{at}: {e}"))?;
-            if let (Some(from), Some(until)) = (window.from, window.until) {
-                if from >= until {
-                    return Err(format!("{at}: from must be before until"));
-                }
-            }
+            entry.normalise().map_err(|problem| PolicyError {
+                entry: i + 1,
+                version: entry.version.clone(),
+                problem,
+            })?;
         }
         Ok(self)
     }
@@ -112,9 +154,23 @@ impl Policy {
 }
 
 impl PolicyEntry {
-    fn window(&self) -> Result<Window, String> {
-        let parse = |name: &str, v: &Option<String>| {
-            v.as_deref().map(parse_rfc3339).transpose().map_err(|e| format!("{name}: {e}"))
+    fn normalise(&mut self) -> Result<(), EntryProblem> {
+        if !PLATFORMS.contains(&self.platform.as_str()) {
+            return Err(EntryProblem::UnknownPlatform(self.platform.clone()));
+        }
+        self.value = normalize_measurement(&self.value).map_err(EntryProblem::Value)?;
+        let window = self.window()?;
+        if let (Some(from), Some(until)) = (window.from, window.until) {
+            if from >= until {
+                return Err(EntryProblem::EmptyWindow);
+            }
+        }
+        Ok(())
+    }
+
+    fn window(&self) -> Result<Window, EntryProblem> {
+        let parse = |field: &'static str, v: &Option<String>| {
+            v.as_deref().map(parse_rfc3339).transpose().map_err(|error| EntryProblem::Time { field, error })
         };
         Ok(Window { from: parse("from", &self.from)?, until: parse("until", &self.until)? })
     }
@@ -163,12 +219,28 @@ mod tests {
     fn bad_entries_are_named() {
         let mut p = policy();
         p.entries[1].platform = "azure".into();
-        assert!(p.validated().unwrap_err().contains("entry 2 (v1.2.3): platform \"azure\""));
+        let err = p.validated().unwrap_err();
+        assert_eq!((err.entry, err.problem.clone()), (2, EntryProblem::UnknownPlatform("azure".into())));
+        assert!(
+            err.to_string().contains("entry 2 (v1.2.3): platform \"azure\" is not one of aws-nitro"),
+            "{err}"
+        );
         let mut p = policy();
         p.entries[0].value = "xyz".into();
-        assert!(p.validated().unwrap_err().contains("entry 1 (v1.2.2): value"));
+        let err = p.validated().unwrap_err();
+        assert!(matches!(err.problem, EntryProblem::Value(_)), "{err:?}");
+        assert!(err.to_string().contains("entry 1 (v1.2.2): value"), "{err}");
+        let mut p = policy();
+        p.entries[0].from = Some("yesterday".into());
+        let err = p.validated().unwrap_err();
+        assert!(
+            matches!(err.problem, EntryProblem::Time { field: "from", error: TimestampError::NotRfc3339(_) }),
+            "{err:?}"
+        );
         let mut p = policy();
         p.entries[1].until = Some("2025-01-01T00:00:00Z".into());
-        assert!(p.validated().unwrap_err().contains("from must be before until"));
+        let err = p.validated().unwrap_err();
+        assert_eq!((err.entry, err.problem.clone()), (2, EntryProblem::EmptyWindow));
+        assert!(err.to_string().ends_with("from must be before until"), "{err}");
     }
 }

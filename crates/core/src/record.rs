@@ -36,9 +36,11 @@ const MAX_NOTICE_TEXT: usize = 256;
 pub struct Refused<'a> {
     /// Where it came from: `stdin:17`, `otlp-http record 3`.
     pub source: &'a str,
+    /// Why it was refused, in words (cut to a bounded length in the notice).
     pub reason: &'a str,
     /// Its length and SHA-256 as received, so that a copy kept elsewhere can be matched.
     pub bytes: u64,
+    /// The SHA-256 of the input's bytes as received.
     pub sha256: Digest,
 }
 

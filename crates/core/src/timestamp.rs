@@ -8,11 +8,27 @@
 /// Nanoseconds since 1970-01-01T00:00:00Z.
 pub type UnixNanos = i64;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why a timestamp was refused; each variant carries the text as given (lossily decoded when it
+/// was not UTF-8).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TimestampError {
+    /// Not an RFC 3339 `date-time`, or a field out of its calendar range (month 13, 30 February,
+    /// a leap second).
     #[error("{0:?} is not an RFC 3339 timestamp (e.g. 2026-12-02T16:37:38.5Z)")]
     NotRfc3339(String),
+    /// A valid date-time that [`UnixNanos`] cannot hold (before 1677-09-21 or after 2262-04-11).
     #[error("{0} is outside the range of 64-bit Unix nanoseconds (1677..2262)")]
+    OutOfRange(String),
+}
+
+/// Why a duration was refused by [`parse_duration`]; each variant carries the text as given.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DurationError {
+    /// Not digits followed by one of the units `ms`, `s`, `m`, `h`, `d`.
+    #[error("{0:?}: expected a number and ms, s, m, h or d, e.g. 10s")]
+    Syntax(String),
+    /// Zero, or more than [`UnixNanos`] can hold (about 292 years).
+    #[error("{0:?}: out of range (more than zero and at most 292 years)")]
     OutOfRange(String),
 }
 
@@ -227,18 +243,24 @@ pub fn format_rfc3339(nanos: UnixNanos) -> String {
 }
 
 /// A duration such as `250ms`, `30s`, `10m`, `2h` or `1d`, as nanoseconds (more than zero).
-pub fn parse_duration(text: &str) -> Result<UnixNanos, String> {
+pub fn parse_duration(text: &str) -> Result<UnixNanos, DurationError> {
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let syntax = || DurationError::Syntax(text.to_string());
     let nanos: i64 = match unit {
         "ms" => 1_000_000,
         "s" => 1_000_000_000,
         "m" => 60_000_000_000,
         "h" => 3_600_000_000_000,
         "d" => 86_400_000_000_000,
-        _ => return Err(format!("{text:?}: expected a number and ms, s, m, h or d, e.g. 10s")),
+        _ => return Err(syntax()),
     };
-    let n: i64 = number.parse().map_err(|_| format!("{text:?}: expected a number and ms, s, m, h or d"))?;
-    n.checked_mul(nanos).filter(|&ns| ns > 0).ok_or_else(|| format!("{text:?}: out of range"))
+    // Digits only, so the one failure left is a number too long for i64.
+    let n: i64 = match number.parse() {
+        Ok(n) => n,
+        Err(_) if number.is_empty() => return Err(syntax()),
+        Err(_) => return Err(DurationError::OutOfRange(text.to_string())),
+    };
+    n.checked_mul(nanos).filter(|&ns| ns > 0).ok_or_else(|| DurationError::OutOfRange(text.to_string()))
 }
 
 #[cfg(test)]
@@ -305,8 +327,11 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(250_000_000));
         assert_eq!(parse_duration("2h"), Ok(7_200_000_000_000));
-        for bad in ["", "10", "s", "0s", "1w", "-1s", "99999999999d"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+        for bad in ["", "10", "s", "1w", "-1s", "1.5s", "10 s"] {
+            assert_eq!(parse_duration(bad), Err(DurationError::Syntax(bad.into())), "{bad}");
+        }
+        for big in ["0s", "99999999999d", "99999999999999999999ms"] {
+            assert_eq!(parse_duration(big), Err(DurationError::OutOfRange(big.into())), "{big}");
         }
     }
 }

@@ -3,6 +3,7 @@
 //! stream, epoch and seq; gaps, links, equivocation, epoch hand-overs).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -19,25 +20,41 @@ use crate::timestamp::{format_rfc3339, UnixNanos};
 /// epoch is the `AttestationCertThumbprint`.
 pub const SEED_STREAM: &str = "seed";
 
+/// What a finding is about (docs/FORMAT.md §8 says when each is reported).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
+    /// The header is not signed by a trusted (or attested) key: nothing in the batch is trusted.
     InvalidSignature,
+    /// The records do not match the signed count or Merkle root.
     RecordTampered,
+    /// The code measurement is not the one expected, or not one the policy allows.
     UnexpectedMeasurement,
+    /// Seqs of an epoch are missing: batches were dropped.
     SequenceGap,
+    /// A batch does not link to the one before it, or an epoch does not continue its stream.
     ChainBreak,
+    /// Two different batches claim one seq: the stream was forked.
     Equivocation,
+    /// A line that is not a batch that can be judged (or a file that cannot be read as one).
     Malformed,
+    /// The attestation document a batch names is missing or does not verify.
     UntrustedAttestation,
+    /// A stream has been silent for longer than the freshness bound: its tail may be cut off.
     StaleStream,
+    /// A validly signed batch whose line departs from the layout its signed parts determine
+    /// (extra white space, other hints): bytes no signature covers.
     UnsignedContent,
+    /// A `sealed_at` out of order with what it follows, or too far ahead of the verification time.
     TimeAnomaly,
+    /// No batch verified, and nothing else was found: "nothing found" is not "OK".
     NothingVerified,
+    /// A stream the caller expects has no validly signed batch.
     MissingStream,
 }
 
 impl FindingKind {
+    /// Its snake_case name, as the JSON report spells it.
     pub fn name(self) -> &'static str {
         match self {
             FindingKind::InvalidSignature => "invalid_signature",
@@ -57,13 +74,20 @@ impl FindingKind {
     }
 }
 
+/// One thing wrong with the input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    /// What it is about.
     pub kind: FindingKind,
+    /// The batch's stream, where the finding is about a batch or a stream.
     pub stream: Option<String>,
+    /// The batch's epoch, where it is about a batch.
     pub epoch: Option<String>,
+    /// The batch's seq, where it is about a batch (the first missing one for a gap).
     pub seq: Option<u64>,
+    /// The first record found changed, where it is about records.
     pub record_index: Option<u64>,
+    /// What was found, in words; starts with `file:line:` where it is about a line.
     pub detail: String,
 }
 
@@ -97,12 +121,18 @@ impl Finding {
     }
 }
 
+/// The verdict on the whole input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
+    /// No finding at all (listed or omitted): every line verified and the chains are whole.
     pub ok: bool,
+    /// Distinct batch lines (copies counted once), whether or not they verified.
     pub batches: u64,
+    /// Records of the batches whose records are intact.
     pub records: u64,
+    /// Copies of batch lines seen before.
     pub duplicates: u64,
+    /// The findings, ordered by stream, epoch and seq (malformed lines first).
     pub findings: Vec<Finding>,
     /// Findings beyond [`MAX_FINDINGS_PER_KIND`] of one kind: counted, not listed, so that
     /// hostile input cannot make the report grow without bound.
@@ -132,12 +162,17 @@ pub struct Report {
 /// What one epoch's validly signed batches rest on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EpochTrust {
+    /// The stream.
     pub stream: String,
+    /// The epoch.
     pub epoch: String,
+    /// What vouches for its key.
     pub basis: TrustBasis,
     /// aws-nitro, tpm, dev, … or software for a bare key.
     pub platform: String,
+    /// The id (hex) of the key that signed them.
     pub key_id: String,
+    /// Its validly signed batches.
     pub batches: u64,
     /// The epoch is a seed-format `AttestationCertThumbprint`, which nothing signs.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -147,19 +182,25 @@ pub struct EpochTrust {
 /// A run of consecutive batches of one stream signed by code with one measurement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TimelineEntry {
+    /// The stream.
     pub stream: String,
+    /// Which provider attested (or `software`).
     pub platform: String,
+    /// The measurement (hex).
     pub measurement: String,
     /// The policy's label for it, if the policy lists it.
     pub version: Option<String>,
     /// Whether the policy allows every batch of the run.
     pub allowed: bool,
+    /// Batches in the run.
     pub batches: u64,
-    /// `sealed_at` of the first and last batch.
+    /// `sealed_at` of the first batch.
     pub from: String,
+    /// `sealed_at` of the last batch.
     pub to: String,
-    /// `epoch:seq` of the first and last batch.
+    /// `epoch:seq` of the first batch.
     pub first: String,
+    /// `epoch:seq` of the last batch.
     pub last: String,
 }
 
@@ -178,7 +219,9 @@ struct TimelinePoint {
 /// Where a line came from, for messages: `file:line`.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
+    /// The file's path, `-` for stdin, or another source's name.
     pub source: &'a str,
+    /// The line's number, from 1.
     pub line: u64,
 }
 
@@ -188,8 +231,10 @@ impl std::fmt::Display for Origin<'_> {
     }
 }
 
+/// What the caller trusts and expects.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
+    /// Keys that batches without an attestation document may be signed with.
     pub trusted_keys: Vec<PublicKey>,
     /// Lower-case hex; batches with another measurement are `unexpected_measurement`.
     pub expect_measurement: Option<String>,
@@ -230,15 +275,19 @@ const MAX_PENDING_BYTES: usize = 32 << 20;
 const MAX_TORN: usize = 256;
 const MAX_TORN_BYTES: usize = 32 << 20;
 
+/// The freshness bound: how long a stream may be silent, judged at a given time.
 #[derive(Debug, Clone, Copy)]
 pub struct Freshness {
+    /// The time silence is measured to, Unix nanoseconds.
     pub now: UnixNanos,
+    /// The longest silence allowed, nanoseconds.
     pub max_silence: UnixNanos,
 }
 
 /// What a verified attestation document says about the key it binds.
 #[derive(Debug, Clone)]
 pub struct AttestedKey {
+    /// The key the document binds.
     pub key: PublicKey,
     /// The code measurement the document attests, lower-case hex.
     pub measurement: String,
@@ -274,7 +323,43 @@ pub enum TrustBasis {
 /// depend on the document alone, so that it can be given as soon as the document is read.
 pub trait AttestationVerifier {
     /// The key the document binds, or why the document is not trusted.
-    fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, String>;
+    fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, DocumentError>;
+}
+
+/// Why an [`AttestationVerifier`] did not trust a document. Verdicts are kept and shared per
+/// document, so the error is cheap to clone.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DocumentError {
+    /// Not a kind of document this verifier reads.
+    #[error("neither {expected}")]
+    UnknownKind {
+        /// The kinds it reads, as a phrase ("a Nitro (COSE_Sign1) document nor a TPM evidence
+        /// bundle").
+        expected: &'static str,
+    },
+    /// The document did not verify (malformed, a chain that does not reach a trusted root, a bad
+    /// signature, debug mode, a refused TCB, …). The provider's own error is the source: downcast
+    /// it (e.g. to `teelog_attest::AttestError`) to tell these apart.
+    #[error(transparent)]
+    Rejected(Arc<dyn std::error::Error + Send + Sync>),
+    /// A teelog dev document whose chain does not reach any root given: most likely the auditor
+    /// did not pass the dev root of the identity that made it (each `keygen --dev` makes a new
+    /// one), rather than a forgery.
+    #[error("{error}; this is a teelog dev document (module_id {}) whose bundle names a root with SHA-256 {root_sha256}: if you trust the identity that made it, pass its dev-root.pem with --trust-root", crate::display::escape_controls(module_id))]
+    DevRootNotGiven {
+        /// Why the chain was refused.
+        error: Arc<dyn std::error::Error + Send + Sync>,
+        /// The document's `module_id`, as it gives it.
+        module_id: String,
+        /// SHA-256 (hex) of the root certificate the document carries.
+        root_sha256: String,
+    },
+    /// The document verified but binds no signing key.
+    #[error("the document binds no key (no public_key)")]
+    NoKey,
+    /// The document verified but the key it binds is not one teelog can verify with.
+    #[error("the document's public_key: {0}")]
+    Key(crate::KeyError),
 }
 
 /// A parsed batch, before its signature is checked.
@@ -323,7 +408,7 @@ impl EpochState {
 /// documents nothing names cost no signature checks; past a bound on the bytes held, on arrival.
 struct Document {
     bytes: Vec<u8>,
-    verdict: Option<Result<AttestedKey, String>>,
+    verdict: Option<Result<AttestedKey, DocumentError>>,
     named: bool,
 }
 
@@ -336,6 +421,9 @@ struct Torn {
     completed_by: Option<Digest>,
 }
 
+/// The chain verifier: every line of the input is pushed as it is read ([`Verifier::push_line`]),
+/// and [`Verifier::finish`] judges the chains once all are in. What it holds is bounded by this
+/// module's limits, whatever the input.
 pub struct Verifier {
     options: VerifyOptions,
     attestation: Option<Box<dyn AttestationVerifier>>,
@@ -366,6 +454,7 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// A verifier with no line yet, judging by `options`.
     pub fn new(options: VerifyOptions) -> Self {
         Self {
             options,
@@ -568,12 +657,12 @@ impl Verifier {
             Some(document) => {
                 document.named = true;
                 match (&document.verdict, &self.attestation) {
-                    (Some(verdict), _) => verdict.clone(),
+                    (Some(verdict), _) => verdict.clone().map_err(|e| e.to_string()),
                     (None, Some(verifier)) => {
                         let verdict = verifier.verify_document(&document.bytes);
                         self.document_bytes -= document.bytes.len();
                         document.bytes = Vec::new();
-                        document.verdict.insert(verdict).clone()
+                        document.verdict.insert(verdict).clone().map_err(|e| e.to_string())
                     }
                     (None, None) => Err("no attestation verifier".into()),
                 }

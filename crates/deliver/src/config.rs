@@ -11,19 +11,24 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
+/// `[metrics]`: where the Prometheus text exposition is served.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
+    /// The address to listen on, e.g. `127.0.0.1:9464`; `/metrics` answers there.
     pub listen: SocketAddr,
 }
 
+/// One `[[sinks]]` entry: where spooled batch lines are delivered, chosen by `kind`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 pub enum SinkConfig {
     /// Another embedded store directory.
     Store {
+        /// The sink's name (default `store`): its cursor file and metrics label.
         #[serde(default)]
         name: Option<String>,
+        /// The store's directory.
         dir: PathBuf,
     },
     /// Grafana Loki's push API, in the teelog layout (docs/LOKI.md).
@@ -36,11 +41,14 @@ pub enum SinkConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// `kind = "relay"`: a gateway's relay listener.
 pub struct RelaySinkConfig {
+    /// The sink's name (default `relay`).
     #[serde(default)]
     pub name: Option<String>,
     /// The gateway's relay listener, `host:port`.
     pub address: String,
+    /// The token the gateway asks for in the hello; at most one of this and the file.
     #[serde(default)]
     pub bearer_token: Option<Secret>,
     /// A file holding the bearer token (read at start-up, surrounding white space trimmed).
@@ -54,6 +62,7 @@ pub struct RelaySinkConfig {
     pub tls: Option<RelayTlsConfig>,
 }
 
+/// A relay sink's `tls` table.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayTlsConfig {
@@ -61,6 +70,7 @@ pub struct RelayTlsConfig {
     pub ca: Option<PathBuf>,
     /// This shipper's certificate chain and key (PEM), for a gateway that asks for one (mTLS).
     pub client_cert: Option<PathBuf>,
+    /// The key of `client_cert` (PEM); the two are given together or not at all.
     pub client_key: Option<PathBuf>,
     /// The name the gateway's certificate must carry; default: the host of `address`.
     pub server_name: Option<String>,
@@ -89,13 +99,16 @@ pub fn bearer_token(inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<O
     }
 }
 
+/// `kind = "loki"`: Grafana Loki's push API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LokiSinkConfig {
+    /// The sink's name (default `loki`).
     #[serde(default)]
     pub name: Option<String>,
     /// Loki's (or its gateway's) root, e.g. `http://127.0.0.1:3100`.
     pub url: String,
+    /// The `job` label of every stream (default `teelog`); an auditor reading back gives it too.
     #[serde(default = "default_job")]
     pub job: String,
     /// Sent as `X-Scope-OrgID`.
@@ -104,18 +117,22 @@ pub struct LokiSinkConfig {
     /// Static index labels added to every stream; keep them few and bounded.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Sent as `Authorization: Bearer`; at most one of this and the file.
     #[serde(default)]
     pub bearer_token: Option<Secret>,
     /// A file holding the bearer token (read at start-up, surrounding white space trimmed).
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
+    /// How long one push may take before it is tried again.
     #[serde(default = "default_loki_timeout", deserialize_with = "timeout")]
     pub timeout: Duration,
 }
 
+/// `kind = "otlp"`: an OTLP/HTTP logs endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpSinkConfig {
+    /// The sink's name (default `otlp`).
     #[serde(default)]
     pub name: Option<String>,
     /// The full endpoint, e.g. `http://127.0.0.1:4318/v1/logs` or Loki's `…/otlp/v1/logs`.
@@ -123,8 +140,10 @@ pub struct OtlpSinkConfig {
     /// Added to every request (e.g. a tenant or an API key header).
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
+    /// Sent as `Authorization: Bearer`.
     #[serde(default)]
     pub bearer_token: Option<Secret>,
+    /// How long one export may take before it is tried again (default 10 s, as OTLP exporters).
     #[serde(default = "default_otlp_timeout", deserialize_with = "timeout")]
     pub timeout: Duration,
     /// Resource attributes of every request; `service.name` is `teelog` unless set here
@@ -203,12 +222,25 @@ fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// Why a configuration file was refused; names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// Not TOML of the configuration's shape, or a value its checks refuse; names the key.
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        message: String,
+    },
 }
 
 /// A TOML configuration from `text`, checked by `check` for what its types cannot say.
@@ -256,7 +288,9 @@ pub fn check_sinks(sinks: &[SinkConfig], keep_spool: bool) -> Result<(), String>
 }
 
 fn parse(text: &str) -> Result<Duration, String> {
-    teelog_core::timestamp::parse_duration(text).map(|ns| Duration::from_nanos(ns.unsigned_abs()))
+    teelog_core::timestamp::parse_duration(text)
+        .map(|ns| Duration::from_nanos(ns.unsigned_abs()))
+        .map_err(|e| e.to_string())
 }
 
 /// For `#[serde(deserialize_with)]`: a duration given as text (`"200ms"`, `"10s"`).

@@ -21,23 +21,28 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct SinkError {
+    /// Whether trying again may succeed (a timeout, a 5xx) or not (the sink rejects the lines).
     pub retryable: bool,
     /// A short label for metrics: `connect`, `http_429`, `http_5xx`, `rejected`, `partial`, `io`.
     pub kind: String,
+    /// What happened, naming the sink's address, for the log.
     pub message: String,
     /// How long the sink asked to be left alone (`Retry-After`), if it said.
     pub retry_after: Option<Duration>,
 }
 
 impl SinkError {
+    /// An error worth trying again, of the metrics label `kind`.
     pub fn retry(kind: impl Into<String>, message: impl Into<String>) -> Self {
         Self { retryable: true, kind: kind.into(), message: message.into(), retry_after: None }
     }
 
+    /// An error that trying again will not cure, of the metrics label `kind`.
     pub fn permanent(kind: impl Into<String>, message: impl Into<String>) -> Self {
         Self { retryable: false, kind: kind.into(), message: message.into(), retry_after: None }
     }
 
+    /// The same error, with the wait the sink asked for.
     pub fn after(mut self, retry_after: Option<Duration>) -> Self {
         self.retry_after = retry_after;
         self
@@ -73,12 +78,14 @@ pub fn plain(line: &[u8]) -> Entry<'_> {
 
 /// The entries of one chunk of the spool, delivered together.
 pub struct Delivery<'a> {
+    /// The chunk's lines, in spool order.
     pub entries: Vec<Entry<'a>>,
     /// Where the chunk ends: it names the chunk, since positions never repeat.
     pub next: Position,
 }
 
 impl<'a> Delivery<'a> {
+    /// The entries of `chunk`, each line read by `decode`.
     pub fn new(chunk: &'a Chunk, decode: Decode) -> Self {
         Self { entries: chunk.lines().map(decode).collect(), next: chunk.next }
     }
@@ -99,6 +106,7 @@ pub struct StoreSink {
 }
 
 impl StoreSink {
+    /// Opens (and locks) the store in `dir`, whose segments rotate at `segment_bytes`.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<Self, StoreError> {
         Ok(Self { store: Some(Store::open(dir, teelog_store::StoreOptions { segment_bytes })?) })
     }

@@ -6,10 +6,12 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// A daemon's delivery counters, updated from any thread and rendered for `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
     /// Spool bytes the slowest sink has not delivered yet.
     pub spool_bytes: AtomicU64,
+    /// Spool writes that failed (each is retried).
     pub spool_errors: AtomicU64,
     /// Per sink: bytes of spool still to deliver, and errors by kind.
     sinks: Mutex<Vec<SinkMetrics>>,
@@ -38,14 +40,17 @@ impl Metrics {
         f(&mut sinks[index]);
     }
 
+    /// Sets the bytes of spool `sink` has still to deliver.
     pub fn sink_lag(&self, sink: &str, bytes: u64) {
         self.with_sink(sink, |s| s.lag_bytes = bytes);
     }
 
+    /// Counts `lines` more lines delivered by `sink`.
     pub fn sink_delivered(&self, sink: &str, lines: u64) {
         self.with_sink(sink, |s| s.delivered_lines += lines);
     }
 
+    /// Counts one failed delivery of `sink`, by its [`crate::delivery::SinkError::kind`].
     pub fn sink_error(&self, sink: &str, kind: &str) {
         self.with_sink(sink, |s| match s.errors.iter_mut().find(|(k, _)| k == kind) {
             Some((_, n)) => *n += 1,

@@ -5,11 +5,15 @@ use std::net::SocketAddr;
 
 use tokio::sync::watch;
 
+/// A listener could not be bound; names it and its address.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} ({what}): {source}")]
 pub struct BindError {
+    /// The listener's name in messages (e.g. `relay`).
     pub what: &'static str,
+    /// The address asked for.
     pub addr: SocketAddr,
+    /// The operating system's error (address in use, permission denied, …).
     pub source: std::io::Error,
 }
 

@@ -13,7 +13,9 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
+/// Shared between a spool's writer and its sinks' delivery tasks.
 pub struct SpoolState {
+    /// The delivery's counters.
     pub metrics: Arc<Metrics>,
     dir: PathBuf,
     /// The spool's durable end, published after every fsynced append.
@@ -37,10 +39,12 @@ impl SpoolState {
         }
     }
 
+    /// The spool's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// Follows the spool's durable end, as [`SpoolState::publish`] moves it.
     pub fn written(&self) -> watch::Receiver<Position> {
         self.written.subscribe()
     }
@@ -57,6 +61,7 @@ impl SpoolState {
         self.reader_moved.notify_all();
     }
 
+    /// Where the sink furthest behind stands; `None` before any sink reported.
     pub fn slowest_reader(&self) -> Option<Position> {
         self.readers.lock().unwrap_or_else(|e| e.into_inner()).values().min().copied()
     }

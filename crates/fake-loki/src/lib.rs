@@ -50,13 +50,16 @@ pub type Streams = BTreeMap<Labels, Vec<Entry>>;
 pub struct Entry {
     /// Unix nanoseconds.
     pub timestamp: i64,
+    /// The log line, as pushed.
     pub line: String,
+    /// The entry's structured metadata, name to value.
     pub structured_metadata: BTreeMap<String, String>,
 }
 
 /// A request as received, for tests to count pages and retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The HTTP method.
     pub method: String,
     /// Path and query string.
     pub target: String,

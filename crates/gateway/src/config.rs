@@ -7,27 +7,36 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use teelog_deliver::config::{check_sinks, load_checked, ConfigError, MetricsConfig, SinkConfig};
 
+/// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// `[spool]`: where received lines are kept until every sink has them.
     pub spool: SpoolConfig,
+    /// `[listen]`: where shippers send.
     #[serde(default)]
     pub listen: ListenConfig,
+    /// `[verify]`: what batches are judged against.
     #[serde(default)]
     pub verify: VerifyConfig,
+    /// `[metrics]`: the Prometheus endpoint, if any.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// `[[sinks]]`: where spooled lines are delivered.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
 }
 
+/// `[spool]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
+    /// The spool's directory (an embedded store, with the gateway's state beside it).
     pub dir: PathBuf,
     /// Keep delivered segments: the spool is then also an embedded store of everything received.
     #[serde(default)]
     pub keep: bool,
+    /// Segments rotate at this size (default 64 MiB).
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
 }
@@ -36,6 +45,7 @@ fn default_segment_bytes() -> u64 {
     teelog_store::DEFAULT_SEGMENT_BYTES
 }
 
+/// `[listen]`: at least one of `relay` and `http`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenConfig {
@@ -58,6 +68,7 @@ impl Default for ListenConfig {
     }
 }
 
+/// `[listen.tls]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -80,12 +91,14 @@ pub struct VerifyConfig {
     pub trust_roots: Vec<PathBuf>,
     /// Measurement policy (TOML), as for `teelog verify --policy`.
     pub policy: Option<PathBuf>,
+    /// Accept attestation documents of debug-mode enclaves, whose memory the host can read.
     pub allow_debug: bool,
     /// A stream silent for longer than this is reported `stale_stream` (e.g. "30s"); none: never.
     pub max_silence: Option<String>,
 }
 
 impl GatewayConfig {
+    /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         load_checked(path, Self::check)
     }
@@ -103,7 +116,12 @@ impl GatewayConfig {
 
     /// `verify.max_silence` in nanoseconds.
     pub fn max_silence(&self) -> Result<Option<i64>, String> {
-        self.verify.max_silence.as_deref().map(teelog_core::timestamp::parse_duration).transpose()
+        self.verify
+            .max_silence
+            .as_deref()
+            .map(teelog_core::timestamp::parse_duration)
+            .transpose()
+            .map_err(|e| e.to_string())
     }
 }
 

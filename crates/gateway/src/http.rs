@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::ingest::Ingest;
 use crate::Access;
 
+/// Where batch lines are `POST`ed.
 pub const PATH: &str = "/v1/batches";
 /// The content types taken: one line per batch.
 const CONTENT_TYPES: [&str; 3] = ["application/x-ndjson", "application/jsonl", "application/json"];
@@ -25,6 +26,7 @@ struct App {
     requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The HTTP listener's routes: [`PATH`] only.
 pub fn router(ingest: Ingest, access: Arc<Access>) -> axum::Router {
     let app = App { ingest, access, requests: Arc::default() };
     axum::Router::new().route(PATH, axum::routing::post(batches)).with_state(app)

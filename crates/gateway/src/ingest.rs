@@ -30,6 +30,7 @@ pub const FINDINGS_RETURNED: usize = 100;
 
 /// Lines received together from one client.
 pub struct Submission {
+    /// The lines, without newlines.
     pub lines: Vec<Vec<u8>>,
     /// Who sent them, for findings and the log: `relay 10.0.0.5:41234`, `http …`.
     pub source: Arc<str>,
@@ -43,19 +44,29 @@ pub struct Submission {
 /// What became of a submission, once it is durable.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct Outcome {
+    /// Lines received.
     pub lines: u64,
+    /// Of those, batch lines.
     pub batches: u64,
+    /// Batches whose signature verified (against a trusted key or attested key).
     pub valid: u64,
+    /// Batches whose signature did not verify; spooled all the same, flagged invalid.
     pub invalid: u64,
+    /// Batches already received before (counted in `valid` or `invalid` too).
     pub duplicates: u64,
+    /// Attestation document lines.
     pub documents: u64,
+    /// Lines that are neither batches nor documents; spooled, flagged invalid.
     pub malformed: u64,
     /// The findings, up to [`FINDINGS_RETURNED`].
     pub findings: Vec<Finding>,
 }
 
+/// Why a submission was not taken.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IngestError {
+    /// The writer stopped before answering: the client must send the lines again (copies of a
+    /// batch already spooled are recognised as duplicates).
     #[error("the gateway is stopping")]
     Stopped,
 }
@@ -63,9 +74,13 @@ pub enum IngestError {
 /// The gateway's own counters.
 #[derive(Default)]
 pub struct GatewayMetrics {
+    /// Lines received.
     pub lines_in: AtomicU64,
+    /// Attestation document lines received.
     pub documents: AtomicU64,
+    /// Lines that are not batches.
     pub malformed: AtomicU64,
+    /// Batches received more than once.
     pub duplicates: AtomicU64,
     /// Batches by (stream, signature_valid).
     batches: Mutex<BTreeMap<(String, bool), u64>>,
@@ -83,6 +98,7 @@ impl GatewayMetrics {
         *self.findings.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_default() += 1;
     }
 
+    /// The counters in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
@@ -189,6 +205,8 @@ pub fn saved_documents(spool: &Path) -> Vec<Vec<u8>> {
     entries.flatten().filter_map(|e| std::fs::read(e.path()).ok()).collect()
 }
 
+/// The one thread that judges submissions with the [`Gate`], appends them to the spool and
+/// answers each once it is durable.
 pub struct Writer {
     gate: Gate,
     store: Store,

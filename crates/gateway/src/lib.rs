@@ -40,8 +40,11 @@ const SILENCE_CHECK: Duration = Duration::from_secs(1);
 pub struct Access {
     /// The gateway's name, sent in the relay welcome.
     pub name: String,
+    /// The token clients must present; `None`: none is asked for.
     pub bearer_token: Option<String>,
+    /// The largest relay frame (one line) and HTTP body taken, in bytes.
     pub max_frame_bytes: usize,
+    /// Where refusals are counted.
     pub metrics: Arc<Metrics>,
 }
 
@@ -62,20 +65,39 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|&s| s).await;
 }
 
+/// Why the gateway could not start (once it runs, failures are retried and logged instead).
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// The spool directory could not be opened (or is locked by another gateway).
     #[error("spool: {0}")]
     Spool(#[from] StoreError),
+    /// The continuity state saved in the spool could not be read, or `verify.max_silence` is
+    /// not a duration.
     #[error("spool: {0}")]
     State(String),
+    /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// A sink could not be set up; names it.
     #[error("sink {name:?}: {message}")]
-    Sink { name: String, message: String },
+    Sink {
+        /// The sink's name.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// The bearer token file could not be read.
     #[error("listen.bearer_token_file {path}: {source}")]
-    Token { path: std::path::PathBuf, source: std::io::Error },
+    Token {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The thread that writes the spool could not be started.
     #[error("cannot start the writer thread: {0}")]
     Thread(std::io::Error),
+    /// The TLS certificate, key or client CA could not be loaded or used.
     #[error("listen.tls: {0}")]
     Tls(String),
 }

@@ -55,25 +55,68 @@ const DEV: &str = "dev";
 const TPM: &str = "tpm";
 const NITRO: &str = "nitro";
 
+/// Why an identity could not be created, loaded or used. Each variant names the identity's
+/// directory or the file concerned (`path`).
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     // The causes are fields, not `source`s: their text is already in the message, and a
     // source would print it twice at the binary's edge.
+    /// A file of the identity could not be read or written.
     #[error("{path}: {error}")]
-    Io { path: PathBuf, error: io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        error: io::Error,
+    },
+    /// [`Identity::create`] was pointed at a directory that already holds an identity; it is
+    /// never overwritten.
     #[error("{0}: already holds an identity; choose another directory")]
     Exists(PathBuf),
+    /// The private key could not be made, read or used.
     #[error("{path}: {error}")]
-    Key { path: PathBuf, error: KeyError },
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: KeyError,
+    },
+    /// The identity's files do not fit together (e.g. `identity.json` does not fit its kind, the
+    /// key does not match its key id, a stream's state is corrupt); `detail` says what.
     #[error("{path}: {detail}")]
-    Invalid { path: PathBuf, detail: String },
+    Invalid {
+        /// The file or directory.
+        path: PathBuf,
+        /// What does not fit, in words.
+        detail: String,
+    },
+    /// Another signer holds the identity's lock: two signers would fork its streams.
     #[error("{0}: another signer is using this identity")]
     Locked(PathBuf),
+    /// The TPM could not create or load the key, or refused to sign.
     #[error("{path}: {error}")]
-    Tpm { path: PathBuf, error: teelog_tpm::TpmError },
+    Tpm {
+        /// The identity's directory.
+        path: PathBuf,
+        /// What the TPM (or tpm2-tools) said.
+        error: teelog_tpm::TpmError,
+    },
     /// The NSM gave no document.
     #[error("{path}: {error}")]
-    Attestation { path: PathBuf, error: SourceError },
+    Attestation {
+        /// The identity's directory.
+        path: PathBuf,
+        /// Why the NSM gave none.
+        error: SourceError,
+    },
+    /// The NSM's document does not answer this start's request.
+    #[error("{path}: {error}")]
+    NsmDocument {
+        /// The identity's directory.
+        path: PathBuf,
+        /// How the document differs from the request.
+        error: NsmDocumentError,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
@@ -183,20 +226,33 @@ impl HeaderSigner for FreshSigner {
 /// How a new identity vouches for its key.
 pub enum Provider<'a> {
     /// A plain software key, with an optional measurement the user asserts.
-    Software { measurement: Option<&'a str> },
+    Software {
+        /// The asserted measurement (hex); nothing vouches for it.
+        measurement: Option<&'a str>,
+    },
     /// A software key bound by a dev attestation document (Nitro layout, local root) to these
     /// PCRs; the measurement is PCR0.
     /// `previous_head`, the header hash the new epoch will link to, goes into the document's
     /// nonce, so that the hand-over from the previous epoch is attested too.
-    Dev { pcrs: BTreeMap<u64, Vec<u8>>, previous_head: Option<[u8; 32]> },
+    Dev {
+        /// PCR index to value, as a Nitro document carries them.
+        pcrs: BTreeMap<u64, Vec<u8>>,
+        /// The header hash the new epoch links to, if it follows a stream.
+        previous_head: Option<[u8; 32]>,
+    },
     /// A key created inside a TPM, bound to its SHA-256 PCRs `pcrs`; its evidence bundle is the
     /// attestation document, and the measurement is the quoted PCR digest. `previous_head` goes
     /// into the quote.
     Tpm {
+        /// The TPM, as tpm2-tools names it.
         tcti: Tcti,
+        /// The SHA-256 PCR indices the key is bound to.
         pcrs: Vec<u8>,
+        /// The TPM maker's roots (and issuing CAs), which the EK certificate must chain to.
         ek_roots: Vec<TrustRoot>,
+        /// The enrollment CA that certifies the attestation key.
         ca: &'a EnrollmentCa,
+        /// The header hash the new epoch links to, if it follows a stream.
         previous_head: Option<[u8; 32]>,
     },
     /// Inside an AWS Nitro Enclave: no key is made now. Each start makes one in memory, and the
@@ -371,12 +427,14 @@ impl Identity {
         let document = nsm
             .attest(public.spki_der(), nonce)
             .map_err(|error| IdentityError::Attestation { path: self.dir.clone(), error })?;
-        let measurement = attested_measurement(&document, public, nonce).map_err(invalid)?;
+        let measurement = attested_measurement(&document, public, nonce)
+            .map_err(|error| IdentityError::NsmDocument { path: self.dir.clone(), error })?;
         signer.attested = Some((measurement, hex::encode(sha256(&document))));
         self.attestation = Some(document);
         Ok(())
     }
 
+    /// The identity's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -405,6 +463,8 @@ impl Identity {
         }
     }
 
+    /// What signs this identity's headers. A nitro identity's signer refuses to sign until
+    /// [`Identity::begin_epoch`] has had its key attested.
     pub fn signer(&self) -> &dyn HeaderSigner {
         match &self.signer {
             Signer::Fixed(signer) => signer.as_ref(),
@@ -482,21 +542,47 @@ fn open_fixed_key(dir: &Path, meta: &Meta) -> Result<(Signer, Option<Vec<u8>>), 
     Ok((Signer::Fixed(signer), attestation))
 }
 
+/// Why the NSM's answer to this start's request cannot be signed under. Its signature and chain
+/// are the auditor's to check; these are the answers to another question than the one asked.
+#[derive(Debug, thiserror::Error)]
+pub enum NsmDocumentError {
+    /// Not a Nitro attestation document.
+    #[error("the NSM's document: {0}")]
+    Parse(teelog_attest::AttestError),
+    /// It binds no key, or another key than the one this start generated.
+    #[error("the NSM's document binds another public key than this start's")]
+    OtherKey,
+    /// Its nonce is not the previous epoch's head that was asked for (hex), or it carries one
+    /// where the stream starts (`expected` is `None`).
+    #[error("{}", match expected {
+        Some(nonce) => format!("the NSM's document does not carry the nonce {nonce}"),
+        None => "the NSM's document carries a nonce where the stream starts".to_string(),
+    })]
+    Nonce {
+        /// The nonce asked for, hex.
+        expected: Option<String>,
+    },
+    /// It has no PCR0, the measurement batches are signed under.
+    #[error("the NSM's document has no PCR0")]
+    NoPcr0,
+}
+
 /// The measurement (PCR0, hex) of the NSM's `document`, which must parse as a Nitro document and
 /// bind `key` and `nonce`. Its signature and chain are the auditor's to check, against the root
 /// the auditor trusts; here a mismatch means the wrong answer, caught before it is signed under.
-fn attested_measurement(document: &[u8], key: &PublicKey, nonce: Option<&[u8]>) -> Result<String, String> {
-    let document = NitroDocument::parse(document).map_err(|e| format!("the NSM's document: {e}"))?;
+fn attested_measurement(
+    document: &[u8],
+    key: &PublicKey,
+    nonce: Option<&[u8]>,
+) -> Result<String, NsmDocumentError> {
+    let document = NitroDocument::parse(document).map_err(NsmDocumentError::Parse)?;
     if document.public_key.as_deref() != Some(key.spki_der()) {
-        return Err("the NSM's document binds another public key than this start's".into());
+        return Err(NsmDocumentError::OtherKey);
     }
     if document.nonce.as_deref() != nonce {
-        return Err(match nonce {
-            Some(nonce) => format!("the NSM's document does not carry the nonce {}", hex::encode(nonce)),
-            None => "the NSM's document carries a nonce where the stream starts".into(),
-        });
+        return Err(NsmDocumentError::Nonce { expected: nonce.map(hex::encode) });
     }
-    let pcr0 = document.pcrs.get(&0).ok_or("the NSM's document has no PCR0")?;
+    let pcr0 = document.pcrs.get(&0).ok_or(NsmDocumentError::NoPcr0)?;
     Ok(hex::encode(pcr0))
 }
 
@@ -728,27 +814,48 @@ mod tests {
                 .public()
                 .clone();
         let no_pcr0 = BTreeMap::from([(1, vec![1; 48]), (2, vec![2; 48])]);
-        // The NSM's stand-in, the head the epoch links to, what the refusal says.
-        type Case = (Box<dyn AttestationSource>, Option<[u8; 32]>, &'static str);
+        // The NSM's stand-in, the head the epoch links to, the cause, what the refusal says.
+        type Case =
+            (Box<dyn AttestationSource>, Option<[u8; 32]>, fn(&NsmDocumentError) -> bool, &'static str);
+        use NsmDocumentError as E;
         let cases: Vec<Case> = vec![
-            (Box::new(DevNsm { key: Some(stranger), ..DevNsm::default() }), None, "binds another public key"),
+            (
+                Box::new(DevNsm { key: Some(stranger), ..DevNsm::default() }),
+                None,
+                |e| matches!(e, E::OtherKey),
+                "binds another public key",
+            ),
             (
                 Box::new(DevNsm { nonce: Some(Some(vec![8; 32])), ..DevNsm::default() }),
                 Some([7; 32]),
+                |e| matches!(e, E::Nonce { expected: Some(n) } if n == &"07".repeat(32)),
                 "does not carry the nonce 0707",
             ),
             (
                 Box::new(DevNsm { nonce: Some(Some(vec![8; 32])), ..DevNsm::default() }),
                 None,
+                |e| matches!(e, E::Nonce { expected: None }),
                 "carries a nonce where the stream starts",
             ),
-            (Box::new(DevNsm { pcrs: Some(no_pcr0), ..DevNsm::default() }), None, "has no PCR0"),
-            (Box::new(Garbage(b"\xd2\x84")), None, "the NSM's document: malformed COSE_Sign1"),
-            (Box::new(Garbage(b"")), None, "the NSM's document"),
+            (
+                Box::new(DevNsm { pcrs: Some(no_pcr0), ..DevNsm::default() }),
+                None,
+                |e| matches!(e, E::NoPcr0),
+                "has no PCR0",
+            ),
+            (
+                Box::new(Garbage(b"\xd2\x84")),
+                None,
+                |e| matches!(e, E::Parse(_)),
+                "the NSM's document: malformed COSE_Sign1",
+            ),
+            (Box::new(Garbage(b"")), None, |e| matches!(e, E::Parse(_)), "the NSM's document"),
         ];
-        for (nsm, previous, expected) in cases {
+        for (nsm, previous, cause, expected) in cases {
             let mut identity = Identity::load_exclusive_with(&id_dir, nsm).unwrap();
-            let err = identity.begin_epoch(&head_after(previous)).err().unwrap().to_string();
+            let err = identity.begin_epoch(&head_after(previous)).err().unwrap();
+            assert!(matches!(&err, IdentityError::NsmDocument { error, .. } if cause(error)), "{err:?}");
+            let err = err.to_string();
             assert!(err.contains(expected), "{expected}: {err}");
             assert!(identity.signer().sign(b"x").is_err() && identity.attestation_document().is_none());
         }

@@ -57,7 +57,10 @@ pub enum ForeignReason {
     /// [`MAX_HELD_BYTES`] of competing record entries were held already; this one was dropped.
     OverBudget,
     /// A batch entry stored at another time than its signed `sealed_at`.
-    Misplaced { sealed_at: UnixNanos },
+    Misplaced {
+        /// The time its header signs, Unix nanoseconds.
+        sealed_at: UnixNanos,
+    },
     /// A batch entry of another teelog stream.
     OtherStream,
 }
@@ -96,16 +99,20 @@ impl fmt::Display for ForeignReason {
 /// An entry that belongs to no signed batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Foreign {
+    /// Which stream of the layout it was read from.
     pub kind: Kind,
     /// Where Loki stored it, Unix nanoseconds.
     pub timestamp: UnixNanos,
+    /// Why no batch holds it.
     pub reason: ForeignReason,
 }
 
 /// The first [`FOREIGN_LISTED`] foreign entries and how many there were in all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ForeignEntries {
+    /// The first ones, in the order they were met.
     pub listed: Vec<Foreign>,
+    /// All of them, listed or not.
     pub total: u64,
 }
 
@@ -125,6 +132,8 @@ pub struct Assembled {
     pub timestamp: UnixNanos,
     /// The header as the batch entry says (its signature is the verifier's to check).
     pub header: Header,
+    /// The batch line, rebuilt from its batch entry and the record entries its hints select;
+    /// byte for byte the line that was pushed, if Loki kept it.
     pub line: Vec<u8>,
 }
 
@@ -228,6 +237,7 @@ impl BatchEntries {
         self.entries.iter().filter(|(_, role)| *role == Role::Verify).count()
     }
 
+    /// Whether no batch entry is waiting to be verified.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -315,6 +325,7 @@ pub struct Assembler {
 pub struct Finished {
     /// The batch lines not handed out by [`Assembler::ready`] yet.
     pub batches: Vec<Assembled>,
+    /// The entries no batch holds.
     pub foreign: ForeignEntries,
     /// Record entries put into a batch line of the range.
     pub records: u64,

@@ -47,22 +47,58 @@ impl Default for ClientOptions {
     }
 }
 
+/// Why a call to Loki failed. [`LokiError::is_retryable`] tells which are worth trying again.
 #[derive(Debug, thiserror::Error)]
 pub enum LokiError {
+    /// The base URL does not parse, or is not http(s).
     #[error("Loki base URL {url:?}: {why}")]
-    BaseUrl { url: String, why: String },
+    BaseUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A configured header (tenant, token, extra header) is not a valid HTTP header.
     #[error("HTTP header {name:?}: {why}")]
-    Header { name: String, why: String },
+    Header {
+        /// The header's name.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The HTTP client could not be built (TLS set-up).
     #[error("could not set up the HTTP client: {0}")]
     Setup(String),
+    /// A push was refused or failed.
     #[error(transparent)]
     Push(#[from] PushError),
+    /// No answer: connection refused, timeout, TLS failure.
     #[error("could not reach Loki at {url}: {why}")]
-    Transport { url: String, why: String },
+    Transport {
+        /// The URL called.
+        url: String,
+        /// What the HTTP client said.
+        why: String,
+    },
+    /// A query answered with an HTTP error.
     #[error("{url}: HTTP {status}: {message}")]
-    QueryStatus { url: String, status: u16, retry_after: Option<RetryAfter>, message: String },
+    QueryStatus {
+        /// The URL called.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// When to try again, if Loki said (`Retry-After`).
+        retry_after: Option<RetryAfter>,
+        /// The start of the response body, which says why.
+        message: String,
+    },
+    /// A response longer than [`ClientOptions::max_response_bytes`]; it was not read further.
     #[error("the response is over {limit} bytes (ClientOptions::max_response_bytes): ask for fewer entries")]
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A query's answer is not of the shape Loki's API gives.
     #[error(transparent)]
     Query(#[from] QueryError),
 }

@@ -11,24 +11,48 @@ pub const MAX_LABEL_VALUE_BYTES: usize = 2048;
 /// Loki's default `max_label_names_per_series`.
 pub const MAX_LABELS: usize = 15;
 
+/// A label Loki would refuse (by its default limits), or one the layout reserves.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LabelError {
+    /// Not `[a-zA-Z_][a-zA-Z0-9_]*` of at most [`MAX_LABEL_NAME_BYTES`].
     #[error(
         "label name {0:?} is not valid: use 1 to {MAX_LABEL_NAME_BYTES} characters of \
          [a-zA-Z_][a-zA-Z0-9_]*"
     )]
     InvalidName(String),
+    /// A name Loki or the teelog layout keeps for itself.
     #[error("label name {name:?} is reserved: {why}")]
-    Reserved { name: String, why: &'static str },
+    Reserved {
+        /// The name.
+        name: String,
+        /// Whose it is.
+        why: &'static str,
+    },
+    /// A name given twice with different values.
     #[error("label {name:?} is set twice (to {first:?} and to {second:?})")]
-    Duplicate { name: String, first: String, second: String },
+    Duplicate {
+        /// The name.
+        name: String,
+        /// The value set first.
+        first: String,
+        /// The other value.
+        second: String,
+    },
+    /// An empty value.
     #[error("label {0:?} has an empty value, which Loki treats as no label at all: leave it out")]
     EmptyValue(String),
+    /// A value longer than [`MAX_LABEL_VALUE_BYTES`].
     #[error(
         "label {name:?}: its value of {len} bytes is over Loki's default max_label_value_length \
          of {MAX_LABEL_VALUE_BYTES}"
     )]
-    ValueTooLong { name: String, len: usize },
+    ValueTooLong {
+        /// The label's name.
+        name: String,
+        /// The value's length in bytes.
+        len: usize,
+    },
+    /// More labels than [`MAX_LABELS`].
     #[error("{0} labels are over Loki's default max_label_names_per_series of {MAX_LABELS}")]
     TooMany(usize),
 }
@@ -59,6 +83,7 @@ pub struct LabelSet {
 }
 
 impl LabelSet {
+    /// No labels.
     pub fn new() -> Self {
         Self::default()
     }

@@ -20,14 +20,22 @@ pub const DEFAULT_JOB: &str = "teelog";
 /// Loki's default `max_line_size`: `256KB`, which Loki parses with SI units, so 256,000 bytes.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 256_000;
 
+/// Index label: the configured job.
 pub const LABEL_JOB: &str = "job";
+/// Index label: the header's `stream`.
 pub const LABEL_STREAM: &str = "teelog_stream";
+/// Index label: the entry's [`Kind`].
 pub const LABEL_KIND: &str = "teelog_kind";
 
+/// Structured metadata of record and batch entries: the batch's epoch.
 pub const META_EPOCH: &str = "teelog_epoch";
+/// Structured metadata of record and batch entries: the batch's seq.
 pub const META_SEQ: &str = "teelog_seq";
+/// Structured metadata of record entries: the record's index in its batch.
 pub const META_INDEX: &str = "teelog_index";
+/// Structured metadata of batch entries: the batch's record count.
 pub const META_COUNT: &str = "teelog_count";
+/// Structured metadata of attestation entries: hex SHA-256 of the decoded document.
 pub const META_ATTESTATION_SHA256: &str = "teelog_attestation_sha256";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -46,6 +54,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Its `teelog_kind` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Record => "record",
@@ -55,39 +64,82 @@ impl Kind {
     }
 }
 
+/// Why a line cannot be stored as Loki entries, or an entry read back cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
+    /// Loki stores text: a line that is not UTF-8 cannot be kept byte for byte.
     #[error("the line is not valid UTF-8 (at byte {0}), so it is not a teelog line")]
     NotUtf8(usize),
+    /// The line does not parse as a teelog batch line; says why.
     #[error("not a teelog batch line: {0}")]
     NotABatch(String),
+    /// A valid batch line in another spelling than teelog writes, which the entries could not
+    /// rebuild byte for byte.
     #[error(
         "stream {stream:?} seq {seq}: the batch line is valid but not laid out exactly as \
          docs/FORMAT.md §7 writes it (white space or member order differ), so it cannot be \
          stored as Loki entries that rebuild it byte for byte"
     )]
-    NotCanonical { stream: String, seq: u64 },
+    NotCanonical {
+        /// The batch's stream.
+        stream: String,
+        /// Its seq.
+        seq: u64,
+    },
+    /// An entry read back from a batch stream that is not a batch entry.
     #[error("not a batch entry of the teelog Loki layout: {0}")]
     NotABatchEntry(String),
+    /// A line given as an attestation line that is not one.
     #[error("not an attestation line ({{\"v\":1,\"attestation\":\"<base64>\"}}): {0}")]
     NotAnAttestation(String),
+    /// An entry would be longer than the layout's line limit; lines are never cut.
     #[error(
         "stream {stream:?} epoch {epoch} seq {seq}: {part} is {len} bytes, over the {limit}-byte \
          line limit; raise Loki's max_line_size and the layout's max_line_bytes together (lines \
          are never truncated: that would break the signature)"
     )]
-    LineTooLong { stream: String, epoch: String, seq: u64, part: String, len: usize, limit: usize },
+    LineTooLong {
+        /// The batch's stream.
+        stream: String,
+        /// Its epoch.
+        epoch: String,
+        /// Its seq.
+        seq: u64,
+        /// Which entry: the batch entry or a record.
+        part: String,
+        /// The entry's length in bytes.
+        len: usize,
+        /// The layout's `max_line_bytes`.
+        limit: usize,
+    },
+    /// An attestation line longer than the layout's line limit.
     #[error(
         "stream {stream:?}: an attestation line of {len} bytes is over the {limit}-byte line \
          limit; raise Loki's max_line_size and the layout's max_line_bytes together"
     )]
-    AttestationTooLong { stream: String, len: usize, limit: usize },
+    AttestationTooLong {
+        /// The stream it is pushed for.
+        stream: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The layout's `max_line_bytes`.
+        limit: usize,
+    },
+    /// A record's entry time (`sealed_at` + its index, in ns) does not fit in Loki's range.
     #[error("stream {stream:?} seq {seq}: sealed_at plus the record index is past the year 2262")]
-    TimestampOverflow { stream: String, seq: u64 },
+    TimestampOverflow {
+        /// The batch's stream.
+        stream: String,
+        /// Its seq.
+        seq: u64,
+    },
+    /// The stream an attestation line is pushed for is not a valid stream name.
     #[error("attestation line: {0}")]
     Stream(String),
+    /// A label name or value Loki would refuse.
     #[error(transparent)]
     Label(#[from] LabelError),
+    /// The encoded request is larger than one snappy block holds.
     #[error("the push request is {0} bytes, too large for one snappy block: push fewer batches at a time")]
     PushTooLarge(usize),
 }
@@ -117,6 +169,8 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// A layout with the job and extra labels of `options`, checked as Loki checks labels; the
+    /// extra labels may not take teelog's own names.
     pub fn new(options: LayoutOptions) -> Result<Self, LabelError> {
         let mut base = LabelSet::new();
         base.insert(LABEL_JOB, &options.job)?;
@@ -260,6 +314,7 @@ pub fn rebuild_batch_line(batch_entry: &[u8], records: &[&[u8]]) -> Result<Vec<u
 pub struct BatchEntry {
     /// Where Loki stored it, in Unix nanoseconds (the shipper stores it at its `sealed_at`).
     pub timestamp: UnixNanos,
+    /// The entry's line, as Loki returned it.
     pub line: String,
     /// The header (validated; its signature is the verifier's to check).
     pub header: Header,
@@ -300,8 +355,11 @@ pub(crate) fn rebuild_unchecked(batch_entry: &[u8], records: &[&[u8]]) -> Vec<u8
 /// of the first batch that names it, so that it sorts with that batch).
 #[derive(Debug, Clone, Copy)]
 pub struct AttestationInput<'a> {
+    /// The teelog stream whose batches name the document.
     pub stream: &'a str,
+    /// The attestation line, without its newline.
     pub line: &'a [u8],
+    /// When to store it (Unix nanoseconds).
     pub timestamp: UnixNanos,
 }
 
@@ -331,10 +389,12 @@ fn entry(timestamp: UnixNanos, line: &str, metadata: Vec<LabelPairAdapter>) -> E
 }
 
 impl<'l> PushBuilder<'l> {
+    /// An empty push under `layout`.
     pub fn new(layout: &'l Layout) -> Self {
         Self { layout, streams: BTreeMap::new() }
     }
 
+    /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
         self.streams.is_empty()
     }

@@ -15,6 +15,7 @@
 /// `logproto.PushRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PushRequest {
+    /// The streams pushed, each with its entries.
     #[prost(message, repeated, tag = "1")]
     pub streams: Vec<StreamAdapter>,
 }
@@ -25,6 +26,7 @@ pub struct StreamAdapter {
     /// The label set in Prometheus text form, e.g. `{job="teelog", teelog_kind="batch"}`.
     #[prost(string, tag = "1")]
     pub labels: String,
+    /// Its entries, in time order.
     #[prost(message, repeated, tag = "2")]
     pub entries: Vec<EntryAdapter>,
     /// Loki computes the hash itself; clients leave it 0 (not sent).
@@ -35,10 +37,13 @@ pub struct StreamAdapter {
 /// `logproto.EntryAdapter`: one log line.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct EntryAdapter {
+    /// When the entry is stored (Loki requires one).
     #[prost(message, optional, tag = "1")]
     pub timestamp: Option<Timestamp>,
+    /// The line, stored byte for byte.
     #[prost(string, tag = "2")]
     pub line: String,
+    /// Name-value pairs stored with the entry but not indexed (Loki 3).
     #[prost(message, repeated, tag = "3")]
     pub structured_metadata: Vec<LabelPairAdapter>,
 }
@@ -46,8 +51,10 @@ pub struct EntryAdapter {
 /// `logproto.LabelPairAdapter`: one structured metadata pair.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct LabelPairAdapter {
+    /// The name.
     #[prost(string, tag = "1")]
     pub name: String,
+    /// The value.
     #[prost(string, tag = "2")]
     pub value: String,
 }
@@ -55,13 +62,16 @@ pub struct LabelPairAdapter {
 /// `google.protobuf.Timestamp`: `nanos` is always in 0..1e9, also before 1970.
 #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
 pub struct Timestamp {
+    /// Whole seconds since the Unix epoch (negative before 1970).
     #[prost(int64, tag = "1")]
     pub seconds: i64,
+    /// Nanoseconds after `seconds`.
     #[prost(int32, tag = "2")]
     pub nanos: i32,
 }
 
 impl Timestamp {
+    /// The instant `nanos` nanoseconds after the Unix epoch.
     pub fn from_unix_nanos(nanos: i64) -> Self {
         // rem_euclid keeps nanos non-negative, as the well-known type requires.
         Self { seconds: nanos.div_euclid(1_000_000_000), nanos: nanos.rem_euclid(1_000_000_000) as i32 }

@@ -8,6 +8,7 @@ use teelog_core::timestamp::{parse_rfc3339, UnixNanos};
 use crate::layout::LayoutError;
 use crate::proto::PushRequest;
 
+/// The push API's path, under Loki's base URL.
 pub const PUSH_PATH: &str = "/loki/api/v1/push";
 /// Loki reads a protobuf body as a raw snappy block; no `Content-Encoding` is sent with it.
 pub const PUSH_CONTENT_TYPE: &str = "application/x-protobuf";
@@ -21,6 +22,7 @@ pub fn encode_push(request: &PushRequest) -> Result<Vec<u8>, LayoutError> {
 /// When Loki asked to be retried (`Retry-After`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryAfter {
+    /// A number of seconds from the answer.
     Seconds(u64),
     /// An HTTP date, as Unix nanoseconds.
     At(UnixNanos),
@@ -60,19 +62,41 @@ pub enum PushOutcome {
     Accepted,
     /// Loki refused some or all entries (400) and stored the rest; its message names the refused
     /// entries and why. Sending the same body again would be refused again: do not retry.
-    Rejected { message: String },
+    Rejected {
+        /// Loki's message.
+        message: String,
+    },
     /// Nothing can be assumed stored; send the same body again later (it is idempotent: Loki
     /// de-duplicates entries it already has).
-    Retry { status: Option<u16>, retry_after: Option<RetryAfter>, reason: String },
+    Retry {
+        /// The HTTP status (429, 5xx), or `None` when no answer came.
+        status: Option<u16>,
+        /// When Loki asked to be tried again, if it said.
+        retry_after: Option<RetryAfter>,
+        /// What happened, for the log.
+        reason: String,
+    },
 }
 
 /// A push that will not succeed by being repeated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
+    /// Loki refused the push as a whole (authentication, limits, a body it cannot read).
     #[error("Loki refused the push with HTTP {status}: {message} ({})", refusal_hint(*status))]
-    Refused { status: u16, message: String },
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// Loki's message.
+        message: String,
+    },
+    /// A status Loki's push API does not answer with (e.g. a proxy's redirect).
     #[error("Loki answered the push with HTTP {status}, which a push never gets: {message}")]
-    Unexpected { status: u16, message: String },
+    Unexpected {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the response body.
+        message: String,
+    },
 }
 
 fn refusal_hint(status: u16) -> &'static str {

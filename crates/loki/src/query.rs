@@ -26,48 +26,85 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use teelog_core::timestamp::UnixNanos;
 
+/// The range query API's path, under Loki's base URL.
 pub const QUERY_RANGE_PATH: &str = "/loki/api/v1/query_range";
+/// The request header that asks Loki to send structured metadata apart from stream labels.
 pub const ENCODING_FLAGS_HEADER: &str = "X-Loki-Response-Encoding-Flags";
+/// The flag of [`ENCODING_FLAGS_HEADER`] that does so.
 pub const CATEGORIZE_LABELS: &str = "categorize-labels";
 /// Loki's default `max_entries_limit_per_query`.
 pub const MAX_QUERY_LIMIT: u32 = 5000;
 
+/// A query that cannot be asked, or an answer that cannot be taken as complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
+    /// `start` is not before `end`.
     #[error("start {start} must be before end {end} (end is exclusive)")]
-    EmptyRange { start: UnixNanos, end: UnixNanos },
+    EmptyRange {
+        /// The range's start, Unix nanoseconds.
+        start: UnixNanos,
+        /// The range's end, Unix nanoseconds.
+        end: UnixNanos,
+    },
+    /// A page size of 0 or over [`MAX_QUERY_LIMIT`].
     #[error("limit {0} is outside 1..={MAX_QUERY_LIMIT} (Loki's default max_entries_limit_per_query)")]
     Limit(u32),
+    /// The response body is not Loki's JSON.
     #[error("the query response is not the JSON Loki sends: {0}")]
     Json(String),
+    /// Loki answered `status: error`.
     #[error("Loki reported a failed query ({error_type}): {message}")]
-    Failed { error_type: String, message: String },
+    Failed {
+        /// Loki's `errorType`.
+        error_type: String,
+        /// Loki's `error`.
+        message: String,
+    },
+    /// The result is of another type than `streams` (a metric query).
     #[error("the query returned a {0:?} result, not log streams: query with a stream selector, not a metric query")]
     NotStreams(String),
+    /// An entry outside the range asked for: the answer is not the one asked for.
     #[error(
         "Loki returned an entry at {timestamp}, outside the requested range [{start}, {end}): the \
          response cannot be trusted to be complete"
     )]
-    OutOfRange { timestamp: UnixNanos, start: UnixNanos, end: UnixNanos },
+    OutOfRange {
+        /// The entry's time.
+        timestamp: UnixNanos,
+        /// The range's start.
+        start: UnixNanos,
+        /// The range's end (exclusive).
+        end: UnixNanos,
+    },
+    /// A whole page of entries at one timestamp: paging by time cannot get past it.
     #[error(
         "{limit} or more entries share timestamp {timestamp}, so paging by timestamp cannot get \
          past it: raise the limit (at most {MAX_QUERY_LIMIT}) or narrow the selector"
     )]
-    Stuck { timestamp: UnixNanos, limit: u32 },
+    Stuck {
+        /// The crowded timestamp.
+        timestamp: UnixNanos,
+        /// The page size.
+        limit: u32,
+    },
 }
 
 /// One `query_range` call, always `direction=forward`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryRange {
+    /// The LogQL query (a stream selector).
     pub query: String,
     /// Inclusive, Unix nanoseconds.
     pub start: UnixNanos,
     /// Exclusive, Unix nanoseconds.
     pub end: UnixNanos,
+    /// The most entries in the answer.
     pub limit: u32,
 }
 
 impl QueryRange {
+    /// A query of `[start, end)`, at most `limit` entries; an empty range or a limit outside
+    /// 1..=[`MAX_QUERY_LIMIT`] is refused.
     pub fn new(
         query: impl Into<String>,
         start: UnixNanos,
@@ -112,7 +149,9 @@ fn percent_encode(text: &str, out: &mut String) {
 /// One log entry of a response.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct QueryEntry {
+    /// When it is stored, Unix nanoseconds.
     pub timestamp: UnixNanos,
+    /// The line, as stored.
     pub line: String,
     /// Empty unless the response is categorised.
     pub structured_metadata: BTreeMap<String, String>,
@@ -123,14 +162,18 @@ pub struct QueryEntry {
 /// One stream of a response: its labels and entries, in the order Loki sent them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryStream {
+    /// The stream's labels (with structured metadata mixed in, unless categorised).
     pub labels: BTreeMap<String, String>,
+    /// Its entries.
     pub entries: Vec<QueryEntry>,
 }
 
 /// A parsed `query_range` response of `resultType` `streams`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryResponse {
+    /// The encoding flags Loki applied (e.g. [`CATEGORIZE_LABELS`]).
     pub encoding_flags: Vec<String>,
+    /// The streams.
     pub streams: Vec<QueryStream>,
 }
 
@@ -272,7 +315,9 @@ pub fn parse_label_values(body: &[u8]) -> Result<Vec<String>, QueryError> {
 /// An entry with the labels of the stream it came in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PagedEntry {
+    /// The stream's labels.
     pub labels: BTreeMap<String, String>,
+    /// The entry.
     pub entry: QueryEntry,
 }
 
@@ -301,6 +346,7 @@ pub struct Pager {
 }
 
 impl Pager {
+    /// A pager over `[start, end)` in pages of `limit`; refused as [`QueryRange::new`] refuses.
     pub fn new(
         query: impl Into<String>,
         start: UnixNanos,
@@ -344,6 +390,7 @@ impl Pager {
         })
     }
 
+    /// Whether the last page was read.
     pub fn is_done(&self) -> bool {
         self.done
     }

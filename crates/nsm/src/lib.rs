@@ -20,21 +20,36 @@ use std::path::PathBuf;
 
 pub use device::{Nsm, DEVICE};
 
+/// Why the NSM gave no attestation document.
 #[derive(Debug, thiserror::Error)]
 pub enum NsmError {
+    /// The device file does not exist: this is not a Nitro Enclave.
     #[error(
         "{} not found: a nitro identity signs only inside an AWS Nitro Enclave; outside one, use a \
          dev identity (teelog keygen --dev)",
         .0.display()
     )]
     Missing(PathBuf),
+    /// Opening the device or the ioctl failed.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The device file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The encoded request does not fit the NSM's request buffer (the fields given are too long).
     #[error("a request of {len} bytes is more than the NSM takes ({max})")]
-    RequestTooLarge { len: usize, max: usize },
+    RequestTooLarge {
+        /// The encoded request's length in bytes.
+        len: usize,
+        /// The most the NSM takes, [`proto::MAX_REQUEST_BYTES`].
+        max: usize,
+    },
     /// The NSM answered with one of its error codes.
     #[error("the NSM refused the request: {0}")]
     Refused(&'static str),
+    /// The response is not an `Attestation` answer teelog can read; says which part is wrong.
     #[error("malformed NSM response: {0}")]
     Response(String),
 }

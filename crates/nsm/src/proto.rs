@@ -31,8 +31,11 @@ const MAX_DEPTH: usize = 2;
 /// An `Attestation` request: the NSM puts each given field into the document it signs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Attestation<'a> {
+    /// Opaque bytes for the relying party; teelog sends none.
     pub user_data: Option<&'a [u8]>,
+    /// Freshness: teelog sends the previous epoch's head (32 bytes), or none at a stream's start.
     pub nonce: Option<&'a [u8]>,
+    /// The key the document binds: the SubjectPublicKeyInfo DER of this start's signing key.
     pub public_key: Option<&'a [u8]>,
 }
 

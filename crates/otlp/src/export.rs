@@ -28,7 +28,9 @@ use crate::ExportLogsServiceRequest;
 pub mod attributes {
     /// `"record"` or `"batch"`.
     pub const KIND: &str = "audit.integrity.kind";
+    /// The batch's stream.
     pub const STREAM: &str = "audit.integrity.stream";
+    /// The batch's epoch (hex).
     pub const EPOCH: &str = "audit.integrity.epoch";
     /// The batch's `seq` (an integer).
     pub const SEQUENCE_NUMBER: &str = "audit.sequence.number";
@@ -43,6 +45,7 @@ pub mod attributes {
 /// Why a line cannot be exported.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ExportError {
+    /// The line does not parse as a teelog batch line; says why.
     #[error("not a teelog batch line: {0}")]
     NotABatch(String),
 }

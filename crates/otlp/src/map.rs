@@ -22,12 +22,23 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// Why an OTLP log record cannot become a teelog record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Fault {
+    /// A key list names a key twice, which a JSON object cannot hold unambiguously.
     #[error("duplicate key {0:?}")]
     DuplicateKey(String),
+    /// A trace or span id of another length than OTLP's.
     #[error("{len} bytes, but a {what} has {expected} (or is empty)")]
-    IdLength { what: &'static str, len: usize, expected: usize },
+    IdLength {
+        /// `trace id` or `span id`.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The length OTLP gives it (16 or 8).
+        expected: usize,
+    },
+    /// Values nested deeper than [`MAX_DEPTH`].
     #[error("nested deeper than the {MAX_DEPTH} levels a teelog record may have")]
     TooDeep,
+    /// A timestamp past what teelog's signed 64-bit nanoseconds hold.
     #[error("{0} ns is after 2262-04-11T23:47:16.854775807Z, the last instant a teelog timestamp holds")]
     TimeOutOfRange(u64),
 }
@@ -38,10 +49,20 @@ pub enum MapError<E> {
     /// `path` names the field, e.g.
     /// `resource_logs[0].scope_logs[2].log_records[5].attributes["user"][3]`.
     #[error("{path}: {fault}")]
-    Invalid { path: String, fault: Fault },
+    Invalid {
+        /// Where the fault is.
+        path: String,
+        /// What it is.
+        fault: Fault,
+    },
     /// `path` names the record, e.g. `resource_logs[0].scope_logs[2].log_records[5]`.
     #[error("{path}: {error}")]
-    Sink { path: String, error: E },
+    Sink {
+        /// The record.
+        path: String,
+        /// The caller's error.
+        error: E,
+    },
 }
 
 /// Maps every log record of `request` to one teelog input record (a JSON object) and hands it to
@@ -69,12 +90,29 @@ pub fn for_each_record<E>(
 /// One log record of a request, as the mapping made it.
 pub enum Mapped<'a> {
     /// The teelog input record; `path` names the log record, for messages.
-    Record { record: &'a [u8], path: &'a dyn Fn() -> String },
+    Record {
+        /// The record's bytes, valid until the callback returns.
+        record: &'a [u8],
+        /// Makes the log record's path, only when a message needs it.
+        path: &'a dyn Fn() -> String,
+    },
     /// A log record the mapping refused (a fault in it, or in its resource or scope, which
     /// refuses each of their records): where the fault is and what it is, and the record.
-    Refused { path: String, fault: Fault, log_record: &'a LogRecord },
+    Refused {
+        /// Where the fault is.
+        path: String,
+        /// What it is.
+        fault: Fault,
+        /// The refused log record, as received (e.g. to describe it in a notice).
+        log_record: &'a LogRecord,
+    },
     /// A fault in a resource or scope that has no log records: it refuses nothing.
-    Empty { path: String, fault: Fault },
+    Empty {
+        /// Where the fault is.
+        path: String,
+        /// What it is.
+        fault: Fault,
+    },
 }
 
 /// As [`for_each_record`], but a refused record does not stop the mapping: `f` is told of it and

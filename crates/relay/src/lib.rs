@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// The first bytes a client sends: they tell a relay client from anything else on the port.
 pub const MAGIC: &[u8; 8] = b"TEELOGR1";
+/// The protocol version this crate speaks, sent in [`Hello::relay`]; a server refuses others.
 pub const VERSION: u32 = 1;
 /// The largest frame either side accepts unless configured otherwise.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
@@ -28,6 +29,7 @@ pub const MAX_SERVER_MESSAGE: usize = 64 << 10;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hello {
+    /// The protocol version the client speaks: [`VERSION`].
     pub relay: u32,
     /// The shipper's stream: where its attestation lines (which name no stream) belong.
     pub stream: String,
@@ -49,11 +51,13 @@ pub enum ServerMessage {
 }
 
 impl ServerMessage {
+    /// The message as one frame, ready to write.
     pub fn to_frame(&self) -> Vec<u8> {
         // A enum of strings and numbers always serialises.
         frame(serde_json::to_string(self).unwrap_or_default().as_bytes())
     }
 
+    /// A server message from a frame's payload; anything else is [`RelayError::BadMessage`].
     pub fn parse(payload: &[u8]) -> Result<Self, RelayError> {
         serde_json::from_slice(payload).map_err(|e| RelayError::BadMessage(e.to_string()))
     }
@@ -67,6 +71,8 @@ impl Hello {
         out
     }
 
+    /// The hello from the first frame's payload. Unknown members and another protocol version
+    /// are refused; the token is not checked here (that is the server's configuration).
     pub fn parse(payload: &[u8]) -> Result<Self, RelayError> {
         let hello: Hello =
             serde_json::from_slice(payload).map_err(|e| RelayError::BadHello(e.to_string()))?;
@@ -77,20 +83,34 @@ impl Hello {
     }
 }
 
+/// A violation of the protocol by the other side; the connection cannot go on after one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RelayError {
+    /// The server's side did not start with [`MAGIC`]: something else dialled the port.
     #[error("not a teelog relay client: a connection must start with {:?}", std::str::from_utf8(MAGIC).unwrap_or_default())]
     Magic,
+    /// A frame's length prefix is over the reader's limit; the frame is not read.
     #[error("a frame of {len} bytes is larger than the {max} allowed")]
-    TooLarge { len: u64, max: usize },
+    TooLarge {
+        /// The length the prefix announced, in bytes.
+        len: u64,
+        /// The reader's limit, in bytes.
+        max: usize,
+    },
+    /// The first frame is not a hello; serde's message says why.
     #[error("the hello frame is not valid: {0}")]
     BadHello(String),
+    /// The hello names a protocol version other than [`VERSION`].
     #[error("relay protocol version {0} is not supported (this side speaks {VERSION})")]
     Version(u32),
+    /// A frame from the server is not a [`ServerMessage`]; serde's message says why.
     #[error("a server message is not valid: {0}")]
     BadMessage(String),
+    /// A line frame holds a newline, which would let one frame smuggle in several lines.
     #[error("a line frame holds a newline: a frame carries exactly one line")]
     Newline,
+    /// The stream ended with a partial frame pending (for the caller to report at end of
+    /// stream, when [`FrameReader::pending`] is not zero).
     #[error("the connection ended in the middle of a frame")]
     Truncated,
 }
@@ -138,6 +158,7 @@ impl FrameReader {
         Self { buf: Vec::new(), start: 0, max: MAX_SERVER_MESSAGE, expect_magic: false }
     }
 
+    /// Adds bytes as they arrive; [`FrameReader::next_frame`] then hands out the whole frames.
     pub fn push(&mut self, bytes: &[u8]) {
         // Frames handed out are dropped first, so that the buffer holds at most one partial
         // frame and what just arrived, however long the stream.

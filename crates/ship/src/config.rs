@@ -12,11 +12,13 @@ use teelog_deliver::config::{
 
 use crate::pipeline::{PipelineOptions, WhenFull};
 
+/// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Identity directory made by `teelog keygen`.
     pub identity: PathBuf,
+    /// The stream the batches are signed for (default `default`).
     #[serde(default = "default_stream")]
     pub stream: String,
     /// Public keys (PEM files) whose batches a new epoch may link to: an earlier signer's of
@@ -28,15 +30,21 @@ pub struct Config {
     /// enrollment CA.
     #[serde(default)]
     pub trust_roots: Vec<PathBuf>,
+    /// `[batch]`: when a batch is sealed.
     #[serde(default)]
     pub batch: BatchConfig,
+    /// `[queue]`: records waiting to be sealed, and what happens when it is full.
     #[serde(default)]
     pub queue: QueueConfig,
+    /// `[spool]`: where signed batches wait for the sinks.
     pub spool: SpoolConfig,
+    /// `[sources]`: where records come from.
     #[serde(default)]
     pub sources: SourcesConfig,
+    /// `[metrics]`: the Prometheus endpoint, if any.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// `[[sinks]]`: where the spool is delivered.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
 }
@@ -45,11 +53,15 @@ fn default_stream() -> String {
     "default".into()
 }
 
+/// `[batch]`: a batch is sealed at whichever limit comes first.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
+    /// Records per batch (default 4096).
     pub max_records: u64,
+    /// Bytes of a batch line (default 4 MiB).
     pub max_bytes: usize,
+    /// How long a record may wait to be sealed (default 200 ms).
     #[serde(deserialize_with = "duration")]
     pub max_delay: Duration,
     /// An empty signed batch after this long idle; `"off"` for none.
@@ -69,11 +81,15 @@ impl Default for BatchConfig {
     }
 }
 
+/// `[queue]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
+    /// Bytes of records held in memory waiting to be sealed (default 64 MiB).
     pub max_bytes: usize,
+    /// What producers meet when the queue is full (default `block`).
     pub when_full: WhenFull,
+    /// How long a blocked OTLP caller waits for room before it is told to retry (default 5 s).
     #[serde(deserialize_with = "duration")]
     pub max_wait: Duration,
 }
@@ -85,9 +101,11 @@ impl Default for QueueConfig {
     }
 }
 
+/// `[spool]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
+    /// The spool's directory (an embedded store, with each sink's cursor beside it).
     pub dir: PathBuf,
     /// Undelivered bytes allowed before producers wait; 0 for no bound.
     #[serde(default = "default_spool_bytes")]
@@ -95,6 +113,7 @@ pub struct SpoolConfig {
     /// Keep delivered segments: the spool is then also an embedded store.
     #[serde(default)]
     pub keep: bool,
+    /// Segments rotate at this size (default 64 MiB).
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
 }
@@ -107,6 +126,7 @@ fn default_segment_bytes() -> u64 {
     teelog_store::DEFAULT_SEGMENT_BYTES
 }
 
+/// `[sources]`: at least one.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesConfig {
@@ -143,6 +163,7 @@ impl Default for SourcesConfig {
 }
 
 impl Config {
+    /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         load_checked(path, Self::check)
     }
@@ -172,6 +193,7 @@ impl Config {
         check_sinks(&self.sinks, self.spool.keep)
     }
 
+    /// The `[batch]`, `[queue]` and `[spool]` settings, as the pipeline takes them.
     pub fn pipeline_options(&self) -> PipelineOptions {
         PipelineOptions {
             max_records: self.batch.max_records,

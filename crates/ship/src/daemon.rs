@@ -23,20 +23,33 @@ use crate::sources;
 /// How long a stopping daemon keeps delivering what is spooled before leaving it for the next run.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why the daemon could not start or ended with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The identity could not be loaded (missing, locked by another signer, corrupt).
     #[error("identity {0}")]
     Identity(#[from] IdentityError),
+    /// The spool could not be opened.
     #[error("spool: {0}")]
     Spool(#[from] StoreError),
+    /// The signer failed.
     #[error(transparent)]
     Ship(#[from] ShipError),
+    /// A sink could not be set up; names it.
     #[error("sink {name:?}: {message}")]
-    Sink { name: String, message: String },
+    Sink {
+        /// The sink's name.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] teelog_deliver::serve::BindError),
+    /// A source failed (a file that cannot be followed, a server that stopped).
     #[error("{0}")]
     Source(String),
+    /// A file of `trust_keys` or `trust_roots` could not be read or used; names it.
     #[error("trust_keys / trust_roots: {0}")]
     Trust(String),
 }

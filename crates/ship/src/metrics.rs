@@ -5,12 +5,18 @@ use std::sync::atomic::AtomicU64;
 
 use teelog_deliver::metrics::write_metric;
 
+/// Updated by the sources and the signer thread; rendered for `/metrics`.
 #[derive(Default)]
 pub struct ShipMetrics {
+    /// Records submitted by the sources.
     pub records_in: AtomicU64,
+    /// Records refused as not valid records (each signed as a notice).
     pub records_rejected: AtomicU64,
+    /// Records dropped because the queue was full (`when_full = "drop"`).
     pub records_dropped: AtomicU64,
+    /// Batches sealed, heartbeats included.
     pub batches_sealed: AtomicU64,
+    /// Heartbeats (empty batches) sealed.
     pub heartbeats: AtomicU64,
 }
 

@@ -18,14 +18,20 @@ use teelog_store::{Store, StoreError};
 
 use crate::signer::ShipError;
 
+/// Where a signer writes its batch lines.
 pub enum Output {
+    /// Standard output: not durable, and not read back.
     Stdout(io::Stdout),
     /// `durable`: a regular file, which is fsynced per batch (pipes and devices cannot be).
     File {
+        /// The open file, appended to.
         file: File,
+        /// Its path, for messages.
         path: PathBuf,
+        /// Whether it is a regular file.
         durable: bool,
     },
+    /// An embedded store (the daemon's spool).
     Store(Store),
 }
 
@@ -58,6 +64,7 @@ impl Output {
         }
     }
 
+    /// The store, if the output is one.
     pub fn store(&self) -> Option<&Store> {
         match self {
             Output::Store(store) => Some(store),
@@ -117,8 +124,11 @@ impl Output {
 /// well formed and however new, never becomes the head a new epoch links to.
 #[derive(Debug, Clone, Default)]
 pub struct HeadTrust {
+    /// Keys whose valid signatures vouch for a header.
     pub keys: Vec<PublicKey>,
+    /// Roots under which an attestation document in the output vouches for its key.
     pub roots: Vec<TrustRoot>,
+    /// SHA-256 (hex) of the head the signer's own state recorded.
     pub saved_head: Option<String>,
 }
 

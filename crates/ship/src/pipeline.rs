@@ -24,6 +24,7 @@ mod writer;
 
 use writer::SpoolWriter;
 
+/// What a producer meets when the queue of records waiting to be sealed is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
@@ -33,9 +34,12 @@ pub enum WhenFull {
     Drop,
 }
 
+/// How the pipeline batches, queues and spools.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
+    /// Records per batch.
     pub max_records: u64,
+    /// Bytes of a batch line.
     pub max_bytes: usize,
     /// Seal a batch at the latest this long after its first record arrived.
     pub max_delay: Duration,
@@ -43,6 +47,7 @@ pub struct PipelineOptions {
     pub heartbeat: Option<Duration>,
     /// Bytes of submitted records held in memory, waiting to be sealed.
     pub queue_bytes: usize,
+    /// What producers meet when the queue is full.
     pub when_full: WhenFull,
     /// How long a blocked OTLP caller waits for room before it is told to retry.
     pub max_wait: Duration,
@@ -76,20 +81,24 @@ pub struct RecordBuf {
 }
 
 impl RecordBuf {
+    /// Adds one record (a JSON object, without newline).
     pub fn push(&mut self, record: &[u8]) {
         self.bytes.extend_from_slice(record);
         self.bytes.push(b'\n');
         self.count += 1;
     }
 
+    /// Records held.
     pub fn len(&self) -> u64 {
         self.count
     }
 
+    /// Whether no record is held.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
 
+    /// Bytes held, newlines included: what the submission takes of the queue's budget.
     pub fn byte_len(&self) -> usize {
         self.bytes.len()
     }
@@ -108,16 +117,21 @@ impl RecordBuf {
 /// What happened to the records of one submission, once they are in the spool.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Receipt {
+    /// Records sealed into batches.
     pub accepted: u64,
     /// Records refused (not valid records); `first_error` says why for the first.
     pub rejected: u64,
+    /// Why the first refused record was refused, with where it came from.
     pub first_error: Option<String>,
 }
 
+/// Why records were not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
+    /// The queue is full and the caller did not (or could no longer) wait: send again later.
     #[error("the signer's queue is full; retry later")]
     Full,
+    /// The signer thread has stopped (closing, or failed); says what happened.
     #[error("the signer has stopped: {0}")]
     Stopped(String),
 }
@@ -125,12 +139,14 @@ pub enum SubmitError {
 /// Where records come from, for error messages: `stdin:17`, `otlp-http`.
 #[derive(Debug, Clone)]
 pub struct Origin {
+    /// The source's name: `stdin`, `otlp-http`, a file's path.
     pub name: Arc<str>,
     /// The line number of the first record, for line-oriented sources.
     pub first_line: Option<u64>,
 }
 
 impl Origin {
+    /// A source that is not line-oriented: records are named by their index.
     pub fn named(name: &str) -> Self {
         Self { name: name.into(), first_line: None }
     }
@@ -219,6 +235,7 @@ enum Msg {
 pub struct Shared {
     budget: Budget,
     dropped: Mutex<Option<Dropped>>,
+    /// The shipper's own counters.
     pub metrics: Arc<ShipMetrics>,
     /// The spool's state, with the delivery's metrics.
     pub spool: Arc<SpoolState>,
@@ -327,6 +344,7 @@ impl Submitter {
         Receipt::default()
     }
 
+    /// What the signer thread shares with producers and the sinks.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -345,6 +363,8 @@ fn sealed(
 /// How errors name the signer's thread.
 const SIGNER_THREAD: &str = "signer";
 
+/// The signer thread and the queue in front of it: producers submit records through
+/// [`Submitter`]s, the thread seals them into batches and appends them to the spool.
 pub struct Pipeline {
     submitter: Submitter,
     thread: JoinHandle<Result<SignSummary, ShipError>>,
@@ -388,10 +408,12 @@ impl Pipeline {
         Ok(Self { submitter, thread, shared })
     }
 
+    /// A handle for one more producer.
     pub fn submitter(&self) -> Submitter {
         self.submitter.clone()
     }
 
+    /// What the signer thread shares with producers and the sinks.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

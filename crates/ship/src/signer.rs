@@ -11,30 +11,58 @@ use teelog_store::{Store, StoreError};
 
 use crate::output::{HeadTrust, Output};
 
+/// Why signing a stream failed or could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
+    /// The output store or spool could not be written or read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The identity could not be loaded, or its state saved.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// A batch could not be sealed (the signer refused, or the epoch's seqs ran out).
     #[error(transparent)]
     Seal(#[from] SealError),
+    /// The stream's name is not a valid stream name.
     #[error(transparent)]
     Stream(#[from] HeaderError),
+    /// A thread could not be started.
     #[error("cannot start the {thread} thread: {source}")]
-    ThreadStart { thread: &'static str, source: std::io::Error },
+    ThreadStart {
+        /// Which thread.
+        thread: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A thread panicked.
     #[error("the {0} thread stopped unexpectedly (it panicked; its message is above)")]
     ThreadPanicked(&'static str),
+    /// Work was sent to a thread that has already ended.
     #[error("the {0} thread has already stopped, so it takes no more work")]
     ThreadGone(&'static str),
+    /// A pipeline was given a file or stdout as output; it spools into a store.
     #[error("a pipeline writes into a spool store, not a file or stdout")]
     NotAStore,
+    /// The sealed batch the pipeline was to write behind was taken before it was written.
     #[error("a batch sealed earlier has not been written yet")]
     Unwritten,
+    /// The output holds batches of the stream that nothing this signer trusts vouches for, so
+    /// it will not link a new epoch to any of them (docs/FORMAT.md §5.3).
     #[error(
         "stream {stream:?} already has {count} batch(es) in the output (the newest: seq {seq} of epoch {epoch}, signed by key {key_id}), none signed by a key this signer can verify, so it will not link a new epoch to them: give the key of the signer that wrote them (sign --pubkey; ship: trust_keys) or the root its attestation documents chain to (sign --trust-root; ship: trust_roots), or sign another stream"
     )]
-    UntrustedHead { stream: String, count: u64, seq: u64, epoch: String, key_id: String },
+    UntrustedHead {
+        /// The stream.
+        stream: String,
+        /// How many batches of it the output holds.
+        count: u64,
+        /// The newest one's seq.
+        seq: u64,
+        /// Its epoch.
+        epoch: String,
+        /// The id of the key that signed it.
+        key_id: String,
+    },
 }
 
 /// The notice that stands for an input line longer than `limit` bytes, which was skipped
@@ -51,10 +79,12 @@ pub fn too_long_notice(source: &str, limit: usize, skipped: Skipped) -> Vec<u8> 
     notice
 }
 
+/// What a signer wrote.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SignSummary {
     /// Records in the batches written, notices included.
     pub records: u64,
+    /// Batches written, heartbeats included.
     pub batches: u64,
     /// Inputs refused, each signed as a notice in its place.
     pub refused: u64,
@@ -293,6 +323,7 @@ impl StreamSigner {
         self.sealer.save_state()
     }
 
+    /// What it has written so far.
     pub fn summary(&self) -> SignSummary {
         self.summary
     }

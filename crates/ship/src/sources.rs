@@ -35,6 +35,7 @@ impl Running {
         self.endless.is_empty() && !self.finite.is_empty()
     }
 
+    /// Waits until every finite source (stdin, …) has ended.
     pub async fn finite_sources_ended(&mut self) {
         for ended in &mut self.finite {
             let _ = ended.await;
@@ -50,6 +51,8 @@ impl Running {
     }
 }
 
+/// Starts the sources `config` names, each submitting through `submitter`, until `stop`
+/// turns true; fails when a listener cannot be bound or a followed file cannot be set up.
 pub async fn start(
     config: &Config,
     submitter: &Submitter,

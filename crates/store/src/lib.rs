@@ -20,24 +20,43 @@ const LOCK_FILE: &str = "LOCK";
 /// Segments rotate once they reach this size (64 MiB).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
+/// Why the store could not be opened, appended to or read; file errors name the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A file operation failed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The directory or segment file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// Another process holds the directory's lock: two writers would interleave their lines.
     #[error("{0}: another process is writing to this store")]
     Locked(PathBuf),
+    /// [`Store::append`] was given something other than exactly one line: nothing was written.
     #[error("a stored line must end with one newline and contain no other")]
     NotOneLine,
+    /// A segment's name is taken by a directory, symlink, FIFO or device; it is not followed,
+    /// so that storage cannot make the reader block or read another file.
     #[error("{path}: {what}, not a regular file: not read (a store holds regular segment files only)")]
-    NotRegular { path: PathBuf, what: &'static str },
+    NotRegular {
+        /// The segment's path.
+        path: PathBuf,
+        /// What it is instead, e.g. "a symbolic link".
+        what: &'static str,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
+/// How a [`Store`] writes.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
+    /// A segment that has reached this many bytes is closed and the next line starts a new one
+    /// (a line is never split, so a segment may end a little past it).
     pub segment_bytes: u64,
 }
 
@@ -47,12 +66,16 @@ impl Default for StoreOptions {
     }
 }
 
+/// Why [`lock_dir`] did not take the lock.
 #[derive(Debug)]
 pub enum DirLockError {
     /// Another process holds the lock.
     Held,
+    /// The lock file could not be created or locked.
     Io {
+        /// The lock file.
         path: PathBuf,
+        /// The operating system's error.
         source: io::Error,
     },
 }
@@ -159,6 +182,9 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens (creating it if need be) the store in `dir` for appending, and locks it against
+    /// other writers. Appends continue the newest segment, unless it ends in a torn line, which
+    /// is left as evidence: then they start a new segment.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = lock_dir(dir).map_err(|e| match e {
@@ -185,6 +211,7 @@ impl Store {
         Ok(Self { dir: dir.to_path_buf(), options, segment, segment_path: path, index, len, _lock: lock })
     }
 
+    /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

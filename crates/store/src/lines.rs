@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 /// One line as read, without its newline.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
+    /// A line ended by a newline, within the limit.
     Complete(&'a [u8]),
     /// The input ended without a newline after these bytes (a torn write, or a hand-made file).
     Unterminated(&'a [u8]),
@@ -33,6 +34,9 @@ pub struct Skipped {
     pub sha256: [u8; 32],
 }
 
+/// Reads lines of at most `max_line_bytes` from a [`BufRead`], lending each without copying
+/// when it lies in the reader's buffer. A longer line is skipped (its length and SHA-256 kept,
+/// see [`Skipped`]) in pieces, so memory stays bounded by the limit whatever the input.
 pub struct LineReader<R> {
     inner: R,
     max_line_bytes: usize,
@@ -47,6 +51,7 @@ pub struct LineReader<R> {
 }
 
 impl<R: BufRead> LineReader<R> {
+    /// A reader of `inner` that returns lines of up to `max_line_bytes` (newline not counted).
     pub fn new(inner: R, max_line_bytes: usize) -> Self {
         Self {
             inner,

@@ -10,7 +10,9 @@ use crate::{indexed_segments, io_err, segment_path, StoreError};
 /// A byte offset in one segment; positions order as the store's lines do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Position {
+    /// The segment's number (`segment-<n>.ndjson`), counting from 1.
     pub segment: u64,
+    /// Bytes from the segment's start; always the start of a line.
     pub offset: u64,
 }
 
@@ -27,10 +29,12 @@ impl std::fmt::Display for Position {
 pub struct Chunk {
     /// The lines, each with its newline.
     pub bytes: Vec<u8>,
+    /// Where the next read starts: just after the last line.
     pub next: Position,
 }
 
 impl Chunk {
+    /// The lines, one at a time, each with its newline.
     pub fn lines(&self) -> impl Iterator<Item = &[u8]> {
         self.bytes.split_inclusive(|&b| b == b'\n')
     }

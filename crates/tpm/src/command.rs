@@ -125,6 +125,7 @@ pub fn response_len(header: &[u8; HEADER_LEN]) -> usize {
     u32::from_be_bytes([header[2], header[3], header[4], header[5]]) as usize
 }
 
+/// A response header's length (tag, size, response code): what [`response_len`] reads.
 pub const RESPONSE_HEADER_LEN: usize = HEADER_LEN;
 /// No response of these commands comes near this; a larger declared size is a broken device.
 pub const MAX_RESPONSE_LEN: usize = 4096;

@@ -13,8 +13,15 @@ use crate::TpmError;
 /// Where the TPM is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tcti {
+    /// A TPM character device, normally the resource manager `/dev/tpmrm0`.
     Device(PathBuf),
-    Swtpm { host: String, port: u16 },
+    /// swtpm's TCP command port.
+    Swtpm {
+        /// Host name or address.
+        host: String,
+        /// The command port (swtpm's default is 2321).
+        port: u16,
+    },
 }
 
 impl Tcti {
@@ -62,6 +69,8 @@ impl<T: Read + Write + Send> ReadWrite for T {}
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Device {
+    /// Opens the device or connects to swtpm; reads and writes on a socket time out after 30
+    /// seconds.
     pub fn open(tcti: &Tcti) -> Result<Self, TpmError> {
         let io = |source| TpmError::Io { tcti: tcti.to_tools_string(), source };
         let stream: Box<dyn ReadWrite> = match tcti {

@@ -19,20 +19,46 @@ pub mod swtpm;
 pub use device::Tcti;
 pub use signer::TpmSigner;
 
+/// Why a TPM operation failed. A refusal by the TPM is said in words ([`TpmError::Refused`]),
+/// because the common one, a failed PCR policy, means the platform's measured state changed.
 #[derive(Debug, thiserror::Error)]
 pub enum TpmError {
+    /// The device or socket could not be opened, written or read (or timed out).
     #[error("TPM {tcti}: {source}")]
-    Io { tcti: String, source: std::io::Error },
+    Io {
+        /// The TPM, as a TCTI string.
+        tcti: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A TCTI string that is neither `device:PATH` nor `swtpm:host=HOST,port=PORT`.
     #[error("TCTI {0:?} is not device:PATH or swtpm:host=HOST,port=PORT")]
     Tcti(String),
+    /// The TPM answered a command with an error response code.
     #[error("the TPM refused {command}: {}", describe(*code))]
-    Refused { command: &'static str, code: u32 },
+    Refused {
+        /// The command's name, e.g. `TPM2_Sign`.
+        command: &'static str,
+        /// The TPM 2.0 response code.
+        code: u32,
+    },
+    /// A response that does not parse as the command's answer (names the command).
     #[error("malformed TPM response to {0}")]
     Malformed(String),
+    /// The evidence the TPM produced (or the EK certificate) does not verify.
     #[error("{0}")]
     Evidence(#[from] teelog_attest::AttestError),
+    /// A tpm2-tools or swtpm program could not be run or exited with an error; `detail` is its
+    /// standard error.
     #[error("{tool} failed: {detail}")]
-    Tool { tool: String, detail: String },
+    Tool {
+        /// The program (and for tpm2-tools, the command).
+        tool: String,
+        /// What it said, or how to install it when it is missing.
+        detail: String,
+    },
+    /// Provisioning could not go on: no EK certificate in the TPM's NV storage, or a scratch file
+    /// of tpm2-tools could not be read or written.
     #[error("{0}")]
     Provision(String),
 }

@@ -20,8 +20,10 @@ pub const SRK_HANDLE: u32 = 0x8100_0001;
 const EK_HANDLE: &str = "0x81010001";
 const EK_CERTIFICATE_NV: &str = "0x01c00002";
 
+/// What [`provision`] needs to create an identity's key and evidence.
 #[derive(Clone, Copy)]
 pub struct Request<'a> {
+    /// The TPM, as tpm2-tools will be told.
     pub tcti: &'a Tcti,
     /// SHA-256 PCRs the key is bound to.
     pub pcrs: &'a [u8],
@@ -29,6 +31,7 @@ pub struct Request<'a> {
     pub qualifying_data: &'a [u8],
     /// Roots (and issuing CAs) of the TPM maker that signed the EK certificate.
     pub ek_roots: &'a [TrustRoot],
+    /// The enrollment CA that certifies the AK once the TPM has proved it holds the EK.
     pub ca: &'a EnrollmentCa,
     /// Unix seconds, for checking the EK certificate and dating the AK certificate.
     pub now: u64,
@@ -36,7 +39,9 @@ pub struct Request<'a> {
     pub work: &'a Path,
 }
 
+/// A provisioned key and its evidence.
 pub struct Provisioned {
+    /// The evidence bundle: the identity's attestation document.
     pub bundle: TpmBundle,
     /// What the bundle proves, as the auditor will find it.
     pub verified: TpmVerified,

@@ -21,6 +21,8 @@ pub struct KeyBlobs<'a> {
     pub public: &'a [u8],
 }
 
+/// A [`teelog_core::HeaderSigner`] whose key lives in the TPM and signs only while the PCRs hold
+/// the values it was bound to; each signature is one policy session and one `TPM2_Sign`.
 pub struct TpmSigner {
     device: Mutex<Device>,
     key_handle: u32,

@@ -8,8 +8,10 @@ use std::time::Duration;
 use crate::device::Tcti;
 use crate::TpmError;
 
+/// A running, manufactured swtpm; the process is killed when this is dropped.
 pub struct Swtpm {
     child: Child,
+    /// Where it listens (loopback).
     pub tcti: Tcti,
     /// The local maker CA's issuing and root certificates (PEM), which the EK certificate
     /// chains to: what a real TPM's maker publishes.

@@ -13,40 +13,64 @@ use rustls_pki_types::CertificateDer;
 use teelog_attest::snp::AmdChain;
 use teelog_attest::tcb::{CollateralFiles, MAX_COLLATERAL_JSON_BYTES, MAX_CRL_BYTES, MAX_ISSUER_CHAIN_BYTES};
 use teelog_attest::{AttestError, BindingVerifier, TrustRoot};
-use teelog_core::policy::Policy;
+use teelog_core::policy::{Policy, PolicyError};
 use teelog_core::{KeyError, PublicKey};
 
+/// Why a trust file was refused. Each variant names the file; the cause, where there is one, is
+/// the [`std::error::Error::source`], so print the chain to show both.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
+    /// The file could not be read.
     #[error("cannot read {}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// A collateral file that must be there is not.
     #[error("{} is missing", path.display())]
-    Missing { path: PathBuf },
+    Missing {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// Not a public key teelog verifies with.
     #[error("{}", path.display())]
     Key {
+        /// The key file.
         path: PathBuf,
+        /// What is wrong with it.
         #[source]
         source: KeyError,
     },
     /// A root, a certificate or a certificate chain that is not usable as one.
     #[error("{}", path.display())]
     Certificate {
+        /// The certificate file.
         path: PathBuf,
+        /// What is wrong with it, e.g. a lookalike of a pinned vendor root.
         #[source]
         source: AttestError,
     },
+    /// The policy file is not TOML of the policy's shape.
     #[error("{}", path.display())]
     PolicySyntax {
+        /// The policy file.
         path: PathBuf,
+        /// The TOML parser's error, with line and column.
         #[source]
         source: toml::de::Error,
     },
-    #[error("{}: {why}", path.display())]
-    Policy { path: PathBuf, why: String },
+    /// The policy parses but an entry is wrong (unknown platform, bad value or window).
+    #[error("{}", path.display())]
+    Policy {
+        /// The policy file.
+        path: PathBuf,
+        /// Which entry and what is wrong with it.
+        #[source]
+        source: PolicyError,
+    },
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TrustError> {
@@ -70,8 +94,11 @@ pub struct TrustFiles {
 
 /// What batches are verified against: trusted keys, attestation roots, a measurement policy.
 pub struct Trust {
+    /// Keys that batches without an attestation document may be signed with.
     pub keys: Vec<PublicKey>,
+    /// The measurement policy, checked; without one, measurements are reported but not judged.
     pub policy: Option<Policy>,
+    /// The verifier of attestation documents: the pinned vendor roots and the given ones.
     pub attestation: BindingVerifier,
 }
 
@@ -97,7 +124,7 @@ pub fn policy(path: &Path) -> Result<Policy, TrustError> {
         .map_err(|source| TrustError::Read { path: path.to_path_buf(), source })?;
     let policy: Policy = toml::from_str(&text)
         .map_err(|source| TrustError::PolicySyntax { path: path.to_path_buf(), source })?;
-    policy.validated().map_err(|why| TrustError::Policy { path: path.to_path_buf(), why })
+    policy.validated().map_err(|source| TrustError::Policy { path: path.to_path_buf(), source })
 }
 
 /// The pinned AWS Nitro root, plus every certificate of the files given with --trust-root (or a

@@ -20,17 +20,24 @@ const ROOT_LIFETIME: Duration = Duration::days(365 * 30);
 
 /// What `teelog keygen --dev` keeps: the document, and the root an auditor must be given.
 pub struct DevAttestation {
+    /// The document (Nitro layout, COSE_Sign1).
     pub document: Vec<u8>,
+    /// The dev root certificate (DER) the document chains to, new for each identity.
     pub root_der: Vec<u8>,
 }
 
 /// The fields of a dev document.
 pub struct DevClaims<'a> {
+    /// The document's `module_id`; teelog's start with `dev-`, which verifiers use to tell the
+    /// auditor which root is missing.
     pub module_id: &'a str,
+    /// The document's time, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
+    /// PCR index to value (48 bytes each, as SHA-384 PCRs are).
     pub pcrs: &'a BTreeMap<u64, Vec<u8>>,
     /// The teelog signing key the document binds, as its SubjectPublicKeyInfo in `public_key`.
     pub bound_key: &'a PublicKey,
+    /// The document's nonce: the previous epoch's head, if any.
     pub nonce: Option<&'a [u8]>,
 }
 

@@ -26,14 +26,17 @@ pub struct TpmBundle {
     /// TPM2B_PUBLIC of the attestation key, and the certificate an enrollment CA issued for it
     /// after credential activation proved it lives beside that EK (DER).
     pub ak_public: Vec<u8>,
+    /// The AK's certificate (DER), issued by the enrollment CA.
     pub ak_certificate: Vec<u8>,
     /// TPM2B_PUBLIC of the signing key.
     pub key_public: Vec<u8>,
     /// TPM2_Certify of the signing key by the AK: TPMS_ATTEST and TPMT_SIGNATURE.
     pub certify: Vec<u8>,
+    /// The AK's signature over `certify`.
     pub certify_signature: Vec<u8>,
     /// TPM2_Quote by the AK of the PCRs the key's policy names: TPMS_ATTEST and TPMT_SIGNATURE.
     pub quote: Vec<u8>,
+    /// The AK's signature over `quote`.
     pub quote_signature: Vec<u8>,
     /// The quoted SHA-256 PCR values, concatenated in selection order.
     pub pcr_values: Vec<u8>,
@@ -42,6 +45,7 @@ pub struct TpmBundle {
 /// What a verified bundle proves.
 #[derive(Debug, Clone)]
 pub struct TpmBundleVerified {
+    /// The key, its measurement and qualifying data, as the verified evidence gives them.
     pub evidence: TpmVerified,
     /// SHA-256 of the enrollment CA root the AK certificate chains to.
     pub root_sha256: teelog_core::merkle::Digest,
@@ -76,6 +80,8 @@ impl TpmBundle {
         out
     }
 
+    /// Reads a bundle (a CBOR map: its format and byte strings, at most [`MAX_BUNDLE_BYTES`]);
+    /// unknown or missing members are refused. Nothing is verified yet.
     pub fn parse(document: &[u8]) -> Result<Self, AttestError> {
         if document.len() > MAX_BUNDLE_BYTES {
             return Err(AttestError::TooLarge { len: document.len(), max: MAX_BUNDLE_BYTES });
@@ -109,6 +115,7 @@ impl TpmBundle {
         Ok(bundle)
     }
 
+    /// The bundle's parts as the evidence verifier reads them.
     pub fn evidence(&self) -> TpmEvidence<'_> {
         TpmEvidence {
             ek_public: &self.ek_public,

@@ -33,12 +33,20 @@ const CC_POLICY_PCR: u32 = 0x0000_017f;
 
 /// TPMA_OBJECT bits.
 pub mod attr {
+    /// The key cannot be duplicated out of this TPM.
     pub const FIXED_TPM: u32 = 1 << 1;
+    /// The key cannot be moved to another parent.
     pub const FIXED_PARENT: u32 = 1 << 4;
+    /// The TPM generated the private key itself (it was not imported).
     pub const SENSITIVE_DATA_ORIGIN: u32 = 1 << 5;
+    /// The key may be used with its password alone; teelog's keys must not have it, so that
+    /// only the PCR policy authorises them.
     pub const USER_WITH_AUTH: u32 = 1 << 6;
+    /// The key signs only digests the TPM made itself (an AK).
     pub const RESTRICTED: u32 = 1 << 16;
+    /// A decryption key.
     pub const DECRYPT: u32 = 1 << 17;
+    /// A signing key.
     pub const SIGN: u32 = 1 << 18;
 }
 
@@ -128,8 +136,11 @@ const RH_ENDORSEMENT: u32 = 0x4000_000b;
 pub struct TpmPublic {
     /// The TPMT_PUBLIC bytes, which the key's name hashes.
     area: Vec<u8>,
+    /// TPMA_OBJECT bits ([`attr`]).
     pub attributes: u32,
+    /// The policy digest that authorises the key's use (teelog: its TPM2_PolicyPCR).
     pub auth_policy: Vec<u8>,
+    /// The public key, as teelog verifies with it.
     pub key: PublicKey,
 }
 
@@ -316,9 +327,11 @@ pub struct TpmEvidence<'a> {
     pub key_public: &'a [u8],
     /// TPMS_ATTEST and TPMT_SIGNATURE of TPM2_Certify(key) by the AK.
     pub certify: &'a [u8],
+    /// The AK's signature over `certify`.
     pub certify_signature: &'a [u8],
     /// TPMS_ATTEST and TPMT_SIGNATURE of TPM2_Quote by the AK.
     pub quote: &'a [u8],
+    /// The AK's signature over `quote`.
     pub quote_signature: &'a [u8],
     /// The quoted PCR values, concatenated in selection order.
     pub pcr_values: &'a [u8],

@@ -28,6 +28,7 @@ pub(crate) fn layout(config: &LokiSinkConfig) -> Result<Layout, LabelError> {
     })
 }
 
+/// Pushes spooled batches to Loki in the teelog layout (docs/LOKI.md).
 pub struct LokiSink {
     client: LokiClient,
     layout: Layout,

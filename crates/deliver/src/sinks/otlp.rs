@@ -29,6 +29,7 @@ struct Status {
     message: String,
 }
 
+/// Exports spooled batches to an OTLP/HTTP logs endpoint (docs/FORMAT.md §13.3).
 pub struct OtlpSink {
     http: reqwest::Client,
     url: String,
@@ -37,6 +38,7 @@ pub struct OtlpSink {
 }
 
 impl OtlpSink {
+    /// A sink for `config`; fails on a URL that does not parse or a client that cannot be built.
     pub fn open(config: &OtlpSinkConfig) -> Result<Self, String> {
         let url = reqwest::Url::parse(&config.url).map_err(|e| format!("url {:?}: {e}", config.url))?;
         let options = ClientOptions {

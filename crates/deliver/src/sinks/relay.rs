@@ -23,6 +23,9 @@ use crate::delivery::{Delivery, Sink, SinkError};
 /// Bytes of frames written before the acknowledgements are read.
 const WRITE_BYTES: usize = 1 << 20;
 
+/// Sends spooled lines to a gateway over the relay protocol (docs/FORMAT.md §14); a delivery is
+/// done once the gateway acknowledged every line of it, and a broken connection sends again what
+/// was not acknowledged.
 pub struct RelaySink {
     address: String,
     hello: Hello,

@@ -30,14 +30,18 @@ use crate::pipeline::{Origin, RecordBuf, SubmitError, Submitter};
 /// A file's identity, which survives renames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileId {
+    /// The device it is on.
     pub dev: u64,
+    /// Its inode number on that device.
     pub ino: u64,
 }
 
 /// A file as one `stat` saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
+    /// Which file.
     pub id: FileId,
+    /// Its size in bytes.
     pub size: u64,
 }
 
@@ -50,6 +54,7 @@ impl Seen {
 /// The open file, as far as the follower has got in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reading {
+    /// Which file.
     pub id: FileId,
     /// Where the next line starts: everything before it is in the spool.
     pub offset: u64,
@@ -76,6 +81,7 @@ pub enum Step {
 }
 
 /// Decides the next step from the open file (with its size now) and what is at the path now.
+/// Pure, so that every case of rotation is tested without a file system.
 pub fn next_step(open: Option<(Reading, u64)>, at_path: Option<Seen>) -> Step {
     let Some((reading, size)) = open else {
         return if at_path.is_some() { Step::Open } else { Step::Wait };
@@ -100,9 +106,12 @@ pub fn next_step(open: Option<(Reading, u64)>, at_path: Option<Seen>) -> Step {
 pub struct Cursor {
     /// For people reading the file; the identity is what counts.
     pub path: String,
+    /// Which file.
     #[serde(flatten)]
     pub id: FileId,
+    /// Where the next line starts.
     pub offset: u64,
+    /// Lines read before it.
     pub line: u64,
 }
 
@@ -110,7 +119,12 @@ pub struct Cursor {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resume {
     /// From the saved position.
-    At { offset: u64, line: u64 },
+    At {
+        /// Where the next line starts.
+        offset: u64,
+        /// Lines read before it.
+        line: u64,
+    },
     /// From the start: no position is saved.
     Fresh,
     /// From the start: the position saved is in another file (rotated while the daemon was down).
@@ -119,6 +133,7 @@ pub enum Resume {
     Truncated,
 }
 
+/// Where to start in `opened`, given the saved cursor.
 pub fn resume(saved: Option<&Cursor>, opened: Seen) -> Resume {
     match saved {
         None => Resume::Fresh,
@@ -128,12 +143,25 @@ pub fn resume(saved: Option<&Cursor>, opened: Seen) -> Resume {
     }
 }
 
+/// Why following a file stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
+    /// The file or its cursor could not be read or written.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The followed file.
+        path: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// Its records could not be submitted (the signer stopped).
     #[error("{path}: {source}")]
-    Submit { path: String, source: SubmitError },
+    Submit {
+        /// The followed file.
+        path: String,
+        /// Why the submission failed.
+        source: SubmitError,
+    },
 }
 
 /// The cursor file of `path`: its name, for people, and a hash of the whole path, so that two
@@ -178,6 +206,8 @@ pub struct Follower {
 }
 
 impl Follower {
+    /// A follower of `path`, resuming from its cursor in `spool` if one is saved; lines longer
+    /// than `max_line_bytes` are skipped and signed as notices.
     pub fn new(path: &Path, spool: &Path, max_line_bytes: usize, submitter: Submitter) -> Self {
         let cursor_file = cursor_file(spool, path);
         let name = path.display().to_string();

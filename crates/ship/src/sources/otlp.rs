@@ -34,6 +34,7 @@ pub struct Ingest {
 struct Busy(String);
 
 impl Ingest {
+    /// Takes OTLP requests of at most `max_request_bytes` (after decompression) for `submitter`.
     pub fn new(submitter: Submitter, max_request_bytes: usize) -> Self {
         Self { submitter, max_request_bytes }
     }
@@ -226,6 +227,7 @@ fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// The OTLP/HTTP routes: `POST /v1/logs`, protobuf or JSON, optionally gzip-compressed.
 pub fn http_router(ingest: Ingest) -> axum::Router {
     let limit = ingest.max_request_bytes;
     axum::Router::new()
@@ -252,6 +254,7 @@ impl LogsService for Ingest {
     }
 }
 
+/// Serves OTLP/gRPC's `LogsService` on `listener` until `stop` turns true.
 pub async fn serve_grpc(listener: tokio::net::TcpListener, ingest: Ingest, mut stop: watch::Receiver<bool>) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     let limit = ingest.max_request_bytes;

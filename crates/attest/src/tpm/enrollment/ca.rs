@@ -71,6 +71,7 @@ impl EnrollmentCa {
         Ok(Self { issuer: Issuer::new(params, key), certificate_der })
     }
 
+    /// The CA's certificate (DER): the root an auditor passes with `--trust-root`.
     pub fn certificate_der(&self) -> &[u8] {
         &self.certificate_der
     }
