@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod files;
+pub mod html;
 pub mod loki;
 
 use teelog_core::batch::HeaderError;
@@ -88,6 +89,8 @@ pub struct Expectations {
     pub streams: Vec<String>,
     /// Input with no batch at all is OK.
     pub allow_empty: bool,
+    /// The report carries a timeline of which code produced which batches, policy or not.
+    pub timeline: bool,
 }
 
 /// The verifier for `trust` and `expect`, as `teelog verify` and `teelog audit` use it.
@@ -119,6 +122,7 @@ pub fn options(
         max_skew: Some(expect.max_skew),
         allow_empty: expect.allow_empty,
         expect_streams: expect.streams.clone(),
+        timeline: expect.timeline,
     };
     Ok(options)
 }

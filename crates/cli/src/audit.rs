@@ -59,6 +59,10 @@ pub struct AuditArgs {
     #[arg(long, default_value_t = MAX_QUERY_LIMIT,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_QUERY_LIMIT)))]
     pub page_size: u32,
+    /// Also write the report as one self-contained HTML file for people (verdict, timeline of
+    /// code versions per stream, findings, trust anchors).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -79,6 +83,9 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         "teelog audit: {} queries; {:.2} s waiting on Loki, {:.2} s in teelog",
         summary.queries, summary.loki_seconds, summary.teelog_seconds
     );
+    if let Some(path) = &args.report {
+        crate::verify::write_html(path, &report, &args.trust)?;
+    }
     finish(&report, &args.trust, || {
         if args.json {
             println!("{}", serde_json::to_string(&JsonReport { report: &report, audit: &summary })?);
@@ -158,7 +165,7 @@ fn audit(args: &AuditArgs) -> anyhow::Result<(Report, Summary)> {
         allow_empty: args.expect.allow_empty,
         clock: crate::sign::now,
     };
-    let verifier = verifier(&args.trust, &args.expect)?;
+    let verifier = verifier(&args.trust, &args.expect, args.report.is_some())?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut progress = Stderr { live: std::io::stderr().is_terminal() };
     Ok(runtime.block_on(teelog_audit::loki::audit(verifier, &options, &mut progress))?)

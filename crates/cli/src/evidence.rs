@@ -11,7 +11,7 @@ use teelog_core::display::escape_controls;
 use teelog_core::evidence::{check_bundle, Bundle, BundleReport, Exporter, Selection};
 
 use crate::sign::DEFAULT_MAX_BATCH_LINE;
-use crate::verify::{basis_text, expectations, StreamArgs, TrustArgs};
+use crate::verify::{expectations, StreamArgs, TrustArgs};
 
 /// Bundles larger than this are refused before they are parsed.
 const MAX_BUNDLE_BYTES: u64 = 256 << 20;
@@ -138,7 +138,7 @@ fn print_statement(report: &BundleReport) {
         println!("FAIL {}  {}", f.kind.name(), safe(&f.detail));
     }
     for r in &report.proven {
-        let basis = basis_text(r.basis);
+        let basis = teelog_audit::html::basis_text(r.basis);
         println!(
             "RECORD {} of {} in stream {} epoch {} seq {}",
             r.index,

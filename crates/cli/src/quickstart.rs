@@ -64,6 +64,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         expect: StreamArgs::default(),
         json: false,
         max_line_bytes: DEFAULT_MAX_BATCH_LINE,
+        report: None,
     };
     step(&format!(
         "teelog verify --store {d}/store --pubkey {d}/identity/public-key.pem --expect-measurement …"

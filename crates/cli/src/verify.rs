@@ -7,7 +7,7 @@ use anyhow::Context;
 use teelog_audit::{Expectations, Source};
 use teelog_core::display::escape_controls;
 use teelog_core::timestamp::parse_rfc3339;
-use teelog_core::{Report, TrustBasis, Verifier};
+use teelog_core::{Report, Verifier};
 use teelog_trust::{Trust, TrustFiles};
 
 use crate::sign::DEFAULT_MAX_BATCH_LINE;
@@ -29,6 +29,10 @@ pub struct VerifyArgs {
     /// Longer lines are reported as malformed.
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH_LINE)]
     pub max_line_bytes: usize,
+    /// Also write the report as one self-contained HTML file for people (verdict, timeline of
+    /// code versions per stream, findings, trust anchors).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 }
 
 /// What the auditor trusts and expects of each batch, shared by `teelog verify`, `teelog audit`
@@ -83,6 +87,9 @@ pub struct StreamArgs {
 
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let report = verify(args)?;
+    if let Some(path) = &args.report {
+        write_html(path, &report, &args.trust)?;
+    }
     finish(&report, &args.trust, || {
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
@@ -115,14 +122,66 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         }
     });
     let sources: Vec<Source> = files.chain(args.store.clone().map(Source::Store)).collect();
-    Ok(teelog_audit::files::verify(verifier(&args.trust, &args.expect)?, &sources, args.max_line_bytes)?)
+    let verifier = verifier(&args.trust, &args.expect, args.report.is_some())?;
+    Ok(teelog_audit::files::verify(verifier, &sources, args.max_line_bytes)?)
 }
 
 /// The verifier for `args` and `streams`: trusted keys, attestation roots, measurement policy,
-/// freshness.
-pub fn verifier(args: &TrustArgs, streams: &StreamArgs) -> anyhow::Result<Verifier> {
-    let (trust, expect) = expectations(args, streams)?;
+/// freshness; with `timeline`, its report says which code produced which batches.
+pub fn verifier(args: &TrustArgs, streams: &StreamArgs, timeline: bool) -> anyhow::Result<Verifier> {
+    let (trust, mut expect) = expectations(args, streams)?;
+    expect.timeline = timeline;
     Ok(teelog_audit::verifier(trust, &expect)?)
+}
+
+/// Writes `report` as HTML to `path`, saying what was verified and what it rests on.
+pub fn write_html(path: &std::path::Path, report: &Report, trust: &TrustArgs) -> anyhow::Result<()> {
+    let mut anchors: Vec<String> =
+        trust.pubkey.iter().map(|p| format!("public key {} (--pubkey)", p.display())).collect();
+    anchors
+        .extend(trust.trust_root.iter().map(|p| format!("root certificate {} (--trust-root)", p.display())));
+    anchors.push(
+        "the vendor roots pinned in teelog by the SHA-256 of their certificates (AWS Nitro, AMD, Intel)"
+            .into(),
+    );
+    if trust.allow_debug {
+        anchors.push("debug-mode enclaves accepted (--allow-debug)".into());
+    }
+    if let Some(m) = &trust.expect_measurement {
+        anchors.push(format!("every batch must carry measurement {m} (--expect-measurement)"));
+    }
+    let policy = match &trust.policy {
+        Some(path) => teelog_trust::policy(path)?
+            .entries
+            .iter()
+            .map(|e| {
+                let window = match (&e.from, &e.until) {
+                    (None, None) => String::new(),
+                    (from, until) => format!(
+                        " from {} until {}",
+                        from.as_deref().unwrap_or("the start"),
+                        until.as_deref().unwrap_or("the end")
+                    ),
+                };
+                format!("{} {} = {}{window}", e.platform, e.version, e.value)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let context = teelog_audit::html::ReportContext {
+        // The command as typed, with the program named as people call it.
+        subject: std::iter::once("teelog".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
+        anchors,
+        policy,
+        verified_at: teelog_core::timestamp::format_rfc3339(crate::sign::now()),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let html = teelog_audit::html::render(report, &context);
+    teelog_store::write_atomic(path, html.as_bytes())
+        .map_err(|(path, e)| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// What `args` and `streams` say is trusted and expected.
@@ -138,6 +197,7 @@ pub fn expectations(args: &TrustArgs, streams: &StreamArgs) -> anyhow::Result<(T
         max_silence: streams.max_silence,
         streams: streams.expect_streams.clone(),
         allow_empty: streams.allow_empty,
+        timeline: false,
     };
     Ok((Trust::load(&args.files(), crate::attest::now_seconds())?, expect))
 }
@@ -151,16 +211,6 @@ impl TrustArgs {
             policy: self.policy.clone(),
             allow_debug: self.allow_debug,
         }
-    }
-}
-
-/// What trust resting on `basis` means, for people.
-pub fn basis_text(basis: TrustBasis) -> &'static str {
-    match basis {
-        TrustBasis::PinnedVendorRoot => "a vendor root pinned in teelog",
-        TrustBasis::DevRoot => "a dev root given with --trust-root (not hardware-backed)",
-        TrustBasis::TpmEnrollmentCa => "a TPM enrollment CA given with --trust-root",
-        TrustBasis::BarePublicKey => "a public key given with --pubkey (no attestation)",
     }
 }
 
@@ -207,7 +257,7 @@ pub fn print_human(report: &Report) {
         );
     }
     for epoch in &report.trust {
-        let basis = basis_text(epoch.basis);
+        let basis = teelog_audit::html::basis_text(epoch.basis);
         let unsigned = if epoch.epoch_unsigned { " (an AttestationCertThumbprint: not signed)" } else { "" };
         println!(
             "KEY  stream={} epoch={}{unsigned}  {} batches  {}  key {}  rests on {basis}",

@@ -253,6 +253,8 @@ pub struct VerifyOptions {
     pub allow_empty: bool,
     /// Streams that must be present: one without a validly signed batch is `missing_stream`.
     pub expect_streams: Vec<String>,
+    /// The report carries a timeline even without a policy (for a report people read).
+    pub timeline: bool,
 }
 
 /// How far a `sealed_at` may lie after the verification time by default: 5 minutes.
@@ -773,8 +775,8 @@ impl Verifier {
         if attested.is_some_and(|a| a.anchor == TrustBasis::DevRoot) {
             self.dev_attested += 1;
         }
-        // Only the timeline (with a policy) and the freshness check read these.
-        if self.options.policy.is_some() || self.options.freshness.is_some() {
+        // Only the timeline and the freshness check read these.
+        if self.options.policy.is_some() || self.options.timeline || self.options.freshness.is_some() {
             self.timeline.push(TimelinePoint {
                 stream: h.stream.clone(),
                 epoch: h.epoch.clone(),
@@ -958,7 +960,8 @@ impl Verifier {
             trust,
             dev_attested: self.dev_attested,
             keys_needed: self.keys_needed.into_iter().collect(),
-            timeline: self.options.policy.is_some().then(|| build_timeline(&mut self.timeline)),
+            timeline: (self.options.policy.is_some() || self.options.timeline)
+                .then(|| build_timeline(&mut self.timeline)),
         }
     }
 }
