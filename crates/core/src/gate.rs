@@ -483,6 +483,30 @@ impl Continuity {
     /// (docs/FORMAT.md §8), judged in arrival order with bounded memory (§15).
     fn follow(&mut self, batch: &Arrival<'_>, origin: &str, out: &mut Vec<Finding>) -> bool {
         let h = batch.header;
+        // An epoch that continues from this batch arrived before it: the key rule over the
+        // epochs after it can only now see the whole line of keys.
+        let awaited = self.streams.get(&h.stream).is_some_and(|stream| {
+            stream.epochs.values().any(|e| e.starts_after.as_deref() == Some(batch.hash.as_str()))
+        });
+        let duplicate = self.take_in(batch, origin, out);
+        if let Some(stream) = self.streams.get(&h.stream).filter(|_| awaited && !duplicate) {
+            for (descendant, why) in stream.recheck_descendants(&h.epoch) {
+                out.push(Finding {
+                    kind: FindingKind::ChainBreak,
+                    stream: Some(h.stream.clone()),
+                    epoch: Some(descendant),
+                    seq: Some(1),
+                    record_index: None,
+                    detail: format!("{origin}: {why}"),
+                });
+            }
+        }
+        duplicate
+    }
+
+    /// [`follow`](Self::follow) but for the epochs before that arrived late.
+    fn take_in(&mut self, batch: &Arrival<'_>, origin: &str, out: &mut Vec<Finding>) -> bool {
+        let h = batch.header;
         let mut finding = |kind, epoch: &str, seq, detail: String| {
             out.push(Finding {
                 kind,
