@@ -79,12 +79,12 @@ pub enum GatewayError {
     #[error(transparent)]
     Bind(#[from] BindError),
     /// A sink could not be set up; names it.
-    #[error("sink {name:?}: {message}")]
+    #[error("sink {name:?}: {error}")]
     Sink {
         /// The sink's name.
         name: String,
         /// Why.
-        message: String,
+        error: teelog_deliver::sinks::OpenError,
     },
     /// The bearer token file could not be read.
     #[error("listen.bearer_token_file {path}: {source}")]
@@ -120,7 +120,7 @@ pub async fn run(
     for sink_config in &config.sinks {
         let name = sink_config.name();
         let sink = sinks::open(sink_config, None)
-            .map_err(|message| GatewayError::Sink { name: name.clone(), message })?;
+            .map_err(|error| GatewayError::Sink { name: name.clone(), error })?;
         let cursor = delivery::register(&spool, &name);
         let run = delivery::run(name, sink, cursor, spool.clone(), envelope::decode, sinks_stop.clone());
         deliveries.push(tokio::spawn(run));
