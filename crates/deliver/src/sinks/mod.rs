@@ -162,7 +162,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("absent-token");
         let relay = "kind='relay'\naddress='127.0.0.1:1'\n";
-        let cases: [(String, Option<&str>, fn(&OpenError) -> bool, &str); 6] = [
+        // The configuration, the spool's stream, the cause, what the message says.
+        type Case = (String, Option<&'static str>, fn(&OpenError) -> bool, &'static str);
+        let cases: [Case; 6] = [
             (relay.into(), None, |e| matches!(e, OpenError::RelayWithoutStream), "a gateway cannot relay"),
             (
                 format!("{relay}bearer_token='a'\nbearer_token_file='f'"),
