@@ -48,9 +48,9 @@ pub struct Outcome {
     pub lines: u64,
     /// Of those, batch lines.
     pub batches: u64,
-    /// Batches whose signature verified (against a trusted key or attested key).
+    /// Batches judged valid: signed by a trusted or attested key, records intact.
     pub valid: u64,
-    /// Batches whose signature did not verify; spooled all the same, flagged invalid.
+    /// The other batches; spooled all the same, flagged invalid.
     pub invalid: u64,
     /// Batches already received before (counted in `valid` or `invalid` too).
     pub duplicates: u64,
