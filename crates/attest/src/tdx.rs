@@ -43,7 +43,8 @@ pub struct TdxQuote {
     pub td_attributes: [u8; 8],
     /// The measurement of the TD's initial memory: teelog's measurement.
     pub mrtd: [u8; 48],
-    /// An id the TD's owner set at launch; not measured by the TDX module.
+    /// An identifier given when the TD was launched, reported as given: it names, it does not
+    /// measure.
     pub mrconfigid: [u8; 48],
     /// The runtime measurement registers 0 to 3, extended by the TD's firmware and OS.
     pub rtmrs: [[u8; 48]; 4],

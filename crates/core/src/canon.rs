@@ -95,7 +95,8 @@ pub struct Canonicalizer {
 }
 
 impl Canonicalizer {
-    /// A canonicaliser with empty buffers; integers beyond ±2^53 are refused.
+    /// A canonicaliser with empty buffers. [`Canonicalizer::canonicalize`] refuses integers
+    /// beyond ±2^53 unless they are already the exact spelling of a double.
     pub fn new() -> Self {
         Self::default()
     }

@@ -128,7 +128,7 @@ pub struct Report {
     pub ok: bool,
     /// Distinct batch lines (copies counted once), whether or not they verified.
     pub batches: u64,
-    /// Records of the batches whose records are intact.
+    /// Records of the validly signed batches whose records are intact (first copies only).
     pub records: u64,
     /// Copies of batch lines seen before.
     pub duplicates: u64,

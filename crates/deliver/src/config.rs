@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
+use crate::sinks::OpenError;
+
 /// `[metrics]`: where the Prometheus text exposition is served.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,21 +82,21 @@ fn default_relay_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-fn one_token(inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<(), String> {
+fn one_token(inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<(), OpenError> {
     if inline.is_some() && file.is_some() {
-        return Err("give bearer_token or bearer_token_file, not both".into());
+        return Err(OpenError::TwoTokens);
     }
     Ok(())
 }
 
 /// The bearer token a sink is configured with, given inline or in a file.
-pub fn bearer_token(inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<Option<String>, String> {
+pub fn bearer_token(inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<Option<String>, OpenError> {
     one_token(inline, file)?;
     match (inline, file) {
         (Some(token), _) => Ok(Some(token.0.clone())),
         (None, Some(path)) => std::fs::read_to_string(path)
             .map(|t| Some(t.trim().to_string()))
-            .map_err(|e| format!("bearer_token_file {}: {e}", path.display())),
+            .map_err(|error| OpenError::TokenFile { path: path.clone(), error }),
         (None, None) => Ok(None),
     }
 }
@@ -194,12 +196,12 @@ impl SinkConfig {
             SinkConfig::Store { .. } => Ok(()),
             SinkConfig::Loki(c) => {
                 check_url(&c.url)?;
-                one_token(&c.bearer_token, &c.bearer_token_file)?;
+                one_token(&c.bearer_token, &c.bearer_token_file).map_err(|e| e.to_string())?;
                 crate::sinks::loki::layout(c).map(drop).map_err(|e| format!("labels: {e}"))
             }
             SinkConfig::Otlp(c) => check_url(&c.url),
             SinkConfig::Relay(c) => {
-                one_token(&c.bearer_token, &c.bearer_token_file)?;
+                one_token(&c.bearer_token, &c.bearer_token_file).map_err(|e| e.to_string())?;
                 if let Some(tls) = &c.tls {
                     if tls.client_cert.is_some() != tls.client_key.is_some() {
                         return Err("tls: give client_cert and client_key together".into());

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use teelog_core::timestamp::DurationError;
 use teelog_deliver::config::{check_sinks, load_checked, ConfigError, MetricsConfig, SinkConfig};
 
 /// The whole configuration file.
@@ -115,13 +116,8 @@ impl GatewayConfig {
     }
 
     /// `verify.max_silence` in nanoseconds.
-    pub fn max_silence(&self) -> Result<Option<i64>, String> {
-        self.verify
-            .max_silence
-            .as_deref()
-            .map(teelog_core::timestamp::parse_duration)
-            .transpose()
-            .map_err(|e| e.to_string())
+    pub fn max_silence(&self) -> Result<Option<i64>, DurationError> {
+        self.verify.max_silence.as_deref().map(teelog_core::timestamp::parse_duration).transpose()
     }
 }
 

@@ -48,9 +48,9 @@ pub struct Outcome {
     pub lines: u64,
     /// Of those, batch lines.
     pub batches: u64,
-    /// Batches whose signature verified (against a trusted key or attested key).
+    /// Batches judged valid: signed by a trusted or attested key, records intact.
     pub valid: u64,
-    /// Batches whose signature did not verify; spooled all the same, flagged invalid.
+    /// The other batches; spooled all the same, flagged invalid.
     pub invalid: u64,
     /// Batches already received before (counted in `valid` or `invalid` too).
     pub duplicates: u64,
@@ -189,13 +189,35 @@ fn documents_dir(spool: &Path) -> PathBuf {
     spool.join("documents")
 }
 
-/// The continuity state saved by the last run, or a fresh one.
-pub fn load_continuity(spool: &Path) -> Result<Continuity, String> {
+/// Why the continuity state saved by the last run cannot be used; names its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ContinuityError {
+    /// The file exists but cannot be read.
+    #[error("{}: {error}", path.display())]
+    Read {
+        /// The state file.
+        path: PathBuf,
+        /// The operating system's error.
+        error: std::io::Error,
+    },
+    /// The file is not a continuity state (corrupt, or of another version). The gateway does not
+    /// start on it: starting afresh would forget the gaps and forks it was tracking.
+    #[error("{}: {error}", path.display())]
+    Corrupt {
+        /// The state file.
+        path: PathBuf,
+        /// What the JSON parser said.
+        error: serde_json::Error,
+    },
+}
+
+/// The continuity state saved by the last run, or a fresh one if there is none.
+pub fn load_continuity(spool: &Path) -> Result<Continuity, ContinuityError> {
     let path = continuity_path(spool);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| ContinuityError::Corrupt { path, error }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Continuity::default()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(error) => Err(ContinuityError::Read { path, error }),
     }
 }
 
@@ -416,5 +438,24 @@ fn retry(spool: &SpoolState, what: &str, mut f: impl FnMut() -> Result<(), Strin
         spool.metrics.spool_errors.fetch_add(1, Ordering::Relaxed);
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_continuity_state_that_cannot_be_used_stops_the_start_and_names_its_file() {
+        let spool = tempfile::tempdir().unwrap();
+        assert_eq!(load_continuity(spool.path()).unwrap(), Continuity::default(), "none saved yet");
+        std::fs::write(continuity_path(spool.path()), b"{\"streams\":").unwrap();
+        let err = load_continuity(spool.path()).unwrap_err();
+        assert!(matches!(err, ContinuityError::Corrupt { .. }), "{err:?}");
+        assert!(err.to_string().contains("continuity.json"), "{err}");
+        std::fs::remove_file(continuity_path(spool.path())).unwrap();
+        std::fs::create_dir(continuity_path(spool.path())).unwrap();
+        let err = load_continuity(spool.path()).unwrap_err();
+        assert!(matches!(err, ContinuityError::Read { .. }), "{err:?}");
     }
 }

@@ -71,20 +71,22 @@ pub enum GatewayError {
     /// The spool directory could not be opened (or is locked by another gateway).
     #[error("spool: {0}")]
     Spool(#[from] StoreError),
-    /// The continuity state saved in the spool could not be read, or `verify.max_silence` is
-    /// not a duration.
+    /// The continuity state saved in the spool could not be read.
     #[error("spool: {0}")]
-    State(String),
+    Continuity(#[from] ingest::ContinuityError),
+    /// `verify.max_silence` is not a duration.
+    #[error("verify.max_silence: {0}")]
+    MaxSilence(#[from] teelog_core::timestamp::DurationError),
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
     /// A sink could not be set up; names it.
-    #[error("sink {name:?}: {message}")]
+    #[error("sink {name:?}: {error}")]
     Sink {
         /// The sink's name.
         name: String,
         /// Why.
-        message: String,
+        error: teelog_deliver::sinks::OpenError,
     },
     /// The bearer token file could not be read.
     #[error("listen.bearer_token_file {path}: {source}")]
@@ -99,7 +101,7 @@ pub enum GatewayError {
     Thread(std::io::Error),
     /// The TLS certificate, key or client CA could not be loaded or used.
     #[error("listen.tls: {0}")]
-    Tls(String),
+    Tls(#[from] tls::TlsError),
 }
 
 /// Runs the gateway until `shutdown` resolves, judging batches with `gate` (which the caller
@@ -110,7 +112,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let store = Store::open(&config.spool.dir, StoreOptions { segment_bytes: config.spool.segment_bytes })?;
-    let continuity = ingest::load_continuity(store.dir()).map_err(GatewayError::State)?;
+    let continuity = ingest::load_continuity(store.dir())?;
     let metrics = Arc::new(Metrics::default());
     let gateway_metrics = Arc::new(GatewayMetrics::default());
     let spool = Arc::new(SpoolState::new(store.dir().to_path_buf(), store.position(), metrics.clone()));
@@ -120,7 +122,7 @@ pub async fn run(
     for sink_config in &config.sinks {
         let name = sink_config.name();
         let sink = sinks::open(sink_config, None)
-            .map_err(|message| GatewayError::Sink { name: name.clone(), message })?;
+            .map_err(|error| GatewayError::Sink { name: name.clone(), error })?;
         let cursor = delivery::register(&spool, &name);
         let run = delivery::run(name, sink, cursor, spool.clone(), envelope::decode, sinks_stop.clone());
         deliveries.push(tokio::spawn(run));
@@ -148,10 +150,10 @@ pub async fn run(
     let (stop_listeners, listeners_stop) = watch::channel(false);
     let mut listeners = Vec::new();
     // Read once, before anything listens; each listener offers its own protocol.
-    let tls = config.listen.tls.as_ref().map(tls::server_config).transpose().map_err(GatewayError::Tls)?;
+    let tls = config.listen.tls.as_ref().map(tls::server_config).transpose()?;
     let tls_listener = |listener, tls, alpn: &[&[u8]], what| {
         TlsListener::new(listener, tls, alpn, what, metrics.clone())
-            .map_err(|e| GatewayError::Tls(e.to_string()))
+            .map_err(|e| GatewayError::Tls(tls::TlsError::Listener(e)))
     };
     if let Some(addr) = config.listen.relay {
         let listener = bind(addr, "relay").await?;
@@ -185,7 +187,7 @@ pub async fn run(
         let router = metrics_router(move || gateway_metrics.render() + &metrics.render());
         tokio::spawn(serve_http(listener, router, sinks_stop.clone()));
     }
-    if let Some(max_silence) = config.max_silence().map_err(GatewayError::State)? {
+    if let Some(max_silence) = config.max_silence()? {
         let (ingest, mut stop) = (ingest.clone(), listeners_stop.clone());
         listeners.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(SILENCE_CHECK);

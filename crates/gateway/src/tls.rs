@@ -2,6 +2,7 @@
 //! (mTLS). Handshakes run off the accept loop, so a client that stalls one holds up nobody.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +19,31 @@ use crate::config::TlsConfig;
 /// Longest a client may take over its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why the listeners' TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate, key or client CA file that cannot be read, parsed or used; names it.
+    #[error("{}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refused the configuration as a whole.
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+    /// A listener's handshake task could not be started.
+    #[error("{0}")]
+    Listener(std::io::Error),
+}
+
 /// The server configuration for `config`; errors name the file and the problem.
-pub fn server_config(config: &TlsConfig) -> Result<rustls::ServerConfig, String> {
-    let named = |path: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+pub fn server_config(config: &TlsConfig) -> Result<rustls::ServerConfig, TlsError> {
+    let named = |path: &Path, e: &dyn std::fmt::Display| TlsError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert)
         .and_then(|certs| certs.collect())
         .map_err(|e| named(&config.cert, &e))?;
@@ -30,8 +53,7 @@ pub fn server_config(config: &TlsConfig) -> Result<rustls::ServerConfig, String>
     let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| named(&config.key, &e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .with_safe_default_protocol_versions()?;
     let builder = match &config.client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
@@ -120,5 +142,22 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tls_file_that_cannot_be_used_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let config = TlsConfig { cert: cert.clone(), key: key.clone(), client_ca: None };
+        let err = server_config(&config).unwrap_err();
+        assert!(matches!(&err, TlsError::File { path, .. } if path == &cert), "{err:?}");
+        std::fs::write(&cert, "").unwrap();
+        let err = server_config(&config).unwrap_err();
+        assert!(err.to_string().ends_with("cert.pem: no certificate in it"), "{err}");
     }
 }

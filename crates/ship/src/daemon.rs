@@ -36,12 +36,12 @@ pub enum DaemonError {
     #[error(transparent)]
     Ship(#[from] ShipError),
     /// A sink could not be set up; names it.
-    #[error("sink {name:?}: {message}")]
+    #[error("sink {name:?}: {error}")]
     Sink {
         /// The sink's name.
         name: String,
         /// Why.
-        message: String,
+        error: teelog_deliver::sinks::OpenError,
     },
     /// A listener could not be bound.
     #[error(transparent)]
@@ -89,7 +89,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     for sink_config in &config.sinks {
         let name = sink_config.name();
         let sink = sinks::open(sink_config, Some(&config.stream))
-            .map_err(|message| DaemonError::Sink { name: name.clone(), message })?;
+            .map_err(|error| DaemonError::Sink { name: name.clone(), error })?;
         // Registered before anything runs, so that retention waits for every sink.
         let cursor = delivery::register(&spool, &name);
         let run = delivery::run(name, sink, cursor, spool.clone(), delivery::plain, sinks_stop.clone());

@@ -55,8 +55,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 /// How a [`Store`] writes.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
-    /// A segment that has reached this many bytes is closed and the next line starts a new one
-    /// (a line is never split, so a segment may end a little past it).
+    /// A line that would take a segment past this many bytes starts a new segment; lines are
+    /// never split, so a line longer than this has a segment of its own.
     pub segment_bytes: u64,
 }
 

@@ -33,7 +33,7 @@ pub struct DevClaims<'a> {
     pub module_id: &'a str,
     /// The document's time, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
-    /// PCR index to value (48 bytes each, as SHA-384 PCRs are).
+    /// PCR index to value (Nitro's PCRs are SHA-384, 48 bytes).
     pub pcrs: &'a BTreeMap<u64, Vec<u8>>,
     /// The teelog signing key the document binds, as its SubjectPublicKeyInfo in `public_key`.
     pub bound_key: &'a PublicKey,

@@ -10,7 +10,7 @@ use teelog_loki::{
     PushOutcome,
 };
 
-use super::{http_kind, is_attestation_line, retry_delay, Progress};
+use super::{http_kind, is_attestation_line, retry_delay, OpenError, Progress};
 use crate::clock::now;
 use crate::config::LokiSinkConfig;
 use crate::delivery::{Delivery, Entry, Sink, SinkError};
@@ -39,7 +39,7 @@ pub struct LokiSink {
 
 impl LokiSink {
     /// A sink for the spool of `stream` (None for the gateway's, whose entries name theirs).
-    pub fn open(config: &LokiSinkConfig, stream: Option<&str>) -> Result<Self, String> {
+    pub fn open(config: &LokiSinkConfig, stream: Option<&str>) -> Result<Self, OpenError> {
         let bearer_token = crate::config::bearer_token(&config.bearer_token, &config.bearer_token_file)?;
         let options = ClientOptions {
             tenant: config.tenant.clone(),
@@ -48,8 +48,8 @@ impl LokiSink {
             ..ClientOptions::default()
         };
         Ok(Self {
-            client: LokiClient::new(&config.url, options).map_err(|e| e.to_string())?,
-            layout: layout(config).map_err(|e| format!("labels: {e}"))?,
+            client: LokiClient::new(&config.url, options)?,
+            layout: layout(config).map_err(OpenError::Labels)?,
             stream: stream.map(str::to_string),
             progress: Progress::default(),
         })

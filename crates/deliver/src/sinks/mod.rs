@@ -7,10 +7,12 @@
 //! and collects what the far end refused for good, so that the rest of the chunk is still sent
 //! before the refusals are reported.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use teelog_loki::RetryAfter;
+use teelog_loki::{LabelError, LokiError, RetryAfter};
 use teelog_store::reader::Position;
+use teelog_store::StoreError;
 
 use crate::clock::now;
 use crate::config::SinkConfig;
@@ -20,18 +22,59 @@ pub mod loki;
 pub mod otlp;
 pub mod relay;
 
+/// Why a sink could not be set up. Nothing was sent yet: these are the configuration's (or
+/// the machine's) faults, not the far end's.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The store directory could not be opened, or another process writes to it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Both `bearer_token` and `bearer_token_file` are given.
+    #[error("give bearer_token or bearer_token_file, not both")]
+    TwoTokens,
+    /// The bearer token file could not be read.
+    #[error("bearer_token_file {}: {error}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        error: std::io::Error,
+    },
+    /// The URL does not parse.
+    #[error("url {url:?}: {reason}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The HTTP client could not be built (a bad URL scheme or header, TLS set-up).
+    #[error(transparent)]
+    Client(#[from] LokiError),
+    /// The Loki sink's labels do not make a valid layout.
+    #[error("labels: {0}")]
+    Labels(LabelError),
+    /// A relay sink's `tls` could not be set up: a certificate, key or root file that cannot be
+    /// read or used, the system's roots, or a server name that is not one.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// A relay sink on a spool of many streams (the gateway's): the relay protocol carries one
+    /// shipper's stream.
+    #[error("a relay sink forwards one shipper's stream; a gateway cannot relay")]
+    RelayWithoutStream,
+}
+
 /// Opens the sink `config` describes, for the spool of `stream` (None for a spool of many
 /// streams, whose entries name theirs, as the gateway's does).
-pub fn open(config: &SinkConfig, stream: Option<&str>) -> Result<Box<dyn Sink>, String> {
+pub fn open(config: &SinkConfig, stream: Option<&str>) -> Result<Box<dyn Sink>, OpenError> {
     match config {
-        SinkConfig::Store { dir, .. } => Ok(Box::new(
-            StoreSink::open(dir, teelog_store::DEFAULT_SEGMENT_BYTES).map_err(|e| e.to_string())?,
-        )),
+        SinkConfig::Store { dir, .. } => {
+            Ok(Box::new(StoreSink::open(dir, teelog_store::DEFAULT_SEGMENT_BYTES)?))
+        }
         SinkConfig::Loki(loki) => Ok(Box::new(loki::LokiSink::open(loki, stream)?)),
         SinkConfig::Otlp(otlp) => Ok(Box::new(otlp::OtlpSink::open(otlp)?)),
         SinkConfig::Relay(relay) => {
-            let stream =
-                stream.ok_or("a relay sink forwards one shipper's stream; a gateway cannot relay")?;
+            let stream = stream.ok_or(OpenError::RelayWithoutStream)?;
             Ok(Box::new(relay::RelaySink::open(relay, stream)?))
         }
     }
@@ -103,5 +146,66 @@ impl Progress {
             message.push_str(&format!("; and {} more refusals", refused.len() - REFUSALS_SHOWN));
         }
         Err(SinkError::permanent(first.kind.clone(), message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(toml_text: &str) -> SinkConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn a_sink_that_cannot_be_set_up_says_why_as_a_cause_to_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent-token");
+        let relay = "kind='relay'\naddress='127.0.0.1:1'\n";
+        // The configuration, the spool's stream, the cause, what the message says.
+        type Case = (String, Option<&'static str>, fn(&OpenError) -> bool, &'static str);
+        let cases: [Case; 6] = [
+            (relay.into(), None, |e| matches!(e, OpenError::RelayWithoutStream), "a gateway cannot relay"),
+            (
+                format!("{relay}bearer_token='a'\nbearer_token_file='f'"),
+                Some("app"),
+                |e| matches!(e, OpenError::TwoTokens),
+                "not both",
+            ),
+            (
+                format!("{relay}bearer_token_file='{}'", missing.display()),
+                Some("app"),
+                |e| matches!(e, OpenError::TokenFile { .. }),
+                "absent-token",
+            ),
+            (
+                format!("{relay}[tls]\nca='{}'", missing.display()),
+                Some("app"),
+                |e| matches!(e, OpenError::Tls(_)),
+                "tls: ",
+            ),
+            (
+                "kind='otlp'\nurl='not a url'".into(),
+                None,
+                |e| matches!(e, OpenError::Url { .. }),
+                "url \"not a url\"",
+            ),
+            (
+                "kind='loki'\nurl='http://x'\nlabels={teelog_kind='v'}".into(),
+                None,
+                |e| matches!(e, OpenError::Labels(_)),
+                "labels: ",
+            ),
+        ];
+        for (config, stream, cause, text) in cases {
+            let Err(err) = open(&sink(&config), stream) else { panic!("{config}: opened") };
+            assert!(cause(&err), "{config}: {err:?}");
+            assert!(err.to_string().contains(text), "{config}: {err}");
+        }
+        let store = dir.path().join("store");
+        let _held = teelog_store::Store::open(&store, teelog_store::StoreOptions::default()).unwrap();
+        let locked = format!("kind='store'\ndir='{}'", store.display());
+        let Err(err) = open(&sink(&locked), None) else { panic!("a locked store opened") };
+        assert!(matches!(err, OpenError::Store(StoreError::Locked(_))), "{err:?}");
     }
 }

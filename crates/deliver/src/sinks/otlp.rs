@@ -14,7 +14,7 @@ use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use teelog_loki::{error_chain, http_client, read_message, ClientOptions, RetryAfter};
 use teelog_otlp::{encode_protobuf, export_batch, ExportLogsServiceResponse};
 
-use super::{http_kind, is_attestation_line, retry_delay, Progress};
+use super::{http_kind, is_attestation_line, retry_delay, OpenError, Progress};
 use crate::config::OtlpSinkConfig;
 use crate::delivery::{Delivery, Sink, SinkError};
 
@@ -39,15 +39,16 @@ pub struct OtlpSink {
 
 impl OtlpSink {
     /// A sink for `config`; fails on a URL that does not parse or a client that cannot be built.
-    pub fn open(config: &OtlpSinkConfig) -> Result<Self, String> {
-        let url = reqwest::Url::parse(&config.url).map_err(|e| format!("url {:?}: {e}", config.url))?;
+    pub fn open(config: &OtlpSinkConfig) -> Result<Self, OpenError> {
+        let url = reqwest::Url::parse(&config.url)
+            .map_err(|e| OpenError::Url { url: config.url.clone(), reason: e.to_string() })?;
         let options = ClientOptions {
             bearer_token: config.bearer_token.as_ref().map(|t| t.0.clone()),
             timeout: config.timeout,
             extra_headers: config.headers.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
             ..ClientOptions::default()
         };
-        let http = http_client(&url, &options).map_err(|e| e.to_string())?;
+        let http = http_client(&url, &options)?;
         let mut resource = config.resource.clone();
         resource.entry("service.name".into()).or_insert_with(|| "teelog".into());
         Ok(Self {

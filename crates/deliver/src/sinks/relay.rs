@@ -16,7 +16,7 @@ use teelog_relay::{push_frame, FrameReader, Hello, ServerMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Progress;
+use super::{OpenError, Progress};
 use crate::config::{RelaySinkConfig, RelayTlsConfig};
 use crate::delivery::{Delivery, Sink, SinkError};
 
@@ -50,7 +50,7 @@ struct Connection {
 
 impl RelaySink {
     /// A sink for the spool of `stream`.
-    pub fn open(config: &RelaySinkConfig, stream: &str) -> Result<Self, String> {
+    pub fn open(config: &RelaySinkConfig, stream: &str) -> Result<Self, OpenError> {
         let token = crate::config::bearer_token(&config.bearer_token, &config.bearer_token_file)?;
         let tls = match &config.tls {
             None => None,
@@ -59,7 +59,7 @@ impl RelaySink {
                 let name =
                     tls.server_name.as_deref().unwrap_or(host.trim_start_matches('[').trim_end_matches(']'));
                 let name = ServerName::try_from(name.to_string())
-                    .map_err(|e| format!("tls: server name {name:?}: {e}"))?;
+                    .map_err(|e| OpenError::Tls(format!("server name {name:?}: {e}")))?;
                 Some((tokio_rustls::TlsConnector::from(client_config(tls)?), name))
             }
         };
@@ -139,12 +139,14 @@ impl RelaySink {
 }
 
 /// The TLS client configuration of a relay sink; errors name the file.
-fn client_config(tls: &RelayTlsConfig) -> Result<Arc<rustls::ClientConfig>, String> {
-    let named = |path: &std::path::Path, e: &dyn std::fmt::Display| format!("tls: {}: {e}", path.display());
+fn client_config(tls: &RelayTlsConfig) -> Result<Arc<rustls::ClientConfig>, OpenError> {
+    let named = |path: &std::path::Path, e: &dyn std::fmt::Display| {
+        OpenError::Tls(format!("{}: {e}", path.display()))
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?;
+        .map_err(|e| OpenError::Tls(e.to_string()))?;
     let builder = match &tls.ca {
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
@@ -153,7 +155,9 @@ fn client_config(tls: &RelayTlsConfig) -> Result<Arc<rustls::ClientConfig>, Stri
             }
             builder.with_root_certificates(roots)
         }
-        None => builder.with_platform_verifier().map_err(|e| format!("tls: the system's roots: {e}"))?,
+        None => builder
+            .with_platform_verifier()
+            .map_err(|e| OpenError::Tls(format!("the system's roots: {e}")))?,
     };
     let config = match (&tls.client_cert, &tls.client_key) {
         (Some(cert), Some(key)) => {
