@@ -113,8 +113,8 @@ fn build(plans: &[EpochPlan], keys: &[SoftwareSigner]) -> Vec<Built> {
 }
 
 /// The lines in arrival order after the faults, and whether they arrive in order: the honest
-/// batches in the order they were sealed, and no seq after a higher one of its epoch (first
-/// copies; forged lines aside).
+/// batches in the order they were sealed, no seq after a higher one of its epoch (first copies;
+/// forged lines aside), and no batch before the one it links to.
 fn arrive(
     built: &[Built],
     faults: &[Fault],
@@ -190,7 +190,14 @@ fn arrive(
         *top = (*top).max(h.seq);
         fine
     });
-    (lines, in_order && forks_in_order)
+    // And no batch before the one it links to, where that one arrives at all.
+    let headers: Vec<_> = lines.iter().filter_map(|line| ParsedBatch::parse(line).ok()).collect();
+    let first_at = |hash: &str| headers.iter().position(|b| hex::encode(b.header_hash) == hash);
+    let links_in_order = headers
+        .iter()
+        .enumerate()
+        .all(|(i, batch)| batch.header.prev.as_deref().and_then(first_at).is_none_or(|target| target < i));
+    (lines, in_order && forks_in_order && links_in_order)
 }
 
 type Place = (&'static str, String, u64);
