@@ -163,7 +163,15 @@ pub async fn audit(
         waited: Duration::ZERO,
     };
     let streams = if options.streams.is_empty() {
-        let found = loki.streams(&layout.base_selector(), from, to).await?;
+        // Only the kinds a shipper's entries are stored under: a stream that only rejected
+        // (gateway-flagged) entries name is nobody's genuine stream.
+        let mut found = BTreeSet::new();
+        for kind in Kind::AUDITED {
+            found.extend(
+                loki.streams(&layout.kind_selector(kind).map_err(LokiAuditError::Labels)?, from, to).await?,
+            );
+        }
+        let found: Vec<String> = found.into_iter().collect();
         if found.is_empty() && !options.allow_empty {
             verifier.push_malformed(
                 Origin { source: "loki", line: nanos(from) },

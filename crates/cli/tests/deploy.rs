@@ -409,7 +409,7 @@ fn loki_config_has_the_settings_docs_loki_md_requires() {
 }
 
 /// The label values docs/LOKI.md defines for `teelog_kind`.
-const KINDS: [&str; 3] = ["record", "batch", "attestation"];
+const KINDS: [&str; 5] = ["record", "batch", "attestation", "rejected_batch", "rejected_record"];
 
 /// Checks one LogQL expression: balanced brackets, and only documented teelog labels.
 fn check_logql(context: &str, expr: &str) {
@@ -579,7 +579,7 @@ fn dashboard_uses_the_provisioned_datasource_and_is_mounted_where_provisioned() 
     let has = |needle: &str| exprs.iter().any(|e| e.contains(needle));
     assert!(has("teelog_kind=\"batch\""), "batches per stream");
     assert!(has("teelog_kind=\"record\""), "records per stream");
-    assert!(has("signature_valid=\"false\""), "invalid batches");
+    assert!(has("teelog_kind=\"rejected_batch\""), "invalid batches");
     assert!(has("header.prev"), "the continuity table");
     assert!(has("header.measurement"), "measurement changes");
     assert!(has("teelog-gateway"), "the gateway's findings");

@@ -90,12 +90,17 @@ impl Fixture {
 
     /// Waits until the fake Loki holds `n` batch entries.
     fn wait_for_batches(&self, n: usize) {
+        self.wait_for("batch", n);
+    }
+
+    /// Waits until the fake Loki holds `n` entries of `teelog_kind` `kind`.
+    fn wait_for(&self, kind: &str, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.batch_entries().len() < n {
+        while self.entries(kind).len() < n {
             assert!(
                 Instant::now() < deadline,
-                "Loki holds {} of {n} batch entries",
-                self.batch_entries().len()
+                "Loki holds {} of {n} {kind} entries",
+                self.entries(kind).len()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -103,9 +108,14 @@ impl Fixture {
 
     /// Each batch entry in Loki with its stream's `signature_valid` label.
     fn batch_entries(&self) -> Vec<(String, String)> {
+        self.entries("batch")
+    }
+
+    /// Each entry of `teelog_kind` `kind` in Loki with its stream's `signature_valid` label.
+    fn entries(&self, kind: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for (labels, entries) in self.loki.streams() {
-            if labels.get("teelog_kind").map(String::as_str) == Some("batch") {
+            if labels.get("teelog_kind").map(String::as_str) == Some(kind) {
                 let valid = labels.get("signature_valid").cloned().unwrap_or_default();
                 out.extend(entries.into_iter().map(|e| (e.line, valid.clone())));
             }
@@ -227,14 +237,17 @@ fn tampered_and_malformed_lines_are_stored_flagged_and_reported() {
         answer["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["record_tampered", "malformed"], "{answer}");
 
-    // The invalid batch is in Loki, flagged; the malformed line cannot be laid out in Loki and
-    // stays in the store.
-    f.wait_for_batches(3);
-    let flagged: Vec<String> = f.batch_entries().into_iter().map(|(_, v)| v).collect();
-    assert_eq!(flagged.iter().filter(|v| *v == "false").count(), 1, "{flagged:?}");
+    // The invalid batch is in Loki, flagged and apart from the genuine batches; the malformed
+    // line cannot be laid out in Loki and stays in the store.
+    f.wait_for_batches(2);
+    f.wait_for("rejected_batch", 1);
+    assert!(f.batch_entries().iter().all(|(_, valid)| valid == "true"), "{:?}", f.batch_entries());
+    assert_eq!(f.entries("rejected_batch")[0].1, "false");
+    assert_eq!(f.entries("rejected_record").len(), 3);
+    // The audit reads genuine entries only: to it, batch 1 never arrived.
     let (code, json, kinds) = f.audit(&["--pubkey", s(&pubkey)]);
     assert_eq!(code, 1, "{json}");
-    assert_eq!(kinds, ["record_tampered"], "{json}");
+    assert_eq!(kinds, ["sequence_gap"], "{json}");
     // A batch under a key nobody trusts, naming a stream never seen: stored flagged, and
     // counted without its (anyone's) stream name.
     let stranger = f.root.join("stranger");
@@ -255,6 +268,123 @@ fn tampered_and_malformed_lines_are_stored_flagged_and_reported() {
     let out = teelog(&["verify", "--store", s(&f.store()), "--pubkey", s(&pubkey), "--json"], b"");
     let (_, json, kinds) = report(&out);
     assert_eq!(kinds, ["malformed", "record_tampered", "invalid_signature"], "{json}");
+}
+
+/// An audit of the fake Loki over a fixed range, without its timings.
+fn audit_in(f: &Fixture, (from, to): (&str, &str), trust: &[&str]) -> (i32, Value) {
+    let mut args = vec!["audit", "--loki", f.loki.url(), "--from", from, "--to", to, "--json"];
+    args.extend_from_slice(trust);
+    let (code, mut json, _) = report(&teelog(&args, b""));
+    let audit = json["audit"].as_object_mut().unwrap();
+    audit.remove("loki_seconds").unwrap();
+    audit.remove("teelog_seconds").unwrap();
+    (code, json)
+}
+
+#[test]
+fn tampered_copies_of_a_genuine_batch_leave_its_audit_as_it_was() {
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let lines = String::from_utf8(f.sign(&id, "pay", 3, 0..9)).unwrap();
+    let gateway = Daemon::gateway(&f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), ""));
+    let ndjson = [("Content-Type", "application/x-ndjson")];
+    let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, lines.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    f.wait_for_batches(3);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let to =
+        teelog_core::timestamp::format_rfc3339(i64::try_from(now.as_nanos()).unwrap() + 3_600_000_000_000);
+    let range = (from(), to);
+    let range = (range.0.as_str(), range.1.as_str());
+    let before = audit_in(&f, range, &["--pubkey", s(&pubkey)]);
+    assert_eq!(before.0, 0, "{}", before.1);
+
+    // Copies of batch 1, each broken in another way: a record, the signature, the hints, the
+    // header (its count), a record left out.
+    let genuine = lines.lines().nth(1).unwrap();
+    let sig_at = genuine.find("\"sig\":\"").unwrap() + 7;
+    let mut bad_sig = genuine.to_string();
+    let flipped = if &bad_sig[sig_at..sig_at + 1] == "A" { "B" } else { "A" };
+    bad_sig.replace_range(sig_at..sig_at + 1, flipped);
+    let hints_at = genuine.find("\"hints\":\"").unwrap() + 9;
+    let mut bad_hints = genuine.to_string();
+    let flipped = if &bad_hints[hints_at..hints_at + 1] == "0" { "1" } else { "0" };
+    bad_hints.replace_range(hints_at..hints_at + 1, flipped);
+    let tampered = [
+        genuine.replace("record 4", "record 44"),
+        bad_sig,
+        bad_hints,
+        genuine.replace("\"count\":3", "\"count\":2"),
+        format!("{}]}}", &genuine[..genuine.find(",{\"message\":\"record 5\"").unwrap()]),
+    ];
+    for copy in &tampered {
+        assert_ne!(copy, genuine);
+    }
+    let body = tampered.join("\n") + "\n";
+    let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["invalid"].as_u64(), Some(5), "{answer}");
+    // Each copy is kept as evidence, flagged, where the audit does not read it.
+    // The first and the last copy share their batch entry (only records differ), which Loki
+    // folds into one.
+    f.wait_for("rejected_batch", 4);
+    assert!(f.entries("rejected_batch").iter().all(|(_, valid)| valid == "false"));
+    assert_eq!(f.batch_entries().len(), 3, "{:?}", f.batch_entries());
+    let after = audit_in(&f, range, &["--pubkey", s(&pubkey)]);
+    assert_eq!(after, before);
+    gateway.stop();
+}
+
+#[test]
+fn input_never_starts_a_log_line_or_a_metrics_line() {
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let gateway = Daemon::gateway(&f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), ""));
+    let forged = "FORGED 2026-01-01T00:00:00Z  WARN teelog::gateway: all is well";
+    let ndjson = [("Content-Type", "application/x-ndjson")];
+    // A stream name in the query, a line that is no batch, and a batch whose stream and records
+    // carry newlines, carriage returns, line separators and terminal escapes.
+    let path = "/v1/batches?stream=a%0A".to_string() + &forged.replace(' ', "%20");
+    let (status, _) = http(gateway.addr("HTTP"), "POST", &path, &ndjson, b"x\n");
+    assert_eq!(status, 400);
+    let nasty = ["\\n", "\\r", "\\u2028", "\\u001b[2K", "\\u0085"]
+        .map(|sep| format!("{{\"v\":1,\"header\":{{\"stream\":\"s{sep}{forged}\"}}}}\n"))
+        .concat();
+    let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, nasty.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let stranger = f.root.join("stranger");
+    keygen(&stranger, &[]);
+    let batch = String::from_utf8(f.sign(&stranger, "st", 4, 0..1)).unwrap();
+    let batch = batch.replace("record 0", &format!("record 0\\n{forged}\\u2028{forged}"));
+    let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, batch.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let mut hello = b"TEELOGR1".to_vec();
+    hello.extend(frame(format!("{{\"relay\":1,\"stream\":\"r\\n{forged}\"}}").as_bytes()));
+    let answer = relay_exchange(gateway.addr("relay"), &hello);
+    assert!(answer[0]["error"].is_string(), "{answer:?}");
+
+    let text = metrics(gateway.addr("metrics"));
+    for line in text.lines() {
+        assert!(line.starts_with("# ") || line.starts_with("teelog_"), "{line:?} in {text}");
+    }
+    assert!(!text.contains("FORGED"), "{text}");
+    let log = gateway.stop();
+    // Every line is one the gateway began: a timestamp, then the level.
+    let mut carried = 0;
+    for line in log.lines() {
+        let stamp = line.get(..20).unwrap_or("");
+        assert!(
+            stamp.len() == 20 && stamp.as_bytes()[4] == b'-' && stamp.as_bytes()[10] == b'T',
+            "a log line the gateway did not begin: {line:?}"
+        );
+        assert!(!line.chars().any(|c| c.is_control() || c == '\u{2028}'), "{line:?}");
+        carried += line.matches("FORGED").count();
+    }
+    // The input did reach the log, escaped: the query's stream and the hello's.
+    assert!(carried >= 2, "{log}");
 }
 
 #[test]

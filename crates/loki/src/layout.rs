@@ -34,7 +34,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 const ENTRY_PREFIX: &[u8] = b"{\"v\":1,\"header\":";
 const RECORDS_OPEN: &[u8] = b",\"records\":[";
 
-/// Which of the three streams of a teelog stream an entry belongs to (the `teelog_kind` label).
+/// Which stream of a teelog stream an entry belongs to (the `teelog_kind` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// One entry per record: the record's canonical bytes.
@@ -43,16 +43,36 @@ pub enum Kind {
     Batch,
     /// Attestation document lines.
     Attestation,
+    /// The batch entries of batches the gateway found invalid (signature, records or
+    /// attestation), laid out as [`Kind::Batch`] but apart, so that a forged or tampered copy of
+    /// a batch never lands among the entries the audit reads: they stay there as evidence.
+    RejectedBatch,
+    /// The records of those batches, laid out as [`Kind::Record`].
+    RejectedRecord,
 }
 
 impl Kind {
+    /// The kinds a shipper's genuine entries are stored under: what the audit reads.
+    pub const AUDITED: [Kind; 3] = [Kind::Record, Kind::Batch, Kind::Attestation];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Record => "record",
             Kind::Batch => "batch",
             Kind::Attestation => "attestation",
+            Kind::RejectedBatch => "rejected_batch",
+            Kind::RejectedRecord => "rejected_record",
         }
     }
+}
+
+/// Where a batch line goes: among the entries the audit reads, or apart as evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// A batch nobody judged (the shipper's own), or one the gateway found valid.
+    Audited,
+    /// A batch the gateway found invalid: [`Kind::RejectedBatch`] and [`Kind::RejectedRecord`].
+    Rejected,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,6 +168,14 @@ impl Layout {
     /// labels, so that it matches whatever the gateway added (query one selector at a time).
     pub fn selector(&self, stream: &str, kind: Kind) -> Result<String, LabelError> {
         Ok(self.labels(stream, kind, &[])?.to_string())
+    }
+
+    /// The selector of one kind of entries of every teelog stream: the job, the extra labels and
+    /// `teelog_kind`.
+    pub fn kind_selector(&self, kind: Kind) -> Result<String, LabelError> {
+        let mut labels = self.base.clone();
+        labels.insert(LABEL_KIND, kind.as_str())?;
+        Ok(labels.to_string())
     }
 }
 
@@ -342,6 +370,20 @@ impl<'l> PushBuilder<'l> {
     /// Adds one batch line: its batch entry and one entry per record. `extra` labels go on both
     /// streams. Nothing is added when an error is returned.
     pub fn add_batch(&mut self, line: &[u8], extra: &[(&str, &str)]) -> Result<(), LayoutError> {
+        self.add_placed_batch(line, Placement::Audited, extra)
+    }
+
+    /// [`PushBuilder::add_batch`], with the streams `placement` gives.
+    pub fn add_placed_batch(
+        &mut self,
+        line: &[u8],
+        placement: Placement,
+        extra: &[(&str, &str)],
+    ) -> Result<(), LayoutError> {
+        let (batch_kind, record_kind) = match placement {
+            Placement::Audited => (Kind::Batch, Kind::Record),
+            Placement::Rejected => (Kind::RejectedBatch, Kind::RejectedRecord),
+        };
         let split = split_batch_line(line)?;
         let h = &split.header;
         let limit = self.layout.max_line_bytes;
@@ -382,8 +424,8 @@ impl<'l> PushBuilder<'l> {
             pair(META_COUNT, split.records.len().to_string()),
         ];
         let batch = entry(split.sealed_at, &split.batch_entry, batch_metadata);
-        let batch_labels = self.layout.labels(&h.stream, Kind::Batch, extra)?.to_string();
-        let record_labels = self.layout.labels(&h.stream, Kind::Record, extra)?.to_string();
+        let batch_labels = self.layout.labels(&h.stream, batch_kind, extra)?.to_string();
+        let record_labels = self.layout.labels(&h.stream, record_kind, extra)?.to_string();
         self.streams.entry(batch_labels).or_default().push(batch);
         if !records.is_empty() {
             self.streams.entry(record_labels).or_default().extend(records);

@@ -27,7 +27,7 @@ pub use client::{error_chain, http_client, read_message, ClientOptions, LokiClie
 pub use labels::{LabelError, LabelSet};
 pub use layout::{
     batch_to_push, parse_batch_entry, rebuild_batch_line, split_batch_line, AttestationInput, BatchEntry,
-    Kind, Layout, LayoutError, LayoutOptions, PushBuilder, SplitBatch,
+    Kind, Layout, LayoutError, LayoutOptions, Placement, PushBuilder, SplitBatch,
 };
 pub use proto::PushRequest;
 pub use push::{classify_push_response, encode_push, PushError, PushOutcome, RetryAfter};
