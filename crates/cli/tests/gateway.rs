@@ -516,7 +516,7 @@ fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
     assert!(body.contains("\"duplicates\":1"), "{body}");
 
     let answer = silent.join().unwrap();
-    assert!(answer[0]["error"].as_str().unwrap().contains("no hello within 10s"), "{answer:?}");
+    assert!(answer[0]["error"].as_str().unwrap().contains("no hello within 5s"), "{answer:?}");
     let text = metrics(gateway.addr("metrics"));
     for reason in [
         r#"source="http",reason="unauthorized"} 2"#,
@@ -666,4 +666,173 @@ fn over_mtls_only_clients_with_a_certificate_get_in() {
     }
     let log = gateway.stop();
     assert!(log.contains("TLS handshake failed"), "{log}");
+}
+
+/// Connections a flood opens: past every cap the gateway sets under `ulimit -n 1024`, within
+/// what a test process may hold.
+const FLOOD: usize = 800;
+
+/// How a flood's connections behave once open.
+#[derive(Debug, Clone, Copy)]
+enum Flood {
+    /// Connect, send nothing.
+    Idle,
+    /// Send what they must send first (the relay magic, HTTP request headers) a byte at a time.
+    Slow(&'static [u8]),
+}
+
+/// Opens `FLOOD` connections to `addr` and keeps them open, behaving as `flood` says, until the
+/// returned flag is set; a connection the gateway closes is not replaced.
+fn flood(
+    addr: SocketAddr,
+    flood: Flood,
+) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    let mut sockets: Vec<TcpStream> = (0..FLOOD).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+    assert!(sockets.len() > FLOOD / 2, "only {} flood connections opened", sockets.len());
+    let thread = std::thread::spawn(move || {
+        let mut sent = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            if let Flood::Slow(opening) = flood {
+                let byte = &opening[sent % opening.len()..][..1];
+                sockets.retain_mut(|s| s.write_all(byte).is_ok());
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    (done, thread)
+}
+
+#[test]
+fn floods_of_idle_and_slow_connections_leave_a_shipper_served_under_ulimit_1024() {
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let line = f.sign(&id, "ops", 4096, 0..4);
+    std::fs::write(f.root.join("token"), "s3cret\n").unwrap();
+    let extra = format!("bearer_token_file = '{}'", s(&f.root.join("token")));
+    let config = f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), &extra);
+    let gateway = Daemon::gateway_with_open_files(&config, 1024);
+    let (relay, http_addr) = (gateway.addr("relay"), gateway.addr("HTTP"));
+    let mut shipper = b"TEELOGR1".to_vec();
+    shipper.extend(frame(br#"{"relay":1,"stream":"ops","token":"s3cret"}"#));
+    shipper.extend(frame(line.strip_suffix(b"\n").unwrap()));
+    let headers = [("Content-Type", "application/x-ndjson"), ("Authorization", "Bearer s3cret")];
+    // A shipper's relay exchange and an HTTP post: each must succeed, and how long it took.
+    let serve_shipper = || {
+        let started = Instant::now();
+        let answer = relay_exchange(relay, &shipper);
+        assert_eq!(answer.get(1).and_then(|a| a["ack"].as_u64()), Some(1), "{answer:?}");
+        let relay_ms = started.elapsed().as_millis();
+        let started = Instant::now();
+        let (status, body) = http(http_addr, "POST", "/v1/batches", &headers, &line);
+        assert_eq!(status, 200, "{body}");
+        (relay_ms, started.elapsed().as_millis())
+    };
+    let (relay_ms, http_ms) = serve_shipper();
+    eprintln!(
+        "FIGURES no flood: gateway RSS {} KiB, shipper relay {relay_ms} ms, http {http_ms} ms",
+        gateway.rss_kib()
+    );
+
+    let slow_http = b"POST /v1/batches HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/x-ndjson\r\n";
+    for (name, addr, behaviour) in [
+        ("relay idle", relay, Flood::Idle),
+        ("relay slow hello", relay, Flood::Slow(b"TEELOGR1\0\0\0\x20{\"relay\":1,\"stream\":\"ops\"}")),
+        ("http idle", http_addr, Flood::Idle),
+        ("http slow headers", http_addr, Flood::Slow(slow_http)),
+    ] {
+        let started = Instant::now();
+        let (done, thread) = flood(addr, behaviour);
+        // Let the flood settle in: every connection accepted, the slow ones part way through.
+        std::thread::sleep(Duration::from_millis(1500));
+        let mut worst = (0, 0);
+        for _ in 0..3 {
+            let (relay_ms, http_ms) = serve_shipper();
+            worst = (worst.0.max(relay_ms), worst.1.max(http_ms));
+        }
+        let rss = gateway.rss_kib();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        thread.join().unwrap();
+        eprintln!(
+            "FIGURES {name} flood of {FLOOD}: gateway RSS {rss} KiB, shipper relay {} ms, http {} ms (worst of 3)",
+            worst.0, worst.1
+        );
+        assert!(worst.0 < 5000 && worst.1 < 5000, "{name}: the shipper waited {worst:?} ms");
+        assert!(rss < 200 * 1024, "{name}: the gateway holds {rss} KiB");
+        assert!(started.elapsed() < Duration::from_secs(40), "{name} took {:?}", started.elapsed());
+    }
+    let text = metrics(gateway.addr("metrics"));
+    assert!(text.contains(r#"teelog_requests_refused_total{source="relay",reason="evicted"}"#), "{text}");
+    gateway.stop();
+}
+
+#[test]
+fn relay_places_per_peer_and_request_memory_are_bounded() {
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let extra = "max_request_bytes = 1000000\nmax_buffered_bytes = 2097152";
+    let config = f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), extra);
+    // Under ulimit -n 1024 the gateway allows 56 relay connections per peer address.
+    let gateway = Daemon::gateway_with_open_files(&config, 1024);
+    let relay = gateway.addr("relay");
+    let mut hello = b"TEELOGR1".to_vec();
+    hello.extend(frame(br#"{"relay":1,"stream":"ops"}"#));
+    let open = |n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .map(|_| {
+                let mut socket = TcpStream::connect(relay).unwrap();
+                socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                socket.write_all(&hello).unwrap();
+                let mut len = [0u8; 4];
+                socket.read_exact(&mut len).unwrap();
+                let mut message = vec![0u8; u32::from_be_bytes(len) as usize];
+                socket.read_exact(&mut message).unwrap();
+                assert!(String::from_utf8_lossy(&message).contains("welcome"));
+                socket
+            })
+            .collect()
+    };
+    let mut held = open(56);
+    let answer = relay_exchange(relay, &hello);
+    let refusal = answer[0]["error"].as_str().unwrap_or_default();
+    assert!(refusal.contains("56 relay connections from 127.0.0.1"), "{answer:?}");
+    // One goes, and there is room again.
+    held.pop();
+    std::thread::sleep(Duration::from_millis(200));
+    held.extend(open(1));
+    drop(held);
+
+    // A client holding most of the memory budget with a body it does not finish: another's
+    // request waits for it, then is answered 503, and the gateway holds no more than that.
+    let http_addr = gateway.addr("HTTP");
+    let mut hog = TcpStream::connect(http_addr).unwrap();
+    let head = "POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n\
+                Content-Length: 1000000\r\n\r\n";
+    hog.write_all(head.as_bytes()).unwrap();
+    hog.write_all(&vec![b'x'; 900_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let ndjson = [("Content-Type", "application/x-ndjson")];
+    let (status, body) = http(http_addr, "POST", "/v1/batches", &ndjson, &vec![b'y'; 300_000]);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("2097152 bytes"), "{body}");
+    assert!(started.elapsed() >= Duration::from_secs(9), "{:?}", started.elapsed());
+    // Once the hog is done, the same request goes through.
+    hog.write_all(&vec![b'x'; 100_000]).unwrap();
+    hog.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = [0u8; 12];
+    hog.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let (status, body) = http(http_addr, "POST", "/v1/batches", &ndjson, &vec![b'y'; 300_000]);
+    assert_eq!(status, 200, "{body}");
+    let text = metrics(gateway.addr("metrics"));
+    assert!(text.contains(r#"source="relay",reason="too_many"} 1"#), "{text}");
+    assert!(text.contains(r#"source="http",reason="memory"} 1"#), "{text}");
+    gateway.stop();
 }

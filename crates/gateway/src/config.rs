@@ -45,6 +45,9 @@ pub struct ListenConfig {
     pub http: Option<SocketAddr>,
     /// Largest HTTP request body, and largest relay frame (one line).
     pub max_request_bytes: usize,
+    /// Bytes of requests (HTTP bodies, relay frames and the lines taken from them) held in
+    /// memory at once across all connections; beyond it, clients wait, then are turned away.
+    pub max_buffered_bytes: usize,
     /// A file holding the bearer token clients must present (HTTP `Authorization: Bearer`,
     /// relay hello `token`); none: no token is asked for.
     pub bearer_token_file: Option<PathBuf>,
@@ -54,7 +57,14 @@ pub struct ListenConfig {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { relay: None, http: None, max_request_bytes: 64 << 20, bearer_token_file: None, tls: None }
+        Self {
+            relay: None,
+            http: None,
+            max_request_bytes: 64 << 20,
+            max_buffered_bytes: 256 << 20,
+            bearer_token_file: None,
+            tls: None,
+        }
     }
 }
 
@@ -94,6 +104,13 @@ impl GatewayConfig {
     pub fn check(&self) -> Result<(), String> {
         if self.listen.relay.is_none() && self.listen.http.is_none() {
             return Err("listen: give relay = \"ADDR:PORT\" or http = \"ADDR:PORT\" (or both)".into());
+        }
+        let (request, buffered) = (self.listen.max_request_bytes, self.listen.max_buffered_bytes);
+        if buffered / 2 < request {
+            return Err(format!(
+                "listen.max_buffered_bytes ({buffered}) must be at least twice listen.max_request_bytes \
+                 ({request}): a request is held twice, as it came and as lines"
+            ));
         }
         if let Some(text) = &self.verify.max_silence {
             self.max_silence().map_err(|e| format!("verify.max_silence {text:?}: {e}"))?;
