@@ -668,9 +668,10 @@ fn over_mtls_only_clients_with_a_certificate_get_in() {
     assert!(log.contains("TLS handshake failed"), "{log}");
 }
 
-/// Connections a flood opens: past every cap the gateway sets under `ulimit -n 1024`, within
-/// what a test process may hold.
-const FLOOD: usize = 800;
+/// Connections a flood opens: past every cap the gateway sets under `ulimit -n 1024`, and past
+/// that limit itself (a gateway that took them all would have no descriptor left for a
+/// shipper). A test process allowed fewer opens what it can.
+const FLOOD: usize = 1200;
 
 /// How a flood's connections behave once open.
 #[derive(Debug, Clone, Copy)]
@@ -763,7 +764,7 @@ fn floods_of_idle_and_slow_connections_leave_a_shipper_served_under_ulimit_1024(
             worst.0, worst.1
         );
         assert!(worst.0 < 5000 && worst.1 < 5000, "{name}: the shipper waited {worst:?} ms");
-        assert!(rss < 200 * 1024, "{name}: the gateway holds {rss} KiB");
+        assert!(rss < 100 * 1024, "{name}: the gateway holds {rss} KiB");
         assert!(started.elapsed() < Duration::from_secs(40), "{name} took {:?}", started.elapsed());
     }
     let text = metrics(gateway.addr("metrics"));
