@@ -247,6 +247,15 @@ fn ship_toml_deserializes_and_fits_compose() {
         })
         .collect();
     assert_eq!(relays.len(), 1, "ship.toml should relay to the gateway");
+    // With the token the gateway asks for, which keygen makes.
+    let token = relays[0].bearer_token_file.as_ref().expect("ship.toml: the relay sink's bearer_token_file");
+    let token = token.to_str().unwrap();
+    assert_keygen_writes(&compose, "shipper", token);
+    assert_eq!(
+        std::path::Path::new(token).file_name(),
+        std::path::Path::new(gateway["listen"]["bearer_token_file"].as_str().unwrap()).file_name(),
+        "the shipper's token and the gateway's"
+    );
     let address = &relays[0].address;
     assert_eq!(host_of(address), "gateway");
     assert_eq!(port_of(address), port_of(relay_listen), "relay sink port vs the gateway's listen.relay");
@@ -294,27 +303,18 @@ fn gateway_toml_paths_and_addresses_fit_compose() {
         "gateway: {spool} is on no volume"
     );
 
-    // Each trust root is a file keygen writes into a volume the gateway mounts there.
-    let keygen = compose.service("keygen");
+    // Each trust root, and the bearer token, is a file keygen writes into a volume the gateway
+    // mounts there.
     let roots = gateway["verify"]["trust_roots"].as_array().expect("verify.trust_roots");
     assert!(!roots.is_empty());
     for root in roots {
-        let root = root.as_str().unwrap();
-        let (volume, target) =
-            service.mount_of(root).unwrap_or_else(|| panic!("gateway: {root} is on no volume"));
-        let file = &root[target.len()..];
-        let (_, keygen_target) = keygen
-            .volumes
-            .iter()
-            .find(|(s, _)| s == volume)
-            .unwrap_or_else(|| panic!("keygen does not write volume {volume}"));
-        assert!(
-            keygen.command.contains(&format!("{keygen_target}{file}")),
-            "keygen never writes {keygen_target}{file}: {}",
-            keygen.command
-        );
+        assert_keygen_writes(&compose, "gateway", root.as_str().unwrap());
     }
     assert_eq!(gateway["verify"]["allow_debug"].as_bool(), Some(false));
+    // Clients authenticate: the gateway would not start otherwise, listening beyond loopback.
+    config.check_auth(false).unwrap_or_else(|e| panic!("gateway.toml: {e}"));
+    let token = gateway["listen"]["bearer_token_file"].as_str().expect("gateway listen.bearer_token_file");
+    assert_keygen_writes(&compose, "gateway", token);
 
     // The Loki sink reaches the loki service on the port loki.yaml listens on.
     let sinks = gateway["sinks"].as_array().expect("gateway [[sinks]]");
@@ -327,6 +327,31 @@ fn gateway_toml_paths_and_addresses_fit_compose() {
         let port = port_of(gateway["listen"][key].as_str().unwrap());
         assert!(service.published(port).is_none(), "gateway publishes listen.{key}");
     }
+}
+
+/// Asserts that `path`, as `service` sees it, is on a volume the keygen service writes, and that
+/// keygen's command writes it there.
+fn assert_keygen_writes(compose: &Compose, service: &str, path: &str) {
+    let (volume, target) = compose
+        .service(service)
+        .mount_of(path)
+        .unwrap_or_else(|| panic!("{service}: {path} is on no volume"));
+    let file = &path[target.len()..];
+    let keygen = compose.service("keygen");
+    let (_, keygen_target) = keygen
+        .volumes
+        .iter()
+        .find(|(s, _)| s == volume)
+        .unwrap_or_else(|| panic!("keygen does not write volume {volume}"));
+    let written = format!("{keygen_target}{file}");
+    // Written by a redirection, or as the target at the end of a `cp`.
+    let writes =
+        |line: &str| line.contains(&format!("> {written}")) || line.ends_with(&format!(" {written}"));
+    assert!(
+        keygen.command.lines().any(|line| writes(line.trim_end())),
+        "keygen never writes {written}: {}",
+        keygen.command
+    );
 }
 
 // --- Loki -------------------------------------------------------------------------------------

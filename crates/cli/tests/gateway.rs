@@ -837,3 +837,36 @@ fn relay_places_per_peer_and_request_memory_are_bounded() {
     assert!(text.contains(r#"source="http",reason="memory"} 1"#), "{text}");
     gateway.stop();
 }
+
+#[test]
+fn a_gateway_beyond_loopback_without_client_authentication_refuses_to_start() {
+    let f = fixture();
+    let id = f.software_identity();
+    let verify = format!("pubkeys = ['{}']", s(&id.join("public-key.pem")));
+    let config = f.config("0.0.0.0:0", &verify, "");
+    let out = teelog(&["gateway", "--config", s(&config)], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("listen.relay = \"0.0.0.0:0\"") && stderr.contains("authenticate"), "{stderr}");
+    assert!(stderr.contains("--insecure-no-auth") && stderr.contains("bearer_token_file"), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+
+    // Told to, it starts; with a token, it needs no telling.
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_teelog"))
+        .args(["gateway", "--config", s(&config), "--insecure-no-auth"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
+    while !log.contains("gateway running") {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0, "{log}");
+        log.push_str(&line);
+    }
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    std::fs::write(f.root.join("token"), "s3cret\n").unwrap();
+    let extra = format!("bearer_token_file = '{}'", s(&f.root.join("token")));
+    Daemon::gateway(&f.config("0.0.0.0:0", &verify, &extra)).stop();
+}

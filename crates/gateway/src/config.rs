@@ -118,6 +118,33 @@ impl GatewayConfig {
         check_sinks(&self.sinks, self.spool.keep)
     }
 
+    /// Refuses listeners anyone beyond this host can reach unless clients must authenticate (a
+    /// bearer token, or TLS with client certificates), or `insecure_no_auth` says to go without.
+    pub fn check_auth(&self, insecure_no_auth: bool) -> Result<(), String> {
+        let listen = &self.listen;
+        let authenticated = listen.bearer_token_file.is_some()
+            || listen.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some());
+        if authenticated || insecure_no_auth {
+            return Ok(());
+        }
+        let exposed: Vec<String> = [("relay", listen.relay), ("http", listen.http)]
+            .into_iter()
+            .filter_map(|(key, addr)| Some((key, addr?)))
+            .filter(|(_, addr)| !addr.ip().is_loopback())
+            .map(|(key, addr)| format!("listen.{key} = \"{addr}\""))
+            .collect();
+        if exposed.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{} can be reached from beyond this host, and no client has to authenticate: anyone \
+             who can reach it could fill the gateway's spool and Loki. Set \
+             listen.bearer_token_file, or listen.tls with client_ca (mTLS), or listen on \
+             loopback; --insecure-no-auth starts it anyway",
+            exposed.join(" and ")
+        ))
+    }
+
     /// `verify.max_silence` in nanoseconds.
     pub fn max_silence(&self) -> Result<Option<i64>, String> {
         self.verify.max_silence.as_deref().map(teelog_core::timestamp::parse_duration).transpose()
@@ -160,6 +187,30 @@ mod tests {
         assert_eq!(config.max_silence().unwrap(), Some(30_000_000_000));
         assert_eq!(config.sinks.len(), 2);
         assert!(!config.spool.keep);
+    }
+
+    #[test]
+    fn listeners_beyond_loopback_need_authentication() {
+        let spool = "[spool]\ndir = 's'\nkeep = true\n";
+        let open =
+            load(&format!("{spool}[listen]\nrelay = '0.0.0.0:7400'\nhttp = '127.0.0.1:7401'\n")).unwrap();
+        let err = open.check_auth(false).unwrap_err();
+        assert!(err.contains("listen.relay = \"0.0.0.0:7400\"") && !err.contains("listen.http"), "{err}");
+        assert!(err.contains("--insecure-no-auth") && err.contains("bearer_token_file"), "{err}");
+        assert!(open.check_auth(true).is_ok());
+        let v6 = load(&format!("{spool}[listen]\nhttp = '[::]:7401'\n")).unwrap();
+        assert!(v6.check_auth(false).unwrap_err().contains("listen.http"));
+        for auth in ["bearer_token_file = 't'\n", "[listen.tls]\ncert = 'c'\nkey = 'k'\nclient_ca = 'ca'\n"] {
+            let config = load(&format!("{spool}[listen]\nrelay = '0.0.0.0:7400'\n{auth}")).unwrap();
+            assert!(config.check_auth(false).is_ok(), "{auth}");
+        }
+        // TLS alone says who the gateway is, not who the client is.
+        let tls =
+            load(&format!("{spool}[listen]\nrelay = '10.0.0.1:7400'\n[listen.tls]\ncert = 'c'\nkey = 'k'\n"))
+                .unwrap();
+        assert!(tls.check_auth(false).is_err());
+        let local = load(&format!("{spool}[listen]\nrelay = '127.0.0.1:7400'\nhttp = '[::1]:1'\n")).unwrap();
+        assert!(local.check_auth(false).is_ok());
     }
 
     #[test]
