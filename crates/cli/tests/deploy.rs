@@ -392,13 +392,13 @@ fn loki_http_port() -> u16 {
     values[0].parse().unwrap()
 }
 
-/// Loki's sizes: SI units (docs/LOKI.md §1), e.g. `256KB` = 256,000.
+/// Loki's sizes: binary units (docs/LOKI.md §1), e.g. `256KB` = 262,144.
 fn loki_bytes(size: &str) -> u64 {
     let digits: String = size.chars().take_while(char::is_ascii_digit).collect();
     let unit = match size[digits.len()..].to_ascii_uppercase().as_str() {
         "" | "B" => 1,
-        "KB" => 1000,
-        "MB" => 1000 * 1000,
+        "KB" | "KIB" => 1024,
+        "MB" | "MIB" => 1024 * 1024,
         other => panic!("unit {other:?}"),
     };
     digits.parse::<u64>().unwrap() * unit
@@ -420,9 +420,13 @@ fn loki_config_has_the_settings_docs_loki_md_requires() {
     assert_eq!(limit("max_line_size_truncate"), "false");
     assert_eq!(limit("unordered_writes"), "true");
     assert_eq!(limit("increment_duplicate_timestamp"), "false");
+    assert_eq!(loki_bytes("256KB"), 262_144);
     assert!(loki_bytes(&limit("max_line_size")) >= teelog_loki::layout::DEFAULT_MAX_LINE_BYTES as u64);
     assert!(limit("max_entries_limit_per_query").parse::<u64>().unwrap() >= 5000);
     assert_eq!(one("ruler.storage.type"), "local");
+    // Newer Loki reads the ruler's storage from ruler_storage unless the Thanos object store
+    // clients are off; Loki 3.7 takes the setting too.
+    assert_eq!(one("storage_config.use_thanos_objstore"), "false");
 
     // The ruler reads the directory compose mounts deploy/loki/rules at; with auth disabled the
     // tenant is "fake", so the rules must be in rules/fake/.

@@ -17,8 +17,9 @@ use crate::proto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, T
 
 /// The default `job` label.
 pub const DEFAULT_JOB: &str = "teelog";
-/// Loki's default `max_line_size`: `256KB`, which Loki parses with SI units, so 256,000 bytes.
-pub const DEFAULT_MAX_LINE_BYTES: usize = 256_000;
+/// Loki's default `max_line_size`: `256KB`, which Loki parses in binary units (its sizes are
+/// dskit `flagext.ByteSize`: `KB` is 1024 bytes), so 262,144 bytes.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 256 << 10;
 
 pub const LABEL_JOB: &str = "job";
 pub const LABEL_STREAM: &str = "teelog_stream";

@@ -262,7 +262,7 @@ fn an_overlong_record_names_its_batch_and_index_and_nothing_is_added() {
     let err = batch_to_push(&tiny, &[], &[AttestationInput { stream: "app", line: &doc, timestamp: 0 }])
         .unwrap_err();
     assert!(matches!(err, LayoutError::AttestationTooLong { .. }));
-    assert_eq!(DEFAULT_MAX_LINE_BYTES, 256_000);
+    assert_eq!(DEFAULT_MAX_LINE_BYTES, 262_144);
 }
 
 #[test]

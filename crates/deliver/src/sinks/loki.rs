@@ -24,7 +24,7 @@ pub(crate) fn layout(config: &LokiSinkConfig) -> Result<Layout, LabelError> {
     Layout::new(LayoutOptions {
         job: config.job.clone(),
         extra_labels: config.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        ..LayoutOptions::default()
+        max_line_bytes: config.max_line_bytes,
     })
 }
 
