@@ -466,6 +466,12 @@ fn check_logql(context: &str, expr: &str) {
             rest.trim_start_matches(['!', '=', '~']).trim_start_matches('"').split('"').next().unwrap();
         assert!(["true", "false"].contains(&value), "{context}: signature_valid {value:?}");
     }
+    // A bare `| json` makes a label of every member, the batch entry's hints (16 bytes a record)
+    // included: only named members are extracted.
+    for (i, _) in expr.match_indices("| json") {
+        let next = expr[i + 6..].split_whitespace().next().unwrap_or("");
+        assert!(next.contains("=\""), "{context}: a bare | json in {expr}");
+    }
     for header in expr.match_indices("\"header.").map(|(i, _)| expr[i + 8..].split('"').next().unwrap()) {
         assert!(HEADER_FIELDS.contains(&header), "{context}: header.{header} is not a header member");
     }
@@ -511,6 +517,14 @@ fn rule_field(body: &str, key: &str) -> Option<String> {
     Some(block.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ").trim().to_string())
 }
 
+/// How the kit counts batches: one series per (stream, epoch, seq), counted.
+const DISTINCT_BATCHES: &str = "count by (teelog_stream, epoch) (count by (teelog_stream, epoch, seq) (";
+
+/// `text` without white space, to compare expressions however they are wrapped.
+fn squash(text: &str) -> String {
+    text.split_whitespace().collect()
+}
+
 #[test]
 fn alert_rules_are_complete_and_query_the_layout() {
     let dir = deploy().join("loki/rules");
@@ -533,6 +547,13 @@ fn alert_rules_are_complete_and_query_the_layout() {
                 let expr = rule_field(&body, "expr").unwrap_or_else(|| panic!("{context}: no expr"));
                 assert!(expr.contains("{job=\"teelog\""), "{context}: not a query of job=\"teelog\": {expr}");
                 check_logql(&context, &expr);
+                if name == "TeelogSequenceGap" {
+                    // Distinct batches: a duplicate entry must not cancel a missing one.
+                    assert!(
+                        squash(&expr).contains(&squash(DISTINCT_BATCHES)),
+                        "{context}: counts entries: {expr}"
+                    );
+                }
                 for annotation in ["summary", "description"] {
                     let text = rule_field(&body, annotation).unwrap_or_default();
                     assert!(text.len() > 10, "{context}: no {annotation}");
@@ -605,9 +626,11 @@ fn dashboard_uses_the_provisioned_datasource_and_is_mounted_where_provisioned() 
         }
     }
     // The panels the kit promises.
-    let has = |needle: &str| exprs.iter().any(|e| e.contains(needle));
-    assert!(has("teelog_kind=\"batch\""), "batches per stream");
-    assert!(has("teelog_kind=\"record\""), "records per stream");
+    let has = |needle: &str| exprs.iter().any(|e| squash(e).contains(&squash(needle)));
+    let distinct =
+        DISTINCT_BATCHES.replace("count by (teelog_stream, epoch) (", "count by (teelog_stream) (");
+    assert!(has(&distinct), "distinct batches per stream");
+    assert!(has("count=\"header.count\""), "records per stream, from the signed count");
     assert!(has("teelog_kind=\"rejected_batch\""), "invalid batches");
     assert!(has("header.prev"), "the continuity table");
     assert!(has("header.measurement"), "measurement changes");

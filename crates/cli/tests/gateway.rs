@@ -870,3 +870,64 @@ fn a_gateway_beyond_loopback_without_client_authentication_refuses_to_start() {
     let extra = format!("bearer_token_file = '{}'", s(&f.root.join("token")));
     Daemon::gateway(&f.config("0.0.0.0:0", &verify, &extra)).stop();
 }
+
+/// The entries Loki answers `query` with, forward over the last two days, with their labels.
+fn loki_query(f: &Fixture, query: &str) -> Vec<(std::collections::BTreeMap<String, String>, String)> {
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+            .unwrap();
+    let range =
+        teelog_loki::QueryRange::new(query, now - 2 * 86_400_000_000_000, now + 3_600_000_000_000, 5000)
+            .unwrap();
+    let addr: SocketAddr = f.loki.url().trim_start_matches("http://").parse().unwrap();
+    let (status, body) = http(addr, "GET", &range.path_and_query(), &[], b"");
+    assert_eq!(status, 200, "{query}: {body}");
+    let response = teelog_loki::parse_query_response(body.as_bytes()).unwrap();
+    let mut entries: Vec<_> = response
+        .streams
+        .into_iter()
+        .flat_map(|s| s.entries.into_iter().map(move |e| (e.timestamp, s.labels.clone(), e.line)))
+        .collect();
+    entries.sort_by_key(|(timestamp, _, _)| *timestamp);
+    entries.into_iter().map(|(_, labels, line)| (labels, line)).collect()
+}
+
+/// docs/LOKI.md §6 shows the seed's two queries beside their teelog equivalents; these are
+/// those equivalents, run against the fake Loki with what a gateway stored there.
+#[test]
+fn the_seed_queries_have_teelog_equivalents() {
+    const INVALID: &str = r#"{job="teelog", teelog_kind="rejected_batch"}"#;
+    const IN_SEQ_ORDER: &str = r#"{job="teelog", teelog_kind="batch", teelog_stream="payments"}"#;
+    let loki_md =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/LOKI.md")).unwrap();
+    for query in [INVALID, IN_SEQ_ORDER] {
+        assert!(loki_md.contains(&format!("`{query}`")), "docs/LOKI.md does not show {query}");
+    }
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let lines = String::from_utf8(f.sign(&id, "payments", 2, 0..8)).unwrap();
+    let gateway = Daemon::gateway(&f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), ""));
+    let ndjson = [("Content-Type", "application/x-ndjson")];
+    // Sent twice (a shipper's retry), and a tampered copy of the third batch.
+    let tampered = lines.lines().nth(2).unwrap().replace("record 4", "record 40");
+    for body in [lines.clone(), lines.clone(), tampered.clone() + "\n"] {
+        let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, body.as_bytes());
+        assert_eq!(status, 200, "{answer}");
+    }
+    f.wait_for_batches(4);
+    f.wait_for("rejected_batch", 1);
+
+    let invalid = loki_query(&f, INVALID);
+    assert_eq!(invalid.len(), 1, "{invalid:?}");
+    assert_eq!(invalid[0].0.get("signature_valid").map(String::as_str), Some("false"));
+    assert!(tampered.starts_with(invalid[0].1.strip_suffix('}').unwrap()), "{invalid:?}");
+    let batches = loki_query(&f, IN_SEQ_ORDER);
+    let seqs: Vec<u64> = batches
+        .iter()
+        .map(|(_, line)| serde_json::from_str::<Value>(line).unwrap()["header"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4], "each batch once, in seq order");
+    assert!(batches.iter().all(|(labels, _)| labels["signature_valid"] == "true"));
+    gateway.stop();
+}
