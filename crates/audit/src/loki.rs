@@ -15,7 +15,7 @@ use teelog_loki::layout::LABEL_STREAM;
 use teelog_loki::query::{QueryError, MAX_QUERY_LIMIT};
 use teelog_loki::{
     Assembled, BatchEntries, ClientOptions, ForeignEntries, Kind, LabelError, Layout, LayoutOptions,
-    LokiClient, LokiError, Pager, QueryEntry,
+    LokiClient, LokiError, Pager, PartJoiner, QueryEntry,
 };
 
 /// Loki refuses a query longer than `max_query_length` (721h by default), so longer audits are
@@ -450,13 +450,30 @@ async fn audit_stream(
     .await?;
     let batches = batch_entries.len();
 
-    // A batch's records are stored up to a second after it was sealed.
+    // A batch's records are stored up to a second after it was sealed; records too long for one
+    // Loki line in parts, joined first, then taken in time order with the others.
+    let part_source = source(Kind::RecordPart);
+    let mut joiner = PartJoiner::new(to);
+    loki.each(&selector(Kind::RecordPart)?, from, to.saturating_add(RECORD_SPAN), |read| match read {
+        Read::Entry(entry) => joiner.push(entry.timestamp, &entry.line),
+        Read::Crowded(at) if at < to => unread(verifier, &part_source, at),
+        Read::Crowded(_) => {}
+    })
+    .await?;
+    let joined = joiner.finish();
+    let mut long_records =
+        joined.records.into_iter().flat_map(|(at, lines)| lines.into_iter().map(move |l| (at, l))).peekable();
     let record_source = source(Kind::Record);
     let mut assembler = batch_entries.records();
     let records = loki
         .each(&selector(Kind::Record)?, from, to.saturating_add(RECORD_SPAN), |read| {
             match read {
-                Read::Entry(entry) => assembler.push(entry.timestamp, entry.line),
+                Read::Entry(entry) => {
+                    while let Some((at, line)) = long_records.next_if(|(at, _)| *at <= entry.timestamp) {
+                        assembler.push(at, line);
+                    }
+                    assembler.push(entry.timestamp, entry.line)
+                }
                 Read::Crowded(at) if at < to => unread(verifier, &record_source, at),
                 Read::Crowded(_) => {}
             }
@@ -465,7 +482,15 @@ async fn audit_stream(
             }
         })
         .await?;
+    for (at, line) in long_records {
+        assembler.push(at, line);
+    }
+    for batch in assembler.ready() {
+        audited.verify(verifier, stream, &batch_source, batch);
+    }
     let finished = assembler.finish();
+    report_foreign(verifier, stream, &joined.foreign);
+    audited.foreign_entries += joined.foreign.total;
     for batch in finished.batches {
         audited.verify(verifier, stream, &batch_source, batch);
     }

@@ -438,7 +438,15 @@ fn loki_config_has_the_settings_docs_loki_md_requires() {
 }
 
 /// The label values docs/LOKI.md defines for `teelog_kind`.
-const KINDS: [&str; 5] = ["record", "batch", "attestation", "rejected_batch", "rejected_record"];
+const KINDS: [&str; 7] = [
+    "record",
+    "batch",
+    "attestation",
+    "record_part",
+    "rejected_batch",
+    "rejected_record",
+    "rejected_record_part",
+];
 
 /// Checks one LogQL expression: balanced brackets, and only documented teelog labels.
 fn check_logql(context: &str, expr: &str) {

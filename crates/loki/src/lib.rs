@@ -21,7 +21,10 @@ pub mod proto;
 pub mod push;
 pub mod query;
 
-pub use assemble::{Assembled, Assembler, BatchEntries, Finished, Foreign, ForeignEntries, ForeignReason};
+pub use assemble::{
+    Assembled, Assembler, BatchEntries, Finished, Foreign, ForeignEntries, ForeignReason, JoinedRecords,
+    PartJoiner,
+};
 #[cfg(feature = "http")]
 pub use client::{error_chain, http_client, read_message, ClientOptions, LokiClient, LokiError};
 pub use labels::{LabelError, LabelSet};
