@@ -326,12 +326,26 @@ fn tampered_copies_of_a_genuine_batch_leave_its_audit_as_it_was() {
     assert_eq!(status, 200, "{answer}");
     let answer: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["invalid"].as_u64(), Some(5), "{answer}");
+    // Nor does a stranger's attestation document said to be of the stream, on its own or with a
+    // batch of the stranger's that names it but does not verify.
+    let stranger = f.dev_identity();
+    std::fs::remove_file(f.root.join("pay.ndjson")).unwrap();
+    let theirs = String::from_utf8(f.sign(&stranger, "pay", 3, 0..3)).unwrap();
+    let document = theirs.lines().next().unwrap();
+    assert!(document.contains("\"attestation\":\""), "{document}");
+    let forged = theirs.lines().nth(1).unwrap().replace("record 1", "record 11");
+    for body in [format!("{document}\n"), format!("{document}\n{forged}\n")] {
+        let (status, answer) =
+            http(gateway.addr("HTTP"), "POST", "/v1/batches?stream=pay", &ndjson, body.as_bytes());
+        assert_eq!(status, 200, "{answer}");
+    }
+    f.wait_for("rejected_batch", 5);
     // Each copy is kept as evidence, flagged, where the audit does not read it.
     // The first and the last copy share their batch entry (only records differ), which Loki
-    // folds into one.
-    f.wait_for("rejected_batch", 4);
+    // folds into one; the stranger's forged batch is the fifth.
     assert!(f.entries("rejected_batch").iter().all(|(_, valid)| valid == "false"));
     assert_eq!(f.batch_entries().len(), 3, "{:?}", f.batch_entries());
+    assert!(f.entries("attestation").is_empty(), "{:?}", f.entries("attestation"));
     let after = audit_in(&f, range, &["--pubkey", s(&pubkey)]);
     assert_eq!(after, before);
     gateway.stop();

@@ -34,8 +34,8 @@ pub fn router(ingest: Ingest, access: Arc<Access>) -> axum::Router {
 
 #[derive(Deserialize)]
 struct Params {
-    /// The stream of the attestation lines in the body (they name none); else they go with the
-    /// first batch that names them.
+    /// The stream the client says the body's lines are of: lines that are not batches are filed
+    /// under it. Documents go with the first batch that verifies under them, whatever it says.
     stream: Option<String>,
 }
 

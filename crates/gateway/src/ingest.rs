@@ -35,7 +35,7 @@ pub struct Submission {
     pub source: Arc<str>,
     /// The number of the first line within its source (relay frame or request line).
     pub first_line: u64,
-    /// The stream the client said it ships, for attestation lines (which name none).
+    /// The stream the client said it ships: lines that are not batches are filed under it.
     pub stream: Option<Arc<str>>,
     reply: oneshot::Sender<Result<Outcome, IngestError>>,
 }
@@ -282,10 +282,10 @@ impl Writer {
                 Checked::Document { sha256 } => {
                     outcome.documents += 1;
                     self.metrics.documents.fetch_add(1, Ordering::Relaxed);
+                    // Kept beside the spool, and placed in a stream only by the first batch of
+                    // it that verifies under it (below): the stream a client claims is anyone's
+                    // word, and a document placed there would change what that stream audits as.
                     self.save_document(sha256, line);
-                    if let Some(stream) = hint {
-                        self.emit_document(sha256, stream, out);
-                    }
                     Vec::new()
                 }
                 Checked::Batch(verdict) => {
