@@ -53,6 +53,9 @@ impl HttpLimits {
     }
 }
 
+/// The most a connection buffers of what a client sent: request headers must fit in it.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
 /// Serves `router` on `listener` until `stop` turns true, finishing the requests in hand, with
 /// the default [`HttpLimits`].
 pub async fn serve_http<L>(listener: L, router: axum::Router, stop: watch::Receiver<bool>)
@@ -79,7 +82,12 @@ pub async fn serve_http_with<L>(
 
     let slots = ConnectionSlots::new(limits.max_connections);
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    // A connection's read buffer, request headers included, stays small: hyper's default allows
+    // about 400 KiB each, which a crowd of connections would multiply.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(READ_BUFFER_BYTES);
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let (io, peer) = tokio::select! {
