@@ -813,7 +813,10 @@ fn floods_of_idle_and_slow_connections_leave_a_shipper_served_under_ulimit_1024(
     }
     assert_eq!(stored(), shipped as usize);
     let text = metrics(gateway.addr("metrics"));
-    assert!(text.contains(r#"teelog_requests_refused_total{source="relay",reason="evicted"}"#), "{text}");
+    for source in ["relay", "http"] {
+        let evicted = format!("teelog_requests_refused_total{{source=\"{source}\",reason=\"evicted\"}}");
+        assert!(text.contains(&evicted), "{evicted}: {text}");
+    }
     gateway.stop();
 }
 

@@ -117,12 +117,17 @@ pub async fn serve_http_with<L>(
         });
         let connection = builder.serve_connection(TokioIo::new(io), service);
         let mut stop = stop.clone();
+        let (what, metrics) = (limits.what, limits.metrics.clone());
         connections.spawn(async move {
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
                 // Closed to make room: it was between requests (or before its first).
-                () = slot.evicted() => {}
+                () = slot.evicted() => {
+                    if let Some(metrics) = metrics {
+                        metrics.refused(what, "evicted");
+                    }
+                }
                 () = stopped(&mut stop) => {
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.await;
