@@ -293,10 +293,6 @@ impl ByteBudget {
         Self { kib: Arc::new(Semaphore::new(kib as usize)), total_bytes }
     }
 
-    pub fn total_bytes(&self) -> usize {
-        self.total_bytes
-    }
-
     /// Makes `reserved` hold at least `bytes`, waiting at most `wait` for others to give some
     /// back; a request larger than the whole budget is refused at once.
     pub async fn reserve(
