@@ -15,7 +15,7 @@ use teelog_loki::layout::LABEL_STREAM;
 use teelog_loki::query::{QueryError, MAX_QUERY_LIMIT};
 use teelog_loki::{
     Assembled, BatchEntries, ClientOptions, ForeignEntries, Kind, LabelError, Layout, LayoutOptions,
-    LokiClient, LokiError, Pager, QueryEntry,
+    LokiClient, LokiError, Pager, PartJoiner, QueryEntry,
 };
 
 /// Loki refuses a query longer than `max_query_length` (721h by default), so longer audits are
@@ -195,7 +195,15 @@ pub async fn audit(
         waited: Duration::ZERO,
     };
     let streams = if options.streams.is_empty() {
-        let found = loki.streams(&layout.base_selector(), from, to).await?;
+        // Only the kinds a shipper's entries are stored under: a stream that only rejected
+        // (gateway-flagged) entries name is nobody's genuine stream.
+        let mut found = BTreeSet::new();
+        for kind in Kind::AUDITED {
+            found.extend(
+                loki.streams(&layout.kind_selector(kind).map_err(LokiAuditError::Labels)?, from, to).await?,
+            );
+        }
+        let found: Vec<String> = found.into_iter().collect();
         if found.is_empty() && !options.allow_empty {
             verifier.push_malformed(
                 Origin { source: "loki", line: nanos(from) },
@@ -474,13 +482,30 @@ async fn audit_stream(
     .await?;
     let batches = batch_entries.len();
 
-    // A batch's records are stored up to a second after it was sealed.
+    // A batch's records are stored up to a second after it was sealed; records too long for one
+    // Loki line in parts, joined first, then taken in time order with the others.
+    let part_source = source(Kind::RecordPart);
+    let mut joiner = PartJoiner::new(to);
+    loki.each(&selector(Kind::RecordPart)?, from, to.saturating_add(RECORD_SPAN), |read| match read {
+        Read::Entry(entry) => joiner.push(entry.timestamp, &entry.line),
+        Read::Crowded(at) if at < to => unread(verifier, &part_source, at),
+        Read::Crowded(_) => {}
+    })
+    .await?;
+    let joined = joiner.finish();
+    let mut long_records =
+        joined.records.into_iter().flat_map(|(at, lines)| lines.into_iter().map(move |l| (at, l))).peekable();
     let record_source = source(Kind::Record);
     let mut assembler = batch_entries.records();
     let records = loki
         .each(&selector(Kind::Record)?, from, to.saturating_add(RECORD_SPAN), |read| {
             match read {
-                Read::Entry(entry) => assembler.push(entry.timestamp, entry.line),
+                Read::Entry(entry) => {
+                    while let Some((at, line)) = long_records.next_if(|(at, _)| *at <= entry.timestamp) {
+                        assembler.push(at, line);
+                    }
+                    assembler.push(entry.timestamp, entry.line)
+                }
                 Read::Crowded(at) if at < to => unread(verifier, &record_source, at),
                 Read::Crowded(_) => {}
             }
@@ -489,7 +514,15 @@ async fn audit_stream(
             }
         })
         .await?;
+    for (at, line) in long_records {
+        assembler.push(at, line);
+    }
+    for batch in assembler.ready() {
+        audited.verify(verifier, stream, &batch_source, batch);
+    }
     let finished = assembler.finish();
+    report_foreign(verifier, stream, &joined.foreign);
+    audited.foreign_entries += joined.foreign.total;
     for batch in finished.batches {
         audited.verify(verifier, stream, &batch_source, batch);
     }

@@ -17,10 +17,17 @@ pub struct GatewayArgs {
     /// The daemon's own log level: error, warn, info, debug. Findings are logged at warn.
     #[arg(long, default_value = "info")]
     pub log_level: tracing::Level,
+    /// Listen beyond loopback although clients need neither a bearer token nor a client
+    /// certificate (anyone who can reach the gateway can then send to it).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
     let config = GatewayConfig::load(&args.config)?;
+    config
+        .check_auth(args.insecure_no_auth)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
     let v = &config.verify;
     let files = TrustFiles {
         pubkeys: v.pubkeys.clone(),

@@ -154,8 +154,9 @@ fn untouched_streams_are_found_and_verify_with_counts() {
     assert_eq!((audit["batch_entries"].as_u64(), audit["batches_valid"].as_u64()), (Some(9), Some(9)));
     assert_eq!((audit["record_entries"].as_u64(), audit["foreign_entries"].as_u64()), (Some(24), Some(0)));
     assert!(audit["loki_seconds"].as_f64().is_some() && audit["teelog_seconds"].as_f64().is_some());
-    // One label values call, then per stream the three kinds, each on one page.
-    assert_eq!(audit["queries"].as_u64(), Some(7));
+    // One label values call per kind the audit reads, then per stream those four kinds, each on
+    // one page.
+    assert_eq!(audit["queries"].as_u64(), Some(4 + 8));
 
     let before = f.loki.requests().len();
     let only_db = f.audit(&["--stream", "db", "--tenant", "bank-eu"]);
@@ -164,7 +165,7 @@ fn untouched_streams_are_found_and_verify_with_counts() {
     assert!(text.contains("OK   2 batches, 4 records") && text.contains("2 of 2 batches valid"), "{text}");
     assert!(String::from_utf8_lossy(&only_db.stderr).contains("s waiting on Loki"));
     let tenants: Vec<_> = f.loki.requests().into_iter().skip(before).map(|r| r.tenant).collect();
-    assert_eq!(tenants, vec![Some("bank-eu".to_string()); 3]);
+    assert_eq!(tenants, vec![Some("bank-eu".to_string()); 4]);
 }
 
 #[test]
@@ -460,8 +461,9 @@ fn pages_of_equal_timestamps_across_label_sets_read_everything_once() {
         (Some(6), Some(12), Some(0))
     );
     // A page of 3 holds both copies of one timestamp and the first of the next, where the next
-    // page starts: one page per record and per batch, and one finding no attestation.
-    assert_eq!(json["audit"]["queries"].as_u64(), Some(12 + 6 + 1), "{json}");
+    // page starts: one page per record and per batch, and one each finding no attestation and
+    // no record part.
+    assert_eq!(json["audit"]["queries"].as_u64(), Some(12 + 6 + 1 + 1), "{json}");
     let pages = f.loki.requests().iter().filter(|r| r.target.contains("limit=3&")).count();
     assert_eq!(Some(pages as u64), json["audit"]["queries"].as_u64());
 
@@ -480,7 +482,7 @@ fn loki_errors_are_retried_and_then_reported_with_the_query() {
     f.loki.fail_next(1, 429, Some("0"));
     let (code, json, _) = f.audit_json(&[]);
     assert_eq!(code, 0, "{json}");
-    assert_eq!(json["audit"]["queries"].as_u64(), Some(1 + 2 + 3));
+    assert_eq!(json["audit"]["queries"].as_u64(), Some(4 + 2 + 4));
 
     f.loki.fail_next(5, 503, Some("0"));
     let out = f.audit(&["--stream", "app"]);
@@ -576,4 +578,50 @@ fn shipped_dev_attested_batches_verify_and_need_their_document() {
     assert_eq!(code, 1, "{json}");
     assert!(!kinds.is_empty() && kinds.iter().all(|k| k == "untrusted_attestation"), "{json}");
     assert_eq!(json["audit"]["batches_valid"].as_u64(), Some(0));
+}
+
+#[test]
+fn records_longer_than_a_loki_line_are_stored_in_parts_and_audit_whole() {
+    let f = fixture();
+    // Two-byte characters, so that parts are cut at character boundaries.
+    let long = format!("{{\"message\":\"{}\"}}\n", "é".repeat(200_000));
+    let input = format!("{{\"message\":\"short\"}}\n{long}{{\"message\":\"after\"}}\n{long}");
+    let lines = f.sign_input("app", input.as_bytes(), 3);
+    f.push(&lines, &[]);
+    let streams = f.loki.streams();
+    let kind_of = |labels: &std::collections::BTreeMap<String, String>| labels["teelog_kind"].clone();
+    let parts: Vec<_> =
+        streams.iter().filter(|(l, _)| kind_of(l) == "record_part").flat_map(|(_, e)| e).collect();
+    let records: usize = streams.iter().filter(|(l, _)| kind_of(l) == "record").map(|(_, e)| e.len()).sum();
+    assert_eq!((parts.len(), records), (4, 2), "two long records of two parts each, two short ones");
+    assert!(parts.iter().all(|p| p.line.len() <= teelog_loki::layout::DEFAULT_MAX_LINE_BYTES));
+
+    let (code, json, kinds) = f.audit_json(&[]);
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    assert_eq!((json["batches"].as_u64(), json["records"].as_u64()), (Some(2), Some(4)), "{json}");
+
+    // A part planted beside the genuine ones is foreign and changes nothing else; a genuine part
+    // altered is the record tampered.
+    let first = parts[0].clone();
+    f.loki.edit(|streams| {
+        let (_, entries) = streams.iter_mut().find(|(l, _)| l["teelog_kind"] == "record_part").unwrap();
+        let planted = teelog_loki::layout::record_parts(
+            &format!("{{\"message\":\"{}\"}}", "x".repeat(300_000)),
+            262_144,
+        )
+        .unwrap();
+        entries.push(teelog_fake_loki::Entry { line: planted[0].clone(), ..first.clone() });
+    });
+    let (code, json, kinds) = f.audit_json(&[]);
+    assert_eq!((code, kinds), (1, vec!["malformed".to_string()]), "{json}");
+    assert_eq!(json["audit"]["batches_valid"].as_u64(), Some(2), "{json}");
+    f.loki.edit(|streams| {
+        let (_, entries) = streams.iter_mut().find(|(l, _)| l["teelog_kind"] == "record_part").unwrap();
+        let genuine = entries.iter_mut().find(|e| e.line == first.line).unwrap();
+        genuine.line = genuine.line.replacen('é', "e", 1);
+    });
+    let (code, json, kinds) = f.audit_json(&[]);
+    assert_eq!(code, 1, "{json}");
+    assert!(kinds.contains(&"record_tampered".to_string()), "{json}");
+    assert_eq!(json["audit"]["batches_valid"].as_u64(), Some(1), "{json}");
 }

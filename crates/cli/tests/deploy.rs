@@ -247,6 +247,15 @@ fn ship_toml_deserializes_and_fits_compose() {
         })
         .collect();
     assert_eq!(relays.len(), 1, "ship.toml should relay to the gateway");
+    // With the token the gateway asks for, which keygen makes.
+    let token = relays[0].bearer_token_file.as_ref().expect("ship.toml: the relay sink's bearer_token_file");
+    let token = token.to_str().unwrap();
+    assert_keygen_writes(&compose, "shipper", token);
+    assert_eq!(
+        std::path::Path::new(token).file_name(),
+        std::path::Path::new(gateway["listen"]["bearer_token_file"].as_str().unwrap()).file_name(),
+        "the shipper's token and the gateway's"
+    );
     let address = &relays[0].address;
     assert_eq!(host_of(address), "gateway");
     assert_eq!(port_of(address), port_of(relay_listen), "relay sink port vs the gateway's listen.relay");
@@ -294,27 +303,18 @@ fn gateway_toml_paths_and_addresses_fit_compose() {
         "gateway: {spool} is on no volume"
     );
 
-    // Each trust root is a file keygen writes into a volume the gateway mounts there.
-    let keygen = compose.service("keygen");
+    // Each trust root, and the bearer token, is a file keygen writes into a volume the gateway
+    // mounts there.
     let roots = gateway["verify"]["trust_roots"].as_array().expect("verify.trust_roots");
     assert!(!roots.is_empty());
     for root in roots {
-        let root = root.as_str().unwrap();
-        let (volume, target) =
-            service.mount_of(root).unwrap_or_else(|| panic!("gateway: {root} is on no volume"));
-        let file = &root[target.len()..];
-        let (_, keygen_target) = keygen
-            .volumes
-            .iter()
-            .find(|(s, _)| s == volume)
-            .unwrap_or_else(|| panic!("keygen does not write volume {volume}"));
-        assert!(
-            keygen.command.contains(&format!("{keygen_target}{file}")),
-            "keygen never writes {keygen_target}{file}: {}",
-            keygen.command
-        );
+        assert_keygen_writes(&compose, "gateway", root.as_str().unwrap());
     }
     assert_eq!(gateway["verify"]["allow_debug"].as_bool(), Some(false));
+    // Clients authenticate: the gateway would not start otherwise, listening beyond loopback.
+    config.check_auth(false).unwrap_or_else(|e| panic!("gateway.toml: {e}"));
+    let token = gateway["listen"]["bearer_token_file"].as_str().expect("gateway listen.bearer_token_file");
+    assert_keygen_writes(&compose, "gateway", token);
 
     // The Loki sink reaches the loki service on the port loki.yaml listens on.
     let sinks = gateway["sinks"].as_array().expect("gateway [[sinks]]");
@@ -327,6 +327,31 @@ fn gateway_toml_paths_and_addresses_fit_compose() {
         let port = port_of(gateway["listen"][key].as_str().unwrap());
         assert!(service.published(port).is_none(), "gateway publishes listen.{key}");
     }
+}
+
+/// Asserts that `path`, as `service` sees it, is on a volume the keygen service writes, and that
+/// keygen's command writes it there.
+fn assert_keygen_writes(compose: &Compose, service: &str, path: &str) {
+    let (volume, target) = compose
+        .service(service)
+        .mount_of(path)
+        .unwrap_or_else(|| panic!("{service}: {path} is on no volume"));
+    let file = &path[target.len()..];
+    let keygen = compose.service("keygen");
+    let (_, keygen_target) = keygen
+        .volumes
+        .iter()
+        .find(|(s, _)| s == volume)
+        .unwrap_or_else(|| panic!("keygen does not write volume {volume}"));
+    let written = format!("{keygen_target}{file}");
+    // Written by a redirection, or as the target at the end of a `cp`.
+    let writes =
+        |line: &str| line.contains(&format!("> {written}")) || line.ends_with(&format!(" {written}"));
+    assert!(
+        keygen.command.lines().any(|line| writes(line.trim_end())),
+        "keygen never writes {written}: {}",
+        keygen.command
+    );
 }
 
 // --- Loki -------------------------------------------------------------------------------------
@@ -367,13 +392,13 @@ fn loki_http_port() -> u16 {
     values[0].parse().unwrap()
 }
 
-/// Loki's sizes: SI units (docs/LOKI.md §1), e.g. `256KB` = 256,000.
+/// Loki's sizes: binary units (docs/LOKI.md §1), e.g. `256KB` = 262,144.
 fn loki_bytes(size: &str) -> u64 {
     let digits: String = size.chars().take_while(char::is_ascii_digit).collect();
     let unit = match size[digits.len()..].to_ascii_uppercase().as_str() {
         "" | "B" => 1,
-        "KB" => 1000,
-        "MB" => 1000 * 1000,
+        "KB" | "KIB" => 1024,
+        "MB" | "MIB" => 1024 * 1024,
         other => panic!("unit {other:?}"),
     };
     digits.parse::<u64>().unwrap() * unit
@@ -395,9 +420,13 @@ fn loki_config_has_the_settings_docs_loki_md_requires() {
     assert_eq!(limit("max_line_size_truncate"), "false");
     assert_eq!(limit("unordered_writes"), "true");
     assert_eq!(limit("increment_duplicate_timestamp"), "false");
+    assert_eq!(loki_bytes("256KB"), 262_144);
     assert!(loki_bytes(&limit("max_line_size")) >= teelog_loki::layout::DEFAULT_MAX_LINE_BYTES as u64);
     assert!(limit("max_entries_limit_per_query").parse::<u64>().unwrap() >= 5000);
     assert_eq!(one("ruler.storage.type"), "local");
+    // Newer Loki reads the ruler's storage from ruler_storage unless the Thanos object store
+    // clients are off; Loki 3.7 takes the setting too.
+    assert_eq!(one("storage_config.use_thanos_objstore"), "false");
 
     // The ruler reads the directory compose mounts deploy/loki/rules at; with auth disabled the
     // tenant is "fake", so the rules must be in rules/fake/.
@@ -409,7 +438,15 @@ fn loki_config_has_the_settings_docs_loki_md_requires() {
 }
 
 /// The label values docs/LOKI.md defines for `teelog_kind`.
-const KINDS: [&str; 3] = ["record", "batch", "attestation"];
+const KINDS: [&str; 7] = [
+    "record",
+    "batch",
+    "attestation",
+    "record_part",
+    "rejected_batch",
+    "rejected_record",
+    "rejected_record_part",
+];
 
 /// Checks one LogQL expression: balanced brackets, and only documented teelog labels.
 fn check_logql(context: &str, expr: &str) {
@@ -436,6 +473,12 @@ fn check_logql(context: &str, expr: &str) {
         let value =
             rest.trim_start_matches(['!', '=', '~']).trim_start_matches('"').split('"').next().unwrap();
         assert!(["true", "false"].contains(&value), "{context}: signature_valid {value:?}");
+    }
+    // A bare `| json` makes a label of every member, the batch entry's hints (16 bytes a record)
+    // included: only named members are extracted.
+    for (i, _) in expr.match_indices("| json") {
+        let next = expr[i + 6..].split_whitespace().next().unwrap_or("");
+        assert!(next.contains("=\""), "{context}: a bare | json in {expr}");
     }
     for header in expr.match_indices("\"header.").map(|(i, _)| expr[i + 8..].split('"').next().unwrap()) {
         assert!(HEADER_FIELDS.contains(&header), "{context}: header.{header} is not a header member");
@@ -482,6 +525,14 @@ fn rule_field(body: &str, key: &str) -> Option<String> {
     Some(block.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ").trim().to_string())
 }
 
+/// How the kit counts batches: one series per (stream, epoch, seq), counted.
+const DISTINCT_BATCHES: &str = "count by (teelog_stream, epoch) (count by (teelog_stream, epoch, seq) (";
+
+/// `text` without white space, to compare expressions however they are wrapped.
+fn squash(text: &str) -> String {
+    text.split_whitespace().collect()
+}
+
 #[test]
 fn alert_rules_are_complete_and_query_the_layout() {
     let dir = deploy().join("loki/rules");
@@ -504,6 +555,13 @@ fn alert_rules_are_complete_and_query_the_layout() {
                 let expr = rule_field(&body, "expr").unwrap_or_else(|| panic!("{context}: no expr"));
                 assert!(expr.contains("{job=\"teelog\""), "{context}: not a query of job=\"teelog\": {expr}");
                 check_logql(&context, &expr);
+                if name == "TeelogSequenceGap" {
+                    // Distinct batches: a duplicate entry must not cancel a missing one.
+                    assert!(
+                        squash(&expr).contains(&squash(DISTINCT_BATCHES)),
+                        "{context}: counts entries: {expr}"
+                    );
+                }
                 for annotation in ["summary", "description"] {
                     let text = rule_field(&body, annotation).unwrap_or_default();
                     assert!(text.len() > 10, "{context}: no {annotation}");
@@ -576,10 +634,12 @@ fn dashboard_uses_the_provisioned_datasource_and_is_mounted_where_provisioned() 
         }
     }
     // The panels the kit promises.
-    let has = |needle: &str| exprs.iter().any(|e| e.contains(needle));
-    assert!(has("teelog_kind=\"batch\""), "batches per stream");
-    assert!(has("teelog_kind=\"record\""), "records per stream");
-    assert!(has("signature_valid=\"false\""), "invalid batches");
+    let has = |needle: &str| exprs.iter().any(|e| squash(e).contains(&squash(needle)));
+    let distinct =
+        DISTINCT_BATCHES.replace("count by (teelog_stream, epoch) (", "count by (teelog_stream) (");
+    assert!(has(&distinct), "distinct batches per stream");
+    assert!(has("count=\"header.count\""), "records per stream, from the signed count");
+    assert!(has("teelog_kind=\"rejected_batch\""), "invalid batches");
     assert!(has("header.prev"), "the continuity table");
     assert!(has("header.measurement"), "measurement changes");
     assert!(has("teelog-gateway"), "the gateway's findings");

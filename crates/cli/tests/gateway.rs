@@ -90,12 +90,17 @@ impl Fixture {
 
     /// Waits until the fake Loki holds `n` batch entries.
     fn wait_for_batches(&self, n: usize) {
+        self.wait_for("batch", n);
+    }
+
+    /// Waits until the fake Loki holds `n` entries of `teelog_kind` `kind`.
+    fn wait_for(&self, kind: &str, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.batch_entries().len() < n {
+        while self.entries(kind).len() < n {
             assert!(
                 Instant::now() < deadline,
-                "Loki holds {} of {n} batch entries",
-                self.batch_entries().len()
+                "Loki holds {} of {n} {kind} entries",
+                self.entries(kind).len()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -103,9 +108,14 @@ impl Fixture {
 
     /// Each batch entry in Loki with its stream's `signature_valid` label.
     fn batch_entries(&self) -> Vec<(String, String)> {
+        self.entries("batch")
+    }
+
+    /// Each entry of `teelog_kind` `kind` in Loki with its stream's `signature_valid` label.
+    fn entries(&self, kind: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for (labels, entries) in self.loki.streams() {
-            if labels.get("teelog_kind").map(String::as_str) == Some("batch") {
+            if labels.get("teelog_kind").map(String::as_str) == Some(kind) {
                 let valid = labels.get("signature_valid").cloned().unwrap_or_default();
                 out.extend(entries.into_iter().map(|e| (e.line, valid.clone())));
             }
@@ -227,14 +237,17 @@ fn tampered_and_malformed_lines_are_stored_flagged_and_reported() {
         answer["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["record_tampered", "malformed"], "{answer}");
 
-    // The invalid batch is in Loki, flagged; the malformed line cannot be laid out in Loki and
-    // stays in the store.
-    f.wait_for_batches(3);
-    let flagged: Vec<String> = f.batch_entries().into_iter().map(|(_, v)| v).collect();
-    assert_eq!(flagged.iter().filter(|v| *v == "false").count(), 1, "{flagged:?}");
+    // The invalid batch is in Loki, flagged and apart from the genuine batches; the malformed
+    // line cannot be laid out in Loki and stays in the store.
+    f.wait_for_batches(2);
+    f.wait_for("rejected_batch", 1);
+    assert!(f.batch_entries().iter().all(|(_, valid)| valid == "true"), "{:?}", f.batch_entries());
+    assert_eq!(f.entries("rejected_batch")[0].1, "false");
+    assert_eq!(f.entries("rejected_record").len(), 3);
+    // The audit reads genuine entries only: to it, batch 1 never arrived.
     let (code, json, kinds) = f.audit(&["--pubkey", s(&pubkey)]);
     assert_eq!(code, 1, "{json}");
-    assert_eq!(kinds, ["record_tampered"], "{json}");
+    assert_eq!(kinds, ["sequence_gap"], "{json}");
     // A batch under a key nobody trusts, naming a stream never seen: stored flagged, and
     // counted without its (anyone's) stream name.
     let stranger = f.root.join("stranger");
@@ -255,6 +268,137 @@ fn tampered_and_malformed_lines_are_stored_flagged_and_reported() {
     let out = teelog(&["verify", "--store", s(&f.store()), "--pubkey", s(&pubkey), "--json"], b"");
     let (_, json, kinds) = report(&out);
     assert_eq!(kinds, ["malformed", "record_tampered", "invalid_signature"], "{json}");
+}
+
+/// An audit of the fake Loki over a fixed range, without its timings.
+fn audit_in(f: &Fixture, (from, to): (&str, &str), trust: &[&str]) -> (i32, Value) {
+    let mut args = vec!["audit", "--loki", f.loki.url(), "--from", from, "--to", to, "--json"];
+    args.extend_from_slice(trust);
+    let (code, mut json, _) = report(&teelog(&args, b""));
+    let audit = json["audit"].as_object_mut().unwrap();
+    audit.remove("loki_seconds").unwrap();
+    audit.remove("teelog_seconds").unwrap();
+    (code, json)
+}
+
+#[test]
+fn tampered_copies_of_a_genuine_batch_leave_its_audit_as_it_was() {
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let lines = String::from_utf8(f.sign(&id, "pay", 3, 0..9)).unwrap();
+    let gateway = Daemon::gateway(&f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), ""));
+    let ndjson = [("Content-Type", "application/x-ndjson")];
+    let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, lines.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    f.wait_for_batches(3);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let to =
+        teelog_core::timestamp::format_rfc3339(i64::try_from(now.as_nanos()).unwrap() + 3_600_000_000_000);
+    let range = (from(), to);
+    let range = (range.0.as_str(), range.1.as_str());
+    let before = audit_in(&f, range, &["--pubkey", s(&pubkey)]);
+    assert_eq!(before.0, 0, "{}", before.1);
+
+    // Copies of batch 1, each broken in another way: a record, the signature, the hints, the
+    // header (its count), a record left out.
+    let genuine = lines.lines().nth(1).unwrap();
+    let sig_at = genuine.find("\"sig\":\"").unwrap() + 7;
+    let mut bad_sig = genuine.to_string();
+    let flipped = if &bad_sig[sig_at..sig_at + 1] == "A" { "B" } else { "A" };
+    bad_sig.replace_range(sig_at..sig_at + 1, flipped);
+    let hints_at = genuine.find("\"hints\":\"").unwrap() + 9;
+    let mut bad_hints = genuine.to_string();
+    let flipped = if &bad_hints[hints_at..hints_at + 1] == "0" { "1" } else { "0" };
+    bad_hints.replace_range(hints_at..hints_at + 1, flipped);
+    let tampered = [
+        genuine.replace("record 4", "record 44"),
+        bad_sig,
+        bad_hints,
+        genuine.replace("\"count\":3", "\"count\":2"),
+        format!("{}]}}", &genuine[..genuine.find(",{\"message\":\"record 5\"").unwrap()]),
+    ];
+    for copy in &tampered {
+        assert_ne!(copy, genuine);
+    }
+    let body = tampered.join("\n") + "\n";
+    let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["invalid"].as_u64(), Some(5), "{answer}");
+    // Nor does a stranger's attestation document said to be of the stream, on its own or with a
+    // batch of the stranger's that names it but does not verify.
+    let stranger = f.dev_identity();
+    std::fs::remove_file(f.root.join("pay.ndjson")).unwrap();
+    let theirs = String::from_utf8(f.sign(&stranger, "pay", 3, 0..3)).unwrap();
+    let document = theirs.lines().next().unwrap();
+    assert!(document.contains("\"attestation\":\""), "{document}");
+    let forged = theirs.lines().nth(1).unwrap().replace("record 1", "record 11");
+    for body in [format!("{document}\n"), format!("{document}\n{forged}\n")] {
+        let (status, answer) =
+            http(gateway.addr("HTTP"), "POST", "/v1/batches?stream=pay", &ndjson, body.as_bytes());
+        assert_eq!(status, 200, "{answer}");
+    }
+    f.wait_for("rejected_batch", 5);
+    // Each copy is kept as evidence, flagged, where the audit does not read it.
+    // The first and the last copy share their batch entry (only records differ), which Loki
+    // folds into one; the stranger's forged batch is the fifth.
+    assert!(f.entries("rejected_batch").iter().all(|(_, valid)| valid == "false"));
+    assert_eq!(f.batch_entries().len(), 3, "{:?}", f.batch_entries());
+    assert!(f.entries("attestation").is_empty(), "{:?}", f.entries("attestation"));
+    let after = audit_in(&f, range, &["--pubkey", s(&pubkey)]);
+    assert_eq!(after, before);
+    gateway.stop();
+}
+
+#[test]
+fn input_never_starts_a_log_line_or_a_metrics_line() {
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let gateway = Daemon::gateway(&f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), ""));
+    let forged = "FORGED 2026-01-01T00:00:00Z  WARN teelog::gateway: all is well";
+    let ndjson = [("Content-Type", "application/x-ndjson")];
+    // A stream name in the query, a line that is no batch, and a batch whose stream and records
+    // carry newlines, carriage returns, line separators and terminal escapes.
+    let path = "/v1/batches?stream=a%0A".to_string() + &forged.replace(' ', "%20");
+    let (status, _) = http(gateway.addr("HTTP"), "POST", &path, &ndjson, b"x\n");
+    assert_eq!(status, 400);
+    let nasty = ["\\n", "\\r", "\\u2028", "\\u001b[2K", "\\u0085"]
+        .map(|sep| format!("{{\"v\":1,\"header\":{{\"stream\":\"s{sep}{forged}\"}}}}\n"))
+        .concat();
+    let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, nasty.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let stranger = f.root.join("stranger");
+    keygen(&stranger, &[]);
+    let batch = String::from_utf8(f.sign(&stranger, "st", 4, 0..1)).unwrap();
+    let batch = batch.replace("record 0", &format!("record 0\\n{forged}\\u2028{forged}"));
+    let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, batch.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let mut hello = b"TEELOGR1".to_vec();
+    hello.extend(frame(format!("{{\"relay\":1,\"stream\":\"r\\n{forged}\"}}").as_bytes()));
+    let answer = relay_exchange(gateway.addr("relay"), &hello);
+    assert!(answer[0]["error"].is_string(), "{answer:?}");
+
+    let text = metrics(gateway.addr("metrics"));
+    for line in text.lines() {
+        assert!(line.starts_with("# ") || line.starts_with("teelog_"), "{line:?} in {text}");
+    }
+    assert!(!text.contains("FORGED"), "{text}");
+    let log = gateway.stop();
+    // Every line is one the gateway began: a timestamp, then the level.
+    let mut carried = 0;
+    for line in log.lines() {
+        let stamp = line.get(..20).unwrap_or("");
+        assert!(
+            stamp.len() == 20 && stamp.as_bytes()[4] == b'-' && stamp.as_bytes()[10] == b'T',
+            "a log line the gateway did not begin: {line:?}"
+        );
+        assert!(!line.chars().any(|c| c.is_control() || c == '\u{2028}'), "{line:?}");
+        carried += line.matches("FORGED").count();
+    }
+    // The input did reach the log, escaped: the query's stream and the hello's.
+    assert!(carried >= 2, "{log}");
 }
 
 #[test]
@@ -386,7 +530,7 @@ fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
     assert!(body.contains("\"duplicates\":1"), "{body}");
 
     let answer = silent.join().unwrap();
-    assert!(answer[0]["error"].as_str().unwrap().contains("no hello within 10s"), "{answer:?}");
+    assert!(answer[0]["error"].as_str().unwrap().contains("no hello within 5s"), "{answer:?}");
     let text = metrics(gateway.addr("metrics"));
     for reason in [
         r#"source="http",reason="unauthorized"} 2"#,
@@ -536,4 +680,302 @@ fn over_mtls_only_clients_with_a_certificate_get_in() {
     }
     let log = gateway.stop();
     assert!(log.contains("TLS handshake failed"), "{log}");
+}
+
+/// Connections a flood opens: past every cap the gateway sets under `ulimit -n 1024`, and past
+/// that limit itself (a gateway that took them all would have no descriptor left for a
+/// shipper). A test process allowed fewer opens what it can.
+const FLOOD: usize = 1200;
+
+/// How a flood's connections behave once open.
+#[derive(Debug, Clone, Copy)]
+enum Flood {
+    /// Connect, send nothing.
+    Idle,
+    /// Send what they must send first (the relay magic, HTTP request headers) a byte at a time.
+    Slow(&'static [u8]),
+}
+
+/// Opens `FLOOD` connections to `addr` and keeps them open, behaving as `flood` says, until the
+/// returned flag is set; a connection the gateway closes is not replaced.
+fn flood(
+    addr: SocketAddr,
+    flood: Flood,
+) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    let mut sockets: Vec<TcpStream> = (0..FLOOD).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+    assert!(sockets.len() > FLOOD / 2, "only {} flood connections opened", sockets.len());
+    let thread = std::thread::spawn(move || {
+        let mut sent = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            if let Flood::Slow(opening) = flood {
+                let byte = &opening[sent % opening.len()..][..1];
+                sockets.retain_mut(|s| s.write_all(byte).is_ok());
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    (done, thread)
+}
+
+#[test]
+fn floods_of_idle_and_slow_connections_leave_a_shipper_served_under_ulimit_1024() {
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let line = f.sign(&id, "ops", 4096, 0..4);
+    std::fs::write(f.root.join("token"), "s3cret\n").unwrap();
+    let extra = format!("bearer_token_file = '{}'", s(&f.root.join("token")));
+    let config = f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), &extra);
+    let gateway = Daemon::gateway_with_open_files(&config, 1024);
+    let (relay, http_addr) = (gateway.addr("relay"), gateway.addr("HTTP"));
+    let mut shipper = b"TEELOGR1".to_vec();
+    shipper.extend(frame(br#"{"relay":1,"stream":"ops","token":"s3cret"}"#));
+    shipper.extend(frame(line.strip_suffix(b"\n").unwrap()));
+    let headers = [("Content-Type", "application/x-ndjson"), ("Authorization", "Bearer s3cret")];
+    // The real shipper, relaying with the token.
+    let ship = f.root.join("ship.toml");
+    std::fs::write(
+        &ship,
+        format!(
+            "identity = '{}'\nstream = 'app'\n[batch]\nheartbeat = 'off'\n[spool]\ndir = '{}'\n\
+             [sources]\nstdin = true\n[[sinks]]\nkind = 'relay'\naddress = '{relay}'\n\
+             bearer_token_file = '{}'\n",
+            s(&id),
+            s(&f.root.join("ship-spool")),
+            s(&f.root.join("token")),
+        ),
+    )
+    .unwrap();
+    let mut shipped = 0;
+    // A run of the shipper, a relay exchange and an HTTP post: each must succeed; how long each
+    // took.
+    let mut serve_shipper = || {
+        let started = Instant::now();
+        ok(&teelog(&["ship", "--config", s(&ship)], &records(shipped..shipped + 5)));
+        shipped += 5;
+        let ship_ms = started.elapsed().as_millis();
+        let started = Instant::now();
+        let answer = relay_exchange(relay, &shipper);
+        assert_eq!(answer.get(1).and_then(|a| a["ack"].as_u64()), Some(1), "{answer:?}");
+        let relay_ms = started.elapsed().as_millis().max(ship_ms);
+        let started = Instant::now();
+        let (status, body) = http(http_addr, "POST", "/v1/batches", &headers, &line);
+        assert_eq!(status, 200, "{body}");
+        (relay_ms, started.elapsed().as_millis())
+    };
+    let (relay_ms, http_ms) = serve_shipper();
+    eprintln!(
+        "FIGURES no flood: gateway RSS {} KiB, shipper (worst of a teelog ship run and a relay exchange) {relay_ms} ms, http {http_ms} ms",
+        gateway.rss_kib()
+    );
+
+    let slow_http = b"POST /v1/batches HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/x-ndjson\r\n";
+    for (name, addr, behaviour) in [
+        ("relay idle", relay, Flood::Idle),
+        ("relay slow hello", relay, Flood::Slow(b"TEELOGR1\0\0\0\x20{\"relay\":1,\"stream\":\"ops\"}")),
+        ("http idle", http_addr, Flood::Idle),
+        ("http slow headers", http_addr, Flood::Slow(slow_http)),
+    ] {
+        let started = Instant::now();
+        let (done, thread) = flood(addr, behaviour);
+        // Let the flood settle in: every connection accepted, the slow ones part way through.
+        std::thread::sleep(Duration::from_millis(1500));
+        let mut worst = (0, 0);
+        for _ in 0..3 {
+            let (relay_ms, http_ms) = serve_shipper();
+            worst = (worst.0.max(relay_ms), worst.1.max(http_ms));
+        }
+        let rss = gateway.rss_kib();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        thread.join().unwrap();
+        eprintln!(
+            "FIGURES {name} flood of {FLOOD}: gateway RSS {rss} KiB, shipper relay {} ms, http {} ms (worst of 3)",
+            worst.0, worst.1
+        );
+        assert!(worst.0 < 5000 && worst.1 < 5000, "{name}: the shipper waited {worst:?} ms");
+        assert!(rss < 100 * 1024, "{name}: the gateway holds {rss} KiB");
+        assert!(started.elapsed() < Duration::from_secs(40), "{name} took {:?}", started.elapsed());
+    }
+    // Every record the shipper was given is in Loki.
+    let stored = || -> usize {
+        let streams = f.loki.streams();
+        let app = streams.iter().filter(|(l, _)| l["teelog_kind"] == "record" && l["teelog_stream"] == "app");
+        app.map(|(_, entries)| entries.len()).sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored() < shipped as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(stored(), shipped as usize);
+    let text = metrics(gateway.addr("metrics"));
+    for source in ["relay", "http"] {
+        let evicted = format!("teelog_requests_refused_total{{source=\"{source}\",reason=\"evicted\"}}");
+        assert!(text.contains(&evicted), "{evicted}: {text}");
+    }
+    gateway.stop();
+}
+
+#[test]
+fn relay_places_per_peer_and_request_memory_are_bounded() {
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let extra = "max_request_bytes = 1000000\nmax_buffered_bytes = 2097152";
+    let config = f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), extra);
+    // Under ulimit -n 1024 the gateway allows 56 relay connections per peer address.
+    let gateway = Daemon::gateway_with_open_files(&config, 1024);
+    let relay = gateway.addr("relay");
+    let mut hello = b"TEELOGR1".to_vec();
+    hello.extend(frame(br#"{"relay":1,"stream":"ops"}"#));
+    let open = |n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .map(|_| {
+                let mut socket = TcpStream::connect(relay).unwrap();
+                socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                socket.write_all(&hello).unwrap();
+                let mut len = [0u8; 4];
+                socket.read_exact(&mut len).unwrap();
+                let mut message = vec![0u8; u32::from_be_bytes(len) as usize];
+                socket.read_exact(&mut message).unwrap();
+                assert!(String::from_utf8_lossy(&message).contains("welcome"));
+                socket
+            })
+            .collect()
+    };
+    let mut held = open(56);
+    let answer = relay_exchange(relay, &hello);
+    let refusal = answer[0]["error"].as_str().unwrap_or_default();
+    assert!(refusal.contains("56 relay connections from 127.0.0.1"), "{answer:?}");
+    // One goes, and there is room again.
+    held.pop();
+    std::thread::sleep(Duration::from_millis(200));
+    held.extend(open(1));
+    drop(held);
+
+    // A client holding most of the memory budget with a body it does not finish: another's
+    // request waits for it, then is answered 503, and the gateway holds no more than that.
+    let http_addr = gateway.addr("HTTP");
+    let mut hog = TcpStream::connect(http_addr).unwrap();
+    let head = "POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n\
+                Content-Length: 1000000\r\n\r\n";
+    hog.write_all(head.as_bytes()).unwrap();
+    hog.write_all(&vec![b'x'; 900_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let ndjson = [("Content-Type", "application/x-ndjson")];
+    let (status, body) = http(http_addr, "POST", "/v1/batches", &ndjson, &vec![b'y'; 300_000]);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("2097152 bytes"), "{body}");
+    assert!(started.elapsed() >= Duration::from_secs(9), "{:?}", started.elapsed());
+    // Once the hog is done, the same request goes through.
+    hog.write_all(&vec![b'x'; 100_000]).unwrap();
+    hog.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = [0u8; 12];
+    hog.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let (status, body) = http(http_addr, "POST", "/v1/batches", &ndjson, &vec![b'y'; 300_000]);
+    assert_eq!(status, 200, "{body}");
+    let text = metrics(gateway.addr("metrics"));
+    assert!(text.contains(r#"source="relay",reason="too_many"} 1"#), "{text}");
+    assert!(text.contains(r#"source="http",reason="memory"} 1"#), "{text}");
+    gateway.stop();
+}
+
+#[test]
+fn a_gateway_beyond_loopback_without_client_authentication_refuses_to_start() {
+    let f = fixture();
+    let id = f.software_identity();
+    let verify = format!("pubkeys = ['{}']", s(&id.join("public-key.pem")));
+    let config = f.config("0.0.0.0:0", &verify, "");
+    let out = teelog(&["gateway", "--config", s(&config)], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("listen.relay = \"0.0.0.0:0\"") && stderr.contains("authenticate"), "{stderr}");
+    assert!(stderr.contains("--insecure-no-auth") && stderr.contains("bearer_token_file"), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+
+    // Told to, it starts; with a token, it needs no telling.
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_teelog"))
+        .args(["gateway", "--config", s(&config), "--insecure-no-auth"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
+    while !log.contains("gateway running") {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0, "{log}");
+        log.push_str(&line);
+    }
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    std::fs::write(f.root.join("token"), "s3cret\n").unwrap();
+    let extra = format!("bearer_token_file = '{}'", s(&f.root.join("token")));
+    Daemon::gateway(&f.config("0.0.0.0:0", &verify, &extra)).stop();
+}
+
+/// The entries Loki answers `query` with, forward over the last two days, with their labels.
+fn loki_query(f: &Fixture, query: &str) -> Vec<(std::collections::BTreeMap<String, String>, String)> {
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+            .unwrap();
+    let range =
+        teelog_loki::QueryRange::new(query, now - 2 * 86_400_000_000_000, now + 3_600_000_000_000, 5000)
+            .unwrap();
+    let addr: SocketAddr = f.loki.url().trim_start_matches("http://").parse().unwrap();
+    let (status, body) = http(addr, "GET", &range.path_and_query(), &[], b"");
+    assert_eq!(status, 200, "{query}: {body}");
+    let response = teelog_loki::parse_query_response(body.as_bytes()).unwrap();
+    let mut entries: Vec<_> = response
+        .streams
+        .into_iter()
+        .flat_map(|s| s.entries.into_iter().map(move |e| (e.timestamp, s.labels.clone(), e.line)))
+        .collect();
+    entries.sort_by_key(|(timestamp, _, _)| *timestamp);
+    entries.into_iter().map(|(_, labels, line)| (labels, line)).collect()
+}
+
+/// docs/LOKI.md §6 shows the seed's two queries beside their teelog equivalents; these are
+/// those equivalents, run against the fake Loki with what a gateway stored there.
+#[test]
+fn the_seed_queries_have_teelog_equivalents() {
+    const INVALID: &str = r#"{job="teelog", teelog_kind="rejected_batch"}"#;
+    const IN_SEQ_ORDER: &str = r#"{job="teelog", teelog_kind="batch", teelog_stream="payments"}"#;
+    let loki_md =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/LOKI.md")).unwrap();
+    for query in [INVALID, IN_SEQ_ORDER] {
+        assert!(loki_md.contains(&format!("`{query}`")), "docs/LOKI.md does not show {query}");
+    }
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let lines = String::from_utf8(f.sign(&id, "payments", 2, 0..8)).unwrap();
+    let gateway = Daemon::gateway(&f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), ""));
+    let ndjson = [("Content-Type", "application/x-ndjson")];
+    // Sent twice (a shipper's retry), and a tampered copy of the third batch.
+    let tampered = lines.lines().nth(2).unwrap().replace("record 4", "record 40");
+    for body in [lines.clone(), lines.clone(), tampered.clone() + "\n"] {
+        let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, body.as_bytes());
+        assert_eq!(status, 200, "{answer}");
+    }
+    f.wait_for_batches(4);
+    f.wait_for("rejected_batch", 1);
+
+    let invalid = loki_query(&f, INVALID);
+    assert_eq!(invalid.len(), 1, "{invalid:?}");
+    assert_eq!(invalid[0].0.get("signature_valid").map(String::as_str), Some("false"));
+    assert!(tampered.starts_with(invalid[0].1.strip_suffix('}').unwrap()), "{invalid:?}");
+    let batches = loki_query(&f, IN_SEQ_ORDER);
+    let seqs: Vec<u64> = batches
+        .iter()
+        .map(|(_, line)| serde_json::from_str::<Value>(line).unwrap()["header"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4], "each batch once, in seq order");
+    assert!(batches.iter().all(|(labels, _)| labels["signature_valid"] == "true"));
+    gateway.stop();
 }

@@ -128,6 +128,9 @@ pub struct LokiSinkConfig {
     /// How long one push may take before it is tried again.
     #[serde(default = "default_loki_timeout", deserialize_with = "timeout")]
     pub timeout: Duration,
+    /// The longest entry pushed: at most Loki's `max_line_size`.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
 }
 
 /// `kind = "otlp"`: an OTLP/HTTP logs endpoint.
@@ -169,6 +172,13 @@ fn default_job() -> String {
     teelog_loki::layout::DEFAULT_JOB.into()
 }
 
+/// The smallest `max_line_bytes` taken: a batch entry's header alone can be about 1,100 bytes.
+const MIN_LOKI_LINE_BYTES: usize = 4096;
+
+fn default_max_line_bytes() -> usize {
+    teelog_loki::layout::DEFAULT_MAX_LINE_BYTES
+}
+
 fn default_loki_timeout() -> Duration {
     teelog_loki::ClientOptions::default().timeout
 }
@@ -197,6 +207,13 @@ impl SinkConfig {
             SinkConfig::Loki(c) => {
                 check_url(&c.url)?;
                 one_token(&c.bearer_token, &c.bearer_token_file).map_err(|e| e.to_string())?;
+                if c.max_line_bytes < MIN_LOKI_LINE_BYTES {
+                    return Err(format!(
+                        "max_line_bytes {}: below {MIN_LOKI_LINE_BYTES}, not even a batch entry's \
+                         signed header fits",
+                        c.max_line_bytes
+                    ));
+                }
                 crate::sinks::loki::layout(c).map(drop).map_err(|e| format!("labels: {e}"))
             }
             SinkConfig::Otlp(c) => check_url(&c.url),
@@ -354,6 +371,7 @@ mod tests {
         let SinkConfig::Loki(loki) = &config.sinks[0] else { panic!("{:?}", config.sinks[0]) };
         assert_eq!((loki.job.as_str(), loki.timeout), ("teelog", Duration::from_secs(5)));
         assert_eq!(loki.labels["env"], "prod");
+        assert_eq!(loki.max_line_bytes, 262_144);
         let SinkConfig::Otlp(otlp) = &config.sinks[1] else { panic!("{:?}", config.sinks[1]) };
         assert_eq!(otlp.timeout, Duration::from_secs(10));
         assert_eq!(otlp.headers["x-api-key"].0, "k");
@@ -374,6 +392,7 @@ mod tests {
             (format!("{loki}url='http://x'\nbearer_token='a'\nbearer_token_file='f'"), "not both"),
             (format!("{loki}url='http://x'\nbogus=1"), "bogus"),
             (format!("{loki}url='http://x'\ntimeout='soon'"), "timeout"),
+            (format!("{loki}url='http://x'\nmax_line_bytes=100"), "max_line_bytes 100"),
             ("[[sinks]]\nkind='otlp'\nname='o'\nurl='grpc://x'".into(), r#"sinks: "o": url"#),
             ("[[sinks]]\nkind='otlp'".into(), "url"),
             ("[[sinks]]\nkind='relay'\naddress='gateway'".into(), r#"sinks: "relay": address "gateway""#),

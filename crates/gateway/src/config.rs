@@ -56,6 +56,9 @@ pub struct ListenConfig {
     pub http: Option<SocketAddr>,
     /// Largest HTTP request body, and largest relay frame (one line).
     pub max_request_bytes: usize,
+    /// Bytes of requests (HTTP bodies, relay frames and the lines taken from them) held in
+    /// memory at once across all connections; beyond it, clients wait, then are turned away.
+    pub max_buffered_bytes: usize,
     /// A file holding the bearer token clients must present (HTTP `Authorization: Bearer`,
     /// relay hello `token`); none: no token is asked for.
     pub bearer_token_file: Option<PathBuf>,
@@ -65,7 +68,14 @@ pub struct ListenConfig {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { relay: None, http: None, max_request_bytes: 64 << 20, bearer_token_file: None, tls: None }
+        Self {
+            relay: None,
+            http: None,
+            max_request_bytes: 64 << 20,
+            max_buffered_bytes: 256 << 20,
+            bearer_token_file: None,
+            tls: None,
+        }
     }
 }
 
@@ -109,10 +119,44 @@ impl GatewayConfig {
         if self.listen.relay.is_none() && self.listen.http.is_none() {
             return Err("listen: give relay = \"ADDR:PORT\" or http = \"ADDR:PORT\" (or both)".into());
         }
+        let (request, buffered) = (self.listen.max_request_bytes, self.listen.max_buffered_bytes);
+        if buffered / 2 < request {
+            return Err(format!(
+                "listen.max_buffered_bytes ({buffered}) must be at least twice listen.max_request_bytes \
+                 ({request}): a request is held twice, as it came and as lines"
+            ));
+        }
         if let Some(text) = &self.verify.max_silence {
             self.max_silence().map_err(|e| format!("verify.max_silence {text:?}: {e}"))?;
         }
         check_sinks(&self.sinks, self.spool.keep)
+    }
+
+    /// Refuses listeners anyone beyond this host can reach unless clients must authenticate (a
+    /// bearer token, or TLS with client certificates), or `insecure_no_auth` says to go without.
+    pub fn check_auth(&self, insecure_no_auth: bool) -> Result<(), String> {
+        let listen = &self.listen;
+        let authenticated = listen.bearer_token_file.is_some()
+            || listen.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some());
+        if authenticated || insecure_no_auth {
+            return Ok(());
+        }
+        let exposed: Vec<String> = [("relay", listen.relay), ("http", listen.http)]
+            .into_iter()
+            .filter_map(|(key, addr)| Some((key, addr?)))
+            .filter(|(_, addr)| !addr.ip().is_loopback())
+            .map(|(key, addr)| format!("listen.{key} = \"{addr}\""))
+            .collect();
+        if exposed.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{} can be reached from beyond this host, and no client has to authenticate: anyone \
+             who can reach it could fill the gateway's spool and Loki. Set \
+             listen.bearer_token_file, or listen.tls with client_ca (mTLS), or listen on \
+             loopback; --insecure-no-auth starts it anyway",
+            exposed.join(" and ")
+        ))
     }
 
     /// `verify.max_silence` in nanoseconds.
@@ -157,6 +201,30 @@ mod tests {
         assert_eq!(config.max_silence().unwrap(), Some(30_000_000_000));
         assert_eq!(config.sinks.len(), 2);
         assert!(!config.spool.keep);
+    }
+
+    #[test]
+    fn listeners_beyond_loopback_need_authentication() {
+        let spool = "[spool]\ndir = 's'\nkeep = true\n";
+        let open =
+            load(&format!("{spool}[listen]\nrelay = '0.0.0.0:7400'\nhttp = '127.0.0.1:7401'\n")).unwrap();
+        let err = open.check_auth(false).unwrap_err();
+        assert!(err.contains("listen.relay = \"0.0.0.0:7400\"") && !err.contains("listen.http"), "{err}");
+        assert!(err.contains("--insecure-no-auth") && err.contains("bearer_token_file"), "{err}");
+        assert!(open.check_auth(true).is_ok());
+        let v6 = load(&format!("{spool}[listen]\nhttp = '[::]:7401'\n")).unwrap();
+        assert!(v6.check_auth(false).unwrap_err().contains("listen.http"));
+        for auth in ["bearer_token_file = 't'\n", "[listen.tls]\ncert = 'c'\nkey = 'k'\nclient_ca = 'ca'\n"] {
+            let config = load(&format!("{spool}[listen]\nrelay = '0.0.0.0:7400'\n{auth}")).unwrap();
+            assert!(config.check_auth(false).is_ok(), "{auth}");
+        }
+        // TLS alone says who the gateway is, not who the client is.
+        let tls =
+            load(&format!("{spool}[listen]\nrelay = '10.0.0.1:7400'\n[listen.tls]\ncert = 'c'\nkey = 'k'\n"))
+                .unwrap();
+        assert!(tls.check_auth(false).is_err());
+        let local = load(&format!("{spool}[listen]\nrelay = '127.0.0.1:7400'\nhttp = '[::1]:1'\n")).unwrap();
+        assert!(local.check_auth(false).is_ok());
     }
 
     #[test]

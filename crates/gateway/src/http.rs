@@ -10,6 +10,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use teelog_deliver::serve::{BudgetExhausted, ByteBudget, Reserved};
+
 use crate::ingest::Ingest;
 use crate::Access;
 
@@ -34,8 +36,8 @@ pub fn router(ingest: Ingest, access: Arc<Access>) -> axum::Router {
 
 #[derive(Deserialize)]
 struct Params {
-    /// The stream of the attestation lines in the body (they name none); else they go with the
-    /// first batch that names them.
+    /// The stream the client says the body's lines are of: lines that are not batches are filed
+    /// under it. Documents go with the first batch that verifies under them, whatever it says.
     stream: Option<String>,
 }
 
@@ -80,11 +82,29 @@ async fn batches(
         let message = format!("the body is {declared} bytes, more than the {max} allowed");
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message);
     }
-    let bytes = match axum::body::to_bytes(body, max).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let message = format!("the body is larger than {max} bytes or could not be read: {e}");
+    // The body and the lines copied out of it are held until the writer has them: twice its
+    // bytes come out of the listener's memory budget as they arrive.
+    let mut reserved = Reserved::default();
+    let read = tokio::time::timeout(BODY_TIMEOUT, read_body(body, max, &app.access.memory, &mut reserved));
+    let bytes = match read.await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(BodyError::TooLarge)) => {
+            let message = format!("the body is larger than the {max} bytes allowed");
             return refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message);
+        }
+        Ok(Err(BodyError::Memory(e))) => {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "memory", e.to_string());
+        }
+        Ok(Err(BodyError::Read(e))) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the body could not be read: {e}"),
+            );
+        }
+        Err(_) => {
+            let message = format!("the body did not arrive within {BODY_TIMEOUT:?}");
+            return refuse(StatusCode::REQUEST_TIMEOUT, "timeout", message);
         }
     };
     // Blank lines are kept here, so that findings name lines by their place in the body; the
@@ -92,6 +112,7 @@ async fn batches(
     let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
     let lines: Vec<Vec<u8>> =
         body.split(|&b| b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line).to_vec()).collect();
+    drop(bytes);
     if lines.iter().all(|line| is_blank(line)) {
         return refuse(StatusCode::BAD_REQUEST, "bad_request", "the body holds no lines".into());
     }
@@ -104,6 +125,39 @@ async fn batches(
                 .into_response()
         }
     }
+}
+
+/// How long a client may take to send a request's body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a request waits for memory held by others before it is answered 503.
+const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+enum BodyError {
+    TooLarge,
+    Memory(BudgetExhausted),
+    Read(axum::Error),
+}
+
+/// Reads `body`, at most `max` bytes, reserving twice what it holds from `memory` as it grows.
+async fn read_body(
+    body: Body,
+    max: usize,
+    memory: &ByteBudget,
+    reserved: &mut Reserved,
+) -> Result<Vec<u8>, BodyError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(chunk) = frame.map_err(BodyError::Read)?.into_data() else { continue };
+        let len = bytes.len().saturating_add(chunk.len());
+        if len > max {
+            return Err(BodyError::TooLarge);
+        }
+        memory.reserve(reserved, 2 * len, MEMORY_WAIT).await.map_err(BodyError::Memory)?;
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 pub(crate) fn is_blank(line: &[u8]) -> bool {

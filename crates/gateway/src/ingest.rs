@@ -36,7 +36,7 @@ pub struct Submission {
     pub source: Arc<str>,
     /// The number of the first line within its source (relay frame or request line).
     pub first_line: u64,
-    /// The stream the client said it ships, for attestation lines (which name none).
+    /// The stream the client said it ships: lines that are not batches are filed under it.
     pub stream: Option<Arc<str>>,
     reply: oneshot::Sender<Result<Outcome, IngestError>>,
 }
@@ -319,12 +319,12 @@ impl Writer {
             self.metrics.lines_in.fetch_add(1, Ordering::Relaxed);
             let origin = Origin { source: &submission.source, line: submission.first_line + i as u64 };
             let findings = match self.gate.check_line(origin, line, now) {
-                Checked::Document { sha256 } => {
+                Checked::Document { .. } => {
                     outcome.documents += 1;
                     self.metrics.documents.fetch_add(1, Ordering::Relaxed);
-                    if let Some(stream) = hint {
-                        self.emit_document(sha256, stream, out);
-                    }
+                    // Kept beside the spool and placed in a stream only once a batch verifies
+                    // under it (below): the stream a client claims is anyone's word, and a
+                    // document placed there would change what that stream audits as.
                     Vec::new()
                 }
                 Checked::Batch(verdict) => {

@@ -20,7 +20,9 @@ use std::time::Duration;
 use teelog_core::gate::Gate;
 use teelog_core::merkle::sha256;
 use teelog_deliver::metrics::Metrics;
-use teelog_deliver::serve::{bind, metrics_router, serve_http, BindError};
+use teelog_deliver::serve::{
+    bind, metrics_router, serve_http, serve_http_with, BindError, ByteBudget, HttpLimits,
+};
 use teelog_deliver::spool::SpoolState;
 use teelog_deliver::{delivery, sinks};
 use teelog_store::{Store, StoreError, StoreOptions};
@@ -28,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::config::GatewayConfig;
 use crate::ingest::{GatewayMetrics, Writer};
+use crate::relay::RelayLimits;
 use crate::tls::TlsListener;
 use axum::serve::ListenerExt;
 
@@ -44,8 +47,36 @@ pub struct Access {
     pub bearer_token: Option<String>,
     /// The largest relay frame (one line) and HTTP body taken, in bytes.
     pub max_frame_bytes: usize,
+    /// Request bytes held in memory at once, across every connection of both listeners.
+    pub memory: ByteBudget,
     /// Where refusals are counted.
     pub metrics: Arc<Metrics>,
+}
+
+/// File descriptors kept for the spool, sinks, documents and the like, beside connections.
+const RESERVED_FILES: usize = 128;
+
+/// How many connections each listener may hold, so that together they stay within the
+/// process's open-file limit (`ulimit -n`), with room for everything else: a listener that runs
+/// out of descriptors cannot accept anyone, the shipper it is there for included.
+fn connection_limits(open_files: usize) -> (RelayLimits, usize) {
+    let budget = open_files.saturating_sub(RESERVED_FILES).max(64);
+    let relay = RelayLimits {
+        pending: (budget / 8).clamp(8, 256),
+        established: (budget / 2).clamp(8, 1024),
+        per_peer: (budget / 16).clamp(4, 64),
+    };
+    // TLS handshakes in progress count under each listener's own cap (tls.rs).
+    (relay, (budget / 4).clamp(8, 256))
+}
+
+/// The soft limit on open files (`ulimit -n`); 1024, the usual default, where it cannot be read.
+fn open_files_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(1024)
 }
 
 impl Access {
@@ -141,6 +172,7 @@ pub async fn run(
         name: format!("teelog-gateway {}", env!("CARGO_PKG_VERSION")),
         bearer_token,
         max_frame_bytes: config.listen.max_request_bytes,
+        memory: ByteBudget::new(config.listen.max_buffered_bytes),
         metrics: metrics.clone(),
     });
     let writer =
@@ -149,10 +181,11 @@ pub async fn run(
 
     let (stop_listeners, listeners_stop) = watch::channel(false);
     let mut listeners = Vec::new();
+    let (relay_limits, http_connections) = connection_limits(open_files_limit());
     // Read once, before anything listens; each listener offers its own protocol.
     let tls = config.listen.tls.as_ref().map(tls::server_config).transpose()?;
-    let tls_listener = |listener, tls, alpn: &[&[u8]], what| {
-        TlsListener::new(listener, tls, alpn, what, metrics.clone())
+    let tls_listener = |listener, tls, alpn: &[&[u8]], what, handshakes| {
+        TlsListener::new(listener, tls, alpn, what, handshakes, metrics.clone())
             .map_err(|e| GatewayError::Tls(tls::TlsError::Listener(e)))
     };
     if let Some(addr) = config.listen.relay {
@@ -160,13 +193,14 @@ pub async fn run(
         let (ingest, access, stop) = (ingest.clone(), access.clone(), listeners_stop.clone());
         listeners.push(match &tls {
             Some(tls) => {
-                tokio::spawn(relay::serve(tls_listener(listener, tls, &[], "relay")?, ingest, access, stop))
+                let listener = tls_listener(listener, tls, &[], "relay", relay_limits.pending)?;
+                tokio::spawn(relay::serve(listener, ingest, access, relay_limits, stop))
             }
             None => {
                 let listener = listener.tap_io(|socket| {
                     let _ = socket.set_nodelay(true);
                 });
-                tokio::spawn(relay::serve(listener, ingest, access, stop))
+                tokio::spawn(relay::serve(listener, ingest, access, relay_limits, stop))
             }
         });
     }
@@ -174,11 +208,17 @@ pub async fn run(
         let listener = bind(addr, "HTTP").await?;
         let router = http::router(ingest.clone(), access.clone());
         let stop = listeners_stop.clone();
+        let limits = HttpLimits {
+            max_connections: http_connections,
+            metrics: Some(metrics.clone()),
+            ..HttpLimits::new("http")
+        };
         listeners.push(match &tls {
             Some(tls) => {
-                tokio::spawn(serve_http(tls_listener(listener, tls, &[b"http/1.1"], "http")?, router, stop))
+                let listener = tls_listener(listener, tls, &[b"http/1.1"], "http", http_connections)?;
+                tokio::spawn(serve_http_with(listener, router, stop, limits))
             }
-            None => tokio::spawn(serve_http(listener, router, stop)),
+            None => tokio::spawn(serve_http_with(listener, router, stop, limits)),
         });
     }
     if let Some(metrics_config) = &config.metrics {

@@ -1,8 +1,11 @@
 //! The relay listener (docs/FORMAT.md §14): each connection is one shipper sending its spool
 //! lines, one per frame; they are acknowledged once the writer has them durable.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use teelog_deliver::serve::{BudgetExhausted, ConnectionSlots, Reserved, Slot};
 use teelog_relay::{check_line, FrameReader, Hello, RelayError, ServerMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -12,37 +15,102 @@ use crate::Access;
 
 /// Line frames taken from the socket before they are handed to the writer together.
 const FRAMES_PER_SUBMISSION: usize = 4096;
-const READ_BUFFER: usize = 256 << 10;
-const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Reads once a client is known; before, a small one, so that a crowd of strangers holds little.
+const READ_BUFFER: usize = 64 << 10;
+const HELLO_READ_BUFFER: usize = 4 << 10;
+/// A client has this long from connecting to send its hello: a shipper sends it at once.
+pub const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Relay connections served at once; more are turned away until one ends.
-const MAX_CONNECTIONS: usize = 1024;
 /// Shippers send heartbeats every 10 s by default; a connection silent this long is closed, and
 /// a shipper that is still there connects again.
-const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long a connection waits for memory held by others before it is ended.
+const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How many relay connections may be open, before and after their hello.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayLimits {
+    /// Connections that have not said a valid hello yet; at the cap, the oldest makes room.
+    pub pending: usize,
+    /// Connections past their hello (and token); more are turned away until one ends.
+    pub established: usize,
+    /// Connections past their hello from one IP address.
+    pub per_peer: usize,
+}
+
+/// Who holds the relay's places.
+struct Places {
+    limits: RelayLimits,
+    pending: Arc<ConnectionSlots>,
+    established: Arc<tokio::sync::Semaphore>,
+    per_peer: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A connection's place past its hello; dropping it gives the place back.
+struct Established {
+    places: Arc<Places>,
+    peer: IpAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Places {
+    fn establish(self: &Arc<Self>, peer: IpAddr) -> Result<Established, Ended> {
+        let Ok(permit) = self.established.clone().try_acquire_owned() else {
+            return Err(Ended::TooMany(format!(
+                "{} relay connections are open; try again later",
+                self.limits.established
+            )));
+        };
+        let mut per_peer = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_peer.entry(peer).or_default();
+        if *count >= self.limits.per_peer {
+            return Err(Ended::TooMany(format!(
+                "{} relay connections from {peer} are open; try again later",
+                self.limits.per_peer
+            )));
+        }
+        *count += 1;
+        Ok(Established { places: self.clone(), peer, _permit: permit })
+    }
+}
+
+impl Drop for Established {
+    fn drop(&mut self) {
+        let mut per_peer = self.places.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_peer.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
 
 /// Accepts relay connections on `listener` (plain TCP or TLS) until `stop` turns true.
 pub async fn serve<L: axum::serve::Listener<Addr = std::net::SocketAddr>>(
     mut listener: L,
     ingest: Ingest,
     access: Arc<Access>,
+    limits: RelayLimits,
     mut stop: watch::Receiver<bool>,
 ) {
     let connections_stop = stop.clone();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let places = Arc::new(Places {
+        limits,
+        pending: ConnectionSlots::new(limits.pending),
+        established: Arc::new(tokio::sync::Semaphore::new(limits.established)),
+        per_peer: std::sync::Mutex::default(),
+    });
     loop {
         tokio::select! {
             (socket, peer) = listener.accept() => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(target: "teelog::gateway", "relay {peer}: turned away, {MAX_CONNECTIONS} connections are open");
-                    access.metrics.refused("relay", "too_many");
-                    continue;
-                };
-                let (ingest, access, stop) = (ingest.clone(), access.clone(), connections_stop.clone());
-                tokio::spawn(async move {
-                    connection(socket, format!("relay {peer}"), ingest, access, stop).await;
-                    drop(slot);
-                });
+                // Before its hello a connection is anyone's: at the cap the oldest such one
+                // makes room, so strangers cannot keep a shipper out by connecting and waiting.
+                let Some(slot) = places.pending.admit() else { continue };
+                let (ingest, access, stop, places) =
+                    (ingest.clone(), access.clone(), connections_stop.clone(), places.clone());
+                let admission = Admission { slot, places, peer: peer.ip() };
+                tokio::spawn(connection(socket, format!("relay {peer}"), ingest, access, admission, stop));
             }
             () = crate::stopped(&mut stop) => return,
         }
@@ -62,6 +130,12 @@ enum Ended {
     Silent(std::time::Duration),
     #[error("no hello within {0:?}")]
     NoHello(std::time::Duration),
+    #[error("{0}")]
+    TooMany(String),
+    #[error("closed to make room for a newer connection: no hello yet")]
+    Evicted,
+    #[error(transparent)]
+    Memory(#[from] BudgetExhausted),
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -75,28 +149,45 @@ impl Ended {
             Ended::Refused(_) => "unauthorized",
             Ended::Stopping(_) => "stopping",
             Ended::Silent(_) | Ended::NoHello(_) => "timeout",
+            Ended::TooMany(_) => "too_many",
+            Ended::Evicted => "evicted",
+            Ended::Memory(_) => "memory",
             Ended::Io(_) => "io",
         }
     }
 }
 
+/// A new connection's place before its hello, and where it goes after.
+struct Admission {
+    slot: Slot,
+    places: Arc<Places>,
+    peer: IpAddr,
+}
+
 /// Serves one shipper until it closes the connection or breaks the protocol.
-pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut socket: S,
     source: String,
     ingest: Ingest,
     access: Arc<Access>,
+    admission: Admission,
     stop: watch::Receiver<bool>,
 ) {
-    match relay(&mut socket, &source, &ingest, &access, stop).await {
+    match relay(&mut socket, &source, &ingest, &access, admission, stop).await {
         Ok(()) => tracing::debug!(target: "teelog::gateway", "{source}: closed"),
         Err(e) => {
-            if !matches!(e, Ended::Io(_)) {
-                access.metrics.refused("relay", e.reason());
+            access.metrics.refused("relay", e.reason());
+            // An evicted stranger is not told why: it would only wait less next time.
+            if !matches!(e, Ended::Io(_) | Ended::Evicted) {
                 let _ = send(&mut socket, &ServerMessage::Error(e.to_string())).await;
                 let _ = socket.shutdown().await;
             }
-            tracing::warn!(target: "teelog::gateway", "{source}: {e}");
+            if matches!(e, Ended::Evicted | Ended::NoHello(_)) {
+                // A crowd of these is a flood: one line each would be the flood in the log.
+                tracing::debug!(target: "teelog::gateway", "{source}: {e}");
+            } else {
+                tracing::warn!(target: "teelog::gateway", "{source}: {e}");
+            }
         }
     }
 }
@@ -106,13 +197,18 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     source: &str,
     ingest: &Ingest,
     access: &Access,
+    admission: Admission,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Ended> {
     let mut reader = FrameReader::server();
     let hello_deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
-    let mut buf = vec![0u8; READ_BUFFER];
+    let mut buf = vec![0u8; HELLO_READ_BUFFER];
+    let Admission { slot, places, peer } = admission;
+    let mut pending = Some(slot);
+    let mut established = None;
     let mut stream: Option<Arc<str>> = None;
     let mut acked: u64 = 0;
+    let mut reserved = Reserved::default();
     let source: Arc<str> = source.into();
     loop {
         // A client has a while to say who it is; after that, a shipper may be idle for long.
@@ -120,17 +216,30 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             None => hello_deadline,
             Some(_) => tokio::time::Instant::now() + IDLE_TIMEOUT,
         };
+        let evicted = async {
+            match pending.as_mut() {
+                Some(slot) => slot.evicted().await,
+                None => std::future::pending().await,
+            }
+        };
         let n = tokio::select! {
             read = tokio::time::timeout_at(deadline, socket.read(&mut buf)) => match read {
                 Ok(read) => read?,
                 Err(_) if stream.is_none() => return Err(Ended::NoHello(HELLO_TIMEOUT)),
                 Err(_) => return Err(Ended::Silent(IDLE_TIMEOUT)),
             },
+            () = evicted => return Err(Ended::Evicted),
             // Stopping: what was acknowledged is durable; the shipper sends the rest again.
             () = crate::stopped(&mut stop) => return Ok(()),
         };
         if n == 0 {
             return if reader.pending() == 0 { Ok(()) } else { Err(RelayError::Truncated.into()) };
+        }
+        // What the reader holds of frames not yet whole, and the lines copied out of it, come
+        // out of the listener's memory budget (a stranger's hello is small and bounded on its
+        // own); waiting for it leaves the client's bytes in the socket, so the client waits.
+        if established.is_some() {
+            access.memory.reserve(&mut reserved, 2 * (reader.pending() + n), MEMORY_WAIT).await?;
         }
         reader.push(&buf[..n]);
         if stream.is_none() {
@@ -141,8 +250,12 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             if !access.token_ok(hello.token.as_deref()) {
                 return Err(Ended::Refused("the hello carries no valid bearer token".into()));
             }
+            // Known now: it takes a place of its own and leaves the strangers' pool.
+            established = Some(places.establish(peer)?);
+            pending = None;
             stream = Some(hello.stream.as_str().into());
             reader.set_max(access.max_frame_bytes);
+            buf = vec![0u8; READ_BUFFER];
             send(socket, &ServerMessage::Welcome(access.name.clone())).await?;
         }
         loop {
@@ -155,6 +268,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             acked += count;
             send(socket, &ServerMessage::Ack(acked)).await?;
         }
+        reserved.shrink_to(2 * reader.pending());
     }
 }
 

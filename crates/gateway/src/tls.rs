@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use teelog_deliver::serve::ConnectionSlots;
+
 use crate::config::TlsConfig;
 
 /// Longest a client may take over its handshake.
@@ -84,8 +86,11 @@ impl TlsListener {
         config: &rustls::ServerConfig,
         alpn: &[&[u8]],
         what: &'static str,
+        max_handshakes: usize,
         metrics: Arc<teelog_deliver::metrics::Metrics>,
     ) -> std::io::Result<Self> {
+        // Handshakes in progress are strangers' connections: at the cap the oldest makes room.
+        let handshakes = ConnectionSlots::new(max_handshakes);
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         let mut config = config.clone();
@@ -106,9 +111,18 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Some(mut slot) = handshakes.admit() else { continue };
                 let (acceptor, ready, metrics) = (acceptor.clone(), tx.clone(), metrics.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                    let handshake = tokio::select! {
+                        done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)) => done,
+                        () = slot.evicted() => {
+                            metrics.refused(what, "evicted");
+                            return;
+                        }
+                    };
+                    drop(slot);
+                    match handshake {
                         Ok(Ok(stream)) => {
                             let _ = ready.send((stream, peer)).await;
                         }

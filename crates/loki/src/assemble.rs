@@ -19,7 +19,7 @@ use teelog_core::merkle::{leaf_hash, sha256, Digest, MerkleBuilder};
 use teelog_core::timestamp::{format_rfc3339, UnixNanos};
 use teelog_core::Header;
 
-use crate::layout::{parse_batch_entry, rebuild_unchecked, BatchEntry, Kind, LayoutError};
+use crate::layout::{parse_batch_entry, parse_record_part, rebuild_unchecked, BatchEntry, Kind, LayoutError};
 
 /// Entries held per record time. The entries a signed hint names are kept first, so a crowd of
 /// planted entries cannot push the record out.
@@ -63,6 +63,8 @@ pub enum ForeignReason {
     },
     /// A batch entry of another teelog stream.
     OtherStream,
+    /// A record part entry that does not join with others into the record it names.
+    Unjoined,
 }
 
 impl fmt::Display for ForeignReason {
@@ -92,6 +94,10 @@ impl fmt::Display for ForeignReason {
             ForeignReason::OtherStream => {
                 f.write_str("a batch entry of another teelog stream; not verified here")
             }
+            ForeignReason::Unjoined => f.write_str(
+                "a record part that is malformed, or whose other parts are missing, or that does not \
+                 join with them into the record whose leaf hash it names",
+            ),
         }
     }
 }
@@ -513,4 +519,103 @@ impl Assembler {
 /// Record time `at`'s index in a batch sealed at `start`.
 fn index(start: UnixNanos, at: UnixNanos) -> Option<usize> {
     at.checked_sub(start).and_then(|i| usize::try_from(i).ok())
+}
+
+/// Distinct texts kept per part of one record: the rest are foreign.
+const PART_CANDIDATES: usize = 2;
+
+/// Record part entries (docs/LOKI.md §1, "Long records") joined back into records. Parts are
+/// grouped by their time and the leaf hash they name; a record comes out only when its parts,
+/// joined in order, hash to that leaf. What comes out is a record entry like any other: the
+/// batch's signed hint still decides whether it is the record.
+#[derive(Debug)]
+pub struct PartJoiner {
+    /// Parts stored at or after this may belong to a batch after the range: never foreign.
+    to: UnixNanos,
+    /// By (time, leaf, part count): each part's distinct texts.
+    groups: BTreeMap<(UnixNanos, Digest, usize), BTreeMap<usize, Vec<String>>>,
+    held_bytes: usize,
+    foreign: ForeignEntries,
+}
+
+/// Records joined from their parts, by the time they are stored at, and the parts that joined
+/// into none.
+#[derive(Debug, Default)]
+pub struct JoinedRecords {
+    /// Whole records (their Loki lines), by the time their parts are stored at.
+    pub records: BTreeMap<UnixNanos, Vec<String>>,
+    /// Parts that joined into no record.
+    pub foreign: ForeignEntries,
+}
+
+impl PartJoiner {
+    /// A joiner for a range that ends (exclusive) at `to`.
+    pub fn new(to: UnixNanos) -> Self {
+        Self { to, groups: BTreeMap::new(), held_bytes: 0, foreign: ForeignEntries::default() }
+    }
+
+    fn foreign_part(&mut self, timestamp: UnixNanos, reason: ForeignReason) {
+        if timestamp < self.to {
+            self.foreign.push(Foreign { kind: Kind::RecordPart, timestamp, reason });
+        }
+    }
+
+    /// Takes one `record_part` entry stored at `timestamp`.
+    pub fn push(&mut self, timestamp: UnixNanos, line: &str) {
+        let Some((j, n, leaf, chunk)) = parse_record_part(line) else {
+            return self.foreign_part(timestamp, ForeignReason::Unjoined);
+        };
+        if self.held_bytes + chunk.len() > MAX_HELD_BYTES {
+            return self.foreign_part(timestamp, ForeignReason::OverBudget);
+        }
+        let texts = self.groups.entry((timestamp, leaf, n)).or_default().entry(j).or_default();
+        if texts.iter().any(|t| t == chunk) {
+            return;
+        }
+        if texts.len() == PART_CANDIDATES {
+            return self.foreign_part(timestamp, ForeignReason::Unjoined);
+        }
+        texts.push(chunk.to_string());
+        self.held_bytes += chunk.len();
+    }
+
+    /// The records whose parts are all here and join into the leaf they name.
+    pub fn finish(mut self) -> JoinedRecords {
+        let mut records: BTreeMap<UnixNanos, Vec<String>> = BTreeMap::new();
+        for ((timestamp, leaf, n), parts) in std::mem::take(&mut self.groups) {
+            let count: usize = parts.values().map(Vec::len).sum();
+            let joined = if parts.len() == n { join(&parts, &leaf) } else { None };
+            let used = match joined {
+                Some(record) => {
+                    records.entry(timestamp).or_default().push(record);
+                    n
+                }
+                None => 0,
+            };
+            for _ in used..count {
+                self.foreign_part(timestamp, ForeignReason::Unjoined);
+            }
+        }
+        JoinedRecords { records, foreign: self.foreign }
+    }
+}
+
+/// The record that `parts` (every index present) join into with leaf hash `leaf`, trying at
+/// most [`MAX_COMBINATIONS`] choices where a part has more than one text.
+fn join(parts: &BTreeMap<usize, Vec<String>>, leaf: &Digest) -> Option<String> {
+    let choices: Vec<&Vec<String>> = parts.values().collect();
+    let doubled: Vec<usize> = (0..choices.len()).filter(|i| choices[*i].len() > 1).collect();
+    let tries =
+        1u64.checked_shl(u32::try_from(doubled.len()).ok()?).unwrap_or(u64::MAX).min(MAX_COMBINATIONS);
+    for pick in 0..tries {
+        let mut record = String::new();
+        for (i, texts) in choices.iter().enumerate() {
+            let bit = doubled.iter().position(|d| *d == i).map_or(0, |b| usize::from(pick >> b & 1 == 1));
+            record.push_str(texts.get(bit).map_or("", String::as_str));
+        }
+        if leaf_hash(record.as_bytes()) == *leaf {
+            return Some(record);
+        }
+    }
+    None
 }

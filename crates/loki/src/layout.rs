@@ -17,8 +17,9 @@ use crate::proto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, T
 
 /// The default `job` label.
 pub const DEFAULT_JOB: &str = "teelog";
-/// Loki's default `max_line_size`: `256KB`, which Loki parses with SI units, so 256,000 bytes.
-pub const DEFAULT_MAX_LINE_BYTES: usize = 256_000;
+/// Loki's default `max_line_size`: `256KB`, which Loki parses in binary units (its sizes are
+/// dskit `flagext.ByteSize`: `KB` is 1024 bytes), so 262,144 bytes.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 256 << 10;
 
 /// Index label: the configured job.
 pub const LABEL_JOB: &str = "job";
@@ -42,7 +43,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 const ENTRY_PREFIX: &[u8] = b"{\"v\":1,\"header\":";
 const RECORDS_OPEN: &[u8] = b",\"records\":[";
 
-/// Which of the three streams of a teelog stream an entry belongs to (the `teelog_kind` label).
+/// Which stream of a teelog stream an entry belongs to (the `teelog_kind` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// One entry per record: the record's canonical bytes.
@@ -51,17 +52,43 @@ pub enum Kind {
     Batch,
     /// Attestation document lines.
     Attestation,
+    /// The batch entries of batches the gateway found invalid (signature, records or
+    /// attestation), laid out as [`Kind::Batch`] but apart, so that a forged or tampered copy of
+    /// a batch never lands among the entries the audit reads: they stay there as evidence.
+    RejectedBatch,
+    /// The records of those batches, laid out as [`Kind::Record`].
+    RejectedRecord,
+    /// Records longer than the line limit, in parts (docs/LOKI.md §1, "Long records").
+    RecordPart,
+    /// The long records of rejected batches, in parts.
+    RejectedRecordPart,
 }
 
 impl Kind {
+    /// The kinds a shipper's genuine entries are stored under: what the audit reads.
+    pub const AUDITED: [Kind; 4] = [Kind::Record, Kind::Batch, Kind::Attestation, Kind::RecordPart];
+
     /// Its `teelog_kind` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Record => "record",
             Kind::Batch => "batch",
             Kind::Attestation => "attestation",
+            Kind::RejectedBatch => "rejected_batch",
+            Kind::RejectedRecord => "rejected_record",
+            Kind::RecordPart => "record_part",
+            Kind::RejectedRecordPart => "rejected_record_part",
         }
     }
+}
+
+/// Where a batch line goes: among the entries the audit reads, or apart as evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// A batch nobody judged (the shipper's own), or one the gateway found valid.
+    Audited,
+    /// A batch the gateway found invalid: [`Kind::RejectedBatch`] and [`Kind::RejectedRecord`].
+    Rejected,
 }
 
 /// Why a line cannot be stored as Loki entries, or an entry read back cannot be used.
@@ -203,6 +230,14 @@ impl Layout {
     pub fn selector(&self, stream: &str, kind: Kind) -> Result<String, LabelError> {
         Ok(self.labels(stream, kind, &[])?.to_string())
     }
+
+    /// The selector of one kind of entries of every teelog stream: the job, the extra labels and
+    /// `teelog_kind`.
+    pub fn kind_selector(&self, kind: Kind) -> Result<String, LabelError> {
+        let mut labels = self.base.clone();
+        labels.insert(LABEL_KIND, kind.as_str())?;
+        Ok(labels.to_string())
+    }
 }
 
 fn insert_extra(labels: &mut LabelSet, name: &str, value: &str) -> Result<(), LabelError> {
@@ -335,6 +370,56 @@ pub fn parse_batch_entry(timestamp: UnixNanos, line: String) -> Result<BatchEntr
     Ok(BatchEntry { timestamp, line, header: parsed.header, sealed_at, hints })
 }
 
+/// How a record part entry begins: `teelog-part J/N LEAF ` then the part's bytes, where part J
+/// of N (from 0) are the record's bytes in order, cut at character boundaries, and LEAF is the
+/// record's leaf hash (hex) as the Merkle tree takes it.
+pub const PART_PREFIX: &str = "teelog-part ";
+/// The most parts a record is cut into: an 8 MiB batch line in parts of at least 4 KiB.
+pub const MAX_PARTS: usize = 4096;
+/// `PART_PREFIX`, two numbers of up to 4 digits, the leaf hash and the separators.
+const PART_HEAD_BYTES: usize = PART_PREFIX.len() + 4 + 1 + 4 + 1 + 64 + 1;
+
+/// The part entries of a record longer than `limit`, or None when `limit` leaves no room for
+/// them.
+pub fn record_parts(record: &str, limit: usize) -> Option<Vec<String>> {
+    let room = limit.checked_sub(PART_HEAD_BYTES).filter(|&r| r >= 4)?;
+    let mut chunks = Vec::new();
+    let mut rest = record;
+    while !rest.is_empty() {
+        let mut cut = room.min(rest.len());
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (chunk, tail) = rest.split_at(cut);
+        chunks.push(chunk);
+        rest = tail;
+    }
+    if chunks.len() > MAX_PARTS {
+        return None;
+    }
+    let leaf = hex::encode(teelog_core::merkle::leaf_hash(record.as_bytes()));
+    let n = chunks.len();
+    Some(chunks.iter().enumerate().map(|(j, chunk)| format!("{PART_PREFIX}{j}/{n} {leaf} {chunk}")).collect())
+}
+
+/// A record part entry taken apart: (J, N, leaf hash, the part's text).
+pub fn parse_record_part(line: &str) -> Option<(usize, usize, teelog_core::merkle::Digest, &str)> {
+    let rest = line.strip_prefix(PART_PREFIX)?;
+    let (numbers, rest) = rest.split_once(' ')?;
+    let (leaf, chunk) = rest.split_once(' ')?;
+    let (j, n) = numbers.split_once('/')?;
+    let number = |s: &str| -> Option<usize> {
+        (!s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+    };
+    let (j, n) = (number(j)?, number(n)?);
+    if j >= n || n > MAX_PARTS || leaf.len() != 64 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(leaf, &mut digest).ok()?;
+    Some((j, n, digest, chunk))
+}
+
 pub(crate) fn rebuild_unchecked(batch_entry: &[u8], records: &[&[u8]]) -> Vec<u8> {
     let head = &batch_entry[..batch_entry.len().saturating_sub(1)];
     let body: usize = records.iter().map(|r| r.len() + 1).sum();
@@ -402,6 +487,20 @@ impl<'l> PushBuilder<'l> {
     /// Adds one batch line: its batch entry and one entry per record. `extra` labels go on both
     /// streams. Nothing is added when an error is returned.
     pub fn add_batch(&mut self, line: &[u8], extra: &[(&str, &str)]) -> Result<(), LayoutError> {
+        self.add_placed_batch(line, Placement::Audited, extra)
+    }
+
+    /// [`PushBuilder::add_batch`], with the streams `placement` gives.
+    pub fn add_placed_batch(
+        &mut self,
+        line: &[u8],
+        placement: Placement,
+        extra: &[(&str, &str)],
+    ) -> Result<(), LayoutError> {
+        let (batch_kind, record_kind, part_kind) = match placement {
+            Placement::Audited => (Kind::Batch, Kind::Record, Kind::RecordPart),
+            Placement::Rejected => (Kind::RejectedBatch, Kind::RejectedRecord, Kind::RejectedRecordPart),
+        };
         let split = split_batch_line(line)?;
         let h = &split.header;
         let limit = self.layout.max_line_bytes;
@@ -421,10 +520,8 @@ impl<'l> PushBuilder<'l> {
         }
         let seq = h.seq.to_string();
         let mut records = Vec::with_capacity(split.records.len());
+        let mut parts = Vec::new();
         for (index, record) in split.records.iter().enumerate() {
-            if record.len() > limit {
-                return Err(too_long(format!("record {index}"), record.len()));
-            }
             // A distinct timestamp per record keeps every (timestamp, line) of the stream unique,
             // so Loki never folds two records into one; a re-pushed batch repeats them exactly,
             // which Loki does fold.
@@ -434,7 +531,14 @@ impl<'l> PushBuilder<'l> {
                 .ok_or_else(|| LayoutError::TimestampOverflow { stream: h.stream.clone(), seq: h.seq })?;
             let metadata =
                 vec![pair(META_EPOCH, &h.epoch), pair(META_SEQ, &seq), pair(META_INDEX, index.to_string())];
-            records.push(entry(timestamp, record, metadata));
+            if record.len() <= limit {
+                records.push(entry(timestamp, record, metadata));
+                continue;
+            }
+            // Too long for one line: in parts, at the record's own time, that the audit joins.
+            let lines = record_parts(record, limit)
+                .ok_or_else(|| too_long(format!("record {index}"), record.len()))?;
+            parts.extend(lines.iter().map(|line| entry(timestamp, line, metadata.clone())));
         }
         let batch_metadata = vec![
             pair(META_EPOCH, &h.epoch),
@@ -442,11 +546,15 @@ impl<'l> PushBuilder<'l> {
             pair(META_COUNT, split.records.len().to_string()),
         ];
         let batch = entry(split.sealed_at, &split.batch_entry, batch_metadata);
-        let batch_labels = self.layout.labels(&h.stream, Kind::Batch, extra)?.to_string();
-        let record_labels = self.layout.labels(&h.stream, Kind::Record, extra)?.to_string();
+        let batch_labels = self.layout.labels(&h.stream, batch_kind, extra)?.to_string();
+        let record_labels = self.layout.labels(&h.stream, record_kind, extra)?.to_string();
         self.streams.entry(batch_labels).or_default().push(batch);
         if !records.is_empty() {
             self.streams.entry(record_labels).or_default().extend(records);
+        }
+        if !parts.is_empty() {
+            let part_labels = self.layout.labels(&h.stream, part_kind, extra)?.to_string();
+            self.streams.entry(part_labels).or_default().extend(parts);
         }
         Ok(())
     }

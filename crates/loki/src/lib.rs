@@ -21,13 +21,16 @@ pub mod proto;
 pub mod push;
 pub mod query;
 
-pub use assemble::{Assembled, Assembler, BatchEntries, Finished, Foreign, ForeignEntries, ForeignReason};
+pub use assemble::{
+    Assembled, Assembler, BatchEntries, Finished, Foreign, ForeignEntries, ForeignReason, JoinedRecords,
+    PartJoiner,
+};
 #[cfg(feature = "http")]
 pub use client::{error_chain, http_client, read_message, ClientOptions, LokiClient, LokiError};
 pub use labels::{LabelError, LabelSet};
 pub use layout::{
     batch_to_push, parse_batch_entry, rebuild_batch_line, split_batch_line, AttestationInput, BatchEntry,
-    Kind, Layout, LayoutError, LayoutOptions, PushBuilder, SplitBatch,
+    Kind, Layout, LayoutError, LayoutOptions, Placement, PushBuilder, SplitBatch,
 };
 pub use proto::PushRequest;
 pub use push::{classify_push_response, encode_push, PushError, PushOutcome, RetryAfter};

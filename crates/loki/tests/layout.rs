@@ -17,7 +17,7 @@ use teelog_loki::layout::{
 use teelog_loki::proto::{EntryAdapter, StreamAdapter};
 use teelog_loki::{
     batch_to_push, parse_query_response, rebuild_batch_line, split_batch_line, AttestationInput,
-    BatchEntries, Kind, LabelError, Layout, LayoutError, LayoutOptions, PushBuilder,
+    BatchEntries, Kind, LabelError, Layout, LayoutError, LayoutOptions, PartJoiner, PushBuilder,
 };
 
 const SEALED_AT: i64 = 1_796_202_000_000_000_000;
@@ -219,22 +219,54 @@ fn per_call_labels_split_streams_and_cannot_override_the_layout() {
     assert!(matches!(Layout::new(reserved), Err(LabelError::Reserved { .. })));
 }
 
-#[test]
-fn an_overlong_record_names_its_batch_and_index_and_nothing_is_added() {
-    let signer = signer();
-    let mut lines = batches(&signer, "app", &[4, 4]);
-    // Batch 2 again, with record 2 made long: the error must name seq 2, record 2.
+/// Batch 2 of `lines` again, with record 2 made `len` bytes of two-byte characters.
+fn with_long_record(signer: &SoftwareSigner, lines: &mut [Vec<u8>], len: usize) {
     let mut builder = BatchBuilder::new();
     let mut head = ChainHead::new_epoch("app", None);
     head.next_seq = 2;
     for i in 0..4 {
-        let message = if i == 2 { "x".repeat(2_000) } else { format!("record {i}") };
+        let message = if i == 2 { "é".repeat(len / 2) } else { format!("record {i}") };
         builder.push_input(serde_json::json!({ "message": message }).to_string().as_bytes(), &|| 0).unwrap();
     }
     lines[1].clear();
-    builder.seal(&mut head, &signer, SEALED_AT, &mut lines[1]).unwrap();
+    builder.seal(&mut head, signer, SEALED_AT, &mut lines[1]).unwrap();
+}
 
+#[test]
+fn an_overlong_record_goes_in_parts_that_join_back_and_one_too_long_for_them_is_named() {
+    let signer = signer();
+    let mut lines = batches(&signer, "app", &[4, 4]);
+    with_long_record(&signer, &mut lines, 2_000);
     let layout = Layout::new(LayoutOptions { max_line_bytes: 1_500, ..LayoutOptions::default() }).unwrap();
+    let request = batch_to_push(&layout, &[&lines[1]], &[]).unwrap();
+    let kind_of = |s: &StreamAdapter| {
+        s.labels.split("teelog_kind=\"").nth(1).unwrap().split('"').next().unwrap().to_string()
+    };
+    let parts = request.streams.iter().find(|s| kind_of(s) == "record_part").unwrap();
+    let records = request.streams.iter().find(|s| kind_of(s) == "record").unwrap();
+    assert_eq!((parts.entries.len(), records.entries.len()), (2, 3));
+    let at = |e: &EntryAdapter| e.timestamp.unwrap().to_unix_nanos().unwrap();
+    assert!(parts.entries.iter().all(|e| e.line.len() <= 1_500 && at(e) == SEALED_AT + 2));
+    assert_eq!(metadata(&parts.entries[1])[META_INDEX], "2");
+    let mut joiner = PartJoiner::new(i64::MAX);
+    // In either order, with a stranger's part beside them.
+    joiner.push(SEALED_AT + 2, &parts.entries[1].line);
+    joiner.push(SEALED_AT + 2, "teelog-part 0/2 00 nonsense");
+    joiner.push(SEALED_AT + 2, &parts.entries[0].line);
+    let joined = joiner.finish();
+    let record = split_batch_line(&lines[1]).unwrap().records[2].to_string();
+    assert_eq!(joined.records[&(SEALED_AT + 2)], vec![record]);
+    assert_eq!(joined.foreign.total, 1);
+    // A part altered joins into nothing: both are foreign, and the record is missing.
+    let mut joiner = PartJoiner::new(i64::MAX);
+    joiner.push(SEALED_AT + 2, &parts.entries[0].line.replacen('é', "e", 1));
+    joiner.push(SEALED_AT + 2, &parts.entries[1].line);
+    let joined = joiner.finish();
+    assert!(joined.records.is_empty() && joined.foreign.total == 2);
+
+    // More parts than a record may have: an error naming the batch and the record.
+    with_long_record(&signer, &mut lines, 3_000_000);
+    let layout = Layout::new(LayoutOptions { max_line_bytes: 700, ..LayoutOptions::default() }).unwrap();
     let mut push = PushBuilder::new(&layout);
     push.add_batch(&lines[0], &[]).unwrap();
     let before = push.finish();
@@ -242,9 +274,9 @@ fn an_overlong_record_names_its_batch_and_index_and_nothing_is_added() {
     push.add_batch(&lines[0], &[]).unwrap();
     let err = push.add_batch(&lines[1], &[]).unwrap_err();
     match &err {
-        LayoutError::LineTooLong { seq: 2, part, len, limit: 1_500, .. } => {
+        LayoutError::LineTooLong { seq: 2, part, len, limit: 700, .. } => {
             assert_eq!(part, "record 2");
-            assert!(*len > 2_000);
+            assert!(*len > 3_000_000);
         }
         other => panic!("{other:?}"),
     }
@@ -262,7 +294,7 @@ fn an_overlong_record_names_its_batch_and_index_and_nothing_is_added() {
     let err = batch_to_push(&tiny, &[], &[AttestationInput { stream: "app", line: &doc, timestamp: 0 }])
         .unwrap_err();
     assert!(matches!(err, LayoutError::AttestationTooLong { .. }));
-    assert_eq!(DEFAULT_MAX_LINE_BYTES, 256_000);
+    assert_eq!(DEFAULT_MAX_LINE_BYTES, 262_144);
 }
 
 #[test]

@@ -130,6 +130,9 @@ pub fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// Buffer room a reader keeps between frames.
+const KEPT_CAPACITY: usize = 256 << 10;
+
 /// Splits a byte stream into frames as its bytes arrive.
 #[derive(Debug)]
 pub struct FrameReader {
@@ -165,6 +168,11 @@ impl FrameReader {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
+            // Nor is the room a large frame once took kept for good.
+            let keep = self.buf.len().max(KEPT_CAPACITY);
+            if self.buf.capacity() > 2 * keep {
+                self.buf.shrink_to(keep);
+            }
         }
         self.buf.extend_from_slice(bytes);
     }

@@ -59,19 +59,34 @@ impl Daemon {
         Self::spawn("gateway", &["--config", config.to_str().unwrap()], "gateway running")
     }
 
+    /// `teelog gateway --config CONFIG` under `ulimit -n open_files`, once it is running.
+    pub fn gateway_with_open_files(config: &Path, open_files: u32) -> Daemon {
+        let mut command = Command::new("sh");
+        let script = format!("ulimit -n {open_files} && exec \"$0\" gateway --config \"$1\"");
+        command.args(["-c", &script, env!("CARGO_BIN_EXE_teelog"), config.to_str().unwrap()]);
+        Self::spawn_command(command, "gateway", "gateway running")
+    }
+
+    /// The daemon's resident set size, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     pub fn addr(&self, listener: &str) -> SocketAddr {
         *self.listening.get(listener).unwrap_or_else(|| panic!("no {listener} listener: {}", self.log()))
     }
 
     fn spawn(command: &str, args: &[&str], ready_mark: &'static str) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
-            .arg(command)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut teelog = Command::new(env!("CARGO_BIN_EXE_teelog"));
+        teelog.arg(command).args(args);
+        Self::spawn_command(teelog, command, ready_mark)
+    }
+
+    fn spawn_command(mut command: Command, name: &str, ready_mark: &'static str) -> Daemon {
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (ready, on_ready) = mpsc::channel();
@@ -98,7 +113,7 @@ impl Daemon {
                     daemon.listening.insert(name, addr);
                 }
                 Ok(None) => return daemon,
-                Err(_) => panic!("teelog {command} did not start: {}", daemon.log()),
+                Err(_) => panic!("teelog {name} did not start: {}", daemon.log()),
             }
         }
     }

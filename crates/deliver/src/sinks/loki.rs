@@ -6,8 +6,8 @@ use std::pin::Pin;
 
 use teelog_core::batch::ParsedBatch;
 use teelog_loki::{
-    encode_push, AttestationInput, ClientOptions, LabelError, Layout, LayoutOptions, LokiClient, PushBuilder,
-    PushOutcome,
+    encode_push, AttestationInput, ClientOptions, LabelError, Layout, LayoutOptions, LokiClient, Placement,
+    PushBuilder, PushOutcome,
 };
 
 use super::{http_kind, is_attestation_line, retry_delay, OpenError, Progress};
@@ -24,7 +24,7 @@ pub(crate) fn layout(config: &LokiSinkConfig) -> Result<Layout, LabelError> {
     Layout::new(LayoutOptions {
         job: config.job.clone(),
         extra_labels: config.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        ..LayoutOptions::default()
+        max_line_bytes: config.max_line_bytes,
     })
 }
 
@@ -77,7 +77,11 @@ impl LokiSink {
                 .unwrap_or_else(now);
             push.add_attestation(AttestationInput { stream, line: entry.line, timestamp }, &[])
         } else {
-            push.add_batch(entry.line, extra)
+            // A batch the gateway found invalid is kept apart, where the audit does not read it:
+            // a tampered copy of a genuine batch must not change what the genuine one audits as.
+            let placement =
+                if entry.signature_valid == Some(false) { Placement::Rejected } else { Placement::Audited };
+            push.add_placed_batch(entry.line, placement, extra)
         };
         added.map_err(|e| SinkError::permanent("invalid_line", format!("a line cannot go to Loki: {e}")))
     }
