@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{keygen, s, teelog};
 use serde_json::{json, Value};
-use ship_harness::{stored_records, Daemon};
+use ship_harness::{post, stored_records, Daemon};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -50,33 +50,6 @@ impl Fixture {
 
 fn kinds(report: &Value) -> Vec<String> {
     report["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap().to_owned()).collect()
-}
-
-/// One HTTP/1.1 POST over a fresh connection: the status and the body.
-fn post(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut conn = TcpStream::connect(addr)?;
-    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(body)?;
-    let mut response = Vec::new();
-    conn.read_to_end(&mut response)?;
-    let text_end =
-        response.windows(4).position(|w| w == b"\r\n\r\n").ok_or(std::io::ErrorKind::UnexpectedEof)?;
-    let status = std::str::from_utf8(&response[9..12]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok((status, response[text_end + 4..].to_vec()))
 }
 
 fn post_json(addr: SocketAddr, body: &Value) -> std::io::Result<(u16, Vec<u8>)> {

@@ -150,8 +150,20 @@ impl Config {
     /// What the types cannot say.
     pub fn check(&self) -> Result<(), String> {
         teelog_core::batch::check_stream_name(&self.stream).map_err(|e| format!("stream: {e}"))?;
-        if self.batch.max_records == 0 {
-            return Err("batch.max_records: must be at least 1".into());
+        // A zero here would not mean "no limit": it would refuse every line, every request or
+        // every segment, or spin, so the shipper would run and sign nothing.
+        let s = &self.sources;
+        for (key, zero) in [
+            ("batch.max_records", self.batch.max_records == 0),
+            ("batch.max_bytes", self.batch.max_bytes == 0),
+            ("queue.max_bytes", self.queue.max_bytes == 0),
+            ("spool.segment_bytes", self.spool.segment_bytes == 0),
+            ("sources.max_line_bytes", s.max_line_bytes == 0),
+            ("sources.max_request_bytes", s.max_request_bytes == 0),
+        ] {
+            if zero {
+                return Err(format!("{key}: must be more than 0"));
+            }
         }
         let max_line = teelog_core::batch::MAX_BATCH_LINE;
         if self.batch.max_bytes > max_line {
@@ -159,7 +171,6 @@ impl Config {
                 "batch.max_bytes: at most {max_line}, the longest batch line `teelog verify` reads by default"
             ));
         }
-        let s = &self.sources;
         if !s.stdin && s.otlp_http.is_none() && s.otlp_grpc.is_none() && s.files.is_empty() {
             return Err("sources: nothing to read; set stdin, otlp_http, otlp_grpc or files".into());
         }
@@ -183,6 +194,7 @@ impl Config {
             max_wait: self.queue.max_wait,
             spool_bytes: self.spool.max_bytes,
             keep_spool: self.spool.keep,
+            max_record_bytes: self.sources.max_line_bytes,
         }
     }
 }

@@ -12,6 +12,7 @@ pub struct ShipMetrics {
     pub records_dropped: AtomicU64,
     pub batches_sealed: AtomicU64,
     pub heartbeats: AtomicU64,
+    pub state_save_errors: AtomicU64,
 }
 
 impl ShipMetrics {
@@ -32,6 +33,11 @@ impl ShipMetrics {
                 &self.batches_sealed,
             ),
             ("teelog_heartbeats_total", "Empty batches sealed while idle.", &self.heartbeats),
+            (
+                "teelog_state_save_errors_total",
+                "Failed saves of the chain state (each retried; nothing is signed meanwhile).",
+                &self.state_save_errors,
+            ),
         ] {
             write_metric(&mut out, name, help, value, "counter");
         }

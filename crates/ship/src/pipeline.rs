@@ -10,15 +10,19 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use teelog_core::merkle::sha256;
+use teelog_core::record::RecordError;
 use teelog_core::timestamp::{format_rfc3339, UnixNanos};
 use teelog_core::{Sealed, Taken};
-use tokio::sync::{oneshot, Notify};
+use teelog_store::lines::Skipped;
+use tokio::sync::{oneshot, watch, Notify};
 
 use teelog_deliver::clock::now;
 use teelog_deliver::spool::SpoolState;
 
+use crate::health::Health;
 use crate::metrics::ShipMetrics;
-use crate::signer::{BatchSealer, ShipError, SignSummary, StreamSigner};
+use crate::signer::{too_long_notice, BatchSealer, ShipError, SignSummary, StreamSigner};
 
 mod writer;
 
@@ -50,6 +54,9 @@ pub struct PipelineOptions {
     pub spool_bytes: u64,
     /// Keep delivered spool segments (the spool is then also the store).
     pub keep_spool: bool,
+    /// The longest record taken from any source (a longer one is refused, and a signed notice
+    /// with its length and SHA-256 takes its place), so that every input path has one bound.
+    pub max_record_bytes: usize,
 }
 
 impl Default for PipelineOptions {
@@ -64,6 +71,7 @@ impl Default for PipelineOptions {
             max_wait: Duration::from_secs(5),
             spool_bytes: 1 << 30,
             keep_spool: false,
+            max_record_bytes: 1 << 20,
         }
     }
 }
@@ -222,9 +230,18 @@ pub struct Shared {
     pub metrics: Arc<ShipMetrics>,
     /// The spool's state, with the delivery's metrics.
     pub spool: Arc<SpoolState>,
+    pub health: Health,
+    /// Turns true when the signer thread has ended, for whatever reason.
+    signer_ended: watch::Sender<bool>,
 }
 
 impl Shared {
+    /// Resolves once the signer thread has ended (closed, failed or panicked): a daemon whose
+    /// signer is gone must not stay up taking records.
+    pub async fn signer_ended(&self) {
+        let _ = self.signer_ended.subscribe().wait_for(|&ended| ended).await;
+    }
+
     /// Tells a submission's producer its records are in the spool, and frees their budget.
     fn acknowledge(&self, submission: Submission) {
         self.budget.give(submission.records.byte_len());
@@ -371,6 +388,8 @@ impl Pipeline {
             dropped: Mutex::new(None),
             spool: Arc::new(SpoolState::new(spool_dir, position, Arc::default())),
             metrics,
+            health: Health::default(),
+            signer_ended: watch::Sender::new(false),
         });
         let (tx, rx) = mpsc::channel();
         let submitter = Submitter {
@@ -379,11 +398,20 @@ impl Pipeline {
             when_full: options.when_full,
             max_wait: options.max_wait,
         };
-        let writer = SpoolWriter::start(store, shared.clone())?;
+        let writer = SpoolWriter::start(store, sealer.state_store(), shared.clone())?;
         let signer = SignerLoop::new(sealer, writer, options, shared.clone());
+        let ended = SignerEnded(shared.clone());
         let thread = std::thread::Builder::new()
             .name("teelog-signer".into())
-            .spawn(move || signer.run(rx))
+            .spawn(move || {
+                let result = signer.run(rx);
+                if let Err(e) = &result {
+                    tracing::error!(target: "teelog::ship", "the signer stopped: {e}");
+                    ended.0.health.set(SIGNER_THREAD, format!("stopped: {e}"));
+                }
+                drop(ended);
+                result
+            })
             .map_err(|source| ShipError::ThreadStart { thread: SIGNER_THREAD, source })?;
         Ok(Self { submitter, thread, shared })
     }
@@ -399,10 +427,29 @@ impl Pipeline {
     /// Stops taking records, seals what is pending and saves the chain state. Records
     /// submitted earlier are all sealed; later submissions fail.
     pub fn close(self) -> Result<SignSummary, ShipError> {
-        let Self { submitter, thread, .. } = self;
+        let Self { submitter, thread, shared } = self;
+        shared.health.stop();
         let _ = submitter.tx.send(Msg::Close);
         drop(submitter);
         thread.join().unwrap_or(Err(ShipError::ThreadPanicked(SIGNER_THREAD)))
+    }
+}
+
+/// Saves where the chain stands, retried until it succeeds (see [`Health::retry`]).
+fn save_state(shared: &Shared, sealer: &BatchSealer) -> Result<(), ShipError> {
+    shared.health.retry("chain state", &shared.metrics.state_save_errors, || sealer.save_state())
+}
+
+/// Tells [`Shared::signer_ended`] when dropped: at the end of the signer thread, a panic
+/// included.
+struct SignerEnded(Arc<Shared>);
+
+impl Drop for SignerEnded {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.health.set(SIGNER_THREAD, "panicked (its message is in the log)".into());
+        }
+        self.0.signer_ended.send_replace(true);
     }
 }
 
@@ -479,7 +526,7 @@ impl SignerLoop {
             self.seal()?;
         }
         let summary = self.writer.finish()?;
-        self.sealer.save_state()?;
+        save_state(&self.shared, &self.sealer)?;
         Ok(summary)
     }
 
@@ -491,7 +538,19 @@ impl SignerLoop {
                 continue;
             }
             let origin = &submission.origin;
-            match self.push(record, &|| origin.locate(index as u64))? {
+            let limit = self.options.max_record_bytes;
+            let taken = if record.len() > limit {
+                // Refused here whatever the source, so that no path takes a longer record than
+                // the line readers do.
+                let skipped = Skipped { bytes: record.len() as u64, sha256: sha256(record) };
+                let notice = too_long_notice(&origin.locate(index as u64), limit, skipped);
+                self.push(&notice, &|| origin.locate(index as u64))?;
+                let why = format!("{} bytes, longer than the {limit} bytes a record may have", record.len());
+                Taken::Refused(RecordError::Record(why))
+            } else {
+                self.push(record, &|| origin.locate(index as u64))?
+            };
+            match taken {
                 Taken::Accepted => {
                     submission.receipt.accepted += 1;
                     metrics.records_in.fetch_add(1, Ordering::Relaxed);
@@ -563,7 +622,8 @@ impl SignerLoop {
 
     /// Hands a sealed batch to the writer with the submissions it acknowledges.
     fn write_sealed(&mut self, line: Vec<u8>, sealed: Sealed) -> Result<(), ShipError> {
-        self.writer.write(line, sealed, std::mem::take(&mut self.waiting))?;
+        let head = self.sealer.head().clone();
+        self.writer.write(line, sealed, head, std::mem::take(&mut self.waiting))?;
         self.opened_at = None;
         self.last_seal = Instant::now();
         self.retire_delivered()?;
@@ -577,8 +637,8 @@ impl SignerLoop {
         }
     }
 
-    /// Deletes spool segments every sink has delivered; the chain state is saved first, since
-    /// the next run could otherwise find no header to continue from.
+    /// Deletes spool segments every sink has delivered (the chain state, saved before a batch
+    /// is published, tells the next run where the chain stands without them).
     fn retire_delivered(&mut self) -> Result<(), ShipError> {
         if self.options.keep_spool {
             return Ok(());
@@ -586,9 +646,6 @@ impl SignerLoop {
         if self.shared.spool.slowest_reader().is_none_or(|slowest| slowest.segment <= self.oldest_segment) {
             return Ok(());
         }
-        // The state must not be ahead of the spool.
-        self.writer.wait_written()?;
-        self.sealer.save_state()?;
         self.oldest_segment = self.shared.spool.retire_delivered(self.oldest_segment)?;
         Ok(())
     }
@@ -596,7 +653,11 @@ impl SignerLoop {
     /// Waits while the spool holds more undelivered bytes than allowed: the sinks are behind,
     /// so producers must wait too.
     fn wait_for_spool_room(&mut self) {
-        while self.options.spool_bytes != 0 && self.spool_behind > self.options.spool_bytes {
+        // A stopping daemon seals what it holds even past the bound: the sinks may never catch up.
+        while self.options.spool_bytes != 0
+            && self.spool_behind > self.options.spool_bytes
+            && !self.shared.health.stopping()
+        {
             self.shared.spool.wait_for_reader(Duration::from_millis(500));
             self.measure_spool();
         }

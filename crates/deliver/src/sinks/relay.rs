@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls_platform_verifier::BuilderVerifierExt;
-use teelog_relay::{push_frame, FrameReader, Hello, ServerMessage};
+use teelog_relay::{push_frame, FrameReader, Hello, RelayError, ServerMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -112,27 +112,70 @@ impl RelaySink {
             let mut frames = Vec::new();
             while at < chunk.entries.len() && (at == first || frames.len() < WRITE_BYTES) {
                 let line = chunk.entries[at].line;
-                push_frame(&mut frames, line.strip_suffix(b"\n").unwrap_or(line));
+                push_frame(&mut frames, &line[..frame_len(line)]);
                 at += 1;
             }
-            let lost = |e: std::io::Error| {
-                SinkError::retry("connect", format!("relay connection to the gateway lost: {e}"))
+            let write = tokio::time::timeout(self.timeout, connection.socket.write_all(&frames)).await;
+            let write_failed = match write {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("relay connection to the gateway lost: {e}")),
+                Err(_) => {
+                    Some(format!("the gateway at {} took no data for {:?}", self.address, self.timeout))
+                }
             };
-            connection.socket.write_all(&frames).await.map_err(lost)?;
             connection.sent += (at - first) as u64;
+            // Read even after a failed write: a gateway that refuses a frame says why before it
+            // closes, and the lines before it may be acknowledged.
+            let mut refusal = None;
             while connection.acked < connection.sent {
-                match connection.reply(self.timeout, &self.address).await? {
-                    ServerMessage::Ack(n) if n <= connection.sent && n >= connection.acked => {
+                match connection.reply(self.timeout, &self.address).await {
+                    Ok(ServerMessage::Ack(n)) if n <= connection.sent && n >= connection.acked => {
                         connection.acked = n;
                         self.progress.settled(first + (n - start) as usize);
                     }
-                    other => return Err(unexpected(&self.address, &other)),
+                    Ok(ServerMessage::Error(why)) => {
+                        refusal = Some(why);
+                        break;
+                    }
+                    Ok(other) => return Err(unexpected(&self.address, &other)),
+                    Err(e) => return Err(write_failed.map_or(e, |lost| SinkError::retry("connect", lost))),
                 }
             }
-            self.connection = Some(connection);
+            let unacked = first + (connection.acked - start) as usize;
+            match (refusal, write_failed) {
+                (None, None) => self.connection = Some(connection),
+                (None, Some(lost)) => return Err(SinkError::retry("connect", lost)),
+                (Some(why), _) => {
+                    // A line larger than the gateway takes would be refused on every retry,
+                    // and every later line would wait behind it: it is refused for good, and
+                    // the rest sent on a new connection.
+                    let too_large = RelayError::too_large_limit(&why).and_then(|max| {
+                        (unacked..at).find(|&i| frame_len(chunk.entries[i].line) > max).map(|i| (i, max))
+                    });
+                    let Some((index, max)) = too_large else {
+                        return Err(unexpected(&self.address, &ServerMessage::Error(why)));
+                    };
+                    let len = frame_len(chunk.entries[index].line);
+                    tracing::error!(target: "teelog::deliver", "relay: a spool line of {len} bytes is larger than the {max} the gateway at {} takes; it is not relayed", self.address);
+                    self.progress.refuse(SinkError::permanent(
+                        "too_large",
+                        format!(
+                            "a line of {len} bytes is larger than the {max} bytes the gateway at {} takes",
+                            self.address
+                        ),
+                    ));
+                    self.progress.settled(index + 1);
+                    at = index + 1;
+                }
+            }
         }
         self.progress.finish()
     }
+}
+
+/// The length of the frame a spool line is sent as (without its newline).
+fn frame_len(line: &[u8]) -> usize {
+    line.strip_suffix(b"\n").unwrap_or(line).len()
 }
 
 /// The TLS client configuration of a relay sink; errors name the file.

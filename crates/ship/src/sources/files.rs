@@ -14,8 +14,8 @@
 //! from its start), and a truncation overwritten past the old size before the next poll.
 
 use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,6 +132,8 @@ pub fn resume(saved: Option<&Cursor>, opened: Seen) -> Resume {
 pub enum FollowError {
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("{path} is {kind}, not a regular file; it is not followed (a symbolic link: name its target in sources.files)")]
+    NotRegular { path: String, kind: &'static str },
     #[error("{path}: {source}")]
     Submit { path: String, source: SubmitError },
 }
@@ -175,6 +177,8 @@ pub struct Follower {
     saved: Option<Cursor>,
     /// The last problem reported, so that one that persists is reported once.
     problem: Option<String>,
+    /// The same for what is at the path, while the open file is still read.
+    odd_path: Option<String>,
 }
 
 impl Follower {
@@ -192,7 +196,7 @@ impl Follower {
         let metrics = submitter.shared().metrics.clone();
         let target =
             Target { path: path.to_path_buf(), name, cursor_file, max_line_bytes, submitter, metrics };
-        Self { target, open: None, saved, problem: None }
+        Self { target, open: None, saved, problem: None, odd_path: None }
     }
 
     /// Polls every `interval` until `stop` turns true, with a last look after it has.
@@ -205,6 +209,8 @@ impl Follower {
                     tracing::error!(target: "teelog::ship", "{e}");
                     return;
                 }
+                // A read cut short by the stop: the next run resumes from the saved position.
+                Err(_) if *stop.borrow() => return,
                 Err(e) => {
                     let message = e.to_string();
                     if self.problem.as_ref() != Some(&message) {
@@ -222,7 +228,7 @@ impl Follower {
 
     /// Looks at the path and the open file once, and does what that calls for.
     pub fn poll(&mut self, stop: &watch::Receiver<bool>) -> Result<(), FollowError> {
-        let at_path = std::fs::metadata(&self.target.path).ok().map(|m| Seen::of(&m));
+        let at_path = self.at_path();
         let open = match &self.open {
             Some(open) => Some((open.reading, open.file.metadata().map_err(|e| self.target.io(e))?.len())),
             None => None,
@@ -256,10 +262,35 @@ impl Follower {
         }
     }
 
+    /// The regular file at the path, if there is one. Anything else there (a symbolic link,
+    /// which could lead to a file the configuration did not name; a FIFO or a device, which
+    /// could block the follower) is reported once and treated as no file.
+    fn at_path(&mut self) -> Option<Seen> {
+        let meta = std::fs::symlink_metadata(&self.target.path).ok()?;
+        if let Err(e) = self.target.regular(&meta) {
+            let message = e.to_string();
+            if self.odd_path.as_ref() != Some(&message) {
+                tracing::warn!(target: "teelog::ship", "{message}");
+                self.odd_path = Some(message);
+            }
+            return None;
+        }
+        self.odd_path = None;
+        Some(Seen::of(&meta))
+    }
+
     fn open_path(&mut self) -> Result<(), FollowError> {
         let target = &self.target;
-        let file = File::open(&target.path).map_err(|e| target.io(e))?;
-        let seen = Seen::of(&file.metadata().map_err(|e| target.io(e))?);
+        // No-follow and non-blocking, then checked: what was looked at may have been replaced
+        // since by a link or a FIFO, whose open would otherwise follow it or wait for a writer.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&target.path)
+            .map_err(|e| target.io(e))?;
+        let meta = file.metadata().map_err(|e| target.io(e))?;
+        target.regular(&meta)?;
+        let seen = Seen::of(&meta);
         let (offset, line) = match resume(self.saved.take().as_ref(), seen) {
             Resume::At { offset, line } => (offset, line),
             Resume::Fresh => (0, 0),
@@ -285,8 +316,10 @@ impl Follower {
         let start = open.reading.offset;
         let first = open.line;
         (&open.file).seek(SeekFrom::Start(start)).map_err(|e| target.io(e))?;
-        let mut reader =
-            LineReader::new(BufReader::with_capacity(1 << 16, &open.file), target.max_line_bytes);
+        // The rest of a rotated file is read to its end even when stopping (within the daemon's
+        // bound on a stop), since the next run would not find it.
+        let input = UntilStop { file: &open.file, stop: (!last).then_some(stop) };
+        let mut reader = LineReader::new(BufReader::with_capacity(1 << 16, input), target.max_line_bytes);
         let mut chunker = Chunker::new(&target.name, target.max_line_bytes);
         // The end of the last line taken, and its number.
         let mut taken = (start, first);
@@ -319,9 +352,42 @@ impl Follower {
     }
 }
 
+/// A file read that fails once the daemon stops, so that no file (one written faster than it
+/// is read, one endless line) holds the stop; what was not committed is read again next run.
+struct UntilStop<'a> {
+    file: &'a File,
+    stop: Option<&'a watch::Receiver<bool>>,
+}
+
+impl Read for UntilStop<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.is_some_and(|stop| *stop.borrow()) {
+            return Err(std::io::Error::other("stopping"));
+        }
+        self.file.read(buf)
+    }
+}
+
 impl Target {
     fn io(&self, source: std::io::Error) -> FollowError {
         FollowError::Io { path: self.name.clone(), source }
+    }
+
+    /// Ok for a regular file; else what it is, as an error naming the path.
+    fn regular(&self, meta: &std::fs::Metadata) -> Result<(), FollowError> {
+        let kind = meta.file_type();
+        let kind = if kind.is_file() {
+            return Ok(());
+        } else if kind.is_symlink() {
+            "a symbolic link"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if std::os::unix::fs::FileTypeExt::is_fifo(&kind) {
+            "a FIFO"
+        } else {
+            "a device or socket"
+        };
+        Err(FollowError::NotRegular { path: self.name.clone(), kind })
     }
 
     /// Submits a chunk, waits until it is in the spool, then moves the position past it.

@@ -1,0 +1,437 @@
+//! `teelog ship` under faults, through the real binary: configurations that would disable it, a
+//! chain state that cannot be saved, a stop with stuck clients and files, a producer that keeps
+//! its pipe open, and a gateway that refuses a line or stops reading.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
+
+mod common;
+mod ship_harness;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{keygen, s};
+use ship_harness::{http_get, post, stored_records, Daemon};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    identity: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let identity = root.join("id");
+    keygen(&identity, &[]);
+    Fixture { _dir: dir, root, identity }
+}
+
+impl Fixture {
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// A configuration with the identity, a kept spool `spool`, `batch` (keys of `[batch]`)
+    /// and `rest` (sections).
+    fn config(&self, batch: &str, rest: &str) -> PathBuf {
+        let text = format!(
+            "identity = {:?}\n[batch]\nmax_delay = \"50ms\"\nheartbeat = \"off\"\n{batch}\n[spool]\ndir = {:?}\nkeep = true\n{rest}\n",
+            s(&self.identity),
+            s(&self.spool()),
+        );
+        let path = self.path("ship.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn spool(&self) -> PathBuf {
+        self.path("spool")
+    }
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool, log: impl Fn() -> String) {
+    let until = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < until, "{what}: not within {within:?}: {}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn otlp_json_record(message: &str) -> String {
+    format!(
+        r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{{"stringValue":"{message}"}}}}]}}]}}]}}"#
+    )
+}
+
+fn messages(store: &Path) -> Vec<String> {
+    stored_records(store).iter().filter_map(|r| r["message"].as_str().map(str::to_string)).collect()
+}
+
+#[test]
+fn zero_values_that_would_disable_the_shipper_are_refused_naming_the_key() {
+    let f = fixture();
+    for (section, key, value) in [
+        ("sources", "max_line_bytes", "0"),
+        ("sources", "max_request_bytes", "0"),
+        ("sources", "poll_interval", "\"0s\""),
+        ("spool", "segment_bytes", "0"),
+        ("batch", "max_bytes", "0"),
+        ("batch", "max_records", "0"),
+        ("queue", "max_bytes", "0"),
+    ] {
+        // The key goes into its own section, after the fixture's.
+        let text = format!(
+            "identity = {:?}\n[spool]\ndir = {:?}\nkeep = true\n{}\n[sources]\nstdin = true\n{}\n{}",
+            s(&f.identity),
+            s(&f.spool()),
+            if section == "spool" { format!("{key} = {value}") } else { String::new() },
+            if section == "sources" { format!("{key} = {value}") } else { String::new() },
+            if section != "spool" && section != "sources" {
+                format!("[{section}]\n{key} = {value}")
+            } else {
+                String::new()
+            },
+        );
+        let config = f.path("zero.toml");
+        std::fs::write(&config, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_teelog"))
+            .args(["ship", "--config", s(&config)])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{section}.{key} = {value} was taken: {stderr}");
+        let named = stderr.contains(&format!("{section}.{key}: must be more than 0"))
+            // A duration is refused as such by its parser, which names the key its own way.
+            || stderr.contains(&format!("out of range\\u{{000a}}in `{section}.{key}`"));
+        assert!(named, "{section}.{key}: {stderr}");
+    }
+}
+
+#[test]
+fn a_chain_state_that_cannot_be_saved_is_retried_and_reported_until_it_can() {
+    let f = fixture();
+    let config = f.config(
+        "",
+        "[queue]\nmax_wait = \"30s\"\n[sources]\notlp_http = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"",
+    );
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    let (http, metrics) = (daemon.http.unwrap(), daemon.addr("metrics"));
+    assert_eq!(http_get(metrics, "/health"), (200, "ok\n".to_string()));
+    let json = [("Content-Type", "application/json")];
+    assert_eq!(post(http, "/v1/logs", &json, otlp_json_record("before").as_bytes()).unwrap().0, 200);
+
+    // The state file becomes a directory: every save of it fails until it is a file again.
+    let state = f.identity.join("state").join("default.json");
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir_all(state.join("in-the-way")).unwrap();
+    let body = otlp_json_record("during");
+    let held = std::thread::spawn(move || post(http, "/v1/logs", &json, body.as_bytes()).unwrap().0);
+    wait_until(
+        "the health endpoint reports the chain state",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = http_get(metrics, "/health");
+            status == 503 && body.starts_with("chain state: ")
+        },
+        || daemon.log(),
+    );
+    let (_, text) = http_get(metrics, "/metrics");
+    let errors: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("teelog_state_save_errors_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(errors >= 1, "{text}");
+    assert!(daemon.log().contains("chain state: "), "{}", daemon.log());
+    // The batch is written but not published: its request waits for the state.
+    assert!(!held.is_finished(), "answered before its chain state was saved: {}", daemon.log());
+
+    std::fs::remove_dir_all(&state).unwrap();
+    assert_eq!(held.join().unwrap(), 200, "the held request is answered once the state is saved");
+    assert_eq!(http_get(metrics, "/health"), (200, "ok\n".to_string()));
+    assert_eq!(messages(&f.spool()), ["before", "during"]);
+    let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    assert!(state.is_file());
+}
+
+#[test]
+fn stdin_lines_are_sealed_after_max_delay_while_the_pipe_stays_open() {
+    let f = fixture();
+    let config = f.config("", "[sources]\nstdin = true");
+    let (daemon, mut stdin) = Daemon::start_with_stdin(&["--config", s(&config)]);
+    stdin.write_all(b"{\"message\":\"one\"}\n{\"message\":\"two\"}\n{\"message\":\"three\"}\n").unwrap();
+    stdin.flush().unwrap();
+    // The producer keeps its pipe open: the lines are sealed all the same.
+    wait_until(
+        "three lines in the spool",
+        Duration::from_secs(10),
+        || messages(&f.spool()).len() == 3,
+        || daemon.log(),
+    );
+    assert_eq!(messages(&f.spool()), ["one", "two", "three"]);
+    let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    drop(stdin);
+}
+
+/// A client that connects and sends `bytes`, then neither sends more nor closes.
+fn stuck_client(addr: std::net::SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(bytes).unwrap();
+    stream
+}
+
+#[test]
+fn sigterm_stops_the_shipper_within_a_bound_whatever_its_clients_and_files_do() {
+    // The bound is the daemon's: 5 s for its sources, then the signer's close and the sinks'
+    // drain, which have nothing left to do here.
+    let bound = Duration::from_secs(20);
+    let mut took = Vec::new();
+    for case in [
+        "half-sent HTTP body",
+        "half-sent gRPC message",
+        "FIFO without a writer",
+        "endless line",
+        "open stdin pipe",
+    ] {
+        let f = fixture();
+        let fifo = f.path("fifo.log");
+        let endless = f.path("endless.log");
+        let sources = match case {
+            "half-sent HTTP body" => "otlp_http = \"127.0.0.1:0\"".to_string(),
+            "half-sent gRPC message" => "otlp_grpc = \"127.0.0.1:0\"".to_string(),
+            "FIFO without a writer" => {
+                assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+                format!("files = [{:?}]\npoll_interval = \"20ms\"", s(&fifo))
+            }
+            "endless line" => {
+                format!("files = [{:?}]\npoll_interval = \"20ms\"\nmax_line_bytes = 1024", s(&endless))
+            }
+            _ => "stdin = true".to_string(),
+        };
+        let config = f.config("", &format!("[sources]\n{sources}"));
+        let (daemon, stdin) = Daemon::start_with_stdin(&["--config", s(&config)]);
+        let mut keep = Vec::new();
+        let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let mut writer = None;
+        match case {
+            "half-sent HTTP body" => {
+                let head = "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"resourceLogs\":";
+                keep.push(stuck_client(daemon.http.unwrap(), head.as_bytes()));
+            }
+            "half-sent gRPC message" => {
+                // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
+                let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+                hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+                keep.push(stuck_client(daemon.grpc.unwrap(), &hello));
+            }
+            "endless line" => {
+                let (path, writing) = (endless.clone(), writing.clone());
+                writer = Some(std::thread::spawn(move || {
+                    let mut file = std::fs::File::create(path).unwrap();
+                    let chunk = vec![b'x'; 1 << 16];
+                    while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                        file.write_all(&chunk).unwrap();
+                    }
+                }));
+            }
+            _ => {}
+        }
+        // Let the daemon get stuck in it.
+        std::thread::sleep(Duration::from_millis(500));
+        let (time, status, log) = daemon.stop_within(bound);
+        writing.store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(writer) = writer {
+            writer.join().unwrap();
+        }
+        drop((keep, stdin));
+        assert!(status.success(), "{case}: {status}: {log}");
+        took.push(format!("{case}: {time:?}"));
+    }
+    eprintln!("time to stop after SIGTERM: {}", took.join(", "));
+}
+
+/// A fake gateway that welcomes a relay client and then reads nothing more.
+fn deaf_gateway() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let thread = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        // The magic and the hello frame.
+        let mut magic = [0u8; 8];
+        socket.read_exact(&mut magic).unwrap();
+        let mut len = [0u8; 4];
+        socket.read_exact(&mut len).unwrap();
+        let mut hello = vec![0u8; u32::from_be_bytes(len) as usize];
+        socket.read_exact(&mut hello).unwrap();
+        let welcome = br#"{"welcome":"deaf"}"#;
+        socket.write_all(&(welcome.len() as u32).to_be_bytes()).unwrap();
+        socket.write_all(welcome).unwrap();
+        // Holds the connection without reading until the shipper gives up on it.
+        let mut rest = Vec::new();
+        socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        std::thread::sleep(Duration::from_secs(4));
+        let _ = socket.read_to_end(&mut rest);
+    });
+    (addr, thread)
+}
+
+#[test]
+fn a_gateway_that_stops_reading_is_given_up_on_within_the_sink_timeout() {
+    let f = fixture();
+    let (gateway, _thread) = deaf_gateway();
+    let config = f.config(
+        "",
+        &format!(
+            "[sources]\nstdin = true\n[[sinks]]\nkind = \"relay\"\naddress = \"{gateway}\"\ntimeout = \"1s\""
+        ),
+    );
+    let (daemon, mut stdin) = Daemon::start_with_stdin(&["--config", s(&config)]);
+    // More than the sockets' buffers hold, so that the write itself has to wait.
+    let line = format!("{{\"message\":\"{}\"}}\n", "y".repeat(60_000));
+    for _ in 0..300 {
+        stdin.write_all(line.as_bytes()).unwrap();
+    }
+    stdin.flush().unwrap();
+    daemon.wait_for_log("took no data for 1s", Duration::from_secs(30));
+    let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_line_the_gateway_refuses_as_too_large_is_reported_as_such_and_the_rest_relayed() {
+    let f = fixture();
+    let gateway_config = f.path("gateway.toml");
+    std::fs::write(
+        &gateway_config,
+        format!(
+            "[spool]\ndir = {:?}\n[listen]\nrelay = \"127.0.0.1:0\"\nmax_request_bytes = 65536\n[[sinks]]\nkind = \"store\"\ndir = {:?}\n",
+            s(&f.path("gw-spool")),
+            s(&f.path("gw-store"))
+        ),
+    )
+    .unwrap();
+    let gateway = Daemon::gateway(&gateway_config);
+    let relay = gateway.addr("relay");
+    // One batch per record: the large one alone is too large for the gateway.
+    let config = f.config("max_records = 1", &format!(
+        "[sources]\nstdin = true\n[metrics]\nlisten = \"127.0.0.1:0\"\n[[sinks]]\nkind = \"relay\"\naddress = \"{relay}\"\ntimeout = \"2s\""
+    ));
+    let (daemon, mut stdin) = Daemon::start_with_stdin(&["--config", s(&config)]);
+    let large = "z".repeat(100_000);
+    for message in ["small 1", large.as_str(), "small 2"] {
+        stdin.write_all(format!("{{\"message\":\"{message}\"}}\n").as_bytes()).unwrap();
+    }
+    stdin.flush().unwrap();
+    wait_until(
+        "the small records at the gateway",
+        Duration::from_secs(30),
+        || messages(&f.path("gw-store")) == ["small 1", "small 2"],
+        || daemon.log() + &gateway.log(),
+    );
+    let (_, text) = http_get(daemon.addr("metrics"), "/metrics");
+    assert!(text.contains("kind=\"too_large\"} 1"), "{text}");
+    assert!(daemon.log().contains("larger than the 65536 bytes the gateway"), "{}", daemon.log());
+    drop(stdin);
+    let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    gateway.stop();
+}
+
+/// `teelog verify --json` over a store with the fixture's key: the kinds of its findings.
+fn findings(f: &Fixture, store: &Path) -> Vec<String> {
+    let pubkey = f.identity.join("public-key.pem");
+    let out = common::teelog(&["verify", "--json", "--store", s(store), "--pubkey", s(&pubkey)], b"");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    report["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_spool_lost_while_the_chain_state_survives_never_makes_the_shipper_sign_a_seq_again() {
+    let f = fixture();
+    let archive = f.path("archive");
+    let config = f.config(
+        "",
+        &format!("[sources]\nstdin = true\n[[sinks]]\nkind = \"store\"\ndir = {:?}", s(&archive)),
+    );
+    // Run 1 signs and delivers, then dies without a clean stop.
+    let (daemon, mut stdin) = Daemon::start_with_stdin(&["--config", s(&config)]);
+    for n in 0..5 {
+        stdin.write_all(format!("{{\"message\":\"first run {n}\"}}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+    }
+    wait_until("run 1 delivered", Duration::from_secs(10), || messages(&archive).len() == 5, || daemon.log());
+    daemon.kill_9();
+    drop(stdin);
+    // The host loses the spool; the identity's state survives.
+    std::fs::remove_dir_all(f.spool()).unwrap();
+
+    let (daemon, mut stdin) = Daemon::start_with_stdin(&["--config", s(&config)]);
+    for n in 0..5 {
+        stdin.write_all(format!("{{\"message\":\"second run {n}\"}}\n").as_bytes()).unwrap();
+    }
+    stdin.flush().unwrap();
+    wait_until(
+        "run 2 delivered",
+        Duration::from_secs(10),
+        || messages(&archive).len() == 10,
+        || daemon.log(),
+    );
+    drop(stdin);
+    let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    assert!(log.contains("a new epoch starts after the state's head"), "{log}");
+    // The sink holds both runs as one chain: no seq signed twice, nothing missing.
+    assert_eq!(findings(&f, &archive), Vec::<String>::new());
+}
+
+/// Copies the files of directory `from` into `to` (one level, as the state and a spool are).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// The limit without the gateway's head (issue 15) or a TPM counter: a host that restores the
+/// state and the spool together from a snapshot makes the shipper sign seqs it signed after the
+/// snapshot again. The shipper cannot see it; a verifier of the sink reports the equivocation.
+#[test]
+fn a_restore_of_state_and_spool_from_one_snapshot_is_reported_by_the_verifier_of_the_sink() {
+    let f = fixture();
+    let archive = f.path("archive");
+    let config = f.config(
+        "",
+        &format!("[sources]\nstdin = true\n[[sinks]]\nkind = \"store\"\ndir = {:?}", s(&archive)),
+    );
+    let run = |label: &str, total: usize| {
+        let (daemon, mut stdin) = Daemon::start_with_stdin(&["--config", s(&config)]);
+        stdin.write_all(format!("{{\"message\":\"{label}\"}}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        wait_until(label, Duration::from_secs(10), || messages(&archive).len() == total, || daemon.log());
+        drop(stdin);
+        let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
+        assert!(status.success(), "{log}");
+    };
+    run("before the snapshot", 1);
+    let (state, snapshot) = (f.identity.join("state"), f.path("snapshot"));
+    copy_dir(&state, &snapshot.join("state"));
+    copy_dir(&f.spool(), &snapshot.join("spool"));
+    run("after the snapshot", 2);
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::remove_dir_all(f.spool()).unwrap();
+    copy_dir(&snapshot.join("state"), &state);
+    copy_dir(&snapshot.join("spool"), &f.spool());
+    run("after the restore", 3);
+    assert!(findings(&f, &archive).contains(&"equivocation".to_string()), "{:?}", findings(&f, &archive));
+}
