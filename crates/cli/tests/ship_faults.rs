@@ -146,7 +146,7 @@ fn a_chain_state_that_cannot_be_saved_is_retried_and_reported_until_it_can() {
         .and_then(|n| n.parse().ok())
         .unwrap();
     assert!(errors >= 1, "{text}");
-    assert!(daemon.log().contains("chain state: "), "{}", daemon.log());
+    daemon.wait_for_log("chain state: ", Duration::from_secs(10));
     // The batch is written but not published: its request waits for the state.
     assert!(!held.is_finished(), "answered before its chain state was saved: {}", daemon.log());
 
@@ -434,4 +434,98 @@ fn a_restore_of_state_and_spool_from_one_snapshot_is_reported_by_the_verifier_of
     copy_dir(&snapshot.join("spool"), &f.spool());
     run("after the restore", 3);
     assert!(findings(&f, &archive).contains(&"equivocation".to_string()), "{:?}", findings(&f, &archive));
+}
+
+#[test]
+fn receivers_beyond_loopback_without_tls_or_token_need_an_explicit_flag() {
+    let f = fixture();
+    for (rest, key) in [
+        ("[sources]\notlp_http = \"0.0.0.0:0\"", "sources.otlp_http"),
+        ("[sources]\notlp_grpc = \"0.0.0.0:0\"", "sources.otlp_grpc"),
+        ("[sources]\nstdin = true\n[metrics]\nlisten = \"0.0.0.0:0\"", "metrics.listen"),
+    ] {
+        let config = f.config("", rest);
+        let out = common::teelog(&["ship", "--config", s(&config)], b"");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(&format!("{key}: 0.0.0.0:0 is beyond loopback")),
+            "{stderr}"
+        );
+    }
+    let config = f.config("", "[sources]\notlp_http = \"0.0.0.0:0\"\nallow_remote_plaintext = true");
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+}
+
+/// An OTLP/protobuf request: one resource with `attributes` attributes of `value_bytes` each,
+/// and `records` log records with a body of `body_bytes`, each of which the resource is copied
+/// into.
+fn otlp_request(attributes: usize, value_bytes: usize, records: usize, body_bytes: usize) -> Vec<u8> {
+    use teelog_otlp::common::{any_value::Value, AnyValue, KeyValue};
+    use teelog_otlp::logs::{LogRecord, ResourceLogs, ScopeLogs};
+    use teelog_otlp::resource::Resource;
+    let attribute = |i: usize| KeyValue {
+        key: format!("k{i}"),
+        value: Some(AnyValue { value: Some(Value::StringValue("v".repeat(value_bytes))) }),
+        ..Default::default()
+    };
+    let request = teelog_otlp::ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: (0..attributes).map(attribute).collect(),
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![
+                    LogRecord {
+                        body: (body_bytes > 0)
+                            .then(|| AnyValue { value: Some(Value::StringValue("b".repeat(body_bytes))) }),
+                        ..Default::default()
+                    };
+                    records
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    teelog_otlp::encode_protobuf(&request)
+}
+
+#[test]
+fn hostile_and_concurrent_otlp_requests_stay_within_the_memory_budget() {
+    let f = fixture();
+    let config = f.config(
+        "",
+        "[sources]\notlp_http = \"127.0.0.1:0\"\nmax_request_bytes = 4194304\nmax_inflight_bytes = 16777216",
+    );
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    let http = daemon.http.unwrap();
+    let protobuf = [("Content-Type", "application/x-protobuf")];
+    // ~145 KB: a 104 KB resource copied into 18 000 records would map to 1.9 GB.
+    let bomb = otlp_request(16, 6500, 18_000, 0);
+    assert!(bomb.len() < 150_000, "{}", bomb.len());
+    let (status, body) = post(http, "/v1/logs", &protobuf, &bomb).unwrap();
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("max_inflight_bytes"));
+    let after_bomb = ship_harness::peak_rss_kib(daemon.pid());
+    // Eight clients at once, each with a 3 MiB request of honest records.
+    let large = otlp_request(1, 16, 3000, 1000);
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let large = large.clone();
+            std::thread::spawn(move || {
+                post(http, "/v1/logs", &[("Content-Type", "application/x-protobuf")], &large).map(|r| r.0)
+            })
+        })
+        .collect();
+    let statuses: Vec<_> = clients.into_iter().map(|c| c.join().unwrap().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let peak = ship_harness::peak_rss_kib(daemon.pid());
+    eprintln!("peak RSS: {after_bomb} KiB after the resource-copy request, {peak} KiB after 8 concurrent requests ({statuses:?})");
+    assert!(peak < 400 * 1024, "peak RSS {peak} KiB");
+    let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
 }

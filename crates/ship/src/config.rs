@@ -119,6 +119,12 @@ pub struct SourcesConfig {
     pub otlp_grpc: Option<SocketAddr>,
     /// Largest OTLP request body accepted (after decompression).
     pub max_request_bytes: usize,
+    /// Bytes all OTLP requests being taken may hold at once: bodies, inflated bodies, and the
+    /// records they map to. A request that needs more than this alone is refused for good.
+    pub max_inflight_bytes: usize,
+    /// Bind the OTLP receivers to an address beyond loopback, although they have neither TLS
+    /// nor a token: anyone who reaches the port can then sign records into the stream.
+    pub allow_remote_plaintext: bool,
     /// NDJSON files to follow (across rotation); each one's position is kept in the spool.
     pub files: Vec<PathBuf>,
     /// How often followed files are looked at for new lines and rotation.
@@ -135,6 +141,8 @@ impl Default for SourcesConfig {
             otlp_http: None,
             otlp_grpc: None,
             max_request_bytes: 16 << 20,
+            max_inflight_bytes: 64 << 20,
+            allow_remote_plaintext: false,
             files: Vec::new(),
             poll_interval: Duration::from_millis(200),
             max_line_bytes: 1 << 20,
@@ -160,6 +168,7 @@ impl Config {
             ("spool.segment_bytes", self.spool.segment_bytes == 0),
             ("sources.max_line_bytes", s.max_line_bytes == 0),
             ("sources.max_request_bytes", s.max_request_bytes == 0),
+            ("sources.max_inflight_bytes", s.max_inflight_bytes == 0),
         ] {
             if zero {
                 return Err(format!("{key}: must be more than 0"));
@@ -170,6 +179,25 @@ impl Config {
             return Err(format!(
                 "batch.max_bytes: at most {max_line}, the longest batch line `teelog verify` reads by default"
             ));
+        }
+        if s.max_inflight_bytes < s.max_request_bytes {
+            return Err("sources.max_inflight_bytes: must be at least sources.max_request_bytes".into());
+        }
+        // The receivers have no TLS nor token (yet): beyond loopback, whoever reaches the port
+        // could sign records into the stream, or read the metrics.
+        let remote = [
+            ("sources.otlp_http", s.otlp_http),
+            ("sources.otlp_grpc", s.otlp_grpc),
+            ("metrics.listen", self.metrics.as_ref().map(|m| m.listen)),
+        ];
+        if let Some((key, Some(addr))) =
+            remote.iter().find(|(_, addr)| addr.is_some_and(|a| !a.ip().is_loopback()))
+        {
+            if !s.allow_remote_plaintext {
+                return Err(format!(
+                    "{key}: {addr} is beyond loopback, and this listener has neither TLS nor a token; bind it to 127.0.0.1 (behind a proxy that authenticates), or set sources.allow_remote_plaintext = true"
+                ));
+            }
         }
         if !s.stdin && s.otlp_http.is_none() && s.otlp_grpc.is_none() && s.files.is_empty() {
             return Err("sources: nothing to read; set stdin, otlp_http, otlp_grpc or files".into());

@@ -347,6 +347,11 @@ impl Submitter {
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
+
+    /// How long a blocked caller waits for room before it is told to retry.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
 }
 
 /// What the signer said about a submission it was to acknowledge.

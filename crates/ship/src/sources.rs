@@ -94,7 +94,12 @@ pub async fn start(
             })?;
         running.followers.push(on_stop);
     }
-    let ingest = otlp::Ingest::new(submitter.clone(), sources.max_request_bytes);
+    let ingest = otlp::Ingest::new(
+        submitter.clone(),
+        sources.max_request_bytes,
+        sources.max_line_bytes,
+        sources.max_inflight_bytes,
+    );
     if let Some(addr) = sources.otlp_http {
         let listener = bind(addr, "OTLP/HTTP").await?;
         let router = otlp::http_router(ingest.clone());

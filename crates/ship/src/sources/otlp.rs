@@ -4,19 +4,23 @@
 use std::io::Read;
 use std::net::SocketAddr;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 use teelog_otlp::collector::logs_service_server::{LogsService, LogsServiceServer};
 use teelog_otlp::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use teelog_core::merkle::sha256;
 use teelog_core::record::{refusal_notice, Refused};
+use teelog_store::lines::Skipped;
+
+use crate::signer::too_long_notice;
 use teelog_otlp::Mapped;
 
 use crate::pipeline::{Origin, Receipt, RecordBuf, SubmitError, Submitter};
@@ -27,15 +31,71 @@ use teelog_deliver::clock::now;
 pub struct Ingest {
     submitter: Submitter,
     max_request_bytes: usize,
+    /// The longest record taken; a longer one is refused with a notice in its place.
+    max_record_bytes: usize,
+    /// Bytes that requests being taken may hold at once, all receivers together: their bodies
+    /// and the records they map to (a resource is copied into each of its records, so a small
+    /// request can map to far more than its size).
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
 }
 
-/// Why a request was not taken: the signer is busy or stopping; retry later. (A record the
-/// mapping refuses does not refuse its request: a notice takes its place.)
-struct Busy(String);
+/// Why a request was not taken. (A record the mapping refuses does not refuse its request: a
+/// notice takes its place.)
+enum Refusal {
+    /// The signer or the memory budget is busy, or the daemon is stopping: retry later.
+    Busy(String),
+    /// The request can never be taken (it maps to more than the whole budget): do not retry.
+    TooLarge(String),
+}
+
+/// More than a refusal notice takes: its text, a SHA-256 and the path of the record.
+const NOTICE_BYTES: usize = 4096;
+
+/// Budget is taken in steps of this many bytes as a request's records grow.
+const BUDGET_STEP: usize = 1 << 20;
 
 impl Ingest {
-    pub fn new(submitter: Submitter, max_request_bytes: usize) -> Self {
-        Self { submitter, max_request_bytes }
+    /// `budget_bytes` bounds what all requests hold at once (see [`Ingest`]).
+    pub fn new(
+        submitter: Submitter,
+        max_request_bytes: usize,
+        max_record_bytes: usize,
+        budget_bytes: usize,
+    ) -> Self {
+        let budget_bytes = budget_bytes.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
+        let budget = Arc::new(Semaphore::new(budget_bytes));
+        Self { submitter, max_request_bytes, max_record_bytes, budget, budget_bytes }
+    }
+
+    /// Takes `bytes` of the budget, waiting at most the pipeline's `max_wait` for them.
+    async fn reserve(&self, bytes: usize, source: &'static str) -> Result<OwnedSemaphorePermit, Refusal> {
+        let n = self.budget_units(bytes, source)?;
+        let wait = self.submitter.max_wait();
+        match tokio::time::timeout(wait, self.budget.clone().acquire_many_owned(n)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(self.refuse(
+                source,
+                "memory_budget",
+                format!("the receivers' memory budget stayed full for {wait:?}"),
+            )),
+        }
+    }
+
+    /// `bytes` as permits, or a refusal if it is more than the whole budget.
+    fn budget_units(&self, bytes: usize, source: &'static str) -> Result<u32, Refusal> {
+        match u32::try_from(bytes) {
+            Ok(n) if bytes <= self.budget_bytes => Ok(n),
+            _ => {
+                self.count_refused(source, "too_large");
+                let message = format!(
+                    "the request needs {bytes} bytes, more than the {} bytes all requests may hold at once (sources.max_inflight_bytes): split it",
+                    self.budget_bytes
+                );
+                tracing::warn!(target: "teelog::ship", "{source}: request refused: {message}");
+                Err(Refusal::TooLarge(message))
+            }
+        }
     }
 
     /// Counts a request refused for `reason`, among the listeners' metrics the spool keeps.
@@ -43,16 +103,56 @@ impl Ingest {
         self.submitter.shared().spool.metrics.refused(source, reason);
     }
 
-    /// Maps every record of the request and submits them together.
-    async fn take(&self, request: &ExportLogsServiceRequest, source: &'static str) -> Result<Receipt, Busy> {
+    /// Maps every record of the request and submits them together. `held` is the budget the
+    /// request holds already (its body); the records it maps to take more, step by step, and a
+    /// request that cannot get it now is refused as busy, so that no request waits for budget
+    /// while holding some.
+    async fn take(
+        &self,
+        request: &ExportLogsServiceRequest,
+        source: &'static str,
+        mut held: OwnedSemaphorePermit,
+    ) -> Result<Receipt, Refusal> {
         let mut records = RecordBuf::default();
+        let mut short = None;
         let mut scratch = Vec::new();
         // A record the mapping refuses is not lost: a signed notice takes its place, and the
         // client is told in `partial_success`.
         let mut refused = Receipt::default();
         let mut notice = Vec::new();
         let mapped = teelog_otlp::for_each_mapped(request, &mut scratch, |mapped| {
+            // Room for the largest record this one can add: the notice, or the record (a longer
+            // one is refused by the pipeline, but is held here until then).
+            let need = records.byte_len() + self.submitter_record_bound();
+            while (held.num_permits()) < need {
+                let step = BUDGET_STEP.min(self.budget_bytes);
+                if held.num_permits() + step > self.budget_bytes {
+                    short = Some(true);
+                    return Err(());
+                }
+                match self.budget.clone().try_acquire_many_owned(step as u32) {
+                    Ok(more) => held.merge(more),
+                    Err(_) => {
+                        short = Some(false);
+                        return Err(());
+                    }
+                }
+            }
             match mapped {
+                Mapped::Record { record, path } if record.len() > self.max_record_bytes => {
+                    // Refused here, as on every input path, rather than held until the signer
+                    // refuses it.
+                    let (at, limit) = (format!("{source} {}", path()), self.max_record_bytes);
+                    tracing::warn!(target: "teelog::ship", "{at}: record longer than {limit} bytes; a signed notice stands in its place");
+                    let skipped = Skipped { bytes: record.len() as u64, sha256: sha256(record) };
+                    records.push(&too_long_notice(&at, limit, skipped));
+                    self.submitter.shared().metrics.records_rejected.fetch_add(1, Ordering::Relaxed);
+                    refused.rejected += 1;
+                    refused.first_error.get_or_insert(format!(
+                        "{at}: {} bytes, longer than the {limit} bytes a record may have",
+                        record.len()
+                    ));
+                }
                 Mapped::Record { record, .. } => records.push(record),
                 Mapped::Refused { path, fault, log_record } => {
                     let error = format!("{path}: {fault}");
@@ -76,9 +176,20 @@ impl Ingest {
                     tracing::warn!(target: "teelog::ship", "{source}: {path}: {fault}; it has no log records");
                 }
             }
-            Ok::<(), std::convert::Infallible>(())
+            Ok(())
         });
-        let Ok(()) = mapped;
+        match (mapped, short) {
+            (Ok(()), _) => {}
+            (Err(()), Some(true)) => {
+                return Err(Refusal::TooLarge(format!(
+                    "its records come to more than the {} bytes all requests may hold at once (sources.max_inflight_bytes); a resource is copied into each of its records: split it",
+                    self.budget_bytes
+                )))
+            }
+            (Err(()), _) => {
+                return Err(self.refuse(source, "memory_budget", "the receivers' memory budget is full".into()))
+            }
+        }
         if records.is_empty() {
             return Ok(Receipt::default());
         }
@@ -94,10 +205,16 @@ impl Ingest {
         }
     }
 
-    fn refuse(&self, source: &'static str, reason: &str, why: String) -> Busy {
+    fn refuse(&self, source: &'static str, reason: &str, why: String) -> Refusal {
         self.count_refused(source, reason);
         tracing::warn!(target: "teelog::ship", "{source}: request refused ({reason}): {why}");
-        Busy(why)
+        Refusal::Busy(why)
+    }
+
+    /// The most one mapped record can add to a request's records: at most the per-record bound
+    /// and its newline, or a notice (a few hundred bytes and the record's path) in its place.
+    fn submitter_record_bound(&self) -> usize {
+        self.max_record_bytes.max(NOTICE_BYTES) + 1
     }
 }
 
@@ -148,7 +265,7 @@ fn error(encoding: Encoding, status: StatusCode, code: i32, message: String) -> 
     respond(encoding, status, RpcStatus { code, message }.encode_to_vec(), json)
 }
 
-async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
+async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
     const SOURCE: &str = "otlp-http";
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let encoding = match content_type.split(';').next().map(str::trim) {
@@ -162,14 +279,40 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Byt
             return error(Encoding::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message);
         }
     };
+    // The body's bytes are reserved before it is read: its announced length, else the most a
+    // body may have.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(ingest.max_request_bytes, |n| n.min(ingest.max_request_bytes));
+    let mut held = match ingest.reserve(announced, SOURCE).await {
+        Ok(held) => held,
+        Err(refusal) => return refused(encoding, refusal),
+    };
+    let body = match axum::body::to_bytes(body, ingest.max_request_bytes).await {
+        Ok(body) if body.len() <= held.num_permits() => body,
+        Ok(body) => {
+            ingest.count_refused(SOURCE, "bad_body");
+            let message = format!("the body is longer ({} bytes) than its Content-Length", body.len());
+            return error(encoding, StatusCode::BAD_REQUEST, 3, message);
+        }
+        Err(e) => {
+            ingest.count_refused(SOURCE, "too_large");
+            let message =
+                format!("the body cannot be read, or is larger than {} bytes: {e}", ingest.max_request_bytes);
+            return error(encoding, StatusCode::PAYLOAD_TOO_LARGE, 3, message);
+        }
+    };
     let body = match headers.get(header::CONTENT_ENCODING).map(HeaderValue::as_bytes) {
         None | Some(b"identity") => body.to_vec(),
-        Some(b"gzip") => match gunzip(&body, ingest.max_request_bytes) {
+        Some(b"gzip") => match ingest.gunzip(&body, &mut held) {
             Ok(body) => body,
-            Err(message) => {
+            Err(Inflate::Bad(message)) => {
                 ingest.count_refused(SOURCE, "bad_body");
                 return error(encoding, StatusCode::BAD_REQUEST, 3, message);
             }
+            Err(Inflate::Refused(refusal)) => return refused(encoding, refusal),
         },
         Some(other) => {
             ingest.count_refused(SOURCE, "content_encoding");
@@ -192,7 +335,7 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Byt
             return error(encoding, StatusCode::BAD_REQUEST, 3, e.to_string());
         }
     };
-    match ingest.take(&request, SOURCE).await {
+    match ingest.take(&request, SOURCE, held).await {
         Ok(receipt) => {
             let partial = partial_success(&receipt);
             let json = match &partial {
@@ -205,25 +348,58 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Byt
             let protobuf = ExportLogsServiceResponse { partial_success: partial }.encode_to_vec();
             respond(encoding, StatusCode::OK, protobuf, json.to_string())
         }
-        Err(Busy(message)) => {
+        Err(refusal) => refused(encoding, refusal),
+    }
+}
+
+/// The answer to a refused request: 503 with `Retry-After` (UNAVAILABLE) when it may pass
+/// later, 400 (INVALID_ARGUMENT, which OTLP clients do not retry) when it never will.
+fn refused(encoding: Encoding, refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Busy(message) => {
             let mut response = error(encoding, StatusCode::SERVICE_UNAVAILABLE, 14, message);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
+        Refusal::TooLarge(message) => error(encoding, StatusCode::BAD_REQUEST, 3, message),
     }
 }
 
-/// Inflates a gzip body, refusing one that grows beyond `limit` (a decompression bomb).
-fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(body)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("the gzip body cannot be inflated: {e}"))?;
-    if out.len() > limit {
-        return Err(format!("the inflated body is larger than {limit} bytes"));
+/// Why a gzip body was not inflated.
+enum Inflate {
+    Bad(String),
+    Refused(Refusal),
+}
+
+impl Ingest {
+    /// Inflates a gzip body, refusing one that grows beyond the request limit (a decompression
+    /// bomb); what it inflates to is taken from the budget as it grows.
+    fn gunzip(&self, body: &[u8], held: &mut OwnedSemaphorePermit) -> Result<Vec<u8>, Inflate> {
+        let limit = self.max_request_bytes;
+        let mut inflating = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
+        let mut out = Vec::new();
+        let step = BUDGET_STEP.min(self.budget_bytes);
+        loop {
+            match self.budget.clone().try_acquire_many_owned(step as u32) {
+                Ok(permit) => held.merge(permit),
+                Err(_) => {
+                    return Err(Inflate::Refused(Refusal::Busy(
+                        "the receivers' memory budget is full".into(),
+                    )))
+                }
+            }
+            let n = (&mut inflating)
+                .take(step as u64)
+                .read_to_end(&mut out)
+                .map_err(|e| Inflate::Bad(format!("the gzip body cannot be inflated: {e}")))?;
+            if out.len() > limit {
+                return Err(Inflate::Bad(format!("the inflated body is larger than {limit} bytes")));
+            }
+            if n < step {
+                return Ok(out);
+            }
+        }
     }
-    Ok(out)
 }
 
 pub fn http_router(ingest: Ingest) -> axum::Router {
@@ -242,12 +418,23 @@ impl LogsService for Ingest {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        match self.take(request.get_ref(), "otlp-grpc").await {
-            Ok(receipt) => Ok(tonic::Response::new(ExportLogsServiceResponse {
-                partial_success: partial_success(&receipt),
-            })),
-            // UNAVAILABLE is what OTLP exporters retry.
-            Err(Busy(message)) => Err(tonic::Status::unavailable(message)),
+        const SOURCE: &str = "otlp-grpc";
+        // Decoded already (by tonic, within max_request_bytes of wire): its encoded size stands
+        // for it in the budget.
+        let refusal = match self.reserve(request.get_ref().encoded_len(), SOURCE).await {
+            Ok(held) => match self.take(request.get_ref(), SOURCE, held).await {
+                Ok(receipt) => {
+                    let partial_success = partial_success(&receipt);
+                    return Ok(tonic::Response::new(ExportLogsServiceResponse { partial_success }));
+                }
+                Err(refusal) => refusal,
+            },
+            Err(refusal) => refusal,
+        };
+        match refusal {
+            // UNAVAILABLE is what OTLP exporters retry; INVALID_ARGUMENT they do not.
+            Refusal::Busy(message) => Err(tonic::Status::unavailable(message)),
+            Refusal::TooLarge(message) => Err(tonic::Status::invalid_argument(message)),
         }
     }
 }
