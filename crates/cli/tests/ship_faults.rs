@@ -529,3 +529,64 @@ fn hostile_and_concurrent_otlp_requests_stay_within_the_memory_budget() {
     let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn a_request_held_by_a_full_spool_is_answered_in_time_and_its_retry_is_not_signed_twice() {
+    let f = fixture();
+    // The gateway is not there yet: the spool fills past its bound and the signer waits.
+    let gateway_addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = f.config(
+        "",
+        &format!(
+            "[queue]\nmax_wait = \"1s\"\n[sources]\notlp_http = \"127.0.0.1:0\"\n[[sinks]]\nkind = \"relay\"\naddress = \"{gateway_addr}\"\ntimeout = \"1s\""
+        ),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace("keep = true", "keep = true\nmax_bytes = 1");
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    let http = daemon.http.unwrap();
+    let json = [("Content-Type", "application/json")];
+    // The spool is measured as each batch is handed to its writer, so the bound holds from the
+    // first or second batch on: records are posted until one is held.
+    let mut posted = 0;
+    let held = loop {
+        let body = otlp_json_record(&format!("record {posted}"));
+        posted += 1;
+        let start = Instant::now();
+        let (status, answer) = post(http, "/v1/logs", &json, body.as_bytes()).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5), "held for {:?}", start.elapsed());
+        if status == 503 {
+            break body;
+        }
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        assert!(posted < 5, "no request was held: {}", daemon.log());
+    };
+    // Retried while still held: told to retry again, in time.
+    let start = Instant::now();
+    assert_eq!(post(http, "/v1/logs", &json, held.as_bytes()).unwrap().0, 503);
+    assert!(start.elapsed() < Duration::from_secs(5), "held for {:?}", start.elapsed());
+    // The gateway comes: the spool drains, the held request is sealed, and its retry is
+    // answered with that outcome.
+    let gateway_config = f.path("gateway.toml");
+    std::fs::write(
+        &gateway_config,
+        format!(
+            "[spool]\ndir = {:?}\nkeep = true\n[listen]\nrelay = \"{gateway_addr}\"\n",
+            s(&f.path("gw-spool"))
+        ),
+    )
+    .unwrap();
+    let gateway = Daemon::gateway(&gateway_config);
+    wait_until(
+        "the retry answered 200",
+        Duration::from_secs(30),
+        || post(http, "/v1/logs", &json, held.as_bytes()).unwrap().0 == 200,
+        || daemon.log(),
+    );
+    let expected: Vec<String> = (0..posted).map(|n| format!("record {n}")).collect();
+    assert_eq!(messages(&f.spool()), expected, "each record once");
+    daemon.wait_for_log("not signed again", Duration::from_secs(5));
+    let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    gateway.stop();
+}

@@ -13,10 +13,12 @@ use teelog_otlp::collector::logs_service_server::{LogsService, LogsServiceServer
 use teelog_otlp::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use teelog_core::merkle::sha256;
+use teelog_core::merkle::{sha256, Digest};
 use teelog_core::record::{refusal_notice, Refused};
 use teelog_store::lines::Skipped;
 
@@ -38,10 +40,43 @@ pub struct Ingest {
     /// request can map to far more than its size).
     budget: Arc<Semaphore>,
     budget_bytes: usize,
+    /// Requests taken recently, by the SHA-256 of their body, with their outcome once known.
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// What became of a request: None while it is being taken.
+type Outcome = Option<Result<Receipt, Refusal>>;
+
+/// A request body seen again within this long is a retry: it is answered with the first one's
+/// outcome, not signed again.
+const RETRY_WINDOW: Duration = Duration::from_secs(600);
+/// At most this many requests are remembered (the oldest are forgotten first).
+const RECENT_MAX: usize = 4096;
+
+#[derive(Default)]
+struct Recent {
+    taken: HashMap<Digest, (Instant, watch::Receiver<Outcome>)>,
+    order: VecDeque<(Digest, Instant)>,
+}
+
+impl Recent {
+    fn forget_old(&mut self, now: Instant) {
+        while let Some(&(key, at)) = self.order.front() {
+            if self.order.len() <= RECENT_MAX && now.duration_since(at) < RETRY_WINDOW {
+                break;
+            }
+            self.order.pop_front();
+            // Only that entry: the same body may have been taken again since.
+            if self.taken.get(&key).is_some_and(|(since, _)| *since == at) {
+                self.taken.remove(&key);
+            }
+        }
+    }
 }
 
 /// Why a request was not taken. (A record the mapping refuses does not refuse its request: a
 /// notice takes its place.)
+#[derive(Clone)]
 enum Refusal {
     /// The signer or the memory budget is busy, or the daemon is stopping: retry later.
     Busy(String),
@@ -65,7 +100,8 @@ impl Ingest {
     ) -> Self {
         let budget_bytes = budget_bytes.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
         let budget = Arc::new(Semaphore::new(budget_bytes));
-        Self { submitter, max_request_bytes, max_record_bytes, budget, budget_bytes }
+        let recent = Arc::default();
+        Self { submitter, max_request_bytes, max_record_bytes, budget, budget_bytes, recent }
     }
 
     /// Takes `bytes` of the budget, waiting at most the pipeline's `max_wait` for them.
@@ -95,6 +131,66 @@ impl Ingest {
                 tracing::warn!(target: "teelog::ship", "{source}: request refused: {message}");
                 Err(Refusal::TooLarge(message))
             }
+        }
+    }
+
+    /// Takes `request` (see [`take`](Self::take)) unless a request with the same body (`key`,
+    /// its SHA-256) was taken within [`RETRY_WINDOW`]: a client retrying after a timeout then
+    /// gets the first one's outcome, and nothing is signed twice. The caller waits at most the
+    /// pipeline's `max_wait` (the spool may be full, the disk failing): it is then told to retry,
+    /// and its request is still taken meanwhile, so that the retry finds its outcome.
+    async fn take_once(
+        &self,
+        key: Digest,
+        request: ExportLogsServiceRequest,
+        source: &'static str,
+        held: OwnedSemaphorePermit,
+    ) -> Result<Receipt, Refusal> {
+        let mut outcome = {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            recent.forget_old(now);
+            match recent.taken.get(&key) {
+                Some((at, outcome)) => {
+                    tracing::info!(target: "teelog::ship", "{source}: a request with the same body as one taken {:?} ago: answered with its outcome, not signed again", now.duration_since(*at));
+                    outcome.clone()
+                }
+                None => {
+                    let (tell, outcome) = watch::channel(None);
+                    recent.taken.insert(key, (now, outcome.clone()));
+                    recent.order.push_back((key, now));
+                    let ingest = self.clone();
+                    tokio::spawn(async move {
+                        let result = ingest.take(&request, source, held).await;
+                        if result.is_err() {
+                            // Nothing was promised: a retry is taken anew.
+                            let mut recent = ingest.recent.lock().unwrap_or_else(|e| e.into_inner());
+                            if recent.taken.get(&key).is_some_and(|(at, _)| *at == now) {
+                                recent.taken.remove(&key);
+                            }
+                        }
+                        tell.send_replace(Some(result));
+                    });
+                    outcome
+                }
+            }
+        };
+        let wait = self.submitter.max_wait();
+        let done = match tokio::time::timeout(wait, outcome.wait_for(Option::is_some)).await {
+            Ok(Ok(done)) => Ok(done.clone()),
+            Ok(Err(_)) => Err(false),
+            Err(_) => Err(true),
+        };
+        match done {
+            Ok(Some(result)) => result,
+            Ok(None) | Err(false) => {
+                Err(self.refuse(source, "stopped", "the request was dropped while stopping".into()))
+            }
+            Err(true) => Err(self.refuse(
+                source,
+                "held",
+                format!("not in the spool within {wait:?} (the spool is full or failing); retry: the same request is not signed twice"),
+            )),
         }
     }
 
@@ -335,7 +431,8 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
             return error(encoding, StatusCode::BAD_REQUEST, 3, e.to_string());
         }
     };
-    match ingest.take(&request, SOURCE, held).await {
+    let key = sha256(&body);
+    match ingest.take_once(key, request, SOURCE, held).await {
         Ok(receipt) => {
             let partial = partial_success(&receipt);
             let json = match &partial {
@@ -421,8 +518,9 @@ impl LogsService for Ingest {
         const SOURCE: &str = "otlp-grpc";
         // Decoded already (by tonic, within max_request_bytes of wire): its encoded size stands
         // for it in the budget.
-        let refusal = match self.reserve(request.get_ref().encoded_len(), SOURCE).await {
-            Ok(held) => match self.take(request.get_ref(), SOURCE, held).await {
+        let request = request.into_inner();
+        let refusal = match self.reserve(request.encoded_len(), SOURCE).await {
+            Ok(held) => match self.take_once(sha256(&request.encode_to_vec()), request, SOURCE, held).await {
                 Ok(receipt) => {
                     let partial_success = partial_success(&receipt);
                     return Ok(tonic::Response::new(ExportLogsServiceResponse { partial_success }));
