@@ -78,9 +78,11 @@ pub async fn start(
     if sources.stdin {
         running.finite.push(stdin(submitter.clone(), sources.max_line_bytes));
     }
+    let followed = files::Followed::default();
     for path in &sources.files {
         let spool = submitter.shared().spool.dir();
-        let follower = files::Follower::new(path, spool, sources.max_line_bytes, submitter.clone());
+        let follower =
+            files::Follower::new(path, spool, sources.max_line_bytes, submitter.clone(), followed.clone());
         let (stop, interval) = (stop.clone(), sources.poll_interval);
         let (stopped, on_stop) = oneshot::channel::<()>();
         std::thread::Builder::new()
