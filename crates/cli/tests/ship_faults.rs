@@ -590,3 +590,40 @@ fn a_request_held_by_a_full_spool_is_answered_in_time_and_its_retry_is_not_signe
     assert!(status.success(), "{log}");
     gateway.stop();
 }
+
+#[test]
+fn a_clock_behind_the_previous_batch_is_reported_at_sealing() {
+    let f = fixture();
+    let config = f.config("", "[sources]\nstdin = true\n[metrics]\nlisten = \"127.0.0.1:0\"");
+    let run = |message: &str| {
+        let (daemon, mut stdin) = Daemon::start_with_stdin(&["--config", s(&config)]);
+        stdin.write_all(format!("{{\"message\":\"{message}\"}}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        wait_until(
+            message,
+            Duration::from_secs(10),
+            || messages(&f.spool()).contains(&message.to_string()),
+            || daemon.log(),
+        );
+        let (_, metrics) = http_get(daemon.addr("metrics"), "/metrics");
+        drop(stdin);
+        let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
+        assert!(status.success(), "{log}");
+        (log, metrics)
+    };
+    let (log, metrics) = run("on time");
+    assert!(!log.contains("clock:"), "{log}");
+    assert!(metrics.contains("teelog_clock_anomalies_total 0"), "{metrics}");
+    // The previous batch, as the chain state remembers it, was sealed in 2100.
+    let state = f.identity.join("state").join("default.json");
+    let mut saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert!(saved["prev_sealed_at"].is_number(), "{saved}");
+    saved["prev_sealed_at"] = 4_102_444_800_000_000_000u64.into();
+    std::fs::write(&state, saved.to_string()).unwrap();
+    let (log, metrics) = run("late");
+    assert!(
+        log.contains("clock: sealed_at") && log.contains("is before the previous batch's 2100-01-01"),
+        "{log}"
+    );
+    assert!(metrics.contains("teelog_clock_anomalies_total 1"), "{metrics}");
+}

@@ -13,6 +13,7 @@ pub struct ShipMetrics {
     pub batches_sealed: AtomicU64,
     pub heartbeats: AtomicU64,
     pub state_save_errors: AtomicU64,
+    pub clock_anomalies: AtomicU64,
 }
 
 impl ShipMetrics {
@@ -37,6 +38,11 @@ impl ShipMetrics {
                 "teelog_state_save_errors_total",
                 "Failed saves of the chain state (each retried; nothing is signed meanwhile).",
                 &self.state_save_errors,
+            ),
+            (
+                "teelog_clock_anomalies_total",
+                "Batches sealed at a time before the previous one's, or after the wall clock was set.",
+                &self.clock_anomalies,
             ),
         ] {
             write_metric(&mut out, name, help, value, "counter");

@@ -470,10 +470,19 @@ struct SignerLoop {
     oldest_segment: u64,
     /// Spool bytes the slowest sink has still to deliver, as of the last seal.
     spool_behind: u64,
+    /// The `sealed_at` of the chain's last batch, and when on the monotonic clock this run
+    /// sealed it (None for a batch of an earlier run).
+    last_sealed_at: Option<UnixNanos>,
+    sealed_mono: Option<Instant>,
 }
+
+/// How far the wall clock may move apart from the monotonic clock between two seals before it
+/// is reported as set by someone (the host owns the wall clock).
+const CLOCK_SLACK: Duration = Duration::from_secs(2);
 
 impl SignerLoop {
     fn new(sealer: BatchSealer, writer: SpoolWriter, options: PipelineOptions, shared: Arc<Shared>) -> Self {
+        let last_sealed_at = sealer.head().prev_sealed_at;
         let oldest_segment = teelog_store::indexed_segments(shared.spool.dir())
             .ok()
             .and_then(|s| s.first().map(|(i, _)| *i))
@@ -488,6 +497,8 @@ impl SignerLoop {
             last_seal: Instant::now(),
             oldest_segment,
             spool_behind: 0,
+            last_sealed_at,
+            sealed_mono: None,
         }
     }
 
@@ -628,12 +639,43 @@ impl SignerLoop {
     /// Hands a sealed batch to the writer with the submissions it acknowledges.
     fn write_sealed(&mut self, line: Vec<u8>, sealed: Sealed) -> Result<(), ShipError> {
         let head = self.sealer.head().clone();
+        self.check_clock(head.prev_sealed_at, sealed.seq);
         self.writer.write(line, sealed, head, std::mem::take(&mut self.waiting))?;
         self.opened_at = None;
         self.last_seal = Instant::now();
         self.retire_delivered()?;
         self.measure_spool();
         Ok(())
+    }
+
+    /// Reports a `sealed_at` before the previous batch's, or a wall clock that moved apart from
+    /// the monotonic one since the last seal of this run (the host set it): the batch is sealed
+    /// at the time the clock gives all the same, and a verifier reports it too.
+    fn check_clock(&mut self, sealed_at: Option<UnixNanos>, seq: u64) {
+        let mono = Instant::now();
+        let previous = (self.last_sealed_at, self.sealed_mono);
+        (self.last_sealed_at, self.sealed_mono) = (sealed_at.or(self.last_sealed_at), Some(mono));
+        let (Some(at), (Some(last), since)) = (sealed_at, previous) else { return };
+        let wall = Duration::from_nanos(u64::try_from(at.saturating_sub(last).max(0)).unwrap_or(u64::MAX));
+        let anomaly = if at < last {
+            Some(format!(
+                "sealed_at {} is before the previous batch's {}: the clock went back",
+                format_rfc3339(at),
+                format_rfc3339(last)
+            ))
+        } else {
+            since.map(|since| mono.duration_since(since)).filter(|mono| wall.abs_diff(*mono) > CLOCK_SLACK).map(
+                |mono| {
+                    format!(
+                        "{wall:?} passed on the wall clock since the previous batch, {mono:?} on the monotonic clock: the clock was set"
+                    )
+                },
+            )
+        };
+        if let Some(anomaly) = anomaly {
+            tracing::warn!(target: "teelog::ship", seq, "clock: {anomaly}");
+            self.shared.metrics.clock_anomalies.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn measure_spool(&mut self) {
