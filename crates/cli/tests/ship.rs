@@ -299,6 +299,7 @@ fn otlp_json_and_protobuf_records_keep_every_field() {
 
 #[test]
 fn malformed_otlp_gets_the_protocols_error_and_loses_nothing() {
+    use prost::Message;
     let f = fixture();
     let (spool, config) = (f.path("spool"), f.path("ship.toml"));
     std::fs::write(
@@ -319,10 +320,15 @@ fn malformed_otlp_gets_the_protocols_error_and_loses_nothing() {
     assert_eq!(status, 415);
     assert!(String::from_utf8_lossy(&body).contains("application/x-protobuf"));
     assert_eq!(post(addr, "/v1/logs", &protobuf, b"\xff\xff\xff").unwrap().0, 400);
-    // A LogRecord whose severity_text (field 3) is not UTF-8.
+    // A LogRecord whose severity_text (field 3) is not UTF-8: refused alone, with a signed
+    // notice in its place and the client told in partial_success.
     let bad_utf8 = [0x0a, 0x09, 0x12, 0x07, 0x12, 0x05, 0x1a, 0x03, 0xff, 0xfe, 0xfd];
     let (status, body) = post(addr, "/v1/logs", &protobuf, &bad_utf8).unwrap();
-    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer = teelog_otlp::ExportLogsServiceResponse::decode(&body[..]).unwrap();
+    let partial = answer.partial_success.unwrap();
+    assert_eq!(partial.rejected_log_records, 1);
+    assert!(partial.error_message.contains("LogRecord.severity_text"), "{}", partial.error_message);
     assert_eq!(
         post(addr, "/v1/logs", &[("Content-Type", "application/json")], b"{\"resourceLogs\":[{").unwrap().0,
         400
@@ -375,12 +381,16 @@ fn malformed_otlp_gets_the_protocols_error_and_loses_nothing() {
     let stored = stored_records(&spool);
     assert_eq!(numbers(&stored), (0..20).chain([100, 102]).collect());
     let notices: Vec<&Value> = stored.iter().filter(|r| r["teelog_notice"] == "record_refused").collect();
-    assert_eq!(notices.len(), 1, "{notices:?}");
+    let sources: Vec<&str> = notices.iter().map(|n| n["refused_source"].as_str().unwrap()).collect();
     assert_eq!(
-        notices[0]["refused_source"],
-        "otlp-http resource_logs[0].scope_logs[0].log_records[1].trace_id"
+        sources,
+        [
+            "otlp-http resource_logs[0].scope_logs[0].log_records[0]",
+            "otlp-http resource_logs[0].scope_logs[0].log_records[1].trace_id"
+        ],
+        "{notices:?}"
     );
-    let position = stored.iter().position(|r| r["teelog_notice"] == "record_refused").unwrap();
+    let position = stored.iter().rposition(|r| r["teelog_notice"] == "record_refused").unwrap();
     assert_eq!(
         (stored[position - 1]["attributes"]["n"].as_u64(), stored[position + 1]["attributes"]["n"].as_u64()),
         (Some(100), Some(102))

@@ -509,6 +509,21 @@ fn hostile_and_concurrent_otlp_requests_stay_within_the_memory_budget() {
     let (status, body) = post(http, "/v1/logs", &protobuf, &bomb).unwrap();
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("max_inflight_bytes"));
+    // 4 MiB of empty log records: 2 million of them, which would decode to hundreds of MB.
+    let empty = otlp_request(0, 0, 2_000_000, 0);
+    let (status, body) = post(http, "/v1/logs", &protobuf, &empty).unwrap();
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("decodes to more than"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // The same in OTLP/JSON.
+    let records = vec!["{}"; 1_000_000].join(",");
+    let empty_json = format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{records}]}}]}}]}}"#);
+    let (status, body) =
+        post(http, "/v1/logs", &[("Content-Type", "application/json")], empty_json.as_bytes()).unwrap();
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     let after_bomb = ship_harness::peak_rss_kib(daemon.pid());
     // Eight clients at once, each with a 3 MiB request of honest records.
     let large = otlp_request(1, 16, 3000, 1000);
@@ -524,7 +539,7 @@ fn hostile_and_concurrent_otlp_requests_stay_within_the_memory_budget() {
     assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{statuses:?}");
     assert!(statuses.contains(&200), "{statuses:?}");
     let peak = ship_harness::peak_rss_kib(daemon.pid());
-    eprintln!("peak RSS: {after_bomb} KiB after the resource-copy request, {peak} KiB after 8 concurrent requests ({statuses:?})");
+    eprintln!("peak RSS: {after_bomb} KiB after the resource-copy and empty-record requests, {peak} KiB after 8 concurrent requests ({statuses:?})");
     assert!(peak < 400 * 1024, "peak RSS {peak} KiB");
     let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
     assert!(status.success(), "{log}");
@@ -626,4 +641,39 @@ fn a_clock_behind_the_previous_batch_is_reported_at_sealing() {
         "{log}"
     );
     assert!(metrics.contains("teelog_clock_anomalies_total 1"), "{metrics}");
+}
+
+#[test]
+fn one_record_that_does_not_decode_is_refused_alone_with_partial_success() {
+    use prost::Message;
+    let f = fixture();
+    let config = f.config("", "[sources]\notlp_http = \"127.0.0.1:0\"");
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    let mut body = otlp_request(0, 0, 1000, 0);
+    // Record 500's body is "BAD", then its bytes are made not UTF-8.
+    let mut request = teelog_otlp::decode_protobuf(&body).unwrap();
+    for (n, record) in request.resource_logs[0].scope_logs[0].log_records.iter_mut().enumerate() {
+        let text = if n == 500 { "BAD".to_string() } else { format!("record {n}") };
+        record.body = Some(teelog_otlp::common::AnyValue {
+            value: Some(teelog_otlp::common::any_value::Value::StringValue(text)),
+        });
+    }
+    body = teelog_otlp::encode_protobuf(&request);
+    let at = body.windows(3).position(|w| w == b"BAD").unwrap();
+    body[at] = 0xff;
+    let (status, answer) =
+        post(daemon.http.unwrap(), "/v1/logs", &[("Content-Type", "application/x-protobuf")], &body).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let answer = teelog_otlp::ExportLogsServiceResponse::decode(&answer[..]).unwrap();
+    let partial = answer.partial_success.unwrap();
+    assert_eq!(partial.rejected_log_records, 1);
+    assert!(partial.error_message.contains("log_records[500]"), "{}", partial.error_message);
+    let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    let stored = stored_records(&f.spool());
+    let bodies: Vec<&str> =
+        stored.iter().filter_map(|r| r["message"].as_str()).filter(|m| m.starts_with("record ")).collect();
+    assert_eq!(bodies.len(), 999, "the other 999 are signed");
+    let notices: Vec<_> = stored.iter().filter(|r| r["teelog_notice"] == "record_refused").collect();
+    assert_eq!(notices.len(), 1, "a signed notice stands for the bad one");
 }

@@ -84,6 +84,19 @@ enum Refusal {
     TooLarge(String),
 }
 
+/// A request decoded, and the log records of it that did not decode (protobuf).
+pub(crate) struct Decoded {
+    request: ExportLogsServiceRequest,
+    undecodable: Vec<teelog_otlp::BadRecord>,
+}
+
+/// At most this many records of one request are refused alone for not decoding; a request with
+/// more is not looked into further (their notices would be most of it).
+const MAX_UNDECODABLE: usize = 1000;
+/// What an OTLP/JSON body may decode to, at most, as a multiple of its length (and at least
+/// [`BUDGET_STEP`], as a small body's few structures weigh more than its bytes).
+const JSON_DECODED_FACTOR: usize = 8;
+
 /// More than a refusal notice takes: its text, a SHA-256 and the path of the record.
 const NOTICE_BYTES: usize = 4096;
 
@@ -142,7 +155,7 @@ impl Ingest {
     async fn take_once(
         &self,
         key: Digest,
-        request: ExportLogsServiceRequest,
+        request: Decoded,
         source: &'static str,
         held: OwnedSemaphorePermit,
     ) -> Result<Receipt, Refusal> {
@@ -205,75 +218,71 @@ impl Ingest {
     /// while holding some.
     async fn take(
         &self,
-        request: &ExportLogsServiceRequest,
+        decoded: &Decoded,
         source: &'static str,
         mut held: OwnedSemaphorePermit,
     ) -> Result<Receipt, Refusal> {
         let mut records = RecordBuf::default();
         let mut short = None;
         let mut scratch = Vec::new();
-        // A record the mapping refuses is not lost: a signed notice takes its place, and the
-        // client is told in `partial_success`.
+        // A record that does not decode, or that the mapping refuses, is not lost: a signed
+        // notice takes its place, and the client is told in `partial_success`.
         let mut refused = Receipt::default();
         let mut notice = Vec::new();
-        let mapped = teelog_otlp::for_each_mapped(request, &mut scratch, |mapped| {
-            // Room for the largest record this one can add: the notice, or the record (a longer
-            // one is refused by the pipeline, but is held here until then).
-            let need = records.byte_len() + self.submitter_record_bound();
-            while (held.num_permits()) < need {
-                let step = BUDGET_STEP.min(self.budget_bytes);
-                if held.num_permits() + step > self.budget_bytes {
-                    short = Some(true);
+        let undecodable = &decoded.undecodable;
+        if let Err(whole) = self.grow(&mut held, undecodable.len() * NOTICE_BYTES) {
+            short = Some(whole);
+        }
+        for bad in undecodable.iter().take_while(|_| short.is_none()) {
+            let at = format!("{source} {}", bad.path);
+            self.refusal_notice(&at, &bad.error, &bad.bytes, &mut notice, &mut records, &mut refused);
+        }
+        let mapped = if short.is_some() {
+            Err(())
+        } else {
+            teelog_otlp::for_each_mapped(&decoded.request, &mut scratch, |mapped| {
+                // Room for the largest record this one can add: the notice, or the record.
+                let need = records.byte_len() + self.submitter_record_bound();
+                if let Err(whole) = self.grow(&mut held, need) {
+                    short = Some(whole);
                     return Err(());
                 }
-                match self.budget.clone().try_acquire_many_owned(step as u32) {
-                    Ok(more) => held.merge(more),
-                    Err(_) => {
-                        short = Some(false);
-                        return Err(());
+                match mapped {
+                    Mapped::Record { record, path } if record.len() > self.max_record_bytes => {
+                        // Refused here, as on every input path, rather than held until the signer
+                        // refuses it.
+                        let (at, limit) = (format!("{source} {}", path()), self.max_record_bytes);
+                        tracing::warn!(target: "teelog::ship", "{at}: record longer than {limit} bytes; a signed notice stands in its place");
+                        let skipped = Skipped { bytes: record.len() as u64, sha256: sha256(record) };
+                        records.push(&too_long_notice(&at, limit, skipped));
+                        self.submitter.shared().metrics.records_rejected.fetch_add(1, Ordering::Relaxed);
+                        refused.rejected += 1;
+                        refused.first_error.get_or_insert(format!(
+                            "{at}: {} bytes, longer than the {limit} bytes a record may have",
+                            record.len()
+                        ));
+                    }
+                    Mapped::Record { record, .. } => records.push(record),
+                    Mapped::Refused { path, fault, log_record } => {
+                        let at = format!("{source} {path}");
+                        let raw = log_record.encode_to_vec();
+                        self.refusal_notice(
+                            &at,
+                            &fault.to_string(),
+                            &raw,
+                            &mut notice,
+                            &mut records,
+                            &mut refused,
+                        );
+                    }
+                    // No record to stand for.
+                    Mapped::Empty { path, fault } => {
+                        tracing::warn!(target: "teelog::ship", "{source}: {path}: {fault}; it has no log records");
                     }
                 }
-            }
-            match mapped {
-                Mapped::Record { record, path } if record.len() > self.max_record_bytes => {
-                    // Refused here, as on every input path, rather than held until the signer
-                    // refuses it.
-                    let (at, limit) = (format!("{source} {}", path()), self.max_record_bytes);
-                    tracing::warn!(target: "teelog::ship", "{at}: record longer than {limit} bytes; a signed notice stands in its place");
-                    let skipped = Skipped { bytes: record.len() as u64, sha256: sha256(record) };
-                    records.push(&too_long_notice(&at, limit, skipped));
-                    self.submitter.shared().metrics.records_rejected.fetch_add(1, Ordering::Relaxed);
-                    refused.rejected += 1;
-                    refused.first_error.get_or_insert(format!(
-                        "{at}: {} bytes, longer than the {limit} bytes a record may have",
-                        record.len()
-                    ));
-                }
-                Mapped::Record { record, .. } => records.push(record),
-                Mapped::Refused { path, fault, log_record } => {
-                    let error = format!("{path}: {fault}");
-                    tracing::warn!(target: "teelog::ship", "{source}: record refused, a signed notice stands in its place: {error}");
-                    let raw = log_record.encode_to_vec();
-                    let refusal = Refused {
-                        source: &format!("{source} {path}"),
-                        reason: &fault.to_string(),
-                        bytes: raw.len() as u64,
-                        sha256: sha256(&raw),
-                    };
-                    notice.clear();
-                    refusal_notice(&refusal, now(), &mut notice);
-                    records.push(&notice);
-                    self.submitter.shared().metrics.records_rejected.fetch_add(1, Ordering::Relaxed);
-                    refused.rejected += 1;
-                    refused.first_error.get_or_insert(error);
-                }
-                // No record to stand for.
-                Mapped::Empty { path, fault } => {
-                    tracing::warn!(target: "teelog::ship", "{source}: {path}: {fault}; it has no log records");
-                }
-            }
-            Ok(())
-        });
+                Ok(())
+            })
+        };
         match (mapped, short) {
             (Ok(()), _) => {}
             (Err(()), Some(true)) => {
@@ -305,6 +314,103 @@ impl Ingest {
         self.count_refused(source, reason);
         tracing::warn!(target: "teelog::ship", "{source}: request refused ({reason}): {why}");
         Refusal::Busy(why)
+    }
+
+    /// Grows `held` to at least `need` bytes of the budget without waiting: Err(true) if that is
+    /// more than the whole budget, Err(false) if the budget is busy now.
+    fn grow(&self, held: &mut OwnedSemaphorePermit, need: usize) -> Result<(), bool> {
+        while held.num_permits() < need {
+            let step = BUDGET_STEP.min(self.budget_bytes);
+            if held.num_permits() + step > self.budget_bytes {
+                return Err(true);
+            }
+            let more = self.budget.clone().try_acquire_many_owned(step as u32).map_err(|_| false)?;
+            held.merge(more);
+        }
+        Ok(())
+    }
+
+    /// Adds to `records` the signed notice that stands for a refused log record (`raw`, its
+    /// protobuf encoding), located `at`, and counts it.
+    fn refusal_notice(
+        &self,
+        at: &str,
+        reason: &str,
+        raw: &[u8],
+        notice: &mut Vec<u8>,
+        records: &mut RecordBuf,
+        refused: &mut Receipt,
+    ) {
+        tracing::warn!(target: "teelog::ship", "{at}: record refused, a signed notice stands in its place: {reason}");
+        let refusal = Refused { source: at, reason, bytes: raw.len() as u64, sha256: sha256(raw) };
+        notice.clear();
+        refusal_notice(&refusal, now(), notice);
+        records.push(notice);
+        self.submitter.shared().metrics.records_rejected.fetch_add(1, Ordering::Relaxed);
+        refused.rejected += 1;
+        refused.first_error.get_or_insert(format!("{at}: {reason}"));
+    }
+
+    /// Decodes a body (inflated) as `encoding` says, taking from the budget, before anything is
+    /// built, what decoding it takes at most (see [`teelog_otlp::decoded_bound`]); a protobuf body
+    /// with log records that do not decode is decoded without them, which are then refused alone.
+    fn decode(
+        &self,
+        encoding: Encoding,
+        body: &[u8],
+        held: &mut OwnedSemaphorePermit,
+    ) -> Result<Decoded, BodyError> {
+        let bad = |e: teelog_otlp::OtlpError| BodyError::Bad(e.to_string());
+        let too_large = |need: usize| {
+            BodyError::Refused(Refusal::TooLarge(format!(
+                "the body decodes to more than the {} bytes all requests may hold at once (sources.max_inflight_bytes): split it ({need} bytes needed)",
+                self.budget_bytes
+            )))
+        };
+        let busy = || BodyError::Refused(Refusal::Busy("the receivers' memory budget is full".into()));
+        match encoding {
+            Encoding::Protobuf => {
+                let need = teelog_otlp::decoded_bound(body).map_err(bad)?;
+                self.grow(held, held.num_permits() + need).map_err(|whole| {
+                    if whole {
+                        too_large(need)
+                    } else {
+                        busy()
+                    }
+                })?;
+                match teelog_otlp::decode_protobuf(body) {
+                    Ok(request) => Ok(Decoded { request, undecodable: Vec::new() }),
+                    Err(e) => {
+                        let undecodable =
+                            teelog_otlp::undecodable_records(body, MAX_UNDECODABLE).map_err(bad)?;
+                        if undecodable.is_empty() {
+                            return Err(bad(e));
+                        }
+                        let rest = teelog_otlp::without_records(body, &undecodable).map_err(bad)?;
+                        let request = teelog_otlp::decode_protobuf(&rest).map_err(|_| bad(e))?;
+                        Ok(Decoded { request, undecodable })
+                    }
+                }
+            }
+            Encoding::Json => {
+                // An honest OTLP/JSON body decodes to a few times its size; one of empty objects
+                // to a hundred times, and is refused once it passes this.
+                let need = body.len().saturating_mul(JSON_DECODED_FACTOR).max(BUDGET_STEP);
+                let room = self.budget_bytes.saturating_sub(held.num_permits()).min(need);
+                self.grow(held, held.num_permits() + room).map_err(|whole| {
+                    if whole {
+                        too_large(need)
+                    } else {
+                        busy()
+                    }
+                })?;
+                match teelog_otlp::decode_json_within(body, room) {
+                    Ok(request) => Ok(Decoded { request, undecodable: Vec::new() }),
+                    Err(teelog_otlp::OtlpError::TooLarge { .. }) => Err(too_large(need)),
+                    Err(e) => Err(bad(e)),
+                }
+            }
+        }
     }
 
     /// The most one mapped record can add to a request's records: at most the per-record bound
@@ -404,11 +510,11 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
         None | Some(b"identity") => body.to_vec(),
         Some(b"gzip") => match ingest.gunzip(&body, &mut held) {
             Ok(body) => body,
-            Err(Inflate::Bad(message)) => {
+            Err(BodyError::Bad(message)) => {
                 ingest.count_refused(SOURCE, "bad_body");
                 return error(encoding, StatusCode::BAD_REQUEST, 3, message);
             }
-            Err(Inflate::Refused(refusal)) => return refused(encoding, refusal),
+            Err(BodyError::Refused(refusal)) => return refused(encoding, refusal),
         },
         Some(other) => {
             ingest.count_refused(SOURCE, "content_encoding");
@@ -419,17 +525,14 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
             return error(encoding, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message);
         }
     };
-    let request = match encoding {
-        Encoding::Protobuf => teelog_otlp::decode_protobuf(&body),
-        Encoding::Json => teelog_otlp::decode_json(&body),
-    };
-    let request = match request {
+    let request = match ingest.decode(encoding, &body, &mut held) {
         Ok(request) => request,
-        Err(e) => {
+        Err(BodyError::Bad(message)) => {
             ingest.count_refused(SOURCE, "bad_body");
-            tracing::warn!(target: "teelog::ship", "{SOURCE}: request refused: {e}");
-            return error(encoding, StatusCode::BAD_REQUEST, 3, e.to_string());
+            tracing::warn!(target: "teelog::ship", "{SOURCE}: request refused: {message}");
+            return error(encoding, StatusCode::BAD_REQUEST, 3, message);
         }
+        Err(BodyError::Refused(refusal)) => return refused(encoding, refusal),
     };
     let key = sha256(&body);
     match ingest.take_once(key, request, SOURCE, held).await {
@@ -462,8 +565,9 @@ fn refused(encoding: Encoding, refusal: Refusal) -> Response {
     }
 }
 
-/// Why a gzip body was not inflated.
-enum Inflate {
+/// Why a body was not inflated or decoded: it is not what it says (400, INVALID_ARGUMENT), or
+/// the budget refused it.
+enum BodyError {
     Bad(String),
     Refused(Refusal),
 }
@@ -471,7 +575,7 @@ enum Inflate {
 impl Ingest {
     /// Inflates a gzip body, refusing one that grows beyond the request limit (a decompression
     /// bomb); what it inflates to is taken from the budget as it grows.
-    fn gunzip(&self, body: &[u8], held: &mut OwnedSemaphorePermit) -> Result<Vec<u8>, Inflate> {
+    fn gunzip(&self, body: &[u8], held: &mut OwnedSemaphorePermit) -> Result<Vec<u8>, BodyError> {
         let limit = self.max_request_bytes;
         let mut inflating = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
         let mut out = Vec::new();
@@ -480,7 +584,7 @@ impl Ingest {
             match self.budget.clone().try_acquire_many_owned(step as u32) {
                 Ok(permit) => held.merge(permit),
                 Err(_) => {
-                    return Err(Inflate::Refused(Refusal::Busy(
+                    return Err(BodyError::Refused(Refusal::Busy(
                         "the receivers' memory budget is full".into(),
                     )))
                 }
@@ -488,9 +592,9 @@ impl Ingest {
             let n = (&mut inflating)
                 .take(step as u64)
                 .read_to_end(&mut out)
-                .map_err(|e| Inflate::Bad(format!("the gzip body cannot be inflated: {e}")))?;
+                .map_err(|e| BodyError::Bad(format!("the gzip body cannot be inflated: {e}")))?;
             if out.len() > limit {
-                return Err(Inflate::Bad(format!("the inflated body is larger than {limit} bytes")));
+                return Err(BodyError::Bad(format!("the inflated body is larger than {limit} bytes")));
             }
             if n < step {
                 return Ok(out);
@@ -520,13 +624,17 @@ impl LogsService for Ingest {
         // for it in the budget.
         let request = request.into_inner();
         let refusal = match self.reserve(request.encoded_len(), SOURCE).await {
-            Ok(held) => match self.take_once(sha256(&request.encode_to_vec()), request, SOURCE, held).await {
-                Ok(receipt) => {
-                    let partial_success = partial_success(&receipt);
-                    return Ok(tonic::Response::new(ExportLogsServiceResponse { partial_success }));
+            Ok(held) => {
+                let key = sha256(&request.encode_to_vec());
+                let decoded = Decoded { request, undecodable: Vec::new() };
+                match self.take_once(key, decoded, SOURCE, held).await {
+                    Ok(receipt) => {
+                        let partial_success = partial_success(&receipt);
+                        return Ok(tonic::Response::new(ExportLogsServiceResponse { partial_success }));
+                    }
+                    Err(refusal) => refusal,
                 }
-                Err(refusal) => refusal,
-            },
+            }
             Err(refusal) => refusal,
         };
         match refusal {
