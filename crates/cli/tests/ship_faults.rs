@@ -677,3 +677,56 @@ fn one_record_that_does_not_decode_is_refused_alone_with_partial_success() {
     let notices: Vec<_> = stored.iter().filter(|r| r["teelog_notice"] == "record_refused").collect();
     assert_eq!(notices.len(), 1, "a signed notice stands for the bad one");
 }
+
+/// `grpc_raw.py`: the body sent as is over gRPC; Ok(response) or Err((code, details)).
+fn grpc_raw(addr: std::net::SocketAddr, body: &[u8], dir: &Path) -> Result<Vec<u8>, (String, String)> {
+    let python =
+        std::env::var("TEELOG_OTEL_PYTHON").unwrap_or_else(|_| "/var/tmp/teelog-otel-venv/bin/python".into());
+    let file = dir.join("body.bin");
+    std::fs::write(&file, body).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otel/grpc_raw.py");
+    let out = Command::new(&python).args([script, &addr.to_string(), s(&file)]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match text.split_once(' ') {
+        Some(("OK", hex)) => Ok(hex::decode(hex).unwrap()),
+        Some(("ERR", rest)) => {
+            let (code, details) = rest.split_once(' ').unwrap_or((rest, ""));
+            Err((code.to_string(), details.to_string()))
+        }
+        _ => panic!("{text}: {}", String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+#[test]
+fn grpc_answers_as_otlp_says_and_refuses_a_bad_record_alone() {
+    use prost::Message;
+    let f = fixture();
+    let config = f.config("", "[sources]\notlp_grpc = \"127.0.0.1:0\"");
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    let grpc = daemon.grpc.unwrap();
+    // Not protobuf: INVALID_ARGUMENT, which clients do not retry (not INTERNAL).
+    let (code, details) = grpc_raw(grpc, b"\xff\xff\xff", &f.root).unwrap_err();
+    assert_eq!(code, "INVALID_ARGUMENT", "{details}");
+    // 4 MiB of empty records: refused before they are built, for good.
+    let (code, details) = grpc_raw(grpc, &otlp_request(0, 0, 2_000_000, 0), &f.root).unwrap_err();
+    assert_eq!(code, "INVALID_ARGUMENT", "{details}");
+    assert!(details.contains("decodes to more than"), "{details}");
+    // One record of three is not UTF-8: the two others are signed.
+    let mut request = teelog_otlp::decode_protobuf(&otlp_request(0, 0, 3, 0)).unwrap();
+    for (n, record) in request.resource_logs[0].scope_logs[0].log_records.iter_mut().enumerate() {
+        let text = if n == 1 { "BAD".to_string() } else { format!("record {n}") };
+        record.body = Some(teelog_otlp::common::AnyValue {
+            value: Some(teelog_otlp::common::any_value::Value::StringValue(text)),
+        });
+    }
+    let mut body = teelog_otlp::encode_protobuf(&request);
+    let at = body.windows(3).position(|w| w == b"BAD").unwrap();
+    body[at] = 0xff;
+    let answer = grpc_raw(grpc, &body, &f.root).unwrap();
+    let answer = teelog_otlp::ExportLogsServiceResponse::decode(&answer[..]).unwrap();
+    assert_eq!(answer.partial_success.map(|p| p.rejected_log_records), Some(1));
+    let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    let messages = messages(&f.spool());
+    assert_eq!(messages.iter().filter(|m| m.starts_with("record ")).count(), 2, "{messages:?}");
+}

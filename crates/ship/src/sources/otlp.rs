@@ -9,7 +9,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
-use teelog_otlp::collector::logs_service_server::{LogsService, LogsServiceServer};
 use teelog_otlp::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -613,47 +612,135 @@ pub fn http_router(ingest: Ingest) -> axum::Router {
 
 // ---- gRPC ----
 
-#[tonic::async_trait]
-impl LogsService for Ingest {
-    async fn export(
+/// `LogsService/Export`, served by hand rather than by the generated server: that one decodes a
+/// request before any code of ours runs, whereas the body must be budgeted and walked first, and
+/// its log records decoded one by one if need be, as over HTTP.
+#[derive(Clone)]
+pub struct GrpcLogs(Ingest);
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+impl tonic::server::NamedService for GrpcLogs {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+
+impl<B> tonic::codegen::Service<axum::http::Request<B>> for GrpcLogs
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = axum::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        if request.uri().path() != EXPORT_PATH {
+            return Box::pin(async {
+                Ok(tonic::Status::unimplemented("only LogsService/Export is served").into_http())
+            });
+        }
+        let ingest = self.0.clone();
+        Box::pin(async move {
+            let mut gzip = tonic::codec::EnabledCompressionEncodings::default();
+            gzip.enable(tonic::codec::CompressionEncoding::Gzip);
+            let limit = ingest.max_request_bytes;
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .apply_compression_config(gzip, tonic::codec::EnabledCompressionEncodings::default())
+                .apply_max_message_size_config(Some(limit), None);
+            Ok(grpc.unary(Export(ingest), request).await)
+        })
+    }
+}
+
+/// The export call, on the body's bytes.
+struct Export(Ingest);
+
+impl tonic::server::UnaryService<Vec<u8>> for Export {
+    type Response = ExportLogsServiceResponse;
+    type Future = tonic::codegen::BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
+
+    fn call(&mut self, request: tonic::Request<Vec<u8>>) -> Self::Future {
+        let ingest = self.0.clone();
+        Box::pin(async move { ingest.export_grpc(request.into_inner()).await })
+    }
+}
+
+impl Ingest {
+    async fn export_grpc(
         &self,
-        request: tonic::Request<ExportLogsServiceRequest>,
+        body: Vec<u8>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
         const SOURCE: &str = "otlp-grpc";
-        // Decoded already (by tonic, within max_request_bytes of wire): its encoded size stands
-        // for it in the budget.
-        let request = request.into_inner();
-        let refusal = match self.reserve(request.encoded_len(), SOURCE).await {
-            Ok(held) => {
-                let key = sha256(&request.encode_to_vec());
-                let decoded = Decoded { request, undecodable: Vec::new() };
-                match self.take_once(key, decoded, SOURCE, held).await {
-                    Ok(receipt) => {
-                        let partial_success = partial_success(&receipt);
-                        return Ok(tonic::Response::new(ExportLogsServiceResponse { partial_success }));
-                    }
-                    Err(refusal) => refusal,
-                }
-            }
-            Err(refusal) => refusal,
+        // UNAVAILABLE is what OTLP exporters retry; INVALID_ARGUMENT (a body that is not a
+        // request, or can never fit) they do not.
+        let refused = |refusal: Refusal| match refusal {
+            Refusal::Busy(message) => tonic::Status::unavailable(message),
+            Refusal::TooLarge(message) => tonic::Status::invalid_argument(message),
         };
-        match refusal {
-            // UNAVAILABLE is what OTLP exporters retry; INVALID_ARGUMENT they do not.
-            Refusal::Busy(message) => Err(tonic::Status::unavailable(message)),
-            Refusal::TooLarge(message) => Err(tonic::Status::invalid_argument(message)),
-        }
+        let mut held = self.reserve(body.len(), SOURCE).await.map_err(refused)?;
+        let decoded = match self.decode(Encoding::Protobuf, &body, &mut held) {
+            Ok(decoded) => decoded,
+            Err(BodyError::Bad(message)) => {
+                self.count_refused(SOURCE, "bad_body");
+                tracing::warn!(target: "teelog::ship", "{SOURCE}: request refused: {message}");
+                return Err(tonic::Status::invalid_argument(message));
+            }
+            Err(BodyError::Refused(refusal)) => return Err(refused(refusal)),
+        };
+        let receipt = self.take_once(sha256(&body), decoded, SOURCE, held).await.map_err(refused)?;
+        Ok(tonic::Response::new(ExportLogsServiceResponse { partial_success: partial_success(&receipt) }))
+    }
+}
+
+/// Requests as their bytes; responses encoded by prost.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = ExportLogsServiceResponse;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = ExportLogsServiceResponse;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Self::Error> {
+        item.encode(dst).map_err(|e| tonic::Status::internal(format!("cannot encode the response: {e}")))
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
+        use prost::bytes::Buf;
+        let mut body = vec![0; src.remaining()];
+        src.copy_to_slice(&mut body);
+        Ok(Some(body))
     }
 }
 
 pub async fn serve_grpc(listener: tokio::net::TcpListener, ingest: Ingest, mut stop: watch::Receiver<bool>) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    let limit = ingest.max_request_bytes;
-    let service = LogsServiceServer::new(ingest)
-        .max_decoding_message_size(limit)
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
-        .add_service(service)
+        .add_service(GrpcLogs(ingest))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|&s| s).await;
         })
