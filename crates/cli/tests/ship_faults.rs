@@ -452,10 +452,54 @@ fn receivers_beyond_loopback_without_tls_or_token_need_an_explicit_flag() {
             "{stderr}"
         );
     }
-    let config = f.config("", "[sources]\notlp_http = \"0.0.0.0:0\"\nallow_remote_plaintext = true");
+    for sources in [
+        "otlp_http = \"0.0.0.0:0\"\nallow_remote_plaintext = true",
+        "otlp_http = \"0.0.0.0:0\"\nbearer_token_file = \"token\"",
+    ] {
+        std::fs::write(f.path("token"), "s3cret\n").unwrap();
+        let config = f.config(
+            "",
+            &format!("[sources]\n{}", sources.replace("\"token\"", &format!("{:?}", s(&f.path("token"))))),
+        );
+        let daemon = Daemon::start(&["--config", s(&config)]);
+        let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
+        assert!(status.success(), "{log}");
+    }
+}
+
+#[test]
+fn with_a_token_the_receivers_take_only_requests_that_carry_it() {
+    let f = fixture();
+    std::fs::write(f.path("token"), "s3cret\n").unwrap();
+    let config = f.config(
+        "",
+        &format!(
+            "[sources]\notlp_http = \"127.0.0.1:0\"\notlp_grpc = \"127.0.0.1:0\"\nbearer_token_file = {:?}",
+            s(&f.path("token"))
+        ),
+    );
     let daemon = Daemon::start(&["--config", s(&config)]);
+    let http = daemon.http.unwrap();
+    let body = otlp_json_record("with token");
+    let json = ("Content-Type", "application/json");
+    assert_eq!(post(http, "/v1/logs", &[json], body.as_bytes()).unwrap().0, 401);
+    assert_eq!(
+        post(http, "/v1/logs", &[json, ("Authorization", "Bearer wrong")], body.as_bytes()).unwrap().0,
+        401
+    );
+    assert_eq!(
+        post(http, "/v1/logs", &[json, ("Authorization", "Bearer s3cret")], body.as_bytes()).unwrap().0,
+        200
+    );
+    let grpc = daemon.grpc.unwrap();
+    let request = otlp_request(0, 0, 1, 5);
+    let (code, _) = grpc_raw(grpc, &request, &f.root).unwrap_err();
+    assert_eq!(code, "UNAUTHENTICATED");
+    grpc_raw_with(grpc, &request, &f.root, Some("s3cret")).unwrap();
     let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
     assert!(status.success(), "{log}");
+    let stored = stored_records(&f.spool());
+    assert_eq!(stored.len(), 2, "{stored:?}");
 }
 
 /// An OTLP/protobuf request: one resource with `attributes` attributes of `value_bytes` each,
@@ -680,14 +724,23 @@ fn one_record_that_does_not_decode_is_refused_alone_with_partial_success() {
 
 /// `grpc_raw.py`: the body sent as is over gRPC; Ok(response) or Err((code, details)).
 fn grpc_raw(addr: std::net::SocketAddr, body: &[u8], dir: &Path) -> Result<Vec<u8>, (String, String)> {
+    grpc_raw_with(addr, body, dir, None)
+}
+
+fn grpc_raw_with(
+    addr: std::net::SocketAddr,
+    body: &[u8],
+    dir: &Path,
+    token: Option<&str>,
+) -> Result<Vec<u8>, (String, String)> {
     let python =
         std::env::var("TEELOG_OTEL_PYTHON").unwrap_or_else(|_| "/var/tmp/teelog-otel-venv/bin/python".into());
     let file = dir.join("body.bin");
     std::fs::write(&file, body).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otel/grpc_raw.py");
-    let out = Command::new(&python).args([script, &addr.to_string(), s(&file)]).output().unwrap();
+    let out = Command::new(&python).args([script, &addr.to_string(), s(&file)]).args(token).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    match text.split_once(' ') {
+    match text.split_once(' ').or_else(|| (text == "OK").then_some(("OK", ""))) {
         Some(("OK", hex)) => Ok(hex::decode(hex).unwrap()),
         Some(("ERR", rest)) => {
             let (code, details) = rest.split_once(' ').unwrap_or((rest, ""));

@@ -122,8 +122,12 @@ pub struct SourcesConfig {
     /// Bytes all OTLP requests being taken may hold at once: bodies, inflated bodies, and the
     /// records they map to. A request that needs more than this alone is refused for good.
     pub max_inflight_bytes: usize,
-    /// Bind the OTLP receivers to an address beyond loopback, although they have neither TLS
-    /// nor a token: anyone who reaches the port can then sign records into the stream.
+    /// A file holding the bearer token the OTLP receivers ask for (`Authorization: Bearer …`,
+    /// over HTTP and in gRPC metadata), read at start-up with surrounding white space trimmed.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Bind the OTLP receivers without a token, or the metrics listener, to an address beyond
+    /// loopback: anyone who reaches the port can then sign records into the stream, or read
+    /// the metrics.
     pub allow_remote_plaintext: bool,
     /// NDJSON files to follow (across rotation); each one's position is kept in the spool.
     pub files: Vec<PathBuf>,
@@ -142,6 +146,7 @@ impl Default for SourcesConfig {
             otlp_grpc: None,
             max_request_bytes: 16 << 20,
             max_inflight_bytes: 64 << 20,
+            bearer_token_file: None,
             allow_remote_plaintext: false,
             files: Vec::new(),
             poll_interval: Duration::from_millis(200),
@@ -183,11 +188,12 @@ impl Config {
         if s.max_inflight_bytes < s.max_request_bytes {
             return Err("sources.max_inflight_bytes: must be at least sources.max_request_bytes".into());
         }
-        // The receivers have no TLS nor token (yet): beyond loopback, whoever reaches the port
-        // could sign records into the stream, or read the metrics.
+        // Beyond loopback, whoever reaches a receiver without a token could sign records into
+        // the stream; the metrics listener has no token at all.
+        let token = s.bearer_token_file.is_some();
         let remote = [
-            ("sources.otlp_http", s.otlp_http),
-            ("sources.otlp_grpc", s.otlp_grpc),
+            ("sources.otlp_http", s.otlp_http.filter(|_| !token)),
+            ("sources.otlp_grpc", s.otlp_grpc.filter(|_| !token)),
             ("metrics.listen", self.metrics.as_ref().map(|m| m.listen)),
         ];
         if let Some((key, Some(addr))) =
@@ -195,7 +201,7 @@ impl Config {
         {
             if !s.allow_remote_plaintext {
                 return Err(format!(
-                    "{key}: {addr} is beyond loopback, and this listener has neither TLS nor a token; bind it to 127.0.0.1 (behind a proxy that authenticates), or set sources.allow_remote_plaintext = true"
+                    "{key}: {addr} is beyond loopback, and this listener asks for no token; bind it to 127.0.0.1, give sources.bearer_token_file (the receivers), or set sources.allow_remote_plaintext = true"
                 ));
             }
         }

@@ -96,12 +96,9 @@ pub async fn start(
             })?;
         running.followers.push(on_stop);
     }
-    let ingest = otlp::Ingest::new(
-        submitter.clone(),
-        sources.max_request_bytes,
-        sources.max_line_bytes,
-        sources.max_inflight_bytes,
-    );
+    let token = teelog_deliver::config::bearer_token(&None, &sources.bearer_token_file)
+        .map_err(|e| DaemonError::Source(format!("sources.{e}")))?;
+    let ingest = otlp::Ingest::new(submitter.clone(), sources, token);
     if let Some(addr) = sources.otlp_http {
         let listener = bind(addr, "OTLP/HTTP").await?;
         let router = otlp::http_router(ingest.clone());

@@ -24,6 +24,7 @@ use teelog_store::lines::Skipped;
 use crate::signer::too_long_notice;
 use teelog_otlp::Mapped;
 
+use crate::config::SourcesConfig;
 use crate::pipeline::{Origin, Receipt, RecordBuf, SubmitError, Submitter};
 use teelog_deliver::clock::now;
 
@@ -41,6 +42,8 @@ pub struct Ingest {
     budget_bytes: usize,
     /// Requests taken recently, by the SHA-256 of their body, with their outcome once known.
     recent: Arc<Mutex<Recent>>,
+    /// The SHA-256 of the `Authorization` header a request must carry, if any.
+    token: Option<Digest>,
 }
 
 /// What became of a request: None while it is being taken.
@@ -104,16 +107,23 @@ const BUDGET_STEP: usize = 1 << 20;
 
 impl Ingest {
     /// `budget_bytes` bounds what all requests hold at once (see [`Ingest`]).
-    pub fn new(
-        submitter: Submitter,
-        max_request_bytes: usize,
-        max_record_bytes: usize,
-        budget_bytes: usize,
-    ) -> Self {
-        let budget_bytes = budget_bytes.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
+    /// The receivers of `sources`; with `token`, a request must carry `Authorization: Bearer
+    /// <token>`.
+    pub fn new(submitter: Submitter, sources: &SourcesConfig, token: Option<String>) -> Self {
+        let budget_bytes = sources.max_inflight_bytes.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
         let budget = Arc::new(Semaphore::new(budget_bytes));
         let recent = Arc::default();
-        Self { submitter, max_request_bytes, max_record_bytes, budget, budget_bytes, recent }
+        // Compared by hash, so that the time taken says nothing of how much of it matched.
+        let token = token.map(|t| sha256(format!("Bearer {t}").as_bytes()));
+        Self {
+            submitter,
+            max_request_bytes: sources.max_request_bytes,
+            max_record_bytes: sources.max_line_bytes,
+            budget,
+            budget_bytes,
+            recent,
+            token,
+        }
     }
 
     /// Takes `bytes` of the budget, waiting at most the pipeline's `max_wait` for them.
@@ -204,6 +214,16 @@ impl Ingest {
                 format!("not in the spool within {wait:?} (the spool is full or failing); retry: the same request is not signed twice"),
             )),
         }
+    }
+
+    /// Whether a request with this `Authorization` header may be taken; counted if not.
+    fn authorized(&self, header: Option<&HeaderValue>, source: &'static str) -> bool {
+        let Some(expected) = &self.token else { return true };
+        let ok = header.is_some_and(|given| sha256(given.as_bytes()) == *expected);
+        if !ok {
+            self.count_refused(source, "unauthorized");
+        }
+        ok
     }
 
     /// Counts a request refused for `reason`, among the listeners' metrics the spool keeps.
@@ -468,6 +488,11 @@ fn error(encoding: Encoding, status: StatusCode, code: i32, message: String) -> 
 
 async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
     const SOURCE: &str = "otlp-http";
+    if !ingest.authorized(headers.get(header::AUTHORIZATION), SOURCE) {
+        // UNAUTHENTICATED: clients do not retry it.
+        let message = "the request carries no valid bearer token (Authorization: Bearer …)".to_string();
+        return error(Encoding::Json, StatusCode::UNAUTHORIZED, 16, message);
+    }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let encoding = match content_type.split(';').next().map(str::trim) {
         Some("application/x-protobuf") => Encoding::Protobuf,
@@ -642,6 +667,12 @@ where
             return Box::pin(async {
                 Ok(tonic::Status::unimplemented("only LogsService/Export is served").into_http())
             });
+        }
+        if !self.0.authorized(request.headers().get(header::AUTHORIZATION), "otlp-grpc") {
+            let status = tonic::Status::unauthenticated(
+                "the request carries no valid bearer token (authorization: Bearer …)",
+            );
+            return Box::pin(async { Ok(status.into_http()) });
         }
         let ingest = self.0.clone();
         Box::pin(async move {
