@@ -783,3 +783,40 @@ fn grpc_answers_as_otlp_says_and_refuses_a_bad_record_alone() {
     let messages = messages(&f.spool());
     assert_eq!(messages.iter().filter(|m| m.starts_with("record ")).count(), 2, "{messages:?}");
 }
+
+/// The TPM goes away under a running shipper: its signer fails, and the daemon stops with an
+/// error rather than stay up taking records it cannot sign.
+#[test]
+fn a_signer_that_fails_stops_the_daemon_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let tpm = teelog_tpm::swtpm::Swtpm::manufacture_and_start(&dir.path().join("tpm")).unwrap();
+    let tcti = tpm.tcti.to_tools_string();
+    let (id, ca, spool) = (dir.path().join("id"), dir.path().join("ca"), dir.path().join("spool"));
+    let args =
+        ["keygen", "--tpm", &tcti, "--ek-ca", s(&tpm.ek_ca), "--enrollment-ca", s(&ca), "--out", s(&id)];
+    let out = common::teelog(&args, b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ship = [
+        "--identity",
+        s(&id),
+        "--spool",
+        s(&spool),
+        "--keep-spool",
+        "--stdin",
+        "--heartbeat",
+        "off",
+        "--max-delay",
+        "20ms",
+    ];
+    let (mut daemon, mut stdin) = Daemon::start_with_stdin(&ship);
+    stdin.write_all(b"{\"message\":\"signed by the TPM\"}\n").unwrap();
+    stdin.flush().unwrap();
+    wait_until("the first record", Duration::from_secs(20), || messages(&spool).len() == 1, || daemon.log());
+    drop(tpm);
+    stdin.write_all(b"{\"message\":\"no TPM to sign it\"}\n").unwrap();
+    stdin.flush().unwrap();
+    let status = daemon.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "{}", daemon.log());
+    assert!(daemon.log().contains("the signer stopped"), "{}", daemon.log());
+    assert_eq!(messages(&spool), ["signed by the TPM"]);
+}

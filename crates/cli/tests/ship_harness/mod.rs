@@ -150,6 +150,19 @@ impl Daemon {
         }
     }
 
+    /// Waits for the daemon to exit by itself, at most `bound`.
+    pub fn wait_exit(&mut self, bound: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            assert!(start.elapsed() < bound, "still running after {bound:?}: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until the log holds `text`.
     pub fn wait_for_log(&self, text: &str, within: Duration) {
         let until = Instant::now() + within;
