@@ -122,7 +122,7 @@ pub struct Cursor {
     #[serde(flatten)]
     pub place: Place,
     /// Files read at the path before this one (rotated away, or a path flipping between files),
-    /// newest first, at most [`PREVIOUS`]: one of them back at the path resumes where it was
+    /// newest first, at most 8: one of them back at the path resumes where it was
     /// read to, so that none of its lines is signed twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous: Vec<Place>,
@@ -137,7 +137,7 @@ const FINGERPRINT_BYTES: u64 = 4096;
 const LATE_WRITES: Duration = Duration::from_secs(5);
 
 /// The SHA-256 (hex) of the first bytes of `file` and of the bytes just before `offset` (up to
-/// [`FINGERPRINT_BYTES`] each).
+/// 4 KiB each).
 pub fn fingerprint(file: &File, offset: u64) -> std::io::Result<String> {
     let n = offset.min(FINGERPRINT_BYTES);
     let mut bytes = vec![0u8; 2 * n as usize];
