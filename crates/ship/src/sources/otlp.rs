@@ -128,7 +128,9 @@ impl Ingest {
 
     /// Takes `bytes` of the budget, waiting at most the pipeline's `max_wait` for them.
     async fn reserve(&self, bytes: usize, source: &'static str) -> Result<OwnedSemaphorePermit, Refusal> {
-        let n = self.budget_units(bytes, source)?;
+        let n = u32::try_from(bytes).ok().filter(|_| bytes <= self.budget_bytes);
+        let n =
+            n.ok_or_else(|| self.over_budget(source, true, &format!("the request needs {bytes} bytes,")))?;
         let wait = self.submitter.max_wait();
         match tokio::time::timeout(wait, self.budget.clone().acquire_many_owned(n)).await {
             Ok(Ok(permit)) => Ok(permit),
@@ -137,22 +139,6 @@ impl Ingest {
                 "memory_budget",
                 format!("the receivers' memory budget stayed full for {wait:?}"),
             )),
-        }
-    }
-
-    /// `bytes` as permits, or a refusal if it is more than the whole budget.
-    fn budget_units(&self, bytes: usize, source: &'static str) -> Result<u32, Refusal> {
-        match u32::try_from(bytes) {
-            Ok(n) if bytes <= self.budget_bytes => Ok(n),
-            _ => {
-                self.count_refused(source, "too_large");
-                let message = format!(
-                    "the request needs {bytes} bytes, more than the {} bytes all requests may hold at once (sources.max_inflight_bytes): split it",
-                    self.budget_bytes
-                );
-                tracing::warn!(target: "teelog::ship", "{source}: request refused: {message}");
-                Err(Refusal::TooLarge(message))
-            }
         }
     }
 
@@ -247,14 +233,13 @@ impl Ingest {
         // A record that does not decode, or that the mapping refuses, is not lost: a signed
         // notice takes its place, and the client is told in `partial_success`.
         let mut refused = Receipt::default();
-        let mut notice = Vec::new();
         let undecodable = &decoded.undecodable;
         if let Err(whole) = self.grow(&mut held, undecodable.len() * NOTICE_BYTES) {
             short = Some(whole);
         }
         for bad in undecodable.iter().take_while(|_| short.is_none()) {
             let at = format!("{source} {}", bad.path);
-            self.refusal_notice(&at, &bad.error, &bad.bytes, &mut notice, &mut records, &mut refused);
+            self.refusal_notice(&at, &bad.error, &bad.bytes, &mut records, &mut refused);
         }
         let mapped = if short.is_some() {
             Err(())
@@ -271,28 +256,24 @@ impl Ingest {
                         // Refused here, as on every input path, rather than held until the signer
                         // refuses it.
                         let (at, limit) = (format!("{source} {}", path()), self.max_record_bytes);
-                        tracing::warn!(target: "teelog::ship", "{at}: record longer than {limit} bytes; a signed notice stands in its place");
                         let skipped = Skipped { bytes: record.len() as u64, sha256: sha256(record) };
-                        records.push(&too_long_notice(&at, limit, skipped));
-                        self.submitter.shared().metrics.records_rejected.fetch_add(1, Ordering::Relaxed);
-                        refused.rejected += 1;
-                        refused.first_error.get_or_insert(format!(
-                            "{at}: {} bytes, longer than the {limit} bytes a record may have",
+                        let reason = format!(
+                            "{} bytes, longer than the {limit} bytes a record may have",
                             record.len()
-                        ));
+                        );
+                        self.refused_record(
+                            &at,
+                            &reason,
+                            &too_long_notice(&at, limit, skipped),
+                            &mut records,
+                            &mut refused,
+                        );
                     }
                     Mapped::Record { record, .. } => records.push(record),
                     Mapped::Refused { path, fault, log_record } => {
                         let at = format!("{source} {path}");
                         let raw = log_record.encode_to_vec();
-                        self.refusal_notice(
-                            &at,
-                            &fault.to_string(),
-                            &raw,
-                            &mut notice,
-                            &mut records,
-                            &mut refused,
-                        );
+                        self.refusal_notice(&at, &fault.to_string(), &raw, &mut records, &mut refused);
                     }
                     // No record to stand for.
                     Mapped::Empty { path, fault } => {
@@ -302,17 +283,9 @@ impl Ingest {
                 Ok(())
             })
         };
-        match (mapped, short) {
-            (Ok(()), _) => {}
-            (Err(()), Some(true)) => {
-                return Err(Refusal::TooLarge(format!(
-                    "its records come to more than the {} bytes all requests may hold at once (sources.max_inflight_bytes); a resource is copied into each of its records: split it",
-                    self.budget_bytes
-                )))
-            }
-            (Err(()), _) => {
-                return Err(self.refuse(source, "memory_budget", "the receivers' memory budget is full".into()))
-            }
+        if let (Err(()), Some(whole)) = (mapped, short) {
+            // A resource is copied into each of its records.
+            return Err(self.over_budget(source, whole, "its records come to"));
         }
         if records.is_empty() {
             return Ok(Receipt::default());
@@ -335,35 +308,64 @@ impl Ingest {
         Refusal::Busy(why)
     }
 
+    /// The refusal of a request the budget cannot take now (see [`grow`](Self::grow)), or ever
+    /// (`whole`: it needs more than the whole budget); `what` says what needs it.
+    fn over_budget(&self, source: &'static str, whole: bool, what: &str) -> Refusal {
+        if !whole {
+            return self.refuse(source, "memory_budget", "the receivers' memory budget is full".into());
+        }
+        self.count_refused(source, "too_large");
+        let message = format!(
+            "{what} more than the {} bytes all requests may hold at once (sources.max_inflight_bytes): split it",
+            self.budget_bytes
+        );
+        tracing::warn!(target: "teelog::ship", "{source}: request refused: {message}");
+        Refusal::TooLarge(message)
+    }
+
     /// Grows `held` to at least `need` bytes of the budget without waiting: Err(true) if that is
     /// more than the whole budget, Err(false) if the budget is busy now.
     fn grow(&self, held: &mut OwnedSemaphorePermit, need: usize) -> Result<(), bool> {
-        while held.num_permits() < need {
-            let step = BUDGET_STEP.min(self.budget_bytes);
-            if held.num_permits() + step > self.budget_bytes {
-                return Err(true);
-            }
-            let more = self.budget.clone().try_acquire_many_owned(step as u32).map_err(|_| false)?;
-            held.merge(more);
+        if need > self.budget_bytes {
+            return Err(true);
+        }
+        let have = held.num_permits();
+        if have < need {
+            // In steps, so that a request that grows record by record takes a little ahead.
+            let more = (need - have).max(BUDGET_STEP).min(self.budget_bytes - have);
+            let more = u32::try_from(more).map_err(|_| true)?;
+            held.merge(self.budget.clone().try_acquire_many_owned(more).map_err(|_| false)?);
         }
         Ok(())
     }
 
-    /// Adds to `records` the signed notice that stands for a refused log record (`raw`, its
-    /// protobuf encoding), located `at`, and counts it.
+    /// Adds to `records` the signed notice that stands for a log record refused (`raw`, its
+    /// protobuf encoding, located `at`), and counts it.
     fn refusal_notice(
         &self,
         at: &str,
         reason: &str,
         raw: &[u8],
-        notice: &mut Vec<u8>,
+        records: &mut RecordBuf,
+        refused: &mut Receipt,
+    ) {
+        let refusal = Refused { source: at, reason, bytes: raw.len() as u64, sha256: sha256(raw) };
+        let mut notice = Vec::new();
+        refusal_notice(&refusal, now(), &mut notice);
+        self.refused_record(at, reason, &notice, records, refused);
+    }
+
+    /// Adds `notice` to `records` in the place of a record refused for `reason`, and counts it:
+    /// in the metrics, and for the client's `partial_success`.
+    fn refused_record(
+        &self,
+        at: &str,
+        reason: &str,
+        notice: &[u8],
         records: &mut RecordBuf,
         refused: &mut Receipt,
     ) {
         tracing::warn!(target: "teelog::ship", "{at}: record refused, a signed notice stands in its place: {reason}");
-        let refusal = Refused { source: at, reason, bytes: raw.len() as u64, sha256: sha256(raw) };
-        notice.clear();
-        refusal_notice(&refusal, now(), notice);
         records.push(notice);
         self.submitter.shared().metrics.records_rejected.fetch_add(1, Ordering::Relaxed);
         refused.rejected += 1;
@@ -378,25 +380,14 @@ impl Ingest {
         encoding: Encoding,
         body: &[u8],
         held: &mut OwnedSemaphorePermit,
+        source: &'static str,
     ) -> Result<Decoded, BodyError> {
         let bad = |e: teelog_otlp::OtlpError| BodyError::Bad(e.to_string());
-        let too_large = |need: usize| {
-            BodyError::Refused(Refusal::TooLarge(format!(
-                "the body decodes to more than the {} bytes all requests may hold at once (sources.max_inflight_bytes): split it ({need} bytes needed)",
-                self.budget_bytes
-            )))
-        };
-        let busy = || BodyError::Refused(Refusal::Busy("the receivers' memory budget is full".into()));
+        let over = |whole| BodyError::Refused(self.over_budget(source, whole, "the body decodes to"));
         match encoding {
             Encoding::Protobuf => {
                 let need = teelog_otlp::decoded_bound(body).map_err(bad)?;
-                self.grow(held, held.num_permits() + need).map_err(|whole| {
-                    if whole {
-                        too_large(need)
-                    } else {
-                        busy()
-                    }
-                })?;
+                self.grow(held, held.num_permits() + need).map_err(over)?;
                 match teelog_otlp::decode_protobuf(body) {
                     Ok(request) => Ok(Decoded { request, undecodable: Vec::new() }),
                     Err(e) => {
@@ -416,16 +407,10 @@ impl Ingest {
                 // to a hundred times, and is refused once it passes this.
                 let need = body.len().saturating_mul(JSON_DECODED_FACTOR).max(BUDGET_STEP);
                 let room = self.budget_bytes.saturating_sub(held.num_permits()).min(need);
-                self.grow(held, held.num_permits() + room).map_err(|whole| {
-                    if whole {
-                        too_large(need)
-                    } else {
-                        busy()
-                    }
-                })?;
+                self.grow(held, held.num_permits() + room).map_err(over)?;
                 match teelog_otlp::decode_json_within(body, room) {
                     Ok(request) => Ok(Decoded { request, undecodable: Vec::new() }),
-                    Err(teelog_otlp::OtlpError::TooLarge { .. }) => Err(too_large(need)),
+                    Err(teelog_otlp::OtlpError::TooLarge { .. }) => Err(over(true)),
                     Err(e) => Err(bad(e)),
                 }
             }
@@ -532,7 +517,7 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
     };
     let body = match headers.get(header::CONTENT_ENCODING).map(HeaderValue::as_bytes) {
         None | Some(b"identity") => body.to_vec(),
-        Some(b"gzip") => match ingest.gunzip(&body, &mut held) {
+        Some(b"gzip") => match ingest.gunzip(&body, &mut held, SOURCE) {
             Ok(body) => body,
             Err(BodyError::Bad(message)) => {
                 ingest.count_refused(SOURCE, "bad_body");
@@ -549,7 +534,7 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
             return error(encoding, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message);
         }
     };
-    let request = match ingest.decode(encoding, &body, &mut held) {
+    let request = match ingest.decode(encoding, &body, &mut held, SOURCE) {
         Ok(request) => request,
         Err(BodyError::Bad(message)) => {
             ingest.count_refused(SOURCE, "bad_body");
@@ -599,20 +584,21 @@ enum BodyError {
 impl Ingest {
     /// Inflates a gzip body, refusing one that grows beyond the request limit (a decompression
     /// bomb); what it inflates to is taken from the budget as it grows.
-    fn gunzip(&self, body: &[u8], held: &mut OwnedSemaphorePermit) -> Result<Vec<u8>, BodyError> {
+    fn gunzip(
+        &self,
+        body: &[u8],
+        held: &mut OwnedSemaphorePermit,
+        source: &'static str,
+    ) -> Result<Vec<u8>, BodyError> {
         let limit = self.max_request_bytes;
         let mut inflating = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
         let mut out = Vec::new();
-        let step = BUDGET_STEP.min(self.budget_bytes);
+        let base = held.num_permits();
         loop {
-            match self.budget.clone().try_acquire_many_owned(step as u32) {
-                Ok(permit) => held.merge(permit),
-                Err(_) => {
-                    return Err(BodyError::Refused(Refusal::Busy(
-                        "the receivers' memory budget is full".into(),
-                    )))
-                }
-            }
+            let step = BUDGET_STEP;
+            self.grow(held, base + out.len() + step).map_err(|whole| {
+                BodyError::Refused(self.over_budget(source, whole, "the inflated body comes to"))
+            })?;
             let n = (&mut inflating)
                 .take(step as u64)
                 .read_to_end(&mut out)
@@ -713,7 +699,7 @@ impl Ingest {
             Refusal::TooLarge(message) => tonic::Status::invalid_argument(message),
         };
         let mut held = self.reserve(body.len(), SOURCE).await.map_err(refused)?;
-        let decoded = match self.decode(Encoding::Protobuf, &body, &mut held) {
+        let decoded = match self.decode(Encoding::Protobuf, &body, &mut held, SOURCE) {
             Ok(decoded) => decoded,
             Err(BodyError::Bad(message)) => {
                 self.count_refused(SOURCE, "bad_body");
