@@ -102,6 +102,15 @@ const JSON_DECODED_FACTOR: usize = 8;
 /// More than a refusal notice takes: its text, a SHA-256 and the path of the record.
 const NOTICE_BYTES: usize = 4096;
 
+/// The budget a request holds, and how much of it its body, decoding and records use so far.
+struct Hold {
+    permit: OwnedSemaphorePermit,
+    used: usize,
+}
+
+/// What a request reserves before it is read, as a multiple of its body's length.
+const RESERVE_FACTOR: usize = 4;
+
 /// Budget is taken in steps of this many bytes as a request's records grow.
 const BUDGET_STEP: usize = 1 << 20;
 
@@ -126,14 +135,19 @@ impl Ingest {
         }
     }
 
-    /// Takes `bytes` of the budget, waiting at most the pipeline's `max_wait` for them.
-    async fn reserve(&self, bytes: usize, source: &'static str) -> Result<OwnedSemaphorePermit, Refusal> {
-        let n = u32::try_from(bytes).ok().filter(|_| bytes <= self.budget_bytes);
-        let n =
-            n.ok_or_else(|| self.over_budget(source, true, &format!("the request needs {bytes} bytes,")))?;
+    /// Takes the budget for a body of `bytes`, waiting at most the pipeline's `max_wait` for it:
+    /// the body and, as far as the budget goes, what an honest body decodes and maps to besides
+    /// ([`RESERVE_FACTOR`]), taken now while the request holds nothing, so that it seldom has to
+    /// ask for more while holding some (and be refused as busy).
+    async fn reserve(&self, bytes: usize, source: &'static str) -> Result<Hold, Refusal> {
+        if bytes > self.budget_bytes {
+            return Err(self.over_budget(source, true, &format!("the request needs {bytes} bytes,")));
+        }
+        let reserved = bytes.saturating_mul(RESERVE_FACTOR).min(self.budget_bytes);
+        let n = u32::try_from(reserved).map_err(|_| self.over_budget(source, true, "the request needs"))?;
         let wait = self.submitter.max_wait();
         match tokio::time::timeout(wait, self.budget.clone().acquire_many_owned(n)).await {
-            Ok(Ok(permit)) => Ok(permit),
+            Ok(Ok(permit)) => Ok(Hold { permit, used: bytes }),
             _ => Err(self.refuse(
                 source,
                 "memory_budget",
@@ -152,7 +166,7 @@ impl Ingest {
         key: Digest,
         request: Decoded,
         source: &'static str,
-        held: OwnedSemaphorePermit,
+        held: Hold,
     ) -> Result<Receipt, Refusal> {
         let mut outcome = {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -225,7 +239,7 @@ impl Ingest {
         &self,
         decoded: &Decoded,
         source: &'static str,
-        mut held: OwnedSemaphorePermit,
+        mut held: Hold,
     ) -> Result<Receipt, Refusal> {
         let mut records = RecordBuf::default();
         let mut short = None;
@@ -245,9 +259,14 @@ impl Ingest {
             Err(())
         } else {
             teelog_otlp::for_each_mapped(&decoded.request, &mut scratch, |mapped| {
-                // Room for the largest record this one can add: the notice, or the record.
-                let need = records.byte_len() + self.submitter_record_bound();
-                if let Err(whole) = self.grow(&mut held, need) {
+                // Room for what this one adds: the record, or the notice in its place.
+                let adds = match &mapped {
+                    Mapped::Record { record, .. } if record.len() <= self.max_record_bytes => {
+                        record.len() + 1
+                    }
+                    _ => NOTICE_BYTES,
+                };
+                if let Err(whole) = self.grow(&mut held, adds) {
                     short = Some(whole);
                     return Err(());
                 }
@@ -323,18 +342,20 @@ impl Ingest {
         Refusal::TooLarge(message)
     }
 
-    /// Grows `held` to at least `need` bytes of the budget without waiting: Err(true) if that is
-    /// more than the whole budget, Err(false) if the budget is busy now.
-    fn grow(&self, held: &mut OwnedSemaphorePermit, need: usize) -> Result<(), bool> {
-        if need > self.budget_bytes {
+    /// Counts `more` bytes as used by the request of `hold`, taking budget for them if what it
+    /// holds does not cover them, without waiting: Err(true) if the request then needs more than
+    /// the whole budget, Err(false) if the budget is busy now.
+    fn grow(&self, hold: &mut Hold, more: usize) -> Result<(), bool> {
+        hold.used = hold.used.saturating_add(more);
+        if hold.used > self.budget_bytes {
             return Err(true);
         }
-        let have = held.num_permits();
-        if have < need {
+        let have = hold.permit.num_permits();
+        if have < hold.used {
             // In steps, so that a request that grows record by record takes a little ahead.
-            let more = (need - have).max(BUDGET_STEP).min(self.budget_bytes - have);
-            let more = u32::try_from(more).map_err(|_| true)?;
-            held.merge(self.budget.clone().try_acquire_many_owned(more).map_err(|_| false)?);
+            let take = (hold.used - have).max(BUDGET_STEP).min(self.budget_bytes - have);
+            let take = u32::try_from(take).map_err(|_| true)?;
+            hold.permit.merge(self.budget.clone().try_acquire_many_owned(take).map_err(|_| false)?);
         }
         Ok(())
     }
@@ -379,7 +400,7 @@ impl Ingest {
         &self,
         encoding: Encoding,
         body: &[u8],
-        held: &mut OwnedSemaphorePermit,
+        held: &mut Hold,
         source: &'static str,
     ) -> Result<Decoded, BodyError> {
         let bad = |e: teelog_otlp::OtlpError| BodyError::Bad(e.to_string());
@@ -387,7 +408,7 @@ impl Ingest {
         match encoding {
             Encoding::Protobuf => {
                 let need = teelog_otlp::decoded_bound(body).map_err(bad)?;
-                self.grow(held, held.num_permits() + need).map_err(over)?;
+                self.grow(held, need).map_err(over)?;
                 match teelog_otlp::decode_protobuf(body) {
                     Ok(request) => Ok(Decoded { request, undecodable: Vec::new() }),
                     Err(e) => {
@@ -406,8 +427,8 @@ impl Ingest {
                 // An honest OTLP/JSON body decodes to a few times its size; one of empty objects
                 // to a hundred times, and is refused once it passes this.
                 let need = body.len().saturating_mul(JSON_DECODED_FACTOR).max(BUDGET_STEP);
-                let room = self.budget_bytes.saturating_sub(held.num_permits()).min(need);
-                self.grow(held, held.num_permits() + room).map_err(over)?;
+                let room = self.budget_bytes.saturating_sub(held.used).min(need);
+                self.grow(held, room).map_err(over)?;
                 match teelog_otlp::decode_json_within(body, room) {
                     Ok(request) => Ok(Decoded { request, undecodable: Vec::new() }),
                     Err(teelog_otlp::OtlpError::TooLarge { .. }) => Err(over(true)),
@@ -415,12 +436,6 @@ impl Ingest {
                 }
             }
         }
-    }
-
-    /// The most one mapped record can add to a request's records: at most the per-record bound
-    /// and its newline, or a notice (a few hundred bytes and the record's path) in its place.
-    fn submitter_record_bound(&self) -> usize {
-        self.max_record_bytes.max(NOTICE_BYTES) + 1
     }
 }
 
@@ -502,7 +517,7 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
         Err(refusal) => return refused(encoding, refusal),
     };
     let body = match axum::body::to_bytes(body, ingest.max_request_bytes).await {
-        Ok(body) if body.len() <= held.num_permits() => body,
+        Ok(body) if body.len() <= announced => body,
         Ok(body) => {
             ingest.count_refused(SOURCE, "bad_body");
             let message = format!("the body is longer ({} bytes) than its Content-Length", body.len());
@@ -584,19 +599,13 @@ enum BodyError {
 impl Ingest {
     /// Inflates a gzip body, refusing one that grows beyond the request limit (a decompression
     /// bomb); what it inflates to is taken from the budget as it grows.
-    fn gunzip(
-        &self,
-        body: &[u8],
-        held: &mut OwnedSemaphorePermit,
-        source: &'static str,
-    ) -> Result<Vec<u8>, BodyError> {
+    fn gunzip(&self, body: &[u8], held: &mut Hold, source: &'static str) -> Result<Vec<u8>, BodyError> {
         let limit = self.max_request_bytes;
         let mut inflating = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
         let mut out = Vec::new();
-        let base = held.num_permits();
         loop {
             let step = BUDGET_STEP;
-            self.grow(held, base + out.len() + step).map_err(|whole| {
+            self.grow(held, step).map_err(|whole| {
                 BodyError::Refused(self.over_budget(source, whole, "the inflated body comes to"))
             })?;
             let n = (&mut inflating)
