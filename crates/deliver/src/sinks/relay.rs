@@ -3,6 +3,7 @@
 //! gateway has acknowledged it, which it does only once the line is durable in its own spool; a
 //! broken connection resumes after the last acknowledged line.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -15,6 +16,8 @@ use rustls_platform_verifier::BuilderVerifierExt;
 use teelog_relay::{push_frame, FrameReader, Hello, RelayError, ServerMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use teelog_store::reader::Position;
 
 use super::Progress;
 use crate::config::{RelaySinkConfig, RelayTlsConfig};
@@ -31,6 +34,9 @@ pub struct RelaySink {
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     connection: Option<Connection>,
     progress: Progress,
+    /// The chunk (by the position after it) and the indexes in it of the lines the gateway
+    /// refused as too large.
+    too_large: Option<(Position, BTreeSet<usize>)>,
 }
 
 /// A connection to the gateway, plain or TLS.
@@ -67,6 +73,7 @@ impl RelaySink {
             tls,
             connection: None,
             progress: Progress::default(),
+            too_large: None,
         })
     }
 
@@ -103,14 +110,27 @@ impl RelaySink {
 
     async fn deliver_chunk(&mut self, chunk: &Delivery<'_>) -> Result<(), SinkError> {
         let mut at = self.progress.resume(chunk);
+        if self.too_large.as_ref().is_some_and(|(of, _)| *of != chunk.next) {
+            self.too_large = None;
+        }
         while at < chunk.entries.len() {
+            // Lines of this chunk the gateway refused as too large are not sent again.
+            let refused = self.too_large.as_ref().map(|(_, lines)| lines);
+            if refused.is_some_and(|lines| lines.contains(&at)) {
+                // Everything before it is acknowledged: it is passed over.
+                self.progress.settled(at + 1);
+                at += 1;
+                continue;
+            }
+            let end =
+                refused.and_then(|lines| lines.range(at..).next().copied()).unwrap_or(chunk.entries.len());
             let mut connection = match self.connection.take() {
                 Some(connection) => connection,
                 None => self.connect().await?,
             };
             let (first, start) = (at, connection.sent);
             let mut frames = Vec::new();
-            while at < chunk.entries.len() && (at == first || frames.len() < WRITE_BYTES) {
+            while at < end && (at == first || frames.len() < WRITE_BYTES) {
                 let line = chunk.entries[at].line;
                 push_frame(&mut frames, &line[..frame_len(line)]);
                 at += 1;
@@ -164,8 +184,10 @@ impl RelaySink {
                             self.address
                         ),
                     ));
-                    self.progress.settled(index + 1);
-                    at = index + 1;
+                    // The gateway may have dropped the lines before it that it had not
+                    // acknowledged: they are sent again, on a new connection, without it.
+                    self.too_large.get_or_insert_with(|| (chunk.next, BTreeSet::new())).1.insert(index);
+                    at = unacked;
                 }
             }
         }

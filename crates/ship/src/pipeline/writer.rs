@@ -1,14 +1,16 @@
 //! The spool writer: sealed batch lines go into the spool on a thread of their own, in order,
-//! so that the signer seals the next batch while this one is fsynced. Each batch is written,
-//! then the chain state saved, and only then published to the sinks and its submissions
-//! acknowledged: no sink ever holds a batch the saved state does not count, so a run that finds
-//! its spool lost or rolled back never signs one of those seqs again with other records, and a
-//! crash between the write and the save leaves a state the spool is ahead of, which the next
-//! run resumes after (docs/SHIP.md).
+//! so that the signer seals the next batch while this one is fsynced. Each batch is written and
+//! its submissions acknowledged; the batches written are published to the sinks only once the
+//! chain state that counts them is saved. No sink ever holds a batch the saved state does not
+//! count, so a run that finds its spool lost or rolled back never signs one of those seqs again
+//! with other records; a crash between a write and the save leaves a state the spool is ahead
+//! of, which the next run resumes after (docs/SHIP.md).
 
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use teelog_core::{ChainHead, Sealed};
 use teelog_identity::StateStore;
@@ -106,9 +108,14 @@ impl SpoolWriter {
     }
 }
 
+/// The longest a written batch waits for the chain state to be saved and the batch published to
+/// the sinks: one save then covers every batch written meanwhile.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
 /// The writer thread: each batch is appended with an fsync, retried until it succeeds (or the
-/// daemon stops), since a batch given up on would be a gap in the chain; then its submissions
-/// are acknowledged.
+/// daemon stops), since a batch given up on would be a gap in the chain; its submissions are
+/// then acknowledged (their records are durable). The batches written are published to the
+/// sinks only once the chain state that counts them is saved, at most [`PUBLISH_EVERY`] later.
 fn write_all(
     mut store: Store,
     states: &StateStore,
@@ -118,29 +125,60 @@ fn write_all(
 ) -> Result<SignSummary, ShipError> {
     let metrics = &shared.metrics;
     let mut summary = SignSummary::default();
-    for job in queue {
+    // The chain's head after the last batch written and not yet published, and when the state
+    // was last saved.
+    let mut unpublished: Option<ChainHead> = None;
+    let mut saved = Instant::now();
+    let publish = |head: &ChainHead, store: &Store, saved: &mut Instant| {
+        let errors = &metrics.state_save_errors;
+        shared.health.retry("chain state", errors, || states.save(head))?;
+        shared.spool.publish(store.position());
+        *saved = Instant::now();
+        Ok::<(), ShipError>(())
+    };
+    loop {
+        let job = match &unpublished {
+            None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(_) => queue.recv_timeout((saved + PUBLISH_EVERY).saturating_duration_since(Instant::now())),
+        };
+        let job = match job {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(head) = unpublished.take() {
+                    publish(&head, &store, &mut saved)?;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         match job {
             Job::Batch { line, sealed, head, submissions } => {
                 let errors = &shared.spool.metrics.spool_errors;
                 shared.health.retry("spool", errors, || store.append(&line))?;
-                let errors = &metrics.state_save_errors;
-                shared.health.retry("chain state", errors, || states.save(&head))?;
                 summary.add(sealed);
                 metrics.batches_sealed.fetch_add(1, Ordering::Relaxed);
                 if sealed.count == 0 {
                     metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
                 }
-                shared.spool.publish(store.position());
                 for submission in submissions {
                     shared.acknowledge(submission);
                 }
                 let _ = give_back.send(line);
+                if saved.elapsed() >= PUBLISH_EVERY {
+                    publish(&head, &store, &mut saved)?;
+                    unpublished = None;
+                } else {
+                    unpublished = Some(head);
+                }
             }
             Job::Ack(submission) => shared.acknowledge(submission),
             Job::Durable(done) => {
                 let _ = done.send(());
             }
         }
+    }
+    if let Some(head) = unpublished {
+        publish(&head, &store, &mut saved)?;
     }
     Ok(summary)
 }
