@@ -6,8 +6,8 @@ mod common;
 mod ship_harness;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{keygen, s, teelog};
 use serde_json::{json, Value};
-use ship_harness::{stored_records, Daemon};
+use ship_harness::{post, stored_records, Daemon};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -50,33 +50,6 @@ impl Fixture {
 
 fn kinds(report: &Value) -> Vec<String> {
     report["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap().to_owned()).collect()
-}
-
-/// One HTTP/1.1 POST over a fresh connection: the status and the body.
-fn post(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut conn = TcpStream::connect(addr)?;
-    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(body)?;
-    let mut response = Vec::new();
-    conn.read_to_end(&mut response)?;
-    let text_end =
-        response.windows(4).position(|w| w == b"\r\n\r\n").ok_or(std::io::ErrorKind::UnexpectedEof)?;
-    let status = std::str::from_utf8(&response[9..12]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok((status, response[text_end + 4..].to_vec()))
 }
 
 fn post_json(addr: SocketAddr, body: &Value) -> std::io::Result<(u16, Vec<u8>)> {
@@ -326,6 +299,7 @@ fn otlp_json_and_protobuf_records_keep_every_field() {
 
 #[test]
 fn malformed_otlp_gets_the_protocols_error_and_loses_nothing() {
+    use prost::Message;
     let f = fixture();
     let (spool, config) = (f.path("spool"), f.path("ship.toml"));
     std::fs::write(
@@ -346,10 +320,15 @@ fn malformed_otlp_gets_the_protocols_error_and_loses_nothing() {
     assert_eq!(status, 415);
     assert!(String::from_utf8_lossy(&body).contains("application/x-protobuf"));
     assert_eq!(post(addr, "/v1/logs", &protobuf, b"\xff\xff\xff").unwrap().0, 400);
-    // A LogRecord whose severity_text (field 3) is not UTF-8.
+    // A LogRecord whose severity_text (field 3) is not UTF-8: refused alone, with a signed
+    // notice in its place and the client told in partial_success.
     let bad_utf8 = [0x0a, 0x09, 0x12, 0x07, 0x12, 0x05, 0x1a, 0x03, 0xff, 0xfe, 0xfd];
     let (status, body) = post(addr, "/v1/logs", &protobuf, &bad_utf8).unwrap();
-    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer = teelog_otlp::ExportLogsServiceResponse::decode(&body[..]).unwrap();
+    let partial = answer.partial_success.unwrap();
+    assert_eq!(partial.rejected_log_records, 1);
+    assert!(partial.error_message.contains("LogRecord.severity_text"), "{}", partial.error_message);
     assert_eq!(
         post(addr, "/v1/logs", &[("Content-Type", "application/json")], b"{\"resourceLogs\":[{").unwrap().0,
         400
@@ -402,12 +381,16 @@ fn malformed_otlp_gets_the_protocols_error_and_loses_nothing() {
     let stored = stored_records(&spool);
     assert_eq!(numbers(&stored), (0..20).chain([100, 102]).collect());
     let notices: Vec<&Value> = stored.iter().filter(|r| r["teelog_notice"] == "record_refused").collect();
-    assert_eq!(notices.len(), 1, "{notices:?}");
+    let sources: Vec<&str> = notices.iter().map(|n| n["refused_source"].as_str().unwrap()).collect();
     assert_eq!(
-        notices[0]["refused_source"],
-        "otlp-http resource_logs[0].scope_logs[0].log_records[1].trace_id"
+        sources,
+        [
+            "otlp-http resource_logs[0].scope_logs[0].log_records[0]",
+            "otlp-http resource_logs[0].scope_logs[0].log_records[1].trace_id"
+        ],
+        "{notices:?}"
     );
-    let position = stored.iter().position(|r| r["teelog_notice"] == "record_refused").unwrap();
+    let position = stored.iter().rposition(|r| r["teelog_notice"] == "record_refused").unwrap();
     assert_eq!(
         (stored[position - 1]["attributes"]["n"].as_u64(), stored[position + 1]["attributes"]["n"].as_u64()),
         (Some(100), Some(102))

@@ -179,3 +179,159 @@ fn kill_9_while_following_loses_no_line() {
     let counts = stored_numbers(&spool);
     assert_eq!(counts.keys().copied().collect::<Vec<_>>(), (0..next).collect::<Vec<_>>(), "no gaps");
 }
+
+/// A daemon following `files` (relative to `root`), its spool in `root/spool`.
+fn follow(root: &Path, files: &[&str]) -> (PathBuf, PathBuf) {
+    let (identity, spool) = (root.join("id"), root.join("spool"));
+    if !identity.exists() {
+        keygen(&identity, &[]);
+    }
+    let files: Vec<String> = files.iter().map(|f| format!("{:?}", s(&root.join(f)))).collect();
+    let config = root.join("ship.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "identity = {:?}\n[batch]\nmax_delay = \"10ms\"\nheartbeat = \"off\"\n[spool]\ndir = {:?}\nkeep = true\n\
+             [sources]\nfiles = [{}]\npoll_interval = \"20ms\"\n",
+            s(&identity),
+            s(&spool),
+            files.join(", ")
+        ),
+    )
+    .unwrap();
+    (config, spool)
+}
+
+fn assert_each_once(spool: &Path, range: std::ops::Range<u64>, log: &str) {
+    let counts = stored_numbers(spool);
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), range.collect::<Vec<_>>(), "no gaps: {log}");
+    assert!(counts.values().all(|&c| c == 1), "no line twice: {counts:?}\n{log}");
+}
+
+#[test]
+fn one_file_reached_through_several_paths_is_signed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("logs")).unwrap();
+    append(&root.join("logs/app.log"), &lines(0..50));
+    std::fs::hard_link(root.join("logs/app.log"), root.join("logs/hard.log")).unwrap();
+    // Another spelling of the same path, and a hard link.
+    let (config, spool) = follow(root, &["logs/app.log", "logs/../logs/app.log", "logs/hard.log"]);
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    wait_for(&spool, 50, &daemon);
+    append(&root.join("logs/app.log"), &lines(50..80));
+    wait_for(&spool, 80, &daemon);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = daemon.stop();
+    assert!(log.contains("which is followed already"), "{log}");
+    assert_each_once(&spool, 0..80, &log);
+}
+
+#[test]
+fn a_symbolic_link_at_the_path_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    append(&root.join("secret.log"), &lines(0..5));
+    std::os::unix::fs::symlink(root.join("secret.log"), root.join("app.log")).unwrap();
+    let (config, spool) = follow(root, &["app.log"]);
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    daemon.wait_for_log("is a symbolic link, not a regular file", Duration::from_secs(10));
+    // Replaced by a regular file: that one is followed.
+    std::fs::remove_file(root.join("app.log")).unwrap();
+    append(&root.join("app.log"), &lines(5..10));
+    wait_for(&spool, 5, &daemon);
+    let log = daemon.stop();
+    assert_each_once(&spool, 5..10, &log);
+}
+
+#[test]
+fn a_path_flipping_between_two_files_signs_no_line_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (a, b, at) = (root.join("a.log"), root.join("b.log"), root.join("app.log"));
+    append(&a, &lines(0..10));
+    append(&b, &lines(100..110));
+    std::fs::hard_link(&a, &at).unwrap();
+    let (config, spool) = follow(root, &["app.log"]);
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    wait_for(&spool, 10, &daemon);
+    // The path goes to b, back to a, and to b again, with lines added in between.
+    for (to, more) in [(&b, 110..120), (&a, 10..20), (&b, 120..130)] {
+        let swap = root.join("swap.log");
+        std::fs::hard_link(to, &swap).unwrap();
+        std::fs::rename(&swap, &at).unwrap();
+        append(to, &lines(more));
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    wait_for(&spool, 40, &daemon);
+    let log = daemon.stop();
+    // a restart with the path at a again resumes there too
+    std::fs::hard_link(&a, root.join("swap.log")).unwrap();
+    std::fs::rename(root.join("swap.log"), &at).unwrap();
+    append(&a, &lines(20..25));
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    wait_for(&spool, 45, &daemon);
+    let log = log + &daemon.stop();
+    let counts = stored_numbers(&spool);
+    let expected: Vec<u64> = (0..25).chain(100..130).collect();
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), expected, "{log}");
+    assert!(counts.values().all(|&c| c == 1), "no line twice: {counts:?}\n{log}");
+}
+
+#[test]
+fn late_writes_to_a_rotated_file_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let log_path = root.join("app.log");
+    append(&log_path, &lines(0..10));
+    let (config, spool) = follow(root, &["app.log"]);
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    wait_for(&spool, 10, &daemon);
+    std::fs::rename(&log_path, root.join("app.log.1")).unwrap();
+    append(&log_path, &lines(10..20));
+    wait_for(&spool, 20, &daemon);
+    // The writer has not reopened yet: it still appends to the rotated file.
+    std::thread::sleep(Duration::from_millis(300));
+    append(&root.join("app.log.1"), &lines(20..30));
+    wait_for(&spool, 30, &daemon);
+    let log = daemon.stop();
+    assert_each_once(&spool, 0..30, &log);
+}
+
+#[test]
+fn a_file_rewritten_or_a_position_moved_while_stopped_is_read_again_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let log_path = root.join("app.log");
+    append(&log_path, &lines(0..50));
+    let (config, spool) = follow(root, &["app.log"]);
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    wait_for(&spool, 50, &daemon);
+    daemon.stop();
+    // Rewritten in place (same inode, as a reused inode number would be), longer than before.
+    let mut file = std::fs::OpenOptions::new().write(true).open(&log_path).unwrap();
+    file.write_all(lines(50..120).as_bytes()).unwrap();
+    drop(file);
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    wait_for(&spool, 120, &daemon);
+    let log = daemon.stop();
+    assert!(log.contains("are not the ones read"), "{log}");
+    assert_each_once(&spool, 0..120, &log);
+
+    // The host moves the saved position forward past lines never read.
+    append(&log_path, &lines(120..130));
+    let cursor = std::fs::read_dir(spool.join("sources")).unwrap().next().unwrap().unwrap().path();
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&cursor).unwrap()).unwrap();
+    let skip_to = std::fs::metadata(&log_path).unwrap().len() - lines(125..130).len() as u64;
+    saved["offset"] = skip_to.into();
+    std::fs::write(&cursor, saved.to_string()).unwrap();
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    wait_for(&spool, 130, &daemon);
+    let log = daemon.stop();
+    let counts = stored_numbers(&spool);
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        (0..130).collect::<Vec<_>>(),
+        "nothing skipped: {log}"
+    );
+}

@@ -491,6 +491,24 @@ impl Identity {
 
     /// Durably records where `head.stream` stands (write, fsync, rename, fsync directory).
     pub fn save_state(&self, head: &ChainHead) -> Result<(), IdentityError> {
+        self.state_store().save(head)
+    }
+
+    /// Where this identity's chain states are saved, for a thread other than the signing one.
+    pub fn state_store(&self) -> StateStore {
+        StateStore { dir: self.dir.clone() }
+    }
+}
+
+/// The chain states of an identity's directory (see [`Identity::state_store`]).
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    /// See [`Identity::save_state`].
+    pub fn save(&self, head: &ChainHead) -> Result<(), IdentityError> {
         let dir = self.dir.join(STATE_DIR);
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let json = serde_json::to_vec(head).unwrap_or_default();

@@ -12,6 +12,7 @@
 //! names the spec prescribes, the proto field names are accepted (the spec calls them invalid, but
 //! ignoring them as unknown would drop the data under them), and enum names as well as integers. A member given twice (in either spelling) is an error, and so is a second oneof value.
 
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -31,10 +32,39 @@ use crate::{ExportLogsServiceRequest, OtlpError};
 /// spec requires; everything else that is not OTLP/JSON is refused with a message naming the
 /// member and the line and column.
 pub fn decode_json(body: &[u8]) -> Result<ExportLogsServiceRequest, OtlpError> {
+    decode_json_within(body, usize::MAX)
+}
+
+thread_local! {
+    /// Bytes the decoding on this thread may still build (see [`decode_json_within`]).
+    static ROOM: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// [`decode_json`], refusing a body whose decoded elements would take more than `limit` bytes
+/// besides the body's own length (each element of an array counted twice its size, as a `Vec`
+/// may hold twice the room it uses): `[{},{},…]` decodes to a hundred times its size.
+pub fn decode_json_within(body: &[u8], limit: usize) -> Result<ExportLogsServiceRequest, OtlpError> {
+    ROOM.with(|room| room.set(limit));
     let mut de = serde_json::Deserializer::from_slice(body);
-    let request = (&mut de).deserialize_map(MessageVisitor::<ExportLogsServiceRequest>(PhantomData))?;
-    de.end()?;
-    Ok(request)
+    let request = (&mut de).deserialize_map(MessageVisitor::<ExportLogsServiceRequest>(PhantomData));
+    let exhausted = ROOM.with(|room| room.replace(usize::MAX)) == 0;
+    match request {
+        Err(_) if exhausted => Err(OtlpError::TooLarge { limit }),
+        request => {
+            let request = request?;
+            de.end()?;
+            Ok(request)
+        }
+    }
+}
+
+/// Takes room for one more element of `T`; false once there is none.
+fn take_room<T>() -> bool {
+    ROOM.with(|room| {
+        let left = room.get().checked_sub(2 * std::mem::size_of::<T>());
+        room.set(left.unwrap_or(0));
+        left.is_some()
+    })
 }
 
 /// One protobuf message as a JSON object.
@@ -176,6 +206,9 @@ impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for Repeated<S> {
         // The hint is capped so that a hostile length cannot reserve much before the data exists.
         let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
         while let Some(value) = seq.next_element_seed(self.0)? {
+            if !take_room::<S::Value>() {
+                return Err(A::Error::custom("the array decodes to more than the memory a request may take"));
+            }
             values.push(value);
         }
         Ok(values)
@@ -739,5 +772,23 @@ impl JsonMessage for KeyValueList {
             0 => set(map, Repeated(msg()), &mut self.values),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_of_empty_records_is_refused_before_it_fills_memory() {
+        let records = vec!["{}"; 20_000].join(",");
+        let body = format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{records}]}}]}}]}}"#);
+        let limit = 1 << 20;
+        let refused = decode_json_within(body.as_bytes(), limit);
+        assert!(matches!(refused, Err(OtlpError::TooLarge { limit: l }) if l == limit), "{refused:?}");
+        let decoded = decode_json_within(body.as_bytes(), 64 << 20).unwrap();
+        assert_eq!(decoded.resource_logs[0].scope_logs[0].log_records.len(), 20_000);
+        // The limit is per call.
+        assert!(decode_json(body.as_bytes()).is_ok());
     }
 }

@@ -10,12 +10,14 @@
 mod export;
 mod json;
 mod map;
+mod wire;
 
 use prost::Message;
 
 pub use export::{attributes, export_batch, ExportError};
-pub use json::decode_json;
+pub use json::{decode_json, decode_json_within};
 pub use map::{for_each_mapped, for_each_record, Fault, MapError, Mapped};
+pub use wire::{decoded_bound, undecodable_records, without_records, BadRecord};
 
 /// `ExportLogsServiceRequest`, `ExportLogsServiceResponse`, `ExportLogsPartialSuccess` and the
 /// tonic `logs_service_server` (and `_client`).
@@ -39,6 +41,15 @@ pub enum OtlpError {
     /// serde_json's message names the field and the line and column.
     #[error("not a valid OTLP/JSON ExportLogsServiceRequest: {0}")]
     Json(#[from] serde_json::Error),
+    /// What the wire walk found wrong (see `decoded_bound`).
+    #[error("not a valid OTLP/protobuf ExportLogsServiceRequest: {0}")]
+    Wire(&'static str),
+    /// Decoding would take more memory than it was given.
+    #[error("the body decodes to more than the {limit} bytes a request may take")]
+    TooLarge {
+        /// The bytes the request may take.
+        limit: usize,
+    },
 }
 
 /// Decodes an OTLP/protobuf (`application/x-protobuf`) request body. Strings that are not UTF-8,

@@ -115,6 +115,17 @@ pub enum RelayError {
     Truncated,
 }
 
+impl RelayError {
+    /// The limit a [`RelayError::TooLarge`] names, read back from its message as a server sends
+    /// it in an `error`: so that a client can tell a line the far end will never take from a
+    /// fault that passes.
+    pub fn too_large_limit(message: &str) -> Option<usize> {
+        let rest = message.strip_prefix("a frame of ")?;
+        let (_, rest) = rest.split_once(" bytes is larger than the ")?;
+        rest.strip_suffix(" allowed")?.parse().ok()
+    }
+}
+
 /// `payload` as a frame.
 pub fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + payload.len());
@@ -223,6 +234,14 @@ pub fn check_line(payload: &[u8]) -> Result<(), RelayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_too_large_refusal_names_its_limit_to_the_client() {
+        let message = RelayError::TooLarge { len: 9_000_000, max: 8_388_608 }.to_string();
+        assert_eq!(RelayError::too_large_limit(&message), Some(8_388_608));
+        assert_eq!(RelayError::too_large_limit(&RelayError::Newline.to_string()), None);
+        assert_eq!(RelayError::too_large_limit("a frame of 5 bytes is larger than the many allowed"), None);
+    }
 
     #[test]
     fn frames_are_found_whatever_the_byte_boundaries() {

@@ -139,6 +139,16 @@ pub struct SourcesConfig {
     pub otlp_grpc: Option<SocketAddr>,
     /// Largest OTLP request body accepted (after decompression).
     pub max_request_bytes: usize,
+    /// Bytes all OTLP requests being taken may hold at once: bodies, inflated bodies, and the
+    /// records they map to. A request that needs more than this alone is refused for good.
+    pub max_inflight_bytes: usize,
+    /// A file holding the bearer token the OTLP receivers ask for (`Authorization: Bearer …`,
+    /// over HTTP and in gRPC metadata), read at start-up with surrounding white space trimmed.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Bind the OTLP receivers without a token, or the metrics listener, to an address beyond
+    /// loopback: anyone who reaches the port can then sign records into the stream, or read
+    /// the metrics.
+    pub allow_remote_plaintext: bool,
     /// NDJSON files to follow (across rotation); each one's position is kept in the spool.
     pub files: Vec<PathBuf>,
     /// How often followed files are looked at for new lines and rotation.
@@ -155,6 +165,9 @@ impl Default for SourcesConfig {
             otlp_http: None,
             otlp_grpc: None,
             max_request_bytes: 16 << 20,
+            max_inflight_bytes: 64 << 20,
+            bearer_token_file: None,
+            allow_remote_plaintext: false,
             files: Vec::new(),
             poll_interval: Duration::from_millis(200),
             max_line_bytes: 1 << 20,
@@ -171,8 +184,21 @@ impl Config {
     /// What the types cannot say.
     pub fn check(&self) -> Result<(), String> {
         teelog_core::batch::check_stream_name(&self.stream).map_err(|e| format!("stream: {e}"))?;
-        if self.batch.max_records == 0 {
-            return Err("batch.max_records: must be at least 1".into());
+        // A zero here would not mean "no limit": it would refuse every line, every request or
+        // every segment, or spin, so the shipper would run and sign nothing.
+        let s = &self.sources;
+        for (key, zero) in [
+            ("batch.max_records", self.batch.max_records == 0),
+            ("batch.max_bytes", self.batch.max_bytes == 0),
+            ("queue.max_bytes", self.queue.max_bytes == 0),
+            ("spool.segment_bytes", self.spool.segment_bytes == 0),
+            ("sources.max_line_bytes", s.max_line_bytes == 0),
+            ("sources.max_request_bytes", s.max_request_bytes == 0),
+            ("sources.max_inflight_bytes", s.max_inflight_bytes == 0),
+        ] {
+            if zero {
+                return Err(format!("{key}: must be more than 0"));
+            }
         }
         let max_line = teelog_core::batch::MAX_BATCH_LINE;
         if self.batch.max_bytes > max_line {
@@ -180,7 +206,26 @@ impl Config {
                 "batch.max_bytes: at most {max_line}, the longest batch line `teelog verify` reads by default"
             ));
         }
-        let s = &self.sources;
+        if s.max_inflight_bytes < s.max_request_bytes {
+            return Err("sources.max_inflight_bytes: must be at least sources.max_request_bytes".into());
+        }
+        // Beyond loopback, whoever reaches a receiver without a token could sign records into
+        // the stream; the metrics listener has no token at all.
+        let token = s.bearer_token_file.is_some();
+        let remote = [
+            ("sources.otlp_http", s.otlp_http.filter(|_| !token)),
+            ("sources.otlp_grpc", s.otlp_grpc.filter(|_| !token)),
+            ("metrics.listen", self.metrics.as_ref().map(|m| m.listen)),
+        ];
+        if let Some((key, Some(addr))) =
+            remote.iter().find(|(_, addr)| addr.is_some_and(|a| !a.ip().is_loopback()))
+        {
+            if !s.allow_remote_plaintext {
+                return Err(format!(
+                    "{key}: {addr} is beyond loopback, and this listener asks for no token; bind it to 127.0.0.1, give sources.bearer_token_file (the receivers), or set sources.allow_remote_plaintext = true"
+                ));
+            }
+        }
         if !s.stdin && s.otlp_http.is_none() && s.otlp_grpc.is_none() && s.files.is_empty() {
             return Err("sources: nothing to read; set stdin, otlp_http, otlp_grpc or files".into());
         }
@@ -205,6 +250,7 @@ impl Config {
             max_wait: self.queue.max_wait,
             spool_bytes: self.spool.max_bytes,
             keep_spool: self.spool.keep,
+            max_record_bytes: self.sources.max_line_bytes,
         }
     }
 }

@@ -15,11 +15,17 @@ use teelog_deliver::{delivery, sinks};
 
 use crate::config::Config;
 use crate::metrics::ShipMetrics;
-use crate::output::{HeadTrust, Output};
+use crate::output::HeadTrust;
 use crate::pipeline::Pipeline;
 use crate::signer::{ShipError, SignSummary, StreamSigner};
 use crate::sources;
 
+/// How long a stopping daemon waits for its sources to finish what they hold (a request being
+/// received, a file being read) before it drops them; the records they had not submitted are
+/// sent again by their clients or read again by the next run.
+const SOURCES_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the signer has to seal what it holds and save the chain state.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping daemon keeps delivering what is spooled before leaving it for the next run.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -52,6 +58,9 @@ pub enum DaemonError {
     /// A file of `trust_keys` or `trust_roots` could not be read or used; names it.
     #[error("trust_keys / trust_roots: {0}")]
     Trust(String),
+    /// The signer thread did not end within the time allowed at stop.
+    #[error("the signer did not stop within {0:?}; what it held is not sealed")]
+    CloseTimeout(Duration),
 }
 
 /// The keys and roots of `trust_keys` and `trust_roots`, read from their files.
@@ -78,7 +87,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let trust = head_trust(&config)?;
     let identity = Identity::load_exclusive(&config.identity)?;
     let spool = Store::open(&config.spool.dir, StoreOptions { segment_bytes: config.spool.segment_bytes })?;
-    let signer = StreamSigner::open_trusting(identity, &config.stream, Output::Store(spool), &trust)?;
+    let signer = StreamSigner::open_spool(identity, &config.stream, spool, &trust)?;
     let pipeline = Pipeline::start(signer, config.pipeline_options(), Arc::new(ShipMetrics::default()))?;
     let spool = pipeline.shared().spool.clone();
 
@@ -102,23 +111,45 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     tracing::info!(target: "teelog::ship", stream = %config.stream, "shipping");
 
     let ends_by_itself = running.only_finite();
+    let shared = pipeline.shared().clone();
     tokio::select! {
         () = shutdown => tracing::info!(target: "teelog::ship", "stopping on signal"),
         () = running.finite_sources_ended(), if ends_by_itself => {
             tracing::info!(target: "teelog::ship", "input ended");
         }
+        // Its error is what `close` returns below, and what the daemon exits with.
+        () = shared.signer_ended() => tracing::error!(target: "teelog::ship", "the signer has stopped, so the daemon stops"),
     }
+    // Every step of the stop has a bound, whatever clients, files and sinks do.
     let _ = stop_sources.send(true);
-    running.stop().await;
-    let summary = tokio::task::spawn_blocking(move || pipeline.close())
-        .await
-        .map_err(|_| ShipError::ThreadPanicked("closing"))??;
+    running.stop(SOURCES_TIMEOUT).await;
+    let summary = close(pipeline).await?;
     let _ = stop_sinks.send(true);
+    let drained = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     for delivery in deliveries {
-        if tokio::time::timeout(DRAIN_TIMEOUT, delivery).await.is_err() {
+        let abort = delivery.abort_handle();
+        if tokio::time::timeout_at(drained, delivery).await.is_err() {
+            abort.abort();
             tracing::warn!(target: "teelog::ship", "a sink is still behind; the rest stays spooled for the next run");
         }
     }
     tracing::info!(target: "teelog::ship", records = summary.records, batches = summary.batches, "stopped");
     Ok(summary)
+}
+
+/// Closes the pipeline on a thread of its own, within [`CLOSE_TIMEOUT`] (a thread of the
+/// runtime's blocking pool would hold the runtime's own stop).
+async fn close(pipeline: Pipeline) -> Result<SignSummary, DaemonError> {
+    let (done, closed) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("teelog-close".into())
+        .spawn(move || {
+            let _ = done.send(pipeline.close());
+        })
+        .map_err(|source| ShipError::ThreadStart { thread: "closing", source })?;
+    match tokio::time::timeout(CLOSE_TIMEOUT, closed).await {
+        Ok(Ok(result)) => Ok(result?),
+        Ok(Err(_)) => Err(ShipError::ThreadPanicked("closing").into()),
+        Err(_) => Err(DaemonError::CloseTimeout(CLOSE_TIMEOUT)),
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod health;
 #[cfg(feature = "tracing-layer")]
 pub mod layer;
 pub mod metrics;

@@ -18,6 +18,10 @@ pub struct ShipMetrics {
     pub batches_sealed: AtomicU64,
     /// Heartbeats (empty batches) sealed.
     pub heartbeats: AtomicU64,
+    /// Failed saves of the chain state (each retried).
+    pub state_save_errors: AtomicU64,
+    /// Seals at which the host's clock went backwards or jumped (`sealed_at` is still written).
+    pub clock_anomalies: AtomicU64,
 }
 
 impl ShipMetrics {
@@ -38,6 +42,16 @@ impl ShipMetrics {
                 &self.batches_sealed,
             ),
             ("teelog_heartbeats_total", "Empty batches sealed while idle.", &self.heartbeats),
+            (
+                "teelog_state_save_errors_total",
+                "Failed saves of the chain state (each retried; nothing is signed meanwhile).",
+                &self.state_save_errors,
+            ),
+            (
+                "teelog_clock_anomalies_total",
+                "Batches sealed at a time before the previous one's, or after the wall clock was set.",
+                &self.clock_anomalies,
+            ),
         ] {
             write_metric(&mut out, name, help, value, "counter");
         }

@@ -10,15 +10,19 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use teelog_core::merkle::sha256;
+use teelog_core::record::RecordError;
 use teelog_core::timestamp::{format_rfc3339, UnixNanos};
 use teelog_core::{Sealed, Taken};
-use tokio::sync::{oneshot, Notify};
+use teelog_store::lines::Skipped;
+use tokio::sync::{oneshot, watch, Notify};
 
 use teelog_deliver::clock::now;
 use teelog_deliver::spool::SpoolState;
 
+use crate::health::Health;
 use crate::metrics::ShipMetrics;
-use crate::signer::{BatchSealer, ShipError, SignSummary, StreamSigner};
+use crate::signer::{too_long_notice, BatchSealer, ShipError, SignSummary, StreamSigner};
 
 mod writer;
 
@@ -55,6 +59,9 @@ pub struct PipelineOptions {
     pub spool_bytes: u64,
     /// Keep delivered spool segments (the spool is then also the store).
     pub keep_spool: bool,
+    /// The longest record taken from any source (a longer one is refused, and a signed notice
+    /// with its length and SHA-256 takes its place), so that every input path has one bound.
+    pub max_record_bytes: usize,
 }
 
 impl Default for PipelineOptions {
@@ -69,6 +76,7 @@ impl Default for PipelineOptions {
             max_wait: Duration::from_secs(5),
             spool_bytes: 1 << 30,
             keep_spool: false,
+            max_record_bytes: 1 << 20,
         }
     }
 }
@@ -239,9 +247,19 @@ pub struct Shared {
     pub metrics: Arc<ShipMetrics>,
     /// The spool's state, with the delivery's metrics.
     pub spool: Arc<SpoolState>,
+    /// What is wrong now, for the health endpoint.
+    pub health: Health,
+    /// Turns true when the signer thread has ended, for whatever reason.
+    signer_ended: watch::Sender<bool>,
 }
 
 impl Shared {
+    /// Resolves once the signer thread has ended (closed, failed or panicked): a daemon whose
+    /// signer is gone must not stay up taking records.
+    pub async fn signer_ended(&self) {
+        let _ = self.signer_ended.subscribe().wait_for(|&ended| ended).await;
+    }
+
     /// Tells a submission's producer its records are in the spool, and frees their budget.
     fn acknowledge(&self, submission: Submission) {
         self.budget.give(submission.records.byte_len());
@@ -348,6 +366,11 @@ impl Submitter {
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
+
+    /// How long a blocked caller waits for room before it is told to retry.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
 }
 
 /// What the signer said about a submission it was to acknowledge.
@@ -391,6 +414,8 @@ impl Pipeline {
             dropped: Mutex::new(None),
             spool: Arc::new(SpoolState::new(spool_dir, position, Arc::default())),
             metrics,
+            health: Health::default(),
+            signer_ended: watch::Sender::new(false),
         });
         let (tx, rx) = mpsc::channel();
         let submitter = Submitter {
@@ -399,11 +424,20 @@ impl Pipeline {
             when_full: options.when_full,
             max_wait: options.max_wait,
         };
-        let writer = SpoolWriter::start(store, shared.clone())?;
+        let writer = SpoolWriter::start(store, sealer.state_store(), shared.clone())?;
         let signer = SignerLoop::new(sealer, writer, options, shared.clone());
+        let ended = SignerEnded(shared.clone());
         let thread = std::thread::Builder::new()
             .name("teelog-signer".into())
-            .spawn(move || signer.run(rx))
+            .spawn(move || {
+                let result = signer.run(rx);
+                if let Err(e) = &result {
+                    tracing::error!(target: "teelog::ship", "the signer stopped: {e}");
+                    ended.0.health.set(SIGNER_THREAD, format!("stopped: {e}"));
+                }
+                drop(ended);
+                result
+            })
             .map_err(|source| ShipError::ThreadStart { thread: SIGNER_THREAD, source })?;
         Ok(Self { submitter, thread, shared })
     }
@@ -421,10 +455,29 @@ impl Pipeline {
     /// Stops taking records, seals what is pending and saves the chain state. Records
     /// submitted earlier are all sealed; later submissions fail.
     pub fn close(self) -> Result<SignSummary, ShipError> {
-        let Self { submitter, thread, .. } = self;
+        let Self { submitter, thread, shared } = self;
+        shared.health.stop();
         let _ = submitter.tx.send(Msg::Close);
         drop(submitter);
         thread.join().unwrap_or(Err(ShipError::ThreadPanicked(SIGNER_THREAD)))
+    }
+}
+
+/// Saves where the chain stands, retried until it succeeds (see [`Health::retry`]).
+fn save_state(shared: &Shared, sealer: &BatchSealer) -> Result<(), ShipError> {
+    shared.health.retry("chain state", &shared.metrics.state_save_errors, || sealer.save_state())
+}
+
+/// Tells [`Shared::signer_ended`] when dropped: at the end of the signer thread, a panic
+/// included.
+struct SignerEnded(Arc<Shared>);
+
+impl Drop for SignerEnded {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.health.set(SIGNER_THREAD, "panicked (its message is in the log)".into());
+        }
+        self.0.signer_ended.send_replace(true);
     }
 }
 
@@ -440,10 +493,19 @@ struct SignerLoop {
     oldest_segment: u64,
     /// Spool bytes the slowest sink has still to deliver, as of the last seal.
     spool_behind: u64,
+    /// The `sealed_at` of the chain's last batch, and when on the monotonic clock this run
+    /// sealed it (None for a batch of an earlier run).
+    last_sealed_at: Option<UnixNanos>,
+    sealed_mono: Option<Instant>,
 }
+
+/// How far the wall clock may move apart from the monotonic clock between two seals before it
+/// is reported as set by someone (the host owns the wall clock).
+const CLOCK_SLACK: Duration = Duration::from_secs(2);
 
 impl SignerLoop {
     fn new(sealer: BatchSealer, writer: SpoolWriter, options: PipelineOptions, shared: Arc<Shared>) -> Self {
+        let last_sealed_at = sealer.head().prev_sealed_at;
         let oldest_segment = teelog_store::indexed_segments(shared.spool.dir())
             .ok()
             .and_then(|s| s.first().map(|(i, _)| *i))
@@ -458,6 +520,8 @@ impl SignerLoop {
             last_seal: Instant::now(),
             oldest_segment,
             spool_behind: 0,
+            last_sealed_at,
+            sealed_mono: None,
         }
     }
 
@@ -501,7 +565,7 @@ impl SignerLoop {
             self.seal()?;
         }
         let summary = self.writer.finish()?;
-        self.sealer.save_state()?;
+        save_state(&self.shared, &self.sealer)?;
         Ok(summary)
     }
 
@@ -513,7 +577,19 @@ impl SignerLoop {
                 continue;
             }
             let origin = &submission.origin;
-            match self.push(record, &|| origin.locate(index as u64))? {
+            let limit = self.options.max_record_bytes;
+            let taken = if record.len() > limit {
+                // Refused here whatever the source, so that no path takes a longer record than
+                // the line readers do.
+                let skipped = Skipped { bytes: record.len() as u64, sha256: sha256(record) };
+                let notice = too_long_notice(&origin.locate(index as u64), limit, skipped);
+                self.push(&notice, &|| origin.locate(index as u64))?;
+                let why = format!("{} bytes, longer than the {limit} bytes a record may have", record.len());
+                Taken::Refused(RecordError::Record(why))
+            } else {
+                self.push(record, &|| origin.locate(index as u64))?
+            };
+            match taken {
                 Taken::Accepted => {
                     submission.receipt.accepted += 1;
                     metrics.records_in.fetch_add(1, Ordering::Relaxed);
@@ -585,12 +661,44 @@ impl SignerLoop {
 
     /// Hands a sealed batch to the writer with the submissions it acknowledges.
     fn write_sealed(&mut self, line: Vec<u8>, sealed: Sealed) -> Result<(), ShipError> {
-        self.writer.write(line, sealed, std::mem::take(&mut self.waiting))?;
+        let head = self.sealer.head().clone();
+        self.check_clock(head.prev_sealed_at, sealed.seq);
+        self.writer.write(line, sealed, head, std::mem::take(&mut self.waiting))?;
         self.opened_at = None;
         self.last_seal = Instant::now();
         self.retire_delivered()?;
         self.measure_spool();
         Ok(())
+    }
+
+    /// Reports a `sealed_at` before the previous batch's, or a wall clock that moved apart from
+    /// the monotonic one since the last seal of this run (the host set it): the batch is sealed
+    /// at the time the clock gives all the same, and a verifier reports it too.
+    fn check_clock(&mut self, sealed_at: Option<UnixNanos>, seq: u64) {
+        let mono = Instant::now();
+        let previous = (self.last_sealed_at, self.sealed_mono);
+        (self.last_sealed_at, self.sealed_mono) = (sealed_at.or(self.last_sealed_at), Some(mono));
+        let (Some(at), (Some(last), since)) = (sealed_at, previous) else { return };
+        let wall = Duration::from_nanos(u64::try_from(at.saturating_sub(last).max(0)).unwrap_or(u64::MAX));
+        let anomaly = if at < last {
+            Some(format!(
+                "sealed_at {} is before the previous batch's {}: the clock went back",
+                format_rfc3339(at),
+                format_rfc3339(last)
+            ))
+        } else {
+            since.map(|since| mono.duration_since(since)).filter(|mono| wall.abs_diff(*mono) > CLOCK_SLACK).map(
+                |mono| {
+                    format!(
+                        "{wall:?} passed on the wall clock since the previous batch, {mono:?} on the monotonic clock: the clock was set"
+                    )
+                },
+            )
+        };
+        if let Some(anomaly) = anomaly {
+            tracing::warn!(target: "teelog::ship", seq, "clock: {anomaly}");
+            self.shared.metrics.clock_anomalies.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn measure_spool(&mut self) {
@@ -599,8 +707,8 @@ impl SignerLoop {
         }
     }
 
-    /// Deletes spool segments every sink has delivered; the chain state is saved first, since
-    /// the next run could otherwise find no header to continue from.
+    /// Deletes spool segments every sink has delivered (the chain state, saved before a batch
+    /// is published, tells the next run where the chain stands without them).
     fn retire_delivered(&mut self) -> Result<(), ShipError> {
         if self.options.keep_spool {
             return Ok(());
@@ -608,9 +716,6 @@ impl SignerLoop {
         if self.shared.spool.slowest_reader().is_none_or(|slowest| slowest.segment <= self.oldest_segment) {
             return Ok(());
         }
-        // The state must not be ahead of the spool.
-        self.writer.wait_written()?;
-        self.sealer.save_state()?;
         self.oldest_segment = self.shared.spool.retire_delivered(self.oldest_segment)?;
         Ok(())
     }
@@ -618,7 +723,11 @@ impl SignerLoop {
     /// Waits while the spool holds more undelivered bytes than allowed: the sinks are behind,
     /// so producers must wait too.
     fn wait_for_spool_room(&mut self) {
-        while self.options.spool_bytes != 0 && self.spool_behind > self.options.spool_bytes {
+        // A stopping daemon seals what it holds even past the bound: the sinks may never catch up.
+        while self.options.spool_bytes != 0
+            && self.spool_behind > self.options.spool_bytes
+            && !self.shared.health.stopping()
+        {
             self.shared.spool.wait_for_reader(Duration::from_millis(500));
             self.measure_spool();
         }

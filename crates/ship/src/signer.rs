@@ -5,7 +5,7 @@ use teelog_core::record::{refusal_notice, Refused};
 use teelog_core::timestamp::UnixNanos;
 use teelog_core::{BatchBuilder, ChainHead, SealError, Sealed, Taken};
 use teelog_deliver::clock::now;
-use teelog_identity::{Identity, IdentityError};
+use teelog_identity::{Identity, IdentityError, StateStore};
 use teelog_store::lines::Skipped;
 use teelog_store::{Store, StoreError};
 
@@ -111,12 +111,15 @@ impl BatchSealer {
     /// wins, so a crash between a write and a state save never reuses a seq), or starts a new
     /// epoch linked to the newest head it can trust (docs/FORMAT.md §5.3; `trust` adds keys and
     /// roots to the identity's own). The identity's attestation document is written before any
-    /// batch.
+    /// batch. With `state_first` (a spool whose writer saves the state before it publishes each
+    /// batch), a state ahead of the output means the output was lost or rolled back: a new epoch
+    /// starts, linked to the state's head.
     fn open(
         mut identity: Identity,
         stream: &str,
         output: &mut Output,
         trust: &HeadTrust,
+        state_first: bool,
     ) -> Result<(Self, Option<String>), ShipError> {
         check_stream_name(stream)?;
         let saved = identity.load_state(stream)?;
@@ -125,7 +128,22 @@ impl BatchSealer {
             // Its own epoch, with its own key: only its own batches count.
             (Some(saved), Some(key)) => {
                 let own = output.own_headers(stream, key, &saved.epoch)?;
-                ChainHead::resume(saved, own)
+                let written = own.iter().map(|(h, _)| h.seq).max().unwrap_or(0);
+                if state_first && saved.next_seq > written + 1 {
+                    // The state, saved before each batch reached a sink, says more was signed
+                    // than the spool holds: the spool was lost or rolled back, and its lost
+                    // batches may be at a sink already. The new epoch links to the state's
+                    // head, the newest batch this signer signed, so no seq of the old epoch is
+                    // signed again with other records.
+                    note = Some(format!(
+                        "stream {stream:?}: the chain state says seq {} of epoch {} was signed, but the spool holds that epoch only up to seq {written} (lost or rolled back); a new epoch starts after the state's head",
+                        saved.next_seq - 1,
+                        saved.epoch
+                    ));
+                    ChainHead::new_epoch_after(stream, Some(&saved), None)
+                } else {
+                    ChainHead::resume(saved, own)
+                }
             }
             // A key made to follow a head (keygen --follow, which checked that head): its
             // document attests exactly that link, unless the key has signed since (its state
@@ -207,6 +225,16 @@ impl BatchSealer {
         Ok(self.builder.seal(&mut self.head, self.identity.signer(), sealed_at, line)?)
     }
 
+    /// Where the chain stands after the last batch sealed.
+    pub fn head(&self) -> &ChainHead {
+        &self.head
+    }
+
+    /// Where [`save_state`](Self::save_state) saves, for the spool writer's thread.
+    pub fn state_store(&self) -> StateStore {
+        self.identity.state_store()
+    }
+
     /// Durably records where the chain stands; only once every sealed line is written, since a
     /// state ahead of the output would point the next run past batches that never landed.
     pub fn save_state(&self) -> Result<(), ShipError> {
@@ -237,10 +265,32 @@ impl StreamSigner {
     pub fn open_trusting(
         identity: Identity,
         stream: &str,
-        mut output: Output,
+        output: Output,
         trust: &HeadTrust,
     ) -> Result<Self, ShipError> {
-        let (sealer, note) = BatchSealer::open(identity, stream, &mut output, trust)?;
+        Self::open_with(identity, stream, output, trust, false)
+    }
+
+    /// [`open_trusting`](Self::open_trusting) on a spool for a [`crate::pipeline::Pipeline`],
+    /// whose writer saves the chain state before it publishes each batch: a state found ahead
+    /// of the spool starts a new epoch (see [`BatchSealer`]).
+    pub fn open_spool(
+        identity: Identity,
+        stream: &str,
+        spool: Store,
+        trust: &HeadTrust,
+    ) -> Result<Self, ShipError> {
+        Self::open_with(identity, stream, Output::Store(spool), trust, true)
+    }
+
+    fn open_with(
+        identity: Identity,
+        stream: &str,
+        mut output: Output,
+        trust: &HeadTrust,
+        state_first: bool,
+    ) -> Result<Self, ShipError> {
+        let (sealer, note) = BatchSealer::open(identity, stream, &mut output, trust, state_first)?;
         if let Some(note) = &note {
             tracing::warn!(target: "teelog::ship", "{note}");
         }

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::daemon::DaemonError;
 use crate::metrics::ShipMetrics;
-use crate::pipeline::{Origin, RecordBuf, Submitter};
+use crate::pipeline::{Origin, RecordBuf, Shared, Submitter};
 use crate::signer::too_long_notice;
 
 /// Lines per submission from a line-oriented source.
@@ -25,14 +25,17 @@ const BYTES_PER_SUBMISSION: usize = 1 << 20;
 pub struct Running {
     /// Sources that end by themselves (stdin): each reports once it has.
     finite: Vec<oneshot::Receiver<()>>,
-    /// Sources that run until stopped (servers, followed files).
-    endless: Vec<JoinHandle<()>>,
+    /// Servers, which run until stopped.
+    servers: Vec<JoinHandle<()>>,
+    /// Followed files, each on a thread of its own (not the runtime's blocking pool, whose
+    /// threads the runtime waits for when it stops): each reports once it has stopped.
+    followers: Vec<oneshot::Receiver<()>>,
 }
 
 impl Running {
     /// Whether every source is finite, so that the daemon ends when they do.
     pub fn only_finite(&self) -> bool {
-        self.endless.is_empty() && !self.finite.is_empty()
+        self.servers.is_empty() && self.followers.is_empty() && !self.finite.is_empty()
     }
 
     /// Waits until every finite source (stdin, …) has ended.
@@ -42,11 +45,26 @@ impl Running {
         }
     }
 
-    /// Waits for the servers to stop (they watch the daemon's stop signal and finish the
-    /// requests they hold).
-    pub async fn stop(self) {
-        for task in self.endless {
-            let _ = task.await;
+    /// Waits for the servers and followers to stop (they watch the daemon's stop signal and
+    /// finish the requests and chunks they hold), for at most `timeout` in all: a server still
+    /// busy then (a client sending its body slowly, or never) is aborted, and a follower left.
+    pub async fn stop(self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut late = 0;
+        for task in self.servers {
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                abort.abort();
+                late += 1;
+            }
+        }
+        for follower in self.followers {
+            if tokio::time::timeout_at(deadline, follower).await.is_err() {
+                late += 1;
+            }
+        }
+        if late > 0 {
+            tracing::warn!(target: "teelog::ship", "{late} source(s) still busy after {timeout:?} were dropped; their clients send again, and files are read on from their saved positions");
         }
     }
 }
@@ -58,36 +76,60 @@ pub async fn start(
     submitter: &Submitter,
     stop: watch::Receiver<bool>,
 ) -> Result<Running, DaemonError> {
-    let mut running = Running { finite: Vec::new(), endless: Vec::new() };
+    let mut running = Running { finite: Vec::new(), servers: Vec::new(), followers: Vec::new() };
     let sources = &config.sources;
     if sources.stdin {
         running.finite.push(stdin(submitter.clone(), sources.max_line_bytes));
     }
+    let followed = files::Followed::default();
     for path in &sources.files {
         let spool = submitter.shared().spool.dir();
-        let follower = files::Follower::new(path, spool, sources.max_line_bytes, submitter.clone());
+        let follower =
+            files::Follower::new(path, spool, sources.max_line_bytes, submitter.clone(), followed.clone());
         let (stop, interval) = (stop.clone(), sources.poll_interval);
-        // A thread of the blocking pool: the follower reads files and waits for its receipts.
-        running.endless.push(tokio::task::spawn_blocking(move || follower.run(stop, interval)));
+        let (stopped, on_stop) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("teelog-follow".into())
+            .spawn(move || {
+                follower.run(stop, interval);
+                drop(stopped);
+            })
+            .map_err(|e| {
+                DaemonError::Source(format!("{}: cannot start its follower: {e}", path.display()))
+            })?;
+        running.followers.push(on_stop);
     }
-    let ingest = otlp::Ingest::new(submitter.clone(), sources.max_request_bytes);
+    let token = teelog_deliver::config::bearer_token(&None, &sources.bearer_token_file)
+        .map_err(|e| DaemonError::Source(format!("sources.{e}")))?;
+    let ingest = otlp::Ingest::new(submitter.clone(), sources, token);
     if let Some(addr) = sources.otlp_http {
         let listener = bind(addr, "OTLP/HTTP").await?;
         let router = otlp::http_router(ingest.clone());
-        running.endless.push(tokio::spawn(serve_http(listener, router, stop.clone())));
+        running.servers.push(tokio::spawn(serve_http(listener, router, stop.clone())));
     }
     if let Some(addr) = sources.otlp_grpc {
         let listener = bind(addr, "OTLP/gRPC").await?;
-        running.endless.push(tokio::spawn(otlp::serve_grpc(listener, ingest.clone(), stop.clone())));
+        running.servers.push(tokio::spawn(otlp::serve_grpc(listener, ingest.clone(), stop.clone())));
     }
     if let Some(metrics_config) = &config.metrics {
         let listener = bind(metrics_config.listen, "metrics").await?;
         let shared = submitter.shared().clone();
-        let router = metrics_router(move || shared.metrics.render() + &shared.spool.metrics.render());
+        let health = submitter.shared().clone();
+        let router = metrics_router(move || shared.metrics.render() + &shared.spool.metrics.render())
+            .route("/health", axum::routing::get(move || async move { health_report(&health) }));
         // Metrics are served to the end, not counted as a source that keeps the daemon alive.
         tokio::spawn(serve_http(listener, router, stop.clone()));
     }
     Ok(running)
+}
+
+/// `GET /health`: 200 `ok` while the shipper signs, else 503 and what stops it (the spool or
+/// the chain state failing to save, the signer gone).
+fn health_report(shared: &Shared) -> (axum::http::StatusCode, String) {
+    match shared.health.problems() {
+        None => (axum::http::StatusCode::OK, "ok\n".into()),
+        Some(problems) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, problems),
+    }
 }
 
 /// Reads stdin on a thread of its own (a blocked read must not hold up the runtime).
@@ -108,7 +150,7 @@ fn stdin(submitter: Submitter, max_line_bytes: usize) -> oneshot::Receiver<()> {
 /// Submits NDJSON lines in chunks, numbered for error messages; an over-long line is
 /// reported and skipped.
 pub(crate) fn read_lines(
-    input: impl std::io::BufRead,
+    input: BufReader<impl std::io::Read>,
     name: &str,
     max_line_bytes: usize,
     submitter: &Submitter,
@@ -121,7 +163,12 @@ pub(crate) fn read_lines(
             Line::Complete(bytes) | Line::Unterminated(bytes) => chunker.push(n, bytes),
             Line::TooLong => chunker.push_too_long(n, reader.skipped(), metrics),
         };
-        if let Some((records, origin)) = full {
+        // The lines held are handed over before the read that may wait for more, so that a
+        // producer that writes a few lines and keeps its pipe open has them sealed within
+        // max_delay, not when the pipe closes (or never, on a signal).
+        let waits = full.is_none() && !reader.next_line_buffered();
+        let chunk = if waits { chunker.take() } else { full };
+        if let Some((records, origin)) = chunk {
             submitter.submit_blocking(records, origin).map_err(|e| e.to_string())?;
         }
     }

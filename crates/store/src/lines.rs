@@ -148,6 +148,15 @@ impl<R: BufRead> LineReader<R> {
     }
 }
 
+impl<R: Read> LineReader<io::BufReader<R>> {
+    /// Whether a whole next line is already buffered, so that reading it cannot wait for the
+    /// input: a source that is about to wait can first hand over the lines it holds.
+    pub fn next_line_buffered(&self) -> bool {
+        let buffered = self.inner.buffer();
+        buffered.get(self.lent..).is_some_and(|rest| memchr::memchr(b'\n', rest).is_some())
+    }
+}
+
 /// `fill_buf`, retried when interrupted.
 fn fill_buf(inner: &mut impl BufRead) -> io::Result<&[u8]> {
     loop {
@@ -177,6 +186,17 @@ mod tests {
         assert_eq!(reader.next_line().unwrap(), Some((4, Line::Complete(b"cd"))));
         assert_eq!(reader.next_line().unwrap(), Some((5, Line::Unterminated(b"last"))));
         assert_eq!(reader.next_line().unwrap(), None);
+    }
+
+    #[test]
+    fn a_buffered_next_line_is_told_from_one_the_input_must_give() {
+        let input: &[u8] = b"a\nb\npart";
+        let mut reader = LineReader::new(io::BufReader::new(input), 16);
+        assert_eq!(reader.next_line().unwrap(), Some((1, Line::Complete(b"a"))));
+        assert!(reader.next_line_buffered());
+        assert_eq!(reader.next_line().unwrap(), Some((2, Line::Complete(b"b"))));
+        // Only a partial line is left: reading it waits for the input.
+        assert!(!reader.next_line_buffered());
     }
 
     #[test]

@@ -5,12 +5,12 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -48,7 +48,18 @@ pub struct Daemon {
 impl Daemon {
     /// `teelog ship ARGS`, once it says it is shipping.
     pub fn start(args: &[&str]) -> Daemon {
-        let mut daemon = Self::spawn("ship", args, "shipping stream=");
+        Self::start_ship(args, Stdio::null())
+    }
+
+    /// `teelog ship ARGS` reading the pipe returned.
+    pub fn start_with_stdin(args: &[&str]) -> (Daemon, ChildStdin) {
+        let mut daemon = Self::start_ship(args, Stdio::piped());
+        let stdin = daemon.child.stdin.take().unwrap();
+        (daemon, stdin)
+    }
+
+    fn start_ship(args: &[&str], stdin: Stdio) -> Daemon {
+        let mut daemon = Self::spawn("ship", args, "shipping stream=", stdin);
         daemon.http = daemon.listening.get("OTLP/HTTP").copied();
         daemon.grpc = daemon.listening.get("OTLP/gRPC").copied();
         daemon
@@ -56,14 +67,16 @@ impl Daemon {
 
     /// `teelog gateway --config CONFIG`, once it is running.
     pub fn gateway(config: &Path) -> Daemon {
-        Self::spawn("gateway", &["--config", config.to_str().unwrap()], "gateway running")
+        Self::spawn("gateway", &["--config", config.to_str().unwrap()], "gateway running", Stdio::null())
     }
 
     /// `teelog gateway --config CONFIG` under `ulimit -n open_files`, once it is running.
     pub fn gateway_with_open_files(config: &Path, open_files: u32) -> Daemon {
         let mut command = Command::new("sh");
         let script = format!("ulimit -n {open_files} && exec \"$0\" gateway --config \"$1\"");
-        command.args(["-c", &script, env!("CARGO_BIN_EXE_teelog"), config.to_str().unwrap()]);
+        command
+            .args(["-c", &script, env!("CARGO_BIN_EXE_teelog"), config.to_str().unwrap()])
+            .stdin(Stdio::null());
         Self::spawn_command(command, "gateway", "gateway running")
     }
 
@@ -78,15 +91,14 @@ impl Daemon {
         *self.listening.get(listener).unwrap_or_else(|| panic!("no {listener} listener: {}", self.log()))
     }
 
-    fn spawn(command: &str, args: &[&str], ready_mark: &'static str) -> Daemon {
+    fn spawn(command: &str, args: &[&str], ready_mark: &'static str, stdin: Stdio) -> Daemon {
         let mut teelog = Command::new(env!("CARGO_BIN_EXE_teelog"));
-        teelog.arg(command).args(args);
+        teelog.arg(command).args(args).stdin(stdin);
         Self::spawn_command(teelog, command, ready_mark)
     }
 
     fn spawn_command(mut command: Command, name: &str, ready_mark: &'static str) -> Daemon {
-        let mut child =
-            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (ready, on_ready) = mpsc::channel();
@@ -118,6 +130,10 @@ impl Daemon {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
@@ -133,6 +149,45 @@ impl Daemon {
         self.log()
     }
 
+    /// SIGTERM, then how long the daemon took to exit (at most `bound`, else it is killed and
+    /// the test fails), its status and its log.
+    pub fn stop_within(mut self, bound: Duration) -> (Duration, ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let start = Instant::now();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let took = start.elapsed();
+                std::thread::sleep(Duration::from_millis(50));
+                return (took, status, self.log());
+            }
+            assert!(start.elapsed() < bound, "still running {bound:?} after SIGTERM: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the daemon to exit by itself, at most `bound`.
+    pub fn wait_exit(&mut self, bound: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            assert!(start.elapsed() < bound, "still running after {bound:?}: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the log holds `text`.
+    pub fn wait_for_log(&self, text: &str, within: Duration) {
+        let until = Instant::now() + within;
+        while !self.log().contains(text) {
+            assert!(Instant::now() < until, "no {text:?} in the log within {within:?}: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn kill_9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
@@ -145,4 +200,50 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET path` over a fresh HTTP/1.1 connection: the status and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (status, body)
+}
+
+/// Peak resident memory of a running process, in KiB (Linux `VmHWM`).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// One HTTP/1.1 POST over a fresh connection: the status and the body.
+pub fn post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body)?;
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response)?;
+    let text_end =
+        response.windows(4).position(|w| w == b"\r\n\r\n").ok_or(std::io::ErrorKind::UnexpectedEof)?;
+    let status = std::str::from_utf8(&response[9..12]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, response[text_end + 4..].to_vec()))
 }

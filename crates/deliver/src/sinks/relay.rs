@@ -3,6 +3,7 @@
 //! gateway has acknowledged it, which it does only once the line is durable in its own spool; a
 //! broken connection resumes after the last acknowledged line.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -12,9 +13,11 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls_platform_verifier::BuilderVerifierExt;
-use teelog_relay::{push_frame, FrameReader, Hello, ServerMessage};
+use teelog_relay::{push_frame, FrameReader, Hello, RelayError, ServerMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use teelog_store::reader::Position;
 
 use super::{OpenError, Progress};
 use crate::config::{RelaySinkConfig, RelayTlsConfig};
@@ -34,6 +37,9 @@ pub struct RelaySink {
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     connection: Option<Connection>,
     progress: Progress,
+    /// The chunk (by the position after it) and the indexes in it of the lines the gateway
+    /// refused as too large.
+    too_large: Option<(Position, BTreeSet<usize>)>,
 }
 
 /// A connection to the gateway, plain or TLS.
@@ -70,6 +76,7 @@ impl RelaySink {
             tls,
             connection: None,
             progress: Progress::default(),
+            too_large: None,
         })
     }
 
@@ -106,36 +113,94 @@ impl RelaySink {
 
     async fn deliver_chunk(&mut self, chunk: &Delivery<'_>) -> Result<(), SinkError> {
         let mut at = self.progress.resume(chunk);
+        if self.too_large.as_ref().is_some_and(|(of, _)| *of != chunk.next) {
+            self.too_large = None;
+        }
         while at < chunk.entries.len() {
+            // Lines of this chunk the gateway refused as too large are not sent again.
+            let refused = self.too_large.as_ref().map(|(_, lines)| lines);
+            if refused.is_some_and(|lines| lines.contains(&at)) {
+                // Everything before it is acknowledged: it is passed over.
+                self.progress.settled(at + 1);
+                at += 1;
+                continue;
+            }
+            let end =
+                refused.and_then(|lines| lines.range(at..).next().copied()).unwrap_or(chunk.entries.len());
             let mut connection = match self.connection.take() {
                 Some(connection) => connection,
                 None => self.connect().await?,
             };
             let (first, start) = (at, connection.sent);
             let mut frames = Vec::new();
-            while at < chunk.entries.len() && (at == first || frames.len() < WRITE_BYTES) {
+            while at < end && (at == first || frames.len() < WRITE_BYTES) {
                 let line = chunk.entries[at].line;
-                push_frame(&mut frames, line.strip_suffix(b"\n").unwrap_or(line));
+                push_frame(&mut frames, &line[..frame_len(line)]);
                 at += 1;
             }
-            let lost = |e: std::io::Error| {
-                SinkError::retry("connect", format!("relay connection to the gateway lost: {e}"))
+            let write = tokio::time::timeout(self.timeout, connection.socket.write_all(&frames)).await;
+            let write_failed = match write {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("relay connection to the gateway lost: {e}")),
+                Err(_) => {
+                    Some(format!("the gateway at {} took no data for {:?}", self.address, self.timeout))
+                }
             };
-            connection.socket.write_all(&frames).await.map_err(lost)?;
             connection.sent += (at - first) as u64;
+            // Read even after a failed write: a gateway that refuses a frame says why before it
+            // closes, and the lines before it may be acknowledged.
+            let mut refusal = None;
             while connection.acked < connection.sent {
-                match connection.reply(self.timeout, &self.address).await? {
-                    ServerMessage::Ack(n) if n <= connection.sent && n >= connection.acked => {
+                match connection.reply(self.timeout, &self.address).await {
+                    Ok(ServerMessage::Ack(n)) if n <= connection.sent && n >= connection.acked => {
                         connection.acked = n;
                         self.progress.settled(first + (n - start) as usize);
                     }
-                    other => return Err(unexpected(&self.address, &other)),
+                    Ok(ServerMessage::Error(why)) => {
+                        refusal = Some(why);
+                        break;
+                    }
+                    Ok(other) => return Err(unexpected(&self.address, &other)),
+                    Err(e) => return Err(write_failed.map_or(e, |lost| SinkError::retry("connect", lost))),
                 }
             }
-            self.connection = Some(connection);
+            let unacked = first + (connection.acked - start) as usize;
+            match (refusal, write_failed) {
+                (None, None) => self.connection = Some(connection),
+                (None, Some(lost)) => return Err(SinkError::retry("connect", lost)),
+                (Some(why), _) => {
+                    // A line larger than the gateway takes would be refused on every retry,
+                    // and every later line would wait behind it: it is refused for good, and
+                    // the rest sent on a new connection.
+                    let too_large = RelayError::too_large_limit(&why).and_then(|max| {
+                        (unacked..at).find(|&i| frame_len(chunk.entries[i].line) > max).map(|i| (i, max))
+                    });
+                    let Some((index, max)) = too_large else {
+                        return Err(unexpected(&self.address, &ServerMessage::Error(why)));
+                    };
+                    let len = frame_len(chunk.entries[index].line);
+                    tracing::error!(target: "teelog::deliver", "relay: a spool line of {len} bytes is larger than the {max} the gateway at {} takes; it is not relayed", self.address);
+                    self.progress.refuse(SinkError::permanent(
+                        "too_large",
+                        format!(
+                            "a line of {len} bytes is larger than the {max} bytes the gateway at {} takes",
+                            self.address
+                        ),
+                    ));
+                    // The gateway may have dropped the lines before it that it had not
+                    // acknowledged: they are sent again, on a new connection, without it.
+                    self.too_large.get_or_insert_with(|| (chunk.next, BTreeSet::new())).1.insert(index);
+                    at = unacked;
+                }
+            }
         }
         self.progress.finish()
     }
+}
+
+/// The length of the frame a spool line is sent as (without its newline).
+fn frame_len(line: &[u8]) -> usize {
+    line.strip_suffix(b"\n").unwrap_or(line).len()
 }
 
 /// The TLS client configuration of a relay sink; errors name the file.

@@ -1,13 +1,19 @@
 //! The spool writer: sealed batch lines go into the spool on a thread of their own, in order,
-//! so that the signer seals the next batch while this one is fsynced. Submissions are
-//! acknowledged here, once everything sealed before their acknowledgement is durable.
+//! so that the signer seals the next batch while this one is fsynced. Each batch is written and
+//! its submissions acknowledged; the batches written are published to the sinks only once the
+//! chain state that counts them is saved. No sink ever holds a batch the saved state does not
+//! count, so a run that finds its spool lost or rolled back never signs one of those seqs again
+//! with other records; a crash between a write and the save leaves a state the spool is ahead
+//! of, which the next run resumes after (docs/SHIP.md).
 
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use teelog_core::Sealed;
+use teelog_core::{ChainHead, Sealed};
+use teelog_identity::StateStore;
 use teelog_store::Store;
 use tokio::sync::oneshot;
 
@@ -22,6 +28,8 @@ enum Job {
     Batch {
         line: Vec<u8>,
         sealed: Sealed,
+        /// Where the chain stands once this batch is written.
+        head: ChainHead,
         submissions: Vec<Submission>,
     },
     /// Acknowledged once every batch handed over before it is durable.
@@ -35,22 +43,21 @@ pub(super) struct SpoolWriter {
     /// Line buffers of written batches, back for reuse; one per batch written.
     spent: mpsc::Receiver<Vec<u8>>,
     spare: Vec<Vec<u8>>,
-    in_flight: usize,
-    thread: Option<JoinHandle<SignSummary>>,
+    thread: Option<JoinHandle<Result<SignSummary, ShipError>>>,
 }
 
 /// How errors name the spool writer's thread.
 const SPOOL_THREAD: &str = "spool writer";
 
 impl SpoolWriter {
-    pub(super) fn start(store: Store, shared: Arc<Shared>) -> Result<Self, ShipError> {
+    pub(super) fn start(store: Store, states: StateStore, shared: Arc<Shared>) -> Result<Self, ShipError> {
         let (jobs, queue) = mpsc::sync_channel(QUEUED_BATCHES);
         let (give_back, spent) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("teelog-spool".into())
-            .spawn(move || write_all(store, &shared, queue, give_back))
+            .spawn(move || write_all(store, &states, &shared, queue, give_back))
             .map_err(|source| ShipError::ThreadStart { thread: SPOOL_THREAD, source })?;
-        Ok(Self { jobs: Some(jobs), spent, spare: Vec::new(), in_flight: 0, thread: Some(thread) })
+        Ok(Self { jobs: Some(jobs), spent, spare: Vec::new(), thread: Some(thread) })
     }
 
     /// An empty buffer to seal the next batch into, reusing a written batch's.
@@ -67,10 +74,10 @@ impl SpoolWriter {
         &mut self,
         line: Vec<u8>,
         sealed: Sealed,
+        head: ChainHead,
         submissions: Vec<Submission>,
     ) -> Result<(), ShipError> {
-        self.in_flight += 1;
-        self.send(Job::Batch { line, sealed, submissions })
+        self.send(Job::Batch { line, sealed, head, submissions })
     }
 
     pub(super) fn acknowledge(&mut self, submission: Submission) -> Result<(), ShipError> {
@@ -81,24 +88,14 @@ impl SpoolWriter {
         self.send(Job::Durable(done))
     }
 
-    /// Waits until every batch handed over is in the spool.
-    pub(super) fn wait_written(&mut self) -> Result<(), ShipError> {
-        while self.in_flight > 0 {
-            let line = self.spent.recv().map_err(|_| ShipError::ThreadGone(SPOOL_THREAD))?;
-            self.returned(line);
-        }
-        Ok(())
-    }
-
     /// Writes what is queued and stops; what was written.
     pub(super) fn finish(mut self) -> Result<SignSummary, ShipError> {
         self.jobs = None;
         let thread = self.thread.take().ok_or(ShipError::ThreadGone(SPOOL_THREAD))?;
-        thread.join().map_err(|_| ShipError::ThreadPanicked(SPOOL_THREAD))
+        thread.join().map_err(|_| ShipError::ThreadPanicked(SPOOL_THREAD))?
     }
 
     fn returned(&mut self, line: Vec<u8>) {
-        self.in_flight -= 1;
         // Enough spares for the batch being written and those queued.
         if self.spare.len() <= QUEUED_BATCHES {
             self.spare.push(line);
@@ -111,36 +108,68 @@ impl SpoolWriter {
     }
 }
 
-/// The writer thread: each batch is appended with an fsync, retried until it succeeds, since a
-/// batch given up on would be a gap in the chain; then its submissions are acknowledged.
+/// The longest a written batch waits for the chain state to be saved and the batch published to
+/// the sinks: one save then covers every batch written meanwhile.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// The writer thread: each batch is appended with an fsync, retried until it succeeds (or the
+/// daemon stops), since a batch given up on would be a gap in the chain; its submissions are
+/// then acknowledged (their records are durable). The batches written are published to the
+/// sinks only once the chain state that counts them is saved, at most [`PUBLISH_EVERY`] later.
 fn write_all(
     mut store: Store,
+    states: &StateStore,
     shared: &Shared,
     queue: mpsc::Receiver<Job>,
     give_back: mpsc::Sender<Vec<u8>>,
-) -> SignSummary {
+) -> Result<SignSummary, ShipError> {
     let metrics = &shared.metrics;
     let mut summary = SignSummary::default();
-    for job in queue {
-        match job {
-            Job::Batch { line, sealed, submissions } => {
-                let mut backoff = Duration::from_millis(50);
-                while let Err(e) = store.append(&line) {
-                    tracing::error!(target: "teelog::ship", "cannot write to the spool, retrying: {e}");
-                    shared.spool.metrics.spool_errors.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+    // The chain's head after the last batch written and not yet published, and when the state
+    // was last saved.
+    let mut unpublished: Option<ChainHead> = None;
+    let mut saved = Instant::now();
+    let publish = |head: &ChainHead, store: &Store, saved: &mut Instant| {
+        let errors = &metrics.state_save_errors;
+        shared.health.retry("chain state", errors, || states.save(head))?;
+        shared.spool.publish(store.position());
+        *saved = Instant::now();
+        Ok::<(), ShipError>(())
+    };
+    loop {
+        let job = match &unpublished {
+            None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(_) => queue.recv_timeout((saved + PUBLISH_EVERY).saturating_duration_since(Instant::now())),
+        };
+        let job = match job {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(head) = unpublished.take() {
+                    publish(&head, &store, &mut saved)?;
                 }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match job {
+            Job::Batch { line, sealed, head, submissions } => {
+                let errors = &shared.spool.metrics.spool_errors;
+                shared.health.retry("spool", errors, || store.append(&line))?;
                 summary.add(sealed);
                 metrics.batches_sealed.fetch_add(1, Ordering::Relaxed);
                 if sealed.count == 0 {
                     metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
                 }
-                shared.spool.publish(store.position());
                 for submission in submissions {
                     shared.acknowledge(submission);
                 }
                 let _ = give_back.send(line);
+                if saved.elapsed() >= PUBLISH_EVERY {
+                    publish(&head, &store, &mut saved)?;
+                    unpublished = None;
+                } else {
+                    unpublished = Some(head);
+                }
             }
             Job::Ack(submission) => shared.acknowledge(submission),
             Job::Durable(done) => {
@@ -148,5 +177,8 @@ fn write_all(
             }
         }
     }
-    summary
+    if let Some(head) = unpublished {
+        publish(&head, &store, &mut saved)?;
+    }
+    Ok(summary)
 }

@@ -2,23 +2,29 @@
 //!
 //! Each configured file has a follower that polls it. Complete lines are submitted in chunks,
 //! and once a chunk is in the spool the follower saves where the next line starts (the file's
-//! device and inode, and the offset) in `<spool>/sources/`. A restart resumes there: a crash
-//! may ship lines twice, never skip one. A partial last line waits for its newline.
+//! device and inode, the offset, and a fingerprint of the bytes before it) in `<spool>/sources/`,
+//! with the same for the last files read at the path before it. A restart resumes there if the
+//! fingerprint still matches: a crash may ship lines twice, never skip one. A partial last line
+//! waits for its newline.
 //!
 //! Rotation by rename + create (logrotate's default): the old file is read to its end through
-//! the handle kept open, then the new one is followed from its start. By copytruncate (the file
-//! shrinks below what was read): it is read again from its start. A missing file is waited for;
-//! a deleted one is still read to its end while its path is watched.
+//! the handle kept open, the new one is followed from its start, and the old one is still read
+//! for late lines until it has been quiet for a while. By copytruncate (the file shrinks below
+//! what was read, or its bytes before the position change): it is read again from its start. A
+//! missing file is waited for; a deleted one is still read to its end while its path is watched.
+//! A file reached through two configured paths is read by one follower only, and a symbolic
+//! link, FIFO or device at the path is never opened.
 //!
-//! Not seen: a file rotated away while the daemon is down (the file then at the path is read
-//! from its start), and a truncation overwritten past the old size before the next poll.
+//! Not seen: a file rotated away while the daemon is down, and a truncation refilled with the
+//! same bytes around the old position before the next poll (docs/SHIP.md).
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use teelog_store::lines::{Line, LineReader};
 use tokio::sync::watch;
@@ -28,9 +34,9 @@ use crate::metrics::ShipMetrics;
 use crate::pipeline::{Origin, RecordBuf, SubmitError, Submitter};
 
 /// A file's identity, which survives renames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FileId {
-    /// The device it is on.
+    /// The device the file is on.
     pub dev: u64,
     /// Its inode number on that device.
     pub ino: u64,
@@ -41,7 +47,7 @@ pub struct FileId {
 pub struct Seen {
     /// Which file.
     pub id: FileId,
-    /// Its size in bytes.
+    /// Its length in bytes then.
     pub size: u64,
 }
 
@@ -81,7 +87,6 @@ pub enum Step {
 }
 
 /// Decides the next step from the open file (with its size now) and what is at the path now.
-/// Pure, so that every case of rotation is tested without a file system.
 pub fn next_step(open: Option<(Reading, u64)>, at_path: Option<Seen>) -> Step {
     let Some((reading, size)) = open else {
         return if at_path.is_some() { Step::Open } else { Step::Wait };
@@ -100,66 +105,126 @@ pub fn next_step(open: Option<(Reading, u64)>, at_path: Option<Seen>) -> Step {
     }
 }
 
-/// A follower's saved position: the next line of file `id` starts at `offset` and is line
-/// `line + 1`.
+/// Where a follower stands in one file: its next line starts at `offset` and is line `line + 1`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Place {
+    /// Which file.
+    #[serde(flatten)]
+    pub id: FileId,
+    /// Where its next line starts, in bytes.
+    pub offset: u64,
+    /// Lines read before `offset`.
+    pub line: u64,
+    /// [`fingerprint`] of the file at `offset`: what tells this file from another that took its
+    /// inode number, and a position moved by hand from the one read to. Absent in positions
+    /// saved by earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+/// A follower's saved position: the file at the path, and the files read at the path before it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cursor {
     /// For people reading the file; the identity is what counts.
     pub path: String,
-    /// Which file.
+    /// Where the follower stands in the file at the path.
     #[serde(flatten)]
-    pub id: FileId,
-    /// Where the next line starts.
-    pub offset: u64,
-    /// Lines read before it.
-    pub line: u64,
+    pub place: Place,
+    /// Files read at the path before this one (rotated away, or a path flipping between files),
+    /// newest first, at most 8: one of them back at the path resumes where it was
+    /// read to, so that none of its lines is signed twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<Place>,
+}
+
+/// Files remembered besides the one at the path.
+const PREVIOUS: usize = 8;
+/// Bytes hashed at each end of a fingerprint.
+const FINGERPRINT_BYTES: u64 = 4096;
+/// A rotated file is still read until it has not grown for this long (its writer may not have
+/// reopened the path yet).
+const LATE_WRITES: Duration = Duration::from_secs(5);
+
+/// The SHA-256 (hex) of the first bytes of `file` and of the bytes just before `offset` (up to
+/// 4 KiB each).
+pub fn fingerprint(file: &File, offset: u64) -> std::io::Result<String> {
+    let n = offset.min(FINGERPRINT_BYTES);
+    let mut bytes = vec![0u8; 2 * n as usize];
+    let (head, tail) = bytes.split_at_mut(n as usize);
+    file.read_exact_at(head, 0)?;
+    file.read_exact_at(tail, offset - n)?;
+    Ok(hex::encode(teelog_core::merkle::sha256(&bytes)))
 }
 
 /// Where to start in a file just opened at the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resume {
-    /// From the saved position.
+    /// From the position saved for it.
     At {
-        /// Where the next line starts.
+        /// Where its next line starts.
         offset: u64,
         /// Lines read before it.
         line: u64,
     },
     /// From the start: no position is saved.
     Fresh,
-    /// From the start: the position saved is in another file (rotated while the daemon was down).
+    /// From the start: no position is saved for this file (rotated while the daemon was down).
     Replaced,
     /// From the start: the file is shorter than the position saved (truncated meanwhile).
     Truncated,
+    /// From the start: its bytes before the position saved are not the ones read (another file
+    /// took its inode number, it was rewritten, or the position was moved).
+    Changed,
 }
 
-/// Where to start in `opened`, given the saved cursor.
-pub fn resume(saved: Option<&Cursor>, opened: Seen) -> Resume {
-    match saved {
-        None => Resume::Fresh,
-        Some(cursor) if cursor.id != opened.id => Resume::Replaced,
-        Some(cursor) if cursor.offset > opened.size => Resume::Truncated,
-        Some(cursor) => Resume::At { offset: cursor.offset, line: cursor.line },
+/// Where to resume in `opened`, given the places known (see [`Place`]); `fingerprint_at` is the
+/// opened file's fingerprint at an offset.
+pub fn resume(known: &[Place], opened: Seen, fingerprint_at: impl FnOnce(u64) -> Option<String>) -> Resume {
+    let Some(place) = known.iter().find(|p| p.id == opened.id) else {
+        return if known.is_empty() { Resume::Fresh } else { Resume::Replaced };
+    };
+    if place.offset > opened.size {
+        return Resume::Truncated;
+    }
+    match &place.fingerprint {
+        Some(saved) if fingerprint_at(place.offset).as_ref() != Some(saved) => Resume::Changed,
+        _ => Resume::At { offset: place.offset, line: place.line },
     }
 }
 
-/// Why following a file stopped.
+/// Why a followed path is not read (for now); the follower says so and tries again.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
-    /// The file or its cursor could not be read or written.
+    /// The file could not be opened, inspected or read.
     #[error("{path}: {source}")]
     Io {
-        /// The followed file.
+        /// The path followed.
         path: String,
-        /// The operating system's error.
+        /// The system's error.
         source: std::io::Error,
     },
-    /// Its records could not be submitted (the signer stopped).
+    /// What is at the path is no regular file (a link, FIFO, device, directory).
+    #[error("{path} is {kind}, not a regular file; it is not followed (a symbolic link: name its target in sources.files)")]
+    NotRegular {
+        /// The path followed.
+        path: String,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// Another follower reads the same file (by device and inode) through another path.
+    #[error("{path} is the same file as {other}, which is followed already; it is not read twice")]
+    Followed {
+        /// The path followed.
+        path: String,
+        /// The path that already reads it.
+        other: String,
+    },
+    /// The signer no longer takes records.
     #[error("{path}: {source}")]
     Submit {
-        /// The followed file.
+        /// The path followed.
         path: String,
-        /// Why the submission failed.
+        /// Why the record was not taken.
         source: SubmitError,
     },
 }
@@ -178,6 +243,35 @@ fn cursor_file(spool: &Path, path: &Path) -> PathBuf {
     spool.join("sources").join(format!("{stem}-{hash}.json"))
 }
 
+/// The files the followers of one daemon hold open, by identity, with the path each was opened
+/// at: a file reached through two configured paths (two spellings, a hard link, a path that
+/// flipped to another's file) is read by one follower only.
+#[derive(Clone, Default)]
+pub struct Followed(Arc<Mutex<HashMap<FileId, String>>>);
+
+/// A file's entry in [`Followed`], removed when dropped.
+struct Registration {
+    followed: Followed,
+    id: FileId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.followed.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
+}
+
+impl Followed {
+    fn register(&self, id: FileId, name: &str) -> Result<Registration, FollowError> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(other) = held.get(&id) {
+            return Err(FollowError::Followed { path: name.to_string(), other: other.clone() });
+        }
+        held.insert(id, name.to_string());
+        Ok(Registration { followed: self.clone(), id })
+    }
+}
+
 /// What stays the same for a follower while files come and go.
 struct Target {
     path: PathBuf,
@@ -186,6 +280,7 @@ struct Target {
     max_line_bytes: usize,
     submitter: Submitter,
     metrics: Arc<ShipMetrics>,
+    followed: Followed,
 }
 
 struct OpenFile {
@@ -193,25 +288,51 @@ struct OpenFile {
     reading: Reading,
     /// Lines before `reading.offset`.
     line: u64,
+    /// The file's fingerprint at `reading.offset`, as last saved.
+    fingerprint: Option<String>,
+    _registration: Registration,
+}
+
+impl OpenFile {
+    fn place(&self) -> Place {
+        let (id, offset, line) = (self.reading.id, self.reading.offset, self.line);
+        Place { id, offset, line, fingerprint: self.fingerprint.clone() }
+    }
+}
+
+/// A rotated file still read for late lines, and since when it has not grown.
+struct Draining {
+    open: OpenFile,
+    quiet_since: Instant,
 }
 
 /// Follows one file; see the module documentation.
 pub struct Follower {
     target: Target,
     open: Option<OpenFile>,
-    /// The position saved by an earlier run, until the first file is opened.
-    saved: Option<Cursor>,
+    draining: Option<Draining>,
+    /// Places in files not open (saved by an earlier run, or rotated away), newest first.
+    places: Vec<Place>,
     /// The last problem reported, so that one that persists is reported once.
     problem: Option<String>,
+    /// The same for what is at the path, while the open file is still read.
+    odd_path: Option<String>,
 }
 
 impl Follower {
-    /// A follower of `path`, resuming from its cursor in `spool` if one is saved; lines longer
-    /// than `max_line_bytes` are skipped and signed as notices.
-    pub fn new(path: &Path, spool: &Path, max_line_bytes: usize, submitter: Submitter) -> Self {
+    /// A follower of `path`, its cursor kept under `spool`, records of at most `max_line_bytes`
+    /// going to `submitter`; `followed` is the registry shared by all followers, so that one file
+    /// is read by one of them only.
+    pub fn new(
+        path: &Path,
+        spool: &Path,
+        max_line_bytes: usize,
+        submitter: Submitter,
+        followed: Followed,
+    ) -> Self {
         let cursor_file = cursor_file(spool, path);
         let name = path.display().to_string();
-        let saved = match std::fs::read(&cursor_file) {
+        let saved: Option<Cursor> = match std::fs::read(&cursor_file) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| {
                     tracing::warn!(target: "teelog::ship", "{}: {e}; {name} is read from its start", cursor_file.display());
@@ -219,10 +340,18 @@ impl Follower {
                 .ok(),
             Err(_) => None,
         };
+        let places = saved.map(|c| std::iter::once(c.place).chain(c.previous).collect()).unwrap_or_default();
         let metrics = submitter.shared().metrics.clone();
-        let target =
-            Target { path: path.to_path_buf(), name, cursor_file, max_line_bytes, submitter, metrics };
-        Self { target, open: None, saved, problem: None }
+        let target = Target {
+            path: path.to_path_buf(),
+            name,
+            cursor_file,
+            max_line_bytes,
+            submitter,
+            metrics,
+            followed,
+        };
+        Self { target, open: None, draining: None, places, problem: None, odd_path: None }
     }
 
     /// Polls every `interval` until `stop` turns true, with a last look after it has.
@@ -235,6 +364,8 @@ impl Follower {
                     tracing::error!(target: "teelog::ship", "{e}");
                     return;
                 }
+                // A read cut short by the stop: the next run resumes from the saved position.
+                Err(_) if *stop.borrow() => break,
                 Err(e) => {
                     let message = e.to_string();
                     if self.problem.as_ref() != Some(&message) {
@@ -244,108 +375,270 @@ impl Follower {
                 }
             }
             if *stop.borrow() {
-                return;
+                break;
             }
             std::thread::sleep(interval);
+        }
+        // The next run would not find a rotated file: what is left of it is read now.
+        if let Err(e) = self.finish_draining(&stop) {
+            tracing::warn!(target: "teelog::ship", "{e}");
         }
     }
 
     /// Looks at the path and the open file once, and does what that calls for.
     pub fn poll(&mut self, stop: &watch::Receiver<bool>) -> Result<(), FollowError> {
-        let at_path = std::fs::metadata(&self.target.path).ok().map(|m| Seen::of(&m));
+        let at_path = self.at_path();
+        self.drain(stop)?;
         let open = match &self.open {
             Some(open) => Some((open.reading, open.file.metadata().map_err(|e| self.target.io(e))?.len())),
             None => None,
         };
         match next_step(open, at_path) {
             Step::Wait | Step::Idle => Ok(()),
-            Step::Read => self.read(false, stop),
+            Step::Read if self.rewritten() => self
+                .read_again("its bytes before the position read changed (copytruncate and refilled?)", stop),
+            Step::Read => self.read(Which::Open, false, stop),
             Step::Open => {
                 self.open_path()?;
-                self.read(false, stop)
+                self.read(Which::Open, false, stop)
             }
-            Step::Truncated => {
-                if let Some(open) = &mut self.open {
-                    tracing::warn!(target: "teelog::ship", "{}: truncated (copytruncate?); reading it again from the start", self.target.name);
-                    open.reading.offset = 0;
-                    open.reading.read_to = 0;
-                    open.line = 0;
-                    // Saved now: the file may be refilled past the old offset before the next save.
-                    self.target.save(&open.reading, open.line);
-                }
-                self.read(false, stop)
-            }
+            Step::Truncated => self.read_again("truncated (copytruncate?)", stop),
             Step::Switch => {
-                // The old file is final: its last line counts even without a newline.
-                self.read(true, stop)?;
-                tracing::info!(target: "teelog::ship", "{}: rotated; following the new file", self.target.name);
-                self.open = None;
+                self.read(Which::Open, false, stop)?;
+                tracing::info!(target: "teelog::ship", "{}: rotated; following the new file, and the old one for late lines", self.target.name);
+                // One rotated file is read for late lines at a time: an older one is finished.
+                self.finish_draining(stop)?;
+                self.draining = self.open.take().map(|open| Draining { open, quiet_since: Instant::now() });
                 self.open_path()?;
-                self.read(false, stop)
+                self.read(Which::Open, false, stop)
             }
         }
     }
 
+    /// Whether the open file's bytes before the position read are no longer the ones read.
+    fn rewritten(&self) -> bool {
+        let Some(open) = &self.open else { return false };
+        let Some(saved) = &open.fingerprint else { return false };
+        fingerprint(&open.file, open.reading.offset).ok().as_ref() != Some(saved)
+    }
+
+    /// Reads the open file again from its start, saying why.
+    fn read_again(&mut self, why: &str, stop: &watch::Receiver<bool>) -> Result<(), FollowError> {
+        if let Some(open) = &mut self.open {
+            tracing::warn!(target: "teelog::ship", "{}: {why}; reading it again from the start", self.target.name);
+            open.reading = Reading { id: open.reading.id, offset: 0, read_to: 0 };
+            open.line = 0;
+            open.fingerprint = None;
+            // Saved now: the file may be refilled past the old offset before the next save.
+            self.save(None, None);
+        }
+        self.read(Which::Open, false, stop)
+    }
+
+    /// Reads the late lines of a rotated file, and finishes it once it has been quiet for
+    /// [`LATE_WRITES`].
+    fn drain(&mut self, stop: &watch::Receiver<bool>) -> Result<(), FollowError> {
+        let Some(draining) = &mut self.draining else { return Ok(()) };
+        let size = draining.open.file.metadata().map_err(|e| self.target.io(e))?.len();
+        if size != draining.open.reading.read_to {
+            draining.quiet_since = Instant::now();
+            return self.read(Which::Draining, false, stop);
+        }
+        if draining.quiet_since.elapsed() >= LATE_WRITES {
+            return self.finish_draining(stop);
+        }
+        Ok(())
+    }
+
+    /// Reads the rotated file to its end (its last line counts even without a newline) and
+    /// closes it, remembering its place.
+    fn finish_draining(&mut self, stop: &watch::Receiver<bool>) -> Result<(), FollowError> {
+        if self.draining.is_none() {
+            return Ok(());
+        }
+        self.read(Which::Draining, true, stop)?;
+        if let Some(draining) = self.draining.take() {
+            self.remember(draining.open.place());
+        }
+        Ok(())
+    }
+
+    fn remember(&mut self, place: Place) {
+        self.places.retain(|p| p.id != place.id);
+        self.places.insert(0, place);
+        self.places.truncate(PREVIOUS);
+    }
+
+    /// The regular file at the path, if there is one. Anything else there (a symbolic link,
+    /// which could lead to a file the configuration did not name; a FIFO or a device, which
+    /// could block the follower) is reported once and treated as no file.
+    fn at_path(&mut self) -> Option<Seen> {
+        let meta = std::fs::symlink_metadata(&self.target.path).ok()?;
+        if let Err(e) = self.target.regular(&meta) {
+            let message = e.to_string();
+            if self.odd_path.as_ref() != Some(&message) {
+                tracing::warn!(target: "teelog::ship", "{message}");
+                self.odd_path = Some(message);
+            }
+            return None;
+        }
+        self.odd_path = None;
+        Some(Seen::of(&meta))
+    }
+
     fn open_path(&mut self) -> Result<(), FollowError> {
         let target = &self.target;
-        let file = File::open(&target.path).map_err(|e| target.io(e))?;
-        let seen = Seen::of(&file.metadata().map_err(|e| target.io(e))?);
-        let (offset, line) = match resume(self.saved.take().as_ref(), seen) {
+        // No-follow and non-blocking, then checked: what was looked at may have been replaced
+        // since by a link or a FIFO, whose open would otherwise follow it or wait for a writer.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&target.path)
+            .map_err(|e| target.io(e))?;
+        let meta = file.metadata().map_err(|e| target.io(e))?;
+        target.regular(&meta)?;
+        let seen = Seen::of(&meta);
+        // The rotated file being drained is back at the path: it goes on from where it is.
+        if self.draining.as_ref().is_some_and(|d| d.open.reading.id == seen.id) {
+            self.open = self.draining.take().map(|d| d.open);
+            return Ok(());
+        }
+        let registration = target.followed.register(seen.id, &target.name)?;
+        let (offset, line) = match resume(&self.places, seen, |at| fingerprint(&file, at).ok()) {
             Resume::At { offset, line } => (offset, line),
             Resume::Fresh => (0, 0),
             Resume::Replaced => {
-                tracing::warn!(target: "teelog::ship", "{}: not the file last read (rotated while stopped?); reading it from the start", target.name);
+                tracing::warn!(target: "teelog::ship", "{}: not a file read before (rotated while stopped?); reading it from the start", target.name);
                 (0, 0)
             }
             Resume::Truncated => {
                 tracing::warn!(target: "teelog::ship", "{}: shorter than the position saved (truncated while stopped?); reading it from the start", target.name);
                 (0, 0)
             }
+            Resume::Changed => {
+                tracing::warn!(target: "teelog::ship", "{}: its bytes before the position saved are not the ones read (another file, rewritten, or the position moved); reading it from the start", target.name);
+                (0, 0)
+            }
         };
+        self.places.retain(|p| p.id != seen.id);
+        let fingerprint = (offset > 0).then(|| fingerprint(&file, offset).ok()).flatten();
         let reading = Reading { id: seen.id, offset, read_to: offset };
-        self.open = Some(OpenFile { file, reading, line });
+        self.open = Some(OpenFile { file, reading, line, fingerprint, _registration: registration });
         Ok(())
     }
 
-    /// Reads the open file from its offset to its end, submitting complete lines (and with
-    /// `last`, a final unterminated one) and saving the position after each acknowledged chunk.
-    fn read(&mut self, last: bool, stop: &watch::Receiver<bool>) -> Result<(), FollowError> {
-        let target = &self.target;
-        let Some(open) = &mut self.open else { return Ok(()) };
-        let start = open.reading.offset;
-        let first = open.line;
-        (&open.file).seek(SeekFrom::Start(start)).map_err(|e| target.io(e))?;
-        let mut reader =
-            LineReader::new(BufReader::with_capacity(1 << 16, &open.file), target.max_line_bytes);
-        let mut chunker = Chunker::new(&target.name, target.max_line_bytes);
-        // The end of the last line taken, and its number.
-        let mut taken = (start, first);
-        // How far this read got, partial lines included.
-        let mut read_to = start;
-        while let Some((n, line, end)) = reader.next_line_with_end().map_err(|e| target.io(e))? {
-            read_to = start + end.offset;
-            if !end.terminated && !last {
-                break;
+    /// Saves where the follower stands: `current`, the place of the file at the path (the open
+    /// file's unless given), and the places of the others.
+    fn save(&self, current: Option<Place>, other: Option<Place>) {
+        let Some(current) = current.or_else(|| self.open.as_ref().map(OpenFile::place)) else { return };
+        let draining = self.draining.as_ref().map(|d| d.open.place());
+        let previous =
+            other.into_iter().chain(draining).chain(self.places.iter().cloned()).take(PREVIOUS).collect();
+        let cursor = Cursor { path: self.target.name.clone(), place: current, previous };
+        let json = serde_json::to_vec(&cursor).unwrap_or_default();
+        // A position that cannot be saved costs duplicates after a restart, not lost lines: it
+        // is reported, and following goes on.
+        if let Err((path, e)) = teelog_deliver::delivery::save_position(&self.target.cursor_file, &json) {
+            tracing::warn!(target: "teelog::ship", "cannot save the position in {}: {}: {e}", self.target.name, path.display());
+        }
+    }
+
+    /// Reads the open or the rotated file from its offset to its end (see [`read_file`]).
+    fn read(&mut self, which: Which, last: bool, stop: &watch::Receiver<bool>) -> Result<(), FollowError> {
+        match which {
+            Which::Open => {
+                let Some(mut open) = self.open.take() else { return Ok(()) };
+                let result = read_file(&self.target, &mut open, last, stop, &mut |open| {
+                    self.save(Some(open.place()), None);
+                });
+                self.open = Some(open);
+                result
             }
-            taken = (read_to, first + n);
-            let full = match line {
-                Line::Complete(bytes) | Line::Unterminated(bytes) => chunker.push(first + n, bytes),
-                Line::TooLong => chunker.push_too_long(first + n, reader.skipped(), &target.metrics),
-            };
-            if let Some((records, origin)) = full {
-                target.commit(records, origin, &mut open.reading, &mut open.line, taken)?;
-                // A long backlog does not hold up a stop, since the next run resumes here; a
-                // rotated file is finished, since the next run would not find it.
-                if *stop.borrow() && !last {
-                    return Ok(());
-                }
+            Which::Draining => {
+                let Some(mut draining) = self.draining.take() else { return Ok(()) };
+                let result = read_file(&self.target, &mut draining.open, last, stop, &mut |rotated| {
+                    self.save(None, Some(rotated.place()));
+                });
+                self.draining = Some(draining);
+                result
             }
         }
-        open.reading.read_to = read_to;
-        if let Some((records, origin)) = chunker.take() {
-            target.commit(records, origin, &mut open.reading, &mut open.line, taken)?;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    /// The file at the path.
+    Open,
+    /// The rotated file still read for late lines.
+    Draining,
+}
+
+/// Reads `open` from its offset to its end, submitting complete lines (and with `last`, a final
+/// unterminated one), and calling `saved` after each chunk is in the spool and the position
+/// moved past it.
+fn read_file(
+    target: &Target,
+    open: &mut OpenFile,
+    last: bool,
+    stop: &watch::Receiver<bool>,
+    saved: &mut dyn FnMut(&OpenFile),
+) -> Result<(), FollowError> {
+    let start = open.reading.offset;
+    let first = open.line;
+    // A handle of its own (the same open file), so that the position can move while it reads.
+    let handle = open.file.try_clone().map_err(|e| target.io(e))?;
+    (&handle).seek(SeekFrom::Start(start)).map_err(|e| target.io(e))?;
+    // The rest of a rotated file is read to its end even when stopping (within the daemon's
+    // bound on a stop), since the next run would not find it.
+    let input = UntilStop { file: &handle, stop: (!last).then_some(stop) };
+    let mut reader = LineReader::new(BufReader::with_capacity(1 << 16, input), target.max_line_bytes);
+    let mut chunker = Chunker::new(&target.name, target.max_line_bytes);
+    // The end of the last line taken, and its number.
+    let mut taken = (start, first);
+    // How far this read got, partial lines included.
+    let mut read_to = start;
+    while let Some((n, line, end)) = reader.next_line_with_end().map_err(|e| target.io(e))? {
+        read_to = start + end.offset;
+        if !end.terminated && !last {
+            break;
         }
-        Ok(())
+        taken = (read_to, first + n);
+        let full = match line {
+            Line::Complete(bytes) | Line::Unterminated(bytes) => chunker.push(first + n, bytes),
+            Line::TooLong => chunker.push_too_long(first + n, reader.skipped(), &target.metrics),
+        };
+        if let Some((records, origin)) = full {
+            target.commit(records, origin, open, taken)?;
+            saved(open);
+            // A long backlog does not hold up a stop, since the next run resumes here; a
+            // rotated file is finished, since the next run would not find it.
+            if *stop.borrow() && !last {
+                return Ok(());
+            }
+        }
+    }
+    open.reading.read_to = read_to;
+    if let Some((records, origin)) = chunker.take() {
+        target.commit(records, origin, open, taken)?;
+        saved(open);
+    }
+    Ok(())
+}
+
+/// A file read that fails once the daemon stops, so that no file (one written faster than it
+/// is read, one endless line) holds the stop; what was not committed is read again next run.
+struct UntilStop<'a> {
+    file: &'a File,
+    stop: Option<&'a watch::Receiver<bool>>,
+}
+
+impl Read for UntilStop<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.is_some_and(|stop| *stop.borrow()) {
+            return Err(std::io::Error::other("stopping"));
+        }
+        self.file.read(buf)
     }
 }
 
@@ -354,32 +647,38 @@ impl Target {
         FollowError::Io { path: self.name.clone(), source }
     }
 
-    /// Submits a chunk, waits until it is in the spool, then moves the position past it.
+    /// Ok for a regular file; else what it is, as an error naming the path.
+    fn regular(&self, meta: &std::fs::Metadata) -> Result<(), FollowError> {
+        let kind = meta.file_type();
+        let kind = if kind.is_file() {
+            return Ok(());
+        } else if kind.is_symlink() {
+            "a symbolic link"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if std::os::unix::fs::FileTypeExt::is_fifo(&kind) {
+            "a FIFO"
+        } else {
+            "a device or socket"
+        };
+        Err(FollowError::NotRegular { path: self.name.clone(), kind })
+    }
+
+    /// Submits a chunk, waits until it is in the spool, then moves the position past it (`taken`:
+    /// the end of its last line, and that line's number).
     fn commit(
         &self,
         records: RecordBuf,
         origin: Origin,
-        reading: &mut Reading,
-        line: &mut u64,
+        open: &mut OpenFile,
         taken: (u64, u64),
     ) -> Result<(), FollowError> {
         self.submitter
             .submit_sealed_blocking(records, origin)
             .map_err(|source| FollowError::Submit { path: self.name.clone(), source })?;
-        (reading.offset, *line) = taken;
-        self.save(reading, *line);
+        (open.reading.offset, open.line) = taken;
+        open.fingerprint = fingerprint(&open.file, taken.0).ok();
         Ok(())
-    }
-
-    /// A position that cannot be saved costs duplicates after a restart, not lost lines: it is
-    /// reported, and following goes on.
-    fn save(&self, reading: &Reading, line: u64) {
-        let cursor = Cursor { path: self.name.clone(), id: reading.id, offset: reading.offset, line };
-        let json = serde_json::to_vec(&cursor).unwrap_or_default();
-        let saved = teelog_deliver::delivery::save_position(&self.cursor_file, &json);
-        if let Err((path, e)) = saved {
-            tracing::warn!(target: "teelog::ship", "cannot save the position in {}: {}: {e}", self.name, path.display());
-        }
     }
 }
 
@@ -438,13 +737,48 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_resumes_only_in_the_same_file() {
-        let cursor = Cursor { path: "app.log".into(), id: A, offset: 100, line: 7 };
-        assert_eq!(resume(None, Seen { id: A, size: 0 }), Resume::Fresh);
-        assert_eq!(resume(Some(&cursor), Seen { id: A, size: 150 }), Resume::At { offset: 100, line: 7 });
-        assert_eq!(resume(Some(&cursor), Seen { id: A, size: 100 }), Resume::At { offset: 100, line: 7 });
-        assert_eq!(resume(Some(&cursor), Seen { id: A, size: 99 }), Resume::Truncated);
-        assert_eq!(resume(Some(&cursor), Seen { id: B, size: 500 }), Resume::Replaced);
+    fn a_restart_resumes_only_in_a_file_read_before_and_unchanged() {
+        let place = |id, offset, fingerprint: Option<&str>| Place {
+            id,
+            offset,
+            line: 7,
+            fingerprint: fingerprint.map(str::to_string),
+        };
+        let same = |_| Some("f".to_string());
+        let known = [place(A, 100, Some("f"))];
+        assert_eq!(resume(&[], Seen { id: A, size: 0 }, same), Resume::Fresh);
+        assert_eq!(resume(&known, Seen { id: A, size: 150 }, same), Resume::At { offset: 100, line: 7 });
+        assert_eq!(resume(&known, Seen { id: A, size: 100 }, same), Resume::At { offset: 100, line: 7 });
+        assert_eq!(resume(&known, Seen { id: A, size: 99 }, same), Resume::Truncated);
+        assert_eq!(resume(&known, Seen { id: B, size: 500 }, same), Resume::Replaced);
+        // The inode number taken by another file, or the position moved: its bytes differ.
+        assert_eq!(resume(&known, Seen { id: A, size: 150 }, |_| Some("g".into())), Resume::Changed);
+        // A position saved by an earlier version has no fingerprint to check.
+        assert_eq!(
+            resume(&[place(A, 100, None)], Seen { id: A, size: 150 }, |_| None),
+            Resume::At { offset: 100, line: 7 }
+        );
+        // A file the path flipped away from and back to goes on where it was.
+        let flipped = [place(B, 40, Some("f")), place(A, 100, Some("f"))];
+        assert_eq!(resume(&flipped, Seen { id: A, size: 150 }, same), Resume::At { offset: 100, line: 7 });
+    }
+
+    #[test]
+    fn a_fingerprint_covers_the_start_and_the_bytes_before_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut text = vec![b'a'; 10_000];
+        std::fs::write(&path, &text).unwrap();
+        let before = fingerprint(&File::open(&path).unwrap(), 9_000).unwrap();
+        assert_eq!(fingerprint(&File::open(&path).unwrap(), 9_000).unwrap(), before);
+        text[8_999] = b'b';
+        std::fs::write(&path, &text).unwrap();
+        assert_ne!(fingerprint(&File::open(&path).unwrap(), 9_000).unwrap(), before);
+        text[8_999] = b'a';
+        text[0] = b'b';
+        std::fs::write(&path, &text).unwrap();
+        assert_ne!(fingerprint(&File::open(&path).unwrap(), 9_000).unwrap(), before);
+        assert_ne!(fingerprint(&File::open(&path).unwrap(), 8_000).unwrap(), before, "another offset");
     }
 
     #[test]
@@ -462,9 +796,18 @@ mod tests {
 
     #[test]
     fn a_cursor_reads_back_as_written() {
-        let cursor = Cursor { path: "app.log".into(), id: B, offset: 4096, line: 12 };
+        let place = Place { id: B, offset: 4096, line: 12, fingerprint: Some("ab".into()) };
+        let old = Place { id: A, offset: 10, line: 1, fingerprint: None };
+        let cursor = Cursor { path: "app.log".into(), place, previous: vec![old] };
         let json = serde_json::to_string(&cursor).unwrap();
-        assert_eq!(json, r#"{"path":"app.log","dev":1,"ino":11,"offset":4096,"line":12}"#);
+        assert_eq!(
+            json,
+            r#"{"path":"app.log","dev":1,"ino":11,"offset":4096,"line":12,"fingerprint":"ab","previous":[{"dev":1,"ino":10,"offset":10,"line":1}]}"#
+        );
         assert_eq!(serde_json::from_str::<Cursor>(&json).unwrap(), cursor);
+        // As earlier versions saved it.
+        let old: Cursor =
+            serde_json::from_str(r#"{"path":"app.log","dev":1,"ino":11,"offset":4096,"line":12}"#).unwrap();
+        assert_eq!((old.place.offset, old.place.fingerprint, old.previous.len()), (4096, None, 0));
     }
 }
