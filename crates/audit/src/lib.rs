@@ -8,6 +8,7 @@
 pub mod files;
 pub mod html;
 pub mod loki;
+pub mod tsa;
 
 use teelog_core::batch::HeaderError;
 use teelog_core::timestamp::UnixNanos;

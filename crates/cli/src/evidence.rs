@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use teelog_audit::files::Source;
 use teelog_core::display::escape_controls;
-use teelog_core::evidence::{check_bundle, Bundle, BundleReport, Exporter, Selection};
+use teelog_core::evidence::{check_bundle, Bundle, BundleReport, Exporter, Selection, TimestampVerifier};
 
 use crate::sign::DEFAULT_MAX_BATCH_LINE;
 use crate::verify::{expectations, StreamArgs, TrustArgs};
@@ -52,6 +52,10 @@ pub struct ExportArgs {
     /// Where to write the bundle.
     #[arg(long)]
     pub out: PathBuf,
+    /// An RFC 3161 time-stamping authority (its HTTP URL): each batch's header is stamped at
+    /// export, so the bundle proves by trusted time that the batch existed by then.
+    #[arg(long, value_name = "URL")]
+    pub tsa: Option<String>,
     /// Longer lines are passed over.
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH_LINE)]
     pub max_line_bytes: usize,
@@ -63,6 +67,10 @@ pub struct BundleVerifyArgs {
     pub bundle: PathBuf,
     #[command(flatten)]
     pub trust: TrustArgs,
+    /// Trust timestamp tokens of TSAs whose certificate chains to this root (PEM or DER);
+    /// repeat for several. Without one, tokens in the bundle are not checked.
+    #[arg(long)]
+    pub tsa_root: Vec<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -92,7 +100,10 @@ fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     sources.extend(args.store.clone().map(Source::Store));
     let mut exporter = Exporter::new(selection);
     teelog_audit::files::read(&mut exporter, &sources, args.max_line_bytes)?;
-    let bundle = exporter.finish()?;
+    let mut bundle = exporter.finish()?;
+    if let Some(url) = &args.tsa {
+        teelog_audit::tsa::stamp(&mut bundle, url)?;
+    }
     let mut text = serde_json::to_vec(&bundle)?;
     text.push(b'\n');
     teelog_store::write_atomic(&args.out, &text)
@@ -121,7 +132,11 @@ fn verify(args: &BundleVerifyArgs) -> anyhow::Result<ExitCode> {
     let now = expect.now;
     let teelog_trust::Trust { keys, policy, attestation } = trust;
     let options = teelog_audit::options(keys, policy, &expect)?;
-    let report = check_bundle(&bundle, &options, Some(&attestation), Some(now));
+    let roots =
+        args.tsa_root.iter().map(|path| teelog_trust::certificate(path)).collect::<Result<Vec<_>, _>>()?;
+    let tsa = teelog_audit::tsa::TsaRoots(roots);
+    let timestamps = (!tsa.0.is_empty()).then_some(&tsa as &dyn TimestampVerifier);
+    let report = check_bundle(&bundle, &options, Some(&attestation), timestamps, Some(now));
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -157,6 +172,12 @@ fn print_statement(report: &BundleReport) {
                 r.attested_at.as_deref().map(|at| format!(" made at {at}")).unwrap_or_default()
             ),
             None => println!("  key given by the auditor: trust rests on {basis}"),
+        }
+        match &r.stamped_at {
+            Some(at) => {
+                println!("  sealed no later than {at}, by a TSA given with --tsa-root (trusted time)")
+            }
+            None => println!("  no trusted time: sealed_at is the signer's word"),
         }
         println!(
             "  code measurement {}{}",

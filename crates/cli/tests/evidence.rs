@@ -223,3 +223,78 @@ fn export_says_what_it_could_not_select() {
     assert_eq!(bundle["records"].as_array().unwrap().len(), 904);
     assert!(!out_path.with_extension("json.tmp").exists());
 }
+
+#[path = "../../tsa/tests/support/openssl_tsa.rs"]
+mod openssl_tsa;
+
+#[test]
+fn a_bundle_stamped_by_a_tsa_proves_by_trusted_time_when_its_batch_existed() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("id");
+    common::keygen(&id, &[]);
+    let store = dir.path().join("store");
+    let records: String = (0..50).map(|i| format!("{{\"message\":\"step {i}\"}}\n")).collect();
+    assert!(teelog(&["sign", "--identity", s(&id), "--store", s(&store)], records.as_bytes())
+        .status
+        .success());
+    let tsa_dir = dir.path().join("tsa");
+    std::fs::create_dir(&tsa_dir).unwrap();
+    openssl_tsa::tsa(&tsa_dir, "timeStamping");
+    let url = openssl_tsa::serve(&tsa_dir);
+
+    let bundle = dir.path().join("b.json");
+    let out = teelog(
+        &[
+            "evidence",
+            "export",
+            "--store",
+            s(&store),
+            "--stream",
+            "default",
+            "--seq",
+            "1",
+            "--index",
+            "3",
+            "--tsa",
+            &url,
+            "--out",
+            s(&bundle),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pubkey = id.join("public-key.pem");
+    let root = tsa_dir.join("ca.pem");
+    let (code, json, kinds) = verify(&bundle, &["--pubkey", s(&pubkey), "--tsa-root", s(&root)]);
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    let stamped = json["proven"][0]["stamped_at"].as_str().expect("a trusted time");
+    let sealed = json["proven"][0]["sealed_at"].as_str().unwrap();
+    assert!(stamped[..16] >= sealed[..16], "stamped {stamped}, sealed {sealed}");
+    let human = String::from_utf8(
+        teelog(&["evidence", "verify", s(&bundle), "--pubkey", s(&pubkey), "--tsa-root", s(&root)], b"")
+            .stdout,
+    )
+    .unwrap();
+    assert!(human.contains("sealed no later than") && human.contains("(trusted time)"), "{human}");
+
+    // Without a TSA root the token is not checked and no trusted time is claimed.
+    let (code, json, _) = verify(&bundle, &["--pubkey", s(&pubkey)]);
+    assert_eq!(code, 0);
+    assert!(json["proven"][0].get("stamped_at").is_none(), "{json}");
+
+    // Another TSA's root, or a changed token: a time_anomaly, and the record is not proven.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    openssl_tsa::tsa(&other, "timeStamping");
+    let (code, _, kinds) = verify(&bundle, &["--pubkey", s(&pubkey), "--tsa-root", s(&other.join("ca.pem"))]);
+    assert_eq!((code, kinds), (1, vec!["time_anomaly".to_string()]));
+    let mut changed: Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    let mut token = B64.decode(changed["batches"][0]["timestamp"].as_str().unwrap()).unwrap();
+    let last = token.len() - 1;
+    token[last] ^= 1;
+    changed["batches"][0]["timestamp"] = B64.encode(token).into();
+    std::fs::write(&bundle, serde_json::to_vec(&changed).unwrap()).unwrap();
+    let (code, json, kinds) = verify(&bundle, &["--pubkey", s(&pubkey), "--tsa-root", s(&root)]);
+    assert_eq!((code, kinds), (1, vec!["time_anomaly".to_string()]), "{json}");
+    assert_eq!(json["proven"].as_array().unwrap().len(), 0);
+}

@@ -46,6 +46,24 @@ pub struct BundleBatch {
     /// The attestation document the header names, standard base64; absent when it names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<String>,
+    /// An RFC 3161 timestamp token (DER, standard base64) over the SHA-256 of `header`: trusted
+    /// time by which the batch existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+}
+
+impl BundleBatch {
+    /// Puts the timestamp token `token` (DER) over this batch's header in the bundle.
+    pub fn set_timestamp(&mut self, token: &[u8]) {
+        self.timestamp = Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, token));
+    }
+}
+
+/// Verifies RFC 3161 timestamp tokens against the TSA roots the auditor trusts; the TSA
+/// provider plugs in here, so that the core stays free of CMS.
+pub trait TimestampVerifier {
+    /// The time `token` says the TSA stamped `digest` at, or why it is not trusted.
+    fn verify_token(&self, token: &[u8], digest: &[u8; 32]) -> Result<UnixNanos, String>;
 }
 
 /// One disclosed record and the path from it to its batch's Merkle root.
@@ -193,6 +211,7 @@ impl Exporter {
             header: String::from_utf8_lossy(batch.header_bytes()).into_owned(),
             sig: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, batch.signature()),
             attestation: None,
+            timestamp: None,
         };
         self.batches.push((batch.header_hash, bundle_batch, records));
     }
@@ -328,6 +347,9 @@ pub struct ProvenRecord {
     /// When the platform attests the document was made, where it says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attested_at: Option<String>,
+    /// When a TSA the auditor trusts stamped the batch's header: it was sealed no later.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stamped_at: Option<String>,
 }
 
 /// The verdict on a bundle: what it proves, and what is wrong with it.
@@ -349,6 +371,7 @@ pub fn check_bundle(
     bundle: &Bundle,
     options: &VerifyOptions,
     attestation: Option<&dyn AttestationVerifier>,
+    timestamps: Option<&dyn TimestampVerifier>,
     now: Option<UnixNanos>,
 ) -> BundleReport {
     let mut findings = Vec::new();
@@ -374,7 +397,7 @@ pub fn check_bundle(
         .batches
         .iter()
         .enumerate()
-        .map(|(i, batch)| check_batch(i, batch, options, attestation, now, &mut findings))
+        .map(|(i, batch)| check_batch(i, batch, options, (attestation, timestamps), now, &mut findings))
         .collect();
     for (i, _) in
         bundle.batches.iter().enumerate().filter(|(i, _)| !bundle.records.iter().any(|r| r.batch == *i))
@@ -447,6 +470,7 @@ pub fn check_bundle(
             version: checked.judgement.as_ref().and_then(Judgement::version).map(str::to_string),
             basis: checked.attested.as_ref().map_or(TrustBasis::BarePublicKey, |a| a.anchor),
             document: batch.attestation.as_ref().and(h.attestation.clone()),
+            stamped_at: checked.stamped_at.map(crate::timestamp::format_rfc3339),
             attested_at: checked
                 .attested
                 .as_ref()
@@ -464,6 +488,8 @@ pub fn check_bundle(
 struct CheckedBatch {
     header: crate::Header,
     attested: Option<AttestedKey>,
+    /// When a trusted TSA stamped its header.
+    stamped_at: Option<UnixNanos>,
     platform: String,
     measurement: String,
     judgement: Option<Judgement>,
@@ -477,7 +503,7 @@ fn check_batch(
     i: usize,
     batch: &BundleBatch,
     options: &VerifyOptions,
-    attestation: Option<&dyn AttestationVerifier>,
+    (attestation, timestamps): (Option<&dyn AttestationVerifier>, Option<&dyn TimestampVerifier>),
     now: Option<UnixNanos>,
     findings: &mut Vec<Finding>,
 ) -> Option<CheckedBatch> {
@@ -570,9 +596,36 @@ fn check_batch(
         findings.push(about(FindingKind::UnexpectedMeasurement, detail));
         objections.push(FindingKind::UnexpectedMeasurement);
     }
+    // Trusted time: the TSA stamped the header, so the batch was sealed no later. A token that
+    // does not verify, or a batch claiming to be sealed after it, is a time_anomaly.
+    let mut stamped_at = None;
+    if let (Some(text), Some(verifier)) = (&batch.timestamp, timestamps) {
+        let verdict = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
+            .map_err(|e| format!("not base64: {e}"))
+            .and_then(|token| verifier.verify_token(&token, &sha256(batch.header.as_bytes())));
+        let skew = options.max_skew.unwrap_or(crate::verify::DEFAULT_MAX_SKEW);
+        let sealed_at = header.sealed_at_nanos().unwrap_or_default();
+        let objection = match verdict {
+            Err(why) => Some(format!("its timestamp token is not trusted: {why}")),
+            Ok(at) if sealed_at > at.saturating_add(skew) => Some(format!(
+                "sealed at {}, after a TSA stamped its header ({}): the signer's clock ran ahead",
+                header.sealed_at,
+                crate::timestamp::format_rfc3339(at)
+            )),
+            Ok(at) => {
+                stamped_at = Some(at);
+                None
+            }
+        };
+        if let Some(detail) = objection {
+            findings.push(about(FindingKind::TimeAnomaly, detail));
+            objections.push(FindingKind::TimeAnomaly);
+        }
+    }
     Some(CheckedBatch {
         header,
         attested,
+        stamped_at,
         platform: check.platform,
         measurement: check.measurement,
         judgement: check.judgement,

@@ -119,7 +119,7 @@ fn build() -> Vectors {
     let vectors = cases
         .into_iter()
         .map(|(name, description, bundle)| {
-            let report = check_bundle(&bundle, &options, None, Some(at));
+            let report = check_bundle(&bundle, &options, None, None, Some(at));
             Vector {
                 name: name.into(),
                 description: description.into(),

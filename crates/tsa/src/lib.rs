@@ -73,7 +73,9 @@ pub enum TsaError {
     #[error("the signed message digest does not match the token's content: the TSTInfo was changed")]
     ContentDigest,
     /// The signer's certificate does not chain to a given TSA root for time-stamping.
-    #[error("the TSA certificate does not chain to a given --tsa-root for time-stamping at the token's time: {0}")]
+    #[error(
+        "the TSA certificate does not chain to a given --tsa-root for time-stamping at the token's time: {0}"
+    )]
     Chain(String),
     /// The signature over the signed attributes does not verify.
     #[error("the TSA's signature does not verify under its certificate")]
@@ -86,7 +88,10 @@ pub fn request(digest: &[u8; 32], nonce: u64) -> Result<Vec<u8>, TsaError> {
     let request = TimeStampReq {
         version: TspVersion::V1,
         message_imprint: MessageImprint {
-            hash_algorithm: x509_cert::spki::AlgorithmIdentifier { oid: ID_SHA256, parameters: Some(Any::null()) },
+            hash_algorithm: x509_cert::spki::AlgorithmIdentifier {
+                oid: ID_SHA256,
+                parameters: Some(Any::null()),
+            },
             hashed_message: OctetString::new(digest.to_vec()).map_err(&encode)?,
         },
         req_policy: None,
@@ -134,11 +139,14 @@ pub fn verify_token(token: &[u8], digest: &[u8; 32], roots: &[Vec<u8>]) -> Resul
     if signed.encap_content_info.econtent_type != ID_CT_TST_INFO {
         return Err(TsaError::Structure("content type is not TSTInfo"));
     }
-    let content = signed.encap_content_info.econtent.as_ref().ok_or(TsaError::Structure("TSTInfo is missing"))?;
+    let content =
+        signed.encap_content_info.econtent.as_ref().ok_or(TsaError::Structure("TSTInfo is missing"))?;
     let content = OctetString::from_der(&content.to_der().map_err(der_error("eContent"))?)
         .map_err(der_error("eContent OCTET STRING"))?;
     let tst = TstInfo::from_der(content.as_bytes()).map_err(der_error("TSTInfo"))?;
-    if tst.message_imprint.hash_algorithm.oid != ID_SHA256 || tst.message_imprint.hashed_message.as_bytes() != digest {
+    if tst.message_imprint.hash_algorithm.oid != ID_SHA256
+        || tst.message_imprint.hashed_message.as_bytes() != digest
+    {
         return Err(TsaError::Imprint {
             stamped: if tst.message_imprint.hash_algorithm.oid == ID_SHA256 {
                 hex::encode(tst.message_imprint.hashed_message.as_bytes())
@@ -153,14 +161,17 @@ pub fn verify_token(token: &[u8], digest: &[u8; 32], roots: &[Vec<u8>]) -> Resul
     let (Some(signer), None) = (signers.next(), signers.next()) else {
         return Err(TsaError::Structure("signer infos are not exactly one"));
     };
-    let attributes = signer.signed_attrs.as_ref().ok_or(TsaError::Structure("signed attributes are missing"))?;
+    let attributes =
+        signer.signed_attrs.as_ref().ok_or(TsaError::Structure("signed attributes are missing"))?;
     let single = |oid: ObjectIdentifier| -> Result<&Any, TsaError> {
         let mut found = attributes.iter().filter(|a| a.oid == oid);
         match (found.next(), found.next()) {
             (Some(attribute), None) if attribute.values.len() == 1 => {
                 attribute.values.get(0).ok_or(TsaError::Structure("signed attribute has no value"))
             }
-            _ => Err(TsaError::Structure("signed attributes lack exactly one content type and message digest")),
+            _ => {
+                Err(TsaError::Structure("signed attributes lack exactly one content type and message digest"))
+            }
         }
     };
     let content_type: ObjectIdentifier =
@@ -190,7 +201,9 @@ pub fn verify_token(token: &[u8], digest: &[u8; 32], roots: &[Vec<u8>]) -> Resul
     };
     let signer_cert = certificates
         .iter()
-        .find(|c| c.tbs_certificate.issuer == id.issuer && c.tbs_certificate.serial_number == id.serial_number)
+        .find(|c| {
+            c.tbs_certificate.issuer == id.issuer && c.tbs_certificate.serial_number == id.serial_number
+        })
         .ok_or(TsaError::Structure("signer's certificate is not in the token"))?;
     let signer_der = signer_cert.to_der().map_err(der_error("certificate"))?;
     let others: Vec<CertificateDer<'static>> = certificates
@@ -201,14 +214,17 @@ pub fn verify_token(token: &[u8], digest: &[u8; 32], roots: &[Vec<u8>]) -> Resul
 
     let leaf_der = CertificateDer::from(signer_der.as_slice());
     let leaf = webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| TsaError::Chain(e.to_string()))?;
-    let root_ders: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.as_slice())).collect();
+    let root_ders: Vec<CertificateDer<'_>> =
+        roots.iter().map(|r| CertificateDer::from(r.as_slice())).collect();
     let anchors: Vec<_> = root_ders
         .iter()
         .map(webpki::anchor_from_trusted_cert)
         .collect::<Result<_, _>>()
         .map_err(|e| TsaError::Chain(format!("a --tsa-root is not a usable certificate: {e}")))?;
     let gen_time = unix_nanos(&tst.gen_time);
-    let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(u64::try_from(gen_time / 1_000_000_000).unwrap_or(0)));
+    let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(gen_time / 1_000_000_000).unwrap_or(0),
+    ));
     leaf.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         &anchors,
@@ -238,7 +254,10 @@ pub fn verify_token(token: &[u8], digest: &[u8; 32], roots: &[Vec<u8>]) -> Resul
 }
 
 /// The signature algorithms a signer info's algorithm (and digest) can mean.
-fn algorithms(signature: &ObjectIdentifier, digest: &ObjectIdentifier) -> Vec<&'static dyn SignatureVerificationAlgorithm> {
+fn algorithms(
+    signature: &ObjectIdentifier,
+    digest: &ObjectIdentifier,
+) -> Vec<&'static dyn SignatureVerificationAlgorithm> {
     use webpki::ring as alg;
     match (*signature, *digest) {
         (SHA256_WITH_RSA, _) | (RSA_ENCRYPTION, ID_SHA256) => vec![alg::RSA_PKCS1_2048_8192_SHA256],

@@ -1,0 +1,84 @@
+//! Trusted time for evidence bundles: each batch header of a bundle stamped by an RFC 3161 TSA
+//! over HTTP, and tokens checked against the TSA roots the auditor gives (`teelog-tsa`).
+
+use teelog_core::evidence::{Bundle, TimestampVerifier};
+use teelog_core::timestamp::UnixNanos;
+
+/// Most bytes read from a TSA's answer.
+const MAX_TSA_RESPONSE: usize = 1 << 20;
+
+/// Why a bundle could not be stamped; names the batch and the TSA.
+#[derive(Debug, thiserror::Error)]
+pub enum StampError {
+    /// The URL is not one teelog can post to.
+    #[error("--tsa {url}: {why}")]
+    Url {
+        /// The TSA's URL.
+        url: String,
+        /// Why not.
+        why: String,
+    },
+    /// The TSA could not be asked, or its answer is no timestamp of the batch.
+    #[error("--tsa {url}: batches[{batch}]: {why}")]
+    Answer {
+        /// The TSA's URL.
+        url: String,
+        /// The batch of the bundle.
+        batch: usize,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+/// Stamps each batch header of `bundle` at the TSA at `url`, putting the tokens in the bundle.
+pub fn stamp(bundle: &mut Bundle, url: &str) -> Result<(), StampError> {
+    let bad_url = |why: String| StampError::Url { url: url.to_string(), why };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad_url(e.to_string()))?;
+    let options =
+        teelog_loki::ClientOptions { timeout: std::time::Duration::from_secs(30), ..Default::default() };
+    let client = teelog_loki::http_client(&parsed, &options).map_err(|e| bad_url(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| bad_url(e.to_string()))?;
+    for (i, batch) in bundle.batches.iter_mut().enumerate() {
+        let answer_error = |why: String| StampError::Answer { url: url.to_string(), batch: i, why };
+        let digest = teelog_core::merkle::sha256(batch.header.as_bytes());
+        // The nonce only pairs answer and request.
+        let nonce = u64::from_be_bytes([
+            digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+        ]);
+        let request = teelog_tsa::request(&digest, nonce).map_err(|e| answer_error(e.to_string()))?;
+        let answer = runtime.block_on(async {
+            let mut response = client
+                .post(parsed.clone())
+                .header("Content-Type", "application/timestamp-query")
+                .body(request)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| teelog_loki::error_chain(&e))?;
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| teelog_loki::error_chain(&e))? {
+                if body.len() + chunk.len() > MAX_TSA_RESPONSE {
+                    return Err(format!("the answer is larger than {MAX_TSA_RESPONSE} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        });
+        let token = teelog_tsa::token_of_response(&answer.map_err(&answer_error)?)
+            .map_err(|e| answer_error(e.to_string()))?;
+        batch.set_timestamp(&token);
+    }
+    Ok(())
+}
+
+/// The TSA roots (DER certificates) an auditor trusts for timestamp tokens.
+pub struct TsaRoots(pub Vec<Vec<u8>>);
+
+impl TimestampVerifier for TsaRoots {
+    fn verify_token(&self, token: &[u8], digest: &[u8; 32]) -> Result<UnixNanos, String> {
+        teelog_tsa::verify_token(token, digest, &self.0).map(|t| t.gen_time).map_err(|e| e.to_string())
+    }
+}
