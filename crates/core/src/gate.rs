@@ -205,9 +205,10 @@ struct Document {
     used: Option<DocumentUse>,
 }
 
-/// Which stream uses a document, and the newest `sealed_at` among its batches.
+/// Which stream uses a document (unknown for one restored after a restart, until a batch uses
+/// it), and the newest `sealed_at` among its batches.
 struct DocumentUse {
-    stream: String,
+    stream: Option<String>,
     sealed_at: UnixNanos,
 }
 
@@ -231,21 +232,24 @@ impl Documents {
     /// Marks `digest` in use by a validly signed batch of `stream` sealed at `sealed_at`; true
     /// if it was not in use before. Beyond the bounds, the stalest other document in use (of
     /// the stream, then of all) is forgotten.
-    fn use_by(&mut self, digest: Digest, stream: &str, sealed_at: UnixNanos) -> bool {
+    fn use_by(&mut self, digest: Digest, stream: Option<&str>, sealed_at: UnixNanos) -> bool {
         let Some(document) = self.by_digest.get_mut(&digest) else { return false };
         if let Some(used) = &mut document.used {
             used.sealed_at = used.sealed_at.max(sealed_at);
+            if used.stream.is_none() {
+                used.stream = stream.map(str::to_string);
+            }
             return false;
         }
-        document.used = Some(DocumentUse { stream: stream.to_string(), sealed_at });
+        document.used = Some(DocumentUse { stream: stream.map(str::to_string), sealed_at });
         let size = document.bytes.len();
         if let Some(i) = self.unused.iter().position(|d| *d == digest) {
             self.unused.remove(i);
             self.unused_bytes -= size;
         }
         self.in_use += 1;
-        let of_stream = |u: &DocumentUse| u.stream == stream;
-        if self.count_in_use(of_stream) > DOCUMENTS_IN_USE_PER_STREAM {
+        let of_stream = |u: &DocumentUse| stream.is_some() && u.stream.as_deref() == stream;
+        if stream.is_some() && self.count_in_use(of_stream) > DOCUMENTS_IN_USE_PER_STREAM {
             self.forget_stalest_in_use(digest, of_stream);
         }
         if self.in_use > MAX_DOCUMENTS_IN_USE {
@@ -311,7 +315,8 @@ impl Gate {
         let bytes = document_of(&fields, line)?.ok()?;
         let digest = sha256(&bytes);
         self.documents.add(digest, bytes);
-        self.documents.use_by(digest, "", 0);
+        // Its stream is known again once a batch uses it; until then only the total bounds it.
+        self.documents.use_by(digest, None, 0);
         Some(digest)
     }
 
@@ -398,7 +403,7 @@ impl Gate {
                 valid = true;
                 let sealed_at = h.sealed_at_nanos().unwrap_or_default();
                 if let (Some(digest), Some(_)) = (attestation, &attested) {
-                    document_now_in_use = self.documents.use_by(digest, &h.stream, sealed_at);
+                    document_now_in_use = self.documents.use_by(digest, Some(&h.stream), sealed_at);
                 }
                 let checked = batch.check_records();
                 if let RecordsStatus::Tampered { record_index, detail } = checked.status {
@@ -1132,6 +1137,22 @@ mod tests {
             Checked::Batch(v) => assert!(v.signature_valid, "{v:?}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn documents_restored_after_a_restart_are_all_kept_until_the_total_bound() {
+        let mut gate = Gate::new(VerifyOptions::default(), Continuity::default());
+        let restored: Vec<Digest> = (0..DOCUMENTS_IN_USE_PER_STREAM + 10)
+            .filter_map(|i| {
+                let mut line = crate::batch::attestation_line(format!("document {i}").as_bytes());
+                line.pop();
+                gate.restore_document(&line)
+            })
+            .collect();
+        assert_eq!(restored.len(), DOCUMENTS_IN_USE_PER_STREAM + 10);
+        // Their streams are not known yet, so no one stream's bound applies to them.
+        assert!(restored.iter().all(|d| gate.document(d).is_some()));
+        assert_eq!(gate.documents.in_use, restored.len());
     }
 
     #[test]
