@@ -495,9 +495,9 @@ mod tests {
     #[test]
     fn an_intact_chain_and_its_epoch_hand_over_have_no_findings() {
         let (a, b) = (signer(), signer());
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let mut lines = epoch(&mut head, &a, 3);
-        let mut next = ChainHead::new_epoch("app", head.prev.clone());
+        let mut next = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
         lines.extend(epoch(&mut next, &b, 2));
         let mut gate = gate(&[&a, &b]);
         assert!(kinds(&mut gate, &lines).iter().all(Vec::is_empty));
@@ -511,7 +511,7 @@ mod tests {
     #[test]
     fn gaps_breaks_bad_signatures_and_tampering_are_found_per_batch() {
         let (a, stranger) = (signer(), signer());
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let lines = epoch(&mut head, &a, 5);
         let mut gate = gate(&[&a]);
         // seq 3 is held back: a gap at 4; it arriving late is not reported again.
@@ -520,7 +520,7 @@ mod tests {
         assert_eq!(found, vec![vec![], vec![], vec!["sequence_gap"], vec![]]);
 
         let tampered = String::from_utf8(lines[4].clone()).unwrap().replace("b4 r1", "b4 rX").into_bytes();
-        let mut other = ChainHead::new_epoch("app", None);
+        let mut other = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let foreign = epoch(&mut other, &stranger, 1);
         let found = kinds(&mut gate, &[tampered, foreign[0].clone(), b"{\"v\":1}".to_vec()]);
         assert_eq!(found, vec![vec!["record_tampered"], vec!["invalid_signature"], vec!["malformed"]]);
@@ -529,10 +529,10 @@ mod tests {
     #[test]
     fn a_restart_that_does_not_link_to_the_head_is_a_chain_break() {
         let a = signer();
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let mut lines = epoch(&mut head, &a, 2);
         // The next epoch starts afresh instead of continuing from the head.
-        let mut again = ChainHead::new_epoch("app", None);
+        let mut again = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         lines.extend(epoch(&mut again, &a, 1));
         let mut gate_from_start = gate(&[&a]);
         let found = kinds(&mut gate_from_start, &lines);
@@ -546,7 +546,7 @@ mod tests {
     #[test]
     fn a_batch_that_fills_a_gap_is_remembered() {
         let a = signer();
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let lines = epoch(&mut head, &a, 3);
         let forked = fork_after(&head, &lines[0], &a);
         let mut gate = gate(&[&a]);
@@ -557,7 +557,7 @@ mod tests {
     #[test]
     fn a_second_batch_for_a_recent_seq_is_equivocation() {
         let a = signer();
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let lines = epoch(&mut head, &a, 2);
         let forked = fork_after(&head, &lines[0], &a);
         let mut gate = gate(&[&a]);
@@ -605,7 +605,7 @@ mod tests {
                 .unwrap();
         let attested = SoftwareSigner::new(key, Some("abcd".into()))
             .with_attestation(hex::encode(crate::merkle::sha256(&document)));
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let lines = epoch(&mut head, &attested, 2);
         let document_line = crate::batch::attestation_line(&document);
         let document_line = document_line.strip_suffix(b"\n").unwrap().to_vec();
@@ -628,7 +628,7 @@ mod tests {
             Some("abcd".into()),
         )
         .with_attestation(hex::encode(crate::merkle::sha256(b"forged")));
-        let mut other = ChainHead::new_epoch("db", None);
+        let mut other = ChainHead::new_epoch("db", None, &crate::random::SystemRandom).unwrap();
         let forged_batches = epoch(&mut other, &named_forged, 1);
         match forged_gate.check_line(Origin { source: "t", line: 2 }, &forged_batches[0]) {
             Checked::Batch(v) => {
@@ -642,7 +642,7 @@ mod tests {
     #[test]
     fn a_measurement_not_expected_is_found_but_the_batch_stays_valid() {
         let a = signer();
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let lines = epoch(&mut head, &a, 1);
         let options = VerifyOptions {
             trusted_keys: vec![a.public_key().clone()],
@@ -665,7 +665,7 @@ mod tests {
         let mut gate = gate(&[&a]);
         let mut prev = None;
         for _ in 0..EPOCHS_PER_STREAM + 6 {
-            let mut head = ChainHead::new_epoch("app", prev.take());
+            let mut head = ChainHead::new_epoch("app", prev.take(), &crate::random::SystemRandom).unwrap();
             let lines = epoch(&mut head, &a, 1);
             assert_eq!(kinds(&mut gate, &lines), vec![Vec::<&str>::new()], "each epoch continues the last");
             prev = head.prev.clone();
@@ -676,7 +676,7 @@ mod tests {
     #[test]
     fn the_state_survives_a_restart_and_silence_is_reported_once() {
         let a = signer();
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let lines = epoch(&mut head, &a, 3);
         let mut first = gate(&[&a]);
         kinds(&mut first, &lines[..2]);

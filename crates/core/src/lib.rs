@@ -10,6 +10,7 @@ pub mod display;
 pub mod gate;
 pub mod merkle;
 pub mod policy;
+pub mod random;
 pub mod record;
 mod seed;
 pub mod timestamp;

@@ -31,7 +31,7 @@ fn signer() -> SoftwareSigner {
 /// Batches of `sizes[i]` records each (0 = heartbeat), sealed 1 ms apart; lines end in `\n`.
 fn batches(signer: &SoftwareSigner, stream: &str, sizes: &[usize]) -> Vec<Vec<u8>> {
     let mut builder = BatchBuilder::new();
-    let mut head = ChainHead::new_epoch(stream, None);
+    let mut head = ChainHead::new_epoch(stream, None, &teelog_core::random::SystemRandom).unwrap();
     sizes
         .iter()
         .enumerate()
@@ -225,7 +225,7 @@ fn an_overlong_record_names_its_batch_and_index_and_nothing_is_added() {
     let mut lines = batches(&signer, "app", &[4, 4]);
     // Batch 2 again, with record 2 made long: the error must name seq 2, record 2.
     let mut builder = BatchBuilder::new();
-    let mut head = ChainHead::new_epoch("app", None);
+    let mut head = ChainHead::new_epoch("app", None, &teelog_core::random::SystemRandom).unwrap();
     head.next_seq = 2;
     for i in 0..4 {
         let message = if i == 2 { "x".repeat(2_000) } else { format!("record {i}") };

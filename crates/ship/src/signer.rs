@@ -1,6 +1,7 @@
 //! One stream's signer: records in, each sealed batch written durably to its output.
 
 use teelog_core::batch::{attestation_line, check_stream_name, HeaderError};
+use teelog_core::random::{RandomError, SystemRandom};
 use teelog_core::record::{refusal_notice, Refused};
 use teelog_core::timestamp::UnixNanos;
 use teelog_core::{BatchBuilder, ChainHead, SealError, Sealed, Taken};
@@ -21,6 +22,8 @@ pub enum ShipError {
     Seal(#[from] SealError),
     #[error(transparent)]
     Stream(#[from] HeaderError),
+    #[error(transparent)]
+    Random(#[from] RandomError),
     #[error("cannot start the {thread} thread: {source}")]
     ThreadStart { thread: &'static str, source: std::io::Error },
     #[error("the {0} thread stopped unexpectedly (it panicked; its message is above)")]
@@ -103,10 +106,12 @@ impl BatchSealer {
             (None, Some(key)) if identity.attested_previous_head().is_some() => {
                 let own = HeadTrust { keys: vec![key.clone()], ..HeadTrust::default() };
                 match output.trusted_head(stream, &own)?.head {
-                    Some(newest) => ChainHead::new_epoch_after(stream, None, Some(newest)),
-                    None => {
-                        ChainHead::new_epoch(stream, identity.attested_previous_head().map(str::to_string))
-                    }
+                    Some(newest) => ChainHead::new_epoch_after(stream, None, Some(newest), &SystemRandom)?,
+                    None => ChainHead::new_epoch(
+                        stream,
+                        identity.attested_previous_head().map(str::to_string),
+                        &SystemRandom,
+                    )?,
                 }
             }
             (saved, own_key) => {
@@ -130,7 +135,7 @@ impl BatchSealer {
                         found.passed_over, newest.seq, newest.epoch, newest.key_id
                     ));
                 }
-                ChainHead::new_epoch_after(stream, saved.as_ref(), found.head)
+                ChainHead::new_epoch_after(stream, saved.as_ref(), found.head, &SystemRandom)?
             }
         };
         identity.begin_epoch(&head)?;
