@@ -2,6 +2,7 @@
 //! its seed corpus, the inputs that once failed (fuzz/regressions/<target>/), and a fixed number
 //! of deterministic mutations of the seeds, without libFuzzer, in the ordinary test build.
 //! `scripts/fuzz` is the long, coverage-guided run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use teelog_fuzz::{corpus, TARGETS};
 
 /// Mutants tried per target, and the time after which a target stops early (debug builds on a
 /// shared machine vary; the seeds and regressions always run whole).
-const MUTANTS: usize = 400;
+const MUTANTS: usize = 2000;
 const BUDGET: Duration = Duration::from_secs(4);
 
 /// xorshift64: the mutations are the same on every run, so a failure here repeats.
