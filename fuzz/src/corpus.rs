@@ -147,6 +147,8 @@ pub fn seeds(target: &str, fixtures: Option<&Path>) -> Vec<Vec<u8>> {
             vec![5, 0, 1, 0, 0, 2, 0, 0, 0x83, 0, 0, 0x41],
             vec![3, 0, 2, 5, 0, 0x80, 9, 0, 3, 1, 0, 0, 4, 0, 0, 2, 1, 0],
             (0u8..64).collect(),
+            // Long enough for six batches and sixteen changes.
+            (0u16..512).map(|i| (i.wrapping_mul(37) % 251) as u8).collect(),
         ],
         "canonical_json" => {
             let batch = vector("batch-v1");

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use teelog_core::batch::{BatchBuilder, ChainHead, Header, ParsedBatch};
 use teelog_core::canon::canonicalize;
+use teelog_core::gate::{Continuity, Gate};
 use teelog_core::timestamp::{parse_rfc3339, UnixNanos};
 use teelog_core::verify::{FindingKind, Origin, Verifier, VerifyOptions};
 
@@ -204,7 +205,7 @@ fn mutate(lines: &mut Vec<Vec<u8>>, c: &mut Choices<'_>) {
 }
 
 /// A generated stream, changed as storage may change it: the verifier's verdict must not depend
-/// on the order the lines are stored in.
+/// on the order the lines are stored in. The gateway's gate checks the same lines.
 pub fn verifier_order(data: &[u8]) {
     let mut c = Choices::new(data);
     let mut lines = generate_stream(&mut c);
@@ -217,6 +218,18 @@ pub fn verifier_order(data: &[u8]) {
         let rotated = verdict(lines[mid..].iter().chain(&lines[..mid]).map(Vec::as_slice));
         assert_eq!(stored, rotated, "the verdict changed when the lines were stored rotated");
     }
+    // The gateway meets the same lines one by one, and saves what it learnt across restarts.
+    let mut gate = Gate::new(verify_options(), Continuity::default());
+    for (i, line) in lines.iter().enumerate() {
+        let _ = gate.check_line(origin(i as u64 + 1), line);
+    }
+    // Compared as saved: the recent headers are kept in memory only (docs/GATEWAY.md).
+    let save = |continuity: &Continuity| serde_json::to_vec(continuity).map_err(|e| e.to_string());
+    let saved = save(gate.continuity());
+    let restored = saved
+        .clone()
+        .and_then(|bytes| serde_json::from_slice::<Continuity>(&bytes).map_err(|e| e.to_string()));
+    assert_eq!(restored.and_then(|c| save(&c)), saved, "the gateway's saved continuity does not read back");
 }
 
 /// RFC 8785 canonicalisation and the record rules built on it.
