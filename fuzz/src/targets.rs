@@ -369,6 +369,12 @@ pub fn relay_frames(data: &[u8]) {
         assert_eq!(whole, chunked, "frames depend on how the bytes arrived");
     }
     let (frames, _) = frames(FrameReader::server(), &[stream]);
+    // Frames written again read back as the same payloads.
+    let written: Vec<u8> = frames.iter().flat_map(|f| teelog_relay::frame(f)).collect();
+    let mut client = FrameReader::client();
+    client.set_max(usize::MAX);
+    let (again, error) = self::frames(client, &[&written]);
+    assert_eq!((&again, error), (&frames, None), "frames written again do not read back");
     for (i, payload) in frames.iter().enumerate() {
         if i == 0 {
             if let Ok(hello) = Hello::parse(payload) {
