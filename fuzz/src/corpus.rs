@@ -14,20 +14,39 @@ use crate::targets::now;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
+/// A file of the repository, which the seeds must not silently lose.
 fn repo_file(path: &str) -> Vec<u8> {
-    std::fs::read(Path::new(ROOT).join(path)).unwrap_or_default()
+    match std::fs::read(Path::new(ROOT).join(path)) {
+        Ok(bytes) => bytes,
+        Err(e) => panic!("{path}: {e}"),
+    }
 }
 
 fn vector(name: &str) -> serde_json::Value {
-    serde_json::from_slice(&repo_file(&format!("docs/vectors/{name}.json"))).unwrap_or_default()
+    let path = format!("docs/vectors/{name}.json");
+    match serde_json::from_slice(&repo_file(&path)) {
+        Ok(value) => value,
+        Err(e) => panic!("{path}: {e}"),
+    }
 }
 
 fn strings(value: &serde_json::Value) -> Vec<Vec<u8>> {
     value.as_array().into_iter().flatten().filter_map(|v| v.as_str()).map(|s| s.as_bytes().to_vec()).collect()
 }
 
+/// A string of a vector, which must be there.
+fn text(value: &serde_json::Value) -> &str {
+    match value.as_str() {
+        Some(text) => text,
+        None => panic!("a vector holds {value} where a string belongs"),
+    }
+}
+
 fn hex_field(value: &serde_json::Value) -> Vec<u8> {
-    hex::decode(value.as_str().unwrap_or_default()).unwrap_or_default()
+    match hex::decode(text(value)) {
+        Ok(bytes) => bytes,
+        Err(e) => panic!("a vector's hex {value}: {e}"),
+    }
 }
 
 /// Every line of the verifier's failure vectors' input files.
@@ -38,10 +57,9 @@ fn failure_vector_lines() -> Vec<Vec<u8>> {
         std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
     paths.sort();
     for path in paths {
-        let value: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or_default();
+        let value = vector(&format!("failures/{}", path.file_stem().unwrap_or_default().to_string_lossy()));
         for text in value["files"].as_object().into_iter().flat_map(|files| files.values()) {
-            lines.extend(text.as_str().unwrap_or_default().lines().map(|l| l.as_bytes().to_vec()));
+            lines.extend(self::text(text).lines().map(|l| l.as_bytes().to_vec()));
         }
     }
     lines
@@ -102,16 +120,19 @@ fn loki_answer(lines: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// A dev attestation document binding the fixed key (a new dev root each time).
-fn dev_document() -> Option<Vec<u8>> {
+fn dev_document() -> Vec<u8> {
     let pcrs = teelog_attest::dev::default_pcrs();
     let claims = teelog_attest::dev::DevClaims {
         module_id: "fuzz",
-        timestamp_ms: u64::try_from(now() / 1_000_000).unwrap_or_default(),
+        timestamp_ms: now().unsigned_abs() / 1_000_000,
         pcrs: &pcrs,
         bound_key: signer().public_key(),
         nonce: None,
     };
-    teelog_attest::dev::issue(&claims).ok().map(|a| a.document)
+    match teelog_attest::dev::issue(&claims) {
+        Ok(attestation) => attestation.document,
+        Err(e) => panic!("cannot issue a dev document: {e}"),
+    }
 }
 
 /// Files of the shared fixtures under `dir`, each read whole.
@@ -172,16 +193,13 @@ pub fn seeds(target: &str, fixtures: Option<&Path>) -> Vec<Vec<u8>> {
         }
         "seed_batch" => {
             let seed = vector("seed-v1");
-            let line = seed["line"].as_str().unwrap_or_default().as_bytes().to_vec();
-            let payload = base64::Engine::decode(
-                &base64::engine::general_purpose::STANDARD,
-                seed["payload"].as_str().map(str::as_bytes).unwrap_or_default(),
-            )
-            .unwrap_or_else(|_| seed["payload"].to_string().into_bytes());
-            vec![line, [&[1u8, 0][..], &payload].concat()]
+            let line = text(&seed["line"]).as_bytes().to_vec();
+            // The signed payload as the seed writes it, behind the two bytes of the sequence.
+            let payload = text(&seed["payload"]).as_bytes();
+            vec![line, [&[1u8, 0][..], payload].concat()]
         }
         "nitro_document" => {
-            let mut docs: Vec<Vec<u8>> = dev_document().into_iter().collect();
+            let mut docs = vec![dev_document()];
             docs.extend(fixture_files(fixtures, "nitro"));
             docs
         }
@@ -260,7 +278,7 @@ pub fn seeds(target: &str, fixtures: Option<&Path>) -> Vec<Vec<u8>> {
             ]
         }
         "device_responses" => {
-            let document = dev_document().unwrap_or_default();
+            let document = dev_document();
             let mut nsm = vec![0xa1, 0x6b];
             nsm.extend_from_slice(b"Attestation");
             nsm.extend_from_slice(&[0xa1, 0x68]);
@@ -280,8 +298,7 @@ pub fn seeds(target: &str, fixtures: Option<&Path>) -> Vec<Vec<u8>> {
         "config_files" => {
             let policy = b"[[measurement]]\nplatform = \"nitro\"\nversion = \"v1\"\nvalue = \"00\"\nfrom = \"2026-01-01T00:00:00Z\"\n";
             let key = teelog_core::HeaderSigner::public_key(signer()).to_pem();
-            let private =
-                vector("batch-v1")["private_key_pem"].as_str().unwrap_or_default().as_bytes().to_vec();
+            let private = text(&vector("batch-v1")["private_key_pem"]).as_bytes().to_vec();
             let mut configs = vec![
                 prefixed(0, &repo_file("deploy/ship.toml")),
                 prefixed(1, &repo_file("deploy/gateway.toml")),

@@ -25,8 +25,14 @@ const VECTORS: &str = include_str!("../../docs/vectors/batch-v1.json");
 const SEED_VECTORS: &str = include_str!("../../docs/vectors/seed-v1.json");
 
 fn vector_field(json: &str, name: &str) -> String {
-    let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-    value[name].as_str().unwrap_or_default().to_string()
+    let value: serde_json::Value = match serde_json::from_str(json) {
+        Ok(value) => value,
+        Err(e) => panic!("a vector file: {e}"),
+    };
+    match value[name].as_str() {
+        Some(text) => text.to_string(),
+        None => panic!("a vector file has no string {name:?}"),
+    }
 }
 
 /// The one signer (built on first use).

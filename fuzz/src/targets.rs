@@ -18,12 +18,15 @@ use crate::signer::{seed_vector_key, signer};
 pub const NOW: &str = "2026-12-02T12:00:00.000000000Z";
 
 pub fn now() -> UnixNanos {
-    parse_rfc3339(NOW).unwrap_or_default()
+    match parse_rfc3339(NOW) {
+        Ok(now) => now,
+        Err(e) => panic!("{NOW}: {e}"),
+    }
 }
 
 /// Unix seconds of [`NOW`], for certificate checks.
 fn now_secs() -> u64 {
-    u64::try_from(now() / 1_000_000_000).unwrap_or_default()
+    now().unsigned_abs() / 1_000_000_000
 }
 
 fn origin(line: u64) -> Origin<'static> {
