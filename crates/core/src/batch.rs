@@ -264,6 +264,8 @@ pub enum SealError {
     SeqExhausted(String),
     #[error(transparent)]
     Header(#[from] HeaderError),
+    #[error("the record hints cannot be written: {0}")]
+    Hints(String),
 }
 
 /// Where a stream's chain stands: the next batch's seq and the hash it must link to.
@@ -582,6 +584,7 @@ impl BatchBuilder {
             .ok_or_else(|| SealError::SeqExhausted(chain.stream.clone()))?;
         let header_bytes = header.to_canonical_bytes()?;
         let sig = signer.sign(&signed_message(&header_bytes))?;
+        let line_start = out.len();
         out.reserve(header_bytes.len() + self.records.len() + 160);
         out.extend_from_slice(b"{\"v\":1,\"header\":");
         out.extend_from_slice(&header_bytes);
@@ -591,7 +594,11 @@ impl BatchBuilder {
         // Straight into the line: building a String char by char cost 2 % of signing.
         let at = out.len();
         out.resize(at + 2 * self.hints.len(), 0);
-        let _ = hex::encode_to_slice(&self.hints, &mut out[at..]);
+        if let Err(e) = hex::encode_to_slice(&self.hints, &mut out[at..]) {
+            // Never a line with zero bytes for hints: nothing of it is written.
+            out.truncate(line_start);
+            return Err(SealError::Hints(e.to_string()));
+        }
         out.extend_from_slice(b"\",\"records\":[");
         out.extend_from_slice(&self.records);
         out.extend_from_slice(b"]}\n");
