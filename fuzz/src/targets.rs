@@ -208,12 +208,24 @@ fn mutate(lines: &mut Vec<Vec<u8>>, c: &mut Choices<'_>) {
 }
 
 /// A generated stream, changed as storage may change it: the verifier's verdict must not depend
-/// on the order the lines are stored in. The gateway's gate checks the same lines.
+/// on the order the lines are stored in, copies and reordering must change nothing, and a line
+/// changed or planted must be found. The gateway's gate checks the same lines.
 pub fn verifier_order(data: &[u8]) {
     let mut c = Choices::new(data);
-    let mut lines = generate_stream(&mut c);
+    let original = generate_stream(&mut c);
+    let mut lines = original.clone();
     mutate(&mut lines, &mut c);
     let stored = verdict(lines.iter().map(Vec::as_slice));
+    // A line that was not signed as it stands (and is not blank, which is skipped) is always
+    // a finding: every byte of a line that verifies is signed or checked.
+    let blank = |line: &Vec<u8>| line.iter().all(u8::is_ascii_whitespace);
+    let planted = lines.iter().any(|line| !blank(line) && !original.contains(line));
+    assert!(!(planted && stored.ok), "a changed or planted line verified: {lines:?}");
+    // Copies and another order of the very lines signed change nothing.
+    if !planted && original.iter().all(|line| lines.contains(line)) {
+        let signed = verdict(original.iter().map(Vec::as_slice));
+        assert_eq!(stored, signed, "copies or another order of the signed lines changed the verdict");
+    }
     let reversed = verdict(lines.iter().rev().map(Vec::as_slice));
     assert_eq!(stored, reversed, "the verdict changed when the lines were stored in reverse");
     if lines.len() > 2 {
