@@ -10,7 +10,7 @@ use teelog_core::HeaderSigner;
 
 use crate::input::join_parts;
 use crate::signer::signer;
-use crate::targets::now;
+use crate::targets::{loki_answer, loki_entries, now};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -100,23 +100,6 @@ fn signed_lines() -> Vec<Vec<u8>> {
         }
     }
     lines
-}
-
-/// A Loki `query_range` answer holding `lines` as the shipper stores them: each batch entry at
-/// its `sealed_at`, record `i` at `sealed_at + i`.
-fn loki_answer(lines: &[Vec<u8>]) -> Vec<u8> {
-    let mut values = Vec::new();
-    for line in lines {
-        let Ok(split) = teelog_loki::layout::split_batch_line(line) else { continue };
-        values.push(serde_json::json!([split.sealed_at.to_string(), split.batch_entry]));
-        for (i, record) in split.records.iter().enumerate() {
-            values.push(serde_json::json!([(split.sealed_at + i as i64).to_string(), record]));
-        }
-    }
-    serde_json::json!({"status":"success","data":{"resultType":"streams","result":[
-        {"stream":{"teelog_stream":"vectors"},"values":values}]}})
-    .to_string()
-    .into_bytes()
 }
 
 /// A dev attestation document binding the fixed key (a new dev root each time).
@@ -272,7 +255,9 @@ pub fn seeds(target: &str, fixtures: Option<&Path>) -> Vec<Vec<u8>> {
             let mut lines = vector_batch_lines();
             lines.extend(signed_lines());
             vec![
-                loki_answer(&lines),
+                loki_answer(&loki_entries(&lines)),
+                vec![5, 0, 1, 0, 0, 2, 7, 0, 3, 1, 2, 3, 9],
+                vec![2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 1, 9],
                 br#"{"status":"success","data":["vectors","app"]}"#.to_vec(),
                 br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#.to_vec(),
             ]

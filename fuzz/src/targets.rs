@@ -460,17 +460,35 @@ fn frames(
     (out, None)
 }
 
-/// Loki `query_range` and label-values answers, and the batch lines rebuilt from their entries.
-pub fn loki_query(data: &[u8]) {
-    use teelog_loki::query::{parse_label_values, parse_query_response};
-    use teelog_loki::BatchEntries;
-    let _ = parse_label_values(data);
-    let Ok(response) = parse_query_response(data) else { return };
-    let _ = response.is_categorized();
+/// The entries `(timestamp, line)` under which the shipper stores `lines` in Loki: each batch
+/// entry at its `sealed_at`, record `i` at `sealed_at + i`.
+pub fn loki_entries(lines: &[Vec<u8>]) -> Vec<(UnixNanos, String)> {
+    let mut entries = Vec::new();
+    for line in lines {
+        let Ok(split) = teelog_loki::layout::split_batch_line(line) else { continue };
+        entries.push((split.sealed_at, split.batch_entry));
+        for (at, record) in (split.sealed_at..).zip(&split.records) {
+            entries.push((at, record.to_string()));
+        }
+    }
+    entries
+}
+
+/// A `query_range` answer of one stream holding `entries`.
+pub fn loki_answer(entries: &[(UnixNanos, String)]) -> Vec<u8> {
+    let values: Vec<_> = entries.iter().map(|(at, line)| serde_json::json!([at.to_string(), line])).collect();
+    serde_json::json!({"status": "success", "data": {"resultType": "streams",
+        "result": [{"stream": {"teelog_stream": "fuzz"}, "values": values}]}})
+    .to_string()
+    .into_bytes()
+}
+
+/// The batch lines `teelog audit` rebuilds from the entries of an answer, for `stream`.
+pub fn rebuilt_lines(stream: &str, response: teelog_loki::QueryResponse) -> Vec<Vec<u8>> {
     let (from, to) = (now() - 86_400_000_000_000, now());
     let mut entries: Vec<_> = response.streams.into_iter().flat_map(|s| s.entries).collect();
     entries.sort_by_key(|e| e.timestamp);
-    let mut batches = BatchEntries::new("vectors", from, to);
+    let mut batches = teelog_loki::BatchEntries::new(stream, from, to);
     for entry in &entries {
         let _ = batches.push(entry.timestamp, entry.line.clone());
     }
@@ -482,7 +500,59 @@ pub fn loki_query(data: &[u8]) {
         lines.extend(assembler.ready().map(|a| a.line));
     }
     lines.extend(assembler.finish().batches.into_iter().map(|a| a.line));
-    let _ = verdict(lines.iter().map(Vec::as_slice));
+    lines
+}
+
+/// Loki `query_range` and label-values answers, and the batch lines rebuilt from their entries.
+/// An input that starts with `{` is an answer; any other is read as choices: a generated
+/// stream stored in Loki, whose entries are then dropped, copied, moved or changed.
+pub fn loki_query(data: &[u8]) {
+    use teelog_loki::query::{parse_label_values, parse_query_response};
+    if data.first() == Some(&b'{') {
+        let _ = parse_label_values(data);
+        let Ok(response) = parse_query_response(data) else { return };
+        let _ = response.is_categorized();
+        let lines = rebuilt_lines("vectors", response);
+        let _ = verdict(lines.iter().map(Vec::as_slice));
+        return;
+    }
+    let mut c = Choices::new(data);
+    let original = generate_stream(&mut c);
+    let stored = loki_entries(&original);
+    let mut entries = stored.clone();
+    for _ in 0..8 {
+        if c.is_empty() || entries.is_empty() {
+            break;
+        }
+        let i = c.below(entries.len());
+        match c.byte() % 4 {
+            0 => {
+                entries.remove(i);
+            }
+            1 => entries.insert(c.below(entries.len() + 1), entries[i].clone()),
+            2 => entries[i].0 += i64::from(c.u16()) - 32_768,
+            _ => {
+                let mut line = std::mem::take(&mut entries[i].1).into_bytes();
+                if !line.is_empty() {
+                    let at = c.below(line.len());
+                    line[at] ^= c.byte() | 1;
+                }
+                entries[i].1 = String::from_utf8_lossy(&line).into_owned();
+            }
+        }
+    }
+    let response = match parse_query_response(&loki_answer(&entries)) {
+        Ok(response) => response,
+        Err(e) => panic!("an answer written as Loki writes it does not parse: {e}"),
+    };
+    let lines = rebuilt_lines("fuzz", response);
+    let through_loki = verdict(lines.iter().map(Vec::as_slice));
+    let planted = lines.iter().any(|line| !original.contains(line));
+    assert!(!(planted && through_loki.ok), "a batch changed in Loki verified: {lines:?}");
+    let direct = verdict(original.iter().map(Vec::as_slice));
+    if entries == stored && direct.ok {
+        assert_eq!(through_loki, direct, "a stream read back from Loki verifies otherwise than as signed");
+    }
 }
 
 /// What the Nitro Secure Module and a TPM answer (first byte even: NSM, odd: TPM).

@@ -117,3 +117,17 @@ fn generated_streams_verify_until_storage_changes_them() {
     let verdict = teelog_fuzz::targets::verdict(lines.iter().map(Vec::as_slice));
     assert!(!verdict.ok && verdict.kinds.contains(&teelog_core::FindingKind::Equivocation), "{verdict:?}");
 }
+
+#[test]
+fn a_generated_stream_reads_back_from_loki_as_signed() {
+    use teelog_fuzz::targets::{loki_answer, loki_entries, rebuilt_lines};
+    let data = [5, 0, 1, 0, 0, 2, 7, 0, 3, 1, 2, 3, 9];
+    let lines = teelog_fuzz::targets::generate_stream(&mut teelog_fuzz::input::Choices::new(&data));
+    let answer = loki_answer(&loki_entries(&lines));
+    let response = teelog_loki::query::parse_query_response(&answer).unwrap();
+    let mut rebuilt = rebuilt_lines("fuzz", response);
+    let mut signed = lines.clone();
+    rebuilt.sort();
+    signed.sort();
+    assert_eq!(rebuilt, signed);
+}
