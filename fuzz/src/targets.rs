@@ -412,7 +412,11 @@ pub fn relay_frames(data: &[u8]) {
             assert!(matches!(back, Some(Ok(m)) if m == message), "a server message does not read back");
         }
         if check_line(payload).is_ok() {
-            let stream = std::str::from_utf8(payload).ok().filter(|s| !s.contains(['"', '\\']));
+            // The gateway names only streams that passed check_stream_name (relay hello, HTTP
+            // query, signed header), which need no JSON escapes: the note is read borrowed.
+            let stream = std::str::from_utf8(payload)
+                .ok()
+                .filter(|s| teelog_core::batch::check_stream_name(s).is_ok());
             for valid in [None, Some(true), Some(false)] {
                 let spooled = teelog_gateway::envelope::encode(stream, valid, payload);
                 let entry = teelog_gateway::envelope::decode(&spooled[..spooled.len() - 1]);
