@@ -157,6 +157,11 @@ impl Header {
         if self.seq > crate::canon::MAX_EXACT_INTEGER {
             return Err(field_err("seq", format!("{} is above the largest seq, 2^53", self.seq)));
         }
+        // Like every integer of canonical JSON (RFC 8785 keeps exact only those up to 2^53): a
+        // larger count would be a header that no signer can write canonically.
+        if self.count > crate::canon::MAX_EXACT_INTEGER {
+            return Err(field_err("count", format!("{} is above the largest count, 2^53", self.count)));
+        }
         if let Some(prev) = &self.prev {
             check_hex("prev", prev, Some(64))?;
         }
@@ -1050,6 +1055,28 @@ mod tests {
         let a = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let b = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         assert_ne!(a.epoch, b.epoch);
+    }
+
+    #[test]
+    fn a_count_beyond_2_53_is_refused_like_a_seq_beyond_it() {
+        // Found by the batch_line fuzz target: such a header validated, yet has no canonical bytes.
+        let line = include_bytes!("../../../fuzz/regressions/batch_line/count-beyond-2-53");
+        let err = ParsedBatch::parse(line.trim_ascii_end()).err().unwrap();
+        assert!(err.to_string().contains("header field \"count\""), "{err}");
+        let key =
+            SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap())
+                .unwrap();
+        let mut head = ChainHead::new_epoch("app", None, &Fixed(Some(3))).unwrap();
+        let mut line = Vec::new();
+        BatchBuilder::new().seal(&mut head, &SoftwareSigner::new(key, None), 1, &mut line).unwrap();
+        let mut header = ParsedBatch::parse(line.trim_ascii_end()).unwrap().header;
+        for (count, valid) in [(1 << 53, true), ((1 << 53) + 1, false), (u64::MAX, false)] {
+            header.count = count;
+            header.first_ts = Some(header.sealed_at.clone());
+            header.last_ts = Some(header.sealed_at.clone());
+            assert_eq!(header.validate().is_ok(), valid, "count {count}");
+            assert_eq!(header.to_canonical_bytes().is_ok(), valid, "count {count}");
+        }
     }
 
     #[test]
