@@ -35,7 +35,7 @@ fn attested_log(bound: &[u8], signer: &[u8]) -> (Vec<Vec<u8>>, TrustRoot) {
     let measurement = hex::encode(&pcrs[&0]);
     let signer = SoftwareSigner::new(signer_key, Some(measurement))
         .with_attestation(hex::encode(sha256(&issued.document)));
-    let mut head = ChainHead::new_epoch("app", None);
+    let mut head = ChainHead::new_epoch("app", None, &teelog_core::random::SystemRandom).unwrap();
     let mut builder = BatchBuilder::new();
     let mut lines = vec![attestation_line(&issued.document)];
     for i in 0..2 {

@@ -16,8 +16,11 @@ fn signed_file(dir: &Path) -> (PathBuf, PathBuf) {
     let key_path = dir.join("key.pem");
     std::fs::write(&key_path, key.public().to_pem()).unwrap();
     let signer = SoftwareSigner::new(key, None);
-    let (mut head, mut builder, mut out) =
-        (ChainHead::new_epoch("app", None), BatchBuilder::new(), Vec::new());
+    let (mut head, mut builder, mut out) = (
+        ChainHead::new_epoch("app", None, &teelog_core::random::SystemRandom).unwrap(),
+        BatchBuilder::new(),
+        Vec::new(),
+    );
     for i in 0..2 {
         builder.push_input(format!("{{\"message\":\"m{i}\"}}").as_bytes(), &|| 0).unwrap();
         builder.seal(&mut head, &signer, SEALED_AT + i64::from(i), &mut out).unwrap();

@@ -245,6 +245,31 @@ fn generate() -> BTreeMap<&'static str, Vector> {
         ),
     );
 
+    // A header whose count is beyond 2^53, validly signed: no canonical header holds it, so it
+    // is malformed, not a batch with records missing.
+    let line = &batches(&mut head(EPOCH_A, 1, None), &signer(), 1, t0)[0];
+    let (start, end) = ("{\"v\":1,\"header\":".len(), line.find(",\"sig\":\"").unwrap());
+    let header = line[start..end].replace("\"count\":2,", "\"count\":9007199254740993,");
+    let sig = test_key().key.sign(&teelog_core::batch::signed_message(header.as_bytes())).unwrap();
+    let hints_at = line.find("\",\"hints\":\"").unwrap();
+    let huge_count = format!(
+        "{}{header},\"sig\":\"{}{}",
+        &line[..start],
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sig),
+        &line[hints_at..]
+    );
+    out.insert(
+        "count-beyond-2-53-is-malformed",
+        verify_vector(
+            class1,
+            "A validly signed header with count 2^53 + 1 is malformed: canonical JSON keeps no integer beyond 2^53.",
+            huge_count,
+            &[],
+            1,
+            vec![placed("malformed", None, None)],
+        ),
+    );
+
     // 2. Unsigned bytes in a line that verifies.
     let good = batches(&mut head(EPOCH_A, 1, None), &signer(), 2, t0);
     let mut hints_upper = good.clone();

@@ -68,12 +68,26 @@ fn findings_are_capped_per_kind_and_the_rest_counted() {
 fn a_ship_config_whose_section_is_a_value_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ship.toml");
-    std::fs::write(&config, "spool = \"not a table\"\n").unwrap();
-    let out = teelog(&["ship", "--config", s(&config), "--spool", s(&dir.path().join("spool"))], b"");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("\"spool\" is not a table ([spool]), so a flag cannot set spool.dir"),
-        "{stderr}"
-    );
+    let spool = dir.path().join("spool");
+    // Every section a flag writes into, each given as a value of another type.
+    for (section, value, flag, key) in [
+        ("spool", "\"not a table\"", vec!["--spool", s(&spool)], "dir"),
+        ("spool", "[1, 2]", vec!["--keep-spool"], "keep"),
+        ("sources", "7", vec!["--stdin"], "stdin"),
+        ("sources", "true", vec!["--otlp-http", "127.0.0.1:4318"], "otlp_http"),
+        ("metrics", "\"x\"", vec!["--metrics", "127.0.0.1:9464"], "listen"),
+        ("batch", "1.5", vec!["--heartbeat", "1s"], "heartbeat"),
+        ("batch", "2026-12-02T00:00:00Z", vec!["--max-records", "5"], "max_records"),
+    ] {
+        std::fs::write(&config, format!("{section} = {value}\n")).unwrap();
+        let out = teelog(&[&["ship", "--config", s(&config)][..], &flag].concat(), b"");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{section} = {value}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "\"{section}\" is not a table ([{section}]), so a flag cannot set {section}.{key}"
+            )),
+            "{section} = {value}: {stderr}"
+        );
+    }
 }

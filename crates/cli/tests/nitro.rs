@@ -209,7 +209,7 @@ fn plant(store: &Path) {
         sealed_at: "2099-01-01T00:00:00.000000000Z".into(),
         ..newest
     };
-    let header = String::from_utf8(header.to_canonical_bytes()).unwrap();
+    let header = String::from_utf8(header.to_canonical_bytes().unwrap()).unwrap();
     let line = format!(
         "{{\"v\":1,\"header\":{header},\"sig\":\"{}\",\"hints\":\"\",\"records\":[]}}\n",
         "A".repeat(128)

@@ -283,7 +283,8 @@ fn write_planted_head_vector(path: &Path) {
         key_id: signer.public_key().id_hex(),
         alg: "ES256".into(),
     }
-    .to_canonical_bytes();
+    .to_canonical_bytes()
+    .unwrap();
     let sig = base64::engine::general_purpose::STANDARD.encode([0u8; 64]);
     lines += &format!(
         "{{\"v\":1,\"header\":{},\"sig\":\"{sig}\",\"hints\":\"\",\"records\":[]}}\n",

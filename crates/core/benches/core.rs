@@ -60,7 +60,7 @@ fn per_record(c: &mut Criterion) {
     let mut line = Vec::new();
     group.bench_function("seal_batch", |b| {
         b.iter(|| {
-            let mut head = ChainHead::new_epoch("bench", None);
+            let mut head = ChainHead::new_epoch("bench", None, &teelog_core::random::SystemRandom).unwrap();
             for r in &records {
                 builder.push_input(r.as_bytes(), &|| 0).unwrap();
             }

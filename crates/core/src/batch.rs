@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use crate::canon::{canonicalize, Canonicalizer};
 use crate::crypto::{PublicKey, SigAlg, SoftwareKey};
 use crate::merkle::{leaf_hash, sha256, Digest, MerkleBuilder};
+use crate::random::{RandomError, SecureRandom};
 use crate::record::{canonicalize_record, refusal_notice, RecordError, Refused};
 use crate::timestamp::{format_rfc3339, parse_rfc3339, UnixNanos};
 
@@ -98,6 +99,9 @@ pub enum HeaderError {
     /// The field's name and what is wrong with it.
     #[error("header field {0:?}: {1}")]
     Field(&'static str, String),
+    /// The header has no canonical bytes (a number beyond what JSON holds exactly, …).
+    #[error("the header cannot be written as canonical JSON: {0}")]
+    Unwritable(String),
 }
 
 fn field_err(name: &'static str, why: impl Into<String>) -> HeaderError {
@@ -162,6 +166,11 @@ impl Header {
         if self.seq > crate::canon::MAX_EXACT_INTEGER {
             return Err(field_err("seq", format!("{} is above the largest seq, 2^53", self.seq)));
         }
+        // Like every integer of canonical JSON (RFC 8785 keeps exact only those up to 2^53): a
+        // larger count would be a header that no signer can write canonically.
+        if self.count > crate::canon::MAX_EXACT_INTEGER {
+            return Err(field_err("count", format!("{} is above the largest count, 2^53", self.count)));
+        }
         if let Some(prev) = &self.prev {
             check_hex("prev", prev, Some(64))?;
         }
@@ -202,13 +211,13 @@ impl Header {
         parse_rfc3339(&self.sealed_at).ok()
     }
 
-    /// The canonical bytes that are signed and stored.
-    pub fn to_canonical_bytes(&self) -> Vec<u8> {
+    /// The canonical bytes that are signed and stored. Never empty: a header that cannot be
+    /// written (which its types should rule out) is an error, not bytes to sign.
+    pub fn to_canonical_bytes(&self) -> Result<Vec<u8>, HeaderError> {
         let mut out = Vec::with_capacity(512);
-        // A struct of strings and small integers always serialises and canonicalises.
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        let _ = canonicalize(&json, &mut out);
-        out
+        let json = serde_json::to_vec(self).map_err(|e| HeaderError::Unwritable(e.to_string()))?;
+        canonicalize(&json, &mut out).map_err(|e| HeaderError::Unwritable(e.to_string()))?;
+        Ok(out)
     }
 }
 
@@ -277,6 +286,12 @@ pub enum SealError {
     /// The epoch has used every seq a JSON number holds exactly (2^53): a new epoch must start.
     #[error("sequence numbers of stream {0:?} are exhausted")]
     SeqExhausted(String),
+    /// The header to sign is not a valid one.
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    /// The record hints could not be written.
+    #[error("the record hints cannot be written: {0}")]
+    Hints(String),
 }
 
 /// Where a stream's chain stands: the next batch's seq and the hash it must link to.
@@ -297,12 +312,23 @@ pub struct ChainHead {
 }
 
 impl ChainHead {
-    /// A new epoch, linking to `prev` (the last header of the previous epoch, if any).
-    pub fn new_epoch(stream: &str, prev: Option<String>) -> Self {
+    /// A new epoch, linking to `prev` (the last header of the previous epoch, if any), with an id
+    /// drawn from `random`. Epoch ids must not repeat (a repeated one would make two runs one
+    /// chain), so a generator that fails is an error.
+    pub fn new_epoch(
+        stream: &str,
+        prev: Option<String>,
+        random: &dyn SecureRandom,
+    ) -> Result<Self, RandomError> {
         let mut id = [0u8; 16];
-        // An RNG failure leaves zeros; the epoch id still works, it is just not unique.
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id);
-        Self { stream: stream.to_string(), epoch: hex::encode(id), next_seq: 1, prev, prev_sealed_at: None }
+        random.fill(&mut id)?;
+        Ok(Self {
+            stream: stream.to_string(),
+            epoch: hex::encode(id),
+            next_seq: 1,
+            prev,
+            prev_sealed_at: None,
+        })
     }
 
     /// A new epoch of `stream`, linked to the newer of two heads this signer trusts: the one its
@@ -313,7 +339,8 @@ impl ChainHead {
         stream: &str,
         saved: Option<&ChainHead>,
         found: Option<(Digest, UnixNanos)>,
-    ) -> Self {
+        random: &dyn SecureRandom,
+    ) -> Result<Self, RandomError> {
         let saved = saved.and_then(|s| s.prev.clone().map(|prev| (prev, s.prev_sealed_at)));
         let found = found.map(|(hash, at)| (hex::encode(hash), Some(at)));
         let newer = match (saved, found) {
@@ -326,10 +353,10 @@ impl ChainHead {
             }
             (one, other) => match one.or(other) {
                 Some(head) => head,
-                None => return Self::new_epoch(stream, None),
+                None => return Self::new_epoch(stream, None, random),
             },
         };
-        Self { prev_sealed_at: newer.1, ..Self::new_epoch(stream, Some(newer.0)) }
+        Ok(Self { prev_sealed_at: newer.1, ..Self::new_epoch(stream, Some(newer.0), random)? })
     }
 
     /// Where to continue the saved epoch, given the headers of that epoch validly signed by this
@@ -591,8 +618,9 @@ impl BatchBuilder {
             .checked_add(1)
             .filter(|&n| n <= crate::canon::MAX_EXACT_INTEGER)
             .ok_or_else(|| SealError::SeqExhausted(chain.stream.clone()))?;
-        let header_bytes = header.to_canonical_bytes();
+        let header_bytes = header.to_canonical_bytes()?;
         let sig = signer.sign(&signed_message(&header_bytes))?;
+        let line_start = out.len();
         out.reserve(header_bytes.len() + self.records.len() + 160);
         out.extend_from_slice(b"{\"v\":1,\"header\":");
         out.extend_from_slice(&header_bytes);
@@ -602,7 +630,11 @@ impl BatchBuilder {
         // Straight into the line: building a String char by char cost 2 % of signing.
         let at = out.len();
         out.resize(at + 2 * self.hints.len(), 0);
-        let _ = hex::encode_to_slice(&self.hints, &mut out[at..]);
+        if let Err(e) = hex::encode_to_slice(&self.hints, &mut out[at..]) {
+            // Never a line with zero bytes for hints: nothing of it is written.
+            out.truncate(line_start);
+            return Err(SealError::Hints(e.to_string()));
+        }
         out.extend_from_slice(b"\",\"records\":[");
         out.extend_from_slice(&self.records);
         out.extend_from_slice(b"]}\n");
@@ -1068,5 +1100,68 @@ mod tests {
         members.sort_unstable();
         expected.sort_unstable();
         assert_eq!(members, expected);
+    }
+
+    /// A generator that always fails, or always gives the same bytes.
+    struct Fixed(Option<u8>);
+
+    impl SecureRandom for Fixed {
+        fn fill(&self, dest: &mut [u8]) -> Result<(), RandomError> {
+            dest.fill(self.0.ok_or(RandomError)?);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn epoch_ids_come_from_the_generator_given_and_a_failed_draw_is_an_error() {
+        let head = ChainHead::new_epoch("app", None, &Fixed(Some(0xab))).unwrap();
+        assert_eq!(head.epoch, "ab".repeat(16));
+        assert_eq!(ChainHead::new_epoch("app", None, &Fixed(None)), Err(RandomError));
+        let found = Some(([7u8; 32], 5));
+        assert_eq!(ChainHead::new_epoch_after("app", None, found, &Fixed(None)), Err(RandomError));
+        let after = ChainHead::new_epoch_after("app", None, found, &Fixed(Some(1))).unwrap();
+        assert_eq!((after.epoch, after.prev), ("01".repeat(16), Some("07".repeat(32))));
+        // The system's generator draws different ids.
+        let a = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let b = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        assert_ne!(a.epoch, b.epoch);
+    }
+
+    #[test]
+    fn a_count_beyond_2_53_is_refused_like_a_seq_beyond_it() {
+        // Found by the batch_line fuzz target: such a header validated, yet has no canonical bytes.
+        let line = include_bytes!("../../../fuzz/regressions/batch_line/count-beyond-2-53");
+        let err = ParsedBatch::parse(line.trim_ascii_end()).err().unwrap();
+        assert!(err.to_string().contains("header field \"count\""), "{err}");
+        let key =
+            SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap())
+                .unwrap();
+        let mut head = ChainHead::new_epoch("app", None, &Fixed(Some(3))).unwrap();
+        let mut line = Vec::new();
+        BatchBuilder::new().seal(&mut head, &SoftwareSigner::new(key, None), 1, &mut line).unwrap();
+        let mut header = ParsedBatch::parse(line.trim_ascii_end()).unwrap().header;
+        for (count, valid) in [(1 << 53, true), ((1 << 53) + 1, false), (u64::MAX, false)] {
+            header.count = count;
+            header.first_ts = Some(header.sealed_at.clone());
+            header.last_ts = Some(header.sealed_at.clone());
+            assert_eq!(header.validate().is_ok(), valid, "count {count}");
+            assert_eq!(header.to_canonical_bytes().is_ok(), valid, "count {count}");
+        }
+    }
+
+    #[test]
+    fn the_signed_header_bytes_are_its_canonical_bytes() {
+        let key =
+            SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap())
+                .unwrap();
+        let signer = SoftwareSigner::new(key, None);
+        let mut head = ChainHead::new_epoch("app", None, &Fixed(Some(2))).unwrap();
+        let mut line = Vec::new();
+        BatchBuilder::new().seal(&mut head, &signer, 1_000_000_000, &mut line).unwrap();
+        let parsed = ParsedBatch::parse(line.trim_ascii_end()).unwrap();
+        let bytes = parsed.header.to_canonical_bytes().unwrap();
+        assert!(!bytes.is_empty());
+        assert_eq!(parsed.header_len(), bytes.len());
+        assert_eq!(serde_json::from_slice::<Header>(&bytes).unwrap(), parsed.header);
     }
 }

@@ -922,9 +922,9 @@ mod tests {
     #[test]
     fn an_intact_chain_and_its_epoch_hand_over_have_no_findings() {
         let (a, b) = (signer(), signer());
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let mut lines = epoch(&mut head, &a, 3);
-        let mut next = ChainHead::new_epoch("app", head.prev.clone());
+        let mut next = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
         lines.extend(epoch(&mut next, &b, 2));
         let mut gate = gate(&[&a, &b]);
         assert!(kinds(&mut gate, &lines).iter().all(Vec::is_empty));
@@ -938,7 +938,7 @@ mod tests {
     #[test]
     fn gaps_breaks_bad_signatures_and_tampering_are_found_per_batch() {
         let (a, stranger) = (signer(), signer());
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let lines = epoch(&mut head, &a, 5);
         let mut gate = gate(&[&a]);
         // seq 3 is held back: a gap at 4; it arriving late is not reported again.
@@ -947,7 +947,7 @@ mod tests {
         assert_eq!(found, vec![vec![], vec![], vec!["sequence_gap"], vec![]]);
 
         let tampered = String::from_utf8(lines[4].clone()).unwrap().replace("b4 r1", "b4 rX").into_bytes();
-        let mut other = ChainHead::new_epoch("app", None);
+        let mut other = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let foreign = epoch(&mut other, &stranger, 1);
         let found = kinds(&mut gate, &[tampered, foreign[0].clone(), b"{\"v\":1}".to_vec()]);
         assert_eq!(found, vec![vec!["record_tampered"], vec!["invalid_signature"], vec!["malformed"]]);
@@ -956,10 +956,10 @@ mod tests {
     #[test]
     fn a_restart_that_does_not_link_to_the_head_is_a_chain_break() {
         let a = signer();
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let mut lines = epoch(&mut head, &a, 2);
         // The next epoch starts afresh instead of continuing from the head.
-        let mut again = ChainHead::new_epoch("app", None);
+        let mut again = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         lines.extend(epoch(&mut again, &a, 1));
         let mut gate_from_start = gate(&[&a]);
         let found = kinds(&mut gate_from_start, &lines[..2]);
@@ -984,7 +984,7 @@ mod tests {
     #[test]
     fn a_batch_that_fills_a_gap_is_remembered() {
         let a = signer();
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let lines = epoch(&mut head, &a, 3);
         let forked = fork_after(&head, &lines[0], &a);
         let mut gate = gate(&[&a]);
@@ -996,7 +996,7 @@ mod tests {
     #[test]
     fn a_second_batch_for_a_recent_seq_is_equivocation() {
         let a = signer();
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let lines = epoch(&mut head, &a, 2);
         let forked = fork_after(&head, &lines[0], &a);
         let mut gate = gate(&[&a]);
@@ -1046,7 +1046,7 @@ mod tests {
                 .unwrap();
         let attested = SoftwareSigner::new(key, Some("abcd".into()))
             .with_attestation(hex::encode(crate::merkle::sha256(&document)));
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let lines = epoch(&mut head, &attested, 2);
         let document_line = crate::batch::attestation_line(&document);
         let document_line = document_line.strip_suffix(b"\n").unwrap().to_vec();
@@ -1069,7 +1069,7 @@ mod tests {
             Some("abcd".into()),
         )
         .with_attestation(hex::encode(crate::merkle::sha256(b"forged")));
-        let mut other = ChainHead::new_epoch("db", None);
+        let mut other = ChainHead::new_epoch("db", None, &crate::random::SystemRandom).unwrap();
         let forged_batches = epoch(&mut other, &named_forged, 1);
         match forged_gate.check_line(Origin { source: "t", line: 2 }, &forged_batches[0], NOW) {
             Checked::Batch(v) => {
@@ -1095,7 +1095,7 @@ mod tests {
         let genuine = attested_signer(b"genuine document");
         let mut gate = Gate::new(VerifyOptions::default(), Continuity::default())
             .with_attestation(Box::new(Vouch(genuine.public_key().clone())));
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let lines = epoch(&mut head, &genuine, 2);
         let found = kinds(&mut gate, &[line_of(b"genuine document"), lines[0].clone()]);
         assert_eq!(found, vec![vec!["document"], vec![]]);
@@ -1106,7 +1106,8 @@ mod tests {
                 let document = format!("junk {i}").into_bytes();
                 let mut lines = vec![line_of(&document)];
                 if i % 10 == 0 {
-                    let mut other = ChainHead::new_epoch(&format!("s{i}"), None);
+                    let mut other =
+                        ChainHead::new_epoch(&format!("s{i}"), None, &crate::random::SystemRandom).unwrap();
                     lines.extend(epoch(&mut other, &attested_signer(&document), 1));
                 }
                 lines
@@ -1125,7 +1126,7 @@ mod tests {
 
         // The epoch in use goes on verifying, and a new stream's document finds room.
         let next = attested_signer(b"next document");
-        let mut next_head = ChainHead::new_epoch("db", None);
+        let mut next_head = ChainHead::new_epoch("db", None, &crate::random::SystemRandom).unwrap();
         let next_lines = epoch(&mut next_head, &next, 1);
         let mut gate = Gate { attestation: Some(Box::new(Vouch(next.public_key().clone()))), ..gate };
         assert_eq!(
@@ -1158,7 +1159,7 @@ mod tests {
     #[test]
     fn a_measurement_not_expected_is_found_but_the_batch_stays_valid() {
         let a = signer();
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let lines = epoch(&mut head, &a, 1);
         let options = VerifyOptions {
             trusted_keys: vec![a.public_key().clone()],
@@ -1184,7 +1185,7 @@ mod tests {
         let mut gate = gate(&[&a]);
         let mut prev = None;
         for _ in 0..EPOCHS_PER_STREAM + 6 {
-            let mut head = ChainHead::new_epoch("app", prev.take());
+            let mut head = ChainHead::new_epoch("app", prev.take(), &crate::random::SystemRandom).unwrap();
             let lines = epoch(&mut head, &a, 1);
             assert_eq!(kinds(&mut gate, &lines), vec![Vec::<&str>::new()], "each epoch continues the last");
             prev = head.prev.clone();
@@ -1195,7 +1196,7 @@ mod tests {
     #[test]
     fn the_state_survives_a_restart_and_silence_is_reported_once() {
         let a = signer();
-        let mut head = ChainHead::new_epoch("app", None);
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let lines = epoch(&mut head, &a, 3);
         let mut first = gate(&[&a]);
         kinds(&mut first, &lines[..2]);

@@ -11,6 +11,7 @@ pub mod evidence;
 pub mod gate;
 pub mod merkle;
 pub mod policy;
+pub mod random;
 pub mod record;
 mod seed;
 pub mod timestamp;

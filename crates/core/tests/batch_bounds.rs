@@ -36,7 +36,9 @@ struct Signed {
 /// Takes `inputs` as a signer does, sealing when the builder asks and at the end.
 fn sign(builder: &mut BatchBuilder, inputs: &[Vec<u8>]) -> Signed {
     let signer = signer();
-    let mut chain = ChainHead::new_epoch(&"s".repeat(128), Some("00".repeat(32)));
+    let mut chain =
+        ChainHead::new_epoch(&"s".repeat(128), Some("00".repeat(32)), &teelog_core::random::SystemRandom)
+            .unwrap();
     let mut lines = Vec::new();
     let mut taken = Vec::new();
     for (i, input) in inputs.iter().enumerate() {

@@ -89,7 +89,7 @@ fn build(plans: &[EpochPlan], keys: &[SoftwareSigner]) -> Vec<Built> {
             (Link::EarlierBatch, Some(first), _) => Some(hex::encode(first)),
             _ => None,
         };
-        let mut head = ChainHead::new_epoch("app", prev);
+        let mut head = ChainHead::new_epoch("app", prev, &teelog_core::random::SystemRandom).unwrap();
         previous.clear();
         for b in 0..plan.batches {
             clock += if plan.backwards == Some(b) { -10 * SECOND } else { SECOND };

@@ -41,7 +41,14 @@ fn signed(input: &str, source: &str, now: &str) -> (String, bool) {
     let taken =
         builder.take(input.as_bytes(), &|| source.to_string(), &|| now, |_| Err("no seal expected")).unwrap();
     let mut line = Vec::new();
-    builder.seal(&mut ChainHead::new_epoch("v", None), &signer, now, &mut line).unwrap();
+    builder
+        .seal(
+            &mut ChainHead::new_epoch("v", None, &teelog_core::random::SystemRandom).unwrap(),
+            &signer,
+            now,
+            &mut line,
+        )
+        .unwrap();
     let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
     assert!(ParsedBatch::parse(&line[..line.len() - 1]).is_ok());
     // The record exactly as the line holds it.

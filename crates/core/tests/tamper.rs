@@ -63,13 +63,13 @@ fn make_log() -> Log {
     let mut lines = Vec::new();
     let mut ids = Vec::new();
     let mut builder = BatchBuilder::new();
-    let mut a = ChainHead::new_epoch("app", None);
+    let mut a = ChainHead::new_epoch("app", None, &teelog_core::random::SystemRandom).unwrap();
     for seq in 1..=4 {
         let records: Vec<String> = (0..RECORDS_PER_BATCH).map(|i| record_text(0, seq, i)).collect();
         lines.push(seal(&mut builder, &mut a, &signers[0], &records));
         ids.push((0, seq));
     }
-    let mut b = ChainHead::new_epoch("app", a.prev.clone());
+    let mut b = ChainHead::new_epoch("app", a.prev.clone(), &teelog_core::random::SystemRandom).unwrap();
     for seq in 1..=3 {
         let records: Vec<String> = (0..RECORDS_PER_BATCH).map(|i| record_text(1, seq, i)).collect();
         lines.push(seal(&mut builder, &mut b, &signers[1], &records));

@@ -64,7 +64,7 @@ impl Signed {
         let document = dev::issue(&claims).unwrap().document;
         store.append(&attestation_line(&document)).unwrap();
         let signer = SoftwareSigner::new(key, None).with_attestation(hex::encode(sha256(&document)));
-        let mut head = ChainHead::new_epoch(STREAM, None);
+        let mut head = ChainHead::new_epoch(STREAM, None, &teelog_core::random::SystemRandom).unwrap();
         let mut line = Vec::new();
         for (i, batch) in batches.iter().enumerate() {
             let sealed_at = SEALED_FROM + i as i64 * 1_000_000_000;

@@ -332,7 +332,8 @@ impl Identity {
             tpm,
             previous_head,
         };
-        let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        let json = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| IdentityError::Invalid { path: meta_path.clone(), detail: e.to_string() })?;
         write_atomic(&meta_path, &json)?;
         Ok(public)
     }
@@ -511,8 +512,11 @@ impl StateStore {
     pub fn save(&self, head: &ChainHead) -> Result<(), IdentityError> {
         let dir = self.dir.join(STATE_DIR);
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let json = serde_json::to_vec(head).unwrap_or_default();
-        write_atomic(&state_path(&self.dir, &head.stream), &json)
+        let path = state_path(&self.dir, &head.stream);
+        // Never an empty file in place of the state: the write fails instead.
+        let json = serde_json::to_vec(head)
+            .map_err(|e| IdentityError::Invalid { path: path.clone(), detail: e.to_string() })?;
+        write_atomic(&path, &json)
     }
 }
 
@@ -649,7 +653,12 @@ fn create_tpm_key(
     let private_path = dir.join(TPM_PRIVATE_FILE);
     write_atomic(&private_path, &provisioned.key_private)?;
     write_atomic(&dir.join(EK_CERTIFICATE_FILE), &provisioned.ek_certificate)?;
-    write_atomic(&dir.join(ATTESTATION_FILE), &provisioned.bundle.encode())?;
+    let document_path = dir.join(ATTESTATION_FILE);
+    let document = provisioned
+        .bundle
+        .encode()
+        .map_err(|e| IdentityError::Invalid { path: document_path.clone(), detail: e.to_string() })?;
+    write_atomic(&document_path, &document)?;
     Ok((provisioned.verified.key, hex::encode(provisioned.verified.measurement)))
 }
 
@@ -777,7 +786,7 @@ mod tests {
     }
 
     fn head_after(prev: Option<[u8; 32]>) -> ChainHead {
-        ChainHead::new_epoch("app", prev.map(hex::encode))
+        ChainHead::new_epoch("app", prev.map(hex::encode), &teelog_core::random::SystemRandom).unwrap()
     }
 
     #[test]

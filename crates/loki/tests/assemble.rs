@@ -30,7 +30,7 @@ fn batches_of(stream: &str, contents: &[&[&str]]) -> Vec<Stored> {
         SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap()).unwrap();
     let signer = SoftwareSigner::new(key, None);
     let mut builder = BatchBuilder::new();
-    let mut head = ChainHead::new_epoch(stream, None);
+    let mut head = ChainHead::new_epoch(stream, None, &teelog_core::random::SystemRandom).unwrap();
     contents
         .iter()
         .enumerate()

@@ -123,7 +123,7 @@ fn batch_lines() -> Vec<Vec<u8>> {
     let key =
         SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap()).unwrap();
     let signer = SoftwareSigner::new(key, None);
-    let mut head = ChainHead::new_epoch("app", None);
+    let mut head = ChainHead::new_epoch("app", None, &teelog_core::random::SystemRandom).unwrap();
     let mut builder = BatchBuilder::new();
     (0..2)
         .map(|b| {

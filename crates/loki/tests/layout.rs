@@ -31,7 +31,7 @@ fn signer() -> SoftwareSigner {
 /// Batches of `sizes[i]` records each (0 = heartbeat), sealed 1 ms apart; lines end in `\n`.
 fn batches(signer: &SoftwareSigner, stream: &str, sizes: &[usize]) -> Vec<Vec<u8>> {
     let mut builder = BatchBuilder::new();
-    let mut head = ChainHead::new_epoch(stream, None);
+    let mut head = ChainHead::new_epoch(stream, None, &teelog_core::random::SystemRandom).unwrap();
     sizes
         .iter()
         .enumerate()
@@ -222,7 +222,7 @@ fn per_call_labels_split_streams_and_cannot_override_the_layout() {
 /// Batch 2 of `lines` again, with record 2 made `len` bytes of two-byte characters.
 fn with_long_record(signer: &SoftwareSigner, lines: &mut [Vec<u8>], len: usize) {
     let mut builder = BatchBuilder::new();
-    let mut head = ChainHead::new_epoch("app", None);
+    let mut head = ChainHead::new_epoch("app", None, &teelog_core::random::SystemRandom).unwrap();
     head.next_seq = 2;
     for i in 0..4 {
         let message = if i == 2 { "é".repeat(len / 2) } else { format!("record {i}") };

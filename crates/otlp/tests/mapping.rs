@@ -434,7 +434,7 @@ fn seal(request: &ExportLogsServiceRequest) -> (Vec<u8>, Vec<String>, ChainHead,
     let mut buf = Vec::new();
     let n = for_each_record(request, &mut buf, |record| builder.push_input(record, &|| NOW)).unwrap();
     assert_eq!(builder.len(), n as u64);
-    let mut chain = ChainHead::new_epoch("otlp-test", None);
+    let mut chain = ChainHead::new_epoch("otlp-test", None, &teelog_core::random::SystemRandom).unwrap();
     let start = chain.clone();
     let mut line = Vec::new();
     let signer = signer();

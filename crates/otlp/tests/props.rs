@@ -397,7 +397,7 @@ proptest! {
         let mut builder = BatchBuilder::new();
         for_each_record(&request, &mut Vec::new(), |record| builder.push_input(record, &|| NOW)).unwrap();
         let mut line = Vec::new();
-        builder.seal(&mut ChainHead::new_epoch("prop", None), &signer, NOW, &mut line).unwrap();
+        builder.seal(&mut ChainHead::new_epoch("prop", None, &teelog_core::random::SystemRandom).unwrap(), &signer, NOW, &mut line).unwrap();
         let exported = export_batch(&line, &[]).unwrap();
         let bodies: Vec<String> = exported.resource_logs[0].scope_logs[0].log_records[1..].iter().map(|r| {
             match &r.body { Some(AnyValue { value: Some(Value::StringValue(s)) }) => s.clone(), other => panic!("{other:?}") }

@@ -1,6 +1,7 @@
 //! One stream's signer: records in, each sealed batch written durably to its output.
 
 use teelog_core::batch::{attestation_line, check_stream_name, HeaderError};
+use teelog_core::random::{RandomError, SystemRandom};
 use teelog_core::record::{refusal_notice, Refused};
 use teelog_core::timestamp::UnixNanos;
 use teelog_core::{BatchBuilder, ChainHead, SealError, Sealed, Taken};
@@ -26,6 +27,9 @@ pub enum ShipError {
     /// The stream's name is not a valid stream name.
     #[error(transparent)]
     Stream(#[from] HeaderError),
+    /// The system's random source failed (a new epoch needs a random id).
+    #[error(transparent)]
+    Random(#[from] RandomError),
     /// A thread could not be started.
     #[error("cannot start the {thread} thread: {source}")]
     ThreadStart {
@@ -140,7 +144,7 @@ impl BatchSealer {
                         saved.next_seq - 1,
                         saved.epoch
                     ));
-                    ChainHead::new_epoch_after(stream, Some(&saved), None)
+                    ChainHead::new_epoch_after(stream, Some(&saved), None, &SystemRandom)?
                 } else {
                     ChainHead::resume(saved, own)
                 }
@@ -151,10 +155,12 @@ impl BatchSealer {
             (None, Some(key)) if identity.attested_previous_head().is_some() => {
                 let own = HeadTrust { keys: vec![key.clone()], ..HeadTrust::default() };
                 match output.trusted_head(stream, &own)?.head {
-                    Some(newest) => ChainHead::new_epoch_after(stream, None, Some(newest)),
-                    None => {
-                        ChainHead::new_epoch(stream, identity.attested_previous_head().map(str::to_string))
-                    }
+                    Some(newest) => ChainHead::new_epoch_after(stream, None, Some(newest), &SystemRandom)?,
+                    None => ChainHead::new_epoch(
+                        stream,
+                        identity.attested_previous_head().map(str::to_string),
+                        &SystemRandom,
+                    )?,
                 }
             }
             (saved, own_key) => {
@@ -178,7 +184,7 @@ impl BatchSealer {
                         found.passed_over, newest.seq, newest.epoch, newest.key_id
                     ));
                 }
-                ChainHead::new_epoch_after(stream, saved.as_ref(), found.head)
+                ChainHead::new_epoch_after(stream, saved.as_ref(), found.head, &SystemRandom)?
             }
         };
         identity.begin_epoch(&head)?;

@@ -23,7 +23,7 @@ fn a_provisioned_tpm_key_signs_only_in_its_measured_state() {
     let provisioned = provision(&request).unwrap();
 
     // The bundle as an auditor gets it.
-    let document = provisioned.bundle.encode();
+    let document = provisioned.bundle.encode().unwrap();
     let bundle = TpmBundle::parse(&document).unwrap();
     assert_eq!(bundle, provisioned.bundle);
     let ca_root = TrustRoot::from_pem_or_der(lab.ca.certificate_der()).unwrap();

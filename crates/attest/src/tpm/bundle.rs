@@ -69,15 +69,16 @@ impl TpmBundle {
 
     /// The document bytes: a definite-length CBOR map, `format` first, then the members in the
     /// order of [`TpmBundle`]'s fields.
-    pub fn encode(&self) -> Vec<u8> {
+    /// Its hash is what signed headers name, so a failed write is an error, never partial bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, AttestError> {
         let mut entries = vec![(Value::Text("format".into()), Value::Text(FORMAT.into()))];
         entries.extend(
             self.members().into_iter().map(|(name, v)| (Value::Text(name.into()), Value::Bytes(v.to_vec()))),
         );
         let mut out = Vec::new();
-        // Writing a Value into a Vec cannot fail.
-        let _ = ciborium::ser::into_writer(&Value::Map(entries), &mut out);
-        out
+        ciborium::ser::into_writer(&Value::Map(entries), &mut out)
+            .map_err(|e| AttestError::Cose(format!("the TPM evidence bundle cannot be written: {e}")))?;
+        Ok(out)
     }
 
     /// Reads a bundle (a CBOR map: its format and byte strings, at most [`MAX_BUNDLE_BYTES`]);
@@ -107,7 +108,7 @@ impl TpmBundle {
             return Err(payload_err(unknown, "is not a member of a TPM evidence bundle"));
         }
         // One encoding only, so the document's hash names exactly one bundle.
-        if bundle.encode() != document {
+        if bundle.encode()? != document {
             return Err(AttestError::Cose(
                 "the TPM evidence bundle is not in its one encoding (members in order, definite lengths, shortest forms)".into(),
             ));
@@ -194,7 +195,7 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_what_is_not_exactly_a_bundle() {
         let bundle = sample();
-        assert_eq!(TpmBundle::parse(&bundle.encode()).unwrap(), bundle);
+        assert_eq!(TpmBundle::parse(&bundle.encode().unwrap()).unwrap(), bundle);
         let refused = |bytes: &[u8], needle: &str| {
             let err = TpmBundle::parse(bytes).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle}: {err}");
@@ -216,11 +217,11 @@ mod tests {
         refused(&map(typed), "byte string");
         let mut huge = bundle.clone();
         huge.quote = vec![0; MAX_STRUCT_BYTES + 1];
-        refused(&huge.encode(), "at most");
+        refused(&huge.encode().unwrap(), "at most");
         refused(&[0x81; MAX_BUNDLE_BYTES + 1], "limit");
         let deep: Vec<u8> = std::iter::repeat_n(0xa1, 64).chain(std::iter::repeat_n(0x00, 64)).collect();
         assert!(TpmBundle::parse(&deep).is_err());
-        refused(&[bundle.encode(), vec![0]].concat(), "after");
+        refused(&[bundle.encode().unwrap(), vec![0]].concat(), "after");
         let mut reordered = entries(&bundle);
         reordered.swap(1, 2);
         refused(&map(reordered), "one encoding");
@@ -244,7 +245,7 @@ mod tests {
 
         #[test]
         fn truncations_are_errors(cut in 0usize..200) {
-            let encoded = sample().encode();
+            let encoded = sample().encode().unwrap();
             let cut = cut.min(encoded.len() - 1);
             prop_assert!(TpmBundle::parse(&encoded[..cut]).is_err());
         }
