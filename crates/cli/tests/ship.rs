@@ -8,34 +8,16 @@ mod ship_harness;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{keygen, s, teelog};
 use serde_json::{json, Value};
-use ship_harness::{post, stored_records, Daemon};
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    identity: PathBuf,
-}
-
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let identity = root.join("id");
-    keygen(&identity, &[]);
-    Fixture { _dir: dir, root, identity }
-}
+use ship_harness::{fixture, post, stored_records, Daemon, Fixture};
 
 impl Fixture {
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-
     /// `teelog verify --json` over a store; returns the exit code and the report.
     fn verify(&self, store: &Path, extra: &[&str]) -> (i32, Value) {
         let pubkey = self.identity.join("public-key.pem");

@@ -12,28 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{keygen, s};
-use ship_harness::{http_get, post, stored_records, Daemon};
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    identity: PathBuf,
-}
-
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let identity = root.join("id");
-    keygen(&identity, &[]);
-    Fixture { _dir: dir, root, identity }
-}
+use common::s;
+use ship_harness::{fixture, http_get, post, stored_records, Daemon, Fixture};
 
 impl Fixture {
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-
     /// A configuration with the identity, a kept spool `spool`, `batch` (keys of `[batch]`)
     /// and `rest` (sections).
     fn config(&self, batch: &str, rest: &str) -> PathBuf {

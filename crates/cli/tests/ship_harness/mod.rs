@@ -14,6 +14,27 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// A temporary directory with a software identity in `id`; each test file adds what it needs.
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub identity: PathBuf,
+}
+
+pub fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let identity = root.join("id");
+    crate::common::keygen(&identity, &[]);
+    Fixture { _dir: dir, root, identity }
+}
+
+impl Fixture {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
 /// Every record of every batch line in a store directory, in file order.
 pub fn stored_records(store: &Path) -> Vec<Value> {
     // A store not made yet holds nothing.
