@@ -12,8 +12,9 @@ use crate::batch::{Header, LineFields, ParsedBatch, RecordsStatus, SignatureStat
 use crate::merkle::{sha256, Digest};
 use crate::timestamp::{format_rfc3339, UnixNanos};
 use crate::verify::{
-    attested_signature, document_of, foreign_key, fork_at, judge_measurement, reused_key, time_objections,
-    AttestationVerifier, AttestedKey, DocumentError, Finding, FindingKind, Origin, VerifyOptions,
+    attested_signature, backwards, backwards_across, document_of, foreign_key, fork_at, goes_on,
+    judge_measurement, reused_key, time_objections, unlinked, AttestationVerifier, AttestedKey,
+    DocumentError, Finding, FindingKind, Origin, VerifyOptions,
 };
 
 /// Header hashes remembered per epoch, to tell a resent batch from a second, different batch
@@ -637,10 +638,7 @@ impl Continuity {
                 FindingKind::ChainBreak,
                 &successor,
                 1,
-                format!(
-                    "epoch {successor} continues from batch {} of epoch {}, but that epoch goes on to batch {}",
-                    epoch.last_seq, h.epoch, h.seq
-                ),
+                format!("epoch {successor} {}", goes_on(epoch.last_seq, &h.epoch, h.seq)),
             );
         }
         epoch.advance(seen);
@@ -753,7 +751,7 @@ fn link_problems(epoch: &EpochTrack, seen: &Seen) -> Vec<(FindingKind, u64, Stri
     let before: Vec<&Seen> = if seen.seq > 1 { epoch.at(seen.seq - 1).collect() } else { Vec::new() };
     if !before.is_empty() {
         if !before.iter().any(|b| seen.prev.as_deref() == Some(b.hash.as_str())) {
-            problems.push((FindingKind::ChainBreak, seen.seq, unlinked(seen, &before)));
+            problems.push((FindingKind::ChainBreak, seen.seq, unlinked_from(seen, &before)));
         }
         if let Some(latest) = before.iter().map(|b| b.sealed_at).max().filter(|&b| seen.sealed_at < b) {
             problems.push((
@@ -767,7 +765,7 @@ fn link_problems(epoch: &EpochTrack, seen: &Seen) -> Vec<(FindingKind, u64, Stri
     here.push(seen);
     for after in epoch.at(seen.seq + 1) {
         if !here.iter().any(|h| after.prev.as_deref() == Some(h.hash.as_str())) {
-            problems.push((FindingKind::ChainBreak, after.seq, unlinked(after, &here)));
+            problems.push((FindingKind::ChainBreak, after.seq, unlinked_from(after, &here)));
         }
         if after.sealed_at < seen.sealed_at {
             problems.push((
@@ -781,23 +779,9 @@ fn link_problems(epoch: &EpochTrack, seen: &Seen) -> Vec<(FindingKind, u64, Stri
 }
 
 /// Why `batch` does not continue from any of `before` (the batches one seq lower).
-fn unlinked(batch: &Seen, before: &[&Seen]) -> String {
-    let heads: Vec<&str> = before.iter().map(|b| b.hash.as_str()).collect();
-    format!(
-        "prev is {}, but batch {} has header {}",
-        batch.prev.as_deref().unwrap_or("null"),
-        batch.seq - 1,
-        heads.join(" / ")
-    )
-}
-
-/// Why a batch sealed at `sealed_at` cannot follow batch `seq`, sealed at `before`.
-fn backwards(sealed_at: UnixNanos, seq: u64, before: UnixNanos) -> String {
-    format!(
-        "sealed at {}, before batch {seq} (sealed at {}): sealed_at never goes backwards along a chain",
-        format_rfc3339(sealed_at),
-        format_rfc3339(before)
-    )
+fn unlinked_from(batch: &Seen, before: &[&Seen]) -> String {
+    let heads: Vec<String> = before.iter().map(|b| b.hash.clone()).collect();
+    unlinked(batch.prev.as_deref(), batch.seq - 1, &heads)
 }
 
 /// The epoch that an epoch `epoch` of a known stream continues from, and the findings (kind,
@@ -816,9 +800,7 @@ fn continues(
         let inside = holder(stream, prev)
             .and_then(|(id, e)| e.recent.iter().find(|s| s.hash == prev).map(|s| (id, s.seq, e.last_seq)));
         problems.push((FindingKind::ChainBreak, epoch.to_string(), match inside {
-            Some((target, seq, last)) => format!(
-                "this epoch continues from batch {seq} of epoch {target}, but that epoch goes on to batch {last}"
-            ),
+            Some((target, seq, last)) => format!("this epoch {}", goes_on(seq, target, last)),
             None => format!("this epoch continues from header {prev}, which is not the newest batch of any epoch of the stream seen here: the previous epoch's tail may have been dropped"),
         }));
         return (None, problems);
@@ -841,11 +823,7 @@ fn continues(
         problems.push((
             FindingKind::TimeAnomaly,
             epoch.to_string(),
-            format!(
-                "sealed at {}, before the header it continues from (sealed at {}): sealed_at never goes backwards across a hand-over",
-                format_rfc3339(seen.sealed_at),
-                format_rfc3339(target.sealed_at)
-            ),
+            backwards_across(seen.sealed_at, target.sealed_at),
         ));
     }
     if let Some(why) = stream.reused_key_after((target_id, target), &batch.header.key_id, batch.attested) {

@@ -1280,15 +1280,13 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
                         epoch,
                         *seq,
                         format!(
-                            "{}: prev is {}, but batch {} has header {}",
+                            "{}: {}",
                             slot.origin,
-                            slot.prev.as_deref().unwrap_or("null"),
-                            seq - 1,
-                            previous
-                                .iter()
-                                .map(|s| hex::encode(s.header_hash))
-                                .collect::<Vec<_>>()
-                                .join(" / ")
+                            unlinked(
+                                slot.prev.as_deref(),
+                                seq - 1,
+                                &previous.iter().map(|s| hex::encode(s.header_hash)).collect::<Vec<_>>()
+                            )
                         ),
                     ));
                 }
@@ -1299,13 +1297,7 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
                         FindingKind::TimeAnomaly,
                         epoch,
                         *seq,
-                        format!(
-                            "{}: sealed at {}, before batch {} (sealed at {}): sealed_at never goes backwards along a chain",
-                            slot.origin,
-                            format_rfc3339(slot.sealed_at),
-                            seq - 1,
-                            format_rfc3339(before)
-                        ),
+                        format!("{}: {}", slot.origin, backwards(slot.sealed_at, seq - 1, before)),
                     ));
                 }
             }
@@ -1335,12 +1327,7 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
                             FindingKind::TimeAnomaly,
                             epoch,
                             1,
-                            format!(
-                                "{}: sealed at {}, before the header it continues from (sealed at {}): sealed_at never goes backwards across a hand-over",
-                                slot.origin,
-                                format_rfc3339(slot.sealed_at),
-                                format_rfc3339(*target_sealed_at)
-                            ),
+                            format!("{}: {}", slot.origin, backwards_across(slot.sealed_at, *target_sealed_at)),
                         ));
                     }
                     let target_last = epochs
@@ -1354,8 +1341,9 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
                         Some(format!("{}: {}", slot.origin, fork_at(prev, &forks)))
                     } else if target_last > *target_seq {
                         Some(format!(
-                            "{}: this epoch continues from batch {target_seq} of epoch {target_epoch}, but that epoch goes on to batch {target_last}",
-                            slot.origin
+                            "{}: this epoch {}",
+                            slot.origin,
+                            goes_on(*target_seq, target_epoch, target_last)
                         ))
                     } else {
                         None
@@ -1437,6 +1425,37 @@ pub(crate) fn reused_key<'a>(
 /// Why an epoch that continues from header `prev` forks the stream: `others` continue from it too.
 pub(crate) fn fork_at(prev: &str, others: &[&str]) -> String {
     format!("epoch(s) {} continue from header {prev} as well: the stream forks there", others.join(", "))
+}
+
+/// Why a batch whose `prev` is `prev` does not continue from batch `seq`, whose header (or
+/// headers, where it was equivocated) is `headers`.
+pub(crate) fn unlinked(prev: Option<&str>, seq: u64, headers: &[String]) -> String {
+    format!("prev is {}, but batch {seq} has header {}", prev.unwrap_or("null"), headers.join(" / "))
+}
+
+/// Why a batch sealed at `sealed_at` cannot follow batch `seq`, sealed at `before`.
+pub(crate) fn backwards(sealed_at: UnixNanos, seq: u64, before: UnixNanos) -> String {
+    format!(
+        "sealed at {}, before batch {seq} (sealed at {}): sealed_at never goes backwards along a chain",
+        format_rfc3339(sealed_at),
+        format_rfc3339(before)
+    )
+}
+
+/// Why an epoch's first batch, sealed at `sealed_at`, cannot continue from a header sealed at
+/// `target`.
+pub(crate) fn backwards_across(sealed_at: UnixNanos, target: UnixNanos) -> String {
+    format!(
+        "sealed at {}, before the header it continues from (sealed at {}): sealed_at never goes backwards across a hand-over",
+        format_rfc3339(sealed_at),
+        format_rfc3339(target)
+    )
+}
+
+/// Why continuing from batch `seq` of epoch `target` breaks the chain: that epoch goes on to
+/// batch `last`. Follows the subject ("this epoch", "epoch …").
+pub(crate) fn goes_on(seq: u64, target: &str, last: u64) -> String {
+    format!("continues from batch {seq} of epoch {target}, but that epoch goes on to batch {last}")
 }
 
 /// Why a batch signed by `key` breaks an epoch whose key is `own`: an epoch is one run of one key.
