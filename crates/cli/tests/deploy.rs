@@ -283,6 +283,11 @@ fn ship_toml_deserializes_and_fits_compose() {
         .published(otlp.port())
         .unwrap_or_else(|| panic!("shipper: port {} not published", otlp.port()));
     assert!(published.starts_with("127.0.0.1:"), "{published}");
+    // Even so, its clients authenticate, with a token keygen makes; and the kit does not ask
+    // to go without a credential anywhere.
+    assert!(!config.sources.allow_remote_plaintext, "ship.toml: allow_remote_plaintext");
+    let otlp_token = config.sources.bearer_token_file.as_ref().expect("ship.toml: sources.bearer_token_file");
+    assert_keygen_writes(&compose, "shipper", otlp_token.to_str().unwrap());
     // A heartbeat keeps the stale-stream alert meaningful.
     assert!(config.batch.heartbeat.is_some(), "ship.toml: heartbeat is off");
 }

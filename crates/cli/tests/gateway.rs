@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
+mod pki;
 mod ship_harness;
 
 use std::io::{Read, Write};
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{keygen, report, s, teelog};
+use pki::{https, pki};
 use serde_json::Value;
 use ship_harness::Daemon;
 use teelog_fake_loki::FakeLoki;
@@ -543,73 +545,6 @@ fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
     assert!(text.contains(r#"source="relay",reason="timeout"} 1"#), "{text}");
     let log = gateway.stop();
     assert!(log.contains("refused a request") && log.contains("not a teelog relay client"), "{log}");
-}
-
-/// A test CA with a certificate for the gateway (`localhost`) and one for a shipper, as PEM files.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-    ca_der: rustls::pki_types::CertificateDer<'static>,
-}
-
-fn pki(dir: &Path) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let write = |name: &str, pem: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path
-    };
-    let issue = |name: &str| {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
-        (write(&format!("{name}.pem"), cert.pem()), write(&format!("{name}.key"), key.serialize_pem()))
-    };
-    let (server_cert, server_key) = issue("localhost");
-    let (client_cert, client_key) = issue("shipper");
-    Pki {
-        ca: write("ca.pem", ca_cert.pem()),
-        server_cert,
-        server_key,
-        client_cert,
-        client_key,
-        ca_der: ca_cert.der().clone(),
-    }
-}
-
-/// An HTTPS request to the gateway, with the shipper's certificate or without one.
-fn https(addr: SocketAddr, pki: &Pki, client_cert: bool, request: &[u8]) -> std::io::Result<String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca_der.clone()).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = if client_cert {
-        let certs = vec![CertificateDer::from_pem_file(&pki.client_cert).unwrap()];
-        builder.with_client_auth_cert(certs, PrivateKeyDer::from_pem_file(&pki.client_key).unwrap()).unwrap()
-    } else {
-        builder.with_no_client_auth()
-    };
-    let connection =
-        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap()).unwrap();
-    let socket = TcpStream::connect(addr)?;
-    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut tls = rustls::StreamOwned::new(connection, socket);
-    tls.write_all(request)?;
-    let mut answer = Vec::new();
-    tls.read_to_end(&mut answer)?;
-    Ok(String::from_utf8_lossy(&answer).to_string())
 }
 
 #[test]

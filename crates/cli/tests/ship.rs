@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
+mod pki;
 mod ship_harness;
 
 use std::collections::BTreeSet;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{keygen, s, teelog};
+use pki::{pki, Pki};
 use serde_json::{json, Value};
 use ship_harness::{fixture, post, stored_records, Daemon, Fixture};
 
@@ -448,15 +450,71 @@ fn kill_9_under_otlp_load_loses_no_acknowledged_record() {
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?} ({report})");
 }
 
-/// The OpenTelemetry Python SDK, exporting over OTLP/HTTP and OTLP/gRPC as applications do.
-#[test]
-fn the_opentelemetry_sdk_exports_over_http_and_grpc() {
+/// The Python interpreter of the OpenTelemetry SDK's virtual environment.
+fn otel_python() -> String {
     let python =
         std::env::var("TEELOG_OTEL_PYTHON").unwrap_or_else(|_| "/var/tmp/teelog-otel-venv/bin/python".into());
     assert!(
         Path::new(&python).exists(),
         "{python} is missing: scripts/test installs the OpenTelemetry SDK there (or set TEELOG_OTEL_PYTHON)"
     );
+    python
+}
+
+/// Sends 100 records with the SDK over `protocol` (`http`, `grpc`) to `addr`, in plain text or
+/// over TLS trusting `pki`'s CA, with its client certificate or without, each export given
+/// `timeout` seconds; the script's outcome.
+fn send_with_sdk(
+    protocol: &str,
+    addr: SocketAddr,
+    tls: Option<(&Pki, bool)>,
+    timeout: u32,
+) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel/send_logs.py");
+    let mut command = Command::new(otel_python());
+    // requests lets these override the CA an exporter names (its session's `verify`).
+    command.env_remove("REQUESTS_CA_BUNDLE").env_remove("CURL_CA_BUNDLE");
+    command.env("SEND_LOGS_TIMEOUT", timeout.to_string()).arg(&script).args([protocol, &addr.to_string()]);
+    if let Some((pki, client_cert)) = tls {
+        command.arg(&pki.ca);
+        if client_cert {
+            command.args([&pki.client_cert, &pki.client_key]);
+        }
+    }
+    command.output().unwrap()
+}
+
+/// Every field of the 100 records `send_logs.py` sent over `protocol`, as stored.
+fn assert_sdk_records(records: &[Value], protocol: &str) {
+    let sent: Vec<&Value> = records.iter().filter(|r| r["attributes"]["protocol"] == protocol).collect();
+    assert_eq!(sent.len(), 100, "{protocol}: {records:?}");
+    for (i, record) in sent.iter().enumerate() {
+        assert_eq!(record["message"], format!("transfer {i} booked"), "{record}");
+        assert_eq!(record["attributes"]["i"], i, "{record}");
+        assert_eq!(record["attributes"]["amount"], 100.25, "{record}");
+        assert_eq!(record["attributes"]["tags"], json!(["audit", "eu"]), "{record}");
+        assert_eq!(record["level"], "WARN", "{record}");
+        assert_eq!(record["severity_number"], 13, "{record}");
+        assert_eq!(record["ts"], format!("2026-12-01T10:00:{:02}.000000000Z", i % 60), "{record}");
+        assert_eq!(record["trace_id"], format!("{:032x}", 0xabc0 + i), "{record}");
+        assert_eq!(record["span_id"], format!("{:016x}", 0xde0 + i), "{record}");
+        assert_eq!(record["resource"]["attributes"]["service.name"], "core-banking", "{record}");
+        assert_eq!(record["scope"]["name"], "teelog.test", "{record}");
+    }
+}
+
+fn assert_success(protocol: &str, out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{protocol}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The OpenTelemetry Python SDK, exporting over OTLP/HTTP and OTLP/gRPC as applications do.
+#[test]
+fn the_opentelemetry_sdk_exports_over_http_and_grpc() {
     let f = fixture();
     let spool = f.path("spool");
     let daemon = Daemon::start(&[
@@ -470,36 +528,66 @@ fn the_opentelemetry_sdk_exports_over_http_and_grpc() {
         "--otlp-grpc",
         "127.0.0.1:0",
     ]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel/send_logs.py");
     for (protocol, addr) in [("http", daemon.http.unwrap()), ("grpc", daemon.grpc.unwrap())] {
-        let out = Command::new(&python).arg(&script).args([protocol, &addr.to_string()]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{protocol}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(protocol, &send_with_sdk(protocol, addr, None, 10));
     }
     daemon.stop();
     let (code, report) = f.verify(&spool, &[]);
     assert_eq!(code, 0, "{report}");
     let records = stored_records(&spool);
     for protocol in ["http", "grpc"] {
-        let sent: Vec<&Value> = records.iter().filter(|r| r["attributes"]["protocol"] == protocol).collect();
-        assert_eq!(sent.len(), 100, "{protocol}: {records:?}");
-        for (i, record) in sent.iter().enumerate() {
-            assert_eq!(record["message"], format!("transfer {i} booked"), "{record}");
-            assert_eq!(record["attributes"]["i"], i, "{record}");
-            assert_eq!(record["attributes"]["amount"], 100.25, "{record}");
-            assert_eq!(record["attributes"]["tags"], json!(["audit", "eu"]), "{record}");
-            assert_eq!(record["level"], "WARN", "{record}");
-            assert_eq!(record["severity_number"], 13, "{record}");
-            assert_eq!(record["ts"], format!("2026-12-01T10:00:{:02}.000000000Z", i % 60), "{record}");
-            assert_eq!(record["trace_id"], format!("{:032x}", 0xabc0 + i), "{record}");
-            assert_eq!(record["span_id"], format!("{:016x}", 0xde0 + i), "{record}");
-            assert_eq!(record["resource"]["attributes"]["service.name"], "core-banking", "{record}");
-            assert_eq!(record["scope"]["name"], "teelog.test", "{record}");
+        assert_sdk_records(&records, protocol);
+    }
+}
+
+/// With `[sources.tls]` and a client CA, both receivers speak TLS and ask for a certificate:
+/// the SDK presenting one exports every record over HTTP and gRPC; the SDK without one, or in
+/// plain text, fails to export and signs nothing. The check that such a receiver may listen
+/// beyond loopback is the config's (a client certificate is a credential).
+#[test]
+fn over_mtls_the_receivers_take_only_clients_with_a_certificate() {
+    let f = fixture();
+    let pki = pki(&f.root);
+    let spool = f.path("spool");
+    let config = f.path("ship.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources]\notlp_http = '127.0.0.1:0'\notlp_grpc = '127.0.0.1:0'\n\
+             [sources.tls]\ncert = '{}'\nkey = '{}'\nclient_ca = '{}'\n",
+            s(&pki.server_cert),
+            s(&pki.server_key),
+            s(&pki.ca)
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&[
+        "--config",
+        s(&config),
+        "--identity",
+        s(&f.identity),
+        "--spool",
+        s(&spool),
+        "--keep-spool",
+    ]);
+    let (http, grpc) = (daemon.http.unwrap(), daemon.grpc.unwrap());
+    for (protocol, addr) in [("http", http), ("grpc", grpc)] {
+        // Each refused export ends at its timeout: one second is enough to be turned away.
+        for refused in
+            [send_with_sdk(protocol, addr, Some((&pki, false)), 1), send_with_sdk(protocol, addr, None, 1)]
+        {
+            assert!(!refused.status.success(), "{protocol}: exported without a client certificate");
         }
+        assert_success(protocol, &send_with_sdk(protocol, addr, Some((&pki, true)), 10));
+    }
+    let log = daemon.stop();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    let (code, report) = f.verify(&spool, &[]);
+    assert_eq!(code, 0, "{report}");
+    let records = stored_records(&spool);
+    assert_eq!(records.len(), 200, "only the clients with a certificate got in");
+    for protocol in ["http", "grpc"] {
+        assert_sdk_records(&records, protocol);
     }
 }
 

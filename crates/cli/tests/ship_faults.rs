@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
+mod pki;
 mod ship_harness;
 
 use std::io::{Read, Write};
@@ -438,12 +439,17 @@ fn a_restore_of_state_and_spool_from_one_snapshot_is_reported_by_the_verifier_of
 }
 
 #[test]
-fn receivers_beyond_loopback_without_tls_or_token_need_an_explicit_flag() {
+fn receivers_beyond_loopback_without_a_client_credential_need_an_explicit_flag() {
     let f = fixture();
     for (rest, key) in [
         ("[sources]\notlp_http = \"0.0.0.0:0\"", "sources.otlp_http"),
         ("[sources]\notlp_grpc = \"0.0.0.0:0\"", "sources.otlp_grpc"),
         ("[sources]\nstdin = true\n[metrics]\nlisten = \"0.0.0.0:0\"", "metrics.listen"),
+        // TLS alone authenticates the server, not the client.
+        (
+            "[sources]\notlp_http = \"0.0.0.0:0\"\n[sources.tls]\ncert = \"c\"\nkey = \"k\"",
+            "sources.otlp_http",
+        ),
     ] {
         let config = f.config("", rest);
         let out = common::teelog(&["ship", "--config", s(&config)], b"");
@@ -453,18 +459,33 @@ fn receivers_beyond_loopback_without_tls_or_token_need_an_explicit_flag() {
             "{stderr}"
         );
     }
-    for sources in [
-        "otlp_http = \"0.0.0.0:0\"\nallow_remote_plaintext = true",
-        "otlp_http = \"0.0.0.0:0\"\nbearer_token_file = \"token\"",
+    let pki = pki::pki(&f.root);
+    let mtls = format!(
+        "[sources.tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}",
+        s(&pki.server_cert),
+        s(&pki.server_key),
+        s(&pki.ca)
+    );
+    std::fs::write(f.path("token"), "s3cret\n").unwrap();
+    let token = format!("bearer_token_file = {:?}", s(&f.path("token")));
+    for (sources, warned) in [
+        ("allow_remote_plaintext = true".to_string(), false),
+        (token.clone(), true),
+        (
+            format!(
+                "{token}\n[sources.tls]\ncert = {:?}\nkey = {:?}",
+                s(&pki.server_cert),
+                s(&pki.server_key)
+            ),
+            false,
+        ),
+        (mtls, false),
     ] {
-        std::fs::write(f.path("token"), "s3cret\n").unwrap();
-        let config = f.config(
-            "",
-            &format!("[sources]\n{}", sources.replace("\"token\"", &format!("{:?}", s(&f.path("token"))))),
-        );
+        let config = f.config("", &format!("[sources]\notlp_http = \"0.0.0.0:0\"\n{sources}"));
         let daemon = Daemon::start(&["--config", s(&config)]);
         let (_, status, log) = daemon.stop_within(Duration::from_secs(30));
         assert!(status.success(), "{log}");
+        assert_eq!(log.contains("crosses the network in the clear"), warned, "{sources}: {log}");
     }
 }
 

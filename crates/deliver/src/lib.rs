@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod serve;
 pub mod sinks;
 pub mod spool;
+pub mod tls;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use teelog_core::timestamp::DurationError;
 use teelog_deliver::config::{check_sinks, load_checked, ConfigError, MetricsConfig, SinkConfig};
+use teelog_deliver::tls::TlsConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,19 +78,6 @@ impl Default for ListenConfig {
             tls: None,
         }
     }
-}
-
-/// `[listen.tls]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The gateway's certificate chain (PEM), leaf first.
-    pub cert: PathBuf,
-    /// Its private key (PEM: PKCS#8, SEC1 or PKCS#1).
-    pub key: PathBuf,
-    /// Clients must present a certificate chaining to one of these (PEM).
-    #[serde(default)]
-    pub client_ca: Option<PathBuf>,
 }
 
 /// What a batch is verified against: the same inputs as `teelog verify`.

@@ -11,7 +11,6 @@ pub mod envelope;
 pub mod http;
 pub mod ingest;
 pub mod relay;
-pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,8 +30,8 @@ use tokio::sync::watch;
 use crate::config::GatewayConfig;
 use crate::ingest::{GatewayMetrics, Writer};
 use crate::relay::RelayLimits;
-use crate::tls::TlsListener;
 use axum::serve::ListenerExt;
+use teelog_deliver::tls::{self, TlsListener};
 
 /// How long sinks may take, once the gateway stops, to deliver what is spooled.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

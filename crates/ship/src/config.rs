@@ -10,6 +10,8 @@ use teelog_deliver::config::{
     check_sinks, duration, load_checked, optional_duration, ConfigError, MetricsConfig, SinkConfig,
 };
 
+use teelog_deliver::tls::TlsConfig;
+
 use crate::pipeline::{PipelineOptions, WhenFull};
 
 /// The whole configuration file.
@@ -145,9 +147,12 @@ pub struct SourcesConfig {
     /// A file holding the bearer token the OTLP receivers ask for (`Authorization: Bearer …`,
     /// over HTTP and in gRPC metadata), read at start-up with surrounding white space trimmed.
     pub bearer_token_file: Option<PathBuf>,
-    /// Bind the OTLP receivers without a token, or the metrics listener, to an address beyond
-    /// loopback: anyone who reaches the port can then sign records into the stream, or read
-    /// the metrics.
+    /// TLS on both OTLP receivers (`[sources.tls]`: `cert`, `key`, and `client_ca` to ask
+    /// clients for certificates, mTLS).
+    pub tls: Option<TlsConfig>,
+    /// Bind the OTLP receivers without a client credential (a token or a client certificate),
+    /// or the metrics listener, to an address beyond loopback: anyone who reaches the port can
+    /// then sign records into the stream, or read the metrics.
     pub allow_remote_plaintext: bool,
     /// NDJSON files to follow (across rotation); each one's position is kept in the spool.
     pub files: Vec<PathBuf>,
@@ -167,6 +172,7 @@ impl Default for SourcesConfig {
             max_request_bytes: 16 << 20,
             max_inflight_bytes: 64 << 20,
             bearer_token_file: None,
+            tls: None,
             allow_remote_plaintext: false,
             files: Vec::new(),
             poll_interval: Duration::from_millis(200),
@@ -209,12 +215,13 @@ impl Config {
         if s.max_inflight_bytes < s.max_request_bytes {
             return Err("sources.max_inflight_bytes: must be at least sources.max_request_bytes".into());
         }
-        // Beyond loopback, whoever reaches a receiver without a token could sign records into
-        // the stream; the metrics listener has no token at all.
-        let token = s.bearer_token_file.is_some();
+        // Beyond loopback, whoever reaches a receiver that asks for no credential could sign
+        // records into the stream; the metrics listener asks for none at all.
+        let credential =
+            s.bearer_token_file.is_some() || s.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         let remote = [
-            ("sources.otlp_http", s.otlp_http.filter(|_| !token)),
-            ("sources.otlp_grpc", s.otlp_grpc.filter(|_| !token)),
+            ("sources.otlp_http", s.otlp_http.filter(|_| !credential)),
+            ("sources.otlp_grpc", s.otlp_grpc.filter(|_| !credential)),
             ("metrics.listen", self.metrics.as_ref().map(|m| m.listen)),
         ];
         if let Some((key, Some(addr))) =
@@ -222,7 +229,7 @@ impl Config {
         {
             if !s.allow_remote_plaintext {
                 return Err(format!(
-                    "{key}: {addr} is beyond loopback, and this listener asks for no token; bind it to 127.0.0.1, give sources.bearer_token_file (the receivers), or set sources.allow_remote_plaintext = true"
+                    "{key}: {addr} is beyond loopback, and this listener asks for no credential; bind it to 127.0.0.1, give sources.bearer_token_file or sources.tls with client_ca (the receivers), or set sources.allow_remote_plaintext = true"
                 ));
             }
         }

@@ -6,7 +6,8 @@ pub mod otlp;
 use std::io::BufReader;
 use std::sync::Arc;
 
-use teelog_deliver::serve::{bind, metrics_router, serve_http};
+use teelog_deliver::serve::{bind, metrics_router, serve_http, HttpLimits};
+use teelog_deliver::tls::{server_config, TlsListener};
 use teelog_store::lines::{Line, LineReader, Skipped};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -101,15 +102,49 @@ pub async fn start(
     }
     let token = teelog_deliver::config::bearer_token(&None, &sources.bearer_token_file)
         .map_err(|e| DaemonError::Source(format!("sources.{e}")))?;
+    if token.is_some() && sources.tls.is_none() {
+        let remote =
+            [sources.otlp_http, sources.otlp_grpc].into_iter().flatten().find(|a| !a.ip().is_loopback());
+        if let Some(addr) = remote {
+            tracing::warn!(target: "teelog::ship", "OTLP on {addr}: the bearer token crosses the network in the clear; give sources.tls");
+        }
+    }
     let ingest = otlp::Ingest::new(submitter.clone(), sources, token);
+    let tls = match &sources.tls {
+        Some(tls) => Some(server_config(tls).map_err(|e| DaemonError::Source(format!("sources.tls: {e}")))?),
+        None => None,
+    };
+    // TLS handshakes in progress are held to the same number as connections.
+    let handshakes = HttpLimits::new("otlp").max_connections;
+    let tls_listener = |listener, tls: &rustls::ServerConfig, alpn: &[u8], what| {
+        let metrics = submitter.shared().spool.metrics.clone();
+        TlsListener::new(listener, tls, &[alpn], what, handshakes, metrics)
+            .map_err(|e| DaemonError::Source(format!("sources.tls: {what}: {e}")))
+    };
     if let Some(addr) = sources.otlp_http {
         let listener = bind(addr, "OTLP/HTTP").await?;
         let router = otlp::http_router(ingest.clone());
-        running.servers.push(tokio::spawn(serve_http(listener, router, stop.clone())));
+        running.servers.push(match &tls {
+            Some(tls) => {
+                let listener = tls_listener(listener, tls, b"http/1.1", "otlp_http")?;
+                tokio::spawn(serve_http(listener, router, stop.clone()))
+            }
+            None => tokio::spawn(serve_http(listener, router, stop.clone())),
+        });
     }
     if let Some(addr) = sources.otlp_grpc {
         let listener = bind(addr, "OTLP/gRPC").await?;
-        running.servers.push(tokio::spawn(otlp::serve_grpc(listener, ingest.clone(), stop.clone())));
+        let (ingest, stop) = (ingest.clone(), stop.clone());
+        running.servers.push(match &tls {
+            Some(tls) => {
+                let connections = tls_listener(listener, tls, b"h2", "otlp_grpc")?.into_stream();
+                tokio::spawn(otlp::serve_grpc(connections, addr, ingest, stop))
+            }
+            None => {
+                let connections = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                tokio::spawn(otlp::serve_grpc(connections, addr, ingest, stop))
+            }
+        });
     }
     if let Some(metrics_config) = &config.metrics {
         let listener = bind(metrics_config.listen, "metrics").await?;

@@ -1,10 +1,14 @@
 """Sends 100 log records to teelog ship with the OpenTelemetry Python SDK, as an application would.
 
-usage: send_logs.py http|grpc HOST:PORT
+usage: send_logs.py http|grpc HOST:PORT [CA_PEM [CLIENT_CERT_PEM CLIENT_KEY_PEM]]
 
-Each record carries its index so that the Rust test can compare every field it stored.
+With CA_PEM the exporter speaks TLS and trusts that CA, with the client files it presents a
+certificate too (mTLS). Each record carries its index so that the Rust test can compare every field
+it stored. Exits non-zero if any export failed. SEND_LOGS_TIMEOUT (seconds, default 5) bounds
+each export with its retries: short where failure is expected.
 """
 
+import os
 import sys
 
 from opentelemetry.sdk._logs import LoggerProvider
@@ -13,15 +17,47 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.trace import SpanContext, TraceFlags, NonRecordingSpan, set_span_in_context
 
+from opentelemetry.sdk._logs.export import LogRecordExportResult
+
 protocol, address = sys.argv[1], sys.argv[2]
+ca, client_cert, client_key = (sys.argv[3:] + [None] * 3)[:3]
+scheme = "https" if ca else "http"
+timeout = float(os.environ.get("SEND_LOGS_TIMEOUT", "5"))
 if protocol == "http":
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 
-    exporter = OTLPLogExporter(endpoint=f"http://{address}/v1/logs")
+    exporter = OTLPLogExporter(
+        endpoint=f"{scheme}://{address}/v1/logs",
+        certificate_file=ca,
+        client_certificate_file=client_cert,
+        client_key_file=client_key,
+        timeout=timeout,
+    )
 else:
+    import grpc
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
-    exporter = OTLPLogExporter(endpoint=f"http://{address}", insecure=True)
+    def read(path):
+        return open(path, "rb").read() if path else None
+
+    credentials = grpc.ssl_channel_credentials(read(ca), read(client_key), read(client_cert)) if ca else None
+    exporter = OTLPLogExporter(
+        endpoint=f"{scheme}://{address}", insecure=not ca, credentials=credentials, timeout=timeout
+    )
+
+# The processor drops an export's result: keep it, so that a refused connection fails the script.
+failed = []
+export = exporter.export
+
+
+def checked_export(batch):
+    result = export(batch)
+    if result != LogRecordExportResult.SUCCESS:
+        failed.append(result)
+    return result
+
+
+exporter.export = checked_export
 
 provider = LoggerProvider(resource=Resource.create({"service.name": "core-banking"}))
 processor = BatchLogRecordProcessor(exporter, max_export_batch_size=32)
@@ -43,3 +79,5 @@ for i in range(100):
 if not provider.force_flush(timeout_millis=30_000):
     sys.exit("the SDK could not flush its logs")
 provider.shutdown()
+if failed:
+    sys.exit(f"{len(failed)} export(s) failed")

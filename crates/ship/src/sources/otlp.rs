@@ -763,17 +763,29 @@ impl tonic::codec::Decoder for RawCodec {
     }
 }
 
-/// Serves the OTLP/gRPC logs service for `ingest` on `listener` until `stop` turns true.
-pub async fn serve_grpc(listener: tokio::net::TcpListener, ingest: Ingest, mut stop: watch::Receiver<bool>) {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+/// Serves the OTLP/gRPC logs service for `ingest` on `connections` (plain or TLS) accepted at
+/// `addr`, until `stop` turns true.
+pub async fn serve_grpc<S, IO>(
+    connections: S,
+    addr: SocketAddr,
+    ingest: Ingest,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio_stream::Stream<Item = std::io::Result<IO>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+{
     let result = tonic::transport::Server::builder()
         .add_service(GrpcLogs(ingest))
-        .serve_with_incoming_shutdown(incoming, async move {
+        .serve_with_incoming_shutdown(connections, async move {
             let _ = stop.wait_for(|&s| s).await;
         })
         .await;
     if let Err(e) = result {
-        tracing::error!(target: "teelog::ship", "gRPC server on {addr:?} failed: {e}");
+        tracing::error!(target: "teelog::ship", "gRPC server on {addr} failed: {e}");
     }
 }

@@ -1,5 +1,6 @@
-//! TLS on the gateway's listeners (rustls, ring), optionally asking clients for certificates
-//! (mTLS). Handshakes run off the accept loop, so a client that stalls one holds up nobody.
+//! TLS on the listeners of the gateway and of the shipper's OTLP receivers (rustls, ring),
+//! optionally asking clients for certificates (mTLS). Handshakes run off the accept loop, so a
+//! client that stalls one holds up nobody.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,12 +15,25 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use teelog_deliver::serve::ConnectionSlots;
+use serde::Deserialize;
 
-use crate::config::TlsConfig;
+use crate::serve::ConnectionSlots;
 
 /// Longest a client may take over its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A listener's `tls` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PEM: PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+    /// Clients must present a certificate chaining to one of these (PEM).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
 
 /// Why the listeners' TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +101,7 @@ impl TlsListener {
         alpn: &[&[u8]],
         what: &'static str,
         max_handshakes: usize,
-        metrics: Arc<teelog_deliver::metrics::Metrics>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> std::io::Result<Self> {
         // Handshakes in progress are strangers' connections: at the cap the oldest makes room.
         let handshakes = ConnectionSlots::new(max_handshakes);
@@ -106,7 +120,7 @@ impl TlsListener {
                 let (socket, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
-                        tracing::warn!(target: "teelog::gateway", "{what}: cannot accept a connection: {e}");
+                        tracing::warn!(target: "teelog::serve", "{what}: cannot accept a connection: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -127,11 +141,11 @@ impl TlsListener {
                             let _ = ready.send((stream, peer)).await;
                         }
                         Ok(Err(e)) => {
-                            tracing::warn!(target: "teelog::gateway", "{what} {peer}: TLS handshake failed: {e}");
+                            tracing::warn!(target: "teelog::serve", "{what} {peer}: TLS handshake failed: {e}");
                             metrics.refused(what, "tls");
                         }
                         Err(_) => {
-                            tracing::warn!(target: "teelog::gateway", "{what} {peer}: TLS handshake timed out");
+                            tracing::warn!(target: "teelog::serve", "{what} {peer}: TLS handshake timed out");
                             metrics.refused(what, "tls");
                         }
                     }
@@ -139,6 +153,15 @@ impl TlsListener {
             }
         });
         Ok(Self { ready, local })
+    }
+}
+
+impl TlsListener {
+    /// The connections as a stream, for servers that take one (tonic).
+    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = std::io::Result<TlsStream<TcpStream>>> {
+        tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(self.ready), |(io, _)| {
+            Ok(io)
+        })
     }
 }
 
