@@ -16,7 +16,7 @@ use teelog_core::{Freshness, Report, Verifier, VerifyOptions};
 use teelog_trust::{Trust, TrustError};
 
 pub use files::Source;
-pub use loki::{LokiAudit, Progress, Summary};
+pub use loki::{LokiAudit, LokiRead, Progress, Summary};
 
 /// Why an audit could not be carried out: the auditor's usage errors and unreadable input. What
 /// the batches themselves get wrong is never an error here but a finding in the [`Report`].

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use teelog_core::timestamp::{format_rfc3339, UnixNanos};
-use teelog_core::{FindingKind, Origin, Report, Verifier};
+use teelog_core::{FindingKind, Origin, Report};
+
+use crate::files::LineSink;
 use teelog_loki::layout::LABEL_STREAM;
 use teelog_loki::query::{QueryError, MAX_QUERY_LIMIT};
 use teelog_loki::{
@@ -161,13 +163,46 @@ pub struct Gap {
     pub before: Option<String>,
 }
 
-/// Reads the streams `options` names from Loki into `verifier`; returns its report and what
-/// was read.
-pub async fn audit(
-    mut verifier: Verifier,
+/// What a read of Loki took in, for an audit's [`Summary`] once its verifier has judged.
+pub struct LokiRead {
+    url: String,
+    from: UnixNanos,
+    to: UnixNanos,
+    streams: Vec<String>,
+    audited: Audited,
+    queries: u64,
+    waited: Duration,
+    started: Instant,
+}
+
+impl LokiRead {
+    /// The audit's summary, with the verdicts of `report`.
+    pub fn summary(self, report: &Report) -> Summary {
+        let loki_seconds = self.waited.as_secs_f64();
+        Summary {
+            loki: self.url,
+            from: format_rfc3339(self.from),
+            to: format_rfc3339(self.to),
+            batch_entries: self.audited.batch_lines.saturating_sub(report.duplicates),
+            batches_valid: valid_batches(report),
+            record_entries: self.audited.record_entries,
+            foreign_entries: self.audited.foreign_entries,
+            gaps: self.audited.gaps(report),
+            streams: self.streams,
+            queries: self.queries,
+            loki_seconds,
+            teelog_seconds: (self.started.elapsed().as_secs_f64() - loki_seconds).max(0.0),
+        }
+    }
+}
+
+/// Reads the streams `options` names from Loki, rebuilding their batch lines, into `sink`: the
+/// verifier for an audit, an evidence exporter for a bundle.
+pub async fn read(
+    sink: &mut impl LineSink,
     options: &LokiAudit,
     progress: &mut dyn Progress,
-) -> Result<(Report, Summary), LokiAuditError> {
+) -> Result<LokiRead, LokiAuditError> {
     let started = Instant::now();
     let (from, to) = (options.from, options.to);
     if from >= to {
@@ -205,7 +240,7 @@ pub async fn audit(
         }
         let found: Vec<String> = found.into_iter().collect();
         if found.is_empty() && !options.allow_empty {
-            verifier.push_malformed(
+            sink.push_malformed(
                 Origin { source: "loki", line: nanos(from) },
                 &format!(
                     "Loki at {} has no teelog streams under {} from {} to {}: nothing was verified",
@@ -222,25 +257,18 @@ pub async fn audit(
     };
     let mut audited = Audited::default();
     for stream in &streams {
-        audit_stream(&mut loki, &layout, stream, from, to, &mut verifier, &mut audited).await?;
+        audit_stream(&mut loki, &layout, stream, from, to, sink, &mut audited).await?;
     }
-    let report = verifier.finish();
-    let loki_seconds = loki.waited.as_secs_f64();
-    let summary = Summary {
-        loki: options.url.clone(),
-        from: format_rfc3339(from),
-        to: format_rfc3339(to),
-        batch_entries: audited.batch_lines.saturating_sub(report.duplicates),
-        batches_valid: valid_batches(&report),
-        record_entries: audited.record_entries,
-        foreign_entries: audited.foreign_entries,
-        gaps: audited.gaps(&report),
+    Ok(LokiRead {
+        url: options.url.clone(),
+        from,
+        to,
         streams,
+        audited,
         queries: loki.queries,
-        loki_seconds,
-        teelog_seconds: (started.elapsed().as_secs_f64() - loki_seconds).max(0.0),
-    };
-    Ok((report, summary))
+        waited: loki.waited,
+        started,
+    })
 }
 
 /// The Loki side of an audit: paged, retried queries, timed.
@@ -395,9 +423,9 @@ struct Audited {
 }
 
 impl Audited {
-    /// Hands a rebuilt batch line to the verifier.
-    fn verify(&mut self, verifier: &mut Verifier, stream: &str, source: &str, batch: Assembled) {
-        verifier.push_line(origin(source, batch.timestamp), &batch.line);
+    /// Hands a rebuilt batch line on.
+    fn verify(&mut self, sink: &mut impl LineSink, stream: &str, source: &str, batch: Assembled) {
+        sink.push_line(origin(source, batch.timestamp), &batch.line);
         self.batch_lines += 1;
         self.batch_times
             .entry((stream.to_string(), batch.header.epoch))
@@ -429,13 +457,13 @@ impl Audited {
     }
 }
 
-async fn audit_stream(
+async fn audit_stream<S: LineSink>(
     loki: &mut Loki<'_>,
     layout: &Layout,
     stream: &str,
     from: UnixNanos,
     to: UnixNanos,
-    verifier: &mut Verifier,
+    sink: &mut S,
     audited: &mut Audited,
 ) -> Result<(), LokiAuditError> {
     let selector = |kind| {
@@ -445,8 +473,8 @@ async fn audit_stream(
     };
     let source = |kind: Kind| format!("loki:{stream}:{}", kind.as_str());
     let page_size = loki.page_size;
-    let unread = |verifier: &mut Verifier, source: &str, at: UnixNanos| {
-        verifier.push_malformed(
+    let unread = |sink: &mut S, source: &str, at: UnixNanos| {
+        sink.push_malformed(
             origin(source, at),
             &format!(
                 "at least {page_size} entries share this timestamp and Loki hands out at most \
@@ -460,9 +488,9 @@ async fn audit_stream(
     let attestations = loki
         .each(&selector(Kind::Attestation)?, from, to, |read| match read {
             Read::Entry(entry) => {
-                verifier.push_line(origin(&attestation_source, entry.timestamp), entry.line.as_bytes())
+                sink.push_line(origin(&attestation_source, entry.timestamp), entry.line.as_bytes())
             }
-            Read::Crowded(at) => unread(verifier, &attestation_source, at),
+            Read::Crowded(at) => unread(sink, &attestation_source, at),
         })
         .await?;
 
@@ -473,10 +501,10 @@ async fn audit_stream(
         Read::Entry(entry) => {
             let at = entry.timestamp;
             if let Err(e) = batch_entries.push(at, entry.line) {
-                verifier.push_malformed(origin(&batch_source, at), &e.to_string());
+                sink.push_malformed(origin(&batch_source, at), &e.to_string());
             }
         }
-        Read::Crowded(at) if at >= from => unread(verifier, &batch_source, at),
+        Read::Crowded(at) if at >= from => unread(sink, &batch_source, at),
         Read::Crowded(_) => {}
     })
     .await?;
@@ -488,7 +516,7 @@ async fn audit_stream(
     let mut joiner = PartJoiner::new(to);
     loki.each(&selector(Kind::RecordPart)?, from, to.saturating_add(RECORD_SPAN), |read| match read {
         Read::Entry(entry) => joiner.push(entry.timestamp, &entry.line),
-        Read::Crowded(at) if at < to => unread(verifier, &part_source, at),
+        Read::Crowded(at) if at < to => unread(sink, &part_source, at),
         Read::Crowded(_) => {}
     })
     .await?;
@@ -506,11 +534,11 @@ async fn audit_stream(
                     }
                     assembler.push(entry.timestamp, entry.line)
                 }
-                Read::Crowded(at) if at < to => unread(verifier, &record_source, at),
+                Read::Crowded(at) if at < to => unread(sink, &record_source, at),
                 Read::Crowded(_) => {}
             }
             for batch in assembler.ready() {
-                audited.verify(verifier, stream, &batch_source, batch);
+                audited.verify(sink, stream, &batch_source, batch);
             }
         })
         .await?;
@@ -518,16 +546,16 @@ async fn audit_stream(
         assembler.push(at, line);
     }
     for batch in assembler.ready() {
-        audited.verify(verifier, stream, &batch_source, batch);
+        audited.verify(sink, stream, &batch_source, batch);
     }
     let finished = assembler.finish();
-    report_foreign(verifier, stream, &joined.foreign);
+    report_foreign(sink, stream, &joined.foreign);
     audited.foreign_entries += joined.foreign.total;
     for batch in finished.batches {
-        audited.verify(verifier, stream, &batch_source, batch);
+        audited.verify(sink, stream, &batch_source, batch);
     }
     audited.record_entries += finished.records;
-    report_foreign(verifier, stream, &finished.foreign);
+    report_foreign(sink, stream, &finished.foreign);
     audited.foreign_entries += finished.foreign.total;
 
     if batches == 0 {
@@ -538,7 +566,7 @@ async fn audit_stream(
                 "Loki has {attestations} attestation and {records} record entries of it, but no batch entry"
             )
         };
-        verifier.push_malformed(
+        sink.push_malformed(
             origin(&batch_source, from),
             &format!(
                 "teelog stream {stream:?}: {held} under {} from {} to {}: nothing of it was verified",
@@ -552,10 +580,10 @@ async fn audit_stream(
 }
 
 /// Each listed foreign entry is a `malformed` finding; the rest are counted in one more.
-fn report_foreign(verifier: &mut Verifier, stream: &str, foreign: &ForeignEntries) {
+fn report_foreign(sink: &mut impl LineSink, stream: &str, foreign: &ForeignEntries) {
     for entry in &foreign.listed {
         let source = format!("loki:{stream}:{}", entry.kind.as_str());
-        verifier.push_malformed(
+        sink.push_malformed(
             origin(&source, entry.timestamp),
             &format!("foreign entry, part of no signed batch: {}", entry.reason),
         );
@@ -563,7 +591,7 @@ fn report_foreign(verifier: &mut Verifier, stream: &str, foreign: &ForeignEntrie
     let unlisted = foreign.total.saturating_sub(foreign.listed.len() as u64);
     if let (Some(last), true) = (foreign.listed.last(), unlisted > 0) {
         let source = format!("loki:{stream}:{}", last.kind.as_str());
-        verifier.push_malformed(
+        sink.push_malformed(
             origin(&source, last.timestamp),
             &format!("{unlisted} more foreign entries of stream {stream:?}, not listed one by one"),
         );

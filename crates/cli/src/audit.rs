@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use teelog_audit::loki::{LokiAudit, Progress, Summary};
+use teelog_audit::files::LineSink;
+use teelog_audit::loki::{LokiAudit, LokiRead, Progress, Summary};
 use teelog_core::display::escape_controls;
 use teelog_core::timestamp::parse_rfc3339;
 use teelog_core::Report;
@@ -20,16 +21,37 @@ use crate::verify::{finish, print_human, verifier, StreamArgs, TrustArgs};
 
 #[derive(clap::Args)]
 pub struct AuditArgs {
-    /// Loki's (or its gateway's) base URL, e.g. http://loki:3100.
-    #[arg(long)]
-    pub loki: String,
+    #[command(flatten)]
+    pub loki: LokiArgs,
     /// A teelog stream to audit; repeat for several. Default: every teelog stream with entries
     /// in the range (found through the teelog_stream label's values).
     #[arg(long = "stream")]
     pub streams: Vec<String>,
-    /// The `job` label the batches were pushed with.
-    #[arg(long, default_value = DEFAULT_JOB)]
-    pub job: String,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub expect: StreamArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the report as one self-contained HTML file for people (verdict, timeline of
+    /// code versions per stream, findings, trust anchors).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+}
+
+/// Which Loki, and which part of it, teelog streams are read from. `--loki` and `--from` are
+/// checked when the group is read, not by clap's `required`, which would hold them required
+/// where the group is optional (`evidence export`).
+#[derive(clap::Args)]
+pub struct LokiArgs {
+    /// Loki's (or its gateway's) base URL, e.g. http://loki:3100 (required).
+    #[arg(long, required = false)]
+    pub loki: String,
+    /// The `job` label the batches were pushed with [default: teelog]. (No clap default here
+    /// or below: a default would make an optional group of these always present.)
+    #[arg(long)]
+    pub job: Option<String>,
     /// A static label the batches were pushed with, NAME=VALUE (e.g. env=prod); repeat for
     /// several.
     #[arg(long = "label", value_parser = parse_label)]
@@ -42,27 +64,16 @@ pub struct AuditArgs {
     pub bearer_token_file: Option<PathBuf>,
     /// Start of the range (RFC 3339, inclusive). The verifier wants every batch from seq 1, so
     /// give a time at or before the first batch of the streams: batches sealed before --from
-    /// are reported as a sequence_gap.
-    #[arg(long)]
+    /// are reported as a sequence_gap (required).
+    #[arg(long, required = false)]
     pub from: String,
     /// End of the range (RFC 3339, exclusive; default: now).
     #[arg(long)]
     pub to: Option<String>,
-    #[command(flatten)]
-    pub trust: TrustArgs,
-    #[command(flatten)]
-    pub expect: StreamArgs,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Entries per query_range call; at most 5000, Loki's default max_entries_limit_per_query.
-    #[arg(long, default_value_t = MAX_QUERY_LIMIT,
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_QUERY_LIMIT)))]
-    pub page_size: u32,
-    /// Also write the report as one self-contained HTML file for people (verdict, timeline of
-    /// code versions per stream, findings, trust anchors).
-    #[arg(long, value_name = "FILE.html")]
-    pub report: Option<PathBuf>,
+    /// Entries per query_range call; at most 5000, Loki's default max_entries_limit_per_query
+    /// [default: 5000].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_QUERY_LIMIT)))]
+    pub page_size: Option<u32>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -135,40 +146,56 @@ fn print_summary(summary: &Summary) {
 }
 
 fn audit(args: &AuditArgs) -> anyhow::Result<(Report, Summary)> {
-    let from = parse_rfc3339(&args.from).context("--from")?;
-    let to = match &args.to {
-        Some(text) => parse_rfc3339(text).context("--to")?,
-        None => crate::sign::now(),
-    };
-    let bearer_token = match &args.bearer_token_file {
-        None => None,
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-    };
-    if bearer_token.as_deref() == Some("") {
-        bail!("--bearer-token-file: the file is empty");
+    let options = args.loki.options(args.streams.clone(), args.expect.allow_empty)?;
+    let mut verifier = verifier(&args.trust, &args.expect, args.report.is_some())?;
+    let read = read_loki(&mut verifier, &options)?;
+    let report = verifier.finish();
+    let summary = read.summary(&report);
+    Ok((report, summary))
+}
+
+impl LokiArgs {
+    /// What to read: `streams` (none: every teelog stream of the range); with `allow_empty`,
+    /// finding no stream at all is not a finding.
+    pub fn options(&self, streams: Vec<String>, allow_empty: bool) -> anyhow::Result<LokiAudit> {
+        let from = parse_rfc3339(&self.from).context("--from")?;
+        let to = match &self.to {
+            Some(text) => parse_rfc3339(text).context("--to")?,
+            None => crate::sign::now(),
+        };
+        let bearer_token = match &self.bearer_token_file {
+            None => None,
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+        };
+        if bearer_token.as_deref() == Some("") {
+            bail!("--bearer-token-file: the file is empty");
+        }
+        Ok(LokiAudit {
+            url: self.loki.clone(),
+            streams,
+            job: self.job.clone().unwrap_or_else(|| DEFAULT_JOB.to_string()),
+            labels: self.labels.clone(),
+            tenant: self.tenant.clone(),
+            bearer_token,
+            from,
+            to,
+            page_size: self.page_size.unwrap_or(MAX_QUERY_LIMIT),
+            allow_empty,
+            clock: crate::sign::now,
+        })
     }
-    let options = LokiAudit {
-        url: args.loki.clone(),
-        streams: args.streams.clone(),
-        job: args.job.clone(),
-        labels: args.labels.clone(),
-        tenant: args.tenant.clone(),
-        bearer_token,
-        from,
-        to,
-        page_size: args.page_size,
-        allow_empty: args.expect.allow_empty,
-        clock: crate::sign::now,
-    };
-    let verifier = verifier(&args.trust, &args.expect, args.report.is_some())?;
+}
+
+/// Reads `options`' streams from Loki into `sink`, saying on stderr what it waits for.
+pub fn read_loki(sink: &mut impl LineSink, options: &LokiAudit) -> anyhow::Result<LokiRead> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut progress = Stderr { live: std::io::stderr().is_terminal() };
-    Ok(runtime.block_on(teelog_audit::loki::audit(verifier, &options, &mut progress))?)
+    Ok(runtime.block_on(teelog_audit::loki::read(sink, options, &mut progress))?)
 }
 
 /// Retries on stderr, and on a terminal the entries read so far.

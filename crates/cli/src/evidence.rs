@@ -10,6 +10,7 @@ use teelog_audit::files::Source;
 use teelog_core::display::escape_controls;
 use teelog_core::evidence::{check_bundle, Bundle, BundleReport, Exporter, Selection, TimestampVerifier};
 
+use crate::audit::LokiArgs;
 use crate::sign::DEFAULT_MAX_BATCH_LINE;
 use crate::verify::{expectations, StreamArgs, TrustArgs};
 
@@ -33,7 +34,11 @@ pub struct ExportArgs {
     /// An embedded store directory.
     #[arg(long)]
     pub store: Option<PathBuf>,
-    /// The stream of the records.
+    /// Read the batches from Grafana Loki instead (as `teelog audit` does): --loki URL --from
+    /// TIME, and the audit's other Loki options.
+    #[command(flatten)]
+    pub loki: Option<LokiArgs>,
+    /// The stream of the records (from Loki: the only stream read).
     #[arg(long)]
     pub stream: Option<String>,
     /// The epoch of the batch (needed only when several epochs have the seq).
@@ -99,7 +104,14 @@ fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let mut sources: Vec<Source> = args.files.iter().cloned().map(Source::File).collect();
     sources.extend(args.store.clone().map(Source::Store));
     let mut exporter = Exporter::new(selection);
-    teelog_audit::files::read(&mut exporter, &sources, args.max_line_bytes)?;
+    match &args.loki {
+        Some(_) if !sources.is_empty() => bail!("read the batches from Loki or from files, not both"),
+        Some(loki) => {
+            let options = loki.options(args.stream.iter().cloned().collect(), false)?;
+            crate::audit::read_loki(&mut exporter, &options)?;
+        }
+        None => teelog_audit::files::read(&mut exporter, &sources, args.max_line_bytes)?,
+    }
     let mut bundle = exporter.finish()?;
     if let Some(url) = &args.tsa {
         teelog_audit::tsa::stamp(&mut bundle, url)?;

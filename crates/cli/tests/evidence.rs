@@ -16,8 +16,8 @@ type Change = Box<dyn Fn(&mut Value)>;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// A dev identity (PCR0 `11…`), 5000 records signed into batches of up to 4096; the dev root.
-fn attested_store(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+/// A dev identity (PCR0 `11…`) in `dir/id`, and that PCR0.
+fn dev_identity(dir: &Path) -> (std::path::PathBuf, String) {
     let id = dir.join("id");
     let pcr0 = "11".repeat(48);
     let pcrs = [format!("0={pcr0}"), format!("1={}", "22".repeat(48)), format!("2={}", "33".repeat(48))];
@@ -27,17 +27,27 @@ fn attested_store(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String
     }
     let out = teelog(&args, b"");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let records: String = (0..5000)
+    (id, pcr0)
+}
+
+/// 5000 records, each with its own `executionId`.
+fn steps() -> String {
+    (0..5000)
         .map(|i| {
             format!(
                 "{{\"ts\":\"2026-12-07T10:00:00Z\",\"message\":\"step {i}\",\"executionId\":\"exec-{i}\"}}\n"
             )
         })
-        .collect();
+        .collect()
+}
+
+/// A dev identity (PCR0 `11…`), 5000 records signed into batches of up to 4096; the dev root.
+fn attested_store(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let (id, pcr0) = dev_identity(dir);
     let store = dir.join("store");
     let out = teelog(
         &["sign", "--identity", s(&id), "--store", s(&store), "--batch-size", "4096"],
-        records.as_bytes(),
+        steps().as_bytes(),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     (store, id.join("dev-root.pem"), pcr0)
@@ -222,6 +232,74 @@ fn export_says_what_it_could_not_select() {
     let bundle: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
     assert_eq!(bundle["records"].as_array().unwrap().len(), 904);
     assert!(!out_path.with_extension("json.tmp").exists());
+}
+
+/// Shipped to Loki (the real sink, into an in-memory Loki) and kept in the spool: the bundle
+/// `export --loki` rebuilds from Loki's entries is the bundle exported from the spool, and it
+/// verifies; a record changed in Loki's storage no longer does.
+#[test]
+fn a_bundle_exported_from_loki_is_the_one_exported_from_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, _) = dev_identity(dir.path());
+    let root = id.join("dev-root.pem");
+    let loki = teelog_fake_loki::FakeLoki::start().unwrap();
+    let (spool, config) = (dir.path().join("spool"), dir.path().join("ship.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "identity = '{}'\nstream = 'payments'\n[batch]\nmax_records = 4096\nheartbeat = 'off'\n\
+             [spool]\ndir = '{}'\nkeep = true\n[sources]\nstdin = true\n[[sinks]]\nkind = 'loki'\nurl = '{}'\n",
+            s(&id),
+            s(&spool),
+            loki.url()
+        ),
+    )
+    .unwrap();
+    let out = teelog(&["ship", "--config", s(&config)], steps().as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let from =
+        teelog_core::timestamp::format_rfc3339(i64::try_from(now.as_nanos()).unwrap() - 3_600_000_000_000);
+    let export = |source: &[&str], out: &Path| {
+        let mut args = vec!["evidence", "export", "--match", "executionId=exec-4500", "--out", s(out)];
+        args.extend_from_slice(source);
+        teelog(&args, b"")
+    };
+    let (from_spool, from_loki) = (dir.path().join("spool.json"), dir.path().join("loki.json"));
+    let out = export(&["--store", s(&spool)], &from_spool);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let loki_args = ["--loki", loki.url(), "--from", &from, "--stream", "payments"];
+    let out = export(&loki_args, &from_loki);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&from_loki).unwrap(), std::fs::read(&from_spool).unwrap());
+    let (code, json, _) = verify(&from_loki, &["--trust-root", s(&root)]);
+    assert_eq!(code, 0, "{json}");
+    assert!(json["proven"][0]["record"].as_str().unwrap().contains("\"step 4500\""), "{json}");
+
+    // The record's entry, changed where Loki keeps it.
+    loki.edit(|streams| {
+        for entry in streams.iter_mut().flat_map(|(_, entries)| entries.iter_mut()) {
+            entry.line = entry.line.replace("\"step 4500\"", "\"step 4501\"");
+        }
+    });
+    let out = export(&loki_args, &from_loki);
+    if out.status.success() {
+        let (code, json, _) = verify(&from_loki, &["--trust-root", s(&root)]);
+        assert_eq!(code, 1, "{json}");
+    } else {
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no record matched"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Loki or files, not both.
+    let mut both = loki_args.to_vec();
+    both.extend(["--store", s(&spool)]);
+    let out = export(&both, &from_loki);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[path = "../../tsa/tests/support/openssl_tsa.rs"]
