@@ -4,7 +4,7 @@
 //! signed hint its batch entry gives (`teelog_loki::assemble`), and entries that no batch holds
 //! are reported as foreign.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -14,11 +14,13 @@ use teelog_core::{FindingKind, Origin, Report};
 
 use crate::files::LineSink;
 use teelog_loki::layout::LABEL_STREAM;
-use teelog_loki::query::{QueryError, MAX_QUERY_LIMIT};
+use teelog_loki::query::{QueryError, QueryRange, MAX_QUERY_LIMIT};
 use teelog_loki::{
     Assembled, BatchEntries, ClientOptions, ForeignEntries, Kind, LabelError, Layout, LayoutOptions,
     LokiClient, LokiError, Pager, PartJoiner, QueryEntry,
 };
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// Loki refuses a query longer than `max_query_length` (721h by default), so longer audits are
 /// read in windows of this length.
@@ -99,6 +101,9 @@ pub struct LokiAudit {
     pub to: UnixNanos,
     /// Entries per query, at most [`MAX_QUERY_LIMIT`].
     pub page_size: u32,
+    /// Queries of one selector sent at once, at least 1: a range that one page does not hold
+    /// is read on in this many parts at a time.
+    pub concurrent_queries: usize,
     /// Finding no teelog stream at all is not a finding.
     pub allow_empty: bool,
     /// The wall clock, for Loki's `Retry-After` dates.
@@ -107,8 +112,8 @@ pub struct LokiAudit {
 
 /// What the caller hears while the audit runs.
 pub trait Progress {
-    /// A query failed and is tried again after `delay`.
-    fn retrying(&mut self, error: &LokiError, delay: Duration);
+    /// A query failed (`error` says why) and is tried again after `delay`.
+    fn retrying(&mut self, error: &str, delay: Duration);
     /// `read` entries of `selector` have been read so far.
     fn reading(&mut self, selector: &str, read: u64);
     /// Every entry of `selector` has been read.
@@ -224,6 +229,7 @@ pub async fn read(
         client: &client,
         url: &options.url,
         page_size: options.page_size,
+        concurrent_queries: options.concurrent_queries.max(1),
         clock: options.clock,
         progress,
         queries: 0,
@@ -276,6 +282,7 @@ struct Loki<'a> {
     client: &'a LokiClient,
     url: &'a str,
     page_size: u32,
+    concurrent_queries: usize,
     clock: fn() -> UnixNanos,
     progress: &'a mut dyn Progress,
     queries: u64,
@@ -294,6 +301,35 @@ fn windows(from: UnixNanos, to: UnixNanos) -> Vec<(UnixNanos, UnixNanos)> {
     out
 }
 
+/// Runs `request`, again after a wait while Loki is overloaded or unreachable, telling
+/// `retrying` of each wait; the outcome and the number of requests sent.
+async fn with_retries<T, F, Fut>(
+    request: F,
+    clock: fn() -> UnixNanos,
+    mut retrying: impl FnMut(&LokiError, Duration),
+) -> (Result<T, LokiError>, u64)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, LokiError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match request().await {
+            Err(e) if e.is_retryable() && attempt < RETRIES => {
+                let asked = match &e {
+                    LokiError::QueryStatus { retry_after: Some(r), .. } => Some(r.delay(clock())),
+                    _ => None,
+                };
+                let delay = asked.unwrap_or(FIRST_BACKOFF * 2u32.pow(attempt)).min(MAX_RETRY_DELAY);
+                retrying(&e, delay);
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            other => break (other, u64::from(attempt) + 1),
+        }
+    }
+}
+
 impl Loki<'_> {
     /// Runs `request`, again after a wait while Loki is overloaded or unreachable.
     async fn call<T, F, Fut>(&mut self, what: &dyn Fn() -> String, request: F) -> Result<T, LokiAuditError>
@@ -302,23 +338,10 @@ impl Loki<'_> {
         Fut: Future<Output = Result<T, LokiError>>,
     {
         let started = Instant::now();
-        let mut attempt = 0;
-        let result = loop {
-            self.queries += 1;
-            match request().await {
-                Err(e) if e.is_retryable() && attempt < RETRIES => {
-                    let asked = match &e {
-                        LokiError::QueryStatus { retry_after: Some(r), .. } => Some(r.delay((self.clock)())),
-                        _ => None,
-                    };
-                    let delay = asked.unwrap_or(FIRST_BACKOFF * 2u32.pow(attempt)).min(MAX_RETRY_DELAY);
-                    self.progress.retrying(&e, delay);
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                other => break other,
-            }
-        };
+        let progress = &mut *self.progress;
+        let (result, sent) =
+            with_retries(request, self.clock, |e, delay| progress.retrying(&e.to_string(), delay)).await;
+        self.queries += sent;
         self.waited += started.elapsed();
         result.map_err(|source| LokiAuditError::Query { what: what(), source })
     }
@@ -348,49 +371,252 @@ impl Loki<'_> {
 
     /// Hands every entry under `selector` in `[from, to)` to `take`, in timestamp order (an
     /// entry that several label sets hold comes once per label set), and the timestamps too
-    /// crowded to read in full; returns how many entries were read.
+    /// crowded to read in full; returns how many entries were read. The range is read in parts
+    /// at once (see [`Loki::read_parts`]): cut at `cuts` where the caller knows where entries
+    /// lie, else, when one page does not hold it, by the density of the first page.
     async fn each(
         &mut self,
         selector: &str,
         from: UnixNanos,
         to: UnixNanos,
+        cuts: &[UnixNanos],
         mut take: impl FnMut(Read),
     ) -> Result<u64, LokiAuditError> {
-        let (client, url) = (self.client, self.url);
         let mut read = 0u64;
         for (start, end) in windows(from, to) {
-            let mut pager = Pager::new(selector, start, end, self.page_size).map_err(|source| {
-                LokiAuditError::Answer { what: format!("Loki at {url}: query {selector}"), source }
-            })?;
-            // Below Loki's limit a crowded timestamp is a page size to raise; at it, nothing can
-            // be read past it, so the audit reports it and goes on.
-            if self.page_size == MAX_QUERY_LIMIT {
-                pager = pager.skip_crowded();
+            let mut pager = self.pager(selector, start, end)?;
+            let inside = cuts.iter().filter(|&&at| at > start && at < end);
+            if self.concurrent_queries > 1 && inside.clone().next().is_some() {
+                let mut parts = Vec::new();
+                for &at in inside {
+                    if let Some(rest) = pager.split_at(at) {
+                        parts.push(std::mem::replace(&mut pager, rest));
+                    }
+                }
+                parts.push(pager);
+                read = self.read_parts(selector, parts, &mut take, read).await?;
+                continue;
             }
-            while let Some(query) = pager.next_request() {
-                let what = || {
-                    format!(
-                        "Loki at {url}: query {selector} from {} to {}",
-                        format_rfc3339(query.start),
-                        format_rfc3339(query.end)
-                    )
+            let Some(query) = pager.next_request() else { continue };
+            let client = self.client;
+            let what = query_words(self.url, &query);
+            let response = self.call(&|| what.clone(), || client.query_range(&query)).await?;
+            let page = pager.accept(response).map_err(|source| LokiAuditError::Answer { what, source })?;
+            let first = page.first().map_or(start, |paged| paged.entry.timestamp);
+            read += page.len() as u64;
+            page.into_iter().for_each(|paged| take(Read::Entry(paged.entry)));
+            if let Some(at) = pager.crowded() {
+                take(Read::Crowded(at));
+            }
+            self.progress.reading(selector, read);
+            if !pager.is_done() {
+                // One query at a time reads on with the same pager: parts would only add queries.
+                let parts = match self.concurrent_queries {
+                    1 => vec![pager],
+                    _ => split_by_density(pager, first, end),
                 };
-                let response = self.call(&what, || client.query_range(&query)).await?;
-                let page = pager
-                    .accept(response)
-                    .map_err(|source| LokiAuditError::Answer { what: what(), source })?;
-                read += page.len() as u64;
-                for paged in page {
-                    take(Read::Entry(paged.entry));
-                }
-                if let Some(at) = pager.crowded() {
-                    take(Read::Crowded(at));
-                }
-                self.progress.reading(selector, read);
+                read = self.read_parts(selector, parts, &mut take, read).await?;
             }
         }
         self.progress.read_all(selector);
         Ok(read)
+    }
+
+    /// A pager over `[start, end)` in pages of the audit's size.
+    fn pager(&self, selector: &str, start: UnixNanos, end: UnixNanos) -> Result<Pager, LokiAuditError> {
+        let pager = Pager::new(selector, start, end, self.page_size).map_err(|source| {
+            LokiAuditError::Answer { what: format!("Loki at {}: query {selector}", self.url), source }
+        })?;
+        // Below Loki's limit a crowded timestamp is a page size to raise; at it, nothing can be
+        // read past it, so the audit reports it and goes on.
+        Ok(if self.page_size == MAX_QUERY_LIMIT { pager.skip_crowded() } else { pager })
+    }
+
+    /// Reads `parts` (consecutive pieces of one range), up to `concurrent_queries` at once, each
+    /// by a task of its own that holds at most [`PAGES_AHEAD`] pages the reader has not taken:
+    /// entries reach `take` in order, and what waits in memory is bounded whatever the parts
+    /// hold. Returns `read` plus the entries read.
+    async fn read_parts(
+        &mut self,
+        selector: &str,
+        parts: Vec<Pager>,
+        take: &mut impl FnMut(Read),
+        mut read: u64,
+    ) -> Result<u64, LokiAuditError> {
+        let (notices, mut retries) = mpsc::unbounded_channel();
+        let mut waiting = parts.into_iter();
+        let mut running = PartTasks::default();
+        let launch = |pager: Pager, running: &mut PartTasks| {
+            let (pages, receiver) = mpsc::channel(PAGES_AHEAD);
+            let part = Part {
+                client: self.client.clone(),
+                what: format!("Loki at {}: query {selector}", self.url),
+                clock: self.clock,
+                pages,
+                notices: notices.clone(),
+            };
+            running.0.push_back((receiver, tokio::spawn(part.read(pager))));
+        };
+        for pager in waiting.by_ref().take(self.concurrent_queries) {
+            launch(pager, &mut running);
+        }
+        while let Some((mut receiver, _)) = running.0.pop_front() {
+            loop {
+                let waiting_since = Instant::now();
+                let message = tokio::select! {
+                    Some((error, delay)) = retries.recv() => {
+                        self.progress.retrying(&error, delay);
+                        continue;
+                    }
+                    message = receiver.recv() => message,
+                };
+                self.waited += waiting_since.elapsed();
+                match message {
+                    Some(Ok(PartPage { entries, crowded, queries })) => {
+                        self.queries += queries;
+                        read += entries.len() as u64;
+                        entries.into_iter().for_each(|entry| take(Read::Entry(entry)));
+                        if let Some(at) = crowded {
+                            take(Read::Crowded(at));
+                        }
+                        self.progress.reading(selector, read);
+                    }
+                    Some(Err(e)) => return Err(e),
+                    // The part is read: its task has ended and dropped its sender.
+                    None => break,
+                }
+            }
+            if let Some(pager) = waiting.next() {
+                launch(pager, &mut running);
+            }
+        }
+        Ok(read)
+    }
+}
+
+/// Pages a part may hold before the reader takes them.
+const PAGES_AHEAD: usize = 4;
+/// The pages a part is sized to hold, from the density the first page showed.
+const PAGES_PER_PART: u64 = 2;
+/// At most this many parts per range, whatever the first page suggests: a first page dense
+/// in time over a range mostly empty costs at most this many queries more.
+const MAX_PARTS: u64 = 64;
+
+/// The rest of `pager`'s range, past the page it has read (whose first entry was at `first`),
+/// up to `end`, in parts of about [`PAGES_PER_PART`] pages each if the entries go on as
+/// densely as that page held them.
+fn split_by_density(mut pager: Pager, first: UnixNanos, end: UnixNanos) -> Vec<Pager> {
+    let position = pager.position();
+    let covered = u64::try_from(position.saturating_sub(first)).unwrap_or(0).max(1);
+    let rest = u64::try_from(end.saturating_sub(position)).unwrap_or(0);
+    let pages = rest.div_ceil(covered);
+    let count = pages.div_ceil(PAGES_PER_PART).clamp(1, MAX_PARTS);
+    let step = (rest / count).max(1);
+    let mut parts = Vec::new();
+    for i in 1..count {
+        let at = position.saturating_add(UnixNanos::try_from(step * i).unwrap_or(UnixNanos::MAX));
+        if let Some(tail) = pager.split_at(at) {
+            parts.push(std::mem::replace(&mut pager, tail));
+        }
+    }
+    parts.push(pager);
+    parts
+}
+
+/// Times to cut a range of record entries at, so that each part holds about `per_part` of
+/// the records that `spans` (batches' first record times and record counts, in time order)
+/// say are there: between batches, where no record of the one before need lie.
+fn cuts_between(spans: &[(UnixNanos, u64)], per_part: u64) -> Vec<UnixNanos> {
+    let mut cuts = Vec::new();
+    let mut held = 0u64;
+    for &(at, count) in spans {
+        if held >= per_part {
+            cuts.push(at);
+            held = 0;
+        }
+        held = held.saturating_add(count);
+    }
+    cuts
+}
+
+/// A query and its range, in words, for errors.
+fn query_words(url: &str, query: &QueryRange) -> String {
+    format!(
+        "Loki at {url}: query {} from {} to {}",
+        query.query,
+        format_rfc3339(query.start),
+        format_rfc3339(query.end)
+    )
+}
+
+/// The parts being read, in order; their tasks are stopped when the read ends early.
+#[derive(Default)]
+struct PartTasks(VecDeque<(PartPages, JoinHandle<()>)>);
+
+/// What a part's task hands over, page by page; it ends when the part is read.
+type PartPages = mpsc::Receiver<Result<PartPage, LokiAuditError>>;
+
+impl Drop for PartTasks {
+    fn drop(&mut self) {
+        for (_, task) in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// One page of a part, as its task hands it over.
+struct PartPage {
+    entries: Vec<QueryEntry>,
+    crowded: Option<UnixNanos>,
+    /// Requests it took, retries included.
+    queries: u64,
+}
+
+/// A task reading one part of a range.
+struct Part {
+    client: LokiClient,
+    what: String,
+    clock: fn() -> UnixNanos,
+    pages: mpsc::Sender<Result<PartPage, LokiAuditError>>,
+    notices: mpsc::UnboundedSender<(String, Duration)>,
+}
+
+impl Part {
+    async fn read(self, mut pager: Pager) {
+        while let Some(query) = pager.next_request() {
+            let notices = &self.notices;
+            let (result, queries) = with_retries(
+                || self.client.query_range(&query),
+                self.clock,
+                |e, delay| {
+                    let _ = notices.send((e.to_string(), delay));
+                },
+            )
+            .await;
+            let what = || {
+                format!("{} from {} to {}", self.what, format_rfc3339(query.start), format_rfc3339(query.end))
+            };
+            let page = result.map_err(|source| LokiAuditError::Query { what: what(), source }).and_then(
+                |response| {
+                    pager.accept(response).map_err(|source| LokiAuditError::Answer { what: what(), source })
+                },
+            );
+            let (message, failed) = match page {
+                Ok(page) => (
+                    Ok(PartPage {
+                        entries: page.into_iter().map(|paged| paged.entry).collect(),
+                        crowded: pager.crowded(),
+                        queries,
+                    }),
+                    false,
+                ),
+                Err(e) => (Err(e), true),
+            };
+            // The reader is gone (it failed elsewhere), or this part failed: stop.
+            if self.pages.send(message).await.is_err() || failed {
+                return;
+            }
+        }
     }
 }
 
@@ -486,7 +712,7 @@ async fn audit_stream<S: LineSink>(
 
     let attestation_source = source(Kind::Attestation);
     let attestations = loki
-        .each(&selector(Kind::Attestation)?, from, to, |read| match read {
+        .each(&selector(Kind::Attestation)?, from, to, &[], |read| match read {
             Read::Entry(entry) => {
                 sink.push_line(origin(&attestation_source, entry.timestamp), entry.line.as_bytes())
             }
@@ -497,7 +723,7 @@ async fn audit_stream<S: LineSink>(
     // From a second before the range: a batch sealed there may have records inside it.
     let batch_source = source(Kind::Batch);
     let mut batch_entries = BatchEntries::new(stream, from, to);
-    loki.each(&selector(Kind::Batch)?, from.saturating_sub(RECORD_SPAN), to, |read| match read {
+    loki.each(&selector(Kind::Batch)?, from.saturating_sub(RECORD_SPAN), to, &[], |read| match read {
         Read::Entry(entry) => {
             let at = entry.timestamp;
             if let Err(e) = batch_entries.push(at, entry.line) {
@@ -509,12 +735,13 @@ async fn audit_stream<S: LineSink>(
     })
     .await?;
     let batches = batch_entries.len();
+    let record_cuts = cuts_between(&batch_entries.record_spans(), PAGES_PER_PART * u64::from(loki.page_size));
 
     // A batch's records are stored up to a second after it was sealed; records too long for one
     // Loki line in parts, joined first, then taken in time order with the others.
     let part_source = source(Kind::RecordPart);
     let mut joiner = PartJoiner::new(to);
-    loki.each(&selector(Kind::RecordPart)?, from, to.saturating_add(RECORD_SPAN), |read| match read {
+    loki.each(&selector(Kind::RecordPart)?, from, to.saturating_add(RECORD_SPAN), &[], |read| match read {
         Read::Entry(entry) => joiner.push(entry.timestamp, &entry.line),
         Read::Crowded(at) if at < to => unread(sink, &part_source, at),
         Read::Crowded(_) => {}
@@ -526,7 +753,7 @@ async fn audit_stream<S: LineSink>(
     let record_source = source(Kind::Record);
     let mut assembler = batch_entries.records();
     let records = loki
-        .each(&selector(Kind::Record)?, from, to.saturating_add(RECORD_SPAN), |read| {
+        .each(&selector(Kind::Record)?, from, to.saturating_add(RECORD_SPAN), &record_cuts, |read| {
             match read {
                 Read::Entry(entry) => {
                     while let Some((at, line)) = long_records.next_if(|(at, _)| *at <= entry.timestamp) {
@@ -621,6 +848,49 @@ fn valid_batches(report: &Report) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_ranges_are_cut_between_batches_by_count() {
+        let spans = [(100, 4), (200, 4), (300, 10), (400, 1), (500, 1)];
+        assert_eq!(cuts_between(&spans, 8), [300, 400]);
+        assert_eq!(cuts_between(&spans, 1), [200, 300, 400, 500]);
+        assert_eq!(cuts_between(&spans, 100), Vec::<UnixNanos>::new());
+        assert_eq!(cuts_between(&[], 8), Vec::<UnixNanos>::new());
+    }
+
+    #[test]
+    fn the_rest_of_a_range_is_split_by_the_first_pages_density() {
+        let mut pager = Pager::new("{}", 0, 1_000, 2).unwrap();
+        // A first page of 2 entries at 10 and 20 (the pager moves to 20).
+        let q = pager.next_request().unwrap();
+        let entry = |ts| teelog_loki::QueryEntry {
+            timestamp: ts,
+            line: String::new(),
+            structured_metadata: BTreeMap::new(),
+            parsed: BTreeMap::new(),
+        };
+        let response = teelog_loki::QueryResponse {
+            encoding_flags: vec![],
+            streams: vec![teelog_loki::QueryStream {
+                labels: BTreeMap::new(),
+                entries: vec![entry(10), entry(20)],
+            }],
+        };
+        assert_eq!(q.start, 0);
+        pager.accept(response).unwrap();
+        // 980 ns left at 2 entries per 10 ns: 98 pages, 49 parts, each [a, b) in order.
+        let parts = split_by_density(pager, 10, 1_000);
+        assert_eq!(parts.len(), 49);
+        let ranges: Vec<(UnixNanos, UnixNanos)> = parts
+            .iter()
+            .map(|p| {
+                let q = p.next_request().unwrap();
+                (q.start, q.end)
+            })
+            .collect();
+        assert_eq!((ranges[0].0, ranges[48].1), (20, 1_000));
+        assert!(ranges.windows(2).all(|w| w[0].1 == w[1].0));
+    }
 
     #[test]
     fn long_ranges_are_read_in_windows_loki_accepts() {

@@ -15,7 +15,6 @@ use teelog_core::timestamp::parse_rfc3339;
 use teelog_core::Report;
 use teelog_loki::layout::DEFAULT_JOB;
 use teelog_loki::query::MAX_QUERY_LIMIT;
-use teelog_loki::LokiError;
 
 use crate::verify::{finish, print_human, verifier, StreamArgs, TrustArgs};
 
@@ -74,6 +73,10 @@ pub struct LokiArgs {
     /// [default: 5000].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_QUERY_LIMIT)))]
     pub page_size: Option<u32>,
+    /// Queries sent to Loki at once: a range that one page does not hold is read on in parts
+    /// at once [default: 8; 1 reads page after page].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrent_queries: Option<u32>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -185,6 +188,7 @@ impl LokiArgs {
             from,
             to,
             page_size: self.page_size.unwrap_or(MAX_QUERY_LIMIT),
+            concurrent_queries: self.concurrent_queries.map_or(8, |n| n as usize),
             allow_empty,
             clock: crate::sign::now,
         })
@@ -204,12 +208,8 @@ struct Stderr {
 }
 
 impl Progress for Stderr {
-    fn retrying(&mut self, error: &LokiError, delay: Duration) {
-        eprintln!(
-            "teelog audit: {}; trying again in {:.1} s",
-            escape_controls(&error.to_string()),
-            delay.as_secs_f64()
-        );
+    fn retrying(&mut self, error: &str, delay: Duration) {
+        eprintln!("teelog audit: {}; trying again in {:.1} s", escape_controls(error), delay.as_secs_f64());
     }
 
     fn reading(&mut self, selector: &str, read: u64) {

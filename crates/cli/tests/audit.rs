@@ -461,17 +461,41 @@ fn pages_of_equal_timestamps_across_label_sets_read_everything_once() {
         (Some(6), Some(12), Some(0))
     );
     // A page of 3 holds both copies of one timestamp and the first of the next, where the next
-    // page starts: one page per record and per batch, and one each finding no attestation and
-    // no record part.
-    assert_eq!(json["audit"]["queries"].as_u64(), Some(12 + 6 + 1 + 1), "{json}");
+    // page starts; past the first page the rest of the range is read in parts at once, split
+    // where no entry need be (so more queries than pages of entries). Every query is counted.
     let pages = f.loki.requests().iter().filter(|r| r.target.contains("limit=3&")).count();
     assert_eq!(Some(pages as u64), json["audit"]["queries"].as_u64());
+    assert!(pages >= 12 + 6 + 1 + 1, "{pages} queries");
 
     // A page that one timestamp fills cannot be paged past: an error, not a silent cut.
     let out = f.audit(&["--page-size", "2", "--stream", "app"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("share timestamp") && stderr.contains("teelog_kind="), "{stderr}");
+}
+
+/// Records that pages do not hold are read in parts at once, cut between batches: against a Loki
+/// that takes 20 ms per query the audit has several queries out at a time, where
+/// `--concurrent-queries 1` never has more than one, and both read and judge the same.
+#[test]
+fn a_long_range_is_read_with_several_queries_at_once_and_judged_the_same() {
+    let f = fixture();
+    f.push(&f.sign("app", 2000, 50), &[]);
+    f.loki.set_query_latency(std::time::Duration::from_millis(20));
+    let args = ["--page-size", "100", "--stream", "app"];
+    let (code, one_at_a_time, _) = f.audit_json(&[&args[..], &["--concurrent-queries", "1"]].concat());
+    assert_eq!(code, 0, "{one_at_a_time}");
+    assert_eq!(f.loki.most_queries_at_once(), 1);
+    let (code, at_once, _) = f.audit_json(&args);
+    assert_eq!(code, 0, "{at_once}");
+    assert!(f.loki.most_queries_at_once() > 1, "{} at most", f.loki.most_queries_at_once());
+    for key in ["batches", "records", "duplicates", "findings", "trust"] {
+        assert_eq!(one_at_a_time[key], at_once[key], "{key}");
+    }
+    assert_eq!((at_once["records"].as_u64(), at_once["batches"].as_u64()), (Some(2000), Some(40)));
+    for key in ["batch_entries", "record_entries", "foreign_entries"] {
+        assert_eq!(one_at_a_time["audit"][key], at_once["audit"][key], "{key}");
+    }
 }
 
 #[test]

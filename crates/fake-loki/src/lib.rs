@@ -78,6 +78,11 @@ struct State {
     streams: Streams,
     failures: VecDeque<Failure>,
     requests: Vec<Request>,
+    /// How long each query_range waits before it answers, as a real Loki's would.
+    query_latency: std::time::Duration,
+    /// query_range calls being answered now, and the most there have been at once.
+    queries_in_flight: usize,
+    most_queries_at_once: usize,
 }
 
 /// A running fake Loki; it stops serving when dropped.
@@ -171,6 +176,17 @@ impl FakeLoki {
         lock(&self.state).failures.extend((0..n).map(|_| failure.clone()));
     }
 
+    /// Makes every query_range answer only after `latency`, as a Loki under load or far away
+    /// does; queries sent at once wait at once, as they do at a real Loki.
+    pub fn set_query_latency(&self, latency: std::time::Duration) {
+        lock(&self.state).query_latency = latency;
+    }
+
+    /// The most query_range calls that were being answered at once.
+    pub fn most_queries_at_once(&self) -> usize {
+        lock(&self.state).most_queries_at_once
+    }
+
     /// The requests received so far, scripted failures included.
     pub fn requests(&self) -> Vec<Request> {
         lock(&self.state).requests.clone()
@@ -256,6 +272,16 @@ async fn query_range(
     if let Some(failure) = enter(&state, &method, &uri, &headers) {
         return failure;
     }
+    let latency = {
+        let mut state = lock(&state);
+        state.queries_in_flight += 1;
+        state.most_queries_at_once = state.most_queries_at_once.max(state.queries_in_flight);
+        state.query_latency
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    lock(&state).queries_in_flight -= 1;
     let categorize = headers
         .get_all("x-loki-response-encoding-flags")
         .iter()

@@ -248,6 +248,19 @@ impl BatchEntries {
         self.len() == 0
     }
 
+    /// Where the records of these batches are stored: per batch, the time of its first record
+    /// and how many it has, in time order (a batch without hints tells nothing). Only for
+    /// planning how to read them: nothing is believed from it.
+    pub fn record_spans(&self) -> Vec<(UnixNanos, u64)> {
+        let mut spans: Vec<(UnixNanos, u64)> = self
+            .entries
+            .iter()
+            .filter_map(|(entry, _)| Some((entry.sealed_at, entry.hints.as_ref()?.len() as u64)))
+            .collect();
+        spans.sort_unstable();
+        spans
+    }
+
     /// Goes on to the record entries.
     pub fn records(self) -> Assembler {
         let mut ready = Vec::new();

@@ -395,6 +395,32 @@ impl Pager {
         self.done
     }
 
+    /// Where the next page starts: every entry before it has been handed out.
+    pub fn position(&self) -> UnixNanos {
+        self.start
+    }
+
+    /// Ends this pager at `at` and returns a pager over the rest of its range, `[at, end)`, so
+    /// that the two can be read at once; None, and nothing changed, unless `at` lies after
+    /// where this pager stands and before its end.
+    pub fn split_at(&mut self, at: UnixNanos) -> Option<Pager> {
+        if self.done || at <= self.start || at >= self.end {
+            return None;
+        }
+        let rest = Pager {
+            query: self.query.clone(),
+            start: at,
+            end: self.end,
+            limit: self.limit,
+            seen_at_start: HashSet::new(),
+            done: false,
+            skip_crowded: self.skip_crowded,
+            crowded: None,
+        };
+        self.end = at;
+        Some(rest)
+    }
+
     /// Takes the response to [`Pager::next_request`] and returns the entries not handed out
     /// before, in timestamp order.
     pub fn accept(&mut self, response: QueryResponse) -> Result<Vec<PagedEntry>, QueryError> {
@@ -611,6 +637,28 @@ mod tests {
         }
         // The range's end is exclusive.
         assert_eq!(read_all(&all, 0, 101, 4).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_pager_split_anywhere_reads_what_it_would_have_read_whole() {
+        let all: Vec<QueryEntry> = (0..40).map(|i| entry(100 + i / 3, &format!("line {i}"), "1")).collect();
+        let whole = read_all(&all, 0, 1_000, 4).unwrap();
+        for split in [1, 101, 103, 105, 113, 500] {
+            // One page first, as a reader does before it splits the rest.
+            let mut first = Pager::new("{}", 0, 1_000, 4).unwrap();
+            let q = first.next_request().unwrap();
+            let mut got: Vec<QueryEntry> =
+                first.accept(answer(&all, &q)).unwrap().into_iter().map(|e| e.entry).collect();
+            let position = first.position();
+            let rest = first.split_at(split);
+            assert_eq!(rest.is_some(), split > position && split < 1_000, "split at {split}");
+            for mut pager in [Some(first), rest].into_iter().flatten() {
+                while let Some(q) = pager.next_request() {
+                    got.extend(pager.accept(answer(&all, &q)).unwrap().into_iter().map(|e| e.entry));
+                }
+            }
+            assert_eq!(got, whole, "split at {split}");
+        }
     }
 
     #[test]
