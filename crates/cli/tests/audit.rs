@@ -465,7 +465,8 @@ fn pages_of_equal_timestamps_across_label_sets_read_everything_once() {
     // where no entry need be (so more queries than pages of entries). Every query is counted.
     let pages = f.loki.requests().iter().filter(|r| r.target.contains("limit=3&")).count();
     assert_eq!(Some(pages as u64), json["audit"]["queries"].as_u64());
-    assert!(pages >= 12 + 6 + 1 + 1, "{pages} queries");
+    let least = 12 + 6 + 1 + 1;
+    assert!(pages >= least, "{pages} queries");
 
     // A page that one timestamp fills cannot be paged past: an error, not a silent cut.
     let out = f.audit(&["--page-size", "2", "--stream", "app"]);
