@@ -39,6 +39,13 @@ struct BenchArgs {
     /// Concurrent OTLP/HTTP clients in the ship phase.
     #[arg(long, default_value_t = 4)]
     otlp_clients: u64,
+    /// How long the in-memory Loki of the audit phases takes to answer each query, in ms (a
+    /// real Loki's answer to a page of 5000 entries takes tens to hundreds).
+    #[arg(long, default_value_t = 50)]
+    loki_latency_ms: u64,
+    /// Queries the audit sends at once in its second audit phase (the first sends one at a time).
+    #[arg(long, default_value_t = 8)]
+    audit_concurrent_queries: u32,
     /// Scratch directory (default: a new one under the system temp dir, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -114,6 +121,8 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
     let mut ship_stdin = Vec::new();
     let mut ship_otlp = Vec::new();
     let mut gateway = Vec::new();
+    let mut audit_one = Vec::new();
+    let mut audit_many = Vec::new();
     for run in 0..args.runs {
         baseline.push(sha256_baseline(&input)?);
         if store.exists() {
@@ -146,6 +155,9 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         ship_otlp.push(ship_otlp_run(exe, &ship_args, args)?);
         fs::remove_dir_all(&spool)?;
         gateway.push(gateway_run(exe, dir, &identity, &store)?);
+        let (one, many) = audit_runs(exe, args, &identity, &store, &stream)?;
+        audit_one.push(one);
+        audit_many.push(many);
     }
     let baseline =
         median(&baseline.iter().map(|&wall| Run { wall, cpu: None, peak_rss_kib: None }).collect::<Vec<_>>());
@@ -179,6 +191,8 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         ("ship (stdin → spool)", &ship_stdin),
         ("ship (OTLP/HTTP → spool)", &ship_otlp),
         ("gateway (relay → spool)", &gateway),
+        ("audit (Loki, 1 query)", &audit_one.iter().map(|a| a.run).collect()),
+        ("audit (Loki, at once)", &audit_many.iter().map(|a| a.run).collect()),
     ];
     for (name, runs) in phases {
         let run = median(runs);
@@ -194,7 +208,101 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
             rss
         );
     }
+    let (one, many) = (median_audit(&audit_one), median_audit(&audit_many));
+    println!(
+        "audit against a Loki answering in {} ms: {} queries at once take {:.2}x less wall time than one \
+         at a time ({:.2} s vs {:.2} s); teelog's own share of the wall time {:.1} % (one at a time {:.1} %)",
+        args.loki_latency_ms,
+        args.audit_concurrent_queries,
+        one.run.wall / many.run.wall,
+        many.run.wall,
+        one.run.wall,
+        100.0 * many.teelog_share,
+        100.0 * one.teelog_share
+    );
     Ok(())
+}
+
+/// One audit run, and the share of its wall time teelog spent on its own work (the rest
+/// waiting on Loki), as the audit's JSON report says.
+#[derive(Clone, Copy)]
+struct AuditRun {
+    run: Run,
+    teelog_share: f64,
+}
+
+fn median_audit(runs: &[AuditRun]) -> AuditRun {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(|a, b| a.run.wall.total_cmp(&b.run.wall));
+    sorted[sorted.len() / 2]
+}
+
+/// Batches per push to the in-memory Loki (its body limit is 64 MiB).
+const BATCHES_PER_PUSH: usize = 16;
+
+/// `teelog audit` of `stream` in `store`, pushed into an in-memory Loki that answers each query
+/// after `--loki-latency-ms`: once one query at a time, once `--audit-concurrent-queries` at once.
+fn audit_runs(
+    exe: &Path,
+    args: &BenchArgs,
+    identity: &Path,
+    store: &Path,
+    stream: &str,
+) -> anyhow::Result<(AuditRun, AuditRun)> {
+    let loki = teelog_fake_loki::FakeLoki::start()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let client = teelog_loki::LokiClient::new(loki.url(), teelog_loki::ClientOptions::default())?;
+    let layout = teelog_loki::Layout::new(teelog_loki::LayoutOptions::default())?;
+    let mut batches = Vec::new();
+    for segment in teelog_store::segments(store)? {
+        let mut lines = LineReader::new(BufReader::new(File::open(&segment)?), 64 << 20);
+        while let Some((_, line)) = lines.next_line()? {
+            if let Line::Complete(bytes) = line {
+                batches.push(bytes.to_vec());
+            }
+        }
+    }
+    for chunk in batches.chunks(BATCHES_PER_PUSH) {
+        let mut push = teelog_loki::PushBuilder::new(&layout);
+        for line in chunk {
+            push.add_batch(line, &[])?;
+        }
+        let body = teelog_loki::encode_push(&push.finish())?;
+        match runtime.block_on(client.push(body))? {
+            teelog_loki::PushOutcome::Accepted => {}
+            other => bail!("the in-memory Loki refused a push: {other:?}"),
+        }
+    }
+    loki.set_query_latency(std::time::Duration::from_millis(args.loki_latency_ms));
+    // An hour back covers every batch the run has just signed.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let from = teelog_core::timestamp::format_rfc3339(i64::try_from(now.as_nanos())? - 3_600_000_000_000);
+    let pubkey = s(&identity.join("public-key.pem"));
+    let audit = |concurrent: u32| -> anyhow::Result<AuditRun> {
+        let concurrent = concurrent.to_string();
+        let audit_args = [
+            "audit",
+            "--loki",
+            loki.url(),
+            "--from",
+            &from,
+            "--stream",
+            stream,
+            "--pubkey",
+            &pubkey,
+            "--json",
+            "--concurrent-queries",
+            &concurrent,
+        ];
+        let (run, stdout) = run_child_output(exe, &audit_args, None)?;
+        let report: serde_json::Value = serde_json::from_str(&stdout).context("teelog audit's JSON")?;
+        if report["ok"] != true {
+            bail!("the audit found something: {stdout}");
+        }
+        let teelog_seconds = report["audit"]["teelog_seconds"].as_f64().context("audit.teelog_seconds")?;
+        Ok(AuditRun { run, teelog_share: teelog_seconds / run.wall })
+    };
+    Ok((audit(1)?, audit(args.audit_concurrent_queries)?))
 }
 
 /// `teelog ship` into a fresh spool that keeps everything (an embedded store), without
@@ -441,14 +549,35 @@ fn on_one_core(exe: &Path) -> Command {
 
 /// Runs `teelog ARGS [< stdin]` on one core and measures it.
 fn run_child(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<Run> {
+    Ok(run_child_with(exe, args, stdin, Stdio::null())?.0)
+}
+
+/// [`run_child`], keeping what the child prints on stdout.
+fn run_child_output(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<(Run, String)> {
+    run_child_with(exe, args, stdin, Stdio::piped())
+}
+
+fn run_child_with(
+    exe: &Path,
+    args: &[&str],
+    stdin: Option<&Path>,
+    stdout: Stdio,
+) -> anyhow::Result<(Run, String)> {
     let mut cmd = on_one_core(exe);
-    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(args).stdout(stdout).stderr(Stdio::piped());
     match stdin {
         Some(path) => cmd.stdin(File::open(path)?),
         None => cmd.stdin(Stdio::null()),
     };
     let start = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("cannot run teelog {}", args[0]))?;
+    // Stdout on a thread of its own, so that neither pipe fills while the other is read.
+    let stdout = child.stdout.take().map(|mut out| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            out.read_to_string(&mut text).map(|_| text)
+        })
+    });
     let mut stderr = String::new();
     // Read to its end, which comes when the child exits: only then is it reaped.
     child.stderr.take().context("no stderr")?.read_to_string(&mut stderr)?;
@@ -457,7 +586,11 @@ fn run_child(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<
     if !status.success() {
         bail!("teelog {} failed ({status}): {stderr}", args[0]);
     }
-    Ok(Run { wall, cpu: Some(usage.cpu), peak_rss_kib: Some(usage.peak_rss_kib) })
+    let stdout = match stdout {
+        Some(reader) => reader.join().map_err(|_| anyhow::anyhow!("reading stdout panicked"))??,
+        None => String::new(),
+    };
+    Ok((Run { wall, cpu: Some(usage.cpu), peak_rss_kib: Some(usage.peak_rss_kib) }, stdout))
 }
 
 /// What a child used, as the kernel accounted it when the child was reaped.

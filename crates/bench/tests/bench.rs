@@ -5,12 +5,14 @@
 
 use std::process::Command;
 
-const PHASES: [&str; 5] = [
+const PHASES: [&str; 7] = [
     "sign (stdin → store)",
     "verify (store)",
     "ship (stdin → spool)",
     "ship (OTLP/HTTP → spool)",
     "gateway (relay → spool)",
+    "audit (Loki, 1 query)",
+    "audit (Loki, at once)",
 ];
 
 fn bench(args: &[&str]) -> std::process::Output {
@@ -52,6 +54,13 @@ fn every_phase_is_measured_from_outside_the_child() {
         let rss = number(rss);
         assert!((1.0..500.0).contains(&rss), "{phase}: peak RSS {rss} MiB");
     }
+    // The audit phases' comparison, with teelog's share of the wall time from its own report.
+    let comparison =
+        stdout.lines().find(|l| l.starts_with("audit against a Loki answering in 50 ms: 8 queries"));
+    assert!(
+        comparison.is_some_and(|l| l.contains("less wall time") && l.contains("teelog's own share")),
+        "{stdout}"
+    );
 }
 
 #[test]

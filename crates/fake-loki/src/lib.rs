@@ -416,8 +416,14 @@ impl State {
             .streams
             .iter()
             .filter(|(labels, _)| matches(labels, matchers))
+            // Each stream is in timestamp order: at most `limit` of each can be among the first.
             .flat_map(|(labels, entries)| {
-                entries.iter().filter(|e| e.timestamp >= start && e.timestamp < end).map(move |e| (labels, e))
+                let first = entries.partition_point(|e| e.timestamp < start);
+                entries[first..]
+                    .iter()
+                    .take_while(|e| e.timestamp < end)
+                    .take(limit)
+                    .map(move |e| (labels, e))
             })
             .collect();
         hits.sort_by_key(|(_, e)| e.timestamp);
