@@ -13,8 +13,8 @@ use crate::merkle::{sha256, Digest};
 use crate::timestamp::{format_rfc3339, UnixNanos};
 use crate::verify::{
     attested_signature, backwards, backwards_across, document_of, foreign_key, fork_at, goes_on,
-    judge_measurement, reused_key, time_objections, unlinked, AttestationVerifier, AttestedKey,
-    DocumentError, Finding, FindingKind, Origin, VerifyOptions,
+    judge_measurement, key_in_another_instance, reused_key, time_objections, unlinked, AttestationVerifier,
+    AttestedKey, DocumentError, Finding, FindingKind, InstanceRules, Origin, VerifyOptions,
 };
 
 /// Header hashes remembered per epoch, to tell a resent batch from a second, different batch
@@ -161,15 +161,35 @@ impl EpochTrack {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 struct StreamTrack {
     epochs: BTreeMap<String, EpochTrack>,
-    /// The epoch that started the stream (its first batch links to nothing).
-    genesis: Option<String>,
-    /// A second start has been reported against `genesis` as well.
+    /// The epochs that start an instance of the stream (their first batch links to nothing),
+    /// oldest first; at most [`EPOCHS_PER_STREAM`].
+    #[serde(default, alias = "genesis", deserialize_with = "one_or_many")]
+    instances: Vec<String>,
+    /// Instances reported as not allowed (not pinned, or more than allowed).
     #[serde(default)]
-    genesis_reported: bool,
+    unexpected_reported: Vec<String>,
+    /// Instances reported because the key that starts them signs outside them.
+    #[serde(default)]
+    key_reported: Vec<String>,
     newest_sealed_at: UnixNanos,
     newest: (String, u64),
     /// Reported stale and not heard from since.
     stale: bool,
+}
+
+/// The instances of a stream as saved: a list, or the one genesis epoch (or null) that state saved
+/// before instances were followed holds.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<String>),
+        One(Option<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::Many(list) => list,
+        OneOrMany::One(one) => one.into_iter().collect(),
+    })
 }
 
 /// The gateway's continuity state; saved by the gateway so that a restart continues where it was.
@@ -428,7 +448,7 @@ impl Gate {
             Some(SignatureStatus::Valid) => {
                 let arrival =
                     Arrival { header: h, hash: hex::encode(batch.header_hash), attested: attested.is_some() };
-                self.continuity.follow(&arrival, &origin, &mut findings)
+                self.continuity.follow(&arrival, &self.options.instances, &origin, &mut findings)
             }
             _ => false,
         };
@@ -487,31 +507,48 @@ impl Continuity {
     /// Takes the validly signed batch `batch` into the chain state; chain findings go to `out`.
     /// True if it is a resend of a batch seen recently. The rules are the offline verifier's
     /// (docs/FORMAT.md §8), judged in arrival order with bounded memory (§15).
-    fn follow(&mut self, batch: &Arrival<'_>, origin: &str, out: &mut Vec<Finding>) -> bool {
+    fn follow(
+        &mut self,
+        batch: &Arrival<'_>,
+        rules: &InstanceRules,
+        origin: &str,
+        out: &mut Vec<Finding>,
+    ) -> bool {
         let h = batch.header;
         // An epoch that continues from this batch arrived before it: the key rule over the
         // epochs after it can only now see the whole line of keys.
         let awaited = self.streams.get(&h.stream).is_some_and(|stream| {
             stream.epochs.values().any(|e| e.starts_after.as_deref() == Some(batch.hash.as_str()))
         });
-        let duplicate = self.take_in(batch, origin, out);
+        // The batch may place an epoch in an instance: a new epoch, or an epoch's first batch.
+        let places =
+            h.seq == 1 || self.streams.get(&h.stream).is_none_or(|s| !s.epochs.contains_key(&h.epoch));
+        let duplicate = self.take_in(batch, rules, origin, out);
+        let chain_break = |epoch: String, why: String| Finding {
+            kind: FindingKind::ChainBreak,
+            stream: Some(h.stream.clone()),
+            epoch: Some(epoch),
+            seq: Some(1),
+            record_index: None,
+            detail: format!("{origin}: {why}"),
+        };
         if let Some(stream) = self.streams.get(&h.stream).filter(|_| awaited && !duplicate) {
-            for (descendant, why) in stream.recheck_descendants(&h.epoch) {
-                out.push(Finding {
-                    kind: FindingKind::ChainBreak,
-                    stream: Some(h.stream.clone()),
-                    epoch: Some(descendant),
-                    seq: Some(1),
-                    record_index: None,
-                    detail: format!("{origin}: {why}"),
-                });
-            }
+            out.extend(stream.recheck_descendants(&h.epoch).into_iter().map(|(d, why)| chain_break(d, why)));
+        }
+        if let Some(stream) = self.streams.get_mut(&h.stream).filter(|_| places && !duplicate) {
+            out.extend(stream.instance_keys().into_iter().map(|(g, why)| chain_break(g, why)));
         }
         duplicate
     }
 
     /// [`follow`](Self::follow) but for the epochs before that arrived late.
-    fn take_in(&mut self, batch: &Arrival<'_>, origin: &str, out: &mut Vec<Finding>) -> bool {
+    fn take_in(
+        &mut self,
+        batch: &Arrival<'_>,
+        rules: &InstanceRules,
+        origin: &str,
+        out: &mut Vec<Finding>,
+    ) -> bool {
         let h = batch.header;
         let mut finding = |kind, epoch: &str, seq, detail: String| {
             out.push(Finding {
@@ -542,7 +579,7 @@ impl Continuity {
         let mut predecessor = None;
         if first_of_epoch {
             let problems;
-            (predecessor, problems) = start(stream, known_stream, &seen, batch);
+            (predecessor, problems) = start(stream, known_stream, &seen, batch, rules);
             for (kind, epoch, detail) in problems {
                 finding(kind, &epoch, 1, detail);
             }
@@ -647,6 +684,67 @@ impl Continuity {
 }
 
 impl StreamTrack {
+    /// The epoch that the instance of `epoch` starts from, as far as the links remembered show:
+    /// each epoch's first link followed back to an epoch that links to nothing known.
+    fn root_of(&self, epoch: &str) -> String {
+        let mut current = epoch.to_string();
+        for _ in 0..EPOCHS_PER_STREAM {
+            let Some(prev) = self.epochs.get(&current).and_then(|e| e.starts_after.as_deref()) else { break };
+            match holder(self, prev) {
+                Some((id, _)) if *id != current => current = id.clone(),
+                _ => break,
+            }
+        }
+        current
+    }
+
+    /// The instances not reported yet whose key signs outside them (see
+    /// [`key_in_another_instance`]): (genesis epoch, why) for each.
+    fn instance_keys(&mut self) -> Vec<(String, String)> {
+        let roots: Vec<(&str, &str, String)> =
+            self.epochs.iter().map(|(id, e)| (id.as_str(), e.key_id.as_str(), self.root_of(id))).collect();
+        let found: Vec<(String, String)> = self
+            .instances
+            .iter()
+            .filter(|g| !self.key_reported.contains(g))
+            .filter_map(|g| {
+                let key = self.epochs.get(g)?.key_id.as_str();
+                let why =
+                    key_in_another_instance(g, key, roots.iter().map(|(e, k, r)| (*e, *k, r.as_str())))?;
+                Some((g.clone(), why))
+            })
+            .collect();
+        self.key_reported.extend(found.iter().map(|(g, _)| g.clone()));
+        found
+    }
+
+    /// Epoch `epoch` starts an instance: the findings (kind, epoch, detail) for the instances
+    /// `rules` do not allow, each reported once.
+    fn new_instance(
+        &mut self,
+        stream: &str,
+        epoch: &str,
+        rules: &InstanceRules,
+    ) -> Vec<(FindingKind, String, String)> {
+        if !self.instances.iter().any(|g| g == epoch) {
+            self.instances.push(epoch.to_string());
+        }
+        if self.instances.len() > EPOCHS_PER_STREAM {
+            let gone = self.instances.remove(0);
+            self.unexpected_reported.retain(|g| *g != gone);
+            self.key_reported.retain(|g| *g != gone);
+        }
+        let instances: Vec<&str> = self.instances.iter().map(String::as_str).collect();
+        let problems: Vec<(FindingKind, String, String)> = rules
+            .unexpected(stream, &instances)
+            .into_iter()
+            .filter(|(g, _)| !self.unexpected_reported.iter().any(|r| r == g))
+            .map(|(g, why)| (FindingKind::UnexpectedInstance, g.to_string(), why))
+            .collect();
+        self.unexpected_reported.extend(problems.iter().map(|(_, g, _)| g.clone()));
+        problems
+    }
+
     /// The key rule across epochs for an epoch signed by `key` (bound by an attestation document
     /// if `attested`) that continues from epoch `from`. The epochs before are found through each
     /// one's first link, so an epoch whose predecessor arrived after it is found all the same.
@@ -706,36 +804,19 @@ impl StreamTrack {
 }
 
 /// The checks on the first batch `seen` of an epoch: the epoch it continues from (if known) and
-/// the findings (kind, epoch, detail; all at seq 1). A stream starts once; an epoch of a stream
-/// seen before continues from the head of another epoch (see [`continues`]).
+/// the findings (kind, epoch, detail; all at seq 1). An epoch that links to nothing starts an
+/// instance, which `rules` may not allow; an epoch of a stream seen before that links to a header
+/// continues from the head of another epoch (see [`continues`]).
 fn start(
     stream: &mut StreamTrack,
     known_stream: bool,
     seen: &Seen,
     batch: &Arrival<'_>,
+    rules: &InstanceRules,
 ) -> (Option<String>, Vec<(FindingKind, String, String)>) {
     let h = batch.header;
     match h.prev.as_deref() {
-        None if known_stream => {
-            let first =
-                stream.genesis.as_deref().map_or(String::new(), |g| format!(" (it started with epoch {g})"));
-            let why = format!(
-                "stream {:?} starts again{first}: a restart did not link to the previous head",
-                h.stream
-            );
-            let mut problems = vec![(FindingKind::ChainBreak, h.epoch.clone(), why.clone())];
-            if let Some(genesis) =
-                stream.genesis.clone().filter(|g| !stream.genesis_reported && *g != h.epoch)
-            {
-                problems.push((FindingKind::ChainBreak, genesis, format!("epoch {} {why}", h.epoch)));
-                stream.genesis_reported = true;
-            }
-            (None, problems)
-        }
-        None => {
-            stream.genesis = Some(h.epoch.clone());
-            (None, Vec::new())
-        }
+        None => (None, stream.new_instance(&h.stream, &h.epoch, rules)),
         Some(prev) if known_stream => continues(stream, &h.epoch, prev, seen, batch),
         // Nothing is known of the stream before this batch.
         Some(_) => (None, Vec::new()),
@@ -931,6 +1012,16 @@ mod tests {
         assert_eq!(found, vec![vec!["record_tampered"], vec!["invalid_signature"], vec!["malformed"]]);
     }
 
+    /// The findings of one line, as (kind, epoch).
+    fn placed(gate: &mut Gate, line: &[u8]) -> BTreeSet<(FindingKind, String)> {
+        match gate.check_line(Origin { source: "t", line: 1 }, line, NOW) {
+            Checked::Batch(v) => {
+                v.findings.iter().map(|f| (f.kind, f.epoch.clone().unwrap_or_default())).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_restart_that_does_not_link_to_the_head_is_a_chain_break() {
         let a = signer();
@@ -942,21 +1033,74 @@ mod tests {
         let mut gate_from_start = gate(&[&a]);
         let found = kinds(&mut gate_from_start, &lines[..2]);
         assert_eq!(found, vec![Vec::<&str>::new(); 2]);
-        // Both starts are reported, as the offline verifier reports them.
-        match gate_from_start.check_line(Origin { source: "t", line: 3 }, &lines[2], NOW) {
-            Checked::Batch(v) => {
-                let at: Vec<_> =
-                    v.findings.iter().map(|f| (f.kind, f.epoch.clone().unwrap_or_default())).collect();
-                let expected =
-                    [again.epoch.clone(), head.epoch.clone()].map(|e| (FindingKind::ChainBreak, e));
-                assert_eq!(at, expected, "{v:?}");
-            }
-            other => panic!("{other:?}"),
-        }
+        // Both starts are reported, as the offline verifier reports them: a second instance where
+        // one is allowed, and one key starting both (a restart, not another signer).
+        let expected: BTreeSet<_> = [FindingKind::UnexpectedInstance, FindingKind::ChainBreak]
+            .into_iter()
+            .flat_map(|kind| [(kind, again.epoch.clone()), (kind, head.epoch.clone())])
+            .collect();
+        assert_eq!(placed(&mut gate_from_start, &lines[2]), expected);
         // A gateway that joined mid-stream (at seq 2) sees the fresh start as a break too.
         let mut joined_late = gate(&[&a]);
         let found = kinds(&mut joined_late, &lines[1..]);
         assert_eq!(found, vec![vec![], vec!["chain_break"]]);
+    }
+
+    #[test]
+    fn instances_of_other_signers_are_followed_each_on_its_own() {
+        let (a, b) = (signer(), signer());
+        let mut first = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let mut second = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let a1 = epoch(&mut first, &a, 2);
+        let b1 = epoch(&mut second, &b, 2);
+        // Instance a restarts with its own key again (a software identity that lost its
+        // state but kept its key), linking to its head.
+        let mut restart =
+            ChainHead::new_epoch("app", first.prev.clone(), &crate::random::SystemRandom).unwrap();
+        let a2 = epoch(&mut restart, &a, 1);
+        let interleaved = [&a1[0], &b1[0], &a1[1], &b1[1], &a2[0]].map(|l| l.to_vec());
+        let rules = |pins: &[&str], max| {
+            let pinned = if pins.is_empty() {
+                BTreeMap::new()
+            } else {
+                BTreeMap::from([("app".to_string(), pins.iter().map(|p| p.to_string()).collect())])
+            };
+            let options = VerifyOptions {
+                trusted_keys: vec![a.public_key().clone(), b.public_key().clone()],
+                instances: InstanceRules { pinned, max_instances: max },
+                ..VerifyOptions::default()
+            };
+            Gate::new(options, Continuity::default())
+        };
+        let none = vec![Vec::<&str>::new(); 5];
+        assert_eq!(kinds(&mut rules(&[], Some(2)), &interleaved), none);
+        assert_eq!(kinds(&mut rules(&[&first.epoch, &second.epoch], None), &interleaved), none);
+        // One allowed: the second start is reported against both; pinned: the other one only.
+        let found = kinds(&mut rules(&[], None), &interleaved);
+        assert_eq!(found[1], vec!["unexpected_instance", "unexpected_instance"]);
+        assert!(found.iter().enumerate().all(|(i, k)| i == 1 || k.is_empty()), "{found:?}");
+        let mut pinned = rules(&[&first.epoch], None);
+        assert_eq!(placed(&mut pinned, &a1[0]), BTreeSet::new());
+        assert_eq!(
+            placed(&mut pinned, &b1[0]),
+            BTreeSet::from([(FindingKind::UnexpectedInstance, second.epoch.clone())])
+        );
+        // A second restart of instance a from the same head forks it, whatever instances allow.
+        let mut fork = ChainHead::new_epoch("app", first.prev.clone(), &crate::random::SystemRandom).unwrap();
+        let forked = epoch(&mut fork, &a, 1);
+        let mut allowed = rules(&[], Some(2));
+        kinds(&mut allowed, &interleaved);
+        assert_eq!(kinds(&mut allowed, &forked), vec![vec!["chain_break", "chain_break"]]);
+    }
+
+    #[test]
+    fn state_saved_before_instances_are_followed_is_read() {
+        let saved = r#"{"streams":{"app":{"epochs":{},"genesis":"00112233445566778899aabbccddeeff","genesis_reported":false,"newest_sealed_at":0,"newest":["",0],"stale":false}}}"#;
+        let state: Continuity = serde_json::from_str(saved).expect("old state");
+        assert_eq!(state.streams["app"].instances, vec!["00112233445566778899aabbccddeeff".to_string()]);
+        let none = saved.replace(r#""00112233445566778899aabbccddeeff""#, "null");
+        let state: Continuity = serde_json::from_str(&none).expect("old state");
+        assert!(state.streams["app"].instances.is_empty());
     }
 
     #[test]
