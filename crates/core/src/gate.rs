@@ -1067,7 +1067,7 @@ mod tests {
             };
             let options = VerifyOptions {
                 trusted_keys: vec![a.public_key().clone(), b.public_key().clone()],
-                instances: InstanceRules { pinned, max_instances: max },
+                instances: InstanceRules { pinned, max_instances: max, ..InstanceRules::default() },
                 ..VerifyOptions::default()
             };
             Gate::new(options, Continuity::default())

@@ -209,11 +209,22 @@ pub struct StreamInstance {
 pub struct InstanceRules {
     /// Per stream, the instances (genesis epochs) it must have and the only ones it may have.
     pub pinned: BTreeMap<String, BTreeSet<String>>,
-    /// How many instances a stream without pins may have; `None` means one.
+    /// How many instances a stream without pins may have, per stream.
+    pub limits: BTreeMap<String, u64>,
+    /// How many instances a stream without pins or a limit of its own may have; `None` means one.
     pub max_instances: Option<u64>,
 }
 
 impl InstanceRules {
+    /// The rules a policy's `[[stream]]` entries declare; none without a policy.
+    pub fn of_policy(policy: Option<&Policy>) -> Self {
+        policy.map_or_else(Self::default, |p| InstanceRules {
+            pinned: p.pinned_instances(),
+            limits: p.instance_limits(),
+            max_instances: None,
+        })
+    }
+
     /// The genesis epochs among `instances` (of `stream`) that these rules do not allow, each
     /// with why: with pins, each one not pinned; without, all of them when there are more than
     /// allowed, since nothing tells which is the stream's own.
@@ -228,7 +239,7 @@ impl InstanceRules {
                 )))
                 .collect();
         }
-        let allowed = self.max_instances.unwrap_or(1).max(1);
+        let allowed = self.limits.get(stream).copied().or(self.max_instances).unwrap_or(1).max(1);
         if instances.len() as u64 <= allowed {
             return Vec::new();
         }

@@ -239,7 +239,10 @@ impl Rules {
                 let geneses = built.iter().filter(|b| b.seq == 1 && b.prev.is_none());
                 let pins = geneses.enumerate().filter(|(i, _)| mask & (1 << (i % 8)) != 0);
                 let pins = pins.map(|(_, b)| b.epoch.clone()).collect();
-                InstanceRules { pinned: BTreeMap::from([("app".to_string(), pins)]), max_instances: None }
+                InstanceRules {
+                    pinned: BTreeMap::from([("app".to_string(), pins)]),
+                    ..InstanceRules::default()
+                }
             }
         }
     }

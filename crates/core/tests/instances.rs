@@ -72,7 +72,7 @@ fn verify(r: &Replicas, lines: &[Vec<u8>], options: VerifyOptions) -> Report {
 fn pinned(pins: &[&String]) -> VerifyOptions {
     let pins = pins.iter().map(|p| p.to_string()).collect();
     VerifyOptions {
-        instances: InstanceRules { pinned: BTreeMap::from([("app".into(), pins)]), max_instances: None },
+        instances: InstanceRules { pinned: BTreeMap::from([("app".into(), pins)]), ..Default::default() },
         ..VerifyOptions::default()
     }
 }
