@@ -520,7 +520,8 @@ impl Continuity {
         let awaited = self.streams.get(&h.stream).is_some_and(|stream| {
             stream.epochs.values().any(|e| e.starts_after.as_deref() == Some(batch.hash.as_str()))
         });
-        // The batch may place an epoch in an instance: a new epoch, or an epoch's first batch.
+        // The batch may place an epoch in an instance: a new epoch, an epoch's first batch, or
+        // the batch an epoch that arrived before it continues from.
         let places =
             h.seq == 1 || self.streams.get(&h.stream).is_none_or(|s| !s.epochs.contains_key(&h.epoch));
         let duplicate = self.take_in(batch, rules, origin, out);
@@ -535,7 +536,7 @@ impl Continuity {
         if let Some(stream) = self.streams.get(&h.stream).filter(|_| awaited && !duplicate) {
             out.extend(stream.recheck_descendants(&h.epoch).into_iter().map(|(d, why)| chain_break(d, why)));
         }
-        if let Some(stream) = self.streams.get_mut(&h.stream).filter(|_| places && !duplicate) {
+        if let Some(stream) = self.streams.get_mut(&h.stream).filter(|_| (places || awaited) && !duplicate) {
             out.extend(stream.instance_keys().into_iter().map(|(g, why)| chain_break(g, why)));
         }
         duplicate
@@ -703,14 +704,15 @@ impl StreamTrack {
     fn instance_keys(&mut self) -> Vec<(String, String)> {
         let roots: Vec<(&str, &str, String)> =
             self.epochs.iter().map(|(id, e)| (id.as_str(), e.key_id.as_str(), self.root_of(id))).collect();
+        let instance = |root: &str| self.instances.iter().any(|g| g == root);
         let found: Vec<(String, String)> = self
             .instances
             .iter()
             .filter(|g| !self.key_reported.contains(g))
             .filter_map(|g| {
                 let key = self.epochs.get(g)?.key_id.as_str();
-                let why =
-                    key_in_another_instance(g, key, roots.iter().map(|(e, k, r)| (*e, *k, r.as_str())))?;
+                let others = roots.iter().map(|(e, k, r)| (*e, *k, instance(r).then_some(r.as_str())));
+                let why = key_in_another_instance(g, key, others)?;
                 Some((g.clone(), why))
             })
             .collect();
@@ -1040,10 +1042,11 @@ mod tests {
             .flat_map(|kind| [(kind, again.epoch.clone()), (kind, head.epoch.clone())])
             .collect();
         assert_eq!(placed(&mut gate_from_start, &lines[2]), expected);
-        // A gateway that joined mid-stream (at seq 2) sees the fresh start as a break too.
+        // A gateway that joined mid-stream (at seq 2) never saw the first start: to it the fresh
+        // one starts the only instance it knows (FORMAT.md §15.1, where knowledge starts).
         let mut joined_late = gate(&[&a]);
         let found = kinds(&mut joined_late, &lines[1..]);
-        assert_eq!(found, vec![vec![], vec!["chain_break"]]);
+        assert_eq!(found, vec![Vec::<&str>::new(); 2]);
     }
 
     #[test]

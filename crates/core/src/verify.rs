@@ -252,19 +252,22 @@ impl InstanceRules {
     }
 }
 
-/// Why genesis epoch `genesis`, signed by `key`, breaks the chain: the same key signs an epoch
-/// outside its instance. `others` are the stream's other epochs, each with its key and the epoch
-/// its instance starts from. A new instance is a new signer with a key of its own; the same key
-/// starting afresh is a restart that did not link to its head.
+/// Why genesis epoch `genesis`, signed by `key`, breaks the chain: the same key signs an epoch of
+/// another instance. `others` are the stream's other epochs, each with its key and the genesis
+/// epoch its chain reaches (None where it reaches none: its start is missing, which is reported
+/// where it is). A new instance is a new signer with a key of its own; the same key starting
+/// afresh is a restart that did not link to its head.
 pub(crate) fn key_in_another_instance<'a>(
     genesis: &str,
     key: &str,
-    others: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    others: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a str>)>,
 ) -> Option<String> {
-    let (epoch, _, _) =
-        others.into_iter().find(|(epoch, k, root)| *epoch != genesis && *k == key && *root != genesis)?;
+    let (epoch, _, instance) = others.into_iter().find(|(epoch, k, instance)| {
+        *epoch != genesis && *k == key && instance.is_some_and(|i| i != genesis)
+    })?;
     Some(format!(
-        "key {key} starts this instance and also signs epoch {epoch}, which is not of it: a restart links to its own head, and a new instance has a key of its own"
+        "key {key} starts this instance and also signs epoch {epoch} of instance {}: a restart links to its own head, and a new instance has a key of its own",
+        instance.unwrap_or_default()
     ))
 }
 
@@ -1529,7 +1532,9 @@ fn check_instances(
     }
     for g in genesis {
         let Some(key) = roots.iter().find(|(e, _, _)| e == g).and_then(|(_, s, _)| s.key()) else { continue };
-        let others = roots.iter().filter_map(|(e, s, root)| Some((*e, s.key()?, root.as_str())));
+        let others = roots.iter().filter_map(|(e, s, root)| {
+            Some((*e, s.key()?, genesis.contains(&root.as_str()).then_some(root.as_str())))
+        });
         if let Some(why) = key_in_another_instance(g, key, others) {
             out.push(Finding { kind: FindingKind::ChainBreak, ..start(g, why) });
         }
