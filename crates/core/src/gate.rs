@@ -171,10 +171,9 @@ struct StreamTrack {
     /// Instances reported because the key that starts them signs outside them.
     #[serde(default)]
     key_reported: Vec<String>,
-    newest_sealed_at: UnixNanos,
-    newest: (String, u64),
-    /// Reported stale and not heard from since.
-    stale: bool,
+    /// Instances (named as [`StreamTrack::root_of`] names them) reported stale and silent since.
+    #[serde(default)]
+    stale_instances: Vec<String>,
 }
 
 /// The instances of a stream as saved: a list, or the one genesis epoch (or null) that state saved
@@ -466,29 +465,43 @@ impl Gate {
         }
     }
 
-    /// A `stale_stream` finding for each stream newly silent for longer than `max_silence` at
-    /// `now`; a stream is reported again only after it has been heard from since.
+    /// A `stale_stream` finding for each instance of a stream (docs/FORMAT.md §5.5) newly silent
+    /// for longer than `max_silence` at `now`: another instance going on does not show that this
+    /// one's tail is all there. An instance is reported again only after it has been heard from
+    /// since.
     pub fn stale_streams(&mut self, now: UnixNanos, max_silence: UnixNanos) -> Vec<Finding> {
         let mut out = Vec::new();
         for (name, track) in &mut self.continuity.streams {
-            let silent = now.saturating_sub(track.newest_sealed_at);
-            if track.stale || silent <= max_silence {
-                continue;
+            // Per instance, its newest batch: (sealed_at, epoch, seq).
+            let mut newest: BTreeMap<String, (UnixNanos, &String, u64)> = BTreeMap::new();
+            for (id, epoch) in &track.epochs {
+                let candidate = (epoch.sealed_at, id, epoch.last_seq);
+                let entry = newest.entry(track.root_of(id)).or_insert(candidate);
+                if candidate.0 > entry.0 {
+                    *entry = candidate;
+                }
             }
-            track.stale = true;
-            out.push(Finding {
-                kind: FindingKind::StaleStream,
-                stream: Some(name.clone()),
-                epoch: Some(track.newest.0.clone()),
-                seq: Some(track.newest.1),
-                record_index: None,
-                detail: format!(
-                    "no batch since the one sealed at {}, {} s before {}: the shipper may be cut off",
-                    format_rfc3339(track.newest_sealed_at),
-                    silent / 1_000_000_000,
-                    format_rfc3339(now)
-                ),
-            });
+            let silent = |sealed_at: UnixNanos| now.saturating_sub(sealed_at);
+            track.stale_instances.retain(|root| newest.get(root).is_some_and(|n| silent(n.0) > max_silence));
+            for (root, (sealed_at, epoch, seq)) in &newest {
+                if silent(*sealed_at) <= max_silence || track.stale_instances.contains(root) {
+                    continue;
+                }
+                track.stale_instances.push(root.clone());
+                out.push(Finding {
+                    kind: FindingKind::StaleStream,
+                    stream: Some(name.clone()),
+                    epoch: Some(epoch.to_string()),
+                    seq: Some(*seq),
+                    record_index: None,
+                    detail: format!(
+                        "no batch of the instance from epoch {root} since the one sealed at {}, {} s before {}: the shipper may be cut off",
+                        format_rfc3339(*sealed_at),
+                        silent(*sealed_at) / 1_000_000_000,
+                        format_rfc3339(now)
+                    ),
+                });
+            }
         }
         out
     }
@@ -569,11 +582,6 @@ impl Continuity {
         };
         let known_stream = self.streams.contains_key(&h.stream);
         let stream = self.streams.entry(h.stream.clone()).or_default();
-        if seen.sealed_at >= stream.newest_sealed_at {
-            stream.newest_sealed_at = seen.sealed_at;
-            stream.newest = (h.epoch.clone(), h.seq);
-            stream.stale = false;
-        }
         // The first batch of an epoch (new here, or late): where the epoch comes from.
         let first_of_epoch = h.seq == 1
             && stream.epochs.get(&h.epoch).is_none_or(|e| e.gaps.iter().any(|&(from, _)| from == 1));
@@ -1094,6 +1102,41 @@ mod tests {
         let mut allowed = rules(&[], Some(2));
         kinds(&mut allowed, &interleaved);
         assert_eq!(kinds(&mut allowed, &forked), vec![vec!["chain_break", "chain_break"]]);
+    }
+
+    #[test]
+    fn silence_is_judged_per_instance() {
+        let (a, b) = (signer(), signer());
+        let mut first = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let mut second = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let options = VerifyOptions {
+            trusted_keys: vec![a.public_key().clone(), b.public_key().clone()],
+            instances: InstanceRules { max_instances: Some(2), ..InstanceRules::default() },
+            ..VerifyOptions::default()
+        };
+        let mut gate = Gate::new(options, Continuity::default());
+        let a_lines = epoch(&mut first, &a, 1);
+        let b_lines = epoch(&mut second, &b, 1);
+        assert_eq!(kinds(&mut gate, &[a_lines[0].clone(), b_lines[0].clone()]), vec![Vec::<&str>::new(); 2]);
+        let b_sealed = ParsedBatch::parse(&b_lines[0]).unwrap().header.sealed_at_nanos().unwrap();
+        // b goes on; a falls silent.
+        let later = epoch(&mut second, &b, 1);
+        let later_sealed = b_sealed + 30_000_000_000;
+        let mut builder = crate::BatchBuilder::new();
+        let mut fresh = Vec::new();
+        builder.seal(&mut second, &b, later_sealed, &mut fresh).unwrap();
+        fresh.pop();
+        assert_eq!(kinds(&mut gate, &[later[0].clone(), fresh]), vec![Vec::<&str>::new(); 2]);
+        let stale = gate.stale_streams(later_sealed + 5_000_000_000, 10_000_000_000);
+        let at: Vec<_> = stale.iter().map(|f| (f.kind, f.epoch.clone().unwrap_or_default())).collect();
+        assert_eq!(at, vec![(FindingKind::StaleStream, first.epoch.clone())]);
+        assert!(
+            stale[0].detail.contains(&format!("instance from epoch {}", first.epoch)),
+            "{}",
+            stale[0].detail
+        );
+        // Once, until it is heard from again.
+        assert!(gate.stale_streams(later_sealed + 6_000_000_000, 10_000_000_000).is_empty());
     }
 
     #[test]
