@@ -171,7 +171,7 @@ struct StreamTrack {
     /// Instances reported because the key that starts them signs outside them.
     #[serde(default)]
     key_reported: Vec<String>,
-    /// Instances (named as [`StreamTrack::root_of`] names them) reported stale and silent since.
+    /// Instances (named as [`StreamTrack::roots`] names them) reported stale and silent since.
     #[serde(default)]
     stale_instances: Vec<String>,
 }
@@ -474,9 +474,11 @@ impl Gate {
         for (name, track) in &mut self.continuity.streams {
             // Per instance, its newest batch: (sealed_at, epoch, seq).
             let mut newest: BTreeMap<String, (UnixNanos, &String, u64)> = BTreeMap::new();
+            let roots = track.roots();
             for (id, epoch) in &track.epochs {
                 let candidate = (epoch.sealed_at, id, epoch.last_seq);
-                let entry = newest.entry(track.root_of(id)).or_insert(candidate);
+                let root = roots.get(id.as_str()).cloned().unwrap_or_else(|| id.clone());
+                let entry = newest.entry(root).or_insert(candidate);
                 if candidate.0 > entry.0 {
                     *entry = candidate;
                 }
@@ -693,25 +695,41 @@ impl Continuity {
 }
 
 impl StreamTrack {
-    /// The epoch that the instance of `epoch` starts from, as far as the links remembered show:
-    /// each epoch's first link followed back to an epoch that links to nothing known.
-    fn root_of(&self, epoch: &str) -> String {
-        let mut current = epoch.to_string();
-        for _ in 0..EPOCHS_PER_STREAM {
-            let Some(prev) = self.epochs.get(&current).and_then(|e| e.starts_after.as_deref()) else { break };
-            match holder(self, prev) {
-                Some((id, _)) if *id != current => current = id.clone(),
-                _ => break,
+    /// For each epoch, the epoch its instance starts from, as far as the links remembered show:
+    /// its first link followed back to an epoch that links to nothing known. Each epoch's
+    /// predecessor is looked up once, so the cost stays that of one lookup per epoch.
+    fn roots(&self) -> BTreeMap<&str, String> {
+        let predecessor: HashMap<&str, &str> = self
+            .epochs
+            .iter()
+            .filter_map(|(id, e)| {
+                let (before, _) = holder(self, e.starts_after.as_deref()?)?;
+                (before != id).then_some((id.as_str(), before.as_str()))
+            })
+            .collect();
+        let root = |epoch: &str| {
+            let mut current = epoch;
+            // Each step goes to an earlier epoch; a cycle (only a forgery could make one) ends.
+            for _ in 0..EPOCHS_PER_STREAM {
+                match predecessor.get(current) {
+                    Some(before) => current = before,
+                    None => break,
+                }
             }
-        }
-        current
+            current.to_string()
+        };
+        self.epochs.keys().map(|id| (id.as_str(), root(id))).collect()
     }
 
     /// The instances not reported yet whose key signs outside them (see
     /// [`key_in_another_instance`]): (genesis epoch, why) for each.
     fn instance_keys(&mut self) -> Vec<(String, String)> {
-        let roots: Vec<(&str, &str, String)> =
-            self.epochs.iter().map(|(id, e)| (id.as_str(), e.key_id.as_str(), self.root_of(id))).collect();
+        let root_of = self.roots();
+        let roots: Vec<(&str, &str, &str)> = self
+            .epochs
+            .iter()
+            .filter_map(|(id, e)| Some((id.as_str(), e.key_id.as_str(), root_of.get(id.as_str())?.as_str())))
+            .collect();
         let instance = |root: &str| self.instances.iter().any(|g| g == root);
         let found: Vec<(String, String)> = self
             .instances
@@ -719,7 +737,7 @@ impl StreamTrack {
             .filter(|g| !self.key_reported.contains(g))
             .filter_map(|g| {
                 let key = self.epochs.get(g)?.key_id.as_str();
-                let others = roots.iter().map(|(e, k, r)| (*e, *k, instance(r).then_some(r.as_str())));
+                let others = roots.iter().map(|(e, k, r)| (*e, *k, instance(r).then_some(*r)));
                 let why = key_in_another_instance(g, key, others)?;
                 Some((g.clone(), why))
             })

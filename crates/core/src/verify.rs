@@ -230,7 +230,7 @@ impl InstanceRules {
     /// allowed, since nothing tells which is the stream's own.
     pub(crate) fn unexpected<'a>(&self, stream: &str, instances: &[&'a str]) -> Vec<(&'a str, String)> {
         if let Some(pins) = self.pinned.get(stream) {
-            let pinned = pins.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
+            let pinned = first_few(pins.iter().map(String::as_str), pins.len());
             return instances
                 .iter()
                 .filter(|g| !pins.contains(**g))
@@ -243,13 +243,24 @@ impl InstanceRules {
         if instances.len() as u64 <= allowed {
             return Vec::new();
         }
+        let named = first_few(instances.iter().copied(), instances.len());
         let detail = format!(
-            "stream {stream:?} starts {} times (instances {}), and {allowed} allowed: a restart did not link to its previous head, or other signers write to this stream; pin the instances it has with --expect-stream {stream}=EPOCH (or allow more with --instances N)",
+            "stream {stream:?} starts {} times (instances {named}), and {allowed} allowed: a restart did not link to its previous head, or other signers write to this stream; pin the instances it has with --expect-stream {stream}=EPOCH (or allow more with --instances N)",
             instances.len(),
-            instances.join(", ")
         );
         instances.iter().map(|g| (*g, detail.clone())).collect()
     }
+}
+
+/// The first few of `len` names, comma-separated: a detail repeated for each of them must not
+/// grow with their number.
+fn first_few<'a>(names: impl Iterator<Item = &'a str>, len: usize) -> String {
+    const NAMED: usize = 8;
+    let mut text = names.take(NAMED).collect::<Vec<_>>().join(", ");
+    if len > NAMED {
+        text.push_str(&format!(", … ({len} in all)"));
+    }
+    text
 }
 
 /// Why genesis epoch `genesis`, signed by `key`, breaks the chain: the same key signs an epoch of
@@ -1514,27 +1525,49 @@ fn check_instances(
         record_index: None,
         detail,
     };
-    // Each step goes to an earlier epoch; a cycle (only a forgery could make one) ends the walk.
-    let root_of = |epoch: &str| {
-        let mut current = epoch;
-        for _ in 0..epochs.len() {
-            match predecessor.get(current) {
-                Some(before) if *before != current => current = before,
-                _ => break,
+    // Each epoch's root, found once: a walk stops at an epoch whose root is known, and gives its
+    // root to every epoch it passed, so the work stays linear in the epochs. Links are hashes, so
+    // only a forgery could make a cycle; the bound on a walk's length ends one all the same.
+    let mut root_of: HashMap<&str, &str> = HashMap::new();
+    for (epoch, _) in epochs {
+        let mut path = vec![*epoch];
+        let mut current = *epoch;
+        let root = loop {
+            if let Some(root) = root_of.get(current) {
+                break *root;
             }
+            match predecessor.get(current) {
+                Some(before) if path.len() <= epochs.len() => {
+                    current = before;
+                    path.push(current);
+                }
+                _ => break current,
+            }
+        };
+        for step in path {
+            root_of.insert(step, root);
         }
-        current.to_string()
-    };
-    let roots: Vec<(&str, &EpochState, String)> =
-        epochs.iter().map(|(epoch, state)| (*epoch, *state, root_of(epoch))).collect();
+    }
+    let roots: Vec<(&str, &EpochState, String)> = epochs
+        .iter()
+        .map(|(epoch, state)| (*epoch, *state, root_of.get(epoch).copied().unwrap_or(epoch).to_string()))
+        .collect();
     for (epoch, detail) in rules.unexpected(stream, genesis) {
         out.push(start(epoch, detail));
     }
+    // Per key, the epochs it signs with the instance each belongs to (None: its start is missing).
+    let geneses: HashSet<&str> = genesis.iter().copied().collect();
+    let key_of: HashMap<&str, &str> = epochs.iter().filter_map(|(e, s)| Some((*e, s.key()?))).collect();
+    let mut by_key: HashMap<&str, Vec<(&str, &str, Option<&str>)>> = HashMap::new();
+    for (epoch, state, root) in &roots {
+        if let Some(key) = state.key() {
+            let instance = geneses.contains(root.as_str()).then_some(root.as_str());
+            by_key.entry(key).or_default().push((epoch, key, instance));
+        }
+    }
     for g in genesis {
-        let Some(key) = roots.iter().find(|(e, _, _)| e == g).and_then(|(_, s, _)| s.key()) else { continue };
-        let others = roots.iter().filter_map(|(e, s, root)| {
-            Some((*e, s.key()?, genesis.contains(&root.as_str()).then_some(root.as_str())))
-        });
+        let Some(key) = key_of.get(g).copied() else { continue };
+        let others = by_key.get(key).into_iter().flatten().copied();
         if let Some(why) = key_in_another_instance(g, key, others) {
             out.push(Finding { kind: FindingKind::ChainBreak, ..start(g, why) });
         }
@@ -1554,7 +1587,7 @@ fn check_instances(
             StreamInstance {
                 stream: stream.to_string(),
                 instance: root.to_string(),
-                genesis: genesis.contains(&root),
+                genesis: geneses.contains(root),
                 pinned: rules.pinned.get(stream).is_some_and(|pins| pins.contains(root)),
                 epochs: members.into_iter().map(|(_, e)| e.to_string()).collect(),
             }

@@ -195,3 +195,24 @@ fn freshness_is_judged_per_instance() {
     assert_eq!(stale, vec![(FindingKind::StaleStream, r.restart.clone())]);
     assert!(report.findings[0].detail.contains(&format!("instance from epoch {}", r.genesis[0])));
 }
+
+#[test]
+fn many_instances_cost_findings_of_bounded_size() {
+    let keys: Vec<SoftwareSigner> = (0..20).map(|_| signer()).collect();
+    let mut clock = START;
+    let lines: Vec<Vec<u8>> = keys.iter().flat_map(|k| epoch(None, k, 1, &mut clock).1).collect();
+    let options = VerifyOptions {
+        trusted_keys: keys.iter().map(|k| k.public_key().clone()).collect(),
+        ..VerifyOptions::default()
+    };
+    let mut verifier = Verifier::new(options);
+    for (i, line) in lines.iter().enumerate() {
+        verifier.push_line(Origin { source: "in", line: i as u64 + 1 }, line);
+    }
+    let report = verifier.finish();
+    assert_eq!(report.findings.len(), 20);
+    assert!(report.findings.iter().all(|f| f.kind == FindingKind::UnexpectedInstance));
+    let detail = &report.findings[0].detail;
+    assert!(detail.len() < 1000 && detail.contains("(20 in all)"), "{detail}");
+    assert_eq!(report.instances.len(), 20);
+}
