@@ -328,5 +328,8 @@ mod tests {
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;\\u{202e}"), "{html}");
         assert!(html.contains("FAIL: 1 findings"));
+        // The stream's instance is listed, and said to start after a header the input lacks.
+        assert!(html.contains("0 epochs in 1 instances"), "{html}");
+        assert!(html.contains("after a header not in the input"), "{html}");
     }
 }

@@ -263,6 +263,10 @@ fn first_few<'a>(names: impl Iterator<Item = &'a str>, len: usize) -> String {
     text
 }
 
+/// An epoch as the key rule across instances sees it: the epoch, its key, and the genesis epoch
+/// its chain reaches (None where it reaches none).
+pub(crate) type KeyedEpoch<'a> = (&'a str, &'a str, Option<&'a str>);
+
 /// Why genesis epoch `genesis`, signed by `key`, breaks the chain: the same key signs an epoch of
 /// another instance. `others` are the stream's other epochs, each with its key and the genesis
 /// epoch its chain reaches (None where it reaches none: its start is missing, which is reported
@@ -271,7 +275,7 @@ fn first_few<'a>(names: impl Iterator<Item = &'a str>, len: usize) -> String {
 pub(crate) fn key_in_another_instance<'a>(
     genesis: &str,
     key: &str,
-    others: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a str>)>,
+    others: impl IntoIterator<Item = KeyedEpoch<'a>>,
 ) -> Option<String> {
     let (epoch, _, instance) = others.into_iter().find(|(epoch, k, instance)| {
         *epoch != genesis && *k == key && instance.is_some_and(|i| i != genesis)
@@ -1558,7 +1562,7 @@ fn check_instances(
     // Per key, the epochs it signs with the instance each belongs to (None: its start is missing).
     let geneses: HashSet<&str> = genesis.iter().copied().collect();
     let key_of: HashMap<&str, &str> = epochs.iter().filter_map(|(e, s)| Some((*e, s.key()?))).collect();
-    let mut by_key: HashMap<&str, Vec<(&str, &str, Option<&str>)>> = HashMap::new();
+    let mut by_key: HashMap<&str, Vec<KeyedEpoch<'_>>> = HashMap::new();
     for (epoch, state, root) in &roots {
         if let Some(key) = state.key() {
             let instance = geneses.contains(root.as_str()).then_some(root.as_str());
