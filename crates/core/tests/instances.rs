@@ -116,8 +116,20 @@ fn declared_or_pinned_instances_verify_and_are_listed_with_their_epochs() {
 fn a_second_instance_not_declared_is_unexpected_for_both() {
     let r = replicas();
     let report = verify(&r, &r.lines, VerifyOptions::default());
-    let expected = r.genesis.iter().map(|g| (FindingKind::UnexpectedInstance, g.clone())).collect();
+    let expected: BTreeSet<_> =
+        r.genesis.iter().map(|g| (FindingKind::UnexpectedInstance, g.clone())).collect();
     assert_eq!(found(&report), expected);
+    // A limit for another stream does not apply to this one; its own does, over the default.
+    let limit = |stream: &str, n| VerifyOptions {
+        instances: InstanceRules {
+            limits: BTreeMap::from([(stream.to_string(), n)]),
+            max_instances: Some(1),
+            ..InstanceRules::default()
+        },
+        ..VerifyOptions::default()
+    };
+    assert_eq!(found(&verify(&r, &r.lines, limit("db", 2))), expected);
+    assert!(verify(&r, &r.lines, limit("app", 2)).ok);
     // Listed all the same, so that an auditor sees what the stream holds.
     assert_eq!(report.instances.len(), 2);
 }
