@@ -1581,7 +1581,9 @@ fn check_instances(
         if state.seed {
             continue;
         }
-        let first_sealed = state.slots.values().flatten().next().map_or(0, |s| s.sealed_at);
+        // The earliest of its lowest seq's batches, whatever order they came in.
+        let first_sealed = state.slots.values().next().and_then(|v| v.iter().map(|s| s.sealed_at).min());
+        let first_sealed = first_sealed.unwrap_or_default();
         by_root.entry(root.as_str()).or_default().push((first_sealed, epoch));
     }
     by_root
