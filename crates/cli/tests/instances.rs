@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 mod common;
+mod ship_harness;
 
 use std::path::{Path, PathBuf};
 
@@ -187,4 +188,70 @@ fn a_restart_links_to_its_instance_and_a_forked_one_is_still_a_chain_break() {
     let mut forked = forked;
     forked.sort();
     assert_eq!(forked, expected);
+}
+
+/// A gateway with `verify` as its `[verify]` section, spooling and storing under `dir`.
+fn gateway(dir: &Path, verify: &str) -> ship_harness::Daemon {
+    let text = format!(
+        "[spool]\ndir = '{spool}'\n[listen]\nrelay = '127.0.0.1:0'\nhttp = '127.0.0.1:0'\n[verify]\n{verify}\n\
+         [metrics]\nlisten = '127.0.0.1:0'\n[[sinks]]\nkind = 'store'\ndir = '{store}'\n",
+        spool = s(&dir.join("spool")),
+        store = s(&dir.join("store")),
+    );
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, text).unwrap();
+    ship_harness::Daemon::gateway(&config)
+}
+
+/// The kinds of the findings the gateway answers a POST of `lines` with.
+fn post_kinds(gateway: &ship_harness::Daemon, lines: &[u8]) -> Vec<String> {
+    let ndjson = [("Content-Type", "application/x-ndjson")];
+    let (status, body) = ship_harness::post(gateway.addr("HTTP"), "/v1/batches", &ndjson, lines).unwrap();
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    answer["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn the_gateway_follows_instances_as_its_policy_declares() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two software signers, each its own key, on stream "pay".
+    let lines: Vec<Vec<u8>> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let id = dir.path().join(format!("{name}-id"));
+            common::keygen(&id, &["--measurement", "abcd01"]);
+            let out = dir.path().join(format!("{name}.ndjson"));
+            let args =
+                ["sign", "--identity", s(&id), "--stream", "pay", "--batch-size", "2", "--out", s(&out)];
+            let signed = teelog(&args, RECORDS);
+            assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+            std::fs::read(out).unwrap()
+        })
+        .collect();
+    let pubkeys = ["a", "b"].map(|name| s(&dir.path().join(format!("{name}-id/public-key.pem"))).to_string());
+    let pubkeys = format!("pubkeys = ['{}', '{}']", pubkeys[0], pubkeys[1]);
+
+    // Undeclared: the second signer's start is reported against both instances.
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let gw = gateway(&plain, &pubkeys);
+    assert_eq!(post_kinds(&gw, &lines[0]), Vec::<String>::new());
+    assert_eq!(post_kinds(&gw, &lines[1]), vec!["unexpected_instance".to_string(); 2]);
+    let log = gw.stop();
+    assert!(log.contains("finding=\"unexpected_instance\" stream=\"pay\""), "{log}");
+
+    // Declared in the policy: both are followed, each on its own.
+    let declared = dir.path().join("declared");
+    std::fs::create_dir(&declared).unwrap();
+    let policy = declared.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[measurement]]\nplatform = \"software\"\nversion = \"v1\"\nvalue = \"abcd01\"\n\n[[stream]]\nname = \"pay\"\nmax_instances = 2\n",
+    )
+    .unwrap();
+    let gw = gateway(&declared, &format!("{pubkeys}\npolicy = '{}'", s(&policy)));
+    assert_eq!(post_kinds(&gw, &lines[0]), Vec::<String>::new());
+    assert_eq!(post_kinds(&gw, &lines[1]), Vec::<String>::new());
+    gw.stop();
 }
