@@ -284,6 +284,15 @@ pub fn print_human(report: &Report) {
             instance.epochs.join(", ")
         );
     }
+    let mut unpinned: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for instance in report.instances.iter().filter(|i| !i.pinned) {
+        *unpinned.entry(&instance.stream).or_default() += 1;
+    }
+    for (stream, count) in unpinned.into_iter().filter(|(_, count)| *count > 1) {
+        println!(
+            "NOTE stream={stream} has {count} instances not pinned: one withheld, or another instance shown in its place, goes unnoticed; pin each with --expect-stream {stream}=EPOCH"
+        );
+    }
     if report.torn_writes > 0 {
         println!(
             "NOTE {} torn last lines (a crash mid-write) are the start of batches written again in full: nothing lost",

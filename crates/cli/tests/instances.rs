@@ -61,14 +61,24 @@ impl Replicas {
             .collect()
     }
 
-    /// `teelog verify --json` of the stores named, with every root and `extra` arguments.
-    fn verify(&self, stores: &[&str], extra: &[&str]) -> (i32, Value, Vec<String>) {
+    /// `teelog verify` of the stores named, with every root and `extra` arguments.
+    fn run(&self, stores: &[&str], extra: &[&str]) -> std::process::Output {
         let files = self.files(stores);
-        let mut args: Vec<&str> = vec!["verify", "--json"];
+        let mut args: Vec<&str> = vec!["verify"];
         args.extend(files.iter().map(String::as_str));
         args.extend(self.roots.iter().map(String::as_str));
         args.extend_from_slice(extra);
-        report(&teelog(&args, b""))
+        teelog(&args, b"")
+    }
+
+    /// Its JSON report.
+    fn verify(&self, stores: &[&str], extra: &[&str]) -> (i32, Value, Vec<String>) {
+        report(&self.run(stores, &[extra, &["--json"]].concat()))
+    }
+
+    /// Its text report.
+    fn text(&self, stores: &[&str], extra: &[&str]) -> String {
+        String::from_utf8_lossy(&self.run(stores, extra).stdout).into_owned()
     }
 }
 
@@ -131,15 +141,14 @@ fn two_signers_on_one_stream_are_two_instances_declared_pinned_or_found() {
     let (code, json, _) = r.verify(&["a", "b"], &["--policy", s(&policy)]);
     assert_eq!(code, 0, "{json}");
 
+    let text = r.text(&["a", "b"], &["--instances", "2"]);
+    assert!(text.contains("NOTE stream=app has 2 instances not pinned"), "{text}");
+
     // Undeclared, a second start is not taken for granted: both are unexpected, and listed.
     let (code, json, kinds) = r.verify(&["a", "b"], &[]);
     assert_eq!((code, kinds), (1, vec!["unexpected_instance".to_string(); 2]), "{json}");
     assert_eq!(instances(&json).len(), 2);
-    let mut human: Vec<&str> = vec!["verify"];
-    let files = r.files(&["a", "b"]);
-    human.extend(files.iter().map(String::as_str));
-    human.extend(r.roots.iter().map(String::as_str));
-    let text = String::from_utf8_lossy(&teelog(&human, b"").stdout).into_owned();
+    let text = r.text(&["a", "b"], &[]);
     assert!(text.contains(&format!("INST stream=app instance={a}")), "{text}");
     assert!(text.contains("FAIL unexpected_instance"), "{text}");
 
