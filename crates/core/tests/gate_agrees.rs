@@ -225,6 +225,8 @@ fn place(f: &teelog_core::Finding) -> Place {
 enum Rules {
     /// At most this many (0: the default, one).
     AtMost(u64),
+    /// At most this many for the stream alone, one for others.
+    StreamLimit(u64),
     /// The instances whose bit is set, counting the epochs that start one in the order they were
     /// sealed.
     Pinned(u8),
@@ -235,6 +237,11 @@ impl Rules {
         match self {
             Rules::AtMost(0) => InstanceRules::default(),
             Rules::AtMost(n) => InstanceRules { max_instances: Some(n), ..InstanceRules::default() },
+            Rules::StreamLimit(n) => InstanceRules {
+                limits: BTreeMap::from([("app".to_string(), n)]),
+                max_instances: Some(1),
+                ..InstanceRules::default()
+            },
             Rules::Pinned(mask) => {
                 let geneses = built.iter().filter(|b| b.seq == 1 && b.prev.is_none());
                 let pins = geneses.enumerate().filter(|(i, _)| mask & (1 << (i % 8)) != 0);
@@ -304,7 +311,11 @@ fn epoch_plan() -> impl Strategy<Value = EpochPlan> {
 }
 
 fn rules() -> impl Strategy<Value = Rules> {
-    prop_oneof![2 => (0..4u64).prop_map(Rules::AtMost), 1 => any::<u8>().prop_map(Rules::Pinned)]
+    prop_oneof![
+        2 => (0..4u64).prop_map(Rules::AtMost),
+        1 => (1..4u64).prop_map(Rules::StreamLimit),
+        1 => any::<u8>().prop_map(Rules::Pinned),
+    ]
 }
 
 fn fault() -> impl Strategy<Value = Fault> {
