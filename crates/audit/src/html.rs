@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use teelog_core::verify::{EpochTrust, TimelineEntry, TrustBasis};
+use teelog_core::verify::{EpochTrust, StreamInstance, TimelineEntry, TrustBasis};
 use teelog_core::Report;
 
 /// What the report says about how it was made.
@@ -106,7 +106,11 @@ pub fn render(report: &Report, context: &ReportContext) -> String {
         } else {
             "no findings".to_string()
         };
-        let _ = write!(html, "<p>{} epochs &middot; {note}</p>", epochs.len());
+        let instances: Vec<&StreamInstance> =
+            report.instances.iter().filter(|i| i.stream == *stream).collect();
+        let _ =
+            write!(html, "<p>{} epochs in {} instances &middot; {note}</p>", epochs.len(), instances.len());
+        render_instances(&mut html, &instances);
         render_runs(&mut html, runs);
         if !epochs.is_empty() {
             let _ = write!(html, "<table><tr><th>epoch</th><th>batches</th><th>platform</th><th>key</th><th>trust rests on</th></tr>");
@@ -188,6 +192,34 @@ pub fn render(report: &Report, context: &ReportContext) -> String {
 
 /// One stream's runs: a bar of periods by code version, then a table with a marked row wherever
 /// the measurement changed (a new version was deployed).
+/// The chains of one stream: each instance, where it starts, whether the auditor pinned it, and
+/// its epochs in order.
+fn render_instances(html: &mut String, instances: &[&StreamInstance]) {
+    if instances.is_empty() {
+        return;
+    }
+    let _ = write!(
+        html,
+        "<table><tr><th>instance</th><th>starts</th><th>pinned</th><th>epochs, in the order sealed</th></tr>"
+    );
+    for instance in instances {
+        let starts = if instance.genesis {
+            "with its first epoch"
+        } else {
+            "<span class=\"bad\">after a header not in the input</span>"
+        };
+        let epochs: Vec<String> = instance.epochs.iter().map(|e| esc(e)).collect();
+        let _ = write!(
+            html,
+            "<tr><td class=\"mono\">{}</td><td>{starts}</td><td>{}</td><td class=\"mono\">{}</td></tr>",
+            esc(&instance.instance),
+            if instance.pinned { "yes" } else { "no" },
+            epochs.join(", ")
+        );
+    }
+    let _ = write!(html, "</table>");
+}
+
 fn render_runs(html: &mut String, runs: &[&TimelineEntry]) {
     if runs.is_empty() {
         return;
@@ -279,6 +311,13 @@ mod tests {
             torn_writes: 0,
             unreferenced_documents: Vec::new(),
             trust: Vec::new(),
+            instances: vec![StreamInstance {
+                stream: hostile.into(),
+                instance: hostile.into(),
+                genesis: false,
+                pinned: false,
+                epochs: vec![hostile.into()],
+            }],
             dev_attested: 0,
             keys_needed: Vec::new(),
             timeline: None,
@@ -289,5 +328,8 @@ mod tests {
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;\\u{202e}"), "{html}");
         assert!(html.contains("FAIL: 1 findings"));
+        // The stream's instance is listed, and said to start after a header the input lacks.
+        assert!(html.contains("0 epochs in 1 instances"), "{html}");
+        assert!(html.contains("after a header not in the input"), "{html}");
     }
 }

@@ -12,6 +12,7 @@ pub mod tsa;
 
 use teelog_core::batch::HeaderError;
 use teelog_core::timestamp::UnixNanos;
+use teelog_core::verify::InstanceRules;
 use teelog_core::{Freshness, Report, Verifier, VerifyOptions};
 use teelog_trust::{Trust, TrustError};
 
@@ -28,9 +29,19 @@ pub enum AuditError {
     /// `--expect-measurement` was given empty.
     #[error("--expect-measurement: give the measurement, in hex")]
     EmptyMeasurement,
-    /// An `--expect-stream` name is not a valid stream name.
-    #[error("--expect-stream")]
-    StreamName(#[source] HeaderError),
+    /// An `--expect-stream` name is not a valid stream name, or the instance it pins not an
+    /// epoch id.
+    #[error("--expect-stream {given}")]
+    StreamName {
+        /// The argument as given.
+        given: String,
+        /// What is wrong with it.
+        #[source]
+        source: HeaderError,
+    },
+    /// `--instances` was given 0.
+    #[error("--instances: a stream has at least one instance")]
+    NoInstances,
     /// No input was named.
     #[error("nothing to verify: give batch files, `-` for stdin, or --store DIR")]
     NothingToVerify,
@@ -86,8 +97,11 @@ pub struct Expectations {
     pub max_skew: UnixNanos,
     /// A stream whose newest batch is older than this (at `now`) is `stale_stream`.
     pub max_silence: Option<UnixNanos>,
-    /// Streams that must be present.
+    /// Streams that must be present: `NAME`, or `NAME=EPOCH` for the instance of NAME that
+    /// starts with epoch EPOCH (docs/FORMAT.md §5.5), which pins NAME's instances.
     pub streams: Vec<String>,
+    /// How many instances a stream neither pinned nor named by the policy may have (default 1).
+    pub max_instances: Option<u64>,
     /// Input with no batch at all is OK.
     pub allow_empty: bool,
     /// The report carries a timeline of which code produced which batches, policy or not.
@@ -111,8 +125,27 @@ pub fn options(
         Some("") => return Err(AuditError::EmptyMeasurement),
         other => other.map(str::to_ascii_lowercase),
     };
-    for stream in &expect.streams {
-        teelog_core::batch::check_stream_name(stream).map_err(AuditError::StreamName)?;
+    let mut streams = Vec::new();
+    let mut instances = InstanceRules {
+        max_instances: match expect.max_instances {
+            Some(0) => return Err(AuditError::NoInstances),
+            n => n,
+        },
+        ..InstanceRules::of_policy(policy.as_ref())
+    };
+    for given in &expect.streams {
+        let refused = |source| AuditError::StreamName { given: given.clone(), source };
+        let (name, instance) = match given.split_once('=') {
+            Some((name, epoch)) => (name, Some(teelog_core::batch::normalize_epoch(epoch).map_err(refused)?)),
+            None => (given.as_str(), None),
+        };
+        teelog_core::batch::check_stream_name(name).map_err(refused)?;
+        match instance {
+            Some(epoch) => {
+                instances.pinned.entry(name.to_string()).or_default().insert(epoch);
+            }
+            None => streams.push(name.to_string()),
+        }
     }
     let options = VerifyOptions {
         trusted_keys: keys,
@@ -122,8 +155,9 @@ pub fn options(
         now: Some(expect.now),
         max_skew: Some(expect.max_skew),
         allow_empty: expect.allow_empty,
-        expect_streams: expect.streams.clone(),
+        expect_streams: streams,
         timeline: expect.timeline,
+        instances,
     };
     Ok(options)
 }

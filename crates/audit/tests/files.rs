@@ -90,5 +90,10 @@ fn expectations_are_checked_before_anything_is_read() {
     let blank = Expectations { measurement: Some("  ".into()), ..expectations() };
     assert!(matches!(verifier(trust(Vec::new()), &blank), Err(AuditError::EmptyMeasurement)));
     let bad_stream = Expectations { streams: vec!["no spaces".into()], ..expectations() };
-    assert!(matches!(verifier(trust(Vec::new()), &bad_stream), Err(AuditError::StreamName(_))));
+    assert!(matches!(verifier(trust(Vec::new()), &bad_stream), Err(AuditError::StreamName { .. })));
+    let bad_instance = Expectations { streams: vec!["app=00112233".into()], ..expectations() };
+    let err = verifier(trust(Vec::new()), &bad_instance).err().expect("refused");
+    assert!(err.to_string().contains("app=00112233"), "{err}");
+    let none = Expectations { max_instances: Some(0), ..expectations() };
+    assert!(matches!(verifier(trust(Vec::new()), &none), Err(AuditError::NoInstances)));
 }

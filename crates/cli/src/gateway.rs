@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use teelog_core::gate::Gate;
+use teelog_core::verify::InstanceRules;
 use teelog_core::VerifyOptions;
 use teelog_gateway::config::GatewayConfig;
 use teelog_trust::{Trust, TrustFiles};
@@ -38,8 +39,12 @@ pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
     let trust = Trust::load(&files, crate::attest::now_seconds())?;
     crate::daemon::run("teelog-gateway", args.log_level, |shutdown| async move {
         let gate = move |continuity| {
-            let options =
-                VerifyOptions { trusted_keys: trust.keys, policy: trust.policy, ..VerifyOptions::default() };
+            let options = VerifyOptions {
+                trusted_keys: trust.keys,
+                instances: InstanceRules::of_policy(trust.policy.as_ref()),
+                policy: trust.policy,
+                ..VerifyOptions::default()
+            };
             Gate::new(options, continuity).with_attestation(Box::new(trust.attestation))
         };
         anyhow::Ok(teelog_gateway::run(config, gate, shutdown).await?)

@@ -73,9 +73,14 @@ pub struct TrustArgs {
 #[derive(clap::Args, Clone, Default)]
 pub struct StreamArgs {
     /// A stream that must be present; repeat for several. One with no batch that verifies is a
-    /// finding (`missing_stream`).
-    #[arg(long = "expect-stream")]
+    /// finding (`missing_stream`). NAME=EPOCH pins an instance of NAME, the one that starts with
+    /// epoch EPOCH: repeat it for each instance NAME has, which it must have and no other.
+    #[arg(long = "expect-stream", value_name = "NAME[=EPOCH]")]
     pub expect_streams: Vec<String>,
+    /// How many instances (signers, each its own chain) a stream may have when no
+    /// --expect-stream NAME=EPOCH or policy names them; more is `unexpected_instance`.
+    #[arg(long, value_name = "N")]
+    pub instances: Option<u64>,
     /// Input with no batch at all is OK (by default it is `nothing_verified`, exit 1).
     #[arg(long)]
     pub allow_empty: bool,
@@ -196,6 +201,7 @@ pub fn expectations(args: &TrustArgs, streams: &StreamArgs) -> anyhow::Result<(T
         max_skew: args.max_skew,
         max_silence: streams.max_silence,
         streams: streams.expect_streams.clone(),
+        max_instances: streams.instances,
         allow_empty: streams.allow_empty,
         timeline: false,
     };
@@ -266,6 +272,25 @@ pub fn print_human(report: &Report) {
             epoch.batches,
             epoch.platform,
             epoch.key_id
+        );
+    }
+    for instance in &report.instances {
+        let starts = if instance.genesis { "" } else { " (starts after a header not in the input)" };
+        let pinned = if instance.pinned { "  pinned" } else { "" };
+        println!(
+            "INST stream={} instance={}{starts}{pinned}  epochs {}",
+            instance.stream,
+            instance.instance,
+            instance.epochs.join(", ")
+        );
+    }
+    let mut unpinned: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for instance in report.instances.iter().filter(|i| !i.pinned) {
+        *unpinned.entry(&instance.stream).or_default() += 1;
+    }
+    for (stream, count) in unpinned.into_iter().filter(|(_, count)| *count > 1) {
+        println!(
+            "NOTE stream={stream} has {count} instances not pinned: one withheld, or another instance shown in its place, goes unnoticed; pin each with --expect-stream {stream}=EPOCH"
         );
     }
     if report.torn_writes > 0 {

@@ -46,12 +46,24 @@ impl Fixture {
 
     /// Signs the records of `input` (NDJSON) into batches of `batch_size`.
     fn sign_input(&self, stream: &str, input: &[u8], batch_size: u32) -> Vec<Vec<u8>> {
-        let file = self.root.join(format!("{stream}.ndjson"));
+        self.sign_as(&self.identity, stream, input, batch_size)
+    }
+
+    /// Signs the records of `input` with the identity in `identity`, into a file of its own.
+    fn sign_as(
+        &self,
+        identity: &std::path::Path,
+        stream: &str,
+        input: &[u8],
+        batch_size: u32,
+    ) -> Vec<Vec<u8>> {
+        let name = identity.file_name().unwrap().to_string_lossy();
+        let file = self.root.join(format!("{stream}-{name}.ndjson"));
         let out = teelog(
             &[
                 "sign",
                 "--identity",
-                s(&self.identity),
+                s(identity),
                 "--stream",
                 stream,
                 "--out",
@@ -166,6 +178,39 @@ fn untouched_streams_are_found_and_verify_with_counts() {
     assert!(String::from_utf8_lossy(&only_db.stderr).contains("s waiting on Loki"));
     let tenants: Vec<_> = f.loki.requests().into_iter().skip(before).map(|r| r.tenant).collect();
     assert_eq!(tenants, vec![Some("bank-eu".to_string()); 4]);
+}
+
+#[test]
+fn two_signers_on_one_stream_are_audited_as_instances() {
+    let f = fixture();
+    let other = f.root.join("other");
+    keygen(&other, &[]);
+    let mine = f.sign("app", 4, 2);
+    f.push(&mine, &[]);
+    f.push(&f.sign_as(&other, "app", &records(3), 2), &[]);
+    let epoch = |lines: &[Vec<u8>]| {
+        let header = &serde_json::from_slice::<Value>(&lines[0]).unwrap()["header"];
+        header["epoch"].as_str().unwrap().to_string()
+    };
+    let pin = format!("app={}", epoch(&mine));
+    let other_pubkey = other.join("public-key.pem");
+    let with_other = |extra: &[&str]| {
+        let mut args = vec!["--pubkey", s(&other_pubkey)];
+        args.extend_from_slice(extra);
+        f.audit_json(&args)
+    };
+
+    let (code, json, kinds) = with_other(&["--instances", "2"]);
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    assert_eq!(json["instances"].as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(json["audit"]["streams"], serde_json::json!(["app"]));
+    let (code, json, kinds) = with_other(&[]);
+    assert_eq!((code, kinds), (1, vec!["unexpected_instance".to_string(); 2]), "{json}");
+    // Only the first signer's instance pinned: the other is unexpected.
+    let (code, json, kinds) = with_other(&["--expect-stream", &pin]);
+    assert_eq!((code, kinds), (1, vec!["unexpected_instance".to_string()]), "{json}");
+    let mine_listed = json["instances"].as_array().unwrap().iter().find(|i| i["pinned"] == true).unwrap();
+    assert_eq!(mine_listed["instance"].as_str(), Some(epoch(&mine).as_str()), "{json}");
 }
 
 #[test]

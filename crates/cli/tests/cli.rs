@@ -86,7 +86,9 @@ fn sign_verify_and_continue_the_stream() {
         serde_json::json!({"ok": true, "batches": 5, "records": 30, "duplicates": 0, "findings": [],
             "torn_writes": 0, "unreferenced_documents": [],
             "trust": [{"stream": "default", "epoch": epoch, "basis": "bare_public_key", "platform": "software",
-                       "key_id": key_id, "batches": 5}]})
+                       "key_id": key_id, "batches": 5}],
+            "instances": [{"stream": "default", "instance": epoch, "genesis": true, "pinned": false,
+                           "epochs": [epoch]}]})
     );
 
     // Both runs wrote one epoch, seq 1..5, each batch linked to the one before.

@@ -378,6 +378,7 @@ fn generate() -> BTreeMap<&'static str, Vector> {
     );
     out.insert("a-genesis-document-starts-only-a-stream", genesis_document_vector(class4, t0));
     out.insert("a-forged-line-among-verified-batches-is-not-a-usage-error", forged_among_attested_vector(t0));
+    out.extend(instance_vectors(t0));
 
     // 5. Nothing is OK by absence.
     out.insert(
@@ -530,6 +531,104 @@ fn forged_among_attested_vector(t0: i64) -> Vector {
     vector.files.remove("key.pem");
     vector.files.insert("dev-root.pem".into(), root);
     vector
+}
+
+/// Several signers on one stream (docs/FORMAT.md §5.5): key K1 starts instance A, key K2
+/// instance B; what the auditor declares or pins decides which are expected.
+fn instance_vectors(t0: i64) -> Vec<(&'static str, Vector)> {
+    let class = "9. Instances: several signers on one stream";
+    let signer = || software(test_key().key);
+    let other =
+        SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap()).unwrap();
+    let other_pem = other.public().to_pem();
+    let other = software(other);
+    let a = batches(&mut head(EPOCH_A, 1, None), &signer(), 2, t0);
+    let b = batches(&mut head(EPOCH_B, 1, None), &other, 2, t0 + 1_000_000_000);
+    let both = [a.clone(), b.clone()].concat().concat();
+    let pin_a = format!("app={EPOCH_A}");
+    let vector = |description: &str, input: String, extra: &[&str], exit, findings| {
+        let mut args = vec!["--pubkey", "$DIR/other.pem"];
+        args.extend_from_slice(extra);
+        let mut vector = verify_vector(class, description, input, &args, exit, findings);
+        vector.files.insert("other.pem".into(), other_pem.clone());
+        vector
+    };
+    let unexpected = |epoch| placed("unexpected_instance", Some(epoch), Some(1));
+    let instance = |epoch: &str, pinned: bool| serde_json::json!({"stream": "app", "instance": epoch, "genesis": true, "pinned": pinned, "epochs": [epoch]});
+    let mut declared = vector(
+        "Two signers, each its own key, start instances A and B of one stream, and two are allowed: OK, each listed with its epochs.",
+        both.clone(),
+        &["--instances", "2"],
+        0,
+        Vec::new(),
+    );
+    declared
+        .report
+        .insert("instances".into(), serde_json::json!([instance(EPOCH_A, false), instance(EPOCH_B, false)]));
+    let mut pinned = vector(
+        "Instances A and B, both pinned: OK.",
+        both.clone(),
+        &["--expect-stream", &format!("app={EPOCH_A}"), "--expect-stream", &format!("app={EPOCH_B}")],
+        0,
+        Vec::new(),
+    );
+    pinned
+        .report
+        .insert("instances".into(), serde_json::json!([instance(EPOCH_A, true), instance(EPOCH_B, true)]));
+    // A key of instance A starts epoch C afresh: a restart that did not link, not another signer.
+    let c = batches(&mut head(EPOCH_C, 1, None), &signer(), 1, t0 + 10_000_000_000);
+    // B and C both continue from A's head: instance A forks.
+    let a_head = header_hash(&a[1]);
+    let b_after = batches(&mut head(EPOCH_B, 1, Some(a_head.clone())), &other, 1, t0 + 10_000_000_000);
+    let c_after = batches(&mut head(EPOCH_C, 1, Some(a_head)), &other, 1, t0 + 11_000_000_000);
+    vec![
+        ("declared-instances-are-ok", declared),
+        ("pinned-instances-are-ok", pinned),
+        (
+            "a-second-instance-not-declared-is-unexpected",
+            vector(
+                "Instances A and B of one stream, none declared: one is allowed, and nothing tells which is the stream's own, so both are unexpected.",
+                both.clone(),
+                &[],
+                1,
+                vec![unexpected(EPOCH_A), unexpected(EPOCH_B)],
+            ),
+        ),
+        (
+            "an-instance-not-pinned-is-unexpected",
+            vector("Instances A and B, only A pinned: B is unexpected.", both, &["--expect-stream", &pin_a], 1, vec![unexpected(EPOCH_B)]),
+        ),
+        (
+            "a-pinned-instance-replaced-by-another-is-missing",
+            vector(
+                "A is pinned, but the input holds instance B alone (another instance of the same code, shown in its place): A is missing and B unexpected.",
+                b.concat(),
+                &["--expect-stream", &pin_a],
+                1,
+                vec![placed("missing_stream", Some(EPOCH_A), None), unexpected(EPOCH_B)],
+            ),
+        ),
+        (
+            "a-key-starting-two-instances-is-a-chain-break",
+            vector(
+                "K1 starts instance A and, later, epoch C afresh, with three instances allowed: one key starting two chains is a restart that did not link to its head.",
+                [a.clone(), b, c].concat().concat(),
+                &["--instances", "3"],
+                1,
+                vec![placed("chain_break", Some(EPOCH_A), Some(1)), placed("chain_break", Some(EPOCH_C), Some(1))],
+            ),
+        ),
+        (
+            "a-forked-restart-is-a-chain-break-with-instances-allowed",
+            vector(
+                "Epochs B and C both continue from A's head, with three instances allowed: a fork, not new instances.",
+                [a, b_after, c_after].concat().concat(),
+                &["--instances", "3"],
+                1,
+                vec![placed("chain_break", Some(EPOCH_B), Some(1)), placed("chain_break", Some(EPOCH_C), Some(1))],
+            ),
+        ),
+    ]
 }
 
 #[test]

@@ -142,6 +142,13 @@ pub fn check_stream_name(name: &str) -> Result<(), HeaderError> {
     }
 }
 
+/// Epoch ids are 32 lower-case hex digits; accept any case from people and normalise.
+pub fn normalize_epoch(text: &str) -> Result<String, HeaderError> {
+    let lower = text.trim().to_ascii_lowercase();
+    check_hex("epoch", &lower, Some(32))?;
+    Ok(lower)
+}
+
 /// Measurements are lower-case hex; accept any case from people and normalise.
 pub fn normalize_measurement(text: &str) -> Result<String, HeaderError> {
     let lower = text.trim().to_ascii_lowercase();

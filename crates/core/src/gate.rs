@@ -13,8 +13,8 @@ use crate::merkle::{sha256, Digest};
 use crate::timestamp::{format_rfc3339, UnixNanos};
 use crate::verify::{
     attested_signature, backwards, backwards_across, document_of, foreign_key, fork_at, goes_on,
-    judge_measurement, reused_key, time_objections, unlinked, AttestationVerifier, AttestedKey,
-    DocumentError, Finding, FindingKind, Origin, VerifyOptions,
+    judge_measurement, key_in_another_instance, reused_key, time_objections, unlinked, AttestationVerifier,
+    AttestedKey, DocumentError, Finding, FindingKind, InstanceRules, Origin, VerifyOptions,
 };
 
 /// Header hashes remembered per epoch, to tell a resent batch from a second, different batch
@@ -161,15 +161,34 @@ impl EpochTrack {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 struct StreamTrack {
     epochs: BTreeMap<String, EpochTrack>,
-    /// The epoch that started the stream (its first batch links to nothing).
-    genesis: Option<String>,
-    /// A second start has been reported against `genesis` as well.
+    /// The epochs that start an instance of the stream (their first batch links to nothing),
+    /// oldest first; at most [`EPOCHS_PER_STREAM`].
+    #[serde(default, alias = "genesis", deserialize_with = "one_or_many")]
+    instances: Vec<String>,
+    /// Instances reported as not allowed (not pinned, or more than allowed).
     #[serde(default)]
-    genesis_reported: bool,
-    newest_sealed_at: UnixNanos,
-    newest: (String, u64),
-    /// Reported stale and not heard from since.
-    stale: bool,
+    unexpected_reported: Vec<String>,
+    /// Instances reported because the key that starts them signs outside them.
+    #[serde(default)]
+    key_reported: Vec<String>,
+    /// Instances (named as [`StreamTrack::roots`] names them) reported stale and silent since.
+    #[serde(default)]
+    stale_instances: Vec<String>,
+}
+
+/// The instances of a stream as saved: a list, or the one genesis epoch (or null) that state saved
+/// before instances were followed holds.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<String>),
+        One(Option<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::Many(list) => list,
+        OneOrMany::One(one) => one.into_iter().collect(),
+    })
 }
 
 /// The gateway's continuity state; saved by the gateway so that a restart continues where it was.
@@ -428,7 +447,7 @@ impl Gate {
             Some(SignatureStatus::Valid) => {
                 let arrival =
                     Arrival { header: h, hash: hex::encode(batch.header_hash), attested: attested.is_some() };
-                self.continuity.follow(&arrival, &origin, &mut findings)
+                self.continuity.follow(&arrival, &self.options.instances, &origin, &mut findings)
             }
             _ => false,
         };
@@ -446,29 +465,45 @@ impl Gate {
         }
     }
 
-    /// A `stale_stream` finding for each stream newly silent for longer than `max_silence` at
-    /// `now`; a stream is reported again only after it has been heard from since.
+    /// A `stale_stream` finding for each instance of a stream (docs/FORMAT.md §5.5) newly silent
+    /// for longer than `max_silence` at `now`: another instance going on does not show that this
+    /// one's tail is all there. An instance is reported again only after it has been heard from
+    /// since.
     pub fn stale_streams(&mut self, now: UnixNanos, max_silence: UnixNanos) -> Vec<Finding> {
         let mut out = Vec::new();
         for (name, track) in &mut self.continuity.streams {
-            let silent = now.saturating_sub(track.newest_sealed_at);
-            if track.stale || silent <= max_silence {
-                continue;
+            // Per instance, its newest batch: (sealed_at, epoch, seq).
+            let mut newest: BTreeMap<String, (UnixNanos, &String, u64)> = BTreeMap::new();
+            let roots = track.roots();
+            for (id, epoch) in &track.epochs {
+                let candidate = (epoch.sealed_at, id, epoch.last_seq);
+                let root = roots.get(id.as_str()).cloned().unwrap_or_else(|| id.clone());
+                let entry = newest.entry(root).or_insert(candidate);
+                if candidate.0 > entry.0 {
+                    *entry = candidate;
+                }
             }
-            track.stale = true;
-            out.push(Finding {
-                kind: FindingKind::StaleStream,
-                stream: Some(name.clone()),
-                epoch: Some(track.newest.0.clone()),
-                seq: Some(track.newest.1),
-                record_index: None,
-                detail: format!(
-                    "no batch since the one sealed at {}, {} s before {}: the shipper may be cut off",
-                    format_rfc3339(track.newest_sealed_at),
-                    silent / 1_000_000_000,
-                    format_rfc3339(now)
-                ),
-            });
+            let silent = |sealed_at: UnixNanos| now.saturating_sub(sealed_at);
+            track.stale_instances.retain(|root| newest.get(root).is_some_and(|n| silent(n.0) > max_silence));
+            for (root, (sealed_at, epoch, seq)) in &newest {
+                if silent(*sealed_at) <= max_silence || track.stale_instances.contains(root) {
+                    continue;
+                }
+                track.stale_instances.push(root.clone());
+                out.push(Finding {
+                    kind: FindingKind::StaleStream,
+                    stream: Some(name.clone()),
+                    epoch: Some(epoch.to_string()),
+                    seq: Some(*seq),
+                    record_index: None,
+                    detail: format!(
+                        "no batch of the instance from epoch {root} since the one sealed at {}, {} s before {}: the shipper may be cut off",
+                        format_rfc3339(*sealed_at),
+                        silent(*sealed_at) / 1_000_000_000,
+                        format_rfc3339(now)
+                    ),
+                });
+            }
         }
         out
     }
@@ -487,31 +522,49 @@ impl Continuity {
     /// Takes the validly signed batch `batch` into the chain state; chain findings go to `out`.
     /// True if it is a resend of a batch seen recently. The rules are the offline verifier's
     /// (docs/FORMAT.md §8), judged in arrival order with bounded memory (§15).
-    fn follow(&mut self, batch: &Arrival<'_>, origin: &str, out: &mut Vec<Finding>) -> bool {
+    fn follow(
+        &mut self,
+        batch: &Arrival<'_>,
+        rules: &InstanceRules,
+        origin: &str,
+        out: &mut Vec<Finding>,
+    ) -> bool {
         let h = batch.header;
         // An epoch that continues from this batch arrived before it: the key rule over the
         // epochs after it can only now see the whole line of keys.
         let awaited = self.streams.get(&h.stream).is_some_and(|stream| {
             stream.epochs.values().any(|e| e.starts_after.as_deref() == Some(batch.hash.as_str()))
         });
-        let duplicate = self.take_in(batch, origin, out);
+        // The batch may place an epoch in an instance: a new epoch, an epoch's first batch, or
+        // the batch an epoch that arrived before it continues from.
+        let places =
+            h.seq == 1 || self.streams.get(&h.stream).is_none_or(|s| !s.epochs.contains_key(&h.epoch));
+        let duplicate = self.take_in(batch, rules, origin, out);
+        let chain_break = |epoch: String, why: String| Finding {
+            kind: FindingKind::ChainBreak,
+            stream: Some(h.stream.clone()),
+            epoch: Some(epoch),
+            seq: Some(1),
+            record_index: None,
+            detail: format!("{origin}: {why}"),
+        };
         if let Some(stream) = self.streams.get(&h.stream).filter(|_| awaited && !duplicate) {
-            for (descendant, why) in stream.recheck_descendants(&h.epoch) {
-                out.push(Finding {
-                    kind: FindingKind::ChainBreak,
-                    stream: Some(h.stream.clone()),
-                    epoch: Some(descendant),
-                    seq: Some(1),
-                    record_index: None,
-                    detail: format!("{origin}: {why}"),
-                });
-            }
+            out.extend(stream.recheck_descendants(&h.epoch).into_iter().map(|(d, why)| chain_break(d, why)));
+        }
+        if let Some(stream) = self.streams.get_mut(&h.stream).filter(|_| (places || awaited) && !duplicate) {
+            out.extend(stream.instance_keys().into_iter().map(|(g, why)| chain_break(g, why)));
         }
         duplicate
     }
 
     /// [`follow`](Self::follow) but for the epochs before that arrived late.
-    fn take_in(&mut self, batch: &Arrival<'_>, origin: &str, out: &mut Vec<Finding>) -> bool {
+    fn take_in(
+        &mut self,
+        batch: &Arrival<'_>,
+        rules: &InstanceRules,
+        origin: &str,
+        out: &mut Vec<Finding>,
+    ) -> bool {
         let h = batch.header;
         let mut finding = |kind, epoch: &str, seq, detail: String| {
             out.push(Finding {
@@ -531,18 +584,13 @@ impl Continuity {
         };
         let known_stream = self.streams.contains_key(&h.stream);
         let stream = self.streams.entry(h.stream.clone()).or_default();
-        if seen.sealed_at >= stream.newest_sealed_at {
-            stream.newest_sealed_at = seen.sealed_at;
-            stream.newest = (h.epoch.clone(), h.seq);
-            stream.stale = false;
-        }
         // The first batch of an epoch (new here, or late): where the epoch comes from.
         let first_of_epoch = h.seq == 1
             && stream.epochs.get(&h.epoch).is_none_or(|e| e.gaps.iter().any(|&(from, _)| from == 1));
         let mut predecessor = None;
         if first_of_epoch {
             let problems;
-            (predecessor, problems) = start(stream, known_stream, &seen, batch);
+            (predecessor, problems) = start(stream, known_stream, &seen, batch, rules);
             for (kind, epoch, detail) in problems {
                 finding(kind, &epoch, 1, detail);
             }
@@ -647,6 +695,84 @@ impl Continuity {
 }
 
 impl StreamTrack {
+    /// For each epoch, the epoch its instance starts from, as far as the links remembered show:
+    /// its first link followed back to an epoch that links to nothing known. Each epoch's
+    /// predecessor is looked up once, so the cost stays that of one lookup per epoch.
+    fn roots(&self) -> BTreeMap<&str, String> {
+        let predecessor: HashMap<&str, &str> = self
+            .epochs
+            .iter()
+            .filter_map(|(id, e)| {
+                let (before, _) = holder(self, e.starts_after.as_deref()?)?;
+                (before != id).then_some((id.as_str(), before.as_str()))
+            })
+            .collect();
+        let root = |epoch: &str| {
+            let mut current = epoch;
+            // Each step goes to an earlier epoch; a cycle (only a forgery could make one) ends.
+            for _ in 0..EPOCHS_PER_STREAM {
+                match predecessor.get(current) {
+                    Some(before) => current = before,
+                    None => break,
+                }
+            }
+            current.to_string()
+        };
+        self.epochs.keys().map(|id| (id.as_str(), root(id))).collect()
+    }
+
+    /// The instances not reported yet whose key signs outside them (see
+    /// [`key_in_another_instance`]): (genesis epoch, why) for each.
+    fn instance_keys(&mut self) -> Vec<(String, String)> {
+        let root_of = self.roots();
+        let roots: Vec<(&str, &str, &str)> = self
+            .epochs
+            .iter()
+            .filter_map(|(id, e)| Some((id.as_str(), e.key_id.as_str(), root_of.get(id.as_str())?.as_str())))
+            .collect();
+        let instance = |root: &str| self.instances.iter().any(|g| g == root);
+        let found: Vec<(String, String)> = self
+            .instances
+            .iter()
+            .filter(|g| !self.key_reported.contains(g))
+            .filter_map(|g| {
+                let key = self.epochs.get(g)?.key_id.as_str();
+                let others = roots.iter().map(|(e, k, r)| (*e, *k, instance(r).then_some(*r)));
+                let why = key_in_another_instance(g, key, others)?;
+                Some((g.clone(), why))
+            })
+            .collect();
+        self.key_reported.extend(found.iter().map(|(g, _)| g.clone()));
+        found
+    }
+
+    /// Epoch `epoch` starts an instance: the findings (kind, epoch, detail) for the instances
+    /// `rules` do not allow, each reported once.
+    fn new_instance(
+        &mut self,
+        stream: &str,
+        epoch: &str,
+        rules: &InstanceRules,
+    ) -> Vec<(FindingKind, String, String)> {
+        if !self.instances.iter().any(|g| g == epoch) {
+            self.instances.push(epoch.to_string());
+        }
+        if self.instances.len() > EPOCHS_PER_STREAM {
+            let gone = self.instances.remove(0);
+            self.unexpected_reported.retain(|g| *g != gone);
+            self.key_reported.retain(|g| *g != gone);
+        }
+        let instances: Vec<&str> = self.instances.iter().map(String::as_str).collect();
+        let problems: Vec<(FindingKind, String, String)> = rules
+            .unexpected(stream, &instances)
+            .into_iter()
+            .filter(|(g, _)| !self.unexpected_reported.iter().any(|r| r == g))
+            .map(|(g, why)| (FindingKind::UnexpectedInstance, g.to_string(), why))
+            .collect();
+        self.unexpected_reported.extend(problems.iter().map(|(_, g, _)| g.clone()));
+        problems
+    }
+
     /// The key rule across epochs for an epoch signed by `key` (bound by an attestation document
     /// if `attested`) that continues from epoch `from`. The epochs before are found through each
     /// one's first link, so an epoch whose predecessor arrived after it is found all the same.
@@ -706,36 +832,19 @@ impl StreamTrack {
 }
 
 /// The checks on the first batch `seen` of an epoch: the epoch it continues from (if known) and
-/// the findings (kind, epoch, detail; all at seq 1). A stream starts once; an epoch of a stream
-/// seen before continues from the head of another epoch (see [`continues`]).
+/// the findings (kind, epoch, detail; all at seq 1). An epoch that links to nothing starts an
+/// instance, which `rules` may not allow; an epoch of a stream seen before that links to a header
+/// continues from the head of another epoch (see [`continues`]).
 fn start(
     stream: &mut StreamTrack,
     known_stream: bool,
     seen: &Seen,
     batch: &Arrival<'_>,
+    rules: &InstanceRules,
 ) -> (Option<String>, Vec<(FindingKind, String, String)>) {
     let h = batch.header;
     match h.prev.as_deref() {
-        None if known_stream => {
-            let first =
-                stream.genesis.as_deref().map_or(String::new(), |g| format!(" (it started with epoch {g})"));
-            let why = format!(
-                "stream {:?} starts again{first}: a restart did not link to the previous head",
-                h.stream
-            );
-            let mut problems = vec![(FindingKind::ChainBreak, h.epoch.clone(), why.clone())];
-            if let Some(genesis) =
-                stream.genesis.clone().filter(|g| !stream.genesis_reported && *g != h.epoch)
-            {
-                problems.push((FindingKind::ChainBreak, genesis, format!("epoch {} {why}", h.epoch)));
-                stream.genesis_reported = true;
-            }
-            (None, problems)
-        }
-        None => {
-            stream.genesis = Some(h.epoch.clone());
-            (None, Vec::new())
-        }
+        None => (None, stream.new_instance(&h.stream, &h.epoch, rules)),
         Some(prev) if known_stream => continues(stream, &h.epoch, prev, seen, batch),
         // Nothing is known of the stream before this batch.
         Some(_) => (None, Vec::new()),
@@ -931,6 +1040,16 @@ mod tests {
         assert_eq!(found, vec![vec!["record_tampered"], vec!["invalid_signature"], vec!["malformed"]]);
     }
 
+    /// The findings of one line, as (kind, epoch).
+    fn placed(gate: &mut Gate, line: &[u8]) -> BTreeSet<(FindingKind, String)> {
+        match gate.check_line(Origin { source: "t", line: 1 }, line, NOW) {
+            Checked::Batch(v) => {
+                v.findings.iter().map(|f| (f.kind, f.epoch.clone().unwrap_or_default())).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_restart_that_does_not_link_to_the_head_is_a_chain_break() {
         let a = signer();
@@ -942,21 +1061,110 @@ mod tests {
         let mut gate_from_start = gate(&[&a]);
         let found = kinds(&mut gate_from_start, &lines[..2]);
         assert_eq!(found, vec![Vec::<&str>::new(); 2]);
-        // Both starts are reported, as the offline verifier reports them.
-        match gate_from_start.check_line(Origin { source: "t", line: 3 }, &lines[2], NOW) {
-            Checked::Batch(v) => {
-                let at: Vec<_> =
-                    v.findings.iter().map(|f| (f.kind, f.epoch.clone().unwrap_or_default())).collect();
-                let expected =
-                    [again.epoch.clone(), head.epoch.clone()].map(|e| (FindingKind::ChainBreak, e));
-                assert_eq!(at, expected, "{v:?}");
-            }
-            other => panic!("{other:?}"),
-        }
-        // A gateway that joined mid-stream (at seq 2) sees the fresh start as a break too.
+        // Both starts are reported, as the offline verifier reports them: a second instance where
+        // one is allowed, and one key starting both (a restart, not another signer).
+        let expected: BTreeSet<_> = [FindingKind::UnexpectedInstance, FindingKind::ChainBreak]
+            .into_iter()
+            .flat_map(|kind| [(kind, again.epoch.clone()), (kind, head.epoch.clone())])
+            .collect();
+        assert_eq!(placed(&mut gate_from_start, &lines[2]), expected);
+        // A gateway that joined mid-stream (at seq 2) never saw the first start: to it the fresh
+        // one starts the only instance it knows (FORMAT.md §15.1, where knowledge starts).
         let mut joined_late = gate(&[&a]);
         let found = kinds(&mut joined_late, &lines[1..]);
-        assert_eq!(found, vec![vec![], vec!["chain_break"]]);
+        assert_eq!(found, vec![Vec::<&str>::new(); 2]);
+    }
+
+    #[test]
+    fn instances_of_other_signers_are_followed_each_on_its_own() {
+        let (a, b) = (signer(), signer());
+        let mut first = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let mut second = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let a1 = epoch(&mut first, &a, 2);
+        let b1 = epoch(&mut second, &b, 2);
+        // Instance a restarts with its own key again (a software identity that lost its
+        // state but kept its key), linking to its head.
+        let mut restart =
+            ChainHead::new_epoch("app", first.prev.clone(), &crate::random::SystemRandom).unwrap();
+        let a2 = epoch(&mut restart, &a, 1);
+        let interleaved = [&a1[0], &b1[0], &a1[1], &b1[1], &a2[0]].map(|l| l.to_vec());
+        let rules = |pins: &[&str], max| {
+            let pinned = if pins.is_empty() {
+                BTreeMap::new()
+            } else {
+                BTreeMap::from([("app".to_string(), pins.iter().map(|p| p.to_string()).collect())])
+            };
+            let options = VerifyOptions {
+                trusted_keys: vec![a.public_key().clone(), b.public_key().clone()],
+                instances: InstanceRules { pinned, max_instances: max, ..InstanceRules::default() },
+                ..VerifyOptions::default()
+            };
+            Gate::new(options, Continuity::default())
+        };
+        let none = vec![Vec::<&str>::new(); 5];
+        assert_eq!(kinds(&mut rules(&[], Some(2)), &interleaved), none);
+        assert_eq!(kinds(&mut rules(&[&first.epoch, &second.epoch], None), &interleaved), none);
+        // One allowed: the second start is reported against both; pinned: the other one only.
+        let found = kinds(&mut rules(&[], None), &interleaved);
+        assert_eq!(found[1], vec!["unexpected_instance", "unexpected_instance"]);
+        assert!(found.iter().enumerate().all(|(i, k)| i == 1 || k.is_empty()), "{found:?}");
+        let mut pinned = rules(&[&first.epoch], None);
+        assert_eq!(placed(&mut pinned, &a1[0]), BTreeSet::new());
+        assert_eq!(
+            placed(&mut pinned, &b1[0]),
+            BTreeSet::from([(FindingKind::UnexpectedInstance, second.epoch.clone())])
+        );
+        // A second restart of instance a from the same head forks it, whatever instances allow.
+        let mut fork = ChainHead::new_epoch("app", first.prev.clone(), &crate::random::SystemRandom).unwrap();
+        let forked = epoch(&mut fork, &a, 1);
+        let mut allowed = rules(&[], Some(2));
+        kinds(&mut allowed, &interleaved);
+        assert_eq!(kinds(&mut allowed, &forked), vec![vec!["chain_break", "chain_break"]]);
+    }
+
+    #[test]
+    fn silence_is_judged_per_instance() {
+        let (a, b) = (signer(), signer());
+        let mut first = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let mut second = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let options = VerifyOptions {
+            trusted_keys: vec![a.public_key().clone(), b.public_key().clone()],
+            instances: InstanceRules { max_instances: Some(2), ..InstanceRules::default() },
+            ..VerifyOptions::default()
+        };
+        let mut gate = Gate::new(options, Continuity::default());
+        let a_lines = epoch(&mut first, &a, 1);
+        let b_lines = epoch(&mut second, &b, 1);
+        assert_eq!(kinds(&mut gate, &[a_lines[0].clone(), b_lines[0].clone()]), vec![Vec::<&str>::new(); 2]);
+        let b_sealed = ParsedBatch::parse(&b_lines[0]).unwrap().header.sealed_at_nanos().unwrap();
+        // b goes on; a falls silent.
+        let later = epoch(&mut second, &b, 1);
+        let later_sealed = b_sealed + 30_000_000_000;
+        let mut builder = crate::BatchBuilder::new();
+        let mut fresh = Vec::new();
+        builder.seal(&mut second, &b, later_sealed, &mut fresh).unwrap();
+        fresh.pop();
+        assert_eq!(kinds(&mut gate, &[later[0].clone(), fresh]), vec![Vec::<&str>::new(); 2]);
+        let stale = gate.stale_streams(later_sealed + 5_000_000_000, 10_000_000_000);
+        let at: Vec<_> = stale.iter().map(|f| (f.kind, f.epoch.clone().unwrap_or_default())).collect();
+        assert_eq!(at, vec![(FindingKind::StaleStream, first.epoch.clone())]);
+        assert!(
+            stale[0].detail.contains(&format!("instance from epoch {}", first.epoch)),
+            "{}",
+            stale[0].detail
+        );
+        // Once, until it is heard from again.
+        assert!(gate.stale_streams(later_sealed + 6_000_000_000, 10_000_000_000).is_empty());
+    }
+
+    #[test]
+    fn state_saved_before_instances_are_followed_is_read() {
+        let saved = r#"{"streams":{"app":{"epochs":{},"genesis":"00112233445566778899aabbccddeeff","genesis_reported":false,"newest_sealed_at":0,"newest":["",0],"stale":false}}}"#;
+        let state: Continuity = serde_json::from_str(saved).expect("old state");
+        assert_eq!(state.streams["app"].instances, vec!["00112233445566778899aabbccddeeff".to_string()]);
+        let none = saved.replace(r#""00112233445566778899aabbccddeeff""#, "null");
+        let state: Continuity = serde_json::from_str(&none).expect("old state");
+        assert!(state.streams["app"].instances.is_empty());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The measurement policy: which code measurements an auditor accepts, per platform, each with
-//! a version label and an optional validity window. Parsed by the caller (TOML at the CLI) into
-//! these types; judged here.
+//! a version label and an optional validity window; and which instances (signers) each stream may
+//! have. Parsed by the caller (TOML at the CLI) into these types; judged here.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{normalize_measurement, HeaderError};
+use crate::batch::{check_stream_name, normalize_epoch, normalize_measurement, HeaderError};
 use crate::timestamp::{format_rfc3339, parse_rfc3339, TimestampError, UnixNanos};
 
 /// Platforms a measurement can come from: the attestation providers, or a plain software key
@@ -21,6 +23,24 @@ pub struct Policy {
     /// validity window); a batch is allowed if any of them allows it.
     #[serde(rename = "measurement", default)]
     pub entries: Vec<PolicyEntry>,
+    /// The instances of streams (docs/FORMAT.md §5.5): `[[stream]]` entries, in file order.
+    #[serde(rename = "stream", default)]
+    pub streams: Vec<StreamEntry>,
+}
+
+/// The instances one stream may have, as written in the policy file: the ones it has (pins), or
+/// how many.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamEntry {
+    /// The stream's name.
+    pub name: String,
+    /// The epochs that start its instances (32 hex digits each): it must have each of them and
+    /// may have no other.
+    #[serde(default)]
+    pub instances: Vec<String>,
+    /// How many instances it may have, when they are not pinned.
+    pub max_instances: Option<u64>,
 }
 
 /// One accepted measurement, as written in the policy file.
@@ -76,15 +96,17 @@ impl Judgement {
     }
 }
 
-/// Why a policy was refused: which entry (1-based, with its version label, as the auditor wrote
-/// them) and what is wrong with it.
+/// Why a policy was refused: which entry (its table, its position among that table's entries
+/// counting from 1, and its label, as the auditor wrote them) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("measurement entry {entry} ({version}): {problem}")]
+#[error("{table} entry {entry} ({label}): {problem}")]
 pub struct PolicyError {
-    /// The entry's position in the file, counting from 1.
+    /// `measurement` or `stream`.
+    pub table: &'static str,
+    /// The entry's position among its table's entries, counting from 1.
     pub entry: usize,
-    /// The entry's version label.
-    pub version: String,
+    /// The entry's version label (a measurement) or name (a stream).
+    pub label: String,
     /// What is wrong with it.
     pub problem: EntryProblem,
 }
@@ -109,6 +131,16 @@ pub enum EntryProblem {
     /// The window is empty: `from` is not before `until`.
     #[error("from must be before until")]
     EmptyWindow,
+    /// A stream's name or one of its instances is not what a header could carry.
+    #[error("{0}")]
+    Stream(HeaderError),
+    /// A stream entry gives both its instances and a number of them, or neither, or a number
+    /// below one.
+    #[error("give either instances = [\"<epoch>\", …] (the instances it has) or max_instances = N (at least 1), not both")]
+    Instances,
+    /// A stream is named by more than one entry.
+    #[error("the stream has an entry already")]
+    DuplicateStream,
 }
 
 struct Window {
@@ -122,12 +154,35 @@ impl Policy {
     pub fn validated(mut self) -> Result<Self, PolicyError> {
         for (i, entry) in self.entries.iter_mut().enumerate() {
             entry.normalise().map_err(|problem| PolicyError {
+                table: "measurement",
                 entry: i + 1,
-                version: entry.version.clone(),
+                label: entry.version.clone(),
+                problem,
+            })?;
+        }
+        let mut names = BTreeSet::new();
+        for (i, entry) in self.streams.iter_mut().enumerate() {
+            let fresh = names.insert(entry.name.clone());
+            let checked = if fresh { entry.normalise() } else { Err(EntryProblem::DuplicateStream) };
+            checked.map_err(|problem| PolicyError {
+                table: "stream",
+                entry: i + 1,
+                label: entry.name.clone(),
                 problem,
             })?;
         }
         Ok(self)
+    }
+
+    /// The instances each stream the policy names must have (its pins).
+    pub fn pinned_instances(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let pinned = self.streams.iter().filter(|s| !s.instances.is_empty());
+        pinned.map(|s| (s.name.clone(), s.instances.iter().cloned().collect())).collect()
+    }
+
+    /// How many instances each stream the policy names by number may have.
+    pub fn instance_limits(&self) -> BTreeMap<String, u64> {
+        self.streams.iter().filter_map(|s| Some((s.name.clone(), s.max_instances?))).collect()
     }
 
     /// Whether `measurement` from `platform` is allowed for a batch sealed at `at`.
@@ -150,6 +205,20 @@ impl Policy {
             });
         }
         outside.unwrap_or(Judgement::NotListed)
+    }
+}
+
+impl StreamEntry {
+    fn normalise(&mut self) -> Result<(), EntryProblem> {
+        check_stream_name(&self.name).map_err(EntryProblem::Stream)?;
+        match (self.instances.is_empty(), self.max_instances) {
+            (false, None) | (true, Some(1..)) => {}
+            _ => return Err(EntryProblem::Instances),
+        }
+        for epoch in &mut self.instances {
+            *epoch = normalize_epoch(epoch).map_err(EntryProblem::Stream)?;
+        }
+        Ok(())
     }
 }
 
@@ -198,6 +267,7 @@ mod tests {
                     until: None,
                 },
             ],
+            streams: Vec::new(),
         }
         .validated()
         .unwrap()
@@ -242,5 +312,30 @@ mod tests {
         let err = p.validated().unwrap_err();
         assert_eq!((err.entry, err.problem.clone()), (2, EntryProblem::EmptyWindow));
         assert!(err.to_string().ends_with("from must be before until"), "{err}");
+    }
+
+    #[test]
+    fn stream_entries_pin_instances_or_count_them() {
+        let entry = |name: &str, instances: &[&str], max: Option<u64>| StreamEntry {
+            name: name.into(),
+            instances: instances.iter().map(|e| e.to_string()).collect(),
+            max_instances: max,
+        };
+        let checked = |streams: Vec<StreamEntry>| Policy { entries: Vec::new(), streams }.validated();
+        let (upper, other) = ("00112233445566778899AABBCCDDEEFF", "ffeeddccbbaa99887766554433221100");
+        let ok = checked(vec![entry("pay", &[upper, other], None), entry("logs", &[], Some(3))]).unwrap();
+        let pins = BTreeSet::from([upper.to_ascii_lowercase(), other.to_string()]);
+        assert_eq!(ok.pinned_instances(), BTreeMap::from([("pay".to_string(), pins)]));
+        assert_eq!(ok.instance_limits(), BTreeMap::from([("logs".to_string(), 3)]));
+
+        let err = checked(vec![entry("pay", &[other], None), entry("pay", &[], Some(2))]).unwrap_err();
+        assert_eq!((err.table, err.entry, err.problem.clone()), ("stream", 2, EntryProblem::DuplicateStream));
+        assert!(err.to_string().starts_with("stream entry 2 (pay): "), "{err}");
+        let refused = |e: StreamEntry| checked(vec![e]).unwrap_err().problem;
+        assert_eq!(refused(entry("pay", &[other], Some(2))), EntryProblem::Instances);
+        assert_eq!(refused(entry("pay", &[], Some(0))), EntryProblem::Instances);
+        assert_eq!(refused(entry("pay", &[], None)), EntryProblem::Instances);
+        assert!(matches!(refused(entry("pay", &["abc"], None)), EntryProblem::Stream(_)));
+        assert!(matches!(refused(entry("no spaces", &[], Some(2))), EntryProblem::Stream(_)));
     }
 }

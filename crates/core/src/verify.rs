@@ -49,8 +49,12 @@ pub enum FindingKind {
     TimeAnomaly,
     /// No batch verified, and nothing else was found: "nothing found" is not "OK".
     NothingVerified,
-    /// A stream the caller expects has no validly signed batch.
+    /// A stream the caller expects has no validly signed batch (or a pinned instance of it has
+    /// none).
     MissingStream,
+    /// A stream has an instance (a chain of its own, from a genesis epoch) that the caller did
+    /// not pin, or more instances than it allows (docs/FORMAT.md §5.5).
+    UnexpectedInstance,
 }
 
 impl FindingKind {
@@ -70,6 +74,7 @@ impl FindingKind {
             FindingKind::TimeAnomaly => "time_anomaly",
             FindingKind::NothingVerified => "nothing_verified",
             FindingKind::MissingStream => "missing_stream",
+            FindingKind::UnexpectedInstance => "unexpected_instance",
         }
     }
 }
@@ -146,6 +151,8 @@ pub struct Report {
     pub unreferenced_documents: Vec<String>,
     /// What the trust in each epoch's batches rests on.
     pub trust: Vec<EpochTrust>,
+    /// The instances of each stream (docs/FORMAT.md §5.5): its chains, each with its epochs.
+    pub instances: Vec<StreamInstance>,
     /// Batches whose key a dev root vouches for (not hardware-backed); shown to people, not in
     /// the JSON report.
     #[serde(skip)]
@@ -177,6 +184,106 @@ pub struct EpochTrust {
     /// The epoch is a seed-format `AttestationCertThumbprint`, which nothing signs.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub epoch_unsigned: bool,
+}
+
+/// One instance of a stream (docs/FORMAT.md §5.5): the epochs that descend, link by link, from
+/// one epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamInstance {
+    /// The stream.
+    pub stream: String,
+    /// The instance's name: the epoch its chain starts from.
+    pub instance: String,
+    /// That epoch starts the instance (its first batch links to nothing). False when the chain
+    /// starts from an epoch whose first batch, or the header it links to, is not in the input:
+    /// then what came before is missing, which the findings say.
+    pub genesis: bool,
+    /// The caller pinned this instance (`--expect-stream STREAM=INSTANCE`, or the policy).
+    pub pinned: bool,
+    /// Its epochs, in the order their first validly signed batches were sealed.
+    pub epochs: Vec<String>,
+}
+
+/// Which instances each stream may have (docs/FORMAT.md §5.5).
+#[derive(Debug, Clone, Default)]
+pub struct InstanceRules {
+    /// Per stream, the instances (genesis epochs) it must have and the only ones it may have.
+    pub pinned: BTreeMap<String, BTreeSet<String>>,
+    /// How many instances a stream without pins may have, per stream.
+    pub limits: BTreeMap<String, u64>,
+    /// How many instances a stream without pins or a limit of its own may have; `None` means one.
+    pub max_instances: Option<u64>,
+}
+
+impl InstanceRules {
+    /// The rules a policy's `[[stream]]` entries declare; none without a policy.
+    pub fn of_policy(policy: Option<&Policy>) -> Self {
+        policy.map_or_else(Self::default, |p| InstanceRules {
+            pinned: p.pinned_instances(),
+            limits: p.instance_limits(),
+            max_instances: None,
+        })
+    }
+
+    /// The genesis epochs among `instances` (of `stream`) that these rules do not allow, each
+    /// with why: with pins, each one not pinned; without, all of them when there are more than
+    /// allowed, since nothing tells which is the stream's own.
+    pub(crate) fn unexpected<'a>(&self, stream: &str, instances: &[&'a str]) -> Vec<(&'a str, String)> {
+        if let Some(pins) = self.pinned.get(stream) {
+            let pinned = first_few(pins.iter().map(String::as_str), pins.len());
+            return instances
+                .iter()
+                .filter(|g| !pins.contains(**g))
+                .map(|g| (*g, format!(
+                    "stream {stream:?} has an instance starting at epoch {g}, which is not one pinned for it ({pinned}): another signer writes to this stream, or a restart did not link to its previous head"
+                )))
+                .collect();
+        }
+        let allowed = self.limits.get(stream).copied().or(self.max_instances).unwrap_or(1).max(1);
+        if instances.len() as u64 <= allowed {
+            return Vec::new();
+        }
+        let named = first_few(instances.iter().copied(), instances.len());
+        let detail = format!(
+            "stream {stream:?} starts {} times (instances {named}), and {allowed} allowed: a restart did not link to its previous head, or other signers write to this stream; pin the instances it has with --expect-stream {stream}=EPOCH (or allow more with --instances N)",
+            instances.len(),
+        );
+        instances.iter().map(|g| (*g, detail.clone())).collect()
+    }
+}
+
+/// The first few of `len` names, comma-separated: a detail repeated for each of them must not
+/// grow with their number.
+fn first_few<'a>(names: impl Iterator<Item = &'a str>, len: usize) -> String {
+    const NAMED: usize = 8;
+    let mut text = names.take(NAMED).collect::<Vec<_>>().join(", ");
+    if len > NAMED {
+        text.push_str(&format!(", … ({len} in all)"));
+    }
+    text
+}
+
+/// An epoch as the key rule across instances sees it: the epoch, its key, and the genesis epoch
+/// its chain reaches (None where it reaches none).
+pub(crate) type KeyedEpoch<'a> = (&'a str, &'a str, Option<&'a str>);
+
+/// Why genesis epoch `genesis`, signed by `key`, breaks the chain: the same key signs an epoch of
+/// another instance. `others` are the stream's other epochs, each with its key and the genesis
+/// epoch its chain reaches (None where it reaches none: its start is missing, which is reported
+/// where it is). A new instance is a new signer with a key of its own; the same key starting
+/// afresh is a restart that did not link to its head.
+pub(crate) fn key_in_another_instance<'a>(
+    genesis: &str,
+    key: &str,
+    others: impl IntoIterator<Item = KeyedEpoch<'a>>,
+) -> Option<String> {
+    let (epoch, _, instance) = others.into_iter().find(|(epoch, k, instance)| {
+        *epoch != genesis && *k == key && instance.is_some_and(|i| i != genesis)
+    })?;
+    Some(format!(
+        "key {key} starts this instance and also signs epoch {epoch} of instance {}: a restart links to its own head, and a new instance has a key of its own",
+        instance.unwrap_or_default()
+    ))
 }
 
 /// A run of consecutive batches of one stream signed by code with one measurement.
@@ -255,6 +362,8 @@ pub struct VerifyOptions {
     pub expect_streams: Vec<String>,
     /// The report carries a timeline even without a policy (for a report people read).
     pub timeline: bool,
+    /// Which instances each stream may have; by default, one.
+    pub instances: InstanceRules,
 }
 
 /// How far a `sealed_at` may lie after the verification time by default: 5 minutes.
@@ -894,12 +1003,20 @@ impl Verifier {
             by_stream.entry(stream).or_default().push((epoch, state));
         }
         let mut chain_findings = Vec::new();
+        let mut instances = Vec::new();
         for (stream, epochs) in &by_stream {
-            check_stream(stream, epochs, &mut chain_findings);
+            instances.extend(check_stream(stream, epochs, &self.options.instances, &mut chain_findings));
         }
         if let Some(freshness) = self.options.freshness {
             let skew = self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
-            chain_findings.extend(stale_streams(&self.timeline, freshness, skew));
+            let instance_of: HashMap<(&str, &str), &str> = instances
+                .iter()
+                .flat_map(|i| {
+                    i.epochs.iter().map(move |e| ((i.stream.as_str(), e.as_str()), i.instance.as_str()))
+                })
+                .collect();
+            let instance = |stream: &str, epoch: &str| instance_of.get(&(stream, epoch)).copied();
+            chain_findings.extend(stale_streams(&self.timeline, freshness, skew, instance));
         }
         let verified_in = |stream: &str| {
             by_stream.get(stream).is_some_and(|epochs| epochs.iter().any(|(_, e)| !e.slots.is_empty()))
@@ -922,6 +1039,23 @@ impl Verifier {
                     record_index: None,
                     detail: format!(
                         "stream {stream:?} was expected (--expect-stream), but no batch of it verified"
+                    ),
+                });
+            }
+        }
+        for (stream, pins) in &self.options.instances.pinned {
+            let present = |epoch: &String| {
+                self.epochs.get(&(stream.clone(), epoch.clone())).is_some_and(|e| !e.slots.is_empty())
+            };
+            for epoch in pins.iter().filter(|e| !present(e)) {
+                chain_findings.push(Finding {
+                    kind: FindingKind::MissingStream,
+                    stream: Some(stream.clone()),
+                    epoch: Some(epoch.clone()),
+                    seq: None,
+                    record_index: None,
+                    detail: format!(
+                        "instance {epoch} of stream {stream:?} was expected (--expect-stream {stream}={epoch}), but no batch of its first epoch verified: the stream may have been replaced by another instance, or cut"
                     ),
                 });
             }
@@ -958,6 +1092,7 @@ impl Verifier {
             torn_writes: self.torn_writes,
             unreferenced_documents: unreferenced,
             trust,
+            instances,
             dev_attested: self.dev_attested,
             keys_needed: self.keys_needed.into_iter().collect(),
             timeline: (self.options.policy.is_some() || self.options.timeline)
@@ -1089,32 +1224,40 @@ pub(crate) fn attested_signature(
             prev.unwrap_or("nothing")
         )),
         (1, None, Some(prev)) => Some(format!(
-            "the attestation document attests no previous head, so it can only start a stream, but this epoch continues from header {prev}"
+            "the attestation document attests no previous head, so it can only start a stream (or an instance of one, §5.5), but this epoch continues from header {prev}"
         )),
         _ => None,
     };
     (signature, broken_link)
 }
 
-/// A finding for each stream whose newest validly signed batch is older than allowed. A batch
-/// sealed in the future (beyond `skew`) proves nothing about freshness: a stream with only such
-/// batches is stale too.
-fn stale_streams(points: &[TimelinePoint], freshness: Freshness, skew: UnixNanos) -> Vec<Finding> {
+/// A finding for each instance of a stream (`instance` names it, given stream and epoch) whose
+/// newest validly signed batch is older than allowed: another instance going on does not show
+/// that this one's tail is all there. A batch sealed in the future (beyond `skew`) proves nothing
+/// about freshness: an instance with only such batches is stale too.
+fn stale_streams<'a>(
+    points: &'a [TimelinePoint],
+    freshness: Freshness,
+    skew: UnixNanos,
+    instance: impl Fn(&str, &str) -> Option<&'a str>,
+) -> Vec<Finding> {
     let latest_credible = freshness.now.saturating_add(skew);
-    // Per stream: the newest credible batch, or else any batch to name.
-    let mut newest: BTreeMap<&str, (&TimelinePoint, bool)> = BTreeMap::new();
+    // Per stream and instance: the newest credible batch, or else any batch to name.
+    let mut newest: BTreeMap<(&str, Option<&str>), (&TimelinePoint, bool)> = BTreeMap::new();
     for p in points {
         let credible = p.sealed_at <= latest_credible;
-        let entry = newest.entry(&p.stream).or_insert((p, credible));
+        let entry = newest.entry((&p.stream, instance(&p.stream, &p.epoch))).or_insert((p, credible));
         if credible && (!entry.1 || p.sealed_at > entry.0.sealed_at) {
             *entry = (p, true);
         }
     }
     let seconds = |ns: UnixNanos| ns / 1_000_000_000;
     newest
-        .into_values()
-        .filter(|(p, credible)| !credible || freshness.now.saturating_sub(p.sealed_at) > freshness.max_silence)
-        .map(|(p, credible)| Finding {
+        .into_iter()
+        .filter(|(_, (p, credible))| !credible || freshness.now.saturating_sub(p.sealed_at) > freshness.max_silence)
+        .map(|((_, instance), (p, credible))| {
+            let of = instance.map_or(String::new(), |i| format!(" of the instance from epoch {i}"));
+            Finding {
             kind: FindingKind::StaleStream,
             stream: Some(p.stream.clone()),
             epoch: Some(p.epoch.clone()),
@@ -1122,7 +1265,7 @@ fn stale_streams(points: &[TimelinePoint], freshness: Freshness, skew: UnixNanos
             record_index: None,
             detail: if credible {
                 format!(
-                    "the newest batch was sealed at {}, {} s before {}, longer than the {} s allowed: batches after it may have been cut off",
+                    "the newest batch{of} was sealed at {}, {} s before {}, longer than the {} s allowed: batches after it may have been cut off",
                     format_rfc3339(p.sealed_at),
                     seconds(freshness.now.saturating_sub(p.sealed_at)),
                     format_rfc3339(freshness.now),
@@ -1130,12 +1273,12 @@ fn stale_streams(points: &[TimelinePoint], freshness: Freshness, skew: UnixNanos
                 )
             } else {
                 format!(
-                    "every batch of the stream claims to be sealed after {} (this one at {}), so none shows it is alive: batches may have been cut off",
+                    "every batch{of} claims to be sealed after {} (this one at {}), so none shows it is alive: batches may have been cut off",
                     format_rfc3339(latest_credible),
                     format_rfc3339(p.sealed_at)
                 )
             },
-        })
+        }})
         .collect()
 }
 
@@ -1177,7 +1320,13 @@ fn build_timeline(points: &mut [TimelinePoint]) -> Vec<TimelineEntry> {
     runs
 }
 
-fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Finding>) {
+/// The chain rules over one stream's epochs; returns its instances.
+fn check_stream(
+    stream: &str,
+    epochs: &[(&str, &EpochState)],
+    rules: &InstanceRules,
+    out: &mut Vec<Finding>,
+) -> Vec<StreamInstance> {
     let finding = |kind, epoch: &str, seq, detail: String| Finding {
         kind,
         stream: Some(stream.to_string()),
@@ -1355,22 +1504,101 @@ fn check_stream(stream: &str, epochs: &[(&str, &EpochState)], out: &mut Vec<Find
             }
         }
     }
-    if genesis.len() > 1 {
-        for epoch in &genesis {
-            out.push(finding(
-                FindingKind::ChainBreak,
-                epoch,
-                1,
-                format!(
-                    "stream {stream:?} starts more than once (epochs {}): a restart did not link to the previous head",
-                    genesis.join(", ")
-                ),
-            ));
-        }
-    }
     check_key_reuse(epochs, &predecessor, &mut |epoch, detail| {
         out.push(finding(FindingKind::ChainBreak, epoch, 1, detail))
     });
+    check_instances(stream, epochs, &predecessor, &genesis, rules, out)
+}
+
+/// The instances of a stream (docs/FORMAT.md §5.5): each epoch's chain followed back through
+/// `predecessor` to the epoch it starts from. Reports the instances `rules` do not allow, and a
+/// key that starts an instance (`genesis` holds those epochs) and signs outside it.
+fn check_instances(
+    stream: &str,
+    epochs: &[(&str, &EpochState)],
+    predecessor: &HashMap<&str, &str>,
+    genesis: &[&str],
+    rules: &InstanceRules,
+    out: &mut Vec<Finding>,
+) -> Vec<StreamInstance> {
+    let start = |epoch: &str, detail: String| Finding {
+        kind: FindingKind::UnexpectedInstance,
+        stream: Some(stream.to_string()),
+        epoch: Some(epoch.to_string()),
+        seq: Some(1),
+        record_index: None,
+        detail,
+    };
+    // Each epoch's root, found once: a walk stops at an epoch whose root is known, and gives its
+    // root to every epoch it passed, so the work stays linear in the epochs. Links are hashes, so
+    // only a forgery could make a cycle; the bound on a walk's length ends one all the same.
+    let mut root_of: HashMap<&str, &str> = HashMap::new();
+    for (epoch, _) in epochs {
+        let mut path = vec![*epoch];
+        let mut current = *epoch;
+        let root = loop {
+            if let Some(root) = root_of.get(current) {
+                break *root;
+            }
+            match predecessor.get(current) {
+                Some(before) if path.len() <= epochs.len() => {
+                    current = before;
+                    path.push(current);
+                }
+                _ => break current,
+            }
+        };
+        for step in path {
+            root_of.insert(step, root);
+        }
+    }
+    let roots: Vec<(&str, &EpochState, String)> = epochs
+        .iter()
+        .map(|(epoch, state)| (*epoch, *state, root_of.get(epoch).copied().unwrap_or(epoch).to_string()))
+        .collect();
+    for (epoch, detail) in rules.unexpected(stream, genesis) {
+        out.push(start(epoch, detail));
+    }
+    // Per key, the epochs it signs with the instance each belongs to (None: its start is missing).
+    let geneses: HashSet<&str> = genesis.iter().copied().collect();
+    let key_of: HashMap<&str, &str> = epochs.iter().filter_map(|(e, s)| Some((*e, s.key()?))).collect();
+    let mut by_key: HashMap<&str, Vec<KeyedEpoch<'_>>> = HashMap::new();
+    for (epoch, state, root) in &roots {
+        if let Some(key) = state.key() {
+            let instance = geneses.contains(root.as_str()).then_some(root.as_str());
+            by_key.entry(key).or_default().push((epoch, key, instance));
+        }
+    }
+    for g in genesis {
+        let Some(key) = key_of.get(g).copied() else { continue };
+        let others = by_key.get(key).into_iter().flatten().copied();
+        if let Some(why) = key_in_another_instance(g, key, others) {
+            out.push(Finding { kind: FindingKind::ChainBreak, ..start(g, why) });
+        }
+    }
+    let mut by_root: BTreeMap<&str, Vec<(UnixNanos, &str)>> = BTreeMap::new();
+    for (epoch, state, root) in &roots {
+        if state.seed {
+            continue;
+        }
+        // The earliest of its lowest seq's batches, whatever order they came in.
+        let first_sealed = state.slots.values().next().and_then(|v| v.iter().map(|s| s.sealed_at).min());
+        let first_sealed = first_sealed.unwrap_or_default();
+        by_root.entry(root.as_str()).or_default().push((first_sealed, epoch));
+    }
+    by_root
+        .into_iter()
+        .map(|(root, mut members)| {
+            members.sort_unstable();
+            StreamInstance {
+                stream: stream.to_string(),
+                instance: root.to_string(),
+                genesis: geneses.contains(root),
+                pinned: rules.pinned.get(stream).is_some_and(|pins| pins.contains(root)),
+                epochs: members.into_iter().map(|(_, e)| e.to_string()).collect(),
+            }
+        })
+        .collect()
 }
 
 /// The key rule across epochs for every epoch of a stream that continues from another.
