@@ -311,8 +311,7 @@ fn gateway_run(exe: &Path, dir: &Path, identity: &Path, store: &Path) -> anyhow:
         s(&identity.join("public-key.pem"))
     );
     fs::write(&config, text)?;
-    let mut frames =
-        teelog_relay::Hello { relay: teelog_relay::VERSION, stream: "bench".into(), token: None }.opening();
+    let mut frames = teelog_relay::Hello::new("bench", None, false).opening();
     let mut lines = 0u64;
     for segment in teelog_store::segments(store)? {
         for line in fs::read(&segment)?.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {

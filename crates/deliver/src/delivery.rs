@@ -167,7 +167,15 @@ pub fn save_position(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io:
 
 /// Registers sink `name` with the spool (so retention waits for it) and returns its cursor.
 pub fn register(spool: &SpoolState, name: &str) -> Position {
-    let at = load_cursor(&cursor_path(spool.dir(), name));
+    let mut at = load_cursor(&cursor_path(spool.dir(), name));
+    let end = *spool.written().borrow();
+    if at > end {
+        // The spool was cut (or rolled back) behind the sink's back: what is written from now
+        // on lands before the saved cursor and would never be delivered. The sink resumes at
+        // the spool's end; what it delivered of the cut part is where it went.
+        tracing::warn!(target: "teelog::deliver", sink = %name, "the saved cursor {at} is beyond the spool's end {end} (the spool was cut or rolled back): delivery resumes at its end");
+        at = end;
+    }
     spool.reader_at(name, at);
     at
 }

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use teelog_core::gate::Tip;
 use teelog_deliver::serve::{BudgetExhausted, ConnectionSlots, Reserved, Slot};
-use teelog_relay::{check_line, FrameReader, Hello, RelayError, ServerMessage};
+use teelog_relay::{check_line, FrameReader, Head, Hello, RelayError, ServerMessage, StreamHeads, Welcome};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -256,7 +257,12 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             stream = Some(hello.stream.as_str().into());
             reader.set_max(access.max_frame_bytes);
             buf = vec![0u8; READ_BUFFER];
-            send(socket, &ServerMessage::Welcome(access.name.clone())).await?;
+            let welcome = if hello.heads {
+                Welcome::Heads(stream_heads(&access.name, ingest.tips(&hello.stream).await?))
+            } else {
+                Welcome::Name(access.name.clone())
+            };
+            send(socket, &ServerMessage::Welcome(welcome)).await?;
         }
         loop {
             let lines = take_lines(&mut reader)?;
@@ -270,6 +276,22 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
         }
         reserved.shrink_to(2 * reader.pending());
     }
+}
+
+/// The welcome's heads (docs/FORMAT.md §14): every tip counted, the newest listed.
+fn stream_heads(gateway: &str, tips: Vec<Tip>) -> StreamHeads {
+    let count = tips.len() as u64;
+    let heads = tips
+        .into_iter()
+        .take(teelog_relay::MAX_HEADS)
+        .map(|tip| Head {
+            epoch: tip.epoch,
+            seq: tip.seq,
+            hash: tip.hash,
+            sealed_at: teelog_core::timestamp::format_rfc3339(tip.sealed_at),
+        })
+        .collect();
+    StreamHeads { gateway: gateway.to_string(), tips: count, heads }
 }
 
 /// Writes one message; a client that does not read is given up on rather than waited for.

@@ -47,6 +47,54 @@ pub struct Config {
     /// `[[sinks]]`: where the spool is delivered.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// `[start]`: where a new epoch without chain state learns the head it links to.
+    #[serde(default)]
+    pub start: StartConfig,
+    /// When a record counts as taken (an OTLP export answered, a file position saved): `local`
+    /// once its batch is in the spool, `remote` once every relay sink's gateway has it
+    /// durably. Default: `remote` when there is a relay sink and the spool is on tmpfs or the
+    /// identity is a nitro one (an enclave's "disk" is gone at restart), else `local`.
+    #[serde(default)]
+    pub ack: Option<AckMode>,
+}
+
+/// When a record counts as taken (docs/SHIP.md, "Acknowledgement").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckMode {
+    /// Once its batch is fsynced in the spool.
+    Local,
+    /// Once every relay sink's gateway has acknowledged its batch (durable in its spool).
+    Remote,
+}
+
+/// `[start]`: a shipper that starts a new epoch without chain state of its own (none saved, or
+/// a nitro identity, whose key is new at every start) asks its relay sinks' gateways where the
+/// stream stands, and links to the head they hold (docs/FORMAT.md §5.3, §14.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StartConfig {
+    /// What to do when no gateway answers within `wait`, or a gateway holds several heads.
+    pub gateway_head: GatewayHeadMode,
+    /// How long to keep asking an unreachable gateway (default 30 s).
+    #[serde(deserialize_with = "duration")]
+    pub wait: Duration,
+}
+
+impl Default for StartConfig {
+    fn default() -> Self {
+        Self { gateway_head: GatewayHeadMode::Require, wait: Duration::from_secs(30) }
+    }
+}
+
+/// See [`StartConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatewayHeadMode {
+    /// Refuse to start: a head found only in local storage may be a tail someone cut.
+    Require,
+    /// Link to the newest head local storage vouches for, and say so in the log.
+    Prefer,
 }
 
 fn default_stream() -> String {
@@ -225,6 +273,12 @@ impl Config {
                     "{key}: {addr} is beyond loopback, and this listener asks for no token; bind it to 127.0.0.1, give sources.bearer_token_file (the receivers), or set sources.allow_remote_plaintext = true"
                 ));
             }
+        }
+        if self.ack == Some(AckMode::Remote) && !self.sinks.iter().any(|k| matches!(k, SinkConfig::Relay(_)))
+        {
+            return Err(
+                "ack: \"remote\" needs a sink of kind \"relay\" (the gateway that acknowledges)".into()
+            );
         }
         if !s.stdin && s.otlp_http.is_none() && s.otlp_grpc.is_none() && s.files.is_empty() {
             return Err("sources: nothing to read; set stdin, otlp_http, otlp_grpc or files".into());

@@ -11,13 +11,16 @@ use teelog_identity::{Identity, IdentityError};
 use teelog_store::{Store, StoreError, StoreOptions};
 use tokio::sync::watch;
 
+use teelog_deliver::config::SinkConfig;
+use teelog_deliver::sinks::relay::RelaySink;
 use teelog_deliver::{delivery, sinks};
+use teelog_relay::StreamHeads;
 
-use crate::config::Config;
+use crate::config::{Config, GatewayHeadMode};
 use crate::metrics::ShipMetrics;
 use crate::output::HeadTrust;
 use crate::pipeline::Pipeline;
-use crate::signer::{ShipError, SignSummary, StreamSigner};
+use crate::signer::{GatewayHead, ShipError, SignSummary, StreamSigner};
 use crate::sources;
 
 /// How long a stopping daemon waits for its sources to finish what they hold (a request being
@@ -58,6 +61,10 @@ pub enum DaemonError {
     /// A file of `trust_keys` or `trust_roots` could not be read or used; names it.
     #[error("trust_keys / trust_roots: {0}")]
     Trust(String),
+    /// A new epoch needs the gateway's head (`start.gateway_head = "require"`) and did not get
+    /// exactly one; says why.
+    #[error("{0}")]
+    GatewayHead(String),
     /// The signer thread did not end within the time allowed at stop.
     #[error("the signer did not stop within {0:?}; what it held is not sealed")]
     CloseTimeout(Duration),
@@ -87,7 +94,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let trust = head_trust(&config)?;
     let identity = Identity::load_exclusive(&config.identity)?;
     let spool = Store::open(&config.spool.dir, StoreOptions { segment_bytes: config.spool.segment_bytes })?;
-    let signer = StreamSigner::open_spool(identity, &config.stream, spool, &trust)?;
+    // Without chain state of its own, a new epoch would link to whatever head local storage
+    // shows, and that storage is the host's: it asks the gateway first (docs/FORMAT.md §5.3).
+    let new_epoch = identity.has_fresh_key() || identity.load_state(&config.stream)?.is_none();
+    let gateway = if new_epoch { gateway_head(&config).await? } else { None };
+    let signer = StreamSigner::open_spool(identity, &config.stream, spool, &trust, gateway.as_ref())?;
     let pipeline = Pipeline::start(signer, config.pipeline_options(), Arc::new(ShipMetrics::default()))?;
     let spool = pipeline.shared().spool.clone();
 
@@ -135,6 +146,95 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     }
     tracing::info!(target: "teelog::ship", records = summary.records, batches = summary.batches, "stopped");
     Ok(summary)
+}
+
+/// Where the relay sinks' gateways hold the stream: the newest single head any of them reports,
+/// None when there is no relay sink or no gateway holds a batch of the stream. A gateway that
+/// cannot be reached within `start.wait`, or reports several heads, stops the start unless
+/// `start.gateway_head = "prefer"`, which falls back to local storage and says so.
+async fn gateway_head(config: &Config) -> Result<Option<GatewayHead>, DaemonError> {
+    let mut newest: Option<GatewayHead> = None;
+    for sink in &config.sinks {
+        let SinkConfig::Relay(relay) = sink else { continue };
+        let opened = RelaySink::open(relay, &config.stream)
+            .map_err(|error| DaemonError::Sink { name: sink.name(), error })?;
+        // Why there is no head to link to, and what would give one.
+        let answer = match ask_heads(&opened, config.start.wait).await {
+            Ok(heads) => one_head(&config.stream, opened.address(), heads)
+                .map_err(|why| (why, "restore this signer's chain state")),
+            Err(why) => Err((why, "bring the gateway up")),
+        };
+        let head = match (answer, config.start.gateway_head) {
+            (Ok(head), _) => head,
+            (Err((why, remedy)), GatewayHeadMode::Require) => {
+                return Err(DaemonError::GatewayHead(format!(
+                    "{why}: {remedy}, or set start.gateway_head = \"prefer\" to link to the newest head local storage vouches for (a new epoch without chain state links only to a head the gateway confirms: start.gateway_head = \"require\")"
+                )))
+            }
+            (Err((why, _)), GatewayHeadMode::Prefer) => {
+                tracing::warn!(target: "teelog::ship", "{why}; linking to the newest head local storage vouches for (start.gateway_head = \"prefer\")");
+                None
+            }
+        };
+        if let Some(head) = head.filter(|h| newest.as_ref().is_none_or(|n| h.sealed_at > n.sealed_at)) {
+            newest = Some(head);
+        }
+    }
+    if let Some(head) = &newest {
+        tracing::info!(target: "teelog::ship", stream = %config.stream, "the gateway {} holds the stream up to seq {} of epoch {} ({})", head.gateway, head.seq, head.epoch, hex::encode(head.hash));
+    }
+    Ok(newest)
+}
+
+/// Asks `sink`'s gateway for the stream's heads until it answers or `wait` passes; a gateway
+/// that answers without heads is not asked again.
+async fn ask_heads(sink: &RelaySink, wait: Duration) -> Result<StreamHeads, String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match sink.heads().await {
+            Ok(heads) => return Ok(heads),
+            Err(e) if !e.retryable || tokio::time::Instant::now() + backoff > deadline => {
+                return Err(format!(
+                    "cannot learn where the stream stands from the gateway at {}: {e}",
+                    sink.address()
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(target: "teelog::ship", "asking the gateway at {} for the stream's head, retrying in {backoff:?}: {e}", sink.address());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The one head of a welcome (docs/FORMAT.md §14.1), checked: several tips are refused, not
+/// picked from.
+fn one_head(stream: &str, address: &str, heads: StreamHeads) -> Result<Option<GatewayHead>, String> {
+    let gateway = format!("{} at {address}", heads.gateway);
+    let bad = |what: &str| format!("the gateway {gateway} answered a head of stream {stream:?} with {what}");
+    match heads.heads.as_slice() {
+        [] if heads.tips == 0 => Ok(None),
+        [head] if heads.tips == 1 => {
+            let hash = hex::decode(&head.hash)
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                .ok_or_else(|| bad(&format!("a hash that is not a SHA-256: {:?}", head.hash)))?;
+            let sealed_at = teelog_core::timestamp::parse_rfc3339(&head.sealed_at)
+                .map_err(|e| bad(&format!("sealed_at {:?}: {e}", head.sealed_at)))?;
+            Ok(Some(GatewayHead { gateway, epoch: head.epoch.clone(), seq: head.seq, hash, sealed_at }))
+        }
+        listed => {
+            let named: Vec<String> =
+                listed.iter().map(|h| format!("seq {} of epoch {} ({})", h.seq, h.epoch, h.hash)).collect();
+            Err(format!(
+                "the gateway {gateway} holds {} heads of stream {stream:?} (forked, or several signers): {}; a new epoch cannot tell which to follow",
+                heads.tips,
+                named.join(", ")
+            ))
+        }
+    }
 }
 
 /// Closes the pipeline on a thread of its own, within [`CLOSE_TIMEOUT`] (a thread of the
