@@ -164,6 +164,14 @@ pub struct SpoolConfig {
     /// Segments rotate at this size (default 64 MiB).
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    /// How long a stopping daemon goes on delivering what is spooled (default 10 s). A daemon
+    /// that ends with its input (`--stdin`) and has lines undelivered then exits non-zero.
+    #[serde(default = "default_drain_timeout", deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_spool_bytes() -> u64 {
@@ -305,6 +313,8 @@ impl Config {
             spool_bytes: self.spool.max_bytes,
             keep_spool: self.spool.keep,
             max_record_bytes: self.sources.max_line_bytes,
+            // Resolved by the daemon when not configured (see `Config::ack`).
+            remote_ack: self.ack == Some(AckMode::Remote),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! sources such as stdin, until they end and the spool is delivered).
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,13 +14,14 @@ use tokio::sync::watch;
 
 use teelog_deliver::config::SinkConfig;
 use teelog_deliver::sinks::relay::RelaySink;
+use teelog_deliver::spool::SpoolState;
 use teelog_deliver::{delivery, sinks};
 use teelog_relay::StreamHeads;
 
-use crate::config::{Config, GatewayHeadMode};
+use crate::config::{AckMode, Config, GatewayHeadMode};
 use crate::metrics::ShipMetrics;
 use crate::output::HeadTrust;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, PipelineOptions, Shared};
 use crate::signer::{GatewayHead, ShipError, SignSummary, StreamSigner};
 use crate::sources;
 
@@ -29,8 +31,6 @@ use crate::sources;
 const SOURCES_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the signer has to seal what it holds and save the chain state.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a stopping daemon keeps delivering what is spooled before leaving it for the next run.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not start or ended with an error.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,10 @@ pub enum DaemonError {
     /// exactly one; says why.
     #[error("{0}")]
     GatewayHead(String),
+    /// The input ended and the sinks had not taken everything within `spool.drain_timeout`;
+    /// says how much waits where.
+    #[error("{0}")]
+    Undelivered(String),
     /// The signer thread did not end within the time allowed at stop.
     #[error("the signer did not stop within {0:?}; what it held is not sealed")]
     CloseTimeout(Duration),
@@ -98,8 +102,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     // shows, and that storage is the host's: it asks the gateway first (docs/FORMAT.md §5.3).
     let new_epoch = identity.has_fresh_key() || identity.load_state(&config.stream)?.is_none();
     let gateway = if new_epoch { gateway_head(&config).await? } else { None };
+    let ack = ack_mode(&config, &identity);
     let signer = StreamSigner::open_spool(identity, &config.stream, spool, &trust, gateway.as_ref())?;
-    let pipeline = Pipeline::start(signer, config.pipeline_options(), Arc::new(ShipMetrics::default()))?;
+    let options = PipelineOptions { remote_ack: ack == AckMode::Remote, ..config.pipeline_options() };
+    let pipeline = Pipeline::start(signer, options, Arc::new(ShipMetrics::default()))?;
     let spool = pipeline.shared().spool.clone();
 
     // Sources stop first; the sinks once the pipeline has sealed everything.
@@ -116,17 +122,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         deliveries.push(tokio::spawn(run));
     }
 
+    if ack == AckMode::Remote {
+        tokio::spawn(acknowledge_remote(pipeline.shared().clone(), relay_sinks(&config)));
+    }
+
     let submitter = pipeline.submitter();
     let mut running = sources::start(&config, &submitter, sources_stop).await?;
     drop(submitter);
-    tracing::info!(target: "teelog::ship", stream = %config.stream, "shipping");
+    let described: Vec<String> = config.sinks.iter().map(SinkConfig::describe).collect();
+    let sinks = if described.is_empty() { "none (the spool is kept)".into() } else { described.join(", ") };
+    tracing::info!(target: "teelog::ship", stream = %config.stream, sinks = %sinks, ack = ?ack, "shipping");
 
     let ends_by_itself = running.only_finite();
     let shared = pipeline.shared().clone();
+    let mut input_ended = false;
     tokio::select! {
         () = shutdown => tracing::info!(target: "teelog::ship", "stopping on signal"),
         () = running.finite_sources_ended(), if ends_by_itself => {
             tracing::info!(target: "teelog::ship", "input ended");
+            input_ended = true;
         }
         // Its error is what `close` returns below, and what the daemon exits with.
         () = shared.signer_ended() => tracing::error!(target: "teelog::ship", "the signer has stopped, so the daemon stops"),
@@ -136,16 +150,128 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     running.stop(SOURCES_TIMEOUT).await;
     let summary = close(pipeline).await?;
     let _ = stop_sinks.send(true);
-    let drained = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    let drained = tokio::time::Instant::now() + config.spool.drain_timeout;
     for delivery in deliveries {
         let abort = delivery.abort_handle();
         if tokio::time::timeout_at(drained, delivery).await.is_err() {
             abort.abort();
-            tracing::warn!(target: "teelog::ship", "a sink is still behind; the rest stays spooled for the next run");
         }
+    }
+    if let Some(behind) = undelivered(&config, &spool) {
+        let wait = format!(
+            "{behind}; they wait in the spool {} for the next run (spool.drain_timeout {:?})",
+            config.spool.dir.display(),
+            config.spool.drain_timeout
+        );
+        if input_ended {
+            // A one-shot run is done only when its lines are delivered: its caller must know.
+            return Err(DaemonError::Undelivered(format!("the input ended, but {wait}")));
+        }
+        tracing::warn!(target: "teelog::ship", "{wait}");
     }
     tracing::info!(target: "teelog::ship", records = summary.records, batches = summary.batches, "stopped");
     Ok(summary)
+}
+
+/// What each sink has not delivered of the spool, or None if every sink has it all.
+fn undelivered(config: &Config, spool: &SpoolState) -> Option<String> {
+    let end = *spool.written().borrow();
+    let behind: Vec<String> = config
+        .sinks
+        .iter()
+        .filter_map(|sink| {
+            let from = spool.reader(&sink.name())?;
+            let (lines, bytes) = match delivery::undelivered(spool.dir(), from, end) {
+                Ok((0, _)) => return None,
+                Ok(counted) => counted,
+                Err(e) => return Some(format!("sink {}: cannot count what it lacks: {e}", sink.describe())),
+            };
+            Some(format!(
+                "sink {} has not taken {lines} spool lines ({bytes} bytes) from {from} on",
+                sink.describe()
+            ))
+        })
+        .collect();
+    (!behind.is_empty()).then(|| behind.join("; "))
+}
+
+/// The names of the relay sinks: the gateways that acknowledge (`ack = "remote"`).
+fn relay_sinks(config: &Config) -> Vec<String> {
+    config.sinks.iter().filter(|s| matches!(s, SinkConfig::Relay(_))).map(SinkConfig::name).collect()
+}
+
+/// `ack` as configured, or by default `remote` when there is a relay sink and the spool would not
+/// outlive the process's machine (tmpfs, or an enclave: a nitro identity), else `local`.
+fn ack_mode(config: &Config, identity: &Identity) -> AckMode {
+    if let Some(ack) = config.ack {
+        return ack;
+    }
+    if relay_sinks(config).is_empty() {
+        return AckMode::Local;
+    }
+    let why = if identity.has_fresh_key() {
+        "the identity is a nitro enclave's"
+    } else if on_tmpfs(&config.spool.dir) {
+        "the spool is on tmpfs"
+    } else {
+        return AckMode::Local;
+    };
+    tracing::info!(target: "teelog::ship", "ack = \"remote\": {why}, so a record counts as taken only once the gateway has it");
+    AckMode::Remote
+}
+
+/// Whether `dir` is on a file system in memory (tmpfs, ramfs), by the longest mount point in
+/// /proc/mounts that holds it; false when that cannot be told.
+fn on_tmpfs(dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else { return false };
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else { return false };
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            // Mount points escape white space and backslashes in octal (\040).
+            let point = unescape_mount(point);
+            dir.starts_with(&point).then_some((point.len(), kind))
+        })
+        .max_by_key(|(len, _)| *len)
+        .is_some_and(|(_, kind)| kind == "tmpfs" || kind == "ramfs")
+}
+
+fn unescape_mount(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 4).and_then(|c| u8::from_str_radix(c, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Acknowledges the submissions waiting for the gateway as the relay sinks deliver: a record
+/// counts as taken once every relay sink's gateway has it durably.
+async fn acknowledge_remote(shared: Arc<Shared>, relays: Vec<String>) {
+    let mut moved = shared.spool.readers_moved();
+    loop {
+        let delivered: Option<Vec<_>> = relays.iter().map(|name| shared.spool.reader(name)).collect();
+        if let Some(at) = delivered.and_then(|all| all.into_iter().min()) {
+            shared.remote_delivered(at);
+        }
+        if moved.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Where the relay sinks' gateways hold the stream: the newest single head any of them reports,
