@@ -113,6 +113,8 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
     let mut verify = Vec::new();
     let mut ship_stdin = Vec::new();
     let mut ship_otlp = Vec::new();
+    let mut relay_local = Vec::new();
+    let mut relay_remote = Vec::new();
     let mut gateway = Vec::new();
     for run in 0..args.runs {
         baseline.push(sha256_baseline(&input)?);
@@ -145,6 +147,16 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         fs::remove_dir_all(&spool)?;
         ship_otlp.push(ship_otlp_run(exe, &ship_args, args)?);
         fs::remove_dir_all(&spool)?;
+        // The cost of `ack = "remote"`: the same OTLP load relayed to one gateway, answered once
+        // in the spool, then once the gateway has it.
+        let relay = GatewayDaemon::start(exe, dir, &identity, run)?;
+        for (ack, runs) in [("local", &mut relay_local), ("remote", &mut relay_remote)] {
+            let mut relayed = ship_args.clone();
+            relayed.extend(["--sink-relay".into(), relay.0.addr.to_string(), "--ack".into(), ack.into()]);
+            runs.push(ship_otlp_run(exe, &relayed, args)?);
+            fs::remove_dir_all(&spool)?;
+        }
+        relay.0.stop(0.0)?;
         gateway.push(gateway_run(exe, dir, &identity, &store)?);
     }
     let baseline =
@@ -161,11 +173,11 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         args.runs
     );
     println!(
-        "{:<24} {:>12} {:>14} {:>9} {:>11} {:>10}",
+        "{:<32} {:>12} {:>14} {:>9} {:>11} {:>10}",
         "phase", "records/s", "records/cpu-s", "MB/s", "vs SHA-256", "peak RSS"
     );
     println!(
-        "{:<24} {:>12.0} {:>14} {:>9.1} {:>11} {:>10}",
+        "{:<32} {:>12.0} {:>14} {:>9.1} {:>11} {:>10}",
         "SHA-256 of each record",
         n / baseline.wall,
         "-",
@@ -178,6 +190,8 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         ("verify (store)", &verify),
         ("ship (stdin → spool)", &ship_stdin),
         ("ship (OTLP/HTTP → spool)", &ship_otlp),
+        ("ship (OTLP → relay, ack local)", &relay_local),
+        ("ship (OTLP → relay, ack remote)", &relay_remote),
         ("gateway (relay → spool)", &gateway),
     ];
     for (name, runs) in phases {
@@ -185,7 +199,7 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         let rss = run.peak_rss_kib.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
         let per_cpu = run.cpu.map_or("?".to_string(), |cpu| format!("{:.0}", n / cpu));
         println!(
-            "{:<24} {:>12.0} {:>14} {:>9.1} {:>11.2} {:>10}",
+            "{:<32} {:>12.0} {:>14} {:>9.1} {:>11.2} {:>10}",
             name,
             n / run.wall,
             per_cpu,
@@ -296,6 +310,23 @@ impl PinnedDaemon {
             bail!("the daemon failed ({status}): {stderr}");
         }
         Ok(Run { wall, cpu: Some(usage.cpu), peak_rss_kib: Some(usage.peak_rss_kib) })
+    }
+}
+
+/// A `teelog gateway` that the relay phases ship to, trusting `identity`, its spool kept in `dir`
+/// (one per run); pinned to the same core as the shipper.
+struct GatewayDaemon(PinnedDaemon);
+
+impl GatewayDaemon {
+    fn start(exe: &Path, dir: &Path, identity: &Path, run: u32) -> anyhow::Result<Self> {
+        let config = dir.join(format!("relay-gateway-{run}.toml"));
+        let text = format!(
+            "[spool]\ndir = {:?}\nkeep = true\n[listen]\nrelay = \"127.0.0.1:0\"\n[verify]\npubkeys = [{:?}]\n",
+            s(&dir.join(format!("relay-gateway-spool-{run}"))),
+            s(&identity.join("public-key.pem"))
+        );
+        fs::write(&config, text)?;
+        Ok(Self(PinnedDaemon::start(exe, &["gateway".into(), "--config".into(), s(&config)], "relay")?))
     }
 }
 

@@ -210,3 +210,53 @@ fn without_the_gateway_a_restart_without_state_refuses_to_start_by_default() {
     // Nothing was signed: the spool still ends with the cut tail.
     assert_eq!(batches(&f.path("spool")).len(), 2);
 }
+
+#[test]
+fn a_followed_head_the_gateway_has_moved_past_stops_the_start() {
+    let f = fixture();
+    let gateway = Daemon::gateway(&gateway_config(&f, "127.0.0.1:0"));
+    let relay = gateway.addr("relay").to_string();
+    first_run_then_cut(&f, &relay);
+    // A new identity made to follow the cut spool: its document attests the second batch, while
+    // the gateway holds four.
+    let (follower, spool, follower_spool) = (f.path("follower"), f.path("spool"), f.path("follower-spool"));
+    let pubkey = f.identity.join("public-key.pem");
+    let args = [
+        "keygen",
+        "--dev",
+        "--out",
+        s(&follower),
+        "--follow",
+        s(&spool),
+        "--stream",
+        "app",
+        "--pubkey",
+        s(&pubkey),
+    ];
+    let out = teelog(&args, b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let args = [
+        "ship",
+        "--identity",
+        s(&follower),
+        "--stream",
+        "app",
+        "--spool",
+        s(&follower_spool),
+        "--stdin",
+        "--sink-relay",
+        &relay,
+    ];
+    let out = teelog(&args, b"{\"n\":1}\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains("attests that its first epoch follows header") && log.contains("up to seq 4"),
+        "{log}"
+    );
+    assert!(
+        !f.path("follower-spool").join("segment-1.ndjson").exists()
+            || batches(&f.path("follower-spool")).is_empty()
+    );
+    gateway.stop();
+}
