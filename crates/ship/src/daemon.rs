@@ -288,7 +288,7 @@ async fn gateway_head(config: &Config) -> Result<Option<GatewayHead>, DaemonErro
         let answer = match ask_heads(&opened, config.start.wait).await {
             Ok(heads) => one_head(&config.stream, opened.address(), heads)
                 .map_err(|why| (why, "restore this signer's chain state")),
-            Err(why) => Err((why, "bring the gateway up")),
+            Err(unanswered) => Err(unanswered),
         };
         let head = match (answer, config.start.gateway_head) {
             (Ok(head), _) => head,
@@ -313,18 +313,21 @@ async fn gateway_head(config: &Config) -> Result<Option<GatewayHead>, DaemonErro
 }
 
 /// Asks `sink`'s gateway for the stream's heads until it answers or `wait` passes; a gateway
-/// that answers without heads is not asked again.
-async fn ask_heads(sink: &RelaySink, wait: Duration) -> Result<StreamHeads, String> {
+/// that answers without heads is not asked again. An error says why, and what would cure it.
+async fn ask_heads(sink: &RelaySink, wait: Duration) -> Result<StreamHeads, (String, &'static str)> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut backoff = Duration::from_millis(200);
     loop {
         match sink.heads().await {
             Ok(heads) => return Ok(heads),
             Err(e) if !e.retryable || tokio::time::Instant::now() + backoff > deadline => {
-                return Err(format!(
+                let why = format!(
                     "cannot learn where the stream stands from the gateway at {}: {e}",
                     sink.address()
-                ));
+                );
+                // A gateway that answered without heads will not give them by being asked again.
+                let remedy = if e.retryable { "bring the gateway up" } else { "upgrade the gateway" };
+                return Err((why, remedy));
             }
             Err(e) => {
                 tracing::warn!(target: "teelog::ship", "asking the gateway at {} for the stream's head, retrying in {backoff:?}: {e}", sink.address());
