@@ -270,8 +270,7 @@ fn a_start_told_the_gateways_head_has_the_nsm_attest_it() {
     // The host cuts the last batch and the state is gone with the enclave.
     let segment = teelog_store::segments(&store).unwrap().remove(0);
     let text = std::fs::read_to_string(&segment).unwrap();
-    let last_line =
-        text.lines().filter(|l| ParsedBatch::parse(l.as_bytes()).is_ok()).last().unwrap().to_string();
+    let last_line = text.lines().rfind(|l| ParsedBatch::parse(l.as_bytes()).is_ok()).unwrap().to_string();
     std::fs::write(&segment, text.replace(&format!("{last_line}\n"), "")).unwrap();
     std::fs::remove_dir_all(id.join("state")).unwrap();
 

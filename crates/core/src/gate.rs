@@ -950,6 +950,31 @@ mod tests {
     }
 
     #[test]
+    fn the_tips_are_the_heads_no_epoch_continues_from() {
+        let (a, b, stranger) = (signer(), signer(), signer());
+        let mut gate = gate(&[&a, &b]);
+        assert_eq!(gate.tips("app"), Vec::new(), "nothing of the stream yet");
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let first = epoch(&mut head, &a, 3);
+        kinds(&mut gate, &first);
+        let tip = |gate: &Gate| gate.tips("app").iter().map(|t| (t.epoch.clone(), t.seq)).collect::<Vec<_>>();
+        assert_eq!(tip(&gate), vec![(head.epoch.clone(), 3)]);
+        assert_eq!(gate.tips("app")[0].hash, head.prev.clone().unwrap());
+        // Handed over: only the new epoch is a tip. A stranger's batch is no head at all.
+        let mut next = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
+        kinds(&mut gate, &epoch(&mut next, &b, 2));
+        let mut forged = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        kinds(&mut gate, &epoch(&mut forged, &stranger, 1));
+        assert_eq!(tip(&gate), vec![(next.epoch.clone(), 2)]);
+        // A second epoch continuing from the same head forks the stream: both are tips, newest
+        // first.
+        let mut fork = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
+        kinds(&mut gate, &epoch(&mut fork, &a, 1));
+        assert_eq!(tip(&gate), vec![(fork.epoch.clone(), 1), (next.epoch.clone(), 2)]);
+        assert!(gate.tips("other").is_empty());
+    }
+
+    #[test]
     fn gaps_breaks_bad_signatures_and_tampering_are_found_per_batch() {
         let (a, stranger) = (signer(), signer());
         let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
