@@ -260,3 +260,56 @@ fn a_followed_head_the_gateway_has_moved_past_stops_the_start() {
     );
     gateway.stop();
 }
+
+/// Frames of the relay protocol, written by hand: the magic and a hello for `stream`.
+fn opening(stream: &str, heads: bool) -> Vec<u8> {
+    let hello = serde_json::json!({"relay": 1, "stream": stream, "heads": heads}).to_string();
+    let mut out = b"TEELOGR1".to_vec();
+    out.extend((hello.len() as u32).to_be_bytes());
+    out.extend(hello.as_bytes());
+    out
+}
+
+/// The next frame's payload on `socket`, as JSON; None once the gateway closed it.
+fn next_message(socket: &mut std::net::TcpStream) -> Option<Value> {
+    use std::io::Read;
+    let mut len = [0u8; 4];
+    socket.read_exact(&mut len).ok()?;
+    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+    socket.read_exact(&mut payload).ok()?;
+    serde_json::from_slice(&payload).ok()
+}
+
+/// A relay connection to `relay` that said its hello and was welcomed: the welcome.
+fn relay_connection(relay: std::net::SocketAddr, stream: &str, heads: bool) -> (std::net::TcpStream, Value) {
+    use std::io::Write;
+    let mut socket = std::net::TcpStream::connect(relay).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    socket.write_all(&opening(stream, heads)).unwrap();
+    let welcome = next_message(&mut socket).unwrap();
+    (socket, welcome)
+}
+
+#[test]
+fn a_hello_asking_for_the_heads_ends_the_streams_earlier_connections_first() {
+    let f = fixture();
+    let gateway = Daemon::gateway(&gateway_config(&f, "127.0.0.1:0"));
+    let relay = gateway.addr("relay");
+    // An earlier run's connection, still open, and one of another stream.
+    let (mut earlier, welcome) = relay_connection(relay, "app", false);
+    assert!(welcome["welcome"].is_string(), "the welcome a version-1 client reads: {welcome}");
+    let (mut other, _) = relay_connection(relay, "other", false);
+    let (_asking, welcome) = relay_connection(relay, "app", true);
+    assert_eq!(
+        (welcome["welcome"]["tips"].as_u64(), welcome["welcome"]["heads"].as_array().map(Vec::len)),
+        (Some(0), Some(0)),
+        "{welcome}"
+    );
+    assert_eq!(next_message(&mut earlier), None, "the stream's earlier connection was ended");
+    other.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut byte = [0u8; 1];
+    let still_open = std::io::Read::read(&mut other, &mut byte)
+        .is_err_and(|e| matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+    assert!(still_open, "another stream's connection is left alone");
+    gateway.stop();
+}

@@ -372,6 +372,9 @@ mod tests {
                 "identity='i'\n[spool]\ndir='s'\nkeep=true\n[sources]\nfiles=['a.log','b.log','a.log']",
                 "sources.files: a.log is listed twice",
             ),
+            ("ack='remote'\nidentity='i'\n[spool]\ndir='s'\nkeep=true\n[sources]\nstdin=true", "ack: \"remote\" needs"),
+            ("ack='later'\nidentity='i'\n[spool]\ndir='s'\nkeep=true\n[sources]\nstdin=true", "ack"),
+            ("identity='i'\n[spool]\ndir='s'\nkeep=true\n[sources]\nstdin=true\n[start]\ngateway_head='maybe'", "gateway_head"),
         ] {
             let err = load(text).unwrap_err();
             assert!(err.contains(expect), "{text}: {err}");
