@@ -26,8 +26,13 @@ fn free_port() -> String {
 
 /// A gateway on `relay` trusting the fixture's key, storing into `gw-store`.
 fn gateway_config(f: &Fixture, relay: &str) -> PathBuf {
+    gateway_config_with(f, relay, "")
+}
+
+/// [`gateway_config`] with more `sinks` (TOML).
+fn gateway_config_with(f: &Fixture, relay: &str, sinks: &str) -> PathBuf {
     let text = format!(
-        "[spool]\ndir = '{}'\n[listen]\nrelay = '{relay}'\n[verify]\npubkeys = ['{}']\n[metrics]\nlisten = '127.0.0.1:0'\n[[sinks]]\nkind = 'store'\ndir = '{}'\n",
+        "[spool]\ndir = '{}'\n[listen]\nrelay = '{relay}'\n[verify]\npubkeys = ['{}']\n[metrics]\nlisten = '127.0.0.1:0'\n[[sinks]]\nkind = 'store'\ndir = '{}'\n{sinks}",
         s(&f.path("gw-spool")),
         s(&f.identity.join("public-key.pem")),
         s(&f.path("gw-store")),
@@ -157,10 +162,12 @@ fn a_restart_links_to_the_gateways_head_not_to_a_cut_local_tail() {
 }
 
 #[test]
-fn a_restart_linked_to_a_cut_local_tail_is_a_finding_at_the_gateway_and_in_verify_and_forks_the_heads() {
+fn a_restart_linked_to_a_cut_local_tail_is_a_finding_at_the_gateway_in_verify_and_audit_and_forks_the_heads() {
     let f = fixture();
     let relay = free_port();
-    let config = gateway_config(&f, &relay);
+    let loki = teelog_fake_loki::FakeLoki::start().unwrap();
+    let config =
+        gateway_config_with(&f, &relay, &format!("[[sinks]]\nkind = 'loki'\nurl = '{}'\n", loki.url()));
     let gateway = Daemon::gateway(&config);
     first_run_then_cut(&f, &relay);
     // The gateway is down at the restart and the shipper is told to fall back to local storage:
@@ -183,6 +190,21 @@ fn a_restart_linked_to_a_cut_local_tail_is_a_finding_at_the_gateway_and_in_verif
     let (_, metrics) = http_get(gateway.addr("metrics"), "/metrics");
     assert!(metrics.contains("findings_total{kind="), "the gateway reports it too: {metrics}");
     eprintln!("verify found {kinds:?}");
+    // And `audit` of what the gateway put in Loki.
+    let from = teelog_core::timestamp::format_rfc3339(teelog_deliver::clock::now() - 86_400_000_000_000);
+    let pubkey = f.identity.join("public-key.pem");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let audited = loop {
+        let out =
+            teelog(&["audit", "--loki", loki.url(), "--from", &from, "--pubkey", s(&pubkey), "--json"], b"");
+        let audited = report(&out);
+        if audited.1["batches"].as_u64() >= Some(5) || Instant::now() > deadline {
+            break audited;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(audited.0, 1, "{}", audited.1);
+    assert!(audited.2.contains(&"chain_break".to_string()), "{}", audited.1);
 
     // The stream is forked at the gateway now: a further restart without state is not given
     // one of its two heads to pick from, and refuses to start.
