@@ -162,7 +162,7 @@ fn a_restart_links_to_the_gateways_head_not_to_a_cut_local_tail() {
 }
 
 #[test]
-fn a_restart_linked_to_a_cut_local_tail_is_a_finding_at_the_gateway_in_verify_and_audit_and_forks_the_heads() {
+fn a_restart_linked_to_a_cut_tail_is_found_by_the_gateway_verify_and_audit() {
     let f = fixture();
     let relay = free_port();
     let loki = teelog_fake_loki::FakeLoki::start().unwrap();
