@@ -120,6 +120,8 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
     let mut verify = Vec::new();
     let mut ship_stdin = Vec::new();
     let mut ship_otlp = Vec::new();
+    let mut relay_local = Vec::new();
+    let mut relay_remote = Vec::new();
     let mut gateway = Vec::new();
     let mut audit_one = Vec::new();
     let mut audit_many = Vec::new();
@@ -154,6 +156,16 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         fs::remove_dir_all(&spool)?;
         ship_otlp.push(ship_otlp_run(exe, &ship_args, args)?);
         fs::remove_dir_all(&spool)?;
+        // The cost of `ack = "remote"`: the same OTLP load relayed to one gateway, answered once
+        // in the spool, then once the gateway has it.
+        let relay = GatewayDaemon::start(exe, dir, &identity, run)?;
+        for (ack, runs) in [("local", &mut relay_local), ("remote", &mut relay_remote)] {
+            let mut relayed = ship_args.clone();
+            relayed.extend(["--sink-relay".into(), relay.0.addr.to_string(), "--ack".into(), ack.into()]);
+            runs.push(ship_otlp_run(exe, &relayed, args)?);
+            fs::remove_dir_all(&spool)?;
+        }
+        relay.0.stop(0.0)?;
         gateway.push(gateway_run(exe, dir, &identity, &store)?);
         let (one, many) = audit_runs(exe, args, &identity, &store, &stream)?;
         audit_one.push(one);
@@ -173,11 +185,11 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         args.runs
     );
     println!(
-        "{:<24} {:>12} {:>14} {:>9} {:>11} {:>10}",
+        "{:<32} {:>12} {:>14} {:>9} {:>11} {:>10}",
         "phase", "records/s", "records/cpu-s", "MB/s", "vs SHA-256", "peak RSS"
     );
     println!(
-        "{:<24} {:>12.0} {:>14} {:>9.1} {:>11} {:>10}",
+        "{:<32} {:>12.0} {:>14} {:>9.1} {:>11} {:>10}",
         "SHA-256 of each record",
         n / baseline.wall,
         "-",
@@ -190,6 +202,8 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         ("verify (store)", &verify),
         ("ship (stdin → spool)", &ship_stdin),
         ("ship (OTLP/HTTP → spool)", &ship_otlp),
+        ("ship (OTLP → relay, ack local)", &relay_local),
+        ("ship (OTLP → relay, ack remote)", &relay_remote),
         ("gateway (relay → spool)", &gateway),
         ("audit (Loki, 1 query)", &audit_one.iter().map(|a| a.run).collect()),
         ("audit (Loki, at once)", &audit_many.iter().map(|a| a.run).collect()),
@@ -199,7 +213,7 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         let rss = run.peak_rss_kib.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
         let per_cpu = run.cpu.map_or("?".to_string(), |cpu| format!("{:.0}", n / cpu));
         println!(
-            "{:<24} {:>12.0} {:>14} {:>9.1} {:>11.2} {:>10}",
+            "{:<32} {:>12.0} {:>14} {:>9.1} {:>11.2} {:>10}",
             name,
             n / run.wall,
             per_cpu,
@@ -407,6 +421,23 @@ impl PinnedDaemon {
     }
 }
 
+/// A `teelog gateway` that the relay phases ship to, trusting `identity`, its spool kept in `dir`
+/// (one per run); pinned to the same core as the shipper.
+struct GatewayDaemon(PinnedDaemon);
+
+impl GatewayDaemon {
+    fn start(exe: &Path, dir: &Path, identity: &Path, run: u32) -> anyhow::Result<Self> {
+        let config = dir.join(format!("relay-gateway-{run}.toml"));
+        let text = format!(
+            "[spool]\ndir = {:?}\nkeep = true\n[listen]\nrelay = \"127.0.0.1:0\"\n[verify]\npubkeys = [{:?}]\n",
+            s(&dir.join(format!("relay-gateway-spool-{run}"))),
+            s(&identity.join("public-key.pem"))
+        );
+        fs::write(&config, text)?;
+        Ok(Self(PinnedDaemon::start(exe, &["gateway".into(), "--config".into(), s(&config)], "relay")?))
+    }
+}
+
 /// `teelog gateway` verifying every batch line of `store` (signed by `identity`) into a spool
 /// that keeps them: timed from the first byte sent on a relay connection to the last
 /// acknowledgement, which the gateway sends only once the lines are fsynced.
@@ -419,8 +450,7 @@ fn gateway_run(exe: &Path, dir: &Path, identity: &Path, store: &Path) -> anyhow:
         s(&identity.join("public-key.pem"))
     );
     fs::write(&config, text)?;
-    let mut frames =
-        teelog_relay::Hello { relay: teelog_relay::VERSION, stream: "bench".into(), token: None }.opening();
+    let mut frames = teelog_relay::Hello::new("bench", None, false).opening();
     let mut lines = 0u64;
     for segment in teelog_store::segments(store)? {
         for line in fs::read(&segment)?.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {

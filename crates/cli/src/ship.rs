@@ -51,6 +51,14 @@ pub struct ShipArgs {
     /// `kind = "relay"` sink.
     #[arg(long, value_name = "ADDR")]
     pub sink_relay: Vec<String>,
+    /// When a record counts as taken: `local` (in the spool) or `remote` (the relay gateway has
+    /// it). Default: `remote` with a relay sink and a spool on tmpfs or a nitro identity.
+    #[arg(long, value_name = "MODE")]
+    pub ack: Option<String>,
+    /// How long a stopping shipper goes on delivering (e.g. 10s); a run that ends with its
+    /// input and leaves lines undelivered exits non-zero, saying how many and where.
+    #[arg(long, value_name = "DURATION")]
+    pub drain_timeout: Option<String>,
     /// Serve Prometheus metrics here (e.g. 127.0.0.1:9464).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
@@ -130,6 +138,12 @@ fn config(args: &ShipArgs) -> anyhow::Result<Config> {
     }
     if let Some(d) = &args.max_delay {
         set(Some("batch"), "max_delay", d.clone().into())?;
+    }
+    if let Some(mode) = &args.ack {
+        set(None, "ack", mode.clone().into())?;
+    }
+    if let Some(d) = &args.drain_timeout {
+        set(Some("spool"), "drain_timeout", d.clone().into())?;
     }
     if let Some(n) = args.max_records {
         set(Some("batch"), "max_records", toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)))?;

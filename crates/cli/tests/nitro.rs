@@ -253,3 +253,53 @@ fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(text).unwrap()
 }
+
+/// An enclave restarts with neither its state nor the tail of its spool (the host cut it): told
+/// the gateway's head, the new epoch links to it, and the NSM document attests exactly that head,
+/// not the older one the cut storage shows.
+#[test]
+fn a_start_told_the_gateways_head_has_the_nsm_attest_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, store) = (dir.path().join("id"), dir.path().join("store"));
+    keygen(&id, &["--nitro"]);
+    let nsm = DevNsm::default();
+    start(&id, &store, &nsm, 6, false);
+    let before = heads(&store);
+    let (newest, newest_hash) = before.last().unwrap().clone();
+    let (_, older_hash) = before[before.len() - 2].clone();
+    // The host cuts the last batch and the state is gone with the enclave.
+    let segment = teelog_store::segments(&store).unwrap().remove(0);
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let last_line = text.lines().rfind(|l| ParsedBatch::parse(l.as_bytes()).is_ok()).unwrap().to_string();
+    std::fs::write(&segment, text.replace(&format!("{last_line}\n"), "")).unwrap();
+    std::fs::remove_dir_all(id.join("state")).unwrap();
+
+    let gateway = teelog_ship::GatewayHead {
+        gateway: "test gateway".into(),
+        epoch: newest.epoch.clone(),
+        seq: newest.seq,
+        hash: <[u8; 32]>::try_from(hex::decode(&newest_hash).unwrap()).unwrap(),
+        sealed_at: newest.sealed_at_nanos().unwrap(),
+    };
+    let identity = Identity::load_exclusive_with(&id, Box::new(nsm.clone())).unwrap();
+    let spool = Store::open(&store, StoreOptions::default()).unwrap();
+    let trust = teelog_ship::HeadTrust::default();
+    let mut signer = StreamSigner::open_spool(identity, "app", spool, &trust, Some(&gateway)).unwrap();
+    assert!(signer.note().unwrap().contains("is not the gateway's and is older"), "{:?}", signer.note());
+    signer.push(b"{\"message\":\"after\"}", &|| "test".into()).unwrap();
+    signer.finish(now()).unwrap();
+
+    let after = heads(&store);
+    let (first, _) = after.iter().find(|(h, _)| h.epoch != newest.epoch).unwrap();
+    assert_eq!(first.prev.as_deref(), Some(newest_hash.as_str()));
+    assert_ne!(first.prev.as_deref(), Some(older_hash.as_str()));
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let document = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["attestation"].as_str().map(base64_decode))
+        .find(|d| Some(hex::encode(teelog_core::merkle::sha256(d))) == first.attestation)
+        .unwrap();
+    let nonce = NitroDocument::parse(&document).unwrap().nonce.map(hex::encode);
+    assert_eq!(nonce.as_deref(), Some(newest_hash.as_str()), "the NSM attests the gateway's head");
+}

@@ -255,29 +255,36 @@ fn sigterm_stops_the_shipper_within_a_bound_whatever_its_clients_and_files_do() 
     eprintln!("time to stop after SIGTERM: {}", took.join(", "));
 }
 
-/// A fake gateway that welcomes a relay client and then reads nothing more.
+/// A fake gateway that welcomes each relay client (an old one: no heads) and then reads nothing
+/// more.
 fn deaf_gateway() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let thread = std::thread::spawn(move || {
-        let (mut socket, _) = listener.accept().unwrap();
-        // The magic and the hello frame.
-        let mut magic = [0u8; 8];
-        socket.read_exact(&mut magic).unwrap();
-        let mut len = [0u8; 4];
-        socket.read_exact(&mut len).unwrap();
-        let mut hello = vec![0u8; u32::from_be_bytes(len) as usize];
-        socket.read_exact(&mut hello).unwrap();
-        let welcome = br#"{"welcome":"deaf"}"#;
-        socket.write_all(&(welcome.len() as u32).to_be_bytes()).unwrap();
-        socket.write_all(welcome).unwrap();
-        // Holds the connection without reading until the shipper gives up on it.
-        let mut rest = Vec::new();
-        socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        std::thread::sleep(Duration::from_secs(4));
-        let _ = socket.read_to_end(&mut rest);
+        for socket in listener.incoming() {
+            let Ok(socket) = socket else { return };
+            std::thread::spawn(move || deaf(socket));
+        }
     });
     (addr, thread)
+}
+
+fn deaf(mut socket: std::net::TcpStream) {
+    // The magic and the hello frame.
+    let mut magic = [0u8; 8];
+    socket.read_exact(&mut magic).unwrap();
+    let mut len = [0u8; 4];
+    socket.read_exact(&mut len).unwrap();
+    let mut hello = vec![0u8; u32::from_be_bytes(len) as usize];
+    socket.read_exact(&mut hello).unwrap();
+    let welcome = br#"{"welcome":"deaf"}"#;
+    socket.write_all(&(welcome.len() as u32).to_be_bytes()).unwrap();
+    socket.write_all(welcome).unwrap();
+    // Holds the connection without reading until the shipper gives up on it.
+    let mut rest = Vec::new();
+    socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = socket.read_to_end(&mut rest);
 }
 
 #[test]
@@ -287,7 +294,7 @@ fn a_gateway_that_stops_reading_is_given_up_on_within_the_sink_timeout() {
     let config = f.config(
         "",
         &format!(
-            "[sources]\nstdin = true\n[[sinks]]\nkind = \"relay\"\naddress = \"{gateway}\"\ntimeout = \"1s\""
+            "[sources]\nstdin = true\n[[sinks]]\nkind = \"relay\"\naddress = \"{gateway}\"\ntimeout = \"1s\"\n[start]\ngateway_head = \"prefer\"\nwait = \"1s\""
         ),
     );
     let (daemon, mut stdin) = Daemon::start_with_stdin(&["--config", s(&config)]);
@@ -619,7 +626,7 @@ fn a_request_held_by_a_full_spool_is_answered_in_time_and_its_retry_is_not_signe
     let config = f.config(
         "",
         &format!(
-            "[queue]\nmax_wait = \"1s\"\n[sources]\notlp_http = \"127.0.0.1:0\"\n[[sinks]]\nkind = \"relay\"\naddress = \"{gateway_addr}\"\ntimeout = \"1s\""
+            "[queue]\nmax_wait = \"1s\"\n[sources]\notlp_http = \"127.0.0.1:0\"\n[[sinks]]\nkind = \"relay\"\naddress = \"{gateway_addr}\"\ntimeout = \"1s\"\n[start]\ngateway_head = \"prefer\"\nwait = \"1s\""
         ),
     );
     let text = std::fs::read_to_string(&config).unwrap().replace("keep = true", "keep = true\nmax_bytes = 1");

@@ -4,7 +4,7 @@
 //! it can judge what this one can only suspect (an equivocation older than the recent history, a
 //! gap that a late batch fills after all).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -191,6 +191,19 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<
     })
 }
 
+/// The newest batch of an epoch that no other epoch continues from (see [`Gate::tips`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tip {
+    /// The epoch.
+    pub epoch: String,
+    /// Its newest seq.
+    pub seq: u64,
+    /// That batch's header hash, hex.
+    pub hash: String,
+    /// That batch's `sealed_at`.
+    pub sealed_at: UnixNanos,
+}
+
 /// The gateway's continuity state; saved by the gateway so that a restart continues where it was.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Continuity {
@@ -338,6 +351,29 @@ impl Gate {
         // Its stream is known again once a batch uses it; until then only the total bounds it.
         self.documents.use_by(digest, None, 0);
         Some(digest)
+    }
+
+    /// The heads of `stream`'s epochs that no other epoch it knows continues from (its chain
+    /// tips), newest `sealed_at` first: one for a stream with one signer and no fork, none for a
+    /// stream no validly signed batch has named. Only validly signed headers are tracked, so
+    /// every tip is a header a signer the gateway trusts sealed.
+    pub fn tips(&self, stream: &str) -> Vec<Tip> {
+        let Some(track) = self.continuity.streams.get(stream) else { return Vec::new() };
+        let continued: HashSet<&str> =
+            track.epochs.values().filter_map(|e| e.starts_after.as_deref()).collect();
+        let mut tips: Vec<Tip> = track
+            .epochs
+            .iter()
+            .filter(|(_, e)| e.last_seq > 0 && !continued.contains(e.head.as_str()))
+            .map(|(epoch, e)| Tip {
+                epoch: epoch.clone(),
+                seq: e.last_seq,
+                hash: e.head.clone(),
+                sealed_at: e.sealed_at,
+            })
+            .collect();
+        tips.sort_by(|a, b| (b.sealed_at, &b.epoch).cmp(&(a.sealed_at, &a.epoch)));
+        tips
     }
 
     /// Judges one line (without its newline) that arrived at `now`: a batch sealed too far after
@@ -1020,6 +1056,31 @@ mod tests {
             Checked::Batch(v) => assert!(v.duplicate && v.signature_valid && v.findings.is_empty(), "{v:?}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_tips_are_the_heads_no_epoch_continues_from() {
+        let (a, b, stranger) = (signer(), signer(), signer());
+        let mut gate = gate(&[&a, &b]);
+        assert_eq!(gate.tips("app"), Vec::new(), "nothing of the stream yet");
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let first = epoch(&mut head, &a, 3);
+        kinds(&mut gate, &first);
+        let tip = |gate: &Gate| gate.tips("app").iter().map(|t| (t.epoch.clone(), t.seq)).collect::<Vec<_>>();
+        assert_eq!(tip(&gate), vec![(head.epoch.clone(), 3)]);
+        assert_eq!(gate.tips("app")[0].hash, head.prev.clone().unwrap());
+        // Handed over: only the new epoch is a tip. A stranger's batch is no head at all.
+        let mut next = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
+        kinds(&mut gate, &epoch(&mut next, &b, 2));
+        let mut forged = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        kinds(&mut gate, &epoch(&mut forged, &stranger, 1));
+        assert_eq!(tip(&gate), vec![(next.epoch.clone(), 2)]);
+        // A second epoch continuing from the same head forks the stream: both are tips, newest
+        // first.
+        let mut fork = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
+        kinds(&mut gate, &epoch(&mut fork, &a, 1));
+        assert_eq!(tip(&gate), vec![(fork.epoch.clone(), 1), (next.epoch.clone(), 2)]);
+        assert!(gate.tips("other").is_empty());
     }
 
     #[test]

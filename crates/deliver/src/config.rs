@@ -200,6 +200,17 @@ impl SinkConfig {
         name.clone().unwrap_or_else(|| default.into())
     }
 
+    /// The sink as a person recognises it in the log: its name, kind and where it delivers.
+    pub fn describe(&self) -> String {
+        let (kind, to) = match self {
+            SinkConfig::Store { dir, .. } => ("store", dir.display().to_string()),
+            SinkConfig::Loki(c) => ("loki", without_userinfo(&c.url)),
+            SinkConfig::Otlp(c) => ("otlp", without_userinfo(&c.url)),
+            SinkConfig::Relay(c) => ("relay", c.address.clone()),
+        };
+        format!("{} ({kind} {to})", self.name())
+    }
+
     /// What the types cannot say about one sink.
     fn check(&self) -> Result<(), String> {
         match self {
@@ -230,6 +241,18 @@ impl SinkConfig {
                 }
             }
         }
+    }
+}
+
+/// `url` without a user name or password, which do not belong in a log.
+fn without_userinfo(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => url.to_string(),
     }
 }
 

@@ -167,9 +167,33 @@ pub fn save_position(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io:
 
 /// Registers sink `name` with the spool (so retention waits for it) and returns its cursor.
 pub fn register(spool: &SpoolState, name: &str) -> Position {
-    let at = load_cursor(&cursor_path(spool.dir(), name));
+    let mut at = load_cursor(&cursor_path(spool.dir(), name));
+    let end = *spool.written().borrow();
+    if at > end {
+        // The spool was cut (or rolled back) behind the sink's back: what is written from now
+        // on lands before the saved cursor and would never be delivered. The sink resumes at
+        // the spool's end; what it delivered of the cut part is where it went.
+        tracing::warn!(target: "teelog::deliver", sink = %name, "the saved cursor {at} is beyond the spool's end {end} (the spool was cut or rolled back): delivery resumes at its end");
+        at = end;
+    }
     spool.reader_at(name, at);
     at
+}
+
+/// The lines and bytes of the spool in `dir` from `from` up to `end` (what a sink whose cursor is
+/// `from` has still to deliver), read a chunk at a time.
+pub fn undelivered(dir: &Path, from: Position, end: Position) -> Result<(u64, u64), StoreError> {
+    let (mut lines, mut bytes, mut at) = (0u64, 0u64, from);
+    while at < end {
+        let chunk = reader::read_lines(dir, at, end, CHUNK_BYTES)?;
+        if chunk.next <= at {
+            break;
+        }
+        lines += chunk.lines().count() as u64;
+        bytes += chunk.bytes.len() as u64;
+        at = chunk.next;
+    }
+    Ok((lines, bytes))
 }
 
 /// Follows the spool into `sink` from `cursor` (what [`register`] returned) until `stop` turns
@@ -224,6 +248,14 @@ pub async fn run(
                     let wait = e.retry_after.map_or(backoff, |asked| asked.max(backoff)).min(MAX_BACKOFF);
                     tracing::warn!(target: "teelog::deliver", sink = %name, "delivery failed, retrying in {wait:?}: {e}");
                     metrics.sink_error(&name, &e.kind);
+                    // During an outage the lag grows with every batch written: measured here,
+                    // not only once a delivery succeeds.
+                    let dir = shared.dir().to_path_buf();
+                    if let Ok(Ok(lag)) =
+                        tokio::task::spawn_blocking(move || reader::bytes_from(&dir, from)).await
+                    {
+                        metrics.sink_lag(&name, lag);
+                    }
                     if *stop.borrow() && backoff >= MAX_BACKOFF {
                         // Shutting down with the sink still unreachable: what is left stays in
                         // the spool for the next run.

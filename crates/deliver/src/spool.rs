@@ -24,6 +24,8 @@ pub struct SpoolState {
     readers: Mutex<HashMap<String, Position>>,
     reader_moved: Condvar,
     reader_moved_lock: Mutex<()>,
+    /// Marked changed whenever a sink's delivery moves, for async followers.
+    moved: watch::Sender<()>,
 }
 
 impl SpoolState {
@@ -36,6 +38,7 @@ impl SpoolState {
             readers: Mutex::new(HashMap::new()),
             reader_moved: Condvar::new(),
             reader_moved_lock: Mutex::new(()),
+            moved: watch::Sender::new(()),
         }
     }
 
@@ -59,6 +62,17 @@ impl SpoolState {
         self.readers.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), at);
         let _guard = self.reader_moved_lock.lock();
         self.reader_moved.notify_all();
+        self.moved.send_replace(());
+    }
+
+    /// Where sink `name`'s delivery stands, if it registered.
+    pub fn reader(&self, name: &str) -> Option<Position> {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).get(name).copied()
+    }
+
+    /// Changes whenever a sink's delivery moves on.
+    pub fn readers_moved(&self) -> watch::Receiver<()> {
+        self.moved.subscribe()
     }
 
     /// Where the sink furthest behind stands; `None` before any sink reported.

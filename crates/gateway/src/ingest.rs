@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use teelog_core::gate::{Checked, Continuity, Gate};
+use teelog_core::gate::{Checked, Continuity, Gate, Tip};
 use teelog_core::merkle::Digest;
 use teelog_core::{Finding, Origin};
 use teelog_deliver::spool::SpoolState;
@@ -151,6 +151,11 @@ enum Msg {
         now: i64,
         max_silence: i64,
     },
+    /// Where a stream stands among the groups already durable (see [`Gate::tips`]).
+    Tips {
+        stream: String,
+        reply: oneshot::Sender<Vec<Tip>>,
+    },
 }
 
 /// The listeners' handle on the writer; cheap to clone.
@@ -172,6 +177,15 @@ impl Ingest {
         let submission = Submission { lines, source, first_line, stream, reply };
         self.tx.send(Msg::Lines(submission)).await.map_err(|_| IngestError::Stopped)?;
         answer.await.map_err(|_| IngestError::Stopped)?
+    }
+
+    /// The chain tips of `stream` in the spool: asked of the writer between two groups, so
+    /// every head it names is durable (appended and in the saved continuity state).
+    pub async fn tips(&self, stream: &str) -> Result<Vec<Tip>, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        let msg = Msg::Tips { stream: stream.to_string(), reply };
+        self.tx.send(msg).await.map_err(|_| IngestError::Stopped)?;
+        answer.await.map_err(|_| IngestError::Stopped)
     }
 
     /// Asks the writer to report the streams silent for longer than `max_silence` at `now`.
@@ -301,6 +315,12 @@ impl Writer {
                 for finding in self.gate.stale_streams(now, max_silence) {
                     self.metrics.report(&finding);
                 }
+                None
+            }
+            // Taken before the group being gathered is judged: the gate holds only what is
+            // durable.
+            Msg::Tips { stream, reply } => {
+                let _ = reply.send(self.gate.tips(&stream));
                 None
             }
         }

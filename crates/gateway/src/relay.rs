@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use teelog_core::gate::Tip;
 use teelog_deliver::serve::{BudgetExhausted, ConnectionSlots, Reserved, Slot};
-use teelog_relay::{check_line, FrameReader, Hello, RelayError, ServerMessage};
+use teelog_relay::{check_line, FrameReader, Head, Hello, RelayError, ServerMessage, StreamHeads, Welcome};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -44,7 +45,32 @@ struct Places {
     pending: Arc<ConnectionSlots>,
     established: Arc<tokio::sync::Semaphore>,
     per_peer: std::sync::Mutex<HashMap<IpAddr, usize>>,
+    /// The connections of each stream, so that one asking for the stream's heads can end the
+    /// others first (see [`Places::hand_over`]).
+    streams: std::sync::Mutex<HashMap<Arc<str>, Arc<StreamConnections>>>,
 }
+
+/// The connections past their hello that ship one stream.
+#[derive(Default)]
+struct StreamConnections {
+    /// Bumped by a connection that asks for the heads: the connections before it end.
+    generation: watch::Sender<u64>,
+    /// Held (read) by each connection while it may submit lines; taken (write) by one asking
+    /// for the heads, which so waits until the others' last submissions are in.
+    submitting: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// A connection's membership of its stream: it ends when `generation` moves on.
+struct Member {
+    places: Arc<Places>,
+    stream: Arc<str>,
+    connections: Arc<StreamConnections>,
+    generation: watch::Receiver<u64>,
+    _submitting: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+/// How long a connection asking for the heads waits for the stream's other connections to end.
+const HAND_OVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A connection's place past its hello; dropping it gives the place back.
 struct Established {
@@ -71,6 +97,45 @@ impl Places {
         }
         *count += 1;
         Ok(Established { places: self.clone(), peer, _permit: permit })
+    }
+
+    /// Joins `stream`'s connections. With `hand_over` (the client asks for the stream's heads:
+    /// it starts a new epoch), the stream's other connections are ended first and their last
+    /// submissions waited for: lines a previous run of the shipper left in flight (it died with
+    /// frames in the socket) must not land after the heads were told, or they would fork the
+    /// stream behind the new epoch. What those connections had not submitted was never
+    /// acknowledged.
+    async fn join(self: &Arc<Self>, stream: &str, hand_over: bool) -> Result<Member, Ended> {
+        let connections = {
+            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            streams.entry(stream.into()).or_default().clone()
+        };
+        if hand_over {
+            connections.generation.send_modify(|g| *g += 1);
+            let others_done = connections.submitting.clone().write_owned();
+            if tokio::time::timeout(HAND_OVER_TIMEOUT, others_done).await.is_err() {
+                return Err(Ended::HandOver(HAND_OVER_TIMEOUT));
+            }
+        }
+        let submitting = connections.submitting.clone().read_owned().await;
+        let generation = connections.generation.subscribe();
+        Ok(Member {
+            places: self.clone(),
+            stream: stream.into(),
+            connections,
+            generation,
+            _submitting: submitting,
+        })
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let mut streams = self.places.streams.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's and this one: no other connection of the stream is left.
+        if Arc::strong_count(&self.connections) <= 2 {
+            streams.remove(&self.stream);
+        }
     }
 }
 
@@ -100,6 +165,7 @@ pub async fn serve<L: axum::serve::Listener<Addr = std::net::SocketAddr>>(
         pending: ConnectionSlots::new(limits.pending),
         established: Arc::new(tokio::sync::Semaphore::new(limits.established)),
         per_peer: std::sync::Mutex::default(),
+        streams: std::sync::Mutex::default(),
     });
     loop {
         tokio::select! {
@@ -132,6 +198,8 @@ enum Ended {
     NoHello(std::time::Duration),
     #[error("{0}")]
     TooMany(String),
+    #[error("the stream's other connections did not end within {0:?}; try again")]
+    HandOver(std::time::Duration),
     #[error("closed to make room for a newer connection: no hello yet")]
     Evicted,
     #[error(transparent)]
@@ -150,6 +218,7 @@ impl Ended {
             Ended::Stopping(_) => "stopping",
             Ended::Silent(_) | Ended::NoHello(_) => "timeout",
             Ended::TooMany(_) => "too_many",
+            Ended::HandOver(_) => "busy",
             Ended::Evicted => "evicted",
             Ended::Memory(_) => "memory",
             Ended::Io(_) => "io",
@@ -206,6 +275,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     let Admission { slot, places, peer } = admission;
     let mut pending = Some(slot);
     let mut established = None;
+    let mut member: Option<Member> = None;
     let mut stream: Option<Arc<str>> = None;
     let mut acked: u64 = 0;
     let mut reserved = Reserved::default();
@@ -222,6 +292,14 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                 None => std::future::pending().await,
             }
         };
+        let superseded = async {
+            match member.as_mut() {
+                Some(member) => {
+                    let _ = member.generation.changed().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         let n = tokio::select! {
             read = tokio::time::timeout_at(deadline, socket.read(&mut buf)) => match read {
                 Ok(read) => read?,
@@ -229,6 +307,9 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                 Err(_) => return Err(Ended::Silent(IDLE_TIMEOUT)),
             },
             () = evicted => return Err(Ended::Evicted),
+            // A new run of the stream's shipper asked for its heads: this connection is from an
+            // earlier one; what it submitted is in, the rest was never acknowledged.
+            () = superseded => return Ok(()),
             // Stopping: what was acknowledged is durable; the shipper sends the rest again.
             () = crate::stopped(&mut stop) => return Ok(()),
         };
@@ -252,11 +333,17 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             }
             // Known now: it takes a place of its own and leaves the strangers' pool.
             established = Some(places.establish(peer)?);
+            member = Some(places.join(&hello.stream, hello.heads).await?);
             pending = None;
             stream = Some(hello.stream.as_str().into());
             reader.set_max(access.max_frame_bytes);
             buf = vec![0u8; READ_BUFFER];
-            send(socket, &ServerMessage::Welcome(access.name.clone())).await?;
+            let welcome = if hello.heads {
+                Welcome::Heads(stream_heads(&access.name, ingest.tips(&hello.stream).await?))
+            } else {
+                Welcome::Name(access.name.clone())
+            };
+            send(socket, &ServerMessage::Welcome(welcome)).await?;
         }
         loop {
             let lines = take_lines(&mut reader)?;
@@ -270,6 +357,22 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
         }
         reserved.shrink_to(2 * reader.pending());
     }
+}
+
+/// The welcome's heads (docs/FORMAT.md §14): every tip counted, the newest listed.
+fn stream_heads(gateway: &str, tips: Vec<Tip>) -> StreamHeads {
+    let count = tips.len() as u64;
+    let heads = tips
+        .into_iter()
+        .take(teelog_relay::MAX_HEADS)
+        .map(|tip| Head {
+            epoch: tip.epoch,
+            seq: tip.seq,
+            hash: tip.hash,
+            sealed_at: teelog_core::timestamp::format_rfc3339(tip.sealed_at),
+        })
+        .collect();
+    StreamHeads { gateway: gateway.to_string(), tips: count, heads }
 }
 
 /// Writes one message; a client that does not read is given up on rather than waited for.

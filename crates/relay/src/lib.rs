@@ -7,6 +7,9 @@
 //! server: frame({"welcome":…}), frame({"ack":N}), …   or frame({"error":…}) and close
 //! ```
 //!
+//! A hello with `"heads":true` gets a welcome naming where the stream stands in the gateway's
+//! durable spool ([`StreamHeads`]): what a restarting shipper links its new epoch to.
+//!
 //! A frame is a 4-byte big-endian length and that many bytes. `ack` counts the line frames of
 //! the connection that are durable, so a client knows exactly which lines to send again on a
 //! new connection: those after the last ack.
@@ -36,14 +39,71 @@ pub struct Hello {
     /// A bearer token, when the gateway asks for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Ask for the stream's durable heads: the welcome is then a [`Welcome::Heads`]. A gateway
+    /// older than this member refuses the hello (unknown member), which a client that needs the
+    /// heads reports as such rather than linking to a head of its own choosing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub heads: bool,
+}
+
+impl Hello {
+    /// A hello for `stream`, with the gateway's `token` if it asks for one; `heads` asks for
+    /// the stream's durable heads in the welcome.
+    pub fn new(stream: &str, token: Option<String>, heads: bool) -> Self {
+        Self { relay: VERSION, stream: stream.to_string(), token, heads }
+    }
+}
+
+/// The server's first answer. Without [`Hello::heads`] it is the gateway's name alone (the
+/// shape every version-1 client reads); with it, the name and the stream's heads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Welcome {
+    /// The gateway's name.
+    Name(String),
+    /// The gateway's name and where the hello's stream stands in its durable spool.
+    Heads(StreamHeads),
+}
+
+/// The most heads a welcome lists; [`StreamHeads::tips`] counts them all.
+pub const MAX_HEADS: usize = 16;
+
+/// Where a stream stands in the gateway's durable spool (docs/FORMAT.md §14): the heads of its
+/// epochs that no other epoch continues from (its chain tips), newest `sealed_at` first. None:
+/// the gateway holds no validly signed batch of the stream. One: the stream's head. Several:
+/// the stream is forked (two epochs continue from one head, or an epoch goes on after its
+/// hand-over) or has several signers, and the client must not pick one by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamHeads {
+    /// The gateway's name.
+    pub gateway: String,
+    /// How many tips the stream has; only the newest [`MAX_HEADS`] are in `heads`.
+    pub tips: u64,
+    /// The tips, newest first.
+    pub heads: Vec<Head>,
+}
+
+/// The newest validly signed batch of one epoch that the gateway holds durably.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Head {
+    /// The epoch.
+    pub epoch: String,
+    /// Its newest seq the gateway holds.
+    pub seq: u64,
+    /// The SHA-256 (lower-case hex) of that batch's header, what a new epoch's `prev` names.
+    pub hash: String,
+    /// That header's `sealed_at` (RFC 3339, UTC).
+    pub sealed_at: String,
 }
 
 /// What the server sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ServerMessage {
-    /// The hello was accepted; the text names the gateway.
-    Welcome(String),
+    /// The hello was accepted; names the gateway (and, if asked, the stream's heads).
+    Welcome(Welcome),
     /// The first N line frames of this connection are durable.
     Ack(u64),
     /// The connection is refused or ended; the text says why.
@@ -245,7 +305,7 @@ mod tests {
 
     #[test]
     fn frames_are_found_whatever_the_byte_boundaries() {
-        let hello = Hello { relay: 1, stream: "app".into(), token: None };
+        let hello = Hello::new("app", None, false);
         let mut stream = hello.opening();
         stream.extend(frame(b"{\"line\":1}"));
         stream.extend(frame(b""));
@@ -302,7 +362,12 @@ mod tests {
     #[test]
     fn server_messages_round_trip() {
         for message in [
-            ServerMessage::Welcome("teelog 0.1.0".into()),
+            ServerMessage::Welcome(Welcome::Name("teelog 0.1.0".into())),
+            ServerMessage::Welcome(Welcome::Heads(StreamHeads {
+                gateway: "teelog 0.1.0".into(),
+                tips: 0,
+                heads: Vec::new(),
+            })),
             ServerMessage::Ack(7),
             ServerMessage::Error("no".into()),
         ] {
@@ -313,5 +378,21 @@ mod tests {
             assert_eq!(ServerMessage::parse(&payload).unwrap(), message);
         }
         assert_eq!(ServerMessage::Ack(7).to_frame()[4..], *b"{\"ack\":7}");
+        // A version-1 client reads the name-only welcome as before; a heads welcome with a
+        // member it does not know is refused, not half read.
+        assert_eq!(
+            ServerMessage::Welcome(Welcome::Name("g".into())).to_frame()[4..],
+            *b"{\"welcome\":\"g\"}"
+        );
+        assert!(ServerMessage::parse(b"{\"welcome\":{\"gateway\":\"g\",\"tips\":0,\"heads\":[],\"x\":1}}")
+            .is_err());
+    }
+
+    #[test]
+    fn a_hello_asks_for_heads_only_when_it_says_so() {
+        assert_eq!(Hello::new("a", None, false).opening()[12..], *b"{\"relay\":1,\"stream\":\"a\"}");
+        let asking = Hello::parse(b"{\"relay\":1,\"stream\":\"a\",\"heads\":true}").unwrap();
+        assert!(asking.heads);
+        assert!(!Hello::parse(b"{\"relay\":1,\"stream\":\"a\"}").unwrap().heads);
     }
 }

@@ -49,6 +49,54 @@ pub struct Config {
     /// `[[sinks]]`: where the spool is delivered.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// `[start]`: where a new epoch without chain state learns the head it links to.
+    #[serde(default)]
+    pub start: StartConfig,
+    /// When a record counts as taken (an OTLP export answered, a file position saved): `local`
+    /// once its batch is in the spool, `remote` once every relay sink's gateway has it
+    /// durably. Default: `remote` when there is a relay sink and the spool is on tmpfs or the
+    /// identity is a nitro one (an enclave's "disk" is gone at restart), else `local`.
+    #[serde(default)]
+    pub ack: Option<AckMode>,
+}
+
+/// When a record counts as taken (docs/SHIP.md, "Acknowledgement").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckMode {
+    /// Once its batch is fsynced in the spool.
+    Local,
+    /// Once every relay sink's gateway has acknowledged its batch (durable in its spool).
+    Remote,
+}
+
+/// `[start]`: a shipper that starts a new epoch without chain state of its own (none saved, or
+/// a nitro identity, whose key is new at every start) asks its relay sinks' gateways where the
+/// stream stands, and links to the head they hold (docs/FORMAT.md §5.3, §14.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StartConfig {
+    /// What to do when no gateway answers within `wait`, or a gateway holds several heads.
+    pub gateway_head: GatewayHeadMode,
+    /// How long to keep asking an unreachable gateway (default 30 s).
+    #[serde(deserialize_with = "duration")]
+    pub wait: Duration,
+}
+
+impl Default for StartConfig {
+    fn default() -> Self {
+        Self { gateway_head: GatewayHeadMode::Require, wait: Duration::from_secs(30) }
+    }
+}
+
+/// See [`StartConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatewayHeadMode {
+    /// Refuse to start: a head found only in local storage may be a tail someone cut.
+    Require,
+    /// Link to the newest head local storage vouches for, and say so in the log.
+    Prefer,
 }
 
 fn default_stream() -> String {
@@ -118,6 +166,14 @@ pub struct SpoolConfig {
     /// Segments rotate at this size (default 64 MiB).
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    /// How long a stopping daemon goes on delivering what is spooled (default 10 s). A daemon
+    /// that ends with its input (`--stdin`) and has lines undelivered then exits non-zero.
+    #[serde(default = "default_drain_timeout", deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_spool_bytes() -> u64 {
@@ -233,6 +289,12 @@ impl Config {
                 ));
             }
         }
+        if self.ack == Some(AckMode::Remote) && !self.sinks.iter().any(|k| matches!(k, SinkConfig::Relay(_)))
+        {
+            return Err(
+                "ack: \"remote\" needs a sink of kind \"relay\" (the gateway that acknowledges)".into()
+            );
+        }
         if !s.stdin && s.otlp_http.is_none() && s.otlp_grpc.is_none() && s.files.is_empty() {
             return Err("sources: nothing to read; set stdin, otlp_http, otlp_grpc or files".into());
         }
@@ -258,6 +320,8 @@ impl Config {
             spool_bytes: self.spool.max_bytes,
             keep_spool: self.spool.keep,
             max_record_bytes: self.sources.max_line_bytes,
+            // Resolved by the daemon when not configured (see `Config::ack`).
+            remote_ack: self.ack == Some(AckMode::Remote),
         }
     }
 }
@@ -315,6 +379,9 @@ mod tests {
                 "identity='i'\n[spool]\ndir='s'\nkeep=true\n[sources]\nfiles=['a.log','b.log','a.log']",
                 "sources.files: a.log is listed twice",
             ),
+            ("ack='remote'\nidentity='i'\n[spool]\ndir='s'\nkeep=true\n[sources]\nstdin=true", "ack: \"remote\" needs"),
+            ("ack='later'\nidentity='i'\n[spool]\ndir='s'\nkeep=true\n[sources]\nstdin=true", "ack"),
+            ("identity='i'\n[spool]\ndir='s'\nkeep=true\n[sources]\nstdin=true\n[start]\ngateway_head='maybe'", "gateway_head"),
         ] {
             let err = load(text).unwrap_err();
             assert!(err.contains(expect), "{text}: {err}");

@@ -2,6 +2,7 @@
 //! sources such as stdin, until they end and the spool is delivered).
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,13 +12,17 @@ use teelog_identity::{Identity, IdentityError};
 use teelog_store::{Store, StoreError, StoreOptions};
 use tokio::sync::watch;
 
+use teelog_deliver::config::SinkConfig;
+use teelog_deliver::sinks::relay::RelaySink;
+use teelog_deliver::spool::SpoolState;
 use teelog_deliver::{delivery, sinks};
+use teelog_relay::StreamHeads;
 
-use crate::config::Config;
+use crate::config::{AckMode, Config, GatewayHeadMode};
 use crate::metrics::ShipMetrics;
 use crate::output::HeadTrust;
-use crate::pipeline::Pipeline;
-use crate::signer::{ShipError, SignSummary, StreamSigner};
+use crate::pipeline::{Pipeline, PipelineOptions, Shared};
+use crate::signer::{GatewayHead, ShipError, SignSummary, StreamSigner};
 use crate::sources;
 
 /// How long a stopping daemon waits for its sources to finish what they hold (a request being
@@ -26,8 +31,6 @@ use crate::sources;
 const SOURCES_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the signer has to seal what it holds and save the chain state.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a stopping daemon keeps delivering what is spooled before leaving it for the next run.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not start or ended with an error.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,14 @@ pub enum DaemonError {
     /// A file of `trust_keys` or `trust_roots` could not be read or used; names it.
     #[error("trust_keys / trust_roots: {0}")]
     Trust(String),
+    /// A new epoch needs the gateway's head (`start.gateway_head = "require"`) and did not get
+    /// exactly one; says why.
+    #[error("{0}")]
+    GatewayHead(String),
+    /// The input ended and the sinks had not taken everything within `spool.drain_timeout`;
+    /// says how much waits where.
+    #[error("{0}")]
+    Undelivered(String),
     /// The signer thread did not end within the time allowed at stop.
     #[error("the signer did not stop within {0:?}; what it held is not sealed")]
     CloseTimeout(Duration),
@@ -87,8 +98,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let trust = head_trust(&config)?;
     let identity = Identity::load_exclusive(&config.identity)?;
     let spool = Store::open(&config.spool.dir, StoreOptions { segment_bytes: config.spool.segment_bytes })?;
-    let signer = StreamSigner::open_spool(identity, &config.stream, spool, &trust)?;
-    let pipeline = Pipeline::start(signer, config.pipeline_options(), Arc::new(ShipMetrics::default()))?;
+    // Without chain state of its own, a new epoch would link to whatever head local storage
+    // shows, and that storage is the host's: it asks the gateway first (docs/FORMAT.md §5.3).
+    let new_epoch = identity.has_fresh_key() || identity.load_state(&config.stream)?.is_none();
+    let gateway = if new_epoch { gateway_head(&config).await? } else { None };
+    let ack = ack_mode(&config, &identity);
+    let signer = StreamSigner::open_spool(identity, &config.stream, spool, &trust, gateway.as_ref())?;
+    let options = PipelineOptions { remote_ack: ack == AckMode::Remote, ..config.pipeline_options() };
+    let pipeline = Pipeline::start(signer, options, Arc::new(ShipMetrics::default()))?;
     let spool = pipeline.shared().spool.clone();
 
     // Sources stop first; the sinks once the pipeline has sealed everything.
@@ -105,17 +122,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         deliveries.push(tokio::spawn(run));
     }
 
+    if ack == AckMode::Remote {
+        tokio::spawn(acknowledge_remote(pipeline.shared().clone(), relay_sinks(&config)));
+    }
+
     let submitter = pipeline.submitter();
     let mut running = sources::start(&config, &submitter, sources_stop).await?;
     drop(submitter);
-    tracing::info!(target: "teelog::ship", stream = %config.stream, "shipping");
+    let described: Vec<String> = config.sinks.iter().map(SinkConfig::describe).collect();
+    let sinks = if described.is_empty() { "none (the spool is kept)".into() } else { described.join(", ") };
+    tracing::info!(target: "teelog::ship", stream = %config.stream, sinks = %sinks, ack = ?ack, "shipping");
 
     let ends_by_itself = running.only_finite();
     let shared = pipeline.shared().clone();
+    let mut input_ended = false;
     tokio::select! {
         () = shutdown => tracing::info!(target: "teelog::ship", "stopping on signal"),
         () = running.finite_sources_ended(), if ends_by_itself => {
             tracing::info!(target: "teelog::ship", "input ended");
+            input_ended = true;
         }
         // Its error is what `close` returns below, and what the daemon exits with.
         () = shared.signer_ended() => tracing::error!(target: "teelog::ship", "the signer has stopped, so the daemon stops"),
@@ -125,16 +150,220 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     running.stop(SOURCES_TIMEOUT).await;
     let summary = close(pipeline).await?;
     let _ = stop_sinks.send(true);
-    let drained = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    let drained = tokio::time::Instant::now() + config.spool.drain_timeout;
     for delivery in deliveries {
         let abort = delivery.abort_handle();
         if tokio::time::timeout_at(drained, delivery).await.is_err() {
             abort.abort();
-            tracing::warn!(target: "teelog::ship", "a sink is still behind; the rest stays spooled for the next run");
         }
+    }
+    if let Some(behind) = undelivered(&config, &spool) {
+        let wait = format!(
+            "{behind}; they wait in the spool {} for the next run (spool.drain_timeout {:?})",
+            config.spool.dir.display(),
+            config.spool.drain_timeout
+        );
+        if input_ended {
+            // A one-shot run is done only when its lines are delivered: its caller must know.
+            return Err(DaemonError::Undelivered(format!("the input ended, but {wait}")));
+        }
+        tracing::warn!(target: "teelog::ship", "{wait}");
     }
     tracing::info!(target: "teelog::ship", records = summary.records, batches = summary.batches, "stopped");
     Ok(summary)
+}
+
+/// What each sink has not delivered of the spool, or None if every sink has it all.
+fn undelivered(config: &Config, spool: &SpoolState) -> Option<String> {
+    let end = *spool.written().borrow();
+    let behind: Vec<String> = config
+        .sinks
+        .iter()
+        .filter_map(|sink| {
+            let from = spool.reader(&sink.name())?;
+            let (lines, bytes) = match delivery::undelivered(spool.dir(), from, end) {
+                Ok((0, _)) => return None,
+                Ok(counted) => counted,
+                Err(e) => return Some(format!("sink {}: cannot count what it lacks: {e}", sink.describe())),
+            };
+            Some(format!(
+                "sink {} has not taken {lines} spool lines ({bytes} bytes) from {from} on",
+                sink.describe()
+            ))
+        })
+        .collect();
+    (!behind.is_empty()).then(|| behind.join("; "))
+}
+
+/// The names of the relay sinks: the gateways that acknowledge (`ack = "remote"`).
+fn relay_sinks(config: &Config) -> Vec<String> {
+    config.sinks.iter().filter(|s| matches!(s, SinkConfig::Relay(_))).map(SinkConfig::name).collect()
+}
+
+/// `ack` as configured, or by default `remote` when there is a relay sink and the spool would not
+/// outlive the process's machine (tmpfs, or an enclave: a nitro identity), else `local`.
+fn ack_mode(config: &Config, identity: &Identity) -> AckMode {
+    if let Some(ack) = config.ack {
+        return ack;
+    }
+    if relay_sinks(config).is_empty() {
+        return AckMode::Local;
+    }
+    let why = if identity.has_fresh_key() {
+        "the identity is a nitro enclave's"
+    } else if on_tmpfs(&config.spool.dir) {
+        "the spool is on tmpfs"
+    } else {
+        return AckMode::Local;
+    };
+    tracing::info!(target: "teelog::ship", "ack = \"remote\": {why}, so a record counts as taken only once the gateway has it");
+    AckMode::Remote
+}
+
+/// Whether `dir` is on a file system in memory (tmpfs, ramfs), by the longest mount point in
+/// /proc/mounts that holds it; false when that cannot be told.
+fn on_tmpfs(dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else { return false };
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else { return false };
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            // Mount points escape white space and backslashes in octal (\040).
+            let point = unescape_mount(point);
+            dir.starts_with(&point).then_some((point.len(), kind))
+        })
+        .max_by_key(|(len, _)| *len)
+        .is_some_and(|(_, kind)| kind == "tmpfs" || kind == "ramfs")
+}
+
+fn unescape_mount(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 4).and_then(|c| u8::from_str_radix(c, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Acknowledges the submissions waiting for the gateway as the relay sinks deliver: a record
+/// counts as taken once every relay sink's gateway has it durably.
+async fn acknowledge_remote(shared: Arc<Shared>, relays: Vec<String>) {
+    let mut moved = shared.spool.readers_moved();
+    loop {
+        let delivered: Option<Vec<_>> = relays.iter().map(|name| shared.spool.reader(name)).collect();
+        if let Some(at) = delivered.and_then(|all| all.into_iter().min()) {
+            shared.remote_delivered(at);
+        }
+        if moved.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Where the relay sinks' gateways hold the stream: the newest single head any of them reports,
+/// None when there is no relay sink or no gateway holds a batch of the stream. A gateway that
+/// cannot be reached within `start.wait`, or reports several heads, stops the start unless
+/// `start.gateway_head = "prefer"`, which falls back to local storage and says so.
+async fn gateway_head(config: &Config) -> Result<Option<GatewayHead>, DaemonError> {
+    let mut newest: Option<GatewayHead> = None;
+    for sink in &config.sinks {
+        let SinkConfig::Relay(relay) = sink else { continue };
+        let opened = RelaySink::open(relay, &config.stream)
+            .map_err(|error| DaemonError::Sink { name: sink.name(), error })?;
+        // Why there is no head to link to, and what would give one.
+        let answer = match ask_heads(&opened, config.start.wait).await {
+            Ok(heads) => one_head(&config.stream, opened.address(), heads)
+                .map_err(|why| (why, "restore this signer's chain state")),
+            Err(unanswered) => Err(unanswered),
+        };
+        let head = match (answer, config.start.gateway_head) {
+            (Ok(head), _) => head,
+            (Err((why, remedy)), GatewayHeadMode::Require) => {
+                return Err(DaemonError::GatewayHead(format!(
+                    "{why}: {remedy}, or set start.gateway_head = \"prefer\" to link to the newest head local storage vouches for (a new epoch without chain state links only to a head the gateway confirms: start.gateway_head = \"require\")"
+                )))
+            }
+            (Err((why, _)), GatewayHeadMode::Prefer) => {
+                tracing::warn!(target: "teelog::ship", "{why}; linking to the newest head local storage vouches for (start.gateway_head = \"prefer\")");
+                None
+            }
+        };
+        if let Some(head) = head.filter(|h| newest.as_ref().is_none_or(|n| h.sealed_at > n.sealed_at)) {
+            newest = Some(head);
+        }
+    }
+    if let Some(head) = &newest {
+        tracing::info!(target: "teelog::ship", stream = %config.stream, "the gateway {} holds the stream up to seq {} of epoch {} ({})", head.gateway, head.seq, head.epoch, hex::encode(head.hash));
+    }
+    Ok(newest)
+}
+
+/// Asks `sink`'s gateway for the stream's heads until it answers or `wait` passes; a gateway
+/// that answers without heads is not asked again. An error says why, and what would cure it.
+async fn ask_heads(sink: &RelaySink, wait: Duration) -> Result<StreamHeads, (String, &'static str)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match sink.heads().await {
+            Ok(heads) => return Ok(heads),
+            Err(e) if !e.retryable || tokio::time::Instant::now() + backoff > deadline => {
+                let why = format!(
+                    "cannot learn where the stream stands from the gateway at {}: {e}",
+                    sink.address()
+                );
+                // A gateway that answered without heads will not give them by being asked again.
+                let remedy = if e.retryable { "bring the gateway up" } else { "upgrade the gateway" };
+                return Err((why, remedy));
+            }
+            Err(e) => {
+                tracing::warn!(target: "teelog::ship", "asking the gateway at {} for the stream's head, retrying in {backoff:?}: {e}", sink.address());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The one head of a welcome (docs/FORMAT.md §14.1), checked: several tips are refused, not
+/// picked from.
+fn one_head(stream: &str, address: &str, heads: StreamHeads) -> Result<Option<GatewayHead>, String> {
+    let gateway = format!("{} at {address}", heads.gateway);
+    let bad = |what: &str| format!("the gateway {gateway} answered a head of stream {stream:?} with {what}");
+    match heads.heads.as_slice() {
+        [] if heads.tips == 0 => Ok(None),
+        [head] if heads.tips == 1 => {
+            let hash = hex::decode(&head.hash)
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                .ok_or_else(|| bad(&format!("a hash that is not a SHA-256: {:?}", head.hash)))?;
+            let sealed_at = teelog_core::timestamp::parse_rfc3339(&head.sealed_at)
+                .map_err(|e| bad(&format!("sealed_at {:?}: {e}", head.sealed_at)))?;
+            Ok(Some(GatewayHead { gateway, epoch: head.epoch.clone(), seq: head.seq, hash, sealed_at }))
+        }
+        listed => {
+            let named: Vec<String> =
+                listed.iter().map(|h| format!("seq {} of epoch {} ({})", h.seq, h.epoch, h.hash)).collect();
+            Err(format!(
+                "the gateway {gateway} holds {} heads of stream {stream:?} (forked, or several signers): {}; a new epoch cannot tell which to follow",
+                heads.tips,
+                named.join(", ")
+            ))
+        }
+    }
 }
 
 /// Closes the pipeline on a thread of its own, within [`CLOSE_TIMEOUT`] (a thread of the

@@ -18,4 +18,4 @@ pub mod signer;
 pub mod sources;
 
 pub use output::{trusted_head, HeadTrust, Output, TrustedHead};
-pub use signer::{ShipError, SignSummary, StreamSigner};
+pub use signer::{GatewayHead, ShipError, SignSummary, StreamSigner};

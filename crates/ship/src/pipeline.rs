@@ -4,6 +4,7 @@
 //! by a byte budget on the records in flight; the spool is bounded by how far its slowest sink
 //! lags.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
@@ -19,6 +20,7 @@ use tokio::sync::{oneshot, watch, Notify};
 
 use teelog_deliver::clock::now;
 use teelog_deliver::spool::SpoolState;
+use teelog_store::reader::Position;
 
 use crate::health::Health;
 use crate::metrics::ShipMetrics;
@@ -62,6 +64,9 @@ pub struct PipelineOptions {
     /// The longest record taken from any source (a longer one is refused, and a signed notice
     /// with its length and SHA-256 takes its place), so that every input path has one bound.
     pub max_record_bytes: usize,
+    /// Acknowledge a submission only once its batches are delivered to the gateway
+    /// ([`Shared::remote_delivered`] says how far), not once they are in the spool.
+    pub remote_ack: bool,
 }
 
 impl Default for PipelineOptions {
@@ -77,6 +82,7 @@ impl Default for PipelineOptions {
             spool_bytes: 1 << 30,
             keep_spool: false,
             max_record_bytes: 1 << 20,
+            remote_ack: false,
         }
     }
 }
@@ -251,7 +257,13 @@ pub struct Shared {
     pub health: Health,
     /// Turns true when the signer thread has ended, for whatever reason.
     signer_ended: watch::Sender<bool>,
+    /// With remote acknowledgement: the acknowledgements waiting for the gateway, by the spool
+    /// position their batches end at, oldest first.
+    remote: Option<Mutex<VecDeque<(Position, Acknowledgement)>>>,
 }
+
+/// What a producer waiting for its submission is told.
+type Acknowledgement = (oneshot::Sender<Result<Receipt, String>>, Receipt);
 
 impl Shared {
     /// Resolves once the signer thread has ended (closed, failed or panicked): a daemon whose
@@ -260,12 +272,36 @@ impl Shared {
         let _ = self.signer_ended.subscribe().wait_for(|&ended| ended).await;
     }
 
-    /// Tells a submission's producer its records are in the spool, and frees their budget.
-    fn acknowledge(&self, submission: Submission) {
+    /// A submission's records are in the spool up to `at`: their budget is freed, and the
+    /// producer told, at once or (remote acknowledgement) once the gateway has them.
+    fn acknowledge(&self, submission: Submission, at: Position) {
         self.budget.give(submission.records.byte_len());
-        if let Some(ack) = submission.ack {
-            let _ = ack.send(Ok(submission.receipt));
+        let Some(ack) = submission.ack else { return };
+        match &self.remote {
+            None => {
+                let _ = ack.send(Ok(submission.receipt));
+            }
+            Some(waiting) => {
+                waiting.lock().unwrap_or_else(|e| e.into_inner()).push_back((at, (ack, submission.receipt)))
+            }
         }
+    }
+
+    /// With remote acknowledgement: the gateway holds the spool up to `delivered`, so the
+    /// submissions whose batches end there or before are acknowledged now.
+    pub fn remote_delivered(&self, delivered: Position) {
+        let Some(waiting) = &self.remote else { return };
+        let mut waiting = waiting.lock().unwrap_or_else(|e| e.into_inner());
+        while waiting.front().is_some_and(|(at, _)| *at <= delivered) {
+            if let Some((_, (ack, receipt))) = waiting.pop_front() {
+                let _ = ack.send(Ok(receipt));
+            }
+        }
+    }
+
+    /// Whether producers are acknowledged only once the gateway has their records.
+    pub fn remote_ack(&self) -> bool {
+        self.remote.is_some()
     }
 }
 
@@ -416,6 +452,7 @@ impl Pipeline {
             metrics,
             health: Health::default(),
             signer_ended: watch::Sender::new(false),
+            remote: options.remote_ack.then(Mutex::default),
         });
         let (tx, rx) = mpsc::channel();
         let submitter = Submitter {

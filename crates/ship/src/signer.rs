@@ -1,9 +1,10 @@
 //! One stream's signer: records in, each sealed batch written durably to its output.
 
 use teelog_core::batch::{attestation_line, check_stream_name, HeaderError};
+use teelog_core::merkle::Digest;
 use teelog_core::random::{RandomError, SystemRandom};
 use teelog_core::record::{refusal_notice, Refused};
-use teelog_core::timestamp::UnixNanos;
+use teelog_core::timestamp::{format_rfc3339, UnixNanos};
 use teelog_core::{BatchBuilder, ChainHead, SealError, Sealed, Taken};
 use teelog_deliver::clock::now;
 use teelog_identity::{Identity, IdentityError, StateStore};
@@ -67,6 +68,70 @@ pub enum ShipError {
         /// The id of the key that signed it.
         key_id: String,
     },
+    /// The identity was made to follow a head (keygen --follow) that is not the one the gateway
+    /// holds: its document attests a link the stream has moved past (or never had).
+    #[error(
+        "stream {:?}: this identity's attestation document attests that its first epoch follows header {}, but the gateway {} holds the stream up to seq {} of epoch {} (header {}); linking to either would hide a part of the stream: make the identity again with teelog keygen --follow on a store holding the gateway's head",
+        .0.stream, .0.attested, .0.gateway.gateway, .0.gateway.seq, .0.gateway.epoch, hex::encode(.0.gateway.hash)
+    )]
+    FollowedHeadMoved(Box<FollowedHeadMoved>),
+}
+
+/// See [`ShipError::FollowedHeadMoved`].
+#[derive(Debug)]
+pub struct FollowedHeadMoved {
+    /// The stream.
+    pub stream: String,
+    /// The header hash (hex) the identity's document attests.
+    pub attested: String,
+    /// Where the gateway holds the stream.
+    pub gateway: GatewayHead,
+}
+
+/// Where a relay sink's gateway holds the stream (docs/FORMAT.md §14.1): the one head it
+/// reported, durable there and validly signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayHead {
+    /// The gateway's name and address, for messages.
+    pub gateway: String,
+    /// The head's epoch.
+    pub epoch: String,
+    /// Its seq.
+    pub seq: u64,
+    /// Its header hash.
+    pub hash: Digest,
+    /// Its `sealed_at`.
+    pub sealed_at: UnixNanos,
+}
+
+/// A new epoch's link, given where the gateway holds the stream (docs/FORMAT.md §5.3): the
+/// gateway's head unless the one local storage gave `chain` (already checked) is newer; a
+/// difference is said in `note`.
+fn link_to_gateway(chain: ChainHead, gateway: Option<&GatewayHead>, note: &mut Option<String>) -> ChainHead {
+    let Some(g) = gateway else { return chain };
+    let hash = hex::encode(g.hash);
+    if chain.prev.as_deref() == Some(hash.as_str()) {
+        return chain;
+    }
+    let (stream, at) = (&chain.stream, format_rfc3339(g.sealed_at));
+    match (&chain.prev, chain.prev_sealed_at) {
+        (Some(local), Some(local_at)) if local_at > g.sealed_at => {
+            *note = Some(format!(
+                "stream {stream:?}: the head in local storage ({local}, sealed at {}) is newer than the one the gateway {} holds (seq {} of epoch {}, sealed at {at}) and verifies: the new epoch links to it",
+                format_rfc3339(local_at), g.gateway, g.seq, g.epoch
+            ));
+            chain
+        }
+        (local, _) => {
+            if let Some(local) = local {
+                *note = Some(format!(
+                    "stream {stream:?}: the head in local storage ({local}) is not the gateway's and is older: the gateway {} holds the stream up to seq {} of epoch {} (sealed at {at}), which the new epoch links to; local storage lost or was cut of what came after",
+                    g.gateway, g.seq, g.epoch
+                ));
+            }
+            ChainHead { prev: Some(hash), prev_sealed_at: Some(g.sealed_at), ..chain }
+        }
+    }
 }
 
 /// The notice that stands for an input line longer than `limit` bytes, which was skipped
@@ -124,6 +189,7 @@ impl BatchSealer {
         output: &mut Output,
         trust: &HeadTrust,
         state_first: bool,
+        gateway: Option<&GatewayHead>,
     ) -> Result<(Self, Option<String>), ShipError> {
         check_stream_name(stream)?;
         let saved = identity.load_state(stream)?;
@@ -155,12 +221,22 @@ impl BatchSealer {
             (None, Some(key)) if identity.attested_previous_head().is_some() => {
                 let own = HeadTrust { keys: vec![key.clone()], ..HeadTrust::default() };
                 match output.trusted_head(stream, &own)?.head {
-                    Some(newest) => ChainHead::new_epoch_after(stream, None, Some(newest), &SystemRandom)?,
-                    None => ChainHead::new_epoch(
-                        stream,
-                        identity.attested_previous_head().map(str::to_string),
-                        &SystemRandom,
-                    )?,
+                    Some(newest) => link_to_gateway(
+                        ChainHead::new_epoch_after(stream, None, Some(newest), &SystemRandom)?,
+                        gateway,
+                        &mut note,
+                    ),
+                    None => {
+                        let attested = identity.attested_previous_head().unwrap_or_default().to_string();
+                        if let Some(g) = gateway.filter(|g| hex::encode(g.hash) != attested) {
+                            return Err(ShipError::FollowedHeadMoved(Box::new(FollowedHeadMoved {
+                                stream: stream.to_string(),
+                                attested,
+                                gateway: g.clone(),
+                            })));
+                        }
+                        ChainHead::new_epoch(stream, Some(attested), &SystemRandom)?
+                    }
                 }
             }
             (saved, own_key) => {
@@ -170,7 +246,8 @@ impl BatchSealer {
                 trust.saved_head = saved.as_ref().and_then(|s| s.prev.clone());
                 let found = output.trusted_head(stream, &trust)?;
                 if let Some(newest) = &found.newest_passed_over {
-                    if found.head.is_none() && saved.is_none() {
+                    // The gateway's head, when there is one, is a head to link to all the same.
+                    if found.head.is_none() && saved.is_none() && gateway.is_none() {
                         return Err(ShipError::UntrustedHead {
                             stream: stream.to_string(),
                             count: found.passed_over,
@@ -184,7 +261,15 @@ impl BatchSealer {
                         found.passed_over, newest.seq, newest.epoch, newest.key_id
                     ));
                 }
-                ChainHead::new_epoch_after(stream, saved.as_ref(), found.head, &SystemRandom)?
+                let local = ChainHead::new_epoch_after(stream, saved.as_ref(), found.head, &SystemRandom)?;
+                let mut linked = None;
+                let chain = link_to_gateway(local, gateway, &mut linked);
+                // Both notes matter: what was passed over, and which head won.
+                note = match (note, linked) {
+                    (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                    (a, b) => a.or(b),
+                };
+                chain
             }
         };
         identity.begin_epoch(&head)?;
@@ -274,19 +359,22 @@ impl StreamSigner {
         output: Output,
         trust: &HeadTrust,
     ) -> Result<Self, ShipError> {
-        Self::open_with(identity, stream, output, trust, false)
+        Self::open_with(identity, stream, output, trust, false, None)
     }
 
     /// [`open_trusting`](Self::open_trusting) on a spool for a [`crate::pipeline::Pipeline`],
     /// whose writer saves the chain state before it publishes each batch: a state found ahead
     /// of the spool starts a new epoch (see [`BatchSealer`]).
+    /// A new epoch links to `gateway`'s head unless local storage holds a newer one it can
+    /// verify (docs/FORMAT.md §5.3).
     pub fn open_spool(
         identity: Identity,
         stream: &str,
         spool: Store,
         trust: &HeadTrust,
+        gateway: Option<&GatewayHead>,
     ) -> Result<Self, ShipError> {
-        Self::open_with(identity, stream, Output::Store(spool), trust, true)
+        Self::open_with(identity, stream, Output::Store(spool), trust, true, gateway)
     }
 
     fn open_with(
@@ -295,8 +383,9 @@ impl StreamSigner {
         mut output: Output,
         trust: &HeadTrust,
         state_first: bool,
+        gateway: Option<&GatewayHead>,
     ) -> Result<Self, ShipError> {
-        let (sealer, note) = BatchSealer::open(identity, stream, &mut output, trust, state_first)?;
+        let (sealer, note) = BatchSealer::open(identity, stream, &mut output, trust, state_first, gateway)?;
         if let Some(note) = &note {
             tracing::warn!(target: "teelog::ship", "{note}");
         }

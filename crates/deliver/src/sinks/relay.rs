@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls_platform_verifier::BuilderVerifierExt;
-use teelog_relay::{push_frame, FrameReader, Hello, RelayError, ServerMessage};
+use teelog_relay::{push_frame, FrameReader, Hello, RelayError, ServerMessage, StreamHeads, Welcome};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -71,7 +71,7 @@ impl RelaySink {
         };
         Ok(Self {
             address: config.address.clone(),
-            hello: Hello { relay: teelog_relay::VERSION, stream: stream.to_string(), token },
+            hello: Hello::new(stream, token, false),
             timeout: config.timeout,
             tls,
             connection: None,
@@ -81,6 +81,30 @@ impl RelaySink {
     }
 
     async fn connect(&self) -> Result<Connection, SinkError> {
+        Ok(self.open_connection(&self.hello).await?.0)
+    }
+
+    /// Where the sink's stream stands in the gateway's durable spool (docs/FORMAT.md §14), asked
+    /// on a connection of its own that sends no line. A gateway that does not answer with heads
+    /// (older than the `heads` member) is an error, never "no head".
+    pub async fn heads(&self) -> Result<StreamHeads, SinkError> {
+        let hello = Hello { heads: true, ..self.hello.clone() };
+        match self.open_connection(&hello).await?.1 {
+            Welcome::Heads(heads) => Ok(heads),
+            Welcome::Name(gateway) => Err(SinkError::permanent(
+                "protocol",
+                format!("the gateway {gateway} at {} did not report the stream's heads", self.address),
+            )),
+        }
+    }
+
+    /// The address the sink relays to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// A connection that has said `hello` and been welcomed.
+    async fn open_connection(&self, hello: &Hello) -> Result<(Connection, Welcome), SinkError> {
         let unreachable = |e: String| {
             SinkError::retry("connect", format!("could not reach the gateway at {}: {e}", self.address))
         };
@@ -101,11 +125,14 @@ impl RelaySink {
             }
         };
         let mut connection = Connection { socket, replies: FrameReader::client(), sent: 0, acked: 0 };
-        connection.socket.write_all(&self.hello.opening()).await.map_err(|e| unreachable(e.to_string()))?;
+        connection.socket.write_all(&hello.opening()).await.map_err(|e| unreachable(e.to_string()))?;
         match connection.reply(self.timeout, &self.address).await? {
-            ServerMessage::Welcome(gateway) => {
+            ServerMessage::Welcome(welcome) => {
+                let gateway = match &welcome {
+                    Welcome::Name(name) | Welcome::Heads(StreamHeads { gateway: name, .. }) => name,
+                };
                 tracing::info!(target: "teelog::deliver", "relay: connected to {gateway} at {}", self.address);
-                Ok(connection)
+                Ok((connection, welcome))
             }
             other => Err(unexpected(&self.address, &other)),
         }

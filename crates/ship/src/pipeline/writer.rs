@@ -161,7 +161,7 @@ fn write_all(
                     metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
                 }
                 for submission in submissions {
-                    shared.acknowledge(submission);
+                    shared.acknowledge(submission, store.position());
                 }
                 let _ = give_back.send(line);
                 if saved.elapsed() >= PUBLISH_EVERY {
@@ -171,7 +171,7 @@ fn write_all(
                     unpublished = Some(head);
                 }
             }
-            Job::Ack(submission) => shared.acknowledge(submission),
+            Job::Ack(submission) => shared.acknowledge(submission, store.position()),
             Job::Durable(done) => {
                 let _ = done.send(());
             }

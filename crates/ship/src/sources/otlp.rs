@@ -208,11 +208,18 @@ impl Ingest {
             Ok(None) | Err(false) => {
                 Err(self.refuse(source, "stopped", "the request was dropped while stopping".into()))
             }
-            Err(true) => Err(self.refuse(
-                source,
-                "held",
-                format!("not in the spool within {wait:?} (the spool is full or failing); retry: the same request is not signed twice"),
-            )),
+            Err(true) => {
+                let held = if self.submitter.shared().remote_ack() {
+                    "not stored by the gateway"
+                } else {
+                    "not in the spool (it is full or failing)"
+                };
+                Err(self.refuse(
+                    source,
+                    "held",
+                    format!("{held} within {wait:?}; retry: the same request is not signed twice"),
+                ))
+            }
         }
     }
 
