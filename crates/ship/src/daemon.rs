@@ -157,6 +157,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
             abort.abort();
         }
     }
+    if !config.spool.keep {
+        // What the sinks delivered while draining goes now, not at the next run's first batch.
+        if let Err(e) = spool.retire_delivered(0) {
+            tracing::warn!(target: "teelog::ship", "cannot remove delivered spool segments: {e}");
+        }
+    }
     if let Some(behind) = undelivered(&config, &spool) {
         let wait = format!(
             "{behind}; they wait in the spool {} for the next run (spool.drain_timeout {:?})",
