@@ -279,6 +279,7 @@ mod tests {
             torn_writes: 0,
             unreferenced_documents: Vec::new(),
             trust: Vec::new(),
+            checkpoints: 0,
             dev_attested: 0,
             keys_needed: Vec::new(),
             timeline: None,

@@ -466,6 +466,16 @@ async fn audit_stream(
         })
         .await?;
 
+    // The gateway's checkpoints: judged by the verifier under the auditor's --checkpoint-key.
+    let checkpoint_source = source(Kind::Checkpoint);
+    loki.each(&selector(Kind::Checkpoint)?, from, to, |read| match read {
+        Read::Entry(entry) => {
+            verifier.push_line(origin(&checkpoint_source, entry.timestamp), entry.line.as_bytes())
+        }
+        Read::Crowded(at) => unread(verifier, &checkpoint_source, at),
+    })
+    .await?;
+
     // From a second before the range: a batch sealed there may have records inside it.
     let batch_source = source(Kind::Batch);
     let mut batch_entries = BatchEntries::new(stream, from, to);

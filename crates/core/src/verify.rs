@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::batch::{
     Header, LineFields, ParsedBatch, RecordsCheck, RecordsStatus, SignatureStatus, SignedHeader,
 };
+use crate::checkpoint::{CheckpointCheck, Stored};
 use crate::crypto::PublicKey;
 use crate::merkle::{sha256, Digest};
 use crate::policy::{Judgement, Policy};
@@ -51,6 +52,16 @@ pub enum FindingKind {
     NothingVerified,
     /// A stream the caller expects has no validly signed batch.
     MissingStream,
+    /// A gateway checkpoint that does not verify under the `--checkpoint-key`.
+    InvalidCheckpoint,
+    /// A batch a gateway checkpoint says was stored is missing: the tail was cut after the
+    /// gateway saw it.
+    TruncatedAfterCheckpoint,
+    /// The batch stored at a checkpointed seq is not the one the checkpoint names.
+    CheckpointMismatch,
+    /// `--checkpoint-key` was given, but a stream (or the whole input) has no checkpoint that
+    /// verifies: nothing shows its tail is whole.
+    MissingCheckpoint,
 }
 
 impl FindingKind {
@@ -70,6 +81,10 @@ impl FindingKind {
             FindingKind::TimeAnomaly => "time_anomaly",
             FindingKind::NothingVerified => "nothing_verified",
             FindingKind::MissingStream => "missing_stream",
+            FindingKind::InvalidCheckpoint => "invalid_checkpoint",
+            FindingKind::TruncatedAfterCheckpoint => "truncated_after_checkpoint",
+            FindingKind::CheckpointMismatch => "checkpoint_mismatch",
+            FindingKind::MissingCheckpoint => "missing_checkpoint",
         }
     }
 }
@@ -146,6 +161,10 @@ pub struct Report {
     pub unreferenced_documents: Vec<String>,
     /// What the trust in each epoch's batches rests on.
     pub trust: Vec<EpochTrust>,
+    /// Gateway checkpoint lines read (docs/FORMAT.md §17): counted always, trusted only under a
+    /// `--checkpoint-key`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub checkpoints: u64,
     /// Batches whose key a dev root vouches for (not hardware-backed); shown to people, not in
     /// the JSON report.
     #[serde(skip)]
@@ -453,6 +472,7 @@ pub struct Verifier {
     torn_writes: u64,
     keys_needed: BTreeSet<String>,
     timeline: Vec<TimelinePoint>,
+    checkpoints: CheckpointCheck,
 }
 
 impl Verifier {
@@ -481,6 +501,22 @@ impl Verifier {
             torn_writes: 0,
             keys_needed: BTreeSet::new(),
             timeline: Vec::new(),
+            checkpoints: CheckpointCheck::default(),
+        }
+    }
+
+    /// Gateway checkpoints (docs/FORMAT.md §17) signed by one of `keys` are trusted: every batch
+    /// they name must be in the input. Without keys, checkpoint lines are counted, not trusted.
+    pub fn with_checkpoint_keys(mut self, keys: Vec<PublicKey>) -> Self {
+        self.checkpoints = CheckpointCheck::new(keys);
+        self
+    }
+
+    /// Feeds one line that must be a checkpoint (e.g. from a file the auditor kept apart from
+    /// the storage); anything else is `malformed`.
+    pub fn push_checkpoint(&mut self, origin: Origin<'_>, line: &[u8]) {
+        if let Some(finding) = self.checkpoints.push(origin, line) {
+            self.report(finding);
         }
     }
 
@@ -544,6 +580,9 @@ impl Verifier {
             || fields.seed_thumbprint.is_some();
         if fields.attestation.is_some() {
             return self.push_document(origin, line, &fields);
+        }
+        if fields.checkpoint.is_some() {
+            return self.push_checkpoint(origin, line);
         }
         match (teelog, seed) {
             (true, false) => self.push_teelog(origin, line, fields),
@@ -897,6 +936,15 @@ impl Verifier {
         for (stream, epochs) in &by_stream {
             check_stream(stream, epochs, &mut chain_findings);
         }
+        let checkpoint_lines = self.checkpoints.lines();
+        let stored = |stream: &str, epoch: &str, seq: u64| {
+            stored_at(self.epochs.get(&(stream.to_string(), epoch.to_string())), seq)
+        };
+        let signed_streams = by_stream
+            .iter()
+            .filter(|(_, epochs)| epochs.iter().any(|(_, e)| !e.slots.is_empty()))
+            .map(|(s, _)| *s);
+        chain_findings.extend(std::mem::take(&mut self.checkpoints).finish(&stored, signed_streams));
         if let Some(freshness) = self.options.freshness {
             let skew = self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
             chain_findings.extend(stale_streams(&self.timeline, freshness, skew));
@@ -958,6 +1006,7 @@ impl Verifier {
             torn_writes: self.torn_writes,
             unreferenced_documents: unreferenced,
             trust,
+            checkpoints: checkpoint_lines,
             dev_attested: self.dev_attested,
             keys_needed: self.keys_needed.into_iter().collect(),
             timeline: (self.options.policy.is_some() || self.options.timeline)
@@ -981,6 +1030,24 @@ pub(crate) fn document_of(fields: &LineFields<'_>, line: &[u8]) -> Option<Result
     } else {
         Err("an attestation line is exactly {\"v\":1,\"attestation\":\"<standard base64>\"}, with no other member, space or spelling".into())
     })
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What `epoch` holds at `seq`, for the checkpoint check.
+fn stored_at(epoch: Option<&EpochState>, seq: u64) -> Stored {
+    let Some(epoch) = epoch.filter(|e| !e.slots.is_empty()) else {
+        return Stored::Missing { from: 1, epoch_present: false };
+    };
+    match epoch.slots.get(&seq) {
+        Some(slots) => Stored::Present(slots.iter().map(|s| s.header_hash).collect()),
+        None => {
+            let below = epoch.slots.range(..seq).next_back().map_or(0, |(s, _)| *s);
+            Stored::Missing { from: below + 1, epoch_present: true }
+        }
+    }
 }
 
 /// A SHA-256 named in hex.
