@@ -434,6 +434,142 @@ fn loki_down_and_the_gateway_killed_lose_no_batch() {
     gateway.stop();
 }
 
+/// The `seq` of a batch or checkpoint line's header, or its highest tip; None for other lines.
+fn line_seq(line: &str) -> Option<u64> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    if let Some(tips) = v["checkpoint"]["tips"].as_array() {
+        return tips.iter().filter_map(|t| t["seq"].as_u64()).max();
+    }
+    v["header"]["seq"].as_u64()
+}
+
+/// `teelog verify FILES… ARGS --json`: the exit code and the kinds of the findings.
+fn verify_json(files: &[&Path], args: &[&str]) -> (i32, Value, Vec<String>) {
+    let mut all = vec!["verify", "--json"];
+    all.extend(files.iter().map(|p| s(p)));
+    all.extend_from_slice(args);
+    report(&teelog(&all, b""))
+}
+
+#[test]
+fn checkpoints_on_interval_and_on_sigterm_show_a_tail_cut_below_them() {
+    let f = fixture();
+    let id = f.dev_identity();
+    let root = id.join("dev-root.pem");
+    let trust = format!("trust_roots = ['{}']", s(&root));
+    let relay = free_port();
+    let spool = f.root.join("spool");
+    // First run: checkpoints every second.
+    let config = f.config(&relay, &trust, "[checkpoint]\nevery = '1s'\n");
+    let gateway = Daemon::gateway(&config);
+    ship_stdin(&id, &spool, relay.parse().unwrap(), &records(0..23));
+    f.wait_for_batches(5);
+    f.wait_for("checkpoint", 1);
+    let key = f.root.join("gateway-checkpoint.pem");
+    let printed = teelog(&["gateway", "--config", s(&config), "--print-checkpoint-key"], b"");
+    ok(&printed);
+    std::fs::write(&key, &printed.stdout).unwrap();
+    let written = std::fs::read(f.root.join("gw-spool/checkpoint-key.pub.pem")).unwrap();
+    assert_eq!(printed.stdout, written, "the key printed is the one written beside the spool");
+    gateway.stop();
+    let interval: Vec<u64> = f.entries("checkpoint").iter().filter_map(|(l, _)| line_seq(l)).collect();
+    assert_eq!(interval.iter().max(), Some(&5), "the checkpoints name the newest batch: {interval:?}");
+
+    // Second run: no interval tick in reach, so only the shutdown checkpoint names seq 6 and 7.
+    let config = f.config(&relay, &trust, "[checkpoint]\nevery = '1h'\n");
+    let gateway = Daemon::gateway(&config);
+    ship_stdin(&id, &spool, relay.parse().unwrap(), &records(23..33));
+    f.wait_for_batches(7);
+    assert!(f.entries("checkpoint").iter().all(|(l, _)| line_seq(l) <= Some(5)), "no tick yet");
+    gateway.stop();
+    f.wait_for("checkpoint", interval.len() + 1);
+    let lines: Vec<String> = teelog_store::indexed_segments(&f.store())
+        .unwrap()
+        .iter()
+        .flat_map(|(_, path)| {
+            std::fs::read_to_string(path).unwrap().lines().map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect();
+    let newest = lines.iter().filter(|l| l.contains("\"checkpoint\":")).filter_map(|l| line_seq(l)).max();
+    assert_eq!(newest, Some(7), "the SIGTERM checkpoint names the last batch stored");
+
+    let ck = ["--trust-root", s(&root), "--checkpoint-key", s(&key)];
+    let intact = f.root.join("intact.ndjson");
+    std::fs::write(&intact, lines.join("\n") + "\n").unwrap();
+    let (code, json, kinds) = verify_json(&[&intact], &ck);
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    assert!(json["checkpoints"].as_u64() > Some(1), "{json}");
+    // Without the key the checkpoints are counted and change nothing.
+    let (code, json, _) = verify_json(&[&intact], &["--trust-root", s(&root)]);
+    assert_eq!(code, 0, "{json}");
+
+    // The tail cut below the newest checkpoint: found, at the first batch missing.
+    let is_batch_at_least = |l: &String, seq| !l.contains("\"checkpoint\":") && line_seq(l) >= Some(seq);
+    let cut: Vec<&String> = lines.iter().filter(|l| !is_batch_at_least(l, 6)).collect();
+    let cut_file = f.root.join("cut.ndjson");
+    std::fs::write(&cut_file, cut.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let (code, json, kinds) = verify_json(&[&cut_file], &ck);
+    assert_eq!(
+        (code, kinds.as_slice()),
+        (1, ["truncated_after_checkpoint".to_string()].as_slice()),
+        "{json}"
+    );
+    assert_eq!(json["findings"][0]["seq"].as_u64(), Some(6), "{json}");
+    // Without the checkpoints, the same cut store verifies: this is what they are for.
+    assert_eq!(verify_json(&[&cut_file], &["--trust-root", s(&root)]).0, 0);
+
+    // The newest checkpoint cut along with the tail: the older ones cannot see it, the copy the
+    // gateway kept apart can.
+    let cut_more: Vec<&String> =
+        cut.iter().copied().filter(|l| !(l.contains("\"checkpoint\":") && line_seq(l) >= Some(6))).collect();
+    std::fs::write(&cut_file, cut_more.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    assert_eq!(verify_json(&[&cut_file], &ck).0, 0, "a cut after the last checkpoint left is not seen");
+    let kept = f.root.join("gw-spool/checkpoints.ndjson");
+    let mut with_kept = ck.to_vec();
+    with_kept.extend(["--checkpoint", s(&kept)]);
+    let (code, json, kinds) = verify_json(&[&cut_file], &with_kept);
+    assert_eq!(
+        (code, kinds.as_slice()),
+        (1, ["truncated_after_checkpoint".to_string()].as_slice()),
+        "{json}"
+    );
+
+    // A tampered checkpoint and a wrong key are findings, never ignored.
+    let tampered: Vec<String> = lines
+        .iter()
+        .map(|l| if l.contains("\"checkpoint\":") { l.replace("\"seq\":", "\"seq\":1") } else { l.clone() })
+        .collect();
+    let tampered_file = f.root.join("tampered.ndjson");
+    std::fs::write(&tampered_file, tampered.join("\n") + "\n").unwrap();
+    let (code, json, kinds) = verify_json(&[&tampered_file], &ck);
+    assert_eq!(code, 1, "{json}");
+    assert!(kinds.iter().any(|k| k == "invalid_checkpoint"), "{json}");
+    assert!(kinds.iter().all(|k| k == "invalid_checkpoint" || k == "missing_checkpoint"), "{json}");
+    let other = f.software_identity().join("public-key.pem");
+    let (code, json, kinds) =
+        verify_json(&[&intact], &["--trust-root", s(&root), "--checkpoint-key", s(&other)]);
+    assert_eq!(code, 1, "{json}");
+    assert!(
+        kinds.contains(&"invalid_checkpoint".to_string())
+            && kinds.contains(&"missing_checkpoint".to_string()),
+        "{json}"
+    );
+
+    // The audit reads the checkpoints from Loki: intact, then with the newest batches deleted.
+    let (code, json, kinds) = f.audit(&ck);
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    f.loki.edit(|streams| {
+        for (labels, entries) in streams.iter_mut() {
+            if labels.get("teelog_kind").map(String::as_str) == Some("batch") {
+                entries.retain(|e| line_seq(&e.line) < Some(7));
+            }
+        }
+    });
+    let (code, json, kinds) = f.audit(&ck);
+    assert_eq!(code, 1, "{json}");
+    assert!(kinds.contains(&"truncated_after_checkpoint".to_string()), "{json}");
+}
+
 /// Frames of the relay protocol, written by hand.
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = (payload.len() as u32).to_be_bytes().to_vec();
