@@ -198,7 +198,9 @@ pub async fn audit(
         // Only the kinds a shipper's entries are stored under: a stream that only rejected
         // (gateway-flagged) entries name is nobody's genuine stream.
         let mut found = BTreeSet::new();
-        for kind in Kind::AUDITED {
+        // A stream whose batches were all deleted may have left its checkpoints behind.
+        let checkpoints = verifier.judges_checkpoints().then_some(Kind::Checkpoint);
+        for kind in Kind::AUDITED.into_iter().chain(checkpoints) {
             found.extend(
                 loki.streams(&layout.kind_selector(kind).map_err(LokiAuditError::Labels)?, from, to).await?,
             );
@@ -466,15 +468,18 @@ async fn audit_stream(
         })
         .await?;
 
-    // The gateway's checkpoints: judged by the verifier under the auditor's --checkpoint-key.
-    let checkpoint_source = source(Kind::Checkpoint);
-    loki.each(&selector(Kind::Checkpoint)?, from, to, |read| match read {
-        Read::Entry(entry) => {
-            verifier.push_line(origin(&checkpoint_source, entry.timestamp), entry.line.as_bytes())
-        }
-        Read::Crowded(at) => unread(verifier, &checkpoint_source, at),
-    })
-    .await?;
+    // The gateway's checkpoints, when the auditor gave a key to judge them by: without one they
+    // would be trusted for nothing.
+    if verifier.judges_checkpoints() {
+        let checkpoint_source = source(Kind::Checkpoint);
+        loki.each(&selector(Kind::Checkpoint)?, from, to, |read| match read {
+            Read::Entry(entry) => {
+                verifier.push_line(origin(&checkpoint_source, entry.timestamp), entry.line.as_bytes())
+            }
+            Read::Crowded(at) => unread(verifier, &checkpoint_source, at),
+        })
+        .await?;
+    }
 
     // From a second before the range: a batch sealed there may have records inside it.
     let batch_source = source(Kind::Batch);

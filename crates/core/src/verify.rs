@@ -512,6 +512,12 @@ impl Verifier {
         self
     }
 
+    /// Whether checkpoints are judged (a checkpoint key was given): only then are they worth
+    /// reading from where they are kept apart.
+    pub fn judges_checkpoints(&self) -> bool {
+        self.checkpoints.judging()
+    }
+
     /// Feeds one line that must be a checkpoint (e.g. from a file the auditor kept apart from
     /// the storage); anything else is `malformed`.
     pub fn push_checkpoint(&mut self, origin: Origin<'_>, line: &[u8]) {

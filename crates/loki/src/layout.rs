@@ -62,14 +62,14 @@ pub enum Kind {
     RecordPart,
     /// The long records of rejected batches, in parts.
     RejectedRecordPart,
-    /// The gateway's checkpoints (docs/FORMAT.md §17) of the stream, at their `at`.
+    /// The gateway's checkpoints (docs/FORMAT.md §17) of the stream, at their `at`; read by an
+    /// audit that judges them (`--checkpoint-key`).
     Checkpoint,
 }
 
 impl Kind {
     /// The kinds a shipper's genuine entries are stored under: what the audit reads.
-    pub const AUDITED: [Kind; 5] =
-        [Kind::Record, Kind::Batch, Kind::Attestation, Kind::RecordPart, Kind::Checkpoint];
+    pub const AUDITED: [Kind; 4] = [Kind::Record, Kind::Batch, Kind::Attestation, Kind::RecordPart];
 
     /// Its `teelog_kind` label value.
     pub fn as_str(self) -> &'static str {
