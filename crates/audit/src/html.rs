@@ -280,6 +280,7 @@ mod tests {
             unreferenced_documents: Vec::new(),
             trust: Vec::new(),
             checkpoints: 0,
+            checkpoint_times: Vec::new(),
             dev_attested: 0,
             keys_needed: Vec::new(),
             timeline: None,

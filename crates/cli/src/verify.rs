@@ -92,6 +92,11 @@ pub struct StreamArgs {
     /// checkpoints.ndjson), judged with those in the input; needs --checkpoint-key.
     #[arg(long = "checkpoint", value_name = "FILE")]
     pub checkpoints: Vec<PathBuf>,
+    /// The root (PEM or DER) of a TSA that stamped the gateway's checkpoints (`checkpoint.tsa`);
+    /// repeat for several. Their tokens are then checked, and the report says by when each
+    /// checkpointed batch existed (trusted time). Needs --checkpoint-key.
+    #[arg(long = "tsa-root", value_name = "PEM")]
+    pub tsa_roots: Vec<PathBuf>,
 }
 
 /// The largest `--checkpoint` file read: far more than the newest checkpoints of many streams.
@@ -105,6 +110,9 @@ impl StreamArgs {
             if let Some(file) = self.checkpoints.first() {
                 anyhow::bail!("--checkpoint {}: give the gateway's --checkpoint-key too", file.display());
             }
+            if let Some(file) = self.tsa_roots.first() {
+                anyhow::bail!("--tsa-root {}: give the gateway's --checkpoint-key too", file.display());
+            }
             return Ok(verifier);
         }
         let keys = self
@@ -117,7 +125,15 @@ impl StreamArgs {
                     .with_context(|| format!("--checkpoint-key {}", path.display()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut verifier = verifier.with_checkpoint_keys(keys);
+        let roots = self
+            .tsa_roots
+            .iter()
+            .map(|path| teelog_trust::certificate(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let timestamps = (!roots.is_empty()).then(|| {
+            Box::new(teelog_audit::tsa::TsaRoots(roots)) as Box<dyn teelog_core::evidence::TimestampVerifier>
+        });
+        let mut verifier = verifier.with_checkpoint_keys(keys, timestamps);
         for path in &self.checkpoints {
             let what = || format!("--checkpoint {}", path.display());
             let file = std::fs::File::open(path).with_context(what)?;
@@ -333,6 +349,12 @@ pub fn print_human(report: &Report) {
             "NOTE {} attestation documents are named by no batch and prove nothing: {}",
             report.unreferenced_documents.len(),
             report.unreferenced_documents.join(", ")
+        );
+    }
+    for stamped in &report.checkpoint_times {
+        println!(
+            "TIME stream={} epoch={}  up to seq {} existed no later than {} (RFC 3161, --tsa-root: trusted time)",
+            stamped.stream, stamped.epoch, stamped.seq, stamped.no_later_than
         );
     }
     if report.checkpoints > 0 {

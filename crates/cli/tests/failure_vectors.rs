@@ -559,7 +559,9 @@ fn checkpoint_vectors(out: &mut BTreeMap<&'static str, Vector>) {
         seq,
     };
     let checkpoint = |tips| {
-        let line = teelog_core::checkpoint::sign(&test_key().key, "app", t0 + 60_000_000_000, tips).unwrap();
+        let line = teelog_core::checkpoint::sign(&test_key().key, "app", t0 + 60_000_000_000, tips)
+            .unwrap()
+            .line(None);
         String::from_utf8(line).unwrap()
     };
     let key = ["--checkpoint-key", "$DIR/key.pem"];

@@ -570,6 +570,60 @@ fn checkpoints_on_interval_and_on_sigterm_show_a_tail_cut_below_them() {
     assert!(kinds.contains(&"truncated_after_checkpoint".to_string()), "{json}");
 }
 
+#[path = "../../tsa/tests/support/openssl_tsa.rs"]
+mod openssl_tsa;
+
+#[test]
+fn checkpoints_stamped_by_a_tsa_say_by_when_the_heads_existed() {
+    let f = fixture();
+    let id = f.dev_identity();
+    let root = id.join("dev-root.pem");
+    let tsa_dir = f.root.join("tsa");
+    std::fs::create_dir(&tsa_dir).unwrap();
+    openssl_tsa::tsa(&tsa_dir, "timeStamping");
+    let url = openssl_tsa::serve(&tsa_dir);
+    let relay = free_port();
+    let extra = format!("[checkpoint]\nevery = '1h'\ntsa = '{url}'\n");
+    let config = f.config(&relay, &format!("trust_roots = ['{}']", s(&root)), &extra);
+    let gateway = Daemon::gateway(&config);
+    ship_stdin(&id, &f.root.join("spool"), relay.parse().unwrap(), &records(0..23));
+    f.wait_for_batches(5);
+    gateway.stop();
+    let key = f.root.join("gw-spool/checkpoint-key.pub.pem");
+    let kept = f.root.join("gw-spool/checkpoints.ndjson");
+    assert!(
+        std::fs::read_to_string(&kept).unwrap().contains("\"timestamp\":\""),
+        "the checkpoint carries its token"
+    );
+    let store_dir = f.store();
+    let store = ["--store", s(&store_dir), "--trust-root", s(&root), "--checkpoint-key", s(&key)];
+    let (code, json, kinds) =
+        verify_json(&[], &[&store[..], &["--tsa-root", s(&tsa_dir.join("ca.pem"))]].concat());
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    let stamped = &json["checkpoint_times"][0];
+    assert_eq!(stamped["seq"].as_u64(), Some(5), "{json}");
+    let newest_sealed = f
+        .batch_entries()
+        .iter()
+        .filter_map(|(l, _)| {
+            serde_json::from_str::<Value>(l).ok()?["header"]["sealed_at"].as_str().map(str::to_string)
+        })
+        .max()
+        .unwrap();
+    // openssl's TSA writes whole seconds.
+    assert!(stamped["no_later_than"].as_str().unwrap()[..19] >= newest_sealed[..19], "{json}");
+    // Without --tsa-root the token is not checked and no time is claimed.
+    let (code, json, _) = verify_json(&[], &store);
+    assert!(code == 0 && json.get("checkpoint_times").is_none(), "{json}");
+    // Another TSA's root: the token is no trusted time, and that is a finding.
+    let other = f.root.join("other-tsa");
+    std::fs::create_dir(&other).unwrap();
+    openssl_tsa::tsa(&other, "timeStamping");
+    let (code, json, kinds) =
+        verify_json(&[], &[&store[..], &["--tsa-root", s(&other.join("ca.pem"))]].concat());
+    assert_eq!((code, kinds), (1, vec!["time_anomaly".to_string()]), "{json}");
+}
+
 /// Frames of the relay protocol, written by hand.
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = (payload.len() as u32).to_be_bytes().to_vec();

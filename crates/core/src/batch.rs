@@ -721,6 +721,9 @@ pub(crate) struct LineFields<'a> {
     /// A gateway checkpoint line (docs/FORMAT.md §17): its signed body.
     #[serde(borrow)]
     pub checkpoint: Option<&'a RawValue>,
+    /// A checkpoint's RFC 3161 token (no other line has one).
+    #[serde(borrow)]
+    pub timestamp: Option<&'a RawValue>,
     #[serde(rename = "Sequence")]
     pub seed_sequence: Option<u64>,
     #[serde(rename = "PayloadBase64")]

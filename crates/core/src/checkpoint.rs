@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use crate::batch::{check_hex, check_stream_name, HeaderError};
 use crate::canon::{canonicalize, MAX_EXACT_INTEGER};
 use crate::crypto::{KeyError, PublicKey, SoftwareKey};
+use crate::evidence::TimestampVerifier;
 use crate::merkle::{sha256, Digest};
 use crate::timestamp::{format_rfc3339, parse_rfc3339, UnixNanos};
 use crate::verify::{Finding, FindingKind, Origin};
@@ -136,25 +137,51 @@ pub fn signed_message(body: &[u8]) -> Vec<u8> {
     [CHECKPOINT_CONTEXT, body].concat()
 }
 
-/// The checkpoint line (with its newline) of `body` and its r || s signature.
-pub fn checkpoint_line(body: &[u8], sig: &[u8]) -> Vec<u8> {
-    let mut line = Vec::with_capacity(body.len() + 160);
+/// The checkpoint line (with its newline) of `body`, its r || s signature and, if it was stamped,
+/// the RFC 3161 token over SHA-256 of `body`.
+pub fn checkpoint_line(body: &[u8], sig: &[u8], timestamp: Option<&[u8]>) -> Vec<u8> {
+    let mut line = Vec::with_capacity(body.len() + 160 + timestamp.map_or(0, |t| t.len() * 4 / 3 + 20));
     line.extend_from_slice(b"{\"v\":1,\"checkpoint\":");
     line.extend_from_slice(body);
     line.extend_from_slice(b",\"sig\":\"");
     line.extend_from_slice(B64.encode(sig).as_bytes());
+    if let Some(token) = timestamp {
+        line.extend_from_slice(b"\",\"timestamp\":\"");
+        line.extend_from_slice(B64.encode(token).as_bytes());
+    }
     line.extend_from_slice(b"\"}\n");
     line
 }
 
-/// Signs a checkpoint of `stream` at `at` listing `tips` (sorted here) with the gateway's `key`;
-/// gives the checkpoint line with its newline.
+/// A signed checkpoint body, before it becomes a line (with a timestamp token, if one is got).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    /// The canonical body.
+    pub body: Vec<u8>,
+    /// Its r || s signature.
+    pub sig: Vec<u8>,
+}
+
+impl SignedCheckpoint {
+    /// SHA-256 of the body: what a timestamp token covers.
+    pub fn body_hash(&self) -> Digest {
+        sha256(&self.body)
+    }
+
+    /// The checkpoint line, with its newline; `timestamp` is an RFC 3161 token over
+    /// [`body_hash`](Self::body_hash).
+    pub fn line(&self, timestamp: Option<&[u8]>) -> Vec<u8> {
+        checkpoint_line(&self.body, &self.sig, timestamp)
+    }
+}
+
+/// Signs a checkpoint of `stream` at `at` listing `tips` (sorted here) with the gateway's `key`.
 pub fn sign(
     key: &SoftwareKey,
     stream: &str,
     at: UnixNanos,
     mut tips: Vec<Tip>,
-) -> Result<Vec<u8>, CheckpointError> {
+) -> Result<SignedCheckpoint, CheckpointError> {
     tips.sort();
     let checkpoint = Checkpoint {
         alg: key.public().alg().name().to_string(),
@@ -167,7 +194,7 @@ pub fn sign(
     checkpoint.validate()?;
     let body = checkpoint.to_canonical_bytes()?;
     let sig = key.sign(&signed_message(&body))?;
-    Ok(checkpoint_line(&body, &sig))
+    Ok(SignedCheckpoint { body, sig })
 }
 
 #[derive(Deserialize)]
@@ -178,6 +205,8 @@ struct RawLine<'a> {
     checkpoint: &'a RawValue,
     #[serde(borrow)]
     sig: &'a str,
+    #[serde(borrow, default)]
+    timestamp: Option<&'a str>,
 }
 
 /// A checkpoint line taken apart and checked for its one layout; its signature is not checked yet.
@@ -187,6 +216,8 @@ pub struct ParsedCheckpoint {
     pub checkpoint: Checkpoint,
     body: Vec<u8>,
     sig: Vec<u8>,
+    /// The RFC 3161 token over SHA-256 of the body, if the gateway had it stamped.
+    pub timestamp: Option<Vec<u8>>,
 }
 
 impl ParsedCheckpoint {
@@ -212,14 +243,19 @@ impl ParsedCheckpoint {
         }
         let sig =
             B64.decode(raw.sig).map_err(|e| CheckpointError::Layout(format!("sig: not base64: {e}")))?;
-        let exact = checkpoint_line(body, &sig);
+        let timestamp = raw
+            .timestamp
+            .map(|t| {
+                B64.decode(t).map_err(|e| CheckpointError::Layout(format!("timestamp: not base64: {e}")))
+            })
+            .transpose()?;
+        let exact = checkpoint_line(body, &sig, timestamp.as_deref());
         if exact.strip_suffix(b"\n") != Some(line) {
             return Err(CheckpointError::Layout(
-                "the line is not exactly {\"v\":1,\"checkpoint\":<body>,\"sig\":\"<standard base64>\"}"
-                    .into(),
+                "the line is not exactly {\"v\":1,\"checkpoint\":<body>,\"sig\":\"<standard base64>\"} (with ,\"timestamp\":\"<standard base64>\" before the end, if stamped)".into(),
             ));
         }
-        Ok(Self { checkpoint, body: body.to_vec(), sig })
+        Ok(Self { checkpoint, body: body.to_vec(), sig, timestamp })
     }
 
     /// Whether the signature verifies under one of `keys` (the one its `key_id` names); why not
@@ -274,11 +310,32 @@ struct Held {
     heads: Vec<(String, String, String)>,
 }
 
+/// The newest checkpointed batch of an epoch that an RFC 3161 token dates: it, and through its
+/// `prev` links every batch before it, existed no later than the token's time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StampedTip {
+    /// The stream.
+    pub stream: String,
+    /// The epoch.
+    pub epoch: String,
+    /// The checkpointed seq.
+    pub seq: u64,
+    /// Its header hash (hex).
+    pub head: String,
+    /// The token's `genTime` (§2.3 spelling): trusted time, from a TSA the auditor gave.
+    pub no_later_than: String,
+}
+
 /// Collects the checkpoint lines of a verifier's input and, given the gateway keys, judges them
 /// against the batches once everything is in.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct CheckpointCheck {
     keys: Vec<PublicKey>,
+    /// Checks the checkpoints' timestamp tokens (the auditor's TSA roots); none: not checked.
+    timestamps: Option<Box<dyn TimestampVerifier>>,
+    /// Per (stream, epoch), the highest checkpointed seq a verified token dates: (seq, head,
+    /// genTime), the earliest time for one seq.
+    stamped: BTreeMap<(String, String), (u64, String, UnixNanos)>,
     /// Checkpoint lines read (copies included).
     lines: u64,
     /// Lines that verified, so that a copy (the store's and a kept one) is judged once.
@@ -296,6 +353,27 @@ impl CheckpointCheck {
     /// checked for their layout and counted.
     pub fn new(keys: Vec<PublicKey>) -> Self {
         Self { keys, ..Self::default() }
+    }
+
+    /// The same check, verifying the checkpoints' timestamp tokens with `timestamps`.
+    pub fn with_timestamps(mut self, timestamps: Box<dyn TimestampVerifier>) -> Self {
+        self.timestamps = Some(timestamps);
+        self
+    }
+
+    /// What verified tokens date: per epoch, the newest checkpointed batch and the time by which
+    /// it existed.
+    pub fn stamped(&self) -> Vec<StampedTip> {
+        self.stamped
+            .iter()
+            .map(|((stream, epoch), (seq, head, at))| StampedTip {
+                stream: stream.clone(),
+                epoch: epoch.clone(),
+                seq: *seq,
+                head: head.clone(),
+                no_later_than: format_rfc3339(*at),
+            })
+            .collect()
     }
 
     /// Whether checkpoints are judged (a key was given).
@@ -333,6 +411,25 @@ impl CheckpointCheck {
         // Only lines that verify are remembered: they need the gateway's key, while anyone can
         // write lines that do not.
         self.seen.insert(sha256(line));
+        let mut finding = None;
+        if let (Some(timestamps), Some(token)) = (&self.timestamps, &parsed.timestamp) {
+            match timestamps.verify_token(token, &parsed.body_hash()) {
+                Ok(at) => self.date(c, at),
+                Err(why) => {
+                    finding = Some(Finding {
+                        kind: FindingKind::TimeAnomaly,
+                        stream: Some(c.stream.clone()),
+                        epoch: None,
+                        seq: None,
+                        record_index: None,
+                        detail: format!(
+                            "{origin}: the timestamp token of the checkpoint of {} does not verify under the --tsa-root: {why}",
+                            c.at
+                        ),
+                    })
+                }
+            }
+        }
         self.streams.insert(c.stream.clone());
         let held_epochs = self.tips.len();
         for tip in &c.tips {
@@ -354,7 +451,21 @@ impl CheckpointCheck {
                 }
             }
         }
-        None
+        finding
+    }
+
+    /// Notes that the tips of `c` existed no later than `at` (a verified token's time).
+    fn date(&mut self, c: &Checkpoint, at: UnixNanos) {
+        for tip in &c.tips {
+            let key = (c.stream.clone(), tip.epoch.clone());
+            let newer = match self.stamped.get(&key) {
+                Some((seq, _, when)) => tip.seq > *seq || (tip.seq == *seq && at < *when),
+                None => self.stamped.len() < MAX_HELD_EPOCHS,
+            };
+            if newer {
+                self.stamped.insert(key, (tip.seq, tip.head.clone(), at));
+            }
+        }
     }
 
     /// The findings once every line is in: each checkpointed batch the input lacks
@@ -466,7 +577,8 @@ mod tests {
         let key = new_key();
         let line =
             sign(&key, "payments", 1_700_000_000_000_000_000, vec![tip('b', 3, 'c'), tip('a', 9, 'd')])
-                .unwrap();
+                .unwrap()
+                .line(None);
         let line = line.strip_suffix(b"\n").unwrap();
         assert!(is_checkpoint_line(line));
         let parsed = ParsedCheckpoint::parse(line).unwrap();
@@ -512,7 +624,9 @@ mod tests {
     fn missing_cut_and_replaced_heads_are_findings_and_nothing_found_is_one_too() {
         let key = new_key();
         let keys = vec![key.public().clone()];
-        let line = sign(&key, "s", 0, vec![tip('a', 5, 'c'), tip('b', 2, 'd'), tip('e', 1, 'f')]).unwrap();
+        let line = sign(&key, "s", 0, vec![tip('a', 5, 'c'), tip('b', 2, 'd'), tip('e', 1, 'f')])
+            .unwrap()
+            .line(None);
         let origin = Origin { source: "store", line: 1 };
         let mut check = CheckpointCheck::new(keys.clone());
         assert_eq!(check.push(origin, line.strip_suffix(b"\n").unwrap()), None);

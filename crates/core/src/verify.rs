@@ -165,6 +165,10 @@ pub struct Report {
     /// `--checkpoint-key`.
     #[serde(skip_serializing_if = "is_zero")]
     pub checkpoints: u64,
+    /// Per epoch, the newest checkpointed batch a verified RFC 3161 token dates (with
+    /// `--tsa-root`): it existed no later than the token's time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checkpoint_times: Vec<crate::checkpoint::StampedTip>,
     /// Batches whose key a dev root vouches for (not hardware-backed); shown to people, not in
     /// the JSON report.
     #[serde(skip)]
@@ -506,9 +510,17 @@ impl Verifier {
     }
 
     /// Gateway checkpoints (docs/FORMAT.md §17) signed by one of `keys` are trusted: every batch
-    /// they name must be in the input. Without keys, checkpoint lines are counted, not trusted.
-    pub fn with_checkpoint_keys(mut self, keys: Vec<PublicKey>) -> Self {
+    /// they name must be in the input; their timestamp tokens are checked with `timestamps`, if
+    /// given. Without keys, checkpoint lines are counted, not trusted.
+    pub fn with_checkpoint_keys(
+        mut self,
+        keys: Vec<PublicKey>,
+        timestamps: Option<Box<dyn crate::evidence::TimestampVerifier>>,
+    ) -> Self {
         self.checkpoints = CheckpointCheck::new(keys);
+        if let Some(timestamps) = timestamps {
+            self.checkpoints = std::mem::take(&mut self.checkpoints).with_timestamps(timestamps);
+        }
         self
     }
 
@@ -587,7 +599,7 @@ impl Verifier {
         if fields.attestation.is_some() {
             return self.push_document(origin, line, &fields);
         }
-        if fields.checkpoint.is_some() {
+        if fields.checkpoint.is_some() || fields.timestamp.is_some() {
             return self.push_checkpoint(origin, line);
         }
         match (teelog, seed) {
@@ -943,6 +955,7 @@ impl Verifier {
             check_stream(stream, epochs, &mut chain_findings);
         }
         let checkpoint_lines = self.checkpoints.lines();
+        let checkpoint_times = self.checkpoints.stamped();
         let stored = |stream: &str, epoch: &str, seq: u64| {
             stored_at(self.epochs.get(&(stream.to_string(), epoch.to_string())), seq)
         };
@@ -1013,6 +1026,7 @@ impl Verifier {
             unreferenced_documents: unreferenced,
             trust,
             checkpoints: checkpoint_lines,
+            checkpoint_times,
             dev_attested: self.dev_attested,
             keys_needed: self.keys_needed.into_iter().collect(),
             timeline: (self.options.policy.is_some() || self.options.timeline)

@@ -42,7 +42,7 @@ fn build() -> Vector {
     let key = SoftwareKey::from_pkcs8_pem(text(&batches["private_key_pem"]).as_bytes()).unwrap();
     let at = "2026-12-02T12:01:00.000000000Z";
     let stream = text(&batches["stream"]);
-    let line = sign(&key, &stream, parse_rfc3339(at).unwrap(), tips.clone()).unwrap();
+    let line = sign(&key, &stream, parse_rfc3339(at).unwrap(), tips.clone()).unwrap().line(None);
     let line = String::from_utf8(line).unwrap().trim_end().to_string();
     let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
     let body = line["{\"v\":1,\"checkpoint\":".len()..line.find(",\"sig\":").unwrap()].to_string();

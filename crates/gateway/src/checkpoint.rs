@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use teelog_core::checkpoint::{sign, Tip};
+use teelog_audit::tsa::TsaClient;
+use teelog_core::checkpoint::{sign, SignedCheckpoint, Tip};
 use teelog_core::crypto::{pem_encode, SigAlg};
 use teelog_core::timestamp::UnixNanos;
 use teelog_core::{KeyError, SoftwareKey};
@@ -68,6 +69,8 @@ pub fn load_key(path: &Path, create: bool) -> Result<SoftwareKey, CheckpointKeyE
 /// Signs checkpoints for the writer and remembers what it last signed per stream.
 pub struct Checkpointer {
     key: SoftwareKey,
+    /// Where each checkpoint is stamped, if anywhere.
+    tsa: Option<TsaClient>,
     kept: PathBuf,
     /// The tips of each stream's last checkpoint: a stream whose tips did not move since gets
     /// no new one (its last one still says everything).
@@ -79,7 +82,26 @@ pub struct Checkpointer {
 impl Checkpointer {
     /// Signs with `key`; the newest lines are kept in `spool`'s [`KEPT_FILE`].
     pub fn new(key: SoftwareKey, spool: &Path) -> Self {
-        Self { key, kept: spool.join(KEPT_FILE), signed: BTreeMap::new(), newest: BTreeMap::new() }
+        Self { key, tsa: None, kept: spool.join(KEPT_FILE), signed: BTreeMap::new(), newest: BTreeMap::new() }
+    }
+
+    /// The same, stamping each checkpoint at `tsa`. The writer waits for the answer (at most the
+    /// client's timeout), once per checkpoint.
+    pub fn with_tsa(mut self, tsa: TsaClient) -> Self {
+        self.tsa = Some(tsa);
+        self
+    }
+
+    /// A token over `signed` from the TSA, if one is configured and answers.
+    fn stamp(&self, stream: &str, signed: &SignedCheckpoint) -> Option<Vec<u8>> {
+        let tsa = self.tsa.as_ref()?;
+        match tsa.stamp(&signed.body_hash()) {
+            Ok(token) => Some(token),
+            Err(e) => {
+                tracing::warn!(target: "teelog::gateway", stream, "checkpoint.tsa {}: no timestamp for this checkpoint: {e}", tsa.url());
+                None
+            }
+        }
     }
 
     /// The public key, as PEM.
@@ -97,7 +119,8 @@ impl Checkpointer {
                 continue;
             }
             match sign(&self.key, &stream, now, tips.clone()) {
-                Ok(mut line) => {
+                Ok(signed) => {
+                    let mut line = signed.line(self.stamp(&stream, &signed).as_deref());
                     line.pop();
                     out.extend(envelope::encode(Some(&stream), None, &line));
                     line.push(b'\n');

@@ -44,6 +44,11 @@ pub struct CheckpointConfig {
     /// made on first start.
     #[serde(default)]
     pub key: Option<PathBuf>,
+    /// An RFC 3161 TSA (`http(s)://…`) that stamps each checkpoint; the token goes into the
+    /// checkpoint line. A TSA that does not answer costs the checkpoint its token, not the
+    /// checkpoint.
+    #[serde(default)]
+    pub tsa: Option<String>,
 }
 
 fn default_checkpoint_every() -> String {

@@ -37,6 +37,8 @@ use axum::serve::ListenerExt;
 
 /// How long sinks may take, once the gateway stops, to deliver what is spooled.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the writer waits for the TSA to stamp one checkpoint.
+const CHECKPOINT_TSA_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often streams are checked for silence.
 const SILENCE_CHECK: Duration = Duration::from_secs(1);
 
@@ -134,6 +136,9 @@ pub enum GatewayError {
     /// The TLS certificate, key or client CA could not be loaded or used.
     #[error("listen.tls: {0}")]
     Tls(#[from] tls::TlsError),
+    /// `checkpoint.tsa` is not a URL teelog can post to.
+    #[error("checkpoint.tsa: {0}")]
+    CheckpointTsa(#[from] teelog_audit::tsa::StampError),
     /// The checkpoint key could not be read, made or written out.
     #[error("checkpoint.key: {0}")]
     CheckpointKey(#[from] checkpoint::CheckpointKeyError),
@@ -196,7 +201,12 @@ pub async fn run(
     let mut writer =
         Writer::new(gate(continuity), store, spool.clone(), gateway_metrics.clone(), config.spool.keep);
     if let Some(key) = checkpoint_key(&config)? {
-        writer = writer.with_checkpoints(checkpoint::Checkpointer::new(key, &config.spool.dir));
+        let mut checkpoints = checkpoint::Checkpointer::new(key, &config.spool.dir);
+        if let Some(url) = config.checkpoint.as_ref().and_then(|c| c.tsa.as_deref()) {
+            checkpoints =
+                checkpoints.with_tsa(teelog_audit::tsa::TsaClient::new(url, CHECKPOINT_TSA_TIMEOUT)?);
+        }
+        writer = writer.with_checkpoints(checkpoints);
     }
     let (ingest, writer_thread) = writer.start().map_err(GatewayError::Thread)?;
 
