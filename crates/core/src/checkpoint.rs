@@ -598,6 +598,46 @@ mod tests {
         assert!(ParsedCheckpoint::parse(spaced.as_bytes()).is_err());
     }
 
+    /// Takes a token that is the digest it dates followed by the time, big-endian.
+    struct StubTsa;
+
+    impl TimestampVerifier for StubTsa {
+        fn verify_token(&self, token: &[u8], digest: &[u8; 32]) -> Result<UnixNanos, String> {
+            match token.split_at_checked(32) {
+                Some((covered, time)) if covered == digest => {
+                    Ok(i64::from_be_bytes(time.try_into().map_err(|_| "no time")?))
+                }
+                _ => Err("not over this checkpoint".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_stamped_checkpoint_dates_its_tips_and_a_token_that_fails_is_a_finding() {
+        let key = new_key();
+        let origin = Origin { source: "store", line: 1 };
+        let stamped = |seq, at: i64, over_itself: bool| {
+            let signed = sign(&key, "s", 0, vec![tip('a', seq, 'c')]).unwrap();
+            let covered = if over_itself { signed.body_hash() } else { [0; 32] };
+            let token = [covered.as_slice(), &at.to_be_bytes()].concat();
+            let line = signed.line(Some(&token));
+            let parsed = ParsedCheckpoint::parse(line.strip_suffix(b"\n").unwrap()).unwrap();
+            assert_eq!(parsed.timestamp.as_deref(), Some(token.as_slice()));
+            line
+        };
+        let mut check = CheckpointCheck::new(vec![key.public().clone()]).with_timestamps(Box::new(StubTsa));
+        for (seq, at) in [(4, 500), (5, 900), (5, 700), (3, 100)] {
+            assert_eq!(check.push(origin, stamped(seq, at, true).strip_suffix(b"\n").unwrap()), None);
+        }
+        let dated = check.stamped();
+        assert_eq!(dated.len(), 1);
+        // The newest seq, by the earliest token that dates it.
+        assert_eq!((dated[0].seq, dated[0].no_later_than.as_str()), (5, "1970-01-01T00:00:00.000000700Z"));
+        let bad = check.push(origin, stamped(6, 1000, false).strip_suffix(b"\n").unwrap());
+        assert_eq!(bad.map(|f| f.kind), Some(FindingKind::TimeAnomaly));
+        assert_eq!(check.stamped()[0].seq, 5, "a token that fails dates nothing");
+    }
+
     #[test]
     fn bodies_out_of_their_one_spelling_are_refused() {
         let mut c = Checkpoint {
