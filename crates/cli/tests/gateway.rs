@@ -570,6 +570,52 @@ fn checkpoints_on_interval_and_on_sigterm_show_a_tail_cut_below_them() {
     assert!(kinds.contains(&"truncated_after_checkpoint".to_string()), "{json}");
 }
 
+#[test]
+fn a_stream_posted_over_http_and_removed_whole_is_found_by_the_checkpoints_kept_apart() {
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let config = f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), "[checkpoint]\n");
+    let gateway = Daemon::gateway(&config);
+    let ndjson = [("Content-Type", "application/x-ndjson")];
+    for stream in ["payments", "audit"] {
+        let lines = f.sign(&id, stream, 2, 0..6);
+        let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, &lines);
+        assert_eq!(status, 200, "{answer}");
+    }
+    f.wait_for_batches(6);
+    gateway.stop();
+    // One checkpoint per stream, each naming its own third batch.
+    let kept = f.root.join("gw-spool/checkpoints.ndjson");
+    let checkpoints: Vec<Value> =
+        std::fs::read_to_string(&kept).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let named: Vec<(&str, u64)> = checkpoints
+        .iter()
+        .map(|c| {
+            (c["checkpoint"]["stream"].as_str().unwrap(), c["checkpoint"]["tips"][0]["seq"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(named, [("audit", 3), ("payments", 3)]);
+    let key = f.root.join("gw-spool/checkpoint-key.pub.pem");
+    let lines: Vec<String> = teelog_store::indexed_segments(&f.store())
+        .unwrap()
+        .iter()
+        .flat_map(|(_, path)| {
+            std::fs::read_to_string(path).unwrap().lines().map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect();
+    // The whole "audit" stream gone, its checkpoints with it: nothing in the store names it.
+    let left: String =
+        lines.iter().filter(|l| !l.contains("\"stream\":\"audit\"")).map(|l| format!("{l}\n")).collect();
+    let cut = f.root.join("cut.ndjson");
+    std::fs::write(&cut, left).unwrap();
+    let trust = ["--pubkey", s(&pubkey), "--checkpoint-key", s(&key)];
+    assert_eq!(verify_json(&[&cut], &trust).0, 0, "the store alone cannot show a stream it no longer has");
+    let (code, json, kinds) = verify_json(&[&cut], &[&trust[..], &["--checkpoint", s(&kept)]].concat());
+    assert_eq!((code, kinds), (1, vec!["truncated_after_checkpoint".to_string()]), "{json}");
+    assert_eq!(json["findings"][0]["stream"].as_str(), Some("audit"), "{json}");
+}
+
 #[path = "../../tsa/tests/support/openssl_tsa.rs"]
 mod openssl_tsa;
 
