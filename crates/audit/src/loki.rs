@@ -199,7 +199,7 @@ pub async fn audit(
         // (gateway-flagged) entries name is nobody's genuine stream.
         let mut found = BTreeSet::new();
         // A stream whose batches were all deleted may have left its checkpoints behind.
-        let checkpoints = verifier.judges_checkpoints().then_some(Kind::Checkpoint);
+        let checkpoints = crate::files::LineSink::wants_checkpoints(&verifier).then_some(Kind::Checkpoint);
         for kind in Kind::AUDITED.into_iter().chain(checkpoints) {
             found.extend(
                 loki.streams(&layout.kind_selector(kind).map_err(LokiAuditError::Labels)?, from, to).await?,
@@ -470,7 +470,7 @@ async fn audit_stream(
 
     // The gateway's checkpoints, when the auditor gave a key to judge them by: without one they
     // would be trusted for nothing.
-    if verifier.judges_checkpoints() {
+    if crate::files::LineSink::wants_checkpoints(&*verifier) {
         let checkpoint_source = source(Kind::Checkpoint);
         loki.each(&selector(Kind::Checkpoint)?, from, to, |read| match read {
             Read::Entry(entry) => {
