@@ -146,6 +146,16 @@ pub fn seeds(target: &str, fixtures: Option<&Path>) -> Vec<Vec<u8>> {
             lines.extend(failure_vector_lines());
             lines
         }
+        "checkpoint_line" => {
+            let line = text(&vector("checkpoint-v1")["line"]).as_bytes().to_vec();
+            let stamped = line.strip_suffix(b"}").map(|l| [l, b",\"timestamp\":\"AAAA\"}"].concat());
+            let mut seeds = vec![line];
+            seeds.extend(stamped);
+            seeds.extend(
+                failure_vector_lines().into_iter().filter(|l| l.starts_with(b"{\"v\":1,\"checkpoint\":")),
+            );
+            seeds
+        }
         "verifier_order" => vec![
             Vec::new(),
             vec![5, 0, 1, 0, 0, 2, 0, 0, 0x83, 0, 0, 0x41],

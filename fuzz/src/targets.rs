@@ -102,6 +102,35 @@ pub fn batch_line(data: &[u8]) {
     let _ = verdict([data]);
 }
 
+/// A gateway checkpoint line (docs/FORMAT.md §17) as a verifier meets it, under the fixed key as
+/// the gateway's: a checkpoint that parses is canonical and reads back from its body as itself,
+/// and one that names a batch the input lacks is never OK.
+pub fn checkpoint_line(data: &[u8]) {
+    let key = teelog_core::HeaderSigner::public_key(signer()).clone();
+    let parsed = teelog_core::checkpoint::ParsedCheckpoint::parse(data);
+    if let Ok(parsed) = &parsed {
+        let body = match parsed.checkpoint.to_canonical_bytes() {
+            Ok(body) => body,
+            Err(e) => panic!("a parsed checkpoint does not serialise: {e}"),
+        };
+        let back: Result<teelog_core::checkpoint::Checkpoint, _> = serde_json::from_slice(&body);
+        assert!(back.is_ok_and(|b| b == parsed.checkpoint), "a checkpoint read back from its body differs");
+        let _ = parsed.verify(std::slice::from_ref(&key));
+    }
+    let mut verifier = Verifier::new(verify_options()).with_checkpoint_keys(vec![key.clone()], None);
+    verifier.push_line(origin(1), data);
+    let report = verifier.finish();
+    // With a key, input without batches is never OK: a checkpoint naming batches finds them
+    // missing, and none at all is missing_checkpoint.
+    assert!(!report.ok, "a lone checkpoint line verified as OK");
+    if parsed.is_ok_and(|p| p.verify(std::slice::from_ref(&key)).is_ok()) {
+        let kind = FindingKind::TruncatedAfterCheckpoint;
+        let reported =
+            report.findings.iter().any(|f| f.kind == kind) || report.omitted_findings.contains_key(&kind);
+        assert!(reported, "a verified checkpoint naming batches the input lacks is not reported");
+    }
+}
+
 /// Records a generated batch may hold: the vector's inputs, and one whose message comes from
 /// the fuzz input.
 fn record(c: &mut Choices<'_>) -> Vec<u8> {

@@ -31,6 +31,11 @@ pub trait LineSink {
     fn push_unterminated(&mut self, origin: Origin<'_>, line: &[u8]);
     /// Something that could not be read as a line.
     fn push_malformed(&mut self, origin: Origin<'_>, detail: &str);
+    /// Whether gateway checkpoints are worth reading from where they are kept apart (Loki's
+    /// `checkpoint` entries): only for a verifier that judges them.
+    fn wants_checkpoints(&self) -> bool {
+        false
+    }
 }
 
 impl LineSink for Verifier {
@@ -42,6 +47,9 @@ impl LineSink for Verifier {
     }
     fn push_malformed(&mut self, origin: Origin<'_>, detail: &str) {
         Verifier::push_malformed(self, origin, detail)
+    }
+    fn wants_checkpoints(&self) -> bool {
+        self.judges_checkpoints()
     }
 }
 

@@ -318,6 +318,8 @@ mod tests {
                 pinned: false,
                 epochs: vec![hostile.into()],
             }],
+            checkpoints: 0,
+            checkpoint_times: Vec::new(),
             dev_attested: 0,
             keys_needed: Vec::new(),
             timeline: None,

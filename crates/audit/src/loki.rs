@@ -239,7 +239,9 @@ pub async fn read(
         // Only the kinds a shipper's entries are stored under: a stream that only rejected
         // (gateway-flagged) entries name is nobody's genuine stream.
         let mut found = BTreeSet::new();
-        for kind in Kind::AUDITED {
+        // A stream whose batches were all deleted may have left its checkpoints behind.
+        let checkpoints = sink.wants_checkpoints().then_some(Kind::Checkpoint);
+        for kind in Kind::AUDITED.into_iter().chain(checkpoints) {
             found.extend(
                 loki.streams(&layout.kind_selector(kind).map_err(LokiAuditError::Labels)?, from, to).await?,
             );
@@ -719,6 +721,19 @@ async fn audit_stream<S: LineSink>(
             Read::Crowded(at) => unread(sink, &attestation_source, at),
         })
         .await?;
+
+    // The gateway's checkpoints, when the auditor gave a key to judge them by: without one they
+    // would be trusted for nothing.
+    if sink.wants_checkpoints() {
+        let checkpoint_source = source(Kind::Checkpoint);
+        loki.each(&selector(Kind::Checkpoint)?, from, to, &[], |read| match read {
+            Read::Entry(entry) => {
+                sink.push_line(origin(&checkpoint_source, entry.timestamp), entry.line.as_bytes())
+            }
+            Read::Crowded(at) => unread(sink, &checkpoint_source, at),
+        })
+        .await?;
+    }
 
     // From a second before the range: a batch sealed there may have records inside it.
     let batch_source = source(Kind::Batch);

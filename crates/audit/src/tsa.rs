@@ -1,5 +1,6 @@
-//! Trusted time for evidence bundles: each batch header of a bundle stamped by an RFC 3161 TSA
-//! over HTTP, and tokens checked against the TSA roots the auditor gives (`teelog-tsa`).
+//! Trusted time for evidence bundles and gateway checkpoints: each batch header of a bundle, or
+//! each checkpoint, stamped by an RFC 3161 TSA over HTTP, and tokens checked against the TSA roots
+//! the auditor gives (`teelog-tsa`).
 
 use teelog_core::evidence::{Bundle, TimestampVerifier};
 use teelog_core::timestamp::UnixNanos;
@@ -32,26 +33,70 @@ pub enum StampError {
 
 /// Stamps each batch header of `bundle` at the TSA at `url`, putting the tokens in the bundle.
 pub fn stamp(bundle: &mut Bundle, url: &str) -> Result<(), StampError> {
-    let bad_url = |why: String| StampError::Url { url: url.to_string(), why };
-    let parsed = reqwest::Url::parse(url).map_err(|e| bad_url(e.to_string()))?;
-    let options =
-        teelog_loki::ClientOptions { timeout: std::time::Duration::from_secs(30), ..Default::default() };
-    let client = teelog_loki::http_client(&parsed, &options).map_err(|e| bad_url(e.to_string()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| bad_url(e.to_string()))?;
+    let client = TsaClient::new(url, std::time::Duration::from_secs(30))?;
     for (i, batch) in bundle.batches.iter_mut().enumerate() {
-        let answer_error = |why: String| StampError::Answer { url: url.to_string(), batch: i, why };
         let digest = teelog_core::merkle::sha256(batch.header.as_bytes());
+        let token = client.stamp(&digest).map_err(|why| StampError::Answer {
+            url: url.to_string(),
+            batch: i,
+            why,
+        })?;
+        batch.set_timestamp(&token);
+    }
+    Ok(())
+}
+
+/// An RFC 3161 TSA reached over HTTP (POST of a `TimeStampReq`, `application/timestamp-query`),
+/// for callers outside an async runtime: evidence export, and the gateway's writer thread.
+pub struct TsaClient {
+    url: String,
+    parsed: reqwest::Url,
+    client: reqwest::Client,
+    /// Always Some until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for TsaClient {
+    /// Without blocking: the client may be dropped inside an async context (a gateway that fails
+    /// to start after making it), where dropping a runtime the plain way panics.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl TsaClient {
+    /// A client of the TSA at `url`; each request may take `timeout`.
+    pub fn new(url: &str, timeout: std::time::Duration) -> Result<Self, StampError> {
+        let bad_url = |why: String| StampError::Url { url: url.to_string(), why };
+        let parsed = reqwest::Url::parse(url).map_err(|e| bad_url(e.to_string()))?;
+        let options = teelog_loki::ClientOptions { timeout, ..Default::default() };
+        let client = teelog_loki::http_client(&parsed, &options).map_err(|e| bad_url(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| bad_url(e.to_string()))?;
+        Ok(Self { url: url.to_string(), parsed, client, runtime: Some(runtime) })
+    }
+
+    /// The TSA's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A token over `digest` (SHA-256), or why there is none. Blocks; not for async code.
+    pub fn stamp(&self, digest: &[u8; 32]) -> Result<Vec<u8>, String> {
         // The nonce only pairs answer and request.
         let nonce = u64::from_be_bytes([
             digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
         ]);
-        let request = teelog_tsa::request(&digest, nonce).map_err(|e| answer_error(e.to_string()))?;
+        let request = teelog_tsa::request(digest, nonce).map_err(|e| e.to_string())?;
+        let runtime = self.runtime.as_ref().ok_or("the TSA client is shut down")?;
         let answer = runtime.block_on(async {
-            let mut response = client
-                .post(parsed.clone())
+            let mut response = self
+                .client
+                .post(self.parsed.clone())
                 .header("Content-Type", "application/timestamp-query")
                 .body(request)
                 .send()
@@ -66,12 +111,9 @@ pub fn stamp(bundle: &mut Bundle, url: &str) -> Result<(), StampError> {
                 body.extend_from_slice(&chunk);
             }
             Ok(body)
-        });
-        let token = teelog_tsa::token_of_response(&answer.map_err(&answer_error)?)
-            .map_err(|e| answer_error(e.to_string()))?;
-        batch.set_timestamp(&token);
+        })?;
+        teelog_tsa::token_of_response(&answer).map_err(|e| e.to_string())
     }
-    Ok(())
 }
 
 /// The TSA roots (DER certificates) an auditor trusts for timestamp tokens.

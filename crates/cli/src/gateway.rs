@@ -22,10 +22,24 @@ pub struct GatewayArgs {
     /// certificate (anyone who can reach the gateway can then send to it).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Print the gateway's checkpoint public key (PEM; made first if the configuration's
+    /// `[checkpoint]` has none yet) and exit: what auditors pass as `--checkpoint-key`.
+    #[arg(long)]
+    pub print_checkpoint_key: bool,
 }
 
 pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
     let config = GatewayConfig::load(&args.config)?;
+    if args.print_checkpoint_key {
+        let Some(key) = teelog_gateway::checkpoint_key(&config)? else {
+            anyhow::bail!(
+                "{}: no [checkpoint] section, so the gateway signs no checkpoints",
+                args.config.display()
+            );
+        };
+        print!("{}", key.public().to_pem());
+        return Ok(ExitCode::SUCCESS);
+    }
     config
         .check_auth(args.insecure_no_auth)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;

@@ -88,6 +88,76 @@ pub struct StreamArgs {
     /// e.g. 30s, 10m, 2h, 1d.
     #[arg(long, value_parser = teelog_core::timestamp::parse_duration)]
     pub max_silence: Option<i64>,
+    /// A gateway's checkpoint public key (PEM; `teelog gateway --print-checkpoint-key`); repeat
+    /// for several. Every batch a checkpoint signed by it names must be in the input, and a
+    /// stream without such a checkpoint is a finding (docs/FORMAT.md §17).
+    #[arg(long = "checkpoint-key", value_name = "PEM")]
+    pub checkpoint_keys: Vec<PathBuf>,
+    /// A file of checkpoint lines kept apart from the storage (e.g. a copy of the gateway's
+    /// checkpoints.ndjson), judged with those in the input; needs --checkpoint-key.
+    #[arg(long = "checkpoint", value_name = "FILE")]
+    pub checkpoints: Vec<PathBuf>,
+    /// The root (PEM or DER) of a TSA that stamped the gateway's checkpoints (`checkpoint.tsa`);
+    /// repeat for several. Their tokens are then checked, and the report says by when each
+    /// checkpointed batch existed (trusted time). Needs --checkpoint-key.
+    #[arg(long = "tsa-root", value_name = "PEM")]
+    pub tsa_roots: Vec<PathBuf>,
+}
+
+/// The largest `--checkpoint` file read: far more than the newest checkpoints of many streams.
+const MAX_CHECKPOINT_FILE: u64 = 64 << 20;
+
+impl StreamArgs {
+    /// `verifier` judging checkpoints under `--checkpoint-key`, with the lines of every
+    /// `--checkpoint` file in.
+    fn with_checkpoints(&self, verifier: Verifier) -> anyhow::Result<Verifier> {
+        if self.checkpoint_keys.is_empty() {
+            if let Some(file) = self.checkpoints.first() {
+                anyhow::bail!("--checkpoint {}: give the gateway's --checkpoint-key too", file.display());
+            }
+            if let Some(file) = self.tsa_roots.first() {
+                anyhow::bail!("--tsa-root {}: give the gateway's --checkpoint-key too", file.display());
+            }
+            return Ok(verifier);
+        }
+        let keys = self
+            .checkpoint_keys
+            .iter()
+            .map(|path| {
+                let pem =
+                    std::fs::read(path).with_context(|| format!("--checkpoint-key {}", path.display()))?;
+                teelog_core::PublicKey::from_pem(&pem)
+                    .with_context(|| format!("--checkpoint-key {}", path.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let roots = self
+            .tsa_roots
+            .iter()
+            .map(|path| teelog_trust::certificate(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let timestamps = (!roots.is_empty()).then(|| {
+            Box::new(teelog_audit::tsa::TsaRoots(roots)) as Box<dyn teelog_core::evidence::TimestampVerifier>
+        });
+        let mut verifier = verifier.with_checkpoint_keys(keys, timestamps);
+        for path in &self.checkpoints {
+            let what = || format!("--checkpoint {}", path.display());
+            let file = std::fs::File::open(path).with_context(what)?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CHECKPOINT_FILE + 1), &mut bytes)
+                .with_context(what)?;
+            if bytes.len() as u64 > MAX_CHECKPOINT_FILE {
+                anyhow::bail!("{}: longer than {MAX_CHECKPOINT_FILE} bytes", what());
+            }
+            let source = path.display().to_string();
+            for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    verifier
+                        .push_checkpoint(teelog_core::Origin { source: &source, line: i as u64 + 1 }, line);
+                }
+            }
+        }
+        Ok(verifier)
+    }
 }
 
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -136,7 +206,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
 pub fn verifier(args: &TrustArgs, streams: &StreamArgs, timeline: bool) -> anyhow::Result<Verifier> {
     let (trust, mut expect) = expectations(args, streams)?;
     expect.timeline = timeline;
-    Ok(teelog_audit::verifier(trust, &expect)?)
+    streams.with_checkpoints(teelog_audit::verifier(trust, &expect)?)
 }
 
 /// Writes `report` as HTML to `path`, saying what was verified and what it rests on.
@@ -304,6 +374,18 @@ pub fn print_human(report: &Report) {
             "NOTE {} attestation documents are named by no batch and prove nothing: {}",
             report.unreferenced_documents.len(),
             report.unreferenced_documents.join(", ")
+        );
+    }
+    for stamped in &report.checkpoint_times {
+        println!(
+            "TIME stream={} epoch={}  up to seq {} existed no later than {} (RFC 3161, --tsa-root: trusted time)",
+            stamped.stream, stamped.epoch, stamped.seq, stamped.no_later_than
+        );
+    }
+    if report.checkpoints > 0 {
+        println!(
+            "NOTE {} gateway checkpoint lines read (checked only under --checkpoint-key)",
+            report.checkpoints
         );
     }
     if report.dev_attested > 0 {

@@ -470,6 +470,7 @@ fn generate() -> BTreeMap<&'static str, Vector> {
     spoof.findings = None;
     spoof.stdout_lacks = vec!["\nOK   9".into(), "\u{1b}".into(), "\u{202e}".into()];
     out.insert("control-characters-never-reach-the-terminal", spoof);
+    checkpoint_vectors(&mut out);
     out
 }
 
@@ -640,4 +641,96 @@ fn write_failure_vectors() {
         let text = serde_json::to_string_pretty(&vector).unwrap() + "\n";
         std::fs::write(vectors_dir().join(format!("{name}.json")), text).unwrap();
     }
+}
+
+/// The vectors of gateway checkpoints (docs/FORMAT.md §17), signed with the same published test
+/// key standing in for the gateway's: a tail cut below a checkpoint, a checkpointed head
+/// replaced, a checkpoint that does not verify, none at all, and checkpoints without a key.
+fn checkpoint_vectors(out: &mut BTreeMap<&'static str, Vector>) {
+    let class = "9. A tail cut after the gateway stored it";
+    let t0 = at("2026-12-02T10:00:00Z");
+    let signer = software(test_key().key);
+    let a = batches(&mut head(EPOCH_A, 1, None), &signer, 3, t0);
+    let b = batches(&mut head(EPOCH_B, 1, Some(header_hash(&a[2]))), &signer, 2, t0 + 10_000_000_000);
+    let tip = |epoch: &str, seq: u64, line: &str| teelog_core::checkpoint::Tip {
+        epoch: epoch.into(),
+        head: header_hash(line),
+        seq,
+    };
+    let checkpoint = |tips| {
+        let line = teelog_core::checkpoint::sign(&test_key().key, "app", t0 + 60_000_000_000, tips)
+            .unwrap()
+            .line(None);
+        String::from_utf8(line).unwrap()
+    };
+    let key = ["--checkpoint-key", "$DIR/key.pem"];
+    let in_stream = |kind: &str| Placed { stream: Some("app".into()), ..placed(kind, None, None) };
+    let both = checkpoint(vec![tip(EPOCH_A, 3, &a[2]), tip(EPOCH_B, 2, &b[1])]);
+    out.insert(
+        "checkpoint-tail-cut-below-it",
+        verify_vector(
+            class,
+            "The gateway's checkpoint names seq 3 of the epoch; the input ends at seq 1: seq 2 and 3 were cut after the gateway stored them (truncated_after_checkpoint at the first missing one), and the newest epoch, cut whole, from its seq 1.",
+            [a[0].clone(), both.clone()].concat(),
+            &key,
+            1,
+            vec![placed("truncated_after_checkpoint", Some(EPOCH_A), Some(2)), placed("truncated_after_checkpoint", Some(EPOCH_B), Some(1))],
+        ),
+    );
+    out.insert(
+        "checkpoint-intact-is-ok",
+        verify_vector(
+            class,
+            "Every batch the checkpoint names is there: OK.",
+            [a.concat(), b.concat(), both.clone()].concat(),
+            &key,
+            0,
+            Vec::new(),
+        ),
+    );
+    let replaced = batches(&mut head(EPOCH_A, 3, Some(header_hash(&a[1]))), &signer, 1, t0 + 5_000_000_000);
+    out.insert(
+        "checkpoint-head-replaced",
+        verify_vector(
+            class,
+            "Seq 3 is there and validly signed, but it is not the batch the gateway's checkpoint names: checkpoint_mismatch.",
+            [a[0].clone(), a[1].clone(), replaced[0].clone(), checkpoint(vec![tip(EPOCH_A, 3, &a[2])])].concat(),
+            &key,
+            1,
+            vec![placed("checkpoint_mismatch", Some(EPOCH_A), Some(3))],
+        ),
+    );
+    let forged = checkpoint(vec![tip(EPOCH_A, 3, &a[2])]).replace("\"seq\":3", "\"seq\":2");
+    out.insert(
+        "checkpoint-that-does-not-verify",
+        verify_vector(
+            class,
+            "A checkpoint whose signed body was changed (seq 3 to 2) does not verify: invalid_checkpoint, and the stream is left with no checkpoint (missing_checkpoint).",
+            [a.concat(), forged.clone()].concat(),
+            &key,
+            1,
+            vec![in_stream("invalid_checkpoint"), in_stream("missing_checkpoint")],
+        ),
+    );
+    out.insert(
+        "checkpoint-key-and-none-found",
+        verify_vector(
+            class,
+            "--checkpoint-key is given but the input has no checkpoint: nothing shows the tail is whole (missing_checkpoint).",
+            a.concat(),
+            &key,
+            1,
+            vec![in_stream("missing_checkpoint")],
+        ),
+    );
+    let mut counted = verify_vector(
+        class,
+        "Without --checkpoint-key, checkpoint lines (even one that does not verify) are counted and trusted for nothing: the batches verify as before.",
+        [a.concat(), forged].concat(),
+        &[],
+        0,
+        Vec::new(),
+    );
+    counted.report.insert("checkpoints".into(), Value::from(1));
+    out.insert("checkpoint-lines-without-a-key-are-counted", counted);
 }

@@ -436,6 +436,242 @@ fn loki_down_and_the_gateway_killed_lose_no_batch() {
     gateway.stop();
 }
 
+/// The `seq` of a batch or checkpoint line's header, or its highest tip; None for other lines.
+fn line_seq(line: &str) -> Option<u64> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    if let Some(tips) = v["checkpoint"]["tips"].as_array() {
+        return tips.iter().filter_map(|t| t["seq"].as_u64()).max();
+    }
+    v["header"]["seq"].as_u64()
+}
+
+/// `teelog verify FILES… ARGS --json`: the exit code and the kinds of the findings.
+fn verify_json(files: &[&Path], args: &[&str]) -> (i32, Value, Vec<String>) {
+    let mut all = vec!["verify", "--json"];
+    all.extend(files.iter().map(|p| s(p)));
+    all.extend_from_slice(args);
+    report(&teelog(&all, b""))
+}
+
+#[test]
+fn checkpoints_on_interval_and_on_sigterm_show_a_tail_cut_below_them() {
+    let f = fixture();
+    let id = f.dev_identity();
+    let root = id.join("dev-root.pem");
+    let trust = format!("trust_roots = ['{}']", s(&root));
+    let relay = free_port();
+    let spool = f.root.join("spool");
+    // First run: checkpoints every second.
+    let config = f.config(&relay, &trust, "[checkpoint]\nevery = '1s'\n");
+    let gateway = Daemon::gateway(&config);
+    ship_stdin(&id, &spool, relay.parse().unwrap(), &records(0..23));
+    f.wait_for_batches(5);
+    f.wait_for("checkpoint", 1);
+    let key = f.root.join("gateway-checkpoint.pem");
+    let printed = teelog(&["gateway", "--config", s(&config), "--print-checkpoint-key"], b"");
+    ok(&printed);
+    std::fs::write(&key, &printed.stdout).unwrap();
+    let written = std::fs::read(f.root.join("gw-spool/checkpoint-key.pub.pem")).unwrap();
+    assert_eq!(printed.stdout, written, "the key printed is the one written beside the spool");
+    gateway.stop();
+    let interval: Vec<u64> = f.entries("checkpoint").iter().filter_map(|(l, _)| line_seq(l)).collect();
+    assert_eq!(interval.iter().max(), Some(&5), "the checkpoints name the newest batch: {interval:?}");
+
+    // Second run: no interval tick in reach, so only the shutdown checkpoint names seq 6 and 7.
+    let config = f.config(&relay, &trust, "[checkpoint]\nevery = '1h'\n");
+    let gateway = Daemon::gateway(&config);
+    ship_stdin(&id, &spool, relay.parse().unwrap(), &records(23..33));
+    f.wait_for_batches(7);
+    assert!(f.entries("checkpoint").iter().all(|(l, _)| line_seq(l) <= Some(5)), "no tick yet");
+    gateway.stop();
+    f.wait_for("checkpoint", interval.len() + 1);
+    let lines: Vec<String> = teelog_store::indexed_segments(&f.store())
+        .unwrap()
+        .iter()
+        .flat_map(|(_, path)| {
+            std::fs::read_to_string(path).unwrap().lines().map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect();
+    let newest = lines.iter().filter(|l| l.contains("\"checkpoint\":")).filter_map(|l| line_seq(l)).max();
+    assert_eq!(newest, Some(7), "the SIGTERM checkpoint names the last batch stored");
+
+    let ck = ["--trust-root", s(&root), "--checkpoint-key", s(&key)];
+    let intact = f.root.join("intact.ndjson");
+    std::fs::write(&intact, lines.join("\n") + "\n").unwrap();
+    let (code, json, kinds) = verify_json(&[&intact], &ck);
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    assert!(json["checkpoints"].as_u64() > Some(1), "{json}");
+    // Without the key the checkpoints are counted and change nothing.
+    let (code, json, _) = verify_json(&[&intact], &["--trust-root", s(&root)]);
+    assert_eq!(code, 0, "{json}");
+
+    // The tail cut below the newest checkpoint: found, at the first batch missing.
+    let is_batch_at_least = |l: &String, seq| !l.contains("\"checkpoint\":") && line_seq(l) >= Some(seq);
+    let cut: Vec<&String> = lines.iter().filter(|l| !is_batch_at_least(l, 6)).collect();
+    let cut_file = f.root.join("cut.ndjson");
+    std::fs::write(&cut_file, cut.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let (code, json, kinds) = verify_json(&[&cut_file], &ck);
+    assert_eq!(
+        (code, kinds.as_slice()),
+        (1, ["truncated_after_checkpoint".to_string()].as_slice()),
+        "{json}"
+    );
+    assert_eq!(json["findings"][0]["seq"].as_u64(), Some(6), "{json}");
+    // Without the checkpoints, the same cut store verifies: this is what they are for.
+    assert_eq!(verify_json(&[&cut_file], &["--trust-root", s(&root)]).0, 0);
+
+    // The newest checkpoint cut along with the tail: the older ones cannot see it, the copy the
+    // gateway kept apart can.
+    let cut_more: Vec<&String> =
+        cut.iter().copied().filter(|l| !(l.contains("\"checkpoint\":") && line_seq(l) >= Some(6))).collect();
+    std::fs::write(&cut_file, cut_more.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    assert_eq!(verify_json(&[&cut_file], &ck).0, 0, "a cut after the last checkpoint left is not seen");
+    let kept = f.root.join("gw-spool/checkpoints.ndjson");
+    let mut with_kept = ck.to_vec();
+    with_kept.extend(["--checkpoint", s(&kept)]);
+    let (code, json, kinds) = verify_json(&[&cut_file], &with_kept);
+    assert_eq!(
+        (code, kinds.as_slice()),
+        (1, ["truncated_after_checkpoint".to_string()].as_slice()),
+        "{json}"
+    );
+
+    // A tampered checkpoint and a wrong key are findings, never ignored.
+    let tampered: Vec<String> = lines
+        .iter()
+        .map(|l| if l.contains("\"checkpoint\":") { l.replace("\"seq\":", "\"seq\":1") } else { l.clone() })
+        .collect();
+    let tampered_file = f.root.join("tampered.ndjson");
+    std::fs::write(&tampered_file, tampered.join("\n") + "\n").unwrap();
+    let (code, json, kinds) = verify_json(&[&tampered_file], &ck);
+    assert_eq!(code, 1, "{json}");
+    assert!(kinds.iter().any(|k| k == "invalid_checkpoint"), "{json}");
+    assert!(kinds.iter().all(|k| k == "invalid_checkpoint" || k == "missing_checkpoint"), "{json}");
+    let other = f.software_identity().join("public-key.pem");
+    let (code, json, kinds) =
+        verify_json(&[&intact], &["--trust-root", s(&root), "--checkpoint-key", s(&other)]);
+    assert_eq!(code, 1, "{json}");
+    assert!(
+        kinds.contains(&"invalid_checkpoint".to_string())
+            && kinds.contains(&"missing_checkpoint".to_string()),
+        "{json}"
+    );
+
+    // The audit reads the checkpoints from Loki: intact, then with the newest batches deleted.
+    let (code, json, kinds) = f.audit(&ck);
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    f.loki.edit(|streams| {
+        for (labels, entries) in streams.iter_mut() {
+            if labels.get("teelog_kind").map(String::as_str) == Some("batch") {
+                entries.retain(|e| line_seq(&e.line) < Some(7));
+            }
+        }
+    });
+    let (code, json, kinds) = f.audit(&ck);
+    assert_eq!(code, 1, "{json}");
+    assert!(kinds.contains(&"truncated_after_checkpoint".to_string()), "{json}");
+}
+
+#[test]
+fn a_stream_posted_over_http_and_removed_whole_is_found_by_the_checkpoints_kept_apart() {
+    let f = fixture();
+    let id = f.software_identity();
+    let pubkey = id.join("public-key.pem");
+    let config = f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), "[checkpoint]\n");
+    let gateway = Daemon::gateway(&config);
+    let ndjson = [("Content-Type", "application/x-ndjson")];
+    for stream in ["payments", "audit"] {
+        let lines = f.sign(&id, stream, 2, 0..6);
+        let (status, answer) = http(gateway.addr("HTTP"), "POST", "/v1/batches", &ndjson, &lines);
+        assert_eq!(status, 200, "{answer}");
+    }
+    f.wait_for_batches(6);
+    gateway.stop();
+    // One checkpoint per stream, each naming its own third batch.
+    let kept = f.root.join("gw-spool/checkpoints.ndjson");
+    let checkpoints: Vec<Value> =
+        std::fs::read_to_string(&kept).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let named: Vec<(&str, u64)> = checkpoints
+        .iter()
+        .map(|c| {
+            (c["checkpoint"]["stream"].as_str().unwrap(), c["checkpoint"]["tips"][0]["seq"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(named, [("audit", 3), ("payments", 3)]);
+    let key = f.root.join("gw-spool/checkpoint-key.pub.pem");
+    let lines: Vec<String> = teelog_store::indexed_segments(&f.store())
+        .unwrap()
+        .iter()
+        .flat_map(|(_, path)| {
+            std::fs::read_to_string(path).unwrap().lines().map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect();
+    // The whole "audit" stream gone, its checkpoints with it: nothing in the store names it.
+    let left: String =
+        lines.iter().filter(|l| !l.contains("\"stream\":\"audit\"")).map(|l| format!("{l}\n")).collect();
+    let cut = f.root.join("cut.ndjson");
+    std::fs::write(&cut, left).unwrap();
+    let trust = ["--pubkey", s(&pubkey), "--checkpoint-key", s(&key)];
+    assert_eq!(verify_json(&[&cut], &trust).0, 0, "the store alone cannot show a stream it no longer has");
+    let (code, json, kinds) = verify_json(&[&cut], &[&trust[..], &["--checkpoint", s(&kept)]].concat());
+    assert_eq!((code, kinds), (1, vec!["truncated_after_checkpoint".to_string()]), "{json}");
+    assert_eq!(json["findings"][0]["stream"].as_str(), Some("audit"), "{json}");
+}
+
+#[path = "../../tsa/tests/support/openssl_tsa.rs"]
+mod openssl_tsa;
+
+#[test]
+fn checkpoints_stamped_by_a_tsa_say_by_when_the_heads_existed() {
+    let f = fixture();
+    let id = f.dev_identity();
+    let root = id.join("dev-root.pem");
+    let tsa_dir = f.root.join("tsa");
+    std::fs::create_dir(&tsa_dir).unwrap();
+    openssl_tsa::tsa(&tsa_dir, "timeStamping");
+    let url = openssl_tsa::serve(&tsa_dir);
+    let relay = free_port();
+    let extra = format!("[checkpoint]\nevery = '1h'\ntsa = '{url}'\n");
+    let config = f.config(&relay, &format!("trust_roots = ['{}']", s(&root)), &extra);
+    let gateway = Daemon::gateway(&config);
+    ship_stdin(&id, &f.root.join("spool"), relay.parse().unwrap(), &records(0..23));
+    f.wait_for_batches(5);
+    gateway.stop();
+    let key = f.root.join("gw-spool/checkpoint-key.pub.pem");
+    let kept = f.root.join("gw-spool/checkpoints.ndjson");
+    assert!(
+        std::fs::read_to_string(&kept).unwrap().contains("\"timestamp\":\""),
+        "the checkpoint carries its token"
+    );
+    let store_dir = f.store();
+    let store = ["--store", s(&store_dir), "--trust-root", s(&root), "--checkpoint-key", s(&key)];
+    let (code, json, kinds) =
+        verify_json(&[], &[&store[..], &["--tsa-root", s(&tsa_dir.join("ca.pem"))]].concat());
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    let stamped = &json["checkpoint_times"][0];
+    assert_eq!(stamped["seq"].as_u64(), Some(5), "{json}");
+    let newest_sealed = f
+        .batch_entries()
+        .iter()
+        .filter_map(|(l, _)| {
+            serde_json::from_str::<Value>(l).ok()?["header"]["sealed_at"].as_str().map(str::to_string)
+        })
+        .max()
+        .unwrap();
+    // openssl's TSA writes whole seconds.
+    assert!(stamped["no_later_than"].as_str().unwrap()[..19] >= newest_sealed[..19], "{json}");
+    // Without --tsa-root the token is not checked and no time is claimed.
+    let (code, json, _) = verify_json(&[], &store);
+    assert!(code == 0 && json.get("checkpoint_times").is_none(), "{json}");
+    // Another TSA's root: the token is no trusted time, and that is a finding.
+    let other = f.root.join("other-tsa");
+    std::fs::create_dir(&other).unwrap();
+    openssl_tsa::tsa(&other, "timeStamping");
+    let (code, json, kinds) =
+        verify_json(&[], &[&store[..], &["--tsa-root", s(&other.join("ca.pem"))]].concat());
+    assert_eq!((code, kinds), (1, vec!["time_anomaly".to_string()]), "{json}");
+}
+
 /// Frames of the relay protocol, written by hand.
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = (payload.len() as u32).to_be_bytes().to_vec();

@@ -113,7 +113,7 @@ fn is_lower_hex(text: &str) -> bool {
     text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn check_hex(name: &'static str, value: &str, len: Option<usize>) -> Result<(), HeaderError> {
+pub(crate) fn check_hex(name: &'static str, value: &str, len: Option<usize>) -> Result<(), HeaderError> {
     let lower_hex = is_lower_hex(value);
     let len_ok = match len {
         Some(n) => value.len() == n,
@@ -725,6 +725,12 @@ pub(crate) struct LineFields<'a> {
     pub records: Option<Vec<&'a RawValue>>,
     /// An attestation document line: `{"v":1,"attestation":"<base64>"}`.
     pub attestation: Option<String>,
+    /// A gateway checkpoint line (docs/FORMAT.md §17): its signed body.
+    #[serde(borrow)]
+    pub checkpoint: Option<&'a RawValue>,
+    /// A checkpoint's RFC 3161 token (no other line has one).
+    #[serde(borrow)]
+    pub timestamp: Option<&'a RawValue>,
     #[serde(rename = "Sequence")]
     pub seed_sequence: Option<u64>,
     #[serde(rename = "PayloadBase64")]

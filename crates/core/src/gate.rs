@@ -329,6 +329,25 @@ impl Gate {
         &self.continuity
     }
 
+    /// The newest batch of every epoch remembered, per stream: its validly signed seq and
+    /// header hash — what a gateway checkpoint (docs/FORMAT.md §17) lists. Unlike
+    /// [`Gate::tips`], epochs that others continue from are listed too.
+    pub fn epoch_heads(&self) -> BTreeMap<String, Vec<crate::checkpoint::Tip>> {
+        let tips = |stream: &StreamTrack| {
+            stream
+                .epochs
+                .iter()
+                .filter(|(_, e)| e.last_seq > 0)
+                .map(|(epoch, e)| crate::checkpoint::Tip {
+                    epoch: epoch.clone(),
+                    head: e.head.clone(),
+                    seq: e.last_seq,
+                })
+                .collect()
+        };
+        self.continuity.streams.iter().map(|(name, stream)| (name.clone(), tips(stream))).collect()
+    }
+
     /// Whether a validly signed batch of `stream` has been seen: only those streams' names are
     /// known not to come from whoever can reach the gateway.
     pub fn knows_stream(&self, stream: &str) -> bool {

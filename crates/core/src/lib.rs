@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod canon;
+pub mod checkpoint;
 pub mod crypto;
 pub mod display;
 pub mod evidence;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::batch::{
     Header, LineFields, ParsedBatch, RecordsCheck, RecordsStatus, SignatureStatus, SignedHeader,
 };
+use crate::checkpoint::{CheckpointCheck, Stored};
 use crate::crypto::PublicKey;
 use crate::merkle::{sha256, Digest};
 use crate::policy::{Judgement, Policy};
@@ -55,6 +56,16 @@ pub enum FindingKind {
     /// A stream has an instance (a chain of its own, from a genesis epoch) that the caller did
     /// not pin, or more instances than it allows (docs/FORMAT.md §5.5).
     UnexpectedInstance,
+    /// A gateway checkpoint that does not verify under the `--checkpoint-key`.
+    InvalidCheckpoint,
+    /// A batch a gateway checkpoint says was stored is missing: the tail was cut after the
+    /// gateway saw it.
+    TruncatedAfterCheckpoint,
+    /// The batch stored at a checkpointed seq is not the one the checkpoint names.
+    CheckpointMismatch,
+    /// `--checkpoint-key` was given, but a stream (or the whole input) has no checkpoint that
+    /// verifies: nothing shows its tail is whole.
+    MissingCheckpoint,
 }
 
 impl FindingKind {
@@ -75,6 +86,10 @@ impl FindingKind {
             FindingKind::NothingVerified => "nothing_verified",
             FindingKind::MissingStream => "missing_stream",
             FindingKind::UnexpectedInstance => "unexpected_instance",
+            FindingKind::InvalidCheckpoint => "invalid_checkpoint",
+            FindingKind::TruncatedAfterCheckpoint => "truncated_after_checkpoint",
+            FindingKind::CheckpointMismatch => "checkpoint_mismatch",
+            FindingKind::MissingCheckpoint => "missing_checkpoint",
         }
     }
 }
@@ -153,6 +168,14 @@ pub struct Report {
     pub trust: Vec<EpochTrust>,
     /// The instances of each stream (docs/FORMAT.md §5.5): its chains, each with its epochs.
     pub instances: Vec<StreamInstance>,
+    /// Gateway checkpoint lines read (docs/FORMAT.md §17): counted always, trusted only under a
+    /// `--checkpoint-key`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub checkpoints: u64,
+    /// Per epoch, the newest checkpointed batch a verified RFC 3161 token dates (with
+    /// `--tsa-root`): it existed no later than the token's time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checkpoint_times: Vec<crate::checkpoint::StampedTip>,
     /// Batches whose key a dev root vouches for (not hardware-backed); shown to people, not in
     /// the JSON report.
     #[serde(skip)]
@@ -562,6 +585,7 @@ pub struct Verifier {
     torn_writes: u64,
     keys_needed: BTreeSet<String>,
     timeline: Vec<TimelinePoint>,
+    checkpoints: CheckpointCheck,
 }
 
 impl Verifier {
@@ -590,6 +614,36 @@ impl Verifier {
             torn_writes: 0,
             keys_needed: BTreeSet::new(),
             timeline: Vec::new(),
+            checkpoints: CheckpointCheck::default(),
+        }
+    }
+
+    /// Gateway checkpoints (docs/FORMAT.md §17) signed by one of `keys` are trusted: every batch
+    /// they name must be in the input; their timestamp tokens are checked with `timestamps`, if
+    /// given. Without keys, checkpoint lines are counted, not trusted.
+    pub fn with_checkpoint_keys(
+        mut self,
+        keys: Vec<PublicKey>,
+        timestamps: Option<Box<dyn crate::evidence::TimestampVerifier>>,
+    ) -> Self {
+        self.checkpoints = CheckpointCheck::new(keys);
+        if let Some(timestamps) = timestamps {
+            self.checkpoints = std::mem::take(&mut self.checkpoints).with_timestamps(timestamps);
+        }
+        self
+    }
+
+    /// Whether checkpoints are judged (a checkpoint key was given): only then are they worth
+    /// reading from where they are kept apart.
+    pub fn judges_checkpoints(&self) -> bool {
+        self.checkpoints.judging()
+    }
+
+    /// Feeds one line that must be a checkpoint (e.g. from a file the auditor kept apart from
+    /// the storage); anything else is `malformed`.
+    pub fn push_checkpoint(&mut self, origin: Origin<'_>, line: &[u8]) {
+        if let Some(finding) = self.checkpoints.push(origin, line) {
+            self.report(finding);
         }
     }
 
@@ -653,6 +707,9 @@ impl Verifier {
             || fields.seed_thumbprint.is_some();
         if fields.attestation.is_some() {
             return self.push_document(origin, line, &fields);
+        }
+        if fields.checkpoint.is_some() || fields.timestamp.is_some() {
+            return self.push_checkpoint(origin, line);
         }
         match (teelog, seed) {
             (true, false) => self.push_teelog(origin, line, fields),
@@ -1007,6 +1064,16 @@ impl Verifier {
         for (stream, epochs) in &by_stream {
             instances.extend(check_stream(stream, epochs, &self.options.instances, &mut chain_findings));
         }
+        let checkpoint_lines = self.checkpoints.lines();
+        let checkpoint_times = self.checkpoints.stamped();
+        let stored = |stream: &str, epoch: &str, seq: u64| {
+            stored_at(self.epochs.get(&(stream.to_string(), epoch.to_string())), seq)
+        };
+        let signed_streams = by_stream
+            .iter()
+            .filter(|(_, epochs)| epochs.iter().any(|(_, e)| !e.slots.is_empty()))
+            .map(|(s, _)| *s);
+        chain_findings.extend(std::mem::take(&mut self.checkpoints).finish(&stored, signed_streams));
         if let Some(freshness) = self.options.freshness {
             let skew = self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
             let instance_of: HashMap<(&str, &str), &str> = instances
@@ -1093,6 +1160,8 @@ impl Verifier {
             unreferenced_documents: unreferenced,
             trust,
             instances,
+            checkpoints: checkpoint_lines,
+            checkpoint_times,
             dev_attested: self.dev_attested,
             keys_needed: self.keys_needed.into_iter().collect(),
             timeline: (self.options.policy.is_some() || self.options.timeline)
@@ -1116,6 +1185,24 @@ pub(crate) fn document_of(fields: &LineFields<'_>, line: &[u8]) -> Option<Result
     } else {
         Err("an attestation line is exactly {\"v\":1,\"attestation\":\"<standard base64>\"}, with no other member, space or spelling".into())
     })
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What `epoch` holds at `seq`, for the checkpoint check.
+fn stored_at(epoch: Option<&EpochState>, seq: u64) -> Stored {
+    let Some(epoch) = epoch.filter(|e| !e.slots.is_empty()) else {
+        return Stored::Missing { from: 1, epoch_present: false };
+    };
+    match epoch.slots.get(&seq) {
+        Some(slots) => Stored::Present(slots.iter().map(|s| s.header_hash).collect()),
+        None => {
+            let below = epoch.slots.range(..seq).next_back().map_or(0, |(s, _)| *s);
+            Stored::Missing { from: below + 1, epoch_present: true }
+        }
+    }
 }
 
 /// A SHA-256 named in hex.

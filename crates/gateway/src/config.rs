@@ -27,6 +27,33 @@ pub struct GatewayConfig {
     /// `[[sinks]]`: where spooled lines are delivered.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// `[checkpoint]`: signed checkpoints of the chain tips spooled (docs/FORMAT.md §17); none:
+    /// the gateway signs none.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointConfig>,
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// How often a checkpoint is signed (of the streams whose tips moved), e.g. "60s"; one is
+    /// signed on shutdown too.
+    #[serde(default = "default_checkpoint_every")]
+    pub every: String,
+    /// The gateway's checkpoint key (PKCS#8 PEM); by default `<spool>/checkpoint-key.pem`,
+    /// made on first start.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// An RFC 3161 TSA (`http(s)://…`) that stamps each checkpoint; the token goes into the
+    /// checkpoint line. A TSA that does not answer costs the checkpoint its token, not the
+    /// checkpoint.
+    #[serde(default)]
+    pub tsa: Option<String>,
+}
+
+fn default_checkpoint_every() -> String {
+    "60s".into()
 }
 
 /// `[spool]`.
@@ -117,6 +144,15 @@ impl GatewayConfig {
         if let Some(text) = &self.verify.max_silence {
             self.max_silence().map_err(|e| format!("verify.max_silence {text:?}: {e}"))?;
         }
+        if let Some(checkpoint) = &self.checkpoint {
+            match teelog_core::timestamp::parse_duration(&checkpoint.every) {
+                Ok(every) if every > 0 => {}
+                Ok(_) => {
+                    return Err(format!("checkpoint.every {:?}: must be longer than 0", checkpoint.every))
+                }
+                Err(e) => return Err(format!("checkpoint.every {:?}: {e}", checkpoint.every)),
+            }
+        }
         check_sinks(&self.sinks, self.spool.keep)
     }
 
@@ -145,6 +181,19 @@ impl GatewayConfig {
              loopback; --insecure-no-auth starts it anyway",
             exposed.join(" and ")
         ))
+    }
+
+    /// The checkpoint key's file: `checkpoint.key`, or the spool's default. None without
+    /// `[checkpoint]`.
+    pub fn checkpoint_key_path(&self) -> Option<PathBuf> {
+        let checkpoint = self.checkpoint.as_ref()?;
+        Some(checkpoint.key.clone().unwrap_or_else(|| self.spool.dir.join(crate::checkpoint::KEY_FILE)))
+    }
+
+    /// `checkpoint.every` (checked by [`check`](Self::check)); None without `[checkpoint]`.
+    pub fn checkpoint_every(&self) -> Option<std::time::Duration> {
+        let every = teelog_core::timestamp::parse_duration(&self.checkpoint.as_ref()?.every).ok()?;
+        Some(std::time::Duration::from_nanos(u64::try_from(every).ok()?))
     }
 
     /// `verify.max_silence` in nanoseconds.
@@ -234,5 +283,16 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.contains("max_silence"), "{err}");
+        for every in ["'often'", "'0s'"] {
+            let err = load(&format!(
+                "{spool}keep = true\n[listen]\nhttp = '127.0.0.1:1'\n[checkpoint]\nevery = {every}\n"
+            ))
+            .unwrap_err();
+            assert!(err.contains("checkpoint.every"), "{err}");
+        }
+        let config =
+            load(&format!("{spool}keep = true\n[listen]\nhttp = '127.0.0.1:1'\n[checkpoint]\n")).unwrap();
+        assert_eq!(config.checkpoint_every(), Some(std::time::Duration::from_secs(60)));
+        assert_eq!(config.checkpoint_key_path(), Some(PathBuf::from("s").join("checkpoint-key.pem")));
     }
 }

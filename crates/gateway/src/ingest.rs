@@ -17,6 +17,7 @@ use teelog_deliver::spool::SpoolState;
 use teelog_store::Store;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::checkpoint::Checkpointer;
 use crate::envelope;
 
 /// Submissions waiting for the writer; beyond this, senders wait (backpressure).
@@ -156,6 +157,8 @@ enum Msg {
         stream: String,
         reply: oneshot::Sender<Vec<Tip>>,
     },
+    /// Sign a checkpoint of what is spooled (docs/FORMAT.md §17).
+    Checkpoint,
 }
 
 /// The listeners' handle on the writer; cheap to clone.
@@ -186,6 +189,11 @@ impl Ingest {
         let msg = Msg::Tips { stream: stream.to_string(), reply };
         self.tx.send(msg).await.map_err(|_| IngestError::Stopped)?;
         answer.await.map_err(|_| IngestError::Stopped)
+    }
+
+    /// Asks the writer to sign a checkpoint of the chain tips spooled so far.
+    pub async fn checkpoint(&self) {
+        let _ = self.tx.send(Msg::Checkpoint).await;
     }
 
     /// Asks the writer to report the streams silent for longer than `max_silence` at `now`.
@@ -254,6 +262,7 @@ pub struct Writer {
     saved: HashSet<Digest>,
     /// (document, stream) pairs already in the spool this run.
     emitted: HashSet<(Digest, String)>,
+    checkpoints: Option<Checkpointer>,
 }
 
 impl Writer {
@@ -275,7 +284,23 @@ impl Writer {
             .ok()
             .and_then(|s| s.first().map(|(i, _)| *i))
             .unwrap_or(0);
-        Self { gate, store, spool, metrics, keep, oldest_segment, saved, emitted: HashSet::new() }
+        Self {
+            gate,
+            store,
+            spool,
+            metrics,
+            keep,
+            oldest_segment,
+            saved,
+            emitted: HashSet::new(),
+            checkpoints: None,
+        }
+    }
+
+    /// The same writer, signing checkpoints with `checkpoints` when asked and when it stops.
+    pub fn with_checkpoints(mut self, checkpoints: Checkpointer) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self
     }
 
     /// Starts the writer thread; it ends when every [`Ingest`] handle is gone.
@@ -305,6 +330,25 @@ impl Writer {
                 let _ = submission.reply.send(Ok(outcome));
             }
         }
+        // Every listener is gone: the last checkpoint covers everything this run spooled.
+        self.checkpoint();
+    }
+
+    /// Spools a checkpoint of the streams whose tips moved since the last one. The gate's tips
+    /// are those of groups already written (a group is judged and written before the next
+    /// message is taken), so a checkpoint never names a batch that is not durable.
+    fn checkpoint(&mut self) {
+        let Some(checkpoints) = &mut self.checkpoints else { return };
+        let lines = checkpoints.due(self.gate.epoch_heads(), teelog_deliver::clock::now());
+        if lines.is_empty() {
+            return;
+        }
+        let (path, kept) = checkpoints.kept();
+        let path = path.to_path_buf();
+        self.write(&lines);
+        retry(&self.spool, "keep the newest checkpoints", || {
+            teelog_store::write_atomic(&path, &kept).map_err(|(path, e)| format!("{}: {e}", path.display()))
+        });
     }
 
     /// A submission to judge, or None for a message handled at once.
@@ -321,6 +365,10 @@ impl Writer {
             // durable.
             Msg::Tips { stream, reply } => {
                 let _ = reply.send(self.gate.tips(&stream));
+                None
+            }
+            Msg::Checkpoint => {
+                self.checkpoint();
                 None
             }
         }

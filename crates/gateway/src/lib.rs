@@ -6,6 +6,7 @@
 //! from its own durable cursor, so a sink that is down only falls behind.
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
 pub mod config;
 pub mod envelope;
 pub mod http;
@@ -35,6 +36,8 @@ use teelog_deliver::tls::{self, TlsListener};
 
 /// How long sinks may take, once the gateway stops, to deliver what is spooled.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the writer waits for the TSA to stamp one checkpoint.
+const CHECKPOINT_TSA_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often streams are checked for silence.
 const SILENCE_CHECK: Duration = Duration::from_secs(1);
 
@@ -132,6 +135,26 @@ pub enum GatewayError {
     /// The TLS certificate, key or client CA could not be loaded or used.
     #[error("listen.tls: {0}")]
     Tls(#[from] tls::TlsError),
+    /// `checkpoint.tsa` is not a URL teelog can post to.
+    #[error("checkpoint.tsa: {0}")]
+    CheckpointTsa(#[from] teelog_audit::tsa::StampError),
+    /// The checkpoint key could not be read, made or written out.
+    #[error("checkpoint.key: {0}")]
+    CheckpointKey(#[from] checkpoint::CheckpointKeyError),
+}
+
+/// The gateway's checkpoint key (`checkpoint.key`, or the spool's, made on first start), with
+/// its public key written beside the spool's default key file for auditors; None without
+/// `[checkpoint]`.
+pub fn checkpoint_key(config: &GatewayConfig) -> Result<Option<teelog_core::SoftwareKey>, GatewayError> {
+    let Some(path) = config.checkpoint_key_path() else { return Ok(None) };
+    let key = checkpoint::load_key(&path, config.checkpoint.as_ref().is_some_and(|c| c.key.is_none()))?;
+    let public = config.spool.dir.join(checkpoint::PUBLIC_KEY_FILE);
+    std::fs::create_dir_all(&config.spool.dir)
+        .map_err(|error| checkpoint::CheckpointKeyError::Io { path: config.spool.dir.clone(), error })?;
+    teelog_store::write_atomic(&public, key.public().to_pem().as_bytes())
+        .map_err(|(path, error)| checkpoint::CheckpointKeyError::Io { path, error })?;
+    Ok(Some(key))
 }
 
 /// Runs the gateway until `shutdown` resolves, judging batches with `gate` (which the caller
@@ -174,8 +197,16 @@ pub async fn run(
         memory: ByteBudget::new(config.listen.max_buffered_bytes),
         metrics: metrics.clone(),
     });
-    let writer =
+    let mut writer =
         Writer::new(gate(continuity), store, spool.clone(), gateway_metrics.clone(), config.spool.keep);
+    if let Some(key) = checkpoint_key(&config)? {
+        let mut checkpoints = checkpoint::Checkpointer::new(key, &config.spool.dir);
+        if let Some(url) = config.checkpoint.as_ref().and_then(|c| c.tsa.as_deref()) {
+            checkpoints =
+                checkpoints.with_tsa(teelog_audit::tsa::TsaClient::new(url, CHECKPOINT_TSA_TIMEOUT)?);
+        }
+        writer = writer.with_checkpoints(checkpoints);
+    }
     let (ingest, writer_thread) = writer.start().map_err(GatewayError::Thread)?;
 
     let (stop_listeners, listeners_stop) = watch::channel(false);
@@ -237,6 +268,19 @@ pub async fn run(
                 }
                 tokio::select! {
                     () = ingest.check_silence(teelog_deliver::clock::now(), max_silence) => {}
+                    () = crate::stopped(&mut stop) => return,
+                }
+            }
+        }));
+    }
+    if let Some(every) = config.checkpoint_every() {
+        let (ingest, mut stop) = (ingest.clone(), listeners_stop.clone());
+        listeners.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => ingest.checkpoint().await,
                     () = crate::stopped(&mut stop) => return,
                 }
             }

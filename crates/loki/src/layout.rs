@@ -62,6 +62,9 @@ pub enum Kind {
     RecordPart,
     /// The long records of rejected batches, in parts.
     RejectedRecordPart,
+    /// The gateway's checkpoints (docs/FORMAT.md §17) of the stream, at their `at`; read by an
+    /// audit that judges them (`--checkpoint-key`).
+    Checkpoint,
 }
 
 impl Kind {
@@ -78,6 +81,7 @@ impl Kind {
             Kind::RejectedRecord => "rejected_record",
             Kind::RecordPart => "record_part",
             Kind::RejectedRecordPart => "rejected_record_part",
+            Kind::Checkpoint => "checkpoint",
         }
     }
 }
@@ -159,6 +163,22 @@ pub enum LayoutError {
         stream: String,
         /// Its seq.
         seq: u64,
+    },
+    /// A line given as a checkpoint line that is not one.
+    #[error("{0}")]
+    NotACheckpoint(teelog_core::checkpoint::CheckpointError),
+    /// A checkpoint line longer than the layout's line limit.
+    #[error(
+        "stream {stream:?}: a checkpoint line of {len} bytes is over the {limit}-byte line limit; \
+         raise Loki's max_line_size and the layout's max_line_bytes together"
+    )]
+    CheckpointTooLong {
+        /// The stream it is about.
+        stream: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The layout's `max_line_bytes`.
+        limit: usize,
     },
     /// The stream an attestation line is pushed for is not a valid stream name.
     #[error("attestation line: {0}")]
@@ -586,6 +606,26 @@ impl<'l> PushBuilder<'l> {
         let labels = self.layout.labels(input.stream, Kind::Attestation, extra)?.to_string();
         let metadata = vec![pair(META_ATTESTATION_SHA256, hex::encode(sha256(&document)))];
         self.streams.entry(labels).or_default().push(entry(input.timestamp, text, metadata));
+        Ok(())
+    }
+
+    /// Adds a gateway checkpoint line under its stream's `checkpoint` entries, at its `at`. Its
+    /// layout is checked (not its signature: that is the auditor's, under their key).
+    pub fn add_checkpoint(&mut self, line: &[u8], extra: &[(&str, &str)]) -> Result<(), LayoutError> {
+        let line = strip_newline(line);
+        let text = utf8(line)?;
+        let parsed =
+            teelog_core::checkpoint::ParsedCheckpoint::parse(line).map_err(LayoutError::NotACheckpoint)?;
+        let c = &parsed.checkpoint;
+        if line.len() > self.layout.max_line_bytes {
+            return Err(LayoutError::CheckpointTooLong {
+                stream: c.stream.clone(),
+                len: line.len(),
+                limit: self.layout.max_line_bytes,
+            });
+        }
+        let labels = self.layout.labels(&c.stream, Kind::Checkpoint, extra)?.to_string();
+        self.streams.entry(labels).or_default().push(entry(c.at_nanos(), text, Vec::new()));
         Ok(())
     }
 

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use teelog_core::batch::ParsedBatch;
+use teelog_core::checkpoint::is_checkpoint_line;
 use teelog_loki::{
     encode_push, AttestationInput, ClientOptions, LabelError, Layout, LayoutOptions, LokiClient, Placement,
     PushBuilder, PushOutcome,
@@ -65,7 +66,11 @@ impl LokiSink {
         let verdict =
             entry.signature_valid.map(|valid| [("signature_valid", if valid { "true" } else { "false" })]);
         let extra: &[(&str, &str)] = verdict.as_ref().map_or(&[], |v| v.as_slice());
-        let added = if is_attestation_line(entry.line) {
+        // Only the gateway's own checkpoints, which it spools without a verdict: a line a client
+        // sent is flagged, and goes where batches go (refused there if it is no batch).
+        let added = if is_checkpoint_line(entry.line) && entry.signature_valid.is_none() {
+            push.add_checkpoint(entry.line, &[])
+        } else if is_attestation_line(entry.line) {
             let Some(stream) = entry.stream.or(self.stream.as_deref()) else {
                 return Err(SinkError::permanent("invalid_line", "an attestation line of no known stream"));
             };

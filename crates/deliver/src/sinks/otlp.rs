@@ -2,7 +2,7 @@
 //! (`teelog_otlp::export_batch`, docs/FORMAT.md §13.3), e.g. to an OpenTelemetry Collector or to
 //! Loki's `/otlp/v1/logs`.
 //!
-//! Attestation document lines are not sent: the OTLP export format carries batches and records
+//! Attestation document lines and gateway checkpoints are not sent: the OTLP export format carries batches and records
 //! only. A verifier at the far end needs the documents from elsewhere (the spool kept with
 //! `spool.keep`, or a `store` sink).
 
@@ -63,7 +63,7 @@ impl OtlpSink {
         let start = self.progress.resume(chunk);
         for (at, entry) in chunk.entries.iter().enumerate().skip(start) {
             let line = entry.line;
-            if !is_attestation_line(line) {
+            if !is_attestation_line(line) && !teelog_core::checkpoint::is_checkpoint_line(line) {
                 let sent = match export_batch(line, &self.resource) {
                     Ok(request) => self.export(encode_protobuf(&request)).await,
                     Err(e) => {
