@@ -161,6 +161,60 @@ fn a_restart_links_to_the_gateways_head_not_to_a_cut_local_tail() {
     gateway.stop();
 }
 
+/// Copies the files of directory `from` into `to` (one level, as the state and a spool are).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Issue 21 §4: the host restores the chain state and the spool together from an older snapshot.
+/// Both agree with each other, so only the gateway can tell: it holds the epoch past where the
+/// state stands, and the shipper starts a new epoch after the gateway's head instead of signing
+/// those seqs again with other records. The gateway's store verifies without a finding.
+#[test]
+fn a_state_and_spool_rolled_back_together_start_a_new_epoch_after_the_gateways_head() {
+    let f = fixture();
+    let gateway = Daemon::gateway(&gateway_config(&f, "127.0.0.1:0"));
+    let relay = gateway.addr("relay").to_string();
+    let out = ship(&f.root, &relay, "", &records(0..10));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (state, spool, snapshot) = (f.identity.join("state"), f.path("spool"), f.path("snapshot"));
+    copy_dir(&state, &snapshot.join("state"));
+    copy_dir(&spool, &snapshot.join("spool"));
+    let out = ship(&f.root, &relay, "", &records(10..20));
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for_store(&f, 4);
+    let before = batches(&spool);
+
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::remove_dir_all(&spool).unwrap();
+    copy_dir(&snapshot.join("state"), &state);
+    copy_dir(&snapshot.join("spool"), &spool);
+    let out = ship(&f.root, &relay, "", &records(20..25));
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("the state was rolled back"), "{log}");
+    let after = batches(&spool);
+    let first_new = &after.last().unwrap().0;
+    assert_ne!(first_new["epoch"], before[0].0["epoch"], "a new epoch");
+    assert_eq!(
+        first_new["prev"].as_str(),
+        Some(header_hash(&before[3].1).as_str()),
+        "after the gateway's head"
+    );
+
+    wait_for_store(&f, 5);
+    let (code, json, kinds) = verify_gateway_store(&f);
+    assert_eq!((code, kinds.len()), (0, 0), "no seq signed twice: {json}");
+    assert_eq!(json["records"].as_u64(), Some(25), "{json}");
+    gateway.stop();
+}
+
 #[test]
 fn a_restart_linked_to_a_cut_tail_is_found_by_the_gateway_verify_and_audit() {
     let f = fixture();

@@ -16,7 +16,7 @@ use teelog_deliver::config::SinkConfig;
 use teelog_deliver::sinks::relay::RelaySink;
 use teelog_deliver::spool::SpoolState;
 use teelog_deliver::{delivery, sinks};
-use teelog_relay::StreamHeads;
+use teelog_relay::{Head, StreamHeads};
 
 use crate::config::{AckMode, Config, GatewayHeadMode};
 use crate::metrics::ShipMetrics;
@@ -100,8 +100,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let spool = Store::open(&config.spool.dir, StoreOptions { segment_bytes: config.spool.segment_bytes })?;
     // Without chain state of its own, a new epoch would link to whatever head local storage
     // shows, and that storage is the host's: it asks the gateway first (docs/FORMAT.md §5.3).
-    let new_epoch = identity.has_fresh_key() || identity.load_state(&config.stream)?.is_none();
-    let gateway = if new_epoch { gateway_head(&config).await? } else { None };
+    let state = identity.load_state(&config.stream)?;
+    let gateway = match state {
+        Some(state) if !identity.has_fresh_key() => own_epoch_at_gateway(&config, &state.epoch).await,
+        _ => gateway_head(&config).await?,
+    };
     let ack = ack_mode(&config, &identity);
     let signer = StreamSigner::open_spool(identity, &config.stream, spool, &trust, gateway.as_ref())?;
     let options = PipelineOptions { remote_ack: ack == AckMode::Remote, ..config.pipeline_options() };
@@ -318,6 +321,35 @@ async fn gateway_head(config: &Config) -> Result<Option<GatewayHead>, DaemonErro
     Ok(newest)
 }
 
+/// Where the gateway holds the epoch `epoch` that the chain state continues, asked once of each
+/// relay sink: a head there at or past the state's next seq shows the state (and the spool)
+/// rolled back, which the signer answers with a new epoch (docs/FORMAT.md §5.3). The state is
+/// this signer's own, so a gateway that does not answer delays nothing: the check is skipped,
+/// and said.
+async fn own_epoch_at_gateway(config: &Config, epoch: &str) -> Option<GatewayHead> {
+    let mut newest: Option<GatewayHead> = None;
+    for sink in &config.sinks {
+        let SinkConfig::Relay(relay) = sink else { continue };
+        let Ok(opened) = RelaySink::open(relay, &config.stream) else { continue };
+        let heads = match ask_heads(&opened, Duration::ZERO).await {
+            Ok(heads) => heads,
+            Err((why, _)) => {
+                tracing::warn!(target: "teelog::ship", "{why}; the chain state is continued without checking it against the gateway");
+                continue;
+            }
+        };
+        let gateway = format!("{} at {}", heads.gateway, opened.address());
+        for head in heads.heads.iter().filter(|h| h.epoch == epoch) {
+            match parse_head(&config.stream, &gateway, head) {
+                Ok(head) if newest.as_ref().is_none_or(|n| head.seq > n.seq) => newest = Some(head),
+                Ok(_) => {}
+                Err(why) => tracing::warn!(target: "teelog::ship", "{why}"),
+            }
+        }
+    }
+    newest
+}
+
 /// Asks `sink`'s gateway for the stream's heads until it answers or `wait` passes; a gateway
 /// that answers without heads is not asked again. An error says why, and what would cure it.
 async fn ask_heads(sink: &RelaySink, wait: Duration) -> Result<StreamHeads, (String, &'static str)> {
@@ -348,18 +380,9 @@ async fn ask_heads(sink: &RelaySink, wait: Duration) -> Result<StreamHeads, (Str
 /// picked from.
 fn one_head(stream: &str, address: &str, heads: StreamHeads) -> Result<Option<GatewayHead>, String> {
     let gateway = format!("{} at {address}", heads.gateway);
-    let bad = |what: &str| format!("the gateway {gateway} answered a head of stream {stream:?} with {what}");
     match heads.heads.as_slice() {
         [] if heads.tips == 0 => Ok(None),
-        [head] if heads.tips == 1 => {
-            let hash = hex::decode(&head.hash)
-                .ok()
-                .and_then(|h| <[u8; 32]>::try_from(h).ok())
-                .ok_or_else(|| bad(&format!("a hash that is not a SHA-256: {:?}", head.hash)))?;
-            let sealed_at = teelog_core::timestamp::parse_rfc3339(&head.sealed_at)
-                .map_err(|e| bad(&format!("sealed_at {:?}: {e}", head.sealed_at)))?;
-            Ok(Some(GatewayHead { gateway, epoch: head.epoch.clone(), seq: head.seq, hash, sealed_at }))
-        }
+        [head] if heads.tips == 1 => parse_head(stream, &gateway, head).map(Some),
         listed => {
             let named: Vec<String> =
                 listed.iter().map(|h| format!("seq {} of epoch {} ({})", h.seq, h.epoch, h.hash)).collect();
@@ -370,6 +393,24 @@ fn one_head(stream: &str, address: &str, heads: StreamHeads) -> Result<Option<Ga
             ))
         }
     }
+}
+
+/// A head of a welcome, checked.
+fn parse_head(stream: &str, gateway: &str, head: &Head) -> Result<GatewayHead, String> {
+    let bad = |what: &str| format!("the gateway {gateway} answered a head of stream {stream:?} with {what}");
+    let hash = hex::decode(&head.hash)
+        .ok()
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        .ok_or_else(|| bad(&format!("a hash that is not a SHA-256: {:?}", head.hash)))?;
+    let sealed_at = teelog_core::timestamp::parse_rfc3339(&head.sealed_at)
+        .map_err(|e| bad(&format!("sealed_at {:?}: {e}", head.sealed_at)))?;
+    Ok(GatewayHead {
+        gateway: gateway.to_string(),
+        epoch: head.epoch.clone(),
+        seq: head.seq,
+        hash,
+        sealed_at,
+    })
 }
 
 /// Closes the pipeline on a thread of its own, within [`CLOSE_TIMEOUT`] (a thread of the

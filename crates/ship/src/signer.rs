@@ -199,7 +199,19 @@ impl BatchSealer {
             (Some(saved), Some(key)) => {
                 let own = output.own_headers(stream, key, &saved.epoch)?;
                 let written = own.iter().map(|(h, _)| h.seq).max().unwrap_or(0);
-                if state_first && saved.next_seq > written + 1 {
+                let at_gateway = gateway.filter(|g| g.epoch == saved.epoch && g.seq >= saved.next_seq);
+                if let Some(g) = at_gateway {
+                    // The gateway holds this epoch past where the state says it stands: the state
+                    // (and the spool with it) is an older copy, restored or rolled back. Going on
+                    // would sign those seqs again with other records; a new epoch after the
+                    // gateway's head signs none of them.
+                    note = Some(format!(
+                        "stream {stream:?}: the chain state says epoch {} goes on at seq {}, but the gateway {} holds it up to seq {}: the state was rolled back (restored from an older copy); a new epoch starts after the gateway's head",
+                        saved.epoch, saved.next_seq, g.gateway, g.seq
+                    ));
+                    let fresh = ChainHead::new_epoch(stream, None, &SystemRandom)?;
+                    link_to_gateway(fresh, Some(g), &mut None)
+                } else if state_first && saved.next_seq > written + 1 {
                     // The state, saved before each batch reached a sink, says more was signed
                     // than the spool holds: the spool was lost or rolled back, and its lost
                     // batches may be at a sink already. The new epoch links to the state's
