@@ -2,10 +2,11 @@
 //! lines, one per frame; they are acknowledged once the writer has them durable.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use teelog_deliver::serve::{BudgetExhausted, ConnectionSlots, Reserved, Slot};
+use teelog_relay::address::VsockAddress;
 use teelog_relay::{check_line, FrameReader, Hello, RelayError, ServerMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -34,27 +35,76 @@ pub struct RelayLimits {
     pub pending: usize,
     /// Connections past their hello (and token); more are turned away until one ends.
     pub established: usize,
-    /// Connections past their hello from one IP address.
+    /// Connections past their hello from one IP address (or one vsock CID).
     pub per_peer: usize,
 }
 
-/// Who holds the relay's places.
-struct Places {
+/// Where a connection comes from, as the per-peer cap counts it: an IP address over TCP, a
+/// context ID (one enclave or virtual machine) over vsock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// A TCP client's address, without its port.
+    Ip(IpAddr),
+    /// A vsock client's CID, without its port.
+    Cid(u32),
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Ip(ip) => ip.fmt(f),
+            Peer::Cid(cid) => write!(f, "vsock CID {cid}"),
+        }
+    }
+}
+
+/// The address a listener gives with each connection: what it names in the log, and the
+/// [`Peer`] it counts under.
+pub trait PeerAddr: std::fmt::Display + Send + 'static {
+    /// The peer, without its port.
+    fn peer(&self) -> Peer;
+}
+
+impl PeerAddr for SocketAddr {
+    fn peer(&self) -> Peer {
+        Peer::Ip(self.ip())
+    }
+}
+
+impl PeerAddr for VsockAddress {
+    fn peer(&self) -> Peer {
+        Peer::Cid(self.cid)
+    }
+}
+
+/// Who holds the relay's places: one set for all the relay's listeners (TCP and vsock), so
+/// that together they stay within [`RelayLimits`].
+pub struct Places {
     limits: RelayLimits,
     pending: Arc<ConnectionSlots>,
     established: Arc<tokio::sync::Semaphore>,
-    per_peer: std::sync::Mutex<HashMap<IpAddr, usize>>,
+    per_peer: std::sync::Mutex<HashMap<Peer, usize>>,
 }
 
 /// A connection's place past its hello; dropping it gives the place back.
 struct Established {
     places: Arc<Places>,
-    peer: IpAddr,
+    peer: Peer,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Places {
-    fn establish(self: &Arc<Self>, peer: IpAddr) -> Result<Established, Ended> {
+    /// Places for `limits`, none taken.
+    pub fn new(limits: RelayLimits) -> Arc<Self> {
+        Arc::new(Places {
+            limits,
+            pending: ConnectionSlots::new(limits.pending),
+            established: Arc::new(tokio::sync::Semaphore::new(limits.established)),
+            per_peer: std::sync::Mutex::default(),
+        })
+    }
+
+    fn establish(self: &Arc<Self>, peer: Peer) -> Result<Established, Ended> {
         let Ok(permit) = self.established.clone().try_acquire_owned() else {
             return Err(Ended::TooMany(format!(
                 "{} relay connections are open; try again later",
@@ -86,21 +136,15 @@ impl Drop for Established {
     }
 }
 
-/// Accepts relay connections on `listener` (plain TCP or TLS) until `stop` turns true.
-pub async fn serve<L: axum::serve::Listener<Addr = std::net::SocketAddr>>(
+/// Accepts relay connections on `listener` (TCP or vsock, plain or TLS) until `stop` turns true.
+pub async fn serve<L: axum::serve::Listener<Addr: PeerAddr>>(
     mut listener: L,
     ingest: Ingest,
     access: Arc<Access>,
-    limits: RelayLimits,
+    places: Arc<Places>,
     mut stop: watch::Receiver<bool>,
 ) {
     let connections_stop = stop.clone();
-    let places = Arc::new(Places {
-        limits,
-        pending: ConnectionSlots::new(limits.pending),
-        established: Arc::new(tokio::sync::Semaphore::new(limits.established)),
-        per_peer: std::sync::Mutex::default(),
-    });
     loop {
         tokio::select! {
             (socket, peer) = listener.accept() => {
@@ -109,7 +153,7 @@ pub async fn serve<L: axum::serve::Listener<Addr = std::net::SocketAddr>>(
                 let Some(slot) = places.pending.admit() else { continue };
                 let (ingest, access, stop, places) =
                     (ingest.clone(), access.clone(), connections_stop.clone(), places.clone());
-                let admission = Admission { slot, places, peer: peer.ip() };
+                let admission = Admission { slot, places, peer: peer.peer() };
                 tokio::spawn(connection(socket, format!("relay {peer}"), ingest, access, admission, stop));
             }
             () = crate::stopped(&mut stop) => return,
@@ -161,7 +205,7 @@ impl Ended {
 struct Admission {
     slot: Slot,
     places: Arc<Places>,
-    peer: IpAddr,
+    peer: Peer,
 }
 
 /// Serves one shipper until it closes the connection or breaks the protocol.
