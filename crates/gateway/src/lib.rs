@@ -1,5 +1,5 @@
 //! `teelog gateway`: the collector between shippers and storage. It receives signed batches
-//! (the relay protocol over TCP, and NDJSON over HTTP), verifies each one as it arrives
+//! (the relay protocol over TCP or vsock, and NDJSON over HTTP), verifies each one as it arrives
 //! ([`teelog_core::gate::Gate`]: signature, records, attestation and policy, continuity per
 //! stream and epoch), and spools it flagged `signature_valid` true or false; invalid batches are
 //! kept, since they are evidence. Each sink (Loki, the embedded store, OTLP) follows the spool
