@@ -81,6 +81,19 @@ pub struct RelayTlsConfig {
     pub server_name: Option<String>,
 }
 
+/// The name a relay sink checks the gateway's certificate against: `server_name`, else the host
+/// of the address (vsock addresses have none).
+pub(crate) fn tls_server_name<'a>(
+    tls: &'a RelayTlsConfig,
+    address: &'a RelayAddress,
+) -> Result<&'a str, OpenError> {
+    tls.server_name.as_deref().or(address.host()).ok_or_else(|| {
+        OpenError::Tls(format!(
+            "give server_name: {address} has no host name to check the gateway's certificate against"
+        ))
+    })
+}
+
 fn default_relay_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -228,12 +241,9 @@ impl SinkConfig {
                     }
                 }
                 let address = RelayAddress::parse(&c.address).map_err(|e| e.to_string())?;
-                match (&c.tls, address.host()) {
-                    (Some(tls), None) if tls.server_name.is_none() => Err(format!(
-                        "tls: give server_name: {address} has no host name to check the gateway's \
-                         certificate against"
-                    )),
-                    _ => Ok(()),
+                match &c.tls {
+                    Some(tls) => tls_server_name(tls, &address).map(drop).map_err(|e| e.to_string()),
+                    None => Ok(()),
                 }
             }
         }

@@ -59,11 +59,7 @@ impl RelaySink {
         let tls = match &config.tls {
             None => None,
             Some(tls) => {
-                let name = tls.server_name.as_deref().or(address.host()).ok_or(OpenError::Tls(
-                    "give server_name: a vsock address has no host name to check the gateway's \
-                     certificate against"
-                        .into(),
-                ))?;
+                let name = crate::config::tls_server_name(tls, &address)?;
                 let name = ServerName::try_from(name.to_string())
                     .map_err(|e| OpenError::Tls(format!("server name {name:?}: {e}")))?;
                 Some((tokio_rustls::TlsConnector::from(client_config(tls)?), name))
