@@ -1,10 +1,10 @@
 #!/bin/sh
 # In the VM (busybox sh, the real teelog binary): ship -> relay over vsock -> gateway -> store,
-# with the shipper killed with SIGKILL in the middle of a stream, twice. Afterwards every batch the
-# shipper spooled (it spools, fsynced, before it takes a record as its own) must be in the
-# gateway's store, byte for byte, no other batch may be there, no epoch and seq may be signed
-# twice, and the store must verify without a finding: nothing acknowledged lost, nothing signed
-# twice. (A batch resent after a kill is stored again, byte for byte: delivery is at least once,
+# with the shipper killed with SIGKILL in the middle of a stream three times, and the gateway
+# once. Afterwards every batch the shipper spooled (it spools, fsynced, before it takes a record as
+# its own) must be in the gateway's store, byte for byte, no other batch may be there, no epoch
+# and seq may be signed twice, and the store must verify without a finding: nothing acknowledged
+# lost, nothing signed twice. (A batch resent after a kill is stored again, byte for byte: delivery is at least once,
 # and the verifier takes such a copy as the same batch.) Prints E2E PASS or E2E FAIL; exit 0 or 1.
 #
 #   relay-e2e.sh DIR      env: DIAL (default vsock://1:7400, VMADDR_CID_LOCAL)
@@ -19,6 +19,7 @@ KILLS=2
 mkdir -p "$T"
 GW=
 SHIP=
+FEEDER=
 now() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "e2e [$(now)s] $*"; }
 fail() {
@@ -28,7 +29,7 @@ fail() {
     all_batch_lines "$T/$dir" | batch_ids
   done
   for log in "$T"/*.log; do [ -f "$log" ] && { echo "--- $log"; tail -n 30 "$log"; }; done
-  for pid in $SHIP $GW; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in $SHIP $FEEDER $GW; do kill -9 "$pid" 2>/dev/null || true; done
   exit 1
 }
 # Waits up to $1 seconds for the command after it to succeed.
@@ -95,32 +96,56 @@ bearer_token_file = "$T/token"
 timeout = "20s"
 CONF
 
-teelog gateway --config "$T/gateway.toml" > "$T/gateway.log" 2>&1 &
-GW=$!
-within 60 grep -q "relay listening on" "$T/gateway.log" || fail "the gateway did not listen"
-say "gateway up: $(grep -o 'relay listening on .*' "$T/gateway.log" | head -1)"
-
-# Runs 1..KILLS: an endless stream, the shipper killed once the gateway has acknowledged batches
-# this run signed, with more on their way.
-run=1
-next=1
-while [ "$run" -le "$KILLS" ]; do
-  before=$(batch_lines "$T/ship-spool" | wc -l)
+gateways=0
+start_gateway() {
+  gateways=$((gateways + 1))
+  teelog gateway --config "$T/gateway.toml" > "$T/gateway-$gateways.log" 2>&1 &
+  GW=$!
+  within 60 grep -q "relay listening on" "$T/gateway-$gateways.log" || fail "gateway $gateways did not listen"
+  say "gateway $gateways up: $(grep -o 'relay listening on .*' "$T/gateway-$gateways.log" | head -1)"
+}
+# Shipper run $1 on an endless stream of records, from record $next on.
+start_shipper() {
   rm -f "$T/in"; mkfifo "$T/in"
-  teelog ship --config "$T/ship.toml" < "$T/in" > "$T/ship-$run.log" 2>&1 &
+  teelog ship --config "$T/ship.toml" < "$T/in" > "$T/ship-$1.log" 2>&1 &
   SHIP=$!
   stream_from "$next" > "$T/in" 2>/dev/null &
-  feeder=$!
-  within 120 gateway_holds $((before + 4)) || fail "run $run: nothing reached the gateway"
-  kill -9 "$SHIP" || fail "run $run: the shipper had already ended"
+  FEEDER=$!
+  next=$((next + 1000000))
+}
+kill_shipper() {
+  kill -9 "$SHIP" || fail "run $1: the shipper had already ended"
   wait "$SHIP" 2>/dev/null || true
   SHIP=
-  kill "$feeder" 2>/dev/null || true
-  wait "$feeder" 2>/dev/null || true
-  say "run $run: shipper killed with SIGKILL; the gateway holds $(batches_in "$T/gw-spool") batches, the shipper's spool $(batches_in "$T/ship-spool")"
-  next=$((next + 1000000))
+  kill "$FEEDER" 2>/dev/null || true
+  wait "$FEEDER" 2>/dev/null || true
+  say "run $1: shipper killed with SIGKILL; the gateway holds $(batches_in "$T/gw-spool") batches, the shipper's spool $(batches_in "$T/ship-spool")"
+}
+
+start_gateway
+next=1
+# Runs 1..KILLS: the shipper killed once the gateway has acknowledged batches this run signed,
+# with more on their way.
+run=1
+while [ "$run" -le "$KILLS" ]; do
+  before=$(batch_lines "$T/ship-spool" | wc -l)
+  start_shipper "$run"
+  within 120 gateway_holds $((before + 4)) || fail "run $run: nothing reached the gateway"
+  kill_shipper "$run"
   run=$((run + 1))
 done
+# Then the gateway killed with SIGKILL under load: the shipper connects again over vsock and
+# sends what was not acknowledged; then the shipper is killed too.
+before=$(batch_lines "$T/ship-spool" | wc -l)
+start_shipper "$run"
+within 120 gateway_holds $((before + 4)) || fail "run $run: nothing reached the gateway"
+kill -9 "$GW"
+wait "$GW" 2>/dev/null || true
+say "run $run: gateway killed with SIGKILL; it holds $(batches_in "$T/gw-spool") batches, the shipper's spool $(batches_in "$T/ship-spool")"
+start_gateway
+held=$(batch_lines "$T/gw-spool" | wc -l)
+within 120 gateway_holds $((held + 4)) || fail "run $run: the shipper did not deliver to the restarted gateway"
+kill_shipper "$run"
 
 # The last run ends its input: what the killed runs left undelivered goes out now (runs with
 # no input follow until it is all out, a bounded number of times).
@@ -128,7 +153,7 @@ records "$next" $((next + 99)) | teelog ship --config "$T/ship.toml" > "$T/ship-
 tries=0
 while [ "$(batch_lines "$T/ship-spool" | md5sum)" != "$(batch_lines "$T/gw-store" | md5sum)" ]; do
   tries=$((tries + 1))
-  [ "$tries" -le 5 ] || break
+  [ "$tries" -le 10 ] || break
   say "the gateway does not hold every spooled batch yet; a run with no input delivers the rest"
   teelog ship --config "$T/ship.toml" < /dev/null >> "$T/ship-last.log" 2>&1 || fail "a draining run failed"
 done
@@ -149,4 +174,4 @@ teelog verify --store "$T/gw-store" --trust-root "$T/id/dev-root.pem" > "$T/veri
 teelog verify --store "$T/ship-spool" --trust-root "$T/id/dev-root.pem" > "$T/verify-spool.log" 2>&1 || fail "teelog verify of the shipper's spool"
 summary=$(grep -o '[0-9]* batches, [0-9]* records' "$T/verify.log" | head -1)
 [ "$summary" = "$(grep -o '[0-9]* batches, [0-9]* records' "$T/verify-spool.log" | head -1)" ] || fail "verify counts differ: $summary"
-say "E2E PASS: $KILLS kill -9 runs; $summary stored over $DIAL ($resent resent after a kill and stored again byte for byte), all verified, no seq signed twice"
+say "E2E PASS: $((KILLS + 1)) kill -9 of the shipper and 1 of the gateway; $summary stored over $DIAL ($resent resent after a kill and stored again byte for byte), all verified, no seq signed twice"

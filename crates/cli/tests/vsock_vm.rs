@@ -24,15 +24,20 @@ fn in_vm(script: &Path) -> (Output, String) {
 }
 
 #[test]
-fn ship_relays_over_vsock_to_the_gateway_store_through_kill_9_of_the_shipper() {
+fn ship_relays_over_vsock_to_the_gateway_store_through_kill_9_of_shipper_and_gateway() {
     // ship -> relay sink on vsock://1:7400 -> gateway listening on vsock://ANY:7400 -> store; the
-    // shipper is killed with SIGKILL mid-stream twice; then every spooled batch must be in the
-    // store, no seq signed twice, and `teelog verify` of the store clean (relay-e2e.sh).
+    // shipper is killed with SIGKILL mid-stream three times and the gateway once; then every
+    // spooled batch must be in the store, no seq signed twice, and `teelog verify` of the store
+    // clean (relay-e2e.sh).
     let (out, text) = in_vm(&scripts().join("relay-e2e.sh"));
     println!("{text}");
     assert!(out.status.success(), "the VM test failed:\n{text}");
     let verdict = text.lines().find(|line| line.contains("E2E PASS")).unwrap_or_else(|| panic!("{text}"));
-    assert!(verdict.contains("2 kill -9 runs") && verdict.contains("over vsock://1:7400"), "{verdict}");
+    assert!(
+        verdict.contains("3 kill -9 of the shipper and 1 of the gateway")
+            && verdict.contains("over vsock://1:7400"),
+        "{verdict}"
+    );
     assert!(text.lines().any(|line| line.trim() == "PASS"), "{text}");
 }
 
