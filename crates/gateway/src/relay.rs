@@ -336,3 +336,27 @@ fn take_lines(reader: &mut FrameReader) -> Result<Vec<Vec<u8>>, RelayError> {
     }
     Ok(lines)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_per_peer_cap_counts_a_vsock_client_by_its_cid_as_tcp_by_its_ip() {
+        let places = Places::new(RelayLimits { pending: 4, established: 4, per_peer: 2 });
+        // Two connections from one enclave, each from a port of its own: one peer.
+        let enclave = VsockAddress { cid: 16, port: 1024 }.peer();
+        assert_eq!(enclave, VsockAddress { cid: 16, port: 50_000 }.peer());
+        let first = places.establish(enclave).unwrap();
+        let _second = places.establish(enclave).unwrap();
+        let err = places.establish(enclave).err().unwrap();
+        assert_eq!(err.to_string(), "2 relay connections from vsock CID 16 are open; try again later");
+        // Another CID, and a TCP client, are other peers; all share the relay's places.
+        let other = places.establish(VsockAddress { cid: 17, port: 1024 }.peer()).unwrap();
+        let tcp: SocketAddr = "10.0.0.16:7400".parse().unwrap();
+        let _tcp = places.establish(tcp.peer()).unwrap();
+        assert!(matches!(places.establish(Peer::Cid(18)), Err(Ended::TooMany(_))), "4 places in all");
+        drop((first, other));
+        assert!(places.establish(enclave).is_ok(), "a place given back is taken again");
+    }
+}
