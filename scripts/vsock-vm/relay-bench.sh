@@ -3,8 +3,9 @@
 # test). Each round signs N records into a spool with no sink (timed: the signing rate), then
 # starts the shipper again on that spool with a relay sink and times until the gateway holds
 # every batch (the shipper, with no input, stops once all is acknowledged: verified and fsynced in
-# the gateway's spool), once over
-# vsock://1:7400 and once over 127.0.0.1:7401, each on a stream of its own.
+# the gateway's spool; the time includes the shipper's start), once over vsock://1:7400 and once
+# over 127.0.0.1:7401, each on a stream of its own. Under software emulation: compare the two,
+# not the numbers with a real machine's.
 #   scripts/vsock-vm/run target/release/teelog scripts/vsock-vm/relay-bench.sh [N] [ROUNDS] [BATCH]
 set -eu
 T=$1
