@@ -47,8 +47,8 @@ pub struct ShipArgs {
     /// defaults of a `kind = "otlp"` sink.
     #[arg(long, value_name = "URL")]
     pub sink_otlp: Vec<String>,
-    /// Relay to a `teelog gateway` at this address (host:port), with the defaults of a
-    /// `kind = "relay"` sink.
+    /// Relay to a `teelog gateway` at this address (host:port, or vsock://CID:PORT from an
+    /// enclave or virtual machine), with the defaults of a `kind = "relay"` sink.
     #[arg(long, value_name = "ADDR")]
     pub sink_relay: Vec<String>,
     /// When a record counts as taken: `local` (in the spool) or `remote` (the relay gateway has

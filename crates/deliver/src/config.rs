@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
+use teelog_relay::address::RelayAddress;
 
 use crate::sinks::OpenError;
 
@@ -48,7 +49,8 @@ pub struct RelaySinkConfig {
     /// The sink's name (default `relay`).
     #[serde(default)]
     pub name: Option<String>,
-    /// The gateway's relay listener, `host:port`.
+    /// The gateway's relay listener: `host:port` (TCP), or `vsock://CID:PORT` (AF_VSOCK; a Nitro
+    /// enclave reaches its parent at CID 3).
     pub address: String,
     /// The token the gateway asks for in the hello; at most one of this and the file.
     #[serde(default)]
@@ -74,8 +76,22 @@ pub struct RelayTlsConfig {
     pub client_cert: Option<PathBuf>,
     /// The key of `client_cert` (PEM); the two are given together or not at all.
     pub client_key: Option<PathBuf>,
-    /// The name the gateway's certificate must carry; default: the host of `address`.
+    /// The name the gateway's certificate must carry; default: the host of `address` (a vsock
+    /// address has none: give it).
     pub server_name: Option<String>,
+}
+
+/// The name a relay sink checks the gateway's certificate against: `server_name`, else the host
+/// of the address (vsock addresses have none).
+pub(crate) fn tls_server_name<'a>(
+    tls: &'a RelayTlsConfig,
+    address: &'a RelayAddress,
+) -> Result<&'a str, OpenError> {
+    tls.server_name.as_deref().or(address.host()).ok_or_else(|| {
+        OpenError::Tls(format!(
+            "give server_name: {address} has no host name to check the gateway's certificate against"
+        ))
+    })
 }
 
 fn default_relay_timeout() -> Duration {
@@ -235,9 +251,10 @@ impl SinkConfig {
                         return Err("tls: give client_cert and client_key together".into());
                     }
                 }
-                match c.address.rsplit_once(':') {
-                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-                    _ => Err(format!("address {:?}: give host:port", c.address)),
+                let address = RelayAddress::parse(&c.address).map_err(|e| e.to_string())?;
+                match &c.tls {
+                    Some(tls) => tls_server_name(tls, &address).map(drop).map_err(|e| e.to_string()),
+                    None => Ok(()),
                 }
             }
         }
@@ -419,6 +436,12 @@ mod tests {
             ("[[sinks]]\nkind='otlp'\nname='o'\nurl='grpc://x'".into(), r#"sinks: "o": url"#),
             ("[[sinks]]\nkind='otlp'".into(), "url"),
             ("[[sinks]]\nkind='relay'\naddress='gateway'".into(), r#"sinks: "relay": address "gateway""#),
+            ("[[sinks]]\nkind='relay'\naddress='vsock://ANY:7400'".into(), "ANY is for a listener"),
+            ("[[sinks]]\nkind='relay'\naddress='vsock:3:7400'".into(), r#"address "vsock:3:7400""#),
+            (
+                "[[sinks]]\nkind='relay'\naddress='vsock://3:7400'\n[sinks.tls]\nca='ca.pem'".into(),
+                "tls: give server_name: vsock://3:7400 has no host name",
+            ),
             (
                 "[[sinks]]\nkind='relay'\naddress='g:1'\n[sinks.tls]\nclient_cert='c.pem'".into(),
                 "client_cert and client_key together",

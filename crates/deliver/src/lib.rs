@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod dial;
 pub mod metrics;
 pub mod serve;
 pub mod sinks;

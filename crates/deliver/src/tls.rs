@@ -2,7 +2,6 @@
 //! optionally asking clients for certificates (mTLS). Handshakes run off the accept loop, so a
 //! client that stalls one holds up nobody.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +9,6 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -86,44 +84,41 @@ pub fn server_config(config: &TlsConfig) -> Result<rustls::ServerConfig, TlsErro
     builder.with_single_cert(certs, key).map_err(|e| named(&config.cert, &e))
 }
 
-/// Connections accepted on a TCP listener whose TLS handshake succeeded.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
+/// Connections accepted on a listener (TCP or vsock) whose TLS handshake succeeded.
+pub struct TlsListener<L: axum::serve::Listener> {
+    ready: mpsc::Receiver<(TlsStream<L::Io>, L::Addr)>,
+    local: L::Addr,
 }
 
-impl TlsListener {
+impl<L> TlsListener<L>
+where
+    L: axum::serve::Listener,
+    L::Addr: Clone + std::fmt::Display,
+{
     /// Takes over `listener`, offering `alpn`; failed handshakes are logged and counted under
     /// `what`.
     pub fn new(
-        listener: TcpListener,
+        mut listener: L,
         config: &rustls::ServerConfig,
         alpn: &[&[u8]],
         what: &'static str,
         max_handshakes: usize,
         metrics: Arc<crate::metrics::Metrics>,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, TlsError> {
         // Handshakes in progress are strangers' connections: at the cap the oldest makes room.
         let handshakes = ConnectionSlots::new(max_handshakes);
-        let local = listener.local_addr()?;
+        let local = listener.local_addr().map_err(TlsError::Listener)?;
         let (tx, ready) = mpsc::channel(64);
         let mut config = config.clone();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = TlsAcceptor::from(Arc::new(config));
         tokio::spawn(async move {
             loop {
-                let accepted = tokio::select! {
+                // The listener waits out its own accept errors (out of descriptors).
+                let (socket, peer) = tokio::select! {
                     accepted = listener.accept() => accepted,
                     // The server this listener fed is gone.
                     () = tx.closed() => return,
-                };
-                let (socket, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(target: "teelog::serve", "{what}: cannot accept a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
                 };
                 let Some(mut slot) = handshakes.admit() else { continue };
                 let (acceptor, ready, metrics) = (acceptor.clone(), tx.clone(), metrics.clone());
@@ -156,18 +151,22 @@ impl TlsListener {
     }
 }
 
-impl TlsListener {
+impl<L: axum::serve::Listener> TlsListener<L> {
     /// The connections as a stream, for servers that take one (tonic).
-    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = std::io::Result<TlsStream<TcpStream>>> {
+    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = std::io::Result<TlsStream<L::Io>>> {
         tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(self.ready), |(io, _)| {
             Ok(io)
         })
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+impl<L> axum::serve::Listener for TlsListener<L>
+where
+    L: axum::serve::Listener,
+    L::Addr: Clone + std::fmt::Display,
+{
+    type Io = TlsStream<L::Io>;
+    type Addr = L::Addr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
@@ -178,7 +177,7 @@ impl axum::serve::Listener for TlsListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+        Ok(self.local.clone())
     }
 }
 

@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use teelog_core::timestamp::DurationError;
 use teelog_deliver::config::{check_sinks, load_checked, ConfigError, MetricsConfig, SinkConfig};
 use teelog_deliver::tls::TlsConfig;
+use teelog_relay::address::VsockAddress;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +57,9 @@ fn default_checkpoint_every() -> String {
     "60s".into()
 }
 
+/// The CID by which a machine reaches its own vsock listeners.
+const VMADDR_CID_LOCAL: u32 = 1;
+
 /// `[spool]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,16 +74,25 @@ pub struct SpoolConfig {
     pub segment_bytes: u64,
 }
 
+fn vsock_address<'de, D: Deserializer<'de>>(de: D) -> Result<Option<VsockAddress>, D::Error> {
+    let text = String::deserialize(de)?;
+    VsockAddress::parse(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
 fn default_segment_bytes() -> u64 {
     teelog_store::DEFAULT_SEGMENT_BYTES
 }
 
-/// `[listen]`: at least one of `relay` and `http`.
+/// `[listen]`: at least one of `relay`, `relay_vsock` and `http`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenConfig {
     /// The relay protocol over TCP (docs/FORMAT.md §14).
     pub relay: Option<SocketAddr>,
+    /// The relay protocol over AF_VSOCK, `vsock://ANY:PORT` or `vsock://CID:PORT`: where Nitro
+    /// enclaves (or other virtual machines) on this host send, beside or instead of `relay`.
+    #[serde(deserialize_with = "vsock_address")]
+    pub relay_vsock: Option<VsockAddress>,
     /// `POST /v1/batches` with NDJSON batch lines.
     pub http: Option<SocketAddr>,
     /// Largest HTTP request body, and largest relay frame (one line).
@@ -98,6 +111,7 @@ impl Default for ListenConfig {
     fn default() -> Self {
         Self {
             relay: None,
+            relay_vsock: None,
             http: None,
             max_request_bytes: 64 << 20,
             max_buffered_bytes: 256 << 20,
@@ -131,8 +145,10 @@ impl GatewayConfig {
 
     /// What the types cannot say.
     pub fn check(&self) -> Result<(), String> {
-        if self.listen.relay.is_none() && self.listen.http.is_none() {
-            return Err("listen: give relay = \"ADDR:PORT\" or http = \"ADDR:PORT\" (or both)".into());
+        if self.listen.relay.is_none() && self.listen.relay_vsock.is_none() && self.listen.http.is_none() {
+            return Err("listen: give relay = \"ADDR:PORT\", relay_vsock = \"vsock://ANY:PORT\" or http = \
+                        \"ADDR:PORT\" (or several)"
+                .into());
         }
         let (request, buffered) = (self.listen.max_request_bytes, self.listen.max_buffered_bytes);
         if buffered / 2 < request {
@@ -165,12 +181,17 @@ impl GatewayConfig {
         if authenticated || insecure_no_auth {
             return Ok(());
         }
-        let exposed: Vec<String> = [("relay", listen.relay), ("http", listen.http)]
+        let mut exposed: Vec<String> = [("relay", listen.relay), ("http", listen.http)]
             .into_iter()
             .filter_map(|(key, addr)| Some((key, addr?)))
             .filter(|(_, addr)| !addr.ip().is_loopback())
             .map(|(key, addr)| format!("listen.{key} = \"{addr}\""))
             .collect();
+        // Every enclave or virtual machine on this host can dial a vsock listener; only one on
+        // CID 1 (VMADDR_CID_LOCAL) is this machine's alone.
+        if let Some(addr) = listen.relay_vsock.filter(|addr| addr.cid != VMADDR_CID_LOCAL) {
+            exposed.push(format!("listen.relay_vsock = \"{addr}\""));
+        }
         if exposed.is_empty() {
             return Ok(());
         }
@@ -238,6 +259,9 @@ mod tests {
         assert_eq!(config.max_silence().unwrap(), Some(30_000_000_000));
         assert_eq!(config.sinks.len(), 2);
         assert!(!config.spool.keep);
+        let vsock =
+            load("[spool]\ndir = 's'\nkeep = true\n[listen]\nrelay_vsock = 'vsock://ANY:7400'\n").unwrap();
+        assert_eq!(vsock.listen.relay_vsock, Some(VsockAddress { cid: u32::MAX, port: 7400 }));
     }
 
     #[test]
@@ -262,6 +286,12 @@ mod tests {
         assert!(tls.check_auth(false).is_err());
         let local = load(&format!("{spool}[listen]\nrelay = '127.0.0.1:7400'\nhttp = '[::1]:1'\n")).unwrap();
         assert!(local.check_auth(false).is_ok());
+        // Any enclave or virtual machine on the host can dial a vsock listener, but for CID 1.
+        let vsock = load(&format!("{spool}[listen]\nrelay_vsock = 'vsock://ANY:7400'\n")).unwrap();
+        let err = vsock.check_auth(false).unwrap_err();
+        assert!(err.contains("listen.relay_vsock = \"vsock://ANY:7400\""), "{err}");
+        let vsock = load(&format!("{spool}[listen]\nrelay_vsock = 'vsock://1:7400'\n")).unwrap();
+        assert!(vsock.check_auth(false).is_ok());
     }
 
     #[test]
@@ -273,6 +303,10 @@ mod tests {
         assert!(err.contains("sinks"), "{err}");
         let err = load(&format!("{spool}[listen]\nrelay = 'nowhere'\n")).unwrap_err();
         assert!(err.contains("relay"), "{err}");
+        let err = load(&format!("{spool}[listen]\nrelay_vsock = 'vsock://3'\n")).unwrap_err();
+        assert!(err.contains("relay_vsock") && err.contains("address \"vsock://3\""), "{err}");
+        let err = load(&format!("{spool}[listen]\nrelay_vsock = '127.0.0.1:7400'\n")).unwrap_err();
+        assert!(err.contains("give vsock://CID:PORT"), "{err}");
         let err = load(&format!(
             "{spool}[listen]\nhttp = '127.0.0.1:1'\n[verify]\nmax_silence = 'soon'\n[spool2]\n"
         ))

@@ -1,5 +1,5 @@
 //! `teelog gateway`: the collector between shippers and storage. It receives signed batches
-//! (the relay protocol over TCP, and NDJSON over HTTP), verifies each one as it arrives
+//! (the relay protocol over TCP or vsock, and NDJSON over HTTP), verifies each one as it arrives
 //! ([`teelog_core::gate::Gate`]: signature, records, attestation and policy, continuity per
 //! stream and epoch), and spools it flagged `signature_valid` true or false; invalid batches are
 //! kept, since they are evidence. Each sink (Loki, the embedded store, OTLP) follows the spool
@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod http;
 pub mod ingest;
 pub mod relay;
+pub mod vsock;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use tokio::sync::watch;
 
 use crate::config::GatewayConfig;
 use crate::ingest::{GatewayMetrics, Writer};
-use crate::relay::RelayLimits;
+use crate::relay::{PeerAddr, Places, RelayLimits};
 use axum::serve::ListenerExt;
 use teelog_deliver::tls::{self, TlsListener};
 
@@ -93,6 +94,35 @@ impl Access {
     }
 }
 
+/// What the relay's listeners share.
+struct RelayServer<'a> {
+    ingest: ingest::Ingest,
+    access: Arc<Access>,
+    places: Arc<Places>,
+    stop: watch::Receiver<bool>,
+    /// With TLS: its configuration, how many handshakes may be in progress, and where failed
+    /// ones are counted.
+    tls: Option<(&'a rustls::ServerConfig, usize, Arc<Metrics>)>,
+}
+
+impl RelayServer<'_> {
+    /// Serves the relay on `listener` (TCP or vsock: the same protocol), in TLS if asked.
+    fn spawn<L>(&self, listener: L) -> Result<tokio::task::JoinHandle<()>, GatewayError>
+    where
+        L: axum::serve::Listener<Addr: PeerAddr + Clone>,
+    {
+        let (ingest, access, places, stop) =
+            (self.ingest.clone(), self.access.clone(), self.places.clone(), self.stop.clone());
+        Ok(match &self.tls {
+            Some((tls, handshakes, metrics)) => {
+                let listener = TlsListener::new(listener, tls, &[], "relay", *handshakes, metrics.clone())?;
+                tokio::spawn(relay::serve(listener, ingest, access, places, stop))
+            }
+            None => tokio::spawn(relay::serve(listener, ingest, access, places, stop)),
+        })
+    }
+}
+
 /// Resolves once `stop` turns true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|&s| s).await;
@@ -141,6 +171,9 @@ pub enum GatewayError {
     /// The checkpoint key could not be read, made or written out.
     #[error("checkpoint.key: {0}")]
     CheckpointKey(#[from] checkpoint::CheckpointKeyError),
+    /// The vsock relay listener could not be bound.
+    #[error(transparent)]
+    VsockBind(#[from] vsock::VsockBindError),
 }
 
 /// The gateway's checkpoint key (`checkpoint.key`, or the spool's, made on first start), with
@@ -214,26 +247,25 @@ pub async fn run(
     let (relay_limits, http_connections) = connection_limits(open_files_limit());
     // Read once, before anything listens; each listener offers its own protocol.
     let tls = config.listen.tls.as_ref().map(tls::server_config).transpose()?;
-    let tls_listener = |listener, tls, alpn: &[&[u8]], what, handshakes| {
-        TlsListener::new(listener, tls, alpn, what, handshakes, metrics.clone())
-            .map_err(|e| GatewayError::Tls(tls::TlsError::Listener(e)))
+    let relay = RelayServer {
+        ingest: ingest.clone(),
+        access: access.clone(),
+        // The TCP and vsock listeners share one set of places.
+        places: Places::new(relay_limits),
+        stop: listeners_stop.clone(),
+        tls: tls.as_ref().map(|tls| (tls, relay_limits.pending, metrics.clone())),
     };
     if let Some(addr) = config.listen.relay {
-        let listener = bind(addr, "relay").await?;
-        let (ingest, access, stop) = (ingest.clone(), access.clone(), listeners_stop.clone());
-        listeners.push(match &tls {
-            Some(tls) => {
-                let listener = tls_listener(listener, tls, &[], "relay", relay_limits.pending)?;
-                tokio::spawn(relay::serve(listener, ingest, access, relay_limits, stop))
-            }
-            None => {
-                let listener = listener.tap_io(|socket| {
-                    let _ = socket.set_nodelay(true);
-                });
-                tokio::spawn(relay::serve(listener, ingest, access, relay_limits, stop))
-            }
+        let listener = bind(addr, "relay").await?.tap_io(|socket| {
+            let _ = socket.set_nodelay(true);
         });
+        listeners.push(relay.spawn(listener)?);
     }
+    if let Some(addr) = config.listen.relay_vsock {
+        listeners.push(relay.spawn(vsock::VsockListener::bind(addr)?)?);
+    }
+    // Its handles on the writer go with it: the writer ends once the connections are gone.
+    drop(relay);
     if let Some(addr) = config.listen.http {
         let listener = bind(addr, "HTTP").await?;
         let router = http::router(ingest.clone(), access.clone());
@@ -245,7 +277,14 @@ pub async fn run(
         };
         listeners.push(match &tls {
             Some(tls) => {
-                let listener = tls_listener(listener, tls, &[b"http/1.1"], "http", http_connections)?;
+                let listener = TlsListener::new(
+                    listener,
+                    tls,
+                    &[b"http/1.1"],
+                    "http",
+                    http_connections,
+                    metrics.clone(),
+                )?;
                 tokio::spawn(serve_http_with(listener, router, stop, limits))
             }
             None => tokio::spawn(serve_http_with(listener, router, stop, limits)),

@@ -2,11 +2,12 @@
 //! lines, one per frame; they are acknowledged once the writer has them durable.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use teelog_core::gate::Tip;
 use teelog_deliver::serve::{BudgetExhausted, ConnectionSlots, Reserved, Slot};
+use teelog_relay::address::VsockAddress;
 use teelog_relay::{check_line, FrameReader, Head, Hello, RelayError, ServerMessage, StreamHeads, Welcome};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -35,16 +36,55 @@ pub struct RelayLimits {
     pub pending: usize,
     /// Connections past their hello (and token); more are turned away until one ends.
     pub established: usize,
-    /// Connections past their hello from one IP address.
+    /// Connections past their hello from one IP address (or one vsock CID).
     pub per_peer: usize,
 }
 
-/// Who holds the relay's places.
-struct Places {
+/// Where a connection comes from, as the per-peer cap counts it: an IP address over TCP, a
+/// context ID (one enclave or virtual machine) over vsock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// A TCP client's address, without its port.
+    Ip(IpAddr),
+    /// A vsock client's CID, without its port.
+    Cid(u32),
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Ip(ip) => ip.fmt(f),
+            Peer::Cid(cid) => write!(f, "vsock CID {cid}"),
+        }
+    }
+}
+
+/// The address a listener gives with each connection: what it names in the log, and the
+/// [`Peer`] it counts under.
+pub trait PeerAddr: std::fmt::Display + Send + 'static {
+    /// The peer, without its port.
+    fn peer(&self) -> Peer;
+}
+
+impl PeerAddr for SocketAddr {
+    fn peer(&self) -> Peer {
+        Peer::Ip(self.ip())
+    }
+}
+
+impl PeerAddr for VsockAddress {
+    fn peer(&self) -> Peer {
+        Peer::Cid(self.cid)
+    }
+}
+
+/// Who holds the relay's places: one set for all the relay's listeners (TCP and vsock), so
+/// that together they stay within [`RelayLimits`].
+pub struct Places {
     limits: RelayLimits,
     pending: Arc<ConnectionSlots>,
     established: Arc<tokio::sync::Semaphore>,
-    per_peer: std::sync::Mutex<HashMap<IpAddr, usize>>,
+    per_peer: std::sync::Mutex<HashMap<Peer, usize>>,
     /// The connections of each stream, so that one asking for the stream's heads can end the
     /// others first (see [`Places::hand_over`]).
     streams: std::sync::Mutex<HashMap<Arc<str>, Arc<StreamConnections>>>,
@@ -75,12 +115,23 @@ const HAND_OVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 /// A connection's place past its hello; dropping it gives the place back.
 struct Established {
     places: Arc<Places>,
-    peer: IpAddr,
+    peer: Peer,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Places {
-    fn establish(self: &Arc<Self>, peer: IpAddr) -> Result<Established, Ended> {
+    /// Places for `limits`, none taken.
+    pub fn new(limits: RelayLimits) -> Arc<Self> {
+        Arc::new(Places {
+            limits,
+            pending: ConnectionSlots::new(limits.pending),
+            established: Arc::new(tokio::sync::Semaphore::new(limits.established)),
+            per_peer: std::sync::Mutex::default(),
+            streams: std::sync::Mutex::default(),
+        })
+    }
+
+    fn establish(self: &Arc<Self>, peer: Peer) -> Result<Established, Ended> {
         let Ok(permit) = self.established.clone().try_acquire_owned() else {
             return Err(Ended::TooMany(format!(
                 "{} relay connections are open; try again later",
@@ -151,22 +202,15 @@ impl Drop for Established {
     }
 }
 
-/// Accepts relay connections on `listener` (plain TCP or TLS) until `stop` turns true.
-pub async fn serve<L: axum::serve::Listener<Addr = std::net::SocketAddr>>(
+/// Accepts relay connections on `listener` (TCP or vsock, plain or TLS) until `stop` turns true.
+pub async fn serve<L: axum::serve::Listener<Addr: PeerAddr>>(
     mut listener: L,
     ingest: Ingest,
     access: Arc<Access>,
-    limits: RelayLimits,
+    places: Arc<Places>,
     mut stop: watch::Receiver<bool>,
 ) {
     let connections_stop = stop.clone();
-    let places = Arc::new(Places {
-        limits,
-        pending: ConnectionSlots::new(limits.pending),
-        established: Arc::new(tokio::sync::Semaphore::new(limits.established)),
-        per_peer: std::sync::Mutex::default(),
-        streams: std::sync::Mutex::default(),
-    });
     loop {
         tokio::select! {
             (socket, peer) = listener.accept() => {
@@ -175,7 +219,7 @@ pub async fn serve<L: axum::serve::Listener<Addr = std::net::SocketAddr>>(
                 let Some(slot) = places.pending.admit() else { continue };
                 let (ingest, access, stop, places) =
                     (ingest.clone(), access.clone(), connections_stop.clone(), places.clone());
-                let admission = Admission { slot, places, peer: peer.ip() };
+                let admission = Admission { slot, places, peer: peer.peer() };
                 tokio::spawn(connection(socket, format!("relay {peer}"), ingest, access, admission, stop));
             }
             () = crate::stopped(&mut stop) => return,
@@ -230,7 +274,7 @@ impl Ended {
 struct Admission {
     slot: Slot,
     places: Arc<Places>,
-    peer: IpAddr,
+    peer: Peer,
 }
 
 /// Serves one shipper until it closes the connection or breaks the protocol.
@@ -394,4 +438,28 @@ fn take_lines(reader: &mut FrameReader) -> Result<Vec<Vec<u8>>, RelayError> {
         lines.push(frame.to_vec());
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_per_peer_cap_counts_a_vsock_client_by_its_cid_as_tcp_by_its_ip() {
+        let places = Places::new(RelayLimits { pending: 4, established: 4, per_peer: 2 });
+        // Two connections from one enclave, each from a port of its own: one peer.
+        let enclave = VsockAddress { cid: 16, port: 1024 }.peer();
+        assert_eq!(enclave, VsockAddress { cid: 16, port: 50_000 }.peer());
+        let first = places.establish(enclave).unwrap();
+        let _second = places.establish(enclave).unwrap();
+        let err = places.establish(enclave).err().unwrap();
+        assert_eq!(err.to_string(), "2 relay connections from vsock CID 16 are open; try again later");
+        // Another CID, and a TCP client, are other peers; all share the relay's places.
+        let other = places.establish(VsockAddress { cid: 17, port: 1024 }.peer()).unwrap();
+        let tcp: SocketAddr = "10.0.0.16:7400".parse().unwrap();
+        let _tcp = places.establish(tcp.peer()).unwrap();
+        assert!(matches!(places.establish(Peer::Cid(18)), Err(Ended::TooMany(_))), "4 places in all");
+        drop((first, other));
+        assert!(places.establish(enclave).is_ok(), "a place given back is taken again");
+    }
 }

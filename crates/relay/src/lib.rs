@@ -15,6 +15,8 @@
 //! new connection: those after the last ack.
 #![forbid(unsafe_code)]
 
+pub mod address;
+
 use serde::{Deserialize, Serialize};
 
 /// The first bytes a client sends: they tell a relay client from anything else on the port.

@@ -295,7 +295,7 @@ async fn gateway_head(config: &Config) -> Result<Option<GatewayHead>, DaemonErro
             .map_err(|error| DaemonError::Sink { name: sink.name(), error })?;
         // Why there is no head to link to, and what would give one.
         let answer = match ask_heads(&opened, config.start.wait).await {
-            Ok(heads) => one_head(&config.stream, opened.address(), heads)
+            Ok(heads) => one_head(&config.stream, &opened.address().to_string(), heads)
                 .map_err(|why| (why, "restore this signer's chain state")),
             Err(unanswered) => Err(unanswered),
         };

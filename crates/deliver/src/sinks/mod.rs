@@ -58,6 +58,9 @@ pub enum OpenError {
     /// read or used, the system's roots, or a server name that is not one.
     #[error("tls: {0}")]
     Tls(String),
+    /// A relay sink's address is neither `host:port` nor `vsock://CID:PORT`.
+    #[error(transparent)]
+    Address(#[from] teelog_relay::address::AddressError),
     /// A relay sink on a spool of many streams (the gateway's): the relay protocol carries one
     /// shipper's stream.
     #[error("a relay sink forwards one shipper's stream; a gateway cannot relay")]

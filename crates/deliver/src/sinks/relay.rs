@@ -13,15 +13,16 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls_platform_verifier::BuilderVerifierExt;
+use teelog_relay::address::RelayAddress;
 use teelog_relay::{push_frame, FrameReader, Hello, RelayError, ServerMessage, StreamHeads, Welcome};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use teelog_store::reader::Position;
 
 use super::{OpenError, Progress};
 use crate::config::{RelaySinkConfig, RelayTlsConfig};
 use crate::delivery::{Delivery, Sink, SinkError};
+use crate::dial::{dial, Io};
 
 /// Bytes of frames written before the acknowledgements are read.
 const WRITE_BYTES: usize = 1 << 20;
@@ -30,7 +31,7 @@ const WRITE_BYTES: usize = 1 << 20;
 /// done once the gateway acknowledged every line of it, and a broken connection sends again what
 /// was not acknowledged.
 pub struct RelaySink {
-    address: String,
+    address: RelayAddress,
     hello: Hello,
     timeout: Duration,
     /// With TLS: the connector and the name the gateway's certificate must carry.
@@ -41,10 +42,6 @@ pub struct RelaySink {
     /// refused as too large.
     too_large: Option<(Position, BTreeSet<usize>)>,
 }
-
-/// A connection to the gateway, plain or TLS.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
 struct Connection {
     socket: Box<dyn Io>,
@@ -58,19 +55,18 @@ impl RelaySink {
     /// A sink for the spool of `stream`.
     pub fn open(config: &RelaySinkConfig, stream: &str) -> Result<Self, OpenError> {
         let token = crate::config::bearer_token(&config.bearer_token, &config.bearer_token_file)?;
+        let address = RelayAddress::parse(&config.address)?;
         let tls = match &config.tls {
             None => None,
             Some(tls) => {
-                let host = config.address.rsplit_once(':').map_or(config.address.as_str(), |(host, _)| host);
-                let name =
-                    tls.server_name.as_deref().unwrap_or(host.trim_start_matches('[').trim_end_matches(']'));
+                let name = crate::config::tls_server_name(tls, &address)?;
                 let name = ServerName::try_from(name.to_string())
                     .map_err(|e| OpenError::Tls(format!("server name {name:?}: {e}")))?;
                 Some((tokio_rustls::TlsConnector::from(client_config(tls)?), name))
             }
         };
         Ok(Self {
-            address: config.address.clone(),
+            address,
             hello: Hello::new(stream, token, false),
             timeout: config.timeout,
             tls,
@@ -99,7 +95,7 @@ impl RelaySink {
     }
 
     /// The address the sink relays to.
-    pub fn address(&self) -> &str {
+    pub fn address(&self) -> &RelayAddress {
         &self.address
     }
 
@@ -108,13 +104,12 @@ impl RelaySink {
         let unreachable = |e: String| {
             SinkError::retry("connect", format!("could not reach the gateway at {}: {e}", self.address))
         };
-        let socket = tokio::time::timeout(self.timeout, TcpStream::connect(&self.address))
+        let socket = tokio::time::timeout(self.timeout, dial(&self.address))
             .await
             .map_err(|_| unreachable(format!("no connection within {:?}", self.timeout)))?
             .map_err(|e| unreachable(e.to_string()))?;
-        let _ = socket.set_nodelay(true);
         let socket: Box<dyn Io> = match &self.tls {
-            None => Box::new(socket),
+            None => socket,
             Some((connector, name)) => {
                 let handshake = connector.connect(name.clone(), socket);
                 let stream = tokio::time::timeout(self.timeout, handshake)
@@ -265,7 +260,7 @@ fn client_config(tls: &RelayTlsConfig) -> Result<Arc<rustls::ClientConfig>, Open
 
 /// A gateway's answer that is not the one expected: its error, or a protocol violation. Both
 /// are retried on a new connection; the lines stay in the spool meanwhile.
-fn unexpected(address: &str, message: &ServerMessage) -> SinkError {
+fn unexpected(address: &RelayAddress, message: &ServerMessage) -> SinkError {
     match message {
         ServerMessage::Error(why) => {
             SinkError::retry("rejected", format!("the gateway at {address} refused: {why}"))
@@ -278,7 +273,7 @@ fn unexpected(address: &str, message: &ServerMessage) -> SinkError {
 
 impl Connection {
     /// The gateway's next message.
-    async fn reply(&mut self, timeout: Duration, address: &str) -> Result<ServerMessage, SinkError> {
+    async fn reply(&mut self, timeout: Duration, address: &RelayAddress) -> Result<ServerMessage, SinkError> {
         read_message(&mut self.socket, &mut self.replies, timeout)
             .await
             .map_err(|e| SinkError::retry("connect", format!("relay to {address}: {e}")))
