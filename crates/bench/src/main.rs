@@ -273,14 +273,7 @@ fn audit_runs(
     let client = teelog_loki::LokiClient::new(loki.url(), teelog_loki::ClientOptions::default())?;
     let layout = teelog_loki::Layout::new(teelog_loki::LayoutOptions::default())?;
     let mut batches = Vec::new();
-    for segment in teelog_store::segments(store)? {
-        let mut lines = LineReader::new(BufReader::new(File::open(&segment)?), 64 << 20);
-        while let Some((_, line)) = lines.next_line()? {
-            if let Line::Complete(bytes) = line {
-                batches.push(bytes.to_vec());
-            }
-        }
-    }
+    each_line(&teelog_store::segments(store)?, |line| batches.push(line.to_vec()))?;
     for chunk in batches.chunks(BATCHES_PER_PUSH) {
         let mut push = teelog_loki::PushBuilder::new(&layout);
         for line in chunk {
@@ -457,20 +450,33 @@ fn gateway_run(exe: &Path, dir: &Path, identity: &Path, store: &Path) -> anyhow:
         s(&identity.join("public-key.pem"))
     );
     fs::write(&config, text)?;
-    let mut frames = teelog_relay::Hello::new("bench", None, false).opening();
+    // The lines are streamed from the store, not held: whatever this process holds when it
+    // starts a later phase's child counts in that child's peak RSS.
+    let segments = teelog_store::segments(store)?;
     let mut lines = 0u64;
-    for segment in teelog_store::segments(store)? {
-        for line in fs::read(&segment)?.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            teelog_relay::push_frame(&mut frames, line);
-            lines += 1;
-        }
-    }
+    each_line(&segments, |_| lines += 1)?;
     let daemon = PinnedDaemon::start(exe, &["gateway".into(), "--config".into(), s(&config)], "relay")?;
     let start = Instant::now();
     let socket = TcpStream::connect(daemon.addr)?;
     socket.set_nodelay(true)?;
-    let mut writer = socket.try_clone()?;
-    let send = std::thread::spawn(move || writer.write_all(&frames));
+    let writer = socket.try_clone()?;
+    let send = std::thread::spawn(move || -> anyhow::Result<()> {
+        let mut writer = BufWriter::with_capacity(1 << 20, writer);
+        writer.write_all(&teelog_relay::Hello::new("bench", None, false).opening())?;
+        let mut frame = Vec::new();
+        let mut failed = None;
+        each_line(&segments, |line| {
+            frame.clear();
+            teelog_relay::push_frame(&mut frame, line);
+            if failed.is_none() {
+                failed = writer.write_all(&frame).err();
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        Ok(writer.flush()?)
+    });
     let mut replies = teelog_relay::FrameReader::client();
     let mut reader = socket;
     let mut buf = [0u8; 4096];
@@ -497,6 +503,19 @@ fn gateway_run(exe: &Path, dir: &Path, identity: &Path, store: &Path) -> anyhow:
     let run = daemon.stop(wall);
     fs::remove_dir_all(&spool)?;
     run
+}
+
+/// Calls `take` with each whole line of `segments`, in order, read as a stream.
+fn each_line(segments: &[PathBuf], mut take: impl FnMut(&[u8])) -> anyhow::Result<()> {
+    for segment in segments {
+        let mut reader = LineReader::new(BufReader::with_capacity(1 << 20, File::open(segment)?), 64 << 20);
+        while let Some((_, line)) = reader.next_line()? {
+            if let Line::Complete(bytes) = line {
+                take(bytes);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One keep-alive HTTP/1.1 connection to `/v1/logs`.
