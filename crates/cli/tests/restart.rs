@@ -215,6 +215,67 @@ fn a_state_and_spool_rolled_back_together_start_a_new_epoch_after_the_gateways_h
     gateway.stop();
 }
 
+/// Issue 15 §4: two replicas on one stream, each its own instance. A replica's first start
+/// (`start.instance = "new"`) begins an instance and logs its genesis epoch; a later start without
+/// chain state names that instance and links to its head, not to the other replica's; without
+/// the name it refuses, the gateway holding two heads. The gateway's store verifies with two
+/// instances allowed.
+#[test]
+fn a_replica_starting_without_state_links_to_its_own_instances_head() {
+    let f = fixture();
+    let b = f.path("b");
+    common::keygen(&b.join("id"), &[]);
+    let text = format!(
+        "[spool]\ndir = '{}'\n[listen]\nrelay = '127.0.0.1:0'\n[verify]\npubkeys = ['{}', '{}']\n[[sinks]]\nkind = 'store'\ndir = '{}'\n",
+        s(&f.path("gw-spool")),
+        s(&f.identity.join("public-key.pem")),
+        s(&b.join("id/public-key.pem")),
+        s(&f.path("gw-store")),
+    );
+    std::fs::write(f.path("gateway.toml"), text).unwrap();
+    let gateway = Daemon::gateway(&f.path("gateway.toml"));
+    let relay = gateway.addr("relay").to_string();
+    let genesis = |root: &Path, input: &[u8]| {
+        let out = ship(root, &relay, "instance = 'new'", input);
+        let log = stderr(&out);
+        assert!(out.status.success(), "{log}");
+        let epoch = batches(&root.join("spool"))[0].0["epoch"].as_str().unwrap().to_string();
+        assert!(log.contains(&format!("set start.instance = \"{epoch}\"")), "{log}");
+        epoch
+    };
+    let a_instance = genesis(&f.root, &records(0..10));
+    let b_instance = genesis(&b, &records(100..110));
+    assert_ne!(a_instance, b_instance);
+    wait_for_store(&f, 4);
+    let a_head = header_hash(&batches(&f.path("spool")).last().unwrap().1);
+
+    // A's chain state is lost: unnamed, two heads; named, A's own.
+    std::fs::remove_dir_all(f.identity.join("state")).unwrap();
+    let out = ship(&f.root, &relay, "", &records(10..15));
+    assert!(!out.status.success() && stderr(&out).contains("holds 2 heads"), "{}", stderr(&out));
+    let out = ship(&f.root, &relay, &format!("instance = '{a_instance}'"), &records(10..15));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = batches(&f.path("spool"));
+    let first_new = &after.last().unwrap().0;
+    assert_eq!(first_new["prev"].as_str(), Some(a_head.as_str()), "linked to A's head: {first_new}");
+
+    wait_for_store(&f, 5);
+    let (pubkeys, store) =
+        ([f.identity.join("public-key.pem"), b.join("id/public-key.pem")], f.path("gw-store"));
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["verify", "--store", s(&store), "--json"];
+        for key in &pubkeys {
+            args.extend(["--pubkey", s(key)]);
+        }
+        args.extend_from_slice(extra);
+        report(&teelog(&args, b""))
+    };
+    let (code, json, kinds) = verify(&["--instances", "2"]);
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    assert_eq!(json["records"].as_u64(), Some(25), "{json}");
+    gateway.stop();
+}
+
 #[test]
 fn a_restart_linked_to_a_cut_tail_is_found_by_the_gateway_verify_and_audit() {
     let f = fixture();

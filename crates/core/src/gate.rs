@@ -375,15 +375,21 @@ impl Gate {
     /// The heads of `stream`'s epochs that no other epoch it knows continues from (its chain
     /// tips), newest `sealed_at` first: one for a stream with one signer and no fork, none for a
     /// stream no validly signed batch has named. Only validly signed headers are tracked, so
-    /// every tip is a header a signer the gateway trusts sealed.
-    pub fn tips(&self, stream: &str) -> Vec<Tip> {
+    /// every tip is a header a signer the gateway trusts sealed. With `instance`, only the tips
+    /// of that instance (docs/FORMAT.md §5.5: the chain from that genesis epoch).
+    pub fn tips(&self, stream: &str, instance: Option<&str>) -> Vec<Tip> {
         let Some(track) = self.continuity.streams.get(stream) else { return Vec::new() };
         let continued: HashSet<&str> =
             track.epochs.values().filter_map(|e| e.starts_after.as_deref()).collect();
+        let roots = instance.map(|_| track.roots());
+        let in_instance = |epoch: &str| match (instance, &roots) {
+            (Some(instance), Some(roots)) => roots.get(epoch).is_some_and(|root| root == instance),
+            _ => true,
+        };
         let mut tips: Vec<Tip> = track
             .epochs
             .iter()
-            .filter(|(_, e)| e.last_seq > 0 && !continued.contains(e.head.as_str()))
+            .filter(|(id, e)| e.last_seq > 0 && !continued.contains(e.head.as_str()) && in_instance(id))
             .map(|(epoch, e)| Tip {
                 epoch: epoch.clone(),
                 seq: e.last_seq,
@@ -1081,13 +1087,14 @@ mod tests {
     fn the_tips_are_the_heads_no_epoch_continues_from() {
         let (a, b, stranger) = (signer(), signer(), signer());
         let mut gate = gate(&[&a, &b]);
-        assert_eq!(gate.tips("app"), Vec::new(), "nothing of the stream yet");
+        assert_eq!(gate.tips("app", None), Vec::new(), "nothing of the stream yet");
         let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let first = epoch(&mut head, &a, 3);
         kinds(&mut gate, &first);
-        let tip = |gate: &Gate| gate.tips("app").iter().map(|t| (t.epoch.clone(), t.seq)).collect::<Vec<_>>();
+        let tip =
+            |gate: &Gate| gate.tips("app", None).iter().map(|t| (t.epoch.clone(), t.seq)).collect::<Vec<_>>();
         assert_eq!(tip(&gate), vec![(head.epoch.clone(), 3)]);
-        assert_eq!(gate.tips("app")[0].hash, head.prev.clone().unwrap());
+        assert_eq!(gate.tips("app", None)[0].hash, head.prev.clone().unwrap());
         // Handed over: only the new epoch is a tip. A stranger's batch is no head at all.
         let mut next = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
         kinds(&mut gate, &epoch(&mut next, &b, 2));
@@ -1099,7 +1106,7 @@ mod tests {
         let mut fork = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
         kinds(&mut gate, &epoch(&mut fork, &a, 1));
         assert_eq!(tip(&gate), vec![(fork.epoch.clone(), 1), (next.epoch.clone(), 2)]);
-        assert!(gate.tips("other").is_empty());
+        assert!(gate.tips("other", None).is_empty());
     }
 
     #[test]

@@ -155,6 +155,7 @@ enum Msg {
     /// Where a stream stands among the groups already durable (see [`Gate::tips`]).
     Tips {
         stream: String,
+        instance: Option<String>,
         reply: oneshot::Sender<Vec<Tip>>,
     },
     /// Sign a checkpoint of what is spooled (docs/FORMAT.md §17).
@@ -184,9 +185,9 @@ impl Ingest {
 
     /// The chain tips of `stream` in the spool: asked of the writer between two groups, so
     /// every head it names is durable (appended and in the saved continuity state).
-    pub async fn tips(&self, stream: &str) -> Result<Vec<Tip>, IngestError> {
+    pub async fn tips(&self, stream: &str, instance: Option<&str>) -> Result<Vec<Tip>, IngestError> {
         let (reply, answer) = oneshot::channel();
-        let msg = Msg::Tips { stream: stream.to_string(), reply };
+        let msg = Msg::Tips { stream: stream.to_string(), instance: instance.map(str::to_string), reply };
         self.tx.send(msg).await.map_err(|_| IngestError::Stopped)?;
         answer.await.map_err(|_| IngestError::Stopped)
     }
@@ -363,8 +364,8 @@ impl Writer {
             }
             // Taken before the group being gathered is judged: the gate holds only what is
             // durable.
-            Msg::Tips { stream, reply } => {
-                let _ = reply.send(self.gate.tips(&stream));
+            Msg::Tips { stream, instance, reply } => {
+                let _ = reply.send(self.gate.tips(&stream, instance.as_deref()));
                 None
             }
             Msg::Checkpoint => {

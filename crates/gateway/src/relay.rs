@@ -383,7 +383,10 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             reader.set_max(access.max_frame_bytes);
             buf = vec![0u8; READ_BUFFER];
             let welcome = if hello.heads {
-                Welcome::Heads(stream_heads(&access.name, ingest.tips(&hello.stream).await?))
+                Welcome::Heads(stream_heads(
+                    &access.name,
+                    ingest.tips(&hello.stream, hello.instance.as_deref()).await?,
+                ))
             } else {
                 Welcome::Name(access.name.clone())
             };

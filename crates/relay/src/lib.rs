@@ -46,13 +46,18 @@ pub struct Hello {
     /// heads reports as such rather than linking to a head of its own choosing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub heads: bool,
+    /// With [`Hello::heads`], the instance of the stream (docs/FORMAT.md §5.5) whose heads are
+    /// asked for, named by its genesis epoch (32 lower-case hex digits): a replica that starts
+    /// without chain state links to its own instance's head, not to another replica's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 impl Hello {
     /// A hello for `stream`, with the gateway's `token` if it asks for one; `heads` asks for
     /// the stream's durable heads in the welcome.
     pub fn new(stream: &str, token: Option<String>, heads: bool) -> Self {
-        Self { relay: VERSION, stream: stream.to_string(), token, heads }
+        Self { relay: VERSION, stream: stream.to_string(), token, heads, instance: None }
     }
 }
 
@@ -140,6 +145,15 @@ impl Hello {
             serde_json::from_slice(payload).map_err(|e| RelayError::BadHello(e.to_string()))?;
         if hello.relay != VERSION {
             return Err(RelayError::Version(hello.relay));
+        }
+        if let Some(instance) = &hello.instance {
+            let epoch =
+                instance.len() == 32 && instance.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            if !hello.heads || !epoch {
+                return Err(RelayError::BadHello(format!(
+                    "instance {instance:?}: an epoch (32 lower-case hex digits), given only with \"heads\":true"
+                )));
+            }
         }
         Ok(hello)
     }
@@ -359,6 +373,19 @@ mod tests {
         ));
         assert_eq!(check_line(b"a\nb"), Err(RelayError::Newline));
         assert!(matches!(ServerMessage::parse(b"{\"ack\":\"x\"}"), Err(RelayError::BadMessage(_))));
+    }
+
+    #[test]
+    fn a_hello_names_an_instance_only_as_an_epoch_and_only_asking_for_heads() {
+        let epoch = "0123456789abcdef0123456789abcdef";
+        let hello = Hello { instance: Some(epoch.into()), ..Hello::new("app", None, true) };
+        let opening = hello.opening();
+        assert_eq!(Hello::parse(&opening[MAGIC.len() + 4..]), Ok(hello));
+        for (instance, heads) in [(epoch, false), ("0123", true), ("0123456789ABCDEF0123456789ABCDEF", true)]
+        {
+            let payload = format!(r#"{{"relay":1,"stream":"app","heads":{heads},"instance":"{instance}"}}"#);
+            assert!(matches!(Hello::parse(payload.as_bytes()), Err(RelayError::BadHello(_))), "{payload}");
+        }
     }
 
     #[test]

@@ -81,11 +81,38 @@ pub struct StartConfig {
     /// How long to keep asking an unreachable gateway (default 30 s).
     #[serde(deserialize_with = "duration")]
     pub wait: Duration,
+    /// For one of several signers on the stream (replicas, docs/FORMAT.md §5.5): the instance
+    /// this one continues, by its genesis epoch, so that a start without chain state links to
+    /// that instance's head, not to another replica's; `"new"` for a replica's first start,
+    /// which begins an instance of its own and links to nothing the gateway holds.
+    pub instance: Option<String>,
 }
 
 impl Default for StartConfig {
     fn default() -> Self {
-        Self { gateway_head: GatewayHeadMode::Require, wait: Duration::from_secs(30) }
+        Self { gateway_head: GatewayHeadMode::Require, wait: Duration::from_secs(30), instance: None }
+    }
+}
+
+/// What `start.instance` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Instance<'a> {
+    /// The stream's only chain.
+    Only,
+    /// A new instance: a genesis epoch.
+    New,
+    /// The instance from this genesis epoch.
+    Of(&'a str),
+}
+
+impl StartConfig {
+    /// `instance`, read.
+    pub fn instance(&self) -> Instance<'_> {
+        match self.instance.as_deref() {
+            None => Instance::Only,
+            Some("new") => Instance::New,
+            Some(epoch) => Instance::Of(epoch),
+        }
     }
 }
 
@@ -246,6 +273,13 @@ impl Config {
     /// What the types cannot say.
     pub fn check(&self) -> Result<(), String> {
         teelog_core::batch::check_stream_name(&self.stream).map_err(|e| format!("stream: {e}"))?;
+        if let Instance::Of(epoch) = self.start.instance() {
+            if epoch.len() != 32 || !epoch.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(format!(
+                    "start.instance {epoch:?}: the genesis epoch of this replica's instance (32 lower-case hex digits, as its first start logged it), or \"new\" for its first start"
+                ));
+            }
+        }
         // A zero here would not mean "no limit": it would refuse every line, every request or
         // every segment, or spin, so the shipper would run and sign nothing.
         let s = &self.sources;

@@ -18,7 +18,7 @@ use teelog_deliver::spool::SpoolState;
 use teelog_deliver::{delivery, sinks};
 use teelog_relay::{Head, StreamHeads};
 
-use crate::config::{AckMode, Config, GatewayHeadMode};
+use crate::config::{AckMode, Config, GatewayHeadMode, Instance};
 use crate::metrics::ShipMetrics;
 use crate::output::HeadTrust;
 use crate::pipeline::{Pipeline, PipelineOptions, Shared};
@@ -103,10 +103,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let state = identity.load_state(&config.stream)?;
     let gateway = match state {
         Some(state) if !identity.has_fresh_key() => own_epoch_at_gateway(&config, &state.epoch).await,
+        // A replica's first start: no head the gateway holds is its own.
+        _ if config.start.instance() == Instance::New => None,
         _ => gateway_head(&config).await?,
     };
     let ack = ack_mode(&config, &identity);
     let signer = StreamSigner::open_spool(identity, &config.stream, spool, &trust, gateway.as_ref())?;
+    if config.start.instance() == Instance::New {
+        let head = signer.sealer().head();
+        let genesis = head.prev.is_none() && head.next_seq == 1;
+        tracing::info!(target: "teelog::ship", stream = %config.stream, "start.instance = \"new\": {}; set start.instance = \"{}\" for this replica's later starts", if genesis { "a new instance begins" } else { "local storage held a head of this replica's, which the epoch continues" }, head.epoch);
+    }
     let options = PipelineOptions { remote_ack: ack == AckMode::Remote, ..config.pipeline_options() };
     let pipeline = Pipeline::start(signer, options, Arc::new(ShipMetrics::default()))?;
     let spool = pipeline.shared().spool.clone();
@@ -294,7 +301,7 @@ async fn gateway_head(config: &Config) -> Result<Option<GatewayHead>, DaemonErro
         let opened = RelaySink::open(relay, &config.stream)
             .map_err(|error| DaemonError::Sink { name: sink.name(), error })?;
         // Why there is no head to link to, and what would give one.
-        let answer = match ask_heads(&opened, config.start.wait).await {
+        let answer = match ask_heads(&opened, config.start.wait, instance_of(config)).await {
             Ok(heads) => one_head(&config.stream, &opened.address().to_string(), heads)
                 .map_err(|why| (why, "restore this signer's chain state")),
             Err(unanswered) => Err(unanswered),
@@ -331,7 +338,7 @@ async fn own_epoch_at_gateway(config: &Config, epoch: &str) -> Option<GatewayHea
     for sink in &config.sinks {
         let SinkConfig::Relay(relay) = sink else { continue };
         let Ok(opened) = RelaySink::open(relay, &config.stream) else { continue };
-        let heads = match ask_heads(&opened, Duration::ZERO).await {
+        let heads = match ask_heads(&opened, Duration::ZERO, instance_of(config)).await {
             Ok(heads) => heads,
             Err((why, _)) => {
                 tracing::warn!(target: "teelog::ship", "{why}; the chain state is continued without checking it against the gateway");
@@ -352,11 +359,15 @@ async fn own_epoch_at_gateway(config: &Config, epoch: &str) -> Option<GatewayHea
 
 /// Asks `sink`'s gateway for the stream's heads until it answers or `wait` passes; a gateway
 /// that answers without heads is not asked again. An error says why, and what would cure it.
-async fn ask_heads(sink: &RelaySink, wait: Duration) -> Result<StreamHeads, (String, &'static str)> {
+async fn ask_heads(
+    sink: &RelaySink,
+    wait: Duration,
+    instance: Option<&str>,
+) -> Result<StreamHeads, (String, &'static str)> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut backoff = Duration::from_millis(200);
     loop {
-        match sink.heads().await {
+        match sink.heads(instance).await {
             Ok(heads) => return Ok(heads),
             Err(e) if !e.retryable || tokio::time::Instant::now() + backoff > deadline => {
                 let why = format!(
@@ -392,6 +403,14 @@ fn one_head(stream: &str, address: &str, heads: StreamHeads) -> Result<Option<Ga
                 named.join(", ")
             ))
         }
+    }
+}
+
+/// The instance whose heads to ask for (`start.instance`), if one is named.
+fn instance_of(config: &Config) -> Option<&str> {
+    match config.start.instance() {
+        Instance::Of(epoch) => Some(epoch),
+        Instance::Only | Instance::New => None,
     }
 }
 

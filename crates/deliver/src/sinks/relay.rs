@@ -83,8 +83,9 @@ impl RelaySink {
     /// Where the sink's stream stands in the gateway's durable spool (docs/FORMAT.md §14), asked
     /// on a connection of its own that sends no line. A gateway that does not answer with heads
     /// (older than the `heads` member) is an error, never "no head".
-    pub async fn heads(&self) -> Result<StreamHeads, SinkError> {
-        let hello = Hello { heads: true, ..self.hello.clone() };
+    /// With `instance` (a genesis epoch), only that instance's heads.
+    pub async fn heads(&self, instance: Option<&str>) -> Result<StreamHeads, SinkError> {
+        let hello = Hello { heads: true, instance: instance.map(str::to_string), ..self.hello.clone() };
         match self.open_connection(&hello).await?.1 {
             Welcome::Heads(heads) => Ok(heads),
             Welcome::Name(gateway) => Err(SinkError::permanent(
