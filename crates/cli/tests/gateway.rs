@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::{keygen, report, s, teelog};
 use pki::{https, pki};
 use serde_json::Value;
-use ship_harness::Daemon;
+use ship_harness::{free_port, Daemon};
 use teelog_fake_loki::FakeLoki;
 
 struct Fixture {
@@ -159,11 +159,6 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
     let status = answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
-}
-
-fn free_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
 }
 
 fn ship_stdin(identity: &Path, spool: &Path, relay: SocketAddr, input: &[u8]) {

@@ -16,25 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{report, s, teelog};
 use serde_json::{json, Value};
-use ship_harness::{fixture, http_get, post, Daemon, Fixture};
-
-fn free_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
-/// A gateway on `relay` trusting the fixture's key, storing into `gw-store`.
-fn gateway_config(f: &Fixture, relay: &str) -> std::path::PathBuf {
-    let text = format!(
-        "[spool]\ndir = '{}'\n[listen]\nrelay = '{relay}'\n[verify]\npubkeys = ['{}']\n[[sinks]]\nkind = 'store'\ndir = '{}'\n",
-        s(&f.path("gw-spool")),
-        s(&f.identity.join("public-key.pem")),
-        s(&f.path("gw-store")),
-    );
-    let path = f.path("gateway.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use ship_harness::{fixture, free_port, http_get, post, Daemon, Fixture};
 
 /// An OTLP/JSON request of records numbered `range` (attribute `n`).
 fn otlp_json(range: std::ops::Range<u64>) -> Vec<u8> {
@@ -116,7 +98,7 @@ fn verify_gateway_store(f: &Fixture) -> (i32, Value, Vec<String>) {
 fn with_ack_remote_an_export_is_answered_only_once_the_gateway_holds_it() {
     let f = fixture();
     let relay = free_port();
-    let config = gateway_config(&f, &relay);
+    let config = f.relay_gateway(&relay, &[], "");
     let gateway = Daemon::gateway(&config);
     let ship = shipper(&f, "127.0.0.1:0", &relay);
     let otlp = ship.http.unwrap();
@@ -170,7 +152,7 @@ fn kill_9_with_the_spool_in_memory_and_lost_at_each_restart_loses_nothing_acknow
 fn kill_9_under_load(in_memory: bool) {
     let f = fixture();
     let (relay, otlp) = (free_port(), free_port());
-    let config = gateway_config(&f, &relay);
+    let config = f.relay_gateway(&relay, &[], "");
     let mut gateway = Daemon::gateway(&config);
     let shm = tempfile::tempdir_in("/dev/shm").unwrap();
     let (spool, ack) =
@@ -293,7 +275,7 @@ fn a_one_shot_stdin_run_that_cannot_deliver_says_how_much_waits_where_and_fails(
     assert!(log.contains(s(&spool)), "says where they wait: {log}");
 
     // With the gateway there, the next run delivers them and succeeds.
-    let gateway = Daemon::gateway(&gateway_config(&f, &relay));
+    let gateway = Daemon::gateway(&f.relay_gateway(&relay, &[], ""));
     let out = run(b"");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     gateway.stop();

@@ -8,38 +8,15 @@
 mod common;
 mod ship_harness;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{report, s, teelog};
 use serde_json::Value;
-use ship_harness::{fixture, http_get, Daemon, Fixture};
+use ship_harness::{copy_dir, fixture, free_port, http_get, Daemon, Fixture};
 
 fn records(range: std::ops::Range<u32>) -> Vec<u8> {
     range.map(|i| format!("{{\"message\":\"record {i}\",\"n\":{i}}}\n")).collect::<String>().into_bytes()
-}
-
-fn free_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
-/// A gateway on `relay` trusting the fixture's key, storing into `gw-store`.
-fn gateway_config(f: &Fixture, relay: &str) -> PathBuf {
-    gateway_config_with(f, relay, "")
-}
-
-/// [`gateway_config`] with more `sinks` (TOML).
-fn gateway_config_with(f: &Fixture, relay: &str, sinks: &str) -> PathBuf {
-    let text = format!(
-        "[spool]\ndir = '{}'\n[listen]\nrelay = '{relay}'\n[verify]\npubkeys = ['{}']\n[metrics]\nlisten = '127.0.0.1:0'\n[[sinks]]\nkind = 'store'\ndir = '{}'\n{sinks}",
-        s(&f.path("gw-spool")),
-        s(&f.identity.join("public-key.pem")),
-        s(&f.path("gw-store")),
-    );
-    let path = f.path("gateway.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// `teelog ship --stdin` of `input` into the kept spool `ROOT/spool` with the identity `ROOT/id`, relayed to `relay`, with the
@@ -134,7 +111,7 @@ fn wait_for_store(f: &Fixture, n: usize) {
 #[test]
 fn a_restart_links_to_the_gateways_head_not_to_a_cut_local_tail() {
     let f = fixture();
-    let gateway = Daemon::gateway(&gateway_config(&f, "127.0.0.1:0"));
+    let gateway = Daemon::gateway(&f.relay_gateway("127.0.0.1:0", &[], ""));
     let relay = gateway.addr("relay").to_string();
     let before = first_run_then_cut(&f, &relay);
 
@@ -161,17 +138,6 @@ fn a_restart_links_to_the_gateways_head_not_to_a_cut_local_tail() {
     gateway.stop();
 }
 
-/// Copies the files of directory `from` into `to` (one level, as the state and a spool are).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
-
 /// Issue 21 §4: the host restores the chain state and the spool together from an older snapshot.
 /// Both agree with each other, so only the gateway can tell: it holds the epoch past where the
 /// state stands, and the shipper starts a new epoch after the gateway's head instead of signing
@@ -179,7 +145,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn a_state_and_spool_rolled_back_together_start_a_new_epoch_after_the_gateways_head() {
     let f = fixture();
-    let gateway = Daemon::gateway(&gateway_config(&f, "127.0.0.1:0"));
+    let gateway = Daemon::gateway(&f.relay_gateway("127.0.0.1:0", &[], ""));
     let relay = gateway.addr("relay").to_string();
     let out = ship(&f.root, &relay, "", &records(0..10));
     assert!(out.status.success(), "{}", stderr(&out));
@@ -225,15 +191,7 @@ fn a_replica_starting_without_state_links_to_its_own_instances_head() {
     let f = fixture();
     let b = f.path("b");
     common::keygen(&b.join("id"), &[]);
-    let text = format!(
-        "[spool]\ndir = '{}'\n[listen]\nrelay = '127.0.0.1:0'\n[verify]\npubkeys = ['{}', '{}']\n[[sinks]]\nkind = 'store'\ndir = '{}'\n",
-        s(&f.path("gw-spool")),
-        s(&f.identity.join("public-key.pem")),
-        s(&b.join("id/public-key.pem")),
-        s(&f.path("gw-store")),
-    );
-    std::fs::write(f.path("gateway.toml"), text).unwrap();
-    let gateway = Daemon::gateway(&f.path("gateway.toml"));
+    let gateway = Daemon::gateway(&f.relay_gateway("127.0.0.1:0", &[b.join("id/public-key.pem")], ""));
     let relay = gateway.addr("relay").to_string();
     let genesis = |root: &Path, input: &[u8]| {
         let out = ship(root, &relay, "instance = 'new'", input);
@@ -281,8 +239,7 @@ fn a_restart_linked_to_a_cut_tail_is_found_by_the_gateway_verify_and_audit() {
     let f = fixture();
     let relay = free_port();
     let loki = teelog_fake_loki::FakeLoki::start().unwrap();
-    let config =
-        gateway_config_with(&f, &relay, &format!("[[sinks]]\nkind = 'loki'\nurl = '{}'\n", loki.url()));
+    let config = f.relay_gateway(&relay, &[], &format!("[[sinks]]\nkind = 'loki'\nurl = '{}'\n", loki.url()));
     let gateway = Daemon::gateway(&config);
     first_run_then_cut(&f, &relay);
     // The gateway is down at the restart and the shipper is told to fall back to local storage:
@@ -334,7 +291,7 @@ fn a_restart_linked_to_a_cut_tail_is_found_by_the_gateway_verify_and_audit() {
 fn without_the_gateway_a_restart_without_state_refuses_to_start_by_default() {
     let f = fixture();
     let relay = free_port();
-    let config = gateway_config(&f, &relay);
+    let config = f.relay_gateway(&relay, &[], "");
     let gateway = Daemon::gateway(&config);
     first_run_then_cut(&f, &relay);
     gateway.kill_9();
@@ -351,7 +308,7 @@ fn without_the_gateway_a_restart_without_state_refuses_to_start_by_default() {
 #[test]
 fn a_followed_head_the_gateway_has_moved_past_stops_the_start() {
     let f = fixture();
-    let gateway = Daemon::gateway(&gateway_config(&f, "127.0.0.1:0"));
+    let gateway = Daemon::gateway(&f.relay_gateway("127.0.0.1:0", &[], ""));
     let relay = gateway.addr("relay").to_string();
     first_run_then_cut(&f, &relay);
     // A new identity made to follow the cut spool: its document attests the second batch, while
@@ -430,7 +387,7 @@ fn relay_connection(relay: std::net::SocketAddr, stream: &str, heads: bool) -> (
 #[test]
 fn a_hello_asking_for_the_heads_ends_the_streams_earlier_connections_first() {
     let f = fixture();
-    let gateway = Daemon::gateway(&gateway_config(&f, "127.0.0.1:0"));
+    let gateway = Daemon::gateway(&f.relay_gateway("127.0.0.1:0", &[], ""));
     let relay = gateway.addr("relay");
     // An earlier run's connection, still open, and one of another stream.
     let (mut earlier, welcome) = relay_connection(relay, "app", false);

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::s;
-use ship_harness::{fixture, http_get, post, stored_records, Daemon, Fixture};
+use ship_harness::{copy_dir, fixture, http_get, post, stored_records, Daemon, Fixture};
 
 impl Fixture {
     /// A configuration with the identity, a kept spool `spool`, `batch` (keys of `[batch]`)
@@ -404,17 +404,6 @@ fn a_spool_lost_while_the_chain_state_survives_never_makes_the_shipper_sign_a_se
     assert!(log.contains("a new epoch starts after the state's head"), "{log}");
     // The sink holds both runs as one chain: no seq signed twice, nothing missing.
     assert_eq!(findings(&f, &archive), Vec::<String>::new());
-}
-
-/// Copies the files of directory `from` into `to` (one level, as the state and a spool are).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 /// The limit without the gateway's head (issue 15) or a TPM counter: a host that restores the

@@ -33,6 +33,41 @@ impl Fixture {
     pub fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
+
+    /// `gateway.toml` for a gateway relaying on `relay` (with metrics on a free port), trusting
+    /// the fixture's key and `keys`, storing into `gw-store`, with `more` (TOML) appended.
+    pub fn relay_gateway(&self, relay: &str, keys: &[PathBuf], more: &str) -> PathBuf {
+        let pubkeys: Vec<String> = std::iter::once(self.identity.join("public-key.pem"))
+            .chain(keys.iter().cloned())
+            .map(|key| format!("'{}'", key.to_str().unwrap()))
+            .collect();
+        let text = format!(
+            "[spool]\ndir = '{}'\n[listen]\nrelay = '{relay}'\n[verify]\npubkeys = [{}]\n[metrics]\nlisten = '127.0.0.1:0'\n[[sinks]]\nkind = 'store'\ndir = '{}'\n{more}",
+            self.path("gw-spool").to_str().unwrap(),
+            pubkeys.join(", "),
+            self.path("gw-store").to_str().unwrap(),
+        );
+        let path = self.path("gateway.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+/// A loopback address no one listens on now, for a daemon to be started on later.
+pub fn free_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// Copies the files of directory `from` into `to` (one level, as the state and a spool are).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
 }
 
 /// Every record of every batch line in a store directory, in file order.
