@@ -387,15 +387,8 @@ impl Loki<'_> {
         let mut read = 0u64;
         for (start, end) in windows(from, to) {
             let mut pager = self.pager(selector, start, end)?;
-            let inside = cuts.iter().filter(|&&at| at > start && at < end);
-            if self.concurrent_queries > 1 && inside.clone().next().is_some() {
-                let mut parts = Vec::new();
-                for &at in inside {
-                    if let Some(rest) = pager.split_at(at) {
-                        parts.push(std::mem::replace(&mut pager, rest));
-                    }
-                }
-                parts.push(pager);
+            if self.concurrent_queries > 1 && cuts.iter().any(|&at| at > start && at < end) {
+                let parts = split_at_each(pager, cuts.iter().copied());
                 read = self.read_parts(selector, parts, &mut take, read).await?;
                 continue;
             }
@@ -507,18 +500,25 @@ const MAX_PARTS: u64 = 64;
 /// The rest of `pager`'s range, past the page it has read (whose first entry was at `first`),
 /// up to `end`, in parts of about [`PAGES_PER_PART`] pages each if the entries go on as
 /// densely as that page held them.
-fn split_by_density(mut pager: Pager, first: UnixNanos, end: UnixNanos) -> Vec<Pager> {
+fn split_by_density(pager: Pager, first: UnixNanos, end: UnixNanos) -> Vec<Pager> {
     let position = pager.position();
     let covered = u64::try_from(position.saturating_sub(first)).unwrap_or(0).max(1);
     let rest = u64::try_from(end.saturating_sub(position)).unwrap_or(0);
     let pages = rest.div_ceil(covered);
     let count = pages.div_ceil(PAGES_PER_PART).clamp(1, MAX_PARTS);
     let step = (rest / count).max(1);
+    let cuts =
+        (1..count).map(|i| position.saturating_add(UnixNanos::try_from(step * i).unwrap_or(UnixNanos::MAX)));
+    split_at_each(pager, cuts)
+}
+
+/// `pager`'s range cut at `cuts`, in time order; a cut outside what is left of the range is
+/// passed over.
+fn split_at_each(mut pager: Pager, cuts: impl IntoIterator<Item = UnixNanos>) -> Vec<Pager> {
     let mut parts = Vec::new();
-    for i in 1..count {
-        let at = position.saturating_add(UnixNanos::try_from(step * i).unwrap_or(UnixNanos::MAX));
-        if let Some(tail) = pager.split_at(at) {
-            parts.push(std::mem::replace(&mut pager, tail));
+    for at in cuts {
+        if let Some(rest) = pager.split_at(at) {
+            parts.push(std::mem::replace(&mut pager, rest));
         }
     }
     parts.push(pager);
