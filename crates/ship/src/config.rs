@@ -274,7 +274,8 @@ impl Config {
     pub fn check(&self) -> Result<(), String> {
         teelog_core::batch::check_stream_name(&self.stream).map_err(|e| format!("stream: {e}"))?;
         if let Instance::Of(epoch) = self.start.instance() {
-            if epoch.len() != 32 || !epoch.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            // Sent as it is written: it must already be the epoch's one spelling.
+            if teelog_core::batch::normalize_epoch(epoch).ok().as_deref() != Some(epoch) {
                 return Err(format!(
                     "start.instance {epoch:?}: the genesis epoch of this replica's instance (32 lower-case hex digits, as its first start logged it), or \"new\" for its first start"
                 ));
@@ -367,6 +368,20 @@ mod tests {
 
     fn load(text: &str) -> Result<Config, String> {
         parse_checked(text, Config::check)
+    }
+
+    #[test]
+    fn start_instance_is_new_or_an_epoch_as_written() {
+        let with = |instance: &str| {
+            load(&format!("identity = 'i'\n[start]\ninstance = '{instance}'\n[spool]\ndir = 's'\nkeep = true\n[sources]\nstdin = true\n"))
+        };
+        let epoch = "0123456789abcdef0123456789abcdef";
+        assert_eq!(with("new").unwrap().start.instance(), Instance::New);
+        assert_eq!(with(epoch).unwrap().start.instance(), Instance::Of(epoch));
+        for bad in ["0123", "0123456789ABCDEF0123456789ABCDEF", " 0123456789abcdef0123456789abcdef"] {
+            let err = with(bad).unwrap_err();
+            assert!(err.contains("start.instance"), "{bad:?}: {err}");
+        }
     }
 
     #[test]
