@@ -393,10 +393,13 @@ pub fn otlp(data: &[u8]) {
         request
     };
     let mut out = Vec::new();
-    let _ = teelog_otlp::for_each_record(&request, &mut out, |record| {
-        let json = serde_json::from_slice::<serde_json::Value>(record);
-        assert!(json.is_ok(), "a mapped record is not JSON: {json:?}");
-        let _ = BatchBuilder::new().push_input(record, &now);
+    let _ = teelog_otlp::for_each_record(&request, now(), &mut out, |record| {
+        // The signer takes mapped records as they are: each must be canonical already.
+        let mut again = Vec::new();
+        let canon = &mut teelog_core::canon::Canonicalizer::new();
+        let canonical = teelog_core::record::canonicalize_record(canon, record, &now, &mut again).is_ok()
+            && again == record;
+        assert!(canonical, "a mapped record is not in canonical form: {}", String::from_utf8_lossy(record));
         Ok::<(), ()>(())
     });
 }

@@ -407,6 +407,37 @@ pub enum Taken {
     Refused(RecordError),
 }
 
+/// An input as a signer takes it.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A JSON object, to be canonicalised as a record (docs/FORMAT.md §2.2).
+    Json(&'a [u8]),
+    /// A record teelog's own writers made in canonical form (the OTLP mapping, notices), with the
+    /// `ts` it carries: taken as it is, so that it is canonicalised once, where it was made.
+    Canonical {
+        /// The record's canonical bytes.
+        record: &'a [u8],
+        /// Its `ts`.
+        ts: UnixNanos,
+    },
+}
+
+impl<'a> Input<'a> {
+    /// The input's bytes, as received.
+    pub fn bytes(self) -> &'a [u8] {
+        match self {
+            Input::Json(bytes) | Input::Canonical { record: bytes, .. } => bytes,
+        }
+    }
+}
+
+/// Whether `record` is what the canonicaliser makes of it, `ts` included: what a writer that
+/// hands over [`Input::Canonical`] promises, checked in debug builds (every test).
+fn is_canonical_record(canon: &mut Canonicalizer, record: &[u8], ts: UnixNanos) -> bool {
+    let mut again = Vec::with_capacity(record.len());
+    canonicalize_record(canon, record, &|| ts, &mut again).is_ok_and(|t| t == ts) && again == record
+}
+
 /// Accumulates canonical records and seals them into one batch line.
 pub struct BatchBuilder {
     canon: Canonicalizer,
@@ -470,7 +501,7 @@ impl BatchBuilder {
     /// [`MAX_BATCH_LINE`] (signers use [`take`](Self::take), which seals first).
     pub fn push_input(&mut self, line: &[u8], now: &dyn Fn() -> UnixNanos) -> Result<(), RecordError> {
         let mark = self.records.len();
-        let (start, ts) = self.append(line, now)?;
+        let (start, ts) = self.append(Input::Json(line), now)?;
         if self.line_len() + 2 * HINT_LEN > MAX_BATCH_LINE {
             let bytes = self.records.len() - start;
             self.records.truncate(mark);
@@ -488,7 +519,7 @@ impl BatchBuilder {
     /// without a notice, and no line grows past [`MAX_BATCH_LINE`].
     pub fn take<E>(
         &mut self,
-        input: &[u8],
+        input: Input<'_>,
         source: &dyn Fn() -> String,
         now: &dyn Fn() -> UnixNanos,
         seal: impl FnOnce(&mut Self) -> Result<(), E>,
@@ -515,8 +546,8 @@ impl BatchBuilder {
         let notice = Refused {
             source: &source(),
             reason: &refused.to_string(),
-            bytes: input.len() as u64,
-            sha256: sha256(input),
+            bytes: input.bytes().len() as u64,
+            sha256: sha256(input.bytes()),
         };
         let start = self.append_with(|out| refusal_notice(&notice, ts, out));
         if self.fits() {
@@ -557,9 +588,20 @@ impl BatchBuilder {
     /// where it starts, and its `ts`. Nothing is appended if it is refused.
     fn append(
         &mut self,
-        input: &[u8],
+        input: Input<'_>,
         now: &dyn Fn() -> UnixNanos,
     ) -> Result<(usize, UnixNanos), RecordError> {
+        let input = match input {
+            Input::Json(input) => input,
+            Input::Canonical { record, ts } => {
+                debug_assert!(
+                    is_canonical_record(&mut self.canon, record, ts),
+                    "not in canonical form: {}",
+                    String::from_utf8_lossy(record)
+                );
+                return Ok((self.append_with(|out| out.extend_from_slice(record)), ts));
+            }
+        };
         let mark = self.records.len();
         if !self.is_empty() {
             self.records.push(b',');

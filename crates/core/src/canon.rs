@@ -630,8 +630,17 @@ fn ascii(number: &[u8]) -> &str {
 /// point order, which differs from UTF-16 order only when a non-ASCII character is involved.
 fn compare_utf16(a: &[u8], b: &[u8]) -> Ordering {
     // Names are runs of validated UTF-8 between character boundaries.
-    let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
-    a.encode_utf16().cmp(b.encode_utf16())
+    compare_names(&String::from_utf8_lossy(a), &String::from_utf8_lossy(b))
+}
+
+/// The order of member names in canonical form (RFC 8785 §3.2.3, by UTF-16 code units), for
+/// writers that emit canonical form directly.
+pub fn compare_names(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        a.cmp(b)
+    } else {
+        a.encode_utf16().cmp(b.encode_utf16())
+    }
 }
 
 /// RFC 8785 §3.2.2.2: escape only `"`, `\` and control characters, the short forms where JSON

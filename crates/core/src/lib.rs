@@ -18,6 +18,8 @@ mod seed;
 pub mod timestamp;
 pub mod verify;
 
-pub use batch::{BatchBuilder, ChainHead, Header, HeaderSigner, SealError, Sealed, SoftwareSigner, Taken};
+pub use batch::{
+    BatchBuilder, ChainHead, Header, HeaderSigner, Input, SealError, Sealed, SoftwareSigner, Taken,
+};
 pub use crypto::{KeyError, PublicKey, SigAlg, SoftwareKey};
 pub use verify::{Finding, FindingKind, Freshness, Origin, Report, TrustBasis, Verifier, VerifyOptions};

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use teelog_core::batch::{
-    ParsedBatch, RecordsCheck, RecordsStatus, SignatureStatus, Taken, DEFAULT_BATCH_BYTES, LINE_OVERHEAD,
-    MAX_BATCH_LINE,
+    Input, ParsedBatch, RecordsCheck, RecordsStatus, SignatureStatus, Taken, DEFAULT_BATCH_BYTES,
+    LINE_OVERHEAD, MAX_BATCH_LINE,
 };
 use teelog_core::canon::CanonError;
 use teelog_core::merkle::sha256;
@@ -42,7 +42,7 @@ fn sign(builder: &mut BatchBuilder, inputs: &[Vec<u8>]) -> Signed {
     let mut lines = Vec::new();
     let mut taken = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
-        let result = builder.take(input, &|| format!("test:{}", i + 1), &|| 7, |b| {
+        let result = builder.take(Input::Json(input), &|| format!("test:{}", i + 1), &|| 7, |b| {
             let mut line = Vec::new();
             b.seal(&mut chain, &signer, 9, &mut line)?;
             lines.push(line);

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
 use serde::{Deserialize, Serialize};
-use teelog_core::batch::{ParsedBatch, Taken};
+use teelog_core::batch::{Input, ParsedBatch, Taken};
 use teelog_core::merkle::sha256;
 use teelog_core::timestamp::parse_rfc3339;
 use teelog_core::{BatchBuilder, ChainHead, SigAlg, SoftwareKey, SoftwareSigner};
@@ -38,8 +38,9 @@ fn signed(input: &str, source: &str, now: &str) -> (String, bool) {
         SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap()).unwrap();
     let signer = SoftwareSigner::new(key, None);
     let mut builder = BatchBuilder::new();
-    let taken =
-        builder.take(input.as_bytes(), &|| source.to_string(), &|| now, |_| Err("no seal expected")).unwrap();
+    let taken = builder
+        .take(Input::Json(input.as_bytes()), &|| source.to_string(), &|| now, |_| Err("no seal expected"))
+        .unwrap();
     let mut line = Vec::new();
     builder
         .seal(

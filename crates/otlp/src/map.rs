@@ -2,16 +2,17 @@
 //!
 //! One pass per record, written straight into one reused buffer: the resource and the scope are
 //! rendered once per `ResourceLogs` and `ScopeLogs` at the front of the buffer and copied into each
-//! of their records. Everything written is accepted by teelog's canonicaliser (`BatchBuilder::
-//! push_input`): integers beyond ±2^53 and non-finite doubles become strings, keys are checked for
-//! duplicates and nesting for depth here, where the error can still name the OTLP field.
+//! of their records. What is written is already the record's canonical form (docs/FORMAT.md §2.2),
+//! which the signer takes as it is: members in canonical order, `ts` in its canonical spelling,
+//! integers beyond ±2^53 and non-finite doubles as strings; keys are checked for duplicates and
+//! nesting for depth here, where the error can still name the OTLP field.
 
 use std::fmt::Write as _;
 use std::ops::Range;
 
 use base64::Engine;
-use teelog_core::canon::{write_string, MAX_DEPTH, MAX_EXACT_INTEGER};
-use teelog_core::timestamp::write_rfc3339;
+use teelog_core::canon::{compare_names, write_string, MAX_DEPTH, MAX_EXACT_INTEGER};
+use teelog_core::timestamp::{write_rfc3339, UnixNanos};
 
 use crate::common::{any_value::Value, AnyValue, KeyValue};
 use crate::logs::{LogRecord, ResourceLogs, ScopeLogs};
@@ -65,18 +66,19 @@ pub enum MapError<E> {
     },
 }
 
-/// Maps every log record of `request` to one teelog input record (a JSON object) and hands it to
-/// `f`, in request order; returns how many were handed over. `out` is the working buffer, reused
-/// across records (its contents afterwards are unspecified). The first refused record stops the
-/// mapping.
+/// Maps every log record of `request` to one teelog record in canonical form and hands it to
+/// `f`, in request order; returns how many were handed over. A record with neither time gets
+/// `now` as its `ts`. `out` is the working buffer, reused across records (its contents afterwards
+/// are unspecified). The first refused record stops the mapping.
 pub fn for_each_record<E>(
     request: &ExportLogsServiceRequest,
+    now: UnixNanos,
     out: &mut Vec<u8>,
     mut f: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<usize, MapError<E>> {
     let mut count = 0;
-    for_each_mapped(request, out, |mapped| match mapped {
-        Mapped::Record { record, path } => {
+    for_each_mapped(request, now, out, |mapped| match mapped {
+        Mapped::Record { record, path, .. } => {
             count += 1;
             f(record).map_err(|error| MapError::Sink { path: path(), error })
         }
@@ -91,8 +93,10 @@ pub fn for_each_record<E>(
 pub enum Mapped<'a> {
     /// The teelog input record; `path` names the log record, for messages.
     Record {
-        /// The record's bytes, valid until the callback returns.
+        /// The record's canonical bytes, valid until the callback returns.
         record: &'a [u8],
+        /// Its `ts`.
+        ts: UnixNanos,
         /// Makes the log record's path, only when a message needs it.
         path: &'a dyn Fn() -> String,
     },
@@ -120,6 +124,7 @@ pub enum Mapped<'a> {
 /// first error of `f`.
 pub fn for_each_mapped<E>(
     request: &ExportLogsServiceRequest,
+    now: UnixNanos,
     out: &mut Vec<u8>,
     mut f: impl FnMut(Mapped<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
@@ -142,13 +147,13 @@ pub fn for_each_mapped<E>(
                 out.truncate(scope_end);
                 let written = match &scope {
                     Err(bad) => Err(bad.clone()),
-                    Ok(()) => write_record(log_record, out, 0..resource_end, resource_end..scope_end)
+                    Ok(()) => write_record(log_record, now, out, 0..resource_end, resource_end..scope_end)
                         .map_err(|bad| in_scope(bad.at(Seg::Index(k)).at(Seg::Field("log_records")))),
                 };
                 let path = || format!("resource_logs[{i}].scope_logs[{j}].log_records[{k}]");
                 records += 1;
                 match written {
-                    Ok(()) => f(Mapped::Record { record: &out[scope_end..], path: &path })?,
+                    Ok(ts) => f(Mapped::Record { record: &out[scope_end..], ts, path: &path })?,
                     Err(bad) => {
                         let (path, fault) = bad.into_path();
                         f(Mapped::Refused { path, fault, log_record })?
@@ -282,31 +287,27 @@ fn write_hex(bytes: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-/// The key that occurs twice, if one does.
-fn duplicate_key(pairs: &[KeyValue]) -> Option<&str> {
-    // Attribute lists are short; a quadratic scan beats hashing there and allocates nothing.
-    if pairs.len() <= 16 {
-        return pairs
-            .iter()
-            .enumerate()
-            .find(|(i, kv)| pairs[..*i].iter().any(|earlier| earlier.key == kv.key))
-            .map(|(_, kv)| kv.key.as_str());
-    }
-    let mut keys: Vec<&str> = pairs.iter().map(|kv| kv.key.as_str()).collect();
-    keys.sort_unstable();
-    keys.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
-}
-
-/// Writes key/value pairs as a JSON object at nesting level `depth` (the record is level 0).
+/// Writes key/value pairs as a JSON object at nesting level `depth` (the record is level 0), its
+/// members in canonical order.
 fn write_object(pairs: &[KeyValue], depth: usize, out: &mut Vec<u8>) -> Written {
     if depth >= MAX_DEPTH {
         return Err(bad(Fault::TooDeep));
     }
-    if let Some(key) = duplicate_key(pairs) {
-        return Err(bad(Fault::DuplicateKey(key.to_string())));
+    if pairs.windows(2).all(|w| compare_names(&w[0].key, &w[1].key).is_lt()) {
+        // Already strictly in order, so no key twice: written as they are, nothing allocated.
+        return write_members(pairs.iter(), depth, out);
     }
+    let mut order: Vec<&KeyValue> = pairs.iter().collect();
+    order.sort_unstable_by(|a, b| compare_names(&a.key, &b.key));
+    if let Some(twice) = order.windows(2).find(|w| w[0].key == w[1].key) {
+        return Err(bad(Fault::DuplicateKey(twice[0].key.clone())));
+    }
+    write_members(order.into_iter(), depth, out)
+}
+
+fn write_members<'a>(pairs: impl Iterator<Item = &'a KeyValue>, depth: usize, out: &mut Vec<u8>) -> Written {
     out.push(b'{');
-    for (i, pair) in pairs.iter().enumerate() {
+    for (i, pair) in pairs.enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -467,20 +468,21 @@ fn check_id(id: &[u8], what: &'static str, expected: usize, field: &'static str)
     }
 }
 
-/// Writes one record; `resource` and `scope` are the ranges of `out` holding their rendering.
-/// Members are written in canonical order, which spares the canonicaliser some sorting.
+/// Writes one record in canonical form and returns its `ts` (`now` if it has no time);
+/// `resource` and `scope` are the ranges of `out` holding their rendering.
 fn write_record(
     record: &LogRecord,
+    now: UnixNanos,
     out: &mut Vec<u8>,
     resource: Range<usize>,
     scope: Range<usize>,
-) -> Written {
+) -> Result<UnixNanos, Box<Bad>> {
     check_id(&record.trace_id, "trace id", 16, "trace_id")?;
     check_id(&record.span_id, "span id", 8, "span_id")?;
     let ts = match (record.time_unix_nano, record.observed_time_unix_nano) {
-        (0, 0) => None,
-        (0, observed) => Some(nanos(observed, "observed_time_unix_nano")?),
-        (time, _) => Some(nanos(time, "time_unix_nano")?),
+        (0, 0) => now,
+        (0, observed) => nanos(observed, "observed_time_unix_nano")?,
+        (time, _) => nanos(time, "time_unix_nano")?,
     };
     let observed = match record.observed_time_unix_nano {
         0 => None,
@@ -555,11 +557,11 @@ fn write_record(
         member(out, first, "trace_id");
         write_hex(&record.trace_id, out);
     }
-    if let Some(ts) = ts {
-        // Integer nanoseconds, beyond 2^53 as they are: the canonicaliser reads `ts` itself.
-        member(out, first, "ts");
-        out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
-    }
+    // Last: no other member sorts after it.
+    member(out, first, "ts");
+    out.push(b'"');
+    write_rfc3339(ts, out);
+    out.push(b'"');
     out.push(b'}');
-    Ok(())
+    Ok(ts)
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use teelog_core::merkle::sha256;
 use teelog_core::record::RecordError;
 use teelog_core::timestamp::{format_rfc3339, UnixNanos};
-use teelog_core::{Sealed, Taken};
+use teelog_core::{Input, Sealed, Taken};
 use teelog_store::lines::Skipped;
 use tokio::sync::{oneshot, watch, Notify};
 
@@ -92,14 +92,38 @@ impl Default for PipelineOptions {
 pub struct RecordBuf {
     bytes: Vec<u8>,
     count: u64,
+    /// Per record, its `ts` if it is already in canonical form; empty while none is.
+    canonical: Vec<Option<UnixNanos>>,
 }
 
 impl RecordBuf {
-    /// Adds one record (a JSON object, without newline).
+    /// Adds one record (a JSON object, without newline), to be canonicalised by the signer.
     pub fn push(&mut self, record: &[u8]) {
+        if !self.canonical.is_empty() {
+            self.canonical.push(None);
+        }
+        self.append(record);
+    }
+
+    /// Adds one record that its writer made in canonical form with `ts` (see [`Input::Canonical`]).
+    pub fn push_canonical(&mut self, record: &[u8], ts: UnixNanos) {
+        self.canonical.resize(self.count as usize, None);
+        self.canonical.push(Some(ts));
+        self.append(record);
+    }
+
+    fn append(&mut self, record: &[u8]) {
         self.bytes.extend_from_slice(record);
         self.bytes.push(b'\n');
         self.count += 1;
+    }
+
+    /// The `index`th record as the signer takes it.
+    fn input<'a>(&self, index: usize, record: &'a [u8]) -> Input<'a> {
+        match self.canonical.get(index) {
+            Some(Some(ts)) => Input::Canonical { record, ts: *ts },
+            _ => Input::Json(record),
+        }
     }
 
     /// Records held.
@@ -610,6 +634,7 @@ impl SignerLoop {
         let metrics = self.shared.metrics.clone();
         let bytes = std::mem::take(&mut submission.records.bytes);
         for (index, record) in RecordBuf::lines(&bytes).enumerate() {
+            let input = submission.records.input(index, record);
             if record.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
@@ -620,11 +645,11 @@ impl SignerLoop {
                 // the line readers do.
                 let skipped = Skipped { bytes: record.len() as u64, sha256: sha256(record) };
                 let notice = too_long_notice(&origin.locate(index as u64), limit, skipped);
-                self.push(&notice, &|| origin.locate(index as u64))?;
+                self.push(Input::Json(&notice), &|| origin.locate(index as u64))?;
                 let why = format!("{} bytes, longer than the {limit} bytes a record may have", record.len());
                 Taken::Refused(RecordError::Record(why))
             } else {
-                self.push(record, &|| origin.locate(index as u64))?
+                self.push(input, &|| origin.locate(index as u64))?
             };
             match taken {
                 Taken::Accepted => {
@@ -677,7 +702,7 @@ impl SignerLoop {
                 "dropped_to": format_rfc3339(d.last),
             });
             // Made here from known-good values, it is taken as a record, never refused.
-            self.push(notice.to_string().as_bytes(), &|| "teelog".to_string())?;
+            self.push(Input::Json(notice.to_string().as_bytes()), &|| "teelog".to_string())?;
         }
         let mut line = self.writer.buffer();
         let sealed = self.sealer.seal(now(), &mut line)?;
@@ -686,10 +711,10 @@ impl SignerLoop {
 
     /// Takes one record into the open batch (see [`BatchSealer::take`]); a batch sealed first to
     /// make room is handed to the writer.
-    fn push(&mut self, record: &[u8], source: &dyn Fn() -> String) -> Result<Taken, ShipError> {
+    fn push(&mut self, input: Input<'_>, source: &dyn Fn() -> String) -> Result<Taken, ShipError> {
         // Allocated only if a batch is sealed here (rarely: at a byte bound).
         let mut line = Vec::new();
-        let (taken, sealed) = self.sealer.take(record, source, &mut line)?;
+        let (taken, sealed) = self.sealer.take(input, source, &mut line)?;
         if let Some(sealed) = sealed {
             self.write_sealed(line, sealed)?;
         }

@@ -5,7 +5,7 @@ use teelog_core::merkle::Digest;
 use teelog_core::random::{RandomError, SystemRandom};
 use teelog_core::record::{refusal_notice, Refused};
 use teelog_core::timestamp::{format_rfc3339, UnixNanos};
-use teelog_core::{BatchBuilder, ChainHead, SealError, Sealed, Taken};
+use teelog_core::{BatchBuilder, ChainHead, Input, SealError, Sealed, Taken};
 use teelog_deliver::clock::now;
 use teelog_identity::{Identity, IdentityError, StateStore};
 use teelog_store::lines::Skipped;
@@ -304,13 +304,13 @@ impl BatchSealer {
     /// it before any later batch.
     pub fn take(
         &mut self,
-        record: &[u8],
+        input: Input<'_>,
         source: &dyn Fn() -> String,
         line: &mut Vec<u8>,
     ) -> Result<(Taken, Option<Sealed>), ShipError> {
         let mut sealed = None;
         let (head, signer) = (&mut self.head, self.identity.signer());
-        let taken = self.builder.take(record, source, &now, |builder| {
+        let taken = self.builder.take(input, source, &now, |builder| {
             sealed = Some(builder.seal(head, signer, now(), line)?);
             Ok::<(), ShipError>(())
         })?;
@@ -426,7 +426,7 @@ impl StreamSigner {
             self.retry_write()?;
         }
         self.line.clear();
-        let (taken, sealed) = self.sealer.take(record, source, &mut self.line)?;
+        let (taken, sealed) = self.sealer.take(Input::Json(record), source, &mut self.line)?;
         if let Taken::Refused(_) = taken {
             self.summary.refused += 1;
         }

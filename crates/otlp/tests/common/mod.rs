@@ -42,7 +42,7 @@ pub fn kv(key: &str, value: AnyValue) -> KeyValue {
 pub fn mapped(request: &ExportLogsServiceRequest) -> Result<Vec<String>, MapError<std::convert::Infallible>> {
     let mut records = Vec::new();
     let mut buf = Vec::new();
-    for_each_record(request, &mut buf, |record| {
+    for_each_record(request, NOW, &mut buf, |record| {
         records.push(String::from_utf8(record.to_vec()).expect("mapped records are UTF-8"));
         Ok(())
     })?;

@@ -265,7 +265,7 @@ impl Ingest {
         let mapped = if short.is_some() {
             Err(())
         } else {
-            teelog_otlp::for_each_mapped(&decoded.request, &mut scratch, |mapped| {
+            teelog_otlp::for_each_mapped(&decoded.request, now(), &mut scratch, |mapped| {
                 // Room for what this one adds: the record, or the notice in its place.
                 let adds = match &mapped {
                     Mapped::Record { record, .. } if record.len() <= self.max_record_bytes => {
@@ -278,7 +278,7 @@ impl Ingest {
                     return Err(());
                 }
                 match mapped {
-                    Mapped::Record { record, path } if record.len() > self.max_record_bytes => {
+                    Mapped::Record { record, path, .. } if record.len() > self.max_record_bytes => {
                         // Refused here, as on every input path, rather than held until the signer
                         // refuses it.
                         let (at, limit) = (format!("{source} {}", path()), self.max_record_bytes);
@@ -295,7 +295,7 @@ impl Ingest {
                             &mut refused,
                         );
                     }
-                    Mapped::Record { record, .. } => records.push(record),
+                    Mapped::Record { record, ts, .. } => records.push_canonical(record, ts),
                     Mapped::Refused { path, fault, log_record } => {
                         let at = format!("{source} {path}");
                         let raw = log_record.encode_to_vec();
