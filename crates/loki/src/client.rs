@@ -299,7 +299,11 @@ async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Ve
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(ReadError::TooLarge);
     }
-    let mut body = Vec::new();
+    // Room for the length the server announces, within the cap and a bound on what a false
+    // announcement can make us reserve: a page is read without growing the buffer step by step.
+    const MAX_RESERVED: u64 = 16 << 20;
+    let announced = response.content_length().unwrap_or(0).min(MAX_RESERVED);
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
     while let Some(chunk) = response.chunk().await.map_err(ReadError::Http)? {
         if body.len() + chunk.len() > limit {
             return Err(ReadError::TooLarge);

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -315,8 +316,8 @@ pub fn parse_label_values(body: &[u8]) -> Result<Vec<String>, QueryError> {
 /// An entry with the labels of the stream it came in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PagedEntry {
-    /// The stream's labels.
-    pub labels: BTreeMap<String, String>,
+    /// The stream's labels, shared by its entries.
+    pub labels: Arc<BTreeMap<String, String>>,
     /// The entry.
     pub entry: QueryEntry,
 }
@@ -430,6 +431,7 @@ impl Pager {
         }
         let mut page: Vec<PagedEntry> = Vec::new();
         for stream in response.streams {
+            let labels = Arc::new(stream.labels);
             for entry in stream.entries {
                 if entry.timestamp < self.start || entry.timestamp >= self.end {
                     return Err(QueryError::OutOfRange {
@@ -438,7 +440,7 @@ impl Pager {
                         end: self.end,
                     });
                 }
-                page.push(PagedEntry { labels: stream.labels.clone(), entry });
+                page.push(PagedEntry { labels: Arc::clone(&labels), entry });
             }
         }
         page.sort_by_key(|e| e.entry.timestamp);
