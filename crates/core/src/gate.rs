@@ -118,6 +118,30 @@ struct EpochTrack {
     /// there, so a later batch of it breaks that hand-over.
     #[serde(default)]
     continued_by: Option<String>,
+    /// Its newest batch that passed the whole verdict, the only kind of head handed to signers.
+    #[serde(default)]
+    vouched: Vouched,
+    /// Whether its first batch passed the whole verdict: only then does the epoch it continues
+    /// from stop being a tip (state saved before this was kept had only such batches as heads).
+    #[serde(default = "yes")]
+    start_vouched: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An epoch's newest batch that passed the whole verdict ([`Gate::tips`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+enum Vouched {
+    /// Its head: what state saved before vouching was kept means (every head counted), and what
+    /// a new epoch's track holds until its first batch is judged.
+    #[default]
+    Head,
+    /// None of its batches.
+    Nothing,
+    /// This one.
+    At { seq: u64, hash: String, sealed_at: UnixNanos },
 }
 
 impl EpochTrack {
@@ -374,13 +398,20 @@ impl Gate {
 
     /// The heads of `stream`'s epochs that no other epoch it knows continues from (its chain
     /// tips), newest `sealed_at` first: one for a stream with one signer and no fork, none for a
-    /// stream no validly signed batch has named. Only validly signed headers are tracked, so
-    /// every tip is a header a signer the gateway trusts sealed. With `instance`, only the tips
-    /// of that instance (docs/FORMAT.md §5.5: the chain from that genesis epoch).
+    /// stream no batch that passed has named. A head is an epoch's newest batch that passed the
+    /// whole verdict (signature, records, attestation, measurement, time, chain and instance
+    /// rules), and only an epoch whose first batch passed it takes the tip from the epoch it
+    /// continues: a batch the gateway itself reports, signed by any key it trusts, never becomes
+    /// what a signer links to. With `instance`, only the tips of that instance (docs/FORMAT.md
+    /// §5.5: the chain from that genesis epoch).
     pub fn tips(&self, stream: &str, instance: Option<&str>) -> Vec<Tip> {
         let Some(track) = self.continuity.streams.get(stream) else { return Vec::new() };
-        let continued: HashSet<&str> =
-            track.epochs.values().filter_map(|e| e.starts_after.as_deref()).collect();
+        let continued: HashSet<&str> = track
+            .epochs
+            .values()
+            .filter(|e| e.start_vouched)
+            .filter_map(|e| e.starts_after.as_deref())
+            .collect();
         let roots = instance.map(|_| track.roots());
         let in_instance = |epoch: &str| match (instance, &roots) {
             (Some(instance), Some(roots)) => roots.get(epoch).is_some_and(|root| root == instance),
@@ -389,12 +420,15 @@ impl Gate {
         let mut tips: Vec<Tip> = track
             .epochs
             .iter()
-            .filter(|(id, e)| e.last_seq > 0 && !continued.contains(e.head.as_str()) && in_instance(id))
-            .map(|(epoch, e)| Tip {
-                epoch: epoch.clone(),
-                seq: e.last_seq,
-                hash: e.head.clone(),
-                sealed_at: e.sealed_at,
+            .filter(|(id, _)| in_instance(id))
+            .filter_map(|(epoch, e)| {
+                let (seq, hash, sealed_at) = match &e.vouched {
+                    Vouched::Head if e.last_seq > 0 => (e.last_seq, &e.head, e.sealed_at),
+                    Vouched::At { seq, hash, sealed_at } => (*seq, hash, *sealed_at),
+                    Vouched::Head | Vouched::Nothing => return None,
+                };
+                let tip = Tip { epoch: epoch.clone(), seq, hash: hash.clone(), sealed_at };
+                (!continued.contains(hash.as_str())).then_some(tip)
             })
             .collect();
         tips.sort_by(|a, b| (b.sealed_at, &b.epoch).cmp(&(a.sealed_at, &a.epoch)));
@@ -508,7 +542,26 @@ impl Gate {
             Some(SignatureStatus::Valid) => {
                 let arrival =
                     Arrival { header: h, hash: hex::encode(batch.header_hash), attested: attested.is_some() };
-                self.continuity.follow(&arrival, &self.options.instances, &origin, &mut findings)
+                self.continuity.settle_vouched(h);
+                let judged = findings.len();
+                let duplicate =
+                    self.continuity.follow(&arrival, &self.options.instances, &origin, &mut findings);
+                // A gap before it says batches are missing here, not that this one is wrong; a
+                // fork stays a tip beside the other branch, so that no signer picks one of the
+                // two by the order they arrived in.
+                let about_it = |f: &&Finding| {
+                    f.epoch.as_deref() == Some(h.epoch.as_str()) && f.seq.is_none_or(|s| s == h.seq)
+                };
+                let objected =
+                    findings[..judged].iter().filter(about_it).any(|f| f.kind != FindingKind::SequenceGap)
+                        || findings[judged..]
+                            .iter()
+                            .filter(about_it)
+                            .any(|f| !matches!(f.kind, FindingKind::SequenceGap | FindingKind::ChainBreak));
+                if !duplicate {
+                    self.continuity.vouch(&arrival, valid && !objected);
+                }
+                duplicate
             }
             _ => false,
         };
@@ -580,6 +633,42 @@ struct Arrival<'a> {
 }
 
 impl Continuity {
+    /// Makes `Vouched::Head` of the batch's epoch, if it has a track, explicit before the batch
+    /// moves the head: after [`vouch`](Self::vouch), `Head` means only "a new epoch's track".
+    fn settle_vouched(&mut self, h: &Header) {
+        let Some(epoch) = self.streams.get_mut(&h.stream).and_then(|s| s.epochs.get_mut(&h.epoch)) else {
+            return;
+        };
+        if epoch.vouched == Vouched::Head {
+            epoch.vouched = match epoch.last_seq {
+                0 => Vouched::Nothing,
+                seq => Vouched::At { seq, hash: epoch.head.clone(), sealed_at: epoch.sealed_at },
+            };
+        }
+    }
+
+    /// Records whether a validly signed batch that [`follow`](Self::follow) took in passed the
+    /// whole verdict (`passed`), for [`Gate::tips`].
+    fn vouch(&mut self, batch: &Arrival<'_>, passed: bool) {
+        let h = batch.header;
+        let Some(epoch) = self.streams.get_mut(&h.stream).and_then(|s| s.epochs.get_mut(&h.epoch)) else {
+            return;
+        };
+        if h.seq == 1 {
+            epoch.start_vouched = passed;
+        }
+        let newer = match &epoch.vouched {
+            Vouched::At { seq, .. } => h.seq > *seq,
+            Vouched::Head | Vouched::Nothing => true,
+        };
+        if passed && newer {
+            let sealed_at = h.sealed_at_nanos().unwrap_or_default();
+            epoch.vouched = Vouched::At { seq: h.seq, hash: batch.hash.clone(), sealed_at };
+        } else if epoch.vouched == Vouched::Head {
+            epoch.vouched = Vouched::Nothing;
+        }
+    }
+
     /// Takes the validly signed batch `batch` into the chain state; chain findings go to `out`.
     /// True if it is a resend of a batch seen recently. The rules are the offline verifier's
     /// (docs/FORMAT.md §8), judged in arrival order with bounded memory (§15).
@@ -1427,6 +1516,42 @@ mod tests {
         // Their streams are not known yet, so no one stream's bound applies to them.
         assert!(restored.iter().all(|d| gate.document(d).is_some()));
         assert_eq!(gate.documents.in_use, restored.len());
+    }
+
+    #[test]
+    fn a_batch_the_gate_objects_to_never_becomes_a_tip() {
+        let measured = |m: &str| {
+            let pkcs8 = SoftwareKey::generate_pkcs8(SigAlg::Es256).expect("key");
+            SoftwareSigner::new(SoftwareKey::from_pkcs8(SigAlg::Es256, &pkcs8).expect("key"), Some(m.into()))
+        };
+        // Both keys are trusted, but only code "aa" is allowed.
+        let (honest, outsider) = (measured("aa"), measured("bb"));
+        let options = VerifyOptions {
+            trusted_keys: vec![honest.public_key().clone(), outsider.public_key().clone()],
+            expect_measurement: Some("aa".into()),
+            ..VerifyOptions::default()
+        };
+        let mut gate = Gate::new(options, Continuity::default());
+        let tips =
+            |gate: &Gate| gate.tips("app", None).iter().map(|t| (t.epoch.clone(), t.seq)).collect::<Vec<_>>();
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        assert!(kinds(&mut gate, &epoch(&mut head, &honest, 2)).iter().all(Vec::is_empty));
+        // The outsider links an epoch of its own to the head: reported, and the head stays.
+        let mut taken = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
+        let found = kinds(&mut gate, &epoch(&mut taken, &outsider, 2));
+        assert!(found.iter().all(|k| k.contains(&"unexpected_measurement")), "{found:?}");
+        assert_eq!(tips(&gate), vec![(head.epoch.clone(), 2)]);
+        // Nor can it add to the honest epoch with a changed record.
+        let mut next = epoch(&mut head.clone(), &honest, 1).remove(0);
+        let at = next.windows(2).position(|w| w == b"b0").expect("a record");
+        next[at + 1] = b'9';
+        assert!(kinds(&mut gate, &[next])[0].contains(&"record_tampered"));
+        assert_eq!(tips(&gate), vec![(head.epoch.clone(), 2)]);
+        // The honest signer's next epoch takes the tip over as before.
+        let mut after = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
+        let found = kinds(&mut gate, &epoch(&mut after, &honest, 1));
+        assert!(found.iter().all(|k| !k.contains(&"unexpected_measurement")), "{found:?}");
+        assert_eq!(tips(&gate), vec![(after.epoch.clone(), 1)]);
     }
 
     #[test]
