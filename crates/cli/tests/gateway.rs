@@ -708,7 +708,10 @@ fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
     let pubkey = id.join("public-key.pem");
     let line = f.sign(&id, "ops", 4096, 0..4);
     std::fs::write(f.root.join("token"), "s3cret\n").unwrap();
-    let extra = format!("bearer_token_file = '{}'\nmax_request_bytes = 100000", s(&f.root.join("token")));
+    let extra = format!(
+        "bearer_token_file = '{}'\nmax_request_bytes = 100000\nrequest_timeout = '3s'",
+        s(&f.root.join("token"))
+    );
     let gateway = Daemon::gateway(&f.config("127.0.0.1:0", &format!("pubkeys = ['{}']", s(&pubkey)), &extra));
     let http_addr = gateway.addr("HTTP");
     let ndjson = ("Content-Type", "application/x-ndjson");
@@ -739,6 +742,27 @@ fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
     let relay = gateway.addr("relay");
     // A client that never says hello is let go after a while (checked at the end).
     let silent = std::thread::spawn(move || relay_exchange(relay, b""));
+    // Nor may one past its hello trickle a frame, a byte a second, holding its part of the
+    // memory every connection shares: it has request_timeout to complete it.
+    let trickle = std::thread::spawn(move || {
+        let mut socket = TcpStream::connect(relay).unwrap();
+        let mut begun = b"TEELOGR1".to_vec();
+        begun.extend(frame(br#"{"relay":1,"stream":"ops","token":"s3cret"}"#));
+        begun.extend_from_slice(&5000u32.to_be_bytes());
+        begun.extend_from_slice(&[b'{'; 100]);
+        socket.write_all(&begun).unwrap();
+        let mut writer = socket.try_clone().unwrap();
+        let started = std::time::Instant::now();
+        std::thread::spawn(move || {
+            while writer.write_all(b"x").is_ok() {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut answer = Vec::new();
+        let _ = socket.read_to_end(&mut answer);
+        (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+    });
     let answer = relay_exchange(relay, b"GET / HTTP/1.1\r\n\r\n");
     assert!(answer[0]["error"].as_str().unwrap().contains("not a teelog relay client"), "{answer:?}");
     let mut no_token = b"TEELOGR1".to_vec();
@@ -764,6 +788,9 @@ fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
 
     let answer = silent.join().unwrap();
     assert!(answer[0]["error"].as_str().unwrap().contains("no hello within 5s"), "{answer:?}");
+    let (answer, took) = trickle.join().unwrap();
+    assert!(answer.contains("a frame begun was not whole within 3s"), "{answer:?}");
+    assert!(took < Duration::from_secs(15), "cut after {took:?}");
     let text = metrics(gateway.addr("metrics"));
     for reason in [
         r#"source="http",reason="unauthorized"} 2"#,
@@ -773,7 +800,7 @@ fn hostile_requests_get_4xx_and_a_log_line_and_others_go_on() {
         assert!(text.contains(reason), "{reason}: {text}");
     }
     assert!(text.contains(r#"source="relay",reason="bad_request"} 1"#), "{text}");
-    assert!(text.contains(r#"source="relay",reason="timeout"} 1"#), "{text}");
+    assert!(text.contains(r#"source="relay",reason="timeout"} 2"#), "{text}");
     let log = gateway.stop();
     assert!(log.contains("refused a request") && log.contains("not a teelog relay client"), "{log}");
 }

@@ -100,6 +100,9 @@ pub struct ListenConfig {
     /// Bytes of requests (HTTP bodies, relay frames and the lines taken from them) held in
     /// memory at once across all connections; beyond it, clients wait, then are turned away.
     pub max_buffered_bytes: usize,
+    /// How long an HTTP body, or a relay frame once begun, may take to arrive (what it holds of
+    /// `max_buffered_bytes` meanwhile is held from everyone else).
+    pub request_timeout: String,
     /// A file holding the bearer token clients must present (HTTP `Authorization: Bearer`,
     /// relay hello `token`); none: no token is asked for.
     pub bearer_token_file: Option<PathBuf>,
@@ -115,6 +118,7 @@ impl Default for ListenConfig {
             http: None,
             max_request_bytes: 64 << 20,
             max_buffered_bytes: 256 << 20,
+            request_timeout: "60s".into(),
             bearer_token_file: None,
             tls: None,
         }
@@ -160,14 +164,9 @@ impl GatewayConfig {
         if let Some(text) = &self.verify.max_silence {
             self.max_silence().map_err(|e| format!("verify.max_silence {text:?}: {e}"))?;
         }
+        positive_duration("listen.request_timeout", &self.listen.request_timeout)?;
         if let Some(checkpoint) = &self.checkpoint {
-            match teelog_core::timestamp::parse_duration(&checkpoint.every) {
-                Ok(every) if every > 0 => {}
-                Ok(_) => {
-                    return Err(format!("checkpoint.every {:?}: must be longer than 0", checkpoint.every))
-                }
-                Err(e) => return Err(format!("checkpoint.every {:?}: {e}", checkpoint.every)),
-            }
+            positive_duration("checkpoint.every", &checkpoint.every)?;
         }
         check_sinks(&self.sinks, self.spool.keep)
     }
@@ -213,13 +212,26 @@ impl GatewayConfig {
 
     /// `checkpoint.every` (checked by [`check`](Self::check)); None without `[checkpoint]`.
     pub fn checkpoint_every(&self) -> Option<std::time::Duration> {
-        let every = teelog_core::timestamp::parse_duration(&self.checkpoint.as_ref()?.every).ok()?;
-        Some(std::time::Duration::from_nanos(u64::try_from(every).ok()?))
+        positive_duration("checkpoint.every", &self.checkpoint.as_ref()?.every).ok()
+    }
+
+    /// `listen.request_timeout` (checked by [`check`](Self::check)).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        positive_duration("listen.request_timeout", &self.listen.request_timeout).unwrap_or_default()
     }
 
     /// `verify.max_silence` in nanoseconds.
     pub fn max_silence(&self) -> Result<Option<i64>, DurationError> {
         self.verify.max_silence.as_deref().map(teelog_core::timestamp::parse_duration).transpose()
+    }
+}
+
+/// A duration setting that must be longer than 0; the error names `key`.
+fn positive_duration(key: &str, text: &str) -> Result<std::time::Duration, String> {
+    match teelog_core::timestamp::parse_duration(text) {
+        Ok(nanos) if nanos > 0 => Ok(std::time::Duration::from_nanos(nanos.unsigned_abs())),
+        Ok(_) => Err(format!("{key} {text:?}: must be longer than 0")),
+        Err(e) => Err(format!("{key} {text:?}: {e}")),
     }
 }
 

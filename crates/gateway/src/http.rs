@@ -85,7 +85,8 @@ async fn batches(
     // The body and the lines copied out of it are held until the writer has them: twice its
     // bytes come out of the listener's memory budget as they arrive.
     let mut reserved = Reserved::default();
-    let read = tokio::time::timeout(BODY_TIMEOUT, read_body(body, max, &app.access.memory, &mut reserved));
+    let timeout = app.access.request_timeout;
+    let read = tokio::time::timeout(timeout, read_body(body, max, &app.access.memory, &mut reserved));
     let bytes = match read.await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(BodyError::TooLarge)) => {
@@ -103,7 +104,7 @@ async fn batches(
             );
         }
         Err(_) => {
-            let message = format!("the body did not arrive within {BODY_TIMEOUT:?}");
+            let message = format!("the body did not arrive within {timeout:?}");
             return refuse(StatusCode::REQUEST_TIMEOUT, "timeout", message);
         }
     };
@@ -127,8 +128,6 @@ async fn batches(
     }
 }
 
-/// How long a client may take to send a request's body.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a request waits for memory held by others before it is answered 503.
 const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 

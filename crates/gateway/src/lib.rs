@@ -52,6 +52,8 @@ pub struct Access {
     pub max_frame_bytes: usize,
     /// Request bytes held in memory at once, across every connection of both listeners.
     pub memory: ByteBudget,
+    /// How long an HTTP body, or a relay frame once begun, may take to arrive.
+    pub request_timeout: std::time::Duration,
     /// Where refusals are counted.
     pub metrics: Arc<Metrics>,
 }
@@ -228,6 +230,7 @@ pub async fn run(
         bearer_token,
         max_frame_bytes: config.listen.max_request_bytes,
         memory: ByteBudget::new(config.listen.max_buffered_bytes),
+        request_timeout: config.request_timeout(),
         metrics: metrics.clone(),
     });
     let mut writer =

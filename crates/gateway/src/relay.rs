@@ -238,6 +238,8 @@ enum Ended {
     Stopping(#[from] crate::ingest::IngestError),
     #[error("nothing received for {0:?}")]
     Silent(std::time::Duration),
+    #[error("a frame begun was not whole within {0:?}")]
+    SlowFrame(std::time::Duration),
     #[error("no hello within {0:?}")]
     NoHello(std::time::Duration),
     #[error("{0}")]
@@ -260,7 +262,7 @@ impl Ended {
             Ended::Protocol(_) => "bad_request",
             Ended::Refused(_) => "unauthorized",
             Ended::Stopping(_) => "stopping",
-            Ended::Silent(_) | Ended::NoHello(_) => "timeout",
+            Ended::Silent(_) | Ended::NoHello(_) | Ended::SlowFrame(_) => "timeout",
             Ended::TooMany(_) => "too_many",
             Ended::HandOver(_) => "busy",
             Ended::Evicted => "evicted",
@@ -324,11 +326,18 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     let mut acked: u64 = 0;
     let mut reserved = Reserved::default();
     let source: Arc<str> = source.into();
+    // When the frame the reader holds part of was begun (or the last one before it completed).
+    let mut frame_begun: Option<tokio::time::Instant> = None;
     loop {
-        // A client has a while to say who it is; after that, a shipper may be idle for long.
-        let deadline = match stream {
-            None => hello_deadline,
-            Some(_) => tokio::time::Instant::now() + IDLE_TIMEOUT,
+        // A client has a while to say who it is; after that, a shipper may be idle for long, but
+        // not in the middle of a frame.
+        let idle = tokio::time::Instant::now() + IDLE_TIMEOUT;
+        let deadline = match (&stream, frame_begun) {
+            (None, _) => hello_deadline,
+            // As an HTTP body must: the part held counts against the memory every connection
+            // shares, and a client trickling it would hold that for ever.
+            (Some(_), Some(begun)) => idle.min(begun + access.request_timeout),
+            (Some(_), None) => idle,
         };
         let evicted = async {
             match pending.as_mut() {
@@ -348,6 +357,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             read = tokio::time::timeout_at(deadline, socket.read(&mut buf)) => match read {
                 Ok(read) => read?,
                 Err(_) if stream.is_none() => return Err(Ended::NoHello(HELLO_TIMEOUT)),
+                Err(_) if frame_begun.is_some() => return Err(Ended::SlowFrame(access.request_timeout)),
                 Err(_) => return Err(Ended::Silent(IDLE_TIMEOUT)),
             },
             () = evicted => return Err(Ended::Evicted),
@@ -392,16 +402,23 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             };
             send(socket, &ServerMessage::Welcome(welcome)).await?;
         }
+        let mut completed = false;
         loop {
             let lines = take_lines(&mut reader)?;
             if lines.is_empty() {
                 break;
             }
+            completed = true;
             let count = lines.len() as u64;
             ingest.submit(lines, source.clone(), acked + 1, stream.clone()).await?;
             acked += count;
             send(socket, &ServerMessage::Ack(acked)).await?;
         }
+        frame_begun = match (reader.pending(), frame_begun) {
+            (0, _) => None,
+            (_, Some(begun)) if !completed => Some(begun),
+            _ => Some(tokio::time::Instant::now()),
+        };
         reserved.shrink_to(2 * reader.pending());
     }
 }
