@@ -651,17 +651,28 @@ impl Continuity {
     /// whole verdict (`passed`), for [`Gate::tips`].
     fn vouch(&mut self, batch: &Arrival<'_>, passed: bool) {
         let h = batch.header;
-        let Some(epoch) = self.streams.get_mut(&h.stream).and_then(|s| s.epochs.get_mut(&h.epoch)) else {
-            return;
-        };
+        let Some(stream) = self.streams.get_mut(&h.stream) else { return };
+        // An epoch whose beginning this gateway has not seen, in a stream with a head already,
+        // cannot be placed in its chain: a genuine old batch replayed (of an epoch from before
+        // the gateway, or one it has forgotten) must not become a second head beside the real one.
+        let another_head = stream.epochs.iter().any(|(id, e)| {
+            *id != h.epoch
+                && match &e.vouched {
+                    Vouched::At { .. } => true,
+                    Vouched::Head => e.last_seq > 0,
+                    Vouched::Nothing => false,
+                }
+        });
+        let Some(epoch) = stream.epochs.get_mut(&h.epoch) else { return };
+        let unplaced = epoch.gaps.iter().any(|&(from, _)| from == 1);
+        let passed = passed && !(unplaced && another_head);
         if h.seq == 1 {
             epoch.start_vouched = passed;
         }
-        let newer = match &epoch.vouched {
-            Vouched::At { seq, .. } => h.seq > *seq,
-            Vouched::Head | Vouched::Nothing => true,
-        };
-        if passed && newer {
+        // Only the epoch's head itself: a batch below it that arrived late says nothing of the
+        // batches after it.
+        let is_head = h.seq == epoch.last_seq && epoch.head == batch.hash;
+        if passed && is_head {
             let sealed_at = h.sealed_at_nanos().unwrap_or_default();
             epoch.vouched = Vouched::At { seq: h.seq, hash: batch.hash.clone(), sealed_at };
         } else if epoch.vouched == Vouched::Head {
@@ -1552,6 +1563,30 @@ mod tests {
         let found = kinds(&mut gate, &epoch(&mut after, &honest, 1));
         assert!(found.iter().all(|k| !k.contains(&"unexpected_measurement")), "{found:?}");
         assert_eq!(tips(&gate), vec![(after.epoch.clone(), 1)]);
+    }
+
+    #[test]
+    fn a_replayed_old_batch_of_an_epoch_the_gate_never_placed_is_no_second_head() {
+        let a = signer();
+        let mut old = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let old_lines = epoch(&mut old, &a, 3);
+        let mut now = ChainHead::new_epoch("app", old.prev.clone(), &crate::random::SystemRandom).unwrap();
+        let lines = epoch(&mut now, &a, 2);
+        // The gateway came after the old epoch (or forgot it): it knows the stream from `now`.
+        let mut gate = gate(&[&a]);
+        kinds(&mut gate, &lines[..1]);
+        let tips =
+            |gate: &Gate| gate.tips("app", None).iter().map(|t| (t.epoch.clone(), t.seq)).collect::<Vec<_>>();
+        assert_eq!(tips(&gate), vec![(now.epoch.clone(), 1)]);
+        // Someone replays a genuine old batch: a gap is reported, and the head stays the one.
+        assert_eq!(kinds(&mut gate, &old_lines[1..2]), vec![vec!["sequence_gap"]]);
+        assert_eq!(tips(&gate), vec![(now.epoch.clone(), 1)]);
+        kinds(&mut gate, &old_lines[2..]);
+        kinds(&mut gate, &lines[1..]);
+        assert_eq!(tips(&gate), vec![(now.epoch.clone(), 2)]);
+        // Its first batch arriving late places it: it is continued from, still no head.
+        kinds(&mut gate, &old_lines[..1]);
+        assert_eq!(tips(&gate), vec![(now.epoch.clone(), 2)]);
     }
 
     #[test]
