@@ -80,6 +80,23 @@ fn a_record_is_proven_offline_and_every_change_to_its_bundle_is_named() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read(&bundle).unwrap();
     eprintln!("bundle for one record of a 4096-record batch: {} bytes", text.len());
+    // The same, written to a bare file name in the working directory.
+    let here = std::process::Command::new(env!("CARGO_BIN_EXE_teelog"))
+        .current_dir(dir.path())
+        .args([
+            "evidence",
+            "export",
+            "--store",
+            s(&store),
+            "--match",
+            "executionId=exec-1234",
+            "--out",
+            "here.json",
+        ])
+        .output()
+        .unwrap();
+    assert!(here.status.success(), "{}", String::from_utf8_lossy(&here.stderr));
+    assert_eq!(std::fs::read(dir.path().join("here.json")).unwrap(), text);
 
     // Offline: only the bundle, the dev root and the auditor's policy.
     let auditor = tempfile::tempdir().unwrap();

@@ -96,7 +96,8 @@ pub fn lock_dir(dir: &Path) -> Result<File, DirLockError> {
 /// Replaces `path` with `bytes` durably: write a temporary file, fsync, rename, fsync the
 /// directory; a crash leaves the old content or the new, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io::Error)> {
-    let parent = path.parent().unwrap_or(Path::new("."));
+    // A bare file name's parent is the empty path, which names no directory to open.
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp).map_err(|e| (tmp.clone(), e))?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| (tmp.clone(), e))?;
