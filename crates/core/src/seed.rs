@@ -8,6 +8,7 @@ use crate::batch::{RecordsStatus, SignatureStatus};
 use crate::canon::MAX_EXACT_INTEGER;
 use crate::crypto::{der_to_p1363, normalize_signature, PublicKey};
 use crate::merkle::{sha256, Digest};
+use crate::timestamp::{parse_rfc3339, UnixNanos};
 
 /// The members of the signed payload that are checked. Records are only counted and the
 /// measurement kept as its text, so that a large payload is never built into a tree in memory.
@@ -18,6 +19,9 @@ struct Payload<'a> {
     tee_measurement: &'a serde_json::value::RawValue,
     record_count: u64,
     records: Vec<serde::de::IgnoredAny>,
+    /// When the signer says it signed (ISO 8601, `DateTimeOffset.ToString("O")`).
+    #[serde(default)]
+    timestamp_utc: Option<String>,
 }
 
 /// Why a line is not a `SignedLogBatch` that can be judged.
@@ -44,6 +48,8 @@ pub(crate) struct CheckedSeedBatch {
     pub key_id: String,
     pub payload_hash: Digest,
     pub measurement: String,
+    /// The signed `timestamp_utc`, if it is RFC 3339 (the signer's clock).
+    pub sealed_at: Option<UnixNanos>,
     pub record_count: u64,
     pub signature: SignatureStatus,
     pub records: RecordsStatus,
@@ -108,6 +114,7 @@ pub(crate) fn check_seed_batch(
         key_id: signer.map(PublicKey::id_hex).unwrap_or_default(),
         payload_hash: sha256(&payload_bytes),
         measurement,
+        sealed_at: payload.timestamp_utc.as_deref().and_then(|t| parse_rfc3339(t).ok()),
         record_count: payload.record_count,
         signature,
         records,

@@ -1018,6 +1018,40 @@ impl Verifier {
                 self.report(finding(FindingKind::UnexpectedMeasurement, detail));
             }
         }
+        // Judged as every batch is: by the policy (a bare key's signer, so "software"), the
+        // verification time and freshness, on the signed timestamp_utc; without one, the batch
+        // dates from nothing, which no window and no freshness bound accepts.
+        let sealed_at = checked.sealed_at.unwrap_or_default();
+        if let (Some(now), Some(stamped)) = (self.options.now, checked.sealed_at) {
+            let skew = self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
+            if stamped > now.saturating_add(skew) {
+                let detail = format!(
+                    "timestamp_utc {} is later than the verification time {} by more than {} s (--max-skew)",
+                    format_rfc3339(stamped),
+                    format_rfc3339(now),
+                    skew / 1_000_000_000
+                );
+                self.report(finding(FindingKind::TimeAnomaly, detail));
+            }
+        }
+        let judgement =
+            self.options.policy.as_ref().map(|p| p.judge("software", &checked.measurement, sealed_at));
+        if let Some(detail) =
+            policy_objection("software", &checked.measurement, sealed_at, judgement.as_ref())
+        {
+            self.report(finding(FindingKind::UnexpectedMeasurement, detail));
+        }
+        if self.options.policy.is_some() || self.options.timeline || self.options.freshness.is_some() {
+            self.timeline.push(TimelinePoint {
+                stream: SEED_STREAM.to_string(),
+                epoch: checked.thumbprint.clone(),
+                seq: checked.sequence,
+                sealed_at,
+                platform: "software".to_string(),
+                measurement: checked.measurement.clone(),
+                judgement,
+            });
+        }
         let slot =
             Slot { header_hash: checked.payload_hash, prev: None, origin: origin.to_string(), sealed_at: 0 };
         let epoch = self.epochs.entry(key).or_default();
@@ -1269,22 +1303,31 @@ pub(crate) fn judge_measurement(
     } else if let Some(expected) = options.expect_measurement.as_deref().filter(|e| *e != measurement) {
         Some(format!("signed by code measured {measurement}, expected {expected}"))
     } else {
-        match &judgement {
-            Some(Judgement::NotListed) => {
-                Some(format!("measurement {measurement} ({platform}) is not in the policy"))
-            }
-            Some(Judgement::OutsideWindow { version, window }) => Some(format!(
-                "measurement {measurement} ({platform}, {version}) is allowed {window}, not at {}",
-                format_rfc3339(at)
-            )),
-            _ => None,
-        }
+        policy_objection(platform, measurement, at, judgement.as_ref())
     };
     MeasurementCheck {
         platform: platform.to_string(),
         measurement: measurement.to_string(),
         judgement,
         objection,
+    }
+}
+
+/// Why the policy's `judgement` of `measurement` on `platform` at `at` does not allow it, if it
+/// does not.
+fn policy_objection(
+    platform: &str,
+    measurement: &str,
+    at: UnixNanos,
+    judgement: Option<&Judgement>,
+) -> Option<String> {
+    match judgement? {
+        Judgement::NotListed => Some(format!("measurement {measurement} ({platform}) is not in the policy")),
+        Judgement::OutsideWindow { version, window } => Some(format!(
+            "measurement {measurement} ({platform}, {version}) is allowed {window}, not at {}",
+            format_rfc3339(at)
+        )),
+        _ => None,
     }
 }
 

@@ -14,7 +14,8 @@ use teelog_core::merkle::{leaf_hash, sha256};
 use teelog_core::record::canonicalize_record;
 use teelog_core::timestamp::{format_rfc3339, parse_rfc3339};
 use teelog_core::{
-    BatchBuilder, ChainHead, HeaderSigner, Origin, PublicKey, SigAlg, SoftwareKey, Verifier, VerifyOptions,
+    BatchBuilder, ChainHead, Freshness, HeaderSigner, Origin, PublicKey, SigAlg, SoftwareKey, Verifier,
+    VerifyOptions,
 };
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -280,4 +281,36 @@ fn seed_vector_verifies() {
     let report = verifier.finish();
     assert!(report.ok, "{:?}", report.findings);
     assert_eq!((report.batches, report.records), (1, 2));
+}
+
+#[test]
+fn seed_batches_are_judged_by_the_policy_the_clock_and_freshness() {
+    let vector: SeedVector =
+        serde_json::from_slice(&std::fs::read(vectors_dir().join("seed-v1.json")).unwrap()).unwrap();
+    let public = PublicKey::from_pem(vector.public_key_pem.as_bytes()).unwrap();
+    let signed_at = parse_rfc3339("2026-12-02T09:00:00Z").unwrap();
+    let kinds = |options: VerifyOptions| {
+        let mut verifier = Verifier::new(VerifyOptions { trusted_keys: vec![public.clone()], ..options });
+        verifier.push_line(Origin { source: "seed-v1.json", line: 1 }, vector.line.as_bytes());
+        let report = verifier.finish();
+        report.findings.iter().map(|f| f.kind.name()).collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(VerifyOptions { now: Some(signed_at), ..VerifyOptions::default() }), Vec::<&str>::new());
+    // Its measurement is not one the auditor's policy allows.
+    let policy: teelog_core::policy::Policy = serde_json::from_value(serde_json::json!(
+        {"measurement": [{"platform": "software", "version": "v1", "value": "aa"}]}
+    ))
+    .unwrap();
+    let judged = VerifyOptions { policy: Some(policy.validated().unwrap()), ..VerifyOptions::default() };
+    assert_eq!(kinds(judged), ["unexpected_measurement"]);
+    // Signed two hours before the verification time, with at most a minute of silence allowed.
+    let later = signed_at + 2 * 3_600_000_000_000;
+    let fresh = Some(Freshness { now: later, max_silence: 60_000_000_000 });
+    assert_eq!(
+        kinds(VerifyOptions { freshness: fresh, now: Some(later), ..VerifyOptions::default() }),
+        ["stale_stream"]
+    );
+    // Signed an hour after it.
+    let earlier = Some(signed_at - 3_600_000_000_000);
+    assert_eq!(kinds(VerifyOptions { now: earlier, ..VerifyOptions::default() }), ["time_anomaly"]);
 }
