@@ -740,11 +740,15 @@ impl Verifier {
             self.documents.insert(digest, Document { bytes, verdict: None, named: false });
             return;
         }
+        // Past the bound on bytes held, a document is judged on arrival and only its verdict
+        // kept; past the bound on documents that failed too, input is flooding the verifier with
+        // them, and judging each would cost it without limit: no more are judged or kept (a batch
+        // naming one then finds it missing, never trusted).
+        if self.failed_documents >= MAX_FAILED_DOCUMENTS {
+            return;
+        }
         let verdict = verifier.verify_document(&bytes);
         if verdict.is_err() {
-            if self.failed_documents >= MAX_FAILED_DOCUMENTS {
-                return;
-            }
             self.failed_documents += 1;
         }
         self.documents.insert(digest, Document { bytes: Vec::new(), verdict: Some(verdict), named: false });
