@@ -323,6 +323,7 @@ mod tests {
             dev_attested: 0,
             keys_needed: Vec::new(),
             timeline: None,
+            measurements_unjudged: false,
         };
         let context =
             ReportContext { subject: hostile.into(), version: "t".into(), ..ReportContext::default() };

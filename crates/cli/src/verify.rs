@@ -388,6 +388,11 @@ pub fn print_human(report: &Report) {
             report.checkpoints
         );
     }
+    if report.measurements_unjudged {
+        println!(
+            "NOTE measurements not judged (no --policy, no --expect-measurement): batches of any code the trust roots attest are accepted"
+        );
+    }
     if report.dev_attested > 0 {
         println!(
             "NOTE {} batches are attested by a dev root given with --trust-root: not hardware-backed",

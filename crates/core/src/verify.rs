@@ -187,6 +187,10 @@ pub struct Report {
     /// Which code produced which batches, per stream in time order; present with a policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<TimelineEntry>>,
+    /// Attested batches verified with neither a policy nor an expected measurement: whatever
+    /// code a trusted root attests was accepted, which OK alone does not say.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub measurements_unjudged: bool,
 }
 
 /// What one epoch's validly signed batches rest on.
@@ -1187,6 +1191,9 @@ impl Verifier {
         }
         self.findings
             .sort_by(|a, b| (&a.stream, &a.epoch, a.seq, a.kind).cmp(&(&b.stream, &b.epoch, b.seq, b.kind)));
+        let measurements_unjudged = self.options.policy.is_none()
+            && self.options.expect_measurement.is_none()
+            && trust.iter().any(|t| t.basis != TrustBasis::BarePublicKey);
         Report {
             ok: self.findings.is_empty() && self.omitted.is_empty(),
             batches: self.batches,
@@ -1204,6 +1211,7 @@ impl Verifier {
             keys_needed: self.keys_needed.into_iter().collect(),
             timeline: (self.options.policy.is_some() || self.options.timeline)
                 .then(|| build_timeline(&mut self.timeline)),
+            measurements_unjudged,
         }
     }
 }
