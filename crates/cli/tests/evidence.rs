@@ -64,35 +64,16 @@ fn a_record_is_proven_offline_and_every_change_to_its_bundle_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let (store, root, pcr0) = attested_store(dir.path());
     let bundle = dir.path().join("exec-1234.json");
-    let out = teelog(
-        &[
-            "evidence",
-            "export",
-            "--store",
-            s(&store),
-            "--match",
-            "executionId=exec-1234",
-            "--out",
-            s(&bundle),
-        ],
-        b"",
-    );
+    let export =
+        |out| ["evidence", "export", "--store", s(&store), "--match", "executionId=exec-1234", "--out", out];
+    let out = teelog(&export(s(&bundle)), b"");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read(&bundle).unwrap();
     eprintln!("bundle for one record of a 4096-record batch: {} bytes", text.len());
     // The same, written to a bare file name in the working directory.
     let here = std::process::Command::new(env!("CARGO_BIN_EXE_teelog"))
         .current_dir(dir.path())
-        .args([
-            "evidence",
-            "export",
-            "--store",
-            s(&store),
-            "--match",
-            "executionId=exec-1234",
-            "--out",
-            "here.json",
-        ])
+        .args(export("here.json"))
         .output()
         .unwrap();
     assert!(here.status.success(), "{}", String::from_utf8_lossy(&here.stderr));
