@@ -1152,6 +1152,11 @@ mod tests {
         Gate::new(VerifyOptions { trusted_keys, ..VerifyOptions::default() }, Continuity::default())
     }
 
+    /// Stream "app"'s tips: epoch and seq.
+    fn app_tips(gate: &Gate) -> Vec<(String, u64)> {
+        gate.tips("app", None).iter().map(|t| (t.epoch.clone(), t.seq)).collect()
+    }
+
     /// The finding kinds for each line, in order.
     fn kinds(gate: &mut Gate, lines: &[Vec<u8>]) -> Vec<Vec<&'static str>> {
         lines
@@ -1191,21 +1196,19 @@ mod tests {
         let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         let first = epoch(&mut head, &a, 3);
         kinds(&mut gate, &first);
-        let tip =
-            |gate: &Gate| gate.tips("app", None).iter().map(|t| (t.epoch.clone(), t.seq)).collect::<Vec<_>>();
-        assert_eq!(tip(&gate), vec![(head.epoch.clone(), 3)]);
+        assert_eq!(app_tips(&gate), vec![(head.epoch.clone(), 3)]);
         assert_eq!(gate.tips("app", None)[0].hash, head.prev.clone().unwrap());
         // Handed over: only the new epoch is a tip. A stranger's batch is no head at all.
         let mut next = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
         kinds(&mut gate, &epoch(&mut next, &b, 2));
         let mut forged = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         kinds(&mut gate, &epoch(&mut forged, &stranger, 1));
-        assert_eq!(tip(&gate), vec![(next.epoch.clone(), 2)]);
+        assert_eq!(app_tips(&gate), vec![(next.epoch.clone(), 2)]);
         // A second epoch continuing from the same head forks the stream: both are tips, newest
         // first.
         let mut fork = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
         kinds(&mut gate, &epoch(&mut fork, &a, 1));
-        assert_eq!(tip(&gate), vec![(fork.epoch.clone(), 1), (next.epoch.clone(), 2)]);
+        assert_eq!(app_tips(&gate), vec![(fork.epoch.clone(), 1), (next.epoch.clone(), 2)]);
         assert!(gate.tips("other", None).is_empty());
     }
 
@@ -1543,26 +1546,26 @@ mod tests {
             ..VerifyOptions::default()
         };
         let mut gate = Gate::new(options, Continuity::default());
-        let tips =
-            |gate: &Gate| gate.tips("app", None).iter().map(|t| (t.epoch.clone(), t.seq)).collect::<Vec<_>>();
         let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
         assert!(kinds(&mut gate, &epoch(&mut head, &honest, 2)).iter().all(Vec::is_empty));
         // The outsider links an epoch of its own to the head: reported, and the head stays.
         let mut taken = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
         let found = kinds(&mut gate, &epoch(&mut taken, &outsider, 2));
         assert!(found.iter().all(|k| k.contains(&"unexpected_measurement")), "{found:?}");
-        assert_eq!(tips(&gate), vec![(head.epoch.clone(), 2)]);
+        assert_eq!(app_tips(&gate), vec![(head.epoch.clone(), 2)]);
         // Nor can it add to the honest epoch with a changed record.
         let mut next = epoch(&mut head.clone(), &honest, 1).remove(0);
-        let at = next.windows(2).position(|w| w == b"b0").expect("a record");
+        // The first record's message, "b0 r0", becomes "b9 r0".
+        let at = next.windows(4).position(|w| w == b"b0 r").expect("a record");
         next[at + 1] = b'9';
-        assert!(kinds(&mut gate, &[next])[0].contains(&"record_tampered"));
-        assert_eq!(tips(&gate), vec![(head.epoch.clone(), 2)]);
+        let found = kinds(&mut gate, &[next]);
+        assert!(found[0].contains(&"record_tampered"), "{found:?}");
+        assert_eq!(app_tips(&gate), vec![(head.epoch.clone(), 2)]);
         // The honest signer's next epoch takes the tip over as before.
         let mut after = ChainHead::new_epoch("app", head.prev.clone(), &crate::random::SystemRandom).unwrap();
         let found = kinds(&mut gate, &epoch(&mut after, &honest, 1));
         assert!(found.iter().all(|k| !k.contains(&"unexpected_measurement")), "{found:?}");
-        assert_eq!(tips(&gate), vec![(after.epoch.clone(), 1)]);
+        assert_eq!(app_tips(&gate), vec![(after.epoch.clone(), 1)]);
     }
 
     #[test]
@@ -1575,18 +1578,16 @@ mod tests {
         // The gateway came after the old epoch (or forgot it): it knows the stream from `now`.
         let mut gate = gate(&[&a]);
         kinds(&mut gate, &lines[..1]);
-        let tips =
-            |gate: &Gate| gate.tips("app", None).iter().map(|t| (t.epoch.clone(), t.seq)).collect::<Vec<_>>();
-        assert_eq!(tips(&gate), vec![(now.epoch.clone(), 1)]);
+        assert_eq!(app_tips(&gate), vec![(now.epoch.clone(), 1)]);
         // Someone replays a genuine old batch: a gap is reported, and the head stays the one.
         assert_eq!(kinds(&mut gate, &old_lines[1..2]), vec![vec!["sequence_gap"]]);
-        assert_eq!(tips(&gate), vec![(now.epoch.clone(), 1)]);
+        assert_eq!(app_tips(&gate), vec![(now.epoch.clone(), 1)]);
         kinds(&mut gate, &old_lines[2..]);
         kinds(&mut gate, &lines[1..]);
-        assert_eq!(tips(&gate), vec![(now.epoch.clone(), 2)]);
+        assert_eq!(app_tips(&gate), vec![(now.epoch.clone(), 2)]);
         // Its first batch arriving late places it: it is continued from, still no head.
         kinds(&mut gate, &old_lines[..1]);
-        assert_eq!(tips(&gate), vec![(now.epoch.clone(), 2)]);
+        assert_eq!(app_tips(&gate), vec![(now.epoch.clone(), 2)]);
     }
 
     #[test]
