@@ -63,6 +63,29 @@ fn every_phase_is_measured_from_outside_the_child() {
             assert!((1.0..500.0).contains(&rss), "{phase}: peak RSS {rss} MiB");
         }
     }
+    // journald FSS over the same records, measured like the teelog phases, or skipped with why.
+    if !stdout.lines().any(|l| l.starts_with("journald FSS: skipped: ")) {
+        for phase in ["journald: journal-remote --seal", "journald: journalctl --verify"] {
+            let row = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(phase))
+                .unwrap_or_else(|| panic!("{phase}: {stdout}"));
+            let cells: Vec<&str> = row.split_whitespace().collect();
+            let [per_second, per_cpu_second, "-", "-", rss, "MiB"] = cells.as_slice() else {
+                panic!("{phase}: {row}")
+            };
+            for cell in [per_second, per_cpu_second, rss] {
+                let number: f64 = cell.parse().unwrap_or_else(|_| panic!("{phase}: {cell:?} in {row}"));
+                assert!(number > 0.0 && number.is_finite(), "{row}");
+            }
+        }
+        let ratios = stdout.lines().find(|l| l.starts_with("teelog per CPU-second against journald FSS"));
+        assert!(
+            ratios
+                .is_some_and(|l| l.contains("sign ") && l.contains("x (journal-remote") && !l.contains('?')),
+            "{stdout}"
+        );
+    }
     // The audit phases' comparison, with teelog's share of the wall time from its own report.
     let comparison =
         stdout.lines().find(|l| l.starts_with("audit against a Loki answering in 50 ms: 8 queries"));
