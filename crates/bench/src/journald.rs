@@ -7,6 +7,7 @@
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use anyhow::{bail, Context};
 use teelog_store::lines::{Line, LineReader};
@@ -40,10 +41,11 @@ pub(crate) fn phase(input: &Path, dir: &Path, records: u64, runs: u32) -> anyhow
         Err(why) => return Ok(Outcome::Skipped(format!("{why:#}"))),
     };
     let export = root.join("records.export");
-    write_export(input, &export)?;
     let mut seal = Vec::new();
     let mut verify = Vec::new();
     for run in 0..runs {
+        // Written for each run: its entries must start at the time it runs (see write_export).
+        write_export(input, &export)?;
         let out = root.join(format!("out-{run}"));
         fs::create_dir_all(&out)?;
         seal.push(tools.seal(&keys, &export, &out, records)?);
@@ -141,7 +143,7 @@ impl Tools {
         let mut argv: Vec<&str> = unshare;
         argv.extend(["sh", "-c", &full, &keys]);
         argv.extend(args);
-        run_measured(Path::new("unshare"), &argv, what, stdin, true)
+        run_measured(Path::new("unshare"), &argv, what, stdin, Stdio::piped())
     }
 
     /// A new FSS key pair in `keys`; returns the verification key.
@@ -188,7 +190,7 @@ impl Tools {
             &["--verify", &key, &directory],
             "journalctl --verify",
             None,
-            true,
+            Stdio::piped(),
         )?;
         // A journal that was never sealed verifies without a key's check: the comparison needs
         // one that was ("Validated from … to …").
@@ -211,8 +213,10 @@ fn running_as_root() -> bool {
 
 /// The NDJSON records of `input` in the Journal Export Format, as journald would hold them:
 /// `message` as MESSAGE, `level` as PRIORITY, each attribute a field of its own, and `ts` as the
-/// entry's time, moved so that the first record is now (a sealing key starts now, and its epochs
-/// are counted from then).
+/// entry's time, moved so that the first record is now. journald stamps entries with the time
+/// they arrive, and its sealing follows the clock: a journal file begins with a tag for the
+/// current key epoch, and `journalctl --verify` fails an entry older than a tag before it
+/// ("Older entry after newer tag"), so entries from an earlier epoch cannot be sealed.
 fn write_export(input: &Path, export: &Path) -> anyhow::Result<()> {
     let mut reader = LineReader::new(BufReader::with_capacity(1 << 20, File::open(input)?), 1 << 20);
     let mut out = BufWriter::with_capacity(1 << 20, File::create(export)?);

@@ -17,6 +17,7 @@ use clap::Parser;
 use teelog_store::lines::{Line, LineReader};
 
 mod journald;
+mod scaling;
 
 /// Measures the teelog binary end to end against SHA-256 over the same records (docs/PERFORMANCE.md).
 #[derive(Parser, Clone)]
@@ -54,6 +55,8 @@ struct BenchArgs {
     /// Leave out the side-by-side with journald's Forward Secure Sealing.
     #[arg(long)]
     no_journald: bool,
+    #[command(flatten)]
+    scaling: scaling::ScalingArgs,
 }
 
 /// One run of a phase.
@@ -101,7 +104,8 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         bail!("{} already exists", dir.display());
     }
     fs::create_dir_all(&dir)?;
-    let result = bench_in(args, &exe, &dir);
+    let result =
+        if args.scaling.scaling { scaling::run(args, &exe, &dir) } else { bench_in(args, &exe, &dir) };
     if remove {
         let _ = fs::remove_dir_all(&dir);
     }
@@ -616,12 +620,12 @@ fn on_one_core(exe: &Path) -> Command {
 
 /// Runs `teelog ARGS [< stdin]` on one core and measures it.
 fn run_child(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<Run> {
-    Ok(run_measured(exe, args, &teelog_command(args), stdin, false)?.0)
+    Ok(run_measured(exe, args, &teelog_command(args), stdin, Stdio::null())?.0)
 }
 
 /// [`run_child`], keeping what the child prints on stdout.
 fn run_child_output(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<(Run, String)> {
-    let (run, stdout, _) = run_measured(exe, args, &teelog_command(args), stdin, true)?;
+    let (run, stdout, _) = run_measured(exe, args, &teelog_command(args), stdin, Stdio::piped())?;
     Ok((run, stdout))
 }
 
@@ -630,17 +634,17 @@ fn teelog_command(args: &[&str]) -> String {
     format!("teelog {}", args.first().unwrap_or(&""))
 }
 
-/// Runs `program ARGS [< stdin]` on one core and measures it; `what` names it in errors. Returns
-/// its stdout (if `keep_stdout`) and its stderr.
+/// Runs `program ARGS [< stdin] [> stdout]` on one core and measures it; `what` names it in
+/// errors. Returns what it printed on stdout (if that is piped) and on stderr.
 fn run_measured(
     program: &Path,
     args: &[&str],
     what: &str,
     stdin: Option<&Path>,
-    keep_stdout: bool,
+    stdout: Stdio,
 ) -> anyhow::Result<(Run, String, String)> {
     let mut cmd = on_one_core(program);
-    cmd.args(args).stdout(if keep_stdout { Stdio::piped() } else { Stdio::null() }).stderr(Stdio::piped());
+    cmd.args(args).stdout(stdout).stderr(Stdio::piped());
     match stdin {
         Some(path) => cmd.stdin(File::open(path)?),
         None => cmd.stdin(Stdio::null()),
