@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use teelog_store::lines::{Line, LineReader};
 
+mod callgrind;
 mod journald;
 mod scaling;
 
@@ -57,6 +58,8 @@ struct BenchArgs {
     no_journald: bool,
     #[command(flatten)]
     scaling: scaling::ScalingArgs,
+    #[command(flatten)]
+    callgrind: callgrind::CallgrindArgs,
 }
 
 /// One run of a phase.
@@ -95,6 +98,9 @@ fn teelog_binary(args: &BenchArgs) -> anyhow::Result<PathBuf> {
 }
 
 fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(file) = &args.callgrind.sha256_only {
+        return callgrind::sha256_only(file);
+    }
     let exe = teelog_binary(args)?;
     let (dir, remove) = match &args.dir {
         Some(d) => (d.clone(), false),
@@ -104,8 +110,13 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         bail!("{} already exists", dir.display());
     }
     fs::create_dir_all(&dir)?;
-    let result =
-        if args.scaling.scaling { scaling::run(args, &exe, &dir) } else { bench_in(args, &exe, &dir) };
+    let result = if args.scaling.scaling {
+        scaling::run(args, &exe, &dir)
+    } else if args.callgrind.callgrind {
+        callgrind::run(args, &exe, &dir)
+    } else {
+        bench_in(args, &exe, &dir)
+    };
     if remove {
         let _ = fs::remove_dir_all(&dir);
     }
