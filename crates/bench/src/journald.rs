@@ -34,16 +34,20 @@ pub(crate) fn phase(input: &Path, dir: &Path, records: u64, runs: u32) -> anyhow
         Err(why) => return Ok(Outcome::Skipped(why)),
     };
     let root = dir.join("journald");
-    let keys = root.join("keys");
     fs::create_dir_all(&root)?;
-    let key = match tools.setup_keys(&keys) {
-        Ok(key) => key,
-        Err(why) => return Ok(Outcome::Skipped(format!("{why:#}"))),
-    };
     let export = root.join("records.export");
     let mut seal = Vec::new();
     let mut verify = Vec::new();
     for run in 0..runs {
+        // Keys of its own for each run: journald evolves the sealing key on disk as the
+        // entries' time passes into later epochs (forward security), and a key moved on cannot
+        // seal the next run's entries, which start earlier.
+        let keys = root.join(format!("keys-{run}"));
+        let key = match tools.setup_keys(&keys) {
+            Ok(key) => key,
+            Err(why) if run == 0 => return Ok(Outcome::Skipped(format!("{why:#}"))),
+            Err(why) => return Err(why),
+        };
         // Written for each run: its entries must start at the time it runs (see write_export).
         write_export(input, &export)?;
         let out = root.join(format!("out-{run}"));
@@ -51,6 +55,7 @@ pub(crate) fn phase(input: &Path, dir: &Path, records: u64, runs: u32) -> anyhow
         seal.push(tools.seal(&keys, &export, &out, records)?);
         verify.push(tools.verify(&key, &out)?);
         fs::remove_dir_all(&out)?;
+        fs::remove_dir_all(&keys)?;
     }
     fs::remove_dir_all(&root)?;
     Ok(Outcome::Measured { seal: median(&seal), verify: median(&verify) })
