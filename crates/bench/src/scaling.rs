@@ -86,9 +86,11 @@ fn measure_case(
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&input)?);
     teelog_sample::write_records(&mut out, records, args.record_bytes)?;
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    let shares = if streams > 1 { Some(split_by_stream(&input, case, records, streams)?) } else { None };
     let batch_size = args.batch_size.to_string();
     let by_bench = streams > args.scaling.scaling_sign_streams;
+    // Each sign run's share in a file of its own (where the bench seals, there are no runs).
+    let shares =
+        if streams > 1 && !by_bench { Some(split_by_stream(&input, case, records, streams)?) } else { None };
 
     let mut sha256 = Vec::new();
     let mut sign = Vec::new();
