@@ -16,6 +16,10 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use teelog_store::lines::{Line, LineReader};
 
+mod callgrind;
+mod journald;
+mod scaling;
+
 /// Measures the teelog binary end to end against SHA-256 over the same records (docs/PERFORMANCE.md).
 #[derive(Parser, Clone)]
 #[command(name = "teelog-bench", version, about)]
@@ -49,6 +53,13 @@ struct BenchArgs {
     /// Scratch directory (default: a new one under the system temp dir, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Leave out the side-by-side with journald's Forward Secure Sealing.
+    #[arg(long)]
+    no_journald: bool,
+    #[command(flatten)]
+    scaling: scaling::ScalingArgs,
+    #[command(flatten)]
+    callgrind: callgrind::CallgrindArgs,
 }
 
 /// One run of a phase.
@@ -87,6 +98,9 @@ fn teelog_binary(args: &BenchArgs) -> anyhow::Result<PathBuf> {
 }
 
 fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(file) = &args.callgrind.sha256_only {
+        return callgrind::sha256_only(file);
+    }
     let exe = teelog_binary(args)?;
     let (dir, remove) = match &args.dir {
         Some(d) => (d.clone(), false),
@@ -96,7 +110,13 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         bail!("{} already exists", dir.display());
     }
     fs::create_dir_all(&dir)?;
-    let result = bench_in(args, &exe, &dir);
+    let result = if args.scaling.scaling {
+        scaling::run(args, &exe, &dir)
+    } else if args.callgrind.callgrind {
+        callgrind::run(args, &exe, &dir)
+    } else {
+        bench_in(args, &exe, &dir)
+    };
     if remove {
         let _ = fs::remove_dir_all(&dir);
     }
@@ -168,6 +188,9 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         relay.0.stop(0.0)?;
         gateway.push(gateway_run(exe, dir, &identity, &store)?);
     }
+    // Before the audit phases, for the same reason as they are last (below).
+    let journald =
+        if args.no_journald { None } else { Some(journald::phase(&input, dir, args.records, args.runs)?) };
     // Last: the in-memory Loki lives in this process, and a child's peak RSS as the kernel
     // counts it starts from what its parent held when it forked.
     let last = format!("bench-{}", args.runs.saturating_sub(1));
@@ -239,6 +262,9 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         100.0 * many.teelog_share,
         100.0 * one.teelog_share
     );
+    if let Some(journald) = journald {
+        journald.print(args.records, median(&sign), median(&verify));
+    }
     Ok(())
 }
 
@@ -605,28 +631,37 @@ fn on_one_core(exe: &Path) -> Command {
 
 /// Runs `teelog ARGS [< stdin]` on one core and measures it.
 fn run_child(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<Run> {
-    Ok(run_child_with(exe, args, stdin, Stdio::null())?.0)
+    Ok(run_measured(exe, args, &teelog_command(args), stdin, Stdio::null())?.0)
 }
 
 /// [`run_child`], keeping what the child prints on stdout.
 fn run_child_output(exe: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<(Run, String)> {
-    run_child_with(exe, args, stdin, Stdio::piped())
+    let (run, stdout, _) = run_measured(exe, args, &teelog_command(args), stdin, Stdio::piped())?;
+    Ok((run, stdout))
 }
 
-fn run_child_with(
-    exe: &Path,
+/// How errors name a teelog child.
+fn teelog_command(args: &[&str]) -> String {
+    format!("teelog {}", args.first().unwrap_or(&""))
+}
+
+/// Runs `program ARGS [< stdin] [> stdout]` on one core and measures it; `what` names it in
+/// errors. Returns what it printed on stdout (if that is piped) and on stderr.
+fn run_measured(
+    program: &Path,
     args: &[&str],
+    what: &str,
     stdin: Option<&Path>,
     stdout: Stdio,
-) -> anyhow::Result<(Run, String)> {
-    let mut cmd = on_one_core(exe);
+) -> anyhow::Result<(Run, String, String)> {
+    let mut cmd = on_one_core(program);
     cmd.args(args).stdout(stdout).stderr(Stdio::piped());
     match stdin {
         Some(path) => cmd.stdin(File::open(path)?),
         None => cmd.stdin(Stdio::null()),
     };
     let start = Instant::now();
-    let mut child = cmd.spawn().with_context(|| format!("cannot run teelog {}", args[0]))?;
+    let mut child = cmd.spawn().with_context(|| format!("cannot run {what}"))?;
     // Stdout on a thread of its own, so that neither pipe fills while the other is read.
     let stdout = child.stdout.take().map(|mut out| {
         std::thread::spawn(move || {
@@ -640,13 +675,13 @@ fn run_child_with(
     let (status, usage) = reap(child)?;
     let wall = start.elapsed().as_secs_f64();
     if !status.success() {
-        bail!("teelog {} failed ({status}): {stderr}", args[0]);
+        bail!("{what} failed ({status}): {stderr}");
     }
     let stdout = match stdout {
         Some(reader) => reader.join().map_err(|_| anyhow::anyhow!("reading stdout panicked"))??,
         None => String::new(),
     };
-    Ok((Run { wall, cpu: Some(usage.cpu), peak_rss_kib: Some(usage.peak_rss_kib) }, stdout))
+    Ok((Run { wall, cpu: Some(usage.cpu), peak_rss_kib: Some(usage.peak_rss_kib) }, stdout, stderr))
 }
 
 /// What a child used, as the kernel accounted it when the child was reaped.
