@@ -254,10 +254,21 @@ fn write_int(v: i64, out: &mut Vec<u8>) {
     }
 }
 
-/// JSON has no NaN or infinities: they become the strings proto3 JSON uses for them.
+/// JSON has no NaN or infinities: they become the strings proto3 JSON uses for them. A double
+/// whose shortest form is an integer literal beyond ±2^53 (e.g. 1.0210603806793571e17, written
+/// `102106038067935710`) becomes a string, as the canonicaliser makes of such a literal (§2.2).
 fn write_double(v: f64, out: &mut Vec<u8>) {
     if v.is_finite() {
-        out.extend_from_slice(ryu_js::Buffer::new().format_finite(v).as_bytes());
+        let mut buffer = ryu_js::Buffer::new();
+        let text = buffer.format_finite(v);
+        let integer_literal = !text.contains(['.', 'e']);
+        if integer_literal && v.abs() > MAX_EXACT_INTEGER as f64 {
+            out.push(b'"');
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(text.as_bytes());
+        }
     } else if v.is_nan() {
         out.extend_from_slice(b"\"NaN\"");
     } else if v > 0.0 {

@@ -167,7 +167,7 @@ fn mapped_records_are_already_canonical() {
 
 #[test]
 fn body_kinds() {
-    let cases: [(AnyValue, &str); 11] = [
+    let cases: [(AnyValue, &str); 13] = [
         (s("hello"), r#""message":"hello""#),
         (s(""), r#""message":"""#),
         (val(Value::BoolValue(false)), r#""body":false"#),
@@ -175,6 +175,9 @@ fn body_kinds() {
         (int(-(1 << 53) - 1), r#""body":"-9007199254740993""#),
         (double(-0.0), r#""body":0"#),
         (double(1e21), r#""body":1e+21"#),
+        // Integral doubles are written as integers: beyond 2^53 as strings, as such literals are.
+        (double(9007199254740992.0), r#""body":9007199254740992"#),
+        (double(1.021_060_380_679_357_1e17), r#""body":"102106038067935710""#),
         (val(Value::BytesValue(vec![])), r#""body":"""#),
         (AnyValue::default(), r#""body":null"#),
         (val(Value::StringValueStrindex(4)), r#""body":null"#),
