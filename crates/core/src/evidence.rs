@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::anchor::{bound, bounds, TimeBound};
 use crate::batch::{LineFields, ParsedBatch, SignatureStatus, SignedHeader};
+use crate::crypto::PublicKey;
 use crate::merkle::{inclusion_proof, leaf_hash, root_from_inclusion_proof, sha256, Digest};
 use crate::policy::Judgement;
 use crate::timestamp::UnixNanos;
@@ -33,6 +35,14 @@ pub struct Bundle {
     pub batches: Vec<BundleBatch>,
     /// The disclosed records.
     pub records: Vec<BundleRecord>,
+    /// Headers (their JSON text, as signed) that link the batches to the checkpoints: each one's
+    /// `prev` is the SHA-256 of the header of the seq before (docs/FORMAT.md §16.1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
+    /// Stamped gateway checkpoint lines (docs/FORMAT.md §17.1, without the newline) whose tips the
+    /// batches are linked to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<String>,
 }
 
 /// A signed batch header, exactly as signed, without its records.
@@ -137,6 +147,12 @@ pub enum ExportError {
     /// A selected batch names a document the input does not hold.
     #[error("attestation document {0} named by a selected batch is not in the input")]
     MissingDocument(String),
+    /// The headers and checkpoints between the selected batches and their anchors are more
+    /// than an exporter holds.
+    #[error(
+        "the headers linking the selected batches to their checkpoints exceed {0} MiB: select fewer records"
+    )]
+    TooLarge(usize),
 }
 
 /// Picks records from batch lines fed in any order, keeping only what a bundle needs.
@@ -267,7 +283,13 @@ impl Exporter {
         if let Some((index, count, place)) = self.index_count.filter(|_| self.batches.is_empty()) {
             return Err(ExportError::NoSuchRecord { place, index, count });
         }
-        let mut bundle = Bundle { teelog_evidence: BUNDLE_VERSION, batches: Vec::new(), records: Vec::new() };
+        let mut bundle = Bundle {
+            teelog_evidence: BUNDLE_VERSION,
+            batches: Vec::new(),
+            records: Vec::new(),
+            chain: Vec::new(),
+            checkpoints: Vec::new(),
+        };
         for (n, (_, mut batch, records)) in self.batches.into_iter().enumerate() {
             let named =
                 SignedHeader::from_parts(&batch.header, &batch.sig).ok().and_then(|(h, ..)| h.attestation);
@@ -350,6 +372,13 @@ pub struct ProvenRecord {
     /// When a TSA the auditor trusts stamped the batch's header: it was sealed no later.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stamped_at: Option<String>,
+    /// The batch was sealed no later than this, trusted time (the earliest of `stamped_at` and
+    /// the checkpoints linked to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_later_than: Option<TimeBound>,
+    /// Why a bound of the record's time window is missing, if one is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unbounded: Vec<String>,
 }
 
 /// The verdict on a bundle: what it proves, and what is wrong with it.
@@ -372,6 +401,7 @@ pub fn check_bundle(
     options: &VerifyOptions,
     attestation: Option<&dyn AttestationVerifier>,
     timestamps: Option<&dyn TimestampVerifier>,
+    checkpoint_keys: &[PublicKey],
     now: Option<UnixNanos>,
 ) -> BundleReport {
     let mut findings = Vec::new();
@@ -399,6 +429,12 @@ pub fn check_bundle(
         .enumerate()
         .map(|(i, batch)| check_batch(i, batch, options, (attestation, timestamps), now, &mut findings))
         .collect();
+    let linked: Vec<Option<(&crate::Header, Digest)>> = batches
+        .iter()
+        .zip(&bundle.batches)
+        .map(|(checked, batch)| checked.as_ref().map(|c| (&c.header, sha256(batch.header.as_bytes()))))
+        .collect();
+    let windows = bounds(bundle, &linked, checkpoint_keys, timestamps, &mut findings);
     for (i, _) in
         bundle.batches.iter().enumerate().filter(|(i, _)| !bundle.records.iter().any(|r| r.batch == *i))
     {
@@ -456,6 +492,19 @@ pub fn check_bundle(
         if !checked.objections.is_empty() {
             continue;
         }
+        let window = windows.get(item.batch).cloned().unwrap_or_default();
+        let no_later_than = match (checked.stamped_at, window.upper) {
+            (Some(t), Some((u, _))) if t <= u => {
+                Some(bound(t, format!("the TSA token of batches[{}]", item.batch)))
+            }
+            (_, Some((u, by))) => Some(bound(u, by)),
+            (Some(t), None) => Some(bound(t, format!("the TSA token of batches[{}]", item.batch))),
+            (None, None) => None,
+        };
+        let unbounded = match (&no_later_than, window.no_upper) {
+            (None, Some(why)) => vec![format!("no upper bound: {why}")],
+            _ => Vec::new(),
+        };
         proven.push(ProvenRecord {
             stream: h.stream.clone(),
             epoch: h.epoch.clone(),
@@ -471,6 +520,8 @@ pub fn check_bundle(
             basis: checked.attested.as_ref().map_or(TrustBasis::BarePublicKey, |a| a.anchor),
             document: batch.attestation.as_ref().and(h.attestation.clone()),
             stamped_at: checked.stamped_at.map(crate::timestamp::format_rfc3339),
+            no_later_than,
+            unbounded,
             attested_at: checked
                 .attested
                 .as_ref()

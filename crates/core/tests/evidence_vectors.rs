@@ -6,10 +6,14 @@
 
 use std::path::PathBuf;
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use teelog_core::evidence::{check_bundle, Bundle, Exporter, Selection};
-use teelog_core::timestamp::parse_rfc3339;
+use teelog_core::evidence::{check_bundle, Bundle, Exporter, Selection, TimestampVerifier};
+use teelog_core::timestamp::{parse_rfc3339, UnixNanos};
 use teelog_core::{PublicKey, VerifyOptions};
+
+#[path = "../../tsa/tests/support/openssl_tsa.rs"]
+mod openssl_tsa;
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Vectors {
@@ -18,8 +22,49 @@ struct Vectors {
     public_key_pem: String,
     /// The verification time.
     now: String,
+    /// The root of the test TSA (made once by `openssl ts` when the vectors were written) that
+    /// stamped the checkpoint of docs/vectors/checkpoint-v1.json.
+    tsa_root_pem: String,
+    /// The gateway key of docs/vectors/checkpoint-v1.json (the published test key).
+    checkpoint_key_pem: String,
+    /// That checkpoint's line with its timestamp token.
+    stamped_checkpoint: String,
     vectors: Vec<Vector>,
 }
+
+/// Tokens checked under the vectors' TSA root.
+struct Roots(Vec<Vec<u8>>);
+
+impl TimestampVerifier for Roots {
+    fn verify_token(&self, token: &[u8], digest: &[u8; 32]) -> Result<UnixNanos, String> {
+        teelog_tsa::verify_token(token, digest, &self.0).map(|t| t.gen_time).map_err(|e| e.to_string())
+    }
+}
+
+/// A test TSA made with `openssl ts`, and its token over `digest`: (root PEM, token DER).
+fn stamp_with_openssl(digest: &[u8; 32]) -> (String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_tsa::tsa(dir.path(), "timeStamping");
+    let hex = hex::encode(digest);
+    openssl_tsa::openssl(dir.path(), &["ts", "-query", "-digest", &hex, "-sha256", "-cert", "-out", "q.der"]);
+    openssl_tsa::openssl(
+        dir.path(),
+        &["ts", "-reply", "-config", "tsa.cnf", "-queryfile", "q.der", "-token_out", "-out", "token.der"],
+    );
+    (
+        std::fs::read_to_string(dir.path().join("ca.pem")).unwrap(),
+        std::fs::read(dir.path().join("token.der")).unwrap(),
+    )
+}
+
+/// DER of the first certificate in `pem`.
+fn pem_der(pem: &str) -> Vec<u8> {
+    let body: String =
+        pem.lines().take_while(|l| !l.starts_with("-----END")).filter(|l| !l.starts_with("-----")).collect();
+    B64.decode(body).unwrap()
+}
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Vector {
@@ -29,14 +74,18 @@ struct Vector {
     ok: bool,
     /// The kinds of the findings, in order.
     findings: Vec<String>,
+    /// The upper bound of the first record's window, where the bundle gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    no_later_than: Option<String>,
 }
 
 fn vectors_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors")
 }
 
-/// The vectors, rebuilt from the batch vectors.
-fn build() -> Vectors {
+/// The vectors, rebuilt from the batch vectors; the TSA root and stamped checkpoint are taken
+/// from `recorded` (tokens are not reproducible), or made with `openssl ts` when there are none.
+fn build(recorded: Option<&Vectors>) -> Vectors {
     let batches: serde_json::Value =
         serde_json::from_slice(&std::fs::read(vectors_dir().join("batch-v1.json")).unwrap()).unwrap();
     let mut exporter = Exporter::new(Selection::Place {
@@ -113,26 +162,125 @@ fn build() -> Vectors {
             changed(&|b| b.teelog_evidence = 2),
         ),
     ];
+    let checkpoint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vectors_dir().join("checkpoint-v1.json")).unwrap()).unwrap();
+    let (tsa_root_pem, stamped_checkpoint) = match recorded {
+        Some(r) => (r.tsa_root_pem.clone(), r.stamped_checkpoint.clone()),
+        None => {
+            let body = checkpoint["body"].as_str().unwrap();
+            let (root, token) = stamp_with_openssl(&teelog_core::merkle::sha256(body.as_bytes()));
+            let line: serde_json::Value = serde_json::from_str(checkpoint["line"].as_str().unwrap()).unwrap();
+            let sig = B64.decode(line["sig"].as_str().unwrap()).unwrap();
+            let stamped = teelog_core::checkpoint::checkpoint_line(body.as_bytes(), &sig, Some(&token));
+            (root, String::from_utf8(stamped).unwrap().trim_end().to_string())
+        }
+    };
+    // The record's batch linked by headers 2 and 3 to the checkpoint's tip, seq 3.
+    let mut linker = teelog_core::anchor::Linker::new(&good, None);
+    for batch in batches["batches"].as_array().unwrap() {
+        linker.push_line(batch["line"].as_str().unwrap().as_bytes());
+    }
+    linker.push_line(stamped_checkpoint.as_bytes());
+    let mut linked = good.clone();
+    linker.finish(&mut linked).unwrap();
+    let relinked = |f: &dyn Fn(&mut Bundle)| {
+        let mut bundle = linked.clone();
+        f(&mut bundle);
+        bundle
+    };
+    // Changes `member` ("sig" or "timestamp") of the checkpoint line of `b`, in the middle.
+    let change_member = |b: &mut Bundle, member: &str| {
+        let line: serde_json::Value = serde_json::from_str(&b.checkpoints[0]).unwrap();
+        let text = line[member].as_str().unwrap();
+        let mut der = B64.decode(text).unwrap();
+        let middle = der.len() / 2;
+        der[middle] ^= 1;
+        b.checkpoints[0] = b.checkpoints[0].replacen(text, &B64.encode(der), 1);
+    };
+    let linked_cases: Vec<(&str, &str, Bundle)> = vec![
+        (
+            "linked-to-checkpoint",
+            "the record's batch (seq 1) linked by headers 2 and 3 to a gateway checkpoint whose tip is seq 3, stamped by a TSA: sealed no later than the token's time",
+            linked.clone(),
+        ),
+        (
+            "chain-header-changed",
+            "chain[0] (seq 2) changed: chain[1]'s prev no longer names it",
+            relinked(&|b| b.chain[0] = b.chain[0].replacen("\"count\":1", "\"count\":2", 1)),
+        ),
+        (
+            "chain-tip-changed",
+            "chain[1] (seq 3, the checkpoint's tip) changed: its hash is not the tip's head",
+            relinked(&|b| b.chain[1] = b.chain[1].replacen("12:00:03", "12:00:04", 1)),
+        ),
+        (
+            "chain-header-removed",
+            "chain[0] (seq 2) removed: seq 3 links the batch to nothing",
+            relinked(&|b| {
+                b.chain.remove(0);
+            }),
+        ),
+        (
+            "chain-header-repeated",
+            "the batch's own header repeated in the chain",
+            relinked(&|b| b.chain.push(b.batches[0].header.clone())),
+        ),
+        ("chain-not-a-header", "a chain entry that is no batch header", relinked(&|b| b.chain[0] = "{\"v\":1}".into())),
+        (
+            "checkpoint-body-changed",
+            "the checkpoint's `at` changed: its signature and its token no longer cover the body",
+            relinked(&|b| b.checkpoints[0] = b.checkpoints[0].replacen("12:01:00", "12:02:00", 1)),
+        ),
+        (
+            "checkpoint-token-changed",
+            "one byte of the checkpoint's timestamp token changed",
+            relinked(&|b| change_member(b, "timestamp")),
+        ),
+        (
+            "checkpoint-signature-changed",
+            "one byte of the gateway's signature of the checkpoint changed",
+            relinked(&|b| change_member(b, "sig")),
+        ),
+        (
+            "checkpoint-unstamped",
+            "the checkpoint's timestamp token removed",
+            relinked(&|b| b.checkpoints[0] = checkpoint["line"].as_str().unwrap().to_string()),
+        ),
+    ];
     let key = PublicKey::from_pem(public_key_pem.as_bytes()).unwrap();
+    let checkpoint_key_pem = checkpoint["public_key_pem"].as_str().unwrap().to_string();
+    let checkpoint_key = PublicKey::from_pem(checkpoint_key_pem.as_bytes()).unwrap();
     let options = VerifyOptions { trusted_keys: vec![key], ..VerifyOptions::default() };
     let at = parse_rfc3339(&now).unwrap();
+    let roots = Roots(vec![pem_der(&tsa_root_pem)]);
+    let timed = |bundle: &Bundle| {
+        check_bundle(bundle, &options, None, Some(&roots), std::slice::from_ref(&checkpoint_key), Some(at))
+    };
+    let untimed = |bundle: &Bundle| check_bundle(bundle, &options, None, None, &[], Some(at));
     let vectors = cases
         .into_iter()
-        .map(|(name, description, bundle)| {
-            let report = check_bundle(&bundle, &options, None, None, Some(at));
-            Vector {
-                name: name.into(),
-                description: description.into(),
-                ok: report.ok,
-                findings: report.findings.iter().map(|f| f.kind.name().to_string()).collect(),
-                bundle,
-            }
+        .map(|(name, description, bundle)| (name, description, untimed(&bundle), bundle))
+        .chain(
+            linked_cases
+                .into_iter()
+                .map(|(name, description, bundle)| (name, description, timed(&bundle), bundle)),
+        )
+        .map(|(name, description, report, bundle)| Vector {
+            name: name.into(),
+            description: description.into(),
+            ok: report.ok,
+            findings: report.findings.iter().map(|f| f.kind.name().to_string()).collect(),
+            no_later_than: report.proven.first().and_then(|p| p.no_later_than.as_ref()).map(|b| b.at.clone()),
+            bundle,
         })
         .collect();
     Vectors {
-        comment: "teelog evidence bundle v1 vectors (docs/FORMAT.md §16), exported from batch-v1.json; the key is the published test key: never trust it.".into(),
+        comment: "teelog evidence bundle v1 vectors (docs/FORMAT.md §16), exported from batch-v1.json; the vectors from linked-to-checkpoint on are checked with the TSA root and the checkpoint key of checkpoint-v1.json. The keys are published test keys: never trust them.".into(),
         public_key_pem,
         now,
+        tsa_root_pem,
+        checkpoint_key_pem,
+        stamped_checkpoint,
         vectors,
     }
 }
@@ -140,13 +288,17 @@ fn build() -> Vectors {
 #[test]
 fn evidence_vectors_rebuild_and_each_gets_its_findings() {
     let path = vectors_dir().join("evidence-v1.json");
-    let built = build();
+    let recorded: Option<Vectors> =
+        std::fs::read(&path).ok().and_then(|text| serde_json::from_slice(&text).ok());
     if std::env::var_os("TEELOG_WRITE_VECTORS").is_some() {
+        let built = build(recorded.as_ref());
         std::fs::write(&path, serde_json::to_string_pretty(&built).unwrap() + "\n").unwrap();
         return;
     }
-    let recorded: Vectors = serde_json::from_slice(&std::fs::read(&path).expect("docs/vectors/evidence-v1.json"))
-        .expect("evidence-v1.json has the vector layout; after a format change rewrite it with TEELOG_WRITE_VECTORS=1");
+    let recorded = recorded.expect(
+        "evidence-v1.json has the vector layout; after a format change rewrite it with TEELOG_WRITE_VECTORS=1",
+    );
+    let built = build(Some(&recorded));
     assert_eq!(built, recorded, "the implementation no longer exports or judges as recorded");
     let expected: Vec<(&str, bool, Vec<&str>)> = vec![
         ("good", true, vec![]),
@@ -159,6 +311,16 @@ fn evidence_vectors_rebuild_and_each_gets_its_findings() {
         ("batch-missing", false, vec!["malformed", "malformed"]),
         ("no-record", false, vec!["malformed", "nothing_verified"]),
         ("another-version", false, vec!["malformed"]),
+        ("linked-to-checkpoint", true, vec![]),
+        ("chain-header-changed", false, vec!["chain_break", "malformed", "malformed"]),
+        ("chain-tip-changed", false, vec!["checkpoint_mismatch", "malformed", "malformed"]),
+        ("chain-header-removed", false, vec!["malformed"]),
+        ("chain-header-repeated", false, vec!["malformed"]),
+        ("chain-not-a-header", false, vec!["malformed", "malformed"]),
+        ("checkpoint-body-changed", false, vec!["invalid_checkpoint", "time_anomaly"]),
+        ("checkpoint-token-changed", false, vec!["time_anomaly"]),
+        ("checkpoint-signature-changed", false, vec!["invalid_checkpoint"]),
+        ("checkpoint-unstamped", false, vec!["malformed", "malformed", "malformed"]),
     ];
     let got: Vec<(&str, bool, Vec<&str>)> = recorded
         .vectors
@@ -167,4 +329,10 @@ fn evidence_vectors_rebuild_and_each_gets_its_findings() {
         .collect();
     assert_eq!(got, expected);
     assert_eq!(recorded.vectors[0].bundle.records[0].proof.len(), 2, "record 1 of 3 has a two-hash path");
+    // The checkpoint dates the record: after the batch was sealed, by the token's time.
+    let linked = recorded.vectors.iter().find(|v| v.name == "linked-to-checkpoint").unwrap();
+    assert_eq!(linked.bundle.chain.len(), 2);
+    let bound = linked.no_later_than.as_deref().expect("an upper bound");
+    assert!(bound > "2026-12-02T12:00:01", "{bound}");
+    assert!(recorded.vectors.iter().filter(|v| v.name.starts_with("chain-")).all(|v| !v.ok));
 }
