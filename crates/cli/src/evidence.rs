@@ -240,11 +240,19 @@ fn print_statement(report: &BundleReport) {
             ),
             None => println!("  key given by the auditor: trust rests on {basis}"),
         }
-        match &r.no_later_than {
-            Some(bound) => {
-                println!("  sealed no later than {} (trusted time), by {}", bound.at, safe(&bound.by))
+        match (&r.no_earlier_than, &r.no_later_than) {
+            (Some(lo), Some(hi)) => {
+                println!("  sealed between {} and {} (trusted time)", lo.at, hi.at);
+                println!("    not before: {}", safe(&lo.by));
+                println!("    not after:  {}", safe(&hi.by));
             }
-            None => println!("  no trusted time: sealed_at is the signer's word"),
+            (None, Some(hi)) => {
+                println!("  sealed no later than {} (trusted time), by {}", hi.at, safe(&hi.by))
+            }
+            (Some(lo), None) => {
+                println!("  sealed no earlier than {} (trusted time), by {}", lo.at, safe(&lo.by))
+            }
+            (None, None) => println!("  no trusted time: sealed_at is the signer's word"),
         }
         for why in &r.unbounded {
             println!("  {}", safe(why));

@@ -249,3 +249,145 @@ fn a_record_is_dated_by_the_gateways_stamped_checkpoint_through_the_headers_afte
         assert!(details.iter().any(|d| d.contains(named)), "{what}: {details:?}");
     }
 }
+
+/// The shipper stamps its own heads at a real TSA (`[timestamp]`, every second) while records
+/// arrive in three bursts; the bundle of a record of the second burst carries the notice sealed
+/// before its batch (lower bound) and the token over its batch's head (upper bound), from the
+/// spool and from Loki alike; verified offline it says "sealed between", and a changed notice
+/// or token is named.
+#[test]
+fn the_shippers_own_tokens_bound_a_record_from_both_sides() {
+    let f = fixture();
+    let tsa_dir = f.path("tsa");
+    std::fs::create_dir(&tsa_dir).unwrap();
+    openssl_tsa::tsa(&tsa_dir, "timeStamping");
+    let url = openssl_tsa::serve(&tsa_dir);
+    let loki = teelog_fake_loki::FakeLoki::start().unwrap();
+    let (spool, config) = (f.path("spool"), f.path("ship.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "identity = '{}'\nstream = 'payments'\n[batch]\nmax_records = 5\nheartbeat = 'off'\n\
+             [spool]\ndir = '{}'\nkeep = true\n[sources]\nstdin = true\n[timestamp]\ntsa = '{url}'\nevery = '1s'\n\
+             [[sinks]]\nkind = 'loki'\nurl = '{}'\n",
+            s(&f.identity),
+            s(&spool),
+            loki.url()
+        ),
+    )
+    .unwrap();
+    let (mut daemon, mut stdin) = Daemon::start_with_stdin(&["--config", s(&config)]);
+    for burst in 0..3 {
+        let records: String = (burst * 5..burst * 5 + 5)
+            .map(|i| format!("{{\"message\":\"step {i}\",\"step\":{i}}}\n"))
+            .collect();
+        std::io::Write::write_all(&mut stdin, records.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    drop(stdin);
+    assert!(daemon.wait_exit(Duration::from_secs(30)).success(), "{}", daemon.log());
+    let notices: Vec<Value> = store_lines(&spool)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l.get("records").is_some())
+        .flat_map(|l| l["records"].as_array().unwrap().clone())
+        .filter(|r| r["teelog_notice"] == "timestamp")
+        .collect();
+    assert!(notices.len() >= 2, "a notice per burst: {notices:?}\n{}", daemon.log());
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let from =
+        teelog_core::timestamp::format_rfc3339(i64::try_from(now.as_nanos()).unwrap() - 3_600_000_000_000);
+    let export = |source: &[&str], out: &Path| {
+        let mut args = vec!["evidence", "export", "--match", "step=7", "--out", s(out)];
+        args.extend_from_slice(source);
+        teelog(&args, b"")
+    };
+    let (bundle, from_loki) = (f.path("step-7.json"), f.path("loki.json"));
+    let out = export(&["--store", s(&spool)], &bundle);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = export(&["--loki", loki.url(), "--from", &from, "--stream", "payments"], &from_loki);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read(&from_loki).unwrap(),
+        std::fs::read(&bundle).unwrap(),
+        "Loki gives the same bundle"
+    );
+    let original: Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    assert_eq!(original["notices"].as_array().map(Vec::len), Some(1), "{original}");
+    assert_eq!(original["tokens"].as_array().map(Vec::len), Some(1), "{original}");
+
+    let auditor = tempfile::tempdir().unwrap();
+    let offline = auditor.path().join("bundle.json");
+    std::fs::copy(&bundle, &offline).unwrap();
+    let pubkey = auditor.path().join("signer.pem");
+    std::fs::copy(f.identity.join("public-key.pem"), &pubkey).unwrap();
+    let tsa_root = auditor.path().join("tsa-root.pem");
+    std::fs::copy(tsa_dir.join("ca.pem"), &tsa_root).unwrap();
+    drop(f);
+    let trust = ["--pubkey", s(&pubkey), "--tsa-root", s(&tsa_root)];
+    let (code, json, kinds) = verify(&offline, &trust);
+    assert_eq!((code, kinds.len()), (0, 0), "{json}");
+    let proven = &json["proven"][0];
+    let (lo, hi) =
+        (proven["no_earlier_than"]["at"].as_str().unwrap(), proven["no_later_than"]["at"].as_str().unwrap());
+    let sealed = proven["sealed_at"].as_str().unwrap();
+    // openssl's TSA writes whole seconds: the token before is at most the second of the sealing.
+    assert!(lo[..19] <= sealed[..19] && sealed[..19] <= hi[..19], "{lo} .. {sealed} .. {hi}");
+    assert!(lo < hi, "{json}");
+    assert!(proven["no_earlier_than"]["by"].as_str().unwrap().contains("notices[0]"), "{json}");
+    assert!(proven["no_later_than"]["by"].as_str().unwrap().contains("tokens[0]"), "{json}");
+    let human =
+        String::from_utf8(teelog(&[&["evidence", "verify", s(&offline)][..], &trust].concat(), b"").stdout)
+            .unwrap();
+    assert!(human.contains(&format!("sealed between {lo} and {hi} (trusted time)")), "{human}");
+    // Without the TSA root: no window, and why.
+    let (code, json, _) = verify(&offline, &trust[..2]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["proven"][0]["unbounded"].as_array().map(Vec::len), Some(2), "{json}");
+
+    type Change = Box<dyn Fn(&mut Value)>;
+    let changes: Vec<(&str, Change, &str, &str)> = vec![
+        (
+            "the notice's record",
+            Box::new(|b| {
+                let record = b["notices"][0]["record"].as_str().unwrap().replacen("INFO", "WARN", 1);
+                b["notices"][0]["record"] = record.into();
+            }),
+            "record_tampered",
+            "notices[0]: the notice and its proof",
+        ),
+        (
+            "the notice's index",
+            Box::new(|b| b["notices"][0]["index"] = 1.into()),
+            "record_tampered",
+            "notices[0]",
+        ),
+        (
+            "the token",
+            Box::new(|b| {
+                let token = flip_base64(b["tokens"][0]["timestamp"].as_str().unwrap());
+                b["tokens"][0]["timestamp"] = token.into();
+            }),
+            "time_anomaly",
+            "tokens[0]: the timestamp token",
+        ),
+        (
+            "the token's header",
+            Box::new(|b| b["tokens"][0]["head"] = "00".repeat(32).into()),
+            "malformed",
+            "tokens[0]: header",
+        ),
+    ];
+    for (what, change, kind, named) in changes {
+        let mut changed = original.clone();
+        change(&mut changed);
+        std::fs::write(&offline, serde_json::to_vec(&changed).unwrap()).unwrap();
+        let (code, json, kinds) = verify(&offline, &trust);
+        assert_eq!(code, 1, "{what}: {json}");
+        assert!(kinds.contains(&kind.to_string()), "{what}: {json}");
+        let details: Vec<&str> =
+            json["findings"].as_array().unwrap().iter().map(|f| f["detail"].as_str().unwrap()).collect();
+        assert!(details.iter().any(|d| d.contains(named)), "{what}: {details:?}");
+    }
+}

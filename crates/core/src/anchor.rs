@@ -1,8 +1,10 @@
-//! Trusted time for the records of an evidence bundle (docs/FORMAT.md §16.1). A record's batch is
-//! linked by a chain of headers — each one's `prev` the SHA-256 of the one before — to an anchor a
-//! TSA dated: a gateway checkpoint whose RFC 3161 token covers a tip at or after the batch bounds
-//! the batch's sealing from above. [`Linker`] finds the anchors and headers in the store for a
-//! bundle; [`bounds`] checks them in a bundle, offline, and says per batch what they bound.
+//! Trusted time for the records of an evidence bundle (docs/FORMAT.md §16.1, §16.2). A record's
+//! batch is linked by a chain of headers — each one's `prev` the SHA-256 of the one before — to
+//! anchors a TSA dated: a gateway checkpoint or a token whose RFC 3161 imprint is a header at or
+//! after the batch bounds its sealing from above; a timestamp notice the shipper sealed into a
+//! batch at or before it bounds it from below (the token existed before the batch that holds it
+//! was signed). [`Linker`] finds the anchors and headers in the store for a bundle; [`bounds`]
+//! checks them in a bundle, offline, and says per batch what they bound.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -11,17 +13,21 @@ use serde::Serialize;
 use crate::batch::ParsedBatch;
 use crate::checkpoint::{is_checkpoint_line, ParsedCheckpoint};
 use crate::crypto::PublicKey;
-use crate::evidence::{Bundle, ExportError, TimestampVerifier};
-use crate::merkle::{sha256, Digest};
+use crate::evidence::{Bundle, BundleNotice, BundleToken, ExportError, TimestampVerifier};
+use crate::merkle::{inclusion_proof, leaf_hash, root_from_inclusion_proof, sha256, Digest, MerkleBuilder};
 use crate::timestamp::{format_rfc3339, UnixNanos};
 use crate::verify::{Finding, FindingKind};
 use crate::Header;
 
-/// The most headers between a batch and its anchor: a farther anchor is not used (the bound is
-/// then reported missing), so that a bundle stays a few megabytes.
+/// The most headers between a batch and an anchor: a farther one is not used (the bound is then
+/// reported missing), so that a bundle stays a few megabytes.
 pub const MAX_CHAIN: u64 = 4096;
-/// Header text and checkpoint lines an exporter holds while it looks for anchors.
+/// Header text, checkpoint lines and notices an exporter holds while it looks for anchors.
 const MAX_HELD_BYTES: usize = 256 << 20;
+/// How a batch line holding a timestamp notice is told apart cheaply.
+const NOTICE_MARK: &[u8] = b"\"teelog_notice\":\"timestamp\"";
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// One end of a record's time window: a time, and what vouches for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,13 +38,27 @@ pub struct TimeBound {
     pub by: String,
 }
 
+/// The time `t` as a bound vouched for by `by`.
+pub(crate) fn bound(t: UnixNanos, by: String) -> TimeBound {
+    TimeBound { at: format_rfc3339(t), by }
+}
+
+/// One end of a batch's window: a time and what dates it, or why there is none.
+pub(crate) type End = Result<(UnixNanos, String), String>;
+
 /// What the bundle's time parts say about one of its batches.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BatchBounds {
     /// It was sealed no later than this (trusted time).
-    pub(crate) upper: Option<(UnixNanos, String)>,
-    /// Why there is no upper bound, if there is none.
-    pub(crate) no_upper: Option<String>,
+    pub(crate) upper: End,
+    /// It was sealed no earlier than this (trusted time).
+    pub(crate) lower: End,
+}
+
+impl Default for BatchBounds {
+    fn default() -> Self {
+        Self { upper: Err(String::new()), lower: Err(String::new()) }
+    }
 }
 
 /// A header the bundle carries: a batch's (signed) or one of the chain (linked by its hash).
@@ -48,19 +68,132 @@ struct Node {
     hash: Digest,
 }
 
-/// A place in the bundle's chains that a TSA token dates: the batches at or before it existed
-/// no later than `time` (None when the token was not checked or did not verify).
+/// A header of the bundle that a TSA token dates: with `upper`, it and the headers before it in
+/// its run existed no later than `time`; otherwise it and those after it were sealed no earlier.
+/// `time` is None when the token was not checked or did not verify.
 struct Anchor {
     node: usize,
     time: Option<UnixNanos>,
     by: String,
+    upper: bool,
 }
 
-/// Checks the bundle's chain headers and checkpoints (docs/FORMAT.md §16.1): each chain header
-/// parsed and validated, linked by `prev` to the header of the seq before, each checkpoint's
-/// layout, its signature under `checkpoint_keys` (when given) and its token under `timestamps`,
-/// and its tip equal to the hash of the header at that seq. `batches` holds, per bundle batch,
-/// its header and hash if its signature held. Returns per batch what the anchors bound.
+/// The headers of a bundle, checked and linked.
+struct Graph {
+    nodes: Vec<Node>,
+    /// Per node, its run (headers of one epoch at consecutive seqs, each naming the one before):
+    /// `usize::MAX` for a node refused.
+    run: Vec<usize>,
+    by_hash: HashMap<Digest, usize>,
+    by_place: HashMap<(String, String, u64), usize>,
+    batch_nodes: usize,
+}
+
+impl Graph {
+    /// The headers of `batches` (those whose signature held) and of `chain`.
+    fn new(chain: &[String], batches: &[Option<(&Header, Digest)>], findings: &mut Vec<Finding>) -> Self {
+        let mut nodes: Vec<Node> = Vec::new();
+        for (i, batch) in batches.iter().enumerate() {
+            if let Some((header, hash)) = batch {
+                nodes.push(Node { place: format!("batches[{i}]"), header: (*header).clone(), hash: *hash });
+            }
+        }
+        let batch_nodes = nodes.len();
+        for (k, text) in chain.iter().enumerate() {
+            let parsed = serde_json::from_str::<Header>(text)
+                .map_err(|e| e.to_string())
+                .and_then(|h| h.validate().map(|()| h).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(header) => {
+                    nodes.push(Node { place: format!("chain[{k}]"), header, hash: sha256(text.as_bytes()) })
+                }
+                Err(why) => findings.push(Finding::unplaced(
+                    FindingKind::Malformed,
+                    format!("chain[{k}]: not a batch header (docs/FORMAT.md §4): {why}"),
+                )),
+            }
+        }
+        // A second header at a place is refused, not chosen.
+        let mut by_place: HashMap<(String, String, u64), usize> = HashMap::new();
+        let mut per_epoch: HashMap<(&str, &str), BTreeMap<u64, usize>> = HashMap::new();
+        for (n, node) in nodes.iter().enumerate() {
+            let h = &node.header;
+            let place = (h.stream.clone(), h.epoch.clone(), h.seq);
+            match by_place.get(&place) {
+                Some(&other) => {
+                    let what = if nodes[other].hash == node.hash {
+                        "repeats"
+                    } else {
+                        "is another header at the seq of"
+                    };
+                    findings.push(about(
+                        FindingKind::Malformed,
+                        h,
+                        format!("{}: {what} {} (seq {})", node.place, nodes[other].place, h.seq),
+                    ));
+                }
+                None => {
+                    by_place.insert(place, n);
+                    per_epoch.entry((h.stream.as_str(), h.epoch.as_str())).or_default().insert(h.seq, n);
+                }
+            }
+        }
+        let mut run = vec![usize::MAX; nodes.len()];
+        let mut runs = 0;
+        for slot in per_epoch.values() {
+            let mut before: Option<(u64, usize)> = None;
+            for (&seq, &n) in slot {
+                let linked = match before {
+                    Some((s, b)) if s + 1 == seq => {
+                        let prev = hex::encode(nodes[b].hash);
+                        let linked = nodes[n].header.prev.as_deref() == Some(prev.as_str());
+                        if !linked {
+                            findings.push(about(
+                                FindingKind::ChainBreak,
+                                &nodes[n].header,
+                                format!(
+                                    "{}: its prev does not name {} (seq {s}), whose SHA-256 is {prev}: one of the two headers was changed",
+                                    nodes[n].place, nodes[b].place
+                                ),
+                            ));
+                        }
+                        linked
+                    }
+                    _ => false,
+                };
+                if !linked {
+                    runs += 1;
+                }
+                run[n] = runs;
+                before = Some((seq, n));
+            }
+        }
+        let by_hash = by_place.values().map(|&n| (nodes[n].hash, n)).collect();
+        Self { nodes, run, by_hash, by_place, batch_nodes }
+    }
+
+    /// The node with header hash `hex`, if the bundle carries it.
+    fn find(&self, hex: &str) -> Option<usize> {
+        let hash: Digest = hex::decode(hex).ok()?.try_into().ok()?;
+        self.by_hash.get(&hash).copied()
+    }
+
+    fn seq(&self, n: usize) -> u64 {
+        self.nodes[n].header.seq
+    }
+
+    /// The seqs of the bundle's batches in run `run`.
+    fn batch_seqs(&self, run: usize) -> impl Iterator<Item = u64> + '_ {
+        (0..self.batch_nodes).filter(move |&b| self.run[b] == run && run != usize::MAX).map(|b| self.seq(b))
+    }
+}
+
+/// Checks the bundle's time parts (docs/FORMAT.md §16.1, §16.2): each chain header parsed,
+/// validated and linked by `prev` to the header of the seq before; each checkpoint's layout, its
+/// signature under `checkpoint_keys` (when given), its token under `timestamps` and its tips
+/// against the headers; each token's imprint; each notice's inclusion in its batch. `batches`
+/// holds, per bundle batch, its header and hash if its signature held. Returns per batch what
+/// the anchors bound.
 pub(crate) fn bounds(
     bundle: &Bundle,
     batches: &[Option<(&Header, Digest)>],
@@ -68,85 +201,23 @@ pub(crate) fn bounds(
     timestamps: Option<&dyn TimestampVerifier>,
     findings: &mut Vec<Finding>,
 ) -> Vec<BatchBounds> {
-    let mut nodes: Vec<Node> = Vec::new();
-    for (i, batch) in batches.iter().enumerate() {
-        if let Some((header, hash)) = batch {
-            nodes.push(Node { place: format!("batches[{i}]"), header: (*header).clone(), hash: *hash });
-        }
-    }
-    let batch_nodes = nodes.len();
-    for (k, text) in bundle.chain.iter().enumerate() {
-        let parsed = serde_json::from_str::<Header>(text)
-            .map_err(|e| e.to_string())
-            .and_then(|h| h.validate().map(|()| h).map_err(|e| e.to_string()));
-        match parsed {
-            Ok(header) => {
-                nodes.push(Node { place: format!("chain[{k}]"), header, hash: sha256(text.as_bytes()) })
-            }
-            Err(why) => findings.push(Finding::unplaced(
-                FindingKind::Malformed,
-                format!("chain[{k}]: not a batch header (docs/FORMAT.md §4): {why}"),
-            )),
-        }
-    }
-    // Per (stream, epoch), the nodes by seq; a second header at a seq is refused, not chosen.
-    let mut index: HashMap<(&str, &str), BTreeMap<u64, usize>> = HashMap::new();
-    let mut placed = vec![false; nodes.len()];
-    for (n, node) in nodes.iter().enumerate() {
-        let h = &node.header;
-        let slot = index.entry((h.stream.as_str(), h.epoch.as_str())).or_default();
-        match slot.get(&h.seq) {
-            Some(&other) => {
-                let what = if nodes[other].hash == node.hash {
-                    "repeats"
-                } else {
-                    "is another header at the seq of"
-                };
-                findings.push(about(
-                    FindingKind::Malformed,
-                    h,
-                    format!("{}: {what} {} (seq {})", node.place, nodes[other].place, h.seq),
-                ));
-            }
-            None => {
-                slot.insert(h.seq, n);
-                placed[n] = true;
-            }
-        }
-    }
-    // Runs: headers of one epoch at consecutive seqs, each naming the one before in `prev`.
-    let mut run = vec![usize::MAX; nodes.len()];
-    let mut runs = 0;
-    for slot in index.values() {
-        let mut before: Option<(u64, usize)> = None;
-        for (&seq, &n) in slot {
-            let linked = match before {
-                Some((s, b)) if s + 1 == seq => {
-                    let prev = hex::encode(nodes[b].hash);
-                    if nodes[n].header.prev.as_deref() == Some(prev.as_str()) {
-                        true
-                    } else {
-                        findings.push(about(
-                            FindingKind::ChainBreak,
-                            &nodes[n].header,
-                            format!(
-                                "{}: its prev does not name {} (seq {s}), whose SHA-256 is {prev}: one of the two headers was changed",
-                                nodes[n].place, nodes[b].place
-                            ),
-                        ));
-                        false
-                    }
-                }
-                _ => false,
-            };
-            if !linked {
-                runs += 1;
-            }
-            run[n] = runs;
-            before = Some((seq, n));
-        }
-    }
+    let graph = Graph::new(&bundle.chain, batches, findings);
     let mut anchors: Vec<Anchor> = Vec::new();
+    // Each anchoring part, by name, with whether it anchors anything in the bundle.
+    let mut parts: Vec<(String, Vec<usize>)> = Vec::new();
+    let verify = |token: &[u8], digest: &Digest, name: &str, findings: &mut Vec<Finding>| match timestamps {
+        None => None,
+        Some(verifier) => match verifier.verify_token(token, digest) {
+            Ok(at) => Some(at),
+            Err(why) => {
+                findings.push(Finding::unplaced(
+                    FindingKind::TimeAnomaly,
+                    format!("{name}: the timestamp token does not verify under the --tsa-root: {why}"),
+                ));
+                None
+            }
+        },
+    };
     for (j, line) in bundle.checkpoints.iter().enumerate() {
         let name = format!("checkpoints[{j}]");
         let unplaced = |kind, detail: String| Finding::unplaced(kind, format!("{name}: {detail}"));
@@ -165,7 +236,6 @@ pub(crate) fn bounds(
             ));
             continue;
         };
-        let mut time = None;
         if !checkpoint_keys.is_empty() {
             if let Err(why) = parsed.verify(checkpoint_keys) {
                 findings.push(unplaced(
@@ -174,106 +244,213 @@ pub(crate) fn bounds(
                 ));
             }
         }
-        if let Some(verifier) = timestamps {
-            match verifier.verify_token(token, &parsed.body_hash()) {
-                Ok(at) => time = Some(at),
-                Err(why) => findings.push(unplaced(
-                    FindingKind::TimeAnomaly,
-                    format!(
-                        "the timestamp token of the checkpoint of {} does not verify under the --tsa-root: {why}",
-                        c.at
-                    ),
-                )),
-            }
-        }
-        let mut landed = false;
+        let time = verify(token, &parsed.body_hash(), &name, findings);
+        let mut landed = Vec::new();
         for tip in &c.tips {
-            let Some(&n) = index.get(&(c.stream.as_str(), tip.epoch.as_str())).and_then(|s| s.get(&tip.seq))
-            else {
+            let Some(&n) = graph.by_place.get(&(c.stream.clone(), tip.epoch.clone(), tip.seq)) else {
                 continue;
             };
-            landed = true;
-            if hex::encode(nodes[n].hash) != tip.head {
+            if hex::encode(graph.nodes[n].hash) != tip.head {
                 findings.push(about(
                     FindingKind::CheckpointMismatch,
-                    &nodes[n].header,
+                    &graph.nodes[n].header,
                     format!(
                         "{name} names header {} at seq {}, but {} there has SHA-256 {}: the header or the checkpoint was changed",
                         tip.head,
                         tip.seq,
-                        nodes[n].place,
-                        hex::encode(nodes[n].hash)
+                        graph.nodes[n].place,
+                        hex::encode(graph.nodes[n].hash)
                     ),
                 ));
                 continue;
             }
+            landed.push(anchors.len());
             anchors.push(Anchor {
                 node: n,
                 time,
                 by: format!("the TSA token of {name}, the gateway's checkpoint of {}", c.at),
+                upper: true,
             });
         }
-        if !landed {
-            findings.push(unplaced(
+        parts.push((name, landed));
+    }
+    for (j, token) in bundle.tokens.iter().enumerate() {
+        let name = format!("tokens[{j}]");
+        let Some(n) = graph.find(&token.head) else {
+            findings.push(Finding::unplaced(
                 FindingKind::Malformed,
-                "names no header the bundle carries at its seq: it dates nothing here".into(),
+                format!("{name}: header {} is not in the bundle", token.head),
+            ));
+            continue;
+        };
+        let Ok(der) = base64::Engine::decode(&B64, &token.timestamp) else {
+            findings
+                .push(Finding::unplaced(FindingKind::Malformed, format!("{name}: timestamp: not base64")));
+            continue;
+        };
+        let time = verify(&der, &graph.nodes[n].hash, &name, findings);
+        parts.push((name.clone(), vec![anchors.len()]));
+        anchors.push(Anchor {
+            node: n,
+            time,
+            by: format!("the TSA token of {name}, over {}", graph.nodes[n].place),
+            upper: true,
+        });
+    }
+    for (j, notice) in bundle.notices.iter().enumerate() {
+        let name = format!("notices[{j}]");
+        if let Some((node, token, head)) = check_notice(&graph, notice, &name, findings) {
+            let time = verify(&token, &head, &name, findings);
+            parts.push((name.clone(), vec![anchors.len()]));
+            anchors.push(Anchor {
+                node,
+                time,
+                by: format!(
+                    "the TSA token of the timestamp notice {name}, sealed in a batch at or before this one"
+                ),
+                upper: false,
+            });
+        }
+    }
+    // Every chain header and anchoring part is there to bound a batch: one that bounds none is
+    // bytes that nothing checks, and is refused.
+    let graph = &graph;
+    let batch_seqs = |run: usize| graph.batch_seqs(run);
+    let useful = |a: &Anchor| {
+        let seq = graph.seq(a.node);
+        if a.upper {
+            batch_seqs(graph.run[a.node]).any(|s| s <= seq)
+        } else {
+            batch_seqs(graph.run[a.node]).any(|s| s >= seq)
+        }
+    };
+    for (name, landed) in &parts {
+        if !landed.iter().any(|&a| useful(&anchors[a])) {
+            findings.push(Finding::unplaced(
+                FindingKind::Malformed,
+                format!("{name}: dates no batch of the bundle"),
             ));
         }
     }
-    // A chain header is there to link a batch to an anchor: one that links nothing is bytes that
-    // nothing checks, and is refused.
-    let mut reach: HashMap<usize, (u64, u64)> = HashMap::new();
-    for (n, node) in nodes.iter().enumerate().take(batch_nodes).filter(|(n, _)| placed[*n]) {
-        let entry = reach.entry(run[n]).or_insert((u64::MAX, 0));
-        entry.0 = entry.0.min(node.header.seq);
-    }
-    for anchor in &anchors {
-        if let Some(entry) = reach.get_mut(&run[anchor.node]) {
-            entry.1 = entry.1.max(nodes[anchor.node].header.seq);
-        }
-    }
-    for (n, node) in nodes.iter().enumerate().skip(batch_nodes).filter(|(n, _)| placed[*n]) {
-        let seq = node.header.seq;
-        if !reach.get(&run[n]).is_some_and(|(lo, hi)| *lo <= seq && seq <= *hi) {
+    for n in graph.batch_nodes..graph.nodes.len() {
+        let (seq, run) = (graph.seq(n), graph.run[n]);
+        let between = anchors.iter().filter(|a| graph.run[a.node] == run && useful(a)).any(|a| {
+            let at = graph.seq(a.node);
+            if a.upper {
+                seq <= at && batch_seqs(run).any(|s| s <= seq)
+            } else {
+                at <= seq && batch_seqs(run).any(|s| s >= seq)
+            }
+        });
+        if run != usize::MAX && !between {
             findings.push(about(
                 FindingKind::Malformed,
-                &node.header,
-                format!("{}: links no batch of the bundle to a checkpoint (seq {seq})", node.place),
+                &graph.nodes[n].header,
+                format!(
+                    "{}: links no batch of the bundle to a checkpoint or token (seq {seq})",
+                    graph.nodes[n].place
+                ),
             ));
         }
     }
     let mut out = vec![BatchBounds::default(); batches.len()];
-    for (n, node) in nodes.iter().enumerate().take(batch_nodes) {
-        let Some(i) = node.place.strip_prefix("batches[").and_then(|p| p.strip_suffix(']')) else { continue };
-        let Ok(i) = i.parse::<usize>() else { continue };
-        let reaching: Vec<&Anchor> = anchors
-            .iter()
-            .filter(|a| placed[n] && run[a.node] == run[n] && nodes[a.node].header.seq >= node.header.seq)
-            .collect();
-        let best = reaching.iter().filter_map(|a| a.time.map(|t| (t, *a))).min_by_key(|(t, _)| *t);
-        out[i] = match best {
-            Some((t, a)) => {
-                let links = nodes[a.node].header.seq - node.header.seq;
-                BatchBounds {
-                    upper: Some((t, format!("{}, {links} chained headers after the batch", a.by))),
-                    no_upper: None,
-                }
-            }
-            None if reaching.is_empty() => BatchBounds {
-                upper: None,
-                no_upper: Some("the bundle carries no stamped checkpoint linked to this batch".into()),
-            },
-            None if timestamps.is_none() => BatchBounds {
-                upper: None,
-                no_upper: Some("the checkpoint's timestamp token is not checked without --tsa-root".into()),
-            },
-            None => BatchBounds {
-                upper: None,
-                no_upper: Some("the timestamp token of its checkpoint does not verify".into()),
-            },
+    for n in 0..graph.batch_nodes {
+        let Some(i) = graph.nodes[n].place.strip_prefix("batches[").and_then(|p| p.strip_suffix(']')) else {
+            continue;
         };
+        let Ok(i) = i.parse::<usize>() else { continue };
+        let seq = graph.seq(n);
+        let reaching = |upper: bool| -> Vec<&Anchor> {
+            anchors
+                .iter()
+                .filter(|a| {
+                    a.upper == upper
+                        && graph.run[n] != usize::MAX
+                        && graph.run[a.node] == graph.run[n]
+                        && if upper { graph.seq(a.node) >= seq } else { graph.seq(a.node) <= seq }
+                })
+                .collect()
+        };
+        let end = |upper: bool| -> End {
+            let found = reaching(upper);
+            let dated = found.iter().filter_map(|a| a.time.map(|t| (t, *a)));
+            let best = if upper { dated.min_by_key(|(t, _)| *t) } else { dated.max_by_key(|(t, _)| *t) };
+            let (what, kind) = if upper {
+                ("stamped checkpoint or token at or after this batch", "no upper bound")
+            } else {
+                ("timestamp notice sealed at or before this batch", "no lower bound")
+            };
+            match best {
+                Some((t, a)) => {
+                    let links = graph.seq(a.node).abs_diff(seq);
+                    Ok((t, format!("{}, {links} chained headers away", a.by)))
+                }
+                None if found.is_empty() => Err(format!("{kind}: the bundle links no {what}")),
+                None if timestamps.is_none() => {
+                    Err(format!("{kind}: timestamp tokens are not checked without --tsa-root"))
+                }
+                None => Err(format!("{kind}: the timestamp token of its {what} does not verify")),
+            }
+        };
+        out[i] = BatchBounds { upper: end(true), lower: end(false) };
     }
     out
+}
+
+/// Checks notice `notice` (named `name`): its batch is a header of the bundle, the record is in
+/// it (the proof leads to its root), it is a timestamp notice of an earlier batch of the same
+/// epoch. Its batch's node, its token and the digest the token must cover, or None (with a
+/// finding).
+fn check_notice(
+    graph: &Graph,
+    notice: &BundleNotice,
+    name: &str,
+    findings: &mut Vec<Finding>,
+) -> Option<(usize, Vec<u8>, Digest)> {
+    let Some(n) = graph.find(&notice.header) else {
+        findings.push(Finding::unplaced(
+            FindingKind::Malformed,
+            format!("{name}: header {} is not in the bundle", notice.header),
+        ));
+        return None;
+    };
+    let h = &graph.nodes[n].header;
+    let proof: Option<Vec<Digest>> =
+        notice.proof.iter().map(|p| hex::decode(p).ok().and_then(|d| d.try_into().ok())).collect();
+    let root = proof.and_then(|p| {
+        root_from_inclusion_proof(leaf_hash(notice.record.as_bytes()), notice.index, h.count, &p)
+    });
+    if root.map(hex::encode).as_deref() != Some(h.root.as_str()) {
+        findings.push(Finding {
+            record_index: Some(notice.index),
+            ..about(
+                FindingKind::RecordTampered,
+                h,
+                format!(
+                    "{name}: the notice and its proof do not lead to the signed Merkle root of {} (record {} of {}): the notice, its index or the proof was changed",
+                    graph.nodes[n].place, notice.index, h.count
+                ),
+            )
+        });
+        return None;
+    }
+    let checked = TimestampNotice::parse(notice.record.as_bytes()).and_then(|(parsed, token, head)| {
+        if parsed.stamped_epoch != h.epoch || parsed.stamped_seq >= h.seq {
+            Err(format!(
+                "it stamps seq {} of epoch {}, not an earlier batch of its own epoch",
+                parsed.stamped_seq, parsed.stamped_epoch
+            ))
+        } else {
+            Ok((n, token, head))
+        }
+    });
+    match checked {
+        Ok(anchor) => Some(anchor),
+        Err(why) => {
+            findings.push(about(FindingKind::Malformed, h, format!("{name}: {why}")));
+            None
+        }
+    }
 }
 
 /// A finding about the header `h` of the bundle.
@@ -304,15 +481,30 @@ struct Candidate {
     tips: Vec<crate::checkpoint::Tip>,
 }
 
+/// A timestamp notice found in a batch of a target's epoch.
+struct FoundNotice {
+    stream: String,
+    epoch: String,
+    /// The seq and header hash of the batch holding it.
+    seq: u64,
+    notice: BundleNotice,
+    stamped_seq: u64,
+    stamped_head: String,
+    timestamp: String,
+}
+
 /// Finds, in lines fed in any order, the anchors of a bundle's batches and the headers that link
-/// them: per batch, the first stamped checkpoint whose tip of the batch's epoch is at or after
-/// it (within [`MAX_CHAIN`] headers) and whose tip the headers of the input link back to the
-/// batch. What it holds is bounded by the windows of seqs its batches leave open.
+/// them (docs/FORMAT.md §16.1, §16.2): per batch, the first stamped checkpoint whose tip of the
+/// batch's epoch is at or after it, the first timestamp notice whose token stamps a header at or
+/// after it, and the last notice sealed at or before it, each within [`MAX_CHAIN`] headers and
+/// linked to the batch by headers of the input. What it holds is bounded by the windows of seqs
+/// its batches leave open, and by [`MAX_HELD_BYTES`].
 pub struct Linker {
     targets: Vec<Target>,
     /// Header text by hash, for the seqs within a target's window.
     headers: HashMap<Digest, String>,
     candidates: Vec<Candidate>,
+    notices: Vec<FoundNotice>,
     seen: HashSet<Digest>,
     held: usize,
     overflow: bool,
@@ -320,8 +512,8 @@ pub struct Linker {
 }
 
 impl Linker {
-    /// A linker for the batches of `bundle`. With `timestamps`, a checkpoint whose token does not
-    /// verify under it is passed over.
+    /// A linker for the batches of `bundle`. With `timestamps`, a checkpoint or notice whose
+    /// token does not verify under it is passed over.
     pub fn new(bundle: &Bundle, timestamps: Option<Box<dyn TimestampVerifier>>) -> Self {
         let targets = bundle
             .batches
@@ -340,6 +532,7 @@ impl Linker {
             targets,
             headers: HashMap::new(),
             candidates: Vec::new(),
+            notices: Vec::new(),
             seen: HashSet::new(),
             held: 0,
             overflow: false,
@@ -347,11 +540,11 @@ impl Linker {
         }
     }
 
-    /// Whether seq `seq` of (`stream`, `epoch`) may be on the way from a target to its anchor.
+    /// Whether seq `seq` of (`stream`, `epoch`) may be on the way from a target to an anchor.
     fn in_window(&self, stream: &str, epoch: &str, seq: u64) -> bool {
         self.targets
             .iter()
-            .any(|t| t.stream == stream && t.epoch == epoch && seq >= t.seq && seq - t.seq <= MAX_CHAIN)
+            .any(|t| t.stream == stream && t.epoch == epoch && seq.abs_diff(t.seq) <= MAX_CHAIN)
     }
 
     fn hold(&mut self, bytes: usize) -> bool {
@@ -363,8 +556,12 @@ impl Linker {
         true
     }
 
+    fn token_holds(&self, token: &[u8], digest: &Digest) -> bool {
+        self.timestamps.as_ref().is_none_or(|v| v.verify_token(token, digest).is_ok())
+    }
+
     /// Takes one line (without its newline): a stamped checkpoint naming a tip in a window, or a
-    /// batch in one, is kept; everything else is passed over.
+    /// batch in one (and the timestamp notices in it), is kept; everything else is passed over.
     pub fn push_line(&mut self, line: &[u8]) {
         if is_checkpoint_line(line) {
             let Ok(parsed) = ParsedCheckpoint::parse(line) else { return };
@@ -372,13 +569,9 @@ impl Linker {
             let c = &parsed.checkpoint;
             if !c.tips.iter().any(|t| self.in_window(&c.stream, &t.epoch, t.seq))
                 || !self.seen.insert(sha256(line))
+                || !self.token_holds(token, &parsed.body_hash())
             {
                 return;
-            }
-            if let Some(verifier) = &self.timestamps {
-                if verifier.verify_token(token, &parsed.body_hash()).is_err() {
-                    return;
-                }
             }
             if self.hold(line.len()) {
                 self.candidates.push(Candidate {
@@ -396,22 +589,70 @@ impl Linker {
             return;
         }
         let text = String::from_utf8_lossy(batch.header_bytes()).into_owned();
-        if self.hold(text.len()) {
-            self.headers.insert(batch.header_hash, text);
+        if !self.hold(text.len()) {
+            return;
+        }
+        self.headers.insert(batch.header_hash, text);
+        if memchr::memmem::find(line, NOTICE_MARK).is_some() {
+            self.take_notices(&batch);
         }
     }
 
-    /// The headers from `target` (excluded) up to the header `head` at `seq`, following `prev`
-    /// back from it, by seq; None if the input does not link them.
-    fn walk_back(&self, target: &Target, head: &str, seq: u64) -> Option<Vec<(u64, &String)>> {
-        let mut hash: Digest = hex::decode(head).ok()?.try_into().ok()?;
-        let mut expected = seq;
+    /// Keeps the timestamp notices of `batch`, with their inclusion proofs, if its records are
+    /// the signed ones.
+    fn take_notices(&mut self, batch: &ParsedBatch<'_>) {
+        let leaves: Vec<Digest> = batch.records().map(leaf_hash).collect();
+        if hex::encode(MerkleBuilder::from_leaves(&leaves).root()) != batch.header.root {
+            return;
+        }
+        for (index, record) in batch.records().enumerate() {
+            if memchr::memmem::find(record, NOTICE_MARK).is_none() {
+                continue;
+            }
+            let Ok((parsed, token, head)) = TimestampNotice::parse(record) else { continue };
+            let Some(proof) = inclusion_proof(&leaves, index) else { continue };
+            if parsed.stamped_epoch != batch.header.epoch
+                || parsed.stamped_seq >= batch.header.seq
+                || !self.token_holds(&token, &head)
+                || !self.hold(record.len() + 64 * proof.len())
+            {
+                continue;
+            }
+            self.notices.push(FoundNotice {
+                stream: batch.header.stream.clone(),
+                epoch: batch.header.epoch.clone(),
+                seq: batch.header.seq,
+                notice: BundleNotice {
+                    header: hex::encode(batch.header_hash),
+                    index: index as u64,
+                    record: String::from_utf8_lossy(record).into_owned(),
+                    proof: proof.iter().map(hex::encode).collect(),
+                },
+                stamped_seq: parsed.stamped_seq,
+                stamped_head: parsed.stamped_head,
+                timestamp: parsed.timestamp,
+            });
+        }
+    }
+
+    /// The headers from the header `top` (hash, hex) at seq `top_seq` down to, and without, the
+    /// header `bottom` at `bottom_seq`, following `prev`; None if the input does not link them.
+    fn walk(
+        &self,
+        target: &Target,
+        top: &str,
+        top_seq: u64,
+        bottom: &Digest,
+        bottom_seq: u64,
+    ) -> Option<Vec<(u64, &String)>> {
+        let mut hash: Digest = hex::decode(top).ok()?.try_into().ok()?;
+        let mut expected = top_seq;
         let mut out = Vec::new();
         loop {
-            if hash == target.hash {
-                return (expected == target.seq).then_some(out);
+            if hash == *bottom {
+                return (expected == bottom_seq).then_some(out);
             }
-            if expected <= target.seq {
+            if expected <= bottom_seq {
                 return None;
             }
             let text = self.headers.get(&hash)?;
@@ -426,16 +667,26 @@ impl Linker {
         }
     }
 
-    /// Puts in `bundle` each batch's anchor and the chain headers that link it.
+    /// Puts in `bundle` each batch's anchors and the chain headers that link them.
     pub fn finish(self, bundle: &mut Bundle) -> Result<(), ExportError> {
         if self.overflow {
             return Err(ExportError::TooLarge(MAX_HELD_BYTES >> 20));
         }
         let in_bundle: HashSet<Digest> = self.targets.iter().map(|t| t.hash).collect();
         let mut chain: BTreeMap<(String, String, u64), String> = BTreeMap::new();
-        let mut used: Vec<usize> = Vec::new();
+        let mut used_checkpoints: Vec<usize> = Vec::new();
+        let mut used_tokens: Vec<usize> = Vec::new();
+        let mut used_notices: Vec<usize> = Vec::new();
+        let mut link = |target: &Target, links: Vec<(u64, &String)>| {
+            for (s, text) in links {
+                if !in_bundle.contains(&sha256(text.as_bytes())) {
+                    chain.insert((target.stream.clone(), target.epoch.clone(), s), text.clone());
+                }
+            }
+        };
+        let near = |t: &Target, seq: u64| seq >= t.seq && seq - t.seq <= MAX_CHAIN;
         for target in &self.targets {
-            let mut near: Vec<(u64, &str, usize, &str)> = self
+            let mut tips: Vec<(u64, &str, usize, &str)> = self
                 .candidates
                 .iter()
                 .enumerate()
@@ -443,33 +694,142 @@ impl Linker {
                 .flat_map(|(i, c)| {
                     c.tips
                         .iter()
-                        .filter(|t| {
-                            t.epoch == target.epoch && t.seq >= target.seq && t.seq - target.seq <= MAX_CHAIN
-                        })
+                        .filter(|t| t.epoch == target.epoch && near(target, t.seq))
                         .map(move |t| (t.seq, c.at.as_str(), i, t.head.as_str()))
                 })
                 .collect();
-            near.sort();
-            for (seq, _, i, head) in near {
-                let Some(links) = self.walk_back(target, head, seq) else { continue };
-                for (s, text) in links {
-                    if !in_bundle.contains(&sha256(text.as_bytes())) {
-                        chain.insert((target.stream.clone(), target.epoch.clone(), s), text.clone());
-                    }
+            tips.sort();
+            if let Some((i, links)) = tips.into_iter().find_map(|(seq, _, i, head)| {
+                Some((i, self.walk(target, head, seq, &target.hash, target.seq)?))
+            }) {
+                link(target, links);
+                if !used_checkpoints.contains(&i) {
+                    used_checkpoints.push(i);
                 }
-                if !used.contains(&i) {
-                    used.push(i);
+            }
+            let ours = |n: &&FoundNotice| n.stream == target.stream && n.epoch == target.epoch;
+            // The first token over a header at or after the batch: an upper bound.
+            let mut later: Vec<(u64, usize)> = self
+                .notices
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| ours(n) && near(target, n.stamped_seq))
+                .map(|(i, n)| (n.stamped_seq, i))
+                .collect();
+            later.sort();
+            if let Some((i, links)) = later.into_iter().find_map(|(seq, i)| {
+                Some((i, self.walk(target, &self.notices[i].stamped_head, seq, &target.hash, target.seq)?))
+            }) {
+                link(target, links);
+                if !used_tokens.contains(&i) {
+                    used_tokens.push(i);
                 }
-                break;
+            }
+            // The last notice sealed at or before the batch: a lower bound.
+            let mut earlier: Vec<(u64, usize)> = self
+                .notices
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| ours(n) && n.seq <= target.seq && target.seq - n.seq <= MAX_CHAIN)
+                .map(|(i, n)| (u64::MAX - n.seq, i))
+                .collect();
+            earlier.sort();
+            let target_hex = hex::encode(target.hash);
+            if let Some((i, mut links)) = earlier.into_iter().find_map(|(_, i)| {
+                let n = &self.notices[i];
+                let holder: Digest = hex::decode(&n.notice.header).ok()?.try_into().ok()?;
+                let mut links = self.walk(target, &target_hex, target.seq, &holder, n.seq)?;
+                // The batch holding the notice is in the bundle too.
+                links.push((n.seq, self.headers.get(&holder)?));
+                Some((i, links))
+            }) {
+                links.retain(|(s, _)| *s != target.seq);
+                link(target, links);
+                if !used_notices.contains(&i) {
+                    used_notices.push(i);
+                }
             }
         }
         bundle.chain = chain.into_values().collect();
-        bundle.checkpoints = used.into_iter().map(|i| self.candidates[i].line.clone()).collect();
+        bundle.checkpoints = used_checkpoints.into_iter().map(|i| self.candidates[i].line.clone()).collect();
+        bundle.tokens = used_tokens
+            .into_iter()
+            .map(|i| BundleToken {
+                head: self.notices[i].stamped_head.clone(),
+                timestamp: self.notices[i].timestamp.clone(),
+            })
+            .collect();
+        bundle.notices = used_notices.into_iter().map(|i| self.notices[i].notice.clone()).collect();
         Ok(())
     }
 }
 
-/// The time `t` as a bound vouched for by `by`.
-pub(crate) fn bound(t: UnixNanos, by: String) -> TimeBound {
-    TimeBound { at: format_rfc3339(t), by }
+/// The `teelog_notice` of a timestamp notice (docs/FORMAT.md §16.2).
+pub const TIMESTAMP_NOTICE: &str = "timestamp";
+
+/// A timestamp notice: a record the shipper signs into its chain, holding an RFC 3161 token over
+/// the header hash of an earlier batch of its epoch. Every member is fixed by the format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampNotice {
+    /// `INFO`.
+    pub level: String,
+    /// Says what it is, for people reading the log; fixed by the other members.
+    pub message: String,
+    /// The stamped batch's epoch.
+    pub stamped_epoch: String,
+    /// The stamped batch's header hash (hex): the token's message imprint.
+    pub stamped_head: String,
+    /// The stamped batch's seq.
+    pub stamped_seq: u64,
+    /// [`TIMESTAMP_NOTICE`].
+    pub teelog_notice: String,
+    /// The token (DER, standard base64).
+    pub timestamp: String,
+    /// When the signer took it (its clock), added by the signer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<String>,
+}
+
+impl TimestampNotice {
+    /// The notice of `token`, a TSA's token over the header hash `head` of batch `seq` of `epoch`;
+    /// the signer adds `ts`.
+    pub fn new(epoch: &str, seq: u64, head: &Digest, token: &[u8]) -> Self {
+        let head = hex::encode(head);
+        Self {
+            level: "INFO".into(),
+            message: notice_message(epoch, seq, &head),
+            stamped_epoch: epoch.into(),
+            stamped_head: head,
+            stamped_seq: seq,
+            teelog_notice: TIMESTAMP_NOTICE.into(),
+            timestamp: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, token),
+            ts: None,
+        }
+    }
+
+    /// The notice in `record` (canonical bytes), if it is one and every member has its one value;
+    /// why not otherwise. The token itself is checked by the caller.
+    pub fn parse(record: &[u8]) -> Result<(Self, Vec<u8>, Digest), String> {
+        let notice: Self =
+            serde_json::from_slice(record).map_err(|e| format!("not a timestamp notice: {e}"))?;
+        let head: Digest = hex::decode(&notice.stamped_head)
+            .ok()
+            .and_then(|d| d.try_into().ok())
+            .ok_or("stamped_head is not 64 hex digits")?;
+        let token = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &notice.timestamp)
+            .map_err(|e| format!("timestamp: not base64: {e}"))?;
+        let expected = Self {
+            ts: notice.ts.clone(),
+            ..Self::new(&notice.stamped_epoch, notice.stamped_seq, &head, &token)
+        };
+        if notice != expected || notice.ts.is_none() {
+            return Err("a member is not the one the format fixes (level, message, teelog_notice, ts)".into());
+        }
+        Ok((notice, token, head))
+    }
+}
+
+fn notice_message(epoch: &str, seq: u64, head: &str) -> String {
+    format!("teelog: RFC 3161 timestamp of seq {seq} of epoch {epoch} (header {head}); the batches after this one were sealed after its time")
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use teelog_core::anchor::TimestampNotice;
 use teelog_core::evidence::{check_bundle, Bundle, Exporter, Selection, TimestampVerifier};
 use teelog_core::timestamp::{parse_rfc3339, UnixNanos};
 use teelog_core::{PublicKey, VerifyOptions};
@@ -29,6 +30,9 @@ struct Vectors {
     checkpoint_key_pem: String,
     /// That checkpoint's line with its timestamp token.
     stamped_checkpoint: String,
+    /// Batch 4 of the chain of batch-v1.json, signed with its key: a timestamp notice (§16.2)
+    /// whose token, from the same TSA, stamps batch 3's header, then one record.
+    notice_batch: String,
     vectors: Vec<Vector>,
 }
 
@@ -41,20 +45,66 @@ impl TimestampVerifier for Roots {
     }
 }
 
-/// A test TSA made with `openssl ts`, and its token over `digest`: (root PEM, token DER).
-fn stamp_with_openssl(digest: &[u8; 32]) -> (String, Vec<u8>) {
+/// A test TSA made with `openssl ts`, and its tokens over `digests`: (root PEM, tokens DER).
+fn stamp_with_openssl(digests: &[[u8; 32]]) -> (String, Vec<Vec<u8>>) {
     let dir = tempfile::tempdir().unwrap();
     openssl_tsa::tsa(dir.path(), "timeStamping");
-    let hex = hex::encode(digest);
-    openssl_tsa::openssl(dir.path(), &["ts", "-query", "-digest", &hex, "-sha256", "-cert", "-out", "q.der"]);
-    openssl_tsa::openssl(
-        dir.path(),
-        &["ts", "-reply", "-config", "tsa.cnf", "-queryfile", "q.der", "-token_out", "-out", "token.der"],
-    );
-    (
-        std::fs::read_to_string(dir.path().join("ca.pem")).unwrap(),
-        std::fs::read(dir.path().join("token.der")).unwrap(),
-    )
+    let tokens = digests
+        .iter()
+        .map(|digest| {
+            let hex = hex::encode(digest);
+            openssl_tsa::openssl(
+                dir.path(),
+                &["ts", "-query", "-digest", &hex, "-sha256", "-cert", "-out", "q.der"],
+            );
+            openssl_tsa::openssl(
+                dir.path(),
+                &[
+                    "ts",
+                    "-reply",
+                    "-config",
+                    "tsa.cnf",
+                    "-queryfile",
+                    "q.der",
+                    "-token_out",
+                    "-out",
+                    "token.der",
+                ],
+            );
+            std::fs::read(dir.path().join("token.der")).unwrap()
+        })
+        .collect();
+    (std::fs::read_to_string(dir.path().join("ca.pem")).unwrap(), tokens)
+}
+
+/// Batch 4 of the batch vectors' chain, signed with their key: a timestamp notice holding
+/// `token` (over batch 3's header) and a record after it.
+fn notice_batch(batches: &serde_json::Value, token: &[u8]) -> String {
+    let key =
+        teelog_core::SoftwareKey::from_pkcs8_pem(batches["private_key_pem"].as_str().unwrap().as_bytes())
+            .unwrap();
+    let third = &batches["batches"][2];
+    let head: [u8; 32] = hex::decode(third["header_sha256"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let epoch = batches["epoch"].as_str().unwrap();
+    let mut chain = teelog_core::ChainHead {
+        stream: batches["stream"].as_str().unwrap().into(),
+        epoch: epoch.into(),
+        next_seq: 4,
+        prev: Some(hex::encode(head)),
+        prev_sealed_at: None,
+    };
+    // Sealed when it is made, after the token: the signer's clock may not run behind it.
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+            .unwrap();
+    let notice = serde_json::to_vec(&TimestampNotice::new(epoch, 3, &head, token)).unwrap();
+    let mut builder = teelog_core::BatchBuilder::new();
+    builder.push_input(&notice, &|| now).unwrap();
+    builder.push_input(br#"{"message":"sealed after the token"}"#, &|| now).unwrap();
+    let signer = teelog_core::SoftwareSigner::new(key, Some(batches["measurement"].as_str().unwrap().into()));
+    let mut line = Vec::new();
+    builder.seal(&mut chain, &signer, now, &mut line).unwrap();
+    String::from_utf8(line).unwrap().trim_end().to_string()
 }
 
 /// DER of the first certificate in `pem`.
@@ -77,6 +127,9 @@ struct Vector {
     /// The upper bound of the first record's window, where the bundle gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     no_later_than: Option<String>,
+    /// Its lower bound, where the bundle gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    no_earlier_than: Option<String>,
 }
 
 fn vectors_dir() -> PathBuf {
@@ -164,16 +217,51 @@ fn build(recorded: Option<&Vectors>) -> Vectors {
     ];
     let checkpoint: serde_json::Value =
         serde_json::from_slice(&std::fs::read(vectors_dir().join("checkpoint-v1.json")).unwrap()).unwrap();
-    let (tsa_root_pem, stamped_checkpoint) = match recorded {
-        Some(r) => (r.tsa_root_pem.clone(), r.stamped_checkpoint.clone()),
+    let (tsa_root_pem, stamped_checkpoint, notice_line) = match recorded {
+        Some(r) => (r.tsa_root_pem.clone(), r.stamped_checkpoint.clone(), r.notice_batch.clone()),
         None => {
             let body = checkpoint["body"].as_str().unwrap();
-            let (root, token) = stamp_with_openssl(&teelog_core::merkle::sha256(body.as_bytes()));
+            let third: [u8; 32] = hex::decode(batches["batches"][2]["header_sha256"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap();
+            let (root, tokens) = stamp_with_openssl(&[teelog_core::merkle::sha256(body.as_bytes()), third]);
             let line: serde_json::Value = serde_json::from_str(checkpoint["line"].as_str().unwrap()).unwrap();
             let sig = B64.decode(line["sig"].as_str().unwrap()).unwrap();
-            let stamped = teelog_core::checkpoint::checkpoint_line(body.as_bytes(), &sig, Some(&token));
-            (root, String::from_utf8(stamped).unwrap().trim_end().to_string())
+            let stamped = teelog_core::checkpoint::checkpoint_line(body.as_bytes(), &sig, Some(&tokens[0]));
+            (
+                root,
+                String::from_utf8(stamped).unwrap().trim_end().to_string(),
+                notice_batch(&batches, &tokens[1]),
+            )
         }
+    };
+    let lines: Vec<&str> = batches["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["line"].as_str().unwrap())
+        .chain([notice_line.as_str()])
+        .collect();
+    // Exported from the four batches: `selection`'s records, linked to the notice's token.
+    let noticed = |selection: Selection| {
+        let mut exporter = Exporter::new(selection);
+        lines.iter().for_each(|l| exporter.push_line(l.as_bytes()));
+        let mut bundle = exporter.finish().unwrap();
+        let mut linker = teelog_core::anchor::Linker::new(&bundle, None);
+        lines.iter().for_each(|l| linker.push_line(l.as_bytes()));
+        linker.finish(&mut bundle).unwrap();
+        bundle
+    };
+    let stream = batches["stream"].as_str().unwrap();
+    let after_notice =
+        noticed(Selection::Place { stream: stream.into(), epoch: None, seq: 4, index: Some(1) });
+    let dated_by_token =
+        noticed(Selection::Place { stream: stream.into(), epoch: None, seq: 1, index: Some(1) });
+    let with = |bundle: &Bundle, f: &dyn Fn(&mut Bundle)| {
+        let mut bundle = bundle.clone();
+        f(&mut bundle);
+        bundle
     };
     // The record's batch linked by headers 2 and 3 to the checkpoint's tip, seq 3.
     let mut linker = teelog_core::anchor::Linker::new(&good, None);
@@ -246,6 +334,46 @@ fn build(recorded: Option<&Vectors>) -> Vectors {
             "the checkpoint's timestamp token removed",
             relinked(&|b| b.checkpoints[0] = checkpoint["line"].as_str().unwrap().to_string()),
         ),
+        (
+            "sealed-after-notice",
+            "record 1 of batch 4 (notice_batch), whose record 0 is a timestamp notice over batch 3: sealed no earlier than the notice's token",
+            after_notice.clone(),
+        ),
+        (
+            "notice-changed",
+            "one character of the notice's record changed",
+            with(&after_notice, &|b| b.notices[0].record = b.notices[0].record.replacen("INFO", "INF0", 1)),
+        ),
+        (
+            "notice-index-changed",
+            "the notice claims another position in its batch",
+            with(&after_notice, &|b| b.notices[0].index = 1),
+        ),
+        (
+            "notice-elsewhere",
+            "the notice names a header the bundle does not carry",
+            with(&after_notice, &|b| b.notices[0].header = "00".repeat(32)),
+        ),
+        (
+            "dated-by-token",
+            "record 1 of batch 1, linked by headers 2 and 3 to the notice's token over batch 3: sealed no later than its time",
+            dated_by_token.clone(),
+        ),
+        (
+            "token-changed",
+            "one byte of the token changed",
+            with(&dated_by_token, &|b| {
+                let mut der = B64.decode(&b.tokens[0].timestamp).unwrap();
+                let middle = der.len() / 2;
+                der[middle] ^= 1;
+                b.tokens[0].timestamp = B64.encode(der);
+            }),
+        ),
+        (
+            "token-header-unknown",
+            "the token names a header the bundle does not carry",
+            with(&dated_by_token, &|b| b.tokens[0].head = "00".repeat(32)),
+        ),
     ];
     let key = PublicKey::from_pem(public_key_pem.as_bytes()).unwrap();
     let checkpoint_key_pem = checkpoint["public_key_pem"].as_str().unwrap().to_string();
@@ -254,7 +382,7 @@ fn build(recorded: Option<&Vectors>) -> Vectors {
     let at = parse_rfc3339(&now).unwrap();
     let roots = Roots(vec![pem_der(&tsa_root_pem)]);
     let timed = |bundle: &Bundle| {
-        check_bundle(bundle, &options, None, Some(&roots), std::slice::from_ref(&checkpoint_key), Some(at))
+        check_bundle(bundle, &options, None, Some(&roots), std::slice::from_ref(&checkpoint_key), None)
     };
     let untimed = |bundle: &Bundle| check_bundle(bundle, &options, None, None, &[], Some(at));
     let vectors = cases
@@ -271,16 +399,22 @@ fn build(recorded: Option<&Vectors>) -> Vectors {
             ok: report.ok,
             findings: report.findings.iter().map(|f| f.kind.name().to_string()).collect(),
             no_later_than: report.proven.first().and_then(|p| p.no_later_than.as_ref()).map(|b| b.at.clone()),
+            no_earlier_than: report
+                .proven
+                .first()
+                .and_then(|p| p.no_earlier_than.as_ref())
+                .map(|b| b.at.clone()),
             bundle,
         })
         .collect();
     Vectors {
-        comment: "teelog evidence bundle v1 vectors (docs/FORMAT.md §16), exported from batch-v1.json; the vectors from linked-to-checkpoint on are checked with the TSA root and the checkpoint key of checkpoint-v1.json. The keys are published test keys: never trust them.".into(),
+        comment: "teelog evidence bundle v1 vectors (docs/FORMAT.md §16), exported from batch-v1.json; the vectors from linked-to-checkpoint on are checked with the TSA root and the checkpoint key of checkpoint-v1.json, and without a verification time (notice_batch is sealed when the vectors were written, after its token). The keys are published test keys: never trust them.".into(),
         public_key_pem,
         now,
         tsa_root_pem,
         checkpoint_key_pem,
         stamped_checkpoint,
+        notice_batch: notice_line,
         vectors,
     }
 }
@@ -312,15 +446,22 @@ fn evidence_vectors_rebuild_and_each_gets_its_findings() {
         ("no-record", false, vec!["malformed", "nothing_verified"]),
         ("another-version", false, vec!["malformed"]),
         ("linked-to-checkpoint", true, vec![]),
-        ("chain-header-changed", false, vec!["chain_break", "malformed", "malformed"]),
-        ("chain-tip-changed", false, vec!["checkpoint_mismatch", "malformed", "malformed"]),
-        ("chain-header-removed", false, vec!["malformed"]),
+        ("chain-header-changed", false, vec!["chain_break", "malformed", "malformed", "malformed"]),
+        ("chain-tip-changed", false, vec!["checkpoint_mismatch", "malformed", "malformed", "malformed"]),
+        ("chain-header-removed", false, vec!["malformed", "malformed"]),
         ("chain-header-repeated", false, vec!["malformed"]),
-        ("chain-not-a-header", false, vec!["malformed", "malformed"]),
+        ("chain-not-a-header", false, vec!["malformed", "malformed", "malformed"]),
         ("checkpoint-body-changed", false, vec!["invalid_checkpoint", "time_anomaly"]),
         ("checkpoint-token-changed", false, vec!["time_anomaly"]),
         ("checkpoint-signature-changed", false, vec!["invalid_checkpoint"]),
         ("checkpoint-unstamped", false, vec!["malformed", "malformed", "malformed"]),
+        ("sealed-after-notice", true, vec![]),
+        ("notice-changed", false, vec!["record_tampered"]),
+        ("notice-index-changed", false, vec!["record_tampered"]),
+        ("notice-elsewhere", false, vec!["malformed"]),
+        ("dated-by-token", true, vec![]),
+        ("token-changed", false, vec!["time_anomaly"]),
+        ("token-header-unknown", false, vec!["malformed", "malformed", "malformed"]),
     ];
     let got: Vec<(&str, bool, Vec<&str>)> = recorded
         .vectors
@@ -335,4 +476,13 @@ fn evidence_vectors_rebuild_and_each_gets_its_findings() {
     let bound = linked.no_later_than.as_deref().expect("an upper bound");
     assert!(bound > "2026-12-02T12:00:01", "{bound}");
     assert!(recorded.vectors.iter().filter(|v| v.name.starts_with("chain-")).all(|v| !v.ok));
+    // The notice sealed in the record's batch dates it from below; its token, over batch 3's
+    // header, dates batch 1 from above through headers 2 and 3.
+    let named = |name: &str| recorded.vectors.iter().find(|v| v.name == name).unwrap();
+    let after = named("sealed-after-notice");
+    assert!(
+        after.no_earlier_than.is_some() && after.bundle.chain.is_empty() && after.bundle.notices.len() == 1
+    );
+    let dated = named("dated-by-token");
+    assert!(dated.no_later_than.is_some() && dated.bundle.chain.len() == 2 && dated.bundle.tokens.len() == 1);
 }

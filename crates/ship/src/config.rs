@@ -58,6 +58,28 @@ pub struct Config {
     /// identity is a nitro one (an enclave's "disk" is gone at restart), else `local`.
     #[serde(default)]
     pub ack: Option<AckMode>,
+    /// `[timestamp]`: RFC 3161 tokens over the newest head, obtained at an interval and sealed
+    /// into the chain (docs/FORMAT.md §16.2, docs/SHIP.md).
+    #[serde(default)]
+    pub timestamp: Option<TimestampConfig>,
+}
+
+/// `[timestamp]`: every `every`, when batches were sealed since the last token, the shipper
+/// asks the TSA at `tsa` for a token over its newest head's header hash and signs it into its
+/// next batch as a timestamp notice: later batches then prove they were sealed after the
+/// token's time, and the head before it that it existed by then.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampConfig {
+    /// The TSA's URL (HTTP POST of a `TimeStampReq`).
+    pub tsa: String,
+    /// How often (default 10 min).
+    #[serde(default = "default_timestamp_every", deserialize_with = "duration")]
+    pub every: Duration,
+}
+
+fn default_timestamp_every() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// When a record counts as taken (docs/SHIP.md, "Acknowledgement").
@@ -292,6 +314,7 @@ impl Config {
             ("sources.max_line_bytes", s.max_line_bytes == 0),
             ("sources.max_request_bytes", s.max_request_bytes == 0),
             ("sources.max_inflight_bytes", s.max_inflight_bytes == 0),
+            ("timestamp.every", self.timestamp.as_ref().is_some_and(|t| t.every.is_zero())),
         ] {
             if zero {
                 return Err(format!("{key}: must be more than 0"));
