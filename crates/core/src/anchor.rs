@@ -181,11 +181,6 @@ impl Graph {
     fn seq(&self, n: usize) -> u64 {
         self.nodes[n].header.seq
     }
-
-    /// The seqs of the bundle's batches in run `run`.
-    fn batch_seqs(&self, run: usize) -> impl Iterator<Item = u64> + '_ {
-        (0..self.batch_nodes).filter(move |&b| self.run[b] == run && run != usize::MAX).map(|b| self.seq(b))
-    }
 }
 
 /// Checks the bundle's time parts (docs/FORMAT.md §16.1, §16.2): each chain header parsed,
@@ -313,16 +308,15 @@ pub(crate) fn bounds(
         }
     }
     // Every chain header and anchoring part is there to bound a batch: one that bounds none is
-    // bytes that nothing checks, and is refused.
-    let graph = &graph;
-    let batch_seqs = |run: usize| graph.batch_seqs(run);
+    // bytes that nothing checks, and is refused. Per run, what the batches in it span.
+    let mut span: HashMap<usize, (u64, u64)> = HashMap::new();
+    for b in (0..graph.batch_nodes).filter(|&b| graph.run[b] != usize::MAX) {
+        let entry = span.entry(graph.run[b]).or_insert((u64::MAX, 0));
+        *entry = (entry.0.min(graph.seq(b)), entry.1.max(graph.seq(b)));
+    }
     let useful = |a: &Anchor| {
         let seq = graph.seq(a.node);
-        if a.upper {
-            batch_seqs(graph.run[a.node]).any(|s| s <= seq)
-        } else {
-            batch_seqs(graph.run[a.node]).any(|s| s >= seq)
-        }
+        span.get(&graph.run[a.node]).is_some_and(|(lo, hi)| if a.upper { *lo <= seq } else { seq <= *hi })
     };
     for (name, landed) in &parts {
         if !landed.iter().any(|&a| useful(&anchors[a])) {
@@ -332,26 +326,47 @@ pub(crate) fn bounds(
             ));
         }
     }
+    // Per run, the anchors that date a batch, by seq: uppers and lowers apart.
+    let mut by_run: HashMap<(usize, bool), Vec<(u64, usize)>> = HashMap::new();
+    for (i, a) in anchors.iter().enumerate().filter(|(_, a)| useful(a)) {
+        by_run.entry((graph.run[a.node], a.upper)).or_default().push((graph.seq(a.node), i));
+    }
+    by_run.values_mut().for_each(|list| list.sort_unstable());
     for n in graph.batch_nodes..graph.nodes.len() {
         let (seq, run) = (graph.seq(n), graph.run[n]);
-        let between = anchors.iter().filter(|a| graph.run[a.node] == run && useful(a)).any(|a| {
-            let at = graph.seq(a.node);
-            if a.upper {
-                seq <= at && batch_seqs(run).any(|s| s <= seq)
-            } else {
-                at <= seq && batch_seqs(run).any(|s| s >= seq)
+        let Some((lo, hi)) = span.get(&run) else {
+            if run != usize::MAX {
+                findings.push(unlinked(&graph.nodes[n]));
             }
-        });
-        if run != usize::MAX && !between {
-            findings.push(about(
-                FindingKind::Malformed,
-                &graph.nodes[n].header,
-                format!(
-                    "{}: links no batch of the bundle to a checkpoint or token (seq {seq})",
-                    graph.nodes[n].place
-                ),
-            ));
+            continue;
+        };
+        let highest_upper = by_run.get(&(run, true)).and_then(|l| l.last()).map(|(s, _)| *s);
+        let lowest_lower = by_run.get(&(run, false)).and_then(|l| l.first()).map(|(s, _)| *s);
+        let between = (*lo <= seq && highest_upper.is_some_and(|u| seq <= u))
+            || (seq <= *hi && lowest_lower.is_some_and(|l| l <= seq));
+        if !between {
+            findings.push(unlinked(&graph.nodes[n]));
         }
+    }
+    // The best dated anchor of each run at or after (uppers) or at or before (lowers) each place:
+    // the earliest time of the uppers from there on, the latest of the lowers up to there.
+    let mut best: HashMap<(usize, bool), Vec<Option<Dated>>> = HashMap::new();
+    for ((run, upper), list) in &by_run {
+        let mut acc: Option<Dated> = None;
+        let mut out = vec![None; list.len()];
+        let order: Vec<usize> =
+            if *upper { (0..list.len()).rev().collect() } else { (0..list.len()).collect() };
+        for k in order {
+            let a = list[k].1;
+            if let Some(t) = anchors[a].time {
+                let better = acc.is_none_or(|(b, _)| if *upper { t < b } else { t > b });
+                if better {
+                    acc = Some((t, a));
+                }
+            }
+            out[k] = acc;
+        }
+        best.insert((*run, *upper), out);
     }
     let mut out = vec![BatchBounds::default(); batches.len()];
     for n in 0..graph.batch_nodes {
@@ -359,42 +374,51 @@ pub(crate) fn bounds(
             continue;
         };
         let Ok(i) = i.parse::<usize>() else { continue };
-        let seq = graph.seq(n);
-        let reaching = |upper: bool| -> Vec<&Anchor> {
-            anchors
-                .iter()
-                .filter(|a| {
-                    a.upper == upper
-                        && graph.run[n] != usize::MAX
-                        && graph.run[a.node] == graph.run[n]
-                        && if upper { graph.seq(a.node) >= seq } else { graph.seq(a.node) <= seq }
-                })
-                .collect()
-        };
+        let (seq, run) = (graph.seq(n), graph.run[n]);
         let end = |upper: bool| -> End {
-            let found = reaching(upper);
-            let dated = found.iter().filter_map(|a| a.time.map(|t| (t, *a)));
-            let best = if upper { dated.min_by_key(|(t, _)| *t) } else { dated.max_by_key(|(t, _)| *t) };
+            let list = by_run.get(&(run, upper)).map(Vec::as_slice).unwrap_or_default();
+            // The first anchor at or after the batch, or the last at or before it.
+            let at = if upper {
+                Some(list.partition_point(|(s, _)| *s < seq)).filter(|&k| k < list.len())
+            } else {
+                list.partition_point(|(s, _)| *s <= seq).checked_sub(1)
+            };
             let (what, kind) = if upper {
                 ("stamped checkpoint or token at or after this batch", "no upper bound")
             } else {
                 ("timestamp notice sealed at or before this batch", "no lower bound")
             };
-            match best {
-                Some((t, a)) => {
-                    let links = graph.seq(a.node).abs_diff(seq);
-                    Ok((t, format!("{}, {links} chained headers away", a.by)))
+            let dated = at.and_then(|k| best.get(&(run, upper)).and_then(|b| b[k]));
+            match (at, dated) {
+                (_, Some((t, a))) => {
+                    let links = graph.seq(anchors[a].node).abs_diff(seq);
+                    Ok((t, format!("{}, {links} chained headers away", anchors[a].by)))
                 }
-                None if found.is_empty() => Err(format!("{kind}: the bundle links no {what}")),
-                None if timestamps.is_none() => {
+                (None, None) => Err(format!("{kind}: the bundle links no {what}")),
+                (Some(_), None) if timestamps.is_none() => {
                     Err(format!("{kind}: timestamp tokens are not checked without --tsa-root"))
                 }
-                None => Err(format!("{kind}: the timestamp token of its {what} does not verify")),
+                (Some(_), None) => Err(format!("{kind}: the timestamp token of its {what} does not verify")),
             }
         };
         out[i] = BatchBounds { upper: end(true), lower: end(false) };
     }
     out
+}
+
+/// A verified time and the anchor (by index) that gives it.
+type Dated = (UnixNanos, usize);
+
+/// The finding on a chain header that links no batch to an anchor.
+fn unlinked(node: &Node) -> Finding {
+    about(
+        FindingKind::Malformed,
+        &node.header,
+        format!(
+            "{}: links no batch of the bundle to a checkpoint or token (seq {})",
+            node.place, node.header.seq
+        ),
+    )
 }
 
 /// Checks notice `notice` (named `name`): its batch is a header of the bundle, the record is in
@@ -501,6 +525,9 @@ struct FoundNotice {
 /// its batches leave open, and by [`MAX_HELD_BYTES`].
 pub struct Linker {
     targets: Vec<Target>,
+    /// Per (stream, epoch) of a target, the seqs within [`MAX_CHAIN`] of one, as sorted disjoint
+    /// ranges.
+    windows: HashMap<(String, String), Vec<(u64, u64)>>,
     /// Header text by hash, for the seqs within a target's window.
     headers: HashMap<Digest, String>,
     candidates: Vec<Candidate>,
@@ -527,9 +554,26 @@ impl Linker {
                     hash: sha256(b.header.as_bytes()),
                 })
             })
-            .collect();
+            .collect::<Vec<Target>>();
+        let mut windows: HashMap<(String, String), Vec<(u64, u64)>> = HashMap::new();
+        for t in &targets {
+            let range = (t.seq.saturating_sub(MAX_CHAIN), t.seq.saturating_add(MAX_CHAIN));
+            windows.entry((t.stream.clone(), t.epoch.clone())).or_default().push(range);
+        }
+        for ranges in windows.values_mut() {
+            ranges.sort_unstable();
+            let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+            for &(lo, hi) in ranges.iter() {
+                match merged.last_mut() {
+                    Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+                    _ => merged.push((lo, hi)),
+                }
+            }
+            *ranges = merged;
+        }
         Self {
             targets,
+            windows,
             headers: HashMap::new(),
             candidates: Vec::new(),
             notices: Vec::new(),
@@ -540,11 +584,13 @@ impl Linker {
         }
     }
 
-    /// Whether seq `seq` of (`stream`, `epoch`) may be on the way from a target to an anchor.
+    /// Whether seq `seq` of (`stream`, `epoch`) may be on the way from a target to an anchor:
+    /// within [`MAX_CHAIN`] of one.
     fn in_window(&self, stream: &str, epoch: &str, seq: u64) -> bool {
-        self.targets
-            .iter()
-            .any(|t| t.stream == stream && t.epoch == epoch && seq.abs_diff(t.seq) <= MAX_CHAIN)
+        // Looked up per line read, so by epoch and binary search, not over every target.
+        let Some(ranges) = self.windows.get(&(stream.to_string(), epoch.to_string())) else { return false };
+        let k = ranges.partition_point(|(_, hi)| *hi < seq);
+        ranges.get(k).is_some_and(|(lo, _)| *lo <= seq)
     }
 
     fn hold(&mut self, bytes: usize) -> bool {
