@@ -52,12 +52,14 @@ fn wait_for_store(dir: &Path, batches: usize) {
     }
 }
 
-/// A software identity ships `records` records to a gateway that stamps its checkpoints at the
-/// TSA of `tsa`, in batches of 5; the gateway is stopped (its last checkpoint names the newest
-/// batch). The gateway's directory.
-fn ship_through_gateway(f: &ship_harness::Fixture, url: &str, records: u32) {
+/// A software identity ships `records` records, in batches of 5, to a gateway that stores them
+/// (and Loki at `loki`) and stamps its checkpoints at the TSA at `url`; the gateway is stopped
+/// (its last checkpoint names the newest batch).
+fn ship_through_gateway(f: &ship_harness::Fixture, url: &str, loki: &str, records: u32) {
     let relay = free_port();
-    let config = f.relay_gateway(&relay, &[], &format!("[checkpoint]\nevery = '1h'\ntsa = '{url}'\n"));
+    let more =
+        format!("[[sinks]]\nkind = 'loki'\nurl = '{loki}'\n[checkpoint]\nevery = '1h'\ntsa = '{url}'\n");
+    let config = f.relay_gateway(&relay, &[], &more);
     let gateway = Daemon::gateway(&config);
     let input: String =
         (0..records).map(|i| format!("{{\"message\":\"step {i}\",\"step\":{i}}}\n")).collect();
@@ -109,7 +111,8 @@ fn a_record_is_dated_by_the_gateways_stamped_checkpoint_through_the_headers_afte
     std::fs::create_dir(&tsa_dir).unwrap();
     openssl_tsa::tsa(&tsa_dir, "timeStamping");
     let url = openssl_tsa::serve(&tsa_dir);
-    ship_through_gateway(&f, &url, 23);
+    let loki = teelog_fake_loki::FakeLoki::start().unwrap();
+    ship_through_gateway(&f, &url, loki.url(), 23);
 
     let bundle = f.path("step-7.json");
     let export = |source: &[&str], out: &Path| {
@@ -130,6 +133,14 @@ fn a_record_is_dated_by_the_gateways_stamped_checkpoint_through_the_headers_afte
     assert_eq!(seqs, vec![3, 4, 5], "{original}");
     assert_eq!(original["checkpoints"].as_array().unwrap().len(), 1);
 
+    // The same bundle from Loki, whose checkpoints are entries of their own kind.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let from =
+        teelog_core::timestamp::format_rfc3339(i64::try_from(now.as_nanos()).unwrap() - 3_600_000_000_000);
+    let from_loki = f.path("from-loki.json");
+    let out = export(&["--loki", loki.url(), "--from", &from, "--stream", "app"], &from_loki);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&from_loki).unwrap(), std::fs::read(&bundle).unwrap());
     // The same bundle from a store without the checkpoints and the copy the gateway kept.
     let bare = f.path("bare.ndjson");
     let lines: Vec<String> =
