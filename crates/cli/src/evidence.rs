@@ -68,8 +68,9 @@ pub struct ExportArgs {
     /// selected batch is linked to the first stamped checkpoint at or after it.
     #[arg(long = "checkpoint", value_name = "FILE")]
     pub checkpoints: Vec<PathBuf>,
-    /// Use only checkpoints whose timestamp token verifies under this TSA root (PEM or DER);
-    /// repeat for several. Without one, tokens are taken as they are (the auditor checks them).
+    /// Use only checkpoints and timestamp notices whose token verifies under this TSA root (PEM
+    /// or DER); repeat for several. Without one, tokens are taken as they are (the auditor checks
+    /// them).
     #[arg(long, value_name = "PEM")]
     pub tsa_root: Vec<PathBuf>,
     /// Longer lines are passed over.

@@ -64,6 +64,8 @@ impl Default for BatchBounds {
 /// A header the bundle carries: a batch's (signed) or one of the chain (linked by its hash).
 struct Node {
     place: String,
+    /// Its index in `batches`, for a batch's header.
+    batch: Option<usize>,
     header: Header,
     hash: Digest,
 }
@@ -90,23 +92,30 @@ struct Graph {
 }
 
 impl Graph {
-    /// The headers of `batches` (those whose signature held) and of `chain`.
-    fn new(chain: &[String], batches: &[Option<(&Header, Digest)>], findings: &mut Vec<Finding>) -> Self {
+    /// The headers of the bundle's batches and of its chain. A batch whose header does not parse
+    /// is left out (its own check reports it); whether a batch's signature holds does not matter
+    /// here, where a header counts by its hash.
+    fn new(bundle: &Bundle, findings: &mut Vec<Finding>) -> Self {
         let mut nodes: Vec<Node> = Vec::new();
-        for (i, batch) in batches.iter().enumerate() {
-            if let Some((header, hash)) = batch {
-                nodes.push(Node { place: format!("batches[{i}]"), header: (*header).clone(), hash: *hash });
+        for (i, batch) in bundle.batches.iter().enumerate() {
+            if let Ok(header) = parse_header(&batch.header) {
+                nodes.push(Node {
+                    place: format!("batches[{i}]"),
+                    batch: Some(i),
+                    header,
+                    hash: sha256(batch.header.as_bytes()),
+                });
             }
         }
         let batch_nodes = nodes.len();
-        for (k, text) in chain.iter().enumerate() {
-            let parsed = serde_json::from_str::<Header>(text)
-                .map_err(|e| e.to_string())
-                .and_then(|h| h.validate().map(|()| h).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(header) => {
-                    nodes.push(Node { place: format!("chain[{k}]"), header, hash: sha256(text.as_bytes()) })
-                }
+        for (k, text) in bundle.chain.iter().enumerate() {
+            match parse_header(text) {
+                Ok(header) => nodes.push(Node {
+                    place: format!("chain[{k}]"),
+                    batch: None,
+                    header,
+                    hash: sha256(text.as_bytes()),
+                }),
                 Err(why) => findings.push(Finding::unplaced(
                     FindingKind::Malformed,
                     format!("chain[{k}]: not a batch header (docs/FORMAT.md §4): {why}"),
@@ -115,7 +124,8 @@ impl Graph {
         }
         // A second header at a place is refused, not chosen.
         let mut by_place: HashMap<(String, String, u64), usize> = HashMap::new();
-        let mut per_epoch: HashMap<(&str, &str), BTreeMap<u64, usize>> = HashMap::new();
+        // Ordered, so that findings come in one order whatever the bundle's.
+        let mut per_epoch: BTreeMap<(&str, &str), BTreeMap<u64, usize>> = BTreeMap::new();
         for (n, node) in nodes.iter().enumerate() {
             let h = &node.header;
             let place = (h.stream.clone(), h.epoch.clone(), h.seq);
@@ -183,20 +193,25 @@ impl Graph {
     }
 }
 
+/// `text` as a header, validated (docs/FORMAT.md §4).
+fn parse_header(text: &str) -> Result<Header, String> {
+    let header: Header = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    header.validate().map_err(|e| e.to_string())?;
+    Ok(header)
+}
+
 /// Checks the bundle's time parts (docs/FORMAT.md §16.1, §16.2): each chain header parsed,
 /// validated and linked by `prev` to the header of the seq before; each checkpoint's layout, its
 /// signature under `checkpoint_keys` (when given), its token under `timestamps` and its tips
-/// against the headers; each token's imprint; each notice's inclusion in its batch. `batches`
-/// holds, per bundle batch, its header and hash if its signature held. Returns per batch what
-/// the anchors bound.
+/// against the headers; each token's imprint; each notice's inclusion in its batch. Returns per
+/// bundle batch what the anchors bound.
 pub(crate) fn bounds(
     bundle: &Bundle,
-    batches: &[Option<(&Header, Digest)>],
     checkpoint_keys: &[PublicKey],
     timestamps: Option<&dyn TimestampVerifier>,
     findings: &mut Vec<Finding>,
 ) -> Vec<BatchBounds> {
-    let graph = Graph::new(&bundle.chain, batches, findings);
+    let graph = Graph::new(bundle, findings);
     let mut anchors: Vec<Anchor> = Vec::new();
     // Each anchoring part, by name, with whether it anchors anything in the bundle.
     let mut parts: Vec<(String, Vec<usize>)> = Vec::new();
@@ -368,12 +383,9 @@ pub(crate) fn bounds(
         }
         best.insert((*run, *upper), out);
     }
-    let mut out = vec![BatchBounds::default(); batches.len()];
+    let mut out = vec![BatchBounds::default(); bundle.batches.len()];
     for n in 0..graph.batch_nodes {
-        let Some(i) = graph.nodes[n].place.strip_prefix("batches[").and_then(|p| p.strip_suffix(']')) else {
-            continue;
-        };
-        let Ok(i) = i.parse::<usize>() else { continue };
+        let Some(i) = graph.nodes[n].batch else { continue };
         let (seq, run) = (graph.seq(n), graph.run[n]);
         let end = |upper: bool| -> End {
             let list = by_run.get(&(run, upper)).map(Vec::as_slice).unwrap_or_default();
@@ -546,7 +558,7 @@ impl Linker {
             .batches
             .iter()
             .filter_map(|b| {
-                let header = serde_json::from_str::<Header>(&b.header).ok()?;
+                let header = parse_header(&b.header).ok()?;
                 Some(Target {
                     stream: header.stream,
                     epoch: header.epoch,
@@ -702,8 +714,7 @@ impl Linker {
                 return None;
             }
             let text = self.headers.get(&hash)?;
-            let header: Header = serde_json::from_str(text).ok()?;
-            header.validate().ok()?;
+            let header = parse_header(text).ok()?;
             if header.stream != target.stream || header.epoch != target.epoch || header.seq != expected {
                 return None;
             }

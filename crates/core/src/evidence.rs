@@ -468,12 +468,7 @@ pub fn check_bundle(
         .enumerate()
         .map(|(i, batch)| check_batch(i, batch, options, (attestation, timestamps), now, &mut findings))
         .collect();
-    let linked: Vec<Option<(&crate::Header, Digest)>> = batches
-        .iter()
-        .zip(&bundle.batches)
-        .map(|(checked, batch)| checked.as_ref().map(|c| (&c.header, sha256(batch.header.as_bytes()))))
-        .collect();
-    let windows = bounds(bundle, &linked, checkpoint_keys, timestamps, &mut findings);
+    let windows = bounds(bundle, checkpoint_keys, timestamps, &mut findings);
     for (i, _) in
         bundle.batches.iter().enumerate().filter(|(i, _)| !bundle.records.iter().any(|r| r.batch == *i))
     {
