@@ -215,10 +215,11 @@ pub(crate) fn bounds(
     let mut anchors: Vec<Anchor> = Vec::new();
     // Each anchoring part, by name, with whether it anchors anything in the bundle.
     let mut parts: Vec<(String, Vec<usize>)> = Vec::new();
+    // The interval the TSA's accuracy leaves: an upper bound takes its end, a lower its start.
     let verify = |token: &[u8], digest: &Digest, name: &str, findings: &mut Vec<Finding>| match timestamps {
         None => None,
-        Some(verifier) => match verifier.verify_token(token, digest) {
-            Ok(at) => Some(at),
+        Some(verifier) => match verifier.verify_token_interval(token, digest) {
+            Ok(interval) => Some(interval),
             Err(why) => {
                 findings.push(Finding::unplaced(
                     FindingKind::TimeAnomaly,
@@ -254,7 +255,7 @@ pub(crate) fn bounds(
                 ));
             }
         }
-        let time = verify(token, &parsed.body_hash(), &name, findings);
+        let time = verify(token, &parsed.body_hash(), &name, findings).map(|(_, latest)| latest);
         let mut landed = Vec::new();
         for tip in &c.tips {
             let Some(&n) = graph.by_place.get(&(c.stream.clone(), tip.epoch.clone(), tip.seq)) else {
@@ -298,7 +299,7 @@ pub(crate) fn bounds(
                 .push(Finding::unplaced(FindingKind::Malformed, format!("{name}: timestamp: not base64")));
             continue;
         };
-        let time = verify(&der, &graph.nodes[n].hash, &name, findings);
+        let time = verify(&der, &graph.nodes[n].hash, &name, findings).map(|(_, latest)| latest);
         parts.push((name.clone(), vec![anchors.len()]));
         anchors.push(Anchor {
             node: n,
@@ -310,7 +311,7 @@ pub(crate) fn bounds(
     for (j, notice) in bundle.notices.iter().enumerate() {
         let name = format!("notices[{j}]");
         if let Some((node, token, head)) = check_notice(&graph, notice, &name, findings) {
-            let time = verify(&token, &head, &name, findings);
+            let time = verify(&token, &head, &name, findings).map(|(earliest, _)| earliest);
             parts.push((name.clone(), vec![anchors.len()]));
             anchors.push(Anchor {
                 node,

@@ -106,6 +106,16 @@ impl BundleBatch {
 pub trait TimestampVerifier {
     /// The time `token` says the TSA stamped `digest` at, or why it is not trusted.
     fn verify_token(&self, token: &[u8], digest: &[u8; 32]) -> Result<UnixNanos, String>;
+
+    /// The same, as the interval the TSA's stated accuracy leaves: (earliest, latest). A bound
+    /// from above takes the latest, one from below the earliest. By default the time alone.
+    fn verify_token_interval(
+        &self,
+        token: &[u8],
+        digest: &[u8; 32],
+    ) -> Result<(UnixNanos, UnixNanos), String> {
+        self.verify_token(token, digest).map(|t| (t, t))
+    }
 }
 
 /// One disclosed record and the path from it to its batch's Merkle root.
@@ -741,7 +751,8 @@ fn check_batch(
     if let (Some(text), Some(verifier)) = (&batch.timestamp, timestamps) {
         let verdict = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
             .map_err(|e| format!("not base64: {e}"))
-            .and_then(|token| verifier.verify_token(&token, &sha256(batch.header.as_bytes())));
+            .and_then(|token| verifier.verify_token_interval(&token, &sha256(batch.header.as_bytes())))
+            .map(|(_, latest)| latest);
         let skew = options.max_skew.unwrap_or(crate::verify::DEFAULT_MAX_SKEW);
         let sealed_at = header.sealed_at_nanos().unwrap_or_default();
         let objection = match verdict {

@@ -43,6 +43,16 @@ impl TimestampVerifier for Roots {
     fn verify_token(&self, token: &[u8], digest: &[u8; 32]) -> Result<UnixNanos, String> {
         teelog_tsa::verify_token(token, digest, &self.0).map(|t| t.gen_time).map_err(|e| e.to_string())
     }
+
+    fn verify_token_interval(
+        &self,
+        token: &[u8],
+        digest: &[u8; 32],
+    ) -> Result<(UnixNanos, UnixNanos), String> {
+        teelog_tsa::verify_token(token, digest, &self.0)
+            .map(|t| (t.gen_time - t.accuracy, t.gen_time + t.accuracy))
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// A test TSA made with `openssl ts`, and its tokens over `digests`: (root PEM, tokens DER).
