@@ -314,7 +314,6 @@ impl Config {
             ("sources.max_line_bytes", s.max_line_bytes == 0),
             ("sources.max_request_bytes", s.max_request_bytes == 0),
             ("sources.max_inflight_bytes", s.max_inflight_bytes == 0),
-            ("timestamp.every", self.timestamp.as_ref().is_some_and(|t| t.every.is_zero())),
         ] {
             if zero {
                 return Err(format!("{key}: must be more than 0"));
@@ -405,6 +404,29 @@ mod tests {
             let err = with(bad).unwrap_err();
             assert!(err.contains("start.instance"), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn timestamp_takes_a_tsa_and_an_interval_above_zero() {
+        let with = |section: &str| {
+            load(&format!(
+                "identity = 'i'\n[spool]\ndir = 's'\nkeep = true\n[sources]\nstdin = true\n{section}"
+            ))
+        };
+        assert!(with("").unwrap().timestamp.is_none());
+        let stamped = with("[timestamp]\ntsa = 'http://tsa.example/tsr'\n").unwrap().timestamp.unwrap();
+        assert_eq!(
+            (stamped.tsa.as_str(), stamped.every),
+            ("http://tsa.example/tsr", Duration::from_secs(600))
+        );
+        let every = with("[timestamp]\ntsa = 'http://t'\nevery = '30s'\n").unwrap().timestamp.unwrap().every;
+        assert_eq!(every, Duration::from_secs(30));
+        // The duration reader refuses zero itself, pointing at the key.
+        let zero =
+            with("[timestamp]\ntsa = 'http://t'\nevery = '0s'\n").map(|c| c.timestamp.map(|t| t.every));
+        assert!(zero.as_ref().is_err_and(|e| e.contains("every = '0s'")), "{zero:?}");
+        assert!(with("[timestamp]\nevery = '1m'\n").is_err(), "a TSA is required");
+        assert!(with("[timestamp]\ntsa = 'http://t'\nurl = 'x'\n").is_err(), "unknown keys are refused");
     }
 
     #[test]
