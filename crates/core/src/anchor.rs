@@ -891,3 +891,142 @@ impl TimestampNotice {
 fn notice_message(epoch: &str, seq: u64, head: &str) -> String {
     format!("teelog: RFC 3161 timestamp of seq {seq} of epoch {epoch} (header {head}); the batches after this one were sealed after its time")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{BatchBuilder, ChainHead, SoftwareSigner};
+    use crate::crypto::{SigAlg, SoftwareKey};
+    use crate::evidence::{check_bundle, Exporter, Selection};
+    use crate::verify::VerifyOptions;
+
+    /// A token is its digest and eight bytes of big-endian Unix nanoseconds.
+    struct Tokens;
+
+    impl TimestampVerifier for Tokens {
+        fn verify_token(&self, token: &[u8], digest: &[u8; 32]) -> Result<UnixNanos, String> {
+            match token.split_at_checked(32) {
+                Some((d, t)) if d == digest => {
+                    t.try_into().map(i64::from_be_bytes).map_err(|_| "length".into())
+                }
+                _ => Err("not over this digest".into()),
+            }
+        }
+    }
+
+    fn token(digest: &Digest, at: UnixNanos) -> Vec<u8> {
+        [digest.as_slice(), &at.to_be_bytes()].concat()
+    }
+
+    const T0: UnixNanos = 1_800_000_000_000_000_000;
+
+    /// A new P-256 key, PKCS#8.
+    fn pkcs8() -> Vec<u8> {
+        SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap()
+    }
+
+    fn key(pkcs8: &[u8]) -> SoftwareKey {
+        SoftwareKey::from_pkcs8(SigAlg::Es256, pkcs8).unwrap()
+    }
+
+    /// Batches 1..=n of one epoch signed by the key `pkcs8`, one record each, a second apart.
+    fn chain(pkcs8: &[u8], n: u64) -> (Vec<Vec<u8>>, Vec<Digest>) {
+        let signer = SoftwareSigner::new(key(pkcs8), None);
+        let mut head = ChainHead {
+            stream: "s".into(),
+            epoch: "ab".repeat(16),
+            next_seq: 1,
+            prev: None,
+            prev_sealed_at: None,
+        };
+        let (mut lines, mut hashes) = (Vec::new(), Vec::new());
+        for seq in 1..=n {
+            let mut builder = BatchBuilder::new();
+            let at = T0 + seq as i64 * 1_000_000_000;
+            builder.push_input(format!("{{\"n\":{seq}}}").as_bytes(), &|| at).unwrap();
+            let mut line = Vec::new();
+            let sealed = builder.seal(&mut head, &signer, at, &mut line).unwrap();
+            line.pop();
+            lines.push(line);
+            hashes.push(sealed.header_hash);
+        }
+        (lines, hashes)
+    }
+
+    fn export(lines: &[Vec<u8>], seq: u64) -> Bundle {
+        let mut exporter =
+            Exporter::new(Selection::Place { stream: "s".into(), epoch: None, seq, index: None });
+        lines.iter().for_each(|l| exporter.push_line(l));
+        let mut bundle = exporter.finish().unwrap();
+        let mut linker = Linker::new(&bundle, None);
+        lines.iter().for_each(|l| linker.push_line(l));
+        linker.finish(&mut bundle).unwrap();
+        bundle
+    }
+
+    #[test]
+    fn planted_headers_and_checkpoints_are_passed_over_for_the_linked_ones() {
+        let (signer, gateway) = (pkcs8(), key(&pkcs8()));
+        let (mut lines, hashes) = chain(&signer, 5);
+        // Another key's chain of the same stream and epoch: its headers are at the same seqs,
+        // and a checkpoint (nearer, tip seq 3) names its head.
+        let (planted, planted_hashes) = chain(&pkcs8(), 5);
+        lines.extend(planted.into_iter().skip(1));
+        let checkpoint = |seq: u64, head: &Digest, at: UnixNanos| {
+            let tips = vec![crate::checkpoint::Tip { epoch: "ab".repeat(16), head: hex::encode(head), seq }];
+            let signed = crate::checkpoint::sign(&gateway, "s", at, tips).unwrap();
+            let mut line = signed.line(Some(&token(&signed.body_hash(), at)));
+            line.pop();
+            line
+        };
+        lines.push(checkpoint(3, &planted_hashes[2], T0 + 10_000_000_000));
+        lines.push(checkpoint(5, &hashes[4], T0 + 20_000_000_000));
+        let bundle = export(&lines, 1);
+        assert_eq!(bundle.chain.len(), 4, "headers 2 to 5 of the batch's own chain");
+        assert_eq!(bundle.checkpoints.len(), 1);
+        let options =
+            VerifyOptions { trusted_keys: vec![key(&signer).public().clone()], ..VerifyOptions::default() };
+        let report = check_bundle(&bundle, &options, None, Some(&Tokens), &[gateway.public().clone()], None);
+        assert!(report.ok, "{:?}", report.findings);
+        let bound = report.proven[0].no_later_than.as_ref().unwrap();
+        assert_eq!(bound.at, format_rfc3339(T0 + 20_000_000_000));
+        // The planted checkpoint put in by hand names a header the bundle does not carry at its
+        // seq: a finding.
+        let mut planted_in = bundle.clone();
+        let planted_line = checkpoint(3, &planted_hashes[2], T0 + 10_000_000_000);
+        planted_in.checkpoints.push(String::from_utf8(planted_line).unwrap());
+        let report = check_bundle(&planted_in, &options, None, Some(&Tokens), &[], None);
+        assert!(
+            report.findings.iter().any(|f| f.kind == FindingKind::CheckpointMismatch),
+            "{:?}",
+            report.findings
+        );
+    }
+
+    #[test]
+    fn a_bundle_of_many_unlinked_headers_is_refused_in_linear_time() {
+        let signer = pkcs8();
+        let (lines, _) = chain(&signer, 2);
+        let mut bundle = export(&lines, 1);
+        let header = ParsedBatch::parse(&lines[1]).unwrap();
+        let text = String::from_utf8(header.header_bytes().to_vec()).unwrap();
+        // 50,000 headers at seqs far from the batch, none linked to it or to an anchor.
+        bundle.chain = (0..50_000u64)
+            .map(|i| text.replacen("\"seq\":2", &format!("\"seq\":{}", 10 + 2 * i), 1))
+            .collect();
+        bundle.tokens = (0..20_000)
+            .map(|i| BundleToken {
+                head: hex::encode(sha256(bundle.chain[i].as_bytes())),
+                timestamp: "AAAA".into(),
+            })
+            .collect();
+        let options =
+            VerifyOptions { trusted_keys: vec![key(&signer).public().clone()], ..VerifyOptions::default() };
+        let started = std::time::Instant::now();
+        let report = check_bundle(&bundle, &options, None, Some(&Tokens), &[], None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+        assert!(!report.ok);
+        let malformed = report.findings.iter().filter(|f| f.kind == FindingKind::Malformed).count();
+        assert!(malformed >= 50_000, "every unlinked header and useless token is named: {malformed}");
+    }
+}
