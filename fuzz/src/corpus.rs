@@ -156,6 +156,19 @@ pub fn seeds(target: &str, fixtures: Option<&Path>) -> Vec<Vec<u8>> {
             );
             seeds
         }
+        "evidence_bundle" => {
+            let evidence = vector("evidence-v1");
+            let mut lines = vector_batch_lines();
+            lines.push(text(&evidence["notice_batch"]).as_bytes().to_vec());
+            lines.push(text(&evidence["stamped_checkpoint"]).as_bytes().to_vec());
+            let rest = lines.join(&b'\n');
+            evidence["vectors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| [v["bundle"].to_string().as_bytes(), b"\n", &rest].concat())
+                .collect()
+        }
         "verifier_order" => vec![
             Vec::new(),
             vec![5, 0, 1, 0, 0, 2, 0, 0, 0x83, 0, 0, 0x41],

@@ -28,6 +28,7 @@ pub struct Target {
 pub const TARGETS: &[Target] = &[
     Target { name: "batch_line", run: targets::batch_line },
     Target { name: "checkpoint_line", run: targets::checkpoint_line },
+    Target { name: "evidence_bundle", run: targets::evidence_bundle },
     Target { name: "verifier_order", run: targets::verifier_order },
     Target { name: "canonical_json", run: targets::canonical_json },
     Target { name: "seed_batch", run: targets::seed_batch },

@@ -103,6 +103,54 @@ pub fn batch_line(data: &[u8]) {
 }
 
 /// A gateway checkpoint line (docs/FORMAT.md §17) as a verifier meets it, under the fixed key as
+/// An RFC 3161 verifier for fuzzing: a token is valid over `digest` when its bytes are the
+/// digest followed by eight bytes of big-endian Unix nanoseconds, its time.
+struct FuzzTokens;
+
+impl teelog_core::evidence::TimestampVerifier for FuzzTokens {
+    fn verify_token(&self, token: &[u8], digest: &[u8; 32]) -> Result<UnixNanos, String> {
+        match token.split_at_checked(32) {
+            Some((d, t)) if d == digest => {
+                t.try_into().map(i64::from_be_bytes).map_err(|_| "length".to_string())
+            }
+            _ => Err("not over this digest".into()),
+        }
+    }
+}
+
+/// Evidence bundles (docs/FORMAT.md §16): the input's first line as a bundle, checked with and
+/// without trusted time; its other lines fed to a linker for the bundle's batches. A bundle
+/// checked OK proves every record it carries.
+pub fn evidence_bundle(data: &[u8]) {
+    use teelog_core::evidence::{check_bundle, Bundle};
+    let (first, rest) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(bundle) = serde_json::from_slice::<Bundle>(first) else { return };
+    let key = teelog_core::HeaderSigner::public_key(signer()).clone();
+    for timestamps in [None, Some(&FuzzTokens as &dyn teelog_core::evidence::TimestampVerifier)] {
+        let report = check_bundle(
+            &bundle,
+            &verify_options(),
+            None,
+            timestamps,
+            std::slice::from_ref(&key),
+            Some(now()),
+        );
+        assert!(
+            !report.ok || report.proven.len() == bundle.records.len(),
+            "an OK bundle left a record unproven"
+        );
+    }
+    let mut linker = teelog_core::anchor::Linker::new(&bundle, Some(Box::new(FuzzTokens)));
+    rest.split(|&b| b == b'\n').for_each(|line| linker.push_line(line));
+    let mut linked = bundle.clone();
+    if linker.finish(&mut linked).is_ok() {
+        let _ = check_bundle(&linked, &verify_options(), None, Some(&FuzzTokens), &[], Some(now()));
+    }
+}
+
 /// the gateway's: a checkpoint that parses is canonical and reads back from its body as itself,
 /// and one that names a batch the input lacks is never OK.
 pub fn checkpoint_line(data: &[u8]) {

@@ -64,6 +64,20 @@ impl LineSink for teelog_core::evidence::Exporter {
     fn push_malformed(&mut self, _: Origin<'_>, _: &str) {}
 }
 
+/// The linker of an evidence bundle takes whole lines, the gateway's checkpoints among them.
+impl LineSink for teelog_core::anchor::Linker {
+    fn push_line(&mut self, _: Origin<'_>, line: &[u8]) {
+        teelog_core::anchor::Linker::push_line(self, line)
+    }
+    fn push_unterminated(&mut self, _: Origin<'_>, line: &[u8]) {
+        teelog_core::anchor::Linker::push_line(self, line)
+    }
+    fn push_malformed(&mut self, _: Origin<'_>, _: &str) {}
+    fn wants_checkpoints(&self) -> bool {
+        true
+    }
+}
+
 /// Feeds every line of `sources` to `verifier`, lines longer than `max_line_bytes` as malformed,
 /// and returns its report.
 pub fn verify(

@@ -123,4 +123,14 @@ impl TimestampVerifier for TsaRoots {
     fn verify_token(&self, token: &[u8], digest: &[u8; 32]) -> Result<UnixNanos, String> {
         teelog_tsa::verify_token(token, digest, &self.0).map(|t| t.gen_time).map_err(|e| e.to_string())
     }
+
+    fn verify_token_interval(
+        &self,
+        token: &[u8],
+        digest: &[u8; 32],
+    ) -> Result<(UnixNanos, UnixNanos), String> {
+        teelog_tsa::verify_token(token, digest, &self.0)
+            .map(|t| (t.gen_time.saturating_sub(t.accuracy), t.gen_time.saturating_add(t.accuracy)))
+            .map_err(|e| e.to_string())
+    }
 }

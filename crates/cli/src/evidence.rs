@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use teelog_audit::files::Source;
+use teelog_audit::files::{LineSink, Source};
+use teelog_audit::LokiAudit;
+use teelog_core::anchor::Linker;
 use teelog_core::display::escape_controls;
 use teelog_core::evidence::{check_bundle, Bundle, BundleReport, Exporter, Selection, TimestampVerifier};
 
@@ -21,10 +23,10 @@ const MAX_BUNDLE_BYTES: u64 = 256 << 20;
 pub enum EvidenceCommand {
     /// Write one bundle with the chosen records, their inclusion proofs, the signed headers and
     /// attestation documents; other records of a batch appear only as hashes.
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
     /// Check a bundle offline; exit 0 if every record in it is proven, 1 on any finding, 2 on
     /// errors.
-    Verify(BundleVerifyArgs),
+    Verify(Box<BundleVerifyArgs>),
 }
 
 #[derive(clap::Args)]
@@ -61,6 +63,16 @@ pub struct ExportArgs {
     /// export, so the bundle proves by trusted time that the batch existed by then.
     #[arg(long, value_name = "URL")]
     pub tsa: Option<String>,
+    /// A file of gateway checkpoint lines kept apart from the storage (e.g. a copy of the
+    /// gateway's checkpoints.ndjson); stamped checkpoints in the input are used as well. Each
+    /// selected batch is linked to the first stamped checkpoint at or after it.
+    #[arg(long = "checkpoint", value_name = "FILE")]
+    pub checkpoints: Vec<PathBuf>,
+    /// Use only checkpoints and timestamp notices whose token verifies under this TSA root (PEM
+    /// or DER); repeat for several. Without one, tokens are taken as they are (the auditor checks
+    /// them).
+    #[arg(long, value_name = "PEM")]
+    pub tsa_root: Vec<PathBuf>,
     /// Longer lines are passed over.
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH_LINE)]
     pub max_line_bytes: usize,
@@ -76,6 +88,11 @@ pub struct BundleVerifyArgs {
     /// repeat for several. Without one, tokens in the bundle are not checked.
     #[arg(long)]
     pub tsa_root: Vec<PathBuf>,
+    /// Also check the gateway's signature of the bundle's checkpoints under this key (PEM;
+    /// `teelog gateway --print-checkpoint-key`). The time they give rests on their TSA tokens
+    /// alone; the signature says the gateway made them.
+    #[arg(long = "checkpoint-key", value_name = "PEM")]
+    pub checkpoint_keys: Vec<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -103,16 +120,30 @@ fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     };
     let mut sources: Vec<Source> = args.files.iter().cloned().map(Source::File).collect();
     sources.extend(args.store.clone().map(Source::Store));
-    let mut exporter = Exporter::new(selection);
-    match &args.loki {
+    let loki = match &args.loki {
         Some(_) if !sources.is_empty() => bail!("read the batches from Loki or from files, not both"),
-        Some(loki) => {
-            let options = loki.options(args.stream.iter().cloned().collect(), false)?;
-            crate::audit::read_loki(&mut exporter, &options)?;
-        }
-        None => teelog_audit::files::read(&mut exporter, &sources, args.max_line_bytes)?,
-    }
+        Some(loki) => Some(loki.options(args.stream.iter().cloned().collect(), false)?),
+        None => None,
+    };
+    // Two passes: the records selected first, then the checkpoints and headers linked to them
+    // (which batches they are for is known only once every line was read).
+    let mut exporter = Exporter::new(selection);
+    read_input(&mut exporter, &sources, loki.as_ref(), args.max_line_bytes)?;
     let mut bundle = exporter.finish()?;
+    let mut linker = Linker::new(&bundle, tsa_roots(&args.tsa_root)?);
+    read_input(&mut linker, &sources, loki.as_ref(), args.max_line_bytes)?;
+    for path in &args.checkpoints {
+        let what = || format!("--checkpoint {}", path.display());
+        let file = std::fs::File::open(path).with_context(what)?;
+        teelog_audit::files::feed(
+            &mut linker,
+            std::io::BufReader::new(file),
+            &path.display().to_string(),
+            args.max_line_bytes,
+        )
+        .with_context(what)?;
+    }
+    linker.finish(&mut bundle)?;
     if let Some(url) = &args.tsa {
         teelog_audit::tsa::stamp(&mut bundle, url)?;
     }
@@ -144,17 +175,42 @@ fn verify(args: &BundleVerifyArgs) -> anyhow::Result<ExitCode> {
     let now = expect.now;
     let teelog_trust::Trust { keys, policy, attestation } = trust;
     let options = teelog_audit::options(keys, policy, &expect)?;
-    let roots =
-        args.tsa_root.iter().map(|path| teelog_trust::certificate(path)).collect::<Result<Vec<_>, _>>()?;
-    let tsa = teelog_audit::tsa::TsaRoots(roots);
-    let timestamps = (!tsa.0.is_empty()).then_some(&tsa as &dyn TimestampVerifier);
-    let report = check_bundle(&bundle, &options, Some(&attestation), timestamps, Some(now));
+    let tsa = tsa_roots(&args.tsa_root)?;
+    let checkpoint_keys = args
+        .checkpoint_keys
+        .iter()
+        .map(|path| {
+            teelog_trust::public_key(path).with_context(|| format!("--checkpoint-key {}", path.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let report =
+        check_bundle(&bundle, &options, Some(&attestation), tsa.as_deref(), &checkpoint_keys, Some(now));
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_statement(&report);
     }
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Feeds the batch lines of `sources`, or of Loki, to `sink`.
+fn read_input(
+    sink: &mut impl LineSink,
+    sources: &[Source],
+    loki: Option<&LokiAudit>,
+    max_line_bytes: usize,
+) -> anyhow::Result<()> {
+    match loki {
+        Some(options) => crate::audit::read_loki(sink, options).map(|_| ()),
+        None => Ok(teelog_audit::files::read(sink, sources, max_line_bytes)?),
+    }
+}
+
+/// The TSA roots given, as a token verifier; None when none is.
+fn tsa_roots(paths: &[PathBuf]) -> anyhow::Result<Option<Box<dyn TimestampVerifier>>> {
+    let roots = paths.iter().map(|path| teelog_trust::certificate(path)).collect::<Result<Vec<_>, _>>()?;
+    Ok((!roots.is_empty())
+        .then(|| Box::new(teelog_audit::tsa::TsaRoots(roots)) as Box<dyn TimestampVerifier>))
 }
 
 /// The report as a plain statement, one paragraph per record; every field from the bundle is
@@ -185,11 +241,22 @@ fn print_statement(report: &BundleReport) {
             ),
             None => println!("  key given by the auditor: trust rests on {basis}"),
         }
-        match &r.stamped_at {
-            Some(at) => {
-                println!("  sealed no later than {at}, by a TSA given with --tsa-root (trusted time)")
+        match (&r.no_earlier_than, &r.no_later_than) {
+            (Some(lo), Some(hi)) => {
+                println!("  sealed between {} and {} (trusted time)", lo.at, hi.at);
+                println!("    not before: {}", safe(&lo.by));
+                println!("    not after:  {}", safe(&hi.by));
             }
-            None => println!("  no trusted time: sealed_at is the signer's word"),
+            (None, Some(hi)) => {
+                println!("  sealed no later than {} (trusted time), by {}", hi.at, safe(&hi.by))
+            }
+            (Some(lo), None) => {
+                println!("  sealed no earlier than {} (trusted time), by {}", lo.at, safe(&lo.by))
+            }
+            (None, None) => println!("  no trusted time: sealed_at is the signer's word"),
+        }
+        for why in &r.unbounded {
+            println!("  {}", safe(why));
         }
         println!(
             "  code measurement {}{}",

@@ -100,6 +100,9 @@ fn a_record_is_proven_offline_and_every_change_to_its_bundle_is_named() {
     assert_eq!(proven["version"], "v1.2.3");
     assert_eq!(proven["basis"], "dev_root");
     assert_eq!(proven["platform"], "dev");
+    // The key signs only after its document is made: the platform's time bounds the record below.
+    assert_eq!(proven["no_earlier_than"]["at"], proven["attested_at"], "{json}");
+    assert!(proven["unbounded"][0].as_str().unwrap().starts_with("no upper bound"), "{json}");
     assert!(proven["record"].as_str().unwrap().contains("\"executionId\":\"exec-1234\""));
     let human = String::from_utf8(
         teelog(

@@ -413,8 +413,8 @@ impl CheckpointCheck {
         self.seen.insert(sha256(line));
         let mut finding = None;
         if let (Some(timestamps), Some(token)) = (&self.timestamps, &parsed.timestamp) {
-            match timestamps.verify_token(token, &parsed.body_hash()) {
-                Ok(at) => self.date(c, at),
+            match timestamps.verify_token_interval(token, &parsed.body_hash()) {
+                Ok((_, latest)) => self.date(c, latest),
                 Err(why) => {
                     finding = Some(Finding {
                         kind: FindingKind::TimeAnomaly,

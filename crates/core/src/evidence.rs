@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::anchor::{bound, bounds, TimeBound};
 use crate::batch::{LineFields, ParsedBatch, SignatureStatus, SignedHeader};
+use crate::crypto::PublicKey;
 use crate::merkle::{inclusion_proof, leaf_hash, root_from_inclusion_proof, sha256, Digest};
 use crate::policy::Judgement;
 use crate::timestamp::UnixNanos;
@@ -33,6 +35,46 @@ pub struct Bundle {
     pub batches: Vec<BundleBatch>,
     /// The disclosed records.
     pub records: Vec<BundleRecord>,
+    /// Headers (their JSON text, as signed) that link the batches to the checkpoints: each one's
+    /// `prev` is the SHA-256 of the header of the seq before (docs/FORMAT.md §16.1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
+    /// Stamped gateway checkpoint lines (docs/FORMAT.md §17.1, without the newline) whose tips the
+    /// batches are linked to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<String>,
+    /// RFC 3161 tokens over headers of the bundle, taken from the shipper's timestamp notices:
+    /// each dates its header and those before it (docs/FORMAT.md §16.2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<BundleToken>,
+    /// Timestamp notices sealed in batches of the bundle, with their inclusion proofs: each
+    /// proves its batch, and those after it, were sealed after its token's time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<BundleNotice>,
+}
+
+/// An RFC 3161 token over a header of the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleToken {
+    /// The header's SHA-256 (hex): the token's message imprint.
+    pub head: String,
+    /// The token (DER, standard base64).
+    pub timestamp: String,
+}
+
+/// A timestamp notice (a record) in a batch of the bundle, and the path to its batch's root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleNotice {
+    /// The SHA-256 (hex) of the header of the batch holding it (in `batches` or `chain`).
+    pub header: String,
+    /// Its position in that batch, from 0.
+    pub index: u64,
+    /// Its canonical bytes.
+    pub record: String,
+    /// RFC 9162 inclusion proof: sibling hashes (hex) from the leaf up.
+    pub proof: Vec<String>,
 }
 
 /// A signed batch header, exactly as signed, without its records.
@@ -64,6 +106,16 @@ impl BundleBatch {
 pub trait TimestampVerifier {
     /// The time `token` says the TSA stamped `digest` at, or why it is not trusted.
     fn verify_token(&self, token: &[u8], digest: &[u8; 32]) -> Result<UnixNanos, String>;
+
+    /// The same, as the interval the TSA's stated accuracy leaves: (earliest, latest). A bound
+    /// from above takes the latest, one from below the earliest. By default the time alone.
+    fn verify_token_interval(
+        &self,
+        token: &[u8],
+        digest: &[u8; 32],
+    ) -> Result<(UnixNanos, UnixNanos), String> {
+        self.verify_token(token, digest).map(|t| (t, t))
+    }
 }
 
 /// One disclosed record and the path from it to its batch's Merkle root.
@@ -137,6 +189,12 @@ pub enum ExportError {
     /// A selected batch names a document the input does not hold.
     #[error("attestation document {0} named by a selected batch is not in the input")]
     MissingDocument(String),
+    /// The headers and checkpoints between the selected batches and their anchors are more
+    /// than an exporter holds.
+    #[error(
+        "the headers linking the selected batches to their checkpoints exceed {0} MiB: select fewer records"
+    )]
+    TooLarge(usize),
 }
 
 /// Picks records from batch lines fed in any order, keeping only what a bundle needs.
@@ -267,7 +325,15 @@ impl Exporter {
         if let Some((index, count, place)) = self.index_count.filter(|_| self.batches.is_empty()) {
             return Err(ExportError::NoSuchRecord { place, index, count });
         }
-        let mut bundle = Bundle { teelog_evidence: BUNDLE_VERSION, batches: Vec::new(), records: Vec::new() };
+        let mut bundle = Bundle {
+            teelog_evidence: BUNDLE_VERSION,
+            batches: Vec::new(),
+            records: Vec::new(),
+            chain: Vec::new(),
+            checkpoints: Vec::new(),
+            tokens: Vec::new(),
+            notices: Vec::new(),
+        };
         for (n, (_, mut batch, records)) in self.batches.into_iter().enumerate() {
             let named =
                 SignedHeader::from_parts(&batch.header, &batch.sig).ok().and_then(|(h, ..)| h.attestation);
@@ -350,6 +416,18 @@ pub struct ProvenRecord {
     /// When a TSA the auditor trusts stamped the batch's header: it was sealed no later.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stamped_at: Option<String>,
+    /// The batch was sealed no earlier than this, trusted time (the latest of the timestamp
+    /// notices sealed at or before it, and the time the platform attests its key's document was
+    /// made).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_earlier_than: Option<TimeBound>,
+    /// The batch was sealed no later than this, trusted time (the earliest of `stamped_at` and
+    /// the checkpoints and tokens linked to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_later_than: Option<TimeBound>,
+    /// Why a bound of the record's time window is missing, if one is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unbounded: Vec<String>,
 }
 
 /// The verdict on a bundle: what it proves, and what is wrong with it.
@@ -372,6 +450,7 @@ pub fn check_bundle(
     options: &VerifyOptions,
     attestation: Option<&dyn AttestationVerifier>,
     timestamps: Option<&dyn TimestampVerifier>,
+    checkpoint_keys: &[PublicKey],
     now: Option<UnixNanos>,
 ) -> BundleReport {
     let mut findings = Vec::new();
@@ -399,6 +478,7 @@ pub fn check_bundle(
         .enumerate()
         .map(|(i, batch)| check_batch(i, batch, options, (attestation, timestamps), now, &mut findings))
         .collect();
+    let windows = bounds(bundle, checkpoint_keys, timestamps, &mut findings);
     for (i, _) in
         bundle.batches.iter().enumerate().filter(|(i, _)| !bundle.records.iter().any(|r| r.batch == *i))
     {
@@ -456,6 +536,62 @@ pub fn check_bundle(
         if !checked.objections.is_empty() {
             continue;
         }
+        let window = windows.get(item.batch).cloned().unwrap_or_default();
+        let stamped = checked.stamped_at.map(|t| (t, format!("the TSA token of batches[{}]", item.batch)));
+        let attested = checked.attested.as_ref().and_then(|a| a.attested_at).map(|t| {
+            (t, format!("the time the {} platform attests the key's attestation document was made (the key signs only after it)", checked.platform))
+        });
+        let mut unbounded = Vec::new();
+        let no_later_than = earliest([window.upper.clone().ok(), stamped]);
+        let no_earlier_than = latest([window.lower.clone().ok(), attested]);
+        if no_later_than.is_none() {
+            unbounded.extend(window.upper.clone().err());
+        }
+        if no_earlier_than.is_none() {
+            unbounded.extend(
+                window
+                    .lower
+                    .clone()
+                    .err()
+                    .map(|why| format!("{why}, and the platform attests no time for the key")),
+            );
+        }
+        // The signer's clock against trusted time, as for the batch's own token (check_batch).
+        let skew = options.max_skew.unwrap_or(crate::verify::DEFAULT_MAX_SKEW);
+        let sealed_at = h.sealed_at_nanos().unwrap_or_default();
+        let fmt = crate::timestamp::format_rfc3339;
+        let mut objection = match (&no_earlier_than, &no_later_than) {
+            (Some((lo, lo_by)), Some((hi, hi_by))) if lo > hi => Some(format!(
+                "the window is empty: sealed no earlier than {} ({lo_by}) but no later than {} ({hi_by})",
+                fmt(*lo),
+                fmt(*hi)
+            )),
+            _ => None,
+        };
+        if let Ok((hi, by)) = &window.upper {
+            if sealed_at > hi.saturating_add(skew) {
+                objection.get_or_insert(format!(
+                    "sealed at {}, after {} ({by}): the signer's clock ran ahead",
+                    h.sealed_at,
+                    fmt(*hi)
+                ));
+            }
+        }
+        if let Ok((lo, by)) = &window.lower {
+            if sealed_at.saturating_add(skew) < *lo {
+                objection.get_or_insert(format!(
+                    "sealed at {}, before {} ({by}): the signer's clock ran behind",
+                    h.sealed_at,
+                    fmt(*lo)
+                ));
+            }
+        }
+        if let Some(detail) = objection {
+            findings.push(about(FindingKind::TimeAnomaly, detail));
+            continue;
+        }
+        let (no_later_than, no_earlier_than) =
+            (no_later_than.map(|(t, by)| bound(t, by)), no_earlier_than.map(|(t, by)| bound(t, by)));
         proven.push(ProvenRecord {
             stream: h.stream.clone(),
             epoch: h.epoch.clone(),
@@ -471,6 +607,9 @@ pub fn check_bundle(
             basis: checked.attested.as_ref().map_or(TrustBasis::BarePublicKey, |a| a.anchor),
             document: batch.attestation.as_ref().and(h.attestation.clone()),
             stamped_at: checked.stamped_at.map(crate::timestamp::format_rfc3339),
+            no_earlier_than,
+            no_later_than,
+            unbounded,
             attested_at: checked
                 .attested
                 .as_ref()
@@ -482,6 +621,16 @@ pub fn check_bundle(
         findings.push(unplaced(FindingKind::NothingVerified, "the bundle holds no record".into()));
     }
     BundleReport { ok: findings.is_empty(), proven, findings }
+}
+
+/// The earliest of the times given, with what dates it.
+fn earliest(times: [Option<(UnixNanos, String)>; 2]) -> Option<(UnixNanos, String)> {
+    times.into_iter().flatten().min_by_key(|(t, _)| *t)
+}
+
+/// The latest of the times given, with what dates it.
+fn latest(times: [Option<(UnixNanos, String)>; 2]) -> Option<(UnixNanos, String)> {
+    times.into_iter().flatten().max_by_key(|(t, _)| *t)
 }
 
 /// A bundle batch whose signature holds.
@@ -602,7 +751,8 @@ fn check_batch(
     if let (Some(text), Some(verifier)) = (&batch.timestamp, timestamps) {
         let verdict = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
             .map_err(|e| format!("not base64: {e}"))
-            .and_then(|token| verifier.verify_token(&token, &sha256(batch.header.as_bytes())));
+            .and_then(|token| verifier.verify_token_interval(&token, &sha256(batch.header.as_bytes())))
+            .map(|(_, latest)| latest);
         let skew = options.max_skew.unwrap_or(crate::verify::DEFAULT_MAX_SKEW);
         let sealed_at = header.sealed_at_nanos().unwrap_or_default();
         let objection = match verdict {

@@ -3,6 +3,7 @@
 //! parameter. The normative description of every byte is `docs/FORMAT.md`.
 #![forbid(unsafe_code)]
 
+pub mod anchor;
 pub mod batch;
 pub mod canon;
 pub mod checkpoint;

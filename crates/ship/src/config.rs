@@ -58,6 +58,28 @@ pub struct Config {
     /// identity is a nitro one (an enclave's "disk" is gone at restart), else `local`.
     #[serde(default)]
     pub ack: Option<AckMode>,
+    /// `[timestamp]`: RFC 3161 tokens over the newest head, obtained at an interval and sealed
+    /// into the chain (docs/FORMAT.md §16.2, docs/SHIP.md).
+    #[serde(default)]
+    pub timestamp: Option<TimestampConfig>,
+}
+
+/// `[timestamp]`: every `every`, when batches were sealed since the last token, the shipper
+/// asks the TSA at `tsa` for a token over its newest head's header hash and signs it into its
+/// next batch as a timestamp notice: later batches then prove they were sealed after the
+/// token's time, and the head before it that it existed by then.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampConfig {
+    /// The TSA's URL (HTTP POST of a `TimeStampReq`).
+    pub tsa: String,
+    /// How often (default 10 min).
+    #[serde(default = "default_timestamp_every", deserialize_with = "duration")]
+    pub every: Duration,
+}
+
+fn default_timestamp_every() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// When a record counts as taken (docs/SHIP.md, "Acknowledgement").
@@ -382,6 +404,29 @@ mod tests {
             let err = with(bad).unwrap_err();
             assert!(err.contains("start.instance"), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn timestamp_takes_a_tsa_and_an_interval_above_zero() {
+        let with = |section: &str| {
+            load(&format!(
+                "identity = 'i'\n[spool]\ndir = 's'\nkeep = true\n[sources]\nstdin = true\n{section}"
+            ))
+        };
+        assert!(with("").unwrap().timestamp.is_none());
+        let stamped = with("[timestamp]\ntsa = 'http://tsa.example/tsr'\n").unwrap().timestamp.unwrap();
+        assert_eq!(
+            (stamped.tsa.as_str(), stamped.every),
+            ("http://tsa.example/tsr", Duration::from_secs(600))
+        );
+        let every = with("[timestamp]\ntsa = 'http://t'\nevery = '30s'\n").unwrap().timestamp.unwrap().every;
+        assert_eq!(every, Duration::from_secs(30));
+        // The duration reader refuses zero itself, pointing at the key.
+        let zero =
+            with("[timestamp]\ntsa = 'http://t'\nevery = '0s'\n").map(|c| c.timestamp.map(|t| t.every));
+        assert!(zero.as_ref().is_err_and(|e| e.contains("every = '0s'")), "{zero:?}");
+        assert!(with("[timestamp]\nevery = '1m'\n").is_err(), "a TSA is required");
+        assert!(with("[timestamp]\ntsa = 'http://t'\nurl = 'x'\n").is_err(), "unknown keys are refused");
     }
 
     #[test]

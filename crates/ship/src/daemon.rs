@@ -72,6 +72,9 @@ pub enum DaemonError {
     /// The signer thread did not end within the time allowed at stop.
     #[error("the signer did not stop within {0:?}; what it held is not sealed")]
     CloseTimeout(Duration),
+    /// `[timestamp]` names a TSA that cannot be asked; says why.
+    #[error("timestamp.tsa: {0}")]
+    Timestamp(String),
 }
 
 /// The keys and roots of `trust_keys` and `trust_roots`, read from their files.
@@ -136,6 +139,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         tokio::spawn(acknowledge_remote(pipeline.shared().clone(), relay_sinks(&config)));
     }
 
+    let stamping = match &config.timestamp {
+        Some(timestamp) => Some(Stamper::start(timestamp, pipeline.shared().clone(), pipeline.submitter())?),
+        None => None,
+    };
     let submitter = pipeline.submitter();
     let mut running = sources::start(&config, &submitter, sources_stop).await?;
     drop(submitter);
@@ -158,6 +165,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     // Every step of the stop has a bound, whatever clients, files and sinks do.
     let _ = stop_sources.send(true);
     running.stop(SOURCES_TIMEOUT).await;
+    if let Some(stamping) = stamping {
+        stamping.stop().await;
+    }
     let summary = close(pipeline).await?;
     let _ = stop_sinks.send(true);
     let drained = tokio::time::Instant::now() + config.spool.drain_timeout;
@@ -434,6 +444,74 @@ fn parse_head(stream: &str, gateway: &str, head: &Head) -> Result<GatewayHead, S
 
 /// Closes the pipeline on a thread of its own, within [`CLOSE_TIMEOUT`] (a thread of the
 /// runtime's blocking pool would hold the runtime's own stop).
+/// How long one TSA request may take: the stamper waits for it, and a stopping daemon for the
+/// stamper.
+const TSA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `[timestamp]`: a thread that, every `every`, asks the TSA for a token over the newest head's
+/// header hash (when it moved since the last token) and submits a timestamp notice holding it
+/// (docs/FORMAT.md §16.2), which the signer seals into its next batch like any record.
+struct Stamper {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Stamper {
+    fn start(
+        config: &crate::config::TimestampConfig,
+        shared: Arc<Shared>,
+        submitter: crate::pipeline::Submitter,
+    ) -> Result<Self, DaemonError> {
+        let client = teelog_audit::tsa::TsaClient::new(&config.tsa, TSA_TIMEOUT)
+            .map_err(|e| DaemonError::Timestamp(e.to_string()))?;
+        let every = config.every;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("teelog-timestamp".into())
+            .spawn(move || {
+                let mut last = None;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    let Some((epoch, seq, head)) = shared.newest_head() else { continue };
+                    // The batch right after the last stamped one may hold nothing but its
+                    // notice: stamping it would make a batch per interval out of nothing.
+                    if last.as_ref().is_some_and(|(e, s)| *e == epoch && seq <= s + 1) {
+                        continue;
+                    }
+                    match client.stamp(&head) {
+                        Ok(token) => {
+                            let notice = teelog_core::anchor::TimestampNotice::new(&epoch, seq, &head, &token);
+                            let mut records = crate::pipeline::RecordBuf::default();
+                            match serde_json::to_vec(&notice) {
+                                Ok(bytes) => records.push(&bytes),
+                                Err(e) => {
+                                    tracing::warn!(target: "teelog::ship", "timestamp notice: {e}");
+                                    continue;
+                                }
+                            }
+                            let origin = crate::pipeline::Origin::named("teelog timestamp");
+                            if let Err(e) = submitter.submit_blocking(records, origin) {
+                                tracing::warn!(target: "teelog::ship", "timestamp notice not submitted: {e}");
+                                return;
+                            }
+                            tracing::info!(target: "teelog::ship", seq, epoch = %epoch, "timestamp.tsa {}: head stamped", client.url());
+                            last = Some((epoch, seq));
+                        }
+                        Err(e) => tracing::warn!(target: "teelog::ship", seq, "timestamp.tsa {}: no token this time: {}", client.url(), teelog_core::display::escape_controls(&e)),
+                    }
+                }
+            })
+            .map_err(|source| ShipError::ThreadStart { thread: "timestamp", source })?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops the thread, after the request it may be waiting on (at most [`TSA_TIMEOUT`]).
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
 async fn close(pipeline: Pipeline) -> Result<SignSummary, DaemonError> {
     let (done, closed) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()

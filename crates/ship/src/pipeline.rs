@@ -284,6 +284,8 @@ pub struct Shared {
     /// With remote acknowledgement: the acknowledgements waiting for the gateway, by the spool
     /// position their batches end at, oldest first.
     remote: Option<Mutex<VecDeque<(Position, Acknowledgement)>>>,
+    /// The newest batch handed to the spool: its epoch, seq and header hash.
+    newest: Mutex<Option<(String, u64, teelog_core::merkle::Digest)>>,
 }
 
 /// What a producer waiting for its submission is told.
@@ -326,6 +328,11 @@ impl Shared {
     /// Whether producers are acknowledged only once the gateway has their records.
     pub fn remote_ack(&self) -> bool {
         self.remote.is_some()
+    }
+
+    /// The newest batch this run sealed: its epoch, seq and header hash.
+    pub fn newest_head(&self) -> Option<(String, u64, teelog_core::merkle::Digest)> {
+        self.newest.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -477,6 +484,7 @@ impl Pipeline {
             health: Health::default(),
             signer_ended: watch::Sender::new(false),
             remote: options.remote_ack.then(Mutex::default),
+            newest: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel();
         let submitter = Submitter {
@@ -725,6 +733,8 @@ impl SignerLoop {
     fn write_sealed(&mut self, line: Vec<u8>, sealed: Sealed) -> Result<(), ShipError> {
         let head = self.sealer.head().clone();
         self.check_clock(head.prev_sealed_at, sealed.seq);
+        *self.shared.newest.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((head.epoch.clone(), sealed.seq, sealed.header_hash));
         self.writer.write(line, sealed, head, std::mem::take(&mut self.waiting))?;
         self.opened_at = None;
         self.last_seal = Instant::now();

@@ -96,13 +96,18 @@ pub fn lock_dir(dir: &Path) -> Result<File, DirLockError> {
 /// Replaces `path` with `bytes` durably: write a temporary file, fsync, rename, fsync the
 /// directory; a crash leaves the old content or the new, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io::Error)> {
-    // A bare file name's parent is the empty path, which names no directory to open.
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = parent_dir(path);
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp).map_err(|e| (tmp.clone(), e))?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| (tmp.clone(), e))?;
     fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))?;
     File::open(parent).and_then(|d| d.sync_all()).map_err(|e| (parent.to_path_buf(), e))
+}
+
+/// The directory `path` is in: `.` for a bare file name, whose `parent()` is the empty path
+/// (which cannot be opened to be fsynced).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 /// Writes a new secret file (a private key): created, never replaced, mode 0600, fsynced.
@@ -288,6 +293,14 @@ mod tests {
 
     fn read(dir: &Path) -> Vec<String> {
         segments(dir).unwrap().iter().map(|p| fs::read_to_string(p).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_bare_file_name_is_written_in_the_current_directory() {
+        // `teelog evidence export --out b.json` wrote the file, then failed to fsync "".
+        assert_eq!(parent_dir(Path::new("b.json")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("out/b.json")), Path::new("out"));
+        assert_eq!(parent_dir(Path::new("/b.json")), Path::new("/"));
     }
 
     #[test]

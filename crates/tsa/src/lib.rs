@@ -38,6 +38,9 @@ const TIME_STAMPING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];
 pub struct TimeStamp {
     /// When the TSA says it stamped the digest.
     pub gen_time: UnixNanos,
+    /// The accuracy the TSA states for `gen_time` (0 when it states none): the time it stamped
+    /// the digest lies within `gen_time` plus or minus this.
+    pub accuracy: UnixNanos,
     /// The token's serial number, hex.
     pub serial: String,
     /// The SHA-256 of the signer's certificate, hex: which TSA key vouches.
@@ -246,8 +249,18 @@ pub fn verify_token(token: &[u8], digest: &[u8; 32], roots: &[Vec<u8>]) -> Resul
     if !verified {
         return Err(TsaError::Signature);
     }
+    // RFC 3161 §2.4.2: seconds, then millis and micros of 1 to 999 (anything else counts as 0).
+    let accuracy = tst.accuracy.as_ref().map_or(0, |a| {
+        let part = |v: Option<i16>, unit: i64| {
+            v.filter(|v| (1..=999).contains(v)).map_or(0, |v| i64::from(v) * unit)
+        };
+        let seconds =
+            a.seconds.map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1_000_000_000));
+        seconds.saturating_add(part(a.millis, 1_000_000)).saturating_add(part(a.micros, 1_000))
+    });
     Ok(TimeStamp {
         gen_time,
+        accuracy,
         serial: hex::encode(tst.serial_number.as_bytes()),
         tsa_certificate: hex::encode(sha2::Sha256::digest(&signer_der)),
     })
