@@ -1,6 +1,7 @@
 //! Batch files and stores read back through the library, as `teelog verify` reads them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use teelog_audit::{files, require_keys, verifier, AuditError, Expectations, Source};
@@ -44,14 +45,24 @@ fn a_file_verifies_with_its_key_and_without_it_the_auditor_is_told_which_key() {
     let (file, key) = signed_file(dir.path());
     let sources = [Source::File(file)];
 
-    let with_key =
-        files::verify(verifier(trust(vec![key]), &expectations()).unwrap(), &sources, 1 << 20).unwrap();
+    let with_key = files::verify(
+        verifier(trust(vec![key]), &expectations()).unwrap(),
+        &sources,
+        1 << 20,
+        NonZeroUsize::MIN,
+    )
+    .unwrap();
     assert!(with_key.ok, "{:?}", with_key.findings);
     assert_eq!((with_key.batches, with_key.records), (2, 2));
     require_keys(&with_key, true).unwrap();
 
-    let mut report =
-        files::verify(verifier(trust(Vec::new()), &expectations()).unwrap(), &sources, 1 << 20).unwrap();
+    let mut report = files::verify(
+        verifier(trust(Vec::new()), &expectations()).unwrap(),
+        &sources,
+        1 << 20,
+        NonZeroUsize::MIN,
+    )
+    .unwrap();
     assert!(!report.ok);
     assert!(!report.keys_needed.is_empty());
     let err = require_keys(&report, false).unwrap_err();
@@ -70,7 +81,12 @@ fn long_lines_are_findings_and_unreadable_sources_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (file, key) = signed_file(dir.path());
     let run = |sources: &[Source], max: usize| {
-        files::verify(verifier(trust(vec![key.clone()]), &expectations()).unwrap(), sources, max)
+        files::verify(
+            verifier(trust(vec![key.clone()]), &expectations()).unwrap(),
+            sources,
+            max,
+            NonZeroUsize::MIN,
+        )
     };
     let report = run(&[Source::File(file)], 16).unwrap();
     assert!(report.findings.iter().all(|f| f.kind == FindingKind::Malformed) && report.findings.len() == 2);

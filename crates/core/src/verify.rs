@@ -509,6 +509,142 @@ struct Candidate {
     unsigned: Vec<String>,
 }
 
+/// A line checked as far as it can be without the verifier's state (parse, the records against
+/// the Merkle root and hints, the layout, the signature under a trusted key): the costly part of
+/// a line, which a pool of threads can work out in any order. [`Verifier::admit`] takes it in.
+pub struct Prepared(Step);
+
+enum Step {
+    Blank,
+    /// Not a line that can be judged; says why.
+    Malformed(String),
+    /// An attestation document, a checkpoint or a seed-format batch: checked in
+    /// [`Verifier::admit`], against what the lines before it left.
+    Stateful,
+    Batch(Box<PreparedBatch>),
+}
+
+/// A teelog batch line, checked on its own.
+struct PreparedBatch {
+    candidate: Candidate,
+    signature: BatchSignature,
+}
+
+enum BatchSignature {
+    /// Checked under the trusted keys.
+    Checked(SignatureStatus),
+    /// To be checked under the key of the attestation document `digest` names, once it is known.
+    Attested { digest: Digest, signed: SignedHeader, header_len: usize },
+}
+
+/// Checks lines for one [`Verifier`] without its state, on any thread
+/// ([`Verifier::line_checker`]).
+#[derive(Clone)]
+pub struct LineChecker {
+    trusted_keys: Arc<[PublicKey]>,
+    attested: bool,
+}
+
+impl LineChecker {
+    /// The part of `line`'s checks that needs no other line (see [`Prepared`]).
+    pub fn prepare(&self, origin: Origin<'_>, line: &[u8]) -> Prepared {
+        prepare(&self.trusted_keys, self.attested, origin, line)
+    }
+}
+
+/// What a line's members say it is.
+enum LineKind {
+    Document,
+    Checkpoint,
+    Teelog,
+    Seed,
+    Neither,
+}
+
+fn line_kind(fields: &LineFields<'_>) -> LineKind {
+    let teelog = fields.v.is_some()
+        || fields.header.is_some()
+        || fields.sig.is_some()
+        || fields.hints.is_some()
+        || fields.records.is_some();
+    let seed = fields.seed_sequence.is_some()
+        || fields.seed_payload.is_some()
+        || fields.seed_signature.is_some()
+        || fields.seed_thumbprint.is_some();
+    if fields.attestation.is_some() {
+        return LineKind::Document;
+    }
+    if fields.checkpoint.is_some() || fields.timestamp.is_some() {
+        return LineKind::Checkpoint;
+    }
+    match (teelog, seed) {
+        (true, false) => LineKind::Teelog,
+        (false, true) => LineKind::Seed,
+        _ => LineKind::Neither,
+    }
+}
+
+/// The checks of `line` that need no other line: with `trusted` keys, and `attested` when a
+/// verifier of attestation documents is given (batches naming a document then wait for its key).
+fn prepare(trusted: &[PublicKey], attested: bool, origin: Origin<'_>, line: &[u8]) -> Prepared {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Prepared(Step::Blank);
+    }
+    let fields: LineFields<'_> = match serde_json::from_slice(line) {
+        Ok(fields) => fields,
+        Err(e) => return Prepared(Step::Malformed(format!("not a batch line: {e}"))),
+    };
+    Prepared(match line_kind(&fields) {
+        LineKind::Document | LineKind::Checkpoint | LineKind::Seed => Step::Stateful,
+        LineKind::Teelog => match prepare_teelog(trusted, attested, origin, line, fields) {
+            Ok(batch) => Step::Batch(Box::new(batch)),
+            Err(detail) => Step::Malformed(detail),
+        },
+        LineKind::Neither => Step::Malformed("neither a teelog batch nor a SignedLogBatch".into()),
+    })
+}
+
+/// A teelog batch line (`fields` of `line`) checked on its own, or why it is malformed.
+fn prepare_teelog(
+    trusted: &[PublicKey],
+    attested: bool,
+    origin: Origin<'_>,
+    line: &[u8],
+    fields: LineFields<'_>,
+) -> Result<PreparedBatch, String> {
+    let (Some(v), Some(header), Some(sig), Some(hints), Some(records)) =
+        (fields.v, fields.header, fields.sig, fields.hints, fields.records)
+    else {
+        return Err("a teelog batch needs \"v\", \"header\", \"sig\", \"hints\" and \"records\"".into());
+    };
+    if v != crate::batch::FORMAT_VERSION {
+        return Err(format!("batch format version {v} is not supported"));
+    }
+    let batch = ParsedBatch::from_parts(header, sig, hints, records).map_err(|e| e.to_string())?;
+    let RecordsCheck { status, hints_problem } = batch.check_records();
+    let unsigned: Vec<String> = [batch.layout_deviation(line), hints_problem].into_iter().flatten().collect();
+    let identity = match status {
+        RecordsStatus::Intact => batch.identity(),
+        RecordsStatus::Tampered { .. } => sha256(line),
+    };
+    let named = batch.header.attestation.as_deref().and_then(parse_digest);
+    let signature = match named {
+        Some(digest) if attested => {
+            BatchSignature::Attested { digest, signed: batch.signed_header(), header_len: batch.header_len() }
+        }
+        _ => BatchSignature::Checked(batch.signature_status(trusted)),
+    };
+    let candidate = Candidate {
+        origin: origin.to_string(),
+        header: batch.header,
+        header_hash: batch.header_hash,
+        identity,
+        records: status,
+        unsigned,
+    };
+    Ok(PreparedBatch { candidate, signature })
+}
+
 /// A validly signed batch as the chain check needs it.
 #[derive(Debug, Clone)]
 struct Slot {
@@ -689,32 +825,45 @@ impl Verifier {
 
     /// Feeds one line (without its newline). Blank lines are ignored.
     pub fn push_line(&mut self, origin: Origin<'_>, line: &[u8]) {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return;
+        let prepared = prepare(&self.options.trusted_keys, self.attestation.is_some(), origin, line);
+        self.admit(origin, line, prepared);
+    }
+
+    /// What checks lines for this verifier without its state, on any thread: see [`Prepared`].
+    pub fn line_checker(&self) -> LineChecker {
+        LineChecker {
+            trusted_keys: self.options.trusted_keys.clone().into(),
+            attested: self.attestation.is_some(),
         }
+    }
+
+    /// Takes in a line that [`LineChecker::prepare`] (of this verifier's
+    /// [`line_checker`](Self::line_checker)) made `prepared` of, given the same `origin` and
+    /// `line`. Lines must be admitted in input order: the report is then the one
+    /// [`push_line`](Self::push_line) gives.
+    pub fn admit(&mut self, origin: Origin<'_>, line: &[u8], prepared: Prepared) {
+        match prepared.0 {
+            Step::Blank => {}
+            Step::Malformed(detail) => self.push_malformed(origin, &detail),
+            Step::Stateful => self.push_stateful(origin, line),
+            Step::Batch(batch) => self.admit_teelog(line, *batch),
+        }
+    }
+
+    /// A line whose every check needs the verifier's state: an attestation document, a
+    /// checkpoint or a seed-format batch (a line [`prepare`] classified as one).
+    fn push_stateful(&mut self, origin: Origin<'_>, line: &[u8]) {
         let fields: LineFields<'_> = match serde_json::from_slice(line) {
             Ok(fields) => fields,
             Err(e) => return self.push_malformed(origin, &format!("not a batch line: {e}")),
         };
-        let teelog = fields.v.is_some()
-            || fields.header.is_some()
-            || fields.sig.is_some()
-            || fields.hints.is_some()
-            || fields.records.is_some();
-        let seed = fields.seed_sequence.is_some()
-            || fields.seed_payload.is_some()
-            || fields.seed_signature.is_some()
-            || fields.seed_thumbprint.is_some();
-        if fields.attestation.is_some() {
-            return self.push_document(origin, line, &fields);
-        }
-        if fields.checkpoint.is_some() || fields.timestamp.is_some() {
-            return self.push_checkpoint(origin, line);
-        }
-        match (teelog, seed) {
-            (true, false) => self.push_teelog(origin, line, fields),
-            (false, true) => self.push_seed(origin, fields),
-            _ => self.push_malformed(origin, "neither a teelog batch nor a SignedLogBatch"),
+        match line_kind(&fields) {
+            LineKind::Document => self.push_document(origin, line, &fields),
+            LineKind::Checkpoint => self.push_checkpoint(origin, line),
+            LineKind::Seed => self.push_seed(origin, fields),
+            LineKind::Teelog | LineKind::Neither => {
+                self.push_malformed(origin, "neither a teelog batch nor a SignedLogBatch")
+            }
         }
     }
 
@@ -750,58 +899,27 @@ impl Verifier {
         self.documents.insert(digest, Document { bytes: Vec::new(), verdict: Some(verdict), named: false });
     }
 
-    fn push_teelog(&mut self, origin: Origin<'_>, line: &[u8], fields: LineFields<'_>) {
-        let (Some(v), Some(header), Some(sig), Some(hints), Some(records)) =
-            (fields.v, fields.header, fields.sig, fields.hints, fields.records)
-        else {
-            let needs = "a teelog batch needs \"v\", \"header\", \"sig\", \"hints\" and \"records\"";
-            return self.push_malformed(origin, needs);
+    /// A teelog batch checked on its own ([`prepare_teelog`]): its place among the torn lines,
+    /// the attestation document it names, the chain.
+    fn admit_teelog(&mut self, line: &[u8], batch: PreparedBatch) {
+        let PreparedBatch { candidate, signature } = batch;
+        self.complete_torn(line, candidate.identity);
+        let (digest, signed, header_len) = match signature {
+            BatchSignature::Checked(status) => return self.accept(candidate, None, Ok(status)),
+            BatchSignature::Attested { digest, signed, header_len } => (digest, signed, header_len),
         };
-        if v != crate::batch::FORMAT_VERSION {
-            return self.push_malformed(origin, &format!("batch format version {v} is not supported"));
+        if self.documents.contains_key(&digest) {
+            return self.accept_attested(candidate, &signed, digest);
         }
-        let batch = match ParsedBatch::from_parts(header, sig, hints, records) {
-            Ok(batch) => batch,
-            Err(e) => return self.push_malformed(origin, &e.to_string()),
-        };
-        let RecordsCheck { status, hints_problem } = batch.check_records();
-        let unsigned: Vec<String> =
-            [batch.layout_deviation(line), hints_problem].into_iter().flatten().collect();
-        let identity = match status {
-            RecordsStatus::Intact => batch.identity(),
-            RecordsStatus::Tampered { .. } => sha256(line),
-        };
-        self.complete_torn(line, identity);
-        let candidate = Candidate {
-            origin: origin.to_string(),
-            header: batch.header.clone(),
-            header_hash: batch.header_hash,
-            identity,
-            records: status,
-            unsigned,
-        };
-        let named = candidate.header.attestation.as_deref().and_then(parse_digest);
-        match (named, &self.attestation) {
-            (Some(digest), Some(_)) if !self.documents.contains_key(&digest) => {
-                // Lines come in any order: wait for the document, within a bound. What is held
-                // is the parsed header, its bytes and the signature, not the records.
-                let size = 2048 + batch.header_len();
-                if self.pending_bytes + size > MAX_PENDING_BYTES {
-                    let why = "its attestation document was not in the input before it, and the verifier holds no more batches waiting for one: put the attestation lines first";
-                    return self.accept(candidate, None, Err(why.to_string()));
-                }
-                self.pending_bytes += size;
-                self.pending.push((candidate, batch.signed_header()));
-            }
-            (Some(digest), Some(_)) => {
-                let signed = batch.signed_header();
-                self.accept_attested(candidate, &signed, digest);
-            }
-            _ => {
-                let signature = batch.signature_status(&self.options.trusted_keys);
-                self.accept(candidate, None, Ok(signature));
-            }
+        // Lines come in any order: wait for the document, within a bound. What is held is the
+        // parsed header, its bytes and the signature, not the records.
+        let size = 2048 + header_len;
+        if self.pending_bytes + size > MAX_PENDING_BYTES {
+            let why = "its attestation document was not in the input before it, and the verifier holds no more batches waiting for one: put the attestation lines first";
+            return self.accept(candidate, None, Err(why.to_string()));
         }
+        self.pending_bytes += size;
+        self.pending.push((candidate, signed));
     }
 
     /// Marks the torn lines that `line` (of batch `identity`) begins with.
