@@ -497,16 +497,16 @@ pub enum DocumentError {
 }
 
 /// A parsed batch, before its signature is checked.
-struct Candidate {
-    origin: String,
-    header: Header,
-    header_hash: Digest,
+pub(crate) struct Candidate {
+    pub(crate) origin: String,
+    pub(crate) header: Header,
+    pub(crate) header_hash: Digest,
     /// What tells copies of it apart: the signed header and low-S signature when the records are
     /// intact, all of the line's bytes when they are not.
     identity: Digest,
-    records: RecordsStatus,
+    pub(crate) records: RecordsStatus,
     /// Why bytes of its line are covered by no signature; findings only if the signature holds.
-    unsigned: Vec<String>,
+    pub(crate) unsigned: Vec<String>,
 }
 
 /// A line checked as far as it can be without the verifier's state (parse, the records against
@@ -524,13 +524,13 @@ enum Step {
     Batch(Box<PreparedBatch>),
 }
 
-/// A teelog batch line, checked on its own.
-struct PreparedBatch {
-    candidate: Candidate,
-    signature: BatchSignature,
+/// A teelog batch line, checked on its own ([`check_alone`]).
+pub(crate) struct PreparedBatch {
+    pub(crate) candidate: Candidate,
+    pub(crate) signature: BatchSignature,
 }
 
-enum BatchSignature {
+pub(crate) enum BatchSignature {
     /// Checked under the trusted keys.
     Checked(SignatureStatus),
     /// To be checked under the key of the attestation document `digest` names, once it is known.
@@ -621,6 +621,20 @@ fn prepare_teelog(
         return Err(format!("batch format version {v} is not supported"));
     }
     let batch = ParsedBatch::from_parts(header, sig, hints, records).map_err(|e| e.to_string())?;
+    Ok(check_alone(batch, trusted, attested, origin, line))
+}
+
+/// What `batch`, parsed from `line`, shows on its own: its records against the signed count, root
+/// and hints, its layout, and its signature under the `trusted` keys, or, when `attested` and
+/// the batch names a document, what that signature is to be checked with once the key is known.
+/// The verifier and the gate both judge a batch from this.
+pub(crate) fn check_alone(
+    batch: ParsedBatch<'_>,
+    trusted: &[PublicKey],
+    attested: bool,
+    origin: Origin<'_>,
+    line: &[u8],
+) -> PreparedBatch {
     let RecordsCheck { status, hints_problem } = batch.check_records();
     let unsigned: Vec<String> = [batch.layout_deviation(line), hints_problem].into_iter().flatten().collect();
     let identity = match status {
@@ -642,7 +656,7 @@ fn prepare_teelog(
         records: status,
         unsigned,
     };
-    Ok(PreparedBatch { candidate, signature })
+    PreparedBatch { candidate, signature }
 }
 
 /// A validly signed batch as the chain check needs it.

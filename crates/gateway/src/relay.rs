@@ -1,7 +1,7 @@
 //! The relay listener (docs/FORMAT.md §14): each connection is one shipper sending its spool
 //! lines, one per frame; they are acknowledged once the writer has them durable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -12,11 +12,14 @@ use teelog_relay::{check_line, FrameReader, Head, Hello, RelayError, ServerMessa
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::ingest::Ingest;
+use crate::ingest::{CheckedLines, Checking, Ingest, IngestError};
 use crate::Access;
 
 /// Line frames taken from the socket before they are handed to the writer together.
 const FRAMES_PER_SUBMISSION: usize = 4096;
+/// Submissions of one connection checked at once (on the blocking pool) while the writer admits
+/// the oldest: enough to keep the cores busy with a single shipper.
+const CHECKED_AT_ONCE: usize = 4;
 /// Reads once a client is known; before, a small one, so that a crowd of strangers holds little.
 const READ_BUFFER: usize = 64 << 10;
 const HELLO_READ_BUFFER: usize = 4 << 10;
@@ -324,6 +327,10 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     let mut acked: u64 = 0;
     let mut reserved = Reserved::default();
     let source: Arc<str> = source.into();
+    // Lines taken from the reader and being checked, oldest first: handed to the writer, and
+    // acknowledged, in this order. `taken` counts every line taken, `in_flight` their bytes.
+    let mut checking: VecDeque<InFlight> = VecDeque::new();
+    let (mut taken, mut in_flight): (u64, usize) = (0, 0);
     loop {
         // A client has a while to say who it is; after that, a shipper may be idle for long.
         let deadline = match stream {
@@ -344,12 +351,20 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                 None => std::future::pending().await,
             }
         };
-        let n = tokio::select! {
-            read = tokio::time::timeout_at(deadline, socket.read(&mut buf)) => match read {
-                Ok(read) => read?,
+        let full = checking.len() >= CHECKED_AT_ONCE;
+        let oldest = async {
+            match checking.front_mut() {
+                Some(oldest) => (&mut oldest.checking).await,
+                None => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
+            read = tokio::time::timeout_at(deadline, socket.read(&mut buf)), if !full => match read {
+                Ok(read) => Event::Read(read?),
                 Err(_) if stream.is_none() => return Err(Ended::NoHello(HELLO_TIMEOUT)),
                 Err(_) => return Err(Ended::Silent(IDLE_TIMEOUT)),
             },
+            checked = oldest => Event::Checked(checked),
             () = evicted => return Err(Ended::Evicted),
             // A new run of the stream's shipper asked for its heads: this connection is from an
             // earlier one; what it submitted is in, the rest was never acknowledged.
@@ -357,14 +372,29 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             // Stopping: what was acknowledged is durable; the shipper sends the rest again.
             () = crate::stopped(&mut stop) => return Ok(()),
         };
+        let n = match event {
+            Event::Read(n) => n,
+            Event::Checked(checked) => {
+                if let Some(done) = checking.pop_front() {
+                    in_flight -= done.bytes;
+                    acked = hand_on(socket, ingest, &stream, checked, acked + done.count).await?;
+                }
+                reserved.shrink_to(2 * reader.pending() + in_flight);
+                continue;
+            }
+        };
         if n == 0 {
+            // The client sent all it will: what it sent whole is handed on first.
+            while let Some(done) = checking.pop_front() {
+                acked = hand_on(socket, ingest, &stream, done.checking.await, acked + done.count).await?;
+            }
             return if reader.pending() == 0 { Ok(()) } else { Err(RelayError::Truncated.into()) };
         }
         // What the reader holds of frames not yet whole, and the lines copied out of it, come
         // out of the listener's memory budget (a stranger's hello is small and bounded on its
         // own); waiting for it leaves the client's bytes in the socket, so the client waits.
         if established.is_some() {
-            access.memory.reserve(&mut reserved, 2 * (reader.pending() + n), MEMORY_WAIT).await?;
+            access.memory.reserve(&mut reserved, 2 * (reader.pending() + n) + in_flight, MEMORY_WAIT).await?;
         }
         reader.push(&buf[..n]);
         if stream.is_none() {
@@ -397,12 +427,21 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             if lines.is_empty() {
                 break;
             }
-            let count = lines.len() as u64;
-            ingest.submit(lines, source.clone(), acked + 1, stream.clone()).await?;
-            acked += count;
-            send(socket, &ServerMessage::Ack(acked)).await?;
+            let (count, bytes) = (lines.len() as u64, lines.iter().map(Vec::len).sum::<usize>());
+            checking.push_back(InFlight {
+                count,
+                bytes,
+                checking: ingest.check(lines, source.clone(), taken + 1),
+            });
+            (taken, in_flight) = (taken + count, in_flight + bytes);
+            if checking.len() > CHECKED_AT_ONCE {
+                if let Some(done) = checking.pop_front() {
+                    in_flight -= done.bytes;
+                    acked = hand_on(socket, ingest, &stream, done.checking.await, acked + done.count).await?;
+                }
+            }
         }
-        reserved.shrink_to(2 * reader.pending());
+        reserved.shrink_to(2 * reader.pending() + in_flight);
     }
 }
 
@@ -430,6 +469,35 @@ async fn send<S: AsyncWrite + Unpin>(socket: &mut S, message: &ServerMessage) ->
             Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client does not read its answers"))
         }
     }
+}
+
+/// What a connection waits for.
+enum Event {
+    /// Bytes read from the client.
+    Read(usize),
+    /// The oldest lines in flight are checked.
+    Checked(Result<CheckedLines, IngestError>),
+}
+
+/// Lines of a connection being checked: how many, and their bytes.
+struct InFlight {
+    count: u64,
+    bytes: usize,
+    checking: Checking,
+}
+
+/// Hands `checked` lines to the writer and, once they are durable, acknowledges every line up
+/// to `through`; gives `through`.
+async fn hand_on<S: AsyncWrite + Unpin>(
+    socket: &mut S,
+    ingest: &Ingest,
+    stream: &Option<Arc<str>>,
+    checked: Result<CheckedLines, IngestError>,
+    through: u64,
+) -> Result<u64, Ended> {
+    ingest.submit_checked(checked?, stream.clone()).await?;
+    send(socket, &ServerMessage::Ack(through)).await?;
+    Ok(through)
 }
 
 /// The whole line frames received so far, up to a submission's worth.
