@@ -17,8 +17,8 @@ use crate::timestamp::{format_rfc3339, UnixNanos};
 use crate::verify::{
     attested_signature, backwards, backwards_across, check_alone, document_of, foreign_key, fork_at, goes_on,
     judge_measurement, key_in_another_instance, reused_key, time_objections, unlinked, AttestationVerifier,
-    AttestedKey, BatchSignature, Candidate, DocumentError, Finding, FindingKind, InstanceRules, Origin,
-    PreparedBatch, VerifyOptions,
+    AttestedKey, BatchSignature, Candidate, DocumentError, Finding, FindingKind, InstanceRules, KnownKeys,
+    Origin, PreparedBatch, VerifyOptions,
 };
 
 /// Header hashes remembered per epoch, to tell a resent batch from a second, different batch
@@ -98,8 +98,16 @@ fn prepare(trusted: &[PublicKey], attested: bool, origin: Origin<'_>, line: &[u8
         let detail = "not a teelog batch line (v 1 with header, sig, hints and records)";
         return GatePrepared(GateStep::Malformed(detail.into()));
     };
+    // The gate takes a batch's key from its document when it admits it: documents come and go.
+    let none_known = KnownKeys::default();
     GatePrepared(match ParsedBatch::from_parts(header, sig, hints, records) {
-        Ok(batch) => GateStep::Batch(Box::new(check_alone(batch, trusted, attested, origin, line))),
+        Ok(batch) => GateStep::Batch(Box::new(check_alone(
+            batch,
+            trusted,
+            attested.then_some(&none_known),
+            origin,
+            line,
+        ))),
         Err(e) => GateStep::Malformed(e.to_string()),
     })
 }

@@ -3,7 +3,7 @@
 //! stream, epoch and seq; gaps, links, equivocation, epoch hand-overs).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
@@ -533,8 +533,14 @@ pub(crate) struct PreparedBatch {
 pub(crate) enum BatchSignature {
     /// Checked under the trusted keys.
     Checked(SignatureStatus),
-    /// To be checked under the key of the attestation document `digest` names, once it is known.
-    Attested { digest: Digest, signed: SignedHeader, header_len: usize },
+    /// To be checked under the key of the attestation document `digest` names, once it is known;
+    /// `early` is its status under the key that document was known to bind, if it was.
+    Attested {
+        digest: Digest,
+        signed: SignedHeader,
+        header_len: usize,
+        early: Option<(PublicKey, SignatureStatus)>,
+    },
 }
 
 /// Checks lines for one [`Verifier`] without its state, on any thread
@@ -543,14 +549,21 @@ pub(crate) enum BatchSignature {
 pub struct LineChecker {
     trusted_keys: Arc<[PublicKey]>,
     attested: bool,
+    known: Arc<KnownKeys>,
 }
 
 impl LineChecker {
     /// The part of `line`'s checks that needs no other line (see [`Prepared`]).
     pub fn prepare(&self, origin: Origin<'_>, line: &[u8]) -> Prepared {
-        prepare(&self.trusted_keys, self.attested, origin, line)
+        prepare(&self.trusted_keys, self.attested.then_some(&*self.known), origin, line)
     }
 }
+
+/// The keys that verified attestation documents bind, by the document's SHA-256: a batch that
+/// names one of them has its signature checked with the line's other checks, on whichever
+/// thread makes them. Admission uses that result only where the document is the batch's and
+/// its key this one (a document's verdict depends on the document alone).
+pub(crate) type KnownKeys = RwLock<HashMap<Digest, PublicKey>>;
 
 /// What a line's members say it is.
 enum LineKind {
@@ -584,9 +597,10 @@ fn line_kind(fields: &LineFields<'_>) -> LineKind {
     }
 }
 
-/// The checks of `line` that need no other line: with `trusted` keys, and `attested` when a
-/// verifier of attestation documents is given (batches naming a document then wait for its key).
-fn prepare(trusted: &[PublicKey], attested: bool, origin: Origin<'_>, line: &[u8]) -> Prepared {
+/// The checks of `line` that need no other line: with `trusted` keys, and the keys `attested`
+/// documents are known to bind when a verifier of attestation documents is given (batches
+/// naming a document whose key is not known yet wait for it).
+fn prepare(trusted: &[PublicKey], attested: Option<&KnownKeys>, origin: Origin<'_>, line: &[u8]) -> Prepared {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Prepared(Step::Blank);
     }
@@ -607,7 +621,7 @@ fn prepare(trusted: &[PublicKey], attested: bool, origin: Origin<'_>, line: &[u8
 /// A teelog batch line (`fields` of `line`) checked on its own, or why it is malformed.
 fn prepare_teelog(
     trusted: &[PublicKey],
-    attested: bool,
+    attested: Option<&KnownKeys>,
     origin: Origin<'_>,
     line: &[u8],
     fields: LineFields<'_>,
@@ -626,12 +640,13 @@ fn prepare_teelog(
 
 /// What `batch`, parsed from `line`, shows on its own: its records against the signed count, root
 /// and hints, its layout, and its signature under the `trusted` keys, or, when `attested` and
-/// the batch names a document, what that signature is to be checked with once the key is known.
-/// The verifier and the gate both judge a batch from this.
+/// the batch names a document, what that signature is to be checked with (and its status under
+/// the key the document binds, if `attested` knows it). The verifier and the gate both judge a
+/// batch from this.
 pub(crate) fn check_alone(
     batch: ParsedBatch<'_>,
     trusted: &[PublicKey],
-    attested: bool,
+    attested: Option<&KnownKeys>,
     origin: Origin<'_>,
     line: &[u8],
 ) -> PreparedBatch {
@@ -642,9 +657,19 @@ pub(crate) fn check_alone(
         RecordsStatus::Tampered { .. } => sha256(line),
     };
     let named = batch.header.attestation.as_deref().and_then(parse_digest);
-    let signature = match named {
-        Some(digest) if attested => {
-            BatchSignature::Attested { digest, signed: batch.signed_header(), header_len: batch.header_len() }
+    let signature = match (named, attested) {
+        (Some(digest), Some(known)) => {
+            let key = known.read().ok().and_then(|keys| keys.get(&digest).cloned());
+            let early = key.map(|key| {
+                let status = batch.verify_with(&key);
+                (key, status)
+            });
+            BatchSignature::Attested {
+                digest,
+                signed: batch.signed_header(),
+                header_len: batch.header_len(),
+                early,
+            }
         }
         _ => BatchSignature::Checked(batch.signature_status(trusted)),
     };
@@ -736,6 +761,8 @@ pub struct Verifier {
     keys_needed: BTreeSet<String>,
     timeline: Vec<TimelinePoint>,
     checkpoints: CheckpointCheck,
+    /// Shared with the [`LineChecker`]s handed out.
+    known_keys: Arc<KnownKeys>,
 }
 
 impl Verifier {
@@ -765,6 +792,7 @@ impl Verifier {
             keys_needed: BTreeSet::new(),
             timeline: Vec::new(),
             checkpoints: CheckpointCheck::default(),
+            known_keys: Arc::default(),
         }
     }
 
@@ -839,7 +867,8 @@ impl Verifier {
 
     /// Feeds one line (without its newline). Blank lines are ignored.
     pub fn push_line(&mut self, origin: Origin<'_>, line: &[u8]) {
-        let prepared = prepare(&self.options.trusted_keys, self.attestation.is_some(), origin, line);
+        let known = self.attestation.is_some().then_some(&*self.known_keys);
+        let prepared = prepare(&self.options.trusted_keys, known, origin, line);
         self.admit(origin, line, prepared);
     }
 
@@ -848,6 +877,7 @@ impl Verifier {
         LineChecker {
             trusted_keys: self.options.trusted_keys.clone().into(),
             attested: self.attestation.is_some(),
+            known: self.known_keys.clone(),
         }
     }
 
@@ -918,12 +948,14 @@ impl Verifier {
     fn admit_teelog(&mut self, line: &[u8], batch: PreparedBatch) {
         let PreparedBatch { candidate, signature } = batch;
         self.complete_torn(line, candidate.identity);
-        let (digest, signed, header_len) = match signature {
+        let (digest, signed, header_len, early) = match signature {
             BatchSignature::Checked(status) => return self.accept(candidate, None, Ok(status)),
-            BatchSignature::Attested { digest, signed, header_len } => (digest, signed, header_len),
+            BatchSignature::Attested { digest, signed, header_len, early } => {
+                (digest, signed, header_len, early)
+            }
         };
         if self.documents.contains_key(&digest) {
-            return self.accept_attested(candidate, &signed, digest);
+            return self.accept_attested(candidate, &signed, digest, early);
         }
         // Lines come in any order: wait for the document, within a bound. What is held is the
         // parsed header, its bytes and the signature, not the records.
@@ -946,8 +978,14 @@ impl Verifier {
     }
 
     /// Checks a batch against the document `digest` it names, now that every document it can
-    /// have is in.
-    fn accept_attested(&mut self, batch: Candidate, signed: &SignedHeader, digest: Digest) {
+    /// have is in; `early` is its signature's status under a key checked before, if it was.
+    fn accept_attested(
+        &mut self,
+        batch: Candidate,
+        signed: &SignedHeader,
+        digest: Digest,
+        early: Option<(PublicKey, SignatureStatus)>,
+    ) {
         let document = self.documents.get_mut(&digest);
         let verdict = match document {
             None => Err(format!(
@@ -971,7 +1009,12 @@ impl Verifier {
         match verdict {
             Err(why) => self.accept(batch, None, Err(why)),
             Ok(attested) => {
-                let (signature, broken_link) = attested_signature(signed, &batch.header, &attested);
+                let status = match early {
+                    Some((key, status)) if key == attested.key => status,
+                    _ => signed.verify_with(&batch.header, &attested.key),
+                };
+                self.know_key(digest, &attested.key);
+                let (signature, broken_link) = attested_judgement(status, &batch.header, &attested);
                 if let (SignatureStatus::Valid, Some(detail)) = (&signature, broken_link) {
                     self.report(Finding::about(
                         FindingKind::ChainBreak,
@@ -982,6 +1025,16 @@ impl Verifier {
                     ));
                 }
                 self.accept(batch, Some(&attested), Ok(signature));
+            }
+        }
+    }
+
+    /// Remembers that document `digest` binds `key`, for the lines checked from now on.
+    fn know_key(&mut self, digest: Digest, key: &PublicKey) {
+        let known = self.known_keys.read().is_ok_and(|keys| keys.contains_key(&digest));
+        if !known {
+            if let Ok(mut keys) = self.known_keys.write() {
+                keys.insert(digest, key.clone());
             }
         }
     }
@@ -1166,7 +1219,7 @@ impl Verifier {
     pub fn finish(mut self) -> Report {
         for (batch, signed) in std::mem::take(&mut self.pending) {
             let digest = batch.header.attestation.as_deref().and_then(parse_digest).unwrap_or_default();
-            self.accept_attested(batch, &signed, digest);
+            self.accept_attested(batch, &signed, digest, None);
         }
         for torn in std::mem::take(&mut self.torn) {
             if torn.completed_by.is_some_and(|identity| self.seen.contains(&identity)) {
@@ -1427,7 +1480,16 @@ pub(crate) fn attested_signature(
     h: &Header,
     attested: &AttestedKey,
 ) -> (SignatureStatus, Option<String>) {
-    let signature = match signed.verify_with(h, &attested.key) {
+    attested_judgement(signed.verify_with(h, &attested.key), h, attested)
+}
+
+/// [`attested_signature`], given the `status` of the signature under the document's key.
+fn attested_judgement(
+    status: SignatureStatus,
+    h: &Header,
+    attested: &AttestedKey,
+) -> (SignatureStatus, Option<String>) {
+    let signature = match status {
         SignatureStatus::Invalid(_) if attested.key.id_hex() != h.key_id => {
             SignatureStatus::Invalid(format!(
                 "signed by key {}, but its attestation document binds key {}",
