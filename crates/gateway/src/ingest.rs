@@ -63,6 +63,20 @@ impl std::future::Future for Checking {
     }
 }
 
+/// The writer's answer on lines handed to it ([`Ingest::hand_checked`]), once they are durable.
+pub struct Durable(oneshot::Receiver<Result<Outcome, IngestError>>);
+
+impl std::future::Future for Durable {
+    type Output = Result<Outcome, IngestError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| answer.unwrap_or(Err(IngestError::Stopped)))
+    }
+}
+
 /// Lines received together from one client, with the checks that need no other line made
 /// ([`Ingest::check`]): what the writer is handed, in the order the client sent them.
 pub struct CheckedLines {
@@ -209,7 +223,7 @@ impl Ingest {
         stream: Option<Arc<str>>,
     ) -> Result<Outcome, IngestError> {
         let checked = self.check(lines, source, first_line).await?;
-        self.submit_checked(checked, stream).await
+        self.hand_checked(checked, stream).await?.await
     }
 
     /// Starts the checks of `lines` that need no other line (parse, Merkle root, signature) on
@@ -226,18 +240,18 @@ impl Ingest {
         }))
     }
 
-    /// Hands lines checked by [`check`](Self::check) to the writer and waits until they are
-    /// durable.
-    pub async fn submit_checked(
+    /// Hands lines checked by [`check`](Self::check) to the writer, which takes them in the
+    /// order handed; what it gives is answered once they are durable.
+    pub async fn hand_checked(
         &self,
         checked: CheckedLines,
         stream: Option<Arc<str>>,
-    ) -> Result<Outcome, IngestError> {
+    ) -> Result<Durable, IngestError> {
         let CheckedLines { lines, source, first_line, checks } = checked;
         let (reply, answer) = oneshot::channel();
         let submission = Submission { lines, source, first_line, stream, checks, reply };
         self.tx.send(Msg::Lines(submission)).await.map_err(|_| IngestError::Stopped)?;
-        answer.await.map_err(|_| IngestError::Stopped)?
+        Ok(Durable(answer))
     }
 
     /// The chain tips of `stream` in the spool: asked of the writer between two groups, so
@@ -375,9 +389,16 @@ impl Writer {
             let Some(first) = self.take(msg) else { continue };
             let mut group = vec![first];
             let mut bytes: usize = group[0].lines.iter().map(Vec::len).sum();
+            // Heads asked for while a group is gathered are answered once it is durable: a
+            // connection hands its lines on without waiting for the ones before to be durable,
+            // and a new run of its shipper asks only once that connection is gone, so the heads
+            // must include every line handed on before the question.
+            let mut later = Vec::new();
             while bytes < GROUP_BYTES {
                 let Ok(msg) = rx.try_recv() else { break };
-                if let Some(next) = self.take(msg) {
+                if matches!(msg, Msg::Tips { .. }) {
+                    later.push(msg);
+                } else if let Some(next) = self.take(msg) {
                     bytes += next.lines.iter().map(Vec::len).sum::<usize>();
                     group.push(next);
                 }
@@ -387,6 +408,9 @@ impl Writer {
             self.write(&spooled);
             for (submission, outcome) in group.into_iter().zip(outcomes) {
                 let _ = submission.reply.send(Ok(outcome));
+            }
+            for msg in later {
+                self.take(msg);
             }
         }
         // Every listener is gone: the last checkpoint covers everything this run spooled.
@@ -420,8 +444,8 @@ impl Writer {
                 }
                 None
             }
-            // Taken before the group being gathered is judged: the gate holds only what is
-            // durable.
+            // Answered between groups (one asked while a group is gathered waits for it to be
+            // written): the gate holds only what is durable.
             Msg::Tips { stream, instance, reply } => {
                 let _ = reply.send(self.gate.tips(&stream, instance.as_deref()));
                 None
