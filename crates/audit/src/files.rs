@@ -4,12 +4,14 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use teelog_core::{Origin, Report, Verifier};
 use teelog_store::lines::{Line, LineReader};
 use teelog_store::StoreError;
 
+use crate::pool::PooledVerifier;
 use crate::AuditError;
 
 /// Where batch lines are read from.
@@ -78,13 +80,15 @@ impl LineSink for teelog_core::anchor::Linker {
     }
 }
 
-/// Feeds every line of `sources` to `verifier`, lines longer than `max_line_bytes` as malformed,
-/// and returns its report.
+/// Feeds every line of `sources` to `verifier`, checked on `threads` threads, lines longer than
+/// `max_line_bytes` as malformed, and returns its report.
 pub fn verify(
-    mut verifier: Verifier,
+    verifier: Verifier,
     sources: &[Source],
     max_line_bytes: usize,
+    threads: NonZeroUsize,
 ) -> Result<Report, AuditError> {
+    let mut verifier = PooledVerifier::new(verifier, threads).map_err(AuditError::Threads)?;
     read(&mut verifier, sources, max_line_bytes)?;
     Ok(verifier.finish())
 }

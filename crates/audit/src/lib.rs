@@ -8,6 +8,7 @@
 pub mod files;
 pub mod html;
 pub mod loki;
+pub mod pool;
 pub mod tsa;
 
 use teelog_core::batch::HeaderError;
@@ -57,6 +58,9 @@ pub enum AuditError {
     /// A store directory could not be listed.
     #[error(transparent)]
     StoreDir(teelog_store::StoreError),
+    /// The threads that check lines could not be started.
+    #[error("cannot start the verifier's threads")]
+    Threads(#[source] std::io::Error),
     /// A store directory holds no segment file: most likely the wrong directory.
     #[error("{dir}: no store segments here")]
     NoSegments {

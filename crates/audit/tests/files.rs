@@ -1,6 +1,7 @@
 //! Batch files and stores read back through the library, as `teelog verify` reads them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure should panic
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use teelog_audit::{files, require_keys, verifier, AuditError, Expectations, Source};
@@ -11,6 +12,11 @@ const SEALED_AT: i64 = 1_796_202_000_000_000_000;
 
 /// Two signed batches in `dir/batches.ndjson`, and the signer's public key in `dir/key.pem`.
 fn signed_file(dir: &Path) -> (PathBuf, PathBuf) {
+    signed_batches(dir, 2)
+}
+
+/// `n` signed batches in `dir/batches.ndjson`, and the signer's public key in `dir/key.pem`.
+fn signed_batches(dir: &Path, n: u32) -> (PathBuf, PathBuf) {
     let key =
         SoftwareKey::from_pkcs8(SigAlg::Es256, &SoftwareKey::generate_pkcs8(SigAlg::Es256).unwrap()).unwrap();
     let key_path = dir.join("key.pem");
@@ -21,7 +27,7 @@ fn signed_file(dir: &Path) -> (PathBuf, PathBuf) {
         BatchBuilder::new(),
         Vec::new(),
     );
-    for i in 0..2 {
+    for i in 0..n {
         builder.push_input(format!("{{\"message\":\"m{i}\"}}").as_bytes(), &|| 0).unwrap();
         builder.seal(&mut head, &signer, SEALED_AT + i64::from(i), &mut out).unwrap();
     }
@@ -44,14 +50,24 @@ fn a_file_verifies_with_its_key_and_without_it_the_auditor_is_told_which_key() {
     let (file, key) = signed_file(dir.path());
     let sources = [Source::File(file)];
 
-    let with_key =
-        files::verify(verifier(trust(vec![key]), &expectations()).unwrap(), &sources, 1 << 20).unwrap();
+    let with_key = files::verify(
+        verifier(trust(vec![key]), &expectations()).unwrap(),
+        &sources,
+        1 << 20,
+        NonZeroUsize::MIN,
+    )
+    .unwrap();
     assert!(with_key.ok, "{:?}", with_key.findings);
     assert_eq!((with_key.batches, with_key.records), (2, 2));
     require_keys(&with_key, true).unwrap();
 
-    let mut report =
-        files::verify(verifier(trust(Vec::new()), &expectations()).unwrap(), &sources, 1 << 20).unwrap();
+    let mut report = files::verify(
+        verifier(trust(Vec::new()), &expectations()).unwrap(),
+        &sources,
+        1 << 20,
+        NonZeroUsize::MIN,
+    )
+    .unwrap();
     assert!(!report.ok);
     assert!(!report.keys_needed.is_empty());
     let err = require_keys(&report, false).unwrap_err();
@@ -70,7 +86,12 @@ fn long_lines_are_findings_and_unreadable_sources_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (file, key) = signed_file(dir.path());
     let run = |sources: &[Source], max: usize| {
-        files::verify(verifier(trust(vec![key.clone()]), &expectations()).unwrap(), sources, max)
+        files::verify(
+            verifier(trust(vec![key.clone()]), &expectations()).unwrap(),
+            sources,
+            max,
+            NonZeroUsize::MIN,
+        )
     };
     let report = run(&[Source::File(file)], 16).unwrap();
     assert!(report.findings.iter().all(|f| f.kind == FindingKind::Malformed) && report.findings.len() == 2);
@@ -96,4 +117,44 @@ fn expectations_are_checked_before_anything_is_read() {
     assert!(err.to_string().contains("app=00112233"), "{err}");
     let none = Expectations { max_instances: Some(0), ..expectations() };
     assert!(matches!(verifier(trust(Vec::new()), &none), Err(AuditError::NoInstances)));
+}
+
+#[test]
+fn many_lines_checked_on_three_threads_give_the_report_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, key) = signed_batches(dir.path(), 400);
+    // Far more lines than the pool holds in flight, among them copies, a tampered batch, lines
+    // too long or no batch, and a torn last line (which no later line completes).
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut input = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        let line = if i == 123 { line.replace("\"m123\"", "\"mXYZ\"") } else { line.to_string() };
+        input.push_str(&line);
+        input.push('\n');
+        if i % 50 == 7 {
+            input.push_str(lines[i / 2]);
+            input.push_str("\nnot a batch\n");
+            input.push_str(&"x".repeat(5000));
+            input.push('\n');
+        }
+    }
+    input.push_str(&lines[399][..40]);
+    let mixed = dir.path().join("mixed.ndjson");
+    std::fs::write(&mixed, input).unwrap();
+    let run = |threads: usize| {
+        let verifier = verifier(trust(vec![key.clone()]), &expectations()).unwrap();
+        let sources = [Source::File(mixed.clone())];
+        files::verify(verifier, &sources, 4096, NonZeroUsize::new(threads).unwrap()).unwrap()
+    };
+    let one = run(1);
+    let kinds: Vec<FindingKind> = one.findings.iter().map(|f| f.kind).collect();
+    assert_eq!((one.batches, one.duplicates), (400, 8), "{kinds:?}");
+    // The tampered batch, and 8 lines too long, 8 that are no batch and the torn one: malformed.
+    assert_eq!(one.findings.len(), 1 + 2 * 8 + 1, "{kinds:?}");
+    assert!(
+        kinds.contains(&FindingKind::RecordTampered) && kinds.contains(&FindingKind::Malformed),
+        "{kinds:?}"
+    );
+    assert_eq!(run(3), one);
 }

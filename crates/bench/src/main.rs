@@ -50,6 +50,10 @@ struct BenchArgs {
     /// Queries the audit sends at once in its second audit phase (the first sends one at a time).
     #[arg(long, default_value_t = 8)]
     audit_concurrent_queries: u32,
+    /// Cores each teelog child may use (taskset --cpu-list 0-(N-1)); verify and audit get
+    /// --threads N. Run with 1 and with 2 to compare.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    cores: u32,
     /// Scratch directory (default: a new one under the system temp dir, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -70,8 +74,12 @@ struct Run {
     peak_rss_kib: Option<u64>,
 }
 
+/// `--cores`, for every child started.
+static CORES: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
     let args = BenchArgs::parse();
+    CORES.get_or_init(|| args.cores);
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -164,8 +172,17 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
             &batch_size,
         ];
         sign.push(run_child(exe, &sign_args, Some(&input))?);
-        let verify_args =
-            ["verify", "--store", &s(&store), "--pubkey", &s(&identity.join("public-key.pem")), "--json"];
+        let threads = args.cores.to_string();
+        let verify_args = [
+            "verify",
+            "--store",
+            &s(&store),
+            "--pubkey",
+            &s(&identity.join("public-key.pem")),
+            "--json",
+            "--threads",
+            &threads,
+        ];
         verify.push(run_child(exe, &verify_args, None)?);
 
         let spool = dir.join(format!("spool-{run}"));
@@ -205,12 +222,13 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
     let n = args.records as f64;
     let mb = input_bytes as f64 / 1e6;
     println!(
-        "teelog-bench: {} records, {:.1} MB ({} bytes/record), batch size {}, median of {} runs",
+        "teelog-bench: {} records, {:.1} MB ({} bytes/record), batch size {}, median of {} runs, {} core(s)",
         args.records,
         mb,
         input_bytes / args.records.max(1),
         args.batch_size,
-        args.runs
+        args.runs,
+        args.cores
     );
     println!(
         "{:<32} {:>12} {:>14} {:>9} {:>11} {:>10}",
@@ -316,6 +334,7 @@ fn audit_runs(
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let from = teelog_core::timestamp::format_rfc3339(i64::try_from(now.as_nanos())? - 3_600_000_000_000);
     let pubkey = s(&identity.join("public-key.pem"));
+    let threads = args.cores.to_string();
     let audit = |concurrent: u32| -> anyhow::Result<AuditRun> {
         let concurrent = concurrent.to_string();
         let audit_args = [
@@ -331,6 +350,8 @@ fn audit_runs(
             "--json",
             "--concurrent-queries",
             &concurrent,
+            "--threads",
+            &threads,
         ];
         let (run, stdout) = run_child_output(exe, &audit_args, None)?;
         let report: serde_json::Value = serde_json::from_str(&stdout).context("teelog audit's JSON")?;
@@ -616,13 +637,14 @@ fn sha256_baseline(input: &Path) -> anyhow::Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// `exe` pinned to one core where `taskset` exists: the targets are per core, and the pipeline's
-/// threads must not make a second core look like speed.
+/// `exe` pinned to one core (or `--cores`) where `taskset` exists: the targets are per core, and
+/// the pipeline's threads must not make a second core look like speed.
 fn on_one_core(exe: &Path) -> Command {
     let pinned = Command::new("taskset").arg("--version").output().is_ok_and(|o| o.status.success());
     if pinned {
         let mut cmd = Command::new("taskset");
-        cmd.args(["--cpu-list", "0"]).arg(exe);
+        let cores = CORES.get().copied().unwrap_or(1);
+        cmd.args(["--cpu-list", &format!("0-{}", cores - 1)]).arg(exe);
         cmd
     } else {
         Command::new(exe)

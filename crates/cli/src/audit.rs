@@ -16,7 +16,7 @@ use teelog_core::Report;
 use teelog_loki::layout::DEFAULT_JOB;
 use teelog_loki::query::MAX_QUERY_LIMIT;
 
-use crate::verify::{finish, print_human, verifier, StreamArgs, TrustArgs};
+use crate::verify::{finish, print_human, verifier, StreamArgs, ThreadsArg, TrustArgs};
 
 #[derive(clap::Args)]
 pub struct AuditArgs {
@@ -37,6 +37,8 @@ pub struct AuditArgs {
     /// code versions per stream, findings, trust anchors).
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
 }
 
 /// Which Loki, and which part of it, teelog streams are read from. `--loki` and `--from` are
@@ -150,7 +152,9 @@ fn print_summary(summary: &Summary) {
 
 fn audit(args: &AuditArgs) -> anyhow::Result<(Report, Summary)> {
     let options = args.loki.options(args.streams.clone(), args.expect.allow_empty)?;
-    let mut verifier = verifier(&args.trust, &args.expect, args.report.is_some())?;
+    let verifier = verifier(&args.trust, &args.expect, args.report.is_some())?;
+    let mut verifier = teelog_audit::pool::PooledVerifier::new(verifier, args.threads.get())
+        .context("cannot start the verifier's threads")?;
     let read = read_loki(&mut verifier, &options)?;
     let report = verifier.finish();
     let summary = read.summary(&report);

@@ -10,7 +10,7 @@ use teelog_core::{FindingKind, SigAlg};
 use teelog_identity::{Identity, Provider};
 
 use crate::sign::{sign_from, SignArgs, DEFAULT_MAX_BATCH_LINE};
-use crate::verify::{print_human, verify, StreamArgs, TrustArgs, VerifyArgs};
+use crate::verify::{print_human, verify, StreamArgs, ThreadsArg, TrustArgs, VerifyArgs};
 
 const MARKER: &str = ".teelog-quickstart";
 const MEASUREMENT: &str =
@@ -65,6 +65,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         json: false,
         max_line_bytes: DEFAULT_MAX_BATCH_LINE,
         report: None,
+        threads: ThreadsArg::default(),
     };
     step(&format!(
         "teelog verify --store {d}/store --pubkey {d}/identity/public-key.pem --expect-measurement …"

@@ -1,5 +1,6 @@
 //! `teelog verify`: check batch files and stores offline.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,6 +34,25 @@ pub struct VerifyArgs {
     /// code versions per stream, findings, trust anchors).
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+}
+
+/// How many threads check batch lines (`teelog verify` and `teelog audit`).
+#[derive(clap::Args, Clone, Default)]
+pub struct ThreadsArg {
+    /// Threads that check batch lines (parse, Merkle root, signature), each line on its own;
+    /// the chains are then judged in input order, so the report does not depend on it. Default:
+    /// one per core.
+    #[arg(long = "threads", value_name = "N")]
+    pub threads: Option<NonZeroUsize>,
+}
+
+impl ThreadsArg {
+    /// The threads to use.
+    pub fn get(&self) -> NonZeroUsize {
+        self.threads.unwrap_or_else(teelog_audit::pool::default_threads)
+    }
 }
 
 /// What the auditor trusts and expects of each batch, shared by `teelog verify`, `teelog audit`
@@ -198,7 +218,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
     });
     let sources: Vec<Source> = files.chain(args.store.clone().map(Source::Store)).collect();
     let verifier = verifier(&args.trust, &args.expect, args.report.is_some())?;
-    Ok(teelog_audit::files::verify(verifier, &sources, args.max_line_bytes)?)
+    Ok(teelog_audit::files::verify(verifier, &sources, args.max_line_bytes, args.threads.get())?)
 }
 
 /// The verifier for `args` and `streams`: trusted keys, attestation roots, measurement policy,

@@ -47,8 +47,8 @@ fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors/failures")
 }
 
-#[test]
-fn every_failure_vector_gives_its_exit_code_and_findings() {
+/// Every vector, by path.
+fn vectors() -> Vec<(PathBuf, Vector)> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(vectors_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -56,17 +56,38 @@ fn every_failure_vector_gives_its_exit_code_and_findings() {
         .collect();
     paths.sort();
     assert!(paths.len() >= 12, "the failure vectors are missing: {paths:?}");
-    for path in paths {
-        let vector: Vector = serde_json::from_slice(&std::fs::read(&path).unwrap())
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in &vector.files {
-            std::fs::write(dir.path().join(name), text).unwrap();
-        }
-        let args: Vec<String> =
-            vector.args.iter().map(|a| a.replace("$DIR", common::s(dir.path()))).collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = common::teelog(&args, b"");
+    paths
+        .into_iter()
+        .map(|path| {
+            let vector = serde_json::from_slice(&std::fs::read(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (path, vector)
+        })
+        .collect()
+}
+
+/// A directory holding `vector`'s files.
+fn files_of(vector: &Vector) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in &vector.files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+/// Runs `vector`'s command, with `extra` arguments, on its files in `dir`.
+fn run_vector(vector: &Vector, dir: &tempfile::TempDir, extra: &[&str]) -> std::process::Output {
+    let mut args: Vec<String> =
+        vector.args.iter().map(|a| a.replace("$DIR", common::s(dir.path()))).collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    common::teelog(&args, b"")
+}
+
+#[test]
+fn every_failure_vector_gives_its_exit_code_and_findings() {
+    for (path, vector) in vectors() {
+        let out = run_vector(&vector, &files_of(&vector), &[]);
         let name = path.file_name().unwrap().to_string_lossy();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let context = format!("{name}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
@@ -84,6 +105,25 @@ fn every_failure_vector_gives_its_exit_code_and_findings() {
             assert!(!stdout.contains(text.as_str()), "{context}: the output holds {text:?}");
         }
     }
+}
+
+/// Lines are checked on a pool of threads and admitted in input order: each `verify` vector
+/// gives the same output, byte for byte, on one thread and on four.
+#[test]
+fn every_verify_vector_reports_the_same_on_one_thread_and_on_four() {
+    let mut compared = 0;
+    for (path, vector) in vectors().into_iter().filter(|(_, v)| v.args[0] == "verify") {
+        let name = path.file_name().unwrap().to_string_lossy();
+        let dir = files_of(&vector);
+        let (one, four) =
+            (run_vector(&vector, &dir, &["--threads", "1"]), run_vector(&vector, &dir, &["--threads", "4"]));
+        let stderr = String::from_utf8_lossy(&four.stderr);
+        assert_eq!(one.status.code(), Some(vector.exit), "{name}: {stderr}");
+        assert_eq!(four.status.code(), Some(vector.exit), "{name}: {stderr}");
+        assert_eq!(String::from_utf8_lossy(&one.stdout), String::from_utf8_lossy(&four.stdout), "{name}");
+        compared += 1;
+    }
+    assert!(compared >= 12, "only {compared} verify vectors");
 }
 
 // ---- The generator ----

@@ -8,13 +8,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::batch::{Header, LineFields, ParsedBatch, RecordsStatus, SignatureStatus};
+use crate::crypto::PublicKey;
 use crate::merkle::{sha256, Digest};
 use crate::timestamp::{format_rfc3339, UnixNanos};
 use crate::verify::{
-    attested_signature, backwards, backwards_across, document_of, foreign_key, fork_at, goes_on,
+    attested_signature, backwards, backwards_across, check_alone, document_of, foreign_key, fork_at, goes_on,
     judge_measurement, key_in_another_instance, reused_key, time_objections, unlinked, AttestationVerifier,
-    AttestedKey, DocumentError, Finding, FindingKind, InstanceRules, Origin, VerifyOptions,
+    AttestedKey, BatchSignature, Candidate, DocumentError, Finding, FindingKind, InstanceRules, KnownKeys,
+    Origin, PreparedBatch, VerifyOptions,
 };
 
 /// Header hashes remembered per epoch, to tell a resent batch from a second, different batch
@@ -49,6 +53,63 @@ pub enum Checked {
     Batch(BatchVerdict),
     /// Not a line the gateway can judge; stored anyway, flagged invalid.
     Malformed(Finding),
+}
+
+/// A line checked as far as it can be without the gate's state (parse, the records against the
+/// Merkle root and hints, the layout, the signature under a trusted key), which a thread other
+/// than the gate's can work out; [`Gate::admit`] judges the rest.
+pub struct GatePrepared(GateStep);
+
+enum GateStep {
+    Malformed(String),
+    Document { sha256: Digest, bytes: Vec<u8> },
+    Batch(Box<PreparedBatch>),
+}
+
+/// Checks lines for one [`Gate`] without its state, on any thread ([`Gate::line_checker`]).
+#[derive(Clone)]
+pub struct GateChecker {
+    trusted_keys: Arc<[PublicKey]>,
+    attested: bool,
+}
+
+impl GateChecker {
+    /// The part of `line`'s checks that needs no other line (see [`GatePrepared`]).
+    pub fn prepare(&self, origin: Origin<'_>, line: &[u8]) -> GatePrepared {
+        prepare(&self.trusted_keys, self.attested, origin, line)
+    }
+}
+
+/// The checks of `line` that need no other line: with `trusted` keys, and `attested` when the
+/// gate verifies attestation documents.
+fn prepare(trusted: &[PublicKey], attested: bool, origin: Origin<'_>, line: &[u8]) -> GatePrepared {
+    let fields: LineFields<'_> = match serde_json::from_slice(line) {
+        Ok(fields) => fields,
+        Err(e) => return GatePrepared(GateStep::Malformed(format!("not a batch line: {e}"))),
+    };
+    match document_of(&fields, line) {
+        Some(Err(e)) => return GatePrepared(GateStep::Malformed(e)),
+        Some(Ok(bytes)) => return GatePrepared(GateStep::Document { sha256: sha256(&bytes), bytes }),
+        None => {}
+    }
+    let (Some(crate::batch::FORMAT_VERSION), Some(header), Some(sig), Some(hints), Some(records)) =
+        (fields.v, fields.header, fields.sig, fields.hints, fields.records)
+    else {
+        let detail = "not a teelog batch line (v 1 with header, sig, hints and records)";
+        return GatePrepared(GateStep::Malformed(detail.into()));
+    };
+    // The gate takes a batch's key from its document when it admits it: documents come and go.
+    let none_known = KnownKeys::default();
+    GatePrepared(match ParsedBatch::from_parts(header, sig, hints, records) {
+        Ok(batch) => GateStep::Batch(Box::new(check_alone(
+            batch,
+            trusted,
+            attested.then_some(&none_known),
+            origin,
+            line,
+        ))),
+        Err(e) => GateStep::Malformed(e.to_string()),
+    })
 }
 
 /// The gateway's judgement of one batch line.
@@ -438,48 +499,46 @@ impl Gate {
     /// Judges one line (without its newline) that arrived at `now`: a batch sealed too far after
     /// `now` is a `time_anomaly`.
     pub fn check_line(&mut self, origin: Origin<'_>, line: &[u8], now: UnixNanos) -> Checked {
-        let malformed = |detail: &str| Checked::Malformed(Finding::malformed(origin, detail));
-        let fields: LineFields<'_> = match serde_json::from_slice(line) {
-            Ok(fields) => fields,
-            Err(e) => return malformed(&format!("not a batch line: {e}")),
-        };
-        match document_of(&fields, line) {
-            Some(Err(e)) => return malformed(&e),
-            Some(Ok(bytes)) => {
-                let digest = sha256(&bytes);
-                self.documents.add(digest, bytes);
-                return Checked::Document { sha256: digest };
-            }
-            None => {}
-        }
-        let (Some(crate::batch::FORMAT_VERSION), Some(header), Some(sig), Some(hints), Some(records)) =
-            (fields.v, fields.header, fields.sig, fields.hints, fields.records)
-        else {
-            return malformed("not a teelog batch line (v 1 with header, sig, hints and records)");
-        };
-        match ParsedBatch::from_parts(header, sig, hints, records) {
-            Ok(batch) => Checked::Batch(self.check_batch(origin, line, &batch, now)),
-            Err(e) => malformed(&e.to_string()),
+        let prepared = prepare(&self.options.trusted_keys, self.attestation.is_some(), origin, line);
+        self.admit(origin, prepared, now)
+    }
+
+    /// What checks lines for this gate without its state, on any thread: see [`GatePrepared`].
+    pub fn line_checker(&self) -> GateChecker {
+        GateChecker {
+            trusted_keys: self.options.trusted_keys.clone().into(),
+            attested: self.attestation.is_some(),
         }
     }
 
-    fn check_batch(
-        &mut self,
-        origin: Origin<'_>,
-        line: &[u8],
-        batch: &ParsedBatch<'_>,
-        now: UnixNanos,
-    ) -> BatchVerdict {
-        let h = &batch.header;
-        let origin = origin.to_string();
+    /// Judges a line that [`GateChecker::prepare`] (of this gate's
+    /// [`line_checker`](Self::line_checker)) made `prepared` of, given the same `origin`; as
+    /// [`check_line`](Self::check_line) judges it, when lines are admitted in the order they
+    /// arrived.
+    pub fn admit(&mut self, origin: Origin<'_>, prepared: GatePrepared, now: UnixNanos) -> Checked {
+        match prepared.0 {
+            GateStep::Malformed(detail) => Checked::Malformed(Finding::malformed(origin, &detail)),
+            GateStep::Document { sha256, bytes } => {
+                self.documents.add(sha256, bytes);
+                Checked::Document { sha256 }
+            }
+            GateStep::Batch(batch) => Checked::Batch(self.check_batch(*batch, now)),
+        }
+    }
+
+    fn check_batch(&mut self, batch: PreparedBatch, now: UnixNanos) -> BatchVerdict {
+        let PreparedBatch { candidate, signature } = batch;
+        let Candidate { origin, header, header_hash, records, unsigned, .. } = candidate;
+        let h = &header;
         let mut findings = Vec::new();
         let mut finding = |kind, record_index, detail: &str| {
             findings.push(Finding::about(kind, h, record_index, &origin, detail))
         };
         let attestation =
             h.attestation.as_deref().and_then(|d| <[u8; 32]>::try_from(hex::decode(d).ok()?).ok());
-        let (signature, attested) = match (&h.attestation, &self.attestation) {
-            (Some(named), Some(verifier)) => {
+        let (signature, attested) = match (signature, &h.attestation, &self.attestation) {
+            (BatchSignature::Checked(status), _, _) => (Some(status), None),
+            (BatchSignature::Attested { signed, .. }, Some(named), Some(verifier)) => {
                 match attestation.and_then(|d| self.documents.by_digest.get_mut(&d)) {
                     None => {
                         let why =
@@ -496,8 +555,7 @@ impl Gate {
                                 (None, None)
                             }
                             Ok(key) => {
-                                let (status, broken_link) =
-                                    attested_signature(&batch.signed_header(), h, key);
+                                let (status, broken_link) = attested_signature(&signed, h, key);
                                 if let (SignatureStatus::Valid, Some(detail)) = (&status, broken_link) {
                                     finding(FindingKind::ChainBreak, None, &detail);
                                 }
@@ -507,7 +565,11 @@ impl Gate {
                     }
                 }
             }
-            _ => (Some(batch.signature_status(&self.options.trusted_keys)), None),
+            // Prepared for a gate with an attestation verifier by one without: not this gate's.
+            (BatchSignature::Attested { .. }, _, _) => {
+                finding(FindingKind::UntrustedAttestation, None, "no attestation verifier");
+                (None, None)
+            }
         };
         let mut valid = false;
         let mut document_now_in_use = false;
@@ -520,13 +582,12 @@ impl Gate {
                 if let (Some(digest), Some(_)) = (attestation, &attested) {
                     document_now_in_use = self.documents.use_by(digest, Some(&h.stream), sealed_at);
                 }
-                let checked = batch.check_records();
-                if let RecordsStatus::Tampered { record_index, detail } = checked.status {
+                if let RecordsStatus::Tampered { record_index, detail } = records {
                     finding(FindingKind::RecordTampered, record_index, &detail);
                     valid = false;
                 }
-                for problem in [batch.layout_deviation(line), checked.hints_problem].into_iter().flatten() {
-                    finding(FindingKind::UnsignedContent, None, &problem);
+                for problem in &unsigned {
+                    finding(FindingKind::UnsignedContent, None, problem);
                     valid = false;
                 }
                 for detail in time_objections(&self.options, Some(now), h, attested.as_ref()) {
@@ -541,7 +602,7 @@ impl Gate {
         let duplicate = match &signature {
             Some(SignatureStatus::Valid) => {
                 let arrival =
-                    Arrival { header: h, hash: hex::encode(batch.header_hash), attested: attested.is_some() };
+                    Arrival { header: h, hash: hex::encode(header_hash), attested: attested.is_some() };
                 self.continuity.settle_vouched(h);
                 let judged = findings.len();
                 let duplicate =
@@ -1228,6 +1289,58 @@ mod tests {
         let foreign = epoch(&mut other, &stranger, 1);
         let found = kinds(&mut gate, &[tampered, foreign[0].clone(), b"{\"v\":1}".to_vec()]);
         assert_eq!(found, vec![vec!["record_tampered"], vec!["invalid_signature"], vec!["malformed"]]);
+    }
+
+    #[test]
+    fn lines_checked_on_other_threads_in_any_order_and_admitted_in_order_are_judged_as_one_by_one() {
+        let (a, stranger) = (signer(), signer());
+        let mut head = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let lines = epoch(&mut head, &a, 5);
+        let tampered = String::from_utf8(lines[4].clone()).unwrap().replace("b4 r1", "b4 rX").into_bytes();
+        let mut other = ChainHead::new_epoch("app", None, &crate::random::SystemRandom).unwrap();
+        let foreign = epoch(&mut other, &stranger, 1);
+        let input = [
+            &lines[0],
+            &lines[2],
+            &lines[1],
+            &tampered,
+            &foreign[0],
+            &b"{\"v\":1}".to_vec(),
+            &lines[3],
+            &lines[3],
+        ];
+        let origin = |i: usize| Origin { source: "test", line: i as u64 + 1 };
+
+        let mut one_by_one = gate(&[&a]);
+        let expected: Vec<String> = input
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("{:?}", one_by_one.check_line(origin(i), l, NOW)))
+            .collect();
+        let mut apart = gate(&[&a]);
+        let checker = apart.line_checker();
+        // Each line on a thread of its own, the last one started first.
+        let prepared: Vec<GatePrepared> = std::thread::scope(|s| {
+            let threads: Vec<_> = input
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, l)| {
+                    let checker = &checker;
+                    s.spawn(move || checker.prepare(origin(i), l))
+                })
+                .collect();
+            threads.into_iter().rev().map(|t| t.join().unwrap()).collect()
+        });
+        let found: Vec<String> = prepared
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| format!("{:?}", apart.admit(origin(i), p, NOW)))
+            .collect();
+        assert_eq!(found, expected);
+        for kind in ["SequenceGap", "RecordTampered", "InvalidSignature", "Malformed", "duplicate: true"] {
+            assert!(expected.iter().any(|e| e.contains(kind)), "{kind} not among {expected:#?}");
+        }
     }
 
     /// The findings of one line, as (kind, epoch).

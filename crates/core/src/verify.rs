@@ -3,7 +3,7 @@
 //! stream, epoch and seq; gaps, links, equivocation, epoch hand-overs).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
@@ -501,16 +501,191 @@ pub enum DocumentError {
 }
 
 /// A parsed batch, before its signature is checked.
-struct Candidate {
-    origin: String,
-    header: Header,
-    header_hash: Digest,
+pub(crate) struct Candidate {
+    pub(crate) origin: String,
+    pub(crate) header: Header,
+    pub(crate) header_hash: Digest,
     /// What tells copies of it apart: the signed header and low-S signature when the records are
     /// intact, all of the line's bytes when they are not.
     identity: Digest,
-    records: RecordsStatus,
+    pub(crate) records: RecordsStatus,
     /// Why bytes of its line are covered by no signature; findings only if the signature holds.
-    unsigned: Vec<String>,
+    pub(crate) unsigned: Vec<String>,
+}
+
+/// A line checked as far as it can be without the verifier's state (parse, the records against
+/// the Merkle root and hints, the layout, the signature under a trusted key): the costly part of
+/// a line, which a pool of threads can work out in any order. [`Verifier::admit`] takes it in.
+pub struct Prepared(Step);
+
+enum Step {
+    Blank,
+    /// Not a line that can be judged; says why.
+    Malformed(String),
+    /// An attestation document, a checkpoint or a seed-format batch: checked in
+    /// [`Verifier::admit`], against what the lines before it left.
+    Stateful,
+    Batch(Box<PreparedBatch>),
+}
+
+/// A teelog batch line, checked on its own ([`check_alone`]).
+pub(crate) struct PreparedBatch {
+    pub(crate) candidate: Candidate,
+    pub(crate) signature: BatchSignature,
+}
+
+pub(crate) enum BatchSignature {
+    /// Checked under the trusted keys.
+    Checked(SignatureStatus),
+    /// To be checked under the key of the attestation document `digest` names, once it is known;
+    /// `early` is its status under the key that document was known to bind, if it was.
+    Attested {
+        digest: Digest,
+        signed: SignedHeader,
+        header_len: usize,
+        early: Option<(PublicKey, SignatureStatus)>,
+    },
+}
+
+/// Checks lines for one [`Verifier`] without its state, on any thread
+/// ([`Verifier::line_checker`]).
+#[derive(Clone)]
+pub struct LineChecker {
+    trusted_keys: Arc<[PublicKey]>,
+    attested: bool,
+    known: Arc<KnownKeys>,
+}
+
+impl LineChecker {
+    /// The part of `line`'s checks that needs no other line (see [`Prepared`]).
+    pub fn prepare(&self, origin: Origin<'_>, line: &[u8]) -> Prepared {
+        prepare(&self.trusted_keys, self.attested.then_some(&*self.known), origin, line)
+    }
+}
+
+/// The keys that verified attestation documents bind, by the document's SHA-256: a batch that
+/// names one of them has its signature checked with the line's other checks, on whichever
+/// thread makes them. Admission uses that result only where the document is the batch's and
+/// its key this one (a document's verdict depends on the document alone).
+pub(crate) type KnownKeys = RwLock<HashMap<Digest, PublicKey>>;
+
+/// What a line's members say it is.
+enum LineKind {
+    Document,
+    Checkpoint,
+    Teelog,
+    Seed,
+    Neither,
+}
+
+fn line_kind(fields: &LineFields<'_>) -> LineKind {
+    let teelog = fields.v.is_some()
+        || fields.header.is_some()
+        || fields.sig.is_some()
+        || fields.hints.is_some()
+        || fields.records.is_some();
+    let seed = fields.seed_sequence.is_some()
+        || fields.seed_payload.is_some()
+        || fields.seed_signature.is_some()
+        || fields.seed_thumbprint.is_some();
+    if fields.attestation.is_some() {
+        return LineKind::Document;
+    }
+    if fields.checkpoint.is_some() || fields.timestamp.is_some() {
+        return LineKind::Checkpoint;
+    }
+    match (teelog, seed) {
+        (true, false) => LineKind::Teelog,
+        (false, true) => LineKind::Seed,
+        _ => LineKind::Neither,
+    }
+}
+
+/// The checks of `line` that need no other line: with `trusted` keys, and the keys `attested`
+/// documents are known to bind when a verifier of attestation documents is given (batches
+/// naming a document whose key is not known yet wait for it).
+fn prepare(trusted: &[PublicKey], attested: Option<&KnownKeys>, origin: Origin<'_>, line: &[u8]) -> Prepared {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Prepared(Step::Blank);
+    }
+    let fields: LineFields<'_> = match serde_json::from_slice(line) {
+        Ok(fields) => fields,
+        Err(e) => return Prepared(Step::Malformed(format!("not a batch line: {e}"))),
+    };
+    Prepared(match line_kind(&fields) {
+        LineKind::Document | LineKind::Checkpoint | LineKind::Seed => Step::Stateful,
+        LineKind::Teelog => match prepare_teelog(trusted, attested, origin, line, fields) {
+            Ok(batch) => Step::Batch(Box::new(batch)),
+            Err(detail) => Step::Malformed(detail),
+        },
+        LineKind::Neither => Step::Malformed("neither a teelog batch nor a SignedLogBatch".into()),
+    })
+}
+
+/// A teelog batch line (`fields` of `line`) checked on its own, or why it is malformed.
+fn prepare_teelog(
+    trusted: &[PublicKey],
+    attested: Option<&KnownKeys>,
+    origin: Origin<'_>,
+    line: &[u8],
+    fields: LineFields<'_>,
+) -> Result<PreparedBatch, String> {
+    let (Some(v), Some(header), Some(sig), Some(hints), Some(records)) =
+        (fields.v, fields.header, fields.sig, fields.hints, fields.records)
+    else {
+        return Err("a teelog batch needs \"v\", \"header\", \"sig\", \"hints\" and \"records\"".into());
+    };
+    if v != crate::batch::FORMAT_VERSION {
+        return Err(format!("batch format version {v} is not supported"));
+    }
+    let batch = ParsedBatch::from_parts(header, sig, hints, records).map_err(|e| e.to_string())?;
+    Ok(check_alone(batch, trusted, attested, origin, line))
+}
+
+/// What `batch`, parsed from `line`, shows on its own: its records against the signed count, root
+/// and hints, its layout, and its signature under the `trusted` keys, or, when `attested` and
+/// the batch names a document, what that signature is to be checked with (and its status under
+/// the key the document binds, if `attested` knows it). The verifier and the gate both judge a
+/// batch from this.
+pub(crate) fn check_alone(
+    batch: ParsedBatch<'_>,
+    trusted: &[PublicKey],
+    attested: Option<&KnownKeys>,
+    origin: Origin<'_>,
+    line: &[u8],
+) -> PreparedBatch {
+    let RecordsCheck { status, hints_problem } = batch.check_records();
+    let unsigned: Vec<String> = [batch.layout_deviation(line), hints_problem].into_iter().flatten().collect();
+    let identity = match status {
+        RecordsStatus::Intact => batch.identity(),
+        RecordsStatus::Tampered { .. } => sha256(line),
+    };
+    let named = batch.header.attestation.as_deref().and_then(parse_digest);
+    let signature = match (named, attested) {
+        (Some(digest), Some(known)) => {
+            let key = known.read().ok().and_then(|keys| keys.get(&digest).cloned());
+            let early = key.map(|key| {
+                let status = batch.verify_with(&key);
+                (key, status)
+            });
+            BatchSignature::Attested {
+                digest,
+                signed: batch.signed_header(),
+                header_len: batch.header_len(),
+                early,
+            }
+        }
+        _ => BatchSignature::Checked(batch.signature_status(trusted)),
+    };
+    let candidate = Candidate {
+        origin: origin.to_string(),
+        header: batch.header,
+        header_hash: batch.header_hash,
+        identity,
+        records: status,
+        unsigned,
+    };
+    PreparedBatch { candidate, signature }
 }
 
 /// A validly signed batch as the chain check needs it.
@@ -590,6 +765,8 @@ pub struct Verifier {
     keys_needed: BTreeSet<String>,
     timeline: Vec<TimelinePoint>,
     checkpoints: CheckpointCheck,
+    /// Shared with the [`LineChecker`]s handed out.
+    known_keys: Arc<KnownKeys>,
 }
 
 impl Verifier {
@@ -619,6 +796,7 @@ impl Verifier {
             keys_needed: BTreeSet::new(),
             timeline: Vec::new(),
             checkpoints: CheckpointCheck::default(),
+            known_keys: Arc::default(),
         }
     }
 
@@ -693,32 +871,47 @@ impl Verifier {
 
     /// Feeds one line (without its newline). Blank lines are ignored.
     pub fn push_line(&mut self, origin: Origin<'_>, line: &[u8]) {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return;
+        let known = self.attestation.is_some().then_some(&*self.known_keys);
+        let prepared = prepare(&self.options.trusted_keys, known, origin, line);
+        self.admit(origin, line, prepared);
+    }
+
+    /// What checks lines for this verifier without its state, on any thread: see [`Prepared`].
+    pub fn line_checker(&self) -> LineChecker {
+        LineChecker {
+            trusted_keys: self.options.trusted_keys.clone().into(),
+            attested: self.attestation.is_some(),
+            known: self.known_keys.clone(),
         }
+    }
+
+    /// Takes in a line that [`LineChecker::prepare`] (of this verifier's
+    /// [`line_checker`](Self::line_checker)) made `prepared` of, given the same `origin` and
+    /// `line`. Lines must be admitted in input order: the report is then the one
+    /// [`push_line`](Self::push_line) gives.
+    pub fn admit(&mut self, origin: Origin<'_>, line: &[u8], prepared: Prepared) {
+        match prepared.0 {
+            Step::Blank => {}
+            Step::Malformed(detail) => self.push_malformed(origin, &detail),
+            Step::Stateful => self.push_stateful(origin, line),
+            Step::Batch(batch) => self.admit_teelog(line, *batch),
+        }
+    }
+
+    /// A line whose every check needs the verifier's state: an attestation document, a
+    /// checkpoint or a seed-format batch (a line [`prepare`] classified as one).
+    fn push_stateful(&mut self, origin: Origin<'_>, line: &[u8]) {
         let fields: LineFields<'_> = match serde_json::from_slice(line) {
             Ok(fields) => fields,
             Err(e) => return self.push_malformed(origin, &format!("not a batch line: {e}")),
         };
-        let teelog = fields.v.is_some()
-            || fields.header.is_some()
-            || fields.sig.is_some()
-            || fields.hints.is_some()
-            || fields.records.is_some();
-        let seed = fields.seed_sequence.is_some()
-            || fields.seed_payload.is_some()
-            || fields.seed_signature.is_some()
-            || fields.seed_thumbprint.is_some();
-        if fields.attestation.is_some() {
-            return self.push_document(origin, line, &fields);
-        }
-        if fields.checkpoint.is_some() || fields.timestamp.is_some() {
-            return self.push_checkpoint(origin, line);
-        }
-        match (teelog, seed) {
-            (true, false) => self.push_teelog(origin, line, fields),
-            (false, true) => self.push_seed(origin, fields),
-            _ => self.push_malformed(origin, "neither a teelog batch nor a SignedLogBatch"),
+        match line_kind(&fields) {
+            LineKind::Document => self.push_document(origin, line, &fields),
+            LineKind::Checkpoint => self.push_checkpoint(origin, line),
+            LineKind::Seed => self.push_seed(origin, fields),
+            LineKind::Teelog | LineKind::Neither => {
+                self.push_malformed(origin, "neither a teelog batch nor a SignedLogBatch")
+            }
         }
     }
 
@@ -758,58 +951,29 @@ impl Verifier {
         self.documents.insert(digest, Document { bytes: Vec::new(), verdict: Some(verdict), named: false });
     }
 
-    fn push_teelog(&mut self, origin: Origin<'_>, line: &[u8], fields: LineFields<'_>) {
-        let (Some(v), Some(header), Some(sig), Some(hints), Some(records)) =
-            (fields.v, fields.header, fields.sig, fields.hints, fields.records)
-        else {
-            let needs = "a teelog batch needs \"v\", \"header\", \"sig\", \"hints\" and \"records\"";
-            return self.push_malformed(origin, needs);
+    /// A teelog batch checked on its own ([`prepare_teelog`]): its place among the torn lines,
+    /// the attestation document it names, the chain.
+    fn admit_teelog(&mut self, line: &[u8], batch: PreparedBatch) {
+        let PreparedBatch { candidate, signature } = batch;
+        self.complete_torn(line, candidate.identity);
+        let (digest, signed, header_len, early) = match signature {
+            BatchSignature::Checked(status) => return self.accept(candidate, None, Ok(status)),
+            BatchSignature::Attested { digest, signed, header_len, early } => {
+                (digest, signed, header_len, early)
+            }
         };
-        if v != crate::batch::FORMAT_VERSION {
-            return self.push_malformed(origin, &format!("batch format version {v} is not supported"));
+        if self.documents.contains_key(&digest) {
+            return self.accept_attested(candidate, &signed, digest, early);
         }
-        let batch = match ParsedBatch::from_parts(header, sig, hints, records) {
-            Ok(batch) => batch,
-            Err(e) => return self.push_malformed(origin, &e.to_string()),
-        };
-        let RecordsCheck { status, hints_problem } = batch.check_records();
-        let unsigned: Vec<String> =
-            [batch.layout_deviation(line), hints_problem].into_iter().flatten().collect();
-        let identity = match status {
-            RecordsStatus::Intact => batch.identity(),
-            RecordsStatus::Tampered { .. } => sha256(line),
-        };
-        self.complete_torn(line, identity);
-        let candidate = Candidate {
-            origin: origin.to_string(),
-            header: batch.header.clone(),
-            header_hash: batch.header_hash,
-            identity,
-            records: status,
-            unsigned,
-        };
-        let named = candidate.header.attestation.as_deref().and_then(parse_digest);
-        match (named, &self.attestation) {
-            (Some(digest), Some(_)) if !self.documents.contains_key(&digest) => {
-                // Lines come in any order: wait for the document, within a bound. What is held
-                // is the parsed header, its bytes and the signature, not the records.
-                let size = 2048 + batch.header_len();
-                if self.pending_bytes + size > MAX_PENDING_BYTES {
-                    let why = "its attestation document was not in the input before it, and the verifier holds no more batches waiting for one: put the attestation lines first";
-                    return self.accept(candidate, None, Err(why.to_string()));
-                }
-                self.pending_bytes += size;
-                self.pending.push((candidate, batch.signed_header()));
-            }
-            (Some(digest), Some(_)) => {
-                let signed = batch.signed_header();
-                self.accept_attested(candidate, &signed, digest);
-            }
-            _ => {
-                let signature = batch.signature_status(&self.options.trusted_keys);
-                self.accept(candidate, None, Ok(signature));
-            }
+        // Lines come in any order: wait for the document, within a bound. What is held is the
+        // parsed header, its bytes and the signature, not the records.
+        let size = 2048 + header_len;
+        if self.pending_bytes + size > MAX_PENDING_BYTES {
+            let why = "its attestation document was not in the input before it, and the verifier holds no more batches waiting for one: put the attestation lines first";
+            return self.accept(candidate, None, Err(why.to_string()));
         }
+        self.pending_bytes += size;
+        self.pending.push((candidate, signed));
     }
 
     /// Marks the torn lines that `line` (of batch `identity`) begins with.
@@ -822,8 +986,14 @@ impl Verifier {
     }
 
     /// Checks a batch against the document `digest` it names, now that every document it can
-    /// have is in.
-    fn accept_attested(&mut self, batch: Candidate, signed: &SignedHeader, digest: Digest) {
+    /// have is in; `early` is its signature's status under a key checked before, if it was.
+    fn accept_attested(
+        &mut self,
+        batch: Candidate,
+        signed: &SignedHeader,
+        digest: Digest,
+        early: Option<(PublicKey, SignatureStatus)>,
+    ) {
         let document = self.documents.get_mut(&digest);
         let verdict = match document {
             None => Err(format!(
@@ -847,7 +1017,12 @@ impl Verifier {
         match verdict {
             Err(why) => self.accept(batch, None, Err(why)),
             Ok(attested) => {
-                let (signature, broken_link) = attested_signature(signed, &batch.header, &attested);
+                let status = match early {
+                    Some((key, status)) if key == attested.key => status,
+                    _ => signed.verify_with(&batch.header, &attested.key),
+                };
+                self.know_key(digest, &attested.key);
+                let (signature, broken_link) = attested_judgement(status, &batch.header, &attested);
                 if let (SignatureStatus::Valid, Some(detail)) = (&signature, broken_link) {
                     self.report(Finding::about(
                         FindingKind::ChainBreak,
@@ -858,6 +1033,16 @@ impl Verifier {
                     ));
                 }
                 self.accept(batch, Some(&attested), Ok(signature));
+            }
+        }
+    }
+
+    /// Remembers that document `digest` binds `key`, for the lines checked from now on.
+    fn know_key(&mut self, digest: Digest, key: &PublicKey) {
+        let known = self.known_keys.read().is_ok_and(|keys| keys.contains_key(&digest));
+        if !known {
+            if let Ok(mut keys) = self.known_keys.write() {
+                keys.insert(digest, key.clone());
             }
         }
     }
@@ -1076,7 +1261,7 @@ impl Verifier {
     pub fn finish(mut self) -> Report {
         for (batch, signed) in std::mem::take(&mut self.pending) {
             let digest = batch.header.attestation.as_deref().and_then(parse_digest).unwrap_or_default();
-            self.accept_attested(batch, &signed, digest);
+            self.accept_attested(batch, &signed, digest, None);
         }
         for torn in std::mem::take(&mut self.torn) {
             if torn.completed_by.is_some_and(|identity| self.seen.contains(&identity)) {
@@ -1350,7 +1535,16 @@ pub(crate) fn attested_signature(
     h: &Header,
     attested: &AttestedKey,
 ) -> (SignatureStatus, Option<String>) {
-    let signature = match signed.verify_with(h, &attested.key) {
+    attested_judgement(signed.verify_with(h, &attested.key), h, attested)
+}
+
+/// [`attested_signature`], given the `status` of the signature under the document's key.
+fn attested_judgement(
+    status: SignatureStatus,
+    h: &Header,
+    attested: &AttestedKey,
+) -> (SignatureStatus, Option<String>) {
+    let signature = match status {
         SignatureStatus::Invalid(_) if attested.key.id_hex() != h.key_id => {
             SignatureStatus::Invalid(format!(
                 "signed by key {}, but its attestation document binds key {}",

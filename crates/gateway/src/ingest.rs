@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use teelog_core::gate::{Checked, Continuity, Gate, Tip};
+use teelog_core::gate::{Checked, Continuity, Gate, GateChecker, GatePrepared, Tip};
 use teelog_core::merkle::Digest;
 use teelog_core::{Finding, Origin};
 use teelog_deliver::spool::SpoolState;
@@ -39,7 +39,51 @@ pub struct Submission {
     pub first_line: u64,
     /// The stream the client said it ships: lines that are not batches are filed under it.
     pub stream: Option<Arc<str>>,
+    /// Each line's own checks, made before the writer takes them.
+    checks: Vec<GatePrepared>,
     reply: oneshot::Sender<Result<Outcome, IngestError>>,
+}
+
+/// The checks of lines under way ([`Ingest::check`]).
+pub struct Checking(tokio::task::JoinHandle<CheckedLines>);
+
+impl std::future::Future for Checking {
+    type Output = Result<CheckedLines, IngestError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|done| match done {
+            Ok(checked) => Ok(checked),
+            // A line's panic is raised where the lines were submitted, as without the pool.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(IngestError::Stopped),
+        })
+    }
+}
+
+/// The writer's answer on lines handed to it ([`Ingest::hand_checked`]), once they are durable.
+pub struct Durable(oneshot::Receiver<Result<Outcome, IngestError>>);
+
+impl std::future::Future for Durable {
+    type Output = Result<Outcome, IngestError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| answer.unwrap_or(Err(IngestError::Stopped)))
+    }
+}
+
+/// Lines received together from one client, with the checks that need no other line made
+/// ([`Ingest::check`]): what the writer is handed, in the order the client sent them.
+pub struct CheckedLines {
+    lines: Vec<Vec<u8>>,
+    source: Arc<str>,
+    first_line: u64,
+    checks: Vec<GatePrepared>,
 }
 
 /// What became of a submission, once it is durable.
@@ -166,6 +210,7 @@ enum Msg {
 #[derive(Clone)]
 pub struct Ingest {
     tx: mpsc::Sender<Msg>,
+    checker: GateChecker,
 }
 
 impl Ingest {
@@ -177,10 +222,36 @@ impl Ingest {
         first_line: u64,
         stream: Option<Arc<str>>,
     ) -> Result<Outcome, IngestError> {
+        let checked = self.check(lines, source, first_line).await?;
+        self.hand_checked(checked, stream).await?.await
+    }
+
+    /// Starts the checks of `lines` that need no other line (parse, Merkle root, signature) on
+    /// a thread of the blocking pool, so that lines are checked on every core while the writer
+    /// only admits them, in the order it is handed them ([`submit_checked`](Self::submit_checked)).
+    pub fn check(&self, lines: Vec<Vec<u8>>, source: Arc<str>, first_line: u64) -> Checking {
+        let checker = self.checker.clone();
+        Checking(tokio::task::spawn_blocking(move || {
+            let checks = (first_line..)
+                .zip(&lines)
+                .map(|(line, bytes)| checker.prepare(Origin { source: &source, line }, bytes))
+                .collect();
+            CheckedLines { lines, source, first_line, checks }
+        }))
+    }
+
+    /// Hands lines checked by [`check`](Self::check) to the writer, which takes them in the
+    /// order handed; what it gives is answered once they are durable.
+    pub async fn hand_checked(
+        &self,
+        checked: CheckedLines,
+        stream: Option<Arc<str>>,
+    ) -> Result<Durable, IngestError> {
+        let CheckedLines { lines, source, first_line, checks } = checked;
         let (reply, answer) = oneshot::channel();
-        let submission = Submission { lines, source, first_line, stream, reply };
+        let submission = Submission { lines, source, first_line, stream, checks, reply };
         self.tx.send(Msg::Lines(submission)).await.map_err(|_| IngestError::Stopped)?;
-        answer.await.map_err(|_| IngestError::Stopped)?
+        Ok(Durable(answer))
     }
 
     /// The chain tips of `stream` in the spool: asked of the writer between two groups, so
@@ -307,9 +378,10 @@ impl Writer {
     /// Starts the writer thread; it ends when every [`Ingest`] handle is gone.
     pub fn start(self) -> std::io::Result<(Ingest, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let checker = self.gate.line_checker();
         let thread =
             std::thread::Builder::new().name("teelog-gateway-writer".into()).spawn(move || self.run(rx))?;
-        Ok((Ingest { tx }, thread))
+        Ok((Ingest { tx, checker }, thread))
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
@@ -317,18 +389,28 @@ impl Writer {
             let Some(first) = self.take(msg) else { continue };
             let mut group = vec![first];
             let mut bytes: usize = group[0].lines.iter().map(Vec::len).sum();
+            // Heads asked for while a group is gathered are answered once it is durable: a
+            // connection hands its lines on without waiting for the ones before to be durable,
+            // and a new run of its shipper asks only once that connection is gone, so the heads
+            // must include every line handed on before the question.
+            let mut later = Vec::new();
             while bytes < GROUP_BYTES {
                 let Ok(msg) = rx.try_recv() else { break };
-                if let Some(next) = self.take(msg) {
+                if matches!(msg, Msg::Tips { .. }) {
+                    later.push(msg);
+                } else if let Some(next) = self.take(msg) {
                     bytes += next.lines.iter().map(Vec::len).sum::<usize>();
                     group.push(next);
                 }
             }
             let mut spooled = Vec::with_capacity(bytes + bytes / 8);
-            let outcomes: Vec<Outcome> = group.iter().map(|s| self.judge(s, &mut spooled)).collect();
+            let outcomes: Vec<Outcome> = group.iter_mut().map(|s| self.judge(s, &mut spooled)).collect();
             self.write(&spooled);
             for (submission, outcome) in group.into_iter().zip(outcomes) {
                 let _ = submission.reply.send(Ok(outcome));
+            }
+            for msg in later {
+                self.take(msg);
             }
         }
         // Every listener is gone: the last checkpoint covers everything this run spooled.
@@ -362,8 +444,8 @@ impl Writer {
                 }
                 None
             }
-            // Taken before the group being gathered is judged: the gate holds only what is
-            // durable.
+            // Answered between groups (one asked while a group is gathered waits for it to be
+            // written): the gate holds only what is durable.
             Msg::Tips { stream, instance, reply } => {
                 let _ = reply.send(self.gate.tips(&stream, instance.as_deref()));
                 None
@@ -376,18 +458,19 @@ impl Writer {
     }
 
     /// Judges the lines of `submission`, appending their spool lines to `out`.
-    fn judge(&mut self, submission: &Submission, out: &mut Vec<u8>) -> Outcome {
+    fn judge(&mut self, submission: &mut Submission, out: &mut Vec<u8>) -> Outcome {
         let mut outcome = Outcome::default();
         let hint = submission.stream.as_deref();
         let now = teelog_deliver::clock::now();
-        for (i, line) in submission.lines.iter().enumerate() {
+        let checks = std::mem::take(&mut submission.checks);
+        for ((i, line), checked) in submission.lines.iter().enumerate().zip(checks) {
             if crate::http::is_blank(line) {
                 continue;
             }
             outcome.lines += 1;
             self.metrics.lines_in.fetch_add(1, Ordering::Relaxed);
             let origin = Origin { source: &submission.source, line: submission.first_line + i as u64 };
-            let findings = match self.gate.check_line(origin, line, now) {
+            let findings = match self.gate.admit(origin, checked, now) {
                 Checked::Document { .. } => {
                     outcome.documents += 1;
                     self.metrics.documents.fetch_add(1, Ordering::Relaxed);

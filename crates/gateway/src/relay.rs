@@ -1,7 +1,7 @@
 //! The relay listener (docs/FORMAT.md §14): each connection is one shipper sending its spool
 //! lines, one per frame; they are acknowledged once the writer has them durable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -12,11 +12,15 @@ use teelog_relay::{check_line, FrameReader, Head, Hello, RelayError, ServerMessa
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::ingest::Ingest;
+use crate::ingest::{CheckedLines, Checking, Durable, Ingest, IngestError, Outcome};
 use crate::Access;
 
 /// Line frames taken from the socket before they are handed to the writer together.
 const FRAMES_PER_SUBMISSION: usize = 4096;
+/// Submissions of one connection in flight (being checked on the blocking pool, or handed to the
+/// writer and not yet durable): enough to keep the cores busy, and the writer writing several
+/// in one group, with a single shipper.
+const SUBMISSIONS_IN_FLIGHT: usize = 8;
 /// Reads once a client is known; before, a small one, so that a crowd of strangers holds little.
 const READ_BUFFER: usize = 64 << 10;
 const HELLO_READ_BUFFER: usize = 4 << 10;
@@ -328,6 +332,9 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     let source: Arc<str> = source.into();
     // When the frame the reader holds part of was begun (or the last one before it completed).
     let mut frame_begun: Option<tokio::time::Instant> = None;
+    // Lines taken from the reader and not yet acknowledged; `taken` counts every line taken.
+    let mut pipeline = Pipeline::default();
+    let mut taken: u64 = 0;
     loop {
         // A client has a while to say who it is; after that, a shipper may be idle for long, but
         // not in the middle of a frame.
@@ -353,13 +360,29 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                 None => std::future::pending().await,
             }
         };
-        let n = tokio::select! {
-            read = tokio::time::timeout_at(deadline, socket.read(&mut buf)) => match read {
-                Ok(read) => read?,
+        let full = pipeline.len() >= SUBMISSIONS_IN_FLIGHT;
+        let Pipeline { checking, handed, .. } = &mut pipeline;
+        let checked = async {
+            match checking.front_mut() {
+                Some(oldest) => (&mut oldest.next).await,
+                None => std::future::pending().await,
+            }
+        };
+        let durable = async {
+            match handed.front_mut() {
+                Some(oldest) => (&mut oldest.next).await,
+                None => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
+            read = tokio::time::timeout_at(deadline, socket.read(&mut buf)), if !full => match read {
+                Ok(read) => Event::Read(read?),
                 Err(_) if stream.is_none() => return Err(Ended::NoHello(HELLO_TIMEOUT)),
                 Err(_) if frame_begun.is_some() => return Err(Ended::SlowFrame(access.request_timeout)),
                 Err(_) => return Err(Ended::Silent(IDLE_TIMEOUT)),
             },
+            checked = checked => Event::Checked(checked),
+            outcome = durable => Event::Durable(outcome),
             () = evicted => return Err(Ended::Evicted),
             // A new run of the stream's shipper asked for its heads: this connection is from an
             // earlier one; what it submitted is in, the rest was never acknowledged.
@@ -367,14 +390,29 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             // Stopping: what was acknowledged is durable; the shipper sends the rest again.
             () = crate::stopped(&mut stop) => return Ok(()),
         };
+        let n = match event {
+            Event::Read(n) => n,
+            Event::Checked(checked) => {
+                pipeline.hand_on(ingest, &stream, checked).await?;
+                continue;
+            }
+            Event::Durable(outcome) => {
+                pipeline.acknowledge(socket, outcome, &mut acked).await?;
+                reserved.shrink_to(2 * reader.pending() + pipeline.bytes);
+                continue;
+            }
+        };
         if n == 0 {
+            // The client sent all it will: what it sent whole is handed on and acknowledged.
+            pipeline.drain(socket, ingest, &stream, &mut acked).await?;
             return if reader.pending() == 0 { Ok(()) } else { Err(RelayError::Truncated.into()) };
         }
         // What the reader holds of frames not yet whole, and the lines copied out of it, come
         // out of the listener's memory budget (a stranger's hello is small and bounded on its
         // own); waiting for it leaves the client's bytes in the socket, so the client waits.
         if established.is_some() {
-            access.memory.reserve(&mut reserved, 2 * (reader.pending() + n), MEMORY_WAIT).await?;
+            let wanted = 2 * (reader.pending() + n) + pipeline.bytes;
+            access.memory.reserve(&mut reserved, wanted, MEMORY_WAIT).await?;
         }
         reader.push(&buf[..n]);
         if stream.is_none() {
@@ -409,17 +447,21 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                 break;
             }
             completed = true;
-            let count = lines.len() as u64;
-            ingest.submit(lines, source.clone(), acked + 1, stream.clone()).await?;
-            acked += count;
-            send(socket, &ServerMessage::Ack(acked)).await?;
+            let (count, bytes) = (lines.len() as u64, lines.iter().map(Vec::len).sum::<usize>());
+            let next = ingest.check(lines, source.clone(), taken + 1);
+            pipeline.checking.push_back(InFlight { count, bytes, next });
+            pipeline.bytes += bytes;
+            taken += count;
+            while pipeline.len() > SUBMISSIONS_IN_FLIGHT {
+                pipeline.advance(socket, ingest, &stream, &mut acked).await?;
+            }
         }
         frame_begun = match (reader.pending(), frame_begun) {
             (0, _) => None,
             (_, Some(begun)) if !completed => Some(begun),
             _ => Some(tokio::time::Instant::now()),
         };
-        reserved.shrink_to(2 * reader.pending());
+        reserved.shrink_to(2 * reader.pending() + pipeline.bytes);
     }
 }
 
@@ -446,6 +488,105 @@ async fn send<S: AsyncWrite + Unpin>(socket: &mut S, message: &ServerMessage) ->
         Err(_) => {
             Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client does not read its answers"))
         }
+    }
+}
+
+/// What a connection waits for.
+enum Event {
+    /// Bytes read from the client.
+    Read(usize),
+    /// The oldest lines being checked are checked.
+    Checked(Result<CheckedLines, IngestError>),
+    /// The oldest lines handed to the writer are durable (or not).
+    Durable(Result<Outcome, IngestError>),
+}
+
+/// Lines of a connection: how many, their bytes, and what they wait for next.
+struct InFlight<T> {
+    count: u64,
+    bytes: usize,
+    next: T,
+}
+
+/// A connection's lines taken and not yet acknowledged, oldest first: checked on the blocking
+/// pool, several submissions at once; handed to the writer in the order taken, so that it can
+/// write several in one group; acknowledged in that order once durable.
+#[derive(Default)]
+struct Pipeline {
+    checking: VecDeque<InFlight<Checking>>,
+    handed: VecDeque<InFlight<Durable>>,
+    bytes: usize,
+}
+
+impl Pipeline {
+    fn len(&self) -> usize {
+        self.checking.len() + self.handed.len()
+    }
+
+    /// Hands the oldest lines being checked, `checked` now, to the writer.
+    async fn hand_on(
+        &mut self,
+        ingest: &Ingest,
+        stream: &Option<Arc<str>>,
+        checked: Result<CheckedLines, IngestError>,
+    ) -> Result<(), Ended> {
+        let Some(InFlight { count, bytes, .. }) = self.checking.pop_front() else { return Ok(()) };
+        let next = ingest.hand_checked(checked?, stream.clone()).await?;
+        self.handed.push_back(InFlight { count, bytes, next });
+        Ok(())
+    }
+
+    /// Acknowledges the oldest lines handed on, now that `outcome` says they are durable.
+    async fn acknowledge<S: AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut S,
+        outcome: Result<Outcome, IngestError>,
+        acked: &mut u64,
+    ) -> Result<(), Ended> {
+        let Some(InFlight { count, bytes, .. }) = self.handed.pop_front() else { return Ok(()) };
+        outcome?;
+        self.bytes -= bytes;
+        *acked += count;
+        send(socket, &ServerMessage::Ack(*acked)).await?;
+        Ok(())
+    }
+
+    /// Waits for one step: the oldest lines handed on acknowledged, or else the oldest checked
+    /// handed on.
+    async fn advance<S: AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut S,
+        ingest: &Ingest,
+        stream: &Option<Arc<str>>,
+        acked: &mut u64,
+    ) -> Result<(), Ended> {
+        if let Some(oldest) = self.handed.front_mut() {
+            let outcome = (&mut oldest.next).await;
+            self.acknowledge(socket, outcome, acked).await
+        } else if let Some(oldest) = self.checking.front_mut() {
+            let checked = (&mut oldest.next).await;
+            self.hand_on(ingest, stream, checked).await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Hands every line on, then acknowledges them all.
+    async fn drain<S: AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut S,
+        ingest: &Ingest,
+        stream: &Option<Arc<str>>,
+        acked: &mut u64,
+    ) -> Result<(), Ended> {
+        while let Some(oldest) = self.checking.front_mut() {
+            let checked = (&mut oldest.next).await;
+            self.hand_on(ingest, stream, checked).await?;
+        }
+        while !self.handed.is_empty() {
+            self.advance(socket, ingest, stream, acked).await?;
+        }
+        Ok(())
     }
 }
 
