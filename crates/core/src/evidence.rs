@@ -3,7 +3,8 @@
 //! makes a [`Bundle`]; [`check_bundle`] checks one offline with the rules the verifier applies to
 //! whole batches. Other records of a batch appear only as hashes in the inclusion proofs.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +16,7 @@ use crate::policy::Judgement;
 use crate::timestamp::UnixNanos;
 use crate::verify::{
     attested_signature, document_of, judge_measurement, time_objections, AttestationVerifier, AttestedKey,
-    Finding, FindingKind, TrustBasis, VerifyOptions,
+    DocumentError, Finding, FindingKind, TrustBasis, VerifyOptions,
 };
 
 /// The bundle format's version, its first member.
@@ -472,6 +473,31 @@ pub fn check_bundle(
         ));
         return BundleReport { ok: false, proven: Vec::new(), findings };
     }
+    // What export makes at most: a bundle beyond it is refused whole, so that no part of the
+    // check, and no list of findings, grows with what a forger packs in.
+    let parts = [
+        ("batches", bundle.batches.len()),
+        ("records", bundle.records.len()),
+        ("tokens", bundle.tokens.len()),
+        ("notices", bundle.notices.len()),
+        ("checkpoints", bundle.checkpoints.len()),
+    ];
+    if let Some((part, count)) = parts.into_iter().find(|(_, count)| *count > MAX_BUNDLE_RECORDS) {
+        findings.push(unplaced(
+            FindingKind::Malformed,
+            format!("{count} {part}: a bundle holds at most {MAX_BUNDLE_RECORDS}"),
+        ));
+        return BundleReport { ok: false, proven: Vec::new(), findings };
+    }
+    let mut first_copy: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, batch) in bundle.batches.iter().enumerate() {
+        if let Some(first) = first_copy.insert((&batch.header, &batch.sig), i) {
+            findings.push(unplaced(FindingKind::Malformed, format!("batches[{i}] repeats batches[{first}]")));
+        }
+    }
+    // A document carried by several batches is judged once.
+    let attestation = attestation.map(JudgedOnce::new);
+    let attestation = attestation.as_ref().map(|a| a as &dyn AttestationVerifier);
     let batches: Vec<Option<CheckedBatch>> = bundle
         .batches
         .iter()
@@ -479,9 +505,8 @@ pub fn check_bundle(
         .map(|(i, batch)| check_batch(i, batch, options, (attestation, timestamps), now, &mut findings))
         .collect();
     let windows = bounds(bundle, checkpoint_keys, timestamps, &mut findings);
-    for (i, _) in
-        bundle.batches.iter().enumerate().filter(|(i, _)| !bundle.records.iter().any(|r| r.batch == *i))
-    {
+    let named: HashSet<usize> = bundle.records.iter().map(|r| r.batch).collect();
+    for i in (0..bundle.batches.len()).filter(|i| !named.contains(i)) {
         findings.push(unplaced(
             FindingKind::Malformed,
             format!("batches[{i}]: no record of the bundle is in it"),
@@ -648,6 +673,30 @@ struct CheckedBatch {
 }
 
 /// Checks batch `i` of a bundle; None (with findings) if its signature does not hold.
+/// An attestation verifier that judges each document once, by its SHA-256.
+struct JudgedOnce<'a> {
+    inner: &'a dyn AttestationVerifier,
+    verdicts: RefCell<HashMap<Digest, Result<AttestedKey, DocumentError>>>,
+}
+
+impl<'a> JudgedOnce<'a> {
+    fn new(inner: &'a dyn AttestationVerifier) -> Self {
+        Self { inner, verdicts: RefCell::new(HashMap::new()) }
+    }
+}
+
+impl AttestationVerifier for JudgedOnce<'_> {
+    fn verify_document(&self, document: &[u8]) -> Result<AttestedKey, DocumentError> {
+        let digest = sha256(document);
+        if let Some(verdict) = self.verdicts.borrow().get(&digest) {
+            return verdict.clone();
+        }
+        let verdict = self.inner.verify_document(document);
+        self.verdicts.borrow_mut().insert(digest, verdict.clone());
+        verdict
+    }
+}
+
 fn check_batch(
     i: usize,
     batch: &BundleBatch,

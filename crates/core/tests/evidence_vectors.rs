@@ -218,6 +218,11 @@ fn build(recorded: Option<&Vectors>) -> Vectors {
             "the record names a batch the bundle does not hold",
             changed(&|b| b.records[0].batch = 1),
         ),
+        (
+            "batch-repeated",
+            "the record's batch is carried twice",
+            changed(&|b| b.batches.push(b.batches[0].clone())),
+        ),
         ("no-record", "the bundle's records were removed", changed(&|b| b.records.clear())),
         (
             "another-version",
@@ -453,6 +458,7 @@ fn evidence_vectors_rebuild_and_each_gets_its_findings() {
         ("signature-changed", false, vec!["invalid_signature"]),
         ("document-not-named", false, vec!["malformed"]),
         ("batch-missing", false, vec!["malformed", "malformed"]),
+        ("batch-repeated", false, vec!["malformed", "malformed", "malformed"]),
         ("no-record", false, vec!["malformed", "nothing_verified"]),
         ("another-version", false, vec!["malformed"]),
         ("linked-to-checkpoint", true, vec![]),
@@ -495,4 +501,18 @@ fn evidence_vectors_rebuild_and_each_gets_its_findings() {
     );
     let dated = named("dated-by-token");
     assert!(dated.no_later_than.is_some() && dated.bundle.chain.len() == 2 && dated.bundle.tokens.len() == 1);
+}
+
+#[test]
+fn a_bundle_larger_than_export_makes_is_refused_whole() {
+    let recorded: Vectors =
+        serde_json::from_slice(&std::fs::read(vectors_dir().join("evidence-v1.json")).unwrap()).unwrap();
+    let mut bundle = recorded.vectors[0].bundle.clone();
+    let record = bundle.records[0].clone();
+    bundle.records = vec![record; teelog_core::evidence::MAX_BUNDLE_RECORDS + 1];
+    let report = check_bundle(&bundle, &VerifyOptions::default(), None, None, &[], None);
+    let found: Vec<(&str, &str)> =
+        report.findings.iter().map(|f| (f.kind.name(), f.detail.as_str())).collect();
+    assert_eq!(found, [("malformed", "10001 records: a bundle holds at most 10000")]);
+    assert!(!report.ok && report.proven.is_empty());
 }
