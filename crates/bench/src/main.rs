@@ -16,6 +16,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use teelog_store::lines::{Line, LineReader};
 
+mod memory;
+
 /// Measures the teelog binary end to end against SHA-256 over the same records (docs/PERFORMANCE.md).
 #[derive(Parser, Clone)]
 #[command(name = "teelog-bench", version, about)]
@@ -49,6 +51,10 @@ struct BenchArgs {
     /// Scratch directory (default: a new one under the system temp dir, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Measure verify's peak RSS on a long and a wide input instead (docs/PERFORMANCE.md,
+    /// "Verifier memory").
+    #[arg(long)]
+    memory: bool,
 }
 
 /// One run of a phase.
@@ -96,7 +102,7 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         bail!("{} already exists", dir.display());
     }
     fs::create_dir_all(&dir)?;
-    let result = bench_in(args, &exe, &dir);
+    let result = if args.memory { memory::run(args, &exe, &dir) } else { bench_in(args, &exe, &dir) };
     if remove {
         let _ = fs::remove_dir_all(&dir);
     }
