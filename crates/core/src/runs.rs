@@ -199,6 +199,8 @@ impl Runs {
     fn put(&mut self, run: Run) {
         match self {
             Runs::Few(runs) if runs.len() < FEW_RUNS => {
+                // Most epochs are one run: room for exactly that, not the four a first push makes.
+                runs.reserve_exact(1);
                 let i = runs.partition_point(|r| r.first < run.first);
                 runs.insert(i, run);
             }
@@ -237,6 +239,13 @@ pub(crate) struct EpochChain {
     runs: Runs,
     /// Distinct headers.
     batches: u64,
+    /// Boxed, so that a sound epoch pays a pointer for it.
+    rare: Option<Box<Rare>>,
+}
+
+/// What an epoch holds only where something is wrong.
+#[derive(Debug, Default)]
+struct Rare {
     /// Headers read for a seq after the first one read for it (equivocation), in full.
     forks: BTreeMap<u64, Vec<Slot>>,
     unlinked: Vec<Unlinked>,
@@ -260,6 +269,20 @@ pub(crate) struct Arrival {
 }
 
 impl EpochChain {
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// The headers read for `seq` after the first.
+    fn forks_at(&self, seq: u64) -> &[Slot] {
+        self.rare.as_ref().and_then(|r| r.forks.get(&seq)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every seq with more than one header, with the headers read after the first.
+    fn forks(&self) -> impl Iterator<Item = (&u64, &Vec<Slot>)> {
+        self.rare.iter().flat_map(|r| r.forks.iter())
+    }
+
     /// Distinct validly signed headers.
     pub fn batches(&self) -> u64 {
         self.batches
@@ -272,14 +295,14 @@ impl EpochChain {
     /// Whether the header with hash `print` is held at `seq`.
     fn holds(&self, seq: u64, print: &Print) -> bool {
         self.runs.containing(seq).and_then(|r| r.at(seq)).is_some_and(|k| k.print == *print)
-            || self.forks.get(&seq).is_some_and(|f| f.iter().any(|s| print_of(&s.header_hash) == *print))
+            || self.forks_at(seq).iter().any(|s| print_of(&s.header_hash) == *print)
     }
 
     /// Whether an intact copy of the header `hash` at `seq` is its first intact copy (a
     /// duplicate otherwise).
     pub fn first_intact_copy(&mut self, seq: u64, hash: &Digest) -> bool {
         let print = print_of(hash);
-        !self.holds(seq, &print) || self.tampered.remove(&(seq, print))
+        !self.holds(seq, &print) || self.rare.as_mut().is_some_and(|r| r.tampered.remove(&(seq, print)))
     }
 
     /// Takes in a header; a copy of one held changes nothing. Returns the findings its meeting
@@ -293,20 +316,23 @@ impl EpochChain {
         }
         self.batches += 1;
         if !intact {
-            self.tampered.insert((seq, print));
+            self.rare().tampered.insert((seq, print));
         }
         if let Some(run) = self.runs.containing_mut(seq) {
             // A second header for a seq: kept whole, judged at the end.
+            let mut odd = None;
             if let Some(segment) = segment {
                 match run.segments.iter_mut().find(|s| (s.first..=s.last).contains(&seq)) {
                     Some(s) if s.code == segment.code => {
                         s.batches += 1;
                         s.allowed &= segment.allowed;
                     }
-                    _ => self.odd_segments.push(segment),
+                    _ => odd = Some(segment),
                 }
             }
-            self.forks.entry(seq).or_default().push(slot);
+            let rare = self.rare();
+            rare.odd_segments.extend(odd);
+            rare.forks.entry(seq).or_default().push(slot);
             return Vec::new();
         }
         let single = Run {
@@ -340,7 +366,7 @@ impl EpochChain {
     fn meet(&mut self, earlier: &Run, later: &Run, shown: &mut Vec<(u64, String)>) {
         let head = &later.head;
         if head.prev.as_deref() != Some(hex::encode(earlier.tail_hash).as_str()) {
-            self.unlinked.push(Unlinked { seq: later.first, slot: head.clone() });
+            self.rare().unlinked.push(Unlinked { seq: later.first, slot: head.clone() });
         }
         let before = earlier.tail_sealed_at();
         if head.sealed_at < before {
@@ -369,7 +395,7 @@ impl EpochChain {
     /// header is (the first read, and any second ones). Empty where no run starts at `seq`.
     pub fn heads_at(&self, seq: u64) -> Vec<&Slot> {
         let Some(run) = self.runs.containing(seq).filter(|r| r.first == seq) else { return Vec::new() };
-        std::iter::once(&run.head).chain(self.forks.get(&seq).into_iter().flatten()).collect()
+        std::iter::once(&run.head).chain(self.forks_at(seq).iter()).collect()
     }
 
     /// Every header held, as (seq, print, sealed_at).
@@ -378,10 +404,8 @@ impl EpochChain {
             .runs
             .iter()
             .flat_map(|r| (r.first..).zip(r.kept.iter()).map(|(s, k)| (s, k.print, k.sealed_at)));
-        let forks = self
-            .forks
-            .iter()
-            .flat_map(|(s, f)| f.iter().map(|x| (*s, print_of(&x.header_hash), x.sealed_at)));
+        let forks =
+            self.forks().flat_map(|(s, f)| f.iter().map(|x| (*s, print_of(&x.header_hash), x.sealed_at)));
         kept.chain(forks)
     }
 
@@ -392,7 +416,7 @@ impl EpochChain {
         }
         match self.kept_at(seq) {
             Some(kept) => {
-                let forks = self.forks.get(&seq).into_iter().flatten().map(|s| print_of(&s.header_hash));
+                let forks = self.forks_at(seq).iter().map(|s| print_of(&s.header_hash));
                 Stored::Present(std::iter::once(kept.print).chain(forks).collect())
             }
             None => {
@@ -410,24 +434,19 @@ impl EpochChain {
             _ if run.last() == seq => hex::encode(run.tail_hash),
             _ => run.at(seq).map(|k| shown(&k.print)).unwrap_or_default(),
         };
-        std::iter::once(first)
-            .chain(self.forks.get(&seq).into_iter().flatten().map(|s| hex::encode(s.header_hash)))
-            .collect()
+        std::iter::once(first).chain(self.forks_at(seq).iter().map(|s| hex::encode(s.header_hash))).collect()
     }
 
     /// Whether `prev` names a header held at `seq`.
     fn links_to(&self, prev: Option<&str>, seq: u64) -> bool {
         let Some(print) = prev.and_then(print_of_hex) else { return false };
         self.kept_at(seq).is_some_and(|k| k.print == print)
-            || self
-                .forks
-                .get(&seq)
-                .is_some_and(|f| f.iter().any(|s| prev == Some(hex::encode(s.header_hash).as_str())))
+            || self.forks_at(seq).iter().any(|s| prev == Some(hex::encode(s.header_hash).as_str()))
     }
 
     /// The latest `sealed_at` among the headers at `seq`.
     fn latest_at(&self, seq: u64) -> Option<UnixNanos> {
-        let forks = self.forks.get(&seq).into_iter().flatten().map(|s| s.sealed_at);
+        let forks = self.forks_at(seq).iter().map(|s| s.sealed_at);
         self.kept_at(seq).map(|k| k.sealed_at).into_iter().chain(forks).max()
     }
 
@@ -435,7 +454,7 @@ impl EpochChain {
     /// the links and times the meetings of batches could not settle alone.
     pub fn judge(&self, chained: bool, report: &mut dyn FnMut(FindingKind, u64, String)) {
         // Equivocation: two different validly signed batches at one seq; report every one.
-        for (seq, forks) in &self.forks {
+        for (seq, forks) in self.forks() {
             let headers = self.headers_at(*seq);
             let all: Vec<String> = match self.runs.containing(*seq) {
                 Some(run) if run.first == *seq => std::iter::once(&run.head)
@@ -496,12 +515,12 @@ impl EpochChain {
         let unlinked_detail = |slot: &Slot, seq: u64| {
             format!("{}: {}", slot.origin, unlinked(slot.prev.as_deref(), seq - 1, &self.headers_at(seq - 1)))
         };
-        for Unlinked { seq, slot } in &self.unlinked {
+        for Unlinked { seq, slot } in self.rare.iter().flat_map(|r| r.unlinked.iter()) {
             if !self.links_to(slot.prev.as_deref(), seq - 1) {
                 report(FindingKind::ChainBreak, *seq, unlinked_detail(slot, *seq));
             }
         }
-        for (seq, forks) in &self.forks {
+        for (seq, forks) in self.forks() {
             let seq = *seq;
             // The second headers, against the seq before.
             if seq > 1 && self.kept_at(seq - 1).is_some() {
@@ -532,6 +551,7 @@ impl EpochChain {
 
     /// The timeline segments, in seq order within each run.
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {
-        self.runs.iter().flat_map(|r| r.segments.iter()).chain(self.odd_segments.iter())
+        let odd = self.rare.iter().flat_map(|r| r.odd_segments.iter());
+        self.runs.iter().flat_map(|r| r.segments.iter()).chain(odd)
     }
 }

@@ -519,8 +519,8 @@ struct EpochState {
     /// Whether its key is bound by an attestation document (a TEE key starts one epoch).
     attested: bool,
     trust: Option<(TrustBasis, String)>,
-    /// For the freshness check, when one is asked for.
-    heard: Option<Heard>,
+    /// For the freshness check, when one is asked for (boxed: most runs ask for none).
+    heard: Option<Box<Heard>>,
 }
 
 impl EpochState {
@@ -533,7 +533,11 @@ impl EpochState {
     fn signed_by(&mut self, key: &str, seq: u64) {
         match self.keys.iter_mut().find(|(k, _)| k == key) {
             Some((_, lowest)) => *lowest = (*lowest).min(seq),
-            None => self.keys.push((key.to_string(), seq)),
+            None => {
+                // One key per epoch, nearly always: room for exactly one.
+                self.keys.reserve_exact(1);
+                self.keys.push((key.to_string(), seq));
+            }
         }
     }
 }
@@ -572,6 +576,10 @@ pub struct Verifier {
     pending_bytes: usize,
     /// Identities of the other batch lines, up to a bound.
     seen_unverified: HashSet<Digest>,
+    /// Identities of seed-format batches that verified intact: copies of those are told apart
+    /// by payload and signature, never by the unsigned thumbprint that places them (the one
+    /// thing still kept per batch, and only for that legacy format).
+    seed_seen: HashSet<Digest>,
     torn: Vec<Torn>,
     torn_bytes: usize,
     epochs: BTreeMap<(String, String), EpochState>,
@@ -602,6 +610,7 @@ impl Verifier {
             pending: Vec::new(),
             pending_bytes: 0,
             seen_unverified: HashSet::new(),
+            seed_seen: HashSet::new(),
             torn: Vec::new(),
             torn_bytes: 0,
             epochs: BTreeMap::new(),
@@ -862,14 +871,13 @@ impl Verifier {
     }
 
     /// Counts the batch `identity` (of a line that verified intact, or not): true for its first
-    /// copy, false for a duplicate. A batch that verified intact is a copy of one held at its
-    /// place (`key`, `seq`) with its header hash; lines that did not verify are told apart by
-    /// identity, within a bound.
+    /// copy, false for a duplicate. A teelog batch that verified intact is a copy of the one held
+    /// at its `place` (stream and epoch, seq) with its header hash, which is all that is kept of
+    /// it; a seed-format batch, whose epoch nothing signs, by identity. Lines that did not verify
+    /// are told apart by identity, within a bound.
     fn count_copy(
         &mut self,
-        key: &(String, String),
-        seq: u64,
-        header_hash: &Digest,
+        place: Option<(&(String, String), u64, &Digest)>,
         identity: Digest,
         verified_intact: bool,
     ) -> bool {
@@ -877,7 +885,12 @@ impl Verifier {
             for torn in self.torn.iter_mut().filter(|t| t.completed_by == Some(identity)) {
                 torn.verified = true;
             }
-            self.epochs.get_mut(key).is_none_or(|e| e.chain.first_intact_copy(seq, header_hash))
+            match place {
+                Some((key, seq, hash)) => {
+                    self.epochs.get_mut(key).is_none_or(|e| e.chain.first_intact_copy(seq, hash))
+                }
+                None => self.seed_seen.insert(identity),
+            }
         } else if self.seen_unverified.contains(&identity) {
             false
         } else {
@@ -924,7 +937,7 @@ impl Verifier {
                 self.report(finding);
             }
         }
-        if !self.count_copy(&key, h.seq, &batch.header_hash, batch.identity, verified && intact) {
+        if !self.count_copy(Some((&key, h.seq, &batch.header_hash)), batch.identity, verified && intact) {
             return;
         }
         let failure = match signature {
@@ -989,7 +1002,7 @@ impl Verifier {
             .get_or_insert_with(|| (attested.map_or(TrustBasis::BarePublicKey, |a| a.anchor), platform));
         if let Some(credible) = credible {
             let point = (arrival, sealed_at, h.seq);
-            let heard = epoch.heard.get_or_insert(Heard { first: point, newest: None });
+            let heard = epoch.heard.get_or_insert_with(|| Box::new(Heard { first: point, newest: None }));
             if credible && heard.newest.is_none_or(|(_, newest, _)| sealed_at > newest) {
                 heard.newest = Some(point);
             }
@@ -1031,7 +1044,7 @@ impl Verifier {
             checked.signature == SignatureStatus::Valid && checked.records == RecordsStatus::Intact;
         let key = (SEED_STREAM.to_string(), checked.thumbprint.clone());
         let (seq, hash) = (checked.sequence, checked.payload_hash);
-        if !self.count_copy(&key, seq, &hash, checked.identity, verified_intact) {
+        if !self.count_copy(None, checked.identity, verified_intact) {
             return;
         }
         let finding = |kind, detail: String| Finding {
@@ -1124,7 +1137,7 @@ impl Verifier {
             let instance = |stream: &str, epoch: &str| instance_of.get(&(stream, epoch)).copied();
             let mut heard: Vec<Beat<'_>> = Vec::new();
             for ((stream, epoch), state) in &self.epochs {
-                let Some(h) = state.heard else { continue };
+                let Some(h) = state.heard.as_deref() else { continue };
                 for (arrival, sealed_at, seq) in std::iter::once(h.first).chain(h.newest) {
                     heard.push(Beat { stream, epoch, seq, sealed_at, arrival });
                 }
@@ -1174,23 +1187,26 @@ impl Verifier {
                 });
             }
         }
-        let trust: Vec<EpochTrust> = self
-            .epochs
-            .iter()
+        drop(by_stream);
+        let timeline = (self.options.policy.is_some() || self.options.timeline)
+            .then(|| build_timeline(&self.epochs, &self.codes));
+        // The epochs become the report's trust list one by one, each freed as it is listed: with
+        // many streams, the two would otherwise be held at once.
+        let trust: Vec<EpochTrust> = std::mem::take(&mut self.epochs)
+            .into_iter()
             .filter_map(|((stream, epoch), state)| {
                 let (basis, platform) = state.trust.clone()?;
                 Some(EpochTrust {
-                    stream: stream.clone(),
-                    epoch: epoch.clone(),
+                    key_id: state.key().unwrap_or_default().to_string(),
+                    stream,
+                    epoch,
                     basis,
                     platform,
-                    key_id: state.key().unwrap_or_default().to_string(),
                     batches: state.chain.batches(),
                     epoch_unsigned: state.seed,
                 })
             })
             .collect();
-        drop(by_stream);
         for finding in chain_findings {
             self.report(finding);
         }
@@ -1211,8 +1227,7 @@ impl Verifier {
             checkpoint_times,
             dev_attested: self.dev_attested,
             keys_needed: self.keys_needed.into_iter().collect(),
-            timeline: (self.options.policy.is_some() || self.options.timeline)
-                .then(|| build_timeline(&self.epochs, &self.codes)),
+            timeline,
         }
     }
 }
