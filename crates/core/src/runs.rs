@@ -126,6 +126,11 @@ impl Run {
         };
         glue(&mut self.segments, &mut later.segments);
         if self.kept.len() >= later.kept.len() {
+            // A short run grows by what it needs (most epochs stay a few batches long); a long
+            // one by doubling.
+            if self.kept.len() < 4 {
+                self.kept.reserve_exact(later.kept.len());
+            }
             self.kept.extend(later.kept);
             self.segments.extend(later.segments);
             self.tail_hash = later.tail_hash;

@@ -515,10 +515,10 @@ struct EpochState {
     /// The keys of its validly signed batches, each with the lowest seq it signed: one, unless
     /// someone else's key signed in this epoch (a list, not a map: a map's first node would cost
     /// more than the epoch's batches).
-    keys: Vec<(String, u64)>,
+    keys: Vec<(Arc<str>, u64)>,
     /// Whether its key is bound by an attestation document (a TEE key starts one epoch).
     attested: bool,
-    trust: Option<(TrustBasis, String)>,
+    trust: Option<(TrustBasis, Arc<str>)>,
     /// For the freshness check, when one is asked for (boxed: most runs ask for none).
     heard: Option<Box<Heard>>,
 }
@@ -526,20 +526,32 @@ struct EpochState {
 impl EpochState {
     /// The epoch's key: the one that signed its lowest validly signed seq.
     fn key(&self) -> Option<&str> {
-        self.keys.iter().min_by_key(|(_, seq)| *seq).map(|(key, _)| key.as_str())
+        self.keys.iter().min_by_key(|(_, seq)| *seq).map(|(key, _)| &**key)
     }
 
     /// Key `key` signed a batch at `seq`.
-    fn signed_by(&mut self, key: &str, seq: u64) {
-        match self.keys.iter_mut().find(|(k, _)| k == key) {
+    fn signed_by(&mut self, key: Arc<str>, seq: u64) {
+        match self.keys.iter_mut().find(|(k, _)| *k == key) {
             Some((_, lowest)) => *lowest = (*lowest).min(seq),
             None => {
                 // One key per epoch, nearly always: room for exactly one.
                 self.keys.reserve_exact(1);
-                self.keys.push((key.to_string(), seq));
+                self.keys.push((key, seq));
             }
         }
     }
+}
+
+/// `text` as one shared copy: key ids and platforms repeat in every epoch, and with many
+/// streams a copy each would cost more than the epoch's batches. Only names from validly signed
+/// batches (trusted or attested keys) are held, so the set stays small.
+fn shared(names: &mut HashSet<Arc<str>>, text: &str) -> Arc<str> {
+    if let Some(name) = names.get(text) {
+        return name.clone();
+    }
+    let name: Arc<str> = Arc::from(text);
+    names.insert(name.clone());
+    name
 }
 
 /// An attestation document from the input. It is verified when a batch first names it, so that
@@ -580,6 +592,8 @@ pub struct Verifier {
     /// by payload and signature, never by the unsigned thumbprint that places them (the one
     /// thing still kept per batch, and only for that legacy format).
     seed_seen: HashSet<Digest>,
+    /// Key ids and platforms, one copy each (see [`shared`]).
+    names: HashSet<Arc<str>>,
     torn: Vec<Torn>,
     torn_bytes: usize,
     epochs: BTreeMap<(String, String), EpochState>,
@@ -611,6 +625,7 @@ impl Verifier {
             pending_bytes: 0,
             seen_unverified: HashSet::new(),
             seed_seen: HashSet::new(),
+            names: HashSet::new(),
             torn: Vec::new(),
             torn_bytes: 0,
             epochs: BTreeMap::new(),
@@ -994,8 +1009,9 @@ impl Verifier {
             .options
             .freshness
             .map(|f| sealed_at <= f.now.saturating_add(self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW)));
+        let (key_id, platform) = (shared(&mut self.names, &h.key_id), shared(&mut self.names, &platform));
         let epoch = self.epochs.entry(key).or_default();
-        epoch.signed_by(&h.key_id, h.seq);
+        epoch.signed_by(key_id, h.seq);
         epoch.attested |= attested.is_some();
         epoch
             .trust
@@ -1075,10 +1091,12 @@ impl Verifier {
         }
         let intact = checked.records == RecordsStatus::Intact;
         let slot = Slot { header_hash: hash, prev: None, origin: origin.to_string(), sealed_at: 0 };
+        let (key_id, software) =
+            (shared(&mut self.names, &checked.key_id), shared(&mut self.names, "software"));
         let epoch = self.epochs.entry(key).or_default();
         epoch.seed = true;
-        epoch.signed_by(&checked.key_id, seq);
-        epoch.trust.get_or_insert_with(|| (TrustBasis::BarePublicKey, "software".to_string()));
+        epoch.signed_by(key_id, seq);
+        epoch.trust.get_or_insert_with(|| (TrustBasis::BarePublicKey, software));
         epoch.chain.insert(Arrival { seq, slot, chained: false, intact, segment: None });
     }
 
@@ -1201,7 +1219,7 @@ impl Verifier {
                     stream,
                     epoch,
                     basis,
-                    platform,
+                    platform: platform.to_string(),
                     batches: state.chain.batches(),
                     epoch_unsigned: state.seed,
                 })
@@ -1538,7 +1556,7 @@ fn check_stream(
 
         // One epoch, one key: the key of its lowest seq.
         if let Some(own) = state.key() {
-            for (key, seq) in state.keys.iter().filter(|(key, _)| key != own) {
+            for (key, seq) in state.keys.iter().filter(|(key, _)| &**key != own) {
                 out.push(finding(FindingKind::ChainBreak, epoch, *seq, foreign_key(own, key)));
             }
         }
