@@ -1096,7 +1096,7 @@ impl Verifier {
         let epoch = self.epochs.entry(key).or_default();
         epoch.seed = true;
         epoch.signed_by(key_id, seq);
-        epoch.trust.get_or_insert_with(|| (TrustBasis::BarePublicKey, software));
+        epoch.trust.get_or_insert((TrustBasis::BarePublicKey, software));
         epoch.chain.insert(Arrival { seq, slot, chained: false, intact, segment: None });
     }
 
