@@ -434,10 +434,12 @@ impl EpochChain {
     /// Every header at `seq`, as messages name them (whole where held whole).
     fn headers_at(&self, seq: u64) -> Vec<String> {
         let Some(run) = self.runs.containing(seq) else { return Vec::new() };
-        let first = match () {
-            _ if run.first == seq => hex::encode(run.head.header_hash),
-            _ if run.last() == seq => hex::encode(run.tail_hash),
-            _ => run.at(seq).map(|k| shown(&k.print)).unwrap_or_default(),
+        let first = if run.first == seq {
+            hex::encode(run.head.header_hash)
+        } else if run.last() == seq {
+            hex::encode(run.tail_hash)
+        } else {
+            run.at(seq).map(|k| shown(&k.print)).unwrap_or_default()
         };
         std::iter::once(first).chain(self.forks_at(seq).iter().map(|s| hex::encode(s.header_hash))).collect()
     }
@@ -460,23 +462,19 @@ impl EpochChain {
     pub fn judge(&self, chained: bool, report: &mut dyn FnMut(FindingKind, u64, String)) {
         // Equivocation: two different validly signed batches at one seq; report every one.
         for (seq, forks) in self.forks() {
-            let headers = self.headers_at(*seq);
-            let all: Vec<String> = match self.runs.containing(*seq) {
-                Some(run) if run.first == *seq => std::iter::once(&run.head)
-                    .chain(forks)
-                    .map(|s| format!("header {} at {}", hex::encode(s.header_hash), s.origin))
-                    .collect(),
-                _ => headers
-                    .iter()
-                    .take(1)
-                    .map(|h| format!("header {h} (read first)"))
-                    .chain(
-                        forks
-                            .iter()
-                            .map(|s| format!("header {} at {}", hex::encode(s.header_hash), s.origin)),
+            // The first header read at the seq is held whole only where a run starts with it.
+            let head = self.runs.containing(*seq).filter(|r| r.first == *seq).map(|r| &r.head);
+            let named = |s: &Slot| format!("header {} at {}", hex::encode(s.header_hash), s.origin);
+            let first = head.map_or_else(
+                || {
+                    format!(
+                        "header {} (read first)",
+                        self.headers_at(*seq).first().cloned().unwrap_or_default()
                     )
-                    .collect(),
-            };
+                },
+                named,
+            );
+            let all: Vec<String> = std::iter::once(first).chain(forks.iter().map(named)).collect();
             let detail = |origin: &str| {
                 format!(
                     "{origin}: {} different batches are signed for this seq: {}",
@@ -484,10 +482,13 @@ impl EpochChain {
                     all.join("; ")
                 )
             };
-            let first_origin = match self.runs.containing(*seq) {
-                Some(run) if run.first == *seq => run.head.origin.clone(),
-                _ => format!("batch {seq} as read first (before {})", forks[0].origin),
-            };
+            let first_origin = head.map_or_else(
+                || {
+                    let before = forks.first().map_or("", |f| f.origin.as_str());
+                    format!("batch {seq} as read first (before {before})")
+                },
+                |h| h.origin.clone(),
+            );
             report(FindingKind::Equivocation, *seq, detail(&first_origin));
             for fork in forks {
                 report(FindingKind::Equivocation, *seq, detail(&fork.origin));
