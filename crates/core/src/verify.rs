@@ -1125,24 +1125,28 @@ impl Verifier {
         unreferenced.sort_unstable();
         unreferenced.truncate(MAX_LISTED);
 
-        let mut by_stream: BTreeMap<&str, Vec<(&str, &EpochState)>> = BTreeMap::new();
-        for ((stream, epoch), state) in &self.epochs {
-            by_stream.entry(stream).or_default().push((epoch, state));
-        }
+        // Each stream's epochs in turn (the map is ordered by stream, then epoch), in one list
+        // reused: a list per stream held at once would cost more than many streams' batches.
         let mut chain_findings = Vec::new();
         let mut instances = Vec::new();
-        for (stream, epochs) in &by_stream {
-            instances.extend(check_stream(stream, epochs, &self.options.instances, &mut chain_findings));
+        let mut group: Vec<(&str, &EpochState)> = Vec::new();
+        let mut entries = self.epochs.iter().peekable();
+        while let Some(((stream, epoch), state)) = entries.next() {
+            group.push((epoch, state));
+            if entries.peek().is_none_or(|((next, _), _)| next != stream) {
+                instances.extend(check_stream(stream, &group, &self.options.instances, &mut chain_findings));
+                group.clear();
+            }
         }
+        drop(group);
         let checkpoint_lines = self.checkpoints.lines();
         let checkpoint_times = self.checkpoints.stamped();
         let stored = |stream: &str, epoch: &str, seq: u64| {
             stored_at(self.epochs.get(&(stream.to_string(), epoch.to_string())), seq)
         };
-        let signed_streams = by_stream
-            .iter()
-            .filter(|(_, epochs)| epochs.iter().any(|(_, e)| !e.chain.is_empty()))
-            .map(|(s, _)| *s);
+        // A stream per epoch with batches; the check takes each stream once.
+        let signed_streams =
+            self.epochs.iter().filter(|(_, e)| !e.chain.is_empty()).map(|((stream, _), _)| stream.as_str());
         chain_findings.extend(std::mem::take(&mut self.checkpoints).finish(&stored, signed_streams));
         if let Some(freshness) = self.options.freshness {
             let skew = self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
@@ -1164,7 +1168,8 @@ impl Verifier {
             chain_findings.extend(stale_streams(&heard, freshness, skew, instance));
         }
         let verified_in = |stream: &str| {
-            by_stream.get(stream).is_some_and(|epochs| epochs.iter().any(|(_, e)| !e.chain.is_empty()))
+            let epochs = self.epochs.range((stream.to_string(), String::new())..);
+            epochs.take_while(|((s, _), _)| s == stream).any(|(_, e)| !e.chain.is_empty())
         };
         let anything_verified = self.epochs.values().any(|e| !e.chain.is_empty());
         let nothing_else = chain_findings.is_empty() && self.findings.is_empty() && self.omitted.is_empty();
@@ -1205,7 +1210,6 @@ impl Verifier {
                 });
             }
         }
-        drop(by_stream);
         let timeline = (self.options.policy.is_some() || self.options.timeline)
             .then(|| build_timeline(&self.epochs, &self.codes));
         // The epochs become the report's trust list one by one, each freed as it is listed: with
