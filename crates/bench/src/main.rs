@@ -18,6 +18,7 @@ use teelog_store::lines::{Line, LineReader};
 
 mod callgrind;
 mod journald;
+mod memory;
 mod scaling;
 
 /// Measures the teelog binary end to end against SHA-256 over the same records (docs/PERFORMANCE.md).
@@ -64,6 +65,10 @@ struct BenchArgs {
     scaling: scaling::ScalingArgs,
     #[command(flatten)]
     callgrind: callgrind::CallgrindArgs,
+    /// Measure verify's peak RSS on a long and a wide input instead (docs/PERFORMANCE.md,
+    /// "Verifier memory").
+    #[arg(long)]
+    memory: bool,
 }
 
 /// One run of a phase.
@@ -122,6 +127,8 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         scaling::run(args, &exe, &dir)
     } else if args.callgrind.callgrind {
         callgrind::run(args, &exe, &dir)
+    } else if args.memory {
+        memory::run(args, &exe, &dir)
     } else {
         bench_in(args, &exe, &dir)
     };

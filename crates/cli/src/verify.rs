@@ -187,7 +187,12 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     finish(&report, &args.trust, || {
         if args.json {
-            println!("{}", serde_json::to_string(&report)?);
+            // Written as it is made: with many streams, the report's text is as large as the
+            // report itself.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            serde_json::to_writer(&mut out, &report)?;
+            std::io::Write::write_all(&mut out, b"\n")?;
+            std::io::Write::flush(&mut out)?;
         } else {
             print_human(&report);
         }

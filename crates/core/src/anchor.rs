@@ -1014,7 +1014,7 @@ mod tests {
         bundle.chain = (0..50_000u64)
             .map(|i| text.replacen("\"seq\":2", &format!("\"seq\":{}", 10 + 2 * i), 1))
             .collect();
-        bundle.tokens = (0..20_000)
+        bundle.tokens = (0..9_000)
             .map(|i| BundleToken {
                 head: hex::encode(sha256(bundle.chain[i].as_bytes())),
                 timestamp: "AAAA".into(),

@@ -15,6 +15,7 @@ pub mod merkle;
 pub mod policy;
 pub mod random;
 pub mod record;
+mod runs;
 mod seed;
 pub mod timestamp;
 pub mod verify;

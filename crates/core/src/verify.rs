@@ -14,6 +14,7 @@ use crate::checkpoint::{CheckpointCheck, Stored};
 use crate::crypto::PublicKey;
 use crate::merkle::{sha256, Digest};
 use crate::policy::{Judgement, Policy};
+use crate::runs::{print_of_hex, Arrival, EpochChain, Print, Segment, Slot};
 use crate::seed::check_seed_batch;
 use crate::timestamp::{format_rfc3339, UnixNanos};
 
@@ -338,16 +339,12 @@ pub struct TimelineEntry {
     pub last: String,
 }
 
-/// One accepted batch, as the timeline needs it.
-#[derive(Debug, Clone)]
-struct TimelinePoint {
-    stream: String,
-    epoch: String,
-    seq: u64,
-    sealed_at: UnixNanos,
-    platform: String,
-    measurement: String,
-    judgement: Option<Judgement>,
+/// An epoch's batches as the freshness check needs them: the first read, and the newest credible
+/// one (sealed no later than the verification time allows), each as (arrival, sealed_at, seq).
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    first: (u64, UnixNanos, u64),
+    newest: Option<(u64, UnixNanos, u64)>,
 }
 
 /// Where a line came from, for messages: `file:line`.
@@ -688,33 +685,62 @@ pub(crate) fn check_alone(
     PreparedBatch { candidate, signature }
 }
 
-/// A validly signed batch as the chain check needs it.
-#[derive(Debug, Clone)]
-struct Slot {
-    header_hash: Digest,
-    prev: Option<String>,
-    origin: String,
-    sealed_at: UnixNanos,
-}
-
 #[derive(Debug, Default)]
 struct EpochState {
     seed: bool,
-    /// Validly signed batches by seq; more than one distinct header at a seq is equivocation.
-    slots: BTreeMap<u64, Vec<Slot>>,
+    /// Validly signed headers by seq, as runs (crate::runs); more than one distinct header at a
+    /// seq is equivocation.
+    chain: EpochChain,
     /// The keys of its validly signed batches, each with the lowest seq it signed: one, unless
-    /// someone else's key signed in this epoch.
-    keys: BTreeMap<String, u64>,
+    /// someone else's key signed in this epoch (a list, not a map: a map's first node would cost
+    /// more than the epoch's batches).
+    keys: Vec<(Arc<str>, u64)>,
     /// Whether its key is bound by an attestation document (a TEE key starts one epoch).
     attested: bool,
-    trust: Option<(TrustBasis, String)>,
+    trust: Option<(TrustBasis, Arc<str>)>,
+    /// For the freshness check, when one is asked for (boxed: most runs ask for none).
+    heard: Option<Box<Heard>>,
 }
 
 impl EpochState {
+    /// Notes a validly signed batch (arrival, sealed_at, seq) for the freshness check, when there
+    /// is one (`credible` is then whether it can show freshness).
+    fn hear(&mut self, credible: Option<bool>, point: (u64, UnixNanos, u64)) {
+        let Some(credible) = credible else { return };
+        let heard = self.heard.get_or_insert_with(|| Box::new(Heard { first: point, newest: None }));
+        if credible && heard.newest.is_none_or(|(_, newest, _)| point.1 > newest) {
+            heard.newest = Some(point);
+        }
+    }
+
     /// The epoch's key: the one that signed its lowest validly signed seq.
     fn key(&self) -> Option<&str> {
-        self.keys.iter().min_by_key(|(_, seq)| **seq).map(|(key, _)| key.as_str())
+        self.keys.iter().min_by_key(|(_, seq)| *seq).map(|(key, _)| &**key)
     }
+
+    /// Key `key` signed a batch at `seq`.
+    fn signed_by(&mut self, key: Arc<str>, seq: u64) {
+        match self.keys.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, lowest)) => *lowest = (*lowest).min(seq),
+            None => {
+                // One key per epoch, nearly always: room for exactly one.
+                self.keys.reserve_exact(1);
+                self.keys.push((key, seq));
+            }
+        }
+    }
+}
+
+/// `text` as one shared copy: key ids and platforms repeat in every epoch, and with many
+/// streams a copy each would cost more than the epoch's batches. Only names from validly signed
+/// batches (trusted or attested keys) are held, so the set stays small.
+fn shared(names: &mut HashSet<Arc<str>>, text: &str) -> Arc<str> {
+    if let Some(name) = names.get(text) {
+        return name.clone();
+    }
+    let name: Arc<str> = Arc::from(text);
+    names.insert(name.clone());
+    name
 }
 
 /// An attestation document from the input. It is verified when a batch first names it, so that
@@ -732,6 +758,8 @@ struct Torn {
     bytes: Vec<u8>,
     /// The identity of the batch line it is the start of, once one turned up.
     completed_by: Option<Digest>,
+    /// A batch of that identity verified intact.
+    verified: bool,
 }
 
 /// The chain verifier: every line of the input is pushed as it is read ([`Verifier::push_line`]),
@@ -747,10 +775,14 @@ pub struct Verifier {
     /// Batches that name a document not read yet, checked once every line is in.
     pending: Vec<(Candidate, SignedHeader)>,
     pending_bytes: usize,
-    /// Identities of validly signed, intact batches.
-    seen: HashSet<Digest>,
     /// Identities of the other batch lines, up to a bound.
     seen_unverified: HashSet<Digest>,
+    /// Identities of seed-format batches that verified intact: copies of those are told apart
+    /// by payload and signature, never by the unsigned thumbprint that places them (the one
+    /// thing still kept per batch, and only for that legacy format).
+    seed_seen: HashSet<Digest>,
+    /// Key ids and platforms, one copy each (see [`shared`]).
+    names: HashSet<Arc<str>>,
     torn: Vec<Torn>,
     torn_bytes: usize,
     epochs: BTreeMap<(String, String), EpochState>,
@@ -763,7 +795,9 @@ pub struct Verifier {
     dev_attested: u64,
     torn_writes: u64,
     keys_needed: BTreeSet<String>,
-    timeline: Vec<TimelinePoint>,
+    /// The (platform, measurement) pairs the timeline's segments name, by index.
+    codes: Vec<(String, String)>,
+    code_index: HashMap<(String, String), u32>,
     checkpoints: CheckpointCheck,
     /// Shared with the [`LineChecker`]s handed out.
     known_keys: Arc<KnownKeys>,
@@ -780,8 +814,9 @@ impl Verifier {
             failed_documents: 0,
             pending: Vec::new(),
             pending_bytes: 0,
-            seen: HashSet::new(),
             seen_unverified: HashSet::new(),
+            seed_seen: HashSet::new(),
+            names: HashSet::new(),
             torn: Vec::new(),
             torn_bytes: 0,
             epochs: BTreeMap::new(),
@@ -794,7 +829,8 @@ impl Verifier {
             dev_attested: 0,
             torn_writes: 0,
             keys_needed: BTreeSet::new(),
-            timeline: Vec::new(),
+            codes: Vec::new(),
+            code_index: HashMap::new(),
             checkpoints: CheckpointCheck::default(),
             known_keys: Arc::default(),
         }
@@ -866,7 +902,12 @@ impl Verifier {
             return self.push_malformed(origin, "a torn last line (more torn lines than the verifier holds)");
         }
         self.torn_bytes += line.len();
-        self.torn.push(Torn { origin: origin.to_string(), bytes: line.to_vec(), completed_by: None });
+        self.torn.push(Torn {
+            origin: origin.to_string(),
+            bytes: line.to_vec(),
+            completed_by: None,
+            verified: false,
+        });
     }
 
     /// Feeds one line (without its newline). Blank lines are ignored.
@@ -1048,10 +1089,26 @@ impl Verifier {
     }
 
     /// Counts the batch `identity` (of a line that verified intact, or not): true for its first
-    /// copy, false for a duplicate. Lines that did not verify are told apart within a bound.
-    fn count_copy(&mut self, identity: Digest, verified_intact: bool) -> bool {
+    /// copy, false for a duplicate. A teelog batch that verified intact is a copy of the one held
+    /// at its `place` (stream and epoch, seq) with its header hash, which is all that is kept of
+    /// it; a seed-format batch, whose epoch nothing signs, by identity. Lines that did not verify
+    /// are told apart by identity, within a bound.
+    fn count_copy(
+        &mut self,
+        place: Option<(&(String, String), u64, &Digest)>,
+        identity: Digest,
+        verified_intact: bool,
+    ) -> bool {
         let first = if verified_intact {
-            self.seen.insert(identity)
+            for torn in self.torn.iter_mut().filter(|t| t.completed_by == Some(identity)) {
+                torn.verified = true;
+            }
+            match place {
+                Some((key, seq, hash)) => {
+                    self.epochs.get_mut(key).is_none_or(|e| e.chain.first_intact_copy(seq, hash))
+                }
+                None => self.seed_seen.insert(identity),
+            }
         } else if self.seen_unverified.contains(&identity) {
             false
         } else {
@@ -1098,7 +1155,7 @@ impl Verifier {
                 self.report(finding);
             }
         }
-        if !self.count_copy(batch.identity, verified && intact) {
+        if !self.count_copy(Some((&key, h.seq, &batch.header_hash)), batch.identity, verified && intact) {
             return;
         }
         let failure = match signature {
@@ -1134,35 +1191,68 @@ impl Verifier {
         if attested.is_some_and(|a| a.anchor == TrustBasis::DevRoot) {
             self.dev_attested += 1;
         }
-        // Only the timeline and the freshness check read these.
-        if self.options.policy.is_some() || self.options.timeline || self.options.freshness.is_some() {
-            self.timeline.push(TimelinePoint {
-                stream: h.stream.clone(),
-                epoch: h.epoch.clone(),
-                seq: h.seq,
-                sealed_at,
-                platform: platform.clone(),
-                measurement,
-                judgement,
-            });
-        }
+        let segment = self.segment(h.seq, sealed_at, &platform, &measurement, judgement.as_ref());
         let slot = Slot {
             header_hash: batch.header_hash,
             prev: h.prev.clone(),
             origin: batch.origin.clone(),
             sealed_at,
         };
+        let arrival = self.batches;
+        let credible = self.credible(sealed_at);
+        let (key_id, platform) = (shared(&mut self.names, &h.key_id), shared(&mut self.names, &platform));
         let epoch = self.epochs.entry(key).or_default();
-        let lowest = epoch.keys.entry(h.key_id.clone()).or_insert(h.seq);
-        *lowest = (*lowest).min(h.seq);
+        epoch.signed_by(key_id, h.seq);
         epoch.attested |= attested.is_some();
         epoch
             .trust
             .get_or_insert_with(|| (attested.map_or(TrustBasis::BarePublicKey, |a| a.anchor), platform));
-        let slots = epoch.slots.entry(h.seq).or_default();
-        if !slots.iter().any(|s| s.header_hash == slot.header_hash) {
-            slots.push(slot);
+        epoch.hear(credible, (arrival, sealed_at, h.seq));
+        let shown = epoch.chain.insert(Arrival { seq: h.seq, slot, chained: true, intact, segment });
+        for (seq, detail) in shown {
+            let finding = Finding { seq: Some(seq), detail, ..about(FindingKind::TimeAnomaly, None, "") };
+            self.report(finding);
         }
+    }
+
+    /// The timeline's segment of one batch, when the report carries a timeline.
+    fn segment(
+        &mut self,
+        seq: u64,
+        sealed_at: UnixNanos,
+        platform: &str,
+        measurement: &str,
+        judgement: Option<&Judgement>,
+    ) -> Option<Segment> {
+        (self.options.policy.is_some() || self.options.timeline).then(|| Segment {
+            first: seq,
+            last: seq,
+            from: sealed_at,
+            to: sealed_at,
+            code: self.code(platform, measurement),
+            version: judgement.and_then(|j| j.version().map(str::to_string)),
+            allowed: judgement.is_none_or(Judgement::allowed),
+            batches: 1,
+        })
+    }
+
+    /// With a freshness bound, whether a batch sealed at `sealed_at` can show freshness (one
+    /// sealed in the future, beyond the skew, cannot).
+    fn credible(&self, sealed_at: UnixNanos) -> Option<bool> {
+        let skew = self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
+        self.options.freshness.map(|f| sealed_at <= f.now.saturating_add(skew))
+    }
+
+    /// The index of the code (`platform`, `measurement`) in the timeline's table.
+    fn code(&mut self, platform: &str, measurement: &str) -> u32 {
+        let key = (platform.to_string(), measurement.to_string());
+        if let Some(index) = self.code_index.get(&key) {
+            return *index;
+        }
+        let index = u32::try_from(self.codes.len()).unwrap_or(u32::MAX);
+        self.codes.push(key.clone());
+        self.code_index.insert(key, index);
+        index
     }
 
     fn push_seed(&mut self, origin: Origin<'_>, fields: LineFields<'_>) {
@@ -1181,10 +1271,11 @@ impl Verifier {
             };
         let verified_intact =
             checked.signature == SignatureStatus::Valid && checked.records == RecordsStatus::Intact;
-        if !self.count_copy(checked.identity, verified_intact) {
+        let key = (SEED_STREAM.to_string(), checked.thumbprint.clone());
+        let (seq, hash) = (checked.sequence, checked.payload_hash);
+        if !self.count_copy(None, checked.identity, verified_intact) {
             return;
         }
-        let key = (SEED_STREAM.to_string(), checked.thumbprint.clone());
         let finding = |kind, detail: String| Finding {
             kind,
             stream: Some(SEED_STREAM.to_string()),
@@ -1234,27 +1325,19 @@ impl Verifier {
         {
             self.report(finding(FindingKind::UnexpectedMeasurement, detail));
         }
-        if self.options.policy.is_some() || self.options.timeline || self.options.freshness.is_some() {
-            self.timeline.push(TimelinePoint {
-                stream: SEED_STREAM.to_string(),
-                epoch: checked.thumbprint.clone(),
-                seq: checked.sequence,
-                sealed_at,
-                platform: "software".to_string(),
-                measurement: checked.measurement.clone(),
-                judgement,
-            });
-        }
-        let slot =
-            Slot { header_hash: checked.payload_hash, prev: None, origin: origin.to_string(), sealed_at: 0 };
+        let segment = self.segment(seq, sealed_at, "software", &checked.measurement, judgement.as_ref());
+        let credible = self.credible(sealed_at);
+        let arrival = self.batches;
+        let intact = checked.records == RecordsStatus::Intact;
+        let slot = Slot { header_hash: hash, prev: None, origin: origin.to_string(), sealed_at: 0 };
+        let (key_id, software) =
+            (shared(&mut self.names, &checked.key_id), shared(&mut self.names, "software"));
         let epoch = self.epochs.entry(key).or_default();
         epoch.seed = true;
-        epoch.keys.entry(checked.key_id.clone()).or_insert(checked.sequence);
-        epoch.trust.get_or_insert_with(|| (TrustBasis::BarePublicKey, "software".to_string()));
-        let slots = epoch.slots.entry(checked.sequence).or_default();
-        if !slots.iter().any(|s| s.header_hash == slot.header_hash) {
-            slots.push(slot);
-        }
+        epoch.signed_by(key_id, seq);
+        epoch.trust.get_or_insert((TrustBasis::BarePublicKey, software));
+        epoch.hear(credible, (arrival, sealed_at, seq));
+        epoch.chain.insert(Arrival { seq, slot, chained: false, intact, segment });
     }
 
     /// Runs the chain checks and returns the report, findings ordered by stream, epoch, seq.
@@ -1264,7 +1347,7 @@ impl Verifier {
             self.accept_attested(batch, &signed, digest, None);
         }
         for torn in std::mem::take(&mut self.torn) {
-            if torn.completed_by.is_some_and(|identity| self.seen.contains(&identity)) {
+            if torn.verified {
                 self.torn_writes += 1;
             } else {
                 self.report(Finding::unplaced(
@@ -1282,24 +1365,28 @@ impl Verifier {
         unreferenced.sort_unstable();
         unreferenced.truncate(MAX_LISTED);
 
-        let mut by_stream: BTreeMap<&str, Vec<(&str, &EpochState)>> = BTreeMap::new();
-        for ((stream, epoch), state) in &self.epochs {
-            by_stream.entry(stream).or_default().push((epoch, state));
-        }
+        // Each stream's epochs in turn (the map is ordered by stream, then epoch), in one list
+        // reused: a list per stream held at once would cost more than many streams' batches.
         let mut chain_findings = Vec::new();
         let mut instances = Vec::new();
-        for (stream, epochs) in &by_stream {
-            instances.extend(check_stream(stream, epochs, &self.options.instances, &mut chain_findings));
+        let mut group: Vec<(&str, &EpochState)> = Vec::new();
+        let mut entries = self.epochs.iter().peekable();
+        while let Some(((stream, epoch), state)) = entries.next() {
+            group.push((epoch, state));
+            if entries.peek().is_none_or(|((next, _), _)| next != stream) {
+                instances.extend(check_stream(stream, &group, &self.options.instances, &mut chain_findings));
+                group.clear();
+            }
         }
+        drop(group);
         let checkpoint_lines = self.checkpoints.lines();
         let checkpoint_times = self.checkpoints.stamped();
         let stored = |stream: &str, epoch: &str, seq: u64| {
             stored_at(self.epochs.get(&(stream.to_string(), epoch.to_string())), seq)
         };
-        let signed_streams = by_stream
-            .iter()
-            .filter(|(_, epochs)| epochs.iter().any(|(_, e)| !e.slots.is_empty()))
-            .map(|(s, _)| *s);
+        // A stream per epoch with batches; the check takes each stream once.
+        let signed_streams =
+            self.epochs.iter().filter(|(_, e)| !e.chain.is_empty()).map(|((stream, _), _)| stream.as_str());
         chain_findings.extend(std::mem::take(&mut self.checkpoints).finish(&stored, signed_streams));
         if let Some(freshness) = self.options.freshness {
             let skew = self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
@@ -1310,12 +1397,21 @@ impl Verifier {
                 })
                 .collect();
             let instance = |stream: &str, epoch: &str| instance_of.get(&(stream, epoch)).copied();
-            chain_findings.extend(stale_streams(&self.timeline, freshness, skew, instance));
+            let mut heard: Vec<Beat<'_>> = Vec::new();
+            for ((stream, epoch), state) in &self.epochs {
+                let Some(h) = state.heard.as_deref() else { continue };
+                for (arrival, sealed_at, seq) in std::iter::once(h.first).chain(h.newest) {
+                    heard.push(Beat { stream, epoch, seq, sealed_at, arrival });
+                }
+            }
+            heard.sort_by_key(|b| b.arrival);
+            chain_findings.extend(stale_streams(&heard, freshness, skew, instance));
         }
         let verified_in = |stream: &str| {
-            by_stream.get(stream).is_some_and(|epochs| epochs.iter().any(|(_, e)| !e.slots.is_empty()))
+            let epochs = self.epochs.range((stream.to_string(), String::new())..);
+            epochs.take_while(|((s, _), _)| s == stream).any(|(_, e)| !e.chain.is_empty())
         };
-        let anything_verified = self.epochs.values().any(|e| !e.slots.is_empty());
+        let anything_verified = self.epochs.values().any(|e| !e.chain.is_empty());
         let nothing_else = chain_findings.is_empty() && self.findings.is_empty() && self.omitted.is_empty();
         if !anything_verified && nothing_else && !self.options.allow_empty {
             chain_findings.push(Finding::unplaced(
@@ -1339,7 +1435,7 @@ impl Verifier {
         }
         for (stream, pins) in &self.options.instances.pinned {
             let present = |epoch: &String| {
-                self.epochs.get(&(stream.clone(), epoch.clone())).is_some_and(|e| !e.slots.is_empty())
+                self.epochs.get(&(stream.clone(), epoch.clone())).is_some_and(|e| !e.chain.is_empty())
             };
             for epoch in pins.iter().filter(|e| !present(e)) {
                 chain_findings.push(Finding {
@@ -1354,23 +1450,25 @@ impl Verifier {
                 });
             }
         }
-        let trust: Vec<EpochTrust> = self
-            .epochs
-            .iter()
+        let timeline = (self.options.policy.is_some() || self.options.timeline)
+            .then(|| build_timeline(&self.epochs, &self.codes));
+        // The epochs become the report's trust list one by one, each freed as it is listed: with
+        // many streams, the two would otherwise be held at once.
+        let trust: Vec<EpochTrust> = std::mem::take(&mut self.epochs)
+            .into_iter()
             .filter_map(|((stream, epoch), state)| {
                 let (basis, platform) = state.trust.clone()?;
                 Some(EpochTrust {
-                    stream: stream.clone(),
-                    epoch: epoch.clone(),
-                    basis,
-                    platform,
                     key_id: state.key().unwrap_or_default().to_string(),
-                    batches: state.slots.values().map(|s| s.len() as u64).sum(),
+                    stream,
+                    epoch,
+                    basis,
+                    platform: platform.to_string(),
+                    batches: state.chain.batches(),
                     epoch_unsigned: state.seed,
                 })
             })
             .collect();
-        drop(by_stream);
         for finding in chain_findings {
             self.report(finding);
         }
@@ -1394,8 +1492,7 @@ impl Verifier {
             checkpoint_times,
             dev_attested: self.dev_attested,
             keys_needed: self.keys_needed.into_iter().collect(),
-            timeline: (self.options.policy.is_some() || self.options.timeline)
-                .then(|| build_timeline(&mut self.timeline)),
+            timeline,
             measurements_unjudged,
         }
     }
@@ -1424,15 +1521,9 @@ fn is_zero(n: &u64) -> bool {
 
 /// What `epoch` holds at `seq`, for the checkpoint check.
 fn stored_at(epoch: Option<&EpochState>, seq: u64) -> Stored {
-    let Some(epoch) = epoch.filter(|e| !e.slots.is_empty()) else {
-        return Stored::Missing { from: 1, epoch_present: false };
-    };
-    match epoch.slots.get(&seq) {
-        Some(slots) => Stored::Present(slots.iter().map(|s| s.header_hash).collect()),
-        None => {
-            let below = epoch.slots.range(..seq).next_back().map_or(0, |(s, _)| *s);
-            Stored::Missing { from: below + 1, epoch_present: true }
-        }
+    match epoch {
+        Some(epoch) => epoch.chain.stored(seq),
+        None => Stored::Missing { from: 1, epoch_present: false },
     }
 }
 
@@ -1572,17 +1663,17 @@ fn attested_judgement(
 /// that this one's tail is all there. A batch sealed in the future (beyond `skew`) proves nothing
 /// about freshness: an instance with only such batches is stale too.
 fn stale_streams<'a>(
-    points: &'a [TimelinePoint],
+    points: &'a [Beat<'a>],
     freshness: Freshness,
     skew: UnixNanos,
     instance: impl Fn(&str, &str) -> Option<&'a str>,
 ) -> Vec<Finding> {
     let latest_credible = freshness.now.saturating_add(skew);
     // Per stream and instance: the newest credible batch, or else any batch to name.
-    let mut newest: BTreeMap<(&str, Option<&str>), (&TimelinePoint, bool)> = BTreeMap::new();
+    let mut newest: BTreeMap<(&str, Option<&str>), (&Beat<'_>, bool)> = BTreeMap::new();
     for p in points {
         let credible = p.sealed_at <= latest_credible;
-        let entry = newest.entry((&p.stream, instance(&p.stream, &p.epoch))).or_insert((p, credible));
+        let entry = newest.entry((p.stream, instance(p.stream, p.epoch))).or_insert((p, credible));
         if credible && (!entry.1 || p.sealed_at > entry.0.sealed_at) {
             *entry = (p, true);
         }
@@ -1595,8 +1686,8 @@ fn stale_streams<'a>(
             let of = instance.map_or(String::new(), |i| format!(" of the instance from epoch {i}"));
             Finding {
             kind: FindingKind::StaleStream,
-            stream: Some(p.stream.clone()),
-            epoch: Some(p.epoch.clone()),
+            stream: Some(p.stream.to_string()),
+            epoch: Some(p.epoch.to_string()),
             seq: Some(p.seq),
             record_index: None,
             detail: if credible {
@@ -1618,40 +1709,59 @@ fn stale_streams<'a>(
         .collect()
 }
 
-/// Runs of batches with one (platform, measurement), per stream in `sealed_at` order.
-fn build_timeline(points: &mut [TimelinePoint]) -> Vec<TimelineEntry> {
-    points.sort_by(|a, b| {
-        (&a.stream, a.sealed_at, &a.epoch, a.seq).cmp(&(&b.stream, b.sealed_at, &b.epoch, b.seq))
-    });
+/// A batch the freshness check looks at: per epoch, the first read and the newest credible one,
+/// in the order they were read (`arrival`).
+struct Beat<'a> {
+    stream: &'a str,
+    epoch: &'a str,
+    seq: u64,
+    sealed_at: UnixNanos,
+    arrival: u64,
+}
+
+/// Runs of batches with one (platform, measurement), per stream in `sealed_at` order. Each epoch
+/// keeps its batches as segments of one code over consecutive seqs (crate::runs); these are put
+/// in order of their first batch's `sealed_at` and joined where neighbours share a code. Where
+/// the epochs of a stream follow one another in time this is the run of every batch by
+/// `sealed_at`; instances that interleave in time show one entry per segment, not per batch.
+fn build_timeline(
+    epochs: &BTreeMap<(String, String), EpochState>,
+    codes: &[(String, String)],
+) -> Vec<TimelineEntry> {
+    let mut segments: Vec<(&str, &str, &Segment)> = epochs
+        .iter()
+        .flat_map(|((stream, epoch), state)| {
+            state.chain.segments().map(move |s| (stream.as_str(), epoch.as_str(), s))
+        })
+        .collect();
+    segments.sort_by(|a, b| (a.0, a.2.from, a.1, a.2.first).cmp(&(b.0, b.2.from, b.1, b.2.first)));
     let mut runs: Vec<TimelineEntry> = Vec::new();
-    for p in points.iter() {
-        let allowed = p.judgement.as_ref().is_none_or(Judgement::allowed);
-        let at = format_rfc3339(p.sealed_at);
-        let place = format!("{}:{}", p.epoch, p.seq);
+    let mut last_code = None;
+    for (stream, epoch, s) in segments {
+        let (platform, measurement) = codes.get(s.code as usize).cloned().unwrap_or_default();
+        let to = format_rfc3339(s.to);
+        let last = format!("{epoch}:{}", s.last);
         match runs.last_mut() {
-            Some(run)
-                if run.stream == p.stream
-                    && run.platform == p.platform
-                    && run.measurement == p.measurement =>
-            {
-                run.batches += 1;
-                run.allowed &= allowed;
-                run.to = at;
-                run.last = place;
+            Some(run) if run.stream == stream && last_code == Some(s.code) => {
+                run.batches += s.batches;
+                run.allowed &= s.allowed;
+                run.to = to;
+                run.last = last;
             }
             _ => runs.push(TimelineEntry {
-                stream: p.stream.clone(),
-                platform: p.platform.clone(),
-                measurement: p.measurement.clone(),
-                version: p.judgement.as_ref().and_then(|j| j.version().map(str::to_string)),
-                allowed,
-                batches: 1,
-                from: at.clone(),
-                to: at,
-                first: place.clone(),
-                last: place,
+                stream: stream.to_string(),
+                platform,
+                measurement,
+                version: s.version.clone(),
+                allowed: s.allowed,
+                batches: s.batches,
+                from: format_rfc3339(s.from),
+                to,
+                first: format!("{epoch}:{}", s.first),
+                last,
             }),
         }
+        last_code = Some(s.code);
     }
     runs
 }
@@ -1671,20 +1781,29 @@ fn check_stream(
         record_index: None,
         detail,
     };
-    // Every validly signed header of the stream, by hash: the targets of epoch hand-over links.
-    let mut index: HashMap<String, (&str, u64, UnixNanos)> = HashMap::new();
-    for (epoch, state) in epochs {
-        for (seq, slots) in &state.slots {
-            for slot in slots {
-                index.insert(hex::encode(slot.header_hash), (epoch, *seq, slot.sealed_at));
+    // The first batches of the epochs, and the headers they continue from, found among every
+    // header of the stream (by print, which is all that is kept of most): the targets of epoch
+    // hand-over links.
+    let firsts: BTreeMap<&str, Vec<&Slot>> = epochs
+        .iter()
+        .filter(|(_, state)| !state.seed)
+        .map(|(epoch, state)| (*epoch, state.chain.heads_at(1)))
+        .collect();
+    let wanted: HashSet<Print> =
+        firsts.values().flatten().filter_map(|s| s.prev.as_deref().and_then(print_of_hex)).collect();
+    let mut index: HashMap<Print, (&str, u64, UnixNanos)> = HashMap::new();
+    if !wanted.is_empty() {
+        for (epoch, state) in epochs {
+            for (seq, print, sealed_at) in state.chain.prints().filter(|(_, p, _)| wanted.contains(p)) {
+                index.insert(print, (epoch, seq, sealed_at));
             }
         }
     }
     let mut genesis: Vec<&str> = Vec::new();
     // The epochs whose first batch continues from each header: more than one forks the stream.
     let mut successors: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (epoch, state) in epochs {
-        for prev in state.slots.get(&1).into_iter().flatten().filter_map(|s| s.prev.as_deref()) {
+    for (epoch, slots) in &firsts {
+        for prev in slots.iter().filter_map(|s| s.prev.as_deref()) {
             let list = successors.entry(prev).or_default();
             if !list.contains(epoch) {
                 list.push(epoch);
@@ -1695,101 +1814,21 @@ fn check_stream(
     let mut predecessor: HashMap<&str, &str> = HashMap::new();
 
     for (epoch, state) in epochs {
-        // Equivocation: two different validly signed batches at one seq; report every one.
-        for (seq, slots) in &state.slots {
-            if slots.len() > 1 {
-                let all: Vec<String> = slots
-                    .iter()
-                    .map(|s| format!("header {} at {}", hex::encode(s.header_hash), s.origin))
-                    .collect();
-                for slot in slots {
-                    out.push(finding(
-                        FindingKind::Equivocation,
-                        epoch,
-                        *seq,
-                        format!(
-                            "{}: {} different batches are signed for this seq: {}",
-                            slot.origin,
-                            slots.len(),
-                            all.join("; ")
-                        ),
-                    ));
-                }
-            }
-        }
-
-        // Gaps: every seq from 1 to the highest validly signed one must be validly signed (a
-        // forged line neither fills a gap nor makes one up to a seq of its choosing). Walks the
-        // seqs present, never the numbers between them: a seq near 2^53 costs nothing.
-        let mut last = 0u64;
-        for &seq in state.slots.keys() {
-            if seq > last.saturating_add(1) {
-                let (first, end) = (last + 1, seq - 1);
-                let range = if first == end {
-                    format!("batch {first} is")
-                } else {
-                    format!("batches {first} to {end} are")
-                };
-                out.push(finding(FindingKind::SequenceGap, epoch, first, format!("{range} missing")));
-            }
-            last = last.max(seq);
-        }
+        // Equivocation, gaps, and links and times inside the epoch.
+        state.chain.judge(!state.seed, &mut |kind, seq, detail| out.push(finding(kind, epoch, seq, detail)));
         if state.seed {
             continue;
         }
 
         // One epoch, one key: the key of its lowest seq.
         if let Some(own) = state.key() {
-            for (key, seq) in state.keys.iter().filter(|(key, _)| *key != own) {
+            for (key, seq) in state.keys.iter().filter(|(key, _)| &**key != own) {
                 out.push(finding(FindingKind::ChainBreak, epoch, *seq, foreign_key(own, key)));
             }
         }
 
-        // Links inside the epoch: seq n must name the header of seq n-1, and be sealed no
-        // earlier than it.
-        for (seq, slots) in &state.slots {
-            if *seq == 1 {
-                continue;
-            }
-            let Some(previous) = state.slots.get(&(seq - 1)) else {
-                continue;
-            };
-            for slot in slots {
-                let linked = slot
-                    .prev
-                    .as_deref()
-                    .is_some_and(|p| previous.iter().any(|s| hex::encode(s.header_hash) == p));
-                if !linked {
-                    out.push(finding(
-                        FindingKind::ChainBreak,
-                        epoch,
-                        *seq,
-                        format!(
-                            "{}: {}",
-                            slot.origin,
-                            unlinked(
-                                slot.prev.as_deref(),
-                                seq - 1,
-                                &previous.iter().map(|s| hex::encode(s.header_hash)).collect::<Vec<_>>()
-                            )
-                        ),
-                    ));
-                }
-                if let Some(before) =
-                    previous.iter().map(|s| s.sealed_at).max().filter(|&b| slot.sealed_at < b)
-                {
-                    out.push(finding(
-                        FindingKind::TimeAnomaly,
-                        epoch,
-                        *seq,
-                        format!("{}: {}", slot.origin, backwards(slot.sealed_at, seq - 1, before)),
-                    ));
-                }
-            }
-        }
-
         // Hand-over: seq 1 either starts the stream or names the previous epoch's last header.
-        for slot in state.slots.get(&1).into_iter().flatten() {
+        for slot in firsts.get(epoch).into_iter().flatten() {
             let Some(prev) = slot.prev.as_deref() else {
                 // Two first batches of one epoch are equivocation, not two starts.
                 if genesis.last() != Some(epoch) {
@@ -1797,7 +1836,7 @@ fn check_stream(
                 }
                 continue;
             };
-            let detail = match index.get(prev) {
+            let detail = match print_of_hex(prev).and_then(|p| index.get(&p)) {
                 None => Some(format!(
                     "{}: this epoch starts after header {prev}, which is not in the input: the end of the previous epoch is missing",
                     slot.origin
@@ -1818,7 +1857,7 @@ fn check_stream(
                     let target_last = epochs
                         .iter()
                         .find(|(e, _)| e == target_epoch)
-                        .and_then(|(_, s)| s.slots.keys().next_back().copied())
+                        .and_then(|(_, s)| s.chain.highest())
                         .unwrap_or(0);
                     let forks: Vec<&str> =
                         successors.get(prev).into_iter().flatten().copied().filter(|e| e != epoch).collect();
@@ -1918,7 +1957,8 @@ fn check_instances(
             continue;
         }
         // The earliest of its lowest seq's batches, whatever order they came in.
-        let first_sealed = state.slots.values().next().and_then(|v| v.iter().map(|s| s.sealed_at).min());
+        let lowest = state.chain.lowest().map(|seq| state.chain.heads_at(seq));
+        let first_sealed = lowest.and_then(|v| v.iter().map(|s| s.sealed_at).min());
         let first_sealed = first_sealed.unwrap_or_default();
         by_root.entry(root.as_str()).or_default().push((first_sealed, epoch));
     }

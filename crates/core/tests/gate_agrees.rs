@@ -364,3 +364,58 @@ proptest! {
         }
     }
 }
+
+/// The verifier's report on `lines` in the order given: its findings as sorted places (copies
+/// of a place kept: one finding per header is one per header in any order) and its counts.
+fn verify_in_order(
+    lines: &[&Vec<u8>],
+    keys: &[SoftwareSigner],
+    now: i64,
+    instances: &InstanceRules,
+) -> (Vec<Place>, [u64; 3]) {
+    let mut verifier = Verifier::new(VerifyOptions {
+        trusted_keys: keys.iter().map(|k| k.public_key().clone()).collect(),
+        now: Some(now),
+        allow_empty: true,
+        instances: instances.clone(),
+        ..VerifyOptions::default()
+    });
+    for (i, line) in lines.iter().enumerate() {
+        verifier.push_line(Origin { source: "in", line: i as u64 + 1 }, line);
+    }
+    let report = verifier.finish();
+    let mut places: Vec<Place> = report.findings.iter().map(place).collect();
+    places.sort();
+    (places, [report.batches, report.records, report.duplicates])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// The verifier keeps an epoch as runs of seqs that met (crates/core/src/runs.rs): whatever
+    /// order the lines come in — forks and copies long after their seq, links before what they
+    /// link to — it finds what it finds in them in order, and counts the same.
+    #[test]
+    fn the_verifier_finds_the_same_in_any_order(
+        plans in proptest::collection::vec(epoch_plan(), 1..7),
+        faults in proptest::collection::vec(fault(), 0..6),
+        order in proptest::collection::vec(any::<u32>(), 40),
+        rules in rules(),
+    ) {
+        let keys = [signer(), signer(), signer()];
+        let stranger = signer();
+        let built = build(&plans, &keys);
+        let (lines, _) = arrive(&built, &faults, &keys, &stranger);
+        let now = built.iter().map(|b| b.sealed_at).max().unwrap_or(START);
+        let rules = rules.of(&built);
+        let in_order: Vec<&Vec<u8>> = lines.iter().collect();
+        let mut shuffled: Vec<(u32, &Vec<u8>)> =
+            lines.iter().enumerate().map(|(i, l)| (order[i % order.len()], l)).collect();
+        shuffled.sort_by_key(|(k, _)| *k);
+        let shuffled: Vec<&Vec<u8>> = shuffled.into_iter().map(|(_, l)| l).collect();
+        let reversed: Vec<&Vec<u8>> = lines.iter().rev().collect();
+        let expected = verify_in_order(&in_order, &keys, now, &rules);
+        prop_assert_eq!(&verify_in_order(&shuffled, &keys, now, &rules), &expected, "shuffled");
+        prop_assert_eq!(&verify_in_order(&reversed, &keys, now, &rules), &expected, "reversed");
+    }
+}
