@@ -3,7 +3,7 @@
 //! anchors a TSA dated: a gateway checkpoint or a token whose RFC 3161 imprint is a header at or
 //! after the batch bounds its sealing from above; a timestamp notice the shipper sealed into a
 //! batch at or before it bounds it from below (the token existed before the batch that holds it
-//! was signed). [`Linker`] finds the anchors and headers in the store for a bundle; [`bounds`]
+//! was signed). [`Linker`] finds the anchors and headers in the store for a bundle; `bounds`
 //! checks them in a bundle, offline, and says per batch what they bound.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -535,7 +535,7 @@ struct FoundNotice {
 /// batch's epoch is at or after it, the first timestamp notice whose token stamps a header at or
 /// after it, and the last notice sealed at or before it, each within [`MAX_CHAIN`] headers and
 /// linked to the batch by headers of the input. What it holds is bounded by the windows of seqs
-/// its batches leave open, and by [`MAX_HELD_BYTES`].
+/// its batches leave open, and by `MAX_HELD_BYTES`.
 pub struct Linker {
     targets: Vec<Target>,
     /// Per (stream, epoch) of a target, the seqs within [`MAX_CHAIN`] of one, as sorted disjoint

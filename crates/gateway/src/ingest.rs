@@ -228,7 +228,7 @@ impl Ingest {
 
     /// Starts the checks of `lines` that need no other line (parse, Merkle root, signature) on
     /// a thread of the blocking pool, so that lines are checked on every core while the writer
-    /// only admits them, in the order it is handed them ([`submit_checked`](Self::submit_checked)).
+    /// only admits them, in the order it is handed them ([`hand_checked`](Self::hand_checked)).
     pub fn check(&self, lines: Vec<Vec<u8>>, source: Arc<str>, first_line: u64) -> Checking {
         let checker = self.checker.clone();
         Checking(tokio::task::spawn_blocking(move || {
