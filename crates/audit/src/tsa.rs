@@ -2,8 +2,7 @@
 //! each checkpoint, stamped by an RFC 3161 TSA over HTTP, and tokens checked against the TSA roots
 //! the auditor gives (`teelog-tsa`).
 
-use teelog_core::evidence::{Bundle, TimestampVerifier};
-use teelog_core::timestamp::UnixNanos;
+use teelog_core::evidence::Bundle;
 
 /// Most bytes read from a TSA's answer.
 const MAX_TSA_RESPONSE: usize = 1 << 20;
@@ -116,21 +115,4 @@ impl TsaClient {
     }
 }
 
-/// The TSA roots (DER certificates) an auditor trusts for timestamp tokens.
-pub struct TsaRoots(pub Vec<Vec<u8>>);
-
-impl TimestampVerifier for TsaRoots {
-    fn verify_token(&self, token: &[u8], digest: &[u8; 32]) -> Result<UnixNanos, String> {
-        teelog_tsa::verify_token(token, digest, &self.0).map(|t| t.gen_time).map_err(|e| e.to_string())
-    }
-
-    fn verify_token_interval(
-        &self,
-        token: &[u8],
-        digest: &[u8; 32],
-    ) -> Result<(UnixNanos, UnixNanos), String> {
-        teelog_tsa::verify_token(token, digest, &self.0)
-            .map(|t| (t.gen_time.saturating_sub(t.accuracy), t.gen_time.saturating_add(t.accuracy)))
-            .map_err(|e| e.to_string())
-    }
-}
+pub use teelog_tsa::TsaRoots;

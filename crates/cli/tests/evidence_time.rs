@@ -97,6 +97,26 @@ fn verify(bundle: &Path, args: &[&str]) -> (i32, Value, Vec<String>) {
 }
 
 /// Replaces one character in the middle of the base64 text `text`, keeping it base64.
+/// A change to a bundle: what it changes, the change, the finding kind it gets and a phrase its
+/// detail must hold (naming the changed part).
+type Change<'a> = (&'a str, Box<dyn Fn(&mut Value)>, &'a str, &'a str);
+
+/// Each change of `original`, written to `offline` and verified with `trust`, fails with a
+/// finding of its kind whose detail names the part changed.
+fn each_change_is_named(original: &Value, changes: Vec<Change<'_>>, offline: &Path, trust: &[&str]) {
+    for (what, change, kind, named) in changes {
+        let mut changed = original.clone();
+        change(&mut changed);
+        std::fs::write(offline, serde_json::to_vec(&changed).unwrap()).unwrap();
+        let (code, json, kinds) = verify(offline, trust);
+        assert_eq!(code, 1, "{what}: {json}");
+        assert!(kinds.contains(&kind.to_string()), "{what}: {json}");
+        let details: Vec<&str> =
+            json["findings"].as_array().unwrap().iter().map(|f| f["detail"].as_str().unwrap()).collect();
+        assert!(details.iter().any(|d| d.contains(named)), "{what}: {details:?}");
+    }
+}
+
 fn flip_base64(text: &str) -> String {
     let mut bytes = B64.decode(text).unwrap();
     let middle = bytes.len() / 2;
@@ -195,10 +215,9 @@ fn a_record_is_dated_by_the_gateways_stamped_checkpoint_through_the_headers_afte
     assert!(json["proven"][0]["unbounded"][0].as_str().unwrap().contains("no stamped checkpoint"), "{json}");
 
     // Each part of the time evidence changed: refused, and the finding names it.
-    type Change = Box<dyn Fn(&mut Value)>;
     let header = |b: &Value, k: usize| b["chain"][k].as_str().unwrap().to_string();
     let checkpoint = |b: &Value| b["checkpoints"][0].as_str().unwrap().to_string();
-    let changes: Vec<(&str, Change, &str, &str)> = vec![
+    let changes: Vec<Change<'_>> = vec![
         (
             "a header in the middle of the chain",
             Box::new(move |b| b["chain"][1] = header(b, 1).replacen("\"count\":5", "\"count\":4", 1).into()),
@@ -248,17 +267,7 @@ fn a_record_is_dated_by_the_gateways_stamped_checkpoint_through_the_headers_afte
             "checkpoints[0]: the checkpoint of",
         ),
     ];
-    for (what, change, kind, named) in changes {
-        let mut changed = original.clone();
-        change(&mut changed);
-        std::fs::write(&offline, serde_json::to_vec(&changed).unwrap()).unwrap();
-        let (code, json, kinds) = verify(&offline, &trust);
-        assert_eq!(code, 1, "{what}: {json}");
-        assert!(kinds.contains(&kind.to_string()), "{what}: {json}");
-        let details: Vec<&str> =
-            json["findings"].as_array().unwrap().iter().map(|f| f["detail"].as_str().unwrap()).collect();
-        assert!(details.iter().any(|d| d.contains(named)), "{what}: {details:?}");
-    }
+    each_change_is_named(&original, changes, &offline, &trust);
 }
 
 /// The shipper stamps its own heads at a real TSA (`[timestamp]`, every second) while records
@@ -357,8 +366,7 @@ fn the_shippers_own_tokens_bound_a_record_from_both_sides() {
     assert_eq!(code, 0, "{json}");
     assert_eq!(json["proven"][0]["unbounded"].as_array().map(Vec::len), Some(2), "{json}");
 
-    type Change = Box<dyn Fn(&mut Value)>;
-    let changes: Vec<(&str, Change, &str, &str)> = vec![
+    let changes: Vec<Change<'_>> = vec![
         (
             "the notice's record",
             Box::new(|b| {
@@ -390,15 +398,5 @@ fn the_shippers_own_tokens_bound_a_record_from_both_sides() {
             "tokens[0]: header",
         ),
     ];
-    for (what, change, kind, named) in changes {
-        let mut changed = original.clone();
-        change(&mut changed);
-        std::fs::write(&offline, serde_json::to_vec(&changed).unwrap()).unwrap();
-        let (code, json, kinds) = verify(&offline, &trust);
-        assert_eq!(code, 1, "{what}: {json}");
-        assert!(kinds.contains(&kind.to_string()), "{what}: {json}");
-        let details: Vec<&str> =
-            json["findings"].as_array().unwrap().iter().map(|f| f["detail"].as_str().unwrap()).collect();
-        assert!(details.iter().any(|d| d.contains(named)), "{what}: {details:?}");
-    }
+    each_change_is_named(&original, changes, &offline, &trust);
 }

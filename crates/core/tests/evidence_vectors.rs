@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use teelog_core::anchor::TimestampNotice;
-use teelog_core::evidence::{check_bundle, Bundle, Exporter, Selection, TimestampVerifier};
-use teelog_core::timestamp::{parse_rfc3339, UnixNanos};
+use teelog_core::evidence::{check_bundle, Bundle, Exporter, Selection};
+use teelog_core::timestamp::parse_rfc3339;
 use teelog_core::{PublicKey, VerifyOptions};
+use teelog_tsa::TsaRoots;
 
 #[path = "../../tsa/tests/support/openssl_tsa.rs"]
 mod openssl_tsa;
@@ -34,25 +35,6 @@ struct Vectors {
     /// whose token, from the same TSA, stamps batch 3's header, then one record.
     notice_batch: String,
     vectors: Vec<Vector>,
-}
-
-/// Tokens checked under the vectors' TSA root.
-struct Roots(Vec<Vec<u8>>);
-
-impl TimestampVerifier for Roots {
-    fn verify_token(&self, token: &[u8], digest: &[u8; 32]) -> Result<UnixNanos, String> {
-        teelog_tsa::verify_token(token, digest, &self.0).map(|t| t.gen_time).map_err(|e| e.to_string())
-    }
-
-    fn verify_token_interval(
-        &self,
-        token: &[u8],
-        digest: &[u8; 32],
-    ) -> Result<(UnixNanos, UnixNanos), String> {
-        teelog_tsa::verify_token(token, digest, &self.0)
-            .map(|t| (t.gen_time - t.accuracy, t.gen_time + t.accuracy))
-            .map_err(|e| e.to_string())
-    }
 }
 
 /// A test TSA made with `openssl ts`, and its tokens over `digests`: (root PEM, tokens DER).
@@ -395,7 +377,7 @@ fn build(recorded: Option<&Vectors>) -> Vectors {
     let checkpoint_key = PublicKey::from_pem(checkpoint_key_pem.as_bytes()).unwrap();
     let options = VerifyOptions { trusted_keys: vec![key], ..VerifyOptions::default() };
     let at = parse_rfc3339(&now).unwrap();
-    let roots = Roots(vec![pem_der(&tsa_root_pem)]);
+    let roots = TsaRoots(vec![pem_der(&tsa_root_pem)]);
     let timed = |bundle: &Bundle| {
         check_bundle(bundle, &options, None, Some(&roots), std::slice::from_ref(&checkpoint_key), None)
     };

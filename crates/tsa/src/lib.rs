@@ -294,3 +294,23 @@ fn hash(algorithm: &ObjectIdentifier, data: &[u8]) -> Result<Vec<u8>, TsaError> 
 fn unix_nanos(time: &GeneralizedTime) -> UnixNanos {
     UnixNanos::try_from(time.to_unix_duration().as_nanos()).unwrap_or(UnixNanos::MAX)
 }
+
+/// The TSA roots (DER certificates) an auditor trusts for timestamp tokens: the verifier the
+/// core's evidence and checkpoint checks take.
+pub struct TsaRoots(pub Vec<Vec<u8>>);
+
+impl teelog_core::evidence::TimestampVerifier for TsaRoots {
+    fn verify_token(&self, token: &[u8], digest: &[u8; 32]) -> Result<UnixNanos, String> {
+        verify_token(token, digest, &self.0).map(|t| t.gen_time).map_err(|e| e.to_string())
+    }
+
+    fn verify_token_interval(
+        &self,
+        token: &[u8],
+        digest: &[u8; 32],
+    ) -> Result<(UnixNanos, UnixNanos), String> {
+        verify_token(token, digest, &self.0)
+            .map(|t| (t.gen_time.saturating_sub(t.accuracy), t.gen_time.saturating_add(t.accuracy)))
+            .map_err(|e| e.to_string())
+    }
+}
