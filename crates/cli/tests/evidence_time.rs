@@ -217,6 +217,12 @@ fn a_record_is_dated_by_the_gateways_stamped_checkpoint_through_the_headers_afte
     // Each part of the time evidence changed: refused, and the finding names it.
     let header = |b: &Value, k: usize| b["chain"][k].as_str().unwrap().to_string();
     let checkpoint = |b: &Value| b["checkpoints"][0].as_str().unwrap().to_string();
+    // One base64 character of the checkpoint line's `member` changed.
+    let flip_member = move |b: &mut Value, member: &str| {
+        let line: Value = serde_json::from_str(&checkpoint(b)).unwrap();
+        let text = line[member].as_str().unwrap();
+        b["checkpoints"][0] = checkpoint(b).replacen(text, &flip_base64(text), 1).into();
+    };
     let changes: Vec<Change<'_>> = vec![
         (
             "a header in the middle of the chain",
@@ -248,21 +254,13 @@ fn a_record_is_dated_by_the_gateways_stamped_checkpoint_through_the_headers_afte
         ),
         (
             "the checkpoint's token",
-            Box::new(move |b| {
-                let line: Value = serde_json::from_str(&checkpoint(b)).unwrap();
-                let token = line["timestamp"].as_str().unwrap();
-                b["checkpoints"][0] = checkpoint(b).replacen(token, &flip_base64(token), 1).into();
-            }),
+            Box::new(move |b| flip_member(b, "timestamp")),
             "time_anomaly",
             "checkpoints[0]: the timestamp token",
         ),
         (
             "the checkpoint's signature",
-            Box::new(move |b| {
-                let line: Value = serde_json::from_str(&checkpoint(b)).unwrap();
-                let sig = line["sig"].as_str().unwrap();
-                b["checkpoints"][0] = checkpoint(b).replacen(sig, &flip_base64(sig), 1).into();
-            }),
+            Box::new(move |b| flip_member(b, "sig")),
             "invalid_checkpoint",
             "checkpoints[0]: the checkpoint of",
         ),
