@@ -142,7 +142,8 @@ fn metrics(addr: SocketAddr) -> String {
 /// One HTTP/1.1 request; returns the status and the body.
 fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     let mut socket = TcpStream::connect(addr).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Longer than the gateway waits for memory before it answers 503 (10 s).
+    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
