@@ -117,6 +117,15 @@ fn each_change_is_named(original: &Value, changes: Vec<Change<'_>>, offline: &Pa
     }
 }
 
+/// A real `openssl ts` TSA in the fixture's `tsa` folder, served over HTTP: its folder and URL.
+fn start_tsa(f: &ship_harness::Fixture) -> (PathBuf, String) {
+    let tsa_dir = f.path("tsa");
+    std::fs::create_dir(&tsa_dir).unwrap();
+    openssl_tsa::tsa(&tsa_dir, "timeStamping");
+    let url = openssl_tsa::serve(&tsa_dir);
+    (tsa_dir, url)
+}
+
 fn flip_base64(text: &str) -> String {
     let mut bytes = B64.decode(text).unwrap();
     let middle = bytes.len() / 2;
@@ -127,10 +136,7 @@ fn flip_base64(text: &str) -> String {
 #[test]
 fn a_record_is_dated_by_the_gateways_stamped_checkpoint_through_the_headers_after_it() {
     let f = fixture();
-    let tsa_dir = f.path("tsa");
-    std::fs::create_dir(&tsa_dir).unwrap();
-    openssl_tsa::tsa(&tsa_dir, "timeStamping");
-    let url = openssl_tsa::serve(&tsa_dir);
+    let (tsa_dir, url) = start_tsa(&f);
     let loki = teelog_fake_loki::FakeLoki::start().unwrap();
     ship_through_gateway(&f, &url, loki.url(), 23);
 
@@ -276,10 +282,7 @@ fn a_record_is_dated_by_the_gateways_stamped_checkpoint_through_the_headers_afte
 #[test]
 fn the_shippers_own_tokens_bound_a_record_from_both_sides() {
     let f = fixture();
-    let tsa_dir = f.path("tsa");
-    std::fs::create_dir(&tsa_dir).unwrap();
-    openssl_tsa::tsa(&tsa_dir, "timeStamping");
-    let url = openssl_tsa::serve(&tsa_dir);
+    let (tsa_dir, url) = start_tsa(&f);
     let loki = teelog_fake_loki::FakeLoki::start().unwrap();
     let (spool, config) = (f.path("spool"), f.path("ship.toml"));
     std::fs::write(

@@ -560,15 +560,29 @@ impl Pipeline {
         stream: &Option<Arc<str>>,
         acked: &mut u64,
     ) -> Result<(), Ended> {
-        if let Some(oldest) = self.handed.front_mut() {
-            let outcome = (&mut oldest.next).await;
-            self.acknowledge(socket, outcome, acked).await
-        } else if let Some(oldest) = self.checking.front_mut() {
-            let checked = (&mut oldest.next).await;
-            self.hand_on(ingest, stream, checked).await
+        if self.handed.is_empty() {
+            self.hand_on_oldest(ingest, stream).await
         } else {
-            Ok(())
+            self.acknowledge_oldest(socket, acked).await
         }
+    }
+
+    /// Waits until the oldest lines being checked are, and hands them on.
+    async fn hand_on_oldest(&mut self, ingest: &Ingest, stream: &Option<Arc<str>>) -> Result<(), Ended> {
+        let Some(oldest) = self.checking.front_mut() else { return Ok(()) };
+        let checked = (&mut oldest.next).await;
+        self.hand_on(ingest, stream, checked).await
+    }
+
+    /// Waits until the oldest lines handed on are durable, and acknowledges them.
+    async fn acknowledge_oldest<S: AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut S,
+        acked: &mut u64,
+    ) -> Result<(), Ended> {
+        let Some(oldest) = self.handed.front_mut() else { return Ok(()) };
+        let outcome = (&mut oldest.next).await;
+        self.acknowledge(socket, outcome, acked).await
     }
 
     /// Hands every line on, then acknowledges them all.
@@ -579,12 +593,11 @@ impl Pipeline {
         stream: &Option<Arc<str>>,
         acked: &mut u64,
     ) -> Result<(), Ended> {
-        while let Some(oldest) = self.checking.front_mut() {
-            let checked = (&mut oldest.next).await;
-            self.hand_on(ingest, stream, checked).await?;
+        while !self.checking.is_empty() {
+            self.hand_on_oldest(ingest, stream).await?;
         }
         while !self.handed.is_empty() {
-            self.advance(socket, ingest, stream, acked).await?;
+            self.acknowledge_oldest(socket, acked).await?;
         }
         Ok(())
     }
