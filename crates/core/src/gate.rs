@@ -713,20 +713,26 @@ impl Continuity {
     fn vouch(&mut self, batch: &Arrival<'_>, passed: bool) {
         let h = batch.header;
         let Some(stream) = self.streams.get_mut(&h.stream) else { return };
+        let Some(unplaced) = stream.epochs.get(&h.epoch).map(|e| e.gaps.iter().any(|&(from, _)| from == 1))
+        else {
+            return;
+        };
         // An epoch whose beginning this gateway has not seen, in a stream with a head already,
         // cannot be placed in its chain: a genuine old batch replayed (of an epoch from before
         // the gateway, or one it has forgotten) must not become a second head beside the real one.
-        let another_head = stream.epochs.iter().any(|(id, e)| {
-            *id != h.epoch
-                && match &e.vouched {
-                    Vouched::At { .. } => true,
-                    Vouched::Head => e.last_seq > 0,
-                    Vouched::Nothing => false,
-                }
-        });
+        // (Only then are the stream's other epochs looked at.)
+        let another_head = || {
+            stream.epochs.iter().any(|(id, e)| {
+                *id != h.epoch
+                    && match &e.vouched {
+                        Vouched::At { .. } => true,
+                        Vouched::Head => e.last_seq > 0,
+                        Vouched::Nothing => false,
+                    }
+            })
+        };
+        let passed = passed && !(unplaced && another_head());
         let Some(epoch) = stream.epochs.get_mut(&h.epoch) else { return };
-        let unplaced = epoch.gaps.iter().any(|&(from, _)| from == 1);
-        let passed = passed && !(unplaced && another_head);
         if h.seq == 1 {
             epoch.start_vouched = passed;
         }
