@@ -398,7 +398,8 @@ impl Documents {
 impl Gate {
     /// A gate judging with `options`, continuing from `continuity` (the state a previous run
     /// saved, or the default for a first run).
-    pub fn new(options: VerifyOptions, continuity: Continuity) -> Self {
+    pub fn new(options: VerifyOptions, mut continuity: Continuity) -> Self {
+        continuity.settle_vouched();
         Self { options, attestation: None, documents: Documents::default(), continuity }
     }
 
@@ -603,7 +604,6 @@ impl Gate {
             Some(SignatureStatus::Valid) => {
                 let arrival =
                     Arrival { header: h, hash: hex::encode(header_hash), attested: attested.is_some() };
-                self.continuity.settle_vouched(h);
                 let judged = findings.len();
                 let duplicate =
                     self.continuity.follow(&arrival, &self.options.instances, &origin, &mut findings);
@@ -694,17 +694,16 @@ struct Arrival<'a> {
 }
 
 impl Continuity {
-    /// Makes `Vouched::Head` of the batch's epoch, if it has a track, explicit before the batch
-    /// moves the head: after [`vouch`](Self::vouch), `Head` means only "a new epoch's track".
-    fn settle_vouched(&mut self, h: &Header) {
-        let Some(epoch) = self.streams.get_mut(&h.stream).and_then(|s| s.epochs.get_mut(&h.epoch)) else {
-            return;
-        };
-        if epoch.vouched == Vouched::Head {
-            epoch.vouched = match epoch.last_seq {
-                0 => Vouched::Nothing,
-                seq => Vouched::At { seq, hash: epoch.head.clone(), sealed_at: epoch.sealed_at },
-            };
+    /// Makes every `Vouched::Head` of saved state explicit, once, before any batch moves a head:
+    /// after that, and after [`vouch`](Self::vouch), `Head` means only "a new epoch's track".
+    fn settle_vouched(&mut self) {
+        for epoch in self.streams.values_mut().flat_map(|s| s.epochs.values_mut()) {
+            if epoch.vouched == Vouched::Head {
+                epoch.vouched = match epoch.last_seq {
+                    0 => Vouched::Nothing,
+                    seq => Vouched::At { seq, hash: epoch.head.clone(), sealed_at: epoch.sealed_at },
+                };
+            }
         }
     }
 
