@@ -582,7 +582,7 @@ pub fn check_bundle(
             );
         }
         // The signer's clock against trusted time, as for the batch's own token (check_batch).
-        let skew = options.max_skew.unwrap_or(crate::verify::DEFAULT_MAX_SKEW);
+        let skew = options.skew();
         let sealed_at = h.sealed_at_nanos().unwrap_or_default();
         let fmt = crate::timestamp::format_rfc3339;
         let mut objection = match (&no_earlier_than, &no_later_than) {
@@ -802,7 +802,7 @@ fn check_batch(
             .map_err(|e| format!("not base64: {e}"))
             .and_then(|token| verifier.verify_token_interval(&token, &sha256(batch.header.as_bytes())))
             .map(|(_, latest)| latest);
-        let skew = options.max_skew.unwrap_or(crate::verify::DEFAULT_MAX_SKEW);
+        let skew = options.skew();
         let sealed_at = header.sealed_at_nanos().unwrap_or_default();
         let objection = match verdict {
             Err(why) => Some(format!("its timestamp token is not trusted: {why}")),

@@ -393,6 +393,14 @@ pub struct VerifyOptions {
 /// How far a `sealed_at` may lie after the verification time by default: 5 minutes.
 pub const DEFAULT_MAX_SKEW: UnixNanos = 5 * 60 * 1_000_000_000;
 
+impl VerifyOptions {
+    /// How far ahead of the verification time a `sealed_at` may be: `--max-skew`, or
+    /// [`DEFAULT_MAX_SKEW`].
+    pub fn skew(&self) -> UnixNanos {
+        self.max_skew.unwrap_or(DEFAULT_MAX_SKEW)
+    }
+}
+
 /// Findings listed per kind; the rest are counted in [`Report::omitted_findings`].
 pub const MAX_FINDINGS_PER_KIND: usize = 1000;
 /// Entries of the report's lists (unreferenced documents, keys needed).
@@ -1239,7 +1247,7 @@ impl Verifier {
     /// With a freshness bound, whether a batch sealed at `sealed_at` can show freshness (one
     /// sealed in the future, beyond the skew, cannot).
     fn credible(&self, sealed_at: UnixNanos) -> Option<bool> {
-        let skew = self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
+        let skew = self.options.skew();
         self.options.freshness.map(|f| sealed_at <= f.now.saturating_add(skew))
     }
 
@@ -1307,7 +1315,7 @@ impl Verifier {
         // dates from nothing, which no window and no freshness bound accepts.
         let sealed_at = checked.sealed_at.unwrap_or_default();
         if let (Some(now), Some(stamped)) = (self.options.now, checked.sealed_at) {
-            let skew = self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
+            let skew = self.options.skew();
             if stamped > now.saturating_add(skew) {
                 let detail = format!(
                     "timestamp_utc {} is later than the verification time {} by more than {} s (--max-skew)",
@@ -1389,7 +1397,7 @@ impl Verifier {
             self.epochs.iter().filter(|(_, e)| !e.chain.is_empty()).map(|((stream, _), _)| stream.as_str());
         chain_findings.extend(std::mem::take(&mut self.checkpoints).finish(&stored, signed_streams));
         if let Some(freshness) = self.options.freshness {
-            let skew = self.options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
+            let skew = self.options.skew();
             let instance_of: HashMap<(&str, &str), &str> = instances
                 .iter()
                 .flat_map(|i| {
@@ -1544,7 +1552,7 @@ pub(crate) fn time_objections(
     let sealed_at = h.sealed_at_nanos().unwrap_or_default();
     let mut objections = Vec::new();
     if let Some(now) = now {
-        let skew = options.max_skew.unwrap_or(DEFAULT_MAX_SKEW);
+        let skew = options.skew();
         if sealed_at > now.saturating_add(skew) {
             objections.push(format!(
                 "sealed at {}, later than the verification time {} by more than {} s (--max-skew): the signer's clock is wrong or the batch was made to look fresh",
