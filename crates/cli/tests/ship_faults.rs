@@ -560,6 +560,10 @@ fn otlp_request(attributes: usize, value_bytes: usize, records: usize, body_byte
     teelog_otlp::encode_protobuf(&request)
 }
 
+/// One more `resource_logs` whose `resource` is given twice: prost merges the two, so a body with
+/// it is not read in place but decoded by prost (teelog_otlp::WireRequest).
+const NOT_PLAIN_RESOURCE_LOGS: &[u8] = b"\x0a\x04\x0a\x00\x0a\x00";
+
 #[test]
 fn hostile_and_concurrent_otlp_requests_stay_within_the_memory_budget() {
     let f = fixture();
@@ -576,15 +580,18 @@ fn hostile_and_concurrent_otlp_requests_stay_within_the_memory_budget() {
     let (status, body) = post(http, "/v1/logs", &protobuf, &bomb).unwrap();
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("max_inflight_bytes"));
-    // 4 MiB of empty log records: 2 million of them, which would decode to hundreds of MB.
+    // 4 MiB of empty log records: 2 million of them. Read in place, they map to records that
+    // come to more than the budget; decoded by prost (which a body that is not plain is: here a
+    // resource given twice, which prost merges), they would decode to hundreds of MB.
     let empty = otlp_request(0, 0, 2_000_000, 0);
-    let (status, body) = post(http, "/v1/logs", &protobuf, &empty).unwrap();
-    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
-    assert!(
-        String::from_utf8_lossy(&body).contains("decodes to more than"),
-        "{}",
-        String::from_utf8_lossy(&body)
-    );
+    let mut not_plain = empty.clone();
+    not_plain.extend_from_slice(NOT_PLAIN_RESOURCE_LOGS);
+    for (body, refusal) in [(&empty, "records come to more than"), (&not_plain, "decodes to more than")] {
+        let (status, answer) = post(http, "/v1/logs", &protobuf, body).unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.contains(refusal) && answer.contains("max_inflight_bytes"), "{answer}");
+    }
     // The same in OTLP/JSON.
     let records = vec!["{}"; 1_000_000].join(",");
     let empty_json = format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{records}]}}]}}]}}"#);
@@ -783,8 +790,11 @@ fn grpc_answers_as_otlp_says_and_refuses_a_bad_record_alone() {
     // Not protobuf: INVALID_ARGUMENT, which clients do not retry (not INTERNAL).
     let (code, details) = grpc_raw(grpc, b"\xff\xff\xff", &f.root).unwrap_err();
     assert_eq!(code, "INVALID_ARGUMENT", "{details}");
-    // 4 MiB of empty records: refused before they are built, for good.
-    let (code, details) = grpc_raw(grpc, &otlp_request(0, 0, 2_000_000, 0), &f.root).unwrap_err();
+    // 4 MiB of empty records that prost would decode to more than the budget: refused before
+    // they are built, for good. (Read in place, the same records fit the default budget.)
+    let mut not_plain = otlp_request(0, 0, 2_000_000, 0);
+    not_plain.extend_from_slice(NOT_PLAIN_RESOURCE_LOGS);
+    let (code, details) = grpc_raw(grpc, &not_plain, &f.root).unwrap_err();
     assert_eq!(code, "INVALID_ARGUMENT", "{details}");
     assert!(details.contains("decodes to more than"), "{details}");
     // One record of three is not UTF-8: the two others are signed.

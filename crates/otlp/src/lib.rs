@@ -10,6 +10,7 @@
 mod export;
 mod json;
 mod map;
+mod view;
 mod wire;
 
 use prost::Message;
@@ -17,6 +18,7 @@ use prost::Message;
 pub use export::{attributes, export_batch, ExportError};
 pub use json::{decode_json, decode_json_within};
 pub use map::{for_each_mapped, for_each_record, Fault, MapError, Mapped};
+pub use view::{LogRecordRef, RequestRef, WireRequest};
 pub use wire::{decoded_bound, undecodable_records, without_records, BadRecord};
 
 /// `ExportLogsServiceRequest`, `ExportLogsServiceResponse`, `ExportLogsPartialSuccess` and the

@@ -14,9 +14,9 @@ use base64::Engine;
 use teelog_core::canon::{compare_names, write_string, MAX_DEPTH, MAX_EXACT_INTEGER};
 use teelog_core::timestamp::{write_rfc3339, UnixNanos};
 
-use crate::common::{any_value::Value, AnyValue, KeyValue};
-use crate::logs::{LogRecord, ResourceLogs, ScopeLogs};
-use crate::ExportLogsServiceRequest;
+use crate::view::{
+    LogRecordRef, Pair, RecordView, Repeated, RequestRef, ResourceLogsView, ScopeLogsView, Value,
+};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -70,8 +70,8 @@ pub enum MapError<E> {
 /// `f`, in request order; returns how many were handed over. A record with neither time gets
 /// `now` as its `ts`. `out` is the working buffer, reused across records (its contents afterwards
 /// are unspecified). The first refused record stops the mapping.
-pub fn for_each_record<E>(
-    request: &ExportLogsServiceRequest,
+pub fn for_each_record<'a, E>(
+    request: impl Into<RequestRef<'a>>,
     now: UnixNanos,
     out: &mut Vec<u8>,
     mut f: impl FnMut(&[u8]) -> Result<(), E>,
@@ -108,7 +108,7 @@ pub enum Mapped<'a> {
         /// What it is.
         fault: Fault,
         /// The refused log record, as received (e.g. to describe it in a notice).
-        log_record: &'a LogRecord,
+        log_record: LogRecordRef<'a>,
     },
     /// A fault in a resource or scope that has no log records: it refuses nothing.
     Empty {
@@ -122,32 +122,32 @@ pub enum Mapped<'a> {
 /// As [`for_each_record`], but a refused record does not stop the mapping: `f` is told of it and
 /// the next is mapped, so that a sink can sign a notice in its place and go on. Stops at the
 /// first error of `f`.
-pub fn for_each_mapped<E>(
-    request: &ExportLogsServiceRequest,
+pub fn for_each_mapped<'a, E>(
+    request: impl Into<RequestRef<'a>>,
     now: UnixNanos,
     out: &mut Vec<u8>,
     mut f: impl FnMut(Mapped<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
-    for (i, resource_logs) in request.resource_logs.iter().enumerate() {
+    for (i, resource_logs) in request.into().resource_logs().each().enumerate() {
         let in_resource = |bad: Box<Bad>| bad.at(Seg::Index(i)).at(Seg::Field("resource_logs"));
         out.clear();
-        let resource = write_resource(resource_logs, out).map_err(in_resource);
+        let resource = write_resource(&resource_logs, out).map_err(in_resource);
         let resource_end = out.len();
         let mut records = 0;
-        for (j, scope_logs) in resource_logs.scope_logs.iter().enumerate() {
+        for (j, scope_logs) in resource_logs.held.each().enumerate() {
             let in_scope = |bad: Box<Bad>| in_resource(bad.at(Seg::Index(j)).at(Seg::Field("scope_logs")));
             out.truncate(resource_end);
             let scope = match &resource {
                 // Each record of a refused resource is refused for the resource's fault.
                 Err(bad) => Err(bad.clone()),
-                Ok(()) => write_scope(scope_logs, out).map_err(in_scope),
+                Ok(()) => write_scope(&scope_logs, out).map_err(in_scope),
             };
             let scope_end = out.len();
-            for (k, log_record) in scope_logs.log_records.iter().enumerate() {
+            for (k, log_record) in scope_logs.held.each().enumerate() {
                 out.truncate(scope_end);
                 let written = match &scope {
                     Err(bad) => Err(bad.clone()),
-                    Ok(()) => write_record(log_record, now, out, 0..resource_end, resource_end..scope_end)
+                    Ok(()) => write_record(&log_record, now, out, 0..resource_end, resource_end..scope_end)
                         .map_err(|bad| in_scope(bad.at(Seg::Index(k)).at(Seg::Field("log_records")))),
                 };
                 let path = || format!("resource_logs[{i}].scope_logs[{j}].log_records[{k}]");
@@ -156,12 +156,12 @@ pub fn for_each_mapped<E>(
                     Ok(ts) => f(Mapped::Record { record: &out[scope_end..], ts, path: &path })?,
                     Err(bad) => {
                         let (path, fault) = bad.into_path();
-                        f(Mapped::Refused { path, fault, log_record })?
+                        f(Mapped::Refused { path, fault, log_record: log_record.whole })?
                     }
                 }
             }
             if let (Ok(()), Err(bad)) = (&resource, scope) {
-                if scope_logs.log_records.is_empty() {
+                if scope_logs.held.is_empty() {
                     let (path, fault) = bad.into_path();
                     f(Mapped::Empty { path, fault })?;
                 }
@@ -300,33 +300,38 @@ fn write_hex(bytes: &[u8], out: &mut Vec<u8>) {
 
 /// Writes key/value pairs as a JSON object at nesting level `depth` (the record is level 0), its
 /// members in canonical order.
-fn write_object(pairs: &[KeyValue], depth: usize, out: &mut Vec<u8>) -> Written {
+fn write_object<'a>(pairs: Repeated<'a, Pair<'a>>, depth: usize, out: &mut Vec<u8>) -> Written {
     if depth >= MAX_DEPTH {
         return Err(bad(Fault::TooDeep));
     }
-    if pairs.windows(2).all(|w| compare_names(&w[0].key, &w[1].key).is_lt()) {
+    let mut previous: Option<&str> = None;
+    let in_order = pairs.each().all(|pair| {
+        let before = previous.replace(pair.key);
+        before.is_none_or(|before| compare_names(before, pair.key).is_lt())
+    });
+    if in_order {
         // Already strictly in order, so no key twice: written as they are, nothing allocated.
-        return write_members(pairs.iter(), depth, out);
+        return write_members(pairs.each(), depth, out);
     }
-    let mut order: Vec<&KeyValue> = pairs.iter().collect();
-    order.sort_unstable_by(|a, b| compare_names(&a.key, &b.key));
+    let mut order: Vec<Pair<'_>> = pairs.each().collect();
+    order.sort_unstable_by(|a, b| compare_names(a.key, b.key));
     if let Some(twice) = order.windows(2).find(|w| w[0].key == w[1].key) {
-        return Err(bad(Fault::DuplicateKey(twice[0].key.clone())));
+        return Err(bad(Fault::DuplicateKey(twice[0].key.to_string())));
     }
     write_members(order.into_iter(), depth, out)
 }
 
-fn write_members<'a>(pairs: impl Iterator<Item = &'a KeyValue>, depth: usize, out: &mut Vec<u8>) -> Written {
+fn write_members<'a>(pairs: impl Iterator<Item = Pair<'a>>, depth: usize, out: &mut Vec<u8>) -> Written {
     out.push(b'{');
     for (i, pair) in pairs.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_string(&pair.key, out);
+        write_string(pair.key, out);
         out.push(b':');
-        match &pair.value {
+        match pair.value {
             Some(value) => {
-                write_value(value, depth + 1, out).map_err(|b| b.at(Seg::Key(pair.key.clone())))?
+                write_value(value, depth + 1, out).map_err(|b| b.at(Seg::Key(pair.key.to_string())))?
             }
             None => out.extend_from_slice(b"null"),
         }
@@ -336,23 +341,23 @@ fn write_members<'a>(pairs: impl Iterator<Item = &'a KeyValue>, depth: usize, ou
 }
 
 /// Writes an AnyValue; a container opened here is at nesting level `depth`.
-fn write_value(value: &AnyValue, depth: usize, out: &mut Vec<u8>) -> Written {
-    match &value.value {
-        // An index into a profiles string table means nothing in logs: the spec says to treat the
-        // value as empty.
-        None | Some(Value::StringValueStrindex(_)) => out.extend_from_slice(b"null"),
-        Some(Value::StringValue(s)) => write_string(s, out),
-        Some(Value::BoolValue(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Some(Value::IntValue(i)) => write_int(*i, out),
-        Some(Value::DoubleValue(d)) => write_double(*d, out),
-        Some(Value::BytesValue(bytes)) => write_base64(bytes, out),
-        Some(Value::KvlistValue(list)) => write_object(&list.values, depth, out)?,
-        Some(Value::ArrayValue(array)) => {
+fn write_value(value: Value<'_>, depth: usize, out: &mut Vec<u8>) -> Written {
+    match value {
+        // Also an index into a profiles string table, which means nothing in logs: the spec says
+        // to treat the value as empty.
+        Value::Empty => out.extend_from_slice(b"null"),
+        Value::Str(s) => write_string(s, out),
+        Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        Value::Int(i) => write_int(i, out),
+        Value::Double(d) => write_double(d, out),
+        Value::Bytes(bytes) => write_base64(bytes, out),
+        Value::Kvlist(pairs) => write_object(pairs, depth, out)?,
+        Value::Array(values) => {
             if depth >= MAX_DEPTH {
                 return Err(bad(Fault::TooDeep));
             }
             out.push(b'[');
-            for (i, item) in array.values.iter().enumerate() {
+            for (i, item) in values.each().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
@@ -365,12 +370,12 @@ fn write_value(value: &AnyValue, depth: usize, out: &mut Vec<u8>) -> Written {
 }
 
 /// The `resource` member's value, or nothing when every part is empty.
-fn write_resource(resource_logs: &ResourceLogs, out: &mut Vec<u8>) -> Written {
-    let (attributes, dropped, entity_refs) = match &resource_logs.resource {
-        Some(r) => (&r.attributes[..], r.dropped_attributes_count, &r.entity_refs[..]),
-        None => (&[][..], 0, &[][..]),
+fn write_resource(resource_logs: &ResourceLogsView<'_>, out: &mut Vec<u8>) -> Written {
+    let (attributes, dropped, entity_refs) = match &resource_logs.part {
+        Some(r) => (r.attributes, r.dropped_attributes_count, r.entity_refs),
+        None => (Repeated::Decoded(&[]), 0, Repeated::Decoded(&[])),
     };
-    let schema_url = &resource_logs.schema_url;
+    let schema_url = resource_logs.schema_url;
     if attributes.is_empty() && dropped == 0 && entity_refs.is_empty() && schema_url.is_empty() {
         return Ok(());
     }
@@ -388,18 +393,17 @@ fn write_resource(resource_logs: &ResourceLogs, out: &mut Vec<u8>) -> Written {
     if !entity_refs.is_empty() {
         member(out, first, "entity_refs");
         out.push(b'[');
-        for (i, entity) in entity_refs.iter().enumerate() {
+        for (i, entity) in entity_refs.each().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             let first = &mut true;
             out.push(b'{');
-            for (name, keys) in [("description_keys", &entity.description_keys), ("id_keys", &entity.id_keys)]
-            {
+            for (name, keys) in [("description_keys", entity.description_keys), ("id_keys", entity.id_keys)] {
                 if !keys.is_empty() {
                     member(out, first, name);
                     out.push(b'[');
-                    for (k, key) in keys.iter().enumerate() {
+                    for (k, key) in keys.each().enumerate() {
                         if k > 0 {
                             out.push(b',');
                         }
@@ -408,7 +412,7 @@ fn write_resource(resource_logs: &ResourceLogs, out: &mut Vec<u8>) -> Written {
                     out.push(b']');
                 }
             }
-            for (name, text) in [("schema_url", &entity.schema_url), ("type", &entity.r#type)] {
+            for (name, text) in [("schema_url", entity.schema_url), ("type", entity.r#type)] {
                 if !text.is_empty() {
                     member(out, first, name);
                     write_string(text, out);
@@ -427,12 +431,12 @@ fn write_resource(resource_logs: &ResourceLogs, out: &mut Vec<u8>) -> Written {
 }
 
 /// The `scope` member's value, or nothing when every part is empty.
-fn write_scope(scope_logs: &ScopeLogs, out: &mut Vec<u8>) -> Written {
-    let (name, version, attributes, dropped) = match &scope_logs.scope {
-        Some(s) => (&s.name[..], &s.version[..], &s.attributes[..], s.dropped_attributes_count),
-        None => ("", "", &[][..], 0),
+fn write_scope(scope_logs: &ScopeLogsView<'_>, out: &mut Vec<u8>) -> Written {
+    let (name, version, attributes, dropped) = match &scope_logs.part {
+        Some(s) => (s.name, s.version, s.attributes, s.dropped_attributes_count),
+        None => ("", "", Repeated::Decoded(&[]), 0),
     };
-    let schema_url = &scope_logs.schema_url;
+    let schema_url = scope_logs.schema_url;
     if name.is_empty() && version.is_empty() && attributes.is_empty() && dropped == 0 && schema_url.is_empty()
     {
         return Ok(());
@@ -482,14 +486,14 @@ fn check_id(id: &[u8], what: &'static str, expected: usize, field: &'static str)
 /// Writes one record in canonical form and returns its `ts` (`now` if it has no time);
 /// `resource` and `scope` are the ranges of `out` holding their rendering.
 fn write_record(
-    record: &LogRecord,
+    record: &RecordView<'_>,
     now: UnixNanos,
     out: &mut Vec<u8>,
     resource: Range<usize>,
     scope: Range<usize>,
 ) -> Result<UnixNanos, Box<Bad>> {
-    check_id(&record.trace_id, "trace id", 16, "trace_id")?;
-    check_id(&record.span_id, "span id", 8, "span_id")?;
+    check_id(record.trace_id, "trace id", 16, "trace_id")?;
+    check_id(record.span_id, "span id", 8, "span_id")?;
     let ts = match (record.time_unix_nano, record.observed_time_unix_nano) {
         (0, 0) => now,
         (0, observed) => nanos(observed, "observed_time_unix_nano")?,
@@ -499,8 +503,8 @@ fn write_record(
         0 => None,
         observed => Some(nanos(observed, "observed_time_unix_nano")?),
     };
-    let message = match &record.body {
-        Some(AnyValue { value: Some(Value::StringValue(s)) }) => Some(s),
+    let message = match record.body {
+        Some(Value::Str(s)) => Some(s),
         _ => None,
     };
 
@@ -508,9 +512,9 @@ fn write_record(
     out.push(b'{');
     if !record.attributes.is_empty() {
         member(out, first, "attributes");
-        write_object(&record.attributes, 1, out).map_err(|b| b.at(Seg::Field("attributes")))?;
+        write_object(record.attributes, 1, out).map_err(|b| b.at(Seg::Field("attributes")))?;
     }
-    if let (Some(body), None) = (&record.body, message) {
+    if let (Some(body), None) = (record.body, message) {
         member(out, first, "body");
         write_value(body, 1, out).map_err(|b| b.at(Seg::Field("body")))?;
     }
@@ -520,7 +524,7 @@ fn write_record(
     }
     if !record.event_name.is_empty() {
         member(out, first, "event_name");
-        write_string(&record.event_name, out);
+        write_string(record.event_name, out);
     }
     if record.flags != 0 {
         member(out, first, "flags");
@@ -528,7 +532,7 @@ fn write_record(
     }
     if !record.severity_text.is_empty() {
         member(out, first, "level");
-        write_string(&record.severity_text, out);
+        write_string(record.severity_text, out);
     } else if let Some((name, rank)) = short_name(record.severity_number) {
         member(out, first, "level");
         out.push(b'"');
@@ -562,11 +566,11 @@ fn write_record(
     }
     if !record.span_id.is_empty() {
         member(out, first, "span_id");
-        write_hex(&record.span_id, out);
+        write_hex(record.span_id, out);
     }
     if !record.trace_id.is_empty() {
         member(out, first, "trace_id");
-        write_hex(&record.trace_id, out);
+        write_hex(record.trace_id, out);
     }
     // Last: no other member sorts after it.
     member(out, first, "ts");

@@ -80,48 +80,59 @@ impl Kind {
 }
 
 /// One field of a message: its tag, the bytes of the whole field (key included) and, for a
-/// length-delimited one, those of its value.
-struct Raw<'a> {
-    tag: u32,
+/// length-delimited one, those of its value; for another, its wire type and number (a varint, or
+/// the little-endian value of a fixed32 or fixed64).
+pub(crate) struct Raw<'a> {
+    pub(crate) tag: u32,
     whole: &'a [u8],
-    value: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
+    pub(crate) wire: WireType,
+    pub(crate) number: u64,
 }
 
 /// The fields of the message in `bytes`, in order; an error (and the end) for bytes that are
 /// not protobuf.
-fn fields(bytes: &[u8]) -> impl Iterator<Item = Result<Raw<'_>, OtlpError>> {
-    let mut rest = bytes;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
+pub(crate) fn fields(bytes: &[u8]) -> Fields<'_> {
+    Fields { rest: bytes }
+}
+
+/// See [`fields`].
+pub(crate) struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<Raw<'a>, OtlpError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
             return None;
         }
-        let field = next_field(&mut rest);
+        let field = next_field(&mut self.rest);
         if field.is_err() {
-            rest = &[];
+            self.rest = &[];
         }
         Some(field)
-    })
+    }
 }
 
 fn next_field<'a>(rest: &mut &'a [u8]) -> Result<Raw<'a>, OtlpError> {
     let start: &'a [u8] = rest;
     let (tag, wire) = decode_key(rest)?;
-    let value = match wire {
-        WireType::Varint => {
-            decode_varint(rest)?;
-            None
-        }
-        WireType::SixtyFourBit => skip(rest, 8).map(|_| None)?,
-        WireType::ThirtyTwoBit => skip(rest, 4).map(|_| None)?,
+    let little_endian = |bytes: &[u8]| bytes.iter().rev().fold(0u64, |n, &b| n << 8 | u64::from(b));
+    let (value, number) = match wire {
+        WireType::Varint => (None, decode_varint(rest)?),
+        WireType::SixtyFourBit => (None, little_endian(skip(rest, 8)?)),
+        WireType::ThirtyTwoBit => (None, little_endian(skip(rest, 4)?)),
         WireType::LengthDelimited => {
             let len = decode_varint(rest)?;
-            Some(skip(rest, len)?)
+            (Some(skip(rest, len)?), 0)
         }
         WireType::StartGroup | WireType::EndGroup => {
             return Err(OtlpError::Wire("groups are not part of OTLP"))
         }
     };
-    Ok(Raw { tag, whole: &start[..start.len() - rest.len()], value })
+    Ok(Raw { tag, whole: &start[..start.len() - rest.len()], value, wire, number })
 }
 
 /// The next `n` bytes, taken.

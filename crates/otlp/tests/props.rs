@@ -18,8 +18,8 @@ use teelog_otlp::common::{AnyValue, InstrumentationScope, KeyValue};
 use teelog_otlp::logs::{LogRecord, ResourceLogs, ScopeLogs};
 use teelog_otlp::resource::Resource;
 use teelog_otlp::{
-    decode_json, decode_protobuf, encode_protobuf, export_batch, for_each_record, ExportLogsServiceRequest,
-    Fault, MapError,
+    decode_json, decode_protobuf, encode_protobuf, export_batch, for_each_mapped, for_each_record,
+    ExportLogsServiceRequest, Fault, MapError, Mapped, RequestRef, WireRequest,
 };
 
 fn key() -> impl Strategy<Value = String> {
@@ -314,8 +314,58 @@ fn exercise(request: &ExportLogsServiceRequest) {
     });
 }
 
+/// Everything the mapping makes of a request, in order.
+fn outcomes<'a>(request: impl Into<RequestRef<'a>>) -> Vec<String> {
+    let mut seen = Vec::new();
+    let _ = for_each_mapped(request, NOW, &mut Vec::new(), |mapped| -> Result<(), ()> {
+        seen.push(match mapped {
+            Mapped::Record { record, ts, path } => {
+                format!("record {} at {ts}: {}", path(), String::from_utf8_lossy(record))
+            }
+            Mapped::Refused { path, fault, log_record } => {
+                format!("refused {path}: {fault}: {}", hex::encode(log_record.encode_to_vec()))
+            }
+            Mapped::Empty { path, fault } => format!("empty {path}: {fault}"),
+        });
+        Ok(())
+    });
+    seen
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn a_body_read_in_place_maps_as_prosts_tree(request in request()) {
+        let body = encode_protobuf(&request);
+        let wire = WireRequest::new(body.clone());
+        prop_assert!(wire.is_ok(), "prost's own encoding is plain: {}", hex::encode(&body));
+        let wire = wire.unwrap();
+        prop_assert_eq!(outcomes(&wire), outcomes(&decode_protobuf(&body).unwrap()));
+    }
+
+    #[test]
+    fn a_damaged_body_read_in_place_is_one_prost_decodes_to_the_same(
+        request in request(),
+        damage in vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = encode_protobuf(&request);
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        for (at, byte) in &damage {
+            let i = at.index(bytes.len());
+            bytes[i] = *byte;
+        }
+        for body in [bytes.clone(), bytes[..cut.index(bytes.len())].to_vec()] {
+            if let Ok(wire) = WireRequest::new(body.clone()) {
+                let decoded = decode_protobuf(&body);
+                prop_assert!(decoded.is_ok(), "read in place, but prost refuses it: {}", hex::encode(&body));
+                prop_assert_eq!(outcomes(&wire), outcomes(&decoded.unwrap()));
+            }
+        }
+    }
 
     #[test]
     fn random_bytes_never_panic(bytes in vec(any::<u8>(), 0..512)) {

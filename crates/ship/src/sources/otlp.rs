@@ -86,10 +86,29 @@ enum Refusal {
     TooLarge(String),
 }
 
-/// A request decoded, and the log records of it that did not decode (protobuf).
-pub(crate) struct Decoded {
-    request: ExportLogsServiceRequest,
-    undecodable: Vec<teelog_otlp::BadRecord>,
+/// A request ready to map.
+pub(crate) enum Decoded {
+    /// A plain protobuf body, whose records are mapped from its bytes.
+    Wire(teelog_otlp::WireRequest),
+    /// A request prost decoded (OTLP/JSON, or protobuf that is not plain), and the log records
+    /// of it that did not decode (protobuf).
+    Tree { request: ExportLogsServiceRequest, undecodable: Vec<teelog_otlp::BadRecord> },
+}
+
+impl Decoded {
+    fn request(&self) -> teelog_otlp::RequestRef<'_> {
+        match self {
+            Decoded::Wire(request) => request.into(),
+            Decoded::Tree { request, .. } => request.into(),
+        }
+    }
+
+    fn undecodable(&self) -> &[teelog_otlp::BadRecord] {
+        match self {
+            Decoded::Wire(_) => &[],
+            Decoded::Tree { undecodable, .. } => undecodable,
+        }
+    }
 }
 
 /// At most this many records of one request are refused alone for not decoding; a request with
@@ -254,7 +273,7 @@ impl Ingest {
         // A record that does not decode, or that the mapping refuses, is not lost: a signed
         // notice takes its place, and the client is told in `partial_success`.
         let mut refused = Receipt::default();
-        let undecodable = &decoded.undecodable;
+        let undecodable = decoded.undecodable();
         if let Err(whole) = self.grow(&mut held, undecodable.len() * NOTICE_BYTES) {
             short = Some(whole);
         }
@@ -265,7 +284,7 @@ impl Ingest {
         let mapped = if short.is_some() {
             Err(())
         } else {
-            teelog_otlp::for_each_mapped(&decoded.request, now(), &mut scratch, |mapped| {
+            teelog_otlp::for_each_mapped(decoded.request(), now(), &mut scratch, |mapped| {
                 // Room for what this one adds: the record, or the notice in its place.
                 let adds = match &mapped {
                     Mapped::Record { record, .. } if record.len() <= self.max_record_bytes => {
@@ -400,13 +419,14 @@ impl Ingest {
         refused.first_error.get_or_insert(format!("{at}: {reason}"));
     }
 
-    /// Decodes a body (inflated) as `encoding` says, taking from the budget, before anything is
-    /// built, what decoding it takes at most (see [`teelog_otlp::decoded_bound`]); a protobuf body
-    /// with log records that do not decode is decoded without them, which are then refused alone.
+    /// Decodes a body (inflated) as `encoding` says. A plain protobuf body is read in place (see
+    /// [`teelog_otlp::WireRequest`]). Before prost builds anything, what decoding takes at most
+    /// is taken from the budget (see [`teelog_otlp::decoded_bound`]); a protobuf body with log
+    /// records that do not decode is decoded without them, which are then refused alone.
     fn decode(
         &self,
         encoding: Encoding,
-        body: &[u8],
+        body: Vec<u8>,
         held: &mut Hold,
         source: &'static str,
     ) -> Result<Decoded, BodyError> {
@@ -414,10 +434,15 @@ impl Ingest {
         let over = |whole| BodyError::Refused(self.over_budget(source, whole, "the body decodes to"));
         match encoding {
             Encoding::Protobuf => {
+                let body = match teelog_otlp::WireRequest::new(body) {
+                    Ok(plain) => return Ok(Decoded::Wire(plain)),
+                    Err(body) => body,
+                };
+                let body = &body[..];
                 let need = teelog_otlp::decoded_bound(body).map_err(bad)?;
                 self.grow(held, need).map_err(over)?;
                 match teelog_otlp::decode_protobuf(body) {
-                    Ok(request) => Ok(Decoded { request, undecodable: Vec::new() }),
+                    Ok(request) => Ok(Decoded::Tree { request, undecodable: Vec::new() }),
                     Err(e) => {
                         let undecodable =
                             teelog_otlp::undecodable_records(body, MAX_UNDECODABLE).map_err(bad)?;
@@ -426,7 +451,7 @@ impl Ingest {
                         }
                         let rest = teelog_otlp::without_records(body, &undecodable).map_err(bad)?;
                         let request = teelog_otlp::decode_protobuf(&rest).map_err(|_| bad(e))?;
-                        Ok(Decoded { request, undecodable })
+                        Ok(Decoded::Tree { request, undecodable })
                     }
                 }
             }
@@ -436,8 +461,8 @@ impl Ingest {
                 let need = body.len().saturating_mul(JSON_DECODED_FACTOR).max(BUDGET_STEP);
                 let room = self.budget_bytes.saturating_sub(held.used).min(need);
                 self.grow(held, room).map_err(over)?;
-                match teelog_otlp::decode_json_within(body, room) {
-                    Ok(request) => Ok(Decoded { request, undecodable: Vec::new() }),
+                match teelog_otlp::decode_json_within(&body, room) {
+                    Ok(request) => Ok(Decoded::Tree { request, undecodable: Vec::new() }),
                     Err(teelog_otlp::OtlpError::TooLarge { .. }) => Err(over(true)),
                     Err(e) => Err(bad(e)),
                 }
@@ -556,7 +581,8 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
             return error(encoding, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message);
         }
     };
-    let request = match ingest.decode(encoding, &body, &mut held, SOURCE) {
+    let key = sha256(&body);
+    let request = match ingest.decode(encoding, body, &mut held, SOURCE) {
         Ok(request) => request,
         Err(BodyError::Bad(message)) => {
             ingest.count_refused(SOURCE, "bad_body");
@@ -565,7 +591,6 @@ async fn export_http(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
         }
         Err(BodyError::Refused(refusal)) => return refused(encoding, refusal),
     };
-    let key = sha256(&body);
     match ingest.take_once(key, request, SOURCE, held).await {
         Ok(receipt) => {
             let partial = partial_success(&receipt);
@@ -716,7 +741,8 @@ impl Ingest {
             Refusal::TooLarge(message) => tonic::Status::invalid_argument(message),
         };
         let mut held = self.reserve(body.len(), SOURCE).await.map_err(refused)?;
-        let decoded = match self.decode(Encoding::Protobuf, &body, &mut held, SOURCE) {
+        let key = sha256(&body);
+        let decoded = match self.decode(Encoding::Protobuf, body, &mut held, SOURCE) {
             Ok(decoded) => decoded,
             Err(BodyError::Bad(message)) => {
                 self.count_refused(SOURCE, "bad_body");
@@ -725,7 +751,7 @@ impl Ingest {
             }
             Err(BodyError::Refused(refusal)) => return Err(refused(refusal)),
         };
-        let receipt = self.take_once(sha256(&body), decoded, SOURCE, held).await.map_err(refused)?;
+        let receipt = self.take_once(key, decoded, SOURCE, held).await.map_err(refused)?;
         Ok(tonic::Response::new(ExportLogsServiceResponse { partial_success: partial_success(&receipt) }))
     }
 }
