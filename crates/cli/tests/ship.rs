@@ -641,3 +641,45 @@ fn a_new_identity_links_only_to_trusted_batches_in_its_spool() {
         .unwrap();
     assert_eq!((first_new.seq, first_new.prev.as_deref()), (1, Some(genuine_hash.as_str())));
 }
+
+/// SIGTERM while `ship --stdin` reads a long input: every line it took from stdin is signed
+/// before it exits 0, and it takes no byte after the last line it hands over, so that the rest is
+/// left to the next reader of the same input (the exit status is stdin's acknowledgement).
+#[test]
+fn a_stop_signs_every_line_read_from_stdin_and_reads_no_further() {
+    use std::io::Seek;
+    let f = fixture();
+    let (spool, input) = (f.path("spool"), f.path("input.ndjson"));
+    let mut lines = Vec::new();
+    for n in 0..1_500_000 {
+        writeln!(lines, r#"{{"message":"line {n}","n":{n}}}"#).unwrap();
+    }
+    std::fs::write(&input, &lines).unwrap();
+    let mut stdin = std::fs::File::open(&input).unwrap();
+    // A second handle on the same open file shares its offset: what the shipper took.
+    let shared = stdin.try_clone().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_teelog"))
+        .args(["ship", "--identity", s(&f.identity), "--spool", s(&spool), "--keep-spool"])
+        .args(["--stdin", "--heartbeat", "off"])
+        .stdin(shared)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until it has read part of it.
+    while stdin.stream_position().unwrap() < 8 << 20 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let taken = stdin.stream_position().unwrap() as usize;
+    assert!(status.success(), "{log}");
+    assert!(taken < lines.len(), "the stop came after the whole input was read: make it longer");
+    assert_eq!(lines[taken - 1], b'\n', "it took part of a line, at byte {taken}");
+    let read = lines[..taken].iter().filter(|&&b| b == b'\n').count();
+    let (code, report) = f.verify(&spool, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["records"], read, "lines taken from stdin against records signed; {log}");
+}

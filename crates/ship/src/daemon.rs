@@ -164,6 +164,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     }
     // Every step of the stop has a bound, whatever clients, files and sinks do.
     let _ = stop_sources.send(true);
+    let failures = running.failures();
     running.stop(SOURCES_TIMEOUT).await;
     if let Some(stamping) = stamping {
         stamping.stop().await;
@@ -194,6 +195,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
             return Err(DaemonError::Undelivered(format!("the input ended, but {wait}")));
         }
         tracing::warn!(target: "teelog::ship", "{wait}");
+    }
+    if let Some(failure) = failures.lock().unwrap_or_else(|e| e.into_inner()).first() {
+        // A finite source's exit status is its acknowledgement: what it read and did not get
+        // signed makes the run fail, whatever else was signed.
+        return Err(DaemonError::Source(format!("{failure} ({} records were signed)", summary.records)));
     }
     tracing::info!(target: "teelog::ship", records = summary.records, batches = summary.batches, "stopped");
     Ok(summary)

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -286,6 +286,10 @@ pub struct Shared {
     remote: Option<Mutex<VecDeque<(Position, Acknowledgement)>>>,
     /// The newest batch handed to the spool: its epoch, seq and header hash.
     newest: Mutex<Option<(String, u64, teelog_core::merkle::Digest)>>,
+    /// False once the pipeline closes. Submissions hold it for reading while they send, and the
+    /// close for writing while it sends its `Close`: no submission lands behind the `Close`,
+    /// where the signer would never see it.
+    open: RwLock<bool>,
 }
 
 /// What a producer waiting for its submission is told.
@@ -412,6 +416,11 @@ impl Submitter {
         ack: Option<oneshot::Sender<Result<Receipt, String>>>,
     ) -> Result<(), SubmitError> {
         let n = records.byte_len();
+        let open = self.shared.open.read().unwrap_or_else(|e| e.into_inner());
+        if !*open {
+            self.shared.budget.give(n);
+            return Err(SubmitError::Stopped("it is stopping".into()));
+        }
         let submission = Submission { records, origin, ack, receipt: Receipt::default() };
         self.tx.send(Msg::Records(submission)).map_err(|_| {
             self.shared.budget.give(n);
@@ -485,6 +494,7 @@ impl Pipeline {
             signer_ended: watch::Sender::new(false),
             remote: options.remote_ack.then(Mutex::default),
             newest: Mutex::new(None),
+            open: RwLock::new(true),
         });
         let (tx, rx) = mpsc::channel();
         let submitter = Submitter {
@@ -526,7 +536,11 @@ impl Pipeline {
     pub fn close(self) -> Result<SignSummary, ShipError> {
         let Self { submitter, thread, shared } = self;
         shared.health.stop();
-        let _ = submitter.tx.send(Msg::Close);
+        {
+            let mut open = shared.open.write().unwrap_or_else(|e| e.into_inner());
+            *open = false;
+            let _ = submitter.tx.send(Msg::Close);
+        }
         drop(submitter);
         thread.join().unwrap_or(Err(ShipError::ThreadPanicked(SIGNER_THREAD)))
     }

@@ -4,7 +4,9 @@ pub mod files;
 pub mod otlp;
 
 use std::io::BufReader;
-use std::sync::Arc;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use teelog_deliver::serve::{bind, metrics_router, serve_http, HttpLimits};
 use teelog_deliver::tls::{server_config, TlsListener};
@@ -26,6 +28,10 @@ const BYTES_PER_SUBMISSION: usize = 1 << 20;
 pub struct Running {
     /// Sources that end by themselves (stdin): each reports once it has.
     finite: Vec<oneshot::Receiver<()>>,
+    /// Where each finite source is (see [`Reading`]), for a stop.
+    finite_states: Vec<Arc<AtomicU8>>,
+    /// Why finite sources failed: lines read and not signed, or the input unreadable.
+    failures: Arc<Mutex<Vec<String>>>,
     /// Servers, which run until stopped.
     servers: Vec<JoinHandle<()>>,
     /// Followed files, each on a thread of its own (not the runtime's blocking pool, whose
@@ -46,9 +52,16 @@ impl Running {
         }
     }
 
-    /// Waits for the servers and followers to stop (they watch the daemon's stop signal and
-    /// finish the requests and chunks they hold), for at most `timeout` in all: a server still
-    /// busy then (a client sending its body slowly, or never) is aborted, and a follower left.
+    /// Why finite sources failed, so far and later (shared).
+    pub fn failures(&self) -> Arc<Mutex<Vec<String>>> {
+        self.failures.clone()
+    }
+
+    /// Waits for the servers, followers and finite sources to stop (they watch the daemon's stop
+    /// signal and finish the requests, chunks and lines they hold), for at most `timeout` in all:
+    /// a server still busy then (a client sending its body slowly, or never) is aborted, and a
+    /// follower left. stdin stops once it has handed over every line it read (or is waiting for
+    /// one, holding nothing).
     pub async fn stop(self, timeout: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut late = 0;
@@ -64,6 +77,31 @@ impl Running {
                 late += 1;
             }
         }
+        for state in &self.finite_states {
+            // Waiting for two looks in a row: a reader of a file waits for nanoseconds between
+            // reads, one of an idle pipe for as long as it is idle.
+            let mut waiting = 0;
+            loop {
+                let now = state.load(Ordering::Acquire);
+                waiting = if now == Reading::Waiting as u8 { waiting + 1 } else { 0 };
+                if waiting == 2
+                    && state
+                        .compare_exchange(now, Reading::Abandoned as u8, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    || now == Reading::Ended as u8
+                {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    let failure = format!(
+                        "stdin: lines read were still not handed over after {timeout:?}: they are not signed"
+                    );
+                    self.failures.lock().unwrap_or_else(|e| e.into_inner()).push(failure);
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
         if late > 0 {
             tracing::warn!(target: "teelog::ship", "{late} source(s) still busy after {timeout:?} were dropped; their clients send again, and files are read on from their saved positions");
         }
@@ -77,10 +115,21 @@ pub async fn start(
     submitter: &Submitter,
     stop: watch::Receiver<bool>,
 ) -> Result<Running, DaemonError> {
-    let mut running = Running { finite: Vec::new(), servers: Vec::new(), followers: Vec::new() };
+    let mut running = Running {
+        finite: Vec::new(),
+        finite_states: Vec::new(),
+        failures: Arc::default(),
+        servers: Vec::new(),
+        followers: Vec::new(),
+    };
     let sources = &config.sources;
     if sources.stdin {
-        running.finite.push(stdin(submitter.clone(), sources.max_line_bytes));
+        // Before its first read it holds nothing.
+        let state = Arc::new(AtomicU8::new(Reading::Waiting as u8));
+        let failures = running.failures.clone();
+        let reader = StdinReader { state: state.clone(), stop: stop.clone(), failures };
+        running.finite.push(reader.start(submitter.clone(), sources.max_line_bytes));
+        running.finite_states.push(state);
     }
     let followed = files::Followed::default();
     for path in &sources.files {
@@ -167,33 +216,77 @@ fn health_report(shared: &Shared) -> (axum::http::StatusCode, String) {
     }
 }
 
+/// Where a line reader stands, as a stopping daemon sees it.
+#[repr(u8)]
+enum Reading {
+    /// Reading, or holding lines it read.
+    Busy,
+    /// About to wait for input, having handed over every line it read: a stop then loses
+    /// nothing, unless input comes before the daemon has ended.
+    Waiting,
+    /// The daemon stopped without it while it was waiting.
+    Abandoned,
+    /// Ended.
+    Ended,
+}
+
 /// Reads stdin on a thread of its own (a blocked read must not hold up the runtime).
-fn stdin(submitter: Submitter, max_line_bytes: usize) -> oneshot::Receiver<()> {
-    let (ended, on_end) = oneshot::channel();
-    std::thread::spawn(move || {
-        let stdin = std::io::stdin().lock();
-        if let Err(e) =
-            read_lines(BufReader::with_capacity(1 << 20, stdin), "stdin", max_line_bytes, &submitter)
-        {
-            tracing::error!(target: "teelog::ship", "stdin: {e}");
-        }
-        let _ = ended.send(());
-    });
-    on_end
+struct StdinReader {
+    state: Arc<AtomicU8>,
+    stop: watch::Receiver<bool>,
+    failures: Arc<Mutex<Vec<String>>>,
+}
+
+impl StdinReader {
+    fn start(self, submitter: Submitter, max_line_bytes: usize) -> oneshot::Receiver<()> {
+        let (ended, on_end) = oneshot::channel();
+        std::thread::spawn(move || {
+            let stopping = || *self.stop.borrow();
+            // Read without std's own buffer of stdin, so that a stop takes nothing past the line
+            // it ends on (see `LineReader::finish_line`).
+            let read = std::io::stdin().as_fd().try_clone_to_owned().map_err(|e| format!("cannot read: {e}"));
+            let read = read.and_then(|fd| {
+                let stdin = BufReader::with_capacity(1 << 20, std::fs::File::from(fd));
+                read_lines(stdin, "stdin", max_line_bytes, &submitter, &stopping, &self.state)
+            });
+            if let Err(e) = read {
+                // The exit status is stdin's acknowledgement (SHIP.md): this makes it a failure.
+                tracing::error!(target: "teelog::ship", "stdin: {e}");
+                self.failures.lock().unwrap_or_else(|e| e.into_inner()).push(format!("stdin: {e}"));
+            }
+            self.state.store(Reading::Ended as u8, Ordering::Release);
+            let _ = ended.send(());
+        });
+        on_end
+    }
 }
 
 /// Submits NDJSON lines in chunks, numbered for error messages; an over-long line is
-/// reported and skipped.
+/// reported and skipped. Once `stopping`, it reads no more: the lines already read are handed
+/// over, and an unfinished line read in part is an error. `state` says when it waits for input
+/// holding nothing.
 pub(crate) fn read_lines(
     input: BufReader<impl std::io::Read>,
     name: &str,
     max_line_bytes: usize,
     submitter: &Submitter,
+    stopping: &dyn Fn() -> bool,
+    state: &AtomicU8,
 ) -> Result<(), String> {
     let mut reader = LineReader::new(input, max_line_bytes);
     let mut chunker = Chunker::new(name, max_line_bytes);
     let metrics = &submitter.shared().metrics;
     while let Some((n, line)) = reader.next_line().map_err(|e| format!("cannot read: {e}"))? {
+        let was = Reading::Waiting as u8;
+        if let Err(now) =
+            state.compare_exchange(was, Reading::Busy as u8, Ordering::AcqRel, Ordering::Acquire)
+        {
+            if now == Reading::Abandoned as u8 {
+                return Err(format!(
+                    "line {n} and what came with it arrived as the daemon stopped: not signed"
+                ));
+            }
+        }
         let full = match line {
             Line::Complete(bytes) | Line::Unterminated(bytes) => chunker.push(n, bytes),
             Line::TooLong => chunker.push_too_long(n, reader.skipped(), metrics),
@@ -203,14 +296,41 @@ pub(crate) fn read_lines(
         // max_delay, not when the pipe closes (or never, on a signal).
         let waits = full.is_none() && !reader.next_line_buffered();
         let chunk = if waits { chunker.take() } else { full };
-        if let Some((records, origin)) = chunk {
-            submitter.submit_blocking(records, origin).map_err(|e| e.to_string())?;
+        if let Some(chunk) = chunk {
+            submit_lines(submitter, chunk)?;
+        }
+        if waits {
+            if stopping() {
+                // What was read is handed over, the line begun included, and no more is read.
+                return finish_line(&mut reader, &mut chunker, submitter);
+            }
+            state.store(Reading::Waiting as u8, Ordering::Release);
         }
     }
-    if let Some((records, origin)) = chunker.take() {
-        submitter.submit_blocking(records, origin).map_err(|e| e.to_string())?;
+    if let Some(chunk) = chunker.take() {
+        submit_lines(submitter, chunk)?;
     }
     Ok(())
+}
+
+fn submit_lines(submitter: &Submitter, (records, origin): (RecordBuf, Origin)) -> Result<(), String> {
+    let lines = records.len();
+    submitter.submit_blocking(records, origin).map_err(|e| format!("{lines} lines read were not signed: {e}"))
+}
+
+/// Hands over the line begun in `reader`'s buffer, once it is read to its end (see
+/// [`LineReader::finish_line`]); nothing else is held.
+fn finish_line(
+    reader: &mut LineReader<BufReader<impl std::io::Read>>,
+    chunker: &mut Chunker,
+    submitter: &Submitter,
+) -> Result<(), String> {
+    let begun =
+        reader.finish_line().map_err(|e| format!("stopping, the line begun could not be read: {e}"))?;
+    if let Some((n, Line::Complete(bytes) | Line::Unterminated(bytes))) = begun {
+        chunker.push(n, bytes);
+    }
+    chunker.take().map_or(Ok(()), |chunk| submit_lines(submitter, chunk))
 }
 
 /// Gathers the lines of a line-oriented source into submissions of bounded size, each knowing

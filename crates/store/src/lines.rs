@@ -149,6 +149,39 @@ impl<R: BufRead> LineReader<R> {
 }
 
 impl<R: Read> LineReader<io::BufReader<R>> {
+    /// The rest of a line begun in the buffer (call it when no whole line is), read from the
+    /// input a byte at a time, so that nothing after its newline is taken from the input: a
+    /// source that stops hands over what it read, and leaves the rest to the next reader.
+    /// `None` if no line was begun; an error for one longer than `max_line_bytes`.
+    pub fn finish_line(&mut self) -> io::Result<Option<(u64, Line<'_>)>> {
+        self.inner.consume(std::mem::take(&mut self.lent));
+        let begun = self.inner.buffer().len();
+        if begun == 0 {
+            return Ok(None);
+        }
+        self.buf.clear();
+        self.buf.extend_from_slice(self.inner.buffer());
+        self.inner.consume(begun);
+        let mut byte = [0u8];
+        let terminated = loop {
+            if self.buf.len() > self.max_line_bytes {
+                let message = format!("a line longer than {} bytes was begun", self.max_line_bytes);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, message));
+            }
+            match self.inner.get_mut().read(&mut byte) {
+                Ok(0) => break false,
+                Ok(_) if byte[0] == b'\n' => break true,
+                Ok(_) => self.buf.push(byte[0]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        };
+        self.line_no += 1;
+        self.offset += (self.buf.len() + usize::from(terminated)) as u64;
+        let line = if terminated { Line::Complete(&self.buf) } else { Line::Unterminated(&self.buf) };
+        Ok(Some((self.line_no, line)))
+    }
+
     /// Whether a whole next line is already buffered, so that reading it cannot wait for the
     /// input: a source that is about to wait can first hand over the lines it holds.
     pub fn next_line_buffered(&self) -> bool {
