@@ -478,16 +478,25 @@ impl Identity {
         self.attestation.as_deref()
     }
 
-    /// The chain state of `stream`, if this identity has signed it before.
+    /// The chain state of `stream`, if this identity has signed it before. A state file that
+    /// names another stream is refused: the host keeps these files, and one copied over another
+    /// would have the next batch signed into the other stream's chain.
     pub fn load_state(&self, stream: &str) -> Result<Option<ChainHead>, IdentityError> {
         let path = state_path(&self.dir, stream);
-        match fs::read(&path) {
+        let head: ChainHead = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| IdentityError::Invalid { path, detail: e.to_string() }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(IdentityError::Io { path, error }),
+                .map_err(|e| IdentityError::Invalid { path: path.clone(), detail: e.to_string() })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(IdentityError::Io { path, error }),
+        };
+        if head.stream != stream {
+            let detail = format!(
+                "it is the chain state of stream {:?}, not of {stream:?}: a chain state is never moved between streams",
+                head.stream
+            );
+            return Err(IdentityError::Invalid { path, detail });
         }
+        Ok(Some(head))
     }
 
     /// Durably records where `head.stream` stands (write, fsync, rename, fsync directory).
@@ -734,6 +743,10 @@ mod tests {
         };
         identity.save_state(&head).unwrap();
         assert_eq!(identity.load_state("a/b:c").unwrap(), Some(head));
+        // The host copies that stream's state over another's.
+        fs::copy(state_path(&id_dir, "a/b:c"), state_path(&id_dir, "other")).unwrap();
+        let err = identity.load_state("other").unwrap_err().to_string();
+        assert!(err.contains("chain state of stream \"a/b:c\", not of \"other\""), "{err}");
     }
 
     #[test]
