@@ -142,7 +142,8 @@ fn cursor_path(spool: &Path, sink: &str) -> PathBuf {
 }
 
 fn load_cursor(path: &Path) -> Position {
-    let Ok(bytes) = std::fs::read(path) else { return Position::default() };
+    // A sink cursor is a few bytes of JSON; a FIFO or link in its place is not waited on.
+    let Ok(bytes) = teelog_store::read_host_file(path, 1 << 16) else { return Position::default() };
     let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     Position {
         segment: value["segment"].as_u64().unwrap_or(0),

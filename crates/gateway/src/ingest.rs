@@ -305,10 +305,15 @@ pub enum ContinuityError {
     },
 }
 
+/// The most a saved continuity state is read to (it grows with the streams a gateway has seen).
+const MAX_CONTINUITY_BYTES: u64 = 1 << 30;
+/// The most a saved attestation document line is read to.
+const MAX_DOCUMENT_FILE_BYTES: u64 = 16 << 20;
+
 /// The continuity state saved by the last run, or a fresh one if there is none.
 pub fn load_continuity(spool: &Path) -> Result<Continuity, ContinuityError> {
     let path = continuity_path(spool);
-    match std::fs::read(&path) {
+    match teelog_store::read_host_file(&path, MAX_CONTINUITY_BYTES) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| ContinuityError::Corrupt { path, error }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Continuity::default()),
         Err(error) => Err(ContinuityError::Read { path, error }),
@@ -318,7 +323,10 @@ pub fn load_continuity(spool: &Path) -> Result<Continuity, ContinuityError> {
 /// The attestation document lines received by earlier runs.
 pub fn saved_documents(spool: &Path) -> Vec<Vec<u8>> {
     let Ok(entries) = std::fs::read_dir(documents_dir(spool)) else { return Vec::new() };
-    entries.flatten().filter_map(|e| std::fs::read(e.path()).ok()).collect()
+    entries
+        .flatten()
+        .filter_map(|e| teelog_store::read_host_file(&e.path(), MAX_DOCUMENT_FILE_BYTES).ok())
+        .collect()
 }
 
 /// The one thread that judges submissions with the [`Gate`], appends them to the spool and

@@ -119,6 +119,15 @@ pub enum IdentityError {
     },
 }
 
+/// The most an identity's file (its description, key, attestation or a chain state) holds.
+const MAX_IDENTITY_FILE_BYTES: u64 = 1 << 20;
+
+/// One of an identity's files, read as host storage is read (see
+/// [`teelog_store::read_host_file`]): a FIFO or link in its place is refused, not waited on.
+fn read_identity_file(path: &Path) -> Result<Vec<u8>, IdentityError> {
+    teelog_store::read_host_file(path, MAX_IDENTITY_FILE_BYTES).map_err(io_err(path))
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
     move |error| IdentityError::Io { path: path.to_path_buf(), error }
 }
@@ -340,7 +349,7 @@ impl Identity {
 
     fn load(dir: &Path, nsm: Box<dyn AttestationSource>) -> Result<Self, IdentityError> {
         let meta_path = dir.join(META_FILE);
-        let text = fs::read(&meta_path).map_err(io_err(&meta_path))?;
+        let text = read_identity_file(&meta_path)?;
         let invalid = |detail: String| IdentityError::Invalid { path: meta_path.clone(), detail };
         let meta: Meta = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
         let (signer, attestation) = if meta.kind == NITRO {
@@ -483,7 +492,7 @@ impl Identity {
     /// would have the next batch signed into the other stream's chain.
     pub fn load_state(&self, stream: &str) -> Result<Option<ChainHead>, IdentityError> {
         let path = state_path(&self.dir, stream);
-        let head: ChainHead = match fs::read(&path) {
+        let head: ChainHead = match teelog_store::read_host_file(&path, MAX_IDENTITY_FILE_BYTES) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| IdentityError::Invalid { path: path.clone(), detail: e.to_string() })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -539,7 +548,7 @@ fn open_fixed_key(dir: &Path, meta: &Meta) -> Result<(Signer, Option<Vec<u8>>), 
         SOFTWARE => None,
         DEV | TPM => {
             let path = dir.join(ATTESTATION_FILE);
-            Some(fs::read(&path).map_err(io_err(&path))?)
+            Some(read_identity_file(&path)?)
         }
         other => {
             return Err(invalid(format!("kind {other:?} is not a software, dev, tpm or nitro identity")))
@@ -553,7 +562,7 @@ fn open_fixed_key(dir: &Path, meta: &Meta) -> Result<(Signer, Option<Vec<u8>>), 
         _ if meta.kind == TPM => return Err(invalid("a tpm identity needs its \"tpm\" member".into())),
         _ => {
             let key_path = dir.join(PRIVATE_KEY_FILE);
-            let pem = fs::read(&key_path).map_err(io_err(&key_path))?;
+            let pem = read_identity_file(&key_path)?;
             let key = SoftwareKey::from_pkcs8_pem(&pem)
                 .map_err(|error| IdentityError::Key { path: key_path.clone(), error })?;
             let signer = SoftwareSigner::new(key, meta.measurement.clone());
@@ -681,9 +690,9 @@ fn open_tpm_key(
     let tpm_err = |error| IdentityError::Tpm { path: dir.to_path_buf(), error };
     let tcti = Tcti::parse(&meta.tcti).map_err(tpm_err)?;
     let private_path = dir.join(TPM_PRIVATE_FILE);
-    let private = fs::read(&private_path).map_err(io_err(&private_path))?;
+    let private = read_identity_file(&private_path)?;
     let bundle_path = dir.join(ATTESTATION_FILE);
-    let bundle = fs::read(&bundle_path).map_err(io_err(&bundle_path))?;
+    let bundle = read_identity_file(&bundle_path)?;
     let bundle = TpmBundle::parse(&bundle).map_err(|e| tpm_err(e.into()))?;
     let key = KeyBlobs { private: &private, public: &bundle.key_public };
     TpmSigner::open(&tcti, SRK_HANDLE, &key, &meta.pcrs, measurement, attestation_sha256).map_err(tpm_err)
@@ -747,6 +756,11 @@ mod tests {
         fs::copy(state_path(&id_dir, "a/b:c"), state_path(&id_dir, "other")).unwrap();
         let err = identity.load_state("other").unwrap_err().to_string();
         assert!(err.contains("chain state of stream \"a/b:c\", not of \"other\""), "{err}");
+        // A FIFO in its place is refused, not waited on (which would hold the stop too).
+        let fifo = state_path(&id_dir, "fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let err = identity.load_state("fifo").unwrap_err().to_string();
+        assert!(err.contains("a FIFO, not a regular file"), "{err}");
     }
 
     #[test]

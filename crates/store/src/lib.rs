@@ -127,30 +127,50 @@ pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 /// or device is not read: whoever controls the store's directory could otherwise make a reader
 /// hang (a FIFO, `/dev/zero`) or read a file that is not part of the store.
 pub fn open_segment_to_read(path: &Path) -> Result<File, StoreError> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let not_regular = |what| StoreError::NotRegular { path: path.to_path_buf(), what };
-    let file = match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular("a symbolic link")),
-        Err(source) => return Err(StoreError::Io { path: path.to_path_buf(), source }),
-    };
-    let kind = file.metadata().map_err(io_err(path))?.file_type();
-    if kind.is_file() {
-        return Ok(file);
+    match open_regular(path, OpenOptions::new().read(true)) {
+        Ok(Ok(file)) => Ok(file),
+        Ok(Err(what)) => Err(StoreError::NotRegular { path: path.to_path_buf(), what }),
+        Err(source) => Err(StoreError::Io { path: path.to_path_buf(), source }),
     }
-    Err(not_regular(if kind.is_fifo() {
-        "a FIFO"
+}
+
+/// Reads a small file that host storage holds (a chain state, a cursor, a saved position): a
+/// regular file of at most `max_bytes` only, so that a FIFO, device or link planted in its place
+/// is refused by name rather than hanging the reader, holding its stop or redirecting it.
+/// A missing file is `NotFound`, as from `fs::read`.
+pub fn read_host_file(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
+    let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidData, message);
+    let file = open_regular(path, OpenOptions::new().read(true))?
+        .map_err(|what| invalid(format!("{what}, not a regular file: not read")))?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(invalid(format!("larger than the {max_bytes} bytes such a file has: not read")));
+    }
+    Ok(bytes)
+}
+
+/// Opens `path` with `options`, not following a symbolic link and not waiting on a FIFO; the
+/// file if it is a regular one, else what it is instead.
+fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<Result<File, &'static str>> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = match options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path) {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Err("a symbolic link")),
+        Err(e) => return Err(e),
+    };
+    let kind = file.metadata()?.file_type();
+    Ok(if kind.is_file() {
+        Ok(file)
+    } else if kind.is_fifo() {
+        Err("a FIFO")
     } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
+        Err("a device")
     } else if kind.is_socket() {
-        "a socket"
+        Err("a socket")
     } else {
-        "a directory or other special file"
-    }))
+        Err("a directory or other special file")
+    })
 }
 
 /// The segment files of a store with their indexes, oldest first.
@@ -266,8 +286,11 @@ impl Store {
     }
 }
 
+/// Opens a segment to append to (creating it if `new`): a regular file only, as for reading.
 fn open_segment(dir: &Path, path: &Path, new: bool) -> Result<File, StoreError> {
-    let file = OpenOptions::new().append(true).create(new).open(path).map_err(io_err(path))?;
+    let file = open_regular(path, OpenOptions::new().append(true).create(new))
+        .map_err(io_err(path))?
+        .map_err(|what| StoreError::NotRegular { path: path.to_path_buf(), what })?;
     if new {
         // Make the new directory entry durable too.
         File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
@@ -276,7 +299,7 @@ fn open_segment(dir: &Path, path: &Path, new: bool) -> Result<File, StoreError> 
 }
 
 fn ends_cleanly(path: &Path) -> Result<bool, StoreError> {
-    let mut file = File::open(path).map_err(io_err(path))?;
+    let mut file = open_segment_to_read(path)?;
     let len = file.metadata().map_err(io_err(path))?.len();
     if len == 0 {
         return Ok(true);
@@ -329,6 +352,31 @@ mod tests {
         let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         store.append(b"after\n").unwrap();
         assert_eq!(read(dir.path()), ["whole\n{\"tor", "after\n"]);
+    }
+
+    #[test]
+    fn a_fifo_or_link_planted_as_the_newest_segment_or_a_small_file_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("segment-000000000003.ndjson");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let err = Store::open(dir.path(), StoreOptions::default()).err().unwrap().to_string();
+        assert!(err.contains("segment-000000000003.ndjson: a FIFO, not a regular file"), "{err}");
+        let err = read_host_file(&fifo, 100).unwrap_err().to_string();
+        assert!(err.contains("a FIFO, not a regular file"), "{err}");
+        std::fs::remove_file(&fifo).unwrap();
+
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "kept\n").unwrap();
+        std::os::unix::fs::symlink(&victim, &fifo).unwrap();
+        let err = Store::open(dir.path(), StoreOptions::default()).err().unwrap().to_string();
+        assert!(err.contains("a symbolic link, not a regular file"), "{err}");
+        assert!(read_host_file(&fifo, 100).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"kept\n", "nothing written through the link");
+
+        assert_eq!(read_host_file(&victim, 100).unwrap(), b"kept\n");
+        assert!(read_host_file(&victim, 4).unwrap_err().to_string().contains("larger than the 4 bytes"));
+        let missing = read_host_file(&dir.path().join("none"), 100).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

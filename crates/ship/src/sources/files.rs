@@ -141,6 +141,8 @@ pub struct Cursor {
 const PREVIOUS: usize = 8;
 /// Bytes hashed at each end of a fingerprint.
 const FINGERPRINT_BYTES: u64 = 4096;
+/// The most a saved position (a few places and fingerprints of JSON) is read to.
+const MAX_CURSOR_BYTES: u64 = 1 << 20;
 /// A rotated file is still read until it has not grown for this long (its writer may not have
 /// reopened the path yet).
 const LATE_WRITES: Duration = Duration::from_secs(5);
@@ -332,13 +334,17 @@ impl Follower {
     ) -> Self {
         let cursor_file = cursor_file(spool, path);
         let name = path.display().to_string();
-        let saved: Option<Cursor> = match std::fs::read(&cursor_file) {
+        let saved: Option<Cursor> = match teelog_store::read_host_file(&cursor_file, MAX_CURSOR_BYTES) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| {
                     tracing::warn!(target: "teelog::ship", "{}: {e}; {name} is read from its start", cursor_file.display());
                 })
                 .ok(),
-            Err(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(target: "teelog::ship", "{}: {e}; {name} is read from its start", cursor_file.display());
+                None
+            }
         };
         let places = saved.map(|c| std::iter::once(c.place).chain(c.previous).collect()).unwrap_or_default();
         let metrics = submitter.shared().metrics.clone();
