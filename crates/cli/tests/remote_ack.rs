@@ -103,6 +103,8 @@ fn with_ack_remote_an_export_is_answered_only_once_the_gateway_holds_it() {
     let ship = shipper(&f, "127.0.0.1:0", &relay);
     let otlp = ship.http.unwrap();
     ship.wait_for_log(&format!("sinks=relay-1 (relay {relay})"), Duration::from_secs(5));
+    // The gateway's word comes over plain TCP here: said at start.
+    ship.wait_for_log("relay sink relay-1 speaks to its gateway without TLS", Duration::from_secs(5));
     assert_eq!(export(otlp, &otlp_json(0..10)), 200);
 
     // The gateway gone, an export is held and answered "retry", not 200, and the sink's lag

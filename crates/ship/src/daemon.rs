@@ -96,6 +96,22 @@ fn head_trust(config: &Config) -> Result<HeadTrust, DaemonError> {
     Ok(trust)
 }
 
+/// The gateway's word (its acknowledgements under `ack = "remote"`, and the head a start without
+/// chain state links to) is only as good as the connection it comes over: without TLS, whoever
+/// sits on it (the host of an enclave, for vsock to its parent) can answer for the gateway. Said
+/// loudly at start when the shipper relies on it (`relies`).
+fn warn_of_plaintext_gateways(config: &Config, relies: bool) {
+    let plaintext: Vec<String> = config
+        .sinks
+        .iter()
+        .filter(|sink| matches!(sink, SinkConfig::Relay(relay) if relay.tls.is_none()))
+        .map(SinkConfig::name)
+        .collect();
+    if relies && !plaintext.is_empty() {
+        tracing::warn!(target: "teelog::ship", "relay sink {} speaks to its gateway without TLS: the acknowledgements of ack = \"remote\" and the head a start without chain state links to are then the word of whoever answers on that connection, which the host can be; give the sink tls with its ca pinned (docs/SHIP.md, \"Acknowledgement\")", plaintext.join(", "));
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves (a signal) or every finite source has ended.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<SignSummary, DaemonError> {
     let trust = head_trust(&config)?;
@@ -104,6 +120,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     // Without chain state of its own, a new epoch would link to whatever head local storage
     // shows, and that storage is the host's: it asks the gateway first (docs/FORMAT.md §5.3).
     let state = identity.load_state(&config.stream)?;
+    let asks_for_head =
+        !(state.is_some() && !identity.has_fresh_key()) && config.start.instance() != Instance::New;
     let gateway = match state {
         Some(state) if !identity.has_fresh_key() => own_epoch_at_gateway(&config, &state.epoch).await,
         // A replica's first start: no head the gateway holds is its own.
@@ -149,6 +167,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let described: Vec<String> = config.sinks.iter().map(SinkConfig::describe).collect();
     let sinks = if described.is_empty() { "none (the spool is kept)".into() } else { described.join(", ") };
     tracing::info!(target: "teelog::ship", stream = %config.stream, sinks = %sinks, ack = ?ack, "shipping");
+    warn_of_plaintext_gateways(&config, ack == AckMode::Remote || asks_for_head);
 
     let ends_by_itself = running.only_finite();
     let shared = pipeline.shared().clone();
