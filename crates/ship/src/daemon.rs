@@ -121,7 +121,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     // shows, and that storage is the host's: it asks the gateway first (docs/FORMAT.md §5.3).
     let state = identity.load_state(&config.stream)?;
     let asks_for_head =
-        !(state.is_some() && !identity.has_fresh_key()) && config.start.instance() != Instance::New;
+        (identity.has_fresh_key() || state.is_none()) && config.start.instance() != Instance::New;
     let gateway = match state {
         Some(state) if !identity.has_fresh_key() => own_epoch_at_gateway(&config, &state.epoch).await,
         // A replica's first start: no head the gateway holds is its own.
