@@ -335,3 +335,33 @@ fn a_file_rewritten_or_a_position_moved_while_stopped_is_read_again_not_skipped(
         "nothing skipped: {log}"
     );
 }
+
+/// A file rotated away (renamed in its directory) while the daemon is down, or while it was
+/// still being read when the daemon stopped, is found again by its identity and read on from
+/// its saved place: its lines are neither lost nor read twice.
+#[test]
+fn a_file_rotated_while_stopped_is_found_in_its_directory_and_read_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let log_path = root.join("app.log");
+    append(&log_path, &lines(0..10));
+    let (config, spool) = follow(root, &["app.log"]);
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    wait_for(&spool, 10, &daemon);
+    daemon.stop();
+    // While it is down: the application writes on, logrotate renames, the application reopens.
+    append(&log_path, &lines(10..20));
+    std::fs::rename(&log_path, root.join("app.log.1")).unwrap();
+    append(&log_path, &lines(20..30));
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    wait_for(&spool, 30, &daemon);
+    let log = daemon.stop();
+    assert!(log.contains("app.log.1 was rotated away from it with"), "{log}");
+    assert_each_once(&spool, 0..30, &log);
+    // Read to its end, it is not read again at the next start, though it is still there.
+    let daemon = Daemon::start(&["--config", s(&config)]);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = daemon.stop();
+    assert!(!log.contains("rotated away"), "{log}");
+    assert_each_once(&spool, 0..30, &log);
+}

@@ -103,7 +103,7 @@ impl Running {
             }
         }
         if late > 0 {
-            tracing::warn!(target: "teelog::ship", "{late} source(s) still busy after {timeout:?} were dropped; their clients send again, and files are read on from their saved positions");
+            tracing::warn!(target: "teelog::ship", "{late} source(s) still busy after {timeout:?} were dropped; their clients send again, and files are read on from their saved positions (a rotated file too, while it stays in its directory)");
         }
     }
 }

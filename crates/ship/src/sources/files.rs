@@ -15,8 +15,11 @@
 //! A file reached through two configured paths is read by one follower only, and a symbolic
 //! link, FIFO or device at the path is never opened.
 //!
-//! Not seen: a file rotated away while the daemon is down, and a truncation refilled with the
-//! same bytes around the old position before the next poll (docs/SHIP.md).
+//! A file rotated away while the daemon was down, or still being read when it stopped, is found
+//! again at the next start in the path's directory by its identity and read on.
+//!
+//! Not seen: a rotated file moved out of the path's directory, and a truncation refilled with
+//! the same bytes around the old position before the next poll (docs/SHIP.md).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -363,6 +366,7 @@ impl Follower {
     /// Polls every `interval` until `stop` turns true, with a last look after it has.
     pub fn run(mut self, stop: watch::Receiver<bool>, interval: Duration) {
         tracing::info!(target: "teelog::ship", "following {}", self.target.name);
+        self.draining = self.find_rotated();
         loop {
             match self.poll(&stop) {
                 Ok(()) => self.problem = None,
@@ -467,6 +471,56 @@ impl Follower {
             self.remember(draining.open.place());
         }
         Ok(())
+    }
+
+    /// A file this follower read before, rotated away from the path (while the daemon was down,
+    /// or while it was still being read when the daemon stopped) and found again by its identity
+    /// in the path's directory, where rename-rotation leaves it, with bytes past its saved place
+    /// and the bytes before it the ones read: it is read on as a rotated file is, so that a stop
+    /// in its middle or a rotation while down loses none of its lines. The newest such place.
+    fn find_rotated(&mut self) -> Option<Draining> {
+        let at_path = self.at_path().map(|seen| seen.id);
+        let dir = self.target.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut found: Option<(usize, PathBuf)> = None;
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            // Not followed: a link's target is whatever the directory's owner chose.
+            let Ok(meta) = entry.metadata() else { continue };
+            let seen = Seen::of(&meta);
+            if !meta.is_file() || Some(seen.id) == at_path {
+                continue;
+            }
+            let newest = self.places.iter().position(|p| p.id == seen.id && p.offset < seen.size);
+            if let Some(index) = newest.filter(|&i| found.as_ref().is_none_or(|(f, _)| i < *f)) {
+                found = Some((index, entry.path()));
+            }
+        }
+        let (index, path) = found?;
+        let place = self.places[index].clone();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        let same = meta.is_file() && Seen::of(&meta).id == place.id;
+        // Without a fingerprint nothing tells it from another file that took the inode number.
+        let read_before =
+            place.fingerprint.is_some() && fingerprint(&file, place.offset).ok() == place.fingerprint;
+        if !(same && read_before) {
+            return None;
+        }
+        let registration = self.target.followed.register(place.id, &self.target.name).ok()?;
+        tracing::warn!(target: "teelog::ship", "{}: {} was rotated away from it with {} bytes not read yet; reading them now", self.target.name, path.display(), meta.len() - place.offset);
+        self.places.remove(index);
+        let reading = Reading { id: place.id, offset: place.offset, read_to: place.offset };
+        let open = OpenFile {
+            file,
+            reading,
+            line: place.line,
+            fingerprint: place.fingerprint,
+            _registration: registration,
+        };
+        Some(Draining { open, quiet_since: Instant::now() })
     }
 
     fn remember(&mut self, place: Place) {
