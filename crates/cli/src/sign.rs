@@ -161,10 +161,11 @@ enum Block {
 
 /// A block is handed over at this many lines or bytes, or sooner when the input has no more
 /// for now (a pipe that stays open), so that `--heartbeat-every` and the seals see it.
-const BLOCK_LINES: u64 = 1024;
-const BLOCK_BYTES: usize = 256 << 10;
-/// Blocks read ahead of the signer: with the one being filled and the one being signed, what
-/// bounds the memory between the two threads (about 1.5 MiB, plus the longest lines).
+const BLOCK_LINES: u64 = 256;
+const BLOCK_BYTES: usize = 64 << 10;
+/// Blocks read ahead of the signer: with the one being filled and the one being signed (their
+/// buffers go round), what bounds the memory between the two threads (about 1.5 MiB, plus the
+/// longest lines).
 const BLOCKS_AHEAD: usize = 4;
 
 /// Reads and signs `input`: one thread reads the lines and canonicalises them while this one
@@ -177,10 +178,12 @@ fn consume(
     input_name: &str,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::sync_channel(BLOCKS_AHEAD);
+    // Signed blocks go back to be filled again: no block's buffers are allocated twice.
+    let (done, emptied) = mpsc::channel();
     let max_line_bytes = args.max_line_bytes;
     let thread = std::thread::Builder::new()
         .name("teelog-read".into())
-        .spawn(move || read_blocks(input, max_line_bytes, &tx))
+        .spawn(move || read_blocks(input, max_line_bytes, &tx, &emptied))
         .context("cannot start the thread that reads the input")?;
     let mut last_seal = Instant::now();
     let mut batches = signer.summary().batches;
@@ -191,7 +194,13 @@ fn consume(
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         let step = match block {
-            Ok(Block::Lines(first, records)) => take_block(signer, args, input_name, first, &records),
+            Ok(Block::Lines(first, mut records)) => {
+                let taken = take_block(signer, args, input_name, first, &records);
+                records.clear();
+                // The reader may have ended; then the block is dropped here.
+                let _ = done.send(records);
+                taken
+            }
             Ok(Block::TooLong(n, skipped)) => too_long(signer, args, input_name, n, skipped),
             Err(RecvTimeoutError::Timeout) => signer.seal(now()).map(drop).map_err(anyhow::Error::from),
             Err(RecvTimeoutError::Disconnected) => break Ok(()),
@@ -220,6 +229,7 @@ fn read_blocks(
     input: BufReader<impl Read>,
     max_line_bytes: usize,
     tx: &mpsc::SyncSender<Block>,
+    emptied: &mpsc::Receiver<RecordBuf>,
 ) -> io::Result<()> {
     let mut reader = LineReader::new(input, max_line_bytes);
     let mut canon = Canonicalizer::new();
@@ -227,7 +237,11 @@ fn read_blocks(
     let mut first = 1;
     // False once the signer has stopped taking blocks.
     let send = |first: u64, block: &mut RecordBuf| {
-        block.is_empty() || tx.send(Block::Lines(first, std::mem::take(block))).is_ok()
+        if block.is_empty() {
+            return true;
+        }
+        let next = emptied.try_recv().unwrap_or_default();
+        tx.send(Block::Lines(first, std::mem::replace(block, next))).is_ok()
     };
     loop {
         let (n, line) = match reader.next_line() {

@@ -151,6 +151,13 @@ impl RecordBuf {
         }
     }
 
+    /// Holds no record, and keeps its buffers for the next ones.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.canonical.clear();
+        self.count = 0;
+    }
+
     /// The records held, in order, as the signer takes them.
     pub fn inputs(&self) -> impl Iterator<Item = Input<'_>> {
         Self::lines(&self.bytes).enumerate().map(|(index, record)| self.input(index, record))
