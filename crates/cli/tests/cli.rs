@@ -208,8 +208,9 @@ fn records_keep_their_order_and_lines_their_numbers_across_the_reading_thread() 
     let good = records(0..3000);
     let mut lines: Vec<Vec<u8>> =
         good.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
-    // Line numbers (1-based) of what is not a record: the first line, both sides of the first
-    // block's edge (1024 lines), a blank line and a line too long to read.
+    // Line numbers (1-based) of what is not a record: the first line, both sides of a block's
+    // edge (blocks of 256 lines), a blank line, a line too long to read (which ends a block) and
+    // one in the last block.
     let bad: [(usize, &[u8], &str); 6] = [
         (1, b"not json", "a record must be a JSON object"),
         (1024, b"{\"message\":1}", "field \"message\" must be a string"),
