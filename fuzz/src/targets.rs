@@ -6,8 +6,9 @@
 use std::collections::BTreeSet;
 
 use teelog_core::batch::{BatchBuilder, ChainHead, Header, ParsedBatch};
-use teelog_core::canon::canonicalize;
+use teelog_core::canon::{canonicalize, Canonicalizer};
 use teelog_core::gate::{Continuity, Gate};
+use teelog_core::record::canonicalize_record;
 use teelog_core::timestamp::{parse_rfc3339, UnixNanos};
 use teelog_core::verify::{FindingKind, Origin, Verifier, VerifyOptions};
 
@@ -334,6 +335,16 @@ pub fn canonical_json(data: &[u8]) {
     }
     let mut builder = BatchBuilder::new();
     let _ = builder.push_input(data, &now);
+    // Readers canonicalise a record once and hand the signer its canonical bytes and `ts`
+    // (`Input::Canonical`), which it takes as they are: they must be what it would have made.
+    let mut record = Vec::new();
+    if let Ok(ts) = canonicalize_record(&mut Canonicalizer::new(), data, &now, &mut record) {
+        let mut again = Vec::new();
+        let retold =
+            canonicalize_record(&mut Canonicalizer::new(), &record, &|| ts.wrapping_add(1), &mut again);
+        assert_eq!(retold.ok(), Some(ts), "a canonical record's ts is not what it was made with");
+        assert_eq!(again, record, "a canonical record is not canonical");
+    }
 }
 
 /// The seed's `SignedLogBatch` lines: as found, and with a payload from the input signed by the

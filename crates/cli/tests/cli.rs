@@ -196,6 +196,76 @@ fn bad_input_leaves_a_signed_notice_and_the_stream_goes_on() {
     );
 }
 
+/// `sign` reads and canonicalises on one thread and signs on another, a block of lines at a
+/// time: across the blocks' edges every record keeps its place and its canonical bytes, and each
+/// refused or over-long line is named by its own number, with its notice where it stood.
+#[test]
+fn records_keep_their_order_and_lines_their_numbers_across_the_reading_thread() {
+    use teelog_core::canon::{canonicalize, Canonicalizer};
+    use teelog_core::record::canonicalize_record;
+    let f = fixture();
+    let file = f.root.join("batches.ndjson");
+    let good = records(0..3000);
+    let mut lines: Vec<Vec<u8>> =
+        good.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+    // Line numbers (1-based) of what is not a record: the first line, both sides of a block's
+    // edge (blocks of 256 lines), a blank line, a line too long to read (which ends a block) and
+    // one in the last block.
+    let bad: [(usize, &[u8], &str); 6] = [
+        (1, b"not json", "a record must be a JSON object"),
+        (1024, b"{\"message\":1}", "field \"message\" must be a string"),
+        (1025, b"{\"a\":1,\"a\":2}", "duplicate member name \"a\""),
+        (1500, b"   ", ""),
+        (2049, &[b'x'; 5000], "line longer than 4096 bytes"),
+        (3003, b"{\"ts\":true}", "field \"ts\" must be"),
+    ];
+    for (n, line, _) in bad {
+        lines.insert(n - 1, line.to_vec());
+    }
+    let input: Vec<u8> = lines.iter().flat_map(|l| l.iter().chain(b"\n")).copied().collect();
+    let out = teelog(
+        &[
+            "sign",
+            "--identity",
+            s(&f.identity),
+            "--out",
+            s(&file),
+            "--batch-size",
+            "1000",
+            "--max-line-bytes",
+            "4096",
+        ],
+        &input,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for (n, _, why) in bad.iter().filter(|b| !b.2.is_empty()) {
+        assert!(stderr(&out).contains(&format!("stdin:{n}: {why}")), "line {n}: {}", stderr(&out));
+    }
+    assert!(stderr(&out).contains("5 input records were refused"), "{}", stderr(&out));
+    let (code, report) = verify_json(&f, &[s(&file)]);
+    assert_eq!((code, report["records"].as_u64()), (0, Some(3005)), "{report}");
+
+    let signed = signed_records(&file);
+    let mut canon = Canonicalizer::new();
+    let mut signed = signed.iter();
+    for (i, line) in lines.iter().enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let record = signed.next().unwrap();
+        if bad.iter().any(|b| b.0 == i + 1) {
+            assert_eq!(record["refused_source"], format!("stdin:{}", i + 1), "{record}");
+            continue;
+        }
+        let mut expected = Vec::new();
+        canonicalize_record(&mut canon, line, &|| 0, &mut expected).unwrap();
+        let mut got = Vec::new();
+        canonicalize(&serde_json::to_vec(record).unwrap(), &mut got).unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(expected).unwrap(), "line {}", i + 1);
+    }
+    assert!(signed.next().is_none());
+}
+
 #[test]
 fn tampering_is_reported_with_exit_1_and_malformed_lines_name_file_and_line() {
     let f = fixture();

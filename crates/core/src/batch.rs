@@ -387,6 +387,12 @@ impl ChainHead {
     }
 }
 
+/// Whether a record of `bytes` canonical bytes fits in a batch line of its own within
+/// [`MAX_BATCH_LINE`]; a larger one is refused as [`RecordError::TooLarge`].
+pub fn fits_alone(bytes: usize) -> bool {
+    LINE_OVERHEAD + bytes + 2 * HINT_LEN <= MAX_BATCH_LINE
+}
+
 /// Summary of one sealed batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sealed {
@@ -532,7 +538,7 @@ impl BatchBuilder {
                     self.commit(start, ts);
                     return Ok(Taken::Accepted);
                 }
-                if LINE_OVERHEAD + bytes + 2 * HINT_LEN <= MAX_BATCH_LINE {
+                if fits_alone(bytes) {
                     // Alone it fits: the open batch is sealed without it.
                     self.seal_first(mark, start, ts, seal)?;
                     return Ok(Taken::Accepted);

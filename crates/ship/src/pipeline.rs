@@ -11,8 +11,10 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use teelog_core::batch::fits_alone;
+use teelog_core::canon::Canonicalizer;
 use teelog_core::merkle::sha256;
-use teelog_core::record::RecordError;
+use teelog_core::record::{canonicalize_record, RecordError};
 use teelog_core::timestamp::{format_rfc3339, UnixNanos};
 use teelog_core::{Input, Sealed, Taken};
 use teelog_store::lines::Skipped;
@@ -112,6 +114,29 @@ impl RecordBuf {
         self.append(record);
     }
 
+    /// Adds one input line, canonicalised here by the thread that read it, so that reading and
+    /// canonicalising overlap with the signer's hashing, sealing and writing. A line the
+    /// canonicaliser refuses, or whose canonical form is longer than `max_record_bytes` or than
+    /// a batch line holds, is added as it came: the signer refuses it with a notice, as it
+    /// would have, whose length and SHA-256 are those of the line as received.
+    pub fn push_line(&mut self, canon: &mut Canonicalizer, line: &[u8], max_record_bytes: usize) {
+        if line.len() <= max_record_bytes && !line.iter().all(u8::is_ascii_whitespace) {
+            let mark = self.bytes.len();
+            if let Ok(ts) = canonicalize_record(canon, line, &now, &mut self.bytes) {
+                let len = self.bytes.len() - mark;
+                if len <= max_record_bytes && fits_alone(len) {
+                    self.canonical.resize(self.count as usize, None);
+                    self.canonical.push(Some(ts));
+                    self.bytes.push(b'\n');
+                    self.count += 1;
+                    return;
+                }
+                self.bytes.truncate(mark);
+            }
+        }
+        self.push(line);
+    }
+
     fn append(&mut self, record: &[u8]) {
         self.bytes.extend_from_slice(record);
         self.bytes.push(b'\n');
@@ -124,6 +149,18 @@ impl RecordBuf {
             Some(Some(ts)) => Input::Canonical { record, ts: *ts },
             _ => Input::Json(record),
         }
+    }
+
+    /// Holds no record, and keeps its buffers for the next ones.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.canonical.clear();
+        self.count = 0;
+    }
+
+    /// The records held, in order, as the signer takes them.
+    pub fn inputs(&self) -> impl Iterator<Item = Input<'_>> {
+        Self::lines(&self.bytes).enumerate().map(|(index, record)| self.input(index, record))
     }
 
     /// Records held.
@@ -816,6 +853,58 @@ impl SignerLoop {
         {
             self.shared.spool.wait_for_reader(Duration::from_millis(500));
             self.measure_spool();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the reading thread hands over is what the signer would have made of each line
+    /// itself: its canonical form where there is one within the bounds, else the line as it
+    /// came, which the signer then refuses with a notice naming its bytes as received.
+    #[test]
+    fn push_line_canonicalises_what_the_signer_would_and_keeps_the_rest_as_received() {
+        let lines: [&[u8]; 10] = [
+            br#"{"ts":"2026-12-02T09:00:00Z","message":"m","attributes":{"z":1,"a":[1.0,"\u00e9"]}}"#,
+            br#"{"ts":"2026-12-02T09:00:00.000000001Z","n":12345678901234567890}"#,
+            br#"{"ts":1}"#,
+            br#"{"ts":1,"ts":2}"#,
+            b"[1]",
+            b"{\"ts\":1,\"m\":\"\xff\"}",
+            b"   ",
+            b"",
+            br#"{"ts":1,"message":5}"#,
+            br#"{"ts":"2026-12-02T10:00:00+01:00"}"#,
+        ];
+        for max_record_bytes in [usize::MAX, 30] {
+            let mut buf = RecordBuf::default();
+            let mut canon = Canonicalizer::new();
+            for line in lines {
+                buf.push_line(&mut canon, line, max_record_bytes);
+            }
+            assert_eq!(buf.len(), lines.len() as u64);
+            let mut canonical = 0;
+            for (line, input) in lines.iter().zip(buf.inputs()) {
+                let mut expected = Vec::new();
+                let result = canonicalize_record(&mut Canonicalizer::new(), line, &|| 7, &mut expected);
+                match (input, result) {
+                    (Input::Canonical { record, ts }, Ok(t)) => {
+                        assert!(expected.len() <= max_record_bytes);
+                        assert_eq!((record, ts), (&expected[..], t), "{}", String::from_utf8_lossy(line));
+                        canonical += 1;
+                    }
+                    (Input::Json(raw), Ok(_)) => {
+                        assert!(expected.len() > max_record_bytes, "{}", String::from_utf8_lossy(line));
+                        assert_eq!(raw, *line);
+                    }
+                    (Input::Json(raw), Err(_)) => assert_eq!(raw, *line),
+                    (Input::Canonical { .. }, Err(e)) => panic!("{}: {e}", String::from_utf8_lossy(line)),
+                }
+            }
+            // Four lines are records, none shorter than 37 canonical bytes (`{"ts":1}` grows to 39).
+            assert_eq!(canonical, if max_record_bytes == usize::MAX { 4 } else { 0 });
         }
     }
 }

@@ -421,12 +421,17 @@ impl StreamSigner {
     /// Takes one input record (see [`BatchSealer::take`]); a batch sealed to make room is
     /// written durably first.
     pub fn push(&mut self, record: &[u8], source: &dyn Fn() -> String) -> Result<Taken, ShipError> {
+        self.push_input(Input::Json(record), source)
+    }
+
+    /// [`push`](Self::push) for an input that may be in canonical form already.
+    pub fn push_input(&mut self, input: Input<'_>, source: &dyn Fn() -> String) -> Result<Taken, ShipError> {
         if self.unwritten.is_some() {
             // Its line is in `line`, which a seal here would overwrite.
             self.retry_write()?;
         }
         self.line.clear();
-        let (taken, sealed) = self.sealer.take(Input::Json(record), source, &mut self.line)?;
+        let (taken, sealed) = self.sealer.take(input, source, &mut self.line)?;
         if let Taken::Refused(_) = taken {
             self.summary.refused += 1;
         }

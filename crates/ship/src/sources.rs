@@ -8,6 +8,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
+use teelog_core::canon::Canonicalizer;
 use teelog_deliver::serve::{bind, metrics_router, serve_http, HttpLimits};
 use teelog_deliver::tls::{server_config, TlsListener};
 use teelog_store::lines::{Line, LineReader, Skipped};
@@ -340,11 +341,20 @@ pub(crate) struct Chunker {
     max_line_bytes: usize,
     chunk: RecordBuf,
     first_line: u64,
+    /// Lines are canonicalised as they are read (see [`RecordBuf::push_line`]).
+    canon: Canonicalizer,
 }
 
 impl Chunker {
+    /// `max_line_bytes` is also the pipeline's bound on a record (`sources.max_line_bytes`).
     pub(crate) fn new(name: &str, max_line_bytes: usize) -> Self {
-        Self { name: name.into(), max_line_bytes, chunk: RecordBuf::default(), first_line: 1 }
+        Self {
+            name: name.into(),
+            max_line_bytes,
+            chunk: RecordBuf::default(),
+            first_line: 1,
+            canon: Canonicalizer::new(),
+        }
     }
 
     /// Adds line `n`, and returns the submission once it is full.
@@ -352,7 +362,7 @@ impl Chunker {
         if self.chunk.is_empty() {
             self.first_line = n;
         }
-        self.chunk.push(line);
+        self.chunk.push_line(&mut self.canon, line, self.max_line_bytes);
         let full = self.chunk.len() >= LINES_PER_SUBMISSION || self.chunk.byte_len() >= BYTES_PER_SUBMISSION;
         full.then(|| self.take()).flatten()
     }
