@@ -180,6 +180,10 @@ pub enum Resume {
     /// From the start: its bytes before the position saved are not the ones read (another file
     /// took its inode number, it was rewritten, or the position was moved).
     Changed,
+    /// From the start: the position saved has no fingerprint to check it by (saved by an early
+    /// version, or its fingerprint deleted): trusting it could skip lines, reading again only
+    /// signs some twice.
+    Unverified,
 }
 
 /// Where to resume in `opened`, given the places known (see [`Place`]); `fingerprint_at` is the
@@ -193,6 +197,7 @@ pub fn resume(known: &[Place], opened: Seen, fingerprint_at: impl FnOnce(u64) ->
     }
     match &place.fingerprint {
         Some(saved) if fingerprint_at(place.offset).as_ref() != Some(saved) => Resume::Changed,
+        None if place.offset > 0 => Resume::Unverified,
         _ => Resume::At { offset: place.offset, line: place.line },
     }
 }
@@ -579,6 +584,10 @@ impl Follower {
                 tracing::warn!(target: "teelog::ship", "{}: its bytes before the position saved are not the ones read (another file, rewritten, or the position moved); reading it from the start", target.name);
                 (0, 0)
             }
+            Resume::Unverified => {
+                tracing::warn!(target: "teelog::ship", "{}: the position saved has no fingerprint to check it by; reading it from the start", target.name);
+                (0, 0)
+            }
         };
         self.places.retain(|p| p.id != seen.id);
         let fingerprint = (offset > 0).then(|| fingerprint(&file, offset).ok()).flatten();
@@ -813,10 +822,11 @@ mod tests {
         assert_eq!(resume(&known, Seen { id: B, size: 500 }, same), Resume::Replaced);
         // The inode number taken by another file, or the position moved: its bytes differ.
         assert_eq!(resume(&known, Seen { id: A, size: 150 }, |_| Some("g".into())), Resume::Changed);
-        // A position saved by an earlier version has no fingerprint to check.
+        // A position without a fingerprint (an early version's, or one deleted) is not trusted.
+        assert_eq!(resume(&[place(A, 100, None)], Seen { id: A, size: 150 }, |_| None), Resume::Unverified);
         assert_eq!(
-            resume(&[place(A, 100, None)], Seen { id: A, size: 150 }, |_| None),
-            Resume::At { offset: 100, line: 7 }
+            resume(&[place(A, 0, None)], Seen { id: A, size: 150 }, |_| None),
+            Resume::At { offset: 0, line: 7 }
         );
         // A file the path flipped away from and back to goes on where it was.
         let flipped = [place(B, 40, Some("f")), place(A, 100, Some("f"))];
