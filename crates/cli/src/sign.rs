@@ -286,7 +286,7 @@ fn take_block(
     records: &RecordBuf,
 ) -> anyhow::Result<()> {
     for (n, input) in (first..).zip(records.inputs()) {
-        if matches!(input, Input::Json(bytes) if bytes.iter().all(u8::is_ascii_whitespace)) {
+        if matches!(input, Input::Json(bytes) if teelog_core::record::is_blank(bytes)) {
             continue;
         }
         if let Taken::Refused(e) = signer.push_input(input, &|| format!("{input_name}:{n}"))? {

@@ -170,7 +170,7 @@ impl StreamArgs {
             }
             let source = path.display().to_string();
             for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-                if !line.iter().all(u8::is_ascii_whitespace) {
+                if !teelog_core::record::is_blank(line) {
                     verifier
                         .push_checkpoint(teelog_core::Origin { source: &source, line: i as u64 + 1 }, line);
                 }

@@ -13,6 +13,13 @@ pub type RecordError = CanonError;
 const TYPED_FIELDS: [(&str, u8, &str); 3] =
     [("level", b'"', "a string"), ("message", b'"', "a string"), ("attributes", b'{', "an object")];
 
+/// Whether a line is blank: empty, or JSON's white space only (space, tab, carriage return),
+/// which NDJSON readers skip. Anything else, a form feed or vertical tab included, is a line to
+/// sign, or to refuse with a notice, or (to a verifier) to report.
+pub fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
+}
+
 /// Appends the canonical form of one input record to `out` and returns its timestamp.
 ///
 /// `ts` becomes the canonical RFC 3339 spelling (it may be given as RFC 3339 text with any
@@ -81,6 +88,18 @@ mod tests {
         let mut out = Vec::new();
         let ts = canonicalize_record(&mut Canonicalizer::new(), line.as_bytes(), &|| now, &mut out)?;
         Ok((String::from_utf8(out).unwrap(), ts))
+    }
+
+    #[test]
+    fn only_json_white_space_is_blank() {
+        for blank in ["", " ", "\t \r", "   \r"] {
+            assert!(is_blank(blank.as_bytes()), "{blank:?}");
+        }
+        // Not JSON's white space: a line to refuse with a notice, not to skip unseen.
+        for not_blank in ["\x0c", "\x0b", " \x0c ", "{}"] {
+            assert!(!is_blank(not_blank.as_bytes()), "{not_blank:?}");
+            assert!(canon(not_blank, 0).is_err() || not_blank == "{}");
+        }
     }
 
     #[test]

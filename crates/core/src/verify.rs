@@ -610,7 +610,7 @@ fn line_kind(fields: &LineFields<'_>) -> LineKind {
 /// documents are known to bind when a verifier of attestation documents is given (batches
 /// naming a document whose key is not known yet wait for it).
 fn prepare(trusted: &[PublicKey], attested: Option<&KnownKeys>, origin: Origin<'_>, line: &[u8]) -> Prepared {
-    if line.iter().all(u8::is_ascii_whitespace) {
+    if crate::record::is_blank(line) {
         return Prepared(Step::Blank);
     }
     let fields: LineFields<'_> = match serde_json::from_slice(line) {
@@ -903,7 +903,7 @@ impl Verifier {
     /// `malformed` otherwise.
     pub fn push_unterminated(&mut self, origin: Origin<'_>, line: &[u8]) {
         let whole = serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok();
-        if whole || line.iter().all(u8::is_ascii_whitespace) {
+        if whole || crate::record::is_blank(line) {
             return self.push_line(origin, line);
         }
         if self.torn.len() >= MAX_TORN || self.torn_bytes + line.len() > MAX_TORN_BYTES {

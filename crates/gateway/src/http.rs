@@ -114,7 +114,7 @@ async fn batches(
     let lines: Vec<Vec<u8>> =
         body.split(|&b| b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line).to_vec()).collect();
     drop(bytes);
-    if lines.iter().all(|line| is_blank(line)) {
+    if lines.iter().all(|line| teelog_core::record::is_blank(line)) {
         return refuse(StatusCode::BAD_REQUEST, "bad_request", "the body holds no lines".into());
     }
     let n = app.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -157,8 +157,4 @@ async fn read_body(
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)
-}
-
-pub(crate) fn is_blank(line: &[u8]) -> bool {
-    line.iter().all(u8::is_ascii_whitespace)
 }

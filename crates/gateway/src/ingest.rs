@@ -472,7 +472,7 @@ impl Writer {
         let now = teelog_deliver::clock::now();
         let checks = std::mem::take(&mut submission.checks);
         for ((i, line), checked) in submission.lines.iter().enumerate().zip(checks) {
-            if crate::http::is_blank(line) {
+            if teelog_core::record::is_blank(line) {
                 continue;
             }
             outcome.lines += 1;

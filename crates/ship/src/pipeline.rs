@@ -120,7 +120,7 @@ impl RecordBuf {
     /// a batch line holds, is added as it came: the signer refuses it with a notice, as it
     /// would have, whose length and SHA-256 are those of the line as received.
     pub fn push_line(&mut self, canon: &mut Canonicalizer, line: &[u8], max_record_bytes: usize) {
-        if line.len() <= max_record_bytes && !line.iter().all(u8::is_ascii_whitespace) {
+        if line.len() <= max_record_bytes && !teelog_core::record::is_blank(line) {
             let mark = self.bytes.len();
             if let Ok(ts) = canonicalize_record(canon, line, &now, &mut self.bytes) {
                 let len = self.bytes.len() - mark;
@@ -694,7 +694,7 @@ impl SignerLoop {
         let bytes = std::mem::take(&mut submission.records.bytes);
         for (index, record) in RecordBuf::lines(&bytes).enumerate() {
             let input = submission.records.input(index, record);
-            if record.iter().all(u8::is_ascii_whitespace) {
+            if teelog_core::record::is_blank(record) {
                 continue;
             }
             let origin = &submission.origin;
