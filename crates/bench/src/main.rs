@@ -51,6 +51,9 @@ struct BenchArgs {
     /// Queries the audit sends at once in its second audit phase (the first sends one at a time).
     #[arg(long, default_value_t = 8)]
     audit_concurrent_queries: u32,
+    /// Entries per query in the audit phases (teelog audit --page-size).
+    #[arg(long, default_value_t = 5000)]
+    audit_page_size: u32,
     /// Cores each teelog child may use (taskset --cpu-list 0-(N-1)); verify and audit get
     /// --threads N. Run with 1 and with 2 to compare.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -314,10 +317,11 @@ fn print_audit(args: &BenchArgs, which: &str, one: &[AuditRun], many: &[AuditRun
     let per_cpu =
         |r: &AuditRun| r.run.cpu.map_or("?".to_string(), |cpu| format!("{:.0}", args.records as f64 / cpu));
     println!(
-        "audit{which} against a Loki answering in {} ms: {} queries at once take {:.2}x less wall time than one \
+        "audit{which} against a Loki answering in {} ms, pages of {}: {} queries at once take {:.2}x less wall time than one \
          at a time ({:.2} s vs {:.2} s); teelog's own share of the wall time (CPU / wall) {:.1} % (one at a \
          time {:.1} %); records per CPU-second {} ({} one at a time)",
         args.loki_latency_ms,
+        args.audit_page_size,
         args.audit_concurrent_queries,
         one.run.wall / many.run.wall,
         many.run.wall,
@@ -340,6 +344,7 @@ struct AuditLoki {
     from: String,
     pubkey: String,
     threads: String,
+    page_size: String,
 }
 
 impl AuditLoki {
@@ -371,6 +376,7 @@ impl AuditLoki {
             from,
             pubkey: s(&identity.join("public-key.pem")),
             threads: args.cores.to_string(),
+            page_size: args.audit_page_size.to_string(),
         })
     }
 
@@ -392,6 +398,8 @@ impl AuditLoki {
             &concurrent,
             "--threads",
             &self.threads,
+            "--page-size",
+            &self.page_size,
         ];
         let (run, stdout) = run_child_output(exe, &audit_args, None)?;
         let report: serde_json::Value = serde_json::from_str(&stdout).context("teelog audit's JSON")?;
