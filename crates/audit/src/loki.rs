@@ -17,7 +17,7 @@ use teelog_loki::layout::LABEL_STREAM;
 use teelog_loki::query::{QueryError, QueryRange, MAX_QUERY_LIMIT};
 use teelog_loki::{
     Assembled, BatchEntries, ClientOptions, ForeignEntries, Kind, LabelError, Layout, LayoutOptions,
-    LokiClient, LokiError, Pager, PartJoiner, QueryEntry,
+    LokiClient, LokiError, Page, Pager, PartJoiner,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -144,9 +144,12 @@ pub struct Summary {
     pub gaps: Vec<Gap>,
     /// Queries sent to Loki, retries included.
     pub queries: u64,
-    /// Wall time waiting for Loki's answers (retry waits included), and the rest.
+    /// Wall time the reader waited for Loki's next answer (retry waits included). With queries
+    /// at once, answers are also decoded meanwhile on other threads.
     pub loki_seconds: f64,
-    /// Wall time spent rebuilding and verifying.
+    /// CPU time of teelog's own work, every thread of the process (decoding Loki's answers,
+    /// rebuilding and verifying) from the start of the read to the verdict. Overlaps the waits;
+    /// on several cores it can exceed the wall time.
     pub teelog_seconds: f64,
 }
 
@@ -177,7 +180,7 @@ pub struct LokiRead {
     audited: Audited,
     queries: u64,
     waited: Duration,
-    started: Instant,
+    cpu_started: Duration,
 }
 
 impl LokiRead {
@@ -196,7 +199,7 @@ impl LokiRead {
             streams: self.streams,
             queries: self.queries,
             loki_seconds,
-            teelog_seconds: (self.started.elapsed().as_secs_f64() - loki_seconds).max(0.0),
+            teelog_seconds: cpu_time().saturating_sub(self.cpu_started).as_secs_f64(),
         }
     }
 }
@@ -208,7 +211,7 @@ pub async fn read(
     options: &LokiAudit,
     progress: &mut dyn Progress,
 ) -> Result<LokiRead, LokiAuditError> {
-    let started = Instant::now();
+    let cpu_started = cpu_time();
     let (from, to) = (options.from, options.to);
     if from >= to {
         return Err(LokiAuditError::Range { from: format_rfc3339(from), to: format_rfc3339(to) });
@@ -275,7 +278,7 @@ pub async fn read(
         audited,
         queries: loki.queries,
         waited: loki.waited,
-        started,
+        cpu_started,
     })
 }
 
@@ -289,6 +292,12 @@ struct Loki<'a> {
     progress: &'a mut dyn Progress,
     queries: u64,
     waited: Duration,
+}
+
+/// The CPU time this process has used so far, all its threads.
+fn cpu_time() -> Duration {
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(u64::try_from(time.tv_sec).unwrap_or(0), u32::try_from(time.tv_nsec).unwrap_or(0))
 }
 
 /// `[from, to)` in windows no longer than Loki allows one query to be.
@@ -382,7 +391,7 @@ impl Loki<'_> {
         from: UnixNanos,
         to: UnixNanos,
         cuts: &[UnixNanos],
-        mut take: impl FnMut(Read),
+        mut take: impl FnMut(Read<'_>),
     ) -> Result<u64, LokiAuditError> {
         let mut read = 0u64;
         for (start, end) in windows(from, to) {
@@ -395,11 +404,11 @@ impl Loki<'_> {
             let Some(query) = pager.next_request() else { continue };
             let client = self.client;
             let what = query_words(self.url, &query);
-            let response = self.call(&|| what.clone(), || client.query_range(&query)).await?;
-            let page = pager.accept(response).map_err(|source| LokiAuditError::Answer { what, source })?;
-            let first = page.first().map_or(start, |paged| paged.entry.timestamp);
+            let mut page = self.call(&|| what.clone(), || client.query_page(&query)).await?;
+            pager.accept_page(&mut page).map_err(|source| LokiAuditError::Answer { what, source })?;
+            let first = page.iter().next().map_or(start, |(at, _)| at);
             read += page.len() as u64;
-            page.into_iter().for_each(|paged| take(Read::Entry(paged.entry)));
+            page.iter().for_each(|(at, line)| take(Read::Entry(at, line)));
             if let Some(at) = pager.crowded() {
                 take(Read::Crowded(at));
             }
@@ -435,7 +444,7 @@ impl Loki<'_> {
         &mut self,
         selector: &str,
         parts: Vec<Pager>,
-        take: &mut impl FnMut(Read),
+        take: &mut impl FnMut(Read<'_>),
         mut read: u64,
     ) -> Result<u64, LokiAuditError> {
         let (notices, mut retries) = mpsc::unbounded_channel();
@@ -467,10 +476,10 @@ impl Loki<'_> {
                 };
                 self.waited += waiting_since.elapsed();
                 match message {
-                    Some(Ok(PartPage { entries, crowded, queries })) => {
+                    Some(Ok(PartPage { page, crowded, queries })) => {
                         self.queries += queries;
-                        read += entries.len() as u64;
-                        entries.into_iter().for_each(|entry| take(Read::Entry(entry)));
+                        read += page.len() as u64;
+                        page.iter().for_each(|(at, line)| take(Read::Entry(at, line)));
                         if let Some(at) = crowded {
                             take(Read::Crowded(at));
                         }
@@ -568,7 +577,7 @@ impl Drop for PartTasks {
 
 /// One page of a part, as its task hands it over.
 struct PartPage {
-    entries: Vec<QueryEntry>,
+    page: Page,
     crowded: Option<UnixNanos>,
     /// Requests it took, retries included.
     queries: u64,
@@ -588,7 +597,7 @@ impl Part {
         while let Some(query) = pager.next_request() {
             let notices = &self.notices;
             let (result, queries) = with_retries(
-                || self.client.query_range(&query),
+                || self.client.query_page(&query),
                 self.clock,
                 |e, delay| {
                     let _ = notices.send((e.to_string(), delay));
@@ -599,19 +608,15 @@ impl Part {
                 format!("{} from {} to {}", self.what, format_rfc3339(query.start), format_rfc3339(query.end))
             };
             let page = result.map_err(|source| LokiAuditError::Query { what: what(), source }).and_then(
-                |response| {
-                    pager.accept(response).map_err(|source| LokiAuditError::Answer { what: what(), source })
+                |mut page| {
+                    pager
+                        .accept_page(&mut page)
+                        .map(|()| page)
+                        .map_err(|source| LokiAuditError::Answer { what: what(), source })
                 },
             );
             let (message, failed) = match page {
-                Ok(page) => (
-                    Ok(PartPage {
-                        entries: page.into_iter().map(|paged| paged.entry).collect(),
-                        crowded: pager.crowded(),
-                        queries,
-                    }),
-                    false,
-                ),
+                Ok(page) => (Ok(PartPage { page, crowded: pager.crowded(), queries }), false),
                 Err(e) => (Err(e), true),
             };
             // The reader is gone (it failed elsewhere), or this part failed: stop.
@@ -623,8 +628,9 @@ impl Part {
 }
 
 /// What a query hands out.
-enum Read {
-    Entry(QueryEntry),
+enum Read<'a> {
+    /// An entry: where it is stored, and its line.
+    Entry(UnixNanos, &'a str),
     /// A timestamp that filled a whole page: entries stored there past the page were not read.
     Crowded(UnixNanos),
 }
@@ -715,9 +721,7 @@ async fn audit_stream<S: LineSink>(
     let attestation_source = source(Kind::Attestation);
     let attestations = loki
         .each(&selector(Kind::Attestation)?, from, to, &[], |read| match read {
-            Read::Entry(entry) => {
-                sink.push_line(origin(&attestation_source, entry.timestamp), entry.line.as_bytes())
-            }
+            Read::Entry(at, line) => sink.push_line(origin(&attestation_source, at), line.as_bytes()),
             Read::Crowded(at) => unread(sink, &attestation_source, at),
         })
         .await?;
@@ -727,9 +731,7 @@ async fn audit_stream<S: LineSink>(
     if sink.wants_checkpoints() {
         let checkpoint_source = source(Kind::Checkpoint);
         loki.each(&selector(Kind::Checkpoint)?, from, to, &[], |read| match read {
-            Read::Entry(entry) => {
-                sink.push_line(origin(&checkpoint_source, entry.timestamp), entry.line.as_bytes())
-            }
+            Read::Entry(at, line) => sink.push_line(origin(&checkpoint_source, at), line.as_bytes()),
             Read::Crowded(at) => unread(sink, &checkpoint_source, at),
         })
         .await?;
@@ -739,9 +741,8 @@ async fn audit_stream<S: LineSink>(
     let batch_source = source(Kind::Batch);
     let mut batch_entries = BatchEntries::new(stream, from, to);
     loki.each(&selector(Kind::Batch)?, from.saturating_sub(RECORD_SPAN), to, &[], |read| match read {
-        Read::Entry(entry) => {
-            let at = entry.timestamp;
-            if let Err(e) = batch_entries.push(at, entry.line) {
+        Read::Entry(at, line) => {
+            if let Err(e) = batch_entries.push(at, line.to_string()) {
                 sink.push_malformed(origin(&batch_source, at), &e.to_string());
             }
         }
@@ -757,7 +758,7 @@ async fn audit_stream<S: LineSink>(
     let part_source = source(Kind::RecordPart);
     let mut joiner = PartJoiner::new(to);
     loki.each(&selector(Kind::RecordPart)?, from, to.saturating_add(RECORD_SPAN), &[], |read| match read {
-        Read::Entry(entry) => joiner.push(entry.timestamp, &entry.line),
+        Read::Entry(at, line) => joiner.push(at, line),
         Read::Crowded(at) if at < to => unread(sink, &part_source, at),
         Read::Crowded(_) => {}
     })
@@ -770,11 +771,11 @@ async fn audit_stream<S: LineSink>(
     let records = loki
         .each(&selector(Kind::Record)?, from, to.saturating_add(RECORD_SPAN), &record_cuts, |read| {
             match read {
-                Read::Entry(entry) => {
-                    while let Some((at, line)) = long_records.next_if(|(at, _)| *at <= entry.timestamp) {
-                        assembler.push(at, line);
+                Read::Entry(at, line) => {
+                    while let Some((long_at, long)) = long_records.next_if(|(long_at, _)| *long_at <= at) {
+                        assembler.push(long_at, long);
                     }
-                    assembler.push(entry.timestamp, entry.line)
+                    assembler.push(at, line.to_string())
                 }
                 Read::Crowded(at) if at < to => unread(sink, &record_source, at),
                 Read::Crowded(_) => {}

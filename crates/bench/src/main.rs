@@ -51,6 +51,9 @@ struct BenchArgs {
     /// Queries the audit sends at once in its second audit phase (the first sends one at a time).
     #[arg(long, default_value_t = 8)]
     audit_concurrent_queries: u32,
+    /// Entries per query in the audit phases (teelog audit --page-size).
+    #[arg(long, default_value_t = 5000)]
+    audit_page_size: u32,
     /// Cores each teelog child may use (taskset --cpu-list 0-(N-1)); verify and audit get
     /// --threads N. Run with 1 and with 2 to compare.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -69,6 +72,13 @@ struct BenchArgs {
     /// "Verifier memory").
     #[arg(long)]
     memory: bool,
+    /// Sign the records once and run only the audit phases.
+    #[arg(long)]
+    audit_only: bool,
+    /// Another teelog binary whose audit phases run in the same run, interleaved with those of
+    /// the binary measured, against the same in-memory Loki (e.g. a build of the base branch).
+    #[arg(long, value_name = "PATH")]
+    audit_vs: Option<PathBuf>,
 }
 
 /// One run of a phase.
@@ -129,6 +139,8 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         callgrind::run(args, &exe, &dir)
     } else if args.memory {
         memory::run(args, &exe, &dir)
+    } else if args.audit_only {
+        audit_only(args, &exe, &dir)
     } else {
         bench_in(args, &exe, &dir)
     };
@@ -218,11 +230,12 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
     // Last: the in-memory Loki lives in this process, and a child's peak RSS as the kernel
     // counts it starts from what its parent held when it forked.
     let last = format!("bench-{}", args.runs.saturating_sub(1));
+    let loki = AuditLoki::start(args, &identity, &store, &last)?;
     for _ in 0..args.runs {
-        let (one, many) = audit_runs(exe, args, &identity, &store, &last)?;
-        audit_one.push(one);
-        audit_many.push(many);
+        audit_one.push(loki.audit(exe, 1)?);
+        audit_many.push(loki.audit(exe, args.audit_concurrent_queries)?);
     }
+    drop(loki);
     let baseline =
         median(&baseline.iter().map(|&wall| Run { wall, cpu: None, peak_rss_kib: None }).collect::<Vec<_>>());
 
@@ -275,26 +288,17 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
             rss
         );
     }
-    let (one, many) = (median_audit(&audit_one), median_audit(&audit_many));
-    println!(
-        "audit against a Loki answering in {} ms: {} queries at once take {:.2}x less wall time than one \
-         at a time ({:.2} s vs {:.2} s); teelog's own share of the wall time {:.1} % (one at a time {:.1} %)",
-        args.loki_latency_ms,
-        args.audit_concurrent_queries,
-        one.run.wall / many.run.wall,
-        many.run.wall,
-        one.run.wall,
-        100.0 * many.teelog_share,
-        100.0 * one.teelog_share
-    );
+    print_audit(args, "", &audit_one, &audit_many);
     if let Some(journald) = journald {
         journald.print(args.records, median(&sign), median(&verify));
     }
     Ok(())
 }
 
-/// One audit run, and the share of its wall time teelog spent on its own work (the rest
-/// waiting on Loki), as the audit's JSON report says.
+/// One audit run, and the share of its wall time teelog spent on its own work: the CPU time
+/// of all its threads as the kernel accounts it, over the wall time. The kernel's account, not
+/// the report's `teelog_seconds`, so that binaries which time themselves differently are
+/// measured with one ruler.
 #[derive(Clone, Copy)]
 struct AuditRun {
     run: Run,
@@ -307,70 +311,157 @@ fn median_audit(runs: &[AuditRun]) -> AuditRun {
     sorted[sorted.len() / 2]
 }
 
+/// The audit line of the report for one binary (`which` names it, or is empty).
+fn print_audit(args: &BenchArgs, which: &str, one: &[AuditRun], many: &[AuditRun]) {
+    let (one, many) = (median_audit(one), median_audit(many));
+    let per_cpu =
+        |r: &AuditRun| r.run.cpu.map_or("?".to_string(), |cpu| format!("{:.0}", args.records as f64 / cpu));
+    println!(
+        "audit{which} against a Loki answering in {} ms, pages of {}: {} queries at once take {:.2}x less wall time than one \
+         at a time ({:.2} s vs {:.2} s); teelog's own share of the wall time (CPU / wall) {:.1} % (one at a \
+         time {:.1} %); records per CPU-second {} ({} one at a time)",
+        args.loki_latency_ms,
+        args.audit_page_size,
+        args.audit_concurrent_queries,
+        one.run.wall / many.run.wall,
+        many.run.wall,
+        one.run.wall,
+        100.0 * many.teelog_share,
+        100.0 * one.teelog_share,
+        per_cpu(&many),
+        per_cpu(&one),
+    );
+}
+
 /// Batches per push to the in-memory Loki (its body limit is 64 MiB).
 const BATCHES_PER_PUSH: usize = 16;
 
-/// `teelog audit` of `stream` in `store`, pushed into an in-memory Loki that answers each query
-/// after `--loki-latency-ms`: once one query at a time, once `--audit-concurrent-queries` at once.
-fn audit_runs(
-    exe: &Path,
-    args: &BenchArgs,
-    identity: &Path,
-    store: &Path,
-    stream: &str,
-) -> anyhow::Result<(AuditRun, AuditRun)> {
-    let loki = teelog_fake_loki::FakeLoki::start()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let client = teelog_loki::LokiClient::new(loki.url(), teelog_loki::ClientOptions::default())?;
-    let layout = teelog_loki::Layout::new(teelog_loki::LayoutOptions::default())?;
-    let mut batches = Vec::new();
-    each_line(&teelog_store::segments(store)?, |line| batches.push(line.to_vec()))?;
-    for chunk in batches.chunks(BATCHES_PER_PUSH) {
-        let mut push = teelog_loki::PushBuilder::new(&layout);
-        for line in chunk {
-            push.add_batch(line, &[])?;
+/// An in-memory Loki holding `stream` of `store`, answering each query after
+/// `--loki-latency-ms`, and what `teelog audit` needs to read it back.
+struct AuditLoki {
+    loki: teelog_fake_loki::FakeLoki,
+    stream: String,
+    from: String,
+    pubkey: String,
+    threads: String,
+    page_size: String,
+}
+
+impl AuditLoki {
+    fn start(args: &BenchArgs, identity: &Path, store: &Path, stream: &str) -> anyhow::Result<Self> {
+        let loki = teelog_fake_loki::FakeLoki::start()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let client = teelog_loki::LokiClient::new(loki.url(), teelog_loki::ClientOptions::default())?;
+        let layout = teelog_loki::Layout::new(teelog_loki::LayoutOptions::default())?;
+        let mut batches = Vec::new();
+        each_line(&teelog_store::segments(store)?, |line| batches.push(line.to_vec()))?;
+        for chunk in batches.chunks(BATCHES_PER_PUSH) {
+            let mut push = teelog_loki::PushBuilder::new(&layout);
+            for line in chunk {
+                push.add_batch(line, &[])?;
+            }
+            let body = teelog_loki::encode_push(&push.finish())?;
+            match runtime.block_on(client.push(body))? {
+                teelog_loki::PushOutcome::Accepted => {}
+                other => bail!("the in-memory Loki refused a push: {other:?}"),
+            }
         }
-        let body = teelog_loki::encode_push(&push.finish())?;
-        match runtime.block_on(client.push(body))? {
-            teelog_loki::PushOutcome::Accepted => {}
-            other => bail!("the in-memory Loki refused a push: {other:?}"),
-        }
+        loki.set_query_latency(std::time::Duration::from_millis(args.loki_latency_ms));
+        // An hour back covers every batch the run has just signed.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+        let from = teelog_core::timestamp::format_rfc3339(i64::try_from(now.as_nanos())? - 3_600_000_000_000);
+        Ok(Self {
+            loki,
+            stream: stream.to_string(),
+            from,
+            pubkey: s(&identity.join("public-key.pem")),
+            threads: args.cores.to_string(),
+            page_size: args.audit_page_size.to_string(),
+        })
     }
-    loki.set_query_latency(std::time::Duration::from_millis(args.loki_latency_ms));
-    // An hour back covers every batch the run has just signed.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    let from = teelog_core::timestamp::format_rfc3339(i64::try_from(now.as_nanos())? - 3_600_000_000_000);
-    let pubkey = s(&identity.join("public-key.pem"));
-    let threads = args.cores.to_string();
-    let audit = |concurrent: u32| -> anyhow::Result<AuditRun> {
+
+    /// `teelog audit` (the binary `exe`) of the stream, `concurrent` queries at once.
+    fn audit(&self, exe: &Path, concurrent: u32) -> anyhow::Result<AuditRun> {
         let concurrent = concurrent.to_string();
         let audit_args = [
             "audit",
             "--loki",
-            loki.url(),
+            self.loki.url(),
             "--from",
-            &from,
+            &self.from,
             "--stream",
-            stream,
+            &self.stream,
             "--pubkey",
-            &pubkey,
+            &self.pubkey,
             "--json",
             "--concurrent-queries",
             &concurrent,
             "--threads",
-            &threads,
+            &self.threads,
+            "--page-size",
+            &self.page_size,
         ];
         let (run, stdout) = run_child_output(exe, &audit_args, None)?;
         let report: serde_json::Value = serde_json::from_str(&stdout).context("teelog audit's JSON")?;
         if report["ok"] != true {
             bail!("the audit found something: {stdout}");
         }
-        let teelog_seconds = report["audit"]["teelog_seconds"].as_f64().context("audit.teelog_seconds")?;
         // Its peak RSS would include this process's in-memory Loki (see above): not reported.
         let run = Run { peak_rss_kib: None, ..run };
-        Ok(AuditRun { run, teelog_share: teelog_seconds / run.wall })
-    };
-    Ok((audit(1)?, audit(args.audit_concurrent_queries)?))
+        let cpu = run.cpu.context("the audit's CPU time")?;
+        Ok(AuditRun { run, teelog_share: cpu / run.wall })
+    }
+}
+
+/// `--audit-only`: the records signed once, then only the audit phases, of the binary measured
+/// and of `--audit-vs` in turn.
+fn audit_only(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
+    let input = dir.join("records.ndjson");
+    let mut out = BufWriter::new(File::create(&input)?);
+    teelog_sample::write_records(&mut out, args.records, args.record_bytes)?;
+    out.flush()?;
+    drop(out);
+    let identity = dir.join("identity");
+    let store = dir.join("store");
+    run_child(exe, &["keygen", "--out", &s(&identity)], None)?;
+    let sign_args =
+        ["sign", "--identity", &s(&identity), "--store", &s(&store), "--stream", "bench", "--batch-size"];
+    let batch_size = args.batch_size.to_string();
+    let mut sign_args = sign_args.to_vec();
+    sign_args.push(&batch_size);
+    run_child(exe, &sign_args, Some(&input))?;
+    let loki = AuditLoki::start(args, &identity, &store, "bench")?;
+    let binaries: Vec<&Path> = std::iter::once(exe).chain(args.audit_vs.as_deref()).collect();
+    let mut one = vec![Vec::new(); binaries.len()];
+    let mut many = vec![Vec::new(); binaries.len()];
+    for _ in 0..args.runs {
+        for (i, binary) in binaries.iter().enumerate() {
+            one[i].push(loki.audit(binary, 1)?);
+            many[i].push(loki.audit(binary, args.audit_concurrent_queries)?);
+        }
+    }
+    println!(
+        "teelog-bench --audit-only: {} records, batch size {}, median of {} runs, {} core(s)",
+        args.records, args.batch_size, args.runs, args.cores
+    );
+    for (i, binary) in binaries.iter().enumerate() {
+        print_audit(args, &format!(" of {}", binary.display()), &one[i], &many[i]);
+    }
+    if binaries.len() == 2 {
+        let wall = |runs: &[AuditRun]| median_audit(runs).run.wall;
+        let cpu = |runs: &[AuditRun]| median_audit(runs).run.cpu.unwrap_or(f64::NAN);
+        println!(
+            "{} against {}, same run: wall time one at a time {:.2}x, at once {:.2}x less; CPU time one at \
+             a time {:.2}x, at once {:.2}x less",
+            exe.display(),
+            binaries[1].display(),
+            wall(&one[1]) / wall(&one[0]),
+            wall(&many[1]) / wall(&many[0]),
+            cpu(&one[1]) / cpu(&one[0]),
+            cpu(&many[1]) / cpu(&many[0]),
+        );
+    }
+    Ok(())
 }
 
 /// `teelog ship` into a fresh spool that keeps everything (an embedded store), without

@@ -96,7 +96,7 @@ struct JsonReport<'a> {
 pub fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     let (report, summary) = audit(args)?;
     eprintln!(
-        "teelog audit: {} queries; {:.2} s waiting on Loki, {:.2} s in teelog",
+        "teelog audit: {} queries; {:.2} s waiting on Loki, {:.2} s of teelog's CPU",
         summary.queries, summary.loki_seconds, summary.teelog_seconds
     );
     if let Some(path) = &args.report {
@@ -155,7 +155,7 @@ fn audit(args: &AuditArgs) -> anyhow::Result<(Report, Summary)> {
     let verifier = verifier(&args.trust, &args.expect, args.report.is_some())?;
     let mut verifier = teelog_audit::pool::PooledVerifier::new(verifier, args.threads.get())
         .context("cannot start the verifier's threads")?;
-    let read = read_loki(&mut verifier, &options)?;
+    let read = read_loki(&mut verifier, &options, args.threads.get())?;
     let report = verifier.finish();
     let summary = read.summary(&report);
     Ok((report, summary))
@@ -199,9 +199,18 @@ impl LokiArgs {
     }
 }
 
-/// Reads `options`' streams from Loki into `sink`, saying on stderr what it waits for.
-pub fn read_loki(sink: &mut impl LineSink, options: &LokiAudit) -> anyhow::Result<LokiRead> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// Reads `options`' streams from Loki into `sink`, saying on stderr what it waits for. With more
+/// than one of `threads`, the tasks that query Loki decode its answers on worker threads of
+/// their own while this thread rebuilds batch lines and hands them to `sink`.
+pub fn read_loki(
+    sink: &mut impl LineSink,
+    options: &LokiAudit,
+    threads: std::num::NonZeroUsize,
+) -> anyhow::Result<LokiRead> {
+    let runtime = match threads.get() {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
+    };
     let mut progress = Stderr { live: std::io::stderr().is_terminal() };
     Ok(runtime.block_on(teelog_audit::loki::read(sink, options, &mut progress))?)
 }

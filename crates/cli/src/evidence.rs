@@ -201,7 +201,9 @@ fn read_input(
     max_line_bytes: usize,
 ) -> anyhow::Result<()> {
     match loki {
-        Some(options) => crate::audit::read_loki(sink, options).map(|_| ()),
+        Some(options) => {
+            crate::audit::read_loki(sink, options, teelog_audit::pool::default_threads()).map(|_| ())
+        }
         None => Ok(teelog_audit::files::read(sink, sources, max_line_bytes)?),
     }
 }

@@ -14,6 +14,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
+use smallvec::{smallvec, SmallVec};
 use teelog_core::batch::HINT_LEN;
 use teelog_core::merkle::{leaf_hash, sha256, Digest, MerkleBuilder};
 use teelog_core::timestamp::{format_rfc3339, UnixNanos};
@@ -33,6 +34,13 @@ pub const FOREIGN_LISTED: usize = 20;
 const MAX_COMBINATIONS: u64 = 64;
 
 type Hint = [u8; HINT_LEN];
+
+/// What is kept per record time: nearly always one hint and one entry, which these hold
+/// without an allocation of their own.
+type Hints = SmallVec<[Hint; 1]>;
+type Candidates = SmallVec<[Candidate; 1]>;
+/// The candidates a record time offers a batch (at most [`MAX_CANDIDATES`]).
+type Options = SmallVec<[usize; MAX_CANDIDATES]>;
 
 fn hint(leaf: &Digest) -> Hint {
     let mut out = [0u8; HINT_LEN];
@@ -327,9 +335,9 @@ pub struct Assembler {
     /// Batches whose record times have begun and not all passed.
     open: Vec<Batch>,
     /// The signed hints of the open batches by record time.
-    wanted: BTreeMap<UnixNanos, Vec<Hint>>,
+    wanted: BTreeMap<UnixNanos, Hints>,
     /// Record entries at the times of open batches; never an empty list.
-    held: BTreeMap<UnixNanos, Vec<Candidate>>,
+    held: BTreeMap<UnixNanos, Candidates>,
     held_bytes: usize,
     /// The latest record time fed.
     now: UnixNanos,
@@ -363,7 +371,7 @@ impl Assembler {
             return self.foreign_record(timestamp, ForeignReason::NoBatch);
         };
         let named = |leaf: &Digest| hints.contains(&hint(leaf));
-        let held = self.held.get(&timestamp).map_or(&[][..], Vec::as_slice);
+        let held = self.held.get(&timestamp).map_or(&[][..], Candidates::as_slice);
         if held.iter().any(|c| c.leaf == leaf) {
             return; // the same line, come again out of order
         }
@@ -458,15 +466,15 @@ impl Assembler {
         let hints = batch.hints();
         // For each record time with entries: those the signed hint names or, when none is, the
         // first one (the record as altered, for the verifier to report and locate).
-        let mut slots: Vec<(UnixNanos, Vec<usize>)> = Vec::new();
+        let mut slots: Vec<(UnixNanos, Options)> = Vec::new();
         for ((at, candidates), signed) in self
             .held
             .range(start..batch.end)
             .filter_map(|(at, c)| Some(((at, c), hints.get(index(start, *at)?)?)))
         {
-            let named: Vec<usize> =
+            let named: Options =
                 (0..candidates.len()).filter(|i| hint(&candidates[*i].leaf) == *signed).collect();
-            slots.push((*at, if named.is_empty() { vec![0] } else { named }));
+            slots.push((*at, if named.is_empty() { smallvec![0] } else { named }));
         }
         let picks = self.choose(&batch, &slots);
         for ((at, _), pick) in slots.iter().zip(&picks) {
@@ -502,7 +510,7 @@ impl Assembler {
     /// several entries: a pair of records with one hint takes about 2^32 hashes to make, and
     /// someone who gets one logged can plant the other) and another combination hashes to the
     /// signed Merkle root.
-    fn choose(&self, batch: &Batch, slots: &[(UnixNanos, Vec<usize>)]) -> Vec<usize> {
+    fn choose(&self, batch: &Batch, slots: &[(UnixNanos, Options)]) -> Vec<usize> {
         let first: Vec<usize> = slots.iter().map(|(_, options)| options[0]).collect();
         let combinations = slots.iter().try_fold(1u64, |n, (_, options)| n.checked_mul(options.len() as u64));
         if combinations == Some(1) || slots.len() != batch.hints().len() {

@@ -12,8 +12,8 @@ use crate::push::{
     body_text, classify_push_response, PushError, PushOutcome, RetryAfter, PUSH_CONTENT_TYPE, PUSH_PATH,
 };
 use crate::query::{
-    label_values_path, parse_label_values, parse_query_response, QueryError, QueryRange, QueryResponse,
-    CATEGORIZE_LABELS, ENCODING_FLAGS_HEADER,
+    label_values_path, parse_label_values, parse_query_page, parse_query_response, Page, QueryError,
+    QueryRange, QueryResponse, CATEGORIZE_LABELS, ENCODING_FLAGS_HEADER,
 };
 use teelog_core::timestamp::UnixNanos;
 
@@ -240,8 +240,18 @@ impl LokiClient {
 
     /// Runs one `query_range` call, asking for categorised labels.
     pub async fn query_range(&self, query: &QueryRange) -> Result<QueryResponse, LokiError> {
-        let body = self.get(&query.path_and_query(), &[(ENCODING_FLAGS_HEADER, CATEGORIZE_LABELS)]).await?;
-        Ok(parse_query_response(&body)?)
+        Ok(parse_query_response(&self.query_body(query).await?)?)
+    }
+
+    /// Runs one `query_range` call for its lines and times only ([`parse_query_page`]). Labels
+    /// are asked categorised, so that structured metadata, which is skipped, does not split
+    /// the answer into a stream per entry.
+    pub async fn query_page(&self, query: &QueryRange) -> Result<Page, LokiError> {
+        Ok(parse_query_page(&self.query_body(query).await?)?)
+    }
+
+    async fn query_body(&self, query: &QueryRange) -> Result<Vec<u8>, LokiError> {
+        self.get(&query.path_and_query(), &[(ENCODING_FLAGS_HEADER, CATEGORIZE_LABELS)]).await
     }
 
     /// The values of label `name` in the streams `selector` matches within `[start, end)`.

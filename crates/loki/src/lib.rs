@@ -35,6 +35,6 @@ pub use layout::{
 pub use proto::PushRequest;
 pub use push::{classify_push_response, encode_push, PushError, PushOutcome, RetryAfter};
 pub use query::{
-    label_values_path, parse_label_values, parse_query_response, PagedEntry, Pager, QueryEntry, QueryError,
-    QueryRange, QueryResponse, QueryStream,
+    label_values_path, parse_label_values, parse_query_page, parse_query_response, Page, PagedEntry, Pager,
+    QueryEntry, QueryError, QueryRange, QueryResponse, QueryStream,
 };

@@ -22,9 +22,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_json::value::RawValue;
 use teelog_core::timestamp::UnixNanos;
 
 /// The range query API's path, under Loki's base URL.
@@ -185,30 +184,151 @@ impl QueryResponse {
     }
 }
 
-#[derive(Deserialize)]
-struct RawResponse<'a> {
-    status: String,
-    #[serde(borrow)]
-    data: Option<RawData<'a>>,
-    #[serde(rename = "errorType")]
-    error_type: Option<String>,
-    error: Option<String>,
+/// Parses the body of a successful `query_range` answer, every entry with its structured
+/// metadata and parsed labels.
+pub fn parse_query_response(body: &[u8]) -> Result<QueryResponse, QueryError> {
+    let mut streams = Streams::default();
+    let encoding_flags = decode_response(body, &mut streams)?;
+    Ok(QueryResponse { encoding_flags, streams: streams.0 })
 }
 
-#[derive(Deserialize)]
-struct RawData<'a> {
-    #[serde(rename = "resultType")]
-    result_type: String,
-    #[serde(rename = "encodingFlags", default)]
-    encoding_flags: Vec<String>,
-    #[serde(borrow)]
-    result: &'a RawValue,
+/// Parses the body of a successful `query_range` answer into a [`Page`]: the lines and their
+/// times only, for a reader that trusts nothing else of the answer. Structured metadata and
+/// parsed labels are skipped unread (any JSON value is taken there).
+pub fn parse_query_page(body: &[u8]) -> Result<Page, QueryError> {
+    let mut page = Page::default();
+    decode_response(body, &mut page)?;
+    Ok(page)
 }
 
-#[derive(Deserialize)]
-struct RawStream {
-    stream: BTreeMap<String, String>,
-    values: Vec<RawEntry>,
+/// One `query_range` answer's entries, decoded for reading through: every line in one buffer,
+/// no allocation per entry. [`Pager::accept_page`] puts them in timestamp order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// The lines, one after the other.
+    text: String,
+    entries: Vec<PageEntry>,
+    /// Each stream's labels, by the index its entries name.
+    labels: Vec<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PageEntry {
+    timestamp: UnixNanos,
+    stream: usize,
+    /// Its line is `text[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl Page {
+    /// Entries in the page.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the page holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Each entry's time and line, in the page's order.
+    pub fn iter(&self) -> impl Iterator<Item = (UnixNanos, &str)> + '_ {
+        self.entries.iter().map(|e| (e.timestamp, self.line(e)))
+    }
+
+    fn line(&self, entry: &PageEntry) -> &str {
+        self.text.get(entry.start..entry.end).unwrap_or_default()
+    }
+
+    /// What tells an entry from another of the same time, for the pager: its stream's labels
+    /// and its line.
+    fn identity(&self, entry: &PageEntry) -> Vec<u8> {
+        let mut key = labels_key(self.labels.get(entry.stream));
+        push_field(&mut key, self.line(entry));
+        key
+    }
+}
+
+/// `labels` in an encoding that nothing appended to it makes ambiguous: how many pairs, then
+/// each name and value after its length.
+fn labels_key(labels: Option<&BTreeMap<String, String>>) -> Vec<u8> {
+    let mut key = (labels.map_or(0, BTreeMap::len) as u64).to_le_bytes().to_vec();
+    for (name, value) in labels.into_iter().flatten() {
+        push_field(&mut key, name);
+        push_field(&mut key, value);
+    }
+    key
+}
+
+fn push_field(key: &mut Vec<u8>, field: &str) {
+    key.extend_from_slice(&(field.len() as u64).to_le_bytes());
+    key.extend_from_slice(field.as_bytes());
+}
+
+/// What a `query_range` answer's streams are decoded into, as the decoder meets them.
+trait Collect {
+    /// What an entry's third element (`{"structuredMetadata":…,"parsed":…}`) is read as.
+    type Categories: for<'de> Deserialize<'de> + Default;
+    /// A stream begins: its labels and entries follow, in either order.
+    fn stream(&mut self);
+    /// The current stream's labels.
+    fn labels(&mut self, labels: BTreeMap<String, String>);
+    /// An entry of the current stream.
+    fn entry(&mut self, timestamp: UnixNanos, line: &str);
+    /// The last entry's third element, if it has one.
+    fn categories(&mut self, categories: Self::Categories);
+}
+
+/// Every entry in full, for [`parse_query_response`].
+#[derive(Default)]
+struct Streams(Vec<QueryStream>);
+
+impl Collect for Streams {
+    type Categories = Categories;
+    fn stream(&mut self) {
+        self.0.push(QueryStream { labels: BTreeMap::new(), entries: Vec::new() });
+    }
+    fn labels(&mut self, labels: BTreeMap<String, String>) {
+        if let Some(stream) = self.0.last_mut() {
+            stream.labels = labels;
+        }
+    }
+    fn entry(&mut self, timestamp: UnixNanos, line: &str) {
+        if let Some(stream) = self.0.last_mut() {
+            stream.entries.push(QueryEntry {
+                timestamp,
+                line: line.to_string(),
+                structured_metadata: BTreeMap::new(),
+                parsed: BTreeMap::new(),
+            });
+        }
+    }
+    fn categories(&mut self, categories: Categories) {
+        if let Some(entry) = self.0.last_mut().and_then(|s| s.entries.last_mut()) {
+            entry.structured_metadata = categories.structured_metadata;
+            entry.parsed = categories.parsed;
+        }
+    }
+}
+
+impl Collect for Page {
+    type Categories = IgnoredAny;
+    fn stream(&mut self) {
+        self.labels.push(BTreeMap::new());
+    }
+    fn labels(&mut self, labels: BTreeMap<String, String>) {
+        if let Some(last) = self.labels.last_mut() {
+            *last = labels;
+        }
+    }
+    fn entry(&mut self, timestamp: UnixNanos, line: &str) {
+        let start = self.text.len();
+        self.text.push_str(line);
+        let stream = self.labels.len().saturating_sub(1);
+        self.entries.push(PageEntry { timestamp, stream, start, end: self.text.len() });
+    }
+    fn categories(&mut self, _: IgnoredAny) {}
 }
 
 #[derive(Deserialize, Default)]
@@ -219,64 +339,324 @@ struct Categories {
     parsed: BTreeMap<String, String>,
 }
 
-struct RawEntry(QueryEntry);
+/// Decodes a `query_range` answer in one pass, its streams into `collect`; returns the encoding
+/// flags. Loki writes `status` and `resultType` before `result`; should an answer put `result`
+/// first, it is decoded as streams, and an answer of another type fails as JSON that is not.
+fn decode_response(body: &[u8], collect: &mut impl Collect) -> Result<Vec<String>, QueryError> {
+    let json = |e: serde_json::Error| QueryError::Json(e.to_string());
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let response =
+        de::DeserializeSeed::deserialize(ResponseSeed(collect), &mut deserializer).map_err(json)?;
+    deserializer.end().map_err(json)?;
+    if response.status != "success" {
+        return Err(QueryError::Failed {
+            error_type: response.error_type.unwrap_or_else(|| response.status.clone()),
+            message: response.error.unwrap_or_else(|| "(no message)".into()),
+        });
+    }
+    let data = response.data.ok_or_else(|| QueryError::Json("\"data\" is missing".into()))?;
+    let result_type = data.result_type.ok_or_else(|| QueryError::Json("\"resultType\" is missing".into()))?;
+    if result_type != "streams" {
+        return Err(QueryError::NotStreams(result_type));
+    }
+    if !data.result {
+        return Err(QueryError::Json("\"result\" is missing".into()));
+    }
+    Ok(data.encoding_flags)
+}
 
-impl<'de> Deserialize<'de> for RawEntry {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_seq(EntryVisitor)
+/// The top of an answer, its streams aside.
+struct Response {
+    status: String,
+    data: Option<Data>,
+    error_type: Option<String>,
+    error: Option<String>,
+}
+
+struct Data {
+    result_type: Option<String>,
+    encoding_flags: Vec<String>,
+    /// Whether a `result` was there.
+    result: bool,
+}
+
+/// Which of `names` a map key is (None: another key, skipped).
+struct KeySeed(&'static [&'static str]);
+
+impl<'de> de::DeserializeSeed<'de> for KeySeed {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
     }
 }
 
-struct EntryVisitor;
+impl Visitor<'_> for KeySeed {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|name| *name == key))
+    }
+}
 
-impl<'de> Visitor<'de> for EntryVisitor {
-    type Value = RawEntry;
+/// The keys met in a map so far, so that one given twice is refused.
+struct Seen(u32);
 
+impl Seen {
+    fn first<E: de::Error>(&mut self, names: &'static [&'static str], key: usize) -> Result<(), E> {
+        if self.0 & 1 << key != 0 {
+            return Err(E::duplicate_field(names[key]));
+        }
+        self.0 |= 1 << key;
+        Ok(())
+    }
+}
+
+struct ResponseSeed<'a, C>(&'a mut C);
+
+const RESPONSE_KEYS: &[&str] = &["status", "data", "errorType", "error"];
+
+impl<'de, C: Collect> de::DeserializeSeed<'de> for ResponseSeed<'_, C> {
+    type Value = Response;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Response, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, C: Collect> Visitor<'de> for ResponseSeed<'_, C> {
+    type Value = Response;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a query_range answer, {\"status\":…,\"data\":{…}}")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Response, A::Error> {
+        let (mut status, mut data, mut error_type, mut error) = (None, None, None, None);
+        let mut seen = Seen(0);
+        while let Some(key) = map.next_key_seed(KeySeed(RESPONSE_KEYS))? {
+            let Some(key) = key else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            seen.first(RESPONSE_KEYS, key)?;
+            match key {
+                0 => status = Some(map.next_value()?),
+                1 => data = map.next_value_seed(OptionSeed(DataSeed(&mut *self.0)))?,
+                2 => error_type = map.next_value()?,
+                _ => error = map.next_value()?,
+            }
+        }
+        let status = status.ok_or_else(|| de::Error::missing_field("status"))?;
+        Ok(Response { status, data, error_type, error })
+    }
+}
+
+/// `null`, or what the inner seed reads.
+struct OptionSeed<S>(S);
+
+impl<'de, S: de::DeserializeSeed<'de>> de::DeserializeSeed<'de> for OptionSeed<S> {
+    type Value = Option<S::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de, S: de::DeserializeSeed<'de>> Visitor<'de> for OptionSeed<S> {
+    type Value = Option<S::Value>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("null or a value")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(deserializer).map(Some)
+    }
+}
+
+struct DataSeed<'a, C>(&'a mut C);
+
+const DATA_KEYS: &[&str] = &["resultType", "encodingFlags", "result"];
+
+impl<'de, C: Collect> de::DeserializeSeed<'de> for DataSeed<'_, C> {
+    type Value = Data;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Data, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, C: Collect> Visitor<'de> for DataSeed<'_, C> {
+    type Value = Data;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a query_range answer's data, {\"resultType\":…,\"result\":[…]}")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Data, A::Error> {
+        let mut data = Data { result_type: None, encoding_flags: Vec::new(), result: false };
+        let mut seen = Seen(0);
+        while let Some(key) = map.next_key_seed(KeySeed(DATA_KEYS))? {
+            let Some(key) = key else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            seen.first(DATA_KEYS, key)?;
+            match key {
+                0 => data.result_type = Some(map.next_value()?),
+                1 => data.encoding_flags = map.next_value()?,
+                _ => {
+                    data.result = true;
+                    // Another type's result is not read: the type is the error.
+                    match data.result_type.as_deref() {
+                        Some(other) if other != "streams" => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        _ => map.next_value_seed(ListSeed(StreamSeed(&mut *self.0)))?,
+                    }
+                }
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// A JSON array, each element read with the same seed.
+struct ListSeed<S>(S);
+
+impl<'de, S> de::DeserializeSeed<'de> for ListSeed<S>
+where
+    for<'s> &'s mut S: de::DeserializeSeed<'de, Value = ()>,
+{
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, S> Visitor<'de> for ListSeed<S>
+where
+    for<'s> &'s mut S: de::DeserializeSeed<'de, Value = ()>,
+{
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(&mut self.0)?.is_some() {}
+        Ok(())
+    }
+}
+
+/// One stream of the result, `{"stream":{labels},"values":[[…],…]}`.
+struct StreamSeed<'a, C>(&'a mut C);
+
+const STREAM_KEYS: &[&str] = &["stream", "values"];
+
+impl<'de, C: Collect> de::DeserializeSeed<'de> for &mut StreamSeed<'_, C> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, C: Collect> Visitor<'de> for &mut StreamSeed<'_, C> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a log stream, {\"stream\":{…},\"values\":[…]}")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.0.stream();
+        let mut seen = Seen(0);
+        while let Some(key) = map.next_key_seed(KeySeed(STREAM_KEYS))? {
+            let Some(key) = key else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            seen.first(STREAM_KEYS, key)?;
+            match key {
+                0 => self.0.labels(map.next_value()?),
+                _ => map.next_value_seed(ListSeed(EntrySeed(&mut *self.0)))?,
+            }
+        }
+        for (key, name) in STREAM_KEYS.iter().enumerate() {
+            if seen.0 & 1 << key == 0 {
+                return Err(de::Error::missing_field(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One entry, `["<ns timestamp>", "<line>"]` or `["<ns timestamp>", "<line>", {…}]`.
+struct EntrySeed<'a, C>(&'a mut C);
+
+impl<'de, C: Collect> de::DeserializeSeed<'de> for &mut EntrySeed<'_, C> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, C: Collect> Visitor<'de> for &mut EntrySeed<'_, C> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[\"<ns timestamp>\", \"<line>\"] or [\"<ns timestamp>\", \"<line>\", {…}]")
     }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawEntry, A::Error> {
-        let ts: String = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
-        let timestamp = ts
-            .parse::<UnixNanos>()
-            .map_err(|_| de::Error::custom(format!("timestamp {ts:?} is not integer nanoseconds")))?;
-        let line: String = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
-        let categories: Categories = seq.next_element()?.unwrap_or_default();
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let timestamp =
+            seq.next_element_seed(Timestamp)?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        seq.next_element_seed(Line { collect: &mut *self.0, timestamp })?
+            .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+        if let Some(categories) = seq.next_element::<C::Categories>()? {
+            self.0.categories(categories);
+        }
         if seq.next_element::<IgnoredAny>()?.is_some() {
             return Err(de::Error::invalid_length(4, &self));
         }
-        Ok(RawEntry(QueryEntry {
-            timestamp,
-            line,
-            structured_metadata: categories.structured_metadata,
-            parsed: categories.parsed,
-        }))
+        Ok(())
     }
 }
 
-/// Parses the body of a successful `query_range` answer.
-pub fn parse_query_response(body: &[u8]) -> Result<QueryResponse, QueryError> {
-    let json = |e: serde_json::Error| QueryError::Json(e.to_string());
-    let raw: RawResponse<'_> = serde_json::from_slice(body).map_err(json)?;
-    if raw.status != "success" {
-        return Err(QueryError::Failed {
-            error_type: raw.error_type.unwrap_or_else(|| raw.status.clone()),
-            message: raw.error.unwrap_or_else(|| "(no message)".into()),
-        });
+/// A timestamp, integer nanoseconds in a string.
+struct Timestamp;
+
+impl<'de> de::DeserializeSeed<'de> for Timestamp {
+    type Value = UnixNanos;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<UnixNanos, D::Error> {
+        deserializer.deserialize_str(self)
     }
-    let data = raw.data.ok_or_else(|| QueryError::Json("\"data\" is missing".into()))?;
-    if data.result_type != "streams" {
-        return Err(QueryError::NotStreams(data.result_type));
+}
+
+impl Visitor<'_> for Timestamp {
+    type Value = UnixNanos;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a timestamp, integer nanoseconds in a string")
     }
-    let streams: Vec<RawStream> = serde_json::from_str(data.result.get()).map_err(json)?;
-    Ok(QueryResponse {
-        encoding_flags: data.encoding_flags,
-        streams: streams
-            .into_iter()
-            .map(|s| QueryStream { labels: s.stream, entries: s.values.into_iter().map(|e| e.0).collect() })
-            .collect(),
-    })
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<UnixNanos, E> {
+        text.parse().map_err(|_| E::custom(format!("timestamp {text:?} is not integer nanoseconds")))
+    }
+}
+
+/// An entry's line, handed to the collector as it is read (serde_json unescapes it into a
+/// buffer of its own, reused from line to line).
+struct Line<'a, C> {
+    collect: &'a mut C,
+    timestamp: UnixNanos,
+}
+
+impl<'de, C: Collect> de::DeserializeSeed<'de> for Line<'_, C> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<C: Collect> Visitor<'_> for Line<'_, C> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a log line, a string")
+    }
+    fn visit_str<E: de::Error>(self, line: &str) -> Result<(), E> {
+        self.collect.entry(self.timestamp, line);
+        Ok(())
+    }
 }
 
 /// `/loki/api/v1/label/<name>/values?query=…&start=…&end=…`: the values `name` takes in the
@@ -338,8 +718,8 @@ pub struct Pager {
     start: UnixNanos,
     end: UnixNanos,
     limit: u32,
-    /// The entries at `start` already handed out.
-    seen_at_start: HashSet<PagedEntry>,
+    /// The entries at `start` already handed out, as `take`'s key tells them apart.
+    seen_at_start: HashSet<Vec<u8>>,
     done: bool,
     skip_crowded: bool,
     /// The timestamp the last page filled, when skipped.
@@ -425,31 +805,60 @@ impl Pager {
     /// Takes the response to [`Pager::next_request`] and returns the entries not handed out
     /// before, in timestamp order.
     pub fn accept(&mut self, response: QueryResponse) -> Result<Vec<PagedEntry>, QueryError> {
+        let mut page: Vec<PagedEntry> = Vec::new();
+        for stream in response.streams {
+            let labels = Arc::new(stream.labels);
+            page.extend(
+                stream.entries.into_iter().map(|entry| PagedEntry { labels: Arc::clone(&labels), entry }),
+            );
+        }
+        self.take(
+            page,
+            |e| e.entry.timestamp,
+            |e| {
+                let mut key = labels_key(Some(&e.labels));
+                push_field(&mut key, &e.entry.line);
+                for map in [&e.entry.structured_metadata, &e.entry.parsed] {
+                    key.extend(labels_key(Some(map)));
+                }
+                key
+            },
+        )
+    }
+
+    /// Takes the page answering [`Pager::next_request`] and leaves in it the entries not handed
+    /// out before, in timestamp order. An entry is told from another of its time by its
+    /// stream's labels and its line (its metadata is not read).
+    pub fn accept_page(&mut self, page: &mut Page) -> Result<(), QueryError> {
+        let entries = std::mem::take(&mut page.entries);
+        page.entries = self.take(entries, |e| e.timestamp, |e| page.identity(e))?;
+        Ok(())
+    }
+
+    /// The entries of `page` not handed out before, in timestamp order; `key` tells entries of
+    /// one time apart.
+    fn take<E>(
+        &mut self,
+        mut page: Vec<E>,
+        timestamp: impl Fn(&E) -> UnixNanos,
+        key: impl Fn(&E) -> Vec<u8>,
+    ) -> Result<Vec<E>, QueryError> {
         self.crowded = None;
         if self.done {
             return Ok(Vec::new());
         }
-        let mut page: Vec<PagedEntry> = Vec::new();
-        for stream in response.streams {
-            let labels = Arc::new(stream.labels);
-            for entry in stream.entries {
-                if entry.timestamp < self.start || entry.timestamp >= self.end {
-                    return Err(QueryError::OutOfRange {
-                        timestamp: entry.timestamp,
-                        start: self.start,
-                        end: self.end,
-                    });
-                }
-                page.push(PagedEntry { labels: Arc::clone(&labels), entry });
-            }
+        if let Some(outside) = page.iter().map(&timestamp).find(|t| *t < self.start || *t >= self.end) {
+            return Err(QueryError::OutOfRange { timestamp: outside, start: self.start, end: self.end });
         }
-        page.sort_by_key(|e| e.entry.timestamp);
+        // Stable, and cheap on the sorted runs Loki sends.
+        page.sort_by_key(&timestamp);
         let full = page.len() >= self.limit as usize;
-        let newest = page.last().map(|e| e.entry.timestamp);
+        let newest = page.last().map(&timestamp);
         let previous_start = self.start;
         let seen = std::mem::take(&mut self.seen_at_start);
-        let fresh: Vec<PagedEntry> =
-            page.into_iter().filter(|e| !(e.entry.timestamp == previous_start && seen.contains(e))).collect();
+        if !seen.is_empty() {
+            page.retain(|e| !(timestamp(e) == previous_start && seen.contains(&key(e))));
+        }
         match newest {
             Some(newest) if full && newest == previous_start => {
                 if !self.skip_crowded {
@@ -463,11 +872,12 @@ impl Pager {
             }
             Some(newest) if full => {
                 self.start = newest;
-                self.seen_at_start = fresh.iter().filter(|e| e.entry.timestamp == newest).cloned().collect();
+                self.seen_at_start =
+                    page.iter().rev().take_while(|e| timestamp(e) == newest).map(&key).collect();
             }
             _ => self.done = true,
         }
-        Ok(fresh)
+        Ok(page)
     }
 }
 
@@ -563,6 +973,133 @@ mod tests {
         }
         assert!(matches!(parse_query_response(b"not json"), Err(QueryError::Json(_))));
         assert!(matches!(parse_query_response(br#"{"status":"success"}"#), Err(QueryError::Json(_))));
+    }
+
+    #[test]
+    fn a_page_holds_the_lines_and_times_of_the_full_answer() {
+        let body =
+            br#"{"status":"success","data":{"resultType":"streams","encodingFlags":["categorize-labels"],
+            "result":[{"values":[["7","{\"a\":\"\u00e9\\n\"}",{"structuredMetadata":{"k":1,"deep":[{}]}}],
+                                 ["5","plain",{}]],"stream":{"job":"teelog"}},
+                      {"stream":{"job":"other"},"values":[["6","x"]],"extra":null}]},"stats":{}}"#;
+        let page = parse_query_page(body).unwrap();
+        let lines: Vec<(UnixNanos, &str)> = page.iter().collect();
+        assert_eq!(lines, [(7, "{\"a\":\"\u{e9}\\n\"}"), (5, "plain"), (6, "x")]);
+        // The full parse holds the same, and refuses metadata that is not names to strings.
+        assert!(matches!(parse_query_response(body), Err(QueryError::Json(_))));
+        let strict =
+            String::from_utf8(body.to_vec()).unwrap().replace(r#"{"k":1,"deep":[{}]}"#, r#"{"k":"1"}"#);
+        let full = parse_query_response(strict.as_bytes()).unwrap();
+        let full_lines: Vec<(UnixNanos, &str)> = full
+            .streams
+            .iter()
+            .flat_map(|s| s.entries.iter().map(|e| (e.timestamp, e.line.as_str())))
+            .collect();
+        assert_eq!(full_lines, lines);
+        assert_eq!(full.streams[0].labels["job"], "teelog");
+        // Sorted by the pager, with the stream each came in.
+        let mut pager = Pager::new("{}", 0, 10, 100).unwrap();
+        let mut page = page;
+        pager.accept_page(&mut page).unwrap();
+        assert_eq!(page.iter().map(|(at, _)| at).collect::<Vec<_>>(), [5, 6, 7]);
+    }
+
+    #[test]
+    fn a_page_refuses_what_is_not_a_streams_answer() {
+        let page = |text: &str| parse_query_page(text.as_bytes());
+        assert_eq!(
+            page(
+                r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"2"]]}]}}"#
+            ),
+            Err(QueryError::NotStreams("matrix".into()))
+        );
+        assert_eq!(
+            page(r#"{"status":"error","errorType":"bad_data","error":"no"}"#),
+            Err(QueryError::Failed { error_type: "bad_data".into(), message: "no".into() })
+        );
+        let streams = |result: &str| {
+            format!(r#"{{"status":"success","data":{{"resultType":"streams","result":{result}}}}}"#)
+        };
+        for bad in [
+            streams(r#"[{"stream":{},"values":[["x","line"]]}]"#),
+            streams(r#"[{"stream":{},"values":[[1,"line"]]}]"#),
+            streams(r#"[{"stream":{},"values":[["1"]]}]"#),
+            streams(r#"[{"stream":{},"values":[["1",2]]}]"#),
+            streams(r#"[{"stream":{},"values":[["1","a",{},4]]}]"#),
+            streams(r#"[{"stream":{},"values":[["99999999999999999999","a"]]}]"#),
+            streams(r#"[{"stream":{}}]"#),
+            streams(r#"[{"values":[]}]"#),
+            streams(r#"[{"stream":{},"values":[],"values":[]}]"#),
+            streams(r#"[{"stream":{"a":1},"values":[]}]"#),
+            streams(r#"{}"#),
+            streams(r#"[]"#) + " trailing",
+            r#"{"status":"success","status":"success","data":{"resultType":"streams","result":[]}}"#.into(),
+            r#"{"status":"success","data":{"resultType":"streams"}}"#.into(),
+            r#"{"status":"success","data":{"result":[]}}"#.into(),
+            r#"{"status":"success","data":null}"#.into(),
+            r#"{"data":{"resultType":"streams","result":[]}}"#.into(),
+            "not json".into(),
+        ] {
+            assert!(matches!(page(&bad), Err(QueryError::Json(_))), "{bad}");
+            assert!(matches!(parse_query_response(bad.as_bytes()), Err(QueryError::Json(_))), "{bad}");
+        }
+        assert_eq!(page(&streams("[]")).map(|p| p.len()), Ok(0));
+    }
+
+    /// `response` as Loki writes it, categorised.
+    fn body(response: &QueryResponse) -> String {
+        let streams: Vec<serde_json::Value> = response
+            .streams
+            .iter()
+            .map(|s| {
+                let values: Vec<serde_json::Value> = s
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!([e.timestamp.to_string(), e.line, {"structuredMetadata": e.structured_metadata}])
+                    })
+                    .collect();
+                serde_json::json!({"stream": s.labels, "values": values})
+            })
+            .collect();
+        serde_json::json!({"status": "success", "data": {"resultType": "streams", "encodingFlags": response.encoding_flags, "result": streams}})
+            .to_string()
+    }
+
+    #[test]
+    fn pages_read_what_entries_read() {
+        // Entries of one time told apart by their lines, as Loki keeps them in one stream.
+        let all: Vec<QueryEntry> =
+            (0..40).map(|i| entry(100 + i / 3, &format!("line \"{i}\""), &(i % 5).to_string())).collect();
+        for limit in [4, 5, 7, 10, 41, 5000] {
+            let whole: Vec<(UnixNanos, String)> =
+                read_all(&all, 0, 1_000, limit).unwrap().into_iter().map(|e| (e.timestamp, e.line)).collect();
+            let mut pager = Pager::new("{}", 0, 1_000, limit).unwrap();
+            let mut got = Vec::new();
+            while let Some(q) = pager.next_request() {
+                let mut page = parse_query_page(body(&answer(&all, &q)).as_bytes()).unwrap();
+                pager.accept_page(&mut page).unwrap();
+                got.extend(page.iter().map(|(at, line)| (at, line.to_string())));
+            }
+            assert_eq!(got, whole, "limit {limit}");
+        }
+        // A crowded time is refused or skipped as with whole entries.
+        let crowd: Vec<QueryEntry> = (0..6).map(|i| entry(7, &format!("l{i}"), "1")).collect();
+        let mut pager = Pager::new("{}", 0, 10, 5).unwrap();
+        let q = pager.next_request().unwrap();
+        let mut page = parse_query_page(body(&answer(&crowd, &q)).as_bytes()).unwrap();
+        pager.accept_page(&mut page).unwrap();
+        let q = pager.next_request().unwrap();
+        let mut page = parse_query_page(body(&answer(&crowd, &q)).as_bytes()).unwrap();
+        assert_eq!(pager.accept_page(&mut page), Err(QueryError::Stuck { timestamp: 7, limit: 5 }));
+        let mut pager = Pager::new("{}", 10, 20, 100).unwrap();
+        let mut page =
+            parse_query_page(body(&answer(&crowd, &QueryRange::new("{}", 0, 10, 5).unwrap())).as_bytes())
+                .unwrap();
+        assert_eq!(
+            pager.accept_page(&mut page),
+            Err(QueryError::OutOfRange { timestamp: 7, start: 10, end: 20 })
+        );
     }
 
     fn entry(ts: UnixNanos, line: &str, seq: &str) -> QueryEntry {
