@@ -81,32 +81,36 @@ impl Output {
         })
     }
 
-    /// Headers of `stream` and `epoch` validly signed by `key`, from the newest part of the output
-    /// that holds any (the whole file; store segments newest first until one has a match): where
-    /// a signer continuing its own epoch stands.
-    pub(crate) fn own_headers(
+    /// The newest header of `stream` and `epoch` validly signed by `key`, from the newest part of
+    /// the output that holds any (the whole file; store segments newest first until one has a
+    /// match): where a signer continuing its own epoch stands. Only the newest is kept, and a
+    /// line no newer than it is not verified, so that copies of a genuine line planted in the
+    /// output cost neither memory nor a signature check each.
+    pub(crate) fn own_newest(
         &self,
         stream: &str,
         key: &PublicKey,
         epoch: &str,
-    ) -> Result<Vec<(Header, Digest)>, ShipError> {
+    ) -> Result<Option<(Header, Digest)>, ShipError> {
         for path in self.readable_paths()?.iter().rev() {
-            let mut found = Vec::new();
+            let mut newest: Option<(Header, Digest)> = None;
             for_each_line(path, |line| {
                 let Ok(batch) = ParsedBatch::parse(line) else { return };
                 let header = &batch.header;
-                if header.stream == stream
+                let newer = newest.as_ref().is_none_or(|(h, _)| header.seq > h.seq);
+                if newer
+                    && header.stream == stream
                     && header.epoch == epoch
                     && batch.verify_with(key) == SignatureStatus::Valid
                 {
-                    found.push((batch.header.clone(), batch.header_hash));
+                    newest = Some((batch.header.clone(), batch.header_hash));
                 }
             })?;
-            if !found.is_empty() {
-                return Ok(found);
+            if newest.is_some() {
+                return Ok(newest);
             }
         }
-        Ok(Vec::new())
+        Ok(None)
     }
 
     /// The newest header of `stream` in the output that `trust` vouches for (see [`HeadTrust`]).

@@ -197,8 +197,8 @@ impl BatchSealer {
         let head = match (saved, identity.own_key()) {
             // Its own epoch, with its own key: only its own batches count.
             (Some(saved), Some(key)) => {
-                let own = output.own_headers(stream, key, &saved.epoch)?;
-                let written = own.iter().map(|(h, _)| h.seq).max().unwrap_or(0);
+                let own = output.own_newest(stream, key, &saved.epoch)?;
+                let written = own.as_ref().map_or(0, |(h, _)| h.seq);
                 let at_gateway = gateway.filter(|g| g.epoch == saved.epoch && g.seq >= saved.next_seq);
                 if let Some(g) = at_gateway {
                     // The gateway holds this epoch past where the state says it stands: the state
