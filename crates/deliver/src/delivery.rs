@@ -183,10 +183,10 @@ pub fn register(spool: &SpoolState, name: &str) -> Position {
 
 /// The lines and bytes of the spool in `dir` from `from` up to `end` (what a sink whose cursor is
 /// `from` has still to deliver), read a chunk at a time.
-pub fn undelivered(dir: &Path, from: Position, end: Position) -> Result<(u64, u64), StoreError> {
+pub fn undelivered(spool: &SpoolState, from: Position, end: Position) -> Result<(u64, u64), StoreError> {
     let (mut lines, mut bytes, mut at) = (0u64, 0u64, from);
     while at < end {
-        let chunk = reader::read_lines(dir, at, end, CHUNK_BYTES)?;
+        let chunk = reader::read_lines(spool.dir(), at, end, CHUNK_BYTES, spool.max_line())?;
         if chunk.next <= at {
             break;
         }
@@ -222,20 +222,22 @@ pub async fn run(
             }
             continue;
         }
-        let dir = shared.dir().to_path_buf();
+        let (dir, max_line) = (shared.dir().to_path_buf(), shared.max_line());
         let from = cursor;
-        let chunk =
-            match tokio::task::spawn_blocking(move || reader::read_lines(&dir, from, end, CHUNK_BYTES)).await
-            {
-                Ok(Ok(chunk)) => chunk,
-                Ok(Err(e)) => {
-                    tracing::error!(target: "teelog::deliver", sink = %name, "cannot read the spool: {e}");
-                    metrics.sink_error(&name, "spool_read");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                Err(_) => return,
-            };
+        let read = move || reader::read_lines(&dir, from, end, CHUNK_BYTES, max_line);
+        let chunk = match tokio::task::spawn_blocking(read).await {
+            Ok(Ok(chunk)) => chunk,
+            Ok(Err(e)) => {
+                tracing::error!(target: "teelog::deliver", sink = %name, "cannot read the spool: {e}");
+                metrics.sink_error(&name, "spool_read");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(_) => return,
+        };
+        for (at, len) in &chunk.too_long {
+            tracing::warn!(target: "teelog::deliver", sink = %name, "{at}: a line of {len} bytes, longer than the {max_line} bytes the spool's writer writes, was not delivered (planted in the spool)", max_line = shared.max_line());
+        }
         let delivery = Delivery::new(&chunk, decode);
         let mut backoff = Duration::from_millis(100);
         loop {

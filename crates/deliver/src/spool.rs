@@ -26,12 +26,17 @@ pub struct SpoolState {
     reader_moved_lock: Mutex<()>,
     /// Marked changed whenever a sink's delivery moves, for async followers.
     moved: watch::Sender<()>,
+    /// The longest line its writer writes (newline not counted): a longer one is planted, and
+    /// passed over rather than read whole.
+    max_line: u64,
 }
 
 impl SpoolState {
-    /// The state of the spool in `dir`, durable up to `end`.
-    pub fn new(dir: PathBuf, end: Position, metrics: Arc<Metrics>) -> Self {
+    /// The state of the spool in `dir`, durable up to `end`, whose writer writes lines of at
+    /// most `max_line` bytes.
+    pub fn new(dir: PathBuf, end: Position, metrics: Arc<Metrics>, max_line: u64) -> Self {
         Self {
+            max_line,
             metrics,
             dir,
             written: watch::Sender::new(end),
@@ -40,6 +45,11 @@ impl SpoolState {
             reader_moved_lock: Mutex::new(()),
             moved: watch::Sender::new(()),
         }
+    }
+
+    /// The longest line its writer writes.
+    pub fn max_line(&self) -> u64 {
+        self.max_line
     }
 
     /// The spool's directory.

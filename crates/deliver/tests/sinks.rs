@@ -77,8 +77,9 @@ impl Signed {
             store.append(&line).unwrap();
         }
         let end = store.position();
-        let spool = Arc::new(SpoolState::new(store.dir().to_path_buf(), end, Arc::new(Metrics::default())));
-        let chunk = reader::read_lines(spool.dir(), Position::default(), end, usize::MAX).unwrap();
+        let spool =
+            Arc::new(SpoolState::new(store.dir().to_path_buf(), end, Arc::new(Metrics::default()), u64::MAX));
+        let chunk = reader::read_lines(spool.dir(), Position::default(), end, usize::MAX, u64::MAX).unwrap();
         let lines: Vec<Vec<u8>> = chunk.lines().map(<[u8]>::to_vec).collect();
         assert!(lines[0].starts_with(b"{\"v\":1,\"attestation\":"), "{}", String::from_utf8_lossy(&lines[0]));
         assert_eq!(lines.len(), batches.len() + 1, "one line per batch");

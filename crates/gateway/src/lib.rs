@@ -203,7 +203,10 @@ pub async fn run(
     let continuity = ingest::load_continuity(store.dir())?;
     let metrics = Arc::new(Metrics::default());
     let gateway_metrics = Arc::new(GatewayMetrics::default());
-    let spool = Arc::new(SpoolState::new(store.dir().to_path_buf(), store.position(), metrics.clone()));
+    // A line stored is at most a request's body.
+    let max_line = config.listen.max_request_bytes.max(teelog_core::batch::MAX_BATCH_LINE) as u64;
+    let spool =
+        Arc::new(SpoolState::new(store.dir().to_path_buf(), store.position(), metrics.clone(), max_line));
 
     let (stop_sinks, sinks_stop) = watch::channel(false);
     let mut deliveries = Vec::new();

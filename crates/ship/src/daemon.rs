@@ -232,7 +232,7 @@ fn undelivered(config: &Config, spool: &SpoolState) -> Option<String> {
         .iter()
         .filter_map(|sink| {
             let from = spool.reader(&sink.name())?;
-            let (lines, bytes) = match delivery::undelivered(spool.dir(), from, end) {
+            let (lines, bytes) = match delivery::undelivered(spool, from, end) {
                 Ok((0, _)) => return None,
                 Ok(counted) => counted,
                 Err(e) => return Some(format!("sink {}: cannot count what it lacks: {e}", sink.describe())),

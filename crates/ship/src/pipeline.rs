@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use teelog_core::batch::fits_alone;
+use teelog_core::batch::{fits_alone, MAX_BATCH_LINE};
 use teelog_core::canon::Canonicalizer;
 use teelog_core::merkle::sha256;
 use teelog_core::record::{canonicalize_record, RecordError};
@@ -525,7 +525,8 @@ impl Pipeline {
                 freed_async: Notify::new(),
             },
             dropped: Mutex::new(None),
-            spool: Arc::new(SpoolState::new(spool_dir, position, Arc::default())),
+            // Batch lines are the longest a shipper's spool holds.
+            spool: Arc::new(SpoolState::new(spool_dir, position, Arc::default(), MAX_BATCH_LINE as u64)),
             metrics,
             health: Health::default(),
             signer_ended: watch::Sender::new(false),

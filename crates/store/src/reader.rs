@@ -31,6 +31,9 @@ pub struct Chunk {
     pub bytes: Vec<u8>,
     /// Where the next read starts: just after the last line.
     pub next: Position,
+    /// Lines passed over for being longer than the reader takes: where each starts, and its
+    /// length up to its newline.
+    pub too_long: Vec<(Position, u64)>,
 }
 
 impl Chunk {
@@ -43,16 +46,19 @@ impl Chunk {
 /// Reads the whole lines from `from` up to `until` (a position the writer reported, so that
 /// only durable lines are read), about `max_bytes` of them but always at least one.
 ///
-/// A segment that ends in a torn line (a crash mid-write; the writer then moved on to a new
-/// segment) is left at its last newline. A position inside a segment that no longer exists
-/// moves on to the next one.
+/// A line longer than `max_line` bytes (newline not counted) is none its writer wrote, but
+/// planted: it is passed over, never held, and named in [`Chunk::too_long`]. A segment that
+/// ends in a torn line (a crash mid-write; the writer then moved on to a new segment) is left
+/// at its last newline. A position inside a segment that no longer exists moves on to the next
+/// one.
 pub fn read_lines(
     dir: &Path,
     from: Position,
     until: Position,
     max_bytes: usize,
+    max_line: u64,
 ) -> Result<Chunk, StoreError> {
-    let mut chunk = Chunk { bytes: Vec::new(), next: from };
+    let mut chunk = Chunk { bytes: Vec::new(), next: from, too_long: Vec::new() };
     while chunk.next < until && (chunk.bytes.is_empty() || chunk.bytes.len() < max_bytes) {
         let at = chunk.next;
         let path = segment_path(dir, at.segment);
@@ -71,12 +77,35 @@ pub fn read_lines(
         let mut whole = chunk.bytes[start..].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let mut read = want;
         while whole == 0 && at.offset + read < end {
+            if read > max_line {
+                chunk.bytes.truncate(start);
+                break;
+            }
             let more = (end - at.offset - read).min(1 << 20);
             let before = chunk.bytes.len() - start;
             read_at(&path, at.offset + read, more, &mut chunk.bytes)?;
             read += more;
             whole =
                 chunk.bytes[start + before..].iter().position(|&b| b == b'\n').map_or(0, |i| before + i + 1);
+        }
+        if whole == 0 && read > max_line {
+            // Past the longest line there can be: passed over to its newline, nothing held.
+            match newline_after(&path, at.offset + read, end)? {
+                Some(newline) => {
+                    chunk.too_long.push((at, newline - at.offset));
+                    chunk.next = Position { segment: at.segment, offset: newline + 1 };
+                    continue;
+                }
+                None => whole = 0,
+            }
+        }
+        // A whole line longer than `max_line` read within `want`: passed over too.
+        if let Some(long) = too_long_line(&chunk.bytes[start..start + whole], max_line) {
+            let (kept, skipped) = long;
+            chunk.too_long.push((Position { segment: at.segment, offset: at.offset + kept as u64 }, skipped));
+            chunk.bytes.truncate(start + kept);
+            chunk.next = Position { segment: at.segment, offset: at.offset + kept as u64 + skipped + 1 };
+            continue;
         }
         chunk.bytes.truncate(start + whole);
         if whole == 0 {
@@ -89,6 +118,40 @@ pub fn read_lines(
         chunk.next = Position { segment: at.segment, offset: at.offset + whole as u64 };
     }
     Ok(chunk)
+}
+
+/// The offset of the first newline in `path` from `from` up to `end`, read a block at a time and
+/// not kept.
+fn newline_after(path: &Path, from: u64, end: u64) -> Result<Option<u64>, StoreError> {
+    let mut block = Vec::with_capacity(1 << 20);
+    let mut at = from;
+    while at < end {
+        block.clear();
+        let n = (end - at).min(1 << 20);
+        read_at(path, at, n, &mut block)?;
+        if let Some(i) = memchr::memchr(b'\n', &block) {
+            return Ok(Some(at + i as u64));
+        }
+        if block.is_empty() {
+            break;
+        }
+        at += block.len() as u64;
+    }
+    Ok(None)
+}
+
+/// In whole lines just read, the first longer than `max_line`: the bytes before it, and its
+/// length (newline not counted).
+fn too_long_line(lines: &[u8], max_line: u64) -> Option<(usize, u64)> {
+    let mut start = 0;
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        let len = line.len() as u64 - 1;
+        if len > max_line {
+            return Some((start, len));
+        }
+        start += line.len();
+    }
+    None
 }
 
 /// Deletes the segments before `keep_from` (lines every reader has passed).
@@ -158,7 +221,7 @@ mod tests {
         let mut lines = Vec::new();
         let mut reads = 0;
         loop {
-            let chunk = read_lines(dir, from, until, max).unwrap();
+            let chunk = read_lines(dir, from, until, max, u64::MAX).unwrap();
             if chunk.next == from {
                 return (lines, reads);
             }
@@ -200,8 +263,34 @@ mod tests {
         let long = format!("{}\n", "x".repeat(300_000));
         store.append(long.as_bytes()).unwrap();
         store.append(b"short\n").unwrap();
-        let chunk = read_lines(dir.path(), Position::default(), store.position(), 10).unwrap();
+        let chunk = read_lines(dir.path(), Position::default(), store.position(), 10, u64::MAX).unwrap();
         assert_eq!(chunk.bytes, long.as_bytes());
         assert_eq!(chunk.next.offset, long.len() as u64);
+    }
+
+    #[test]
+    fn a_line_longer_than_any_its_writer_writes_is_passed_over_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let (long, longer) = (format!("{}\n", "x".repeat(2_000_000)), format!("{}\n", "y".repeat(3_000_000)));
+        for line in ["before\n", &longer, "after\n", "short\n", &long, "last\n"] {
+            store.append_lines(line.as_bytes()).unwrap();
+        }
+        let end = store.position();
+        // In one read (the long line is read past its end in 1 MiB blocks), and in reads small
+        // enough that the long line is found within what was read.
+        for max in [1, 1 << 24] {
+            let (mut at, mut lines, mut skipped) = (Position::default(), Vec::new(), Vec::new());
+            while at < end {
+                let chunk = read_lines(dir.path(), at, end, max, 100_000).unwrap();
+                assert!(chunk.bytes.len() <= (1 << 16).max(max) + 100_001, "{}", chunk.bytes.len());
+                lines.extend(chunk.lines().map(|l| String::from_utf8(l.to_vec()).unwrap()));
+                skipped.extend(chunk.too_long.iter().map(|(at, len)| (at.offset, *len)));
+                assert!(chunk.next > at);
+                at = chunk.next;
+            }
+            assert_eq!(lines, ["before\n", "after\n", "short\n", "last\n"], "max {max}");
+            assert_eq!(skipped, [(7, 3_000_000), (7 + 3_000_001 + 6 + 6, 2_000_000)], "max {max}");
+        }
     }
 }
