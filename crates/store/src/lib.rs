@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 
 const SEGMENT_PREFIX: &str = "segment-";
 const SEGMENT_SUFFIX: &str = ".ndjson";
-const LOCK_FILE: &str = "LOCK";
 
 /// Segments rotate once they reach this size (64 MiB).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
@@ -80,12 +79,16 @@ pub enum DirLockError {
     },
 }
 
-/// Takes the exclusive advisory lock on `dir/LOCK` (created if need be); it is held until the
-/// returned file is dropped, and released by the kernel if the process dies.
+/// Takes the exclusive advisory lock on the directory `dir` itself; it is held until the
+/// returned handle is dropped, and released by the kernel if the process dies. On the directory,
+/// not on a file in it: whoever controls the storage could unlink a lock file while it is held,
+/// and a second process would then lock a new one and write beside the first (two signers on
+/// one chain state). A directory in use cannot be removed.
 pub fn lock_dir(dir: &Path) -> Result<File, DirLockError> {
-    let path = dir.join(LOCK_FILE);
-    let io = |source| DirLockError::Io { path: path.clone(), source };
-    let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| DirLockError::Io { path: dir.to_path_buf(), source };
+    // O_DIRECTORY: anything else there (a FIFO would block the open) is refused.
+    let lock = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(dir).map_err(io)?;
     lock.try_lock().map_err(|e| match e {
         fs::TryLockError::WouldBlock => DirLockError::Held,
         fs::TryLockError::Error(source) => io(source),
