@@ -441,7 +441,17 @@ pub fn tpm_evidence(data: &[u8]) {
 pub fn otlp(data: &[u8]) {
     let Some((&kind, body)) = data.split_first() else { return };
     let request = if kind % 2 == 0 {
-        let Ok(request) = teelog_otlp::decode_protobuf(body) else { return };
+        let in_place = teelog_otlp::WireRequest::new(body.to_vec()).ok();
+        let decoded = teelog_otlp::decode_protobuf(body);
+        if let Some(in_place) = &in_place {
+            // Read in place only what prost reads, and to the same records.
+            let Ok(decoded) = &decoded else { panic!("a body read in place that prost refuses") };
+            assert!(
+                mapped(in_place.into()) == mapped(decoded.into()),
+                "read in place, a body maps otherwise"
+            );
+        }
+        let Ok(request) = decoded else { return };
         // Compared as bytes: a NaN attribute is never equal to itself.
         let encoded = teelog_otlp::encode_protobuf(&request);
         let again = teelog_otlp::decode_protobuf(&encoded).map(|r| teelog_otlp::encode_protobuf(&r));
@@ -461,6 +471,24 @@ pub fn otlp(data: &[u8]) {
         assert!(canonical, "a mapped record is not in canonical form: {}", String::from_utf8_lossy(record));
         Ok::<(), ()>(())
     });
+}
+
+/// Everything the OTLP mapping makes of a request, in order.
+fn mapped(request: teelog_otlp::RequestRef<'_>) -> Vec<String> {
+    let mut seen = Vec::new();
+    let _ = teelog_otlp::for_each_mapped(request, now(), &mut Vec::new(), |mapped| {
+        seen.push(match mapped {
+            teelog_otlp::Mapped::Record { record, ts, .. } => {
+                format!("{ts} {}", String::from_utf8_lossy(record))
+            }
+            teelog_otlp::Mapped::Refused { path, fault, log_record } => {
+                format!("{path} {fault} {:?}", log_record.encode_to_vec())
+            }
+            teelog_otlp::Mapped::Empty { path, fault } => format!("{path} {fault}"),
+        });
+        Ok::<(), ()>(())
+    });
+    seen
 }
 
 /// The relay protocol on both sides, and the gateway's spool lines made from its frames.
