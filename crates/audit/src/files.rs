@@ -172,7 +172,7 @@ pub fn feed(
 /// copied (by the line reader, and again by whoever keeps it).
 const CHUNK_BYTES: usize = 4 << 20;
 /// Chunks kept for reuse once no line holds them any more.
-const SPARE_CHUNKS: usize = 3;
+const SPARE_CHUNKS: usize = 6;
 
 /// The chunk lines are lent from, seen from outside the reader.
 type Lent = Rc<Cell<Option<Arc<Vec<u8>>>>>;
@@ -250,24 +250,13 @@ impl<R: Read> Chunks<R> {
                 free.unwrap_or_default()
             }
         };
-        // Bytes already initialised are kept as they are: only a new chunk is zeroed, once.
-        buf.resize(CHUNK_BYTES.max(buf.capacity()), 0);
-        let mut filled = 0;
-        let result = loop {
-            match self.inner.read(&mut buf[filled..]) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    filled += n;
-                    if filled == buf.len() {
-                        break Ok(());
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                // What was read is handed on first; an error that lasts comes again at the next read.
-                Err(e) => break if filled > 0 { Ok(()) } else { Err(e) },
-            }
-        };
-        buf.truncate(filled);
+        // Read into the chunk's spare capacity, not zeroed first; a file gives it in one read.
+        buf.clear();
+        buf.reserve(CHUNK_BYTES);
+        let limit = buf.capacity() as u64;
+        let read = (&mut self.inner).take(limit).read_to_end(&mut buf);
+        // What was read is handed on first; an error that lasts comes again at the next read.
+        let result = if buf.is_empty() { read.map(drop) } else { Ok(()) };
         self.chunk = Arc::new(buf);
         self.pos = 0;
         self.lent.set(Some(self.chunk.clone()));
