@@ -171,19 +171,16 @@ fn specials(word: u64) -> u64 {
 /// string `serde_json` accepts: no control characters, valid escapes, valid UTF-8.
 fn skip_string(b: &[u8], mut at: usize) -> Option<usize> {
     loop {
-        // Sixteen bytes at a time to the next byte that needs a look: most keys and values of
-        // a record are shorter, and end in the first round.
-        while let Some(chunk) = b.get(at..at + 16) {
-            let mut words = [0u8; 16];
-            words.copy_from_slice(chunk);
-            let words = u128::from_le_bytes(words);
-            let found =
-                u128::from(specials(words as u64)) | (u128::from(specials((words >> 64) as u64)) << 64);
+        // Eight bytes at a time to the next byte that needs a look.
+        while let Some(chunk) = b.get(at..at + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let found = specials(u64::from_le_bytes(word));
             if found != 0 {
                 at += (found.trailing_zeros() / 8) as usize;
                 break;
             }
-            at += 16;
+            at += 8;
         }
         match *b.get(at)? {
             b'"' => return Some(at + 1),
