@@ -537,7 +537,8 @@ pub fn relay_frames(data: &[u8]) {
                 .ok()
                 .filter(|s| teelog_core::batch::check_stream_name(s).is_ok());
             for valid in [None, Some(true), Some(false)] {
-                let spooled = teelog_gateway::envelope::encode(stream, valid, payload);
+                let mut spooled = Vec::new();
+                teelog_gateway::envelope::encode(&mut spooled, stream, valid, payload);
                 let entry = teelog_gateway::envelope::decode(&spooled[..spooled.len() - 1]);
                 assert_eq!(entry.line, payload, "a spool line does not give back its line");
                 assert_eq!(

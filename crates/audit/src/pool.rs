@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use teelog_core::verify::{LineChecker, Prepared};
 use teelog_core::{Origin, Report, Verifier};
 
-use crate::files::LineSink;
+use crate::files::{LineSink, SharedLine};
 
 /// Bytes of lines in flight (sent to the pool and not yet admitted): beyond, the reader waits
 /// for the oldest line to be admitted. A single longer line is still taken, alone.
@@ -27,7 +27,8 @@ pub fn default_threads() -> NonZeroUsize {
 
 /// What the reader hands on, in input order.
 enum Input {
-    Line(Vec<u8>),
+    /// Kept where the reader read it, when it could be.
+    Line(SharedLine),
     Unterminated(Vec<u8>),
     Malformed(String),
 }
@@ -118,8 +119,14 @@ impl PooledVerifier {
 impl LineSink for PooledVerifier {
     fn push_line(&mut self, origin: Origin<'_>, line: &[u8]) {
         match self.pool {
-            Some(_) => self.send(origin, Input::Line(line.to_vec())),
+            Some(_) => self.send(origin, Input::Line(line.to_vec().into())),
             None => self.verifier.push_line(origin, line),
+        }
+    }
+    fn push_shared(&mut self, origin: Origin<'_>, line: SharedLine) {
+        match self.pool {
+            Some(_) => self.send(origin, Input::Line(line)),
+            None => self.verifier.push_line(origin, &line),
         }
     }
     fn push_unterminated(&mut self, origin: Origin<'_>, line: &[u8]) {
@@ -181,7 +188,8 @@ impl Pool {
 
     fn send(&mut self, verifier: &mut Verifier, origin: Origin<'_>, input: Input) {
         let bytes = match &input {
-            Input::Line(line) | Input::Unterminated(line) => line.len(),
+            Input::Line(line) => line.len(),
+            Input::Unterminated(line) => line.len(),
             Input::Malformed(detail) => detail.len(),
         };
         while !self.slots.is_empty()

@@ -158,3 +158,73 @@ fn many_lines_checked_on_three_threads_give_the_report_of_one() {
     );
     assert_eq!(run(3), one);
 }
+
+/// Every line `files::feed` hands on, kept as it was given (shared lines held to the end).
+#[derive(Default)]
+struct Kept {
+    lines: Vec<(u64, &'static str, files::SharedLine)>,
+    shared: usize,
+}
+
+impl files::LineSink for Kept {
+    fn push_line(&mut self, origin: teelog_core::Origin<'_>, line: &[u8]) {
+        self.lines.push((origin.line, "line", line.to_vec().into()));
+    }
+    fn push_shared(&mut self, origin: teelog_core::Origin<'_>, line: files::SharedLine) {
+        self.shared += 1;
+        self.lines.push((origin.line, "line", line));
+    }
+    fn push_unterminated(&mut self, origin: teelog_core::Origin<'_>, line: &[u8]) {
+        self.lines.push((origin.line, "unterminated", line.to_vec().into()));
+    }
+    fn push_malformed(&mut self, origin: teelog_core::Origin<'_>, _: &str) {
+        self.lines.push((origin.line, "malformed", Vec::new().into()));
+    }
+}
+
+/// Gives at most `step` bytes a read, as a pipe does.
+struct Trickle<'a>(&'a [u8], usize);
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.len().min(out.len()).min(self.1);
+        out[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn lines_kept_without_a_copy_stay_intact_while_later_ones_are_read() {
+    // Lines from a few bytes to past the reader's 4 MiB chunk, each of its own bytes, so that a
+    // chunk written over while a line still held it would show; the last one unterminated.
+    let lengths = [0, 1, 700_000, 3_000_000, 5_000_000, 17, 900_000, 4_194_303, 4_194_304, 2, 6_000_000, 33];
+    let mut input = Vec::new();
+    let mut expected = Vec::new();
+    for (i, &len) in lengths.iter().enumerate() {
+        let line: Vec<u8> = (0..len).map(|j| b'a' + ((i * 7 + j / 1000) % 26) as u8).collect();
+        input.extend_from_slice(&line);
+        let last = i == lengths.len() - 1;
+        if !last {
+            input.push(b'\n');
+        }
+        let kind = match (last, len > 5_500_000) {
+            (true, _) => "unterminated",
+            (false, true) => "malformed",
+            (false, false) => "line",
+        };
+        expected.push((i as u64 + 1, kind, if kind == "malformed" { Vec::new() } else { line }));
+    }
+    for step in [usize::MAX, 1 << 20, 65_536, 4093] {
+        let mut kept = Kept::default();
+        files::feed(&mut kept, Trickle(&input, step), "input", 5_500_000).unwrap();
+        let got: Vec<(u64, &str, Vec<u8>)> =
+            kept.lines.iter().map(|(n, kind, line)| (*n, *kind, line.to_vec())).collect();
+        assert_eq!(got.len(), expected.len(), "step {step}");
+        for (got, want) in got.iter().zip(&expected) {
+            assert!(got == want, "step {step}: line {} ({}) differs", want.0, want.1);
+        }
+        // Most lines are kept where they were read, not copied.
+        assert!(kept.shared >= 6, "step {step}: {} shared", kept.shared);
+    }
+}

@@ -765,12 +765,12 @@ pub fn attestation_line(document: &[u8]) -> Vec<u8> {
 pub(crate) struct LineFields<'a> {
     pub v: Option<u64>,
     #[serde(borrow)]
-    pub header: Option<&'a RawValue>,
+    pub header: Option<Raw<'a>>,
     /// Borrowed, so that its exact spelling can be checked (a string with escapes is refused).
     pub sig: Option<&'a str>,
     pub hints: Option<&'a str>,
     #[serde(borrow)]
-    pub records: Option<Vec<&'a RawValue>>,
+    pub records: Option<Vec<Raw<'a>>>,
     /// An attestation document line: `{"v":1,"attestation":"<base64>"}`.
     pub attestation: Option<String>,
     /// A gateway checkpoint line (docs/FORMAT.md §17): its signed body.
@@ -787,6 +787,28 @@ pub(crate) struct LineFields<'a> {
     pub seed_signature: Option<String>,
     #[serde(rename = "AttestationCertThumbprint")]
     pub seed_thumbprint: Option<String>,
+}
+
+impl<'a> LineFields<'a> {
+    /// The members of `line`: read at once when it is in the layout a signer writes
+    /// ([`crate::scan`]), by `serde_json` otherwise (whose verdict is the same on those lines).
+    pub(crate) fn read(line: &'a [u8]) -> serde_json::Result<Self> {
+        match crate::scan::batch_line(line) {
+            Some(fields) => Ok(fields),
+            None => serde_json::from_slice(line),
+        }
+    }
+}
+
+/// A JSON value's bytes exactly as the line carries them (what `serde_json` lends as a
+/// [`RawValue`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Raw<'a>(pub(crate) &'a [u8]);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(deserializer).map(|raw| Raw(raw.get().as_bytes()))
+    }
 }
 
 /// Whether a header's signature verifies under a given key.
@@ -870,7 +892,7 @@ pub struct ParsedBatch<'a> {
     header_bytes: &'a [u8],
     sig: Vec<u8>,
     hints: &'a str,
-    records: Vec<&'a RawValue>,
+    records: Vec<Raw<'a>>,
 }
 
 /// What the records of a batch line say against its signed header.
@@ -906,7 +928,7 @@ pub enum BatchError {
 impl<'a> ParsedBatch<'a> {
     /// Parses a whole line, which must be a teelog batch.
     pub fn parse(line: &'a [u8]) -> Result<Self, BatchError> {
-        let fields: LineFields<'a> = serde_json::from_slice(line).map_err(BatchError::Json)?;
+        let fields = LineFields::read(line).map_err(BatchError::Json)?;
         match (fields.v, fields.header, fields.sig, fields.hints, fields.records) {
             (Some(FORMAT_VERSION), Some(header), Some(sig), Some(hints), Some(records)) => {
                 Self::from_parts(header, sig, hints, records)
@@ -916,12 +938,12 @@ impl<'a> ParsedBatch<'a> {
     }
 
     pub(crate) fn from_parts(
-        header_raw: &'a RawValue,
+        header_raw: Raw<'a>,
         sig_text: &'a str,
         hints: &'a str,
-        records: Vec<&'a RawValue>,
+        records: Vec<Raw<'a>>,
     ) -> Result<Self, BatchError> {
-        let header_bytes = header_raw.get().as_bytes();
+        let header_bytes = header_raw.0;
         let header: Header = serde_json::from_slice(header_bytes).map_err(BatchError::HeaderJson)?;
         header.validate()?;
         let sig = B64.decode(sig_text).map_err(BatchError::Signature)?;
@@ -947,7 +969,7 @@ impl<'a> ParsedBatch<'a> {
                 if i > 0 {
                     cursor.fixed(b",", "a single comma between records")?;
                 }
-                cursor.part(record.get().as_bytes(), "a record")?;
+                cursor.part(record.0, "a record")?;
             }
             cursor.fixed(b"]}", "the line's end")
         })();
@@ -992,7 +1014,7 @@ impl<'a> ParsedBatch<'a> {
             let mut merkle = MerkleBuilder::new();
             let mut hints = Vec::with_capacity(self.records.len() * HINT_LEN);
             for record in &self.records {
-                let leaf = leaf_hash(record.get().as_bytes());
+                let leaf = leaf_hash(record.0);
                 merkle.push_leaf_hash(leaf);
                 hints.extend_from_slice(&leaf[..HINT_LEN]);
             }
@@ -1014,8 +1036,7 @@ impl<'a> ParsedBatch<'a> {
         };
         match self.signed_hints() {
             Some(signed) => {
-                let present: Vec<[u8; HINT_LEN]> =
-                    self.records.iter().map(|r| hint_of(r.get().as_bytes())).collect();
+                let present: Vec<[u8; HINT_LEN]> = self.records.iter().map(|r| hint_of(r.0)).collect();
                 let (record_index, how) = locate(&signed, &present);
                 let status = RecordsStatus::Tampered { record_index, detail: format!("{what}: {how}") };
                 RecordsCheck { status, hints_problem: None }
@@ -1058,7 +1079,7 @@ impl<'a> ParsedBatch<'a> {
 
     /// Each record's canonical bytes, in batch order.
     pub fn records(&self) -> impl Iterator<Item = &[u8]> {
-        self.records.iter().map(|r| r.get().as_bytes())
+        self.records.iter().map(|r| r.0)
     }
 
     /// Bytes of the signed header.

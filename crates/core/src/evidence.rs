@@ -227,7 +227,7 @@ impl Exporter {
     /// documents, and batches whose records do not match their signed root, are passed over:
     /// a bundle is checked on its own, and the store's verification says what is wrong with it.
     pub fn push_line(&mut self, line: &[u8]) {
-        let Ok(fields) = serde_json::from_slice::<LineFields<'_>>(line) else { return };
+        let Ok(fields) = LineFields::read(line) else { return };
         if let Some(Ok(document)) = document_of(&fields, line) {
             if self.document_bytes + document.len() <= MAX_EXPORT_DOCUMENT_BYTES {
                 self.document_bytes += document.len();

@@ -83,7 +83,7 @@ impl GateChecker {
 /// The checks of `line` that need no other line: with `trusted` keys, and `attested` when the
 /// gate verifies attestation documents.
 fn prepare(trusted: &[PublicKey], attested: bool, origin: Origin<'_>, line: &[u8]) -> GatePrepared {
-    let fields: LineFields<'_> = match serde_json::from_slice(line) {
+    let fields = match LineFields::read(line) {
         Ok(fields) => fields,
         Err(e) => return GatePrepared(GateStep::Malformed(format!("not a batch line: {e}"))),
     };
@@ -449,7 +449,7 @@ impl Gate {
     /// gateway saves those), so that the epochs using it go on verifying whatever unused
     /// documents arrive meanwhile. None if `line` is not an attestation line.
     pub fn restore_document(&mut self, line: &[u8]) -> Option<Digest> {
-        let fields: LineFields<'_> = serde_json::from_slice(line).ok()?;
+        let fields = LineFields::read(line).ok()?;
         let bytes = document_of(&fields, line)?.ok()?;
         let digest = sha256(&bytes);
         self.documents.add(digest, bytes);

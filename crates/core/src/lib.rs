@@ -16,6 +16,7 @@ pub mod policy;
 pub mod random;
 pub mod record;
 mod runs;
+mod scan;
 mod seed;
 pub mod timestamp;
 pub mod verify;

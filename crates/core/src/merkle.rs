@@ -14,9 +14,44 @@ pub fn sha256(data: &[u8]) -> Digest {
     sha2::Sha256::digest(data).into()
 }
 
-/// `SHA-256(0x00 || record)`.
+/// `SHA-256(0x00 || record)`. Compressed directly, like [`node_hash`]: the first block is the
+/// prefix and 63 bytes of the record, the whole blocks after it are compressed where they lie in
+/// the record, and only the tail is laid out with its padding. This is every record's hash, for
+/// the signer and the verifier, and the generic hasher's buffering cost a tenth of its time.
 pub fn leaf_hash(record: &[u8]) -> Digest {
-    sha2::Sha256::new().chain_update([LEAF_PREFIX]).chain_update(record).finalize().into()
+    let mut state = SHA256_IV;
+    let mut first = [0u8; 64];
+    first[0] = LEAF_PREFIX;
+    let head = record.len().min(63);
+    first[1..1 + head].copy_from_slice(&record[..head]);
+    let rest = &record[head..];
+    let (blocks, tail) = rest.as_chunks::<64>();
+    let total_bits = (record.len() as u64 + 1) * 8;
+    if head < 63 {
+        // The whole message fits in the first block or two; `rest` is empty.
+        return finish(state, &first[..1 + head], total_bits);
+    }
+    sha2::block_api::compress256(&mut state, &[first]);
+    sha2::block_api::compress256(&mut state, blocks);
+    finish(state, tail, total_bits)
+}
+
+/// Compresses `tail` (under 64 bytes, the end of the message) with SHA-256's padding for a
+/// message of `total_bits`, into `state`, and gives the digest.
+fn finish(mut state: [u32; 8], tail: &[u8], total_bits: u64) -> Digest {
+    let mut last = [[0u8; 64]; 2];
+    let flat = last.as_flattened_mut();
+    flat[..tail.len()].copy_from_slice(tail);
+    flat[tail.len()] = 0x80;
+    // The length takes the last 8 bytes: a second block when the tail and its 0x80 leave fewer.
+    let blocks = if tail.len() < 56 { 1 } else { 2 };
+    flat[blocks * 64 - 8..blocks * 64].copy_from_slice(&total_bits.to_be_bytes());
+    sha2::block_api::compress256(&mut state, &last[..blocks]);
+    let mut out = [0u8; 32];
+    for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+    out
 }
 
 const SHA256_IV: [u32; 8] =
@@ -206,6 +241,18 @@ mod tests {
         for (n, expected) in ROOTS.iter().enumerate() {
             let root = merkle_root(leaves[..n].iter().map(Vec::as_slice));
             assert_eq!(hex::encode(root), *expected, "tree of {n} leaves");
+        }
+    }
+
+    #[test]
+    fn leaf_hashes_are_sha256_of_the_prefixed_record_at_every_length() {
+        // Every way the message can end: within the first block, at its edge, with the length
+        // in the block of the tail or in one more, and after many whole blocks.
+        for len in 0..=400 {
+            let record: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
+            let expected: Digest =
+                sha2::Sha256::new().chain_update([LEAF_PREFIX]).chain_update(&record).finalize().into();
+            assert_eq!(leaf_hash(&record), expected, "a record of {len} bytes");
         }
     }
 

@@ -613,7 +613,7 @@ fn prepare(trusted: &[PublicKey], attested: Option<&KnownKeys>, origin: Origin<'
     if crate::record::is_blank(line) {
         return Prepared(Step::Blank);
     }
-    let fields: LineFields<'_> = match serde_json::from_slice(line) {
+    let fields = match LineFields::read(line) {
         Ok(fields) => fields,
         Err(e) => return Prepared(Step::Malformed(format!("not a batch line: {e}"))),
     };
@@ -950,7 +950,7 @@ impl Verifier {
     /// A line whose every check needs the verifier's state: an attestation document, a
     /// checkpoint or a seed-format batch (a line [`prepare`] classified as one).
     fn push_stateful(&mut self, origin: Origin<'_>, line: &[u8]) {
-        let fields: LineFields<'_> = match serde_json::from_slice(line) {
+        let fields = match LineFields::read(line) {
             Ok(fields) => fields,
             Err(e) => return self.push_malformed(origin, &format!("not a batch line: {e}")),
         };

@@ -122,7 +122,7 @@ impl Checkpointer {
                 Ok(signed) => {
                     let mut line = signed.line(self.stamp(&stream, &signed).as_deref());
                     line.pop();
-                    out.extend(envelope::encode(Some(&stream), None, &line));
+                    envelope::encode(&mut out, Some(&stream), None, &line);
                     line.push(b'\n');
                     self.newest.insert(stream.clone(), line);
                     self.signed.insert(stream, tips);

@@ -19,15 +19,17 @@ struct Note<'a> {
     signature_valid: Option<bool>,
 }
 
-/// The spool line (with its newline) for `line`, received from a shipper.
-pub fn encode(stream: Option<&str>, signature_valid: Option<bool>, line: &[u8]) -> Vec<u8> {
+/// Appends the spool line (with its newline) for `line`, received from a shipper, to `out`:
+/// written in place, since batch lines are large.
+pub fn encode(out: &mut Vec<u8>, stream: Option<&str>, signature_valid: Option<bool>, line: &[u8]) {
+    let start = out.len();
     // A struct of a string and a bool always serialises.
-    let note = serde_json::to_vec(&Note { stream, signature_valid }).unwrap_or_else(|_| b"{}".to_vec());
-    let mut out = Vec::with_capacity(note.len() + line.len() + 1);
-    out.extend_from_slice(&note);
+    if serde_json::to_writer(&mut *out, &Note { stream, signature_valid }).is_err() {
+        out.truncate(start);
+        out.extend_from_slice(b"{}");
+    }
     out.extend_from_slice(line);
     out.push(b'\n');
-    out
 }
 
 /// Reads a spool line (without its newline) back; a line without a readable note, which the
@@ -54,18 +56,23 @@ mod tests {
         for (stream, valid) in
             [(Some("pay/ments:1"), Some(true)), (None, Some(false)), (Some("x"), None), (None, None)]
         {
-            let spooled = encode(stream, valid, line);
+            let mut spooled = b"before\n".to_vec();
+            encode(&mut spooled, stream, valid, line);
+            let spooled = spooled.split_off(7);
             assert_eq!(spooled.last(), Some(&b'\n'));
             let entry = decode(&spooled[..spooled.len() - 1]);
             assert_eq!(entry.line, line);
             assert_eq!((entry.stream, entry.signature_valid), (stream, valid));
         }
-        assert_eq!(encode(Some("s"), Some(true), b"{}"), b"{\"stream\":\"s\",\"signature_valid\":true}{}\n");
+        let mut spooled = Vec::new();
+        encode(&mut spooled, Some("s"), Some(true), b"{}");
+        assert_eq!(spooled, b"{\"stream\":\"s\",\"signature_valid\":true}{}\n");
         // Not a note the gateway wrote: the whole line goes on, unlabelled.
         let odd = decode(b"{\"other\":1}{}");
         assert_eq!((odd.line, odd.signature_valid), (&b"{\"other\":1}{}"[..], None));
         // A malformed line received from a shipper is kept as it came, whatever its bytes.
-        let spooled = encode(None, Some(false), b"\xff not json");
+        let mut spooled = Vec::new();
+        encode(&mut spooled, None, Some(false), b"\xff not json");
         assert_eq!(decode(&spooled[..spooled.len() - 1]).line, b"\xff not json");
     }
 }

@@ -496,7 +496,7 @@ impl Writer {
                     if let Some(document) = verdict.attestation.filter(|_| verdict.signature_valid) {
                         self.emit_document(document, &verdict.stream, out);
                     }
-                    out.extend(envelope::encode(Some(&verdict.stream), Some(verdict.signature_valid), line));
+                    envelope::encode(out, Some(&verdict.stream), Some(verdict.signature_valid), line);
                     outcome.batches += 1;
                     if verdict.signature_valid {
                         outcome.valid += 1;
@@ -518,7 +518,7 @@ impl Writer {
                     verdict.findings
                 }
                 Checked::Malformed(finding) => {
-                    out.extend(envelope::encode(hint, Some(false), line));
+                    envelope::encode(out, hint, Some(false), line);
                     outcome.malformed += 1;
                     self.metrics.malformed.fetch_add(1, Ordering::Relaxed);
                     vec![finding]
@@ -561,7 +561,7 @@ impl Writer {
         if self.emitted.insert((sha256, stream.to_string())) {
             let mut line = teelog_core::batch::attestation_line(document);
             line.pop();
-            out.extend(envelope::encode(Some(stream), None, line.strip_suffix(b"\n").unwrap_or(&line)));
+            envelope::encode(out, Some(stream), None, line.strip_suffix(b"\n").unwrap_or(&line));
         }
     }
 
