@@ -167,7 +167,8 @@ pub struct Report {
     pub unreferenced_documents: Vec<String>,
     /// What the trust in each epoch's batches rests on.
     pub trust: Vec<EpochTrust>,
-    /// The instances of each stream (docs/FORMAT.md §5.5): its chains, each with its epochs.
+    /// The instances of each stream (docs/FORMAT.md §5.5): its chains, each with its epochs;
+    /// ordered by stream.
     pub instances: Vec<StreamInstance>,
     /// Gateway checkpoint lines read (docs/FORMAT.md §17): counted always, trusted only under a
     /// `--checkpoint-key`.
@@ -197,16 +198,17 @@ pub struct Report {
 /// What one epoch's validly signed batches rest on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EpochTrust {
-    /// The stream.
-    pub stream: String,
+    /// The stream (shared with its instances: with many streams, a copy each would cost more
+    /// than the streams' batches).
+    pub stream: Arc<str>,
     /// The epoch.
-    pub epoch: String,
+    pub epoch: Arc<str>,
     /// What vouches for its key.
     pub basis: TrustBasis,
-    /// aws-nitro, tpm, dev, … or software for a bare key.
-    pub platform: String,
-    /// The id (hex) of the key that signed them.
-    pub key_id: String,
+    /// aws-nitro, tpm, dev, … or software for a bare key (one copy for all epochs).
+    pub platform: Arc<str>,
+    /// The id (hex) of the key that signed them (one copy for all epochs it signs).
+    pub key_id: Arc<str>,
     /// Its validly signed batches.
     pub batches: u64,
     /// The epoch is a seed-format `AttestationCertThumbprint`, which nothing signs.
@@ -219,9 +221,9 @@ pub struct EpochTrust {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StreamInstance {
     /// The stream.
-    pub stream: String,
+    pub stream: Arc<str>,
     /// The instance's name: the epoch its chain starts from.
-    pub instance: String,
+    pub instance: Arc<str>,
     /// That epoch starts the instance (its first batch links to nothing). False when the chain
     /// starts from an epoch whose first batch, or the header it links to, is not in the input:
     /// then what came before is missing, which the findings say.
@@ -229,7 +231,7 @@ pub struct StreamInstance {
     /// The caller pinned this instance (`--expect-stream STREAM=INSTANCE`, or the policy).
     pub pinned: bool,
     /// Its epochs, in the order their first validly signed batches were sealed.
-    pub epochs: Vec<String>,
+    pub epochs: Vec<Arc<str>>,
 }
 
 /// Which instances each stream may have (docs/FORMAT.md §5.5).
@@ -723,7 +725,11 @@ impl EpochState {
 
     /// The epoch's key: the one that signed its lowest validly signed seq.
     fn key(&self) -> Option<&str> {
-        self.keys.iter().min_by_key(|(_, seq)| *seq).map(|(key, _)| &**key)
+        self.key_shared().map(|key| &**key)
+    }
+
+    fn key_shared(&self) -> Option<&Arc<str>> {
+        self.keys.iter().min_by_key(|(_, seq)| *seq).map(|(key, _)| key)
     }
 
     /// Key `key` signed a batch at `seq`.
@@ -1373,20 +1379,8 @@ impl Verifier {
         unreferenced.sort_unstable();
         unreferenced.truncate(MAX_LISTED);
 
-        // Each stream's epochs in turn (the map is ordered by stream, then epoch), in one list
-        // reused: a list per stream held at once would cost more than many streams' batches.
-        let mut chain_findings = Vec::new();
-        let mut instances = Vec::new();
-        let mut group: Vec<(&str, &EpochState)> = Vec::new();
-        let mut entries = self.epochs.iter().peekable();
-        while let Some(((stream, epoch), state)) = entries.next() {
-            group.push((epoch, state));
-            if entries.peek().is_none_or(|((next, _), _)| next != stream) {
-                instances.extend(check_stream(stream, &group, &self.options.instances, &mut chain_findings));
-                group.clear();
-            }
-        }
-        drop(group);
+        // What looks up epochs across streams goes first, while they are all held: the
+        // checkpoints, and whether each stream and instance expected has a batch that verified.
         let checkpoint_lines = self.checkpoints.lines();
         let checkpoint_times = self.checkpoints.stamped();
         let stored = |stream: &str, epoch: &str, seq: u64| {
@@ -1395,31 +1389,33 @@ impl Verifier {
         // A stream per epoch with batches; the check takes each stream once.
         let signed_streams =
             self.epochs.iter().filter(|(_, e)| !e.chain.is_empty()).map(|((stream, _), _)| stream.as_str());
-        chain_findings.extend(std::mem::take(&mut self.checkpoints).finish(&stored, signed_streams));
-        if let Some(freshness) = self.options.freshness {
-            let skew = self.options.skew();
-            let instance_of: HashMap<(&str, &str), &str> = instances
-                .iter()
-                .flat_map(|i| {
-                    i.epochs.iter().map(move |e| ((i.stream.as_str(), e.as_str()), i.instance.as_str()))
-                })
-                .collect();
-            let instance = |stream: &str, epoch: &str| instance_of.get(&(stream, epoch)).copied();
-            let mut heard: Vec<Beat<'_>> = Vec::new();
-            for ((stream, epoch), state) in &self.epochs {
-                let Some(h) = state.heard.as_deref() else { continue };
-                for (arrival, sealed_at, seq) in std::iter::once(h.first).chain(h.newest) {
-                    heard.push(Beat { stream, epoch, seq, sealed_at, arrival });
-                }
-            }
-            heard.sort_by_key(|b| b.arrival);
-            chain_findings.extend(stale_streams(&heard, freshness, skew, instance));
-        }
-        let verified_in = |stream: &str| {
-            let epochs = self.epochs.range((stream.to_string(), String::new())..);
-            epochs.take_while(|((s, _), _)| s == stream).any(|(_, e)| !e.chain.is_empty())
-        };
+        let checkpoint_findings = std::mem::take(&mut self.checkpoints).finish(&stored, signed_streams);
         let anything_verified = self.epochs.values().any(|e| !e.chain.is_empty());
+        let missing = self.missing_streams();
+
+        // Then each stream's epochs in turn (the map is ordered by stream, then epoch): judged,
+        // and turned into the stream's part of the report, its state freed as it goes, so that
+        // the state of every stream and the report of every stream are never held at once.
+        let mut done = StreamsDone {
+            findings: Vec::new(),
+            stale: Vec::new(),
+            instances: Vec::new(),
+            trust: Vec::new(),
+            timeline: (self.options.policy.is_some() || self.options.timeline).then(Vec::new),
+        };
+        let mut group: Vec<(String, EpochState)> = Vec::new();
+        let mut entries = std::mem::take(&mut self.epochs).into_iter().peekable();
+        while let Some(((stream, epoch), state)) = entries.next() {
+            group.push((epoch, state));
+            if entries.peek().is_none_or(|((next, _), _)| *next != stream) {
+                self.stream_done(&stream, &mut group, &mut done);
+                group.clear();
+            }
+        }
+        drop(group);
+        let StreamsDone { findings: mut chain_findings, stale, instances, trust, timeline } = done;
+        chain_findings.extend(checkpoint_findings);
+        chain_findings.extend(stale);
         let nothing_else = chain_findings.is_empty() && self.findings.is_empty() && self.omitted.is_empty();
         if !anything_verified && nothing_else && !self.options.allow_empty {
             chain_findings.push(Finding::unplaced(
@@ -1427,56 +1423,7 @@ impl Verifier {
                 "no batch in the input verified, so nothing is proven: check the input's path, or pass --allow-empty where none is expected".into(),
             ));
         }
-        for stream in &self.options.expect_streams {
-            if !verified_in(stream) {
-                chain_findings.push(Finding {
-                    kind: FindingKind::MissingStream,
-                    stream: Some(stream.clone()),
-                    epoch: None,
-                    seq: None,
-                    record_index: None,
-                    detail: format!(
-                        "stream {stream:?} was expected (--expect-stream), but no batch of it verified"
-                    ),
-                });
-            }
-        }
-        for (stream, pins) in &self.options.instances.pinned {
-            let present = |epoch: &String| {
-                self.epochs.get(&(stream.clone(), epoch.clone())).is_some_and(|e| !e.chain.is_empty())
-            };
-            for epoch in pins.iter().filter(|e| !present(e)) {
-                chain_findings.push(Finding {
-                    kind: FindingKind::MissingStream,
-                    stream: Some(stream.clone()),
-                    epoch: Some(epoch.clone()),
-                    seq: None,
-                    record_index: None,
-                    detail: format!(
-                        "instance {epoch} of stream {stream:?} was expected (--expect-stream {stream}={epoch}), but no batch of its first epoch verified: the stream may have been replaced by another instance, or cut"
-                    ),
-                });
-            }
-        }
-        let timeline = (self.options.policy.is_some() || self.options.timeline)
-            .then(|| build_timeline(&self.epochs, &self.codes));
-        // The epochs become the report's trust list one by one, each freed as it is listed: with
-        // many streams, the two would otherwise be held at once.
-        let trust: Vec<EpochTrust> = std::mem::take(&mut self.epochs)
-            .into_iter()
-            .filter_map(|((stream, epoch), state)| {
-                let (basis, platform) = state.trust.clone()?;
-                Some(EpochTrust {
-                    key_id: state.key().unwrap_or_default().to_string(),
-                    stream,
-                    epoch,
-                    basis,
-                    platform: platform.to_string(),
-                    batches: state.chain.batches(),
-                    epoch_unsigned: state.seed,
-                })
-            })
-            .collect();
+        chain_findings.extend(missing);
         for finding in chain_findings {
             self.report(finding);
         }
@@ -1504,6 +1451,105 @@ impl Verifier {
             measurements_unjudged,
         }
     }
+
+    /// The streams (`--expect-stream`) and pinned instances expected but without a batch that
+    /// verified.
+    fn missing_streams(&self) -> Vec<Finding> {
+        let mut missing = Vec::new();
+        let verified_in = |stream: &str| {
+            let epochs = self.epochs.range((stream.to_string(), String::new())..);
+            epochs.take_while(|((s, _), _)| s == stream).any(|(_, e)| !e.chain.is_empty())
+        };
+        for stream in &self.options.expect_streams {
+            if !verified_in(stream) {
+                missing.push(Finding {
+                    kind: FindingKind::MissingStream,
+                    stream: Some(stream.clone()),
+                    epoch: None,
+                    seq: None,
+                    record_index: None,
+                    detail: format!(
+                        "stream {stream:?} was expected (--expect-stream), but no batch of it verified"
+                    ),
+                });
+            }
+        }
+        for (stream, pins) in &self.options.instances.pinned {
+            let present = |epoch: &String| {
+                self.epochs.get(&(stream.clone(), epoch.clone())).is_some_and(|e| !e.chain.is_empty())
+            };
+            for epoch in pins.iter().filter(|e| !present(e)) {
+                missing.push(Finding {
+                    kind: FindingKind::MissingStream,
+                    stream: Some(stream.clone()),
+                    epoch: Some(epoch.clone()),
+                    seq: None,
+                    record_index: None,
+                    detail: format!(
+                        "instance {epoch} of stream {stream:?} was expected (--expect-stream {stream}={epoch}), but no batch of its first epoch verified: the stream may have been replaced by another instance, or cut"
+                    ),
+                });
+            }
+        }
+        missing
+    }
+
+    /// Judges one stream, `group` holding all its epochs in epoch order, and adds its part of the
+    /// report to `done`: its chain findings, its instances, its epochs' trust, its timeline and
+    /// its freshness. The epochs' state is freed here.
+    fn stream_done(&self, stream: &str, group: &mut Vec<(String, EpochState)>, done: &mut StreamsDone) {
+        // The stream's and epochs' names, one shared copy each for its trust and instances.
+        let stream: Arc<str> = Arc::from(stream);
+        let epochs: Vec<(Arc<str>, EpochState)> = group.drain(..).map(|(e, s)| (Arc::from(e), s)).collect();
+        let views: Vec<(&str, &EpochState)> = epochs.iter().map(|(e, s)| (&**e, s)).collect();
+        let name = |epoch: &str| match epochs.binary_search_by(|(e, _)| (**e).cmp(epoch)) {
+            Ok(i) => epochs[i].0.clone(),
+            Err(_) => Arc::from(epoch),
+        };
+        let instances = check_stream(&stream, &views, &name, &self.options.instances, &mut done.findings);
+        if let Some(freshness) = self.options.freshness {
+            let instance_of: HashMap<&str, &str> =
+                instances.iter().flat_map(|i| i.epochs.iter().map(move |e| (&**e, &*i.instance))).collect();
+            let mut heard: Vec<Beat<'_>> = Vec::new();
+            for (epoch, state) in &views {
+                let Some(h) = state.heard.as_deref() else { continue };
+                for (arrival, sealed_at, seq) in std::iter::once(h.first).chain(h.newest) {
+                    heard.push(Beat { stream: &stream, epoch, seq, sealed_at, arrival });
+                }
+            }
+            heard.sort_by_key(|b| b.arrival);
+            let instance = |_: &str, epoch: &str| instance_of.get(epoch).copied();
+            done.stale.extend(stale_streams(&heard, freshness, self.options.skew(), instance));
+        }
+        if let Some(timeline) = &mut done.timeline {
+            build_timeline(&stream, &views, &self.codes, timeline);
+        }
+        drop(views);
+        done.instances.extend(instances);
+        for (epoch, state) in epochs {
+            let Some((basis, platform)) = state.trust.clone() else { continue };
+            done.trust.push(EpochTrust {
+                key_id: state.key_shared().cloned().unwrap_or_else(|| Arc::from("")),
+                stream: stream.clone(),
+                epoch,
+                basis,
+                platform,
+                batches: state.chain.batches(),
+                epoch_unsigned: state.seed,
+            });
+        }
+    }
+}
+
+/// The streams' parts of the report, as [`Verifier::finish`] judges them one by one.
+struct StreamsDone {
+    findings: Vec<Finding>,
+    /// Freshness findings, reported after the chain and checkpoint findings.
+    stale: Vec<Finding>,
+    instances: Vec<StreamInstance>,
+    trust: Vec<EpochTrust>,
+    /// With a policy or a timeline asked for.
+    timeline: Option<Vec<TimelineEntry>>,
 }
 
 /// The document of an attestation line: exactly `{"v":1,"attestation":"<standard base64>"}`
@@ -1727,25 +1773,23 @@ struct Beat<'a> {
     arrival: u64,
 }
 
-/// Runs of batches with one (platform, measurement), per stream in `sealed_at` order. Each epoch
+/// Runs of batches of `stream` with one (platform, measurement), in `sealed_at` order, added to
+/// `runs`. Each epoch
 /// keeps its batches as segments of one code over consecutive seqs (crate::runs); these are put
 /// in order of their first batch's `sealed_at` and joined where neighbours share a code. Where
 /// the epochs of a stream follow one another in time this is the run of every batch by
 /// `sealed_at`; instances that interleave in time show one entry per segment, not per batch.
 fn build_timeline(
-    epochs: &BTreeMap<(String, String), EpochState>,
+    stream: &str,
+    epochs: &[(&str, &EpochState)],
     codes: &[(String, String)],
-) -> Vec<TimelineEntry> {
-    let mut segments: Vec<(&str, &str, &Segment)> = epochs
-        .iter()
-        .flat_map(|((stream, epoch), state)| {
-            state.chain.segments().map(move |s| (stream.as_str(), epoch.as_str(), s))
-        })
-        .collect();
-    segments.sort_by(|a, b| (a.0, a.2.from, a.1, a.2.first).cmp(&(b.0, b.2.from, b.1, b.2.first)));
-    let mut runs: Vec<TimelineEntry> = Vec::new();
+    runs: &mut Vec<TimelineEntry>,
+) {
+    let mut segments: Vec<(&str, &Segment)> =
+        epochs.iter().flat_map(|(epoch, state)| state.chain.segments().map(move |s| (*epoch, s))).collect();
+    segments.sort_by(|a, b| (a.1.from, a.0, a.1.first).cmp(&(b.1.from, b.0, b.1.first)));
     let mut last_code = None;
-    for (stream, epoch, s) in segments {
+    for (epoch, s) in segments {
         let (platform, measurement) = codes.get(s.code as usize).cloned().unwrap_or_default();
         let to = format_rfc3339(s.to);
         let last = format!("{epoch}:{}", s.last);
@@ -1771,13 +1815,14 @@ fn build_timeline(
         }
         last_code = Some(s.code);
     }
-    runs
 }
 
-/// The chain rules over one stream's epochs; returns its instances.
+/// The chain rules over one stream's epochs; returns its instances, their names shared through
+/// `name`.
 fn check_stream(
-    stream: &str,
+    stream: &Arc<str>,
     epochs: &[(&str, &EpochState)],
+    name: &dyn Fn(&str) -> Arc<str>,
     rules: &InstanceRules,
     out: &mut Vec<Finding>,
 ) -> Vec<StreamInstance> {
@@ -1890,17 +1935,18 @@ fn check_stream(
     check_key_reuse(epochs, &predecessor, &mut |epoch, detail| {
         out.push(finding(FindingKind::ChainBreak, epoch, 1, detail))
     });
-    check_instances(stream, epochs, &predecessor, &genesis, rules, out)
+    check_instances(stream, epochs, &predecessor, &genesis, name, rules, out)
 }
 
 /// The instances of a stream (docs/FORMAT.md §5.5): each epoch's chain followed back through
 /// `predecessor` to the epoch it starts from. Reports the instances `rules` do not allow, and a
 /// key that starts an instance (`genesis` holds those epochs) and signs outside it.
 fn check_instances(
-    stream: &str,
+    stream: &Arc<str>,
     epochs: &[(&str, &EpochState)],
     predecessor: &HashMap<&str, &str>,
     genesis: &[&str],
+    name: &dyn Fn(&str) -> Arc<str>,
     rules: &InstanceRules,
     out: &mut Vec<Finding>,
 ) -> Vec<StreamInstance> {
@@ -1975,11 +2021,11 @@ fn check_instances(
         .map(|(root, mut members)| {
             members.sort_unstable();
             StreamInstance {
-                stream: stream.to_string(),
-                instance: root.to_string(),
+                stream: stream.clone(),
+                instance: name(root),
                 genesis: geneses.contains(root),
-                pinned: rules.pinned.get(stream).is_some_and(|pins| pins.contains(root)),
-                epochs: members.into_iter().map(|(_, e)| e.to_string()).collect(),
+                pinned: rules.pinned.get(&**stream).is_some_and(|pins| pins.contains(root)),
+                epochs: members.into_iter().map(|(_, e)| name(e)).collect(),
             }
         })
         .collect()
