@@ -14,7 +14,7 @@ use crate::checkpoint::{CheckpointCheck, Stored};
 use crate::crypto::PublicKey;
 use crate::merkle::{sha256, Digest};
 use crate::policy::{Judgement, Policy};
-use crate::runs::{print_of_hex, Arrival, EpochChain, Print, Segment, Slot};
+use crate::runs::{print_of, Arrival, EpochChain, Place, Print, Segment, Slot};
 use crate::seed::check_seed_batch;
 use crate::timestamp::{format_rfc3339, UnixNanos};
 
@@ -702,9 +702,8 @@ struct EpochState {
     /// seq is equivocation.
     chain: EpochChain,
     /// The keys of its validly signed batches, each with the lowest seq it signed: one, unless
-    /// someone else's key signed in this epoch (a list, not a map: a map's first node would cost
-    /// more than the epoch's batches).
-    keys: Vec<(Arc<str>, u64)>,
+    /// someone else's key signed in this epoch.
+    keys: Keys,
     /// Whether its key is bound by an attestation document (a TEE key starts one epoch).
     attested: bool,
     trust: Option<(TrustBasis, Arc<str>)>,
@@ -729,24 +728,53 @@ impl EpochState {
     }
 
     fn key_shared(&self) -> Option<&Arc<str>> {
-        self.keys.iter().min_by_key(|(_, seq)| *seq).map(|(key, _)| key)
+        self.keys().iter().min_by_key(|(_, seq)| *seq).map(|(key, _)| key)
+    }
+
+    fn keys(&self) -> &[(Arc<str>, u64)] {
+        match &self.keys {
+            Keys::One(one) => std::slice::from_ref(one),
+            Keys::Many(keys) => keys,
+        }
     }
 
     /// Key `key` signed a batch at `seq`.
     fn signed_by(&mut self, key: Arc<str>, seq: u64) {
-        match self.keys.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, lowest)) => *lowest = (*lowest).min(seq),
-            None => {
-                // One key per epoch, nearly always: room for exactly one.
-                self.keys.reserve_exact(1);
-                self.keys.push((key, seq));
-            }
+        let keys = match &mut self.keys {
+            Keys::One(one) => std::slice::from_mut(one),
+            Keys::Many(keys) => keys.as_mut_slice(),
+        };
+        if let Some((_, lowest)) = keys.iter_mut().find(|(k, _)| *k == key) {
+            *lowest = (*lowest).min(seq);
+            return;
         }
+        self.keys = match std::mem::take(&mut self.keys) {
+            Keys::Many(keys) if keys.is_empty() => Keys::One((key, seq)),
+            Keys::One(one) => Keys::Many(vec![one, (key, seq)]),
+            Keys::Many(mut keys) => {
+                keys.push((key, seq));
+                Keys::Many(keys)
+            }
+        };
     }
 }
 
-/// `text` as one shared copy: key ids and platforms repeat in every epoch, and with many
-/// streams a copy each would cost more than the epoch's batches. Only names from validly signed
+/// An epoch's keys: one, held in place (a list of one would cost an allocation per epoch), or
+/// a list (empty before the first batch, or more than one key).
+#[derive(Debug)]
+enum Keys {
+    One((Arc<str>, u64)),
+    Many(Vec<(Arc<str>, u64)>),
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::Many(Vec::new())
+    }
+}
+
+/// `text` as one shared copy: key ids, platforms and the names of sources repeat in every epoch,
+/// and with many streams a copy each would cost more than the epoch's batches. Only names from validly signed
 /// batches (trusted or attested keys) are held, so the set stays small.
 fn shared(names: &mut HashSet<Arc<str>>, text: &str) -> Arc<str> {
     if let Some(name) = names.get(text) {
@@ -799,7 +827,9 @@ pub struct Verifier {
     names: HashSet<Arc<str>>,
     torn: Vec<Torn>,
     torn_bytes: usize,
-    epochs: BTreeMap<(String, String), EpochState>,
+    /// Boxed: a map node holds eleven entries and is often little more than half full, so an
+    /// entry in place would cost nearly twice its size.
+    epochs: BTreeMap<(String, String), Box<EpochState>>,
     findings: Vec<Finding>,
     listed: BTreeMap<FindingKind, usize>,
     omitted: BTreeMap<FindingKind, u64>,
@@ -1208,8 +1238,9 @@ impl Verifier {
         let segment = self.segment(h.seq, sealed_at, &platform, &measurement, judgement.as_ref());
         let slot = Slot {
             header_hash: batch.header_hash,
-            prev: h.prev.clone(),
-            origin: batch.origin.clone(),
+            // Validated (crate::batch): 64 lower-case hex digits.
+            prev: h.prev.as_deref().and_then(parse_digest).map(Box::new),
+            origin: Place::new(&batch.origin, |source| shared(&mut self.names, source)),
             sealed_at,
         };
         let arrival = self.batches;
@@ -1343,7 +1374,8 @@ impl Verifier {
         let credible = self.credible(sealed_at);
         let arrival = self.batches;
         let intact = checked.records == RecordsStatus::Intact;
-        let slot = Slot { header_hash: hash, prev: None, origin: origin.to_string(), sealed_at: 0 };
+        let origin = Place::new(&origin.to_string(), |source| shared(&mut self.names, source));
+        let slot = Slot { header_hash: hash, prev: None, origin, sealed_at: 0 };
         let (key_id, software) =
             (shared(&mut self.names, &checked.key_id), shared(&mut self.names, "software"));
         let epoch = self.epochs.entry(key).or_default();
@@ -1384,7 +1416,7 @@ impl Verifier {
         let checkpoint_lines = self.checkpoints.lines();
         let checkpoint_times = self.checkpoints.stamped();
         let stored = |stream: &str, epoch: &str, seq: u64| {
-            stored_at(self.epochs.get(&(stream.to_string(), epoch.to_string())), seq)
+            stored_at(self.epochs.get(&(stream.to_string(), epoch.to_string())).map(Box::as_ref), seq)
         };
         // A stream per epoch with batches; the check takes each stream once.
         let signed_streams =
@@ -1403,7 +1435,7 @@ impl Verifier {
             trust: Vec::new(),
             timeline: (self.options.policy.is_some() || self.options.timeline).then(Vec::new),
         };
-        let mut group: Vec<(String, EpochState)> = Vec::new();
+        let mut group: Vec<(String, Box<EpochState>)> = Vec::new();
         let mut entries = std::mem::take(&mut self.epochs).into_iter().peekable();
         while let Some(((stream, epoch), state)) = entries.next() {
             group.push((epoch, state));
@@ -1497,11 +1529,12 @@ impl Verifier {
     /// Judges one stream, `group` holding all its epochs in epoch order, and adds its part of the
     /// report to `done`: its chain findings, its instances, its epochs' trust, its timeline and
     /// its freshness. The epochs' state is freed here.
-    fn stream_done(&self, stream: &str, group: &mut Vec<(String, EpochState)>, done: &mut StreamsDone) {
+    fn stream_done(&self, stream: &str, group: &mut Vec<(String, Box<EpochState>)>, done: &mut StreamsDone) {
         // The stream's and epochs' names, one shared copy each for its trust and instances.
         let stream: Arc<str> = Arc::from(stream);
-        let epochs: Vec<(Arc<str>, EpochState)> = group.drain(..).map(|(e, s)| (Arc::from(e), s)).collect();
-        let views: Vec<(&str, &EpochState)> = epochs.iter().map(|(e, s)| (&**e, s)).collect();
+        let epochs: Vec<(Arc<str>, Box<EpochState>)> =
+            group.drain(..).map(|(e, s)| (Arc::from(e), s)).collect();
+        let views: Vec<(&str, &EpochState)> = epochs.iter().map(|(e, s)| (&**e, &**s)).collect();
         let name = |epoch: &str| match epochs.binary_search_by(|(e, _)| (**e).cmp(epoch)) {
             Ok(i) => epochs[i].0.clone(),
             Err(_) => Arc::from(epoch),
@@ -1583,7 +1616,9 @@ fn stored_at(epoch: Option<&EpochState>, seq: u64) -> Stored {
 
 /// A SHA-256 named in hex.
 fn parse_digest(hex_text: &str) -> Option<Digest> {
-    <[u8; 32]>::try_from(hex::decode(hex_text).ok()?).ok()
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut digest).ok()?;
+    Some(digest)
 }
 
 /// Why the `sealed_at` of the validly signed batch `h` cannot be believed, judged on the batch
@@ -1843,7 +1878,7 @@ fn check_stream(
         .map(|(epoch, state)| (*epoch, state.chain.heads_at(1)))
         .collect();
     let wanted: HashSet<Print> =
-        firsts.values().flatten().filter_map(|s| s.prev.as_deref().and_then(print_of_hex)).collect();
+        firsts.values().flatten().filter_map(|s| s.prev.as_deref().map(print_of)).collect();
     let mut index: HashMap<Print, (&str, u64, UnixNanos)> = HashMap::new();
     if !wanted.is_empty() {
         for (epoch, state) in epochs {
@@ -1854,7 +1889,7 @@ fn check_stream(
     }
     let mut genesis: Vec<&str> = Vec::new();
     // The epochs whose first batch continues from each header: more than one forks the stream.
-    let mut successors: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut successors: HashMap<&Digest, Vec<&str>> = HashMap::new();
     for (epoch, slots) in &firsts {
         for prev in slots.iter().filter_map(|s| s.prev.as_deref()) {
             let list = successors.entry(prev).or_default();
@@ -1875,21 +1910,22 @@ fn check_stream(
 
         // One epoch, one key: the key of its lowest seq.
         if let Some(own) = state.key() {
-            for (key, seq) in state.keys.iter().filter(|(key, _)| &**key != own) {
+            for (key, seq) in state.keys().iter().filter(|(key, _)| &**key != own) {
                 out.push(finding(FindingKind::ChainBreak, epoch, *seq, foreign_key(own, key)));
             }
         }
 
         // Hand-over: seq 1 either starts the stream or names the previous epoch's last header.
         for slot in firsts.get(epoch).into_iter().flatten() {
-            let Some(prev) = slot.prev.as_deref() else {
+            let Some(link) = slot.prev.as_deref() else {
                 // Two first batches of one epoch are equivocation, not two starts.
                 if genesis.last() != Some(epoch) {
                     genesis.push(epoch);
                 }
                 continue;
             };
-            let detail = match print_of_hex(prev).and_then(|p| index.get(&p)) {
+            let prev = hex::encode(link);
+            let detail = match index.get(&print_of(link)) {
                 None => Some(format!(
                     "{}: this epoch starts after header {prev}, which is not in the input: the end of the previous epoch is missing",
                     slot.origin
@@ -1913,9 +1949,9 @@ fn check_stream(
                         .and_then(|(_, s)| s.chain.highest())
                         .unwrap_or(0);
                     let forks: Vec<&str> =
-                        successors.get(prev).into_iter().flatten().copied().filter(|e| e != epoch).collect();
+                        successors.get(link).into_iter().flatten().copied().filter(|e| e != epoch).collect();
                     if !forks.is_empty() {
-                        Some(format!("{}: {}", slot.origin, fork_at(prev, &forks)))
+                        Some(format!("{}: {}", slot.origin, fork_at(&prev, &forks)))
                     } else if target_last > *target_seq {
                         Some(format!(
                             "{}: this epoch {}",
