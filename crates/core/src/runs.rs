@@ -132,8 +132,10 @@ struct Run {
     tail_hash: Digest,
     /// One per seq from `first` on.
     kept: VecDeque<Kept>,
-    /// Its batches by code, in seq order; empty when no timeline is wanted.
-    segments: VecDeque<Segment>,
+    /// Its batches by code, in seq order; none when no timeline is wanted (boxed: most runs are
+    /// held without): a pointer in the run, not a deque's four words.
+    #[allow(clippy::box_collection)]
+    segments: Option<Box<VecDeque<Segment>>>,
 }
 
 impl Run {
@@ -162,7 +164,9 @@ impl Run {
                 }
             }
         };
-        glue(&mut self.segments, &mut later.segments);
+        if let (Some(front), Some(back)) = (self.segments.as_deref_mut(), later.segments.as_deref_mut()) {
+            glue(front, back);
+        }
         if self.kept.len() >= later.kept.len() {
             // A short run grows by what it needs (most epochs stay a few batches long); a long
             // one by doubling.
@@ -170,15 +174,23 @@ impl Run {
                 self.kept.reserve_exact(later.kept.len());
             }
             self.kept.extend(later.kept);
-            self.segments.extend(later.segments);
+            match (&mut self.segments, later.segments) {
+                (Some(front), Some(back)) => front.extend(*back),
+                (front, back) => *front = front.take().or(back),
+            }
             self.tail_hash = later.tail_hash;
             self
         } else {
             for kept in self.kept.into_iter().rev() {
                 later.kept.push_front(kept);
             }
-            for segment in self.segments.into_iter().rev() {
-                later.segments.push_front(segment);
+            match (self.segments, &mut later.segments) {
+                (Some(front), Some(back)) => {
+                    for segment in front.into_iter().rev() {
+                        back.push_front(segment);
+                    }
+                }
+                (front, back) => *back = back.take().or(front),
             }
             later.first = self.first;
             later.head = self.head;
@@ -390,7 +402,12 @@ impl EpochChain {
             // A second header for a seq: kept whole, judged at the end.
             let mut odd = None;
             if let Some(segment) = segment {
-                match run.segments.iter_mut().find(|s| (s.first..=s.last).contains(&seq)) {
+                match run
+                    .segments
+                    .iter_mut()
+                    .flat_map(|s| s.iter_mut())
+                    .find(|s| (s.first..=s.last).contains(&seq))
+                {
                     Some(s) if s.code == segment.code => {
                         s.batches += 1;
                         s.allowed &= segment.allowed;
@@ -408,7 +425,7 @@ impl EpochChain {
             tail_hash: slot.header_hash,
             kept: VecDeque::from([Kept { print, sealed_at: slot.sealed_at }]),
             head: slot,
-            segments: segment.into_iter().collect(),
+            segments: segment.map(|s| Box::new(VecDeque::from([s]))),
         };
         let before = seq.checked_sub(1).and_then(|s| self.runs.take_ending_at(s));
         let after = seq.checked_add(1).and_then(|s| self.runs.take_starting_at(s));
@@ -622,7 +639,7 @@ impl EpochChain {
     /// The timeline segments, in seq order within each run.
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {
         let odd = self.rare.iter().flat_map(|r| r.odd_segments.iter());
-        self.runs.iter().flat_map(|r| r.segments.iter()).chain(odd)
+        self.runs.iter().flat_map(|r| r.segments.iter().flat_map(|s| s.iter())).chain(odd)
     }
 }
 

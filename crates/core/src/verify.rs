@@ -759,6 +759,26 @@ impl EpochState {
     }
 }
 
+/// A stream and an epoch as the verifier's map of epochs keys them: both in one allocation
+/// (`stream`, a zero byte, `epoch`), which orders as the pair (stream, epoch) does, since a stream
+/// name has no zero byte (crate::batch::check_stream_name, and the seed format's constant).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct EpochKey(Box<str>);
+
+impl EpochKey {
+    fn new(stream: &str, epoch: &str) -> Self {
+        EpochKey([stream, epoch].join("\0").into_boxed_str())
+    }
+
+    fn stream(&self) -> &str {
+        self.0.split_once('\0').map_or(&self.0, |(stream, _)| stream)
+    }
+
+    fn epoch(&self) -> &str {
+        self.0.split_once('\0').map_or("", |(_, epoch)| epoch)
+    }
+}
+
 /// An epoch's keys: one, held in place (a list of one would cost an allocation per epoch), or
 /// a list (empty before the first batch, or more than one key).
 #[derive(Debug)]
@@ -829,7 +849,7 @@ pub struct Verifier {
     torn_bytes: usize,
     /// Boxed: a map node holds eleven entries and is often little more than half full, so an
     /// entry in place would cost nearly twice its size.
-    epochs: BTreeMap<(String, String), Box<EpochState>>,
+    epochs: BTreeMap<EpochKey, Box<EpochState>>,
     findings: Vec<Finding>,
     listed: BTreeMap<FindingKind, usize>,
     omitted: BTreeMap<FindingKind, u64>,
@@ -1139,7 +1159,7 @@ impl Verifier {
     /// are told apart by identity, within a bound.
     fn count_copy(
         &mut self,
-        place: Option<(&(String, String), u64, &Digest)>,
+        place: Option<(&EpochKey, u64, &Digest)>,
         identity: Digest,
         verified_intact: bool,
     ) -> bool {
@@ -1187,7 +1207,7 @@ impl Verifier {
         signature: Result<SignatureStatus, String>,
     ) {
         let h = &batch.header;
-        let key = (h.stream.clone(), h.epoch.clone());
+        let key = EpochKey::new(&h.stream, &h.epoch);
         let about =
             |kind, record_index, detail: &str| Finding::about(kind, h, record_index, &batch.origin, detail);
         let verified = matches!(signature, Ok(SignatureStatus::Valid));
@@ -1316,7 +1336,7 @@ impl Verifier {
             };
         let verified_intact =
             checked.signature == SignatureStatus::Valid && checked.records == RecordsStatus::Intact;
-        let key = (SEED_STREAM.to_string(), checked.thumbprint.clone());
+        let key = EpochKey::new(SEED_STREAM, &checked.thumbprint);
         let (seq, hash) = (checked.sequence, checked.payload_hash);
         if !self.count_copy(None, checked.identity, verified_intact) {
             return;
@@ -1416,11 +1436,11 @@ impl Verifier {
         let checkpoint_lines = self.checkpoints.lines();
         let checkpoint_times = self.checkpoints.stamped();
         let stored = |stream: &str, epoch: &str, seq: u64| {
-            stored_at(self.epochs.get(&(stream.to_string(), epoch.to_string())).map(Box::as_ref), seq)
+            stored_at(self.epochs.get(&EpochKey::new(stream, epoch)).map(Box::as_ref), seq)
         };
         // A stream per epoch with batches; the check takes each stream once.
         let signed_streams =
-            self.epochs.iter().filter(|(_, e)| !e.chain.is_empty()).map(|((stream, _), _)| stream.as_str());
+            self.epochs.iter().filter(|(_, e)| !e.chain.is_empty()).map(|(key, _)| key.stream());
         let checkpoint_findings = std::mem::take(&mut self.checkpoints).finish(&stored, signed_streams);
         let anything_verified = self.epochs.values().any(|e| !e.chain.is_empty());
         let missing = self.missing_streams();
@@ -1435,13 +1455,13 @@ impl Verifier {
             trust: Vec::new(),
             timeline: (self.options.policy.is_some() || self.options.timeline).then(Vec::new),
         };
-        let mut group: Vec<(String, Box<EpochState>)> = Vec::new();
+        let mut group: Vec<(EpochKey, Box<EpochState>)> = Vec::new();
         let mut entries = std::mem::take(&mut self.epochs).into_iter().peekable();
-        while let Some(((stream, epoch), state)) = entries.next() {
-            group.push((epoch, state));
-            if entries.peek().is_none_or(|((next, _), _)| *next != stream) {
-                self.stream_done(&stream, &mut group, &mut done);
-                group.clear();
+        while let Some((key, state)) = entries.next() {
+            let last = entries.peek().is_none_or(|(next, _)| next.stream() != key.stream());
+            group.push((key, state));
+            if last {
+                self.stream_done(&mut group, &mut done);
             }
         }
         drop(group);
@@ -1489,8 +1509,8 @@ impl Verifier {
     fn missing_streams(&self) -> Vec<Finding> {
         let mut missing = Vec::new();
         let verified_in = |stream: &str| {
-            let epochs = self.epochs.range((stream.to_string(), String::new())..);
-            epochs.take_while(|((s, _), _)| s == stream).any(|(_, e)| !e.chain.is_empty())
+            let epochs = self.epochs.range(EpochKey::new(stream, "")..);
+            epochs.take_while(|(key, _)| key.stream() == stream).any(|(_, e)| !e.chain.is_empty())
         };
         for stream in &self.options.expect_streams {
             if !verified_in(stream) {
@@ -1508,7 +1528,7 @@ impl Verifier {
         }
         for (stream, pins) in &self.options.instances.pinned {
             let present = |epoch: &String| {
-                self.epochs.get(&(stream.clone(), epoch.clone())).is_some_and(|e| !e.chain.is_empty())
+                self.epochs.get(&EpochKey::new(stream, epoch)).is_some_and(|e| !e.chain.is_empty())
             };
             for epoch in pins.iter().filter(|e| !present(e)) {
                 missing.push(Finding {
@@ -1528,12 +1548,13 @@ impl Verifier {
 
     /// Judges one stream, `group` holding all its epochs in epoch order, and adds its part of the
     /// report to `done`: its chain findings, its instances, its epochs' trust, its timeline and
-    /// its freshness. The epochs' state is freed here.
-    fn stream_done(&self, stream: &str, group: &mut Vec<(String, Box<EpochState>)>, done: &mut StreamsDone) {
+    /// its freshness. The epochs' state is freed here, and `group` left empty.
+    fn stream_done(&self, group: &mut Vec<(EpochKey, Box<EpochState>)>, done: &mut StreamsDone) {
         // The stream's and epochs' names, one shared copy each for its trust and instances.
-        let stream: Arc<str> = Arc::from(stream);
+        let Some((first, _)) = group.first() else { return };
+        let stream: Arc<str> = Arc::from(first.stream());
         let epochs: Vec<(Arc<str>, Box<EpochState>)> =
-            group.drain(..).map(|(e, s)| (Arc::from(e), s)).collect();
+            group.drain(..).map(|(key, s)| (Arc::from(key.epoch()), s)).collect();
         let views: Vec<(&str, &EpochState)> = epochs.iter().map(|(e, s)| (&**e, &**s)).collect();
         let name = |epoch: &str| match epochs.binary_search_by(|(e, _)| (**e).cmp(epoch)) {
             Ok(i) => epochs[i].0.clone(),
@@ -2155,4 +2176,21 @@ pub(crate) fn goes_on(seq: u64, target: &str, last: u64) -> String {
 /// Why a batch signed by `key` breaks an epoch whose key is `own`: an epoch is one run of one key.
 pub(crate) fn foreign_key(own: &str, key: &str) -> String {
     format!("the epoch is signed by key {own}, and key {key} signs here: an epoch is one run of one key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_keys_order_as_stream_then_epoch() {
+        let pairs =
+            [("a", "ff"), ("a", "00"), ("a-", "00"), ("ab", "00"), ("a/b", "7"), ("b", ""), ("a", "")];
+        let mut by_pair = pairs.to_vec();
+        by_pair.sort();
+        let mut by_key: Vec<EpochKey> = pairs.iter().map(|(s, e)| EpochKey::new(s, e)).collect();
+        by_key.sort();
+        let back: Vec<(&str, &str)> = by_key.iter().map(|k| (k.stream(), k.epoch())).collect();
+        assert_eq!(back, by_pair);
+    }
 }
