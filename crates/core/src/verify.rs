@@ -697,21 +697,39 @@ pub(crate) fn check_alone(
 
 #[derive(Debug, Default)]
 struct EpochState {
-    seed: bool,
     /// Validly signed headers by seq, as runs (crate::runs); more than one distinct header at a
     /// seq is equivocation.
     chain: EpochChain,
     /// The keys of its validly signed batches, each with the lowest seq it signed: one, unless
     /// someone else's key signed in this epoch.
     keys: Keys,
-    /// Whether its key is bound by an attestation document (a TEE key starts one epoch).
-    attested: bool,
-    trust: Option<(TrustBasis, Arc<str>)>,
+    /// Set by its first validly signed batch.
+    signer: Option<Signer>,
     /// For the freshness check, when one is asked for (boxed: most runs ask for none).
     heard: Option<Box<Heard>>,
 }
 
+/// What an epoch's batches rest on (as its first validly signed batch says), and what kind of
+/// epoch it is: one struct, so that the flags take no word of their own in every epoch.
+#[derive(Debug)]
+struct Signer {
+    basis: TrustBasis,
+    platform: Arc<str>,
+    /// The epoch is a seed-format `AttestationCertThumbprint`, which nothing signs.
+    seed: bool,
+    /// Its key is bound by an attestation document (a TEE key starts one epoch).
+    attested: bool,
+}
+
 impl EpochState {
+    fn seed(&self) -> bool {
+        self.signer.as_ref().is_some_and(|s| s.seed)
+    }
+
+    fn attested(&self) -> bool {
+        self.signer.as_ref().is_some_and(|s| s.attested)
+    }
+
     /// Notes a validly signed batch (arrival, sealed_at, seq) for the freshness check, when there
     /// is one (`credible` is then whether it can show freshness).
     fn hear(&mut self, credible: Option<bool>, point: (u64, UnixNanos, u64)) {
@@ -1268,10 +1286,13 @@ impl Verifier {
         let (key_id, platform) = (shared(&mut self.names, &h.key_id), shared(&mut self.names, &platform));
         let epoch = self.epochs.entry(key).or_default();
         epoch.signed_by(key_id, h.seq);
-        epoch.attested |= attested.is_some();
-        epoch
-            .trust
-            .get_or_insert_with(|| (attested.map_or(TrustBasis::BarePublicKey, |a| a.anchor), platform));
+        let signer = epoch.signer.get_or_insert_with(|| Signer {
+            basis: attested.map_or(TrustBasis::BarePublicKey, |a| a.anchor),
+            platform,
+            seed: false,
+            attested: false,
+        });
+        signer.attested |= attested.is_some();
         epoch.hear(credible, (arrival, sealed_at, h.seq));
         let shown = epoch.chain.insert(Arrival { seq: h.seq, slot, chained: true, intact, segment });
         for (seq, detail) in shown {
@@ -1399,9 +1420,14 @@ impl Verifier {
         let (key_id, software) =
             (shared(&mut self.names, &checked.key_id), shared(&mut self.names, "software"));
         let epoch = self.epochs.entry(key).or_default();
-        epoch.seed = true;
         epoch.signed_by(key_id, seq);
-        epoch.trust.get_or_insert((TrustBasis::BarePublicKey, software));
+        let signer = epoch.signer.get_or_insert(Signer {
+            basis: TrustBasis::BarePublicKey,
+            platform: software,
+            seed: false,
+            attested: false,
+        });
+        signer.seed = true;
         epoch.hear(credible, (arrival, sealed_at, seq));
         epoch.chain.insert(Arrival { seq, slot, chained: false, intact, segment });
     }
@@ -1581,15 +1607,15 @@ impl Verifier {
         drop(views);
         done.instances.extend(instances);
         for (epoch, state) in epochs {
-            let Some((basis, platform)) = state.trust.clone() else { continue };
+            let Some(signer) = &state.signer else { continue };
             done.trust.push(EpochTrust {
                 key_id: state.key_shared().cloned().unwrap_or_else(|| Arc::from("")),
                 stream: stream.clone(),
                 epoch,
-                basis,
-                platform,
+                basis: signer.basis,
+                platform: signer.platform.clone(),
                 batches: state.chain.batches(),
-                epoch_unsigned: state.seed,
+                epoch_unsigned: signer.seed,
             });
         }
     }
@@ -1895,7 +1921,7 @@ fn check_stream(
     // hand-over links.
     let firsts: BTreeMap<&str, Vec<&Slot>> = epochs
         .iter()
-        .filter(|(_, state)| !state.seed)
+        .filter(|(_, state)| !state.seed())
         .map(|(epoch, state)| (*epoch, state.chain.heads_at(1)))
         .collect();
     let wanted: HashSet<Print> =
@@ -1924,8 +1950,10 @@ fn check_stream(
 
     for (epoch, state) in epochs {
         // Equivocation, gaps, and links and times inside the epoch.
-        state.chain.judge(!state.seed, &mut |kind, seq, detail| out.push(finding(kind, epoch, seq, detail)));
-        if state.seed {
+        state
+            .chain
+            .judge(!state.seed(), &mut |kind, seq, detail| out.push(finding(kind, epoch, seq, detail)));
+        if state.seed() {
             continue;
         }
 
@@ -2064,7 +2092,7 @@ fn check_instances(
     }
     let mut by_root: BTreeMap<&str, Vec<(UnixNanos, &str)>> = BTreeMap::new();
     for (epoch, state, root) in &roots {
-        if state.seed {
+        if state.seed() {
             continue;
         }
         // The earliest of its lowest seq's batches, whatever order they came in.
@@ -2106,7 +2134,7 @@ fn check_key_reuse(
             Some((current, key_of.get(current).copied()))
         })
         .take(epochs.len());
-        if let Some(why) = reused_key(key, state.attested, ancestors) {
+        if let Some(why) = reused_key(key, state.attested(), ancestors) {
             report(epoch, why);
         }
     }
