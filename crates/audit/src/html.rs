@@ -106,8 +106,11 @@ pub fn render(report: &Report, context: &ReportContext) -> String {
         } else {
             "no findings".to_string()
         };
+        // The instances are ordered by stream: a search finds the stream's, where a scan per
+        // stream would cost streams x streams.
+        let from = report.instances.partition_point(|i| *i.stream < **stream);
         let instances: Vec<&StreamInstance> =
-            report.instances.iter().filter(|i| i.stream == *stream).collect();
+            report.instances[from..].iter().take_while(|i| *i.stream == **stream).collect();
         let _ =
             write!(html, "<p>{} epochs in {} instances &middot; {note}</p>", epochs.len(), instances.len());
         render_instances(&mut html, &instances);

@@ -8,6 +8,8 @@
 //! Everything else is kept only where something is wrong (a second header, a broken link).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::NonZeroU64;
+use std::sync::Arc;
 
 use crate::checkpoint::Stored;
 use crate::merkle::Digest;
@@ -42,9 +44,45 @@ fn shown(print: &Print) -> String {
 #[derive(Debug, Clone)]
 pub(crate) struct Slot {
     pub header_hash: Digest,
-    pub prev: Option<String>,
-    pub origin: String,
+    /// The header its `prev` names, as bytes: a validated header's `prev` is 64 lower-case hex
+    /// digits (crate::batch), which `hex::encode` gives back exactly. Boxed: most slots held
+    /// start a stream and link to nothing.
+    pub prev: Option<Box<Digest>>,
+    pub origin: Place,
     pub sealed_at: UnixNanos,
+}
+
+/// Where a batch held was read, as [`crate::verify::Origin`] writes it (`source:line`): the
+/// source's name one copy shared by every batch read from it, the line a number, so that a batch
+/// held costs no text of its own.
+#[derive(Debug, Clone)]
+pub(crate) struct Place {
+    source: Arc<str>,
+    /// None when `source` is the whole of a text that ends in no line number (lines count from 1).
+    line: Option<NonZeroU64>,
+}
+
+impl Place {
+    /// `origin` (`source:line`) with its source taken from `share`.
+    pub fn new(origin: &str, share: impl FnOnce(&str) -> Arc<str>) -> Self {
+        if let Some((source, line)) = origin.rsplit_once(':') {
+            // Digits that read back as written: no sign, no leading zero.
+            let plain = line.bytes().all(|b| b.is_ascii_digit()) && (line == "0" || !line.starts_with('0'));
+            if let Some(line) = line.parse::<NonZeroU64>().ok().filter(|_| plain) {
+                return Place { source: share(source), line: Some(line) };
+            }
+        }
+        Place { source: Arc::from(origin), line: None }
+    }
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}", self.source),
+            None => f.write_str(&self.source),
+        }
+    }
 }
 
 /// What is kept of every batch of a run: the print of its header hash and its `sealed_at`.
@@ -94,8 +132,10 @@ struct Run {
     tail_hash: Digest,
     /// One per seq from `first` on.
     kept: VecDeque<Kept>,
-    /// Its batches by code, in seq order; empty when no timeline is wanted.
-    segments: VecDeque<Segment>,
+    /// Its batches by code, in seq order; none when no timeline is wanted (boxed: most runs are
+    /// held without): a pointer in the run, not a deque's four words.
+    #[allow(clippy::box_collection)]
+    segments: Option<Box<VecDeque<Segment>>>,
 }
 
 impl Run {
@@ -124,7 +164,9 @@ impl Run {
                 }
             }
         };
-        glue(&mut self.segments, &mut later.segments);
+        if let (Some(front), Some(back)) = (self.segments.as_deref_mut(), later.segments.as_deref_mut()) {
+            glue(front, back);
+        }
         if self.kept.len() >= later.kept.len() {
             // A short run grows by what it needs (most epochs stay a few batches long); a long
             // one by doubling.
@@ -132,15 +174,23 @@ impl Run {
                 self.kept.reserve_exact(later.kept.len());
             }
             self.kept.extend(later.kept);
-            self.segments.extend(later.segments);
+            match (&mut self.segments, later.segments) {
+                (Some(front), Some(back)) => front.extend(*back),
+                (front, back) => *front = front.take().or(back),
+            }
             self.tail_hash = later.tail_hash;
             self
         } else {
             for kept in self.kept.into_iter().rev() {
                 later.kept.push_front(kept);
             }
-            for segment in self.segments.into_iter().rev() {
-                later.segments.push_front(segment);
+            match (self.segments, &mut later.segments) {
+                (Some(front), Some(back)) => {
+                    for segment in front.into_iter().rev() {
+                        back.push_front(segment);
+                    }
+                }
+                (front, back) => *back = back.take().or(front),
             }
             later.first = self.first;
             later.head = self.head;
@@ -149,11 +199,12 @@ impl Run {
     }
 }
 
-/// An epoch's runs by first seq. Nearly every epoch is one run: a short sorted list costs no
-/// map node per epoch; beyond [`FEW_RUNS`] (lines arriving shuffled), a map keeps each arrival
-/// logarithmic.
+/// An epoch's runs by first seq. Nearly every epoch is one run, held in place (a list of one
+/// would cost an allocation of its own per epoch); a short sorted list costs no map node per
+/// epoch; beyond [`FEW_RUNS`] (lines arriving shuffled), a map keeps each arrival logarithmic.
 #[derive(Debug)]
 enum Runs {
+    One(Run),
     Few(Vec<Run>),
     Many(BTreeMap<u64, Run>),
 }
@@ -167,16 +218,27 @@ impl Default for Runs {
 }
 
 impl Runs {
+    /// The runs, where they are a list (one or a few).
+    fn listed(&self) -> Option<&[Run]> {
+        match self {
+            Runs::One(run) => Some(std::slice::from_ref(run)),
+            Runs::Few(runs) => Some(runs),
+            Runs::Many(_) => None,
+        }
+    }
+
     fn containing(&self, seq: u64) -> Option<&Run> {
-        let run = match self {
-            Runs::Few(runs) => runs.partition_point(|r| r.first <= seq).checked_sub(1).map(|i| &runs[i]),
-            Runs::Many(runs) => runs.range(..=seq).next_back().map(|(_, r)| r),
+        let run = match (self, self.listed()) {
+            (_, Some(runs)) => runs.partition_point(|r| r.first <= seq).checked_sub(1).map(|i| &runs[i]),
+            (Runs::Many(runs), None) => runs.range(..=seq).next_back().map(|(_, r)| r),
+            _ => None,
         };
         run.filter(|r| r.last() >= seq)
     }
 
     fn containing_mut(&mut self, seq: u64) -> Option<&mut Run> {
         let run = match self {
+            Runs::One(run) => Some(run).filter(|r| r.first <= seq),
             Runs::Few(runs) => {
                 let i = runs.partition_point(|r| r.first <= seq).checked_sub(1)?;
                 runs.get_mut(i)
@@ -188,6 +250,11 @@ impl Runs {
 
     fn take_starting_at(&mut self, seq: u64) -> Option<Run> {
         match self {
+            Runs::One(run) if run.first == seq => match std::mem::take(self) {
+                Runs::One(run) => Some(run),
+                _ => None,
+            },
+            Runs::One(_) => None,
             Runs::Few(runs) => {
                 let i = runs.binary_search_by_key(&seq, |r| r.first).ok()?;
                 Some(runs.remove(i))
@@ -202,31 +269,39 @@ impl Runs {
     }
 
     fn put(&mut self, run: Run) {
-        match self {
-            Runs::Few(runs) if runs.len() < FEW_RUNS => {
-                // Most epochs are one run: room for exactly that, not the four a first push makes.
-                runs.reserve_exact(1);
-                let i = runs.partition_point(|r| r.first < run.first);
-                runs.insert(i, run);
+        let sorted_into = |runs: &mut Vec<Run>, run: Run| {
+            let i = runs.partition_point(|r| r.first < run.first);
+            runs.insert(i, run);
+        };
+        *self = match std::mem::take(self) {
+            Runs::Few(runs) if runs.is_empty() => Runs::One(run),
+            Runs::One(one) => {
+                let mut runs = vec![one];
+                sorted_into(&mut runs, run);
+                Runs::Few(runs)
+            }
+            Runs::Few(mut runs) if runs.len() < FEW_RUNS => {
+                sorted_into(&mut runs, run);
+                Runs::Few(runs)
             }
             Runs::Few(runs) => {
-                let mut map: BTreeMap<u64, Run> =
-                    std::mem::take(runs).into_iter().map(|r| (r.first, r)).collect();
+                let mut map: BTreeMap<u64, Run> = runs.into_iter().map(|r| (r.first, r)).collect();
                 map.insert(run.first, run);
-                *self = Runs::Many(map);
+                Runs::Many(map)
             }
-            Runs::Many(runs) => {
+            Runs::Many(mut runs) => {
                 runs.insert(run.first, run);
+                Runs::Many(runs)
             }
-        }
+        };
     }
 
     fn iter(&self) -> impl Iterator<Item = &Run> {
-        let (few, many) = match self {
-            Runs::Few(runs) => (runs.as_slice(), None),
-            Runs::Many(runs) => (&[][..], Some(runs)),
+        let many = match self {
+            Runs::Many(runs) => Some(runs),
+            _ => None,
         };
-        few.iter().chain(many.into_iter().flat_map(|m| m.values()))
+        self.listed().unwrap_or_default().iter().chain(many.into_iter().flat_map(|m| m.values()))
     }
 }
 
@@ -327,7 +402,12 @@ impl EpochChain {
             // A second header for a seq: kept whole, judged at the end.
             let mut odd = None;
             if let Some(segment) = segment {
-                match run.segments.iter_mut().find(|s| (s.first..=s.last).contains(&seq)) {
+                match run
+                    .segments
+                    .iter_mut()
+                    .flat_map(|s| s.iter_mut())
+                    .find(|s| (s.first..=s.last).contains(&seq))
+                {
                     Some(s) if s.code == segment.code => {
                         s.batches += 1;
                         s.allowed &= segment.allowed;
@@ -345,7 +425,7 @@ impl EpochChain {
             tail_hash: slot.header_hash,
             kept: VecDeque::from([Kept { print, sealed_at: slot.sealed_at }]),
             head: slot,
-            segments: segment.into_iter().collect(),
+            segments: segment.map(|s| Box::new(VecDeque::from([s]))),
         };
         let before = seq.checked_sub(1).and_then(|s| self.runs.take_ending_at(s));
         let after = seq.checked_add(1).and_then(|s| self.runs.take_starting_at(s));
@@ -370,7 +450,7 @@ impl EpochChain {
     /// Checks the first batch of `later` against the last of `earlier`, the seq before it.
     fn meet(&mut self, earlier: &Run, later: &Run, shown: &mut Vec<(u64, String)>) {
         let head = &later.head;
-        if head.prev.as_deref() != Some(hex::encode(earlier.tail_hash).as_str()) {
+        if head.prev.as_deref() != Some(&earlier.tail_hash) {
             self.rare().unlinked.push(Unlinked { seq: later.first, slot: head.clone() });
         }
         let before = earlier.tail_sealed_at();
@@ -445,10 +525,10 @@ impl EpochChain {
     }
 
     /// Whether `prev` names a header held at `seq`.
-    fn links_to(&self, prev: Option<&str>, seq: u64) -> bool {
-        let Some(print) = prev.and_then(print_of_hex) else { return false };
-        self.kept_at(seq).is_some_and(|k| k.print == print)
-            || self.forks_at(seq).iter().any(|s| prev == Some(hex::encode(s.header_hash).as_str()))
+    fn links_to(&self, prev: Option<&Digest>, seq: u64) -> bool {
+        let Some(prev) = prev else { return false };
+        self.kept_at(seq).is_some_and(|k| k.print == print_of(prev))
+            || self.forks_at(seq).iter().any(|s| s.header_hash == *prev)
     }
 
     /// The latest `sealed_at` among the headers at `seq`.
@@ -484,14 +564,14 @@ impl EpochChain {
             };
             let first_origin = head.map_or_else(
                 || {
-                    let before = forks.first().map_or("", |f| f.origin.as_str());
+                    let before = forks.first().map_or(String::new(), |f| f.origin.to_string());
                     format!("batch {seq} as read first (before {before})")
                 },
-                |h| h.origin.clone(),
+                |h| h.origin.to_string(),
             );
             report(FindingKind::Equivocation, *seq, detail(&first_origin));
             for fork in forks {
-                report(FindingKind::Equivocation, *seq, detail(&fork.origin));
+                report(FindingKind::Equivocation, *seq, detail(&fork.origin.to_string()));
             }
         }
 
@@ -519,7 +599,8 @@ impl EpochChain {
         // earlier than any. The first header read at each seq met its neighbours on arrival;
         // what is left is any that did not link then, and the second headers.
         let unlinked_detail = |slot: &Slot, seq: u64| {
-            format!("{}: {}", slot.origin, unlinked(slot.prev.as_deref(), seq - 1, &self.headers_at(seq - 1)))
+            let prev = slot.prev.as_deref().map(hex::encode);
+            format!("{}: {}", slot.origin, unlinked(prev.as_deref(), seq - 1, &self.headers_at(seq - 1)))
         };
         for Unlinked { seq, slot } in self.rare.iter().flat_map(|r| r.unlinked.iter()) {
             if !self.links_to(slot.prev.as_deref(), seq - 1) {
@@ -558,6 +639,35 @@ impl EpochChain {
     /// The timeline segments, in seq order within each run.
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {
         let odd = self.rare.iter().flat_map(|r| r.odd_segments.iter());
-        self.runs.iter().flat_map(|r| r.segments.iter()).chain(odd)
+        self.runs.iter().flat_map(|r| r.segments.iter().flat_map(|s| s.iter())).chain(odd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_place_shows_the_origin_it_was_made_of() {
+        let mut shared = Vec::new();
+        for origin in [
+            "store/a.ndjson:12",
+            "c:\\logs\\x:0",
+            "a:b:7",
+            "x:007",
+            "x:+3",
+            "x:",
+            "-",
+            ":",
+            "s:18446744073709551616",
+        ] {
+            let place = Place::new(origin, |source| {
+                shared.push(source.to_string());
+                Arc::from(source)
+            });
+            assert_eq!(place.to_string(), origin);
+        }
+        // Only sources that end in a line number (from 1) are shared; the rest are kept whole.
+        assert_eq!(shared, ["store/a.ndjson", "a:b"]);
     }
 }

@@ -14,7 +14,7 @@ use crate::checkpoint::{CheckpointCheck, Stored};
 use crate::crypto::PublicKey;
 use crate::merkle::{sha256, Digest};
 use crate::policy::{Judgement, Policy};
-use crate::runs::{print_of_hex, Arrival, EpochChain, Print, Segment, Slot};
+use crate::runs::{print_of, Arrival, EpochChain, Place, Print, Segment, Slot};
 use crate::seed::check_seed_batch;
 use crate::timestamp::{format_rfc3339, UnixNanos};
 
@@ -167,7 +167,8 @@ pub struct Report {
     pub unreferenced_documents: Vec<String>,
     /// What the trust in each epoch's batches rests on.
     pub trust: Vec<EpochTrust>,
-    /// The instances of each stream (docs/FORMAT.md §5.5): its chains, each with its epochs.
+    /// The instances of each stream (docs/FORMAT.md §5.5): its chains, each with its epochs;
+    /// ordered by stream.
     pub instances: Vec<StreamInstance>,
     /// Gateway checkpoint lines read (docs/FORMAT.md §17): counted always, trusted only under a
     /// `--checkpoint-key`.
@@ -197,16 +198,17 @@ pub struct Report {
 /// What one epoch's validly signed batches rest on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EpochTrust {
-    /// The stream.
-    pub stream: String,
+    /// The stream (shared with its instances: with many streams, a copy each would cost more
+    /// than the streams' batches).
+    pub stream: Arc<str>,
     /// The epoch.
-    pub epoch: String,
+    pub epoch: Arc<str>,
     /// What vouches for its key.
     pub basis: TrustBasis,
-    /// aws-nitro, tpm, dev, … or software for a bare key.
-    pub platform: String,
-    /// The id (hex) of the key that signed them.
-    pub key_id: String,
+    /// aws-nitro, tpm, dev, … or software for a bare key (one copy for all epochs).
+    pub platform: Arc<str>,
+    /// The id (hex) of the key that signed them (one copy for all epochs it signs).
+    pub key_id: Arc<str>,
     /// Its validly signed batches.
     pub batches: u64,
     /// The epoch is a seed-format `AttestationCertThumbprint`, which nothing signs.
@@ -219,9 +221,9 @@ pub struct EpochTrust {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StreamInstance {
     /// The stream.
-    pub stream: String,
+    pub stream: Arc<str>,
     /// The instance's name: the epoch its chain starts from.
-    pub instance: String,
+    pub instance: Arc<str>,
     /// That epoch starts the instance (its first batch links to nothing). False when the chain
     /// starts from an epoch whose first batch, or the header it links to, is not in the input:
     /// then what came before is missing, which the findings say.
@@ -229,7 +231,7 @@ pub struct StreamInstance {
     /// The caller pinned this instance (`--expect-stream STREAM=INSTANCE`, or the policy).
     pub pinned: bool,
     /// Its epochs, in the order their first validly signed batches were sealed.
-    pub epochs: Vec<String>,
+    pub epochs: Vec<Arc<str>>,
 }
 
 /// Which instances each stream may have (docs/FORMAT.md §5.5).
@@ -695,22 +697,39 @@ pub(crate) fn check_alone(
 
 #[derive(Debug, Default)]
 struct EpochState {
-    seed: bool,
     /// Validly signed headers by seq, as runs (crate::runs); more than one distinct header at a
     /// seq is equivocation.
     chain: EpochChain,
     /// The keys of its validly signed batches, each with the lowest seq it signed: one, unless
-    /// someone else's key signed in this epoch (a list, not a map: a map's first node would cost
-    /// more than the epoch's batches).
-    keys: Vec<(Arc<str>, u64)>,
-    /// Whether its key is bound by an attestation document (a TEE key starts one epoch).
-    attested: bool,
-    trust: Option<(TrustBasis, Arc<str>)>,
+    /// someone else's key signed in this epoch.
+    keys: Keys,
+    /// Set by its first validly signed batch.
+    signer: Option<Signer>,
     /// For the freshness check, when one is asked for (boxed: most runs ask for none).
     heard: Option<Box<Heard>>,
 }
 
+/// What an epoch's batches rest on (as its first validly signed batch says), and what kind of
+/// epoch it is: one struct, so that the flags take no word of their own in every epoch.
+#[derive(Debug)]
+struct Signer {
+    basis: TrustBasis,
+    platform: Arc<str>,
+    /// The epoch is a seed-format `AttestationCertThumbprint`, which nothing signs.
+    seed: bool,
+    /// Its key is bound by an attestation document (a TEE key starts one epoch).
+    attested: bool,
+}
+
 impl EpochState {
+    fn seed(&self) -> bool {
+        self.signer.as_ref().is_some_and(|s| s.seed)
+    }
+
+    fn attested(&self) -> bool {
+        self.signer.as_ref().is_some_and(|s| s.attested)
+    }
+
     /// Notes a validly signed batch (arrival, sealed_at, seq) for the freshness check, when there
     /// is one (`credible` is then whether it can show freshness).
     fn hear(&mut self, credible: Option<bool>, point: (u64, UnixNanos, u64)) {
@@ -723,24 +742,77 @@ impl EpochState {
 
     /// The epoch's key: the one that signed its lowest validly signed seq.
     fn key(&self) -> Option<&str> {
-        self.keys.iter().min_by_key(|(_, seq)| *seq).map(|(key, _)| &**key)
+        self.key_shared().map(|key| &**key)
+    }
+
+    fn key_shared(&self) -> Option<&Arc<str>> {
+        self.keys().iter().min_by_key(|(_, seq)| *seq).map(|(key, _)| key)
+    }
+
+    fn keys(&self) -> &[(Arc<str>, u64)] {
+        match &self.keys {
+            Keys::One(one) => std::slice::from_ref(one),
+            Keys::Many(keys) => keys,
+        }
     }
 
     /// Key `key` signed a batch at `seq`.
     fn signed_by(&mut self, key: Arc<str>, seq: u64) {
-        match self.keys.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, lowest)) => *lowest = (*lowest).min(seq),
-            None => {
-                // One key per epoch, nearly always: room for exactly one.
-                self.keys.reserve_exact(1);
-                self.keys.push((key, seq));
-            }
+        let keys = match &mut self.keys {
+            Keys::One(one) => std::slice::from_mut(one),
+            Keys::Many(keys) => keys.as_mut_slice(),
+        };
+        if let Some((_, lowest)) = keys.iter_mut().find(|(k, _)| *k == key) {
+            *lowest = (*lowest).min(seq);
+            return;
         }
+        self.keys = match std::mem::take(&mut self.keys) {
+            Keys::Many(keys) if keys.is_empty() => Keys::One((key, seq)),
+            Keys::One(one) => Keys::Many(vec![one, (key, seq)]),
+            Keys::Many(mut keys) => {
+                keys.push((key, seq));
+                Keys::Many(keys)
+            }
+        };
     }
 }
 
-/// `text` as one shared copy: key ids and platforms repeat in every epoch, and with many
-/// streams a copy each would cost more than the epoch's batches. Only names from validly signed
+/// A stream and an epoch as the verifier's map of epochs keys them: both in one allocation
+/// (`stream`, a zero byte, `epoch`), which orders as the pair (stream, epoch) does, since a stream
+/// name has no zero byte (crate::batch::check_stream_name, and the seed format's constant).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct EpochKey(Box<str>);
+
+impl EpochKey {
+    fn new(stream: &str, epoch: &str) -> Self {
+        EpochKey([stream, epoch].join("\0").into_boxed_str())
+    }
+
+    fn stream(&self) -> &str {
+        self.0.split_once('\0').map_or(&self.0, |(stream, _)| stream)
+    }
+
+    fn epoch(&self) -> &str {
+        self.0.split_once('\0').map_or("", |(_, epoch)| epoch)
+    }
+}
+
+/// An epoch's keys: one, held in place (a list of one would cost an allocation per epoch), or
+/// a list (empty before the first batch, or more than one key).
+#[derive(Debug)]
+enum Keys {
+    One((Arc<str>, u64)),
+    Many(Vec<(Arc<str>, u64)>),
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::Many(Vec::new())
+    }
+}
+
+/// `text` as one shared copy: key ids, platforms and the names of sources repeat in every epoch,
+/// and with many streams a copy each would cost more than the epoch's batches. Only names from validly signed
 /// batches (trusted or attested keys) are held, so the set stays small.
 fn shared(names: &mut HashSet<Arc<str>>, text: &str) -> Arc<str> {
     if let Some(name) = names.get(text) {
@@ -793,7 +865,9 @@ pub struct Verifier {
     names: HashSet<Arc<str>>,
     torn: Vec<Torn>,
     torn_bytes: usize,
-    epochs: BTreeMap<(String, String), EpochState>,
+    /// Boxed: a map node holds eleven entries and is often little more than half full, so an
+    /// entry in place would cost nearly twice its size.
+    epochs: BTreeMap<EpochKey, Box<EpochState>>,
     findings: Vec<Finding>,
     listed: BTreeMap<FindingKind, usize>,
     omitted: BTreeMap<FindingKind, u64>,
@@ -1103,7 +1177,7 @@ impl Verifier {
     /// are told apart by identity, within a bound.
     fn count_copy(
         &mut self,
-        place: Option<(&(String, String), u64, &Digest)>,
+        place: Option<(&EpochKey, u64, &Digest)>,
         identity: Digest,
         verified_intact: bool,
     ) -> bool {
@@ -1151,7 +1225,7 @@ impl Verifier {
         signature: Result<SignatureStatus, String>,
     ) {
         let h = &batch.header;
-        let key = (h.stream.clone(), h.epoch.clone());
+        let key = EpochKey::new(&h.stream, &h.epoch);
         let about =
             |kind, record_index, detail: &str| Finding::about(kind, h, record_index, &batch.origin, detail);
         let verified = matches!(signature, Ok(SignatureStatus::Valid));
@@ -1202,8 +1276,9 @@ impl Verifier {
         let segment = self.segment(h.seq, sealed_at, &platform, &measurement, judgement.as_ref());
         let slot = Slot {
             header_hash: batch.header_hash,
-            prev: h.prev.clone(),
-            origin: batch.origin.clone(),
+            // Validated (crate::batch): 64 lower-case hex digits.
+            prev: h.prev.as_deref().and_then(parse_digest).map(Box::new),
+            origin: Place::new(&batch.origin, |source| shared(&mut self.names, source)),
             sealed_at,
         };
         let arrival = self.batches;
@@ -1211,10 +1286,13 @@ impl Verifier {
         let (key_id, platform) = (shared(&mut self.names, &h.key_id), shared(&mut self.names, &platform));
         let epoch = self.epochs.entry(key).or_default();
         epoch.signed_by(key_id, h.seq);
-        epoch.attested |= attested.is_some();
-        epoch
-            .trust
-            .get_or_insert_with(|| (attested.map_or(TrustBasis::BarePublicKey, |a| a.anchor), platform));
+        let signer = epoch.signer.get_or_insert_with(|| Signer {
+            basis: attested.map_or(TrustBasis::BarePublicKey, |a| a.anchor),
+            platform,
+            seed: false,
+            attested: false,
+        });
+        signer.attested |= attested.is_some();
         epoch.hear(credible, (arrival, sealed_at, h.seq));
         let shown = epoch.chain.insert(Arrival { seq: h.seq, slot, chained: true, intact, segment });
         for (seq, detail) in shown {
@@ -1279,7 +1357,7 @@ impl Verifier {
             };
         let verified_intact =
             checked.signature == SignatureStatus::Valid && checked.records == RecordsStatus::Intact;
-        let key = (SEED_STREAM.to_string(), checked.thumbprint.clone());
+        let key = EpochKey::new(SEED_STREAM, &checked.thumbprint);
         let (seq, hash) = (checked.sequence, checked.payload_hash);
         if !self.count_copy(None, checked.identity, verified_intact) {
             return;
@@ -1337,13 +1415,19 @@ impl Verifier {
         let credible = self.credible(sealed_at);
         let arrival = self.batches;
         let intact = checked.records == RecordsStatus::Intact;
-        let slot = Slot { header_hash: hash, prev: None, origin: origin.to_string(), sealed_at: 0 };
+        let origin = Place::new(&origin.to_string(), |source| shared(&mut self.names, source));
+        let slot = Slot { header_hash: hash, prev: None, origin, sealed_at: 0 };
         let (key_id, software) =
             (shared(&mut self.names, &checked.key_id), shared(&mut self.names, "software"));
         let epoch = self.epochs.entry(key).or_default();
-        epoch.seed = true;
         epoch.signed_by(key_id, seq);
-        epoch.trust.get_or_insert((TrustBasis::BarePublicKey, software));
+        let signer = epoch.signer.get_or_insert(Signer {
+            basis: TrustBasis::BarePublicKey,
+            platform: software,
+            seed: false,
+            attested: false,
+        });
+        signer.seed = true;
         epoch.hear(credible, (arrival, sealed_at, seq));
         epoch.chain.insert(Arrival { seq, slot, chained: false, intact, segment });
     }
@@ -1373,53 +1457,43 @@ impl Verifier {
         unreferenced.sort_unstable();
         unreferenced.truncate(MAX_LISTED);
 
-        // Each stream's epochs in turn (the map is ordered by stream, then epoch), in one list
-        // reused: a list per stream held at once would cost more than many streams' batches.
-        let mut chain_findings = Vec::new();
-        let mut instances = Vec::new();
-        let mut group: Vec<(&str, &EpochState)> = Vec::new();
-        let mut entries = self.epochs.iter().peekable();
-        while let Some(((stream, epoch), state)) = entries.next() {
-            group.push((epoch, state));
-            if entries.peek().is_none_or(|((next, _), _)| next != stream) {
-                instances.extend(check_stream(stream, &group, &self.options.instances, &mut chain_findings));
-                group.clear();
-            }
-        }
-        drop(group);
+        // What looks up epochs across streams goes first, while they are all held: the
+        // checkpoints, and whether each stream and instance expected has a batch that verified.
         let checkpoint_lines = self.checkpoints.lines();
         let checkpoint_times = self.checkpoints.stamped();
         let stored = |stream: &str, epoch: &str, seq: u64| {
-            stored_at(self.epochs.get(&(stream.to_string(), epoch.to_string())), seq)
+            stored_at(self.epochs.get(&EpochKey::new(stream, epoch)).map(Box::as_ref), seq)
         };
         // A stream per epoch with batches; the check takes each stream once.
         let signed_streams =
-            self.epochs.iter().filter(|(_, e)| !e.chain.is_empty()).map(|((stream, _), _)| stream.as_str());
-        chain_findings.extend(std::mem::take(&mut self.checkpoints).finish(&stored, signed_streams));
-        if let Some(freshness) = self.options.freshness {
-            let skew = self.options.skew();
-            let instance_of: HashMap<(&str, &str), &str> = instances
-                .iter()
-                .flat_map(|i| {
-                    i.epochs.iter().map(move |e| ((i.stream.as_str(), e.as_str()), i.instance.as_str()))
-                })
-                .collect();
-            let instance = |stream: &str, epoch: &str| instance_of.get(&(stream, epoch)).copied();
-            let mut heard: Vec<Beat<'_>> = Vec::new();
-            for ((stream, epoch), state) in &self.epochs {
-                let Some(h) = state.heard.as_deref() else { continue };
-                for (arrival, sealed_at, seq) in std::iter::once(h.first).chain(h.newest) {
-                    heard.push(Beat { stream, epoch, seq, sealed_at, arrival });
-                }
-            }
-            heard.sort_by_key(|b| b.arrival);
-            chain_findings.extend(stale_streams(&heard, freshness, skew, instance));
-        }
-        let verified_in = |stream: &str| {
-            let epochs = self.epochs.range((stream.to_string(), String::new())..);
-            epochs.take_while(|((s, _), _)| s == stream).any(|(_, e)| !e.chain.is_empty())
-        };
+            self.epochs.iter().filter(|(_, e)| !e.chain.is_empty()).map(|(key, _)| key.stream());
+        let checkpoint_findings = std::mem::take(&mut self.checkpoints).finish(&stored, signed_streams);
         let anything_verified = self.epochs.values().any(|e| !e.chain.is_empty());
+        let missing = self.missing_streams();
+
+        // Then each stream's epochs in turn (the map is ordered by stream, then epoch): judged,
+        // and turned into the stream's part of the report, its state freed as it goes, so that
+        // the state of every stream and the report of every stream are never held at once.
+        let mut done = StreamsDone {
+            findings: Vec::new(),
+            stale: Vec::new(),
+            instances: Vec::new(),
+            trust: Vec::new(),
+            timeline: (self.options.policy.is_some() || self.options.timeline).then(Vec::new),
+        };
+        let mut group: Vec<(EpochKey, Box<EpochState>)> = Vec::new();
+        let mut entries = std::mem::take(&mut self.epochs).into_iter().peekable();
+        while let Some((key, state)) = entries.next() {
+            let last = entries.peek().is_none_or(|(next, _)| next.stream() != key.stream());
+            group.push((key, state));
+            if last {
+                self.stream_done(&mut group, &mut done);
+            }
+        }
+        drop(group);
+        let StreamsDone { findings: mut chain_findings, stale, instances, trust, timeline } = done;
+        chain_findings.extend(checkpoint_findings);
+        chain_findings.extend(stale);
         let nothing_else = chain_findings.is_empty() && self.findings.is_empty() && self.omitted.is_empty();
         if !anything_verified && nothing_else && !self.options.allow_empty {
             chain_findings.push(Finding::unplaced(
@@ -1427,56 +1501,7 @@ impl Verifier {
                 "no batch in the input verified, so nothing is proven: check the input's path, or pass --allow-empty where none is expected".into(),
             ));
         }
-        for stream in &self.options.expect_streams {
-            if !verified_in(stream) {
-                chain_findings.push(Finding {
-                    kind: FindingKind::MissingStream,
-                    stream: Some(stream.clone()),
-                    epoch: None,
-                    seq: None,
-                    record_index: None,
-                    detail: format!(
-                        "stream {stream:?} was expected (--expect-stream), but no batch of it verified"
-                    ),
-                });
-            }
-        }
-        for (stream, pins) in &self.options.instances.pinned {
-            let present = |epoch: &String| {
-                self.epochs.get(&(stream.clone(), epoch.clone())).is_some_and(|e| !e.chain.is_empty())
-            };
-            for epoch in pins.iter().filter(|e| !present(e)) {
-                chain_findings.push(Finding {
-                    kind: FindingKind::MissingStream,
-                    stream: Some(stream.clone()),
-                    epoch: Some(epoch.clone()),
-                    seq: None,
-                    record_index: None,
-                    detail: format!(
-                        "instance {epoch} of stream {stream:?} was expected (--expect-stream {stream}={epoch}), but no batch of its first epoch verified: the stream may have been replaced by another instance, or cut"
-                    ),
-                });
-            }
-        }
-        let timeline = (self.options.policy.is_some() || self.options.timeline)
-            .then(|| build_timeline(&self.epochs, &self.codes));
-        // The epochs become the report's trust list one by one, each freed as it is listed: with
-        // many streams, the two would otherwise be held at once.
-        let trust: Vec<EpochTrust> = std::mem::take(&mut self.epochs)
-            .into_iter()
-            .filter_map(|((stream, epoch), state)| {
-                let (basis, platform) = state.trust.clone()?;
-                Some(EpochTrust {
-                    key_id: state.key().unwrap_or_default().to_string(),
-                    stream,
-                    epoch,
-                    basis,
-                    platform: platform.to_string(),
-                    batches: state.chain.batches(),
-                    epoch_unsigned: state.seed,
-                })
-            })
-            .collect();
+        chain_findings.extend(missing);
         for finding in chain_findings {
             self.report(finding);
         }
@@ -1504,6 +1529,107 @@ impl Verifier {
             measurements_unjudged,
         }
     }
+
+    /// The streams (`--expect-stream`) and pinned instances expected but without a batch that
+    /// verified.
+    fn missing_streams(&self) -> Vec<Finding> {
+        let mut missing = Vec::new();
+        let verified_in = |stream: &str| {
+            let epochs = self.epochs.range(EpochKey::new(stream, "")..);
+            epochs.take_while(|(key, _)| key.stream() == stream).any(|(_, e)| !e.chain.is_empty())
+        };
+        for stream in &self.options.expect_streams {
+            if !verified_in(stream) {
+                missing.push(Finding {
+                    kind: FindingKind::MissingStream,
+                    stream: Some(stream.clone()),
+                    epoch: None,
+                    seq: None,
+                    record_index: None,
+                    detail: format!(
+                        "stream {stream:?} was expected (--expect-stream), but no batch of it verified"
+                    ),
+                });
+            }
+        }
+        for (stream, pins) in &self.options.instances.pinned {
+            let present = |epoch: &String| {
+                self.epochs.get(&EpochKey::new(stream, epoch)).is_some_and(|e| !e.chain.is_empty())
+            };
+            for epoch in pins.iter().filter(|e| !present(e)) {
+                missing.push(Finding {
+                    kind: FindingKind::MissingStream,
+                    stream: Some(stream.clone()),
+                    epoch: Some(epoch.clone()),
+                    seq: None,
+                    record_index: None,
+                    detail: format!(
+                        "instance {epoch} of stream {stream:?} was expected (--expect-stream {stream}={epoch}), but no batch of its first epoch verified: the stream may have been replaced by another instance, or cut"
+                    ),
+                });
+            }
+        }
+        missing
+    }
+
+    /// Judges one stream, `group` holding all its epochs in epoch order, and adds its part of the
+    /// report to `done`: its chain findings, its instances, its epochs' trust, its timeline and
+    /// its freshness. The epochs' state is freed here, and `group` left empty.
+    fn stream_done(&self, group: &mut Vec<(EpochKey, Box<EpochState>)>, done: &mut StreamsDone) {
+        // The stream's and epochs' names, one shared copy each for its trust and instances.
+        let Some((first, _)) = group.first() else { return };
+        let stream: Arc<str> = Arc::from(first.stream());
+        let epochs: Vec<(Arc<str>, Box<EpochState>)> =
+            group.drain(..).map(|(key, s)| (Arc::from(key.epoch()), s)).collect();
+        let views: Vec<(&str, &EpochState)> = epochs.iter().map(|(e, s)| (&**e, &**s)).collect();
+        let name = |epoch: &str| match epochs.binary_search_by(|(e, _)| (**e).cmp(epoch)) {
+            Ok(i) => epochs[i].0.clone(),
+            Err(_) => Arc::from(epoch),
+        };
+        let instances = check_stream(&stream, &views, &name, &self.options.instances, &mut done.findings);
+        if let Some(freshness) = self.options.freshness {
+            let instance_of: HashMap<&str, &str> =
+                instances.iter().flat_map(|i| i.epochs.iter().map(move |e| (&**e, &*i.instance))).collect();
+            let mut heard: Vec<Beat<'_>> = Vec::new();
+            for (epoch, state) in &views {
+                let Some(h) = state.heard.as_deref() else { continue };
+                for (arrival, sealed_at, seq) in std::iter::once(h.first).chain(h.newest) {
+                    heard.push(Beat { stream: &stream, epoch, seq, sealed_at, arrival });
+                }
+            }
+            heard.sort_by_key(|b| b.arrival);
+            let instance = |_: &str, epoch: &str| instance_of.get(epoch).copied();
+            done.stale.extend(stale_streams(&heard, freshness, self.options.skew(), instance));
+        }
+        if let Some(timeline) = &mut done.timeline {
+            build_timeline(&stream, &views, &self.codes, timeline);
+        }
+        drop(views);
+        done.instances.extend(instances);
+        for (epoch, state) in epochs {
+            let Some(signer) = &state.signer else { continue };
+            done.trust.push(EpochTrust {
+                key_id: state.key_shared().cloned().unwrap_or_else(|| Arc::from("")),
+                stream: stream.clone(),
+                epoch,
+                basis: signer.basis,
+                platform: signer.platform.clone(),
+                batches: state.chain.batches(),
+                epoch_unsigned: signer.seed,
+            });
+        }
+    }
+}
+
+/// The streams' parts of the report, as [`Verifier::finish`] judges them one by one.
+struct StreamsDone {
+    findings: Vec<Finding>,
+    /// Freshness findings, reported after the chain and checkpoint findings.
+    stale: Vec<Finding>,
+    instances: Vec<StreamInstance>,
+    trust: Vec<EpochTrust>,
+    /// With a policy or a timeline asked for.
+    timeline: Option<Vec<TimelineEntry>>,
 }
 
 /// The document of an attestation line: exactly `{"v":1,"attestation":"<standard base64>"}`
@@ -1537,7 +1663,9 @@ fn stored_at(epoch: Option<&EpochState>, seq: u64) -> Stored {
 
 /// A SHA-256 named in hex.
 fn parse_digest(hex_text: &str) -> Option<Digest> {
-    <[u8; 32]>::try_from(hex::decode(hex_text).ok()?).ok()
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut digest).ok()?;
+    Some(digest)
 }
 
 /// Why the `sealed_at` of the validly signed batch `h` cannot be believed, judged on the batch
@@ -1727,25 +1855,23 @@ struct Beat<'a> {
     arrival: u64,
 }
 
-/// Runs of batches with one (platform, measurement), per stream in `sealed_at` order. Each epoch
+/// Runs of batches of `stream` with one (platform, measurement), in `sealed_at` order, added to
+/// `runs`. Each epoch
 /// keeps its batches as segments of one code over consecutive seqs (crate::runs); these are put
 /// in order of their first batch's `sealed_at` and joined where neighbours share a code. Where
 /// the epochs of a stream follow one another in time this is the run of every batch by
 /// `sealed_at`; instances that interleave in time show one entry per segment, not per batch.
 fn build_timeline(
-    epochs: &BTreeMap<(String, String), EpochState>,
+    stream: &str,
+    epochs: &[(&str, &EpochState)],
     codes: &[(String, String)],
-) -> Vec<TimelineEntry> {
-    let mut segments: Vec<(&str, &str, &Segment)> = epochs
-        .iter()
-        .flat_map(|((stream, epoch), state)| {
-            state.chain.segments().map(move |s| (stream.as_str(), epoch.as_str(), s))
-        })
-        .collect();
-    segments.sort_by(|a, b| (a.0, a.2.from, a.1, a.2.first).cmp(&(b.0, b.2.from, b.1, b.2.first)));
-    let mut runs: Vec<TimelineEntry> = Vec::new();
+    runs: &mut Vec<TimelineEntry>,
+) {
+    let mut segments: Vec<(&str, &Segment)> =
+        epochs.iter().flat_map(|(epoch, state)| state.chain.segments().map(move |s| (*epoch, s))).collect();
+    segments.sort_by(|a, b| (a.1.from, a.0, a.1.first).cmp(&(b.1.from, b.0, b.1.first)));
     let mut last_code = None;
-    for (stream, epoch, s) in segments {
+    for (epoch, s) in segments {
         let (platform, measurement) = codes.get(s.code as usize).cloned().unwrap_or_default();
         let to = format_rfc3339(s.to);
         let last = format!("{epoch}:{}", s.last);
@@ -1771,13 +1897,14 @@ fn build_timeline(
         }
         last_code = Some(s.code);
     }
-    runs
 }
 
-/// The chain rules over one stream's epochs; returns its instances.
+/// The chain rules over one stream's epochs; returns its instances, their names shared through
+/// `name`.
 fn check_stream(
-    stream: &str,
+    stream: &Arc<str>,
     epochs: &[(&str, &EpochState)],
+    name: &dyn Fn(&str) -> Arc<str>,
     rules: &InstanceRules,
     out: &mut Vec<Finding>,
 ) -> Vec<StreamInstance> {
@@ -1794,11 +1921,11 @@ fn check_stream(
     // hand-over links.
     let firsts: BTreeMap<&str, Vec<&Slot>> = epochs
         .iter()
-        .filter(|(_, state)| !state.seed)
+        .filter(|(_, state)| !state.seed())
         .map(|(epoch, state)| (*epoch, state.chain.heads_at(1)))
         .collect();
     let wanted: HashSet<Print> =
-        firsts.values().flatten().filter_map(|s| s.prev.as_deref().and_then(print_of_hex)).collect();
+        firsts.values().flatten().filter_map(|s| s.prev.as_deref().map(print_of)).collect();
     let mut index: HashMap<Print, (&str, u64, UnixNanos)> = HashMap::new();
     if !wanted.is_empty() {
         for (epoch, state) in epochs {
@@ -1809,7 +1936,7 @@ fn check_stream(
     }
     let mut genesis: Vec<&str> = Vec::new();
     // The epochs whose first batch continues from each header: more than one forks the stream.
-    let mut successors: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut successors: HashMap<&Digest, Vec<&str>> = HashMap::new();
     for (epoch, slots) in &firsts {
         for prev in slots.iter().filter_map(|s| s.prev.as_deref()) {
             let list = successors.entry(prev).or_default();
@@ -1823,28 +1950,31 @@ fn check_stream(
 
     for (epoch, state) in epochs {
         // Equivocation, gaps, and links and times inside the epoch.
-        state.chain.judge(!state.seed, &mut |kind, seq, detail| out.push(finding(kind, epoch, seq, detail)));
-        if state.seed {
+        state
+            .chain
+            .judge(!state.seed(), &mut |kind, seq, detail| out.push(finding(kind, epoch, seq, detail)));
+        if state.seed() {
             continue;
         }
 
         // One epoch, one key: the key of its lowest seq.
         if let Some(own) = state.key() {
-            for (key, seq) in state.keys.iter().filter(|(key, _)| &**key != own) {
+            for (key, seq) in state.keys().iter().filter(|(key, _)| &**key != own) {
                 out.push(finding(FindingKind::ChainBreak, epoch, *seq, foreign_key(own, key)));
             }
         }
 
         // Hand-over: seq 1 either starts the stream or names the previous epoch's last header.
         for slot in firsts.get(epoch).into_iter().flatten() {
-            let Some(prev) = slot.prev.as_deref() else {
+            let Some(link) = slot.prev.as_deref() else {
                 // Two first batches of one epoch are equivocation, not two starts.
                 if genesis.last() != Some(epoch) {
                     genesis.push(epoch);
                 }
                 continue;
             };
-            let detail = match print_of_hex(prev).and_then(|p| index.get(&p)) {
+            let prev = hex::encode(link);
+            let detail = match index.get(&print_of(link)) {
                 None => Some(format!(
                     "{}: this epoch starts after header {prev}, which is not in the input: the end of the previous epoch is missing",
                     slot.origin
@@ -1868,9 +1998,9 @@ fn check_stream(
                         .and_then(|(_, s)| s.chain.highest())
                         .unwrap_or(0);
                     let forks: Vec<&str> =
-                        successors.get(prev).into_iter().flatten().copied().filter(|e| e != epoch).collect();
+                        successors.get(link).into_iter().flatten().copied().filter(|e| e != epoch).collect();
                     if !forks.is_empty() {
-                        Some(format!("{}: {}", slot.origin, fork_at(prev, &forks)))
+                        Some(format!("{}: {}", slot.origin, fork_at(&prev, &forks)))
                     } else if target_last > *target_seq {
                         Some(format!(
                             "{}: this epoch {}",
@@ -1890,17 +2020,18 @@ fn check_stream(
     check_key_reuse(epochs, &predecessor, &mut |epoch, detail| {
         out.push(finding(FindingKind::ChainBreak, epoch, 1, detail))
     });
-    check_instances(stream, epochs, &predecessor, &genesis, rules, out)
+    check_instances(stream, epochs, &predecessor, &genesis, name, rules, out)
 }
 
 /// The instances of a stream (docs/FORMAT.md §5.5): each epoch's chain followed back through
 /// `predecessor` to the epoch it starts from. Reports the instances `rules` do not allow, and a
 /// key that starts an instance (`genesis` holds those epochs) and signs outside it.
 fn check_instances(
-    stream: &str,
+    stream: &Arc<str>,
     epochs: &[(&str, &EpochState)],
     predecessor: &HashMap<&str, &str>,
     genesis: &[&str],
+    name: &dyn Fn(&str) -> Arc<str>,
     rules: &InstanceRules,
     out: &mut Vec<Finding>,
 ) -> Vec<StreamInstance> {
@@ -1961,7 +2092,7 @@ fn check_instances(
     }
     let mut by_root: BTreeMap<&str, Vec<(UnixNanos, &str)>> = BTreeMap::new();
     for (epoch, state, root) in &roots {
-        if state.seed {
+        if state.seed() {
             continue;
         }
         // The earliest of its lowest seq's batches, whatever order they came in.
@@ -1975,11 +2106,11 @@ fn check_instances(
         .map(|(root, mut members)| {
             members.sort_unstable();
             StreamInstance {
-                stream: stream.to_string(),
-                instance: root.to_string(),
+                stream: stream.clone(),
+                instance: name(root),
                 genesis: geneses.contains(root),
-                pinned: rules.pinned.get(stream).is_some_and(|pins| pins.contains(root)),
-                epochs: members.into_iter().map(|(_, e)| e.to_string()).collect(),
+                pinned: rules.pinned.get(&**stream).is_some_and(|pins| pins.contains(root)),
+                epochs: members.into_iter().map(|(_, e)| name(e)).collect(),
             }
         })
         .collect()
@@ -2003,7 +2134,7 @@ fn check_key_reuse(
             Some((current, key_of.get(current).copied()))
         })
         .take(epochs.len());
-        if let Some(why) = reused_key(key, state.attested, ancestors) {
+        if let Some(why) = reused_key(key, state.attested(), ancestors) {
             report(epoch, why);
         }
     }
@@ -2073,4 +2204,21 @@ pub(crate) fn goes_on(seq: u64, target: &str, last: u64) -> String {
 /// Why a batch signed by `key` breaks an epoch whose key is `own`: an epoch is one run of one key.
 pub(crate) fn foreign_key(own: &str, key: &str) -> String {
     format!("the epoch is signed by key {own}, and key {key} signs here: an epoch is one run of one key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_keys_order_as_stream_then_epoch() {
+        let pairs =
+            [("a", "ff"), ("a", "00"), ("a-", "00"), ("ab", "00"), ("a/b", "7"), ("b", ""), ("a", "")];
+        let mut by_pair = pairs.to_vec();
+        by_pair.sort();
+        let mut by_key: Vec<EpochKey> = pairs.iter().map(|(s, e)| EpochKey::new(s, e)).collect();
+        by_key.sort();
+        let back: Vec<(&str, &str)> = by_key.iter().map(|k| (k.stream(), k.epoch())).collect();
+        assert_eq!(back, by_pair);
+    }
 }

@@ -99,9 +99,7 @@ fn declared_or_pinned_instances_verify_and_are_listed_with_their_epochs() {
         let listed: Vec<(&str, bool, bool, Vec<&str>)> = report
             .instances
             .iter()
-            .map(|i| {
-                (i.instance.as_str(), i.genesis, i.pinned, i.epochs.iter().map(String::as_str).collect())
-            })
+            .map(|i| (&*i.instance, i.genesis, i.pinned, i.epochs.iter().map(|e| &**e).collect()))
             .collect();
         let mut expected = vec![
             (r.genesis[0].as_str(), true, pins, vec![r.genesis[0].as_str(), r.restart.as_str()]),
