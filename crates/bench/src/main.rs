@@ -413,23 +413,36 @@ impl AuditLoki {
     }
 }
 
-/// `--audit-only`: the records signed once, then only the audit phases, of the binary measured
-/// and of `--audit-vs` in turn.
-fn audit_only(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
-    let input = dir.join("records.ndjson");
-    let mut out = BufWriter::new(File::create(&input)?);
+/// The sample records of `args` in `dir`, and the store `exe` signed them into (stream `bench`)
+/// with an identity made for it.
+pub(crate) struct Signed {
+    pub(crate) records: PathBuf,
+    pub(crate) identity: PathBuf,
+    pub(crate) store: PathBuf,
+}
+
+pub(crate) fn sign_sample(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<Signed> {
+    let records = dir.join("records.ndjson");
+    let mut out = BufWriter::new(File::create(&records)?);
     teelog_sample::write_records(&mut out, args.records, args.record_bytes)?;
     out.flush()?;
     drop(out);
     let identity = dir.join("identity");
     let store = dir.join("store");
     run_child(exe, &["keygen", "--out", &s(&identity)], None)?;
-    let sign_args =
-        ["sign", "--identity", &s(&identity), "--store", &s(&store), "--stream", "bench", "--batch-size"];
     let batch_size = args.batch_size.to_string();
-    let mut sign_args = sign_args.to_vec();
-    sign_args.push(&batch_size);
-    run_child(exe, &sign_args, Some(&input))?;
+    let sign =
+        ["sign", "--identity", &s(&identity), "--store", &s(&store), "--stream", "bench", "--batch-size"];
+    let mut sign = sign.to_vec();
+    sign.push(&batch_size);
+    run_child(exe, &sign, Some(&records))?;
+    Ok(Signed { records, identity, store })
+}
+
+/// `--audit-only`: the records signed once, then only the audit phases, of the binary measured
+/// and of `--audit-vs` in turn.
+fn audit_only(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
+    let Signed { identity, store, .. } = sign_sample(args, exe, dir)?;
     let loki = AuditLoki::start(args, &identity, &store, "bench")?;
     let binaries: Vec<&Path> = std::iter::once(exe).chain(args.audit_vs.as_deref()).collect();
     let mut one = vec![Vec::new(); binaries.len()];

@@ -51,20 +51,7 @@ pub(crate) fn run(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()
     }
 
     // Throughput on records, as the main bench measures it, in this same run.
-    let records = dir.join("records.ndjson");
-    let mut out = BufWriter::new(File::create(&records)?);
-    teelog_sample::write_records(&mut out, args.records, args.record_bytes)?;
-    out.flush()?;
-    drop(out);
-    let identity = dir.join("identity");
-    let store = dir.join("store");
-    run_child(exe, &["keygen", "--out", &s(&identity)], None)?;
-    let batch_size = args.batch_size.to_string();
-    let sign =
-        ["sign", "--identity", &s(&identity), "--store", &s(&store), "--stream", "bench", "--batch-size"];
-    let mut sign = sign.to_vec();
-    sign.push(&batch_size);
-    run_child(exe, &sign, Some(&records))?;
+    let crate::Signed { records, identity, store } = crate::sign_sample(args, exe, dir)?;
     let n = args.records as f64;
     let public = identity.join("public-key.pem");
     for _ in 0..args.runs {
