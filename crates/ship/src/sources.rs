@@ -263,9 +263,9 @@ impl StdinReader {
 }
 
 /// Submits NDJSON lines in chunks, numbered for error messages; an over-long line is
-/// reported and skipped. Once `stopping`, it reads no more: the lines already read are handed
-/// over, and an unfinished line read in part is an error. `state` says when it waits for input
-/// holding nothing.
+/// reported and skipped. Once `stopping`, it reads no further than the end of the line it is
+/// in, and hands over every line it read. `state` says when it waits for input holding nothing;
+/// lines that arrive after the daemon gave up waiting for it are an error.
 pub(crate) fn read_lines(
     input: BufReader<impl std::io::Read>,
     name: &str,
