@@ -1934,6 +1934,8 @@ fn check_stream(
             }
         }
     }
+    // Looked up for every hand-over: a scan each time would be quadratic in the epochs.
+    let by_name: HashMap<&str, &EpochState> = epochs.iter().copied().collect();
     let mut genesis: Vec<&str> = Vec::new();
     // The epochs whose first batch continues from each header: more than one forks the stream.
     let mut successors: HashMap<&Digest, Vec<&str>> = HashMap::new();
@@ -1992,11 +1994,8 @@ fn check_stream(
                             format!("{}: {}", slot.origin, backwards_across(slot.sealed_at, *target_sealed_at)),
                         ));
                     }
-                    let target_last = epochs
-                        .iter()
-                        .find(|(e, _)| e == target_epoch)
-                        .and_then(|(_, s)| s.chain.highest())
-                        .unwrap_or(0);
+                    let target_last =
+                        by_name.get(target_epoch).and_then(|s| s.chain.highest()).unwrap_or(0);
                     let forks: Vec<&str> =
                         successors.get(link).into_iter().flatten().copied().filter(|e| e != epoch).collect();
                     if !forks.is_empty() {
