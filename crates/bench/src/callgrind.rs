@@ -65,23 +65,10 @@ pub(crate) fn run(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()
         let store = dir.join(format!("store-{size}"));
         let input_arg = s(&input);
         let store_arg = s(&store);
+        let sign_args = crate::sign_args(Path::new(&identity), &store, size, &batch_size);
         let runs: [(&Path, Vec<&str>, Option<&Path>); 3] = [
             (&bench, vec!["--sha256-only", &input_arg], None),
-            (
-                exe,
-                vec![
-                    "sign",
-                    "--identity",
-                    &identity,
-                    "--store",
-                    &store_arg,
-                    "--stream",
-                    size,
-                    "--batch-size",
-                    &batch_size,
-                ],
-                Some(&input),
-            ),
+            (exe, sign_args.iter().map(String::as_str).collect(), Some(&input)),
             (exe, vec!["verify", "--store", &store_arg, "--pubkey", &public], None),
         ];
         for (count, (program, program_args, stdin)) in counts.iter_mut().zip(runs) {

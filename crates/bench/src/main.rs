@@ -179,17 +179,8 @@ fn bench_in(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         }
         // Each run signs a stream of its own into a fresh store.
         let stream = format!("bench-{run}");
-        let sign_args = [
-            "sign",
-            "--identity",
-            &s(&identity),
-            "--store",
-            &s(&store),
-            "--stream",
-            &stream,
-            "--batch-size",
-            &batch_size,
-        ];
+        let sign_args = sign_args(&identity, &store, &stream, &batch_size);
+        let sign_args: Vec<&str> = sign_args.iter().map(String::as_str).collect();
         sign.push(run_child(exe, &sign_args, Some(&input))?);
         let threads = args.cores.to_string();
         let verify_args = [
@@ -430,11 +421,8 @@ pub(crate) fn sign_sample(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::R
     let identity = dir.join("identity");
     let store = dir.join("store");
     run_child(exe, &["keygen", "--out", &s(&identity)], None)?;
-    let batch_size = args.batch_size.to_string();
-    let sign =
-        ["sign", "--identity", &s(&identity), "--store", &s(&store), "--stream", "bench", "--batch-size"];
-    let mut sign = sign.to_vec();
-    sign.push(&batch_size);
+    let sign = sign_args(&identity, &store, "bench", &args.batch_size.to_string());
+    let sign: Vec<&str> = sign.iter().map(String::as_str).collect();
     run_child(exe, &sign, Some(&records))?;
     Ok(Signed { records, identity, store })
 }
@@ -475,6 +463,14 @@ fn audit_only(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `teelog sign` of stdin into `store` as `stream`, in batches of `batch_size`.
+pub(crate) fn sign_args(identity: &Path, store: &Path, stream: &str, batch_size: &str) -> Vec<String> {
+    ["sign", "--identity", &s(identity), "--store", &s(store), "--stream", stream, "--batch-size", batch_size]
+        .into_iter()
+        .map(String::from)
+        .collect()
 }
 
 /// `teelog ship` into a fresh spool that keeps everything (an embedded store), without

@@ -108,17 +108,8 @@ fn measure_case(
             for stream in 0..streams {
                 let name = format!("s{stream}");
                 let share = shares.as_ref().map(|dir| dir.join(format!("{stream}.ndjson")));
-                let sign_args = [
-                    "sign",
-                    "--identity",
-                    &s(&identity),
-                    "--store",
-                    &s(&store),
-                    "--stream",
-                    &name,
-                    "--batch-size",
-                    &batch_size,
-                ];
+                let sign_args = crate::sign_args(&identity, &store, &name, &batch_size);
+                let sign_args: Vec<&str> = sign_args.iter().map(String::as_str).collect();
                 let one = run_child(exe, &sign_args, Some(share.as_deref().unwrap_or(&input)))?;
                 total = Some(total.map_or(one, |t| add(t, one)));
             }
