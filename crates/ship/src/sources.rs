@@ -277,15 +277,20 @@ pub(crate) fn read_lines(
     let mut reader = LineReader::new(input, max_line_bytes);
     let mut chunker = Chunker::new(name, max_line_bytes);
     let metrics = &submitter.shared().metrics;
+    // Whether it told `state` it waits: only then does a line read need to take that back (not
+    // an atomic exchange for every line).
+    let mut told_waiting = state.load(Ordering::Acquire) == Reading::Waiting as u8;
     while let Some((n, line)) = reader.next_line().map_err(|e| format!("cannot read: {e}"))? {
-        let was = Reading::Waiting as u8;
-        if let Err(now) =
-            state.compare_exchange(was, Reading::Busy as u8, Ordering::AcqRel, Ordering::Acquire)
-        {
-            if now == Reading::Abandoned as u8 {
-                return Err(format!(
-                    "line {n} and what came with it arrived as the daemon stopped: not signed"
-                ));
+        if std::mem::take(&mut told_waiting) {
+            let was = Reading::Waiting as u8;
+            if let Err(now) =
+                state.compare_exchange(was, Reading::Busy as u8, Ordering::AcqRel, Ordering::Acquire)
+            {
+                if now == Reading::Abandoned as u8 {
+                    return Err(format!(
+                        "line {n} and what came with it arrived as the daemon stopped: not signed"
+                    ));
+                }
             }
         }
         let full = match line {
@@ -306,6 +311,7 @@ pub(crate) fn read_lines(
                 return finish_line(&mut reader, &mut chunker, submitter);
             }
             state.store(Reading::Waiting as u8, Ordering::Release);
+            told_waiting = true;
         }
     }
     if let Some(chunk) = chunker.take() {
