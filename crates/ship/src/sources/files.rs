@@ -501,13 +501,10 @@ impl Follower {
         }
         let (index, path) = found?;
         let place = self.places[index].clone();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-            .ok()?;
+        // Replaced since it was looked at, by a link or a FIFO: not opened.
+        let file = teelog_store::open_segment_to_read(&path).ok()?;
         let meta = file.metadata().ok()?;
-        let same = meta.is_file() && Seen::of(&meta).id == place.id;
+        let same = Seen::of(&meta).id == place.id;
         // Without a fingerprint nothing tells it from another file that took the inode number.
         let read_before =
             place.fingerprint.is_some() && fingerprint(&file, place.offset).ok() == place.fingerprint;
